@@ -1,0 +1,438 @@
+//! Channel adapters: one trait ([`ChannelAdapter`]) for every sales platform and one
+//! explicit registry function ([`build_adapter`]).
+//!
+//! Owns: the push/read contract between propagation and a platform, the per-item outcome
+//! vocabulary ([`ItemOutcome`]), the throttle signals a platform sends back
+//! ([`ThrottleSignal`]), and the one error enum of the module ([`ChannelError`]), classified
+//! by domain (user / external / internal) and retry hint as Arroyo does.
+//!
+//! Each platform lives in its own folder with a fixed shape (`config`, `request`,
+//! `response`, `mod`, `tests`, after Vector's sinks); status codes and headers are
+//! interpreted in that folder's `response.rs` only.
+//!
+//! Invariants: [`ChannelAdapter::push`] returns exactly one [`ItemResult`] per input item, in
+//! input order; an adapter never sleeps to honour a rate limit (pacing belongs to
+//! propagation), it reports what the platform said.
+//!
+//! May depend on: `config`, `telemetry`. Must NOT import `ledger`, `ingest` or `store`.
+
+pub mod shopify;
+
+use crate::config::{ChannelConfig, ChannelKind};
+use async_trait::async_trait;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// One listing's new quantity for a push.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushItem {
+    /// Our SKU; the adapter maps it to the platform's listing.
+    pub sku: String,
+    /// The absolute quantity (ATP) to set, in base units.
+    pub quantity: u64,
+    /// The value we believe the channel holds now, for compare-and-set (Shopify
+    /// `changeFromQuantity`, PLATFORMS.md §1.2); `None` opts out of the check.
+    pub change_from: Option<i64>,
+}
+
+/// What happened to one item of a push.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ItemOutcome {
+    /// The channel now holds `quantity`.
+    Accepted {
+        /// The quantity the channel acknowledged.
+        quantity: u64,
+    },
+    /// The compare-and-set failed: the channel changed the value itself (usually an order
+    /// we have not ingested yet). `current` is what the channel holds now, if it could be read.
+    Conflict {
+        /// The channel's current value.
+        current: Option<i64>,
+    },
+    /// The channel refused this item and will refuse it again (unknown listing,
+    /// non-mutable item, …): isolate it.
+    Rejected {
+        /// Platform error code (`NON_MUTABLE_INVENTORY_ITEM`, `HTTP_422`, `UNMAPPED_SKU`).
+        code: String,
+        /// Human message.
+        message: String,
+    },
+    /// Not applied because another item of the same all-or-nothing request failed; send
+    /// again without delay (without the failing item).
+    Deferred,
+    /// Not applied because the request failed transiently (5xx, transport, throttled);
+    /// send again after a backoff.
+    Retryable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One item's outcome, keyed by SKU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ItemResult {
+    /// The SKU of the pushed item.
+    pub sku: String,
+    /// What happened.
+    pub outcome: ItemOutcome,
+}
+
+/// A cost-based budget the platform reported (Shopify GraphQL `extensions.cost.throttleStatus`,
+/// PLATFORMS.md §1.9).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct CostBudget {
+    /// Points available now (`currentlyAvailable`).
+    pub currently_available: f64,
+    /// Bucket size (`maximumAvailable`).
+    pub maximum_available: f64,
+    /// Points restored per second (`restoreRate`).
+    pub restore_rate_per_sec: f64,
+    /// Cost of the next push of the same kind, estimated from the last one
+    /// (`requestedQueryCost`).
+    pub next_request_cost: f64,
+}
+
+impl CostBudget {
+    /// How long to wait, in milliseconds, before the next request fits the budget; 0 when it
+    /// fits now.
+    pub fn wait_ms(&self) -> u64 {
+        let missing = self.next_request_cost - self.currently_available;
+        if missing <= 0.0 || self.restore_rate_per_sec <= 0.0 {
+            return 0;
+        }
+        (missing / self.restore_rate_per_sec * 1000.0).ceil() as u64
+    }
+}
+
+/// Throttle signals from one push or read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ThrottleSignal {
+    /// The platform refused the request for rate reasons (HTTP 429 or GraphQL `THROTTLED`).
+    pub throttled: bool,
+    /// `Retry-After`, in milliseconds, when the platform sent one.
+    pub retry_after_ms: Option<u64>,
+    /// The cost budget, when the platform reports one.
+    pub budget: Option<CostBudget>,
+}
+
+impl ThrottleSignal {
+    /// Keeps the strongest signal of two (used when one push made several requests).
+    pub fn merge(&mut self, other: ThrottleSignal) {
+        self.throttled |= other.throttled;
+        self.retry_after_ms = match (self.retry_after_ms, other.retry_after_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        if other.budget.is_some() {
+            self.budget = other.budget;
+        }
+    }
+}
+
+/// The answer to [`ChannelAdapter::push`].
+#[derive(Clone, Debug, Default)]
+pub struct PushReport {
+    /// One result per pushed item, in input order.
+    pub results: Vec<ItemResult>,
+    /// What the platform said about rate limits.
+    pub throttle: ThrottleSignal,
+    /// HTTP requests made (a conflict costs an extra read); propagation charges its token
+    /// bucket for all of them.
+    pub requests: u32,
+    /// The request-level failure, when the whole request failed.
+    pub error: Option<ChannelError>,
+}
+
+impl PushReport {
+    /// A report where every item failed with the same request-level error.
+    pub fn failed(items: &[PushItem], error: ChannelError, throttle: ThrottleSignal, requests: u32) -> Self {
+        let reason = error.to_string();
+        Self {
+            results: items
+                .iter()
+                .map(|item| ItemResult {
+                    sku: item.sku.clone(),
+                    outcome: ItemOutcome::Retryable { reason: reason.clone() },
+                })
+                .collect(),
+            throttle,
+            requests,
+            error: Some(error),
+        }
+    }
+}
+
+/// The answer to [`ChannelAdapter::read_levels`].
+#[derive(Clone, Debug, Default)]
+pub struct LevelsReport {
+    /// `(sku, value)` in input order; `None` when the channel does not stock the listing.
+    pub levels: Vec<(String, Option<i64>)>,
+    /// What the platform said about rate limits.
+    pub throttle: ThrottleSignal,
+    /// HTTP requests made.
+    pub requests: u32,
+}
+
+/// Who is at fault for an error (Arroyo's classification).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorDomain {
+    /// Configuration or credentials: the merchant must fix it.
+    User,
+    /// The platform or the network.
+    External,
+    /// A bug on our side (a request the platform could not parse).
+    Internal,
+}
+
+/// Whether retrying can help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryHint {
+    /// Retrying the same request will fail the same way.
+    NoRetry,
+    /// Retry after a backoff.
+    WithBackoff,
+}
+
+/// Errors of the channel adapters; one enum for the module.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// The channel section of the config is unusable.
+    #[error("channel {channel}: invalid configuration: {message}")]
+    InvalidConfig {
+        /// Channel id.
+        channel: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A listings CSV file could not be read or parsed.
+    #[error("listings file {}: line {line}: {message}", path.display())]
+    Listings {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number (0 when the file could not be read).
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// The platform refused our credentials (HTTP 401/403).
+    #[error("unauthorized (http {status}): {message}")]
+    Unauthorized {
+        /// HTTP status.
+        status: u16,
+        /// The platform's message.
+        message: String,
+    },
+    /// The platform throttled the request (HTTP 429 or GraphQL `THROTTLED`).
+    #[error("throttled (retry after {retry_after_ms:?} ms)")]
+    Throttled {
+        /// `Retry-After` in milliseconds, when sent.
+        retry_after_ms: Option<u64>,
+    },
+    /// The platform failed (HTTP 5xx).
+    #[error("server error (http {status}): {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// The platform's message.
+        message: String,
+    },
+    /// The request never got an HTTP answer (connect, timeout, TLS).
+    #[error("transport error: {message}")]
+    Transport {
+        /// The client's message.
+        message: String,
+    },
+    /// The platform refused the request as a whole (HTTP 4xx other than 401/403/429).
+    #[error("request rejected (http {status}): {message}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// The platform's message.
+        message: String,
+    },
+    /// GraphQL top-level `errors` other than throttling: the request was malformed.
+    #[error("graphql error {code:?}: {message}")]
+    GraphQl {
+        /// `extensions.code`, when present.
+        code: Option<String>,
+        /// The first error's message.
+        message: String,
+    },
+    /// The answer could not be decoded.
+    #[error("cannot decode the platform's answer: {message}")]
+    Decode {
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl ChannelError {
+    /// Who is at fault.
+    pub fn domain(&self) -> ErrorDomain {
+        match self {
+            Self::InvalidConfig { .. } | Self::Listings { .. } | Self::Unauthorized { .. } => ErrorDomain::User,
+            Self::Throttled { .. } | Self::Server { .. } | Self::Transport { .. } | Self::Decode { .. } => {
+                ErrorDomain::External
+            }
+            Self::Rejected { .. } | Self::GraphQl { .. } => ErrorDomain::Internal,
+        }
+    }
+
+    /// Whether retrying can help.
+    pub fn retry_hint(&self) -> RetryHint {
+        match self {
+            Self::Throttled { .. } | Self::Server { .. } | Self::Transport { .. } | Self::Decode { .. } => {
+                RetryHint::WithBackoff
+            }
+            Self::InvalidConfig { .. }
+            | Self::Listings { .. }
+            | Self::Unauthorized { .. }
+            | Self::Rejected { .. }
+            | Self::GraphQl { .. } => RetryHint::NoRetry,
+        }
+    }
+
+    /// A bounded metric label for the error type.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::InvalidConfig { .. } => "invalid_config",
+            Self::Listings { .. } => "listings",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Throttled { .. } => "throttled",
+            Self::Server { .. } => "server",
+            Self::Transport { .. } => "transport",
+            Self::Rejected { .. } => "rejected",
+            Self::GraphQl { .. } => "graphql",
+            Self::Decode { .. } => "decode",
+        }
+    }
+}
+
+/// One sales platform, as propagation sees it.
+///
+/// Implementations interpret status codes and headers in one place, never sleep for rate
+/// limits, and return one result per item.
+#[async_trait]
+pub trait ChannelAdapter: Send + Sync + 'static {
+    /// The platform.
+    fn kind(&self) -> ChannelKind;
+
+    /// Most items in one [`push`](Self::push) call (Shopify GraphQL: 250; REST: 1).
+    fn max_batch(&self) -> usize;
+
+    /// True when the SKU has a listing on this channel; unmapped SKUs are never queued.
+    fn is_mapped(&self, sku: &str) -> bool;
+
+    /// How many listings the channel has (bounds the propagation queue).
+    fn listing_count(&self) -> usize;
+
+    /// Sets absolute quantities; at most [`max_batch`](Self::max_batch) items.
+    async fn push(&self, items: &[PushItem]) -> PushReport;
+
+    /// Reads the channel's current quantities for the SKUs (for conflicts and reconciliation).
+    async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError>;
+}
+
+/// The registry of channel adapters: builds the adapter for a channel's `kind`.
+///
+/// Errors: [`ChannelError::InvalidConfig`] when the platform section is missing or
+/// unusable, [`ChannelError::Listings`] when the listings CSV cannot be read.
+pub fn build_adapter(
+    config: &ChannelConfig,
+    client: reqwest::Client,
+) -> Result<Box<dyn ChannelAdapter>, ChannelError> {
+    match config.kind {
+        ChannelKind::Shopify => {
+            let shopify = config.shopify.as_ref().ok_or_else(|| ChannelError::InvalidConfig {
+                channel: config.id.clone(),
+                message: "kind = \"shopify\" needs a [shopify] section".to_owned(),
+            })?;
+            Ok(Box::new(shopify::ShopifyAdapter::new(&config.id, shopify, client)?))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_budget_wait_is_zero_when_the_next_request_fits() {
+        let budget = CostBudget {
+            currently_available: 50.0,
+            maximum_available: 100.0,
+            restore_rate_per_sec: 50.0,
+            next_request_cost: 10.0,
+        };
+        assert_eq!(budget.wait_ms(), 0);
+        let short = CostBudget {
+            currently_available: 5.0,
+            ..budget
+        };
+        assert_eq!(short.wait_ms(), 100);
+    }
+
+    #[test]
+    fn errors_are_classified_by_domain_and_retry_hint() {
+        let throttled = ChannelError::Throttled { retry_after_ms: Some(1000) };
+        assert_eq!(throttled.domain(), ErrorDomain::External);
+        assert_eq!(throttled.retry_hint(), RetryHint::WithBackoff);
+        let unauthorized = ChannelError::Unauthorized {
+            status: 401,
+            message: "bad token".to_owned(),
+        };
+        assert_eq!(unauthorized.domain(), ErrorDomain::User);
+        assert_eq!(unauthorized.retry_hint(), RetryHint::NoRetry);
+        let graphql = ChannelError::GraphQl {
+            code: None,
+            message: "parse".to_owned(),
+        };
+        assert_eq!(graphql.domain(), ErrorDomain::Internal);
+    }
+
+    #[test]
+    fn throttle_signals_merge_to_the_strongest() {
+        let mut signal = ThrottleSignal {
+            throttled: false,
+            retry_after_ms: Some(500),
+            budget: None,
+        };
+        signal.merge(ThrottleSignal {
+            throttled: true,
+            retry_after_ms: Some(2000),
+            budget: None,
+        });
+        assert!(signal.throttled);
+        assert_eq!(signal.retry_after_ms, Some(2000));
+    }
+
+    #[test]
+    fn a_failed_report_has_one_retryable_result_per_item() {
+        let items = vec![
+            PushItem {
+                sku: "A".to_owned(),
+                quantity: 1,
+                change_from: None,
+            },
+            PushItem {
+                sku: "B".to_owned(),
+                quantity: 2,
+                change_from: Some(3),
+            },
+        ];
+        let report = PushReport::failed(
+            &items,
+            ChannelError::Transport {
+                message: "refused".to_owned(),
+            },
+            ThrottleSignal::default(),
+            1,
+        );
+        assert_eq!(report.results.len(), 2);
+        assert!(matches!(report.results[1].outcome, ItemOutcome::Retryable { .. }));
+        assert_eq!(report.results[1].sku, "B");
+    }
+}

@@ -1,0 +1,379 @@
+//! The Shopify channel adapter (PLATFORMS.md §1).
+//!
+//! Owns: pushing a channel's ATP as `available` with GraphQL `inventorySetQuantities`
+//! (≤250 quantities per call, `changeFromQuantity` CAS, `@idempotent` key), or with REST
+//! `inventory_levels/set.json` when `use_rest = true` (one level per call, no CAS); reading
+//! levels back; the SKU → inventory item mapping.
+//!
+//! Behaviour of one GraphQL push (the mutation is all-or-nothing):
+//! - no user errors: every item is accepted;
+//! - user errors naming quantity indexes: those items are isolated (`Rejected`, or
+//!   `Conflict` with the value read back for `CHANGE_FROM_QUANTITY_STALE`), every other item
+//!   comes back `Deferred` so propagation resends it at once without the failing ones;
+//! - a request-level failure (transport, 5xx, `THROTTLED`, 401, top-level errors): every
+//!   item is `Retryable` and the report carries the classified error.
+//!
+//! Idempotency keys: a fresh UUID per batch content; a retry of exactly the same content
+//! after an unanswered or throttled attempt reuses the key, so a mutation that did apply is
+//! not applied twice; CAS still guards us because keys may not deduplicate (§1.2 [3P]).
+//!
+//! May depend on: `channels`, `config`. Never `ledger`, `ingest` or `store`.
+
+pub mod config;
+pub mod request;
+pub mod response;
+#[cfg(test)]
+mod tests;
+
+use crate::channels::{
+    ChannelAdapter, ChannelError, ItemOutcome, ItemResult, LevelsReport, PushItem, PushReport, ThrottleSignal,
+};
+use crate::config::{ChannelKind, ShopifyConfig};
+use async_trait::async_trait;
+use config::{CHANGE_FROM_QUANTITY_MIN_VERSION, ListingMap};
+use request::SetQuantity;
+use response::{RestSetAnswer, SetQuantitiesAnswer};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Most quantities in one `inventorySetQuantities` call (Admin API array cap, §1.2).
+pub const GRAPHQL_MAX_BATCH: usize = 250;
+/// Most inventory items in one REST level read.
+const REST_READ_MAX_ITEMS: usize = 50;
+/// Timeout of one request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Cost assumed for a mutation until Shopify reports one.
+const DEFAULT_MUTATION_COST: f64 = 10.0;
+
+/// The Shopify adapter of one channel.
+#[derive(Debug)]
+pub struct ShopifyAdapter {
+    channel: String,
+    shop_url: String,
+    api_version: String,
+    access_token: String,
+    location_id: u64,
+    use_rest: bool,
+    listings: ListingMap,
+    client: reqwest::Client,
+    /// The last batch that got no definitive answer, with its key: (content, key).
+    unanswered: Mutex<Option<(String, String)>>,
+}
+
+impl ShopifyAdapter {
+    /// Builds the adapter and loads its listings.
+    ///
+    /// Errors: [`ChannelError::InvalidConfig`] for a GraphQL API version older than
+    /// 2026-01 (no `changeFromQuantity`) or an unusable URL; [`ChannelError::Listings`] when
+    /// the CSV cannot be read or parsed.
+    pub fn new(channel: &str, config: &ShopifyConfig, client: reqwest::Client) -> Result<Self, ChannelError> {
+        let invalid = |message: String| ChannelError::InvalidConfig {
+            channel: channel.to_owned(),
+            message,
+        };
+        if !config.use_rest && config.api_version.as_str() < CHANGE_FROM_QUANTITY_MIN_VERSION {
+            return Err(invalid(format!(
+                "api_version {} has no changeFromQuantity; use {CHANGE_FROM_QUANTITY_MIN_VERSION} or later",
+                config.api_version
+            )));
+        }
+        if !config.shop_url.starts_with("http://") && !config.shop_url.starts_with("https://") {
+            return Err(invalid(format!("shop_url {:?} must start with http:// or https://", config.shop_url)));
+        }
+        Ok(Self {
+            channel: channel.to_owned(),
+            shop_url: config.shop_url.trim_end_matches('/').to_owned(),
+            api_version: config.api_version.clone(),
+            access_token: config.access_token.clone(),
+            location_id: config.location_id,
+            use_rest: config.use_rest,
+            listings: config::load_listings(channel, config)?,
+            client,
+            unanswered: Mutex::new(None),
+        })
+    }
+
+    /// The SKU ↔ inventory item mapping.
+    pub fn listings(&self) -> &ListingMap {
+        &self.listings
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<response::HttpAnswer, ChannelError> {
+        let response = request
+            .header("X-Shopify-Access-Token", &self.access_token)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|error| response::transport_error(&error))?;
+        response::read_answer(response).await
+    }
+
+    /// The key for this content: the unanswered attempt's key when the content is the same.
+    fn idempotency_key(&self, content: &str) -> String {
+        let unanswered = self.unanswered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match unanswered.as_ref() {
+            Some((previous, key)) if previous == content => key.clone(),
+            _ => uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    fn remember_unanswered(&self, entry: Option<(String, String)>) {
+        *self.unanswered.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = entry;
+    }
+
+    async fn push_graphql(&self, items: &[PushItem], results: &mut [Option<ItemOutcome>]) -> PushReport {
+        let mut positions = Vec::new();
+        let mut quantities = Vec::new();
+        for (position, item) in items.iter().enumerate() {
+            if let Some(inventory_item) = self.listings.item(&item.sku) {
+                positions.push(position);
+                quantities.push(SetQuantity {
+                    item: inventory_item,
+                    quantity: item.quantity,
+                    change_from: item.change_from,
+                });
+            }
+        }
+        let mut report = PushReport::default();
+        if quantities.is_empty() {
+            return report;
+        }
+        let content = format!("{quantities:?}");
+        let key = self.idempotency_key(&content);
+        let reference = format!("gid://stocksync/SyncJob/{key}");
+        let body = request::set_quantities_body(&quantities, self.location_id, &key, &reference);
+        let url = request::graphql_url(&self.shop_url, &self.api_version);
+        report.requests = 1;
+        let answer = match self.send(self.client.post(&url).json(&body)).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                self.remember_unanswered(Some((content, key)));
+                return fail_positions(report, &positions, results, error);
+            }
+        };
+        report.throttle = response::graphql_throttle(&answer, DEFAULT_MUTATION_COST);
+        let user_errors = match response::decode_set_quantities(&answer) {
+            SetQuantitiesAnswer::Applied => {
+                self.remember_unanswered(None);
+                for (position, quantity) in positions.iter().zip(&quantities) {
+                    results[*position] = Some(ItemOutcome::Accepted {
+                        quantity: quantity.quantity,
+                    });
+                }
+                return report;
+            }
+            SetQuantitiesAnswer::Failed(error) => {
+                let retry_same = matches!(
+                    error,
+                    ChannelError::Throttled { .. } | ChannelError::Server { .. } | ChannelError::Transport { .. }
+                );
+                self.remember_unanswered(retry_same.then_some((content, key)));
+                return fail_positions(report, &positions, results, error);
+            }
+            SetQuantitiesAnswer::UserErrors(user_errors) => user_errors,
+        };
+        self.remember_unanswered(None);
+        if let Some(general) = user_errors.iter().find(|error| error.index.is_none_or(|i| i >= positions.len())) {
+            let error = ChannelError::GraphQl {
+                code: Some(general.code.clone()),
+                message: general.message.clone(),
+            };
+            return fail_positions(report, &positions, results, error);
+        }
+        let mut stale = Vec::new();
+        for error in &user_errors {
+            let Some(index) = error.index else { continue };
+            let position = positions[index];
+            if error.is_stale() {
+                stale.push(position);
+            } else {
+                results[position] = Some(ItemOutcome::Rejected {
+                    code: error.code.clone(),
+                    message: error.message.clone(),
+                });
+            }
+        }
+        for position in &positions {
+            if results[*position].is_none() && !stale.contains(position) {
+                results[*position] = Some(ItemOutcome::Deferred);
+            }
+        }
+        if !stale.is_empty() {
+            let skus: Vec<String> = stale.iter().map(|position| items[*position].sku.clone()).collect();
+            let read = self.read_levels(&skus).await;
+            let current: HashMap<String, Option<i64>> = match read {
+                Ok(levels) => {
+                    report.requests += levels.requests;
+                    report.throttle.merge(levels.throttle);
+                    levels.levels.into_iter().collect()
+                }
+                Err(error) => {
+                    report.requests += 1;
+                    tracing::warn!(channel = %self.channel, error = %error, "cannot read levels after a compare-and-set conflict");
+                    HashMap::new()
+                }
+            };
+            for position in stale {
+                let value = current.get(&items[position].sku).copied().flatten();
+                results[position] = Some(ItemOutcome::Conflict { current: value });
+            }
+        }
+        report
+    }
+
+    async fn push_rest(&self, items: &[PushItem], results: &mut [Option<ItemOutcome>]) -> PushReport {
+        let mut report = PushReport::default();
+        let url = request::rest_set_url(&self.shop_url, &self.api_version);
+        for (position, item) in items.iter().enumerate() {
+            let Some(inventory_item) = self.listings.item(&item.sku) else { continue };
+            if report.error.is_some() {
+                results[position] = Some(ItemOutcome::Deferred);
+                continue;
+            }
+            let body = request::rest_set_body(inventory_item, self.location_id, item.quantity);
+            report.requests += 1;
+            let answer = match self.send(self.client.post(&url).json(&body)).await {
+                Ok(answer) => answer,
+                Err(error) => {
+                    results[position] = Some(ItemOutcome::Retryable {
+                        reason: error.to_string(),
+                    });
+                    report.error = Some(error);
+                    continue;
+                }
+            };
+            report.throttle.merge(response::rest_throttle(&answer));
+            results[position] = Some(match response::decode_rest_set(&answer) {
+                RestSetAnswer::Accepted(available) => ItemOutcome::Accepted {
+                    quantity: u64::try_from(available).unwrap_or(0),
+                },
+                RestSetAnswer::ItemRejected(message) => ItemOutcome::Rejected {
+                    code: "HTTP_422".to_owned(),
+                    message,
+                },
+                RestSetAnswer::Failed(error) => {
+                    let outcome = ItemOutcome::Retryable {
+                        reason: error.to_string(),
+                    };
+                    report.error = Some(error);
+                    outcome
+                }
+            });
+        }
+        report
+    }
+
+    async fn read_graphql(&self, items: &[u64]) -> Result<(Vec<(u64, Option<i64>)>, ThrottleSignal, u32), ChannelError> {
+        let url = request::graphql_url(&self.shop_url, &self.api_version);
+        let mut levels = Vec::new();
+        let mut throttle = ThrottleSignal::default();
+        let mut requests = 0;
+        for chunk in items.chunks(GRAPHQL_MAX_BATCH) {
+            requests += 1;
+            let answer = self.send(self.client.post(&url).json(&request::levels_body(chunk, self.location_id))).await?;
+            throttle.merge(response::graphql_throttle(&answer, DEFAULT_MUTATION_COST));
+            levels.extend(response::decode_levels(&answer)?);
+        }
+        Ok((levels, throttle, requests))
+    }
+
+    async fn read_rest(&self, items: &[u64]) -> Result<(Vec<(u64, Option<i64>)>, ThrottleSignal, u32), ChannelError> {
+        let mut levels = Vec::new();
+        let mut throttle = ThrottleSignal::default();
+        let mut requests = 0;
+        for chunk in items.chunks(REST_READ_MAX_ITEMS) {
+            requests += 1;
+            let url = request::rest_levels_url(&self.shop_url, &self.api_version, chunk, self.location_id);
+            let answer = self.send(self.client.get(&url)).await?;
+            throttle.merge(response::rest_throttle(&answer));
+            levels.extend(response::decode_rest_levels(&answer)?.into_iter().map(|(item, value)| (item, Some(value))));
+        }
+        Ok((levels, throttle, requests))
+    }
+}
+
+/// Marks every mapped position `Retryable` with the request-level error.
+fn fail_positions(
+    mut report: PushReport,
+    positions: &[usize],
+    results: &mut [Option<ItemOutcome>],
+    error: ChannelError,
+) -> PushReport {
+    for position in positions {
+        results[*position] = Some(ItemOutcome::Retryable {
+            reason: error.to_string(),
+        });
+    }
+    report.error = Some(error);
+    report
+}
+
+#[async_trait]
+impl ChannelAdapter for ShopifyAdapter {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Shopify
+    }
+
+    fn max_batch(&self) -> usize {
+        if self.use_rest { 1 } else { GRAPHQL_MAX_BATCH }
+    }
+
+    fn is_mapped(&self, sku: &str) -> bool {
+        self.listings.item(sku).is_some()
+    }
+
+    fn listing_count(&self) -> usize {
+        self.listings.len()
+    }
+
+    async fn push(&self, items: &[PushItem]) -> PushReport {
+        debug_assert!(items.len() <= self.max_batch(), "propagation respects max_batch");
+        let mut results: Vec<Option<ItemOutcome>> = vec![None; items.len()];
+        for (position, item) in items.iter().enumerate() {
+            if !self.is_mapped(&item.sku) {
+                results[position] = Some(ItemOutcome::Rejected {
+                    code: "UNMAPPED_SKU".to_owned(),
+                    message: format!("SKU {} has no Shopify inventory item on channel {}", item.sku, self.channel),
+                });
+            }
+        }
+        let mut report = if self.use_rest {
+            self.push_rest(items, &mut results).await
+        } else {
+            self.push_graphql(items, &mut results).await
+        };
+        report.results = items
+            .iter()
+            .zip(results)
+            .map(|(item, outcome)| ItemResult {
+                sku: item.sku.clone(),
+                outcome: outcome.unwrap_or(ItemOutcome::Deferred),
+            })
+            .collect();
+        report
+    }
+
+    async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError> {
+        let items: Vec<u64> = skus.iter().filter_map(|sku| self.listings.item(sku)).collect();
+        let (levels, throttle, requests) = if items.is_empty() {
+            (Vec::new(), ThrottleSignal::default(), 0)
+        } else if self.use_rest {
+            self.read_rest(&items).await?
+        } else {
+            self.read_graphql(&items).await?
+        };
+        let by_item: HashMap<u64, Option<i64>> = levels.into_iter().collect();
+        Ok(LevelsReport {
+            levels: skus
+                .iter()
+                .map(|sku| {
+                    let value = self.listings.item(sku).and_then(|item| by_item.get(&item).copied().flatten());
+                    (sku.clone(), value)
+                })
+                .collect(),
+            throttle,
+            requests,
+        })
+    }
+}

@@ -1,0 +1,95 @@
+//! Request bodies and URLs of the Shopify adapter (PLATFORMS.md §1.2, §1.4).
+
+use super::config::{inventory_item_gid, location_gid};
+use serde_json::{Value, json};
+
+/// `inventorySetQuantities` with name `available`, CAS per quantity and an idempotency key
+/// (mandatory from 2026-04, PLATFORMS.md §1.2).
+pub const SET_QUANTITIES_MUTATION: &str = "mutation StocksyncSetAvailable($input: InventorySetQuantitiesInput!, $idempotencyKey: String!) {
+  inventorySetQuantities(input: $input) @idempotent(key: $idempotencyKey) {
+    inventoryAdjustmentGroup { id changes { name delta quantityAfterChange item { id } location { id } } }
+    userErrors { code field message }
+  }
+}";
+
+/// Reads `available` of inventory items at one location.
+pub const LEVELS_QUERY: &str = "query StocksyncLevels($ids: [ID!]!, $locationId: ID!) {
+  nodes(ids: $ids) {
+    ... on InventoryItem { id inventoryLevel(locationId: $locationId) { quantities(names: [\"available\"]) { name quantity } } }
+  }
+}";
+
+/// `reason` sent with every set: our ledger corrects the channel's number.
+pub const SET_REASON: &str = "correction";
+
+/// One quantity of a set: inventory item, new `available`, expected current value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetQuantity {
+    /// Inventory item id.
+    pub item: u64,
+    /// New `available`.
+    pub quantity: u64,
+    /// `changeFromQuantity`; `None` is sent as an explicit `null` (opt out, allowed in 2026-04).
+    pub change_from: Option<i64>,
+}
+
+/// The GraphQL body of one `inventorySetQuantities` call.
+pub fn set_quantities_body(quantities: &[SetQuantity], location: u64, idempotency_key: &str, reference: &str) -> Value {
+    let location = location_gid(location);
+    let quantities: Vec<Value> = quantities
+        .iter()
+        .map(|quantity| {
+            json!({
+                "inventoryItemId": inventory_item_gid(quantity.item),
+                "locationId": location,
+                "quantity": quantity.quantity,
+                "changeFromQuantity": quantity.change_from,
+            })
+        })
+        .collect();
+    json!({
+        "query": SET_QUANTITIES_MUTATION,
+        "variables": {
+            "idempotencyKey": idempotency_key,
+            "input": {
+                "name": "available",
+                "reason": SET_REASON,
+                "referenceDocumentUri": reference,
+                "quantities": quantities,
+            },
+        },
+    })
+}
+
+/// The GraphQL body of one level read.
+pub fn levels_body(items: &[u64], location: u64) -> Value {
+    let ids: Vec<String> = items.iter().map(|item| inventory_item_gid(*item)).collect();
+    json!({
+        "query": LEVELS_QUERY,
+        "variables": { "ids": ids, "locationId": location_gid(location) },
+    })
+}
+
+/// The REST `inventory_levels/set.json` body.
+pub fn rest_set_body(item: u64, location: u64, available: u64) -> Value {
+    json!({ "location_id": location, "inventory_item_id": item, "available": available })
+}
+
+/// `{shop}/admin/api/{version}/graphql.json`.
+pub fn graphql_url(shop_url: &str, version: &str) -> String {
+    format!("{shop_url}/admin/api/{version}/graphql.json")
+}
+
+/// `{shop}/admin/api/{version}/inventory_levels/set.json`.
+pub fn rest_set_url(shop_url: &str, version: &str) -> String {
+    format!("{shop_url}/admin/api/{version}/inventory_levels/set.json")
+}
+
+/// `{shop}/admin/api/{version}/inventory_levels.json?inventory_item_ids=…&location_ids=…`.
+pub fn rest_levels_url(shop_url: &str, version: &str, items: &[u64], location: u64) -> String {
+    let ids: Vec<String> = items.iter().map(u64::to_string).collect();
+    format!(
+        "{shop_url}/admin/api/{version}/inventory_levels.json?inventory_item_ids={}&location_ids={location}",
+        ids.join(",")
+    )
+}

@@ -1,0 +1,11 @@
+//! Wall-clock time in milliseconds since the Unix epoch: the one place the crate reads it.
+//!
+//! May depend on: nothing.
+
+/// Milliseconds since the Unix epoch (0 if the system clock is before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,1076 @@
+//! Shopify webhook decoder (PLATFORMS.md §1.6–1.8): IO-free.
+//!
+//! Owns: webhook header parsing ([`WebhookHeaders`]), HMAC signature verification
+//! ([`verify_signature`], [`verify`]), topic names ([`WebhookTopic`]) and the translation of
+//! order, cancellation and refund payloads into ledger [`Movement`]s ([`decode`]), including
+//! the shapes of reservation ids and idempotency keys for Shopify order lines.
+//!
+//! May depend on: `domain`, `config`. Does no I/O: the HTTP receiver in `web` reads the
+//! raw body and headers, calls [`verify`] *before* anything parses the body, dedupes
+//! deliveries, then calls [`decode`] and submits the movements.
+//!
+//! Decisions (each one has a test below):
+//! - Every order topic (`orders/create`, `orders/updated`, `orders/edited` when it carries an
+//!   order, `orders/cancelled`) yields one [`MovementKind::Sale`] per stock line with the same
+//!   reservation id and idempotency key, so whichever arrives first reserves and the others
+//!   are duplicates (scenarios S2, S3). The quantity is the line's ordered `quantity`, never
+//!   `current_quantity`: removals surface as `refunds/create` lines with `restock_type`
+//!   `cancel`, and deriving them from `current_quantity` as well would release twice.
+//! - An order that is cancelled (`orders/cancelled`, or any order payload with
+//!   `cancelled_at` set) also yields one [`MovementKind::Cancellation`] per line with
+//!   `quantity: None`, after the sale: only unshipped units are released (S4).
+//! - `refunds/create`: `restock_type` `cancel` → `Cancellation { quantity: Some(q) }`;
+//!   `return` and `legacy_restock` → `Return` at the channel's first feeding location;
+//!   `no_restock` lines and shipping-only refunds → nothing.
+//! - Lines are skipped (and reported in [`Decoded::skipped`]) when they have no SKU, are gift
+//!   cards, have quantity 0, or have `variant_inventory_management: null` (the merchant told
+//!   Shopify not to track stock for the variant: services, digital goods). A missing
+//!   `variant_inventory_management` field is treated as tracked, so minimal payloads work.
+//! - The real `orders/edited` body is an `order_edit` object (line ids and deltas, no SKUs);
+//!   it yields nothing, because the `orders/updated` that follows carries the lines.
+//! - `inventory_levels/update` yields no movement; its fields are returned in
+//!   [`Decoded::inventory_level`] for logging and, later, echo recognition (DESIGN.md §3.6).
+
+use crate::config::ChannelConfig;
+use crate::domain::{LocationId, Movement, MovementKind, SCHEMA_VERSION, Sku};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Deserializer};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why a webhook delivery is not authentic (PLATFORMS.md §1.7). Always answered with 401.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// No `X-Shopify-Hmac-Sha256` (or `Shopify-Hmac-Sha256`) header.
+    #[error("missing X-Shopify-Hmac-Sha256 header")]
+    Missing,
+    /// The header is not standard base64.
+    #[error("X-Shopify-Hmac-Sha256 header is not base64")]
+    Malformed,
+    /// The signature does not match the body under the channel's secret (or the secret is empty).
+    #[error("X-Shopify-Hmac-Sha256 does not match the body")]
+    Mismatch,
+}
+
+/// Why a verified delivery could not be decoded. Answered with 400 (Shopify retries).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The body is not the JSON resource expected for the topic.
+    #[error("body is not a valid {topic} payload: {message}")]
+    Payload {
+        /// The topic (`orders/create`, …).
+        topic: &'static str,
+        /// The JSON parser's message (line and column included).
+        message: String,
+    },
+    /// A restock needs a location, and the channel has none configured.
+    #[error("channel {channel} has no feeding location to restock returns at")]
+    NoLocation {
+        /// The channel id.
+        channel: String,
+    },
+}
+
+/// Why a delivery could not be verified against a channel.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    /// The channel has no `[channels.shopify]` section, so no secret to verify with.
+    #[error("channel {channel} is not a shopify channel")]
+    NotShopify {
+        /// The channel id.
+        channel: String,
+    },
+    /// The signature is missing or wrong.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+}
+
+/// The Shopify webhook headers this engine uses (PLATFORMS.md §1.7), looked up
+/// case-insensitively, with or without the `X-` prefix (the "Events" product drops it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebhookHeaders {
+    /// `X-Shopify-Hmac-Sha256`: base64 HMAC-SHA256 of the raw body.
+    pub hmac_sha256: Option<String>,
+    /// `X-Shopify-Topic`, e.g. `orders/create`.
+    pub topic: Option<String>,
+    /// `X-Shopify-Webhook-Id`: one delivery (the same across retries of that delivery).
+    pub webhook_id: Option<String>,
+    /// `X-Shopify-Event-Id`: one event (the same across duplicate deliveries of it).
+    pub event_id: Option<String>,
+    /// `X-Shopify-Shop-Domain`.
+    pub shop_domain: Option<String>,
+    /// `X-Shopify-Triggered-At`.
+    pub triggered_at: Option<String>,
+    /// `X-Shopify-API-Version`.
+    pub api_version: Option<String>,
+}
+
+impl WebhookHeaders {
+    /// Collects the Shopify headers from `(name, value)` pairs. Names are matched
+    /// case-insensitively; values that are not UTF-8 are ignored; the first occurrence wins.
+    pub fn from_pairs<'a, I>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (&'a str, &'a [u8])>,
+    {
+        let mut headers = Self::default();
+        for (name, value) in pairs {
+            let name = name.to_ascii_lowercase();
+            let name = name.strip_prefix("x-").unwrap_or(&name);
+            let slot = match name {
+                "shopify-hmac-sha256" => &mut headers.hmac_sha256,
+                "shopify-topic" => &mut headers.topic,
+                "shopify-webhook-id" => &mut headers.webhook_id,
+                "shopify-event-id" => &mut headers.event_id,
+                "shopify-shop-domain" => &mut headers.shop_domain,
+                "shopify-triggered-at" => &mut headers.triggered_at,
+                "shopify-api-version" => &mut headers.api_version,
+                _ => continue,
+            };
+            if slot.is_none()
+                && let Ok(text) = std::str::from_utf8(value)
+            {
+                *slot = Some(text.trim().to_owned());
+            }
+        }
+        headers
+    }
+
+    /// The topic header parsed; [`WebhookTopic::Other`] when absent or unknown.
+    pub fn topic(&self) -> WebhookTopic {
+        self.topic
+            .as_deref()
+            .map(WebhookTopic::parse)
+            .unwrap_or(WebhookTopic::Other)
+    }
+}
+
+/// Webhook topics this engine understands (PLATFORMS.md §1.6). The string form is a bounded
+/// metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WebhookTopic {
+    /// `orders/create`.
+    OrdersCreate,
+    /// `orders/updated`.
+    OrdersUpdated,
+    /// `orders/edited`.
+    OrdersEdited,
+    /// `orders/cancelled`.
+    OrdersCancelled,
+    /// `refunds/create`.
+    RefundsCreate,
+    /// `inventory_levels/update`.
+    InventoryLevelsUpdate,
+    /// Any other topic (acknowledged, ignored).
+    Other,
+}
+
+impl WebhookTopic {
+    /// Parses a `X-Shopify-Topic` value; unknown topics become [`WebhookTopic::Other`].
+    pub fn parse(topic: &str) -> Self {
+        match topic.trim() {
+            "orders/create" => Self::OrdersCreate,
+            "orders/updated" => Self::OrdersUpdated,
+            "orders/edited" => Self::OrdersEdited,
+            "orders/cancelled" => Self::OrdersCancelled,
+            "refunds/create" => Self::RefundsCreate,
+            "inventory_levels/update" => Self::InventoryLevelsUpdate,
+            _ => Self::Other,
+        }
+    }
+
+    /// The topic as Shopify writes it (`other` for unknown topics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OrdersCreate => "orders/create",
+            Self::OrdersUpdated => "orders/updated",
+            Self::OrdersEdited => "orders/edited",
+            Self::OrdersCancelled => "orders/cancelled",
+            Self::RefundsCreate => "refunds/create",
+            Self::InventoryLevelsUpdate => "inventory_levels/update",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Why a payload line produced no movement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// The line has no (or a blank) SKU.
+    NoSku,
+    /// The line is a gift card.
+    GiftCard,
+    /// `variant_inventory_management` is null: Shopify does not track stock for it.
+    NotTracked,
+    /// The line's quantity is 0.
+    ZeroQuantity,
+    /// A refund line with `restock_type: no_restock` (money back, goods not restocked).
+    NoRestock,
+    /// A refund line with a missing or unknown `restock_type`.
+    UnknownRestockType,
+}
+
+impl SkipReason {
+    /// A bounded label (`no_sku`, `gift_card`, …) for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoSku => "no_sku",
+            Self::GiftCard => "gift_card",
+            Self::NotTracked => "not_tracked",
+            Self::ZeroQuantity => "zero_quantity",
+            Self::NoRestock => "no_restock",
+            Self::UnknownRestockType => "unknown_restock_type",
+        }
+    }
+}
+
+/// A payload line that produced no movement, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedLine {
+    /// The Shopify id of the order line (or refund line).
+    pub line_id: String,
+    /// Why it was skipped.
+    pub reason: SkipReason,
+}
+
+/// An `inventory_levels/update` payload (PLATFORMS.md §1.6): Shopify's own stock figure.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct InventoryLevelUpdate {
+    /// Shopify InventoryItem id.
+    #[serde(deserialize_with = "id_string")]
+    pub inventory_item_id: String,
+    /// Shopify location id.
+    #[serde(deserialize_with = "id_string")]
+    pub location_id: String,
+    /// Units available at Shopify (may be null for untracked items; may be negative).
+    #[serde(default)]
+    pub available: Option<i64>,
+    /// When Shopify changed it (RFC 3339 text as sent).
+    #[serde(default)]
+    pub updated_at: Option<String>,
+}
+
+/// The outcome of decoding one verified delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    /// The topic decoded.
+    pub topic: WebhookTopic,
+    /// Movements to submit, in this order (a line's sale before its cancellation).
+    pub movements: Vec<Movement>,
+    /// Lines that produced nothing, with the reason.
+    pub skipped: Vec<SkippedLine>,
+    /// The stock figure of an `inventory_levels/update`, otherwise `None`.
+    pub inventory_level: Option<InventoryLevelUpdate>,
+}
+
+/// `source` of every movement decoded for `channel`: `shopify:{channel id}` (a bounded label).
+pub fn source_label(channel: &ChannelConfig) -> String {
+    format!("shopify:{}", channel.id)
+}
+
+/// Reservation id of an order line: `{channel}:{order_id}:{line_id}`.
+pub fn reservation_id(channel: &ChannelConfig, order_id: &str, line_id: &str) -> String {
+    format!("{}:{order_id}:{line_id}", channel.id)
+}
+
+/// Idempotency key of an order line's sale: `{channel}:order:{order_id}:line:{line_id}`.
+/// The same from every order topic, so redeliveries and `orders/updated` deduplicate.
+pub fn sale_key(channel: &ChannelConfig, order_id: &str, line_id: &str) -> String {
+    format!("{}:order:{order_id}:line:{line_id}", channel.id)
+}
+
+/// Idempotency key of an order line's cancellation: `{sale_key}:cancel`.
+pub fn cancellation_key(channel: &ChannelConfig, order_id: &str, line_id: &str) -> String {
+    format!("{}:cancel", sale_key(channel, order_id, line_id))
+}
+
+/// Idempotency key of a refund line: `{channel}:refund:{refund_id}:line:{refund_line_id}`.
+pub fn refund_key(channel: &ChannelConfig, refund_id: &str, refund_line_id: &str) -> String {
+    format!("{}:refund:{refund_id}:line:{refund_line_id}", channel.id)
+}
+
+/// Computes the signature Shopify sends: base64(HMAC-SHA256(secret, body)). Used by the
+/// simulators and tests to sign deliveries.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes())
+        .expect("HMAC-SHA256 accepts keys of any length");
+    mac.update(body);
+    BASE64.encode(mac.finalize().into_bytes())
+}
+
+/// Checks `signature` (the `X-Shopify-Hmac-Sha256` value) against the raw `body` in
+/// constant time (PLATFORMS.md §1.7). Call it before parsing the body.
+///
+/// Errors: [`SignatureError::Missing`] without a header, [`SignatureError::Malformed`] when
+/// it is not base64, [`SignatureError::Mismatch`] otherwise (also for an empty secret).
+pub fn verify_signature(
+    secret: &str,
+    body: &[u8],
+    signature: Option<&str>,
+) -> Result<(), SignatureError> {
+    let signature = signature.ok_or(SignatureError::Missing)?;
+    let tag = BASE64
+        .decode(signature.trim())
+        .map_err(|_| SignatureError::Malformed)?;
+    if secret.is_empty() {
+        return Err(SignatureError::Mismatch);
+    }
+    let Ok(mut mac) = HmacSha256::new_from_slice(secret.as_bytes()) else {
+        return Err(SignatureError::Mismatch);
+    };
+    mac.update(body);
+    // `verify_slice` compares in constant time (`subtle`).
+    mac.verify_slice(&tag).map_err(|_| SignatureError::Mismatch)
+}
+
+/// Verifies a delivery for `channel` with its `shopify.webhook_secret`.
+///
+/// Errors: [`WebhookError::NotShopify`] when the channel has no Shopify section,
+/// [`WebhookError::Signature`] when the signature is missing or wrong.
+pub fn verify(
+    channel: &ChannelConfig,
+    headers: &WebhookHeaders,
+    body: &[u8],
+) -> Result<(), WebhookError> {
+    let shopify = channel
+        .shopify
+        .as_ref()
+        .ok_or_else(|| WebhookError::NotShopify {
+            channel: channel.id.clone(),
+        })?;
+    verify_signature(
+        &shopify.webhook_secret,
+        body,
+        headers.hmac_sha256.as_deref(),
+    )?;
+    Ok(())
+}
+
+/// Decodes a *verified* delivery body of `topic` for `channel` into movements.
+///
+/// Order topics and refunds follow the rules in the module docs. `inventory_levels/update`
+/// returns its figure in [`Decoded::inventory_level`]; other topics yield nothing.
+///
+/// Errors: [`DecodeError::Payload`] when the body is not the topic's JSON resource,
+/// [`DecodeError::NoLocation`] when a restock has no location to go to.
+pub fn decode(
+    channel: &ChannelConfig,
+    topic: WebhookTopic,
+    body: &[u8],
+) -> Result<Decoded, DecodeError> {
+    let mut decoded = Decoded {
+        topic,
+        movements: Vec::new(),
+        skipped: Vec::new(),
+        inventory_level: None,
+    };
+    match topic {
+        WebhookTopic::OrdersCreate | WebhookTopic::OrdersUpdated => {
+            let order: OrderPayload = parse(topic, body, Some("order"))?;
+            decode_order(channel, &order, false, &mut decoded);
+        }
+        WebhookTopic::OrdersCancelled => {
+            let order: OrderPayload = parse(topic, body, Some("order"))?;
+            decode_order(channel, &order, true, &mut decoded);
+        }
+        WebhookTopic::OrdersEdited => {
+            // The real body is `{"order_edit": {...}}` with ids and deltas only; the
+            // `orders/updated` that follows carries the lines. An order-shaped body is decoded.
+            let value: serde_json::Value = parse(topic, body, None)?;
+            if value
+                .get("line_items")
+                .is_some_and(serde_json::Value::is_array)
+            {
+                let order: OrderPayload = from_value(topic, value)?;
+                decode_order(channel, &order, false, &mut decoded);
+            }
+        }
+        WebhookTopic::RefundsCreate => {
+            let refund: RefundPayload = parse(topic, body, Some("refund"))?;
+            decode_refund(channel, &refund, &mut decoded)?;
+        }
+        WebhookTopic::InventoryLevelsUpdate => {
+            decoded.inventory_level = Some(parse(topic, body, Some("inventory_level"))?);
+        }
+        WebhookTopic::Other => {}
+    }
+    Ok(decoded)
+}
+
+/// Parses `body` as `T`, unwrapping a `{"<wrapper>": {...}}` envelope when present (the REST
+/// API wraps resources; webhooks send them bare).
+fn parse<T: serde::de::DeserializeOwned>(
+    topic: WebhookTopic,
+    body: &[u8],
+    wrapper: Option<&str>,
+) -> Result<T, DecodeError> {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|error| DecodeError::Payload {
+            topic: topic.as_str(),
+            message: error.to_string(),
+        })?;
+    if let Some(wrapper) = wrapper
+        && let Some(object) = value.as_object_mut()
+        && object.len() == 1
+        && let Some(inner) = object.remove(wrapper)
+    {
+        value = inner;
+    }
+    from_value(topic, value)
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(
+    topic: WebhookTopic,
+    value: serde_json::Value,
+) -> Result<T, DecodeError> {
+    serde_json::from_value(value).map_err(|error| DecodeError::Payload {
+        topic: topic.as_str(),
+        message: error.to_string(),
+    })
+}
+
+fn movement(channel: &ChannelConfig, key: String, sku: &str, kind: MovementKind) -> Movement {
+    Movement {
+        schema_version: SCHEMA_VERSION,
+        sku: Sku::from(sku),
+        idempotency_key: key,
+        source: source_label(channel),
+        occurred_at_ms: None,
+        kind,
+    }
+}
+
+/// The SKU of a line, or why it carries no stock.
+fn stock_sku<'a>(line: &'a LineItemPayload) -> Result<&'a str, SkipReason> {
+    if line.gift_card {
+        return Err(SkipReason::GiftCard);
+    }
+    let sku = line.sku.as_deref().map(str::trim).unwrap_or("");
+    if sku.is_empty() {
+        return Err(SkipReason::NoSku);
+    }
+    if matches!(line.variant_inventory_management, Some(None)) {
+        return Err(SkipReason::NotTracked);
+    }
+    Ok(sku)
+}
+
+fn decode_order(
+    channel: &ChannelConfig,
+    order: &OrderPayload,
+    cancelled_topic: bool,
+    decoded: &mut Decoded,
+) {
+    let cancelled = cancelled_topic || order.cancelled_at.is_some();
+    for line in &order.line_items {
+        let sku = match stock_sku(line) {
+            Ok(_) if line.quantity == 0 => Err(SkipReason::ZeroQuantity),
+            other => other,
+        };
+        let sku = match sku {
+            Ok(sku) => sku,
+            Err(reason) => {
+                decoded.skipped.push(SkippedLine {
+                    line_id: line.id.clone(),
+                    reason,
+                });
+                continue;
+            }
+        };
+        let reservation = reservation_id(channel, &order.id, &line.id);
+        decoded.movements.push(movement(
+            channel,
+            sale_key(channel, &order.id, &line.id),
+            sku,
+            MovementKind::Sale {
+                reservation: reservation.clone(),
+                quantity: line.quantity,
+                location: None,
+                route: channel.locations.clone(),
+            },
+        ));
+        if cancelled {
+            decoded.movements.push(movement(
+                channel,
+                cancellation_key(channel, &order.id, &line.id),
+                sku,
+                MovementKind::Cancellation {
+                    reservation,
+                    quantity: None,
+                },
+            ));
+        }
+    }
+}
+
+fn decode_refund(
+    channel: &ChannelConfig,
+    refund: &RefundPayload,
+    decoded: &mut Decoded,
+) -> Result<(), DecodeError> {
+    for refund_line in &refund.refund_line_items {
+        let skip = |reason| SkippedLine {
+            line_id: refund_line.id.clone(),
+            reason,
+        };
+        let sku = match refund_line.line_item.as_ref().map(stock_sku) {
+            Some(Ok(sku)) => sku,
+            Some(Err(reason)) => {
+                decoded.skipped.push(skip(reason));
+                continue;
+            }
+            None => {
+                decoded.skipped.push(skip(SkipReason::NoSku));
+                continue;
+            }
+        };
+        if refund_line.quantity == 0 {
+            decoded.skipped.push(skip(SkipReason::ZeroQuantity));
+            continue;
+        }
+        let reservation = reservation_id(channel, &refund.order_id, &refund_line.line_item_id);
+        let key = refund_key(channel, &refund.id, &refund_line.id);
+        let kind = match refund_line.restock_type.as_deref() {
+            Some("cancel") => MovementKind::Cancellation {
+                reservation,
+                quantity: Some(refund_line.quantity),
+            },
+            Some("return") | Some("legacy_restock") => MovementKind::Return {
+                location: restock_location(channel)?,
+                quantity: refund_line.quantity,
+                reservation: Some(reservation),
+            },
+            Some("no_restock") => {
+                decoded.skipped.push(skip(SkipReason::NoRestock));
+                continue;
+            }
+            _ => {
+                decoded.skipped.push(skip(SkipReason::UnknownRestockType));
+                continue;
+            }
+        };
+        decoded.movements.push(movement(channel, key, sku, kind));
+    }
+    Ok(())
+}
+
+/// Where restocked units go: the channel's first feeding location. Shopify's
+/// `refund_line_items[].location_id` is not mapped to our locations (config has no map yet).
+fn restock_location(channel: &ChannelConfig) -> Result<LocationId, DecodeError> {
+    channel
+        .locations
+        .first()
+        .cloned()
+        .ok_or_else(|| DecodeError::NoLocation {
+            channel: channel.id.clone(),
+        })
+}
+
+#[derive(Debug, Deserialize)]
+struct OrderPayload {
+    #[serde(deserialize_with = "id_string")]
+    id: String,
+    #[serde(default)]
+    cancelled_at: Option<String>,
+    #[serde(default)]
+    line_items: Vec<LineItemPayload>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LineItemPayload {
+    #[serde(deserialize_with = "id_string")]
+    id: String,
+    #[serde(default)]
+    sku: Option<String>,
+    #[serde(default)]
+    quantity: u64,
+    #[serde(default)]
+    gift_card: bool,
+    /// `None`: field absent (treated as tracked); `Some(None)`: explicitly null (untracked).
+    #[serde(default, deserialize_with = "present")]
+    variant_inventory_management: Option<Option<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RefundPayload {
+    #[serde(deserialize_with = "id_string")]
+    id: String,
+    #[serde(deserialize_with = "id_string")]
+    order_id: String,
+    #[serde(default)]
+    refund_line_items: Vec<RefundLinePayload>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RefundLinePayload {
+    #[serde(deserialize_with = "id_string")]
+    id: String,
+    #[serde(deserialize_with = "id_string")]
+    line_item_id: String,
+    quantity: u64,
+    #[serde(default)]
+    restock_type: Option<String>,
+    #[serde(default)]
+    line_item: Option<LineItemPayload>,
+}
+
+/// Shopify ids are JSON numbers (u64, beyond f64 precision) in REST payloads; accept strings
+/// too so a simulator or proxy that quotes them still works.
+fn id_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Number(u64),
+        Text(String),
+    }
+    Ok(match Id::deserialize(deserializer)? {
+        Id::Number(number) => number.to_string(),
+        Id::Text(text) => text,
+    })
+}
+
+/// Distinguishes a present-but-null field (`Some(None)`) from an absent one (`None`, via
+/// `#[serde(default)]`).
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ChannelKind, ShopifyConfig};
+
+    const SECRET: &str = "hush-test-secret";
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/tests/fixtures/shopify/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn channel() -> ChannelConfig {
+        ChannelConfig {
+            id: "shop-main".into(),
+            kind: ChannelKind::Shopify,
+            locations: vec!["WH-1".into(), "WH-2".into()],
+            safety_stock: 0,
+            max_listed_quantity: None,
+            rate_limit: Default::default(),
+            retry: Default::default(),
+            shopify: Some(ShopifyConfig {
+                shop_url: "http://127.0.0.1:1".into(),
+                api_version: "2026-04".into(),
+                access_token: "token".into(),
+                webhook_secret: SECRET.into(),
+                location_id: 61000000001,
+                use_rest: false,
+                listings: Vec::new(),
+                listings_csv: None,
+            }),
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> WebhookHeaders {
+        WebhookHeaders::from_pairs(pairs.iter().map(|(n, v)| (*n, v.as_bytes())))
+    }
+
+    fn sale(key: &str, sku: &str, reservation: &str, quantity: u64) -> Movement {
+        Movement {
+            schema_version: SCHEMA_VERSION,
+            sku: sku.into(),
+            idempotency_key: key.into(),
+            source: "shopify:shop-main".into(),
+            occurred_at_ms: None,
+            kind: MovementKind::Sale {
+                reservation: reservation.into(),
+                quantity,
+                location: None,
+                route: vec!["WH-1".into(), "WH-2".into()],
+            },
+        }
+    }
+
+    #[test]
+    fn a_good_signature_verifies() {
+        let body = fixture("orders_create.json");
+        let signature = sign(SECRET, &body);
+        let headers = headers(&[("X-Shopify-Hmac-Sha256", &signature)]);
+        assert_eq!(verify(&channel(), &headers, &body), Ok(()));
+    }
+
+    #[test]
+    fn a_tampered_body_is_refused() {
+        let body = fixture("orders_create.json");
+        let signature = sign(SECRET, &body);
+        let mut tampered = body.clone();
+        let position = tampered.iter().position(|b| *b == b'1').unwrap();
+        tampered[position] = b'9';
+        assert_eq!(
+            verify_signature(SECRET, &tampered, Some(&signature)),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn a_missing_header_is_refused() {
+        let body = fixture("orders_create.json");
+        let headers = headers(&[("X-Shopify-Topic", "orders/create")]);
+        assert_eq!(
+            verify(&channel(), &headers, &body),
+            Err(WebhookError::Signature(SignatureError::Missing))
+        );
+    }
+
+    #[test]
+    fn a_signature_made_with_another_secret_is_refused() {
+        let body = fixture("orders_create.json");
+        let signature = sign("some-other-secret", &body);
+        assert_eq!(
+            verify_signature(SECRET, &body, Some(&signature)),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_signature("", &body, Some(&sign("", &body))),
+            Err(SignatureError::Mismatch),
+            "an empty secret never verifies"
+        );
+    }
+
+    #[test]
+    fn a_header_that_is_not_base64_is_malformed() {
+        assert_eq!(
+            verify_signature(SECRET, b"{}", Some("not base64!")),
+            Err(SignatureError::Malformed)
+        );
+    }
+
+    #[test]
+    fn header_names_are_case_insensitive_and_the_prefix_is_optional() {
+        let body = fixture("orders_create.json");
+        let signature = sign(SECRET, &body);
+        for name in [
+            "x-shopify-hmac-sha256",
+            "X-SHOPIFY-HMAC-SHA256",
+            "X-Shopify-Hmac-SHA256",
+            "Shopify-Hmac-Sha256",
+        ] {
+            let headers = headers(&[(name, &signature), ("x-SHOPIFY-topic", "orders/create")]);
+            assert_eq!(verify(&channel(), &headers, &body), Ok(()), "{name}");
+            assert_eq!(headers.topic(), WebhookTopic::OrdersCreate);
+        }
+    }
+
+    #[test]
+    fn headers_are_collected() {
+        let headers = headers(&[
+            ("X-Shopify-Topic", "refunds/create"),
+            (
+                "X-Shopify-Webhook-Id",
+                "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
+            ),
+            ("X-Shopify-Event-Id", "98880550-7158-44d4-b7cd-2c97c8a091b5"),
+            ("X-Shopify-Shop-Domain", "invented-shop.myshopify.com"),
+            ("X-Shopify-Triggered-At", "2026-03-20T13:14:52.000000Z"),
+            ("X-Shopify-API-Version", "2026-04"),
+            ("Content-Type", "application/json"),
+        ]);
+        assert_eq!(headers.topic(), WebhookTopic::RefundsCreate);
+        assert_eq!(
+            headers.event_id.as_deref(),
+            Some("98880550-7158-44d4-b7cd-2c97c8a091b5")
+        );
+        assert_eq!(
+            headers.webhook_id.as_deref(),
+            Some("b54557e4-bdd9-4b37-8a5f-bf7d70bcd043")
+        );
+        assert_eq!(headers.api_version.as_deref(), Some("2026-04"));
+        assert_eq!(headers.hmac_sha256, None);
+    }
+
+    #[test]
+    fn orders_create_reserves_each_stock_line_and_skips_the_gift_card() {
+        let decoded = decode(
+            &channel(),
+            WebhookTopic::OrdersCreate,
+            &fixture("orders_create.json"),
+        )
+        .unwrap();
+        assert_eq!(
+            decoded.movements,
+            vec![
+                sale(
+                    "shop-main:order:5872300001001:line:14000000000101",
+                    "SKU-D",
+                    "shop-main:5872300001001:14000000000101",
+                    1
+                ),
+                sale(
+                    "shop-main:order:5872300001001:line:14000000000102",
+                    "SKU-K",
+                    "shop-main:5872300001001:14000000000102",
+                    2
+                ),
+            ]
+        );
+        assert_eq!(
+            decoded.skipped,
+            vec![SkippedLine {
+                line_id: "14000000000103".into(),
+                reason: SkipReason::GiftCard
+            }]
+        );
+        for movement in &decoded.movements {
+            assert_eq!(movement.validate(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn orders_updated_yields_the_same_movements_as_orders_create() {
+        let created = decode(
+            &channel(),
+            WebhookTopic::OrdersCreate,
+            &fixture("orders_create.json"),
+        )
+        .unwrap();
+        let updated = decode(
+            &channel(),
+            WebhookTopic::OrdersUpdated,
+            &fixture("orders_updated.json"),
+        )
+        .unwrap();
+        assert_eq!(created.movements, updated.movements);
+    }
+
+    #[test]
+    fn orders_cancelled_cancels_every_line_after_its_sale() {
+        let decoded = decode(
+            &channel(),
+            WebhookTopic::OrdersCancelled,
+            &fixture("orders_cancelled.json"),
+        )
+        .unwrap();
+        let kinds: Vec<(&str, &str)> = decoded
+            .movements
+            .iter()
+            .map(|m| (m.kind.name(), m.idempotency_key.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("sale", "shop-main:order:5872300001001:line:14000000000101"),
+                (
+                    "cancellation",
+                    "shop-main:order:5872300001001:line:14000000000101:cancel"
+                ),
+                ("sale", "shop-main:order:5872300001001:line:14000000000102"),
+                (
+                    "cancellation",
+                    "shop-main:order:5872300001001:line:14000000000102:cancel"
+                ),
+            ]
+        );
+        assert_eq!(
+            decoded.movements[1].kind,
+            MovementKind::Cancellation {
+                reservation: "shop-main:5872300001001:14000000000101".into(),
+                quantity: None
+            }
+        );
+        // The ordered quantity, not `current_quantity` (0 after cancellation).
+        assert!(matches!(
+            decoded.movements[2].kind,
+            MovementKind::Sale { quantity: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn an_updated_order_with_cancelled_at_also_cancels() {
+        let decoded = decode(
+            &channel(),
+            WebhookTopic::OrdersUpdated,
+            &fixture("orders_cancelled.json"),
+        )
+        .unwrap();
+        assert_eq!(
+            decoded
+                .movements
+                .iter()
+                .filter(|m| m.kind.name() == "cancellation")
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn refunds_cancel_and_return_lines() {
+        let decoded = decode(
+            &channel(),
+            WebhookTopic::RefundsCreate,
+            &fixture("refunds_create.json"),
+        )
+        .unwrap();
+        assert_eq!(decoded.skipped, vec![]);
+        assert_eq!(decoded.movements.len(), 2);
+        let returned = &decoded.movements[0];
+        assert_eq!(returned.sku.as_str(), "SKU-D");
+        assert_eq!(
+            returned.idempotency_key,
+            "shop-main:refund:929000000001:line:530000000001"
+        );
+        assert_eq!(
+            returned.kind,
+            MovementKind::Return {
+                location: "WH-1".into(),
+                quantity: 1,
+                reservation: Some("shop-main:5872300001001:14000000000101".into())
+            }
+        );
+        let cancelled = &decoded.movements[1];
+        assert_eq!(cancelled.sku.as_str(), "SKU-K");
+        assert_eq!(
+            cancelled.kind,
+            MovementKind::Cancellation {
+                reservation: "shop-main:5872300001001:14000000000102".into(),
+                quantity: Some(1)
+            }
+        );
+    }
+
+    #[test]
+    fn no_restock_yields_nothing_and_legacy_restock_returns() {
+        let decoded = decode(
+            &channel(),
+            WebhookTopic::RefundsCreate,
+            &fixture("refunds_create_no_restock.json"),
+        )
+        .unwrap();
+        assert_eq!(
+            decoded.skipped,
+            vec![SkippedLine {
+                line_id: "530000000003".into(),
+                reason: SkipReason::NoRestock
+            }]
+        );
+        assert_eq!(decoded.movements.len(), 1);
+        assert!(matches!(
+            &decoded.movements[0].kind,
+            MovementKind::Return { quantity: 1, location, .. } if location.as_str() == "WH-1"
+        ));
+    }
+
+    #[test]
+    fn a_shipping_only_refund_yields_nothing() {
+        let decoded = decode(
+            &channel(),
+            WebhookTopic::RefundsCreate,
+            &fixture("refunds_create_shipping_only.json"),
+        )
+        .unwrap();
+        assert!(decoded.movements.is_empty());
+        assert!(decoded.skipped.is_empty());
+    }
+
+    #[test]
+    fn inventory_level_updates_are_read_but_yield_no_movement() {
+        let decoded = decode(
+            &channel(),
+            WebhookTopic::InventoryLevelsUpdate,
+            &fixture("inventory_levels_update.json"),
+        )
+        .unwrap();
+        assert!(decoded.movements.is_empty());
+        let level = decoded.inventory_level.unwrap();
+        assert_eq!(level.inventory_item_id, "49000000000001");
+        assert_eq!(level.location_id, "61000000001");
+        assert_eq!(level.available, Some(4));
+    }
+
+    #[test]
+    fn an_order_edit_body_yields_nothing() {
+        let decoded = decode(
+            &channel(),
+            WebhookTopic::OrdersEdited,
+            &fixture("orders_edited.json"),
+        )
+        .unwrap();
+        assert!(decoded.movements.is_empty());
+        let as_order = decode(
+            &channel(),
+            WebhookTopic::OrdersEdited,
+            &fixture("orders_updated.json"),
+        )
+        .unwrap();
+        assert_eq!(as_order.movements.len(), 2);
+    }
+
+    #[test]
+    fn untracked_blank_and_zero_lines_are_skipped_and_missing_tracking_is_tracked() {
+        let body = br#"{"id": "77", "line_items": [
+            {"id": 1, "sku": "SKU-X", "quantity": 1, "variant_inventory_management": null},
+            {"id": 2, "sku": "  ", "quantity": 1, "variant_inventory_management": "shopify"},
+            {"id": 3, "sku": "SKU-Y", "quantity": 0, "variant_inventory_management": "shopify"},
+            {"id": 4, "sku": "SKU-Z", "quantity": 3}
+        ]}"#;
+        let decoded = decode(&channel(), WebhookTopic::OrdersCreate, body).unwrap();
+        let reasons: Vec<SkipReason> = decoded.skipped.iter().map(|s| s.reason).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                SkipReason::NotTracked,
+                SkipReason::NoSku,
+                SkipReason::ZeroQuantity
+            ]
+        );
+        assert_eq!(
+            decoded.movements,
+            vec![sale(
+                "shop-main:order:77:line:4",
+                "SKU-Z",
+                "shop-main:77:4",
+                3
+            )]
+        );
+    }
+
+    #[test]
+    fn malformed_payloads_are_decode_errors() {
+        for body in [
+            &b"not json"[..],
+            br#"{"line_items": []}"#,
+            br#"{"id": 1, "line_items": [{"id": 2, "quantity": -1}]}"#,
+        ] {
+            let error = decode(&channel(), WebhookTopic::OrdersCreate, body).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    DecodeError::Payload {
+                        topic: "orders/create",
+                        ..
+                    }
+                ),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_topics_yield_nothing() {
+        assert_eq!(WebhookTopic::parse("products/update"), WebhookTopic::Other);
+        let decoded = decode(&channel(), WebhookTopic::Other, b"not even json").unwrap();
+        assert!(decoded.movements.is_empty());
+    }
+
+    #[test]
+    fn wrapped_resources_are_unwrapped() {
+        let inner = fixture("orders_create.json");
+        let mut wrapped = b"{\"order\":".to_vec();
+        wrapped.extend_from_slice(&inner);
+        wrapped.push(b'}');
+        let decoded = decode(&channel(), WebhookTopic::OrdersCreate, &wrapped).unwrap();
+        assert_eq!(decoded.movements.len(), 2);
+    }
+}

@@ -1,0 +1,286 @@
+//! The SKU actor: the single writer of one SKU's state.
+//!
+//! It loads the SKU in `pre_start` (snapshot, later events, unexpired idempotency keys),
+//! then handles messages one at a time: duplicates are answered once the original is
+//! durable, new movements are applied to the pure [`SkuState`] and handed to the committer,
+//! which answers the caller after the durable write.
+
+use super::committer::CommitRequest;
+use super::{Ack, LedgerError, Shared};
+use crate::domain::{Movement, Sku, SkuState};
+use crate::store::{EventRecord, OffsetWatermark, SnapshotRecord};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use tokio::sync::oneshot;
+
+pub(crate) use crate::clock::now_ms;
+
+/// Counters shared between a registry slot and its actor.
+#[derive(Debug, Default)]
+pub(crate) struct SlotCounters {
+    /// Messages sent to the actor (incremented under the registry entry's lock).
+    pub(crate) sent: AtomicU64,
+    /// Last time the actor handled a movement or read, in milliseconds since the epoch.
+    pub(crate) last_activity_ms: AtomicI64,
+}
+
+/// A registry entry: the live actor of one SKU and its counters.
+pub(crate) struct SkuSlot {
+    pub(crate) actor: ActorRef<SkuMessage>,
+    pub(crate) counters: Arc<SlotCounters>,
+}
+
+impl SkuSlot {
+    pub(crate) fn last_activity_ms(&self) -> i64 {
+        self.counters.last_activity_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// Messages a SKU actor handles.
+pub(crate) enum SkuMessage {
+    /// Apply a movement; answer on `reply` once durable.
+    Apply {
+        movement: Box<Movement>,
+        origin: Option<OffsetWatermark>,
+        reply: oneshot::Sender<Result<Ack, LedgerError>>,
+    },
+    /// Answer with a copy of the current state.
+    Read {
+        reply: oneshot::Sender<Result<SkuState, LedgerError>>,
+    },
+    /// Stop if idle (or `force`), nothing is in flight, and nothing more was sent.
+    Passivate { force: bool },
+}
+
+impl SkuMessage {
+    /// Answers the caller with `error` (used when the message cannot be delivered).
+    pub(crate) fn fail(self, error: LedgerError) {
+        match self {
+            SkuMessage::Apply { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            SkuMessage::Read { reply } => {
+                let _ = reply.send(Err(error));
+            }
+            SkuMessage::Passivate { .. } => {}
+        }
+    }
+}
+
+/// The actor behaviour (stateless; the state lives in [`SkuActorState`]).
+pub(crate) struct SkuActor {
+    pub(crate) shared: Weak<Shared>,
+}
+
+/// Startup arguments: which SKU and the counters shared with the registry slot.
+pub(crate) struct SkuActorArgs {
+    pub(crate) sku: Sku,
+    pub(crate) counters: Arc<SlotCounters>,
+}
+
+pub(crate) struct SkuActorState {
+    state: SkuState,
+    /// Idempotency key → seq that recorded it.
+    keys: HashMap<String, u64>,
+    /// Highest seq known durable (raised by the committer).
+    durable_seq: Arc<AtomicU64>,
+    counters: Arc<SlotCounters>,
+    processed: u64,
+    events_since_snapshot: u64,
+}
+
+impl SkuActor {
+    fn shared(&self) -> Result<Arc<Shared>, ActorProcessingErr> {
+        self.shared
+            .upgrade()
+            .ok_or_else(|| ActorProcessingErr::from("ledger has shut down"))
+    }
+}
+
+/// Rebuilds a SKU's state from its snapshot and later events.
+pub(crate) fn replay(
+    sku: &Sku,
+    loaded: &crate::store::LoadedSku,
+) -> Result<SkuState, crate::store::StoreError> {
+    let corrupt = |message: String| crate::store::StoreError::Corrupt {
+        sku: sku.to_string(),
+        message,
+    };
+    let mut state = match &loaded.snapshot {
+        Some(snapshot) => serde_json::from_str::<SkuState>(&snapshot.state_json)
+            .map_err(|e| corrupt(format!("snapshot: {e}")))?,
+        None => SkuState::new(sku.clone()),
+    };
+    for event in &loaded.events_after {
+        let movement: Movement = serde_json::from_str(&event.movement_json)
+            .map_err(|e| corrupt(format!("event {}: {e}", event.seq)))?;
+        if event.seq != state.seq + 1 {
+            return Err(corrupt(format!(
+                "gap in event log: state at {} but next event is {}",
+                state.seq, event.seq
+            )));
+        }
+        state
+            .apply(&movement, event.seq)
+            .map_err(|e| corrupt(format!("event {} no longer applies: {e}", event.seq)))?;
+    }
+    Ok(state)
+}
+
+impl Actor for SkuActor {
+    type Msg = SkuMessage;
+    type State = SkuActorState;
+    type Arguments = SkuActorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: SkuActorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let shared = self.shared()?;
+        let loaded = shared.store.load_sku(args.sku.as_str(), now_ms()).await?;
+        let state = replay(&args.sku, &loaded)?;
+        let keys = loaded.idempotency_keys.into_iter().collect();
+        args.counters.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+        Ok(SkuActorState {
+            durable_seq: Arc::new(AtomicU64::new(state.seq)),
+            state,
+            keys,
+            counters: args.counters,
+            processed: 0,
+            events_since_snapshot: loaded.events_after.len() as u64,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        actor: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        actor.processed += 1;
+        let Some(shared) = self.shared.upgrade() else {
+            message.fail(LedgerError::Unavailable("ledger has shut down".to_owned()));
+            myself.stop(None);
+            return Ok(());
+        };
+        match message {
+            SkuMessage::Apply {
+                movement,
+                origin,
+                reply,
+            } => {
+                actor.touch();
+                apply(&shared, actor, *movement, origin, reply).await;
+            }
+            SkuMessage::Read { reply } => {
+                actor.touch();
+                let _ = reply.send(Ok(actor.state.clone()));
+            }
+            SkuMessage::Passivate { force } => {
+                let idle_ms = shared.options.idle_passivate_secs.saturating_mul(1000) as i64;
+                let idle = now_ms() - actor.counters.last_activity_ms.load(Ordering::Relaxed) >= idle_ms;
+                let durable = actor.durable_seq.load(Ordering::Acquire) >= actor.state.seq;
+                if (force || idle) && durable {
+                    let me = myself.get_id();
+                    let processed = actor.processed;
+                    let removed = shared
+                        .registry
+                        .remove_if(&actor.state.sku, |_, slot| {
+                            slot.actor.get_id() == me
+                                && slot.counters.sent.load(Ordering::Acquire) == processed
+                        })
+                        .is_some();
+                    if removed {
+                        shared.live_actors.fetch_sub(1, Ordering::Relaxed);
+                        metrics::gauge!(crate::telemetry::LEDGER_LIVE_SKU_ACTORS)
+                            .set(shared.live_actors.load(Ordering::Relaxed) as f64);
+                        metrics::counter!(crate::telemetry::LEDGER_PASSIVATIONS_TOTAL).increment(1);
+                        myself.stop(None);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SkuActorState {
+    fn touch(&self) {
+        self.counters.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+async fn apply(
+    shared: &Shared,
+    actor: &mut SkuActorState,
+    movement: Movement,
+    origin: Option<OffsetWatermark>,
+    reply: oneshot::Sender<Result<Ack, LedgerError>>,
+) {
+    if let Some(&seq) = actor.keys.get(&movement.idempotency_key) {
+        metrics::counter!(crate::telemetry::LEDGER_DEDUPE_HITS_TOTAL, "source" => movement.source.clone())
+            .increment(1);
+        // Answer after the original is durable (it may still be in the committer's queue);
+        // the offset is still recorded so a redelivered partition moves on.
+        let request = CommitRequest::wait(Ack::Duplicate { seq }, origin, reply);
+        shared.committer.send(request).await;
+        return;
+    }
+    let seq = actor.state.seq + 1;
+    let applied = match actor.state.apply(&movement, seq) {
+        Ok(applied) => applied,
+        Err(error) => {
+            metrics::counter!(crate::telemetry::LEDGER_REJECTED_TOTAL, "reason" => rejection_reason(&error))
+                .increment(1);
+            let _ = reply.send(Err(LedgerError::Rejected(error)));
+            return;
+        }
+    };
+    let now = now_ms();
+    let ttl_ms = shared.options.idempotency_ttl_secs.saturating_mul(1000) as i64;
+    let movement_json = serde_json::to_string(&movement).expect("movements always serialise");
+    actor.keys.insert(movement.idempotency_key.clone(), seq);
+    actor.events_since_snapshot += 1;
+    let snapshot = (actor.events_since_snapshot >= shared.options.snapshot_every_events).then(|| {
+        actor.events_since_snapshot = 0;
+        SnapshotRecord {
+            sku: actor.state.sku.0.clone(),
+            seq,
+            state_json: serde_json::to_string(&actor.state).expect("state always serialises"),
+        }
+    });
+    let request = CommitRequest {
+        event: Some(EventRecord {
+            sku: actor.state.sku.0.clone(),
+            seq,
+            idempotency_key: movement.idempotency_key,
+            key_expires_at_ms: now.saturating_add(ttl_ms),
+            recorded_at_ms: now,
+            movement_json,
+        }),
+        snapshot,
+        origin,
+        reply: Some(reply),
+        ack: Ack::Applied { seq },
+        durable: Some((actor.durable_seq.clone(), seq)),
+        availability: applied.levels_changed.then(|| actor.state.availability()),
+        source: movement.source,
+        kind: movement.kind.name(),
+        oversold: applied.oversold,
+    };
+    shared.committer.send(request).await;
+}
+
+fn rejection_reason(error: &crate::domain::ApplyError) -> &'static str {
+    use crate::domain::ApplyError;
+    match error {
+        ApplyError::InsufficientStock { .. } => "insufficient_stock",
+        ApplyError::UnknownReservation { .. } => "unknown_reservation",
+        ApplyError::OverFulfilment { .. } => "over_fulfilment",
+        ApplyError::Invalid(_) => "invalid",
+        ApplyError::WrongSku { .. } => "wrong_sku",
+    }
+}

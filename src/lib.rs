@@ -1,0 +1,42 @@
+//! stocksync: an inventory synchronisation engine.
+//!
+//! Every stock movement from every source lands in one central ledger; every channel's
+//! listed quantity (available-to-promise, ATP) is derived from that ledger and pushed out
+//! within seconds, within each platform's rate limits.
+//!
+//! ```text
+//! ingest (Kafka, webhooks, REST) ─► ledger (per-SKU actors) ─► store (embedded SQLite)
+//!                                        │
+//!                                        └─► propagation (per-channel actors, coalescing
+//!                                            queues, token buckets) ─► channels (adapters)
+//! web (API, /metrics) reads ledger state; app wires everything
+//! ```
+//!
+//! Layout:
+//! - [`domain`]: vocabulary types and the pure SKU state machine (no async, no I/O).
+//! - [`ledger`]: SKU actors, registry, passivation, group commit.
+//! - [`store`]: the `Store` trait and the embedded backend.
+//! - [`ingest`]: Kafka consumer, webhook decoders.
+//! - [`propagation`]: per-channel actors with coalescing queue, rate limiter, retries.
+//! - [`channels`]: one folder per platform adapter.
+//! - [`sandbox`]: faithful local simulators of the platforms.
+//! - [`web`]: HTTP API, webhooks, `/metrics`, `/healthz`.
+//! - [`config`], [`telemetry`], [`clock`]: leaf modules.
+//! - [`demo`]: the synthetic demo behind `stocksync demo`.
+//! - [`app`]: the only place that wires everything.
+//!
+//! A module depends only on what is downstream of it in the flow or on leaf modules.
+
+pub mod app;
+pub mod channels;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod ingest;
+pub mod ledger;
+pub mod propagation;
+pub mod sandbox;
+pub mod store;
+pub mod telemetry;
+pub mod web;

@@ -1,0 +1,114 @@
+//! The `stocksync` binary: `run`, `demo`, `sandbox`, `check-config`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+use stocksync::config::Config;
+
+/// stocksync: one stock ledger, every channel in sync.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the engine with a config file.
+    Run {
+        /// The TOML config file.
+        #[arg(long, short, default_value = "config/stocksync.toml", env = "STOCKSYNC_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the engine on embedded defaults with an in-process Shopify simulator and a
+    /// synthetic stream of orders and receipts.
+    Demo {
+        /// HTTP API address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Folder for the demo database (wiped at start).
+        #[arg(long, default_value = "data/demo")]
+        data_dir: PathBuf,
+        /// Number of SKUs.
+        #[arg(long, default_value_t = 20)]
+        skus: usize,
+        /// Seconds of synthetic traffic before the summary.
+        #[arg(long, default_value_t = 15)]
+        stream_secs: u64,
+        /// Exit after printing the summary instead of serving until Ctrl-C.
+        #[arg(long)]
+        exit_after_summary: bool,
+    },
+    /// Run the platform simulators standalone.
+    Sandbox {
+        /// Address of the Shopify simulator.
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        shopify_listen: String,
+        /// Where the simulator sends signed webhooks (e.g. http://127.0.0.1:8080/webhooks/shopify/shopify-main).
+        #[arg(long)]
+        webhook_url: Option<String>,
+        /// Create unknown inventory levels on first write.
+        #[arg(long, default_value_t = true)]
+        auto_create_levels: bool,
+    },
+    /// Check a config file and report every problem at once.
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    stocksync::telemetry::init_logging(cli.log_json);
+    match cli.command {
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            let app = stocksync::app::App::start(config).await?;
+            println!("stocksync listening on http://{}", app.http_addr());
+            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            app.shutdown(Duration::from_secs(10)).await;
+        }
+        Command::Demo { listen, data_dir, skus, stream_secs, exit_after_summary } => {
+            anyhow::ensure!(skus > 0, "--skus must be at least 1");
+            let options = stocksync::demo::DemoOptions { listen, data_dir, skus, stream_secs, exit_after_summary };
+            stocksync::demo::run(options).await?;
+        }
+        Command::Sandbox { shopify_listen, webhook_url, auto_create_levels } => {
+            let options = stocksync::sandbox::shopify::ShopifySimulatorOptions {
+                webhook_url,
+                auto_create_levels,
+                ..Default::default()
+            };
+            let listener = tokio::net::TcpListener::bind(&shopify_listen)
+                .await
+                .with_context(|| format!("binding {shopify_listen}"))?;
+            let shop = stocksync::sandbox::shopify::start(options.clone(), listener).await?;
+            println!("Shopify simulator at {} (access token {:?}, webhook secret {:?})",
+                shop.base_url(), options.access_token, options.webhook_secret);
+            println!("levels: GET {}/_sandbox/levels", shop.base_url());
+            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            shop.shutdown().await;
+        }
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(config) => println!(
+                "{}: ok ({} locations, {} channels, kafka {})",
+                file.display(),
+                config.locations.len(),
+                config.channels.len(),
+                if config.kafka.is_some() { "on" } else { "off" }
+            ),
+            Err(error) => {
+                eprintln!("{}: {error}", file.display());
+                std::process::exit(2);
+            }
+        },
+    }
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! One channel's actor: drains the coalescing queue through the adapter, paced by the token
+//! bucket, and turns every item's outcome into the next step (see the module docs of
+//! `propagation`). The actor never sleeps inside a message: waits become a timer `Wake`, so
+//! `stop` is handled promptly.
+
+use super::ChannelShared;
+use super::queue::Pending;
+use super::rate::{TokenBucket, jittered_backoff};
+use crate::channels::{ChannelError, ItemOutcome, PushItem, PushReport};
+use crate::store::PushedRecord;
+use crate::telemetry;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
+
+/// Batches sent per message before yielding the mailbox (so `stop` is not starved).
+const BATCHES_PER_MESSAGE: usize = 16;
+
+/// Messages of a channel actor.
+#[derive(Debug)]
+pub(crate) enum ChannelMessage {
+    /// Work may be ready: new ATP published, a timer fired, or `flush` nudged.
+    Wake,
+}
+
+/// Start-up arguments.
+pub(crate) struct ChannelArgs {
+    pub shared: Arc<ChannelShared>,
+    /// What the channel is believed to hold, from the store.
+    pub believed: HashMap<String, i64>,
+}
+
+/// The actor's state.
+pub(crate) struct ChannelState {
+    shared: Arc<ChannelShared>,
+    bucket: TokenBucket,
+    /// What the channel holds as far as we know (last ack, or last read after a conflict):
+    /// the `changeFromQuantity` of the next push and the "unchanged" test.
+    believed: HashMap<String, i64>,
+    /// Request-level failures in a row (throttling excluded), for the channel-wide backoff.
+    consecutive_failures: u32,
+    /// The earliest pending timer `Wake`.
+    timer_at: Option<Instant>,
+}
+
+/// The actor of one channel.
+pub(crate) struct ChannelActor;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Actor for ChannelActor {
+    type Msg = ChannelMessage;
+    type State = ChannelState;
+    type Arguments = ChannelArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+        let bucket = TokenBucket::new(&args.shared.config.rate_limit, Instant::now());
+        Ok(ChannelState {
+            shared: args.shared,
+            bucket,
+            believed: args.believed,
+            consecutive_failures: 0,
+            timer_at: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ChannelMessage::Wake => state.drain(&myself).await,
+        }
+        Ok(())
+    }
+}
+
+impl ChannelState {
+    /// Sends ready batches while the bucket allows; schedules a timer for what waits.
+    async fn drain(&mut self, myself: &ActorRef<ChannelMessage>) {
+        self.shared.wake_queued.store(false, Ordering::Release);
+        let now = Instant::now();
+        if self.timer_at.is_some_and(|at| at <= now) {
+            self.timer_at = None;
+        }
+        for _ in 0..BATCHES_PER_MESSAGE {
+            let now = Instant::now();
+            let wait = self.bucket.wait(now);
+            let (batch, next_ready, depth) = {
+                let mut queue = self.shared.queue();
+                if !wait.is_zero() {
+                    let after_wait = now + wait;
+                    let next = if queue.has_ready(now) {
+                        Some(after_wait)
+                    } else {
+                        queue.next_ready_at().map(|at| at.max(after_wait))
+                    };
+                    drop(queue);
+                    if let Some(at) = next {
+                        self.schedule(myself, at);
+                    }
+                    return;
+                }
+                let believed = &self.believed;
+                let batch = queue.take_batch(now, self.shared.adapter.max_batch(), |sku| believed.get(sku).copied());
+                self.shared.in_flight.store(batch.items.len(), Ordering::Release);
+                (batch, queue.next_ready_at(), queue.len())
+            };
+            if !batch.unchanged.is_empty() {
+                metrics::counter!(telemetry::PROPAGATION_PUSHES_TOTAL, "channel" => self.shared.id.clone(), "outcome" => "unchanged")
+                    .increment(batch.unchanged.len() as u64);
+            }
+            self.shared.record_queue_depth(depth);
+            if batch.items.is_empty() {
+                if let Some(at) = next_ready {
+                    self.schedule(myself, at);
+                }
+                return;
+            }
+            self.bucket.take(now);
+            self.push(batch.items).await;
+        }
+        self.shared.wake();
+    }
+
+    /// Arranges a `Wake` at `at` unless an earlier timer is pending.
+    fn schedule(&mut self, myself: &ActorRef<ChannelMessage>, at: Instant) {
+        let now = Instant::now();
+        if self.timer_at.is_some_and(|pending| pending > now && pending <= at) {
+            return;
+        }
+        self.timer_at = Some(at);
+        let _ = myself.send_after(at.saturating_duration_since(now), || ChannelMessage::Wake);
+    }
+
+    async fn push(&mut self, items: Vec<(String, Pending)>) {
+        let request: Vec<PushItem> = items
+            .iter()
+            .map(|(sku, pending)| PushItem {
+                sku: sku.clone(),
+                quantity: pending.atp,
+                change_from: self.believed.get(sku).copied(),
+            })
+            .collect();
+        let report = self.shared.adapter.push(&request).await;
+        self.apply(items, report).await;
+    }
+
+    /// Handles one push report: pacing signals first, then each item's outcome.
+    async fn apply(&mut self, items: Vec<(String, Pending)>, report: PushReport) {
+        let now = Instant::now();
+        let shared = Arc::clone(&self.shared);
+        let channel = shared.id.clone();
+        let throttled = report.throttle.throttled || matches!(report.error, Some(ChannelError::Throttled { .. }));
+        self.bucket.charge(report.requests.saturating_sub(1));
+        if let Some(budget) = &report.throttle.budget {
+            self.bucket.observe_budget(budget, now);
+        }
+        if throttled {
+            metrics::counter!(telemetry::CHANNEL_THROTTLED_TOTAL, "channel" => channel.clone()).increment(1);
+            shared.status().throttled_total += 1;
+            let pause = match report.throttle.retry_after_ms {
+                Some(ms) => Duration::from_millis(ms),
+                None if report.throttle.budget.is_some() => Duration::ZERO,
+                None => jittered_backoff(&shared.config.retry, 1).max(Duration::from_millis(100)),
+            };
+            self.bucket.pause_until(now + pause);
+        }
+        match &report.error {
+            Some(ChannelError::Throttled { .. }) => {}
+            Some(error) => {
+                self.consecutive_failures += 1;
+                metrics::counter!(telemetry::CHANNEL_ERRORS_TOTAL, "channel" => channel.clone(), "error" => error.label())
+                    .increment(1);
+                tracing::warn!(channel = %channel, error = %error, domain = ?error.domain(), retry = ?error.retry_hint(), "push failed");
+                {
+                    let mut status = shared.status();
+                    status.errors_total += 1;
+                    status.last_error = Some(error.to_string());
+                    status.last_error_at_ms = Some(now_ms());
+                }
+                let pause = jittered_backoff(&shared.config.retry, self.consecutive_failures);
+                self.bucket.pause_until(now + pause);
+            }
+            None => self.consecutive_failures = 0,
+        }
+
+        let mut outcomes: HashMap<String, ItemOutcome> = report
+            .results
+            .into_iter()
+            .map(|result| (result.sku, result.outcome))
+            .collect();
+        let mut acknowledged = Vec::new();
+        let mut counts = OutcomeCounts::default();
+        let mut requeue = Vec::new();
+        for (sku, mut pending) in items {
+            let outcome = outcomes.remove(&sku).unwrap_or(ItemOutcome::Deferred);
+            match outcome {
+                ItemOutcome::Accepted { quantity } => {
+                    counts.accepted += 1;
+                    self.believed.insert(sku.clone(), i64::try_from(quantity).unwrap_or(i64::MAX));
+                    shared.pushed.insert(sku.clone(), quantity);
+                    let lag = now.saturating_duration_since(pending.published_at).as_secs_f64();
+                    metrics::histogram!(telemetry::PROPAGATION_LAG_SECONDS, "channel" => channel.clone()).record(lag);
+                    acknowledged.push(PushedRecord {
+                        channel: channel.clone(),
+                        sku,
+                        quantity,
+                        pushed_at_ms: now_ms(),
+                    });
+                }
+                ItemOutcome::Conflict { current } => {
+                    counts.conflicts += 1;
+                    tracing::info!(channel = %channel, sku = %sku, channel_value = ?current, ours = pending.atp, "channel changed the value itself; holding the listing");
+                    if let Some(current) = current {
+                        self.believed.insert(sku.clone(), current);
+                    }
+                    pending.not_before = Some(now + shared.cas_grace);
+                    pending.isolated = false;
+                    requeue.push((sku, pending));
+                }
+                ItemOutcome::Rejected { code, message } => {
+                    counts.rejected += 1;
+                    tracing::warn!(channel = %channel, sku = %sku, code = %code, message = %message, "channel refused the listing; isolating it");
+                    {
+                        let mut status = shared.status();
+                        status.last_error = Some(format!("{sku}: {code}: {message}"));
+                        status.last_error_at_ms = Some(now_ms());
+                    }
+                    pending.attempts += 1;
+                    pending.isolated = true;
+                    pending.not_before = Some(now + jittered_backoff(&shared.config.retry, pending.attempts));
+                    requeue.push((sku, pending));
+                }
+                ItemOutcome::Deferred => {
+                    counts.deferred += 1;
+                    requeue.push((sku, pending));
+                }
+                ItemOutcome::Retryable { .. } => {
+                    counts.retried += 1;
+                    if !throttled {
+                        pending.attempts += 1;
+                        pending.not_before = Some(now + jittered_backoff(&shared.config.retry, pending.attempts));
+                    }
+                    requeue.push((sku, pending));
+                }
+            }
+        }
+        let depth = {
+            let mut queue = shared.queue();
+            for (sku, pending) in requeue {
+                queue.requeue(sku, pending);
+            }
+            shared.in_flight.store(0, Ordering::Release);
+            queue.len()
+        };
+        shared.record_queue_depth(depth);
+        counts.record(&channel);
+        {
+            let mut status = shared.status();
+            status.accepted_total += counts.accepted;
+            status.conflicts_total += counts.conflicts;
+            status.rejected_total += counts.rejected;
+            if counts.accepted > 0 {
+                status.last_success_at_ms = Some(now_ms());
+            }
+        }
+        if !acknowledged.is_empty()
+            && let Err(error) = shared.store.record_pushed(&acknowledged).await
+        {
+            tracing::warn!(channel = %channel, error = %error, "cannot record pushed values; they stay in memory");
+        }
+    }
+}
+
+/// Outcomes of one push, counted once per batch.
+#[derive(Default)]
+struct OutcomeCounts {
+    accepted: u64,
+    conflicts: u64,
+    rejected: u64,
+    deferred: u64,
+    retried: u64,
+}
+
+impl OutcomeCounts {
+    fn record(&self, channel: &str) {
+        for (outcome, count) in [
+            ("accepted", self.accepted),
+            ("conflict", self.conflicts),
+            ("rejected", self.rejected),
+            ("deferred", self.deferred),
+            ("retry", self.retried),
+        ] {
+            if count > 0 {
+                metrics::counter!(telemetry::PROPAGATION_PUSHES_TOTAL, "channel" => channel.to_owned(), "outcome" => outcome)
+                    .increment(count);
+            }
+        }
+        if self.conflicts > 0 {
+            metrics::counter!(telemetry::CHANNEL_CAS_CONFLICTS_TOTAL, "channel" => channel.to_owned()).increment(self.conflicts);
+        }
+        if self.rejected > 0 {
+            metrics::counter!(telemetry::CHANNEL_ERRORS_TOTAL, "channel" => channel.to_owned(), "error" => "rejected")
+                .increment(self.rejected);
+        }
+    }
+}

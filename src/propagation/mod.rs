@@ -1,0 +1,456 @@
+//! Propagation: turns durable availability changes into each channel's ATP and pushes it out,
+//! one ractor actor per channel (DESIGN.md §3 rules 4–5, §4).
+//!
+//! Owns: [`Propagation`] (the [`AvailabilitySink`] the ledger publishes into), each channel's
+//! coalescing queue keyed by listing (`queue`), its token bucket and retry backoff (`rate`),
+//! and its actor (`actor`) that drains the queue through the channel's adapter.
+//!
+//! Flow: `publish` computes `channel_atp` for every channel that lists the SKU, upserts it
+//! into that channel's queue (a `Mutex`; the newest ATP wins) and sends the actor a single
+//! `Wake` if none is pending, so the unbounded ractor mailbox never holds more than one wake
+//! per channel plus one timer. The actor takes batches (decreases first), paces them with
+//! its token bucket, pushes, and handles every item's outcome:
+//! - accepted: remembered (memory and store) as the channel's value; lag is recorded;
+//! - conflict (the channel decremented itself, usually an order we have not ingested): the
+//!   read value becomes the expected value and the listing is held for the CAS grace period
+//!   so the order's movement can lower our ATP, then pushed with `changeFromQuantity` = the
+//!   read value; we never overwrite the channel's decrement blindly;
+//! - rejected: the listing is isolated, reported, and retried alone with backoff;
+//! - deferred (another item of an all-or-nothing request failed): resent at once;
+//! - retryable: backoff with full jitter; throttling pauses the whole channel.
+//!
+//! Invariants: queues hold at most one entry per listing of their channel; a listing whose
+//! ATP equals the channel's known value is not pushed; metric labels are `channel` and
+//! `outcome`/`error`, never a SKU. One slow channel never delays another.
+//!
+//! May depend on: `domain`, `store`, `channels`, `config`, `telemetry`.
+
+mod actor;
+mod queue;
+mod rate;
+
+use crate::channels::{self, ChannelAdapter, ChannelError};
+use crate::config::{ChannelConfig, ChannelKind, Config};
+use crate::domain::{AtpBreakdown, AvailabilityChange, AvailabilitySink, ChannelStockRule, LocationLevel, Sku};
+use crate::store::{Store, StoreError};
+use crate::telemetry;
+use actor::{ChannelActor, ChannelArgs, ChannelMessage};
+use dashmap::DashMap;
+use queue::CoalescingQueue;
+use ractor::{Actor, ActorRef};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// Default hold after a compare-and-set conflict, in milliseconds.
+pub const DEFAULT_CAS_GRACE_MS: u64 = 2_000;
+
+/// How long `shutdown` waits for each channel actor, in milliseconds.
+const SHUTDOWN_WAIT_MS: u64 = 5_000;
+
+/// Receives every new ATP a channel gets (for the Kafka ATP topic); called from `publish`,
+/// so it must not block.
+pub trait AtpObserver: Send + Sync + 'static {
+    /// `channel` now offers `atp` units of `sku` (ledger sequence `seq`).
+    fn atp_changed(&self, channel: &str, sku: &Sku, atp: u64, seq: u64);
+}
+
+/// Tuning that is not (yet) in the config file.
+#[derive(Clone, Default)]
+pub struct PropagationOptions {
+    /// Hold after a CAS conflict before pushing over the channel's value, in milliseconds;
+    /// `None` means [`DEFAULT_CAS_GRACE_MS`].
+    pub cas_grace_ms: Option<u64>,
+    /// Told about every changed ATP.
+    pub atp_observer: Option<Arc<dyn AtpObserver>>,
+}
+
+impl std::fmt::Debug for PropagationOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PropagationOptions")
+            .field("cas_grace_ms", &self.cas_grace_ms)
+            .field("atp_observer", &self.atp_observer.is_some())
+            .finish()
+    }
+}
+
+/// Errors of propagation.
+#[derive(Debug, thiserror::Error)]
+pub enum PropagationError {
+    /// A channel's adapter could not be built (config, listings file).
+    #[error("channel {channel}: {source}")]
+    Channel {
+        /// Channel id.
+        channel: String,
+        /// The adapter's error.
+        source: ChannelError,
+    },
+    /// The values last pushed could not be loaded.
+    #[error("channel {channel}: cannot load pushed values: {source}")]
+    Store {
+        /// Channel id.
+        channel: String,
+        /// The store's error.
+        source: StoreError,
+    },
+    /// A channel actor did not start.
+    #[error("channel {channel}: actor did not start: {message}")]
+    Spawn {
+        /// Channel id.
+        channel: String,
+        /// ractor's message.
+        message: String,
+    },
+    /// `flush` gave up with listings still waiting.
+    #[error("flush timed out after {timeout_ms} ms with {pending} listing(s) still pending")]
+    FlushTimeout {
+        /// The timeout, in milliseconds.
+        timeout_ms: u64,
+        /// Listings still queued or in flight (isolated ones excluded).
+        pending: usize,
+    },
+}
+
+/// One channel's health, for the API and dashboard.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ChannelStatus {
+    /// Channel id.
+    pub channel: String,
+    /// The platform (`shopify`).
+    pub kind: Option<ChannelKind>,
+    /// Listings the channel maps.
+    pub listings: usize,
+    /// Listings waiting to be pushed (isolated ones included).
+    pub queue_depth: usize,
+    /// Listings in the request being sent now.
+    pub in_flight: usize,
+    /// Listings the channel refused permanently, retried alone with backoff.
+    pub isolated: usize,
+    /// Listing updates the channel acknowledged.
+    pub accepted_total: u64,
+    /// Compare-and-set conflicts (the channel changed a value itself).
+    pub conflicts_total: u64,
+    /// Listing updates the channel refused.
+    pub rejected_total: u64,
+    /// Failed requests (transport, 5xx, 401, malformed), throttling excluded.
+    pub errors_total: u64,
+    /// Throttled requests (429 or GraphQL `THROTTLED`).
+    pub throttled_total: u64,
+    /// Last acknowledged push, in milliseconds since the Unix epoch.
+    pub last_success_at_ms: Option<i64>,
+    /// Last error or refusal, with the time it happened (ms since the Unix epoch).
+    pub last_error: Option<String>,
+    /// When `last_error` happened, in milliseconds since the Unix epoch.
+    pub last_error_at_ms: Option<i64>,
+}
+
+/// State shared between `publish`, the public API and one channel's actor.
+pub(crate) struct ChannelShared {
+    pub id: String,
+    pub config: ChannelConfig,
+    pub rule: ChannelStockRule,
+    pub adapter: Arc<dyn ChannelAdapter>,
+    pub store: Arc<dyn Store>,
+    pub cas_grace: Duration,
+    pub queue: Mutex<CoalescingQueue>,
+    /// A `Wake` is in the mailbox and has not started yet.
+    pub wake_queued: AtomicBool,
+    pub in_flight: AtomicUsize,
+    /// The value the channel last acknowledged, per SKU.
+    pub pushed: DashMap<String, u64>,
+    /// The ATP last computed, per SKU (to tell the observer only about changes).
+    pub computed: DashMap<String, u64>,
+    pub status: Mutex<ChannelStatus>,
+    pub actor: std::sync::OnceLock<ActorRef<ChannelMessage>>,
+}
+
+impl ChannelShared {
+    pub fn queue(&self) -> MutexGuard<'_, CoalescingQueue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn status(&self) -> MutexGuard<'_, ChannelStatus> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends one `Wake` unless one is already waiting in the mailbox.
+    pub fn wake(&self) {
+        if self.wake_queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let sent = self.actor.get().map(|actor| actor.send_message(ChannelMessage::Wake).is_ok());
+        if sent != Some(true) {
+            self.wake_queued.store(false, Ordering::Release);
+        }
+    }
+
+    /// Listings still to deliver: queued (not isolated) plus in flight.
+    fn pending(&self) -> usize {
+        let queue = self.queue();
+        queue.len() - queue.isolated() + self.in_flight.load(Ordering::Acquire)
+    }
+
+    pub fn record_queue_depth(&self, depth: usize) {
+        metrics::gauge!(telemetry::PROPAGATION_QUEUE_DEPTH, "channel" => self.id.clone()).set(depth as f64);
+    }
+}
+
+/// Propagation of ATP to every configured channel. Cheap to clone (shared inside).
+#[derive(Clone)]
+pub struct Propagation {
+    channels: Arc<Vec<Arc<ChannelShared>>>,
+    observer: Option<Arc<dyn AtpObserver>>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Propagation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.channels.iter().map(|channel| channel.id.as_str()).collect();
+        f.debug_struct("Propagation").field("channels", &ids).finish()
+    }
+}
+
+impl Propagation {
+    /// Builds every channel's adapter, loads the values last pushed from the store and starts
+    /// one actor per channel.
+    ///
+    /// Errors: [`PropagationError::Channel`] (bad channel config or listings file),
+    /// [`PropagationError::Store`], [`PropagationError::Spawn`].
+    pub async fn start(config: &Config, store: Arc<dyn Store>, client: reqwest::Client) -> Result<Self, PropagationError> {
+        Self::start_with_options(config, store, client, PropagationOptions::default()).await
+    }
+
+    /// [`start`](Self::start) with options outside the config file (CAS grace, ATP observer).
+    pub async fn start_with_options(
+        config: &Config,
+        store: Arc<dyn Store>,
+        client: reqwest::Client,
+        options: PropagationOptions,
+    ) -> Result<Self, PropagationError> {
+        let cas_grace = Duration::from_millis(options.cas_grace_ms.unwrap_or(DEFAULT_CAS_GRACE_MS));
+        let mut channels = Vec::with_capacity(config.channels.len());
+        for channel in &config.channels {
+            let adapter = match channels::build_adapter(channel, client.clone()) {
+                Ok(adapter) => Arc::from(adapter),
+                Err(source) => {
+                    stop_all(&channels).await;
+                    return Err(PropagationError::Channel {
+                        channel: channel.id.clone(),
+                        source,
+                    });
+                }
+            };
+            let shared = Self::start_channel(channel, adapter, Arc::clone(&store), cas_grace).await;
+            match shared {
+                Ok(shared) => channels.push(shared),
+                Err(error) => {
+                    stop_all(&channels).await;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(Self {
+            channels: Arc::new(channels),
+            observer: options.atp_observer,
+            stopped: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Starts propagation over adapters built elsewhere (tests, simulation).
+    #[cfg(test)]
+    pub(crate) async fn start_with_adapters(
+        channels: Vec<(ChannelConfig, Arc<dyn ChannelAdapter>)>,
+        store: Arc<dyn Store>,
+        options: PropagationOptions,
+    ) -> Result<Self, PropagationError> {
+        let cas_grace = Duration::from_millis(options.cas_grace_ms.unwrap_or(DEFAULT_CAS_GRACE_MS));
+        let mut started = Vec::new();
+        for (channel, adapter) in channels {
+            started.push(Self::start_channel(&channel, adapter, Arc::clone(&store), cas_grace).await?);
+        }
+        Ok(Self {
+            channels: Arc::new(started),
+            observer: options.atp_observer,
+            stopped: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    async fn start_channel(
+        channel: &ChannelConfig,
+        adapter: Arc<dyn ChannelAdapter>,
+        store: Arc<dyn Store>,
+        cas_grace: Duration,
+    ) -> Result<Arc<ChannelShared>, PropagationError> {
+        let id = channel.id.clone();
+        let pushed_records = store.pushed(&id).await.map_err(|source| PropagationError::Store {
+            channel: id.clone(),
+            source,
+        })?;
+        let pushed: DashMap<String, u64> = pushed_records
+            .into_iter()
+            .filter(|record| adapter.is_mapped(&record.sku))
+            .map(|record| (record.sku, record.quantity))
+            .collect();
+        let believed: HashMap<String, i64> = pushed
+            .iter()
+            .map(|entry| (entry.key().clone(), i64::try_from(*entry.value()).unwrap_or(i64::MAX)))
+            .collect();
+        let status = ChannelStatus {
+            channel: id.clone(),
+            kind: Some(channel.kind),
+            listings: adapter.listing_count(),
+            ..ChannelStatus::default()
+        };
+        let shared = Arc::new(ChannelShared {
+            id: id.clone(),
+            rule: channel.stock_rule(),
+            config: channel.clone(),
+            adapter,
+            store,
+            cas_grace,
+            queue: Mutex::new(CoalescingQueue::default()),
+            wake_queued: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            pushed,
+            computed: DashMap::new(),
+            status: Mutex::new(status),
+            actor: std::sync::OnceLock::new(),
+        });
+        let args = ChannelArgs {
+            shared: Arc::clone(&shared),
+            believed,
+        };
+        let (actor, _handle) = Actor::spawn(None, ChannelActor, args).await.map_err(|error| PropagationError::Spawn {
+            channel: id.clone(),
+            message: error.to_string(),
+        })?;
+        let _ = shared.actor.set(actor);
+        shared.record_queue_depth(0);
+        tracing::info!(channel = %id, listings = shared.adapter.listing_count(), "channel propagation started");
+        Ok(shared)
+    }
+
+    fn channel(&self, id: &str) -> Option<&Arc<ChannelShared>> {
+        self.channels.iter().find(|channel| channel.id == id)
+    }
+
+    /// The value `channel` last acknowledged for `sku` (survives restarts via the store).
+    pub fn last_pushed(&self, channel: &str, sku: &str) -> Option<u64> {
+        self.channel(channel)?.pushed.get(sku).map(|value| *value)
+    }
+
+    /// What `channel` would list for a SKU with these location levels, with the breakdown;
+    /// `None` for an unknown channel.
+    pub fn atp_for(&self, channel: &str, levels: &[LocationLevel]) -> Option<AtpBreakdown> {
+        Some(crate::domain::channel_atp(levels, &self.channel(channel)?.rule))
+    }
+
+    /// Channel ids, in config order.
+    pub fn channel_ids(&self) -> Vec<String> {
+        self.channels.iter().map(|channel| channel.id.clone()).collect()
+    }
+
+    /// Every channel's health.
+    pub fn channel_status(&self) -> Vec<ChannelStatus> {
+        self.channels
+            .iter()
+            .map(|channel| {
+                let (depth, isolated) = {
+                    let queue = channel.queue();
+                    (queue.len(), queue.isolated())
+                };
+                let mut status = channel.status().clone();
+                status.queue_depth = depth;
+                status.isolated = isolated;
+                status.in_flight = channel.in_flight.load(Ordering::Acquire);
+                status
+            })
+            .collect()
+    }
+
+    /// Listings still to deliver across channels (queued or in flight, isolated ones excluded).
+    pub fn pending(&self) -> usize {
+        self.channels.iter().map(|channel| channel.pending()).sum()
+    }
+
+    /// Waits until every queue is delivered (isolated listings excepted) or `timeout` passes.
+    ///
+    /// Errors: [`PropagationError::FlushTimeout`] with the number still pending.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), PropagationError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let pending = self.pending();
+            if pending == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PropagationError::FlushTimeout {
+                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                    pending,
+                });
+            }
+            for channel in self.channels.iter() {
+                channel.wake();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops every channel actor (call [`flush`](Self::flush) first to deliver what is
+    /// queued); later `publish` calls are ignored.
+    pub async fn shutdown(&self) {
+        self.stopped.store(true, Ordering::Release);
+        stop_all(&self.channels).await;
+    }
+}
+
+async fn stop_all(channels: &[Arc<ChannelShared>]) {
+    for channel in channels {
+        if let Some(actor) = channel.actor.get() {
+            let wait = Some(Duration::from_millis(SHUTDOWN_WAIT_MS));
+            if let Err(error) = actor.stop_and_wait(Some("shutdown".to_owned()), wait).await {
+                tracing::warn!(channel = %channel.id, error = %error, "channel actor did not stop cleanly");
+            }
+        }
+    }
+}
+
+impl AvailabilitySink for Propagation {
+    fn publish(&self, changes: &[AvailabilityChange]) {
+        if self.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        for channel in self.channels.iter() {
+            let mut queued = false;
+            let depth = {
+                let mut queue = channel.queue();
+                for change in changes {
+                    let sku = change.sku.as_str();
+                    if !channel.adapter.is_mapped(sku) {
+                        continue;
+                    }
+                    let atp = crate::domain::channel_atp(&change.locations, &channel.rule).atp;
+                    if let Some(observer) = &self.observer {
+                        let previous = channel.computed.insert(sku.to_owned(), atp);
+                        if previous != Some(atp) {
+                            observer.atp_changed(&channel.id, &change.sku, atp, change.seq);
+                        }
+                    }
+                    queue.upsert(sku, atp, now);
+                    queued = true;
+                }
+                queue.len()
+            };
+            if queued {
+                channel.record_queue_depth(depth);
+                channel.wake();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

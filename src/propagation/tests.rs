@@ -1,0 +1,303 @@
+//! Channel actors against a fake all-or-nothing adapter and an in-memory store.
+
+use super::*;
+use crate::channels::{ItemOutcome, ItemResult, LevelsReport, PushItem, PushReport};
+use crate::config::{RateLimitConfig, RetryConfig};
+use crate::domain::LocationId;
+use crate::store::{CommitBatch, EventRecord, LoadedSku, OffsetWatermark, PushedRecord};
+use async_trait::async_trait;
+use std::collections::HashSet;
+
+/// A store that only keeps pushed values.
+#[derive(Default)]
+struct MemoryStore {
+    pushed: Mutex<Vec<PushedRecord>>,
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn commit(&self, _batch: CommitBatch) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn load_sku(&self, _sku: &str, _now_ms: i64) -> Result<LoadedSku, StoreError> {
+        Ok(LoadedSku::default())
+    }
+    async fn events(&self, _sku: &str, _from_seq: u64, _limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn list_skus(&self, _after: Option<&str>, _limit: usize) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn offsets(&self, _group: &str) -> Result<Vec<OffsetWatermark>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn record_pushed(&self, records: &[PushedRecord]) -> Result<(), StoreError> {
+        let mut pushed = self.pushed.lock().unwrap();
+        for record in records {
+            pushed.retain(|old| !(old.channel == record.channel && old.sku == record.sku));
+            pushed.push(record.clone());
+        }
+        Ok(())
+    }
+    async fn pushed(&self, channel: &str) -> Result<Vec<PushedRecord>, StoreError> {
+        Ok(self.pushed.lock().unwrap().iter().filter(|r| r.channel == channel).cloned().collect())
+    }
+    async fn expire_keys(&self, _now_ms: i64) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+/// An all-or-nothing channel with CAS, like Shopify's mutation.
+#[derive(Default)]
+struct FakeChannel {
+    values: Mutex<HashMap<String, i64>>,
+    rejects: HashSet<String>,
+    calls: Mutex<Vec<Vec<PushItem>>>,
+}
+
+impl FakeChannel {
+    fn calls(&self) -> Vec<Vec<PushItem>> {
+        self.calls.lock().unwrap().clone()
+    }
+    fn value(&self, sku: &str) -> Option<i64> {
+        self.values.lock().unwrap().get(sku).copied()
+    }
+}
+
+#[async_trait]
+impl ChannelAdapter for FakeChannel {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Shopify
+    }
+    fn max_batch(&self) -> usize {
+        250
+    }
+    fn is_mapped(&self, sku: &str) -> bool {
+        !sku.starts_with("UNMAPPED")
+    }
+    fn listing_count(&self) -> usize {
+        1000
+    }
+    async fn push(&self, items: &[PushItem]) -> PushReport {
+        self.calls.lock().unwrap().push(items.to_vec());
+        let mut values = self.values.lock().unwrap();
+        let outcomes: Vec<Option<ItemOutcome>> = items
+            .iter()
+            .map(|item| {
+                let current = values.get(&item.sku).copied();
+                if self.rejects.contains(&item.sku) {
+                    Some(ItemOutcome::Rejected {
+                        code: "NON_MUTABLE_INVENTORY_ITEM".to_owned(),
+                        message: "bundle".to_owned(),
+                    })
+                } else if item.change_from.is_some() && item.change_from != current {
+                    Some(ItemOutcome::Conflict { current })
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let all_ok = outcomes.iter().all(Option::is_none);
+        let results = items
+            .iter()
+            .zip(outcomes)
+            .map(|(item, outcome)| {
+                let outcome = match outcome {
+                    Some(outcome) => outcome,
+                    None if all_ok => {
+                        values.insert(item.sku.clone(), item.quantity as i64);
+                        ItemOutcome::Accepted { quantity: item.quantity }
+                    }
+                    None => ItemOutcome::Deferred,
+                };
+                ItemResult {
+                    sku: item.sku.clone(),
+                    outcome,
+                }
+            })
+            .collect();
+        PushReport {
+            results,
+            requests: 1,
+            ..PushReport::default()
+        }
+    }
+    async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError> {
+        Ok(LevelsReport {
+            levels: skus.iter().map(|sku| (sku.clone(), self.value(sku))).collect(),
+            ..LevelsReport::default()
+        })
+    }
+}
+
+fn channel_config() -> ChannelConfig {
+    ChannelConfig {
+        id: "fake".to_owned(),
+        kind: ChannelKind::Shopify,
+        locations: vec![LocationId::from("WH-1")],
+        safety_stock: 1,
+        max_listed_quantity: None,
+        rate_limit: RateLimitConfig {
+            requests_per_sec: 1000.0,
+            burst: 1000,
+        },
+        retry: RetryConfig {
+            initial_backoff_ms: 20,
+            max_backoff_ms: 40,
+        },
+        shopify: None,
+    }
+}
+
+fn change(sku: &str, on_hand: i64) -> AvailabilityChange {
+    AvailabilityChange {
+        sku: Sku::from(sku),
+        seq: 1,
+        locations: vec![LocationLevel {
+            location: LocationId::from("WH-1"),
+            on_hand,
+            reserved: 0,
+        }],
+    }
+}
+
+async fn propagation(fake: Arc<FakeChannel>, store: Arc<MemoryStore>, options: PropagationOptions) -> Propagation {
+    Propagation::start_with_adapters(vec![(channel_config(), fake as Arc<dyn ChannelAdapter>)], store, options)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn atp_reaches_the_channel_and_is_recorded_in_the_store() {
+    let fake = Arc::new(FakeChannel::default());
+    let store = Arc::new(MemoryStore::default());
+    let propagation = propagation(Arc::clone(&fake), Arc::clone(&store), PropagationOptions::default()).await;
+    propagation.publish(&[change("A", 10), change("B", 0), change("UNMAPPED-1", 5)]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!((fake.value("A"), fake.value("B")), (Some(9), Some(0)), "safety stock 1 is held back");
+    assert_eq!(fake.value("UNMAPPED-1"), None);
+    assert_eq!(propagation.last_pushed("fake", "A"), Some(9));
+    assert_eq!(store.pushed("fake").await.unwrap().len(), 2);
+    let status = &propagation.channel_status()[0];
+    assert_eq!((status.accepted_total, status.queue_depth), (2, 0));
+    assert!(status.last_success_at_ms.is_some());
+    propagation.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restart_does_not_push_values_the_channel_already_has() {
+    let fake = Arc::new(FakeChannel::default());
+    fake.values.lock().unwrap().insert("A".to_owned(), 9);
+    let store = Arc::new(MemoryStore::default());
+    store
+        .record_pushed(&[PushedRecord {
+            channel: "fake".to_owned(),
+            sku: "A".to_owned(),
+            quantity: 9,
+            pushed_at_ms: 0,
+        }])
+        .await
+        .unwrap();
+    let propagation = propagation(Arc::clone(&fake), store, PropagationOptions::default()).await;
+    assert_eq!(propagation.last_pushed("fake", "A"), Some(9));
+    propagation.publish(&[change("A", 10)]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert!(fake.calls().is_empty(), "ATP 9 equals the acknowledged value");
+    propagation.publish(&[change("A", 4)]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(fake.calls()[0][0].change_from, Some(9), "the stored value is the CAS expectation");
+    assert_eq!(fake.value("A"), Some(3));
+    propagation.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rejected_listing_is_isolated_and_retried_alone() {
+    let fake = Arc::new(FakeChannel {
+        rejects: HashSet::from(["BAD".to_owned()]),
+        ..FakeChannel::default()
+    });
+    let propagation = propagation(Arc::clone(&fake), Arc::default(), PropagationOptions::default()).await;
+    let changes: Vec<AvailabilityChange> = (0..9).map(|n| change(&format!("OK-{n}"), 5)).chain([change("BAD", 5)]).collect();
+    propagation.publish(&changes);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    for n in 0..9 {
+        assert_eq!(fake.value(&format!("OK-{n}")), Some(4));
+    }
+    // More work arrives while BAD keeps failing: BAD never rides along again.
+    propagation.publish(&[change("OK-0", 7), change("BAD", 6)]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let calls = fake.calls();
+    assert_eq!(calls[0].len(), 10);
+    for call in &calls[1..] {
+        if call.iter().any(|item| item.sku == "BAD") {
+            assert_eq!(call.len(), 1, "an isolated listing goes alone: {call:?}");
+        }
+    }
+    assert!(calls.iter().skip(1).filter(|call| call[0].sku == "BAD").count() >= 2, "BAD is retried");
+    assert_eq!(fake.value("OK-0"), Some(6));
+    let status = &propagation.channel_status()[0];
+    assert_eq!(status.isolated, 1);
+    assert!(status.rejected_total >= 2);
+    assert!(status.last_error.as_deref().unwrap().contains("NON_MUTABLE_INVENTORY_ITEM"));
+    propagation.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_conflict_holds_the_listing_then_pushes_over_the_value_read() {
+    let fake = Arc::new(FakeChannel::default());
+    let propagation = propagation(
+        Arc::clone(&fake),
+        Arc::default(),
+        PropagationOptions {
+            cas_grace_ms: Some(300),
+            atp_observer: None,
+        },
+    )
+    .await;
+    propagation.publish(&[change("A", 11)]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(fake.value("A"), Some(10));
+    // The channel sells 3 itself; our next change was computed before we saw that order.
+    fake.values.lock().unwrap().insert("A".to_owned(), 7);
+    propagation.publish(&[change("A", 13)]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fake.value("A"), Some(7), "the channel's decrement is not overwritten");
+    assert_eq!(propagation.channel_status()[0].conflicts_total, 1);
+    // The order reaches the ledger within the grace period.
+    propagation.publish(&[change("A", 10)]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(fake.value("A"), Some(9));
+    let last = fake.calls().last().cloned().unwrap();
+    assert_eq!(last[0].change_from, Some(7), "the push expects the value read back");
+    propagation.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_observer_hears_each_new_atp_once() {
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, String, u64)>>);
+    impl AtpObserver for Recorder {
+        fn atp_changed(&self, channel: &str, sku: &Sku, atp: u64, _seq: u64) {
+            self.0.lock().unwrap().push((channel.to_owned(), sku.to_string(), atp));
+        }
+    }
+    let recorder = Arc::new(Recorder::default());
+    let propagation = propagation(
+        Arc::new(FakeChannel::default()),
+        Arc::default(),
+        PropagationOptions {
+            cas_grace_ms: None,
+            atp_observer: Some(Arc::clone(&recorder) as Arc<dyn AtpObserver>),
+        },
+    )
+    .await;
+    propagation.publish(&[change("A", 3)]);
+    propagation.publish(&[change("A", 3)]);
+    propagation.publish(&[change("A", 5)]);
+    let seen = recorder.0.lock().unwrap().clone();
+    assert_eq!(seen, vec![("fake".to_owned(), "A".to_owned(), 2), ("fake".to_owned(), "A".to_owned(), 4)]);
+    let breakdown = propagation.atp_for("fake", &change("A", 5).locations).unwrap();
+    assert_eq!((breakdown.atp, breakdown.safety_stock), (4, 1));
+    propagation.shutdown().await;
+}

@@ -1,0 +1,530 @@
+//! A faithful Shopify Admin API simulator (PLATFORMS.md §1), served by axum in-process (tests,
+//! demo, benchmarks) or standalone.
+//!
+//! Owns: the simulated shop (inventory levels per inventory item and location, orders),
+//! the endpoints
+//! - `POST /admin/api/{version}/graphql.json`: `inventorySetQuantities` (§1.2, with
+//!   `changeFromQuantity` CAS, `@idempotent`, the 250-item cap, all-or-nothing user errors)
+//!   and an inventory-level read (`nodes(ids:) { ... on InventoryItem { inventoryLevel(locationId:) { quantities } } }`),
+//!   with a cost-based leaky bucket and `extensions.cost.throttleStatus` on every answer (§1.9);
+//! - `POST /admin/api/{version}/inventory_levels/set.json` and
+//!   `GET /admin/api/{version}/inventory_levels.json` (REST legacy, §1.4) with a
+//!   request-based leaky bucket, `X-Shopify-Shop-Api-Call-Limit` and 429 + `Retry-After`;
+//! - `GET|POST /_sandbox/levels`, `POST /_sandbox/orders`, `POST /_sandbox/orders/{id}/cancel`,
+//!   `GET /_sandbox/counters`: inspection and "behind our back" changes;
+//!
+//! and the outgoing signed webhooks (`orders/create`, `orders/cancelled`,
+//! `inventory_levels/update`, §1.6–§1.7).
+//!
+//! Simplifications (documented, not hidden): GraphQL is recognised by the operation's field
+//! names rather than parsed, and the mutation input must come from a variable
+//! (`inventorySetQuantities(input: $input)`); the sandbox uses the inventory item id as the
+//! variant id in order bodies; webhooks are retried `webhook_retries` times, `webhook_retry_delay_ms` apart.
+//!
+//! May depend on: nothing else in the crate (standalone).
+
+mod http;
+mod state;
+#[cfg(test)]
+mod tests;
+mod webhook;
+
+pub use webhook::{verify_webhook_signature, webhook_signature};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use state::SimState;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use webhook::{Sender, WebhookEvent};
+
+/// How the simulated shop behaves; every [?]/[3P] behaviour of PLATFORMS.md §8 is a knob.
+#[derive(Clone, Debug)]
+pub struct ShopifySimulatorOptions {
+    /// `X-Shopify-Shop-Domain` of webhooks (`stocksync-sandbox.myshopify.com`).
+    pub shop_domain: String,
+    /// Oldest supported API version; older URL versions fall forward to it (`2025-07`).
+    pub api_version_min: String,
+    /// The only accepted `X-Shopify-Access-Token`; anything else gets 401.
+    pub access_token: String,
+    /// App client secret that signs outgoing webhooks.
+    pub webhook_secret: String,
+    /// `X-Shopify-API-Version` of outgoing webhooks.
+    pub webhook_api_version: String,
+    /// Where webhooks go; `None` sends none. Changeable with [`ShopifySimulator::set_webhook_url`].
+    pub webhook_url: Option<String>,
+    /// Extra delivery attempts after a failed webhook (Shopify: 8 over 4 h; default 0).
+    pub webhook_retries: u32,
+    /// Pause between webhook attempts, in milliseconds.
+    pub webhook_retry_delay_ms: u64,
+    /// Emit `inventory_levels/update` after every level change (our pushes included).
+    pub emit_inventory_level_updates: bool,
+    /// GraphQL bucket size in cost points (`maximumAvailable`).
+    pub graphql_bucket_size: f64,
+    /// GraphQL restore rate in points per second (`restoreRate`).
+    pub graphql_points_per_sec: f64,
+    /// Cost of one `inventorySetQuantities` call, in points.
+    pub mutation_cost: f64,
+    /// Cost of one inventory-level query, in points.
+    pub query_cost: f64,
+    /// HTTP status of a GraphQL `THROTTLED` answer: 200 or 429 (vendor docs unclear, §1.9).
+    pub throttle_status: u16,
+    /// REST bucket size in requests (40 classic, 80 on Plus).
+    pub rest_bucket_size: u32,
+    /// REST leak rate in requests per second (2 standard).
+    pub rest_leak_per_sec: f64,
+    /// Inventory items whose quantities cannot be set (`NON_MUTABLE_INVENTORY_ITEM`, e.g. bundle parents).
+    pub non_mutable_items: Vec<u64>,
+    /// Create unknown levels on first set instead of `ITEM_NOT_STOCKED_AT_LOCATION` / 422.
+    pub auto_create_levels: bool,
+    /// Whether `@idempotent` keys really deduplicate (a community report says no, §1.2).
+    pub idempotency_dedupe: bool,
+    /// Refuse orders for more than `available` (a shop that does not sell when out of stock).
+    pub deny_oversell: bool,
+    /// Location used by `POST /_sandbox/orders` when the body names none.
+    pub default_location_id: u64,
+}
+
+impl Default for ShopifySimulatorOptions {
+    fn default() -> Self {
+        Self {
+            shop_domain: "stocksync-sandbox.myshopify.com".to_owned(),
+            api_version_min: "2025-07".to_owned(),
+            access_token: "shpat_sandbox_token".to_owned(),
+            webhook_secret: "sandbox_webhook_secret".to_owned(),
+            webhook_api_version: "2026-04".to_owned(),
+            webhook_url: None,
+            webhook_retries: 0,
+            webhook_retry_delay_ms: 500,
+            emit_inventory_level_updates: false,
+            graphql_bucket_size: 1000.0,
+            graphql_points_per_sec: 100.0,
+            mutation_cost: 10.0,
+            query_cost: 2.0,
+            throttle_status: 200,
+            rest_bucket_size: 40,
+            rest_leak_per_sec: 2.0,
+            non_mutable_items: Vec::new(),
+            auto_create_levels: false,
+            idempotency_dedupe: true,
+            deny_oversell: true,
+            default_location_id: 1,
+        }
+    }
+}
+
+/// What the simulator has seen so far (for assertions and the demo).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SimulatorCounters {
+    /// Every `/admin` request, authorised or not.
+    pub requests: u64,
+    /// `/admin` requests answered 401.
+    pub unauthorized: u64,
+    /// Requests refused for rate (GraphQL `THROTTLED` or REST 429).
+    pub throttled: u64,
+    /// REST requests that arrived before the `Retry-After` of an earlier 429 had passed.
+    pub retry_after_violations: u64,
+    /// Mutations that changed stock (one per GraphQL call or REST set).
+    pub mutations_applied: u64,
+    /// Compare-and-set failures (`CHANGE_FROM_QUANTITY_STALE` / `COMPARE_QUANTITY_STALE`).
+    pub cas_stale: u64,
+    /// User errors returned, all codes.
+    pub user_errors: u64,
+    /// `inventorySetQuantities` calls refused with user errors (nothing applied).
+    pub mutations_rejected: u64,
+    /// Quantities carried by those refused calls, in total.
+    pub quantities_in_rejected_mutations: u64,
+    /// Mutations answered from the idempotency store.
+    pub idempotent_replays: u64,
+    /// Webhook deliveries answered 2xx.
+    pub webhooks_delivered: u64,
+    /// Webhook deliveries that failed (non-2xx or transport).
+    pub webhooks_failed: u64,
+}
+
+/// One inventory level as `GET /_sandbox/levels` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxLevel {
+    /// Inventory item id.
+    pub inventory_item_id: u64,
+    /// Location id.
+    pub location_id: u64,
+    /// Units available to sell.
+    pub available: i64,
+    /// Units on hand.
+    pub on_hand: i64,
+    /// Last change, RFC 3339.
+    pub updated_at: String,
+}
+
+/// One line of a simulated order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimOrderLine {
+    /// The inventory item sold (also used as the variant id in the webhook body).
+    pub inventory_item_id: u64,
+    /// The SKU printed on the line item.
+    pub sku: String,
+    /// Units sold.
+    pub quantity: u64,
+}
+
+/// What happened to a webhook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum WebhookOutcome {
+    /// No webhook URL is configured.
+    NotConfigured,
+    /// The last attempt got this HTTP status (2xx means delivered).
+    Answered {
+        /// HTTP status.
+        status: u16,
+    },
+    /// The last attempt failed in transport.
+    Failed {
+        /// The error message.
+        error: String,
+    },
+}
+
+/// An order the simulated shop took or cancelled.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlacedOrder {
+    /// Shopify order id.
+    pub order_id: u64,
+    /// Order name (`#1001`).
+    pub name: String,
+    /// The REST order resource sent as webhook body.
+    pub body: Value,
+    /// The delivery of the `orders/create` (or `orders/cancelled`) webhook.
+    pub webhook: WebhookOutcome,
+}
+
+/// Why a simulator call was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SimulatorError {
+    /// The inventory item is not stocked at the location.
+    #[error("inventory item {inventory_item_id} is not stocked at location {location_id}")]
+    UnknownLevel {
+        /// Inventory item id.
+        inventory_item_id: u64,
+        /// Location id.
+        location_id: u64,
+    },
+    /// The shop does not sell more than it has (`deny_oversell`).
+    #[error("inventory item {inventory_item_id} at location {location_id} has {available} available, {requested} requested")]
+    InsufficientStock {
+        /// Inventory item id.
+        inventory_item_id: u64,
+        /// Location id.
+        location_id: u64,
+        /// Units available.
+        available: i64,
+        /// Units ordered.
+        requested: u64,
+    },
+    /// No such order.
+    #[error("order {order_id} does not exist")]
+    UnknownOrder {
+        /// Order id.
+        order_id: u64,
+    },
+    /// The order was cancelled before.
+    #[error("order {order_id} is already cancelled")]
+    AlreadyCancelled {
+        /// Order id.
+        order_id: u64,
+    },
+}
+
+/// Shared by the handle and the HTTP handlers.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    options: ShopifySimulatorOptions,
+    state: Mutex<SimState>,
+    client: reqwest::Client,
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn sender(&self) -> Sender {
+        Sender {
+            secret: self.options.webhook_secret.clone(),
+            shop_domain: self.options.shop_domain.clone(),
+            api_version: self.options.webhook_api_version.clone(),
+        }
+    }
+
+    /// `inventory_levels/update` events for changed levels, when enabled.
+    fn level_events(&self, state: &SimState, changed: &[(u64, u64)], now_ms: i64) -> Vec<WebhookEvent> {
+        if !self.options.emit_inventory_level_updates || state.webhook_url.is_none() {
+            return Vec::new();
+        }
+        changed
+            .iter()
+            .filter_map(|(item, location)| state.level_json(*item, *location))
+            .map(|mut body| {
+                if let Some(object) = body.as_object_mut() {
+                    object.remove("on_hand");
+                }
+                WebhookEvent::new("inventory_levels/update", &body, now_ms)
+            })
+            .collect()
+    }
+
+    /// Delivers with retries; returns the last attempt's outcome.
+    async fn deliver(&self, event: &WebhookEvent) -> WebhookOutcome {
+        let Some(url) = self.lock().webhook_url.clone() else {
+            return WebhookOutcome::NotConfigured;
+        };
+        let sender = self.sender();
+        let mut outcome = WebhookOutcome::NotConfigured;
+        for attempt in 0..=self.options.webhook_retries {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(self.options.webhook_retry_delay_ms)).await;
+            }
+            let result = webhook::deliver(&self.client, &url, &sender, event).await;
+            let delivered = matches!(result, Ok(status) if (200..300).contains(&status));
+            {
+                let mut state = self.lock();
+                if delivered {
+                    state.counters.webhooks_delivered += 1;
+                } else {
+                    state.counters.webhooks_failed += 1;
+                }
+            }
+            outcome = match result {
+                Ok(status) => WebhookOutcome::Answered { status },
+                Err(error) => WebhookOutcome::Failed { error },
+            };
+            if delivered {
+                break;
+            }
+        }
+        outcome
+    }
+
+    /// Delivers events in the background, in order.
+    fn spawn_deliveries(self: &Arc<Self>, events: Vec<WebhookEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let inner = Arc::clone(self);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                for event in events {
+                    inner.deliver(&event).await;
+                }
+            });
+        }
+    }
+
+    fn levels(&self) -> Vec<SandboxLevel> {
+        let state = self.lock();
+        state
+            .levels
+            .iter()
+            .map(|((item, location), level)| SandboxLevel {
+                inventory_item_id: *item,
+                location_id: *location,
+                available: level.available,
+                on_hand: level.on_hand,
+                updated_at: webhook::rfc3339(level.updated_at_ms),
+            })
+            .collect()
+    }
+
+    fn set_level(self: &Arc<Self>, item: u64, location: u64, available: i64) {
+        let now_ms = webhook::now_ms();
+        let events = {
+            let mut state = self.lock();
+            state.set_level(item, location, available, now_ms);
+            self.level_events(&state, &[(item, location)], now_ms)
+        };
+        self.spawn_deliveries(events);
+    }
+
+    async fn place_order(self: &Arc<Self>, location: u64, lines: &[SimOrderLine]) -> Result<PlacedOrder, SimulatorError> {
+        let now_ms = webhook::now_ms();
+        let (order, level_events) = {
+            let mut state = self.lock();
+            let order = state.place_order(self.options.deny_oversell, location, lines, now_ms)?;
+            let changed: Vec<(u64, u64)> = lines.iter().map(|line| (line.inventory_item_id, location)).collect();
+            let events = self.level_events(&state, &changed, now_ms);
+            (order, events)
+        };
+        let body = webhook::order_json(&order);
+        let outcome = self.deliver(&WebhookEvent::new("orders/create", &body, now_ms)).await;
+        self.spawn_deliveries(level_events);
+        Ok(PlacedOrder {
+            order_id: order.id,
+            name: format!("#{}", order.number),
+            body,
+            webhook: outcome,
+        })
+    }
+
+    async fn cancel_order(self: &Arc<Self>, order_id: u64, restock: bool) -> Result<PlacedOrder, SimulatorError> {
+        let now_ms = webhook::now_ms();
+        let (order, level_events) = {
+            let mut state = self.lock();
+            let order = state.cancel_order(order_id, restock, now_ms)?;
+            let changed: Vec<(u64, u64)> = if restock {
+                order.lines.iter().map(|(_, item, _, _)| (*item, order.location_id)).collect()
+            } else {
+                Vec::new()
+            };
+            let events = self.level_events(&state, &changed, now_ms);
+            (order, events)
+        };
+        let body = webhook::order_json(&order);
+        let outcome = self.deliver(&WebhookEvent::new("orders/cancelled", &body, now_ms)).await;
+        self.spawn_deliveries(level_events);
+        Ok(PlacedOrder {
+            order_id: order.id,
+            name: format!("#{}", order.number),
+            body,
+            webhook: outcome,
+        })
+    }
+}
+
+/// A running simulator. Dropping it (or [`shutdown`](Self::shutdown)) stops the server.
+#[derive(Debug)]
+pub struct ShopifySimulator {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+/// Starts the simulator on a listener the caller bound (tests bind `127.0.0.1:0`).
+///
+/// Errors: the listener's local address cannot be read.
+pub async fn start(options: ShopifySimulatorOptions, listener: tokio::net::TcpListener) -> std::io::Result<ShopifySimulator> {
+    let addr = listener.local_addr()?;
+    let now = tokio::time::Instant::now();
+    let inner = Arc::new(Inner {
+        state: Mutex::new(SimState::new(&options, now)),
+        options,
+        client: reqwest::Client::new(),
+    });
+    let router = http::router(Arc::clone(&inner));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        if let Err(error) = serve.await {
+            tracing::warn!(error = %error, "shopify simulator server stopped with an error");
+        }
+    });
+    Ok(ShopifySimulator {
+        inner,
+        addr,
+        stop: Some(stop),
+        server: Some(server),
+    })
+}
+
+impl ShopifySimulator {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, the value for `shopify.shop_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> &ShopifySimulatorOptions {
+        &self.inner.options
+    }
+
+    /// Sets (and creates) a level behind the engine's back, like a merchant in the admin.
+    /// Emits `inventory_levels/update` when enabled.
+    pub fn set_level(&self, inventory_item_id: u64, location_id: u64, available: i64) {
+        self.inner.set_level(inventory_item_id, location_id, available);
+    }
+
+    /// The `available` quantity of a level, `None` when the item is not stocked there.
+    pub fn level(&self, inventory_item_id: u64, location_id: u64) -> Option<i64> {
+        self.inner
+            .lock()
+            .levels
+            .get(&(inventory_item_id, location_id))
+            .map(|level| level.available)
+    }
+
+    /// Every value `available` took at a level, oldest first (capped at 1,000).
+    pub fn level_history(&self, inventory_item_id: u64, location_id: u64) -> Vec<i64> {
+        self.inner
+            .lock()
+            .levels
+            .get(&(inventory_item_id, location_id))
+            .map(|level| level.history.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every level, ordered by (inventory item, location); what `GET /_sandbox/levels` returns.
+    pub fn levels(&self) -> Vec<SandboxLevel> {
+        self.inner.levels()
+    }
+
+    /// Points webhooks at `url` (`None` stops them).
+    pub fn set_webhook_url(&self, url: Option<String>) {
+        self.inner.lock().webhook_url = url;
+    }
+
+    /// Takes an order at `location_id`: decrements `available` of every line (all or none),
+    /// then POSTs a signed `orders/create` webhook and waits for its answer.
+    ///
+    /// Errors: [`SimulatorError::UnknownLevel`], [`SimulatorError::InsufficientStock`].
+    pub async fn place_order(&self, location_id: u64, lines: &[SimOrderLine]) -> Result<PlacedOrder, SimulatorError> {
+        self.inner.place_order(location_id, lines).await
+    }
+
+    /// Cancels an order (with `restock`, its units return to `available`) and POSTs a
+    /// signed `orders/cancelled` webhook.
+    ///
+    /// Errors: [`SimulatorError::UnknownOrder`], [`SimulatorError::AlreadyCancelled`].
+    pub async fn cancel_order(&self, order_id: u64, restock: bool) -> Result<PlacedOrder, SimulatorError> {
+        self.inner.cancel_order(order_id, restock).await
+    }
+
+    /// What the simulator has seen so far.
+    pub fn counters(&self) -> SimulatorCounters {
+        self.inner.lock().counters.clone()
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+
+    /// Runs until the server stops (for the standalone `sandbox` command).
+    pub async fn wait(mut self) {
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for ShopifySimulator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The HTTP surface: REST movements, platform webhooks, stock read-out, `/metrics`, `/healthz`.
+//!
+//! Owns: the axum [`router`] and [`serve`], the shared [`WebState`], the [`ChannelView`]
+//! trait through which the API reads what propagation last pushed, RFC 9457 error answers
+//! ([`Problem`]), and the bounded in-memory memory of webhook deliveries already processed.
+//!
+//! May depend on: `ledger` (submit and read), `domain`, `config`, `telemetry`, the IO-free
+//! decoders in `ingest` (`ingest::shopify`), and a propagation view through [`ChannelView`]
+//! (never `propagation` itself, so the app adapts it).
+//!
+//! Invariant (DESIGN.md §3 rule 3): a 2xx answer to a movement or a webhook is sent only
+//! after every movement it carried is durable in the store (the ledger's `PendingAck`
+//! resolved). Anything else is answered with a problem, so the sender retries; retries are
+//! harmless because every movement carries an idempotency key.
+//!
+//! Routes:
+//! - `POST /api/v1/movements`: one movement or an array (see [`movements`]).
+//! - `POST /webhooks/shopify/{channel_id}`: Shopify deliveries (see [`webhooks`]).
+//! - `GET /api/v1/stock/{sku}`: levels, reservations and per-channel ATP (see [`stock`]).
+//! - `GET /metrics`: Prometheus text format 0.0.4.
+//! - `GET /healthz`: `{"status":"ok"}` (200) while the ledger accepts writes, else 503.
+
+pub mod movements;
+mod problem;
+pub mod stock;
+pub mod webhooks;
+
+pub use problem::{FieldError, PROBLEM_CONTENT_TYPE, Problem, WebError};
+
+use crate::config::Config;
+use crate::ledger::Ledger;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::future::Future;
+use std::sync::Arc;
+use tower_http::trace::TraceLayer;
+use webhooks::DeliveryMemory;
+
+/// What propagation last pushed to each channel listing, as the API needs it.
+///
+/// The app adapts `crate::propagation::Propagation` to this trait; `web` never imports
+/// propagation, so the two can evolve apart.
+pub trait ChannelView: Send + Sync + 'static {
+    /// The quantity last acknowledged by `channel` for `sku`, or `None` if nothing was
+    /// pushed yet (or the view does not know).
+    fn last_pushed(&self, channel: &str, sku: &str) -> Option<u64>;
+}
+
+/// Webhook deliveries remembered per process for delivery-level dedupe (each entry is one
+/// `X-Shopify-Webhook-Id` or `X-Shopify-Event-Id`; the oldest are forgotten first).
+pub const DEFAULT_DELIVERY_MEMORY: usize = 100_000;
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct WebState {
+    ledger: Ledger,
+    config: Arc<Config>,
+    channel_view: Option<Arc<dyn ChannelView>>,
+    deliveries: Arc<DeliveryMemory>,
+    prometheus: PrometheusHandle,
+}
+
+impl WebState {
+    /// State over `ledger` and `config` (channels, secrets, `http.body_limit_bytes`), with no
+    /// channel view (`last_pushed` is then `null`) and a delivery memory of
+    /// [`DEFAULT_DELIVERY_MEMORY`] entries. Installs the process-wide Prometheus recorder if
+    /// it is not installed yet ([`crate::telemetry::prometheus`]).
+    pub fn new(ledger: Ledger, config: Arc<Config>) -> Self {
+        Self {
+            ledger,
+            config,
+            channel_view: None,
+            deliveries: Arc::new(DeliveryMemory::new(DEFAULT_DELIVERY_MEMORY)),
+            prometheus: crate::telemetry::prometheus(),
+        }
+    }
+
+    /// Reads `last_pushed` per channel from `view` (propagation, adapted by the app).
+    pub fn with_channel_view(mut self, view: Arc<dyn ChannelView>) -> Self {
+        self.channel_view = Some(view);
+        self
+    }
+
+    /// Remembers at most `entries` webhook delivery ids (at least 1).
+    pub fn with_delivery_memory(mut self, entries: usize) -> Self {
+        self.deliveries = Arc::new(DeliveryMemory::new(entries.max(1)));
+        self
+    }
+
+    /// The ledger handle.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// Builds the HTTP API over `state`: the routes listed in the module docs, a request body
+/// limit of `config.http.body_limit_bytes` (413 problem beyond it), a 404 problem for
+/// unknown routes and a 405 problem for a wrong method, and request tracing.
+pub fn router(state: WebState) -> Router {
+    let body_limit = state.config.http.body_limit_bytes;
+    Router::new()
+        .route("/api/v1/movements", post(movements::post_movements))
+        .route("/api/v1/stock/{sku}", get(stock::get_stock))
+        .route(
+            "/webhooks/shopify/{channel_id}",
+            post(webhooks::post_shopify),
+        )
+        .route("/metrics", get(get_metrics))
+        .route("/healthz", get(get_health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then finishes in-flight
+/// requests (graceful shutdown) and returns.
+///
+/// Errors: the listener's I/O error, if accepting fails fatally.
+pub async fn serve<F>(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn get_metrics(State(state): State<WebState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.prometheus.render(),
+    )
+        .into_response()
+}
+
+async fn get_health(State(state): State<WebState>) -> Response {
+    if state.ledger.is_healthy() {
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ok"})),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "unavailable"})),
+        )
+            .into_response()
+    }
+}
+
+async fn not_found(uri: Uri) -> WebError {
+    WebError::NotFound {
+        path: uri.path().to_owned(),
+    }
+}
+
+async fn method_not_allowed() -> WebError {
+    WebError::MethodNotAllowed
+}
+
+/// Maps a body-buffering rejection (over the limit, or a broken stream) to a problem.
+fn body_error(rejection: axum::extract::rejection::BytesRejection) -> WebError {
+    WebError::Body {
+        status: rejection.status(),
+        message: rejection.body_text(),
+    }
+}

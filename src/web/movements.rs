@@ -1,0 +1,376 @@
+//! `POST /api/v1/movements`: movements from any system that can speak HTTP.
+//!
+//! The body is one movement object or a JSON array of them (the contract of
+//! `domain::Movement`, `schemas/movement.schema.json`), sent as `application/json`.
+//! Every movement is parsed and validated first and all problems are reported at once
+//! (422, nothing applied). Then all are submitted in array order (so movements of one SKU
+//! apply in that order) and the answer waits until every one is durable:
+//! - 201 when at least one was applied, else 200, with a [`MovementsResponse`];
+//! - 503 problem when the store failed for any of them (retry the whole request: what was
+//!   applied answers `duplicate` the second time);
+//! - 400 (not JSON), 413 (over `http.body_limit_bytes`), 415 (not JSON media type),
+//!   422 (invalid movements) problems otherwise.
+
+use super::{FieldError, WebError, WebState, body_error};
+use crate::domain::Movement;
+use crate::ledger::{Ack, LedgerError};
+use crate::telemetry::INGEST_REST_MOVEMENTS_TOTAL;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+/// Most movements accepted in one request.
+pub const MAX_BATCH_MOVEMENTS: usize = 10_000;
+
+/// The answer to an accepted request: one result per movement, in request order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovementsResponse {
+    /// One entry per movement sent.
+    pub results: Vec<MovementResult>,
+}
+
+/// What happened to one movement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovementResult {
+    /// Position in the request (0 for a single movement).
+    pub index: usize,
+    /// The movement's SKU.
+    pub sku: String,
+    /// The movement's idempotency key.
+    pub idempotency_key: String,
+    /// The outcome, flattened: `"outcome": "applied" | "duplicate" | "rejected"`.
+    #[serde(flatten)]
+    pub outcome: MovementOutcome,
+}
+
+/// The ledger's answer for one movement, given once durable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum MovementOutcome {
+    /// Recorded as event `seq` of its SKU.
+    Applied {
+        /// The event's sequence number within the SKU.
+        seq: u64,
+    },
+    /// Its idempotency key was recorded before (as event `seq`); nothing changed.
+    Duplicate {
+        /// The sequence number that first recorded the key.
+        seq: u64,
+    },
+    /// The state machine refused it (e.g. a hold larger than available); nothing recorded.
+    Rejected {
+        /// Why, in prose.
+        reason: String,
+    },
+}
+
+impl MovementOutcome {
+    fn label(&self) -> &'static str {
+        match self {
+            MovementOutcome::Applied { .. } => "applied",
+            MovementOutcome::Duplicate { .. } => "duplicate",
+            MovementOutcome::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+pub(super) async fn post_movements(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, WebError> {
+    let result = accept(&state, &headers, body).await;
+    if let Err(error) = &result {
+        let outcome = match error {
+            WebError::Unavailable { .. } => "unavailable",
+            _ => "invalid",
+        };
+        metrics::counter!(INGEST_REST_MOVEMENTS_TOTAL, "outcome" => outcome).increment(1);
+        tracing::info!(status = %error.status(), error = %error, "movements request refused");
+    }
+    result
+}
+
+async fn accept(
+    state: &WebState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, WebError> {
+    check_content_type(headers)?;
+    let body = body.map_err(body_error)?;
+    let movements = parse_movements(&body)?;
+    let pending: Vec<_> = movements
+        .iter()
+        .map(|movement| state.ledger.submit(movement.clone()))
+        .collect();
+    let acks = futures::future::join_all(pending).await;
+    let mut results = Vec::with_capacity(acks.len());
+    let mut failures = Vec::new();
+    for (index, (movement, ack)) in movements.iter().zip(acks).enumerate() {
+        let outcome = match ack {
+            Ok(Ack::Applied { seq }) => MovementOutcome::Applied { seq },
+            Ok(Ack::Duplicate { seq }) => MovementOutcome::Duplicate { seq },
+            Err(LedgerError::Rejected(error)) => MovementOutcome::Rejected {
+                reason: error.to_string(),
+            },
+            Err(error @ (LedgerError::Store(_) | LedgerError::Unavailable(_))) => {
+                failures.push(format!("#{index}: {error}"));
+                continue;
+            }
+        };
+        metrics::counter!(INGEST_REST_MOVEMENTS_TOTAL, "outcome" => outcome.label()).increment(1);
+        results.push(MovementResult {
+            index,
+            sku: movement.sku.to_string(),
+            idempotency_key: movement.idempotency_key.clone(),
+            outcome,
+        });
+    }
+    if !failures.is_empty() {
+        tracing::warn!(failed = failures.len(), first = %failures[0], "movements not durable");
+        return Err(WebError::Unavailable {
+            message: format!(
+                "{} of {} movement(s) are not durable ({}); retry the request",
+                failures.len(),
+                movements.len(),
+                failures.join("; ")
+            ),
+        });
+    }
+    let status = if results
+        .iter()
+        .any(|r| matches!(r.outcome, MovementOutcome::Applied { .. }))
+    {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(MovementsResponse { results })).into_response())
+}
+
+/// Accepts `application/json` and any `application/*+json`, parameters ignored.
+fn check_content_type(headers: &HeaderMap) -> Result<(), WebError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let is_json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(WebError::UnsupportedMediaType {
+            content_type: content_type.to_owned(),
+        })
+    }
+}
+
+/// Parses one movement or an array of them and validates every one, collecting every
+/// problem with a JSON pointer (`#/2/quantity` in a batch, `#/quantity` for a single one).
+pub fn parse_movements(body: &[u8]) -> Result<Vec<Movement>, WebError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|error| WebError::MalformedJson {
+            message: error.to_string(),
+        })?;
+    let (items, batch) = match value {
+        serde_json::Value::Array(items) => (items, true),
+        object @ serde_json::Value::Object(_) => (vec![object], false),
+        _ => {
+            return Err(WebError::InvalidMovements {
+                errors: vec![FieldError::new(
+                    "#",
+                    "body must be a movement object or an array of movements",
+                )],
+            });
+        }
+    };
+    if items.is_empty() {
+        return Err(WebError::InvalidMovements {
+            errors: vec![FieldError::new("#", "the batch is empty")],
+        });
+    }
+    if items.len() > MAX_BATCH_MOVEMENTS {
+        return Err(WebError::InvalidMovements {
+            errors: vec![FieldError::new(
+                "#",
+                format!(
+                    "the batch has {} movements; at most {MAX_BATCH_MOVEMENTS} are accepted",
+                    items.len()
+                ),
+            )],
+        });
+    }
+    let pointer = |index: usize, field: Option<&str>| {
+        let mut pointer = String::from("#");
+        if batch {
+            pointer.push_str(&format!("/{index}"));
+        }
+        if let Some(field) = field {
+            pointer.push('/');
+            pointer.push_str(field);
+        }
+        pointer
+    };
+    let mut movements = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match serde_json::from_value::<Movement>(item) {
+            Ok(movement) => {
+                if let Err(problems) = movement.validate() {
+                    for problem in problems {
+                        let field = validation_field(&problem);
+                        errors.push(FieldError::new(pointer(index, field), problem));
+                    }
+                }
+                movements.push(movement);
+            }
+            Err(error) => {
+                let message = error.to_string();
+                let field = serde_field(&message);
+                errors.push(FieldError::new(pointer(index, field), message));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(movements)
+    } else {
+        Err(WebError::InvalidMovements { errors })
+    }
+}
+
+/// The field a serde error names: `missing field `sku`` → `sku`; an unknown `type`
+/// variant → `type`; otherwise none (the pointer names the movement).
+fn serde_field(message: &str) -> Option<&str> {
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        return rest.split('`').next();
+    }
+    if message.starts_with("unknown variant") {
+        return Some("type");
+    }
+    None
+}
+
+/// The field a `Movement::validate` message starts with (`quantity must be at least 1` →
+/// `quantity`); `either location or route …` → `location`.
+fn validation_field(problem: &str) -> Option<&str> {
+    if problem.starts_with("either location or route") {
+        return Some("location");
+    }
+    let first = problem.split_whitespace().next()?;
+    first
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c == '_')
+        .then_some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(body: &str) -> Vec<FieldError> {
+        match parse_movements(body.as_bytes()) {
+            Err(WebError::InvalidMovements { errors }) => errors,
+            other => panic!("expected invalid movements, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_single_movement_parses() {
+        let movements = parse_movements(
+            br#"{"sku":"SKU-A","idempotency_key":"k1","type":"receipt","location":"WH-1","quantity":5}"#,
+        )
+        .unwrap();
+        assert_eq!(movements.len(), 1);
+        assert_eq!(movements[0].sku.as_str(), "SKU-A");
+    }
+
+    #[test]
+    fn every_problem_in_a_batch_is_reported_with_a_pointer() {
+        let errors = errors(
+            r#"[
+            {"sku":"SKU-A","idempotency_key":"k1","type":"receipt","location":"WH-1","quantity":5},
+            {"sku":"SKU-A","idempotency_key":"k2","type":"receipt","location":"WH-1","quantity":0},
+            {"sku":"SKU-A","type":"receipt","location":"WH-1","quantity":1},
+            {"sku":"SKU-A","idempotency_key":"k4","type":"teleport"},
+            {"sku":"","idempotency_key":"k5","type":"sale","reservation":"r","quantity":1}
+        ]"#,
+        );
+        let pointers: Vec<&str> = errors.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            vec![
+                "#/1/quantity",
+                "#/2/idempotency_key",
+                "#/3/type",
+                "#/4/sku",
+                "#/4/location"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_single_movement_has_pointers_without_an_index() {
+        let errors = errors(
+            r#"{"sku":"SKU-A","idempotency_key":"k","type":"adjustment","location":"W","delta":0}"#,
+        );
+        assert_eq!(
+            errors,
+            vec![FieldError::new("#/delta", "delta must not be 0")]
+        );
+    }
+
+    #[test]
+    fn empty_and_non_object_bodies_are_refused() {
+        assert_eq!(errors("[]")[0].detail, "the batch is empty");
+        assert_eq!(errors("42")[0].pointer, "#");
+        assert!(matches!(
+            parse_movements(b"{not json"),
+            Err(WebError::MalformedJson { .. })
+        ));
+    }
+
+    #[test]
+    fn content_types_are_checked() {
+        let mut headers = HeaderMap::new();
+        assert!(check_content_type(&headers).is_err());
+        headers.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        assert!(check_content_type(&headers).is_err());
+        headers.insert(
+            header::CONTENT_TYPE,
+            "Application/JSON; charset=utf-8".parse().unwrap(),
+        );
+        assert!(check_content_type(&headers).is_ok());
+        headers.insert(
+            header::CONTENT_TYPE,
+            "application/vnd.stocksync+json".parse().unwrap(),
+        );
+        assert!(check_content_type(&headers).is_ok());
+    }
+
+    #[test]
+    fn results_serialise_flat() {
+        let result = MovementResult {
+            index: 0,
+            sku: "SKU-A".into(),
+            idempotency_key: "k".into(),
+            outcome: MovementOutcome::Duplicate { seq: 3 },
+        };
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(json["outcome"], "duplicate");
+        assert_eq!(json["seq"], 3);
+        assert_eq!(
+            serde_json::from_value::<MovementResult>(json).unwrap(),
+            result
+        );
+    }
+}
