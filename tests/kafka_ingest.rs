@@ -37,13 +37,34 @@ const GOOD_EXAMPLES: &[&str] = &[
 
 /// Example values that break the contract, with the dead-letter reason the consumer gives.
 const BAD_EXAMPLES: &[(&str, &str)] = &[
-    (r#"{"idempotency_key":"k1","type":"receipt","location":"WH-1","quantity":1}"#, "invalid_movement"),
-    (r#"{"sku":"SKU-A","idempotency_key":"k2","type":"receipt","location":"WH-1","quantity":0}"#, "invalid_field"),
-    (r#"{"sku":"SKU-A","idempotency_key":"k3","type":"teleport","location":"WH-1","quantity":1}"#, "invalid_movement"),
-    (r#"{"sku":"SKU-A","idempotency_key":"k4","type":"sale","reservation":"r","quantity":1}"#, "invalid_field"),
-    (r#"{"sku":"SKU-A","idempotency_key":"k5","type":"adjustment","location":"WH-1","delta":0}"#, "invalid_field"),
-    (r#"{"schema_version":2,"sku":"SKU-A","idempotency_key":"k6","type":"receipt","location":"WH-1","quantity":1}"#, "invalid_field"),
-    (r#"{"sku":"","idempotency_key":"k7","type":"receipt","location":"WH-1","quantity":1}"#, "invalid_field"),
+    (
+        r#"{"idempotency_key":"k1","type":"receipt","location":"WH-1","quantity":1}"#,
+        "invalid_movement",
+    ),
+    (
+        r#"{"sku":"SKU-A","idempotency_key":"k2","type":"receipt","location":"WH-1","quantity":0}"#,
+        "invalid_field",
+    ),
+    (
+        r#"{"sku":"SKU-A","idempotency_key":"k3","type":"teleport","location":"WH-1","quantity":1}"#,
+        "invalid_movement",
+    ),
+    (
+        r#"{"sku":"SKU-A","idempotency_key":"k4","type":"sale","reservation":"r","quantity":1}"#,
+        "invalid_field",
+    ),
+    (
+        r#"{"sku":"SKU-A","idempotency_key":"k5","type":"adjustment","location":"WH-1","delta":0}"#,
+        "invalid_field",
+    ),
+    (
+        r#"{"schema_version":2,"sku":"SKU-A","idempotency_key":"k6","type":"receipt","location":"WH-1","quantity":1}"#,
+        "invalid_field",
+    ),
+    (
+        r#"{"sku":"","idempotency_key":"k7","type":"receipt","location":"WH-1","quantity":1}"#,
+        "invalid_field",
+    ),
 ];
 
 fn receipt(sku: &str, key: &str, location: &str, quantity: u64) -> String {
@@ -101,7 +122,13 @@ impl Fixture {
     }
 
     async fn committed(&self, partitions: i32) -> Vec<Option<i64>> {
-        committed_offsets(&self.broker.bootstrap(), &self.group, &self.topic, partitions).await
+        committed_offsets(
+            &self.broker.bootstrap(),
+            &self.group,
+            &self.topic,
+            partitions,
+        )
+        .await
     }
 
     async fn wait_committed(&self, expected: &[Option<i64>]) {
@@ -123,16 +150,33 @@ async fn movements_are_applied_and_offsets_committed_only_once_durable() {
     let ledger = TestLedger::over(gate.clone(), dir);
     let ingest = fixture.start_ingest(&ledger.ledger);
 
-    fixture.send(0, Some("SKU-A"), &receipt("SKU-A", "r-1", "WH-1", 10)).await;
+    fixture
+        .send(0, Some("SKU-A"), &receipt("SKU-A", "r-1", "WH-1", 10))
+        .await;
     // The store holds every commit back: the movement reaches the ledger, but nothing may
     // be committed to Kafka while it is not durable.
     eventually("the ledger has seen the receipt", WAIT, || async {
-        state(&ledger.ledger, "SKU-A").await.location(&wh1()).on_hand == 10
+        state(&ledger.ledger, "SKU-A")
+            .await
+            .location(&wh1())
+            .on_hand
+            == 10
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(fixture.committed(2).await, vec![None, None], "committed before durable");
-    assert!(ledger.store.offsets(&fixture.group).await.unwrap().is_empty());
+    assert_eq!(
+        fixture.committed(2).await,
+        vec![None, None],
+        "committed before durable"
+    );
+    assert!(
+        ledger
+            .store
+            .offsets(&fixture.group)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     gate.set_open(true);
 
     let sale = json!({"sku": "SKU-A", "idempotency_key": "shop:1:1", "type": "sale",
@@ -140,13 +184,23 @@ async fn movements_are_applied_and_offsets_committed_only_once_durable() {
     fixture.send(0, Some("SKU-A"), &sale.to_string()).await;
     let adjustment = json!({"sku": "SKU-A", "idempotency_key": "adj-1", "type": "adjustment",
                             "location": "WH-1", "delta": -2, "reason": "damaged"});
-    fixture.send(0, Some("SKU-A"), &adjustment.to_string()).await;
-    fixture.send(1, Some("SKU-B"), &receipt("SKU-B", "r-2", "WH-1", 4)).await;
+    fixture
+        .send(0, Some("SKU-A"), &adjustment.to_string())
+        .await;
+    fixture
+        .send(1, Some("SKU-B"), &receipt("SKU-B", "r-2", "WH-1", 4))
+        .await;
     fixture.wait_committed(&[Some(3), Some(1)]).await;
 
     let sku_a = state(&ledger.ledger, "SKU-A").await.location(&wh1());
     assert_eq!((sku_a.on_hand, sku_a.reserved), (8, 3));
-    assert_eq!(state(&ledger.ledger, "SKU-B").await.location(&wh1()).on_hand, 4);
+    assert_eq!(
+        state(&ledger.ledger, "SKU-B")
+            .await
+            .location(&wh1())
+            .on_hand,
+        4
+    );
     let events = ledger.store.events("SKU-A", 1, 100).await.unwrap();
     let keys: Vec<&str> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
     assert_eq!(keys, ["r-1", "shop:1:1", "adj-1"]);
@@ -178,7 +232,11 @@ async fn undecodable_and_rejected_records_go_to_the_dead_letter_topic_and_the_pa
         (Some("SKU-A"), receipt("SKU-A", "r-1", "WH-1", 5), "applied"),
         (Some("SKU-A"), "{not json".to_owned(), "invalid_json"),
         (Some("SKU-A"), hold.to_string(), "rejected"),
-        (Some("SKU-Z"), receipt("SKU-A", "r-9", "WH-1", 1), "key_mismatch"),
+        (
+            Some("SKU-Z"),
+            receipt("SKU-A", "r-9", "WH-1", 1),
+            "key_mismatch",
+        ),
         (None, receipt("SKU-A", "r-8", "WH-1", 1), "key_mismatch"),
     ];
     for (value, reason) in BAD_EXAMPLES {
@@ -194,22 +252,34 @@ async fn undecodable_and_rejected_records_go_to_the_dead_letter_topic_and_the_pa
     let stock = state(&ledger.ledger, "SKU-A").await.location(&wh1());
     assert_eq!((stock.on_hand, stock.reserved), (7, 0));
 
-    let expected: Vec<(i64, &(Option<&str>, String, &str))> = sent
+    // (offset, record) of every record that must be dead-lettered, in order.
+    let expected: Vec<_> = sent
         .iter()
         .enumerate()
         .filter(|(_, (_, _, reason))| *reason != "applied")
-        .map(|(offset, record)| (offset as i64, record))
         .collect();
     let bootstrap = fixture.broker.bootstrap();
     let letters = read_topic(&bootstrap, &fixture.dead_letters, 1, expected.len(), WAIT).await;
     assert_eq!(letters.len(), expected.len(), "dead letters: {letters:?}");
     for (letter, (offset, (key, value, reason))) in letters.iter().zip(&expected) {
         use rdkafka::Message;
-        assert_eq!(header(letter, HEADER_ERROR_REASON).as_deref(), Some(*reason));
+        assert_eq!(
+            header(letter, HEADER_ERROR_REASON).as_deref(),
+            Some(*reason)
+        );
         assert!(!header(letter, HEADER_ERROR).unwrap_or_default().is_empty());
-        assert_eq!(header(letter, HEADER_ORIGINAL_TOPIC), Some(fixture.topic.clone()));
-        assert_eq!(header(letter, HEADER_ORIGINAL_PARTITION).as_deref(), Some("0"));
-        assert_eq!(header(letter, HEADER_ORIGINAL_OFFSET), Some(offset.to_string()));
+        assert_eq!(
+            header(letter, HEADER_ORIGINAL_TOPIC),
+            Some(fixture.topic.clone())
+        );
+        assert_eq!(
+            header(letter, HEADER_ORIGINAL_PARTITION).as_deref(),
+            Some("0")
+        );
+        assert_eq!(
+            header(letter, HEADER_ORIGINAL_OFFSET),
+            Some(offset.to_string())
+        );
         assert_eq!(letter.key(), key.map(str::as_bytes));
         assert_eq!(letter.payload(), Some(value.as_bytes()));
     }
@@ -231,15 +301,43 @@ async fn a_duplicate_idempotency_key_has_no_effect() {
     fixture.wait_committed(&[Some(1)]).await;
     // The same business event again: later, and in one batch with itself.
     fixture.send(0, Some("SKU-A"), &first).await;
-    fixture.send(0, Some("SKU-A"), &receipt("SKU-A", "wms-1:rcpt-1:1", "WH-1", 99)).await;
-    fixture.send(0, Some("SKU-A"), &receipt("SKU-A", "wms-1:rcpt-2:1", "WH-1", 1)).await;
+    fixture
+        .send(
+            0,
+            Some("SKU-A"),
+            &receipt("SKU-A", "wms-1:rcpt-1:1", "WH-1", 99),
+        )
+        .await;
+    fixture
+        .send(
+            0,
+            Some("SKU-A"),
+            &receipt("SKU-A", "wms-1:rcpt-2:1", "WH-1", 1),
+        )
+        .await;
     fixture.wait_committed(&[Some(4)]).await;
 
-    assert_eq!(state(&ledger.ledger, "SKU-A").await.location(&wh1()).on_hand, 11);
+    assert_eq!(
+        state(&ledger.ledger, "SKU-A")
+            .await
+            .location(&wh1())
+            .on_hand,
+        11
+    );
     let events = ledger.store.events("SKU-A", 1, 100).await.unwrap();
     assert_eq!(events.len(), 2, "{events:?}");
-    let letters = read_topic(&fixture.broker.bootstrap(), &fixture.dead_letters, 1, 1, Duration::from_millis(500)).await;
-    assert!(letters.is_empty(), "duplicates are not dead letters: {letters:?}");
+    let letters = read_topic(
+        &fixture.broker.bootstrap(),
+        &fixture.dead_letters,
+        1,
+        1,
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(
+        letters.is_empty(),
+        "duplicates are not dead letters: {letters:?}"
+    );
 
     ingest.stop().await.expect("clean stop");
 }
@@ -252,16 +350,36 @@ async fn a_restarted_consumer_neither_reconsumes_nor_loses_movements() {
     let first = TestLedger::start();
     let ingest = fixture.start_ingest(&first.ledger);
     for n in 0..5 {
-        let (sku, partition) = if n % 2 == 0 { ("SKU-A", 0) } else { ("SKU-B", 1) };
-        fixture.send(partition, Some(sku), &receipt(sku, &format!("r-{n}"), "WH-1", 1)).await;
+        let (sku, partition) = if n % 2 == 0 {
+            ("SKU-A", 0)
+        } else {
+            ("SKU-B", 1)
+        };
+        fixture
+            .send(
+                partition,
+                Some(sku),
+                &receipt(sku, &format!("r-{n}"), "WH-1", 1),
+            )
+            .await;
     }
     fixture.wait_committed(&[Some(3), Some(2)]).await;
     ingest.stop().await.expect("clean stop");
 
     // While nobody consumes, five more arrive.
     for n in 5..10 {
-        let (sku, partition) = if n % 2 == 0 { ("SKU-A", 0) } else { ("SKU-B", 1) };
-        fixture.send(partition, Some(sku), &receipt(sku, &format!("r-{n}"), "WH-1", 1)).await;
+        let (sku, partition) = if n % 2 == 0 {
+            ("SKU-A", 0)
+        } else {
+            ("SKU-B", 1)
+        };
+        fixture
+            .send(
+                partition,
+                Some(sku),
+                &receipt(sku, &format!("r-{n}"), "WH-1", 1),
+            )
+            .await;
     }
 
     // Second run in the same group, over a fresh store: it must see exactly the five new
@@ -279,8 +397,14 @@ async fn a_restarted_consumer_neither_reconsumes_nor_loses_movements() {
     let keys = |events: Vec<stocksync::store::EventRecord>| -> Vec<String> {
         events.into_iter().map(|e| e.idempotency_key).collect()
     };
-    assert_eq!(keys(second.store.events("SKU-A", 1, 100).await.unwrap()), ["r-6", "r-8"]);
-    assert_eq!(keys(second.store.events("SKU-B", 1, 100).await.unwrap()), ["r-5", "r-7", "r-9"]);
+    assert_eq!(
+        keys(second.store.events("SKU-A", 1, 100).await.unwrap()),
+        ["r-6", "r-8"]
+    );
+    assert_eq!(
+        keys(second.store.events("SKU-B", 1, 100).await.unwrap()),
+        ["r-5", "r-7", "r-9"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,16 +428,35 @@ async fn records_produced_by_kafka_python_are_consumed() {
     assert_eq!(positions, [(0, 0), (0, 1), (0, 2)]);
 
     fixture.wait_committed(&[Some(3)]).await;
-    assert_eq!(state(&ledger.ledger, "SKU-P").await.location(&wh1()).on_hand, 13);
+    assert_eq!(
+        state(&ledger.ledger, "SKU-P")
+            .await
+            .location(&wh1())
+            .on_hand,
+        13
+    );
     let events = ledger.store.events("SKU-P", 1, 100).await.unwrap();
     let keys: Vec<&str> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
     let fallback = format!("kafka:{topic}:0:1");
     assert_eq!(keys, ["wms-1:rcpt-77:1", fallback.as_str()]);
 
-    let letters = read_topic(&fixture.broker.bootstrap(), &fixture.dead_letters, 1, 1, WAIT).await;
+    let letters = read_topic(
+        &fixture.broker.bootstrap(),
+        &fixture.dead_letters,
+        1,
+        1,
+        WAIT,
+    )
+    .await;
     assert_eq!(letters.len(), 1);
-    assert_eq!(header(&letters[0], HEADER_ERROR_REASON).as_deref(), Some("invalid_json"));
-    assert_eq!(header(&letters[0], HEADER_ORIGINAL_OFFSET).as_deref(), Some("2"));
+    assert_eq!(
+        header(&letters[0], HEADER_ERROR_REASON).as_deref(),
+        Some("invalid_json")
+    );
+    assert_eq!(
+        header(&letters[0], HEADER_ORIGINAL_OFFSET).as_deref(),
+        Some("2")
+    );
 
     ingest.stop().await.expect("clean stop");
 }
@@ -358,7 +501,10 @@ fn the_schema_and_the_decoder_agree_on_the_examples() {
     };
     for example in GOOD_EXAMPLES {
         let value: Value = serde_json::from_str(example).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
         assert!(errors.is_empty(), "schema refuses {example}: {errors:?}");
         decode_movement(Some(b"SKU-A"), Some(example.as_bytes()), &origin)
             .unwrap_or_else(|e| panic!("decoder refuses {example}: {e}"));
@@ -388,4 +534,84 @@ fn the_schema_requires_an_idempotency_key_that_kafka_supplies_as_a_fallback() {
     let mut filled = value.clone();
     filled["idempotency_key"] = json!(movement.idempotency_key);
     assert!(validator.is_valid(&filled), "{filled}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_between_two_consumers_applies_every_movement_once() {
+    let fixture = Fixture::new(4);
+    let ledger = TestLedger::start();
+    let first = fixture.start_ingest(&ledger.ledger);
+    let mut sent_per_partition = [0i64; 4];
+    let mut send_round = |round: usize| {
+        let fixture = &fixture;
+        let batch: Vec<(i32, String, String)> = (0..4)
+            .map(|partition| {
+                let sku = format!("SKU-{partition}");
+                let key = format!("r-{round}-{partition}");
+                (partition, sku.clone(), receipt(&sku, &key, "WH-1", 1))
+            })
+            .collect();
+        for (partition, _, _) in &batch {
+            sent_per_partition[*partition as usize] += 1;
+        }
+        async move {
+            for (partition, sku, value) in &batch {
+                fixture.send(*partition, Some(sku), value).await;
+            }
+        }
+    };
+    for round in 0..3 {
+        send_round(round).await;
+    }
+    // A second instance joins: the partitions are split between the two (tansu tells the
+    // first member at its next heartbeat, within seconds).
+    let second = fixture.start_ingest(&ledger.ledger);
+    let mut round = 3;
+    eventually("both consumers own partitions", WAIT, || {
+        let split = !first.assignment().is_empty() && !second.assignment().is_empty();
+        let send = (!split).then(|| {
+            round += 1;
+            send_round(round - 1)
+        });
+        async move {
+            if let Some(send) = send {
+                send.await;
+            }
+            split
+        }
+    })
+    .await;
+    let owned = first.assignment().len() + second.assignment().len();
+    assert_eq!(
+        owned,
+        4,
+        "{:?} {:?}",
+        first.assignment(),
+        second.assignment()
+    );
+    for _ in 0..3 {
+        send_round(round).await;
+        round += 1;
+    }
+    // The first leaves: its partitions move to the second.
+    first.stop().await.expect("clean stop");
+    for _ in 0..2 {
+        send_round(round).await;
+        round += 1;
+    }
+    let expected: Vec<Option<i64>> = sent_per_partition.iter().map(|n| Some(*n)).collect();
+    fixture.wait_committed(&expected).await;
+    second.stop().await.expect("clean stop");
+
+    for partition in 0..4 {
+        let sku = format!("SKU-{partition}");
+        let rounds = round as i64;
+        assert_eq!(
+            state(&ledger.ledger, &sku).await.location(&wh1()).on_hand,
+            rounds,
+            "{sku}"
+        );
+        let events = ledger.store.events(&sku, 1, 1000).await.unwrap();
+        assert_eq!(events.len(), round, "{sku}: {events:?}");
+    }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use stocksync::config::Config;
 use stocksync::domain::{AvailabilityChange, AvailabilitySink, LocationLevel, Sku};
 use stocksync::propagation::{Propagation, PropagationOptions};
-use stocksync::sandbox::shopify::{self, SandboxLevel, ShopifySimulator, ShopifySimulatorOptions, SimOrderLine};
+use stocksync::sandbox::shopify::{
+    self, SandboxLevel, ShopifySimulator, ShopifySimulatorOptions, SimOrderLine,
+};
 use stocksync::store::Store;
 use stocksync::store::embedded::EmbeddedStore;
 
@@ -31,7 +33,14 @@ async fn simulator(options: ShopifySimulatorOptions) -> ShopifySimulator {
 }
 
 /// Writes the listings CSV for `count` SKUs and returns a config pointing at the simulator.
-fn config(sim: &ShopifySimulator, dir: &Path, count: u64, use_rest: bool, requests_per_sec: f64, burst: u32) -> Config {
+fn config(
+    sim: &ShopifySimulator,
+    dir: &Path,
+    count: u64,
+    use_rest: bool,
+    requests_per_sec: f64,
+    burst: u32,
+) -> Config {
     let csv: String = std::iter::once("sku,inventory_item_id\n".to_owned())
         .chain((0..count).map(|n| format!("{},{}\n", sku(n), item(n))))
         .collect();
@@ -123,17 +132,28 @@ async fn atp_reaches_the_simulator_and_survives_a_restart() {
         sim.set_level(item(n), LOCATION, 0);
     }
     let config = config(&sim, dir.path(), 20, false, 50.0, 10);
-    let propagation = Propagation::start(&config, store(dir.path()), reqwest::Client::new()).await.unwrap();
+    let propagation = Propagation::start(&config, store(dir.path()), reqwest::Client::new())
+        .await
+        .unwrap();
 
     // WH-1 available = on_hand − reserved (a negative location counts as 0), plus WH-2,
     // minus safety stock 2; STORE-9 does not feed the channel.
-    let changes: Vec<AvailabilityChange> = (0..20).map(|n| change(n, (n as i64, 1), 3, 1)).collect();
+    let changes: Vec<AvailabilityChange> =
+        (0..20).map(|n| change(n, (n as i64, 1), 3, 1)).collect();
     propagation.publish(&changes);
     propagation.flush(Duration::from_secs(10)).await.unwrap();
     let expected = |n: u64| ((n as i64 - 1).max(0) + 3 - 2).max(0);
     for n in 0..20 {
-        assert_eq!(sim.level(item(n), LOCATION), Some(expected(n)), "{}", sku(n));
-        assert_eq!(propagation.last_pushed(CHANNEL, &sku(n)), Some(expected(n) as u64));
+        assert_eq!(
+            sim.level(item(n), LOCATION),
+            Some(expected(n)),
+            "{}",
+            sku(n)
+        );
+        assert_eq!(
+            propagation.last_pushed(CHANNEL, &sku(n)),
+            Some(expected(n) as u64)
+        );
     }
     let levels: Vec<SandboxLevel> = reqwest::get(format!("{}/_sandbox/levels", sim.base_url()))
         .await
@@ -147,13 +167,22 @@ async fn atp_reaches_the_simulator_and_survives_a_restart() {
 
     // A restarted engine knows what it pushed: an unchanged ATP is not sent again.
     let requests_before = sim.counters().requests;
-    let restarted = Propagation::start(&config, store(dir.path()), reqwest::Client::new()).await.unwrap();
-    assert_eq!(restarted.last_pushed(CHANNEL, &sku(5)), Some(expected(5) as u64));
+    let restarted = Propagation::start(&config, store(dir.path()), reqwest::Client::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        restarted.last_pushed(CHANNEL, &sku(5)),
+        Some(expected(5) as u64)
+    );
     restarted.publish(&changes);
     restarted.publish(&[change(5, (0, 0), 0, 2)]);
     restarted.flush(Duration::from_secs(10)).await.unwrap();
     assert_eq!(sim.level(item(5), LOCATION), Some(0));
-    assert_eq!(sim.counters().requests, requests_before + 1, "only SKU-005 changed");
+    assert_eq!(
+        sim.counters().requests,
+        requests_before + 1,
+        "only SKU-005 changed"
+    );
     restarted.shutdown().await;
 }
 
@@ -172,7 +201,9 @@ async fn the_graphql_cost_budget_is_respected() {
     }
     // Our own limit is far above the shop's budget: only throttleStatus can keep us in it.
     let config = config(&sim, dir.path(), 8, false, 500.0, 500);
-    let propagation = Propagation::start(&config, store(dir.path()), reqwest::Client::new()).await.unwrap();
+    let propagation = Propagation::start(&config, store(dir.path()), reqwest::Client::new())
+        .await
+        .unwrap();
     for n in 0..8 {
         propagation.publish(&[change(n, (10, 0), 0, 1)]);
         propagation.flush(Duration::from_secs(10)).await.unwrap();
@@ -182,7 +213,10 @@ async fn the_graphql_cost_budget_is_respected() {
     }
     let counters = sim.counters();
     assert_eq!(counters.mutations_applied, 8);
-    assert_eq!(counters.throttled, 0, "the budget reported in throttleStatus was followed");
+    assert_eq!(
+        counters.throttled, 0,
+        "the budget reported in throttleStatus was followed"
+    );
     propagation.shutdown().await;
 }
 
@@ -199,17 +233,30 @@ async fn rest_429_retry_after_is_honoured() {
         sim.set_level(item(n), LOCATION, 0);
     }
     let config = config(&sim, dir.path(), 10, true, 500.0, 500);
-    let propagation = Propagation::start(&config, store(dir.path()), reqwest::Client::new()).await.unwrap();
-    let changes: Vec<AvailabilityChange> = (0..10).map(|n| change(n, (n as i64 + 2, 0), 0, 1)).collect();
+    let propagation = Propagation::start(&config, store(dir.path()), reqwest::Client::new())
+        .await
+        .unwrap();
+    let changes: Vec<AvailabilityChange> = (0..10)
+        .map(|n| change(n, (n as i64 + 2, 0), 0, 1))
+        .collect();
     propagation.publish(&changes);
     propagation.flush(Duration::from_secs(20)).await.unwrap();
     for n in 0..10 {
         assert_eq!(sim.level(item(n), LOCATION), Some(n as i64));
     }
     let counters = sim.counters();
-    assert!(counters.throttled >= 1, "the shop's bucket of 3 was exceeded at least once");
-    assert_eq!(counters.retry_after_violations, 0, "no request before Retry-After passed");
-    assert_eq!(propagation.channel_status()[0].throttled_total, counters.throttled);
+    assert!(
+        counters.throttled >= 1,
+        "the shop's bucket of 3 was exceeded at least once"
+    );
+    assert_eq!(
+        counters.retry_after_violations, 0,
+        "no request before Retry-After passed"
+    );
+    assert_eq!(
+        propagation.channel_status()[0].throttled_total,
+        counters.throttled
+    );
     propagation.shutdown().await;
 }
 
@@ -226,18 +273,30 @@ async fn s6_a_non_mutable_item_does_not_block_the_other_99() {
         sim.set_level(item(n), LOCATION, 0);
     }
     let config = config(&sim, dir.path(), 100, false, 50.0, 10);
-    let propagation = Propagation::start(&config, store(dir.path()), reqwest::Client::new()).await.unwrap();
+    let propagation = Propagation::start(&config, store(dir.path()), reqwest::Client::new())
+        .await
+        .unwrap();
     for round in 1..=2_i64 {
-        let changes: Vec<AvailabilityChange> = (0..100).map(|n| change(n, (5 + round, 0), 0, round as u64)).collect();
+        let changes: Vec<AvailabilityChange> = (0..100)
+            .map(|n| change(n, (5 + round, 0), 0, round as u64))
+            .collect();
         propagation.publish(&changes);
         propagation.flush(Duration::from_secs(10)).await.unwrap();
         for n in (0..100).filter(|n| *n != bad) {
-            assert_eq!(sim.level(item(n), LOCATION), Some(3 + round), "round {round}: {}", sku(n));
+            assert_eq!(
+                sim.level(item(n), LOCATION),
+                Some(3 + round),
+                "round {round}: {}",
+                sku(n)
+            );
         }
     }
     assert_eq!(sim.level(item(bad), LOCATION), Some(0));
     let counters = sim.counters();
-    assert_eq!(counters.mutations_applied, 2, "each round's 99 items went in one call");
+    assert_eq!(
+        counters.mutations_applied, 2,
+        "each round's 99 items went in one call"
+    );
     assert_eq!(
         counters.quantities_in_rejected_mutations - 100,
         counters.mutations_rejected - 1,
@@ -245,7 +304,13 @@ async fn s6_a_non_mutable_item_does_not_block_the_other_99() {
     );
     let status = &propagation.channel_status()[0];
     assert_eq!(status.isolated, 1);
-    assert!(status.last_error.as_deref().unwrap_or_default().contains("NON_MUTABLE_INVENTORY_ITEM"));
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("NON_MUTABLE_INVENTORY_ITEM")
+    );
     propagation.shutdown().await;
 }
 
@@ -259,9 +324,14 @@ async fn an_order_the_shop_took_itself_is_not_overwritten() {
         cas_grace_ms: Some(1_500),
         atp_observer: None,
     };
-    let propagation = Propagation::start_with_options(&config, store(dir.path()), reqwest::Client::new(), options)
-        .await
-        .unwrap();
+    let propagation = Propagation::start_with_options(
+        &config,
+        store(dir.path()),
+        reqwest::Client::new(),
+        options,
+    )
+    .await
+    .unwrap();
     propagation.publish(&[change(0, (12, 0), 0, 1)]);
     propagation.flush(Duration::from_secs(10)).await.unwrap();
     assert_eq!(sim.level(item(0), LOCATION), Some(10));
@@ -279,7 +349,11 @@ async fn an_order_the_shop_took_itself_is_not_overwritten() {
         eventually(Duration::from_secs(5), || sim.counters().cas_stale >= 1).await,
         "the push carried changeFromQuantity = 10 and hit the shop's 7"
     );
-    assert_eq!(sim.level(item(0), LOCATION), Some(7), "the shop's own decrement stands");
+    assert_eq!(
+        sim.level(item(0), LOCATION),
+        Some(7),
+        "the shop's own decrement stands"
+    );
 
     // The order's movement reaches the ledger within the grace period: 14 − 3 reserved.
     propagation.publish(&[change(0, (14, 3), 0, 3)]);

@@ -398,6 +398,17 @@ async fn bad_requests_answer_problems() {
     );
     let problem: Value = nowhere.json().await.unwrap();
     assert_eq!(problem["status"], 404);
+    let wrong_method = harness
+        .client
+        .get(format!("{}/api/v1/movements", harness.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status().as_u16(), 405);
+    assert_eq!(
+        wrong_method.headers()["content-type"],
+        "application/problem+json"
+    );
     let health: Value = harness
         .client
         .get(format!("{}/healthz", harness.base))

@@ -146,14 +146,21 @@ pub struct PushReport {
 
 impl PushReport {
     /// A report where every item failed with the same request-level error.
-    pub fn failed(items: &[PushItem], error: ChannelError, throttle: ThrottleSignal, requests: u32) -> Self {
+    pub fn failed(
+        items: &[PushItem],
+        error: ChannelError,
+        throttle: ThrottleSignal,
+        requests: u32,
+    ) -> Self {
         let reason = error.to_string();
         Self {
             results: items
                 .iter()
                 .map(|item| ItemResult {
                     sku: item.sku.clone(),
-                    outcome: ItemOutcome::Retryable { reason: reason.clone() },
+                    outcome: ItemOutcome::Retryable {
+                        reason: reason.clone(),
+                    },
                 })
                 .collect(),
             throttle,
@@ -273,10 +280,13 @@ impl ChannelError {
     /// Who is at fault.
     pub fn domain(&self) -> ErrorDomain {
         match self {
-            Self::InvalidConfig { .. } | Self::Listings { .. } | Self::Unauthorized { .. } => ErrorDomain::User,
-            Self::Throttled { .. } | Self::Server { .. } | Self::Transport { .. } | Self::Decode { .. } => {
-                ErrorDomain::External
+            Self::InvalidConfig { .. } | Self::Listings { .. } | Self::Unauthorized { .. } => {
+                ErrorDomain::User
             }
+            Self::Throttled { .. }
+            | Self::Server { .. }
+            | Self::Transport { .. }
+            | Self::Decode { .. } => ErrorDomain::External,
             Self::Rejected { .. } | Self::GraphQl { .. } => ErrorDomain::Internal,
         }
     }
@@ -284,9 +294,10 @@ impl ChannelError {
     /// Whether retrying can help.
     pub fn retry_hint(&self) -> RetryHint {
         match self {
-            Self::Throttled { .. } | Self::Server { .. } | Self::Transport { .. } | Self::Decode { .. } => {
-                RetryHint::WithBackoff
-            }
+            Self::Throttled { .. }
+            | Self::Server { .. }
+            | Self::Transport { .. }
+            | Self::Decode { .. } => RetryHint::WithBackoff,
             Self::InvalidConfig { .. }
             | Self::Listings { .. }
             | Self::Unauthorized { .. }
@@ -346,11 +357,16 @@ pub fn build_adapter(
 ) -> Result<Box<dyn ChannelAdapter>, ChannelError> {
     match config.kind {
         ChannelKind::Shopify => {
-            let shopify = config.shopify.as_ref().ok_or_else(|| ChannelError::InvalidConfig {
-                channel: config.id.clone(),
-                message: "kind = \"shopify\" needs a [shopify] section".to_owned(),
-            })?;
-            Ok(Box::new(shopify::ShopifyAdapter::new(&config.id, shopify, client)?))
+            let shopify = config
+                .shopify
+                .as_ref()
+                .ok_or_else(|| ChannelError::InvalidConfig {
+                    channel: config.id.clone(),
+                    message: "kind = \"shopify\" needs a [shopify] section".to_owned(),
+                })?;
+            Ok(Box::new(shopify::ShopifyAdapter::new(
+                &config.id, shopify, client,
+            )?))
         }
     }
 }
@@ -377,7 +393,9 @@ mod tests {
 
     #[test]
     fn errors_are_classified_by_domain_and_retry_hint() {
-        let throttled = ChannelError::Throttled { retry_after_ms: Some(1000) };
+        let throttled = ChannelError::Throttled {
+            retry_after_ms: Some(1000),
+        };
         assert_eq!(throttled.domain(), ErrorDomain::External);
         assert_eq!(throttled.retry_hint(), RetryHint::WithBackoff);
         let unauthorized = ChannelError::Unauthorized {
@@ -432,7 +450,10 @@ mod tests {
             1,
         );
         assert_eq!(report.results.len(), 2);
-        assert!(matches!(report.results[1].outcome, ItemOutcome::Retryable { .. }));
+        assert!(matches!(
+            report.results[1].outcome,
+            ItemOutcome::Retryable { .. }
+        ));
         assert_eq!(report.results[1].sku, "B");
     }
 }

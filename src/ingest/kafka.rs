@@ -47,7 +47,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -114,6 +114,7 @@ fn kafka_error(operation: &'static str) -> impl FnOnce(KafkaError) -> IngestErro
 pub struct KafkaIngest {
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), IngestError>>,
+    context: Arc<IngestContext>,
 }
 
 impl KafkaIngest {
@@ -126,8 +127,24 @@ impl KafkaIngest {
     pub fn start(config: KafkaConfig, ledger: Ledger) -> Result<Self, IngestError> {
         let (stop, shutdown) = watch::channel(false);
         let worker = Worker::new(config, ledger, shutdown)?;
+        let context = worker.consumer.context().clone();
         let task = tokio::spawn(worker.run());
-        Ok(Self { stop, task })
+        Ok(Self {
+            stop,
+            task,
+            context,
+        })
+    }
+
+    /// The `(topic, partition)`s currently assigned to this consumer by the group, sorted.
+    pub fn assignment(&self) -> Vec<(String, i32)> {
+        self.context
+            .assigned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Whether the consume loop has ended (stopped, or failed with a fatal error).
@@ -161,11 +178,13 @@ pub async fn run(
     Worker::new(config, ledger, shutdown)?.run().await
 }
 
-/// The consumer's callbacks: logs rebalances and remembers revoked partitions so that the
-/// loop drops records of theirs that it gathered but has not submitted yet.
+/// The consumer's callbacks: logs rebalances, tracks the assignment, and remembers revoked
+/// partitions so that the loop drops records of theirs that it gathered but has not
+/// submitted yet.
 struct IngestContext {
     group: String,
     revoked: Mutex<Vec<(String, i32)>>,
+    assigned: Mutex<BTreeSet<(String, i32)>>,
 }
 
 impl IngestContext {
@@ -184,7 +203,11 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 impl ClientContext for IngestContext {}
 
 impl ConsumerContext for IngestContext {
-    fn pre_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 info!(group = %self.group, partitions = ?partitions(tpl), "kafka partitions assigned");
@@ -202,6 +225,23 @@ impl ConsumerContext for IngestContext {
             Rebalance::Error(error) => {
                 warn!(group = %self.group, error = %error, "kafka rebalance failed");
             }
+        }
+    }
+
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &Rebalance<'_>,
+    ) {
+        let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        match rebalance {
+            Rebalance::Assign(tpl) => assigned.extend(partitions(tpl)),
+            Rebalance::Revoke(tpl) => {
+                for partition in partitions(tpl) {
+                    assigned.remove(&partition);
+                }
+            }
+            Rebalance::Error(_) => {}
         }
     }
 
@@ -225,7 +265,10 @@ fn consumer_config(config: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Bounds librdkafka's prefetch per partition (default 64 MiB); our own batch is
+        // bounded by `batch_max`.
+        .set("queued.max.messages.kbytes", "16384");
     client
 }
 
@@ -243,7 +286,9 @@ pub(crate) fn producer_config(brokers: &str) -> ClientConfig {
 /// Refuses settings the loop cannot work with.
 fn check_settings(config: &KafkaConfig) -> Result<(), IngestError> {
     if config.batch_max == 0 {
-        return Err(IngestError::Config("batch_max must be at least 1".to_owned()));
+        return Err(IngestError::Config(
+            "batch_max must be at least 1".to_owned(),
+        ));
     }
     if config.movements_topic == config.dead_letter_topic {
         return Err(IngestError::Config(
@@ -294,6 +339,7 @@ impl Worker {
         let context = IngestContext {
             group: config.group_id.clone(),
             revoked: Mutex::new(Vec::new()),
+            assigned: Mutex::new(BTreeSet::new()),
         };
         let consumer: IngestConsumer = consumer_config(&config)
             .create_with_context(context)
@@ -403,12 +449,15 @@ impl Worker {
         }
         let before = batch.len();
         batch.retain(|message| {
-            !revoked
-                .iter()
-                .any(|(topic, partition)| message.topic() == topic && message.partition() == *partition)
+            !revoked.iter().any(|(topic, partition)| {
+                message.topic() == topic && message.partition() == *partition
+            })
         });
         if batch.len() != before {
-            debug!(dropped = before - batch.len(), "dropped unsubmitted records of revoked partitions");
+            debug!(
+                dropped = before - batch.len(),
+                "dropped unsubmitted records of revoked partitions"
+            );
         }
     }
 
@@ -612,13 +661,15 @@ impl Worker {
         }
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in &next {
-            if let Err(error) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+            if let Err(error) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            {
                 warn!(error = %error, topic, partition, "cannot build the offset commit");
                 return;
             }
         }
         let consumer = self.consumer.clone();
-        let committed = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
         match committed {
             Ok(Ok(())) => debug!(offsets = ?next, "kafka offsets committed"),
             Ok(Err(error)) => warn!(error = %error, offsets = ?next, "kafka offset commit failed"),

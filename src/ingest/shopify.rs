@@ -443,7 +443,7 @@ fn movement(channel: &ChannelConfig, key: String, sku: &str, kind: MovementKind)
 }
 
 /// The SKU of a line, or why it carries no stock.
-fn stock_sku<'a>(line: &'a LineItemPayload) -> Result<&'a str, SkipReason> {
+fn stock_sku(line: &LineItemPayload) -> Result<&str, SkipReason> {
     if line.gift_card {
         return Err(SkipReason::GiftCard);
     }
@@ -692,6 +692,18 @@ mod tests {
                 route: vec!["WH-1".into(), "WH-2".into()],
             },
         }
+    }
+
+    #[test]
+    fn the_signature_matches_a_published_hmac_sha256_vector() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?",
+        // HMAC-SHA256 5bdcc146…64ec3843, here in base64 as Shopify sends it.
+        let signature = sign("Jefe", b"what do ya want for nothing?");
+        assert_eq!(signature, "W9zBRr9gdU5qBCQmCJV1x1oAPwidJzmDnexYuWTsOEM=");
+        assert_eq!(
+            verify_signature("Jefe", b"what do ya want for nothing?", Some(&signature)),
+            Ok(())
+        );
     }
 
     #[test]

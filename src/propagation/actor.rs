@@ -61,7 +61,11 @@ impl Actor for ChannelActor {
     type State = ChannelState;
     type Arguments = ChannelArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let bucket = TokenBucket::new(&args.shared.config.rate_limit, Instant::now());
         Ok(ChannelState {
             shared: args.shared,
@@ -112,8 +116,12 @@ impl ChannelState {
                     return;
                 }
                 let believed = &self.believed;
-                let batch = queue.take_batch(now, self.shared.adapter.max_batch(), |sku| believed.get(sku).copied());
-                self.shared.in_flight.store(batch.items.len(), Ordering::Release);
+                let batch = queue.take_batch(now, self.shared.adapter.max_batch(), |sku| {
+                    believed.get(sku).copied()
+                });
+                self.shared
+                    .in_flight
+                    .store(batch.items.len(), Ordering::Release);
                 (batch, queue.next_ready_at(), queue.len())
             };
             if !batch.unchanged.is_empty() {
@@ -136,11 +144,15 @@ impl ChannelState {
     /// Arranges a `Wake` at `at` unless an earlier timer is pending.
     fn schedule(&mut self, myself: &ActorRef<ChannelMessage>, at: Instant) {
         let now = Instant::now();
-        if self.timer_at.is_some_and(|pending| pending > now && pending <= at) {
+        if self
+            .timer_at
+            .is_some_and(|pending| pending > now && pending <= at)
+        {
             return;
         }
         self.timer_at = Some(at);
-        let _ = myself.send_after(at.saturating_duration_since(now), || ChannelMessage::Wake);
+        // The timer task is detached; a `Wake` to a stopped actor is dropped.
+        drop(myself.send_after(at.saturating_duration_since(now), || ChannelMessage::Wake));
     }
 
     async fn push(&mut self, items: Vec<(String, Pending)>) {
@@ -161,13 +173,15 @@ impl ChannelState {
         let now = Instant::now();
         let shared = Arc::clone(&self.shared);
         let channel = shared.id.clone();
-        let throttled = report.throttle.throttled || matches!(report.error, Some(ChannelError::Throttled { .. }));
+        let throttled = report.throttle.throttled
+            || matches!(report.error, Some(ChannelError::Throttled { .. }));
         self.bucket.charge(report.requests.saturating_sub(1));
         if let Some(budget) = &report.throttle.budget {
             self.bucket.observe_budget(budget, now);
         }
         if throttled {
-            metrics::counter!(telemetry::CHANNEL_THROTTLED_TOTAL, "channel" => channel.clone()).increment(1);
+            metrics::counter!(telemetry::CHANNEL_THROTTLED_TOTAL, "channel" => channel.clone())
+                .increment(1);
             shared.status().throttled_total += 1;
             let pause = match report.throttle.retry_after_ms {
                 Some(ms) => Duration::from_millis(ms),
@@ -208,9 +222,12 @@ impl ChannelState {
             match outcome {
                 ItemOutcome::Accepted { quantity } => {
                     counts.accepted += 1;
-                    self.believed.insert(sku.clone(), i64::try_from(quantity).unwrap_or(i64::MAX));
+                    self.believed
+                        .insert(sku.clone(), i64::try_from(quantity).unwrap_or(i64::MAX));
                     shared.pushed.insert(sku.clone(), quantity);
-                    let lag = now.saturating_duration_since(pending.published_at).as_secs_f64();
+                    let lag = now
+                        .saturating_duration_since(pending.published_at)
+                        .as_secs_f64();
                     metrics::histogram!(telemetry::PROPAGATION_LAG_SECONDS, "channel" => channel.clone()).record(lag);
                     acknowledged.push(PushedRecord {
                         channel: channel.clone(),
@@ -239,7 +256,8 @@ impl ChannelState {
                     }
                     pending.attempts += 1;
                     pending.isolated = true;
-                    pending.not_before = Some(now + jittered_backoff(&shared.config.retry, pending.attempts));
+                    pending.not_before =
+                        Some(now + jittered_backoff(&shared.config.retry, pending.attempts));
                     requeue.push((sku, pending));
                 }
                 ItemOutcome::Deferred => {
@@ -250,7 +268,8 @@ impl ChannelState {
                     counts.retried += 1;
                     if !throttled {
                         pending.attempts += 1;
-                        pending.not_before = Some(now + jittered_backoff(&shared.config.retry, pending.attempts));
+                        pending.not_before =
+                            Some(now + jittered_backoff(&shared.config.retry, pending.attempts));
                     }
                     requeue.push((sku, pending));
                 }

@@ -31,7 +31,9 @@ mod rate;
 
 use crate::channels::{self, ChannelAdapter, ChannelError};
 use crate::config::{ChannelConfig, ChannelKind, Config};
-use crate::domain::{AtpBreakdown, AvailabilityChange, AvailabilitySink, ChannelStockRule, LocationLevel, Sku};
+use crate::domain::{
+    AtpBreakdown, AvailabilityChange, AvailabilitySink, ChannelStockRule, LocationLevel, Sku,
+};
 use crate::store::{Store, StoreError};
 use crate::telemetry;
 use actor::{ChannelActor, ChannelArgs, ChannelMessage};
@@ -180,7 +182,10 @@ impl ChannelShared {
         if self.wake_queued.swap(true, Ordering::AcqRel) {
             return;
         }
-        let sent = self.actor.get().map(|actor| actor.send_message(ChannelMessage::Wake).is_ok());
+        let sent = self
+            .actor
+            .get()
+            .map(|actor| actor.send_message(ChannelMessage::Wake).is_ok());
         if sent != Some(true) {
             self.wake_queued.store(false, Ordering::Release);
         }
@@ -193,7 +198,8 @@ impl ChannelShared {
     }
 
     pub fn record_queue_depth(&self, depth: usize) {
-        metrics::gauge!(telemetry::PROPAGATION_QUEUE_DEPTH, "channel" => self.id.clone()).set(depth as f64);
+        metrics::gauge!(telemetry::PROPAGATION_QUEUE_DEPTH, "channel" => self.id.clone())
+            .set(depth as f64);
     }
 }
 
@@ -207,8 +213,14 @@ pub struct Propagation {
 
 impl std::fmt::Debug for Propagation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ids: Vec<&str> = self.channels.iter().map(|channel| channel.id.as_str()).collect();
-        f.debug_struct("Propagation").field("channels", &ids).finish()
+        let ids: Vec<&str> = self
+            .channels
+            .iter()
+            .map(|channel| channel.id.as_str())
+            .collect();
+        f.debug_struct("Propagation")
+            .field("channels", &ids)
+            .finish()
     }
 }
 
@@ -218,7 +230,11 @@ impl Propagation {
     ///
     /// Errors: [`PropagationError::Channel`] (bad channel config or listings file),
     /// [`PropagationError::Store`], [`PropagationError::Spawn`].
-    pub async fn start(config: &Config, store: Arc<dyn Store>, client: reqwest::Client) -> Result<Self, PropagationError> {
+    pub async fn start(
+        config: &Config,
+        store: Arc<dyn Store>,
+        client: reqwest::Client,
+    ) -> Result<Self, PropagationError> {
         Self::start_with_options(config, store, client, PropagationOptions::default()).await
     }
 
@@ -268,7 +284,8 @@ impl Propagation {
         let cas_grace = Duration::from_millis(options.cas_grace_ms.unwrap_or(DEFAULT_CAS_GRACE_MS));
         let mut started = Vec::new();
         for (channel, adapter) in channels {
-            started.push(Self::start_channel(&channel, adapter, Arc::clone(&store), cas_grace).await?);
+            started
+                .push(Self::start_channel(&channel, adapter, Arc::clone(&store), cas_grace).await?);
         }
         Ok(Self {
             channels: Arc::new(started),
@@ -284,10 +301,13 @@ impl Propagation {
         cas_grace: Duration,
     ) -> Result<Arc<ChannelShared>, PropagationError> {
         let id = channel.id.clone();
-        let pushed_records = store.pushed(&id).await.map_err(|source| PropagationError::Store {
-            channel: id.clone(),
-            source,
-        })?;
+        let pushed_records = store
+            .pushed(&id)
+            .await
+            .map_err(|source| PropagationError::Store {
+                channel: id.clone(),
+                source,
+            })?;
         let pushed: DashMap<String, u64> = pushed_records
             .into_iter()
             .filter(|record| adapter.is_mapped(&record.sku))
@@ -295,7 +315,12 @@ impl Propagation {
             .collect();
         let believed: HashMap<String, i64> = pushed
             .iter()
-            .map(|entry| (entry.key().clone(), i64::try_from(*entry.value()).unwrap_or(i64::MAX)))
+            .map(|entry| {
+                (
+                    entry.key().clone(),
+                    i64::try_from(*entry.value()).unwrap_or(i64::MAX),
+                )
+            })
             .collect();
         let status = ChannelStatus {
             channel: id.clone(),
@@ -322,10 +347,12 @@ impl Propagation {
             shared: Arc::clone(&shared),
             believed,
         };
-        let (actor, _handle) = Actor::spawn(None, ChannelActor, args).await.map_err(|error| PropagationError::Spawn {
-            channel: id.clone(),
-            message: error.to_string(),
-        })?;
+        let (actor, _handle) = Actor::spawn(None, ChannelActor, args)
+            .await
+            .map_err(|error| PropagationError::Spawn {
+                channel: id.clone(),
+                message: error.to_string(),
+            })?;
         let _ = shared.actor.set(actor);
         shared.record_queue_depth(0);
         tracing::info!(channel = %id, listings = shared.adapter.listing_count(), "channel propagation started");
@@ -344,12 +371,18 @@ impl Propagation {
     /// What `channel` would list for a SKU with these location levels, with the breakdown;
     /// `None` for an unknown channel.
     pub fn atp_for(&self, channel: &str, levels: &[LocationLevel]) -> Option<AtpBreakdown> {
-        Some(crate::domain::channel_atp(levels, &self.channel(channel)?.rule))
+        Some(crate::domain::channel_atp(
+            levels,
+            &self.channel(channel)?.rule,
+        ))
     }
 
     /// Channel ids, in config order.
     pub fn channel_ids(&self) -> Vec<String> {
-        self.channels.iter().map(|channel| channel.id.clone()).collect()
+        self.channels
+            .iter()
+            .map(|channel| channel.id.clone())
+            .collect()
     }
 
     /// Every channel's health.

@@ -85,7 +85,12 @@ impl CoalescingQueue {
     /// to hold; listings already at that value come back in `unchanged`. Regular listings go
     /// first (decreases, then increases); an isolated listing is taken alone, only when no
     /// regular listing is ready.
-    pub fn take_batch(&mut self, now: Instant, max: usize, channel_value: impl Fn(&str) -> Option<i64>) -> Batch {
+    pub fn take_batch(
+        &mut self,
+        now: Instant,
+        max: usize,
+        channel_value: impl Fn(&str) -> Option<i64>,
+    ) -> Batch {
         let mut batch = Batch::default();
         let mut regular: Vec<(bool, Instant, String)> = Vec::new();
         let mut isolated: Option<(Instant, String)> = None;
@@ -98,11 +103,15 @@ impl CoalescingQueue {
             if current == i64::try_from(pending.atp).ok() {
                 unchanged.push(sku.clone());
             } else if pending.isolated {
-                if isolated.as_ref().is_none_or(|(at, _)| pending.published_at < *at) {
+                if isolated
+                    .as_ref()
+                    .is_none_or(|(at, _)| pending.published_at < *at)
+                {
                     isolated = Some((pending.published_at, sku.clone()));
                 }
             } else {
-                let increase = current.is_some_and(|value| i64::try_from(pending.atp).is_ok_and(|atp| atp > value));
+                let increase = current
+                    .is_some_and(|value| i64::try_from(pending.atp).is_ok_and(|atp| atp > value));
                 regular.push((increase, pending.published_at, sku.clone()));
             }
         }
@@ -132,7 +141,10 @@ impl CoalescingQueue {
 
     /// The earliest instant a waiting listing becomes ready, if any is waiting.
     pub fn next_ready_at(&self) -> Option<Instant> {
-        self.entries.values().filter_map(|pending| pending.not_before).min()
+        self.entries
+            .values()
+            .filter_map(|pending| pending.not_before)
+            .min()
     }
 
     /// True when some listing is ready now.
@@ -147,7 +159,10 @@ impl CoalescingQueue {
 
     /// Listings isolated after a permanent refusal.
     pub fn isolated(&self) -> usize {
-        self.entries.values().filter(|pending| pending.isolated).count()
+        self.entries
+            .values()
+            .filter(|pending| pending.isolated)
+            .count()
     }
 }
 
@@ -157,7 +172,11 @@ mod tests {
     use std::time::Duration;
 
     fn skus(batch: &Batch) -> Vec<(&str, u64)> {
-        batch.items.iter().map(|(sku, pending)| (sku.as_str(), pending.atp)).collect()
+        batch
+            .items
+            .iter()
+            .map(|(sku, pending)| (sku.as_str(), pending.atp))
+            .collect()
     }
 
     #[tokio::test(start_paused = true)]
@@ -171,7 +190,10 @@ mod tests {
         assert_eq!(queue.len(), 1);
         let batch = queue.take_batch(Instant::now(), 10, |_| None);
         assert_eq!(skus(&batch), vec![("A", 999)]);
-        assert_eq!(batch.items[0].1.published_at, first, "the lag counts from the oldest change");
+        assert_eq!(
+            batch.items[0].1.published_at, first,
+            "the lag counts from the oldest change"
+        );
         assert_eq!(queue.len(), 0);
     }
 
@@ -191,9 +213,17 @@ mod tests {
         let first = queue.take_batch(Instant::now(), 2, channel);
         let mut firsts: Vec<&str> = first.items.iter().map(|(sku, _)| sku.as_str()).collect();
         firsts.sort_unstable();
-        assert_eq!(firsts, vec!["DOWN", "NEW"], "the decrease and the unknown value go first");
+        assert_eq!(
+            firsts,
+            vec!["DOWN", "NEW"],
+            "the decrease and the unknown value go first"
+        );
         let second = queue.take_batch(Instant::now(), 2, channel);
-        assert_eq!(skus(&second), vec![("UP-OLD", 9), ("UP", 8)], "then increases, oldest first");
+        assert_eq!(
+            skus(&second),
+            vec![("UP-OLD", 9), ("UP", 8)],
+            "then increases, oldest first"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -215,17 +245,27 @@ mod tests {
         queue.upsert("BAD", 1, now);
         let mut batch = queue.take_batch(now, 10, |_| None);
         assert_eq!(batch.items.len(), 2);
-        let (sku, mut pending) = batch.items.remove(batch.items.iter().position(|(s, _)| s == "BAD").unwrap());
+        let (sku, mut pending) = batch
+            .items
+            .remove(batch.items.iter().position(|(s, _)| s == "BAD").unwrap());
         pending.isolated = true;
         pending.attempts = 1;
         pending.not_before = Some(now + Duration::from_secs(1));
         queue.requeue(sku, pending);
         queue.upsert("B", 2, now);
         assert_eq!(queue.next_ready_at(), Some(now + Duration::from_secs(1)));
-        assert_eq!(skus(&queue.take_batch(now, 10, |_| None)), vec![("B", 2)], "BAD is not in the batch");
+        assert_eq!(
+            skus(&queue.take_batch(now, 10, |_| None)),
+            vec![("B", 2)],
+            "BAD is not in the batch"
+        );
         tokio::time::advance(Duration::from_secs(1)).await;
         queue.upsert("C", 3, Instant::now());
-        assert_eq!(skus(&queue.take_batch(Instant::now(), 10, |_| None)), vec![("C", 3)], "regular work first");
+        assert_eq!(
+            skus(&queue.take_batch(Instant::now(), 10, |_| None)),
+            vec![("C", 3)],
+            "regular work first"
+        );
         let alone = queue.take_batch(Instant::now(), 10, |_| None);
         assert_eq!(skus(&alone), vec![("BAD", 1)]);
         assert!(alone.items[0].1.isolated);

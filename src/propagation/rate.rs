@@ -60,7 +60,10 @@ impl TokenBucket {
 
     /// Sends nothing before `until` (Retry-After, backoff of the whole channel).
     pub fn pause_until(&mut self, until: Instant) {
-        self.paused_until = Some(self.paused_until.map_or(until, |current| current.max(until)));
+        self.paused_until = Some(
+            self.paused_until
+                .map_or(until, |current| current.max(until)),
+        );
     }
 
     /// Follows a cost budget: when the next request does not fit, pause until it does.
@@ -75,7 +78,11 @@ impl TokenBucket {
 /// The delay before retry number `attempt` (1-based): uniform in
 /// `0..=min(max_backoff_ms, initial_backoff_ms × 2^(attempt−1))` (full jitter).
 /// `random(upper)` returns a number in `0..=upper`.
-pub(crate) fn backoff_delay(retry: &RetryConfig, attempt: u32, random: impl FnOnce(u64) -> u64) -> Duration {
+pub(crate) fn backoff_delay(
+    retry: &RetryConfig,
+    attempt: u32,
+    random: impl FnOnce(u64) -> u64,
+) -> Duration {
     let exponent = attempt.saturating_sub(1).min(32);
     let ceiling = retry
         .initial_backoff_ms
@@ -94,7 +101,13 @@ mod tests {
     use super::*;
 
     fn bucket(requests_per_sec: f64, burst: u32) -> TokenBucket {
-        TokenBucket::new(&RateLimitConfig { requests_per_sec, burst }, Instant::now())
+        TokenBucket::new(
+            &RateLimitConfig {
+                requests_per_sec,
+                burst,
+            },
+            Instant::now(),
+        )
     }
 
     #[tokio::test(start_paused = true)]
@@ -122,7 +135,11 @@ mod tests {
         let mut bucket = bucket(100.0, 100);
         bucket.pause_until(Instant::now() + Duration::from_secs(2));
         bucket.pause_until(Instant::now() + Duration::from_secs(1));
-        assert_eq!(bucket.wait(Instant::now()), Duration::from_secs(2), "the longest pause wins");
+        assert_eq!(
+            bucket.wait(Instant::now()),
+            Duration::from_secs(2),
+            "the longest pause wins"
+        );
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(bucket.wait(Instant::now()), Duration::ZERO);
         let budget = CostBudget {
@@ -155,10 +172,17 @@ mod tests {
         assert_eq!(ceiling(8), Duration::from_millis(25_600));
         assert_eq!(ceiling(9), Duration::from_millis(30_000));
         assert_eq!(ceiling(200), Duration::from_millis(30_000), "no overflow");
-        assert_eq!(backoff_delay(&retry, 5, |_| 0), Duration::ZERO, "full jitter reaches zero");
+        assert_eq!(
+            backoff_delay(&retry, 5, |_| 0),
+            Duration::ZERO,
+            "full jitter reaches zero"
+        );
         for attempt in 1..20 {
             let delay = jittered_backoff(&retry, attempt);
-            assert!(delay <= ceiling(attempt), "{delay:?} above the ceiling of attempt {attempt}");
+            assert!(
+                delay <= ceiling(attempt),
+                "{delay:?} above the ceiling of attempt {attempt}"
+            );
         }
     }
 }

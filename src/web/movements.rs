@@ -10,6 +10,10 @@
 //!   applied answers `duplicate` the second time);
 //! - 400 (not JSON), 413 (over `http.body_limit_bytes`), 415 (not JSON media type),
 //!   422 (invalid movements) problems otherwise.
+//!
+//! Counted in `stocksync_ingest_rest_movements_total{outcome}`: one per movement answered
+//! (`applied`, `duplicate`, `rejected`) and one per refused request (`invalid`,
+//! `unavailable`).
 
 use super::{FieldError, WebError, WebState, body_error};
 use crate::domain::Movement;

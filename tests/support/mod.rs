@@ -66,13 +66,16 @@ pub fn tansu_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path).map(|dir| dir.join("tansu")));
     }
-    candidates.into_iter().find(|path| path.is_file()).unwrap_or_else(|| {
-        panic!(
-            "the Kafka tests need the tansu {TANSU_VERSION} broker, which is not installed \
+    candidates
+        .into_iter()
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "the Kafka tests need the tansu {TANSU_VERSION} broker, which is not installed \
              (looked at $TANSU_BIN, $CARGO_HOME/bin, ~/.cargo/bin and PATH). \
              Run `bash scripts/test.sh`: it installs tansu and kafka-python, then runs every test."
-        )
-    })
+            )
+        })
 }
 
 fn free_port() -> u16 {
@@ -93,6 +96,8 @@ pub struct TansuBroker {
 impl TansuBroker {
     /// Starts a broker and waits until it accepts connections. Panics (with the broker's
     /// log) when it cannot start.
+    // The child returned inside `Self` is killed and reaped by `Drop`.
+    #[allow(clippy::zombie_processes)]
     pub fn start() -> Self {
         let binary = tansu_binary();
         let log_dir = tempfile::tempdir().expect("temp dir for the tansu log");
@@ -175,7 +180,12 @@ impl Drop for TansuBroker {
 }
 
 /// A Kafka ingest config for tests: small batches, short waits.
-pub fn kafka_config(bootstrap: &str, group: &str, topic: &str, dead_letter_topic: &str) -> KafkaConfig {
+pub fn kafka_config(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    dead_letter_topic: &str,
+) -> KafkaConfig {
     KafkaConfig {
         brokers: bootstrap.to_owned(),
         group_id: group.to_owned(),
@@ -249,10 +259,19 @@ impl Store for GatedStore {
     async fn load_sku(&self, sku: &str, now_ms: i64) -> Result<LoadedSku, StoreError> {
         self.inner.load_sku(sku, now_ms).await
     }
-    async fn events(&self, sku: &str, from_seq: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+    async fn events(
+        &self,
+        sku: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
         self.inner.events(sku, from_seq, limit).await
     }
-    async fn list_skus(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn list_skus(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         self.inner.list_skus(after, limit).await
     }
     async fn offsets(&self, group: &str) -> Result<Vec<OffsetWatermark>, StoreError> {
@@ -398,7 +417,10 @@ where
         if check().await {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

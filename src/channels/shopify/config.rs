@@ -29,7 +29,9 @@ impl ListingMap {
             {
                 return Err(ChannelError::InvalidConfig {
                     channel: channel.to_owned(),
-                    message: format!("SKU {sku} is mapped to inventory items {previous} and {item}"),
+                    message: format!(
+                        "SKU {sku} is mapped to inventory items {previous} and {item}"
+                    ),
                 });
             }
             if let Some(previous) = map.by_item.insert(item, sku.clone())
@@ -37,7 +39,9 @@ impl ListingMap {
             {
                 return Err(ChannelError::InvalidConfig {
                     channel: channel.to_owned(),
-                    message: format!("inventory item {item} is mapped to SKUs {previous} and {sku}"),
+                    message: format!(
+                        "inventory item {item} is mapped to SKUs {previous} and {sku}"
+                    ),
                 });
             }
         }
@@ -77,14 +81,21 @@ pub fn parse_listings_csv(text: &str, path: &Path) -> Result<Vec<(String, u64)>,
         .trim(csv::Trim::All)
         .comment(Some(b'#'))
         .from_reader(text.as_bytes());
-    let headers = reader.headers().map_err(|e| error(1, e.to_string()))?.clone();
+    let headers = reader
+        .headers()
+        .map_err(|e| error(1, e.to_string()))?
+        .clone();
     let column = |name: &str| headers.iter().position(|header| header == name);
     let (Some(sku_column), Some(item_column)) = (column("sku"), column("inventory_item_id")) else {
-        return Err(error(1, "header must name the columns sku and inventory_item_id".to_owned()));
+        return Err(error(
+            1,
+            "header must name the columns sku and inventory_item_id".to_owned(),
+        ));
     };
     let mut pairs = Vec::new();
     for record in reader.records() {
-        let record = record.map_err(|e| error(e.position().map_or(0, |p| p.line()), e.to_string()))?;
+        let record =
+            record.map_err(|e| error(e.position().map_or(0, |p| p.line()), e.to_string()))?;
         let line = record.position().map_or(0, |p| p.line());
         let sku = record.get(sku_column).unwrap_or_default();
         let item = record.get(item_column).unwrap_or_default();
@@ -129,6 +140,9 @@ pub fn location_gid(location: u64) -> String {
 
 /// The number in `gid://shopify/<kind>/<n>` (anything after `?` ignored).
 pub fn parse_gid(gid: &str, kind: &str) -> Option<u64> {
-    let rest = gid.strip_prefix("gid://shopify/")?.strip_prefix(kind)?.strip_prefix('/')?;
+    let rest = gid
+        .strip_prefix("gid://shopify/")?
+        .strip_prefix(kind)?
+        .strip_prefix('/')?;
     rest.split(['?', '/']).next()?.parse().ok()
 }

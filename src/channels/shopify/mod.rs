@@ -26,7 +26,8 @@ pub mod response;
 mod tests;
 
 use crate::channels::{
-    ChannelAdapter, ChannelError, ItemOutcome, ItemResult, LevelsReport, PushItem, PushReport, ThrottleSignal,
+    ChannelAdapter, ChannelError, ItemOutcome, ItemResult, LevelsReport, PushItem, PushReport,
+    ThrottleSignal,
 };
 use crate::config::{ChannelKind, ShopifyConfig};
 use async_trait::async_trait;
@@ -67,7 +68,11 @@ impl ShopifyAdapter {
     /// Errors: [`ChannelError::InvalidConfig`] for a GraphQL API version older than
     /// 2026-01 (no `changeFromQuantity`) or an unusable URL; [`ChannelError::Listings`] when
     /// the CSV cannot be read or parsed.
-    pub fn new(channel: &str, config: &ShopifyConfig, client: reqwest::Client) -> Result<Self, ChannelError> {
+    pub fn new(
+        channel: &str,
+        config: &ShopifyConfig,
+        client: reqwest::Client,
+    ) -> Result<Self, ChannelError> {
         let invalid = |message: String| ChannelError::InvalidConfig {
             channel: channel.to_owned(),
             message,
@@ -79,7 +84,10 @@ impl ShopifyAdapter {
             )));
         }
         if !config.shop_url.starts_with("http://") && !config.shop_url.starts_with("https://") {
-            return Err(invalid(format!("shop_url {:?} must start with http:// or https://", config.shop_url)));
+            return Err(invalid(format!(
+                "shop_url {:?} must start with http:// or https://",
+                config.shop_url
+            )));
         }
         Ok(Self {
             channel: channel.to_owned(),
@@ -99,7 +107,10 @@ impl ShopifyAdapter {
         &self.listings
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<response::HttpAnswer, ChannelError> {
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<response::HttpAnswer, ChannelError> {
         let response = request
             .header("X-Shopify-Access-Token", &self.access_token)
             .timeout(REQUEST_TIMEOUT)
@@ -111,7 +122,10 @@ impl ShopifyAdapter {
 
     /// The key for this content: the unanswered attempt's key when the content is the same.
     fn idempotency_key(&self, content: &str) -> String {
-        let unanswered = self.unanswered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let unanswered = self
+            .unanswered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match unanswered.as_ref() {
             Some((previous, key)) if previous == content => key.clone(),
             _ => uuid::Uuid::new_v4().to_string(),
@@ -119,10 +133,17 @@ impl ShopifyAdapter {
     }
 
     fn remember_unanswered(&self, entry: Option<(String, String)>) {
-        *self.unanswered.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = entry;
+        *self
+            .unanswered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = entry;
     }
 
-    async fn push_graphql(&self, items: &[PushItem], results: &mut [Option<ItemOutcome>]) -> PushReport {
+    async fn push_graphql(
+        &self,
+        items: &[PushItem],
+        results: &mut [Option<ItemOutcome>],
+    ) -> PushReport {
         let mut positions = Vec::new();
         let mut quantities = Vec::new();
         for (position, item) in items.iter().enumerate() {
@@ -166,7 +187,9 @@ impl ShopifyAdapter {
             SetQuantitiesAnswer::Failed(error) => {
                 let retry_same = matches!(
                     error,
-                    ChannelError::Throttled { .. } | ChannelError::Server { .. } | ChannelError::Transport { .. }
+                    ChannelError::Throttled { .. }
+                        | ChannelError::Server { .. }
+                        | ChannelError::Transport { .. }
                 );
                 self.remember_unanswered(retry_same.then_some((content, key)));
                 return fail_positions(report, &positions, results, error);
@@ -174,7 +197,10 @@ impl ShopifyAdapter {
             SetQuantitiesAnswer::UserErrors(user_errors) => user_errors,
         };
         self.remember_unanswered(None);
-        if let Some(general) = user_errors.iter().find(|error| error.index.is_none_or(|i| i >= positions.len())) {
+        if let Some(general) = user_errors
+            .iter()
+            .find(|error| error.index.is_none_or(|i| i >= positions.len()))
+        {
             let error = ChannelError::GraphQl {
                 code: Some(general.code.clone()),
                 message: general.message.clone(),
@@ -200,12 +226,25 @@ impl ShopifyAdapter {
             }
         }
         if !stale.is_empty() {
-            let skus: Vec<String> = stale.iter().map(|position| items[*position].sku.clone()).collect();
+            let skus: Vec<String> = stale
+                .iter()
+                .map(|position| items[*position].sku.clone())
+                .collect();
             let read = self.read_levels(&skus).await;
             let current: HashMap<String, Option<i64>> = match read {
                 Ok(levels) => {
                     report.requests += levels.requests;
+                    let mutation_cost = report
+                        .throttle
+                        .budget
+                        .map(|budget| budget.next_request_cost);
                     report.throttle.merge(levels.throttle);
+                    // The next push is a mutation: keep its cost, not the read's.
+                    if let (Some(budget), Some(cost)) =
+                        (report.throttle.budget.as_mut(), mutation_cost)
+                    {
+                        budget.next_request_cost = cost;
+                    }
                     levels.levels.into_iter().collect()
                 }
                 Err(error) => {
@@ -222,11 +261,17 @@ impl ShopifyAdapter {
         report
     }
 
-    async fn push_rest(&self, items: &[PushItem], results: &mut [Option<ItemOutcome>]) -> PushReport {
+    async fn push_rest(
+        &self,
+        items: &[PushItem],
+        results: &mut [Option<ItemOutcome>],
+    ) -> PushReport {
         let mut report = PushReport::default();
         let url = request::rest_set_url(&self.shop_url, &self.api_version);
         for (position, item) in items.iter().enumerate() {
-            let Some(inventory_item) = self.listings.item(&item.sku) else { continue };
+            let Some(inventory_item) = self.listings.item(&item.sku) else {
+                continue;
+            };
             if report.error.is_some() {
                 results[position] = Some(ItemOutcome::Deferred);
                 continue;
@@ -264,30 +309,51 @@ impl ShopifyAdapter {
         report
     }
 
-    async fn read_graphql(&self, items: &[u64]) -> Result<(Vec<(u64, Option<i64>)>, ThrottleSignal, u32), ChannelError> {
+    async fn read_graphql(
+        &self,
+        items: &[u64],
+    ) -> Result<(Vec<(u64, Option<i64>)>, ThrottleSignal, u32), ChannelError> {
         let url = request::graphql_url(&self.shop_url, &self.api_version);
         let mut levels = Vec::new();
         let mut throttle = ThrottleSignal::default();
         let mut requests = 0;
         for chunk in items.chunks(GRAPHQL_MAX_BATCH) {
             requests += 1;
-            let answer = self.send(self.client.post(&url).json(&request::levels_body(chunk, self.location_id))).await?;
+            let answer = self
+                .send(
+                    self.client
+                        .post(&url)
+                        .json(&request::levels_body(chunk, self.location_id)),
+                )
+                .await?;
             throttle.merge(response::graphql_throttle(&answer, DEFAULT_MUTATION_COST));
             levels.extend(response::decode_levels(&answer)?);
         }
         Ok((levels, throttle, requests))
     }
 
-    async fn read_rest(&self, items: &[u64]) -> Result<(Vec<(u64, Option<i64>)>, ThrottleSignal, u32), ChannelError> {
+    async fn read_rest(
+        &self,
+        items: &[u64],
+    ) -> Result<(Vec<(u64, Option<i64>)>, ThrottleSignal, u32), ChannelError> {
         let mut levels = Vec::new();
         let mut throttle = ThrottleSignal::default();
         let mut requests = 0;
         for chunk in items.chunks(REST_READ_MAX_ITEMS) {
             requests += 1;
-            let url = request::rest_levels_url(&self.shop_url, &self.api_version, chunk, self.location_id);
+            let url = request::rest_levels_url(
+                &self.shop_url,
+                &self.api_version,
+                chunk,
+                self.location_id,
+            );
             let answer = self.send(self.client.get(&url)).await?;
             throttle.merge(response::rest_throttle(&answer));
-            levels.extend(response::decode_rest_levels(&answer)?.into_iter().map(|(item, value)| (item, Some(value))));
+            levels.extend(
+                response::decode_rest_levels(&answer)?
+                    .into_iter()
+                    .map(|(item, value)| (item, Some(value))),
+            );
         }
         Ok((levels, throttle, requests))
     }
@@ -328,13 +394,19 @@ impl ChannelAdapter for ShopifyAdapter {
     }
 
     async fn push(&self, items: &[PushItem]) -> PushReport {
-        debug_assert!(items.len() <= self.max_batch(), "propagation respects max_batch");
+        debug_assert!(
+            items.len() <= self.max_batch(),
+            "propagation respects max_batch"
+        );
         let mut results: Vec<Option<ItemOutcome>> = vec![None; items.len()];
         for (position, item) in items.iter().enumerate() {
             if !self.is_mapped(&item.sku) {
                 results[position] = Some(ItemOutcome::Rejected {
                     code: "UNMAPPED_SKU".to_owned(),
-                    message: format!("SKU {} has no Shopify inventory item on channel {}", item.sku, self.channel),
+                    message: format!(
+                        "SKU {} has no Shopify inventory item on channel {}",
+                        item.sku, self.channel
+                    ),
                 });
             }
         }
@@ -355,7 +427,10 @@ impl ChannelAdapter for ShopifyAdapter {
     }
 
     async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError> {
-        let items: Vec<u64> = skus.iter().filter_map(|sku| self.listings.item(sku)).collect();
+        let items: Vec<u64> = skus
+            .iter()
+            .filter_map(|sku| self.listings.item(sku))
+            .collect();
         let (levels, throttle, requests) = if items.is_empty() {
             (Vec::new(), ThrottleSignal::default(), 0)
         } else if self.use_rest {
@@ -368,7 +443,10 @@ impl ChannelAdapter for ShopifyAdapter {
             levels: skus
                 .iter()
                 .map(|sku| {
-                    let value = self.listings.item(sku).and_then(|item| by_item.get(&item).copied().flatten());
+                    let value = self
+                        .listings
+                        .item(sku)
+                        .and_then(|item| by_item.get(&item).copied().flatten());
                     (sku.clone(), value)
                 })
                 .collect(),

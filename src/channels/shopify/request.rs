@@ -34,7 +34,12 @@ pub struct SetQuantity {
 }
 
 /// The GraphQL body of one `inventorySetQuantities` call.
-pub fn set_quantities_body(quantities: &[SetQuantity], location: u64, idempotency_key: &str, reference: &str) -> Value {
+pub fn set_quantities_body(
+    quantities: &[SetQuantity],
+    location: u64,
+    idempotency_key: &str,
+    reference: &str,
+) -> Value {
     let location = location_gid(location);
     let quantities: Vec<Value> = quantities
         .iter()

@@ -45,10 +45,23 @@ pub fn parse_call_limit(value: &str) -> Option<(u32, u32)> {
 /// Reads status, headers and body of a response.
 pub async fn read_answer(response: reqwest::Response) -> Result<HttpAnswer, ChannelError> {
     let status = response.status().as_u16();
-    let header = |name: &str| response.headers().get(name).and_then(|value| value.to_str().ok()).map(str::to_owned);
-    let retry_after_ms = header("retry-after").as_deref().and_then(parse_retry_after_ms);
-    let call_limit = header("x-shopify-shop-api-call-limit").as_deref().and_then(parse_call_limit);
-    let text = response.text().await.map_err(|error| transport_error(&error))?;
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let retry_after_ms = header("retry-after")
+        .as_deref()
+        .and_then(parse_retry_after_ms);
+    let call_limit = header("x-shopify-shop-api-call-limit")
+        .as_deref()
+        .and_then(parse_call_limit);
+    let text = response
+        .text()
+        .await
+        .map_err(|error| transport_error(&error))?;
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
     Ok(HttpAnswer {
         status,
@@ -85,9 +98,11 @@ pub fn status_error(answer: &HttpAnswer) -> Option<ChannelError> {
 }
 
 fn is_graphql_throttled(body: &Value) -> bool {
-    body["errors"]
-        .as_array()
-        .is_some_and(|errors| errors.iter().any(|error| error["extensions"]["code"] == "THROTTLED"))
+    body["errors"].as_array().is_some_and(|errors| {
+        errors
+            .iter()
+            .any(|error| error["extensions"]["code"] == "THROTTLED")
+    })
 }
 
 /// Throttle signals of a GraphQL answer: `THROTTLED` (status 200 or 429) and
@@ -101,12 +116,14 @@ pub fn graphql_throttle(answer: &HttpAnswer, fallback_cost: f64) -> ThrottleSign
         status["maximumAvailable"].as_f64(),
         status["restoreRate"].as_f64(),
     ) {
-        (Some(currently_available), Some(maximum_available), Some(restore_rate_per_sec)) => Some(CostBudget {
-            currently_available,
-            maximum_available,
-            restore_rate_per_sec,
-            next_request_cost: cost["requestedQueryCost"].as_f64().unwrap_or(fallback_cost),
-        }),
+        (Some(currently_available), Some(maximum_available), Some(restore_rate_per_sec)) => {
+            Some(CostBudget {
+                currently_available,
+                maximum_available,
+                restore_rate_per_sec,
+                next_request_cost: cost["requestedQueryCost"].as_f64().unwrap_or(fallback_cost),
+            })
+        }
         _ => None,
     };
     ThrottleSignal {
@@ -126,10 +143,15 @@ fn graphql_failure(answer: &HttpAnswer) -> Option<ChannelError> {
     if let Some(error) = status_error(answer) {
         return Some(error);
     }
-    let first = answer.body["errors"].as_array().and_then(|errors| errors.first())?;
+    let first = answer.body["errors"]
+        .as_array()
+        .and_then(|errors| errors.first())?;
     Some(ChannelError::GraphQl {
         code: first["extensions"]["code"].as_str().map(str::to_owned),
-        message: first["message"].as_str().unwrap_or("graphql error").to_owned(),
+        message: first["message"]
+            .as_str()
+            .unwrap_or("graphql error")
+            .to_owned(),
     })
 }
 
@@ -170,7 +192,10 @@ pub fn decode_set_quantities(answer: &HttpAnswer) -> SetQuantitiesAnswer {
     let payload = &answer.body["data"]["inventorySetQuantities"];
     let Some(errors) = payload["userErrors"].as_array() else {
         return SetQuantitiesAnswer::Failed(ChannelError::Decode {
-            message: format!("no inventorySetQuantities.userErrors in {}", excerpt(&answer.text)),
+            message: format!(
+                "no inventorySetQuantities.userErrors in {}",
+                excerpt(&answer.text)
+            ),
         });
     };
     if errors.is_empty() {
@@ -181,9 +206,17 @@ pub fn decode_set_quantities(answer: &HttpAnswer) -> SetQuantitiesAnswer {
         .map(|error| {
             let field = error["field"].as_array();
             let index = field
-                .filter(|field| field.first() == Some(&Value::from("input")) && field.get(1) == Some(&Value::from("quantities")))
+                .filter(|field| {
+                    field.first() == Some(&Value::from("input"))
+                        && field.get(1) == Some(&Value::from("quantities"))
+                })
                 .and_then(|field| field.get(2))
-                .and_then(|index| index.as_str().and_then(|text| text.parse().ok()).or(index.as_u64().map(|n| n as usize)));
+                .and_then(|index| {
+                    index
+                        .as_str()
+                        .and_then(|text| text.parse().ok())
+                        .or(index.as_u64().map(|n| n as usize))
+                });
             UserError {
                 code: error["code"].as_str().unwrap_or("UNKNOWN").to_owned(),
                 index,
@@ -200,19 +233,24 @@ pub fn decode_levels(answer: &HttpAnswer) -> Result<Vec<(u64, Option<i64>)>, Cha
     if let Some(error) = graphql_failure(answer) {
         return Err(error);
     }
-    let nodes = answer.body["data"]["nodes"].as_array().ok_or_else(|| ChannelError::Decode {
-        message: format!("no data.nodes in {}", excerpt(&answer.text)),
-    })?;
+    let nodes = answer.body["data"]["nodes"]
+        .as_array()
+        .ok_or_else(|| ChannelError::Decode {
+            message: format!("no data.nodes in {}", excerpt(&answer.text)),
+        })?;
     Ok(nodes
         .iter()
         .filter_map(|node| {
             let item = parse_gid(node["id"].as_str()?, "InventoryItem")?;
-            let available = node["inventoryLevel"]["quantities"].as_array().and_then(|quantities| {
-                quantities
-                    .iter()
-                    .find(|quantity| quantity["name"] == "available")
-                    .and_then(|quantity| quantity["quantity"].as_i64())
-            });
+            let available =
+                node["inventoryLevel"]["quantities"]
+                    .as_array()
+                    .and_then(|quantities| {
+                        quantities
+                            .iter()
+                            .find(|quantity| quantity["name"] == "available")
+                            .and_then(|quantity| quantity["quantity"].as_i64())
+                    });
             Some((item, available))
         })
         .collect())
@@ -250,12 +288,20 @@ pub fn decode_rest_levels(answer: &HttpAnswer) -> Result<Vec<(u64, i64)>, Channe
     if let Some(error) = status_error(answer) {
         return Err(error);
     }
-    let levels = answer.body["inventory_levels"].as_array().ok_or_else(|| ChannelError::Decode {
-        message: format!("no inventory_levels in {}", excerpt(&answer.text)),
-    })?;
+    let levels =
+        answer.body["inventory_levels"]
+            .as_array()
+            .ok_or_else(|| ChannelError::Decode {
+                message: format!("no inventory_levels in {}", excerpt(&answer.text)),
+            })?;
     Ok(levels
         .iter()
-        .filter_map(|level| Some((level["inventory_item_id"].as_u64()?, level["available"].as_i64()?)))
+        .filter_map(|level| {
+            Some((
+                level["inventory_item_id"].as_u64()?,
+                level["available"].as_i64()?,
+            ))
+        })
         .collect())
 }
 

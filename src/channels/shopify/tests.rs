@@ -1,7 +1,10 @@
 //! The Shopify adapter: pure decoders, the listings CSV, and pushes against the simulator.
 
 use super::config::{ListingMap, parse_listings_csv};
-use super::response::{HttpAnswer, SetQuantitiesAnswer, UserError, decode_set_quantities, graphql_throttle, parse_retry_after_ms};
+use super::response::{
+    HttpAnswer, SetQuantitiesAnswer, UserError, decode_set_quantities, graphql_throttle,
+    parse_retry_after_ms,
+};
 use super::*;
 use crate::config::ShopifyListingConfig;
 use crate::sandbox::shopify::{ShopifySimulator, ShopifySimulatorOptions, SimOrderLine};
@@ -22,17 +25,29 @@ fn answer(status: u16, body: serde_json::Value) -> HttpAnswer {
 
 #[test]
 fn the_listings_csv_is_parsed_with_any_column_order_and_errors_name_the_line() {
-    let pairs = parse_listings_csv("inventory_item_id, sku\n# comment\n11, A-1\n12,B-2\n", Path::new("l.csv")).unwrap();
+    let pairs = parse_listings_csv(
+        "inventory_item_id, sku\n# comment\n11, A-1\n12,B-2\n",
+        Path::new("l.csv"),
+    )
+    .unwrap();
     assert_eq!(pairs, vec![("A-1".to_owned(), 11), ("B-2".to_owned(), 12)]);
-    let error = parse_listings_csv("sku,inventory_item_id\nA,1\nB,x\n", Path::new("l.csv")).unwrap_err();
-    assert!(matches!(error, ChannelError::Listings { line: 3, .. }), "{error}");
+    let error =
+        parse_listings_csv("sku,inventory_item_id\nA,1\nB,x\n", Path::new("l.csv")).unwrap_err();
+    assert!(
+        matches!(error, ChannelError::Listings { line: 3, .. }),
+        "{error}"
+    );
     let error = parse_listings_csv("sku,item\nA,1\n", Path::new("l.csv")).unwrap_err();
-    assert!(matches!(error, ChannelError::Listings { line: 1, .. }), "{error}");
+    assert!(
+        matches!(error, ChannelError::Listings { line: 1, .. }),
+        "{error}"
+    );
 }
 
 #[test]
 fn a_sku_mapped_to_two_items_is_refused() {
-    let error = ListingMap::from_pairs([("A".to_owned(), 1), ("A".to_owned(), 2)], "c").unwrap_err();
+    let error =
+        ListingMap::from_pairs([("A".to_owned(), 1), ("A".to_owned(), 2)], "c").unwrap_err();
     assert!(matches!(error, ChannelError::InvalidConfig { .. }));
     let map = ListingMap::from_pairs([("A".to_owned(), 1), ("B".to_owned(), 2)], "c").unwrap();
     assert_eq!((map.item("B"), map.sku(1)), (Some(2), Some("A")));
@@ -71,8 +86,14 @@ fn throttled_answers_are_recognised_with_status_200_or_429() {
         let signal = graphql_throttle(&answer, 1.0);
         assert!(signal.throttled);
         let budget = signal.budget.unwrap();
-        assert_eq!((budget.currently_available, budget.next_request_cost), (4.0, 10.0));
-        assert!(matches!(decode_set_quantities(&answer), SetQuantitiesAnswer::Failed(ChannelError::Throttled { .. })));
+        assert_eq!(
+            (budget.currently_available, budget.next_request_cost),
+            (4.0, 10.0)
+        );
+        assert!(matches!(
+            decode_set_quantities(&answer),
+            SetQuantitiesAnswer::Failed(ChannelError::Throttled { .. })
+        ));
     }
     assert_eq!(parse_retry_after_ms("2.0"), Some(2000));
     assert_eq!(parse_retry_after_ms("1"), Some(1000));
@@ -81,7 +102,9 @@ fn throttled_answers_are_recognised_with_status_200_or_429() {
 
 async fn simulator(options: ShopifySimulatorOptions) -> ShopifySimulator {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    crate::sandbox::shopify::start(options, listener).await.unwrap()
+    crate::sandbox::shopify::start(options, listener)
+        .await
+        .unwrap()
 }
 
 fn adapter(sim: &ShopifySimulator, skus: &[(&str, u64)], use_rest: bool) -> ShopifyAdapter {
@@ -118,13 +141,31 @@ async fn a_graphql_push_sets_available_and_reports_the_budget() {
     sim.set_level(1, LOCATION, 0);
     sim.set_level(2, LOCATION, 3);
     let adapter = adapter(&sim, &[("A", 1), ("B", 2)], false);
-    let report = adapter.push(&[item("A", 5, Some(0)), item("B", 4, None)]).await;
+    let report = adapter
+        .push(&[item("A", 5, Some(0)), item("B", 4, None)])
+        .await;
     assert!(report.error.is_none(), "{:?}", report.error);
-    assert_eq!(report.results[0].outcome, ItemOutcome::Accepted { quantity: 5 });
-    assert_eq!((sim.level(1, LOCATION), sim.level(2, LOCATION)), (Some(5), Some(4)));
+    assert_eq!(
+        report.results[0].outcome,
+        ItemOutcome::Accepted { quantity: 5 }
+    );
+    assert_eq!(
+        (sim.level(1, LOCATION), sim.level(2, LOCATION)),
+        (Some(5), Some(4))
+    );
     assert!(report.throttle.budget.is_some());
-    let levels = adapter.read_levels(&["A".to_owned(), "B".to_owned(), "Z".to_owned()]).await.unwrap();
-    assert_eq!(levels.levels, vec![("A".to_owned(), Some(5)), ("B".to_owned(), Some(4)), ("Z".to_owned(), None)]);
+    let levels = adapter
+        .read_levels(&["A".to_owned(), "B".to_owned(), "Z".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(
+        levels.levels,
+        vec![
+            ("A".to_owned(), Some(5)),
+            ("B".to_owned(), Some(4)),
+            ("Z".to_owned(), None)
+        ]
+    );
 }
 
 #[tokio::test]
@@ -139,11 +180,20 @@ async fn a_stale_item_becomes_a_conflict_with_the_channel_value_and_the_rest_is_
     };
     sim.place_order(LOCATION, &[line]).await.unwrap();
     let adapter = adapter(&sim, &[("A", 1), ("B", 2)], false);
-    let report = adapter.push(&[item("A", 12, Some(10)), item("B", 12, Some(10))]).await;
-    assert_eq!(report.results[0].outcome, ItemOutcome::Conflict { current: Some(7) });
+    let report = adapter
+        .push(&[item("A", 12, Some(10)), item("B", 12, Some(10))])
+        .await;
+    assert_eq!(
+        report.results[0].outcome,
+        ItemOutcome::Conflict { current: Some(7) }
+    );
     assert_eq!(report.results[1].outcome, ItemOutcome::Deferred);
     assert_eq!(report.requests, 2, "the conflict costs one read");
-    assert_eq!(sim.level(1, LOCATION), Some(7), "the channel's own decrement is kept");
+    assert_eq!(
+        sim.level(1, LOCATION),
+        Some(7),
+        "the channel's own decrement is kept"
+    );
 }
 
 #[tokio::test]
@@ -156,12 +206,25 @@ async fn non_mutable_and_unmapped_items_are_rejected_alone() {
     sim.set_level(1, LOCATION, 0);
     sim.set_level(2, LOCATION, 0);
     let adapter = adapter(&sim, &[("A", 1), ("B", 2)], false);
-    let report = adapter.push(&[item("A", 1, None), item("B", 1, None), item("NOPE", 1, None)]).await;
+    let report = adapter
+        .push(&[
+            item("A", 1, None),
+            item("B", 1, None),
+            item("NOPE", 1, None),
+        ])
+        .await;
     assert_eq!(report.results[0].outcome, ItemOutcome::Deferred);
-    assert!(matches!(&report.results[1].outcome, ItemOutcome::Rejected { code, .. } if code == "NON_MUTABLE_INVENTORY_ITEM"));
-    assert!(matches!(&report.results[2].outcome, ItemOutcome::Rejected { code, .. } if code == "UNMAPPED_SKU"));
+    assert!(
+        matches!(&report.results[1].outcome, ItemOutcome::Rejected { code, .. } if code == "NON_MUTABLE_INVENTORY_ITEM")
+    );
+    assert!(
+        matches!(&report.results[2].outcome, ItemOutcome::Rejected { code, .. } if code == "UNMAPPED_SKU")
+    );
     let retry = adapter.push(&[item("A", 1, None)]).await;
-    assert_eq!(retry.results[0].outcome, ItemOutcome::Accepted { quantity: 1 });
+    assert_eq!(
+        retry.results[0].outcome,
+        ItemOutcome::Accepted { quantity: 1 }
+    );
 }
 
 #[tokio::test]
@@ -185,13 +248,37 @@ async fn a_throttled_batch_is_retried_with_the_same_idempotency_key() {
     .await;
     sim.set_level(1, LOCATION, 0);
     let adapter = adapter(&sim, &[("A", 1)], false);
-    assert_eq!(adapter.push(&[item("A", 1, Some(0))]).await.results[0].outcome, ItemOutcome::Accepted { quantity: 1 });
+    assert_eq!(
+        adapter.push(&[item("A", 1, Some(0))]).await.results[0].outcome,
+        ItemOutcome::Accepted { quantity: 1 }
+    );
     let throttled = adapter.push(&[item("A", 2, Some(1))]).await;
     assert!(throttled.throttle.throttled);
-    assert!(matches!(throttled.error, Some(ChannelError::Throttled { .. })));
-    let key_after_throttle = adapter.unanswered.lock().unwrap().clone().map(|(_, key)| key);
-    assert_eq!(adapter.idempotency_key(&format!("{:?}", [SetQuantity { item: 1, quantity: 2, change_from: Some(1) }])), key_after_throttle.unwrap());
-    assert_ne!(adapter.idempotency_key("other content"), adapter.idempotency_key("other content"));
+    assert!(matches!(
+        throttled.error,
+        Some(ChannelError::Throttled { .. })
+    ));
+    let key_after_throttle = adapter
+        .unanswered
+        .lock()
+        .unwrap()
+        .clone()
+        .map(|(_, key)| key);
+    assert_eq!(
+        adapter.idempotency_key(&format!(
+            "{:?}",
+            [SetQuantity {
+                item: 1,
+                quantity: 2,
+                change_from: Some(1)
+            }]
+        )),
+        key_after_throttle.unwrap()
+    );
+    assert_ne!(
+        adapter.idempotency_key("other content"),
+        adapter.idempotency_key("other content")
+    );
 }
 
 #[tokio::test]
@@ -208,10 +295,16 @@ async fn rest_pushes_one_level_per_call_and_reports_429() {
     let adapter = adapter(&sim, &[("A", 1), ("C", 3)], true);
     assert_eq!(adapter.max_batch(), 1);
     let first = adapter.push(&[item("A", 4, None)]).await;
-    assert_eq!(first.results[0].outcome, ItemOutcome::Accepted { quantity: 4 });
+    assert_eq!(
+        first.results[0].outcome,
+        ItemOutcome::Accepted { quantity: 4 }
+    );
     let second = adapter.push(&[item("C", 4, None)]).await;
     assert!(second.throttle.throttled);
     assert_eq!(second.throttle.retry_after_ms, Some(2000));
-    assert!(matches!(second.results[0].outcome, ItemOutcome::Retryable { .. }));
+    assert!(matches!(
+        second.results[0].outcome,
+        ItemOutcome::Retryable { .. }
+    ));
     assert_eq!(sim.level(1, LOCATION), Some(4));
 }

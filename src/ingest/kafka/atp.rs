@@ -81,7 +81,10 @@ impl AtpOutput for AtpPublisher {
             .key(update.sku.as_bytes())
             .payload(&value);
         self.producer
-            .send(record, Duration::from_millis(super::PRODUCE_QUEUE_TIMEOUT_MS))
+            .send(
+                record,
+                Duration::from_millis(super::PRODUCE_QUEUE_TIMEOUT_MS),
+            )
             .await
             .map(|_| ())
             .map_err(|(source, _)| IngestError::Kafka {

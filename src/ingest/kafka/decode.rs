@@ -173,8 +173,14 @@ mod tests {
 
     #[test]
     fn bad_json_is_reported_as_invalid_json() {
-        assert_eq!(decode("SKU-A", "{not json").unwrap_err().reason(), "invalid_json");
-        assert_eq!(decode("SKU-A", "[1,2]").unwrap_err(), DecodeError::NotAnObject);
+        assert_eq!(
+            decode("SKU-A", "{not json").unwrap_err().reason(),
+            "invalid_json"
+        );
+        assert_eq!(
+            decode("SKU-A", "[1,2]").unwrap_err(),
+            DecodeError::NotAnObject
+        );
     }
 
     #[test]
@@ -210,7 +216,10 @@ mod tests {
             panic!("expected a validation error, got {error:?}");
         };
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(error.to_string().contains("quantity must be at least 1"), "{error}");
+        assert!(
+            error.to_string().contains("quantity must be at least 1"),
+            "{error}"
+        );
     }
 
     #[test]

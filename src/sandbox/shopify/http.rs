@@ -20,11 +20,23 @@ type Shared = State<Arc<Inner>>;
 pub(crate) fn router(inner: Arc<Inner>) -> Router {
     Router::new()
         .route("/admin/api/{version}/graphql.json", post(graphql))
-        .route("/admin/api/{version}/inventory_levels/set.json", post(rest_set))
-        .route("/admin/api/{version}/inventory_levels.json", get(rest_levels))
-        .route("/_sandbox/levels", get(sandbox_levels).post(sandbox_set_level))
+        .route(
+            "/admin/api/{version}/inventory_levels/set.json",
+            post(rest_set),
+        )
+        .route(
+            "/admin/api/{version}/inventory_levels.json",
+            get(rest_levels),
+        )
+        .route(
+            "/_sandbox/levels",
+            get(sandbox_levels).post(sandbox_set_level),
+        )
         .route("/_sandbox/orders", post(sandbox_place_order))
-        .route("/_sandbox/orders/{order_id}/cancel", post(sandbox_cancel_order))
+        .route(
+            "/_sandbox/orders/{order_id}/cancel",
+            post(sandbox_cancel_order),
+        )
         .route("/_sandbox/counters", get(sandbox_counters))
         .with_state(inner)
 }
@@ -38,11 +50,21 @@ fn resolve_version(minimum: &str, requested: &str) -> Option<String> {
     let bytes = requested.as_bytes();
     let well_formed = bytes.len() == 7
         && bytes[4] == b'-'
-        && bytes.iter().enumerate().all(|(index, byte)| index == 4 || byte.is_ascii_digit());
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(index, byte)| index == 4 || byte.is_ascii_digit());
     if !well_formed {
         return None;
     }
-    Some(if requested < minimum { minimum } else { requested }.to_owned())
+    Some(
+        if requested < minimum {
+            minimum
+        } else {
+            requested
+        }
+        .to_owned(),
+    )
 }
 
 fn with_header(mut response: Response, name: &'static str, value: &str) -> Response {
@@ -53,20 +75,29 @@ fn with_header(mut response: Response, name: &'static str, value: &str) -> Respo
 }
 
 /// Counts the request, resolves the version and checks `X-Shopify-Access-Token`.
-fn admit(inner: &Inner, version: &str, headers: &HeaderMap) -> Result<String, Response> {
+fn admit(inner: &Inner, version: &str, headers: &HeaderMap) -> Result<String, Box<Response>> {
     let mut state = inner.lock();
     state.counters.requests += 1;
     let Some(version) = resolve_version(&inner.options.api_version_min, version) else {
-        return Err((StatusCode::NOT_FOUND, Json(json!({ "errors": "Not Found" }))).into_response());
+        return Err(Box::new(
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "errors": "Not Found" })),
+            )
+                .into_response(),
+        ));
     };
-    let token = headers.get("x-shopify-access-token").and_then(|value| value.to_str().ok());
+    let token = headers
+        .get("x-shopify-access-token")
+        .and_then(|value| value.to_str().ok());
     if token != Some(inner.options.access_token.as_str()) {
         state.counters.unauthorized += 1;
-        return Err((
-            StatusCode::UNAUTHORIZED,
-            Json(json!({ "errors": "[API] Invalid API key or access token (unrecognized login or wrong password)" })),
-        )
-            .into_response());
+        let body = json!({
+            "errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"
+        });
+        return Err(Box::new(
+            (StatusCode::UNAUTHORIZED, Json(body)).into_response(),
+        ));
     }
     Ok(version)
 }
@@ -80,11 +111,16 @@ fn argument(query: &str, marker: &str, argument: &str) -> Option<ArgumentValue> 
     let after = &inside[inside.find(&format!("{argument}:"))? + argument.len() + 1..];
     let after = after.trim_start();
     if let Some(variable) = after.strip_prefix('$') {
-        let name: String = variable.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let name: String = variable
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
         return Some(ArgumentValue::Variable(name));
     }
     let literal = after.strip_prefix('"')?;
-    Some(ArgumentValue::Literal(literal[..literal.find('"')?].to_owned()))
+    Some(ArgumentValue::Literal(
+        literal[..literal.find('"')?].to_owned(),
+    ))
 }
 
 enum ArgumentValue {
@@ -108,22 +144,34 @@ struct GraphQlRequest {
     variables: Value,
 }
 
-async fn graphql(State(inner): Shared, Path(version): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn graphql(
+    State(inner): Shared,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let version = match admit(&inner, &version, &headers) {
         Ok(version) => version,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let request: GraphQlRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(error) => {
-            return (StatusCode::BAD_REQUEST, Json(json!({ "errors": format!("invalid JSON body: {error}") })))
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "errors": format!("invalid JSON body: {error}") })),
+            )
                 .into_response();
         }
     };
     let is_mutation = request.query.contains("inventorySetQuantities");
     let is_levels = request.query.contains("inventoryLevel");
     let options = &inner.options;
-    let cost = if is_mutation { options.mutation_cost } else { options.query_cost };
+    let cost = if is_mutation {
+        options.mutation_cost
+    } else {
+        options.query_cost
+    };
     let now = Instant::now();
     let now_ms = webhook::now_ms();
     let (status, body, events) = {
@@ -148,7 +196,8 @@ async fn graphql(State(inner): Shared, Path(version): Path<String>, headers: Hea
             let key = argument(&request.query, "@idempotent", "key")
                 .and_then(|argument| argument.resolve(&request.variables))
                 .and_then(|value| value.as_str().map(str::to_owned));
-            let result = state.set_quantities(options, &version, input.as_ref(), key.as_deref(), now_ms);
+            let result =
+                state.set_quantities(options, &version, input.as_ref(), key.as_deref(), now_ms);
             let extensions = state.cost_extension(cost, Some(cost));
             match result {
                 MutationResult::Payload { payload, changed } => {
@@ -168,7 +217,11 @@ async fn graphql(State(inner): Shared, Path(version): Path<String>, headers: Hea
         } else if is_levels {
             let data = read_levels(&state, &request.variables);
             let extensions = state.cost_extension(cost, Some(cost));
-            (StatusCode::OK, json!({ "data": data, "extensions": extensions }), Vec::new())
+            (
+                StatusCode::OK,
+                json!({ "data": data, "extensions": extensions }),
+                Vec::new(),
+            )
         } else {
             let extensions = state.cost_extension(cost, Some(0.0));
             let errors = graphql_error(
@@ -176,11 +229,19 @@ async fn graphql(State(inner): Shared, Path(version): Path<String>, headers: Hea
                 "UNSUPPORTED_BY_SANDBOX",
                 &[],
             );
-            (StatusCode::OK, json!({ "errors": errors, "extensions": extensions }), Vec::new())
+            (
+                StatusCode::OK,
+                json!({ "errors": errors, "extensions": extensions }),
+                Vec::new(),
+            )
         }
     };
     inner.spawn_deliveries(events);
-    with_header((status, Json(body)).into_response(), "x-shopify-api-version", &version)
+    with_header(
+        (status, Json(body)).into_response(),
+        "x-shopify-api-version",
+        &version,
+    )
 }
 
 /// `nodes(ids: $ids) { ... on InventoryItem { id inventoryLevel(locationId: $locationId) { quantities(...) } } }`.
@@ -215,10 +276,13 @@ fn read_levels(state: &super::state::SimState, variables: &Value) -> Value {
 }
 
 /// Takes one request from the REST bucket: `Ok(call-limit header)` or a 429 response.
-fn take_rest_slot(inner: &Inner) -> Result<String, Response> {
+fn take_rest_slot(inner: &Inner) -> Result<String, Box<Response>> {
     let now = Instant::now();
     let mut state = inner.lock();
-    if state.rest_retry_after_until.is_some_and(|until| now < until) {
+    if state
+        .rest_retry_after_until
+        .is_some_and(|until| now < until)
+    {
         state.counters.retry_after_violations += 1;
     }
     let capacity = state.rest_bucket.capacity;
@@ -234,7 +298,11 @@ fn take_rest_slot(inner: &Inner) -> Result<String, Response> {
     });
     let response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
     let response = with_header(response, "retry-after", &format!("{retry_after_secs:.1}"));
-    Err(with_header(response, "x-shopify-shop-api-call-limit", &format!("{capacity}/{capacity}")))
+    Err(Box::new(with_header(
+        response,
+        "x-shopify-shop-api-call-limit",
+        &format!("{capacity}/{capacity}"),
+    )))
 }
 
 #[derive(Deserialize)]
@@ -244,14 +312,19 @@ struct RestSetBody {
     available: Option<i64>,
 }
 
-async fn rest_set(State(inner): Shared, Path(version): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn rest_set(
+    State(inner): Shared,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let version = match admit(&inner, &version, &headers) {
         Ok(version) => version,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let call_limit = match take_rest_slot(&inner) {
         Ok(call_limit) => call_limit,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let parsed: Result<RestSetBody, _> = serde_json::from_slice(&body);
     let (status, body, events) = match parsed {
@@ -264,7 +337,11 @@ async fn rest_set(State(inner): Shared, Path(version): Path<String>, headers: He
             let mut state = inner.lock();
             match state.rest_set(&inner.options, item, location, available, now_ms) {
                 Ok(changed) => {
-                    let changed: Vec<(u64, u64)> = if changed { vec![(item, location)] } else { Vec::new() };
+                    let changed: Vec<(u64, u64)> = if changed {
+                        vec![(item, location)]
+                    } else {
+                        Vec::new()
+                    };
                     let events = inner.level_events(&state, &changed, now_ms);
                     let mut level = state.level_json(item, location).unwrap_or(Value::Null);
                     if let Some(object) = level.as_object_mut() {
@@ -272,7 +349,11 @@ async fn rest_set(State(inner): Shared, Path(version): Path<String>, headers: He
                     }
                     (StatusCode::OK, json!({ "inventory_level": level }), events)
                 }
-                Err(message) => (StatusCode::UNPROCESSABLE_ENTITY, json!({ "errors": [message] }), Vec::new()),
+                Err(message) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({ "errors": [message] }),
+                    Vec::new(),
+                ),
             }
         }
         _ => (
@@ -282,16 +363,27 @@ async fn rest_set(State(inner): Shared, Path(version): Path<String>, headers: He
         ),
     };
     inner.spawn_deliveries(events);
-    let response = with_header((status, Json(body)).into_response(), "x-shopify-api-version", &version);
+    let response = with_header(
+        (status, Json(body)).into_response(),
+        "x-shopify-api-version",
+        &version,
+    );
     with_header(response, "x-shopify-shop-api-call-limit", &call_limit)
 }
 
 fn id_list(query: &str, name: &str) -> Option<Vec<u64>> {
-    let value = query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
+    let value = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
     Some(
         value
             .split([',', '%'])
-            .filter_map(|part| part.trim_start_matches("2C").trim_start_matches("2c").parse().ok())
+            .filter_map(|part| {
+                part.trim_start_matches("2C")
+                    .trim_start_matches("2c")
+                    .parse()
+                    .ok()
+            })
             .collect(),
     )
 }
@@ -304,11 +396,11 @@ async fn rest_levels(
 ) -> Response {
     let version = match admit(&inner, &version, &headers) {
         Ok(version) => version,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let call_limit = match take_rest_slot(&inner) {
         Ok(call_limit) => call_limit,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let query = query.unwrap_or_default();
     let items = id_list(&query, "inventory_item_ids");
@@ -325,7 +417,9 @@ async fn rest_levels(
             .keys()
             .filter(|(item, location)| {
                 items.as_ref().is_none_or(|items| items.contains(item))
-                    && locations.as_ref().is_none_or(|locations| locations.contains(location))
+                    && locations
+                        .as_ref()
+                        .is_none_or(|locations| locations.contains(location))
             })
             .filter_map(|(item, location)| {
                 let mut level = state.level_json(*item, *location)?;
@@ -335,7 +429,11 @@ async fn rest_levels(
             .collect();
         (StatusCode::OK, json!({ "inventory_levels": levels }))
     };
-    let response = with_header((status, Json(body)).into_response(), "x-shopify-api-version", &version);
+    let response = with_header(
+        (status, Json(body)).into_response(),
+        "x-shopify-api-version",
+        &version,
+    );
     with_header(response, "x-shopify-shop-api-call-limit", &call_limit)
 }
 
@@ -352,7 +450,9 @@ struct SetLevelBody {
 
 async fn sandbox_set_level(State(inner): Shared, Json(body): Json<SetLevelBody>) -> Response {
     inner.set_level(body.inventory_item_id, body.location_id, body.available);
-    let level = inner.lock().level_json(body.inventory_item_id, body.location_id);
+    let level = inner
+        .lock()
+        .level_json(body.inventory_item_id, body.location_id);
     Json(level).into_response()
 }
 
@@ -371,7 +471,9 @@ fn simulator_error(error: SimulatorError) -> Response {
 }
 
 async fn sandbox_place_order(State(inner): Shared, Json(body): Json<PlaceOrderBody>) -> Response {
-    let location = body.location_id.unwrap_or(inner.options.default_location_id);
+    let location = body
+        .location_id
+        .unwrap_or(inner.options.default_location_id);
     match inner.place_order(location, &body.line_items).await {
         Ok(order) => (StatusCode::CREATED, Json(order)).into_response(),
         Err(error) => simulator_error(error),
@@ -388,7 +490,11 @@ fn default_restock() -> bool {
     true
 }
 
-async fn sandbox_cancel_order(State(inner): Shared, Path(order_id): Path<u64>, body: Option<Json<CancelBody>>) -> Response {
+async fn sandbox_cancel_order(
+    State(inner): Shared,
+    Path(order_id): Path<u64>,
+    body: Option<Json<CancelBody>>,
+) -> Response {
     let restock = body.map(|Json(body)| body.restock).unwrap_or(true);
     match inner.cancel_order(order_id, restock).await {
         Ok(order) => Json(order).into_response(),
@@ -406,8 +512,14 @@ mod tests {
 
     #[test]
     fn old_versions_fall_forward_and_malformed_ones_are_refused() {
-        assert_eq!(resolve_version("2025-07", "2024-01").as_deref(), Some("2025-07"));
-        assert_eq!(resolve_version("2025-07", "2026-04").as_deref(), Some("2026-04"));
+        assert_eq!(
+            resolve_version("2025-07", "2024-01").as_deref(),
+            Some("2025-07")
+        );
+        assert_eq!(
+            resolve_version("2025-07", "2026-04").as_deref(),
+            Some("2026-04")
+        );
         assert_eq!(resolve_version("2025-07", "latest"), None);
     }
 
@@ -416,7 +528,8 @@ mod tests {
         let query = r#"mutation M($input: InventorySetQuantitiesInput!, $key: String!) {
             inventorySetQuantities(input: $input) @idempotent(key: $key) { userErrors { code } } }"#;
         let variables = json!({ "input": { "name": "available" }, "key": "k-1" });
-        let input = argument(query, "inventorySetQuantities", "input").and_then(|a| a.resolve(&variables));
+        let input =
+            argument(query, "inventorySetQuantities", "input").and_then(|a| a.resolve(&variables));
         assert_eq!(input, Some(json!({ "name": "available" })));
         let key = argument(query, "@idempotent", "key").and_then(|a| a.resolve(&variables));
         assert_eq!(key, Some(json!("k-1")));
@@ -427,8 +540,17 @@ mod tests {
 
     #[test]
     fn id_lists_accept_plain_and_encoded_commas() {
-        assert_eq!(id_list("inventory_item_ids=1,2&location_ids=3", "inventory_item_ids"), Some(vec![1, 2]));
-        assert_eq!(id_list("inventory_item_ids=1%2C2", "inventory_item_ids"), Some(vec![1, 2]));
+        assert_eq!(
+            id_list(
+                "inventory_item_ids=1,2&location_ids=3",
+                "inventory_item_ids"
+            ),
+            Some(vec![1, 2])
+        );
+        assert_eq!(
+            id_list("inventory_item_ids=1%2C2", "inventory_item_ids"),
+            Some(vec![1, 2])
+        );
         assert_eq!(id_list("location_ids=3", "inventory_item_ids"), None);
     }
 }

@@ -213,7 +213,9 @@ pub enum SimulatorError {
         location_id: u64,
     },
     /// The shop does not sell more than it has (`deny_oversell`).
-    #[error("inventory item {inventory_item_id} at location {location_id} has {available} available, {requested} requested")]
+    #[error(
+        "inventory item {inventory_item_id} at location {location_id} has {available} available, {requested} requested"
+    )]
     InsufficientStock {
         /// Inventory item id.
         inventory_item_id: u64,
@@ -248,7 +250,9 @@ pub(crate) struct Inner {
 
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn sender(&self) -> Sender {
@@ -260,7 +264,12 @@ impl Inner {
     }
 
     /// `inventory_levels/update` events for changed levels, when enabled.
-    fn level_events(&self, state: &SimState, changed: &[(u64, u64)], now_ms: i64) -> Vec<WebhookEvent> {
+    fn level_events(
+        &self,
+        state: &SimState,
+        changed: &[(u64, u64)],
+        now_ms: i64,
+    ) -> Vec<WebhookEvent> {
         if !self.options.emit_inventory_level_updates || state.webhook_url.is_none() {
             return Vec::new();
         }
@@ -285,7 +294,10 @@ impl Inner {
         let mut outcome = WebhookOutcome::NotConfigured;
         for attempt in 0..=self.options.webhook_retries {
             if attempt > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(self.options.webhook_retry_delay_ms)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    self.options.webhook_retry_delay_ms,
+                ))
+                .await;
             }
             let result = webhook::deliver(&self.client, &url, &sender, event).await;
             let delivered = matches!(result, Ok(status) if (200..300).contains(&status));
@@ -348,17 +360,26 @@ impl Inner {
         self.spawn_deliveries(events);
     }
 
-    async fn place_order(self: &Arc<Self>, location: u64, lines: &[SimOrderLine]) -> Result<PlacedOrder, SimulatorError> {
+    async fn place_order(
+        self: &Arc<Self>,
+        location: u64,
+        lines: &[SimOrderLine],
+    ) -> Result<PlacedOrder, SimulatorError> {
         let now_ms = webhook::now_ms();
         let (order, level_events) = {
             let mut state = self.lock();
             let order = state.place_order(self.options.deny_oversell, location, lines, now_ms)?;
-            let changed: Vec<(u64, u64)> = lines.iter().map(|line| (line.inventory_item_id, location)).collect();
+            let changed: Vec<(u64, u64)> = lines
+                .iter()
+                .map(|line| (line.inventory_item_id, location))
+                .collect();
             let events = self.level_events(&state, &changed, now_ms);
             (order, events)
         };
         let body = webhook::order_json(&order);
-        let outcome = self.deliver(&WebhookEvent::new("orders/create", &body, now_ms)).await;
+        let outcome = self
+            .deliver(&WebhookEvent::new("orders/create", &body, now_ms))
+            .await;
         self.spawn_deliveries(level_events);
         Ok(PlacedOrder {
             order_id: order.id,
@@ -368,13 +389,21 @@ impl Inner {
         })
     }
 
-    async fn cancel_order(self: &Arc<Self>, order_id: u64, restock: bool) -> Result<PlacedOrder, SimulatorError> {
+    async fn cancel_order(
+        self: &Arc<Self>,
+        order_id: u64,
+        restock: bool,
+    ) -> Result<PlacedOrder, SimulatorError> {
         let now_ms = webhook::now_ms();
         let (order, level_events) = {
             let mut state = self.lock();
             let order = state.cancel_order(order_id, restock, now_ms)?;
             let changed: Vec<(u64, u64)> = if restock {
-                order.lines.iter().map(|(_, item, _, _)| (*item, order.location_id)).collect()
+                order
+                    .lines
+                    .iter()
+                    .map(|(_, item, _, _)| (*item, order.location_id))
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -382,7 +411,9 @@ impl Inner {
             (order, events)
         };
         let body = webhook::order_json(&order);
-        let outcome = self.deliver(&WebhookEvent::new("orders/cancelled", &body, now_ms)).await;
+        let outcome = self
+            .deliver(&WebhookEvent::new("orders/cancelled", &body, now_ms))
+            .await;
         self.spawn_deliveries(level_events);
         Ok(PlacedOrder {
             order_id: order.id,
@@ -405,7 +436,10 @@ pub struct ShopifySimulator {
 /// Starts the simulator on a listener the caller bound (tests bind `127.0.0.1:0`).
 ///
 /// Errors: the listener's local address cannot be read.
-pub async fn start(options: ShopifySimulatorOptions, listener: tokio::net::TcpListener) -> std::io::Result<ShopifySimulator> {
+pub async fn start(
+    options: ShopifySimulatorOptions,
+    listener: tokio::net::TcpListener,
+) -> std::io::Result<ShopifySimulator> {
     let addr = listener.local_addr()?;
     let now = tokio::time::Instant::now();
     let inner = Arc::new(Inner {
@@ -450,7 +484,8 @@ impl ShopifySimulator {
     /// Sets (and creates) a level behind the engine's back, like a merchant in the admin.
     /// Emits `inventory_levels/update` when enabled.
     pub fn set_level(&self, inventory_item_id: u64, location_id: u64, available: i64) {
-        self.inner.set_level(inventory_item_id, location_id, available);
+        self.inner
+            .set_level(inventory_item_id, location_id, available);
     }
 
     /// The `available` quantity of a level, `None` when the item is not stocked there.
@@ -486,7 +521,11 @@ impl ShopifySimulator {
     /// then POSTs a signed `orders/create` webhook and waits for its answer.
     ///
     /// Errors: [`SimulatorError::UnknownLevel`], [`SimulatorError::InsufficientStock`].
-    pub async fn place_order(&self, location_id: u64, lines: &[SimOrderLine]) -> Result<PlacedOrder, SimulatorError> {
+    pub async fn place_order(
+        &self,
+        location_id: u64,
+        lines: &[SimOrderLine],
+    ) -> Result<PlacedOrder, SimulatorError> {
         self.inner.place_order(location_id, lines).await
     }
 
@@ -494,7 +533,11 @@ impl ShopifySimulator {
     /// signed `orders/cancelled` webhook.
     ///
     /// Errors: [`SimulatorError::UnknownOrder`], [`SimulatorError::AlreadyCancelled`].
-    pub async fn cancel_order(&self, order_id: u64, restock: bool) -> Result<PlacedOrder, SimulatorError> {
+    pub async fn cancel_order(
+        &self,
+        order_id: u64,
+        restock: bool,
+    ) -> Result<PlacedOrder, SimulatorError> {
         self.inner.cancel_order(order_id, restock).await
     }
 

@@ -161,7 +161,10 @@ pub(crate) struct SimState {
 /// Parses `gid://shopify/<kind>/<n>` (query strings after the number are ignored).
 pub(crate) fn parse_gid(value: &Value, kind: &str) -> Option<u64> {
     let text = value.as_str()?;
-    let rest = text.strip_prefix("gid://shopify/")?.strip_prefix(kind)?.strip_prefix('/')?;
+    let rest = text
+        .strip_prefix("gid://shopify/")?
+        .strip_prefix(kind)?
+        .strip_prefix('/')?;
     let digits = rest.split(['?', '/']).next()?;
     digits.parse().ok()
 }
@@ -176,15 +179,28 @@ fn user_error(code: &str, field: Vec<String>, message: String) -> Value {
 }
 
 fn quantity_field(index: usize, name: &str) -> Vec<String> {
-    vec!["input".to_owned(), "quantities".to_owned(), index.to_string(), name.to_owned()]
+    vec![
+        "input".to_owned(),
+        "quantities".to_owned(),
+        index.to_string(),
+        name.to_owned(),
+    ]
 }
 
 impl SimState {
     pub fn new(options: &ShopifySimulatorOptions, now: Instant) -> Self {
         Self {
             levels: BTreeMap::new(),
-            graphql_bucket: LeakyBucket::new(options.graphql_bucket_size, options.graphql_points_per_sec, now),
-            rest_bucket: LeakyBucket::new(f64::from(options.rest_bucket_size), options.rest_leak_per_sec, now),
+            graphql_bucket: LeakyBucket::new(
+                options.graphql_bucket_size,
+                options.graphql_points_per_sec,
+                now,
+            ),
+            rest_bucket: LeakyBucket::new(
+                f64::from(options.rest_bucket_size),
+                options.rest_leak_per_sec,
+                now,
+            ),
             rest_retry_after_until: None,
             idempotency: HashMap::new(),
             idempotency_order: VecDeque::new(),
@@ -218,7 +234,8 @@ impl SimState {
                 level.set_available(available, now_ms);
             }
             None => {
-                self.levels.insert((item, location), SimLevel::new(available, now_ms));
+                self.levels
+                    .insert((item, location), SimLevel::new(available, now_ms));
             }
         }
     }
@@ -249,7 +266,11 @@ impl SimState {
                 &path,
             ));
         }
-        let quantities = input.get("quantities").and_then(Value::as_array).cloned().unwrap_or_default();
+        let quantities = input
+            .get("quantities")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         if quantities.len() > QUANTITIES_MAX {
             return MutationResult::Errors(graphql_error(
                 &format!(
@@ -296,8 +317,10 @@ impl SimState {
         }
 
         let fingerprint = Value::Object(input.clone()).to_string();
-        if let Some(key) = idempotency_key.filter(|_| options.idempotency_dedupe) {
-            if let Some((stored_fingerprint, stored)) = self.idempotency.get(key) {
+        if let Some(key) = idempotency_key.filter(|_| options.idempotency_dedupe)
+            && let Some((stored_fingerprint, stored)) = self.idempotency.get(key)
+        {
+            {
                 if *stored_fingerprint == fingerprint {
                     self.counters.idempotent_replays += 1;
                     return MutationResult::Payload {
@@ -320,7 +343,8 @@ impl SimState {
             }
         }
 
-        let (payload, changed) = self.apply_set_quantities(options, input, &quantities, cas_era, now_ms);
+        let (payload, changed) =
+            self.apply_set_quantities(options, input, &quantities, cas_era, now_ms);
         if let Some(key) = idempotency_key.filter(|_| options.idempotency_dedupe) {
             self.remember_key(key, fingerprint, payload.clone());
         }
@@ -334,7 +358,8 @@ impl SimState {
             self.idempotency.remove(&oldest);
         }
         self.idempotency_order.push_back(key.to_owned());
-        self.idempotency.insert(key.to_owned(), (fingerprint, payload));
+        self.idempotency
+            .insert(key.to_owned(), (fingerprint, payload));
     }
 
     fn apply_set_quantities(
@@ -345,9 +370,20 @@ impl SimState {
         cas_era: bool,
         now_ms: i64,
     ) -> (Value, Vec<(u64, u64)>) {
-        let name = input.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let reason = input.get("reason").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let ignore_compare = input.get("ignoreCompareQuantity").and_then(Value::as_bool).unwrap_or(false);
+        let name = input
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let reason = input
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let ignore_compare = input
+            .get("ignoreCompareQuantity")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let mut errors = Vec::new();
         if name != "available" && name != "on_hand" {
             errors.push(user_error(
@@ -375,10 +411,22 @@ impl SimState {
                     (_, None) => ("INVALID_LOCATION", "locationId"),
                     _ => ("INVALID_QUANTITY_TOO_LOW", "quantity"),
                 };
-                errors.push(user_error(code, quantity_field(index, field), format!("{field} is not valid")));
+                errors.push(user_error(
+                    code,
+                    quantity_field(index, field),
+                    format!("{field} is not valid"),
+                ));
                 continue;
             };
-            if let Some(error) = self.check_quantity(options, index, quantity, (item, location, value), &name, cas_era, ignore_compare) {
+            if let Some(error) = self.check_quantity(
+                options,
+                index,
+                quantity,
+                (item, location, value),
+                &name,
+                cas_era,
+                ignore_compare,
+            ) {
                 errors.push(error);
                 continue;
             }
@@ -396,7 +444,10 @@ impl SimState {
             self.counters.user_errors += errors.len() as u64;
             self.counters.mutations_rejected += 1;
             self.counters.quantities_in_rejected_mutations += quantities.len() as u64;
-            return (json!({ "inventoryAdjustmentGroup": null, "userErrors": errors }), Vec::new());
+            return (
+                json!({ "inventoryAdjustmentGroup": null, "userErrors": errors }),
+                Vec::new(),
+            );
         }
         let mut changes = Vec::new();
         let mut changed = Vec::new();
@@ -413,7 +464,9 @@ impl SimState {
             if delta != 0 {
                 changed.push((item, location));
             }
-            for (quantity_name, after) in [("available", level.available), ("on_hand", level.on_hand)] {
+            for (quantity_name, after) in
+                [("available", level.available), ("on_hand", level.on_hand)]
+            {
                 changes.push(json!({
                     "name": quantity_name,
                     "delta": delta,
@@ -467,7 +520,8 @@ impl SimState {
             return Some(user_error(
                 "NON_MUTABLE_INVENTORY_ITEM",
                 quantity_field(index, "inventoryItemId"),
-                "The inventory item's quantities can't be changed (it is a bundle parent).".to_owned(),
+                "The inventory item's quantities can't be changed (it is a bundle parent)."
+                    .to_owned(),
             ));
         }
         let current = match self.levels.get(&(item, location)) {
@@ -490,7 +544,8 @@ impl SimState {
                 return Some(user_error(
                     "CHANGE_FROM_QUANTITY_STALE",
                     quantity_field(index, "changeFromQuantity"),
-                    "The changeFromQuantity argument no longer matches the persisted quantity.".to_owned(),
+                    "The changeFromQuantity argument no longer matches the persisted quantity."
+                        .to_owned(),
                 ));
             }
         } else if !ignore_compare {
@@ -499,7 +554,8 @@ impl SimState {
                     return Some(user_error(
                         "COMPARE_QUANTITY_REQUIRED",
                         quantity_field(index, "compareQuantity"),
-                        "compareQuantity is required unless ignoreCompareQuantity is true.".to_owned(),
+                        "compareQuantity is required unless ignoreCompareQuantity is true."
+                            .to_owned(),
                     ));
                 }
                 Some(expected) if expected != current => {
@@ -507,7 +563,8 @@ impl SimState {
                     return Some(user_error(
                         "COMPARE_QUANTITY_STALE",
                         quantity_field(index, "compareQuantity"),
-                        "The compareQuantity argument no longer matches the persisted quantity.".to_owned(),
+                        "The compareQuantity argument no longer matches the persisted quantity."
+                            .to_owned(),
                     ));
                 }
                 Some(_) => {}
@@ -532,7 +589,9 @@ impl SimState {
             return Err("Inventory item is not stocked at the location".to_owned());
         }
         if available > QUANTITY_MAX {
-            return Err(format!("Available must be less than or equal to {QUANTITY_MAX}"));
+            return Err(format!(
+                "Available must be less than or equal to {QUANTITY_MAX}"
+            ));
         }
         let level = self
             .levels
@@ -553,13 +612,12 @@ impl SimState {
         now_ms: i64,
     ) -> Result<SimOrderRecord, SimulatorError> {
         for line in lines {
-            let level = self
-                .levels
-                .get(&(line.inventory_item_id, location))
-                .ok_or(SimulatorError::UnknownLevel {
+            let level = self.levels.get(&(line.inventory_item_id, location)).ok_or(
+                SimulatorError::UnknownLevel {
                     inventory_item_id: line.inventory_item_id,
                     location_id: location,
-                })?;
+                },
+            )?;
             let requested = i64::try_from(line.quantity).unwrap_or(i64::MAX);
             if deny_oversell && level.available < requested {
                 return Err(SimulatorError::InsufficientStock {
@@ -583,7 +641,12 @@ impl SimState {
                 level.on_hand += requested;
             }
             let line_id = id * 100 + index as u64 + 1;
-            records.push((line_id, line.inventory_item_id, line.sku.clone(), line.quantity));
+            records.push((
+                line_id,
+                line.inventory_item_id,
+                line.sku.clone(),
+                line.quantity,
+            ));
         }
         let order = SimOrderRecord {
             id,
@@ -599,8 +662,16 @@ impl SimState {
     }
 
     /// Cancels an order; with `restock`, puts every line back into `available`.
-    pub fn cancel_order(&mut self, order_id: u64, restock: bool, now_ms: i64) -> Result<SimOrderRecord, SimulatorError> {
-        let order = self.orders.get_mut(&order_id).ok_or(SimulatorError::UnknownOrder { order_id })?;
+    pub fn cancel_order(
+        &mut self,
+        order_id: u64,
+        restock: bool,
+        now_ms: i64,
+    ) -> Result<SimOrderRecord, SimulatorError> {
+        let order = self
+            .orders
+            .get_mut(&order_id)
+            .ok_or(SimulatorError::UnknownOrder { order_id })?;
         if order.cancelled_at_ms.is_some() {
             return Err(SimulatorError::AlreadyCancelled { order_id });
         }

@@ -17,7 +17,8 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// `X-Shopify-Hmac-Sha256` for a body: base64(HMAC-SHA256(key = secret, msg = raw body))
 /// (PLATFORMS.md §1.7).
 pub fn webhook_signature(secret: &str, body: &[u8]) -> String {
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
+    let mut mac =
+        HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
     mac.update(body);
     BASE64.encode(mac.finalize().into_bytes())
 }
@@ -28,7 +29,8 @@ pub fn verify_webhook_signature(secret: &str, body: &[u8], header: &str) -> bool
     let Ok(expected) = BASE64.decode(header.trim()) else {
         return false;
     };
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
+    let mut mac =
+        HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
     mac.update(body);
     mac.verify_slice(&expected).is_ok()
 }
@@ -109,7 +111,11 @@ pub(crate) fn order_json(order: &SimOrderRecord) -> Value {
         .lines
         .iter()
         .map(|(line_id, item, sku, quantity)| {
-            let current = if order.cancelled_at_ms.is_some() { 0 } else { *quantity };
+            let current = if order.cancelled_at_ms.is_some() {
+                0
+            } else {
+                *quantity
+            };
             json!({
                 "id": line_id,
                 "admin_graphql_api_id": format!("gid://shopify/LineItem/{line_id}"),
@@ -148,8 +154,16 @@ mod tests {
         // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
         let signature = webhook_signature("Jefe", b"what do ya want for nothing?");
         assert_eq!(signature, "W9zBRr9gdU5qBCQmCJV1x1oAPwidJzmDnexYuWTsOEM=");
-        assert!(verify_webhook_signature("Jefe", b"what do ya want for nothing?", &signature));
-        assert!(!verify_webhook_signature("Jefe", b"what do ya want for nothing!", &signature));
+        assert!(verify_webhook_signature(
+            "Jefe",
+            b"what do ya want for nothing?",
+            &signature
+        ));
+        assert!(!verify_webhook_signature(
+            "Jefe",
+            b"what do ya want for nothing!",
+            &signature
+        ));
         assert!(!verify_webhook_signature("Jefe", b"x", "not base64 !!"));
     }
 

@@ -1,0 +1,162 @@
+//! `kill -9` during a stream of movements, then restart: no acknowledged movement is lost
+//! and none is applied twice.
+//!
+//! The real `stocksync` binary runs with the embedded store in a temp dir. Four writers
+//! post batches of receipts over HTTP and record which keys were acknowledged; the process
+//! is killed with SIGKILL mid-stream. After a restart every acknowledged key must answer
+//! `duplicate`, and after re-sending every attempted movement each SKU's on-hand must equal
+//! the exact sum of its distinct movements (each applied once, none lost).
+
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SKUS: usize = 16;
+const WRITERS: usize = 4;
+const BATCH: usize = 25;
+
+fn start_engine(dir: &Path) -> (Child, String) {
+    let config = dir.join("stocksync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[locations]]\nid = \"WH-1\"\n",
+            dir.join("ledger.db").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stocksync"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("stocksync binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let address = loop {
+        let line = lines.next().expect("engine printed its address").unwrap();
+        if let Some(url) = line.strip_prefix("stocksync listening on ") {
+            break url.trim().to_owned();
+        }
+    };
+    (child, address)
+}
+
+/// Movement `n` of writer `w`: a receipt of `n % 7 + 1` units for a SKU chosen by `n`.
+fn movement(writer: usize, n: usize) -> (String, String, u64, Value) {
+    let sku = format!("CRASH-{:02}", (writer * 7 + n) % SKUS);
+    let key = format!("w{writer}:m{n}");
+    let quantity = (n % 7 + 1) as u64;
+    let body = json!({"schema_version": 1, "sku": sku, "idempotency_key": key, "source": "crash-test",
+        "type": "receipt", "location": "WH-1", "quantity": quantity});
+    (sku, key, quantity, body)
+}
+
+#[derive(Default)]
+struct Ledgerbook {
+    attempted: HashMap<String, (String, u64, Value)>,
+    acknowledged: HashSet<String>,
+}
+
+async fn write_until_killed(base: String, writer: usize, book: Arc<Mutex<Ledgerbook>>) {
+    let client = reqwest::Client::new();
+    for batch in 0.. {
+        let movements: Vec<_> = (0..BATCH).map(|i| movement(writer, batch * BATCH + i)).collect();
+        {
+            let mut book = book.lock().unwrap();
+            for (sku, key, quantity, body) in &movements {
+                book.attempted.insert(key.clone(), (sku.clone(), *quantity, body.clone()));
+            }
+        }
+        let bodies: Vec<Value> = movements.iter().map(|m| m.3.clone()).collect();
+        let Ok(response) = client.post(format!("{base}/api/v1/movements")).json(&bodies).send().await else {
+            return; // the engine is gone
+        };
+        let Ok(answer) = response.json::<Value>().await else { return };
+        let mut book = book.lock().unwrap();
+        for result in answer["results"].as_array().expect("results") {
+            assert_eq!(result["outcome"], "applied", "{result}");
+            book.acknowledged.insert(result["idempotency_key"].as_str().unwrap().to_owned());
+        }
+    }
+}
+
+async fn stock(client: &reqwest::Client, base: &str, sku: &str) -> Value {
+    client.get(format!("{base}/api/v1/stock/{sku}")).send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_loses_no_acknowledged_movement_and_applies_none_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut engine, base) = start_engine(dir.path());
+    let book = Arc::new(Mutex::new(Ledgerbook::default()));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| tokio::spawn(write_until_killed(base.clone(), w, book.clone())))
+        .collect();
+    // Let the stream run until a good number of movements are acknowledged, then SIGKILL.
+    for _ in 0..600 {
+        if book.lock().unwrap().acknowledged.len() >= 2_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    engine.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix
+    engine.wait().unwrap();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let (attempted, acknowledged) = {
+        let book = book.lock().unwrap();
+        (book.attempted.clone(), book.acknowledged.clone())
+    };
+    assert!(acknowledged.len() >= 100, "too few acknowledged before the kill: {}", acknowledged.len());
+    assert!(attempted.len() > acknowledged.len(), "the kill should interrupt in-flight requests");
+
+    let (mut engine, base) = start_engine(dir.path());
+    let client = reqwest::Client::new();
+    // Every acknowledged movement survived: re-sending it answers `duplicate`.
+    let mut keys: Vec<&String> = attempted.keys().collect();
+    keys.sort();
+    let mut resent_applied = 0usize;
+    for chunk in keys.chunks(500) {
+        let bodies: Vec<Value> = chunk.iter().map(|k| attempted[*k].2.clone()).collect();
+        let answer: Value = client
+            .post(format!("{base}/api/v1/movements"))
+            .json(&bodies)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for result in answer["results"].as_array().unwrap() {
+            let key = result["idempotency_key"].as_str().unwrap();
+            if acknowledged.contains(key) {
+                assert_eq!(result["outcome"], "duplicate", "acknowledged movement {key} was lost: {result}");
+            } else if result["outcome"] == "applied" {
+                resent_applied += 1;
+            }
+        }
+    }
+    assert!(resent_applied <= attempted.len() - acknowledged.len());
+    // Each distinct movement is applied exactly once: on-hand equals the exact sum, and the
+    // SKU's event count equals its number of distinct movements.
+    let mut expected: HashMap<String, (i64, u64)> = HashMap::new();
+    for (sku, quantity, _) in attempted.values() {
+        let entry = expected.entry(sku.clone()).or_default();
+        entry.0 += *quantity as i64;
+        entry.1 += 1;
+    }
+    for (sku, (on_hand, events)) in &expected {
+        let view = stock(&client, &base, sku).await;
+        assert_eq!(view["locations"][0]["on_hand"].as_i64(), Some(*on_hand), "{sku}: {view}");
+        assert_eq!(view["seq"].as_u64(), Some(*events), "{sku}: {view}");
+    }
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+}
