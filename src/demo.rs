@@ -172,7 +172,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         match dice.roll(10) {
             0..=6 => {
                 let line = SimOrderLine { inventory_item_id: item_id(index), sku: sku_name(index), quantity: 1 + dice.roll(2) };
-                match shop.place_order(SHOP_LOCATION, &[line.clone()]).await {
+                match shop.place_order(SHOP_LOCATION, std::slice::from_ref(&line)).await {
                     Ok(order) => {
                         summary.orders += 1;
                         orders.push(order.order_id);

@@ -440,7 +440,7 @@ impl Config {
                     problems.push(format!("channel {id} names unknown location {location}"));
                 }
             }
-            if !(channel.rate_limit.requests_per_sec > 0.0) {
+            if channel.rate_limit.requests_per_sec.is_nan() || channel.rate_limit.requests_per_sec <= 0.0 {
                 problems.push(format!("channel {id}: rate_limit.requests_per_sec must be > 0"));
             }
             if channel.rate_limit.burst == 0 {

@@ -265,8 +265,26 @@ impl SkuState {
                 quantity,
             } => self.fulfil(reservation, *quantity),
             MovementKind::Return {
-                location, quantity, ..
+                location,
+                quantity,
+                reservation,
             } => {
+                // A return against a line we still hold as reserved means the shipment
+                // was never reported to us: count those units as shipped first, so they
+                // leave `reserved` instead of staying promised twice.
+                let shipped_unreported = reservation
+                    .as_deref()
+                    .and_then(|id| self.reservations.get_mut(id))
+                    .map(|line| {
+                        let units = line.open().min(*quantity);
+                        line.fulfilled += units;
+                        (line.location.clone(), units)
+                    });
+                if let Some((line_location, units)) = shipped_unreported {
+                    let stock = self.stock_mut(&line_location);
+                    stock.on_hand -= to_i64(units);
+                    stock.reserved -= to_i64(units);
+                }
                 self.stock_mut(location).on_hand += to_i64(*quantity);
                 Ok(self.changed(location))
             }
@@ -339,8 +357,11 @@ impl SkuState {
     fn cancel(&mut self, reservation: &str, quantity: Option<u64>) -> Applied {
         let Some(line) = self.reservations.get_mut(reservation) else {
             let units = quantity.unwrap_or(u64::MAX);
-            self.cancelled_in_advance
-                .insert(reservation.to_owned(), units);
+            let pending = self
+                .cancelled_in_advance
+                .entry(reservation.to_owned())
+                .or_default();
+            *pending = pending.saturating_add(units);
             return Self::unchanged();
         };
         let release = quantity.unwrap_or(u64::MAX).min(line.open());
@@ -494,6 +515,35 @@ mod tests {
         .unwrap();
         assert_eq!(state.reservations["o7:l2"].location.as_str(), "WH-SOUTH");
         assert_eq!(state.location(&"WH-NORTH".into()).reserved, 0);
+    }
+
+    #[test]
+    fn cancellations_that_arrive_first_add_up() {
+        let mut state = SkuState::new("SKU-E".into());
+        run(&mut state, MovementKind::Receipt { location: wh(), quantity: 5 }).unwrap();
+        run(&mut state, MovementKind::Cancellation { reservation: "o4".into(), quantity: Some(1) }).unwrap();
+        run(&mut state, MovementKind::Cancellation { reservation: "o4".into(), quantity: Some(1) }).unwrap();
+        run(
+            &mut state,
+            MovementKind::Sale { reservation: "o4".into(), quantity: 3, location: Some(wh()), route: vec![] },
+        )
+        .unwrap();
+        assert_eq!(state.location(&wh()).reserved, 1);
+    }
+
+    #[test]
+    fn a_return_on_a_line_never_reported_shipped_releases_the_reservation() {
+        let mut state = SkuState::new("SKU-E".into());
+        run(&mut state, MovementKind::Receipt { location: wh(), quantity: 5 }).unwrap();
+        run(
+            &mut state,
+            MovementKind::Sale { reservation: "o5".into(), quantity: 2, location: Some(wh()), route: vec![] },
+        )
+        .unwrap();
+        run(&mut state, MovementKind::Return { location: wh(), quantity: 1, reservation: Some("o5".into()) }).unwrap();
+        let stock = state.location(&wh());
+        // One unit shipped (unreported) and came back; one unit is still reserved.
+        assert_eq!((stock.on_hand, stock.reserved, stock.available()), (5, 1, 4));
     }
 
     #[test]
