@@ -34,7 +34,10 @@ fn movements(round: u64) -> Vec<Movement> {
                     route: vec!["WH-1".into()],
                 }
             } else {
-                MovementKind::Receipt { location: "WH-1".into(), quantity: 2 }
+                MovementKind::Receipt {
+                    location: "WH-1".into(),
+                    quantity: 2,
+                }
             },
         })
         .collect()
@@ -42,7 +45,12 @@ fn movements(round: u64) -> Vec<Movement> {
 
 fn config(shop_url: &str) -> Config {
     let listings: String = (0..SKUS)
-        .map(|i| format!("[[channels.shopify.listings]]\nsku = \"SKU-{i:05}\"\ninventory_item_id = {}\n", 1000 + i))
+        .map(|i| {
+            format!(
+                "[[channels.shopify.listings]]\nsku = \"SKU-{i:05}\"\ninventory_item_id = {}\n",
+                1000 + i
+            )
+        })
         .collect();
     Config::from_toml(&format!(
         r#"
@@ -79,12 +87,18 @@ fn bench(c: &mut Criterion) {
             auto_create_levels: true,
             ..Default::default()
         };
-        let shop = stocksync::sandbox::shopify::start(options, listener).await.unwrap();
-        let store: Arc<dyn stocksync::store::Store> =
-            Arc::new(EmbeddedStore::open(&dir.path().join("bench.db")).unwrap());
-        let propagation = Propagation::start(&config(&shop.base_url()), store.clone(), reqwest::Client::new())
+        let shop = stocksync::sandbox::shopify::start(options, listener)
             .await
             .unwrap();
+        let store: Arc<dyn stocksync::store::Store> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("bench.db")).unwrap());
+        let propagation = Propagation::start(
+            &config(&shop.base_url()),
+            store.clone(),
+            reqwest::Client::new(),
+        )
+        .await
+        .unwrap();
         let ledger = Ledger::start(store, Arc::new(propagation), LedgerOptions::default());
         (ledger, shop)
     });

@@ -18,8 +18,15 @@ fn movements() -> Vec<Movement> {
             source: "bench".into(),
             occurred_at_ms: None,
             kind: match i % 4 {
-                0 | 1 => MovementKind::Receipt { location: "WH-1".into(), quantity: 3 },
-                2 => MovementKind::Adjustment { location: "WH-1".into(), delta: -1, reason: "shrinkage".into() },
+                0 | 1 => MovementKind::Receipt {
+                    location: "WH-1".into(),
+                    quantity: 3,
+                },
+                2 => MovementKind::Adjustment {
+                    location: "WH-1".into(),
+                    delta: -1,
+                    reason: "shrinkage".into(),
+                },
                 _ => MovementKind::Sale {
                     reservation: format!("c:o{i}:l1"),
                     quantity: 1,
@@ -40,11 +47,18 @@ fn bench(c: &mut Criterion) {
             let mut levels: HashMap<(&str, &str), i64> = HashMap::new();
             for movement in &movements {
                 let (location, delta) = match &movement.kind {
-                    MovementKind::Receipt { location, quantity } => (location.as_str(), *quantity as i64),
-                    MovementKind::Adjustment { location, delta, .. } => (location.as_str(), *delta),
-                    MovementKind::Sale { location, quantity, .. } => {
-                        (location.as_ref().map_or("WH-1", |l| l.as_str()), -(*quantity as i64))
+                    MovementKind::Receipt { location, quantity } => {
+                        (location.as_str(), *quantity as i64)
                     }
+                    MovementKind::Adjustment {
+                        location, delta, ..
+                    } => (location.as_str(), *delta),
+                    MovementKind::Sale {
+                        location, quantity, ..
+                    } => (
+                        location.as_ref().map_or("WH-1", |l| l.as_str()),
+                        -(*quantity as i64),
+                    ),
                     _ => continue,
                 };
                 *levels.entry((movement.sku.as_str(), location)).or_default() += delta;

@@ -8,15 +8,16 @@
 //! May depend on every module.
 
 use crate::config::Config;
-use crate::ingest::kafka::KafkaIngest;
+use crate::domain::Sku;
+use crate::ingest::kafka::{AtpOutput, AtpPublisher, AtpUpdate, KafkaIngest};
 use crate::ledger::{Ledger, LedgerOptions};
-use crate::propagation::Propagation;
+use crate::propagation::{AtpObserver, Propagation, PropagationOptions};
 use crate::web::{self, ChannelView, WebState};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// How often expired idempotency keys are deleted from the store.
@@ -31,6 +32,42 @@ impl ChannelView for PropagationView {
     }
 }
 
+/// ATP changes waiting for the Kafka ATP topic before new ones are dropped (and counted).
+const ATP_OUTPUT_QUEUE: usize = 65_536;
+
+/// Forwards every changed ATP to the Kafka ATP topic without blocking propagation: a
+/// bounded queue and one task that produces in order.
+struct KafkaAtpForwarder(mpsc::Sender<AtpUpdate>);
+
+impl KafkaAtpForwarder {
+    fn start(publisher: AtpPublisher) -> (Self, JoinHandle<()>) {
+        let (sender, mut receiver) = mpsc::channel::<AtpUpdate>(ATP_OUTPUT_QUEUE);
+        let task = tokio::spawn(async move {
+            while let Some(update) = receiver.recv().await {
+                if let Err(error) = publisher.publish(&update).await {
+                    tracing::warn!(error = %error, channel = %update.channel, "ATP update not published");
+                }
+            }
+        });
+        (Self(sender), task)
+    }
+}
+
+impl AtpObserver for KafkaAtpForwarder {
+    fn atp_changed(&self, channel: &str, sku: &Sku, atp: u64, seq: u64) {
+        let update = AtpUpdate {
+            sku: sku.to_string(),
+            channel: channel.to_owned(),
+            atp,
+            seq,
+        };
+        if self.0.try_send(update).is_err() {
+            metrics::counter!(crate::telemetry::PROPAGATION_ATP_OUTPUT_DROPPED_TOTAL, "channel" => channel.to_owned())
+                .increment(1);
+        }
+    }
+}
+
 /// A running engine: store, ledger, propagation, HTTP API and (if configured) Kafka ingest.
 pub struct App {
     config: Arc<Config>,
@@ -41,6 +78,7 @@ pub struct App {
     http_task: JoinHandle<std::io::Result<()>>,
     kafka: Option<KafkaIngest>,
     housekeeping: JoinHandle<()>,
+    atp_output: Option<JoinHandle<()>>,
 }
 
 impl App {
@@ -56,7 +94,21 @@ impl App {
             .timeout(Duration::from_secs(30))
             .build()
             .context("building the HTTP client")?;
-        let propagation = Propagation::start(&config, store.clone(), client)
+        let mut options = PropagationOptions::default();
+        let mut atp_output = None;
+        if let Some(publisher) = config
+            .kafka
+            .as_ref()
+            .map(AtpPublisher::from_config)
+            .transpose()
+            .context("creating the Kafka ATP producer")?
+            .flatten()
+        {
+            let (forwarder, task) = KafkaAtpForwarder::start(publisher);
+            options.atp_observer = Some(Arc::new(forwarder));
+            atp_output = Some(task);
+        }
+        let propagation = Propagation::start_with_options(&config, store.clone(), client, options)
             .await
             .context("starting propagation")?;
         let ledger = Ledger::start(
@@ -76,7 +128,8 @@ impl App {
         }));
         let kafka = match &config.kafka {
             Some(kafka) => Some(
-                KafkaIngest::start(kafka.clone(), ledger.clone()).context("starting Kafka ingest")?,
+                KafkaIngest::start(kafka.clone(), ledger.clone())
+                    .context("starting Kafka ingest")?,
             ),
             None => None,
         };
@@ -86,7 +139,9 @@ impl App {
                 interval.tick().await;
                 match store.expire_keys(crate::clock::now_ms()).await {
                     Ok(removed) => tracing::debug!(removed, "expired idempotency keys removed"),
-                    Err(error) => tracing::warn!(error = %error, "expiring idempotency keys failed"),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "expiring idempotency keys failed")
+                    }
                 }
             }
         });
@@ -101,6 +156,7 @@ impl App {
             http_task,
             kafka,
             housekeeping,
+            atp_output,
         })
     }
 
@@ -140,6 +196,9 @@ impl App {
         }
         self.propagation.shutdown().await;
         self.housekeeping.abort();
+        if let Some(task) = self.atp_output {
+            task.abort();
+        }
         tracing::info!("stocksync stopped");
     }
 }

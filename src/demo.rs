@@ -8,8 +8,8 @@
 
 use crate::app::App;
 use crate::config::{
-    ChannelConfig, ChannelKind, Config, HttpConfig, LocationConfig, RateLimitConfig,
-    RetryConfig, ShopifyConfig, ShopifyListingConfig, StoreConfig,
+    ChannelConfig, ChannelKind, Config, HttpConfig, LocationConfig, RateLimitConfig, RetryConfig,
+    ShopifyConfig, ShopifyListingConfig, StoreConfig,
 };
 use crate::domain::{Movement, MovementKind, SCHEMA_VERSION, channel_atp};
 use crate::sandbox::shopify::{self as simulator, ShopifySimulatorOptions, SimOrderLine};
@@ -85,8 +85,14 @@ fn demo_config(options: &DemoOptions, shop_url: String, sim: &ShopifySimulatorOp
         },
         kafka: None,
         locations: vec![
-            LocationConfig { id: "WH-1".into(), name: "Main warehouse".to_owned() },
-            LocationConfig { id: "STORE-1".into(), name: "City store".to_owned() },
+            LocationConfig {
+                id: "WH-1".into(),
+                name: "Main warehouse".to_owned(),
+            },
+            LocationConfig {
+                id: "STORE-1".into(),
+                name: "City store".to_owned(),
+            },
         ],
         channels: vec![ChannelConfig {
             id: CHANNEL.to_owned(),
@@ -94,7 +100,10 @@ fn demo_config(options: &DemoOptions, shop_url: String, sim: &ShopifySimulatorOp
             locations: vec!["WH-1".into(), "STORE-1".into()],
             safety_stock: 1,
             max_listed_quantity: Some(500),
-            rate_limit: RateLimitConfig { requests_per_sec: 5.0, burst: 10 },
+            rate_limit: RateLimitConfig {
+                requests_per_sec: 5.0,
+                burst: 10,
+            },
             retry: RetryConfig::default(),
             shopify: Some(ShopifyConfig {
                 shop_url,
@@ -104,7 +113,10 @@ fn demo_config(options: &DemoOptions, shop_url: String, sim: &ShopifySimulatorOp
                 location_id: SHOP_LOCATION,
                 use_rest: false,
                 listings: (0..options.skus)
-                    .map(|i| ShopifyListingConfig { sku: sku_name(i), inventory_item_id: item_id(i) })
+                    .map(|i| ShopifyListingConfig {
+                        sku: sku_name(i),
+                        inventory_item_id: item_id(i),
+                    })
                     .collect(),
                 listings_csv: None,
             }),
@@ -119,7 +131,10 @@ fn receipt(sku: String, key: String, location: &str, quantity: u64) -> Movement 
         idempotency_key: key,
         source: "demo-wms".to_owned(),
         occurred_at_ms: Some(crate::clock::now_ms()),
-        kind: MovementKind::Receipt { location: location.into(), quantity },
+        kind: MovementKind::Receipt {
+            location: location.into(),
+            quantity,
+        },
     }
 }
 
@@ -146,22 +161,44 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     let app = App::start(config.clone()).await?;
     let api = format!("http://{}", app.http_addr());
     shop.set_webhook_url(Some(format!("{api}/webhooks/shopify/{CHANNEL}")));
-    println!("demo: engine API at {api} (try {api}/api/v1/stock/{})", sku_name(0));
-    println!("demo: Shopify levels at {}/_sandbox/levels, metrics at {api}/metrics", shop.base_url());
+    println!(
+        "demo: engine API at {api} (try {api}/api/v1/stock/{})",
+        sku_name(0)
+    );
+    println!(
+        "demo: Shopify levels at {}/_sandbox/levels, metrics at {api}/metrics",
+        shop.base_url()
+    );
 
     let mut summary = DemoSummary::default();
-    println!("demo: receiving opening stock for {} SKUs at WH-1 and STORE-1", options.skus);
+    println!(
+        "demo: receiving opening stock for {} SKUs at WH-1 and STORE-1",
+        options.skus
+    );
     let mut pending = Vec::new();
     for i in 0..options.skus {
-        pending.push(app.ledger().submit(receipt(sku_name(i), format!("demo:open:{i}:wh"), "WH-1", 20)));
-        pending.push(app.ledger().submit(receipt(sku_name(i), format!("demo:open:{i}:store"), "STORE-1", 3)));
+        pending.push(app.ledger().submit(receipt(
+            sku_name(i),
+            format!("demo:open:{i}:wh"),
+            "WH-1",
+            20,
+        )));
+        pending.push(app.ledger().submit(receipt(
+            sku_name(i),
+            format!("demo:open:{i}:store"),
+            "STORE-1",
+            3,
+        )));
     }
     for ack in futures::future::join_all(pending).await {
         ack.context("opening stock")?;
         summary.receipts += 1;
     }
 
-    println!("demo: streaming orders (on the simulated shop, arriving as signed webhooks), cancellations and receipts for {}s", options.stream_secs);
+    println!(
+        "demo: streaming orders (on the simulated shop, arriving as signed webhooks), cancellations and receipts for {}s",
+        options.stream_secs
+    );
     let mut dice = Dice(0x5eed_cafe_f00d);
     let mut orders = Vec::new();
     let started = Instant::now();
@@ -171,14 +208,26 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         let index = dice.roll(options.skus as u64) as usize;
         match dice.roll(10) {
             0..=6 => {
-                let line = SimOrderLine { inventory_item_id: item_id(index), sku: sku_name(index), quantity: 1 + dice.roll(2) };
-                match shop.place_order(SHOP_LOCATION, std::slice::from_ref(&line)).await {
+                let line = SimOrderLine {
+                    inventory_item_id: item_id(index),
+                    sku: sku_name(index),
+                    quantity: 1 + dice.roll(2),
+                };
+                match shop
+                    .place_order(SHOP_LOCATION, std::slice::from_ref(&line))
+                    .await
+                {
                     Ok(order) => {
                         summary.orders += 1;
                         orders.push(order.order_id);
-                        println!("demo: order {} for {} x {} placed on Shopify", order.name, line.quantity, line.sku);
+                        println!(
+                            "demo: order {} for {} x {} placed on Shopify",
+                            order.name, line.quantity, line.sku
+                        );
                     }
-                    Err(error) => println!("demo: Shopify refused an order for {}: {error}", line.sku),
+                    Err(error) => {
+                        println!("demo: Shopify refused an order for {}: {error}", line.sku)
+                    }
                 }
             }
             7 if !orders.is_empty() => {
@@ -191,7 +240,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
             _ => {
                 let quantity = 1 + dice.roll(5);
                 let key = format!("demo:restock:{}", summary.receipts);
-                app.ledger().submit(receipt(sku_name(index), key, "WH-1", quantity)).await?;
+                app.ledger()
+                    .submit(receipt(sku_name(index), key, "WH-1", quantity))
+                    .await?;
                 summary.receipts += 1;
                 println!("demo: received {quantity} x {} at WH-1", sku_name(index));
             }
@@ -201,7 +252,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     app.propagation().flush(Duration::from_secs(10)).await.ok();
     let channel = config.channel(CHANNEL).expect("demo channel");
     println!("\ndemo: summary");
-    println!("  {:<10} {:>8} {:>9} {:>10} {:>9}", "SKU", "on-hand", "reserved", "ATP", "Shopify");
+    println!(
+        "  {:<10} {:>8} {:>9} {:>10} {:>9}",
+        "SKU", "on-hand", "reserved", "ATP", "Shopify"
+    );
     for i in 0..options.skus {
         let state = app.ledger().state(&sku_name(i).into()).await?;
         let levels = state.levels();
@@ -215,14 +269,21 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         }
         if i < 10 {
             let listed = listed.map_or("-".to_owned(), |q| q.to_string());
-            println!("  {:<10} {on_hand:>8} {reserved:>9} {atp:>10} {listed:>9}", sku_name(i));
+            println!(
+                "  {:<10} {on_hand:>8} {reserved:>9} {atp:>10} {listed:>9}",
+                sku_name(i)
+            );
         }
     }
     summary.pushes_accepted = shop.counters().mutations_applied;
     println!(
         "  receipts {} | orders {} | cancellations {} | pushes accepted by Shopify {} | SKUs in sync {}/{}",
-        summary.receipts, summary.orders, summary.cancellations, summary.pushes_accepted,
-        summary.skus_in_sync, summary.skus_checked
+        summary.receipts,
+        summary.orders,
+        summary.cancellations,
+        summary.pushes_accepted,
+        summary.skus_in_sync,
+        summary.skus_checked
     );
     if !options.exit_after_summary {
         println!("\ndemo: still serving {api} — press Ctrl-C to stop");

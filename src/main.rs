@@ -22,7 +22,12 @@ enum Command {
     /// Run the engine with a config file.
     Run {
         /// The TOML config file.
-        #[arg(long, short, default_value = "config/stocksync.toml", env = "STOCKSYNC_CONFIG")]
+        #[arg(
+            long,
+            short,
+            default_value = "config/stocksync.toml",
+            env = "STOCKSYNC_CONFIG"
+        )]
         config: PathBuf,
     },
     /// Run the engine on embedded defaults with an in-process Shopify simulator and a
@@ -72,15 +77,33 @@ async fn main() -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             let app = stocksync::app::App::start(config).await?;
             println!("stocksync listening on http://{}", app.http_addr());
-            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
             app.shutdown(Duration::from_secs(10)).await;
         }
-        Command::Demo { listen, data_dir, skus, stream_secs, exit_after_summary } => {
+        Command::Demo {
+            listen,
+            data_dir,
+            skus,
+            stream_secs,
+            exit_after_summary,
+        } => {
             anyhow::ensure!(skus > 0, "--skus must be at least 1");
-            let options = stocksync::demo::DemoOptions { listen, data_dir, skus, stream_secs, exit_after_summary };
+            let options = stocksync::demo::DemoOptions {
+                listen,
+                data_dir,
+                skus,
+                stream_secs,
+                exit_after_summary,
+            };
             stocksync::demo::run(options).await?;
         }
-        Command::Sandbox { shopify_listen, webhook_url, auto_create_levels } => {
+        Command::Sandbox {
+            shopify_listen,
+            webhook_url,
+            auto_create_levels,
+        } => {
             let options = stocksync::sandbox::shopify::ShopifySimulatorOptions {
                 webhook_url,
                 auto_create_levels,
@@ -90,10 +113,16 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {shopify_listen}"))?;
             let shop = stocksync::sandbox::shopify::start(options.clone(), listener).await?;
-            println!("Shopify simulator at {} (access token {:?}, webhook secret {:?})",
-                shop.base_url(), options.access_token, options.webhook_secret);
+            println!(
+                "Shopify simulator at {} (access token {:?}, webhook secret {:?})",
+                shop.base_url(),
+                options.access_token,
+                options.webhook_secret
+            );
             println!("levels: GET {}/_sandbox/levels", shop.base_url());
-            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
             shop.shutdown().await;
         }
         Command::CheckConfig { file } => match Config::load(&file) {

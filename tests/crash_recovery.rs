@@ -66,28 +66,46 @@ struct Ledgerbook {
 async fn write_until_killed(base: String, writer: usize, book: Arc<Mutex<Ledgerbook>>) {
     let client = reqwest::Client::new();
     for batch in 0.. {
-        let movements: Vec<_> = (0..BATCH).map(|i| movement(writer, batch * BATCH + i)).collect();
+        let movements: Vec<_> = (0..BATCH)
+            .map(|i| movement(writer, batch * BATCH + i))
+            .collect();
         {
             let mut book = book.lock().unwrap();
             for (sku, key, quantity, body) in &movements {
-                book.attempted.insert(key.clone(), (sku.clone(), *quantity, body.clone()));
+                book.attempted
+                    .insert(key.clone(), (sku.clone(), *quantity, body.clone()));
             }
         }
         let bodies: Vec<Value> = movements.iter().map(|m| m.3.clone()).collect();
-        let Ok(response) = client.post(format!("{base}/api/v1/movements")).json(&bodies).send().await else {
+        let Ok(response) = client
+            .post(format!("{base}/api/v1/movements"))
+            .json(&bodies)
+            .send()
+            .await
+        else {
             return; // the engine is gone
         };
-        let Ok(answer) = response.json::<Value>().await else { return };
+        let Ok(answer) = response.json::<Value>().await else {
+            return;
+        };
         let mut book = book.lock().unwrap();
         for result in answer["results"].as_array().expect("results") {
             assert_eq!(result["outcome"], "applied", "{result}");
-            book.acknowledged.insert(result["idempotency_key"].as_str().unwrap().to_owned());
+            book.acknowledged
+                .insert(result["idempotency_key"].as_str().unwrap().to_owned());
         }
     }
 }
 
 async fn stock(client: &reqwest::Client, base: &str, sku: &str) -> Value {
-    client.get(format!("{base}/api/v1/stock/{sku}")).send().await.unwrap().json().await.unwrap()
+    client
+        .get(format!("{base}/api/v1/stock/{sku}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,8 +132,15 @@ async fn kill_9_mid_stream_loses_no_acknowledged_movement_and_applies_none_twice
         let book = book.lock().unwrap();
         (book.attempted.clone(), book.acknowledged.clone())
     };
-    assert!(acknowledged.len() >= 100, "too few acknowledged before the kill: {}", acknowledged.len());
-    assert!(attempted.len() > acknowledged.len(), "the kill should interrupt in-flight requests");
+    assert!(
+        acknowledged.len() >= 100,
+        "too few acknowledged before the kill: {}",
+        acknowledged.len()
+    );
+    assert!(
+        attempted.len() > acknowledged.len(),
+        "the kill should interrupt in-flight requests"
+    );
 
     let (mut engine, base) = start_engine(dir.path());
     let client = reqwest::Client::new();
@@ -137,7 +162,10 @@ async fn kill_9_mid_stream_loses_no_acknowledged_movement_and_applies_none_twice
         for result in answer["results"].as_array().unwrap() {
             let key = result["idempotency_key"].as_str().unwrap();
             if acknowledged.contains(key) {
-                assert_eq!(result["outcome"], "duplicate", "acknowledged movement {key} was lost: {result}");
+                assert_eq!(
+                    result["outcome"], "duplicate",
+                    "acknowledged movement {key} was lost: {result}"
+                );
             } else if result["outcome"] == "applied" {
                 resent_applied += 1;
             }
@@ -154,7 +182,11 @@ async fn kill_9_mid_stream_loses_no_acknowledged_movement_and_applies_none_twice
     }
     for (sku, (on_hand, events)) in &expected {
         let view = stock(&client, &base, sku).await;
-        assert_eq!(view["locations"][0]["on_hand"].as_i64(), Some(*on_hand), "{sku}: {view}");
+        assert_eq!(
+            view["locations"][0]["on_hand"].as_i64(),
+            Some(*on_hand),
+            "{sku}: {view}"
+        );
         assert_eq!(view["seq"].as_u64(), Some(*events), "{sku}: {view}");
     }
     engine.kill().unwrap();

@@ -32,7 +32,13 @@ fn sku(index: usize) -> String {
 
 fn config(dir: &Path, shop_url: &str, bootstrap: &str, topic: &str, dlq: &str) -> Config {
     let listings: String = (0..SKUS)
-        .map(|i| format!("[[channels.shopify.listings]]\nsku = \"{}\"\ninventory_item_id = {}\n", sku(i), item(i)))
+        .map(|i| {
+            format!(
+                "[[channels.shopify.listings]]\nsku = \"{}\"\ninventory_item_id = {}\n",
+                sku(i),
+                item(i)
+            )
+        })
         .collect();
     let config = Config::from_toml(&format!(
         r#"
@@ -86,11 +92,21 @@ async fn kafka_python_movements_reach_the_channel_within_one_second_at_p99() {
         auto_create_levels: true,
         ..Default::default()
     };
-    let shop = Arc::new(stocksync::sandbox::shopify::start(shop_options, listener).await.unwrap());
+    let shop = Arc::new(
+        stocksync::sandbox::shopify::start(shop_options, listener)
+            .await
+            .unwrap(),
+    );
     let dir = tempfile::tempdir().unwrap();
-    let app = stocksync::app::App::start(config(dir.path(), &shop.base_url(), &broker.bootstrap(), &topic, &dlq))
-        .await
-        .unwrap();
+    let app = stocksync::app::App::start(config(
+        dir.path(),
+        &shop.base_url(),
+        &broker.bootstrap(),
+        &topic,
+        &dlq,
+    ))
+    .await
+    .unwrap();
 
     // Watch the channel: the first time (ms) each SKU was listed at each level.
     let first_seen: Arc<Mutex<HashMap<(usize, i64), i64>>> = Arc::default();
@@ -99,21 +115,24 @@ async fn kafka_python_movements_reach_the_channel_within_one_second_at_p99() {
         tokio::spawn(async move {
             loop {
                 let now = stocksync::clock::now_ms();
-                let mut seen = first_seen.lock().unwrap();
-                for i in 0..SKUS {
-                    if let Some(level) = shop.level(item(i), SHOP_LOCATION) {
-                        seen.entry((i, level)).or_insert(now);
+                {
+                    let mut seen = first_seen.lock().unwrap();
+                    for i in 0..SKUS {
+                        if let Some(level) = shop.level(item(i), SHOP_LOCATION) {
+                            seen.entry((i, level)).or_insert(now);
+                        }
                     }
                 }
-                drop(seen);
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         })
     };
 
     let movements: Vec<serde_json::Value> = (0..MOVEMENTS)
-        .map(|n| json!({"schema_version": 1, "sku": sku(n % SKUS), "idempotency_key": format!("e2e:{n}"),
-            "source": "python-wms", "type": "receipt", "location": "WH-1", "quantity": 1}))
+        .map(|n| {
+            json!({"schema_version": 1, "sku": sku(n % SKUS), "idempotency_key": format!("e2e:{n}"),
+            "source": "python-wms", "type": "receipt", "location": "WH-1", "quantity": 1})
+        })
         .collect();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_python/paced_produce.py");
     let (bootstrap, topic_for_python) = (broker.bootstrap(), topic.clone());
@@ -139,12 +158,19 @@ async fn kafka_python_movements_reach_the_channel_within_one_second_at_p99() {
             sent[index.parse::<usize>().unwrap()] = at.parse().unwrap();
         }
         let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "kafka-python producer failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "kafka-python producer failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         sent
     })
     .await
     .unwrap();
-    assert!(sent_ms.iter().all(|&t| t > 0), "every movement was acknowledged by the broker");
+    assert!(
+        sent_ms.iter().all(|&t| t > 0),
+        "every movement was acknowledged by the broker"
+    );
 
     // Wait until every SKU is listed at its final ATP (each got MOVEMENTS / SKUS receipts).
     let final_level = (MOVEMENTS / SKUS) as i64;
@@ -171,11 +197,23 @@ async fn kafka_python_movements_reach_the_channel_within_one_second_at_p99() {
         })
         .collect();
     latencies.sort_unstable();
-    let (p50, p99, max) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0), latencies[MOVEMENTS - 1]);
-    println!("kafka-python → Shopify simulator latency over {MOVEMENTS} movements: p50 {p50} ms, p99 {p99} ms, max {max} ms");
-    assert!(p99 < 1_000, "p99 {p99} ms is not under 1 s (p50 {p50} ms, max {max} ms)");
+    let (p50, p99, max) = (
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        latencies[MOVEMENTS - 1],
+    );
+    println!(
+        "kafka-python → Shopify simulator latency over {MOVEMENTS} movements: p50 {p50} ms, p99 {p99} ms, max {max} ms"
+    );
+    assert!(
+        p99 < 1_000,
+        "p99 {p99} ms is not under 1 s (p50 {p50} ms, max {max} ms)"
+    );
 
     let counters = shop.counters();
-    assert_eq!(counters.retry_after_violations, 0, "requests sent inside a Retry-After window: {counters:?}");
+    assert_eq!(
+        counters.retry_after_violations, 0,
+        "requests sent inside a Retry-After window: {counters:?}"
+    );
     app.shutdown(Duration::from_secs(5)).await;
 }

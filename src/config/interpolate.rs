@@ -39,7 +39,10 @@ pub fn interpolate(raw: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
     if missing.is_empty() {
         Ok(out)
     } else {
-        Err(format!("unset variables without default: {}", missing.join(", ")))
+        Err(format!(
+            "unset variables without default: {}",
+            missing.join(", ")
+        ))
     }
 }
 

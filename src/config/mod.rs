@@ -413,7 +413,10 @@ impl Config {
             problems.push("store.backend = \"scylla\" needs store.scylla_nodes".to_owned());
         }
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(format!("http.listen {:?} is not host:port", self.http.listen));
+            problems.push(format!(
+                "http.listen {:?} is not host:port",
+                self.http.listen
+            ));
         }
         if let Some(kafka) = &self.kafka {
             if kafka.brokers.trim().is_empty() {
@@ -423,7 +426,8 @@ impl Config {
                 problems.push("kafka.batch_max must be at least 1".to_owned());
             }
             if kafka.movements_topic == kafka.dead_letter_topic {
-                problems.push("kafka.dead_letter_topic must differ from movements_topic".to_owned());
+                problems
+                    .push("kafka.dead_letter_topic must differ from movements_topic".to_owned());
             }
         }
         let mut channel_ids = HashSet::new();
@@ -440,8 +444,12 @@ impl Config {
                     problems.push(format!("channel {id} names unknown location {location}"));
                 }
             }
-            if channel.rate_limit.requests_per_sec.is_nan() || channel.rate_limit.requests_per_sec <= 0.0 {
-                problems.push(format!("channel {id}: rate_limit.requests_per_sec must be > 0"));
+            if channel.rate_limit.requests_per_sec.is_nan()
+                || channel.rate_limit.requests_per_sec <= 0.0
+            {
+                problems.push(format!(
+                    "channel {id}: rate_limit.requests_per_sec must be > 0"
+                ));
             }
             if channel.rate_limit.burst == 0 {
                 problems.push(format!("channel {id}: rate_limit.burst must be at least 1"));
@@ -454,20 +462,27 @@ impl Config {
                 ));
             }
             match (channel.kind, &channel.shopify) {
-                (ChannelKind::Shopify, None) => {
-                    problems.push(format!("channel {id} is kind shopify but has no [shopify] section"))
-                }
+                (ChannelKind::Shopify, None) => problems.push(format!(
+                    "channel {id} is kind shopify but has no [shopify] section"
+                )),
                 (ChannelKind::Shopify, Some(shopify)) => {
-                    if !shopify.shop_url.starts_with("http://") && !shopify.shop_url.starts_with("https://") {
-                        problems.push(format!("channel {id}: shopify.shop_url must start with http:// or https://"));
+                    if !shopify.shop_url.starts_with("http://")
+                        && !shopify.shop_url.starts_with("https://")
+                    {
+                        problems.push(format!(
+                            "channel {id}: shopify.shop_url must start with http:// or https://"
+                        ));
                     }
                     if shopify.webhook_secret.is_empty() {
-                        problems.push(format!("channel {id}: shopify.webhook_secret must not be empty"));
+                        problems.push(format!(
+                            "channel {id}: shopify.webhook_secret must not be empty"
+                        ));
                     }
                     let mut skus = HashSet::new();
                     for listing in &shopify.listings {
                         if !skus.insert(listing.sku.clone()) {
-                            problems.push(format!("channel {id}: SKU {} is mapped twice", listing.sku));
+                            problems
+                                .push(format!("channel {id}: SKU {} is mapped twice", listing.sku));
                         }
                     }
                 }

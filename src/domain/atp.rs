@@ -103,6 +103,9 @@ mod tests {
             locations: vec!["A".into()],
             ..Default::default()
         };
-        assert_eq!(channel_atp(&[level("A", 1, 0), level("Z", 100, 0)], &rule).atp, 1);
+        assert_eq!(
+            channel_atp(&[level("A", 1, 0), level("Z", 100, 0)], &rule).atp,
+            1
+        );
     }
 }

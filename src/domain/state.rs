@@ -293,7 +293,12 @@ impl SkuState {
 
     /// Picks the location for a reservation: the explicit one, else the first candidate with
     /// enough available, else the first candidate.
-    fn route(&self, quantity: u64, location: Option<&LocationId>, route: &[LocationId]) -> LocationId {
+    fn route(
+        &self,
+        quantity: u64,
+        location: Option<&LocationId>,
+        route: &[LocationId],
+    ) -> LocationId {
         if let Some(location) = location {
             return location.clone();
         }
@@ -430,7 +435,14 @@ mod tests {
     fn partial_shipment_then_cancellation_releases_only_unshipped_units() {
         // Scenario S4.
         let mut state = SkuState::new("SKU-E".into());
-        run(&mut state, MovementKind::Receipt { location: wh(), quantity: 100 }).unwrap();
+        run(
+            &mut state,
+            MovementKind::Receipt {
+                location: wh(),
+                quantity: 100,
+            },
+        )
+        .unwrap();
         run(
             &mut state,
             MovementKind::Sale {
@@ -441,21 +453,57 @@ mod tests {
             },
         )
         .unwrap();
-        run(&mut state, MovementKind::Fulfilment { reservation: "o1:l1".into(), quantity: 7 }).unwrap();
-        run(&mut state, MovementKind::Cancellation { reservation: "o1:l1".into(), quantity: None }).unwrap();
+        run(
+            &mut state,
+            MovementKind::Fulfilment {
+                reservation: "o1:l1".into(),
+                quantity: 7,
+            },
+        )
+        .unwrap();
+        run(
+            &mut state,
+            MovementKind::Cancellation {
+                reservation: "o1:l1".into(),
+                quantity: None,
+            },
+        )
+        .unwrap();
         let stock = state.location(&wh());
-        assert_eq!((stock.on_hand, stock.reserved, stock.available()), (93, 0, 93));
+        assert_eq!(
+            (stock.on_hand, stock.reserved, stock.available()),
+            (93, 0, 93)
+        );
     }
 
     #[test]
     fn cancellation_before_sale_means_the_sale_reserves_nothing() {
         let mut state = SkuState::new("SKU-E".into());
-        run(&mut state, MovementKind::Receipt { location: wh(), quantity: 5 }).unwrap();
-        let cancelled = run(&mut state, MovementKind::Cancellation { reservation: "o2:l1".into(), quantity: None }).unwrap();
+        run(
+            &mut state,
+            MovementKind::Receipt {
+                location: wh(),
+                quantity: 5,
+            },
+        )
+        .unwrap();
+        let cancelled = run(
+            &mut state,
+            MovementKind::Cancellation {
+                reservation: "o2:l1".into(),
+                quantity: None,
+            },
+        )
+        .unwrap();
         assert!(!cancelled.levels_changed);
         run(
             &mut state,
-            MovementKind::Sale { reservation: "o2:l1".into(), quantity: 1, location: None, route: vec![wh()] },
+            MovementKind::Sale {
+                reservation: "o2:l1".into(),
+                quantity: 1,
+                location: None,
+                route: vec![wh()],
+            },
         )
         .unwrap();
         assert_eq!(state.location(&wh()).available(), 5);
@@ -465,11 +513,23 @@ mod tests {
     #[test]
     fn the_same_line_under_two_keys_reserves_once() {
         let mut state = SkuState::new("SKU-E".into());
-        run(&mut state, MovementKind::Receipt { location: wh(), quantity: 10 }).unwrap();
+        run(
+            &mut state,
+            MovementKind::Receipt {
+                location: wh(),
+                quantity: 10,
+            },
+        )
+        .unwrap();
         for _ in 0..2 {
             run(
                 &mut state,
-                MovementKind::Sale { reservation: "o3:l1".into(), quantity: 1, location: Some(wh()), route: vec![] },
+                MovementKind::Sale {
+                    reservation: "o3:l1".into(),
+                    quantity: 1,
+                    location: Some(wh()),
+                    route: vec![],
+                },
             )
             .unwrap();
         }
@@ -479,7 +539,14 @@ mod tests {
     #[test]
     fn holds_must_fit_but_sales_record_an_oversell() {
         let mut state = SkuState::new("SKU-E".into());
-        run(&mut state, MovementKind::Receipt { location: wh(), quantity: 1 }).unwrap();
+        run(
+            &mut state,
+            MovementKind::Receipt {
+                location: wh(),
+                quantity: 1,
+            },
+        )
+        .unwrap();
         let hold = |r: &str| MovementKind::Reservation {
             reservation: r.into(),
             quantity: 1,
@@ -488,10 +555,18 @@ mod tests {
         };
         run(&mut state, hold("h1")).unwrap();
         let refused = run(&mut state, hold("h2")).unwrap_err();
-        assert!(matches!(refused, ApplyError::InsufficientStock { available: 0, .. }));
+        assert!(matches!(
+            refused,
+            ApplyError::InsufficientStock { available: 0, .. }
+        ));
         let sale = run(
             &mut state,
-            MovementKind::Sale { reservation: "s1".into(), quantity: 1, location: None, route: vec![wh()] },
+            MovementKind::Sale {
+                reservation: "s1".into(),
+                quantity: 1,
+                location: None,
+                route: vec![wh()],
+            },
         )
         .unwrap();
         assert!(sale.oversold);
@@ -502,7 +577,14 @@ mod tests {
     fn routing_picks_the_first_location_that_stocks_the_sku() {
         // Scenario S7's routing half.
         let mut state = SkuState::new("SKU-E".into());
-        run(&mut state, MovementKind::Receipt { location: "WH-SOUTH".into(), quantity: 5 }).unwrap();
+        run(
+            &mut state,
+            MovementKind::Receipt {
+                location: "WH-SOUTH".into(),
+                quantity: 5,
+            },
+        )
+        .unwrap();
         run(
             &mut state,
             MovementKind::Sale {
@@ -520,12 +602,38 @@ mod tests {
     #[test]
     fn cancellations_that_arrive_first_add_up() {
         let mut state = SkuState::new("SKU-E".into());
-        run(&mut state, MovementKind::Receipt { location: wh(), quantity: 5 }).unwrap();
-        run(&mut state, MovementKind::Cancellation { reservation: "o4".into(), quantity: Some(1) }).unwrap();
-        run(&mut state, MovementKind::Cancellation { reservation: "o4".into(), quantity: Some(1) }).unwrap();
         run(
             &mut state,
-            MovementKind::Sale { reservation: "o4".into(), quantity: 3, location: Some(wh()), route: vec![] },
+            MovementKind::Receipt {
+                location: wh(),
+                quantity: 5,
+            },
+        )
+        .unwrap();
+        run(
+            &mut state,
+            MovementKind::Cancellation {
+                reservation: "o4".into(),
+                quantity: Some(1),
+            },
+        )
+        .unwrap();
+        run(
+            &mut state,
+            MovementKind::Cancellation {
+                reservation: "o4".into(),
+                quantity: Some(1),
+            },
+        )
+        .unwrap();
+        run(
+            &mut state,
+            MovementKind::Sale {
+                reservation: "o4".into(),
+                quantity: 3,
+                location: Some(wh()),
+                route: vec![],
+            },
         )
         .unwrap();
         assert_eq!(state.location(&wh()).reserved, 1);
@@ -534,23 +642,62 @@ mod tests {
     #[test]
     fn a_return_on_a_line_never_reported_shipped_releases_the_reservation() {
         let mut state = SkuState::new("SKU-E".into());
-        run(&mut state, MovementKind::Receipt { location: wh(), quantity: 5 }).unwrap();
         run(
             &mut state,
-            MovementKind::Sale { reservation: "o5".into(), quantity: 2, location: Some(wh()), route: vec![] },
+            MovementKind::Receipt {
+                location: wh(),
+                quantity: 5,
+            },
         )
         .unwrap();
-        run(&mut state, MovementKind::Return { location: wh(), quantity: 1, reservation: Some("o5".into()) }).unwrap();
+        run(
+            &mut state,
+            MovementKind::Sale {
+                reservation: "o5".into(),
+                quantity: 2,
+                location: Some(wh()),
+                route: vec![],
+            },
+        )
+        .unwrap();
+        run(
+            &mut state,
+            MovementKind::Return {
+                location: wh(),
+                quantity: 1,
+                reservation: Some("o5".into()),
+            },
+        )
+        .unwrap();
         let stock = state.location(&wh());
         // One unit shipped (unreported) and came back; one unit is still reserved.
-        assert_eq!((stock.on_hand, stock.reserved, stock.available()), (5, 1, 4));
+        assert_eq!(
+            (stock.on_hand, stock.reserved, stock.available()),
+            (5, 1, 4)
+        );
     }
 
     #[test]
     fn stale_counts_are_ignored() {
         let mut state = SkuState::new("SKU-E".into());
-        run(&mut state, MovementKind::Count { location: wh(), on_hand: 10, watermark: 5 }).unwrap();
-        let stale = run(&mut state, MovementKind::Count { location: wh(), on_hand: 3, watermark: 4 }).unwrap();
+        run(
+            &mut state,
+            MovementKind::Count {
+                location: wh(),
+                on_hand: 10,
+                watermark: 5,
+            },
+        )
+        .unwrap();
+        let stale = run(
+            &mut state,
+            MovementKind::Count {
+                location: wh(),
+                on_hand: 3,
+                watermark: 4,
+            },
+        )
+        .unwrap();
         assert!(!stale.levels_changed);
         assert_eq!(state.location(&wh()).on_hand, 10);
     }
@@ -558,15 +705,36 @@ mod tests {
     #[test]
     fn over_fulfilment_is_refused_and_changes_nothing() {
         let mut state = SkuState::new("SKU-E".into());
-        run(&mut state, MovementKind::Receipt { location: wh(), quantity: 3 }).unwrap();
         run(
             &mut state,
-            MovementKind::Sale { reservation: "o9".into(), quantity: 2, location: Some(wh()), route: vec![] },
+            MovementKind::Receipt {
+                location: wh(),
+                quantity: 3,
+            },
+        )
+        .unwrap();
+        run(
+            &mut state,
+            MovementKind::Sale {
+                reservation: "o9".into(),
+                quantity: 2,
+                location: Some(wh()),
+                route: vec![],
+            },
         )
         .unwrap();
         let before = state.clone();
         let error = state
-            .apply(&movement("x", MovementKind::Fulfilment { reservation: "o9".into(), quantity: 3 }), before.seq + 1)
+            .apply(
+                &movement(
+                    "x",
+                    MovementKind::Fulfilment {
+                        reservation: "o9".into(),
+                        quantity: 3,
+                    },
+                ),
+                before.seq + 1,
+            )
             .unwrap_err();
         assert!(matches!(error, ApplyError::OverFulfilment { open: 2, .. }));
         assert_eq!(state, before);

@@ -143,7 +143,9 @@ impl Actor for SkuActor {
         let loaded = shared.store.load_sku(args.sku.as_str(), now_ms()).await?;
         let state = replay(&args.sku, &loaded)?;
         let keys = loaded.idempotency_keys.into_iter().collect();
-        args.counters.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+        args.counters
+            .last_activity_ms
+            .store(now_ms(), Ordering::Relaxed);
         Ok(SkuActorState {
             durable_seq: Arc::new(AtomicU64::new(state.seq)),
             state,
@@ -181,7 +183,8 @@ impl Actor for SkuActor {
             }
             SkuMessage::Passivate { force } => {
                 let idle_ms = shared.options.idle_passivate_secs.saturating_mul(1000) as i64;
-                let idle = now_ms() - actor.counters.last_activity_ms.load(Ordering::Relaxed) >= idle_ms;
+                let idle =
+                    now_ms() - actor.counters.last_activity_ms.load(Ordering::Relaxed) >= idle_ms;
                 let durable = actor.durable_seq.load(Ordering::Acquire) >= actor.state.seq;
                 if (force || idle) && durable {
                     let me = myself.get_id();
@@ -209,7 +212,9 @@ impl Actor for SkuActor {
 
 impl SkuActorState {
     fn touch(&self) {
-        self.counters.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+        self.counters
+            .last_activity_ms
+            .store(now_ms(), Ordering::Relaxed);
     }
 }
 
@@ -244,14 +249,15 @@ async fn apply(
     let movement_json = serde_json::to_string(&movement).expect("movements always serialise");
     actor.keys.insert(movement.idempotency_key.clone(), seq);
     actor.events_since_snapshot += 1;
-    let snapshot = (actor.events_since_snapshot >= shared.options.snapshot_every_events).then(|| {
-        actor.events_since_snapshot = 0;
-        SnapshotRecord {
-            sku: actor.state.sku.0.clone(),
-            seq,
-            state_json: serde_json::to_string(&actor.state).expect("state always serialises"),
-        }
-    });
+    let snapshot =
+        (actor.events_since_snapshot >= shared.options.snapshot_every_events).then(|| {
+            actor.events_since_snapshot = 0;
+            SnapshotRecord {
+                sku: actor.state.sku.0.clone(),
+                seq,
+                state_json: serde_json::to_string(&actor.state).expect("state always serialises"),
+            }
+        });
     let request = CommitRequest {
         event: Some(EventRecord {
             sku: actor.state.sku.0.clone(),

@@ -65,10 +65,20 @@ pub(crate) struct Committer {
 
 impl Committer {
     /// Starts the committer task on the current tokio runtime.
-    pub(crate) fn start(store: Arc<dyn Store>, sink: Arc<dyn AvailabilitySink>, max_batch: usize) -> Self {
+    pub(crate) fn start(
+        store: Arc<dyn Store>,
+        sink: Arc<dyn AvailabilitySink>,
+        max_batch: usize,
+    ) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let healthy = Arc::new(AtomicBool::new(true));
-        tokio::spawn(run(store, sink, receiver, max_batch.max(1), healthy.clone()));
+        tokio::spawn(run(
+            store,
+            sink,
+            receiver,
+            max_batch.max(1),
+            healthy.clone(),
+        ));
         Self { sender, healthy }
     }
 
@@ -77,7 +87,9 @@ impl Committer {
         if let Err(mpsc::error::SendError(request)) = self.sender.send(request).await
             && let Some(reply) = request.reply
         {
-            let _ = reply.send(Err(LedgerError::Unavailable("committer stopped".to_owned())));
+            let _ = reply.send(Err(LedgerError::Unavailable(
+                "committer stopped".to_owned(),
+            )));
         }
     }
 
@@ -138,7 +150,8 @@ async fn run(
                 let result = store.commit(batch).await;
                 metrics::histogram!(crate::telemetry::STORE_COMMIT_SECONDS)
                     .record(started.elapsed().as_secs_f64());
-                metrics::histogram!(crate::telemetry::STORE_COMMIT_BATCH_EVENTS).record(event_count as f64);
+                metrics::histogram!(crate::telemetry::STORE_COMMIT_BATCH_EVENTS)
+                    .record(event_count as f64);
                 result.map_err(|error| {
                     tracing::error!(error = %error, events = event_count, "group commit failed; refusing further writes");
                     poisoned = Some(error.to_string());
@@ -152,7 +165,11 @@ async fn run(
 }
 
 /// Answers every request of a batch and publishes the newest availability per SKU.
-fn finish(requests: &mut Vec<CommitRequest>, outcome: Result<(), LedgerError>, sink: &dyn AvailabilitySink) {
+fn finish(
+    requests: &mut Vec<CommitRequest>,
+    outcome: Result<(), LedgerError>,
+    sink: &dyn AvailabilitySink,
+) {
     let mut latest: HashMap<String, AvailabilityChange> = HashMap::new();
     let mut applied: HashMap<(String, &'static str), u64> = HashMap::new();
     let mut oversells: HashMap<String, u64> = HashMap::new();
@@ -161,7 +178,9 @@ fn finish(requests: &mut Vec<CommitRequest>, outcome: Result<(), LedgerError>, s
             Ok(()) => {
                 if let Some((durable, seq)) = &request.durable {
                     durable.fetch_max(*seq, Ordering::AcqRel);
-                    *applied.entry((request.source.clone(), request.kind)).or_default() += 1;
+                    *applied
+                        .entry((request.source.clone(), request.kind))
+                        .or_default() += 1;
                     if request.oversold {
                         *oversells.entry(request.source.clone()).or_default() += 1;
                     }
@@ -183,7 +202,8 @@ fn finish(requests: &mut Vec<CommitRequest>, outcome: Result<(), LedgerError>, s
     }
     for (source, count) in oversells {
         tracing::warn!(source = %source, count, "sale recorded beyond available stock (oversell)");
-        metrics::counter!(crate::telemetry::LEDGER_OVERSELLS_TOTAL, "source" => source).increment(count);
+        metrics::counter!(crate::telemetry::LEDGER_OVERSELLS_TOTAL, "source" => source)
+            .increment(count);
     }
     if !latest.is_empty() {
         let changes: Vec<AvailabilityChange> = latest.into_values().collect();

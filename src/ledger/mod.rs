@@ -184,7 +184,11 @@ impl Ledger {
     }
 
     /// SKUs known to the store, ascending, after `after`, at most `limit`.
-    pub async fn list_skus(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, LedgerError> {
+    pub async fn list_skus(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, LedgerError> {
         self.shared
             .store
             .list_skus(after, limit)
@@ -209,7 +213,12 @@ impl Ledger {
 
     /// Passivates every SKU actor and waits until all pending writes are durable.
     pub async fn shutdown(&self) {
-        let skus: Vec<Sku> = self.shared.registry.iter().map(|e| e.key().clone()).collect();
+        let skus: Vec<Sku> = self
+            .shared
+            .registry
+            .iter()
+            .map(|e| e.key().clone())
+            .collect();
         for sku in skus {
             self.passivate(&sku, true);
         }
@@ -271,8 +280,8 @@ impl Ledger {
             sku: sku.clone(),
             counters: counters.clone(),
         };
-        let (actor, _join) =
-            ractor::ActorRuntime::spawn_instant(None, handler, args).expect("unnamed actors cannot clash");
+        let (actor, _join) = ractor::ActorRuntime::spawn_instant(None, handler, args)
+            .expect("unnamed actors cannot clash");
         let live = self.shared.live_actors.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::gauge!(crate::telemetry::LEDGER_LIVE_SKU_ACTORS).set(live as f64);
         Arc::new(SkuSlot { actor, counters })

@@ -53,27 +53,66 @@ fn available(state: &SkuState) -> i64 {
 async fn duplicates_are_acknowledged_without_effect_and_state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let ledger = Ledger::start(open(&dir), Arc::new(NullSinkForTests), LedgerOptions::default());
-        let first = ledger.submit(movement("SKU-C", "r1", receipt(10))).await.unwrap();
+        let ledger = Ledger::start(
+            open(&dir),
+            Arc::new(NullSinkForTests),
+            LedgerOptions::default(),
+        );
+        let first = ledger
+            .submit(movement("SKU-C", "r1", receipt(10)))
+            .await
+            .unwrap();
         assert_eq!(first, Ack::Applied { seq: 1 });
         // Scenario S2: the same key concurrently and again later.
         let (a, b) = tokio::join!(
-            ledger.submit(movement("SKU-C", "o1", MovementKind::Sale {
-                reservation: "c1:o1:l1".into(), quantity: 1, location: Some("WH-1".into()), route: vec![] })),
-            ledger.submit(movement("SKU-C", "o1", MovementKind::Sale {
-                reservation: "c1:o1:l1".into(), quantity: 1, location: Some("WH-1".into()), route: vec![] })),
+            ledger.submit(movement(
+                "SKU-C",
+                "o1",
+                MovementKind::Sale {
+                    reservation: "c1:o1:l1".into(),
+                    quantity: 1,
+                    location: Some("WH-1".into()),
+                    route: vec![]
+                }
+            )),
+            ledger.submit(movement(
+                "SKU-C",
+                "o1",
+                MovementKind::Sale {
+                    reservation: "c1:o1:l1".into(),
+                    quantity: 1,
+                    location: Some("WH-1".into()),
+                    route: vec![]
+                }
+            )),
         );
         assert_eq!(a.unwrap(), Ack::Applied { seq: 2 });
         assert_eq!(b.unwrap(), Ack::Duplicate { seq: 2 });
         ledger.shutdown().await;
     }
-    let ledger = Ledger::start(open(&dir), Arc::new(NullSinkForTests), LedgerOptions::default());
+    let ledger = Ledger::start(
+        open(&dir),
+        Arc::new(NullSinkForTests),
+        LedgerOptions::default(),
+    );
     let again = ledger
-        .submit(movement("SKU-C", "o1", MovementKind::Sale {
-            reservation: "c1:o1:l1".into(), quantity: 1, location: Some("WH-1".into()), route: vec![] }))
+        .submit(movement(
+            "SKU-C",
+            "o1",
+            MovementKind::Sale {
+                reservation: "c1:o1:l1".into(),
+                quantity: 1,
+                location: Some("WH-1".into()),
+                route: vec![],
+            },
+        ))
         .await
         .unwrap();
-    assert_eq!(again, Ack::Duplicate { seq: 2 }, "keys are durable across restarts");
+    assert_eq!(
+        again,
+        Ack::Duplicate { seq: 2 },
+        "keys are durable across restarts"
+    );
     let state = ledger.state(&"SKU-C".into()).await.unwrap();
     assert_eq!((state.seq, available(&state)), (2, 9));
 }
@@ -87,13 +126,24 @@ impl AvailabilitySink for NullSinkForTests {
 async fn concurrent_holds_on_the_last_units_exactly_k_succeed() {
     // Scenario S1 generalised: N concurrent reservations against stock k.
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::start(open(&dir), Arc::new(NullSinkForTests), LedgerOptions::default());
+    let ledger = Ledger::start(
+        open(&dir),
+        Arc::new(NullSinkForTests),
+        LedgerOptions::default(),
+    );
     let k = 7;
-    ledger.submit(movement("SKU-A", "stock", receipt(k))).await.unwrap();
+    ledger
+        .submit(movement("SKU-A", "stock", receipt(k)))
+        .await
+        .unwrap();
     let tasks: Vec<_> = (0..50)
         .map(|i| {
             let ledger = ledger.clone();
-            tokio::spawn(async move { ledger.submit(movement("SKU-A", &format!("h{i}"), hold(&format!("h{i}")))).await })
+            tokio::spawn(async move {
+                ledger
+                    .submit(movement("SKU-A", &format!("h{i}"), hold(&format!("h{i}"))))
+                    .await
+            })
         })
         .collect();
     let mut succeeded = 0;
@@ -101,7 +151,9 @@ async fn concurrent_holds_on_the_last_units_exactly_k_succeed() {
     for task in tasks {
         match task.await.unwrap() {
             Ok(Ack::Applied { .. }) => succeeded += 1,
-            Err(LedgerError::Rejected(crate::domain::ApplyError::InsufficientStock { .. })) => refused += 1,
+            Err(LedgerError::Rejected(crate::domain::ApplyError::InsufficientStock { .. })) => {
+                refused += 1
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -119,7 +171,10 @@ async fn passivated_skus_reload_from_snapshot_and_events() {
     };
     let ledger = Ledger::start(open(&dir), Arc::new(NullSinkForTests), options);
     for i in 0..10 {
-        ledger.submit(movement("SKU-P", &format!("r{i}"), receipt(1))).await.unwrap();
+        ledger
+            .submit(movement("SKU-P", &format!("r{i}"), receipt(1)))
+            .await
+            .unwrap();
     }
     for _ in 0..200 {
         if ledger.live_actors() == 0 {
@@ -128,10 +183,16 @@ async fn passivated_skus_reload_from_snapshot_and_events() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(ledger.live_actors(), 0, "idle actor was not passivated");
-    let duplicate = ledger.submit(movement("SKU-P", "r4", receipt(1))).await.unwrap();
+    let duplicate = ledger
+        .submit(movement("SKU-P", "r4", receipt(1)))
+        .await
+        .unwrap();
     assert_eq!(duplicate, Ack::Duplicate { seq: 5 });
     let state = ledger.state(&"SKU-P".into()).await.unwrap();
-    assert_eq!((state.seq, state.location(&"WH-1".into()).on_hand), (10, 10));
+    assert_eq!(
+        (state.seq, state.location(&"WH-1".into()).on_hand),
+        (10, 10)
+    );
 }
 
 #[tokio::test]
@@ -148,19 +209,36 @@ async fn availability_is_published_once_durable_with_the_newest_levels() {
     let changes = sink.0.lock().unwrap().clone();
     let last = changes.last().expect("published");
     assert_eq!((last.seq, last.locations[0].on_hand), (5, 10));
-    assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq), "published in order: {changes:?}");
+    assert!(
+        changes.windows(2).all(|w| w[0].seq < w[1].seq),
+        "published in order: {changes:?}"
+    );
 }
 
 #[tokio::test]
 async fn rejected_movements_are_not_recorded() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::start(open(&dir), Arc::new(NullSinkForTests), LedgerOptions::default());
+    let ledger = Ledger::start(
+        open(&dir),
+        Arc::new(NullSinkForTests),
+        LedgerOptions::default(),
+    );
     let error = ledger
-        .submit(movement("SKU-R", "f1", MovementKind::Fulfilment { reservation: "nope".into(), quantity: 1 }))
+        .submit(movement(
+            "SKU-R",
+            "f1",
+            MovementKind::Fulfilment {
+                reservation: "nope".into(),
+                quantity: 1,
+            },
+        ))
         .await
         .unwrap_err();
     assert!(matches!(error, LedgerError::Rejected(_)));
-    ledger.submit(movement("SKU-R", "r1", receipt(1))).await.unwrap();
+    ledger
+        .submit(movement("SKU-R", "r1", receipt(1)))
+        .await
+        .unwrap();
     let events = ledger.store().events("SKU-R", 1, 10).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].idempotency_key, "r1");

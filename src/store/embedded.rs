@@ -92,7 +92,9 @@ impl EmbeddedStore {
     ) -> Result<T, StoreError> {
         let connection = connection.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let mut guard = connection.lock().unwrap_or_else(|poison| poison.into_inner());
+            let mut guard = connection
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
             work(&mut guard)
         })
         .await
@@ -156,7 +158,11 @@ fn write_batch(connection: &mut Connection, batch: &CommitBatch) -> Result<(), S
             .map_err(&err)?;
         for snapshot in &batch.snapshots {
             upsert_snapshot
-                .execute(params![snapshot.sku, snapshot.seq as i64, snapshot.state_json])
+                .execute(params![
+                    snapshot.sku,
+                    snapshot.seq as i64,
+                    snapshot.state_json
+                ])
                 .map_err(&err)?;
         }
         let mut upsert_offset = tx
@@ -168,7 +174,12 @@ fn write_batch(connection: &mut Connection, batch: &CommitBatch) -> Result<(), S
             .map_err(&err)?;
         for offset in &batch.offsets {
             upsert_offset
-                .execute(params![offset.group, offset.topic, offset.partition, offset.next_offset])
+                .execute(params![
+                    offset.group,
+                    offset.topic,
+                    offset.partition,
+                    offset.next_offset
+                ])
                 .map_err(&err)?;
         }
     }
@@ -240,7 +251,12 @@ impl Store for EmbeddedStore {
         Self::blocking(&self.reader, "load_sku", move |c| load(c, &sku, now_ms)).await
     }
 
-    async fn events(&self, sku: &str, from_seq: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+    async fn events(
+        &self,
+        sku: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
         let sku = sku.to_owned();
         Self::blocking(&self.reader, "events", move |c| {
             let err = backend("events");
@@ -263,7 +279,11 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn list_skus(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn list_skus(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         let after = after.unwrap_or("").to_owned();
         Self::blocking(&self.reader, "list_skus", move |c| {
             let err = backend("list_skus");
@@ -349,9 +369,12 @@ impl Store for EmbeddedStore {
 
     async fn expire_keys(&self, now_ms: i64) -> Result<u64, StoreError> {
         Self::blocking(&self.writer, "expire_keys", move |c| {
-            c.execute("DELETE FROM idempotency_keys WHERE expires_at_ms <= ?1", params![now_ms])
-                .map(|n| n as u64)
-                .map_err(backend("expire_keys"))
+            c.execute(
+                "DELETE FROM idempotency_keys WHERE expires_at_ms <= ?1",
+                params![now_ms],
+            )
+            .map(|n| n as u64)
+            .map_err(backend("expire_keys"))
         })
         .await
     }
@@ -380,9 +403,22 @@ mod tests {
             let store = EmbeddedStore::open(&path).unwrap();
             store
                 .commit(CommitBatch {
-                    events: vec![event("A", 1, "k1"), event("A", 2, "k2"), event("B", 1, "k3")],
-                    snapshots: vec![SnapshotRecord { sku: "A".into(), seq: 1, state_json: "s1".into() }],
-                    offsets: vec![OffsetWatermark { group: "g".into(), topic: "t".into(), partition: 0, next_offset: 7 }],
+                    events: vec![
+                        event("A", 1, "k1"),
+                        event("A", 2, "k2"),
+                        event("B", 1, "k3"),
+                    ],
+                    snapshots: vec![SnapshotRecord {
+                        sku: "A".into(),
+                        seq: 1,
+                        state_json: "s1".into(),
+                    }],
+                    offsets: vec![OffsetWatermark {
+                        group: "g".into(),
+                        topic: "t".into(),
+                        partition: 0,
+                        next_offset: 7,
+                    }],
                 })
                 .await
                 .unwrap();
@@ -390,11 +426,25 @@ mod tests {
         let store = EmbeddedStore::open(&path).unwrap();
         let loaded = store.load_sku("A", 500).await.unwrap();
         assert_eq!(loaded.snapshot.unwrap().seq, 1);
-        assert_eq!(loaded.events_after.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(
+            loaded
+                .events_after
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            vec![2]
+        );
         let mut keys = loaded.idempotency_keys;
         keys.sort();
         assert_eq!(keys, vec![("k1".to_owned(), 1), ("k2".to_owned(), 2)]);
-        assert!(store.load_sku("A", 5_000).await.unwrap().idempotency_keys.is_empty());
+        assert!(
+            store
+                .load_sku("A", 5_000)
+                .await
+                .unwrap()
+                .idempotency_keys
+                .is_empty()
+        );
         assert_eq!(store.offsets("g").await.unwrap()[0].next_offset, 7);
         assert_eq!(store.list_skus(None, 10).await.unwrap(), vec!["A", "B"]);
         assert_eq!(store.list_skus(Some("A"), 10).await.unwrap(), vec!["B"]);
@@ -404,13 +454,36 @@ mod tests {
     async fn a_duplicate_sequence_number_fails_the_whole_batch() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("s.db")).unwrap();
-        store.commit(CommitBatch { events: vec![event("A", 1, "k1")], ..Default::default() }).await.unwrap();
+        store
+            .commit(CommitBatch {
+                events: vec![event("A", 1, "k1")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         let error = store
-            .commit(CommitBatch { events: vec![event("B", 1, "x"), event("A", 1, "k9")], ..Default::default() })
+            .commit(CommitBatch {
+                events: vec![event("B", 1, "x"), event("A", 1, "k9")],
+                ..Default::default()
+            })
             .await
             .unwrap_err();
-        assert!(matches!(error, StoreError::Backend { operation: "commit", .. }));
-        assert!(store.load_sku("B", 0).await.unwrap().events_after.is_empty(), "batch must be atomic");
+        assert!(matches!(
+            error,
+            StoreError::Backend {
+                operation: "commit",
+                ..
+            }
+        ));
+        assert!(
+            store
+                .load_sku("B", 0)
+                .await
+                .unwrap()
+                .events_after
+                .is_empty(),
+            "batch must be atomic"
+        );
     }
 
     #[tokio::test]
@@ -420,7 +493,12 @@ mod tests {
         for next_offset in [9, 4] {
             store
                 .commit(CommitBatch {
-                    offsets: vec![OffsetWatermark { group: "g".into(), topic: "t".into(), partition: 1, next_offset }],
+                    offsets: vec![OffsetWatermark {
+                        group: "g".into(),
+                        topic: "t".into(),
+                        partition: 1,
+                        next_offset,
+                    }],
                     ..Default::default()
                 })
                 .await
@@ -429,7 +507,12 @@ mod tests {
         assert_eq!(store.offsets("g").await.unwrap()[0].next_offset, 9);
         for quantity in [3, 5] {
             store
-                .record_pushed(&[PushedRecord { channel: "c".into(), sku: "A".into(), quantity, pushed_at_ms: 1 }])
+                .record_pushed(&[PushedRecord {
+                    channel: "c".into(),
+                    sku: "A".into(),
+                    quantity,
+                    pushed_at_ms: 1,
+                }])
                 .await
                 .unwrap();
         }

@@ -130,9 +130,15 @@ pub trait Store: Send + Sync + 'static {
     /// Loads a SKU's newest snapshot, later events and unexpired keys (`now_ms` decides expiry).
     async fn load_sku(&self, sku: &str, now_ms: i64) -> Result<LoadedSku, StoreError>;
     /// All events of a SKU with seq in `from_seq..`, ascending, at most `limit`.
-    async fn events(&self, sku: &str, from_seq: u64, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
+    async fn events(
+        &self,
+        sku: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError>;
     /// SKUs known to the store, ascending, starting after `after`, at most `limit`.
-    async fn list_skus(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError>;
+    async fn list_skus(&self, after: Option<&str>, limit: usize)
+    -> Result<Vec<String>, StoreError>;
     /// Offset watermarks of a consumer group.
     async fn offsets(&self, group: &str) -> Result<Vec<OffsetWatermark>, StoreError>;
     /// Records the values last pushed (and acknowledged) per channel listing.
@@ -146,12 +152,14 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the configured backend (the registry of store backends).
 pub fn open(config: &crate::config::StoreConfig) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     match config.backend {
-        crate::config::StoreBackend::Embedded => {
-            Ok(std::sync::Arc::new(embedded::EmbeddedStore::open(&config.path)?))
-        }
+        crate::config::StoreBackend::Embedded => Ok(std::sync::Arc::new(
+            embedded::EmbeddedStore::open(&config.path)?,
+        )),
         crate::config::StoreBackend::Scylla => Err(StoreError::Backend {
             operation: "open",
-            message: "the scylla backend is not built into this release; use backend = \"embedded\"".to_owned(),
+            message:
+                "the scylla backend is not built into this release; use backend = \"embedded\""
+                    .to_owned(),
         }),
     }
 }

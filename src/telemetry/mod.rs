@@ -41,6 +41,9 @@ pub const PROPAGATION_QUEUE_DEPTH: &str = "stocksync_propagation_queue_depth";
 pub const PROPAGATION_PUSHES_TOTAL: &str = "stocksync_propagation_pushes_total";
 /// Ledger change to channel acknowledgement (histogram, seconds); label `channel`.
 pub const PROPAGATION_LAG_SECONDS: &str = "stocksync_propagation_lag_seconds";
+/// ATP changes dropped because the Kafka ATP output queue was full; label `channel`.
+pub const PROPAGATION_ATP_OUTPUT_DROPPED_TOTAL: &str =
+    "stocksync_propagation_atp_output_dropped_total";
 /// Throttle responses (429 or GraphQL THROTTLED); label `channel`.
 pub const CHANNEL_THROTTLED_TOTAL: &str = "stocksync_channel_throttled_total";
 /// 5xx responses and transport errors; labels `channel`, `error`.
@@ -66,7 +69,9 @@ pub fn prometheus() -> PrometheusHandle {
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
     } else {
