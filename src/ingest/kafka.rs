@@ -268,7 +268,11 @@ fn consumer_config(config: &KafkaConfig) -> ClientConfig {
         .set("enable.partition.eof", "false")
         // Bounds librdkafka's prefetch per partition (default 64 MiB); our own batch is
         // bounded by `batch_max`.
-        .set("queued.max.messages.kbytes", "16384");
+        .set("queued.max.messages.kbytes", "16384")
+        // A fetch returns as soon as one message is there, or after this long: the default
+        // (500 ms) would dominate the time from a WMS event to the channel push.
+        .set("fetch.wait.max.ms", "20")
+        .set("fetch.min.bytes", "1");
     client
 }
 
