@@ -2,7 +2,13 @@
 //! embedded store → propagation enqueue (real `Propagation` with a Shopify channel pointing
 //! at the in-process simulator) — against a plain HashMap apply of the same movements.
 //!
-//! Run: `cargo bench --bench pipeline`
+//! Run: `cargo bench --bench pipeline` (`BENCH_MAX_BATCH=N` overrides the group-commit
+//! batch limit, default 4096 as in config).
+
+/// mimalloc: the engine allocates many small, short-lived values on several threads,
+/// where it measured faster than the system allocator (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::collections::HashMap;
@@ -99,7 +105,14 @@ fn bench(c: &mut Criterion) {
         )
         .await
         .unwrap();
-        let ledger = Ledger::start(store, Arc::new(propagation), LedgerOptions::default());
+        let options = LedgerOptions {
+            group_commit_max_batch: std::env::var("BENCH_MAX_BATCH")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(LedgerOptions::default().group_commit_max_batch),
+            ..LedgerOptions::default()
+        };
+        let ledger = Ledger::start(store, Arc::new(propagation), options);
         (ledger, shop)
     });
 

@@ -1,5 +1,10 @@
 //! The `stocksync` binary: `run`, `demo`, `sandbox`, `check-config`.
 
+/// mimalloc: the engine allocates many small, short-lived values on several threads,
+/// where it measured faster than the system allocator (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

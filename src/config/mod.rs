@@ -118,7 +118,7 @@ fn default_group_commit_max_batch() -> usize {
     4096
 }
 fn default_snapshot_every_events() -> u64 {
-    64
+    500
 }
 
 /// `[ledger]`.

@@ -51,7 +51,7 @@ impl Default for LedgerOptions {
             idle_passivate_secs: 120,
             idempotency_ttl_secs: 7 * 24 * 3600,
             group_commit_max_batch: 4096,
-            snapshot_every_events: 64,
+            snapshot_every_events: 500,
         }
     }
 }

@@ -145,7 +145,9 @@ pub trait Store: Send + Sync + 'static {
     async fn record_pushed(&self, records: &[PushedRecord]) -> Result<(), StoreError>;
     /// The values last pushed to one channel, all SKUs.
     async fn pushed(&self, channel: &str) -> Result<Vec<PushedRecord>, StoreError>;
-    /// Deletes idempotency keys that expired before `now_ms`; returns how many.
+    /// Forgets idempotency keys that expired before `now_ms`; returns how many rows it
+    /// deleted (backends that filter expired keys at load time, like the embedded one, or
+    /// expire them natively, like a ScyllaDB TTL, return 0).
     async fn expire_keys(&self, now_ms: i64) -> Result<u64, StoreError>;
 }
 
