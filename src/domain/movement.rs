@@ -104,6 +104,10 @@ pub enum MovementKind {
         /// Candidate locations in priority order when `location` is absent.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         route: Vec<LocationId>,
+        /// When the hold lapses unless committed (milliseconds since the Unix epoch); the
+        /// ledger's reaper releases it then (scenario S5). Absent: no expiry.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at_ms: Option<i64>,
     },
     /// Cancels an order line or hold: releases its unshipped units (all of them, or at
     /// most `quantity`). A cancellation that arrives before its sale is remembered, and the
@@ -114,6 +118,9 @@ pub enum MovementKind {
         /// Units to release; absent means every unshipped unit.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         quantity: Option<u64>,
+        /// Why (`cancelled`, `expired`, `payment_failed`, `compensation`); free text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// Shipment of reserved units: on-hand -= quantity and reserved -= quantity at the
     /// reservation's location.
@@ -188,6 +195,7 @@ impl Movement {
                 location,
                 route,
                 reservation,
+                ..
             } => {
                 positive(*quantity, &mut problems);
                 if location.is_none() && route.is_empty() {

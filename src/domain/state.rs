@@ -35,6 +35,9 @@ pub struct Reservation {
     pub fulfilled: u64,
     /// Units released by cancellation.
     pub released: u64,
+    /// When an uncommitted hold lapses (milliseconds since the Unix epoch), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<i64>,
 }
 
 impl Reservation {
@@ -172,6 +175,30 @@ impl SkuState {
             .collect()
     }
 
+    /// Open holds whose expiry is at or before `now_ms`, with their expiry, oldest first.
+    pub fn expired_reservations(&self, now_ms: i64) -> Vec<(String, i64)> {
+        let mut expired: Vec<(String, i64)> = self
+            .reservations
+            .iter()
+            .filter_map(|(id, line)| {
+                line.expires_at_ms
+                    .filter(|at| *at <= now_ms && line.open() > 0)
+                    .map(|at| (id.clone(), at))
+            })
+            .collect();
+        expired.sort_by_key(|(_, at)| *at);
+        expired
+    }
+
+    /// The earliest expiry among open holds, if any.
+    pub fn next_expiry_ms(&self) -> Option<i64> {
+        self.reservations
+            .values()
+            .filter(|line| line.open() > 0)
+            .filter_map(|line| line.expires_at_ms)
+            .min()
+    }
+
     /// The change to publish for the current state.
     pub fn availability(&self) -> AvailabilityChange {
         AvailabilityChange {
@@ -249,16 +276,24 @@ impl SkuState {
                 quantity,
                 location,
                 route,
-            } => self.reserve(reservation, *quantity, location.as_ref(), route, false),
+            } => self.reserve(reservation, *quantity, location.as_ref(), route, None),
             MovementKind::Reservation {
                 reservation,
                 quantity,
                 location,
                 route,
-            } => self.reserve(reservation, *quantity, location.as_ref(), route, true),
+                expires_at_ms,
+            } => self.reserve(
+                reservation,
+                *quantity,
+                location.as_ref(),
+                route,
+                Some(*expires_at_ms),
+            ),
             MovementKind::Cancellation {
                 reservation,
                 quantity,
+                ..
             } => Ok(self.cancel(reservation, *quantity)),
             MovementKind::Fulfilment {
                 reservation,
@@ -315,8 +350,11 @@ impl SkuState {
         quantity: u64,
         location: Option<&LocationId>,
         route: &[LocationId],
-        must_fit: bool,
+        hold: Option<Option<i64>>,
     ) -> Result<Applied, ApplyError> {
+        // `hold` is `Some(expiry)` for a hold that must fit, `None` for a channel sale.
+        let must_fit = hold.is_some();
+        let expires_at_ms = hold.flatten();
         if self.reservations.contains_key(reservation) {
             // The same line arriving under another idempotency key: never reserve twice.
             return Ok(Self::unchanged());
@@ -350,6 +388,7 @@ impl SkuState {
                 quantity,
                 fulfilled: 0,
                 released,
+                expires_at_ms,
             },
         );
         if open == 0 {
@@ -393,6 +432,8 @@ impl SkuState {
             });
         }
         line.fulfilled += quantity;
+        // Shipping commits the hold: it no longer lapses.
+        line.expires_at_ms = None;
         let location = line.location.clone();
         let stock = self.stock_mut(&location);
         stock.on_hand -= to_i64(quantity);
@@ -464,6 +505,7 @@ mod tests {
         run(
             &mut state,
             MovementKind::Cancellation {
+                reason: None,
                 reservation: "o1:l1".into(),
                 quantity: None,
             },
@@ -490,6 +532,7 @@ mod tests {
         let cancelled = run(
             &mut state,
             MovementKind::Cancellation {
+                reason: None,
                 reservation: "o2:l1".into(),
                 quantity: None,
             },
@@ -548,6 +591,7 @@ mod tests {
         )
         .unwrap();
         let hold = |r: &str| MovementKind::Reservation {
+            expires_at_ms: None,
             reservation: r.into(),
             quantity: 1,
             location: None,
@@ -613,6 +657,7 @@ mod tests {
         run(
             &mut state,
             MovementKind::Cancellation {
+                reason: None,
                 reservation: "o4".into(),
                 quantity: Some(1),
             },
@@ -621,6 +666,7 @@ mod tests {
         run(
             &mut state,
             MovementKind::Cancellation {
+                reason: None,
                 reservation: "o4".into(),
                 quantity: Some(1),
             },

@@ -497,6 +497,7 @@ fn decode_order(
                 cancellation_key(channel, &order.id, &line.id),
                 sku,
                 MovementKind::Cancellation {
+                    reason: None,
                     reservation,
                     quantity: None,
                 },
@@ -534,6 +535,7 @@ fn decode_refund(
         let key = refund_key(channel, &refund.id, &refund_line.id);
         let kind = match refund_line.restock_type.as_deref() {
             Some("cancel") => MovementKind::Cancellation {
+                reason: None,
                 reservation,
                 quantity: Some(refund_line.quantity),
             },
@@ -671,6 +673,7 @@ mod tests {
                 listings: Vec::new(),
                 listings_csv: None,
             }),
+            woocommerce: None,
         }
     }
 
@@ -888,6 +891,7 @@ mod tests {
         assert_eq!(
             decoded.movements[1].kind,
             MovementKind::Cancellation {
+                reason: None,
                 reservation: "shop-main:5872300001001:14000000000101".into(),
                 quantity: None
             }
@@ -946,6 +950,7 @@ mod tests {
         assert_eq!(
             cancelled.kind,
             MovementKind::Cancellation {
+                reason: None,
                 reservation: "shop-main:5872300001001:14000000000102".into(),
                 quantity: Some(1)
             }

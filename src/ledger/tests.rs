@@ -25,6 +25,7 @@ fn receipt(quantity: u64) -> MovementKind {
 
 fn hold(reservation: &str) -> MovementKind {
     MovementKind::Reservation {
+        expires_at_ms: None,
         reservation: reservation.into(),
         quantity: 1,
         location: None,

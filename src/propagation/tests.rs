@@ -167,6 +167,7 @@ fn channel_config() -> ChannelConfig {
             max_backoff_ms: 40,
         },
         shopify: None,
+        woocommerce: None,
     }
 }
 
