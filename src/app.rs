@@ -20,15 +20,74 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+mod ops;
+
 /// How often expired idempotency keys are deleted from the store.
 const KEY_EXPIRY_PERIOD_SECS: u64 = 3600;
 
 /// Adapts propagation to the web layer's read-only view.
-struct PropagationView(Propagation);
+struct PropagationView(Propagation, Option<crate::reconcile::Reconciler>);
 
 impl ChannelView for PropagationView {
     fn last_pushed(&self, channel: &str, sku: &str) -> Option<u64> {
         self.0.last_pushed(channel, sku)
+    }
+
+    fn channel_report(&self, channel: &str, sku: &str) -> Option<web::stock::ChannelReportView> {
+        ops::channel_report(self.1.as_ref(), channel, sku)
+    }
+
+    fn inventory_level_reported(
+        &self,
+        channel: &str,
+        item: &str,
+        location: &str,
+        value: Option<i64>,
+    ) {
+        if let Some(reconciler) = &self.1 {
+            reconciler.observe_level(channel, item, location, value);
+        }
+    }
+
+    fn channel_status(&self) -> Vec<web::health::ChannelStatusView> {
+        self.0
+            .channel_status()
+            .into_iter()
+            .map(|status| web::health::ChannelStatusView {
+                channel: status.channel,
+                kind: status.kind.and_then(|kind| {
+                    serde_json::to_value(kind)
+                        .ok()
+                        .and_then(|value| value.as_str().map(str::to_owned))
+                }),
+                listings: status.listings,
+                queue_depth: status.queue_depth,
+                in_flight: status.in_flight,
+                isolated: status.isolated,
+                accepted_total: status.accepted_total,
+                conflicts_total: status.conflicts_total,
+                rejected_total: status.rejected_total,
+                errors_total: status.errors_total,
+                throttled_total: status.throttled_total,
+                last_success_at_ms: status.last_success_at_ms,
+                last_error: status.last_error,
+                last_error_at_ms: status.last_error_at_ms,
+            })
+            .collect()
+    }
+}
+
+/// Adapts the Kafka consumer's assignment to the web layer's readiness check; filled once
+/// Kafka ingest has started (the HTTP API starts first).
+#[derive(Default)]
+struct KafkaAssignmentView(std::sync::OnceLock<crate::ingest::kafka::AssignmentHandle>);
+
+impl web::health::KafkaView for KafkaAssignmentView {
+    fn assignment(&self) -> Vec<(String, i32)> {
+        self.0
+            .get()
+            .map(|handle| handle.assignment())
+            .unwrap_or_default()
     }
 }
 
@@ -77,8 +136,10 @@ pub struct App {
     http_stop: oneshot::Sender<()>,
     http_task: JoinHandle<std::io::Result<()>>,
     kafka: Option<KafkaIngest>,
+    channel_pollers: Vec<crate::ingest::bolcom_poll::PollerHandle>,
     housekeeping: JoinHandle<()>,
     atp_output: Option<JoinHandle<()>>,
+    operations: ops::Operations,
 }
 
 impl App {
@@ -89,6 +150,7 @@ impl App {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let config = Arc::new(config);
         let store = crate::store::open(&config.store).context("opening the store")?;
+        ops::record_config_loaded(store.as_ref(), &config).await;
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
@@ -108,9 +170,10 @@ impl App {
             options.atp_observer = Some(Arc::new(forwarder));
             atp_output = Some(task);
         }
-        let propagation = Propagation::start_with_options(&config, store.clone(), client, options)
-            .await
-            .context("starting propagation")?;
+        let propagation =
+            Propagation::start_with_options(&config, store.clone(), client.clone(), options)
+                .await
+                .context("starting propagation")?;
         let ledger = Ledger::start(
             store.clone(),
             Arc::new(propagation.clone()),
@@ -120,8 +183,16 @@ impl App {
             .await
             .with_context(|| format!("binding http.listen {}", config.http.listen))?;
         let http_addr = listener.local_addr()?;
+        let kafka_view = Arc::new(KafkaAssignmentView::default());
+        let mut operations =
+            ops::Operations::start(&config, &ledger, &propagation, store.clone(), client);
         let state = WebState::new(ledger.clone(), config.clone())
-            .with_channel_view(Arc::new(PropagationView(propagation.clone())));
+            .with_channel_view(Arc::new(PropagationView(
+                propagation.clone(),
+                operations.reconciler.clone(),
+            )))
+            .with_kafka_view(kafka_view.clone());
+        operations.start_monitor(&config, &propagation, state.clone());
         let (http_stop, stopped) = oneshot::channel::<()>();
         let http_task = tokio::spawn(web::serve(listener, web::router(state), async move {
             let _ = stopped.await;
@@ -133,6 +204,10 @@ impl App {
             ),
             None => None,
         };
+        if let Some(ingest) = &kafka {
+            let _ = kafka_view.0.set(ingest.assignment_handle());
+        }
+        let channel_pollers = crate::ingest::channel_pollers::start(&config, &ledger);
         let housekeeping = tokio::spawn(async move {
             let mut interval = tokio::time::interval(Duration::from_secs(KEY_EXPIRY_PERIOD_SECS));
             loop {
@@ -155,8 +230,10 @@ impl App {
             http_stop,
             http_task,
             kafka,
+            channel_pollers,
             housekeeping,
             atp_output,
+            operations,
         })
     }
 
@@ -175,6 +252,11 @@ impl App {
         &self.propagation
     }
 
+    /// The reconciler, when `reconcile.enabled`.
+    pub fn reconciler(&self) -> Option<&crate::reconcile::Reconciler> {
+        self.operations.reconciler.as_ref()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
@@ -182,7 +264,9 @@ impl App {
 
     /// Stops ingest, then the HTTP API, drains the ledger, and flushes propagation (waiting
     /// at most `flush_timeout` for channels to accept what is queued).
-    pub async fn shutdown(self, flush_timeout: Duration) {
+    pub async fn shutdown(mut self, flush_timeout: Duration) {
+        self.operations.shutdown();
+        crate::ingest::channel_pollers::stop(std::mem::take(&mut self.channel_pollers)).await;
         if let Some(kafka) = self.kafka
             && let Err(error) = kafka.stop().await
         {

@@ -7,11 +7,8 @@
 //! May depend on: app, config, domain, sandbox.
 
 use crate::app::App;
-use crate::config::{
-    ChannelConfig, ChannelKind, Config, HttpConfig, LocationConfig, RateLimitConfig, RetryConfig,
-    ShopifyConfig, ShopifyListingConfig, StoreConfig,
-};
-use crate::domain::{Movement, MovementKind, SCHEMA_VERSION, channel_atp};
+use crate::config::Config;
+use crate::domain::{Movement, MovementKind, SCHEMA_VERSION};
 use crate::sandbox::shopify::{self as simulator, ShopifySimulatorOptions, SimOrderLine};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -73,55 +70,52 @@ impl Dice {
 }
 
 fn demo_config(options: &DemoOptions, shop_url: String, sim: &ShopifySimulatorOptions) -> Config {
-    Config {
-        store: StoreConfig {
-            path: options.data_dir.join("demo.db"),
-            ..StoreConfig::default()
-        },
-        ledger: Default::default(),
-        http: HttpConfig {
-            listen: options.listen.clone(),
-            ..HttpConfig::default()
-        },
-        kafka: None,
-        locations: vec![
-            LocationConfig {
-                id: "WH-1".into(),
-                name: "Main warehouse".to_owned(),
-            },
-            LocationConfig {
-                id: "STORE-1".into(),
-                name: "City store".to_owned(),
-            },
-        ],
-        channels: vec![ChannelConfig {
-            id: CHANNEL.to_owned(),
-            kind: ChannelKind::Shopify,
-            locations: vec!["WH-1".into(), "STORE-1".into()],
-            safety_stock: 1,
-            max_listed_quantity: Some(500),
-            rate_limit: RateLimitConfig {
-                requests_per_sec: 5.0,
-                burst: 10,
-            },
-            retry: RetryConfig::default(),
-            shopify: Some(ShopifyConfig {
-                shop_url,
-                api_version: "2026-04".to_owned(),
-                access_token: sim.access_token.clone(),
-                webhook_secret: sim.webhook_secret.clone(),
-                location_id: SHOP_LOCATION,
-                use_rest: false,
-                listings: (0..options.skus)
-                    .map(|i| ShopifyListingConfig {
-                        sku: sku_name(i),
-                        inventory_item_id: item_id(i),
-                    })
-                    .collect(),
-                listings_csv: None,
-            }),
-        }],
-    }
+    let listings: String = (0..options.skus)
+        .map(|i| {
+            format!(
+                "[[channels.shopify.listings]]\nsku = \"{}\"\ninventory_item_id = {}\n",
+                sku_name(i),
+                item_id(i)
+            )
+        })
+        .collect();
+    let text = format!(
+        r#"
+[store]
+path = "{db}"
+[http]
+listen = "{listen}"
+
+[[locations]]
+id = "WH-1"
+name = "Main warehouse"
+[[locations]]
+id = "STORE-1"
+name = "City store"
+
+[[channels]]
+id = "{CHANNEL}"
+kind = "shopify"
+locations = ["WH-1", "STORE-1"]
+safety_stock = 1
+max_listed_quantity = 500
+[channels.rate_limit]
+requests_per_sec = 5.0
+burst = 10
+[channels.shopify]
+shop_url = "{shop_url}"
+api_version = "2026-04"
+access_token = "{token}"
+webhook_secret = "{secret}"
+location_id = {SHOP_LOCATION}
+{listings}
+"#,
+        db = options.data_dir.join("demo.db").display(),
+        listen = options.listen,
+        token = sim.access_token,
+        secret = sim.webhook_secret,
+    );
+    Config::from_toml(&text).expect("the demo config is valid TOML")
 }
 
 fn receipt(sku: String, key: String, location: &str, quantity: u64) -> Movement {
@@ -250,7 +244,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     }
 
     app.propagation().flush(Duration::from_secs(10)).await.ok();
-    let channel = config.channel(CHANNEL).expect("demo channel");
+    let policy = config.allocation_policy();
     println!("\ndemo: summary");
     println!(
         "  {:<10} {:>8} {:>9} {:>10} {:>9}",
@@ -259,7 +253,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     for i in 0..options.skus {
         let state = app.ledger().state(&sku_name(i).into()).await?;
         let levels = state.levels();
-        let atp = channel_atp(&levels, &channel.stock_rule()).atp;
+        let atp = policy.allocate(&state.availability(), crate::clock::now_ms())[0].atp;
         let on_hand: i64 = levels.iter().map(|l| l.on_hand).sum();
         let reserved: i64 = levels.iter().map(|l| l.reserved).sum();
         let listed = shop.level(item_id(i), SHOP_LOCATION);

@@ -18,6 +18,7 @@
 //! - [`store`]: the `Store` trait and the embedded backend.
 //! - [`ingest`]: Kafka consumer, webhook decoders.
 //! - [`propagation`]: per-channel actors with coalescing queue, rate limiter, retries.
+//! - [`reconcile`]: channel read-back, echo recognition, discrepancies, healing, alerts.
 //! - [`channels`]: one folder per platform adapter.
 //! - [`sandbox`]: faithful local simulators of the platforms.
 //! - [`web`]: HTTP API, webhooks, `/metrics`, `/healthz`.
@@ -36,6 +37,7 @@ pub mod domain;
 pub mod ingest;
 pub mod ledger;
 pub mod propagation;
+pub mod reconcile;
 pub mod sandbox;
 pub mod store;
 pub mod telemetry;

@@ -1,4 +1,4 @@
-//! The `stocksync` binary: `run`, `demo`, `sandbox`, `check-config`.
+//! The `stocksync` binary: `run`, `demo`, `sandbox`, `history`, `check-config`.
 
 /// mimalloc: the engine allocates many small, short-lived values on several threads,
 /// where it measured faster than the system allocator (BENCHMARKS.md).
@@ -66,6 +66,38 @@ enum Command {
         #[arg(long, default_value_t = true)]
         auto_create_levels: bool,
     },
+    /// Print movement history from the store (read directly; the engine may be running).
+    History {
+        /// The TOML config file (its `[store]` is read).
+        #[arg(
+            long,
+            short,
+            default_value = "config/stocksync.toml",
+            env = "STOCKSYNC_CONFIG"
+        )]
+        config: PathBuf,
+        /// Only this SKU.
+        #[arg(long)]
+        sku: Option<String>,
+        /// Recorded at or after, ms since the Unix epoch.
+        #[arg(long)]
+        from: Option<i64>,
+        /// Recorded before, ms since the Unix epoch.
+        #[arg(long)]
+        to: Option<i64>,
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only this kind (receipt, sale, …).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Most rows.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Print CSV instead of JSON lines.
+        #[arg(long)]
+        csv: bool,
+    },
     /// Check a config file and report every problem at once.
     CheckConfig {
         /// The TOML config file.
@@ -129,6 +161,37 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("waiting for Ctrl-C")?;
             shop.shutdown().await;
+        }
+        Command::History {
+            config,
+            sku,
+            from,
+            to,
+            source,
+            kind,
+            limit,
+            csv,
+        } => {
+            let config = Config::load(&config)?;
+            let store = stocksync::store::open(&config.store)?;
+            let query = stocksync::store::EventQuery {
+                sku,
+                from_ms: from,
+                to_ms: to,
+                source,
+                kind,
+                after: None,
+                limit,
+            };
+            let rows =
+                stocksync::store::history::movement_rows(store.as_ref(), &query, true).await?;
+            if csv {
+                stocksync::store::history::write_csv(&rows, std::io::stdout().lock())?;
+            } else {
+                for row in rows {
+                    println!("{}", serde_json::to_string(&row)?);
+                }
+            }
         }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => println!(

@@ -90,20 +90,27 @@ fn store(dir: &Path) -> Arc<dyn Store> {
 
 fn change(n: u64, wh1: (i64, i64), wh2_on_hand: i64, seq: u64) -> AvailabilityChange {
     AvailabilityChange {
+        inbound: Vec::new(),
         sku: Sku(sku(n)),
         seq,
         locations: vec![
             LocationLevel {
+                inbound: 0,
+                in_transit: 0,
                 location: "STORE-9".into(),
                 on_hand: 1_000,
                 reserved: 0,
             },
             LocationLevel {
+                inbound: 0,
+                in_transit: 0,
                 location: "WH-1".into(),
                 on_hand: wh1.0,
                 reserved: wh1.1,
             },
             LocationLevel {
+                inbound: 0,
+                in_transit: 0,
                 location: "WH-2".into(),
                 on_hand: wh2_on_hand,
                 reserved: 0,

@@ -16,7 +16,10 @@
 //!
 //! May depend on: `config`, `telemetry`. Must NOT import `ledger`, `ingest` or `store`.
 
+pub mod amazon;
+pub mod bolcom;
 pub mod shopify;
+pub mod woocommerce;
 
 use crate::config::{ChannelConfig, ChannelKind};
 use async_trait::async_trait;
@@ -356,6 +359,30 @@ pub fn build_adapter(
     client: reqwest::Client,
 ) -> Result<Box<dyn ChannelAdapter>, ChannelError> {
     match config.kind {
+        ChannelKind::Bolcom => {
+            let bolcom = config
+                .bolcom
+                .as_ref()
+                .ok_or_else(|| ChannelError::InvalidConfig {
+                    channel: config.id.clone(),
+                    message: "kind = \"bolcom\" needs a [bolcom] section".to_owned(),
+                })?;
+            Ok(Box::new(bolcom::BolcomAdapter::new(
+                &config.id, bolcom, client,
+            )?))
+        }
+        ChannelKind::Amazon => {
+            let amazon = config
+                .amazon
+                .as_ref()
+                .ok_or_else(|| ChannelError::InvalidConfig {
+                    channel: config.id.clone(),
+                    message: "kind = \"amazon\" needs an [amazon] section".to_owned(),
+                })?;
+            Ok(Box::new(amazon::AmazonAdapter::new(
+                &config.id, amazon, client,
+            )?))
+        }
         ChannelKind::Shopify => {
             let shopify = config
                 .shopify
@@ -366,6 +393,21 @@ pub fn build_adapter(
                 })?;
             Ok(Box::new(shopify::ShopifyAdapter::new(
                 &config.id, shopify, client,
+            )?))
+        }
+        ChannelKind::Woocommerce => {
+            let woocommerce =
+                config
+                    .woocommerce
+                    .as_ref()
+                    .ok_or_else(|| ChannelError::InvalidConfig {
+                        channel: config.id.clone(),
+                        message: "kind = \"woocommerce\" needs a [woocommerce] section".to_owned(),
+                    })?;
+            Ok(Box::new(woocommerce::WoocommerceAdapter::new(
+                &config.id,
+                woocommerce,
+                client,
             )?))
         }
     }

@@ -6,8 +6,13 @@
 //! May depend on: `domain` (for ids and the ATP rule).
 
 mod interpolate;
+mod marketplaces;
 
 pub use interpolate::interpolate;
+pub use marketplaces::{
+    AmazonConfig, AmazonListingConfig, BolcomConfig, BolcomListingConfig, validate_amazon,
+    validate_bolcom,
+};
 
 use crate::domain::{ChannelStockRule, LocationId};
 use serde::{Deserialize, Serialize};
@@ -58,6 +63,222 @@ pub struct Config {
     /// Channels that sell stock.
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
+    /// The push and config audit logs.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Periodic and real-time reconciliation of channels against the ledger.
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
+    /// The outbound alert webhook.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    /// Routing and backorder rules.
+    #[serde(default)]
+    pub stock: StockConfig,
+    /// Per-SKU overrides of channel rules (safety stock).
+    #[serde(default)]
+    pub sku_rules: Vec<SkuRuleConfig>,
+}
+
+/// `[stock]`: how holds are routed and where backorders are allowed.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockConfig {
+    /// `priority` (first location in the channel's order with enough available; default)
+    /// or `most_stock` (the location with the most available).
+    #[serde(default)]
+    pub routing: crate::domain::RoutingPolicy,
+    /// Per SKU × location backorder rules; they win over `locations[].allow_backorder`.
+    #[serde(default)]
+    pub backorders: Vec<BackorderRuleConfig>,
+}
+
+/// `[[stock.backorders]]`: whether holds of `sku` may take `location` below zero.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackorderRuleConfig {
+    /// The SKU.
+    pub sku: String,
+    /// The location.
+    pub location: LocationId,
+    /// `true`: a backorder debt is allowed; `false`: forbidden even if the location allows it.
+    pub allow: bool,
+}
+
+/// `[[sku_rules]]`: a per-SKU override.
+///
+/// Safety-stock precedence (highest first): a rule naming this SKU and this channel, a rule
+/// naming this SKU with no channel, then the channel's own `safety_stock`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkuRuleConfig {
+    /// The SKU.
+    pub sku: String,
+    /// The channel it applies to; absent means every channel.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Units held back from the channel(s) for this SKU.
+    pub safety_stock: u64,
+}
+
+/// `[audit]`: the push audit log (every push with the channel's answer).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Push answers older than this are deleted, in seconds (default 30 days).
+    #[serde(default = "default_push_log_retention_secs")]
+    pub push_log_retention_secs: u64,
+    /// Push answers are written in one batch at least this often, in milliseconds.
+    #[serde(default = "default_push_log_flush_ms")]
+    pub push_log_flush_ms: u64,
+    /// Push answers waiting for their batch before new ones are dropped (and counted).
+    #[serde(default = "default_push_log_queue")]
+    pub push_log_queue: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            push_log_retention_secs: default_push_log_retention_secs(),
+            push_log_flush_ms: default_push_log_flush_ms(),
+            push_log_queue: default_push_log_queue(),
+        }
+    }
+}
+
+fn default_push_log_retention_secs() -> u64 {
+    30 * 24 * 3600
+}
+fn default_push_log_flush_ms() -> u64 {
+    1_000
+}
+fn default_push_log_queue() -> usize {
+    65_536
+}
+
+/// `[reconcile]`: compare what channels report with what we pushed and the ledger's ATP.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// Run the periodic and real-time reconciliation at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Period of the full read-back of every channel, in milliseconds (default 5 minutes).
+    #[serde(default = "default_reconcile_interval_ms")]
+    pub interval_ms: u64,
+    /// Re-push the ledger's ATP (with compare-and-set on the channel's value) when a
+    /// discrepancy is found.
+    #[serde(default)]
+    pub heal: bool,
+    /// A reported value equal to one we pushed this recently (or in flight) is our own
+    /// echo, in milliseconds.
+    #[serde(default = "default_echo_window_ms")]
+    pub echo_window_ms: u64,
+    /// A difference while the ledger changed this recently is "in flight", in milliseconds.
+    #[serde(default = "default_settle_ms")]
+    pub settle_ms: u64,
+    /// Most listings read from a channel per request.
+    #[serde(default = "default_reconcile_read_batch")]
+    pub read_batch: usize,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_ms: default_reconcile_interval_ms(),
+            heal: false,
+            echo_window_ms: default_echo_window_ms(),
+            settle_ms: default_settle_ms(),
+            read_batch: default_reconcile_read_batch(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_reconcile_interval_ms() -> u64 {
+    300_000
+}
+fn default_echo_window_ms() -> u64 {
+    60_000
+}
+fn default_settle_ms() -> u64 {
+    5_000
+}
+fn default_reconcile_read_batch() -> usize {
+    100
+}
+
+/// `[alerts]`: the outbound alert webhook (Slack-compatible JSON) and its thresholds.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Where alerts are POSTed; absent disables the webhook (alerts are still logged).
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// The same (kind, channel, SKU) alert is sent at most once per this many seconds.
+    #[serde(default = "default_dedupe_window_secs")]
+    pub dedupe_window_secs: u64,
+    /// Most alerts sent per minute in total; the rest are counted and dropped.
+    #[serde(default = "default_max_alerts_per_minute")]
+    pub max_per_minute: u32,
+    /// How often health is checked, in milliseconds.
+    #[serde(default = "default_alert_check_interval_ms")]
+    pub check_interval_ms: u64,
+    /// A channel is down after this many request failures in a row.
+    #[serde(default = "default_channel_down_failures")]
+    pub channel_down_failures: u32,
+    /// A channel is down when nothing was acknowledged for this long while work is
+    /// pending, in seconds.
+    #[serde(default = "default_channel_down_secs")]
+    pub channel_down_secs: u64,
+    /// Webhooks of a channel are "quiet" after this long without a delivery, in seconds;
+    /// absent disables the check (set it for shops that take orders all day).
+    #[serde(default)]
+    pub webhook_quiet_secs: Option<u64>,
+    /// Queue lag alert: listings waiting in one channel's queue.
+    #[serde(default = "default_queue_depth_threshold")]
+    pub queue_depth_threshold: usize,
+    /// Alert on every dead-lettered Kafka message (deduplicated by reason).
+    #[serde(default = "default_true")]
+    pub dead_letters: bool,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            dedupe_window_secs: default_dedupe_window_secs(),
+            max_per_minute: default_max_alerts_per_minute(),
+            check_interval_ms: default_alert_check_interval_ms(),
+            channel_down_failures: default_channel_down_failures(),
+            channel_down_secs: default_channel_down_secs(),
+            webhook_quiet_secs: None,
+            queue_depth_threshold: default_queue_depth_threshold(),
+            dead_letters: true,
+        }
+    }
+}
+
+fn default_dedupe_window_secs() -> u64 {
+    600
+}
+fn default_max_alerts_per_minute() -> u32 {
+    30
+}
+fn default_alert_check_interval_ms() -> u64 {
+    10_000
+}
+fn default_channel_down_failures() -> u32 {
+    5
+}
+fn default_channel_down_secs() -> u64 {
+    300
+}
+fn default_queue_depth_threshold() -> usize {
+    10_000
 }
 
 /// Which store backend to use.
@@ -228,6 +449,10 @@ pub struct LocationConfig {
     /// Human name for the dashboard.
     #[serde(default)]
     pub name: String,
+    /// Whether holds may take this location below zero (a backorder debt that never cancels
+    /// stock held elsewhere). Default: forbidden.
+    #[serde(default)]
+    pub allow_backorder: bool,
 }
 
 /// The platform behind a channel.
@@ -236,6 +461,12 @@ pub struct LocationConfig {
 pub enum ChannelKind {
     /// Shopify Admin API (GraphQL `inventorySetQuantities`).
     Shopify,
+    /// bol.com Retailer API v10 (`PUT /retailer/offers/{id}/stock`, PLATFORMS.md §3).
+    Bolcom,
+    /// Amazon SP-API (Listings Items PATCH and JSON_LISTINGS_FEED, PLATFORMS.md §4).
+    Amazon,
+    /// WooCommerce REST API v3 (batch product/variation updates, PLATFORMS.md §2).
+    Woocommerce,
 }
 
 /// `[[channels]]`.
@@ -254,6 +485,17 @@ pub struct ChannelConfig {
     /// The most this channel may list, if capped.
     #[serde(default)]
     pub max_listed_quantity: Option<u64>,
+    /// Below this ATP the channel is shown 0 (avoid selling the last, uncertain units).
+    #[serde(default)]
+    pub show_zero_below: u64,
+    /// This channel's share of the pool: `{ kind = "all" }` (default), `{ kind = "share",
+    /// percent = 40 }`, `{ kind = "fixed", quantity = 10 }` or `{ kind = "ring_fenced",
+    /// quantity = 5 }` (exclusive: other channels do not see those units).
+    #[serde(default)]
+    pub allocation: crate::domain::Allocation,
+    /// Sell inbound purchase-order stock expected within a window (pre-orders).
+    #[serde(default)]
+    pub preorder: Option<PreorderConfig>,
     /// Outbound pacing.
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
@@ -263,15 +505,41 @@ pub struct ChannelConfig {
     /// Shopify settings; required when `kind = "shopify"`.
     #[serde(default)]
     pub shopify: Option<ShopifyConfig>,
+    /// bol.com settings; required when `kind = "bolcom"`.
+    #[serde(default)]
+    pub bolcom: Option<BolcomConfig>,
+    /// Amazon SP-API settings; required when `kind = "amazon"`.
+    #[serde(default)]
+    pub amazon: Option<AmazonConfig>,
+    /// WooCommerce settings; required when `kind = "woocommerce"`.
+    #[serde(default)]
+    pub woocommerce: Option<WoocommerceConfig>,
+}
+
+/// `[channels.preorder]`: inbound stock a channel may sell ahead of arrival.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreorderConfig {
+    /// Purchase-order lines expected within this many days count.
+    pub window_days: u64,
+    /// At most this many inbound units are added to the channel's ATP.
+    pub cap: u64,
 }
 
 impl ChannelConfig {
-    /// The ATP rule this channel applies.
+    /// The ATP rule this channel applies to SKUs without an override.
     pub fn stock_rule(&self) -> ChannelStockRule {
         ChannelStockRule {
+            channel: self.id.clone(),
             locations: self.locations.clone(),
             safety_stock: self.safety_stock,
             max_listed_quantity: self.max_listed_quantity,
+            show_zero_below: self.show_zero_below,
+            allocation: self.allocation,
+            preorder_window_ms: self.preorder.as_ref().map(|p| {
+                i64::try_from(p.window_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX)
+            }),
+            preorder_cap: self.preorder.as_ref().map_or(0, |p| p.cap),
         }
     }
 }
@@ -372,6 +640,72 @@ pub struct ShopifyListingConfig {
     pub inventory_item_id: u64,
 }
 
+/// `[channels.woocommerce]` (PLATFORMS.md §2).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WoocommerceConfig {
+    /// Site base URL (`https://shop.example.com`, or the simulator's `http://127.0.0.1:PORT`);
+    /// the API lives under `{site_url}/wp-json/wc/v3`.
+    pub site_url: String,
+    /// REST API consumer key (`ck_…`), sent as the HTTP Basic user.
+    pub consumer_key: String,
+    /// REST API consumer secret (`cs_…`), sent as the HTTP Basic password.
+    pub consumer_secret: String,
+    /// Send the key and secret as `?consumer_key=…&consumer_secret=…` instead of HTTP Basic
+    /// (for hosts that strip the `Authorization` header, §2 Auth).
+    #[serde(default)]
+    pub auth_in_query: bool,
+    /// The webhook `secret` set in WooCommerce; signs deliveries (base64 HMAC-SHA256, §2.4).
+    pub webhook_secret: String,
+    /// Most items in one `POST …/batch` (the shop's `woocommerce_rest_batch_items_limit`,
+    /// default 100, §2.2). A 413 answer splits the batch anyway.
+    #[serde(default = "default_woocommerce_batch_limit")]
+    pub batch_limit: usize,
+    /// Seconds between two polls of `GET /orders?modified_after=` (the backstop for
+    /// disabled or lost webhooks, §2.4); 0 disables polling.
+    #[serde(default = "default_woocommerce_poll_interval_secs")]
+    pub poll_interval_secs: u64,
+    /// How far back the first poll after start looks, in seconds.
+    #[serde(default = "default_woocommerce_poll_lookback_secs")]
+    pub poll_lookback_secs: u64,
+    /// Timeout of one API request, in seconds.
+    #[serde(default = "default_woocommerce_timeout_secs")]
+    pub timeout_secs: u64,
+    /// SKU → product / variation mappings written inline.
+    #[serde(default)]
+    pub listings: Vec<WoocommerceListingConfig>,
+    /// A CSV file with header `sku,product_id[,variation_id]` holding more mappings (an empty
+    /// or 0 `variation_id` means a simple product).
+    #[serde(default)]
+    pub listings_csv: Option<PathBuf>,
+}
+
+fn default_woocommerce_batch_limit() -> usize {
+    100
+}
+fn default_woocommerce_poll_interval_secs() -> u64 {
+    60
+}
+fn default_woocommerce_poll_lookback_secs() -> u64 {
+    3600
+}
+fn default_woocommerce_timeout_secs() -> u64 {
+    30
+}
+
+/// One SKU → WooCommerce listing mapping: a simple product, or a variation of a product.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WoocommerceListingConfig {
+    /// Our SKU.
+    pub sku: String,
+    /// WooCommerce product id (the parent for a variation).
+    pub product_id: u64,
+    /// WooCommerce variation id; absent (or 0) for a simple product.
+    #[serde(default)]
+    pub variation_id: Option<u64>,
+}
+
 impl Config {
     /// Reads, interpolates, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -430,6 +764,31 @@ impl Config {
                     .push("kafka.dead_letter_topic must differ from movements_topic".to_owned());
             }
         }
+        if self.audit.push_log_flush_ms == 0 || self.audit.push_log_queue == 0 {
+            problems
+                .push("audit.push_log_flush_ms and push_log_queue must be at least 1".to_owned());
+        }
+        if self.reconcile.interval_ms < 100 {
+            problems.push("reconcile.interval_ms must be at least 100".to_owned());
+        }
+        if self.reconcile.read_batch == 0 {
+            problems.push("reconcile.read_batch must be at least 1".to_owned());
+        }
+        if let Some(url) = &self.alerts.webhook_url
+            && !url.starts_with("http://")
+            && !url.starts_with("https://")
+        {
+            problems.push("alerts.webhook_url must start with http:// or https://".to_owned());
+        }
+        if self.alerts.check_interval_ms < 10 {
+            problems.push("alerts.check_interval_ms must be at least 10".to_owned());
+        }
+        if self.alerts.channel_down_failures == 0 || self.alerts.max_per_minute == 0 {
+            problems.push(
+                "alerts.channel_down_failures and alerts.max_per_minute must be at least 1"
+                    .to_owned(),
+            );
+        }
         let mut channel_ids = HashSet::new();
         for channel in &self.channels {
             let id = &channel.id;
@@ -461,10 +820,27 @@ impl Config {
                     "channel {id}: retry needs 0 < initial_backoff_ms <= max_backoff_ms"
                 ));
             }
+            validate_woocommerce(channel, &mut problems);
+            match (channel.kind, &channel.bolcom, &channel.amazon) {
+                (ChannelKind::Bolcom, None, _) => problems.push(format!(
+                    "channel {id} is kind bolcom but has no [bolcom] section"
+                )),
+                (ChannelKind::Bolcom, Some(bolcom), _) => {
+                    validate_bolcom(id, bolcom, &mut problems)
+                }
+                (ChannelKind::Amazon, _, None) => problems.push(format!(
+                    "channel {id} is kind amazon but has no [amazon] section"
+                )),
+                (ChannelKind::Amazon, _, Some(amazon)) => {
+                    validate_amazon(id, amazon, self.kafka.is_some(), &mut problems)
+                }
+                _ => {}
+            }
             match (channel.kind, &channel.shopify) {
                 (ChannelKind::Shopify, None) => problems.push(format!(
                     "channel {id} is kind shopify but has no [shopify] section"
                 )),
+                (ChannelKind::Woocommerce, _) => {}
                 (ChannelKind::Shopify, Some(shopify)) => {
                     if !shopify.shop_url.starts_with("http://")
                         && !shopify.shop_url.starts_with("https://")
@@ -486,6 +862,48 @@ impl Config {
                         }
                     }
                 }
+                _ => {}
+            }
+        }
+        let shares: u64 = self
+            .channels
+            .iter()
+            .filter_map(|channel| match channel.allocation {
+                crate::domain::Allocation::Share { percent } => Some(u64::from(percent)),
+                _ => None,
+            })
+            .sum();
+        if shares > 100 {
+            problems.push(format!(
+                "channel allocation shares add up to {shares} %, more than 100 %"
+            ));
+        }
+        for channel in &self.channels {
+            if let crate::domain::Allocation::Share { percent } = channel.allocation
+                && percent > 100
+            {
+                problems.push(format!(
+                    "channel {}: share percent {percent} is over 100",
+                    channel.id
+                ));
+            }
+        }
+        for rule in &self.sku_rules {
+            if let Some(channel) = &rule.channel
+                && self.channel(channel).is_none()
+            {
+                problems.push(format!(
+                    "sku_rules for {} names unknown channel {channel}",
+                    rule.sku
+                ));
+            }
+        }
+        for rule in &self.stock.backorders {
+            if !location_ids.contains(&rule.location) {
+                problems.push(format!(
+                    "stock.backorders for {} names unknown location {}",
+                    rule.sku, rule.location
+                ));
             }
         }
         if problems.is_empty() {
@@ -495,9 +913,116 @@ impl Config {
         }
     }
 
+    /// Backorder and routing rules for the ledger.
+    pub fn stock_policy(&self) -> crate::domain::StockPolicy {
+        let mut policy = crate::domain::StockPolicy {
+            routing: self.stock.routing,
+            backorder_locations: self
+                .locations
+                .iter()
+                .filter(|location| location.allow_backorder)
+                .map(|location| location.id.clone())
+                .collect(),
+            ..Default::default()
+        };
+        for rule in &self.stock.backorders {
+            let set = policy
+                .backorders_by_sku
+                .entry(rule.sku.as_str().into())
+                .or_insert_with(|| policy.backorder_locations.clone());
+            if rule.allow {
+                set.insert(rule.location.clone());
+            } else {
+                set.remove(&rule.location);
+            }
+        }
+        policy
+    }
+
+    /// Every channel's ATP rule plus the per-SKU safety-stock overrides.
+    pub fn allocation_policy(&self) -> crate::domain::AllocationPolicy {
+        crate::domain::AllocationPolicy {
+            channels: self
+                .channels
+                .iter()
+                .map(ChannelConfig::stock_rule)
+                .collect(),
+            safety_overrides: self
+                .sku_rules
+                .iter()
+                .map(|rule| ((rule.sku.clone(), rule.channel.clone()), rule.safety_stock))
+                .collect(),
+        }
+    }
+
     /// The channel with this id.
     pub fn channel(&self, id: &str) -> Option<&ChannelConfig> {
         self.channels.iter().find(|channel| channel.id == id)
+    }
+}
+
+/// Checks a channel's `[channels.woocommerce]` section (and that `kind = "woocommerce"` has one).
+fn validate_woocommerce(channel: &ChannelConfig, problems: &mut Vec<String>) {
+    let id = &channel.id;
+    let woocommerce = match (channel.kind, &channel.woocommerce) {
+        (ChannelKind::Woocommerce, None) => {
+            problems.push(format!(
+                "channel {id} is kind woocommerce but has no [woocommerce] section"
+            ));
+            return;
+        }
+        (_, None) => return,
+        (_, Some(woocommerce)) => woocommerce,
+    };
+    if channel.kind != ChannelKind::Woocommerce {
+        problems.push(format!(
+            "channel {id} has a [woocommerce] section but is not kind woocommerce"
+        ));
+    }
+    if !woocommerce.site_url.starts_with("http://") && !woocommerce.site_url.starts_with("https://")
+    {
+        problems.push(format!(
+            "channel {id}: woocommerce.site_url must start with http:// or https://"
+        ));
+    }
+    if woocommerce.consumer_key.is_empty() || woocommerce.consumer_secret.is_empty() {
+        problems.push(format!(
+            "channel {id}: woocommerce.consumer_key and consumer_secret must not be empty"
+        ));
+    }
+    if woocommerce.webhook_secret.is_empty() {
+        problems.push(format!(
+            "channel {id}: woocommerce.webhook_secret must not be empty"
+        ));
+    }
+    if woocommerce.batch_limit == 0 {
+        problems.push(format!(
+            "channel {id}: woocommerce.batch_limit must be at least 1"
+        ));
+    }
+    if woocommerce.timeout_secs == 0 {
+        problems.push(format!(
+            "channel {id}: woocommerce.timeout_secs must be at least 1"
+        ));
+    }
+    let mut skus = HashSet::new();
+    let mut listings = HashSet::new();
+    for listing in &woocommerce.listings {
+        if !skus.insert(listing.sku.clone()) {
+            problems.push(format!("channel {id}: SKU {} is mapped twice", listing.sku));
+        }
+        let key = (listing.product_id, listing.variation_id.unwrap_or(0));
+        if listing.product_id == 0 {
+            problems.push(format!(
+                "channel {id}: SKU {} has product_id 0",
+                listing.sku
+            ));
+        } else if !listings.insert(key) {
+            problems.push(format!(
+                "channel {id}: product {} variation {} is mapped to two SKUs",
+                key.0, key.1
+            ));
+        }
     }
 }
 
@@ -540,6 +1065,22 @@ mod tests {
             panic!("expected invalid config");
         };
         assert_eq!(problems.len(), 4, "{problems:#?}");
+    }
+
+    #[test]
+    fn reconcile_and_alert_sections_have_defaults_and_are_validated() {
+        let config = Config::from_toml("").unwrap();
+        assert!(config.reconcile.enabled && !config.reconcile.heal);
+        assert_eq!(config.alerts.webhook_url, None);
+        config.validate().unwrap();
+        let bad = Config::from_toml(
+            "[reconcile]\ninterval_ms = 5\n[alerts]\nwebhook_url = \"ftp://x\"\n",
+        )
+        .unwrap();
+        let Err(ConfigError::Invalid(problems)) = bad.validate() else {
+            panic!("expected invalid config");
+        };
+        assert_eq!(problems.len(), 2, "{problems:#?}");
     }
 
     #[test]

@@ -14,13 +14,24 @@
 //! - applying the same movement log in the same order always yields the same state.
 
 mod atp;
+mod bundle;
 mod movement;
+mod policy;
 mod state;
 
-pub use atp::{AtpBreakdown, ChannelStockRule, channel_atp};
+#[cfg(test)]
+mod proptests;
+
+pub use atp::{
+    Allocation, AllocationPolicy, AtpBreakdown, ChannelStockRule, allocate, channel_atp,
+};
+pub use bundle::{BillOfMaterials, Component, bundle_levels};
 pub use movement::{Movement, MovementKind, SCHEMA_VERSION};
+pub use policy::StockPolicy;
 pub use state::{
-    ApplyError, AvailabilityChange, LocationLevel, LocationStock, Reservation, SkuState,
+    Applied, ApplyContext, ApplyError, AvailabilityChange, InboundLevel, InboundLine,
+    JOURNAL_LIMIT, LocationLevel, LocationStock, Reservation, RoutingPolicy, SkuState,
+    TransferLine,
 };
 
 use serde::{Deserialize, Serialize};

@@ -130,6 +130,44 @@ pub enum MovementKind {
         /// Units shipped (> 0).
         quantity: u64,
     },
+    /// Announces or updates a purchase-order line: `quantity` units still expected at
+    /// `location` around `expected_at_ms` (absolute: replaces what was expected; 0 closes it).
+    Inbound {
+        /// Purchase-order line id (`PO-1001:1`).
+        purchase_order: String,
+        /// Where the goods will arrive.
+        location: LocationId,
+        /// Units still expected.
+        quantity: u64,
+        /// Expected arrival, in milliseconds since the Unix epoch.
+        expected_at_ms: i64,
+    },
+    /// Goods received against a purchase-order line: on-hand += quantity at the line's
+    /// location, and the line's outstanding inbound drops by as much (never below 0).
+    InboundReceipt {
+        /// The purchase-order line id.
+        purchase_order: String,
+        /// Units received (> 0).
+        quantity: u64,
+    },
+    /// A transfer leaves `from`: on-hand there drops and the units are in transit to `to`.
+    TransferDispatch {
+        /// Transfer id, unique per transfer line.
+        transfer: String,
+        /// The sending location.
+        from: LocationId,
+        /// The receiving location.
+        to: LocationId,
+        /// Units sent (> 0).
+        quantity: u64,
+    },
+    /// A transfer arrives: in transit at the receiving location drops, on-hand rises.
+    TransferReceipt {
+        /// The transfer id.
+        transfer: String,
+        /// Units received (> 0; at most what is still in transit).
+        quantity: u64,
+    },
     /// Units returned to stock (restock after a return or refund): on-hand += quantity.
     Return {
         /// Where the units are put back.
@@ -154,6 +192,10 @@ impl MovementKind {
             MovementKind::Cancellation { .. } => "cancellation",
             MovementKind::Fulfilment { .. } => "fulfilment",
             MovementKind::Return { .. } => "return",
+            MovementKind::Inbound { .. } => "inbound",
+            MovementKind::InboundReceipt { .. } => "inbound_receipt",
+            MovementKind::TransferDispatch { .. } => "transfer_dispatch",
+            MovementKind::TransferReceipt { .. } => "transfer_receipt",
         }
     }
 }
@@ -183,7 +225,18 @@ impl Movement {
         match &self.kind {
             MovementKind::Receipt { quantity, .. }
             | MovementKind::Fulfilment { quantity, .. }
+            | MovementKind::InboundReceipt { quantity, .. }
+            | MovementKind::TransferReceipt { quantity, .. }
             | MovementKind::Return { quantity, .. } => positive(*quantity, &mut problems),
+            MovementKind::TransferDispatch {
+                quantity, from, to, ..
+            } => {
+                positive(*quantity, &mut problems);
+                if from == to {
+                    problems.push("transfer from and to must differ".to_owned());
+                }
+            }
+            MovementKind::Inbound { .. } => {}
             MovementKind::Sale {
                 quantity,
                 location,

@@ -3,7 +3,7 @@
 use super::movement::{Movement, MovementKind};
 use super::{LocationId, Sku};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Stock at one location. `available()` is derived, never stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -12,9 +12,33 @@ pub struct LocationStock {
     pub on_hand: i64,
     /// Units promised to open order lines and holds, not yet shipped.
     pub reserved: i64,
+    /// Units dispatched to this location by transfers and not yet received (not available).
+    #[serde(default)]
+    pub in_transit: i64,
     /// Watermark of the last applied absolute count, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_count_watermark: Option<i64>,
+    /// Recent on-hand changes as (source time in ms, delta), newest last, so that a count
+    /// taken at watermark W can add back what happened after W (see [`MovementKind::Count`]).
+    /// Entries at or before the last count's watermark are dropped; at most
+    /// [`JOURNAL_LIMIT`] are kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub journal: Vec<(i64, i64)>,
+}
+
+/// Most recent on-hand changes remembered per location for count reconciliation; a count
+/// whose watermark is older than the oldest kept entry treats everything before it as seen.
+pub const JOURNAL_LIMIT: usize = 256;
+
+impl LocationStock {
+    fn change_on_hand(&mut self, at_ms: i64, delta: i64) {
+        self.on_hand += delta;
+        self.journal.push((at_ms, delta));
+        if self.journal.len() > JOURNAL_LIMIT {
+            let excess = self.journal.len() - JOURNAL_LIMIT;
+            self.journal.drain(..excess);
+        }
+    }
 }
 
 impl LocationStock {
@@ -56,6 +80,47 @@ pub struct LocationLevel {
     pub on_hand: i64,
     /// Units reserved.
     pub reserved: i64,
+    /// Units in transit to this location (transfers dispatched, not yet received).
+    #[serde(default)]
+    pub in_transit: i64,
+    /// Units expected on open purchase-order lines at this location.
+    #[serde(default)]
+    pub inbound: i64,
+}
+
+/// Outstanding purchase-order units at one location, by expected date.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundLevel {
+    /// Where the goods will arrive.
+    pub location: LocationId,
+    /// Units still expected.
+    pub quantity: u64,
+    /// Expected arrival, in milliseconds since the Unix epoch.
+    pub expected_at_ms: i64,
+}
+
+/// An open purchase-order line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundLine {
+    /// Where the goods will arrive.
+    pub location: LocationId,
+    /// Units still expected.
+    pub quantity: u64,
+    /// Expected arrival, in milliseconds since the Unix epoch.
+    pub expected_at_ms: i64,
+}
+
+/// A transfer between two locations.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferLine {
+    /// Sending location.
+    pub from: LocationId,
+    /// Receiving location.
+    pub to: LocationId,
+    /// Units dispatched.
+    pub quantity: u64,
+    /// Units received so far.
+    pub received: u64,
 }
 
 impl LocationLevel {
@@ -74,6 +139,9 @@ pub struct AvailabilityChange {
     pub seq: u64,
     /// Levels per location, sorted by location id.
     pub locations: Vec<LocationLevel>,
+    /// Open purchase-order units by location and expected date (for pre-order ATP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inbound: Vec<InboundLevel>,
 }
 
 /// Why a movement was refused. Refused movements are not recorded.
@@ -107,6 +175,34 @@ pub enum ApplyError {
         /// Units the fulfilment asked to ship.
         requested: u64,
     },
+    /// A transfer receipt named a transfer that was never dispatched.
+    #[error("transfer {transfer} is not known")]
+    UnknownTransfer {
+        /// The transfer id.
+        transfer: String,
+    },
+    /// More units received than are still in transit on the transfer.
+    #[error("transfer {transfer} has {in_transit} units in transit, cannot receive {requested}")]
+    OverReceipt {
+        /// The transfer id.
+        transfer: String,
+        /// Units still in transit on it.
+        in_transit: u64,
+        /// Units the receipt named.
+        requested: u64,
+    },
+    /// A receipt against a purchase-order line that is not open.
+    #[error("purchase order line {purchase_order} is not open")]
+    UnknownPurchaseOrder {
+        /// The purchase-order line id.
+        purchase_order: String,
+    },
+    /// The transfer id was already used for another dispatch.
+    #[error("transfer {transfer} was already dispatched")]
+    DuplicateTransfer {
+        /// The transfer id.
+        transfer: String,
+    },
     /// The movement itself is malformed (see [`Movement::validate`]).
     #[error("invalid movement: {0}")]
     Invalid(String),
@@ -127,6 +223,56 @@ pub struct Applied {
     pub levels_changed: bool,
     /// Whether the movement left a location's available below zero (an oversell).
     pub oversold: bool,
+    /// The location a sale or hold was routed to when the movement named none; the ledger
+    /// records it in the event, so replay never re-decides.
+    pub routed_to: Option<LocationId>,
+}
+
+/// How a reservation without an explicit location picks one of its candidates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutingPolicy {
+    /// The first candidate, in the given order, with enough available units.
+    #[default]
+    Priority,
+    /// The candidate with the most available units (ties: the earlier one).
+    MostStock,
+}
+
+/// What a decision depends on besides the state: the time, where backorders are allowed,
+/// and the routing policy. Recorded events are replayed with [`ApplyContext::replay`].
+#[derive(Clone, Copy, Debug)]
+pub struct ApplyContext<'a> {
+    /// Now, in milliseconds since the Unix epoch (used when a movement has no source time).
+    pub now_ms: i64,
+    /// Locations where a hold may take available below zero (a backorder debt).
+    pub backorder_locations: &'a BTreeSet<LocationId>,
+    /// How holds and sales without a location are routed.
+    pub routing: RoutingPolicy,
+    /// Replaying recorded events: admission checks are skipped (they passed once).
+    pub replay: bool,
+}
+
+static NO_BACKORDERS: BTreeSet<LocationId> = BTreeSet::new();
+
+impl ApplyContext<'static> {
+    /// No backorders anywhere, priority routing, source time or 0.
+    pub fn strict() -> Self {
+        Self {
+            now_ms: 0,
+            backorder_locations: &NO_BACKORDERS,
+            routing: RoutingPolicy::Priority,
+            replay: false,
+        }
+    }
+
+    /// For replaying recorded events.
+    pub fn replay() -> Self {
+        Self {
+            replay: true,
+            ..Self::strict()
+        }
+    }
 }
 
 /// Everything the ledger knows about one SKU, derived from its movement log.
@@ -144,6 +290,12 @@ pub struct SkuState {
     /// reserves nothing (out-of-order deliveries, scenario S3).
     #[serde(default)]
     pub cancelled_in_advance: BTreeMap<String, u64>,
+    /// Open purchase-order lines by id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inbound: BTreeMap<String, InboundLine>,
+    /// Transfers by id (kept once fully received, for idempotent replays).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub transfers: BTreeMap<String, TransferLine>,
 }
 
 impl SkuState {
@@ -155,6 +307,8 @@ impl SkuState {
             locations: BTreeMap::new(),
             reservations: BTreeMap::new(),
             cancelled_in_advance: BTreeMap::new(),
+            inbound: BTreeMap::new(),
+            transfers: BTreeMap::new(),
         }
     }
 
@@ -165,12 +319,45 @@ impl SkuState {
 
     /// Levels per location, sorted by location id.
     pub fn levels(&self) -> Vec<LocationLevel> {
-        self.locations
+        let mut levels: Vec<LocationLevel> = self
+            .locations
             .iter()
             .map(|(location, stock)| LocationLevel {
                 location: location.clone(),
                 on_hand: stock.on_hand,
                 reserved: stock.reserved,
+                in_transit: stock.in_transit,
+                inbound: 0,
+            })
+            .collect();
+        for line in self.inbound.values() {
+            match levels
+                .iter_mut()
+                .find(|level| level.location == line.location)
+            {
+                Some(level) => level.inbound += to_i64(line.quantity),
+                None => levels.push(LocationLevel {
+                    location: line.location.clone(),
+                    on_hand: 0,
+                    reserved: 0,
+                    in_transit: 0,
+                    inbound: to_i64(line.quantity),
+                }),
+            }
+        }
+        levels.sort_by(|a, b| a.location.cmp(&b.location));
+        levels
+    }
+
+    /// Open purchase-order units by location and expected date.
+    pub fn inbound_levels(&self) -> Vec<InboundLevel> {
+        self.inbound
+            .values()
+            .filter(|line| line.quantity > 0)
+            .map(|line| InboundLevel {
+                location: line.location.clone(),
+                quantity: line.quantity,
+                expected_at_ms: line.expected_at_ms,
             })
             .collect()
     }
@@ -205,6 +392,7 @@ impl SkuState {
             sku: self.sku.clone(),
             seq: self.seq,
             locations: self.levels(),
+            inbound: self.inbound_levels(),
         }
     }
 
@@ -213,6 +401,17 @@ impl SkuState {
     /// On `Ok` the state has advanced to `seq` and the movement must be recorded; on `Err`
     /// nothing changed and nothing is recorded.
     pub fn apply(&mut self, movement: &Movement, seq: u64) -> Result<Applied, ApplyError> {
+        self.apply_with(movement, seq, &ApplyContext::strict())
+    }
+
+    /// Applies one movement as event `seq` under `context` (time, backorder locations,
+    /// routing policy, replay). Same contract as [`SkuState::apply`].
+    pub fn apply_with(
+        &mut self,
+        movement: &Movement,
+        seq: u64,
+        context: &ApplyContext<'_>,
+    ) -> Result<Applied, ApplyError> {
         debug_assert_eq!(seq, self.seq + 1, "events are applied in sequence");
         if movement.sku != self.sku {
             return Err(ApplyError::WrongSku {
@@ -223,7 +422,8 @@ impl SkuState {
         movement
             .validate()
             .map_err(|problems| ApplyError::Invalid(problems.join("; ")))?;
-        let applied = self.apply_kind(&movement.kind)?;
+        let at_ms = movement.occurred_at_ms.unwrap_or(context.now_ms);
+        let applied = self.apply_kind(&movement.kind, at_ms, context)?;
         self.seq = seq;
         Ok(applied)
     }
@@ -236,6 +436,7 @@ impl SkuState {
         Applied {
             levels_changed: true,
             oversold: self.location(location).available() < 0,
+            routed_to: None,
         }
     }
 
@@ -243,19 +444,26 @@ impl SkuState {
         Applied {
             levels_changed: false,
             oversold: false,
+            routed_to: None,
         }
     }
 
-    fn apply_kind(&mut self, kind: &MovementKind) -> Result<Applied, ApplyError> {
+    fn apply_kind(
+        &mut self,
+        kind: &MovementKind,
+        at_ms: i64,
+        context: &ApplyContext<'_>,
+    ) -> Result<Applied, ApplyError> {
         match kind {
             MovementKind::Receipt { location, quantity } => {
-                self.stock_mut(location).on_hand += to_i64(*quantity);
+                self.stock_mut(location)
+                    .change_on_hand(at_ms, to_i64(*quantity));
                 Ok(self.changed(location))
             }
             MovementKind::Adjustment {
                 location, delta, ..
             } => {
-                self.stock_mut(location).on_hand += delta;
+                self.stock_mut(location).change_on_hand(at_ms, *delta);
                 Ok(self.changed(location))
             }
             MovementKind::Count {
@@ -267,16 +475,114 @@ impl SkuState {
                 if stock.last_count_watermark.is_some_and(|w| *watermark <= w) {
                     return Ok(Self::unchanged());
                 }
+                // What the counter could not have seen: on-hand changes after the watermark.
+                stock.journal.retain(|(at, _)| at > watermark);
+                let unseen: i64 = stock.journal.iter().map(|(_, delta)| delta).sum();
                 stock.last_count_watermark = Some(*watermark);
-                stock.on_hand = to_i64(*on_hand);
+                stock.on_hand = to_i64(*on_hand) + unseen;
                 Ok(self.changed(location))
+            }
+            MovementKind::Inbound {
+                purchase_order,
+                location,
+                quantity,
+                expected_at_ms,
+            } => {
+                if *quantity == 0 {
+                    let removed = self.inbound.remove(purchase_order).is_some();
+                    return Ok(if removed {
+                        self.changed(location)
+                    } else {
+                        Self::unchanged()
+                    });
+                }
+                self.inbound.insert(
+                    purchase_order.clone(),
+                    InboundLine {
+                        location: location.clone(),
+                        quantity: *quantity,
+                        expected_at_ms: *expected_at_ms,
+                    },
+                );
+                Ok(self.changed(location))
+            }
+            MovementKind::InboundReceipt {
+                purchase_order,
+                quantity,
+            } => {
+                let Some(line) = self.inbound.get_mut(purchase_order) else {
+                    return Err(ApplyError::UnknownPurchaseOrder {
+                        purchase_order: purchase_order.clone(),
+                    });
+                };
+                line.quantity = line.quantity.saturating_sub(*quantity);
+                let location = line.location.clone();
+                if line.quantity == 0 {
+                    self.inbound.remove(purchase_order);
+                }
+                self.stock_mut(&location)
+                    .change_on_hand(at_ms, to_i64(*quantity));
+                Ok(self.changed(&location))
+            }
+            MovementKind::TransferDispatch {
+                transfer,
+                from,
+                to,
+                quantity,
+            } => {
+                if self.transfers.contains_key(transfer) {
+                    return Err(ApplyError::DuplicateTransfer {
+                        transfer: transfer.clone(),
+                    });
+                }
+                self.stock_mut(from)
+                    .change_on_hand(at_ms, -to_i64(*quantity));
+                self.stock_mut(to).in_transit += to_i64(*quantity);
+                self.transfers.insert(
+                    transfer.clone(),
+                    TransferLine {
+                        from: from.clone(),
+                        to: to.clone(),
+                        quantity: *quantity,
+                        received: 0,
+                    },
+                );
+                Ok(self.changed(from))
+            }
+            MovementKind::TransferReceipt { transfer, quantity } => {
+                let Some(line) = self.transfers.get_mut(transfer) else {
+                    return Err(ApplyError::UnknownTransfer {
+                        transfer: transfer.clone(),
+                    });
+                };
+                let in_transit = line.quantity - line.received;
+                if *quantity > in_transit {
+                    return Err(ApplyError::OverReceipt {
+                        transfer: transfer.clone(),
+                        in_transit,
+                        requested: *quantity,
+                    });
+                }
+                line.received += quantity;
+                let to = line.to.clone();
+                let stock = self.stock_mut(&to);
+                stock.in_transit -= to_i64(*quantity);
+                stock.change_on_hand(at_ms, to_i64(*quantity));
+                Ok(self.changed(&to))
             }
             MovementKind::Sale {
                 reservation,
                 quantity,
                 location,
                 route,
-            } => self.reserve(reservation, *quantity, location.as_ref(), route, None),
+            } => self.reserve(
+                reservation,
+                *quantity,
+                location.as_ref(),
+                route,
+                None,
+                context,
+            ),
             MovementKind::Reservation {
                 reservation,
                 quantity,
@@ -289,6 +595,7 @@ impl SkuState {
                 location.as_ref(),
                 route,
                 Some(*expires_at_ms),
+                context,
             ),
             MovementKind::Cancellation {
                 reservation,
@@ -298,7 +605,7 @@ impl SkuState {
             MovementKind::Fulfilment {
                 reservation,
                 quantity,
-            } => self.fulfil(reservation, *quantity),
+            } => self.fulfil(reservation, *quantity, at_ms),
             MovementKind::Return {
                 location,
                 quantity,
@@ -317,31 +624,39 @@ impl SkuState {
                     });
                 if let Some((line_location, units)) = shipped_unreported {
                     let stock = self.stock_mut(&line_location);
-                    stock.on_hand -= to_i64(units);
+                    stock.change_on_hand(at_ms, -to_i64(units));
                     stock.reserved -= to_i64(units);
                 }
-                self.stock_mut(location).on_hand += to_i64(*quantity);
+                self.stock_mut(location)
+                    .change_on_hand(at_ms, to_i64(*quantity));
                 Ok(self.changed(location))
             }
         }
     }
 
-    /// Picks the location for a reservation: the explicit one, else the first candidate with
-    /// enough available, else the first candidate.
+    /// Picks the location for a reservation: the explicit one; else, by `policy`, the first
+    /// candidate with enough available (priority) or the one with the most available (most
+    /// stock); else the first candidate.
     fn route(
         &self,
         quantity: u64,
         location: Option<&LocationId>,
         route: &[LocationId],
+        policy: RoutingPolicy,
     ) -> LocationId {
         if let Some(location) = location {
             return location.clone();
         }
-        route
-            .iter()
-            .find(|candidate| self.location(candidate).available() >= to_i64(quantity))
-            .unwrap_or(&route[0])
-            .clone()
+        let chosen = match policy {
+            RoutingPolicy::Priority => route
+                .iter()
+                .find(|candidate| self.location(candidate).available() >= to_i64(quantity)),
+            RoutingPolicy::MostStock => route
+                .iter()
+                .rev()
+                .max_by_key(|candidate| self.location(candidate).available()),
+        };
+        chosen.unwrap_or(&route[0]).clone()
     }
 
     fn reserve(
@@ -351,6 +666,7 @@ impl SkuState {
         location: Option<&LocationId>,
         route: &[LocationId],
         hold: Option<Option<i64>>,
+        context: &ApplyContext<'_>,
     ) -> Result<Applied, ApplyError> {
         // `hold` is `Some(expiry)` for a hold that must fit, `None` for a channel sale.
         let must_fit = hold.is_some();
@@ -362,13 +678,15 @@ impl SkuState {
         // A cancellation that came first releases its units up front (scenario S3).
         let released = self
             .cancelled_in_advance
-            .remove(reservation)
+            .get(reservation)
+            .copied()
             .unwrap_or(0)
             .min(quantity);
         let open = quantity - released;
-        let chosen = self.route(open.max(1), location, route);
+        let chosen = self.route(open.max(1), location, route, context.routing);
         let available = self.location(&chosen).available();
-        if must_fit && available < to_i64(open) {
+        let may_backorder = context.backorder_locations.contains(&chosen);
+        if must_fit && open > 0 && !context.replay && !may_backorder && available < to_i64(open) {
             let best = std::iter::once(location.cloned())
                 .flatten()
                 .chain(route.iter().cloned())
@@ -381,6 +699,8 @@ impl SkuState {
                 available: best,
             });
         }
+        // Admitted: only now may the state change.
+        self.cancelled_in_advance.remove(reservation);
         self.reservations.insert(
             reservation.to_owned(),
             Reservation {
@@ -391,11 +711,20 @@ impl SkuState {
                 expires_at_ms,
             },
         );
+        let routed_to = location.is_none().then(|| chosen.clone());
         if open == 0 {
-            return Ok(Self::unchanged());
+            return Ok(Applied {
+                routed_to,
+                ..Self::unchanged()
+            });
         }
         self.stock_mut(&chosen).reserved += to_i64(open);
-        Ok(self.changed(&chosen))
+        Ok(Applied {
+            routed_to,
+            // A backorder within policy is a planned debt, not an oversell.
+            oversold: self.location(&chosen).available() < 0 && !may_backorder,
+            levels_changed: true,
+        })
     }
 
     fn cancel(&mut self, reservation: &str, quantity: Option<u64>) -> Applied {
@@ -418,7 +747,12 @@ impl SkuState {
         self.changed(&location)
     }
 
-    fn fulfil(&mut self, reservation: &str, quantity: u64) -> Result<Applied, ApplyError> {
+    fn fulfil(
+        &mut self,
+        reservation: &str,
+        quantity: u64,
+        at_ms: i64,
+    ) -> Result<Applied, ApplyError> {
         let Some(line) = self.reservations.get_mut(reservation) else {
             return Err(ApplyError::UnknownReservation {
                 reservation: reservation.to_owned(),
@@ -436,7 +770,7 @@ impl SkuState {
         line.expires_at_ms = None;
         let location = line.location.clone();
         let stock = self.stock_mut(&location);
-        stock.on_hand -= to_i64(quantity);
+        stock.change_on_hand(at_ms, -to_i64(quantity));
         stock.reserved -= to_i64(quantity);
         Ok(self.changed(&location))
     }
@@ -721,6 +1055,283 @@ mod tests {
             (stock.on_hand, stock.reserved, stock.available()),
             (5, 1, 4)
         );
+    }
+
+    fn at(kind: MovementKind, occurred_at_ms: i64) -> Movement {
+        Movement {
+            occurred_at_ms: Some(occurred_at_ms),
+            ..movement("k", kind)
+        }
+    }
+
+    fn run_at(
+        state: &mut SkuState,
+        kind: MovementKind,
+        occurred_at_ms: i64,
+    ) -> Result<Applied, ApplyError> {
+        let seq = state.seq + 1;
+        state.apply(&at(kind, occurred_at_ms), seq)
+    }
+
+    #[test]
+    fn a_count_adds_back_what_moved_after_its_watermark() {
+        let mut state = SkuState::new("SKU-E".into());
+        run_at(
+            &mut state,
+            MovementKind::Receipt {
+                location: wh(),
+                quantity: 10,
+            },
+            100,
+        )
+        .unwrap();
+        // The WMS counted 10 at t=200, but a receipt of 5 at t=300 and a shipment of 2 at
+        // t=350 reached us before the count did.
+        run_at(
+            &mut state,
+            MovementKind::Receipt {
+                location: wh(),
+                quantity: 5,
+            },
+            300,
+        )
+        .unwrap();
+        run_at(
+            &mut state,
+            MovementKind::Sale {
+                reservation: "o1".into(),
+                quantity: 2,
+                location: Some(wh()),
+                route: vec![],
+            },
+            320,
+        )
+        .unwrap();
+        run_at(
+            &mut state,
+            MovementKind::Fulfilment {
+                reservation: "o1".into(),
+                quantity: 2,
+            },
+            350,
+        )
+        .unwrap();
+        run_at(
+            &mut state,
+            MovementKind::Count {
+                location: wh(),
+                on_hand: 9,
+                watermark: 200,
+            },
+            400,
+        )
+        .unwrap();
+        // 9 counted + 5 received after + (−2) shipped after = 12; nothing counted twice.
+        assert_eq!(state.location(&wh()).on_hand, 12);
+        // A later count at t=500 sees everything: it sets on-hand as is.
+        run_at(
+            &mut state,
+            MovementKind::Count {
+                location: wh(),
+                on_hand: 11,
+                watermark: 500,
+            },
+            510,
+        )
+        .unwrap();
+        assert_eq!(state.location(&wh()).on_hand, 11);
+    }
+
+    #[test]
+    fn transfers_pass_through_in_transit_and_cannot_be_received_twice() {
+        let mut state = SkuState::new("SKU-E".into());
+        run(
+            &mut state,
+            MovementKind::Receipt {
+                location: wh(),
+                quantity: 10,
+            },
+        )
+        .unwrap();
+        let dispatch = MovementKind::TransferDispatch {
+            transfer: "T1".into(),
+            from: wh(),
+            to: "STORE-1".into(),
+            quantity: 4,
+        };
+        run(&mut state, dispatch.clone()).unwrap();
+        assert!(matches!(
+            run(&mut state, dispatch),
+            Err(ApplyError::DuplicateTransfer { .. })
+        ));
+        let store = LocationId::from("STORE-1");
+        assert_eq!(
+            (
+                state.location(&wh()).on_hand,
+                state.location(&store).in_transit
+            ),
+            (6, 4)
+        );
+        assert_eq!(
+            state.location(&store).available(),
+            0,
+            "in transit is not available"
+        );
+        run(
+            &mut state,
+            MovementKind::TransferReceipt {
+                transfer: "T1".into(),
+                quantity: 3,
+            },
+        )
+        .unwrap();
+        let over = run(
+            &mut state,
+            MovementKind::TransferReceipt {
+                transfer: "T1".into(),
+                quantity: 2,
+            },
+        );
+        assert!(matches!(
+            over,
+            Err(ApplyError::OverReceipt { in_transit: 1, .. })
+        ));
+        let stock = state.location(&store);
+        assert_eq!((stock.on_hand, stock.in_transit), (3, 1));
+    }
+
+    #[test]
+    fn receiving_against_a_purchase_order_turns_inbound_into_on_hand() {
+        let mut state = SkuState::new("SKU-E".into());
+        run(
+            &mut state,
+            MovementKind::Inbound {
+                purchase_order: "PO-1:1".into(),
+                location: wh(),
+                quantity: 12,
+                expected_at_ms: 1_000,
+            },
+        )
+        .unwrap();
+        assert_eq!(state.levels()[0].inbound, 12);
+        assert_eq!(state.inbound_levels()[0].expected_at_ms, 1_000);
+        run(
+            &mut state,
+            MovementKind::InboundReceipt {
+                purchase_order: "PO-1:1".into(),
+                quantity: 8,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (state.levels()[0].on_hand, state.levels()[0].inbound),
+            (8, 4)
+        );
+        run(
+            &mut state,
+            MovementKind::InboundReceipt {
+                purchase_order: "PO-1:1".into(),
+                quantity: 5,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (state.levels()[0].on_hand, state.levels()[0].inbound),
+            (13, 0)
+        );
+        assert!(matches!(
+            run(
+                &mut state,
+                MovementKind::InboundReceipt {
+                    purchase_order: "PO-1:1".into(),
+                    quantity: 1
+                }
+            ),
+            Err(ApplyError::UnknownPurchaseOrder { .. })
+        ));
+    }
+
+    #[test]
+    fn holds_may_backorder_only_where_the_policy_allows() {
+        let mut state = SkuState::new("SKU-E".into());
+        let allowed: BTreeSet<LocationId> = [LocationId::from("DROPSHIP")].into();
+        let context = ApplyContext {
+            backorder_locations: &allowed,
+            ..ApplyContext::strict()
+        };
+        let hold = |r: &str, l: &str| MovementKind::Reservation {
+            reservation: r.into(),
+            quantity: 2,
+            location: Some(l.into()),
+            route: vec![],
+            expires_at_ms: None,
+        };
+        let refused = state.apply_with(&movement("a", hold("h1", "WH-1")), 1, &context);
+        assert!(matches!(refused, Err(ApplyError::InsufficientStock { .. })));
+        let applied = state
+            .apply_with(&movement("b", hold("h2", "DROPSHIP")), 1, &context)
+            .unwrap();
+        assert!(
+            !applied.oversold,
+            "a backorder within policy is not an oversell"
+        );
+        assert_eq!(state.location(&"DROPSHIP".into()).available(), -2);
+        assert_eq!(
+            state.location(&wh()).available(),
+            0,
+            "the debt never touches other locations"
+        );
+    }
+
+    #[test]
+    fn most_stock_routing_picks_the_fullest_location_and_records_it() {
+        let mut state = SkuState::new("SKU-E".into());
+        run(
+            &mut state,
+            MovementKind::Receipt {
+                location: "A".into(),
+                quantity: 3,
+            },
+        )
+        .unwrap();
+        run(
+            &mut state,
+            MovementKind::Receipt {
+                location: "B".into(),
+                quantity: 9,
+            },
+        )
+        .unwrap();
+        let context = ApplyContext {
+            routing: RoutingPolicy::MostStock,
+            ..ApplyContext::strict()
+        };
+        let sale = MovementKind::Sale {
+            reservation: "o1".into(),
+            quantity: 1,
+            location: None,
+            route: vec!["A".into(), "B".into()],
+        };
+        let applied = state.apply_with(&movement("s", sale), 3, &context).unwrap();
+        assert_eq!(applied.routed_to, Some("B".into()));
+        assert_eq!(state.location(&"B".into()).reserved, 1);
+    }
+
+    #[test]
+    fn replay_admits_recorded_holds_even_when_stock_no_longer_fits() {
+        let mut state = SkuState::new("SKU-E".into());
+        let hold = MovementKind::Reservation {
+            reservation: "h".into(),
+            quantity: 1,
+            location: Some(wh()),
+            route: vec![],
+            expires_at_ms: None,
+        };
+        assert!(state.apply(&movement("h", hold.clone()), 1).is_err());
+        state
+            .apply_with(&movement("h", hold), 1, &ApplyContext::replay())
+            .unwrap();
+        assert_eq!(state.location(&wh()).reserved, 1);
     }
 
     #[test]

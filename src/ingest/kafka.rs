@@ -109,6 +109,23 @@ fn kafka_error(operation: &'static str) -> impl FnOnce(KafkaError) -> IngestErro
     move |source| IngestError::Kafka { operation, source }
 }
 
+/// Reads a running consumer's partition assignment; see [`KafkaIngest::assignment_handle`].
+#[derive(Clone)]
+pub struct AssignmentHandle(Arc<IngestContext>);
+
+impl AssignmentHandle {
+    /// The `(topic, partition)`s currently assigned, sorted.
+    pub fn assignment(&self) -> Vec<(String, i32)> {
+        self.0
+            .assigned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
 /// A running Kafka consumer: created by [`KafkaIngest::start`], stopped by
 /// [`KafkaIngest::stop`].
 pub struct KafkaIngest {
@@ -145,6 +162,11 @@ impl KafkaIngest {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// A cheap handle that reads the assignment without borrowing `self` (for health checks).
+    pub fn assignment_handle(&self) -> AssignmentHandle {
+        AssignmentHandle(self.context.clone())
     }
 
     /// Whether the consume loop has ended (stopped, or failed with a fatal error).
@@ -739,6 +761,7 @@ fn record_metrics(outcomes: &[Outcome]) {
     }
     for (reason, count) in by_reason {
         metrics::counter!(INGEST_DEAD_LETTERS_TOTAL, "reason" => reason).increment(count);
+        crate::telemetry::dead_letters_sent(reason, count);
     }
 }
 

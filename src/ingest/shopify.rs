@@ -656,6 +656,9 @@ mod tests {
 
     fn channel() -> ChannelConfig {
         ChannelConfig {
+            allocation: Default::default(),
+            preorder: None,
+            show_zero_below: 0,
             id: "shop-main".into(),
             kind: ChannelKind::Shopify,
             locations: vec!["WH-1".into(), "WH-2".into()],
@@ -674,6 +677,8 @@ mod tests {
                 listings_csv: None,
             }),
             woocommerce: None,
+            bolcom: None,
+            amazon: None,
         }
     }
 

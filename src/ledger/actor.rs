@@ -8,7 +8,7 @@
 use super::committer::CommitRequest;
 use super::{Ack, LedgerError, Shared};
 use crate::domain::{Movement, Sku, SkuState};
-use crate::store::{EventRecord, OffsetWatermark, SnapshotRecord};
+use crate::store::{EventRecord, HoldExpiryRecord, OffsetWatermark, SnapshotRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -52,6 +52,8 @@ pub(crate) enum SkuMessage {
     },
     /// Stop if idle (or `force`), nothing is in flight, and nothing more was sent.
     Passivate { force: bool },
+    /// Release every hold whose TTL has passed (sent by the reaper, `super::reaper`).
+    Reap,
 }
 
 impl SkuMessage {
@@ -64,7 +66,7 @@ impl SkuMessage {
             SkuMessage::Read { reply } => {
                 let _ = reply.send(Err(error));
             }
-            SkuMessage::Passivate { .. } => {}
+            SkuMessage::Passivate { .. } | SkuMessage::Reap => {}
         }
     }
 }
@@ -89,6 +91,8 @@ pub(crate) struct SkuActorState {
     counters: Arc<SlotCounters>,
     processed: u64,
     events_since_snapshot: u64,
+    /// Earliest expiry among open holds with a TTL, as last reported to the reaper.
+    next_hold_expiry_ms: Option<i64>,
 }
 
 impl SkuActor {
@@ -123,7 +127,7 @@ pub(crate) fn replay(
             )));
         }
         state
-            .apply(&movement, event.seq)
+            .apply_with(&movement, event.seq, &crate::domain::ApplyContext::replay())
             .map_err(|e| corrupt(format!("event {} no longer applies: {e}", event.seq)))?;
     }
     Ok(state)
@@ -146,7 +150,12 @@ impl Actor for SkuActor {
         args.counters
             .last_activity_ms
             .store(now_ms(), Ordering::Relaxed);
+        let next_hold_expiry_ms = state.next_expiry_ms();
+        if next_hold_expiry_ms.is_some() {
+            shared.reaper.set(&args.sku, next_hold_expiry_ms);
+        }
         Ok(SkuActorState {
+            next_hold_expiry_ms,
             durable_seq: Arc::new(AtomicU64::new(state.seq)),
             state,
             keys,
@@ -181,6 +190,7 @@ impl Actor for SkuActor {
                 actor.touch();
                 let _ = reply.send(Ok(actor.state.clone()));
             }
+            SkuMessage::Reap => reap(&shared, actor).await,
             SkuMessage::Passivate { force } => {
                 let idle_ms = shared.options.idle_passivate_secs.saturating_mul(1000) as i64;
                 let idle =
@@ -221,7 +231,7 @@ impl SkuActorState {
 async fn apply(
     shared: &Shared,
     actor: &mut SkuActorState,
-    movement: Movement,
+    mut movement: Movement,
     origin: Option<OffsetWatermark>,
     reply: oneshot::Sender<Result<Ack, LedgerError>>,
 ) {
@@ -235,7 +245,10 @@ async fn apply(
         return;
     }
     let seq = actor.state.seq + 1;
-    let applied = match actor.state.apply(&movement, seq) {
+    let touches_hold = super::reaper::touches_ttl_hold(&actor.state, &movement.kind);
+    let now = now_ms();
+    let context = shared.options.policy.context(&actor.state.sku, now);
+    let applied = match actor.state.apply_with(&movement, seq, &context) {
         Ok(applied) => applied,
         Err(error) => {
             metrics::counter!(crate::telemetry::LEDGER_REJECTED_TOTAL, "reason" => rejection_reason(&error))
@@ -244,7 +257,12 @@ async fn apply(
             return;
         }
     };
-    let now = now_ms();
+    // Record the decisions, so replay never re-decides: the time used and the location a
+    // hold or sale was routed to.
+    movement.occurred_at_ms.get_or_insert(now);
+    if let Some(routed) = applied.routed_to.clone() {
+        record_route(&mut movement.kind, routed);
+    }
     let ttl_ms = shared.options.idempotency_ttl_secs.saturating_mul(1000) as i64;
     let movement_json = serde_json::to_string(&movement).expect("movements always serialise");
     actor.keys.insert(movement.idempotency_key.clone(), seq);
@@ -258,7 +276,20 @@ async fn apply(
                 state_json: serde_json::to_string(&actor.state).expect("state always serialises"),
             }
         });
+    let hold_expiry = touches_hold
+        .then(|| actor.state.next_expiry_ms())
+        .filter(|next| *next != actor.next_hold_expiry_ms)
+        .map(|next| {
+            actor.next_hold_expiry_ms = next;
+            shared.reaper.set(&actor.state.sku, next);
+            HoldExpiryRecord {
+                sku: actor.state.sku.0.clone(),
+                next_expiry_ms: next,
+            }
+        });
     let request = CommitRequest {
+        hold_expiry,
+        reservation: None,
         event: Some(EventRecord {
             sku: actor.state.sku.0.clone(),
             seq,
@@ -280,6 +311,32 @@ async fn apply(
     shared.committer.send(request).await;
 }
 
+fn record_route(kind: &mut crate::domain::MovementKind, routed: crate::domain::LocationId) {
+    use crate::domain::MovementKind;
+    if let MovementKind::Sale { location, .. } | MovementKind::Reservation { location, .. } = kind {
+        *location = Some(routed);
+    }
+}
+
+/// Releases every lapsed hold (`Cancellation { reason: "expired" }`, see `super::reaper`) and
+/// reports the SKU's next expiry to the reaper.
+async fn reap(shared: &Shared, actor: &mut SkuActorState) {
+    let mut acks = Vec::new();
+    for (reservation, _) in actor.state.expired_reservations(now_ms()) {
+        let movement = super::reaper::expiry_movement(&actor.state.sku, reservation);
+        let (reply, receiver) = oneshot::channel();
+        apply(shared, actor, movement, None, reply).await;
+        acks.push(receiver);
+    }
+    actor.next_hold_expiry_ms = actor.state.next_expiry_ms();
+    shared
+        .reaper
+        .set(&actor.state.sku, actor.next_hold_expiry_ms);
+    if !acks.is_empty() {
+        tokio::spawn(super::reaper::count_expired(actor.state.sku.clone(), acks));
+    }
+}
+
 fn rejection_reason(error: &crate::domain::ApplyError) -> &'static str {
     use crate::domain::ApplyError;
     match error {
@@ -288,5 +345,9 @@ fn rejection_reason(error: &crate::domain::ApplyError) -> &'static str {
         ApplyError::OverFulfilment { .. } => "over_fulfilment",
         ApplyError::Invalid(_) => "invalid",
         ApplyError::WrongSku { .. } => "wrong_sku",
+        ApplyError::UnknownTransfer { .. } => "unknown_transfer",
+        ApplyError::OverReceipt { .. } => "over_receipt",
+        ApplyError::UnknownPurchaseOrder { .. } => "unknown_purchase_order",
+        ApplyError::DuplicateTransfer { .. } => "duplicate_transfer",
     }
 }

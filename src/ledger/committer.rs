@@ -9,7 +9,10 @@
 
 use super::{Ack, LedgerError};
 use crate::domain::{AvailabilityChange, AvailabilitySink};
-use crate::store::{CommitBatch, EventRecord, OffsetWatermark, SnapshotRecord, Store};
+use crate::store::{
+    CommitBatch, EventRecord, HoldExpiryRecord, OffsetWatermark, ReservationRecord, SnapshotRecord,
+    Store,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +35,10 @@ pub(crate) struct CommitRequest {
     pub(crate) source: String,
     pub(crate) kind: &'static str,
     pub(crate) oversold: bool,
+    /// The SKU's new earliest TTL-hold expiry, when this event changed it (reaper).
+    pub(crate) hold_expiry: Option<HoldExpiryRecord>,
+    /// A reservation request (or its refusal) to record (`reservations`).
+    pub(crate) reservation: Option<ReservationRecord>,
 }
 
 impl CommitRequest {
@@ -53,6 +60,8 @@ impl CommitRequest {
             source: String::new(),
             kind: "",
             oversold: false,
+            hold_expiry: None,
+            reservation: None,
         }
     }
 }
@@ -125,6 +134,12 @@ async fn run(
             }
             if let Some(snapshot) = request.snapshot.take() {
                 batch.snapshots.push(snapshot);
+            }
+            if let Some(expiry) = request.hold_expiry.take() {
+                batch.hold_expiries.push(expiry);
+            }
+            if let Some(reservation) = request.reservation.take() {
+                batch.reservations.push(reservation);
             }
             if let Some(origin) = request.origin.take() {
                 let key = (origin.group, origin.topic, origin.partition);

@@ -18,12 +18,18 @@
 
 mod actor;
 mod committer;
+mod reaper;
+pub mod reservations;
 
 use crate::domain::{ApplyError, AvailabilitySink, Movement, Sku, SkuState};
 use crate::store::{OffsetWatermark, Store};
 use actor::{SkuActor, SkuActorArgs, SkuMessage, SkuSlot, SlotCounters};
 use committer::Committer;
 use dashmap::DashMap;
+pub use reservations::{
+    LineShortage, LineStatus, RequestProblem, ReservationLine, ReservationLineView,
+    ReservationOutcome, ReservationRequest, ReservationView,
+};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,6 +49,8 @@ pub struct LedgerOptions {
     pub group_commit_max_batch: usize,
     /// A snapshot of a SKU is written every this many of its events.
     pub snapshot_every_events: u64,
+    /// Backorder and routing rules applied when movements are admitted.
+    pub policy: Arc<crate::domain::StockPolicy>,
 }
 
 impl Default for LedgerOptions {
@@ -52,6 +60,7 @@ impl Default for LedgerOptions {
             idempotency_ttl_secs: 7 * 24 * 3600,
             group_commit_max_batch: 4096,
             snapshot_every_events: 500,
+            policy: Arc::default(),
         }
     }
 }
@@ -64,6 +73,7 @@ impl LedgerOptions {
             idempotency_ttl_secs: config.ledger.idempotency_ttl_secs,
             group_commit_max_batch: config.store.group_commit_max_batch,
             snapshot_every_events: config.store.snapshot_every_events,
+            policy: Arc::new(config.stock_policy()),
         }
     }
 }
@@ -122,6 +132,10 @@ pub(crate) struct Shared {
     pub(crate) options: LedgerOptions,
     pub(crate) registry: DashMap<Sku, Arc<SkuSlot>>,
     pub(crate) live_actors: AtomicU64,
+    /// Earliest TTL-hold expiry per SKU (see `reaper`).
+    pub(crate) reaper: Arc<reaper::Schedule>,
+    /// Serialises requests that name the same reservation id (see `reservations`).
+    pub(crate) reservation_locks: reservations::Locks,
 }
 
 /// The handle to the ledger: cheap to clone, shared by every ingest path and the API.
@@ -131,7 +145,8 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Starts the committer and the passivation sweeper. SKU actors start on demand.
+    /// Starts the committer, the passivation sweeper and the hold reaper (which first reads
+    /// the store's open TTL holds). SKU actors start on demand.
     pub fn start(
         store: Arc<dyn Store>,
         sink: Arc<dyn AvailabilitySink>,
@@ -144,7 +159,10 @@ impl Ledger {
             options,
             registry: DashMap::new(),
             live_actors: AtomicU64::new(0),
+            reaper: Arc::default(),
+            reservation_locks: reservations::Locks::default(),
         });
+        reaper::spawn(Arc::downgrade(&shared), shared.reaper.clone());
         let ledger = Self { shared };
         ledger.spawn_sweeper();
         ledger

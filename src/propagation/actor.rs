@@ -7,7 +7,7 @@ use super::ChannelShared;
 use super::queue::Pending;
 use super::rate::{TokenBucket, jittered_backoff};
 use crate::channels::{ChannelError, ItemOutcome, PushItem, PushReport};
-use crate::store::PushedRecord;
+use crate::store::{PushLogRecord, PushedRecord};
 use crate::telemetry;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
@@ -24,6 +24,16 @@ const BATCHES_PER_MESSAGE: usize = 16;
 pub(crate) enum ChannelMessage {
     /// Work may be ready: new ATP published, a timer fired, or `flush` nudged.
     Wake,
+    /// Reconciliation found the channel at `channel_value`: push `atp` over it with
+    /// compare-and-set on that value, even if we believed the channel already held `atp`.
+    Repush {
+        /// The SKU.
+        sku: String,
+        /// What the channel reported (`None`: unknown, push without the check).
+        channel_value: Option<i64>,
+        /// The ledger's ATP for the channel.
+        atp: u64,
+    },
 }
 
 /// Start-up arguments.
@@ -84,6 +94,23 @@ impl Actor for ChannelActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ChannelMessage::Wake => state.drain(&myself).await,
+            ChannelMessage::Repush {
+                sku,
+                channel_value,
+                atp,
+            } => {
+                match channel_value {
+                    Some(value) => state.believed.insert(sku.clone(), value),
+                    None => state.believed.remove(&sku),
+                };
+                let depth = {
+                    let mut queue = state.shared.queue();
+                    queue.upsert(&sku, atp, Instant::now());
+                    queue.len()
+                };
+                state.shared.record_queue_depth(depth);
+                state.drain(&myself).await;
+            }
         }
         Ok(())
     }
@@ -164,8 +191,25 @@ impl ChannelState {
                 change_from: self.believed.get(sku).copied(),
             })
             .collect();
+        {
+            let mut in_flight = self
+                .shared
+                .in_flight_values
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            in_flight.clear();
+            in_flight.extend(request.iter().map(|item| (item.sku.clone(), item.quantity)));
+        }
         let report = self.shared.adapter.push(&request).await;
+        if let Some(push_log) = &self.shared.push_log {
+            push_log.send(push_log_records(&self.shared.id, &request, &report));
+        }
         self.apply(items, report).await;
+        self.shared
+            .in_flight_values
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     /// Handles one push report: pacing signals first, then each item's outcome.
@@ -208,6 +252,7 @@ impl ChannelState {
             }
             None => self.consecutive_failures = 0,
         }
+        shared.status().consecutive_failures = self.consecutive_failures;
 
         let mut outcomes: HashMap<String, ItemOutcome> = report
             .results
@@ -225,6 +270,7 @@ impl ChannelState {
                     self.believed
                         .insert(sku.clone(), i64::try_from(quantity).unwrap_or(i64::MAX));
                     shared.pushed.insert(sku.clone(), quantity);
+                    shared.pushed_at_ms.insert(sku.clone(), now_ms());
                     let lag = now
                         .saturating_duration_since(pending.published_at)
                         .as_secs_f64();
@@ -300,6 +346,54 @@ impl ChannelState {
             tracing::warn!(channel = %channel, error = %error, "cannot record pushed values; they stay in memory");
         }
     }
+}
+
+/// One push-log entry per pushed item: what we asked and the channel's answer.
+fn push_log_records(
+    channel: &str,
+    request: &[PushItem],
+    report: &PushReport,
+) -> Vec<PushLogRecord> {
+    let at_ms = now_ms();
+    let outcomes: HashMap<&str, &ItemOutcome> = report
+        .results
+        .iter()
+        .map(|result| (result.sku.as_str(), &result.outcome))
+        .collect();
+    request
+        .iter()
+        .map(|item| {
+            let (outcome, detail) = match outcomes.get(item.sku.as_str()) {
+                Some(ItemOutcome::Accepted { .. }) => ("accepted", None),
+                Some(ItemOutcome::Conflict { current }) => (
+                    "conflict",
+                    Some(match current {
+                        Some(value) => format!("channel holds {value}"),
+                        None => "channel value unknown".to_owned(),
+                    }),
+                ),
+                Some(ItemOutcome::Rejected { code, message }) => {
+                    ("rejected", Some(format!("{code}: {message}")))
+                }
+                Some(ItemOutcome::Deferred) => ("deferred", None),
+                Some(ItemOutcome::Retryable { reason }) => ("error", Some(reason.clone())),
+                None => (
+                    "error",
+                    report.error.as_ref().map(|error| error.to_string()),
+                ),
+            };
+            PushLogRecord {
+                channel: channel.to_owned(),
+                sku: item.sku.clone(),
+                quantity: item.quantity,
+                change_from: item.change_from,
+                outcome: outcome.to_owned(),
+                detail,
+                requests: report.requests,
+                at_ms,
+            }
+        })
+        .collect()
 }
 
 /// Outcomes of one push, counted once per batch.

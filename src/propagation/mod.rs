@@ -26,6 +26,7 @@
 //! May depend on: `domain`, `store`, `channels`, `config`, `telemetry`.
 
 mod actor;
+mod push_log;
 mod queue;
 mod rate;
 
@@ -146,6 +147,21 @@ pub struct ChannelStatus {
     pub last_error: Option<String>,
     /// When `last_error` happened, in milliseconds since the Unix epoch.
     pub last_error_at_ms: Option<i64>,
+    /// Request-level failures in a row (throttling excluded); 0 after a success.
+    pub consecutive_failures: u32,
+}
+
+/// What propagation knows about one listing, for reconciliation and echo recognition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ListingSync {
+    /// The value the channel last acknowledged.
+    pub last_pushed: Option<u64>,
+    /// When it was acknowledged (this process only), in milliseconds since the Unix epoch.
+    pub last_pushed_at_ms: Option<i64>,
+    /// The ATP waiting in the channel's queue, if any.
+    pub queued: Option<u64>,
+    /// The quantity of a push being sent now, if any.
+    pub in_flight: Option<u64>,
 }
 
 /// State shared between `publish`, the public API and one channel's actor.
@@ -166,6 +182,12 @@ pub(crate) struct ChannelShared {
     pub computed: DashMap<String, u64>,
     pub status: Mutex<ChannelStatus>,
     pub actor: std::sync::OnceLock<ActorRef<ChannelMessage>>,
+    /// Quantities of the push being sent now, per SKU (echo recognition).
+    pub in_flight_values: Mutex<HashMap<String, u64>>,
+    /// When each value in `pushed` was acknowledged by this process, in ms since the epoch.
+    pub pushed_at_ms: DashMap<String, i64>,
+    /// The push audit log queue, when enabled.
+    pub push_log: Option<push_log::PushLogSender>,
 }
 
 impl ChannelShared {
@@ -209,6 +231,9 @@ pub struct Propagation {
     channels: Arc<Vec<Arc<ChannelShared>>>,
     observer: Option<Arc<dyn AtpObserver>>,
     stopped: Arc<AtomicBool>,
+    push_log: Arc<tokio::sync::Mutex<Option<push_log::PushLogWriter>>>,
+    /// Every channel's rule and the per-SKU overrides (ring fences need all channels).
+    policy: Arc<crate::domain::AllocationPolicy>,
 }
 
 impl std::fmt::Debug for Propagation {
@@ -246,23 +271,34 @@ impl Propagation {
         options: PropagationOptions,
     ) -> Result<Self, PropagationError> {
         let cas_grace = Duration::from_millis(options.cas_grace_ms.unwrap_or(DEFAULT_CAS_GRACE_MS));
+        let (push_log, mut push_log_writer) =
+            push_log::PushLogWriter::start(Arc::clone(&store), &config.audit);
         let mut channels = Vec::with_capacity(config.channels.len());
         for channel in &config.channels {
             let adapter = match channels::build_adapter(channel, client.clone()) {
                 Ok(adapter) => Arc::from(adapter),
                 Err(source) => {
                     stop_all(&channels).await;
+                    push_log_writer.stop().await;
                     return Err(PropagationError::Channel {
                         channel: channel.id.clone(),
                         source,
                     });
                 }
             };
-            let shared = Self::start_channel(channel, adapter, Arc::clone(&store), cas_grace).await;
+            let shared = Self::start_channel(
+                channel,
+                adapter,
+                Arc::clone(&store),
+                cas_grace,
+                Some(push_log.clone()),
+            )
+            .await;
             match shared {
                 Ok(shared) => channels.push(shared),
                 Err(error) => {
                     stop_all(&channels).await;
+                    push_log_writer.stop().await;
                     return Err(error);
                 }
             }
@@ -271,6 +307,8 @@ impl Propagation {
             channels: Arc::new(channels),
             observer: options.atp_observer,
             stopped: Arc::new(AtomicBool::new(false)),
+            push_log: Arc::new(tokio::sync::Mutex::new(Some(push_log_writer))),
+            policy: Arc::new(config.allocation_policy()),
         })
     }
 
@@ -283,14 +321,24 @@ impl Propagation {
     ) -> Result<Self, PropagationError> {
         let cas_grace = Duration::from_millis(options.cas_grace_ms.unwrap_or(DEFAULT_CAS_GRACE_MS));
         let mut started = Vec::new();
+        let policy = crate::domain::AllocationPolicy {
+            channels: channels
+                .iter()
+                .map(|(channel, _)| channel.stock_rule())
+                .collect(),
+            ..Default::default()
+        };
         for (channel, adapter) in channels {
-            started
-                .push(Self::start_channel(&channel, adapter, Arc::clone(&store), cas_grace).await?);
+            started.push(
+                Self::start_channel(&channel, adapter, Arc::clone(&store), cas_grace, None).await?,
+            );
         }
         Ok(Self {
             channels: Arc::new(started),
             observer: options.atp_observer,
             stopped: Arc::new(AtomicBool::new(false)),
+            push_log: Arc::new(tokio::sync::Mutex::new(None)),
+            policy: Arc::new(policy),
         })
     }
 
@@ -299,6 +347,7 @@ impl Propagation {
         adapter: Arc<dyn ChannelAdapter>,
         store: Arc<dyn Store>,
         cas_grace: Duration,
+        push_log: Option<push_log::PushLogSender>,
     ) -> Result<Arc<ChannelShared>, PropagationError> {
         let id = channel.id.clone();
         let pushed_records = store
@@ -342,6 +391,9 @@ impl Propagation {
             computed: DashMap::new(),
             status: Mutex::new(status),
             actor: std::sync::OnceLock::new(),
+            in_flight_values: Mutex::new(HashMap::new()),
+            pushed_at_ms: DashMap::new(),
+            push_log,
         });
         let args = ChannelArgs {
             shared: Arc::clone(&shared),
@@ -403,6 +455,68 @@ impl Propagation {
             .collect()
     }
 
+    /// What propagation knows about `sku` on `channel` (last ack and its time, queued and
+    /// in-flight values); `None` for an unknown channel.
+    pub fn listing_sync(&self, channel: &str, sku: &str) -> Option<ListingSync> {
+        let shared = self.channel(channel)?;
+        let queued = shared.queue().atp_of(sku);
+        let in_flight = shared
+            .in_flight_values
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sku)
+            .copied();
+        Some(ListingSync {
+            last_pushed: shared.pushed.get(sku).map(|value| *value),
+            last_pushed_at_ms: shared.pushed_at_ms.get(sku).map(|at| *at),
+            queued,
+            in_flight,
+        })
+    }
+
+    /// True when `channel` has a listing for `sku`.
+    pub fn is_mapped(&self, channel: &str, sku: &str) -> bool {
+        self.channel(channel)
+            .is_some_and(|shared| shared.adapter.is_mapped(sku))
+    }
+
+    /// SKUs with a value acknowledged by `channel` (what periodic reconciliation reads
+    /// back), ascending.
+    pub fn pushed_skus(&self, channel: &str) -> Vec<String> {
+        let mut skus: Vec<String> = self
+            .channel(channel)
+            .map(|shared| shared.pushed.iter().map(|e| e.key().clone()).collect())
+            .unwrap_or_default();
+        skus.sort();
+        skus
+    }
+
+    /// The adapter of `channel` (to read its levels back).
+    pub fn adapter(&self, channel: &str) -> Option<Arc<dyn ChannelAdapter>> {
+        self.channel(channel)
+            .map(|shared| Arc::clone(&shared.adapter))
+    }
+
+    /// Forces a re-push of `atp` to `channel`'s listing of `sku`, with compare-and-set on
+    /// `channel_value` (what the channel reported; `None` opts out of the check), even if
+    /// propagation believes the channel already holds `atp`. Used by reconciliation to heal.
+    /// Returns false for an unknown channel, an unmapped SKU, or a stopped propagation.
+    pub fn repush(&self, channel: &str, sku: &str, channel_value: Option<i64>, atp: u64) -> bool {
+        if self.stopped.load(Ordering::Acquire) || !self.is_mapped(channel, sku) {
+            return false;
+        }
+        let Some(actor) = self.channel(channel).and_then(|shared| shared.actor.get()) else {
+            return false;
+        };
+        actor
+            .send_message(ChannelMessage::Repush {
+                sku: sku.to_owned(),
+                channel_value,
+                atp,
+            })
+            .is_ok()
+    }
+
     /// Listings still to deliver across channels (queued or in flight, isolated ones excluded).
     pub fn pending(&self) -> usize {
         self.channels.iter().map(|channel| channel.pending()).sum()
@@ -436,6 +550,9 @@ impl Propagation {
     pub async fn shutdown(&self) {
         self.stopped.store(true, Ordering::Release);
         stop_all(&self.channels).await;
+        if let Some(mut writer) = self.push_log.lock().await.take() {
+            writer.stop().await;
+        }
     }
 }
 
@@ -456,16 +573,27 @@ impl AvailabilitySink for Propagation {
             return;
         }
         let now = tokio::time::Instant::now();
+        let now_ms = crate::clock::now_ms();
+        let allocations: Vec<Vec<AtpBreakdown>> = changes
+            .iter()
+            .map(|change| self.policy.allocate(change, now_ms))
+            .collect();
         for channel in self.channels.iter() {
             let mut queued = false;
             let depth = {
                 let mut queue = channel.queue();
-                for change in changes {
+                for (change, atps) in changes.iter().zip(&allocations) {
                     let sku = change.sku.as_str();
                     if !channel.adapter.is_mapped(sku) {
                         continue;
                     }
-                    let atp = crate::domain::channel_atp(&change.locations, &channel.rule).atp;
+                    let Some(atp) = atps
+                        .iter()
+                        .find(|breakdown| breakdown.channel == channel.id)
+                        .map(|breakdown| breakdown.atp)
+                    else {
+                        continue;
+                    };
                     if let Some(observer) = &self.observer {
                         let previous = channel.computed.insert(sku.to_owned(), atp);
                         if previous != Some(atp) {

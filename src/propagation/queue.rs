@@ -65,6 +65,11 @@ impl CoalescingQueue {
         }
     }
 
+    /// The ATP waiting for `sku`, if it is queued.
+    pub fn atp_of(&self, sku: &str) -> Option<u64> {
+        self.entries.get(sku).map(|pending| pending.atp)
+    }
+
     /// Puts back a listing that was taken but not acknowledged. When a newer ATP arrived
     /// meanwhile, the newer value wins and keeps the older publish time and retry state.
     pub fn requeue(&mut self, sku: String, pending: Pending) {

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 #[derive(Default)]
 struct MemoryStore {
     pushed: Mutex<Vec<PushedRecord>>,
+    push_log: Mutex<Vec<crate::store::PushLogRecord>>,
 }
 
 #[async_trait]
@@ -60,6 +61,53 @@ impl Store for MemoryStore {
     }
     async fn expire_keys(&self, _now_ms: i64) -> Result<u64, StoreError> {
         Ok(0)
+    }
+    async fn query_events(
+        &self,
+        _query: &crate::store::EventQuery,
+    ) -> Result<Vec<crate::store::HistoryEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn append_push_log(
+        &self,
+        records: &[crate::store::PushLogRecord],
+    ) -> Result<(), StoreError> {
+        self.push_log.lock().unwrap().extend_from_slice(records);
+        Ok(())
+    }
+    async fn query_push_log(
+        &self,
+        _query: &crate::store::PushLogQuery,
+    ) -> Result<Vec<crate::store::PushLogRecord>, StoreError> {
+        Ok(self.push_log.lock().unwrap().clone())
+    }
+    async fn prune_push_log(&self, _before_ms: i64) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    async fn record_config_change(
+        &self,
+        _record: &crate::store::ConfigAuditRecord,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn config_changes(
+        &self,
+        _limit: usize,
+    ) -> Result<Vec<crate::store::ConfigAuditRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn hold_expiries(
+        &self,
+        _after: Option<&str>,
+        _limit: usize,
+    ) -> Result<Vec<crate::store::HoldExpiryRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn reservation(
+        &self,
+        _id: &str,
+    ) -> Result<Option<crate::store::ReservationRecord>, StoreError> {
+        Ok(None)
     }
 }
 
@@ -153,6 +201,9 @@ impl ChannelAdapter for FakeChannel {
 
 fn channel_config() -> ChannelConfig {
     ChannelConfig {
+        allocation: Default::default(),
+        preorder: None,
+        show_zero_below: 0,
         id: "fake".to_owned(),
         kind: ChannelKind::Shopify,
         locations: vec![LocationId::from("WH-1")],
@@ -168,14 +219,19 @@ fn channel_config() -> ChannelConfig {
         },
         shopify: None,
         woocommerce: None,
+        bolcom: None,
+        amazon: None,
     }
 }
 
 fn change(sku: &str, on_hand: i64) -> AvailabilityChange {
     AvailabilityChange {
+        inbound: Vec::new(),
         sku: Sku::from(sku),
         seq: 1,
         locations: vec![LocationLevel {
+            inbound: 0,
+            in_transit: 0,
             location: LocationId::from("WH-1"),
             on_hand,
             reserved: 0,

@@ -6,4 +6,6 @@
 //!
 //! May depend on: `config`, `telemetry` only; a simulator knows nothing about the engine.
 
+pub mod bolcom;
 pub mod shopify;
+pub mod woocommerce;

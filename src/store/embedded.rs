@@ -9,8 +9,9 @@
 //! thread; a second connection serves reads so they never wait for a commit (WAL).
 
 use super::{
-    CommitBatch, EventRecord, LoadedSku, OffsetWatermark, PushedRecord, SnapshotRecord, Store,
-    StoreError,
+    CommitBatch, ConfigAuditRecord, EventQuery, EventRecord, HistoryEvent, HoldExpiryRecord,
+    LoadedSku, OffsetWatermark, PushLogQuery, PushLogRecord, PushedRecord, ReservationRecord,
+    SnapshotRecord, Store, StoreError,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -46,7 +47,32 @@ CREATE TABLE IF NOT EXISTS offsets (
 CREATE TABLE IF NOT EXISTS pushed (
     channel TEXT NOT NULL, sku TEXT NOT NULL, quantity INTEGER NOT NULL, pushed_at_ms INTEGER NOT NULL,
     PRIMARY KEY (channel, sku)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_recorded_at ON events (recorded_at_ms);
+CREATE TABLE IF NOT EXISTS push_log (
+    id INTEGER PRIMARY KEY, channel TEXT NOT NULL, sku TEXT NOT NULL, quantity INTEGER NOT NULL,
+    change_from INTEGER, outcome TEXT NOT NULL, detail TEXT, requests INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS push_log_at ON push_log (at_ms);
+CREATE INDEX IF NOT EXISTS push_log_channel_at ON push_log (channel, at_ms);
+CREATE INDEX IF NOT EXISTS push_log_sku_at ON push_log (sku, at_ms);
+CREATE TABLE IF NOT EXISTS config_audit (
+    id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, action TEXT NOT NULL, actor TEXT NOT NULL,
+    config_hash TEXT NOT NULL, config_json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS hold_expiries (
+    sku TEXT PRIMARY KEY, next_expiry_ms INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reservations (
+    id TEXT PRIMARY KEY, request TEXT NOT NULL, refusal TEXT, created_at_ms INTEGER NOT NULL)
+    WITHOUT ROWID;
 ";
+
+// Audit tables (DESIGN.md §3 rule 7, issue 5). `events_recorded_at` serves the history
+// filters by time: `recorded_at_ms` only grows, so each group commit appends its entries
+// (~14 bytes each, ~290 per page) to the right-most leaf — about one extra page per 290
+// events, a few percent of what the event heap itself writes. Source and kind live inside
+// the movement JSON and are filtered on top of the SKU or time range (no index: an index on
+// them would cost a second write per event on the hot path). `push_log` and `config_audit`
+// are written off the hot path (in batches by propagation, once at start) and pruned by
+// retention.
 
 /// SQLite-backed [`Store`].
 pub struct EmbeddedStore {
@@ -217,8 +243,58 @@ fn write_batch(connection: &mut Connection, batch: &CommitBatch) -> Result<(), S
                 ])
                 .map_err(&err)?;
         }
+        write_reservation_rows(&tx, batch)?;
     }
     tx.commit().map_err(&err)
+}
+
+/// Hold expiries and reservation requests (`ledger::reaper`, `ledger::reservations`): rows
+/// only for movements that touch a hold with a TTL and for API reservation requests, so a
+/// batch of plain movements writes nothing here.
+fn write_reservation_rows(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &CommitBatch,
+) -> Result<(), StoreError> {
+    let err = backend("commit");
+    if !batch.hold_expiries.is_empty() {
+        let mut upsert = tx
+            .prepare_cached(
+                "INSERT INTO hold_expiries (sku, next_expiry_ms) VALUES (?1, ?2)
+                 ON CONFLICT (sku) DO UPDATE SET next_expiry_ms = excluded.next_expiry_ms",
+            )
+            .map_err(&err)?;
+        let mut delete = tx
+            .prepare_cached("DELETE FROM hold_expiries WHERE sku = ?1")
+            .map_err(&err)?;
+        for record in &batch.hold_expiries {
+            match record.next_expiry_ms {
+                Some(at_ms) => upsert.execute(params![record.sku, at_ms]),
+                None => delete.execute(params![record.sku]),
+            }
+            .map_err(&err)?;
+        }
+    }
+    if !batch.reservations.is_empty() {
+        let mut upsert = tx
+            .prepare_cached(
+                "INSERT INTO reservations (id, request, refusal, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET
+                     refusal = COALESCE(excluded.refusal, reservations.refusal)",
+            )
+            .map_err(&err)?;
+        for record in &batch.reservations {
+            upsert
+                .execute(params![
+                    record.id,
+                    record.request_json,
+                    record.refusal_json,
+                    record.created_at_ms
+                ])
+                .map_err(&err)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads `sku, seq, idempotency_key, recorded_at_ms, movement, key_expires_at_ms`.
@@ -276,6 +352,103 @@ fn load(connection: &mut Connection, sku: &str, now_ms: i64) -> Result<LoadedSku
         events_after,
         idempotency_keys,
     })
+}
+
+/// Reads `id, sku, seq, idempotency_key, recorded_at_ms, movement, key_expires_at_ms`.
+fn read_history_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEvent> {
+    Ok(HistoryEvent {
+        cursor: row.get::<_, i64>(0)? as u64,
+        event: EventRecord {
+            sku: row.get(1)?,
+            seq: row.get::<_, i64>(2)? as u64,
+            idempotency_key: row.get(3)?,
+            recorded_at_ms: row.get(4)?,
+            movement_json: row.get(5)?,
+            key_expires_at_ms: row.get(6)?,
+        },
+    })
+}
+
+fn query_history(
+    connection: &mut Connection,
+    query: &EventQuery,
+) -> Result<Vec<HistoryEvent>, StoreError> {
+    let err = backend("query_events");
+    // With a SKU, walk the SKU's index (seq order = append order); otherwise the heap in
+    // append order, bounded by the time index when a range is given.
+    let from = if query.sku.is_some() {
+        "FROM event_index i JOIN events e ON e.id = i.event_id WHERE i.sku = ?1"
+    } else {
+        "FROM events e LEFT JOIN event_index i ON i.sku = e.sku AND i.seq = e.seq \
+         WHERE (?1 IS NULL OR e.sku = ?1)"
+    };
+    let sql = format!(
+        "SELECT e.id, e.sku, e.seq, e.idempotency_key, e.recorded_at_ms, e.movement,
+                COALESCE(i.key_expires_at_ms, 0)
+         {from}
+           AND e.id > ?2 AND e.recorded_at_ms >= ?3 AND e.recorded_at_ms < ?4
+           AND (?5 IS NULL OR json_extract(e.movement, '$.source') = ?5)
+           AND (?6 IS NULL OR json_extract(e.movement, '$.type') = ?6)
+         ORDER BY e.id LIMIT ?7"
+    );
+    connection
+        .prepare_cached(&sql)
+        .map_err(&err)?
+        .query_map(
+            params![
+                query.sku,
+                query.after.map_or(0, |after| after as i64),
+                query.from_ms.unwrap_or(i64::MIN),
+                query.to_ms.unwrap_or(i64::MAX),
+                query.source,
+                query.kind,
+                query.limit as i64
+            ],
+            read_history_event,
+        )
+        .map_err(&err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(&err)
+}
+
+fn query_pushes(
+    connection: &mut Connection,
+    query: &PushLogQuery,
+) -> Result<Vec<PushLogRecord>, StoreError> {
+    let err = backend("query_push_log");
+    connection
+        .prepare_cached(
+            "SELECT channel, sku, quantity, change_from, outcome, detail, requests, at_ms
+             FROM push_log
+             WHERE (?1 IS NULL OR channel = ?1) AND (?2 IS NULL OR sku = ?2)
+               AND at_ms >= ?3 AND at_ms < ?4
+             ORDER BY at_ms DESC, id DESC LIMIT ?5",
+        )
+        .map_err(&err)?
+        .query_map(
+            params![
+                query.channel,
+                query.sku,
+                query.from_ms.unwrap_or(i64::MIN),
+                query.to_ms.unwrap_or(i64::MAX),
+                query.limit as i64
+            ],
+            |row| {
+                Ok(PushLogRecord {
+                    channel: row.get(0)?,
+                    sku: row.get(1)?,
+                    quantity: row.get::<_, i64>(2)? as u64,
+                    change_from: row.get(3)?,
+                    outcome: row.get(4)?,
+                    detail: row.get(5)?,
+                    requests: row.get::<_, i64>(6)? as u32,
+                    at_ms: row.get(7)?,
+                })
+            },
+        )
+        .map_err(&err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(&err)
 }
 
 #[async_trait]
@@ -406,6 +579,159 @@ impl Store for EmbeddedStore {
         count("expire_keys", true);
         Ok(0)
     }
+
+    async fn query_events(&self, query: &EventQuery) -> Result<Vec<HistoryEvent>, StoreError> {
+        let query = query.clone();
+        Self::blocking(&self.reader, "query_events", move |c| {
+            query_history(c, &query)
+        })
+        .await
+    }
+
+    async fn append_push_log(&self, records: &[PushLogRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let records = records.to_vec();
+        Self::blocking(&self.writer, "append_push_log", move |c| {
+            let err = backend("append_push_log");
+            let tx = c.transaction().map_err(&err)?;
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO push_log
+                         (channel, sku, quantity, change_from, outcome, detail, requests, at_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )
+                    .map_err(&err)?;
+                for record in &records {
+                    insert
+                        .execute(params![
+                            record.channel,
+                            record.sku,
+                            record.quantity as i64,
+                            record.change_from,
+                            record.outcome,
+                            record.detail,
+                            i64::from(record.requests),
+                            record.at_ms
+                        ])
+                        .map_err(&err)?;
+                }
+            }
+            tx.commit().map_err(&err)
+        })
+        .await
+    }
+
+    async fn query_push_log(&self, query: &PushLogQuery) -> Result<Vec<PushLogRecord>, StoreError> {
+        let query = query.clone();
+        Self::blocking(&self.reader, "query_push_log", move |c| {
+            query_pushes(c, &query)
+        })
+        .await
+    }
+
+    async fn prune_push_log(&self, before_ms: i64) -> Result<u64, StoreError> {
+        Self::blocking(&self.writer, "prune_push_log", move |c| {
+            c.execute("DELETE FROM push_log WHERE at_ms < ?1", params![before_ms])
+                .map(|deleted| deleted as u64)
+                .map_err(backend("prune_push_log"))
+        })
+        .await
+    }
+
+    async fn record_config_change(&self, record: &ConfigAuditRecord) -> Result<(), StoreError> {
+        let record = record.clone();
+        Self::blocking(&self.writer, "record_config_change", move |c| {
+            c.execute(
+                "INSERT INTO config_audit (at_ms, action, actor, config_hash, config_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    record.at_ms,
+                    record.action,
+                    record.actor,
+                    record.config_hash,
+                    record.config_json
+                ],
+            )
+            .map(|_| ())
+            .map_err(backend("record_config_change"))
+        })
+        .await
+    }
+
+    async fn config_changes(&self, limit: usize) -> Result<Vec<ConfigAuditRecord>, StoreError> {
+        Self::blocking(&self.reader, "config_changes", move |c| {
+            let err = backend("config_changes");
+            c.prepare_cached(
+                "SELECT at_ms, action, actor, config_hash, config_json FROM config_audit
+                 ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(&err)?
+            .query_map(params![limit as i64], |row| {
+                Ok(ConfigAuditRecord {
+                    at_ms: row.get(0)?,
+                    action: row.get(1)?,
+                    actor: row.get(2)?,
+                    config_hash: row.get(3)?,
+                    config_json: row.get(4)?,
+                })
+            })
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)
+        })
+        .await
+    }
+
+    async fn hold_expiries(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HoldExpiryRecord>, StoreError> {
+        let after = after.unwrap_or("").to_owned();
+        Self::blocking(&self.reader, "hold_expiries", move |c| {
+            let err = backend("hold_expiries");
+            c.prepare_cached(
+                "SELECT sku, next_expiry_ms FROM hold_expiries WHERE sku > ?1
+                 ORDER BY sku LIMIT ?2",
+            )
+            .map_err(&err)?
+            .query_map(params![after, limit as i64], |row| {
+                Ok(HoldExpiryRecord {
+                    sku: row.get(0)?,
+                    next_expiry_ms: Some(row.get(1)?),
+                })
+            })
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)
+        })
+        .await
+    }
+
+    async fn reservation(&self, id: &str) -> Result<Option<ReservationRecord>, StoreError> {
+        let id = id.to_owned();
+        Self::blocking(&self.reader, "reservation", move |c| {
+            let err = backend("reservation");
+            c.prepare_cached(
+                "SELECT id, request, refusal, created_at_ms FROM reservations WHERE id = ?1",
+            )
+            .map_err(&err)?
+            .query_row(params![id], |row| {
+                Ok(ReservationRecord {
+                    id: row.get(0)?,
+                    request_json: row.get(1)?,
+                    refusal_json: row.get(2)?,
+                    created_at_ms: row.get(3)?,
+                })
+            })
+            .optional()
+            .map_err(&err)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -447,6 +773,7 @@ mod tests {
                         partition: 0,
                         next_offset: 7,
                     }],
+                    ..Default::default()
                 })
                 .await
                 .unwrap();
@@ -512,6 +839,149 @@ mod tests {
                 .is_empty(),
             "batch must be atomic"
         );
+    }
+
+    fn movement_event(sku: &str, seq: u64, at_ms: i64, source: &str, kind: &str) -> EventRecord {
+        EventRecord {
+            sku: sku.into(),
+            seq,
+            idempotency_key: format!("{source}:{sku}:{seq}"),
+            key_expires_at_ms: 9_000,
+            recorded_at_ms: at_ms,
+            movement_json: format!(r#"{{"sku":"{sku}","source":"{source}","type":"{kind}"}}"#),
+        }
+    }
+
+    #[tokio::test]
+    async fn history_filters_by_sku_time_source_and_kind_and_pages_by_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s.db")).unwrap();
+        store
+            .commit(CommitBatch {
+                events: vec![
+                    movement_event("PEAR-1", 1, 100, "wms-north", "receipt"),
+                    movement_event("FIG-2", 1, 100, "wms-north", "receipt"),
+                    movement_event("PEAR-1", 2, 200, "shop:alpha", "sale"),
+                    movement_event("PEAR-1", 3, 300, "wms-north", "adjustment"),
+                ],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let all = store
+            .query_events(&EventQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[0].event.key_expires_at_ms, 9_000);
+        let pear = |query: EventQuery| {
+            let store = &store;
+            async move {
+                store
+                    .query_events(&query)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|row| (row.event.sku, row.event.seq))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let base = EventQuery {
+            sku: Some("PEAR-1".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(pear(base.clone()).await.len(), 3);
+        let window = EventQuery {
+            from_ms: Some(150),
+            to_ms: Some(300),
+            ..base.clone()
+        };
+        assert_eq!(pear(window).await, vec![("PEAR-1".to_owned(), 2)]);
+        let by_source = EventQuery {
+            sku: None,
+            source: Some("wms-north".into()),
+            ..base.clone()
+        };
+        assert_eq!(pear(by_source).await.len(), 3);
+        let by_kind = EventQuery {
+            kind: Some("adjustment".into()),
+            ..base.clone()
+        };
+        assert_eq!(pear(by_kind).await, vec![("PEAR-1".to_owned(), 3)]);
+        let first_page = store
+            .query_events(&EventQuery {
+                limit: 2,
+                ..base.clone()
+            })
+            .await
+            .unwrap();
+        let next = EventQuery {
+            after: Some(first_page[1].cursor),
+            ..base
+        };
+        assert_eq!(pear(next).await, vec![("PEAR-1".to_owned(), 3)]);
+    }
+
+    #[tokio::test]
+    async fn push_log_is_filtered_newest_first_and_pruned_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s.db")).unwrap();
+        let record = |channel: &str, sku: &str, at_ms: i64, outcome: &str| PushLogRecord {
+            channel: channel.into(),
+            sku: sku.into(),
+            quantity: 4,
+            change_from: Some(3),
+            outcome: outcome.into(),
+            detail: None,
+            requests: 1,
+            at_ms,
+        };
+        store
+            .append_push_log(&[
+                record("shop-a", "PEAR-1", 10, "accepted"),
+                record("shop-a", "FIG-2", 20, "conflict"),
+                record("shop-b", "PEAR-1", 30, "error"),
+            ])
+            .await
+            .unwrap();
+        let rows = store
+            .query_push_log(&PushLogQuery {
+                sku: Some("PEAR-1".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.at_ms).collect::<Vec<_>>(),
+            vec![30, 10]
+        );
+        assert_eq!(rows[1].change_from, Some(3));
+        assert_eq!(store.prune_push_log(25).await.unwrap(), 2);
+        let left = store
+            .query_push_log(&PushLogQuery {
+                channel: Some("shop-b".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 1);
+        store
+            .record_config_change(&ConfigAuditRecord {
+                at_ms: 5,
+                action: "loaded".into(),
+                actor: "startup".into(),
+                config_hash: "abc".into(),
+                config_json: "{}".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.config_changes(5).await.unwrap()[0].config_hash, "abc");
     }
 
     #[tokio::test]

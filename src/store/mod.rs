@@ -9,6 +9,7 @@
 //! May depend on: `domain`.
 
 pub mod embedded;
+pub mod history;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -89,13 +90,48 @@ pub struct CommitBatch {
     pub snapshots: Vec<SnapshotRecord>,
     /// Offset watermarks to raise.
     pub offsets: Vec<OffsetWatermark>,
+    /// Changes of SKUs' earliest open-hold expiry, in order (last one per SKU wins). Only
+    /// movements that touch a hold with a TTL produce one, so the hot path writes none.
+    pub hold_expiries: Vec<HoldExpiryRecord>,
+    /// Multi-SKU reservation requests to record, or their refusal to add.
+    pub reservations: Vec<ReservationRecord>,
 }
 
 impl CommitBatch {
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.snapshots.is_empty() && self.offsets.is_empty()
+        self.events.is_empty()
+            && self.snapshots.is_empty()
+            && self.offsets.is_empty()
+            && self.hold_expiries.is_empty()
+            && self.reservations.is_empty()
     }
+}
+
+/// The earliest expiry among one SKU's open holds with a TTL: what the ledger's reaper
+/// needs to find such SKUs again after a restart without scanning every SKU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldExpiryRecord {
+    /// The SKU.
+    pub sku: String,
+    /// Milliseconds since the Unix epoch; in a [`CommitBatch`], `None` deletes the SKU's
+    /// row (no open hold with a TTL left). Rows read back always carry `Some`.
+    pub next_expiry_ms: Option<i64>,
+}
+
+/// One multi-SKU reservation request (`ledger::reservations`), kept so that commit,
+/// release, lookup and retries find its lines again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationRecord {
+    /// The caller's request id.
+    pub id: String,
+    /// The request as first recorded (JSON); a later write with the same id keeps it.
+    pub request_json: String,
+    /// The refusal answered to the request (JSON), once it was refused; a write with
+    /// `None` keeps an earlier refusal.
+    pub refusal_json: Option<String>,
+    /// When it was first recorded, in milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
 }
 
 /// What the store holds for one SKU: the newest snapshot and the events after it.
@@ -120,6 +156,87 @@ pub struct PushedRecord {
     pub quantity: u64,
     /// When the channel acknowledged it, in milliseconds since the Unix epoch.
     pub pushed_at_ms: i64,
+}
+
+/// Filters of a movement-history query ([`Store::query_events`]); every filter is optional
+/// and they combine with AND.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventQuery {
+    /// Only this SKU.
+    pub sku: Option<String>,
+    /// Only events recorded at or after this time, in milliseconds since the Unix epoch.
+    pub from_ms: Option<i64>,
+    /// Only events recorded before this time, in milliseconds since the Unix epoch.
+    pub to_ms: Option<i64>,
+    /// Only movements from this source (the movement's `source`, e.g. `shopify:main`).
+    pub source: Option<String>,
+    /// Only movements of this kind (the movement's `type`, e.g. `sale`).
+    pub kind: Option<String>,
+    /// Only events after this cursor ([`HistoryEvent::cursor`] of the last row of the
+    /// previous page).
+    pub after: Option<u64>,
+    /// Most rows returned.
+    pub limit: usize,
+}
+
+/// One event of the movement history, with the cursor that pages past it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEvent {
+    /// Position in the global, append-ordered log (ascending, not dense).
+    pub cursor: u64,
+    /// The event.
+    pub event: EventRecord,
+}
+
+/// One listing of one push request and the channel's answer (the push audit log).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushLogRecord {
+    /// Channel id.
+    pub channel: String,
+    /// SKU.
+    pub sku: String,
+    /// The quantity we asked the channel to hold.
+    pub quantity: u64,
+    /// The value we told the channel to compare against (`changeFromQuantity`), if any.
+    pub change_from: Option<i64>,
+    /// The channel's answer: `accepted`, `conflict`, `rejected`, `deferred` or `error`.
+    pub outcome: String,
+    /// The channel's value after a conflict, or its code and message for a refusal/error.
+    pub detail: Option<String>,
+    /// HTTP requests the whole push took (shared by every listing of the request).
+    pub requests: u32,
+    /// When the answer arrived, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// Filters of a push-log query ([`Store::query_push_log`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushLogQuery {
+    /// Only this channel.
+    pub channel: Option<String>,
+    /// Only this SKU.
+    pub sku: Option<String>,
+    /// Only answers at or after this time, in milliseconds since the Unix epoch.
+    pub from_ms: Option<i64>,
+    /// Only answers before this time, in milliseconds since the Unix epoch.
+    pub to_ms: Option<i64>,
+    /// Most rows returned (newest first).
+    pub limit: usize,
+}
+
+/// One configuration change (the config audit log).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigAuditRecord {
+    /// When it happened, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// What happened: `loaded` (at start) or the name of a runtime change.
+    pub action: String,
+    /// Who or what made it (`startup`, an API caller).
+    pub actor: String,
+    /// Hex SHA-256 of the canonical (JSON) config after the change.
+    pub config_hash: String,
+    /// The config after the change, as JSON with secrets redacted.
+    pub config_json: String,
 }
 
 /// A store backend. One trait, one registry function: [`open`].
@@ -149,6 +266,27 @@ pub trait Store: Send + Sync + 'static {
     /// deleted (backends that filter expired keys at load time, like the embedded one, or
     /// expire them natively, like a ScyllaDB TTL, return 0).
     async fn expire_keys(&self, now_ms: i64) -> Result<u64, StoreError>;
+    /// Movement history across SKUs, ascending by cursor (append order), filtered by `query`.
+    async fn query_events(&self, query: &EventQuery) -> Result<Vec<HistoryEvent>, StoreError>;
+    /// Appends push answers to the push audit log (one write for the whole slice).
+    async fn append_push_log(&self, records: &[PushLogRecord]) -> Result<(), StoreError>;
+    /// Push answers matching `query`, newest first.
+    async fn query_push_log(&self, query: &PushLogQuery) -> Result<Vec<PushLogRecord>, StoreError>;
+    /// Deletes push answers older than `before_ms`; returns how many were deleted.
+    async fn prune_push_log(&self, before_ms: i64) -> Result<u64, StoreError>;
+    /// Appends one configuration change to the config audit log.
+    async fn record_config_change(&self, record: &ConfigAuditRecord) -> Result<(), StoreError>;
+    /// The newest `limit` configuration changes, newest first.
+    async fn config_changes(&self, limit: usize) -> Result<Vec<ConfigAuditRecord>, StoreError>;
+    /// SKUs with an open hold that has a TTL, with its earliest expiry, ascending by SKU
+    /// after `after`, at most `limit` (the ledger's reaper reads them at start).
+    async fn hold_expiries(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HoldExpiryRecord>, StoreError>;
+    /// The reservation request recorded under `id`, if any.
+    async fn reservation(&self, id: &str) -> Result<Option<ReservationRecord>, StoreError>;
 }
 
 /// Opens the configured backend (the registry of store backends).

@@ -6,7 +6,7 @@
 //!
 //! May depend on: nothing else in the crate.
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
 /// Movements applied by the ledger; labels `source`, `kind`.
@@ -21,6 +21,8 @@ pub const LEDGER_OVERSELLS_TOTAL: &str = "stocksync_ledger_oversells_total";
 pub const LEDGER_LIVE_SKU_ACTORS: &str = "stocksync_ledger_live_sku_actors";
 /// SKU actors passivated after idling.
 pub const LEDGER_PASSIVATIONS_TOTAL: &str = "stocksync_ledger_passivations_total";
+/// Counter: holds released by the reaper because their TTL passed (scenario S5).
+pub const LEDGER_RESERVATIONS_EXPIRED_TOTAL: &str = "stocksync_ledger_reservations_expired_total";
 /// Durable group-commit latency (histogram, seconds).
 pub const STORE_COMMIT_SECONDS: &str = "stocksync_store_commit_seconds";
 /// Events per group commit (histogram).
@@ -51,7 +53,57 @@ pub const CHANNEL_ERRORS_TOTAL: &str = "stocksync_channel_errors_total";
 /// Compare-and-set conflicts reported by a channel; label `channel`.
 pub const CHANNEL_CAS_CONFLICTS_TOTAL: &str = "stocksync_channel_cas_conflicts_total";
 
+/// Push answers dropped because the push audit log queue was full; label `channel`.
+pub const AUDIT_PUSH_LOG_DROPPED_TOTAL: &str = "stocksync_audit_push_log_dropped_total";
+/// Discrepancies found between a channel and the ledger; labels `channel`, `class`
+/// (`in_flight`, `manual_edit`, `lost_update`, `unknown_listing`).
+pub const RECONCILE_DISCREPANCIES_TOTAL: &str = "stocksync_reconcile_discrepancies_total";
+/// Discrepancies healed by a re-push; label `channel`.
+pub const RECONCILE_HEALED_TOTAL: &str = "stocksync_reconcile_healed_total";
+/// Channel values recognised as the echo of our own push; label `channel`.
+pub const RECONCILE_ECHOES_TOTAL: &str = "stocksync_reconcile_echoes_total";
+/// Periodic reconciliation passes; labels `channel`, `outcome` (`ok`, `error`).
+pub const RECONCILE_RUNS_TOTAL: &str = "stocksync_reconcile_runs_total";
+/// Alerts raised; labels `kind`, `outcome` (`sent`, `failed`, `deduplicated`, `rate_limited`, `logged`).
+pub const ALERTS_TOTAL: &str = "stocksync_alerts_total";
+
+/// A batch of Kafka messages sent to the dead-letter topic, for alerting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetterNotice {
+    /// Why they were dead-lettered (`invalid_json`, `rejected`, …): a bounded label.
+    pub reason: String,
+    /// How many messages.
+    pub count: u64,
+}
+
+static DEAD_LETTERS: OnceLock<tokio::sync::broadcast::Sender<DeadLetterNotice>> = OnceLock::new();
+
+fn dead_letter_sender() -> &'static tokio::sync::broadcast::Sender<DeadLetterNotice> {
+    DEAD_LETTERS.get_or_init(|| tokio::sync::broadcast::channel(256).0)
+}
+
+/// The dead-letter hook: called by Kafka ingest once per batch and reason; never blocks
+/// (with no subscriber, or a full one, the notice is simply dropped).
+pub fn dead_letters_sent(reason: &str, count: u64) {
+    let _ = dead_letter_sender().send(DeadLetterNotice {
+        reason: reason.to_owned(),
+        count,
+    });
+}
+
+/// Subscribes to dead-letter notices (process-wide, like the metrics recorder).
+pub fn subscribe_dead_letters() -> tokio::sync::broadcast::Receiver<DeadLetterNotice> {
+    dead_letter_sender().subscribe()
+}
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Bucket bounds (seconds) of every `*_seconds` histogram: rendered as Prometheus
+/// histograms (`_bucket`/`_sum`/`_count`) so quantiles aggregate across instances
+/// (`histogram_quantile` in the Grafana dashboard and alert rules).
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 /// Installs the Prometheus recorder once per process and returns its render handle.
 /// Later calls return the same handle.
@@ -59,6 +111,8 @@ pub fn prometheus() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
+                .expect("the bucket list is not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed in this process")
         })

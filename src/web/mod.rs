@@ -17,11 +17,22 @@
 //! - `POST /api/v1/movements`: one movement or an array (see [`movements`]).
 //! - `POST /webhooks/shopify/{channel_id}`: Shopify deliveries (see [`webhooks`]).
 //! - `GET /api/v1/stock/{sku}`: levels, reservations and per-channel ATP (see [`stock`]).
+//! - `POST /api/v1/reservations`, `GET /api/v1/reservations/{id}`, `POST …/{id}/commit`,
+//!   `POST …/{id}/release`: all-or-nothing multi-SKU holds (see [`reservations`]).
 //! - `GET /metrics`: Prometheus text format 0.0.4.
 //! - `GET /healthz`: `{"status":"ok"}` (200) while the ledger accepts writes, else 503.
+//! - `GET /readyz`, `GET /api/v1/channels`: readiness and channel health (see [`health`]).
+//! - `GET /api/v1/movements` (JSON or CSV), `GET /api/v1/pushes`, `GET /api/v1/audit/config`:
+//!   the audit log (see [`history`]).
+//! - `GET /` (`/dashboard`), `GET /api/v1/skus`, `GET /api/v1/stock/{sku}/events`,
+//!   `GET /api/v1/events` (server-sent events): the dashboard (see [`dashboard`]).
 
+pub mod dashboard;
+pub mod health;
+pub mod history;
 pub mod movements;
 mod problem;
+pub mod reservations;
 pub mod stock;
 pub mod webhooks;
 
@@ -48,6 +59,31 @@ pub trait ChannelView: Send + Sync + 'static {
     /// The quantity last acknowledged by `channel` for `sku`, or `None` if nothing was
     /// pushed yet (or the view does not know).
     fn last_pushed(&self, channel: &str, sku: &str) -> Option<u64>;
+
+    /// Every channel's propagation status, in config order (empty if the view does not
+    /// know).
+    fn channel_status(&self) -> Vec<health::ChannelStatusView> {
+        Vec::new()
+    }
+
+    /// What `channel` last reported for `sku` (reconciliation), with the open discrepancy;
+    /// `None` when nothing was read back yet (or the view does not know).
+    fn channel_report(&self, channel: &str, sku: &str) -> Option<stock::ChannelReportView> {
+        let _ = (channel, sku);
+        None
+    }
+
+    /// Hands a Shopify `inventory_levels/update` (the channel's own figure) to
+    /// reconciliation, which recognises our echo or flags a discrepancy. Must not block.
+    fn inventory_level_reported(
+        &self,
+        channel: &str,
+        inventory_item_id: &str,
+        location_id: &str,
+        available: Option<i64>,
+    ) {
+        let _ = (channel, inventory_item_id, location_id, available);
+    }
 }
 
 /// Webhook deliveries remembered per process for delivery-level dedupe (each entry is one
@@ -62,6 +98,7 @@ pub struct WebState {
     channel_view: Option<Arc<dyn ChannelView>>,
     deliveries: Arc<DeliveryMemory>,
     prometheus: PrometheusHandle,
+    ops: Arc<health::Operations>,
 }
 
 impl WebState {
@@ -76,6 +113,7 @@ impl WebState {
             channel_view: None,
             deliveries: Arc::new(DeliveryMemory::new(DEFAULT_DELIVERY_MEMORY)),
             prometheus: crate::telemetry::prometheus(),
+            ops: Arc::new(health::Operations::default()),
         }
     }
 
@@ -85,10 +123,23 @@ impl WebState {
         self
     }
 
+    /// Reads the Kafka partition assignment from `view` for `/readyz` (only needed when
+    /// `[kafka]` is configured; without it Kafka counts as not ready).
+    pub fn with_kafka_view(self, view: Arc<dyn health::KafkaView>) -> Self {
+        self.ops.set_kafka_view(view);
+        self
+    }
+
     /// Remembers at most `entries` webhook delivery ids (at least 1).
     pub fn with_delivery_memory(mut self, entries: usize) -> Self {
         self.deliveries = Arc::new(DeliveryMemory::new(entries.max(1)));
         self
+    }
+
+    /// The last signed webhook accepted for `channel`, in ms since the Unix epoch (for the
+    /// "webhooks gone quiet" alert).
+    pub fn last_webhook_at_ms(&self, channel: &str) -> Option<i64> {
+        self.ops.last_webhook_at_ms(channel)
     }
 
     /// The ledger handle.
@@ -110,15 +161,36 @@ pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/api/v1/movements", post(movements::post_movements))
         .route("/api/v1/stock/{sku}", get(stock::get_stock))
+        .route("/api/v1/reservations", post(reservations::post_reservation))
+        .route(
+            "/api/v1/reservations/{id}",
+            get(reservations::get_reservation),
+        )
+        .route(
+            "/api/v1/reservations/{id}/commit",
+            post(reservations::post_commit),
+        )
+        .route(
+            "/api/v1/reservations/{id}/release",
+            post(reservations::post_release),
+        )
+        .route("/api/v1/movements", get(history::get_movements))
+        .route("/api/v1/pushes", get(history::get_pushes))
+        .route("/api/v1/audit/config", get(history::get_config_audit))
         .route(
             "/webhooks/shopify/{channel_id}",
             post(webhooks::post_shopify),
         )
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(get_health))
+        .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            health::track_webhooks,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

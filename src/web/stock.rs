@@ -2,12 +2,12 @@
 //! may sell of it.
 //!
 //! The answer is a [`StockView`]: levels per location, every configured channel's ATP with
-//! its explanation ([`crate::domain::channel_atp`] over the channel's stock rule) and the
+//! its explanation ([`crate::domain::AllocationPolicy::allocate`] over every channel's rule) and the
 //! quantity propagation last pushed, and the open reservations. A SKU never seen answers
 //! 200 with no locations and ATP 0. A ledger failure answers a 503 problem.
 
 use super::{WebError, WebState};
-use crate::domain::{AtpBreakdown, Sku, SkuState, channel_atp};
+use crate::domain::{AtpBreakdown, Sku, SkuState};
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,37 @@ pub struct ChannelAtpView {
     pub explanation: AtpBreakdown,
     /// The quantity last acknowledged by the channel, if known.
     pub last_pushed: Option<u64>,
+    /// What the channel itself last reported (reconciliation), with any open discrepancy.
+    #[serde(default)]
+    pub channel_report: Option<ChannelReportView>,
+}
+
+/// What a channel reported for a listing, as reconciliation read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelReportView {
+    /// The channel's value (`None`: not stocked there).
+    pub value: Option<i64>,
+    /// When it was read or reported, in milliseconds since the Unix epoch.
+    pub reported_at_ms: i64,
+    /// `periodic` (read back) or `webhook`.
+    pub source: String,
+    /// The open discrepancy, if any.
+    pub discrepancy: Option<DiscrepancyView>,
+}
+
+/// An open discrepancy between a channel and the ledger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscrepancyView {
+    /// `in_flight`, `manual_edit`, `lost_update` or `unknown_listing`.
+    pub class: String,
+    /// The channel's value when classified.
+    pub channel_value: Option<i64>,
+    /// The ledger's ATP when classified.
+    pub ledger_atp: Option<u64>,
+    /// When it was classified, in milliseconds since the Unix epoch.
+    pub detected_at_ms: i64,
+    /// A re-push was issued to heal it.
+    pub heal_requested: bool,
 }
 
 /// An order line or hold with units still reserved.
@@ -89,21 +120,28 @@ pub(super) async fn get_stock(
 fn view(state: &WebState, sku_state: &SkuState) -> StockView {
     let levels = sku_state.levels();
     let sku = sku_state.sku.as_str();
+    // All channels at once: a ring-fenced pool of one channel shrinks the others'.
+    let allocations = state
+        .config
+        .allocation_policy()
+        .allocate(&sku_state.availability(), crate::clock::now_ms());
     let channels = state
         .config
         .channels
         .iter()
-        .map(|channel| {
-            let explanation = channel_atp(&levels, &channel.stock_rule());
-            ChannelAtpView {
-                channel: channel.id.clone(),
-                atp: explanation.atp,
-                last_pushed: state
-                    .channel_view
-                    .as_ref()
-                    .and_then(|view| view.last_pushed(&channel.id, sku)),
-                explanation,
-            }
+        .zip(allocations)
+        .map(|(channel, explanation)| ChannelAtpView {
+            channel: channel.id.clone(),
+            atp: explanation.atp,
+            last_pushed: state
+                .channel_view
+                .as_ref()
+                .and_then(|view| view.last_pushed(&channel.id, sku)),
+            channel_report: state
+                .channel_view
+                .as_ref()
+                .and_then(|view| view.channel_report(&channel.id, sku)),
+            explanation,
         })
         .collect();
     StockView {

@@ -205,6 +205,14 @@ async fn receive(
             available = ?level.available,
             "inventory level update received (no movement)"
         );
+        if let Some(view) = &state.channel_view {
+            view.inventory_level_reported(
+                &channel.id,
+                &level.inventory_item_id,
+                &level.location_id,
+                level.available,
+            );
+        }
     }
     if topic == WebhookTopic::Other {
         tracing::info!(channel = %channel.id, topic = ?headers.topic, "webhook topic ignored");

@@ -286,6 +286,52 @@ impl Store for GatedStore {
     async fn expire_keys(&self, now_ms: i64) -> Result<u64, StoreError> {
         self.inner.expire_keys(now_ms).await
     }
+    async fn query_events(
+        &self,
+        query: &stocksync::store::EventQuery,
+    ) -> Result<Vec<stocksync::store::HistoryEvent>, StoreError> {
+        self.inner.query_events(query).await
+    }
+    async fn append_push_log(
+        &self,
+        records: &[stocksync::store::PushLogRecord],
+    ) -> Result<(), StoreError> {
+        self.inner.append_push_log(records).await
+    }
+    async fn query_push_log(
+        &self,
+        query: &stocksync::store::PushLogQuery,
+    ) -> Result<Vec<stocksync::store::PushLogRecord>, StoreError> {
+        self.inner.query_push_log(query).await
+    }
+    async fn prune_push_log(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.inner.prune_push_log(before_ms).await
+    }
+    async fn record_config_change(
+        &self,
+        record: &stocksync::store::ConfigAuditRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.record_config_change(record).await
+    }
+    async fn config_changes(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<stocksync::store::ConfigAuditRecord>, StoreError> {
+        self.inner.config_changes(limit).await
+    }
+    async fn hold_expiries(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<stocksync::store::HoldExpiryRecord>, StoreError> {
+        self.inner.hold_expiries(after, limit).await
+    }
+    async fn reservation(
+        &self,
+        id: &str,
+    ) -> Result<Option<stocksync::store::ReservationRecord>, StoreError> {
+        self.inner.reservation(id).await
+    }
 }
 
 /// A Rust (rdkafka) producer for tests.

@@ -1,0 +1,226 @@
+//! Wiring of the audit log, reconciliation and alerting: the adapters that let
+//! `reconcile` read the ledger and the web layer's webhook freshness without importing them,
+//! and the config-loaded audit record.
+
+use crate::config::Config;
+use crate::domain::Sku;
+use crate::ledger::Ledger;
+use crate::propagation::Propagation;
+use crate::reconcile::alerts::{self, Alerter, WebhookActivity};
+use crate::reconcile::{LedgerAtp, LedgerReading, Reconciler};
+use crate::store::{ConfigAuditRecord, Store};
+use crate::web::{WebState, stock};
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// Reads a channel's ATP from the ledger for reconciliation.
+struct LedgerAtpView {
+    ledger: Ledger,
+    propagation: Propagation,
+}
+
+#[async_trait]
+impl LedgerAtp for LedgerAtpView {
+    async fn atp(&self, channel: &str, sku: &str) -> Result<LedgerReading, String> {
+        let state = self
+            .ledger
+            .state(&Sku(sku.to_owned()))
+            .await
+            .map_err(|error| error.to_string())?;
+        let breakdown = self
+            .propagation
+            .atp_for(channel, &state.levels())
+            .ok_or_else(|| format!("unknown channel {channel}"))?;
+        Ok(LedgerReading {
+            atp: breakdown.atp,
+            seq: state.seq,
+        })
+    }
+}
+
+/// The web layer's webhook freshness, for the "webhooks gone quiet" alert.
+struct WebActivity(WebState);
+
+impl WebhookActivity for WebActivity {
+    fn last_webhook_at_ms(&self, channel: &str) -> Option<i64> {
+        self.0.last_webhook_at_ms(channel)
+    }
+}
+
+/// Reconciliation and alerting, started together and stopped together.
+pub(super) struct Operations {
+    pub reconciler: Option<Reconciler>,
+    alerter: Alerter,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Operations {
+    /// Starts the alerter and (when `reconcile.enabled`) the reconciler.
+    pub fn start(
+        config: &Config,
+        ledger: &Ledger,
+        propagation: &Propagation,
+        store: Arc<dyn Store>,
+        client: reqwest::Client,
+    ) -> Self {
+        let (alerter, sender) = Alerter::start(&config.alerts, client);
+        let reconciler = config.reconcile.enabled.then(|| {
+            Reconciler::start(
+                config,
+                propagation.clone(),
+                Arc::new(LedgerAtpView {
+                    ledger: ledger.clone(),
+                    propagation: propagation.clone(),
+                }),
+                store,
+                alerter.clone(),
+            )
+        });
+        Self {
+            reconciler,
+            alerter,
+            tasks: sender.into_iter().collect(),
+        }
+    }
+
+    /// Starts the health monitor (channel down, webhooks quiet, queue lag, dead letters).
+    pub fn start_monitor(&mut self, config: &Config, propagation: &Propagation, web: WebState) {
+        self.tasks.push(alerts::start_monitor(
+            &config.alerts,
+            self.alerter.clone(),
+            propagation.clone(),
+            Some(Arc::new(WebActivity(web))),
+        ));
+    }
+
+    /// Stops every task.
+    pub fn shutdown(&mut self) {
+        if let Some(reconciler) = &self.reconciler {
+            reconciler.shutdown();
+        }
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Adds what reconciliation knows to the stock view.
+pub(super) fn channel_report(
+    reconciler: Option<&Reconciler>,
+    channel: &str,
+    sku: &str,
+) -> Option<stock::ChannelReportView> {
+    let reconciler = reconciler?;
+    let discrepancy = reconciler
+        .discrepancy(channel, sku)
+        .map(|d| stock::DiscrepancyView {
+            class: d.class.label().to_owned(),
+            channel_value: d.channel_value,
+            ledger_atp: d.ledger_atp,
+            detected_at_ms: d.detected_at_ms,
+            heal_requested: d.heal_requested,
+        });
+    let report = reconciler.channel_report(channel, sku);
+    if report.is_none() && discrepancy.is_none() {
+        return None;
+    }
+    Some(stock::ChannelReportView {
+        value: report.as_ref().and_then(|r| r.value),
+        reported_at_ms: report.as_ref().map_or(0, |r| r.reported_at_ms),
+        source: report
+            .map(|r| {
+                serde_json::to_value(r.source)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default(),
+        discrepancy,
+    })
+}
+
+/// Keys whose values never reach the audit log.
+fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["secret", "token", "password", "key"]
+        .iter()
+        .any(|word| key.contains(word))
+}
+
+fn redact(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(object) => {
+            for (key, inner) in object.iter_mut() {
+                if is_secret(key) && !inner.is_null() {
+                    *inner = serde_json::Value::String("<redacted>".to_owned());
+                } else {
+                    redact(inner);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+/// The config's hex SHA-256 (over its canonical JSON, secrets included, so rotating one is
+/// visible) and its JSON with secrets redacted.
+pub(super) fn fingerprint(config: &Config) -> (String, String) {
+    let mut value = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
+    let canonical = value.to_string();
+    let hash = Sha256::digest(canonical.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<String>();
+    redact(&mut value);
+    (hash, value.to_string())
+}
+
+/// Records the config loaded at start in the config audit log (a failure is only logged).
+pub(super) async fn record_config_loaded(store: &dyn Store, config: &Config) {
+    let (config_hash, config_json) = fingerprint(config);
+    let record = ConfigAuditRecord {
+        at_ms: crate::clock::now_ms(),
+        action: "loaded".to_owned(),
+        actor: "startup".to_owned(),
+        config_hash,
+        config_json,
+    };
+    if let Err(error) = store.record_config_change(&record).await {
+        tracing::warn!(error = %error, "config audit record not written");
+    } else {
+        tracing::info!(config_hash = %record.config_hash, "config recorded in the audit log");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_changes_with_the_config_and_hides_secrets() {
+        let text = r#"
+            [[locations]]
+            id = "SHED"
+            [[channels]]
+            id = "stall-west"
+            kind = "shopify"
+            locations = ["SHED"]
+            [channels.shopify]
+            shop_url = "http://127.0.0.1:1"
+            access_token = "tok-hidden"
+            webhook_secret = "whsec-hidden"
+            location_id = 3
+        "#;
+        let config = Config::from_toml(text).unwrap();
+        let (hash, json) = fingerprint(&config);
+        assert_eq!(hash.len(), 64);
+        assert!(!json.contains("tok-hidden") && !json.contains("whsec-hidden"));
+        assert!(json.contains("stall-west"));
+        let other = Config::from_toml(&text.replace("location_id = 3", "location_id = 4")).unwrap();
+        assert_ne!(fingerprint(&other).0, hash);
+        assert_eq!(fingerprint(&config).0, hash, "deterministic");
+    }
+}

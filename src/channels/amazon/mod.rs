@@ -1,0 +1,449 @@
+//! The Amazon SP-API channel adapter (PLATFORMS.md §4).
+//!
+//! Owns: the LWA access token (cached for `expires_in` minus a margin, fetched again once
+//! on a 401/403), pushing MFN quantities as Listings Items `PATCH` with a `merge` of
+//! `/attributes/fulfillment_availability` (DEFAULT channel, §4.1), bulk pushes as one
+//! JSON_LISTINGS_FEED (§4.2), reading listings back, and the SKU → seller SKU mapping.
+//!
+//! Behaviour of one push (`max_batch` = `feed_max_messages`, ≤ 25,000):
+//! - FBA SKUs are never sent (a DEFAULT quantity would flip the offer to MFN, §4.6): they
+//!   are not mapped for propagation, and if one reaches `push` it is `Rejected`
+//!   (`FBA_SKU`) without a request. Unmapped SKUs are `Rejected` (`UNMAPPED_SKU`).
+//! - At least `feed_min_items` sendable items, and a feed submission left in the
+//!   `feeds_per_window` / `feed_window_secs` budget: one feed (createFeedDocument → PUT
+//!   the document → createFeed → getFeed until DONE → the processing report), each message's
+//!   ERROR issue becoming that item's `Rejected`, the others `Accepted`; FATAL/CANCELLED or
+//!   no result within `feed_wait_ms` → every item `Retryable`.
+//! - Otherwise one PATCH for the first sendable item and `Deferred` for the rest, so each
+//!   push is exactly one patchListingsItem request and propagation's token bucket (5 req/s,
+//!   burst 5 for the channel) is the pacing: `ACCEPTED` → `Accepted`, `INVALID` →
+//!   `Rejected` with the first ERROR issue code, 429 → throttled (`x-amzn-RateLimit-Limit`
+//!   gives the pause when there is no `Retry-After`), 5xx/transport → `Retryable`.
+//! - `ACCEPTED` means queued, not applied (§4.1); Amazon applies it moments later, and a
+//!   PATCH and a feed for one SKU may be applied out of order (§4.6), which is why a feed
+//!   is only used when the queue is large and the push waits for the feed's report.
+//! - `PushReport.requests` is 1 per push: the channel's `rate_limit` models
+//!   patchListingsItem; feed operations have their own limits and the feed budget.
+//!
+//! May depend on: `channels`, `config`, `telemetry`. Never `ledger`, `ingest` or `store`.
+
+pub mod config;
+pub mod request;
+pub mod response;
+#[cfg(test)]
+mod tests;
+
+use crate::channels::{
+    ChannelAdapter, ChannelError, ItemOutcome, ItemResult, LevelsReport, PushItem, PushReport,
+};
+use crate::config::{AmazonConfig, ChannelKind};
+use async_trait::async_trait;
+use config::ListingMap;
+use response::{FeedStatus, HttpAnswer, MessageOutcome, PatchAnswer};
+use serde_json::json;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Counter of JSON_LISTINGS_FEED submissions, labelled by channel and outcome.
+pub const FEEDS_TOTAL: &str = "stocksync_channel_amazon_feeds_total";
+/// A token is refreshed this long before LWA says it expires.
+const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+/// The content type of feed documents.
+const FEED_CONTENT_TYPE: &str = "application/json; charset=UTF-8";
+
+/// The Amazon adapter of one channel.
+#[derive(Debug)]
+pub struct AmazonAdapter {
+    channel: String,
+    config: AmazonConfig,
+    api_url: String,
+    listings: ListingMap,
+    client: reqwest::Client,
+    token: tokio::sync::Mutex<Option<(String, Instant)>>,
+    /// When recent feeds were submitted (for the 5-per-5-min budget).
+    feeds: Mutex<VecDeque<Instant>>,
+}
+
+impl AmazonAdapter {
+    /// Builds the adapter.
+    ///
+    /// Errors: [`ChannelError::InvalidConfig`] for an unusable URL or a duplicate mapping.
+    pub fn new(
+        channel: &str,
+        config: &AmazonConfig,
+        client: reqwest::Client,
+    ) -> Result<Self, ChannelError> {
+        for url in [&config.api_url, &config.token_url] {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(ChannelError::InvalidConfig {
+                    channel: channel.to_owned(),
+                    message: format!("{url:?} must start with http:// or https://"),
+                });
+            }
+        }
+        Ok(Self {
+            channel: channel.to_owned(),
+            api_url: config.api_url.trim_end_matches('/').to_owned(),
+            listings: ListingMap::from_config(channel, config)?,
+            config: config.clone(),
+            client,
+            token: tokio::sync::Mutex::new(None),
+            feeds: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// The SKU → listing mapping.
+    pub fn listings(&self) -> &ListingMap {
+        &self.listings
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.config.request_timeout_ms.max(1))
+    }
+
+    async fn token(&self, force: bool) -> Result<String, ChannelError> {
+        let mut token = self.token.lock().await;
+        let now = Instant::now();
+        if !force
+            && let Some((value, until)) = token.as_ref()
+            && now + TOKEN_MARGIN < *until
+        {
+            return Ok(value.clone());
+        }
+        let response = self
+            .client
+            .post(&self.config.token_url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(request::token_body(
+                &self.config.client_id,
+                &self.config.client_secret,
+                &self.config.refresh_token,
+            ))
+            .timeout(self.timeout())
+            .send()
+            .await
+            .map_err(|error| response::transport_error(&error))?;
+        let answer = response::read_answer(response).await?;
+        let (value, expires_in) = response::decode_token(&answer)?;
+        *token = Some((value.clone(), now + Duration::from_secs(expires_in)));
+        Ok(value)
+    }
+
+    /// Sends one SP-API request with `x-amz-access-token`; on 401/403 refreshes once.
+    async fn send(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<HttpAnswer, ChannelError> {
+        let mut force = false;
+        loop {
+            let token = self.token(force).await?;
+            let response = build()
+                .header("x-amz-access-token", &token)
+                .header("accept", "application/json")
+                .timeout(self.timeout())
+                .send()
+                .await
+                .map_err(|error| response::transport_error(&error))?;
+            let answer = response::read_answer(response).await?;
+            if matches!(answer.status, 401 | 403) && !force {
+                force = true;
+                continue;
+            }
+            return Ok(answer);
+        }
+    }
+
+    /// Takes a feed submission from the budget if one is left.
+    fn take_feed_slot(&self) -> bool {
+        let mut feeds = self
+            .feeds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        let window = Duration::from_secs(self.config.feed_window_secs);
+        while feeds
+            .front()
+            .is_some_and(|at| now.saturating_duration_since(*at) >= window)
+        {
+            feeds.pop_front();
+        }
+        if feeds.len() >= self.config.feeds_per_window as usize {
+            return false;
+        }
+        feeds.push_back(now);
+        true
+    }
+
+    async fn patch(&self, seller_sku: &str, quantity: u64, report: &mut PushReport) -> ItemOutcome {
+        let url = request::listing_url(
+            &self.api_url,
+            &self.config.seller_id,
+            seller_sku,
+            &self.config.marketplace_id,
+        );
+        let body = request::patch_body(&self.config.product_type, quantity);
+        report.requests += 1;
+        let answer = match self.send(|| self.client.patch(&url).json(&body)).await {
+            Ok(answer) => answer,
+            Err(error) => return retryable(report, error),
+        };
+        report.throttle.merge(response::throttle(&answer));
+        match response::decode_patch(&answer) {
+            Ok(PatchAnswer::Accepted) => ItemOutcome::Accepted { quantity },
+            Ok(PatchAnswer::Invalid(code, message)) => ItemOutcome::Rejected { code, message },
+            Err(error) => retryable(report, error),
+        }
+    }
+
+    /// Sends `items` (seller SKU, quantity) as one JSON_LISTINGS_FEED; one outcome each.
+    async fn feed(&self, items: &[(String, u64)], report: &mut PushReport) -> Vec<ItemOutcome> {
+        report.requests += 1;
+        let result = self.run_feed(items).await;
+        let label = match &result {
+            Ok(_) => "done",
+            Err(_) => "failed",
+        };
+        metrics::counter!(FEEDS_TOTAL, "channel" => self.channel.clone(), "outcome" => label)
+            .increment(1);
+        match result {
+            Ok(outcomes) => outcomes
+                .into_iter()
+                .zip(items)
+                .map(|(outcome, (_, quantity))| match outcome {
+                    MessageOutcome::Accepted => ItemOutcome::Accepted {
+                        quantity: *quantity,
+                    },
+                    MessageOutcome::Rejected(code, message) => {
+                        ItemOutcome::Rejected { code, message }
+                    }
+                })
+                .collect(),
+            Err(error) => {
+                if let ChannelError::Throttled { retry_after_ms } = &error {
+                    report.throttle.throttled = true;
+                    report.throttle.retry_after_ms = *retry_after_ms;
+                }
+                let reason = error.to_string();
+                report.error = Some(error);
+                items
+                    .iter()
+                    .map(|_| ItemOutcome::Retryable {
+                        reason: reason.clone(),
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    async fn run_feed(&self, items: &[(String, u64)]) -> Result<Vec<MessageOutcome>, ChannelError> {
+        let documents = format!("{}/feeds/2021-06-30/documents", self.api_url);
+        let answer = self
+            .send(|| {
+                self.client
+                    .post(&documents)
+                    .json(&json!({ "contentType": FEED_CONTENT_TYPE }))
+            })
+            .await?;
+        if let Some(error) = response::status_error(&answer) {
+            return Err(error);
+        }
+        let (Some(document_id), Some(upload_url)) = (
+            answer.body["feedDocumentId"].as_str().map(str::to_owned),
+            answer.body["url"].as_str().map(str::to_owned),
+        ) else {
+            return Err(ChannelError::Decode {
+                message: "createFeedDocument answer without feedDocumentId/url".to_owned(),
+            });
+        };
+        let document =
+            request::feed_document(&self.config.seller_id, &self.config.product_type, items);
+        let upload = self
+            .client
+            .put(&upload_url)
+            .header("content-type", FEED_CONTENT_TYPE)
+            .body(document.to_string())
+            .timeout(self.timeout())
+            .send()
+            .await
+            .map_err(|error| response::transport_error(&error))?;
+        let upload = response::read_answer(upload).await?;
+        if let Some(error) = response::status_error(&upload) {
+            return Err(error);
+        }
+        let feeds = format!("{}/feeds/2021-06-30/feeds", self.api_url);
+        let create = json!({
+            "feedType": "JSON_LISTINGS_FEED",
+            "marketplaceIds": [self.config.marketplace_id],
+            "inputFeedDocumentId": document_id,
+        });
+        let answer = self.send(|| self.client.post(&feeds).json(&create)).await?;
+        if let Some(error) = response::status_error(&answer) {
+            return Err(error);
+        }
+        let feed_id = answer.body["feedId"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ChannelError::Decode {
+                message: "createFeed answer without feedId".to_owned(),
+            })?;
+        tracing::info!(channel = %self.channel, feed_id = %feed_id, messages = items.len(), "JSON_LISTINGS_FEED submitted");
+        let deadline = Instant::now() + Duration::from_millis(self.config.feed_wait_ms);
+        let status_url = format!("{feeds}/{feed_id}");
+        let result_document = loop {
+            tokio::time::sleep(Duration::from_millis(self.config.feed_poll_ms)).await;
+            let answer = self.send(|| self.client.get(&status_url)).await?;
+            match response::decode_feed_status(&answer) {
+                Ok(FeedStatus::Done(document)) => break document,
+                Ok(FeedStatus::Failed(status)) => {
+                    return Err(ChannelError::Server {
+                        status: 200,
+                        message: format!("feed {feed_id} ended {status}"),
+                    });
+                }
+                Ok(FeedStatus::Processing) | Err(ChannelError::Throttled { .. }) => {}
+                Err(error) => return Err(error),
+            }
+            if Instant::now() >= deadline {
+                return Err(ChannelError::Transport {
+                    message: format!("feed {feed_id} not processed within feed_wait_ms"),
+                });
+            }
+        };
+        let Some(result_document) = result_document else {
+            return Ok(vec![MessageOutcome::Accepted; items.len()]);
+        };
+        let document_url = format!("{documents}/{result_document}");
+        let answer = self.send(|| self.client.get(&document_url)).await?;
+        if let Some(error) = response::status_error(&answer) {
+            return Err(error);
+        }
+        let report_url = answer.body["url"]
+            .as_str()
+            .ok_or_else(|| ChannelError::Decode {
+                message: "getFeedDocument answer without url".to_owned(),
+            })?
+            .to_owned();
+        let report = self
+            .client
+            .get(&report_url)
+            .timeout(self.timeout())
+            .send()
+            .await
+            .map_err(|error| response::transport_error(&error))?;
+        let report = response::read_answer(report).await?;
+        if let Some(error) = response::status_error(&report) {
+            return Err(error);
+        }
+        Ok(response::map_processing_report(&report.body, items.len()))
+    }
+}
+
+fn retryable(report: &mut PushReport, error: ChannelError) -> ItemOutcome {
+    let outcome = ItemOutcome::Retryable {
+        reason: error.to_string(),
+    };
+    report.error = Some(error);
+    outcome
+}
+
+#[async_trait]
+impl ChannelAdapter for AmazonAdapter {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Amazon
+    }
+
+    fn max_batch(&self) -> usize {
+        self.config.feed_max_messages.max(1)
+    }
+
+    fn is_mapped(&self, sku: &str) -> bool {
+        self.listings
+            .listing(sku)
+            .is_some_and(|listing| !listing.fba)
+    }
+
+    fn listing_count(&self) -> usize {
+        self.listings.pushable()
+    }
+
+    async fn push(&self, items: &[PushItem]) -> PushReport {
+        let mut report = PushReport::default();
+        let mut outcomes: Vec<Option<ItemOutcome>> = vec![None; items.len()];
+        let mut sendable = Vec::new();
+        for (position, item) in items.iter().enumerate() {
+            match self.listings.listing(&item.sku) {
+                None => {
+                    outcomes[position] = Some(ItemOutcome::Rejected {
+                        code: "UNMAPPED_SKU".to_owned(),
+                        message: format!(
+                            "SKU {} has no Amazon listing on channel {}",
+                            item.sku, self.channel
+                        ),
+                    })
+                }
+                Some(listing) if listing.fba => {
+                    outcomes[position] = Some(ItemOutcome::Rejected {
+                        code: "FBA_SKU".to_owned(),
+                        message: format!(
+                            "SKU {} is fulfilled by Amazon; a DEFAULT quantity would flip it to MFN",
+                            item.sku
+                        ),
+                    })
+                }
+                Some(listing) => sendable.push((position, listing.seller_sku.clone())),
+            }
+        }
+        if sendable.len() >= self.config.feed_min_items && self.take_feed_slot() {
+            let feed_items: Vec<(String, u64)> = sendable
+                .iter()
+                .map(|(position, seller_sku)| (seller_sku.clone(), items[*position].quantity))
+                .collect();
+            let feed_outcomes = self.feed(&feed_items, &mut report).await;
+            for ((position, _), outcome) in sendable.iter().zip(feed_outcomes) {
+                outcomes[*position] = Some(outcome);
+            }
+        } else if let Some((position, seller_sku)) = sendable.first() {
+            let outcome = self
+                .patch(seller_sku, items[*position].quantity, &mut report)
+                .await;
+            outcomes[*position] = Some(outcome);
+        }
+        report.results = items
+            .iter()
+            .zip(outcomes)
+            .map(|(item, outcome)| ItemResult {
+                sku: item.sku.clone(),
+                outcome: outcome.unwrap_or(ItemOutcome::Deferred),
+            })
+            .collect();
+        report
+    }
+
+    async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError> {
+        let mut report = LevelsReport::default();
+        for sku in skus {
+            let Some(listing) = self.listings.listing(sku) else {
+                report.levels.push((sku.clone(), None));
+                continue;
+            };
+            let url = format!(
+                "{}&includedData=fulfillmentAvailability",
+                request::listing_url(
+                    &self.api_url,
+                    &self.config.seller_id,
+                    &listing.seller_sku,
+                    &self.config.marketplace_id,
+                )
+            );
+            report.requests += 1;
+            let answer = self.send(|| self.client.get(&url)).await?;
+            report.throttle.merge(response::throttle(&answer));
+            report
+                .levels
+                .push((sku.clone(), response::decode_listing_quantity(&answer)?));
+        }
+        Ok(report)
+    }
+}

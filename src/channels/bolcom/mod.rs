@@ -1,0 +1,403 @@
+//! The bol.com channel adapter (PLATFORMS.md §3, Retailer API v10).
+//!
+//! Owns: the OAuth2 client-credentials token (cached for its `expires_in` of 299 s minus a
+//! margin, fetched again once on a 401), one `PUT /retailer/offers/{offerId}/stock` per
+//! offer (bol has no bulk stock endpoint, §3.3), tracking each update's process status to
+//! SUCCESS / FAILURE / TIMEOUT (§3.4), reading offers back, and the SKU → offer mapping.
+//!
+//! Decisions:
+//! - `managedByRetailer: true`. The amount we push is ATP: physical stock minus the orders
+//!   we already ingested (bol orders included). With `false`, bol would subtract every open
+//!   order again and undersell; with `true` it subtracts only orders placed after this
+//!   update, which are exactly those we have not seen yet (§3.8).
+//! - Pushes are serialised per offer: an offer's lock is held from the PUT until its
+//!   process status leaves PENDING, and an update still PENDING when a push gives up is
+//!   remembered, so the next push of that offer checks it first and sends nothing while it
+//!   is pending. Two updates of one offer are never in flight, so bol cannot apply them out
+//!   of order (§3.8).
+//! - Outcomes: SUCCESS → `Accepted`; FAILURE → `Rejected` (`PROCESS_STATUS_FAILURE`, the
+//!   listing is isolated and retried alone); TIMEOUT or still PENDING after
+//!   `process_status_wait_ms` → `Retryable`; 400/404 → `Rejected`; 401 (after one token
+//!   refresh), 429, 5xx, transport → `Retryable` with the classified error.
+//! - `amount` is capped at `max_amount` (999, §3.3 [?]) with a warning and the counter
+//!   `stocksync_channel_bolcom_amount_capped_total`: bol refuses larger amounts with 400.
+//! - Rate limits (§3.7): 429 + `Retry-After` becomes a throttle signal; the
+//!   `x-ratelimit-*` headers become a budget so propagation waits for the window's reset
+//!   when `remaining` hits 0. `PushReport.requests` counts stock PUTs only: the channel's
+//!   `rate_limit` models bol's stock endpoint; process-status reads have their own limit.
+//! - `max_batch` is 1: one PUT per push keeps the token bucket exact.
+//!
+//! May depend on: `channels`, `config`, `telemetry`. Never `ledger`, `ingest` or `store`.
+
+pub mod config;
+pub mod request;
+pub mod response;
+#[cfg(test)]
+mod tests;
+
+use crate::channels::{
+    ChannelAdapter, ChannelError, ItemOutcome, ItemResult, LevelsReport, PushItem, PushReport,
+    ThrottleSignal,
+};
+use crate::config::{BolcomConfig, ChannelKind};
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use config::OfferMap;
+use dashmap::DashMap;
+use response::{HttpAnswer, ProcessState};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Counter of amounts capped at `max_amount`, labelled by channel.
+pub const AMOUNT_CAPPED_TOTAL: &str = "stocksync_channel_bolcom_amount_capped_total";
+/// A token is refreshed this long before bol says it expires.
+const TOKEN_MARGIN: Duration = Duration::from_secs(10);
+/// Longest pause between two process-status polls.
+const POLL_MAX: Duration = Duration::from_secs(1);
+
+/// A stock update whose process status had not left PENDING when its push gave up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PendingUpdate {
+    process_status_id: String,
+    amount: u64,
+}
+
+/// The cached bearer token.
+#[derive(Debug, Default)]
+struct Token {
+    value: Option<(String, Instant)>,
+}
+
+/// The bol.com adapter of one channel.
+#[derive(Debug)]
+pub struct BolcomAdapter {
+    channel: String,
+    config: BolcomConfig,
+    api_url: String,
+    offers: OfferMap,
+    client: reqwest::Client,
+    token: tokio::sync::Mutex<Token>,
+    /// Per offer: the lock that serialises its pushes, holding its unresolved update.
+    offer_locks: DashMap<String, Arc<tokio::sync::Mutex<Option<PendingUpdate>>>>,
+}
+
+impl BolcomAdapter {
+    /// Builds the adapter.
+    ///
+    /// Errors: [`ChannelError::InvalidConfig`] for an unusable URL or a duplicate mapping.
+    pub fn new(
+        channel: &str,
+        config: &BolcomConfig,
+        client: reqwest::Client,
+    ) -> Result<Self, ChannelError> {
+        for url in [&config.api_url, &config.token_url] {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(ChannelError::InvalidConfig {
+                    channel: channel.to_owned(),
+                    message: format!("{url:?} must start with http:// or https://"),
+                });
+            }
+        }
+        Ok(Self {
+            channel: channel.to_owned(),
+            api_url: config.api_url.trim_end_matches('/').to_owned(),
+            offers: OfferMap::from_config(channel, config)?,
+            config: config.clone(),
+            client,
+            token: tokio::sync::Mutex::new(Token::default()),
+            offer_locks: DashMap::new(),
+        })
+    }
+
+    /// The SKU ↔ offer mapping.
+    pub fn offers(&self) -> &OfferMap {
+        &self.offers
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.config.request_timeout_ms.max(1))
+    }
+
+    /// The cached token, fetched when absent or about to expire; `force` fetches anew.
+    async fn token(&self, force: bool) -> Result<String, ChannelError> {
+        let mut token = self.token.lock().await;
+        let now = Instant::now();
+        if !force
+            && let Some((value, until)) = &token.value
+            && now + TOKEN_MARGIN < *until
+        {
+            return Ok(value.clone());
+        }
+        let basic = BASE64.encode(format!(
+            "{}:{}",
+            self.config.client_id, self.config.client_secret
+        ));
+        let answer = self
+            .client
+            .post(&self.config.token_url)
+            .header("authorization", format!("Basic {basic}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .body(request::TOKEN_BODY)
+            .timeout(self.timeout())
+            .send()
+            .await
+            .map_err(|error| response::transport_error(&error))?;
+        let answer = response::read_answer(answer).await?;
+        let (value, expires_in) = response::decode_token(&answer)?;
+        token.value = Some((value.clone(), now + Duration::from_secs(expires_in)));
+        tracing::debug!(channel = %self.channel, expires_in, "bol.com token fetched");
+        Ok(value)
+    }
+
+    /// Sends one API request with the bearer; on 401 fetches a new token once and repeats.
+    async fn send(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<HttpAnswer, ChannelError> {
+        let mut force = false;
+        loop {
+            let token = self.token(force).await?;
+            let response = build()
+                .bearer_auth(&token)
+                .header("accept", request::MEDIA_TYPE)
+                .timeout(self.timeout())
+                .send()
+                .await
+                .map_err(|error| response::transport_error(&error))?;
+            let answer = response::read_answer(response).await?;
+            if answer.status == 401 && !force {
+                force = true;
+                continue;
+            }
+            return Ok(answer);
+        }
+    }
+
+    fn offer_lock(&self, offer: &str) -> Arc<tokio::sync::Mutex<Option<PendingUpdate>>> {
+        self.offer_locks
+            .entry(offer.to_owned())
+            .or_default()
+            .value()
+            .clone()
+    }
+
+    async fn read_process(
+        &self,
+        id: &str,
+        report: &mut PushReport,
+    ) -> Result<ProcessState, ChannelError> {
+        let url = request::process_status_url(&self.api_url, id);
+        let answer = self.send(|| self.client.get(&url)).await?;
+        report.throttle.merge(ThrottleSignal {
+            throttled: answer.status == 429,
+            retry_after_ms: answer.retry_after_ms,
+            budget: None,
+        });
+        if let Some(error) = response::status_error(&answer) {
+            return Err(error);
+        }
+        Ok(response::decode_process_status(&answer)?.1)
+    }
+
+    /// Polls a process status until it leaves PENDING or `process_status_wait_ms` passed.
+    async fn await_process(
+        &self,
+        id: &str,
+        report: &mut PushReport,
+    ) -> Result<ProcessState, ChannelError> {
+        let deadline = Instant::now() + Duration::from_millis(self.config.process_status_wait_ms);
+        let mut pause = Duration::from_millis(self.config.process_status_poll_ms.max(1));
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(ProcessState::Pending);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(POLL_MAX);
+            match self.read_process(id, report).await? {
+                ProcessState::Pending => continue,
+                done => return Ok(done),
+            }
+        }
+    }
+
+    /// Pushes one item to its offer, serialised with every other push of that offer.
+    async fn push_one(&self, item: &PushItem, offer: &str, report: &mut PushReport) -> ItemOutcome {
+        let lock = self.offer_lock(offer);
+        let mut pending = lock.lock().await;
+        let amount = if item.quantity > self.config.max_amount {
+            tracing::warn!(channel = %self.channel, sku = %item.sku, atp = item.quantity, max_amount = self.config.max_amount,
+                "ATP above bol.com's maximum amount; pushing the maximum");
+            metrics::counter!(AMOUNT_CAPPED_TOTAL, "channel" => self.channel.clone()).increment(1);
+            self.config.max_amount
+        } else {
+            item.quantity
+        };
+        if let Some(previous) = pending.clone() {
+            match self.read_process(&previous.process_status_id, report).await {
+                Ok(ProcessState::Pending) => {
+                    return ItemOutcome::Retryable {
+                        reason: format!(
+                            "previous stock update {} of offer {offer} is still PENDING",
+                            previous.process_status_id
+                        ),
+                    };
+                }
+                Ok(ProcessState::Success) if previous.amount == amount => {
+                    *pending = None;
+                    return ItemOutcome::Accepted { quantity: amount };
+                }
+                Ok(_) => *pending = None,
+                Err(error) => {
+                    let outcome = ItemOutcome::Retryable {
+                        reason: error.to_string(),
+                    };
+                    report.error = Some(error);
+                    return outcome;
+                }
+            }
+        }
+        let url = request::stock_url(&self.api_url, offer);
+        let body = request::stock_body(amount);
+        report.requests += 1;
+        let answer = match self
+            .send(|| {
+                self.client
+                    .put(&url)
+                    .header("content-type", request::MEDIA_TYPE)
+                    .json(&body)
+            })
+            .await
+        {
+            Ok(answer) => answer,
+            Err(error) => {
+                let outcome = ItemOutcome::Retryable {
+                    reason: error.to_string(),
+                };
+                report.error = Some(error);
+                return outcome;
+            }
+        };
+        report.throttle.merge(response::throttle(&answer));
+        if let Some((code, message)) = response::offer_refusal(&answer) {
+            return ItemOutcome::Rejected { code, message };
+        }
+        if let Some(error) = response::status_error(&answer) {
+            let outcome = ItemOutcome::Retryable {
+                reason: error.to_string(),
+            };
+            report.error = Some(error);
+            return outcome;
+        }
+        let id = match response::decode_process_status(&answer) {
+            Ok((id, _)) => id,
+            Err(error) => {
+                let outcome = ItemOutcome::Retryable {
+                    reason: error.to_string(),
+                };
+                report.error = Some(error);
+                return outcome;
+            }
+        };
+        match self.await_process(&id, report).await {
+            Ok(ProcessState::Success) => ItemOutcome::Accepted { quantity: amount },
+            Ok(ProcessState::Failure(message)) => ItemOutcome::Rejected {
+                code: "PROCESS_STATUS_FAILURE".to_owned(),
+                message: format!("process status {id}: {message}"),
+            },
+            Ok(ProcessState::Timeout(message)) => ItemOutcome::Retryable {
+                reason: format!("process status {id} TIMEOUT: {message}"),
+            },
+            Ok(ProcessState::Pending) => {
+                *pending = Some(PendingUpdate {
+                    process_status_id: id.clone(),
+                    amount,
+                });
+                ItemOutcome::Retryable {
+                    reason: format!("process status {id} still PENDING"),
+                }
+            }
+            Err(error) => {
+                // The update may still apply: remember it so nothing overtakes it.
+                *pending = Some(PendingUpdate {
+                    process_status_id: id,
+                    amount,
+                });
+                let outcome = ItemOutcome::Retryable {
+                    reason: error.to_string(),
+                };
+                if !matches!(error, ChannelError::Throttled { .. }) {
+                    report.error = Some(error);
+                }
+                outcome
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ChannelAdapter for BolcomAdapter {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Bolcom
+    }
+
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    fn is_mapped(&self, sku: &str) -> bool {
+        self.offers.offer(sku).is_some()
+    }
+
+    fn listing_count(&self) -> usize {
+        self.offers.len()
+    }
+
+    async fn push(&self, items: &[PushItem]) -> PushReport {
+        let mut report = PushReport::default();
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let outcome = match self.offers.offer(&item.sku) {
+                None => ItemOutcome::Rejected {
+                    code: "UNMAPPED_SKU".to_owned(),
+                    message: format!(
+                        "SKU {} has no bol.com offer on channel {}",
+                        item.sku, self.channel
+                    ),
+                },
+                Some(_) if report.error.is_some() => ItemOutcome::Deferred,
+                Some(offer) => {
+                    let offer = offer.to_owned();
+                    self.push_one(item, &offer, &mut report).await
+                }
+            };
+            results.push(ItemResult {
+                sku: item.sku.clone(),
+                outcome,
+            });
+        }
+        report.results = results;
+        report
+    }
+
+    async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError> {
+        let mut report = LevelsReport::default();
+        for sku in skus {
+            let Some(offer) = self.offers.offer(sku) else {
+                report.levels.push((sku.clone(), None));
+                continue;
+            };
+            let url = request::offer_url(&self.api_url, offer);
+            report.requests += 1;
+            let answer = self.send(|| self.client.get(&url)).await?;
+            report.throttle.merge(response::throttle(&answer));
+            report
+                .levels
+                .push((sku.clone(), response::decode_offer_amount(&answer)?));
+        }
+        Ok(report)
+    }
+}

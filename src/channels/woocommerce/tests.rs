@@ -1,0 +1,1 @@
+//! Unit tests of the WooCommerce adapter against the simulator (filled below).

@@ -1,0 +1,37 @@
+//! Stock policy: where backorders are allowed and how holds are routed.
+
+use super::{ApplyContext, LocationId, RoutingPolicy, Sku};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+
+/// The negative-stock and routing rules the ledger applies when it admits a movement.
+///
+/// Precedence for backorders: a per-SKU × location rule wins over the location's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockPolicy {
+    /// How a sale or hold without a location picks one of its candidates.
+    pub routing: RoutingPolicy,
+    /// Locations where holds may go below zero unless a SKU rule says otherwise.
+    pub backorder_locations: BTreeSet<LocationId>,
+    /// Per-SKU exceptions: the complete set of locations where that SKU may backorder.
+    pub backorders_by_sku: HashMap<Sku, BTreeSet<LocationId>>,
+}
+
+impl StockPolicy {
+    /// Where `sku` may backorder.
+    pub fn backorder_locations(&self, sku: &Sku) -> &BTreeSet<LocationId> {
+        self.backorders_by_sku
+            .get(sku)
+            .unwrap_or(&self.backorder_locations)
+    }
+
+    /// The context to admit a new movement of `sku` at `now_ms`.
+    pub fn context<'a>(&'a self, sku: &Sku, now_ms: i64) -> ApplyContext<'a> {
+        ApplyContext {
+            now_ms,
+            backorder_locations: self.backorder_locations(sku),
+            routing: self.routing,
+            replay: false,
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Property tests of the SKU state machine against a simple reference model.
+
+use super::*;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+const LOCATIONS: [&str; 3] = ["A", "B", "C"];
+
+#[derive(Clone, Debug)]
+enum Op {
+    Receipt(usize, u64),
+    Adjust(usize, i64),
+    Sale(usize, u64),
+    Hold(usize, u64),
+    Cancel(usize),
+    Ship(usize, u64),
+    Return(usize, u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..3usize, 1..20u64).prop_map(|(l, q)| Op::Receipt(l, q)),
+        (0..3usize, -10..10i64)
+            .prop_filter("non-zero", |(_, d)| *d != 0)
+            .prop_map(|(l, d)| Op::Adjust(l, d)),
+        (0..3usize, 1..8u64).prop_map(|(l, q)| Op::Sale(l, q)),
+        (0..3usize, 1..8u64).prop_map(|(l, q)| Op::Hold(l, q)),
+        (0..40usize).prop_map(Op::Cancel),
+        (0..40usize, 1..5u64).prop_map(|(r, q)| Op::Ship(r, q)),
+        (0..3usize, 1..5u64).prop_map(|(l, q)| Op::Return(l, q)),
+    ]
+}
+
+/// The reference: plain integers per location and per reservation line.
+#[derive(Default)]
+struct Model {
+    on_hand: BTreeMap<usize, i64>,
+    reserved: BTreeMap<usize, i64>,
+    /// reservation index → (location, open units)
+    lines: Vec<(usize, u64)>,
+    /// Reservation indexes cancelled before their sale or hold arrived (scenario S3).
+    cancelled_first: std::collections::BTreeSet<usize>,
+}
+
+fn movement(kind: MovementKind) -> Movement {
+    Movement {
+        schema_version: SCHEMA_VERSION,
+        sku: "SKU-P".into(),
+        idempotency_key: "k".into(),
+        source: "proptest".into(),
+        occurred_at_ms: None,
+        kind,
+    }
+}
+
+fn loc(index: usize) -> LocationId {
+    LOCATIONS[index].into()
+}
+
+proptest! {
+    #[test]
+    fn the_state_machine_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut state = SkuState::new("SKU-P".into());
+        let mut model = Model::default();
+        for op in ops {
+            let line_id = |i: usize| format!("r{i}");
+            let kind = match &op {
+                Op::Receipt(l, q) => MovementKind::Receipt { location: loc(*l), quantity: *q },
+                Op::Adjust(l, d) => MovementKind::Adjustment { location: loc(*l), delta: *d, reason: "count".into() },
+                Op::Sale(l, q) => MovementKind::Sale { reservation: line_id(model.lines.len()), quantity: *q, location: Some(loc(*l)), route: vec![] },
+                Op::Hold(l, q) => MovementKind::Reservation { reservation: line_id(model.lines.len()), quantity: *q, location: Some(loc(*l)), route: vec![], expires_at_ms: None },
+                Op::Cancel(r) => MovementKind::Cancellation { reservation: line_id(*r), quantity: None, reason: None },
+                Op::Ship(r, q) => MovementKind::Fulfilment { reservation: line_id(*r), quantity: *q },
+                Op::Return(l, q) => MovementKind::Return { location: loc(*l), quantity: *q, reservation: None },
+            };
+            let before = state.clone();
+            let result = state.apply(&movement(kind), state.seq + 1);
+            match (&op, result) {
+                (Op::Receipt(l, q), Ok(_)) | (Op::Return(l, q), Ok(_)) => *model.on_hand.entry(*l).or_default() += *q as i64,
+                (Op::Adjust(l, d), Ok(_)) => *model.on_hand.entry(*l).or_default() += d,
+                (Op::Sale(l, _), Ok(_)) | (Op::Hold(l, _), Ok(_)) if model.cancelled_first.contains(&model.lines.len()) => {
+                    model.lines.push((*l, 0));
+                }
+                (Op::Sale(l, q), Ok(_)) => {
+                    *model.reserved.entry(*l).or_default() += *q as i64;
+                    model.lines.push((*l, *q));
+                }
+                (Op::Hold(l, q), Ok(applied)) => {
+                    let available = model.on_hand.get(l).copied().unwrap_or(0) - model.reserved.get(l).copied().unwrap_or(0);
+                    prop_assert!(available >= *q as i64, "a hold was admitted beyond available");
+                    prop_assert!(!applied.oversold);
+                    *model.reserved.entry(*l).or_default() += *q as i64;
+                    model.lines.push((*l, *q));
+                }
+                (Op::Hold(l, q), Err(ApplyError::InsufficientStock { .. })) => {
+                    let available = model.on_hand.get(l).copied().unwrap_or(0) - model.reserved.get(l).copied().unwrap_or(0);
+                    prop_assert!(available < *q as i64, "a hold that fits was refused");
+                    prop_assert_eq!(&state, &before, "a refused movement changed the state");
+                }
+                (Op::Cancel(r), Ok(_)) => {
+                    match model.lines.get_mut(*r) {
+                        Some((l, open)) => {
+                            *model.reserved.entry(*l).or_default() -= *open as i64;
+                            *open = 0;
+                        }
+                        None => {
+                            model.cancelled_first.insert(*r);
+                        }
+                    }
+                }
+                (Op::Ship(r, q), Ok(_)) => {
+                    let (l, open) = model.lines.get_mut(*r).expect("shipped a known line");
+                    prop_assert!(*q <= *open);
+                    *open -= q;
+                    *model.on_hand.entry(*l).or_default() -= *q as i64;
+                    *model.reserved.entry(*l).or_default() -= *q as i64;
+                }
+                (Op::Ship(r, q), Err(_)) => {
+                    let open = model.lines.get(*r).map(|(_, open)| *open);
+                    prop_assert!(open.is_none_or(|open| *q > open), "a valid shipment was refused");
+                    prop_assert_eq!(&state, &before);
+                }
+                (op, result) => prop_assert!(false, "unexpected {:?} for {:?}", result, op),
+            }
+            for (index, _) in LOCATIONS.iter().enumerate() {
+                let stock = state.location(&loc(index));
+                prop_assert_eq!(stock.on_hand, model.on_hand.get(&index).copied().unwrap_or(0));
+                prop_assert_eq!(stock.reserved, model.reserved.get(&index).copied().unwrap_or(0));
+                prop_assert_eq!(stock.available(), stock.on_hand - stock.reserved);
+                prop_assert!(stock.reserved >= 0, "reserved went negative");
+            }
+            for level in state.levels() {
+                prop_assert_eq!(level.available(), level.on_hand - level.reserved);
+            }
+        }
+    }
+
+    #[test]
+    fn commuting_movements_give_the_same_state_in_any_order(
+        ops in proptest::collection::vec((0..3usize, -10..25i64), 1..40),
+        seed in any::<u64>(),
+    ) {
+        let kinds: Vec<MovementKind> = ops
+            .iter()
+            .filter(|(_, d)| *d != 0)
+            .map(|(l, d)| if *d > 0 {
+                MovementKind::Receipt { location: loc(*l), quantity: *d as u64 }
+            } else {
+                MovementKind::Adjustment { location: loc(*l), delta: *d, reason: "shrinkage".into() }
+            })
+            .collect();
+        let mut shuffled = kinds.clone();
+        // A deterministic Fisher–Yates shuffle from the seed.
+        let mut x = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let run = |kinds: &[MovementKind]| {
+            let mut state = SkuState::new("SKU-P".into());
+            for kind in kinds {
+                state.apply(&movement(kind.clone()), state.seq + 1).expect("receipts and adjustments apply");
+            }
+            state.levels().into_iter().map(|l| (l.location, l.on_hand, l.reserved)).collect::<Vec<_>>()
+        };
+        prop_assert_eq!(run(&kinds), run(&shuffled));
+    }
+
+    #[test]
+    fn a_sale_delivered_twice_reserves_once(quantity in 1..10u64, copies in 2..5usize) {
+        let mut state = SkuState::new("SKU-P".into());
+        state.apply(&movement(MovementKind::Receipt { location: loc(0), quantity: 20 }), 1).unwrap();
+        for _ in 0..copies {
+            let sale = MovementKind::Sale { reservation: "c:o:l".into(), quantity, location: Some(loc(0)), route: vec![] };
+            state.apply(&movement(sale), state.seq + 1).unwrap();
+        }
+        prop_assert_eq!(state.location(&loc(0)).reserved, quantity as i64);
+    }
+}
+
+proptest! {
+    #[test]
+    fn bundle_availability_never_exceeds_what_any_component_allows(
+        parts in proptest::collection::vec((1..5u64, proptest::collection::vec((0..3usize, -5..40i64, 0..30i64), 0..4)), 1..4)
+    ) {
+        let components: Vec<Component> = (0..parts.len())
+            .map(|i| Component { sku: format!("C{i}").into(), quantity: parts[i].0 })
+            .collect();
+        let levels: Vec<Vec<LocationLevel>> = parts
+            .iter()
+            .map(|(_, rows)| {
+                let mut by_location: BTreeMap<usize, LocationLevel> = BTreeMap::new();
+                for (l, on_hand, reserved) in rows {
+                    by_location.insert(*l, LocationLevel { location: loc(*l), on_hand: *on_hand, reserved: *reserved, in_transit: 0, inbound: 0 });
+                }
+                by_location.into_values().collect()
+            })
+            .collect();
+        let inputs: Vec<(&Component, &[LocationLevel])> = components.iter().zip(levels.iter().map(Vec::as_slice)).collect();
+        for bundle in bundle_levels(&inputs) {
+            prop_assert!(bundle.available() >= 0);
+            for (component, component_levels) in &inputs {
+                let available = component_levels
+                    .iter()
+                    .find(|level| level.location == bundle.location)
+                    .map(LocationLevel::available)
+                    .unwrap_or(0)
+                    .max(0);
+                prop_assert!(bundle.available() * component.quantity as i64 <= available,
+                    "bundle at {} sells {} but {} allows {}", bundle.location, bundle.available(), component.sku, available);
+            }
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! WooCommerce webhook and order decoder (PLATFORMS.md §2.3–2.4): IO-free.
+//!
+//! Owns: webhook header parsing ([`WebhookHeaders`]), the creation ping ([`is_ping`]),
+//! signature verification in constant time ([`verify_signature`], [`verify`]), the
+//! delivery dedupe key ([`delivery_key`]) and the translation of an order resource (webhook
+//! body or a polled `GET /orders` entry) into ledger [`Movement`]s ([`decode_order`]).
+//!
+//! May depend on: `domain`, `config`. Does no I/O: the HTTP receiver (`web::woocommerce`)
+//! and the poller (`ingest::woocommerce_poll`) read bytes, call these functions and submit.
+//!
+//! Decisions (each one has a test below):
+//! - Stock effect by status, as WooCommerce core applies it (§2.3):
+//!   `processing`, `on-hold`, `completed` → one [`MovementKind::Sale`] per line (reservation
+//!   `{channel}:{order}:{line}`); `cancelled` and `failed` → the same sale then a
+//!   [`MovementKind::Cancellation`] of it (net zero whatever we saw before, and a late
+//!   `processing` delivery is then a duplicate); `refunded` → the sale;
+//!   `pending`, `checkout-draft`, `trash` and unknown statuses → nothing (core has not
+//!   reduced stock yet, so neither do we).
+//! - The sale's idempotency key is `{channel}:order:{order}:line:{line}` whatever the status
+//!   or topic, so `order.created`, `order.updated` and the poller deduplicate in the ledger.
+//! - Refunds with restock: WooCommerce records restocked units on the order line as
+//!   `_restock_refunded_items` (cumulative). Each restocked unit k becomes a
+//!   [`MovementKind::Return`] of 1 with key `…:line:{line}:restock:{k}` at the channel's first
+//!   feeding location, so a later, larger count only adds the new units (at most
+//!   [`MAX_RESTOCK_UNITS_PER_LINE`] per line). A refund without restock changes nothing.
+//! - The SKU is the line's `sku`; when it is blank, the channel's inline listings map
+//!   (product id, variation id) back to a SKU; otherwise the line is skipped.
+//! - Deliveries are deduplicated on (webhook id, order id, `date_modified_gmt`, status)
+//!   ([`delivery_key`]), never on `X-WC-Webhook-Delivery-ID`, which has second resolution
+//!   (§2.4). That is a shortcut only: the movements' keys are the real dedupe.
+
+use crate::config::ChannelConfig;
+use crate::domain::{Movement, MovementKind, SCHEMA_VERSION, Sku};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Deserializer};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Most restocked units turned into movements per line (one movement per unit).
+pub const MAX_RESTOCK_UNITS_PER_LINE: u64 = 10_000;
+
+/// Why a delivery is not authentic (§2.4). Answered with 401.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// No `X-WC-Webhook-Signature` header.
+    #[error("missing X-WC-Webhook-Signature header")]
+    Missing,
+    /// The header is not standard base64.
+    #[error("X-WC-Webhook-Signature header is not base64")]
+    Malformed,
+    /// The signature does not match the body under the channel's secret (or it is empty).
+    #[error("X-WC-Webhook-Signature does not match the body")]
+    Mismatch,
+    /// The channel has no `[channels.woocommerce]` section.
+    #[error("channel {channel} is not a woocommerce channel")]
+    NotWoocommerce {
+        /// The channel id.
+        channel: String,
+    },
+}
+
+/// Why a verified body could not be decoded. Answered with 400.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The body is not an order resource.
+    #[error("body is not a woocommerce order: {message}")]
+    Payload {
+        /// The JSON parser's message.
+        message: String,
+    },
+    /// A restock needs a location, and the channel has none.
+    #[error("channel {channel} has no feeding location to restock returns at")]
+    NoLocation {
+        /// The channel id.
+        channel: String,
+    },
+}
+
+/// The WooCommerce webhook headers (§2.4), matched case-insensitively.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebhookHeaders {
+    /// `X-WC-Webhook-Source`: the site URL.
+    pub source: Option<String>,
+    /// `X-WC-Webhook-Topic`: `order.created`, `order.updated`, …
+    pub topic: Option<String>,
+    /// `X-WC-Webhook-Resource`: `order`.
+    pub resource: Option<String>,
+    /// `X-WC-Webhook-Event`: `created`, `updated`, …
+    pub event: Option<String>,
+    /// `X-WC-Webhook-Signature`: base64 HMAC-SHA256 of the raw body.
+    pub signature: Option<String>,
+    /// `X-WC-Webhook-ID`: the webhook's post id.
+    pub webhook_id: Option<String>,
+    /// `X-WC-Webhook-Delivery-ID` (or the documented `X-WC-Delivery-ID`); weak, see §2.4.
+    pub delivery_id: Option<String>,
+}
+
+impl WebhookHeaders {
+    /// Collects the headers from `(name, value)` pairs; the first occurrence wins.
+    pub fn from_pairs<'a, I>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (&'a str, &'a [u8])>,
+    {
+        let mut headers = Self::default();
+        for (name, value) in pairs {
+            let slot = match name.to_ascii_lowercase().as_str() {
+                "x-wc-webhook-source" => &mut headers.source,
+                "x-wc-webhook-topic" => &mut headers.topic,
+                "x-wc-webhook-resource" => &mut headers.resource,
+                "x-wc-webhook-event" => &mut headers.event,
+                "x-wc-webhook-signature" => &mut headers.signature,
+                "x-wc-webhook-id" => &mut headers.webhook_id,
+                "x-wc-webhook-delivery-id" | "x-wc-delivery-id" => &mut headers.delivery_id,
+                _ => continue,
+            };
+            if slot.is_none()
+                && let Ok(text) = std::str::from_utf8(value)
+            {
+                *slot = Some(text.trim().to_owned());
+            }
+        }
+        headers
+    }
+
+    /// The topic as a bounded label: `order.created`, `order.updated`, `order.deleted`,
+    /// `order.restored`, or `other`.
+    pub fn topic_label(&self) -> &'static str {
+        match self.topic.as_deref().map(str::trim) {
+            Some("order.created") => "order.created",
+            Some("order.updated") => "order.updated",
+            Some("order.deleted") => "order.deleted",
+            Some("order.restored") => "order.restored",
+            _ => "other",
+        }
+    }
+
+    /// True for topics whose body is an order to decode (created, updated, restored).
+    pub fn carries_order(&self) -> bool {
+        matches!(
+            self.topic_label(),
+            "order.created" | "order.updated" | "order.restored"
+        )
+    }
+}
+
+/// The creation ping (§2.4): a form-encoded `webhook_id=<id>` body without X-WC headers.
+/// Returns the webhook id when this delivery is a ping.
+pub fn is_ping(headers: &WebhookHeaders, body: &[u8]) -> Option<String> {
+    if headers.signature.is_some() || headers.topic.is_some() {
+        return None;
+    }
+    let text = std::str::from_utf8(body).ok()?.trim();
+    let id = text.strip_prefix("webhook_id=")?;
+    (!id.is_empty() && id.bytes().all(|byte| byte.is_ascii_digit())).then(|| id.to_owned())
+}
+
+/// base64(HMAC-SHA256(secret, body)), the `X-WC-Webhook-Signature` WooCommerce sends.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes())
+        .expect("HMAC-SHA256 accepts keys of any length");
+    mac.update(body);
+    BASE64.encode(mac.finalize().into_bytes())
+}
+
+/// Checks `signature` against the raw `body` in constant time. Call it before parsing.
+///
+/// Errors: [`SignatureError::Missing`], [`SignatureError::Malformed`],
+/// [`SignatureError::Mismatch`] (also for an empty secret).
+pub fn verify_signature(
+    secret: &str,
+    body: &[u8],
+    signature: Option<&str>,
+) -> Result<(), SignatureError> {
+    let signature = signature.ok_or(SignatureError::Missing)?;
+    let tag = BASE64
+        .decode(signature.trim())
+        .map_err(|_| SignatureError::Malformed)?;
+    if secret.is_empty() {
+        return Err(SignatureError::Mismatch);
+    }
+    let Ok(mut mac) = HmacSha256::new_from_slice(secret.as_bytes()) else {
+        return Err(SignatureError::Mismatch);
+    };
+    mac.update(body);
+    // `verify_slice` compares in constant time.
+    mac.verify_slice(&tag).map_err(|_| SignatureError::Mismatch)
+}
+
+/// Verifies a delivery for `channel` with its `woocommerce.webhook_secret`.
+///
+/// Errors: [`SignatureError::NotWoocommerce`] without a WooCommerce section, else as
+/// [`verify_signature`].
+pub fn verify(
+    channel: &ChannelConfig,
+    headers: &WebhookHeaders,
+    body: &[u8],
+) -> Result<(), SignatureError> {
+    let woocommerce =
+        channel
+            .woocommerce
+            .as_ref()
+            .ok_or_else(|| SignatureError::NotWoocommerce {
+                channel: channel.id.clone(),
+            })?;
+    verify_signature(
+        &woocommerce.webhook_secret,
+        body,
+        headers.signature.as_deref(),
+    )
+}
+
+fn id_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(match value {
+        serde_json::Value::String(text) => text,
+        serde_json::Value::Number(number) => number.to_string(),
+        _ => String::new(),
+    })
+}
+
+fn lenient_u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(match value {
+        serde_json::Value::Number(number) => number.as_u64().unwrap_or(0),
+        serde_json::Value::String(text) => text.trim().parse().unwrap_or(0),
+        _ => 0,
+    })
+}
+
+fn lenient_i64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(match value {
+        serde_json::Value::Number(number) => number.as_i64().unwrap_or(0),
+        serde_json::Value::String(text) => text.trim().parse().unwrap_or(0),
+        _ => 0,
+    })
+}
+
+/// The fields of an order resource this engine reads (§2.3); unknown fields are ignored.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct OrderPayload {
+    /// Order id.
+    #[serde(deserialize_with = "id_string")]
+    pub id: String,
+    /// Status (`pending`, `processing`, …).
+    #[serde(default)]
+    pub status: String,
+    /// Last change, `2025-01-31T10:00:00` (UTC, second resolution).
+    #[serde(default)]
+    pub date_modified_gmt: Option<String>,
+    /// The lines.
+    #[serde(default)]
+    pub line_items: Vec<LineItemPayload>,
+}
+
+/// One order line.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct LineItemPayload {
+    /// Line id.
+    #[serde(deserialize_with = "id_string")]
+    pub id: String,
+    /// Product id.
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub product_id: u64,
+    /// Variation id (0 for simple products).
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub variation_id: u64,
+    /// The product's SKU at order time.
+    #[serde(default)]
+    pub sku: Option<String>,
+    /// Units ordered.
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub quantity: i64,
+    /// Line meta (`_reduced_stock`, `_restock_refunded_items`).
+    #[serde(default)]
+    pub meta_data: Vec<MetaPayload>,
+}
+
+/// One meta entry.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct MetaPayload {
+    /// Meta key.
+    #[serde(default)]
+    pub key: String,
+    /// Meta value (WooCommerce stores numbers as strings).
+    #[serde(default)]
+    pub value: serde_json::Value,
+}
+
+impl LineItemPayload {
+    /// Units put back in stock by refunds (`_restock_refunded_items`), 0 when absent.
+    pub fn restocked(&self) -> u64 {
+        self.meta_data
+            .iter()
+            .find(|meta| meta.key == "_restock_refunded_items")
+            .and_then(|meta| {
+                meta.value
+                    .as_u64()
+                    .or_else(|| meta.value.as_str().and_then(|text| text.trim().parse().ok()))
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// Why a line produced no movement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// No SKU on the line and no inline listing for its product/variation.
+    NoSku,
+    /// Quantity 0 or negative.
+    ZeroQuantity,
+    /// The order status does not touch stock (`pending`, `checkout-draft`, `trash`, …).
+    StatusWithoutStockEffect,
+}
+
+impl SkipReason {
+    /// A bounded label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoSku => "no_sku",
+            Self::ZeroQuantity => "zero_quantity",
+            Self::StatusWithoutStockEffect => "status_without_stock_effect",
+        }
+    }
+}
+
+/// A line that produced nothing, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedLine {
+    /// Line id.
+    pub line_id: String,
+    /// Why.
+    pub reason: SkipReason,
+}
+
+/// The outcome of decoding one order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    /// Order id.
+    pub order_id: String,
+    /// Status decoded.
+    pub status: String,
+    /// Movements to submit, in this order (a line's sale before its cancellation).
+    pub movements: Vec<Movement>,
+    /// Lines that produced nothing.
+    pub skipped: Vec<SkippedLine>,
+}
+
+/// `source` of every movement decoded for `channel`: `woocommerce:{channel id}`.
+pub fn source_label(channel: &ChannelConfig) -> String {
+    format!("woocommerce:{}", channel.id)
+}
+
+/// Reservation id of an order line: `{channel}:{order}:{line}`.
+pub fn reservation_id(channel: &ChannelConfig, order_id: &str, line_id: &str) -> String {
+    format!("{}:{order_id}:{line_id}", channel.id)
+}
+
+/// Idempotency key of a line's sale: `{channel}:order:{order}:line:{line}`.
+pub fn sale_key(channel: &ChannelConfig, order_id: &str, line_id: &str) -> String {
+    format!("{}:order:{order_id}:line:{line_id}", channel.id)
+}
+
+/// The delivery dedupe key: (channel, webhook id, order id, `date_modified_gmt`, status),
+/// because `X-WC-Webhook-Delivery-ID` repeats within a second (§2.4).
+pub fn delivery_key(channel: &ChannelConfig, webhook_id: &str, order: &OrderPayload) -> String {
+    format!(
+        "{}\u{1f}wc\u{1f}{webhook_id}\u{1f}{}\u{1f}{}\u{1f}{}",
+        channel.id,
+        order.id,
+        order.date_modified_gmt.as_deref().unwrap_or(""),
+        order.status
+    )
+}
+
+/// Parses an order resource (a webhook body).
+///
+/// Errors: [`DecodeError::Payload`] when the body is not an order.
+pub fn parse_order(body: &[u8]) -> Result<OrderPayload, DecodeError> {
+    serde_json::from_slice(body).map_err(|error| DecodeError::Payload {
+        message: error.to_string(),
+    })
+}
+
+/// Parses an order from a JSON value (a `GET /orders` entry).
+///
+/// Errors: [`DecodeError::Payload`] when the value is not an order.
+pub fn order_from_value(value: serde_json::Value) -> Result<OrderPayload, DecodeError> {
+    serde_json::from_value(value).map_err(|error| DecodeError::Payload {
+        message: error.to_string(),
+    })
+}
+
+fn movement(channel: &ChannelConfig, key: String, sku: &str, kind: MovementKind) -> Movement {
+    Movement {
+        schema_version: SCHEMA_VERSION,
+        sku: Sku::from(sku),
+        idempotency_key: key,
+        source: source_label(channel),
+        occurred_at_ms: None,
+        kind,
+    }
+}
+
+fn line_sku(channel: &ChannelConfig, line: &LineItemPayload) -> Option<String> {
+    let sku = line.sku.as_deref().map(str::trim).unwrap_or("");
+    if !sku.is_empty() {
+        return Some(sku.to_owned());
+    }
+    channel.woocommerce.as_ref().and_then(|woocommerce| {
+        woocommerce
+            .listings
+            .iter()
+            .find(|listing| {
+                listing.product_id == line.product_id
+                    && listing.variation_id.unwrap_or(0) == line.variation_id
+            })
+            .map(|listing| listing.sku.clone())
+    })
+}
+
+/// Decodes an order into movements following the module rules.
+///
+/// Errors: [`DecodeError::NoLocation`] when a restock has no location to go to.
+pub fn decode_order(channel: &ChannelConfig, order: &OrderPayload) -> Result<Decoded, DecodeError> {
+    let status = order.status.trim();
+    let (sells, cancels, reason) = match status {
+        "processing" | "on-hold" | "completed" | "refunded" => (true, false, None),
+        "cancelled" => (true, true, Some("cancelled")),
+        "failed" => (true, true, Some("payment_failed")),
+        _ => (false, false, None),
+    };
+    let mut decoded = Decoded {
+        order_id: order.id.clone(),
+        status: status.to_owned(),
+        movements: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for line in &order.line_items {
+        let skip = |reason| SkippedLine {
+            line_id: line.id.clone(),
+            reason,
+        };
+        if !sells {
+            decoded.skipped.push(skip(SkipReason::StatusWithoutStockEffect));
+            continue;
+        }
+        let Some(sku) = line_sku(channel, line) else {
+            decoded.skipped.push(skip(SkipReason::NoSku));
+            continue;
+        };
+        let Ok(quantity) = u64::try_from(line.quantity) else {
+            decoded.skipped.push(skip(SkipReason::ZeroQuantity));
+            continue;
+        };
+        if quantity == 0 {
+            decoded.skipped.push(skip(SkipReason::ZeroQuantity));
+            continue;
+        }
+        let reservation = reservation_id(channel, &order.id, &line.id);
+        let key = sale_key(channel, &order.id, &line.id);
+        decoded.movements.push(movement(
+            channel,
+            key.clone(),
+            &sku,
+            MovementKind::Sale {
+                reservation: reservation.clone(),
+                quantity,
+                location: None,
+                route: channel.locations.clone(),
+            },
+        ));
+        if cancels {
+            decoded.movements.push(movement(
+                channel,
+                format!("{key}:cancel"),
+                &sku,
+                MovementKind::Cancellation {
+                    reservation: reservation.clone(),
+                    quantity: None,
+                    reason: reason.map(str::to_owned),
+                },
+            ));
+        }
+        let restocked = line.restocked().min(MAX_RESTOCK_UNITS_PER_LINE);
+        if restocked > 0 {
+            let location =
+                channel
+                    .locations
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| DecodeError::NoLocation {
+                        channel: channel.id.clone(),
+                    })?;
+            for unit in 1..=restocked {
+                decoded.movements.push(movement(
+                    channel,
+                    format!("{key}:restock:{unit}"),
+                    &sku,
+                    MovementKind::Return {
+                        location: location.clone(),
+                        quantity: 1,
+                        reservation: Some(reservation.clone()),
+                    },
+                ));
+            }
+        }
+    }
+    Ok(decoded)
+}

@@ -1,0 +1,279 @@
+//! The WooCommerce order poller: the backstop for webhooks that WooCommerce never retries
+//! and disables after repeated failures (PLATFORMS.md §2.3 polling fallback, §2.4).
+//!
+//! Owns: one task per WooCommerce channel that every `poll_interval_secs` reads
+//! `GET {site}/wp-json/wc/v3/orders?modified_after=<cursor>&per_page=100&page=N&orderby=modified&order=asc`
+//! and submits the same movements as the webhook receiver ([`super::woocommerce::decode_order`]).
+//! Overlap with webhooks, and between polls, is harmless: every movement carries the same
+//! idempotency key whichever path brought it.
+//!
+//! Cursor: starts `poll_lookback_secs` before start; after a poll in which every movement
+//! became durable it moves to the newest `date_modified_gmt` seen minus one second (the
+//! field has second resolution and `modified_after` may be exclusive). A failed poll keeps
+//! the cursor, so the next poll retries the same window.
+//!
+//! May depend on: `domain`, `config`, `ledger`, `telemetry`, `ingest::woocommerce`.
+
+use super::woocommerce::{decode_order, order_from_value};
+use crate::config::ChannelConfig;
+use crate::ledger::{Ledger, LedgerError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Orders read by the poller; labels `channel`, `outcome` (`submitted`, `failed`).
+pub const INGEST_POLLED_ORDERS_TOTAL: &str = "stocksync_ingest_polled_orders_total";
+
+/// Most pages read in one poll (100 orders each); the rest waits for the next poll.
+const MAX_PAGES_PER_POLL: u32 = 50;
+
+/// Errors of one poll.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// The request failed or the answer was not a JSON array of orders.
+    #[error("channel {channel}: polling orders failed: {message}")]
+    Http {
+        /// Channel id.
+        channel: String,
+        /// What went wrong (status, transport error, decode error).
+        message: String,
+    },
+    /// A movement could not be made durable; the window is polled again.
+    #[error("channel {channel}: ledger unavailable: {message}")]
+    Ledger {
+        /// Channel id.
+        channel: String,
+        /// The ledger's message.
+        message: String,
+    },
+}
+
+/// What one poll did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PollReport {
+    /// Orders read.
+    pub orders: usize,
+    /// Movements applied (new).
+    pub applied: usize,
+    /// Movements already recorded (duplicates).
+    pub duplicates: usize,
+    /// Movements the state machine refused.
+    pub rejected: usize,
+}
+
+/// The poller of one channel (a cursor and the HTTP details).
+#[derive(Clone)]
+pub struct OrderPoller {
+    channel: ChannelConfig,
+    ledger: Ledger,
+    client: reqwest::Client,
+    /// `modified_after`, in milliseconds since the Unix epoch.
+    cursor_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// `2025-01-31T10:00:00` for epoch milliseconds (UTC, seconds).
+pub fn gmt(ms: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time)
+        .to_string()
+        .trim_end_matches('Z')
+        .to_owned()
+}
+
+fn parse_gmt(text: &str) -> Option<i64> {
+    let time = humantime::parse_rfc3339_weak(text.trim().trim_end_matches('Z')).ok()?;
+    i64::try_from(time.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()
+}
+
+impl std::fmt::Debug for OrderPoller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderPoller")
+            .field("channel", &self.channel.id)
+            .field("cursor_ms", &self.cursor_ms)
+            .finish()
+    }
+}
+
+impl OrderPoller {
+    /// A poller for `channel` (which must have a `[channels.woocommerce]` section) whose
+    /// first poll looks back `poll_lookback_secs`; `None` for other channels.
+    pub fn new(channel: ChannelConfig, ledger: Ledger, client: reqwest::Client) -> Option<Self> {
+        let lookback = channel.woocommerce.as_ref()?.poll_lookback_secs;
+        let cursor_ms = now_ms() - i64::try_from(lookback.saturating_mul(1000)).unwrap_or(0);
+        Some(Self {
+            channel,
+            ledger,
+            client,
+            cursor_ms,
+        })
+    }
+
+    /// The current `modified_after`, in milliseconds since the Unix epoch.
+    pub fn cursor_ms(&self) -> i64 {
+        self.cursor_ms
+    }
+
+    /// Polls once: every page of orders modified after the cursor, each decoded and
+    /// submitted; the cursor advances only when every movement is durable.
+    ///
+    /// Errors: [`PollError::Http`], [`PollError::Ledger`].
+    pub async fn poll_once(&mut self) -> Result<PollReport, PollError> {
+        let Some(woocommerce) = self.channel.woocommerce.clone() else {
+            return Ok(PollReport::default());
+        };
+        let http_error = |message: String| PollError::Http {
+            channel: self.channel.id.clone(),
+            message,
+        };
+        let site = woocommerce.site_url.trim_end_matches('/');
+        let after = gmt(self.cursor_ms);
+        let mut report = PollReport::default();
+        let mut newest = self.cursor_ms;
+        for page in 1..=MAX_PAGES_PER_POLL {
+            let mut url = format!(
+                "{site}/wp-json/wc/v3/orders?modified_after={after}&per_page=100&page={page}&orderby=modified&order=asc"
+            );
+            let mut request = self.client.get(&url);
+            if woocommerce.auth_in_query {
+                url.push_str(&format!(
+                    "&consumer_key={}&consumer_secret={}",
+                    crate::channels::woocommerce::request::encode_query_value(&woocommerce.consumer_key),
+                    crate::channels::woocommerce::request::encode_query_value(&woocommerce.consumer_secret)
+                ));
+                request = self.client.get(&url);
+            } else {
+                request = request.basic_auth(&woocommerce.consumer_key, Some(&woocommerce.consumer_secret));
+            }
+            let response = request
+                .timeout(Duration::from_secs(woocommerce.timeout_secs.max(1)))
+                .send()
+                .await
+                .map_err(|error| http_error(error.to_string()))?;
+            let status = response.status();
+            let total_pages: u32 = response
+                .headers()
+                .get("x-wp-totalpages")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(page);
+            if !status.is_success() {
+                return Err(http_error(format!("http {status}")));
+            }
+            let orders: Vec<serde_json::Value> = response
+                .json()
+                .await
+                .map_err(|error| http_error(error.to_string()))?;
+            let empty = orders.is_empty();
+            for value in orders {
+                let order = order_from_value(value).map_err(|error| http_error(error.to_string()))?;
+                if let Some(modified) = order.date_modified_gmt.as_deref().and_then(parse_gmt) {
+                    newest = newest.max(modified);
+                }
+                let decoded = decode_order(&self.channel, &order)
+                    .map_err(|error| http_error(error.to_string()))?;
+                report.orders += 1;
+                let acks = futures::future::join_all(
+                    decoded
+                        .movements
+                        .iter()
+                        .map(|movement| self.ledger.submit(movement.clone())),
+                )
+                .await;
+                for ack in acks {
+                    match ack {
+                        Ok(crate::ledger::Ack::Applied { .. }) => report.applied += 1,
+                        Ok(crate::ledger::Ack::Duplicate { .. }) => report.duplicates += 1,
+                        Err(LedgerError::Rejected(_)) => report.rejected += 1,
+                        Err(error) => {
+                            metrics::counter!(INGEST_POLLED_ORDERS_TOTAL, "channel" => self.channel.id.clone(), "outcome" => "failed").increment(1);
+                            return Err(PollError::Ledger {
+                                channel: self.channel.id.clone(),
+                                message: error.to_string(),
+                            });
+                        }
+                    }
+                }
+                metrics::counter!(INGEST_POLLED_ORDERS_TOTAL, "channel" => self.channel.id.clone(), "outcome" => "submitted").increment(1);
+            }
+            if empty || page >= total_pages {
+                break;
+            }
+        }
+        self.cursor_ms = self.cursor_ms.max(newest - 1000);
+        Ok(report)
+    }
+}
+
+/// A running poller task; [`stop`](Self::stop) ends it.
+#[derive(Debug)]
+pub struct WoocommercePoller {
+    channel: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl WoocommercePoller {
+    /// Starts polling `channel` every `poll_interval_secs` (first poll at once); `None` when
+    /// the channel is not WooCommerce or polling is off (`poll_interval_secs = 0`).
+    pub fn start(channel: &ChannelConfig, ledger: Ledger, client: reqwest::Client) -> Option<Self> {
+        let interval_secs = channel.woocommerce.as_ref()?.poll_interval_secs;
+        if interval_secs == 0 {
+            return None;
+        }
+        let mut poller = OrderPoller::new(channel.clone(), ledger, client)?;
+        let (stop, mut stopped) = watch::channel(false);
+        let id = channel.id.clone();
+        let task = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_secs(interval_secs));
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => {}
+                    _ = stopped.changed() => break,
+                }
+                match poller.poll_once().await {
+                    Ok(report) if report.orders > 0 => {
+                        tracing::info!(channel = %id, orders = report.orders, applied = report.applied, duplicates = report.duplicates, "woocommerce orders polled");
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(channel = %id, error = %error, "woocommerce poll failed"),
+                }
+            }
+        });
+        Some(Self {
+            channel: channel.id.clone(),
+            stop,
+            task,
+        })
+    }
+
+    /// Starts a poller for every WooCommerce channel of `channels` with polling on.
+    pub fn start_all(
+        channels: &[ChannelConfig],
+        ledger: &Ledger,
+        client: &reqwest::Client,
+    ) -> Vec<Self> {
+        channels
+            .iter()
+            .filter_map(|channel| Self::start(channel, ledger.clone(), client.clone()))
+            .collect()
+    }
+
+    /// The channel polled.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Stops the task (an in-flight poll finishes first) and waits for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}

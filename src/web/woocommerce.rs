@@ -1,0 +1,201 @@
+//! `POST /webhooks/woocommerce/{channel_id}`: WooCommerce deliveries (PLATFORMS.md §2.3–2.4).
+//!
+//! Order of work, and the answer at each step:
+//! 1. the channel must exist and have a `[channels.woocommerce]` section, else 404 problem;
+//! 2. the raw body is read (413 problem over `http.body_limit_bytes`);
+//! 3. the creation ping (form-encoded `webhook_id=<id>`, no X-WC headers) is answered
+//!    exactly HTTP 200, or WooCommerce's UI reports an error;
+//! 4. the signature is checked on the raw bytes before anything parses them, else 401;
+//! 5. topics without an order (`order.deleted`, others) are acknowledged with 200;
+//! 6. a delivery whose (webhook id, order id, `date_modified_gmt`, status) was already
+//!    processed is answered 200 at once (the delivery id is weak, §2.4);
+//! 7. the order is decoded by [`crate::ingest::woocommerce::decode_order`] (400 problem if it
+//!    cannot be) and every movement is submitted; 200 only once all are durable, else 503.
+//!
+//! WooCommerce never retries (§2.4): a non-2xx answer only counts towards disabling the
+//! webhook, and the poller (`ingest::woocommerce_poll`) is what recovers the order.
+//!
+//! The delivery memory lives in this module (bounded, keyed per app by its config) so
+//! that `WebState` stays untouched; business dedupe is the movements' idempotency keys.
+
+use super::webhooks::WebhookReceipt;
+use super::{WebError, WebState, body_error};
+use crate::config::ChannelConfig;
+use crate::ingest::woocommerce::{self, WebhookHeaders};
+use crate::ledger::{Ack, LedgerError};
+use crate::telemetry::{INGEST_WEBHOOKS_TOTAL, LEDGER_DEDUPE_HITS_TOTAL};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Delivery keys remembered per app.
+const DELIVERY_MEMORY: usize = 100_000;
+
+#[derive(Default)]
+struct Memory {
+    seen: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+/// Per app (keyed by the address of its shared config): the processed delivery keys.
+fn memory() -> &'static Mutex<HashMap<usize, Memory>> {
+    static MEMORY: OnceLock<Mutex<HashMap<usize, Memory>>> = OnceLock::new();
+    MEMORY.get_or_init(Mutex::default)
+}
+
+fn app_key(state: &WebState) -> usize {
+    Arc::as_ptr(&state.config) as usize
+}
+
+fn seen(state: &WebState, key: &str) -> bool {
+    let memory = memory().lock().unwrap_or_else(|p| p.into_inner());
+    memory
+        .get(&app_key(state))
+        .is_some_and(|memory| memory.seen.contains(key))
+}
+
+fn remember(state: &WebState, key: String) {
+    let mut memory = memory().lock().unwrap_or_else(|p| p.into_inner());
+    let memory = memory.entry(app_key(state)).or_default();
+    if memory.seen.insert(key.clone()) {
+        memory.order.push_back(key);
+    }
+    while memory.order.len() > DELIVERY_MEMORY {
+        if let Some(oldest) = memory.order.pop_front() {
+            memory.seen.remove(&oldest);
+        }
+    }
+}
+
+fn count(channel: &str, topic: &'static str, outcome: &'static str) {
+    metrics::counter!(
+        INGEST_WEBHOOKS_TOTAL,
+        "channel" => channel.to_owned(),
+        "topic" => topic,
+        "outcome" => outcome
+    )
+    .increment(1);
+}
+
+fn receipt(status: &str, topic: &str) -> WebhookReceipt {
+    WebhookReceipt {
+        status: status.to_owned(),
+        topic: topic.to_owned(),
+        applied: 0,
+        duplicates: 0,
+        rejected: 0,
+        skipped_lines: 0,
+    }
+}
+
+/// The handler of `POST /webhooks/woocommerce/{channel_id}` (see the module docs).
+pub(super) async fn post_woocommerce(
+    State(state): State<WebState>,
+    Path(channel_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, WebError> {
+    let wc_headers = WebhookHeaders::from_pairs(
+        headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes())),
+    );
+    let topic = wc_headers.topic_label();
+    let Some(channel) = state
+        .config
+        .channel(&channel_id)
+        .filter(|channel| channel.woocommerce.is_some())
+    else {
+        count("unknown", topic, "unknown_channel");
+        return Err(WebError::NotFound {
+            path: format!("/webhooks/woocommerce/{channel_id}"),
+        });
+    };
+    let result = receive(&state, channel, &wc_headers, body).await;
+    let outcome = match &result {
+        Ok((_, receipt)) => match receipt.status.as_str() {
+            "duplicate" => "duplicate",
+            "ping" => "ping",
+            "ignored" => "ignored",
+            _ => "processed",
+        },
+        Err(WebError::Unauthorized { .. }) => "unauthorized",
+        Err(WebError::Body { .. }) => "unreadable",
+        Err(WebError::UndecodableWebhook { .. }) => "undecodable",
+        Err(WebError::Unavailable { .. }) => "unavailable",
+        Err(_) => "error",
+    };
+    count(&channel.id, topic, outcome);
+    result.map(|(status, receipt)| (status, Json(receipt)).into_response())
+}
+
+async fn receive(
+    state: &WebState,
+    channel: &ChannelConfig,
+    headers: &WebhookHeaders,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, WebhookReceipt), WebError> {
+    let body = body.map_err(body_error)?;
+    let topic = headers.topic_label();
+    if let Some(webhook_id) = woocommerce::is_ping(headers, &body) {
+        tracing::info!(channel = %channel.id, webhook_id = %webhook_id, "woocommerce webhook ping");
+        return Ok((StatusCode::OK, receipt("ping", "ping")));
+    }
+    if let Err(error) = woocommerce::verify(channel, headers, &body) {
+        tracing::warn!(channel = %channel.id, topic, error = %error, "webhook refused");
+        return Err(WebError::Unauthorized {
+            reason: error.to_string(),
+        });
+    }
+    if !headers.carries_order() {
+        tracing::info!(channel = %channel.id, topic = ?headers.topic, "webhook topic ignored");
+        return Ok((StatusCode::OK, receipt("ignored", topic)));
+    }
+    let order = woocommerce::parse_order(&body).map_err(|error| WebError::UndecodableWebhook {
+        message: error.to_string(),
+    })?;
+    let key = woocommerce::delivery_key(
+        channel,
+        headers.webhook_id.as_deref().unwrap_or(""),
+        &order,
+    );
+    if seen(state, &key) {
+        metrics::counter!(LEDGER_DEDUPE_HITS_TOTAL, "source" => woocommerce::source_label(channel))
+            .increment(1);
+        return Ok((StatusCode::OK, receipt("duplicate", topic)));
+    }
+    let decoded =
+        woocommerce::decode_order(channel, &order).map_err(|error| WebError::UndecodableWebhook {
+            message: error.to_string(),
+        })?;
+    let acks =
+        futures::future::join_all(decoded.movements.iter().map(|m| state.ledger.submit(m.clone())))
+            .await;
+    let mut answer = receipt("processed", topic);
+    answer.skipped_lines = decoded.skipped.len();
+    let mut failure = None;
+    for (movement, ack) in decoded.movements.iter().zip(acks) {
+        match ack {
+            Ok(Ack::Applied { .. }) => answer.applied += 1,
+            Ok(Ack::Duplicate { .. }) => answer.duplicates += 1,
+            Err(LedgerError::Rejected(error)) => {
+                answer.rejected += 1;
+                tracing::warn!(channel = %channel.id, key = %movement.idempotency_key, error = %error, "webhook movement rejected by the ledger");
+            }
+            Err(error) => failure = Some(error),
+        }
+    }
+    if let Some(error) = failure {
+        tracing::warn!(channel = %channel.id, topic, error = %error, "webhook not durable; the poller will recover it");
+        return Err(WebError::Unavailable {
+            message: error.to_string(),
+        });
+    }
+    remember(state, key);
+    Ok((StatusCode::OK, answer))
+}

@@ -1,0 +1,408 @@
+//! The deployment files in `docker/` checked statically (Docker does not run here), and the
+//! Grafana dashboard and Prometheus alert rules checked against a running engine: every
+//! `stocksync_*` metric their queries use must appear in `GET /metrics`.
+//!
+//! The engine (`App`) runs on 127.0.0.1:0 with Kafka ingest on a real tansu broker, the
+//! in-process Shopify simulator (with a small GraphQL cost bucket, so it throttles), a
+//! second channel whose shop does not listen (transport errors), and fast reconciliation.
+//! The test drives receipts, a duplicate, an oversell, a shop order (a webhook), a message
+//! that is dead-lettered and an edit behind stocksync's back (a discrepancy).
+
+mod support;
+
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use stocksync::config::Config;
+use stocksync::sandbox::shopify::{self, ShopifySimulatorOptions, SimOrderLine};
+
+const CHANNEL: &str = "shop-harbour";
+const SHOP_LOCATION: u64 = 4;
+
+fn docker_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("docker")
+}
+
+fn read(path: &str) -> String {
+    let path = docker_dir().join(path);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn yaml(path: &str) -> Value {
+    serde_yaml_ng::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is not YAML: {e}"))
+}
+
+/// Every `stocksync_*` metric name in a PromQL expression, histogram and summary suffixes
+/// stripped.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("stocksync_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.insert(base_name(&name).to_owned());
+    }
+    names
+}
+
+fn base_name(name: &str) -> &str {
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name)
+}
+
+/// The metric names in a Prometheus text exposition, suffixes stripped.
+fn exposed(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .map(|name| base_name(name).to_owned())
+        .collect()
+}
+
+/// The PromQL expressions of the Grafana dashboard's panels (checking its shape).
+fn dashboard_queries() -> Vec<String> {
+    let dashboard: Value = serde_json::from_str(&read("grafana/dashboards/stocksync.json"))
+        .expect("the Grafana dashboard is valid JSON");
+    assert_eq!(dashboard["uid"], "stocksync");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    let mut ids = BTreeSet::new();
+    let mut queries = Vec::new();
+    for panel in panels {
+        let title = panel["title"].as_str().expect("every panel has a title");
+        assert!(
+            ids.insert(panel["id"].as_u64().expect("panel id")),
+            "{title}"
+        );
+        assert!(panel["gridPos"]["w"].as_u64().is_some(), "{title}");
+        assert_eq!(panel["datasource"]["uid"], "prometheus", "{title}");
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{title} has no query");
+        for target in targets {
+            let expr = target["expr"].as_str().expect("expr").to_owned();
+            assert!(!metric_names(&expr).is_empty(), "{title}: {expr}");
+            queries.push(expr);
+        }
+    }
+    queries
+}
+
+/// The alert rules (name, expression), checking the file's shape.
+fn alert_rules() -> Vec<(String, String)> {
+    let rules = yaml("prometheus/alerts.yml");
+    let mut out = Vec::new();
+    for group in rules["groups"].as_array().expect("groups") {
+        assert!(group["name"].as_str().is_some());
+        for rule in group["rules"].as_array().expect("rules") {
+            let name = rule["alert"].as_str().expect("alert name").to_owned();
+            let expr = rule["expr"].as_str().expect("expr").to_owned();
+            assert!(rule["labels"]["severity"].as_str().is_some(), "{name}");
+            assert!(rule["annotations"]["summary"].as_str().is_some(), "{name}");
+            out.push((name, expr));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_deployment_files_are_consistent() {
+    let compose = yaml("compose.yaml");
+    let services = compose["services"].as_object().expect("services");
+    let images: Vec<String> = services
+        .values()
+        .filter_map(|service| service["image"].as_str().map(str::to_owned))
+        .collect();
+    for wanted in ["redpanda", "scylla", "prom/prometheus", "grafana/grafana"] {
+        assert!(
+            images.iter().any(|image| image.contains(wanted)),
+            "no {wanted} image in compose.yaml: {images:?}"
+        );
+    }
+    let stocksync = &compose["services"]["stocksync"];
+    assert_eq!(stocksync["build"]["dockerfile"], "docker/Dockerfile");
+    assert!(docker_dir().join("Dockerfile").is_file());
+    let dockerfile = read("Dockerfile");
+    for copied in ["docker/stocksync.toml", "docker/shopify-listings.csv"] {
+        assert!(dockerfile.contains(copied), "{copied}");
+        assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join(copied).is_file());
+    }
+    // The container's config parses and validates with the compose environment.
+    let text = read("stocksync.toml").replace(
+        "/etc/stocksync/shopify-listings.csv",
+        &docker_dir()
+            .join("shopify-listings.csv")
+            .display()
+            .to_string(),
+    );
+    let config = Config::from_toml(&text).expect("docker/stocksync.toml parses");
+    config.validate().expect("docker/stocksync.toml is valid");
+    assert!(config.kafka.is_some());
+
+    for volume in compose["services"]["prometheus"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(
+            compose["services"]["grafana"]["volumes"]
+                .as_array()
+                .unwrap(),
+        )
+    {
+        let source = volume.as_str().unwrap().split(':').next().unwrap();
+        if let Some(relative) = source.strip_prefix("./") {
+            assert!(docker_dir().join(relative).exists(), "{source} is missing");
+        }
+    }
+
+    let prometheus = yaml("prometheus/prometheus.yml");
+    assert_eq!(prometheus["rule_files"][0], "/etc/prometheus/alerts.yml");
+    let jobs = prometheus["scrape_configs"].as_array().unwrap();
+    let stocksync_job = jobs
+        .iter()
+        .find(|job| job["job_name"] == "stocksync")
+        .expect("a stocksync scrape job");
+    assert_eq!(stocksync_job["metrics_path"], "/metrics");
+    assert_eq!(
+        stocksync_job["static_configs"][0]["targets"][0],
+        "stocksync:8080"
+    );
+
+    let datasources = yaml("grafana/provisioning/datasources/prometheus.yaml");
+    assert_eq!(datasources["datasources"][0]["uid"], "prometheus");
+    assert_eq!(
+        datasources["datasources"][0]["url"],
+        "http://prometheus:9090"
+    );
+    let providers = yaml("grafana/provisioning/dashboards/stocksync.yaml");
+    assert_eq!(
+        providers["providers"][0]["options"]["path"],
+        "/var/lib/grafana/dashboards"
+    );
+
+    let alerts = alert_rules();
+    let names: BTreeSet<&str> = alerts.iter().map(|(name, _)| name.as_str()).collect();
+    for wanted in [
+        "StocksyncChannelDown",
+        "StocksyncChannelErrorRateHigh",
+        "StocksyncPropagationLagHigh",
+        "StocksyncQueueDepthHigh",
+        "StocksyncDeadLetters",
+        "StocksyncDiscrepancies",
+        "StocksyncStoreCommitSlow",
+        "StocksyncWebhooksQuiet",
+    ] {
+        assert!(names.contains(wanted), "no alert {wanted}");
+    }
+}
+
+fn config(dir: &Path, shop_url: &str, offline_url: &str, bootstrap: &str, topic: &str) -> Config {
+    let text = format!(
+        r#"
+[store]
+path = "{db}"
+[http]
+listen = "127.0.0.1:0"
+[kafka]
+brokers = "{bootstrap}"
+group_id = "{topic}-group"
+movements_topic = "{topic}"
+dead_letter_topic = "{topic}-dlq"
+batch_wait_ms = 5
+[reconcile]
+interval_ms = 300
+heal = true
+settle_ms = 100
+echo_window_ms = 100
+[[locations]]
+id = "WH-EAST"
+[[channels]]
+id = "{CHANNEL}"
+kind = "shopify"
+locations = ["WH-EAST"]
+[channels.rate_limit]
+requests_per_sec = 100.0
+burst = 50
+[channels.retry]
+initial_backoff_ms = 20
+max_backoff_ms = 200
+[channels.shopify]
+shop_url = "{shop_url}"
+access_token = "shpat_sandbox_token"
+webhook_secret = "sandbox_webhook_secret"
+location_id = {SHOP_LOCATION}
+[[channels.shopify.listings]]
+sku = "ROPE-10M"
+inventory_item_id = 8101
+[[channels.shopify.listings]]
+sku = "ROPE-20M"
+inventory_item_id = 8102
+[[channels.shopify.listings]]
+sku = "ROPE-30M"
+inventory_item_id = 8103
+
+[[channels]]
+id = "shop-unplugged"
+kind = "shopify"
+locations = ["WH-EAST"]
+[channels.retry]
+initial_backoff_ms = 50
+max_backoff_ms = 200
+[channels.shopify]
+shop_url = "{offline_url}"
+access_token = "token-unplugged"
+webhook_secret = "secret-unplugged"
+location_id = 1
+[[channels.shopify.listings]]
+sku = "ROPE-10M"
+inventory_item_id = 9101
+"#,
+        db = dir.join("grafana.db").display(),
+    );
+    let config = Config::from_toml(&text).expect("config parses");
+    config.validate().expect("config is valid");
+    config
+}
+
+fn receipt(sku: &str, key: &str, quantity: u64) -> Value {
+    json!({"schema_version": 1, "sku": sku, "idempotency_key": key, "source": "wms-east",
+        "type": "receipt", "location": "WH-EAST", "quantity": quantity})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_and_alerts_use_is_exposed() {
+    let queries = dashboard_queries();
+    let alerts = alert_rules();
+
+    let broker = support::TansuBroker::start();
+    let topic = support::unique("grafana-movements");
+    broker.create_topic(&topic, 1);
+    broker.create_topic(&format!("{topic}-dlq"), 1);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = shopify::start(
+        ShopifySimulatorOptions {
+            auto_create_levels: true,
+            // One mutation empties the bucket: pushes in a burst are throttled (429).
+            graphql_bucket_size: 10.0,
+            graphql_points_per_sec: 20.0,
+            mutation_cost: 10.0,
+            throttle_status: 429,
+            ..ShopifySimulatorOptions::default()
+        },
+        listener,
+    )
+    .await
+    .unwrap();
+    let offline = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = stocksync::app::App::start(config(
+        dir.path(),
+        &sim.base_url(),
+        &offline,
+        &broker.bootstrap(),
+        &topic,
+    ))
+    .await
+    .unwrap();
+    let base = format!("http://{}", app.http_addr());
+    sim.set_webhook_url(Some(format!("{base}/webhooks/shopify/{CHANNEL}")));
+    let http = reqwest::Client::new();
+    let post = |body: Value| {
+        let request = http.post(format!("{base}/api/v1/movements")).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            assert!(
+                response.status().is_success(),
+                "{:?}",
+                response.text().await
+            );
+        }
+    };
+
+    // Receipts for three listings at once (a burst the shop throttles), a duplicate, and
+    // an oversell.
+    post(json!([
+        receipt("ROPE-10M", "east-1", 10),
+        receipt("ROPE-20M", "east-2", 10),
+        receipt("ROPE-30M", "east-3", 10)
+    ]))
+    .await;
+    post(receipt("ROPE-10M", "east-1", 10)).await;
+    post(
+        json!({"schema_version": 1, "sku": "ROPE-30M", "idempotency_key": "web-1:1",
+        "source": "web-shop", "type": "sale", "reservation": "web:1:1", "quantity": 15,
+        "location": "WH-EAST"}),
+    )
+    .await;
+    // An order taken by the shop arrives as a signed webhook.
+    sim.place_order(
+        SHOP_LOCATION,
+        &[SimOrderLine {
+            inventory_item_id: 8102,
+            sku: "ROPE-20M".to_owned(),
+            quantity: 1,
+        }],
+    )
+    .await
+    .expect("the shop takes the order");
+    // A Kafka message that cannot be decoded goes to the dead-letter topic.
+    support::TestProducer::new(&broker.bootstrap())
+        .send(&topic, 0, Some("ROPE-10M"), "{not json")
+        .await;
+    // Once ROPE-10M is listed, someone edits it on the shop behind stocksync's back.
+    support::eventually("ROPE-10M is listed", Duration::from_secs(20), || async {
+        sim.level(8101, SHOP_LOCATION) == Some(10)
+    })
+    .await;
+    sim.set_level(8101, SHOP_LOCATION, 3);
+
+    let mut wanted: BTreeSet<String> = queries.iter().flat_map(|q| metric_names(q)).collect();
+    for (_, expr) in &alerts {
+        wanted.extend(metric_names(expr));
+    }
+    let mut missing = wanted.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !missing.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let names = exposed(&text);
+        missing.retain(|name| !names.contains(name));
+    }
+    assert!(
+        missing.is_empty(),
+        "metrics used by docker/grafana or docker/prometheus/alerts.yml but not exposed: {missing:?}"
+    );
+    assert!(wanted.len() >= 12, "{wanted:?}");
+
+    // The histograms the quantile panels use are real Prometheus histograms.
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for histogram in [
+        "stocksync_propagation_lag_seconds_bucket",
+        "stocksync_store_commit_seconds_bucket",
+    ] {
+        assert!(text.contains(histogram), "{histogram} is not exposed");
+    }
+
+    app.shutdown(Duration::from_millis(300)).await;
+    sim.shutdown().await;
+}
