@@ -4,7 +4,8 @@
 # Works on a brand-new machine with a Rust toolchain, python3 and pip:
 #  1. installs the tansu 0.6.0 Kafka-protocol broker used by the Kafka tests (a source build,
 #     about 12 minutes on 2 cores; skipped when ~/.cargo/bin/tansu is already 0.6.0);
-#  2. installs the pinned kafka-python (tests/kafka_python/requirements.txt) if missing;
+#  2. installs the pinned kafka-python (tests/kafka_python/requirements.txt) if missing, and
+#     Debian's chromium (tests/dashboard_browser.rs) if missing;
 #  3. checks formatting, runs clippy with warnings denied, and runs every test target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,11 @@ if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('kafka-
     export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
     python3 -m pip install --quiet -r "$KAFKA_PYTHON_REQUIREMENTS" \
         || python3 -m pip install --quiet --user --break-system-packages -r "$KAFKA_PYTHON_REQUIREMENTS"
+fi
+
+if ! command -v chromium >/dev/null; then
+    echo "==> installing Debian's chromium (dashboard browser test)"
+    apt-get update && apt-get install -y chromium
 fi
 
 echo "==> cargo fmt --check"

@@ -127,6 +127,27 @@ impl AtpObserver for KafkaAtpForwarder {
     }
 }
 
+/// Bundles derive their levels from their components' newest levels, which propagation
+/// learns from published changes. After a start it has seen none yet, so every component
+/// is read once and published: each bundle's ATP is right from the first push.
+async fn warm_bundles(config: &Config, ledger: &Ledger, propagation: &Propagation) {
+    let Ok(bom) = config.bill_of_materials() else {
+        return;
+    };
+    let mut changes = Vec::new();
+    for component in bom.component_skus() {
+        match ledger.state(component).await {
+            Ok(state) => changes.push(state.availability()),
+            Err(error) => {
+                tracing::warn!(sku = %component, error = %error, "bundle component not loaded")
+            }
+        }
+    }
+    if !changes.is_empty() {
+        crate::domain::AvailabilitySink::publish(propagation, &changes);
+    }
+}
+
 /// A running engine: store, ledger, propagation, HTTP API and (if configured) Kafka ingest.
 pub struct App {
     config: Arc<Config>,
@@ -139,6 +160,7 @@ pub struct App {
     channel_pollers: Vec<crate::ingest::bolcom_poll::PollerHandle>,
     housekeeping: JoinHandle<()>,
     atp_output: Option<JoinHandle<()>>,
+    woocommerce_pollers: Vec<crate::ingest::woocommerce_poll::WoocommercePoller>,
     operations: ops::Operations,
 }
 
@@ -179,6 +201,7 @@ impl App {
             Arc::new(propagation.clone()),
             LedgerOptions::from_config(&config),
         );
+        warm_bundles(&config, &ledger, &propagation).await;
         let listener = tokio::net::TcpListener::bind(&config.http.listen)
             .await
             .with_context(|| format!("binding http.listen {}", config.http.listen))?;
@@ -208,6 +231,12 @@ impl App {
             let _ = kafka_view.0.set(ingest.assignment_handle());
         }
         let channel_pollers = crate::ingest::channel_pollers::start(&config, &ledger);
+        // WooCommerce never retries webhooks: poll orders as a backstop (PLATFORMS.md §2.4).
+        let woocommerce_pollers = crate::ingest::woocommerce_poll::WoocommercePoller::start_all(
+            &config.channels,
+            &ledger,
+            &reqwest::Client::new(),
+        );
         let housekeeping = tokio::spawn(async move {
             let mut interval = tokio::time::interval(Duration::from_secs(KEY_EXPIRY_PERIOD_SECS));
             loop {
@@ -230,6 +259,7 @@ impl App {
             http_stop,
             http_task,
             kafka,
+            woocommerce_pollers,
             channel_pollers,
             housekeeping,
             atp_output,
@@ -266,6 +296,9 @@ impl App {
     /// at most `flush_timeout` for channels to accept what is queued).
     pub async fn shutdown(mut self, flush_timeout: Duration) {
         self.operations.shutdown();
+        for poller in std::mem::take(&mut self.woocommerce_pollers) {
+            poller.stop().await;
+        }
         crate::ingest::channel_pollers::stop(std::mem::take(&mut self.channel_pollers)).await;
         if let Some(kafka) = self.kafka
             && let Err(error) = kafka.stop().await

@@ -159,6 +159,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         "demo: engine API at {api} (try {api}/api/v1/stock/{})",
         sku_name(0)
     );
+    println!("demo: dashboard at {api}/ (live numbers; readiness at {api}/readyz)");
     println!(
         "demo: Shopify levels at {}/_sandbox/levels, metrics at {api}/metrics",
         shop.base_url()

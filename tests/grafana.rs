@@ -3,8 +3,9 @@
 //! `stocksync_*` metric their queries use must appear in `GET /metrics`.
 //!
 //! The engine (`App`) runs on 127.0.0.1:0 with Kafka ingest on a real tansu broker, the
-//! in-process Shopify simulator (with a small GraphQL cost bucket, so it throttles), a
-//! second channel whose shop does not listen (transport errors), and fast reconciliation.
+//! in-process Shopify simulator, a second simulated shop whose GraphQL cost bucket is
+//! smaller than a mutation (so it always throttles), a third channel whose shop does not
+//! listen (transport errors), and fast reconciliation.
 //! The test drives receipts, a duplicate, an oversell, a shop order (a webhook), a message
 //! that is dead-lettered and an edit behind stocksync's back (a discrepancy).
 
@@ -201,7 +202,14 @@ fn the_deployment_files_are_consistent() {
     }
 }
 
-fn config(dir: &Path, shop_url: &str, offline_url: &str, bootstrap: &str, topic: &str) -> Config {
+fn config(
+    dir: &Path,
+    shop_url: &str,
+    crowded_url: &str,
+    offline_url: &str,
+    bootstrap: &str,
+    topic: &str,
+) -> Config {
     let text = format!(
         r#"
 [store]
@@ -247,6 +255,22 @@ sku = "ROPE-30M"
 inventory_item_id = 8103
 
 [[channels]]
+id = "shop-crowded"
+kind = "shopify"
+locations = ["WH-EAST"]
+[channels.retry]
+initial_backoff_ms = 50
+max_backoff_ms = 200
+[channels.shopify]
+shop_url = "{crowded_url}"
+access_token = "shpat_sandbox_token"
+webhook_secret = "sandbox_webhook_secret"
+location_id = 1
+[[channels.shopify.listings]]
+sku = "ROPE-20M"
+inventory_item_id = 8202
+
+[[channels]]
 id = "shop-unplugged"
 kind = "shopify"
 locations = ["WH-EAST"]
@@ -287,9 +311,18 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exposed() {
     let sim = shopify::start(
         ShopifySimulatorOptions {
             auto_create_levels: true,
-            // One mutation empties the bucket: pushes in a burst are throttled (429).
-            graphql_bucket_size: 10.0,
-            graphql_points_per_sec: 20.0,
+            ..ShopifySimulatorOptions::default()
+        },
+        listener,
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let crowded = shopify::start(
+        ShopifySimulatorOptions {
+            auto_create_levels: true,
+            // A mutation costs more than the whole bucket: every push is throttled (429).
+            graphql_bucket_size: 5.0,
             mutation_cost: 10.0,
             throttle_status: 429,
             ..ShopifySimulatorOptions::default()
@@ -306,6 +339,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exposed() {
     let app = stocksync::app::App::start(config(
         dir.path(),
         &sim.base_url(),
+        &crowded.base_url(),
         &offline,
         &broker.bootstrap(),
         &topic,
@@ -405,4 +439,5 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exposed() {
 
     app.shutdown(Duration::from_millis(300)).await;
     sim.shutdown().await;
+    crowded.shutdown().await;
 }

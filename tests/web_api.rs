@@ -398,9 +398,10 @@ async fn bad_requests_answer_problems() {
     );
     let problem: Value = nowhere.json().await.unwrap();
     assert_eq!(problem["status"], 404);
+    // GET /api/v1/movements is the history; DELETE exists nowhere.
     let wrong_method = harness
         .client
-        .get(format!("{}/api/v1/movements", harness.base))
+        .delete(format!("{}/api/v1/movements", harness.base))
         .send()
         .await
         .unwrap();

@@ -78,6 +78,29 @@ pub struct Config {
     /// Per-SKU overrides of channel rules (safety stock).
     #[serde(default)]
     pub sku_rules: Vec<SkuRuleConfig>,
+    /// Bundles and kits with their bills of materials.
+    #[serde(default)]
+    pub bundles: Vec<BundleConfig>,
+}
+
+/// `[[bundles]]`: a SKU made of components (which may be bundles themselves).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleConfig {
+    /// The bundle's SKU.
+    pub sku: String,
+    /// Its direct components.
+    pub components: Vec<BundleComponentConfig>,
+}
+
+/// One component line of a bundle.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleComponentConfig {
+    /// The component SKU (a plain SKU or another bundle).
+    pub sku: String,
+    /// Units of it per bundle, in base units (pieces, not packs).
+    pub quantity: u64,
 }
 
 /// `[stock]`: how holds are routed and where backorders are allowed.
@@ -898,6 +921,9 @@ impl Config {
                 ));
             }
         }
+        if let Err(mut bom_problems) = self.bill_of_materials() {
+            problems.append(&mut bom_problems);
+        }
         for rule in &self.stock.backorders {
             if !location_ids.contains(&rule.location) {
                 problems.push(format!(
@@ -937,6 +963,37 @@ impl Config {
             }
         }
         policy
+    }
+
+    /// The bills of materials, flattened; errors list every problem (cycles, zero
+    /// quantities, a bundle defined twice).
+    pub fn bill_of_materials(&self) -> Result<crate::domain::BillOfMaterials, Vec<String>> {
+        let mut direct = std::collections::BTreeMap::new();
+        let mut problems = Vec::new();
+        for bundle in &self.bundles {
+            let components = bundle
+                .components
+                .iter()
+                .map(|c| crate::domain::Component {
+                    sku: c.sku.as_str().into(),
+                    quantity: c.quantity,
+                })
+                .collect();
+            if direct
+                .insert(bundle.sku.as_str().into(), components)
+                .is_some()
+            {
+                problems.push(format!("bundle {} is defined twice", bundle.sku));
+            }
+        }
+        match crate::domain::BillOfMaterials::new(&direct) {
+            Ok(bom) if problems.is_empty() => Ok(bom),
+            Ok(_) => Err(problems),
+            Err(mut more) => {
+                problems.append(&mut more);
+                Err(problems)
+            }
+        }
     }
 
     /// Every channel's ATP rule plus the per-SKU safety-stock overrides.

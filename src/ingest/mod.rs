@@ -16,3 +16,5 @@ pub mod bolcom_poll;
 pub mod channel_pollers;
 pub mod kafka;
 pub mod shopify;
+pub mod woocommerce;
+pub mod woocommerce_poll;

@@ -297,9 +297,11 @@ impl LineItemPayload {
             .iter()
             .find(|meta| meta.key == "_restock_refunded_items")
             .and_then(|meta| {
-                meta.value
-                    .as_u64()
-                    .or_else(|| meta.value.as_str().and_then(|text| text.trim().parse().ok()))
+                meta.value.as_u64().or_else(|| {
+                    meta.value
+                        .as_str()
+                        .and_then(|text| text.trim().parse().ok())
+                })
             })
             .unwrap_or(0)
     }
@@ -445,7 +447,9 @@ pub fn decode_order(channel: &ChannelConfig, order: &OrderPayload) -> Result<Dec
             reason,
         };
         if !sells {
-            decoded.skipped.push(skip(SkipReason::StatusWithoutStockEffect));
+            decoded
+                .skipped
+                .push(skip(SkipReason::StatusWithoutStockEffect));
             continue;
         }
         let Some(sku) = line_sku(channel, line) else {
@@ -510,4 +514,195 @@ pub fn decode_order(channel: &ChannelConfig, order: &OrderPayload) -> Result<Dec
         }
     }
     Ok(decoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use serde_json::json;
+
+    const SECRET: &str = "wc-test-secret";
+
+    fn channel() -> ChannelConfig {
+        let config = Config::from_toml(&format!(
+            r#"
+            [[locations]]
+            id = "WH-1"
+            [[channels]]
+            id = "woo"
+            kind = "woocommerce"
+            locations = ["WH-1"]
+            [channels.woocommerce]
+            site_url = "http://127.0.0.1:9"
+            consumer_key = "ck"
+            consumer_secret = "cs"
+            webhook_secret = "{SECRET}"
+            listings = [{{ sku = "TEE-M", product_id = 20, variation_id = 21 }}]
+            "#
+        ))
+        .unwrap();
+        config.validate().unwrap();
+        config.channels[0].clone()
+    }
+
+    fn order(status: &str, restocked: Option<&str>) -> OrderPayload {
+        let meta = restocked
+            .map(|n| json!([{"id": 1, "key": "_restock_refunded_items", "value": n}]))
+            .unwrap_or(json!([]));
+        order_from_value(json!({
+            "id": 501,
+            "status": status,
+            "date_modified_gmt": "2026-01-02T03:04:05",
+            "line_items": [
+                {"id": 7, "product_id": 10, "variation_id": 0, "sku": "MUG", "quantity": 2, "meta_data": meta},
+                {"id": 8, "product_id": 20, "variation_id": 21, "sku": "", "quantity": 1, "meta_data": []},
+                {"id": 9, "product_id": 30, "variation_id": 0, "sku": null, "quantity": 1},
+            ],
+            "refunds": [],
+        }))
+        .unwrap()
+    }
+
+    fn kinds(decoded: &Decoded) -> Vec<(&str, &str, &str)> {
+        decoded
+            .movements
+            .iter()
+            .map(|m| (m.sku.0.as_str(), m.kind.name(), m.idempotency_key.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn reducing_statuses_sell_every_line_with_stable_keys() {
+        let channel = channel();
+        for status in ["processing", "on-hold", "completed"] {
+            let decoded = decode_order(&channel, &order(status, None)).unwrap();
+            assert_eq!(
+                kinds(&decoded),
+                vec![
+                    ("MUG", "sale", "woo:order:501:line:7"),
+                    ("TEE-M", "sale", "woo:order:501:line:8"),
+                ],
+                "{status}: the blank SKU maps through the inline listing"
+            );
+            assert_eq!(decoded.skipped.len(), 1);
+            assert_eq!(decoded.skipped[0].reason, SkipReason::NoSku);
+            let MovementKind::Sale {
+                reservation,
+                quantity,
+                route,
+                ..
+            } = &decoded.movements[0].kind
+            else {
+                panic!("not a sale");
+            };
+            assert_eq!(reservation, "woo:501:7");
+            assert_eq!(*quantity, 2);
+            assert_eq!(route.len(), 1);
+            assert_eq!(decoded.movements[0].source, "woocommerce:woo");
+        }
+    }
+
+    #[test]
+    fn pending_orders_touch_nothing_and_cancelled_or_failed_ones_release() {
+        let channel = channel();
+        let pending = decode_order(&channel, &order("pending", None)).unwrap();
+        assert!(pending.movements.is_empty());
+        assert!(
+            pending
+                .skipped
+                .iter()
+                .all(|s| s.reason == SkipReason::StatusWithoutStockEffect)
+        );
+        for status in ["cancelled", "failed"] {
+            let decoded = decode_order(&channel, &order(status, None)).unwrap();
+            assert_eq!(
+                kinds(&decoded)[..2],
+                [
+                    ("MUG", "sale", "woo:order:501:line:7"),
+                    ("MUG", "cancellation", "woo:order:501:line:7:cancel"),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn restocked_refund_units_become_returns_with_one_key_per_unit() {
+        let channel = channel();
+        let first = decode_order(&channel, &order("refunded", Some("1"))).unwrap();
+        let second = decode_order(&channel, &order("refunded", Some("2"))).unwrap();
+        let returns = |decoded: &Decoded| -> Vec<String> {
+            decoded
+                .movements
+                .iter()
+                .filter(|m| m.kind.name() == "return")
+                .map(|m| m.idempotency_key.clone())
+                .collect()
+        };
+        assert_eq!(returns(&first), vec!["woo:order:501:line:7:restock:1"]);
+        assert_eq!(
+            returns(&second),
+            vec![
+                "woo:order:501:line:7:restock:1",
+                "woo:order:501:line:7:restock:2"
+            ],
+            "a later count only adds the new unit"
+        );
+        let no_restock = decode_order(&channel, &order("refunded", None)).unwrap();
+        assert!(returns(&no_restock).is_empty());
+    }
+
+    #[test]
+    fn signatures_are_checked_over_the_raw_body_and_the_ping_is_recognised() {
+        let channel = channel();
+        let body = br#"{"id":501}"#;
+        let headers = WebhookHeaders::from_pairs([
+            ("X-WC-Webhook-Signature", sign(SECRET, body).as_bytes()),
+            ("X-WC-Webhook-Topic", b"order.updated".as_slice()),
+            ("X-WC-Delivery-ID", b"abc".as_slice()),
+        ]);
+        assert_eq!(headers.delivery_id.as_deref(), Some("abc"));
+        assert!(headers.carries_order());
+        assert_eq!(verify(&channel, &headers, body), Ok(()));
+        assert_eq!(
+            verify(&channel, &headers, br#"{"id":502}"#),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_signature(SECRET, body, Some("not base64!")),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify_signature(SECRET, body, None),
+            Err(SignatureError::Missing)
+        );
+        let none = WebhookHeaders::default();
+        assert_eq!(is_ping(&none, b"webhook_id=11"), Some("11".to_owned()));
+        assert_eq!(
+            is_ping(&headers, b"webhook_id=11"),
+            None,
+            "signed: not a ping"
+        );
+        assert_eq!(is_ping(&none, b"{}"), None);
+    }
+
+    #[test]
+    fn the_delivery_key_uses_modified_date_and_status_not_the_weak_delivery_id() {
+        let channel = channel();
+        let processing = order("processing", None);
+        let cancelled = order("cancelled", None);
+        assert_ne!(
+            delivery_key(&channel, "11", &processing),
+            delivery_key(&channel, "11", &cancelled),
+            "same second, different status"
+        );
+        assert_eq!(
+            delivery_key(&channel, "11", &processing),
+            delivery_key(&channel, "11", &order("processing", None))
+        );
+        assert_ne!(
+            delivery_key(&channel, "11", &processing),
+            delivery_key(&channel, "12", &processing)
+        );
+    }
 }

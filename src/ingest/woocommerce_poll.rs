@@ -144,12 +144,19 @@ impl OrderPoller {
             if woocommerce.auth_in_query {
                 url.push_str(&format!(
                     "&consumer_key={}&consumer_secret={}",
-                    crate::channels::woocommerce::request::encode_query_value(&woocommerce.consumer_key),
-                    crate::channels::woocommerce::request::encode_query_value(&woocommerce.consumer_secret)
+                    crate::channels::woocommerce::request::encode_query_value(
+                        &woocommerce.consumer_key
+                    ),
+                    crate::channels::woocommerce::request::encode_query_value(
+                        &woocommerce.consumer_secret
+                    )
                 ));
                 request = self.client.get(&url);
             } else {
-                request = request.basic_auth(&woocommerce.consumer_key, Some(&woocommerce.consumer_secret));
+                request = request.basic_auth(
+                    &woocommerce.consumer_key,
+                    Some(&woocommerce.consumer_secret),
+                );
             }
             let response = request
                 .timeout(Duration::from_secs(woocommerce.timeout_secs.max(1)))
@@ -172,7 +179,8 @@ impl OrderPoller {
                 .map_err(|error| http_error(error.to_string()))?;
             let empty = orders.is_empty();
             for value in orders {
-                let order = order_from_value(value).map_err(|error| http_error(error.to_string()))?;
+                let order =
+                    order_from_value(value).map_err(|error| http_error(error.to_string()))?;
                 if let Some(modified) = order.date_modified_gmt.as_deref().and_then(parse_gmt) {
                     newest = newest.max(modified);
                 }
@@ -243,7 +251,9 @@ impl WoocommercePoller {
                         tracing::info!(channel = %id, orders = report.orders, applied = report.applied, duplicates = report.duplicates, "woocommerce orders polled");
                     }
                     Ok(_) => {}
-                    Err(error) => tracing::warn!(channel = %id, error = %error, "woocommerce poll failed"),
+                    Err(error) => {
+                        tracing::warn!(channel = %id, error = %error, "woocommerce poll failed")
+                    }
                 }
             }
         });

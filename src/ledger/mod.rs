@@ -17,6 +17,7 @@
 //! May depend on: `domain`, `store`, `telemetry`. Knows nothing about channels.
 
 mod actor;
+mod bundles;
 mod committer;
 mod reaper;
 pub mod reservations;
@@ -51,6 +52,8 @@ pub struct LedgerOptions {
     pub snapshot_every_events: u64,
     /// Backorder and routing rules applied when movements are admitted.
     pub policy: Arc<crate::domain::StockPolicy>,
+    /// Bills of materials: movements of a bundle SKU are expanded into its components.
+    pub bom: Arc<crate::domain::BillOfMaterials>,
 }
 
 impl Default for LedgerOptions {
@@ -61,6 +64,7 @@ impl Default for LedgerOptions {
             group_commit_max_batch: 4096,
             snapshot_every_events: 500,
             policy: Arc::default(),
+            bom: Arc::default(),
         }
     }
 }
@@ -74,6 +78,8 @@ impl LedgerOptions {
             group_commit_max_batch: config.store.group_commit_max_batch,
             snapshot_every_events: config.store.snapshot_every_events,
             policy: Arc::new(config.stock_policy()),
+            // A config that failed validation has no usable BOM; `Config::load` validates.
+            bom: Arc::new(config.bill_of_materials().unwrap_or_default()),
         }
     }
 }
@@ -178,6 +184,11 @@ impl Ledger {
     /// Like [`Ledger::submit`], and records `origin` (a Kafka partition's next offset) in
     /// the same durable write as the movement.
     pub fn submit_from(&self, movement: Movement, origin: Option<OffsetWatermark>) -> PendingAck {
+        if self.is_bundle_movement(&movement) {
+            // Bundles hold no stock: their movements become component movements. The
+            // Kafka origin is not recorded for them; the batch commit still covers it.
+            return self.submit_bundle(movement);
+        }
         let (reply, receiver) = oneshot::channel();
         let sku = movement.sku.clone();
         self.send(

@@ -326,6 +326,7 @@ impl Ledger {
         &self,
         request: ReservationRequest,
     ) -> Result<ReservationOutcome, LedgerError> {
+        let request = self.expand_request_bundles(request);
         request.validate().map_err(|problems| {
             let text: Vec<String> = problems
                 .iter()

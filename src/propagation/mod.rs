@@ -234,6 +234,60 @@ pub struct Propagation {
     push_log: Arc<tokio::sync::Mutex<Option<push_log::PushLogWriter>>>,
     /// Every channel's rule and the per-SKU overrides (ring fences need all channels).
     policy: Arc<crate::domain::AllocationPolicy>,
+    /// Bundles: their levels are derived from their components' (see [`Self::publish`]).
+    bundles: Arc<BundleLevels>,
+}
+
+/// The newest levels of every bundle component, so a change of one component can recompute
+/// every bundle that contains it. Bounded by the number of component SKUs.
+#[derive(Debug, Default)]
+struct BundleLevels {
+    bom: crate::domain::BillOfMaterials,
+    components: std::sync::Mutex<std::collections::HashMap<crate::domain::Sku, AvailabilityChange>>,
+}
+
+impl BundleLevels {
+    /// The bundle changes implied by `changes` (each affected bundle once, newest levels).
+    fn derive(&self, changes: &[AvailabilityChange]) -> Vec<AvailabilityChange> {
+        if self.bom.is_empty() {
+            return Vec::new();
+        }
+        let mut cache = self.components.lock().unwrap_or_else(|p| p.into_inner());
+        let mut affected = std::collections::BTreeMap::new();
+        for change in changes {
+            let bundles: Vec<&crate::domain::Sku> =
+                self.bom.bundles_containing(&change.sku).collect();
+            if bundles.is_empty() {
+                continue;
+            }
+            cache.insert(change.sku.clone(), change.clone());
+            for bundle in bundles {
+                let seq = affected.entry(bundle.clone()).or_insert(0);
+                *seq = (*seq).max(change.seq);
+            }
+        }
+        affected
+            .into_iter()
+            .filter_map(|(bundle, seq)| {
+                let components = self.bom.components(&bundle)?;
+                let empty = Vec::new();
+                let inputs: Vec<(&crate::domain::Component, &[crate::domain::LocationLevel])> =
+                    components
+                        .iter()
+                        .map(|component| {
+                            let levels = cache.get(&component.sku).map_or(&empty, |c| &c.locations);
+                            (component, levels.as_slice())
+                        })
+                        .collect();
+                Some(AvailabilityChange {
+                    locations: crate::domain::bundle_levels(&inputs),
+                    sku: bundle,
+                    seq,
+                    inbound: Vec::new(),
+                })
+            })
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for Propagation {
@@ -309,6 +363,12 @@ impl Propagation {
             stopped: Arc::new(AtomicBool::new(false)),
             push_log: Arc::new(tokio::sync::Mutex::new(Some(push_log_writer))),
             policy: Arc::new(config.allocation_policy()),
+            bundles: Arc::new(BundleLevels {
+                // `Config::validate` rejects a bad BOM, so an error here means an unvalidated
+                // config: propagate no bundles rather than guess.
+                bom: config.bill_of_materials().unwrap_or_default(),
+                components: Default::default(),
+            }),
         })
     }
 
@@ -339,6 +399,7 @@ impl Propagation {
             stopped: Arc::new(AtomicBool::new(false)),
             push_log: Arc::new(tokio::sync::Mutex::new(None)),
             policy: Arc::new(policy),
+            bundles: Arc::default(),
         })
     }
 
@@ -574,6 +635,8 @@ impl AvailabilitySink for Propagation {
         }
         let now = tokio::time::Instant::now();
         let now_ms = crate::clock::now_ms();
+        let bundle_changes = self.bundles.derive(changes);
+        let changes: Vec<&AvailabilityChange> = changes.iter().chain(&bundle_changes).collect();
         let allocations: Vec<Vec<AtpBreakdown>> = changes
             .iter()
             .map(|change| self.policy.allocate(change, now_ms))

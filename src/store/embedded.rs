@@ -985,6 +985,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn hold_expiries_upsert_and_delete_and_reservation_refusals_stick() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("db")).unwrap();
+        let expiry = |sku: &str, at: Option<i64>| HoldExpiryRecord {
+            sku: sku.into(),
+            next_expiry_ms: at,
+        };
+        let record = |refusal: Option<&str>| ReservationRecord {
+            id: "r1".into(),
+            request_json: if refusal.is_some() { "later" } else { "first" }.into(),
+            refusal_json: refusal.map(str::to_owned),
+            created_at_ms: 5,
+        };
+        store
+            .commit(CommitBatch {
+                hold_expiries: vec![
+                    expiry("A", Some(10)),
+                    expiry("B", Some(20)),
+                    expiry("A", Some(30)),
+                ],
+                reservations: vec![record(None)],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        store
+            .commit(CommitBatch {
+                hold_expiries: vec![expiry("B", None)],
+                reservations: vec![record(Some("[]")), record(None)],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store.hold_expiries(None, 10).await.unwrap(),
+            vec![expiry("A", Some(30))]
+        );
+        assert!(store.hold_expiries(Some("A"), 10).await.unwrap().is_empty());
+        let stored = store.reservation("r1").await.unwrap().unwrap();
+        assert_eq!(stored.request_json, "first");
+        assert_eq!(stored.refusal_json.as_deref(), Some("[]"));
+        assert_eq!(store.reservation("r2").await.unwrap(), None);
+    }
+
+    #[tokio::test]
     async fn offsets_only_move_forward_and_pushed_values_upsert() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("s.db")).unwrap();

@@ -35,6 +35,7 @@ mod problem;
 pub mod reservations;
 pub mod stock;
 pub mod webhooks;
+pub mod woocommerce;
 
 pub use problem::{FieldError, PROBLEM_CONTENT_TYPE, Problem, WebError};
 
@@ -180,6 +181,10 @@ pub fn router(state: WebState) -> Router {
         .route(
             "/webhooks/shopify/{channel_id}",
             post(webhooks::post_shopify),
+        )
+        .route(
+            "/webhooks/woocommerce/{channel_id}",
+            post(woocommerce::post_woocommerce),
         )
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(get_health))

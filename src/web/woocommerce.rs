@@ -159,23 +159,25 @@ async fn receive(
     let order = woocommerce::parse_order(&body).map_err(|error| WebError::UndecodableWebhook {
         message: error.to_string(),
     })?;
-    let key = woocommerce::delivery_key(
-        channel,
-        headers.webhook_id.as_deref().unwrap_or(""),
-        &order,
-    );
+    let key =
+        woocommerce::delivery_key(channel, headers.webhook_id.as_deref().unwrap_or(""), &order);
     if seen(state, &key) {
         metrics::counter!(LEDGER_DEDUPE_HITS_TOTAL, "source" => woocommerce::source_label(channel))
             .increment(1);
         return Ok((StatusCode::OK, receipt("duplicate", topic)));
     }
-    let decoded =
-        woocommerce::decode_order(channel, &order).map_err(|error| WebError::UndecodableWebhook {
+    let decoded = woocommerce::decode_order(channel, &order).map_err(|error| {
+        WebError::UndecodableWebhook {
             message: error.to_string(),
-        })?;
-    let acks =
-        futures::future::join_all(decoded.movements.iter().map(|m| state.ledger.submit(m.clone())))
-            .await;
+        }
+    })?;
+    let acks = futures::future::join_all(
+        decoded
+            .movements
+            .iter()
+            .map(|m| state.ledger.submit(m.clone())),
+    )
+    .await;
     let mut answer = receipt("processed", topic);
     answer.skipped_lines = decoded.skipped.len();
     let mut failure = None;

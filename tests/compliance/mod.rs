@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stocksync::config::Config;
-use stocksync::domain::{AvailabilityChange, AvailabilitySink, LocationLevel, Sku};
+use stocksync::domain::{AvailabilityChange, AvailabilitySink};
 use stocksync::propagation::Propagation;
 use stocksync::store::Store;
 use stocksync::store::embedded::EmbeddedStore;
@@ -337,16 +337,16 @@ impl<T: ComplianceTarget> Harness<T> {
     /// Publishes `on_hand` at the one location for the SKUs at `indexes` (ATP = on_hand).
     pub fn publish(&mut self, indexes: impl IntoIterator<Item = usize>, on_hand: i64) {
         self.seq += 1;
+        // Built through serde so fields added later (with serde defaults) need no edit here.
         let changes: Vec<AvailabilityChange> = indexes
             .into_iter()
-            .map(|n| AvailabilityChange {
-                sku: Sku(self.skus[n].clone()),
-                seq: self.seq,
-                locations: vec![LocationLevel {
-                    location: LOCATION.into(),
-                    on_hand,
-                    reserved: 0,
-                }],
+            .map(|n| {
+                serde_json::from_value(serde_json::json!({
+                    "sku": self.skus[n],
+                    "seq": self.seq,
+                    "locations": [{ "location": LOCATION, "on_hand": on_hand, "reserved": 0 }],
+                }))
+                .unwrap()
             })
             .collect();
         self.propagation.publish(&changes);

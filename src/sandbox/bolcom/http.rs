@@ -482,6 +482,7 @@ async fn sandbox_add_offer(State(inner): Shared, Json(offer): Json<SimOffer>) ->
             amount: offer.amount,
             managed_by_retailer: false,
             updated_at_ms: 0,
+            updated_seq: 0,
             history: Vec::new(),
         },
     );

@@ -453,6 +453,7 @@ impl BolcomSimulator {
                 amount: offer.amount,
                 managed_by_retailer: false,
                 updated_at_ms: 0,
+                updated_seq: 0,
                 history: Vec::new(),
             },
         );

@@ -20,6 +20,8 @@ pub(crate) struct Offer {
     pub managed_by_retailer: bool,
     /// When the last stock update was applied (ms since epoch).
     pub updated_at_ms: i64,
+    /// The account sequence number of the last applied stock update (orders compare to it).
+    pub updated_seq: u64,
     /// Every amount applied, oldest first.
     pub history: Vec<u64>,
 }
@@ -65,6 +67,8 @@ impl OrderItem {
 pub(crate) struct Order {
     pub order_id: String,
     pub placed_ms: i64,
+    /// The account sequence number when the order was placed.
+    pub placed_seq: u64,
     pub items: Vec<OrderItem>,
 }
 
@@ -195,6 +199,7 @@ impl SimState {
                         amount: offer.amount,
                         managed_by_retailer: false,
                         updated_at_ms: 0,
+                        updated_seq: 0,
                         history: Vec::new(),
                     },
                 )
@@ -267,10 +272,13 @@ impl SimState {
             };
             let status = match process.outcome {
                 ProcessOutcome::Success => {
+                    self.next_id += 1;
+                    let seq = self.next_id;
                     if let Some(offer) = self.offers.get_mut(&process.entity_id) {
                         offer.amount = process.amount;
                         offer.managed_by_retailer = process.managed_by_retailer;
                         offer.updated_at_ms = now_ms;
+                        offer.updated_seq = seq;
                         offer.history.push(process.amount);
                         if offer.history.len() > 1_000 {
                             offer.history.remove(0);
@@ -372,7 +380,7 @@ impl SimState {
         let open: u64 = self
             .orders
             .values()
-            .filter(|order| !offer.managed_by_retailer || order.placed_ms > offer.updated_at_ms)
+            .filter(|order| !offer.managed_by_retailer || order.placed_seq > offer.updated_seq)
             .flat_map(|order| order.items.iter())
             .filter(|item| item.offer_id == offer.offer_id && item.method == "FBR")
             .map(OrderItem::open_quantity)
@@ -417,7 +425,8 @@ impl SimState {
                 *quantity,
             ));
         }
-        let order_id = format!("A{:09}", self.next_id());
+        let placed_seq = self.next_id();
+        let order_id = format!("A{placed_seq:09}");
         let items = items
             .into_iter()
             .map(|(offer_id, reference, ean, quantity)| OrderItem {
@@ -436,6 +445,7 @@ impl SimState {
         let order = Order {
             order_id: order_id.clone(),
             placed_ms: now_ms,
+            placed_seq,
             items,
         };
         self.orders.insert(order_id, order.clone());

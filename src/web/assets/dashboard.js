@@ -19,7 +19,9 @@
     after: null,
     seq: null,
     source: null,
-    historyEndpoint: null, // "movements" or "events", once known
+    // "events" (newest first, GET /api/v1/stock/{sku}/events) for the recent list; the
+    // full history API (GET /api/v1/movements, oldest first, filters, CSV) is linked.
+    historyEndpoint: "events",
     live: null,
     pollTimer: null,
     readyTimer: null,
@@ -161,8 +163,11 @@
     if (typeof value === "number") return value === 0 ? null : (value > 0 ? "+" : "") + value;
     if (typeof value === "object") {
       const parts = [];
-      const kind = firstDefined(value, ["kind", "classification", "class", "type"]);
-      const delta = firstDefined(value, ["delta", "difference", "diff"]);
+      const kind = firstDefined(value, ["class", "kind", "classification", "type"]);
+      let delta = firstDefined(value, ["delta", "difference", "diff"]);
+      if (delta === undefined && typeof value.channel_value === "number" && typeof value.ledger_atp === "number") {
+        delta = value.channel_value - value.ledger_atp;
+      }
       if (kind) parts.push(String(kind).replace(/_/g, " "));
       if (delta !== undefined) parts.push((delta > 0 ? "+" : "") + delta);
       return parts.length ? parts.join(" ") : JSON.stringify(value);
@@ -172,8 +177,8 @@
 
   function renderChannelAtp(view) {
     const channels = view.channels || [];
-    const hasReported = channels.some((c) => firstDefined(c, REPORTED_KEYS) !== undefined || "channel_reported" in c);
-    const hasDiscrepancy = channels.some((c) => "discrepancy" in c);
+    const hasReported = channels.some((c) => "channel_report" in c || firstDefined(c, REPORTED_KEYS) !== undefined);
+    const hasDiscrepancy = channels.some((c) => "discrepancy" in c || "channel_report" in c);
     const head = ["Channel", "ATP", "Last pushed"]
       .concat(hasReported ? ["Channel reports"] : [])
       .concat(hasDiscrepancy || hasReported ? ["Discrepancy"] : [])
@@ -181,8 +186,9 @@
     $("channels-atp").tHead.rows[0].replaceChildren(
       ...head.map((title, i) => el("th", { class: i === 1 || i === 2 || (hasReported && i === 3) ? "num" : null, text: title })));
     const rows = channels.map((c) => {
-      const reported = firstDefined(c, REPORTED_KEYS);
-      let discrepancy = discrepancyText(c.discrepancy);
+      const report = c.channel_report;
+      const reported = report ? report.value : firstDefined(c, REPORTED_KEYS);
+      let discrepancy = discrepancyText(report ? report.discrepancy : c.discrepancy);
       if (discrepancy === null && !hasDiscrepancy && typeof reported === "number" && typeof c.last_pushed === "number" && reported !== c.last_pushed) {
         discrepancy = (reported - c.last_pushed > 0 ? "+" : "") + (reported - c.last_pushed);
       }
@@ -302,7 +308,8 @@
     let items = itemsOf(page).slice();
     items.sort((a, b) => (b.seq ?? 0) - (a.seq ?? 0));
     items = items.slice(0, MOVEMENTS);
-    $("movements-source").textContent = state.historyEndpoint === "movements" ? "(movement history)" : "(ledger events)";
+    const full = el("a", { href: "/api/v1/movements?sku=" + encoded, text: "full history" });
+    $("movements-source").replaceChildren(state.historyEndpoint === "movements" ? "(movement history) " : "(newest first) ", full);
     $("movements").tBodies[0].replaceChildren(...items.map(movementRow));
     $("movements-empty").hidden = items.length > 0;
   }
