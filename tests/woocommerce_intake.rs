@@ -217,3 +217,40 @@ async fn the_poller_recovers_orders_whose_webhooks_were_lost() {
     // leaves `reserved`, so available grows by one.
     assert_eq!(reserved(&setup.ledger, "MUG-BLUE").await, 1);
 }
+
+#[test]
+fn woocommerce_sections_are_validated_with_every_problem_reported() {
+    let config = Config::from_toml(
+        r#"
+        [[locations]]
+        id = "WH-1"
+        [[channels]]
+        id = "woo-bad"
+        kind = "woocommerce"
+        locations = ["WH-1"]
+        [channels.woocommerce]
+        site_url = "shop.example.invalid"
+        consumer_key = ""
+        consumer_secret = "cs"
+        webhook_secret = ""
+        batch_limit = 0
+        listings = [{ sku = "A", product_id = 1 }, { sku = "A", product_id = 2 }]
+        [[channels]]
+        id = "woo-missing"
+        kind = "woocommerce"
+        locations = ["WH-1"]
+        "#,
+    )
+    .unwrap();
+    let error = config.validate().unwrap_err().to_string();
+    for expected in [
+        "woocommerce.site_url must start with http",
+        "consumer_key and consumer_secret must not be empty",
+        "woocommerce.webhook_secret must not be empty",
+        "woocommerce.batch_limit must be at least 1",
+        "SKU A is mapped twice",
+        "channel woo-missing is kind woocommerce but has no [woocommerce] section",
+    ] {
+        assert!(error.contains(expected), "{expected:?} missing from {error}");
+    }
+}

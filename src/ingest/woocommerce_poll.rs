@@ -78,6 +78,20 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Percent-encodes a query value (everything but RFC 3986 unreserved characters); ingest
+/// may not use the channel adapter's copy.
+fn encode_query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
 /// `2025-01-31T10:00:00` for epoch milliseconds (UTC, seconds).
 pub fn gmt(ms: i64) -> String {
     let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
@@ -140,24 +154,19 @@ impl OrderPoller {
             let mut url = format!(
                 "{site}/wp-json/wc/v3/orders?modified_after={after}&per_page=100&page={page}&orderby=modified&order=asc"
             );
-            let mut request = self.client.get(&url);
-            if woocommerce.auth_in_query {
+            let request = if woocommerce.auth_in_query {
                 url.push_str(&format!(
                     "&consumer_key={}&consumer_secret={}",
-                    crate::channels::woocommerce::request::encode_query_value(
-                        &woocommerce.consumer_key
-                    ),
-                    crate::channels::woocommerce::request::encode_query_value(
-                        &woocommerce.consumer_secret
-                    )
+                    encode_query_value(&woocommerce.consumer_key),
+                    encode_query_value(&woocommerce.consumer_secret)
                 ));
-                request = self.client.get(&url);
+                self.client.get(&url)
             } else {
-                request = request.basic_auth(
+                self.client.get(&url).basic_auth(
                     &woocommerce.consumer_key,
                     Some(&woocommerce.consumer_secret),
-                );
-            }
+                )
+            };
             let response = request
                 .timeout(Duration::from_secs(woocommerce.timeout_secs.max(1)))
                 .send()

@@ -83,9 +83,8 @@ fn authorised(inner: &Inner, headers: &HeaderMap, query: Option<&str>) -> bool {
     if let Some(pair) = basic {
         return pair == format!("{}:{}", options.consumer_key, options.consumer_secret);
     }
-    let params: HashMap<String, String> = query
-        .and_then(|query| serde_urlencoded_pairs(query))
-        .unwrap_or_default();
+    let params: HashMap<String, String> =
+        query.and_then(serde_urlencoded_pairs).unwrap_or_default();
     params.get("consumer_key") == Some(&options.consumer_key)
         && params.get("consumer_secret") == Some(&options.consumer_secret)
 }
@@ -99,7 +98,7 @@ fn serde_urlencoded_pairs(query: &str) -> Option<HashMap<String, String>> {
         while index < bytes.len() {
             match bytes[index] {
                 b'+' => out.push(b' '),
-                b'%' if index + 2 < bytes.len() + 0 && index + 2 <= bytes.len() - 1 + 1 => {
+                b'%' if index + 2 < bytes.len() => {
                     let hex = std::str::from_utf8(bytes.get(index + 1..index + 3)?).ok()?;
                     out.push(u8::from_str_radix(hex, 16).ok()?);
                     index += 2;
@@ -211,14 +210,10 @@ async fn gate(State(inner): State<Arc<Inner>>, request: Request, next: Next) -> 
     response
 }
 
-fn parse_body(body: &Bytes) -> Result<Value, Response> {
-    serde_json::from_slice(body).map_err(|_| {
-        error_response(rest_error(
-            "rest_invalid_json",
-            "Invalid JSON body passed.",
-            400,
-        ))
-    })
+/// The JSON body, or the REST error object for a body that is not JSON.
+fn parse_body(body: &Bytes) -> Result<Value, Value> {
+    serde_json::from_slice(body)
+        .map_err(|_| rest_error("rest_invalid_json", "Invalid JSON body passed.", 400))
 }
 
 fn failing_error(id: u64) -> Value {
@@ -297,7 +292,7 @@ async fn put_product(
 ) -> Response {
     let body = match parse_body(&body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(error) => return error_response(error),
     };
     let mut state = inner.lock();
     if state.failing_items.contains(&id) {
@@ -368,7 +363,7 @@ async fn put_variation(
 ) -> Response {
     let body = match parse_body(&body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(error) => return error_response(error),
     };
     let mut state = inner.lock();
     if state.failing_items.contains(&id) {
@@ -397,7 +392,7 @@ fn entry_id(entry: &Value) -> Option<u64> {
 fn batch(inner: &Inner, parent: Option<u64>, body: &Bytes) -> Response {
     let body = match parse_body(body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(error) => return error_response(error),
     };
     let list = |name: &str| body.get(name).and_then(Value::as_array).cloned();
     let (create, update, delete) = (list("create"), list("update"), list("delete"));

@@ -200,7 +200,9 @@ async fn order_statuses_reduce_and_restore_stock_like_core() {
         variation_id: 0,
         quantity: 3,
     };
-    let order = sim.place_order(&[line.clone()], "pending").unwrap();
+    let order = sim
+        .place_order(std::slice::from_ref(&line), "pending")
+        .unwrap();
     assert_eq!(sim.stock(10, 0), Some(10), "pending does not reduce");
     sim.set_order_status(order.order_id, "processing").unwrap();
     assert_eq!(sim.stock(10, 0), Some(7));
