@@ -178,7 +178,14 @@ impl App {
             .timeout(Duration::from_secs(30))
             .build()
             .context("building the HTTP client")?;
-        let mut options = PropagationOptions::default();
+        // One cell of stock rules shared by the ledger, propagation and the config API.
+        let rules = Arc::new(crate::domain::RulesCell::new(
+            config.rules().context("building the stock rules")?,
+        ));
+        let mut options = PropagationOptions {
+            rules: Some(rules.clone()),
+            ..PropagationOptions::default()
+        };
         let mut atp_output = None;
         if let Some(publisher) = config
             .kafka
@@ -199,7 +206,10 @@ impl App {
         let ledger = Ledger::start(
             store.clone(),
             Arc::new(propagation.clone()),
-            LedgerOptions::from_config(&config),
+            LedgerOptions {
+                rules: rules.clone(),
+                ..LedgerOptions::from_config(&config)
+            },
         );
         warm_bundles(&config, &ledger, &propagation).await;
         let listener = tokio::net::TcpListener::bind(&config.http.listen)
@@ -214,7 +224,14 @@ impl App {
                 propagation.clone(),
                 operations.reconciler.clone(),
             )))
-            .with_kafka_view(kafka_view.clone());
+            .with_kafka_view(kafka_view.clone())
+            .with_runtime_rules(Arc::new(web::rules::RuntimeRules::new(
+                (*config).clone(),
+                rules,
+                ledger.clone(),
+                Arc::new(propagation.clone()),
+                store.clone(),
+            )));
         operations.start_monitor(&config, &propagation, state.clone());
         let (http_stop, stopped) = oneshot::channel::<()>();
         let http_task = tokio::spawn(web::serve(listener, web::router(state), async move {

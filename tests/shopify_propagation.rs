@@ -329,7 +329,7 @@ async fn an_order_the_shop_took_itself_is_not_overwritten() {
     let config = config(&sim, dir.path(), 1, false, 50.0, 10);
     let options = PropagationOptions {
         cas_grace_ms: Some(1_500),
-        atp_observer: None,
+        ..PropagationOptions::default()
     };
     let propagation = Propagation::start_with_options(
         &config,

@@ -104,7 +104,7 @@ pub struct BundleComponentConfig {
 }
 
 /// `[stock]`: how holds are routed and where backorders are allowed.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StockConfig {
     /// `priority` (first location in the channel's order with enough available; default)
@@ -114,6 +114,29 @@ pub struct StockConfig {
     /// Per SKU × location backorder rules; they win over `locations[].allow_backorder`.
     #[serde(default)]
     pub backorders: Vec<BackorderRuleConfig>,
+    /// A line that no single location can serve may be split across at most this many
+    /// locations (default 1: never split).
+    #[serde(default = "default_max_split_locations")]
+    pub max_split_locations: usize,
+    /// Multi-line reservations first try one location that has every line (fewer
+    /// shipments); otherwise each line is routed on its own.
+    #[serde(default)]
+    pub prefer_single_location: bool,
+}
+
+fn default_max_split_locations() -> usize {
+    1
+}
+
+impl Default for StockConfig {
+    fn default() -> Self {
+        Self {
+            routing: crate::domain::RoutingPolicy::default(),
+            backorders: Vec::new(),
+            max_split_locations: default_max_split_locations(),
+            prefer_single_location: false,
+        }
+    }
 }
 
 /// `[[stock.backorders]]`: whether holds of `sku` may take `location` below zero.
@@ -921,6 +944,9 @@ impl Config {
                 ));
             }
         }
+        if self.stock.max_split_locations == 0 {
+            problems.push("stock.max_split_locations must be at least 1".to_owned());
+        }
         if let Err(mut bom_problems) = self.bill_of_materials() {
             problems.append(&mut bom_problems);
         }
@@ -943,6 +969,8 @@ impl Config {
     pub fn stock_policy(&self) -> crate::domain::StockPolicy {
         let mut policy = crate::domain::StockPolicy {
             routing: self.stock.routing,
+            max_split_locations: self.stock.max_split_locations,
+            prefer_single_location: self.stock.prefer_single_location,
             backorder_locations: self
                 .locations
                 .iter()
@@ -994,6 +1022,16 @@ impl Config {
                 Err(problems)
             }
         }
+    }
+
+    /// The stock rules this config describes (allocation, backorders and routing, bills of
+    /// materials). Errors: the bill of materials is inconsistent (see [`Config::validate`]).
+    pub fn rules(&self) -> Result<crate::domain::Rules, ConfigError> {
+        Ok(crate::domain::Rules {
+            allocation: self.allocation_policy(),
+            stock: self.stock_policy(),
+            bom: self.bill_of_materials().map_err(ConfigError::Invalid)?,
+        })
     }
 
     /// Every channel's ATP rule plus the per-SKU safety-stock overrides.

@@ -17,6 +17,7 @@ mod atp;
 mod bundle;
 mod movement;
 mod policy;
+mod rules;
 mod state;
 
 #[cfg(test)]
@@ -28,6 +29,7 @@ pub use atp::{
 pub use bundle::{BillOfMaterials, Component, bundle_levels};
 pub use movement::{Movement, MovementKind, SCHEMA_VERSION};
 pub use policy::StockPolicy;
+pub use rules::{Rules, RulesCell};
 pub use state::{
     Applied, ApplyContext, ApplyError, AvailabilityChange, InboundLevel, InboundLine,
     JOURNAL_LIMIT, LocationLevel, LocationStock, Reservation, RoutingPolicy, SkuState,

@@ -15,6 +15,11 @@ pub struct StockPolicy {
     pub backorder_locations: BTreeSet<LocationId>,
     /// Per-SKU exceptions: the complete set of locations where that SKU may backorder.
     pub backorders_by_sku: HashMap<Sku, BTreeSet<LocationId>>,
+    /// A line no single location can serve may be split across at most this many
+    /// locations (0 and 1: never split).
+    pub max_split_locations: usize,
+    /// Multi-line holds try first to place every line at one location that has them all.
+    pub prefer_single_location: bool,
 }
 
 impl StockPolicy {
@@ -32,6 +37,7 @@ impl StockPolicy {
             backorder_locations: self.backorder_locations(sku),
             routing: self.routing,
             replay: false,
+            max_split_locations: self.max_split_locations.max(1),
         }
     }
 }

@@ -62,6 +62,10 @@ pub struct Reservation {
     /// When an uncommitted hold lapses (milliseconds since the Unix epoch), if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at_ms: Option<i64>,
+    /// When the line was split across locations: the ids of its other parts
+    /// (`{id}~2`, `{id}~3`, …), each a reservation of its own at another location.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<String>,
 }
 
 impl Reservation {
@@ -226,6 +230,9 @@ pub struct Applied {
     /// The location a sale or hold was routed to when the movement named none; the ledger
     /// records it in the event, so replay never re-decides.
     pub routed_to: Option<LocationId>,
+    /// When a line was split across locations, those locations in order; the ledger
+    /// records them as the movement's route (and no location), and replay splits the same.
+    pub split_across: Option<Vec<LocationId>>,
 }
 
 /// How a reservation without an explicit location picks one of its candidates.
@@ -251,6 +258,9 @@ pub struct ApplyContext<'a> {
     pub routing: RoutingPolicy,
     /// Replaying recorded events: admission checks are skipped (they passed once).
     pub replay: bool,
+    /// A line without a location that no single candidate can serve may be split across
+    /// at most this many candidates (1: never split).
+    pub max_split_locations: usize,
 }
 
 static NO_BACKORDERS: BTreeSet<LocationId> = BTreeSet::new();
@@ -263,13 +273,15 @@ impl ApplyContext<'static> {
             backorder_locations: &NO_BACKORDERS,
             routing: RoutingPolicy::Priority,
             replay: false,
+            max_split_locations: 1,
         }
     }
 
-    /// For replaying recorded events.
+    /// For replaying recorded events (a recorded split is re-made over its recorded route).
     pub fn replay() -> Self {
         Self {
             replay: true,
+            max_split_locations: usize::MAX,
             ..Self::strict()
         }
     }
@@ -437,6 +449,7 @@ impl SkuState {
             levels_changed: true,
             oversold: self.location(location).available() < 0,
             routed_to: None,
+            split_across: None,
         }
     }
 
@@ -445,6 +458,7 @@ impl SkuState {
             levels_changed: false,
             oversold: false,
             routed_to: None,
+            split_across: None,
         }
     }
 
@@ -614,15 +628,22 @@ impl SkuState {
                 // A return against a line we still hold as reserved means the shipment
                 // was never reported to us: count those units as shipped first, so they
                 // leave `reserved` instead of staying promised twice.
-                let shipped_unreported = reservation
+                let ids = reservation
                     .as_deref()
-                    .and_then(|id| self.reservations.get_mut(id))
-                    .map(|line| {
-                        let units = line.open().min(*quantity);
-                        line.fulfilled += units;
-                        (line.location.clone(), units)
-                    });
-                if let Some((line_location, units)) = shipped_unreported {
+                    .map(|id| self.line_ids(id))
+                    .unwrap_or_default();
+                let mut remaining = *quantity;
+                for id in ids {
+                    let Some(line) = self.reservations.get_mut(&id) else {
+                        continue;
+                    };
+                    let units = line.open().min(remaining);
+                    if units == 0 {
+                        continue;
+                    }
+                    remaining -= units;
+                    line.fulfilled += units;
+                    let line_location = line.location.clone();
                     let stock = self.stock_mut(&line_location);
                     stock.change_on_hand(at_ms, -to_i64(units));
                     stock.reserved -= to_i64(units);
@@ -685,8 +706,20 @@ impl SkuState {
         let open = quantity - released;
         let chosen = self.route(open.max(1), location, route, context.routing);
         let available = self.location(&chosen).available();
+        let plan = match location {
+            None if open > 0 && available < to_i64(open) && context.max_split_locations > 1 => {
+                self.split_plan(open, route, context.max_split_locations)
+            }
+            _ => None,
+        };
         let may_backorder = context.backorder_locations.contains(&chosen);
-        if must_fit && open > 0 && !context.replay && !may_backorder && available < to_i64(open) {
+        if plan.is_none()
+            && must_fit
+            && open > 0
+            && !context.replay
+            && !may_backorder
+            && available < to_i64(open)
+        {
             let best = std::iter::once(location.cloned())
                 .flatten()
                 .chain(route.iter().cloned())
@@ -701,6 +734,9 @@ impl SkuState {
         }
         // Admitted: only now may the state change.
         self.cancelled_in_advance.remove(reservation);
+        if let Some(plan) = plan {
+            return Ok(self.reserve_split(reservation, released, &plan, expires_at_ms));
+        }
         self.reservations.insert(
             reservation.to_owned(),
             Reservation {
@@ -709,6 +745,7 @@ impl SkuState {
                 fulfilled: 0,
                 released,
                 expires_at_ms,
+                parts: Vec::new(),
             },
         );
         let routed_to = location.is_none().then(|| chosen.clone());
@@ -724,11 +761,80 @@ impl SkuState {
             // A backorder within policy is a planned debt, not an oversell.
             oversold: self.location(&chosen).available() < 0 && !may_backorder,
             levels_changed: true,
+            split_across: None,
         })
     }
 
+    /// Units to take from each candidate, in route order, so that at most `max_parts`
+    /// locations cover `open` units from what they have available; `None` if they cannot.
+    fn split_plan(
+        &self,
+        open: u64,
+        route: &[LocationId],
+        max_parts: usize,
+    ) -> Option<Vec<(LocationId, u64)>> {
+        let mut remaining = open;
+        let mut plan = Vec::new();
+        for candidate in route {
+            if remaining == 0 || plan.len() == max_parts {
+                break;
+            }
+            let available = u64::try_from(self.location(candidate).available()).unwrap_or(0);
+            let take = available.min(remaining);
+            if take > 0 {
+                plan.push((candidate.clone(), take));
+                remaining -= take;
+            }
+        }
+        (remaining == 0 && plan.len() > 1).then_some(plan)
+    }
+
+    /// Records a split line: the first part under `reservation`, the others as `{id}~2`, ….
+    fn reserve_split(
+        &mut self,
+        reservation: &str,
+        released: u64,
+        plan: &[(LocationId, u64)],
+        expires_at_ms: Option<i64>,
+    ) -> Applied {
+        let part_ids: Vec<String> = (2..=plan.len()).map(|n| format!("{reservation}~{n}")).collect();
+        for (index, (location, units)) in plan.iter().enumerate() {
+            let (id, parts, released) = match index {
+                0 => (reservation.to_owned(), part_ids.clone(), released),
+                n => (part_ids[n - 1].clone(), Vec::new(), 0),
+            };
+            self.reservations.insert(
+                id,
+                Reservation {
+                    location: location.clone(),
+                    quantity: units + released,
+                    fulfilled: 0,
+                    released,
+                    expires_at_ms,
+                    parts,
+                },
+            );
+            self.stock_mut(location).reserved += to_i64(*units);
+        }
+        Applied {
+            levels_changed: true,
+            oversold: false,
+            routed_to: None,
+            split_across: Some(plan.iter().map(|(location, _)| location.clone()).collect()),
+        }
+    }
+
+    /// The reservation ids of one line: itself, then its split parts.
+    fn line_ids(&self, reservation: &str) -> Vec<String> {
+        let mut ids = vec![reservation.to_owned()];
+        if let Some(line) = self.reservations.get(reservation) {
+            ids.extend(line.parts.iter().cloned());
+        }
+        ids
+    }
+
     fn cancel(&mut self, reservation: &str, quantity: Option<u64>) -> Applied {
-        let Some(line) = self.reservations.get_mut(reservation) else {
+        if !self.reservations.contains_key(reservation) {
             let units = quantity.unwrap_or(u64::MAX);
             let pending = self
                 .cancelled_in_advance
@@ -736,15 +842,28 @@ impl SkuState {
                 .or_default();
             *pending = pending.saturating_add(units);
             return Self::unchanged();
-        };
-        let release = quantity.unwrap_or(u64::MAX).min(line.open());
-        if release == 0 {
-            return Self::unchanged();
         }
-        line.released += release;
-        let location = line.location.clone();
-        self.stock_mut(&location).reserved -= to_i64(release);
-        self.changed(&location)
+        // Split parts are released last part first.
+        let mut remaining = quantity.unwrap_or(u64::MAX);
+        let mut changed: Option<LocationId> = None;
+        for id in self.line_ids(reservation).into_iter().rev() {
+            let Some(line) = self.reservations.get_mut(&id) else {
+                continue;
+            };
+            let release = remaining.min(line.open());
+            if release == 0 {
+                continue;
+            }
+            remaining -= release;
+            line.released += release;
+            let location = line.location.clone();
+            self.stock_mut(&location).reserved -= to_i64(release);
+            changed = Some(location);
+        }
+        match changed {
+            Some(location) => self.changed(&location),
+            None => Self::unchanged(),
+        }
     }
 
     fn fulfil(
@@ -753,26 +872,49 @@ impl SkuState {
         quantity: u64,
         at_ms: i64,
     ) -> Result<Applied, ApplyError> {
-        let Some(line) = self.reservations.get_mut(reservation) else {
+        if !self.reservations.contains_key(reservation) {
             return Err(ApplyError::UnknownReservation {
                 reservation: reservation.to_owned(),
             });
-        };
-        if quantity > line.open() {
+        }
+        let ids = self.line_ids(reservation);
+        let open: u64 = ids
+            .iter()
+            .filter_map(|id| self.reservations.get(id))
+            .map(Reservation::open)
+            .sum();
+        if quantity > open {
             return Err(ApplyError::OverFulfilment {
                 reservation: reservation.to_owned(),
-                open: line.open(),
+                open,
                 requested: quantity,
             });
         }
-        line.fulfilled += quantity;
-        // Shipping commits the hold: it no longer lapses.
-        line.expires_at_ms = None;
-        let location = line.location.clone();
-        let stock = self.stock_mut(&location);
-        stock.change_on_hand(at_ms, -to_i64(quantity));
-        stock.reserved -= to_i64(quantity);
-        Ok(self.changed(&location))
+        // Split parts are shipped first part first.
+        let mut remaining = quantity;
+        let mut last = None;
+        for id in ids {
+            let Some(line) = self.reservations.get_mut(&id) else {
+                continue;
+            };
+            // Shipping commits the hold: it no longer lapses.
+            line.expires_at_ms = None;
+            let ship = remaining.min(line.open());
+            if ship == 0 {
+                continue;
+            }
+            remaining -= ship;
+            line.fulfilled += ship;
+            let location = line.location.clone();
+            let stock = self.stock_mut(&location);
+            stock.change_on_hand(at_ms, -to_i64(ship));
+            stock.reserved -= to_i64(ship);
+            last = Some(location);
+        }
+        Ok(match last {
+            Some(location) => self.changed(&location),
+            None => Self::unchanged(),
+        })
     }
 }
 
@@ -1332,6 +1474,54 @@ mod tests {
             .apply_with(&movement("h", hold), 1, &ApplyContext::replay())
             .unwrap();
         assert_eq!(state.location(&wh()).reserved, 1);
+    }
+
+    #[test]
+    fn a_split_line_ships_first_part_first_and_releases_last_part_first() {
+        let mut state = SkuState::new("SKU-E".into());
+        run(&mut state, MovementKind::Receipt { location: "A".into(), quantity: 3 }).unwrap();
+        run(&mut state, MovementKind::Receipt { location: "B".into(), quantity: 4 }).unwrap();
+        let context = ApplyContext { max_split_locations: 2, ..ApplyContext::strict() };
+        let hold = MovementKind::Reservation {
+            reservation: "h".into(),
+            quantity: 6,
+            location: None,
+            route: vec!["A".into(), "B".into()],
+            expires_at_ms: None,
+        };
+        let applied = state.apply_with(&movement("h", hold.clone()), 3, &context).unwrap();
+        assert_eq!(applied.split_across, Some(vec!["A".into(), "B".into()]));
+        let reserved = |s: &SkuState| (s.location(&"A".into()).reserved, s.location(&"B".into()).reserved);
+        assert_eq!(reserved(&state), (3, 3));
+        // Replaying the recorded movement (route = the split, no location) splits the same.
+        let mut replayed = SkuState::new("SKU-E".into());
+        replayed.apply(&movement("a", MovementKind::Receipt { location: "A".into(), quantity: 3 }), 1).unwrap();
+        replayed.apply(&movement("b", MovementKind::Receipt { location: "B".into(), quantity: 4 }), 2).unwrap();
+        replayed.apply_with(&movement("h", hold), 3, &ApplyContext::replay()).unwrap();
+        assert_eq!(replayed, state);
+        // Ship 4: 3 from A, 1 from B; cancel the rest: B's last 2 units.
+        run(&mut state, MovementKind::Fulfilment { reservation: "h".into(), quantity: 4 }).unwrap();
+        assert_eq!(reserved(&state), (0, 2));
+        let over = run(&mut state, MovementKind::Fulfilment { reservation: "h".into(), quantity: 3 });
+        assert!(matches!(over, Err(ApplyError::OverFulfilment { open: 2, .. })));
+        run(&mut state, MovementKind::Cancellation { reservation: "h".into(), quantity: None, reason: None }).unwrap();
+        assert_eq!(reserved(&state), (0, 0));
+        assert_eq!((state.location(&"A".into()).on_hand, state.location(&"B".into()).on_hand), (0, 3));
+    }
+
+    #[test]
+    fn without_a_split_allowance_a_hold_no_location_can_serve_is_refused() {
+        let mut state = SkuState::new("SKU-E".into());
+        run(&mut state, MovementKind::Receipt { location: "A".into(), quantity: 3 }).unwrap();
+        run(&mut state, MovementKind::Receipt { location: "B".into(), quantity: 4 }).unwrap();
+        let hold = MovementKind::Reservation {
+            reservation: "h".into(),
+            quantity: 6,
+            location: None,
+            route: vec!["A".into(), "B".into()],
+            expires_at_ms: None,
+        };
+        assert!(matches!(run(&mut state, hold), Err(ApplyError::InsufficientStock { available: 4, .. })));
     }
 
     #[test]

@@ -247,7 +247,8 @@ async fn apply(
     let seq = actor.state.seq + 1;
     let touches_hold = super::reaper::touches_ttl_hold(&actor.state, &movement.kind);
     let now = now_ms();
-    let context = shared.options.policy.context(&actor.state.sku, now);
+    let rules = shared.options.rules.get();
+    let context = rules.stock.context(&actor.state.sku, now);
     let applied = match actor.state.apply_with(&movement, seq, &context) {
         Ok(applied) => applied,
         Err(error) => {
@@ -260,7 +261,9 @@ async fn apply(
     // Record the decisions, so replay never re-decides: the time used and the location a
     // hold or sale was routed to.
     movement.occurred_at_ms.get_or_insert(now);
-    if let Some(routed) = applied.routed_to.clone() {
+    if let Some(split) = applied.split_across.clone() {
+        record_split(&mut movement.kind, split);
+    } else if let Some(routed) = applied.routed_to.clone() {
         record_route(&mut movement.kind, routed);
     }
     let ttl_ms = shared.options.idempotency_ttl_secs.saturating_mul(1000) as i64;
@@ -334,6 +337,22 @@ async fn reap(shared: &Shared, actor: &mut SkuActorState) {
         .set(&actor.state.sku, actor.next_hold_expiry_ms);
     if !acks.is_empty() {
         tokio::spawn(super::reaper::count_expired(actor.state.sku.clone(), acks));
+    }
+}
+
+/// A split line is recorded with no location and exactly the locations it was split
+/// across as its route: replay re-makes the same split from the same state.
+fn record_split(kind: &mut crate::domain::MovementKind, split: Vec<crate::domain::LocationId>) {
+    use crate::domain::MovementKind;
+    if let MovementKind::Sale {
+        location, route, ..
+    }
+    | MovementKind::Reservation {
+        location, route, ..
+    } = kind
+    {
+        *location = None;
+        *route = split;
     }
 }
 

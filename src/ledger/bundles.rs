@@ -73,7 +73,8 @@ impl Ledger {
         &self,
         mut request: super::ReservationRequest,
     ) -> super::ReservationRequest {
-        let bom = &self.shared.options.bom;
+        let rules = self.shared.options.rules.get();
+        let bom = &rules.bom;
         if bom.is_empty() {
             return request;
         }
@@ -96,9 +97,64 @@ impl Ledger {
         request
     }
 
+    /// With `prefer_single_location`, places every line of a multi-line request at the first
+    /// candidate location (in the first line's route order, among locations every line may
+    /// use) that has enough available for all of them, so the order ships from one place.
+    /// The check reads current levels; the holds themselves still must fit when they are
+    /// made, so a race only means a line is refused or routed on its own.
+    pub(crate) async fn prefer_single_location(
+        &self,
+        mut request: super::ReservationRequest,
+    ) -> super::ReservationRequest {
+        let rules = self.shared.options.rules.get();
+        if !rules.stock.prefer_single_location
+            || request.lines.len() < 2
+            || request.lines.iter().any(|line| line.location.is_some())
+        {
+            return request;
+        }
+        let Some(first) = request.lines.iter().find(|line| !line.route.is_empty()) else {
+            return request;
+        };
+        let candidates: Vec<crate::domain::LocationId> = first
+            .route
+            .iter()
+            .filter(|candidate| {
+                request
+                    .lines
+                    .iter()
+                    .all(|line| line.route.is_empty() || line.route.contains(candidate))
+            })
+            .cloned()
+            .collect();
+        let mut needed: std::collections::BTreeMap<crate::domain::Sku, u64> = Default::default();
+        for line in &request.lines {
+            *needed.entry(line.sku.clone()).or_default() += line.quantity;
+        }
+        let mut states = Vec::new();
+        for sku in needed.keys() {
+            match self.state(sku).await {
+                Ok(state) => states.push(state),
+                Err(_) => return request,
+            }
+        }
+        let fits_all = |candidate: &crate::domain::LocationId| {
+            states.iter().all(|state| {
+                let available = state.location(candidate).available();
+                available >= i64::try_from(needed[&state.sku]).unwrap_or(i64::MAX)
+            })
+        };
+        if let Some(location) = candidates.iter().find(|candidate| fits_all(candidate)) {
+            for line in &mut request.lines {
+                line.location = Some(location.clone());
+            }
+        }
+        request
+    }
+
     /// Whether `movement` names a bundle SKU (and so must be expanded).
     pub(crate) fn is_bundle_movement(&self, movement: &Movement) -> bool {
-        self.shared.options.bom.is_bundle(&movement.sku)
+        self.shared.options.rules.get().bom.is_bundle(&movement.sku)
     }
 
     /// Expands a bundle movement into component movements (see the module docs).
@@ -252,12 +308,8 @@ impl Ledger {
     }
 
     fn expand_now(&self, movement: &Movement, quantity: u64) -> Expansion {
-        let components: &[Component] = self
-            .shared
-            .options
-            .bom
-            .components(&movement.sku)
-            .unwrap_or_default();
+        let rules = self.shared.options.rules.get();
+        let components: &[Component] = rules.bom.components(&movement.sku).unwrap_or_default();
         Expansion {
             quantity,
             components: components

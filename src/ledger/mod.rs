@@ -50,10 +50,10 @@ pub struct LedgerOptions {
     pub group_commit_max_batch: usize,
     /// A snapshot of a SKU is written every this many of its events.
     pub snapshot_every_events: u64,
-    /// Backorder and routing rules applied when movements are admitted.
-    pub policy: Arc<crate::domain::StockPolicy>,
-    /// Bills of materials: movements of a bundle SKU are expanded into its components.
-    pub bom: Arc<crate::domain::BillOfMaterials>,
+    /// The stock rules in force: backorder and routing policy applied when movements are
+    /// admitted, and the bills of materials by which bundle movements are expanded. Shared
+    /// with propagation and the config API, which may replace them at runtime.
+    pub rules: Arc<crate::domain::RulesCell>,
 }
 
 impl Default for LedgerOptions {
@@ -63,8 +63,7 @@ impl Default for LedgerOptions {
             idempotency_ttl_secs: 7 * 24 * 3600,
             group_commit_max_batch: 4096,
             snapshot_every_events: 500,
-            policy: Arc::default(),
-            bom: Arc::default(),
+            rules: Arc::default(),
         }
     }
 }
@@ -77,9 +76,8 @@ impl LedgerOptions {
             idempotency_ttl_secs: config.ledger.idempotency_ttl_secs,
             group_commit_max_batch: config.store.group_commit_max_batch,
             snapshot_every_events: config.store.snapshot_every_events,
-            policy: Arc::new(config.stock_policy()),
             // A config that failed validation has no usable BOM; `Config::load` validates.
-            bom: Arc::new(config.bill_of_materials().unwrap_or_default()),
+            rules: Arc::new(crate::domain::RulesCell::new(config.rules().unwrap_or_default())),
         }
     }
 }

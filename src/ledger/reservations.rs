@@ -346,7 +346,16 @@ impl Ledger {
             Some(record) => {
                 let stored: StoredRequest =
                     serde_json::from_str(&record.request_json).map_err(|e| corrupt(&id, e))?;
-                if stored.lines != request.lines || stored.ttl_secs != request.ttl_secs {
+                // A line stored with the location the single-location preference chose is
+                // the same line as one sent again without a location.
+                let same_lines = stored.lines.len() == request.lines.len()
+                    && stored.lines.iter().zip(&request.lines).all(|(stored, sent)| {
+                        stored.sku == sent.sku
+                            && stored.quantity == sent.quantity
+                            && stored.route == sent.route
+                            && (sent.location.is_none() || stored.location == sent.location)
+                    });
+                if !same_lines || stored.ttl_secs != request.ttl_secs {
                     return Ok(ReservationOutcome::Conflict { id });
                 }
                 if let Some(refusal) = &record.refusal_json {
@@ -358,6 +367,7 @@ impl Ledger {
                 stored
             }
             None => {
+                let request = self.prefer_single_location(request).await;
                 let now = crate::clock::now_ms();
                 let stored = StoredRequest {
                     lines: request.lines,
@@ -796,6 +806,7 @@ mod tests {
                 fulfilled: 3,
                 released: 0,
                 expires_at_ms: None,
+                parts: Vec::new(),
             },
         );
         let view = line_view("r", 0, &line("A", 3), &state);

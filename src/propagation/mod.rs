@@ -68,6 +68,9 @@ pub struct PropagationOptions {
     pub cas_grace_ms: Option<u64>,
     /// Told about every changed ATP.
     pub atp_observer: Option<Arc<dyn AtpObserver>>,
+    /// The stock rules to read (shared with the ledger and the config API); `None` builds
+    /// them from the config.
+    pub rules: Option<Arc<crate::domain::RulesCell>>,
 }
 
 impl std::fmt::Debug for PropagationOptions {
@@ -75,6 +78,7 @@ impl std::fmt::Debug for PropagationOptions {
         f.debug_struct("PropagationOptions")
             .field("cas_grace_ms", &self.cas_grace_ms)
             .field("atp_observer", &self.atp_observer.is_some())
+            .field("rules", &self.rules.is_some())
             .finish()
     }
 }
@@ -232,8 +236,9 @@ pub struct Propagation {
     observer: Option<Arc<dyn AtpObserver>>,
     stopped: Arc<AtomicBool>,
     push_log: Arc<tokio::sync::Mutex<Option<push_log::PushLogWriter>>>,
-    /// Every channel's rule and the per-SKU overrides (ring fences need all channels).
-    policy: Arc<crate::domain::AllocationPolicy>,
+    /// The stock rules in force: every channel's ATP rule with the per-SKU overrides (ring
+    /// fences need all channels) and the bills of materials; replaceable at runtime.
+    rules: Arc<crate::domain::RulesCell>,
     /// Bundles: their levels are derived from their components' (see [`Self::publish`]).
     bundles: Arc<BundleLevels>,
 }
@@ -242,21 +247,24 @@ pub struct Propagation {
 /// every bundle that contains it. Bounded by the number of component SKUs.
 #[derive(Debug, Default)]
 struct BundleLevels {
-    bom: crate::domain::BillOfMaterials,
     components: std::sync::Mutex<std::collections::HashMap<crate::domain::Sku, AvailabilityChange>>,
 }
 
 impl BundleLevels {
     /// The bundle changes implied by `changes` (each affected bundle once, newest levels).
-    fn derive(&self, changes: &[AvailabilityChange]) -> Vec<AvailabilityChange> {
-        if self.bom.is_empty() {
+    fn derive(
+        &self,
+        bom: &crate::domain::BillOfMaterials,
+        changes: &[AvailabilityChange],
+    ) -> Vec<AvailabilityChange> {
+        if bom.is_empty() {
             return Vec::new();
         }
         let mut cache = self.components.lock().unwrap_or_else(|p| p.into_inner());
         let mut affected = std::collections::BTreeMap::new();
         for change in changes {
             let bundles: Vec<&crate::domain::Sku> =
-                self.bom.bundles_containing(&change.sku).collect();
+                bom.bundles_containing(&change.sku).collect();
             if bundles.is_empty() {
                 continue;
             }
@@ -269,7 +277,7 @@ impl BundleLevels {
         affected
             .into_iter()
             .filter_map(|(bundle, seq)| {
-                let components = self.bom.components(&bundle)?;
+                let components = bom.components(&bundle)?;
                 let empty = Vec::new();
                 let inputs: Vec<(&crate::domain::Component, &[crate::domain::LocationLevel])> =
                     components
@@ -362,13 +370,12 @@ impl Propagation {
             observer: options.atp_observer,
             stopped: Arc::new(AtomicBool::new(false)),
             push_log: Arc::new(tokio::sync::Mutex::new(Some(push_log_writer))),
-            policy: Arc::new(config.allocation_policy()),
-            bundles: Arc::new(BundleLevels {
+            rules: options.rules.clone().unwrap_or_else(|| {
                 // `Config::validate` rejects a bad BOM, so an error here means an unvalidated
                 // config: propagate no bundles rather than guess.
-                bom: config.bill_of_materials().unwrap_or_default(),
-                components: Default::default(),
+                Arc::new(crate::domain::RulesCell::new(config.rules().unwrap_or_default()))
             }),
+            bundles: Arc::default(),
         })
     }
 
@@ -398,7 +405,10 @@ impl Propagation {
             observer: options.atp_observer,
             stopped: Arc::new(AtomicBool::new(false)),
             push_log: Arc::new(tokio::sync::Mutex::new(None)),
-            policy: Arc::new(policy),
+            rules: Arc::new(crate::domain::RulesCell::new(crate::domain::Rules {
+                allocation: policy,
+                ..Default::default()
+            })),
             bundles: Arc::default(),
         })
     }
@@ -635,11 +645,12 @@ impl AvailabilitySink for Propagation {
         }
         let now = tokio::time::Instant::now();
         let now_ms = crate::clock::now_ms();
-        let bundle_changes = self.bundles.derive(changes);
+        let rules = self.rules.get();
+        let bundle_changes = self.bundles.derive(&rules.bom, changes);
         let changes: Vec<&AvailabilityChange> = changes.iter().chain(&bundle_changes).collect();
         let allocations: Vec<Vec<AtpBreakdown>> = changes
             .iter()
-            .map(|change| self.policy.allocate(change, now_ms))
+            .map(|change| rules.allocation.allocate(change, now_ms))
             .collect();
         for channel in self.channels.iter() {
             let mut queued = false;

@@ -382,6 +382,7 @@ async fn a_conflict_holds_the_listing_then_pushes_over_the_value_read() {
         Arc::clone(&fake),
         Arc::default(),
         PropagationOptions {
+            rules: None,
             cas_grace_ms: Some(1_000),
             atp_observer: None,
         },
@@ -429,6 +430,7 @@ async fn the_observer_hears_each_new_atp_once() {
         Arc::new(FakeChannel::default()),
         Arc::default(),
         PropagationOptions {
+            rules: None,
             cas_grace_ms: None,
             atp_observer: Some(Arc::clone(&recorder) as Arc<dyn AtpObserver>),
         },

@@ -6,6 +6,7 @@
 //!
 //! May depend on: `config`, `telemetry` only; a simulator knows nothing about the engine.
 
+pub mod amazon;
 pub mod bolcom;
 pub mod shopify;
 pub mod woocommerce;

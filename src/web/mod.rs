@@ -16,6 +16,8 @@
 //! Routes:
 //! - `POST /api/v1/movements`: one movement or an array (see [`movements`]).
 //! - `POST /webhooks/shopify/{channel_id}`: Shopify deliveries (see [`webhooks`]).
+//! - `POST /webhooks/woocommerce/{channel_id}`: WooCommerce deliveries and the creation ping
+//!   (see [`woocommerce`]).
 //! - `GET /api/v1/stock/{sku}`: levels, reservations and per-channel ATP (see [`stock`]).
 //! - `POST /api/v1/reservations`, `GET /api/v1/reservations/{id}`, `POST …/{id}/commit`,
 //!   `POST …/{id}/release`: all-or-nothing multi-SKU holds (see [`reservations`]).
@@ -33,6 +35,7 @@ pub mod history;
 pub mod movements;
 mod problem;
 pub mod reservations;
+pub mod rules;
 pub mod stock;
 pub mod webhooks;
 pub mod woocommerce;
@@ -100,6 +103,7 @@ pub struct WebState {
     deliveries: Arc<DeliveryMemory>,
     prometheus: PrometheusHandle,
     ops: Arc<health::Operations>,
+    rules: Option<Arc<rules::RuntimeRules>>,
 }
 
 impl WebState {
@@ -115,6 +119,7 @@ impl WebState {
             deliveries: Arc::new(DeliveryMemory::new(DEFAULT_DELIVERY_MEMORY)),
             prometheus: crate::telemetry::prometheus(),
             ops: Arc::new(health::Operations::default()),
+            rules: None,
         }
     }
 
@@ -129,6 +134,21 @@ impl WebState {
     pub fn with_kafka_view(self, view: Arc<dyn health::KafkaView>) -> Self {
         self.ops.set_kafka_view(view);
         self
+    }
+
+    /// Serves and changes the stock rules through `rules` (`/api/v1/config/rules`), and
+    /// explains ATP with the rules in force.
+    pub fn with_runtime_rules(mut self, rules: Arc<rules::RuntimeRules>) -> Self {
+        self.rules = Some(rules);
+        self
+    }
+
+    /// The allocation policy in force: the runtime rules if set, else the config's.
+    pub fn allocation_policy(&self) -> crate::domain::AllocationPolicy {
+        match &self.rules {
+            Some(rules) => rules.allocation(),
+            None => self.config.allocation_policy(),
+        }
     }
 
     /// Remembers at most `entries` webhook delivery ids (at least 1).
@@ -161,6 +181,10 @@ pub fn router(state: WebState) -> Router {
     let body_limit = state.config.http.body_limit_bytes;
     Router::new()
         .route("/api/v1/movements", post(movements::post_movements))
+        .route(
+            "/api/v1/config/rules",
+            get(rules::get_rules).put(rules::put_rules),
+        )
         .route("/api/v1/stock/{sku}", get(stock::get_stock))
         .route("/api/v1/reservations", post(reservations::post_reservation))
         .route(

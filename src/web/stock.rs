@@ -122,7 +122,6 @@ fn view(state: &WebState, sku_state: &SkuState) -> StockView {
     let sku = sku_state.sku.as_str();
     // All channels at once: a ring-fenced pool of one channel shrinks the others'.
     let allocations = state
-        .config
         .allocation_policy()
         .allocate(&sku_state.availability(), crate::clock::now_ms());
     let channels = state

@@ -13,7 +13,9 @@
 //!   `feeds_per_window` / `feed_window_secs` budget: one feed (createFeedDocument → PUT
 //!   the document → createFeed → getFeed until DONE → the processing report), each message's
 //!   ERROR issue becoming that item's `Rejected`, the others `Accepted`; FATAL/CANCELLED or
-//!   no result within `feed_wait_ms` → every item `Retryable`.
+//!   no result within `feed_wait_ms` → every item `Retryable` (a throttled or failed
+//!   `getFeed` is polled again until then, never resubmitted). A feed that fails before
+//!   createFeed accepted it gives its submission back to the budget.
 //! - Otherwise one PATCH for the first sendable item and `Deferred` for the rest, so each
 //!   push is exactly one patchListingsItem request and propagation's token bucket (5 req/s,
 //!   burst 5 for the channel) is the pacing: `ACCEPTED` → `Accepted`, `INVALID` →
@@ -197,10 +199,23 @@ impl AmazonAdapter {
         }
     }
 
+    /// Gives back the slot taken by [`take_feed_slot`](Self::take_feed_slot) when the feed
+    /// never reached createFeed (Amazon counts submissions, not attempts).
+    fn release_feed_slot(&self) {
+        self.feeds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop_back();
+    }
+
     /// Sends `items` (seller SKU, quantity) as one JSON_LISTINGS_FEED; one outcome each.
     async fn feed(&self, items: &[(String, u64)], report: &mut PushReport) -> Vec<ItemOutcome> {
         report.requests += 1;
-        let result = self.run_feed(items).await;
+        let mut submitted = false;
+        let result = self.run_feed(items, &mut submitted).await;
+        if result.is_err() && !submitted {
+            self.release_feed_slot();
+        }
         let label = match &result {
             Ok(_) => "done",
             Err(_) => "failed",
@@ -237,7 +252,12 @@ impl AmazonAdapter {
         }
     }
 
-    async fn run_feed(&self, items: &[(String, u64)]) -> Result<Vec<MessageOutcome>, ChannelError> {
+    /// The feed flow of §4.2; `submitted` turns true once createFeed accepted the feed.
+    async fn run_feed(
+        &self,
+        items: &[(String, u64)],
+        submitted: &mut bool,
+    ) -> Result<Vec<MessageOutcome>, ChannelError> {
         let documents = format!("{}/feeds/2021-06-30/documents", self.api_url);
         let answer = self
             .send(|| {
@@ -288,6 +308,7 @@ impl AmazonAdapter {
             .ok_or_else(|| ChannelError::Decode {
                 message: "createFeed answer without feedId".to_owned(),
             })?;
+        *submitted = true;
         tracing::info!(channel = %self.channel, feed_id = %feed_id, messages = items.len(), "JSON_LISTINGS_FEED submitted");
         let deadline = Instant::now() + Duration::from_millis(self.config.feed_wait_ms);
         let status_url = format!("{feeds}/{feed_id}");
@@ -302,7 +323,12 @@ impl AmazonAdapter {
                         message: format!("feed {feed_id} ended {status}"),
                     });
                 }
-                Ok(FeedStatus::Processing) | Err(ChannelError::Throttled { .. }) => {}
+                // A throttled or failed status read says nothing about the feed: poll on
+                // until the deadline rather than resubmit (which would spend the budget).
+                Ok(FeedStatus::Processing)
+                | Err(ChannelError::Throttled { .. })
+                | Err(ChannelError::Server { .. })
+                | Err(ChannelError::Transport { .. }) => {}
                 Err(error) => return Err(error),
             }
             if Instant::now() >= deadline {

@@ -1,1 +1,269 @@
-//! Unit tests of the Amazon adapter.
+//! Tests of the Amazon adapter against the Amazon simulator on 127.0.0.1:0
+//! (`crate::sandbox::amazon`, PLATFORMS.md §4): single PATCH, feed with a processing
+//! report, FBA guard, token refresh, 429 and 5xx handling, feed budget.
+
+use super::*;
+use crate::channels::{ChannelAdapter, ItemOutcome, PushItem};
+use crate::config::AmazonConfig;
+use crate::sandbox::amazon::{
+    self, AmazonSimulator, AmazonSimulatorOptions, RateLimit, RateLimits, SimListing,
+};
+
+async fn simulator(options: AmazonSimulatorOptions) -> AmazonSimulator {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    amazon::start(options, listener).await.unwrap()
+}
+
+fn options(skus: &[&str], fba: &[&str]) -> AmazonSimulatorOptions {
+    AmazonSimulatorOptions {
+        apply_delay_ms: 0,
+        feed_processing_ms: 20,
+        rate_limits: RateLimits::generous(1_000.0, 1_000),
+        listings: skus
+            .iter()
+            .map(|sku| SimListing {
+                seller_sku: format!("{sku}-NL"),
+                quantity: Some(0),
+                fba: false,
+                fba_fulfillable: 0,
+            })
+            .chain(fba.iter().map(|sku| SimListing {
+                seller_sku: format!("{sku}-NL"),
+                quantity: None,
+                fba: true,
+                fba_fulfillable: 4,
+            }))
+            .collect(),
+        ..AmazonSimulatorOptions::default()
+    }
+}
+
+/// The adapter's config for the simulator: every SKU mapped to `<sku>-NL`.
+fn config(sim: &AmazonSimulator, skus: &[&str], fba: &[&str], extra: &str) -> AmazonConfig {
+    let options = sim.options();
+    let listings: Vec<String> = skus
+        .iter()
+        .map(|sku| format!("{{ sku = \"{sku}\", seller_sku = \"{sku}-NL\" }}"))
+        .chain(
+            fba.iter()
+                .map(|sku| format!("{{ sku = \"{sku}\", seller_sku = \"{sku}-NL\", fba = true }}")),
+        )
+        .collect();
+    toml::from_str(&format!(
+        r#"
+        api_url = "{api}"
+        token_url = "{token}"
+        client_id = "{client_id}"
+        client_secret = "{client_secret}"
+        refresh_token = "{refresh_token}"
+        seller_id = "{seller_id}"
+        marketplace_id = "{marketplace_id}"
+        feed_min_items = 3
+        feed_poll_ms = 5
+        feed_wait_ms = 5000
+        {extra}
+        listings = [{listings}]
+        "#,
+        api = sim.base_url(),
+        token = sim.token_url(),
+        client_id = options.client_id,
+        client_secret = options.client_secret,
+        refresh_token = options.refresh_token,
+        seller_id = options.seller_id,
+        marketplace_id = options.marketplace_id,
+        listings = listings.join(", "),
+    ))
+    .unwrap()
+}
+
+fn adapter(config: &AmazonConfig) -> AmazonAdapter {
+    AmazonAdapter::new("amazon-test", config, reqwest::Client::new()).unwrap()
+}
+
+fn items(skus: &[&str], quantity: u64) -> Vec<PushItem> {
+    skus.iter()
+        .map(|sku| PushItem {
+            sku: (*sku).to_owned(),
+            quantity,
+            change_from: None,
+        })
+        .collect()
+}
+
+fn outcomes(report: &PushReport) -> Vec<ItemOutcome> {
+    report
+        .results
+        .iter()
+        .map(|result| result.outcome.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_single_patch_sets_the_default_quantity_and_defers_the_rest() {
+    let sim = simulator(options(&["A", "B"], &[])).await;
+    let adapter = adapter(&config(&sim, &["A", "B"], &[], ""));
+    let report = adapter.push(&items(&["A", "B"], 6)).await;
+    assert_eq!(
+        outcomes(&report),
+        vec![ItemOutcome::Accepted { quantity: 6 }, ItemOutcome::Deferred]
+    );
+    assert_eq!(report.requests, 1);
+    assert!(report.error.is_none());
+    assert_eq!(sim.quantity("A-NL"), Some(6));
+    assert_eq!(sim.quantity("B-NL"), Some(0));
+    let entry = &sim.listing("A-NL").unwrap().fulfillment_availability[0];
+    assert_eq!(entry["fulfillment_channel_code"], "DEFAULT");
+    let levels = adapter
+        .read_levels(&["A".to_owned(), "Z".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(
+        levels.levels,
+        vec![("A".to_owned(), Some(6)), ("Z".to_owned(), None)]
+    );
+}
+
+#[tokio::test]
+async fn a_feed_maps_its_processing_report_to_per_item_outcomes() {
+    let mut sim_options = options(&["A", "B", "C"], &["F"]);
+    sim_options.rejected_skus = vec!["B-NL".to_owned()];
+    let sim = simulator(sim_options).await;
+    let adapter = adapter(&config(&sim, &["A", "B", "C"], &["F"], ""));
+    let report = adapter.push(&items(&["A", "B", "C", "F", "NOPE"], 9)).await;
+    let outcomes = outcomes(&report);
+    assert_eq!(outcomes[0], ItemOutcome::Accepted { quantity: 9 });
+    assert!(
+        matches!(&outcomes[1], ItemOutcome::Rejected { code, .. } if code == "90220"),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[2], ItemOutcome::Accepted { quantity: 9 });
+    assert!(matches!(&outcomes[3], ItemOutcome::Rejected { code, .. } if code == "FBA_SKU"));
+    assert!(matches!(&outcomes[4], ItemOutcome::Rejected { code, .. } if code == "UNMAPPED_SKU"));
+    assert_eq!(report.requests, 1, "a feed is charged as one push");
+    let counters = sim.counters();
+    assert_eq!(counters.feeds_done, 1);
+    assert_eq!(
+        (
+            counters.feed_messages_accepted,
+            counters.feed_messages_invalid
+        ),
+        (2, 1)
+    );
+    assert_eq!(counters.patches_received, 0);
+    assert_eq!(
+        counters.fba_default_patches, 0,
+        "the FBA SKU was never sent"
+    );
+    assert_eq!(sim.quantity("A-NL"), Some(9));
+    assert_eq!(sim.quantity("B-NL"), Some(0));
+}
+
+#[tokio::test]
+async fn fba_skus_are_never_mapped_nor_sent() {
+    let sim = simulator(options(&["A"], &["F"])).await;
+    let adapter = adapter(&config(&sim, &["A"], &["F"], ""));
+    assert!(adapter.is_mapped("A"));
+    assert!(!adapter.is_mapped("F"));
+    assert_eq!(adapter.listing_count(), 1);
+    let report = adapter.push(&items(&["F"], 3)).await;
+    assert!(
+        matches!(&outcomes(&report)[0], ItemOutcome::Rejected { code, .. } if code == "FBA_SKU")
+    );
+    assert_eq!(report.requests, 0);
+    assert_eq!(sim.counters().requests, 0, "not even a token was fetched");
+    let listing = sim.listing("F-NL").unwrap();
+    assert!(listing.fba);
+    assert_eq!(listing.quantity, None);
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refreshed_once_and_the_push_succeeds() {
+    let sim = simulator(options(&["A"], &[])).await;
+    let adapter = adapter(&config(&sim, &["A"], &[], ""));
+    let first = adapter.push(&items(&["A"], 1)).await;
+    assert_eq!(outcomes(&first)[0], ItemOutcome::Accepted { quantity: 1 });
+    sim.expire_tokens();
+    let second = adapter.push(&items(&["A"], 2)).await;
+    assert_eq!(outcomes(&second)[0], ItemOutcome::Accepted { quantity: 2 });
+    let counters = sim.counters();
+    assert_eq!(counters.tokens_issued, 2);
+    assert_eq!(counters.unauthorized, 1);
+    assert_eq!(sim.quantity("A-NL"), Some(2));
+}
+
+#[tokio::test]
+async fn a_throttled_patch_is_retryable_with_the_pause_of_the_rate_header() {
+    let mut sim_options = options(&["A"], &[]);
+    sim_options.rate_limits.patch_listings_item = RateLimit {
+        requests_per_sec: 2.0,
+        burst: 1,
+    };
+    let sim = simulator(sim_options).await;
+    let adapter = adapter(&config(&sim, &["A"], &[], ""));
+    adapter.push(&items(&["A"], 1)).await;
+    let throttled = adapter.push(&items(&["A"], 2)).await;
+    assert!(matches!(
+        outcomes(&throttled)[0],
+        ItemOutcome::Retryable { .. }
+    ));
+    assert!(throttled.throttle.throttled);
+    assert_eq!(
+        throttled.throttle.retry_after_ms,
+        Some(500),
+        "no Retry-After: one token of x-amzn-RateLimit-Limit"
+    );
+    assert_eq!(sim.counters().throttled, 1);
+    assert_eq!(sim.quantity("A-NL"), Some(1));
+}
+
+#[tokio::test]
+async fn server_errors_are_retryable_and_an_outage_converges() {
+    let sim = simulator(options(&["A"], &[])).await;
+    let adapter = adapter(&config(&sim, &["A"], &[], ""));
+    sim.fail_next_patches(1, 503);
+    let failed = adapter.push(&items(&["A"], 4)).await;
+    assert!(matches!(
+        outcomes(&failed)[0],
+        ItemOutcome::Retryable { .. }
+    ));
+    assert!(matches!(
+        failed.error,
+        Some(ChannelError::Server { status: 503, .. })
+    ));
+    let again = adapter.push(&items(&["A"], 4)).await;
+    assert_eq!(outcomes(&again)[0], ItemOutcome::Accepted { quantity: 4 });
+}
+
+#[tokio::test]
+async fn the_feed_budget_is_spent_on_submissions_only_then_single_patches_take_over() {
+    let mut sim_options = options(&["A", "B", "C"], &[]);
+    sim_options.json_feeds_per_window = 1;
+    let sim = simulator(sim_options).await;
+    let adapter = adapter(&config(&sim, &["A", "B", "C"], &[], "feeds_per_window = 1"));
+    sim.set_outage(true);
+    let failed = adapter.push(&items(&["A", "B", "C"], 5)).await;
+    assert!(
+        outcomes(&failed)
+            .iter()
+            .all(|outcome| matches!(outcome, ItemOutcome::Retryable { .. }))
+    );
+    sim.set_outage(false);
+    let fed = adapter.push(&items(&["A", "B", "C"], 5)).await;
+    assert!(
+        outcomes(&fed)
+            .iter()
+            .all(|outcome| *outcome == ItemOutcome::Accepted { quantity: 5 }),
+        "the failed attempt did not spend the one feed: {:?}",
+        outcomes(&fed)
+    );
+    let patched = adapter.push(&items(&["A", "B", "C"], 6)).await;
+    assert_eq!(
+        outcomes(&patched),
+        vec![
+            ItemOutcome::Accepted { quantity: 6 },
+            ItemOutcome::Deferred,
+            ItemOutcome::Deferred
+        ]
+    );
+    assert_eq!(sim.counters().feeds_created, 1);
+}

@@ -1,0 +1,253 @@
+//! `GET` / `PUT /api/v1/config/rules`: the stock rules changed at runtime.
+//!
+//! The changeable sections are each channel's ATP rule (safety stock, maximum listed
+//! quantity, show-zero threshold, allocation, pre-order window), the per-SKU overrides
+//! (`sku_rules`), routing and backorders (`stock`) and the bills of materials (`bundles`).
+//! A `PUT` replaces those sections (channels are matched by id; channels not named keep
+//! their rule), validates the whole resulting config and reports every problem at once
+//! (422 problem, nothing changed). On success the new rules take effect at once for the
+//! ledger, propagation and this API, the change is recorded in the config audit log with
+//! the caller (`X-Actor` header, default `api`), and every known SKU's ATP is recomputed and
+//! propagated in the background.
+//!
+//! May depend on: config, domain, ledger, store.
+
+use super::problem::{FieldError, Problem};
+use super::WebState;
+use crate::config::{BundleConfig, Config, PreorderConfig, SkuRuleConfig, StockConfig};
+use crate::domain::{Allocation, AvailabilitySink, RulesCell};
+use crate::ledger::Ledger;
+use crate::store::{ConfigAuditRecord, Store};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex};
+
+/// SKUs read per page when every ATP is recomputed after a change.
+const REPUBLISH_PAGE: usize = 500;
+
+/// One channel's changeable ATP rule.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelRuleDocument {
+    /// The channel id (must exist).
+    pub id: String,
+    /// Units held back from the channel.
+    #[serde(default)]
+    pub safety_stock: u64,
+    /// The most the channel may list.
+    #[serde(default)]
+    pub max_listed_quantity: Option<u64>,
+    /// Below this ATP the channel shows 0.
+    #[serde(default)]
+    pub show_zero_below: u64,
+    /// The channel's share of the pool.
+    #[serde(default)]
+    pub allocation: Allocation,
+    /// Pre-orders on inbound stock.
+    #[serde(default)]
+    pub preorder: Option<PreorderConfig>,
+}
+
+/// The changeable stock rules, as `GET` returns them and `PUT` takes them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesDocument {
+    /// Channel rules; on `PUT`, channels not listed keep theirs.
+    #[serde(default)]
+    pub channels: Vec<ChannelRuleDocument>,
+    /// Per-SKU safety-stock overrides (replaced as a whole).
+    #[serde(default)]
+    pub sku_rules: Vec<SkuRuleConfig>,
+    /// Routing and backorders (replaced as a whole).
+    #[serde(default)]
+    pub stock: StockConfig,
+    /// Bills of materials (replaced as a whole).
+    #[serde(default)]
+    pub bundles: Vec<BundleConfig>,
+}
+
+impl RulesDocument {
+    fn of(config: &Config) -> Self {
+        Self {
+            channels: config
+                .channels
+                .iter()
+                .map(|channel| ChannelRuleDocument {
+                    id: channel.id.clone(),
+                    safety_stock: channel.safety_stock,
+                    max_listed_quantity: channel.max_listed_quantity,
+                    show_zero_below: channel.show_zero_below,
+                    allocation: channel.allocation,
+                    preorder: channel.preorder.clone(),
+                })
+                .collect(),
+            sku_rules: config.sku_rules.clone(),
+            stock: config.stock.clone(),
+            bundles: config.bundles.clone(),
+        }
+    }
+
+    /// `config` with these rules applied; errors name unknown channels.
+    fn apply_to(&self, config: &Config) -> Result<Config, Vec<String>> {
+        let mut next = config.clone();
+        let mut problems = Vec::new();
+        for rule in &self.channels {
+            match next.channels.iter_mut().find(|channel| channel.id == rule.id) {
+                Some(channel) => {
+                    channel.safety_stock = rule.safety_stock;
+                    channel.max_listed_quantity = rule.max_listed_quantity;
+                    channel.show_zero_below = rule.show_zero_below;
+                    channel.allocation = rule.allocation;
+                    channel.preorder = rule.preorder.clone();
+                }
+                None => problems.push(format!("channel {} does not exist", rule.id)),
+            }
+        }
+        next.sku_rules = self.sku_rules.clone();
+        next.stock = self.stock.clone();
+        next.bundles = self.bundles.clone();
+        if problems.is_empty() { Ok(next) } else { Err(problems) }
+    }
+}
+
+/// The rules that can change at runtime, shared by the ledger and propagation through the
+/// [`RulesCell`].
+pub struct RuntimeRules {
+    config: Mutex<Config>,
+    cell: Arc<RulesCell>,
+    ledger: Ledger,
+    sink: Arc<dyn AvailabilitySink>,
+    store: Arc<dyn Store>,
+}
+
+impl RuntimeRules {
+    /// Over the config in force, the cell the ledger and propagation read, and the sink
+    /// (propagation) that receives recomputed availability after a change.
+    pub fn new(
+        config: Config,
+        cell: Arc<RulesCell>,
+        ledger: Ledger,
+        sink: Arc<dyn AvailabilitySink>,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        Self {
+            config: Mutex::new(config),
+            cell,
+            ledger,
+            sink,
+            store,
+        }
+    }
+
+    /// The rules in force, as a document.
+    pub fn document(&self) -> RulesDocument {
+        RulesDocument::of(&self.config.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The allocation policy in force (for the stock view).
+    pub fn allocation(&self) -> crate::domain::AllocationPolicy {
+        self.cell.get().allocation.clone()
+    }
+
+    /// Applies `document`; on success the rules are in force and recorded, and every known
+    /// SKU is re-published in the background. Errors: every problem found (nothing changed).
+    pub async fn change(&self, document: RulesDocument, actor: &str) -> Result<RulesDocument, Vec<String>> {
+        let next = {
+            let current = self.config.lock().unwrap_or_else(|p| p.into_inner());
+            let next = document.apply_to(&current)?;
+            next.validate().map_err(|error| match error {
+                crate::config::ConfigError::Invalid(problems) => problems,
+                other => vec![other.to_string()],
+            })?;
+            next
+        };
+        let rules = next.rules().map_err(|error| vec![error.to_string()])?;
+        let applied = RulesDocument::of(&next);
+        let json = serde_json::to_string(&applied).expect("rules documents serialise");
+        let hash: String = Sha256::digest(json.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        self.store
+            .record_config_change(&ConfigAuditRecord {
+                at_ms: crate::clock::now_ms(),
+                action: "rules_changed".to_owned(),
+                actor: actor.to_owned(),
+                config_hash: hash,
+                config_json: json,
+            })
+            .await
+            .map_err(|error| vec![format!("the change could not be recorded in the audit log: {error}")])?;
+        self.cell.set(rules);
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = next;
+        tracing::info!(actor, "stock rules changed at runtime");
+        let (ledger, sink) = (self.ledger.clone(), self.sink.clone());
+        tokio::spawn(async move { republish(ledger, sink).await });
+        Ok(applied)
+    }
+}
+
+/// Recomputes every known SKU's availability (and so its ATP on every channel).
+async fn republish(ledger: Ledger, sink: Arc<dyn AvailabilitySink>) {
+    let mut after: Option<String> = None;
+    loop {
+        let skus = match ledger.list_skus(after.as_deref(), REPUBLISH_PAGE).await {
+            Ok(skus) => skus,
+            Err(error) => {
+                tracing::warn!(error = %error, "re-publishing after a rules change stopped");
+                return;
+            }
+        };
+        let Some(last) = skus.last().cloned() else { return };
+        let mut changes = Vec::with_capacity(skus.len());
+        for sku in skus {
+            if let Ok(state) = ledger.state(&sku.as_str().into()).await {
+                changes.push(state.availability());
+            }
+        }
+        sink.publish(&changes);
+        after = Some(last);
+    }
+}
+
+/// `GET /api/v1/config/rules`.
+pub(super) async fn get_rules(State(state): State<WebState>) -> Response {
+    match &state.rules {
+        Some(rules) => Json(rules.document()).into_response(),
+        None => Json(RulesDocument::of(&state.config)).into_response(),
+    }
+}
+
+/// `PUT /api/v1/config/rules`.
+pub(super) async fn put_rules(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Json(document): Json<RulesDocument>,
+) -> Response {
+    let Some(rules) = &state.rules else {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rules-not-changeable",
+            "Rules cannot be changed",
+            "this server was started without runtime rules",
+        )
+        .into_response();
+    };
+    let actor = headers
+        .get("x-actor")
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.trim().is_empty())
+        .unwrap_or("api");
+    match rules.change(document, actor).await {
+        Ok(applied) => Json(applied).into_response(),
+        Err(problems) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-rules",
+            "The rules are not valid",
+            format!("{} problem(s); nothing was changed", problems.len()),
+        )
+        .with_errors(problems.into_iter().map(|p| FieldError::new("#", p)).collect())
+        .into_response(),
+    }
+}
