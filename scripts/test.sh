@@ -33,7 +33,8 @@ fi
 
 if ! command -v chromium >/dev/null; then
     echo "==> installing Debian's chromium (dashboard browser test)"
-    apt-get update && apt-get install -y chromium
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq chromium
 fi
 
 echo "==> cargo fmt --check"

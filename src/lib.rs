@@ -22,7 +22,7 @@
 //! - [`channels`]: one folder per platform adapter.
 //! - [`sandbox`]: faithful local simulators of the platforms.
 //! - [`web`]: HTTP API, webhooks, `/metrics`, `/healthz`.
-//! - [`config`], [`telemetry`], [`clock`]: leaf modules.
+//! - [`config`], [`telemetry`], [`clock`], [`signing`]: leaf modules.
 //! - [`demo`]: the synthetic demo behind `stocksync demo`.
 //! - [`app`]: the only place that wires everything.
 //!
@@ -39,6 +39,7 @@ pub mod ledger;
 pub mod propagation;
 pub mod reconcile;
 pub mod sandbox;
+pub mod signing;
 pub mod store;
 pub mod telemetry;
 pub mod web;

@@ -184,3 +184,275 @@ async fn atp_reaches_bol_and_polled_orders_reach_the_ledger_exactly_once() {
     propagation.shutdown().await;
     assert_eq!(sim.counters().overlapping_updates, 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// Amazon SP-API (PLATFORMS.md §4) against its simulator: the real `Propagation` pushing by
+// single PATCH and by JSON_LISTINGS_FEED, ORDER_CHANGE notifications over HTTP (duplicated,
+// as SQS does) plus the Orders API poller, and FBA summaries read into the FBA location.
+
+mod amazon_support {
+    use super::*;
+    use stocksync::sandbox::amazon::{
+        self, AmazonSimulator, AmazonSimulatorOptions, RateLimits, SimListing,
+    };
+    use stocksync::web::{self, WebState};
+
+    pub const CHANNEL: &str = "amazon-nl";
+    pub const FBA_LOCATION: &str = "FBA-NL";
+
+    pub struct Setup {
+        pub sim: AmazonSimulator,
+        pub config: Config,
+        pub ledger: Ledger,
+        pub propagation: Propagation,
+        _dir: tempfile::TempDir,
+    }
+
+    fn listing(sku: &str, fba: bool) -> SimListing {
+        SimListing {
+            seller_sku: sku.to_owned(),
+            quantity: (!fba).then_some(0),
+            fba,
+            fba_fulfillable: if fba { 12 } else { 0 },
+        }
+    }
+
+    /// Simulator (A-NL, B-NL, D-NL merchant fulfilled; F-NL FBA), web intake, ledger and
+    /// propagation over a temp store; notifications are POSTed twice to the intake.
+    pub async fn setup() -> Setup {
+        let web_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hook_url = format!(
+            "http://{}/webhooks/amazon/{CHANNEL}",
+            web_listener.local_addr().unwrap()
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let options = AmazonSimulatorOptions {
+            apply_delay_ms: 5,
+            feed_processing_ms: 20,
+            rate_limits: RateLimits::generous(1_000.0, 1_000),
+            notification_url: Some(hook_url),
+            notification_copies: 2,
+            listings: vec![
+                listing("A-NL", false),
+                listing("B-NL", false),
+                listing("D-NL", false),
+                listing("F-NL", true),
+            ],
+            ..AmazonSimulatorOptions::default()
+        };
+        let sim = amazon::start(options, listener).await.unwrap();
+        let opts = sim.options();
+        let text = format!(
+            r#"
+            [[locations]]
+            id = "WH-1"
+            [[locations]]
+            id = "{FBA_LOCATION}"
+            [[channels]]
+            id = "{CHANNEL}"
+            kind = "amazon"
+            locations = ["WH-1"]
+            [channels.rate_limit]
+            requests_per_sec = 50.0
+            burst = 10
+            [channels.retry]
+            initial_backoff_ms = 20
+            max_backoff_ms = 100
+            [channels.amazon]
+            api_url = "{api}"
+            token_url = "{token}"
+            client_id = "{client_id}"
+            client_secret = "{client_secret}"
+            refresh_token = "{refresh_token}"
+            seller_id = "{seller_id}"
+            marketplace_id = "{marketplace_id}"
+            feed_min_items = 3
+            feed_poll_ms = 5
+            order_poll_interval_ms = 0
+            fba_poll_interval_ms = 0
+            fba_location = "{FBA_LOCATION}"
+            listings = [
+              {{ sku = "SKU-A", seller_sku = "A-NL" }},
+              {{ sku = "SKU-B", seller_sku = "B-NL" }},
+              {{ sku = "SKU-D", seller_sku = "D-NL" }},
+              {{ sku = "SKU-F", seller_sku = "F-NL", fba = true }},
+            ]
+            "#,
+            api = sim.base_url(),
+            token = sim.token_url(),
+            client_id = opts.client_id,
+            client_secret = opts.client_secret,
+            refresh_token = opts.refresh_token,
+            seller_id = opts.seller_id,
+            marketplace_id = opts.marketplace_id,
+        );
+        let config = Config::from_toml(&text).unwrap();
+        config.validate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("s.db")).unwrap());
+        let propagation = Propagation::start(&config, store.clone(), reqwest::Client::new())
+            .await
+            .unwrap();
+        let ledger = Ledger::start(
+            store,
+            Arc::new(propagation.clone()),
+            LedgerOptions::default(),
+        );
+        let state = WebState::new(ledger.clone(), Arc::new(config.clone()));
+        tokio::spawn(web::serve(
+            web_listener,
+            web::router(state),
+            std::future::pending(),
+        ));
+        Setup {
+            sim,
+            config,
+            ledger,
+            propagation,
+            _dir: dir,
+        }
+    }
+
+    impl Setup {
+        pub async fn available(&self, sku: &str, location: &str) -> (i64, i64) {
+            let state = self.ledger.state(&Sku(sku.to_owned())).await.unwrap();
+            let stock = state.location(&location.into());
+            (stock.on_hand, stock.available())
+        }
+
+        pub async fn stop(self) {
+            self.ledger.shutdown().await;
+            self.propagation
+                .flush(Duration::from_secs(5))
+                .await
+                .unwrap();
+            self.propagation.shutdown().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn amazon_stock_reaches_the_simulator_by_patch_and_by_feed_and_never_to_fba() {
+    let setup = amazon_support::setup().await;
+    let sim = &setup.sim;
+    setup.ledger.submit(receipt("SKU-A", 10)).await.unwrap();
+    setup.ledger.submit(receipt("SKU-F", 5)).await.unwrap();
+    wait_for(|| sim.quantity("A-NL") == Some(10)).await;
+    assert!(sim.counters().patches_accepted >= 1, "single PATCH path");
+    assert_eq!(sim.counters().feeds_created, 0);
+
+    // An outage lets the queue fill, so the next push carries three listings: a feed.
+    sim.set_outage(true);
+    for (sku, quantity) in [("SKU-A", 1), ("SKU-B", 4), ("SKU-D", 6)] {
+        setup.ledger.submit(receipt(sku, quantity)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sim.set_outage(false);
+    wait_for(|| {
+        sim.quantity("A-NL") == Some(11)
+            && sim.quantity("B-NL") == Some(4)
+            && sim.quantity("D-NL") == Some(6)
+    })
+    .await;
+    let counters = sim.counters();
+    assert_eq!(counters.feeds_done, 1, "the backlog went as one feed");
+    assert_eq!(counters.feed_messages_accepted, 3);
+    assert_eq!(
+        counters.fba_default_patches, 0,
+        "FBA SKU never got a DEFAULT quantity"
+    );
+    let fba = sim.listing("F-NL").unwrap();
+    assert!(fba.fba && fba.quantity.is_none());
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn an_amazon_mfn_order_reaches_the_ledger_once_and_afn_orders_change_nothing() {
+    use stocksync::ingest::amazon_poll::AmazonPollState;
+    use stocksync::sandbox::amazon::{Fulfilment, SimOrderLine};
+    let setup = amazon_support::setup().await;
+    let sim = &setup.sim;
+    setup.ledger.submit(receipt("SKU-A", 10)).await.unwrap();
+    wait_for(|| sim.quantity("A-NL") == Some(10)).await;
+
+    let order = sim
+        .place_order(
+            Fulfilment::Mfn,
+            &[SimOrderLine {
+                seller_sku: "A-NL".into(),
+                quantity: 3,
+            }],
+        )
+        .unwrap();
+    assert_eq!(
+        sim.quantity("A-NL"),
+        Some(7),
+        "Amazon decrements at order time"
+    );
+    wait_for(|| sim.counters().notifications_delivered == 2).await;
+    assert_eq!(setup.available("SKU-A", "WH-1").await, (10, 7));
+
+    let mut poller =
+        AmazonPollState::new(&setup.config.channels[0], reqwest::Client::new()).unwrap();
+    let polled = poller.poll_orders(&setup.ledger).await.unwrap();
+    assert_eq!(
+        (polled.applied, polled.duplicates),
+        (0, 1),
+        "the poller sees the same order: a duplicate"
+    );
+    assert_eq!(setup.available("SKU-A", "WH-1").await, (10, 7));
+
+    sim.place_order(
+        Fulfilment::Afn,
+        &[SimOrderLine {
+            seller_sku: "F-NL".into(),
+            quantity: 2,
+        }],
+    )
+    .unwrap();
+    wait_for(|| sim.counters().notifications_delivered == 4).await;
+    let afn = poller.poll_orders(&setup.ledger).await.unwrap();
+    assert_eq!(
+        (afn.applied, afn.orders_fetched),
+        (0, 0),
+        "AFN items are not even read"
+    );
+    assert_eq!(setup.available("SKU-F", "WH-1").await, (0, 0));
+    assert_eq!(setup.available("SKU-A", "WH-1").await, (10, 7));
+
+    sim.cancel_order(&order.amazon_order_id).unwrap();
+    wait_for(|| sim.counters().notifications_delivered == 6).await;
+    assert_eq!(
+        setup.available("SKU-A", "WH-1").await,
+        (10, 10),
+        "the cancellation released the units"
+    );
+    let after = poller.poll_orders(&setup.ledger).await.unwrap();
+    assert_eq!(after.applied, 0);
+    wait_for(|| sim.quantity("A-NL") == Some(10)).await;
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn fba_summaries_land_as_counts_in_the_fba_location() {
+    use stocksync::ingest::amazon_poll::AmazonPollState;
+    let setup = amazon_support::setup().await;
+    let mut poller =
+        AmazonPollState::new(&setup.config.channels[0], reqwest::Client::new()).unwrap();
+    let first = poller.poll_fba(&setup.ledger).await.unwrap();
+    assert_eq!(first.applied, 1);
+    let fba = amazon_support::FBA_LOCATION;
+    assert_eq!(setup.available("SKU-F", fba).await, (12, 12));
+    assert_eq!(setup.available("SKU-F", "WH-1").await, (0, 0));
+    let again = poller.poll_fba(&setup.ledger).await.unwrap();
+    assert_eq!((again.applied, again.duplicates), (0, 1));
+    // `lastUpdatedTime` has whole seconds: the next change needs a newer second.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    setup.sim.set_fba_fulfillable("F-NL", 9).unwrap();
+    let changed = poller.poll_fba(&setup.ledger).await.unwrap();
+    assert_eq!(changed.applied, 1);
+    assert_eq!(setup.available("SKU-F", fba).await, (9, 9));
+    assert_eq!(setup.sim.counters().fba_default_patches, 0);
+    setup.stop().await;
+}

@@ -7,13 +7,21 @@ use super::bolcom_poll::{self, PollerHandle};
 use crate::config::Config;
 use crate::ledger::Ledger;
 
-/// Starts one poller per bol.com channel with polling enabled.
+/// Starts one poller per bol.com channel with polling enabled, and the Amazon Orders API
+/// and FBA pollers of each Amazon channel whose interval is not 0.
 pub fn start(config: &Config, ledger: &Ledger) -> Vec<PollerHandle> {
     let client = reqwest::Client::new();
     config
         .channels
         .iter()
-        .filter_map(|channel| bolcom_poll::start(channel, ledger.clone(), client.clone()))
+        .flat_map(|channel| {
+            [
+                bolcom_poll::start(channel, ledger.clone(), client.clone()),
+                super::amazon_poll::start_orders(channel, ledger.clone(), client.clone()),
+                super::amazon_poll::start_fba(channel, ledger.clone(), client.clone()),
+            ]
+        })
+        .flatten()
         .collect()
 }
 

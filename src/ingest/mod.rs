@@ -11,6 +11,8 @@
 //! May depend on: `domain`, `ledger`, `config`, `telemetry` and `store` types. Never on
 //! `propagation` or `channels`.
 
+pub mod amazon;
+pub mod amazon_poll;
 pub mod bolcom;
 pub mod bolcom_poll;
 pub mod channel_pollers;

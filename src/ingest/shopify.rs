@@ -33,13 +33,8 @@
 
 use crate::config::ChannelConfig;
 use crate::domain::{LocationId, Movement, MovementKind, SCHEMA_VERSION, Sku};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Deserializer};
-use sha2::Sha256;
 
-type HmacSha256 = Hmac<Sha256>;
 
 /// Why a webhook delivery is not authentic (PLATFORMS.md §1.7). Always answered with 401.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -294,10 +289,7 @@ pub fn refund_key(channel: &ChannelConfig, refund_id: &str, refund_line_id: &str
 /// Computes the signature Shopify sends: base64(HMAC-SHA256(secret, body)). Used by the
 /// simulators and tests to sign deliveries.
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes())
-        .expect("HMAC-SHA256 accepts keys of any length");
-    mac.update(body);
-    BASE64.encode(mac.finalize().into_bytes())
+    crate::signing::sign(secret, body)
 }
 
 /// Checks `signature` (the `X-Shopify-Hmac-Sha256` value) against the raw `body` in
@@ -311,18 +303,10 @@ pub fn verify_signature(
     signature: Option<&str>,
 ) -> Result<(), SignatureError> {
     let signature = signature.ok_or(SignatureError::Missing)?;
-    let tag = BASE64
-        .decode(signature.trim())
-        .map_err(|_| SignatureError::Malformed)?;
-    if secret.is_empty() {
-        return Err(SignatureError::Mismatch);
-    }
-    let Ok(mut mac) = HmacSha256::new_from_slice(secret.as_bytes()) else {
-        return Err(SignatureError::Mismatch);
-    };
-    mac.update(body);
-    // `verify_slice` compares in constant time (`subtle`).
-    mac.verify_slice(&tag).map_err(|_| SignatureError::Mismatch)
+    crate::signing::verify(secret, body, signature).map_err(|problem| match problem {
+        crate::signing::SignatureProblem::Malformed => SignatureError::Malformed,
+        crate::signing::SignatureProblem::Mismatch => SignatureError::Mismatch,
+    })
 }
 
 /// Verifies a delivery for `channel` with its `shopify.webhook_secret`.

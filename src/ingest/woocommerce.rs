@@ -31,13 +31,8 @@
 
 use crate::config::ChannelConfig;
 use crate::domain::{Movement, MovementKind, SCHEMA_VERSION, Sku};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Deserializer};
-use sha2::Sha256;
 
-type HmacSha256 = Hmac<Sha256>;
 
 /// Most restocked units turned into movements per line (one movement per unit).
 pub const MAX_RESTOCK_UNITS_PER_LINE: u64 = 10_000;
@@ -159,10 +154,7 @@ pub fn is_ping(headers: &WebhookHeaders, body: &[u8]) -> Option<String> {
 
 /// base64(HMAC-SHA256(secret, body)), the `X-WC-Webhook-Signature` WooCommerce sends.
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes())
-        .expect("HMAC-SHA256 accepts keys of any length");
-    mac.update(body);
-    BASE64.encode(mac.finalize().into_bytes())
+    crate::signing::sign(secret, body)
 }
 
 /// Checks `signature` against the raw `body` in constant time. Call it before parsing.
@@ -175,18 +167,10 @@ pub fn verify_signature(
     signature: Option<&str>,
 ) -> Result<(), SignatureError> {
     let signature = signature.ok_or(SignatureError::Missing)?;
-    let tag = BASE64
-        .decode(signature.trim())
-        .map_err(|_| SignatureError::Malformed)?;
-    if secret.is_empty() {
-        return Err(SignatureError::Mismatch);
-    }
-    let Ok(mut mac) = HmacSha256::new_from_slice(secret.as_bytes()) else {
-        return Err(SignatureError::Mismatch);
-    };
-    mac.update(body);
-    // `verify_slice` compares in constant time.
-    mac.verify_slice(&tag).map_err(|_| SignatureError::Mismatch)
+    crate::signing::verify(secret, body, signature).map_err(|problem| match problem {
+        crate::signing::SignatureProblem::Malformed => SignatureError::Malformed,
+        crate::signing::SignatureProblem::Mismatch => SignatureError::Mismatch,
+    })
 }
 
 /// Verifies a delivery for `channel` with its `woocommerce.webhook_secret`.

@@ -29,6 +29,7 @@
 //! - `GET /` (`/dashboard`), `GET /api/v1/skus`, `GET /api/v1/stock/{sku}/events`,
 //!   `GET /api/v1/events` (server-sent events): the dashboard (see [`dashboard`]).
 
+pub mod amazon;
 pub mod dashboard;
 pub mod health;
 pub mod history;
@@ -210,6 +211,7 @@ pub fn router(state: WebState) -> Router {
             "/webhooks/woocommerce/{channel_id}",
             post(woocommerce::post_woocommerce),
         )
+        .route("/webhooks/amazon/{channel_id}", post(amazon::post_amazon))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(get_health))
         .merge(dashboard::routes())

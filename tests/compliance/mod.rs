@@ -9,9 +9,14 @@
 //! the client's read timeout, and outages. The proxy also timestamps every request, which
 //! is what the rate-budget check counts.
 //!
+//! Only the requests a target [`counts`](ComplianceTarget::counts) towards its rate budget
+//! are logged and get injected faults (default: every request); the others (tokens,
+//! status polls, feed documents) are forwarded untouched except during an outage.
+//!
 //! To add a platform: write `tests/compliance/<platform>.rs` with a target, and add one
 //! `compliance_suite!(<platform>, <Target>);` line in `tests/channel_compliance.rs`.
 
+pub mod amazon;
 pub mod shopify;
 pub mod woocommerce;
 
@@ -61,6 +66,13 @@ pub trait ComplianceTarget: Send + Sync + Sized + 'static {
 
     /// The quantity the platform lists for `sku` now.
     fn listed(&self, sku: &str) -> Option<i64>;
+
+    /// Whether a request (method, path) counts towards the channel's rate budget; only
+    /// those are logged and get injected faults. Default: every request.
+    fn counts(method: &str, path: &str) -> bool {
+        let _ = (method, path);
+        true
+    }
 }
 
 /// A fault the proxy applies to the next requests.
@@ -87,6 +99,7 @@ struct ProxyState {
 
 struct ProxyInner {
     upstream: String,
+    counts: fn(&str, &str) -> bool,
     client: reqwest::Client,
     state: Mutex<ProxyState>,
 }
@@ -99,10 +112,12 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
-    /// Starts a proxy to `upstream`.
-    pub async fn start(upstream: String) -> Self {
+    /// Starts a proxy to `upstream`; `counts` says which (method, path) are logged and
+    /// get faults.
+    pub async fn start(upstream: String, counts: fn(&str, &str) -> bool) -> Self {
         let inner = Arc::new(ProxyInner {
             upstream,
+            counts,
             client: reqwest::Client::new(),
             state: Mutex::new(ProxyState::default()),
         });
@@ -179,19 +194,24 @@ impl Drop for FaultProxy {
 
 async fn forward(State(proxy): State<Arc<ProxyInner>>, request: Request) -> Response {
     let arrival = Instant::now();
+    let counted = (proxy.counts)(request.method().as_str(), request.uri().path());
     let fault = {
         let mut state = proxy.state.lock().unwrap();
-        state.log.push(arrival);
-        if state.retry_after_until.is_some_and(|until| arrival < until) {
-            state.retry_after_violations += 1;
+        if counted {
+            state.log.push(arrival);
+            if state.retry_after_until.is_some_and(|until| arrival < until) {
+                state.retry_after_violations += 1;
+            }
         }
         if state.outage {
             Some(Fault::Status {
                 status: 503,
                 retry_after_secs: None,
             })
-        } else {
+        } else if counted {
             state.faults.pop_front()
+        } else {
+            None
         }
     };
     match fault {
@@ -289,7 +309,7 @@ impl<T: ComplianceTarget> Harness<T> {
             rejected: rejected.iter().map(|n| skus[*n].clone()).collect(),
         };
         let target = T::start(&knobs).await;
-        let proxy = FaultProxy::start(target.base_url()).await;
+        let proxy = FaultProxy::start(target.base_url(), T::counts).await;
         let dir = tempfile::tempdir().unwrap();
         let channel = format!("compliance-{}-{test}", T::NAME);
         let text = format!(

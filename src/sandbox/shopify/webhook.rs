@@ -2,14 +2,9 @@
 //! resource bodies they carry.
 
 use super::state::SimOrderRecord;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-type HmacSha256 = Hmac<Sha256>;
 
 /// Delivery timeout (Shopify: 1 s to connect, 5 s in total, PLATFORMS.md §1.8).
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -17,22 +12,13 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// `X-Shopify-Hmac-Sha256` for a body: base64(HMAC-SHA256(key = secret, msg = raw body))
 /// (PLATFORMS.md §1.7).
 pub fn webhook_signature(secret: &str, body: &[u8]) -> String {
-    let mut mac =
-        HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
-    mac.update(body);
-    BASE64.encode(mac.finalize().into_bytes())
+    crate::signing::sign(secret, body)
 }
 
 /// Checks an `X-Shopify-Hmac-Sha256` header against the raw body in constant time.
 /// Returns false for a header that is not base64.
 pub fn verify_webhook_signature(secret: &str, body: &[u8], header: &str) -> bool {
-    let Ok(expected) = BASE64.decode(header.trim()) else {
-        return false;
-    };
-    let mut mac =
-        HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
-    mac.update(body);
-    mac.verify_slice(&expected).is_ok()
+    crate::signing::verify(secret, body, header).is_ok()
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -1,13 +1,9 @@
 //! Outgoing webhooks, sent exactly as `class-wc-webhook.php` sends them (PLATFORMS.md §2.4):
 //! headers, signature, the form-encoded ping, the weak delivery id and the success range.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-type HmacSha256 = Hmac<Sha256>;
 
 /// Delivery timeout (`http_request_timeout` of 60 s in core, §2.4).
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -17,10 +13,7 @@ pub const USER_AGENT: &str = "WooCommerce/9.9.0 Hookshot (WordPress/6.8.1)";
 
 /// `X-WC-Webhook-Signature`: base64(HMAC-SHA256(key = webhook secret, msg = body)) (§2.4).
 pub fn webhook_signature(secret: &str, body: &[u8]) -> String {
-    let mut mac =
-        HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
-    mac.update(body);
-    BASE64.encode(mac.finalize().into_bytes())
+    crate::signing::sign(secret, body)
 }
 
 /// `X-WC-Webhook-Delivery-ID`: `wp_hash(webhook_id . strtotime('now'))`, so it has
