@@ -1,15 +1,23 @@
-//! `stocksync demo`: the engine on embedded defaults, an in-process Shopify simulator and a
-//! synthetic stream of receipts, orders and cancellations.
+//! `stocksync demo`: the engine on embedded defaults with in-process simulators of all four
+//! platforms (Shopify, WooCommerce, Bol.com, Amazon) and a synthetic stream of receipts,
+//! orders on every channel and cancellations.
 //!
-//! It prints what it does, then a summary comparing the ledger, each channel's ATP and
-//! what the simulator holds, and keeps serving the API until Ctrl-C (or exits when asked).
+//! It shows the stock model at work: two locations feed the channels, the slower
+//! marketplaces keep one unit of safety stock, the web shop may pre-sell inbound
+//! purchase-order stock, and a gift kit is listed at what its components allow. It prints
+//! what it does, then a summary comparing the ledger, each channel's ATP and what each
+//! simulator lists, and keeps serving the API and dashboard until Ctrl-C (or exits when
+//! asked).
 //!
 //! May depend on: app, config, domain, sandbox.
 
 use crate::app::App;
 use crate::config::Config;
 use crate::domain::{Movement, MovementKind, SCHEMA_VERSION};
-use crate::sandbox::shopify::{self as simulator, ShopifySimulatorOptions, SimOrderLine};
+use crate::sandbox::amazon::{self, AmazonSimulator, AmazonSimulatorOptions, Fulfilment, SimListing};
+use crate::sandbox::bolcom::{self, BolcomSimulator, BolcomSimulatorOptions, SimOffer};
+use crate::sandbox::shopify::{self, ShopifySimulator, ShopifySimulatorOptions};
+use crate::sandbox::woocommerce::{self, WoocommerceSimulator, WoocommerceSimulatorOptions};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,7 +29,7 @@ pub struct DemoOptions {
     pub listen: String,
     /// Folder for the demo database (wiped at start).
     pub data_dir: PathBuf,
-    /// Number of SKUs listed on the simulated shop.
+    /// Number of SKUs listed on every channel.
     pub skus: usize,
     /// How long the synthetic stream runs, in seconds.
     pub stream_secs: u64,
@@ -34,27 +42,40 @@ pub struct DemoOptions {
 pub struct DemoSummary {
     /// Receipts submitted to the ledger.
     pub receipts: u64,
-    /// Orders the simulated shop took (each arrives as a signed webhook).
+    /// Orders taken by the simulated channels (each reaches the ledger by webhook,
+    /// notification or polling).
     pub orders: u64,
-    /// Orders cancelled on the simulated shop.
+    /// Orders cancelled on the simulated channels.
     pub cancellations: u64,
-    /// `inventorySetQuantities` calls the simulator applied.
-    pub pushes_accepted: u64,
-    /// SKUs whose simulator level equals the ledger's ATP at the end.
-    pub skus_in_sync: usize,
-    /// SKUs checked.
-    pub skus_checked: usize,
+    /// Listings (SKU × channel, kit included) whose simulator quantity equals the ledger's
+    /// ATP at the end.
+    pub listings_in_sync: usize,
+    /// Listings checked.
+    pub listings_checked: usize,
 }
 
-const CHANNEL: &str = "shopify-main";
+const SHOPIFY: &str = "shopify-main";
+const WOOCOMMERCE: &str = "woo-main";
+const BOLCOM: &str = "bol-nl";
+const AMAZON: &str = "amazon-nl";
 const SHOP_LOCATION: u64 = 1;
+const KIT: &str = "DEMO-KIT";
+const KIT_ITEM: u64 = 1999;
 
 fn sku_name(index: usize) -> String {
     format!("DEMO-{:04}", index + 1)
 }
 
-fn item_id(index: usize) -> u64 {
+fn shopify_item(index: usize) -> u64 {
     1001 + index as u64
+}
+
+fn woo_product(index: usize) -> u64 {
+    2001 + index as u64
+}
+
+fn bol_offer(index: usize) -> String {
+    format!("0f1e2d3c-0000-4000-8000-{:012}", index + 1)
 }
 
 /// A tiny deterministic generator (xorshift), so the demo needs no randomness source.
@@ -69,16 +90,112 @@ impl Dice {
     }
 }
 
-fn demo_config(options: &DemoOptions, shop_url: String, sim: &ShopifySimulatorOptions) -> Config {
-    let listings: String = (0..options.skus)
-        .map(|i| {
-            format!(
-                "[[channels.shopify.listings]]\nsku = \"{}\"\ninventory_item_id = {}\n",
-                sku_name(i),
-                item_id(i)
-            )
+/// The four simulated platforms.
+struct Platforms {
+    shopify: ShopifySimulator,
+    woocommerce: WoocommerceSimulator,
+    bolcom: BolcomSimulator,
+    amazon: AmazonSimulator,
+}
+
+async fn listener() -> anyhow::Result<tokio::net::TcpListener> {
+    Ok(tokio::net::TcpListener::bind("127.0.0.1:0").await?)
+}
+
+impl Platforms {
+    async fn start(skus: usize) -> anyhow::Result<Self> {
+        let shopify = shopify::start(
+            ShopifySimulatorOptions {
+                auto_create_levels: true,
+                ..Default::default()
+            },
+            listener().await?,
+        )
+        .await
+        .context("starting the Shopify simulator")?;
+        let woocommerce = woocommerce::start(WoocommerceSimulatorOptions::default(), listener().await?)
+            .await
+            .context("starting the WooCommerce simulator")?;
+        for i in 0..skus {
+            woocommerce.set_product(woo_product(i), &sku_name(i), Some(0));
+        }
+        let bolcom = bolcom::start(
+            BolcomSimulatorOptions {
+                process_delay_ms: 200,
+                offers: (0..skus)
+                    .map(|i| SimOffer {
+                        offer_id: bol_offer(i),
+                        reference: sku_name(i),
+                        ean: format!("87{:011}", i + 1),
+                        amount: 0,
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            listener().await?,
+        )
+        .await
+        .context("starting the Bol.com simulator")?;
+        let amazon = amazon::start(
+            AmazonSimulatorOptions {
+                apply_delay_ms: 300,
+                listings: (0..skus)
+                    .map(|i| SimListing {
+                        seller_sku: sku_name(i),
+                        quantity: Some(0),
+                        fba: false,
+                        fba_fulfillable: 0,
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            listener().await?,
+        )
+        .await
+        .context("starting the Amazon simulator")?;
+        Ok(Self {
+            shopify,
+            woocommerce,
+            bolcom,
+            amazon,
         })
+    }
+
+    /// What `channel` lists for SKU `index` (the kit is on Shopify only).
+    fn listed(&self, channel: &str, index: usize) -> Option<i64> {
+        match channel {
+            SHOPIFY => self.shopify.level(shopify_item(index), SHOP_LOCATION),
+            WOOCOMMERCE => self.woocommerce.stock(woo_product(index), 0),
+            BOLCOM => self.bolcom.offer(&bol_offer(index)).map(|offer| offer.amount as i64),
+            _ => self.amazon.quantity(&sku_name(index)),
+        }
+    }
+
+    async fn shutdown(self) {
+        self.shopify.shutdown().await;
+        self.woocommerce.shutdown().await;
+        self.bolcom.shutdown().await;
+        self.amazon.shutdown().await;
+    }
+}
+
+fn demo_config(options: &DemoOptions, platforms: &Platforms) -> Config {
+    let shopify_listings: String = (0..options.skus)
+        .map(|i| format!("{{ sku = \"{}\", inventory_item_id = {} }},", sku_name(i), shopify_item(i)))
         .collect();
+    let woo_listings: String = (0..options.skus)
+        .map(|i| format!("{{ sku = \"{}\", product_id = {} }},", sku_name(i), woo_product(i)))
+        .collect();
+    let bol_listings: String = (0..options.skus)
+        .map(|i| format!("{{ sku = \"{}\", offer_id = \"{}\" }},", sku_name(i), bol_offer(i)))
+        .collect();
+    let amazon_listings: String = (0..options.skus)
+        .map(|i| format!("{{ sku = \"{}\" }},", sku_name(i)))
+        .collect();
+    let woo = platforms.woocommerce.options();
+    let shop = platforms.shopify.options();
+    let bol = platforms.bolcom.options();
+    let amazon = platforms.amazon.options();
     let text = format!(
         r#"
 [store]
@@ -94,197 +211,327 @@ id = "STORE-1"
 name = "City store"
 
 [[channels]]
-id = "{CHANNEL}"
+id = "{SHOPIFY}"
 kind = "shopify"
 locations = ["WH-1", "STORE-1"]
-safety_stock = 1
-max_listed_quantity = 500
+preorder = {{ window_days = 14, cap = 5 }}
 [channels.rate_limit]
 requests_per_sec = 5.0
 burst = 10
 [channels.shopify]
 shop_url = "{shop_url}"
-api_version = "2026-04"
-access_token = "{token}"
-webhook_secret = "{secret}"
+access_token = "{shop_token}"
+webhook_secret = "{shop_secret}"
 location_id = {SHOP_LOCATION}
-{listings}
+listings = [{shopify_listings} {{ sku = "{KIT}", inventory_item_id = {KIT_ITEM} }}]
+
+[[channels]]
+id = "{WOOCOMMERCE}"
+kind = "woocommerce"
+locations = ["WH-1"]
+max_listed_quantity = 25
+[channels.woocommerce]
+site_url = "{woo_url}"
+consumer_key = "{woo_key}"
+consumer_secret = "{woo_secret}"
+webhook_secret = "{woo_webhook}"
+poll_interval_secs = 5
+listings = [{woo_listings}]
+
+[[channels]]
+id = "{BOLCOM}"
+kind = "bolcom"
+locations = ["WH-1"]
+safety_stock = 1
+[channels.rate_limit]
+requests_per_sec = 20.0
+burst = 20
+[channels.bolcom]
+api_url = "{bol_url}"
+token_url = "{bol_token}"
+client_id = "{bol_client}"
+client_secret = "{bol_secret}"
+order_poll_interval_ms = 1000
+process_status_poll_ms = 50
+listings = [{bol_listings}]
+
+[[channels]]
+id = "{AMAZON}"
+kind = "amazon"
+locations = ["WH-1"]
+safety_stock = 1
+[channels.amazon]
+api_url = "{amazon_url}"
+token_url = "{amazon_token}"
+client_id = "{amazon_client}"
+client_secret = "{amazon_secret}"
+refresh_token = "{amazon_refresh}"
+seller_id = "{amazon_seller}"
+marketplace_id = "{amazon_marketplace}"
+order_poll_interval_ms = 1000
+fba_poll_interval_ms = 0
+listings = [{amazon_listings}]
+
+[[bundles]]
+sku = "{KIT}"
+components = [{{ sku = "DEMO-0001", quantity = 2 }}, {{ sku = "DEMO-0002", quantity = 1 }}]
 "#,
         db = options.data_dir.join("demo.db").display(),
         listen = options.listen,
-        token = sim.access_token,
-        secret = sim.webhook_secret,
+        shop_url = platforms.shopify.base_url(),
+        shop_token = shop.access_token,
+        shop_secret = shop.webhook_secret,
+        woo_url = platforms.woocommerce.base_url(),
+        woo_key = woo.consumer_key,
+        woo_secret = woo.consumer_secret,
+        woo_webhook = woo.webhook_secret,
+        bol_url = platforms.bolcom.base_url(),
+        bol_token = platforms.bolcom.token_url(),
+        amazon_url = platforms.amazon.base_url(),
+        amazon_token = platforms.amazon.token_url(),
+        bol_client = bol.client_id,
+        bol_secret = bol.client_secret,
+        amazon_client = amazon.client_id,
+        amazon_secret = amazon.client_secret,
+        amazon_refresh = amazon.refresh_token,
+        amazon_seller = amazon.seller_id,
+        amazon_marketplace = amazon.marketplace_id,
     );
     Config::from_toml(&text).expect("the demo config is valid TOML")
 }
 
-fn receipt(sku: String, key: String, location: &str, quantity: u64) -> Movement {
+fn movement(sku: &str, key: String, kind: MovementKind) -> Movement {
     Movement {
         schema_version: SCHEMA_VERSION,
         sku: sku.into(),
         idempotency_key: key,
         source: "demo-wms".to_owned(),
         occurred_at_ms: Some(crate::clock::now_ms()),
-        kind: MovementKind::Receipt {
+        kind,
+    }
+}
+
+fn receipt(sku: &str, key: String, location: &str, quantity: u64) -> Movement {
+    movement(
+        sku,
+        key,
+        MovementKind::Receipt {
             location: location.into(),
             quantity,
         },
+    )
+}
+
+/// Places one order of `quantity` × SKU `index` on `channel`; returns a printable id.
+fn place_order(platforms: &Platforms, channel: &str, index: usize, quantity: u64) -> Result<String, String> {
+    let sku = sku_name(index);
+    match channel {
+        WOOCOMMERCE => platforms
+            .woocommerce
+            .place_order(
+                &[woocommerce::SimOrderLine {
+                    product_id: woo_product(index),
+                    variation_id: 0,
+                    quantity,
+                }],
+                "processing",
+            )
+            .map(|order| format!("woocommerce #{}", order.order_id))
+            .map_err(|e| e.to_string()),
+        BOLCOM => {
+            // bol buyers can only buy what the offer shows.
+            let shown = platforms.bolcom.offer(&bol_offer(index)).map_or(0, |o| o.amount);
+            if shown < quantity {
+                return Err(format!("bol.com shows {shown} of {sku}"));
+            }
+            platforms
+                .bolcom
+                .place_order(
+                    "FBR",
+                    &[bolcom::SimOrderLine {
+                        offer_id: bol_offer(index),
+                        quantity,
+                    }],
+                )
+                .map(|order| format!("bol.com {}", order.order_id))
+                .map_err(|e| e.to_string())
+        }
+        _ => platforms
+            .amazon
+            .place_order(
+                Fulfilment::Mfn,
+                &[amazon::SimOrderLine {
+                    seller_sku: sku,
+                    quantity,
+                }],
+            )
+            .map(|order| format!("amazon {}", order.amazon_order_id))
+            .map_err(|e| e.to_string()),
     }
 }
 
 /// Runs the demo; returns its summary (after Ctrl-C unless `exit_after_summary`).
 ///
-/// Errors: the simulator or engine cannot start (port in use, data folder not writable).
+/// Errors: a simulator or the engine cannot start (port in use, data folder not writable).
 pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
-    if options.data_dir.join("demo.db").exists() {
-        for suffix in ["demo.db", "demo.db-wal", "demo.db-shm"] {
-            let _ = std::fs::remove_file(options.data_dir.join(suffix));
-        }
+    for suffix in ["demo.db", "demo.db-wal", "demo.db-shm"] {
+        let _ = std::fs::remove_file(options.data_dir.join(suffix));
     }
-    let sim_options = ShopifySimulatorOptions {
-        auto_create_levels: true,
-        ..ShopifySimulatorOptions::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let shop = simulator::start(sim_options.clone(), listener)
-        .await
-        .context("starting the Shopify simulator")?;
-    println!("demo: Shopify simulator listening at {}", shop.base_url());
-    let config = demo_config(&options, shop.base_url(), &sim_options);
+    let skus = options.skus.max(2);
+    let platforms = Platforms::start(skus).await?;
+    println!("demo: simulators: Shopify {} | WooCommerce {} | Bol.com {} | Amazon {}",
+        platforms.shopify.base_url(), platforms.woocommerce.base_url(),
+        platforms.bolcom.base_url(), platforms.amazon.base_url());
+    let config = demo_config(&DemoOptions { skus, ..options.clone() }, &platforms);
     config.validate()?;
     let app = App::start(config.clone()).await?;
     let api = format!("http://{}", app.http_addr());
-    shop.set_webhook_url(Some(format!("{api}/webhooks/shopify/{CHANNEL}")));
-    println!(
-        "demo: engine API at {api} (try {api}/api/v1/stock/{})",
-        sku_name(0)
-    );
-    println!("demo: dashboard at {api}/ (live numbers; readiness at {api}/readyz)");
-    println!(
-        "demo: Shopify levels at {}/_sandbox/levels, metrics at {api}/metrics",
-        shop.base_url()
-    );
+    platforms.shopify.set_webhook_url(Some(format!("{api}/webhooks/shopify/{SHOPIFY}")));
+    platforms.woocommerce.set_webhook_url(Some(format!("{api}/webhooks/woocommerce/{WOOCOMMERCE}")));
+    println!("demo: engine API at {api} (try {api}/api/v1/stock/{})", sku_name(0));
+    println!("demo: dashboard at {api}/ (live numbers; readiness at {api}/readyz, metrics at {api}/metrics)");
+    println!("demo: channels: Shopify (WH-1 + STORE-1, pre-orders up to 5 from POs due in 14 days), WooCommerce (WH-1, at most 25 listed), Bol.com and Amazon (WH-1, safety stock 1); {KIT} = 2 × DEMO-0001 + 1 × DEMO-0002 on Shopify");
 
     let mut summary = DemoSummary::default();
-    println!(
-        "demo: receiving opening stock for {} SKUs at WH-1 and STORE-1",
-        options.skus
-    );
+    println!("demo: receiving opening stock for {skus} SKUs at WH-1 and STORE-1");
     let mut pending = Vec::new();
-    for i in 0..options.skus {
-        pending.push(app.ledger().submit(receipt(
-            sku_name(i),
-            format!("demo:open:{i}:wh"),
-            "WH-1",
-            20,
-        )));
-        pending.push(app.ledger().submit(receipt(
-            sku_name(i),
-            format!("demo:open:{i}:store"),
-            "STORE-1",
-            3,
-        )));
+    for i in 0..skus {
+        let sku = sku_name(i);
+        pending.push(app.ledger().submit(receipt(&sku, format!("demo:open:{i}:wh"), "WH-1", 20)));
+        pending.push(app.ledger().submit(receipt(&sku, format!("demo:open:{i}:store"), "STORE-1", 3)));
     }
+    let po_expected = crate::clock::now_ms() + 7 * 86_400_000;
+    pending.push(app.ledger().submit(movement(
+        &sku_name(0),
+        "demo:po-1001:1".to_owned(),
+        MovementKind::Inbound {
+            purchase_order: "PO-1001:1".to_owned(),
+            location: "WH-1".into(),
+            quantity: 12,
+            expected_at_ms: po_expected,
+        },
+    )));
     for ack in futures::future::join_all(pending).await {
         ack.context("opening stock")?;
         summary.receipts += 1;
     }
+    println!("demo: purchase order PO-1001 announces 12 × {} in 7 days (Shopify may pre-sell 5 of them)", sku_name(0));
 
-    println!(
-        "demo: streaming orders (on the simulated shop, arriving as signed webhooks), cancellations and receipts for {}s",
-        options.stream_secs
-    );
+    println!("demo: streaming orders on all four channels, cancellations and receipts for {}s", options.stream_secs);
+    let channels = [SHOPIFY, WOOCOMMERCE, BOLCOM, AMAZON];
     let mut dice = Dice(0x5eed_cafe_f00d);
-    let mut orders = Vec::new();
+    let mut shopify_orders = Vec::new();
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(150));
     while started.elapsed() < Duration::from_secs(options.stream_secs) {
         tick.tick().await;
-        let index = dice.roll(options.skus as u64) as usize;
+        let index = dice.roll(skus as u64) as usize;
+        let quantity = 1 + dice.roll(2);
         match dice.roll(10) {
             0..=6 => {
-                let line = SimOrderLine {
-                    inventory_item_id: item_id(index),
-                    sku: sku_name(index),
-                    quantity: 1 + dice.roll(2),
+                let channel = channels[dice.roll(4) as usize];
+                let placed = if channel == SHOPIFY {
+                    let line = shopify::SimOrderLine {
+                        inventory_item_id: shopify_item(index),
+                        sku: sku_name(index),
+                        quantity,
+                    };
+                    platforms
+                        .shopify
+                        .place_order(SHOP_LOCATION, std::slice::from_ref(&line))
+                        .await
+                        .map(|order| {
+                            shopify_orders.push(order.order_id);
+                            format!("shopify {}", order.name)
+                        })
+                        .map_err(|e| e.to_string())
+                } else {
+                    place_order(&platforms, channel, index, quantity)
                 };
-                match shop
-                    .place_order(SHOP_LOCATION, std::slice::from_ref(&line))
-                    .await
-                {
+                match placed {
                     Ok(order) => {
                         summary.orders += 1;
-                        orders.push(order.order_id);
-                        println!(
-                            "demo: order {} for {} x {} placed on Shopify",
-                            order.name, line.quantity, line.sku
-                        );
+                        println!("demo: order {order} for {quantity} x {}", sku_name(index));
                     }
-                    Err(error) => {
-                        println!("demo: Shopify refused an order for {}: {error}", line.sku)
-                    }
+                    Err(reason) => println!("demo: {channel} refused an order for {}: {reason}", sku_name(index)),
                 }
             }
-            7 if !orders.is_empty() => {
-                let order_id = orders.remove(dice.roll(orders.len() as u64) as usize);
-                if shop.cancel_order(order_id, true).await.is_ok() {
+            7 if !shopify_orders.is_empty() => {
+                let order_id = shopify_orders.remove(dice.roll(shopify_orders.len() as u64) as usize);
+                if platforms.shopify.cancel_order(order_id, true).await.is_ok() {
                     summary.cancellations += 1;
-                    println!("demo: order {order_id} cancelled on Shopify");
+                    println!("demo: Shopify order {order_id} cancelled");
                 }
             }
             _ => {
-                let quantity = 1 + dice.roll(5);
                 let key = format!("demo:restock:{}", summary.receipts);
-                app.ledger()
-                    .submit(receipt(sku_name(index), key, "WH-1", quantity))
-                    .await?;
+                app.ledger().submit(receipt(&sku_name(index), key, "WH-1", quantity * 2)).await?;
                 summary.receipts += 1;
-                println!("demo: received {quantity} x {} at WH-1", sku_name(index));
+                println!("demo: received {} x {} at WH-1", quantity * 2, sku_name(index));
             }
         }
     }
 
-    app.propagation().flush(Duration::from_secs(10)).await.ok();
-    let policy = config.allocation_policy();
-    println!("\ndemo: summary");
-    println!(
-        "  {:<10} {:>8} {:>9} {:>10} {:>9}",
-        "SKU", "on-hand", "reserved", "ATP", "Shopify"
-    );
-    for i in 0..options.skus {
+    // Let the pollers pick up the last orders, then the channels settle.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    app.propagation().flush(Duration::from_secs(15)).await.ok();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let rules = config.allocation_policy();
+    let now = crate::clock::now_ms();
+    println!("\ndemo: summary (ATP / what the channel lists)");
+    println!("  {:<10} {:>8} {:>9} {:>12} {:>12} {:>12} {:>12}", "SKU", "on-hand", "reserved", "Shopify", "WooCommerce", "Bol.com", "Amazon");
+    for i in 0..skus {
         let state = app.ledger().state(&sku_name(i).into()).await?;
         let levels = state.levels();
-        let atp = policy.allocate(&state.availability(), crate::clock::now_ms())[0].atp;
+        let atps = rules.allocate(&state.availability(), now);
         let on_hand: i64 = levels.iter().map(|l| l.on_hand).sum();
         let reserved: i64 = levels.iter().map(|l| l.reserved).sum();
-        let listed = shop.level(item_id(i), SHOP_LOCATION);
-        summary.skus_checked += 1;
-        if listed == Some(atp as i64) {
-            summary.skus_in_sync += 1;
+        let mut cells = Vec::new();
+        for (channel, breakdown) in channels.iter().zip(&atps) {
+            let listed = platforms.listed(channel, i);
+            summary.listings_checked += 1;
+            if listed == Some(breakdown.atp as i64) {
+                summary.listings_in_sync += 1;
+            }
+            cells.push(format!("{}/{}", breakdown.atp, listed.map_or("-".to_owned(), |q| q.to_string())));
         }
         if i < 10 {
-            let listed = listed.map_or("-".to_owned(), |q| q.to_string());
-            println!(
-                "  {:<10} {on_hand:>8} {reserved:>9} {atp:>10} {listed:>9}",
-                sku_name(i)
-            );
+            println!("  {:<10} {on_hand:>8} {reserved:>9} {:>12} {:>12} {:>12} {:>12}", sku_name(i), cells[0], cells[1], cells[2], cells[3]);
         }
     }
-    summary.pushes_accepted = shop.counters().mutations_applied;
+    // The kit's ATP: its levels derived from its components', then Shopify's rule.
+    let bom = config.bill_of_materials().unwrap_or_default();
+    let components = bom.components(&KIT.into()).unwrap_or_default().to_vec();
+    let mut component_levels = Vec::new();
+    for component in &components {
+        component_levels.push(app.ledger().state(&component.sku).await?.levels());
+    }
+    let inputs: Vec<_> = components.iter().zip(component_levels.iter().map(Vec::as_slice)).collect();
+    let kit_change = crate::domain::AvailabilityChange {
+        sku: KIT.into(),
+        seq: 0,
+        locations: crate::domain::bundle_levels(&inputs),
+        inbound: Vec::new(),
+    };
+    let kit_atp = rules.allocate(&kit_change, now)[0].atp;
+    let kit_listed = platforms.shopify.level(KIT_ITEM, SHOP_LOCATION);
+    summary.listings_checked += 1;
+    if kit_listed == Some(kit_atp as i64) {
+        summary.listings_in_sync += 1;
+    }
     println!(
-        "  receipts {} | orders {} | cancellations {} | pushes accepted by Shopify {} | SKUs in sync {}/{}",
-        summary.receipts,
-        summary.orders,
-        summary.cancellations,
-        summary.pushes_accepted,
-        summary.skus_in_sync,
-        summary.skus_checked
+        "  {KIT:<10} bundle: ATP {kit_atp} / Shopify lists {}",
+        kit_listed.map_or("-".to_owned(), |q| q.to_string())
+    );
+    println!(
+        "  receipts {} | orders {} | cancellations {} | listings in sync {}/{}",
+        summary.receipts, summary.orders, summary.cancellations, summary.listings_in_sync, summary.listings_checked
     );
     if !options.exit_after_summary {
         println!("\ndemo: still serving {api} — press Ctrl-C to stop");
         tokio::signal::ctrl_c().await.ok();
     }
     app.shutdown(Duration::from_secs(5)).await;
-    shop.shutdown().await;
+    platforms.shutdown().await;
     Ok(summary)
 }

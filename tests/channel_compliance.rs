@@ -241,3 +241,4 @@ compliance_suite!(
     woocommerce,
     crate::compliance::woocommerce::WoocommerceTarget
 );
+compliance_suite!(amazon, crate::compliance::amazon::AmazonTarget);

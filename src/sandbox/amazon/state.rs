@@ -318,7 +318,7 @@ impl SimState {
                 asin: format!("B0SANDBOX{id:03}"),
                 fba: listing.fba,
                 attributes,
-                fba_stock: listing.fba.then(|| FbaStock {
+                fba_stock: listing.fba.then_some(FbaStock {
                     fulfillable: listing.fba_fulfillable,
                     reserved: 0,
                     updated_ms: now_ms,

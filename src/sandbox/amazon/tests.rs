@@ -553,7 +553,7 @@ async fn notifications_are_posted_at_least_once() {
     )
     .unwrap();
     wait_for(|| received.lock().unwrap().len() == 2).await;
-    let received = received.lock().unwrap();
+    let received = received.lock().unwrap().clone();
     assert_eq!(received[0]["NotificationType"], "ORDER_CHANGE");
     assert_eq!(
         received[0]["NotificationMetadata"]["NotificationId"],
