@@ -59,12 +59,24 @@ enum Command {
         /// Address of the Shopify simulator.
         #[arg(long, default_value = "127.0.0.1:9100")]
         shopify_listen: String,
-        /// Where the simulator sends signed webhooks (e.g. http://127.0.0.1:8080/webhooks/shopify/shopify-main).
+        /// Where the Shopify simulator sends signed webhooks (e.g. http://127.0.0.1:8080/webhooks/shopify/shopify-main).
         #[arg(long)]
         webhook_url: Option<String>,
-        /// Create unknown inventory levels on first write.
-        #[arg(long, default_value_t = true)]
-        auto_create_levels: bool,
+        /// Address of the WooCommerce simulator.
+        #[arg(long, default_value = "127.0.0.1:9200")]
+        woocommerce_listen: String,
+        /// Where the WooCommerce simulator sends signed webhooks (e.g. http://127.0.0.1:8080/webhooks/woocommerce/woo-main).
+        #[arg(long)]
+        woocommerce_webhook_url: Option<String>,
+        /// Address of the Bol.com simulator.
+        #[arg(long, default_value = "127.0.0.1:9300")]
+        bolcom_listen: String,
+        /// Address of the Amazon simulator.
+        #[arg(long, default_value = "127.0.0.1:9400")]
+        amazon_listen: String,
+        /// Where the Amazon simulator posts ORDER_CHANGE notifications (e.g. http://127.0.0.1:8080/webhooks/amazon/amazon-nl).
+        #[arg(long)]
+        amazon_notification_url: Option<String>,
     },
     /// Print movement history from the store (read directly; the engine may be running).
     History {
@@ -139,28 +151,26 @@ async fn main() -> anyhow::Result<()> {
         Command::Sandbox {
             shopify_listen,
             webhook_url,
-            auto_create_levels,
+            woocommerce_listen,
+            woocommerce_webhook_url,
+            bolcom_listen,
+            amazon_listen,
+            amazon_notification_url,
         } => {
-            let options = stocksync::sandbox::shopify::ShopifySimulatorOptions {
-                webhook_url,
-                auto_create_levels,
-                ..Default::default()
+            let options = stocksync::sandbox::StandaloneOptions {
+                shopify_listen,
+                shopify_webhook_url: webhook_url,
+                woocommerce_listen,
+                woocommerce_webhook_url,
+                bolcom_listen,
+                amazon_listen,
+                amazon_notification_url,
             };
-            let listener = tokio::net::TcpListener::bind(&shopify_listen)
-                .await
-                .with_context(|| format!("binding {shopify_listen}"))?;
-            let shop = stocksync::sandbox::shopify::start(options.clone(), listener).await?;
-            println!(
-                "Shopify simulator at {} (access token {:?}, webhook secret {:?})",
-                shop.base_url(),
-                options.access_token,
-                options.webhook_secret
-            );
-            println!("levels: GET {}/_sandbox/levels", shop.base_url());
-            tokio::signal::ctrl_c()
-                .await
-                .context("waiting for Ctrl-C")?;
-            shop.shutdown().await;
+            println!("platform simulators (Ctrl-C stops them):");
+            stocksync::sandbox::run_standalone(options, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
         }
         Command::History {
             config,
