@@ -14,7 +14,9 @@
 use crate::app::App;
 use crate::config::Config;
 use crate::domain::{Movement, MovementKind, SCHEMA_VERSION};
-use crate::sandbox::amazon::{self, AmazonSimulator, AmazonSimulatorOptions, Fulfilment, SimListing};
+use crate::sandbox::amazon::{
+    self, AmazonSimulator, AmazonSimulatorOptions, Fulfilment, SimListing,
+};
 use crate::sandbox::bolcom::{self, BolcomSimulator, BolcomSimulatorOptions, SimOffer};
 use crate::sandbox::shopify::{self, ShopifySimulator, ShopifySimulatorOptions};
 use crate::sandbox::woocommerce::{self, WoocommerceSimulator, WoocommerceSimulatorOptions};
@@ -54,27 +56,38 @@ pub struct DemoSummary {
     pub listings_checked: usize,
 }
 
-const SHOPIFY: &str = "shopify-main";
-const WOOCOMMERCE: &str = "woo-main";
-const BOLCOM: &str = "bol-nl";
-const AMAZON: &str = "amazon-nl";
-const SHOP_LOCATION: u64 = 1;
+/// The Shopify channel id in the demo config.
+pub const SHOPIFY: &str = "shopify-main";
+/// The WooCommerce channel id.
+pub const WOOCOMMERCE: &str = "woo-main";
+/// The Bol.com channel id.
+pub const BOLCOM: &str = "bol-nl";
+/// The Amazon channel id.
+pub const AMAZON: &str = "amazon-nl";
+/// The four channel ids, in config order.
+pub const CHANNELS: [&str; 4] = [SHOPIFY, WOOCOMMERCE, BOLCOM, AMAZON];
+/// The Shopify location the demo writes to.
+pub const SHOP_LOCATION: u64 = 1;
 const KIT: &str = "DEMO-KIT";
 const KIT_ITEM: u64 = 1999;
 
-fn sku_name(index: usize) -> String {
+/// The SKU with demo index `index` (`DEMO-0001` for 0).
+pub fn sku_name(index: usize) -> String {
     format!("DEMO-{:04}", index + 1)
 }
 
-fn shopify_item(index: usize) -> u64 {
+/// The Shopify inventory item of SKU `index`.
+pub fn shopify_item(index: usize) -> u64 {
     1001 + index as u64
 }
 
-fn woo_product(index: usize) -> u64 {
+/// The WooCommerce product of SKU `index`.
+pub fn woo_product(index: usize) -> u64 {
     2001 + index as u64
 }
 
-fn bol_offer(index: usize) -> String {
+/// The Bol.com offer of SKU `index`.
+pub fn bol_offer(index: usize) -> String {
     format!("0f1e2d3c-0000-4000-8000-{:012}", index + 1)
 }
 
@@ -90,12 +103,17 @@ impl Dice {
     }
 }
 
-/// The four simulated platforms.
-struct Platforms {
-    shopify: ShopifySimulator,
-    woocommerce: WoocommerceSimulator,
-    bolcom: BolcomSimulator,
-    amazon: AmazonSimulator,
+/// The four simulated platforms, each listing SKUs `0..skus` (also a fixture for tests
+/// that need every channel).
+pub struct Platforms {
+    /// Shopify.
+    pub shopify: ShopifySimulator,
+    /// WooCommerce.
+    pub woocommerce: WoocommerceSimulator,
+    /// Bol.com (stock updates processed after 200 ms).
+    pub bolcom: BolcomSimulator,
+    /// Amazon (listing patches applied after 300 ms).
+    pub amazon: AmazonSimulator,
 }
 
 async fn listener() -> anyhow::Result<tokio::net::TcpListener> {
@@ -103,7 +121,10 @@ async fn listener() -> anyhow::Result<tokio::net::TcpListener> {
 }
 
 impl Platforms {
-    async fn start(skus: usize) -> anyhow::Result<Self> {
+    /// Starts all four on `127.0.0.1:0` with listings for SKUs `0..skus` at 0 units.
+    ///
+    /// Errors: a simulator cannot bind.
+    pub async fn start(skus: usize) -> anyhow::Result<Self> {
         let shopify = shopify::start(
             ShopifySimulatorOptions {
                 auto_create_levels: true,
@@ -113,9 +134,10 @@ impl Platforms {
         )
         .await
         .context("starting the Shopify simulator")?;
-        let woocommerce = woocommerce::start(WoocommerceSimulatorOptions::default(), listener().await?)
-            .await
-            .context("starting the WooCommerce simulator")?;
+        let woocommerce =
+            woocommerce::start(WoocommerceSimulatorOptions::default(), listener().await?)
+                .await
+                .context("starting the WooCommerce simulator")?;
         for i in 0..skus {
             woocommerce.set_product(woo_product(i), &sku_name(i), Some(0));
         }
@@ -161,17 +183,21 @@ impl Platforms {
         })
     }
 
-    /// What `channel` lists for SKU `index` (the kit is on Shopify only).
-    fn listed(&self, channel: &str, index: usize) -> Option<i64> {
+    /// What `channel` lists for SKU `index`.
+    pub fn listed(&self, channel: &str, index: usize) -> Option<i64> {
         match channel {
             SHOPIFY => self.shopify.level(shopify_item(index), SHOP_LOCATION),
             WOOCOMMERCE => self.woocommerce.stock(woo_product(index), 0),
-            BOLCOM => self.bolcom.offer(&bol_offer(index)).map(|offer| offer.amount as i64),
+            BOLCOM => self
+                .bolcom
+                .offer(&bol_offer(index))
+                .map(|offer| offer.amount as i64),
             _ => self.amazon.quantity(&sku_name(index)),
         }
     }
 
-    async fn shutdown(self) {
+    /// Stops all four.
+    pub async fn shutdown(self) {
         self.shopify.shutdown().await;
         self.woocommerce.shutdown().await;
         self.bolcom.shutdown().await;
@@ -179,15 +205,36 @@ impl Platforms {
     }
 }
 
-fn demo_config(options: &DemoOptions, platforms: &Platforms) -> Config {
+/// The demo's config over `platforms`: locations WH-1 and STORE-1, the four channels (Bol.com
+/// and Amazon with safety stock 1, Shopify with pre-orders, WooCommerce capped at 25), their
+/// listings for SKUs `0..options.skus`, and the kit.
+pub fn demo_config(options: &DemoOptions, platforms: &Platforms) -> Config {
     let shopify_listings: String = (0..options.skus)
-        .map(|i| format!("{{ sku = \"{}\", inventory_item_id = {} }},", sku_name(i), shopify_item(i)))
+        .map(|i| {
+            format!(
+                "{{ sku = \"{}\", inventory_item_id = {} }},",
+                sku_name(i),
+                shopify_item(i)
+            )
+        })
         .collect();
     let woo_listings: String = (0..options.skus)
-        .map(|i| format!("{{ sku = \"{}\", product_id = {} }},", sku_name(i), woo_product(i)))
+        .map(|i| {
+            format!(
+                "{{ sku = \"{}\", product_id = {} }},",
+                sku_name(i),
+                woo_product(i)
+            )
+        })
         .collect();
     let bol_listings: String = (0..options.skus)
-        .map(|i| format!("{{ sku = \"{}\", offer_id = \"{}\" }},", sku_name(i), bol_offer(i)))
+        .map(|i| {
+            format!(
+                "{{ sku = \"{}\", offer_id = \"{}\" }},",
+                sku_name(i),
+                bol_offer(i)
+            )
+        })
         .collect();
     let amazon_listings: String = (0..options.skus)
         .map(|i| format!("{{ sku = \"{}\" }},", sku_name(i)))
@@ -322,8 +369,15 @@ fn receipt(sku: &str, key: String, location: &str, quantity: u64) -> Movement {
     )
 }
 
-/// Places one order of `quantity` × SKU `index` on `channel`; returns a printable id.
-fn place_order(platforms: &Platforms, channel: &str, index: usize, quantity: u64) -> Result<String, String> {
+/// Places one order of `quantity` × SKU `index` on WooCommerce, Bol.com or Amazon (MFN) —
+/// on the marketplaces only what the listing shows can be bought; returns a printable order
+/// id, or why the channel refused.
+pub fn place_order(
+    platforms: &Platforms,
+    channel: &str,
+    index: usize,
+    quantity: u64,
+) -> Result<String, String> {
     let sku = sku_name(index);
     match channel {
         WOOCOMMERCE => platforms
@@ -340,7 +394,10 @@ fn place_order(platforms: &Platforms, channel: &str, index: usize, quantity: u64
             .map_err(|e| e.to_string()),
         BOLCOM => {
             // bol buyers can only buy what the offer shows.
-            let shown = platforms.bolcom.offer(&bol_offer(index)).map_or(0, |o| o.amount);
+            let shown = platforms
+                .bolcom
+                .offer(&bol_offer(index))
+                .map_or(0, |o| o.amount);
             if shown < quantity {
                 return Err(format!("bol.com shows {shown} of {sku}"));
             }
@@ -356,17 +413,24 @@ fn place_order(platforms: &Platforms, channel: &str, index: usize, quantity: u64
                 .map(|order| format!("bol.com {}", order.order_id))
                 .map_err(|e| e.to_string())
         }
-        _ => platforms
-            .amazon
-            .place_order(
-                Fulfilment::Mfn,
-                &[amazon::SimOrderLine {
-                    seller_sku: sku,
-                    quantity,
-                }],
-            )
-            .map(|order| format!("amazon {}", order.amazon_order_id))
-            .map_err(|e| e.to_string()),
+        _ => {
+            // Buyers can only buy what the listing shows.
+            let shown = platforms.amazon.quantity(&sku).unwrap_or(0);
+            if shown < quantity as i64 {
+                return Err(format!("amazon shows {shown} of {sku}"));
+            }
+            platforms
+                .amazon
+                .place_order(
+                    Fulfilment::Mfn,
+                    &[amazon::SimOrderLine {
+                        seller_sku: sku,
+                        quantity,
+                    }],
+                )
+                .map(|order| format!("amazon {}", order.amazon_order_id))
+                .map_err(|e| e.to_string())
+        }
     }
 }
 
@@ -379,26 +443,55 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     }
     let skus = options.skus.max(2);
     let platforms = Platforms::start(skus).await?;
-    println!("demo: simulators: Shopify {} | WooCommerce {} | Bol.com {} | Amazon {}",
-        platforms.shopify.base_url(), platforms.woocommerce.base_url(),
-        platforms.bolcom.base_url(), platforms.amazon.base_url());
-    let config = demo_config(&DemoOptions { skus, ..options.clone() }, &platforms);
+    println!(
+        "demo: simulators: Shopify {} | WooCommerce {} | Bol.com {} | Amazon {}",
+        platforms.shopify.base_url(),
+        platforms.woocommerce.base_url(),
+        platforms.bolcom.base_url(),
+        platforms.amazon.base_url()
+    );
+    let config = demo_config(
+        &DemoOptions {
+            skus,
+            ..options.clone()
+        },
+        &platforms,
+    );
     config.validate()?;
     let app = App::start(config.clone()).await?;
     let api = format!("http://{}", app.http_addr());
-    platforms.shopify.set_webhook_url(Some(format!("{api}/webhooks/shopify/{SHOPIFY}")));
-    platforms.woocommerce.set_webhook_url(Some(format!("{api}/webhooks/woocommerce/{WOOCOMMERCE}")));
-    println!("demo: engine API at {api} (try {api}/api/v1/stock/{})", sku_name(0));
-    println!("demo: dashboard at {api}/ (live numbers; readiness at {api}/readyz, metrics at {api}/metrics)");
-    println!("demo: channels: Shopify (WH-1 + STORE-1, pre-orders up to 5 from POs due in 14 days), WooCommerce (WH-1, at most 25 listed), Bol.com and Amazon (WH-1, safety stock 1); {KIT} = 2 × DEMO-0001 + 1 × DEMO-0002 on Shopify");
+    platforms
+        .shopify
+        .set_webhook_url(Some(format!("{api}/webhooks/shopify/{SHOPIFY}")));
+    platforms
+        .woocommerce
+        .set_webhook_url(Some(format!("{api}/webhooks/woocommerce/{WOOCOMMERCE}")));
+    println!(
+        "demo: engine API at {api} (try {api}/api/v1/stock/{})",
+        sku_name(0)
+    );
+    println!(
+        "demo: dashboard at {api}/ (live numbers; readiness at {api}/readyz, metrics at {api}/metrics)"
+    );
+    println!(
+        "demo: channels: Shopify (WH-1 + STORE-1, pre-orders up to 5 from POs due in 14 days), WooCommerce (WH-1, at most 25 listed), Bol.com and Amazon (WH-1, safety stock 1); {KIT} = 2 × DEMO-0001 + 1 × DEMO-0002 on Shopify"
+    );
 
     let mut summary = DemoSummary::default();
     println!("demo: receiving opening stock for {skus} SKUs at WH-1 and STORE-1");
     let mut pending = Vec::new();
     for i in 0..skus {
         let sku = sku_name(i);
-        pending.push(app.ledger().submit(receipt(&sku, format!("demo:open:{i}:wh"), "WH-1", 20)));
-        pending.push(app.ledger().submit(receipt(&sku, format!("demo:open:{i}:store"), "STORE-1", 3)));
+        pending.push(
+            app.ledger()
+                .submit(receipt(&sku, format!("demo:open:{i}:wh"), "WH-1", 20)),
+        );
+        pending.push(app.ledger().submit(receipt(
+            &sku,
+            format!("demo:open:{i}:store"),
+            "STORE-1",
+            3,
+        )));
     }
     let po_expected = crate::clock::now_ms() + 7 * 86_400_000;
     pending.push(app.ledger().submit(movement(
@@ -415,10 +508,16 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         ack.context("opening stock")?;
         summary.receipts += 1;
     }
-    println!("demo: purchase order PO-1001 announces 12 × {} in 7 days (Shopify may pre-sell 5 of them)", sku_name(0));
+    println!(
+        "demo: purchase order PO-1001 announces 12 × {} in 7 days (Shopify may pre-sell 5 of them)",
+        sku_name(0)
+    );
 
-    println!("demo: streaming orders on all four channels, cancellations and receipts for {}s", options.stream_secs);
-    let channels = [SHOPIFY, WOOCOMMERCE, BOLCOM, AMAZON];
+    println!(
+        "demo: streaming orders on all four channels, cancellations and receipts for {}s",
+        options.stream_secs
+    );
+    let channels = CHANNELS;
     let mut dice = Dice(0x5eed_cafe_f00d);
     let mut shopify_orders = Vec::new();
     let started = Instant::now();
@@ -453,11 +552,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
                         summary.orders += 1;
                         println!("demo: order {order} for {quantity} x {}", sku_name(index));
                     }
-                    Err(reason) => println!("demo: {channel} refused an order for {}: {reason}", sku_name(index)),
+                    Err(reason) => println!(
+                        "demo: {channel} refused an order for {}: {reason}",
+                        sku_name(index)
+                    ),
                 }
             }
             7 if !shopify_orders.is_empty() => {
-                let order_id = shopify_orders.remove(dice.roll(shopify_orders.len() as u64) as usize);
+                let order_id =
+                    shopify_orders.remove(dice.roll(shopify_orders.len() as u64) as usize);
                 if platforms.shopify.cancel_order(order_id, true).await.is_ok() {
                     summary.cancellations += 1;
                     println!("demo: Shopify order {order_id} cancelled");
@@ -465,9 +568,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
             }
             _ => {
                 let key = format!("demo:restock:{}", summary.receipts);
-                app.ledger().submit(receipt(&sku_name(index), key, "WH-1", quantity * 2)).await?;
+                app.ledger()
+                    .submit(receipt(&sku_name(index), key, "WH-1", quantity * 2))
+                    .await?;
                 summary.receipts += 1;
-                println!("demo: received {} x {} at WH-1", quantity * 2, sku_name(index));
+                println!(
+                    "demo: received {} x {} at WH-1",
+                    quantity * 2,
+                    sku_name(index)
+                );
             }
         }
     }
@@ -479,7 +588,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     let rules = config.allocation_policy();
     let now = crate::clock::now_ms();
     println!("\ndemo: summary (ATP / what the channel lists)");
-    println!("  {:<10} {:>8} {:>9} {:>12} {:>12} {:>12} {:>12}", "SKU", "on-hand", "reserved", "Shopify", "WooCommerce", "Bol.com", "Amazon");
+    println!(
+        "  {:<10} {:>8} {:>9} {:>12} {:>12} {:>12} {:>12}",
+        "SKU", "on-hand", "reserved", "Shopify", "WooCommerce", "Bol.com", "Amazon"
+    );
     for i in 0..skus {
         let state = app.ledger().state(&sku_name(i).into()).await?;
         let levels = state.levels();
@@ -493,10 +605,21 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
             if listed == Some(breakdown.atp as i64) {
                 summary.listings_in_sync += 1;
             }
-            cells.push(format!("{}/{}", breakdown.atp, listed.map_or("-".to_owned(), |q| q.to_string())));
+            cells.push(format!(
+                "{}/{}",
+                breakdown.atp,
+                listed.map_or("-".to_owned(), |q| q.to_string())
+            ));
         }
         if i < 10 {
-            println!("  {:<10} {on_hand:>8} {reserved:>9} {:>12} {:>12} {:>12} {:>12}", sku_name(i), cells[0], cells[1], cells[2], cells[3]);
+            println!(
+                "  {:<10} {on_hand:>8} {reserved:>9} {:>12} {:>12} {:>12} {:>12}",
+                sku_name(i),
+                cells[0],
+                cells[1],
+                cells[2],
+                cells[3]
+            );
         }
     }
     // The kit's ATP: its levels derived from its components', then Shopify's rule.
@@ -506,7 +629,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     for component in &components {
         component_levels.push(app.ledger().state(&component.sku).await?.levels());
     }
-    let inputs: Vec<_> = components.iter().zip(component_levels.iter().map(Vec::as_slice)).collect();
+    let inputs: Vec<_> = components
+        .iter()
+        .zip(component_levels.iter().map(Vec::as_slice))
+        .collect();
     let kit_change = crate::domain::AvailabilityChange {
         sku: KIT.into(),
         seq: 0,
@@ -525,7 +651,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     );
     println!(
         "  receipts {} | orders {} | cancellations {} | listings in sync {}/{}",
-        summary.receipts, summary.orders, summary.cancellations, summary.listings_in_sync, summary.listings_checked
+        summary.receipts,
+        summary.orders,
+        summary.cancellations,
+        summary.listings_in_sync,
+        summary.listings_checked
     );
     if !options.exit_after_summary {
         println!("\ndemo: still serving {api} — press Ctrl-C to stop");

@@ -24,8 +24,8 @@ pub enum SignatureProblem {
 
 /// base64(HMAC-SHA256(key = `secret`, msg = `body`)).
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac =
-        HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC-SHA256 accepts keys of any length");
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes())
+        .expect("HMAC-SHA256 accepts keys of any length");
     mac.update(body);
     BASE64.encode(mac.finalize().into_bytes())
 }
@@ -39,10 +39,11 @@ pub fn verify(secret: &str, body: &[u8], signature: &str) -> Result<(), Signatur
     if secret.is_empty() {
         return Err(SignatureProblem::Mismatch);
     }
-    let mut mac =
-        HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC-SHA256 accepts keys of any length");
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes())
+        .expect("HMAC-SHA256 accepts keys of any length");
     mac.update(body);
-    mac.verify_slice(&tag).map_err(|_| SignatureProblem::Mismatch)
+    mac.verify_slice(&tag)
+        .map_err(|_| SignatureProblem::Mismatch)
 }
 
 #[cfg(test)]
@@ -53,9 +54,21 @@ mod tests {
     fn a_signature_verifies_only_for_its_body_and_secret() {
         let signature = sign("secret", b"{\"id\":1}");
         assert_eq!(verify("secret", b"{\"id\":1}", &signature), Ok(()));
-        assert_eq!(verify("secret", b"{\"id\":2}", &signature), Err(SignatureProblem::Mismatch));
-        assert_eq!(verify("other", b"{\"id\":1}", &signature), Err(SignatureProblem::Mismatch));
-        assert_eq!(verify("", b"{\"id\":1}", &signature), Err(SignatureProblem::Mismatch));
-        assert_eq!(verify("secret", b"x", "not base64!"), Err(SignatureProblem::Malformed));
+        assert_eq!(
+            verify("secret", b"{\"id\":2}", &signature),
+            Err(SignatureProblem::Mismatch)
+        );
+        assert_eq!(
+            verify("other", b"{\"id\":1}", &signature),
+            Err(SignatureProblem::Mismatch)
+        );
+        assert_eq!(
+            verify("", b"{\"id\":1}", &signature),
+            Err(SignatureProblem::Mismatch)
+        );
+        assert_eq!(
+            verify("secret", b"x", "not base64!"),
+            Err(SignatureProblem::Malformed)
+        );
     }
 }

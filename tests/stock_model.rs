@@ -194,7 +194,9 @@ safety_stock = 3
 async fn rules_changed_at_runtime_take_effect_are_propagated_and_audited() {
     let shop = start_shop().await;
     let dir = tempfile::tempdir().unwrap();
-    let app = stocksync::app::App::start(config(dir.path(), &shop.base_url(), "")).await.unwrap();
+    let app = stocksync::app::App::start(config(dir.path(), &shop.base_url(), ""))
+        .await
+        .unwrap();
     let base = format!("http://{}", app.http_addr());
     let client = reqwest::Client::new();
     post(&client, &base, json!(receipt("MUG", "r1", "WH-1", 10))).await;
@@ -203,12 +205,26 @@ async fn rules_changed_at_runtime_take_effect_are_propagated_and_audited() {
     // A bad change (a share over 100 % and an unknown channel) is refused as a whole.
     let bad = json!({"channels": [{"id": "web", "allocation": {"kind": "share", "percent": 150}},
         {"id": "nope"}]});
-    let response = client.put(format!("{base}/api/v1/config/rules")).json(&bad).send().await.unwrap();
+    let response = client
+        .put(format!("{base}/api/v1/config/rules"))
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 422);
     let problem: Value = response.json().await.unwrap();
-    assert_eq!(problem["errors"].as_array().unwrap().len(), 1, "unknown channel reported first: {problem}");
+    assert_eq!(
+        problem["errors"].as_array().unwrap().len(),
+        1,
+        "unknown channel reported first: {problem}"
+    );
     let bad = json!({"channels": [{"id": "web", "allocation": {"kind": "share", "percent": 150}}]});
-    let response = client.put(format!("{base}/api/v1/config/rules")).json(&bad).send().await.unwrap();
+    let response = client
+        .put(format!("{base}/api/v1/config/rules"))
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 422);
 
     // A valid change: safety stock 3 on web. It applies at once and every SKU is re-pushed.
@@ -222,13 +238,40 @@ async fn rules_changed_at_runtime_take_effect_are_propagated_and_audited() {
         .unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     wait_for_level(&shop, 1, 7).await;
-    let rules: Value = client.get(format!("{base}/api/v1/config/rules")).send().await.unwrap().json().await.unwrap();
+    let rules: Value = client
+        .get(format!("{base}/api/v1/config/rules"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(rules["channels"][0]["safety_stock"], 3, "{rules}");
-    let view: Value = client.get(format!("{base}/api/v1/stock/MUG")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(view["channels"][0]["explanation"]["safety_stock"], 3, "{view}");
-    let audit: Value = client.get(format!("{base}/api/v1/audit/config")).send().await.unwrap().json().await.unwrap();
+    let view: Value = client
+        .get(format!("{base}/api/v1/stock/MUG"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        view["channels"][0]["explanation"]["safety_stock"], 3,
+        "{view}"
+    );
+    let audit: Value = client
+        .get(format!("{base}/api/v1/audit/config"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let text = audit.to_string();
-    assert!(text.contains("rules_changed") && text.contains("ops@example.test"), "{audit}");
+    assert!(
+        text.contains("rules_changed") && text.contains("ops@example.test"),
+        "{audit}"
+    );
     app.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -237,45 +280,121 @@ async fn holds_split_across_locations_and_prefer_one_location_for_a_whole_order(
     let shop = start_shop().await;
     let dir = tempfile::tempdir().unwrap();
     let extra = "[stock]\nmax_split_locations = 2\nprefer_single_location = true\n";
-    let app = stocksync::app::App::start(config(dir.path(), &shop.base_url(), extra)).await.unwrap();
+    let app = stocksync::app::App::start(config(dir.path(), &shop.base_url(), extra))
+        .await
+        .unwrap();
     let base = format!("http://{}", app.http_addr());
     let client = reqwest::Client::new();
-    post(&client, &base, json!([
-        receipt("MUG", "r1", "WH-1", 3), receipt("MUG", "r2", "WH-2", 4),
-        receipt("COASTER", "r3", "WH-1", 2), receipt("COASTER", "r4", "WH-2", 2),
-        receipt("CARD", "r5", "WH-2", 2),
-    ]))
+    post(
+        &client,
+        &base,
+        json!([
+            receipt("MUG", "r1", "WH-1", 3),
+            receipt("MUG", "r2", "WH-2", 4),
+            receipt("COASTER", "r3", "WH-1", 2),
+            receipt("COASTER", "r4", "WH-2", 2),
+            receipt("CARD", "r5", "WH-2", 2),
+        ]),
+    )
     .await;
     let levels = |view: &Value| -> Vec<(String, i64)> {
-        view["locations"].as_array().unwrap().iter()
-            .map(|l| (l["location"].as_str().unwrap().to_owned(), l["reserved"].as_i64().unwrap()))
+        view["locations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["location"].as_str().unwrap().to_owned(),
+                    l["reserved"].as_i64().unwrap(),
+                )
+            })
             .collect()
     };
     let route = json!(["WH-1", "WH-2"]);
     // 5 mugs: no location has 5, so the hold is split 3 + 2 across at most two locations.
     let request = json!({"id": "b2b-1", "lines": [{"sku": "MUG", "quantity": 5, "route": route}]});
-    let response = client.post(format!("{base}/api/v1/reservations")).json(&request).send().await.unwrap();
+    let response = client
+        .post(format!("{base}/api/v1/reservations"))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    let view: Value = client.get(format!("{base}/api/v1/stock/MUG")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(levels(&view), vec![("WH-1".to_owned(), 3), ("WH-2".to_owned(), 2)], "{view}");
+    let view: Value = client
+        .get(format!("{base}/api/v1/stock/MUG"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        levels(&view),
+        vec![("WH-1".to_owned(), 3), ("WH-2".to_owned(), 2)],
+        "{view}"
+    );
     // A coaster and a card: WH-1 would do for the coaster, but only WH-2 has both.
     let request = json!({"id": "web-2", "lines": [
         {"sku": "COASTER", "quantity": 1, "route": route},
         {"sku": "CARD", "quantity": 1, "route": route}]});
-    let response = client.post(format!("{base}/api/v1/reservations")).json(&request).send().await.unwrap();
+    let response = client
+        .post(format!("{base}/api/v1/reservations"))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    let view: Value = client.get(format!("{base}/api/v1/stock/COASTER")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(levels(&view), vec![("WH-1".to_owned(), 0), ("WH-2".to_owned(), 1)], "{view}");
+    let view: Value = client
+        .get(format!("{base}/api/v1/stock/COASTER"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        levels(&view),
+        vec![("WH-1".to_owned(), 0), ("WH-2".to_owned(), 1)],
+        "{view}"
+    );
     // After a restart the split is replayed exactly as it was decided.
     app.shutdown(Duration::from_secs(5)).await;
-    let app = stocksync::app::App::start(config(dir.path(), &shop.base_url(), "")).await.unwrap();
+    let app = stocksync::app::App::start(config(dir.path(), &shop.base_url(), ""))
+        .await
+        .unwrap();
     let base = format!("http://{}", app.http_addr());
-    let view: Value = client.get(format!("{base}/api/v1/stock/MUG")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(levels(&view), vec![("WH-1".to_owned(), 3), ("WH-2".to_owned(), 2)], "{view}");
+    let view: Value = client
+        .get(format!("{base}/api/v1/stock/MUG"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        levels(&view),
+        vec![("WH-1".to_owned(), 3), ("WH-2".to_owned(), 2)],
+        "{view}"
+    );
     // Releasing the request releases every part.
-    let response = client.post(format!("{base}/api/v1/reservations/b2b-1/release")).send().await.unwrap();
+    let response = client
+        .post(format!("{base}/api/v1/reservations/b2b-1/release"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-    let view: Value = client.get(format!("{base}/api/v1/stock/MUG")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(levels(&view), vec![("WH-1".to_owned(), 0), ("WH-2".to_owned(), 0)], "{view}");
+    let view: Value = client
+        .get(format!("{base}/api/v1/stock/MUG"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        levels(&view),
+        vec![("WH-1".to_owned(), 0), ("WH-2".to_owned(), 0)],
+        "{view}"
+    );
     app.shutdown(Duration::from_secs(5)).await;
 }

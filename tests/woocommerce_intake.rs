@@ -251,6 +251,9 @@ fn woocommerce_sections_are_validated_with_every_problem_reported() {
         "SKU A is mapped twice",
         "channel woo-missing is kind woocommerce but has no [woocommerce] section",
     ] {
-        assert!(error.contains(expected), "{expected:?} missing from {error}");
+        assert!(
+            error.contains(expected),
+            "{expected:?} missing from {error}"
+        );
     }
 }

@@ -29,7 +29,10 @@ impl RulesCell {
 
     /// The rules in force now.
     pub fn get(&self) -> Arc<Rules> {
-        self.0.read().unwrap_or_else(|poison| poison.into_inner()).clone()
+        self.0
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
     }
 
     /// Replaces the rules.

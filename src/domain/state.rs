@@ -797,7 +797,9 @@ impl SkuState {
         plan: &[(LocationId, u64)],
         expires_at_ms: Option<i64>,
     ) -> Applied {
-        let part_ids: Vec<String> = (2..=plan.len()).map(|n| format!("{reservation}~{n}")).collect();
+        let part_ids: Vec<String> = (2..=plan.len())
+            .map(|n| format!("{reservation}~{n}"))
+            .collect();
         for (index, (location, units)) in plan.iter().enumerate() {
             let (id, parts, released) = match index {
                 0 => (reservation.to_owned(), part_ids.clone(), released),
@@ -1479,9 +1481,26 @@ mod tests {
     #[test]
     fn a_split_line_ships_first_part_first_and_releases_last_part_first() {
         let mut state = SkuState::new("SKU-E".into());
-        run(&mut state, MovementKind::Receipt { location: "A".into(), quantity: 3 }).unwrap();
-        run(&mut state, MovementKind::Receipt { location: "B".into(), quantity: 4 }).unwrap();
-        let context = ApplyContext { max_split_locations: 2, ..ApplyContext::strict() };
+        run(
+            &mut state,
+            MovementKind::Receipt {
+                location: "A".into(),
+                quantity: 3,
+            },
+        )
+        .unwrap();
+        run(
+            &mut state,
+            MovementKind::Receipt {
+                location: "B".into(),
+                quantity: 4,
+            },
+        )
+        .unwrap();
+        let context = ApplyContext {
+            max_split_locations: 2,
+            ..ApplyContext::strict()
+        };
         let hold = MovementKind::Reservation {
             reservation: "h".into(),
             quantity: 6,
@@ -1489,31 +1508,106 @@ mod tests {
             route: vec!["A".into(), "B".into()],
             expires_at_ms: None,
         };
-        let applied = state.apply_with(&movement("h", hold.clone()), 3, &context).unwrap();
+        let applied = state
+            .apply_with(&movement("h", hold.clone()), 3, &context)
+            .unwrap();
         assert_eq!(applied.split_across, Some(vec!["A".into(), "B".into()]));
-        let reserved = |s: &SkuState| (s.location(&"A".into()).reserved, s.location(&"B".into()).reserved);
+        let reserved = |s: &SkuState| {
+            (
+                s.location(&"A".into()).reserved,
+                s.location(&"B".into()).reserved,
+            )
+        };
         assert_eq!(reserved(&state), (3, 3));
         // Replaying the recorded movement (route = the split, no location) splits the same.
         let mut replayed = SkuState::new("SKU-E".into());
-        replayed.apply(&movement("a", MovementKind::Receipt { location: "A".into(), quantity: 3 }), 1).unwrap();
-        replayed.apply(&movement("b", MovementKind::Receipt { location: "B".into(), quantity: 4 }), 2).unwrap();
-        replayed.apply_with(&movement("h", hold), 3, &ApplyContext::replay()).unwrap();
+        replayed
+            .apply(
+                &movement(
+                    "a",
+                    MovementKind::Receipt {
+                        location: "A".into(),
+                        quantity: 3,
+                    },
+                ),
+                1,
+            )
+            .unwrap();
+        replayed
+            .apply(
+                &movement(
+                    "b",
+                    MovementKind::Receipt {
+                        location: "B".into(),
+                        quantity: 4,
+                    },
+                ),
+                2,
+            )
+            .unwrap();
+        replayed
+            .apply_with(&movement("h", hold), 3, &ApplyContext::replay())
+            .unwrap();
         assert_eq!(replayed, state);
         // Ship 4: 3 from A, 1 from B; cancel the rest: B's last 2 units.
-        run(&mut state, MovementKind::Fulfilment { reservation: "h".into(), quantity: 4 }).unwrap();
+        run(
+            &mut state,
+            MovementKind::Fulfilment {
+                reservation: "h".into(),
+                quantity: 4,
+            },
+        )
+        .unwrap();
         assert_eq!(reserved(&state), (0, 2));
-        let over = run(&mut state, MovementKind::Fulfilment { reservation: "h".into(), quantity: 3 });
-        assert!(matches!(over, Err(ApplyError::OverFulfilment { open: 2, .. })));
-        run(&mut state, MovementKind::Cancellation { reservation: "h".into(), quantity: None, reason: None }).unwrap();
+        let over = run(
+            &mut state,
+            MovementKind::Fulfilment {
+                reservation: "h".into(),
+                quantity: 3,
+            },
+        );
+        assert!(matches!(
+            over,
+            Err(ApplyError::OverFulfilment { open: 2, .. })
+        ));
+        run(
+            &mut state,
+            MovementKind::Cancellation {
+                reservation: "h".into(),
+                quantity: None,
+                reason: None,
+            },
+        )
+        .unwrap();
         assert_eq!(reserved(&state), (0, 0));
-        assert_eq!((state.location(&"A".into()).on_hand, state.location(&"B".into()).on_hand), (0, 3));
+        assert_eq!(
+            (
+                state.location(&"A".into()).on_hand,
+                state.location(&"B".into()).on_hand
+            ),
+            (0, 3)
+        );
     }
 
     #[test]
     fn without_a_split_allowance_a_hold_no_location_can_serve_is_refused() {
         let mut state = SkuState::new("SKU-E".into());
-        run(&mut state, MovementKind::Receipt { location: "A".into(), quantity: 3 }).unwrap();
-        run(&mut state, MovementKind::Receipt { location: "B".into(), quantity: 4 }).unwrap();
+        run(
+            &mut state,
+            MovementKind::Receipt {
+                location: "A".into(),
+                quantity: 3,
+            },
+        )
+        .unwrap();
+        run(
+            &mut state,
+            MovementKind::Receipt {
+                location: "B".into(),
+                quantity: 4,
+            },
+        )
+        .unwrap();
         let hold = MovementKind::Reservation {
             reservation: "h".into(),
             quantity: 6,
@@ -1521,7 +1615,10 @@ mod tests {
             route: vec!["A".into(), "B".into()],
             expires_at_ms: None,
         };
-        assert!(matches!(run(&mut state, hold), Err(ApplyError::InsufficientStock { available: 4, .. })));
+        assert!(matches!(
+            run(&mut state, hold),
+            Err(ApplyError::InsufficientStock { available: 4, .. })
+        ));
     }
 
     #[test]

@@ -35,7 +35,6 @@ use crate::config::ChannelConfig;
 use crate::domain::{LocationId, Movement, MovementKind, SCHEMA_VERSION, Sku};
 use serde::{Deserialize, Deserializer};
 
-
 /// Why a webhook delivery is not authentic (PLATFORMS.md §1.7). Always answered with 401.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {

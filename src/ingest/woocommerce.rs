@@ -33,7 +33,6 @@ use crate::config::ChannelConfig;
 use crate::domain::{Movement, MovementKind, SCHEMA_VERSION, Sku};
 use serde::{Deserialize, Deserializer};
 
-
 /// Most restocked units turned into movements per line (one movement per unit).
 pub const MAX_RESTOCK_UNITS_PER_LINE: u64 = 10_000;
 

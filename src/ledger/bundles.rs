@@ -179,17 +179,22 @@ impl Ledger {
                 route,
             } => {
                 let expansion = self.expand_now(&movement, quantity);
-                self.record_expansion(&movement, &reservation, &expansion).await?;
+                self.record_expansion(&movement, &reservation, &expansion)
+                    .await?;
                 let pending: Vec<_> = expansion
                     .components
                     .iter()
                     .map(|(sku, per)| {
-                        self.submit(component_movement(&movement, sku, MovementKind::Sale {
-                            reservation: reservation.clone(),
-                            quantity: quantity * per,
-                            location: location.clone(),
-                            route: route.clone(),
-                        }))
+                        self.submit(component_movement(
+                            &movement,
+                            sku,
+                            MovementKind::Sale {
+                                reservation: reservation.clone(),
+                                quantity: quantity * per,
+                                location: location.clone(),
+                                route: route.clone(),
+                            },
+                        ))
                     })
                     .collect();
                 combine(futures::future::join_all(pending).await)
@@ -202,18 +207,23 @@ impl Ledger {
                 expires_at_ms,
             } => {
                 let expansion = self.expand_now(&movement, quantity);
-                self.record_expansion(&movement, &reservation, &expansion).await?;
+                self.record_expansion(&movement, &reservation, &expansion)
+                    .await?;
                 let pending: Vec<_> = expansion
                     .components
                     .iter()
                     .map(|(sku, per)| {
-                        self.submit(component_movement(&movement, sku, MovementKind::Reservation {
-                            reservation: reservation.clone(),
-                            quantity: quantity * per,
-                            location: location.clone(),
-                            route: route.clone(),
-                            expires_at_ms,
-                        }))
+                        self.submit(component_movement(
+                            &movement,
+                            sku,
+                            MovementKind::Reservation {
+                                reservation: reservation.clone(),
+                                quantity: quantity * per,
+                                location: location.clone(),
+                                route: route.clone(),
+                                expires_at_ms,
+                            },
+                        ))
                     })
                     .collect();
                 let acks = futures::future::join_all(pending).await;
@@ -233,11 +243,15 @@ impl Ledger {
                                 idempotency_key: format!("{}:compensate", movement.idempotency_key),
                                 ..movement.clone()
                             };
-                            self.submit(component_movement(&compensation, sku, MovementKind::Cancellation {
-                                reservation: reservation.clone(),
-                                quantity: None,
-                                reason: Some("compensation".to_owned()),
-                            }))
+                            self.submit(component_movement(
+                                &compensation,
+                                sku,
+                                MovementKind::Cancellation {
+                                    reservation: reservation.clone(),
+                                    quantity: None,
+                                    reason: Some("compensation".to_owned()),
+                                },
+                            ))
                         })
                         .collect();
                     combine(futures::future::join_all(held).await)?;
@@ -320,7 +334,11 @@ impl Ledger {
     }
 
     /// The recorded expansion of a bundle line, or the current bill of materials.
-    async fn recorded(&self, movement: &Movement, reservation: &str) -> Result<Expansion, LedgerError> {
+    async fn recorded(
+        &self,
+        movement: &Movement,
+        reservation: &str,
+    ) -> Result<Expansion, LedgerError> {
         let record = self
             .shared
             .store
@@ -342,7 +360,8 @@ impl Ledger {
         expansion: &Expansion,
     ) -> Result<(), LedgerError> {
         let (reply, receiver) = oneshot::channel();
-        let mut request = super::committer::CommitRequest::wait(Ack::Duplicate { seq: 0 }, None, reply);
+        let mut request =
+            super::committer::CommitRequest::wait(Ack::Duplicate { seq: 0 }, None, reply);
         request.reservation = Some(ReservationRecord {
             id: record_id(movement, reservation),
             request_json: serde_json::to_string(expansion).expect("expansions serialise"),

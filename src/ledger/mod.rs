@@ -77,7 +77,9 @@ impl LedgerOptions {
             group_commit_max_batch: config.store.group_commit_max_batch,
             snapshot_every_events: config.store.snapshot_every_events,
             // A config that failed validation has no usable BOM; `Config::load` validates.
-            rules: Arc::new(crate::domain::RulesCell::new(config.rules().unwrap_or_default())),
+            rules: Arc::new(crate::domain::RulesCell::new(
+                config.rules().unwrap_or_default(),
+            )),
         }
     }
 }

@@ -349,12 +349,16 @@ impl Ledger {
                 // A line stored with the location the single-location preference chose is
                 // the same line as one sent again without a location.
                 let same_lines = stored.lines.len() == request.lines.len()
-                    && stored.lines.iter().zip(&request.lines).all(|(stored, sent)| {
-                        stored.sku == sent.sku
-                            && stored.quantity == sent.quantity
-                            && stored.route == sent.route
-                            && (sent.location.is_none() || stored.location == sent.location)
-                    });
+                    && stored
+                        .lines
+                        .iter()
+                        .zip(&request.lines)
+                        .all(|(stored, sent)| {
+                            stored.sku == sent.sku
+                                && stored.quantity == sent.quantity
+                                && stored.route == sent.route
+                                && (sent.location.is_none() || stored.location == sent.location)
+                        });
                 if !same_lines || stored.ttl_secs != request.ttl_secs {
                     return Ok(ReservationOutcome::Conflict { id });
                 }

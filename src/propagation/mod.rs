@@ -263,8 +263,7 @@ impl BundleLevels {
         let mut cache = self.components.lock().unwrap_or_else(|p| p.into_inner());
         let mut affected = std::collections::BTreeMap::new();
         for change in changes {
-            let bundles: Vec<&crate::domain::Sku> =
-                bom.bundles_containing(&change.sku).collect();
+            let bundles: Vec<&crate::domain::Sku> = bom.bundles_containing(&change.sku).collect();
             if bundles.is_empty() {
                 continue;
             }
@@ -373,7 +372,9 @@ impl Propagation {
             rules: options.rules.clone().unwrap_or_else(|| {
                 // `Config::validate` rejects a bad BOM, so an error here means an unvalidated
                 // config: propagate no bundles rather than guess.
-                Arc::new(crate::domain::RulesCell::new(config.rules().unwrap_or_default()))
+                Arc::new(crate::domain::RulesCell::new(
+                    config.rules().unwrap_or_default(),
+                ))
             }),
             bundles: Arc::default(),
         })

@@ -31,9 +31,11 @@ pub struct StandaloneOptions {
 }
 
 async fn bind(address: &str) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(address).await.map_err(|error| {
-        std::io::Error::new(error.kind(), format!("cannot listen on {address}: {error}"))
-    })
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| {
+            std::io::Error::new(error.kind(), format!("cannot listen on {address}: {error}"))
+        })
 }
 
 /// Runs all four simulators until `stop` completes, printing where each listens and the
@@ -60,7 +62,11 @@ pub async fn run_standalone(
         webhook_url: options.woocommerce_webhook_url,
         ..Default::default()
     };
-    let woo = woocommerce::start(woo_options.clone(), bind(&options.woocommerce_listen).await?).await?;
+    let woo = woocommerce::start(
+        woo_options.clone(),
+        bind(&options.woocommerce_listen).await?,
+    )
+    .await?;
     println!(
         "WooCommerce  {}  (key {:?}, secret {:?}, webhook secret {:?}; orders: POST /_sandbox/orders)",
         woo.base_url(),

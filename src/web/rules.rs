@@ -12,8 +12,8 @@
 //!
 //! May depend on: config, domain, ledger, store.
 
-use super::problem::{FieldError, Problem};
 use super::WebState;
+use super::problem::{FieldError, Problem};
 use crate::config::{BundleConfig, Config, PreorderConfig, SkuRuleConfig, StockConfig};
 use crate::domain::{Allocation, AvailabilitySink, RulesCell};
 use crate::ledger::Ledger;
@@ -96,7 +96,11 @@ impl RulesDocument {
         let mut next = config.clone();
         let mut problems = Vec::new();
         for rule in &self.channels {
-            match next.channels.iter_mut().find(|channel| channel.id == rule.id) {
+            match next
+                .channels
+                .iter_mut()
+                .find(|channel| channel.id == rule.id)
+            {
                 Some(channel) => {
                     channel.safety_stock = rule.safety_stock;
                     channel.max_listed_quantity = rule.max_listed_quantity;
@@ -110,7 +114,11 @@ impl RulesDocument {
         next.sku_rules = self.sku_rules.clone();
         next.stock = self.stock.clone();
         next.bundles = self.bundles.clone();
-        if problems.is_empty() { Ok(next) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(next)
+        } else {
+            Err(problems)
+        }
     }
 }
 
@@ -155,7 +163,11 @@ impl RuntimeRules {
 
     /// Applies `document`; on success the rules are in force and recorded, and every known
     /// SKU is re-published in the background. Errors: every problem found (nothing changed).
-    pub async fn change(&self, document: RulesDocument, actor: &str) -> Result<RulesDocument, Vec<String>> {
+    pub async fn change(
+        &self,
+        document: RulesDocument,
+        actor: &str,
+    ) -> Result<RulesDocument, Vec<String>> {
         let next = {
             let current = self.config.lock().unwrap_or_else(|p| p.into_inner());
             let next = document.apply_to(&current)?;
@@ -168,7 +180,10 @@ impl RuntimeRules {
         let rules = next.rules().map_err(|error| vec![error.to_string()])?;
         let applied = RulesDocument::of(&next);
         let json = serde_json::to_string(&applied).expect("rules documents serialise");
-        let hash: String = Sha256::digest(json.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let hash: String = Sha256::digest(json.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         self.store
             .record_config_change(&ConfigAuditRecord {
                 at_ms: crate::clock::now_ms(),
@@ -178,7 +193,11 @@ impl RuntimeRules {
                 config_json: json,
             })
             .await
-            .map_err(|error| vec![format!("the change could not be recorded in the audit log: {error}")])?;
+            .map_err(|error| {
+                vec![format!(
+                    "the change could not be recorded in the audit log: {error}"
+                )]
+            })?;
         self.cell.set(rules);
         *self.config.lock().unwrap_or_else(|p| p.into_inner()) = next;
         tracing::info!(actor, "stock rules changed at runtime");
@@ -199,7 +218,9 @@ async fn republish(ledger: Ledger, sink: Arc<dyn AvailabilitySink>) {
                 return;
             }
         };
-        let Some(last) = skus.last().cloned() else { return };
+        let Some(last) = skus.last().cloned() else {
+            return;
+        };
         let mut changes = Vec::with_capacity(skus.len());
         for sku in skus {
             if let Ok(state) = ledger.state(&sku.as_str().into()).await {
@@ -247,7 +268,12 @@ pub(super) async fn put_rules(
             "The rules are not valid",
             format!("{} problem(s); nothing was changed", problems.len()),
         )
-        .with_errors(problems.into_iter().map(|p| FieldError::new("#", p)).collect())
+        .with_errors(
+            problems
+                .into_iter()
+                .map(|p| FieldError::new("#", p))
+                .collect(),
+        )
         .into_response(),
     }
 }

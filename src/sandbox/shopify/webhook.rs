@@ -5,7 +5,6 @@ use super::state::SimOrderRecord;
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-
 /// Delivery timeout (Shopify: 1 s to connect, 5 s in total, PLATFORMS.md §1.8).
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -4,7 +4,6 @@
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-
 /// Delivery timeout (`http_request_timeout` of 60 s in core, §2.4).
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
