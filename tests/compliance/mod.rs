@@ -17,6 +17,7 @@
 //! `compliance_suite!(<platform>, <Target>);` line in `tests/channel_compliance.rs`.
 
 pub mod amazon;
+pub mod bolcom;
 pub mod shopify;
 pub mod woocommerce;
 
@@ -72,6 +73,15 @@ pub trait ComplianceTarget: Send + Sync + Sized + 'static {
     fn counts(method: &str, path: &str) -> bool {
         let _ = (method, path);
         true
+    }
+
+    /// The most counted requests the first push of `good_items` listings plus one refused
+    /// listing may take: a batching platform needs at most 3 (the batch, the batch without
+    /// the refused item, the refused item alone); a platform that writes one listing per
+    /// request overrides this.
+    fn good_items_request_budget(good_items: usize) -> usize {
+        let _ = good_items;
+        3
     }
 }
 
