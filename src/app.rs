@@ -148,6 +148,40 @@ async fn warm_bundles(config: &Config, ledger: &Ledger, propagation: &Propagatio
     }
 }
 
+/// One Kafka consumer per Amazon channel with `notifications_topic` (an SQS bridge puts
+/// ORDER_CHANGE notifications there), in its own consumer group `{group_id}-{channel}`,
+/// with the `[kafka]` dead-letter topic. Without `[kafka]` the setting is refused by
+/// validation.
+fn start_notification_bridges(
+    config: &Config,
+    ledger: &Ledger,
+) -> anyhow::Result<Vec<KafkaIngest>> {
+    let Some(kafka) = &config.kafka else {
+        return Ok(Vec::new());
+    };
+    let mut bridges = Vec::new();
+    for channel in &config.channels {
+        let Some(topic) = channel
+            .amazon
+            .as_ref()
+            .and_then(|a| a.notifications_topic.clone())
+        else {
+            continue;
+        };
+        let settings = crate::config::KafkaConfig {
+            movements_topic: topic,
+            group_id: format!("{}-{}", kafka.group_id, channel.id),
+            ..kafka.clone()
+        };
+        let decoder = crate::ingest::amazon::notification_decoder(channel.clone());
+        bridges.push(
+            KafkaIngest::start_with(settings, decoder, ledger.clone())
+                .with_context(|| format!("starting the notification consumer of {}", channel.id))?,
+        );
+    }
+    Ok(bridges)
+}
+
 /// A running engine: store, ledger, propagation, HTTP API and (if configured) Kafka ingest.
 pub struct App {
     config: Arc<Config>,
@@ -157,6 +191,8 @@ pub struct App {
     http_stop: oneshot::Sender<()>,
     http_task: JoinHandle<std::io::Result<()>>,
     kafka: Option<KafkaIngest>,
+    /// Consumers of Amazon ORDER_CHANGE notifications bridged from SQS into Kafka.
+    notification_bridges: Vec<KafkaIngest>,
     channel_pollers: Vec<crate::ingest::bolcom_poll::PollerHandle>,
     housekeeping: JoinHandle<()>,
     atp_output: Option<JoinHandle<()>>,
@@ -247,6 +283,7 @@ impl App {
         if let Some(ingest) = &kafka {
             let _ = kafka_view.0.set(ingest.assignment_handle());
         }
+        let notification_bridges = start_notification_bridges(&config, &ledger)?;
         let channel_pollers = crate::ingest::channel_pollers::start(&config, &ledger);
         // WooCommerce never retries webhooks: poll orders as a backstop (PLATFORMS.md §2.4).
         let woocommerce_pollers = crate::ingest::woocommerce_poll::WoocommercePoller::start_all(
@@ -276,6 +313,7 @@ impl App {
             http_stop,
             http_task,
             kafka,
+            notification_bridges,
             woocommerce_pollers,
             channel_pollers,
             housekeeping,
@@ -321,6 +359,11 @@ impl App {
             && let Err(error) = kafka.stop().await
         {
             tracing::warn!(error = %error, "kafka ingest ended with an error");
+        }
+        for bridge in self.notification_bridges {
+            if let Err(error) = bridge.stop().await {
+                tracing::warn!(error = %error, "amazon notification consumer ended with an error");
+            }
         }
         let _ = self.http_stop.send(());
         let _ = self.http_task.await;

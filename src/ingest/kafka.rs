@@ -35,6 +35,22 @@ mod decode;
 pub use atp::{AtpOutput, AtpPublisher, AtpUpdate};
 pub use decode::{DecodeError, MessageOrigin, decode_movement, fallback_idempotency_key};
 
+/// Turns one record (key, value, origin) into the movements it stands for, without I/O.
+/// The movements topic uses [`movement_decoder`]; other contracts (an SQS bridge carrying
+/// Amazon notifications) bring their own.
+pub type RecordDecoder = Arc<
+    dyn Fn(Option<&[u8]>, Option<&[u8]>, &MessageOrigin<'_>) -> Result<Vec<Movement>, DecodeError>
+        + Send
+        + Sync,
+>;
+
+/// The decoder of the movements contract: one movement per record ([`decode_movement`]).
+pub fn movement_decoder() -> RecordDecoder {
+    Arc::new(|key, value, origin| {
+        decode_movement(key, value, origin).map(|movement| vec![movement])
+    })
+}
+
 use crate::config::KafkaConfig;
 use crate::domain::Movement;
 use crate::ledger::{Ack, Ledger, LedgerError};
@@ -142,8 +158,21 @@ impl KafkaIngest {
     /// client cannot be created or the subscription fails. Brokers being unreachable is not
     /// an error here: the client keeps reconnecting.
     pub fn start(config: KafkaConfig, ledger: Ledger) -> Result<Self, IngestError> {
+        Self::start_with(config, movement_decoder(), ledger)
+    }
+
+    /// Like [`KafkaIngest::start`], decoding records of `config.movements_topic` with
+    /// `decoder` (a record may stand for several movements; it is acknowledged, or
+    /// dead-lettered, as a whole).
+    ///
+    /// Errors: as [`KafkaIngest::start`].
+    pub fn start_with(
+        config: KafkaConfig,
+        decoder: RecordDecoder,
+        ledger: Ledger,
+    ) -> Result<Self, IngestError> {
         let (stop, shutdown) = watch::channel(false);
-        let worker = Worker::new(config, ledger, shutdown)?;
+        let worker = Worker::new(config, decoder, ledger, shutdown)?;
         let context = worker.consumer.context().clone();
         let task = tokio::spawn(worker.run());
         Ok(Self {
@@ -197,7 +226,9 @@ pub async fn run(
     ledger: Ledger,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), IngestError> {
-    Worker::new(config, ledger, shutdown)?.run().await
+    Worker::new(config, movement_decoder(), ledger, shutdown)?
+        .run()
+        .await
 }
 
 /// The consumer's callbacks: logs rebalances, tracks the assignment, and remembers revoked
@@ -333,6 +364,7 @@ enum Outcome {
 
 struct Worker {
     config: KafkaConfig,
+    decoder: RecordDecoder,
     ledger: Ledger,
     consumer: Arc<IngestConsumer>,
     dead_letters: FutureProducer,
@@ -358,6 +390,7 @@ async fn sleep_or_stop(shutdown: &mut watch::Receiver<bool>, duration: Duration)
 impl Worker {
     fn new(
         config: KafkaConfig,
+        decoder: RecordDecoder,
         ledger: Ledger,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, IngestError> {
@@ -378,6 +411,7 @@ impl Worker {
             .map_err(kafka_error("create dead-letter producer"))?;
         Ok(Self {
             config,
+            decoder,
             ledger,
             consumer: Arc::new(consumer),
             dead_letters,
@@ -498,16 +532,20 @@ impl Worker {
                 partition: message.partition(),
                 offset: message.offset(),
             };
-            match decode_movement(message.key(), message.payload(), &origin) {
-                Ok(movement) => {
+            match (self.decoder)(message.key(), message.payload(), &origin) {
+                Ok(decoded) => {
                     let watermark = OffsetWatermark {
                         group: self.config.group_id.clone(),
                         topic: origin.topic.to_owned(),
                         partition: origin.partition,
                         next_offset: origin.offset + 1,
                     };
-                    movements.push((index, movement, watermark));
-                    outcomes.push(None);
+                    // A record with no movements (e.g. an AFN order) is simply consumed.
+                    let outcome = decoded.is_empty().then_some(Outcome::Duplicate);
+                    for movement in decoded {
+                        movements.push((index, movement, watermark.clone()));
+                    }
+                    outcomes.push(outcome);
                 }
                 Err(error) => {
                     warn!(
@@ -516,7 +554,7 @@ impl Worker {
                         offset = origin.offset,
                         reason = error.reason(),
                         error = %error,
-                        "undecodable movement record, dead-lettering it"
+                        "undecodable record, dead-lettering it"
                     );
                     outcomes.push(Some(Outcome::DeadLetter {
                         reason: error.reason(),
@@ -528,7 +566,9 @@ impl Worker {
 
         let acks = self.apply(&movements).await?;
         for ((index, movement, watermark), ack) in movements.iter().zip(acks) {
-            outcomes[*index] = Some(match ack {
+            // A record's movements share one outcome: any refusal dead-letters the record,
+            // any applied movement makes it applied, else it was a duplicate.
+            let outcome = match ack {
                 Ok(Ack::Applied { .. }) => Outcome::Applied,
                 Ok(Ack::Duplicate { .. }) => Outcome::Duplicate,
                 Err(error) => {
@@ -539,13 +579,20 @@ impl Worker {
                         partition = watermark.partition,
                         offset = watermark.next_offset - 1,
                         error = %error,
-                        "ledger rejected a movement, dead-lettering it"
+                        "ledger rejected a movement, dead-lettering its record"
                     );
                     Outcome::DeadLetter {
                         reason: REASON_REJECTED,
                         error: error.to_string(),
                     }
                 }
+            };
+            let slot = &mut outcomes[*index];
+            *slot = Some(match (slot.take(), outcome) {
+                (Some(dead @ Outcome::DeadLetter { .. }), _)
+                | (_, dead @ Outcome::DeadLetter { .. }) => dead,
+                (Some(Outcome::Applied), _) | (_, Outcome::Applied) => Outcome::Applied,
+                _ => Outcome::Duplicate,
             });
         }
         let outcomes: Vec<Outcome> = outcomes

@@ -50,6 +50,15 @@ pub enum DecodeError {
         /// The movement's SKU.
         sku: String,
     },
+    /// A record of another contract (e.g. an Amazon ORDER_CHANGE notification) could not
+    /// be decoded.
+    #[error("record is not a valid {what}: {message}")]
+    Foreign {
+        /// What the record should have been (`notification`).
+        what: &'static str,
+        /// The decoder's message.
+        message: String,
+    },
     /// The record's key is not the movement's SKU.
     #[error("message key {key:?} does not match sku {sku:?}")]
     KeyMismatch {
@@ -70,6 +79,7 @@ impl DecodeError {
             DecodeError::InvalidMovement(_) => "invalid_movement",
             DecodeError::Invalid(_) => "invalid_field",
             DecodeError::MissingKey { .. } | DecodeError::KeyMismatch { .. } => "key_mismatch",
+            DecodeError::Foreign { .. } => "invalid_record",
         }
     }
 }
