@@ -499,6 +499,27 @@ pub fn fba_count(channel: &ChannelConfig, location: &str, summary: &FbaSummary) 
     }
 }
 
+/// The Kafka decoder of a topic fed by an SQS bridge with ORDER_CHANGE notifications (raw
+/// envelopes, or SQS messages with the envelope in `Body`) for `channel`: each record
+/// becomes that order's movements ([`order_movements`]; none for AFN orders or other
+/// notification types). Duplicated deliveries are harmless: the movements' idempotency
+/// keys dedupe them.
+pub fn notification_decoder(channel: ChannelConfig) -> super::kafka::RecordDecoder {
+    std::sync::Arc::new(move |_key, value, _origin| {
+        let body = value.ok_or(super::kafka::DecodeError::MissingValue)?;
+        match decode_notification(body) {
+            Ok(Decoded::OrderChange(notification)) => {
+                Ok(order_movements(&channel, &notification.order).movements)
+            }
+            Ok(Decoded::Other(_)) => Ok(Vec::new()),
+            Err(error) => Err(super::kafka::DecodeError::Foreign {
+                what: "Amazon ORDER_CHANGE notification",
+                message: error.to_string(),
+            }),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -724,25 +745,4 @@ mod tests {
             format!("amazon:amazon-nl:fba:SKU-B-NL:{watermark}")
         );
     }
-}
-
-/// The Kafka decoder of a topic fed by an SQS bridge with ORDER_CHANGE notifications (raw
-/// envelopes, or SQS messages with the envelope in `Body`) for `channel`: each record
-/// becomes that order's movements ([`order_movements`]; none for AFN orders or other
-/// notification types). Duplicated deliveries are harmless: the movements' idempotency
-/// keys dedupe them.
-pub fn notification_decoder(channel: ChannelConfig) -> super::kafka::RecordDecoder {
-    std::sync::Arc::new(move |_key, value, _origin| {
-        let body = value.ok_or(super::kafka::DecodeError::MissingValue)?;
-        match decode_notification(body) {
-            Ok(Decoded::OrderChange(notification)) => {
-                Ok(order_movements(&channel, &notification.order).movements)
-            }
-            Ok(Decoded::Other(_)) => Ok(Vec::new()),
-            Err(error) => Err(super::kafka::DecodeError::Foreign {
-                what: "Amazon ORDER_CHANGE notification",
-                message: error.to_string(),
-            }),
-        }
-    })
 }
