@@ -3,7 +3,7 @@
 use super::movement::{Movement, MovementKind};
 use super::{LocationId, Sku};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Stock at one location. `available()` is derived, never stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,8 +22,8 @@ pub struct LocationStock {
     /// taken at watermark W can add back what happened after W (see [`MovementKind::Count`]).
     /// Entries at or before the last count's watermark are dropped; at most
     /// [`JOURNAL_LIMIT`] are kept.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub journal: Vec<(i64, i64)>,
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub journal: VecDeque<(i64, i64)>,
 }
 
 /// Most recent on-hand changes remembered per location for count reconciliation; a count
@@ -33,11 +33,10 @@ pub const JOURNAL_LIMIT: usize = 256;
 impl LocationStock {
     fn change_on_hand(&mut self, at_ms: i64, delta: i64) {
         self.on_hand += delta;
-        self.journal.push((at_ms, delta));
-        if self.journal.len() > JOURNAL_LIMIT {
-            let excess = self.journal.len() - JOURNAL_LIMIT;
-            self.journal.drain(..excess);
+        if self.journal.len() == JOURNAL_LIMIT {
+            self.journal.pop_front();
         }
+        self.journal.push_back((at_ms, delta));
     }
 }
 
@@ -329,6 +328,13 @@ impl SkuState {
         self.locations.get(location).cloned().unwrap_or_default()
     }
 
+    /// on-hand − reserved at `location` (0 if never seen), without copying its journal.
+    pub fn available_at(&self, location: &LocationId) -> i64 {
+        self.locations
+            .get(location)
+            .map_or(0, LocationStock::available)
+    }
+
     /// Levels per location, sorted by location id.
     pub fn levels(&self) -> Vec<LocationLevel> {
         let mut levels: Vec<LocationLevel> = self
@@ -447,7 +453,7 @@ impl SkuState {
     fn changed(&self, location: &LocationId) -> Applied {
         Applied {
             levels_changed: true,
-            oversold: self.location(location).available() < 0,
+            oversold: self.available_at(location) < 0,
             routed_to: None,
             split_across: None,
         }
@@ -671,11 +677,11 @@ impl SkuState {
         let chosen = match policy {
             RoutingPolicy::Priority => route
                 .iter()
-                .find(|candidate| self.location(candidate).available() >= to_i64(quantity)),
+                .find(|candidate| self.available_at(candidate) >= to_i64(quantity)),
             RoutingPolicy::MostStock => route
                 .iter()
                 .rev()
-                .max_by_key(|candidate| self.location(candidate).available()),
+                .max_by_key(|candidate| self.available_at(candidate)),
         };
         chosen.unwrap_or(&route[0]).clone()
     }
@@ -705,7 +711,7 @@ impl SkuState {
             .min(quantity);
         let open = quantity - released;
         let chosen = self.route(open.max(1), location, route, context.routing);
-        let available = self.location(&chosen).available();
+        let available = self.available_at(&chosen);
         let plan = match location {
             None if open > 0 && available < to_i64(open) && context.max_split_locations > 1 => {
                 self.split_plan(open, route, context.max_split_locations)
@@ -723,7 +729,7 @@ impl SkuState {
             let best = std::iter::once(location.cloned())
                 .flatten()
                 .chain(route.iter().cloned())
-                .map(|candidate| self.location(&candidate).available())
+                .map(|candidate| self.available_at(&candidate))
                 .max()
                 .unwrap_or(available);
             return Err(ApplyError::InsufficientStock {
@@ -759,7 +765,7 @@ impl SkuState {
         Ok(Applied {
             routed_to,
             // A backorder within policy is a planned debt, not an oversell.
-            oversold: self.location(&chosen).available() < 0 && !may_backorder,
+            oversold: self.available_at(&chosen) < 0 && !may_backorder,
             levels_changed: true,
             split_across: None,
         })
@@ -779,7 +785,7 @@ impl SkuState {
             if remaining == 0 || plan.len() == max_parts {
                 break;
             }
-            let available = u64::try_from(self.location(candidate).available()).unwrap_or(0);
+            let available = u64::try_from(self.available_at(candidate)).unwrap_or(0);
             let take = available.min(remaining);
             if take > 0 {
                 plan.push((candidate.clone(), take));
