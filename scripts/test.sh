@@ -42,4 +42,4 @@ cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "==> cargo test"
-cargo test --all-targets
+cargo test --all-targets --no-fail-fast

@@ -159,7 +159,9 @@ pub async fn the_adapter_converges_after_an_outage<T: ComplianceTarget>() {
             T::NAME
         );
     }
-    assert!(!harness.proxy.requests_log().is_empty(), "it kept trying");
+    // Every request fails in an outage, including the uncounted steps (an Amazon feed
+    // document, a bol.com process status), so count every attempt.
+    assert!(harness.proxy.attempts() > 0, "it kept trying");
     harness.proxy.set_outage(false);
     harness.flush(Duration::from_secs(15)).await;
     for n in 0..5 {

@@ -100,6 +100,8 @@ enum Fault {
 #[derive(Default)]
 struct ProxyState {
     log: Vec<Instant>,
+    /// Every request, counted or not.
+    attempts: usize,
     faults: std::collections::VecDeque<Fault>,
     outage: bool,
     retry_after_until: Option<Instant>,
@@ -180,7 +182,12 @@ impl FaultProxy {
         self.state().outage = outage;
     }
 
-    /// Arrival time of every request so far.
+    /// How many requests arrived so far, counted or not.
+    pub fn attempts(&self) -> usize {
+        self.state().attempts
+    }
+
+    /// Arrival times of the counted requests.
     pub fn requests_log(&self) -> Vec<Instant> {
         self.state().log.clone()
     }
@@ -207,6 +214,7 @@ async fn forward(State(proxy): State<Arc<ProxyInner>>, request: Request) -> Resp
     let counted = (proxy.counts)(request.method().as_str(), request.uri().path());
     let fault = {
         let mut state = proxy.state.lock().unwrap();
+        state.attempts += 1;
         if counted {
             state.log.push(arrival);
             if state.retry_after_until.is_some_and(|until| arrival < until) {
