@@ -434,6 +434,89 @@ pub fn place_order(
     }
 }
 
+/// A few movements that show the rest of the stock model: a transfer between locations, a
+/// WMS count that arrives after movements it had not seen, and a checkout hold that lapses.
+async fn show_stock_model(app: &App, skus: usize) -> anyhow::Result<()> {
+    let ledger = app.ledger();
+    let second = sku_name(1.min(skus - 1));
+    ledger
+        .submit(movement(
+            &second,
+            "demo:transfer-1:dispatch".to_owned(),
+            MovementKind::TransferDispatch {
+                transfer: "TR-1".to_owned(),
+                from: "WH-1".into(),
+                to: "STORE-1".into(),
+                quantity: 4,
+            },
+        ))
+        .await?;
+    println!(
+        "demo: transfer TR-1 sends 4 × {second} from WH-1 to STORE-1 (in transit, not available)"
+    );
+    ledger
+        .submit(movement(
+            &second,
+            "demo:transfer-1:receipt".to_owned(),
+            MovementKind::TransferReceipt {
+                transfer: "TR-1".to_owned(),
+                quantity: 4,
+            },
+        ))
+        .await?;
+    println!("demo: STORE-1 receives TR-1: 4 × {second} now available there");
+    // The WMS counted WH-1 before the receipt below reached us: the count adds it back.
+    let counted_at = crate::clock::now_ms();
+    let third = sku_name(2.min(skus - 1));
+    ledger
+        .submit(Movement {
+            occurred_at_ms: Some(counted_at + 1),
+            ..receipt(&third, "demo:late-receipt".to_owned(), "WH-1", 5)
+        })
+        .await?;
+    ledger
+        .submit(Movement {
+            occurred_at_ms: Some(counted_at + 2),
+            ..movement(
+                &third,
+                "demo:count-1".to_owned(),
+                MovementKind::Count {
+                    location: "WH-1".into(),
+                    on_hand: 18,
+                    watermark: counted_at,
+                },
+            )
+        })
+        .await?;
+    let on_hand = ledger
+        .state(&third.as_str().into())
+        .await?
+        .location(&"WH-1".into())
+        .on_hand;
+    println!(
+        "demo: the WMS counted 18 × {third} at WH-1 before a receipt of 5 reached it: on-hand is {on_hand}, nothing counted twice"
+    );
+    let outcome = ledger
+        .reserve(crate::ledger::ReservationRequest {
+            id: "demo-checkout-1".to_owned(),
+            lines: vec![crate::ledger::ReservationLine {
+                sku: sku_name(0).into(),
+                quantity: 2,
+                location: None,
+                route: vec!["WH-1".into(), "STORE-1".into()],
+            }],
+            ttl_secs: Some(5),
+        })
+        .await?;
+    if let crate::ledger::ReservationOutcome::Reserved { .. } = outcome {
+        println!(
+            "demo: a checkout holds 2 × {} for 5 s (API: POST /api/v1/reservations); unpaid, it lapses",
+            sku_name(0)
+        );
+    }
+    Ok(())
+}
+
 /// Runs the demo; returns its summary (after Ctrl-C unless `exit_after_summary`).
 ///
 /// Errors: a simulator or the engine cannot start (port in use, data folder not writable).
@@ -512,6 +595,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         "demo: purchase order PO-1001 announces 12 × {} in 7 days (Shopify may pre-sell 5 of them)",
         sku_name(0)
     );
+    show_stock_model(&app, skus).await?;
 
     println!(
         "demo: streaming orders on all four channels, cancellations and receipts for {}s",
