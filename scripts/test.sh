@@ -42,4 +42,11 @@ cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "==> cargo test"
-cargo test --all-targets --no-fail-fast
+log=$(mktemp)
+status=0
+cargo test --all-targets --no-fail-fast 2>&1 | tee "$log" || status=$?
+# One closing line over every test binary (the bench targets run last, in test mode).
+read -r passed failed < <(awk '/^test result: / { p += $4; f += $6 } END { print p + 0, f + 0 }' "$log")
+rm -f "$log"
+echo "summary: ${passed:-0} passed, ${failed:-0} failed"
+exit "$status"
