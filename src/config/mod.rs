@@ -970,6 +970,11 @@ impl Config {
         let mut policy = crate::domain::StockPolicy {
             routing: self.stock.routing,
             max_split_locations: self.stock.max_split_locations,
+            // Past the key TTL a redelivered line could not be recognised by its key either.
+            closed_line_retention_ms: i64::try_from(
+                self.ledger.idempotency_ttl_secs.saturating_mul(1000),
+            )
+            .unwrap_or(i64::MAX),
             prefer_single_location: self.stock.prefer_single_location,
             backorder_locations: self
                 .locations

@@ -20,6 +20,8 @@ pub struct StockPolicy {
     pub max_split_locations: usize,
     /// Multi-line holds try first to place every line at one location that has them all.
     pub prefer_single_location: bool,
+    /// Closed reservation lines are forgotten after this long (ms; 0: kept forever).
+    pub closed_line_retention_ms: i64,
 }
 
 impl StockPolicy {
@@ -38,6 +40,16 @@ impl StockPolicy {
             routing: self.routing,
             replay: false,
             max_split_locations: self.max_split_locations.max(1),
+            closed_line_retention_ms: self.retention_ms(),
+        }
+    }
+
+    /// The retention of closed lines as the context wants it (`i64::MAX`: forever).
+    pub fn retention_ms(&self) -> i64 {
+        if self.closed_line_retention_ms > 0 {
+            self.closed_line_retention_ms
+        } else {
+            i64::MAX
         }
     }
 }

@@ -26,6 +26,9 @@ pub struct LocationStock {
     pub journal: VecDeque<(i64, i64)>,
 }
 
+/// Closed reservation lines are looked for every this many events of a SKU.
+pub const PRUNE_EVERY_EVENTS: u64 = 64;
+
 /// Most recent on-hand changes remembered per location for count reconciliation; a count
 /// whose watermark is older than the oldest kept entry treats everything before it as seen.
 pub const JOURNAL_LIMIT: usize = 256;
@@ -65,6 +68,10 @@ pub struct Reservation {
     /// (`{id}~2`, `{id}~3`, …), each a reservation of its own at another location.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<String>,
+    /// When the line's last unit was shipped or released (source time, ms); closed lines
+    /// are forgotten once older than the context's retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at_ms: Option<i64>,
 }
 
 impl Reservation {
@@ -260,6 +267,11 @@ pub struct ApplyContext<'a> {
     /// A line without a location that no single candidate can serve may be split across
     /// at most this many candidates (1: never split).
     pub max_split_locations: usize,
+    /// Closed reservation lines older than this (ms, by source time) are forgotten, so a
+    /// SKU's state does not grow with its order history; `i64::MAX` keeps them forever.
+    /// The ledger uses the idempotency-key TTL: past it a redelivered line could not be
+    /// recognised by its key either.
+    pub closed_line_retention_ms: i64,
 }
 
 static NO_BACKORDERS: BTreeSet<LocationId> = BTreeSet::new();
@@ -273,6 +285,7 @@ impl ApplyContext<'static> {
             routing: RoutingPolicy::Priority,
             replay: false,
             max_split_locations: 1,
+            closed_line_retention_ms: i64::MAX,
         }
     }
 
@@ -443,7 +456,53 @@ impl SkuState {
         let at_ms = movement.occurred_at_ms.unwrap_or(context.now_ms);
         let applied = self.apply_kind(&movement.kind, at_ms, context)?;
         self.seq = seq;
+        self.mark_closed_lines(&movement.kind, at_ms);
+        if seq.is_multiple_of(PRUNE_EVERY_EVENTS) {
+            self.prune_closed_lines(at_ms.saturating_sub(context.closed_line_retention_ms));
+        }
         Ok(applied)
+    }
+
+    /// Stamps the closing time on the lines of `kind`'s reservation that have no open units.
+    fn mark_closed_lines(&mut self, kind: &MovementKind, at_ms: i64) {
+        let reservation = match kind {
+            MovementKind::Sale { reservation, .. }
+            | MovementKind::Reservation { reservation, .. }
+            | MovementKind::Cancellation { reservation, .. }
+            | MovementKind::Fulfilment { reservation, .. } => reservation.as_str(),
+            MovementKind::Return {
+                reservation: Some(reservation),
+                ..
+            } => reservation.as_str(),
+            _ => return,
+        };
+        for id in self.line_ids(reservation) {
+            if let Some(line) = self.reservations.get_mut(&id)
+                && line.open() == 0
+                && line.closed_at_ms.is_none()
+            {
+                line.closed_at_ms = Some(at_ms);
+            }
+        }
+    }
+
+    /// Forgets lines closed before `cutoff_ms` (a split line only once all its parts are).
+    fn prune_closed_lines(&mut self, cutoff_ms: i64) {
+        let closed_before = |line: &Reservation| line.closed_at_ms.is_some_and(|at| at < cutoff_ms);
+        let prunable: Vec<String> = self
+            .reservations
+            .iter()
+            .filter(|(_, line)| closed_before(line))
+            .filter(|(_, line)| {
+                line.parts
+                    .iter()
+                    .all(|part| self.reservations.get(part).is_none_or(closed_before))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in prunable {
+            self.reservations.remove(&id);
+        }
     }
 
     fn stock_mut(&mut self, location: &LocationId) -> &mut LocationStock {
@@ -752,6 +811,7 @@ impl SkuState {
                 released,
                 expires_at_ms,
                 parts: Vec::new(),
+                closed_at_ms: None,
             },
         );
         let routed_to = location.is_none().then(|| chosen.clone());
@@ -820,6 +880,7 @@ impl SkuState {
                     released,
                     expires_at_ms,
                     parts,
+                    closed_at_ms: None,
                 },
             );
             self.stock_mut(location).reserved += to_i64(*units);
@@ -1625,6 +1686,80 @@ mod tests {
             run(&mut state, hold),
             Err(ApplyError::InsufficientStock { available: 4, .. })
         ));
+    }
+
+    #[test]
+    fn closed_lines_are_forgotten_after_the_retention_and_open_ones_never() {
+        let day = 86_400_000;
+        let mut state = SkuState::new("SKU-E".into());
+        let context = ApplyContext {
+            closed_line_retention_ms: 7 * day,
+            ..ApplyContext::strict()
+        };
+        let mut at = 0;
+        let apply = |state: &mut SkuState, kind: MovementKind, at: i64| {
+            let seq = state.seq + 1;
+            let movement = Movement {
+                occurred_at_ms: Some(at),
+                ..movement("k", kind)
+            };
+            state.apply_with(&movement, seq, &context).unwrap();
+        };
+        apply(
+            &mut state,
+            MovementKind::Receipt {
+                location: wh(),
+                quantity: 100,
+            },
+            at,
+        );
+        let sale = |r: &str| MovementKind::Sale {
+            reservation: r.into(),
+            quantity: 1,
+            location: Some(wh()),
+            route: vec![],
+        };
+        apply(&mut state, sale("shipped"), at);
+        apply(
+            &mut state,
+            MovementKind::Fulfilment {
+                reservation: "shipped".into(),
+                quantity: 1,
+            },
+            at,
+        );
+        apply(&mut state, sale("cancelled"), at);
+        apply(
+            &mut state,
+            MovementKind::Cancellation {
+                reservation: "cancelled".into(),
+                quantity: None,
+                reason: None,
+            },
+            at,
+        );
+        apply(&mut state, sale("open"), at);
+        assert_eq!(state.reservations["shipped"].closed_at_ms, Some(0));
+        // Eight days later, enough further movements to reach a pruning pass.
+        at += 8 * day;
+        while !state.seq.is_multiple_of(PRUNE_EVERY_EVENTS) {
+            apply(
+                &mut state,
+                MovementKind::Adjustment {
+                    location: wh(),
+                    delta: 1,
+                    reason: "found".into(),
+                },
+                at,
+            );
+        }
+        let left: Vec<&String> = state.reservations.keys().collect();
+        assert_eq!(left, vec!["open"]);
+        assert_eq!(
+            state.location(&wh()).reserved,
+            1,
+            "forgetting closed lines changes no level"
+        );
     }
 
     #[test]

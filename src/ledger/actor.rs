@@ -107,7 +107,12 @@ impl SkuActor {
 pub(crate) fn replay(
     sku: &Sku,
     loaded: &crate::store::LoadedSku,
+    closed_line_retention_ms: i64,
 ) -> Result<SkuState, crate::store::StoreError> {
+    let context = crate::domain::ApplyContext {
+        closed_line_retention_ms,
+        ..crate::domain::ApplyContext::replay()
+    };
     let corrupt = |message: String| crate::store::StoreError::Corrupt {
         sku: sku.to_string(),
         message,
@@ -127,7 +132,7 @@ pub(crate) fn replay(
             )));
         }
         state
-            .apply_with(&movement, event.seq, &crate::domain::ApplyContext::replay())
+            .apply_with(&movement, event.seq, &context)
             .map_err(|e| corrupt(format!("event {} no longer applies: {e}", event.seq)))?;
     }
     Ok(state)
@@ -145,7 +150,8 @@ impl Actor for SkuActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let shared = self.shared()?;
         let loaded = shared.store.load_sku(args.sku.as_str(), now_ms()).await?;
-        let state = replay(&args.sku, &loaded)?;
+        let retention_ms = shared.options.rules.get().stock.retention_ms();
+        let state = replay(&args.sku, &loaded, retention_ms)?;
         let keys = loaded.idempotency_keys.into_iter().collect();
         args.counters
             .last_activity_ms

@@ -811,6 +811,7 @@ mod tests {
                 released: 0,
                 expires_at_ms: None,
                 parts: Vec::new(),
+                closed_at_ms: None,
             },
         );
         let view = line_view("r", 0, &line("A", 3), &state);
