@@ -3,7 +3,7 @@
 //! at the in-process simulator) — against a plain HashMap apply of the same movements.
 //!
 //! Run: `cargo bench --bench pipeline` (`BENCH_MAX_BATCH=N` overrides the group-commit
-//! batch limit, default 4096 as in config).
+//! batch limit, default as in config).
 
 /// mimalloc: the engine allocates many small, short-lived values on several threads,
 /// where it measured faster than the system allocator (BENCHMARKS.md).

@@ -382,7 +382,7 @@ fn default_keyspace() -> String {
     "stocksync".to_owned()
 }
 fn default_group_commit_max_batch() -> usize {
-    4096
+    16_384
 }
 fn default_snapshot_every_events() -> u64 {
     500

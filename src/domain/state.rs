@@ -26,9 +26,6 @@ pub struct LocationStock {
     pub journal: VecDeque<(i64, i64)>,
 }
 
-/// Closed reservation lines are looked for every this many events of a SKU.
-pub const PRUNE_EVERY_EVENTS: u64 = 64;
-
 /// Most recent on-hand changes remembered per location for count reconciliation; a count
 /// whose watermark is older than the oldest kept entry treats everything before it as seen.
 pub const JOURNAL_LIMIT: usize = 256;
@@ -320,6 +317,10 @@ pub struct SkuState {
     /// Transfers by id (kept once fully received, for idempotent replays).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub transfers: BTreeMap<String, TransferLine>,
+    /// Closed reservation lines in closing order, (closed at ms, id): forgotten from the
+    /// front once older than the retention.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub closed_lines: VecDeque<(i64, String)>,
 }
 
 impl SkuState {
@@ -333,6 +334,7 @@ impl SkuState {
             cancelled_in_advance: BTreeMap::new(),
             inbound: BTreeMap::new(),
             transfers: BTreeMap::new(),
+            closed_lines: VecDeque::new(),
         }
     }
 
@@ -456,14 +458,24 @@ impl SkuState {
         let at_ms = movement.occurred_at_ms.unwrap_or(context.now_ms);
         let applied = self.apply_kind(&movement.kind, at_ms, context)?;
         self.seq = seq;
-        self.mark_closed_lines(&movement.kind, at_ms);
-        if seq.is_multiple_of(PRUNE_EVERY_EVENTS) {
-            self.prune_closed_lines(at_ms.saturating_sub(context.closed_line_retention_ms));
+        // Only these can close a line: a shipment, a release, a return, or a sale or hold
+        // that was cancelled before it arrived (it then changes no level).
+        let may_close = match &movement.kind {
+            MovementKind::Cancellation { .. }
+            | MovementKind::Fulfilment { .. }
+            | MovementKind::Return { .. } => true,
+            MovementKind::Sale { .. } | MovementKind::Reservation { .. } => !applied.levels_changed,
+            _ => false,
+        };
+        if may_close {
+            self.mark_closed_lines(&movement.kind, at_ms);
         }
+        self.prune_closed_lines(at_ms.saturating_sub(context.closed_line_retention_ms));
         Ok(applied)
     }
 
-    /// Stamps the closing time on the lines of `kind`'s reservation that have no open units.
+    /// Stamps the closing time on the lines of `kind`'s reservation that have no open units
+    /// and queues them for forgetting.
     fn mark_closed_lines(&mut self, kind: &MovementKind, at_ms: i64) {
         let reservation = match kind {
             MovementKind::Sale { reservation, .. }
@@ -476,32 +488,41 @@ impl SkuState {
             } => reservation.as_str(),
             _ => return,
         };
-        for id in self.line_ids(reservation) {
-            if let Some(line) = self.reservations.get_mut(&id)
+        let parts = match self.reservations.get(reservation) {
+            Some(line) if !line.parts.is_empty() => line.parts.clone(),
+            Some(_) => Vec::new(),
+            None => return,
+        };
+        for id in std::iter::once(reservation).chain(parts.iter().map(String::as_str)) {
+            if let Some(line) = self.reservations.get_mut(id)
                 && line.open() == 0
                 && line.closed_at_ms.is_none()
             {
                 line.closed_at_ms = Some(at_ms);
+                self.closed_lines.push_back((at_ms, id.to_owned()));
             }
         }
     }
 
-    /// Forgets lines closed before `cutoff_ms` (a split line only once all its parts are).
+    /// Forgets lines closed before `cutoff_ms`, oldest first (a split line's first part is
+    /// kept while another part is still open). Costs nothing when none is due.
     fn prune_closed_lines(&mut self, cutoff_ms: i64) {
-        let closed_before = |line: &Reservation| line.closed_at_ms.is_some_and(|at| at < cutoff_ms);
-        let prunable: Vec<String> = self
-            .reservations
-            .iter()
-            .filter(|(_, line)| closed_before(line))
-            .filter(|(_, line)| {
-                line.parts
-                    .iter()
-                    .all(|part| self.reservations.get(part).is_none_or(closed_before))
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in prunable {
-            self.reservations.remove(&id);
+        while let Some((closed_at, _)) = self.closed_lines.front() {
+            if *closed_at >= cutoff_ms {
+                break;
+            }
+            let (closed_at, id) = self.closed_lines.pop_front().expect("front exists");
+            let Some(line) = self.reservations.get(&id) else {
+                continue;
+            };
+            let parts_closed = line.parts.iter().all(|part| {
+                self.reservations
+                    .get(part)
+                    .is_none_or(|part| part.closed_at_ms.is_some())
+            });
+            if line.closed_at_ms == Some(closed_at) && parts_closed {
+                self.reservations.remove(&id);
+            }
         }
     }
 
@@ -1740,19 +1761,17 @@ mod tests {
         );
         apply(&mut state, sale("open"), at);
         assert_eq!(state.reservations["shipped"].closed_at_ms, Some(0));
-        // Eight days later, enough further movements to reach a pruning pass.
+        // Eight days later, the next movement forgets what closed more than 7 days ago.
         at += 8 * day;
-        while !state.seq.is_multiple_of(PRUNE_EVERY_EVENTS) {
-            apply(
-                &mut state,
-                MovementKind::Adjustment {
-                    location: wh(),
-                    delta: 1,
-                    reason: "found".into(),
-                },
-                at,
-            );
-        }
+        apply(
+            &mut state,
+            MovementKind::Adjustment {
+                location: wh(),
+                delta: 1,
+                reason: "found".into(),
+            },
+            at,
+        );
         let left: Vec<&String> = state.reservations.keys().collect();
         assert_eq!(left, vec!["open"]);
         assert_eq!(

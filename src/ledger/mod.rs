@@ -61,7 +61,7 @@ impl Default for LedgerOptions {
         Self {
             idle_passivate_secs: 120,
             idempotency_ttl_secs: 7 * 24 * 3600,
-            group_commit_max_batch: 4096,
+            group_commit_max_batch: 16_384,
             snapshot_every_events: 500,
             rules: Arc::default(),
         }
