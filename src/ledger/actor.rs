@@ -15,8 +15,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::sync::oneshot;
 
-pub(crate) use crate::clock::now_ms;
-
 /// Counters shared between a registry slot and its actor.
 #[derive(Debug, Default)]
 pub(crate) struct SlotCounters {
@@ -149,13 +147,16 @@ impl Actor for SkuActor {
         args: SkuActorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let shared = self.shared()?;
-        let loaded = shared.store.load_sku(args.sku.as_str(), now_ms()).await?;
+        let loaded = shared
+            .store
+            .load_sku(args.sku.as_str(), shared.now_ms())
+            .await?;
         let retention_ms = shared.options.rules.get().stock.retention_ms();
         let state = replay(&args.sku, &loaded, retention_ms)?;
         let keys = loaded.idempotency_keys.into_iter().collect();
         args.counters
             .last_activity_ms
-            .store(now_ms(), Ordering::Relaxed);
+            .store(shared.now_ms(), Ordering::Relaxed);
         let next_hold_expiry_ms = state.next_expiry_ms();
         if next_hold_expiry_ms.is_some() {
             shared.reaper.set(&args.sku, next_hold_expiry_ms);
@@ -189,18 +190,19 @@ impl Actor for SkuActor {
                 origin,
                 reply,
             } => {
-                actor.touch();
+                actor.touch(shared.now_ms());
                 apply(&shared, actor, *movement, origin, reply).await;
             }
             SkuMessage::Read { reply } => {
-                actor.touch();
+                actor.touch(shared.now_ms());
                 let _ = reply.send(Ok(actor.state.clone()));
             }
             SkuMessage::Reap => reap(&shared, actor).await,
             SkuMessage::Passivate { force } => {
                 let idle_ms = shared.options.idle_passivate_secs.saturating_mul(1000) as i64;
-                let idle =
-                    now_ms() - actor.counters.last_activity_ms.load(Ordering::Relaxed) >= idle_ms;
+                let idle = shared.now_ms()
+                    - actor.counters.last_activity_ms.load(Ordering::Relaxed)
+                    >= idle_ms;
                 let durable = actor.durable_seq.load(Ordering::Acquire) >= actor.state.seq;
                 if (force || idle) && durable {
                     let me = myself.get_id();
@@ -227,10 +229,10 @@ impl Actor for SkuActor {
 }
 
 impl SkuActorState {
-    fn touch(&self) {
+    fn touch(&self, now_ms: i64) {
         self.counters
             .last_activity_ms
-            .store(now_ms(), Ordering::Relaxed);
+            .store(now_ms, Ordering::Relaxed);
     }
 }
 
@@ -252,7 +254,7 @@ async fn apply(
     }
     let seq = actor.state.seq + 1;
     let touches_hold = super::reaper::touches_ttl_hold(&actor.state, &movement.kind);
-    let now = now_ms();
+    let now = shared.now_ms();
     let rules = shared.options.rules.get();
     let context = rules.stock.context(&actor.state.sku, now);
     let applied = match actor.state.apply_with(&movement, seq, &context) {
@@ -331,8 +333,9 @@ fn record_route(kind: &mut crate::domain::MovementKind, routed: crate::domain::L
 /// reports the SKU's next expiry to the reaper.
 async fn reap(shared: &Shared, actor: &mut SkuActorState) {
     let mut acks = Vec::new();
-    for (reservation, _) in actor.state.expired_reservations(now_ms()) {
-        let movement = super::reaper::expiry_movement(&actor.state.sku, reservation);
+    let now_ms = shared.now_ms();
+    for (reservation, _) in actor.state.expired_reservations(now_ms) {
+        let movement = super::reaper::expiry_movement(&actor.state.sku, reservation, now_ms);
         let (reply, receiver) = oneshot::channel();
         apply(shared, actor, movement, None, reply).await;
         acks.push(receiver);

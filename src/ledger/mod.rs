@@ -54,6 +54,8 @@ pub struct LedgerOptions {
     /// admitted, and the bills of materials by which bundle movements are expanded. Shared
     /// with propagation and the config API, which may replace them at runtime.
     pub rules: Arc<crate::domain::RulesCell>,
+    /// Wall time for hold expiry, idle passivation and idempotency-key expiry.
+    pub clock: crate::clock::SharedClock,
 }
 
 impl Default for LedgerOptions {
@@ -64,6 +66,7 @@ impl Default for LedgerOptions {
             group_commit_max_batch: 16_384,
             snapshot_every_events: 500,
             rules: Arc::default(),
+            clock: crate::clock::system(),
         }
     }
 }
@@ -80,6 +83,7 @@ impl LedgerOptions {
             rules: Arc::new(crate::domain::RulesCell::new(
                 config.rules().unwrap_or_default(),
             )),
+            clock: crate::clock::system(),
         }
     }
 }
@@ -142,6 +146,13 @@ pub(crate) struct Shared {
     pub(crate) reaper: Arc<reaper::Schedule>,
     /// Serialises requests that name the same reservation id (see `reservations`).
     pub(crate) reservation_locks: reservations::Locks,
+}
+
+impl Shared {
+    /// Wall time from the ledger's injected clock, in milliseconds since the Unix epoch.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.options.clock.now_ms()
+    }
 }
 
 /// The handle to the ledger: cheap to clone, shared by every ingest path and the API.
@@ -333,7 +344,7 @@ impl Ledger {
             loop {
                 interval.tick().await;
                 let Some(shared) = weak.upgrade() else { return };
-                let now = actor::now_ms();
+                let now = shared.now_ms();
                 let idle: Vec<Sku> = shared
                     .registry
                     .iter()

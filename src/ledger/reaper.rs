@@ -28,7 +28,7 @@
 //!
 //! May depend on: `domain`, `store`, `telemetry`, the ledger's registry.
 
-use super::actor::{SkuMessage, now_ms};
+use super::actor::SkuMessage;
 use super::{Ack, Ledger, LedgerError, Shared};
 use crate::domain::{Movement, MovementKind, SCHEMA_VERSION, Sku, SkuState};
 use std::collections::{BTreeSet, HashMap};
@@ -138,13 +138,13 @@ pub(crate) fn touches_ttl_hold(state: &SkuState, kind: &MovementKind) -> bool {
 
 /// The cancellation that releases lapsed hold `reservation` of `sku`, with a deterministic
 /// idempotency key (`expired:{reservation}`).
-pub(crate) fn expiry_movement(sku: &Sku, reservation: String) -> Movement {
+pub(crate) fn expiry_movement(sku: &Sku, reservation: String, now_ms: i64) -> Movement {
     Movement {
         schema_version: SCHEMA_VERSION,
         sku: sku.clone(),
         idempotency_key: format!("expired:{reservation}"),
         source: REAPER_SOURCE.to_owned(),
-        occurred_at_ms: Some(now_ms()),
+        occurred_at_ms: Some(now_ms),
         kind: MovementKind::Cancellation {
             reservation,
             quantity: None,
@@ -184,8 +184,9 @@ pub(crate) fn spawn(shared: Weak<Shared>, schedule: Arc<Schedule>) {
             let Some(strong) = shared.upgrade() else {
                 return;
             };
-            let now = now_ms();
+            let now = strong.now_ms();
             let due = schedule.take_due(now);
+            let clock = strong.options.clock.clone();
             if !due.is_empty() {
                 let ledger = Ledger { shared: strong };
                 for sku in due {
@@ -194,9 +195,9 @@ pub(crate) fn spawn(shared: Weak<Shared>, schedule: Arc<Schedule>) {
             } else {
                 drop(strong);
             }
-            let sleep_ms = schedule
-                .next_ms()
-                .map_or(MAX_SLEEP_MS, |at| (at - now_ms()).clamp(0, MAX_SLEEP_MS));
+            let sleep_ms = schedule.next_ms().map_or(MAX_SLEEP_MS, |at| {
+                (at - clock.now_ms()).clamp(0, MAX_SLEEP_MS)
+            });
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(sleep_ms as u64)) => {}
                 () = schedule.wake.notified() => {}
@@ -311,7 +312,7 @@ mod tests {
         };
         assert!(!touches_ttl_hold(&state, &cancel("plain")));
         assert!(touches_ttl_hold(&state, &cancel("ttl")));
-        let expiry = expiry_movement(&sku("S"), "ttl".to_owned());
+        let expiry = expiry_movement(&sku("S"), "ttl".to_owned(), 1_000);
         assert_eq!(expiry.idempotency_key, "expired:ttl");
         assert!(expiry.validate().is_ok());
     }

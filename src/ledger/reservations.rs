@@ -372,7 +372,7 @@ impl Ledger {
             }
             None => {
                 let request = self.prefer_single_location(request).await;
-                let now = crate::clock::now_ms();
+                let now = self.shared.now_ms();
                 let stored = StoredRequest {
                     lines: request.lines,
                     ttl_secs: request.ttl_secs,
@@ -462,7 +462,7 @@ impl Ledger {
             id: id.to_owned(),
             request_json: serde_json::to_string(stored).expect("requests always serialise"),
             refusal_json: Some(serde_json::to_string(&shortages).expect("shortages serialise")),
-            created_at_ms: crate::clock::now_ms(),
+            created_at_ms: self.shared.now_ms(),
         })
         .await?;
         self.compensate(id, &stored.lines, &held).await?;

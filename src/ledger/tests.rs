@@ -244,3 +244,63 @@ async fn rejected_movements_are_not_recorded() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].idempotency_key, "r1");
 }
+
+/// Hold expiry (scenario S5) under tokio's paused clock: the ledger reads wall time from an
+/// injected [`crate::clock::TokioClock`], so advancing tokio's time moves the reaper's
+/// timers and the hold's expiry together, and the test takes no real time.
+#[tokio::test(start_paused = true)]
+async fn a_ttl_hold_is_released_at_its_expiry_under_paused_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = crate::clock::TokioClock::starting_at(1_700_000_000_000);
+    let ledger = Ledger::start(
+        open(&dir),
+        Arc::new(NullSinkForTests),
+        LedgerOptions {
+            clock: clock.clone(),
+            ..LedgerOptions::default()
+        },
+    );
+    let sku = Sku::from("SKU-F");
+    ledger
+        .submit(movement("SKU-F", "r1", receipt(5)))
+        .await
+        .unwrap();
+    let expires_at_ms = crate::clock::Clock::now_ms(clock.as_ref()) + 30 * 60 * 1000;
+    ledger
+        .submit(movement(
+            "SKU-F",
+            "hold-1",
+            MovementKind::Reservation {
+                expires_at_ms: Some(expires_at_ms),
+                reservation: "pending-payment".into(),
+                quantity: 2,
+                location: None,
+                route: vec!["WH-1".into()],
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(available(&ledger.state(&sku).await.unwrap()), 3);
+
+    // 29 minutes later the hold still stands.
+    tokio::time::advance(Duration::from_secs(29 * 60)).await;
+    let state = ledger.state(&sku).await.unwrap();
+    assert_eq!(available(&state), 3, "released before its expiry");
+    assert!(crate::clock::Clock::now_ms(clock.as_ref()) < expires_at_ms);
+
+    // Two minutes more and the reaper releases it, within its one-second wake-up pace.
+    tokio::time::advance(Duration::from_secs(2 * 60)).await;
+    let mut released = None;
+    for _ in 0..50 {
+        let state = ledger.state(&sku).await.unwrap();
+        if available(&state) == 5 {
+            released = Some(state);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let state = released.expect("the lapsed hold was not released");
+    assert_eq!(state.reservations["pending-payment"].released, 2);
+    assert_eq!(state.next_expiry_ms(), None);
+    ledger.shutdown().await;
+}
