@@ -13,7 +13,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Batches sent per message before yielding the mailbox (so `stop` is not starved).
@@ -58,13 +58,6 @@ pub(crate) struct ChannelState {
 
 /// The actor of one channel.
 pub(crate) struct ChannelActor;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 impl Actor for ChannelActor {
     type Msg = ChannelMessage;
@@ -202,7 +195,12 @@ impl ChannelState {
         }
         let report = self.shared.adapter.push(&request).await;
         if let Some(push_log) = &self.shared.push_log {
-            push_log.send(push_log_records(&self.shared.id, &request, &report));
+            push_log.send(push_log_records(
+                &self.shared.id,
+                &request,
+                &report,
+                self.shared.clock.now_ms(),
+            ));
         }
         self.apply(items, report).await;
         self.shared
@@ -245,7 +243,7 @@ impl ChannelState {
                     let mut status = shared.status();
                     status.errors_total += 1;
                     status.last_error = Some(error.to_string());
-                    status.last_error_at_ms = Some(now_ms());
+                    status.last_error_at_ms = Some(shared.clock.now_ms());
                 }
                 let pause = jittered_backoff(&shared.config.retry, self.consecutive_failures);
                 self.bucket.pause_until(now + pause);
@@ -270,7 +268,9 @@ impl ChannelState {
                     self.believed
                         .insert(sku.clone(), i64::try_from(quantity).unwrap_or(i64::MAX));
                     shared.pushed.insert(sku.clone(), quantity);
-                    shared.pushed_at_ms.insert(sku.clone(), now_ms());
+                    shared
+                        .pushed_at_ms
+                        .insert(sku.clone(), shared.clock.now_ms());
                     let lag = now
                         .saturating_duration_since(pending.published_at)
                         .as_secs_f64();
@@ -279,7 +279,7 @@ impl ChannelState {
                         channel: channel.clone(),
                         sku,
                         quantity,
-                        pushed_at_ms: now_ms(),
+                        pushed_at_ms: shared.clock.now_ms(),
                     });
                 }
                 ItemOutcome::Conflict { current } => {
@@ -298,7 +298,7 @@ impl ChannelState {
                     {
                         let mut status = shared.status();
                         status.last_error = Some(format!("{sku}: {code}: {message}"));
-                        status.last_error_at_ms = Some(now_ms());
+                        status.last_error_at_ms = Some(shared.clock.now_ms());
                     }
                     pending.attempts += 1;
                     pending.isolated = true;
@@ -337,7 +337,7 @@ impl ChannelState {
             status.conflicts_total += counts.conflicts;
             status.rejected_total += counts.rejected;
             if counts.accepted > 0 {
-                status.last_success_at_ms = Some(now_ms());
+                status.last_success_at_ms = Some(shared.clock.now_ms());
             }
         }
         if !acknowledged.is_empty()
@@ -353,8 +353,8 @@ fn push_log_records(
     channel: &str,
     request: &[PushItem],
     report: &PushReport,
+    at_ms: i64,
 ) -> Vec<PushLogRecord> {
-    let at_ms = now_ms();
     let outcomes: HashMap<&str, &ItemOutcome> = report
         .results
         .iter()

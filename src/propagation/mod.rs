@@ -71,6 +71,9 @@ pub struct PropagationOptions {
     /// The stock rules to read (shared with the ledger and the config API); `None` builds
     /// them from the config.
     pub rules: Option<Arc<crate::domain::RulesCell>>,
+    /// Wall time for acknowledgement times, time-boxed allocation rules and the push log;
+    /// `None` uses the system clock.
+    pub clock: Option<crate::clock::SharedClock>,
 }
 
 impl std::fmt::Debug for PropagationOptions {
@@ -79,6 +82,7 @@ impl std::fmt::Debug for PropagationOptions {
             .field("cas_grace_ms", &self.cas_grace_ms)
             .field("atp_observer", &self.atp_observer.is_some())
             .field("rules", &self.rules.is_some())
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -192,6 +196,8 @@ pub(crate) struct ChannelShared {
     pub pushed_at_ms: DashMap<String, i64>,
     /// The push audit log queue, when enabled.
     pub push_log: Option<push_log::PushLogSender>,
+    /// Wall time (acknowledgement and error times).
+    pub clock: crate::clock::SharedClock,
 }
 
 impl ChannelShared {
@@ -241,6 +247,8 @@ pub struct Propagation {
     rules: Arc<crate::domain::RulesCell>,
     /// Bundles: their levels are derived from their components' (see [`Self::publish`]).
     bundles: Arc<BundleLevels>,
+    /// Wall time for time-boxed allocation rules.
+    clock: crate::clock::SharedClock,
 }
 
 /// The newest levels of every bundle component, so a change of one component can recompute
@@ -332,8 +340,9 @@ impl Propagation {
         options: PropagationOptions,
     ) -> Result<Self, PropagationError> {
         let cas_grace = Duration::from_millis(options.cas_grace_ms.unwrap_or(DEFAULT_CAS_GRACE_MS));
+        let clock = options.clock.clone().unwrap_or_else(crate::clock::system);
         let (push_log, mut push_log_writer) =
-            push_log::PushLogWriter::start(Arc::clone(&store), &config.audit);
+            push_log::PushLogWriter::start(Arc::clone(&store), &config.audit, clock.clone());
         let mut channels = Vec::with_capacity(config.channels.len());
         for channel in &config.channels {
             let adapter = match channels::build_adapter(channel, client.clone()) {
@@ -353,6 +362,7 @@ impl Propagation {
                 Arc::clone(&store),
                 cas_grace,
                 Some(push_log.clone()),
+                clock.clone(),
             )
             .await;
             match shared {
@@ -377,6 +387,7 @@ impl Propagation {
                 ))
             }),
             bundles: Arc::default(),
+            clock,
         })
     }
 
@@ -388,6 +399,7 @@ impl Propagation {
         options: PropagationOptions,
     ) -> Result<Self, PropagationError> {
         let cas_grace = Duration::from_millis(options.cas_grace_ms.unwrap_or(DEFAULT_CAS_GRACE_MS));
+        let clock = options.clock.clone().unwrap_or_else(crate::clock::system);
         let mut started = Vec::new();
         let policy = crate::domain::AllocationPolicy {
             channels: channels
@@ -398,7 +410,15 @@ impl Propagation {
         };
         for (channel, adapter) in channels {
             started.push(
-                Self::start_channel(&channel, adapter, Arc::clone(&store), cas_grace, None).await?,
+                Self::start_channel(
+                    &channel,
+                    adapter,
+                    Arc::clone(&store),
+                    cas_grace,
+                    None,
+                    clock.clone(),
+                )
+                .await?,
             );
         }
         Ok(Self {
@@ -411,6 +431,7 @@ impl Propagation {
                 ..Default::default()
             })),
             bundles: Arc::default(),
+            clock,
         })
     }
 
@@ -420,6 +441,7 @@ impl Propagation {
         store: Arc<dyn Store>,
         cas_grace: Duration,
         push_log: Option<push_log::PushLogSender>,
+        clock: crate::clock::SharedClock,
     ) -> Result<Arc<ChannelShared>, PropagationError> {
         let id = channel.id.clone();
         let pushed_records = store
@@ -466,6 +488,7 @@ impl Propagation {
             in_flight_values: Mutex::new(HashMap::new()),
             pushed_at_ms: DashMap::new(),
             push_log,
+            clock,
         });
         let args = ChannelArgs {
             shared: Arc::clone(&shared),
@@ -645,7 +668,7 @@ impl AvailabilitySink for Propagation {
             return;
         }
         let now = tokio::time::Instant::now();
-        let now_ms = crate::clock::now_ms();
+        let now_ms = self.clock.now_ms();
         let rules = self.rules.get();
         let bundle_changes = self.bundles.derive(&rules.bom, changes);
         let changes: Vec<&AvailabilityChange> = changes.iter().chain(&bundle_changes).collect();

@@ -46,13 +46,17 @@ pub(crate) struct PushLogWriter {
 
 impl PushLogWriter {
     /// Starts the writer over `store` with the `[audit]` settings.
-    pub fn start(store: Arc<dyn Store>, config: &AuditConfig) -> (PushLogSender, Self) {
+    pub fn start(
+        store: Arc<dyn Store>,
+        config: &AuditConfig,
+        clock: crate::clock::SharedClock,
+    ) -> (PushLogSender, Self) {
         let (sender, receiver) = mpsc::channel(config.push_log_queue.max(1));
         let (stop, stopped) = oneshot::channel();
         let flush = Duration::from_millis(config.push_log_flush_ms.max(1));
         let retention_ms =
             i64::try_from(config.push_log_retention_secs.saturating_mul(1_000)).unwrap_or(i64::MAX);
-        let task = tokio::spawn(run(store, receiver, stopped, flush, retention_ms));
+        let task = tokio::spawn(run(store, receiver, stopped, flush, retention_ms, clock));
         (
             PushLogSender(sender),
             Self {
@@ -79,6 +83,7 @@ async fn run(
     mut stopped: oneshot::Receiver<()>,
     flush: Duration,
     retention_ms: i64,
+    clock: crate::clock::SharedClock,
 ) {
     let mut tick = tokio::time::interval(flush);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -109,7 +114,7 @@ async fn run(
         }
         if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_PERIOD) {
             last_prune = Some(tokio::time::Instant::now());
-            let before = crate::clock::now_ms().saturating_sub(retention_ms);
+            let before = clock.now_ms().saturating_sub(retention_ms);
             match store.prune_push_log(before).await {
                 Ok(0) => {}
                 Ok(pruned) => tracing::debug!(pruned, "expired push log entries pruned"),

@@ -385,6 +385,7 @@ async fn a_conflict_holds_the_listing_then_pushes_over_the_value_read() {
             rules: None,
             cas_grace_ms: Some(1_000),
             atp_observer: None,
+            ..PropagationOptions::default()
         },
     )
     .await;
@@ -404,6 +405,45 @@ async fn a_conflict_holds_the_listing_then_pushes_over_the_value_read() {
     propagation.publish(&[change("A", 10)]);
     propagation.flush(Duration::from_secs(5)).await.unwrap();
     assert_eq!(fake.value("A"), Some(9));
+    let last = fake.calls().last().cloned().unwrap();
+    assert_eq!(
+        last[0].change_from,
+        Some(7),
+        "the push expects the value read back"
+    );
+    propagation.shutdown().await;
+}
+
+/// The compare-and-set grace under tokio's paused clock: after a conflict the listing is held
+/// for the whole grace (the channel's own decrement stands), then pushed over the value read.
+#[tokio::test(start_paused = true)]
+async fn a_conflicted_listing_is_pushed_over_only_when_the_grace_has_passed() {
+    let fake = Arc::new(FakeChannel::default());
+    let propagation = propagation(
+        Arc::clone(&fake),
+        Arc::default(),
+        PropagationOptions {
+            cas_grace_ms: Some(60_000),
+            clock: Some(crate::clock::TokioClock::starting_at(1_700_000_000_000)),
+            ..PropagationOptions::default()
+        },
+    )
+    .await;
+    propagation.publish(&[change("A", 11)]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(fake.value("A"), Some(10));
+    fake.values.lock().unwrap().insert("A".to_owned(), 7);
+    propagation.publish(&[change("A", 13)]);
+    assert!(eventually(|| propagation.channel_status()[0].conflicts_total == 1).await);
+    let calls_after_conflict = fake.calls().len();
+
+    tokio::time::advance(Duration::from_secs(59)).await;
+    tokio::task::yield_now().await;
+    assert_eq!(fake.value("A"), Some(7), "pushed over during the grace");
+    assert_eq!(fake.calls().len(), calls_after_conflict);
+
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(eventually(|| fake.value("A") == Some(12)).await);
     let last = fake.calls().last().cloned().unwrap();
     assert_eq!(
         last[0].change_from,
@@ -433,6 +473,7 @@ async fn the_observer_hears_each_new_atp_once() {
             rules: None,
             cas_grace_ms: None,
             atp_observer: Some(Arc::clone(&recorder) as Arc<dyn AtpObserver>),
+            ..PropagationOptions::default()
         },
     )
     .await;
