@@ -22,6 +22,9 @@ pub mod shopify;
 pub mod woocommerce;
 
 use crate::config::{ChannelConfig, ChannelKind};
+pub use crate::platforms::http::{
+    CostBudget, ErrorDomain, PlatformError, RetryHint, ThrottleSignal,
+};
 use async_trait::async_trait;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -81,58 +84,6 @@ pub struct ItemResult {
     pub outcome: ItemOutcome,
 }
 
-/// A cost-based budget the platform reported (Shopify GraphQL `extensions.cost.throttleStatus`,
-/// PLATFORMS.md §1.9).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct CostBudget {
-    /// Points available now (`currentlyAvailable`).
-    pub currently_available: f64,
-    /// Bucket size (`maximumAvailable`).
-    pub maximum_available: f64,
-    /// Points restored per second (`restoreRate`).
-    pub restore_rate_per_sec: f64,
-    /// Cost of the next push of the same kind, estimated from the last one
-    /// (`requestedQueryCost`).
-    pub next_request_cost: f64,
-}
-
-impl CostBudget {
-    /// How long to wait, in milliseconds, before the next request fits the budget; 0 when it
-    /// fits now.
-    pub fn wait_ms(&self) -> u64 {
-        let missing = self.next_request_cost - self.currently_available;
-        if missing <= 0.0 || self.restore_rate_per_sec <= 0.0 {
-            return 0;
-        }
-        (missing / self.restore_rate_per_sec * 1000.0).ceil() as u64
-    }
-}
-
-/// Throttle signals from one push or read.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct ThrottleSignal {
-    /// The platform refused the request for rate reasons (HTTP 429 or GraphQL `THROTTLED`).
-    pub throttled: bool,
-    /// `Retry-After`, in milliseconds, when the platform sent one.
-    pub retry_after_ms: Option<u64>,
-    /// The cost budget, when the platform reports one.
-    pub budget: Option<CostBudget>,
-}
-
-impl ThrottleSignal {
-    /// Keeps the strongest signal of two (used when one push made several requests).
-    pub fn merge(&mut self, other: ThrottleSignal) {
-        self.throttled |= other.throttled;
-        self.retry_after_ms = match (self.retry_after_ms, other.retry_after_ms) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        if other.budget.is_some() {
-            self.budget = other.budget;
-        }
-    }
-}
-
 /// The answer to [`ChannelAdapter::push`].
 #[derive(Clone, Debug, Default)]
 pub struct PushReport {
@@ -182,28 +133,6 @@ pub struct LevelsReport {
     pub throttle: ThrottleSignal,
     /// HTTP requests made.
     pub requests: u32,
-}
-
-/// Who is at fault for an error (Arroyo's classification).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorDomain {
-    /// Configuration or credentials: the merchant must fix it.
-    User,
-    /// The platform or the network.
-    External,
-    /// A bug on our side (a request the platform could not parse).
-    Internal,
-}
-
-/// Whether retrying can help.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RetryHint {
-    /// Retrying the same request will fail the same way.
-    NoRetry,
-    /// Retry after a backoff.
-    WithBackoff,
 }
 
 /// Errors of the channel adapters; one enum for the module.
@@ -325,6 +254,25 @@ impl ChannelError {
     }
 }
 
+impl From<PlatformError> for ChannelError {
+    fn from(error: PlatformError) -> Self {
+        match error {
+            PlatformError::Unauthorized { status, message } => {
+                Self::Unauthorized { status, message }
+            }
+            PlatformError::Throttled { retry_after_ms } => Self::Throttled { retry_after_ms },
+            PlatformError::Server { status, message } => Self::Server { status, message },
+            PlatformError::Transport { message } => Self::Transport { message },
+            PlatformError::Rejected { status, message } => Self::Rejected { status, message },
+            PlatformError::GraphQl { code, message } => Self::GraphQl { code, message },
+            PlatformError::Decode { message } => Self::Decode { message },
+            error @ PlatformError::TooLarge { .. } => Self::Decode {
+                message: error.to_string(),
+            },
+        }
+    }
+}
+
 /// One sales platform, as propagation sees it.
 ///
 /// Implementations interpret status codes and headers in one place, never sleep for rate
@@ -418,22 +366,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cost_budget_wait_is_zero_when_the_next_request_fits() {
-        let budget = CostBudget {
-            currently_available: 50.0,
-            maximum_available: 100.0,
-            restore_rate_per_sec: 50.0,
-            next_request_cost: 10.0,
-        };
-        assert_eq!(budget.wait_ms(), 0);
-        let short = CostBudget {
-            currently_available: 5.0,
-            ..budget
-        };
-        assert_eq!(short.wait_ms(), 100);
-    }
-
-    #[test]
     fn errors_are_classified_by_domain_and_retry_hint() {
         let throttled = ChannelError::Throttled {
             retry_after_ms: Some(1000),
@@ -451,22 +383,6 @@ mod tests {
             message: "parse".to_owned(),
         };
         assert_eq!(graphql.domain(), ErrorDomain::Internal);
-    }
-
-    #[test]
-    fn throttle_signals_merge_to_the_strongest() {
-        let mut signal = ThrottleSignal {
-            throttled: false,
-            retry_after_ms: Some(500),
-            budget: None,
-        };
-        signal.merge(ThrottleSignal {
-            throttled: true,
-            retry_after_ms: Some(2000),
-            budget: None,
-        });
-        assert!(signal.throttled);
-        assert_eq!(signal.retry_after_ms, Some(2000));
     }
 
     #[test]

@@ -238,13 +238,17 @@ fn listings_csv_maps_simple_products_and_variations() {
 
 #[test]
 fn the_413_message_names_the_limit() {
-    let answer = response::HttpAnswer {
+    let answer = HttpAnswer {
         status: 413,
         retry_after_ms: None,
         body: serde_json::json!({"code": response::TOO_LARGE_CODE, "message": "Unable to accept more than 25 items for this request."}),
         text: String::new(),
+        ..HttpAnswer::default()
     };
     assert_eq!(response::too_large_limit(&answer), Some(25));
-    assert_eq!(response::parse_retry_after_ms("2"), Some(2000));
-    assert_eq!(request::encode_query_value("a b&c"), "a%20b%26c");
+    assert_eq!(
+        crate::platforms::http::parse_retry_after_ms("2"),
+        Some(2000)
+    );
+    assert_eq!(crate::platforms::http::encode("a b&c"), "a%20b%26c");
 }
