@@ -161,11 +161,7 @@ fn start_notification_bridges(
     };
     let mut bridges = Vec::new();
     for channel in &config.channels {
-        let Some(topic) = channel
-            .amazon
-            .as_ref()
-            .and_then(|a| a.notifications_topic.clone())
-        else {
+        let Some(topic) = channel.amazon().and_then(|a| a.notifications_topic.clone()) else {
             continue;
         };
         let settings = crate::config::KafkaConfig {

@@ -14,14 +14,16 @@
 //! input order; an adapter never sleeps to honour a rate limit (pacing belongs to
 //! propagation), it reports what the platform said.
 //!
-//! May depend on: `config`, `telemetry`. Must NOT import `ledger`, `ingest` or `store`.
+//! May depend on: `config`, `platforms`, `telemetry`. Must NOT import `ledger`, `ingest` or
+//! `store`.
 
 pub mod amazon;
 pub mod bolcom;
 pub mod shopify;
 pub mod woocommerce;
 
-use crate::config::{ChannelConfig, ChannelKind};
+use crate::config::{ChannelConfig, ChannelKind, PlatformConfig};
+use crate::platforms::PlatformClients;
 pub use crate::platforms::http::{
     CostBudget, ErrorDomain, PlatformError, RetryHint, ThrottleSignal,
 };
@@ -298,67 +300,49 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError>;
 }
 
-/// The registry of channel adapters: builds the adapter for a channel's `kind`.
+/// The registry of channel adapters: builds the adapter for a channel's platform on that
+/// channel's client from `clients`. One line per platform.
 ///
 /// Errors: [`ChannelError::InvalidConfig`] when the platform section is missing or
 /// unusable, [`ChannelError::Listings`] when the listings CSV cannot be read.
 pub fn build_adapter(
     config: &ChannelConfig,
-    client: reqwest::Client,
+    clients: &PlatformClients,
 ) -> Result<Box<dyn ChannelAdapter>, ChannelError> {
-    match config.kind {
-        ChannelKind::Bolcom => {
-            let bolcom = config
-                .bolcom
-                .as_ref()
-                .ok_or_else(|| ChannelError::InvalidConfig {
-                    channel: config.id.clone(),
-                    message: "kind = \"bolcom\" needs a [bolcom] section".to_owned(),
-                })?;
-            Ok(Box::new(bolcom::BolcomAdapter::new(
-                &config.id, bolcom, client,
-            )?))
+    let id = config.id.as_str();
+    Ok(match &config.platform {
+        PlatformConfig::Shopify(section) => Box::new(shopify::ShopifyAdapter::with_client(
+            id,
+            section,
+            clients.shopify(id, section),
+        )?),
+        PlatformConfig::Woocommerce(section) => {
+            Box::new(woocommerce::WoocommerceAdapter::with_client(
+                id,
+                section,
+                clients.woocommerce(id, section),
+            )?)
         }
-        ChannelKind::Amazon => {
-            let amazon = config
-                .amazon
-                .as_ref()
-                .ok_or_else(|| ChannelError::InvalidConfig {
-                    channel: config.id.clone(),
-                    message: "kind = \"amazon\" needs an [amazon] section".to_owned(),
-                })?;
-            Ok(Box::new(amazon::AmazonAdapter::new(
-                &config.id, amazon, client,
-            )?))
+        PlatformConfig::Bolcom(section) => Box::new(bolcom::BolcomAdapter::with_client(
+            id,
+            section,
+            clients.bolcom(id, section),
+        )?),
+        PlatformConfig::Amazon(section) => Box::new(amazon::AmazonAdapter::with_client(
+            id,
+            section,
+            clients.amazon(id, section),
+        )?),
+        PlatformConfig::SectionMissing(kind) => {
+            return Err(ChannelError::InvalidConfig {
+                channel: config.id.clone(),
+                message: format!(
+                    "kind = \"{kind}\" needs a [channels.{kind}] section",
+                    kind = kind.name()
+                ),
+            });
         }
-        ChannelKind::Shopify => {
-            let shopify = config
-                .shopify
-                .as_ref()
-                .ok_or_else(|| ChannelError::InvalidConfig {
-                    channel: config.id.clone(),
-                    message: "kind = \"shopify\" needs a [shopify] section".to_owned(),
-                })?;
-            Ok(Box::new(shopify::ShopifyAdapter::new(
-                &config.id, shopify, client,
-            )?))
-        }
-        ChannelKind::Woocommerce => {
-            let woocommerce =
-                config
-                    .woocommerce
-                    .as_ref()
-                    .ok_or_else(|| ChannelError::InvalidConfig {
-                        channel: config.id.clone(),
-                        message: "kind = \"woocommerce\" needs a [woocommerce] section".to_owned(),
-                    })?;
-            Ok(Box::new(woocommerce::WoocommerceAdapter::new(
-                &config.id,
-                woocommerce,
-                client,
-            )?))
-        }
-    }
+    })
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ use crate::config::{ChannelConfig, ChannelKind, Config};
 use crate::domain::{
     AtpBreakdown, AvailabilityChange, AvailabilitySink, ChannelStockRule, LocationLevel, Sku,
 };
+use crate::platforms::PlatformClients;
 use crate::store::{Store, StoreError};
 use crate::telemetry;
 use actor::{ChannelActor, ChannelArgs, ChannelMessage};
@@ -71,6 +72,9 @@ pub struct PropagationOptions {
     /// The stock rules to read (shared with the ledger and the config API); `None` builds
     /// them from the config.
     pub rules: Option<Arc<crate::domain::RulesCell>>,
+    /// The platform clients the adapters are built on (shared with the pollers); `None`
+    /// builds them on the client passed to [`Propagation::start_with_options`].
+    pub platforms: Option<Arc<PlatformClients>>,
 }
 
 impl std::fmt::Debug for PropagationOptions {
@@ -79,6 +83,7 @@ impl std::fmt::Debug for PropagationOptions {
             .field("cas_grace_ms", &self.cas_grace_ms)
             .field("atp_observer", &self.atp_observer.is_some())
             .field("rules", &self.rules.is_some())
+            .field("platforms", &self.platforms.is_some())
             .finish()
     }
 }
@@ -332,11 +337,15 @@ impl Propagation {
         options: PropagationOptions,
     ) -> Result<Self, PropagationError> {
         let cas_grace = Duration::from_millis(options.cas_grace_ms.unwrap_or(DEFAULT_CAS_GRACE_MS));
+        let platform_clients = options
+            .platforms
+            .clone()
+            .unwrap_or_else(|| Arc::new(PlatformClients::build(&config.channels, client.clone())));
         let (push_log, mut push_log_writer) =
             push_log::PushLogWriter::start(Arc::clone(&store), &config.audit);
         let mut channels = Vec::with_capacity(config.channels.len());
         for channel in &config.channels {
-            let adapter = match channels::build_adapter(channel, client.clone()) {
+            let adapter = match channels::build_adapter(channel, &platform_clients) {
                 Ok(adapter) => Arc::from(adapter),
                 Err(source) => {
                     stop_all(&channels).await;
@@ -445,7 +454,7 @@ impl Propagation {
             .collect();
         let status = ChannelStatus {
             channel: id.clone(),
-            kind: Some(channel.kind),
+            kind: Some(channel.kind()),
             listings: adapter.listing_count(),
             ..ChannelStatus::default()
         };
