@@ -137,7 +137,8 @@ pub struct LevelsReport {
     pub requests: u32,
 }
 
-/// Errors of the channel adapters; one enum for the module.
+/// Errors of the channel adapters; one enum for the module. Request-level failures are the
+/// platform client's [`PlatformError`], classified there by domain and retry hint.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {
     /// The channel section of the config is unusable.
@@ -158,85 +159,25 @@ pub enum ChannelError {
         /// What is wrong.
         message: String,
     },
-    /// The platform refused our credentials (HTTP 401/403).
-    #[error("unauthorized (http {status}): {message}")]
-    Unauthorized {
-        /// HTTP status.
-        status: u16,
-        /// The platform's message.
-        message: String,
-    },
-    /// The platform throttled the request (HTTP 429 or GraphQL `THROTTLED`).
-    #[error("throttled (retry after {retry_after_ms:?} ms)")]
-    Throttled {
-        /// `Retry-After` in milliseconds, when sent.
-        retry_after_ms: Option<u64>,
-    },
-    /// The platform failed (HTTP 5xx).
-    #[error("server error (http {status}): {message}")]
-    Server {
-        /// HTTP status.
-        status: u16,
-        /// The platform's message.
-        message: String,
-    },
-    /// The request never got an HTTP answer (connect, timeout, TLS).
-    #[error("transport error: {message}")]
-    Transport {
-        /// The client's message.
-        message: String,
-    },
-    /// The platform refused the request as a whole (HTTP 4xx other than 401/403/429).
-    #[error("request rejected (http {status}): {message}")]
-    Rejected {
-        /// HTTP status.
-        status: u16,
-        /// The platform's message.
-        message: String,
-    },
-    /// GraphQL top-level `errors` other than throttling: the request was malformed.
-    #[error("graphql error {code:?}: {message}")]
-    GraphQl {
-        /// `extensions.code`, when present.
-        code: Option<String>,
-        /// The first error's message.
-        message: String,
-    },
-    /// The answer could not be decoded.
-    #[error("cannot decode the platform's answer: {message}")]
-    Decode {
-        /// What was wrong.
-        message: String,
-    },
+    /// A request to the platform failed as a whole.
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
 }
 
 impl ChannelError {
     /// Who is at fault.
     pub fn domain(&self) -> ErrorDomain {
         match self {
-            Self::InvalidConfig { .. } | Self::Listings { .. } | Self::Unauthorized { .. } => {
-                ErrorDomain::User
-            }
-            Self::Throttled { .. }
-            | Self::Server { .. }
-            | Self::Transport { .. }
-            | Self::Decode { .. } => ErrorDomain::External,
-            Self::Rejected { .. } | Self::GraphQl { .. } => ErrorDomain::Internal,
+            Self::InvalidConfig { .. } | Self::Listings { .. } => ErrorDomain::User,
+            Self::Platform(error) => error.domain(),
         }
     }
 
     /// Whether retrying can help.
     pub fn retry_hint(&self) -> RetryHint {
         match self {
-            Self::Throttled { .. }
-            | Self::Server { .. }
-            | Self::Transport { .. }
-            | Self::Decode { .. } => RetryHint::WithBackoff,
-            Self::InvalidConfig { .. }
-            | Self::Listings { .. }
-            | Self::Unauthorized { .. }
-            | Self::Rejected { .. }
-            | Self::GraphQl { .. } => RetryHint::NoRetry,
+            Self::InvalidConfig { .. } | Self::Listings { .. } => RetryHint::NoRetry,
+            Self::Platform(error) => error.retry_hint(),
         }
     }
 
@@ -245,33 +186,13 @@ impl ChannelError {
         match self {
             Self::InvalidConfig { .. } => "invalid_config",
             Self::Listings { .. } => "listings",
-            Self::Unauthorized { .. } => "unauthorized",
-            Self::Throttled { .. } => "throttled",
-            Self::Server { .. } => "server",
-            Self::Transport { .. } => "transport",
-            Self::Rejected { .. } => "rejected",
-            Self::GraphQl { .. } => "graphql",
-            Self::Decode { .. } => "decode",
+            Self::Platform(error) => error.label(),
         }
     }
-}
 
-impl From<PlatformError> for ChannelError {
-    fn from(error: PlatformError) -> Self {
-        match error {
-            PlatformError::Unauthorized { status, message } => {
-                Self::Unauthorized { status, message }
-            }
-            PlatformError::Throttled { retry_after_ms } => Self::Throttled { retry_after_ms },
-            PlatformError::Server { status, message } => Self::Server { status, message },
-            PlatformError::Transport { message } => Self::Transport { message },
-            PlatformError::Rejected { status, message } => Self::Rejected { status, message },
-            PlatformError::GraphQl { code, message } => Self::GraphQl { code, message },
-            PlatformError::Decode { message } => Self::Decode { message },
-            error @ PlatformError::TooLarge { .. } => Self::Decode {
-                message: error.to_string(),
-            },
-        }
+    /// True when the platform throttled the request.
+    pub fn is_throttled(&self) -> bool {
+        matches!(self, Self::Platform(error) if error.is_throttled())
     }
 }
 
@@ -351,21 +272,21 @@ mod tests {
 
     #[test]
     fn errors_are_classified_by_domain_and_retry_hint() {
-        let throttled = ChannelError::Throttled {
+        let throttled = ChannelError::from(PlatformError::Throttled {
             retry_after_ms: Some(1000),
-        };
+        });
         assert_eq!(throttled.domain(), ErrorDomain::External);
         assert_eq!(throttled.retry_hint(), RetryHint::WithBackoff);
-        let unauthorized = ChannelError::Unauthorized {
+        let unauthorized = ChannelError::from(PlatformError::Unauthorized {
             status: 401,
             message: "bad token".to_owned(),
-        };
+        });
         assert_eq!(unauthorized.domain(), ErrorDomain::User);
         assert_eq!(unauthorized.retry_hint(), RetryHint::NoRetry);
-        let graphql = ChannelError::GraphQl {
+        let graphql = ChannelError::from(PlatformError::GraphQl {
             code: None,
             message: "parse".to_owned(),
-        };
+        });
         assert_eq!(graphql.domain(), ErrorDomain::Internal);
     }
 
@@ -385,9 +306,9 @@ mod tests {
         ];
         let report = PushReport::failed(
             &items,
-            ChannelError::Transport {
+            ChannelError::from(PlatformError::Transport {
                 message: "refused".to_owned(),
-            },
+            }),
             ThrottleSignal::default(),
             1,
         );

@@ -33,6 +33,7 @@ use crate::channels::{
     ThrottleSignal,
 };
 use crate::config::{ChannelKind, ShopifyConfig};
+use crate::platforms::PlatformError;
 use crate::platforms::http::HttpAnswer;
 use crate::platforms::shopify::{self as platform, ShopifyClient};
 use async_trait::async_trait;
@@ -181,9 +182,11 @@ impl ShopifyAdapter {
             SetQuantitiesAnswer::Failed(error) => {
                 let retry_same = matches!(
                     error,
-                    ChannelError::Throttled { .. }
-                        | ChannelError::Server { .. }
-                        | ChannelError::Transport { .. }
+                    ChannelError::Platform(
+                        PlatformError::Throttled { .. }
+                            | PlatformError::Server { .. }
+                            | PlatformError::Transport { .. }
+                    )
                 );
                 self.remember_unanswered(retry_same.then_some((content, key)));
                 return fail_positions(report, &positions, results, error);
@@ -195,10 +198,10 @@ impl ShopifyAdapter {
             .iter()
             .find(|error| error.index.is_none_or(|i| i >= positions.len()))
         {
-            let error = ChannelError::GraphQl {
+            let error = ChannelError::Platform(PlatformError::GraphQl {
                 code: Some(general.code.clone()),
                 message: general.message.clone(),
-            };
+            });
             return fail_positions(report, &positions, results, error);
         }
         let mut stale = Vec::new();

@@ -3,7 +3,7 @@
 //! interpreted by the platform client ([`crate::platforms::shopify`]).
 
 use super::config::parse_gid;
-use crate::channels::ChannelError;
+use crate::channels::{ChannelError, PlatformError};
 use crate::platforms::http::HttpAnswer;
 use crate::platforms::shopify as platform;
 use serde_json::Value;
@@ -58,12 +58,12 @@ pub fn decode_set_quantities(answer: &HttpAnswer) -> SetQuantitiesAnswer {
     }
     let payload = &answer.body["data"]["inventorySetQuantities"];
     let Some(errors) = payload["userErrors"].as_array() else {
-        return SetQuantitiesAnswer::Failed(ChannelError::Decode {
+        return SetQuantitiesAnswer::Failed(ChannelError::Platform(PlatformError::Decode {
             message: format!(
                 "no inventorySetQuantities.userErrors in {}",
                 excerpt(&answer.text)
             ),
-        });
+        }));
     };
     if errors.is_empty() {
         return SetQuantitiesAnswer::Applied;
@@ -100,11 +100,11 @@ pub fn decode_levels(answer: &HttpAnswer) -> Result<Vec<(u64, Option<i64>)>, Cha
     if let Some(error) = graphql_failure(answer) {
         return Err(error);
     }
-    let nodes = answer.body["data"]["nodes"]
-        .as_array()
-        .ok_or_else(|| ChannelError::Decode {
+    let nodes = answer.body["data"]["nodes"].as_array().ok_or_else(|| {
+        ChannelError::Platform(PlatformError::Decode {
             message: format!("no data.nodes in {}", excerpt(&answer.text)),
-        })?;
+        })
+    })?;
     Ok(nodes
         .iter()
         .filter_map(|node| {
@@ -144,9 +144,9 @@ pub fn decode_rest_set(answer: &HttpAnswer) -> RestSetAnswer {
     }
     match answer.body["inventory_level"]["available"].as_i64() {
         Some(available) => RestSetAnswer::Accepted(available),
-        None => RestSetAnswer::Failed(ChannelError::Decode {
+        None => RestSetAnswer::Failed(ChannelError::Platform(PlatformError::Decode {
             message: format!("no inventory_level.available in {}", excerpt(&answer.text)),
-        }),
+        })),
     }
 }
 
@@ -155,12 +155,11 @@ pub fn decode_rest_levels(answer: &HttpAnswer) -> Result<Vec<(u64, i64)>, Channe
     if let Some(error) = status_error(answer) {
         return Err(error);
     }
-    let levels =
-        answer.body["inventory_levels"]
-            .as_array()
-            .ok_or_else(|| ChannelError::Decode {
-                message: format!("no inventory_levels in {}", excerpt(&answer.text)),
-            })?;
+    let levels = answer.body["inventory_levels"].as_array().ok_or_else(|| {
+        ChannelError::Platform(PlatformError::Decode {
+            message: format!("no inventory_levels in {}", excerpt(&answer.text)),
+        })
+    })?;
     Ok(levels
         .iter()
         .filter_map(|level| {

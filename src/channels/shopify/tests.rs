@@ -4,6 +4,7 @@ use super::config::{ListingMap, parse_listings_csv};
 use super::response::{SetQuantitiesAnswer, UserError, decode_set_quantities};
 use super::*;
 use crate::config::ShopifyListingConfig;
+use crate::platforms::PlatformError;
 use crate::platforms::http::{HttpAnswer, parse_retry_after_ms};
 use crate::platforms::shopify::graphql_throttle;
 use crate::sandbox::shopify::{ShopifySimulator, ShopifySimulatorOptions, SimOrderLine};
@@ -91,7 +92,7 @@ fn throttled_answers_are_recognised_with_status_200_or_429() {
         );
         assert!(matches!(
             decode_set_quantities(&answer),
-            SetQuantitiesAnswer::Failed(ChannelError::Throttled { .. })
+            SetQuantitiesAnswer::Failed(ChannelError::Platform(PlatformError::Throttled { .. }))
         ));
     }
     assert_eq!(parse_retry_after_ms("2.0"), Some(2000));
@@ -266,7 +267,7 @@ async fn a_throttled_batch_is_retried_with_the_same_idempotency_key() {
     assert!(throttled.throttle.throttled);
     assert!(matches!(
         throttled.error,
-        Some(ChannelError::Throttled { .. })
+        Some(ChannelError::Platform(PlatformError::Throttled { .. }))
     ));
     let key_after_throttle = adapter
         .unanswered

@@ -2,7 +2,7 @@
 //! the 413 limit) and level reads; statuses and throttling are interpreted by the platform
 //! client ([`crate::platforms::woocommerce`]).
 
-use crate::channels::ChannelError;
+use crate::channels::{ChannelError, PlatformError};
 use crate::platforms::http::HttpAnswer;
 use crate::platforms::woocommerce::status_error;
 use serde_json::Value;
@@ -51,13 +51,13 @@ pub enum ItemAnswer {
 
 /// Decodes a 200 batch answer's `update[]` into answers by id.
 ///
-/// Errors: [`ChannelError::Decode`] when there is no `update` array.
+/// Errors: [`PlatformError::Decode`] when there is no `update` array.
 pub fn decode_batch_update(answer: &HttpAnswer) -> Result<HashMap<u64, ItemAnswer>, ChannelError> {
-    let entries = answer.body["update"]
-        .as_array()
-        .ok_or_else(|| ChannelError::Decode {
+    let entries = answer.body["update"].as_array().ok_or_else(|| {
+        ChannelError::Platform(PlatformError::Decode {
             message: format!("no update[] in batch answer {}", answer.excerpt()),
-        })?;
+        })
+    })?;
     let mut answers = HashMap::with_capacity(entries.len());
     for entry in entries {
         let Some(id) = entry["id"].as_u64() else {
@@ -87,13 +87,15 @@ pub fn decode_batch_update(answer: &HttpAnswer) -> Result<HashMap<u64, ItemAnswe
 /// `manage_stock` is `true` on that object, else `None` (stock not managed there, or
 /// `"parent"`).
 ///
-/// Errors: the status error, or [`ChannelError::Decode`] when the body is not an array.
+/// Errors: the status error, or [`PlatformError::Decode`] when the body is not an array.
 pub fn decode_list(answer: &HttpAnswer) -> Result<Vec<(u64, Option<i64>)>, ChannelError> {
     if let Some(error) = status_error(answer) {
         return Err(error.into());
     }
-    let objects = answer.body.as_array().ok_or_else(|| ChannelError::Decode {
-        message: format!("expected a JSON array, got {}", answer.excerpt()),
+    let objects = answer.body.as_array().ok_or_else(|| {
+        ChannelError::Platform(PlatformError::Decode {
+            message: format!("expected a JSON array, got {}", answer.excerpt()),
+        })
     })?;
     Ok(objects
         .iter()
