@@ -2,13 +2,15 @@
 //! explicit registry function ([`build_adapter`]).
 //!
 //! Owns: the push/read contract between propagation and a platform, the per-item outcome
-//! vocabulary ([`ItemOutcome`]), the throttle signals a platform sends back
-//! ([`ThrottleSignal`]), and the one error enum of the module ([`ChannelError`]), classified
-//! by domain (user / external / internal) and retry hint as Arroyo does.
+//! vocabulary ([`ItemOutcome`]), and the one error enum of the module ([`ChannelError`]):
+//! configuration and listings problems, or a request-level [`PlatformError`] classified by
+//! domain (user / external / internal) and retry hint as Arroyo does.
 //!
-//! Each platform lives in its own folder with a fixed shape (`config`, `request`,
-//! `response`, `mod`, `tests`, after Vector's sinks); status codes and headers are
-//! interpreted in that folder's `response.rs` only.
+//! Each platform's push side lives in its own folder with a fixed shape (`config` for the
+//! listing map, `request`, `response`, `mod`, `tests`, after Vector's sinks): request
+//! shaping and per-item outcomes only. HTTP, authentication and token caches, throttle
+//! signals ([`ThrottleSignal`]) and status classification are the platform client's
+//! (`crate::platforms::<name>`), shared with the ingest side.
 //!
 //! Invariants: [`ChannelAdapter::push`] returns exactly one [`ItemResult`] per input item, in
 //! input order; an adapter never sleeps to honour a rate limit (pacing belongs to

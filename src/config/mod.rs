@@ -2,8 +2,11 @@
 //!
 //! Owns: [`Config`] and its sections. Every struct denies unknown fields so a typo is an
 //! error, not a silently ignored setting. [`Config::validate`] reports every problem at once.
+//! Channels (`channels.rs`) are one [`PlatformConfig`] variant per platform; the platform
+//! sections themselves live with their platforms (`platforms::<name>::config`) and are
+//! re-exported here.
 //!
-//! May depend on: `domain` (for ids and the ATP rule).
+//! May depend on: `domain` (for ids and the ATP rule), `platforms::<name>::config`.
 
 mod channels;
 mod interpolate;
