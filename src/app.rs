@@ -5,6 +5,9 @@
 //! stop ingest, stop the HTTP listener, drain the ledger (every acknowledged movement is
 //! durable and published), then flush and stop propagation.
 //!
+//! Builds every client: one `reqwest::Client` for the process, and on it the platform
+//! clients ([`crate::platforms::PlatformClients`]) the channel adapters use.
+//!
 //! May depend on every module.
 
 use crate::config::Config;
@@ -161,11 +164,7 @@ fn start_notification_bridges(
     };
     let mut bridges = Vec::new();
     for channel in &config.channels {
-        let Some(topic) = channel
-            .amazon
-            .as_ref()
-            .and_then(|a| a.notifications_topic.clone())
-        else {
+        let Some(topic) = channel.amazon().and_then(|a| a.notifications_topic.clone()) else {
             continue;
         };
         let settings = crate::config::KafkaConfig {
@@ -198,6 +197,8 @@ pub struct App {
     atp_output: Option<JoinHandle<()>>,
     woocommerce_pollers: Vec<crate::ingest::woocommerce_poll::WoocommercePoller>,
     operations: ops::Operations,
+    /// Every platform client (the adapters' and, for the pollers, the same ones).
+    platforms: Arc<crate::platforms::PlatformClients>,
 }
 
 impl App {
@@ -214,12 +215,19 @@ impl App {
             .timeout(Duration::from_secs(30))
             .build()
             .context("building the HTTP client")?;
+        // Every platform client, on that one HTTP client: one per channel, one token cache
+        // per credential, shared by the adapters and (through `platform_clients`) the pollers.
+        let platforms = Arc::new(crate::platforms::PlatformClients::build(
+            &config.channels,
+            client.clone(),
+        ));
         // One cell of stock rules shared by the ledger, propagation and the config API.
         let rules = Arc::new(crate::domain::RulesCell::new(
             config.rules().context("building the stock rules")?,
         ));
         let mut options = PropagationOptions {
             rules: Some(rules.clone()),
+            platforms: Some(platforms.clone()),
             ..PropagationOptions::default()
         };
         let mut atp_output = None;
@@ -253,8 +261,13 @@ impl App {
             .with_context(|| format!("binding http.listen {}", config.http.listen))?;
         let http_addr = listener.local_addr()?;
         let kafka_view = Arc::new(KafkaAssignmentView::default());
-        let mut operations =
-            ops::Operations::start(&config, &ledger, &propagation, store.clone(), client);
+        let mut operations = ops::Operations::start(
+            &config,
+            &ledger,
+            &propagation,
+            store.clone(),
+            client.clone(),
+        );
         let state = WebState::new(ledger.clone(), config.clone())
             .with_channel_view(Arc::new(PropagationView(
                 propagation.clone(),
@@ -289,7 +302,7 @@ impl App {
         let woocommerce_pollers = crate::ingest::woocommerce_poll::WoocommercePoller::start_all(
             &config.channels,
             &ledger,
-            &reqwest::Client::new(),
+            &client,
         );
         let housekeeping = tokio::spawn(async move {
             let mut interval = tokio::time::interval(Duration::from_secs(KEY_EXPIRY_PERIOD_SECS));
@@ -319,7 +332,14 @@ impl App {
             housekeeping,
             atp_output,
             operations,
+            platforms,
         })
+    }
+
+    /// The platform clients every adapter was built on (one per channel, one token cache per
+    /// credential).
+    pub fn platform_clients(&self) -> &Arc<crate::platforms::PlatformClients> {
+        &self.platforms
     }
 
     /// The address the HTTP API listens on (useful with port 0).

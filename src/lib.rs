@@ -19,7 +19,9 @@
 //! - [`ingest`]: Kafka consumer, webhook decoders.
 //! - [`propagation`]: per-channel actors with coalescing queue, rate limiter, retries.
 //! - [`reconcile`]: channel read-back, echo recognition, discrepancies, healing, alerts.
-//! - [`channels`]: one folder per platform adapter.
+//! - [`platforms`]: one API client per platform (auth, token cache, throttle signals,
+//!   error classification) and its config section, shared by channels and ingest.
+//! - [`channels`]: one folder per platform adapter (the push side).
 //! - [`sandbox`]: faithful local simulators of the platforms.
 //! - [`web`]: HTTP API, webhooks, `/metrics`, `/healthz`.
 //! - [`config`], [`telemetry`], [`clock`], [`signing`]: leaf modules.
@@ -36,6 +38,7 @@ pub mod demo;
 pub mod domain;
 pub mod ingest;
 pub mod ledger;
+pub mod platforms;
 pub mod propagation;
 pub mod reconcile;
 pub mod sandbox;

@@ -2,26 +2,33 @@
 //! explicit registry function ([`build_adapter`]).
 //!
 //! Owns: the push/read contract between propagation and a platform, the per-item outcome
-//! vocabulary ([`ItemOutcome`]), the throttle signals a platform sends back
-//! ([`ThrottleSignal`]), and the one error enum of the module ([`ChannelError`]), classified
-//! by domain (user / external / internal) and retry hint as Arroyo does.
+//! vocabulary ([`ItemOutcome`]), and the one error enum of the module ([`ChannelError`]):
+//! configuration and listings problems, or a request-level [`PlatformError`] classified by
+//! domain (user / external / internal) and retry hint as Arroyo does.
 //!
-//! Each platform lives in its own folder with a fixed shape (`config`, `request`,
-//! `response`, `mod`, `tests`, after Vector's sinks); status codes and headers are
-//! interpreted in that folder's `response.rs` only.
+//! Each platform's push side lives in its own folder with a fixed shape (`config` for the
+//! listing map, `request`, `response`, `mod`, `tests`, after Vector's sinks): request
+//! shaping and per-item outcomes only. HTTP, authentication and token caches, throttle
+//! signals ([`ThrottleSignal`]) and status classification are the platform client's
+//! (`crate::platforms::<name>`), shared with the ingest side.
 //!
 //! Invariants: [`ChannelAdapter::push`] returns exactly one [`ItemResult`] per input item, in
 //! input order; an adapter never sleeps to honour a rate limit (pacing belongs to
 //! propagation), it reports what the platform said.
 //!
-//! May depend on: `config`, `telemetry`. Must NOT import `ledger`, `ingest` or `store`.
+//! May depend on: `config`, `platforms`, `telemetry`. Must NOT import `ledger`, `ingest` or
+//! `store`.
 
 pub mod amazon;
 pub mod bolcom;
 pub mod shopify;
 pub mod woocommerce;
 
-use crate::config::{ChannelConfig, ChannelKind};
+use crate::config::{ChannelConfig, ChannelKind, PlatformConfig};
+use crate::platforms::PlatformClients;
+pub use crate::platforms::http::{
+    CostBudget, ErrorDomain, PlatformError, RetryHint, ThrottleSignal,
+};
 use async_trait::async_trait;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -81,58 +88,6 @@ pub struct ItemResult {
     pub outcome: ItemOutcome,
 }
 
-/// A cost-based budget the platform reported (Shopify GraphQL `extensions.cost.throttleStatus`,
-/// PLATFORMS.md §1.9).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct CostBudget {
-    /// Points available now (`currentlyAvailable`).
-    pub currently_available: f64,
-    /// Bucket size (`maximumAvailable`).
-    pub maximum_available: f64,
-    /// Points restored per second (`restoreRate`).
-    pub restore_rate_per_sec: f64,
-    /// Cost of the next push of the same kind, estimated from the last one
-    /// (`requestedQueryCost`).
-    pub next_request_cost: f64,
-}
-
-impl CostBudget {
-    /// How long to wait, in milliseconds, before the next request fits the budget; 0 when it
-    /// fits now.
-    pub fn wait_ms(&self) -> u64 {
-        let missing = self.next_request_cost - self.currently_available;
-        if missing <= 0.0 || self.restore_rate_per_sec <= 0.0 {
-            return 0;
-        }
-        (missing / self.restore_rate_per_sec * 1000.0).ceil() as u64
-    }
-}
-
-/// Throttle signals from one push or read.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct ThrottleSignal {
-    /// The platform refused the request for rate reasons (HTTP 429 or GraphQL `THROTTLED`).
-    pub throttled: bool,
-    /// `Retry-After`, in milliseconds, when the platform sent one.
-    pub retry_after_ms: Option<u64>,
-    /// The cost budget, when the platform reports one.
-    pub budget: Option<CostBudget>,
-}
-
-impl ThrottleSignal {
-    /// Keeps the strongest signal of two (used when one push made several requests).
-    pub fn merge(&mut self, other: ThrottleSignal) {
-        self.throttled |= other.throttled;
-        self.retry_after_ms = match (self.retry_after_ms, other.retry_after_ms) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        if other.budget.is_some() {
-            self.budget = other.budget;
-        }
-    }
-}
-
 /// The answer to [`ChannelAdapter::push`].
 #[derive(Clone, Debug, Default)]
 pub struct PushReport {
@@ -184,29 +139,8 @@ pub struct LevelsReport {
     pub requests: u32,
 }
 
-/// Who is at fault for an error (Arroyo's classification).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorDomain {
-    /// Configuration or credentials: the merchant must fix it.
-    User,
-    /// The platform or the network.
-    External,
-    /// A bug on our side (a request the platform could not parse).
-    Internal,
-}
-
-/// Whether retrying can help.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RetryHint {
-    /// Retrying the same request will fail the same way.
-    NoRetry,
-    /// Retry after a backoff.
-    WithBackoff,
-}
-
-/// Errors of the channel adapters; one enum for the module.
+/// Errors of the channel adapters; one enum for the module. Request-level failures are the
+/// platform client's [`PlatformError`], classified there by domain and retry hint.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {
     /// The channel section of the config is unusable.
@@ -227,85 +161,25 @@ pub enum ChannelError {
         /// What is wrong.
         message: String,
     },
-    /// The platform refused our credentials (HTTP 401/403).
-    #[error("unauthorized (http {status}): {message}")]
-    Unauthorized {
-        /// HTTP status.
-        status: u16,
-        /// The platform's message.
-        message: String,
-    },
-    /// The platform throttled the request (HTTP 429 or GraphQL `THROTTLED`).
-    #[error("throttled (retry after {retry_after_ms:?} ms)")]
-    Throttled {
-        /// `Retry-After` in milliseconds, when sent.
-        retry_after_ms: Option<u64>,
-    },
-    /// The platform failed (HTTP 5xx).
-    #[error("server error (http {status}): {message}")]
-    Server {
-        /// HTTP status.
-        status: u16,
-        /// The platform's message.
-        message: String,
-    },
-    /// The request never got an HTTP answer (connect, timeout, TLS).
-    #[error("transport error: {message}")]
-    Transport {
-        /// The client's message.
-        message: String,
-    },
-    /// The platform refused the request as a whole (HTTP 4xx other than 401/403/429).
-    #[error("request rejected (http {status}): {message}")]
-    Rejected {
-        /// HTTP status.
-        status: u16,
-        /// The platform's message.
-        message: String,
-    },
-    /// GraphQL top-level `errors` other than throttling: the request was malformed.
-    #[error("graphql error {code:?}: {message}")]
-    GraphQl {
-        /// `extensions.code`, when present.
-        code: Option<String>,
-        /// The first error's message.
-        message: String,
-    },
-    /// The answer could not be decoded.
-    #[error("cannot decode the platform's answer: {message}")]
-    Decode {
-        /// What was wrong.
-        message: String,
-    },
+    /// A request to the platform failed as a whole.
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
 }
 
 impl ChannelError {
     /// Who is at fault.
     pub fn domain(&self) -> ErrorDomain {
         match self {
-            Self::InvalidConfig { .. } | Self::Listings { .. } | Self::Unauthorized { .. } => {
-                ErrorDomain::User
-            }
-            Self::Throttled { .. }
-            | Self::Server { .. }
-            | Self::Transport { .. }
-            | Self::Decode { .. } => ErrorDomain::External,
-            Self::Rejected { .. } | Self::GraphQl { .. } => ErrorDomain::Internal,
+            Self::InvalidConfig { .. } | Self::Listings { .. } => ErrorDomain::User,
+            Self::Platform(error) => error.domain(),
         }
     }
 
     /// Whether retrying can help.
     pub fn retry_hint(&self) -> RetryHint {
         match self {
-            Self::Throttled { .. }
-            | Self::Server { .. }
-            | Self::Transport { .. }
-            | Self::Decode { .. } => RetryHint::WithBackoff,
-            Self::InvalidConfig { .. }
-            | Self::Listings { .. }
-            | Self::Unauthorized { .. }
-            | Self::Rejected { .. }
-            | Self::GraphQl { .. } => RetryHint::NoRetry,
+            Self::InvalidConfig { .. } | Self::Listings { .. } => RetryHint::NoRetry,
+            Self::Platform(error) => error.retry_hint(),
         }
     }
 
@@ -314,14 +188,13 @@ impl ChannelError {
         match self {
             Self::InvalidConfig { .. } => "invalid_config",
             Self::Listings { .. } => "listings",
-            Self::Unauthorized { .. } => "unauthorized",
-            Self::Throttled { .. } => "throttled",
-            Self::Server { .. } => "server",
-            Self::Transport { .. } => "transport",
-            Self::Rejected { .. } => "rejected",
-            Self::GraphQl { .. } => "graphql",
-            Self::Decode { .. } => "decode",
+            Self::Platform(error) => error.label(),
         }
+    }
+
+    /// True when the platform throttled the request.
+    pub fn is_throttled(&self) -> bool {
+        matches!(self, Self::Platform(error) if error.is_throttled())
     }
 }
 
@@ -350,67 +223,49 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError>;
 }
 
-/// The registry of channel adapters: builds the adapter for a channel's `kind`.
+/// The registry of channel adapters: builds the adapter for a channel's platform on that
+/// channel's client from `clients`. One line per platform.
 ///
 /// Errors: [`ChannelError::InvalidConfig`] when the platform section is missing or
 /// unusable, [`ChannelError::Listings`] when the listings CSV cannot be read.
 pub fn build_adapter(
     config: &ChannelConfig,
-    client: reqwest::Client,
+    clients: &PlatformClients,
 ) -> Result<Box<dyn ChannelAdapter>, ChannelError> {
-    match config.kind {
-        ChannelKind::Bolcom => {
-            let bolcom = config
-                .bolcom
-                .as_ref()
-                .ok_or_else(|| ChannelError::InvalidConfig {
-                    channel: config.id.clone(),
-                    message: "kind = \"bolcom\" needs a [bolcom] section".to_owned(),
-                })?;
-            Ok(Box::new(bolcom::BolcomAdapter::new(
-                &config.id, bolcom, client,
-            )?))
+    let id = config.id.as_str();
+    Ok(match &config.platform {
+        PlatformConfig::Shopify(section) => Box::new(shopify::ShopifyAdapter::with_client(
+            id,
+            section,
+            clients.shopify(id, section),
+        )?),
+        PlatformConfig::Woocommerce(section) => {
+            Box::new(woocommerce::WoocommerceAdapter::with_client(
+                id,
+                section,
+                clients.woocommerce(id, section),
+            )?)
         }
-        ChannelKind::Amazon => {
-            let amazon = config
-                .amazon
-                .as_ref()
-                .ok_or_else(|| ChannelError::InvalidConfig {
-                    channel: config.id.clone(),
-                    message: "kind = \"amazon\" needs an [amazon] section".to_owned(),
-                })?;
-            Ok(Box::new(amazon::AmazonAdapter::new(
-                &config.id, amazon, client,
-            )?))
+        PlatformConfig::Bolcom(section) => Box::new(bolcom::BolcomAdapter::with_client(
+            id,
+            section,
+            clients.bolcom(id, section),
+        )?),
+        PlatformConfig::Amazon(section) => Box::new(amazon::AmazonAdapter::with_client(
+            id,
+            section,
+            clients.amazon(id, section),
+        )?),
+        PlatformConfig::SectionMissing(kind) => {
+            return Err(ChannelError::InvalidConfig {
+                channel: config.id.clone(),
+                message: format!(
+                    "kind = \"{kind}\" needs a [channels.{kind}] section",
+                    kind = kind.name()
+                ),
+            });
         }
-        ChannelKind::Shopify => {
-            let shopify = config
-                .shopify
-                .as_ref()
-                .ok_or_else(|| ChannelError::InvalidConfig {
-                    channel: config.id.clone(),
-                    message: "kind = \"shopify\" needs a [shopify] section".to_owned(),
-                })?;
-            Ok(Box::new(shopify::ShopifyAdapter::new(
-                &config.id, shopify, client,
-            )?))
-        }
-        ChannelKind::Woocommerce => {
-            let woocommerce =
-                config
-                    .woocommerce
-                    .as_ref()
-                    .ok_or_else(|| ChannelError::InvalidConfig {
-                        channel: config.id.clone(),
-                        message: "kind = \"woocommerce\" needs a [woocommerce] section".to_owned(),
-                    })?;
-            Ok(Box::new(woocommerce::WoocommerceAdapter::new(
-                &config.id,
-                woocommerce,
-                client,
-            )?))
-        }
-    }
+    })
 }
 
 #[cfg(test)]
@@ -418,55 +273,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cost_budget_wait_is_zero_when_the_next_request_fits() {
-        let budget = CostBudget {
-            currently_available: 50.0,
-            maximum_available: 100.0,
-            restore_rate_per_sec: 50.0,
-            next_request_cost: 10.0,
-        };
-        assert_eq!(budget.wait_ms(), 0);
-        let short = CostBudget {
-            currently_available: 5.0,
-            ..budget
-        };
-        assert_eq!(short.wait_ms(), 100);
-    }
-
-    #[test]
     fn errors_are_classified_by_domain_and_retry_hint() {
-        let throttled = ChannelError::Throttled {
+        let throttled = ChannelError::from(PlatformError::Throttled {
             retry_after_ms: Some(1000),
-        };
+        });
         assert_eq!(throttled.domain(), ErrorDomain::External);
         assert_eq!(throttled.retry_hint(), RetryHint::WithBackoff);
-        let unauthorized = ChannelError::Unauthorized {
+        let unauthorized = ChannelError::from(PlatformError::Unauthorized {
             status: 401,
             message: "bad token".to_owned(),
-        };
+        });
         assert_eq!(unauthorized.domain(), ErrorDomain::User);
         assert_eq!(unauthorized.retry_hint(), RetryHint::NoRetry);
-        let graphql = ChannelError::GraphQl {
+        let graphql = ChannelError::from(PlatformError::GraphQl {
             code: None,
             message: "parse".to_owned(),
-        };
-        assert_eq!(graphql.domain(), ErrorDomain::Internal);
-    }
-
-    #[test]
-    fn throttle_signals_merge_to_the_strongest() {
-        let mut signal = ThrottleSignal {
-            throttled: false,
-            retry_after_ms: Some(500),
-            budget: None,
-        };
-        signal.merge(ThrottleSignal {
-            throttled: true,
-            retry_after_ms: Some(2000),
-            budget: None,
         });
-        assert!(signal.throttled);
-        assert_eq!(signal.retry_after_ms, Some(2000));
+        assert_eq!(graphql.domain(), ErrorDomain::Internal);
     }
 
     #[test]
@@ -485,9 +308,9 @@ mod tests {
         ];
         let report = PushReport::failed(
             &items,
-            ChannelError::Transport {
+            ChannelError::from(PlatformError::Transport {
                 message: "refused".to_owned(),
-            },
+            }),
             ThrottleSignal::default(),
             1,
         );

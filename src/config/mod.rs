@@ -2,19 +2,25 @@
 //!
 //! Owns: [`Config`] and its sections. Every struct denies unknown fields so a typo is an
 //! error, not a silently ignored setting. [`Config::validate`] reports every problem at once.
+//! Channels (`channels.rs`) are one [`PlatformConfig`] variant per platform; the platform
+//! sections themselves live with their platforms (`platforms::<name>::config`) and are
+//! re-exported here.
 //!
-//! May depend on: `domain` (for ids and the ATP rule).
+//! May depend on: `domain` (for ids and the ATP rule), `platforms::<name>::config`.
 
+mod channels;
 mod interpolate;
-mod marketplaces;
 
-pub use interpolate::interpolate;
-pub use marketplaces::{
-    AmazonConfig, AmazonListingConfig, BolcomConfig, BolcomListingConfig, validate_amazon,
-    validate_bolcom,
+pub use crate::platforms::amazon::config::{AmazonConfig, AmazonListingConfig};
+pub use crate::platforms::bolcom::config::{BolcomConfig, BolcomListingConfig};
+pub use crate::platforms::shopify::config::{ShopifyConfig, ShopifyListingConfig};
+pub use crate::platforms::woocommerce::config::{WoocommerceConfig, WoocommerceListingConfig};
+pub use channels::{
+    ChannelConfig, ChannelKind, PlatformConfig, PreorderConfig, RateLimitConfig, RetryConfig,
 };
+pub use interpolate::interpolate;
 
-use crate::domain::{ChannelStockRule, LocationId};
+use crate::domain::LocationId;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -501,257 +507,6 @@ pub struct LocationConfig {
     pub allow_backorder: bool,
 }
 
-/// The platform behind a channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChannelKind {
-    /// Shopify Admin API (GraphQL `inventorySetQuantities`).
-    Shopify,
-    /// bol.com Retailer API v10 (`PUT /retailer/offers/{id}/stock`, PLATFORMS.md §3).
-    Bolcom,
-    /// Amazon SP-API (Listings Items PATCH and JSON_LISTINGS_FEED, PLATFORMS.md §4).
-    Amazon,
-    /// WooCommerce REST API v3 (batch product/variation updates, PLATFORMS.md §2).
-    Woocommerce,
-}
-
-/// `[[channels]]`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelConfig {
-    /// Channel id (`shopify-main`); a bounded metric label.
-    pub id: String,
-    /// The platform.
-    pub kind: ChannelKind,
-    /// Locations that feed this channel, in routing priority order.
-    pub locations: Vec<LocationId>,
-    /// Units held back from this channel's ATP.
-    #[serde(default)]
-    pub safety_stock: u64,
-    /// The most this channel may list, if capped.
-    #[serde(default)]
-    pub max_listed_quantity: Option<u64>,
-    /// Below this ATP the channel is shown 0 (avoid selling the last, uncertain units).
-    #[serde(default)]
-    pub show_zero_below: u64,
-    /// This channel's share of the pool: `{ kind = "all" }` (default), `{ kind = "share",
-    /// percent = 40 }`, `{ kind = "fixed", quantity = 10 }` or `{ kind = "ring_fenced",
-    /// quantity = 5 }` (exclusive: other channels do not see those units).
-    #[serde(default)]
-    pub allocation: crate::domain::Allocation,
-    /// Sell inbound purchase-order stock expected within a window (pre-orders).
-    #[serde(default)]
-    pub preorder: Option<PreorderConfig>,
-    /// Outbound pacing.
-    #[serde(default)]
-    pub rate_limit: RateLimitConfig,
-    /// Retry policy for failed pushes.
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// Shopify settings; required when `kind = "shopify"`.
-    #[serde(default)]
-    pub shopify: Option<ShopifyConfig>,
-    /// bol.com settings; required when `kind = "bolcom"`.
-    #[serde(default)]
-    pub bolcom: Option<BolcomConfig>,
-    /// Amazon SP-API settings; required when `kind = "amazon"`.
-    #[serde(default)]
-    pub amazon: Option<AmazonConfig>,
-    /// WooCommerce settings; required when `kind = "woocommerce"`.
-    #[serde(default)]
-    pub woocommerce: Option<WoocommerceConfig>,
-}
-
-/// `[channels.preorder]`: inbound stock a channel may sell ahead of arrival.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PreorderConfig {
-    /// Purchase-order lines expected within this many days count.
-    pub window_days: u64,
-    /// At most this many inbound units are added to the channel's ATP.
-    pub cap: u64,
-}
-
-impl ChannelConfig {
-    /// The ATP rule this channel applies to SKUs without an override.
-    pub fn stock_rule(&self) -> ChannelStockRule {
-        ChannelStockRule {
-            channel: self.id.clone(),
-            locations: self.locations.clone(),
-            safety_stock: self.safety_stock,
-            max_listed_quantity: self.max_listed_quantity,
-            show_zero_below: self.show_zero_below,
-            allocation: self.allocation,
-            preorder_window_ms: self.preorder.as_ref().map(|p| {
-                i64::try_from(p.window_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX)
-            }),
-            preorder_cap: self.preorder.as_ref().map_or(0, |p| p.cap),
-        }
-    }
-}
-
-/// `[channels.rate_limit]`: a token bucket; the platform's own signals can lower it.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitConfig {
-    /// Requests per second sustained.
-    #[serde(default = "default_requests_per_sec")]
-    pub requests_per_sec: f64,
-    /// Requests allowed in a burst.
-    #[serde(default = "default_burst")]
-    pub burst: u32,
-}
-
-impl Default for RateLimitConfig {
-    fn default() -> Self {
-        Self {
-            requests_per_sec: default_requests_per_sec(),
-            burst: default_burst(),
-        }
-    }
-}
-
-fn default_requests_per_sec() -> f64 {
-    2.0
-}
-fn default_burst() -> u32 {
-    4
-}
-
-/// `[channels.retry]`: exponential backoff with full jitter.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    /// First backoff, in milliseconds.
-    #[serde(default = "default_initial_backoff_ms")]
-    pub initial_backoff_ms: u64,
-    /// Longest backoff, in milliseconds.
-    #[serde(default = "default_max_backoff_ms")]
-    pub max_backoff_ms: u64,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            initial_backoff_ms: default_initial_backoff_ms(),
-            max_backoff_ms: default_max_backoff_ms(),
-        }
-    }
-}
-
-fn default_initial_backoff_ms() -> u64 {
-    200
-}
-fn default_max_backoff_ms() -> u64 {
-    30_000
-}
-
-/// `[channels.shopify]`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShopifyConfig {
-    /// Shop base URL (`https://example.myshopify.com`, or the simulator's `http://127.0.0.1:PORT`).
-    pub shop_url: String,
-    /// Admin API version in the URL (`2026-04`).
-    #[serde(default = "default_shopify_api_version")]
-    pub api_version: String,
-    /// Admin API access token (sent as `X-Shopify-Access-Token`).
-    pub access_token: String,
-    /// App client secret that signs webhooks (HMAC-SHA256 of the raw body).
-    pub webhook_secret: String,
-    /// Shopify location id (number) the channel's ATP is written to.
-    pub location_id: u64,
-    /// Use REST `inventory_levels/set.json` instead of GraphQL (legacy fallback).
-    #[serde(default)]
-    pub use_rest: bool,
-    /// SKU → inventory item mappings written inline.
-    #[serde(default)]
-    pub listings: Vec<ShopifyListingConfig>,
-    /// A CSV file with header `sku,inventory_item_id` holding more mappings.
-    #[serde(default)]
-    pub listings_csv: Option<PathBuf>,
-}
-
-fn default_shopify_api_version() -> String {
-    "2026-04".to_owned()
-}
-
-/// One SKU → Shopify inventory item mapping.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShopifyListingConfig {
-    /// Our SKU.
-    pub sku: String,
-    /// Shopify InventoryItem id (number).
-    pub inventory_item_id: u64,
-}
-
-/// `[channels.woocommerce]` (PLATFORMS.md §2).
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct WoocommerceConfig {
-    /// Site base URL (`https://shop.example.com`, or the simulator's `http://127.0.0.1:PORT`);
-    /// the API lives under `{site_url}/wp-json/wc/v3`.
-    pub site_url: String,
-    /// REST API consumer key (`ck_…`), sent as the HTTP Basic user.
-    pub consumer_key: String,
-    /// REST API consumer secret (`cs_…`), sent as the HTTP Basic password.
-    pub consumer_secret: String,
-    /// Send the key and secret as `?consumer_key=…&consumer_secret=…` instead of HTTP Basic
-    /// (for hosts that strip the `Authorization` header, §2 Auth).
-    #[serde(default)]
-    pub auth_in_query: bool,
-    /// The webhook `secret` set in WooCommerce; signs deliveries (base64 HMAC-SHA256, §2.4).
-    pub webhook_secret: String,
-    /// Most items in one `POST …/batch` (the shop's `woocommerce_rest_batch_items_limit`,
-    /// default 100, §2.2). A 413 answer splits the batch anyway.
-    #[serde(default = "default_woocommerce_batch_limit")]
-    pub batch_limit: usize,
-    /// Seconds between two polls of `GET /orders?modified_after=` (the backstop for
-    /// disabled or lost webhooks, §2.4); 0 disables polling.
-    #[serde(default = "default_woocommerce_poll_interval_secs")]
-    pub poll_interval_secs: u64,
-    /// How far back the first poll after start looks, in seconds.
-    #[serde(default = "default_woocommerce_poll_lookback_secs")]
-    pub poll_lookback_secs: u64,
-    /// Timeout of one API request, in seconds.
-    #[serde(default = "default_woocommerce_timeout_secs")]
-    pub timeout_secs: u64,
-    /// SKU → product / variation mappings written inline.
-    #[serde(default)]
-    pub listings: Vec<WoocommerceListingConfig>,
-    /// A CSV file with header `sku,product_id[,variation_id]` holding more mappings (an empty
-    /// or 0 `variation_id` means a simple product).
-    #[serde(default)]
-    pub listings_csv: Option<PathBuf>,
-}
-
-fn default_woocommerce_batch_limit() -> usize {
-    100
-}
-fn default_woocommerce_poll_interval_secs() -> u64 {
-    60
-}
-fn default_woocommerce_poll_lookback_secs() -> u64 {
-    3600
-}
-fn default_woocommerce_timeout_secs() -> u64 {
-    30
-}
-
-/// One SKU → WooCommerce listing mapping: a simple product, or a variation of a product.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct WoocommerceListingConfig {
-    /// Our SKU.
-    pub sku: String,
-    /// WooCommerce product id (the parent for a variation).
-    pub product_id: u64,
-    /// WooCommerce variation id; absent (or 0) for a simple product.
-    #[serde(default)]
-    pub variation_id: Option<u64>,
-}
-
 impl Config {
     /// Reads, interpolates, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -841,75 +596,7 @@ impl Config {
             if !channel_ids.insert(id.clone()) {
                 problems.push(format!("channel {id} is defined twice"));
             }
-            if channel.locations.is_empty() {
-                problems.push(format!("channel {id} has no locations feeding it"));
-            }
-            for location in &channel.locations {
-                if !location_ids.contains(location) {
-                    problems.push(format!("channel {id} names unknown location {location}"));
-                }
-            }
-            if channel.rate_limit.requests_per_sec.is_nan()
-                || channel.rate_limit.requests_per_sec <= 0.0
-            {
-                problems.push(format!(
-                    "channel {id}: rate_limit.requests_per_sec must be > 0"
-                ));
-            }
-            if channel.rate_limit.burst == 0 {
-                problems.push(format!("channel {id}: rate_limit.burst must be at least 1"));
-            }
-            if channel.retry.initial_backoff_ms == 0
-                || channel.retry.max_backoff_ms < channel.retry.initial_backoff_ms
-            {
-                problems.push(format!(
-                    "channel {id}: retry needs 0 < initial_backoff_ms <= max_backoff_ms"
-                ));
-            }
-            validate_woocommerce(channel, &mut problems);
-            match (channel.kind, &channel.bolcom, &channel.amazon) {
-                (ChannelKind::Bolcom, None, _) => problems.push(format!(
-                    "channel {id} is kind bolcom but has no [bolcom] section"
-                )),
-                (ChannelKind::Bolcom, Some(bolcom), _) => {
-                    validate_bolcom(id, bolcom, &mut problems)
-                }
-                (ChannelKind::Amazon, _, None) => problems.push(format!(
-                    "channel {id} is kind amazon but has no [amazon] section"
-                )),
-                (ChannelKind::Amazon, _, Some(amazon)) => {
-                    validate_amazon(id, amazon, self.kafka.is_some(), &mut problems)
-                }
-                _ => {}
-            }
-            match (channel.kind, &channel.shopify) {
-                (ChannelKind::Shopify, None) => problems.push(format!(
-                    "channel {id} is kind shopify but has no [shopify] section"
-                )),
-                (ChannelKind::Woocommerce, _) => {}
-                (ChannelKind::Shopify, Some(shopify)) => {
-                    if !shopify.shop_url.starts_with("http://")
-                        && !shopify.shop_url.starts_with("https://")
-                    {
-                        problems.push(format!(
-                            "channel {id}: shopify.shop_url must start with http:// or https://"
-                        ));
-                    }
-                    if shopify.webhook_secret.is_empty() {
-                        problems.push(format!(
-                            "channel {id}: shopify.webhook_secret must not be empty"
-                        ));
-                    }
-                    let mut skus = HashSet::new();
-                    for listing in &shopify.listings {
-                        if !skus.insert(listing.sku.clone()) {
-                            problems
-                                .push(format!("channel {id}: SKU {} is mapped twice", listing.sku));
-                        }
-                    }
-                }
-                _ => {}
-            }
+            channels::validate_channel(channel, &location_ids, self.kafka.is_some(), &mut problems);
         }
         let shares: u64 = self
             .channels
@@ -1058,71 +745,6 @@ impl Config {
     /// The channel with this id.
     pub fn channel(&self, id: &str) -> Option<&ChannelConfig> {
         self.channels.iter().find(|channel| channel.id == id)
-    }
-}
-
-/// Checks a channel's `[channels.woocommerce]` section (and that `kind = "woocommerce"` has one).
-fn validate_woocommerce(channel: &ChannelConfig, problems: &mut Vec<String>) {
-    let id = &channel.id;
-    let woocommerce = match (channel.kind, &channel.woocommerce) {
-        (ChannelKind::Woocommerce, None) => {
-            problems.push(format!(
-                "channel {id} is kind woocommerce but has no [woocommerce] section"
-            ));
-            return;
-        }
-        (_, None) => return,
-        (_, Some(woocommerce)) => woocommerce,
-    };
-    if channel.kind != ChannelKind::Woocommerce {
-        problems.push(format!(
-            "channel {id} has a [woocommerce] section but is not kind woocommerce"
-        ));
-    }
-    if !woocommerce.site_url.starts_with("http://") && !woocommerce.site_url.starts_with("https://")
-    {
-        problems.push(format!(
-            "channel {id}: woocommerce.site_url must start with http:// or https://"
-        ));
-    }
-    if woocommerce.consumer_key.is_empty() || woocommerce.consumer_secret.is_empty() {
-        problems.push(format!(
-            "channel {id}: woocommerce.consumer_key and consumer_secret must not be empty"
-        ));
-    }
-    if woocommerce.webhook_secret.is_empty() {
-        problems.push(format!(
-            "channel {id}: woocommerce.webhook_secret must not be empty"
-        ));
-    }
-    if woocommerce.batch_limit == 0 {
-        problems.push(format!(
-            "channel {id}: woocommerce.batch_limit must be at least 1"
-        ));
-    }
-    if woocommerce.timeout_secs == 0 {
-        problems.push(format!(
-            "channel {id}: woocommerce.timeout_secs must be at least 1"
-        ));
-    }
-    let mut skus = HashSet::new();
-    let mut listings = HashSet::new();
-    for listing in &woocommerce.listings {
-        if !skus.insert(listing.sku.clone()) {
-            problems.push(format!("channel {id}: SKU {} is mapped twice", listing.sku));
-        }
-        let key = (listing.product_id, listing.variation_id.unwrap_or(0));
-        if listing.product_id == 0 {
-            problems.push(format!(
-                "channel {id}: SKU {} has product_id 0",
-                listing.sku
-            ));
-        } else if !listings.insert(key) {
-            problems.push(format!(
-                "channel {id}: product {} variation {} is mapped to two SKUs",
-                key.0, key.1
-            ));
-        }
     }
 }
 

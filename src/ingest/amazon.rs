@@ -392,8 +392,7 @@ pub fn reservation(channel: &ChannelConfig, order_id: &str, order_item_id: &str)
 /// Our SKU for a seller SKU (the channel's mapping, else the seller SKU itself).
 pub fn sku_of(channel: &ChannelConfig, seller_sku: &str) -> String {
     channel
-        .amazon
-        .as_ref()
+        .amazon()
         .and_then(|amazon| {
             amazon
                 .listings

@@ -125,7 +125,7 @@ pub struct AmazonPollState {
 impl AmazonPollState {
     /// A fresh state for an Amazon channel; `None` for other channels.
     pub fn new(channel: &ChannelConfig, client: reqwest::Client) -> Option<Self> {
-        let config = channel.amazon.clone()?;
+        let config = channel.amazon().cloned()?;
         Some(Self {
             channel: channel.clone(),
             api_url: config.api_url.trim_end_matches('/').to_owned(),
@@ -334,7 +334,7 @@ fn spawn(
     client: reqwest::Client,
     kind: Kind,
 ) -> Option<PollerHandle> {
-    let config = channel.amazon.as_ref()?;
+    let config = channel.amazon()?;
     let interval = match kind {
         Kind::Orders => config.order_poll_interval_ms,
         Kind::Fba => config.fba_poll_interval_ms,

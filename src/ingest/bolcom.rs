@@ -256,8 +256,7 @@ fn sku_of(channel: &ChannelConfig, item: &OrderItem) -> Option<String> {
     }
     let offer_id = item.offer.offer_id.as_deref()?;
     channel
-        .bolcom
-        .as_ref()?
+        .bolcom()?
         .listings
         .iter()
         .find(|listing| listing.offer_id == offer_id)

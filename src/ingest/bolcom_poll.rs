@@ -94,7 +94,7 @@ pub struct BolcomPollState {
 impl BolcomPollState {
     /// A fresh state for a bol.com channel; `None` for other channels.
     pub fn new(channel: &ChannelConfig, client: reqwest::Client) -> Option<Self> {
-        let config = channel.bolcom.clone()?;
+        let config = channel.bolcom().cloned()?;
         Some(Self {
             channel: channel.clone(),
             api_url: config.api_url.trim_end_matches('/').to_owned(),
@@ -399,7 +399,7 @@ pub fn start(
     ledger: Ledger,
     client: reqwest::Client,
 ) -> Option<PollerHandle> {
-    let interval = channel.bolcom.as_ref()?.order_poll_interval_ms;
+    let interval = channel.bolcom()?.order_poll_interval_ms;
     if interval == 0 {
         return None;
     }

@@ -317,12 +317,9 @@ pub fn verify(
     headers: &WebhookHeaders,
     body: &[u8],
 ) -> Result<(), WebhookError> {
-    let shopify = channel
-        .shopify
-        .as_ref()
-        .ok_or_else(|| WebhookError::NotShopify {
-            channel: channel.id.clone(),
-        })?;
+    let shopify = channel.shopify().ok_or_else(|| WebhookError::NotShopify {
+        channel: channel.id.clone(),
+    })?;
     verify_signature(
         &shopify.webhook_secret,
         body,
@@ -625,7 +622,7 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ChannelKind, ShopifyConfig};
+    use crate::config::{PlatformConfig, ShopifyConfig};
 
     const SECRET: &str = "hush-test-secret";
 
@@ -643,13 +640,12 @@ mod tests {
             preorder: None,
             show_zero_below: 0,
             id: "shop-main".into(),
-            kind: ChannelKind::Shopify,
             locations: vec!["WH-1".into(), "WH-2".into()],
             safety_stock: 0,
             max_listed_quantity: None,
             rate_limit: Default::default(),
             retry: Default::default(),
-            shopify: Some(ShopifyConfig {
+            platform: PlatformConfig::Shopify(ShopifyConfig {
                 shop_url: "http://127.0.0.1:1".into(),
                 api_version: "2026-04".into(),
                 access_token: "token".into(),
@@ -659,9 +655,6 @@ mod tests {
                 listings: Vec::new(),
                 listings_csv: None,
             }),
-            woocommerce: None,
-            bolcom: None,
-            amazon: None,
         }
     }
 

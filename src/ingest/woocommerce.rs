@@ -181,13 +181,11 @@ pub fn verify(
     headers: &WebhookHeaders,
     body: &[u8],
 ) -> Result<(), SignatureError> {
-    let woocommerce =
-        channel
-            .woocommerce
-            .as_ref()
-            .ok_or_else(|| SignatureError::NotWoocommerce {
-                channel: channel.id.clone(),
-            })?;
+    let woocommerce = channel
+        .woocommerce()
+        .ok_or_else(|| SignatureError::NotWoocommerce {
+            channel: channel.id.clone(),
+        })?;
     verify_signature(
         &woocommerce.webhook_secret,
         body,
@@ -395,7 +393,7 @@ fn line_sku(channel: &ChannelConfig, line: &LineItemPayload) -> Option<String> {
     if !sku.is_empty() {
         return Some(sku.to_owned());
     }
-    channel.woocommerce.as_ref().and_then(|woocommerce| {
+    channel.woocommerce().and_then(|woocommerce| {
         woocommerce
             .listings
             .iter()

@@ -119,7 +119,7 @@ impl OrderPoller {
     /// A poller for `channel` (which must have a `[channels.woocommerce]` section) whose
     /// first poll looks back `poll_lookback_secs`; `None` for other channels.
     pub fn new(channel: ChannelConfig, ledger: Ledger, client: reqwest::Client) -> Option<Self> {
-        let lookback = channel.woocommerce.as_ref()?.poll_lookback_secs;
+        let lookback = channel.woocommerce()?.poll_lookback_secs;
         let cursor_ms = now_ms() - i64::try_from(lookback.saturating_mul(1000)).unwrap_or(0);
         Some(Self {
             channel,
@@ -139,7 +139,7 @@ impl OrderPoller {
     ///
     /// Errors: [`PollError::Http`], [`PollError::Ledger`].
     pub async fn poll_once(&mut self) -> Result<PollReport, PollError> {
-        let Some(woocommerce) = self.channel.woocommerce.clone() else {
+        let Some(woocommerce) = self.channel.woocommerce().cloned() else {
             return Ok(PollReport::default());
         };
         let http_error = |message: String| PollError::Http {
@@ -240,7 +240,7 @@ impl WoocommercePoller {
     /// Starts polling `channel` every `poll_interval_secs` (first poll at once); `None` when
     /// the channel is not WooCommerce or polling is off (`poll_interval_secs = 0`).
     pub fn start(channel: &ChannelConfig, ledger: Ledger, client: reqwest::Client) -> Option<Self> {
-        let interval_secs = channel.woocommerce.as_ref()?.poll_interval_secs;
+        let interval_secs = channel.woocommerce()?.poll_interval_secs;
         if interval_secs == 0 {
             return None;
         }

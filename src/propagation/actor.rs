@@ -216,7 +216,10 @@ impl ChannelState {
         let shared = Arc::clone(&self.shared);
         let channel = shared.id.clone();
         let throttled = report.throttle.throttled
-            || matches!(report.error, Some(ChannelError::Throttled { .. }));
+            || report
+                .error
+                .as_ref()
+                .is_some_and(ChannelError::is_throttled);
         self.bucket.charge(report.requests.saturating_sub(1));
         if let Some(budget) = &report.throttle.budget {
             self.bucket.observe_budget(budget, now);
@@ -233,7 +236,7 @@ impl ChannelState {
             self.bucket.pause_until(now + pause);
         }
         match &report.error {
-            Some(ChannelError::Throttled { .. }) => {}
+            Some(error) if error.is_throttled() => {}
             Some(error) => {
                 self.consecutive_failures += 1;
                 metrics::counter!(telemetry::CHANNEL_ERRORS_TOTAL, "channel" => channel.clone(), "error" => error.label())

@@ -35,6 +35,7 @@ use crate::config::{ChannelConfig, ChannelKind, Config};
 use crate::domain::{
     AtpBreakdown, AvailabilityChange, AvailabilitySink, ChannelStockRule, LocationLevel, Sku,
 };
+use crate::platforms::PlatformClients;
 use crate::store::{Store, StoreError};
 use crate::telemetry;
 use actor::{ChannelActor, ChannelArgs, ChannelMessage};
@@ -74,6 +75,9 @@ pub struct PropagationOptions {
     /// Wall time for acknowledgement times, time-boxed allocation rules and the push log;
     /// `None` uses the system clock.
     pub clock: Option<crate::clock::SharedClock>,
+    /// The platform clients the adapters are built on (shared with the pollers); `None`
+    /// builds them on the client passed to [`Propagation::start_with_options`].
+    pub platforms: Option<Arc<PlatformClients>>,
 }
 
 impl std::fmt::Debug for PropagationOptions {
@@ -83,6 +87,7 @@ impl std::fmt::Debug for PropagationOptions {
             .field("atp_observer", &self.atp_observer.is_some())
             .field("rules", &self.rules.is_some())
             .field("clock", &self.clock)
+            .field("platforms", &self.platforms.is_some())
             .finish()
     }
 }
@@ -341,11 +346,15 @@ impl Propagation {
     ) -> Result<Self, PropagationError> {
         let cas_grace = Duration::from_millis(options.cas_grace_ms.unwrap_or(DEFAULT_CAS_GRACE_MS));
         let clock = options.clock.clone().unwrap_or_else(crate::clock::system);
+        let platform_clients = options
+            .platforms
+            .clone()
+            .unwrap_or_else(|| Arc::new(PlatformClients::build(&config.channels, client.clone())));
         let (push_log, mut push_log_writer) =
             push_log::PushLogWriter::start(Arc::clone(&store), &config.audit, clock.clone());
         let mut channels = Vec::with_capacity(config.channels.len());
         for channel in &config.channels {
-            let adapter = match channels::build_adapter(channel, client.clone()) {
+            let adapter = match channels::build_adapter(channel, &platform_clients) {
                 Ok(adapter) => Arc::from(adapter),
                 Err(source) => {
                     stop_all(&channels).await;
@@ -467,7 +476,7 @@ impl Propagation {
             .collect();
         let status = ChannelStatus {
             channel: id.clone(),
-            kind: Some(channel.kind),
+            kind: Some(channel.kind()),
             listings: adapter.listing_count(),
             ..ChannelStatus::default()
         };

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::channels::{ItemOutcome, ItemResult, LevelsReport, PushItem, PushReport};
-use crate::config::{RateLimitConfig, RetryConfig};
+use crate::config::{PlatformConfig, RateLimitConfig, RetryConfig};
 use crate::domain::LocationId;
 use crate::store::{CommitBatch, EventRecord, LoadedSku, OffsetWatermark, PushedRecord};
 use async_trait::async_trait;
@@ -205,7 +205,6 @@ fn channel_config() -> ChannelConfig {
         preorder: None,
         show_zero_below: 0,
         id: "fake".to_owned(),
-        kind: ChannelKind::Shopify,
         locations: vec![LocationId::from("WH-1")],
         safety_stock: 1,
         max_listed_quantity: None,
@@ -217,10 +216,7 @@ fn channel_config() -> ChannelConfig {
             initial_backoff_ms: 20,
             max_backoff_ms: 40,
         },
-        shopify: None,
-        woocommerce: None,
-        bolcom: None,
-        amazon: None,
+        platform: PlatformConfig::SectionMissing(ChannelKind::Shopify),
     }
 }
 

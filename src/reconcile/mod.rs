@@ -171,7 +171,7 @@ impl Reconciler {
     ) -> Self {
         let mut shopify = HashMap::new();
         for channel in &config.channels {
-            if let (ChannelKind::Shopify, Some(section)) = (channel.kind, &channel.shopify) {
+            if let (ChannelKind::Shopify, Some(section)) = (channel.kind(), channel.shopify()) {
                 match load_listings(&channel.id, section) {
                     Ok(listings) => {
                         shopify.insert(

@@ -93,7 +93,7 @@ pub(super) async fn post_amazon(
     let Some(channel) = state
         .config
         .channel(&channel_id)
-        .filter(|channel| channel.amazon.is_some())
+        .filter(|channel| channel.amazon().is_some())
     else {
         count("unknown", "unknown_channel");
         return Err(WebError::NotFound {

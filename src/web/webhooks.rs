@@ -140,7 +140,7 @@ pub(super) async fn post_shopify(
     let Some(channel) = state
         .config
         .channel(&channel_id)
-        .filter(|channel| channel.shopify.is_some())
+        .filter(|channel| channel.shopify().is_some())
     else {
         // The label is fixed: the URL is not a bounded label.
         count("unknown", topic, "unknown_channel");

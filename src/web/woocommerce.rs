@@ -109,7 +109,7 @@ pub(super) async fn post_woocommerce(
     let Some(channel) = state
         .config
         .channel(&channel_id)
-        .filter(|channel| channel.woocommerce.is_some())
+        .filter(|channel| channel.woocommerce().is_some())
     else {
         count("unknown", topic, "unknown_channel");
         return Err(WebError::NotFound {

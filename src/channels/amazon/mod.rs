@@ -1,7 +1,6 @@
 //! The Amazon SP-API channel adapter (PLATFORMS.md §4).
 //!
-//! Owns: the LWA access token (cached for `expires_in` minus a margin, fetched again once
-//! on a 401/403), pushing MFN quantities as Listings Items `PATCH` with a `merge` of
+//! Owns: pushing MFN quantities as Listings Items `PATCH` with a `merge` of
 //! `/attributes/fulfillment_availability` (DEFAULT channel, §4.1), bulk pushes as one
 //! JSON_LISTINGS_FEED (§4.2), reading listings back, and the SKU → seller SKU mapping.
 //!
@@ -27,7 +26,11 @@
 //! - `PushReport.requests` is 1 per push: the channel's `rate_limit` models
 //!   patchListingsItem; feed operations have their own limits and the feed budget.
 //!
-//! May depend on: `channels`, `config`, `telemetry`. Never `ledger`, `ingest` or `store`.
+//! HTTP, the LWA token (one cache per credential, shared with the pollers), throttle
+//! signals and status classification are the [`AmazonClient`]'s.
+//!
+//! May depend on: `channels`, `config`, `platforms`, `telemetry`. Never `ledger`, `ingest`
+//! or `store`.
 
 pub mod config;
 pub mod request;
@@ -39,19 +42,19 @@ use crate::channels::{
     ChannelAdapter, ChannelError, ItemOutcome, ItemResult, LevelsReport, PushItem, PushReport,
 };
 use crate::config::{AmazonConfig, ChannelKind};
+use crate::platforms::PlatformError;
+use crate::platforms::amazon::{self as platform, AmazonClient};
 use async_trait::async_trait;
 use config::ListingMap;
-use response::{FeedStatus, HttpAnswer, MessageOutcome, PatchAnswer};
+use response::{FeedStatus, MessageOutcome, PatchAnswer};
 use serde_json::json;
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// Counter of JSON_LISTINGS_FEED submissions, labelled by channel and outcome.
 pub const FEEDS_TOTAL: &str = "stocksync_channel_amazon_feeds_total";
-/// A token is refreshed this long before LWA says it expires.
-const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 /// The content type of feed documents.
 const FEED_CONTENT_TYPE: &str = "application/json; charset=UTF-8";
 
@@ -60,22 +63,32 @@ const FEED_CONTENT_TYPE: &str = "application/json; charset=UTF-8";
 pub struct AmazonAdapter {
     channel: String,
     config: AmazonConfig,
-    api_url: String,
     listings: ListingMap,
-    client: reqwest::Client,
-    token: tokio::sync::Mutex<Option<(String, Instant)>>,
+    client: Arc<AmazonClient>,
     /// When recent feeds were submitted (for the 5-per-5-min budget).
     feeds: Mutex<VecDeque<Instant>>,
 }
 
 impl AmazonAdapter {
-    /// Builds the adapter.
+    /// Builds the adapter with a client of its own on `http` (see
+    /// [`with_client`](Self::with_client) to share one).
     ///
     /// Errors: [`ChannelError::InvalidConfig`] for an unusable URL or a duplicate mapping.
     pub fn new(
         channel: &str,
         config: &AmazonConfig,
-        client: reqwest::Client,
+        http: reqwest::Client,
+    ) -> Result<Self, ChannelError> {
+        Self::with_client(channel, config, Arc::new(AmazonClient::new(config, http)))
+    }
+
+    /// Builds the adapter on the credential's shared platform client.
+    ///
+    /// Errors: [`ChannelError::InvalidConfig`] for an unusable URL or a duplicate mapping.
+    pub fn with_client(
+        channel: &str,
+        config: &AmazonConfig,
+        client: Arc<AmazonClient>,
     ) -> Result<Self, ChannelError> {
         for url in [&config.api_url, &config.token_url] {
             if !url.starts_with("http://") && !url.starts_with("https://") {
@@ -87,11 +100,9 @@ impl AmazonAdapter {
         }
         Ok(Self {
             channel: channel.to_owned(),
-            api_url: config.api_url.trim_end_matches('/').to_owned(),
             listings: ListingMap::from_config(channel, config)?,
             config: config.clone(),
             client,
-            token: tokio::sync::Mutex::new(None),
             feeds: Mutex::new(VecDeque::new()),
         })
     }
@@ -99,62 +110,6 @@ impl AmazonAdapter {
     /// The SKU → listing mapping.
     pub fn listings(&self) -> &ListingMap {
         &self.listings
-    }
-
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.config.request_timeout_ms.max(1))
-    }
-
-    async fn token(&self, force: bool) -> Result<String, ChannelError> {
-        let mut token = self.token.lock().await;
-        let now = Instant::now();
-        if !force
-            && let Some((value, until)) = token.as_ref()
-            && now + TOKEN_MARGIN < *until
-        {
-            return Ok(value.clone());
-        }
-        let response = self
-            .client
-            .post(&self.config.token_url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(request::token_body(
-                &self.config.client_id,
-                &self.config.client_secret,
-                &self.config.refresh_token,
-            ))
-            .timeout(self.timeout())
-            .send()
-            .await
-            .map_err(|error| response::transport_error(&error))?;
-        let answer = response::read_answer(response).await?;
-        let (value, expires_in) = response::decode_token(&answer)?;
-        *token = Some((value.clone(), now + Duration::from_secs(expires_in)));
-        Ok(value)
-    }
-
-    /// Sends one SP-API request with `x-amz-access-token`; on 401/403 refreshes once.
-    async fn send(
-        &self,
-        build: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<HttpAnswer, ChannelError> {
-        let mut force = false;
-        loop {
-            let token = self.token(force).await?;
-            let response = build()
-                .header("x-amz-access-token", &token)
-                .header("accept", "application/json")
-                .timeout(self.timeout())
-                .send()
-                .await
-                .map_err(|error| response::transport_error(&error))?;
-            let answer = response::read_answer(response).await?;
-            if matches!(answer.status, 401 | 403) && !force {
-                force = true;
-                continue;
-            }
-            return Ok(answer);
-        }
     }
 
     /// Takes a feed submission from the budget if one is left.
@@ -179,23 +134,26 @@ impl AmazonAdapter {
     }
 
     async fn patch(&self, seller_sku: &str, quantity: u64, report: &mut PushReport) -> ItemOutcome {
-        let url = request::listing_url(
-            &self.api_url,
-            &self.config.seller_id,
-            seller_sku,
-            &self.config.marketplace_id,
-        );
         let body = request::patch_body(&self.config.product_type, quantity);
         report.requests += 1;
-        let answer = match self.send(|| self.client.patch(&url).json(&body)).await {
+        let answer = match self
+            .client
+            .patch_listing(
+                &self.config.seller_id,
+                seller_sku,
+                &self.config.marketplace_id,
+                &body,
+            )
+            .await
+        {
             Ok(answer) => answer,
-            Err(error) => return retryable(report, error),
+            Err(error) => return retryable(report, error.into()),
         };
-        report.throttle.merge(response::throttle(&answer));
+        report.throttle.merge(platform::throttle(&answer));
         match response::decode_patch(&answer) {
             Ok(PatchAnswer::Accepted) => ItemOutcome::Accepted { quantity },
             Ok(PatchAnswer::Invalid(code, message)) => ItemOutcome::Rejected { code, message },
-            Err(error) => retryable(report, error),
+            Err(error) => retryable(report, error.into()),
         }
     }
 
@@ -236,12 +194,12 @@ impl AmazonAdapter {
                 })
                 .collect(),
             Err(error) => {
-                if let ChannelError::Throttled { retry_after_ms } = &error {
+                if let PlatformError::Throttled { retry_after_ms } = &error {
                     report.throttle.throttled = true;
                     report.throttle.retry_after_ms = *retry_after_ms;
                 }
                 let reason = error.to_string();
-                report.error = Some(error);
+                report.error = Some(error.into());
                 items
                     .iter()
                     .map(|_| ItemOutcome::Retryable {
@@ -257,23 +215,16 @@ impl AmazonAdapter {
         &self,
         items: &[(String, u64)],
         submitted: &mut bool,
-    ) -> Result<Vec<MessageOutcome>, ChannelError> {
-        let documents = format!("{}/feeds/2021-06-30/documents", self.api_url);
-        let answer = self
-            .send(|| {
-                self.client
-                    .post(&documents)
-                    .json(&json!({ "contentType": FEED_CONTENT_TYPE }))
-            })
-            .await?;
-        if let Some(error) = response::status_error(&answer) {
+    ) -> Result<Vec<MessageOutcome>, PlatformError> {
+        let answer = self.client.create_feed_document(FEED_CONTENT_TYPE).await?;
+        if let Some(error) = platform::status_error(&answer) {
             return Err(error);
         }
         let (Some(document_id), Some(upload_url)) = (
             answer.body["feedDocumentId"].as_str().map(str::to_owned),
             answer.body["url"].as_str().map(str::to_owned),
         ) else {
-            return Err(ChannelError::Decode {
+            return Err(PlatformError::Decode {
                 message: "createFeedDocument answer without feedDocumentId/url".to_owned(),
             });
         };
@@ -281,44 +232,36 @@ impl AmazonAdapter {
             request::feed_document(&self.config.seller_id, &self.config.product_type, items);
         let upload = self
             .client
-            .put(&upload_url)
-            .header("content-type", FEED_CONTENT_TYPE)
-            .body(document.to_string())
-            .timeout(self.timeout())
-            .send()
-            .await
-            .map_err(|error| response::transport_error(&error))?;
-        let upload = response::read_answer(upload).await?;
-        if let Some(error) = response::status_error(&upload) {
+            .upload_document(&upload_url, FEED_CONTENT_TYPE, document.to_string())
+            .await?;
+        if let Some(error) = platform::status_error(&upload) {
             return Err(error);
         }
-        let feeds = format!("{}/feeds/2021-06-30/feeds", self.api_url);
         let create = json!({
             "feedType": "JSON_LISTINGS_FEED",
             "marketplaceIds": [self.config.marketplace_id],
             "inputFeedDocumentId": document_id,
         });
-        let answer = self.send(|| self.client.post(&feeds).json(&create)).await?;
-        if let Some(error) = response::status_error(&answer) {
+        let answer = self.client.create_feed(&create).await?;
+        if let Some(error) = platform::status_error(&answer) {
             return Err(error);
         }
         let feed_id = answer.body["feedId"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| ChannelError::Decode {
+            .ok_or_else(|| PlatformError::Decode {
                 message: "createFeed answer without feedId".to_owned(),
             })?;
         *submitted = true;
         tracing::info!(channel = %self.channel, feed_id = %feed_id, messages = items.len(), "JSON_LISTINGS_FEED submitted");
         let deadline = Instant::now() + Duration::from_millis(self.config.feed_wait_ms);
-        let status_url = format!("{feeds}/{feed_id}");
         let result_document = loop {
             tokio::time::sleep(Duration::from_millis(self.config.feed_poll_ms)).await;
-            let answer = self.send(|| self.client.get(&status_url)).await?;
+            let answer = self.client.feed(&feed_id).await?;
             match response::decode_feed_status(&answer) {
                 Ok(FeedStatus::Done(document)) => break document,
                 Ok(FeedStatus::Failed(status)) => {
-                    return Err(ChannelError::Server {
+                    return Err(PlatformError::Server {
                         status: 200,
                         message: format!("feed {feed_id} ended {status}"),
                     });
@@ -326,13 +269,13 @@ impl AmazonAdapter {
                 // A throttled or failed status read says nothing about the feed: poll on
                 // until the deadline rather than resubmit (which would spend the budget).
                 Ok(FeedStatus::Processing)
-                | Err(ChannelError::Throttled { .. })
-                | Err(ChannelError::Server { .. })
-                | Err(ChannelError::Transport { .. }) => {}
+                | Err(PlatformError::Throttled { .. })
+                | Err(PlatformError::Server { .. })
+                | Err(PlatformError::Transport { .. }) => {}
                 Err(error) => return Err(error),
             }
             if Instant::now() >= deadline {
-                return Err(ChannelError::Transport {
+                return Err(PlatformError::Transport {
                     message: format!("feed {feed_id} not processed within feed_wait_ms"),
                 });
             }
@@ -340,26 +283,18 @@ impl AmazonAdapter {
         let Some(result_document) = result_document else {
             return Ok(vec![MessageOutcome::Accepted; items.len()]);
         };
-        let document_url = format!("{documents}/{result_document}");
-        let answer = self.send(|| self.client.get(&document_url)).await?;
-        if let Some(error) = response::status_error(&answer) {
+        let answer = self.client.feed_document(&result_document).await?;
+        if let Some(error) = platform::status_error(&answer) {
             return Err(error);
         }
         let report_url = answer.body["url"]
             .as_str()
-            .ok_or_else(|| ChannelError::Decode {
+            .ok_or_else(|| PlatformError::Decode {
                 message: "getFeedDocument answer without url".to_owned(),
             })?
             .to_owned();
-        let report = self
-            .client
-            .get(&report_url)
-            .timeout(self.timeout())
-            .send()
-            .await
-            .map_err(|error| response::transport_error(&error))?;
-        let report = response::read_answer(report).await?;
-        if let Some(error) = response::status_error(&report) {
+        let report = self.client.download_document(&report_url).await?;
+        if let Some(error) = platform::status_error(&report) {
             return Err(error);
         }
         Ok(response::map_processing_report(&report.body, items.len()))
@@ -454,18 +389,16 @@ impl ChannelAdapter for AmazonAdapter {
                 report.levels.push((sku.clone(), None));
                 continue;
             };
-            let url = format!(
-                "{}&includedData=fulfillmentAvailability",
-                request::listing_url(
-                    &self.api_url,
+            report.requests += 1;
+            let answer = self
+                .client
+                .listing_availability(
                     &self.config.seller_id,
                     &listing.seller_sku,
                     &self.config.marketplace_id,
                 )
-            );
-            report.requests += 1;
-            let answer = self.send(|| self.client.get(&url)).await?;
-            report.throttle.merge(response::throttle(&answer));
+                .await?;
+            report.throttle.merge(platform::throttle(&answer));
             report
                 .levels
                 .push((sku.clone(), response::decode_listing_quantity(&answer)?));

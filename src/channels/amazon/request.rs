@@ -1,43 +1,11 @@
-//! Requests of the Amazon adapter: LWA token form, Listings Items PATCH (PLATFORMS.md §4.1)
-//! and JSON_LISTINGS_FEED documents (§4.2).
+//! Request bodies of the Amazon adapter: Listings Items PATCH (PLATFORMS.md §4.1) and
+//! JSON_LISTINGS_FEED documents (§4.2); paths and the LWA token are the platform client's
+//! ([`crate::platforms::amazon`]).
 
 use serde_json::{Value, json};
 
 /// The JSON Patch path of the stock attribute.
 pub const FULFILLMENT_AVAILABILITY: &str = "/attributes/fulfillment_availability";
-
-/// Percent-encodes a path segment or query value (RFC 3986 unreserved characters kept).
-pub fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-/// The LWA refresh-token form body.
-pub fn token_body(client_id: &str, client_secret: &str, refresh_token: &str) -> String {
-    format!(
-        "grant_type=refresh_token&refresh_token={}&client_id={}&client_secret={}",
-        encode(refresh_token),
-        encode(client_id),
-        encode(client_secret)
-    )
-}
-
-/// `…/listings/2021-08-01/items/{sellerId}/{sku}?marketplaceIds=…`.
-pub fn listing_url(api_url: &str, seller_id: &str, seller_sku: &str, marketplace: &str) -> String {
-    format!(
-        "{api_url}/listings/2021-08-01/items/{}/{}?marketplaceIds={}",
-        encode(seller_id),
-        encode(seller_sku),
-        encode(marketplace)
-    )
-}
 
 /// The `merge` patch of `fulfillment_availability` with a DEFAULT (merchant) quantity.
 /// `merge` keeps siblings such as `lead_time_to_ship_max_days` (§4.1).

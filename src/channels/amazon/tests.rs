@@ -5,6 +5,7 @@
 use super::*;
 use crate::channels::{ChannelAdapter, ItemOutcome, PushItem};
 use crate::config::AmazonConfig;
+use crate::platforms::PlatformError;
 use crate::sandbox::amazon::{
     self, AmazonSimulator, AmazonSimulatorOptions, RateLimit, RateLimits, SimListing,
 };
@@ -228,7 +229,10 @@ async fn server_errors_are_retryable_and_an_outage_converges() {
     ));
     assert!(matches!(
         failed.error,
-        Some(ChannelError::Server { status: 503, .. })
+        Some(ChannelError::Platform(PlatformError::Server {
+            status: 503,
+            ..
+        }))
     ));
     let again = adapter.push(&items(&["A"], 4)).await;
     assert_eq!(outcomes(&again)[0], ItemOutcome::Accepted { quantity: 4 });

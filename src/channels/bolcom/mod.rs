@@ -1,9 +1,10 @@
 //! The bol.com channel adapter (PLATFORMS.md §3, Retailer API v10).
 //!
-//! Owns: the OAuth2 client-credentials token (cached for its `expires_in` of 299 s minus a
-//! margin, fetched again once on a 401), one `PUT /retailer/offers/{offerId}/stock` per
-//! offer (bol has no bulk stock endpoint, §3.3), tracking each update's process status to
-//! SUCCESS / FAILURE / TIMEOUT (§3.4), reading offers back, and the SKU → offer mapping.
+//! Owns: one `PUT /retailer/offers/{offerId}/stock` per offer (bol has no bulk stock
+//! endpoint, §3.3), tracking each update's process status to SUCCESS / FAILURE / TIMEOUT
+//! (§3.4), reading offers back, and the SKU → offer mapping. HTTP, the OAuth2 token (one
+//! cache per credential, shared with the order poller), throttle signals and status
+//! classification are the [`BolcomClient`]'s.
 //!
 //! Decisions:
 //! - `managedByRetailer: true`. The amount we push is ATP: physical stock minus the orders
@@ -27,7 +28,8 @@
 //!   `rate_limit` models bol's stock endpoint; process-status reads have their own limit.
 //! - `max_batch` is 1: one PUT per push keeps the token bucket exact.
 //!
-//! May depend on: `channels`, `config`, `telemetry`. Never `ledger`, `ingest` or `store`.
+//! May depend on: `channels`, `config`, `platforms`, `telemetry`. Never `ledger`, `ingest` or
+//! `store`.
 
 pub mod config;
 pub mod request;
@@ -40,20 +42,18 @@ use crate::channels::{
     ThrottleSignal,
 };
 use crate::config::{BolcomConfig, ChannelKind};
+use crate::platforms::PlatformError;
+use crate::platforms::bolcom::payload::{self, ProcessState};
+use crate::platforms::bolcom::{self as platform, BolcomClient};
 use async_trait::async_trait;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use config::OfferMap;
 use dashmap::DashMap;
-use response::{HttpAnswer, ProcessState};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// Counter of amounts capped at `max_amount`, labelled by channel.
 pub const AMOUNT_CAPPED_TOTAL: &str = "stocksync_channel_bolcom_amount_capped_total";
-/// A token is refreshed this long before bol says it expires.
-const TOKEN_MARGIN: Duration = Duration::from_secs(10);
 /// Longest pause between two process-status polls.
 const POLL_MAX: Duration = Duration::from_secs(1);
 
@@ -64,33 +64,37 @@ struct PendingUpdate {
     amount: u64,
 }
 
-/// The cached bearer token.
-#[derive(Debug, Default)]
-struct Token {
-    value: Option<(String, Instant)>,
-}
-
 /// The bol.com adapter of one channel.
 #[derive(Debug)]
 pub struct BolcomAdapter {
     channel: String,
     config: BolcomConfig,
-    api_url: String,
     offers: OfferMap,
-    client: reqwest::Client,
-    token: tokio::sync::Mutex<Token>,
+    client: Arc<BolcomClient>,
     /// Per offer: the lock that serialises its pushes, holding its unresolved update.
     offer_locks: DashMap<String, Arc<tokio::sync::Mutex<Option<PendingUpdate>>>>,
 }
 
 impl BolcomAdapter {
-    /// Builds the adapter.
+    /// Builds the adapter with a client of its own on `http` (see
+    /// [`with_client`](Self::with_client) to share one).
     ///
     /// Errors: [`ChannelError::InvalidConfig`] for an unusable URL or a duplicate mapping.
     pub fn new(
         channel: &str,
         config: &BolcomConfig,
-        client: reqwest::Client,
+        http: reqwest::Client,
+    ) -> Result<Self, ChannelError> {
+        Self::with_client(channel, config, Arc::new(BolcomClient::new(config, http)))
+    }
+
+    /// Builds the adapter on the credential's shared platform client.
+    ///
+    /// Errors: [`ChannelError::InvalidConfig`] for an unusable URL or a duplicate mapping.
+    pub fn with_client(
+        channel: &str,
+        config: &BolcomConfig,
+        client: Arc<BolcomClient>,
     ) -> Result<Self, ChannelError> {
         for url in [&config.api_url, &config.token_url] {
             if !url.starts_with("http://") && !url.starts_with("https://") {
@@ -102,11 +106,9 @@ impl BolcomAdapter {
         }
         Ok(Self {
             channel: channel.to_owned(),
-            api_url: config.api_url.trim_end_matches('/').to_owned(),
             offers: OfferMap::from_config(channel, config)?,
             config: config.clone(),
             client,
-            token: tokio::sync::Mutex::new(Token::default()),
             offer_locks: DashMap::new(),
         })
     }
@@ -114,66 +116,6 @@ impl BolcomAdapter {
     /// The SKU ↔ offer mapping.
     pub fn offers(&self) -> &OfferMap {
         &self.offers
-    }
-
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.config.request_timeout_ms.max(1))
-    }
-
-    /// The cached token, fetched when absent or about to expire; `force` fetches anew.
-    async fn token(&self, force: bool) -> Result<String, ChannelError> {
-        let mut token = self.token.lock().await;
-        let now = Instant::now();
-        if !force
-            && let Some((value, until)) = &token.value
-            && now + TOKEN_MARGIN < *until
-        {
-            return Ok(value.clone());
-        }
-        let basic = BASE64.encode(format!(
-            "{}:{}",
-            self.config.client_id, self.config.client_secret
-        ));
-        let answer = self
-            .client
-            .post(&self.config.token_url)
-            .header("authorization", format!("Basic {basic}"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
-            .body(request::TOKEN_BODY)
-            .timeout(self.timeout())
-            .send()
-            .await
-            .map_err(|error| response::transport_error(&error))?;
-        let answer = response::read_answer(answer).await?;
-        let (value, expires_in) = response::decode_token(&answer)?;
-        token.value = Some((value.clone(), now + Duration::from_secs(expires_in)));
-        tracing::debug!(channel = %self.channel, expires_in, "bol.com token fetched");
-        Ok(value)
-    }
-
-    /// Sends one API request with the bearer; on 401 fetches a new token once and repeats.
-    async fn send(
-        &self,
-        build: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<HttpAnswer, ChannelError> {
-        let mut force = false;
-        loop {
-            let token = self.token(force).await?;
-            let response = build()
-                .bearer_auth(&token)
-                .header("accept", request::MEDIA_TYPE)
-                .timeout(self.timeout())
-                .send()
-                .await
-                .map_err(|error| response::transport_error(&error))?;
-            let answer = response::read_answer(response).await?;
-            if answer.status == 401 && !force {
-                force = true;
-                continue;
-            }
-            return Ok(answer);
-        }
     }
 
     fn offer_lock(&self, offer: &str) -> Arc<tokio::sync::Mutex<Option<PendingUpdate>>> {
@@ -188,18 +130,18 @@ impl BolcomAdapter {
         &self,
         id: &str,
         report: &mut PushReport,
-    ) -> Result<ProcessState, ChannelError> {
-        let url = request::process_status_url(&self.api_url, id);
-        let answer = self.send(|| self.client.get(&url)).await?;
+    ) -> Result<ProcessState, PlatformError> {
+        let answer = self.client.process_status(id).await?;
+        // Process-status reads have their own limit: only 429 counts, not the window.
         report.throttle.merge(ThrottleSignal {
             throttled: answer.status == 429,
             retry_after_ms: answer.retry_after_ms,
             budget: None,
         });
-        if let Some(error) = response::status_error(&answer) {
+        if let Some(error) = answer.status_error() {
             return Err(error);
         }
-        Ok(response::decode_process_status(&answer)?.1)
+        Ok(payload::decode_process_status(&answer)?.1)
     }
 
     /// Polls a process status until it leaves PENDING or `process_status_wait_ms` passed.
@@ -207,7 +149,7 @@ impl BolcomAdapter {
         &self,
         id: &str,
         report: &mut PushReport,
-    ) -> Result<ProcessState, ChannelError> {
+    ) -> Result<ProcessState, PlatformError> {
         let deadline = Instant::now() + Duration::from_millis(self.config.process_status_wait_ms);
         let mut pause = Duration::from_millis(self.config.process_status_poll_ms.max(1));
         loop {
@@ -251,56 +193,25 @@ impl BolcomAdapter {
                     return ItemOutcome::Accepted { quantity: amount };
                 }
                 Ok(_) => *pending = None,
-                Err(error) => {
-                    let outcome = ItemOutcome::Retryable {
-                        reason: error.to_string(),
-                    };
-                    report.error = Some(error);
-                    return outcome;
-                }
+                Err(error) => return retryable(report, error),
             }
         }
-        let url = request::stock_url(&self.api_url, offer);
         let body = request::stock_body(amount);
         report.requests += 1;
-        let answer = match self
-            .send(|| {
-                self.client
-                    .put(&url)
-                    .header("content-type", request::MEDIA_TYPE)
-                    .json(&body)
-            })
-            .await
-        {
+        let answer = match self.client.put_stock(offer, &body).await {
             Ok(answer) => answer,
-            Err(error) => {
-                let outcome = ItemOutcome::Retryable {
-                    reason: error.to_string(),
-                };
-                report.error = Some(error);
-                return outcome;
-            }
+            Err(error) => return retryable(report, error),
         };
-        report.throttle.merge(response::throttle(&answer));
+        report.throttle.merge(platform::throttle(&answer));
         if let Some((code, message)) = response::offer_refusal(&answer) {
             return ItemOutcome::Rejected { code, message };
         }
-        if let Some(error) = response::status_error(&answer) {
-            let outcome = ItemOutcome::Retryable {
-                reason: error.to_string(),
-            };
-            report.error = Some(error);
-            return outcome;
+        if let Some(error) = answer.status_error() {
+            return retryable(report, error);
         }
-        let id = match response::decode_process_status(&answer) {
+        let id = match payload::decode_process_status(&answer) {
             Ok((id, _)) => id,
-            Err(error) => {
-                let outcome = ItemOutcome::Retryable {
-                    reason: error.to_string(),
-                };
-                report.error = Some(error);
-                return outcome;
-            }
+            Err(error) => return retryable(report, error),
         };
         match self.await_process(&id, report).await {
             Ok(ProcessState::Success) => ItemOutcome::Accepted { quantity: amount },
@@ -329,13 +240,22 @@ impl BolcomAdapter {
                 let outcome = ItemOutcome::Retryable {
                     reason: error.to_string(),
                 };
-                if !matches!(error, ChannelError::Throttled { .. }) {
-                    report.error = Some(error);
+                if !error.is_throttled() {
+                    report.error = Some(error.into());
                 }
                 outcome
             }
         }
     }
+}
+
+/// A `Retryable` outcome for a request-level failure, recorded in the report.
+fn retryable(report: &mut PushReport, error: PlatformError) -> ItemOutcome {
+    let outcome = ItemOutcome::Retryable {
+        reason: error.to_string(),
+    };
+    report.error = Some(error.into());
+    outcome
 }
 
 #[async_trait]
@@ -390,10 +310,9 @@ impl ChannelAdapter for BolcomAdapter {
                 report.levels.push((sku.clone(), None));
                 continue;
             };
-            let url = request::offer_url(&self.api_url, offer);
             report.requests += 1;
-            let answer = self.send(|| self.client.get(&url)).await?;
-            report.throttle.merge(response::throttle(&answer));
+            let answer = self.client.offer(offer).await?;
+            report.throttle.merge(platform::throttle(&answer));
             report
                 .levels
                 .push((sku.clone(), response::decode_offer_amount(&answer)?));

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::config::BolcomListingConfig;
+use crate::platforms::PlatformError;
 use crate::sandbox::bolcom::{
     self as sim, BolcomSimulator, BolcomSimulatorOptions, EndpointLimit, ProcessOutcome, SimOffer,
 };
@@ -207,7 +208,10 @@ async fn a_429_is_a_throttle_signal_with_retry_after() {
     let second = adapter.push(&[item("SKU-1", 1)]).await;
     assert!(second.throttle.throttled);
     assert!(second.throttle.retry_after_ms.unwrap() >= 1_000);
-    assert!(matches!(second.error, Some(ChannelError::Throttled { .. })));
+    assert!(matches!(
+        second.error,
+        Some(ChannelError::Platform(PlatformError::Throttled { .. }))
+    ));
 }
 
 #[tokio::test]

@@ -17,7 +17,10 @@
 //! after an unanswered or throttled attempt reuses the key, so a mutation that did apply is
 //! not applied twice; CAS still guards us because keys may not deduplicate (§1.2 [3P]).
 //!
-//! May depend on: `channels`, `config`. Never `ledger`, `ingest` or `store`.
+//! HTTP, the access token, throttle signals and request-level failures are the
+//! [`ShopifyClient`]'s.
+//!
+//! May depend on: `channels`, `config`, `platforms`. Never `ledger`, `ingest` or `store`.
 
 pub mod config;
 pub mod request;
@@ -30,20 +33,20 @@ use crate::channels::{
     ThrottleSignal,
 };
 use crate::config::{ChannelKind, ShopifyConfig};
+use crate::platforms::PlatformError;
+use crate::platforms::http::HttpAnswer;
+use crate::platforms::shopify::{self as platform, ShopifyClient};
 use async_trait::async_trait;
 use config::{CHANGE_FROM_QUANTITY_MIN_VERSION, ListingMap};
 use request::SetQuantity;
 use response::{RestSetAnswer, SetQuantitiesAnswer};
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 /// Most quantities in one `inventorySetQuantities` call (Admin API array cap, §1.2).
 pub const GRAPHQL_MAX_BATCH: usize = 250;
 /// Most inventory items in one REST level read.
 const REST_READ_MAX_ITEMS: usize = 50;
-/// Timeout of one request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Cost assumed for a mutation until Shopify reports one.
 const DEFAULT_MUTATION_COST: f64 = 10.0;
 
@@ -51,19 +54,17 @@ const DEFAULT_MUTATION_COST: f64 = 10.0;
 #[derive(Debug)]
 pub struct ShopifyAdapter {
     channel: String,
-    shop_url: String,
-    api_version: String,
-    access_token: String,
     location_id: u64,
     use_rest: bool,
     listings: ListingMap,
-    client: reqwest::Client,
+    client: Arc<ShopifyClient>,
     /// The last batch that got no definitive answer, with its key: (content, key).
     unanswered: Mutex<Option<(String, String)>>,
 }
 
 impl ShopifyAdapter {
-    /// Builds the adapter and loads its listings.
+    /// Builds the adapter with a client of its own on `http` and loads its listings (see
+    /// [`with_client`](Self::with_client) to share a client).
     ///
     /// Errors: [`ChannelError::InvalidConfig`] for a GraphQL API version older than
     /// 2026-01 (no `changeFromQuantity`) or an unusable URL; [`ChannelError::Listings`] when
@@ -71,7 +72,18 @@ impl ShopifyAdapter {
     pub fn new(
         channel: &str,
         config: &ShopifyConfig,
-        client: reqwest::Client,
+        http: reqwest::Client,
+    ) -> Result<Self, ChannelError> {
+        Self::with_client(channel, config, Arc::new(ShopifyClient::new(config, http)))
+    }
+
+    /// Builds the adapter on the shop's shared platform client and loads its listings.
+    ///
+    /// Errors: as [`new`](Self::new).
+    pub fn with_client(
+        channel: &str,
+        config: &ShopifyConfig,
+        client: Arc<ShopifyClient>,
     ) -> Result<Self, ChannelError> {
         let invalid = |message: String| ChannelError::InvalidConfig {
             channel: channel.to_owned(),
@@ -91,9 +103,6 @@ impl ShopifyAdapter {
         }
         Ok(Self {
             channel: channel.to_owned(),
-            shop_url: config.shop_url.trim_end_matches('/').to_owned(),
-            api_version: config.api_version.clone(),
-            access_token: config.access_token.clone(),
             location_id: config.location_id,
             use_rest: config.use_rest,
             listings: config::load_listings(channel, config)?,
@@ -105,19 +114,6 @@ impl ShopifyAdapter {
     /// The SKU ↔ inventory item mapping.
     pub fn listings(&self) -> &ListingMap {
         &self.listings
-    }
-
-    async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<response::HttpAnswer, ChannelError> {
-        let response = request
-            .header("X-Shopify-Access-Token", &self.access_token)
-            .timeout(REQUEST_TIMEOUT)
-            .send()
-            .await
-            .map_err(|error| response::transport_error(&error))?;
-        response::read_answer(response).await
     }
 
     /// The key for this content: the unanswered attempt's key when the content is the same.
@@ -164,16 +160,15 @@ impl ShopifyAdapter {
         let key = self.idempotency_key(&content);
         let reference = format!("gid://stocksync/SyncJob/{key}");
         let body = request::set_quantities_body(&quantities, self.location_id, &key, &reference);
-        let url = request::graphql_url(&self.shop_url, &self.api_version);
         report.requests = 1;
-        let answer = match self.send(self.client.post(&url).json(&body)).await {
+        let answer = match self.client.graphql(&body).await {
             Ok(answer) => answer,
             Err(error) => {
                 self.remember_unanswered(Some((content, key)));
-                return fail_positions(report, &positions, results, error);
+                return fail_positions(report, &positions, results, error.into());
             }
         };
-        report.throttle = response::graphql_throttle(&answer, DEFAULT_MUTATION_COST);
+        report.throttle = platform::graphql_throttle(&answer, DEFAULT_MUTATION_COST);
         let user_errors = match response::decode_set_quantities(&answer) {
             SetQuantitiesAnswer::Applied => {
                 self.remember_unanswered(None);
@@ -187,9 +182,11 @@ impl ShopifyAdapter {
             SetQuantitiesAnswer::Failed(error) => {
                 let retry_same = matches!(
                     error,
-                    ChannelError::Throttled { .. }
-                        | ChannelError::Server { .. }
-                        | ChannelError::Transport { .. }
+                    ChannelError::Platform(
+                        PlatformError::Throttled { .. }
+                            | PlatformError::Server { .. }
+                            | PlatformError::Transport { .. }
+                    )
                 );
                 self.remember_unanswered(retry_same.then_some((content, key)));
                 return fail_positions(report, &positions, results, error);
@@ -201,10 +198,10 @@ impl ShopifyAdapter {
             .iter()
             .find(|error| error.index.is_none_or(|i| i >= positions.len()))
         {
-            let error = ChannelError::GraphQl {
+            let error = ChannelError::Platform(PlatformError::GraphQl {
                 code: Some(general.code.clone()),
                 message: general.message.clone(),
-            };
+            });
             return fail_positions(report, &positions, results, error);
         }
         let mut stale = Vec::new();
@@ -267,7 +264,6 @@ impl ShopifyAdapter {
         results: &mut [Option<ItemOutcome>],
     ) -> PushReport {
         let mut report = PushReport::default();
-        let url = request::rest_set_url(&self.shop_url, &self.api_version);
         for (position, item) in items.iter().enumerate() {
             let Some(inventory_item) = self.listings.item(&item.sku) else {
                 continue;
@@ -278,17 +274,17 @@ impl ShopifyAdapter {
             }
             let body = request::rest_set_body(inventory_item, self.location_id, item.quantity);
             report.requests += 1;
-            let answer = match self.send(self.client.post(&url).json(&body)).await {
+            let answer = match self.client.rest_post(request::REST_SET_PATH, &body).await {
                 Ok(answer) => answer,
                 Err(error) => {
                     results[position] = Some(ItemOutcome::Retryable {
                         reason: error.to_string(),
                     });
-                    report.error = Some(error);
+                    report.error = Some(error.into());
                     continue;
                 }
             };
-            report.throttle.merge(response::rest_throttle(&answer));
+            report.throttle.merge(platform::rest_throttle(&answer));
             results[position] = Some(match response::decode_rest_set(&answer) {
                 RestSetAnswer::Accepted(available) => ItemOutcome::Accepted {
                     quantity: u64::try_from(available).unwrap_or(0),
@@ -313,20 +309,16 @@ impl ShopifyAdapter {
         &self,
         items: &[u64],
     ) -> Result<(Vec<(u64, Option<i64>)>, ThrottleSignal, u32), ChannelError> {
-        let url = request::graphql_url(&self.shop_url, &self.api_version);
         let mut levels = Vec::new();
         let mut throttle = ThrottleSignal::default();
         let mut requests = 0;
         for chunk in items.chunks(GRAPHQL_MAX_BATCH) {
             requests += 1;
-            let answer = self
-                .send(
-                    self.client
-                        .post(&url)
-                        .json(&request::levels_body(chunk, self.location_id)),
-                )
+            let answer: HttpAnswer = self
+                .client
+                .graphql(&request::levels_body(chunk, self.location_id))
                 .await?;
-            throttle.merge(response::graphql_throttle(&answer, DEFAULT_MUTATION_COST));
+            throttle.merge(platform::graphql_throttle(&answer, DEFAULT_MUTATION_COST));
             levels.extend(response::decode_levels(&answer)?);
         }
         Ok((levels, throttle, requests))
@@ -341,14 +333,9 @@ impl ShopifyAdapter {
         let mut requests = 0;
         for chunk in items.chunks(REST_READ_MAX_ITEMS) {
             requests += 1;
-            let url = request::rest_levels_url(
-                &self.shop_url,
-                &self.api_version,
-                chunk,
-                self.location_id,
-            );
-            let answer = self.send(self.client.get(&url)).await?;
-            throttle.merge(response::rest_throttle(&answer));
+            let path = request::rest_levels_path(chunk, self.location_id);
+            let answer = self.client.rest_get(&path).await?;
+            throttle.merge(platform::rest_throttle(&answer));
             levels.extend(
                 response::decode_rest_levels(&answer)?
                     .into_iter()

@@ -1,4 +1,5 @@
-//! Request bodies and URLs of the Shopify adapter (PLATFORMS.md §1.2, §1.4).
+//! Request bodies and paths of the Shopify adapter (PLATFORMS.md §1.2, §1.4); the Admin
+//! API base and the token are the platform client's ([`crate::platforms::shopify`]).
 
 use super::config::{inventory_item_gid, location_gid};
 use serde_json::{Value, json};
@@ -80,21 +81,14 @@ pub fn rest_set_body(item: u64, location: u64, available: u64) -> Value {
     json!({ "location_id": location, "inventory_item_id": item, "available": available })
 }
 
-/// `{shop}/admin/api/{version}/graphql.json`.
-pub fn graphql_url(shop_url: &str, version: &str) -> String {
-    format!("{shop_url}/admin/api/{version}/graphql.json")
-}
+/// The REST `inventory_levels/set.json` path under the Admin API base.
+pub const REST_SET_PATH: &str = "/inventory_levels/set.json";
 
-/// `{shop}/admin/api/{version}/inventory_levels/set.json`.
-pub fn rest_set_url(shop_url: &str, version: &str) -> String {
-    format!("{shop_url}/admin/api/{version}/inventory_levels/set.json")
-}
-
-/// `{shop}/admin/api/{version}/inventory_levels.json?inventory_item_ids=…&location_ids=…`.
-pub fn rest_levels_url(shop_url: &str, version: &str, items: &[u64], location: u64) -> String {
+/// `/inventory_levels.json?inventory_item_ids=…&location_ids=…` under the Admin API base.
+pub fn rest_levels_path(items: &[u64], location: u64) -> String {
     let ids: Vec<String> = items.iter().map(u64::to_string).collect();
     format!(
-        "{shop_url}/admin/api/{version}/inventory_levels.json?inventory_item_ids={}&location_ids={location}",
+        "/inventory_levels.json?inventory_item_ids={}&location_ids={location}",
         ids.join(",")
     )
 }

@@ -1,158 +1,25 @@
-//! The one place where Shopify's status codes, headers and bodies are interpreted
-//! (PLATFORMS.md §1.2 user errors, §1.4 REST answers, §1.9 throttling).
+//! What Shopify's answers mean for pushed items and level reads (PLATFORMS.md §1.2 user
+//! errors, §1.4 REST answers); statuses, throttling and request-level GraphQL failures are
+//! interpreted by the platform client ([`crate::platforms::shopify`]).
 
 use super::config::parse_gid;
-use crate::channels::{ChannelError, CostBudget, ThrottleSignal};
+use crate::channels::{ChannelError, PlatformError};
+use crate::platforms::http::HttpAnswer;
+use crate::platforms::shopify as platform;
 use serde_json::Value;
 
-/// Longest body excerpt kept in an error message.
-const MESSAGE_MAX_CHARS: usize = 300;
-
-/// An HTTP answer, read once.
-#[derive(Clone, Debug)]
-pub struct HttpAnswer {
-    /// HTTP status.
-    pub status: u16,
-    /// `Retry-After` in milliseconds (Shopify sends seconds as a float, `2.0`).
-    pub retry_after_ms: Option<u64>,
-    /// `X-Shopify-Shop-Api-Call-Limit` as (used, bucket size).
-    pub call_limit: Option<(u32, u32)>,
-    /// The body as JSON, `Null` when it is not JSON.
-    pub body: Value,
-    /// The body as text (for error messages).
-    pub text: String,
-}
-
-/// Maps a client error to [`ChannelError::Transport`].
-pub fn transport_error(error: &reqwest::Error) -> ChannelError {
-    ChannelError::Transport {
-        message: error.to_string(),
-    }
-}
-
-/// Parses `Retry-After` seconds (`2`, `2.0`) into milliseconds.
-pub fn parse_retry_after_ms(value: &str) -> Option<u64> {
-    let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).ceil() as u64)
-}
-
-/// Parses `X-Shopify-Shop-Api-Call-Limit: 32/40`.
-pub fn parse_call_limit(value: &str) -> Option<(u32, u32)> {
-    let (used, size) = value.trim().split_once('/')?;
-    Some((used.parse().ok()?, size.parse().ok()?))
-}
-
-/// Reads status, headers and body of a response.
-pub async fn read_answer(response: reqwest::Response) -> Result<HttpAnswer, ChannelError> {
-    let status = response.status().as_u16();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
-    };
-    let retry_after_ms = header("retry-after")
-        .as_deref()
-        .and_then(parse_retry_after_ms);
-    let call_limit = header("x-shopify-shop-api-call-limit")
-        .as_deref()
-        .and_then(parse_call_limit);
-    let text = response
-        .text()
-        .await
-        .map_err(|error| transport_error(&error))?;
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Ok(HttpAnswer {
-        status,
-        retry_after_ms,
-        call_limit,
-        body,
-        text,
-    })
-}
-
 fn excerpt(text: &str) -> String {
-    text.chars().take(MESSAGE_MAX_CHARS).collect()
+    crate::platforms::http::excerpt(text)
 }
 
-/// The request-level error an HTTP status means, `None` for 2xx. 422 is left to the caller
-/// (an item-level refusal on REST).
-pub fn status_error(answer: &HttpAnswer) -> Option<ChannelError> {
-    let message = excerpt(&answer.text);
-    match answer.status {
-        200..=299 => None,
-        401 | 403 => Some(ChannelError::Unauthorized {
-            status: answer.status,
-            message,
-        }),
-        429 => Some(ChannelError::Throttled {
-            retry_after_ms: answer.retry_after_ms,
-        }),
-        500..=599 => Some(ChannelError::Server {
-            status: answer.status,
-            message,
-        }),
-        status => Some(ChannelError::Rejected { status, message }),
-    }
-}
-
-fn is_graphql_throttled(body: &Value) -> bool {
-    body["errors"].as_array().is_some_and(|errors| {
-        errors
-            .iter()
-            .any(|error| error["extensions"]["code"] == "THROTTLED")
-    })
-}
-
-/// Throttle signals of a GraphQL answer: `THROTTLED` (status 200 or 429) and
-/// `extensions.cost.throttleStatus`. `fallback_cost` estimates the next request's cost when
-/// the answer does not say.
-pub fn graphql_throttle(answer: &HttpAnswer, fallback_cost: f64) -> ThrottleSignal {
-    let cost = &answer.body["extensions"]["cost"];
-    let status = &cost["throttleStatus"];
-    let budget = match (
-        status["currentlyAvailable"].as_f64(),
-        status["maximumAvailable"].as_f64(),
-        status["restoreRate"].as_f64(),
-    ) {
-        (Some(currently_available), Some(maximum_available), Some(restore_rate_per_sec)) => {
-            Some(CostBudget {
-                currently_available,
-                maximum_available,
-                restore_rate_per_sec,
-                next_request_cost: cost["requestedQueryCost"].as_f64().unwrap_or(fallback_cost),
-            })
-        }
-        _ => None,
-    };
-    ThrottleSignal {
-        throttled: answer.status == 429 || is_graphql_throttled(&answer.body),
-        retry_after_ms: answer.retry_after_ms,
-        budget,
-    }
-}
-
-/// The request-level failure of a GraphQL answer (status, throttling, top-level errors).
+/// The request-level failure of a GraphQL answer, as a channel error.
 fn graphql_failure(answer: &HttpAnswer) -> Option<ChannelError> {
-    if answer.status == 429 || is_graphql_throttled(&answer.body) {
-        return Some(ChannelError::Throttled {
-            retry_after_ms: answer.retry_after_ms,
-        });
-    }
-    if let Some(error) = status_error(answer) {
-        return Some(error);
-    }
-    let first = answer.body["errors"]
-        .as_array()
-        .and_then(|errors| errors.first())?;
-    Some(ChannelError::GraphQl {
-        code: first["extensions"]["code"].as_str().map(str::to_owned),
-        message: first["message"]
-            .as_str()
-            .unwrap_or("graphql error")
-            .to_owned(),
-    })
+    platform::graphql_failure(answer).map(ChannelError::from)
+}
+
+/// The request-level error of a REST status (422 is checked first by the caller).
+fn status_error(answer: &HttpAnswer) -> Option<ChannelError> {
+    answer.status_error().map(ChannelError::from)
 }
 
 /// One `userErrors` entry of `inventorySetQuantities`.
@@ -191,12 +58,12 @@ pub fn decode_set_quantities(answer: &HttpAnswer) -> SetQuantitiesAnswer {
     }
     let payload = &answer.body["data"]["inventorySetQuantities"];
     let Some(errors) = payload["userErrors"].as_array() else {
-        return SetQuantitiesAnswer::Failed(ChannelError::Decode {
+        return SetQuantitiesAnswer::Failed(ChannelError::Platform(PlatformError::Decode {
             message: format!(
                 "no inventorySetQuantities.userErrors in {}",
                 excerpt(&answer.text)
             ),
-        });
+        }));
     };
     if errors.is_empty() {
         return SetQuantitiesAnswer::Applied;
@@ -233,11 +100,11 @@ pub fn decode_levels(answer: &HttpAnswer) -> Result<Vec<(u64, Option<i64>)>, Cha
     if let Some(error) = graphql_failure(answer) {
         return Err(error);
     }
-    let nodes = answer.body["data"]["nodes"]
-        .as_array()
-        .ok_or_else(|| ChannelError::Decode {
+    let nodes = answer.body["data"]["nodes"].as_array().ok_or_else(|| {
+        ChannelError::Platform(PlatformError::Decode {
             message: format!("no data.nodes in {}", excerpt(&answer.text)),
-        })?;
+        })
+    })?;
     Ok(nodes
         .iter()
         .filter_map(|node| {
@@ -277,9 +144,9 @@ pub fn decode_rest_set(answer: &HttpAnswer) -> RestSetAnswer {
     }
     match answer.body["inventory_level"]["available"].as_i64() {
         Some(available) => RestSetAnswer::Accepted(available),
-        None => RestSetAnswer::Failed(ChannelError::Decode {
+        None => RestSetAnswer::Failed(ChannelError::Platform(PlatformError::Decode {
             message: format!("no inventory_level.available in {}", excerpt(&answer.text)),
-        }),
+        })),
     }
 }
 
@@ -288,12 +155,11 @@ pub fn decode_rest_levels(answer: &HttpAnswer) -> Result<Vec<(u64, i64)>, Channe
     if let Some(error) = status_error(answer) {
         return Err(error);
     }
-    let levels =
-        answer.body["inventory_levels"]
-            .as_array()
-            .ok_or_else(|| ChannelError::Decode {
-                message: format!("no inventory_levels in {}", excerpt(&answer.text)),
-            })?;
+    let levels = answer.body["inventory_levels"].as_array().ok_or_else(|| {
+        ChannelError::Platform(PlatformError::Decode {
+            message: format!("no inventory_levels in {}", excerpt(&answer.text)),
+        })
+    })?;
     Ok(levels
         .iter()
         .filter_map(|level| {
@@ -303,13 +169,4 @@ pub fn decode_rest_levels(answer: &HttpAnswer) -> Result<Vec<(u64, i64)>, Channe
             ))
         })
         .collect())
-}
-
-/// Throttle signal of a REST answer (429 + `Retry-After`).
-pub fn rest_throttle(answer: &HttpAnswer) -> ThrottleSignal {
-    ThrottleSignal {
-        throttled: answer.status == 429,
-        retry_after_ms: answer.retry_after_ms,
-        budget: None,
-    }
 }

@@ -1,12 +1,12 @@
 //! The Shopify adapter: pure decoders, the listings CSV, and pushes against the simulator.
 
 use super::config::{ListingMap, parse_listings_csv};
-use super::response::{
-    HttpAnswer, SetQuantitiesAnswer, UserError, decode_set_quantities, graphql_throttle,
-    parse_retry_after_ms,
-};
+use super::response::{SetQuantitiesAnswer, UserError, decode_set_quantities};
 use super::*;
 use crate::config::ShopifyListingConfig;
+use crate::platforms::PlatformError;
+use crate::platforms::http::{HttpAnswer, parse_retry_after_ms};
+use crate::platforms::shopify::graphql_throttle;
 use crate::sandbox::shopify::{ShopifySimulator, ShopifySimulatorOptions, SimOrderLine};
 use serde_json::json;
 use std::path::Path;
@@ -17,9 +17,9 @@ fn answer(status: u16, body: serde_json::Value) -> HttpAnswer {
     HttpAnswer {
         status,
         retry_after_ms: None,
-        call_limit: None,
         text: body.to_string(),
         body,
+        ..HttpAnswer::default()
     }
 }
 
@@ -92,7 +92,7 @@ fn throttled_answers_are_recognised_with_status_200_or_429() {
         );
         assert!(matches!(
             decode_set_quantities(&answer),
-            SetQuantitiesAnswer::Failed(ChannelError::Throttled { .. })
+            SetQuantitiesAnswer::Failed(ChannelError::Platform(PlatformError::Throttled { .. }))
         ));
     }
     assert_eq!(parse_retry_after_ms("2.0"), Some(2000));
@@ -108,7 +108,16 @@ async fn simulator(options: ShopifySimulatorOptions) -> ShopifySimulator {
 }
 
 fn adapter(sim: &ShopifySimulator, skus: &[(&str, u64)], use_rest: bool) -> ShopifyAdapter {
-    let config = ShopifyConfig {
+    ShopifyAdapter::new(
+        "shopify-test",
+        &config(sim, skus, use_rest),
+        reqwest::Client::new(),
+    )
+    .unwrap()
+}
+
+fn config(sim: &ShopifySimulator, skus: &[(&str, u64)], use_rest: bool) -> ShopifyConfig {
+    ShopifyConfig {
         shop_url: sim.base_url(),
         api_version: "2026-04".to_owned(),
         access_token: sim.options().access_token.clone(),
@@ -123,8 +132,7 @@ fn adapter(sim: &ShopifySimulator, skus: &[(&str, u64)], use_rest: bool) -> Shop
             })
             .collect(),
         listings_csv: None,
-    };
-    ShopifyAdapter::new("shopify-test", &config, reqwest::Client::new()).unwrap()
+    }
 }
 
 fn item(sku: &str, quantity: u64, change_from: Option<i64>) -> PushItem {
@@ -230,8 +238,11 @@ async fn non_mutable_and_unmapped_items_are_rejected_alone() {
 #[tokio::test]
 async fn a_wrong_token_is_a_user_error_without_retry() {
     let sim = simulator(ShopifySimulatorOptions::default()).await;
-    let mut adapter = adapter(&sim, &[("A", 1)], false);
-    adapter.access_token = "wrong".to_owned();
+    let wrong = ShopifyConfig {
+        access_token: "wrong".to_owned(),
+        ..config(&sim, &[("A", 1)], false)
+    };
+    let adapter = ShopifyAdapter::new("shopify-test", &wrong, reqwest::Client::new()).unwrap();
     let report = adapter.push(&[item("A", 1, None)]).await;
     let error = report.error.unwrap();
     assert_eq!(error.domain(), crate::channels::ErrorDomain::User);
@@ -256,7 +267,7 @@ async fn a_throttled_batch_is_retried_with_the_same_idempotency_key() {
     assert!(throttled.throttle.throttled);
     assert!(matches!(
         throttled.error,
-        Some(ChannelError::Throttled { .. })
+        Some(ChannelError::Platform(PlatformError::Throttled { .. }))
     ));
     let key_after_throttle = adapter
         .unanswered

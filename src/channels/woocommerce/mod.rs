@@ -26,7 +26,10 @@
 //! ingested order lowers the ledger's ATP, which queues a fresh push of that listing
 //! (the "re-push after each ingested order" of PLATFORMS.md §0).
 //!
-//! May depend on: `channels`, `config`. Never `ledger`, `ingest` or `store`.
+//! HTTP, authentication, status classification and throttle signals are the
+//! [`WoocommerceClient`]'s (shared with the order poller).
+//!
+//! May depend on: `channels`, `config`, `platforms`. Never `ledger`, `ingest` or `store`.
 
 pub mod config;
 pub mod request;
@@ -39,13 +42,14 @@ use crate::channels::{
     ThrottleSignal,
 };
 use crate::config::{ChannelKind, WoocommerceConfig};
+use crate::platforms::http::HttpAnswer;
+use crate::platforms::woocommerce::{self as platform, WoocommerceClient};
 use async_trait::async_trait;
 use config::{Listing, ListingMap};
-use request::Credentials;
-use response::{HttpAnswer, ItemAnswer};
+use response::ItemAnswer;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 /// Most ids in one `include=` list read (`per_page` maximum of the REST API).
 const READ_MAX_ITEMS: usize = 100;
@@ -54,17 +58,15 @@ const READ_MAX_ITEMS: usize = 100;
 #[derive(Debug)]
 pub struct WoocommerceAdapter {
     channel: String,
-    site_url: String,
-    credentials: Credentials,
-    timeout: Duration,
     /// The batch limit in force: the configured one, lowered by 413 answers.
     batch_limit: AtomicUsize,
     listings: ListingMap,
-    client: reqwest::Client,
+    client: Arc<WoocommerceClient>,
 }
 
 impl WoocommerceAdapter {
-    /// Builds the adapter and loads its listings.
+    /// Builds the adapter with a client of its own on `http` and loads its listings (see
+    /// [`with_client`](Self::with_client) to share a client).
     ///
     /// Errors: [`ChannelError::InvalidConfig`] for a site URL that is not http(s), a batch
     /// limit of 0 or a SKU/listing mapped twice; [`ChannelError::Listings`] when the CSV
@@ -72,7 +74,22 @@ impl WoocommerceAdapter {
     pub fn new(
         channel: &str,
         config: &WoocommerceConfig,
-        client: reqwest::Client,
+        http: reqwest::Client,
+    ) -> Result<Self, ChannelError> {
+        Self::with_client(
+            channel,
+            config,
+            Arc::new(WoocommerceClient::new(config, http)),
+        )
+    }
+
+    /// Builds the adapter on the shop's shared platform client and loads its listings.
+    ///
+    /// Errors: as [`new`](Self::new).
+    pub fn with_client(
+        channel: &str,
+        config: &WoocommerceConfig,
+        client: Arc<WoocommerceClient>,
     ) -> Result<Self, ChannelError> {
         let invalid = |message: String| ChannelError::InvalidConfig {
             channel: channel.to_owned(),
@@ -89,13 +106,6 @@ impl WoocommerceAdapter {
         }
         Ok(Self {
             channel: channel.to_owned(),
-            site_url: config.site_url.trim_end_matches('/').to_owned(),
-            credentials: Credentials {
-                consumer_key: config.consumer_key.clone(),
-                consumer_secret: config.consumer_secret.clone(),
-                in_query: config.auth_in_query,
-            },
-            timeout: Duration::from_secs(config.timeout_secs.max(1)),
             batch_limit: AtomicUsize::new(config.batch_limit),
             listings: config::load_listings(channel, config)?,
             client,
@@ -113,19 +123,7 @@ impl WoocommerceAdapter {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<HttpAnswer, ChannelError> {
-        let url = request::api_url(&self.site_url, path);
-        let mut builder = self
-            .credentials
-            .apply(&url, &self.client, method)
-            .timeout(self.timeout);
-        if let Some(body) = body {
-            builder = builder.json(body);
-        }
-        let response = builder
-            .send()
-            .await
-            .map_err(|error| response::transport_error(&error))?;
-        response::read_answer(response).await
+        Ok(self.client.send(method, path, body).await?)
     }
 
     /// Sends one group's items, splitting on 413; fills `results` for `positions`.
@@ -163,7 +161,7 @@ impl WoocommerceAdapter {
                     continue;
                 }
             };
-            report.throttle.merge(response::throttle(&answer));
+            report.throttle.merge(platform::throttle(&answer));
             if let Some(named) = response::too_large_limit(&answer) {
                 let smaller = if named > 0 && named < chunk.len() {
                     named
@@ -188,8 +186,8 @@ impl WoocommerceAdapter {
                 }
                 continue;
             }
-            if let Some(error) = response::status_error(&answer) {
-                fail(results, &chunk, report, error);
+            if let Some(error) = platform::status_error(&answer) {
+                fail(results, &chunk, report, error.into());
                 continue;
             }
             let answers = match response::decode_batch_update(&answer) {
@@ -226,7 +224,7 @@ impl WoocommerceAdapter {
                     None,
                 )
                 .await?;
-            throttle.merge(response::throttle(&answer));
+            throttle.merge(platform::throttle(&answer));
             levels.extend(response::decode_list(&answer)?);
         }
         Ok((levels, throttle, requests))

@@ -1,64 +1,8 @@
-//! Request URLs, authentication and bodies of the WooCommerce adapter (PLATFORMS.md §2 Auth,
-//! §2.2 Set stock).
+//! Request paths and bodies of the WooCommerce adapter (PLATFORMS.md §2.2 Set stock); the
+//! API base and authentication are the platform client's
+//! ([`crate::platforms::woocommerce`]).
 
 use serde_json::{Value, json};
-
-/// The REST namespace under the site URL.
-pub const API_PREFIX: &str = "/wp-json/wc/v3";
-
-/// How the consumer key and secret travel (§2 Auth).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Credentials {
-    /// `consumer_key` (`ck_…`).
-    pub consumer_key: String,
-    /// `consumer_secret` (`cs_…`).
-    pub consumer_secret: String,
-    /// `true`: `?consumer_key=…&consumer_secret=…`; `false`: HTTP Basic.
-    pub in_query: bool,
-}
-
-impl Credentials {
-    /// Adds the credentials to a request whose URL was built by [`api_url`].
-    pub fn apply(
-        &self,
-        url: &str,
-        client: &reqwest::Client,
-        method: reqwest::Method,
-    ) -> reqwest::RequestBuilder {
-        if self.in_query {
-            let separator = if url.contains('?') { '&' } else { '?' };
-            let url = format!(
-                "{url}{separator}consumer_key={}&consumer_secret={}",
-                encode_query_value(&self.consumer_key),
-                encode_query_value(&self.consumer_secret)
-            );
-            client.request(method, url)
-        } else {
-            client
-                .request(method, url)
-                .basic_auth(&self.consumer_key, Some(&self.consumer_secret))
-        }
-    }
-}
-
-/// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
-pub fn encode_query_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
-
-/// `{site}/wp-json/wc/v3{path}`; `path` starts with `/`.
-pub fn api_url(site_url: &str, path: &str) -> String {
-    format!("{site_url}{API_PREFIX}{path}")
-}
 
 /// The batch path of a group: `/products/batch` (`None`) or
 /// `/products/{parent}/variations/batch`.

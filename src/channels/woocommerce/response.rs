@@ -1,109 +1,15 @@
-//! The one place where WooCommerce's status codes, headers and bodies are interpreted
-//! (PLATFORMS.md §2.2 batch answers and the 413 limit, §2.5 host/WAF 429/503).
+//! What WooCommerce's answers mean for pushed items (PLATFORMS.md §2.2 batch answers and
+//! the 413 limit) and level reads; statuses and throttling are interpreted by the platform
+//! client ([`crate::platforms::woocommerce`]).
 
-use crate::channels::{ChannelError, ThrottleSignal};
+use crate::channels::{ChannelError, PlatformError};
+use crate::platforms::http::HttpAnswer;
+use crate::platforms::woocommerce::status_error;
 use serde_json::Value;
 use std::collections::HashMap;
 
-/// Longest body excerpt kept in an error message.
-const MESSAGE_MAX_CHARS: usize = 300;
-
 /// The error code of a batch over the limit (§2.2, `check_batch_limit`).
 pub const TOO_LARGE_CODE: &str = "woocommerce_rest_request_entity_too_large";
-
-/// An HTTP answer, read once.
-#[derive(Clone, Debug)]
-pub struct HttpAnswer {
-    /// HTTP status.
-    pub status: u16,
-    /// `Retry-After` in milliseconds (delta-seconds, integer or decimal).
-    pub retry_after_ms: Option<u64>,
-    /// The body as JSON, `Null` when it is not JSON.
-    pub body: Value,
-    /// The body as text (for error messages).
-    pub text: String,
-}
-
-/// Maps a client error to [`ChannelError::Transport`] (timeouts included).
-pub fn transport_error(error: &reqwest::Error) -> ChannelError {
-    let kind = if error.is_timeout() { "timeout: " } else { "" };
-    ChannelError::Transport {
-        message: format!("{kind}{error}"),
-    }
-}
-
-/// Parses `Retry-After` delta-seconds (`2`, `2.5`) into milliseconds.
-pub fn parse_retry_after_ms(value: &str) -> Option<u64> {
-    let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).ceil() as u64)
-}
-
-/// Reads status, `Retry-After` and body of a response.
-///
-/// Errors: [`ChannelError::Transport`] when the body cannot be read.
-pub async fn read_answer(response: reqwest::Response) -> Result<HttpAnswer, ChannelError> {
-    let status = response.status().as_u16();
-    let retry_after_ms = response
-        .headers()
-        .get("retry-after")
-        .and_then(|value| value.to_str().ok())
-        .and_then(parse_retry_after_ms);
-    let text = response
-        .text()
-        .await
-        .map_err(|error| transport_error(&error))?;
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Ok(HttpAnswer {
-        status,
-        retry_after_ms,
-        body,
-        text,
-    })
-}
-
-fn excerpt(text: &str) -> String {
-    text.chars().take(MESSAGE_MAX_CHARS).collect()
-}
-
-/// The request-level error of a status, `None` for 2xx (413 included as `Rejected`; callers
-/// check [`too_large_limit`] first).
-pub fn status_error(answer: &HttpAnswer) -> Option<ChannelError> {
-    let message = answer.body["message"]
-        .as_str()
-        .map(str::to_owned)
-        .unwrap_or_else(|| excerpt(&answer.text));
-    match answer.status {
-        200..=299 => None,
-        401 | 403 => Some(ChannelError::Unauthorized {
-            status: answer.status,
-            message,
-        }),
-        429 => Some(ChannelError::Throttled {
-            retry_after_ms: answer.retry_after_ms,
-        }),
-        500..=599 => Some(ChannelError::Server {
-            status: answer.status,
-            message,
-        }),
-        status => Some(ChannelError::Rejected { status, message }),
-    }
-}
-
-/// Throttle signal of an answer: core WooCommerce has none (§2.5), but hosts and WAFs send
-/// 429, or 503 with `Retry-After`; both pause the channel for `Retry-After`.
-pub fn throttle(answer: &HttpAnswer) -> ThrottleSignal {
-    let throttled =
-        answer.status == 429 || (answer.status == 503 && answer.retry_after_ms.is_some());
-    ThrottleSignal {
-        throttled,
-        retry_after_ms: if throttled {
-            answer.retry_after_ms
-        } else {
-            None
-        },
-        budget: None,
-    }
-}
 
 /// For a 413 `woocommerce_rest_request_entity_too_large` answer: `Some(limit)` with the
 /// limit read from "Unable to accept more than N items for this request." (`0` when the
@@ -145,13 +51,13 @@ pub enum ItemAnswer {
 
 /// Decodes a 200 batch answer's `update[]` into answers by id.
 ///
-/// Errors: [`ChannelError::Decode`] when there is no `update` array.
+/// Errors: [`PlatformError::Decode`] when there is no `update` array.
 pub fn decode_batch_update(answer: &HttpAnswer) -> Result<HashMap<u64, ItemAnswer>, ChannelError> {
-    let entries = answer.body["update"]
-        .as_array()
-        .ok_or_else(|| ChannelError::Decode {
-            message: format!("no update[] in batch answer {}", excerpt(&answer.text)),
-        })?;
+    let entries = answer.body["update"].as_array().ok_or_else(|| {
+        ChannelError::Platform(PlatformError::Decode {
+            message: format!("no update[] in batch answer {}", answer.excerpt()),
+        })
+    })?;
     let mut answers = HashMap::with_capacity(entries.len());
     for entry in entries {
         let Some(id) = entry["id"].as_u64() else {
@@ -181,13 +87,15 @@ pub fn decode_batch_update(answer: &HttpAnswer) -> Result<HashMap<u64, ItemAnswe
 /// `manage_stock` is `true` on that object, else `None` (stock not managed there, or
 /// `"parent"`).
 ///
-/// Errors: the status error, or [`ChannelError::Decode`] when the body is not an array.
+/// Errors: the status error, or [`PlatformError::Decode`] when the body is not an array.
 pub fn decode_list(answer: &HttpAnswer) -> Result<Vec<(u64, Option<i64>)>, ChannelError> {
     if let Some(error) = status_error(answer) {
-        return Err(error);
+        return Err(error.into());
     }
-    let objects = answer.body.as_array().ok_or_else(|| ChannelError::Decode {
-        message: format!("expected a JSON array, got {}", excerpt(&answer.text)),
+    let objects = answer.body.as_array().ok_or_else(|| {
+        ChannelError::Platform(PlatformError::Decode {
+            message: format!("expected a JSON array, got {}", answer.excerpt()),
+        })
     })?;
     Ok(objects
         .iter()

@@ -3,6 +3,7 @@
 use super::config::{Listing, parse_listings_csv};
 use super::*;
 use crate::config::WoocommerceListingConfig;
+use crate::platforms::PlatformError;
 use crate::sandbox::woocommerce::{self as sim, WoocommerceSimulator, WoocommerceSimulatorOptions};
 use std::path::Path;
 
@@ -166,7 +167,7 @@ async fn a_failed_item_is_isolated_and_throttling_is_reported() {
     assert_eq!(throttled.throttle.retry_after_ms, Some(2000));
     assert!(matches!(
         throttled.error,
-        Some(ChannelError::Throttled { .. })
+        Some(ChannelError::Platform(PlatformError::Throttled { .. }))
     ));
     assert!(matches!(
         throttled.results[0].outcome,
@@ -181,7 +182,10 @@ async fn a_failed_item_is_isolated_and_throttling_is_reported() {
     );
     assert!(matches!(
         waf.error,
-        Some(ChannelError::Server { status: 503, .. })
+        Some(ChannelError::Platform(PlatformError::Server {
+            status: 503,
+            ..
+        }))
     ));
 }
 
@@ -204,7 +208,7 @@ async fn query_parameter_auth_works_and_bad_credentials_are_a_user_error() {
     let error = report.error.unwrap();
     assert!(matches!(
         error,
-        ChannelError::Unauthorized { status: 401, .. }
+        ChannelError::Platform(PlatformError::Unauthorized { status: 401, .. })
     ));
     assert_eq!(error.domain(), crate::channels::ErrorDomain::User);
     assert_eq!(sim.stock(10, 0), Some(3));
@@ -238,13 +242,17 @@ fn listings_csv_maps_simple_products_and_variations() {
 
 #[test]
 fn the_413_message_names_the_limit() {
-    let answer = response::HttpAnswer {
+    let answer = HttpAnswer {
         status: 413,
         retry_after_ms: None,
         body: serde_json::json!({"code": response::TOO_LARGE_CODE, "message": "Unable to accept more than 25 items for this request."}),
         text: String::new(),
+        ..HttpAnswer::default()
     };
     assert_eq!(response::too_large_limit(&answer), Some(25));
-    assert_eq!(response::parse_retry_after_ms("2"), Some(2000));
-    assert_eq!(request::encode_query_value("a b&c"), "a%20b%26c");
+    assert_eq!(
+        crate::platforms::http::parse_retry_after_ms("2"),
+        Some(2000)
+    );
+    assert_eq!(crate::platforms::http::encode("a b&c"), "a%20b%26c");
 }
