@@ -5,7 +5,7 @@
 #  1. installs the tansu 0.6.0 Kafka-protocol broker used by the Kafka tests (a source build,
 #     about 12 minutes on 2 cores; skipped when ~/.cargo/bin/tansu is already 0.6.0);
 #  2. installs the pinned kafka-python (tests/kafka_python/requirements.txt) if missing, and
-#     Debian's chromium (tests/dashboard_browser.rs) if missing;
+#     Debian's chromium (tests/integration/dashboard_browser.rs) if missing;
 #  3. checks formatting, runs clippy with warnings denied, and runs every test target.
 set -euo pipefail
 cd "$(dirname "$0")/.."

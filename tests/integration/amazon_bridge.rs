@@ -2,7 +2,7 @@
 //! real tansu broker, the whole engine with an Amazon channel whose `notifications_topic`
 //! is consumed, and notifications produced by the Amazon simulator.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use std::time::Duration;

@@ -9,7 +9,7 @@
 //! The test drives receipts, a duplicate, an oversell, a shop order (a webhook), a message
 //! that is dead-lettered and an edit behind stocksync's back (a discrepancy).
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use std::collections::BTreeSet;

@@ -7,11 +7,10 @@
 //! - converge after an outage;
 //! - emit its metrics.
 //!
-//! The harness and the targets live in `tests/compliance/`; one line per target below.
+//! The harness and the targets live in `tests/integration/compliance/`; one line per target
+//! below.
 
-mod compliance;
-
-use compliance::{ComplianceTarget, Harness, Pacing, max_in_window};
+use crate::compliance::{ComplianceTarget, Harness, Pacing, max_in_window};
 use std::time::Duration;
 
 /// Pacing generous enough that only the behaviour under test spaces requests.

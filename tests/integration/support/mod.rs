@@ -3,10 +3,8 @@
 //! held back, Kafka produce/consume helpers, and polling with a deadline.
 //!
 //! Every helper binds `127.0.0.1` random ports and temp dirs, so tests run in parallel.
-//! Include with `mod support;` from a file in `tests/`.
-
-// Each test binary uses a different subset of these helpers.
-#![allow(dead_code)]
+//! A module of the integration test binary (`tests/integration/main.rs`); use it with
+//! `use crate::support;`.
 
 use async_trait::async_trait;
 use rdkafka::Message;
@@ -90,7 +88,8 @@ pub struct TansuBroker {
     child: Child,
     port: u16,
     binary: PathBuf,
-    log_dir: TempDir,
+    // The broker writes its log here; dropped (deleted) with the broker.
+    _log_dir: TempDir,
 }
 
 impl TansuBroker {
@@ -125,7 +124,7 @@ impl TansuBroker {
                         child,
                         port,
                         binary,
-                        log_dir,
+                        _log_dir: log_dir,
                     };
                 }
                 if child.try_wait().ok().flatten().is_some() {
@@ -164,12 +163,6 @@ impl TansuBroker {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-
-    /// The broker's log so far (for assertion messages).
-    pub fn log(&self) -> String {
-        let path = self.log_dir.path().join(format!("tansu-{}.log", self.port));
-        std::fs::read_to_string(path).unwrap_or_default()
-    }
 }
 
 impl Drop for TansuBroker {
@@ -203,8 +196,8 @@ pub struct TestLedger {
     pub ledger: Ledger,
     /// The store behind it (possibly wrapped).
     pub store: Arc<dyn Store>,
-    /// Keeps the database folder alive.
-    pub dir: TempDir,
+    // Keeps the database folder alive.
+    _dir: TempDir,
 }
 
 impl TestLedger {
@@ -218,7 +211,11 @@ impl TestLedger {
     /// A ledger over `store` (for wrapped stores such as [`GatedStore`]).
     pub fn over(store: Arc<dyn Store>, dir: TempDir) -> Self {
         let ledger = Ledger::start(store.clone(), Arc::new(NullSink), LedgerOptions::default());
-        Self { ledger, store, dir }
+        Self {
+            ledger,
+            store,
+            _dir: dir,
+        }
     }
 }
 

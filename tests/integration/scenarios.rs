@@ -1,5 +1,5 @@
 //! Acceptance scenario S8 of `shared/scenarios/README.md`, and an
-//! index of where each one is tested:
+//! index of where each one is tested (the `tests/*.rs` named below are in `tests/integration/`):
 //! - S1 last unit, two channels: `src/ledger/tests.rs`
 //!   (`concurrent_holds_on_the_last_units_exactly_k_succeed`) and `tests/reservations.rs`.
 //! - S2 same order line twice: `tests/web_api.rs` and `src/ledger/tests.rs`.

@@ -6,7 +6,7 @@
 //! levels and measures, per movement, the time from its send to the first moment the
 //! channel lists a quantity that includes it. The p99 must stay under 1 s.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use std::collections::HashMap;

@@ -13,8 +13,9 @@
 //! are logged and get injected faults (default: every request); the others (tokens,
 //! status polls, feed documents) are forwarded untouched except during an outage.
 //!
-//! To add a platform: write `tests/compliance/<platform>.rs` with a target, and add one
-//! `compliance_suite!(<platform>, <Target>);` line in `tests/channel_compliance.rs`.
+//! To add a platform: write `tests/integration/compliance/<platform>.rs` with a target, add
+//! it below, and add one `compliance_suite!(<platform>, <Target>);` line in
+//! `tests/integration/channel_compliance.rs`.
 
 pub mod amazon;
 pub mod bolcom;

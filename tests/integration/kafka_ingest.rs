@@ -4,8 +4,10 @@
 //!
 //! Without tansu installed these tests fail and say to run `bash scripts/test.sh`.
 
-mod support;
-
+use crate::support::{
+    GatedStore, TansuBroker, TestLedger, TestProducer, committed_offsets, eventually, header,
+    kafka_config, open_store, produce_with_python, read_topic, unique,
+};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +17,6 @@ use stocksync::ingest::kafka::{
     HEADER_ORIGINAL_PARTITION, HEADER_ORIGINAL_TOPIC, KafkaIngest, MessageOrigin, decode_movement,
 };
 use stocksync::ledger::Ledger;
-use support::{
-    GatedStore, TansuBroker, TestLedger, TestProducer, committed_offsets, eventually, header,
-    kafka_config, open_store, produce_with_python, read_topic, unique,
-};
 
 const WAIT: Duration = Duration::from_secs(30);
 
