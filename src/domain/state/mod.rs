@@ -4,16 +4,18 @@
 //! ([`ApplyContext`]) and reports ([`Applied`]), and the dispatch of each movement kind;
 //! `location` owns stock per location, the count journal, inbound lines and transfers;
 //! `reservations` owns order lines and holds, routing, splitting, cancellation, shipment
-//! and closed-line retention; `error` the refusals.
+//! and closed-line retention; `error` the refusals; `invariants` the checks run after
+//! every transition.
 
 mod error;
+mod invariants;
 mod location;
 mod reservations;
 
 #[cfg(test)]
 mod tests;
 
-pub use error::ApplyError;
+pub use error::{ApplyError, InvariantViolation};
 pub use location::{
     InboundLevel, InboundLine, JOURNAL_LIMIT, LocationLevel, LocationStock, TransferLine,
 };
@@ -162,7 +164,32 @@ impl SkuState {
 
     /// Applies one movement as event `seq` under `context` (time, backorder locations,
     /// routing policy, replay). Same contract as [`SkuState::apply`].
+    ///
+    /// In debug builds the transition is checked afterwards (see
+    /// [`SkuState::check_invariants`]) and a violation panics: it is a bug, not bad input.
     pub fn apply_with(
+        &mut self,
+        movement: &Movement,
+        seq: u64,
+        context: &ApplyContext<'_>,
+    ) -> Result<Applied, ApplyError> {
+        #[cfg(debug_assertions)]
+        let before = invariants::Before::of(self);
+        let outcome = self.transition(movement, seq, context);
+        #[cfg(debug_assertions)]
+        if let Err(violation) = before.check(self, &movement.kind, outcome.as_ref()) {
+            panic!(
+                "invariant violated by {} {} (seq {seq}) on {}: {violation}",
+                movement.kind.name(),
+                movement.idempotency_key,
+                self.sku
+            );
+        }
+        outcome
+    }
+
+    /// The transition itself: [`SkuState::apply_with`] without the checks.
+    fn transition(
         &mut self,
         movement: &Movement,
         seq: u64,
