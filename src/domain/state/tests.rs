@@ -831,3 +831,362 @@ fn over_fulfilment_is_refused_and_changes_nothing() {
     assert!(matches!(error, ApplyError::OverFulfilment { open: 2, .. }));
     assert_eq!(state, before);
 }
+
+/// A state that touched every part: stock at two locations, an open and a shipped line, a
+/// split line, a transfer in flight, a purchase-order line and a count.
+fn busy_state() -> SkuState {
+    let mut state = SkuState::new("SKU-E".into());
+    let context = ApplyContext {
+        max_split_locations: 2,
+        ..ApplyContext::strict()
+    };
+    let kinds = [
+        MovementKind::Receipt {
+            location: wh(),
+            quantity: 10,
+        },
+        MovementKind::Receipt {
+            location: "B".into(),
+            quantity: 4,
+        },
+        MovementKind::Sale {
+            reservation: "open".into(),
+            quantity: 3,
+            location: Some(wh()),
+            route: vec![],
+        },
+        MovementKind::Sale {
+            reservation: "shipped".into(),
+            quantity: 2,
+            location: Some(wh()),
+            route: vec![],
+        },
+        MovementKind::Fulfilment {
+            reservation: "shipped".into(),
+            quantity: 2,
+        },
+        MovementKind::Reservation {
+            reservation: "split".into(),
+            quantity: 8,
+            location: None,
+            route: vec![wh(), "B".into()],
+            expires_at_ms: None,
+        },
+        MovementKind::TransferDispatch {
+            transfer: "T1".into(),
+            from: "B".into(),
+            to: "C".into(),
+            quantity: 1,
+        },
+        MovementKind::Inbound {
+            purchase_order: "PO-1:1".into(),
+            location: wh(),
+            quantity: 6,
+            expected_at_ms: 1_000,
+        },
+        MovementKind::Count {
+            location: wh(),
+            on_hand: 8,
+            watermark: 5,
+        },
+    ];
+    for kind in kinds {
+        let seq = state.seq + 1;
+        state
+            .apply_with(&movement(&format!("k{seq}"), kind), seq, &context)
+            .unwrap();
+    }
+    state
+}
+
+#[test]
+fn a_state_built_by_movements_satisfies_every_invariant() {
+    let state = busy_state();
+    assert!(
+        state.reservations.contains_key("split~2"),
+        "the line was split"
+    );
+    assert_eq!(state.location(&"C".into()).in_transit, 1);
+    assert_eq!(state.check_invariants(), Ok(()));
+}
+
+#[test]
+fn reserved_below_zero_is_detected() {
+    let mut state = SkuState::new("SKU-E".into());
+    state.locations.entry(wh()).or_default().reserved = -1;
+    assert_eq!(
+        state.check_invariants(),
+        Err(InvariantViolation::NegativeReserved {
+            location: wh(),
+            reserved: -1
+        })
+    );
+}
+
+#[test]
+fn reserved_units_that_no_open_line_holds_are_detected() {
+    let mut state = busy_state();
+    let at = state.location(&wh());
+    state.locations.get_mut(&wh()).unwrap().reserved += 1;
+    assert_eq!(
+        state.check_invariants(),
+        Err(InvariantViolation::ReservedMismatch {
+            location: wh(),
+            reserved: at.reserved + 1,
+            open: i128::from(at.reserved),
+        })
+    );
+    // A line at a location the state holds no stock entry for is caught too.
+    let mut state = busy_state();
+    state.reservations.get_mut("open").unwrap().location = "NOWHERE".into();
+    assert!(matches!(
+        state.check_invariants(),
+        Err(InvariantViolation::ReservedMismatch { .. })
+    ));
+}
+
+#[test]
+fn a_line_with_more_shipped_and_released_than_reserved_is_detected() {
+    let mut state = busy_state();
+    state.reservations.get_mut("open").unwrap().released = 2;
+    state.reservations.get_mut("open").unwrap().fulfilled = 2;
+    assert_eq!(
+        state.check_invariants(),
+        Err(InvariantViolation::OverclosedLine {
+            reservation: "open".into(),
+            quantity: 3,
+            fulfilled: 2,
+            released: 2,
+        })
+    );
+}
+
+#[test]
+fn a_closed_line_with_open_units_is_detected() {
+    let mut state = busy_state();
+    state.reservations.get_mut("open").unwrap().closed_at_ms = Some(0);
+    assert_eq!(
+        state.check_invariants(),
+        Err(InvariantViolation::ClosedLineOpen {
+            reservation: "open".into(),
+            open: 3
+        })
+    );
+}
+
+#[test]
+fn a_line_both_known_and_cancelled_in_advance_is_detected() {
+    let mut state = busy_state();
+    state.cancelled_in_advance.insert("open".into(), 1);
+    assert_eq!(
+        state.check_invariants(),
+        Err(InvariantViolation::CancelledInAdvanceAndKnown {
+            reservation: "open".into()
+        })
+    );
+}
+
+#[test]
+fn in_transit_that_no_transfer_carries_is_detected() {
+    let mut state = busy_state();
+    state
+        .locations
+        .get_mut(&LocationId::from("C"))
+        .unwrap()
+        .in_transit = 3;
+    assert_eq!(
+        state.check_invariants(),
+        Err(InvariantViolation::InTransitMismatch {
+            location: "C".into(),
+            in_transit: 3,
+            expected: 1,
+        })
+    );
+    let mut state = busy_state();
+    state
+        .locations
+        .get_mut(&LocationId::from("C"))
+        .unwrap()
+        .in_transit = -1;
+    assert!(matches!(
+        state.check_invariants(),
+        Err(InvariantViolation::NegativeInTransit { in_transit: -1, .. })
+    ));
+    let mut state = busy_state();
+    state.transfers.get_mut("T1").unwrap().received = 2;
+    assert_eq!(
+        state.check_invariants(),
+        Err(InvariantViolation::OverReceivedTransfer {
+            transfer: "T1".into(),
+            quantity: 1,
+            received: 2,
+        })
+    );
+}
+
+#[test]
+fn an_emptied_purchase_order_line_left_open_is_detected() {
+    let mut state = busy_state();
+    state.inbound.get_mut("PO-1:1").unwrap().quantity = 0;
+    assert_eq!(
+        state.check_invariants(),
+        Err(InvariantViolation::EmptyInboundLine {
+            purchase_order: "PO-1:1".into()
+        })
+    );
+}
+
+#[test]
+fn a_journal_beyond_its_limit_is_detected() {
+    let mut state = busy_state();
+    let stock = state.locations.get_mut(&wh()).unwrap();
+    stock.journal = std::iter::repeat_n((0, 0), JOURNAL_LIMIT + 1).collect();
+    assert_eq!(
+        state.check_invariants(),
+        Err(InvariantViolation::JournalOverflow {
+            location: wh(),
+            entries: JOURNAL_LIMIT + 1
+        })
+    );
+}
+
+/// Runs `kind` through the transition check with `tamper` standing in for a faulty state
+/// machine: the state is changed by `tamper`, not by applying the movement.
+fn check_tampered(
+    kind: MovementKind,
+    outcome: Result<Applied, ApplyError>,
+    tamper: impl FnOnce(&mut SkuState),
+) -> Result<(), InvariantViolation> {
+    let mut state = busy_state();
+    let before = super::invariants::Before::of(&state);
+    tamper(&mut state);
+    before.check(&state, &kind, outcome.as_ref())
+}
+
+fn applied() -> Applied {
+    Applied {
+        levels_changed: true,
+        oversold: false,
+        routed_to: None,
+        split_across: None,
+    }
+}
+
+#[test]
+fn a_transition_that_moves_other_than_the_movements_effect_is_detected() {
+    let receipt = MovementKind::Receipt {
+        location: wh(),
+        quantity: 5,
+    };
+    let one_too_many = check_tampered(receipt.clone(), Ok(applied()), |state| {
+        let stock = state.locations.get_mut(&wh()).unwrap();
+        stock.on_hand += 6;
+        stock.journal.push_back((0, 6));
+    });
+    assert_eq!(
+        one_too_many,
+        Err(InvariantViolation::EffectMismatch {
+            movement: "receipt",
+            total: "on_hand",
+            expected: "5".into(),
+            actual: 6,
+        })
+    );
+    let exact = check_tampered(receipt, Ok(applied()), |state| {
+        state.locations.get_mut(&wh()).unwrap().on_hand += 5;
+    });
+    assert_eq!(exact, Ok(()));
+    // A shipment takes its units from on-hand and reserved together.
+    let shipment = MovementKind::Fulfilment {
+        reservation: "open".into(),
+        quantity: 1,
+    };
+    let kept_reserved = check_tampered(shipment, Ok(applied()), |state| {
+        state.locations.get_mut(&wh()).unwrap().on_hand -= 1;
+        state.reservations.get_mut("open").unwrap().fulfilled += 1;
+    });
+    assert!(matches!(
+        kept_reserved,
+        Err(InvariantViolation::EffectMismatch {
+            total: "reserved",
+            ..
+        })
+    ));
+    // A transfer dispatch moves on-hand into transit, never creates stock.
+    let dispatch = MovementKind::TransferDispatch {
+        transfer: "T2".into(),
+        from: wh(),
+        to: "B".into(),
+        quantity: 2,
+    };
+    let no_transit = check_tampered(dispatch, Ok(applied()), |state| {
+        state.locations.get_mut(&wh()).unwrap().on_hand -= 2;
+    });
+    assert!(matches!(
+        no_transit,
+        Err(InvariantViolation::EffectMismatch {
+            total: "in_transit",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_refused_movement_that_changed_the_state_is_detected() {
+    let refused = check_tampered(
+        MovementKind::Fulfilment {
+            reservation: "open".into(),
+            quantity: 9,
+        },
+        Err(ApplyError::OverFulfilment {
+            reservation: "open".into(),
+            open: 3,
+            requested: 9,
+        }),
+        |state| state.locations.get_mut(&wh()).unwrap().on_hand -= 9,
+    );
+    assert_eq!(
+        refused,
+        Err(InvariantViolation::RefusedButChanged {
+            movement: "fulfilment"
+        })
+    );
+}
+
+#[test]
+fn a_count_that_forgets_what_happened_after_its_watermark_is_detected() {
+    let count = MovementKind::Count {
+        location: wh(),
+        on_hand: 7,
+        watermark: 50,
+    };
+    let ignored_journal = check_tampered(count, Ok(applied()), |state| {
+        let stock = state.locations.get_mut(&wh()).unwrap();
+        stock.journal = [(60, 2)].into();
+        stock.on_hand = 7;
+    });
+    assert_eq!(
+        ignored_journal,
+        Err(InvariantViolation::CountMismatch {
+            location: wh(),
+            on_hand: 7,
+            counted: 7,
+            unseen: 2,
+        })
+    );
+}
+
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "invariant violated by receipt")]
+fn applying_to_a_corrupted_state_panics_in_debug_builds() {
+    let mut state = busy_state();
+    state.locations.get_mut(&wh()).unwrap().reserved += 1;
+    let _ = run(
+        &mut state,
+        MovementKind::Receipt {
+            location: wh(),
+            quantity: 1,
+        },
+    );
+}
