@@ -31,7 +31,9 @@ mod proptests;
 pub use atp::{
     Allocation, AllocationPolicy, AtpBreakdown, ChannelStockRule, allocate, channel_atp,
 };
-pub use bundle::{BillOfMaterials, Component, bundle_levels};
+pub use bundle::{
+    BillOfMaterials, BundleExpansion, Component, ComponentLevels, ExpansionBasis, bundle_levels,
+};
 pub use movement::{Movement, MovementKind, SCHEMA_VERSION};
 pub use policy::StockPolicy;
 pub use rules::{Rules, RulesCell};
