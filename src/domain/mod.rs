@@ -11,7 +11,12 @@
 //! - quantities are whole base units (`i64`/`u64`), never floating point;
 //! - `available = on_hand - reserved` for every location, derived, never stored;
 //! - a reservation never has more shipped plus released units than it reserved;
+//! - reserved is never negative and equals the open units of the lines at each location;
+//! - every movement changes on-hand, reserved and in transit by exactly its effect;
 //! - applying the same movement log in the same order always yields the same state.
+//!
+//! [`SkuState::check_invariants`] states them as code; debug builds run it, with the
+//! per-movement effect check, after every transition.
 
 mod atp;
 mod bundle;
@@ -26,14 +31,16 @@ mod proptests;
 pub use atp::{
     Allocation, AllocationPolicy, AtpBreakdown, ChannelStockRule, allocate, channel_atp,
 };
-pub use bundle::{BillOfMaterials, Component, bundle_levels};
+pub use bundle::{
+    BillOfMaterials, BundleExpansion, Component, ComponentLevels, ExpansionBasis, bundle_levels,
+};
 pub use movement::{Movement, MovementKind, SCHEMA_VERSION};
 pub use policy::StockPolicy;
 pub use rules::{Rules, RulesCell};
 pub use state::{
     Applied, ApplyContext, ApplyError, AvailabilityChange, InboundLevel, InboundLine,
-    JOURNAL_LIMIT, LocationLevel, LocationStock, Reservation, RoutingPolicy, SkuState,
-    TransferLine,
+    InvariantViolation, JOURNAL_LIMIT, LocationLevel, LocationStock, Reservation, RoutingPolicy,
+    SkuState, TransferLine,
 };
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,6 @@
-//! Property tests of the SKU state machine against a simple reference model.
+//! Property tests of the SKU state machine against a simple reference model, and of its
+//! invariants under every kind of movement (`SkuState::apply_with` checks each transition
+//! in debug builds and panics on a violation; these tests also call the check directly).
 
 use super::*;
 use proptest::prelude::*;
@@ -132,6 +134,7 @@ proptest! {
             for level in state.levels() {
                 prop_assert_eq!(level.available(), level.on_hand - level.reserved);
             }
+            prop_assert_eq!(state.check_invariants(), Ok(()));
         }
     }
 
@@ -175,6 +178,161 @@ proptest! {
             state.apply(&movement(sale), state.seq + 1).unwrap();
         }
         prop_assert_eq!(state.location(&loc(0)).reserved, quantity as i64);
+    }
+}
+
+/// Any movement of any kind, with small ids so that lines, transfers and purchase orders
+/// are hit again (duplicates, unknown ids, over-shipments and over-receipts included).
+#[derive(Clone, Debug)]
+enum AnyOp {
+    Receipt(usize, u64),
+    Adjust(usize, i64),
+    Count(usize, u64, i64),
+    Inbound(usize, usize, u64),
+    InboundReceipt(usize, u64),
+    Dispatch(usize, usize, usize, u64),
+    TransferReceipt(usize, u64),
+    Sale(usize, Option<usize>, u64),
+    Hold(usize, Option<usize>, u64, Option<i64>),
+    Cancel(usize, Option<u64>),
+    Ship(usize, u64),
+    Return(usize, u64, Option<usize>),
+}
+
+fn any_op() -> impl Strategy<Value = AnyOp> {
+    let location = || 0..3usize;
+    let line = || 0..10usize;
+    prop_oneof![
+        (location(), 1..20u64).prop_map(|(l, q)| AnyOp::Receipt(l, q)),
+        (location(), -10..10i64)
+            .prop_filter("non-zero", |(_, d)| *d != 0)
+            .prop_map(|(l, d)| AnyOp::Adjust(l, d)),
+        (location(), 0..30u64, 0..2_000i64).prop_map(|(l, q, w)| AnyOp::Count(l, q, w)),
+        (0..3usize, location(), 0..10u64).prop_map(|(p, l, q)| AnyOp::Inbound(p, l, q)),
+        (0..4usize, 1..8u64).prop_map(|(p, q)| AnyOp::InboundReceipt(p, q)),
+        (0..4usize, location(), location(), 1..6u64)
+            .prop_map(|(t, f, to, q)| AnyOp::Dispatch(t, f, to, q)),
+        (0..4usize, 1..6u64).prop_map(|(t, q)| AnyOp::TransferReceipt(t, q)),
+        (line(), proptest::option::of(location()), 1..8u64)
+            .prop_map(|(r, l, q)| AnyOp::Sale(r, l, q)),
+        (
+            line(),
+            proptest::option::of(location()),
+            1..8u64,
+            proptest::option::of(0..2_000i64)
+        )
+            .prop_map(|(r, l, q, e)| AnyOp::Hold(r, l, q, e)),
+        (line(), proptest::option::of(1..5u64)).prop_map(|(r, q)| AnyOp::Cancel(r, q)),
+        (line(), 1..6u64).prop_map(|(r, q)| AnyOp::Ship(r, q)),
+        (location(), 1..5u64, proptest::option::of(line()))
+            .prop_map(|(l, q, r)| AnyOp::Return(l, q, r)),
+    ]
+}
+
+fn any_kind(op: &AnyOp) -> MovementKind {
+    let line = |r: &usize| format!("r{r}");
+    let route = || {
+        LOCATIONS
+            .iter()
+            .map(|l| LocationId::from(*l))
+            .collect::<Vec<_>>()
+    };
+    match op {
+        AnyOp::Receipt(l, q) => MovementKind::Receipt {
+            location: loc(*l),
+            quantity: *q,
+        },
+        AnyOp::Adjust(l, d) => MovementKind::Adjustment {
+            location: loc(*l),
+            delta: *d,
+            reason: "found".into(),
+        },
+        AnyOp::Count(l, q, w) => MovementKind::Count {
+            location: loc(*l),
+            on_hand: *q,
+            watermark: *w,
+        },
+        AnyOp::Inbound(p, l, q) => MovementKind::Inbound {
+            purchase_order: format!("po{p}"),
+            location: loc(*l),
+            quantity: *q,
+            expected_at_ms: 5_000,
+        },
+        AnyOp::InboundReceipt(p, q) => MovementKind::InboundReceipt {
+            purchase_order: format!("po{p}"),
+            quantity: *q,
+        },
+        AnyOp::Dispatch(t, f, to, q) => MovementKind::TransferDispatch {
+            transfer: format!("t{t}"),
+            from: loc(*f),
+            to: loc(*to),
+            quantity: *q,
+        },
+        AnyOp::TransferReceipt(t, q) => MovementKind::TransferReceipt {
+            transfer: format!("t{t}"),
+            quantity: *q,
+        },
+        AnyOp::Sale(r, l, q) => MovementKind::Sale {
+            reservation: line(r),
+            quantity: *q,
+            location: l.map(loc),
+            route: route(),
+        },
+        AnyOp::Hold(r, l, q, e) => MovementKind::Reservation {
+            reservation: line(r),
+            quantity: *q,
+            location: l.map(loc),
+            route: route(),
+            expires_at_ms: *e,
+        },
+        AnyOp::Cancel(r, q) => MovementKind::Cancellation {
+            reservation: line(r),
+            quantity: *q,
+            reason: None,
+        },
+        AnyOp::Ship(r, q) => MovementKind::Fulfilment {
+            reservation: line(r),
+            quantity: *q,
+        },
+        AnyOp::Return(l, q, r) => MovementKind::Return {
+            location: loc(*l),
+            quantity: *q,
+            reservation: r.as_ref().map(line),
+        },
+    }
+}
+
+proptest! {
+    #[test]
+    fn every_transition_keeps_the_invariants(
+        ops in proptest::collection::vec((any_op(), 0..400i64), 1..120),
+        backorder_at_c in any::<bool>(),
+        most_stock in any::<bool>(),
+        max_split_locations in 1..4usize,
+        retention_ms in prop_oneof![Just(i64::MAX), 0..3_000i64],
+    ) {
+        let backorders: std::collections::BTreeSet<LocationId> =
+            if backorder_at_c { [loc(2)].into() } else { Default::default() };
+        let context = ApplyContext {
+            backorder_locations: &backorders,
+            routing: if most_stock { RoutingPolicy::MostStock } else { RoutingPolicy::Priority },
+            max_split_locations,
+            closed_line_retention_ms: retention_ms,
+            ..ApplyContext::strict()
+        };
+        let mut state = SkuState::new("SKU-P".into());
+        let mut now_ms = 0;
+        for (op, step_ms) in ops {
+            now_ms += step_ms;
+            let movement = Movement { occurred_at_ms: Some(now_ms), ..movement(any_kind(&op)) };
+            let before = state.clone();
+            // In debug builds `apply_with` itself checks the transition and panics.
+            let result = state.apply_with(&movement, state.seq + 1, &context);
+            if result.is_err() {
+                prop_assert_eq!(&state, &before, "a refused {:?} changed the state", op);
+            }
+            prop_assert_eq!(state.check_invariants(), Ok(()), "after {:?}", op);
+        }
     }
 }
 

@@ -1,6 +1,9 @@
-//! Bundle and kit movements: a movement of a bundle SKU is expanded into movements of its
-//! leaf components, and the expansion is recorded so that later cancellations, shipments
-//! and returns act on what was sold, even if the bill of materials changed since.
+//! Bundle and kit movements: the orchestration around the expansion that
+//! [`crate::domain::BundleExpansion`] computes (the bill-of-materials maths lives in
+//! `domain::bundle`; this module records expansions, submits the component movements and
+//! combines their acknowledgements). The expansion is recorded so that later
+//! cancellations, shipments and returns act on what was sold, even if the bill of
+//! materials changed since.
 //!
 //! - A sale (channel order line) of `n` bundles becomes a sale of `n × quantity` of every
 //!   component, each with the bundle line's reservation id; it always applies.
@@ -16,33 +19,12 @@
 //! `bundle:{sku}:{reservation}` and is written in a group commit before the components move.
 
 use super::{Ack, Ledger, LedgerError, PendingAck};
-use crate::domain::{ApplyError, Component, Movement, MovementKind};
+use crate::domain::{ApplyError, BundleExpansion, ExpansionBasis, Movement, MovementKind};
 use crate::store::ReservationRecord;
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-
-/// What one bundle line was expanded into.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Expansion {
-    /// Bundles sold or held on the line.
-    quantity: u64,
-    /// Leaf components as (SKU, units per bundle).
-    components: Vec<(String, u64)>,
-}
 
 fn record_id(movement: &Movement, reservation: &str) -> String {
     format!("bundle:{}:{reservation}", movement.sku)
-}
-
-fn component_movement(bundle: &Movement, component: &str, kind: MovementKind) -> Movement {
-    Movement {
-        schema_version: bundle.schema_version,
-        sku: component.into(),
-        idempotency_key: format!("{}#{component}", bundle.idempotency_key),
-        source: bundle.source.clone(),
-        occurred_at_ms: bundle.occurred_at_ms,
-        kind,
-    }
 }
 
 /// Combines the acknowledgements of a bundle's component movements.
@@ -81,12 +63,11 @@ impl Ledger {
         request.lines = request
             .lines
             .into_iter()
-            .flat_map(|line| match bom.components(&line.sku) {
+            .flat_map(|line| match bom.component_units(&line.sku, line.quantity) {
                 Some(components) => components
-                    .iter()
-                    .map(|component| super::ReservationLine {
-                        sku: component.sku.clone(),
-                        quantity: line.quantity.saturating_mul(component.quantity),
+                    .map(|(sku, quantity)| super::ReservationLine {
+                        sku: sku.clone(),
+                        quantity,
                         location: line.location.clone(),
                         route: line.route.clone(),
                     })
@@ -171,166 +152,62 @@ impl Ledger {
         movement
             .validate()
             .map_err(|problems| LedgerError::Rejected(ApplyError::Invalid(problems.join("; "))))?;
-        match movement.kind.clone() {
-            MovementKind::Sale {
+        let basis = ExpansionBasis::of(&movement).map_err(LedgerError::Rejected)?;
+        let expansion = match basis {
+            ExpansionBasis::Record {
                 reservation,
                 quantity,
-                location,
-                route,
             } => {
                 let expansion = self.expand_now(&movement, quantity);
-                self.record_expansion(&movement, &reservation, &expansion)
+                self.record_expansion(&movement, reservation, &expansion)
                     .await?;
-                let pending: Vec<_> = expansion
-                    .components
-                    .iter()
-                    .map(|(sku, per)| {
-                        self.submit(component_movement(
-                            &movement,
-                            sku,
-                            MovementKind::Sale {
-                                reservation: reservation.clone(),
-                                quantity: quantity * per,
-                                location: location.clone(),
-                                route: route.clone(),
-                            },
-                        ))
-                    })
-                    .collect();
-                combine(futures::future::join_all(pending).await)
+                expansion
             }
-            MovementKind::Reservation {
-                reservation,
-                quantity,
-                location,
-                route,
-                expires_at_ms,
-            } => {
-                let expansion = self.expand_now(&movement, quantity);
-                self.record_expansion(&movement, &reservation, &expansion)
-                    .await?;
-                let pending: Vec<_> = expansion
-                    .components
-                    .iter()
-                    .map(|(sku, per)| {
-                        self.submit(component_movement(
-                            &movement,
-                            sku,
-                            MovementKind::Reservation {
-                                reservation: reservation.clone(),
-                                quantity: quantity * per,
-                                location: location.clone(),
-                                route: route.clone(),
-                                expires_at_ms,
-                            },
-                        ))
-                    })
-                    .collect();
-                let acks = futures::future::join_all(pending).await;
-                let refused = acks.iter().find_map(|ack| match ack {
-                    Err(LedgerError::Rejected(error)) => Some(error.clone()),
-                    _ => None,
-                });
-                if let Some(error) = refused {
-                    // All or nothing: release the components that were held.
-                    let held: Vec<_> = expansion
-                        .components
-                        .iter()
-                        .zip(&acks)
-                        .filter(|(_, ack)| ack.is_ok())
-                        .map(|((sku, _), _)| {
-                            let compensation = Movement {
-                                idempotency_key: format!("{}:compensate", movement.idempotency_key),
-                                ..movement.clone()
-                            };
-                            self.submit(component_movement(
-                                &compensation,
-                                sku,
-                                MovementKind::Cancellation {
-                                    reservation: reservation.clone(),
-                                    quantity: None,
-                                    reason: Some("compensation".to_owned()),
-                                },
-                            ))
-                        })
-                        .collect();
-                    combine(futures::future::join_all(held).await)?;
-                    return Err(LedgerError::Rejected(error));
-                }
-                combine(acks)
+            ExpansionBasis::Recorded { reservation } => {
+                self.recorded(&movement, reservation).await?
             }
-            MovementKind::Cancellation {
-                reservation,
-                quantity,
-                reason,
-            } => {
-                let expansion = self.recorded(&movement, &reservation).await?;
-                self.submit_components(&movement, &expansion, |per| MovementKind::Cancellation {
-                    reservation: reservation.clone(),
-                    quantity: quantity.map(|q| q * per),
-                    reason: reason.clone(),
-                })
-                .await
-            }
-            MovementKind::Fulfilment {
-                reservation,
-                quantity,
-            } => {
-                let expansion = self.recorded(&movement, &reservation).await?;
-                self.submit_components(&movement, &expansion, |per| MovementKind::Fulfilment {
-                    reservation: reservation.clone(),
-                    quantity: quantity * per,
-                })
-                .await
-            }
-            MovementKind::Return {
-                location,
-                quantity,
-                reservation,
-            } => {
-                let expansion = match &reservation {
-                    Some(line) => self.recorded(&movement, line).await?,
-                    None => self.expand_now(&movement, quantity),
-                };
-                self.submit_components(&movement, &expansion, |per| MovementKind::Return {
-                    location: location.clone(),
-                    quantity: quantity * per,
-                    reservation: reservation.clone(),
-                })
-                .await
-            }
-            other => Err(LedgerError::Rejected(ApplyError::Invalid(format!(
-                "{} is a bundle and holds no stock of its own: a {} must name its components",
-                movement.sku,
-                other.name()
-            )))),
-        }
-    }
-
-    async fn submit_components(
-        &self,
-        movement: &Movement,
-        expansion: &Expansion,
-        kind: impl Fn(u64) -> MovementKind,
-    ) -> Result<Ack, LedgerError> {
-        let pending: Vec<_> = expansion
-            .components
-            .iter()
-            .map(|(sku, per)| self.submit(component_movement(movement, sku, kind(*per))))
+            ExpansionBasis::Current { quantity } => self.expand_now(&movement, quantity),
+        };
+        let components = expansion
+            .component_movements(&movement)
+            .map_err(LedgerError::Rejected)?;
+        let skus: Vec<_> = components.iter().map(|c| c.sku.clone()).collect();
+        let pending: Vec<_> = components
+            .into_iter()
+            .map(|component| self.submit(component))
             .collect();
-        combine(futures::future::join_all(pending).await)
+        let acks = futures::future::join_all(pending).await;
+        let MovementKind::Reservation { reservation, .. } = &movement.kind else {
+            return combine(acks);
+        };
+        let refused = acks.iter().find_map(|ack| match ack {
+            Err(LedgerError::Rejected(error)) => Some(error.clone()),
+            _ => None,
+        });
+        if let Some(error) = refused {
+            // All or nothing: release the components that were held.
+            let held: Vec<_> = skus
+                .iter()
+                .zip(&acks)
+                .filter(|(_, ack)| ack.is_ok())
+                .map(|(sku, _)| {
+                    self.submit(BundleExpansion::compensation(&movement, reservation, sku))
+                })
+                .collect();
+            combine(futures::future::join_all(held).await)?;
+            return Err(LedgerError::Rejected(error));
+        }
+        combine(acks)
     }
 
-    fn expand_now(&self, movement: &Movement, quantity: u64) -> Expansion {
-        let rules = self.shared.options.rules.get();
-        let components: &[Component] = rules.bom.components(&movement.sku).unwrap_or_default();
-        Expansion {
-            quantity,
-            components: components
-                .iter()
-                .map(|component| (component.sku.to_string(), component.quantity))
-                .collect(),
-        }
+    /// The expansion of `quantity` bundles by the bill of materials in force now.
+    fn expand_now(&self, movement: &Movement, quantity: u64) -> BundleExpansion {
+        self.shared
+            .options
+            .rules
+            .get()
+            .bom
+            .expand(&movement.sku, quantity)
     }
 
     /// The recorded expansion of a bundle line, or the current bill of materials.
@@ -338,7 +215,7 @@ impl Ledger {
         &self,
         movement: &Movement,
         reservation: &str,
-    ) -> Result<Expansion, LedgerError> {
+    ) -> Result<BundleExpansion, LedgerError> {
         let record = self
             .shared
             .store
@@ -357,7 +234,7 @@ impl Ledger {
         &self,
         movement: &Movement,
         reservation: &str,
-        expansion: &Expansion,
+        expansion: &BundleExpansion,
     ) -> Result<(), LedgerError> {
         let (reply, receiver) = oneshot::channel();
         let mut request =

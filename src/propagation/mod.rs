@@ -250,64 +250,11 @@ pub struct Propagation {
     /// The stock rules in force: every channel's ATP rule with the per-SKU overrides (ring
     /// fences need all channels) and the bills of materials; replaceable at runtime.
     rules: Arc<crate::domain::RulesCell>,
-    /// Bundles: their levels are derived from their components' (see [`Self::publish`]).
-    bundles: Arc<BundleLevels>,
+    /// Bundles: the newest levels of their components, from which `domain` derives theirs
+    /// (see [`Self::publish`]).
+    bundles: Arc<std::sync::Mutex<crate::domain::ComponentLevels>>,
     /// Wall time for time-boxed allocation rules.
     clock: crate::clock::SharedClock,
-}
-
-/// The newest levels of every bundle component, so a change of one component can recompute
-/// every bundle that contains it. Bounded by the number of component SKUs.
-#[derive(Debug, Default)]
-struct BundleLevels {
-    components: std::sync::Mutex<std::collections::HashMap<crate::domain::Sku, AvailabilityChange>>,
-}
-
-impl BundleLevels {
-    /// The bundle changes implied by `changes` (each affected bundle once, newest levels).
-    fn derive(
-        &self,
-        bom: &crate::domain::BillOfMaterials,
-        changes: &[AvailabilityChange],
-    ) -> Vec<AvailabilityChange> {
-        if bom.is_empty() {
-            return Vec::new();
-        }
-        let mut cache = self.components.lock().unwrap_or_else(|p| p.into_inner());
-        let mut affected = std::collections::BTreeMap::new();
-        for change in changes {
-            let bundles: Vec<&crate::domain::Sku> = bom.bundles_containing(&change.sku).collect();
-            if bundles.is_empty() {
-                continue;
-            }
-            cache.insert(change.sku.clone(), change.clone());
-            for bundle in bundles {
-                let seq = affected.entry(bundle.clone()).or_insert(0);
-                *seq = (*seq).max(change.seq);
-            }
-        }
-        affected
-            .into_iter()
-            .filter_map(|(bundle, seq)| {
-                let components = bom.components(&bundle)?;
-                let empty = Vec::new();
-                let inputs: Vec<(&crate::domain::Component, &[crate::domain::LocationLevel])> =
-                    components
-                        .iter()
-                        .map(|component| {
-                            let levels = cache.get(&component.sku).map_or(&empty, |c| &c.locations);
-                            (component, levels.as_slice())
-                        })
-                        .collect();
-                Some(AvailabilityChange {
-                    locations: crate::domain::bundle_levels(&inputs),
-                    sku: bundle,
-                    seq,
-                    inbound: Vec::new(),
-                })
-            })
-            .collect()
-    }
 }
 
 impl std::fmt::Debug for Propagation {
@@ -679,7 +626,14 @@ impl AvailabilitySink for Propagation {
         let now = tokio::time::Instant::now();
         let now_ms = self.clock.now_ms();
         let rules = self.rules.get();
-        let bundle_changes = self.bundles.derive(&rules.bom, changes);
+        let bundle_changes = if rules.bom.is_empty() {
+            Vec::new()
+        } else {
+            self.bundles
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .derive(&rules.bom, changes)
+        };
         let changes: Vec<&AvailabilityChange> = changes.iter().chain(&bundle_changes).collect();
         let allocations: Vec<Vec<AtpBreakdown>> = changes
             .iter()

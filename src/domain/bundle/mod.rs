@@ -1,12 +1,24 @@
-//! Bundles and kits: a SKU made of component SKUs per a bill of materials (BOM).
+//! Bundles and kits: a SKU made of component SKUs per a bill of materials (BOM). This module
+//! owns all bill-of-materials maths; the ledger and propagation only call it.
 //!
-//! Kits may nest (a kit of kits); [`BillOfMaterials::new`] flattens every bundle to its leaf
-//! components with multiplied quantities and rejects cycles. A bundle's levels are derived
-//! from its components per metric first — available, on-hand, in transit, inbound, each
-//! divided by the component quantity and rounded down — and only then is the minimum taken
-//! (DESIGN.md §2), never by subtracting aggregated minima.
+//! - Here: [`BillOfMaterials`] — kits may nest (a kit of kits); [`BillOfMaterials::new`]
+//!   flattens every bundle to its leaf components with multiplied quantities, rejects
+//!   cycles, and keeps the reverse index component → bundles containing it.
+//! - `expansion`: a bundle movement (sale, hold, cancellation, shipment, return) expanded
+//!   into component movements, and what is recorded of a bundle line ([`BundleExpansion`]).
+//! - `levels`: bundle ATP — a bundle's levels derived from its components' per metric first,
+//!   only then the minimum (DESIGN.md §2) — and [`ComponentLevels`], the newest component
+//!   levels from which every affected bundle is recomputed.
+//!
+//! May depend on: the rest of `domain` (movements, levels), nothing else in the crate.
 
-use super::{LocationId, LocationLevel, Sku};
+mod expansion;
+mod levels;
+
+pub use expansion::{BundleExpansion, ExpansionBasis};
+pub use levels::{ComponentLevels, bundle_levels};
+
+use super::Sku;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// One component line of a bundle.
@@ -133,47 +145,6 @@ fn flatten(
     Ok(())
 }
 
-/// A bundle's levels per location from its components' levels: for each metric, each
-/// component's figure divided by its quantity (rounded down, negatives as 0), then the
-/// minimum over components. `reserved` is derived as on-hand − available so that the
-/// bundle's available is exactly the per-metric minimum. A component without levels at a
-/// location counts as 0 there.
-pub fn bundle_levels(components: &[(&Component, &[LocationLevel])]) -> Vec<LocationLevel> {
-    let locations: BTreeSet<&LocationId> = components
-        .iter()
-        .flat_map(|(_, levels)| levels.iter().map(|level| &level.location))
-        .collect();
-    locations
-        .into_iter()
-        .map(|location| {
-            let per = |metric: fn(&LocationLevel) -> i64| {
-                components
-                    .iter()
-                    .map(|(component, levels)| {
-                        let figure = levels
-                            .iter()
-                            .find(|level| &level.location == location)
-                            .map(metric)
-                            .unwrap_or(0)
-                            .max(0);
-                        figure / i64::try_from(component.quantity.max(1)).unwrap_or(i64::MAX)
-                    })
-                    .min()
-                    .unwrap_or(0)
-            };
-            let on_hand = per(|level| level.on_hand);
-            let available = per(LocationLevel::available);
-            LocationLevel {
-                location: location.clone(),
-                on_hand,
-                reserved: on_hand - available,
-                in_transit: per(|level| level.in_transit),
-                inbound: per(|level| level.inbound),
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,16 +165,6 @@ mod tests {
                 )
             })
             .collect()
-    }
-
-    fn level(location: &str, on_hand: i64, reserved: i64) -> LocationLevel {
-        LocationLevel {
-            location: location.into(),
-            on_hand,
-            reserved,
-            in_transit: 0,
-            inbound: 0,
-        }
     }
 
     #[test]
@@ -234,44 +195,5 @@ mod tests {
             problems.iter().any(|p| p.contains("A -> B -> A")),
             "{problems:?}"
         );
-    }
-
-    #[test]
-    fn bundle_availability_is_taken_per_metric_before_the_minimum() {
-        // Component X: 10 on hand, 8 reserved → 2 available; Y: 3 on hand, 0 reserved.
-        // Per metric: available min(2/1, 3/1) = 2; on-hand min(10, 3) = 3. Subtracting
-        // aggregated minima (min on-hand 3 − min reserved 0) would wrongly give 3.
-        let x = Component {
-            sku: "X".into(),
-            quantity: 1,
-        };
-        let y = Component {
-            sku: "Y".into(),
-            quantity: 1,
-        };
-        let levels = bundle_levels(&[(&x, &[level("W", 10, 8)]), (&y, &[level("W", 3, 0)])]);
-        assert_eq!(levels[0].available(), 2);
-        assert_eq!(levels[0].on_hand, 3);
-    }
-
-    #[test]
-    fn a_kit_needing_two_of_a_component_rounds_down_and_ignores_negative_components() {
-        let x = Component {
-            sku: "X".into(),
-            quantity: 2,
-        };
-        let y = Component {
-            sku: "Y".into(),
-            quantity: 1,
-        };
-        let levels = bundle_levels(&[
-            (&x, &[level("W", 5, 0), level("V", 9, 0)]),
-            (&y, &[level("W", -3, 0), level("V", 7, 0)]),
-        ]);
-        let by_location: Vec<(&str, i64)> = levels
-            .iter()
-            .map(|l| (l.location.as_str(), l.available()))
-            .collect();
-        assert_eq!(by_location, vec![("V", 4), ("W", 0)]);
     }
 }

@@ -1,0 +1,376 @@
+//! Expanding a bundle movement into movements of its leaf components.
+//!
+//! - A sale or hold of `n` bundles becomes a sale or hold of `n × units` of every component,
+//!   under the bundle line's reservation id. The expansion is recorded (its JSON is what
+//!   the ledger stores), so that later movements of the line act on what was sold even if
+//!   the bill of materials changed since.
+//! - A cancellation, shipment or return of a bundle line acts on the recorded expansion; a
+//!   return that names no line expands by the current bill of materials.
+//! - Receipts, adjustments, counts, inbound and transfers of a bundle are refused: a bundle
+//!   holds no stock of its own; move its components.
+//!
+//! The all-or-nothing protocol for holds (release what was held when one component does not
+//! fit) is the ledger's; the compensating movement it sends is derived here.
+
+use super::BillOfMaterials;
+use crate::domain::{ApplyError, Movement, MovementKind, Sku};
+use serde::{Deserialize, Serialize};
+
+/// What one bundle line was expanded into, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleExpansion {
+    /// Bundles sold or held on the line.
+    pub quantity: u64,
+    /// Leaf components as (SKU, units per bundle).
+    pub components: Vec<(String, u64)>,
+}
+
+/// Where the expansion a bundle movement acts on comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpansionBasis<'a> {
+    /// A sale or hold: expand `quantity` bundles by the current bill of materials and
+    /// record the expansion under `reservation` before any component moves.
+    Record {
+        /// The bundle line.
+        reservation: &'a str,
+        /// Bundles sold or held.
+        quantity: u64,
+    },
+    /// A cancellation, shipment or return of a line: act on the expansion recorded for
+    /// `reservation` (the current bill of materials if none was recorded, e.g. a
+    /// cancellation that arrives before its sale).
+    Recorded {
+        /// The bundle line.
+        reservation: &'a str,
+    },
+    /// A return that names no line: expand `quantity` bundles by the current bill of
+    /// materials, recording nothing.
+    Current {
+        /// Bundles returned.
+        quantity: u64,
+    },
+}
+
+/// Units of a component for `bundles` bundles at `per_bundle` units each (saturating: more
+/// than `u64::MAX` units is not physical).
+fn units(bundles: u64, per_bundle: u64) -> u64 {
+    bundles.saturating_mul(per_bundle)
+}
+
+impl BillOfMaterials {
+    /// The units of every leaf component that `bundles` of `bundle` take, in component
+    /// order; `None` if `bundle` is no bundle.
+    pub fn component_units<'a>(
+        &'a self,
+        bundle: &Sku,
+        bundles: u64,
+    ) -> Option<impl Iterator<Item = (&'a Sku, u64)> + use<'a>> {
+        let components = self.components(bundle)?;
+        Some(
+            components
+                .iter()
+                .map(move |component| (&component.sku, units(bundles, component.quantity))),
+        )
+    }
+
+    /// The expansion of `quantity` bundles of `bundle` by the current bill of materials (no
+    /// components if `bundle` is no bundle).
+    pub fn expand(&self, bundle: &Sku, quantity: u64) -> BundleExpansion {
+        BundleExpansion {
+            quantity,
+            components: self
+                .components(bundle)
+                .unwrap_or_default()
+                .iter()
+                .map(|component| (component.sku.to_string(), component.quantity))
+                .collect(),
+        }
+    }
+}
+
+impl ExpansionBasis<'_> {
+    /// The basis of `movement` (a movement of a bundle SKU), or the refusal for a kind a
+    /// bundle cannot take.
+    pub fn of(movement: &Movement) -> Result<ExpansionBasis<'_>, ApplyError> {
+        match &movement.kind {
+            MovementKind::Sale {
+                reservation,
+                quantity,
+                ..
+            }
+            | MovementKind::Reservation {
+                reservation,
+                quantity,
+                ..
+            } => Ok(ExpansionBasis::Record {
+                reservation,
+                quantity: *quantity,
+            }),
+            MovementKind::Cancellation { reservation, .. }
+            | MovementKind::Fulfilment { reservation, .. }
+            | MovementKind::Return {
+                reservation: Some(reservation),
+                ..
+            } => Ok(ExpansionBasis::Recorded { reservation }),
+            MovementKind::Return {
+                reservation: None,
+                quantity,
+                ..
+            } => Ok(ExpansionBasis::Current {
+                quantity: *quantity,
+            }),
+            other => Err(ApplyError::Invalid(format!(
+                "{} is a bundle and holds no stock of its own: a {} must name its components",
+                movement.sku,
+                other.name()
+            ))),
+        }
+    }
+}
+
+impl BundleExpansion {
+    /// One movement per component for `bundle` (a sale, hold, cancellation, shipment or
+    /// return of a bundle SKU), in component order: the same kind, line, location and route,
+    /// `units per bundle ×` the bundle's quantity, and the idempotency key
+    /// `{bundle key}#{component}` so that each is deduplicated on its own.
+    ///
+    /// Errors: the refusal for a kind a bundle cannot take (see [`ExpansionBasis::of`]).
+    pub fn component_movements(&self, bundle: &Movement) -> Result<Vec<Movement>, ApplyError> {
+        ExpansionBasis::of(bundle)?;
+        Ok(self
+            .components
+            .iter()
+            .map(|(sku, per)| component_movement(bundle, sku, scale(&bundle.kind, *per)))
+            .collect())
+    }
+
+    /// The release of a component held for the hold `bundle` when another component did
+    /// not fit (all or nothing), keyed `{bundle key}:compensate#{component}`.
+    pub fn compensation(bundle: &Movement, reservation: &str, component: &Sku) -> Movement {
+        let compensation = Movement {
+            idempotency_key: format!("{}:compensate", bundle.idempotency_key),
+            ..bundle.clone()
+        };
+        component_movement(
+            &compensation,
+            component.as_str(),
+            MovementKind::Cancellation {
+                reservation: reservation.to_owned(),
+                quantity: None,
+                reason: Some("compensation".to_owned()),
+            },
+        )
+    }
+}
+
+/// `kind` for one component at `per` units per bundle (a kind with no quantity to scale is
+/// returned as is; [`ExpansionBasis::of`] refuses those first).
+fn scale(kind: &MovementKind, per: u64) -> MovementKind {
+    let mut kind = kind.clone();
+    match &mut kind {
+        MovementKind::Sale { quantity, .. }
+        | MovementKind::Reservation { quantity, .. }
+        | MovementKind::Fulfilment { quantity, .. }
+        | MovementKind::Return { quantity, .. } => *quantity = units(*quantity, per),
+        MovementKind::Cancellation { quantity, .. } => {
+            *quantity = quantity.map(|quantity| units(quantity, per));
+        }
+        _ => {}
+    }
+    kind
+}
+
+fn component_movement(bundle: &Movement, component: &str, kind: MovementKind) -> Movement {
+    Movement {
+        schema_version: bundle.schema_version,
+        sku: component.into(),
+        idempotency_key: format!("{}#{component}", bundle.idempotency_key),
+        source: bundle.source.clone(),
+        occurred_at_ms: bundle.occurred_at_ms,
+        kind,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Component, SCHEMA_VERSION};
+    use std::collections::BTreeMap;
+
+    fn gift_box() -> BillOfMaterials {
+        let mut direct = BTreeMap::new();
+        direct.insert(
+            Sku::from("GIFT-BOX"),
+            vec![
+                Component {
+                    sku: "MUG".into(),
+                    quantity: 2,
+                },
+                Component {
+                    sku: "CARD".into(),
+                    quantity: 1,
+                },
+            ],
+        );
+        BillOfMaterials::new(&direct).unwrap()
+    }
+
+    fn bundle_movement(kind: MovementKind) -> Movement {
+        Movement {
+            schema_version: SCHEMA_VERSION,
+            sku: "GIFT-BOX".into(),
+            idempotency_key: "shop:o1:l1".into(),
+            source: "shop".into(),
+            occurred_at_ms: Some(42),
+            kind,
+        }
+    }
+
+    #[test]
+    fn a_sale_of_bundles_becomes_a_sale_of_each_component_times_its_units() {
+        let bom = gift_box();
+        let sale = bundle_movement(MovementKind::Sale {
+            reservation: "o1:l1".into(),
+            quantity: 3,
+            location: Some("WH-1".into()),
+            route: vec![],
+        });
+        assert_eq!(
+            ExpansionBasis::of(&sale),
+            Ok(ExpansionBasis::Record {
+                reservation: "o1:l1",
+                quantity: 3
+            })
+        );
+        let expansion = bom.expand(&sale.sku, 3);
+        assert_eq!(
+            expansion,
+            BundleExpansion {
+                quantity: 3,
+                components: vec![("CARD".into(), 1), ("MUG".into(), 2)],
+            }
+        );
+        let components = expansion.component_movements(&sale).unwrap();
+        let summary: Vec<(&str, &str, u64)> = components
+            .iter()
+            .map(|m| match &m.kind {
+                MovementKind::Sale { quantity, .. } => {
+                    (m.sku.as_str(), m.idempotency_key.as_str(), *quantity)
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![("CARD", "shop:o1:l1#CARD", 3), ("MUG", "shop:o1:l1#MUG", 6)]
+        );
+        assert!(
+            components
+                .iter()
+                .all(|m| m.occurred_at_ms == Some(42) && m.source == "shop")
+        );
+        // The same maths for reservation requests.
+        let units: Vec<(&Sku, u64)> = bom
+            .component_units(&"GIFT-BOX".into(), 3)
+            .unwrap()
+            .collect();
+        assert_eq!(units, vec![(&"CARD".into(), 3), (&"MUG".into(), 6)]);
+        assert!(bom.component_units(&"MUG".into(), 1).is_none());
+    }
+
+    #[test]
+    fn later_movements_of_a_line_act_on_the_recorded_expansion() {
+        // Recorded when the BOM said one mug per box; the BOM has changed since.
+        let recorded = BundleExpansion {
+            quantity: 4,
+            components: vec![("MUG".into(), 1)],
+        };
+        let cancel = bundle_movement(MovementKind::Cancellation {
+            reservation: "o1:l1".into(),
+            quantity: Some(2),
+            reason: None,
+        });
+        assert_eq!(
+            ExpansionBasis::of(&cancel),
+            Ok(ExpansionBasis::Recorded {
+                reservation: "o1:l1"
+            })
+        );
+        let movements = recorded.component_movements(&cancel).unwrap();
+        assert_eq!(movements.len(), 1);
+        assert!(matches!(
+            &movements[0].kind,
+            MovementKind::Cancellation {
+                quantity: Some(2),
+                ..
+            }
+        ));
+        let full_cancel = bundle_movement(MovementKind::Cancellation {
+            reservation: "o1:l1".into(),
+            quantity: None,
+            reason: None,
+        });
+        assert!(matches!(
+            &recorded.component_movements(&full_cancel).unwrap()[0].kind,
+            MovementKind::Cancellation { quantity: None, .. }
+        ));
+        let unnamed_return = bundle_movement(MovementKind::Return {
+            location: "WH-1".into(),
+            quantity: 2,
+            reservation: None,
+        });
+        assert_eq!(
+            ExpansionBasis::of(&unnamed_return),
+            Ok(ExpansionBasis::Current { quantity: 2 })
+        );
+    }
+
+    #[test]
+    fn stock_movements_of_a_bundle_are_refused() {
+        let receipt = bundle_movement(MovementKind::Receipt {
+            location: "WH-1".into(),
+            quantity: 1,
+        });
+        let refusal = ApplyError::Invalid(
+            "GIFT-BOX is a bundle and holds no stock of its own: a receipt must name its components"
+                .into(),
+        );
+        assert_eq!(ExpansionBasis::of(&receipt), Err(refusal.clone()));
+        assert_eq!(
+            gift_box()
+                .expand(&receipt.sku, 1)
+                .component_movements(&receipt),
+            Err(refusal)
+        );
+    }
+
+    #[test]
+    fn a_compensation_releases_the_whole_component_line() {
+        let hold = bundle_movement(MovementKind::Reservation {
+            reservation: "h1".into(),
+            quantity: 1,
+            location: None,
+            route: vec!["WH-1".into()],
+            expires_at_ms: None,
+        });
+        let release = BundleExpansion::compensation(&hold, "h1", &"MUG".into());
+        assert_eq!(release.idempotency_key, "shop:o1:l1:compensate#MUG");
+        assert_eq!(release.sku, Sku::from("MUG"));
+        assert_eq!(
+            release.kind,
+            MovementKind::Cancellation {
+                reservation: "h1".into(),
+                quantity: None,
+                reason: Some("compensation".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn the_recorded_expansion_keeps_its_stored_json_shape() {
+        let json = r#"{"quantity":2,"components":[["CARD",1],["MUG",2]]}"#;
+        let expansion: BundleExpansion = serde_json::from_str(json).unwrap();
+        assert_eq!(expansion.components[1], ("MUG".into(), 2));
+        assert_eq!(serde_json::to_string(&expansion).unwrap(), json);
+    }
+}

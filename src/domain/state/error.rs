@@ -1,0 +1,203 @@
+//! Why a movement is refused ([`ApplyError`]) and what a broken invariant looks like
+//! ([`InvariantViolation`]).
+
+use crate::domain::{LocationId, Sku};
+
+/// Why a movement was refused. Refused movements are not recorded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// A hold asked for more than is available at every candidate location.
+    #[error(
+        "insufficient stock for reservation {reservation}: requested {requested}, best location has {available} available"
+    )]
+    InsufficientStock {
+        /// The reservation id.
+        reservation: String,
+        /// Units requested.
+        requested: u64,
+        /// The most available units at any candidate location.
+        available: i64,
+    },
+    /// A fulfilment or cancellation named a reservation that is not open.
+    #[error("reservation {reservation} is not open")]
+    UnknownReservation {
+        /// The reservation id.
+        reservation: String,
+    },
+    /// More units shipped than are still reserved on the line.
+    #[error("reservation {reservation} has {open} open units, cannot ship {requested}")]
+    OverFulfilment {
+        /// The reservation id.
+        reservation: String,
+        /// Units still open on it.
+        open: u64,
+        /// Units the fulfilment asked to ship.
+        requested: u64,
+    },
+    /// A transfer receipt named a transfer that was never dispatched.
+    #[error("transfer {transfer} is not known")]
+    UnknownTransfer {
+        /// The transfer id.
+        transfer: String,
+    },
+    /// More units received than are still in transit on the transfer.
+    #[error("transfer {transfer} has {in_transit} units in transit, cannot receive {requested}")]
+    OverReceipt {
+        /// The transfer id.
+        transfer: String,
+        /// Units still in transit on it.
+        in_transit: u64,
+        /// Units the receipt named.
+        requested: u64,
+    },
+    /// A receipt against a purchase-order line that is not open.
+    #[error("purchase order line {purchase_order} is not open")]
+    UnknownPurchaseOrder {
+        /// The purchase-order line id.
+        purchase_order: String,
+    },
+    /// The transfer id was already used for another dispatch.
+    #[error("transfer {transfer} was already dispatched")]
+    DuplicateTransfer {
+        /// The transfer id.
+        transfer: String,
+    },
+    /// The movement itself is malformed (see [`Movement::validate`]).
+    #[error("invalid movement: {0}")]
+    Invalid(String),
+    /// A movement for another SKU was sent to this state.
+    #[error("movement for {got} applied to {expected}")]
+    WrongSku {
+        /// This state's SKU.
+        expected: Sku,
+        /// The movement's SKU.
+        got: Sku,
+    },
+}
+
+/// A broken invariant of a SKU's state or of one transition (see
+/// [`SkuState::check_invariants`](super::SkuState::check_invariants)). Finding one means a
+/// bug in the state machine or a corrupted snapshot, never bad input: input problems are
+/// [`ApplyError`]s.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvariantViolation {
+    /// A location has fewer than zero units reserved.
+    #[error("reserved at {location} is negative: {reserved}")]
+    NegativeReserved {
+        /// The location.
+        location: LocationId,
+        /// Its reserved units.
+        reserved: i64,
+    },
+    /// A location has fewer than zero units in transit to it.
+    #[error("in transit to {location} is negative: {in_transit}")]
+    NegativeInTransit {
+        /// The location.
+        location: LocationId,
+        /// Its units in transit.
+        in_transit: i64,
+    },
+    /// A location's reserved units differ from the open units of the lines held there.
+    #[error("reserved at {location} is {reserved} but its open lines hold {open}")]
+    ReservedMismatch {
+        /// The location.
+        location: LocationId,
+        /// Its reserved units.
+        reserved: i64,
+        /// The open units of the reservation lines at it.
+        open: i128,
+    },
+    /// A line has more units shipped plus released than it reserved.
+    #[error(
+        "reservation {reservation} has {fulfilled} shipped and {released} released of {quantity}"
+    )]
+    OverclosedLine {
+        /// The reservation id.
+        reservation: String,
+        /// Units reserved on the line.
+        quantity: u64,
+        /// Units shipped.
+        fulfilled: u64,
+        /// Units released.
+        released: u64,
+    },
+    /// A line marked closed still has open units.
+    #[error("reservation {reservation} is marked closed with {open} open units")]
+    ClosedLineOpen {
+        /// The reservation id.
+        reservation: String,
+        /// Its open units.
+        open: u64,
+    },
+    /// An id is both a known line and waiting as a cancellation that came first.
+    #[error("reservation {reservation} is both open and cancelled in advance")]
+    CancelledInAdvanceAndKnown {
+        /// The reservation id.
+        reservation: String,
+    },
+    /// A location's in-transit units differ from what its transfers have not yet delivered.
+    #[error("in transit to {location} is {in_transit} but its transfers carry {expected}")]
+    InTransitMismatch {
+        /// The receiving location.
+        location: LocationId,
+        /// Its units in transit.
+        in_transit: i64,
+        /// Dispatched minus received units over the transfers to it.
+        expected: i128,
+    },
+    /// A transfer received more units than were dispatched.
+    #[error("transfer {transfer} received {received} of {quantity} dispatched")]
+    OverReceivedTransfer {
+        /// The transfer id.
+        transfer: String,
+        /// Units dispatched.
+        quantity: u64,
+        /// Units received.
+        received: u64,
+    },
+    /// A purchase-order line with no units left is still kept open.
+    #[error("purchase order line {purchase_order} is open with 0 units")]
+    EmptyInboundLine {
+        /// The purchase-order line id.
+        purchase_order: String,
+    },
+    /// A location's count journal outgrew its limit.
+    #[error("journal at {location} has {entries} entries")]
+    JournalOverflow {
+        /// The location.
+        location: LocationId,
+        /// Entries kept.
+        entries: usize,
+    },
+    /// A movement changed a total (on-hand, reserved or in transit, summed over locations)
+    /// by other than its effect.
+    #[error("a {movement} changed {total} by {actual}, its effect is {expected}")]
+    EffectMismatch {
+        /// The movement kind.
+        movement: &'static str,
+        /// Which total: `on_hand`, `reserved` or `in_transit`.
+        total: &'static str,
+        /// The change its effect implies.
+        expected: String,
+        /// The change seen.
+        actual: i128,
+    },
+    /// After a count, on-hand is not the counted units plus the changes after its watermark.
+    #[error("count at {location}: on-hand {on_hand}, counted {counted} plus unseen {unseen}")]
+    CountMismatch {
+        /// The counted location.
+        location: LocationId,
+        /// On-hand after the count.
+        on_hand: i64,
+        /// Units counted.
+        counted: u64,
+        /// On-hand changes journaled after the count's watermark.
+        unseen: i64,
+    },
+    /// A refused movement changed the state.
+    #[error("a refused {movement} changed the state")]
+    RefusedButChanged {
+        /// The movement kind.
+        movement: &'static str,
+    },
+}
