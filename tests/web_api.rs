@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use stocksync::config::Config;
 use stocksync::domain::NullSink;
-use stocksync::ingest::shopify;
+use stocksync::ingest::shopify::decode as shopify;
 use stocksync::ledger::{Ledger, LedgerOptions};
 use stocksync::store::embedded::EmbeddedStore;
 use stocksync::web::{self, WebState};

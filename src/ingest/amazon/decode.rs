@@ -504,15 +504,15 @@ pub fn fba_count(channel: &ChannelConfig, location: &str, summary: &FbaSummary) 
 /// becomes that order's movements ([`order_movements`]; none for AFN orders or other
 /// notification types). Duplicated deliveries are harmless: the movements' idempotency
 /// keys dedupe them.
-pub fn notification_decoder(channel: ChannelConfig) -> super::kafka::RecordDecoder {
+pub fn notification_decoder(channel: ChannelConfig) -> crate::ingest::kafka::RecordDecoder {
     std::sync::Arc::new(move |_key, value, _origin| {
-        let body = value.ok_or(super::kafka::DecodeError::MissingValue)?;
+        let body = value.ok_or(crate::ingest::kafka::DecodeError::MissingValue)?;
         match decode_notification(body) {
             Ok(Decoded::OrderChange(notification)) => {
                 Ok(order_movements(&channel, &notification.order).movements)
             }
             Ok(Decoded::Other(_)) => Ok(Vec::new()),
-            Err(error) => Err(super::kafka::DecodeError::Foreign {
+            Err(error) => Err(crate::ingest::kafka::DecodeError::Foreign {
                 what: "Amazon ORDER_CHANGE notification",
                 message: error.to_string(),
             }),
