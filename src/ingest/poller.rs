@@ -433,7 +433,7 @@ mod tests {
             "retry-after beyond the backoff wins"
         );
         assert_eq!(
-            next_delay(&options, 3, Some(Duration::from_secs(1))),
+            next_delay(&options, 2, Some(Duration::from_secs(1))),
             Duration::from_secs(40),
             "a short retry-after never shortens the backoff"
         );
