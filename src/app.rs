@@ -5,6 +5,11 @@
 //! stop ingest, stop the HTTP listener, drain the ledger (every acknowledged movement is
 //! durable and published), then flush and stop propagation.
 //!
+//! Builds every poller ([`crate::ingest::poller`] handles, stopped first) and the per-app
+//! handles that used to be process-global: the webhook delivery memory (handed to the
+//! receivers through `WebState`) and the dead-letter broadcast (from Kafka ingest to the
+//! alert monitor).
+//!
 //! May depend on every module.
 
 use crate::config::Config;

@@ -1,12 +1,17 @@
-//! The HTTP surface: REST movements, platform webhooks, stock read-out, `/metrics`, `/healthz`.
+//! The HTTP surface: REST movements, stock read-out, reservations, rules, audit log,
+//! dashboard, `/metrics`, `/healthz`, and the mount point of the platform webhook receivers.
 //!
 //! Owns: the axum [`router`] and [`serve`], the shared [`WebState`], the [`ChannelView`]
-//! trait through which the API reads what propagation last pushed, RFC 9457 error answers
-//! ([`Problem`]), and the bounded in-memory memory of webhook deliveries already processed.
+//! trait through which the API reads what propagation last pushed, and the API's error
+//! answers ([`WebError`], as RFC 9457 [`Problem`]s from the leaf [`crate::problem`]). The
+//! webhook receivers are not here: each is a router in `ingest::<platform>::receiver`
+//! that [`router`] merges, handing it the ledger, the config and the delivery memory the
+//! app created ([`WebState::with_delivery_memory`]); the layers below (body limit, webhook
+//! activity, tracing, 404/405 problems) wrap them like every other route.
 //!
-//! May depend on: `ledger` (submit and read), `domain`, `config`, `telemetry`, the IO-free
-//! decoders in `ingest` (`ingest::shopify`), and a propagation view through [`ChannelView`]
-//! (never `propagation` itself, so the app adapts it).
+//! May depend on: `ledger` (submit and read), `domain`, `config`, `telemetry`, `problem`,
+//! `ingest` (the receivers' routers and state), and a propagation view through
+//! [`ChannelView`] (never `propagation` itself, so the app adapts it).
 //!
 //! Invariant (DESIGN.md §3 rule 3): a 2xx answer to a movement or a webhook is sent only
 //! after every movement it carried is durable in the store (the ledger's `PendingAck`
@@ -15,12 +20,17 @@
 //!
 //! Routes:
 //! - `POST /api/v1/movements`: one movement or an array (see [`movements`]).
-//! - `POST /webhooks/shopify/{channel_id}`: Shopify deliveries (see [`webhooks`]).
+//! - `POST /webhooks/shopify/{channel_id}`: Shopify deliveries (see
+//!   [`crate::ingest::shopify::receiver`]).
 //! - `POST /webhooks/woocommerce/{channel_id}`: WooCommerce deliveries and the creation ping
-//!   (see [`woocommerce`]).
+//!   (see [`crate::ingest::woocommerce::receiver`]).
+//! - `POST /webhooks/amazon/{channel_id}`: Amazon ORDER_CHANGE notifications from an SQS
+//!   bridge (see [`crate::ingest::amazon::receiver`]).
 //! - `GET /api/v1/stock/{sku}`: levels, reservations and per-channel ATP (see [`stock`]).
 //! - `POST /api/v1/reservations`, `GET /api/v1/reservations/{id}`, `POST …/{id}/commit`,
 //!   `POST …/{id}/release`: all-or-nothing multi-SKU holds (see [`reservations`]).
+//! - `GET /api/v1/config/rules`, `PUT /api/v1/config/rules`: the stock rules in force
+//!   (see [`rules`]).
 //! - `GET /metrics`: Prometheus text format 0.0.4.
 //! - `GET /healthz`: `{"status":"ok"}` (200) while the ledger accepts writes, else 503.
 //! - `GET /readyz`, `GET /api/v1/channels`: readiness and channel health (see [`health`]).

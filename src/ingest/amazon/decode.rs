@@ -4,7 +4,7 @@
 //! message whose `Body` carries it), of Orders API v0 `getOrders` / `getOrderItems`, and of
 //! FBA `getInventorySummaries`, and their translation into ledger [`Movement`]s with the
 //! reservation ids and idempotency keys of Amazon order items. The HTTP receiver
-//! (`web::amazon`), the Kafka bridge consumer and the pollers (`ingest::amazon_poll`) do the
+//! ([`super::receiver`]), the Kafka bridge consumer and the pollers ([`super::poller`]) do the
 //! I/O; notifications and polls of the same order yield the same keys, so redelivery (SQS is
 //! at least once) and polling overlap are harmless.
 //!

@@ -4,7 +4,7 @@
 //! Orders: every `order_poll_interval_ms`, `GET /orders/v0/orders?MarketplaceIds=…&LastUpdatedAfter=…`
 //! (all `NextToken` pages) from a watermark that trails the newest `LastUpdateDate` seen by
 //! [`ORDER_OVERLAP_MS`]; every MFN order whose `LastUpdateDate` changed since the last poll
-//! gets `getOrderItems`, and its movements ([`crate::ingest::amazon::order_movements`]) are
+//! gets `getOrderItems`, and its movements ([`super::decode::order_movements`]) are
 //! submitted. AFN orders are skipped without reading their items (they never touch our
 //! stock). The keys are the notification's, so an order seen by both is applied once. The
 //! first poll looks back [`INITIAL_LOOKBACK_MS`].
@@ -16,10 +16,14 @@
 //! `lastUpdatedTime`, so a repeated or stale summary changes nothing.
 //!
 //! Watermarks advance only after every movement of the poll is durable; a failure leaves
-//! them for the next poll. A 429 ends the poll early (retried next interval).
+//! them for the next poll. A 429 ends the poll early; the shared loop then backs off.
 //!
-//! May depend on: `domain`, `ledger`, `config`, `telemetry`, `ingest::amazon`,
-//! `ingest::bolcom_poll` (the shared poller handle and submit helper).
+//! The loop around each poller (interval, backoff on 429/5xx honouring `Retry-After`,
+//! statistics, stop) and the watermark type are the shared [`crate::ingest::poller`]; this
+//! module holds only the Amazon requests, decoding and cursors.
+//!
+//! May depend on: `domain`, `ledger`, `config`, `telemetry`, `ingest::poller`,
+//! `ingest::amazon::decode`.
 
 use super::decode::{self as amazon, Fulfilment, ListedOrder};
 use crate::config::{AmazonConfig, ChannelConfig};

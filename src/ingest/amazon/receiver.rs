@@ -5,11 +5,11 @@
 //! Order of work, and the answer at each step:
 //! 1. the channel must exist and have a `[channels.amazon]` section, else 404 problem;
 //! 2. the raw body is read (413 problem over `http.body_limit_bytes`);
-//! 3. it is decoded by [`crate::ingest::amazon::decode_notification`] (400 problem if it
-//!    cannot be); other notification types are acknowledged with 200 `ignored`;
+//! 3. it is decoded by [`super::decode::decode_notification`] (400 problem if it cannot
+//!    be); other notification types are acknowledged with 200 `ignored`;
 //! 4. a `NotificationId` already processed is answered 200 `duplicate` at once (SQS is at
 //!    least once);
-//! 5. the movements ([`crate::ingest::amazon::order_movements`]; none for AFN orders) are
+//! 5. the movements ([`super::decode::order_movements`]; none for AFN orders) are
 //!    submitted; 200 only once all are durable, else 503 so the bridge leaves the message
 //!    on the queue for redelivery.
 //!
@@ -18,8 +18,11 @@
 //! The `NotificationId` memory is a shortcut; business dedupe is the movements' keys, which
 //! the Orders API poller shares, so a redelivered or polled order is applied once.
 //!
-//! The memory lives in this module (bounded, keyed per app by its config) so that
-//! `WebState` stays untouched.
+//! Owns: the [`router`] of this route, which `web` mounts. The `NotificationId` memory is
+//! the app's ([`ReceiverState::deliveries`], keys prefixed by the channel id).
+//!
+//! May depend on: `config`, `ledger`, `telemetry`, `ingest::receiver`,
+//! `ingest::amazon::decode`.
 
 use super::decode::{self as amazon, Decoded};
 use crate::config::ChannelConfig;

@@ -2,7 +2,7 @@
 //! `order_poll_interval_ms` this task lists open FBR orders (all pages), fetches the detail
 //! of every order that is new or changed since the last poll, and of every order that left
 //! the open list (to see its final cancellations), then lists unhandled FBR returns, and
-//! submits the decoded movements ([`crate::ingest::bolcom`]) to the [`Ledger`].
+//! submits the decoded movements ([`super::decode`]) to the [`Ledger`].
 //!
 //! Idempotency keys make re-polling harmless: a restarted poller fetches every open order
 //! again and the ledger answers duplicates. An order is remembered as seen only after all
@@ -11,7 +11,12 @@
 //! Known gap (documented): an order cancelled entirely while the poller was down leaves the
 //! open list before the poller ever saw it cancel; reconciliation catches that drift.
 //!
-//! May depend on: `domain`, `ledger`, `config`, `telemetry`, `ingest::bolcom`.
+//! The loop around it (interval, backoff on 429/5xx honouring `Retry-After`, statistics,
+//! stop) is the shared [`crate::ingest::poller`]; this module holds only the bol.com
+//! requests, decoding and memory of orders seen.
+//!
+//! May depend on: `domain`, `ledger`, `config`, `telemetry`, `ingest::poller`,
+//! `ingest::bolcom::decode`.
 
 use super::decode::{self as bolcom, Order};
 use crate::config::{BolcomConfig, ChannelConfig};

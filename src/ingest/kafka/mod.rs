@@ -27,6 +27,10 @@
 //!   but not yet submitted are dropped; the partition's next owner reads them again from
 //!   the committed offset.
 //!
+//! Every dead-lettered batch is also announced, per reason, on the app's
+//! [`DeadLetterBroadcast`] when one is handed in ([`KafkaIngestOptions::dead_letters`]),
+//! for alerting; there is no process-wide broadcast.
+//!
 //! May depend on: `domain`, `ledger`, `config`, `store` types, `telemetry`.
 
 mod atp;

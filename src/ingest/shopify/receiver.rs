@@ -8,7 +8,7 @@
 //! 4. a delivery whose `X-Shopify-Webhook-Id`, or whose `X-Shopify-Event-Id` for the same
 //!    topic, was already processed is answered 200 at once and counted in
 //!    `stocksync_ledger_dedupe_hits_total{source="shopify:<channel>"}`;
-//! 5. the body is decoded by [`crate::ingest::shopify::decode`] (400 problem if it cannot
+//! 5. the body is decoded by [`super::decode::decode`] (400 problem if it cannot
 //!    be: Shopify retries, which is harmless, and the failure is logged);
 //! 6. every movement is submitted and the answer waits until all are durable: 200 with a
 //!    [`WebhookReceipt`], or a 503 problem (Shopify retries) if the store failed. Movements
@@ -17,6 +17,14 @@
 //! Delivery dedupe is only a shortcut: business dedupe comes from the movements'
 //! idempotency keys in the ledger, so concurrent identical deliveries (which both miss the
 //! delivery memory) still reserve once (scenario S2).
+//!
+//! Owns: the [`router`] of this route, which `web` mounts, and the
+//! [`InventoryLevelObserver`] through which `inventory_levels/update` reaches
+//! reconciliation (the app adapts it). The delivery memory is the app's
+//! ([`ReceiverState::deliveries`], keys prefixed by the channel id).
+//!
+//! May depend on: `config`, `ledger`, `telemetry`, `ingest::receiver`,
+//! `ingest::shopify::decode`.
 
 use super::decode::{self as shopify, WebhookHeaders, WebhookTopic};
 use crate::config::ChannelConfig;

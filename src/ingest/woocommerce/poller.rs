@@ -3,7 +3,7 @@
 //!
 //! Owns: one task per WooCommerce channel that every `poll_interval_secs` reads
 //! `GET {site}/wp-json/wc/v3/orders?modified_after=<cursor>&per_page=100&page=N&orderby=modified&order=asc`
-//! and submits the same movements as the webhook receiver ([`super::woocommerce::decode_order`]).
+//! and submits the same movements as the webhook receiver ([`super::decode::decode_order`]).
 //! Overlap with webhooks, and between polls, is harmless: every movement carries the same
 //! idempotency key whichever path brought it.
 //!
@@ -12,7 +12,12 @@
 //! field has second resolution and `modified_after` may be exclusive). A failed poll keeps
 //! the cursor, so the next poll retries the same window.
 //!
-//! May depend on: `domain`, `config`, `ledger`, `telemetry`, `ingest::woocommerce`.
+//! The loop around it (interval, backoff on 429/5xx honouring `Retry-After`, statistics,
+//! stop) is the shared [`crate::ingest::poller`]; this module holds only the WooCommerce
+//! request, decoding and cursor.
+//!
+//! May depend on: `domain`, `config`, `ledger`, `telemetry`, `ingest::poller`,
+//! `ingest::woocommerce::decode`.
 
 use super::decode::{decode_order, order_from_value};
 use crate::config::ChannelConfig;

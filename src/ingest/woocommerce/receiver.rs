@@ -9,14 +9,18 @@
 //! 5. topics without an order (`order.deleted`, others) are acknowledged with 200;
 //! 6. a delivery whose (webhook id, order id, `date_modified_gmt`, status) was already
 //!    processed is answered 200 at once (the delivery id is weak, §2.4);
-//! 7. the order is decoded by [`crate::ingest::woocommerce::decode_order`] (400 problem if it
-//!    cannot be) and every movement is submitted; 200 only once all are durable, else 503.
+//! 7. the order is decoded by [`super::decode::decode_order`] (400 problem if it cannot
+//!    be) and every movement is submitted; 200 only once all are durable, else 503.
 //!
 //! WooCommerce never retries (§2.4): a non-2xx answer only counts towards disabling the
-//! webhook, and the poller (`ingest::woocommerce_poll`) is what recovers the order.
+//! webhook, and the poller ([`super::poller`]) is what recovers the order.
 //!
-//! The delivery memory lives in this module (bounded, keyed per app by its config) so
-//! that `WebState` stays untouched; business dedupe is the movements' idempotency keys.
+//! Owns: the [`router`] of this route, which `web` mounts. The delivery memory is the
+//! app's ([`ReceiverState::deliveries`], keys prefixed by the channel id); business dedupe
+//! is the movements' idempotency keys.
+//!
+//! May depend on: `config`, `ledger`, `telemetry`, `ingest::receiver`,
+//! `ingest::woocommerce::decode`.
 
 use super::decode::{self as woocommerce, WebhookHeaders};
 use crate::config::ChannelConfig;
