@@ -410,6 +410,18 @@ async fn bad_requests_answer_problems() {
         wrong_method.headers()["content-type"],
         "application/problem+json"
     );
+    // The webhook receivers are mounted routers; the same 405 problem covers them.
+    let wrong_webhook_method = harness
+        .client
+        .get(format!("{}/webhooks/shopify/shop-1", harness.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_webhook_method.status().as_u16(), 405);
+    assert_eq!(
+        wrong_webhook_method.headers()["content-type"],
+        "application/problem+json"
+    );
     let health: Value = harness
         .client
         .get(format!("{}/healthz", harness.base))
