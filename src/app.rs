@@ -7,14 +7,21 @@
 //!
 //! Builds every client: one `reqwest::Client` for the process, and on it the platform
 //! clients ([`crate::platforms::PlatformClients`]) the channel adapters use.
+//! Builds every poller ([`crate::ingest::poller`] handles, stopped first) and the per-app
+//! handles that used to be process-global: the webhook delivery memory (handed to the
+//! receivers through `WebState`) and the dead-letter broadcast (from Kafka ingest to the
+//! alert monitor).
 //!
 //! May depend on every module.
 
 use crate::config::Config;
 use crate::domain::Sku;
-use crate::ingest::kafka::{AtpOutput, AtpPublisher, AtpUpdate, KafkaIngest};
+use crate::ingest::kafka::{AtpOutput, AtpPublisher, AtpUpdate, KafkaIngest, KafkaIngestOptions};
+use crate::ingest::poller::PollerHandle;
+use crate::ingest::receiver::{DEFAULT_DELIVERY_MEMORY, DeliveryMemory};
 use crate::ledger::{Ledger, LedgerOptions};
 use crate::propagation::{AtpObserver, Propagation, PropagationOptions};
+use crate::telemetry::DeadLetterBroadcast;
 use crate::web::{self, ChannelView, WebState};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -154,10 +161,11 @@ async fn warm_bundles(config: &Config, ledger: &Ledger, propagation: &Propagatio
 /// One Kafka consumer per Amazon channel with `notifications_topic` (an SQS bridge puts
 /// ORDER_CHANGE notifications there), in its own consumer group `{group_id}-{channel}`,
 /// with the `[kafka]` dead-letter topic. Without `[kafka]` the setting is refused by
-/// validation.
+/// validation. Dead letters are announced on `dead_letters`.
 fn start_notification_bridges(
     config: &Config,
     ledger: &Ledger,
+    dead_letters: &DeadLetterBroadcast,
 ) -> anyhow::Result<Vec<KafkaIngest>> {
     let Some(kafka) = &config.kafka else {
         return Ok(Vec::new());
@@ -172,13 +180,48 @@ fn start_notification_bridges(
             group_id: format!("{}-{}", kafka.group_id, channel.id),
             ..kafka.clone()
         };
-        let decoder = crate::ingest::amazon::notification_decoder(channel.clone());
+        let options = KafkaIngestOptions {
+            decoder: Some(crate::ingest::amazon::decode::notification_decoder(
+                channel.clone(),
+            )),
+            dead_letters: Some(dead_letters.clone()),
+        };
         bridges.push(
-            KafkaIngest::start_with(settings, decoder, ledger.clone())
+            KafkaIngest::start_with_options(settings, ledger.clone(), options)
                 .with_context(|| format!("starting the notification consumer of {}", channel.id))?,
         );
     }
     Ok(bridges)
+}
+
+/// Starts every channel's pollers that its config enables: the bol.com order poller
+/// (§3.5), the Amazon Orders API and FBA pollers (§4.3, §4.4), and the WooCommerce order
+/// poller (WooCommerce never retries webhooks, §2.4).
+fn start_pollers(config: &Config, ledger: &Ledger, client: &reqwest::Client) -> Vec<PollerHandle> {
+    let mut pollers = Vec::new();
+    for channel in &config.channels {
+        pollers.extend(crate::ingest::bolcom::poller::start(
+            channel,
+            ledger.clone(),
+            client.clone(),
+        ));
+        pollers.extend(crate::ingest::amazon::poller::start_orders(
+            channel,
+            ledger.clone(),
+            client.clone(),
+        ));
+        pollers.extend(crate::ingest::amazon::poller::start_fba(
+            channel,
+            ledger.clone(),
+            client.clone(),
+        ));
+        pollers.extend(crate::ingest::woocommerce::poller::start(
+            channel,
+            ledger.clone(),
+            client.clone(),
+        ));
+    }
+    pollers
 }
 
 /// A running engine: store, ledger, propagation, HTTP API and (if configured) Kafka ingest.
@@ -192,10 +235,10 @@ pub struct App {
     kafka: Option<KafkaIngest>,
     /// Consumers of Amazon ORDER_CHANGE notifications bridged from SQS into Kafka.
     notification_bridges: Vec<KafkaIngest>,
-    channel_pollers: Vec<crate::ingest::bolcom_poll::PollerHandle>,
+    /// Every platform poller (bol.com, Amazon, WooCommerce).
+    pollers: Vec<PollerHandle>,
     housekeeping: JoinHandle<()>,
     atp_output: Option<JoinHandle<()>>,
-    woocommerce_pollers: Vec<crate::ingest::woocommerce_poll::WoocommercePoller>,
     operations: ops::Operations,
     /// Every platform client (the adapters' and, for the pollers, the same ones).
     platforms: Arc<crate::platforms::PlatformClients>,
@@ -261,6 +304,10 @@ impl App {
             .with_context(|| format!("binding http.listen {}", config.http.listen))?;
         let http_addr = listener.local_addr()?;
         let kafka_view = Arc::new(KafkaAssignmentView::default());
+        // Per app, never process-wide: the webhook delivery memory of every receiver, and
+        // the dead-letter notices from Kafka ingest to the alert monitor.
+        let deliveries = DeliveryMemory::new(DEFAULT_DELIVERY_MEMORY);
+        let dead_letters = DeadLetterBroadcast::new();
         let mut operations = ops::Operations::start(
             &config,
             &ledger,
@@ -274,6 +321,7 @@ impl App {
                 operations.reconciler.clone(),
             )))
             .with_kafka_view(kafka_view.clone())
+            .with_delivery_memory(deliveries)
             .with_runtime_rules(Arc::new(web::rules::RuntimeRules::new(
                 (*config).clone(),
                 rules,
@@ -281,29 +329,30 @@ impl App {
                 Arc::new(propagation.clone()),
                 store.clone(),
             )));
-        operations.start_monitor(&config, &propagation, state.clone());
+        operations.start_monitor(&config, &propagation, state.clone(), dead_letters.clone());
         let (http_stop, stopped) = oneshot::channel::<()>();
         let http_task = tokio::spawn(web::serve(listener, web::router(state), async move {
             let _ = stopped.await;
         }));
         let kafka = match &config.kafka {
             Some(kafka) => Some(
-                KafkaIngest::start(kafka.clone(), ledger.clone())
-                    .context("starting Kafka ingest")?,
+                KafkaIngest::start_with_options(
+                    kafka.clone(),
+                    ledger.clone(),
+                    KafkaIngestOptions {
+                        decoder: None,
+                        dead_letters: Some(dead_letters.clone()),
+                    },
+                )
+                .context("starting Kafka ingest")?,
             ),
             None => None,
         };
         if let Some(ingest) = &kafka {
             let _ = kafka_view.0.set(ingest.assignment_handle());
         }
-        let notification_bridges = start_notification_bridges(&config, &ledger)?;
-        let channel_pollers = crate::ingest::channel_pollers::start(&config, &ledger);
-        // WooCommerce never retries webhooks: poll orders as a backstop (PLATFORMS.md §2.4).
-        let woocommerce_pollers = crate::ingest::woocommerce_poll::WoocommercePoller::start_all(
-            &config.channels,
-            &ledger,
-            &client,
-        );
+        let notification_bridges = start_notification_bridges(&config, &ledger, &dead_letters)?;
+        let pollers = start_pollers(&config, &ledger, &client);
         let housekeeping = tokio::spawn(async move {
             let mut interval = tokio::time::interval(Duration::from_secs(KEY_EXPIRY_PERIOD_SECS));
             loop {
@@ -327,8 +376,7 @@ impl App {
             http_task,
             kafka,
             notification_bridges,
-            woocommerce_pollers,
-            channel_pollers,
+            pollers,
             housekeeping,
             atp_output,
             operations,
@@ -371,10 +419,9 @@ impl App {
     /// at most `flush_timeout` for channels to accept what is queued).
     pub async fn shutdown(mut self, flush_timeout: Duration) {
         self.operations.shutdown();
-        for poller in std::mem::take(&mut self.woocommerce_pollers) {
+        for poller in std::mem::take(&mut self.pollers) {
             poller.stop().await;
         }
-        crate::ingest::channel_pollers::stop(std::mem::take(&mut self.channel_pollers)).await;
         if let Some(kafka) = self.kafka
             && let Err(error) = kafka.stop().await
         {

@@ -16,15 +16,16 @@
 //! - [`domain`]: vocabulary types and the pure SKU state machine (no async, no I/O).
 //! - [`ledger`]: SKU actors, registry, passivation, group commit.
 //! - [`store`]: the `Store` trait and the embedded backend.
-//! - [`ingest`]: Kafka consumer, webhook decoders.
+//! - [`ingest`]: every way a movement comes in: Kafka consumer, and per platform its
+//!   decoders, webhook receiver (an axum router `web` mounts) and poller.
 //! - [`propagation`]: per-channel actors with coalescing queue, rate limiter, retries.
 //! - [`reconcile`]: channel read-back, echo recognition, discrepancies, healing, alerts.
 //! - [`platforms`]: one API client per platform (auth, token cache, throttle signals,
 //!   error classification) and its config section, shared by channels and ingest.
 //! - [`channels`]: one folder per platform adapter (the push side).
 //! - [`sandbox`]: faithful local simulators of the platforms.
-//! - [`web`]: HTTP API, webhooks, `/metrics`, `/healthz`.
-//! - [`config`], [`telemetry`], [`clock`], [`signing`]: leaf modules.
+//! - [`web`]: HTTP API (mounting the webhook receivers of `ingest`), `/metrics`, `/healthz`.
+//! - [`config`], [`telemetry`], [`clock`], [`signing`], [`problem`]: leaf modules.
 //! - [`demo`]: the synthetic demo behind `stocksync demo`.
 //! - [`app`]: the only place that wires everything.
 //!
@@ -39,6 +40,7 @@ pub mod domain;
 pub mod ingest;
 pub mod ledger;
 pub mod platforms;
+pub mod problem;
 pub mod propagation;
 pub mod reconcile;
 pub mod sandbox;

@@ -9,6 +9,7 @@ use crate::propagation::Propagation;
 use crate::reconcile::alerts::{self, Alerter, WebhookActivity};
 use crate::reconcile::{LedgerAtp, LedgerReading, Reconciler};
 use crate::store::{ConfigAuditRecord, Store};
+use crate::telemetry::DeadLetterBroadcast;
 use crate::web::{WebState, stock};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
@@ -85,13 +86,21 @@ impl Operations {
         }
     }
 
-    /// Starts the health monitor (channel down, webhooks quiet, queue lag, dead letters).
-    pub fn start_monitor(&mut self, config: &Config, propagation: &Propagation, web: WebState) {
+    /// Starts the health monitor (channel down, webhooks quiet, queue lag, and the dead
+    /// letters announced on `dead_letters`).
+    pub fn start_monitor(
+        &mut self,
+        config: &Config,
+        propagation: &Propagation,
+        web: WebState,
+        dead_letters: DeadLetterBroadcast,
+    ) {
         self.tasks.push(alerts::start_monitor(
             &config.alerts,
             self.alerter.clone(),
             propagation.clone(),
             Some(Arc::new(WebActivity(web))),
+            dead_letters,
         ));
     }
 

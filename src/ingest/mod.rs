@@ -1,22 +1,31 @@
 //! Ingest: every way a movement enters stocksync before it reaches the ledger.
 //!
-//! Owns: the Kafka movements consumer and its dead-letter producer ([`kafka`]), the optional
-//! ATP output producer ([`kafka::AtpPublisher`]), and the platform webhook decoders
-//! ([`shopify`]). Decoders are IO-free functions (bytes → movement or a typed error) with
-//! unit tests beside them; the I/O around them only sequences calls.
+//! Layout (one folder per platform, plus what they share):
+//! - [`shopify`], [`woocommerce`], [`bolcom`], [`amazon`]: each has `decode` (IO-free
+//!   decoders: bytes → movements or a typed error, with unit tests beside them),
+//!   `receiver` when the platform pushes webhooks (an axum `Router` that `web` merely
+//!   mounts: Shopify, WooCommerce, Amazon) and `poller` when we poll it (bol.com, Amazon,
+//!   WooCommerce).
+//! - [`receiver`]: what the webhook receivers share: their router state, the bounded
+//!   delivery memory (created by the app and handed in), the receipt and the failures.
+//! - [`poller`]: the shared poller loop the platform pollers are built on: interval,
+//!   backoff on 429/5xx honouring `Retry-After`, cursor, statistics, stop handle.
+//! - [`kafka`]: the movements consumer, its dead-letter producer and the ATP output
+//!   producer.
+//!
+//! The app starts every poller and consumer and hands the receivers their state; nothing
+//! here keeps process-global state.
 //!
 //! Invariant (DESIGN.md §3 rule 3): a source is acknowledged (a Kafka offset committed, an
 //! HTTP 2xx answered) only after the ledger says the movement is durable.
 //!
-//! May depend on: `domain`, `ledger`, `config`, `telemetry` and `store` types. Never on
-//! `propagation` or `channels`.
+//! May depend on: `domain`, `ledger`, `config`, `telemetry`, `store` types, `signing` and
+//! `problem`. Never on `web`, `propagation` or `channels`.
 
 pub mod amazon;
-pub mod amazon_poll;
 pub mod bolcom;
-pub mod bolcom_poll;
-pub mod channel_pollers;
 pub mod kafka;
+pub mod poller;
+pub mod receiver;
 pub mod shopify;
 pub mod woocommerce;
-pub mod woocommerce_poll;

@@ -272,18 +272,20 @@ pub trait WebhookActivity: Send + Sync + 'static {
     fn last_webhook_at_ms(&self, channel: &str) -> Option<i64>;
 }
 
-/// Checks channel health every `alerts.check_interval_ms` and listens for dead letters;
-/// raises alerts through `alerter`. Returns the monitor task.
+/// Checks channel health every `alerts.check_interval_ms` and listens for dead letters on
+/// `dead_letters` (the app's broadcast, fed by Kafka ingest); raises alerts through
+/// `alerter`. Returns the monitor task.
 pub fn start_monitor(
     config: &AlertsConfig,
     alerter: Alerter,
     propagation: Propagation,
     webhooks: Option<Arc<dyn WebhookActivity>>,
+    dead_letter_notices: telemetry::DeadLetterBroadcast,
 ) -> JoinHandle<()> {
     let config = config.clone();
     tokio::spawn(async move {
         let started_ms = crate::clock::now_ms();
-        let mut dead_letters = telemetry::subscribe_dead_letters();
+        let mut dead_letters = dead_letter_notices.subscribe();
         let mut tick = tokio::time::interval(Duration::from_millis(config.check_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -306,7 +308,7 @@ pub fn start_monitor(
                     }
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        dead_letters = telemetry::subscribe_dead_letters();
+                        dead_letters = dead_letter_notices.subscribe();
                     }
                 },
             }

@@ -1,8 +1,9 @@
 //! Metric names, the Prometheus recorder and logging setup.
 //!
 //! Owns: every metric name (as constants, `stocksync_<subsystem>_<thing>_<unit|total>`,
-//! DESIGN.md §6) and the process-wide recorder. Labels are bounded: channel, source,
-//! outcome, kind, error type; never a SKU.
+//! DESIGN.md §6), the process-wide recorder, and the dead-letter notice type with its
+//! broadcast handle ([`DeadLetterBroadcast`], created per app, not process-wide). Labels
+//! are bounded: channel, source, outcome, kind, error type; never a SKU.
 //!
 //! May depend on: nothing else in the crate.
 
@@ -76,24 +77,40 @@ pub struct DeadLetterNotice {
     pub count: u64,
 }
 
-static DEAD_LETTERS: OnceLock<tokio::sync::broadcast::Sender<DeadLetterNotice>> = OnceLock::new();
+/// Notices kept for a slow subscriber before the oldest are dropped.
+const DEAD_LETTER_NOTICES: usize = 256;
 
-fn dead_letter_sender() -> &'static tokio::sync::broadcast::Sender<DeadLetterNotice> {
-    DEAD_LETTERS.get_or_init(|| tokio::sync::broadcast::channel(256).0)
+/// The dead-letter broadcast: Kafka ingest sends a [`DeadLetterNotice`] per batch and
+/// reason, the alert monitor subscribes. Created by the app and handed to both (there is
+/// no process-wide one); clones share one broadcast.
+#[derive(Clone, Debug)]
+pub struct DeadLetterBroadcast(tokio::sync::broadcast::Sender<DeadLetterNotice>);
+
+impl Default for DeadLetterBroadcast {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
-/// The dead-letter hook: called by Kafka ingest once per batch and reason; never blocks
-/// (with no subscriber, or a full one, the notice is simply dropped).
-pub fn dead_letters_sent(reason: &str, count: u64) {
-    let _ = dead_letter_sender().send(DeadLetterNotice {
-        reason: reason.to_owned(),
-        count,
-    });
-}
+impl DeadLetterBroadcast {
+    /// A broadcast with no subscriber yet.
+    pub fn new() -> Self {
+        Self(tokio::sync::broadcast::channel(DEAD_LETTER_NOTICES).0)
+    }
 
-/// Subscribes to dead-letter notices (process-wide, like the metrics recorder).
-pub fn subscribe_dead_letters() -> tokio::sync::broadcast::Receiver<DeadLetterNotice> {
-    dead_letter_sender().subscribe()
+    /// The dead-letter hook: called by Kafka ingest once per batch and reason; never
+    /// blocks (with no subscriber, or a full one, the notice is simply dropped).
+    pub fn dead_letters_sent(&self, reason: &str, count: u64) {
+        let _ = self.0.send(DeadLetterNotice {
+            reason: reason.to_owned(),
+            count,
+        });
+    }
+
+    /// Subscribes to the notices sent from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<DeadLetterNotice> {
+        self.0.subscribe()
+    }
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -131,4 +148,27 @@ pub fn init_logging(json: bool) {
     } else {
         builder.try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_broadcasts_are_separate_per_handle() {
+        let broadcast = DeadLetterBroadcast::new();
+        let other = DeadLetterBroadcast::new();
+        let mut subscriber = broadcast.subscribe();
+        let mut elsewhere = other.subscribe();
+        broadcast.clone().dead_letters_sent("invalid_json", 3);
+        assert_eq!(
+            subscriber.try_recv().unwrap(),
+            DeadLetterNotice {
+                reason: "invalid_json".to_owned(),
+                count: 3
+            }
+        );
+        assert!(elsewhere.try_recv().is_err(), "another app hears nothing");
+        DeadLetterBroadcast::default().dead_letters_sent("rejected", 1);
+    }
 }

@@ -1,12 +1,17 @@
-//! The HTTP surface: REST movements, platform webhooks, stock read-out, `/metrics`, `/healthz`.
+//! The HTTP surface: REST movements, stock read-out, reservations, rules, audit log,
+//! dashboard, `/metrics`, `/healthz`, and the mount point of the platform webhook receivers.
 //!
 //! Owns: the axum [`router`] and [`serve`], the shared [`WebState`], the [`ChannelView`]
-//! trait through which the API reads what propagation last pushed, RFC 9457 error answers
-//! ([`Problem`]), and the bounded in-memory memory of webhook deliveries already processed.
+//! trait through which the API reads what propagation last pushed, and the API's error
+//! answers ([`WebError`], as RFC 9457 [`Problem`]s from the leaf [`crate::problem`]). The
+//! webhook receivers are not here: each is a router in `ingest::<platform>::receiver`
+//! that [`router`] merges, handing it the ledger, the config and the delivery memory the
+//! app created ([`WebState::with_delivery_memory`]); the layers below (body limit, webhook
+//! activity, tracing, 404/405 problems) wrap them like every other route.
 //!
-//! May depend on: `ledger` (submit and read), `domain`, `config`, `telemetry`, the IO-free
-//! decoders in `ingest` (`ingest::shopify`), and a propagation view through [`ChannelView`]
-//! (never `propagation` itself, so the app adapts it).
+//! May depend on: `ledger` (submit and read), `domain`, `config`, `telemetry`, `problem`,
+//! `ingest` (the receivers' routers and state), and a propagation view through
+//! [`ChannelView`] (never `propagation` itself, so the app adapts it).
 //!
 //! Invariant (DESIGN.md §3 rule 3): a 2xx answer to a movement or a webhook is sent only
 //! after every movement it carried is durable in the store (the ledger's `PendingAck`
@@ -15,12 +20,17 @@
 //!
 //! Routes:
 //! - `POST /api/v1/movements`: one movement or an array (see [`movements`]).
-//! - `POST /webhooks/shopify/{channel_id}`: Shopify deliveries (see [`webhooks`]).
+//! - `POST /webhooks/shopify/{channel_id}`: Shopify deliveries (see
+//!   [`crate::ingest::shopify::receiver`]).
 //! - `POST /webhooks/woocommerce/{channel_id}`: WooCommerce deliveries and the creation ping
-//!   (see [`woocommerce`]).
+//!   (see [`crate::ingest::woocommerce::receiver`]).
+//! - `POST /webhooks/amazon/{channel_id}`: Amazon ORDER_CHANGE notifications from an SQS
+//!   bridge (see [`crate::ingest::amazon::receiver`]).
 //! - `GET /api/v1/stock/{sku}`: levels, reservations and per-channel ATP (see [`stock`]).
 //! - `POST /api/v1/reservations`, `GET /api/v1/reservations/{id}`, `POST …/{id}/commit`,
 //!   `POST …/{id}/release`: all-or-nothing multi-SKU holds (see [`reservations`]).
+//! - `GET /api/v1/config/rules`, `PUT /api/v1/config/rules`: the stock rules in force
+//!   (see [`rules`]).
 //! - `GET /metrics`: Prometheus text format 0.0.4.
 //! - `GET /healthz`: `{"status":"ok"}` (200) while the ledger accepts writes, else 503.
 //! - `GET /readyz`, `GET /api/v1/channels`: readiness and channel health (see [`health`]).
@@ -29,7 +39,6 @@
 //! - `GET /` (`/dashboard`), `GET /api/v1/skus`, `GET /api/v1/stock/{sku}/events`,
 //!   `GET /api/v1/events` (server-sent events): the dashboard (see [`dashboard`]).
 
-pub mod amazon;
 pub mod dashboard;
 pub mod health;
 pub mod history;
@@ -38,12 +47,11 @@ mod problem;
 pub mod reservations;
 pub mod rules;
 pub mod stock;
-pub mod webhooks;
-pub mod woocommerce;
 
 pub use problem::{FieldError, PROBLEM_CONTENT_TYPE, Problem, WebError};
 
 use crate::config::Config;
+use crate::ingest::receiver::{DEFAULT_DELIVERY_MEMORY, DeliveryMemory, ReceiverState};
 use crate::ledger::Ledger;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -54,7 +62,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
 use std::sync::Arc;
 use tower_http::trace::TraceLayer;
-use webhooks::DeliveryMemory;
 
 /// What propagation last pushed to each channel listing, as the API needs it.
 ///
@@ -91,9 +98,22 @@ pub trait ChannelView: Send + Sync + 'static {
     }
 }
 
-/// Webhook deliveries remembered per process for delivery-level dedupe (each entry is one
-/// `X-Shopify-Webhook-Id` or `X-Shopify-Event-Id`; the oldest are forgotten first).
-pub const DEFAULT_DELIVERY_MEMORY: usize = 100_000;
+/// Hands Shopify's `inventory_levels/update` deliveries from the Shopify receiver to the
+/// [`ChannelView`].
+struct ViewLevels(Arc<dyn ChannelView>);
+
+impl crate::ingest::shopify::receiver::InventoryLevelObserver for ViewLevels {
+    fn inventory_level_reported(
+        &self,
+        channel: &str,
+        inventory_item_id: &str,
+        location_id: &str,
+        available: Option<i64>,
+    ) {
+        self.0
+            .inventory_level_reported(channel, inventory_item_id, location_id, available);
+    }
+}
 
 /// Everything the handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -101,7 +121,7 @@ pub struct WebState {
     ledger: Ledger,
     config: Arc<Config>,
     channel_view: Option<Arc<dyn ChannelView>>,
-    deliveries: Arc<DeliveryMemory>,
+    deliveries: DeliveryMemory,
     prometheus: PrometheusHandle,
     ops: Arc<health::Operations>,
     rules: Option<Arc<rules::RuntimeRules>>,
@@ -109,15 +129,16 @@ pub struct WebState {
 
 impl WebState {
     /// State over `ledger` and `config` (channels, secrets, `http.body_limit_bytes`), with no
-    /// channel view (`last_pushed` is then `null`) and a delivery memory of
-    /// [`DEFAULT_DELIVERY_MEMORY`] entries. Installs the process-wide Prometheus recorder if
+    /// channel view (`last_pushed` is then `null`) and a delivery memory of its own of
+    /// [`DEFAULT_DELIVERY_MEMORY`] entries (the app hands in its own with
+    /// [`WebState::with_delivery_memory`]). Installs the process-wide Prometheus recorder if
     /// it is not installed yet ([`crate::telemetry::prometheus`]).
     pub fn new(ledger: Ledger, config: Arc<Config>) -> Self {
         Self {
             ledger,
             config,
             channel_view: None,
-            deliveries: Arc::new(DeliveryMemory::new(DEFAULT_DELIVERY_MEMORY)),
+            deliveries: DeliveryMemory::new(DEFAULT_DELIVERY_MEMORY),
             prometheus: crate::telemetry::prometheus(),
             ops: Arc::new(health::Operations::default()),
             rules: None,
@@ -152,9 +173,10 @@ impl WebState {
         }
     }
 
-    /// Remembers at most `entries` webhook delivery ids (at least 1).
-    pub fn with_delivery_memory(mut self, entries: usize) -> Self {
-        self.deliveries = Arc::new(DeliveryMemory::new(entries.max(1)));
+    /// Remembers the webhook deliveries processed in `memory` (shared by every receiver;
+    /// created by the app).
+    pub fn with_delivery_memory(mut self, memory: DeliveryMemory) -> Self {
+        self.deliveries = memory;
         self
     }
 
@@ -180,6 +202,15 @@ impl WebState {
 /// unknown routes and a 405 problem for a wrong method, and request tracing.
 pub fn router(state: WebState) -> Router {
     let body_limit = state.config.http.body_limit_bytes;
+    let receivers = ReceiverState::new(
+        state.ledger.clone(),
+        state.config.clone(),
+        state.deliveries.clone(),
+    );
+    let levels = state.channel_view.clone().map(|view| {
+        Arc::new(ViewLevels(view))
+            as Arc<dyn crate::ingest::shopify::receiver::InventoryLevelObserver>
+    });
     Router::new()
         .route("/api/v1/movements", post(movements::post_movements))
         .route(
@@ -203,15 +234,14 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/movements", get(history::get_movements))
         .route("/api/v1/pushes", get(history::get_pushes))
         .route("/api/v1/audit/config", get(history::get_config_audit))
-        .route(
-            "/webhooks/shopify/{channel_id}",
-            post(webhooks::post_shopify),
-        )
-        .route(
-            "/webhooks/woocommerce/{channel_id}",
-            post(woocommerce::post_woocommerce),
-        )
-        .route("/webhooks/amazon/{channel_id}", post(amazon::post_amazon))
+        .merge(crate::ingest::shopify::receiver::router(
+            receivers.clone(),
+            levels,
+        ))
+        .merge(crate::ingest::woocommerce::receiver::router(
+            receivers.clone(),
+        ))
+        .merge(crate::ingest::amazon::receiver::router(receivers))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(get_health))
         .merge(dashboard::routes())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use stocksync::config::Config;
 use stocksync::domain::{Movement, MovementKind, SCHEMA_VERSION, Sku};
-use stocksync::ingest::bolcom_poll::BolcomPollState;
+use stocksync::ingest::bolcom::poller::BolcomPollState;
 use stocksync::ledger::{Ledger, LedgerOptions};
 use stocksync::propagation::Propagation;
 use stocksync::sandbox::bolcom::{
@@ -369,7 +369,7 @@ async fn amazon_stock_reaches_the_simulator_by_patch_and_by_feed_and_never_to_fb
 
 #[tokio::test]
 async fn an_amazon_mfn_order_reaches_the_ledger_once_and_afn_orders_change_nothing() {
-    use stocksync::ingest::amazon_poll::AmazonPollState;
+    use stocksync::ingest::amazon::poller::AmazonPollState;
     use stocksync::sandbox::amazon::{Fulfilment, SimOrderLine};
     let setup = amazon_support::setup().await;
     let sim = &setup.sim;
@@ -436,7 +436,7 @@ async fn an_amazon_mfn_order_reaches_the_ledger_once_and_afn_orders_change_nothi
 
 #[tokio::test]
 async fn fba_summaries_land_as_counts_in_the_fba_location() {
-    use stocksync::ingest::amazon_poll::AmazonPollState;
+    use stocksync::ingest::amazon::poller::AmazonPollState;
     let setup = amazon_support::setup().await;
     let mut poller =
         AmazonPollState::new(&setup.config.channels[0], reqwest::Client::new()).unwrap();

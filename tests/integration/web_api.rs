@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use stocksync::config::Config;
 use stocksync::domain::NullSink;
-use stocksync::ingest::shopify;
+use stocksync::ingest::shopify::decode as shopify;
 use stocksync::ledger::{Ledger, LedgerOptions};
 use stocksync::store::embedded::EmbeddedStore;
 use stocksync::web::{self, WebState};
@@ -408,6 +408,18 @@ async fn bad_requests_answer_problems() {
     assert_eq!(wrong_method.status().as_u16(), 405);
     assert_eq!(
         wrong_method.headers()["content-type"],
+        "application/problem+json"
+    );
+    // The webhook receivers are mounted routers; the same 405 problem covers them.
+    let wrong_webhook_method = harness
+        .client
+        .get(format!("{}/webhooks/shopify/shop-1", harness.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_webhook_method.status().as_u16(), 405);
+    assert_eq!(
+        wrong_webhook_method.headers()["content-type"],
         "application/problem+json"
     );
     let health: Value = harness

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use stocksync::config::Config;
 use stocksync::domain::{NullSink, Sku};
-use stocksync::ingest::woocommerce as decoder;
-use stocksync::ingest::woocommerce_poll::OrderPoller;
+use stocksync::ingest::woocommerce::decode as decoder;
+use stocksync::ingest::woocommerce::poller::OrderPoller;
 use stocksync::ledger::{Ledger, LedgerOptions};
 use stocksync::sandbox::woocommerce::{
     self, SimOrderLine, WoocommerceSimulator, WoocommerceSimulatorOptions,
@@ -201,7 +201,7 @@ async fn the_poller_recovers_orders_whose_webhooks_were_lost() {
     let mut poller =
         OrderPoller::new(channel, setup.ledger.clone(), reqwest::Client::new()).unwrap();
     let report = poller.poll_once().await.unwrap();
-    assert_eq!(report.orders, 1);
+    assert_eq!(report.orders_fetched, 1);
     assert_eq!(report.applied, 1);
     assert_eq!(reserved(&setup.ledger, "MUG-BLUE").await, 2);
 

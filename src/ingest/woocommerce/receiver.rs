@@ -9,67 +9,41 @@
 //! 5. topics without an order (`order.deleted`, others) are acknowledged with 200;
 //! 6. a delivery whose (webhook id, order id, `date_modified_gmt`, status) was already
 //!    processed is answered 200 at once (the delivery id is weak, §2.4);
-//! 7. the order is decoded by [`crate::ingest::woocommerce::decode_order`] (400 problem if it
-//!    cannot be) and every movement is submitted; 200 only once all are durable, else 503.
+//! 7. the order is decoded by [`super::decode::decode_order`] (400 problem if it cannot
+//!    be) and every movement is submitted; 200 only once all are durable, else 503.
 //!
 //! WooCommerce never retries (§2.4): a non-2xx answer only counts towards disabling the
-//! webhook, and the poller (`ingest::woocommerce_poll`) is what recovers the order.
+//! webhook, and the poller ([`super::poller`]) is what recovers the order.
 //!
-//! The delivery memory lives in this module (bounded, keyed per app by its config) so
-//! that `WebState` stays untouched; business dedupe is the movements' idempotency keys.
+//! Owns: the [`router`] of this route, which `web` mounts. The delivery memory is the
+//! app's ([`ReceiverState::deliveries`], keys prefixed by the channel id); business dedupe
+//! is the movements' idempotency keys.
+//!
+//! May depend on: `config`, `ledger`, `telemetry`, `ingest::receiver`,
+//! `ingest::woocommerce::decode`.
 
-use super::webhooks::WebhookReceipt;
-use super::{WebError, WebState, body_error};
+use super::decode::{self as woocommerce, WebhookHeaders};
 use crate::config::ChannelConfig;
-use crate::ingest::woocommerce::{self, WebhookHeaders};
+use crate::ingest::receiver::{ReceiverError, ReceiverState, WebhookReceipt, body_error};
 use crate::ledger::{Ack, LedgerError};
 use crate::telemetry::{INGEST_WEBHOOKS_TOTAL, LEDGER_DEDUPE_HITS_TOTAL};
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock};
+use axum::routing::post;
+use axum::{Json, Router};
 
-/// Delivery keys remembered per app.
-const DELIVERY_MEMORY: usize = 100_000;
-
-#[derive(Default)]
-struct Memory {
-    seen: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-/// Per app (keyed by the address of its shared config): the processed delivery keys.
-fn memory() -> &'static Mutex<HashMap<usize, Memory>> {
-    static MEMORY: OnceLock<Mutex<HashMap<usize, Memory>>> = OnceLock::new();
-    MEMORY.get_or_init(Mutex::default)
-}
-
-fn app_key(state: &WebState) -> usize {
-    Arc::as_ptr(&state.config) as usize
-}
-
-fn seen(state: &WebState, key: &str) -> bool {
-    let memory = memory().lock().unwrap_or_else(|p| p.into_inner());
-    memory
-        .get(&app_key(state))
-        .is_some_and(|memory| memory.seen.contains(key))
-}
-
-fn remember(state: &WebState, key: String) {
-    let mut memory = memory().lock().unwrap_or_else(|p| p.into_inner());
-    let memory = memory.entry(app_key(state)).or_default();
-    if memory.seen.insert(key.clone()) {
-        memory.order.push_back(key);
-    }
-    while memory.order.len() > DELIVERY_MEMORY {
-        if let Some(oldest) = memory.order.pop_front() {
-            memory.seen.remove(&oldest);
-        }
-    }
+/// The router of `POST /webhooks/woocommerce/{channel_id}` (see the module docs). Mount it
+/// with `Router::merge`.
+pub fn router<S>(state: ReceiverState) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/webhooks/woocommerce/{channel_id}", post(post_woocommerce))
+        .with_state(state)
 }
 
 fn count(channel: &str, topic: &'static str, outcome: &'static str) {
@@ -83,23 +57,16 @@ fn count(channel: &str, topic: &'static str, outcome: &'static str) {
 }
 
 fn receipt(status: &str, topic: &str) -> WebhookReceipt {
-    WebhookReceipt {
-        status: status.to_owned(),
-        topic: topic.to_owned(),
-        applied: 0,
-        duplicates: 0,
-        rejected: 0,
-        skipped_lines: 0,
-    }
+    WebhookReceipt::new(status, topic)
 }
 
 /// The handler of `POST /webhooks/woocommerce/{channel_id}` (see the module docs).
-pub(super) async fn post_woocommerce(
-    State(state): State<WebState>,
+async fn post_woocommerce(
+    State(state): State<ReceiverState>,
     Path(channel_id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, WebError> {
+) -> Result<Response, ReceiverError> {
     let wc_headers = WebhookHeaders::from_pairs(
         headers
             .iter()
@@ -112,7 +79,7 @@ pub(super) async fn post_woocommerce(
         .filter(|channel| channel.woocommerce().is_some())
     else {
         count("unknown", topic, "unknown_channel");
-        return Err(WebError::NotFound {
+        return Err(ReceiverError::NotFound {
             path: format!("/webhooks/woocommerce/{channel_id}"),
         });
     };
@@ -124,22 +91,18 @@ pub(super) async fn post_woocommerce(
             "ignored" => "ignored",
             _ => "processed",
         },
-        Err(WebError::Unauthorized { .. }) => "unauthorized",
-        Err(WebError::Body { .. }) => "unreadable",
-        Err(WebError::UndecodableWebhook { .. }) => "undecodable",
-        Err(WebError::Unavailable { .. }) => "unavailable",
-        Err(_) => "error",
+        Err(error) => error.outcome(),
     };
     count(&channel.id, topic, outcome);
     result.map(|(status, receipt)| (status, Json(receipt)).into_response())
 }
 
 async fn receive(
-    state: &WebState,
+    state: &ReceiverState,
     channel: &ChannelConfig,
     headers: &WebhookHeaders,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, WebhookReceipt), WebError> {
+) -> Result<(StatusCode, WebhookReceipt), ReceiverError> {
     let body = body.map_err(body_error)?;
     let topic = headers.topic_label();
     if let Some(webhook_id) = woocommerce::is_ping(headers, &body) {
@@ -148,7 +111,7 @@ async fn receive(
     }
     if let Err(error) = woocommerce::verify(channel, headers, &body) {
         tracing::warn!(channel = %channel.id, topic, error = %error, "webhook refused");
-        return Err(WebError::Unauthorized {
+        return Err(ReceiverError::Unauthorized {
             reason: error.to_string(),
         });
     }
@@ -156,18 +119,19 @@ async fn receive(
         tracing::info!(channel = %channel.id, topic = ?headers.topic, "webhook topic ignored");
         return Ok((StatusCode::OK, receipt("ignored", topic)));
     }
-    let order = woocommerce::parse_order(&body).map_err(|error| WebError::UndecodableWebhook {
-        message: error.to_string(),
-    })?;
+    let order =
+        woocommerce::parse_order(&body).map_err(|error| ReceiverError::UndecodableWebhook {
+            message: error.to_string(),
+        })?;
     let key =
         woocommerce::delivery_key(channel, headers.webhook_id.as_deref().unwrap_or(""), &order);
-    if seen(state, &key) {
+    if state.deliveries.contains_any(std::slice::from_ref(&key)) {
         metrics::counter!(LEDGER_DEDUPE_HITS_TOTAL, "source" => woocommerce::source_label(channel))
             .increment(1);
         return Ok((StatusCode::OK, receipt("duplicate", topic)));
     }
     let decoded = woocommerce::decode_order(channel, &order).map_err(|error| {
-        WebError::UndecodableWebhook {
+        ReceiverError::UndecodableWebhook {
             message: error.to_string(),
         }
     })?;
@@ -194,10 +158,10 @@ async fn receive(
     }
     if let Some(error) = failure {
         tracing::warn!(channel = %channel.id, topic, error = %error, "webhook not durable; the poller will recover it");
-        return Err(WebError::Unavailable {
+        return Err(ReceiverError::Unavailable {
             message: error.to_string(),
         });
     }
-    remember(state, key);
+    state.deliveries.remember(vec![key]);
     Ok((StatusCode::OK, answer))
 }

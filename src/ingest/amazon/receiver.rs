@@ -5,11 +5,11 @@
 //! Order of work, and the answer at each step:
 //! 1. the channel must exist and have a `[channels.amazon]` section, else 404 problem;
 //! 2. the raw body is read (413 problem over `http.body_limit_bytes`);
-//! 3. it is decoded by [`crate::ingest::amazon::decode_notification`] (400 problem if it
-//!    cannot be); other notification types are acknowledged with 200 `ignored`;
+//! 3. it is decoded by [`super::decode::decode_notification`] (400 problem if it cannot
+//!    be); other notification types are acknowledged with 200 `ignored`;
 //! 4. a `NotificationId` already processed is answered 200 `duplicate` at once (SQS is at
 //!    least once);
-//! 5. the movements ([`crate::ingest::amazon::order_movements`]; none for AFN orders) are
+//! 5. the movements ([`super::decode::order_movements`]; none for AFN orders) are
 //!    submitted; 200 only once all are durable, else 503 so the bridge leaves the message
 //!    on the queue for redelivery.
 //!
@@ -18,85 +18,54 @@
 //! The `NotificationId` memory is a shortcut; business dedupe is the movements' keys, which
 //! the Orders API poller shares, so a redelivered or polled order is applied once.
 //!
-//! The memory lives in this module (bounded, keyed per app by its config) so that
-//! `WebState` stays untouched.
+//! Owns: the [`router`] of this route, which `web` mounts. The `NotificationId` memory is
+//! the app's ([`ReceiverState::deliveries`], keys prefixed by the channel id).
+//!
+//! May depend on: `config`, `ledger`, `telemetry`, `ingest::receiver`,
+//! `ingest::amazon::decode`.
 
-use super::webhooks::WebhookReceipt;
-use super::{WebError, WebState, body_error};
-use crate::ingest::amazon::{self, Decoded};
+use super::decode::{self as amazon, Decoded};
+use crate::config::ChannelConfig;
+use crate::ingest::receiver::{ReceiverError, ReceiverState, WebhookReceipt, body_error};
 use crate::ledger::{Ack, LedgerError};
 use crate::telemetry::{INGEST_WEBHOOKS_TOTAL, LEDGER_DEDUPE_HITS_TOTAL};
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock};
+use axum::routing::post;
+use axum::{Json, Router};
 
-/// `NotificationId`s remembered per app.
-const NOTIFICATION_MEMORY: usize = 100_000;
 /// The topic label of every Amazon delivery.
 const TOPIC: &str = "ORDER_CHANGE";
 
-#[derive(Default)]
-struct Memory {
-    seen: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-fn memory() -> &'static Mutex<HashMap<usize, Memory>> {
-    static MEMORY: OnceLock<Mutex<HashMap<usize, Memory>>> = OnceLock::new();
-    MEMORY.get_or_init(Mutex::default)
-}
-
-fn app_key(state: &WebState) -> usize {
-    Arc::as_ptr(&state.config) as usize
-}
-
-fn seen(state: &WebState, key: &str) -> bool {
-    let memory = memory().lock().unwrap_or_else(|p| p.into_inner());
-    memory
-        .get(&app_key(state))
-        .is_some_and(|memory| memory.seen.contains(key))
-}
-
-fn remember(state: &WebState, key: String) {
-    let mut memory = memory().lock().unwrap_or_else(|p| p.into_inner());
-    let memory = memory.entry(app_key(state)).or_default();
-    if memory.seen.insert(key.clone()) {
-        memory.order.push_back(key);
-    }
-    while memory.order.len() > NOTIFICATION_MEMORY {
-        if let Some(oldest) = memory.order.pop_front() {
-            memory.seen.remove(&oldest);
-        }
-    }
+/// The router of `POST /webhooks/amazon/{channel_id}` (see the module docs). Mount it with
+/// `Router::merge`.
+pub fn router<S>(state: ReceiverState) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/webhooks/amazon/{channel_id}", post(post_amazon))
+        .with_state(state)
 }
 
 fn receipt(status: &str) -> WebhookReceipt {
-    WebhookReceipt {
-        status: status.to_owned(),
-        topic: TOPIC.to_owned(),
-        applied: 0,
-        duplicates: 0,
-        rejected: 0,
-        skipped_lines: 0,
-    }
+    WebhookReceipt::new(status, TOPIC)
 }
 
 /// The handler of `POST /webhooks/amazon/{channel_id}` (see the module docs).
-pub(super) async fn post_amazon(
-    State(state): State<WebState>,
+async fn post_amazon(
+    State(state): State<ReceiverState>,
     Path(channel_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<WebhookReceipt>, WebError> {
+) -> Result<Json<WebhookReceipt>, ReceiverError> {
     let Some(channel) = state
         .config
         .channel(&channel_id)
         .filter(|channel| channel.amazon().is_some())
     else {
         count("unknown", "unknown_channel");
-        return Err(WebError::NotFound {
+        return Err(ReceiverError::NotFound {
             path: format!("/webhooks/amazon/{channel_id}"),
         });
     };
@@ -107,10 +76,7 @@ pub(super) async fn post_amazon(
             "ignored" => "ignored",
             _ => "processed",
         },
-        Err(WebError::Body { .. }) => "unreadable",
-        Err(WebError::UndecodableWebhook { .. }) => "undecodable",
-        Err(WebError::Unavailable { .. }) => "unavailable",
-        Err(_) => "error",
+        Err(error) => error.outcome(),
     };
     count(&channel.id, outcome);
     result.map(Json)
@@ -127,10 +93,10 @@ fn count(channel: &str, outcome: &'static str) {
 }
 
 async fn receive(
-    state: &WebState,
-    channel: &crate::config::ChannelConfig,
+    state: &ReceiverState,
+    channel: &ChannelConfig,
     body: Result<Bytes, BytesRejection>,
-) -> Result<WebhookReceipt, WebError> {
+) -> Result<WebhookReceipt, ReceiverError> {
     let body = body.map_err(body_error)?;
     let notification = match amazon::decode_notification(&body) {
         Ok(Decoded::OrderChange(notification)) => notification,
@@ -140,13 +106,13 @@ async fn receive(
         }
         Err(error) => {
             tracing::warn!(channel = %channel.id, error = %error, "amazon notification not decodable");
-            return Err(WebError::UndecodableWebhook {
+            return Err(ReceiverError::UndecodableWebhook {
                 message: error.to_string(),
             });
         }
     };
     let key = format!("{}\u{1f}{}", channel.id, notification.notification_id);
-    if seen(state, &key) {
+    if state.deliveries.contains_any(std::slice::from_ref(&key)) {
         metrics::counter!(LEDGER_DEDUPE_HITS_TOTAL, "source" => amazon::source(channel))
             .increment(1);
         return Ok(receipt("duplicate"));
@@ -175,10 +141,10 @@ async fn receive(
     }
     if let Some(error) = failure {
         tracing::warn!(channel = %channel.id, error = %error, "amazon notification not durable; it will be redelivered");
-        return Err(WebError::Unavailable {
+        return Err(ReceiverError::Unavailable {
             message: error.to_string(),
         });
     }
-    remember(state, key);
+    state.deliveries.remember(vec![key]);
     Ok(answer)
 }

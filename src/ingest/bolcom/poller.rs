@@ -2,7 +2,7 @@
 //! `order_poll_interval_ms` this task lists open FBR orders (all pages), fetches the detail
 //! of every order that is new or changed since the last poll, and of every order that left
 //! the open list (to see its final cancellations), then lists unhandled FBR returns, and
-//! submits the decoded movements ([`crate::ingest::bolcom`]) to the [`Ledger`].
+//! submits the decoded movements ([`super::decode`]) to the [`Ledger`].
 //!
 //! Idempotency keys make re-polling harmless: a restarted poller fetches every open order
 //! again and the ledger answers duplicates. An order is remembered as seen only after all
@@ -11,23 +11,25 @@
 //! Known gap (documented): an order cancelled entirely while the poller was down leaves the
 //! open list before the poller ever saw it cancel; reconciliation catches that drift.
 //!
-//! May depend on: `domain`, `ledger`, `config`, `telemetry`, `ingest::bolcom`.
+//! The loop around it (interval, backoff on 429/5xx honouring `Retry-After`, statistics,
+//! stop) is the shared [`crate::ingest::poller`]; this module holds only the bol.com
+//! requests, decoding and memory of orders seen.
+//!
+//! May depend on: `domain`, `ledger`, `config`, `telemetry`, `ingest::poller`,
+//! `ingest::bolcom::decode`.
 
-use super::bolcom::{self, Order};
+use super::decode::{self as bolcom, Order};
 use crate::config::{BolcomConfig, ChannelConfig};
-use crate::domain::Movement;
-use crate::ledger::{Ack, Ledger, LedgerError};
+use crate::ingest::poller::{
+    self, Poll, PollFailure, PollStats, PollerHandle, PollerOptions, Retry, submit_all,
+};
+use crate::ledger::{Ledger, LedgerError};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// Counter of movements submitted by channel pollers, labelled `channel`, `outcome`
-/// (`applied`, `duplicate`, `rejected`, `failed`).
-pub const POLL_MOVEMENTS_TOTAL: &str = "stocksync_ingest_poll_movements_total";
 /// Most pages read per list call (50 orders a page at bol).
 const MAX_PAGES: u32 = 100;
 /// The v10 media type.
@@ -45,6 +47,8 @@ pub enum PollError {
         what: String,
         /// HTTP status.
         status: u16,
+        /// The `Retry-After` sent with it.
+        retry_after: Option<Duration>,
         /// Body excerpt.
         body: String,
     },
@@ -64,17 +68,18 @@ pub enum PollError {
     Ledger(LedgerError),
 }
 
-/// What one poll did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PollStats {
-    /// Order details fetched.
-    pub orders_fetched: usize,
-    /// Movements newly applied.
-    pub applied: usize,
-    /// Movements the ledger already had.
-    pub duplicates: usize,
-    /// Movements the ledger refused (logged).
-    pub rejected: usize,
+impl PollFailure for PollError {
+    fn retry(&self) -> Retry {
+        match self {
+            Self::Http {
+                status,
+                retry_after,
+                ..
+            } => Retry::for_status(*status, *retry_after),
+            Self::Transport { .. } => Retry::WithBackoff { retry_after: None },
+            Self::Decode(_) | Self::Ledger(_) => Retry::AfterInterval,
+        }
+    }
 }
 
 /// The poller's memory and HTTP client (one per channel).
@@ -117,7 +122,7 @@ impl BolcomPollState {
             "{}:{}",
             self.config.client_id, self.config.client_secret
         ));
-        let (status, body) = self
+        let (status, retry_after, body) = self
             .exchange(
                 "token",
                 self.client
@@ -130,7 +135,7 @@ impl BolcomPollState {
             .await?;
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let (200, Some(token)) = (status, value["access_token"].as_str()) else {
-            return Err(http_error("token", status, &body));
+            return Err(http_error("token", status, retry_after, &body));
         };
         let ttl = Duration::from_secs(value["expires_in"].as_u64().unwrap_or(299));
         self.token = Some((token.to_owned(), Instant::now() + ttl));
@@ -141,7 +146,7 @@ impl BolcomPollState {
         &self,
         what: &str,
         request: reqwest::RequestBuilder,
-    ) -> Result<(u16, Vec<u8>), PollError> {
+    ) -> Result<(u16, Option<Duration>, Vec<u8>), PollError> {
         let transport = |error: reqwest::Error| PollError::Transport {
             what: what.to_owned(),
             message: error.to_string(),
@@ -152,8 +157,13 @@ impl BolcomPollState {
             .await
             .map_err(transport)?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok())
+            .and_then(poller::parse_retry_after);
         let body = response.bytes().await.map_err(transport)?;
-        Ok((status, body.to_vec()))
+        Ok((status, retry_after, body.to_vec()))
     }
 
     /// GET with the bearer and media type; one token refresh on 401.
@@ -162,7 +172,7 @@ impl BolcomPollState {
         let mut force = false;
         loop {
             let token = self.token(force).await?;
-            let (status, body) = self
+            let (status, retry_after, body) = self
                 .exchange(
                     path,
                     self.client
@@ -175,7 +185,7 @@ impl BolcomPollState {
                 200 => return Ok(Some(body)),
                 404 => return Ok(None),
                 401 if !force => force = true,
-                _ => return Err(http_error(path, status, &body)),
+                _ => return Err(http_error(path, status, retry_after, &body)),
             }
         }
     }
@@ -229,7 +239,9 @@ impl BolcomPollState {
             for (item, why) in &decoded.skipped {
                 tracing::debug!(channel = %self.channel.id, order = %order_id, item = %item, why, "bol.com order item skipped");
             }
-            submit_all(ledger, &self.channel.id, decoded.movements, &mut stats).await?;
+            submit_all(ledger, &self.channel.id, decoded.movements, &mut stats)
+                .await
+                .map_err(PollError::Ledger)?;
             match fingerprint {
                 Some(fingerprint) => self.seen.insert(order_id, fingerprint),
                 None => self.seen.remove(&order_id),
@@ -292,108 +304,41 @@ impl BolcomPollState {
             let Some(movement) = bolcom::return_movement(&self.channel, &line, sku, item) else {
                 continue;
             };
-            submit_all(ledger, &self.channel.id, vec![movement], stats).await?;
+            submit_all(ledger, &self.channel.id, vec![movement], stats)
+                .await
+                .map_err(PollError::Ledger)?;
             self.returns_done.insert(line.rma_id.clone());
         }
         Ok(())
     }
 }
 
-fn http_error(what: &str, status: u16, body: &[u8]) -> PollError {
+fn http_error(what: &str, status: u16, retry_after: Option<Duration>, body: &[u8]) -> PollError {
     PollError::Http {
         what: what.to_owned(),
         status,
+        retry_after,
         body: String::from_utf8_lossy(body).chars().take(300).collect(),
     }
 }
 
-/// Submits movements in order and waits until each is durable (or refused).
-///
-/// Errors: [`PollError::Ledger`] on a store or availability failure.
-pub async fn submit_all(
-    ledger: &Ledger,
-    channel: &str,
-    movements: Vec<Movement>,
-    stats: &mut PollStats,
-) -> Result<(), PollError> {
-    let pending: Vec<_> = movements
-        .into_iter()
-        .map(|movement| {
-            let key = movement.idempotency_key.clone();
-            (key, ledger.submit(movement))
-        })
-        .collect();
-    let mut failure = None;
-    for (key, ack) in pending {
-        let outcome = match ack.await {
-            Ok(Ack::Applied { .. }) => {
-                stats.applied += 1;
-                "applied"
-            }
-            Ok(Ack::Duplicate { .. }) => {
-                stats.duplicates += 1;
-                "duplicate"
-            }
-            Err(LedgerError::Rejected(error)) => {
-                stats.rejected += 1;
-                tracing::warn!(channel, key = %key, error = %error, "polled movement refused by the ledger");
-                "rejected"
-            }
-            Err(error) => {
-                failure.get_or_insert(error);
-                "failed"
-            }
-        };
-        metrics::counter!(POLL_MOVEMENTS_TOTAL, "channel" => channel.to_owned(), "outcome" => outcome)
-            .increment(1);
-    }
-    match failure {
-        Some(error) => Err(PollError::Ledger(error)),
-        None => Ok(()),
+/// The running poller of one channel: its state and the ledger it feeds.
+struct BolcomPoller {
+    state: BolcomPollState,
+    ledger: Ledger,
+}
+
+impl Poll for BolcomPoller {
+    type Error = PollError;
+
+    async fn poll(&mut self) -> Result<PollStats, PollError> {
+        self.state.poll_once(&self.ledger).await
     }
 }
 
-/// A running poller task; stop it with [`PollerHandle::stop`].
-#[derive(Debug)]
-pub struct PollerHandle {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl PollerHandle {
-    /// Runs `poll` every `interval` until stopped (the first poll at once).
-    pub fn spawn<F, Fut>(name: String, interval: Duration, mut poll: F) -> Self
-    where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + Send,
-    {
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            tracing::info!(poller = %name, interval_ms = interval.as_millis() as u64, "poller started");
-            loop {
-                tokio::select! {
-                    _ = poll() => {}
-                    _ = stopped.changed() => break,
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = stopped.changed() => break,
-                }
-            }
-            tracing::info!(poller = %name, "poller stopped");
-        });
-        Self { stop, task }
-    }
-
-    /// Stops the task (a poll in progress is abandoned; its durable part stays) and waits.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-}
-
-/// Starts the order poller of a bol.com channel; `None` when the channel is not bol.com or
-/// polling is disabled (`order_poll_interval_ms = 0`).
+/// Starts the order poller of a bol.com channel on the shared poller loop
+/// ([`crate::ingest::poller::spawn`]); `None` when the channel is not bol.com or polling is
+/// disabled (`order_poll_interval_ms = 0`).
 pub fn start(
     channel: &ChannelConfig,
     ledger: Ledger,
@@ -403,29 +348,12 @@ pub fn start(
     if interval == 0 {
         return None;
     }
-    let state = std::sync::Arc::new(tokio::sync::Mutex::new(BolcomPollState::new(
-        channel, client,
-    )?));
-    let id = channel.id.clone();
-    Some(PollerHandle::spawn(
-        format!("bolcom:{id}"),
-        Duration::from_millis(interval),
-        move || {
-            let state = state.clone();
-            let ledger = ledger.clone();
-            let id = id.clone();
-            async move {
-                let mut state = state.lock().await;
-                match state.poll_once(&ledger).await {
-                    Ok(stats) if stats.applied > 0 => {
-                        tracing::info!(channel = %id, applied = stats.applied, orders = stats.orders_fetched, "bol.com poll applied movements")
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(channel = %id, error = %error, "bol.com poll failed")
-                    }
-                }
-            }
-        },
+    let state = BolcomPollState::new(channel, client)?;
+    Some(poller::spawn(
+        PollerOptions::new(
+            format!("bolcom:{}", channel.id),
+            Duration::from_millis(interval),
+        ),
+        BolcomPoller { state, ledger },
     ))
 }

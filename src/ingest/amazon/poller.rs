@@ -4,7 +4,7 @@
 //! Orders: every `order_poll_interval_ms`, `GET /orders/v0/orders?MarketplaceIds=…&LastUpdatedAfter=…`
 //! (all `NextToken` pages) from a watermark that trails the newest `LastUpdateDate` seen by
 //! [`ORDER_OVERLAP_MS`]; every MFN order whose `LastUpdateDate` changed since the last poll
-//! gets `getOrderItems`, and its movements ([`crate::ingest::amazon::order_movements`]) are
+//! gets `getOrderItems`, and its movements ([`super::decode::order_movements`]) are
 //! submitted. AFN orders are skipped without reading their items (they never touch our
 //! stock). The keys are the notification's, so an order seen by both is applied once. The
 //! first poll looks back [`INITIAL_LOOKBACK_MS`].
@@ -16,14 +16,20 @@
 //! `lastUpdatedTime`, so a repeated or stale summary changes nothing.
 //!
 //! Watermarks advance only after every movement of the poll is durable; a failure leaves
-//! them for the next poll. A 429 ends the poll early (retried next interval).
+//! them for the next poll. A 429 ends the poll early; the shared loop then backs off.
 //!
-//! May depend on: `domain`, `ledger`, `config`, `telemetry`, `ingest::amazon`,
-//! `ingest::bolcom_poll` (the shared poller handle and submit helper).
+//! The loop around each poller (interval, backoff on 429/5xx honouring `Retry-After`,
+//! statistics, stop) and the watermark type are the shared [`crate::ingest::poller`]; this
+//! module holds only the Amazon requests, decoding and cursors.
+//!
+//! May depend on: `domain`, `ledger`, `config`, `telemetry`, `ingest::poller`,
+//! `ingest::amazon::decode`.
 
-use super::amazon::{self, Fulfilment, ListedOrder};
-use super::bolcom_poll::{PollStats, PollerHandle, submit_all};
+use super::decode::{self as amazon, Fulfilment, ListedOrder};
 use crate::config::{AmazonConfig, ChannelConfig};
+use crate::ingest::poller::{
+    self, Poll, PollFailure, PollStats, PollerHandle, PollerOptions, Retry, Watermark, submit_all,
+};
 use crate::ledger::{Ledger, LedgerError};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -49,6 +55,8 @@ pub enum AmazonPollError {
         what: String,
         /// HTTP status.
         status: u16,
+        /// The `Retry-After` sent with it.
+        retry_after: Option<Duration>,
         /// Body excerpt.
         body: String,
     },
@@ -68,14 +76,16 @@ pub enum AmazonPollError {
     Ledger(LedgerError),
 }
 
-impl From<super::bolcom_poll::PollError> for AmazonPollError {
-    fn from(error: super::bolcom_poll::PollError) -> Self {
-        match error {
-            super::bolcom_poll::PollError::Ledger(error) => Self::Ledger(error),
-            other => Self::Transport {
-                what: "submit".to_owned(),
-                message: other.to_string(),
-            },
+impl PollFailure for AmazonPollError {
+    fn retry(&self) -> Retry {
+        match self {
+            Self::Http {
+                status,
+                retry_after,
+                ..
+            } => Retry::for_status(*status, *retry_after),
+            Self::Transport { .. } => Retry::WithBackoff { retry_after: None },
+            Self::Decode(_) | Self::Ledger(_) => Retry::AfterInterval,
         }
     }
 }
@@ -113,13 +123,13 @@ pub struct AmazonPollState {
     api_url: String,
     client: reqwest::Client,
     token: Option<(String, Instant)>,
-    /// `LastUpdatedAfter` of the next order poll, ms since the epoch.
-    orders_after_ms: Option<i64>,
+    /// `LastUpdatedAfter` of the next order poll; unset before the first.
+    orders_after: Watermark,
     /// `(LastUpdateDate, OrderStatus)` of every order handled since the watermark (the
     /// date has whole seconds, so the status tells two changes in one second apart).
     orders_seen: HashMap<String, (i64, String)>,
-    /// `startDateTime` of the next FBA poll; `None` reads everything.
-    fba_after_ms: Option<i64>,
+    /// `startDateTime` of the next FBA poll; unset reads everything.
+    fba_after: Watermark,
 }
 
 impl AmazonPollState {
@@ -132,9 +142,9 @@ impl AmazonPollState {
             config,
             client,
             token: None,
-            orders_after_ms: None,
+            orders_after: Watermark::unset(ORDER_OVERLAP_MS),
             orders_seen: HashMap::new(),
-            fba_after_ms: None,
+            fba_after: Watermark::unset(FBA_OVERLAP_MS),
         })
     }
 
@@ -142,7 +152,7 @@ impl AmazonPollState {
         &self,
         what: &str,
         request: reqwest::RequestBuilder,
-    ) -> Result<(u16, Vec<u8>), AmazonPollError> {
+    ) -> Result<(u16, Option<Duration>, Vec<u8>), AmazonPollError> {
         let transport = |error: reqwest::Error| AmazonPollError::Transport {
             what: what.to_owned(),
             message: error.to_string(),
@@ -153,8 +163,13 @@ impl AmazonPollState {
             .await
             .map_err(transport)?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok())
+            .and_then(poller::parse_retry_after);
         let body = response.bytes().await.map_err(transport)?;
-        Ok((status, body.to_vec()))
+        Ok((status, retry_after, body.to_vec()))
     }
 
     async fn token(&mut self, force: bool) -> Result<String, AmazonPollError> {
@@ -170,7 +185,7 @@ impl AmazonPollState {
             encode(&self.config.client_id),
             encode(&self.config.client_secret)
         );
-        let (status, answer) = self
+        let (status, retry_after, answer) = self
             .exchange(
                 "token",
                 self.client
@@ -181,7 +196,7 @@ impl AmazonPollState {
             .await?;
         let value: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
         let (200, Some(token)) = (status, value["access_token"].as_str()) else {
-            return Err(http_error("token", status, &answer));
+            return Err(http_error("token", status, retry_after, &answer));
         };
         let ttl = Duration::from_secs(value["expires_in"].as_u64().unwrap_or(3600));
         self.token = Some((token.to_owned(), Instant::now() + ttl));
@@ -194,7 +209,7 @@ impl AmazonPollState {
         let mut force = false;
         loop {
             let token = self.token(force).await?;
-            let (status, body) = self
+            let (status, retry_after, body) = self
                 .exchange(
                     path_and_query,
                     self.client
@@ -207,7 +222,7 @@ impl AmazonPollState {
                 200 => return Ok(Some(body)),
                 404 => return Ok(None),
                 401 | 403 if !force => force = true,
-                _ => return Err(http_error(path_and_query, status, &body)),
+                _ => return Err(http_error(path_and_query, status, retry_after, &body)),
             }
         }
     }
@@ -218,7 +233,8 @@ impl AmazonPollState {
     pub async fn poll_orders(&mut self, ledger: &Ledger) -> Result<PollStats, AmazonPollError> {
         let mut stats = PollStats::default();
         let after_ms = self
-            .orders_after_ms
+            .orders_after
+            .position_ms()
             .unwrap_or_else(|| now_ms() - INITIAL_LOOKBACK_MS);
         let mut listed: Vec<ListedOrder> = Vec::new();
         let mut path = format!(
@@ -255,17 +271,16 @@ impl AmazonPollState {
                 };
                 let state = amazon::decode_order_items(&order, &body)?;
                 let decoded = amazon::order_movements(&self.channel, &state);
-                submit_all(ledger, &self.channel.id, decoded.movements, &mut stats).await?;
+                submit_all(ledger, &self.channel.id, decoded.movements, &mut stats)
+                    .await
+                    .map_err(AmazonPollError::Ledger)?;
             }
             self.orders_seen.insert(order.amazon_order_id, fingerprint);
         }
-        let watermark = newest - ORDER_OVERLAP_MS;
+        let watermark = self.orders_after.advance(after_ms, newest);
         if watermark > after_ms {
-            self.orders_after_ms = Some(watermark);
             self.orders_seen
                 .retain(|_, (updated, _)| *updated >= watermark);
-        } else {
-            self.orders_after_ms = Some(after_ms);
         }
         Ok(stats)
     }
@@ -280,7 +295,7 @@ impl AmazonPollState {
         let mut base = format!(
             "/fba/inventory/v1/summaries?granularityType=Marketplace&granularityId={marketplace}&marketplaceIds={marketplace}&details=true"
         );
-        if let Some(after) = self.fba_after_ms {
+        if let Some(after) = self.fba_after.position_ms() {
             base.push_str(&format!("&startDateTime={}", encode(&iso8601(after))));
         }
         let mut path = base.clone();
@@ -304,19 +319,26 @@ impl AmazonPollState {
             .iter()
             .map(|summary| amazon::fba_count(&self.channel, &location, summary))
             .collect();
-        submit_all(ledger, &self.channel.id, movements, &mut stats).await?;
+        submit_all(ledger, &self.channel.id, movements, &mut stats)
+            .await
+            .map_err(AmazonPollError::Ledger)?;
         if let Some(newest) = newest {
-            let after = newest - FBA_OVERLAP_MS;
-            self.fba_after_ms = Some(self.fba_after_ms.map_or(after, |old| old.max(after)));
+            self.fba_after.advance(i64::MIN, newest);
         }
         Ok(stats)
     }
 }
 
-fn http_error(what: &str, status: u16, body: &[u8]) -> AmazonPollError {
+fn http_error(
+    what: &str,
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> AmazonPollError {
     AmazonPollError::Http {
         what: what.to_owned(),
         status,
+        retry_after,
         body: String::from_utf8_lossy(body).chars().take(300).collect(),
     }
 }
@@ -326,6 +348,24 @@ fn http_error(what: &str, status: u16, body: &[u8]) -> AmazonPollError {
 enum Kind {
     Orders,
     Fba,
+}
+
+/// One running Amazon poller: its state, the ledger it feeds, and which poll it runs.
+struct AmazonPoller {
+    state: AmazonPollState,
+    ledger: Ledger,
+    kind: Kind,
+}
+
+impl Poll for AmazonPoller {
+    type Error = AmazonPollError;
+
+    async fn poll(&mut self) -> Result<PollStats, AmazonPollError> {
+        match self.kind {
+            Kind::Orders => self.state.poll_orders(&self.ledger).await,
+            Kind::Fba => self.state.poll_fba(&self.ledger).await,
+        }
+    }
 }
 
 fn spawn(
@@ -342,43 +382,23 @@ fn spawn(
     if interval == 0 {
         return None;
     }
-    let state = std::sync::Arc::new(tokio::sync::Mutex::new(AmazonPollState::new(
-        channel, client,
-    )?));
-    let id = channel.id.clone();
+    let state = AmazonPollState::new(channel, client)?;
     let name = match kind {
-        Kind::Orders => format!("amazon-orders:{id}"),
-        Kind::Fba => format!("amazon-fba:{id}"),
+        Kind::Orders => format!("amazon-orders:{}", channel.id),
+        Kind::Fba => format!("amazon-fba:{}", channel.id),
     };
-    Some(PollerHandle::spawn(
-        name,
-        Duration::from_millis(interval),
-        move || {
-            let state = state.clone();
-            let ledger = ledger.clone();
-            let id = id.clone();
-            async move {
-                let mut state = state.lock().await;
-                let result = match kind {
-                    Kind::Orders => state.poll_orders(&ledger).await,
-                    Kind::Fba => state.poll_fba(&ledger).await,
-                };
-                match result {
-                    Ok(stats) if stats.applied > 0 => {
-                        tracing::info!(channel = %id, poller = ?kind, applied = stats.applied, "amazon poll applied movements")
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(channel = %id, poller = ?kind, error = %error, "amazon poll failed")
-                    }
-                }
-            }
+    Some(poller::spawn(
+        PollerOptions::new(name, Duration::from_millis(interval)),
+        AmazonPoller {
+            state,
+            ledger,
+            kind,
         },
     ))
 }
 
-/// Starts the Orders API backstop of an Amazon channel; `None` when the channel is not
-/// Amazon or `order_poll_interval_ms = 0`.
+/// Starts the Orders API backstop of an Amazon channel on the shared poller loop; `None`
+/// when the channel is not Amazon or `order_poll_interval_ms = 0`.
 pub fn start_orders(
     channel: &ChannelConfig,
     ledger: Ledger,
@@ -387,8 +407,8 @@ pub fn start_orders(
     spawn(channel, ledger, client, Kind::Orders)
 }
 
-/// Starts the FBA inventory reader of an Amazon channel; `None` when the channel is not
-/// Amazon or `fba_poll_interval_ms = 0`.
+/// Starts the FBA inventory reader of an Amazon channel on the shared poller loop; `None`
+/// when the channel is not Amazon or `fba_poll_interval_ms = 0`.
 pub fn start_fba(
     channel: &ChannelConfig,
     ledger: Ledger,

@@ -3,7 +3,7 @@
 //! Owns: the shapes of `GET /retailer/orders` (list), `GET /retailer/orders/{id}` (detail)
 //! and `GET /retailer/returns`, and their translation into ledger [`Movement`]s with the
 //! reservation ids and idempotency keys of bol order items. The poller
-//! (`ingest::bolcom_poll`) does the I/O.
+//! ([`super::poller`]) does the I/O.
 //!
 //! Decisions (each one has a test below):
 //! - Only FBR items count: FBB items ship from bol's warehouse and never touch our stock.

@@ -27,6 +27,10 @@
 //!   but not yet submitted are dropped; the partition's next owner reads them again from
 //!   the committed offset.
 //!
+//! Every dead-lettered batch is also announced, per reason, on the app's
+//! [`DeadLetterBroadcast`] when one is handed in ([`KafkaIngestOptions::dead_letters`]),
+//! for alerting; there is no process-wide broadcast.
+//!
 //! May depend on: `domain`, `ledger`, `config`, `store` types, `telemetry`.
 
 mod atp;
@@ -55,7 +59,9 @@ use crate::config::KafkaConfig;
 use crate::domain::Movement;
 use crate::ledger::{Ack, Ledger, LedgerError};
 use crate::store::OffsetWatermark;
-use crate::telemetry::{INGEST_DEAD_LETTERS_TOTAL, INGEST_KAFKA_MESSAGES_TOTAL};
+use crate::telemetry::{
+    DeadLetterBroadcast, INGEST_DEAD_LETTERS_TOTAL, INGEST_KAFKA_MESSAGES_TOTAL,
+};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -142,6 +148,15 @@ impl AssignmentHandle {
     }
 }
 
+/// What a consumer is started with besides its settings.
+#[derive(Clone, Default)]
+pub struct KafkaIngestOptions {
+    /// How records become movements; `None`: the movements contract ([`movement_decoder`]).
+    pub decoder: Option<RecordDecoder>,
+    /// Where a notice of every dead-lettered batch goes (for alerting); `None`: nowhere.
+    pub dead_letters: Option<DeadLetterBroadcast>,
+}
+
 /// A running Kafka consumer: created by [`KafkaIngest::start`], stopped by
 /// [`KafkaIngest::stop`].
 pub struct KafkaIngest {
@@ -158,7 +173,7 @@ impl KafkaIngest {
     /// client cannot be created or the subscription fails. Brokers being unreachable is not
     /// an error here: the client keeps reconnecting.
     pub fn start(config: KafkaConfig, ledger: Ledger) -> Result<Self, IngestError> {
-        Self::start_with(config, movement_decoder(), ledger)
+        Self::start_with_options(config, ledger, KafkaIngestOptions::default())
     }
 
     /// Like [`KafkaIngest::start`], decoding records of `config.movements_topic` with
@@ -171,8 +186,24 @@ impl KafkaIngest {
         decoder: RecordDecoder,
         ledger: Ledger,
     ) -> Result<Self, IngestError> {
+        let options = KafkaIngestOptions {
+            decoder: Some(decoder),
+            ..KafkaIngestOptions::default()
+        };
+        Self::start_with_options(config, ledger, options)
+    }
+
+    /// Like [`KafkaIngest::start`], with `options` (the record decoder, where dead-letter
+    /// notices go).
+    ///
+    /// Errors: as [`KafkaIngest::start`].
+    pub fn start_with_options(
+        config: KafkaConfig,
+        ledger: Ledger,
+        options: KafkaIngestOptions,
+    ) -> Result<Self, IngestError> {
         let (stop, shutdown) = watch::channel(false);
-        let worker = Worker::new(config, decoder, ledger, shutdown)?;
+        let worker = Worker::new(config, options, ledger, shutdown)?;
         let context = worker.consumer.context().clone();
         let task = tokio::spawn(worker.run());
         Ok(Self {
@@ -226,7 +257,7 @@ pub async fn run(
     ledger: Ledger,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), IngestError> {
-    Worker::new(config, movement_decoder(), ledger, shutdown)?
+    Worker::new(config, KafkaIngestOptions::default(), ledger, shutdown)?
         .run()
         .await
 }
@@ -368,6 +399,7 @@ struct Worker {
     ledger: Ledger,
     consumer: Arc<IngestConsumer>,
     dead_letters: FutureProducer,
+    dead_letter_notices: Option<DeadLetterBroadcast>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -390,7 +422,7 @@ async fn sleep_or_stop(shutdown: &mut watch::Receiver<bool>, duration: Duration)
 impl Worker {
     fn new(
         config: KafkaConfig,
-        decoder: RecordDecoder,
+        options: KafkaIngestOptions,
         ledger: Ledger,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, IngestError> {
@@ -411,10 +443,11 @@ impl Worker {
             .map_err(kafka_error("create dead-letter producer"))?;
         Ok(Self {
             config,
-            decoder,
+            decoder: options.decoder.unwrap_or_else(movement_decoder),
             ledger,
             consumer: Arc::new(consumer),
             dead_letters,
+            dead_letter_notices: options.dead_letters,
             shutdown,
         })
     }
@@ -601,7 +634,7 @@ impl Worker {
             .collect();
 
         self.send_dead_letters(batch, &outcomes).await?;
-        record_metrics(&outcomes);
+        record_metrics(&outcomes, self.dead_letter_notices.as_ref());
         self.commit(batch).await;
         Ok(())
     }
@@ -784,8 +817,9 @@ fn dead_letter_headers(message: &OwnedMessage, reason: &str, error: &str) -> Own
     headers
 }
 
-/// Counts one batch's outcomes (emitted per batch, not per record).
-fn record_metrics(outcomes: &[Outcome]) {
+/// Counts one batch's outcomes (emitted per batch, not per record), and tells `notices`
+/// about dead letters.
+fn record_metrics(outcomes: &[Outcome], notices: Option<&DeadLetterBroadcast>) {
     let mut by_outcome: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut by_reason: BTreeMap<&'static str, u64> = BTreeMap::new();
     for outcome in outcomes {
@@ -808,7 +842,9 @@ fn record_metrics(outcomes: &[Outcome]) {
     }
     for (reason, count) in by_reason {
         metrics::counter!(INGEST_DEAD_LETTERS_TOTAL, "reason" => reason).increment(count);
-        crate::telemetry::dead_letters_sent(reason, count);
+        if let Some(notices) = notices {
+            notices.dead_letters_sent(reason, count);
+        }
     }
 }
 

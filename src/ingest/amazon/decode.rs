@@ -4,7 +4,7 @@
 //! message whose `Body` carries it), of Orders API v0 `getOrders` / `getOrderItems`, and of
 //! FBA `getInventorySummaries`, and their translation into ledger [`Movement`]s with the
 //! reservation ids and idempotency keys of Amazon order items. The HTTP receiver
-//! (`web::amazon`), the Kafka bridge consumer and the pollers (`ingest::amazon_poll`) do the
+//! ([`super::receiver`]), the Kafka bridge consumer and the pollers ([`super::poller`]) do the
 //! I/O; notifications and polls of the same order yield the same keys, so redelivery (SQS is
 //! at least once) and polling overlap are harmless.
 //!
@@ -503,15 +503,15 @@ pub fn fba_count(channel: &ChannelConfig, location: &str, summary: &FbaSummary) 
 /// becomes that order's movements ([`order_movements`]; none for AFN orders or other
 /// notification types). Duplicated deliveries are harmless: the movements' idempotency
 /// keys dedupe them.
-pub fn notification_decoder(channel: ChannelConfig) -> super::kafka::RecordDecoder {
+pub fn notification_decoder(channel: ChannelConfig) -> crate::ingest::kafka::RecordDecoder {
     std::sync::Arc::new(move |_key, value, _origin| {
-        let body = value.ok_or(super::kafka::DecodeError::MissingValue)?;
+        let body = value.ok_or(crate::ingest::kafka::DecodeError::MissingValue)?;
         match decode_notification(body) {
             Ok(Decoded::OrderChange(notification)) => {
                 Ok(order_movements(&channel, &notification.order).movements)
             }
             Ok(Decoded::Other(_)) => Ok(Vec::new()),
-            Err(error) => Err(super::kafka::DecodeError::Foreign {
+            Err(error) => Err(crate::ingest::kafka::DecodeError::Foreign {
                 what: "Amazon ORDER_CHANGE notification",
                 message: error.to_string(),
             }),

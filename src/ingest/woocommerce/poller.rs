@@ -3,7 +3,7 @@
 //!
 //! Owns: one task per WooCommerce channel that every `poll_interval_secs` reads
 //! `GET {site}/wp-json/wc/v3/orders?modified_after=<cursor>&per_page=100&page=N&orderby=modified&order=asc`
-//! and submits the same movements as the webhook receiver ([`super::woocommerce::decode_order`]).
+//! and submits the same movements as the webhook receiver ([`super::decode::decode_order`]).
 //! Overlap with webhooks, and between polls, is harmless: every movement carries the same
 //! idempotency key whichever path brought it.
 //!
@@ -12,14 +12,20 @@
 //! field has second resolution and `modified_after` may be exclusive). A failed poll keeps
 //! the cursor, so the next poll retries the same window.
 //!
-//! May depend on: `domain`, `config`, `ledger`, `telemetry`, `ingest::woocommerce`.
+//! The loop around it (interval, backoff on 429/5xx honouring `Retry-After`, statistics,
+//! stop) is the shared [`crate::ingest::poller`]; this module holds only the WooCommerce
+//! request, decoding and cursor.
+//!
+//! May depend on: `domain`, `config`, `ledger`, `telemetry`, `ingest::poller`,
+//! `ingest::woocommerce::decode`.
 
-use super::woocommerce::{decode_order, order_from_value};
+use super::decode::{decode_order, order_from_value};
 use crate::config::ChannelConfig;
-use crate::ledger::{Ledger, LedgerError};
+use crate::ingest::poller::{
+    self, Poll, PollFailure, PollStats, PollerHandle, PollerOptions, Retry, Watermark, submit_all,
+};
+use crate::ledger::Ledger;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// Orders read by the poller; labels `channel`, `outcome` (`submitted`, `failed`).
 pub const INGEST_POLLED_ORDERS_TOTAL: &str = "stocksync_ingest_polled_orders_total";
@@ -27,15 +33,37 @@ pub const INGEST_POLLED_ORDERS_TOTAL: &str = "stocksync_ingest_polled_orders_tot
 /// Most pages read in one poll (100 orders each); the rest waits for the next poll.
 const MAX_PAGES_PER_POLL: u32 = 50;
 
+/// How far the cursor trails the newest `date_modified_gmt` seen, in milliseconds (the
+/// field has second resolution and `modified_after` may be exclusive).
+pub const CURSOR_OVERLAP_MS: i64 = 1_000;
+
 /// Errors of one poll.
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
-    /// The request failed or the answer was not a JSON array of orders.
+    /// The answer was not a JSON array of orders, or an order could not be decoded.
     #[error("channel {channel}: polling orders failed: {message}")]
     Http {
         /// Channel id.
         channel: String,
-        /// What went wrong (status, transport error, decode error).
+        /// What went wrong (decode error).
+        message: String,
+    },
+    /// The site answered with an unexpected status (429 and 5xx back off).
+    #[error("channel {channel}: polling orders failed: http {status}")]
+    Status {
+        /// Channel id.
+        channel: String,
+        /// HTTP status.
+        status: u16,
+        /// The `Retry-After` sent with it.
+        retry_after: Option<Duration>,
+    },
+    /// No answer (connect, timeout, TLS); backs off.
+    #[error("channel {channel}: polling orders failed: {message}")]
+    Transport {
+        /// Channel id.
+        channel: String,
+        /// The client's message.
         message: String,
     },
     /// A movement could not be made durable; the window is polled again.
@@ -48,17 +76,18 @@ pub enum PollError {
     },
 }
 
-/// What one poll did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PollReport {
-    /// Orders read.
-    pub orders: usize,
-    /// Movements applied (new).
-    pub applied: usize,
-    /// Movements already recorded (duplicates).
-    pub duplicates: usize,
-    /// Movements the state machine refused.
-    pub rejected: usize,
+impl PollFailure for PollError {
+    fn retry(&self) -> Retry {
+        match self {
+            Self::Status {
+                status,
+                retry_after,
+                ..
+            } => Retry::for_status(*status, *retry_after),
+            Self::Transport { .. } => Retry::WithBackoff { retry_after: None },
+            Self::Http { .. } | Self::Ledger { .. } => Retry::AfterInterval,
+        }
+    }
 }
 
 /// The poller of one channel (a cursor and the HTTP details).
@@ -68,7 +97,7 @@ pub struct OrderPoller {
     ledger: Ledger,
     client: reqwest::Client,
     /// `modified_after`, in milliseconds since the Unix epoch.
-    cursor_ms: i64,
+    cursor: Watermark,
 }
 
 fn now_ms() -> i64 {
@@ -110,7 +139,7 @@ impl std::fmt::Debug for OrderPoller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OrderPoller")
             .field("channel", &self.channel.id)
-            .field("cursor_ms", &self.cursor_ms)
+            .field("cursor_ms", &self.cursor_ms())
             .finish()
     }
 }
@@ -125,31 +154,32 @@ impl OrderPoller {
             channel,
             ledger,
             client,
-            cursor_ms,
+            cursor: Watermark::at(cursor_ms, CURSOR_OVERLAP_MS),
         })
     }
 
     /// The current `modified_after`, in milliseconds since the Unix epoch.
     pub fn cursor_ms(&self) -> i64 {
-        self.cursor_ms
+        self.cursor.position_ms().unwrap_or_default()
     }
 
     /// Polls once: every page of orders modified after the cursor, each decoded and
     /// submitted; the cursor advances only when every movement is durable.
     ///
     /// Errors: [`PollError::Http`], [`PollError::Ledger`].
-    pub async fn poll_once(&mut self) -> Result<PollReport, PollError> {
+    pub async fn poll_once(&mut self) -> Result<PollStats, PollError> {
         let Some(woocommerce) = self.channel.woocommerce().cloned() else {
-            return Ok(PollReport::default());
+            return Ok(PollStats::default());
         };
         let http_error = |message: String| PollError::Http {
             channel: self.channel.id.clone(),
             message,
         };
         let site = woocommerce.site_url.trim_end_matches('/');
-        let after = gmt(self.cursor_ms);
-        let mut report = PollReport::default();
-        let mut newest = self.cursor_ms;
+        let start_ms = self.cursor_ms();
+        let after = gmt(start_ms);
+        let mut report = PollStats::default();
+        let mut newest = start_ms;
         for page in 1..=MAX_PAGES_PER_POLL {
             let mut url = format!(
                 "{site}/wp-json/wc/v3/orders?modified_after={after}&per_page=100&page={page}&orderby=modified&order=asc"
@@ -171,7 +201,10 @@ impl OrderPoller {
                 .timeout(Duration::from_secs(woocommerce.timeout_secs.max(1)))
                 .send()
                 .await
-                .map_err(|error| http_error(error.to_string()))?;
+                .map_err(|error| PollError::Transport {
+                    channel: self.channel.id.clone(),
+                    message: error.to_string(),
+                })?;
             let status = response.status();
             let total_pages: u32 = response
                 .headers()
@@ -180,7 +213,15 @@ impl OrderPoller {
                 .and_then(|value| value.parse().ok())
                 .unwrap_or(page);
             if !status.is_success() {
-                return Err(http_error(format!("http {status}")));
+                return Err(PollError::Status {
+                    channel: self.channel.id.clone(),
+                    status: status.as_u16(),
+                    retry_after: response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(poller::parse_retry_after),
+                });
             }
             let orders: Vec<serde_json::Value> = response
                 .json()
@@ -195,27 +236,20 @@ impl OrderPoller {
                 }
                 let decoded = decode_order(&self.channel, &order)
                     .map_err(|error| http_error(error.to_string()))?;
-                report.orders += 1;
-                let acks = futures::future::join_all(
-                    decoded
-                        .movements
-                        .iter()
-                        .map(|movement| self.ledger.submit(movement.clone())),
+                report.orders_fetched += 1;
+                if let Err(error) = submit_all(
+                    &self.ledger,
+                    &self.channel.id,
+                    decoded.movements,
+                    &mut report,
                 )
-                .await;
-                for ack in acks {
-                    match ack {
-                        Ok(crate::ledger::Ack::Applied { .. }) => report.applied += 1,
-                        Ok(crate::ledger::Ack::Duplicate { .. }) => report.duplicates += 1,
-                        Err(LedgerError::Rejected(_)) => report.rejected += 1,
-                        Err(error) => {
-                            metrics::counter!(INGEST_POLLED_ORDERS_TOTAL, "channel" => self.channel.id.clone(), "outcome" => "failed").increment(1);
-                            return Err(PollError::Ledger {
-                                channel: self.channel.id.clone(),
-                                message: error.to_string(),
-                            });
-                        }
-                    }
+                .await
+                {
+                    metrics::counter!(INGEST_POLLED_ORDERS_TOTAL, "channel" => self.channel.id.clone(), "outcome" => "failed").increment(1);
+                    return Err(PollError::Ledger {
+                        channel: self.channel.id.clone(),
+                        message: error.to_string(),
+                    });
                 }
                 metrics::counter!(INGEST_POLLED_ORDERS_TOTAL, "channel" => self.channel.id.clone(), "outcome" => "submitted").increment(1);
             }
@@ -223,76 +257,37 @@ impl OrderPoller {
                 break;
             }
         }
-        self.cursor_ms = self.cursor_ms.max(newest - 1000);
+        self.cursor.advance(start_ms, newest);
         Ok(report)
     }
 }
 
-/// A running poller task; [`stop`](Self::stop) ends it.
-#[derive(Debug)]
-pub struct WoocommercePoller {
-    channel: String,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+impl Poll for OrderPoller {
+    type Error = PollError;
+
+    async fn poll(&mut self) -> Result<PollStats, PollError> {
+        self.poll_once().await
+    }
 }
 
-impl WoocommercePoller {
-    /// Starts polling `channel` every `poll_interval_secs` (first poll at once); `None` when
-    /// the channel is not WooCommerce or polling is off (`poll_interval_secs = 0`).
-    pub fn start(channel: &ChannelConfig, ledger: Ledger, client: reqwest::Client) -> Option<Self> {
-        let interval_secs = channel.woocommerce()?.poll_interval_secs;
-        if interval_secs == 0 {
-            return None;
-        }
-        let mut poller = OrderPoller::new(channel.clone(), ledger, client)?;
-        let (stop, mut stopped) = watch::channel(false);
-        let id = channel.id.clone();
-        let task = tokio::spawn(async move {
-            let mut interval = tokio::time::interval(Duration::from_secs(interval_secs));
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = interval.tick() => {}
-                    _ = stopped.changed() => break,
-                }
-                match poller.poll_once().await {
-                    Ok(report) if report.orders > 0 => {
-                        tracing::info!(channel = %id, orders = report.orders, applied = report.applied, duplicates = report.duplicates, "woocommerce orders polled");
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(channel = %id, error = %error, "woocommerce poll failed")
-                    }
-                }
-            }
-        });
-        Some(Self {
-            channel: channel.id.clone(),
-            stop,
-            task,
-        })
+/// Starts polling `channel` every `poll_interval_secs` on the shared poller loop (first
+/// poll at once); `None` when the channel is not WooCommerce or polling is off
+/// (`poll_interval_secs = 0`).
+pub fn start(
+    channel: &ChannelConfig,
+    ledger: Ledger,
+    client: reqwest::Client,
+) -> Option<PollerHandle> {
+    let interval_secs = channel.woocommerce()?.poll_interval_secs;
+    if interval_secs == 0 {
+        return None;
     }
-
-    /// Starts a poller for every WooCommerce channel of `channels` with polling on.
-    pub fn start_all(
-        channels: &[ChannelConfig],
-        ledger: &Ledger,
-        client: &reqwest::Client,
-    ) -> Vec<Self> {
-        channels
-            .iter()
-            .filter_map(|channel| Self::start(channel, ledger.clone(), client.clone()))
-            .collect()
-    }
-
-    /// The channel polled.
-    pub fn channel(&self) -> &str {
-        &self.channel
-    }
-
-    /// Stops the task (an in-flight poll finishes first) and waits for it.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
+    let poller = OrderPoller::new(channel.clone(), ledger, client)?;
+    Some(poller::spawn(
+        PollerOptions::new(
+            format!("woocommerce:{}", channel.id),
+            Duration::from_secs(interval_secs),
+        ),
+        poller,
+    ))
 }

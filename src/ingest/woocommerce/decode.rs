@@ -5,8 +5,8 @@
 //! delivery dedupe key ([`delivery_key`]) and the translation of an order resource (webhook
 //! body or a polled `GET /orders` entry) into ledger [`Movement`]s ([`decode_order`]).
 //!
-//! May depend on: `domain`, `config`. Does no I/O: the HTTP receiver (`web::woocommerce`)
-//! and the poller (`ingest::woocommerce_poll`) read bytes, call these functions and submit.
+//! May depend on: `domain`, `config`. Does no I/O: the HTTP receiver ([`super::receiver`])
+//! and the poller ([`super::poller`]) read bytes, call these functions and submit.
 //!
 //! Decisions (each one has a test below):
 //! - Stock effect by status, as WooCommerce core applies it (§2.3):

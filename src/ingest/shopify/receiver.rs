@@ -8,7 +8,7 @@
 //! 4. a delivery whose `X-Shopify-Webhook-Id`, or whose `X-Shopify-Event-Id` for the same
 //!    topic, was already processed is answered 200 at once and counted in
 //!    `stocksync_ledger_dedupe_hits_total{source="shopify:<channel>"}`;
-//! 5. the body is decoded by [`crate::ingest::shopify::decode`] (400 problem if it cannot
+//! 5. the body is decoded by [`super::decode::decode`] (400 problem if it cannot
 //!    be: Shopify retries, which is harmless, and the failure is logged);
 //! 6. every movement is submitted and the answer waits until all are durable: 200 with a
 //!    [`WebhookReceipt`], or a 503 problem (Shopify retries) if the store failed. Movements
@@ -17,89 +17,66 @@
 //! Delivery dedupe is only a shortcut: business dedupe comes from the movements'
 //! idempotency keys in the ledger, so concurrent identical deliveries (which both miss the
 //! delivery memory) still reserve once (scenario S2).
+//!
+//! Owns: the [`router`] of this route, which `web` mounts, and the
+//! [`InventoryLevelObserver`] through which `inventory_levels/update` reaches
+//! reconciliation (the app adapts it). The delivery memory is the app's
+//! ([`ReceiverState::deliveries`], keys prefixed by the channel id).
+//!
+//! May depend on: `config`, `ledger`, `telemetry`, `ingest::receiver`,
+//! `ingest::shopify::decode`.
 
-use super::{WebError, WebState, body_error};
+use super::decode::{self as shopify, WebhookHeaders, WebhookTopic};
 use crate::config::ChannelConfig;
-use crate::ingest::shopify::{self, WebhookHeaders, WebhookTopic};
+use crate::ingest::receiver::{ReceiverError, ReceiverState, WebhookReceipt, body_error};
 use crate::ledger::{Ack, LedgerError};
 use crate::telemetry::{INGEST_WEBHOOKS_TOTAL, LEDGER_DEDUPE_HITS_TOTAL};
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use serde::{Deserialize, Serialize};
-use std::collections::{HashSet, VecDeque};
-use std::sync::Mutex;
+use axum::routing::post;
+use axum::{Json, Router};
+use std::sync::Arc;
 
-/// The 200 answer to a processed delivery.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WebhookReceipt {
-    /// `processed`, or `duplicate` when the delivery was already processed.
-    pub status: String,
-    /// The topic as understood (`orders/create`, …, `other`).
-    pub topic: String,
-    /// Movements applied.
-    pub applied: usize,
-    /// Movements whose idempotency key was already recorded.
-    pub duplicates: usize,
-    /// Movements the state machine refused (logged).
-    pub rejected: usize,
-    /// Payload lines that carried no stock (no SKU, gift card, not tracked, no restock).
-    pub skipped_lines: usize,
+/// Hears what Shopify reports about its own inventory (`inventory_levels/update`, no
+/// movement), for reconciliation, which recognises our echo or flags a discrepancy. The app
+/// adapts reconciliation to it (through `web`), so this module never imports it.
+pub trait InventoryLevelObserver: Send + Sync + 'static {
+    /// `channel` reports `available` units of `inventory_item_id` at `location_id`. Must
+    /// not block.
+    fn inventory_level_reported(
+        &self,
+        channel: &str,
+        inventory_item_id: &str,
+        location_id: &str,
+        available: Option<i64>,
+    );
 }
 
-impl WebhookReceipt {
-    fn duplicate(topic: WebhookTopic) -> Self {
-        Self {
-            status: "duplicate".to_owned(),
-            topic: topic.as_str().to_owned(),
-            applied: 0,
-            duplicates: 0,
-            rejected: 0,
-            skipped_lines: 0,
-        }
-    }
+/// The receiver's state: the shared receiver state and the optional level observer.
+#[derive(Clone)]
+struct Receiver {
+    shared: ReceiverState,
+    levels: Option<Arc<dyn InventoryLevelObserver>>,
 }
 
-/// A bounded memory of processed delivery ids (oldest forgotten first).
-pub(super) struct DeliveryMemory {
-    capacity: usize,
-    inner: Mutex<MemoryInner>,
+/// The router of `POST /webhooks/shopify/{channel_id}` (see the module docs); `levels`
+/// hears `inventory_levels/update` deliveries. Mount it with `Router::merge`.
+pub fn router<S>(state: ReceiverState, levels: Option<Arc<dyn InventoryLevelObserver>>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/webhooks/shopify/{channel_id}", post(post_shopify))
+        .with_state(Receiver {
+            shared: state,
+            levels,
+        })
 }
 
-#[derive(Default)]
-struct MemoryInner {
-    seen: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-impl DeliveryMemory {
-    pub(super) fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            inner: Mutex::new(MemoryInner::default()),
-        }
-    }
-
-    fn contains_any(&self, keys: &[String]) -> bool {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        keys.iter().any(|key| inner.seen.contains(key))
-    }
-
-    fn remember(&self, keys: Vec<String>) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        for key in keys {
-            if inner.seen.insert(key.clone()) {
-                inner.order.push_back(key);
-            }
-            while inner.order.len() > self.capacity {
-                if let Some(oldest) = inner.order.pop_front() {
-                    inner.seen.remove(&oldest);
-                }
-            }
-        }
-    }
+fn duplicate(topic: WebhookTopic) -> WebhookReceipt {
+    WebhookReceipt::new("duplicate", topic.as_str())
 }
 
 /// The memory keys of a delivery: its webhook id, and its event id per topic.
@@ -125,12 +102,12 @@ fn count(channel: &str, topic: WebhookTopic, outcome: &'static str) {
     .increment(1);
 }
 
-pub(super) async fn post_shopify(
-    State(state): State<WebState>,
+async fn post_shopify(
+    State(state): State<Receiver>,
     Path(channel_id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<WebhookReceipt>, WebError> {
+) -> Result<Json<WebhookReceipt>, ReceiverError> {
     let webhook_headers = WebhookHeaders::from_pairs(
         headers
             .iter()
@@ -138,13 +115,14 @@ pub(super) async fn post_shopify(
     );
     let topic = webhook_headers.topic();
     let Some(channel) = state
+        .shared
         .config
         .channel(&channel_id)
         .filter(|channel| channel.shopify().is_some())
     else {
         // The label is fixed: the URL is not a bounded label.
         count("unknown", topic, "unknown_channel");
-        return Err(WebError::UnknownChannel {
+        return Err(ReceiverError::UnknownChannel {
             channel: channel_id,
         });
     };
@@ -152,45 +130,41 @@ pub(super) async fn post_shopify(
     let outcome = match &result {
         Ok(receipt) if receipt.status == "duplicate" => "duplicate",
         Ok(_) => "processed",
-        Err(WebError::Unauthorized { .. }) => "unauthorized",
-        Err(WebError::Body { .. }) => "unreadable",
-        Err(WebError::UndecodableWebhook { .. }) => "undecodable",
-        Err(WebError::Unavailable { .. }) => "unavailable",
-        Err(_) => "error",
+        Err(error) => error.outcome(),
     };
     count(&channel.id, topic, outcome);
     result.map(Json)
 }
 
 async fn receive(
-    state: &WebState,
+    state: &Receiver,
     channel: &ChannelConfig,
     headers: &WebhookHeaders,
     topic: WebhookTopic,
     body: Result<Bytes, BytesRejection>,
-) -> Result<WebhookReceipt, WebError> {
+) -> Result<WebhookReceipt, ReceiverError> {
     let body = body.map_err(body_error)?;
     if let Err(error) = shopify::verify(channel, headers, &body) {
         tracing::warn!(channel = %channel.id, topic = topic.as_str(), error = %error, "webhook refused");
-        return Err(WebError::Unauthorized {
+        return Err(ReceiverError::Unauthorized {
             reason: error.to_string(),
         });
     }
     let keys = delivery_keys(channel, headers);
-    if state.deliveries.contains_any(&keys) {
+    if state.shared.deliveries.contains_any(&keys) {
         metrics::counter!(LEDGER_DEDUPE_HITS_TOTAL, "source" => shopify::source_label(channel))
             .increment(1);
         tracing::debug!(channel = %channel.id, topic = topic.as_str(), "duplicate delivery acknowledged");
-        return Ok(WebhookReceipt::duplicate(topic));
+        return Ok(duplicate(topic));
     }
     if headers.topic.is_none() {
-        return Err(WebError::UndecodableWebhook {
+        return Err(ReceiverError::UndecodableWebhook {
             message: "missing X-Shopify-Topic header".to_owned(),
         });
     }
     let decoded = shopify::decode(channel, topic, &body).map_err(|error| {
         tracing::warn!(channel = %channel.id, topic = topic.as_str(), error = %error, "webhook not decodable");
-        WebError::UndecodableWebhook {
+        ReceiverError::UndecodableWebhook {
             message: error.to_string(),
         }
     })?;
@@ -205,8 +179,8 @@ async fn receive(
             available = ?level.available,
             "inventory level update received (no movement)"
         );
-        if let Some(view) = &state.channel_view {
-            view.inventory_level_reported(
+        if let Some(levels) = &state.levels {
+            levels.inventory_level_reported(
                 &channel.id,
                 &level.inventory_item_id,
                 &level.location_id,
@@ -220,7 +194,7 @@ async fn receive(
     let pending: Vec<_> = decoded
         .movements
         .iter()
-        .map(|movement| state.ledger.submit(movement.clone()))
+        .map(|movement| state.shared.ledger.submit(movement.clone()))
         .collect();
     let acks = futures::future::join_all(pending).await;
     let mut receipt = WebhookReceipt {
@@ -250,26 +224,10 @@ async fn receive(
     }
     if let Some(error) = failure {
         tracing::warn!(channel = %channel.id, topic = topic.as_str(), error = %error, "webhook not durable; shopify will retry");
-        return Err(WebError::Unavailable {
+        return Err(ReceiverError::Unavailable {
             message: error.to_string(),
         });
     }
-    state.deliveries.remember(keys);
+    state.shared.deliveries.remember(keys);
     Ok(receipt)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_delivery_memory_is_bounded_and_forgets_the_oldest() {
-        let memory = DeliveryMemory::new(2);
-        memory.remember(vec!["a".into()]);
-        memory.remember(vec!["b".into(), "c".into()]);
-        assert!(!memory.contains_any(&["a".into()]));
-        assert!(memory.contains_any(&["b".into()]));
-        assert!(memory.contains_any(&["x".into(), "c".into()]));
-        assert!(!memory.contains_any(&[]));
-    }
 }
