@@ -5,6 +5,9 @@
 //! Run: `cargo bench --bench pipeline` (`BENCH_MAX_BATCH=N` overrides the group-commit
 //! batch limit, default as in config).
 
+// A bench target sees every dependency and dev-dependency; the lint is checked on the library.
+#![allow(unused_crate_dependencies)]
+
 /// mimalloc: the engine allocates many small, short-lived values on several threads,
 /// where it measured faster than the system allocator (BENCHMARKS.md).
 #[global_allocator]

@@ -2,6 +2,9 @@
 //!
 //! Run: `cargo bench --bench state_machine`
 
+// A bench target sees every dependency and dev-dependency; the lint is checked on the library.
+#![allow(unused_crate_dependencies)]
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::collections::HashMap;
 use std::hint::black_box;

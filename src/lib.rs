@@ -31,6 +31,14 @@
 //!
 //! A module depends only on what is downstream of it in the flow or on leaf modules.
 
+// The unit-test build also sees the dev-dependencies of the integration tests and benches.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
+
+// Used by the `stocksync` binary only (src/main.rs: the CLI and the global allocator);
+// `unused_crate_dependencies` checks each target on its own.
+use clap as _;
+use mimalloc as _;
+
 pub mod app;
 pub mod channels;
 pub mod clock;

@@ -1,5 +1,8 @@
 //! The `stocksync` binary: `run`, `demo`, `sandbox`, `history`, `check-config`.
 
+// The binary sees every dependency of the library; the lint is checked on the library.
+#![allow(unused_crate_dependencies)]
+
 /// mimalloc: the engine allocates many small, short-lived values on several threads,
 /// where it measured faster than the system allocator (BENCHMARKS.md).
 #[global_allocator]

@@ -11,6 +11,9 @@
 //! Run one area with `cargo test --test integration web_api::`, one test by its path
 //! (`cargo test --test integration -- --exact web_api::name`).
 
+// A test target sees every dependency and dev-dependency; the lint is checked on the library.
+#![allow(unused_crate_dependencies)]
+
 mod compliance;
 mod support;
 
