@@ -264,6 +264,8 @@ impl App {
             &config.channels,
             client.clone(),
         ));
+        // The one wall clock every component reads (tests inject their own).
+        let clock = crate::clock::system();
         // One cell of stock rules shared by the ledger, propagation and the config API.
         let rules = Arc::new(crate::domain::RulesCell::new(
             config.rules().context("building the stock rules")?,
@@ -271,6 +273,7 @@ impl App {
         let mut options = PropagationOptions {
             rules: Some(rules.clone()),
             platforms: Some(platforms.clone()),
+            clock: Some(clock.clone()),
             ..PropagationOptions::default()
         };
         let mut atp_output = None;
@@ -295,6 +298,7 @@ impl App {
             Arc::new(propagation.clone()),
             LedgerOptions {
                 rules: rules.clone(),
+                clock: clock.clone(),
                 ..LedgerOptions::from_config(&config)
             },
         );
@@ -353,11 +357,12 @@ impl App {
         }
         let notification_bridges = start_notification_bridges(&config, &ledger, &dead_letters)?;
         let pollers = start_pollers(&config, &ledger, &client);
+        let housekeeping_clock = clock.clone();
         let housekeeping = tokio::spawn(async move {
             let mut interval = tokio::time::interval(Duration::from_secs(KEY_EXPIRY_PERIOD_SECS));
             loop {
                 interval.tick().await;
-                match store.expire_keys(crate::clock::now_ms()).await {
+                match store.expire_keys(housekeeping_clock.now_ms()).await {
                     Ok(removed) => tracing::debug!(removed, "expired idempotency keys removed"),
                     Err(error) => {
                         tracing::warn!(error = %error, "expiring idempotency keys failed")
