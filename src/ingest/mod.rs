@@ -29,3 +29,22 @@ pub mod poller;
 pub mod receiver;
 pub mod shopify;
 pub mod woocommerce;
+
+use std::sync::Arc;
+
+/// The registry of webhook receivers: every platform's receiver router, merged, for `web`
+/// to mount (one line per platform that pushes webhooks).
+///
+/// `levels` hears inventory levels a channel reports without a movement.
+pub fn receivers<S>(
+    state: receiver::ReceiverState,
+    levels: Option<Arc<dyn receiver::InventoryLevelObserver>>,
+) -> axum::Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    axum::Router::new()
+        .merge(shopify::receiver::router(state.clone(), levels))
+        .merge(woocommerce::receiver::router(state.clone()))
+        .merge(amazon::receiver::router(state))
+}

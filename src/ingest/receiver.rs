@@ -248,6 +248,22 @@ pub fn body_error(rejection: BytesRejection) -> ReceiverError {
     }
 }
 
+/// Hears what a channel reports about its own inventory without a movement (Shopify's
+/// `inventory_levels/update`), for reconciliation, which recognises our echo or flags a
+/// discrepancy. The app adapts reconciliation to it (through `web`), so ingest never
+/// imports reconciliation.
+pub trait InventoryLevelObserver: Send + Sync + 'static {
+    /// `channel` reports `available` units of its listing `listing_id` at the channel's
+    /// `location_id`. Must not block.
+    fn inventory_level_reported(
+        &self,
+        channel: &str,
+        listing_id: &str,
+        location_id: &str,
+        available: Option<i64>,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

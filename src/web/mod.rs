@@ -98,11 +98,11 @@ pub trait ChannelView: Send + Sync + 'static {
     }
 }
 
-/// Hands Shopify's `inventory_levels/update` deliveries from the Shopify receiver to the
-/// [`ChannelView`].
+/// Hands inventory levels a channel reports without a movement (Shopify's
+/// `inventory_levels/update`) from the receivers to the [`ChannelView`].
 struct ViewLevels(Arc<dyn ChannelView>);
 
-impl crate::ingest::shopify::receiver::InventoryLevelObserver for ViewLevels {
+impl crate::ingest::receiver::InventoryLevelObserver for ViewLevels {
     fn inventory_level_reported(
         &self,
         channel: &str,
@@ -208,8 +208,7 @@ pub fn router(state: WebState) -> Router {
         state.deliveries.clone(),
     );
     let levels = state.channel_view.clone().map(|view| {
-        Arc::new(ViewLevels(view))
-            as Arc<dyn crate::ingest::shopify::receiver::InventoryLevelObserver>
+        Arc::new(ViewLevels(view)) as Arc<dyn crate::ingest::receiver::InventoryLevelObserver>
     });
     Router::new()
         .route("/api/v1/movements", post(movements::post_movements))
@@ -234,14 +233,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/movements", get(history::get_movements))
         .route("/api/v1/pushes", get(history::get_pushes))
         .route("/api/v1/audit/config", get(history::get_config_audit))
-        .merge(crate::ingest::shopify::receiver::router(
-            receivers.clone(),
-            levels,
-        ))
-        .merge(crate::ingest::woocommerce::receiver::router(
-            receivers.clone(),
-        ))
-        .merge(crate::ingest::amazon::receiver::router(receivers))
+        .merge(crate::ingest::receivers(receivers, levels))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(get_health))
         .merge(dashboard::routes())

@@ -39,20 +39,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use std::sync::Arc;
 
-/// Hears what Shopify reports about its own inventory (`inventory_levels/update`, no
-/// movement), for reconciliation, which recognises our echo or flags a discrepancy. The app
-/// adapts reconciliation to it (through `web`), so this module never imports it.
-pub trait InventoryLevelObserver: Send + Sync + 'static {
-    /// `channel` reports `available` units of `inventory_item_id` at `location_id`. Must
-    /// not block.
-    fn inventory_level_reported(
-        &self,
-        channel: &str,
-        inventory_item_id: &str,
-        location_id: &str,
-        available: Option<i64>,
-    );
-}
+pub use crate::ingest::receiver::InventoryLevelObserver;
 
 /// The receiver's state: the shared receiver state and the optional level observer.
 #[derive(Clone)]
