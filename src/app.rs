@@ -253,8 +253,14 @@ impl App {
             .with_context(|| format!("binding http.listen {}", config.http.listen))?;
         let http_addr = listener.local_addr()?;
         let kafka_view = Arc::new(KafkaAssignmentView::default());
-        let mut operations =
-            ops::Operations::start(&config, &ledger, &propagation, store.clone(), client);
+        let mut operations = ops::Operations::start(
+            &config,
+            &ledger,
+            &propagation,
+            store.clone(),
+            client,
+            crate::clock::system(),
+        );
         let state = WebState::new(ledger.clone(), config.clone())
             .with_channel_view(Arc::new(PropagationView(
                 propagation.clone(),

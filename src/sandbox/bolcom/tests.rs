@@ -58,8 +58,9 @@ async fn put_stock(
         .unwrap()
 }
 
-/// A client without a connection pool: the pool's idle timer would otherwise be the next
-/// timer under paused time, and auto-advance would jump the clock to it between requests.
+/// A client without a connection pool, for paused-time tests: with no timer pending, tokio
+/// cannot auto-advance the clock while a request is on the wire (a pool's 90 s idle timer
+/// would be one it could jump to whenever the runtime found nothing ready).
 fn unpooled_client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(0)
