@@ -318,6 +318,7 @@ impl App {
             &propagation,
             store.clone(),
             client.clone(),
+            clock.clone(),
         );
         let state = WebState::new(ledger.clone(), config.clone())
             .with_channel_view(Arc::new(PropagationView(

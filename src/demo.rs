@@ -9,9 +9,10 @@
 //! simulator lists, and keeps serving the API and dashboard until Ctrl-C (or exits when
 //! asked).
 //!
-//! May depend on: app, config, domain, sandbox.
+//! May depend on: app, clock, config, domain, sandbox.
 
 use crate::app::App;
+use crate::clock::{self, Clock};
 use crate::config::Config;
 use crate::domain::{Movement, MovementKind, SCHEMA_VERSION};
 use crate::sandbox::amazon::{
@@ -22,7 +23,8 @@ use crate::sandbox::shopify::{self, ShopifySimulator, ShopifySimulatorOptions};
 use crate::sandbox::woocommerce::{self, WoocommerceSimulator, WoocommerceSimulatorOptions};
 use anyhow::Context;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// What the demo does.
 #[derive(Clone, Debug)]
@@ -347,19 +349,21 @@ components = [{{ sku = "DEMO-0001", quantity = 2 }}, {{ sku = "DEMO-0002", quant
     Config::from_toml(&text).expect("the demo config is valid TOML")
 }
 
-fn movement(sku: &str, key: String, kind: MovementKind) -> Movement {
+/// A movement from the demo WMS, occurring now on `clock`.
+fn movement(clock: &dyn Clock, sku: &str, key: String, kind: MovementKind) -> Movement {
     Movement {
         schema_version: SCHEMA_VERSION,
         sku: sku.into(),
         idempotency_key: key,
         source: "demo-wms".to_owned(),
-        occurred_at_ms: Some(crate::clock::now_ms()),
+        occurred_at_ms: Some(clock.now_ms()),
         kind,
     }
 }
 
-fn receipt(sku: &str, key: String, location: &str, quantity: u64) -> Movement {
+fn receipt(clock: &dyn Clock, sku: &str, key: String, location: &str, quantity: u64) -> Movement {
     movement(
+        clock,
         sku,
         key,
         MovementKind::Receipt {
@@ -436,11 +440,12 @@ pub fn place_order(
 
 /// A few movements that show the rest of the stock model: a transfer between locations, a
 /// WMS count that arrives after movements it had not seen, and a checkout hold that lapses.
-async fn show_stock_model(app: &App, skus: usize) -> anyhow::Result<()> {
+async fn show_stock_model(app: &App, skus: usize, clock: &dyn Clock) -> anyhow::Result<()> {
     let ledger = app.ledger();
     let second = sku_name(1.min(skus - 1));
     ledger
         .submit(movement(
+            clock,
             &second,
             "demo:transfer-1:dispatch".to_owned(),
             MovementKind::TransferDispatch {
@@ -456,6 +461,7 @@ async fn show_stock_model(app: &App, skus: usize) -> anyhow::Result<()> {
     );
     ledger
         .submit(movement(
+            clock,
             &second,
             "demo:transfer-1:receipt".to_owned(),
             MovementKind::TransferReceipt {
@@ -466,18 +472,19 @@ async fn show_stock_model(app: &App, skus: usize) -> anyhow::Result<()> {
         .await?;
     println!("demo: STORE-1 receives TR-1: 4 × {second} now available there");
     // The WMS counted WH-1 before the receipt below reached us: the count adds it back.
-    let counted_at = crate::clock::now_ms();
+    let counted_at = clock.now_ms();
     let third = sku_name(2.min(skus - 1));
     ledger
         .submit(Movement {
             occurred_at_ms: Some(counted_at + 1),
-            ..receipt(&third, "demo:late-receipt".to_owned(), "WH-1", 5)
+            ..receipt(clock, &third, "demo:late-receipt".to_owned(), "WH-1", 5)
         })
         .await?;
     ledger
         .submit(Movement {
             occurred_at_ms: Some(counted_at + 2),
             ..movement(
+                clock,
                 &third,
                 "demo:count-1".to_owned(),
                 MovementKind::Count {
@@ -525,6 +532,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         let _ = std::fs::remove_file(options.data_dir.join(suffix));
     }
     let skus = options.skus.max(2);
+    // The demo runs on the system clock; the simulators default to it too.
+    let system_clock = clock::system();
+    let clock: &dyn Clock = system_clock.as_ref();
     let platforms = Platforms::start(skus).await?;
     println!(
         "demo: simulators: Shopify {} | WooCommerce {} | Bol.com {} | Amazon {}",
@@ -565,19 +575,24 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     let mut pending = Vec::new();
     for i in 0..skus {
         let sku = sku_name(i);
-        pending.push(
-            app.ledger()
-                .submit(receipt(&sku, format!("demo:open:{i}:wh"), "WH-1", 20)),
-        );
         pending.push(app.ledger().submit(receipt(
+            clock,
+            &sku,
+            format!("demo:open:{i}:wh"),
+            "WH-1",
+            20,
+        )));
+        pending.push(app.ledger().submit(receipt(
+            clock,
             &sku,
             format!("demo:open:{i}:store"),
             "STORE-1",
             3,
         )));
     }
-    let po_expected = crate::clock::now_ms() + 7 * 86_400_000;
+    let po_expected = clock.now_ms() + 7 * 86_400_000;
     pending.push(app.ledger().submit(movement(
+        clock,
         &sku_name(0),
         "demo:po-1001:1".to_owned(),
         MovementKind::Inbound {
@@ -595,7 +610,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         "demo: purchase order PO-1001 announces 12 × {} in 7 days (Shopify may pre-sell 5 of them)",
         sku_name(0)
     );
-    show_stock_model(&app, skus).await?;
+    show_stock_model(&app, skus, clock).await?;
 
     println!(
         "demo: streaming orders on all four channels, cancellations and receipts for {}s",
@@ -653,7 +668,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
             _ => {
                 let key = format!("demo:restock:{}", summary.receipts);
                 app.ledger()
-                    .submit(receipt(&sku_name(index), key, "WH-1", quantity * 2))
+                    .submit(receipt(clock, &sku_name(index), key, "WH-1", quantity * 2))
                     .await?;
                 summary.receipts += 1;
                 println!(
@@ -670,7 +685,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     app.propagation().flush(Duration::from_secs(15)).await.ok();
     tokio::time::sleep(Duration::from_millis(800)).await;
     let rules = config.allocation_policy();
-    let now = crate::clock::now_ms();
+    let now = clock.now_ms();
     println!("\ndemo: summary (ATP / what the channel lists)");
     println!(
         "  {:<10} {:>8} {:>9} {:>12} {:>12} {:>12} {:>12}",

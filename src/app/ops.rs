@@ -2,6 +2,7 @@
 //! `reconcile` read the ledger and the web layer's webhook freshness without importing them,
 //! and the config-loaded audit record.
 
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::domain::Sku;
 use crate::ledger::Ledger;
@@ -54,17 +55,20 @@ impl WebhookActivity for WebActivity {
 pub(super) struct Operations {
     pub reconciler: Option<Reconciler>,
     alerter: Alerter,
+    clock: SharedClock,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Operations {
-    /// Starts the alerter and (when `reconcile.enabled`) the reconciler.
+    /// Starts the alerter and (when `reconcile.enabled`) the reconciler; both, and the
+    /// monitor, read wall time from `clock`.
     pub fn start(
         config: &Config,
         ledger: &Ledger,
         propagation: &Propagation,
         store: Arc<dyn Store>,
         client: reqwest::Client,
+        clock: SharedClock,
     ) -> Self {
         let (alerter, sender) = Alerter::start(&config.alerts, client);
         let reconciler = config.reconcile.enabled.then(|| {
@@ -77,11 +81,13 @@ impl Operations {
                 }),
                 store,
                 alerter.clone(),
+                clock.clone(),
             )
         });
         Self {
             reconciler,
             alerter,
+            clock,
             tasks: sender.into_iter().collect(),
         }
     }
@@ -101,6 +107,7 @@ impl Operations {
             propagation.clone(),
             Some(Arc::new(WebActivity(web))),
             dead_letters,
+            self.clock.clone(),
         ));
     }
 

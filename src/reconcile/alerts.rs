@@ -7,7 +7,10 @@
 //! Slack (and compatible receivers) render `text`/`attachments`; machines read the rest.
 //!
 //! [`Alerter::raise`] never blocks: alerts go through a bounded queue to one sender task.
+//! Dedupe and rate windows use tokio's clock; the health monitor reads wall time from the
+//! [`SharedClock`] it is given.
 
+use crate::clock::SharedClock;
 use crate::config::AlertsConfig;
 use crate::propagation::Propagation;
 use crate::telemetry;
@@ -210,6 +213,23 @@ impl Alerter {
         (alerter, Some(task))
     }
 
+    /// An alerter whose sent alerts land in the returned receiver instead of a webhook
+    /// (tests; dedupe and rate limits apply as usual).
+    #[cfg(test)]
+    pub(crate) fn capturing(config: &AlertsConfig) -> (Self, mpsc::Receiver<Alert>) {
+        let (sender, receiver) = mpsc::channel::<Alert>(ALERT_QUEUE);
+        let alerter = Self {
+            config: Arc::new(config.clone()),
+            limits: Arc::new(Mutex::new(Limits {
+                last_sent: HashMap::new(),
+                order: VecDeque::new(),
+                sent_in_minute: VecDeque::new(),
+            })),
+            queue: Some(sender),
+        };
+        (alerter, receiver)
+    }
+
     /// Raises `alert`: logged always; sent unless the same (kind, channel, SKU) was sent
     /// within `dedupe_window_secs` or more than `max_per_minute` alerts went out in the last
     /// minute. Returns true when it was queued for sending (or logged, without a webhook).
@@ -274,24 +294,25 @@ pub trait WebhookActivity: Send + Sync + 'static {
 
 /// Checks channel health every `alerts.check_interval_ms` and listens for dead letters on
 /// `dead_letters` (the app's broadcast, fed by Kafka ingest); raises alerts through
-/// `alerter`. Returns the monitor task.
+/// `alerter`. Silence is measured on `clock` from now. Returns the monitor task.
 pub fn start_monitor(
     config: &AlertsConfig,
     alerter: Alerter,
     propagation: Propagation,
     webhooks: Option<Arc<dyn WebhookActivity>>,
     dead_letter_notices: telemetry::DeadLetterBroadcast,
+    clock: SharedClock,
 ) -> JoinHandle<()> {
     let config = config.clone();
+    let started_ms = clock.now_ms();
     tokio::spawn(async move {
-        let started_ms = crate::clock::now_ms();
         let mut dead_letters = dead_letter_notices.subscribe();
         let mut tick = tokio::time::interval(Duration::from_millis(config.check_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    for alert in health_alerts(&config, &propagation, webhooks.as_deref(), started_ms, crate::clock::now_ms()) {
+                    for alert in health_alerts(&config, &propagation, webhooks.as_deref(), started_ms, clock.now_ms()) {
                         alerter.raise(alert);
                     }
                 }

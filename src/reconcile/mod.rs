@@ -21,15 +21,22 @@
 //!    on the reported value, when `reconcile.heal = true`; every discrepancy but "in flight"
 //!    raises an alert.
 //!
-//! May depend on: `domain`, `store`, `channels`, `config`, `telemetry`, and the public API
-//! of `propagation`. The ledger is reached through [`LedgerAtp`], which the app implements.
+//! Wall time (report and detection times, time since our last push) comes from the
+//! [`SharedClock`] the app passes; the settle wait is a tokio timer, so tests drive both
+//! with tokio's paused clock.
+//!
+//! May depend on: `clock`, `domain`, `store`, `channels`, `config`, `telemetry`, and the
+//! public API of `propagation`. The ledger is reached through [`LedgerAtp`], which the app implements.
 
 pub mod alerts;
 mod classify;
+#[cfg(test)]
+mod tests;
 
 pub use classify::{DiscrepancyClass, Observation, Verdict, classify};
 
 use crate::channels::shopify::config::{ListingMap, load_listings};
+use crate::clock::SharedClock;
 use crate::config::{ChannelKind, Config, ReconcileConfig};
 use crate::propagation::Propagation;
 use crate::store::{PushLogQuery, Store};
@@ -134,6 +141,7 @@ struct Inner {
     shopify: HashMap<String, ShopifyListings>,
     reports: DashMap<(String, String), ChannelReport>,
     open: DashMap<(String, String), Discrepancy>,
+    clock: SharedClock,
 }
 
 /// The running reconciler. Cheap to clone; [`shutdown`](Self::shutdown) stops its tasks.
@@ -153,21 +161,18 @@ impl std::fmt::Debug for Reconciler {
     }
 }
 
-fn now_ms() -> i64 {
-    crate::clock::now_ms()
-}
-
 impl Reconciler {
     /// Starts the periodic pass (one task, every channel each `reconcile.interval_ms`) and the
     /// real-time report task. Listing maps of Shopify channels are loaded to map
     /// `inventory_item_id`s back to SKUs; a channel whose listings cannot be loaded is only
-    /// reconciled periodically.
+    /// reconciled periodically. Wall time is read from `clock`.
     pub fn start(
         config: &Config,
         propagation: Propagation,
         ledger: Arc<dyn LedgerAtp>,
         store: Arc<dyn Store>,
         alerter: Alerter,
+        clock: SharedClock,
     ) -> Self {
         let mut shopify = HashMap::new();
         for channel in &config.channels {
@@ -197,6 +202,7 @@ impl Reconciler {
             shopify,
             reports: DashMap::new(),
             open: DashMap::new(),
+            clock,
         });
         let (sender, mut receiver) = mpsc::channel::<LevelReport>(REPORT_QUEUE);
         let mut tasks = Vec::new();
@@ -366,7 +372,7 @@ impl Inner {
             (channel.to_owned(), sku.to_owned()),
             ChannelReport {
                 value,
-                reported_at_ms: now_ms(),
+                reported_at_ms: self.clock.now_ms(),
                 source,
             },
         );
@@ -380,7 +386,7 @@ impl Inner {
             .unwrap_or_default();
         let since_last_push_ms = sync
             .last_pushed_at_ms
-            .map(|at| u64::try_from(now_ms() - at).unwrap_or(0));
+            .map(|at| u64::try_from(self.clock.now_ms() - at).unwrap_or(0));
         classify(&Observation {
             mapped: true,
             channel_value: value,
@@ -455,7 +461,7 @@ impl Inner {
             last_pushed: None,
             ledger_atp: None,
             source: ReportSource::Webhook,
-            detected_at_ms: now_ms(),
+            detected_at_ms: self.clock.now_ms(),
             heal_requested: false,
         };
         self.record(discrepancy);
@@ -478,7 +484,7 @@ impl Inner {
         let value_before_last_push = self.value_before_last_push(channel, sku).await;
         let since_last_push_ms = sync
             .last_pushed_at_ms
-            .map(|at| u64::try_from(now_ms() - at).unwrap_or(0));
+            .map(|at| u64::try_from(self.clock.now_ms() - at).unwrap_or(0));
         let observation = Observation {
             mapped: self.propagation.is_mapped(channel, sku),
             channel_value: value,
@@ -501,7 +507,7 @@ impl Inner {
             last_pushed: sync.last_pushed,
             ledger_atp: reading.map(|r| r.atp),
             source,
-            detected_at_ms: now_ms(),
+            detected_at_ms: self.clock.now_ms(),
             heal_requested: false,
         };
         if self.config.heal

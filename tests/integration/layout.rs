@@ -100,8 +100,7 @@ fn a_platform_is_named_only_in_its_four_places_and_the_registries() {
             .to_string_lossy()
             .replace('\\', "/");
         let name = path.file_name().unwrap().to_string_lossy();
-        if name == "tests.rs" || name == "proptests.rs" || REGISTRIES.contains(&relative.as_str())
-        {
+        if name == "tests.rs" || name == "proptests.rs" || REGISTRIES.contains(&relative.as_str()) {
             continue;
         }
         let source = std::fs::read_to_string(&path).unwrap();

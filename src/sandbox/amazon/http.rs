@@ -2,7 +2,7 @@
 //! buckets with `x-amzn-RateLimit-Limit`, and the JSON shapes of PLATFORMS.md §4.
 
 use super::state::{Document, Feed, Operation, OrderCursor, SimState, SummaryCursor};
-use super::{Fulfilment, Inner, SimListing, SimOrderLine, now_ms, parse_iso8601};
+use super::{Fulfilment, Inner, SimListing, SimOrderLine, parse_iso8601};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -532,7 +532,7 @@ async fn create_feed(State(inner): Shared, headers: HeaderMap, body: Bytes) -> R
             feed_type,
             document_id,
             created: now,
-            created_ms: now_ms(),
+            created_ms: inner.now_ms(),
             outcome: None,
             result_document_id: None,
             done_ms: None,
@@ -821,7 +821,7 @@ async fn sandbox_listing(State(inner): Shared, Path(sku): Path<String>) -> Respo
 }
 
 async fn sandbox_add_listing(State(inner): Shared, Json(listing): Json<SimListing>) -> Response {
-    inner.lock().add_listing(&listing, now_ms());
+    inner.lock().add_listing(&listing, inner.now_ms());
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -837,7 +837,7 @@ async fn sandbox_set_fba(
 ) -> Response {
     match inner
         .lock()
-        .set_fba_fulfillable(&sku, body.fulfillable, now_ms())
+        .set_fba_fulfillable(&sku, body.fulfillable, inner.now_ms())
     {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => unprocessable(&error),

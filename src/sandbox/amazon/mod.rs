@@ -43,13 +43,18 @@
 //! it back when the order is cancelled; AFN orders take FBA stock only; ORDER_CHANGE
 //! notifications are delivered at least once (`notification_copies`).
 //!
-//! May depend on: nothing else in the crate (standalone).
+//! Wall time (order, feed and stock timestamps) is read from the injected clock
+//! ([`AmazonSimulatorOptions::clock`]); timing (token expiry, buckets, feed processing,
+//! delayed patches) follows tokio's clock, so tests can drive both under paused time.
+//!
+//! May depend on: `clock` only (standalone otherwise).
 
 mod http;
 mod state;
 #[cfg(test)]
 mod tests;
 
+use crate::clock::{self, SharedClock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use state::SimState;
@@ -228,6 +233,9 @@ pub struct AmazonSimulatorOptions {
     pub notification_copies: u32,
     /// Listings the account starts with.
     pub listings: Vec<SimListing>,
+    /// Where wall time comes from (order, feed and stock timestamps); the system clock by
+    /// default, a [`TokioClock`](crate::clock::TokioClock) in paused-time tests.
+    pub clock: SharedClock,
 }
 
 impl Default for AmazonSimulatorOptions {
@@ -253,6 +261,7 @@ impl Default for AmazonSimulatorOptions {
             notification_url: None,
             notification_copies: 1,
             listings: Vec::new(),
+            clock: clock::system(),
         }
     }
 }
@@ -363,15 +372,21 @@ pub(crate) struct Inner {
     state: Mutex<SimState>,
     base_url: String,
     client: reqwest::Client,
+    clock: SharedClock,
 }
 
 impl Inner {
+    /// Wall time now, from the injected clock.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
         let mut state = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.advance(&self.options, Instant::now(), now_ms());
+        state.advance(&self.options, Instant::now(), self.now_ms());
         state
     }
 
@@ -412,7 +427,7 @@ impl Inner {
     ) -> Result<PlacedOrder, SimulatorError> {
         let (placed, notification) = self
             .lock()
-            .place_order(&self.options, fulfilment, lines, now_ms())
+            .place_order(&self.options, fulfilment, lines, self.now_ms())
             .map_err(SimulatorError::Invalid)?;
         self.deliver(vec![notification]);
         Ok(placed)
@@ -421,7 +436,7 @@ impl Inner {
     pub(crate) fn cancel_order(self: &Arc<Self>, order_id: &str) -> Result<(), SimulatorError> {
         let notification = self
             .lock()
-            .cancel_order(&self.options, order_id, now_ms())
+            .cancel_order(&self.options, order_id, self.now_ms())
             .map_err(SimulatorError::Invalid)?;
         self.deliver(vec![notification]);
         Ok(())
@@ -430,7 +445,7 @@ impl Inner {
     pub(crate) fn ship(self: &Arc<Self>, order_id: &str) -> Result<(), SimulatorError> {
         let notification = self
             .lock()
-            .ship(&self.options, order_id, None, now_ms())
+            .ship(&self.options, order_id, None, self.now_ms())
             .map_err(SimulatorError::Invalid)?;
         self.deliver(vec![notification]);
         Ok(())
@@ -448,7 +463,7 @@ impl Inner {
                 &self.options,
                 order_id,
                 Some((order_item_id, quantity)),
-                now_ms(),
+                self.now_ms(),
             )
             .map_err(SimulatorError::Invalid)?;
         self.deliver(vec![notification]);
@@ -462,18 +477,11 @@ impl Inner {
     ) -> Result<(), SimulatorError> {
         let notification = self
             .lock()
-            .request_cancellation(&self.options, order_id, order_item_id, now_ms())
+            .request_cancellation(&self.options, order_id, order_item_id, self.now_ms())
             .map_err(SimulatorError::Invalid)?;
         self.deliver(vec![notification]);
         Ok(())
     }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// `2030-01-01T10:00:00Z`-style UTC time of milliseconds since the epoch (SP-API dates).
@@ -508,7 +516,12 @@ pub async fn start(
 ) -> std::io::Result<AmazonSimulator> {
     let addr = listener.local_addr()?;
     let inner = Arc::new(Inner {
-        state: Mutex::new(SimState::new(&options, Instant::now(), now_ms())),
+        state: Mutex::new(SimState::new(
+            &options,
+            Instant::now(),
+            options.clock.now_ms(),
+        )),
+        clock: Arc::clone(&options.clock),
         options,
         base_url: format!("http://{addr}"),
         client: reqwest::Client::new(),
@@ -554,7 +567,7 @@ impl AmazonSimulator {
 
     /// Creates (or replaces) a listing.
     pub fn add_listing(&self, listing: SimListing) {
-        self.inner.lock().add_listing(&listing, now_ms());
+        self.inner.lock().add_listing(&listing, self.inner.now_ms());
     }
 
     /// One listing, `None` when it does not exist.
@@ -584,7 +597,7 @@ impl AmazonSimulator {
     pub fn set_fba_fulfillable(&self, seller_sku: &str, units: u64) -> Result<(), SimulatorError> {
         self.inner
             .lock()
-            .set_fba_fulfillable(seller_sku, units, now_ms())
+            .set_fba_fulfillable(seller_sku, units, self.inner.now_ms())
             .map_err(SimulatorError::Invalid)
     }
 

@@ -9,6 +9,19 @@ async fn sim(options: AmazonSimulatorOptions) -> AmazonSimulator {
     start(options, listener).await.unwrap()
 }
 
+/// A client without a connection pool, for paused-time tests: with no timer pending, tokio
+/// cannot auto-advance the clock while a request is on the wire (a pool's 90 s idle timer
+/// would be one it could jump to whenever the runtime found nothing ready).
+fn unpooled_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// Wall time of the paused-time tests (2023-11-14T22:13:20Z).
+const PAUSED_EPOCH_MS: i64 = 1_700_000_000_000;
+
 fn listing(sku: &str, quantity: Option<u64>, fba: bool) -> SimListing {
     SimListing {
         seller_sku: sku.to_owned(),
@@ -263,17 +276,20 @@ async fn fba_default_patches_flip_or_are_rejected_per_knob() {
     }
 }
 
-#[tokio::test]
+/// Under tokio's paused clock: the feed walks IN_QUEUE → IN_PROGRESS → DONE as virtual time
+/// passes, and its times come from the injected clock.
+#[tokio::test(start_paused = true)]
 async fn a_json_listings_feed_runs_to_a_processing_report() {
     let sim = sim(AmazonSimulatorOptions {
         feed_processing_ms: 60,
         json_feeds_per_window: 1,
         rejected_skus: vec!["B".to_owned()],
         listings: vec![listing("A", Some(0), false), listing("B", Some(0), false)],
+        clock: crate::clock::TokioClock::starting_at(PAUSED_EPOCH_MS),
         ..Default::default()
     })
     .await;
-    let client = reqwest::Client::new();
+    let client = unpooled_client();
     let token = token(&client, &sim).await;
     let base = sim.base_url();
     let created: Value = client
@@ -358,6 +374,8 @@ async fn a_json_listings_feed_runs_to_a_processing_report() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     };
     assert_eq!(statuses, vec!["IN_QUEUE", "IN_PROGRESS", "DONE"]);
+    assert_eq!(done["createdTime"], "2023-11-14T22:13:20Z");
+    assert_eq!(done["processingEndTime"], "2023-11-14T22:13:20Z");
     let document: Value = client
         .get(format!(
             "{base}/feeds/2021-06-30/documents/{}",
@@ -474,7 +492,8 @@ async fn orders_decrement_mfn_stock_and_are_listed_with_their_items() {
     );
 }
 
-#[tokio::test]
+/// Under tokio's paused clock: a `nextToken` is good for exactly `next_token_ttl_ms`.
+#[tokio::test(start_paused = true)]
 async fn fba_summaries_page_with_an_expiring_next_token() {
     let sim = sim(AmazonSimulatorOptions {
         inventory_page_size: 1,
@@ -485,38 +504,54 @@ async fn fba_summaries_page_with_an_expiring_next_token() {
             listing("F2", None, true),
             listing("M", Some(1), false),
         ],
+        clock: crate::clock::TokioClock::starting_at(PAUSED_EPOCH_MS),
         ..Default::default()
     })
     .await;
-    let client = reqwest::Client::new();
+    let client = unpooled_client();
     let token = token(&client, &sim).await;
     let url = format!(
         "{}/fba/inventory/v1/summaries?granularityType=Marketplace&granularityId=A1805IZSGTT6HS&marketplaceIds=A1805IZSGTT6HS&details=true",
         sim.base_url()
     );
-    let first: Value = client
-        .get(&url)
-        .header("x-amz-access-token", &token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let summary = &first["payload"]["inventorySummaries"][0];
-    assert_eq!(summary["sellerSku"], "F1");
-    assert_eq!(summary["inventoryDetails"]["fulfillableQuantity"], 12);
-    let next = first["pagination"]["nextToken"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
-    let expired = client
-        .get(format!("{url}&nextToken={next}"))
-        .header("x-amz-access-token", &token)
-        .send()
-        .await
-        .unwrap();
+    let first_page = || async {
+        let first: Value = client
+            .get(&url)
+            .header("x-amz-access-token", &token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let summary = &first["payload"]["inventorySummaries"][0];
+        assert_eq!(summary["sellerSku"], "F1");
+        assert_eq!(summary["inventoryDetails"]["fulfillableQuantity"], 12);
+        first["pagination"]["nextToken"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let next_page = |next: String| {
+        client
+            .get(format!("{url}&nextToken={next}"))
+            .header("x-amz-access-token", &token)
+            .send()
+    };
+
+    let next = first_page().await;
+    tokio::time::advance(std::time::Duration::from_millis(50)).await;
+    let second = next_page(next).await.unwrap();
+    assert_eq!(second.status(), 200, "nextToken still good at its TTL");
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(
+        second["payload"]["inventorySummaries"][0]["sellerSku"],
+        "F2"
+    );
+
+    let next = first_page().await;
+    tokio::time::advance(std::time::Duration::from_millis(51)).await;
+    let expired = next_page(next).await.unwrap();
     assert_eq!(expired.status(), 400, "nextToken expires");
 }
 

@@ -4,7 +4,7 @@
 use super::state::{
     Endpoint, RateAnswer, SimState, order_json, order_list_json, process_json, return_json,
 };
-use super::{Inner, MEDIA_TYPE, SimOffer, SimOrderLine, now_ms, token_ttl};
+use super::{Inner, MEDIA_TYPE, SimOffer, SimOrderLine, token_ttl};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -302,7 +302,7 @@ async fn put_stock(
         inner.options.process_outcome,
         inner.options.reorder_concurrent_updates,
         Instant::now(),
-        now_ms(),
+        inner.now_ms(),
     );
     ok_json(StatusCode::ACCEPTED, process_json(&process), &rate)
 }

@@ -29,13 +29,18 @@
 //! `overlapping_updates` and, with `reorder_concurrent_updates`, the newer is applied first
 //! so the older amount wins, as bol may do.
 //!
-//! May depend on: nothing else in the crate (standalone).
+//! Wall time (order, return and offer timestamps) is read from the injected clock
+//! ([`BolcomSimulatorOptions::clock`]); timing (token expiry, rate windows, process
+//! delays) follows tokio's clock, so tests can drive both under paused time.
+//!
+//! May depend on: `clock` only (standalone otherwise).
 
 mod http;
 mod state;
 #[cfg(test)]
 mod tests;
 
+use crate::clock::{self, SharedClock};
 use serde::{Deserialize, Serialize};
 use state::SimState;
 use std::net::SocketAddr;
@@ -116,6 +121,9 @@ pub struct BolcomSimulatorOptions {
     pub orders_page_size: usize,
     /// Offers the account starts with.
     pub offers: Vec<SimOffer>,
+    /// Where wall time comes from (order, return and offer timestamps); the system clock by
+    /// default, a [`TokioClock`](crate::clock::TokioClock) in paused-time tests.
+    pub clock: SharedClock,
 }
 
 impl Default for BolcomSimulatorOptions {
@@ -148,6 +156,7 @@ impl Default for BolcomSimulatorOptions {
             },
             orders_page_size: 50,
             offers: Vec::new(),
+            clock: clock::system(),
         }
     }
 }
@@ -237,15 +246,21 @@ pub enum SimulatorError {
 pub(crate) struct Inner {
     options: BolcomSimulatorOptions,
     state: Mutex<SimState>,
+    clock: SharedClock,
 }
 
 impl Inner {
+    /// Wall time now, from the injected clock.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
         let mut state = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.advance(Instant::now(), now_ms());
+        state.advance(Instant::now(), self.now_ms());
         state
     }
 }
@@ -266,7 +281,7 @@ impl Inner {
             .collect();
         let order = self
             .lock()
-            .place_order(method, &lines, now_ms())
+            .place_order(method, &lines, self.now_ms())
             .map_err(SimulatorError::Invalid)?;
         Ok(PlacedOrder {
             order_id: order.order_id,
@@ -297,7 +312,7 @@ impl Inner {
             )));
         }
         item.quantity_cancelled += quantity;
-        item.changed_ms = now_ms();
+        item.changed_ms = self.now_ms();
         Ok(())
     }
 
@@ -310,7 +325,7 @@ impl Inner {
             SimulatorError::Invalid(format!("order item {order_item_id} does not exist"))
         })?;
         item.cancellation_request = true;
-        item.changed_ms = now_ms();
+        item.changed_ms = self.now_ms();
         Ok(())
     }
 
@@ -333,7 +348,7 @@ impl Inner {
             )));
         }
         item.quantity_shipped += quantity;
-        item.changed_ms = now_ms();
+        item.changed_ms = self.now_ms();
         Ok(())
     }
 
@@ -369,17 +384,10 @@ impl Inner {
             quantity,
             method: item.method,
             handled: false,
-            registered_ms: now_ms(),
+            registered_ms: self.now_ms(),
         });
         Ok(rma_id.to_string())
     }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A running simulator. Dropping it (or [`shutdown`](Self::shutdown)) stops the server.
@@ -401,6 +409,7 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let inner = Arc::new(Inner {
         state: Mutex::new(SimState::new(&options, Instant::now())),
+        clock: Arc::clone(&options.clock),
         options,
     });
     let router = http::router(Arc::clone(&inner));

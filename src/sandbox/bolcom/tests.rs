@@ -58,15 +58,28 @@ async fn put_stock(
         .unwrap()
 }
 
-#[tokio::test]
+/// A client without a connection pool, for paused-time tests: with no timer pending, tokio
+/// cannot auto-advance the clock while a request is on the wire (a pool's 90 s idle timer
+/// would be one it could jump to whenever the runtime found nothing ready).
+fn unpooled_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// Under tokio's paused clock: the update stays PENDING until exactly `process_delay_ms` has
+/// passed, and its timestamps come from the injected clock.
+#[tokio::test(start_paused = true)]
 async fn a_stock_update_is_accepted_pending_and_applied_after_the_delay() {
     let sim = sim(BolcomSimulatorOptions {
         offers: vec![offer("o-1", "SKU-A")],
         process_delay_ms: 30,
+        clock: crate::clock::TokioClock::starting_at(1_700_000_000_000),
         ..BolcomSimulatorOptions::default()
     })
     .await;
-    let client = reqwest::Client::new();
+    let client = unpooled_client();
     let token = token(&client, &sim).await;
     let answer = put_stock(&client, &sim, &token, "o-1", 7, true).await;
     assert_eq!(answer.status(), 202);
@@ -75,19 +88,30 @@ async fn a_stock_update_is_accepted_pending_and_applied_after_the_delay() {
     assert_eq!(body["status"], "PENDING");
     assert_eq!(body["eventType"], "UPDATE_OFFER_STOCK");
     assert_eq!(body["entityId"], "o-1");
+    assert_eq!(body["createTimestamp"], "2023-11-14T22:13:20.000Z");
     assert_eq!(sim.offer("o-1").unwrap().amount, 0, "not applied yet");
-    tokio::time::sleep(Duration::from_millis(60)).await;
     let id = body["processStatusId"].as_str().unwrap();
-    let status: Value = client
-        .get(format!("{}/shared/process-status/{id}", sim.base_url()))
-        .bearer_auth(&token)
-        .header("accept", MEDIA_TYPE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let process_status = || async {
+        client
+            .get(format!("{}/shared/process-status/{id}", sim.base_url()))
+            .bearer_auth(&token)
+            .header("accept", MEDIA_TYPE)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    tokio::time::advance(Duration::from_millis(29)).await;
+    assert_eq!(process_status().await["status"], "PENDING");
+    assert_eq!(
+        sim.offer("o-1").unwrap().amount,
+        0,
+        "not applied before the delay"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let status = process_status().await;
     assert_eq!(status["status"], "SUCCESS");
     let offer = sim.offer("o-1").unwrap();
     assert_eq!((offer.amount, offer.managed_by_retailer), (7, true));

@@ -2,7 +2,7 @@
 //! of PLATFORMS.md §1.2, §1.4 and §1.9.
 
 use super::state::{MutationResult, graphql_error, parse_gid};
-use super::{Inner, SimOrderLine, SimulatorError, webhook};
+use super::{Inner, SimOrderLine, SimulatorError};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -173,7 +173,7 @@ async fn graphql(
         options.query_cost
     };
     let now = Instant::now();
-    let now_ms = webhook::now_ms();
+    let now_ms = inner.now_ms();
     let (status, body, events) = {
         let mut state = inner.lock();
         if !state.graphql_bucket.try_take(cost, now) {
@@ -333,7 +333,7 @@ async fn rest_set(
             inventory_item_id: Some(item),
             available: Some(available),
         }) => {
-            let now_ms = webhook::now_ms();
+            let now_ms = inner.now_ms();
             let mut state = inner.lock();
             match state.rest_set(&inner.options, item, location, available, now_ms) {
                 Ok(changed) => {

@@ -21,7 +21,11 @@
 //! (`inventorySetQuantities(input: $input)`); the sandbox uses the inventory item id as the
 //! variant id in order bodies; webhooks are retried `webhook_retries` times, `webhook_retry_delay_ms` apart.
 //!
-//! May depend on: nothing else in the crate (standalone).
+//! Wall time (level, order and webhook timestamps) is read from the injected clock
+//! ([`ShopifySimulatorOptions::clock`]); the leaky buckets and `Retry-After` follow tokio's
+//! clock, so tests can drive both under paused time.
+//!
+//! May depend on: `clock` and `signing` only (standalone otherwise).
 
 mod http;
 mod state;
@@ -31,6 +35,7 @@ mod webhook;
 
 pub use webhook::{verify_webhook_signature, webhook_signature};
 
+use crate::clock::{self, SharedClock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use state::SimState;
@@ -85,6 +90,9 @@ pub struct ShopifySimulatorOptions {
     pub deny_oversell: bool,
     /// Location used by `POST /_sandbox/orders` when the body names none.
     pub default_location_id: u64,
+    /// Where wall time comes from (level, order and webhook timestamps); the system clock
+    /// by default, a [`TokioClock`](crate::clock::TokioClock) in paused-time tests.
+    pub clock: SharedClock,
 }
 
 impl Default for ShopifySimulatorOptions {
@@ -111,6 +119,7 @@ impl Default for ShopifySimulatorOptions {
             idempotency_dedupe: true,
             deny_oversell: true,
             default_location_id: 1,
+            clock: clock::system(),
         }
     }
 }
@@ -246,9 +255,15 @@ pub(crate) struct Inner {
     options: ShopifySimulatorOptions,
     state: Mutex<SimState>,
     client: reqwest::Client,
+    clock: SharedClock,
 }
 
 impl Inner {
+    /// Wall time now, from the injected clock.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
         self.state
             .lock()
@@ -351,7 +366,7 @@ impl Inner {
     }
 
     fn set_level(self: &Arc<Self>, item: u64, location: u64, available: i64) {
-        let now_ms = webhook::now_ms();
+        let now_ms = self.now_ms();
         let events = {
             let mut state = self.lock();
             state.set_level(item, location, available, now_ms);
@@ -365,7 +380,7 @@ impl Inner {
         location: u64,
         lines: &[SimOrderLine],
     ) -> Result<PlacedOrder, SimulatorError> {
-        let now_ms = webhook::now_ms();
+        let now_ms = self.now_ms();
         let (order, level_events) = {
             let mut state = self.lock();
             let order = state.place_order(self.options.deny_oversell, location, lines, now_ms)?;
@@ -394,7 +409,7 @@ impl Inner {
         order_id: u64,
         restock: bool,
     ) -> Result<PlacedOrder, SimulatorError> {
-        let now_ms = webhook::now_ms();
+        let now_ms = self.now_ms();
         let (order, level_events) = {
             let mut state = self.lock();
             let order = state.cancel_order(order_id, restock, now_ms)?;
@@ -444,6 +459,7 @@ pub async fn start(
     let now = tokio::time::Instant::now();
     let inner = Arc::new(Inner {
         state: Mutex::new(SimState::new(&options, now)),
+        clock: Arc::clone(&options.clock),
         options,
         client: reqwest::Client::new(),
     });

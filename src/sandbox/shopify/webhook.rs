@@ -3,7 +3,7 @@
 
 use super::state::SimOrderRecord;
 use serde_json::{Value, json};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// Delivery timeout (Shopify: 1 s to connect, 5 s in total, PLATFORMS.md §1.8).
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -18,14 +18,6 @@ pub fn webhook_signature(secret: &str, body: &[u8]) -> String {
 /// Returns false for a header that is not base64.
 pub fn verify_webhook_signature(secret: &str, body: &[u8], header: &str) -> bool {
     crate::signing::verify(secret, body, header).is_ok()
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// RFC 3339 UTC timestamp with milliseconds for epoch milliseconds.

@@ -2,7 +2,7 @@
 //! them, and the `/_sandbox` inspection routes (see the module docs of `woocommerce`).
 
 use super::state::rest_error;
-use super::{Inner, LOG_MAX, SandboxRequest, SimOrderLine, SimulatorError, now_ms};
+use super::{Inner, LOG_MAX, SandboxRequest, SimOrderLine, SimulatorError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -298,7 +298,7 @@ async fn put_product(
     if state.failing_items.contains(&id) {
         return error_response(failing_error(id));
     }
-    match state.shop.update_product(id, &body, now_ms()) {
+    match state.shop.update_product(id, &body, inner.now_ms()) {
         Ok(json) => {
             state.counters.puts_applied += 1;
             Json(json).into_response()
@@ -369,7 +369,7 @@ async fn put_variation(
     if state.failing_items.contains(&id) {
         return error_response(failing_error(id));
     }
-    match state.shop.update_variation(pid, id, &body, now_ms()) {
+    match state.shop.update_variation(pid, id, &body, inner.now_ms()) {
         Ok(json) => {
             state.counters.puts_applied += 1;
             Json(json).into_response()
@@ -419,7 +419,7 @@ fn batch(inner: &Inner, parent: Option<u64>, body: &Bytes) -> Response {
             404,
         ));
     }
-    let now = now_ms();
+    let now = inner.now_ms();
     let mut answer = serde_json::Map::new();
     let with_id = |id: u64, error: Value| json!({ "id": id, "error": error });
     if let Some(create) = create {

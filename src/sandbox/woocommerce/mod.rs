@@ -40,7 +40,11 @@
 //! accepted on http too); `product.*` topics are not sent; one secret and URL for all
 //! webhooks; prices are placeholders (10.00 per unit).
 //!
-//! May depend on: nothing else in the crate (standalone).
+//! Wall time (product, order and refund dates, webhook delivery ids) is read from the
+//! injected clock ([`WoocommerceSimulatorOptions::clock`]); latency, the WAF bucket and
+//! webhook delays follow tokio's clock, so tests can drive both under paused time.
+//!
+//! May depend on: `clock` and `signing` only (standalone otherwise).
 
 mod http;
 mod state;
@@ -50,13 +54,14 @@ mod webhook;
 
 pub use webhook::{delivery_id, is_success, webhook_signature};
 
+use crate::clock::{self, SharedClock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use state::ShopState;
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -99,6 +104,10 @@ pub struct WoocommerceSimulatorOptions {
     pub deny_oversell: bool,
     /// First id handed out for products, variations, orders, lines and refunds.
     pub first_id: u64,
+    /// Where wall time comes from (product, order and refund dates, delivery ids); the
+    /// system clock by default, a [`TokioClock`](crate::clock::TokioClock) in paused-time
+    /// tests.
+    pub clock: SharedClock,
 }
 
 impl Default for WoocommerceSimulatorOptions {
@@ -119,6 +128,7 @@ impl Default for WoocommerceSimulatorOptions {
             api_restock_default: false,
             deny_oversell: true,
             first_id: 1000,
+            clock: clock::system(),
         }
     }
 }
@@ -314,16 +324,15 @@ pub(crate) struct Inner {
     started: Instant,
     state: Mutex<SimState>,
     client: reqwest::Client,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    clock: SharedClock,
 }
 
 impl Inner {
+    /// Wall time now, from the injected clock.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
         self.state
             .lock()
@@ -393,7 +402,7 @@ impl Inner {
             topic: topic.to_owned(),
             source: format!("{}/", self.site_url),
             secret: self.options.webhook_secret.clone(),
-            delivery_id: delivery_id(webhook_id, now_ms() / 1000),
+            delivery_id: delivery_id(webhook_id, self.now_ms() / 1000),
             body: serde_json::to_string(&body)
                 .expect("a JSON value always serialises")
                 .trim()
@@ -455,7 +464,7 @@ impl Inner {
         let id = self
             .lock()
             .shop
-            .place_order(&self.options, lines, status, now_ms())?;
+            .place_order(&self.options, lines, status, self.now_ms())?;
         self.enqueue("order.created", id);
         self.order(id)
             .ok_or(SimulatorError::UnknownOrder { order_id: id })
@@ -468,7 +477,7 @@ impl Inner {
     ) -> Result<SimOrder, SimulatorError> {
         self.lock()
             .shop
-            .set_status(&self.options, order_id, status, now_ms())?;
+            .set_status(&self.options, order_id, status, self.now_ms())?;
         self.enqueue("order.updated", order_id);
         self.order(order_id)
             .ok_or(SimulatorError::UnknownOrder { order_id })
@@ -481,10 +490,10 @@ impl Inner {
         api_restock: Option<bool>,
     ) -> Result<u64, SimulatorError> {
         let restock = api_restock.unwrap_or(self.options.api_restock_default);
-        let id = self
-            .lock()
-            .shop
-            .refund(order_id, lines, restock, "sandbox refund", now_ms())?;
+        let id =
+            self.lock()
+                .shop
+                .refund(order_id, lines, restock, "sandbox refund", self.now_ms())?;
         self.enqueue("order.updated", order_id);
         Ok(id)
     }
@@ -585,6 +594,7 @@ pub async fn start(
         site_url: format!("http://{addr}"),
         started: now,
         state: Mutex::new(state),
+        clock: Arc::clone(&options.clock),
         options,
         client: reqwest::Client::new(),
     });
@@ -628,16 +638,19 @@ impl WoocommerceSimulator {
         self.inner
             .lock()
             .shop
-            .upsert_product(product_id, sku, stock, now_ms());
+            .upsert_product(product_id, sku, stock, self.inner.now_ms());
     }
 
     /// Creates or replaces a variation (creating a variable parent if needed);
     /// `stock: None` means `manage_stock: "parent"` (stock held on the parent).
     pub fn set_variation(&self, product_id: u64, variation_id: u64, sku: &str, stock: Option<i64>) {
-        self.inner
-            .lock()
-            .shop
-            .upsert_variation(product_id, variation_id, sku, stock, now_ms());
+        self.inner.lock().shop.upsert_variation(
+            product_id,
+            variation_id,
+            sku,
+            stock,
+            self.inner.now_ms(),
+        );
     }
 
     /// Sets a product's own managed stock (`None`: unmanaged); false when it does not exist.
@@ -645,7 +658,7 @@ impl WoocommerceSimulator {
         self.inner
             .lock()
             .shop
-            .set_product_stock(product_id, stock, now_ms())
+            .set_product_stock(product_id, stock, self.inner.now_ms())
     }
 
     /// The managed stock a line of (product, variation) sells from: the variation's when it
