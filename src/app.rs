@@ -252,7 +252,9 @@ impl App {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let config = Arc::new(config);
         let store = crate::store::open(&config.store).context("opening the store")?;
-        ops::record_config_loaded(store.as_ref(), &config).await;
+        // The one wall clock every component reads (tests inject their own).
+        let clock = crate::clock::system();
+        ops::record_config_loaded(store.as_ref(), &config, clock.now_ms()).await;
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
@@ -264,8 +266,6 @@ impl App {
             &config.channels,
             client.clone(),
         ));
-        // The one wall clock every component reads (tests inject their own).
-        let clock = crate::clock::system();
         // One cell of stock rules shared by the ledger, propagation and the config API.
         let rules = Arc::new(crate::domain::RulesCell::new(
             config.rules().context("building the stock rules")?,

@@ -195,10 +195,10 @@ pub(super) fn fingerprint(config: &Config) -> (String, String) {
 }
 
 /// Records the config loaded at start in the config audit log (a failure is only logged).
-pub(super) async fn record_config_loaded(store: &dyn Store, config: &Config) {
+pub(super) async fn record_config_loaded(store: &dyn Store, config: &Config, at_ms: i64) {
     let (config_hash, config_json) = fingerprint(config);
     let record = ConfigAuditRecord {
-        at_ms: crate::clock::now_ms(),
+        at_ms,
         action: "loaded".to_owned(),
         actor: "startup".to_owned(),
         config_hash,

@@ -243,7 +243,7 @@ impl Ledger {
             id: record_id(movement, reservation),
             request_json: serde_json::to_string(expansion).expect("expansions serialise"),
             refusal_json: None,
-            created_at_ms: crate::clock::now_ms(),
+            created_at_ms: self.shared.now_ms(),
         });
         self.shared.committer.send(request).await;
         receiver

@@ -251,6 +251,12 @@ impl Ledger {
         self.shared.committer.is_healthy()
     }
 
+    /// The wall clock the ledger reads (hold expiry, passivation); the API and the app read
+    /// the same one.
+    pub fn clock(&self) -> &crate::clock::SharedClock {
+        &self.shared.options.clock
+    }
+
     /// Passivates every SKU actor and waits until all pending writes are durable.
     pub async fn shutdown(&self) {
         let skus: Vec<Sku> = self

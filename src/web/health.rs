@@ -310,7 +310,7 @@ pub fn channel_health(state: &WebState) -> Vec<ChannelHealth> {
         .as_ref()
         .map(|view| view.channel_status())
         .unwrap_or_default();
-    state.ops.judge(statuses, crate::clock::now_ms())
+    state.ops.judge(statuses, state.ledger.clock().now_ms())
 }
 
 /// The `GET /api/v1/channels` body.
@@ -444,7 +444,9 @@ pub(super) async fn track_webhooks(
         && response.status().is_success()
         && state.config.channel(&channel).is_some()
     {
-        state.ops.webhook_received(&channel, crate::clock::now_ms());
+        state
+            .ops
+            .webhook_received(&channel, state.ledger.clock().now_ms());
     }
     response
 }

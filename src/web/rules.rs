@@ -186,7 +186,7 @@ impl RuntimeRules {
             .collect();
         self.store
             .record_config_change(&ConfigAuditRecord {
-                at_ms: crate::clock::now_ms(),
+                at_ms: self.ledger.clock().now_ms(),
                 action: "rules_changed".to_owned(),
                 actor: actor.to_owned(),
                 config_hash: hash,

@@ -123,7 +123,7 @@ fn view(state: &WebState, sku_state: &SkuState) -> StockView {
     // All channels at once: a ring-fenced pool of one channel shrinks the others'.
     let allocations = state
         .allocation_policy()
-        .allocate(&sku_state.availability(), crate::clock::now_ms());
+        .allocate(&sku_state.availability(), state.ledger.clock().now_ms());
     let channels = state
         .config
         .channels
