@@ -33,6 +33,17 @@ use async_trait::async_trait;
 use serde::Serialize;
 use std::path::PathBuf;
 
+/// What a channel's listing id means to us (see [`ChannelAdapter::listing_sku`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListingMatch {
+    /// The listing is this SKU's.
+    Sku(String),
+    /// The listing is ours, but the level is for a location of the channel we do not write.
+    OtherLocation,
+    /// We have no listing with this id.
+    Unmapped,
+}
+
 /// One listing's new quantity for a push.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushItem {
@@ -215,6 +226,15 @@ pub trait ChannelAdapter: Send + Sync + 'static {
 
     /// How many listings the channel has (bounds the propagation queue).
     fn listing_count(&self) -> usize;
+
+    /// Which of our SKUs the channel's own listing id names at the channel's location
+    /// `location_id` (for levels the channel reports by its ids, such as Shopify's
+    /// `inventory_levels/update`: inventory item id and location id). Channels that report
+    /// no levels by their own ids keep the default, [`ListingMatch::Unmapped`].
+    fn listing_sku(&self, listing_id: &str, location_id: &str) -> ListingMatch {
+        let _ = (listing_id, location_id);
+        ListingMatch::Unmapped
+    }
 
     /// Sets absolute quantities; at most [`max_batch`](Self::max_batch) items.
     async fn push(&self, items: &[PushItem]) -> PushReport;

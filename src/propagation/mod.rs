@@ -471,6 +471,20 @@ impl Propagation {
         self.channel(channel)?.pushed.get(sku).map(|value| *value)
     }
 
+    /// Which SKU `channel`'s own listing id names at its location `location_id` (through the
+    /// channel's adapter); [`channels::ListingMatch::Unmapped`] for an unknown channel.
+    pub fn listing_sku(
+        &self,
+        channel: &str,
+        listing_id: &str,
+        location_id: &str,
+    ) -> channels::ListingMatch {
+        self.channel(channel)
+            .map_or(channels::ListingMatch::Unmapped, |shared| {
+                shared.adapter.listing_sku(listing_id, location_id)
+            })
+    }
+
     /// What `channel` would list for a SKU with these location levels, with the breakdown;
     /// `None` for an unknown channel.
     pub fn atp_for(&self, channel: &str, levels: &[LocationLevel]) -> Option<AtpBreakdown> {

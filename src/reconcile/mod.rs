@@ -35,9 +35,9 @@ mod tests;
 
 pub use classify::{DiscrepancyClass, Observation, Verdict, classify};
 
-use crate::channels::shopify::config::{ListingMap, load_listings};
+use crate::channels::ListingMatch;
 use crate::clock::SharedClock;
-use crate::config::{ChannelKind, Config, ReconcileConfig};
+use crate::config::{Config, ReconcileConfig};
 use crate::propagation::Propagation;
 use crate::store::{PushLogQuery, Store};
 use crate::telemetry;
@@ -127,18 +127,12 @@ struct LevelReport {
     available: Option<i64>,
 }
 
-struct ShopifyListings {
-    location_id: String,
-    listings: ListingMap,
-}
-
 struct Inner {
     config: ReconcileConfig,
     propagation: Propagation,
     ledger: Arc<dyn LedgerAtp>,
     store: Arc<dyn Store>,
     alerter: Alerter,
-    shopify: HashMap<String, ShopifyListings>,
     reports: DashMap<(String, String), ChannelReport>,
     open: DashMap<(String, String), Discrepancy>,
     clock: SharedClock,
@@ -163,9 +157,9 @@ impl std::fmt::Debug for Reconciler {
 
 impl Reconciler {
     /// Starts the periodic pass (one task, every channel each `reconcile.interval_ms`) and the
-    /// real-time report task. Listing maps of Shopify channels are loaded to map
-    /// `inventory_item_id`s back to SKUs; a channel whose listings cannot be loaded is only
-    /// reconciled periodically. Wall time is read from `clock`.
+    /// real-time report task. A channel's own listing ids in its reports are mapped back to
+    /// SKUs through its adapter ([`Propagation::listing_sku`]). Wall time is read from
+    /// `clock`.
     pub fn start(
         config: &Config,
         propagation: Propagation,
@@ -174,32 +168,12 @@ impl Reconciler {
         alerter: Alerter,
         clock: SharedClock,
     ) -> Self {
-        let mut shopify = HashMap::new();
-        for channel in &config.channels {
-            if let (ChannelKind::Shopify, Some(section)) = (channel.kind(), channel.shopify()) {
-                match load_listings(&channel.id, section) {
-                    Ok(listings) => {
-                        shopify.insert(
-                            channel.id.clone(),
-                            ShopifyListings {
-                                location_id: section.location_id.to_string(),
-                                listings,
-                            },
-                        );
-                    }
-                    Err(error) => {
-                        tracing::warn!(channel = %channel.id, error = %error, "listings not loaded; webhook reports of this channel are ignored")
-                    }
-                }
-            }
-        }
         let inner = Arc::new(Inner {
             config: config.reconcile.clone(),
             propagation,
             ledger,
             store,
             alerter,
-            shopify,
             reports: DashMap::new(),
             open: DashMap::new(),
             clock,
@@ -398,22 +372,20 @@ impl Inner {
     }
 
     async fn judge_report(&self, report: LevelReport) {
-        let Some(shopify) = self.shopify.get(&report.channel) else {
-            return;
-        };
-        if shopify.location_id != report.location {
-            tracing::debug!(channel = %report.channel, location = %report.location, "level update for another location ignored");
-            return;
-        }
-        let sku = report
-            .item
-            .parse::<u64>()
-            .ok()
-            .and_then(|item| shopify.listings.sku(item))
-            .map(str::to_owned);
-        let Some(sku) = sku else {
-            self.unknown_listing(&report).await;
-            return;
+        let sku = match self.propagation.listing_sku(
+            &report.channel,
+            &report.item,
+            &report.location,
+        ) {
+            ListingMatch::Sku(sku) => sku,
+            ListingMatch::OtherLocation => {
+                tracing::debug!(channel = %report.channel, location = %report.location, "level update for another location ignored");
+                return;
+            }
+            ListingMatch::Unmapped => {
+                self.unknown_listing(&report).await;
+                return;
+            }
         };
         self.remember(
             &report.channel,

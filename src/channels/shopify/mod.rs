@@ -29,8 +29,8 @@ pub mod response;
 mod tests;
 
 use crate::channels::{
-    ChannelAdapter, ChannelError, ItemOutcome, ItemResult, LevelsReport, PushItem, PushReport,
-    ThrottleSignal,
+    ChannelAdapter, ChannelError, ItemOutcome, ItemResult, LevelsReport, ListingMatch, PushItem,
+    PushReport, ThrottleSignal,
 };
 use crate::config::{ChannelKind, ShopifyConfig};
 use crate::platforms::PlatformError;
@@ -378,6 +378,19 @@ impl ChannelAdapter for ShopifyAdapter {
 
     fn listing_count(&self) -> usize {
         self.listings.len()
+    }
+
+    fn listing_sku(&self, listing_id: &str, location_id: &str) -> ListingMatch {
+        if location_id != self.location_id.to_string() {
+            return ListingMatch::OtherLocation;
+        }
+        listing_id
+            .parse::<u64>()
+            .ok()
+            .and_then(|item| self.listings.sku(item))
+            .map_or(ListingMatch::Unmapped, |sku| {
+                ListingMatch::Sku(sku.to_owned())
+            })
     }
 
     async fn push(&self, items: &[PushItem]) -> PushReport {
