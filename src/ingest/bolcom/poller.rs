@@ -282,3 +282,114 @@ pub fn start(
         BolcomPoller { state, ledger },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The wiring of the app, against the bol.com simulator: the channel adapter (built by
+    //! `channels::build_adapter`) and the poller (started by `ingest::start_pollers`) of one
+    //! channel take the same client from one `PlatformClients`, so they share one token.
+    //! Test-only use of `channels`: ingest itself never depends on it.
+
+    use crate::channels::{ItemOutcome, PushItem, build_adapter};
+    use crate::config::Config;
+    use crate::domain::NullSink;
+    use crate::ledger::{Ledger, LedgerOptions};
+    use crate::platforms::PlatformClients;
+    use crate::sandbox::bolcom::{self as sim, BolcomSimulatorOptions, SimOffer, SimOrderLine};
+    use crate::store::embedded::EmbeddedStore;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn the_adapter_and_the_poller_of_a_channel_fetch_one_token() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let options = BolcomSimulatorOptions {
+            offers: vec![SimOffer {
+                offer_id: "offer-1".to_owned(),
+                reference: "SKU-1".to_owned(),
+                ean: "8710000000001".to_owned(),
+                amount: 5,
+            }],
+            process_delay_ms: 5,
+            ..BolcomSimulatorOptions::default()
+        };
+        let sim = sim::start(options, listener).await.unwrap();
+        sim.place_order(
+            "FBR",
+            &[SimOrderLine {
+                offer_id: "offer-1".into(),
+                quantity: 1,
+            }],
+        )
+        .unwrap();
+        let config = Config::from_toml(&format!(
+            r#"
+            [[locations]]
+            id = "WH-1"
+            [[channels]]
+            id = "bol-nl"
+            kind = "bolcom"
+            locations = ["WH-1"]
+            [channels.bolcom]
+            api_url = "{api}"
+            token_url = "{token}"
+            client_id = "sandbox-client"
+            client_secret = "sandbox-secret"
+            order_poll_interval_ms = 3600000
+            process_status_poll_ms = 2
+            listings = [{{ sku = "SKU-1", offer_id = "offer-1" }}]
+            "#,
+            api = sim.base_url(),
+            token = sim.token_url(),
+        ))
+        .unwrap();
+        let clients = PlatformClients::build(&config.channels, reqwest::Client::new());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(&dir.path().join("s.db")).unwrap());
+        let ledger = Ledger::start(store, Arc::new(NullSink), LedgerOptions::default());
+
+        // Poll: the first poll runs at once.
+        let pollers = crate::ingest::start_pollers(&config, &ledger, &clients);
+        assert_eq!(pollers.len(), 1);
+        let mut polled = false;
+        for _ in 0..300 {
+            if pollers[0].stats().polls >= 1 {
+                polled = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(polled, "the first poll did not end within 3 s");
+        let stats = pollers[0].stats();
+        assert_eq!(stats.failures, 0, "{:?}", stats.last_error);
+        assert_eq!(stats.totals.orders_fetched, 1);
+
+        // Push: the adapter of the same channel, from the same registry.
+        let adapter = build_adapter(&config.channels[0], &clients).unwrap();
+        let report = adapter
+            .push(&[PushItem {
+                sku: "SKU-1".to_owned(),
+                quantity: 4,
+                change_from: None,
+            }])
+            .await;
+        assert_eq!(
+            report.results[0].outcome,
+            ItemOutcome::Accepted { quantity: 4 },
+            "{:?}",
+            report.error
+        );
+        assert_eq!(sim.offer("offer-1").unwrap().amount, 4);
+
+        assert_eq!(
+            sim.counters().tokens_issued,
+            1,
+            "one token endpoint hit for a poll and a push"
+        );
+        let section = config.channels[0].bolcom().unwrap();
+        assert_eq!(clients.bolcom("bol-nl", section).token_cache().fetches(), 1);
+        for poller in pollers {
+            poller.stop().await;
+        }
+    }
+}
