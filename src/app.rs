@@ -194,36 +194,6 @@ fn start_notification_bridges(
     Ok(bridges)
 }
 
-/// Starts every channel's pollers that its config enables: the bol.com order poller
-/// (§3.5), the Amazon Orders API and FBA pollers (§4.3, §4.4), and the WooCommerce order
-/// poller (WooCommerce never retries webhooks, §2.4).
-fn start_pollers(config: &Config, ledger: &Ledger, client: &reqwest::Client) -> Vec<PollerHandle> {
-    let mut pollers = Vec::new();
-    for channel in &config.channels {
-        pollers.extend(crate::ingest::bolcom::poller::start(
-            channel,
-            ledger.clone(),
-            client.clone(),
-        ));
-        pollers.extend(crate::ingest::amazon::poller::start_orders(
-            channel,
-            ledger.clone(),
-            client.clone(),
-        ));
-        pollers.extend(crate::ingest::amazon::poller::start_fba(
-            channel,
-            ledger.clone(),
-            client.clone(),
-        ));
-        pollers.extend(crate::ingest::woocommerce::poller::start(
-            channel,
-            ledger.clone(),
-            client.clone(),
-        ));
-    }
-    pollers
-}
-
 /// A running engine: store, ledger, propagation, HTTP API and (if configured) Kafka ingest.
 pub struct App {
     config: Arc<Config>,
@@ -357,7 +327,7 @@ impl App {
             let _ = kafka_view.0.set(ingest.assignment_handle());
         }
         let notification_bridges = start_notification_bridges(&config, &ledger, &dead_letters)?;
-        let pollers = start_pollers(&config, &ledger, &client);
+        let pollers = crate::ingest::start_pollers(&config, &ledger, &platforms);
         let housekeeping_clock = clock.clone();
         let housekeeping = tokio::spawn(async move {
             let mut interval = tokio::time::interval(Duration::from_secs(KEY_EXPIRY_PERIOD_SECS));

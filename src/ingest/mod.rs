@@ -13,14 +13,18 @@
 //! - [`kafka`]: the movements consumer, its dead-letter producer and the ATP output
 //!   producer.
 //!
+//! [`start_pollers`] is the one registry of pollers (a line per polled platform); the app
+//! calls it with its platform clients.
+//!
 //! The app starts every poller and consumer and hands the receivers their state; nothing
 //! here keeps process-global state.
 //!
 //! Invariant (DESIGN.md §3 rule 3): a source is acknowledged (a Kafka offset committed, an
 //! HTTP 2xx answered) only after the ledger says the movement is durable.
 //!
-//! May depend on: `domain`, `ledger`, `config`, `telemetry`, `store` types, `signing` and
-//! `problem`. Never on `web`, `propagation` or `channels`.
+//! May depend on: `domain`, `ledger`, `config`, `telemetry`, `store` types, `signing`,
+//! `problem` and `platforms` (the API clients the pollers share with the adapters). Never on
+//! `web`, `propagation` or `channels`.
 
 pub mod amazon;
 pub mod bolcom;
@@ -47,4 +51,33 @@ where
         .merge(shopify::receiver::router(state.clone(), levels))
         .merge(woocommerce::receiver::router(state.clone()))
         .merge(amazon::receiver::router(state))
+}
+
+use crate::config::Config;
+use crate::ledger::Ledger;
+use crate::platforms::PlatformClients;
+use poller::PollerHandle;
+
+/// The registry of pollers: starts every channel's pollers that its config enables, each on
+/// its channel's client from `clients` (the one the channel adapter uses, so a credential
+/// fetches one token for push and poll). One line per polled platform: the bol.com order
+/// poller (§3.5), the Amazon Orders API and FBA pollers (§4.3, §4.4), and the WooCommerce
+/// order poller (WooCommerce never retries webhooks, §2.4).
+pub fn start_pollers(
+    config: &Config,
+    ledger: &Ledger,
+    clients: &PlatformClients,
+) -> Vec<PollerHandle> {
+    let mut pollers = Vec::new();
+    for channel in &config.channels {
+        pollers.extend(bolcom::poller::start(channel, ledger.clone(), clients));
+        pollers.extend(amazon::poller::start_orders(
+            channel,
+            ledger.clone(),
+            clients,
+        ));
+        pollers.extend(amazon::poller::start_fba(channel, ledger.clone(), clients));
+        pollers.extend(woocommerce::poller::start(channel, ledger.clone(), clients));
+    }
+    pollers
 }

@@ -16,10 +16,11 @@
 //! poll leaves it, so the next poll reads the same window again (harmless: every movement
 //! carries an idempotency key).
 //!
-//! May depend on: `domain`, `ledger`, `telemetry`.
+//! May depend on: `domain`, `ledger`, `telemetry`, `platforms` (its error type).
 
 use crate::domain::Movement;
 use crate::ledger::{Ack, Ledger, LedgerError};
+use crate::platforms::PlatformError;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -74,13 +75,22 @@ pub enum Retry {
 }
 
 impl Retry {
-    /// The retry an HTTP `status` calls for: a backoff for 429 and 5xx (honouring
-    /// `retry_after`), the interval for anything else.
-    pub fn for_status(status: u16, retry_after: Option<Duration>) -> Self {
-        if status == 429 || (500..=599).contains(&status) {
-            Self::WithBackoff { retry_after }
-        } else {
-            Self::AfterInterval
+    /// The retry a platform client's error calls for: a backoff for a throttled
+    /// (honouring its `Retry-After`), failing (5xx) or unreachable platform, the interval
+    /// for anything else (refused credentials, a rejected request, an undecodable answer).
+    pub fn for_platform_error(error: &PlatformError) -> Self {
+        match error {
+            PlatformError::Throttled { retry_after_ms } => Self::WithBackoff {
+                retry_after: retry_after_ms.map(Duration::from_millis),
+            },
+            PlatformError::Server { .. } | PlatformError::Transport { .. } => {
+                Self::WithBackoff { retry_after: None }
+            }
+            PlatformError::Unauthorized { .. }
+            | PlatformError::Rejected { .. }
+            | PlatformError::GraphQl { .. }
+            | PlatformError::Decode { .. }
+            | PlatformError::TooLarge { .. } => Self::AfterInterval,
         }
     }
 }
@@ -140,15 +150,6 @@ pub fn next_delay(
     let backoff = doubled.min(options.max_backoff).max(options.interval);
     let asked = retry_after.unwrap_or(Duration::ZERO).min(MAX_RETRY_AFTER);
     backoff.max(asked)
-}
-
-/// Parses a `Retry-After` value in its delta-seconds form (`2`, or Shopify's `2.0`).
-///
-/// The platform clients (`platforms`) read both forms; the pollers use this until they
-/// move onto those clients.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let seconds: f64 = value.trim().parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
 /// A cursor that trails the newest change seen by an overlap (platform clocks and
@@ -447,29 +448,38 @@ mod tests {
     }
 
     #[test]
-    fn statuses_map_to_retries() {
+    fn platform_errors_map_to_retries() {
+        use crate::platforms::http::classify_status;
+        let status = |status, retry_after_ms| {
+            Retry::for_platform_error(&classify_status(status, "m".into(), retry_after_ms).unwrap())
+        };
         let after = Some(Duration::from_secs(2));
         assert_eq!(
-            Retry::for_status(429, after),
+            status(429, Some(2000)),
             Retry::WithBackoff { retry_after: after }
         );
         assert_eq!(
-            Retry::for_status(503, None),
+            status(429, Some(1500)),
+            Retry::WithBackoff {
+                retry_after: Some(Duration::from_millis(1500))
+            }
+        );
+        assert_eq!(status(503, None), Retry::WithBackoff { retry_after: None });
+        assert_eq!(status(400, Some(2000)), Retry::AfterInterval);
+        assert_eq!(status(404, None), Retry::AfterInterval);
+        assert_eq!(status(401, None), Retry::AfterInterval);
+        assert_eq!(
+            Retry::for_platform_error(&PlatformError::Transport {
+                message: "refused".into()
+            }),
             Retry::WithBackoff { retry_after: None }
         );
-        assert_eq!(Retry::for_status(400, after), Retry::AfterInterval);
-        assert_eq!(Retry::for_status(404, None), Retry::AfterInterval);
-    }
-
-    #[test]
-    fn retry_after_seconds_parse() {
-        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
         assert_eq!(
-            parse_retry_after(" 1.5 "),
-            Some(Duration::from_millis(1500))
+            Retry::for_platform_error(&PlatformError::Decode {
+                message: "x".into()
+            }),
+            Retry::AfterInterval
         );
-        assert_eq!(parse_retry_after("-1"), None);
-        assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]

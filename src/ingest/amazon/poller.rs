@@ -22,7 +22,11 @@
 //! statistics, stop) and the watermark type are the shared [`crate::ingest::poller`]; this
 //! module holds only the Amazon requests, decoding and cursors.
 //!
-//! May depend on: `domain`, `ledger`, `config`, `telemetry`, `ingest::poller`,
+//! Every request goes through the channel's [`AmazonClient`] (`platforms::amazon`), the same
+//! instance the channel adapter uses: one LWA token per credential for push and poll, and
+//! the client's `Retry-After` and status classification ([`Retry::for_platform_error`]).
+//!
+//! May depend on: `domain`, `ledger`, `config`, `telemetry`, `platforms`, `ingest::poller`,
 //! `ingest::amazon::decode`.
 
 use super::decode::{self as amazon, Fulfilment, ListedOrder};
@@ -31,9 +35,11 @@ use crate::ingest::poller::{
     self, Poll, PollFailure, PollStats, PollerHandle, PollerOptions, Retry, Watermark, submit_all,
 };
 use crate::ledger::{Ledger, LedgerError};
+use crate::platforms::amazon::{self as platform, AmazonClient};
+use crate::platforms::{HttpAnswer, PlatformClients, PlatformError};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// How far the first order poll looks back, in milliseconds (1 day).
 pub const INITIAL_LOOKBACK_MS: i64 = 86_400_000;
@@ -48,25 +54,15 @@ const MAX_PAGES: u32 = 100;
 /// Why one poll failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AmazonPollError {
-    /// The platform answered with an unexpected status (429 included).
-    #[error("{what}: http {status}: {body}")]
-    Http {
+    /// The platform client failed: no answer, a refused token, or an unexpected status
+    /// (429 with its `Retry-After` included).
+    #[error("{what}: {error}")]
+    Platform {
         /// What was requested.
         what: String,
-        /// HTTP status.
-        status: u16,
-        /// The `Retry-After` sent with it.
-        retry_after: Option<Duration>,
-        /// Body excerpt.
-        body: String,
-    },
-    /// No answer.
-    #[error("{what}: {message}")]
-    Transport {
-        /// What was requested.
-        what: String,
-        /// The client's message.
-        message: String,
+        /// The client's classified error.
+        #[source]
+        error: PlatformError,
     },
     /// The answer could not be decoded.
     #[error(transparent)]
@@ -79,28 +75,30 @@ pub enum AmazonPollError {
 impl PollFailure for AmazonPollError {
     fn retry(&self) -> Retry {
         match self {
-            Self::Http {
-                status,
-                retry_after,
-                ..
-            } => Retry::for_status(*status, *retry_after),
-            Self::Transport { .. } => Retry::WithBackoff { retry_after: None },
+            Self::Platform { error, .. } => Retry::for_platform_error(error),
             Self::Decode(_) | Self::Ledger(_) => Retry::AfterInterval,
         }
     }
 }
 
-/// Percent-encodes a query or form value (RFC 3986 unreserved characters kept).
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
+/// The body of a 2xx answer, `None` for 404, the status error otherwise (a 429 without
+/// `Retry-After` waits one token of `x-amzn-RateLimit-Limit`).
+fn body_of(
+    what: &str,
+    answer: Result<HttpAnswer, PlatformError>,
+) -> Result<Option<String>, AmazonPollError> {
+    let platform = |error| AmazonPollError::Platform {
+        what: what.to_owned(),
+        error,
+    };
+    let answer = answer.map_err(platform)?;
+    if answer.status == 404 {
+        return Ok(None);
     }
-    out
+    match platform::status_error(&answer) {
+        Some(error) => Err(platform(error)),
+        None => Ok(Some(answer.text)),
+    }
 }
 
 fn iso8601(ms: i64) -> String {
@@ -115,14 +113,12 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The pollers' memory and HTTP client (one per Amazon channel).
+/// The pollers' memory and its channel's Amazon client (one per Amazon channel).
 #[derive(Debug)]
 pub struct AmazonPollState {
     channel: ChannelConfig,
     config: AmazonConfig,
-    api_url: String,
-    client: reqwest::Client,
-    token: Option<(String, Instant)>,
+    client: Arc<AmazonClient>,
     /// `LastUpdatedAfter` of the next order poll; unset before the first.
     orders_after: Watermark,
     /// `(LastUpdateDate, OrderStatus)` of every order handled since the watermark (the
@@ -133,98 +129,25 @@ pub struct AmazonPollState {
 }
 
 impl AmazonPollState {
-    /// A fresh state for an Amazon channel; `None` for other channels.
-    pub fn new(channel: &ChannelConfig, client: reqwest::Client) -> Option<Self> {
+    /// A fresh state for an Amazon channel on `client` (the channel's client from
+    /// [`PlatformClients`], shared with its adapter); `None` for other channels.
+    pub fn with_client(channel: &ChannelConfig, client: Arc<AmazonClient>) -> Option<Self> {
         let config = channel.amazon().cloned()?;
         Some(Self {
             channel: channel.clone(),
-            api_url: config.api_url.trim_end_matches('/').to_owned(),
             config,
             client,
-            token: None,
             orders_after: Watermark::unset(ORDER_OVERLAP_MS),
             orders_seen: HashMap::new(),
             fba_after: Watermark::unset(FBA_OVERLAP_MS),
         })
     }
 
-    async fn exchange(
-        &self,
-        what: &str,
-        request: reqwest::RequestBuilder,
-    ) -> Result<(u16, Option<Duration>, Vec<u8>), AmazonPollError> {
-        let transport = |error: reqwest::Error| AmazonPollError::Transport {
-            what: what.to_owned(),
-            message: error.to_string(),
-        };
-        let response = request
-            .timeout(Duration::from_millis(self.config.request_timeout_ms.max(1)))
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|value| value.to_str().ok())
-            .and_then(poller::parse_retry_after);
-        let body = response.bytes().await.map_err(transport)?;
-        Ok((status, retry_after, body.to_vec()))
-    }
-
-    async fn token(&mut self, force: bool) -> Result<String, AmazonPollError> {
-        if !force
-            && let Some((token, until)) = &self.token
-            && Instant::now() + Duration::from_secs(60) < *until
-        {
-            return Ok(token.clone());
-        }
-        let body = format!(
-            "grant_type=refresh_token&refresh_token={}&client_id={}&client_secret={}",
-            encode(&self.config.refresh_token),
-            encode(&self.config.client_id),
-            encode(&self.config.client_secret)
-        );
-        let (status, retry_after, answer) = self
-            .exchange(
-                "token",
-                self.client
-                    .post(&self.config.token_url)
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(body),
-            )
-            .await?;
-        let value: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
-        let (200, Some(token)) = (status, value["access_token"].as_str()) else {
-            return Err(http_error("token", status, retry_after, &answer));
-        };
-        let ttl = Duration::from_secs(value["expires_in"].as_u64().unwrap_or(3600));
-        self.token = Some((token.to_owned(), Instant::now() + ttl));
-        Ok(token.to_owned())
-    }
-
-    /// GET with `x-amz-access-token`; one token refresh on 401/403. `None` on 404.
-    async fn get(&mut self, path_and_query: &str) -> Result<Option<Vec<u8>>, AmazonPollError> {
-        let url = format!("{}{path_and_query}", self.api_url);
-        let mut force = false;
-        loop {
-            let token = self.token(force).await?;
-            let (status, retry_after, body) = self
-                .exchange(
-                    path_and_query,
-                    self.client
-                        .get(&url)
-                        .header("x-amz-access-token", &token)
-                        .header("accept", "application/json"),
-                )
-                .await?;
-            match status {
-                200 => return Ok(Some(body)),
-                404 => return Ok(None),
-                401 | 403 if !force => force = true,
-                _ => return Err(http_error(path_and_query, status, retry_after, &body)),
-            }
-        }
+    /// A fresh state for an Amazon channel with a client of its own on `http` (tools and
+    /// tests; the app uses [`with_client`](Self::with_client)); `None` for other channels.
+    pub fn new(channel: &ChannelConfig, http: reqwest::Client) -> Option<Self> {
+        let client = Arc::new(AmazonClient::new(channel.amazon()?, http));
+        Self::with_client(channel, client)
     }
 
     /// One Orders API poll (see the module docs).
@@ -237,19 +160,23 @@ impl AmazonPollState {
             .position_ms()
             .unwrap_or_else(|| now_ms() - INITIAL_LOOKBACK_MS);
         let mut listed: Vec<ListedOrder> = Vec::new();
-        let mut path = format!(
-            "/orders/v0/orders?MarketplaceIds={}&LastUpdatedAfter={}",
-            encode(&self.config.marketplace_id),
-            encode(&iso8601(after_ms))
-        );
+        let mut next_token: Option<String> = None;
         for _ in 0..MAX_PAGES {
-            let Some(body) = self.get(&path).await? else {
+            let answer = match &next_token {
+                None => {
+                    self.client
+                        .orders_updated_after(&self.config.marketplace_id, &iso8601(after_ms))
+                        .await
+                }
+                Some(token) => self.client.orders_page(token).await,
+            };
+            let Some(body) = body_of("getOrders", answer)? else {
                 break;
             };
-            let page = amazon::decode_order_page(&body)?;
+            let page = amazon::decode_order_page(body.as_bytes())?;
             listed.extend(page.orders);
             match page.next_token {
-                Some(token) => path = format!("/orders/v0/orders?NextToken={}", encode(&token)),
+                Some(token) => next_token = Some(token),
                 None => break,
             }
         }
@@ -262,14 +189,11 @@ impl AmazonPollState {
             }
             if order.fulfilment == Fulfilment::Mfn {
                 stats.orders_fetched += 1;
-                let items_path = format!(
-                    "/orders/v0/orders/{}/orderItems",
-                    encode(&order.amazon_order_id)
-                );
-                let Some(body) = self.get(&items_path).await? else {
+                let answer = self.client.order_items(&order.amazon_order_id).await;
+                let Some(body) = body_of("getOrderItems", answer)? else {
                     continue;
                 };
-                let state = amazon::decode_order_items(&order, &body)?;
+                let state = amazon::decode_order_items(&order, body.as_bytes())?;
                 let decoded = amazon::order_movements(&self.channel, &state);
                 submit_all(ledger, &self.channel.id, decoded.movements, &mut stats)
                     .await
@@ -291,23 +215,25 @@ impl AmazonPollState {
     pub async fn poll_fba(&mut self, ledger: &Ledger) -> Result<PollStats, AmazonPollError> {
         let mut stats = PollStats::default();
         let location = self.config.fba_location_id();
-        let marketplace = encode(&self.config.marketplace_id);
-        let mut base = format!(
-            "/fba/inventory/v1/summaries?granularityType=Marketplace&granularityId={marketplace}&marketplaceIds={marketplace}&details=true"
-        );
-        if let Some(after) = self.fba_after.position_ms() {
-            base.push_str(&format!("&startDateTime={}", encode(&iso8601(after))));
-        }
-        let mut path = base.clone();
+        let start = self.fba_after.position_ms().map(iso8601);
+        let mut next_token: Option<String> = None;
         let mut summaries = Vec::new();
         for _ in 0..MAX_PAGES {
-            let Some(body) = self.get(&path).await? else {
+            let answer = self
+                .client
+                .fba_summaries(
+                    &self.config.marketplace_id,
+                    start.as_deref(),
+                    next_token.as_deref(),
+                )
+                .await;
+            let Some(body) = body_of("FBA inventory summaries", answer)? else {
                 break;
             };
-            let page = amazon::decode_summaries(&body)?;
+            let page = amazon::decode_summaries(body.as_bytes())?;
             summaries.extend(page.summaries);
             match page.next_token {
-                Some(token) => path = format!("{base}&nextToken={}", encode(&token)),
+                Some(token) => next_token = Some(token),
                 None => break,
             }
         }
@@ -326,20 +252,6 @@ impl AmazonPollState {
             self.fba_after.advance(i64::MIN, newest);
         }
         Ok(stats)
-    }
-}
-
-fn http_error(
-    what: &str,
-    status: u16,
-    retry_after: Option<Duration>,
-    body: &[u8],
-) -> AmazonPollError {
-    AmazonPollError::Http {
-        what: what.to_owned(),
-        status,
-        retry_after,
-        body: String::from_utf8_lossy(body).chars().take(300).collect(),
     }
 }
 
@@ -371,7 +283,7 @@ impl Poll for AmazonPoller {
 fn spawn(
     channel: &ChannelConfig,
     ledger: Ledger,
-    client: reqwest::Client,
+    clients: &PlatformClients,
     kind: Kind,
 ) -> Option<PollerHandle> {
     let config = channel.amazon()?;
@@ -382,7 +294,7 @@ fn spawn(
     if interval == 0 {
         return None;
     }
-    let state = AmazonPollState::new(channel, client)?;
+    let state = AmazonPollState::with_client(channel, clients.amazon(&channel.id, config))?;
     let name = match kind {
         Kind::Orders => format!("amazon-orders:{}", channel.id),
         Kind::Fba => format!("amazon-fba:{}", channel.id),
@@ -398,21 +310,23 @@ fn spawn(
 }
 
 /// Starts the Orders API backstop of an Amazon channel on the shared poller loop; `None`
-/// when the channel is not Amazon or `order_poll_interval_ms = 0`.
+/// when the channel is not Amazon or `order_poll_interval_ms = 0`. The channel's client
+/// comes from `clients` (the one its adapter uses).
 pub fn start_orders(
     channel: &ChannelConfig,
     ledger: Ledger,
-    client: reqwest::Client,
+    clients: &PlatformClients,
 ) -> Option<PollerHandle> {
-    spawn(channel, ledger, client, Kind::Orders)
+    spawn(channel, ledger, clients, Kind::Orders)
 }
 
 /// Starts the FBA inventory reader of an Amazon channel on the shared poller loop; `None`
-/// when the channel is not Amazon or `fba_poll_interval_ms = 0`.
+/// when the channel is not Amazon or `fba_poll_interval_ms = 0`. The channel's client
+/// comes from `clients` (the one its adapter uses).
 pub fn start_fba(
     channel: &ChannelConfig,
     ledger: Ledger,
-    client: reqwest::Client,
+    clients: &PlatformClients,
 ) -> Option<PollerHandle> {
-    spawn(channel, ledger, client, Kind::Fba)
+    spawn(channel, ledger, clients, Kind::Fba)
 }

@@ -15,7 +15,11 @@
 //! stop) is the shared [`crate::ingest::poller`]; this module holds only the bol.com
 //! requests, decoding and memory of orders seen.
 //!
-//! May depend on: `domain`, `ledger`, `config`, `telemetry`, `ingest::poller`,
+//! Every request goes through the channel's [`BolcomClient`] (`platforms::bolcom`), the same
+//! instance the channel adapter uses: one OAuth token per credential for push and poll, and
+//! the client's `Retry-After` and status classification ([`Retry::for_platform_error`]).
+//!
+//! May depend on: `domain`, `ledger`, `config`, `telemetry`, `platforms`, `ingest::poller`,
 //! `ingest::bolcom::decode`.
 
 use super::decode::{self as bolcom, Order};
@@ -24,41 +28,29 @@ use crate::ingest::poller::{
     self, Poll, PollFailure, PollStats, PollerHandle, PollerOptions, Retry, submit_all,
 };
 use crate::ledger::{Ledger, LedgerError};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use crate::platforms::bolcom::BolcomClient;
+use crate::platforms::{HttpAnswer, PlatformClients, PlatformError};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// Most pages read per list call (50 orders a page at bol).
 const MAX_PAGES: u32 = 100;
-/// The v10 media type.
-const MEDIA_TYPE: &str = "application/vnd.retailer.v10+json";
 /// Returns remembered as done before the memory is cleared (keys still dedupe).
 const RETURNS_MEMORY: usize = 100_000;
 
 /// Why one poll failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
-    /// The platform answered with an unexpected status.
-    #[error("{what}: http {status}: {body}")]
-    Http {
+    /// The platform client failed: no answer, a refused token, or an unexpected status
+    /// (429 with its `Retry-After` included).
+    #[error("{what}: {error}")]
+    Platform {
         /// What was requested.
         what: String,
-        /// HTTP status.
-        status: u16,
-        /// The `Retry-After` sent with it.
-        retry_after: Option<Duration>,
-        /// Body excerpt.
-        body: String,
-    },
-    /// No answer.
-    #[error("{what}: {message}")]
-    Transport {
-        /// What was requested.
-        what: String,
-        /// The client's message.
-        message: String,
+        /// The client's classified error.
+        #[source]
+        error: PlatformError,
     },
     /// The answer could not be decoded.
     #[error(transparent)]
@@ -71,25 +63,37 @@ pub enum PollError {
 impl PollFailure for PollError {
     fn retry(&self) -> Retry {
         match self {
-            Self::Http {
-                status,
-                retry_after,
-                ..
-            } => Retry::for_status(*status, *retry_after),
-            Self::Transport { .. } => Retry::WithBackoff { retry_after: None },
+            Self::Platform { error, .. } => Retry::for_platform_error(error),
             Self::Decode(_) | Self::Ledger(_) => Retry::AfterInterval,
         }
     }
 }
 
-/// The poller's memory and HTTP client (one per channel).
+/// The body of a 2xx answer, `None` for 404, the status error otherwise.
+fn body_of(
+    what: &str,
+    answer: Result<HttpAnswer, PlatformError>,
+) -> Result<Option<String>, PollError> {
+    let platform = |error| PollError::Platform {
+        what: what.to_owned(),
+        error,
+    };
+    let answer = answer.map_err(platform)?;
+    if answer.status == 404 {
+        return Ok(None);
+    }
+    match answer.status_error() {
+        Some(error) => Err(platform(error)),
+        None => Ok(Some(answer.text)),
+    }
+}
+
+/// The poller's memory and its channel's bol.com client (one per channel).
 #[derive(Debug)]
 pub struct BolcomPollState {
     channel: ChannelConfig,
     config: BolcomConfig,
-    api_url: String,
-    client: reqwest::Client,
-    token: Option<(String, Instant)>,
+    client: Arc<BolcomClient>,
     /// Open orders seen, with their list fingerprint.
     seen: HashMap<String, String>,
     /// Returns already restocked.
@@ -97,102 +101,30 @@ pub struct BolcomPollState {
 }
 
 impl BolcomPollState {
-    /// A fresh state for a bol.com channel; `None` for other channels.
-    pub fn new(channel: &ChannelConfig, client: reqwest::Client) -> Option<Self> {
+    /// A fresh state for a bol.com channel on `client` (the channel's client from
+    /// [`PlatformClients`], shared with its adapter); `None` for other channels.
+    pub fn with_client(channel: &ChannelConfig, client: Arc<BolcomClient>) -> Option<Self> {
         let config = channel.bolcom().cloned()?;
         Some(Self {
             channel: channel.clone(),
-            api_url: config.api_url.trim_end_matches('/').to_owned(),
             config,
             client,
-            token: None,
             seen: HashMap::new(),
             returns_done: HashSet::new(),
         })
     }
 
-    async fn token(&mut self, force: bool) -> Result<String, PollError> {
-        if !force
-            && let Some((token, until)) = &self.token
-            && Instant::now() + Duration::from_secs(10) < *until
-        {
-            return Ok(token.clone());
-        }
-        let basic = BASE64.encode(format!(
-            "{}:{}",
-            self.config.client_id, self.config.client_secret
-        ));
-        let (status, retry_after, body) = self
-            .exchange(
-                "token",
-                self.client
-                    .post(&self.config.token_url)
-                    .header("authorization", format!("Basic {basic}"))
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .header("accept", "application/json")
-                    .body("grant_type=client_credentials"),
-            )
-            .await?;
-        let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let (200, Some(token)) = (status, value["access_token"].as_str()) else {
-            return Err(http_error("token", status, retry_after, &body));
-        };
-        let ttl = Duration::from_secs(value["expires_in"].as_u64().unwrap_or(299));
-        self.token = Some((token.to_owned(), Instant::now() + ttl));
-        Ok(token.to_owned())
-    }
-
-    async fn exchange(
-        &self,
-        what: &str,
-        request: reqwest::RequestBuilder,
-    ) -> Result<(u16, Option<Duration>, Vec<u8>), PollError> {
-        let transport = |error: reqwest::Error| PollError::Transport {
-            what: what.to_owned(),
-            message: error.to_string(),
-        };
-        let response = request
-            .timeout(Duration::from_millis(self.config.request_timeout_ms.max(1)))
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|value| value.to_str().ok())
-            .and_then(poller::parse_retry_after);
-        let body = response.bytes().await.map_err(transport)?;
-        Ok((status, retry_after, body.to_vec()))
-    }
-
-    /// GET with the bearer and media type; one token refresh on 401.
-    async fn get(&mut self, path: &str) -> Result<Option<Vec<u8>>, PollError> {
-        let url = format!("{}{path}", self.api_url);
-        let mut force = false;
-        loop {
-            let token = self.token(force).await?;
-            let (status, retry_after, body) = self
-                .exchange(
-                    path,
-                    self.client
-                        .get(&url)
-                        .bearer_auth(&token)
-                        .header("accept", MEDIA_TYPE),
-                )
-                .await?;
-            match status {
-                200 => return Ok(Some(body)),
-                404 => return Ok(None),
-                401 if !force => force = true,
-                _ => return Err(http_error(path, status, retry_after, &body)),
-            }
-        }
+    /// A fresh state for a bol.com channel with a client of its own on `http` (tools and
+    /// tests; the app uses [`with_client`](Self::with_client)); `None` for other channels.
+    pub fn new(channel: &ChannelConfig, http: reqwest::Client) -> Option<Self> {
+        let client = Arc::new(BolcomClient::new(channel.bolcom()?, http));
+        Self::with_client(channel, client)
     }
 
     async fn order(&mut self, order_id: &str) -> Result<Option<Order>, PollError> {
-        match self.get(&format!("/retailer/orders/{order_id}")).await? {
-            Some(body) => Ok(Some(bolcom::decode_order(&body)?)),
+        let what = format!("/retailer/orders/{order_id}");
+        match body_of(&what, self.client.order(order_id).await)? {
+            Some(body) => Ok(Some(bolcom::decode_order(body.as_bytes())?)),
             None => Ok(None),
         }
     }
@@ -204,11 +136,11 @@ impl BolcomPollState {
         let mut stats = PollStats::default();
         let mut open = HashMap::new();
         for page in 1..=MAX_PAGES {
-            let path = format!("/retailer/orders?fulfilment-method=FBR&status=OPEN&page={page}");
-            let Some(body) = self.get(&path).await? else {
+            let Some(body) = body_of("open orders", self.client.open_fbr_orders(page).await)?
+            else {
                 break;
             };
-            let orders = bolcom::decode_order_list(&body)?;
+            let orders = bolcom::decode_order_list(body.as_bytes())?;
             if orders.is_empty() {
                 break;
             }
@@ -260,11 +192,11 @@ impl BolcomPollState {
     ) -> Result<(), PollError> {
         let mut lines = Vec::new();
         for page in 1..=MAX_PAGES {
-            let path = format!("/retailer/returns?handled=false&fulfilment-method=FBR&page={page}");
-            let Some(body) = self.get(&path).await? else {
+            let answer = self.client.unhandled_fbr_returns(page).await;
+            let Some(body) = body_of("unhandled returns", answer)? else {
                 break;
             };
-            let page_lines = bolcom::decode_returns(&body)?;
+            let page_lines = bolcom::decode_returns(body.as_bytes())?;
             if page_lines.is_empty() {
                 break;
             }
@@ -313,15 +245,6 @@ impl BolcomPollState {
     }
 }
 
-fn http_error(what: &str, status: u16, retry_after: Option<Duration>, body: &[u8]) -> PollError {
-    PollError::Http {
-        what: what.to_owned(),
-        status,
-        retry_after,
-        body: String::from_utf8_lossy(body).chars().take(300).collect(),
-    }
-}
-
 /// The running poller of one channel: its state and the ledger it feeds.
 struct BolcomPoller {
     state: BolcomPollState,
@@ -337,18 +260,20 @@ impl Poll for BolcomPoller {
 }
 
 /// Starts the order poller of a bol.com channel on the shared poller loop
-/// ([`crate::ingest::poller::spawn`]); `None` when the channel is not bol.com or polling is
-/// disabled (`order_poll_interval_ms = 0`).
+/// ([`crate::ingest::poller::spawn`]) with the channel's client from `clients` (the one its
+/// adapter uses, so both share one token); `None` when the channel is not bol.com or
+/// polling is disabled (`order_poll_interval_ms = 0`).
 pub fn start(
     channel: &ChannelConfig,
     ledger: Ledger,
-    client: reqwest::Client,
+    clients: &PlatformClients,
 ) -> Option<PollerHandle> {
-    let interval = channel.bolcom()?.order_poll_interval_ms;
+    let section = channel.bolcom()?;
+    let interval = section.order_poll_interval_ms;
     if interval == 0 {
         return None;
     }
-    let state = BolcomPollState::new(channel, client)?;
+    let state = BolcomPollState::with_client(channel, clients.bolcom(&channel.id, section))?;
     Some(poller::spawn(
         PollerOptions::new(
             format!("bolcom:{}", channel.id),
@@ -356,4 +281,115 @@ pub fn start(
         ),
         BolcomPoller { state, ledger },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The wiring of the app, against the bol.com simulator: the channel adapter (built by
+    //! `channels::build_adapter`) and the poller (started by `ingest::start_pollers`) of one
+    //! channel take the same client from one `PlatformClients`, so they share one token.
+    //! Test-only use of `channels`: ingest itself never depends on it.
+
+    use crate::channels::{ItemOutcome, PushItem, build_adapter};
+    use crate::config::Config;
+    use crate::domain::NullSink;
+    use crate::ledger::{Ledger, LedgerOptions};
+    use crate::platforms::PlatformClients;
+    use crate::sandbox::bolcom::{self as sim, BolcomSimulatorOptions, SimOffer, SimOrderLine};
+    use crate::store::embedded::EmbeddedStore;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn the_adapter_and_the_poller_of_a_channel_fetch_one_token() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let options = BolcomSimulatorOptions {
+            offers: vec![SimOffer {
+                offer_id: "offer-1".to_owned(),
+                reference: "SKU-1".to_owned(),
+                ean: "8710000000001".to_owned(),
+                amount: 5,
+            }],
+            process_delay_ms: 5,
+            ..BolcomSimulatorOptions::default()
+        };
+        let sim = sim::start(options, listener).await.unwrap();
+        sim.place_order(
+            "FBR",
+            &[SimOrderLine {
+                offer_id: "offer-1".into(),
+                quantity: 1,
+            }],
+        )
+        .unwrap();
+        let config = Config::from_toml(&format!(
+            r#"
+            [[locations]]
+            id = "WH-1"
+            [[channels]]
+            id = "bol-nl"
+            kind = "bolcom"
+            locations = ["WH-1"]
+            [channels.bolcom]
+            api_url = "{api}"
+            token_url = "{token}"
+            client_id = "sandbox-client"
+            client_secret = "sandbox-secret"
+            order_poll_interval_ms = 3600000
+            process_status_poll_ms = 2
+            listings = [{{ sku = "SKU-1", offer_id = "offer-1" }}]
+            "#,
+            api = sim.base_url(),
+            token = sim.token_url(),
+        ))
+        .unwrap();
+        let clients = PlatformClients::build(&config.channels, reqwest::Client::new());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(&dir.path().join("s.db")).unwrap());
+        let ledger = Ledger::start(store, Arc::new(NullSink), LedgerOptions::default());
+
+        // Poll: the first poll runs at once.
+        let pollers = crate::ingest::start_pollers(&config, &ledger, &clients);
+        assert_eq!(pollers.len(), 1);
+        let mut polled = false;
+        for _ in 0..300 {
+            if pollers[0].stats().polls >= 1 {
+                polled = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(polled, "the first poll did not end within 3 s");
+        let stats = pollers[0].stats();
+        assert_eq!(stats.failures, 0, "{:?}", stats.last_error);
+        assert_eq!(stats.totals.orders_fetched, 1);
+
+        // Push: the adapter of the same channel, from the same registry.
+        let adapter = build_adapter(&config.channels[0], &clients).unwrap();
+        let report = adapter
+            .push(&[PushItem {
+                sku: "SKU-1".to_owned(),
+                quantity: 4,
+                change_from: None,
+            }])
+            .await;
+        assert_eq!(
+            report.results[0].outcome,
+            ItemOutcome::Accepted { quantity: 4 },
+            "{:?}",
+            report.error
+        );
+        assert_eq!(sim.offer("offer-1").unwrap().amount, 4);
+
+        assert_eq!(
+            sim.counters().tokens_issued,
+            1,
+            "one token endpoint hit for a poll and a push"
+        );
+        let section = config.channels[0].bolcom().unwrap();
+        assert_eq!(clients.bolcom("bol-nl", section).token_cache().fetches(), 1);
+        for poller in pollers {
+            poller.stop().await;
+        }
+    }
 }

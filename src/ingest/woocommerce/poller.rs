@@ -16,7 +16,11 @@
 //! stop) is the shared [`crate::ingest::poller`]; this module holds only the WooCommerce
 //! request, decoding and cursor.
 //!
-//! May depend on: `domain`, `config`, `ledger`, `telemetry`, `ingest::poller`,
+//! Every request goes through the channel's [`WoocommerceClient`] (`platforms::woocommerce`),
+//! the same instance the channel adapter uses, with its authentication, `Retry-After` and
+//! status classification ([`Retry::for_platform_error`]).
+//!
+//! May depend on: `domain`, `config`, `ledger`, `telemetry`, `platforms`, `ingest::poller`,
 //! `ingest::woocommerce::decode`.
 
 use super::decode::{decode_order, order_from_value};
@@ -25,6 +29,9 @@ use crate::ingest::poller::{
     self, Poll, PollFailure, PollStats, PollerHandle, PollerOptions, Retry, Watermark, submit_all,
 };
 use crate::ledger::Ledger;
+use crate::platforms::woocommerce::{self as platform, WoocommerceClient};
+use crate::platforms::{PlatformClients, PlatformError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Orders read by the poller; labels `channel`, `outcome` (`submitted`, `failed`).
@@ -48,23 +55,15 @@ pub enum PollError {
         /// What went wrong (decode error).
         message: String,
     },
-    /// The site answered with an unexpected status (429 and 5xx back off).
-    #[error("channel {channel}: polling orders failed: http {status}")]
-    Status {
+    /// The platform client failed: no answer, or an unexpected status (429 and 5xx back
+    /// off, honouring `Retry-After`).
+    #[error("channel {channel}: polling orders failed: {error}")]
+    Platform {
         /// Channel id.
         channel: String,
-        /// HTTP status.
-        status: u16,
-        /// The `Retry-After` sent with it.
-        retry_after: Option<Duration>,
-    },
-    /// No answer (connect, timeout, TLS); backs off.
-    #[error("channel {channel}: polling orders failed: {message}")]
-    Transport {
-        /// Channel id.
-        channel: String,
-        /// The client's message.
-        message: String,
+        /// The client's classified error.
+        #[source]
+        error: PlatformError,
     },
     /// A movement could not be made durable; the window is polled again.
     #[error("channel {channel}: ledger unavailable: {message}")]
@@ -79,23 +78,18 @@ pub enum PollError {
 impl PollFailure for PollError {
     fn retry(&self) -> Retry {
         match self {
-            Self::Status {
-                status,
-                retry_after,
-                ..
-            } => Retry::for_status(*status, *retry_after),
-            Self::Transport { .. } => Retry::WithBackoff { retry_after: None },
+            Self::Platform { error, .. } => Retry::for_platform_error(error),
             Self::Http { .. } | Self::Ledger { .. } => Retry::AfterInterval,
         }
     }
 }
 
-/// The poller of one channel (a cursor and the HTTP details).
+/// The poller of one channel (a cursor and the channel's WooCommerce client).
 #[derive(Clone)]
 pub struct OrderPoller {
     channel: ChannelConfig,
     ledger: Ledger,
-    client: reqwest::Client,
+    client: Arc<WoocommerceClient>,
     /// `modified_after`, in milliseconds since the Unix epoch.
     cursor: Watermark,
 }
@@ -105,20 +99,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// Percent-encodes a query value (everything but RFC 3986 unreserved characters); ingest
-/// may not use the channel adapter's copy.
-fn encode_query_value(value: &str) -> String {
-    value
-        .bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (byte as char).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
 }
 
 /// `2025-01-31T10:00:00` for epoch milliseconds (UTC, seconds).
@@ -145,9 +125,14 @@ impl std::fmt::Debug for OrderPoller {
 }
 
 impl OrderPoller {
-    /// A poller for `channel` (which must have a `[channels.woocommerce]` section) whose
-    /// first poll looks back `poll_lookback_secs`; `None` for other channels.
-    pub fn new(channel: ChannelConfig, ledger: Ledger, client: reqwest::Client) -> Option<Self> {
+    /// A poller for `channel` (which must have a `[channels.woocommerce]` section) on
+    /// `client` (the channel's client from [`PlatformClients`], shared with its adapter)
+    /// whose first poll looks back `poll_lookback_secs`; `None` for other channels.
+    pub fn with_client(
+        channel: ChannelConfig,
+        ledger: Ledger,
+        client: Arc<WoocommerceClient>,
+    ) -> Option<Self> {
         let lookback = channel.woocommerce()?.poll_lookback_secs;
         let cursor_ms = now_ms() - i64::try_from(lookback.saturating_mul(1000)).unwrap_or(0);
         Some(Self {
@@ -158,6 +143,13 @@ impl OrderPoller {
         })
     }
 
+    /// [`with_client`](Self::with_client) with a client of its own on `http` (tools and
+    /// tests; the app shares the adapter's); `None` for other channels.
+    pub fn new(channel: ChannelConfig, ledger: Ledger, http: reqwest::Client) -> Option<Self> {
+        let client = Arc::new(WoocommerceClient::new(channel.woocommerce()?, http));
+        Self::with_client(channel, ledger, client)
+    }
+
     /// The current `modified_after`, in milliseconds since the Unix epoch.
     pub fn cursor_ms(&self) -> i64 {
         self.cursor.position_ms().unwrap_or_default()
@@ -166,66 +158,34 @@ impl OrderPoller {
     /// Polls once: every page of orders modified after the cursor, each decoded and
     /// submitted; the cursor advances only when every movement is durable.
     ///
-    /// Errors: [`PollError::Http`], [`PollError::Ledger`].
+    /// Errors: [`PollError::Platform`], [`PollError::Http`] (undecodable), [`PollError::Ledger`].
     pub async fn poll_once(&mut self) -> Result<PollStats, PollError> {
-        let Some(woocommerce) = self.channel.woocommerce().cloned() else {
+        if self.channel.woocommerce().is_none() {
             return Ok(PollStats::default());
-        };
+        }
         let http_error = |message: String| PollError::Http {
             channel: self.channel.id.clone(),
             message,
         };
-        let site = woocommerce.site_url.trim_end_matches('/');
+        let platform_error = |error: PlatformError| PollError::Platform {
+            channel: self.channel.id.clone(),
+            error,
+        };
         let start_ms = self.cursor_ms();
         let after = gmt(start_ms);
         let mut report = PollStats::default();
         let mut newest = start_ms;
         for page in 1..=MAX_PAGES_PER_POLL {
-            let mut url = format!(
-                "{site}/wp-json/wc/v3/orders?modified_after={after}&per_page=100&page={page}&orderby=modified&order=asc"
-            );
-            let request = if woocommerce.auth_in_query {
-                url.push_str(&format!(
-                    "&consumer_key={}&consumer_secret={}",
-                    encode_query_value(&woocommerce.consumer_key),
-                    encode_query_value(&woocommerce.consumer_secret)
-                ));
-                self.client.get(&url)
-            } else {
-                self.client.get(&url).basic_auth(
-                    &woocommerce.consumer_key,
-                    Some(&woocommerce.consumer_secret),
-                )
-            };
-            let response = request
-                .timeout(Duration::from_secs(woocommerce.timeout_secs.max(1)))
-                .send()
+            let answer = self
+                .client
+                .orders_modified_after(&after, page)
                 .await
-                .map_err(|error| PollError::Transport {
-                    channel: self.channel.id.clone(),
-                    message: error.to_string(),
-                })?;
-            let status = response.status();
-            let total_pages: u32 = response
-                .headers()
-                .get("x-wp-totalpages")
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.parse().ok())
-                .unwrap_or(page);
-            if !status.is_success() {
-                return Err(PollError::Status {
-                    channel: self.channel.id.clone(),
-                    status: status.as_u16(),
-                    retry_after: response
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|value| value.to_str().ok())
-                        .and_then(poller::parse_retry_after),
-                });
+                .map_err(platform_error)?;
+            if let Some(error) = platform::status_error(&answer) {
+                return Err(platform_error(error));
             }
-            let orders: Vec<serde_json::Value> = response
-                .json()
-                .await
+            let total_pages = platform::total_pages(&answer).unwrap_or(page);
+            let orders: Vec<serde_json::Value> = serde_json::from_str(&answer.text)
                 .map_err(|error| http_error(error.to_string()))?;
             let empty = orders.is_empty();
             for value in orders {
@@ -272,17 +232,20 @@ impl Poll for OrderPoller {
 
 /// Starts polling `channel` every `poll_interval_secs` on the shared poller loop (first
 /// poll at once); `None` when the channel is not WooCommerce or polling is off
-/// (`poll_interval_secs = 0`).
+/// (`poll_interval_secs = 0`). The channel's client comes from `clients` (the one its
+/// adapter uses).
 pub fn start(
     channel: &ChannelConfig,
     ledger: Ledger,
-    client: reqwest::Client,
+    clients: &PlatformClients,
 ) -> Option<PollerHandle> {
-    let interval_secs = channel.woocommerce()?.poll_interval_secs;
+    let section = channel.woocommerce()?;
+    let interval_secs = section.poll_interval_secs;
     if interval_secs == 0 {
         return None;
     }
-    let poller = OrderPoller::new(channel.clone(), ledger, client)?;
+    let client = clients.woocommerce(&channel.id, section);
+    let poller = OrderPoller::with_client(channel.clone(), ledger, client)?;
     Some(poller::spawn(
         PollerOptions::new(
             format!("woocommerce:{}", channel.id),
