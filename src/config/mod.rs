@@ -1,10 +1,21 @@
 //! Typed configuration: parsing, `${VAR:-default}` interpolation and validation.
 //!
-//! Owns: [`Config`] and its sections. Every struct denies unknown fields so a typo is an
-//! error, not a silently ignored setting. [`Config::validate`] reports every problem at once.
-//! Channels (`channels.rs`) are one [`PlatformConfig`] variant per platform; the platform
-//! sections themselves live with their platforms (`platforms::<name>::config`) and are
-//! re-exported here.
+//! Owns: [`Config`] (the whole file), [`ConfigError`], loading ([`Config::load`],
+//! [`Config::from_toml`]) and the re-exports that keep every `crate::config::X` path short.
+//! Every struct denies unknown fields so a typo is an error, not a silently ignored setting.
+//! Each section lives in its own file, with its `default_*` functions beside it:
+//!
+//! - `store.rs`: `[store]` and `[ledger]`;
+//! - `http.rs`: `[http]`;
+//! - `kafka.rs`: `[kafka]`;
+//! - `channels.rs`: `[[channels]]`, one [`PlatformConfig`] variant per platform; the platform
+//!   sections themselves live with their platforms (`platforms::<name>::config`) and are
+//!   re-exported here;
+//! - `stock.rs`: `[[locations]]`, `[stock]`, `[[sku_rules]]`, `[[bundles]]` and the ledger
+//!   rules derived from them;
+//! - `operations.rs`: `[audit]`, `[reconcile]` and `[alerts]`;
+//! - `validate.rs`: [`Config::validate`], one check per section, every problem reported at once;
+//! - `interpolate.rs`: `${VAR}` interpolation of the raw text.
 //!
 //! May depend on: `domain` (for ids and the ATP rule), `platforms::<name>::config`.
 
