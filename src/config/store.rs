@@ -1,0 +1,109 @@
+//! `[store]` and `[ledger]`: where movements and snapshots are kept, and how SKU actors
+//! use them.
+//!
+//! Owns: [`StoreBackend`], [`StoreConfig`], [`LedgerConfig`].
+//!
+//! May depend on: nothing but serde.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Which store backend to use.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// SQLite in one file on this machine (zero set-up).
+    #[default]
+    Embedded,
+    /// ScyllaDB cluster (for merchants that outgrow one machine).
+    Scylla,
+}
+
+/// `[store]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `embedded` (default) or `scylla`.
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// Embedded database file; created with its folder if missing.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+    /// ScyllaDB contact points (`host:port`), for the `scylla` backend.
+    #[serde(default)]
+    pub scylla_nodes: Vec<String>,
+    /// ScyllaDB keyspace, for the `scylla` backend.
+    #[serde(default = "default_keyspace")]
+    pub scylla_keyspace: String,
+    /// Most movements written in one durable group commit.
+    #[serde(default = "default_group_commit_max_batch")]
+    pub group_commit_max_batch: usize,
+    /// A snapshot of a SKU is written every this many of its events.
+    #[serde(default = "default_snapshot_every_events")]
+    pub snapshot_every_events: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Embedded,
+            path: default_store_path(),
+            scylla_nodes: Vec::new(),
+            scylla_keyspace: default_keyspace(),
+            group_commit_max_batch: default_group_commit_max_batch(),
+            snapshot_every_events: default_snapshot_every_events(),
+        }
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("data/stocksync.db")
+}
+fn default_keyspace() -> String {
+    "stocksync".to_owned()
+}
+fn default_group_commit_max_batch() -> usize {
+    16_384
+}
+fn default_snapshot_every_events() -> u64 {
+    500
+}
+
+/// `[ledger]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// A SKU actor idle this long is snapshotted and stopped (passivated).
+    #[serde(default = "default_idle_passivate_secs")]
+    pub idle_passivate_secs: u64,
+    /// How long an idempotency key is remembered (Shopify retries for 4 h; default 7 days).
+    #[serde(default = "default_idempotency_ttl_secs")]
+    pub idempotency_ttl_secs: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            idle_passivate_secs: default_idle_passivate_secs(),
+            idempotency_ttl_secs: default_idempotency_ttl_secs(),
+        }
+    }
+}
+
+fn default_idle_passivate_secs() -> u64 {
+    120
+}
+fn default_idempotency_ttl_secs() -> u64 {
+    7 * 24 * 3600
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let error = Config::from_toml("[store]\npaht = \"x\"\n").unwrap_err();
+        assert!(error.to_string().contains("paht"), "{error}");
+    }
+}

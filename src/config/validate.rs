@@ -1,0 +1,215 @@
+//! Validation of a parsed [`Config`]: the cross-field rules, every problem reported at once.
+//!
+//! Owns: [`Config::validate`], which calls one check per section in file order (locations,
+//! store, http, kafka, operations, channels, stock rules); each check appends one string per
+//! problem, so nothing stops at the first mistake.
+//!
+//! May depend on: the sibling sections (`channels` checks each channel and its platform).
+
+use super::{
+    AlertsConfig, AuditConfig, Config, ConfigError, HttpConfig, KafkaConfig, LocationConfig,
+    ReconcileConfig, StoreBackend, StoreConfig, channels,
+};
+use crate::domain::{Allocation, LocationId};
+use std::collections::HashSet;
+
+impl Config {
+    /// Checks cross-field rules and reports every problem at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let location_ids = validate_locations(&self.locations, &mut problems);
+        validate_store(&self.store, &mut problems);
+        validate_http(&self.http, &mut problems);
+        if let Some(kafka) = &self.kafka {
+            validate_kafka(kafka, &mut problems);
+        }
+        validate_audit(&self.audit, &mut problems);
+        validate_reconcile(&self.reconcile, &mut problems);
+        validate_alerts(&self.alerts, &mut problems);
+        self.validate_channels(&location_ids, &mut problems);
+        self.validate_stock_rules(&location_ids, &mut problems);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// `[[channels]]`: unique ids, each channel's own checks, and allocation shares.
+    fn validate_channels(&self, location_ids: &HashSet<LocationId>, problems: &mut Vec<String>) {
+        let mut channel_ids = HashSet::new();
+        for channel in &self.channels {
+            let id = &channel.id;
+            if !channel_ids.insert(id.clone()) {
+                problems.push(format!("channel {id} is defined twice"));
+            }
+            channels::validate_channel(channel, location_ids, self.kafka.is_some(), problems);
+        }
+        let shares: u64 = self
+            .channels
+            .iter()
+            .filter_map(|channel| match channel.allocation {
+                Allocation::Share { percent } => Some(u64::from(percent)),
+                _ => None,
+            })
+            .sum();
+        if shares > 100 {
+            problems.push(format!(
+                "channel allocation shares add up to {shares} %, more than 100 %"
+            ));
+        }
+        for channel in &self.channels {
+            if let Allocation::Share { percent } = channel.allocation
+                && percent > 100
+            {
+                problems.push(format!(
+                    "channel {}: share percent {percent} is over 100",
+                    channel.id
+                ));
+            }
+        }
+    }
+
+    /// `[[sku_rules]]`, `[stock]` and `[[bundles]]`: rules name known channels and
+    /// locations, and the bills of materials are consistent.
+    fn validate_stock_rules(&self, location_ids: &HashSet<LocationId>, problems: &mut Vec<String>) {
+        for rule in &self.sku_rules {
+            if let Some(channel) = &rule.channel
+                && self.channel(channel).is_none()
+            {
+                problems.push(format!(
+                    "sku_rules for {} names unknown channel {channel}",
+                    rule.sku
+                ));
+            }
+        }
+        if self.stock.max_split_locations == 0 {
+            problems.push("stock.max_split_locations must be at least 1".to_owned());
+        }
+        if let Err(mut bom_problems) = self.bill_of_materials() {
+            problems.append(&mut bom_problems);
+        }
+        for rule in &self.stock.backorders {
+            if !location_ids.contains(&rule.location) {
+                problems.push(format!(
+                    "stock.backorders for {} names unknown location {}",
+                    rule.sku, rule.location
+                ));
+            }
+        }
+    }
+}
+
+/// `[[locations]]`: ids are non-empty and unique. Returns the set of ids for the sections
+/// that name locations.
+fn validate_locations(
+    locations: &[LocationConfig],
+    problems: &mut Vec<String>,
+) -> HashSet<LocationId> {
+    let mut location_ids = HashSet::new();
+    for location in locations {
+        if location.id.as_str().trim().is_empty() {
+            problems.push("a location has an empty id".to_owned());
+        }
+        if !location_ids.insert(location.id.clone()) {
+            problems.push(format!("location {} is defined twice", location.id));
+        }
+    }
+    location_ids
+}
+
+/// `[store]`: batch sizes are positive and the Scylla backend has contact points.
+fn validate_store(store: &StoreConfig, problems: &mut Vec<String>) {
+    if store.group_commit_max_batch == 0 {
+        problems.push("store.group_commit_max_batch must be at least 1".to_owned());
+    }
+    if store.snapshot_every_events == 0 {
+        problems.push("store.snapshot_every_events must be at least 1".to_owned());
+    }
+    if store.backend == StoreBackend::Scylla && store.scylla_nodes.is_empty() {
+        problems.push("store.backend = \"scylla\" needs store.scylla_nodes".to_owned());
+    }
+}
+
+/// `[http]`: the listen address is `host:port`.
+fn validate_http(http: &HttpConfig, problems: &mut Vec<String>) {
+    if http.listen.parse::<std::net::SocketAddr>().is_err() {
+        problems.push(format!("http.listen {:?} is not host:port", http.listen));
+    }
+}
+
+/// `[kafka]`: brokers are named, batches are positive, and dead letters go elsewhere.
+fn validate_kafka(kafka: &KafkaConfig, problems: &mut Vec<String>) {
+    if kafka.brokers.trim().is_empty() {
+        problems.push("kafka.brokers must not be empty".to_owned());
+    }
+    if kafka.batch_max == 0 {
+        problems.push("kafka.batch_max must be at least 1".to_owned());
+    }
+    if kafka.movements_topic == kafka.dead_letter_topic {
+        problems.push("kafka.dead_letter_topic must differ from movements_topic".to_owned());
+    }
+}
+
+/// `[audit]`: the push log flushes and queues at least one answer.
+fn validate_audit(audit: &AuditConfig, problems: &mut Vec<String>) {
+    if audit.push_log_flush_ms == 0 || audit.push_log_queue == 0 {
+        problems.push("audit.push_log_flush_ms and push_log_queue must be at least 1".to_owned());
+    }
+}
+
+/// `[reconcile]`: the period is not a busy loop and reads take at least one listing.
+fn validate_reconcile(reconcile: &ReconcileConfig, problems: &mut Vec<String>) {
+    if reconcile.interval_ms < 100 {
+        problems.push("reconcile.interval_ms must be at least 100".to_owned());
+    }
+    if reconcile.read_batch == 0 {
+        problems.push("reconcile.read_batch must be at least 1".to_owned());
+    }
+}
+
+/// `[alerts]`: the webhook is HTTP(S) and the thresholds are positive.
+fn validate_alerts(alerts: &AlertsConfig, problems: &mut Vec<String>) {
+    if let Some(url) = &alerts.webhook_url
+        && !url.starts_with("http://")
+        && !url.starts_with("https://")
+    {
+        problems.push("alerts.webhook_url must start with http:// or https://".to_owned());
+    }
+    if alerts.check_interval_ms < 10 {
+        problems.push("alerts.check_interval_ms must be at least 10".to_owned());
+    }
+    if alerts.channel_down_failures == 0 || alerts.max_per_minute == 0 {
+        problems.push(
+            "alerts.channel_down_failures and alerts.max_per_minute must be at least 1".to_owned(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigError};
+
+    #[test]
+    fn validation_reports_all_problems_at_once() {
+        let config = Config::from_toml(
+            r#"
+            [http]
+            listen = "nowhere"
+            [[locations]]
+            id = "WH-1"
+            [[locations]]
+            id = "WH-1"
+            [[channels]]
+            id = "c1"
+            kind = "shopify"
+            locations = ["WH-9"]
+            "#,
+        )
+        .unwrap();
+        let Err(ConfigError::Invalid(problems)) = config.validate() else {
+            panic!("expected invalid config");
+        };
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+    }
+}
