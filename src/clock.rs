@@ -117,13 +117,6 @@ impl Clock for TokioClock {
     }
 }
 
-/// Milliseconds since the Unix epoch from the system clock.
-///
-/// Kept for the call sites not yet handed a [`SharedClock`]; new code takes a clock.
-pub fn now_ms() -> i64 {
-    system_now_ms()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,7 +110,9 @@ fn receipt(sku: &str, key: &str, location: &str, quantity: u64) -> Movement {
         sku: sku.into(),
         idempotency_key: key.to_owned(),
         source: "wms-test".to_owned(),
-        occurred_at_ms: Some(stocksync::clock::now_ms()),
+        occurred_at_ms: Some(stocksync::clock::Clock::now_ms(
+            &stocksync::clock::SystemClock,
+        )),
         kind: MovementKind::Receipt {
             location: location.into(),
             quantity,

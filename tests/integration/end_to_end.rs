@@ -117,7 +117,7 @@ async fn kafka_python_movements_all_reach_the_channel_and_their_latency_is_repor
         let (shop, first_seen) = (shop.clone(), first_seen.clone());
         tokio::spawn(async move {
             loop {
-                let now = stocksync::clock::now_ms();
+                let now = stocksync::clock::Clock::now_ms(&stocksync::clock::SystemClock);
                 {
                     let mut seen = first_seen.lock().unwrap();
                     for i in 0..SKUS {

@@ -106,13 +106,6 @@ fn iso8601(ms: i64) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// The pollers' memory and its channel's Amazon client (one per Amazon channel).
 #[derive(Debug)]
 pub struct AmazonPollState {
@@ -158,7 +151,7 @@ impl AmazonPollState {
         let after_ms = self
             .orders_after
             .position_ms()
-            .unwrap_or_else(|| now_ms() - INITIAL_LOOKBACK_MS);
+            .unwrap_or_else(|| ledger.clock().now_ms() - INITIAL_LOOKBACK_MS);
         let mut listed: Vec<ListedOrder> = Vec::new();
         let mut next_token: Option<String> = None;
         for _ in 0..MAX_PAGES {

@@ -32,7 +32,7 @@ use crate::ledger::Ledger;
 use crate::platforms::woocommerce::{self as platform, WoocommerceClient};
 use crate::platforms::{PlatformClients, PlatformError};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// Orders read by the poller; labels `channel`, `outcome` (`submitted`, `failed`).
 pub const INGEST_POLLED_ORDERS_TOTAL: &str = "stocksync_ingest_polled_orders_total";
@@ -94,13 +94,6 @@ pub struct OrderPoller {
     cursor: Watermark,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// `2025-01-31T10:00:00` for epoch milliseconds (UTC, seconds).
 pub fn gmt(ms: i64) -> String {
     let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
@@ -134,7 +127,8 @@ impl OrderPoller {
         client: Arc<WoocommerceClient>,
     ) -> Option<Self> {
         let lookback = channel.woocommerce()?.poll_lookback_secs;
-        let cursor_ms = now_ms() - i64::try_from(lookback.saturating_mul(1000)).unwrap_or(0);
+        let cursor_ms =
+            ledger.clock().now_ms() - i64::try_from(lookback.saturating_mul(1000)).unwrap_or(0);
         Some(Self {
             channel,
             ledger,
