@@ -158,42 +158,6 @@ async fn warm_bundles(config: &Config, ledger: &Ledger, propagation: &Propagatio
     }
 }
 
-/// One Kafka consumer per Amazon channel with `notifications_topic` (an SQS bridge puts
-/// ORDER_CHANGE notifications there), in its own consumer group `{group_id}-{channel}`,
-/// with the `[kafka]` dead-letter topic. Without `[kafka]` the setting is refused by
-/// validation. Dead letters are announced on `dead_letters`.
-fn start_notification_bridges(
-    config: &Config,
-    ledger: &Ledger,
-    dead_letters: &DeadLetterBroadcast,
-) -> anyhow::Result<Vec<KafkaIngest>> {
-    let Some(kafka) = &config.kafka else {
-        return Ok(Vec::new());
-    };
-    let mut bridges = Vec::new();
-    for channel in &config.channels {
-        let Some(topic) = channel.amazon().and_then(|a| a.notifications_topic.clone()) else {
-            continue;
-        };
-        let settings = crate::config::KafkaConfig {
-            movements_topic: topic,
-            group_id: format!("{}-{}", kafka.group_id, channel.id),
-            ..kafka.clone()
-        };
-        let options = KafkaIngestOptions {
-            decoder: Some(crate::ingest::amazon::decode::notification_decoder(
-                channel.clone(),
-            )),
-            dead_letters: Some(dead_letters.clone()),
-        };
-        bridges.push(
-            KafkaIngest::start_with_options(settings, ledger.clone(), options)
-                .with_context(|| format!("starting the notification consumer of {}", channel.id))?,
-        );
-    }
-    Ok(bridges)
-}
-
 /// A running engine: store, ledger, propagation, HTTP API and (if configured) Kafka ingest.
 pub struct App {
     config: Arc<Config>,
@@ -326,7 +290,13 @@ impl App {
         if let Some(ingest) = &kafka {
             let _ = kafka_view.0.set(ingest.assignment_handle());
         }
-        let notification_bridges = start_notification_bridges(&config, &ledger, &dead_letters)?;
+        let notification_bridges =
+            crate::ingest::start_notification_consumers(&config, &ledger, &dead_letters).map_err(
+                |(channel, error)| {
+                    anyhow::anyhow!(error)
+                        .context(format!("starting the notification consumer of {channel}"))
+                },
+            )?;
         let pollers = crate::ingest::start_pollers(&config, &ledger, &platforms);
         let housekeeping_clock = clock.clone();
         let housekeeping = tokio::spawn(async move {
@@ -405,7 +375,7 @@ impl App {
         }
         for bridge in self.notification_bridges {
             if let Err(error) = bridge.stop().await {
-                tracing::warn!(error = %error, "amazon notification consumer ended with an error");
+                tracing::warn!(error = %error, "notification consumer ended with an error");
             }
         }
         let _ = self.http_stop.send(());

@@ -58,6 +58,29 @@ use crate::ledger::Ledger;
 use crate::platforms::PlatformClients;
 use poller::PollerHandle;
 
+/// The registry of notification consumers: channels whose platform pushes notifications
+/// through a queue bridged into Kafka (Amazon's ORDER_CHANGE over SQS, PLATFORMS.md §4.6)
+/// get one consumer each, in their own consumer group, with the `[kafka]` dead-letter topic.
+/// Nothing without `[kafka]` (validation refuses such a setting without it).
+///
+/// Errors: [`kafka::IngestError`] when a consumer cannot be created, with its channel.
+pub fn start_notification_consumers(
+    config: &Config,
+    ledger: &Ledger,
+    dead_letters: &crate::telemetry::DeadLetterBroadcast,
+) -> Result<Vec<kafka::KafkaIngest>, (String, kafka::IngestError)> {
+    let Some(kafka_config) = &config.kafka else {
+        return Ok(Vec::new());
+    };
+    let mut consumers = Vec::new();
+    for channel in &config.channels {
+        let started = amazon::bridge::start(channel, kafka_config, ledger, dead_letters)
+            .map_err(|error| (channel.id.clone(), error))?;
+        consumers.extend(started);
+    }
+    Ok(consumers)
+}
+
 /// The registry of pollers: starts every channel's pollers that its config enables, each on
 /// its channel's client from `clients` (the one the channel adapter uses, so a credential
 /// fetches one token for push and poll). One line per polled platform: the bol.com order
