@@ -4,15 +4,18 @@
 //! Owns: [`ChannelConfig`], [`PlatformConfig`] (the registry of platforms on the config
 //! side: one variant per platform), [`ChannelKind`], the pacing and retry sections, and the
 //! per-channel validation. The platform sections themselves live with their platforms
-//! (`platforms::<name>::config`).
+//! (`platforms::<name>::config`); they are re-exported from here (a registry: one line per
+//! platform), and `config` re-exports them in turn, so `config/mod.rs` names no platform.
 //!
 //! May depend on: `domain`, `platforms::<name>::config`.
 
+pub use crate::platforms::amazon::config::{AmazonConfig, AmazonListingConfig};
+pub use crate::platforms::bolcom::config::{BolcomConfig, BolcomListingConfig};
+pub use crate::platforms::shopify::config::{ShopifyConfig, ShopifyListingConfig};
+pub use crate::platforms::woocommerce::config::{WoocommerceConfig, WoocommerceListingConfig};
+
 use crate::domain::{ChannelStockRule, LocationId};
-use crate::platforms::{
-    self, amazon::config::AmazonConfig, bolcom::config::BolcomConfig,
-    shopify::config::ShopifyConfig, woocommerce::config::WoocommerceConfig,
-};
+use crate::platforms;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 

@@ -10,7 +10,7 @@
 //! - `kafka.rs`: `[kafka]`;
 //! - `channels.rs`: `[[channels]]`, one [`PlatformConfig`] variant per platform; the platform
 //!   sections themselves live with their platforms (`platforms::<name>::config`) and are
-//!   re-exported here;
+//!   re-exported through `channels` (the registry) and from here;
 //! - `stock.rs`: `[[locations]]`, `[stock]`, `[[sku_rules]]`, `[[bundles]]` and the ledger
 //!   rules derived from them;
 //! - `operations.rs`: `[audit]`, `[reconcile]` and `[alerts]`;
@@ -28,13 +28,9 @@ mod stock;
 mod store;
 mod validate;
 
-pub use crate::platforms::amazon::config::{AmazonConfig, AmazonListingConfig};
-pub use crate::platforms::bolcom::config::{BolcomConfig, BolcomListingConfig};
-pub use crate::platforms::shopify::config::{ShopifyConfig, ShopifyListingConfig};
-pub use crate::platforms::woocommerce::config::{WoocommerceConfig, WoocommerceListingConfig};
-pub use channels::{
-    ChannelConfig, ChannelKind, PlatformConfig, PreorderConfig, RateLimitConfig, RetryConfig,
-};
+// The channel types and every platform's section (re-exported by `channels`, the registry),
+// so this file names no platform.
+pub use channels::*;
 pub use http::HttpConfig;
 pub use interpolate::interpolate;
 pub use kafka::KafkaConfig;
