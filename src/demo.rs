@@ -15,12 +15,7 @@ use crate::app::App;
 use crate::clock::{self, Clock};
 use crate::config::Config;
 use crate::domain::{Movement, MovementKind, SCHEMA_VERSION};
-use crate::sandbox::amazon::{
-    self, AmazonSimulator, AmazonSimulatorOptions, Fulfilment, SimListing,
-};
-use crate::sandbox::bolcom::{self, BolcomSimulator, BolcomSimulatorOptions, SimOffer};
-use crate::sandbox::shopify::{self, ShopifySimulator, ShopifySimulatorOptions};
-use crate::sandbox::woocommerce::{self, WoocommerceSimulator, WoocommerceSimulatorOptions};
+use crate::sandbox::demo::DemoShop;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,40 +53,9 @@ pub struct DemoSummary {
     pub listings_checked: usize,
 }
 
-/// The Shopify channel id in the demo config.
-pub const SHOPIFY: &str = "shopify-main";
-/// The WooCommerce channel id.
-pub const WOOCOMMERCE: &str = "woo-main";
-/// The Bol.com channel id.
-pub const BOLCOM: &str = "bol-nl";
-/// The Amazon channel id.
-pub const AMAZON: &str = "amazon-nl";
-/// The four channel ids, in config order.
-pub const CHANNELS: [&str; 4] = [SHOPIFY, WOOCOMMERCE, BOLCOM, AMAZON];
-/// The Shopify location the demo writes to.
-pub const SHOP_LOCATION: u64 = 1;
-const KIT: &str = "DEMO-KIT";
-const KIT_ITEM: u64 = 1999;
+const KIT: &str = crate::sandbox::demo::KIT;
 
-/// The SKU with demo index `index` (`DEMO-0001` for 0).
-pub fn sku_name(index: usize) -> String {
-    format!("DEMO-{:04}", index + 1)
-}
-
-/// The Shopify inventory item of SKU `index`.
-pub fn shopify_item(index: usize) -> u64 {
-    1001 + index as u64
-}
-
-/// The WooCommerce product of SKU `index`.
-pub fn woo_product(index: usize) -> u64 {
-    2001 + index as u64
-}
-
-/// The Bol.com offer of SKU `index`.
-pub fn bol_offer(index: usize) -> String {
-    format!("0f1e2d3c-0000-4000-8000-{:012}", index + 1)
-}
+pub use crate::sandbox::demo::sku_name;
 
 /// A tiny deterministic generator (xorshift), so the demo needs no randomness source.
 struct Dice(u64);
@@ -105,146 +69,58 @@ impl Dice {
     }
 }
 
-/// The four simulated platforms, each listing SKUs `0..skus` (also a fixture for tests
-/// that need every channel).
+/// Every platform's demo storefront ([`crate::sandbox::demo_shops`]), each listing SKUs
+/// `0..skus` (also a fixture for tests that need every channel).
 pub struct Platforms {
-    /// Shopify.
-    pub shopify: ShopifySimulator,
-    /// WooCommerce.
-    pub woocommerce: WoocommerceSimulator,
-    /// Bol.com (stock updates processed after 200 ms).
-    pub bolcom: BolcomSimulator,
-    /// Amazon (listing patches applied after 300 ms).
-    pub amazon: AmazonSimulator,
-}
-
-async fn listener() -> anyhow::Result<tokio::net::TcpListener> {
-    Ok(tokio::net::TcpListener::bind("127.0.0.1:0").await?)
+    shops: Vec<Box<dyn DemoShop>>,
 }
 
 impl Platforms {
-    /// Starts all four on `127.0.0.1:0` with listings for SKUs `0..skus` at 0 units.
+    /// Starts them all on `127.0.0.1:0` with listings for SKUs `0..skus` at 0 units.
     ///
     /// Errors: a simulator cannot bind.
     pub async fn start(skus: usize) -> anyhow::Result<Self> {
-        let shopify = shopify::start(
-            ShopifySimulatorOptions {
-                auto_create_levels: true,
-                ..Default::default()
-            },
-            listener().await?,
-        )
-        .await
-        .context("starting the Shopify simulator")?;
-        let woocommerce =
-            woocommerce::start(WoocommerceSimulatorOptions::default(), listener().await?)
-                .await
-                .context("starting the WooCommerce simulator")?;
-        for i in 0..skus {
-            woocommerce.set_product(woo_product(i), &sku_name(i), Some(0));
-        }
-        let bolcom = bolcom::start(
-            BolcomSimulatorOptions {
-                process_delay_ms: 200,
-                offers: (0..skus)
-                    .map(|i| SimOffer {
-                        offer_id: bol_offer(i),
-                        reference: sku_name(i),
-                        ean: format!("87{:011}", i + 1),
-                        amount: 0,
-                    })
-                    .collect(),
-                ..Default::default()
-            },
-            listener().await?,
-        )
-        .await
-        .context("starting the Bol.com simulator")?;
-        let amazon = amazon::start(
-            AmazonSimulatorOptions {
-                apply_delay_ms: 300,
-                listings: (0..skus)
-                    .map(|i| SimListing {
-                        seller_sku: sku_name(i),
-                        quantity: Some(0),
-                        fba: false,
-                        fba_fulfillable: 0,
-                    })
-                    .collect(),
-                ..Default::default()
-            },
-            listener().await?,
-        )
-        .await
-        .context("starting the Amazon simulator")?;
         Ok(Self {
-            shopify,
-            woocommerce,
-            bolcom,
-            amazon,
+            shops: crate::sandbox::demo_shops(skus).await?,
         })
+    }
+
+    /// The storefronts, in the config's channel order.
+    pub fn shops(&self) -> impl Iterator<Item = &dyn DemoShop> {
+        self.shops.iter().map(Box::as_ref)
+    }
+
+    /// The storefront of `channel`.
+    pub fn shop(&self, channel: &str) -> Option<&dyn DemoShop> {
+        self.shops().find(|shop| shop.channel() == channel)
+    }
+
+    /// The simulator of type `T` (for tests that drive one platform directly).
+    pub fn simulator<T: 'static>(&self) -> Option<&T> {
+        self.shops()
+            .find_map(|shop| shop.simulator().downcast_ref::<T>())
     }
 
     /// What `channel` lists for SKU `index`.
     pub fn listed(&self, channel: &str, index: usize) -> Option<i64> {
-        match channel {
-            SHOPIFY => self.shopify.level(shopify_item(index), SHOP_LOCATION),
-            WOOCOMMERCE => self.woocommerce.stock(woo_product(index), 0),
-            BOLCOM => self
-                .bolcom
-                .offer(&bol_offer(index))
-                .map(|offer| offer.amount as i64),
-            _ => self.amazon.quantity(&sku_name(index)),
-        }
+        self.shop(channel)?.listed(index)
     }
 
-    /// Stops all four.
+    /// Stops them all.
     pub async fn shutdown(self) {
-        self.shopify.shutdown().await;
-        self.woocommerce.shutdown().await;
-        self.bolcom.shutdown().await;
-        self.amazon.shutdown().await;
+        for shop in self.shops {
+            shop.shutdown().await;
+        }
     }
 }
 
-/// The demo's config over `platforms`: locations WH-1 and STORE-1, the four channels (Bol.com
-/// and Amazon with safety stock 1, Shopify with pre-orders, WooCommerce capped at 25), their
-/// listings for SKUs `0..options.skus`, and the kit.
+/// The demo's config over `platforms`: locations WH-1 and STORE-1, every storefront's
+/// channel (its own stock rules and listings for SKUs `0..options.skus`), and the kit.
 pub fn demo_config(options: &DemoOptions, platforms: &Platforms) -> Config {
-    let shopify_listings: String = (0..options.skus)
-        .map(|i| {
-            format!(
-                "{{ sku = \"{}\", inventory_item_id = {} }},",
-                sku_name(i),
-                shopify_item(i)
-            )
-        })
+    let channels: String = platforms
+        .shops()
+        .map(|shop| shop.channel_toml(options.skus))
         .collect();
-    let woo_listings: String = (0..options.skus)
-        .map(|i| {
-            format!(
-                "{{ sku = \"{}\", product_id = {} }},",
-                sku_name(i),
-                woo_product(i)
-            )
-        })
-        .collect();
-    let bol_listings: String = (0..options.skus)
-        .map(|i| {
-            format!(
-                "{{ sku = \"{}\", offer_id = \"{}\" }},",
-                sku_name(i),
-                bol_offer(i)
-            )
-        })
-        .collect();
-    let amazon_listings: String = (0..options.skus)
-        .map(|i| format!("{{ sku = \"{}\" }},", sku_name(i)))
-        .collect();
-    let woo = platforms.woocommerce.options();
-    let shop = platforms.shopify.options();
-    let bol = platforms.bolcom.options();
-    let amazon = platforms.amazon.options();
     let text = format!(
         r#"
 [store]
@@ -258,93 +134,13 @@ name = "Main warehouse"
 [[locations]]
 id = "STORE-1"
 name = "City store"
-
-[[channels]]
-id = "{SHOPIFY}"
-kind = "shopify"
-locations = ["WH-1", "STORE-1"]
-preorder = {{ window_days = 14, cap = 5 }}
-[channels.rate_limit]
-requests_per_sec = 5.0
-burst = 10
-[channels.shopify]
-shop_url = "{shop_url}"
-access_token = "{shop_token}"
-webhook_secret = "{shop_secret}"
-location_id = {SHOP_LOCATION}
-listings = [{shopify_listings} {{ sku = "{KIT}", inventory_item_id = {KIT_ITEM} }}]
-
-[[channels]]
-id = "{WOOCOMMERCE}"
-kind = "woocommerce"
-locations = ["WH-1"]
-max_listed_quantity = 25
-[channels.woocommerce]
-site_url = "{woo_url}"
-consumer_key = "{woo_key}"
-consumer_secret = "{woo_secret}"
-webhook_secret = "{woo_webhook}"
-poll_interval_secs = 5
-listings = [{woo_listings}]
-
-[[channels]]
-id = "{BOLCOM}"
-kind = "bolcom"
-locations = ["WH-1"]
-safety_stock = 1
-[channels.rate_limit]
-requests_per_sec = 20.0
-burst = 20
-[channels.bolcom]
-api_url = "{bol_url}"
-token_url = "{bol_token}"
-client_id = "{bol_client}"
-client_secret = "{bol_secret}"
-order_poll_interval_ms = 1000
-process_status_poll_ms = 50
-listings = [{bol_listings}]
-
-[[channels]]
-id = "{AMAZON}"
-kind = "amazon"
-locations = ["WH-1"]
-safety_stock = 1
-[channels.amazon]
-api_url = "{amazon_url}"
-token_url = "{amazon_token}"
-client_id = "{amazon_client}"
-client_secret = "{amazon_secret}"
-refresh_token = "{amazon_refresh}"
-seller_id = "{amazon_seller}"
-marketplace_id = "{amazon_marketplace}"
-order_poll_interval_ms = 1000
-fba_poll_interval_ms = 0
-listings = [{amazon_listings}]
-
+{channels}
 [[bundles]]
 sku = "{KIT}"
 components = [{{ sku = "DEMO-0001", quantity = 2 }}, {{ sku = "DEMO-0002", quantity = 1 }}]
 "#,
         db = options.data_dir.join("demo.db").display(),
         listen = options.listen,
-        shop_url = platforms.shopify.base_url(),
-        shop_token = shop.access_token,
-        shop_secret = shop.webhook_secret,
-        woo_url = platforms.woocommerce.base_url(),
-        woo_key = woo.consumer_key,
-        woo_secret = woo.consumer_secret,
-        woo_webhook = woo.webhook_secret,
-        bol_url = platforms.bolcom.base_url(),
-        bol_token = platforms.bolcom.token_url(),
-        amazon_url = platforms.amazon.base_url(),
-        amazon_token = platforms.amazon.token_url(),
-        bol_client = bol.client_id,
-        bol_secret = bol.client_secret,
-        amazon_client = amazon.client_id,
-        amazon_secret = amazon.client_secret,
-        amazon_refresh = amazon.refresh_token,
-        amazon_seller = amazon.seller_id,
-        amazon_marketplace = amazon.marketplace_id,
     );
     Config::from_toml(&text).expect("the demo config is valid TOML")
 }
@@ -373,69 +169,46 @@ fn receipt(clock: &dyn Clock, sku: &str, key: String, location: &str, quantity: 
     )
 }
 
-/// Places one order of `quantity` × SKU `index` on WooCommerce, Bol.com or Amazon (MFN) —
-/// on the marketplaces only what the listing shows can be bought; returns a printable order
-/// id, or why the channel refused.
-pub fn place_order(
+/// Places one order of `quantity` × SKU `index` on `channel`'s storefront — on the
+/// marketplaces only what the listing shows can be bought; returns a printable order id, or
+/// why the channel refused.
+pub async fn place_order(
     platforms: &Platforms,
     channel: &str,
     index: usize,
     quantity: u64,
 ) -> Result<String, String> {
-    let sku = sku_name(index);
-    match channel {
-        WOOCOMMERCE => platforms
-            .woocommerce
-            .place_order(
-                &[woocommerce::SimOrderLine {
-                    product_id: woo_product(index),
-                    variation_id: 0,
-                    quantity,
-                }],
-                "processing",
-            )
-            .map(|order| format!("woocommerce #{}", order.order_id))
-            .map_err(|e| e.to_string()),
-        BOLCOM => {
-            // bol buyers can only buy what the offer shows.
-            let shown = platforms
-                .bolcom
-                .offer(&bol_offer(index))
-                .map_or(0, |o| o.amount);
-            if shown < quantity {
-                return Err(format!("bol.com shows {shown} of {sku}"));
-            }
-            platforms
-                .bolcom
-                .place_order(
-                    "FBR",
-                    &[bolcom::SimOrderLine {
-                        offer_id: bol_offer(index),
-                        quantity,
-                    }],
-                )
-                .map(|order| format!("bol.com {}", order.order_id))
-                .map_err(|e| e.to_string())
-        }
-        _ => {
-            // Buyers can only buy what the listing shows.
-            let shown = platforms.amazon.quantity(&sku).unwrap_or(0);
-            if shown < quantity as i64 {
-                return Err(format!("amazon shows {shown} of {sku}"));
-            }
-            platforms
-                .amazon
-                .place_order(
-                    Fulfilment::Mfn,
-                    &[amazon::SimOrderLine {
-                        seller_sku: sku,
-                        quantity,
-                    }],
-                )
-                .map(|order| format!("amazon {}", order.amazon_order_id))
-                .map_err(|e| e.to_string())
+    let shop = platforms
+        .shop(channel)
+        .ok_or_else(|| format!("the demo has no channel {channel}"))?;
+    shop.place_order(index, quantity)
+        .await
+        .map(|order| order.label)
+}
+
+/// The storefronts' names joined for a sentence (`A`, `A and B`, `A, B and C`).
+fn names(shops: &[&dyn DemoShop]) -> String {
+    let names: Vec<_> = shops.iter().map(|shop| shop.name()).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => names.concat(),
+    }
+}
+
+/// The channels and their rules in words, storefronts with the same rules together.
+fn describe_channels(platforms: &Platforms) -> String {
+    let mut groups: Vec<Vec<&dyn DemoShop>> = Vec::new();
+    for shop in platforms.shops() {
+        match groups.last_mut() {
+            Some(group) if group[0].rules() == shop.rules() => group.push(shop),
+            _ => groups.push(vec![shop]),
         }
     }
+    groups
+        .iter()
+        .map(|group| format!("{} ({})", names(group), group[0].rules()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A few movements that show the rest of the stock model: a transfer between locations, a
@@ -536,13 +309,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     let system_clock = clock::system();
     let clock: &dyn Clock = system_clock.as_ref();
     let platforms = Platforms::start(skus).await?;
-    println!(
-        "demo: simulators: Shopify {} | WooCommerce {} | Bol.com {} | Amazon {}",
-        platforms.shopify.base_url(),
-        platforms.woocommerce.base_url(),
-        platforms.bolcom.base_url(),
-        platforms.amazon.base_url()
-    );
+    let simulators: Vec<String> = platforms
+        .shops()
+        .map(|shop| format!("{} {}", shop.name(), shop.base_url()))
+        .collect();
+    println!("demo: simulators: {}", simulators.join(" | "));
     let config = demo_config(
         &DemoOptions {
             skus,
@@ -553,12 +324,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     config.validate()?;
     let app = App::start(config.clone()).await?;
     let api = format!("http://{}", app.http_addr());
-    platforms
-        .shopify
-        .set_webhook_url(Some(format!("{api}/webhooks/shopify/{SHOPIFY}")));
-    platforms
-        .woocommerce
-        .set_webhook_url(Some(format!("{api}/webhooks/woocommerce/{WOOCOMMERCE}")));
+    for shop in platforms.shops() {
+        shop.connect(&api);
+    }
     println!(
         "demo: engine API at {api} (try {api}/api/v1/stock/{})",
         sku_name(0)
@@ -566,8 +334,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     println!(
         "demo: dashboard at {api}/ (live numbers; readiness at {api}/readyz, metrics at {api}/metrics)"
     );
+    let kit_shops: Vec<_> = platforms.shops().filter(|shop| shop.lists_kit()).collect();
     println!(
-        "demo: channels: Shopify (WH-1 + STORE-1, pre-orders up to 5 from POs due in 14 days), WooCommerce (WH-1, at most 25 listed), Bol.com and Amazon (WH-1, safety stock 1); {KIT} = 2 × DEMO-0001 + 1 × DEMO-0002 on Shopify"
+        "demo: channels: {}; {KIT} = 2 × DEMO-0001 + 1 × DEMO-0002 on {}",
+        describe_channels(&platforms),
+        names(&kit_shops)
     );
 
     let mut summary = DemoSummary::default();
@@ -606,9 +377,18 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         ack.context("opening stock")?;
         summary.receipts += 1;
     }
+    let presellers: Vec<_> = platforms
+        .shops()
+        .filter(|shop| shop.preorder_cap().is_some())
+        .collect();
+    let presold: u64 = presellers
+        .iter()
+        .filter_map(|shop| shop.preorder_cap())
+        .sum();
     println!(
-        "demo: purchase order PO-1001 announces 12 × {} in 7 days (Shopify may pre-sell 5 of them)",
-        sku_name(0)
+        "demo: purchase order PO-1001 announces 12 × {} in 7 days ({} may pre-sell {presold} of them)",
+        sku_name(0),
+        names(&presellers)
     );
     show_stock_model(&app, skus, clock).await?;
 
@@ -616,9 +396,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         "demo: streaming orders on all four channels, cancellations and receipts for {}s",
         options.stream_secs
     );
-    let channels = CHANNELS;
+    let shops: Vec<&dyn DemoShop> = platforms.shops().collect();
     let mut dice = Dice(0x5eed_cafe_f00d);
-    let mut shopify_orders = Vec::new();
+    // Orders that can be cancelled: (storefront, order id).
+    let mut cancellable: Vec<(&dyn DemoShop, u64)> = Vec::new();
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(150));
     while started.elapsed() < Duration::from_secs(options.stream_secs) {
@@ -627,42 +408,32 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         let quantity = 1 + dice.roll(2);
         match dice.roll(10) {
             0..=6 => {
-                let channel = channels[dice.roll(4) as usize];
-                let placed = if channel == SHOPIFY {
-                    let line = shopify::SimOrderLine {
-                        inventory_item_id: shopify_item(index),
-                        sku: sku_name(index),
-                        quantity,
-                    };
-                    platforms
-                        .shopify
-                        .place_order(SHOP_LOCATION, std::slice::from_ref(&line))
-                        .await
-                        .map(|order| {
-                            shopify_orders.push(order.order_id);
-                            format!("shopify {}", order.name)
-                        })
-                        .map_err(|e| e.to_string())
-                } else {
-                    place_order(&platforms, channel, index, quantity)
-                };
-                match placed {
+                let shop = shops[dice.roll(shops.len() as u64) as usize];
+                match shop.place_order(index, quantity).await {
                     Ok(order) => {
+                        if let Some(order_id) = order.cancellable {
+                            cancellable.push((shop, order_id));
+                        }
                         summary.orders += 1;
-                        println!("demo: order {order} for {quantity} x {}", sku_name(index));
+                        println!(
+                            "demo: order {} for {quantity} x {}",
+                            order.label,
+                            sku_name(index)
+                        );
                     }
                     Err(reason) => println!(
-                        "demo: {channel} refused an order for {}: {reason}",
+                        "demo: {} refused an order for {}: {reason}",
+                        shop.channel(),
                         sku_name(index)
                     ),
                 }
             }
-            7 if !shopify_orders.is_empty() => {
-                let order_id =
-                    shopify_orders.remove(dice.roll(shopify_orders.len() as u64) as usize);
-                if platforms.shopify.cancel_order(order_id, true).await.is_ok() {
+            7 if !cancellable.is_empty() => {
+                let (shop, order_id) =
+                    cancellable.remove(dice.roll(cancellable.len() as u64) as usize);
+                if shop.cancel_order(order_id).await {
                     summary.cancellations += 1;
-                    println!("demo: Shopify order {order_id} cancelled");
+                    println!("demo: {} order {order_id} cancelled", shop.name());
                 }
             }
             _ => {
@@ -687,10 +458,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     let rules = config.allocation_policy();
     let now = clock.now_ms();
     println!("\ndemo: summary (ATP / what the channel lists)");
-    println!(
-        "  {:<10} {:>8} {:>9} {:>12} {:>12} {:>12} {:>12}",
-        "SKU", "on-hand", "reserved", "Shopify", "WooCommerce", "Bol.com", "Amazon"
-    );
+    let mut header = format!("  {:<10} {:>8} {:>9}", "SKU", "on-hand", "reserved");
+    for shop in &shops {
+        header.push_str(&format!(" {:>12}", shop.name()));
+    }
+    println!("{header}");
     for i in 0..skus {
         let state = app.ledger().state(&sku_name(i).into()).await?;
         let levels = state.levels();
@@ -698,8 +470,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         let on_hand: i64 = levels.iter().map(|l| l.on_hand).sum();
         let reserved: i64 = levels.iter().map(|l| l.reserved).sum();
         let mut cells = Vec::new();
-        for (channel, breakdown) in channels.iter().zip(&atps) {
-            let listed = platforms.listed(channel, i);
+        for (shop, breakdown) in shops.iter().zip(&atps) {
+            let listed = shop.listed(i);
             summary.listings_checked += 1;
             if listed == Some(breakdown.atp as i64) {
                 summary.listings_in_sync += 1;
@@ -711,14 +483,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
             ));
         }
         if i < 10 {
-            println!(
-                "  {:<10} {on_hand:>8} {reserved:>9} {:>12} {:>12} {:>12} {:>12}",
-                sku_name(i),
-                cells[0],
-                cells[1],
-                cells[2],
-                cells[3]
-            );
+            let mut row = format!("  {:<10} {on_hand:>8} {reserved:>9}", sku_name(i));
+            for cell in &cells {
+                row.push_str(&format!(" {cell:>12}"));
+            }
+            println!("{row}");
         }
     }
     // The kit's ATP: its levels derived from its components', then Shopify's rule.
@@ -738,16 +507,23 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
         locations: crate::domain::bundle_levels(&inputs),
         inbound: Vec::new(),
     };
-    let kit_atp = rules.allocate(&kit_change, now)[0].atp;
-    let kit_listed = platforms.shopify.level(KIT_ITEM, SHOP_LOCATION);
-    summary.listings_checked += 1;
-    if kit_listed == Some(kit_atp as i64) {
-        summary.listings_in_sync += 1;
+    let kit_atps = rules.allocate(&kit_change, now);
+    for (shop, breakdown) in shops.iter().zip(&kit_atps) {
+        if !shop.lists_kit() {
+            continue;
+        }
+        let kit_atp = breakdown.atp;
+        let kit_listed = shop.listed_kit();
+        summary.listings_checked += 1;
+        if kit_listed == Some(kit_atp as i64) {
+            summary.listings_in_sync += 1;
+        }
+        println!(
+            "  {KIT:<10} bundle: ATP {kit_atp} / {} lists {}",
+            shop.name(),
+            kit_listed.map_or("-".to_owned(), |q| q.to_string())
+        );
     }
-    println!(
-        "  {KIT:<10} bundle: ATP {kit_atp} / Shopify lists {}",
-        kit_listed.map_or("-".to_owned(), |q| q.to_string())
-    );
     println!(
         "  receipts {} | orders {} | cancellations {} | listings in sync {}/{}",
         summary.receipts,

@@ -8,8 +8,22 @@
 
 pub mod amazon;
 pub mod bolcom;
+pub mod demo;
 pub mod shopify;
 pub mod woocommerce;
+
+/// Starts every platform's demo storefront (see [`demo::DemoShop`]) listing SKUs `0..skus`,
+/// one line per platform, in the order of the demo config's channels.
+///
+/// Errors: a simulator cannot bind.
+pub async fn demo_shops(skus: usize) -> std::io::Result<Vec<Box<dyn demo::DemoShop>>> {
+    Ok(vec![
+        Box::new(shopify::demo::DemoStore::start(skus).await?),
+        Box::new(woocommerce::demo::DemoStore::start(skus).await?),
+        Box::new(bolcom::demo::DemoStore::start(skus).await?),
+        Box::new(amazon::demo::DemoStore::start(skus).await?),
+    ])
+}
 
 /// Where `stocksync sandbox` listens and sends, one entry per platform.
 #[derive(Clone, Debug)]

@@ -8,8 +8,30 @@
 use std::time::{Duration, Instant};
 use stocksync::app::App;
 use stocksync::config::SkuRuleConfig;
-use stocksync::demo::{self, AMAZON, BOLCOM, DemoOptions, Platforms, SHOPIFY, WOOCOMMERCE};
+use stocksync::demo::{self, DemoOptions, Platforms};
 use stocksync::domain::{Movement, MovementKind, SCHEMA_VERSION};
+use stocksync::sandbox::bolcom::BolcomSimulator;
+use stocksync::sandbox::shopify::ShopifySimulator;
+use stocksync::sandbox::{amazon, bolcom, shopify, woocommerce};
+
+const SHOPIFY: &str = shopify::demo::CHANNEL;
+const WOOCOMMERCE: &str = woocommerce::demo::CHANNEL;
+const BOLCOM: &str = bolcom::demo::CHANNEL;
+const AMAZON: &str = amazon::demo::CHANNEL;
+
+/// The demo's Shopify simulator.
+fn shopify_simulator(platforms: &Platforms) -> &ShopifySimulator {
+    platforms
+        .simulator()
+        .expect("the demo runs a Shopify simulator")
+}
+
+/// The demo's Bol.com simulator.
+fn bolcom_simulator(platforms: &Platforms) -> &BolcomSimulator {
+    platforms
+        .simulator()
+        .expect("the demo runs a Bol.com simulator")
+}
 
 fn options(dir: &std::path::Path, skus: usize) -> DemoOptions {
     DemoOptions {
@@ -86,7 +108,7 @@ async fn one_movement_reaches_all_four_channels_and_a_channel_that_is_down_delay
         .await
         .unwrap();
     // Bol.com is down (every request answers 503) when the movement arrives.
-    platforms.bolcom.set_outage(true);
+    bolcom_simulator(&platforms).set_outage(true);
     let submitted = Instant::now();
     app.ledger().submit(receipt(0, "r1", 10)).await.unwrap();
     // The others follow at their own pace: Shopify 10 (WH-1 feeds it), WooCommerce 10,
@@ -104,7 +126,7 @@ async fn one_movement_reaches_all_four_channels_and_a_channel_that_is_down_delay
         "bol.com is down and cannot have it yet"
     );
     // When Bol.com is back, it converges by itself (retries with backoff).
-    platforms.bolcom.set_outage(false);
+    bolcom_simulator(&platforms).set_outage(false);
     listed_within(&platforms, BOLCOM, 0, 9, Duration::from_secs(20)).await;
     app.shutdown(Duration::from_secs(5)).await;
     platforms.shutdown().await;
@@ -125,11 +147,10 @@ async fn s9_three_channels_two_units() {
     }
     let app = App::start(config).await.unwrap();
     let api = format!("http://{}", app.http_addr());
-    platforms
-        .shopify
+    shopify_simulator(&platforms)
         .set_webhook_url(Some(format!("{api}/webhooks/shopify/{SHOPIFY}")));
     let shopify_line = |index: usize| stocksync::sandbox::shopify::SimOrderLine {
-        inventory_item_id: demo::shopify_item(index),
+        inventory_item_id: shopify::demo::item(index),
         sku: demo::sku_name(index),
         quantity: 1,
     };
@@ -141,15 +162,16 @@ async fn s9_three_channels_two_units() {
         listed_within(&platforms, channel, 1, 2, Duration::from_secs(3)).await;
     }
     let sold = Instant::now();
-    platforms
-        .shopify
-        .place_order(demo::SHOP_LOCATION, &[shopify_line(1)])
+    shopify_simulator(&platforms)
+        .place_order(shopify::demo::LOCATION, &[shopify_line(1)])
         .await
         .unwrap();
     let bol = listed_since(&platforms, BOLCOM, 1, 1, sold, second).await;
     let amazon = listed_since(&platforms, AMAZON, 1, 1, sold, second).await;
     let sold = Instant::now();
-    demo::place_order(&platforms, BOLCOM, 1, 1).expect("bol.com shows 1 and sells it");
+    demo::place_order(&platforms, BOLCOM, 1, 1)
+        .await
+        .expect("bol.com shows 1 and sells it");
     // Bol.com orders are polled (every second here), then pushed.
     let shopify = listed_since(&platforms, SHOPIFY, 1, 0, sold, second * 2).await;
     let amazon_zero = listed_since(&platforms, AMAZON, 1, 0, sold, second * 2).await;
@@ -157,7 +179,7 @@ async fn s9_three_channels_two_units() {
         "after sale 1: Bol.com {bol:?}, Amazon {amazon:?}; after sale 2: Shopify {shopify:?}, Amazon {amazon_zero:?}"
     );
     assert!(
-        demo::place_order(&platforms, AMAZON, 1, 1).is_err(),
+        demo::place_order(&platforms, AMAZON, 1, 1).await.is_err(),
         "amazon lists 0 and cannot sell a third unit"
     );
     assert_eq!(available(&app, 1).await, 0);
@@ -168,15 +190,16 @@ async fn s9_three_channels_two_units() {
     listed_within(&platforms, SHOPIFY, 0, 2, Duration::from_secs(3)).await;
     listed_within(&platforms, BOLCOM, 0, 1, Duration::from_secs(3)).await;
     listed_within(&platforms, AMAZON, 0, 1, Duration::from_secs(3)).await;
-    platforms
-        .shopify
-        .place_order(demo::SHOP_LOCATION, &[shopify_line(0)])
+    shopify_simulator(&platforms)
+        .place_order(shopify::demo::LOCATION, &[shopify_line(0)])
         .await
         .unwrap();
-    demo::place_order(&platforms, BOLCOM, 0, 1).expect("bol.com still shows its old 1");
+    demo::place_order(&platforms, BOLCOM, 0, 1)
+        .await
+        .expect("bol.com still shows its old 1");
     listed_within(&platforms, AMAZON, 0, 0, second * 2).await;
     listed_within(&platforms, SHOPIFY, 0, 0, second * 2).await;
-    assert!(demo::place_order(&platforms, AMAZON, 0, 1).is_err());
+    assert!(demo::place_order(&platforms, AMAZON, 0, 1).await.is_err());
     assert_eq!(
         available(&app, 0).await,
         0,

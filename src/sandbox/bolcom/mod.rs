@@ -35,6 +35,7 @@
 //!
 //! May depend on: `clock` only (standalone otherwise).
 
+pub mod demo;
 mod http;
 mod state;
 #[cfg(test)]

@@ -46,6 +46,7 @@
 //!
 //! May depend on: `clock` and `signing` only (standalone otherwise).
 
+pub mod demo;
 mod http;
 mod state;
 #[cfg(test)]
