@@ -1,6 +1,7 @@
-//! `stocksync demo`: the engine on embedded defaults with in-process simulators of all four
-//! platforms (Shopify, WooCommerce, Bol.com, Amazon) and a synthetic stream of receipts,
-//! orders on every channel and cancellations.
+//! `stocksync demo`: the engine on embedded defaults with every platform's demo storefront
+//! (an in-process simulator, see [`crate::sandbox::demo::DemoShop`]) and a synthetic stream
+//! of receipts, orders on every channel and cancellations. It names no platform: it
+//! iterates over [`crate::sandbox::demo_shops`].
 //!
 //! It shows the stock model at work: two locations feed the channels, the slower
 //! marketplaces keep one unit of safety stock, the web shop may pre-sell inbound
