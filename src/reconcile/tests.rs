@@ -44,6 +44,14 @@ impl ChannelAdapter for FakeChannel {
     fn listing_count(&self) -> usize {
         10
     }
+    /// Like the config's Shopify listing: inventory item 101 at location 7 is SKU A.
+    fn listing_sku(&self, listing_id: &str, location_id: &str) -> ListingMatch {
+        match (listing_id, location_id) {
+            ("101", "7") => ListingMatch::Sku("A".to_owned()),
+            (_, "7") => ListingMatch::Unmapped,
+            _ => ListingMatch::OtherLocation,
+        }
+    }
     async fn push(&self, items: &[PushItem]) -> PushReport {
         let mut values = self.values.lock().unwrap();
         let conflict = items.iter().find(|item| {
