@@ -83,13 +83,13 @@ fn receipt(sku: &str, quantity: u64) -> Movement {
 }
 
 async fn wait_for(mut check: impl FnMut() -> bool) {
-    for _ in 0..300 {
+    for _ in 0..2000 {
         if check() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("condition not reached within 3 s");
+    panic!("condition not reached within 20 s");
 }
 
 #[tokio::test]
@@ -347,7 +347,8 @@ async fn amazon_stock_reaches_the_simulator_by_patch_and_by_feed_and_never_to_fb
     for (sku, quantity) in [("SKU-A", 1), ("SKU-B", 4), ("SKU-D", 6)] {
         setup.ledger.submit(receipt(sku, quantity)).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The outage lasts until all three wait in the queue, however slow the machine.
+    wait_for(|| setup.propagation.pending() >= 3).await;
     sim.set_outage(false);
     wait_for(|| {
         sim.quantity("A-NL") == Some(11)
