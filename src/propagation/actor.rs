@@ -317,8 +317,16 @@ impl ChannelState {
                     counts.retried += 1;
                     if !throttled {
                         pending.attempts += 1;
-                        pending.not_before =
-                            Some(now + jittered_backoff(&shared.config.retry, pending.attempts));
+                        // When the whole request failed, the channel-wide pause above
+                        // spaces the retry; a backoff per item on top would let the items
+                        // of one batch fall due at different times, so a backlog built up
+                        // during an outage would go out one listing per request (and miss
+                        // Amazon's feed). Only an item that failed on its own backs off.
+                        if report.error.is_none() {
+                            pending.not_before = Some(
+                                now + jittered_backoff(&shared.config.retry, pending.attempts),
+                            );
+                        }
                     }
                     requeue.push((sku, pending));
                 }

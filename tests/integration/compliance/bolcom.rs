@@ -97,4 +97,8 @@ impl ComplianceTarget for BolcomTarget {
     fn good_items_request_budget(good_items: usize) -> usize {
         good_items + 2
     }
+
+    fn request_is_only_for(path: &str, sku: &str) -> bool {
+        path == format!("/retailer/offers/{}/stock", offer_id(sku))
+    }
 }

@@ -84,6 +84,13 @@ pub trait ComplianceTarget: Send + Sync + Sized + 'static {
         let _ = good_items;
         3
     }
+
+    /// Whether a counted request with this path writes `sku`'s listing and nothing else
+    /// (a platform with one listing per request can tell; a batching one cannot: false).
+    fn request_is_only_for(path: &str, sku: &str) -> bool {
+        let _ = (path, sku);
+        false
+    }
 }
 
 /// A fault the proxy applies to the next requests.
@@ -101,6 +108,8 @@ enum Fault {
 #[derive(Default)]
 struct ProxyState {
     log: Vec<Instant>,
+    /// The path of each logged request, in the order of `log`.
+    paths: Vec<String>,
     /// Every request, counted or not.
     attempts: usize,
     faults: std::collections::VecDeque<Fault>,
@@ -193,6 +202,11 @@ impl FaultProxy {
         self.state().log.clone()
     }
 
+    /// Paths of the counted requests, in arrival order.
+    pub fn requests_paths(&self) -> Vec<String> {
+        self.state().paths.clone()
+    }
+
     /// Requests that arrived before an earlier `Retry-After` had passed.
     pub fn retry_after_violations(&self) -> u32 {
         self.state().retry_after_violations
@@ -218,6 +232,7 @@ async fn forward(State(proxy): State<Arc<ProxyInner>>, request: Request) -> Resp
         state.attempts += 1;
         if counted {
             state.log.push(arrival);
+            state.paths.push(request.uri().path().to_owned());
             if state.retry_after_until.is_some_and(|until| arrival < until) {
                 state.retry_after_violations += 1;
             }
