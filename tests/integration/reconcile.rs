@@ -90,6 +90,7 @@ fn config_text(sim: &ShopifySimulator, dir: &Path, alerts_url: &str) -> String {
 }
 
 async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let timeout = timeout * crate::support::SLOW_MACHINE_FACTOR;
     let deadline = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < deadline {
         if check() {

@@ -137,7 +137,7 @@ async fn levels(ledger: &Ledger, sku: &str, location: &str) -> (i64, i64, i64) {
 }
 
 async fn wait_for_available(ledger: &Ledger, sku: &str, location: &str, expected: i64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (_, _, available) = levels(ledger, sku, location).await;
         if available == expected {

@@ -121,7 +121,7 @@ fn change(n: u64, wh1: (i64, i64), wh2_on_hand: i64, seq: u64) -> AvailabilityCh
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes.
 async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + timeout * crate::support::SLOW_MACHINE_FACTOR;
     while tokio::time::Instant::now() < deadline {
         if condition() {
             return true;

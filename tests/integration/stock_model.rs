@@ -77,7 +77,7 @@ async fn start_shop() -> Arc<simulator::ShopifySimulator> {
 }
 
 async fn wait_for_level(shop: &simulator::ShopifySimulator, item: u64, expected: i64) {
-    for _ in 0..200 {
+    for _ in 0..600 {
         if shop.level(item, SHOP_LOCATION) == Some(expected) {
             return;
         }
