@@ -70,7 +70,7 @@ pub(crate) enum ShardMessage {
     /// Load the SKUs queued for loading (posted by the shard to itself).
     StartLoads,
     /// SKUs loaded (or failed) by a load task.
-    Loaded(Box<Vec<(Sku, Result<LoadedCell, LedgerError>)>>),
+    Loaded(Vec<(Sku, Result<LoadedCell, LedgerError>)>),
     /// The store's answer for a key whose fingerprint was in a SKU's filter.
     KeyChecked(Box<(Sku, Result<Option<u64>, LedgerError>)>),
     /// Hand the queued requests to the committer (posted by the shard to itself).
@@ -271,7 +271,7 @@ impl Actor for ShardActor {
             ShardMessage::Read { sku, reply } => shard.route(&myself, sku, Work::Read(reply)),
             ShardMessage::Reap(sku) => shard.route(&myself, sku, Work::Reap),
             ShardMessage::StartLoads => shard.start_loads(&myself),
-            ShardMessage::Loaded(results) => shard.loaded(&myself, *results),
+            ShardMessage::Loaded(results) => shard.loaded(&myself, results),
             ShardMessage::KeyChecked(checked) => {
                 let (sku, result) = *checked;
                 shard.key_checked(&myself, sku, result);
@@ -355,7 +355,7 @@ impl Shard {
             tokio::spawn(async move {
                 let results = load_cells(&core, chunk).await;
                 if let Err(ractor::MessagingErr::SendErr(returned)) =
-                    myself.send_message(ShardMessage::Loaded(Box::new(results)))
+                    myself.send_message(ShardMessage::Loaded(results))
                 {
                     returned.fail(LedgerError::Unavailable("shard stopped".to_owned()));
                 }
