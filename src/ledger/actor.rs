@@ -143,12 +143,30 @@ pub(crate) struct LoadedCell {
     events_since_snapshot: u64,
 }
 
+/// A key whose event is queued or being written, not yet known durable.
+struct InFlightKey {
+    key: String,
+    seq: u64,
+    ticket: u64,
+}
+
+/// Forgets the in-flight keys whose ticket is durable; frees the list when it empties.
+fn forget_durable_keys(in_flight: &mut Vec<InFlightKey>, durable_ticket: u64) {
+    let durable = in_flight.partition_point(|entry| entry.ticket <= durable_ticket);
+    if durable == in_flight.len() {
+        *in_flight = Vec::new();
+    } else if durable > 0 {
+        in_flight.drain(..durable);
+    }
+}
+
 /// One live SKU.
 struct SkuCell {
     state: SkuState,
     keys: KeyFilter,
-    /// Keys of events not yet known durable, with their seq (cleared once durable).
-    in_flight: Vec<(String, u64)>,
+    /// Keys of events not yet known durable, with their seq and shard ticket, oldest
+    /// first (entries leave once their ticket is durable).
+    in_flight: Vec<InFlightKey>,
     buffer: VecDeque<Work>,
     phase: Phase,
     /// The shard ticket of its last queued event (0: none).
@@ -510,9 +528,11 @@ impl Shard {
             let idle = force || now_ms.saturating_sub(cell.last_activity_ms) >= idle_ms;
             let keep =
                 !is_durable || !idle || cell.phase != Phase::Ready || !cell.buffer.is_empty();
-            if keep && is_durable && !cell.in_flight.is_empty() {
-                cell.in_flight = Vec::new();
-                cell.keys.prune(&scheme, now_ms);
+            if keep && !cell.in_flight.is_empty() {
+                forget_durable_keys(&mut cell.in_flight, durable);
+                if cell.in_flight.is_empty() {
+                    cell.keys.prune(&scheme, now_ms);
+                }
             }
             keep
         });
@@ -610,12 +630,17 @@ fn run(
         }
         Work::Reap => reap(core, myself, cell, now_ms, outbox),
         Work::Apply(request) => {
-            if !cell.in_flight.is_empty() && cell.last_ticket <= outbox.durable {
-                cell.in_flight = Vec::new();
+            if !cell.in_flight.is_empty() {
+                forget_durable_keys(&mut cell.in_flight, outbox.durable);
             }
             let key = request.movement.idempotency_key.as_str();
             if !key_confirmed_new && cell.keys.maybe_contains(&core.key_scheme, key, now_ms) {
-                if let Some(&(_, seq)) = cell.in_flight.iter().find(|(k, _)| k == key) {
+                if let Some(seq) = cell
+                    .in_flight
+                    .iter()
+                    .find(|entry| entry.key == key)
+                    .map(|entry| entry.seq)
+                {
                     answer_duplicate(myself, outbox, *request, seq);
                     return;
                 }
@@ -756,7 +781,11 @@ fn apply(
         &movement.idempotency_key,
         key_expires_at_ms,
     );
-    cell.in_flight.push((movement.idempotency_key.clone(), seq));
+    cell.in_flight.push(InFlightKey {
+        key: movement.idempotency_key.clone(),
+        seq,
+        ticket: outbox.ticket,
+    });
     cell.events_since_snapshot += 1;
     let snapshot = (cell.events_since_snapshot >= core.options.snapshot_every_events).then(|| {
         cell.events_since_snapshot = 0;
