@@ -39,7 +39,7 @@ pub use stock::{
     BackorderRuleConfig, BundleComponentConfig, BundleConfig, LocationConfig, SkuRuleConfig,
     StockConfig,
 };
-pub use store::{LedgerConfig, StoreBackend, StoreConfig};
+pub use store::{LedgerConfig, MAX_LEDGER_SHARDS, StoreBackend, StoreConfig};
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

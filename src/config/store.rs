@@ -1,5 +1,5 @@
-//! `[store]` and `[ledger]`: where movements and snapshots are kept, and how SKU actors
-//! use them.
+//! `[store]` and `[ledger]`: where movements and snapshots are kept, and how the ledger's
+//! shards use them.
 //!
 //! Owns: [`StoreBackend`], [`StoreConfig`], [`LedgerConfig`].
 //!
@@ -73,12 +73,16 @@ fn default_snapshot_every_events() -> u64 {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerConfig {
-    /// A SKU actor idle this long is snapshotted and stopped (passivated).
+    /// A SKU idle this long (and fully durable) is dropped from memory (passivated).
     #[serde(default = "default_idle_passivate_secs")]
     pub idle_passivate_secs: u64,
     /// How long an idempotency key is remembered (Shopify retries for 4 h; default 7 days).
     #[serde(default = "default_idempotency_ttl_secs")]
     pub idempotency_ttl_secs: u64,
+    /// Shard actors that host the live SKUs (1..=256; default two per available core).
+    /// A SKU's shard is a stable hash of its bytes modulo this number.
+    #[serde(default = "default_ledger_shards")]
+    pub shards: usize,
 }
 
 impl Default for LedgerConfig {
@@ -86,6 +90,7 @@ impl Default for LedgerConfig {
         Self {
             idle_passivate_secs: default_idle_passivate_secs(),
             idempotency_ttl_secs: default_idempotency_ttl_secs(),
+            shards: default_ledger_shards(),
         }
     }
 }
@@ -96,6 +101,15 @@ fn default_idle_passivate_secs() -> u64 {
 fn default_idempotency_ttl_secs() -> u64 {
     7 * 24 * 3600
 }
+/// Two shards per available core, within 1..=[`MAX_LEDGER_SHARDS`].
+fn default_ledger_shards() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |cores| cores.get().saturating_mul(2))
+        .clamp(1, MAX_LEDGER_SHARDS)
+}
+
+/// Most shards `[ledger] shards` accepts.
+pub const MAX_LEDGER_SHARDS: usize = 256;
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,7 @@ impl Config {
         let mut problems = Vec::new();
         let location_ids = validate_locations(&self.locations, &mut problems);
         validate_store(&self.store, &mut problems);
+        validate_ledger(&self.ledger, &mut problems);
         validate_http(&self.http, &mut problems);
         if let Some(kafka) = &self.kafka {
             validate_kafka(kafka, &mut problems);
@@ -128,6 +129,17 @@ fn validate_store(store: &StoreConfig, problems: &mut Vec<String>) {
     }
     if store.backend == StoreBackend::Scylla && store.scylla_nodes.is_empty() {
         problems.push("store.backend = \"scylla\" needs store.scylla_nodes".to_owned());
+    }
+}
+
+/// `[ledger]`: the shard count is within 1..=256.
+fn validate_ledger(ledger: &super::LedgerConfig, problems: &mut Vec<String>) {
+    if !(1..=super::store::MAX_LEDGER_SHARDS).contains(&ledger.shards) {
+        problems.push(format!(
+            "ledger.shards must be between 1 and {}, not {}",
+            super::store::MAX_LEDGER_SHARDS,
+            ledger.shards
+        ));
     }
 }
 

@@ -1,104 +1,221 @@
-//! The SKU actor: the single writer of one SKU's state.
+//! The shard actor: the single writer of every SKU it hosts.
 //!
-//! It loads the SKU in `pre_start` (snapshot, later events, unexpired idempotency keys),
-//! then handles messages one at a time: duplicates are answered once the original is
-//! durable, new movements are applied to the pure [`SkuState`] and handed to the committer,
-//! which answers the caller after the durable write.
+//! A shard owns `HashMap<Sku, Box<SkuCell>>` of its live SKUs and handles one message at a
+//! time (see the module docs of `super` for the execution model). Per SKU it keeps the pure
+//! [`SkuState`], a [`KeyFilter`] of unexpired idempotency keys (4 bytes a key), the keys whose
+//! events are not yet durable, the ticket of its last queued event, and a buffer for
+//! messages that arrive while the SKU loads or while a key is being confirmed in the store.
+//!
+//! - A message for a SKU not in memory creates a `Loading` cell, buffers the message and
+//!   queues the SKU for loading; the first miss of a drain also posts `StartLoads` to the
+//!   shard itself, so every SKU missed before it is loaded by one task with one
+//!   [`crate::store::Store::load_skus`] call (chunks of [`MAX_LOAD_BATCH`]). The task
+//!   replays the SKUs (off the shard) and posts `Loaded` back; the buffered messages then
+//!   apply in order. A failed load answers the buffered callers
+//!   [`LedgerError::Unavailable`] and drops the cell, so a later message retries.
+//! - A movement whose key fingerprint is in the filter is a duplicate if its key is among
+//!   the SKU's not-yet-durable keys; otherwise the shard asks the store
+//!   ([`crate::store::Store::find_idempotency_key`]) from a task, the SKU's messages waiting
+//!   in its buffer meanwhile. Either way a duplicate is answered through the committer, so
+//!   only once the original is durable.
+//! - Applied events (and duplicate answers) are queued in the shard; the first one of a
+//!   drain posts `Flush` to the shard itself, and `Flush` hands everything queued to the
+//!   committer as one batch with the next ticket. A SKU is durable when its last ticket is at
+//!   most the shard's durable ticket (raised by the committer).
+//! - `Sweep` drops idle, durable SKUs with empty buffers (passivation), shrinks the map when
+//!   it has shrunk a lot, and gives memory back to the OS (see [`release_memory`]).
 
-use super::committer::CommitRequest;
-use super::{Ack, LedgerError, Shared};
+use super::committer::{CommitRequest, Handover};
+use super::keys::KeyFilter;
+use super::{Ack, Core, LedgerError};
 use crate::domain::{Movement, Sku, SkuState};
 use crate::store::{EventRecord, HoldExpiryRecord, OffsetWatermark, SnapshotRecord};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 
-/// Counters shared between a registry slot and its actor.
-#[derive(Debug, Default)]
-pub(crate) struct SlotCounters {
-    /// Messages sent to the actor (incremented under the registry entry's lock).
-    pub(crate) sent: AtomicU64,
-    /// Last time the actor handled a movement or read, in milliseconds since the epoch.
-    pub(crate) last_activity_ms: AtomicI64,
+/// Most SKUs in one store load call.
+pub(crate) const MAX_LOAD_BATCH: usize = 512;
+
+/// Most requests a shard queues before handing them to the committer without waiting for
+/// the end of its drain (bounds one committer batch from one shard).
+pub(crate) const MAX_DRAIN: usize = 4_096;
+
+/// A sweep that drops at least this many SKUs gives memory back to the OS.
+const RELEASE_AFTER_DROPPED: usize = 1_024;
+
+/// The answer channel of a movement.
+pub(crate) type Reply = oneshot::Sender<Result<Ack, LedgerError>>;
+
+/// A movement on its way to its SKU (boxed in [`ShardMessage::Apply`]).
+pub(crate) struct ApplyRequest {
+    pub(crate) movement: Movement,
+    pub(crate) origin: Option<OffsetWatermark>,
+    pub(crate) reply: Reply,
 }
 
-/// A registry entry: the live actor of one SKU and its counters.
-pub(crate) struct SkuSlot {
-    pub(crate) actor: ActorRef<SkuMessage>,
-    pub(crate) counters: Arc<SlotCounters>,
-}
-
-impl SkuSlot {
-    pub(crate) fn last_activity_ms(&self) -> i64 {
-        self.counters.last_activity_ms.load(Ordering::Relaxed)
-    }
-}
-
-/// Messages a SKU actor handles.
-pub(crate) enum SkuMessage {
-    /// Apply a movement; answer on `reply` once durable.
-    Apply {
-        movement: Box<Movement>,
-        origin: Option<OffsetWatermark>,
-        reply: oneshot::Sender<Result<Ack, LedgerError>>,
-    },
-    /// Answer with a copy of the current state.
+/// Messages a shard handles. Kept small: large payloads are boxed.
+pub(crate) enum ShardMessage {
+    /// Apply a movement to its SKU; answer once durable.
+    Apply(Box<ApplyRequest>),
+    /// Answer with a copy of a SKU's state.
     Read {
+        sku: Sku,
         reply: oneshot::Sender<Result<SkuState, LedgerError>>,
     },
-    /// Stop if idle (or `force`), nothing is in flight, and nothing more was sent.
-    Passivate { force: bool },
-    /// Release every hold whose TTL has passed (sent by the reaper, `super::reaper`).
-    Reap,
+    /// Release every hold of the SKU whose TTL has passed (sent by `super::reaper`).
+    Reap(Sku),
+    /// Load the SKUs queued for loading (posted by the shard to itself).
+    StartLoads,
+    /// SKUs loaded (or failed) by a load task.
+    Loaded(Vec<(Sku, Result<LoadedCell, LedgerError>)>),
+    /// The store's answer for a key whose fingerprint was in a SKU's filter.
+    KeyChecked(Box<(Sku, Result<Option<u64>, LedgerError>)>),
+    /// Hand the queued requests to the committer (posted by the shard to itself).
+    Flush,
+    /// Passivate idle (or, with `force`, all) durable SKUs; answer how many stay.
+    Sweep {
+        force: bool,
+        reply: Option<oneshot::Sender<u64>>,
+    },
 }
 
-impl SkuMessage {
+impl ShardMessage {
     /// Answers the caller with `error` (used when the message cannot be delivered).
     pub(crate) fn fail(self, error: LedgerError) {
         match self {
-            SkuMessage::Apply { reply, .. } => {
+            ShardMessage::Apply(request) => {
+                let _ = request.reply.send(Err(error));
+            }
+            ShardMessage::Read { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
-            SkuMessage::Read { reply } => {
-                let _ = reply.send(Err(error));
+            ShardMessage::Loaded(results) => {
+                drop(results);
             }
-            SkuMessage::Passivate { .. } | SkuMessage::Reap => {}
+            ShardMessage::Reap(_)
+            | ShardMessage::StartLoads
+            | ShardMessage::KeyChecked(_)
+            | ShardMessage::Flush
+            | ShardMessage::Sweep { .. } => {}
         }
     }
 }
 
-/// The actor behaviour (stateless; the state lives in [`SkuActorState`]).
-pub(crate) struct SkuActor {
-    pub(crate) shared: Weak<Shared>,
+/// Work waiting for (or handed to) one SKU.
+enum Work {
+    Apply(Box<ApplyRequest>),
+    Read(oneshot::Sender<Result<SkuState, LedgerError>>),
+    Reap,
 }
 
-/// Startup arguments: which SKU and the counters shared with the registry slot.
-pub(crate) struct SkuActorArgs {
-    pub(crate) sku: Sku,
-    pub(crate) counters: Arc<SlotCounters>,
+impl Work {
+    fn fail(self, error: LedgerError) {
+        match self {
+            Work::Apply(request) => {
+                let _ = request.reply.send(Err(error));
+            }
+            Work::Read(reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Work::Reap => {}
+        }
+    }
 }
 
-pub(crate) struct SkuActorState {
+/// Where a SKU's cell stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Its load is in flight; messages wait in the buffer.
+    Loading,
+    /// A key of the buffer's first movement is being confirmed in the store.
+    Checking,
+    /// Messages apply at once.
+    Ready,
+}
+
+/// A SKU as loaded and replayed by a load task.
+pub(crate) struct LoadedCell {
     state: SkuState,
-    /// Idempotency key → seq that recorded it.
-    keys: HashMap<String, u64>,
-    /// Highest seq known durable (raised by the committer).
-    durable_seq: Arc<AtomicU64>,
-    counters: Arc<SlotCounters>,
-    processed: u64,
+    keys: KeyFilter,
+    events_since_snapshot: u64,
+}
+
+/// A key whose event is queued or being written, not yet known durable.
+struct InFlightKey {
+    key: String,
+    seq: u64,
+    ticket: u64,
+}
+
+/// Forgets the in-flight keys whose ticket is durable; frees the list when it empties.
+fn forget_durable_keys(in_flight: &mut Vec<InFlightKey>, durable_ticket: u64) {
+    let durable = in_flight.partition_point(|entry| entry.ticket <= durable_ticket);
+    if durable == in_flight.len() {
+        *in_flight = Vec::new();
+    } else if durable > 0 {
+        in_flight.drain(..durable);
+    }
+}
+
+/// One live SKU.
+struct SkuCell {
+    state: SkuState,
+    keys: KeyFilter,
+    /// Keys of events not yet known durable, with their seq and shard ticket, oldest
+    /// first (entries leave once their ticket is durable).
+    in_flight: Vec<InFlightKey>,
+    buffer: VecDeque<Work>,
+    phase: Phase,
+    /// The shard ticket of its last queued event (0: none).
+    last_ticket: u64,
+    last_activity_ms: i64,
     events_since_snapshot: u64,
     /// Earliest expiry among open holds with a TTL, as last reported to the reaper.
     next_hold_expiry_ms: Option<i64>,
 }
 
-impl SkuActor {
-    fn shared(&self) -> Result<Arc<Shared>, ActorProcessingErr> {
-        self.shared
-            .upgrade()
-            .ok_or_else(|| ActorProcessingErr::from("ledger has shut down"))
+impl SkuCell {
+    fn loading(sku: Sku, now_ms: i64) -> Self {
+        Self {
+            state: SkuState::new(sku),
+            keys: KeyFilter::default(),
+            in_flight: Vec::new(),
+            buffer: VecDeque::new(),
+            phase: Phase::Loading,
+            last_ticket: 0,
+            last_activity_ms: now_ms,
+            events_since_snapshot: 0,
+            next_hold_expiry_ms: None,
+        }
     }
+}
+
+/// The actor behaviour (stateless; the state lives in [`Shard`]).
+pub(crate) struct ShardActor;
+
+/// Startup arguments of a shard.
+pub(crate) struct ShardArgs {
+    pub(crate) core: Arc<Core>,
+    pub(crate) index: usize,
+}
+
+/// A shard's state.
+pub(crate) struct Shard {
+    core: Arc<Core>,
+    index: usize,
+    cells: HashMap<Sku, Box<SkuCell>>,
+    /// SKUs waiting for `StartLoads`.
+    to_load: Vec<Sku>,
+    /// Requests waiting for `Flush`.
+    queued: Vec<CommitRequest>,
+    /// Indexes into `queued` of events that changed stock levels.
+    changed: Vec<usize>,
+    /// The ticket the next `Flush` hands over (tickets start at 1).
+    next_ticket: u64,
+    flush_posted: bool,
 }
 
 /// Rebuilds a SKU's state from its snapshot and later events.
@@ -136,39 +253,25 @@ pub(crate) fn replay(
     Ok(state)
 }
 
-impl Actor for SkuActor {
-    type Msg = SkuMessage;
-    type State = SkuActorState;
-    type Arguments = SkuActorArgs;
+impl Actor for ShardActor {
+    type Msg = ShardMessage;
+    type State = Shard;
+    type Arguments = ShardArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        args: SkuActorArgs,
+        args: ShardArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let shared = self.shared()?;
-        let loaded = shared
-            .store
-            .load_sku(args.sku.as_str(), shared.now_ms())
-            .await?;
-        let retention_ms = shared.options.rules.get().stock.retention_ms();
-        let state = replay(&args.sku, &loaded, retention_ms)?;
-        let keys = loaded.idempotency_keys.into_iter().collect();
-        args.counters
-            .last_activity_ms
-            .store(shared.now_ms(), Ordering::Relaxed);
-        let next_hold_expiry_ms = state.next_expiry_ms();
-        if next_hold_expiry_ms.is_some() {
-            shared.reaper.set(&args.sku, next_hold_expiry_ms);
-        }
-        Ok(SkuActorState {
-            next_hold_expiry_ms,
-            durable_seq: Arc::new(AtomicU64::new(state.seq)),
-            state,
-            keys,
-            counters: args.counters,
-            processed: 0,
-            events_since_snapshot: loaded.events_after.len() as u64,
+        Ok(Shard {
+            core: args.core,
+            index: args.index,
+            cells: HashMap::new(),
+            to_load: Vec::new(),
+            queued: Vec::new(),
+            changed: Vec::new(),
+            next_ticket: 1,
+            flush_posted: false,
         })
     }
 
@@ -176,88 +279,483 @@ impl Actor for SkuActor {
         &self,
         myself: ActorRef<Self::Msg>,
         message: Self::Msg,
-        actor: &mut Self::State,
+        shard: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        actor.processed += 1;
-        let Some(shared) = self.shared.upgrade() else {
-            message.fail(LedgerError::Unavailable("ledger has shut down".to_owned()));
-            myself.stop(None);
-            return Ok(());
-        };
         match message {
-            SkuMessage::Apply {
-                movement,
-                origin,
-                reply,
-            } => {
-                actor.touch(shared.now_ms());
-                apply(&shared, actor, *movement, origin, reply).await;
+            ShardMessage::Apply(request) => {
+                let sku = request.movement.sku.clone();
+                shard.route(&myself, sku, Work::Apply(request));
             }
-            SkuMessage::Read { reply } => {
-                actor.touch(shared.now_ms());
-                let _ = reply.send(Ok(actor.state.clone()));
+            ShardMessage::Read { sku, reply } => shard.route(&myself, sku, Work::Read(reply)),
+            ShardMessage::Reap(sku) => shard.route(&myself, sku, Work::Reap),
+            ShardMessage::StartLoads => shard.start_loads(&myself),
+            ShardMessage::Loaded(results) => shard.loaded(&myself, results),
+            ShardMessage::KeyChecked(checked) => {
+                let (sku, result) = *checked;
+                shard.key_checked(&myself, sku, result);
             }
-            SkuMessage::Reap => reap(&shared, actor).await,
-            SkuMessage::Passivate { force } => {
-                let idle_ms = shared.options.idle_passivate_secs.saturating_mul(1000) as i64;
-                let idle = shared.now_ms()
-                    - actor.counters.last_activity_ms.load(Ordering::Relaxed)
-                    >= idle_ms;
-                let durable = actor.durable_seq.load(Ordering::Acquire) >= actor.state.seq;
-                if (force || idle) && durable {
-                    let me = myself.get_id();
-                    let processed = actor.processed;
-                    let removed = shared
-                        .registry
-                        .remove_if(&actor.state.sku, |_, slot| {
-                            slot.actor.get_id() == me
-                                && slot.counters.sent.load(Ordering::Acquire) == processed
-                        })
-                        .is_some();
-                    if removed {
-                        shared.live_actors.fetch_sub(1, Ordering::Relaxed);
-                        metrics::gauge!(crate::telemetry::LEDGER_LIVE_SKU_ACTORS)
-                            .set(shared.live_actors.load(Ordering::Relaxed) as f64);
-                        metrics::counter!(crate::telemetry::LEDGER_PASSIVATIONS_TOTAL).increment(1);
-                        myself.stop(None);
-                    }
+            ShardMessage::Flush => shard.flush().await,
+            ShardMessage::Sweep { force, reply } => {
+                let remaining = shard.sweep(force);
+                if let Some(reply) = reply {
+                    let _ = reply.send(remaining);
                 }
             }
         }
+        if shard.queued.len() >= MAX_DRAIN {
+            shard.flush().await;
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        shard: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Hand over what was applied, so its callers are answered (or told the committer
+        // stopped); buffered work is answered unavailable when dropped.
+        shard.flush().await;
+        let dropped = shard.cells.len() as u64;
+        shard.core.live_skus.fetch_sub(dropped, Ordering::Relaxed);
         Ok(())
     }
 }
 
-impl SkuActorState {
-    fn touch(&self, now_ms: i64) {
-        self.counters
-            .last_activity_ms
-            .store(now_ms, Ordering::Relaxed);
+impl Shard {
+    fn durable_ticket(&self) -> u64 {
+        self.core.durable_tickets[self.index].load(Ordering::Acquire)
+    }
+
+    /// Runs `work` on `sku` now, or buffers it while the SKU loads or confirms a key.
+    fn route(&mut self, myself: &ActorRef<ShardMessage>, sku: Sku, work: Work) {
+        let now_ms = self.core.now_ms();
+        match self.cells.get_mut(&sku) {
+            Some(cell) if cell.phase == Phase::Ready => {
+                cell.last_activity_ms = now_ms;
+                run(
+                    &self.core,
+                    myself,
+                    cell,
+                    work,
+                    now_ms,
+                    &mut Outbox {
+                        queued: &mut self.queued,
+                        changed: &mut self.changed,
+                        ticket: self.next_ticket,
+                        durable: self.core.durable_tickets[self.index].load(Ordering::Acquire),
+                        flush_posted: &mut self.flush_posted,
+                    },
+                    false,
+                );
+            }
+            Some(cell) => cell.buffer.push_back(work),
+            None => {
+                let mut cell = Box::new(SkuCell::loading(sku.clone(), now_ms));
+                cell.buffer.push_back(work);
+                self.cells.insert(sku.clone(), cell);
+                self.core.live_skus.fetch_add(1, Ordering::Relaxed);
+                if self.to_load.is_empty() {
+                    let _ = myself.send_message(ShardMessage::StartLoads);
+                }
+                self.to_load.push(sku);
+            }
+        }
+    }
+
+    /// Starts load tasks for every SKU queued for loading.
+    fn start_loads(&mut self, myself: &ActorRef<ShardMessage>) {
+        let skus = std::mem::take(&mut self.to_load);
+        for chunk in skus.chunks(MAX_LOAD_BATCH) {
+            let chunk = chunk.to_vec();
+            let core = self.core.clone();
+            let myself = myself.clone();
+            tokio::spawn(async move {
+                let results = load_cells(&core, chunk).await;
+                if let Err(ractor::MessagingErr::SendErr(returned)) =
+                    myself.send_message(ShardMessage::Loaded(results))
+                {
+                    returned.fail(LedgerError::Unavailable("shard stopped".to_owned()));
+                }
+            });
+        }
+    }
+
+    /// Installs loaded SKUs and runs their buffered work; fails the work of SKUs whose load
+    /// failed and forgets them.
+    fn loaded(
+        &mut self,
+        myself: &ActorRef<ShardMessage>,
+        results: Vec<(Sku, Result<LoadedCell, LedgerError>)>,
+    ) {
+        for (sku, result) in results {
+            let Some(cell) = self.cells.get_mut(&sku) else {
+                continue;
+            };
+            match result {
+                Ok(loaded) => {
+                    cell.state = loaded.state;
+                    cell.keys = loaded.keys;
+                    cell.events_since_snapshot = loaded.events_since_snapshot;
+                    cell.next_hold_expiry_ms = cell.state.next_expiry_ms();
+                    if cell.next_hold_expiry_ms.is_some() {
+                        self.core.reaper.set(&sku, cell.next_hold_expiry_ms);
+                    }
+                    cell.phase = Phase::Ready;
+                    self.drain(myself, &sku);
+                }
+                Err(error) => {
+                    if let Some(cell) = self.cells.remove(&sku) {
+                        self.core.live_skus.fetch_sub(1, Ordering::Relaxed);
+                        for work in cell.buffer {
+                            work.fail(error.clone());
+                        }
+                    }
+                }
+            }
+        }
+        self.core.publish_live_gauge();
+    }
+
+    /// The store answered for the key of the first buffered movement of `sku`.
+    fn key_checked(
+        &mut self,
+        myself: &ActorRef<ShardMessage>,
+        sku: Sku,
+        result: Result<Option<u64>, LedgerError>,
+    ) {
+        let now_ms = self.core.now_ms();
+        let durable = self.durable_ticket();
+        let Some(cell) = self.cells.get_mut(&sku) else {
+            return;
+        };
+        cell.phase = Phase::Ready;
+        let Some(work) = cell.buffer.pop_front() else {
+            return;
+        };
+        let mut outbox = Outbox {
+            queued: &mut self.queued,
+            changed: &mut self.changed,
+            ticket: self.next_ticket,
+            durable,
+            flush_posted: &mut self.flush_posted,
+        };
+        match (result, work) {
+            (Ok(Some(seq)), Work::Apply(request)) => {
+                answer_duplicate(myself, &mut outbox, *request, seq);
+            }
+            (Ok(None), work) => run(&self.core, myself, cell, work, now_ms, &mut outbox, true),
+            (Err(error), work) => work.fail(error),
+            (Ok(Some(_)), work) => run(&self.core, myself, cell, work, now_ms, &mut outbox, true),
+        }
+        self.drain(myself, &sku);
+    }
+
+    /// Runs buffered work of `sku` while it is ready.
+    fn drain(&mut self, myself: &ActorRef<ShardMessage>, sku: &Sku) {
+        let now_ms = self.core.now_ms();
+        let durable = self.durable_ticket();
+        let Some(cell) = self.cells.get_mut(sku) else {
+            return;
+        };
+        let mut outbox = Outbox {
+            queued: &mut self.queued,
+            changed: &mut self.changed,
+            ticket: self.next_ticket,
+            durable,
+            flush_posted: &mut self.flush_posted,
+        };
+        while cell.phase == Phase::Ready {
+            let Some(work) = cell.buffer.pop_front() else {
+                break;
+            };
+            run(&self.core, myself, cell, work, now_ms, &mut outbox, false);
+        }
+        if cell.buffer.is_empty() && cell.buffer.capacity() > 0 && cell.phase == Phase::Ready {
+            cell.buffer = VecDeque::new();
+        }
+    }
+
+    /// Hands everything queued to the committer as one batch with the next ticket. The
+    /// newest availability of each changed SKU is computed here, once per SKU and batch.
+    async fn flush(&mut self) {
+        self.flush_posted = false;
+        if self.queued.is_empty() {
+            return;
+        }
+        let mut requests = std::mem::take(&mut self.queued);
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut newest: Vec<usize> = Vec::new();
+        for &index in self.changed.iter().rev() {
+            if let Some(event) = &requests[index].event
+                && seen.insert(event.sku.as_str())
+            {
+                newest.push(index);
+            }
+        }
+        drop(seen);
+        for index in newest {
+            let change = requests[index].event.as_ref().and_then(|event| {
+                self.cells
+                    .get(&Sku(event.sku.clone()))
+                    .map(|cell| cell.state.availability())
+            });
+            requests[index].availability = change;
+        }
+        self.changed.clear();
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.core
+            .committer
+            .send_batch(Handover {
+                requests,
+                ticket: Some((self.index, ticket)),
+            })
+            .await;
+    }
+
+    /// Drops idle (or all, with `force`) durable SKUs with nothing buffered; returns how
+    /// many SKUs stay in memory.
+    fn sweep(&mut self, force: bool) -> u64 {
+        let now_ms = self.core.now_ms();
+        let idle_ms = i64::try_from(self.core.options.idle_passivate_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
+        let durable = self.durable_ticket();
+        let scheme = self.core.key_scheme;
+        let before = self.cells.len();
+        self.cells.retain(|_, cell| {
+            let is_durable = cell.last_ticket <= durable;
+            let idle = force || now_ms.saturating_sub(cell.last_activity_ms) >= idle_ms;
+            let keep =
+                !is_durable || !idle || cell.phase != Phase::Ready || !cell.buffer.is_empty();
+            if keep && !cell.in_flight.is_empty() {
+                forget_durable_keys(&mut cell.in_flight, durable);
+                if cell.in_flight.is_empty() {
+                    cell.keys.prune(&scheme, now_ms);
+                }
+            }
+            keep
+        });
+        let dropped = before - self.cells.len();
+        if dropped > 0 {
+            self.core
+                .live_skus
+                .fetch_sub(dropped as u64, Ordering::Relaxed);
+            metrics::counter!(crate::telemetry::LEDGER_PASSIVATIONS_TOTAL)
+                .increment(dropped as u64);
+            self.core.publish_live_gauge();
+            if self.cells.capacity() > self.cells.len().saturating_mul(4).max(64) {
+                self.cells.shrink_to_fit();
+            }
+            if self.to_load.capacity() > 1_024 && self.to_load.is_empty() {
+                self.to_load = Vec::new();
+            }
+            if dropped >= RELEASE_AFTER_DROPPED {
+                release_memory();
+            }
+        }
+        self.cells.len() as u64
     }
 }
 
-async fn apply(
-    shared: &Shared,
-    actor: &mut SkuActorState,
-    mut movement: Movement,
-    origin: Option<OffsetWatermark>,
-    reply: oneshot::Sender<Result<Ack, LedgerError>>,
-) {
-    if let Some(&seq) = actor.keys.get(&movement.idempotency_key) {
-        metrics::counter!(crate::telemetry::LEDGER_DEDUPE_HITS_TOTAL, "source" => movement.source.clone())
-            .increment(1);
-        // Answer after the original is durable (it may still be in the committer's queue);
-        // the offset is still recorded so a redelivered partition moves on.
-        let request = CommitRequest::wait(Ack::Duplicate { seq }, origin, reply);
-        shared.committer.send(request).await;
-        return;
+/// Gives freed memory back to the OS after a sweep dropped many SKUs.
+///
+/// The binary allocates with mimalloc, which keeps freed pages in its per-thread heaps for
+/// reuse; memory freed on one thread but allocated on another (a SKU loaded by a task on
+/// one worker and dropped by its shard on another) waits in the allocating thread's
+/// delayed-free list until that thread allocates again. After passivating many SKUs nothing
+/// may allocate there for a long time, so resident memory stayed near its peak.
+/// `mi_collect(true)` frees the delayed blocks of the calling thread's heap, returns every
+/// empty page and segment it can, and purges (decommits) the free memory of the process's
+/// segments now instead of after mimalloc's purge delay. It costs a walk over the heap, so it
+/// runs only after a sweep that dropped at least [`RELEASE_AFTER_DROPPED`] SKUs (on the
+/// shard's thread, which freed them). Under another global allocator (tests) it only
+/// touches mimalloc's own, empty heap.
+fn release_memory() {
+    // SAFETY: `mi_collect` takes no pointers and may be called from any thread at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
+/// Where applied work goes: the shard's queue for the committer.
+struct Outbox<'a> {
+    queued: &'a mut Vec<CommitRequest>,
+    changed: &'a mut Vec<usize>,
+    /// The ticket of the batch being queued.
+    ticket: u64,
+    /// The shard's durable ticket when the work started.
+    durable: u64,
+    flush_posted: &'a mut bool,
+}
+
+impl Outbox<'_> {
+    fn push(&mut self, myself: &ActorRef<ShardMessage>, request: CommitRequest) {
+        self.queued.push(request);
+        if !*self.flush_posted {
+            *self.flush_posted = true;
+            let _ = myself.send_message(ShardMessage::Flush);
+        }
     }
-    let seq = actor.state.seq + 1;
-    let touches_hold = super::reaper::touches_ttl_hold(&actor.state, &movement.kind);
-    let now = shared.now_ms();
-    let rules = shared.options.rules.get();
-    let context = rules.stock.context(&actor.state.sku, now);
-    let applied = match actor.state.apply_with(&movement, seq, &context) {
+}
+
+/// Answers a duplicate once everything queued before it is durable; its offset is still
+/// recorded so a redelivered partition moves on.
+fn answer_duplicate(
+    myself: &ActorRef<ShardMessage>,
+    outbox: &mut Outbox<'_>,
+    request: ApplyRequest,
+    seq: u64,
+) {
+    metrics::counter!(crate::telemetry::LEDGER_DEDUPE_HITS_TOTAL, "source" => request.movement.source)
+        .increment(1);
+    outbox.push(
+        myself,
+        CommitRequest::wait(Ack::Duplicate { seq }, request.origin, request.reply),
+    );
+}
+
+/// Runs one piece of work on a ready SKU. `key_confirmed_new`: the store said the movement's
+/// key is not recorded, so the filter is not consulted again.
+fn run(
+    core: &Arc<Core>,
+    myself: &ActorRef<ShardMessage>,
+    cell: &mut SkuCell,
+    work: Work,
+    now_ms: i64,
+    outbox: &mut Outbox<'_>,
+    key_confirmed_new: bool,
+) {
+    match work {
+        Work::Read(reply) => {
+            let _ = reply.send(Ok(cell.state.clone()));
+        }
+        Work::Reap => reap(core, myself, cell, now_ms, outbox),
+        Work::Apply(request) => {
+            if !cell.in_flight.is_empty() {
+                forget_durable_keys(&mut cell.in_flight, outbox.durable);
+            }
+            let key = request.movement.idempotency_key.as_str();
+            if !key_confirmed_new && cell.keys.maybe_contains(&core.key_scheme, key, now_ms) {
+                if let Some(seq) = cell
+                    .in_flight
+                    .iter()
+                    .find(|entry| entry.key == key)
+                    .map(|entry| entry.seq)
+                {
+                    answer_duplicate(myself, outbox, *request, seq);
+                    return;
+                }
+                check_key(core, myself, cell, request, now_ms);
+                return;
+            }
+            apply(core, myself, cell, *request, now_ms, outbox);
+        }
+    }
+}
+
+/// Confirms a fingerprint hit in the store from a task; the SKU waits (its messages buffer)
+/// until `KeyChecked` comes back.
+fn check_key(
+    core: &Arc<Core>,
+    myself: &ActorRef<ShardMessage>,
+    cell: &mut SkuCell,
+    request: Box<ApplyRequest>,
+    now_ms: i64,
+) {
+    let sku = cell.state.sku.clone();
+    let key = request.movement.idempotency_key.clone();
+    cell.phase = Phase::Checking;
+    cell.buffer.push_front(Work::Apply(request));
+    let core = core.clone();
+    let myself = myself.clone();
+    tokio::spawn(async move {
+        let result = core
+            .store
+            .find_idempotency_key(sku.as_str(), &key, now_ms)
+            .await
+            .map_err(|error| {
+                LedgerError::Unavailable(format!("idempotency check failed: {error}"))
+            });
+        let _ = myself.send_message(ShardMessage::KeyChecked(Box::new((sku, result))));
+    });
+}
+
+/// Loads and replays `skus` (off the shard).
+async fn load_cells(core: &Core, skus: Vec<Sku>) -> Vec<(Sku, Result<LoadedCell, LedgerError>)> {
+    let now_ms = core.now_ms();
+    let names: Vec<String> = skus.iter().map(|sku| sku.0.clone()).collect();
+    let loaded = match core.store.load_skus(&names, now_ms).await {
+        Ok(loaded) if loaded.len() == skus.len() => loaded,
+        Ok(loaded) => {
+            let error = LedgerError::Unavailable(format!(
+                "store loaded {} SKUs of {}",
+                loaded.len(),
+                skus.len()
+            ));
+            return skus
+                .into_iter()
+                .map(|sku| (sku, Err(error.clone())))
+                .collect();
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, skus = skus.len(), "loading SKUs failed");
+            let error = LedgerError::Unavailable(format!("loading failed: {error}"));
+            return skus
+                .into_iter()
+                .map(|sku| (sku, Err(error.clone())))
+                .collect();
+        }
+    };
+    let retention_ms = core.options.rules.get().stock.retention_ms();
+    let ttl_ms =
+        i64::try_from(core.options.idempotency_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let scheme = core.key_scheme;
+    skus.into_iter()
+        .zip(loaded)
+        .map(|(sku, batch)| {
+            let result = replay(&sku, &batch.loaded, retention_ms)
+                .map(|state| LoadedCell {
+                    state,
+                    keys: KeyFilter::from_keys(
+                        &scheme,
+                        batch.keys.iter().map(|key| {
+                            let expires_at_ms = if key.expires_at_ms == i64::MAX {
+                                now_ms.saturating_add(ttl_ms)
+                            } else {
+                                key.expires_at_ms
+                            };
+                            (key.key.as_str(), expires_at_ms)
+                        }),
+                    ),
+                    events_since_snapshot: batch.loaded.events_after.len() as u64,
+                })
+                .map_err(|error| {
+                    tracing::error!(sku = %sku, error = %error, "cannot rebuild SKU");
+                    LedgerError::Unavailable(format!("loading {sku} failed: {error}"))
+                });
+            (sku, result)
+        })
+        .collect()
+}
+
+/// Applies a new movement to its SKU and queues its event for the committer.
+fn apply(
+    core: &Core,
+    myself: &ActorRef<ShardMessage>,
+    cell: &mut SkuCell,
+    request: ApplyRequest,
+    now: i64,
+    outbox: &mut Outbox<'_>,
+) {
+    let ApplyRequest {
+        mut movement,
+        origin,
+        reply,
+    } = request;
+    let seq = cell.state.seq + 1;
+    let touches_hold = super::reaper::touches_ttl_hold(&cell.state, &movement.kind);
+    let rules = core.options.rules.get();
+    let context = rules.stock.context(&cell.state.sku, now);
+    let applied = match cell.state.apply_with(&movement, seq, &context) {
         Ok(applied) => applied,
         Err(error) => {
             metrics::counter!(crate::telemetry::LEDGER_REJECTED_TOTAL, "reason" => rejection_reason(&error))
@@ -274,38 +772,53 @@ async fn apply(
     } else if let Some(routed) = applied.routed_to.clone() {
         record_route(&mut movement.kind, routed);
     }
-    let ttl_ms = shared.options.idempotency_ttl_secs.saturating_mul(1000) as i64;
+    let ttl_ms =
+        i64::try_from(core.options.idempotency_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let key_expires_at_ms = now.saturating_add(ttl_ms);
     let movement_json = serde_json::to_string(&movement).expect("movements always serialise");
-    actor.keys.insert(movement.idempotency_key.clone(), seq);
-    actor.events_since_snapshot += 1;
-    let snapshot =
-        (actor.events_since_snapshot >= shared.options.snapshot_every_events).then(|| {
-            actor.events_since_snapshot = 0;
-            SnapshotRecord {
-                sku: actor.state.sku.0.clone(),
-                seq,
-                state_json: serde_json::to_string(&actor.state).expect("state always serialises"),
-            }
-        });
+    cell.keys.insert(
+        &core.key_scheme,
+        &movement.idempotency_key,
+        key_expires_at_ms,
+    );
+    cell.in_flight.push(InFlightKey {
+        key: movement.idempotency_key.clone(),
+        seq,
+        ticket: outbox.ticket,
+    });
+    cell.events_since_snapshot += 1;
+    let snapshot = (cell.events_since_snapshot >= core.options.snapshot_every_events).then(|| {
+        cell.events_since_snapshot = 0;
+        cell.keys.prune(&core.key_scheme, now);
+        SnapshotRecord {
+            sku: cell.state.sku.0.clone(),
+            seq,
+            state_json: serde_json::to_string(&cell.state).expect("state always serialises"),
+        }
+    });
     let hold_expiry = touches_hold
-        .then(|| actor.state.next_expiry_ms())
-        .filter(|next| *next != actor.next_hold_expiry_ms)
+        .then(|| cell.state.next_expiry_ms())
+        .filter(|next| *next != cell.next_hold_expiry_ms)
         .map(|next| {
-            actor.next_hold_expiry_ms = next;
-            shared.reaper.set(&actor.state.sku, next);
+            cell.next_hold_expiry_ms = next;
+            core.reaper.set(&cell.state.sku, next);
             HoldExpiryRecord {
-                sku: actor.state.sku.0.clone(),
+                sku: cell.state.sku.0.clone(),
                 next_expiry_ms: next,
             }
         });
+    cell.last_ticket = outbox.ticket;
+    if applied.levels_changed {
+        outbox.changed.push(outbox.queued.len());
+    }
     let request = CommitRequest {
         hold_expiry,
         reservation: None,
         event: Some(EventRecord {
-            sku: actor.state.sku.0.clone(),
+            sku: cell.state.sku.0.clone(),
             seq,
             idempotency_key: movement.idempotency_key,
-            key_expires_at_ms: now.saturating_add(ttl_ms),
+            key_expires_at_ms,
             recorded_at_ms: now,
             movement_json,
         }),
@@ -313,39 +826,51 @@ async fn apply(
         origin,
         reply: Some(reply),
         ack: Ack::Applied { seq },
-        durable: Some((actor.durable_seq.clone(), seq)),
-        availability: applied.levels_changed.then(|| actor.state.availability()),
+        // Computed once per SKU and batch when the shard flushes.
+        availability: None,
         source: movement.source,
         kind: movement.kind.name(),
         oversold: applied.oversold,
     };
-    shared.committer.send(request).await;
+    outbox.push(myself, request);
+}
+
+/// Releases every lapsed hold (`Cancellation { reason: "expired" }`, see `super::reaper`)
+/// and reports the SKU's next expiry to the reaper.
+fn reap(
+    core: &Arc<Core>,
+    myself: &ActorRef<ShardMessage>,
+    cell: &mut SkuCell,
+    now_ms: i64,
+    outbox: &mut Outbox<'_>,
+) {
+    let mut acks = Vec::new();
+    for (reservation, _) in cell.state.expired_reservations(now_ms) {
+        let movement = super::reaper::expiry_movement(&cell.state.sku, reservation, now_ms);
+        let (reply, receiver) = oneshot::channel();
+        let work = Work::Apply(Box::new(ApplyRequest {
+            movement,
+            origin: None,
+            reply,
+        }));
+        if cell.phase == Phase::Ready {
+            run(core, myself, cell, work, now_ms, outbox, false);
+        } else {
+            cell.buffer.push_back(work);
+        }
+        acks.push(receiver);
+    }
+    cell.next_hold_expiry_ms = cell.state.next_expiry_ms();
+    core.reaper.set(&cell.state.sku, cell.next_hold_expiry_ms);
+    if !acks.is_empty() {
+        tokio::spawn(super::reaper::count_expired(cell.state.sku.clone(), acks));
+    }
 }
 
 fn record_route(kind: &mut crate::domain::MovementKind, routed: crate::domain::LocationId) {
     use crate::domain::MovementKind;
     if let MovementKind::Sale { location, .. } | MovementKind::Reservation { location, .. } = kind {
         *location = Some(routed);
-    }
-}
-
-/// Releases every lapsed hold (`Cancellation { reason: "expired" }`, see `super::reaper`) and
-/// reports the SKU's next expiry to the reaper.
-async fn reap(shared: &Shared, actor: &mut SkuActorState) {
-    let mut acks = Vec::new();
-    let now_ms = shared.now_ms();
-    for (reservation, _) in actor.state.expired_reservations(now_ms) {
-        let movement = super::reaper::expiry_movement(&actor.state.sku, reservation, now_ms);
-        let (reply, receiver) = oneshot::channel();
-        apply(shared, actor, movement, None, reply).await;
-        acks.push(receiver);
-    }
-    actor.next_hold_expiry_ms = actor.state.next_expiry_ms();
-    shared
-        .reaper
-        .set(&actor.state.sku, actor.next_hold_expiry_ms);
-    if !acks.is_empty() {
-        tokio::spawn(super::reaper::count_expired(actor.state.sku.clone(), acks));
     }
 }
 

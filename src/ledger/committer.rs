@@ -1,9 +1,10 @@
 //! Group commit: one durable store write for many movements of many SKUs.
 //!
-//! SKU actors send [`CommitRequest`]s into one bounded queue (the bound is the ledger's
-//! back-pressure). A single task takes everything queued (up to the batch limit), writes
-//! it in one [`CommitBatch`], then answers every caller, raises each actor's durable
-//! sequence number, and publishes the newest availability of each changed SKU.
+//! Shards hand over their [`CommitRequest`]s in batches (one `Vec` per mailbox drain, see
+//! `super::actor`) through one bounded queue (the bound is the ledger's back-pressure). A
+//! single task takes everything queued (up to the batch limit), writes it in one
+//! [`CommitBatch`], then answers every caller, raises each shard's durable ticket, and
+//! publishes the newest availability of each changed SKU. Metrics are counted per batch.
 //! After a failed write the committer is poisoned: every later request fails, so a SKU's
 //! log can never have a gap.
 
@@ -19,8 +20,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
-/// Requests queued in front of the committer before SKU actors wait (back-pressure).
-const QUEUE_CAPACITY: usize = 65_536;
+/// Batches queued in front of the committer before shards wait (back-pressure). A batch
+/// holds at most one shard drain (`super::actor::MAX_DRAIN` requests), so this bounds the
+/// queued requests too.
+const QUEUE_CAPACITY: usize = 256;
+
+/// Requests from one sender, in order, with the shard ticket they make durable.
+pub(crate) struct Handover {
+    /// The requests, in the order their events must be written.
+    pub(crate) requests: Vec<CommitRequest>,
+    /// `(shard index, ticket)`: once written, the shard's durable ticket is raised to this.
+    pub(crate) ticket: Option<(usize, u64)>,
+}
 
 /// One movement (or a wait-only marker) on its way to durability.
 pub(crate) struct CommitRequest {
@@ -29,8 +40,6 @@ pub(crate) struct CommitRequest {
     pub(crate) origin: Option<OffsetWatermark>,
     pub(crate) reply: Option<oneshot::Sender<Result<Ack, LedgerError>>>,
     pub(crate) ack: Ack,
-    /// The actor's durable watermark and the seq this request makes durable.
-    pub(crate) durable: Option<(Arc<AtomicU64>, u64)>,
     pub(crate) availability: Option<AvailabilityChange>,
     pub(crate) source: String,
     pub(crate) kind: &'static str,
@@ -55,7 +64,6 @@ impl CommitRequest {
             origin,
             reply: Some(reply),
             ack,
-            durable: None,
             availability: None,
             source: String::new(),
             kind: "",
@@ -68,7 +76,7 @@ impl CommitRequest {
 
 /// Handle to the committer task.
 pub(crate) struct Committer {
-    sender: mpsc::Sender<CommitRequest>,
+    sender: mpsc::Sender<Handover>,
     healthy: Arc<AtomicBool>,
 }
 
@@ -78,6 +86,7 @@ impl Committer {
         store: Arc<dyn Store>,
         sink: Arc<dyn AvailabilitySink>,
         max_batch: usize,
+        durable_tickets: Arc<[AtomicU64]>,
     ) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let healthy = Arc::new(AtomicBool::new(true));
@@ -87,18 +96,30 @@ impl Committer {
             receiver,
             max_batch.max(1),
             healthy.clone(),
+            durable_tickets,
         ));
         Self { sender, healthy }
     }
 
     /// Queues a request; waits only when the queue is full.
     pub(crate) async fn send(&self, request: CommitRequest) {
-        if let Err(mpsc::error::SendError(request)) = self.sender.send(request).await
-            && let Some(reply) = request.reply
-        {
-            let _ = reply.send(Err(LedgerError::Unavailable(
-                "committer stopped".to_owned(),
-            )));
+        self.send_batch(Handover {
+            requests: vec![request],
+            ticket: None,
+        })
+        .await;
+    }
+
+    /// Queues a shard's batch; waits only when the queue is full.
+    pub(crate) async fn send_batch(&self, handover: Handover) {
+        if let Err(mpsc::error::SendError(handover)) = self.sender.send(handover).await {
+            for request in handover.requests {
+                if let Some(reply) = request.reply {
+                    let _ = reply.send(Err(LedgerError::Unavailable(
+                        "committer stopped".to_owned(),
+                    )));
+                }
+            }
         }
     }
 
@@ -119,13 +140,38 @@ impl Committer {
 async fn run(
     store: Arc<dyn Store>,
     sink: Arc<dyn AvailabilitySink>,
-    mut receiver: mpsc::Receiver<CommitRequest>,
+    mut receiver: mpsc::Receiver<Handover>,
     max_batch: usize,
     healthy: Arc<AtomicBool>,
+    durable_tickets: Arc<[AtomicU64]>,
 ) {
-    let mut requests: Vec<CommitRequest> = Vec::with_capacity(max_batch);
+    let mut handovers: Vec<Handover> = Vec::new();
+    let mut requests: Vec<CommitRequest> = Vec::new();
+    let mut tickets: Vec<(usize, u64)> = Vec::new();
     let mut poisoned: Option<String> = None;
-    while receiver.recv_many(&mut requests, max_batch).await > 0 {
+    while let Some(first) = receiver.recv().await {
+        handovers.push(first);
+        // Take more of what is queued, whole handovers only, while under the batch limit.
+        let mut queued = handovers[0].requests.len();
+        while queued < max_batch {
+            match receiver.try_recv() {
+                Ok(next) => {
+                    queued += next.requests.len();
+                    handovers.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        for handover in handovers.drain(..) {
+            if let Some(ticket) = handover.ticket {
+                tickets.push(ticket);
+            }
+            if requests.is_empty() {
+                requests = handover.requests;
+            } else {
+                requests.extend(handover.requests);
+            }
+        }
         let mut batch = CommitBatch::default();
         let mut offsets: HashMap<(String, String, i32), i64> = HashMap::new();
         for request in &mut requests {
@@ -175,6 +221,14 @@ async fn run(
                 })
             }
         };
+        if outcome.is_ok() {
+            for (shard, ticket) in tickets.drain(..) {
+                if let Some(durable) = durable_tickets.get(shard) {
+                    durable.fetch_max(ticket, Ordering::AcqRel);
+                }
+            }
+        }
+        tickets.clear();
         finish(&mut requests, outcome, sink.as_ref());
     }
 }
@@ -185,23 +239,26 @@ fn finish(
     outcome: Result<(), LedgerError>,
     sink: &dyn AvailabilitySink,
 ) {
-    let mut latest: HashMap<String, AvailabilityChange> = HashMap::new();
-    let mut applied: HashMap<(String, &'static str), u64> = HashMap::new();
-    let mut oversells: HashMap<String, u64> = HashMap::new();
-    for request in requests.drain(..) {
+    if outcome.is_ok() {
+        count_applied(requests);
+    }
+    // The newest change per SKU: a later request of the same SKU replaces an earlier one.
+    let mut latest: HashMap<&str, usize> = HashMap::new();
+    for (index, request) in requests.iter().enumerate() {
+        if let Some(change) = &request.availability {
+            latest.insert(change.sku.as_str(), index);
+        }
+    }
+    let mut newest: Vec<usize> = latest.into_values().collect();
+    newest.sort_unstable();
+    let mut changes: Vec<AvailabilityChange> = Vec::with_capacity(newest.len());
+    let mut next_newest = newest.iter().peekable();
+    for (index, request) in requests.drain(..).enumerate() {
         let result = match &outcome {
             Ok(()) => {
-                if let Some((durable, seq)) = &request.durable {
-                    durable.fetch_max(*seq, Ordering::AcqRel);
-                    *applied
-                        .entry((request.source.clone(), request.kind))
-                        .or_default() += 1;
-                    if request.oversold {
-                        *oversells.entry(request.source.clone()).or_default() += 1;
-                    }
-                }
-                if let Some(change) = request.availability {
-                    latest.insert(change.sku.0.clone(), change);
+                if next_newest.peek() == Some(&&index) {
+                    next_newest.next();
+                    changes.extend(request.availability);
                 }
                 Ok(request.ack)
             }
@@ -211,17 +268,34 @@ fn finish(
             let _ = reply.send(result);
         }
     }
+    if !changes.is_empty() {
+        sink.publish(&changes);
+    }
+}
+
+/// Counts the applied movements of a durable batch per (source, kind), and oversells per
+/// source: a few metric updates per batch, none per movement.
+fn count_applied(requests: &[CommitRequest]) {
+    let mut applied: HashMap<(&str, &'static str), u64> = HashMap::new();
+    let mut oversells: HashMap<&str, u64> = HashMap::new();
+    for request in requests {
+        if request.kind.is_empty() {
+            continue;
+        }
+        *applied
+            .entry((request.source.as_str(), request.kind))
+            .or_default() += 1;
+        if request.oversold {
+            *oversells.entry(request.source.as_str()).or_default() += 1;
+        }
+    }
     for ((source, kind), count) in applied {
-        metrics::counter!(crate::telemetry::LEDGER_MOVEMENTS_TOTAL, "source" => source, "kind" => kind)
+        metrics::counter!(crate::telemetry::LEDGER_MOVEMENTS_TOTAL, "source" => source.to_owned(), "kind" => kind)
             .increment(count);
     }
     for (source, count) in oversells {
         tracing::warn!(source = %source, count, "sale recorded beyond available stock (oversell)");
-        metrics::counter!(crate::telemetry::LEDGER_OVERSELLS_TOTAL, "source" => source)
+        metrics::counter!(crate::telemetry::LEDGER_OVERSELLS_TOTAL, "source" => source.to_owned())
             .increment(count);
-    }
-    if !latest.is_empty() {
-        let changes: Vec<AvailabilityChange> = latest.into_values().collect();
-        sink.publish(&changes);
     }
 }

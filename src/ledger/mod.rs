@@ -1,32 +1,51 @@
-//! The ledger: per-SKU actors that serialise every mutation of one SKU.
+//! The ledger: every mutation of a SKU, serialised per SKU, made durable in group commits.
 //!
-//! Owns: the SKU actor registry ([`Ledger`]), SKU actors (`actor`), idle passivation, and
-//! the group committer (`committer`) that makes movements durable in batches across SKUs.
+//! Owns: the [`Ledger`] handle, the shard actors (`actor`) that host the live SKUs, idle
+//! passivation, the compact idempotency-key memory (`keys`), the group committer
+//! (`committer`), the hold reaper (`reaper`), multi-SKU reservations and bundles.
 //!
-//! Flow of one movement: [`Ledger::submit`] casts it into the SKU's actor mailbox
-//! (synchronously, so calls made in order reach the actor in order); the actor checks the
-//! idempotency key, applies it to its pure [`SkuState`] and hands the event to the
-//! committer; the committer writes many SKUs' events in one durable transaction and only
-//! then answers each caller and publishes the newest availability of every changed SKU to
-//! the [`AvailabilitySink`].
+//! Execution model: a fixed number of shard actors (`[ledger] shards`, ractor actors on
+//! tokio) host the SKUs; a SKU belongs to shard `fnv1a(sku) % shards` ([`keys::shard_of`],
+//! stable across builds and processes). A shard keeps a map of its live SKUs (state, a
+//! compact fingerprint set of unexpired idempotency keys, the keys whose events are not yet
+//! durable, a buffer of waiting messages) and handles one message at a time, so each SKU has
+//! exactly one writer and the movements submitted for it in order are applied in order.
+//! Store IO never runs on a shard: a SKU that is not in memory is loaded by a task (the
+//! SKUs missed in one mailbox drain go to the store as one [`Store::load_skus`] call) while
+//! its messages wait in its buffer and other SKUs go on; an idempotency-key fingerprint hit
+//! that is not among the in-flight keys is confirmed the same way with
+//! [`Store::find_idempotency_key`].
 //!
-//! Invariants: one writer per SKU (its actor, or nobody while passivated); an
-//! acknowledgement means the event is durable; a duplicate key has no effect; after a write
-//! failure the committer refuses all further writes (no gaps in a SKU's log).
+//! Flow of one movement: [`Ledger::submit`] casts it into its shard's mailbox
+//! (synchronously, so calls made in order reach the shard in order); the shard checks the
+//! idempotency key, applies it to the SKU's pure [`SkuState`] and queues the event; once the
+//! mailbox drain ends, the shard hands everything it queued to the committer as one batch
+//! numbered with a per-shard ticket. The committer writes many shards' batches in one
+//! durable transaction, then answers each caller, raises the shard's durable ticket, and
+//! publishes the newest availability of every changed SKU to the [`AvailabilitySink`].
 //!
-//! May depend on: `domain`, `store`, `telemetry`. Knows nothing about channels.
+//! Passivation: each shard sweeps its SKUs on a tick (period from `idle_passivate_secs`, time
+//! from [`LedgerOptions::clock`]) and drops those idle that long whose last ticket is
+//! durable and that have nothing buffered; [`Ledger::shutdown`] passivates everything.
+//!
+//! Invariants: one writer per SKU (its shard, or nobody while passivated); an
+//! acknowledgement means the event is durable; a duplicate key has no effect and is
+//! answered only once the original is durable; after a write failure the committer refuses
+//! all further writes (no gaps in a SKU's log).
+//!
+//! May depend on: `domain`, `store`, `telemetry`, `clock`. Knows nothing about channels.
 
 mod actor;
 mod bundles;
 mod committer;
+pub mod keys;
 mod reaper;
 pub mod reservations;
 
 use crate::domain::{ApplyError, AvailabilitySink, Movement, Sku, SkuState};
 use crate::store::{OffsetWatermark, Store};
-use actor::{SkuActor, SkuActorArgs, SkuMessage, SkuSlot, SlotCounters};
+use actor::{ApplyRequest, ShardActor, ShardArgs, ShardMessage};
 use committer::Committer;
-use dashmap::DashMap;
 pub use reservations::{
     LineShortage, LineStatus, RequestProblem, ReservationLine, ReservationLineView,
     ReservationOutcome, ReservationRequest, ReservationView,
@@ -39,17 +58,28 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+/// Most shards a ledger runs (`[ledger] shards` is validated against it).
+pub const MAX_SHARDS: usize = crate::config::MAX_LEDGER_SHARDS;
+
+/// The default shard count: two per available core, within `1..=MAX_SHARDS`.
+pub fn default_shards() -> usize {
+    crate::config::LedgerConfig::default().shards
+}
+
 /// Tuning of the ledger.
 #[derive(Clone, Debug)]
 pub struct LedgerOptions {
-    /// A SKU actor idle this long is stopped (its state is durable already).
+    /// A SKU idle this long (and fully durable) is dropped from memory (passivated).
     pub idle_passivate_secs: u64,
     /// How long idempotency keys are remembered, in seconds.
     pub idempotency_ttl_secs: u64,
-    /// Most events in one group commit.
+    /// Most events in one group commit (a shard's batch is never split, so a commit may
+    /// exceed it by less than one batch).
     pub group_commit_max_batch: usize,
     /// A snapshot of a SKU is written every this many of its events.
     pub snapshot_every_events: u64,
+    /// Shard actors hosting the SKUs (clamped to `1..=MAX_SHARDS`).
+    pub shards: usize,
     /// The stock rules in force: backorder and routing policy applied when movements are
     /// admitted, and the bills of materials by which bundle movements are expanded. Shared
     /// with propagation and the config API, which may replace them at runtime.
@@ -65,6 +95,7 @@ impl Default for LedgerOptions {
             idempotency_ttl_secs: 7 * 24 * 3600,
             group_commit_max_batch: 16_384,
             snapshot_every_events: 500,
+            shards: default_shards(),
             rules: Arc::default(),
             clock: crate::clock::system(),
         }
@@ -79,6 +110,7 @@ impl LedgerOptions {
             idempotency_ttl_secs: config.ledger.idempotency_ttl_secs,
             group_commit_max_batch: config.store.group_commit_max_batch,
             snapshot_every_events: config.store.snapshot_every_events,
+            shards: config.ledger.shards,
             // A config that failed validation has no usable BOM; `Config::load` validates.
             rules: Arc::new(crate::domain::RulesCell::new(
                 config.rules().unwrap_or_default(),
@@ -114,7 +146,7 @@ pub enum LedgerError {
     /// The store failed; the movement is not durable and may be retried.
     #[error("store failure: {0}")]
     Store(String),
-    /// The SKU actor or the ledger is stopping or failed to load; retry later.
+    /// The ledger is stopping or the SKU failed to load; retry later.
     #[error("ledger unavailable: {0}")]
     Unavailable(String),
 }
@@ -129,29 +161,81 @@ impl Future for PendingAck {
         Pin::new(&mut self.0).poll(cx).map(|result| {
             result.unwrap_or_else(|_| {
                 Err(LedgerError::Unavailable(
-                    "the SKU actor stopped before answering".to_owned(),
+                    "the SKU's shard stopped before answering".to_owned(),
                 ))
             })
         })
     }
 }
 
-pub(crate) struct Shared {
+/// What the shards share: the store, the committer, the options and the counters. Shards
+/// hold it strongly; the [`Ledger`] handles hold it through [`Shared`].
+pub(crate) struct Core {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) committer: Committer,
     pub(crate) options: LedgerOptions,
-    pub(crate) registry: DashMap<Sku, Arc<SkuSlot>>,
-    pub(crate) live_actors: AtomicU64,
+    /// SKUs in memory across all shards (loading or live).
+    pub(crate) live_skus: AtomicU64,
+    /// Per shard, the highest ticket whose batch is durable (raised by the committer).
+    pub(crate) durable_tickets: Arc<[AtomicU64]>,
+    /// How idempotency keys become fingerprints (see `keys`).
+    pub(crate) key_scheme: keys::KeyScheme,
     /// Earliest TTL-hold expiry per SKU (see `reaper`).
     pub(crate) reaper: Arc<reaper::Schedule>,
     /// Serialises requests that name the same reservation id (see `reservations`).
     pub(crate) reservation_locks: reservations::Locks,
 }
 
-impl Shared {
+impl Core {
     /// Wall time from the ledger's injected clock, in milliseconds since the Unix epoch.
     pub(crate) fn now_ms(&self) -> i64 {
         self.options.clock.now_ms()
+    }
+
+    /// Sets the live-SKU gauge from the counter.
+    pub(crate) fn publish_live_gauge(&self) {
+        metrics::gauge!(crate::telemetry::LEDGER_LIVE_SKU_ACTORS)
+            .set(self.live_skus.load(Ordering::Relaxed) as f64);
+    }
+}
+
+/// The shards and what they share; stops the shards when the last [`Ledger`] handle goes.
+pub(crate) struct Shared {
+    core: Arc<Core>,
+    shards: Vec<ractor::ActorRef<ShardMessage>>,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for shard in &self.shards {
+            shard.stop(None);
+        }
+    }
+}
+
+impl Shared {
+    /// The shard that owns `sku`.
+    fn shard(&self, sku: &str) -> &ractor::ActorRef<ShardMessage> {
+        &self.shards[keys::shard_of(sku, self.shards.len())]
+    }
+
+    /// Sends to `sku`'s shard; a message that cannot be delivered (the shard stopped) is
+    /// answered [`LedgerError::Unavailable`].
+    pub(crate) fn send(&self, sku: &str, message: ShardMessage) {
+        if let Err(ractor::MessagingErr::SendErr(returned)) = self.shard(sku).send_message(message)
+        {
+            returned.fail(LedgerError::Unavailable(format!(
+                "the shard of {sku} has stopped"
+            )));
+        }
     }
 }
 
@@ -162,30 +246,61 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Starts the committer, the passivation sweeper and the hold reaper (which first reads
-    /// the store's open TTL holds). SKU actors start on demand.
+    /// Starts the committer, the shard actors, the passivation ticker and the hold reaper
+    /// (which first reads the store's open TTL holds). SKUs load on demand.
     pub fn start(
         store: Arc<dyn Store>,
         sink: Arc<dyn AvailabilitySink>,
         options: LedgerOptions,
     ) -> Self {
-        let committer = Committer::start(store.clone(), sink, options.group_commit_max_batch);
-        let shared = Arc::new(Shared {
+        let key_scheme = keys::KeyScheme::new(options.idempotency_ttl_secs);
+        Self::start_with(store, sink, options, key_scheme)
+    }
+
+    fn start_with(
+        store: Arc<dyn Store>,
+        sink: Arc<dyn AvailabilitySink>,
+        options: LedgerOptions,
+        key_scheme: keys::KeyScheme,
+    ) -> Self {
+        let shard_count = options.shards.clamp(1, MAX_SHARDS);
+        let durable_tickets: Arc<[AtomicU64]> =
+            (0..shard_count).map(|_| AtomicU64::new(0)).collect();
+        let committer = Committer::start(
+            store.clone(),
+            sink,
+            options.group_commit_max_batch,
+            durable_tickets.clone(),
+        );
+        let core = Arc::new(Core {
             store,
             committer,
             options,
-            registry: DashMap::new(),
-            live_actors: AtomicU64::new(0),
+            live_skus: AtomicU64::new(0),
+            durable_tickets,
+            key_scheme,
             reaper: Arc::default(),
             reservation_locks: reservations::Locks::default(),
         });
+        let shards = (0..shard_count)
+            .map(|index| {
+                let args = ShardArgs {
+                    core: core.clone(),
+                    index,
+                };
+                let (actor, _join) = ractor::ActorRuntime::spawn_instant(None, ShardActor, args)
+                    .expect("unnamed actors cannot clash");
+                actor
+            })
+            .collect();
+        let shared = Arc::new(Shared { core, shards });
         reaper::spawn(Arc::downgrade(&shared), shared.reaper.clone());
         let ledger = Self { shared };
         ledger.spawn_sweeper();
         ledger
     }
 
-    /// Submits a movement. The cast into the SKU's mailbox happens before this returns, so
+    /// Submits a movement. The cast into the SKU's shard happens before this returns, so
     /// movements submitted one after another reach their SKU in that order; await the
     /// returned [`PendingAck`] for durability.
     pub fn submit(&self, movement: Movement) -> PendingAck {
@@ -201,15 +316,17 @@ impl Ledger {
             return self.submit_bundle(movement);
         }
         let (reply, receiver) = oneshot::channel();
-        let sku = movement.sku.clone();
-        self.send(
-            &sku,
-            SkuMessage::Apply {
-                movement: Box::new(movement),
-                origin,
-                reply,
-            },
-        );
+        let shard = self.shared.shard(movement.sku.as_str()).clone();
+        let message = ShardMessage::Apply(Box::new(ApplyRequest {
+            movement,
+            origin,
+            reply,
+        }));
+        if let Err(ractor::MessagingErr::SendErr(returned)) = shard.send_message(message) {
+            returned.fail(LedgerError::Unavailable(
+                "the SKU's shard has stopped".to_owned(),
+            ));
+        }
         PendingAck(receiver)
     }
 
@@ -217,10 +334,16 @@ impl Ledger {
     /// durable write is in flight; an empty state for a SKU never seen.
     pub async fn state(&self, sku: &Sku) -> Result<SkuState, LedgerError> {
         let (reply, receiver) = oneshot::channel();
-        self.send(sku, SkuMessage::Read { reply });
+        self.shared.send(
+            sku.as_str(),
+            ShardMessage::Read {
+                sku: sku.clone(),
+                reply,
+            },
+        );
         receiver
             .await
-            .unwrap_or_else(|_| Err(LedgerError::Unavailable("SKU actor stopped".to_owned())))
+            .unwrap_or_else(|_| Err(LedgerError::Unavailable("shard stopped".to_owned())))
     }
 
     /// SKUs known to the store, ascending, after `after`, at most `limit`.
@@ -241,9 +364,16 @@ impl Ledger {
         &self.shared.store
     }
 
-    /// SKU actors currently live.
+    /// SKUs currently in memory (live or loading) across all shards. The name is kept
+    /// from the time each SKU was an actor: the metric `stocksync_ledger_live_sku_actors`,
+    /// which dashboards and alerts use, reports the same number.
     pub fn live_actors(&self) -> u64 {
-        self.shared.live_actors.load(Ordering::Relaxed)
+        self.shared.live_skus.load(Ordering::Relaxed)
+    }
+
+    /// Shard actors hosting the SKUs.
+    pub fn shard_count(&self) -> usize {
+        self.shared.shards.len()
     }
 
     /// Whether the committer still accepts writes (false after a store failure).
@@ -257,19 +387,12 @@ impl Ledger {
         &self.shared.options.clock
     }
 
-    /// Passivates every SKU actor and waits until all pending writes are durable.
+    /// Passivates every SKU and waits until all pending writes are durable (at most about
+    /// five seconds for SKUs that still have work buffered).
     pub async fn shutdown(&self) {
-        let skus: Vec<Sku> = self
-            .shared
-            .registry
-            .iter()
-            .map(|e| e.key().clone())
-            .collect();
-        for sku in skus {
-            self.passivate(&sku, true);
-        }
         for _ in 0..500 {
-            if self.shared.registry.is_empty() {
+            self.shared.committer.flush().await;
+            if self.sweep(true).await == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -277,89 +400,45 @@ impl Ledger {
         self.shared.committer.flush().await;
     }
 
-    /// Sends to the SKU's actor, spawning it when absent. The registry entry stays locked
-    /// while sending, which makes sending and passivation mutually exclusive: an actor only
-    /// stops when it has handled every message counted in its slot.
-    fn send(&self, sku: &Sku, message: SkuMessage) {
-        let mut message = message;
-        for _ in 0..3 {
-            let result = match self.shared.registry.get(sku) {
-                Some(slot) => Self::send_to(&slot, message),
-                None => {
-                    let slot = self
-                        .shared
-                        .registry
-                        .entry(sku.clone())
-                        .or_insert_with(|| self.spawn_actor(sku));
-                    Self::send_to(&slot, message)
-                }
-            };
-            match result {
-                Ok(()) => return,
-                Err(returned) => {
-                    // The actor died (for example its load failed); start a new one.
-                    message = returned;
-                    self.shared.registry.remove(sku);
-                }
+    /// Asks every shard to passivate its idle (or, with `force`, all) fully durable SKUs;
+    /// returns how many SKUs stay in memory.
+    async fn sweep(&self, force: bool) -> u64 {
+        let mut answers = Vec::with_capacity(self.shared.shards.len());
+        for shard in &self.shared.shards {
+            let (reply, receiver) = oneshot::channel();
+            if shard
+                .send_message(ShardMessage::Sweep {
+                    force,
+                    reply: Some(reply),
+                })
+                .is_ok()
+            {
+                answers.push(receiver);
             }
         }
-        message.fail(LedgerError::Unavailable(format!(
-            "SKU actor for {sku} keeps failing to start"
-        )));
-    }
-
-    fn send_to(slot: &SkuSlot, message: SkuMessage) -> Result<(), SkuMessage> {
-        slot.counters.sent.fetch_add(1, Ordering::AcqRel);
-        match slot.actor.send_message(message) {
-            Ok(()) => Ok(()),
-            Err(ractor::MessagingErr::SendErr(returned)) => Err(returned),
-            Err(_) => Ok(()),
+        let mut remaining = 0;
+        for answer in answers {
+            remaining += answer.await.unwrap_or(0);
         }
+        remaining
     }
 
-    fn spawn_actor(&self, sku: &Sku) -> Arc<SkuSlot> {
-        let handler = SkuActor {
-            shared: Arc::downgrade(&self.shared),
-        };
-        let counters = Arc::new(SlotCounters::default());
-        let args = SkuActorArgs {
-            sku: sku.clone(),
-            counters: counters.clone(),
-        };
-        let (actor, _join) = ractor::ActorRuntime::spawn_instant(None, handler, args)
-            .expect("unnamed actors cannot clash");
-        let live = self.shared.live_actors.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::gauge!(crate::telemetry::LEDGER_LIVE_SKU_ACTORS).set(live as f64);
-        Arc::new(SkuSlot { actor, counters })
-    }
-
-    /// Asks a SKU's actor to stop if it has processed everything sent to it and all its
-    /// events are durable. With `force`, skips the idle-time check.
-    fn passivate(&self, sku: &Sku, force: bool) {
-        if let Some(slot) = self.shared.registry.get(sku) {
-            let _ = Self::send_to(&slot, SkuMessage::Passivate { force });
-        }
-    }
-
+    /// Ticks every shard's idle sweep at a quarter of the idle time (50 ms to 30 s).
     fn spawn_sweeper(&self) {
         let weak = Arc::downgrade(&self.shared);
         let idle_ms = self.shared.options.idle_passivate_secs.saturating_mul(1000);
         let period = Duration::from_millis((idle_ms / 4).clamp(50, 30_000));
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 interval.tick().await;
                 let Some(shared) = weak.upgrade() else { return };
-                let now = shared.now_ms();
-                let idle: Vec<Sku> = shared
-                    .registry
-                    .iter()
-                    .filter(|entry| now - entry.value().last_activity_ms() >= idle_ms as i64)
-                    .map(|entry| entry.key().clone())
-                    .collect();
-                let ledger = Ledger { shared };
-                for sku in idle {
-                    ledger.passivate(&sku, false);
+                for shard in &shared.shards {
+                    let _ = shard.send_message(ShardMessage::Sweep {
+                        force: false,
+                        reply: None,
+                    });
                 }
             }
         });

@@ -11,10 +11,10 @@
 //!    ([`touches_ttl_hold`]), so the hot path (sales, receipts, holds without TTL) pays one map
 //!    lookup and writes nothing extra.
 //! 2. The reaper task sleeps until the earliest expiry in the schedule, then sends a `Reap`
-//!    message to each due SKU through the registry, which starts a passivated actor on demand.
-//!    SKU actors may therefore passivate while they hold TTL reservations: the schedule costs
-//!    a few dozen bytes per SKU, a live actor ~9 KB.
-//! 3. The actor applies `Cancellation { reason: "expired" }` for every lapsed hold with the
+//!    message to each due SKU's shard, which loads a passivated SKU on demand. SKUs may
+//!    therefore passivate while they hold TTL reservations: the schedule costs a few dozen
+//!    bytes per SKU.
+//! 3. The shard applies `Cancellation { reason: "expired" }` for every lapsed hold with the
 //!    deterministic idempotency key `expired:{reservation}` ([`expiry_movement`]), so a reap
 //!    repeated after a crash is harmless, and reports its next expiry. Each expiry that was
 //!    applied (not a duplicate) counts in `stocksync_ledger_reservations_expired_total` once
@@ -26,10 +26,10 @@
 //! A SKU that is due is rescheduled [`RETRY_MS`] later when it is woken, so a wake that fails
 //! (store unavailable) is retried; the actor's report replaces that guess with the truth.
 //!
-//! May depend on: `domain`, `store`, `telemetry`, the ledger's registry.
+//! May depend on: `domain`, `store`, `telemetry`, the ledger's shards.
 
-use super::actor::SkuMessage;
-use super::{Ack, Ledger, LedgerError, Shared};
+use super::actor::ShardMessage;
+use super::{Ack, LedgerError, Shared};
 use crate::domain::{Movement, MovementKind, SCHEMA_VERSION, Sku, SkuState};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
@@ -187,14 +187,10 @@ pub(crate) fn spawn(shared: Weak<Shared>, schedule: Arc<Schedule>) {
             let now = strong.now_ms();
             let due = schedule.take_due(now);
             let clock = strong.options.clock.clone();
-            if !due.is_empty() {
-                let ledger = Ledger { shared: strong };
-                for sku in due {
-                    ledger.send(&sku, SkuMessage::Reap);
-                }
-            } else {
-                drop(strong);
+            for sku in due {
+                strong.send(&sku.0.clone(), ShardMessage::Reap(sku));
             }
+            drop(strong);
             let sleep_ms = schedule.next_ms().map_or(MAX_SLEEP_MS, |at| {
                 (at - clock.now_ms()).clamp(0, MAX_SLEEP_MS)
             });

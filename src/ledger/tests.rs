@@ -304,3 +304,351 @@ async fn a_ttl_hold_is_released_at_its_expiry_under_paused_time() {
     assert_eq!(state.next_expiry_ms(), None);
     ledger.shutdown().await;
 }
+
+/// The embedded store with hooks: counts batched loads and key look-ups, can fail the
+/// next load, and can hold commits until its gate opens.
+struct HookedStore {
+    inner: Arc<dyn Store>,
+    load_calls: AtomicU64,
+    largest_load: AtomicU64,
+    key_lookups: AtomicU64,
+    fail_next_load: std::sync::atomic::AtomicBool,
+    gate: tokio::sync::watch::Sender<bool>,
+}
+
+impl HookedStore {
+    fn over(dir: &tempfile::TempDir) -> Arc<Self> {
+        Arc::new(Self {
+            inner: open(dir),
+            load_calls: AtomicU64::new(0),
+            largest_load: AtomicU64::new(0),
+            key_lookups: AtomicU64::new(0),
+            fail_next_load: std::sync::atomic::AtomicBool::new(false),
+            gate: tokio::sync::watch::channel(true).0,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for HookedStore {
+    async fn commit(
+        &self,
+        batch: crate::store::CommitBatch,
+    ) -> Result<(), crate::store::StoreError> {
+        let mut open = self.gate.subscribe();
+        let _ = open.wait_for(|open| *open).await;
+        self.inner.commit(batch).await
+    }
+    async fn load_sku(
+        &self,
+        sku: &str,
+        now_ms: i64,
+    ) -> Result<crate::store::LoadedSku, crate::store::StoreError> {
+        self.inner.load_sku(sku, now_ms).await
+    }
+    async fn load_skus(
+        &self,
+        skus: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<crate::store::BatchLoadedSku>, crate::store::StoreError> {
+        self.load_calls.fetch_add(1, Ordering::SeqCst);
+        self.largest_load
+            .fetch_max(skus.len() as u64, Ordering::SeqCst);
+        if self.fail_next_load.swap(false, Ordering::SeqCst) {
+            return Err(crate::store::StoreError::Backend {
+                operation: "load_skus",
+                message: "injected failure".to_owned(),
+            });
+        }
+        self.inner.load_skus(skus, now_ms).await
+    }
+    async fn find_idempotency_key(
+        &self,
+        sku: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<u64>, crate::store::StoreError> {
+        self.key_lookups.fetch_add(1, Ordering::SeqCst);
+        self.inner.find_idempotency_key(sku, key, now_ms).await
+    }
+    async fn events(
+        &self,
+        sku: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::store::EventRecord>, crate::store::StoreError> {
+        self.inner.events(sku, from_seq, limit).await
+    }
+    async fn list_skus(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, crate::store::StoreError> {
+        self.inner.list_skus(after, limit).await
+    }
+    async fn offsets(&self, group: &str) -> Result<Vec<OffsetWatermark>, crate::store::StoreError> {
+        self.inner.offsets(group).await
+    }
+    async fn record_pushed(
+        &self,
+        records: &[crate::store::PushedRecord],
+    ) -> Result<(), crate::store::StoreError> {
+        self.inner.record_pushed(records).await
+    }
+    async fn pushed(
+        &self,
+        channel: &str,
+    ) -> Result<Vec<crate::store::PushedRecord>, crate::store::StoreError> {
+        self.inner.pushed(channel).await
+    }
+    async fn expire_keys(&self, now_ms: i64) -> Result<u64, crate::store::StoreError> {
+        self.inner.expire_keys(now_ms).await
+    }
+    async fn query_events(
+        &self,
+        query: &crate::store::EventQuery,
+    ) -> Result<Vec<crate::store::HistoryEvent>, crate::store::StoreError> {
+        self.inner.query_events(query).await
+    }
+    async fn append_push_log(
+        &self,
+        records: &[crate::store::PushLogRecord],
+    ) -> Result<(), crate::store::StoreError> {
+        self.inner.append_push_log(records).await
+    }
+    async fn query_push_log(
+        &self,
+        query: &crate::store::PushLogQuery,
+    ) -> Result<Vec<crate::store::PushLogRecord>, crate::store::StoreError> {
+        self.inner.query_push_log(query).await
+    }
+    async fn prune_push_log(&self, before_ms: i64) -> Result<u64, crate::store::StoreError> {
+        self.inner.prune_push_log(before_ms).await
+    }
+    async fn record_config_change(
+        &self,
+        record: &crate::store::ConfigAuditRecord,
+    ) -> Result<(), crate::store::StoreError> {
+        self.inner.record_config_change(record).await
+    }
+    async fn config_changes(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::store::ConfigAuditRecord>, crate::store::StoreError> {
+        self.inner.config_changes(limit).await
+    }
+    async fn hold_expiries(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<crate::store::HoldExpiryRecord>, crate::store::StoreError> {
+        self.inner.hold_expiries(after, limit).await
+    }
+    async fn reservation(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::store::ReservationRecord>, crate::store::StoreError> {
+        self.inner.reservation(id).await
+    }
+}
+
+fn one_shard() -> LedgerOptions {
+    LedgerOptions {
+        shards: 1,
+        ..LedgerOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn skus_missed_together_load_in_one_batch_and_their_messages_apply_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = HookedStore::over(&dir);
+    let ledger = Ledger::start(store.clone(), Arc::new(NullSinkForTests), one_shard());
+    // Submitted before the shard runs (current-thread runtime): every SKU misses in the
+    // same drain, and each SKU's three movements wait in its buffer while it loads.
+    let mut pending = Vec::new();
+    for round in 0..3 {
+        for i in 0..200 {
+            let sku = format!("SKU-B{i:03}");
+            pending.push((
+                round,
+                ledger.submit(movement(&sku, &format!("r{round}"), receipt(1))),
+            ));
+        }
+    }
+    for (round, ack) in pending {
+        assert_eq!(ack.await.unwrap(), Ack::Applied { seq: round + 1 });
+    }
+    assert_eq!(ledger.live_actors(), 200);
+    let calls = store.load_calls.load(Ordering::SeqCst);
+    assert!(calls <= 2, "200 SKUs took {calls} load calls");
+    assert!(store.largest_load.load(Ordering::SeqCst) >= 100);
+    let events = ledger.store().events("SKU-B007", 1, 10).await.unwrap();
+    let keys: Vec<_> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
+    assert_eq!(keys, ["r0", "r1", "r2"]);
+}
+
+#[tokio::test]
+async fn a_duplicate_after_passivation_is_confirmed_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = HookedStore::over(&dir);
+    let ledger = Ledger::start(store.clone(), Arc::new(NullSinkForTests), one_shard());
+    for key in ["r1", "r2"] {
+        ledger
+            .submit(movement("SKU-D", key, receipt(1)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(ledger.sweep(true).await, 0);
+    assert_eq!(ledger.live_actors(), 0);
+    assert_eq!(store.key_lookups.load(Ordering::SeqCst), 0);
+    let again = ledger
+        .submit(movement("SKU-D", "r1", receipt(1)))
+        .await
+        .unwrap();
+    assert_eq!(again, Ack::Duplicate { seq: 1 });
+    assert_eq!(
+        store.key_lookups.load(Ordering::SeqCst),
+        1,
+        "the fingerprint hit was confirmed in the store"
+    );
+    let fresh = ledger
+        .submit(movement("SKU-D", "r3", receipt(1)))
+        .await
+        .unwrap();
+    assert_eq!(fresh, Ack::Applied { seq: 3 });
+    let state = ledger.state(&"SKU-D".into()).await.unwrap();
+    assert_eq!(state.location(&"WH-1".into()).on_hand, 3);
+}
+
+#[tokio::test]
+async fn a_fingerprint_collision_that_is_not_a_duplicate_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = HookedStore::over(&dir);
+    let options = one_shard();
+    // Every key has the same fingerprint: each new key collides with the earlier ones.
+    let scheme = keys::KeyScheme::new(options.idempotency_ttl_secs).with_fingerprint_mask(0);
+    let ledger = Ledger::start_with(store.clone(), Arc::new(NullSinkForTests), options, scheme);
+    let acks: Vec<_> = ["r1", "r2", "r1", "r3"]
+        .iter()
+        .map(|key| ledger.submit(movement("SKU-X", key, receipt(1))))
+        .collect();
+    let acks: Vec<_> = futures::future::join_all(acks)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        acks,
+        [
+            Ack::Applied { seq: 1 },
+            Ack::Applied { seq: 2 },
+            Ack::Duplicate { seq: 1 },
+            Ack::Applied { seq: 3 },
+        ]
+    );
+    assert!(store.key_lookups.load(Ordering::SeqCst) >= 1);
+    let state = ledger.state(&"SKU-X".into()).await.unwrap();
+    assert_eq!((state.seq, state.location(&"WH-1".into()).on_hand), (3, 3));
+}
+
+#[tokio::test]
+async fn a_duplicate_of_an_in_flight_key_is_answered_only_once_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = HookedStore::over(&dir);
+    let ledger = Ledger::start(store.clone(), Arc::new(NullSinkForTests), one_shard());
+    ledger
+        .submit(movement("SKU-I", "r0", receipt(1)))
+        .await
+        .unwrap();
+    store.gate.send_replace(false);
+    let mut first = ledger.submit(movement("SKU-I", "r1", receipt(1)));
+    let mut second = ledger.submit(movement("SKU-I", "r1", receipt(1)));
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Both are accepted by the shard, neither is durable: no answer yet.
+    let state = ledger.state(&"SKU-I".into()).await.unwrap();
+    assert_eq!(state.seq, 2);
+    assert!(futures::poll!(&mut first).is_pending());
+    assert!(futures::poll!(&mut second).is_pending());
+    assert_eq!(store.key_lookups.load(Ordering::SeqCst), 0);
+    store.gate.send_replace(true);
+    assert_eq!(first.await.unwrap(), Ack::Applied { seq: 2 });
+    assert_eq!(second.await.unwrap(), Ack::Duplicate { seq: 2 });
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_skus_are_passivated_by_the_sweep_and_live_skus_fall() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = crate::clock::TokioClock::starting_at(1_700_000_000_000);
+    let ledger = Ledger::start(
+        open(&dir),
+        Arc::new(NullSinkForTests),
+        LedgerOptions {
+            idle_passivate_secs: 60,
+            shards: 3,
+            clock: clock.clone(),
+            ..LedgerOptions::default()
+        },
+    );
+    for i in 0..10 {
+        ledger
+            .submit(movement(&format!("SKU-L{i}"), "r1", receipt(1)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(ledger.live_actors(), 10);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    ledger
+        .submit(movement("SKU-L0", "r2", receipt(1)))
+        .await
+        .unwrap();
+    // 31 s later the nine untouched SKUs have been idle for 61 s; SKU-L0 for 31 s.
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let mut live = ledger.live_actors();
+    for _ in 0..200 {
+        live = ledger.live_actors();
+        if live == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(live, 1, "the idle SKUs were not passivated");
+    tokio::time::advance(Duration::from_secs(61)).await;
+    for _ in 0..200 {
+        if ledger.live_actors() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ledger.live_actors(), 0);
+    let state = ledger.state(&"SKU-L0".into()).await.unwrap();
+    assert_eq!(state.location(&"WH-1".into()).on_hand, 2);
+}
+
+#[tokio::test]
+async fn a_failed_load_answers_unavailable_and_the_next_message_loads_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = HookedStore::over(&dir);
+    let ledger = Ledger::start(store.clone(), Arc::new(NullSinkForTests), one_shard());
+    store.fail_next_load.store(true, Ordering::SeqCst);
+    let error = ledger
+        .submit(movement("SKU-U", "r1", receipt(1)))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, LedgerError::Unavailable(_)), "{error:?}");
+    assert_eq!(ledger.live_actors(), 0, "the failed cell was dropped");
+    let retry = ledger
+        .submit(movement("SKU-U", "r1", receipt(1)))
+        .await
+        .unwrap();
+    assert_eq!(retry, Ack::Applied { seq: 1 });
+    assert_eq!(store.load_calls.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn shard_messages_stay_small() {
+    assert!(std::mem::size_of::<actor::ShardMessage>() <= 48);
+}

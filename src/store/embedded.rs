@@ -9,9 +9,9 @@
 //! thread; a second connection serves reads so they never wait for a commit (WAL).
 
 use super::{
-    CommitBatch, ConfigAuditRecord, EventQuery, EventRecord, HistoryEvent, HoldExpiryRecord,
-    LoadedSku, OffsetWatermark, PushLogQuery, PushLogRecord, PushedRecord, ReservationRecord,
-    SnapshotRecord, Store, StoreError,
+    BatchLoadedSku, CommitBatch, ConfigAuditRecord, EventQuery, EventRecord, HistoryEvent,
+    HoldExpiryRecord, IdempotencyKeyRecord, LoadedSku, OffsetWatermark, PushLogQuery,
+    PushLogRecord, PushedRecord, ReservationRecord, SnapshotRecord, Store, StoreError,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -354,6 +354,38 @@ fn load(connection: &mut Connection, sku: &str, now_ms: i64) -> Result<LoadedSku
     })
 }
 
+/// Loads many SKUs on one connection (see [`Store::load_skus`]): each SKU's snapshot and
+/// later events through [`load`], and its unexpired keys with their expiry.
+fn load_many(
+    connection: &mut Connection,
+    skus: &[String],
+    now_ms: i64,
+) -> Result<Vec<BatchLoadedSku>, StoreError> {
+    let mut loaded = Vec::with_capacity(skus.len());
+    for sku in skus {
+        let mut one = load(connection, sku, now_ms)?;
+        one.idempotency_keys = Vec::new();
+        let keys = connection
+            .prepare_cached(
+                "SELECT idempotency_key, seq, key_expires_at_ms FROM event_index
+                 WHERE sku = ?1 AND key_expires_at_ms > ?2",
+            )
+            .map_err(backend("load_skus"))?
+            .query_map(params![sku, now_ms], |row| {
+                Ok(IdempotencyKeyRecord {
+                    key: row.get(0)?,
+                    seq: row.get::<_, i64>(1)? as u64,
+                    expires_at_ms: row.get(2)?,
+                })
+            })
+            .map_err(backend("load_skus"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend("load_skus"))?;
+        loaded.push(BatchLoadedSku { loaded: one, keys });
+    }
+    Ok(loaded)
+}
+
 /// Reads `id, sku, seq, idempotency_key, recorded_at_ms, movement, key_expires_at_ms`.
 fn read_history_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEvent> {
     Ok(HistoryEvent {
@@ -460,6 +492,45 @@ impl Store for EmbeddedStore {
     async fn load_sku(&self, sku: &str, now_ms: i64) -> Result<LoadedSku, StoreError> {
         let sku = sku.to_owned();
         Self::blocking(&self.reader, "load_sku", move |c| load(c, &sku, now_ms)).await
+    }
+
+    async fn load_skus(
+        &self,
+        skus: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<BatchLoadedSku>, StoreError> {
+        let skus = skus.to_vec();
+        Self::blocking(&self.reader, "load_skus", move |c| {
+            // One read transaction: one snapshot of the database and one lock for the batch.
+            c.execute_batch("BEGIN").map_err(backend("load_skus"))?;
+            let loaded = load_many(c, &skus, now_ms);
+            let end = if loaded.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            c.execute_batch(end).map_err(backend("load_skus"))?;
+            loaded
+        })
+        .await
+    }
+
+    async fn find_idempotency_key(
+        &self,
+        sku: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let (sku, key) = (sku.to_owned(), key.to_owned());
+        Self::blocking(&self.reader, "find_idempotency_key", move |c| {
+            c.prepare_cached(
+                "SELECT seq FROM event_index
+                 WHERE sku = ?1 AND idempotency_key = ?2 AND key_expires_at_ms > ?3
+                 ORDER BY seq LIMIT 1",
+            )
+            .map_err(backend("find_idempotency_key"))?
+            .query_row(params![sku, key, now_ms], |row| row.get::<_, i64>(0))
+            .optional()
+            .map(|seq| seq.map(|seq| seq as u64))
+            .map_err(backend("find_idempotency_key"))
+        })
+        .await
     }
 
     async fn events(

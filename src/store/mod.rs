@@ -145,6 +145,27 @@ pub struct LoadedSku {
     pub idempotency_keys: Vec<(String, u64)>,
 }
 
+/// One unexpired idempotency key of a SKU with its expiry ([`Store::load_skus`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKeyRecord {
+    /// The key.
+    pub key: String,
+    /// The event that recorded it.
+    pub seq: u64,
+    /// Until when it is remembered, in milliseconds since the Unix epoch; `i64::MAX` when
+    /// the backend does not report it (the ledger then assumes its own TTL from now).
+    pub expires_at_ms: i64,
+}
+
+/// One SKU as [`Store::load_skus`] returns it.
+#[derive(Clone, Debug, Default)]
+pub struct BatchLoadedSku {
+    /// Snapshot and later events (its `idempotency_keys` may be left empty: see `keys`).
+    pub loaded: LoadedSku,
+    /// The SKU's unexpired idempotency keys with their expiry.
+    pub keys: Vec<IdempotencyKeyRecord>,
+}
+
 /// The value last pushed to one channel listing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushedRecord {
@@ -287,6 +308,45 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<HoldExpiryRecord>, StoreError>;
     /// The reservation request recorded under `id`, if any.
     async fn reservation(&self, id: &str) -> Result<Option<ReservationRecord>, StoreError>;
+    /// Loads many SKUs in one call (the ledger batches the SKUs it misses): one entry per
+    /// SKU of `skus`, in that order; a SKU never seen loads as empty. The default loads them
+    /// one by one with [`Store::load_sku`] and reports unknown key expiries.
+    async fn load_skus(
+        &self,
+        skus: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<BatchLoadedSku>, StoreError> {
+        let mut loaded = Vec::with_capacity(skus.len());
+        for sku in skus {
+            let mut one = self.load_sku(sku, now_ms).await?;
+            let keys = std::mem::take(&mut one.idempotency_keys)
+                .into_iter()
+                .map(|(key, seq)| IdempotencyKeyRecord {
+                    key,
+                    seq,
+                    expires_at_ms: i64::MAX,
+                })
+                .collect();
+            loaded.push(BatchLoadedSku { loaded: one, keys });
+        }
+        Ok(loaded)
+    }
+    /// The seq of the event of `sku` that recorded idempotency key `key`, if that key is
+    /// still remembered at `now_ms` (its expiry is after `now_ms`). The default loads the
+    /// SKU's keys with [`Store::load_sku`].
+    async fn find_idempotency_key(
+        &self,
+        sku: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let loaded = self.load_sku(sku, now_ms).await?;
+        Ok(loaded
+            .idempotency_keys
+            .into_iter()
+            .find(|(stored, _)| stored == key)
+            .map(|(_, seq)| seq))
+    }
 }
 
 /// Opens the configured backend (the registry of store backends).

@@ -18,9 +18,10 @@ pub const LEDGER_DEDUPE_HITS_TOTAL: &str = "stocksync_ledger_dedupe_hits_total";
 pub const LEDGER_REJECTED_TOTAL: &str = "stocksync_ledger_rejected_total";
 /// Sales that left a location's available below zero; label `source`.
 pub const LEDGER_OVERSELLS_TOTAL: &str = "stocksync_ledger_oversells_total";
-/// SKU actors currently live (gauge).
+/// SKUs currently in memory in the ledger's shards, live or loading (gauge). The name is
+/// kept from when each SKU was an actor: dashboards and alerts use it.
 pub const LEDGER_LIVE_SKU_ACTORS: &str = "stocksync_ledger_live_sku_actors";
-/// SKU actors passivated after idling.
+/// SKUs passivated (dropped from memory) after idling or at shutdown.
 pub const LEDGER_PASSIVATIONS_TOTAL: &str = "stocksync_ledger_passivations_total";
 /// Counter: holds released by the reaper because their TTL passed (scenario S5).
 pub const LEDGER_RESERVATIONS_EXPIRED_TOTAL: &str = "stocksync_ledger_reservations_expired_total";

@@ -1,0 +1,192 @@
+//! Compact per-SKU memory of idempotency keys, and the stable hashes the ledger uses.
+//!
+//! Owns: [`KeyFilter`] (what a live SKU remembers of its unexpired idempotency keys: four
+//! bytes per key), [`fnv1a`] (the stable hash behind SKU → shard routing and key
+//! fingerprints).
+//!
+//! A [`KeyFilter`] entry is a 24-bit fingerprint of the key and an 8-bit coarse expiry
+//! bucket, kept sorted. It only ever answers "maybe seen" or "certainly not seen": a hit is
+//! confirmed exactly by the shard (its not-yet-durable keys, then the store's index), so a
+//! fingerprint collision costs one store lookup and never drops a movement, and an entry
+//! kept past its expiry costs the same and nothing else. An unexpired key is never reported
+//! "not seen": its bucket lies at most 64 buckets ahead of the current one and so reads as
+//! live in the circular comparison (see [`KeyFilter::maybe_contains`]).
+//!
+//! May depend on: nothing.
+
+/// Buckets per TTL: a key's coarse expiry is rounded down to `ttl / BUCKETS_PER_TTL`.
+const BUCKETS_PER_TTL: i64 = 64;
+
+/// The FNV-1a 64-bit hash of `bytes`.
+///
+/// Stable by construction (fixed offset basis and prime, no per-process seed), so it may
+/// decide placement that must agree between builds, processes and instances: SKU → shard
+/// today, and later Kafka partitions and instances → shards.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET_BASIS;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    hash
+}
+
+/// The shard (in `0..shards`) that owns `sku`: FNV-1a of the SKU's UTF-8 bytes modulo the
+/// shard count. `shards` must be at least 1.
+pub fn shard_of(sku: &str, shards: usize) -> usize {
+    debug_assert!(shards >= 1);
+    (fnv1a(sku.as_bytes()) % shards.max(1) as u64) as usize
+}
+
+/// How keys become fingerprints and times become expiry buckets.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyScheme {
+    /// Width of one expiry bucket, in milliseconds (at least 1).
+    bucket_ms: i64,
+    /// Fingerprint bits kept (24 normally; tests narrow it to force collisions).
+    fingerprint_mask: u32,
+}
+
+impl KeyScheme {
+    /// The scheme for keys remembered `ttl_secs` seconds.
+    pub(crate) fn new(ttl_secs: u64) -> Self {
+        let ttl_ms = i64::try_from(ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        Self {
+            bucket_ms: (ttl_ms / BUCKETS_PER_TTL).max(1),
+            fingerprint_mask: 0x00ff_ffff,
+        }
+    }
+
+    /// The same scheme keeping only the fingerprint bits in `mask` (a test hook: a tiny
+    /// mask makes different keys collide).
+    #[cfg(test)]
+    pub(crate) fn with_fingerprint_mask(mut self, mask: u32) -> Self {
+        self.fingerprint_mask = mask & 0x00ff_ffff;
+        self
+    }
+
+    /// The 24-bit fingerprint of `key`.
+    pub(crate) fn fingerprint(&self, key: &str) -> u32 {
+        let hash = fnv1a(key.as_bytes());
+        // Fold the high half in so that keys differing only at the end spread well.
+        (((hash >> 32) ^ hash) as u32) & self.fingerprint_mask
+    }
+
+    /// The 8-bit bucket of a time (milliseconds since the epoch), modulo 256.
+    fn bucket(&self, at_ms: i64) -> u8 {
+        (at_ms.max(0) / self.bucket_ms) as u8
+    }
+}
+
+/// The unexpired idempotency keys of one SKU as sorted `fingerprint << 8 | expiry bucket`
+/// entries (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct KeyFilter {
+    entries: Vec<u32>,
+}
+
+impl KeyFilter {
+    /// Builds a filter from `(key, expires_at_ms)` pairs.
+    pub(crate) fn from_keys<'a>(
+        scheme: &KeyScheme,
+        keys: impl IntoIterator<Item = (&'a str, i64)>,
+    ) -> Self {
+        let mut entries: Vec<u32> = keys
+            .into_iter()
+            .map(|(key, expires_at_ms)| entry(scheme, key, expires_at_ms))
+            .collect();
+        entries.sort_unstable();
+        entries.dedup();
+        entries.shrink_to_fit();
+        Self { entries }
+    }
+
+    /// Remembers `key`, which expires at `expires_at_ms`.
+    pub(crate) fn insert(&mut self, scheme: &KeyScheme, key: &str, expires_at_ms: i64) {
+        let value = entry(scheme, key, expires_at_ms);
+        if let Err(at) = self.entries.binary_search(&value) {
+            self.entries.insert(at, value);
+        }
+    }
+
+    /// False when `key` was certainly not recorded in the TTL window that contains
+    /// `now_ms`; true when it may have been (confirm exactly).
+    pub(crate) fn maybe_contains(&self, scheme: &KeyScheme, key: &str, now_ms: i64) -> bool {
+        let fingerprint = scheme.fingerprint(key) << 8;
+        let current = scheme.bucket(now_ms);
+        let start = self.entries.partition_point(|e| *e < fingerprint);
+        self.entries[start..]
+            .iter()
+            .take_while(|e| *e & !0xff == fingerprint)
+            .any(|e| is_live(*e as u8, current))
+    }
+
+    /// Forgets entries whose bucket has passed; gives back spare capacity.
+    pub(crate) fn prune(&mut self, scheme: &KeyScheme, now_ms: i64) {
+        let current = scheme.bucket(now_ms);
+        self.entries.retain(|e| is_live(*e as u8, current));
+        if self.entries.capacity() > self.entries.len() * 2 + 8 {
+            self.entries.shrink_to_fit();
+        }
+    }
+
+    /// Entries held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+fn entry(scheme: &KeyScheme, key: &str, expires_at_ms: i64) -> u32 {
+    (scheme.fingerprint(key) << 8) | u32::from(scheme.bucket(expires_at_ms))
+}
+
+/// Whether an entry with expiry bucket `bucket` is still live in bucket `current`: its
+/// bucket is `current` or up to 127 buckets ahead (a live key is at most 65 ahead), modulo
+/// 256. An entry more than 128 buckets past reads as live again: a false "maybe", which
+/// the exact confirmation absorbs; pruning keeps that rare.
+fn is_live(bucket: u8, current: u8) -> bool {
+    bucket.wrapping_sub(current) < 128
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_is_the_reference_hash() {
+        // Published FNV-1a 64 test vectors.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(shard_of("SKU-1", 1), 0);
+        assert!(shard_of("SKU-1", 16) < 16);
+    }
+
+    #[test]
+    fn keys_are_found_until_they_expire_and_pruned_after() {
+        let scheme = KeyScheme::new(640); // 10 s buckets
+        let now = 1_700_000_000_000;
+        let ttl_ms = 640_000;
+        let mut filter = KeyFilter::from_keys(&scheme, [("a", now + ttl_ms)]);
+        filter.insert(&scheme, "b", now + 1_000);
+        assert!(filter.maybe_contains(&scheme, "a", now));
+        assert!(filter.maybe_contains(&scheme, "b", now));
+        assert!(!filter.maybe_contains(&scheme, "c", now));
+        // `b` expired (its bucket passed); `a` is live until its own expiry.
+        let later = now + 20_000;
+        assert!(!filter.maybe_contains(&scheme, "b", later));
+        assert!(filter.maybe_contains(&scheme, "a", now + ttl_ms - 1));
+        filter.prune(&scheme, later);
+        assert_eq!(filter.len(), 1);
+    }
+
+    #[test]
+    fn a_narrow_mask_makes_every_key_collide() {
+        let scheme = KeyScheme::new(3600).with_fingerprint_mask(0);
+        let filter = KeyFilter::from_keys(&scheme, [("a", 1_000)]);
+        assert!(filter.maybe_contains(&scheme, "zzz", 0));
+    }
+}
