@@ -37,6 +37,11 @@ impl LocationStock {
         self.on_hand += delta;
         if self.journal.len() == JOURNAL_LIMIT {
             self.journal.pop_front();
+        } else if self.journal.len() == self.journal.capacity() {
+            // Grow by a quarter (at least one entry), not double: most SKUs see few changes
+            // between counts, and the room is allocated only once one is journaled.
+            let room = (self.journal.len() / 4).clamp(1, JOURNAL_LIMIT - self.journal.len());
+            self.journal.reserve_exact(room);
         }
         self.journal.push_back((at_ms, delta));
     }
@@ -167,7 +172,8 @@ impl SkuState {
     }
 
     pub(super) fn stock_mut(&mut self, location: &LocationId) -> &mut LocationStock {
-        self.locations.entry(location.clone()).or_default()
+        self.locations
+            .get_or_insert_with(location, || (location.clone(), LocationStock::default()))
     }
 
     /// An absolute count at `location` taken at `watermark`: on-hand becomes the counted
