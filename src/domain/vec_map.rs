@@ -17,6 +17,7 @@
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smol_str::SmolStr;
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, btree_map};
 use std::fmt;
@@ -104,9 +105,10 @@ impl<K: Ord, V> VecMap<K, V> {
     /// The value under `key`, if any.
     pub fn get<Q>(&self, key: &Q) -> Option<&V>
     where
-        K: Borrow<Q>,
-        Q: Ord + ?Sized,
+        Q: Lookup<K> + ?Sized,
+        K: Borrow<Q::Key>,
     {
+        let key = key.key();
         match &self.repr {
             Repr::Small(entries) => find(entries, key).ok().map(|index| &entries[index].1),
             Repr::Large(tree) => tree.get(key),
@@ -116,9 +118,10 @@ impl<K: Ord, V> VecMap<K, V> {
     /// The value under `key`, mutable, if any.
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
-        K: Borrow<Q>,
-        Q: Ord + ?Sized,
+        Q: Lookup<K> + ?Sized,
+        K: Borrow<Q::Key>,
     {
+        let key = key.key();
         match &mut self.repr {
             Repr::Small(entries) => match find(entries, key) {
                 Ok(index) => Some(&mut entries[index].1),
@@ -131,8 +134,8 @@ impl<K: Ord, V> VecMap<K, V> {
     /// Whether `key` has a value.
     pub fn contains_key<Q>(&self, key: &Q) -> bool
     where
-        K: Borrow<Q>,
-        Q: Ord + ?Sized,
+        Q: Lookup<K> + ?Sized,
+        K: Borrow<Q::Key>,
     {
         self.get(key).is_some()
     }
@@ -155,9 +158,10 @@ impl<K: Ord, V> VecMap<K, V> {
     /// Removes `key`, returning its value.
     pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
     where
-        K: Borrow<Q>,
-        Q: Ord + ?Sized,
+        Q: Lookup<K> + ?Sized,
+        K: Borrow<Q::Key>,
     {
+        let key = key.key();
         let removed = match &mut self.repr {
             Repr::Small(entries) => {
                 let index = find(entries, key).ok()?;
@@ -180,9 +184,10 @@ impl<K: Ord, V> VecMap<K, V> {
     /// unless the key is new (unlike `entry(key.clone())`).
     pub fn get_or_insert_with<Q>(&mut self, key: &Q, make: impl FnOnce() -> (K, V)) -> &mut V
     where
-        K: Borrow<Q>,
-        Q: Ord + ?Sized,
+        Q: Lookup<K> + ?Sized,
+        K: Borrow<Q::Key>,
     {
+        let key = key.key();
         self.grow_if_large();
         match &mut self.repr {
             Repr::Small(entries) => {
@@ -222,6 +227,49 @@ impl<K: Ord, V> VecMap<K, V> {
             let entries: Vec<(K, V)> = std::mem::take(&mut **tree).into_iter().collect();
             self.repr = Repr::Small(entries);
         }
+    }
+}
+
+/// What a [`VecMap`] with keys `K` can be looked up by: the key type itself, and for string
+/// keys any string (`str`, `String`, `SmolStr`), so callers holding a `String` need not
+/// convert it.
+pub trait Lookup<K> {
+    /// The form compared with the keys (`K` borrows as it).
+    type Key: Ord + ?Sized;
+
+    /// This value in that form.
+    fn key(&self) -> &Self::Key;
+}
+
+impl<K: Ord> Lookup<K> for K {
+    type Key = K;
+
+    fn key(&self) -> &K {
+        self
+    }
+}
+
+impl Lookup<SmolStr> for str {
+    type Key = str;
+
+    fn key(&self) -> &str {
+        self
+    }
+}
+
+impl Lookup<SmolStr> for String {
+    type Key = str;
+
+    fn key(&self) -> &str {
+        self
+    }
+}
+
+impl Lookup<String> for str {
+    type Key = str;
+
+    fn key(&self) -> &str {
+        self
     }
 }
 
@@ -405,8 +453,9 @@ impl<K: Ord, V, const N: usize> From<[(K, V); N]> for VecMap<K, V> {
 
 impl<K, Q, V> Index<&Q> for VecMap<K, V>
 where
-    K: Ord + Borrow<Q>,
-    Q: Ord + ?Sized,
+    K: Ord,
+    Q: Lookup<K> + ?Sized,
+    K: Borrow<Q::Key>,
 {
     type Output = V;
 

@@ -208,7 +208,7 @@ impl SkuState {
             };
         }
         self.inbound.insert(
-            purchase_order.to_owned(),
+            purchase_order.into(),
             InboundLine {
                 location: location.clone(),
                 quantity,
@@ -258,7 +258,7 @@ impl SkuState {
             .change_on_hand(at_ms, -to_i64(quantity));
         self.stock_mut(to).in_transit += to_i64(quantity);
         self.transfers.insert(
-            transfer.to_owned(),
+            transfer.into(),
             TransferLine {
                 from: from.clone(),
                 to: to.clone(),

@@ -25,6 +25,7 @@ use super::movement::{Movement, MovementKind};
 use super::vec_map::VecMap;
 use super::{LocationId, Sku};
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 use std::collections::{BTreeSet, VecDeque};
 
 /// The newest levels of one SKU after a durable change.
@@ -113,21 +114,21 @@ pub struct SkuState {
     /// Stock per location.
     pub locations: VecMap<LocationId, LocationStock>,
     /// Open reservations by id.
-    pub reservations: VecMap<String, Reservation>,
+    pub reservations: VecMap<SmolStr, Reservation>,
     /// Reservation ids that were cancelled before their sale arrived, so the late sale
     /// reserves nothing (out-of-order deliveries, scenario S3).
     #[serde(default)]
-    pub cancelled_in_advance: VecMap<String, u64>,
+    pub cancelled_in_advance: VecMap<SmolStr, u64>,
     /// Open purchase-order lines by id.
     #[serde(default, skip_serializing_if = "VecMap::is_empty")]
-    pub inbound: VecMap<String, InboundLine>,
+    pub inbound: VecMap<SmolStr, InboundLine>,
     /// Transfers by id (kept once fully received, for idempotent replays).
     #[serde(default, skip_serializing_if = "VecMap::is_empty")]
-    pub transfers: VecMap<String, TransferLine>,
+    pub transfers: VecMap<SmolStr, TransferLine>,
     /// Closed reservation lines in closing order, (closed at ms, id): forgotten from the
     /// front once older than the retention.
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
-    pub closed_lines: VecDeque<(i64, String)>,
+    pub closed_lines: VecDeque<(i64, SmolStr)>,
 }
 
 impl SkuState {

@@ -4,6 +4,7 @@ use super::*;
 use crate::domain::LocationId;
 use crate::domain::SCHEMA_VERSION;
 use crate::domain::movement::{Movement, MovementKind};
+use smol_str::SmolStr;
 use std::collections::BTreeSet;
 
 fn movement(key: &str, kind: MovementKind) -> Movement {
@@ -760,7 +761,7 @@ fn closed_lines_are_forgotten_after_the_retention_and_open_ones_never() {
         },
         at,
     );
-    let left: Vec<&String> = state.reservations.keys().collect();
+    let left: Vec<&SmolStr> = state.reservations.keys().collect();
     assert_eq!(left, vec!["open"]);
     assert_eq!(
         state.location(&wh()).reserved,
@@ -1231,7 +1232,10 @@ fn a_snapshot_in_the_stored_json_shape_still_loads() {
         },
     )
     .unwrap();
-    assert!(!late.levels_changed, "the sale was cancelled before it came");
+    assert!(
+        !late.levels_changed,
+        "the sale was cancelled before it came"
+    );
     let again = run(
         &mut state,
         MovementKind::Sale {
@@ -1242,6 +1246,9 @@ fn a_snapshot_in_the_stored_json_shape_still_loads() {
         },
     )
     .unwrap();
-    assert!(!again.levels_changed, "a closed line is never reserved twice");
+    assert!(
+        !again.levels_changed,
+        "a closed line is never reserved twice"
+    );
     assert_eq!(state.location(&wh()).available(), 7);
 }
