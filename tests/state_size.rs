@@ -174,6 +174,26 @@ fn a_sku_state_stays_small() {
         .filter(|line| line.open() > 0)
         .count();
     assert_eq!(open, 10, "the week leaves ten order lines open");
+    let journal: usize = week_state
+        .locations
+        .values()
+        .map(|stock| stock.journal.capacity())
+        .sum();
+    println!(
+        "week breakdown: {} locations of {} + {} bytes; {} lines of {} + {} bytes; \
+         {} closed-line queue entries (room for {}) of {} bytes; \
+         {journal} journal entries of {} bytes (room)",
+        week_state.locations.len(),
+        std::mem::size_of::<stocksync::domain::LocationId>(),
+        std::mem::size_of::<stocksync::domain::LocationStock>(),
+        week_state.reservations.len(),
+        std::mem::size_of_val(week_state.reservations.keys().next().expect("lines")),
+        std::mem::size_of::<stocksync::domain::Reservation>(),
+        week_state.closed_lines.len(),
+        week_state.closed_lines.capacity(),
+        std::mem::size_of_val(week_state.closed_lines.front().expect("closed lines")),
+        std::mem::size_of::<(i64, i64)>(),
+    );
     println!(
         "SkuState inline: {inline} bytes\n\
          one receipt:  {receipt_heap} heap + {inline} inline = {} bytes\n\

@@ -185,6 +185,11 @@ impl SkuState {
         }
         // What the counter could not have seen: on-hand changes after the watermark.
         stock.journal.retain(|(at, _)| *at > watermark);
+        if stock.journal.len() <= stock.journal.capacity() / 2 {
+            stock
+                .journal
+                .shrink_to(stock.journal.len() + stock.journal.len() / 4);
+        }
         let unseen: i64 = stock.journal.iter().map(|(_, delta)| delta).sum();
         stock.last_count_watermark = Some(watermark);
         stock.on_hand = to_i64(on_hand) + unseen;
