@@ -161,7 +161,7 @@ fn view(state: &WebState, sku_state: &SkuState) -> StockView {
             .iter()
             .filter(|(_, line)| line.open() > 0)
             .map(|(id, line)| ReservationView {
-                reservation: id.clone(),
+                reservation: id.to_string(),
                 location: line.location.to_string(),
                 quantity: line.quantity,
                 fulfilled: line.fulfilled,

@@ -60,7 +60,7 @@ impl SkuState {
             let closed = line.fulfilled.checked_add(line.released);
             if closed.is_none_or(|closed| closed > line.quantity) {
                 return Err(InvariantViolation::OverclosedLine {
-                    reservation: id.clone(),
+                    reservation: id.to_string(),
                     quantity: line.quantity,
                     fulfilled: line.fulfilled,
                     released: line.released,
@@ -69,13 +69,13 @@ impl SkuState {
             let open = line.open();
             if line.closed_at_ms.is_some() && open > 0 {
                 return Err(InvariantViolation::ClosedLineOpen {
-                    reservation: id.clone(),
+                    reservation: id.to_string(),
                     open,
                 });
             }
             if self.cancelled_in_advance.contains_key(id) {
                 return Err(InvariantViolation::CancelledInAdvanceAndKnown {
-                    reservation: id.clone(),
+                    reservation: id.to_string(),
                 });
             }
             *open_at.entry(&line.location).or_default() += i128::from(open);
@@ -102,7 +102,7 @@ impl SkuState {
         for (id, transfer) in &self.transfers {
             if transfer.received > transfer.quantity {
                 return Err(InvariantViolation::OverReceivedTransfer {
-                    transfer: id.clone(),
+                    transfer: id.to_string(),
                     quantity: transfer.quantity,
                     received: transfer.received,
                 });
@@ -129,7 +129,7 @@ impl SkuState {
         }
         if let Some((id, _)) = self.inbound.iter().find(|(_, line)| line.quantity == 0) {
             return Err(InvariantViolation::EmptyInboundLine {
-                purchase_order: id.clone(),
+                purchase_order: id.to_string(),
             });
         }
         Ok(())

@@ -37,6 +37,11 @@ impl LocationStock {
         self.on_hand += delta;
         if self.journal.len() == JOURNAL_LIMIT {
             self.journal.pop_front();
+        } else if self.journal.len() == self.journal.capacity() {
+            // Grow by a quarter (at least one entry), not double: most SKUs see few changes
+            // between counts, and the room is allocated only once one is journaled.
+            let room = (self.journal.len() / 4).clamp(1, JOURNAL_LIMIT - self.journal.len());
+            self.journal.reserve_exact(room);
         }
         self.journal.push_back((at_ms, delta));
     }
@@ -167,7 +172,8 @@ impl SkuState {
     }
 
     pub(super) fn stock_mut(&mut self, location: &LocationId) -> &mut LocationStock {
-        self.locations.entry(location.clone()).or_default()
+        self.locations
+            .get_or_insert_with(location, || (location.clone(), LocationStock::default()))
     }
 
     /// An absolute count at `location` taken at `watermark`: on-hand becomes the counted
@@ -179,6 +185,11 @@ impl SkuState {
         }
         // What the counter could not have seen: on-hand changes after the watermark.
         stock.journal.retain(|(at, _)| *at > watermark);
+        if stock.journal.len() <= stock.journal.capacity() / 2 {
+            stock
+                .journal
+                .shrink_to(stock.journal.len() + stock.journal.len() / 4);
+        }
         let unseen: i64 = stock.journal.iter().map(|(_, delta)| delta).sum();
         stock.last_count_watermark = Some(watermark);
         stock.on_hand = to_i64(on_hand) + unseen;
@@ -202,7 +213,7 @@ impl SkuState {
             };
         }
         self.inbound.insert(
-            purchase_order.to_owned(),
+            purchase_order.into(),
             InboundLine {
                 location: location.clone(),
                 quantity,
@@ -252,7 +263,7 @@ impl SkuState {
             .change_on_hand(at_ms, -to_i64(quantity));
         self.stock_mut(to).in_transit += to_i64(quantity);
         self.transfers.insert(
-            transfer.to_owned(),
+            transfer.into(),
             TransferLine {
                 from: from.clone(),
                 to: to.clone(),

@@ -22,9 +22,11 @@ pub use location::{
 pub use reservations::{Reservation, RoutingPolicy};
 
 use super::movement::{Movement, MovementKind};
+use super::vec_map::VecMap;
 use super::{LocationId, Sku};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use smol_str::SmolStr;
+use std::collections::{BTreeSet, VecDeque};
 
 /// The newest levels of one SKU after a durable change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,23 +112,23 @@ pub struct SkuState {
     /// Sequence number of the last applied movement (0 = none).
     pub seq: u64,
     /// Stock per location.
-    pub locations: BTreeMap<LocationId, LocationStock>,
+    pub locations: VecMap<LocationId, LocationStock>,
     /// Open reservations by id.
-    pub reservations: BTreeMap<String, Reservation>,
+    pub reservations: VecMap<SmolStr, Reservation>,
     /// Reservation ids that were cancelled before their sale arrived, so the late sale
     /// reserves nothing (out-of-order deliveries, scenario S3).
     #[serde(default)]
-    pub cancelled_in_advance: BTreeMap<String, u64>,
+    pub cancelled_in_advance: VecMap<SmolStr, u64>,
     /// Open purchase-order lines by id.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub inbound: BTreeMap<String, InboundLine>,
+    #[serde(default, skip_serializing_if = "VecMap::is_empty")]
+    pub inbound: VecMap<SmolStr, InboundLine>,
     /// Transfers by id (kept once fully received, for idempotent replays).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub transfers: BTreeMap<String, TransferLine>,
+    #[serde(default, skip_serializing_if = "VecMap::is_empty")]
+    pub transfers: VecMap<SmolStr, TransferLine>,
     /// Closed reservation lines in closing order, (closed at ms, id): forgotten from the
     /// front once older than the retention.
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
-    pub closed_lines: VecDeque<(i64, String)>,
+    pub closed_lines: VecDeque<(i64, SmolStr)>,
 }
 
 impl SkuState {
@@ -135,11 +137,11 @@ impl SkuState {
         Self {
             sku,
             seq: 0,
-            locations: BTreeMap::new(),
-            reservations: BTreeMap::new(),
-            cancelled_in_advance: BTreeMap::new(),
-            inbound: BTreeMap::new(),
-            transfers: BTreeMap::new(),
+            locations: VecMap::new(),
+            reservations: VecMap::new(),
+            cancelled_in_advance: VecMap::new(),
+            inbound: VecMap::new(),
+            transfers: VecMap::new(),
             closed_lines: VecDeque::new(),
         }
     }

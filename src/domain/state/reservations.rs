@@ -59,7 +59,7 @@ impl SkuState {
             .filter_map(|(id, line)| {
                 line.expires_at_ms
                     .filter(|at| *at <= now_ms && line.open() > 0)
-                    .map(|at| (id.clone(), at))
+                    .map(|at| (id.to_string(), at))
             })
             .collect();
         expired.sort_by_key(|(_, at)| *at);
@@ -100,7 +100,7 @@ impl SkuState {
                 && line.closed_at_ms.is_none()
             {
                 line.closed_at_ms = Some(at_ms);
-                self.closed_lines.push_back((at_ms, id.to_owned()));
+                self.closed_lines.push_back((at_ms, id.into()));
             }
         }
     }
@@ -210,7 +210,7 @@ impl SkuState {
             return Ok(self.reserve_split(reservation, released, &plan, expires_at_ms));
         }
         self.reservations.insert(
-            reservation.to_owned(),
+            reservation.into(),
             Reservation {
                 location: chosen.clone(),
                 quantity,
@@ -279,7 +279,7 @@ impl SkuState {
                 n => (part_ids[n - 1].clone(), Vec::new(), 0),
             };
             self.reservations.insert(
-                id,
+                id.into(),
                 Reservation {
                     location: location.clone(),
                     quantity: units + released,
@@ -314,7 +314,7 @@ impl SkuState {
             let units = quantity.unwrap_or(u64::MAX);
             let pending = self
                 .cancelled_in_advance
-                .entry(reservation.to_owned())
+                .entry(reservation.into())
                 .or_default();
             *pending = pending.saturating_add(units);
             return Self::unchanged();

@@ -4,6 +4,7 @@ use super::*;
 use crate::domain::LocationId;
 use crate::domain::SCHEMA_VERSION;
 use crate::domain::movement::{Movement, MovementKind};
+use smol_str::SmolStr;
 use std::collections::BTreeSet;
 
 fn movement(key: &str, kind: MovementKind) -> Movement {
@@ -760,7 +761,7 @@ fn closed_lines_are_forgotten_after_the_retention_and_open_ones_never() {
         },
         at,
     );
-    let left: Vec<&String> = state.reservations.keys().collect();
+    let left: Vec<&SmolStr> = state.reservations.keys().collect();
     assert_eq!(left, vec!["open"]);
     assert_eq!(
         state.location(&wh()).reserved,
@@ -1189,4 +1190,65 @@ fn applying_to_a_corrupted_state_panics_in_debug_builds() {
             quantity: 1,
         },
     );
+}
+
+#[test]
+fn a_snapshot_in_the_stored_json_shape_still_loads() {
+    // A state as earlier builds wrote it (B-tree maps, the closed-line queue): a receipt of
+    // 10, a line shipped and closed, an open hold, and a cancellation that came first.
+    let json = r#"{"sku":"SKU-E","seq":5,
+        "locations":{"WH-1":{"on_hand":9,"reserved":2,"in_transit":0,"journal":[[0,10],[0,-1]]}},
+        "reservations":{
+            "done":{"location":"WH-1","quantity":1,"fulfilled":1,"released":0,"closed_at_ms":0},
+            "open":{"location":"WH-1","quantity":2,"fulfilled":0,"released":0,"expires_at_ms":99}},
+        "cancelled_in_advance":{"early":1},
+        "closed_lines":[[0,"done"]]}"#;
+    let mut state: SkuState = serde_json::from_str(json).unwrap();
+    assert_eq!(state.check_invariants(), Ok(()));
+    assert_eq!(state.location(&wh()).available(), 7);
+    assert_eq!(state.reservations["done"].closed_at_ms, Some(0));
+    assert_eq!(state.next_expiry_ms(), Some(99));
+    // What it writes reads back the same.
+    let written = serde_json::to_string(&state).unwrap();
+    assert_eq!(serde_json::from_str::<SkuState>(&written).unwrap(), state);
+    // The closed line is still recognised, and so is the early cancellation.
+    assert!(matches!(
+        run(
+            &mut state,
+            MovementKind::Fulfilment {
+                reservation: "done".into(),
+                quantity: 1,
+            },
+        ),
+        Err(ApplyError::OverFulfilment { open: 0, .. })
+    ));
+    let late = run(
+        &mut state,
+        MovementKind::Sale {
+            reservation: "early".into(),
+            quantity: 1,
+            location: Some(wh()),
+            route: vec![],
+        },
+    )
+    .unwrap();
+    assert!(
+        !late.levels_changed,
+        "the sale was cancelled before it came"
+    );
+    let again = run(
+        &mut state,
+        MovementKind::Sale {
+            reservation: "done".into(),
+            quantity: 1,
+            location: Some(wh()),
+            route: vec![],
+        },
+    )
+    .unwrap();
+    assert!(
+        !again.levels_changed,
+        "a closed line is never reserved twice"
+    );
+    assert_eq!(state.location(&wh()).available(), 7);
 }
