@@ -116,13 +116,11 @@ pub(crate) fn replay(
         message,
     };
     let mut state = match &loaded.snapshot {
-        Some(snapshot) => serde_json::from_str::<SkuState>(&snapshot.state_json)
-            .map_err(|e| corrupt(format!("snapshot: {e}")))?,
+        Some(snapshot) => snapshot.state()?,
         None => SkuState::new(sku.clone()),
     };
     for event in &loaded.events_after {
-        let movement: Movement = serde_json::from_str(&event.movement_json)
-            .map_err(|e| corrupt(format!("event {}: {e}", event.seq)))?;
+        let movement: Movement = event.movement()?;
         if event.seq != state.seq + 1 {
             return Err(corrupt(format!(
                 "gap in event log: state at {} but next event is {}",
@@ -275,7 +273,7 @@ async fn apply(
         record_route(&mut movement.kind, routed);
     }
     let ttl_ms = shared.options.idempotency_ttl_secs.saturating_mul(1000) as i64;
-    let movement_json = serde_json::to_string(&movement).expect("movements always serialise");
+    let encoded = crate::store::codec::encode_movement(&movement);
     actor.keys.insert(movement.idempotency_key.clone(), seq);
     actor.events_since_snapshot += 1;
     let snapshot =
@@ -284,7 +282,7 @@ async fn apply(
             SnapshotRecord {
                 sku: actor.state.sku.0.clone(),
                 seq,
-                state_json: serde_json::to_string(&actor.state).expect("state always serialises"),
+                state: crate::store::codec::encode_state(&actor.state),
             }
         });
     let hold_expiry = touches_hold
@@ -307,7 +305,7 @@ async fn apply(
             idempotency_key: movement.idempotency_key,
             key_expires_at_ms: now.saturating_add(ttl_ms),
             recorded_at_ms: now,
-            movement_json,
+            movement: encoded,
         }),
         snapshot,
         origin,

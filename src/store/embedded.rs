@@ -15,7 +15,6 @@ use super::{
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -167,49 +166,99 @@ impl EmbeddedStore {
     }
 }
 
+/// Events per multi-row `INSERT`: one statement execution writes this many events (and
+/// one more this many index entries); 64 rows × 6 values stays far below SQLite's limit of
+/// bound values per statement.
+const ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT INTO table (columns) VALUES (?, …), …` for `rows` rows of `width` values.
+fn multi_row_insert(head: &str, width: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; width].join(","));
+    format!("{head} VALUES {}", vec![row; rows].join(","))
+}
+
+const INSERT_EVENTS: &str =
+    "INSERT INTO events (id, sku, seq, idempotency_key, recorded_at_ms, movement)";
+const INSERT_INDEX: &str =
+    "INSERT INTO event_index (sku, seq, event_id, idempotency_key, key_expires_at_ms)";
+
+/// Binds one event's heap row at `first` (6 values) and its index row at `first_index`
+/// (5 values).
+fn bind_event(
+    events: &mut rusqlite::CachedStatement<'_>,
+    index: &mut rusqlite::CachedStatement<'_>,
+    (first, first_index): (usize, usize),
+    id: i64,
+    event: &EventRecord,
+) -> rusqlite::Result<()> {
+    let seq = event.seq as i64;
+    events.raw_bind_parameter(first, id)?;
+    events.raw_bind_parameter(first + 1, event.sku.as_str())?;
+    events.raw_bind_parameter(first + 2, seq)?;
+    events.raw_bind_parameter(first + 3, event.idempotency_key.as_str())?;
+    events.raw_bind_parameter(first + 4, event.recorded_at_ms)?;
+    events.raw_bind_parameter(first + 5, event.movement.as_slice())?;
+    index.raw_bind_parameter(first_index, event.sku.as_str())?;
+    index.raw_bind_parameter(first_index + 1, seq)?;
+    index.raw_bind_parameter(first_index + 2, id)?;
+    index.raw_bind_parameter(first_index + 3, event.idempotency_key.as_str())?;
+    index.raw_bind_parameter(first_index + 4, event.key_expires_at_ms)
+}
+
+/// Appends the events to the heap and the index: whole groups of [`ROWS_PER_INSERT`] with
+/// one statement each, the rest row by row. Heap ids are assigned here (after the current
+/// highest) so that both tables can be written with multi-row statements.
+fn write_events(tx: &rusqlite::Transaction<'_>, events: &[EventRecord]) -> rusqlite::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut next_id: i64 = tx
+        .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM events")?
+        .query_row([], |row| row.get(0))?;
+    let mut groups = events.chunks_exact(ROWS_PER_INSERT);
+    if groups.len() > 0 {
+        let mut heap = tx.prepare_cached(&multi_row_insert(INSERT_EVENTS, 6, ROWS_PER_INSERT))?;
+        let mut index = tx.prepare_cached(&multi_row_insert(INSERT_INDEX, 5, ROWS_PER_INSERT))?;
+        for group in &mut groups {
+            for (row, event) in group.iter().enumerate() {
+                bind_event(
+                    &mut heap,
+                    &mut index,
+                    (row * 6 + 1, row * 5 + 1),
+                    next_id,
+                    event,
+                )?;
+                next_id += 1;
+            }
+            heap.raw_execute()?;
+            index.raw_execute()?;
+        }
+    }
+    let rest = groups.remainder();
+    if !rest.is_empty() {
+        let mut heap = tx.prepare_cached(&multi_row_insert(INSERT_EVENTS, 6, 1))?;
+        let mut index = tx.prepare_cached(&multi_row_insert(INSERT_INDEX, 5, 1))?;
+        for event in rest {
+            bind_event(&mut heap, &mut index, (1, 1), next_id, event)?;
+            next_id += 1;
+            heap.raw_execute()?;
+            index.raw_execute()?;
+        }
+    }
+    // A SKU becomes known with its first event: only those add a row to `skus` (instead
+    // of one lookup per SKU and batch).
+    let mut insert_sku = tx.prepare_cached("INSERT OR IGNORE INTO skus (sku) VALUES (?1)")?;
+    for event in events.iter().filter(|event| event.seq == 1) {
+        insert_sku.execute(params![event.sku])?;
+    }
+    Ok(())
+}
+
 fn write_batch(connection: &mut Connection, batch: &CommitBatch) -> Result<(), StoreError> {
     let err = backend("commit");
     let tx = connection.transaction().map_err(&err)?;
     {
-        let mut insert_event = tx
-            .prepare_cached(
-                "INSERT INTO events (sku, seq, idempotency_key, recorded_at_ms, movement)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .map_err(&err)?;
-        let mut insert_index = tx
-            .prepare_cached(
-                "INSERT INTO event_index (sku, seq, event_id, idempotency_key, key_expires_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .map_err(&err)?;
-        let mut insert_sku = tx
-            .prepare_cached("INSERT OR IGNORE INTO skus (sku) VALUES (?1)")
-            .map_err(&err)?;
-        let mut seen = HashSet::new();
-        for event in &batch.events {
-            insert_event
-                .execute(params![
-                    event.sku,
-                    event.seq as i64,
-                    event.idempotency_key,
-                    event.recorded_at_ms,
-                    event.movement_json
-                ])
-                .map_err(&err)?;
-            insert_index
-                .execute(params![
-                    event.sku,
-                    event.seq as i64,
-                    tx.last_insert_rowid(),
-                    event.idempotency_key,
-                    event.key_expires_at_ms
-                ])
-                .map_err(&err)?;
-            if seen.insert(event.sku.as_str()) {
-                insert_sku.execute(params![event.sku]).map_err(&err)?;
-            }
-        }
+        write_events(&tx, &batch.events).map_err(&err)?;
         let mut upsert_snapshot = tx
             .prepare_cached(
                 "INSERT INTO snapshots (sku, seq, state) VALUES (?1, ?2, ?3)
@@ -222,7 +271,7 @@ fn write_batch(connection: &mut Connection, batch: &CommitBatch) -> Result<(), S
                 .execute(params![
                     snapshot.sku,
                     snapshot.seq as i64,
-                    snapshot.state_json
+                    snapshot.state.as_slice()
                 ])
                 .map_err(&err)?;
         }
@@ -297,6 +346,21 @@ fn write_reservation_rows(
     Ok(())
 }
 
+/// The bytes of a stored movement or state: a BLOB (binary layout) or TEXT (JSON written
+/// by an earlier layout).
+fn stored_bytes(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Vec<u8>> {
+    match row.get_ref(column)? {
+        rusqlite::types::ValueRef::Blob(bytes) | rusqlite::types::ValueRef::Text(bytes) => {
+            Ok(bytes.to_vec())
+        }
+        other => Err(rusqlite::Error::InvalidColumnType(
+            column,
+            "stored value".to_owned(),
+            other.data_type(),
+        )),
+    }
+}
+
 /// Reads `sku, seq, idempotency_key, recorded_at_ms, movement, key_expires_at_ms`.
 fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
     Ok(EventRecord {
@@ -305,7 +369,7 @@ fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
         idempotency_key: row.get(2)?,
         key_expires_at_ms: row.get(5)?,
         recorded_at_ms: row.get(3)?,
-        movement_json: row.get(4)?,
+        movement: stored_bytes(row, 4)?,
     })
 }
 
@@ -318,7 +382,7 @@ fn load(connection: &mut Connection, sku: &str, now_ms: i64) -> Result<LoadedSku
             Ok(SnapshotRecord {
                 sku: sku.to_owned(),
                 seq: row.get::<_, i64>(0)? as u64,
-                state_json: row.get(1)?,
+                state: stored_bytes(row, 1)?,
             })
         })
         .optional()
@@ -363,7 +427,7 @@ fn read_history_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEvent>
             seq: row.get::<_, i64>(2)? as u64,
             idempotency_key: row.get(3)?,
             recorded_at_ms: row.get(4)?,
-            movement_json: row.get(5)?,
+            movement: stored_bytes(row, 5)?,
             key_expires_at_ms: row.get(6)?,
         },
     })
@@ -382,33 +446,44 @@ fn query_history(
         "FROM events e LEFT JOIN event_index i ON i.sku = e.sku AND i.seq = e.seq \
          WHERE (?1 IS NULL OR e.sku = ?1)"
     };
+    // Source and kind are inside the stored movement (either format): rows are filtered
+    // here as SQLite steps through them, and the scan stops at the limit.
     let sql = format!(
         "SELECT e.id, e.sku, e.seq, e.idempotency_key, e.recorded_at_ms, e.movement,
                 COALESCE(i.key_expires_at_ms, 0)
          {from}
            AND e.id > ?2 AND e.recorded_at_ms >= ?3 AND e.recorded_at_ms < ?4
-           AND (?5 IS NULL OR json_extract(e.movement, '$.source') = ?5)
-           AND (?6 IS NULL OR json_extract(e.movement, '$.type') = ?6)
-         ORDER BY e.id LIMIT ?7"
+         ORDER BY e.id"
     );
-    connection
-        .prepare_cached(&sql)
-        .map_err(&err)?
-        .query_map(
-            params![
-                query.sku,
-                query.after.map_or(0, |after| after as i64),
-                query.from_ms.unwrap_or(i64::MIN),
-                query.to_ms.unwrap_or(i64::MAX),
-                query.source,
-                query.kind,
-                query.limit as i64
-            ],
-            read_history_event,
+    let mut statement = connection.prepare_cached(&sql).map_err(&err)?;
+    let mut rows = statement
+        .query(params![
+            query.sku,
+            query.after.map_or(0, |after| after as i64),
+            query.from_ms.unwrap_or(i64::MIN),
+            query.to_ms.unwrap_or(i64::MAX),
+        ])
+        .map_err(&err)?;
+    let mut found = Vec::new();
+    while found.len() < query.limit {
+        let Some(row) = rows.next().map_err(&err)? else {
+            break;
+        };
+        let history = read_history_event(row).map_err(&err)?;
+        let wanted = super::codec::movement_matches(
+            &history.event.movement,
+            query.source.as_deref(),
+            query.kind.as_deref(),
         )
-        .map_err(&err)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(&err)
+        .map_err(|e| StoreError::Corrupt {
+            sku: history.event.sku.clone(),
+            message: format!("event {}: {e}", history.event.seq),
+        })?;
+        if wanted {
+            found.push(history);
+        }
+    }
+    Ok(found)
 }
 
 fn query_pushes(
@@ -745,7 +820,7 @@ mod tests {
             idempotency_key: key.into(),
             key_expires_at_ms: 1_000,
             recorded_at_ms: 10,
-            movement_json: "{}".into(),
+            movement: b"{}".to_vec(),
         }
     }
 
@@ -765,7 +840,7 @@ mod tests {
                     snapshots: vec![SnapshotRecord {
                         sku: "A".into(),
                         seq: 1,
-                        state_json: "s1".into(),
+                        state: b"s1".to_vec(),
                     }],
                     offsets: vec![OffsetWatermark {
                         group: "g".into(),
@@ -848,7 +923,8 @@ mod tests {
             idempotency_key: format!("{source}:{sku}:{seq}"),
             key_expires_at_ms: 9_000,
             recorded_at_ms: at_ms,
-            movement_json: format!(r#"{{"sku":"{sku}","source":"{source}","type":"{kind}"}}"#),
+            movement: format!(r#"{{"sku":"{sku}","source":"{source}","type":"{kind}"}}"#)
+                .into_bytes(),
         }
     }
 
