@@ -8,6 +8,7 @@
 //! One writer connection serves [`Store::commit`] and `record_pushed` on a blocking
 //! thread; a second connection serves reads so they never wait for a commit (WAL).
 
+use super::wal::{Reason, WalOptions, WalPolicy};
 use super::{
     CommitBatch, ConfigAuditRecord, EventQuery, EventRecord, HistoryEvent, HoldExpiryRecord,
     LoadedSku, OffsetWatermark, PushLogQuery, PushLogRecord, PushedRecord, ReservationRecord,
@@ -77,6 +78,19 @@ CREATE TABLE IF NOT EXISTS reservations (
 pub struct EmbeddedStore {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
+    /// When the WAL is checkpointed and truncated (`store::wal`).
+    wal: Arc<WalPolicy>,
+    /// The idle checker's thread, woken to end when the store is dropped.
+    wal_checker: Option<std::thread::Thread>,
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.wal.stop();
+        if let Some(thread) = &self.wal_checker {
+            thread.unpark();
+        }
+    }
 }
 
 fn backend(operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -93,10 +107,20 @@ fn count(method: &'static str, ok: bool) {
 }
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) the database file and its parent folder.
+    /// Opens (creating if needed) the database file and its parent folder, with the default
+    /// WAL policy.
     ///
     /// Errors: [`StoreError::Backend`] when the folder or file cannot be created or opened.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, WalOptions::default())
+    }
+
+    /// Opens (creating if needed) the database file and its parent folder, checkpointing
+    /// the WAL as `wal` says.
+    ///
+    /// Errors: [`StoreError::Backend`] when the folder or file cannot be created or opened,
+    /// or the WAL checker thread cannot be started.
+    pub fn open_with(path: &Path, wal: WalOptions) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| StoreError::Backend {
                 operation: "open",
@@ -107,7 +131,7 @@ impl EmbeddedStore {
         writer
             .execute_batch(
                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;
-                 PRAGMA wal_autocheckpoint=32768; PRAGMA cache_size=-262144;
+                 PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-262144;
                  PRAGMA temp_store=MEMORY;",
             )
             .map_err(backend("open"))?;
@@ -138,10 +162,25 @@ impl EmbeddedStore {
         reader
             .execute_batch("PRAGMA busy_timeout=5000; PRAGMA cache_size=-65536;")
             .map_err(backend("open"))?;
+        let writer = Arc::new(Mutex::new(writer));
+        let wal = Arc::new(WalPolicy::new(path, wal));
+        let checker = wal
+            .spawn_idle_checker(Arc::downgrade(&writer))
+            .map_err(|e| StoreError::Backend {
+                operation: "open",
+                message: format!("cannot start the wal checker: {e}"),
+            })?;
         Ok(Self {
-            writer: Arc::new(Mutex::new(writer)),
+            writer,
             reader: Arc::new(Mutex::new(reader)),
+            wal,
+            wal_checker: Some(checker.thread().clone()),
         })
+    }
+
+    /// The WAL file's current size in bytes.
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal.wal_bytes()
     }
 
     async fn blocking<T: Send + 'static>(
@@ -529,7 +568,24 @@ fn query_pushes(
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn commit(&self, batch: CommitBatch) -> Result<(), StoreError> {
-        Self::blocking(&self.writer, "commit", move |c| write_batch(c, &batch)).await
+        let wal = self.wal.clone();
+        Self::blocking(&self.writer, "commit", move |c| {
+            write_batch(c, &batch)?;
+            wal.after_commit(c);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Checkpoints the WAL into the database and truncates it, so that a clean stop leaves
+    /// (nearly) nothing beside the database file.
+    async fn close(&self) -> Result<(), StoreError> {
+        let wal = self.wal.clone();
+        Self::blocking(&self.writer, "close", move |c| {
+            wal.checkpoint(c, Reason::Close);
+            Ok(())
+        })
+        .await
     }
 
     async fn load_sku(&self, sku: &str, now_ms: i64) -> Result<LoadedSku, StoreError> {
@@ -878,6 +934,197 @@ mod tests {
         assert_eq!(store.offsets("g").await.unwrap()[0].next_offset, 7);
         assert_eq!(store.list_skus(None, 10).await.unwrap(), vec!["A", "B"]);
         assert_eq!(store.list_skus(Some("A"), 10).await.unwrap(), vec!["B"]);
+    }
+
+    /// `n` events of `sku` from `first_seq` on, each with a movement of `bytes` bytes.
+    fn bulky_events(sku: &str, first_seq: u64, n: u64, bytes: usize) -> Vec<EventRecord> {
+        (first_seq..first_seq + n)
+            .map(|seq| EventRecord {
+                movement: vec![crate::store::codec::MOVEMENT_V1; bytes],
+                ..event(sku, seq, &format!("{sku}:{seq}"))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_wal_stays_under_its_threshold_plus_one_batch_and_close_empties_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let options = WalOptions {
+            checkpoint_bytes: 1024 * 1024,
+            idle_checkpoint_secs: 3_600,
+        };
+        let store = EmbeddedStore::open_with(&path, options.clone()).unwrap();
+        let mut largest = 0;
+        let mut largest_batch_wal = 0;
+        for batch in 0..60 {
+            let before = store.wal_bytes();
+            store
+                .commit(CommitBatch {
+                    events: bulky_events("A", batch * 100 + 1, 100, 600),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let after = store.wal_bytes();
+            largest_batch_wal = largest_batch_wal.max(after.saturating_sub(before));
+            largest = largest.max(after);
+        }
+        assert!(largest_batch_wal > 0);
+        assert!(
+            largest <= options.checkpoint_bytes + largest_batch_wal,
+            "wal reached {largest} bytes; threshold {} plus one batch {largest_batch_wal}",
+            options.checkpoint_bytes
+        );
+        store.close().await.unwrap();
+        assert_eq!(store.wal_bytes(), 0);
+        assert_eq!(store.events("A", 1, 10_000).await.unwrap().len(), 6_000);
+    }
+
+    #[tokio::test]
+    async fn an_idle_wal_is_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with(
+            &dir.path().join("s.db"),
+            WalOptions {
+                checkpoint_bytes: 64 * 1024 * 1024,
+                idle_checkpoint_secs: 1,
+            },
+        )
+        .unwrap();
+        store
+            .commit(CommitBatch {
+                events: bulky_events("A", 1, 50, 200),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(store.wal_bytes() > 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.wal_bytes() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the idle wal was not truncated"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(store.load_sku("A", 0).await.unwrap().events_after.len(), 50);
+    }
+
+    #[tokio::test]
+    async fn rows_stored_as_json_text_load_beside_binary_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let movement = |quantity: u64| crate::domain::Movement {
+            schema_version: crate::domain::SCHEMA_VERSION,
+            sku: "A".into(),
+            idempotency_key: format!("k{quantity}"),
+            source: "wms".into(),
+            occurred_at_ms: Some(7),
+            kind: crate::domain::MovementKind::Receipt {
+                location: "WH-1".into(),
+                quantity,
+            },
+        };
+        {
+            // What the JSON layout wrote: TEXT values.
+            let store = EmbeddedStore::open(&path).unwrap();
+            store.commit(CommitBatch::default()).await.unwrap();
+            let writer = store.writer.lock().unwrap();
+            writer
+                .execute(
+                    "INSERT INTO events (sku, seq, idempotency_key, recorded_at_ms, movement)
+                     VALUES ('A', 1, 'k1', 5, ?1)",
+                    params![serde_json::to_string(&movement(1)).unwrap()],
+                )
+                .unwrap();
+            writer
+                .execute(
+                    "INSERT INTO event_index (sku, seq, event_id, idempotency_key, key_expires_at_ms)
+                     VALUES ('A', 1, last_insert_rowid(), 'k1', 100)",
+                    [],
+                )
+                .unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        store
+            .commit(CommitBatch {
+                events: vec![EventRecord {
+                    movement: crate::store::codec::encode_movement(&movement(2)),
+                    ..event("A", 2, "k2")
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let loaded = store.load_sku("A", 0).await.unwrap();
+        let movements: Vec<_> = loaded
+            .events_after
+            .iter()
+            .map(|event| event.movement().unwrap())
+            .collect();
+        assert_eq!(movements, vec![movement(1), movement(2)]);
+        assert_eq!(
+            loaded.events_after[0].movement_json().unwrap(),
+            serde_json::to_value(movement(1)).unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_one_multi_row_insert_keeps_order_ids_and_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s.db")).unwrap();
+        let mut events = Vec::new();
+        for seq in 1..=(ROWS_PER_INSERT as u64 * 2 + 7) {
+            events.push(event("A", seq, &format!("a{seq}")));
+            events.push(event("B", seq, &format!("b{seq}")));
+        }
+        store
+            .commit(CommitBatch {
+                events: events.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        store
+            .commit(CommitBatch {
+                events: vec![event("C", 1, "c1")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let history = store
+            .query_events(&EventQuery {
+                limit: 1_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let order: Vec<_> = history
+            .iter()
+            .map(|row| (row.event.sku.clone(), row.event.seq))
+            .collect();
+        let mut expected: Vec<_> = events.iter().map(|e| (e.sku.clone(), e.seq)).collect();
+        expected.push(("C".to_owned(), 1));
+        assert_eq!(order, expected);
+        assert!(
+            history
+                .windows(2)
+                .all(|pair| pair[0].cursor < pair[1].cursor)
+        );
+        let loaded = store.load_sku("B", 0).await.unwrap();
+        assert_eq!(loaded.events_after.len(), ROWS_PER_INSERT * 2 + 7);
+        assert!(
+            loaded
+                .events_after
+                .iter()
+                .all(|e| e.idempotency_key.starts_with('b'))
+        );
+        assert_eq!(loaded.idempotency_keys.len(), ROWS_PER_INSERT * 2 + 7);
+        assert_eq!(
+            store.list_skus(None, 10).await.unwrap(),
+            vec!["A", "B", "C"]
+        );
     }
 
     #[tokio::test]

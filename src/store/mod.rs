@@ -11,6 +11,7 @@
 pub mod codec;
 pub mod embedded;
 pub mod history;
+pub mod wal;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -329,14 +330,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<HoldExpiryRecord>, StoreError>;
     /// The reservation request recorded under `id`, if any.
     async fn reservation(&self, id: &str) -> Result<Option<ReservationRecord>, StoreError>;
+    /// Called once on a clean stop, after the last commit: leaves the store compact on disk
+    /// (the embedded backend checkpoints and truncates its WAL). Default: nothing to do.
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Opens the configured backend (the registry of store backends).
 pub fn open(config: &crate::config::StoreConfig) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     match config.backend {
-        crate::config::StoreBackend::Embedded => Ok(std::sync::Arc::new(
-            embedded::EmbeddedStore::open(&config.path)?,
-        )),
+        crate::config::StoreBackend::Embedded => {
+            Ok(std::sync::Arc::new(embedded::EmbeddedStore::open_with(
+                &config.path,
+                wal::WalOptions {
+                    checkpoint_bytes: config.wal_checkpoint_bytes,
+                    idle_checkpoint_secs: config.wal_idle_checkpoint_secs,
+                },
+            )?))
+        }
         crate::config::StoreBackend::Scylla => Err(StoreError::Backend {
             operation: "open",
             message:
