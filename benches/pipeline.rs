@@ -159,6 +159,26 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+    report_bytes_per_movement(&dir.path().join("bench.db"));
+}
+
+/// Prints the database size per stored movement after the run (WAL checkpointed first).
+fn report_bytes_per_movement(path: &std::path::Path) {
+    let connection = rusqlite::Connection::open(path).expect("bench database opens");
+    let _ = connection.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+    let (events, pages, page_size, free): (i64, i64, i64, i64) = connection
+        .query_row(
+            "SELECT (SELECT count(*) FROM events), (SELECT * FROM pragma_page_count()),
+                    (SELECT * FROM pragma_page_size()), (SELECT * FROM pragma_freelist_count())",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .expect("bench database answers");
+    let bytes = (pages - free) * page_size;
+    println!(
+        "store: {events} events in {bytes} bytes = {:.1} bytes per stored movement",
+        bytes as f64 / events.max(1) as f64
+    );
 }
 
 criterion_group!(benches, bench);

@@ -385,6 +385,9 @@ impl App {
             tracing::warn!(error = %error, "propagation did not drain before shutdown");
         }
         self.propagation.shutdown().await;
+        if let Err(error) = self.ledger.store().close().await {
+            tracing::warn!(error = %error, "store did not close cleanly");
+        }
         self.housekeeping.abort();
         if let Some(task) = self.atp_output {
             task.abort();

@@ -41,6 +41,14 @@ pub struct StoreConfig {
     /// A snapshot of a SKU is written every this many of its events.
     #[serde(default = "default_snapshot_every_events")]
     pub snapshot_every_events: u64,
+    /// Embedded backend: a commit that leaves the write-ahead log larger than this many
+    /// bytes checkpoints it into the database and truncates it.
+    #[serde(default = "default_wal_checkpoint_bytes")]
+    pub wal_checkpoint_bytes: u64,
+    /// Embedded backend: with no commit for this many seconds, the write-ahead log is
+    /// checkpointed and truncated.
+    #[serde(default = "default_wal_idle_checkpoint_secs")]
+    pub wal_idle_checkpoint_secs: u64,
 }
 
 impl Default for StoreConfig {
@@ -52,6 +60,8 @@ impl Default for StoreConfig {
             scylla_keyspace: default_keyspace(),
             group_commit_max_batch: default_group_commit_max_batch(),
             snapshot_every_events: default_snapshot_every_events(),
+            wal_checkpoint_bytes: default_wal_checkpoint_bytes(),
+            wal_idle_checkpoint_secs: default_wal_idle_checkpoint_secs(),
         }
     }
 }
@@ -67,6 +77,12 @@ fn default_group_commit_max_batch() -> usize {
 }
 fn default_snapshot_every_events() -> u64 {
     500
+}
+fn default_wal_checkpoint_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_wal_idle_checkpoint_secs() -> u64 {
+    10
 }
 
 /// `[ledger]`.

@@ -119,13 +119,32 @@ fn validate_locations(
     location_ids
 }
 
-/// `[store]`: batch sizes are positive and the Scylla backend has contact points.
+/// Smallest `store.wal_checkpoint_bytes`: 1 MiB (smaller checkpoints far too often).
+const MIN_WAL_CHECKPOINT_BYTES: u64 = 1024 * 1024;
+/// Largest `store.wal_checkpoint_bytes`: 16 GiB.
+const MAX_WAL_CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+/// Largest `store.wal_idle_checkpoint_secs`: one day.
+const MAX_WAL_IDLE_CHECKPOINT_SECS: u64 = 86_400;
+
+/// `[store]`: batch sizes are positive, WAL thresholds in range, and the Scylla backend has
+/// contact points.
 fn validate_store(store: &StoreConfig, problems: &mut Vec<String>) {
     if store.group_commit_max_batch == 0 {
         problems.push("store.group_commit_max_batch must be at least 1".to_owned());
     }
     if store.snapshot_every_events == 0 {
         problems.push("store.snapshot_every_events must be at least 1".to_owned());
+    }
+    if !(MIN_WAL_CHECKPOINT_BYTES..=MAX_WAL_CHECKPOINT_BYTES).contains(&store.wal_checkpoint_bytes)
+    {
+        problems.push(format!(
+            "store.wal_checkpoint_bytes must be between {MIN_WAL_CHECKPOINT_BYTES} and {MAX_WAL_CHECKPOINT_BYTES}"
+        ));
+    }
+    if !(1..=MAX_WAL_IDLE_CHECKPOINT_SECS).contains(&store.wal_idle_checkpoint_secs) {
+        problems.push(format!(
+            "store.wal_idle_checkpoint_secs must be between 1 and {MAX_WAL_IDLE_CHECKPOINT_SECS}"
+        ));
     }
     if store.backend == StoreBackend::Scylla && store.scylla_nodes.is_empty() {
         problems.push("store.backend = \"scylla\" needs store.scylla_nodes".to_owned());

@@ -233,13 +233,11 @@ pub(crate) fn replay(
         message,
     };
     let mut state = match &loaded.snapshot {
-        Some(snapshot) => serde_json::from_str::<SkuState>(&snapshot.state_json)
-            .map_err(|e| corrupt(format!("snapshot: {e}")))?,
+        Some(snapshot) => snapshot.state()?,
         None => SkuState::new(sku.clone()),
     };
     for event in &loaded.events_after {
-        let movement: Movement = serde_json::from_str(&event.movement_json)
-            .map_err(|e| corrupt(format!("event {}: {e}", event.seq)))?;
+        let movement: Movement = event.movement()?;
         if event.seq != state.seq + 1 {
             return Err(corrupt(format!(
                 "gap in event log: state at {} but next event is {}",
@@ -775,7 +773,7 @@ fn apply(
     let ttl_ms =
         i64::try_from(core.options.idempotency_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let key_expires_at_ms = now.saturating_add(ttl_ms);
-    let movement_json = serde_json::to_string(&movement).expect("movements always serialise");
+    let encoded = crate::store::codec::encode_movement(&movement);
     cell.keys.insert(
         &core.key_scheme,
         &movement.idempotency_key,
@@ -793,7 +791,7 @@ fn apply(
         SnapshotRecord {
             sku: cell.state.sku.0.clone(),
             seq,
-            state_json: serde_json::to_string(&cell.state).expect("state always serialises"),
+            state: crate::store::codec::encode_state(&cell.state),
         }
     });
     let hold_expiry = touches_hold
@@ -820,7 +818,7 @@ fn apply(
             idempotency_key: movement.idempotency_key,
             key_expires_at_ms,
             recorded_at_ms: now,
-            movement_json,
+            movement: encoded,
         }),
         snapshot,
         origin,

@@ -8,6 +8,7 @@
 //! One writer connection serves [`Store::commit`] and `record_pushed` on a blocking
 //! thread; a second connection serves reads so they never wait for a commit (WAL).
 
+use super::wal::{Reason, WalOptions, WalPolicy};
 use super::{
     BatchLoadedSku, CommitBatch, ConfigAuditRecord, EventQuery, EventRecord, HistoryEvent,
     HoldExpiryRecord, IdempotencyKeyRecord, LoadedSku, OffsetWatermark, PushLogQuery,
@@ -15,7 +16,6 @@ use super::{
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -78,6 +78,19 @@ CREATE TABLE IF NOT EXISTS reservations (
 pub struct EmbeddedStore {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
+    /// When the WAL is checkpointed and truncated (`store::wal`).
+    wal: Arc<WalPolicy>,
+    /// The idle checker's thread, woken to end when the store is dropped.
+    wal_checker: Option<std::thread::Thread>,
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.wal.stop();
+        if let Some(thread) = &self.wal_checker {
+            thread.unpark();
+        }
+    }
 }
 
 fn backend(operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -94,10 +107,20 @@ fn count(method: &'static str, ok: bool) {
 }
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) the database file and its parent folder.
+    /// Opens (creating if needed) the database file and its parent folder, with the default
+    /// WAL policy.
     ///
     /// Errors: [`StoreError::Backend`] when the folder or file cannot be created or opened.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, WalOptions::default())
+    }
+
+    /// Opens (creating if needed) the database file and its parent folder, checkpointing
+    /// the WAL as `wal` says.
+    ///
+    /// Errors: [`StoreError::Backend`] when the folder or file cannot be created or opened,
+    /// or the WAL checker thread cannot be started.
+    pub fn open_with(path: &Path, wal: WalOptions) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| StoreError::Backend {
                 operation: "open",
@@ -108,7 +131,7 @@ impl EmbeddedStore {
         writer
             .execute_batch(
                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;
-                 PRAGMA wal_autocheckpoint=32768; PRAGMA cache_size=-262144;
+                 PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-262144;
                  PRAGMA temp_store=MEMORY;",
             )
             .map_err(backend("open"))?;
@@ -139,10 +162,25 @@ impl EmbeddedStore {
         reader
             .execute_batch("PRAGMA busy_timeout=5000; PRAGMA cache_size=-65536;")
             .map_err(backend("open"))?;
+        let writer = Arc::new(Mutex::new(writer));
+        let wal = Arc::new(WalPolicy::new(path, wal));
+        let checker = wal
+            .spawn_idle_checker(Arc::downgrade(&writer))
+            .map_err(|e| StoreError::Backend {
+                operation: "open",
+                message: format!("cannot start the wal checker: {e}"),
+            })?;
         Ok(Self {
-            writer: Arc::new(Mutex::new(writer)),
+            writer,
             reader: Arc::new(Mutex::new(reader)),
+            wal,
+            wal_checker: Some(checker.thread().clone()),
         })
+    }
+
+    /// The WAL file's current size in bytes.
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal.wal_bytes()
     }
 
     async fn blocking<T: Send + 'static>(
@@ -167,49 +205,99 @@ impl EmbeddedStore {
     }
 }
 
+/// Events per multi-row `INSERT`: one statement execution writes this many events (and
+/// one more this many index entries); 64 rows × 6 values stays far below SQLite's limit of
+/// bound values per statement.
+const ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT INTO table (columns) VALUES (?, …), …` for `rows` rows of `width` values.
+fn multi_row_insert(head: &str, width: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; width].join(","));
+    format!("{head} VALUES {}", vec![row; rows].join(","))
+}
+
+const INSERT_EVENTS: &str =
+    "INSERT INTO events (id, sku, seq, idempotency_key, recorded_at_ms, movement)";
+const INSERT_INDEX: &str =
+    "INSERT INTO event_index (sku, seq, event_id, idempotency_key, key_expires_at_ms)";
+
+/// Binds one event's heap row at `first` (6 values) and its index row at `first_index`
+/// (5 values).
+fn bind_event(
+    events: &mut rusqlite::CachedStatement<'_>,
+    index: &mut rusqlite::CachedStatement<'_>,
+    (first, first_index): (usize, usize),
+    id: i64,
+    event: &EventRecord,
+) -> rusqlite::Result<()> {
+    let seq = event.seq as i64;
+    events.raw_bind_parameter(first, id)?;
+    events.raw_bind_parameter(first + 1, event.sku.as_str())?;
+    events.raw_bind_parameter(first + 2, seq)?;
+    events.raw_bind_parameter(first + 3, event.idempotency_key.as_str())?;
+    events.raw_bind_parameter(first + 4, event.recorded_at_ms)?;
+    events.raw_bind_parameter(first + 5, event.movement.as_slice())?;
+    index.raw_bind_parameter(first_index, event.sku.as_str())?;
+    index.raw_bind_parameter(first_index + 1, seq)?;
+    index.raw_bind_parameter(first_index + 2, id)?;
+    index.raw_bind_parameter(first_index + 3, event.idempotency_key.as_str())?;
+    index.raw_bind_parameter(first_index + 4, event.key_expires_at_ms)
+}
+
+/// Appends the events to the heap and the index: whole groups of [`ROWS_PER_INSERT`] with
+/// one statement each, the rest row by row. Heap ids are assigned here (after the current
+/// highest) so that both tables can be written with multi-row statements.
+fn write_events(tx: &rusqlite::Transaction<'_>, events: &[EventRecord]) -> rusqlite::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut next_id: i64 = tx
+        .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM events")?
+        .query_row([], |row| row.get(0))?;
+    let mut groups = events.chunks_exact(ROWS_PER_INSERT);
+    if groups.len() > 0 {
+        let mut heap = tx.prepare_cached(&multi_row_insert(INSERT_EVENTS, 6, ROWS_PER_INSERT))?;
+        let mut index = tx.prepare_cached(&multi_row_insert(INSERT_INDEX, 5, ROWS_PER_INSERT))?;
+        for group in &mut groups {
+            for (row, event) in group.iter().enumerate() {
+                bind_event(
+                    &mut heap,
+                    &mut index,
+                    (row * 6 + 1, row * 5 + 1),
+                    next_id,
+                    event,
+                )?;
+                next_id += 1;
+            }
+            heap.raw_execute()?;
+            index.raw_execute()?;
+        }
+    }
+    let rest = groups.remainder();
+    if !rest.is_empty() {
+        let mut heap = tx.prepare_cached(&multi_row_insert(INSERT_EVENTS, 6, 1))?;
+        let mut index = tx.prepare_cached(&multi_row_insert(INSERT_INDEX, 5, 1))?;
+        for event in rest {
+            bind_event(&mut heap, &mut index, (1, 1), next_id, event)?;
+            next_id += 1;
+            heap.raw_execute()?;
+            index.raw_execute()?;
+        }
+    }
+    // A SKU becomes known with its first event: only those add a row to `skus` (instead
+    // of one lookup per SKU and batch).
+    let mut insert_sku = tx.prepare_cached("INSERT OR IGNORE INTO skus (sku) VALUES (?1)")?;
+    for event in events.iter().filter(|event| event.seq == 1) {
+        insert_sku.execute(params![event.sku])?;
+    }
+    Ok(())
+}
+
 fn write_batch(connection: &mut Connection, batch: &CommitBatch) -> Result<(), StoreError> {
     let err = backend("commit");
     let tx = connection.transaction().map_err(&err)?;
     {
-        let mut insert_event = tx
-            .prepare_cached(
-                "INSERT INTO events (sku, seq, idempotency_key, recorded_at_ms, movement)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .map_err(&err)?;
-        let mut insert_index = tx
-            .prepare_cached(
-                "INSERT INTO event_index (sku, seq, event_id, idempotency_key, key_expires_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .map_err(&err)?;
-        let mut insert_sku = tx
-            .prepare_cached("INSERT OR IGNORE INTO skus (sku) VALUES (?1)")
-            .map_err(&err)?;
-        let mut seen = HashSet::new();
-        for event in &batch.events {
-            insert_event
-                .execute(params![
-                    event.sku,
-                    event.seq as i64,
-                    event.idempotency_key,
-                    event.recorded_at_ms,
-                    event.movement_json
-                ])
-                .map_err(&err)?;
-            insert_index
-                .execute(params![
-                    event.sku,
-                    event.seq as i64,
-                    tx.last_insert_rowid(),
-                    event.idempotency_key,
-                    event.key_expires_at_ms
-                ])
-                .map_err(&err)?;
-            if seen.insert(event.sku.as_str()) {
-                insert_sku.execute(params![event.sku]).map_err(&err)?;
-            }
-        }
+        write_events(&tx, &batch.events).map_err(&err)?;
         let mut upsert_snapshot = tx
             .prepare_cached(
                 "INSERT INTO snapshots (sku, seq, state) VALUES (?1, ?2, ?3)
@@ -222,7 +310,7 @@ fn write_batch(connection: &mut Connection, batch: &CommitBatch) -> Result<(), S
                 .execute(params![
                     snapshot.sku,
                     snapshot.seq as i64,
-                    snapshot.state_json
+                    snapshot.state.as_slice()
                 ])
                 .map_err(&err)?;
         }
@@ -297,6 +385,21 @@ fn write_reservation_rows(
     Ok(())
 }
 
+/// The bytes of a stored movement or state: a BLOB (binary layout) or TEXT (JSON written
+/// by an earlier layout).
+fn stored_bytes(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Vec<u8>> {
+    match row.get_ref(column)? {
+        rusqlite::types::ValueRef::Blob(bytes) | rusqlite::types::ValueRef::Text(bytes) => {
+            Ok(bytes.to_vec())
+        }
+        other => Err(rusqlite::Error::InvalidColumnType(
+            column,
+            "stored value".to_owned(),
+            other.data_type(),
+        )),
+    }
+}
+
 /// Reads `sku, seq, idempotency_key, recorded_at_ms, movement, key_expires_at_ms`.
 fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
     Ok(EventRecord {
@@ -305,7 +408,7 @@ fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
         idempotency_key: row.get(2)?,
         key_expires_at_ms: row.get(5)?,
         recorded_at_ms: row.get(3)?,
-        movement_json: row.get(4)?,
+        movement: stored_bytes(row, 4)?,
     })
 }
 
@@ -318,7 +421,7 @@ fn load(connection: &mut Connection, sku: &str, now_ms: i64) -> Result<LoadedSku
             Ok(SnapshotRecord {
                 sku: sku.to_owned(),
                 seq: row.get::<_, i64>(0)? as u64,
-                state_json: row.get(1)?,
+                state: stored_bytes(row, 1)?,
             })
         })
         .optional()
@@ -395,7 +498,7 @@ fn read_history_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEvent>
             seq: row.get::<_, i64>(2)? as u64,
             idempotency_key: row.get(3)?,
             recorded_at_ms: row.get(4)?,
-            movement_json: row.get(5)?,
+            movement: stored_bytes(row, 5)?,
             key_expires_at_ms: row.get(6)?,
         },
     })
@@ -414,33 +517,44 @@ fn query_history(
         "FROM events e LEFT JOIN event_index i ON i.sku = e.sku AND i.seq = e.seq \
          WHERE (?1 IS NULL OR e.sku = ?1)"
     };
+    // Source and kind are inside the stored movement (either format): rows are filtered
+    // here as SQLite steps through them, and the scan stops at the limit.
     let sql = format!(
         "SELECT e.id, e.sku, e.seq, e.idempotency_key, e.recorded_at_ms, e.movement,
                 COALESCE(i.key_expires_at_ms, 0)
          {from}
            AND e.id > ?2 AND e.recorded_at_ms >= ?3 AND e.recorded_at_ms < ?4
-           AND (?5 IS NULL OR json_extract(e.movement, '$.source') = ?5)
-           AND (?6 IS NULL OR json_extract(e.movement, '$.type') = ?6)
-         ORDER BY e.id LIMIT ?7"
+         ORDER BY e.id"
     );
-    connection
-        .prepare_cached(&sql)
-        .map_err(&err)?
-        .query_map(
-            params![
-                query.sku,
-                query.after.map_or(0, |after| after as i64),
-                query.from_ms.unwrap_or(i64::MIN),
-                query.to_ms.unwrap_or(i64::MAX),
-                query.source,
-                query.kind,
-                query.limit as i64
-            ],
-            read_history_event,
+    let mut statement = connection.prepare_cached(&sql).map_err(&err)?;
+    let mut rows = statement
+        .query(params![
+            query.sku,
+            query.after.map_or(0, |after| after as i64),
+            query.from_ms.unwrap_or(i64::MIN),
+            query.to_ms.unwrap_or(i64::MAX),
+        ])
+        .map_err(&err)?;
+    let mut found = Vec::new();
+    while found.len() < query.limit {
+        let Some(row) = rows.next().map_err(&err)? else {
+            break;
+        };
+        let history = read_history_event(row).map_err(&err)?;
+        let wanted = super::codec::movement_matches(
+            &history.event.movement,
+            query.source.as_deref(),
+            query.kind.as_deref(),
         )
-        .map_err(&err)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(&err)
+        .map_err(|e| StoreError::Corrupt {
+            sku: history.event.sku.clone(),
+            message: format!("event {}: {e}", history.event.seq),
+        })?;
+        if wanted {
+            found.push(history);
+        }
+    }
+    Ok(found)
 }
 
 fn query_pushes(
@@ -486,7 +600,24 @@ fn query_pushes(
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn commit(&self, batch: CommitBatch) -> Result<(), StoreError> {
-        Self::blocking(&self.writer, "commit", move |c| write_batch(c, &batch)).await
+        let wal = self.wal.clone();
+        Self::blocking(&self.writer, "commit", move |c| {
+            write_batch(c, &batch)?;
+            wal.after_commit(c);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Checkpoints the WAL into the database and truncates it, so that a clean stop leaves
+    /// (nearly) nothing beside the database file.
+    async fn close(&self) -> Result<(), StoreError> {
+        let wal = self.wal.clone();
+        Self::blocking(&self.writer, "close", move |c| {
+            wal.checkpoint(c, Reason::Close);
+            Ok(())
+        })
+        .await
     }
 
     async fn load_sku(&self, sku: &str, now_ms: i64) -> Result<LoadedSku, StoreError> {
@@ -816,7 +947,7 @@ mod tests {
             idempotency_key: key.into(),
             key_expires_at_ms: 1_000,
             recorded_at_ms: 10,
-            movement_json: "{}".into(),
+            movement: b"{}".to_vec(),
         }
     }
 
@@ -836,7 +967,7 @@ mod tests {
                     snapshots: vec![SnapshotRecord {
                         sku: "A".into(),
                         seq: 1,
-                        state_json: "s1".into(),
+                        state: b"s1".to_vec(),
                     }],
                     offsets: vec![OffsetWatermark {
                         group: "g".into(),
@@ -874,6 +1005,197 @@ mod tests {
         assert_eq!(store.offsets("g").await.unwrap()[0].next_offset, 7);
         assert_eq!(store.list_skus(None, 10).await.unwrap(), vec!["A", "B"]);
         assert_eq!(store.list_skus(Some("A"), 10).await.unwrap(), vec!["B"]);
+    }
+
+    /// `n` events of `sku` from `first_seq` on, each with a movement of `bytes` bytes.
+    fn bulky_events(sku: &str, first_seq: u64, n: u64, bytes: usize) -> Vec<EventRecord> {
+        (first_seq..first_seq + n)
+            .map(|seq| EventRecord {
+                movement: vec![crate::store::codec::MOVEMENT_V1; bytes],
+                ..event(sku, seq, &format!("{sku}:{seq}"))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_wal_stays_under_its_threshold_plus_one_batch_and_close_empties_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let options = WalOptions {
+            checkpoint_bytes: 1024 * 1024,
+            idle_checkpoint_secs: 3_600,
+        };
+        let store = EmbeddedStore::open_with(&path, options.clone()).unwrap();
+        let mut largest = 0;
+        let mut largest_batch_wal = 0;
+        for batch in 0..60 {
+            let before = store.wal_bytes();
+            store
+                .commit(CommitBatch {
+                    events: bulky_events("A", batch * 100 + 1, 100, 600),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let after = store.wal_bytes();
+            largest_batch_wal = largest_batch_wal.max(after.saturating_sub(before));
+            largest = largest.max(after);
+        }
+        assert!(largest_batch_wal > 0);
+        assert!(
+            largest <= options.checkpoint_bytes + largest_batch_wal,
+            "wal reached {largest} bytes; threshold {} plus one batch {largest_batch_wal}",
+            options.checkpoint_bytes
+        );
+        store.close().await.unwrap();
+        assert_eq!(store.wal_bytes(), 0);
+        assert_eq!(store.events("A", 1, 10_000).await.unwrap().len(), 6_000);
+    }
+
+    #[tokio::test]
+    async fn an_idle_wal_is_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with(
+            &dir.path().join("s.db"),
+            WalOptions {
+                checkpoint_bytes: 64 * 1024 * 1024,
+                idle_checkpoint_secs: 1,
+            },
+        )
+        .unwrap();
+        store
+            .commit(CommitBatch {
+                events: bulky_events("A", 1, 50, 200),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(store.wal_bytes() > 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.wal_bytes() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the idle wal was not truncated"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(store.load_sku("A", 0).await.unwrap().events_after.len(), 50);
+    }
+
+    #[tokio::test]
+    async fn rows_stored_as_json_text_load_beside_binary_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let movement = |quantity: u64| crate::domain::Movement {
+            schema_version: crate::domain::SCHEMA_VERSION,
+            sku: "A".into(),
+            idempotency_key: format!("k{quantity}"),
+            source: "wms".into(),
+            occurred_at_ms: Some(7),
+            kind: crate::domain::MovementKind::Receipt {
+                location: "WH-1".into(),
+                quantity,
+            },
+        };
+        {
+            // What the JSON layout wrote: TEXT values.
+            let store = EmbeddedStore::open(&path).unwrap();
+            store.commit(CommitBatch::default()).await.unwrap();
+            let writer = store.writer.lock().unwrap();
+            writer
+                .execute(
+                    "INSERT INTO events (sku, seq, idempotency_key, recorded_at_ms, movement)
+                     VALUES ('A', 1, 'k1', 5, ?1)",
+                    params![serde_json::to_string(&movement(1)).unwrap()],
+                )
+                .unwrap();
+            writer
+                .execute(
+                    "INSERT INTO event_index (sku, seq, event_id, idempotency_key, key_expires_at_ms)
+                     VALUES ('A', 1, last_insert_rowid(), 'k1', 100)",
+                    [],
+                )
+                .unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        store
+            .commit(CommitBatch {
+                events: vec![EventRecord {
+                    movement: crate::store::codec::encode_movement(&movement(2)),
+                    ..event("A", 2, "k2")
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let loaded = store.load_sku("A", 0).await.unwrap();
+        let movements: Vec<_> = loaded
+            .events_after
+            .iter()
+            .map(|event| event.movement().unwrap())
+            .collect();
+        assert_eq!(movements, vec![movement(1), movement(2)]);
+        assert_eq!(
+            loaded.events_after[0].movement_json().unwrap(),
+            serde_json::to_value(movement(1)).unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_one_multi_row_insert_keeps_order_ids_and_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s.db")).unwrap();
+        let mut events = Vec::new();
+        for seq in 1..=(ROWS_PER_INSERT as u64 * 2 + 7) {
+            events.push(event("A", seq, &format!("a{seq}")));
+            events.push(event("B", seq, &format!("b{seq}")));
+        }
+        store
+            .commit(CommitBatch {
+                events: events.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        store
+            .commit(CommitBatch {
+                events: vec![event("C", 1, "c1")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let history = store
+            .query_events(&EventQuery {
+                limit: 1_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let order: Vec<_> = history
+            .iter()
+            .map(|row| (row.event.sku.clone(), row.event.seq))
+            .collect();
+        let mut expected: Vec<_> = events.iter().map(|e| (e.sku.clone(), e.seq)).collect();
+        expected.push(("C".to_owned(), 1));
+        assert_eq!(order, expected);
+        assert!(
+            history
+                .windows(2)
+                .all(|pair| pair[0].cursor < pair[1].cursor)
+        );
+        let loaded = store.load_sku("B", 0).await.unwrap();
+        assert_eq!(loaded.events_after.len(), ROWS_PER_INSERT * 2 + 7);
+        assert!(
+            loaded
+                .events_after
+                .iter()
+                .all(|e| e.idempotency_key.starts_with('b'))
+        );
+        assert_eq!(loaded.idempotency_keys.len(), ROWS_PER_INSERT * 2 + 7);
+        assert_eq!(
+            store.list_skus(None, 10).await.unwrap(),
+            vec!["A", "B", "C"]
+        );
     }
 
     #[tokio::test]
@@ -919,7 +1241,8 @@ mod tests {
             idempotency_key: format!("{source}:{sku}:{seq}"),
             key_expires_at_ms: 9_000,
             recorded_at_ms: at_ms,
-            movement_json: format!(r#"{{"sku":"{sku}","source":"{source}","type":"{kind}"}}"#),
+            movement: format!(r#"{{"sku":"{sku}","source":"{source}","type":"{kind}"}}"#)
+                .into_bytes(),
         }
     }
 

@@ -74,11 +74,7 @@ pub async fn movement_rows(
     let mut rows = Vec::with_capacity(events.len());
     for history in events {
         let event = history.event;
-        let movement: serde_json::Value =
-            serde_json::from_str(&event.movement_json).map_err(|e| StoreError::Corrupt {
-                sku: event.sku.clone(),
-                message: format!("event {}: {e}", event.seq),
-            })?;
+        let movement = event.movement_json()?;
         let text = |field: &str| {
             movement
                 .get(field)
@@ -126,8 +122,7 @@ async fn attach_levels(store: &dyn Store, rows: &mut [MovementRow]) -> Result<()
                 sku: sku.clone(),
                 message,
             };
-            let movement: Movement = serde_json::from_str(&event.movement_json)
-                .map_err(|e| corrupt(format!("event {}: {e}", event.seq)))?;
+            let movement: Movement = event.movement()?;
             state
                 .apply(&movement, event.seq)
                 .map_err(|e| corrupt(format!("event {} no longer applies: {e}", event.seq)))?;
@@ -213,15 +208,68 @@ mod tests {
     use crate::store::embedded::EmbeddedStore;
     use crate::store::{CommitBatch, EventRecord};
 
+    /// A row as the JSON layout stored it (the movement's serde JSON).
     fn event(seq: u64, json: &str) -> EventRecord {
+        let movement: Movement = serde_json::from_str(json).unwrap();
         EventRecord {
             sku: "QUINCE-7".into(),
             seq,
             idempotency_key: format!("orchard:{seq}"),
             key_expires_at_ms: 1,
             recorded_at_ms: 1_000 + seq as i64,
-            movement_json: json.into(),
+            movement: serde_json::to_vec(&movement).unwrap(),
         }
+    }
+
+    /// The same row in the binary layout.
+    fn binary(seq: u64, json: &str) -> EventRecord {
+        let movement: Movement = serde_json::from_str(json).unwrap();
+        EventRecord {
+            movement: crate::store::codec::encode_movement(&movement),
+            ..event(seq, json)
+        }
+    }
+
+    const RECEIPT: &str = r#"{"sku":"QUINCE-7","idempotency_key":"orchard:1","source":"orchard-wms","type":"receipt","location":"BARN","quantity":9}"#;
+    const ADJUSTMENT: &str = r#"{"sku":"QUINCE-7","idempotency_key":"orchard:2","source":"orchard-wms","type":"adjustment","location":"BARN","delta":-2,"reason":"bruised"}"#;
+
+    /// Old JSON rows and new binary rows, mixed in one log, show the same history.
+    #[tokio::test]
+    async fn json_and_binary_rows_show_the_same_movements_and_levels() {
+        let mut shown = Vec::new();
+        for (first, second) in [
+            (event(1, RECEIPT), event(2, ADJUSTMENT)),
+            (event(1, RECEIPT), binary(2, ADJUSTMENT)),
+            (binary(1, RECEIPT), binary(2, ADJUSTMENT)),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = EmbeddedStore::open(&dir.path().join("s.db")).unwrap();
+            store
+                .commit(CommitBatch {
+                    events: vec![first, second],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            for kind in ["receipt", "adjustment"] {
+                let query = EventQuery {
+                    kind: Some(kind.into()),
+                    source: Some("orchard-wms".into()),
+                    limit: 10,
+                    ..Default::default()
+                };
+                let rows = movement_rows(&store, &query, true).await.unwrap();
+                assert_eq!(rows.len(), 1, "{kind}");
+                let mut out = Vec::new();
+                write_csv(&rows, &mut out).unwrap();
+                shown.push(String::from_utf8(out).unwrap());
+            }
+        }
+        assert_eq!(shown[0], shown[2]);
+        assert_eq!(shown[0], shown[4]);
+        assert_eq!(shown[1], shown[3]);
+        assert_eq!(shown[1], shown[5]);
+        assert!(shown[1].contains("bruised"), "{}", shown[1]);
     }
 
     #[tokio::test]
@@ -230,16 +278,7 @@ mod tests {
         let store = EmbeddedStore::open(&dir.path().join("s.db")).unwrap();
         store
             .commit(CommitBatch {
-                events: vec![
-                    event(
-                        1,
-                        r#"{"sku":"QUINCE-7","idempotency_key":"orchard:1","source":"orchard-wms","type":"receipt","location":"BARN","quantity":9}"#,
-                    ),
-                    event(
-                        2,
-                        r#"{"sku":"QUINCE-7","idempotency_key":"orchard:2","source":"orchard-wms","type":"adjustment","location":"BARN","delta":-2,"reason":"bruised"}"#,
-                    ),
-                ],
+                events: vec![event(1, RECEIPT), event(2, ADJUSTMENT)],
                 ..Default::default()
             })
             .await

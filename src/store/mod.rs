@@ -8,8 +8,10 @@
 //!
 //! May depend on: `domain`.
 
+pub mod codec;
 pub mod embedded;
 pub mod history;
+pub mod wal;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -52,8 +54,10 @@ pub struct EventRecord {
     pub key_expires_at_ms: i64,
     /// When the ledger recorded it, in milliseconds since the Unix epoch.
     pub recorded_at_ms: i64,
-    /// The movement as JSON.
-    pub movement_json: String,
+    /// The movement as stored: [`codec::encode_movement`]'s format byte and body (without
+    /// the SKU and key, which are the fields above), or JSON text written by an earlier
+    /// layout; read it with [`EventRecord::movement`].
+    pub movement: Vec<u8>,
 }
 
 /// A snapshot of one SKU's derived state.
@@ -63,8 +67,47 @@ pub struct SnapshotRecord {
     pub sku: String,
     /// The last event included.
     pub seq: u64,
-    /// The state as JSON.
-    pub state_json: String,
+    /// The state as stored: [`codec::encode_state`]'s format byte and body, or JSON text
+    /// written by an earlier layout; read it with [`SnapshotRecord::state`].
+    pub state: Vec<u8>,
+}
+
+impl EventRecord {
+    /// Decodes the stored movement (either format), with this record's SKU and key.
+    ///
+    /// Errors: [`StoreError::Corrupt`] when the bytes do not decode.
+    pub fn movement(&self) -> Result<crate::domain::Movement, StoreError> {
+        codec::decode_movement(&self.movement, &self.sku, &self.idempotency_key).map_err(|e| {
+            StoreError::Corrupt {
+                sku: self.sku.clone(),
+                message: format!("event {}: {e}", self.seq),
+            }
+        })
+    }
+
+    /// The stored movement as the JSON value the history and dashboard show.
+    ///
+    /// Errors: [`StoreError::Corrupt`] when the bytes do not decode.
+    pub fn movement_json(&self) -> Result<serde_json::Value, StoreError> {
+        codec::movement_json_value(&self.movement, &self.sku, &self.idempotency_key).map_err(|e| {
+            StoreError::Corrupt {
+                sku: self.sku.clone(),
+                message: format!("event {}: {e}", self.seq),
+            }
+        })
+    }
+}
+
+impl SnapshotRecord {
+    /// Decodes the stored state (either format).
+    ///
+    /// Errors: [`StoreError::Corrupt`] when the bytes do not decode.
+    pub fn state(&self) -> Result<crate::domain::SkuState, StoreError> {
+        codec::decode_state(&self.state).map_err(|e| StoreError::Corrupt {
+            sku: self.sku.clone(),
+            message: format!("snapshot at {}: {e}", self.seq),
+        })
+    }
 }
 
 /// How far a consumer has durably consumed one partition.
@@ -347,14 +390,25 @@ pub trait Store: Send + Sync + 'static {
             .find(|(stored, _)| stored == key)
             .map(|(_, seq)| seq))
     }
+    /// Called once on a clean stop, after the last commit: leaves the store compact on disk
+    /// (the embedded backend checkpoints and truncates its WAL). Default: nothing to do.
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Opens the configured backend (the registry of store backends).
 pub fn open(config: &crate::config::StoreConfig) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     match config.backend {
-        crate::config::StoreBackend::Embedded => Ok(std::sync::Arc::new(
-            embedded::EmbeddedStore::open(&config.path)?,
-        )),
+        crate::config::StoreBackend::Embedded => {
+            Ok(std::sync::Arc::new(embedded::EmbeddedStore::open_with(
+                &config.path,
+                wal::WalOptions {
+                    checkpoint_bytes: config.wal_checkpoint_bytes,
+                    idle_checkpoint_secs: config.wal_idle_checkpoint_secs,
+                },
+            )?))
+        }
         crate::config::StoreBackend::Scylla => Err(StoreError::Backend {
             operation: "open",
             message:

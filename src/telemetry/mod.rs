@@ -31,6 +31,11 @@ pub const STORE_COMMIT_SECONDS: &str = "stocksync_store_commit_seconds";
 pub const STORE_COMMIT_BATCH_EVENTS: &str = "stocksync_store_commit_batch_events";
 /// Store calls; labels `method`, `outcome`.
 pub const STORE_CALLS_TOTAL: &str = "stocksync_store_calls_total";
+/// Size of the embedded store's write-ahead log in bytes (gauge, set after each commit).
+pub const STORE_WAL_BYTES: &str = "stocksync_store_wal_bytes";
+/// WAL checkpoints of the embedded store; labels `reason` (`size`, `idle`, `close`),
+/// `outcome` (`ok`, `busy`, `error`).
+pub const STORE_WAL_CHECKPOINTS_TOTAL: &str = "stocksync_store_wal_checkpoints_total";
 /// Kafka messages consumed; label `outcome` (`applied`, `duplicate`, `rejected`, `dead_letter`).
 pub const INGEST_KAFKA_MESSAGES_TOTAL: &str = "stocksync_ingest_kafka_messages_total";
 /// Messages sent to the dead-letter topic; label `reason`.

@@ -251,11 +251,12 @@ async fn recent_events(
         .into_iter()
         .rev()
         .map(|record| EventView {
+            movement: record.movement_json().unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&record.movement).into_owned())
+            }),
             seq: record.seq,
             recorded_at_ms: record.recorded_at_ms,
             idempotency_key: record.idempotency_key,
-            movement: serde_json::from_str(&record.movement_json)
-                .unwrap_or(serde_json::Value::String(record.movement_json)),
         })
         .collect();
     Ok(EventsPage { sku, events })
