@@ -71,12 +71,7 @@ pub struct WorkloadArgs {
     #[arg(long)]
     new_skus_only: bool,
     /// Mix weights: receipts,sales,cancellations,fulfilments.
-    #[arg(
-        long,
-        default_value = "25,40,10,25",
-        value_delimiter = ',',
-        num_args = 4
-    )]
+    #[arg(long, default_value = "25,40,10,25", value_delimiter = ',')]
     mix: Vec<u32>,
     /// Seed of the random sequence.
     #[arg(long, default_value_t = 1)]
@@ -130,6 +125,10 @@ pub struct LoadArgs {
 
 impl LoadArgs {
     fn check(&self) -> anyhow::Result<OpenLoopOptions> {
+        anyhow::ensure!(
+            self.workload.mix.len() == 4,
+            "--mix takes four weights: receipts,sales,cancellations,fulfilments"
+        );
         anyhow::ensure!(
             self.rates.iter().all(|&r| r > 0),
             "every --rates value must be at least 1"
