@@ -27,6 +27,7 @@
 //! - [`web`]: HTTP API (mounting the webhook receivers of `ingest`), `/metrics`, `/healthz`.
 //! - [`config`], [`telemetry`], [`clock`], [`signing`], [`problem`]: leaf modules.
 //! - [`demo`]: the synthetic demo behind `stocksync demo`.
+//! - [`loadgen`]: the shipped load generator (`stocksync loadgen`, `stocksync bench memory`).
 //! - [`app`]: the only place that wires everything.
 //!
 //! A module depends only on what is downstream of it in the flow or on leaf modules.
@@ -47,6 +48,7 @@ pub mod demo;
 pub mod domain;
 pub mod ingest;
 pub mod ledger;
+pub mod loadgen;
 pub mod platforms;
 pub mod problem;
 pub mod propagation;

@@ -1,4 +1,5 @@
-//! The `stocksync` binary: `run`, `demo`, `sandbox`, `history`, `check-config`.
+//! The `stocksync` binary: `run`, `demo`, `sandbox`, `history`, `check-config`, `loadgen`,
+//! `bench`.
 
 // The binary sees every dependency of the library; the lint is checked on the library.
 #![allow(unused_crate_dependencies)]
@@ -7,6 +8,8 @@
 /// where it measured faster than the system allocator (BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod loadgen_cli;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -118,6 +121,19 @@ enum Command {
         /// The TOML config file.
         file: PathBuf,
     },
+    /// The shipped load generator: open loop (fixed arrival rate, latency from the due
+    /// time), Zipf-skewed SKUs, a mix of receipts, sales, cancellations and fulfilments;
+    /// reports throughput and p50/p99/p999/max ack latency per rate, each target next to
+    /// its same-run baseline. `scripts/bench.sh` runs the whole benchmark table.
+    Loadgen {
+        #[command(subcommand)]
+        target: loadgen_cli::LoadgenCommand,
+    },
+    /// Benchmarks that ship with the binary (`bench memory`: bytes per live SKU).
+    Bench {
+        #[command(subcommand)]
+        what: loadgen_cli::BenchCommand,
+    },
 }
 
 #[tokio::main]
@@ -219,6 +235,8 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(2);
             }
         },
+        Command::Loadgen { target } => loadgen_cli::loadgen(target).await?,
+        Command::Bench { what } => loadgen_cli::bench(what).await?,
     }
     Ok(())
 }

@@ -26,6 +26,7 @@ mod end_to_end;
 mod grafana;
 mod kafka_ingest;
 mod layout;
+mod loadgen;
 mod multichannel;
 mod readme_commands;
 mod reconcile;
