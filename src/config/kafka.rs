@@ -5,6 +5,7 @@
 //! May depend on: nothing but serde.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// `[kafka]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -30,6 +31,15 @@ pub struct KafkaConfig {
     /// Longest wait for a batch to fill, in milliseconds.
     #[serde(default = "default_kafka_batch_wait_ms")]
     pub batch_wait_ms: u64,
+    /// Most records submitted to the ledger and not yet settled (durable, or delivered to
+    /// the dead-letter topic) at once, over all batches in flight; at least `batch_max`.
+    #[serde(default = "default_kafka_max_in_flight")]
+    pub max_in_flight: usize,
+    /// librdkafka consumer properties (`fetch.max.bytes`, `queued.max.messages.kbytes`, …)
+    /// set after stocksync's own, so they override them. `enable.auto.commit`,
+    /// `enable.auto.offset.store`, `group.id` and `bootstrap.servers` cannot be overridden.
+    #[serde(default)]
+    pub consumer_overrides: BTreeMap<String, String>,
 }
 
 fn default_group_id() -> String {
@@ -46,4 +56,7 @@ fn default_kafka_batch_max() -> usize {
 }
 fn default_kafka_batch_wait_ms() -> u64 {
     5
+}
+fn default_kafka_max_in_flight() -> usize {
+    16_384
 }

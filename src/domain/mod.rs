@@ -35,7 +35,7 @@ pub use atp::{
 pub use bundle::{
     BillOfMaterials, BundleExpansion, Component, ComponentLevels, ExpansionBasis, bundle_levels,
 };
-pub use movement::{Movement, MovementKind, SCHEMA_VERSION};
+pub use movement::{FastMovementReader, Movement, MovementKind, SCHEMA_VERSION};
 pub use policy::StockPolicy;
 pub use rules::{Rules, RulesCell};
 pub use state::{

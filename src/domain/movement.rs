@@ -276,6 +276,294 @@ impl Movement {
     }
 }
 
+/// The value of `type`: which [`MovementKind`] a movement object is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum KindTag {
+    Receipt,
+    Adjustment,
+    Count,
+    Sale,
+    Reservation,
+    Cancellation,
+    Fulfilment,
+    Return,
+    Inbound,
+    InboundReceipt,
+    TransferDispatch,
+    TransferReceipt,
+}
+
+/// A field read as absent (`None`), `null` (`Some(None)`) or a value (`Some(Some(v))`).
+type Tri<T> = Option<Option<T>>;
+
+/// Reads a present field, keeping `null` apart from absence (see [`Tri`]).
+fn present<'de, D, T>(deserializer: D) -> Result<Tri<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Every field any kind of movement has, read flat from one JSON object in one pass.
+///
+/// The derived [`Movement`] deserializer (flattened, internally tagged) buffers the whole
+/// object before reading it; this one reads each field straight into its final type.
+#[derive(Default, Deserialize)]
+struct FlatFields {
+    #[serde(default, deserialize_with = "present")]
+    schema_version: Tri<u32>,
+    #[serde(default, deserialize_with = "present")]
+    sku: Tri<Sku>,
+    #[serde(default, deserialize_with = "present")]
+    idempotency_key: Tri<String>,
+    #[serde(default, deserialize_with = "present")]
+    source: Tri<String>,
+    #[serde(default, deserialize_with = "present")]
+    occurred_at_ms: Tri<i64>,
+    #[serde(default, rename = "type", deserialize_with = "present")]
+    kind: Tri<KindTag>,
+    #[serde(default, deserialize_with = "present")]
+    location: Tri<LocationId>,
+    #[serde(default, deserialize_with = "present")]
+    quantity: Tri<u64>,
+    #[serde(default, deserialize_with = "present")]
+    delta: Tri<i64>,
+    #[serde(default, deserialize_with = "present")]
+    reason: Tri<String>,
+    #[serde(default, deserialize_with = "present")]
+    on_hand: Tri<u64>,
+    #[serde(default, deserialize_with = "present")]
+    watermark: Tri<i64>,
+    #[serde(default, deserialize_with = "present")]
+    reservation: Tri<String>,
+    #[serde(default, deserialize_with = "present")]
+    route: Tri<Vec<LocationId>>,
+    #[serde(default, deserialize_with = "present")]
+    expires_at_ms: Tri<i64>,
+    #[serde(default, deserialize_with = "present")]
+    purchase_order: Tri<String>,
+    #[serde(default, deserialize_with = "present")]
+    expected_at_ms: Tri<i64>,
+    #[serde(default, deserialize_with = "present")]
+    transfer: Tri<String>,
+    #[serde(default, deserialize_with = "present")]
+    from: Tri<LocationId>,
+    #[serde(default, deserialize_with = "present")]
+    to: Tri<LocationId>,
+}
+
+/// A required field: a value, not absent and not `null`.
+fn required<T>(field: Tri<T>) -> Option<T> {
+    field.flatten()
+}
+
+/// A field with a default: absent gives the default, `null` is refused.
+fn defaulted<T>(field: Tri<T>, default: impl FnOnce() -> T) -> Option<T> {
+    match field {
+        None => Some(default()),
+        Some(value) => value,
+    }
+}
+
+/// An optional field: absent and `null` both give `None`.
+fn optional<T>(field: Tri<T>) -> Option<T> {
+    field.flatten()
+}
+
+impl FlatFields {
+    /// The movement these fields describe, read as the derived [`Movement`] deserializer
+    /// would; `None` when that deserializer would refuse them, or when the idempotency key
+    /// is absent or `null` and `fallback_key` gives none.
+    fn into_movement(self, fallback_key: impl FnOnce() -> Option<String>) -> Option<Movement> {
+        let kind = match required(self.kind)? {
+            KindTag::Receipt => MovementKind::Receipt {
+                location: required(self.location)?,
+                quantity: required(self.quantity)?,
+            },
+            KindTag::Adjustment => MovementKind::Adjustment {
+                location: required(self.location)?,
+                delta: required(self.delta)?,
+                reason: defaulted(self.reason, String::new)?,
+            },
+            KindTag::Count => MovementKind::Count {
+                location: required(self.location)?,
+                on_hand: required(self.on_hand)?,
+                watermark: required(self.watermark)?,
+            },
+            KindTag::Sale => MovementKind::Sale {
+                reservation: required(self.reservation)?,
+                quantity: required(self.quantity)?,
+                location: optional(self.location),
+                route: defaulted(self.route, Vec::new)?,
+            },
+            KindTag::Reservation => MovementKind::Reservation {
+                reservation: required(self.reservation)?,
+                quantity: required(self.quantity)?,
+                location: optional(self.location),
+                route: defaulted(self.route, Vec::new)?,
+                expires_at_ms: optional(self.expires_at_ms),
+            },
+            KindTag::Cancellation => MovementKind::Cancellation {
+                reservation: required(self.reservation)?,
+                quantity: optional(self.quantity),
+                reason: optional(self.reason),
+            },
+            KindTag::Fulfilment => MovementKind::Fulfilment {
+                reservation: required(self.reservation)?,
+                quantity: required(self.quantity)?,
+            },
+            KindTag::Return => MovementKind::Return {
+                location: required(self.location)?,
+                quantity: required(self.quantity)?,
+                reservation: optional(self.reservation),
+            },
+            KindTag::Inbound => MovementKind::Inbound {
+                purchase_order: required(self.purchase_order)?,
+                location: required(self.location)?,
+                quantity: required(self.quantity)?,
+                expected_at_ms: required(self.expected_at_ms)?,
+            },
+            KindTag::InboundReceipt => MovementKind::InboundReceipt {
+                purchase_order: required(self.purchase_order)?,
+                quantity: required(self.quantity)?,
+            },
+            KindTag::TransferDispatch => MovementKind::TransferDispatch {
+                transfer: required(self.transfer)?,
+                from: required(self.from)?,
+                to: required(self.to)?,
+                quantity: required(self.quantity)?,
+            },
+            KindTag::TransferReceipt => MovementKind::TransferReceipt {
+                transfer: required(self.transfer)?,
+                quantity: required(self.quantity)?,
+            },
+        };
+        let idempotency_key = match self.idempotency_key {
+            Some(Some(key)) => key,
+            None | Some(None) => fallback_key()?,
+        };
+        Some(Movement {
+            schema_version: defaulted(self.schema_version, default_schema_version)?,
+            sku: required(self.sku)?,
+            idempotency_key,
+            source: defaulted(self.source, default_source)?,
+            occurred_at_ms: optional(self.occurred_at_ms),
+            kind,
+        })
+    }
+}
+
+/// The fast, strict reader of movement JSON (REST bodies and Kafka records).
+///
+/// It reads a movement object field by field straight into [`Movement`], without an
+/// intermediate `serde_json::Value` and without the buffering of the derived (flattened,
+/// internally tagged) deserializer. It is strict: it fails on anything the derived
+/// deserializer might read differently or refuse — a duplicate field, `null` for a field
+/// that is not optional, a field of another kind with a value of the wrong type, an array
+/// instead of an object. Callers then read the same text with the derived deserializer,
+/// which accepts or explains it exactly as before; the fast reader never accepts a text the
+/// derived one refuses, and then yields the same movement.
+///
+/// Validation ([`Movement::validate`]) is not part of it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FastMovementReader;
+
+impl FastMovementReader {
+    /// One movement object from `json`; `None` when the fast reader cannot vouch for it
+    /// (see the type's docs), including a missing or `null` idempotency key.
+    pub fn movement(json: &[u8]) -> Option<Movement> {
+        Self::movement_or_key(json, || None)
+    }
+
+    /// Like [`FastMovementReader::movement`], giving a movement whose idempotency key is
+    /// absent or `null` the key `fallback_key` returns (`None`: refuse it).
+    pub fn movement_or_key(
+        json: &[u8],
+        fallback_key: impl FnOnce() -> Option<String>,
+    ) -> Option<Movement> {
+        let mut deserializer = serde_json::Deserializer::from_slice(json);
+        let fields = StrictObject::deserialize(&mut deserializer).ok()?.0;
+        deserializer.end().ok()?;
+        fields.into_movement(fallback_key)
+    }
+
+    /// A body holding one movement object (`Some((movements, false))`) or a non-empty array
+    /// of at most `max` of them (`Some((movements, true))`); `None` when the fast reader
+    /// cannot vouch for every movement, or the array is empty or longer than `max`.
+    pub fn body(json: &[u8], max: usize) -> Option<(Vec<Movement>, bool)> {
+        let mut deserializer = serde_json::Deserializer::from_slice(json);
+        let body =
+            serde::Deserializer::deserialize_any(&mut deserializer, BodyVisitor { max }).ok()?;
+        deserializer.end().ok()?;
+        if body.0.is_empty() {
+            return None;
+        }
+        Some(body)
+    }
+}
+
+/// One movement object's fields, read only from a JSON object (never from an array, which
+/// a derived struct deserializer would also take).
+struct StrictObject(FlatFields);
+
+impl<'de> Deserialize<'de> for StrictObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+struct ObjectVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
+    type Value = StrictObject;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a movement object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        FlatFields::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(StrictObject)
+    }
+}
+
+/// A REST body: one movement object or an array of them.
+struct BodyVisitor {
+    max: usize,
+}
+
+impl<'de> serde::de::Visitor<'de> for BodyVisitor {
+    type Value = (Vec<Movement>, bool);
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a movement object or an array of them")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let fields = ObjectVisitor.visit_map(map)?.0;
+        let movement = fields
+            .into_movement(|| None)
+            .ok_or_else(|| serde::de::Error::custom("not a movement"))?;
+        Ok((vec![movement], false))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut movements = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max));
+        while let Some(object) = seq.next_element::<StrictObject>()? {
+            if movements.len() == self.max {
+                return Err(serde::de::Error::custom("too many movements"));
+            }
+            let movement = object
+                .0
+                .into_movement(|| None)
+                .ok_or_else(|| serde::de::Error::custom("not a movement"))?;
+            movements.push(movement);
+        }
+        Ok((movements, true))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +610,241 @@ mod tests {
         };
         let text = serde_json::to_string(&movement).unwrap();
         assert_eq!(serde_json::from_str::<Movement>(&text).unwrap(), movement);
+    }
+}
+
+#[cfg(test)]
+mod fast_reader_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What the derived deserializer makes of `json` (through `serde_json::Value`, as the
+    /// REST and Kafka paths did before the fast reader).
+    fn exact(json: &str) -> Option<Movement> {
+        let value: serde_json::Value = serde_json::from_str(json).ok()?;
+        serde_json::from_value(value).ok()
+    }
+
+    /// Texts the fast reader must either read exactly as the derived deserializer or
+    /// leave to it (`None`).
+    const CORPUS: &[&str] = &[
+        r#"{"sku":"A","idempotency_key":"k","type":"receipt","location":"W","quantity":1}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"receipt","location":"W","quantity":1,"x":[1,{"y":null}]}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"receipt","location":"W","quantity":1,"delta":"not a number"}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"receipt","location":"W","quantity":1,"route":null}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"receipt","location":"W","quantity":1,"quantity":2}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"receipt","location":null,"quantity":1}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"receipt","quantity":1}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"receipt","location":"W","quantity":-1}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"receipt","location":"W","quantity":1.0}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"receipt","location":"W","quantity":18446744073709551615}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"receipt","location":"W","quantity":18446744073709551616}"#,
+        r#"{"sku":"A","idempotency_key":null,"type":"receipt","location":"W","quantity":1}"#,
+        r#"{"sku":"A","type":"receipt","location":"W","quantity":1}"#,
+        r#"{"sku":null,"idempotency_key":"k","type":"receipt","location":"W","quantity":1}"#,
+        r#"{"schema_version":null,"sku":"A","idempotency_key":"k","type":"receipt","location":"W","quantity":1}"#,
+        r#"{"schema_version":4294967296,"sku":"A","idempotency_key":"k","type":"receipt","location":"W","quantity":1}"#,
+        r#"{"source":null,"sku":"A","idempotency_key":"k","type":"receipt","location":"W","quantity":1}"#,
+        r#"{"occurred_at_ms":null,"sku":"A","idempotency_key":"k","type":"receipt","location":"W","quantity":1}"#,
+        r#"{"s\u006bu":"A\n\u00e9","idempotency_key":"k","type":"receipt","location":"W","quantity":1}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"teleport","location":"W","quantity":1}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":5,"location":"W","quantity":1}"#,
+        r#"{"sku":"A","idempotency_key":"k","location":"W","quantity":1}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"adjustment","location":"W","delta":-3}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"adjustment","location":"W","delta":-3,"reason":null}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"count","location":"W","on_hand":3,"watermark":-9}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"sale","reservation":"r","quantity":1,"location":null,"route":["W","V"]}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"sale","reservation":"r","quantity":1,"route":null}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"reservation","reservation":"r","quantity":1,"location":"W","expires_at_ms":null}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"cancellation","reservation":"r","quantity":null,"reason":null}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"cancellation","reservation":"r","quantity":2,"reason":"x"}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"fulfilment","reservation":"r","quantity":2}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"return","location":"W","quantity":2,"reservation":null}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"inbound","purchase_order":"P","location":"W","quantity":0,"expected_at_ms":7}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"inbound_receipt","purchase_order":"P","quantity":3}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"transfer_dispatch","transfer":"T","from":"W","to":"V","quantity":3}"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"transfer_receipt","transfer":"T","quantity":3}"#,
+        r#"["A","k","src",null,"receipt","W",1]"#,
+        r#"[1,"A","k","src",null,"receipt","W",1]"#,
+        r#"{"sku":"A","idempotency_key":"k","type":"receipt","location":"W","quantity":1} x"#,
+        r#"{}"#,
+        r#"null"#,
+    ];
+
+    #[test]
+    fn the_fast_reader_agrees_with_the_derived_deserializer_or_defers_to_it() {
+        let mut read = 0;
+        for json in CORPUS {
+            let fast = FastMovementReader::movement(json.as_bytes());
+            if fast.is_some() {
+                read += 1;
+                assert_eq!(fast, exact(json), "{json}");
+            }
+        }
+        // The corpus's ordinary shapes are read by the fast path, not deferred.
+        assert!(read >= 18, "only {read} read by the fast path");
+    }
+
+    #[test]
+    fn a_missing_or_null_key_takes_the_fallback_only_when_one_is_given() {
+        for json in [
+            r#"{"sku":"A","type":"receipt","location":"W","quantity":1}"#,
+            r#"{"sku":"A","idempotency_key":null,"type":"receipt","location":"W","quantity":1}"#,
+        ] {
+            assert_eq!(FastMovementReader::movement(json.as_bytes()), None);
+            let movement =
+                FastMovementReader::movement_or_key(json.as_bytes(), || Some("fb".to_owned()))
+                    .unwrap();
+            assert_eq!(movement.idempotency_key, "fb");
+        }
+    }
+
+    #[test]
+    fn bodies_are_an_object_or_a_bounded_non_empty_array() {
+        let one =
+            r#"{"sku":"A","idempotency_key":"k","type":"receipt","location":"W","quantity":1}"#;
+        let (movements, batch) = FastMovementReader::body(one.as_bytes(), 2).unwrap();
+        assert_eq!((movements.len(), batch), (1, false));
+        let two = format!("[{one},{one}]");
+        let (movements, batch) = FastMovementReader::body(two.as_bytes(), 2).unwrap();
+        assert_eq!((movements.len(), batch), (2, true));
+        assert_eq!(FastMovementReader::body(two.as_bytes(), 1), None);
+        assert_eq!(FastMovementReader::body(b"[]", 2), None);
+        assert_eq!(FastMovementReader::body(b"42", 2), None);
+        let bad = format!("[{one},{{\"sku\":\"A\"}}]");
+        assert_eq!(FastMovementReader::body(bad.as_bytes(), 2), None);
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof!["[a-zA-Z0-9:_-]{0,12}", any::<String>(),]
+    }
+
+    fn location() -> impl Strategy<Value = LocationId> {
+        text().prop_map(LocationId)
+    }
+
+    fn kind() -> impl Strategy<Value = MovementKind> {
+        prop_oneof![
+            (location(), any::<u64>())
+                .prop_map(|(location, quantity)| MovementKind::Receipt { location, quantity }),
+            (location(), any::<i64>(), text()).prop_map(|(location, delta, reason)| {
+                MovementKind::Adjustment {
+                    location,
+                    delta,
+                    reason,
+                }
+            }),
+            (location(), any::<u64>(), any::<i64>()).prop_map(|(location, on_hand, watermark)| {
+                MovementKind::Count {
+                    location,
+                    on_hand,
+                    watermark,
+                }
+            }),
+            (
+                text(),
+                any::<u64>(),
+                proptest::option::of(location()),
+                proptest::collection::vec(location(), 0..3)
+            )
+                .prop_map(|(reservation, quantity, location, route)| {
+                    MovementKind::Sale {
+                        reservation,
+                        quantity,
+                        location,
+                        route,
+                    }
+                }),
+            (
+                text(),
+                any::<u64>(),
+                proptest::option::of(location()),
+                proptest::collection::vec(location(), 0..3),
+                proptest::option::of(any::<i64>())
+            )
+                .prop_map(|(reservation, quantity, location, route, expires_at_ms)| {
+                    MovementKind::Reservation {
+                        reservation,
+                        quantity,
+                        location,
+                        route,
+                        expires_at_ms,
+                    }
+                }),
+            (
+                text(),
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(text())
+            )
+                .prop_map(|(reservation, quantity, reason)| {
+                    MovementKind::Cancellation {
+                        reservation,
+                        quantity,
+                        reason,
+                    }
+                }),
+            (text(), any::<u64>()).prop_map(|(reservation, quantity)| {
+                MovementKind::Fulfilment {
+                    reservation,
+                    quantity,
+                }
+            }),
+            (location(), any::<u64>(), proptest::option::of(text())).prop_map(
+                |(location, quantity, reservation)| MovementKind::Return {
+                    location,
+                    quantity,
+                    reservation,
+                }
+            ),
+            (text(), location(), any::<u64>(), any::<i64>()).prop_map(
+                |(purchase_order, location, quantity, expected_at_ms)| MovementKind::Inbound {
+                    purchase_order,
+                    location,
+                    quantity,
+                    expected_at_ms,
+                }
+            ),
+            (text(), any::<u64>()).prop_map(|(purchase_order, quantity)| {
+                MovementKind::InboundReceipt {
+                    purchase_order,
+                    quantity,
+                }
+            }),
+            (text(), location(), location(), any::<u64>()).prop_map(
+                |(transfer, from, to, quantity)| MovementKind::TransferDispatch {
+                    transfer,
+                    from,
+                    to,
+                    quantity,
+                }
+            ),
+            (text(), any::<u64>()).prop_map(|(transfer, quantity)| {
+                MovementKind::TransferReceipt { transfer, quantity }
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_serialised_movement_reads_back_through_the_fast_path(
+            schema_version in any::<u32>(),
+            sku in text(),
+            idempotency_key in text(),
+            source in text(),
+            occurred_at_ms in proptest::option::of(any::<i64>()),
+            kind in kind(),
+        ) {
+            let movement = Movement {
+                schema_version,
+                sku: Sku(sku),
+                idempotency_key,
+                source,
+                occurred_at_ms,
+                kind,
+            };
+            let json = serde_json::to_string(&movement).unwrap();
+            prop_assert_eq!(FastMovementReader::movement(json.as_bytes()), Some(movement.clone()));
+            prop_assert_eq!(exact(&json), Some(movement));
+        }
     }
 }

@@ -249,7 +249,8 @@ pub fn router(state: WebState) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then finishes in-flight
-/// requests (graceful shutdown) and returns.
+/// requests (graceful shutdown) and returns. Connections are kept alive (HTTP/1.1) and
+/// have `TCP_NODELAY` set.
 ///
 /// Errors: the listener's I/O error, if accepting fails fatally.
 pub async fn serve<F>(
@@ -260,6 +261,14 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    use axum::serve::ListenerExt;
+    // Answers are small and written whole: send them at once rather than letting Nagle's
+    // algorithm hold them for the client's delayed ACK (up to 40 ms on Linux).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %error, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -16,7 +16,7 @@
 //! `unavailable`).
 
 use super::{FieldError, WebError, WebState, body_error};
-use crate::domain::Movement;
+use crate::domain::{FastMovementReader, Movement};
 use crate::ledger::{Ack, LedgerError};
 use crate::telemetry::INGEST_REST_MOVEMENTS_TOTAL;
 use axum::Json;
@@ -73,11 +73,15 @@ pub enum MovementOutcome {
 }
 
 impl MovementOutcome {
-    fn label(&self) -> &'static str {
+    /// The metric labels, indexed by [`MovementOutcome::slot`].
+    const LABELS: [&'static str; 3] = ["applied", "duplicate", "rejected"];
+
+    /// The outcome's index in [`MovementOutcome::LABELS`].
+    fn slot(&self) -> usize {
         match self {
-            MovementOutcome::Applied { .. } => "applied",
-            MovementOutcome::Duplicate { .. } => "duplicate",
-            MovementOutcome::Rejected { .. } => "rejected",
+            MovementOutcome::Applied { .. } => 0,
+            MovementOutcome::Duplicate { .. } => 1,
+            MovementOutcome::Rejected { .. } => 2,
         }
     }
 }
@@ -107,14 +111,22 @@ async fn accept(
     check_content_type(headers)?;
     let body = body.map_err(body_error)?;
     let movements = parse_movements(&body)?;
+    let count = movements.len();
+    // Submit the whole batch (in array order), keeping only what the answer names; the
+    // acknowledgements are then awaited together.
+    let mut named = Vec::with_capacity(count);
     let pending: Vec<_> = movements
-        .iter()
-        .map(|movement| state.ledger.submit(movement.clone()))
+        .into_iter()
+        .map(|movement| {
+            named.push((movement.sku.to_string(), movement.idempotency_key.clone()));
+            state.ledger.submit(movement)
+        })
         .collect();
     let acks = futures::future::join_all(pending).await;
-    let mut results = Vec::with_capacity(acks.len());
+    let mut results = Vec::with_capacity(count);
     let mut failures = Vec::new();
-    for (index, (movement, ack)) in movements.iter().zip(acks).enumerate() {
+    let mut counts = [0_u64; 3];
+    for (index, ((sku, idempotency_key), ack)) in named.into_iter().zip(acks).enumerate() {
         let outcome = match ack {
             Ok(Ack::Applied { seq }) => MovementOutcome::Applied { seq },
             Ok(Ack::Duplicate { seq }) => MovementOutcome::Duplicate { seq },
@@ -126,13 +138,20 @@ async fn accept(
                 continue;
             }
         };
-        metrics::counter!(INGEST_REST_MOVEMENTS_TOTAL, "outcome" => outcome.label()).increment(1);
+        counts[outcome.slot()] += 1;
         results.push(MovementResult {
             index,
-            sku: movement.sku.to_string(),
-            idempotency_key: movement.idempotency_key.clone(),
+            sku,
+            idempotency_key,
             outcome,
         });
+    }
+    // One counter update per outcome and request, not one per movement.
+    for (slot, label) in MovementOutcome::LABELS.iter().enumerate() {
+        if counts[slot] > 0 {
+            metrics::counter!(INGEST_REST_MOVEMENTS_TOTAL, "outcome" => *label)
+                .increment(counts[slot]);
+        }
     }
     if !failures.is_empty() {
         tracing::warn!(failed = failures.len(), first = %failures[0], "movements not durable");
@@ -140,7 +159,7 @@ async fn accept(
             message: format!(
                 "{} of {} movement(s) are not durable ({}); retry the request",
                 failures.len(),
-                movements.len(),
+                count,
                 failures.join("; ")
             ),
         });
@@ -181,7 +200,23 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), WebError> {
 
 /// Parses one movement or an array of them and validates every one, collecting every
 /// problem with a JSON pointer (`#/2/quantity` in a batch, `#/quantity` for a single one).
+///
+/// A body the [`FastMovementReader`] reads and whose movements are all valid is taken as
+/// it reads it (no intermediate `serde_json::Value`); any other body is read again by the
+/// exact path below, which reports every problem as before.
 pub fn parse_movements(body: &[u8]) -> Result<Vec<Movement>, WebError> {
+    if let Some((movements, _batch)) = FastMovementReader::body(body, MAX_BATCH_MOVEMENTS)
+        && movements.iter().all(|movement| movement.validate().is_ok())
+    {
+        return Ok(movements);
+    }
+    parse_movements_exact(body)
+}
+
+/// The exact reading of a body: through `serde_json::Value` and the derived [`Movement`]
+/// deserializer, every problem reported with its pointer. Used for every body the fast
+/// reader does not vouch for (so for every refused one).
+fn parse_movements_exact(body: &[u8]) -> Result<Vec<Movement>, WebError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|error| WebError::MalformedJson {
             message: error.to_string(),
@@ -375,6 +410,103 @@ mod tests {
         assert_eq!(
             serde_json::from_value::<MovementResult>(json).unwrap(),
             result
+        );
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+
+    const RECEIPT: &str =
+        r#"{"sku":"SKU-A","idempotency_key":"k1","type":"receipt","location":"WH-1","quantity":5}"#;
+
+    fn problems(body: &str) -> Vec<(String, String)> {
+        match parse_movements(body.as_bytes()) {
+            Err(WebError::InvalidMovements { errors }) => {
+                errors.into_iter().map(|e| (e.pointer, e.detail)).collect()
+            }
+            other => panic!("expected invalid movements, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bodies_the_fast_reader_defers_are_still_accepted_as_before() {
+        // A duplicate field (the last one wins) and a field of another kind with a value
+        // that kind could not take are left to the exact path, which accepts them.
+        let body = format!(
+            r#"[{RECEIPT},
+            {{"sku":"SKU-A","idempotency_key":"k2","type":"receipt","location":"WH-1","quantity":1,"quantity":7}},
+            {{"sku":"SKU-A","idempotency_key":"k3","type":"receipt","location":"WH-1","quantity":2,"delta":"x"}}]"#
+        );
+        let movements = parse_movements(body.as_bytes()).unwrap();
+        assert_eq!(movements.len(), 3);
+        assert_eq!(
+            movements[1].kind,
+            crate::domain::MovementKind::Receipt {
+                location: "WH-1".into(),
+                quantity: 7
+            }
+        );
+        assert_eq!(
+            parse_movements(body.as_bytes()).unwrap(),
+            parse_movements_exact(body.as_bytes()).unwrap()
+        );
+    }
+
+    #[test]
+    fn problems_found_after_a_fast_read_are_reported_as_before() {
+        // Valid JSON the fast reader reads, but failing validation.
+        let body = format!(
+            r#"[{RECEIPT},{{"sku":"SKU-A","idempotency_key":"k2","type":"receipt","location":"WH-1","quantity":0}}]"#
+        );
+        assert_eq!(
+            problems(&body),
+            vec![(
+                "#/1/quantity".to_owned(),
+                "quantity must be at least 1".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn null_and_mistyped_fields_are_reported_with_pointers() {
+        let body = format!(
+            r#"[{RECEIPT},
+            {{"sku":null,"idempotency_key":"k2","type":"receipt","location":"WH-1","quantity":1}},
+            {{"sku":"SKU-A","idempotency_key":"k3","type":"receipt","location":"WH-1","quantity":"7"}},
+            {{"sku":"SKU-A","idempotency_key":null,"type":"receipt","location":"WH-1","quantity":1}}]"#
+        );
+        assert_eq!(
+            problems(&body),
+            vec![
+                (
+                    "#/1".to_owned(),
+                    "invalid type: null, expected a string".to_owned()
+                ),
+                (
+                    "#/2".to_owned(),
+                    "invalid type: string \"7\", expected u64".to_owned()
+                ),
+                (
+                    "#/3".to_owned(),
+                    "invalid type: null, expected a string".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_batch_cap_is_reported_as_before() {
+        let body = format!("[{}]", vec![RECEIPT; MAX_BATCH_MOVEMENTS + 1].join(","));
+        let problems = problems(&body);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].0, "#");
+        assert!(problems[0].1.contains("at most 10000"), "{problems:?}");
+        let body = format!("[{}]", vec![RECEIPT; MAX_BATCH_MOVEMENTS].join(","));
+        assert_eq!(
+            parse_movements(body.as_bytes()).unwrap().len(),
+            MAX_BATCH_MOVEMENTS
         );
     }
 }

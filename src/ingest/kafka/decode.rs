@@ -11,7 +11,7 @@
 //!   event twice (two records) is not detected. An empty key is a validation error;
 //! - [`Movement::validate`] must pass.
 
-use crate::domain::Movement;
+use crate::domain::{FastMovementReader, Movement};
 
 /// Where a Kafka record came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +100,19 @@ pub fn decode_movement(
     origin: &MessageOrigin<'_>,
 ) -> Result<Movement, DecodeError> {
     let value = value.ok_or(DecodeError::MissingValue)?;
+    let movement =
+        match FastMovementReader::movement_or_key(value, || Some(fallback_idempotency_key(origin)))
+        {
+            Some(movement) if movement.validate().is_ok() => movement,
+            _ => decode_exact(value, origin)?,
+        };
+    check_key(key, movement)
+}
+
+/// The exact reading of a record's value: through `serde_json::Value` and the derived
+/// [`Movement`] deserializer, for every value the fast reader does not vouch for (so for
+/// every refused one, whose error it explains as before).
+fn decode_exact(value: &[u8], origin: &MessageOrigin<'_>) -> Result<Movement, DecodeError> {
     let mut json: serde_json::Value =
         serde_json::from_slice(value).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
     let object = json.as_object_mut().ok_or(DecodeError::NotAnObject)?;
@@ -115,6 +128,11 @@ pub fn decode_movement(
     let movement: Movement =
         serde_json::from_value(json).map_err(|e| DecodeError::InvalidMovement(e.to_string()))?;
     movement.validate().map_err(DecodeError::Invalid)?;
+    Ok(movement)
+}
+
+/// The record's key must be the movement's SKU.
+fn check_key(key: Option<&[u8]>, movement: Movement) -> Result<Movement, DecodeError> {
     match key {
         None => Err(DecodeError::MissingKey {
             sku: movement.sku.0.clone(),
@@ -245,5 +263,66 @@ mod tests {
         );
         let error = decode_movement(None, Some(value.as_bytes()), &ORIGIN).unwrap_err();
         assert_eq!(error.reason(), "key_mismatch");
+    }
+
+    #[test]
+    fn values_the_fast_reader_defers_decode_or_fail_as_before() {
+        // A duplicate field (the last wins) is left to the exact path, which accepts it.
+        let movement = decode(
+            "SKU-A",
+            r#"{"sku":"SKU-A","idempotency_key":"k","type":"receipt","location":"WH-1","quantity":1,"quantity":4}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            movement.kind,
+            MovementKind::Receipt {
+                location: "WH-1".into(),
+                quantity: 4
+            }
+        );
+        // A null sku, a mistyped quantity: the exact path's messages.
+        assert_eq!(
+            decode(
+                "SKU-A",
+                r#"{"sku":null,"idempotency_key":"k","type":"receipt","location":"WH-1","quantity":1}"#
+            )
+            .unwrap_err(),
+            DecodeError::InvalidMovement("invalid type: null, expected a string".into())
+        );
+        assert_eq!(
+            decode(
+                "SKU-A",
+                r#"{"sku":"SKU-A","type":"receipt","location":"WH-1","quantity":"1"}"#
+            )
+            .unwrap_err(),
+            DecodeError::InvalidMovement("invalid type: string \"1\", expected u64".into())
+        );
+        // Trailing text after the object.
+        assert_eq!(
+            decode(
+                "SKU-A",
+                r#"{"sku":"SKU-A","type":"receipt","location":"WH-1","quantity":1} x"#
+            )
+            .unwrap_err()
+            .reason(),
+            "invalid_json"
+        );
+    }
+
+    #[test]
+    fn a_fast_read_movement_still_needs_its_key_and_validity() {
+        let value = r#"{"sku":"SKU-A","type":"receipt","location":"WH-1","quantity":1}"#;
+        assert_eq!(
+            decode("SKU-B", value).unwrap_err(),
+            DecodeError::KeyMismatch {
+                key: "SKU-B".into(),
+                sku: "SKU-A".into()
+            }
+        );
+        let invalid = r#"{"sku":"SKU-A","type":"receipt","location":"WH-1","quantity":0}"#;
+        assert_eq!(
+            decode("SKU-A", invalid).unwrap_err(),
+            DecodeError::Invalid(vec!["quantity must be at least 1".into()])
+        );
     }
 }

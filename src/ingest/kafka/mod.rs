@@ -4,28 +4,32 @@
 //! offset commits, dead-lettering records that can never be applied, and producing ATP
 //! changes to the optional `atp_topic` ([`AtpPublisher`]).
 //!
-//! One batch, in order:
+//! The loop gathers batches and keeps several of them in flight:
 //! 1. take up to `batch_max` records, waiting at most `batch_wait_ms` after the first one;
 //! 2. decode each one ([`decode_movement`], IO-free) and submit every movement with
 //!    [`Ledger::submit_from`] in record order, carrying the partition's next offset as an
 //!    [`OffsetWatermark`] (the ledger writes it in the same durable write as the event);
-//! 3. await every acknowledgement. `Store`/`Unavailable` failures: nothing is committed, the
-//!    whole batch is submitted again after a backoff (idempotency keys make the replay
-//!    harmless). `Rejected` movements (they will never succeed unchanged) and undecodable
-//!    records go to the dead-letter topic with the reason and origin in headers;
-//! 4. once every movement is durable and every dead letter is delivered, commit the highest
-//!    offset + 1 of each partition, synchronously.
+//!    then go on gathering the next batch while this one settles, as long as at most
+//!    `max_in_flight` records are submitted and not settled;
+//! 3. each batch settles on its own: every acknowledgement is awaited. `Store`/`Unavailable`
+//!    failures: the whole batch is submitted again after a backoff (idempotency keys make
+//!    the replay harmless). `Rejected` movements (they will never succeed unchanged) and
+//!    undecodable records go to the dead-letter topic with the reason and origin in headers;
+//! 4. batches settle in any order. Each partition keeps a window of its submitted records;
+//!    at most every 20 ms the first offset not settled of every partition whose window
+//!    moved (or one past its highest, when all are settled) is committed, asynchronously;
+//!    at stop, synchronously.
 //!
 //! Invariants:
 //! - an offset is committed only after everything before it in its partition is durable in
 //!   the ledger or delivered to the dead-letter topic (DESIGN.md §3 rule 3);
-//! - at most `batch_max` records are held or in flight (librdkafka's own prefetch queue
-//!   aside);
-//! - the consumer is polled only between batches, so a rebalance (served inside the poll)
-//!   never finds acknowledgements in flight: partitions are given up with everything
-//!   durable already committed. Records of a revoked partition gathered for the next batch
-//!   but not yet submitted are dropped; the partition's next owner reads them again from
-//!   the committed offset.
+//! - at most `max_in_flight` records are held or in flight (librdkafka's own prefetch
+//!   queue aside);
+//! - a rebalance (served inside the poll) may find batches in flight. Records of a revoked
+//!   partition gathered but not yet submitted are dropped, and the consumer forgets the
+//!   partition's window: whatever of it settles later is not committed by this consumer.
+//!   The partition's next owner reads those records again from the committed offset; they
+//!   are duplicates there (at most `max_in_flight` of them).
 //!
 //! Every dead-lettered batch is also announced, per reason, on the app's
 //! [`DeadLetterBroadcast`] when one is handed in ([`KafkaIngestOptions::dead_letters`]),
@@ -57,11 +61,13 @@ pub fn movement_decoder() -> RecordDecoder {
 
 use crate::config::KafkaConfig;
 use crate::domain::Movement;
-use crate::ledger::{Ack, Ledger, LedgerError};
+use crate::ledger::{Ack, Ledger, LedgerError, PendingAck};
 use crate::store::OffsetWatermark;
 use crate::telemetry::{
     DeadLetterBroadcast, INGEST_DEAD_LETTERS_TOTAL, INGEST_KAFKA_MESSAGES_TOTAL,
 };
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -69,7 +75,8 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -98,6 +105,9 @@ const RETRY_BACKOFF_MAX_MS: u64 = 10_000;
 const STOP_GRACE_MS: u64 = 10_000;
 /// How long to queue a produce request locally before giving up on it (it is retried).
 const PRODUCE_QUEUE_TIMEOUT_MS: u64 = 5_000;
+/// Least time between two offset commits while consuming (settled offsets wait at most
+/// this long to be committed).
+const COMMIT_INTERVAL_MS: u64 = 20;
 
 /// Errors of the Kafka ingest.
 #[derive(Debug, thiserror::Error)]
@@ -234,8 +244,8 @@ impl KafkaIngest {
         self.task.is_finished()
     }
 
-    /// Asks the loop to stop, waits for the batch in flight to be acknowledged and committed
-    /// (at most about ten seconds; after that it is left uncommitted and will be consumed
+    /// Asks the loop to stop, waits for the batches in flight to be acknowledged and committed
+    /// (at most about ten seconds; after that they are left uncommitted and will be consumed
     /// again), then closes the consumer, leaving the group.
     ///
     /// Errors: the loop's own fatal error, or [`IngestError::Task`] if it panicked.
@@ -297,8 +307,9 @@ impl ConsumerContext for IngestContext {
                 info!(group = %self.group, partitions = ?partitions(tpl), "kafka partitions assigned");
             }
             Rebalance::Revoke(tpl) => {
-                // Nothing is in flight here: the loop polls only between batches, after it
-                // committed every durable offset. Unsubmitted records are dropped by the loop.
+                // Batches of these partitions may be in flight: the loop drops their
+                // unsubmitted records and never commits these partitions again (until they
+                // are assigned again).
                 let revoked = partitions(tpl);
                 info!(group = %self.group, partitions = ?revoked, "kafka partitions revoked");
                 self.revoked
@@ -350,13 +361,19 @@ fn consumer_config(config: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        // Bounds librdkafka's prefetch per partition (default 64 MiB); our own batch is
-        // bounded by `batch_max`.
+        // Bounds librdkafka's prefetch per partition (default 64 MiB); what we hold is
+        // bounded by `max_in_flight`.
         .set("queued.max.messages.kbytes", "16384")
+        // Fetch up to 4 MiB per partition per request (default 1 MiB): fewer round trips
+        // when a backlog is read at full speed.
+        .set("max.partition.fetch.bytes", "4194304")
         // A fetch returns as soon as one message is there, or after this long: the default
         // (500 ms) would dominate the time from a WMS event to the channel push.
         .set("fetch.wait.max.ms", "20")
         .set("fetch.min.bytes", "1");
+    for (key, value) in &config.consumer_overrides {
+        client.set(key, value);
+    }
     client
 }
 
@@ -378,6 +395,25 @@ fn check_settings(config: &KafkaConfig) -> Result<(), IngestError> {
             "batch_max must be at least 1".to_owned(),
         ));
     }
+    if config.max_in_flight < config.batch_max {
+        return Err(IngestError::Config(
+            "max_in_flight must be at least batch_max".to_owned(),
+        ));
+    }
+    const FIXED: [&str; 4] = [
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "group.id",
+        "bootstrap.servers",
+    ];
+    if let Some(key) = FIXED
+        .iter()
+        .find(|key| config.consumer_overrides.contains_key(**key))
+    {
+        return Err(IngestError::Config(format!(
+            "consumer_overrides must not set {key}"
+        )));
+    }
     if config.movements_topic == config.dead_letter_topic {
         return Err(IngestError::Config(
             "dead_letter_topic must differ from movements_topic".to_owned(),
@@ -393,17 +429,295 @@ enum Outcome {
     DeadLetter { reason: &'static str, error: String },
 }
 
-struct Worker {
-    config: KafkaConfig,
-    decoder: RecordDecoder,
-    ledger: Ledger,
-    consumer: Arc<IngestConsumer>,
-    dead_letters: FutureProducer,
-    dead_letter_notices: Option<DeadLetterBroadcast>,
-    shutdown: watch::Receiver<bool>,
+/// The records of one partition submitted and not yet settled (durable, or delivered to
+/// the dead-letter topic), and what may be committed.
+///
+/// Records settle in any order; the offset to commit is always the first one not settled
+/// (or one past the highest submitted when every one is), so a commit never passes a record
+/// that is not settled.
+#[derive(Debug, Default)]
+struct OffsetWindow {
+    /// Offsets submitted and not settled.
+    pending: BTreeSet<i64>,
+    /// One past the highest offset submitted.
+    next: Option<i64>,
+    /// The last offset committed, or the first one submitted before any commit (where the
+    /// group already stands).
+    committed: Option<i64>,
 }
 
-/// The batch was abandoned because a stop was requested.
+impl OffsetWindow {
+    /// A record at `offset` was submitted.
+    fn submitted(&mut self, offset: i64) {
+        self.pending.insert(offset);
+        self.next = Some(self.next.map_or(offset + 1, |next| next.max(offset + 1)));
+        if self.committed.is_none() {
+            self.committed = Some(offset);
+        }
+    }
+
+    /// The record at `offset` is settled.
+    fn settled(&mut self, offset: i64) {
+        self.pending.remove(&offset);
+    }
+
+    /// The offset to commit now (the next record to read), if it moved since the last
+    /// commit.
+    fn committable(&self) -> Option<i64> {
+        let next = match self.pending.first() {
+            Some(&first) => first,
+            None => self.next?,
+        };
+        self.committed
+            .is_none_or(|committed| next > committed)
+            .then_some(next)
+    }
+
+    /// `offset` was handed to the consumer for committing.
+    fn committing(&mut self, offset: i64) {
+        self.committed = Some(offset);
+    }
+}
+
+/// What every batch in flight needs, shared by the loop and the batches' futures.
+struct BatchContext {
+    group: String,
+    decoder: RecordDecoder,
+    ledger: Ledger,
+    dead_letters: FutureProducer,
+    dead_letter_topic: String,
+}
+
+/// A batch's records, decoded and submitted: one outcome slot per record (already set for
+/// undecodable records and records standing for no movement), and for every movement
+/// submitted, its record's index and its pending acknowledgement.
+struct Submitted {
+    outcomes: Vec<Option<Outcome>>,
+    owners: Vec<usize>,
+    acks: Vec<PendingAck>,
+}
+
+/// A batch whose every record is settled.
+struct Settled {
+    batch: Vec<OwnedMessage>,
+    outcomes: Vec<Outcome>,
+}
+
+impl BatchContext {
+    /// Decodes every record of `batch` and submits every movement with
+    /// [`Ledger::submit_from`], in record order.
+    fn submit(&self, batch: &[OwnedMessage]) -> Submitted {
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(batch.len());
+        let mut owners = Vec::with_capacity(batch.len());
+        let mut acks = Vec::with_capacity(batch.len());
+        for (index, message) in batch.iter().enumerate() {
+            let origin = MessageOrigin {
+                topic: message.topic(),
+                partition: message.partition(),
+                offset: message.offset(),
+            };
+            match (self.decoder)(message.key(), message.payload(), &origin) {
+                Ok(decoded) => {
+                    // A record with no movements (e.g. an AFN order) is simply consumed.
+                    outcomes.push(decoded.is_empty().then_some(Outcome::Duplicate));
+                    for movement in decoded {
+                        let watermark = OffsetWatermark {
+                            group: self.group.clone(),
+                            topic: origin.topic.to_owned(),
+                            partition: origin.partition,
+                            next_offset: origin.offset + 1,
+                        };
+                        owners.push(index);
+                        acks.push(self.ledger.submit_from(movement, Some(watermark)));
+                    }
+                }
+                Err(error) => {
+                    warn!(
+                        topic = origin.topic,
+                        partition = origin.partition,
+                        offset = origin.offset,
+                        reason = error.reason(),
+                        error = %error,
+                        "undecodable record, dead-lettering it"
+                    );
+                    outcomes.push(Some(Outcome::DeadLetter {
+                        reason: error.reason(),
+                        error: error.to_string(),
+                    }));
+                }
+            }
+        }
+        Submitted {
+            outcomes,
+            owners,
+            acks,
+        }
+    }
+
+    /// Awaits every acknowledgement of the batch (submitting the whole batch again after a
+    /// backoff while the ledger reports `Store`/`Unavailable`), then delivers its dead
+    /// letters. `Err(Stopped)` when a stop was requested and the batch could not be settled
+    /// in time; nothing of it may be committed then.
+    async fn settle(
+        self: Arc<Self>,
+        batch: Vec<OwnedMessage>,
+        mut submitted: Submitted,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<Settled, Stopped> {
+        let mut backoff_ms = RETRY_BACKOFF_INITIAL_MS;
+        let acks = loop {
+            let acks = futures::future::join_all(std::mem::take(&mut submitted.acks));
+            let acks = tokio::select! {
+                acks = acks => acks,
+                _ = async {
+                    wait_for_stop(&mut shutdown).await;
+                    tokio::time::sleep(Duration::from_millis(STOP_GRACE_MS)).await;
+                } => {
+                    warn!("ledger did not acknowledge a batch in time after stop was requested");
+                    return Err(Stopped);
+                }
+            };
+            let retryable: Vec<&LedgerError> = acks
+                .iter()
+                .filter_map(|ack| match ack {
+                    Err(error @ (LedgerError::Store(_) | LedgerError::Unavailable(_))) => {
+                        Some(error)
+                    }
+                    _ => None,
+                })
+                .collect();
+            let Some(first) = retryable.first() else {
+                break acks;
+            };
+            warn!(
+                failed = retryable.len(),
+                batch = batch.len(),
+                error = %first,
+                backoff_ms,
+                "ledger did not make the batch durable; retrying it"
+            );
+            if sleep_or_stop(&mut shutdown, Duration::from_millis(backoff_ms)).await {
+                return Err(Stopped);
+            }
+            backoff_ms = (backoff_ms * 2).min(RETRY_BACKOFF_MAX_MS);
+            submitted = self.submit(&batch);
+        };
+        let mut outcomes = submitted.outcomes;
+        for (&index, ack) in submitted.owners.iter().zip(acks) {
+            // A record's movements share one outcome: any refusal dead-letters the record,
+            // any applied movement makes it applied, else it was a duplicate.
+            let outcome = match ack {
+                Ok(Ack::Applied { .. }) => Outcome::Applied,
+                Ok(Ack::Duplicate { .. }) => Outcome::Duplicate,
+                Err(error) => {
+                    let message = &batch[index];
+                    warn!(
+                        key = %String::from_utf8_lossy(message.key().unwrap_or_default()),
+                        topic = message.topic(),
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        error = %error,
+                        "ledger rejected a movement, dead-lettering its record"
+                    );
+                    Outcome::DeadLetter {
+                        reason: REASON_REJECTED,
+                        error: error.to_string(),
+                    }
+                }
+            };
+            let slot = &mut outcomes[index];
+            *slot = Some(match (slot.take(), outcome) {
+                (Some(dead @ Outcome::DeadLetter { .. }), _)
+                | (_, dead @ Outcome::DeadLetter { .. }) => dead,
+                (Some(Outcome::Applied), _) | (_, Outcome::Applied) => Outcome::Applied,
+                _ => Outcome::Duplicate,
+            });
+        }
+        let outcomes: Vec<Outcome> = outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every record has an outcome"))
+            .collect();
+        self.send_dead_letters(&batch, &outcomes, &mut shutdown)
+            .await?;
+        Ok(Settled { batch, outcomes })
+    }
+
+    /// Produces every dead letter of the batch and awaits delivery, retrying failed ones.
+    async fn send_dead_letters(
+        &self,
+        batch: &[OwnedMessage],
+        outcomes: &[Outcome],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), Stopped> {
+        let mut waiting: Vec<usize> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, outcome)| matches!(outcome, Outcome::DeadLetter { .. }))
+            .map(|(index, _)| index)
+            .collect();
+        let mut backoff_ms = RETRY_BACKOFF_INITIAL_MS;
+        while !waiting.is_empty() {
+            let sends = waiting.iter().map(|&index| {
+                let Outcome::DeadLetter { reason, error } = &outcomes[index] else {
+                    unreachable!("only dead letters are waiting");
+                };
+                self.send_dead_letter(&batch[index], reason, error)
+            });
+            let results = futures::future::join_all(sends).await;
+            let mut failed = Vec::new();
+            for (index, result) in waiting.iter().zip(results) {
+                if let Err(error) = result {
+                    warn!(error = %error, topic = %self.dead_letter_topic, "dead-letter delivery failed");
+                    failed.push(*index);
+                }
+            }
+            waiting = failed;
+            if !waiting.is_empty() {
+                if sleep_or_stop(shutdown, Duration::from_millis(backoff_ms)).await {
+                    return Err(Stopped);
+                }
+                backoff_ms = (backoff_ms * 2).min(RETRY_BACKOFF_MAX_MS);
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_dead_letter(
+        &self,
+        message: &OwnedMessage,
+        reason: &str,
+        error: &str,
+    ) -> Result<(), KafkaError> {
+        let headers = dead_letter_headers(message, reason, error);
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.dead_letter_topic).headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        self.dead_letters
+            .send(record, Duration::from_millis(PRODUCE_QUEUE_TIMEOUT_MS))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| error)
+    }
+}
+
+struct Worker {
+    config: KafkaConfig,
+    context: Arc<BatchContext>,
+    consumer: Arc<IngestConsumer>,
+    dead_letter_notices: Option<DeadLetterBroadcast>,
+    shutdown: watch::Receiver<bool>,
+    /// One window per partition with records submitted since it was (last) assigned.
+    windows: HashMap<(String, i32), OffsetWindow>,
+    /// When the offsets that became committable last were handed to the consumer.
+    last_commit: tokio::time::Instant,
+}
+
+/// A batch was abandoned because a stop was requested.
 struct Stopped;
 
 async fn wait_for_stop(shutdown: &mut watch::Receiver<bool>) {
@@ -441,14 +755,21 @@ impl Worker {
         let dead_letters: FutureProducer = producer_config(&config.brokers)
             .create()
             .map_err(kafka_error("create dead-letter producer"))?;
-        Ok(Self {
-            config,
+        let context = Arc::new(BatchContext {
+            group: config.group_id.clone(),
             decoder: options.decoder.unwrap_or_else(movement_decoder),
             ledger,
-            consumer: Arc::new(consumer),
             dead_letters,
+            dead_letter_topic: config.dead_letter_topic.clone(),
+        });
+        Ok(Self {
+            config,
+            context,
+            consumer: Arc::new(consumer),
             dead_letter_notices: options.dead_letters,
             shutdown,
+            windows: HashMap::new(),
+            last_commit: tokio::time::Instant::now(),
         })
     }
 
@@ -457,85 +778,146 @@ impl Worker {
             group = %self.config.group_id,
             topic = %self.config.movements_topic,
             batch_max = self.config.batch_max,
+            max_in_flight = self.config.max_in_flight,
             "kafka ingest started"
         );
-        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.config.batch_max);
+        let batch_max = self.config.batch_max;
+        let max_in_flight = self.config.max_in_flight;
+        let batch_wait = Duration::from_millis(self.config.batch_wait_ms);
+        let commit_interval = Duration::from_millis(COMMIT_INTERVAL_MS);
+        let mut gathering: Vec<OwnedMessage> = Vec::with_capacity(batch_max);
+        let mut deadline = tokio::time::Instant::now();
+        let mut in_flight = FuturesUnordered::new();
+        let mut in_flight_records = 0_usize;
+        let mut commit_waiting = false;
         let result = loop {
-            batch.clear();
-            match self.gather(&mut batch).await {
-                Ok(true) => {}
-                Ok(false) => break Ok(()),
-                Err(error) => break Err(error),
-            }
-            if batch.is_empty() {
+            self.drop_revoked(&mut gathering);
+            let room =
+                gathering.len() < batch_max && in_flight_records + gathering.len() < max_in_flight;
+            let full = !gathering.is_empty() && !room;
+            let now = tokio::time::Instant::now();
+            if !gathering.is_empty()
+                && (gathering.len() >= batch_max || now >= deadline)
+                && in_flight_records + gathering.len() <= max_in_flight
+            {
+                let batch = std::mem::replace(&mut gathering, Vec::with_capacity(batch_max));
+                in_flight_records += batch.len();
+                in_flight.push(self.submit(batch));
                 continue;
             }
-            if self.process(&batch).await.is_err() {
-                info!("kafka ingest stopping with a batch left uncommitted");
-                break Ok(());
+            tokio::select! {
+                biased;
+                _ = wait_for_stop(&mut self.shutdown) => break Ok(()),
+                Some(settled) = in_flight.next(), if !in_flight.is_empty() => {
+                    match settled {
+                        Ok(settled) => {
+                            in_flight_records -= settled.batch.len();
+                            self.settled(settled);
+                            commit_waiting = true;
+                        }
+                        Err(Stopped) => break Ok(()),
+                    }
+                }
+                _ = tokio::time::sleep_until(self.last_commit + commit_interval), if commit_waiting => {}
+                received = self.consumer.recv(), if room => match received {
+                    Ok(message) => {
+                        let message = {
+                            let borrowed = message;
+                            borrowed.detach()
+                        };
+                        // A rebalance served inside this `recv` revoked what was gathered
+                        // before it, not this record (librdkafka hands out no record of
+                        // a partition it no longer owns).
+                        self.drop_revoked(&mut gathering);
+                        if gathering.is_empty() {
+                            deadline = tokio::time::Instant::now() + batch_wait;
+                        }
+                        gathering.push(message);
+                    }
+                    Err(KafkaError::MessageConsumptionFatal(code)) => {
+                        break Err(IngestError::Kafka {
+                            operation: "consume",
+                            source: KafkaError::MessageConsumptionFatal(code),
+                        });
+                    }
+                    Err(error) => {
+                        warn!(error = %error, "kafka consume error");
+                        if gathering.is_empty() && in_flight.is_empty() && sleep_or_stop(
+                            &mut self.shutdown,
+                            Duration::from_millis(RETRY_BACKOFF_INITIAL_MS),
+                        )
+                        .await
+                        {
+                            break Ok(());
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline), if !gathering.is_empty() && !full => {}
+            }
+            if commit_waiting && self.last_commit.elapsed() >= commit_interval {
+                commit_waiting = false;
+                self.commit(CommitMode::Async).await;
             }
         };
+        // Stopping: records gathered but not submitted are left to be read again; every
+        // batch in flight is settled (or given up after the grace period), then what is
+        // settled is committed.
+        if !gathering.is_empty() || !in_flight.is_empty() {
+            info!(
+                batches = in_flight.len(),
+                records = in_flight_records,
+                "kafka ingest stopping; settling the batches in flight"
+            );
+        }
+        while let Some(settled) = in_flight.next().await {
+            match settled {
+                Ok(settled) => self.settled(settled),
+                Err(Stopped) => info!("kafka ingest stopping with a batch left uncommitted"),
+            }
+        }
+        self.commit(CommitMode::Sync).await;
         self.consumer.unsubscribe();
         info!(group = %self.config.group_id, "kafka ingest stopped");
         result
     }
 
-    /// Fills `batch`. Returns `Ok(false)` when a stop was requested before the first record.
-    async fn gather(&mut self, batch: &mut Vec<OwnedMessage>) -> Result<bool, IngestError> {
-        let first = tokio::select! {
-            biased;
-            _ = wait_for_stop(&mut self.shutdown) => return Ok(false),
-            received = self.consumer.recv() => received.map(|message| message.detach()),
-        };
-        match first {
-            Ok(message) => self.push(batch, message),
-            Err(error) => return self.consume_error(error).await,
+    /// Decodes and submits `batch` (now, in record order) and returns the future that
+    /// settles it.
+    fn submit(
+        &mut self,
+        batch: Vec<OwnedMessage>,
+    ) -> impl Future<Output = Result<Settled, Stopped>> + use<> {
+        for message in &batch {
+            self.windows
+                .entry((message.topic().to_owned(), message.partition()))
+                .or_default()
+                .submitted(message.offset());
         }
-        let wait = Duration::from_millis(self.config.batch_wait_ms);
-        let deadline = tokio::time::Instant::now() + wait;
-        while batch.len() < self.config.batch_max {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Err(_elapsed) => break,
-                Ok(Ok(message)) => {
-                    let message = message.detach();
-                    self.push(batch, message);
-                }
-                Ok(Err(error)) => {
-                    warn!(error = %error, "kafka consume error");
-                    break;
-                }
+        let submitted = self.context.submit(&batch);
+        self.context
+            .clone()
+            .settle(batch, submitted, self.shutdown.clone())
+    }
+
+    /// Counts a settled batch and marks its records settled in their partitions' windows.
+    fn settled(&mut self, settled: Settled) {
+        record_metrics(&settled.outcomes, self.dead_letter_notices.as_ref());
+        for message in &settled.batch {
+            // A partition revoked since has no window any more: its next owner reads the
+            // record again from the committed offset (a duplicate then).
+            if let Some(window) = self
+                .windows
+                .get_mut(&(message.topic().to_owned(), message.partition()))
+            {
+                window.settled(message.offset());
             }
         }
-        self.drop_revoked(batch);
-        Ok(true)
-    }
-
-    /// A consumer error before the first record of a batch: fatal ones end the loop, others
-    /// are logged and followed by a short pause.
-    async fn consume_error(&mut self, error: KafkaError) -> Result<bool, IngestError> {
-        if let KafkaError::MessageConsumptionFatal(_) = error {
-            return Err(IngestError::Kafka {
-                operation: "consume",
-                source: error,
-            });
-        }
-        warn!(error = %error, "kafka consume error");
-        let stopped = sleep_or_stop(
-            &mut self.shutdown,
-            Duration::from_millis(RETRY_BACKOFF_INITIAL_MS),
-        )
-        .await;
-        Ok(!stopped)
-    }
-
-    fn push(&self, batch: &mut Vec<OwnedMessage>, message: OwnedMessage) {
-        self.drop_revoked(batch);
-        batch.push(message);
     }
 
     /// Drops gathered records of partitions revoked since the last call (rebalances are
-    /// served inside `recv`).
-    fn drop_revoked(&self, batch: &mut Vec<OwnedMessage>) {
+    /// served inside `recv`), and forgets those partitions' windows: nothing of theirs is
+    /// committed by this consumer any more.
+    fn drop_revoked(&mut self, batch: &mut Vec<OwnedMessage>) {
         let revoked = self.consumer.context().take_revoked();
         if revoked.is_empty() {
             return;
@@ -552,233 +934,47 @@ impl Worker {
                 "dropped unsubmitted records of revoked partitions"
             );
         }
-    }
-
-    /// Applies one batch and commits it. `Err(Stopped)` when a stop was requested before
-    /// the batch could be completed; nothing of it is committed then.
-    async fn process(&mut self, batch: &[OwnedMessage]) -> Result<(), Stopped> {
-        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(batch.len());
-        let mut movements: Vec<(usize, Movement, OffsetWatermark)> = Vec::new();
-        for (index, message) in batch.iter().enumerate() {
-            let origin = MessageOrigin {
-                topic: message.topic(),
-                partition: message.partition(),
-                offset: message.offset(),
-            };
-            match (self.decoder)(message.key(), message.payload(), &origin) {
-                Ok(decoded) => {
-                    let watermark = OffsetWatermark {
-                        group: self.config.group_id.clone(),
-                        topic: origin.topic.to_owned(),
-                        partition: origin.partition,
-                        next_offset: origin.offset + 1,
-                    };
-                    // A record with no movements (e.g. an AFN order) is simply consumed.
-                    let outcome = decoded.is_empty().then_some(Outcome::Duplicate);
-                    for movement in decoded {
-                        movements.push((index, movement, watermark.clone()));
-                    }
-                    outcomes.push(outcome);
-                }
-                Err(error) => {
-                    warn!(
-                        topic = origin.topic,
-                        partition = origin.partition,
-                        offset = origin.offset,
-                        reason = error.reason(),
-                        error = %error,
-                        "undecodable record, dead-lettering it"
-                    );
-                    outcomes.push(Some(Outcome::DeadLetter {
-                        reason: error.reason(),
-                        error: error.to_string(),
-                    }));
-                }
-            }
-        }
-
-        let acks = self.apply(&movements).await?;
-        for ((index, movement, watermark), ack) in movements.iter().zip(acks) {
-            // A record's movements share one outcome: any refusal dead-letters the record,
-            // any applied movement makes it applied, else it was a duplicate.
-            let outcome = match ack {
-                Ok(Ack::Applied { .. }) => Outcome::Applied,
-                Ok(Ack::Duplicate { .. }) => Outcome::Duplicate,
-                Err(error) => {
-                    warn!(
-                        sku = %movement.sku,
-                        idempotency_key = %movement.idempotency_key,
-                        topic = %watermark.topic,
-                        partition = watermark.partition,
-                        offset = watermark.next_offset - 1,
-                        error = %error,
-                        "ledger rejected a movement, dead-lettering its record"
-                    );
-                    Outcome::DeadLetter {
-                        reason: REASON_REJECTED,
-                        error: error.to_string(),
-                    }
-                }
-            };
-            let slot = &mut outcomes[*index];
-            *slot = Some(match (slot.take(), outcome) {
-                (Some(dead @ Outcome::DeadLetter { .. }), _)
-                | (_, dead @ Outcome::DeadLetter { .. }) => dead,
-                (Some(Outcome::Applied), _) | (_, Outcome::Applied) => Outcome::Applied,
-                _ => Outcome::Duplicate,
-            });
-        }
-        let outcomes: Vec<Outcome> = outcomes
-            .into_iter()
-            .map(|outcome| outcome.expect("every record has an outcome"))
-            .collect();
-
-        self.send_dead_letters(batch, &outcomes).await?;
-        record_metrics(&outcomes, self.dead_letter_notices.as_ref());
-        self.commit(batch).await;
-        Ok(())
-    }
-
-    /// Submits every movement in order and awaits every acknowledgement, retrying the whole
-    /// batch while the ledger reports `Store`/`Unavailable`. The answers are `Ok` or
-    /// `Err(LedgerError::Rejected)`.
-    async fn apply(
-        &mut self,
-        movements: &[(usize, Movement, OffsetWatermark)],
-    ) -> Result<Vec<Result<Ack, LedgerError>>, Stopped> {
-        let mut backoff_ms = RETRY_BACKOFF_INITIAL_MS;
-        loop {
-            let pending: Vec<_> = movements
-                .iter()
-                .map(|(_, movement, watermark)| {
-                    self.ledger
-                        .submit_from(movement.clone(), Some(watermark.clone()))
-                })
-                .collect();
-            let acks = futures::future::join_all(pending);
-            let shutdown = &mut self.shutdown;
-            let acks = tokio::select! {
-                acks = acks => acks,
-                _ = async {
-                    wait_for_stop(shutdown).await;
-                    tokio::time::sleep(Duration::from_millis(STOP_GRACE_MS)).await;
-                } => {
-                    warn!("ledger did not acknowledge the batch in time after stop was requested");
-                    return Err(Stopped);
-                }
-            };
-            let retryable: Vec<&LedgerError> = acks
-                .iter()
-                .filter_map(|ack| match ack {
-                    Err(error @ (LedgerError::Store(_) | LedgerError::Unavailable(_))) => {
-                        Some(error)
-                    }
-                    _ => None,
-                })
-                .collect();
-            let Some(first) = retryable.first() else {
-                return Ok(acks);
-            };
-            warn!(
-                failed = retryable.len(),
-                batch = movements.len(),
-                error = %first,
-                backoff_ms,
-                "ledger did not make the batch durable; retrying it"
-            );
-            if sleep_or_stop(&mut self.shutdown, Duration::from_millis(backoff_ms)).await {
-                return Err(Stopped);
-            }
-            backoff_ms = (backoff_ms * 2).min(RETRY_BACKOFF_MAX_MS);
+        for partition in revoked {
+            self.windows.remove(&partition);
         }
     }
 
-    /// Produces every dead letter of the batch and awaits delivery, retrying failed ones.
-    async fn send_dead_letters(
-        &mut self,
-        batch: &[OwnedMessage],
-        outcomes: &[Outcome],
-    ) -> Result<(), Stopped> {
-        let mut waiting: Vec<usize> = outcomes
-            .iter()
-            .enumerate()
-            .filter(|(_, outcome)| matches!(outcome, Outcome::DeadLetter { .. }))
-            .map(|(index, _)| index)
-            .collect();
-        let mut backoff_ms = RETRY_BACKOFF_INITIAL_MS;
-        while !waiting.is_empty() {
-            let sends = waiting.iter().map(|&index| {
-                let Outcome::DeadLetter { reason, error } = &outcomes[index] else {
-                    unreachable!("only dead letters are waiting");
-                };
-                self.send_dead_letter(&batch[index], reason, error)
-            });
-            let results = futures::future::join_all(sends).await;
-            let mut failed = Vec::new();
-            for (index, result) in waiting.iter().zip(results) {
-                if let Err(error) = result {
-                    warn!(error = %error, topic = %self.config.dead_letter_topic, "dead-letter delivery failed");
-                    failed.push(*index);
-                }
-            }
-            waiting = failed;
-            if !waiting.is_empty() {
-                if sleep_or_stop(&mut self.shutdown, Duration::from_millis(backoff_ms)).await {
-                    return Err(Stopped);
-                }
-                backoff_ms = (backoff_ms * 2).min(RETRY_BACKOFF_MAX_MS);
-            }
-        }
-        Ok(())
-    }
-
-    async fn send_dead_letter(
-        &self,
-        message: &OwnedMessage,
-        reason: &str,
-        error: &str,
-    ) -> Result<(), KafkaError> {
-        let headers = dead_letter_headers(message, reason, error);
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&self.config.dead_letter_topic).headers(headers);
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
-        }
-        self.dead_letters
-            .send(record, Duration::from_millis(PRODUCE_QUEUE_TIMEOUT_MS))
-            .await
-            .map(|_| ())
-            .map_err(|(error, _)| error)
-    }
-
-    /// Commits the highest offset + 1 of every partition in the batch, synchronously.
+    /// Commits, for every partition whose window moved, the first offset not settled.
     /// A failed commit is only logged: the records are consumed again later and are then
     /// duplicates.
-    async fn commit(&self, batch: &[OwnedMessage]) {
-        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-        for message in batch {
-            let entry = next
-                .entry((message.topic(), message.partition()))
-                .or_insert(0);
-            *entry = (*entry).max(message.offset() + 1);
-        }
+    async fn commit(&mut self, mode: CommitMode) {
+        self.last_commit = tokio::time::Instant::now();
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in &next {
-            if let Err(error) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+        let mut offsets = Vec::new();
+        for ((topic, partition), window) in &mut self.windows {
+            let Some(offset) = window.committable() else {
+                continue;
+            };
+            if let Err(error) = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset))
             {
                 warn!(error = %error, topic, partition, "cannot build the offset commit");
                 return;
             }
+            window.committing(offset);
+            offsets.push((*partition, offset));
+        }
+        if offsets.is_empty() {
+            return;
         }
         let consumer = self.consumer.clone();
-        let committed =
-            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
+        let committed = match mode {
+            // An asynchronous commit only queues the request; failures reach
+            // `commit_callback`.
+            CommitMode::Async => Ok(consumer.commit(&tpl, CommitMode::Async)),
+            CommitMode::Sync => {
+                tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await
+            }
+        };
         match committed {
-            Ok(Ok(())) => debug!(offsets = ?next, "kafka offsets committed"),
-            Ok(Err(error)) => warn!(error = %error, offsets = ?next, "kafka offset commit failed"),
+            Ok(Ok(())) => debug!(offsets = ?offsets, "kafka offsets committed"),
+            Ok(Err(error)) => {
+                warn!(error = %error, offsets = ?offsets, "kafka offset commit failed")
+            }
             Err(error) => warn!(error = %error, "kafka offset commit task failed"),
         }
     }
@@ -903,6 +1099,8 @@ mod tests {
             atp_topic: None,
             batch_max: 10,
             batch_wait_ms: 5,
+            max_in_flight: 100,
+            consumer_overrides: Default::default(),
         };
         let error = match check_settings(&config) {
             Err(error) => error,
@@ -914,6 +1112,105 @@ mod tests {
             dead_letter_topic: "dlq".to_owned(),
             ..config
         };
+        assert!(check_settings(&config).is_err());
+    }
+
+    #[test]
+    fn the_offset_window_commits_only_past_settled_records() {
+        let mut window = OffsetWindow::default();
+        assert_eq!(window.committable(), None);
+        for offset in 5..=8 {
+            window.submitted(offset);
+        }
+        // Nothing settled: the group already stands at the first offset.
+        assert_eq!(window.committable(), None);
+        // Settled out of order: 7 and 8 wait for 5 and 6.
+        window.settled(7);
+        window.settled(8);
+        assert_eq!(window.committable(), None);
+        window.settled(5);
+        assert_eq!(window.committable(), Some(6));
+        window.committing(6);
+        assert_eq!(window.committable(), None);
+        window.submitted(9);
+        window.settled(9);
+        assert_eq!(window.committable(), None, "6 is not settled yet");
+        window.settled(6);
+        assert_eq!(window.committable(), Some(10));
+        window.committing(10);
+        assert_eq!(window.committable(), None);
+    }
+
+    #[test]
+    fn the_offset_window_never_passes_an_unsettled_record_in_any_order() {
+        // Every order of settling 0..6: the committable offset never passes an offset not
+        // settled yet, and reaches 6 at the end.
+        fn orders(rest: Vec<i64>, prefix: &mut Vec<i64>, out: &mut Vec<Vec<i64>>) {
+            if rest.is_empty() {
+                out.push(prefix.clone());
+            }
+            for (i, &offset) in rest.iter().enumerate() {
+                let mut rest = rest.clone();
+                rest.remove(i);
+                prefix.push(offset);
+                orders(rest, prefix, out);
+                prefix.pop();
+            }
+        }
+        let mut all = Vec::new();
+        orders((0..6).collect(), &mut Vec::new(), &mut all);
+        for order in all {
+            let mut window = OffsetWindow::default();
+            for offset in 0..6 {
+                window.submitted(offset);
+            }
+            let mut settled = std::collections::BTreeSet::new();
+            let mut last = 0;
+            for offset in &order {
+                window.settled(*offset);
+                settled.insert(*offset);
+                if let Some(commit) = window.committable() {
+                    assert!(commit > last, "{order:?}");
+                    assert!(
+                        (0..commit).all(|o| settled.contains(&o)),
+                        "{order:?}: {commit}"
+                    );
+                    window.committing(commit);
+                    last = commit;
+                }
+            }
+            assert_eq!(last, 6, "{order:?}");
+        }
+    }
+
+    #[test]
+    fn fixed_consumer_settings_cannot_be_overridden() {
+        let mut config = KafkaConfig {
+            brokers: "127.0.0.1:1".to_owned(),
+            group_id: "g".to_owned(),
+            movements_topic: "t".to_owned(),
+            dead_letter_topic: "dlq".to_owned(),
+            atp_topic: None,
+            batch_max: 10,
+            batch_wait_ms: 5,
+            max_in_flight: 10,
+            consumer_overrides: Default::default(),
+        };
+        assert!(check_settings(&config).is_ok());
+        config
+            .consumer_overrides
+            .insert("fetch.max.bytes".to_owned(), "1048576".to_owned());
+        assert!(check_settings(&config).is_ok());
+        assert_eq!(
+            consumer_config(&config).get("fetch.max.bytes"),
+            Some("1048576")
+        );
+        config
+            .consumer_overrides
+            .insert("enable.auto.commit".to_owned(), "true".to_owned());
+        assert!(check_settings(&config).is_err());
+        config.consumer_overrides.clear();
+        config.max_in_flight = 9;
         assert!(check_settings(&config).is_err());
     }
 }

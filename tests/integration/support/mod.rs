@@ -187,6 +187,8 @@ pub fn kafka_config(
         atp_topic: None,
         batch_max: 64,
         batch_wait_ms: 5,
+        max_in_flight: 1024,
+        consumer_overrides: Default::default(),
     }
 }
 
