@@ -720,7 +720,7 @@ mod fast_reader_tests {
     }
 
     fn location() -> impl Strategy<Value = LocationId> {
-        text().prop_map(LocationId)
+        text().prop_map(LocationId::from)
     }
 
     fn kind() -> impl Strategy<Value = MovementKind> {
