@@ -566,7 +566,7 @@ mod tests {
             *model.entry(*key).or_default() += 1;
         }
         assert!(map.iter().eq(model.iter()));
-        for key in keys.iter().take(200) {
+        for key in keys.iter().take(250) {
             assert_eq!(map.remove(key), model.remove(key));
         }
         map.retain(|key, _| key % 3 != 0);
