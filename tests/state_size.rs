@@ -202,4 +202,13 @@ fn a_sku_state_stays_small() {
         week_movements.len(),
         week_heap + inline,
     );
+    // Budgets with a little margin (see BENCHMARKS.md, "SKU state size"), so growth is seen.
+    assert!(
+        receipt_heap + inline <= 320,
+        "one receipt: {receipt_heap} + {inline}"
+    );
+    assert!(
+        week_heap + inline <= 8_000,
+        "a week: {week_heap} + {inline}"
+    );
 }

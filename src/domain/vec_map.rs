@@ -210,6 +210,18 @@ impl<K: Ord, V> VecMap<K, V> {
         }
     }
 
+    /// Keeps only the entries for which `keep` returns true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
+        match &mut self.repr {
+            Repr::Small(entries) => {
+                entries.retain_mut(|(key, value)| keep(key, value));
+                shrink(entries);
+            }
+            Repr::Large(tree) => tree.retain(|key, value| keep(key, value)),
+        }
+        self.shrink_if_small();
+    }
+
     /// Before an insert: moves a vector of `LARGE` entries into a B-tree.
     fn grow_if_large(&mut self) {
         if let Repr::Small(entries) = &mut self.repr
@@ -557,6 +569,8 @@ mod tests {
         for key in keys.iter().take(250) {
             assert_eq!(map.remove(key), model.remove(key));
         }
+        map.retain(|key, _| key % 3 != 0);
+        model.retain(|key, _| key % 3 != 0);
         assert!(
             matches!(map.repr, Repr::Small(_)),
             "shrunk back to a vector"
