@@ -140,7 +140,7 @@ async fn commits(binary: bool) {
     let size = env("STORE_BENCH_BATCH", 16_384);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bench.db");
-    if let Some(page_size) = std::env::var("STORE_BENCH_PAGE_SIZE").ok() {
+    if let Ok(page_size) = std::env::var("STORE_BENCH_PAGE_SIZE") {
         // Only honoured before the first table exists.
         let connection = rusqlite::Connection::open(&path).unwrap();
         connection
