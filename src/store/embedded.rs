@@ -6,7 +6,12 @@
 //! throughput well above the ledger's target (see BENCHMARKS.md).
 //!
 //! One writer connection serves [`Store::commit`] and `record_pushed` on a blocking
-//! thread; a second connection serves reads so they never wait for a commit (WAL).
+//! thread; a second connection serves reads so they never wait for a commit (WAL). The WAL
+//! is checkpointed and truncated on the policy of `store::wal` (size, idle, close).
+//! Movements and snapshots are stored in `store::codec`'s encoding; JSON rows of earlier
+//! builds load as they are.
+//!
+//! May depend on: `domain`, `telemetry`, the rest of `store`.
 
 use super::wal::{Reason, WalOptions, WalPolicy};
 use super::{
@@ -27,8 +32,10 @@ const LAYOUT_VERSION: i64 = 1;
 /// table, `event_index`, keyed by SKU and sequence number (which also makes a second
 /// writer of the same sequence number fail), carrying each event's heap id, idempotency
 /// key and key expiry: it serves both loading a SKU's later events and its unexpired keys.
-/// Keeping the bulky movement JSON out of SKU-ordered B-trees, and keys out of a second
-/// one, cut the pages written per commit several times over (BENCHMARKS.md).
+/// Keeping the movement bodies out of SKU-ordered B-trees, and keys out of a second
+/// one, cut the pages written per commit several times over (BENCHMARKS.md). `movement`
+/// and `state` hold BLOBs in the binary layout (`store::codec`) and TEXT (JSON) in rows of
+/// earlier builds; SQLite keeps each value's own type, so both load.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -69,7 +76,7 @@ CREATE TABLE IF NOT EXISTS reservations (
 // filters by time: `recorded_at_ms` only grows, so each group commit appends its entries
 // (~14 bytes each, ~290 per page) to the right-most leaf — about one extra page per 290
 // events, a few percent of what the event heap itself writes. Source and kind live inside
-// the movement JSON and are filtered on top of the SKU or time range (no index: an index on
+// the stored movement and are filtered on top of the SKU or time range (no index: an index on
 // them would cost a second write per event on the hot path). `push_log` and `config_audit`
 // are written off the hot path (in batches by propagation, once at start) and pruned by
 // retention.
@@ -219,10 +226,14 @@ fn multi_row_insert(head: &str, width: usize, rows: usize) -> String {
     format!("{head} VALUES {}", vec![row; rows].join(","))
 }
 
+// `OR ROLLBACK`: a conflict (a second writer of a sequence number) fails the whole batch,
+// which is what a failed commit means anyway; with the default `ABORT`, SQLite must keep a
+// statement journal to undo just the failing statement, and copying every page a
+// multi-row insert touches into it was ~8 % of the commit path (perf, `--bench store`).
 const INSERT_EVENTS: &str =
-    "INSERT INTO events (id, sku, seq, idempotency_key, recorded_at_ms, movement)";
-const INSERT_INDEX: &str =
-    "INSERT INTO event_index (sku, seq, event_id, idempotency_key, key_expires_at_ms)";
+    "INSERT OR ROLLBACK INTO events (id, sku, seq, idempotency_key, recorded_at_ms, movement)";
+const INSERT_INDEX: &str = "INSERT OR ROLLBACK INTO event_index
+    (sku, seq, event_id, idempotency_key, key_expires_at_ms)";
 
 /// Binds one event's heap row at `first` (6 values) and its index row at `first_index`
 /// (5 values).
