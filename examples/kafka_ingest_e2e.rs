@@ -176,7 +176,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let total = started.elapsed().as_secs_f64();
     ingest.stop().await?;
-    let steady = first_commit.map(|(at, done)| (count as f64 - done as f64) / at.elapsed().as_secs_f64());
+    let steady =
+        first_commit.map(|(at, done)| (count as f64 - done as f64) / at.elapsed().as_secs_f64());
     println!(
         "stocksync ingest to durable: {count} movements in {total:.2} s ({:.0}/s; {:.0}/s after the first commit); {:.0} % of the raw consume",
         count as f64 / total,
