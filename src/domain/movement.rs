@@ -1,5 +1,7 @@
 //! Movements: the only way stock changes. The JSON shape here is the Kafka and REST
-//! contract described by `schemas/movement.schema.json`.
+//! contract described by `schemas/movement.schema.json`; [`FastMovementReader`] reads it on
+//! the ingest hot paths without an intermediate `serde_json::Value`, deferring every text it
+//! cannot vouch for to the derived deserializer (which explains refusals).
 
 use super::{LocationId, Sku};
 use serde::{Deserialize, Serialize};
