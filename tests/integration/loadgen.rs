@@ -2,10 +2,12 @@
 //! `loadgen in-process` and `bench memory` commands through the real binary. Counts only:
 //! no throughput or latency is asserted (the figures belong to benchmarks).
 
+use crate::support::TansuBroker;
 use std::process::Command;
+use stocksync::loadgen::kafka::{self, KafkaRunOptions};
 use stocksync::loadgen::open_loop::OpenLoopOptions;
 use stocksync::loadgen::sweep;
-use stocksync::loadgen::workload::{WorkloadOptions, fresh_run_id};
+use stocksync::loadgen::workload::{Workload, WorkloadOptions, fresh_run_id};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_against_an_in_process_app_acknowledges_every_movement() {
@@ -98,4 +100,32 @@ fn bench_memory_completes_and_prints_its_fields() {
     ] {
         assert!(stdout.contains(field), "{field} missing from:\n{stdout}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_run_produces_exactly_n_and_makes_every_one_durable() {
+    let broker = TansuBroker::start();
+    let options = WorkloadOptions {
+        skus: 200,
+        settle_movements: 500,
+        run_id: fresh_run_id(),
+        ..WorkloadOptions::default()
+    };
+    let run_id = options.run_id.clone();
+    let movements = 20_000;
+    let report = kafka::run(
+        KafkaRunOptions {
+            brokers: broker.bootstrap(),
+            movements,
+            partitions: 3,
+            topic: None,
+            batch_max: 1000,
+        },
+        Workload::new(options).unwrap(),
+        &run_id,
+    )
+    .await
+    .expect("kafka run");
+    assert_eq!(report.movements, movements, "{report:?}");
+    assert_eq!(report.partitions, 3);
 }
