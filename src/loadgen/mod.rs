@@ -3,13 +3,15 @@
 //! Owns: the synthetic workload ([`workload`]: Zipf-skewed SKUs, a mix of receipts, sales,
 //! cancellations and fulfilments that the ledger never refuses), the open-loop driver
 //! ([`open_loop`]: fixed arrival times, latency from the due time, HDR histograms), the
-//! targets ([`targets`]: REST, the ledger in process; [`kafka`]: pre-produced topic against
+//! targets ([`targets`]: REST, the ledger in process; [`in_flight`]: the ledger driven one
+//! movement at a time with many in flight; [`kafka`]: pre-produced topic against
 //! a raw consume), rate sweeps ([`sweep`]), the memory benchmark ([`memory`]) and SVG
 //! plots ([`plot`]).
 //!
 //! May depend on every module through its public API (it drives the whole engine, like
 //! `app`); nothing depends on it but the binary.
 
+pub mod in_flight;
 pub mod kafka;
 pub mod memory;
 pub mod open_loop;

@@ -44,7 +44,8 @@ impl BatchOutcome {
         self.applied + self.duplicate
     }
 
-    fn add(&mut self, other: &BatchOutcome) {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &BatchOutcome) {
         self.applied += other.applied;
         self.duplicate += other.duplicate;
         self.rejected += other.rejected;

@@ -129,3 +129,30 @@ async fn kafka_run_produces_exactly_n_and_makes_every_one_durable() {
     assert_eq!(report.movements, movements, "{report:?}");
     assert_eq!(report.partitions, 3);
 }
+
+#[test]
+fn in_process_closed_loop_acknowledges_everything_it_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("closed.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_stocksync"))
+        .args(["loadgen", "in-process", "--closed-loop", "--secs", "1"])
+        .args(["--skus", "100", "--max-in-flight", "1000"])
+        .arg("--out")
+        .arg(&json)
+        .output()
+        .expect("run stocksync");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("closed loop"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert!(runs[0]["sent"].as_u64().unwrap() > 0);
+    assert_eq!(runs[0]["acknowledged"], runs[0]["sent"]);
+    assert_eq!(runs[0]["outcome"]["errors"], 0);
+    assert_eq!(runs[0]["options"]["connections"], 1000);
+}
