@@ -19,6 +19,11 @@ pub enum LoadgenCommand {
         /// process with embedded defaults.
         #[arg(long)]
         url: Option<String>,
+        /// Also measure movement -> channel push latency: the in-process App propagates to
+        /// an in-process Shopify simulator listing every SKU (not with --url or
+        /// --new-skus-only; at most 100,000 SKUs).
+        #[arg(long)]
+        push: bool,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -185,6 +190,9 @@ impl LoadArgs {
         println!("{}", sweep::table_header());
         for run in &report.runs {
             println!("{}", sweep::table_row(run));
+            if let Some(push) = &run.push {
+                println!("{}", sweep::push_row(push));
+            }
         }
         if let Some(path) = &self.out {
             sweep::write_json(path, report)?;
@@ -231,9 +239,10 @@ pub enum BenchCommand {
 /// Runs `stocksync loadgen …`.
 pub async fn loadgen(command: LoadgenCommand) -> anyhow::Result<()> {
     match command {
-        LoadgenCommand::Rest { url, load } => {
+        LoadgenCommand::Rest { url, push, load } => {
             let template = load.check()?;
-            let report = sweep::rest(url, load.workload.options(), &load.rates, template).await?;
+            let report =
+                sweep::rest(url, load.workload.options(), &load.rates, template, push).await?;
             load.finish(&report)
         }
         LoadgenCommand::InProcess {

@@ -201,6 +201,7 @@ pub async fn run(ledger: Ledger, mut workload: Workload, options: InFlightOption
         } else {
             0.0
         },
+        push: None,
     }
 }
 

@@ -5,7 +5,8 @@
 //! ([`open_loop`]: fixed arrival times, latency from the due time, HDR histograms), the
 //! targets ([`targets`]: REST, the ledger in process; [`in_flight`]: the ledger driven one
 //! movement at a time with many in flight; [`kafka`]: pre-produced topic against
-//! a raw consume), rate sweeps ([`sweep`]), the memory benchmark ([`memory`]) and SVG
+//! a raw consume; [`push`]: movement → channel push latency through the Shopify
+//! simulator), rate sweeps ([`sweep`]), the memory benchmark ([`memory`]) and SVG
 //! plots ([`plot`]).
 //!
 //! May depend on every module through its public API (it drives the whole engine, like
@@ -16,6 +17,7 @@ pub mod kafka;
 pub mod memory;
 pub mod open_loop;
 pub mod plot;
+pub mod push;
 pub mod sweep;
 pub mod targets;
 pub mod workload;

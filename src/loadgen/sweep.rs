@@ -8,6 +8,7 @@ use super::LoadgenError;
 use super::in_flight::{self, InFlightOptions};
 use super::open_loop::{self, OpenLoopOptions, RunReport, Target};
 use super::plot::{Series, line_chart};
+use super::push::{MAX_PUSH_SKUS, PushRecorder, PushReport, channel_toml, start_simulator};
 use super::targets::{RestTarget, app_config, hashmap_baseline, prefill, start_ledger};
 use super::workload::{Workload, WorkloadOptions};
 use serde::Serialize;
@@ -77,27 +78,72 @@ async fn sweep(
 }
 
 /// Sweeps the REST API of the stocksync at `url`, or of an App started in process on a
-/// temp dir with embedded defaults when `url` is `None`.
+/// temp dir with embedded defaults when `url` is `None`. With `push` (in-process App only,
+/// not with new SKUs only), the App also propagates to an in-process Shopify simulator and
+/// each run reports movement → push latency (see [`push`](super::push)).
 pub async fn rest(
     url: Option<String>,
     workload: WorkloadOptions,
     rates: &[u64],
     template: OpenLoopOptions,
+    push: bool,
 ) -> Result<SweepReport, LoadgenError> {
+    if push && (url.is_some() || workload.new_skus_only || workload.skus > MAX_PUSH_SKUS) {
+        return Err(LoadgenError::Config(format!(
+            "--push needs the in-process App (no --url), named SKUs (no --new-skus-only) \
+             and at most {MAX_PUSH_SKUS} SKUs"
+        )));
+    }
     let dir = tempfile::tempdir()?;
+    let simulator = if push {
+        Some(start_simulator().await?)
+    } else {
+        None
+    };
     let (app, base) = match url {
         Some(url) => (None, url),
         None => {
-            let app = crate::app::App::start(app_config(dir.path(), "")?)
+            let extra = simulator
+                .as_ref()
+                .map(|sim| channel_toml(&sim.base_url(), workload.skus))
+                .unwrap_or_default();
+            let app = crate::app::App::start(app_config(dir.path(), &extra)?)
                 .await
                 .map_err(|e| LoadgenError::App(format!("{e:#}")))?;
             let base = format!("http://{}", app.http_addr());
             (Some(app), base)
         }
     };
-    let target = Arc::new(RestTarget::new(&base, template.connections)?);
+    let rest: Arc<dyn Target> = Arc::new(RestTarget::new(&base, template.connections)?);
     eprintln!("{}", table_header());
-    let runs = sweep("rest", target, &workload, rates, template).await;
+    let runs = match &simulator {
+        None => sweep("rest", rest, &workload, rates, template).await,
+        Some(simulator) => {
+            let recorder = Arc::new(PushRecorder::new(rest, workload.skus));
+            let mut runs = Vec::new();
+            for (index, &rate) in rates.iter().enumerate() {
+                let options = OpenLoopOptions {
+                    rate_per_sec: rate,
+                    ..template
+                };
+                let workload = match workload_for(&workload, index) {
+                    Ok(workload) => workload,
+                    Err(error) => {
+                        runs.clear();
+                        eprintln!("{error}");
+                        break;
+                    }
+                };
+                let mut report = open_loop::run("rest", recorder.clone(), workload, options).await;
+                let push = recorder.settle_and_report(simulator).await;
+                eprintln!("{}", table_row(&report));
+                eprintln!("{}", push_row(&push));
+                report.push = Some(push);
+                runs.push(report);
+            }
+            Ok(runs)
+        }
+    };
     let url = if app.is_some() {
         "in-process".to_owned()
     } else {
@@ -105,6 +151,9 @@ pub async fn rest(
     };
     if let Some(app) = app {
         app.shutdown(Duration::from_secs(30)).await;
+    }
+    if let Some(simulator) = simulator {
+        simulator.shutdown().await;
     }
     Ok(SweepReport {
         target: "rest".to_owned(),
@@ -117,6 +166,21 @@ pub async fn rest(
         hashmap_baseline_per_sec: None,
         runs: runs?,
     })
+}
+
+/// The push-latency line printed under a run's row.
+pub fn push_row(push: &PushReport) -> String {
+    format!(
+        "  movement -> channel push: p50 {:.0} ms, p99 {:.0} ms, p999 {:.0} ms, max {:.0} ms \
+         ({} matched, {} without a later set, {} not noted)",
+        push.latency.p50_ms,
+        push.latency.p99_ms,
+        push.latency.p999_ms,
+        push.latency.max_ms,
+        push.matched,
+        push.unmatched,
+        push.not_noted
+    )
 }
 
 /// How the in-process target is driven.

@@ -23,7 +23,7 @@ async fn rest_against_an_in_process_app_acknowledges_every_movement() {
         batch: 10,
         connections: 2,
     };
-    let report = sweep::rest(None, workload, &[200], template)
+    let report = sweep::rest(None, workload, &[200], template, false)
         .await
         .expect("rest sweep runs");
     assert_eq!(report.runs.len(), 1);
@@ -155,4 +155,28 @@ fn in_process_closed_loop_acknowledges_everything_it_sent() {
     assert_eq!(runs[0]["acknowledged"], runs[0]["sent"]);
     assert_eq!(runs[0]["outcome"]["errors"], 0);
     assert_eq!(runs[0]["options"]["connections"], 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_push_matches_movements_to_simulator_sets() {
+    let workload = WorkloadOptions {
+        skus: 20,
+        settle_movements: 50,
+        run_id: fresh_run_id(),
+        ..WorkloadOptions::default()
+    };
+    let template = OpenLoopOptions {
+        rate_per_sec: 200,
+        secs: 1,
+        batch: 10,
+        connections: 2,
+    };
+    let report = sweep::rest(None, workload, &[200], template, true)
+        .await
+        .expect("rest push sweep runs");
+    let run = &report.runs[0];
+    assert_eq!(run.acknowledged, 200, "{run:?}");
+    let push = run.push.as_ref().expect("push report");
+    assert!(push.matched > 0, "{push:?}");
+    assert_eq!(push.not_noted, 0, "{push:?}");
 }
