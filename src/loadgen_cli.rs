@@ -19,16 +19,30 @@ pub enum LoadgenCommand {
         /// process with embedded defaults.
         #[arg(long)]
         url: Option<String>,
+        /// Also measure movement -> channel push latency: the in-process App propagates to
+        /// an in-process Shopify simulator listing every SKU (not with --url or
+        /// --new-skus-only; at most 100,000 SKUs).
+        #[arg(long)]
+        push: bool,
         #[command(flatten)]
         load: LoadArgs,
     },
-    /// Ledger::submit directly on an embedded store, next to a HashMap apply of the same
-    /// workload (the same-run baseline).
+    /// Ledger::submit directly on an embedded store, one movement at a time as each falls
+    /// due (no request batching; --batch and --connections do not apply), up to
+    /// --max-in-flight outstanding, next to a HashMap apply of the same workload (the
+    /// same-run baseline).
     InProcess {
         /// First fill the store with this many events (committed directly, for SKUs the
         /// workload never names), to measure on a store that already holds them.
         #[arg(long, default_value_t = 0)]
         prefill_events: u64,
+        /// Most movements submitted and not yet acknowledged.
+        #[arg(long, default_value_t = 200_000)]
+        max_in_flight: usize,
+        /// Instead of the rate sweep, keep --max-in-flight movements outstanding for
+        /// --secs and report the throughput sustained.
+        #[arg(long)]
+        closed_loop: bool,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -176,6 +190,9 @@ impl LoadArgs {
         println!("{}", sweep::table_header());
         for run in &report.runs {
             println!("{}", sweep::table_row(run));
+            if let Some(push) = &run.push {
+                println!("{}", sweep::push_row(push));
+            }
         }
         if let Some(path) = &self.out {
             sweep::write_json(path, report)?;
@@ -222,21 +239,33 @@ pub enum BenchCommand {
 /// Runs `stocksync loadgen …`.
 pub async fn loadgen(command: LoadgenCommand) -> anyhow::Result<()> {
     match command {
-        LoadgenCommand::Rest { url, load } => {
+        LoadgenCommand::Rest { url, push, load } => {
             let template = load.check()?;
-            let report = sweep::rest(url, load.workload.options(), &load.rates, template).await?;
+            let report =
+                sweep::rest(url, load.workload.options(), &load.rates, template, push).await?;
             load.finish(&report)
         }
         LoadgenCommand::InProcess {
             prefill_events,
+            max_in_flight,
+            closed_loop,
             load,
         } => {
             let template = load.check()?;
+            anyhow::ensure!(
+                (1..=stocksync::loadgen::in_flight::MAX_IN_FLIGHT).contains(&max_in_flight),
+                "--max-in-flight must be 1..={}",
+                stocksync::loadgen::in_flight::MAX_IN_FLIGHT
+            );
             let report = sweep::in_process(
-                prefill_events,
                 load.workload.options(),
                 &load.rates,
-                template,
+                sweep::InProcessOptions {
+                    prefill_events,
+                    secs: template.secs,
+                    max_in_flight,
+                    closed_loop,
+                },
             )
             .await?;
             load.finish(&report)

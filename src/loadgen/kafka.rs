@@ -1,5 +1,6 @@
 //! The Kafka row: pre-produce movements keyed by SKU to a new topic, time a raw rdkafka
-//! consume of the whole topic (the same-run baseline), then time an in-process App
+//! consume of the whole topic (the same-run baseline, which also checks the topic holds
+//! exactly the movements produced), then time an in-process App
 //! consuming the same topic until every movement is durable (the store's recorded offset
 //! watermarks reach the topic's end).
 //!
@@ -9,13 +10,17 @@ use super::LoadgenError;
 use super::targets::app_config;
 use super::workload::Workload;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Longest a phase (produce, raw consume, App consume) may take.
@@ -90,69 +95,163 @@ async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(),
     Ok(())
 }
 
+/// Most rounds of produce-then-retry-what-failed before the produce phase gives up.
+const MAX_PRODUCE_ROUNDS: u32 = 5;
+/// Most messages queued in the producer (in flight or waiting for a batch) at once.
+const MAX_QUEUED_MESSAGES: usize = 100_000;
+
+/// What the delivery reports said: a count of delivered messages and the key and payload
+/// of every failed one (to send again), with the last error.
+#[derive(Default)]
+struct Deliveries {
+    delivered: AtomicU64,
+    failed: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A producer context that records every delivery report in [`Deliveries`].
+struct DeliveryContext(Arc<Deliveries>);
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+        match result {
+            Ok(_) => {
+                self.0.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, message)) => {
+                let key = message.key().unwrap_or_default().to_vec();
+                let payload = message.payload().unwrap_or_default().to_vec();
+                if let Ok(mut failed) = self.0.failed.lock() {
+                    failed.push((key, payload));
+                }
+                if let Ok(mut last) = self.0.last_error.lock() {
+                    *last = Some(error.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Queues one message, polling (serving delivery reports) while the local queue is full.
+fn send_one(
+    producer: &BaseProducer<DeliveryContext>,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+) -> Result<(), LoadgenError> {
+    let mut record = BaseRecord::to(topic).key(key).payload(payload);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((error, _)) => return Err(kafka_error(error)),
+        }
+    }
+}
+
+/// Produces `movements` movements keyed by SKU and waits for every delivery report;
+/// what the broker refused is sent again (at most [`MAX_PRODUCE_ROUNDS`] rounds). Returns
+/// delivered messages/s over the whole phase.
 fn produce(
     brokers: &str,
     topic: &str,
     mut workload: Workload,
     movements: u64,
 ) -> Result<f64, LoadgenError> {
-    let producer: BaseProducer = ClientConfig::new()
+    let deliveries = Arc::new(Deliveries::default());
+    let producer: BaseProducer<DeliveryContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "500000")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "2000")
+        .set("compression.type", "none")
+        // One request in flight per broker: a retried batch cannot overtake a later one, so
+        // each SKU's movements stay in order (the ledger would refuse a fulfilment first).
+        .set("max.in.flight.requests.per.connection", "1")
+        .set(
+            "queue.buffering.max.messages",
+            MAX_QUEUED_MESSAGES.to_string(),
+        )
+        .set("message.timeout.ms", "120000")
         .set("acks", "all")
-        .create()
+        .create_with_context(DeliveryContext(deliveries.clone()))
         .map_err(kafka_error)?;
     let started = Instant::now();
+    let deadline = started + Duration::from_secs(PHASE_TIMEOUT_SECS);
     for _ in 0..movements {
         let movement = workload.next_movement();
         let payload =
             serde_json::to_vec(&movement).map_err(|e| LoadgenError::Encode(e.to_string()))?;
-        let mut record = BaseRecord::to(topic)
-            .key(movement.sku.as_str())
-            .payload(&payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(50));
-                }
-                Err((error, _)) => return Err(kafka_error(error)),
-            }
-        }
+        send_one(&producer, topic, movement.sku.as_str().as_bytes(), &payload)?;
         producer.poll(Duration::ZERO);
     }
-    producer
-        .flush(Duration::from_secs(PHASE_TIMEOUT_SECS))
-        .map_err(kafka_error)?;
+    let mut round = 1;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        producer.flush(remaining).map_err(kafka_error)?;
+        let failed = std::mem::take(
+            &mut *deliveries
+                .failed
+                .lock()
+                .map_err(|_| LoadgenError::Kafka("delivery report lock poisoned".into()))?,
+        );
+        if failed.is_empty() {
+            break;
+        }
+        let last_error = deliveries
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|last| last.clone())
+            .unwrap_or_default();
+        if round >= MAX_PRODUCE_ROUNDS || Instant::now() > deadline {
+            return Err(LoadgenError::Kafka(format!(
+                "{} messages still undelivered after {round} rounds (last error: {last_error})",
+                failed.len()
+            )));
+        }
+        eprintln!(
+            "produce round {round}: {} messages failed ({last_error}); sending them again",
+            failed.len()
+        );
+        std::thread::sleep(Duration::from_millis(200 * u64::from(round)));
+        for (key, payload) in &failed {
+            send_one(&producer, topic, key, payload)?;
+            producer.poll(Duration::ZERO);
+        }
+        round += 1;
+    }
+    let delivered = deliveries.delivered.load(Ordering::Relaxed);
+    if delivered != movements {
+        return Err(LoadgenError::Kafka(format!(
+            "{delivered} of {movements} messages reported delivered"
+        )));
+    }
     Ok(movements as f64 / started.elapsed().as_secs_f64().max(1e-9))
 }
 
-/// High watermark per partition.
-fn high_watermarks(brokers: &str, topic: &str, partitions: i32) -> Result<Vec<i64>, LoadgenError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("{topic}-watermarks"))
-        .create()
-        .map_err(kafka_error)?;
-    (0..partitions)
-        .map(|p| {
-            consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(30))
-                .map(|(_, high)| high)
-                .map_err(kafka_error)
-        })
-        .collect()
-}
+/// Longest a consume may see nothing new before the topic counts as short.
+const CONSUME_IDLE_SECS: u64 = 15;
 
+/// Times a raw rdkafka consume of the whole topic until it has read `expected` messages
+/// and returns (messages/s, each partition's end offset = its last offset + 1). The end
+/// offsets come from the messages themselves: tansu's ListOffsets (what
+/// `fetch_watermarks` asks) can report less than the last offset + 1 right after a fast
+/// produce. Fails if the topic holds fewer than `expected` messages (nothing new for
+/// [`CONSUME_IDLE_SECS`]), more (anything after the `expected`-th within a second), or
+/// offsets that do not add up to `expected`.
 fn raw_consume(
     brokers: &str,
     topic: &str,
     partitions: i32,
-    total: i64,
-) -> Result<f64, LoadgenError> {
+    expected: u64,
+) -> Result<(f64, Vec<i64>), LoadgenError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("{topic}-raw"))
@@ -167,24 +266,52 @@ fn raw_consume(
             .map_err(kafka_error)?;
     }
     consumer.assign(&assignment).map_err(kafka_error)?;
+    let mut ends = vec![0i64; usize::try_from(partitions).unwrap_or(0)];
+    let mut note = |message: &rdkafka::message::BorrowedMessage<'_>| {
+        if let Some(end) = usize::try_from(message.partition())
+            .ok()
+            .and_then(|p| ends.get_mut(p))
+        {
+            *end = (*end).max(message.offset().saturating_add(1));
+        }
+        message.payload().map_or(0, <[u8]>::len)
+    };
     let started = Instant::now();
     let deadline = started + Duration::from_secs(PHASE_TIMEOUT_SECS);
-    let mut seen = 0i64;
+    let mut last_new = Instant::now();
+    let mut seen = 0u64;
     let mut bytes = 0usize;
-    while seen < total {
-        if Instant::now() > deadline {
-            return Err(LoadgenError::Timeout(format!(
-                "raw consume saw {seen} of {total}"
+    while seen < expected {
+        if Instant::now() > deadline || last_new.elapsed() > Duration::from_secs(CONSUME_IDLE_SECS)
+        {
+            return Err(LoadgenError::Kafka(format!(
+                "topic {topic} holds only {seen} of the {expected} messages produced"
             )));
         }
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
             let message = message.map_err(kafka_error)?;
-            bytes += message.payload().map_or(0, <[u8]>::len);
+            bytes += note(&message);
+            seen += 1;
+            last_new = Instant::now();
+        }
+    }
+    let rate = expected as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    std::hint::black_box(bytes);
+    let extra_until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < extra_until {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.map_err(kafka_error)?;
+            note(&message);
             seen += 1;
         }
     }
-    std::hint::black_box(bytes);
-    Ok(total as f64 / started.elapsed().as_secs_f64().max(1e-9))
+    let sum: i64 = ends.iter().sum();
+    if seen != expected || u64::try_from(sum).ok() != Some(expected) {
+        return Err(LoadgenError::Kafka(format!(
+            "topic {topic} holds {seen} messages (end offsets {ends:?}) after producing {expected}"
+        )));
+    }
+    Ok((rate, ends))
 }
 
 /// Runs the whole Kafka row.
@@ -206,14 +333,12 @@ pub async fn run(
             .map_err(|e| LoadgenError::Kafka(e.to_string()))??;
     let (brokers, raw_topic, partitions) =
         (options.brokers.clone(), topic.clone(), options.partitions);
-    let (highs, raw_consume_per_sec) = tokio::task::spawn_blocking(move || {
-        let highs = high_watermarks(&brokers, &raw_topic, partitions)?;
-        let total: i64 = highs.iter().sum();
-        raw_consume(&brokers, &raw_topic, partitions, total).map(|rate| (highs, rate))
+    let (raw_consume_per_sec, ends) = tokio::task::spawn_blocking(move || {
+        raw_consume(&brokers, &raw_topic, partitions, movements)
     })
     .await
     .map_err(|e| LoadgenError::Kafka(e.to_string()))??;
-    let total: i64 = highs.iter().sum();
+    let total: i64 = ends.iter().sum();
 
     let dir = tempfile::tempdir()?;
     let group = format!("{topic}-app");

@@ -3,17 +3,21 @@
 //! Owns: the synthetic workload ([`workload`]: Zipf-skewed SKUs, a mix of receipts, sales,
 //! cancellations and fulfilments that the ledger never refuses), the open-loop driver
 //! ([`open_loop`]: fixed arrival times, latency from the due time, HDR histograms), the
-//! targets ([`targets`]: REST, the ledger in process; [`kafka`]: pre-produced topic against
-//! a raw consume), rate sweeps ([`sweep`]), the memory benchmark ([`memory`]) and SVG
+//! targets ([`targets`]: REST, the ledger in process; [`in_flight`]: the ledger driven one
+//! movement at a time with many in flight; [`kafka`]: pre-produced topic against
+//! a raw consume; [`push`]: movement → channel push latency through the Shopify
+//! simulator), rate sweeps ([`sweep`]), the memory benchmark ([`memory`]) and SVG
 //! plots ([`plot`]).
 //!
 //! May depend on every module through its public API (it drives the whole engine, like
 //! `app`); nothing depends on it but the binary.
 
+pub mod in_flight;
 pub mod kafka;
 pub mod memory;
 pub mod open_loop;
 pub mod plot;
+pub mod push;
 pub mod sweep;
 pub mod targets;
 pub mod workload;

@@ -44,7 +44,8 @@ impl BatchOutcome {
         self.applied + self.duplicate
     }
 
-    fn add(&mut self, other: &BatchOutcome) {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &BatchOutcome) {
         self.applied += other.applied;
         self.duplicate += other.duplicate;
         self.rejected += other.rejected;
@@ -56,8 +57,9 @@ impl BatchOutcome {
 /// Somewhere movements can be sent and acknowledged.
 #[async_trait]
 pub trait Target: Send + Sync {
-    /// Sends one batch and waits for its answer.
-    async fn send(&self, batch: Vec<Movement>) -> BatchOutcome;
+    /// Sends one batch, due at `due` (its latency counts from then), and waits for its
+    /// answer.
+    async fn send(&self, batch: Vec<Movement>, due: Instant) -> BatchOutcome;
 }
 
 /// How hard and how long to drive.
@@ -121,6 +123,9 @@ pub struct RunReport {
     /// Longest delay between a batch's due time and its actual send, in milliseconds
     /// (large values mean the target, or the generator, could not keep the rate).
     pub send_lag_ms_max: f64,
+    /// Movement → channel push latency (`loadgen rest --push` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<super::push::PushReport>,
 }
 
 /// When batch `index` is due, measured from the start of the run.
@@ -186,7 +191,7 @@ pub async fn run(
                     lag_max = lag_max.max(Instant::now().saturating_duration_since(start + due));
                     let size = batch.len() as u64;
                     sent += size;
-                    let answer = target.send(batch).await;
+                    let answer = target.send(batch, start + due).await;
                     let latency = latency_from_due(start, due, Instant::now());
                     let micros = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_MICROS);
                     histogram
@@ -221,6 +226,7 @@ pub async fn run(
         throughput_per_sec: outcome.acknowledged() as f64 / wall_secs.max(1e-9),
         latency: LatencySummary::of(&histogram),
         send_lag_ms_max: lag_max.as_secs_f64() * 1000.0,
+        push: None,
     }
 }
 
@@ -263,7 +269,7 @@ mod tests {
 
     #[async_trait]
     impl Target for Slow {
-        async fn send(&self, batch: Vec<Movement>) -> BatchOutcome {
+        async fn send(&self, batch: Vec<Movement>, _due: Instant) -> BatchOutcome {
             tokio::time::sleep(Duration::from_millis(100)).await;
             BatchOutcome {
                 applied: batch.len() as u64,

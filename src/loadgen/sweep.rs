@@ -5,11 +5,11 @@
 //! idempotency key repeats).
 
 use super::LoadgenError;
+use super::in_flight::{self, InFlightOptions};
 use super::open_loop::{self, OpenLoopOptions, RunReport, Target};
 use super::plot::{Series, line_chart};
-use super::targets::{
-    LedgerTarget, RestTarget, app_config, hashmap_baseline, prefill, start_ledger,
-};
+use super::push::{MAX_PUSH_SKUS, PushRecorder, PushReport, channel_toml, start_simulator};
+use super::targets::{RestTarget, app_config, hashmap_baseline, prefill, start_ledger};
 use super::workload::{Workload, WorkloadOptions};
 use serde::Serialize;
 use std::path::Path;
@@ -78,27 +78,72 @@ async fn sweep(
 }
 
 /// Sweeps the REST API of the stocksync at `url`, or of an App started in process on a
-/// temp dir with embedded defaults when `url` is `None`.
+/// temp dir with embedded defaults when `url` is `None`. With `push` (in-process App only,
+/// not with new SKUs only), the App also propagates to an in-process Shopify simulator and
+/// each run reports movement → push latency (see [`push`](super::push)).
 pub async fn rest(
     url: Option<String>,
     workload: WorkloadOptions,
     rates: &[u64],
     template: OpenLoopOptions,
+    push: bool,
 ) -> Result<SweepReport, LoadgenError> {
+    if push && (url.is_some() || workload.new_skus_only || workload.skus > MAX_PUSH_SKUS) {
+        return Err(LoadgenError::Config(format!(
+            "--push needs the in-process App (no --url), named SKUs (no --new-skus-only) \
+             and at most {MAX_PUSH_SKUS} SKUs"
+        )));
+    }
     let dir = tempfile::tempdir()?;
+    let simulator = if push {
+        Some(start_simulator().await?)
+    } else {
+        None
+    };
     let (app, base) = match url {
         Some(url) => (None, url),
         None => {
-            let app = crate::app::App::start(app_config(dir.path(), "")?)
+            let extra = simulator
+                .as_ref()
+                .map(|sim| channel_toml(&sim.base_url(), workload.skus))
+                .unwrap_or_default();
+            let app = crate::app::App::start(app_config(dir.path(), &extra)?)
                 .await
                 .map_err(|e| LoadgenError::App(format!("{e:#}")))?;
             let base = format!("http://{}", app.http_addr());
             (Some(app), base)
         }
     };
-    let target = Arc::new(RestTarget::new(&base, template.connections)?);
+    let rest: Arc<dyn Target> = Arc::new(RestTarget::new(&base, template.connections)?);
     eprintln!("{}", table_header());
-    let runs = sweep("rest", target, &workload, rates, template).await;
+    let runs = match &simulator {
+        None => sweep("rest", rest, &workload, rates, template).await,
+        Some(simulator) => {
+            let recorder = Arc::new(PushRecorder::new(rest, workload.skus));
+            let mut runs = Vec::new();
+            for (index, &rate) in rates.iter().enumerate() {
+                let options = OpenLoopOptions {
+                    rate_per_sec: rate,
+                    ..template
+                };
+                let workload = match workload_for(&workload, index) {
+                    Ok(workload) => workload,
+                    Err(error) => {
+                        runs.clear();
+                        eprintln!("{error}");
+                        break;
+                    }
+                };
+                let mut report = open_loop::run("rest", recorder.clone(), workload, options).await;
+                let push = recorder.settle_and_report(simulator).await;
+                eprintln!("{}", table_row(&report));
+                eprintln!("{}", push_row(&push));
+                report.push = Some(push);
+                runs.push(report);
+            }
+            Ok(runs)
+        }
+    };
     let url = if app.is_some() {
         "in-process".to_owned()
     } else {
@@ -106,6 +151,9 @@ pub async fn rest(
     };
     if let Some(app) = app {
         app.shutdown(Duration::from_secs(30)).await;
+    }
+    if let Some(simulator) = simulator {
+        simulator.shutdown().await;
     }
     Ok(SweepReport {
         target: "rest".to_owned(),
@@ -120,19 +168,51 @@ pub async fn rest(
     })
 }
 
-/// Sweeps `Ledger::submit` on an embedded store in a temp dir, after prefilling it with
-/// `prefill_events` events, next to the HashMap baseline of the same workload.
+/// The push-latency line printed under a run's row.
+pub fn push_row(push: &PushReport) -> String {
+    format!(
+        "  movement -> channel push: p50 {:.0} ms, p99 {:.0} ms, p999 {:.0} ms, max {:.0} ms \
+         ({} matched, {} without a later set, {} not noted)",
+        push.latency.p50_ms,
+        push.latency.p99_ms,
+        push.latency.p999_ms,
+        push.latency.max_ms,
+        push.matched,
+        push.unmatched,
+        push.not_noted
+    )
+}
+
+/// How the in-process target is driven.
+#[derive(Clone, Copy, Debug)]
+pub struct InProcessOptions {
+    /// Events committed to the store before the first rate.
+    pub prefill_events: u64,
+    /// Seconds per rate (or of the closed-loop run).
+    pub secs: u64,
+    /// Most movements submitted and not yet acknowledged.
+    pub max_in_flight: usize,
+    /// One closed-loop run (keep `max_in_flight` outstanding) instead of the rate sweep.
+    pub closed_loop: bool,
+}
+
+/// Drives `Ledger::submit` on an embedded store in a temp dir, after prefilling it with
+/// `options.prefill_events` events, next to the HashMap baseline of the same workload:
+/// one open-loop run per rate (movements submitted one by one as they fall due, up to
+/// `max_in_flight` outstanding, see [`in_flight`](super::in_flight)), or one closed-loop run.
 pub async fn in_process(
-    prefill_events: u64,
     workload: WorkloadOptions,
     rates: &[u64],
-    template: OpenLoopOptions,
+    options: InProcessOptions,
 ) -> Result<SweepReport, LoadgenError> {
     let dir = tempfile::tempdir()?;
     let (ledger, store) = start_ledger(dir.path())?;
-    let prefill_per_sec = if prefill_events > 0 {
-        eprintln!("prefilling the store with {prefill_events} events ...");
-        let rate = prefill(&store, prefill_events).await?;
+    let prefill_per_sec = if options.prefill_events > 0 {
+        eprintln!(
+            "prefilling the store with {} events ...",
+            options.prefill_events
+        );
+        let rate = prefill(&store, options.prefill_events).await?;
         eprintln!("prefilled at {rate:.0} events/s");
         rate
     } else {
@@ -141,14 +221,29 @@ pub async fn in_process(
     let baseline = hashmap_baseline(workload_for(&workload, usize::MAX)?, BASELINE_MOVEMENTS);
     eprintln!("baseline: HashMap apply of the same workload: {baseline:.0} movements/s");
     eprintln!("{}", table_header());
-    let runs = sweep(
-        "in-process",
-        Arc::new(LedgerTarget(ledger.clone())),
-        &workload,
-        rates,
-        template,
-    )
-    .await;
+    let schedule: Vec<Option<u64>> = if options.closed_loop {
+        vec![None]
+    } else {
+        rates.iter().map(|&rate| Some(rate)).collect()
+    };
+    let mut runs = Vec::new();
+    for (index, rate) in schedule.into_iter().enumerate() {
+        let run_options = InFlightOptions {
+            rate_per_sec: rate,
+            secs: options.secs,
+            max_in_flight: options.max_in_flight,
+        };
+        let workload = match workload_for(&workload, index) {
+            Ok(workload) => workload,
+            Err(error) => {
+                ledger.shutdown().await;
+                return Err(error);
+            }
+        };
+        let report = in_flight::run(ledger.clone(), workload, run_options).await;
+        eprintln!("{}", table_row(&report));
+        runs.push(report);
+    }
     ledger.shutdown().await;
     Ok(SweepReport {
         target: "in-process".to_owned(),
@@ -156,10 +251,10 @@ pub async fn in_process(
         skus: workload.skus,
         zipf_exponent: workload.zipf_exponent,
         new_skus_only: workload.new_skus_only,
-        prefilled_events: prefill_events,
+        prefilled_events: options.prefill_events,
         prefill_per_sec,
         hashmap_baseline_per_sec: Some(baseline),
-        runs: runs?,
+        runs,
     })
 }
 
@@ -183,9 +278,13 @@ pub fn table_header() -> String {
 
 /// One row of the sweep table.
 pub fn table_row(report: &RunReport) -> String {
+    let offered = match report.options.rate_per_sec {
+        0 => "closed loop".to_owned(),
+        rate => rate.to_string(),
+    };
     format!(
         "{:>12} {:>12} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>8} {:>8} {:>10.1}",
-        report.options.rate_per_sec,
+        offered,
         report.acknowledged,
         report.throughput_per_sec,
         report.latency.p50_ms,

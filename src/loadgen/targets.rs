@@ -58,7 +58,7 @@ struct RestResult {
 
 #[async_trait]
 impl Target for RestTarget {
-    async fn send(&self, batch: Vec<Movement>) -> BatchOutcome {
+    async fn send(&self, batch: Vec<Movement>, _due: tokio::time::Instant) -> BatchOutcome {
         let count = batch.len() as u64;
         let failed = |non_2xx: bool| BatchOutcome {
             non_2xx: if non_2xx { count } else { 0 },
@@ -105,7 +105,7 @@ pub struct LedgerTarget(pub Ledger);
 
 #[async_trait]
 impl Target for LedgerTarget {
-    async fn send(&self, batch: Vec<Movement>) -> BatchOutcome {
+    async fn send(&self, batch: Vec<Movement>, _due: tokio::time::Instant) -> BatchOutcome {
         let pending: Vec<_> = batch.into_iter().map(|m| self.0.submit(m)).collect();
         let mut outcome = BatchOutcome::default();
         for ack in futures::future::join_all(pending).await {

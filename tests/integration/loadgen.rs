@@ -2,10 +2,12 @@
 //! `loadgen in-process` and `bench memory` commands through the real binary. Counts only:
 //! no throughput or latency is asserted (the figures belong to benchmarks).
 
+use crate::support::TansuBroker;
 use std::process::Command;
+use stocksync::loadgen::kafka::{self, KafkaRunOptions};
 use stocksync::loadgen::open_loop::OpenLoopOptions;
 use stocksync::loadgen::sweep;
-use stocksync::loadgen::workload::{WorkloadOptions, fresh_run_id};
+use stocksync::loadgen::workload::{Workload, WorkloadOptions, fresh_run_id};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_against_an_in_process_app_acknowledges_every_movement() {
@@ -21,7 +23,7 @@ async fn rest_against_an_in_process_app_acknowledges_every_movement() {
         batch: 10,
         connections: 2,
     };
-    let report = sweep::rest(None, workload, &[200], template)
+    let report = sweep::rest(None, workload, &[200], template, false)
         .await
         .expect("rest sweep runs");
     assert_eq!(report.runs.len(), 1);
@@ -98,4 +100,83 @@ fn bench_memory_completes_and_prints_its_fields() {
     ] {
         assert!(stdout.contains(field), "{field} missing from:\n{stdout}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_run_produces_exactly_n_and_makes_every_one_durable() {
+    let broker = TansuBroker::start();
+    let options = WorkloadOptions {
+        skus: 200,
+        settle_movements: 500,
+        run_id: fresh_run_id(),
+        ..WorkloadOptions::default()
+    };
+    let run_id = options.run_id.clone();
+    let movements = 20_000;
+    let report = kafka::run(
+        KafkaRunOptions {
+            brokers: broker.bootstrap(),
+            movements,
+            partitions: 3,
+            topic: None,
+            batch_max: 1000,
+        },
+        Workload::new(options).unwrap(),
+        &run_id,
+    )
+    .await
+    .expect("kafka run");
+    assert_eq!(report.movements, movements, "{report:?}");
+    assert_eq!(report.partitions, 3);
+}
+
+#[test]
+fn in_process_closed_loop_acknowledges_everything_it_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("closed.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_stocksync"))
+        .args(["loadgen", "in-process", "--closed-loop", "--secs", "1"])
+        .args(["--skus", "100", "--max-in-flight", "1000"])
+        .arg("--out")
+        .arg(&json)
+        .output()
+        .expect("run stocksync");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("closed loop"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert!(runs[0]["sent"].as_u64().unwrap() > 0);
+    assert_eq!(runs[0]["acknowledged"], runs[0]["sent"]);
+    assert_eq!(runs[0]["outcome"]["errors"], 0);
+    assert_eq!(runs[0]["options"]["connections"], 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_push_matches_movements_to_simulator_sets() {
+    let workload = WorkloadOptions {
+        skus: 20,
+        settle_movements: 50,
+        run_id: fresh_run_id(),
+        ..WorkloadOptions::default()
+    };
+    let template = OpenLoopOptions {
+        rate_per_sec: 200,
+        secs: 1,
+        batch: 10,
+        connections: 2,
+    };
+    let report = sweep::rest(None, workload, &[200], template, true)
+        .await
+        .expect("rest push sweep runs");
+    let run = &report.runs[0];
+    assert_eq!(run.acknowledged, 200, "{run:?}");
+    let push = run.push.as_ref().expect("push report");
+    assert!(push.matched > 0, "{push:?}");
+    assert_eq!(push.not_noted, 0, "{push:?}");
 }

@@ -524,6 +524,18 @@ impl ShopifySimulator {
             .unwrap_or_default()
     }
 
+    /// When each value of [`level_history`](Self::level_history) was set, in wall-clock
+    /// milliseconds since the Unix epoch (the simulator's clock), oldest first (capped at
+    /// 1,000). Read-only; the load generator's movement → push latency uses it.
+    pub fn level_history_at_ms(&self, inventory_item_id: u64, location_id: u64) -> Vec<i64> {
+        self.inner
+            .lock()
+            .levels
+            .get(&(inventory_item_id, location_id))
+            .map(|level| level.history_at_ms.clone())
+            .unwrap_or_default()
+    }
+
     /// Every level, ordered by (inventory item, location); what `GET /_sandbox/levels` returns.
     pub fn levels(&self) -> Vec<SandboxLevel> {
         self.inner.levels()

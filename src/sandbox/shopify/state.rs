@@ -43,6 +43,8 @@ pub(crate) struct SimLevel {
     pub on_hand: i64,
     pub updated_at_ms: i64,
     pub history: Vec<i64>,
+    /// When each value of `history` was set (wall ms), for the load generator's push latency.
+    pub history_at_ms: Vec<i64>,
 }
 
 impl SimLevel {
@@ -52,6 +54,7 @@ impl SimLevel {
             on_hand: available.max(0),
             updated_at_ms: now_ms,
             history: vec![available],
+            history_at_ms: vec![now_ms],
         }
     }
 
@@ -62,6 +65,7 @@ impl SimLevel {
         self.updated_at_ms = now_ms;
         if self.history.len() < HISTORY_MAX {
             self.history.push(available);
+            self.history_at_ms.push(now_ms);
         }
         delta
     }
