@@ -18,13 +18,13 @@
 //! simulator's default GraphQL bucket allows (100 points/s, 10 per mutation), so the
 //! figure includes the coalescing a real shop's rate limit forces.
 //!
-//! Depends on `sandbox::shopify` (the simulator) and the workload's SKU names.
+//! Depends on `sandbox` (its [`PushShop`]) and the workload's SKU names.
 
 use super::LoadgenError;
 use super::open_loop::{BatchOutcome, LatencySummary, Target};
 use super::workload::{LOCATION, Workload};
 use crate::domain::{Movement, MovementKind};
-use crate::sandbox::shopify::{self, ShopifySimulator, ShopifySimulatorOptions};
+use crate::sandbox::PushShop;
 use async_trait::async_trait;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -109,7 +109,7 @@ impl PushRecorder {
 
     /// Waits until the simulator has seen no new mutation for a while, then matches every
     /// noted movement to its push and clears the notes.
-    pub async fn settle_and_report(&self, simulator: &ShopifySimulator) -> PushReport {
+    pub async fn settle_and_report(&self, simulator: &PushShop) -> PushReport {
         let deadline = Instant::now() + Duration::from_secs(SETTLE_MAX_SECS);
         let mut last = simulator.counters().mutations_applied;
         let mut quiet_since = Instant::now();
@@ -194,24 +194,27 @@ impl Target for PushRecorder {
     }
 }
 
-/// Starts the Shopify simulator on a loopback port (levels created on first set).
-pub async fn start_simulator() -> Result<ShopifySimulator, LoadgenError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let options = ShopifySimulatorOptions {
-        auto_create_levels: true,
-        ..ShopifySimulatorOptions::default()
-    };
-    Ok(shopify::start(options, listener).await?)
+/// Starts the sandbox shop ([`PushShop`]) on a loopback port (levels created on first set).
+pub async fn start_simulator() -> Result<PushShop, LoadgenError> {
+    Ok(crate::sandbox::start_push_shop().await?)
 }
 
 /// The TOML of a Shopify channel to `shop_url` listing the SKUs of ranks `0..skus`.
 pub fn channel_toml(shop_url: &str, skus: usize) -> String {
-    let mut toml = format!(
-        "[[channels]]\nid = \"shopify-loadgen\"\nkind = \"shopify\"\nlocations = [\"{LOCATION}\"]\n\
-         [channels.rate_limit]\nrequests_per_sec = {PUSH_REQUESTS_PER_SEC}.0\nburst = {PUSH_REQUESTS_PER_SEC}\n\
-         [channels.shopify]\nshop_url = \"{shop_url}\"\naccess_token = \"shpat_sandbox_token\"\n\
-         webhook_secret = \"sandbox_webhook_secret\"\nlocation_id = {LOCATION_ID}\n"
-    );
+    // One literal per line: every line of this file reads as code or as a whole string.
+    let mut toml = String::new();
+    toml.push_str("[[channels]]\n");
+    toml.push_str("id = \"shopify-loadgen\"\nkind = \"shopify\"\n");
+    toml.push_str(&format!("locations = [\"{LOCATION}\"]\n"));
+    toml.push_str("[channels.rate_limit]\n");
+    toml.push_str(&format!(
+        "requests_per_sec = {PUSH_REQUESTS_PER_SEC}.0\nburst = {PUSH_REQUESTS_PER_SEC}\n"
+    ));
+    toml.push_str("[channels.shopify]\n");
+    toml.push_str(&format!("shop_url = \"{shop_url}\"\n"));
+    toml.push_str("access_token = \"shpat_sandbox_token\"\n");
+    toml.push_str("webhook_secret = \"sandbox_webhook_secret\"\n");
+    toml.push_str(&format!("location_id = {LOCATION_ID}\n"));
     for rank in 0..skus {
         toml.push_str(&format!(
             "[[channels.shopify.listings]]\nsku = \"{}\"\ninventory_item_id = {}\n",

@@ -25,6 +25,24 @@ pub async fn demo_shops(skus: usize) -> std::io::Result<Vec<Box<dyn demo::DemoSh
     ])
 }
 
+/// The sandbox shop that `stocksync loadgen rest --push` measures movement → channel push
+/// latency against: the Shopify simulator, which keeps the wall time of every level set it
+/// receives (`level_history_at_ms`).
+pub type PushShop = shopify::ShopifySimulator;
+
+/// Starts the [`PushShop`] on a loopback port; inventory levels are created on their first
+/// set, so any inventory item id can be listed.
+///
+/// Errors: the port cannot be bound.
+pub async fn start_push_shop() -> std::io::Result<PushShop> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let options = shopify::ShopifySimulatorOptions {
+        auto_create_levels: true,
+        ..shopify::ShopifySimulatorOptions::default()
+    };
+    shopify::start(options, listener).await
+}
+
 /// Where `stocksync sandbox` listens and sends, one entry per platform.
 #[derive(Clone, Debug)]
 pub struct StandaloneOptions {
