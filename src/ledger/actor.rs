@@ -550,6 +550,9 @@ impl Shard {
             }
             if dropped >= RELEASE_AFTER_DROPPED {
                 release_memory();
+                // The store's page cache held the dropped SKUs' pages too.
+                let store = self.core.store.clone();
+                tokio::spawn(async move { store.release_memory().await });
             }
         }
         self.cells.len() as u64
@@ -785,7 +788,15 @@ fn apply(
         ticket: outbox.ticket,
     });
     cell.events_since_snapshot += 1;
-    let snapshot = (cell.events_since_snapshot >= core.options.snapshot_every_events).then(|| {
+    // A snapshot costs time in proportion to the state, and a hot SKU's state grows with its
+    // order lines (closed ones are kept for the idempotency window): snapshot at most once
+    // per as many events as it has lines, so the cost per event stays constant (replay on
+    // reload is then bounded by the same count).
+    let every = core
+        .options
+        .snapshot_every_events
+        .max(cell.state.reservations.len() as u64);
+    let snapshot = (cell.events_since_snapshot >= every).then(|| {
         cell.events_since_snapshot = 0;
         cell.keys.prune(&core.key_scheme, now);
         SnapshotRecord {

@@ -80,12 +80,23 @@ impl KeyScheme {
     }
 }
 
-/// The unexpired idempotency keys of one SKU as sorted `fingerprint << 8 | expiry bucket`
-/// entries (see the module docs).
+/// The unexpired idempotency keys of one SKU as `fingerprint << 8 | expiry bucket` entries
+/// (see the module docs): a sorted run followed by a short unsorted tail of recent inserts.
+///
+/// Inserting into one sorted vector moves half of it each time, which for a hot SKU with
+/// hundreds of thousands of keys in its window cost more than everything else per movement.
+/// New entries go to the tail instead, which is sorted and merged into the run once it
+/// holds about √n entries: an insert costs O(√n) moves amortised, a lookup a binary search
+/// plus a scan of at most that many tail entries.
 #[derive(Debug, Default)]
 pub(crate) struct KeyFilter {
+    /// `entries[..sorted]` is sorted; `entries[sorted..]` is the tail, in insertion order.
     entries: Vec<u32>,
+    sorted: u32,
 }
+
+/// Fewest tail entries before a merge (small filters merge rarely and scan little).
+const MIN_TAIL: usize = 32;
 
 impl KeyFilter {
     /// Builds a filter from `(key, expires_at_ms)` pairs.
@@ -100,14 +111,34 @@ impl KeyFilter {
         entries.sort_unstable();
         entries.dedup();
         entries.shrink_to_fit();
-        Self { entries }
+        let sorted = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+        Self { entries, sorted }
+    }
+
+    fn sorted_len(&self) -> usize {
+        (self.sorted as usize).min(self.entries.len())
+    }
+
+    /// Sorts the tail and merges it into the sorted run (dropping duplicates).
+    fn merge_tail(&mut self) {
+        self.entries.sort_unstable();
+        self.entries.dedup();
+        self.sorted = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
     }
 
     /// Remembers `key`, which expires at `expires_at_ms`.
     pub(crate) fn insert(&mut self, scheme: &KeyScheme, key: &str, expires_at_ms: i64) {
         let value = entry(scheme, key, expires_at_ms);
-        if let Err(at) = self.entries.binary_search(&value) {
-            self.entries.insert(at, value);
+        let sorted = self.sorted_len();
+        if self.entries[..sorted].binary_search(&value).is_ok()
+            || self.entries[sorted..].contains(&value)
+        {
+            return;
+        }
+        self.entries.push(value);
+        let tail = self.entries.len() - sorted;
+        if tail >= MIN_TAIL.max(sorted.isqrt()) {
+            self.merge_tail();
         }
     }
 
@@ -116,10 +147,12 @@ impl KeyFilter {
     pub(crate) fn maybe_contains(&self, scheme: &KeyScheme, key: &str, now_ms: i64) -> bool {
         let fingerprint = scheme.fingerprint(key) << 8;
         let current = scheme.bucket(now_ms);
-        let start = self.entries.partition_point(|e| *e < fingerprint);
-        self.entries[start..]
+        let (run, tail) = self.entries.split_at(self.sorted_len());
+        let start = run.partition_point(|e| *e < fingerprint);
+        run[start..]
             .iter()
             .take_while(|e| *e & !0xff == fingerprint)
+            .chain(tail.iter().filter(|e| *e & !0xff == fingerprint))
             .any(|e| is_live(*e as u8, current))
     }
 
@@ -127,6 +160,7 @@ impl KeyFilter {
     pub(crate) fn prune(&mut self, scheme: &KeyScheme, now_ms: i64) {
         let current = scheme.bucket(now_ms);
         self.entries.retain(|e| is_live(*e as u8, current));
+        self.merge_tail();
         if self.entries.capacity() > self.entries.len() * 2 + 8 {
             self.entries.shrink_to_fit();
         }
@@ -181,6 +215,32 @@ mod tests {
         assert!(filter.maybe_contains(&scheme, "a", now + ttl_ms - 1));
         filter.prune(&scheme, later);
         assert_eq!(filter.len(), 1);
+    }
+
+    #[test]
+    fn a_hot_sku_with_many_keys_finds_every_one_through_run_and_tail() {
+        let scheme = KeyScheme::new(3600);
+        let now = 1_700_000_000_000;
+        let expiry = now + 3_600_000;
+        let mut filter = KeyFilter::default();
+        for n in 0..10_000 {
+            filter.insert(&scheme, &format!("order-{n}"), expiry);
+            // A repeat (in the run or still in the tail) adds nothing.
+            filter.insert(&scheme, &format!("order-{}", n / 2), expiry);
+        }
+        assert!(filter.len() <= 10_000);
+        assert!(
+            filter.len() >= 9_990,
+            "only fingerprint collisions may merge"
+        );
+        assert!((0..10_000).all(|n| filter.maybe_contains(&scheme, &format!("order-{n}"), now)));
+        let strangers = (0..10_000)
+            .filter(|n| filter.maybe_contains(&scheme, &format!("refund-{n}"), now))
+            .count();
+        assert!(strangers < 50, "{strangers} false maybes out of 10,000");
+        // The tail stays short: at most about √n entries wait unsorted.
+        let tail = filter.entries.len() - filter.sorted_len();
+        assert!(tail <= 10_000usize.isqrt() + MIN_TAIL, "tail of {tail}");
     }
 
     #[test]

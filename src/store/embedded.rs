@@ -625,6 +625,30 @@ impl Store for EmbeddedStore {
 
     /// Checkpoints the WAL into the database and truncates it, so that a clean stop leaves
     /// (nearly) nothing beside the database file.
+    async fn release_memory(&self) {
+        let connections = [self.reader.clone(), self.writer.clone()];
+        let released = tokio::task::spawn_blocking(move || {
+            for connection in connections {
+                // Frees the page cache's unused pages; the cache refills from the OS page
+                // cache on demand. A connection busy with a commit is simply skipped.
+                if let Ok(connection) = connection.try_lock() {
+                    let _ = connection.execute_batch("PRAGMA shrink_memory;");
+                }
+            }
+            // SQLite allocates with the C allocator, which keeps freed pages for reuse;
+            // `malloc_trim` hands the free ones back to the OS.
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: `malloc_trim` takes no pointers and may be called at any time.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        })
+        .await;
+        if let Err(error) = released {
+            tracing::debug!(error = %error, "releasing the store's cache memory failed");
+        }
+    }
+
     async fn close(&self) -> Result<(), StoreError> {
         let wal = self.wal.clone();
         Self::blocking(&self.writer, "close", move |c| {

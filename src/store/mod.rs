@@ -395,6 +395,9 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Gives back memory the backend only holds as a cache (called by the ledger after it
+    /// passivated many SKUs); the cache refills on demand. Default: nothing to give back.
+    async fn release_memory(&self) {}
 }
 
 /// Opens the configured backend (the registry of store backends).

@@ -24,6 +24,9 @@
 //! not be turned into a clean refusal anyway. The check is public so tools and tests can
 //! run it on any state, for example one loaded from a snapshot.
 
+// The transition check (`Before`, `Effect`) runs in debug builds only (`SkuState::apply_with`).
+#![cfg_attr(not(debug_assertions), allow(dead_code))]
+
 use super::{Applied, ApplyError, InvariantViolation, JOURNAL_LIMIT, SkuState, to_i64};
 use crate::domain::LocationId;
 use crate::domain::movement::MovementKind;
