@@ -2,7 +2,7 @@
 //!
 //! A shard owns `HashMap<Sku, Box<SkuCell>>` of its live SKUs and handles one message at a
 //! time (see the module docs of `super` for the execution model). Per SKU it keeps the pure
-//! [`SkuState`], a [`KeyFilter`] of unexpired idempotency keys (4 bytes a key), the keys whose
+//! [`SkuState`], a [`KeyFilter`] of unexpired idempotency keys (8 bytes a key), the keys whose
 //! events are not yet durable, the ticket of its last queued event, and a buffer for
 //! messages that arrive while the SKU loads or while a key is being confirmed in the store.
 //!
