@@ -35,6 +35,8 @@ pub use atp::{
 pub use bundle::{
     BillOfMaterials, BundleExpansion, Component, ComponentLevels, ExpansionBasis, bundle_levels,
 };
+#[cfg(test)]
+pub(crate) use movement::strategies as movement_strategies;
 pub use movement::{FastMovementReader, Movement, MovementKind, SCHEMA_VERSION};
 pub use policy::StockPolicy;
 pub use rules::{Rules, RulesCell};

@@ -721,109 +721,8 @@ mod fast_reader_tests {
         prop_oneof!["[a-zA-Z0-9:_-]{0,12}", any::<String>(),]
     }
 
-    fn location() -> impl Strategy<Value = LocationId> {
-        text().prop_map(LocationId::from)
-    }
-
     fn kind() -> impl Strategy<Value = MovementKind> {
-        prop_oneof![
-            (location(), any::<u64>())
-                .prop_map(|(location, quantity)| MovementKind::Receipt { location, quantity }),
-            (location(), any::<i64>(), text()).prop_map(|(location, delta, reason)| {
-                MovementKind::Adjustment {
-                    location,
-                    delta,
-                    reason,
-                }
-            }),
-            (location(), any::<u64>(), any::<i64>()).prop_map(|(location, on_hand, watermark)| {
-                MovementKind::Count {
-                    location,
-                    on_hand,
-                    watermark,
-                }
-            }),
-            (
-                text(),
-                any::<u64>(),
-                proptest::option::of(location()),
-                proptest::collection::vec(location(), 0..3)
-            )
-                .prop_map(|(reservation, quantity, location, route)| {
-                    MovementKind::Sale {
-                        reservation,
-                        quantity,
-                        location,
-                        route,
-                    }
-                }),
-            (
-                text(),
-                any::<u64>(),
-                proptest::option::of(location()),
-                proptest::collection::vec(location(), 0..3),
-                proptest::option::of(any::<i64>())
-            )
-                .prop_map(|(reservation, quantity, location, route, expires_at_ms)| {
-                    MovementKind::Reservation {
-                        reservation,
-                        quantity,
-                        location,
-                        route,
-                        expires_at_ms,
-                    }
-                }),
-            (
-                text(),
-                proptest::option::of(any::<u64>()),
-                proptest::option::of(text())
-            )
-                .prop_map(|(reservation, quantity, reason)| {
-                    MovementKind::Cancellation {
-                        reservation,
-                        quantity,
-                        reason,
-                    }
-                }),
-            (text(), any::<u64>()).prop_map(|(reservation, quantity)| {
-                MovementKind::Fulfilment {
-                    reservation,
-                    quantity,
-                }
-            }),
-            (location(), any::<u64>(), proptest::option::of(text())).prop_map(
-                |(location, quantity, reservation)| MovementKind::Return {
-                    location,
-                    quantity,
-                    reservation,
-                }
-            ),
-            (text(), location(), any::<u64>(), any::<i64>()).prop_map(
-                |(purchase_order, location, quantity, expected_at_ms)| MovementKind::Inbound {
-                    purchase_order,
-                    location,
-                    quantity,
-                    expected_at_ms,
-                }
-            ),
-            (text(), any::<u64>()).prop_map(|(purchase_order, quantity)| {
-                MovementKind::InboundReceipt {
-                    purchase_order,
-                    quantity,
-                }
-            }),
-            (text(), location(), location(), any::<u64>()).prop_map(
-                |(transfer, from, to, quantity)| MovementKind::TransferDispatch {
-                    transfer,
-                    from,
-                    to,
-                    quantity,
-                }
-            ),
-            (text(), any::<u64>()).prop_map(|(transfer, quantity)| {
-                MovementKind::TransferReceipt { transfer, quantity }
-            }),
-        ]
+        super::strategies::kind(text().boxed())
     }
 
     proptest! {
@@ -848,5 +747,119 @@ mod fast_reader_tests {
             prop_assert_eq!(FastMovementReader::movement(json.as_bytes()), Some(movement.clone()));
             prop_assert_eq!(exact(&json), Some(movement));
         }
+    }
+}
+
+/// Proptest strategies over every movement kind, shared by the tests of the decoders (in
+/// this module) and of the store's codec (`store::codec`).
+#[cfg(test)]
+pub(crate) mod strategies {
+    use super::{LocationId, MovementKind};
+    use proptest::prelude::*;
+
+    /// Any movement kind, its ids, reasons and locations drawn from `text`.
+    pub(crate) fn kind(text: BoxedStrategy<String>) -> impl Strategy<Value = MovementKind> {
+        let location = {
+            let text = text.clone();
+            move || text.clone().prop_map(LocationId::from)
+        };
+        prop_oneof![
+            (location(), any::<u64>())
+                .prop_map(|(location, quantity)| MovementKind::Receipt { location, quantity }),
+            (location(), any::<i64>(), text.clone()).prop_map(|(location, delta, reason)| {
+                MovementKind::Adjustment {
+                    location,
+                    delta,
+                    reason,
+                }
+            }),
+            (location(), any::<u64>(), any::<i64>()).prop_map(|(location, on_hand, watermark)| {
+                MovementKind::Count {
+                    location,
+                    on_hand,
+                    watermark,
+                }
+            }),
+            (
+                text.clone(),
+                any::<u64>(),
+                proptest::option::of(location()),
+                proptest::collection::vec(location(), 0..3)
+            )
+                .prop_map(|(reservation, quantity, location, route)| {
+                    MovementKind::Sale {
+                        reservation,
+                        quantity,
+                        location,
+                        route,
+                    }
+                }),
+            (
+                text.clone(),
+                any::<u64>(),
+                proptest::option::of(location()),
+                proptest::collection::vec(location(), 0..3),
+                proptest::option::of(any::<i64>())
+            )
+                .prop_map(|(reservation, quantity, location, route, expires_at_ms)| {
+                    MovementKind::Reservation {
+                        reservation,
+                        quantity,
+                        location,
+                        route,
+                        expires_at_ms,
+                    }
+                }),
+            (
+                text.clone(),
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(text.clone())
+            )
+                .prop_map(|(reservation, quantity, reason)| {
+                    MovementKind::Cancellation {
+                        reservation,
+                        quantity,
+                        reason,
+                    }
+                }),
+            (text.clone(), any::<u64>()).prop_map(|(reservation, quantity)| {
+                MovementKind::Fulfilment {
+                    reservation,
+                    quantity,
+                }
+            }),
+            (location(), any::<u64>(), proptest::option::of(text.clone())).prop_map(
+                |(location, quantity, reservation)| MovementKind::Return {
+                    location,
+                    quantity,
+                    reservation,
+                }
+            ),
+            (text.clone(), location(), any::<u64>(), any::<i64>()).prop_map(
+                |(purchase_order, location, quantity, expected_at_ms)| MovementKind::Inbound {
+                    purchase_order,
+                    location,
+                    quantity,
+                    expected_at_ms,
+                }
+            ),
+            (text.clone(), any::<u64>()).prop_map(|(purchase_order, quantity)| {
+                MovementKind::InboundReceipt {
+                    purchase_order,
+                    quantity,
+                }
+            }),
+            (text.clone(), location(), location(), any::<u64>()).prop_map(
+                |(transfer, from, to, quantity)| MovementKind::TransferDispatch {
+                    transfer,
+                    from,
+                    to,
+                    quantity,
+                }
+            ),
+            (text.clone(), any::<u64>()).prop_map(|(transfer, quantity)| {
+                MovementKind::TransferReceipt { transfer, quantity }
+            }),
+        ]
     }
 }
