@@ -427,6 +427,23 @@ fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
 }
 
 fn load(connection: &mut Connection, sku: &str, now_ms: i64) -> Result<LoadedSku, StoreError> {
+    let (snapshot, events_after) = load_state(connection, sku)?;
+    let idempotency_keys = unexpired_keys(connection, sku, now_ms)?
+        .into_iter()
+        .map(|record| (record.key, record.seq))
+        .collect();
+    Ok(LoadedSku {
+        snapshot,
+        events_after,
+        idempotency_keys,
+    })
+}
+
+/// A SKU's snapshot (if any) and its events after it, in order.
+fn load_state(
+    connection: &mut Connection,
+    sku: &str,
+) -> Result<(Option<SnapshotRecord>, Vec<EventRecord>), StoreError> {
     let err = backend("load_sku");
     let snapshot = connection
         .prepare_cached("SELECT seq, state FROM snapshots WHERE sku = ?1")
@@ -452,27 +469,36 @@ fn load(connection: &mut Connection, sku: &str, now_ms: i64) -> Result<LoadedSku
         .map_err(&err)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(&err)?;
-    let idempotency_keys = connection
+    Ok((snapshot, events_after))
+}
+
+/// The unexpired idempotency keys of `sku` at `now_ms`, with their seq and expiry.
+fn unexpired_keys(
+    connection: &mut Connection,
+    sku: &str,
+    now_ms: i64,
+) -> Result<Vec<IdempotencyKeyRecord>, StoreError> {
+    let err = backend("load_sku");
+    connection
         .prepare_cached(
-            "SELECT idempotency_key, seq FROM event_index
+            "SELECT idempotency_key, seq, key_expires_at_ms FROM event_index
              WHERE sku = ?1 AND key_expires_at_ms > ?2",
         )
         .map_err(&err)?
         .query_map(params![sku, now_ms], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+            Ok(IdempotencyKeyRecord {
+                key: row.get(0)?,
+                seq: row.get::<_, i64>(1)? as u64,
+                expires_at_ms: row.get(2)?,
+            })
         })
         .map_err(&err)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(&err)?;
-    Ok(LoadedSku {
-        snapshot,
-        events_after,
-        idempotency_keys,
-    })
+        .map_err(&err)
 }
 
 /// Loads many SKUs on one connection (see [`Store::load_skus`]): each SKU's snapshot and
-/// later events through [`load`], and its unexpired keys with their expiry.
+/// later events through [`load_state`], and its unexpired keys with their expiry.
 fn load_many(
     connection: &mut Connection,
     skus: &[String],
@@ -480,24 +506,13 @@ fn load_many(
 ) -> Result<Vec<BatchLoadedSku>, StoreError> {
     let mut loaded = Vec::with_capacity(skus.len());
     for sku in skus {
-        let mut one = load(connection, sku, now_ms)?;
-        one.idempotency_keys = Vec::new();
-        let keys = connection
-            .prepare_cached(
-                "SELECT idempotency_key, seq, key_expires_at_ms FROM event_index
-                 WHERE sku = ?1 AND key_expires_at_ms > ?2",
-            )
-            .map_err(backend("load_skus"))?
-            .query_map(params![sku, now_ms], |row| {
-                Ok(IdempotencyKeyRecord {
-                    key: row.get(0)?,
-                    seq: row.get::<_, i64>(1)? as u64,
-                    expires_at_ms: row.get(2)?,
-                })
-            })
-            .map_err(backend("load_skus"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(backend("load_skus"))?;
+        let (snapshot, events_after) = load_state(connection, sku)?;
+        let keys = unexpired_keys(connection, sku, now_ms)?;
+        let one = LoadedSku {
+            snapshot,
+            events_after,
+            idempotency_keys: Vec::new(),
+        };
         loaded.push(BatchLoadedSku { loaded: one, keys });
     }
     Ok(loaded)
