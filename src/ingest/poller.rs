@@ -99,6 +99,12 @@ impl Retry {
 pub trait PollFailure: std::fmt::Display + Send {
     /// When to poll again.
     fn retry(&self) -> Retry;
+
+    /// Whether the platform throttled the poll (429): expected under its rate limit and
+    /// honoured by the backoff, so logged at info level rather than as a warning.
+    fn is_throttled(&self) -> bool {
+        false
+    }
 }
 
 /// One platform poller: the fetch, decode and cursor logic of one poll.
@@ -356,7 +362,12 @@ fn record<E: PollFailure>(
                     next_delay(options, stats.backoffs_in_a_row, retry_after)
                 }
             };
-            tracing::warn!(poller = %name, error = %error, retry_in_ms = stats.next_delay.as_millis() as u64, "poll failed");
+            let retry_in_ms = stats.next_delay.as_millis() as u64;
+            if error.is_throttled() {
+                tracing::info!(poller = %name, error = %error, retry_in_ms, "poll throttled by the platform; waiting as it asks");
+            } else {
+                tracing::warn!(poller = %name, error = %error, retry_in_ms, "poll failed");
+            }
             stats.last_error = Some(error.to_string());
         }
     }

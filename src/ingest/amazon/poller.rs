@@ -79,6 +79,16 @@ impl PollFailure for AmazonPollError {
             Self::Decode(_) | Self::Ledger(_) => Retry::AfterInterval,
         }
     }
+
+    fn is_throttled(&self) -> bool {
+        matches!(
+            self,
+            Self::Platform {
+                error: crate::platforms::PlatformError::Throttled { .. },
+                ..
+            }
+        )
+    }
 }
 
 /// The body of a 2xx answer, `None` for 404, the status error otherwise (a 429 without

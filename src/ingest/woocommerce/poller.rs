@@ -82,6 +82,16 @@ impl PollFailure for PollError {
             Self::Http { .. } | Self::Ledger { .. } => Retry::AfterInterval,
         }
     }
+
+    fn is_throttled(&self) -> bool {
+        matches!(
+            self,
+            Self::Platform {
+                error: crate::platforms::PlatformError::Throttled { .. },
+                ..
+            }
+        )
+    }
 }
 
 /// The poller of one channel (a cursor and the channel's WooCommerce client).
