@@ -15,7 +15,7 @@
 use crate::app::App;
 use crate::clock::{self, Clock};
 use crate::config::Config;
-use crate::domain::{Movement, MovementKind, SCHEMA_VERSION};
+use crate::domain::{CountBasis, Movement, MovementKind, SCHEMA_VERSION};
 use crate::sandbox::demo::DemoShop;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -241,6 +241,9 @@ async fn show_stock_model(app: &App, skus: usize, clock: &dyn Clock) -> anyhow::
             MovementKind::TransferReceipt {
                 transfer: "TR-1".to_owned(),
                 quantity: 4,
+                rejected: 0,
+                rejected_reason: None,
+                quarantine: None,
             },
         ))
         .await?;
@@ -263,8 +266,10 @@ async fn show_stock_model(app: &App, skus: usize, clock: &dyn Clock) -> anyhow::
                 "demo:count-1".to_owned(),
                 MovementKind::Count {
                     location: "WH-1".into(),
-                    on_hand: 18,
+                    on_hand: Some(18),
                     watermark: counted_at,
+                    basis: CountBasis::Physical,
+                    booked: None,
                 },
             )
         })

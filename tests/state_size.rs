@@ -112,12 +112,14 @@ fn week() -> Vec<Movement> {
                 MovementKind::Fulfilment {
                     reservation,
                     quantity: 2,
+                    location: None,
                 }
             } else {
                 MovementKind::Cancellation {
                     reservation,
                     quantity: None,
                     reason: None,
+                    write_off: false,
                 }
             });
         }
@@ -128,12 +130,15 @@ fn week() -> Vec<Movement> {
             reservation: format!("shopify:5550{j:03}:1"),
             quantity: None,
             reason: None,
+            write_off: false,
         });
     }
     kinds.push(MovementKind::Count {
         location: locations[0].into(),
-        on_hand: 200,
+        on_hand: Some(200),
         watermark: 3 * DAY_MS,
+        basis: stocksync::domain::CountBasis::Physical,
+        booked: None,
     });
     let step = 7 * DAY_MS / kinds.len() as i64;
     kinds

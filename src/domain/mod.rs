@@ -37,7 +37,7 @@ pub use bundle::{
 };
 #[cfg(test)]
 pub(crate) use movement::strategies as movement_strategies;
-pub use movement::{FastMovementReader, Movement, MovementKind, SCHEMA_VERSION};
+pub use movement::{CountBasis, FastMovementReader, Movement, MovementKind, SCHEMA_VERSION};
 pub use policy::StockPolicy;
 pub use rules::{Rules, RulesCell};
 pub use state::{

@@ -65,17 +65,28 @@ pub enum MovementKind {
         #[serde(default)]
         reason: String,
     },
-    /// An absolute physical count from a WMS or ERP: on-hand := on_hand.
+    /// An absolute count from a WMS or ERP: on-hand := on_hand (physical basis), or the
+    /// source's book figure turned into physical on-hand (book basis, see [`CountBasis`]).
     ///
     /// `watermark` is the source's sequence or time of the count; a count whose watermark is
     /// not newer than the last applied count at that location is stale and ignored.
     Count {
         /// Where the count was taken.
         location: LocationId,
-        /// Units counted.
-        on_hand: u64,
+        /// Units counted; `null` means the source has no figure for the SKU (not tracked
+        /// there): the count is ignored and logged, never read as 0. The field must be
+        /// present.
+        #[serde(deserialize_with = "nullable")]
+        on_hand: Option<u64>,
         /// Source sequence or time (milliseconds) of the count; higher is newer.
         watermark: i64,
+        /// What the figure includes; `physical` when absent.
+        #[serde(default, skip_serializing_if = "CountBasis::is_physical")]
+        basis: CountBasis,
+        /// Book basis only: the reservation lines the source has already deducted (booked);
+        /// absent means every open order line at the location.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        booked: Option<Vec<String>>,
     },
     /// A channel order line: reserves units that the channel has already sold.
     ///
@@ -120,9 +131,15 @@ pub enum MovementKind {
         /// Units to release; absent means every unshipped unit.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         quantity: Option<u64>,
-        /// Why (`cancelled`, `expired`, `payment_failed`, `compensation`); free text.
+        /// Why (`cancelled`, `expired`, `payment_failed`, `compensation`, or the channel's
+        /// own reason such as `inventory` or `NoInventory`); free text.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// The units cannot be found (a seller-side cancel for missing stock): the released
+        /// units are also written off (on-hand drops by as much), so they are not put back
+        /// on sale. Set by the channel decoders from the configured reason list.
+        #[serde(default, skip_serializing_if = "is_false")]
+        write_off: bool,
     },
     /// Shipment of reserved units: on-hand -= quantity and reserved -= quantity at the
     /// reservation's location.
@@ -131,6 +148,10 @@ pub enum MovementKind {
         reservation: String,
         /// Units shipped (> 0).
         quantity: u64,
+        /// The location the units left from, when the source knows it (a split line ships
+        /// from the part at this location).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<LocationId>,
     },
     /// Announces or updates a purchase-order line: `quantity` units still expected at
     /// `location` around `expected_at_ms` (absolute: replaces what was expected; 0 closes it).
@@ -163,23 +184,114 @@ pub enum MovementKind {
         /// Units sent (> 0).
         quantity: u64,
     },
-    /// A transfer arrives: in transit at the receiving location drops, on-hand rises.
+    /// A transfer arrives: in transit at the receiving location drops, on-hand rises by
+    /// the accepted units; rejected units go to `quarantine` or are written off.
     TransferReceipt {
         /// The transfer id.
         transfer: String,
-        /// Units received (> 0; at most what is still in transit).
+        /// Units accepted into stock (quantity + rejected is at least 1 and at most what is
+        /// still in transit).
         quantity: u64,
+        /// Units refused at receipt (damaged, wrong item); 0 when absent.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        rejected: u64,
+        /// Why the rejected units were refused; required when `rejected` > 0.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rejected_reason: Option<String>,
+        /// Where rejected units are put (a location that feeds no channel); absent: they
+        /// are written off.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quarantine: Option<LocationId>,
     },
-    /// Units returned to stock (restock after a return or refund): on-hand += quantity.
+    /// Units returned by a customer. With `restock` (the default) on-hand += quantity; the
+    /// line's returned count rises either way, and never above what it shipped.
     Return {
-        /// Where the units are put back.
-        location: LocationId,
-        /// Units restocked (> 0).
+        /// Where the units are put back; absent: the location the returned line shipped
+        /// from (then `reservation` is required).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<LocationId>,
+        /// Units returned (> 0).
         quantity: u64,
         /// The order line they came from, if known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reservation: Option<String>,
+        /// Whether the units go back to stock (true when absent); false records the return
+        /// on the line without changing on-hand (damaged, kept by the customer).
+        #[serde(default = "default_true", skip_serializing_if = "is_true")]
+        restock: bool,
     },
+    /// An edit of an order line: its quantity becomes `quantity` (absolute; 0 removes the
+    /// line). The ledger reserves or releases the difference against the line's own
+    /// reservation, never below what has shipped (the shortfall is reported as a
+    /// discrepancy), and ignores an edit whose `version` is not newer than the line's.
+    /// A line that does not exist yet is created like a sale.
+    OrderEdit {
+        /// Reservation id of the line: `channel:order:line`, as its sale.
+        reservation: String,
+        /// The line's new ordered quantity (0 = removed).
+        quantity: u64,
+        /// The edit's version (the order's edit sequence or update time in milliseconds);
+        /// higher is newer.
+        version: i64,
+        /// The location to reserve at for an added line, when the source knows it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<LocationId>,
+        /// Candidate locations for an added line, in priority order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        route: Vec<LocationId>,
+    },
+    /// Moves a reservation line's open units to another location: one atomic release and
+    /// reserve, refused when the target cannot hold the full open quantity.
+    Reassign {
+        /// The reservation id.
+        reservation: String,
+        /// The new location.
+        to: LocationId,
+    },
+}
+
+/// What an absolute count's figure includes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountBasis {
+    /// Units on the shelf, including those reserved for orders not yet shipped (a WMS).
+    #[default]
+    Physical,
+    /// The source's book stock: it deducts an order when it books it, before it ships
+    /// (many ERPs). The ledger adds back the open reservations the source has booked.
+    Book,
+}
+
+impl CountBasis {
+    /// Whether this is the default physical basis.
+    pub fn is_physical(&self) -> bool {
+        matches!(self, CountBasis::Physical)
+    }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+/// Reads a field that must be present and may be `null`.
+fn nullable<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer)
 }
 
 impl MovementKind {
@@ -198,6 +310,8 @@ impl MovementKind {
             MovementKind::InboundReceipt { .. } => "inbound_receipt",
             MovementKind::TransferDispatch { .. } => "transfer_dispatch",
             MovementKind::TransferReceipt { .. } => "transfer_receipt",
+            MovementKind::OrderEdit { .. } => "order_edit",
+            MovementKind::Reassign { .. } => "reassign",
         }
     }
 }
@@ -227,9 +341,56 @@ impl Movement {
         match &self.kind {
             MovementKind::Receipt { quantity, .. }
             | MovementKind::Fulfilment { quantity, .. }
-            | MovementKind::InboundReceipt { quantity, .. }
-            | MovementKind::TransferReceipt { quantity, .. }
-            | MovementKind::Return { quantity, .. } => positive(*quantity, &mut problems),
+            | MovementKind::InboundReceipt { quantity, .. } => positive(*quantity, &mut problems),
+            MovementKind::Return {
+                quantity,
+                location,
+                reservation,
+                ..
+            } => {
+                positive(*quantity, &mut problems);
+                if location.is_none() && reservation.is_none() {
+                    problems.push(
+                        "a return without location must name its reservation (it goes back where that line shipped from)"
+                            .to_owned(),
+                    );
+                }
+            }
+            MovementKind::TransferReceipt {
+                quantity,
+                rejected,
+                rejected_reason,
+                ..
+            } => {
+                if *quantity == 0 && *rejected == 0 {
+                    problems.push("quantity + rejected must be at least 1".to_owned());
+                }
+                if *rejected > 0
+                    && rejected_reason
+                        .as_deref()
+                        .is_none_or(|r| r.trim().is_empty())
+                {
+                    problems.push("rejected_reason is required when rejected > 0".to_owned());
+                }
+            }
+            MovementKind::OrderEdit {
+                reservation,
+                location,
+                route,
+                ..
+            } => {
+                if location.is_none() && route.is_empty() {
+                    problems.push("either location or route must be given".to_owned());
+                }
+                if reservation.trim().is_empty() {
+                    problems.push("reservation must not be empty".to_owned());
+                }
+            }
+            MovementKind::Reassign { reservation, .. } => {
+                if reservation.trim().is_empty() {
+                    problems.push("reservation must not be empty".to_owned());
+                }
+            }
             MovementKind::TransferDispatch {
                 quantity, from, to, ..
             } => {
@@ -294,6 +455,8 @@ enum KindTag {
     InboundReceipt,
     TransferDispatch,
     TransferReceipt,
+    OrderEdit,
+    Reassign,
 }
 
 /// A field read as absent (`None`), `null` (`Some(None)`) or a value (`Some(Some(v))`).
@@ -354,6 +517,22 @@ struct FlatFields {
     from: Tri<LocationId>,
     #[serde(default, deserialize_with = "present")]
     to: Tri<LocationId>,
+    #[serde(default, deserialize_with = "present")]
+    basis: Tri<CountBasis>,
+    #[serde(default, deserialize_with = "present")]
+    booked: Tri<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    write_off: Tri<bool>,
+    #[serde(default, deserialize_with = "present")]
+    restock: Tri<bool>,
+    #[serde(default, deserialize_with = "present")]
+    rejected: Tri<u64>,
+    #[serde(default, deserialize_with = "present")]
+    rejected_reason: Tri<String>,
+    #[serde(default, deserialize_with = "present")]
+    quarantine: Tri<LocationId>,
+    #[serde(default, deserialize_with = "present")]
+    version: Tri<i64>,
 }
 
 /// A required field: a value, not absent and not `null`.
@@ -391,8 +570,10 @@ impl FlatFields {
             },
             KindTag::Count => MovementKind::Count {
                 location: required(self.location)?,
-                on_hand: required(self.on_hand)?,
+                on_hand: self.on_hand?,
                 watermark: required(self.watermark)?,
+                basis: defaulted(self.basis, CountBasis::default)?,
+                booked: optional(self.booked),
             },
             KindTag::Sale => MovementKind::Sale {
                 reservation: required(self.reservation)?,
@@ -411,15 +592,18 @@ impl FlatFields {
                 reservation: required(self.reservation)?,
                 quantity: optional(self.quantity),
                 reason: optional(self.reason),
+                write_off: defaulted(self.write_off, || false)?,
             },
             KindTag::Fulfilment => MovementKind::Fulfilment {
                 reservation: required(self.reservation)?,
                 quantity: required(self.quantity)?,
+                location: optional(self.location),
             },
             KindTag::Return => MovementKind::Return {
-                location: required(self.location)?,
+                location: optional(self.location),
                 quantity: required(self.quantity)?,
                 reservation: optional(self.reservation),
+                restock: defaulted(self.restock, default_true)?,
             },
             KindTag::Inbound => MovementKind::Inbound {
                 purchase_order: required(self.purchase_order)?,
@@ -440,6 +624,20 @@ impl FlatFields {
             KindTag::TransferReceipt => MovementKind::TransferReceipt {
                 transfer: required(self.transfer)?,
                 quantity: required(self.quantity)?,
+                rejected: defaulted(self.rejected, || 0)?,
+                rejected_reason: optional(self.rejected_reason),
+                quarantine: optional(self.quarantine),
+            },
+            KindTag::OrderEdit => MovementKind::OrderEdit {
+                reservation: required(self.reservation)?,
+                quantity: required(self.quantity)?,
+                version: required(self.version)?,
+                location: optional(self.location),
+                route: defaulted(self.route, Vec::new)?,
+            },
+            KindTag::Reassign => MovementKind::Reassign {
+                reservation: required(self.reservation)?,
+                to: required(self.to)?,
             },
         };
         let idempotency_key = match self.idempotency_key {
@@ -773,13 +971,26 @@ pub(crate) mod strategies {
                     reason,
                 }
             }),
-            (location(), any::<u64>(), any::<i64>()).prop_map(|(location, on_hand, watermark)| {
-                MovementKind::Count {
-                    location,
-                    on_hand,
-                    watermark,
-                }
-            }),
+            (
+                location(),
+                proptest::option::of(any::<u64>()),
+                any::<i64>(),
+                any::<bool>(),
+                proptest::option::of(proptest::collection::vec(text.clone(), 0..3))
+            )
+                .prop_map(|(location, on_hand, watermark, book, booked)| {
+                    MovementKind::Count {
+                        location,
+                        on_hand,
+                        watermark,
+                        basis: if book {
+                            super::CountBasis::Book
+                        } else {
+                            super::CountBasis::Physical
+                        },
+                        booked,
+                    }
+                }),
             (
                 text.clone(),
                 any::<u64>(),
@@ -813,28 +1024,56 @@ pub(crate) mod strategies {
             (
                 text.clone(),
                 proptest::option::of(any::<u64>()),
-                proptest::option::of(text.clone())
+                proptest::option::of(text.clone()),
+                any::<bool>()
             )
-                .prop_map(|(reservation, quantity, reason)| {
+                .prop_map(|(reservation, quantity, reason, write_off)| {
                     MovementKind::Cancellation {
                         reservation,
                         quantity,
                         reason,
+                        write_off,
                     }
                 }),
-            (text.clone(), any::<u64>()).prop_map(|(reservation, quantity)| {
-                MovementKind::Fulfilment {
+            (text.clone(), any::<u64>(), proptest::option::of(location())).prop_map(
+                |(reservation, quantity, location)| MovementKind::Fulfilment {
                     reservation,
                     quantity,
-                }
-            }),
-            (location(), any::<u64>(), proptest::option::of(text.clone())).prop_map(
-                |(location, quantity, reservation)| MovementKind::Return {
                     location,
-                    quantity,
-                    reservation,
                 }
             ),
+            (
+                proptest::option::of(location()),
+                any::<u64>(),
+                proptest::option::of(text.clone()),
+                any::<bool>()
+            )
+                .prop_map(|(location, quantity, reservation, restock)| {
+                    MovementKind::Return {
+                        location,
+                        quantity,
+                        reservation,
+                        restock,
+                    }
+                }),
+            (
+                text.clone(),
+                any::<u64>(),
+                any::<i64>(),
+                proptest::option::of(location()),
+                proptest::collection::vec(location(), 0..3)
+            )
+                .prop_map(|(reservation, quantity, version, location, route)| {
+                    MovementKind::OrderEdit {
+                        reservation,
+                        quantity,
+                        version,
+                        location,
+                        route,
+                    }
+                }),
+            (text.clone(), location())
+                .prop_map(|(reservation, to)| MovementKind::Reassign { reservation, to }),
             (text.clone(), location(), any::<u64>(), any::<i64>()).prop_map(
                 |(purchase_order, location, quantity, expected_at_ms)| MovementKind::Inbound {
                     purchase_order,
@@ -857,9 +1096,24 @@ pub(crate) mod strategies {
                     quantity,
                 }
             ),
-            (text.clone(), any::<u64>()).prop_map(|(transfer, quantity)| {
-                MovementKind::TransferReceipt { transfer, quantity }
-            }),
+            (
+                text.clone(),
+                any::<u64>(),
+                any::<u64>(),
+                proptest::option::of(text.clone()),
+                proptest::option::of(location())
+            )
+                .prop_map(
+                    |(transfer, quantity, rejected, rejected_reason, quarantine)| {
+                        MovementKind::TransferReceipt {
+                            transfer,
+                            quantity,
+                            rejected,
+                            rejected_reason,
+                            quarantine,
+                        }
+                    }
+                ),
         ]
     }
 }

@@ -71,9 +71,9 @@ proptest! {
                 Op::Adjust(l, d) => MovementKind::Adjustment { location: loc(*l), delta: *d, reason: "count".into() },
                 Op::Sale(l, q) => MovementKind::Sale { reservation: line_id(model.lines.len()), quantity: *q, location: Some(loc(*l)), route: vec![] },
                 Op::Hold(l, q) => MovementKind::Reservation { reservation: line_id(model.lines.len()), quantity: *q, location: Some(loc(*l)), route: vec![], expires_at_ms: None },
-                Op::Cancel(r) => MovementKind::Cancellation { reservation: line_id(*r), quantity: None, reason: None },
-                Op::Ship(r, q) => MovementKind::Fulfilment { reservation: line_id(*r), quantity: *q },
-                Op::Return(l, q) => MovementKind::Return { location: loc(*l), quantity: *q, reservation: None },
+                Op::Cancel(r) => MovementKind::Cancellation { reservation: line_id(*r), quantity: None, reason: None, write_off: false },
+                Op::Ship(r, q) => MovementKind::Fulfilment { reservation: line_id(*r), quantity: *q, location: None },
+                Op::Return(l, q) => MovementKind::Return { location: Some(loc(*l)), quantity: *q, reservation: None, restock: true },
             };
             let before = state.clone();
             let result = state.apply(&movement(kind), state.seq + 1);
@@ -249,8 +249,10 @@ fn any_kind(op: &AnyOp) -> MovementKind {
         },
         AnyOp::Count(l, q, w) => MovementKind::Count {
             location: loc(*l),
-            on_hand: *q,
+            on_hand: Some(*q),
             watermark: *w,
+            basis: crate::domain::CountBasis::Physical,
+            booked: None,
         },
         AnyOp::Inbound(p, l, q) => MovementKind::Inbound {
             purchase_order: format!("po{p}"),
@@ -271,6 +273,9 @@ fn any_kind(op: &AnyOp) -> MovementKind {
         AnyOp::TransferReceipt(t, q) => MovementKind::TransferReceipt {
             transfer: format!("t{t}"),
             quantity: *q,
+            quarantine: None,
+            rejected: 0,
+            rejected_reason: None,
         },
         AnyOp::Sale(r, l, q) => MovementKind::Sale {
             reservation: line(r),
@@ -289,15 +294,18 @@ fn any_kind(op: &AnyOp) -> MovementKind {
             reservation: line(r),
             quantity: *q,
             reason: None,
+            write_off: false,
         },
         AnyOp::Ship(r, q) => MovementKind::Fulfilment {
             reservation: line(r),
             quantity: *q,
+            location: None,
         },
         AnyOp::Return(l, q, r) => MovementKind::Return {
-            location: loc(*l),
+            location: Some(loc(*l)),
             quantity: *q,
             reservation: r.as_ref().map(line),
+            restock: true,
         },
     }
 }

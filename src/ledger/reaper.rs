@@ -149,6 +149,7 @@ pub(crate) fn expiry_movement(sku: &Sku, reservation: String, now_ms: i64) -> Mo
             reservation,
             quantity: None,
             reason: Some("expired".to_owned()),
+            write_off: false,
         },
     }
 }
@@ -305,6 +306,7 @@ mod tests {
             reservation: id.to_owned(),
             quantity: None,
             reason: None,
+            write_off: false,
         };
         assert!(!touches_ttl_hold(&state, &cancel("plain")));
         assert!(touches_ttl_hold(&state, &cancel("ttl")));

@@ -489,6 +489,7 @@ impl Ledger {
                         reservation: line_reservation_id(id, index),
                         quantity: None,
                         reason: Some("compensation".to_owned()),
+                        write_off: false,
                     },
                 ))
             })
@@ -575,6 +576,7 @@ impl Ledger {
                     MovementKind::Fulfilment {
                         reservation: line_reservation_id(id, index),
                         quantity,
+                        location: None,
                     },
                 ))
             })
@@ -617,6 +619,7 @@ impl Ledger {
                         reservation: line_reservation_id(id, index),
                         quantity: None,
                         reason: Some("released".to_owned()),
+                        write_off: false,
                     },
                 ))
             })

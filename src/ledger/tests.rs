@@ -231,6 +231,7 @@ async fn rejected_movements_are_not_recorded() {
             MovementKind::Fulfilment {
                 reservation: "nope".into(),
                 quantity: 1,
+                location: None,
             },
         ))
         .await

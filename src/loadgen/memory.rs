@@ -88,11 +88,13 @@ pub fn memory_movement(index: usize, round: usize) -> Movement {
         2 => MovementKind::Fulfilment {
             reservation: reservation(round - 1),
             quantity: 1,
+            location: None,
         },
         _ => MovementKind::Cancellation {
             reservation: reservation(round - 1),
             quantity: None,
             reason: Some("cancelled".to_owned()),
+            write_off: false,
         },
     };
     Movement {

@@ -198,11 +198,13 @@ impl Workload {
                         reservation: self.reservation_id(sale.reservation),
                         quantity: None,
                         reason: Some("cancelled".to_owned()),
+                        write_off: false,
                     }
                 } else {
                     MovementKind::Fulfilment {
                         reservation: self.reservation_id(sale.reservation),
                         quantity: sale.quantity,
+                        location: None,
                     }
                 };
                 self.movement(Self::sku_name(sale.sku as usize), index, movement_kind)

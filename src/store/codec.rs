@@ -8,7 +8,7 @@
 //! stored by layouts before the binary one: a row that starts with `{` is decoded as JSON,
 //! so old rows keep loading without a migration.
 //!
-//! Movement body ([`MOVEMENT_V1`]): the SKU and the idempotency key are not repeated (the
+//! Movement body ([`MOVEMENT_V2`]; [`MOVEMENT_V1`] rows still read): the SKU and the idempotency key are not repeated (the
 //! event row carries both as columns); then `schema_version` (varint), `source` (string),
 //! `occurred_at_ms` (option of zigzag varint), the kind's tag byte and the kind's fields in
 //! declaration order. Strings are a varint byte length and UTF-8 bytes; options a 0/1
@@ -22,10 +22,19 @@
 //!
 //! May depend on: `domain`.
 
-use crate::domain::{LocationId, Movement, MovementKind, Sku, SkuState};
+use crate::domain::{CountBasis, LocationId, Movement, MovementKind, Sku, SkuState};
 
-/// Format byte of a movement in the compact binary body described in the module docs.
+/// Format byte of a movement in the compact binary body described in the module docs, as
+/// written before the order-lifecycle fields (read only).
 pub const MOVEMENT_V1: u8 = 0x01;
+
+/// Format byte of a movement in the body described in the module docs with the
+/// order-lifecycle fields: a count's `on_hand` is an option followed by `basis` (byte) and
+/// `booked` (option of a string list); a cancellation ends with `write_off` (byte); a
+/// fulfilment with its `location` option; a transfer receipt with `rejected` (varint),
+/// `rejected_reason` and `quarantine` (options); a return's `location` is an option and it
+/// ends with `restock` (byte); and the kinds `order_edit` and `reassign` exist.
+pub const MOVEMENT_V2: u8 = 0x02;
 
 /// Format byte of a snapshot whose body is the state in CBOR.
 pub const STATE_CBOR_V1: u8 = 0x01;
@@ -101,12 +110,14 @@ const INBOUND_RECEIPT: u8 = 9;
 const TRANSFER_DISPATCH: u8 = 10;
 const TRANSFER_RECEIPT: u8 = 11;
 const RETURN: u8 = 12;
+const ORDER_EDIT: u8 = 13;
+const REASSIGN: u8 = 14;
 
 /// Encodes `movement` (without its SKU and idempotency key, which the event row carries)
-/// as [`MOVEMENT_V1`].
+/// as [`MOVEMENT_V2`].
 pub fn encode_movement(movement: &Movement) -> Vec<u8> {
     let mut out = Vec::with_capacity(48 + movement.source.len());
-    out.push(MOVEMENT_V1);
+    out.push(MOVEMENT_V2);
     put_varint(&mut out, u64::from(movement.schema_version));
     put_str(&mut out, &movement.source);
     put_option(&mut out, movement.occurred_at_ms, put_signed);
@@ -130,11 +141,18 @@ pub fn encode_movement(movement: &Movement) -> Vec<u8> {
             location,
             on_hand,
             watermark,
+            basis,
+            booked,
         } => {
             out.push(COUNT);
             put_str(&mut out, location.as_str());
-            put_varint(&mut out, *on_hand);
+            put_option(&mut out, *on_hand, put_varint);
             put_signed(&mut out, *watermark);
+            out.push(match basis {
+                CountBasis::Physical => 0,
+                CountBasis::Book => 1,
+            });
+            put_option(&mut out, booked.as_deref(), put_strings);
         }
         MovementKind::Sale {
             reservation,
@@ -166,19 +184,23 @@ pub fn encode_movement(movement: &Movement) -> Vec<u8> {
             reservation,
             quantity,
             reason,
+            write_off,
         } => {
             out.push(CANCELLATION);
             put_str(&mut out, reservation);
             put_option(&mut out, *quantity, put_varint);
             put_option(&mut out, reason.as_deref(), put_str);
+            out.push(u8::from(*write_off));
         }
         MovementKind::Fulfilment {
             reservation,
             quantity,
+            location,
         } => {
             out.push(FULFILMENT);
             put_str(&mut out, reservation);
             put_varint(&mut out, *quantity);
+            put_option(&mut out, location.as_ref(), put_location);
         }
         MovementKind::Inbound {
             purchase_order,
@@ -212,26 +234,56 @@ pub fn encode_movement(movement: &Movement) -> Vec<u8> {
             put_str(&mut out, to.as_str());
             put_varint(&mut out, *quantity);
         }
-        MovementKind::TransferReceipt { transfer, quantity } => {
+        MovementKind::TransferReceipt {
+            transfer,
+            quantity,
+            rejected,
+            rejected_reason,
+            quarantine,
+        } => {
             out.push(TRANSFER_RECEIPT);
             put_str(&mut out, transfer);
             put_varint(&mut out, *quantity);
+            put_varint(&mut out, *rejected);
+            put_option(&mut out, rejected_reason.as_deref(), put_str);
+            put_option(&mut out, quarantine.as_ref(), put_location);
         }
         MovementKind::Return {
             location,
             quantity,
             reservation,
+            restock,
         } => {
             out.push(RETURN);
-            put_str(&mut out, location.as_str());
+            put_option(&mut out, location.as_ref(), put_location);
             put_varint(&mut out, *quantity);
             put_option(&mut out, reservation.as_deref(), put_str);
+            out.push(u8::from(*restock));
+        }
+        MovementKind::OrderEdit {
+            reservation,
+            quantity,
+            version,
+            location,
+            route,
+        } => {
+            out.push(ORDER_EDIT);
+            put_str(&mut out, reservation);
+            put_varint(&mut out, *quantity);
+            put_signed(&mut out, *version);
+            put_option(&mut out, location.as_ref(), put_location);
+            put_route(&mut out, route);
+        }
+        MovementKind::Reassign { reservation, to } => {
+            out.push(REASSIGN);
+            put_str(&mut out, reservation);
+            put_str(&mut out, to.as_str());
         }
     }
     out
 }
 
-/// Decodes a stored movement: [`MOVEMENT_V1`] (with `sku` and `idempotency_key` from the
+/// Decodes a stored movement: [`MOVEMENT_V2`] or [`MOVEMENT_V1`] (with `sku` and `idempotency_key` from the
 /// event row) or JSON text of an earlier layout (which carries both itself).
 ///
 /// Errors: [`CodecError`] naming what is wrong.
@@ -243,8 +295,12 @@ pub fn decode_movement(
     match bytes.first() {
         None => Err(CodecError::Empty),
         Some(&JSON_OBJECT) => Ok(serde_json::from_slice(bytes)?),
-        Some(&MOVEMENT_V1) => {
-            let mut reader = Reader { bytes, at: 1 };
+        Some(&format @ (MOVEMENT_V1 | MOVEMENT_V2)) => {
+            let mut reader = Reader {
+                bytes,
+                at: 1,
+                v2: format == MOVEMENT_V2,
+            };
             let movement = reader.movement(sku, idempotency_key)?;
             reader.finish()?;
             Ok(movement)
@@ -297,8 +353,12 @@ pub fn movement_matches(
                     && kind.is_none_or(|wanted| head.kind.as_deref() == Some(wanted)),
             )
         }
-        Some(&MOVEMENT_V1) => {
-            let mut reader = Reader { bytes, at: 1 };
+        Some(&format @ (MOVEMENT_V1 | MOVEMENT_V2)) => {
+            let mut reader = Reader {
+                bytes,
+                at: 1,
+                v2: format == MOVEMENT_V2,
+            };
             reader.varint()?;
             let stored_source = reader.str_slice()?;
             reader.option(Reader::signed)?;
@@ -327,6 +387,8 @@ fn kind_name(tag: u8) -> Option<&'static str> {
         TRANSFER_DISPATCH => "transfer_dispatch",
         TRANSFER_RECEIPT => "transfer_receipt",
         RETURN => "return",
+        ORDER_EDIT => "order_edit",
+        REASSIGN => "reassign",
         _ => return None,
     })
 }
@@ -384,6 +446,13 @@ fn put_option<T>(out: &mut Vec<u8>, value: Option<T>, put: impl FnOnce(&mut Vec<
     }
 }
 
+fn put_strings(out: &mut Vec<u8>, items: &[String]) {
+    put_varint(out, items.len() as u64);
+    for item in items {
+        put_str(out, item);
+    }
+}
+
 fn put_route(out: &mut Vec<u8>, route: &[LocationId]) {
     put_varint(out, route.len() as u64);
     for location in route {
@@ -395,6 +464,8 @@ fn put_route(out: &mut Vec<u8>, route: &[LocationId]) {
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// Reading [`MOVEMENT_V2`] (else [`MOVEMENT_V1`]).
+    v2: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -417,8 +488,26 @@ impl<'a> Reader<'a> {
             },
             COUNT => MovementKind::Count {
                 location: self.location()?,
-                on_hand: self.varint()?,
+                on_hand: match self.v2 {
+                    true => self.option(Self::varint)?,
+                    false => Some(self.varint()?),
+                },
                 watermark: self.signed()?,
+                basis: match self.v2 {
+                    false => CountBasis::Physical,
+                    true => {
+                        let at = self.at;
+                        match self.byte()? {
+                            0 => CountBasis::Physical,
+                            1 => CountBasis::Book,
+                            tag => return Err(CodecError::Tag { tag, at }),
+                        }
+                    }
+                },
+                booked: match self.v2 {
+                    true => self.option(Self::strings)?,
+                    false => None,
+                },
             },
             SALE => MovementKind::Sale {
                 reservation: self.string()?,
@@ -437,10 +526,15 @@ impl<'a> Reader<'a> {
                 reservation: self.string()?,
                 quantity: self.option(Self::varint)?,
                 reason: self.option(Self::string)?,
+                write_off: self.v2 && self.flag()?,
             },
             FULFILMENT => MovementKind::Fulfilment {
                 reservation: self.string()?,
                 quantity: self.varint()?,
+                location: match self.v2 {
+                    true => self.option(Self::location)?,
+                    false => None,
+                },
             },
             INBOUND => MovementKind::Inbound {
                 purchase_order: self.string()?,
@@ -458,14 +552,50 @@ impl<'a> Reader<'a> {
                 to: self.location()?,
                 quantity: self.varint()?,
             },
-            TRANSFER_RECEIPT => MovementKind::TransferReceipt {
-                transfer: self.string()?,
+            TRANSFER_RECEIPT => {
+                let transfer = self.string()?;
+                let quantity = self.varint()?;
+                let (rejected, rejected_reason, quarantine) = match self.v2 {
+                    true => (
+                        self.varint()?,
+                        self.option(Self::string)?,
+                        self.option(Self::location)?,
+                    ),
+                    false => (0, None, None),
+                };
+                MovementKind::TransferReceipt {
+                    transfer,
+                    quantity,
+                    rejected,
+                    rejected_reason,
+                    quarantine,
+                }
+            }
+            RETURN => {
+                let location = match self.v2 {
+                    true => self.option(Self::location)?,
+                    false => Some(self.location()?),
+                };
+                let quantity = self.varint()?;
+                let reservation = self.option(Self::string)?;
+                let restock = !self.v2 || self.flag()?;
+                MovementKind::Return {
+                    location,
+                    quantity,
+                    reservation,
+                    restock,
+                }
+            }
+            ORDER_EDIT if self.v2 => MovementKind::OrderEdit {
+                reservation: self.string()?,
                 quantity: self.varint()?,
+                version: self.signed()?,
+                location: self.option(Self::location)?,
+                route: self.route()?,
             },
-            RETURN => MovementKind::Return {
-                location: self.location()?,
-                quantity: self.varint()?,
-                reservation: self.option(Self::string)?,
+            REASSIGN if self.v2 => MovementKind::Reassign {
+                reservation: self.string()?,
+                to: self.location()?,
             },
             tag => return Err(CodecError::Tag { tag, at: tag_at }),
         };
@@ -477,6 +607,30 @@ impl<'a> Reader<'a> {
             occurred_at_ms,
             kind,
         })
+    }
+
+    /// A 0/1 byte.
+    fn flag(&mut self) -> Result<bool, CodecError> {
+        let at = self.at;
+        match self.byte()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            tag => Err(CodecError::Tag { tag, at }),
+        }
+    }
+
+    /// A varint count and that many strings (at most one per remaining byte).
+    fn strings(&mut self) -> Result<Vec<String>, CodecError> {
+        let at = self.at;
+        let count = self.varint()?;
+        if count > (self.bytes.len() - self.at) as u64 {
+            return Err(CodecError::Range { at });
+        }
+        let mut items = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            items.push(self.string()?);
+        }
+        Ok(items)
     }
 
     fn finish(&self) -> Result<(), CodecError> {
@@ -610,7 +764,7 @@ mod tests {
         #[test]
         fn every_kind_round_trips(movement in movement()) {
             let bytes = encode_movement(&movement);
-            prop_assert_eq!(bytes[0], MOVEMENT_V1);
+            prop_assert_eq!(bytes[0], MOVEMENT_V2);
             let back = decode_movement(&bytes, movement.sku.as_str(), &movement.idempotency_key)
                 .unwrap();
             prop_assert_eq!(&back, &movement);
@@ -638,7 +792,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(mut bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             if let Some(first) = bytes.first_mut() {
-                *first = MOVEMENT_V1;
+                *first = if first.is_multiple_of(2) { MOVEMENT_V1 } else { MOVEMENT_V2 };
             }
             let _ = decode_movement(&bytes, "S", "k");
         }

@@ -158,6 +158,7 @@ impl BundleExpansion {
                 reservation: reservation.to_owned(),
                 quantity: None,
                 reason: Some("compensation".to_owned()),
+                write_off: false,
             },
         )
     }
@@ -289,6 +290,7 @@ mod tests {
             reservation: "o1:l1".into(),
             quantity: Some(2),
             reason: None,
+            write_off: false,
         });
         assert_eq!(
             ExpansionBasis::of(&cancel),
@@ -309,15 +311,17 @@ mod tests {
             reservation: "o1:l1".into(),
             quantity: None,
             reason: None,
+            write_off: false,
         });
         assert!(matches!(
             &recorded.component_movements(&full_cancel).unwrap()[0].kind,
             MovementKind::Cancellation { quantity: None, .. }
         ));
         let unnamed_return = bundle_movement(MovementKind::Return {
-            location: "WH-1".into(),
+            location: Some("WH-1".into()),
             quantity: 2,
             reservation: None,
+            restock: true,
         });
         assert_eq!(
             ExpansionBasis::of(&unnamed_return),
@@ -362,6 +366,7 @@ mod tests {
                 reservation: "h1".into(),
                 quantity: None,
                 reason: Some("compensation".into()),
+                write_off: false,
             }
         );
     }

@@ -243,7 +243,9 @@ impl Before {
                 on_hand: counted,
                 ..
             } => {
-                if applied.levels_changed {
+                if applied.levels_changed
+                    && let Some(counted) = counted
+                {
                     check_count(after, location, *counted)?;
                 }
                 // A count sets one location's on-hand: its change is whatever it corrects,
@@ -270,6 +272,10 @@ impl Before {
             }
             MovementKind::Cancellation { .. } => {
                 (Effect::Exactly(0), Effect::AtMostZero, Effect::Exactly(0))
+            }
+            MovementKind::OrderEdit { .. } => (Effect::Exactly(0), Effect::Any, Effect::Exactly(0)),
+            MovementKind::Reassign { .. } => {
+                (Effect::Exactly(0), Effect::Exactly(0), Effect::Exactly(0))
             }
             MovementKind::Fulfilment { quantity, .. } => (
                 Effect::Exactly(-units(*quantity)),

@@ -266,7 +266,11 @@ impl SkuState {
                 location,
                 on_hand,
                 watermark,
-            } => Ok(self.count(location, *on_hand, *watermark)),
+                ..
+            } => match on_hand {
+                Some(on_hand) => Ok(self.count(location, *on_hand, *watermark)),
+                None => Ok(Self::unchanged()),
+            },
             MovementKind::Inbound {
                 purchase_order,
                 location,
@@ -283,9 +287,9 @@ impl SkuState {
                 to,
                 quantity,
             } => self.dispatch_transfer(transfer, from, to, *quantity, at_ms),
-            MovementKind::TransferReceipt { transfer, quantity } => {
-                self.receive_transfer(transfer, *quantity, at_ms)
-            }
+            MovementKind::TransferReceipt {
+                transfer, quantity, ..
+            } => self.receive_transfer(transfer, *quantity, at_ms),
             MovementKind::Sale {
                 reservation,
                 quantity,
@@ -321,12 +325,34 @@ impl SkuState {
             MovementKind::Fulfilment {
                 reservation,
                 quantity,
+                ..
             } => self.fulfil(reservation, *quantity, at_ms),
+            MovementKind::OrderEdit { .. } | MovementKind::Reassign { .. } => Err(
+                ApplyError::Invalid(format!("{} is not supported yet", kind.name())),
+            ),
             MovementKind::Return {
                 location,
                 quantity,
                 reservation,
+                ..
             } => {
+                let location = match (location, reservation) {
+                    (Some(location), _) => location.clone(),
+                    (None, Some(id)) => match self.reservations.get(id.as_str()) {
+                        Some(line) => line.location.clone(),
+                        None => {
+                            return Err(ApplyError::UnknownReservation {
+                                reservation: id.clone(),
+                            });
+                        }
+                    },
+                    (None, None) => {
+                        return Err(ApplyError::Invalid(
+                            "a return without location must name its reservation".to_owned(),
+                        ));
+                    }
+                };
+                let location = &location;
                 self.ship_unreported(reservation.as_deref(), *quantity, at_ms);
                 self.stock_mut(location)
                     .change_on_hand(at_ms, to_i64(*quantity));

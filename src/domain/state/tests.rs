@@ -54,6 +54,7 @@ fn partial_shipment_then_cancellation_releases_only_unshipped_units() {
         MovementKind::Fulfilment {
             reservation: "o1:l1".into(),
             quantity: 7,
+            location: None,
         },
     )
     .unwrap();
@@ -63,6 +64,7 @@ fn partial_shipment_then_cancellation_releases_only_unshipped_units() {
             reason: None,
             reservation: "o1:l1".into(),
             quantity: None,
+            write_off: false,
         },
     )
     .unwrap();
@@ -90,6 +92,7 @@ fn cancellation_before_sale_means_the_sale_reserves_nothing() {
             reason: None,
             reservation: "o2:l1".into(),
             quantity: None,
+            write_off: false,
         },
     )
     .unwrap();
@@ -215,6 +218,7 @@ fn cancellations_that_arrive_first_add_up() {
             reason: None,
             reservation: "o4".into(),
             quantity: Some(1),
+            write_off: false,
         },
     )
     .unwrap();
@@ -224,6 +228,7 @@ fn cancellations_that_arrive_first_add_up() {
             reason: None,
             reservation: "o4".into(),
             quantity: Some(1),
+            write_off: false,
         },
     )
     .unwrap();
@@ -264,9 +269,10 @@ fn a_return_on_a_line_never_reported_shipped_releases_the_reservation() {
     run(
         &mut state,
         MovementKind::Return {
-            location: wh(),
+            location: Some(wh()),
             quantity: 1,
             reservation: Some("o5".into()),
+            restock: true,
         },
     )
     .unwrap();
@@ -333,6 +339,7 @@ fn a_count_adds_back_what_moved_after_its_watermark() {
         MovementKind::Fulfilment {
             reservation: "o1".into(),
             quantity: 2,
+            location: None,
         },
         350,
     )
@@ -341,8 +348,10 @@ fn a_count_adds_back_what_moved_after_its_watermark() {
         &mut state,
         MovementKind::Count {
             location: wh(),
-            on_hand: 9,
+            on_hand: Some(9),
             watermark: 200,
+            basis: crate::domain::CountBasis::Physical,
+            booked: None,
         },
         400,
     )
@@ -354,8 +363,10 @@ fn a_count_adds_back_what_moved_after_its_watermark() {
         &mut state,
         MovementKind::Count {
             location: wh(),
-            on_hand: 11,
+            on_hand: Some(11),
             watermark: 500,
+            basis: crate::domain::CountBasis::Physical,
+            booked: None,
         },
         510,
     )
@@ -403,6 +414,9 @@ fn transfers_pass_through_in_transit_and_cannot_be_received_twice() {
         MovementKind::TransferReceipt {
             transfer: "T1".into(),
             quantity: 3,
+            quarantine: None,
+            rejected: 0,
+            rejected_reason: None,
         },
     )
     .unwrap();
@@ -411,6 +425,9 @@ fn transfers_pass_through_in_transit_and_cannot_be_received_twice() {
         MovementKind::TransferReceipt {
             transfer: "T1".into(),
             quantity: 2,
+            quarantine: None,
+            rejected: 0,
+            rejected_reason: None,
         },
     );
     assert!(matches!(
@@ -632,6 +649,7 @@ fn a_split_line_ships_first_part_first_and_releases_last_part_first() {
         MovementKind::Fulfilment {
             reservation: "h".into(),
             quantity: 4,
+            location: None,
         },
     )
     .unwrap();
@@ -641,6 +659,7 @@ fn a_split_line_ships_first_part_first_and_releases_last_part_first() {
         MovementKind::Fulfilment {
             reservation: "h".into(),
             quantity: 3,
+            location: None,
         },
     );
     assert!(matches!(
@@ -653,6 +672,7 @@ fn a_split_line_ships_first_part_first_and_releases_last_part_first() {
             reservation: "h".into(),
             quantity: None,
             reason: None,
+            write_off: false,
         },
     )
     .unwrap();
@@ -735,6 +755,7 @@ fn closed_lines_are_forgotten_after_the_retention_and_open_ones_never() {
         MovementKind::Fulfilment {
             reservation: "shipped".into(),
             quantity: 1,
+            location: None,
         },
         at,
     );
@@ -745,6 +766,7 @@ fn closed_lines_are_forgotten_after_the_retention_and_open_ones_never() {
             reservation: "cancelled".into(),
             quantity: None,
             reason: None,
+            write_off: false,
         },
         at,
     );
@@ -777,8 +799,10 @@ fn stale_counts_are_ignored() {
         &mut state,
         MovementKind::Count {
             location: wh(),
-            on_hand: 10,
+            on_hand: Some(10),
             watermark: 5,
+            basis: crate::domain::CountBasis::Physical,
+            booked: None,
         },
     )
     .unwrap();
@@ -786,8 +810,10 @@ fn stale_counts_are_ignored() {
         &mut state,
         MovementKind::Count {
             location: wh(),
-            on_hand: 3,
+            on_hand: Some(3),
             watermark: 4,
+            basis: crate::domain::CountBasis::Physical,
+            booked: None,
         },
     )
     .unwrap();
@@ -824,6 +850,7 @@ fn over_fulfilment_is_refused_and_changes_nothing() {
                 MovementKind::Fulfilment {
                     reservation: "o9".into(),
                     quantity: 3,
+                    location: None,
                 },
             ),
             before.seq + 1,
@@ -865,6 +892,7 @@ fn busy_state() -> SkuState {
         MovementKind::Fulfilment {
             reservation: "shipped".into(),
             quantity: 2,
+            location: None,
         },
         MovementKind::Reservation {
             reservation: "split".into(),
@@ -887,8 +915,10 @@ fn busy_state() -> SkuState {
         },
         MovementKind::Count {
             location: wh(),
-            on_hand: 8,
+            on_hand: Some(8),
             watermark: 5,
+            basis: crate::domain::CountBasis::Physical,
+            booked: None,
         },
     ];
     for kind in kinds {
@@ -1101,6 +1131,7 @@ fn a_transition_that_moves_other_than_the_movements_effect_is_detected() {
     let shipment = MovementKind::Fulfilment {
         reservation: "open".into(),
         quantity: 1,
+        location: None,
     };
     let kept_reserved = check_tampered(shipment, Ok(applied()), |state| {
         state.locations.get_mut(&wh()).unwrap().on_hand -= 1;
@@ -1138,6 +1169,7 @@ fn a_refused_movement_that_changed_the_state_is_detected() {
         MovementKind::Fulfilment {
             reservation: "open".into(),
             quantity: 9,
+            location: None,
         },
         Err(ApplyError::OverFulfilment {
             reservation: "open".into(),
@@ -1158,8 +1190,10 @@ fn a_refused_movement_that_changed_the_state_is_detected() {
 fn a_count_that_forgets_what_happened_after_its_watermark_is_detected() {
     let count = MovementKind::Count {
         location: wh(),
-        on_hand: 7,
+        on_hand: Some(7),
         watermark: 50,
+        basis: crate::domain::CountBasis::Physical,
+        booked: None,
     };
     let ignored_journal = check_tampered(count, Ok(applied()), |state| {
         let stock = state.locations.get_mut(&wh()).unwrap();
@@ -1218,6 +1252,7 @@ fn a_snapshot_in_the_stored_json_shape_still_loads() {
             MovementKind::Fulfilment {
                 reservation: "done".into(),
                 quantity: 1,
+                location: None,
             },
         ),
         Err(ApplyError::OverFulfilment { open: 0, .. })

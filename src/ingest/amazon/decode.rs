@@ -30,7 +30,7 @@
 //! May depend on: `domain`, `config`.
 
 use crate::config::ChannelConfig;
-use crate::domain::{Movement, MovementKind, SCHEMA_VERSION, Sku};
+use crate::domain::{CountBasis, Movement, MovementKind, SCHEMA_VERSION, Sku};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -453,6 +453,7 @@ pub fn order_movements(channel: &ChannelConfig, order: &OrderState) -> OrderMove
                 MovementKind::Fulfilment {
                     reservation: reservation.clone(),
                     quantity: 1,
+                    location: None,
                 },
             ));
         }
@@ -470,6 +471,7 @@ pub fn order_movements(channel: &ChannelConfig, order: &OrderState) -> OrderMove
                         }
                         .to_owned(),
                     ),
+                    write_off: false,
                 },
             ));
         }
@@ -492,8 +494,10 @@ pub fn fba_count(channel: &ChannelConfig, location: &str, summary: &FbaSummary) 
         occurred_at_ms: Some(summary.last_updated_ms),
         kind: MovementKind::Count {
             location: location.into(),
-            on_hand: summary.fulfillable,
+            on_hand: Some(summary.fulfillable),
             watermark: summary.last_updated_ms,
+            basis: CountBasis::Physical,
+            booked: None,
         },
     }
 }
@@ -735,8 +739,10 @@ mod tests {
             count.kind,
             MovementKind::Count {
                 location: "FBA-NL".into(),
-                on_hand: 7,
+                on_hand: Some(7),
                 watermark,
+                basis: crate::domain::CountBasis::Physical,
+                booked: None,
             }
         );
         assert_eq!(

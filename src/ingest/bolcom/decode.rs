@@ -312,6 +312,7 @@ pub fn order_movements(channel: &ChannelConfig, order: &Order) -> Decoded {
                     reservation: reservation.clone(),
                     quantity: Some(1),
                     reason: Some("cancelled".to_owned()),
+                    write_off: false,
                 },
             });
         }
@@ -336,9 +337,10 @@ pub fn return_movement(
         source,
         occurred_at_ms: None,
         kind: MovementKind::Return {
-            location,
+            location: Some(location),
             quantity: line.quantity,
             reservation: order_item_id.map(|item| reservation(channel, &line.order_id, item)),
+            restock: true,
         },
     })
 }
@@ -492,9 +494,10 @@ mod tests {
         assert_eq!(
             movement.kind,
             MovementKind::Return {
-                location: "WH-1".into(),
+                location: Some("WH-1".into()),
                 quantity: 2,
                 reservation: Some("bol-nl:A0001:111".to_owned()),
+                restock: true,
             }
         );
     }

@@ -480,6 +480,7 @@ fn decode_order(
                     reason: None,
                     reservation,
                     quantity: None,
+                    write_off: false,
                 },
             ));
         }
@@ -518,11 +519,13 @@ fn decode_refund(
                 reason: None,
                 reservation,
                 quantity: Some(refund_line.quantity),
+                write_off: false,
             },
             Some("return") | Some("legacy_restock") => MovementKind::Return {
-                location: restock_location(channel)?,
+                location: Some(restock_location(channel)?),
                 quantity: refund_line.quantity,
                 reservation: Some(reservation),
+                restock: true,
             },
             Some("no_restock") => {
                 decoded.skipped.push(skip(SkipReason::NoRestock));
@@ -874,7 +877,8 @@ mod tests {
             MovementKind::Cancellation {
                 reason: None,
                 reservation: "shop-main:5872300001001:14000000000101".into(),
-                quantity: None
+                quantity: None,
+                write_off: false
             }
         );
         // The ordered quantity, not `current_quantity` (0 after cancellation).
@@ -921,9 +925,10 @@ mod tests {
         assert_eq!(
             returned.kind,
             MovementKind::Return {
-                location: "WH-1".into(),
+                location: Some("WH-1".into()),
                 quantity: 1,
-                reservation: Some("shop-main:5872300001001:14000000000101".into())
+                reservation: Some("shop-main:5872300001001:14000000000101".into()),
+                restock: true
             }
         );
         let cancelled = &decoded.movements[1];
@@ -933,7 +938,8 @@ mod tests {
             MovementKind::Cancellation {
                 reason: None,
                 reservation: "shop-main:5872300001001:14000000000102".into(),
-                quantity: Some(1)
+                quantity: Some(1),
+                write_off: false
             }
         );
     }
@@ -956,7 +962,7 @@ mod tests {
         assert_eq!(decoded.movements.len(), 1);
         assert!(matches!(
             &decoded.movements[0].kind,
-            MovementKind::Return { quantity: 1, location, .. } if location.as_str() == "WH-1"
+            MovementKind::Return { quantity: 1, location, .. } if location.as_ref().map(|l| l.as_str()) == Some("WH-1")
         ));
     }
 

@@ -467,6 +467,7 @@ pub fn decode_order(channel: &ChannelConfig, order: &OrderPayload) -> Result<Dec
                     reservation: reservation.clone(),
                     quantity: None,
                     reason: reason.map(str::to_owned),
+                    write_off: false,
                 },
             ));
         }
@@ -486,9 +487,10 @@ pub fn decode_order(channel: &ChannelConfig, order: &OrderPayload) -> Result<Dec
                     format!("{key}:restock:{unit}"),
                     &sku,
                     MovementKind::Return {
-                        location: location.clone(),
+                        location: Some(location.clone()),
                         quantity: 1,
                         reservation: Some(reservation.clone()),
+                        restock: true,
                     },
                 ));
             }
