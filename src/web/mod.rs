@@ -125,6 +125,9 @@ pub struct WebState {
     prometheus: PrometheusHandle,
     ops: Arc<health::Operations>,
     rules: Option<Arc<rules::RuntimeRules>>,
+    /// The config's bills of materials, flattened once on first use (when there are no
+    /// runtime rules).
+    config_bom: Arc<std::sync::OnceLock<Arc<crate::domain::BillOfMaterials>>>,
 }
 
 impl WebState {
@@ -142,6 +145,7 @@ impl WebState {
             prometheus: crate::telemetry::prometheus(),
             ops: Arc::new(health::Operations::default()),
             rules: None,
+            config_bom: Arc::default(),
         }
     }
 
@@ -163,6 +167,23 @@ impl WebState {
     pub fn with_runtime_rules(mut self, rules: Arc<rules::RuntimeRules>) -> Self {
         self.rules = Some(rules);
         self
+    }
+
+    /// The leaf components of `sku` (units per bundle) under the bills of materials in
+    /// force — the runtime rules' if set, else the config's (a config that fails validation
+    /// has none) — or `None` when `sku` is no bundle.
+    pub fn bundle_components(
+        &self,
+        sku: &crate::domain::Sku,
+    ) -> Option<Vec<crate::domain::Component>> {
+        match &self.rules {
+            Some(rules) => rules.rules().bom.components(sku).map(<[_]>::to_vec),
+            None => self
+                .config_bom
+                .get_or_init(|| Arc::new(self.config.bill_of_materials().unwrap_or_default()))
+                .components(sku)
+                .map(<[_]>::to_vec),
+        }
     }
 
     /// The allocation policy in force: the runtime rules if set, else the config's.
