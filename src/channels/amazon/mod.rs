@@ -457,7 +457,8 @@ impl ChannelAdapter for AmazonAdapter {
     async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError> {
         let mut report = LevelsReport::default();
         for sku in skus {
-            let Some(listing) = self.listings.listing(sku) else {
+            // Only the MFN listing carries our quantity; an FBA listing's is Amazon's.
+            let Some(listing) = self.listings.mfn(sku) else {
                 report.levels.push((sku.clone(), None));
                 continue;
             };

@@ -359,6 +359,13 @@ async fn a_listing_moved_to_fba_gets_one_final_default_zero_read_back_and_nothin
         vec![("B".to_owned(), Some(9))],
         "a SKU's level is its MFN listing's"
     );
+    let requests = sim.counters().requests;
+    assert_eq!(
+        adapter.read_levels(&["A".to_owned()]).await.unwrap().levels,
+        vec![("A".to_owned(), None)],
+        "an FBA-only SKU has no merchant level of ours"
+    );
+    assert_eq!(sim.counters().requests, requests, "and is not read");
     // Settled listings are not read nor written again.
     let requests = sim.counters().requests;
     let again = adapter.retire_fba_defaults().await;
