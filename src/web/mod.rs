@@ -26,7 +26,8 @@
 //!   (see [`crate::ingest::woocommerce::receiver`]).
 //! - `POST /webhooks/amazon/{channel_id}`: Amazon ORDER_CHANGE notifications from an SQS
 //!   bridge (see [`crate::ingest::amazon::receiver`]).
-//! - `GET /api/v1/stock/{sku}`: levels, reservations and per-channel ATP (see [`stock`]).
+//! - `GET /api/v1/stock/{sku}`: levels (with in-transit and inbound units), reservations and
+//!   per-channel ATP; a bundle's levels derived from its components (see [`stock`]).
 //! - `POST /api/v1/reservations`, `GET /api/v1/reservations/{id}`, `POST …/{id}/commit`,
 //!   `POST …/{id}/release`: all-or-nothing multi-SKU holds (see [`reservations`]).
 //! - `GET /api/v1/config/rules`, `PUT /api/v1/config/rules`: the stock rules in force
