@@ -271,11 +271,13 @@ pub fn build_adapter(
             section,
             clients.bolcom(id, section),
         )?),
-        PlatformConfig::Amazon(section) => Box::new(amazon::AmazonAdapter::with_client(
-            id,
-            section,
-            clients.amazon(id, section),
-        )?),
+        PlatformConfig::Amazon(section) => {
+            let adapter =
+                amazon::AmazonAdapter::with_client(id, section, clients.amazon(id, section))?;
+            // Listings moved from MFN to FBA get their final DEFAULT 0 (amazon::fba).
+            adapter.start_fba_retirement();
+            Box::new(adapter)
+        }
         PlatformConfig::SectionMissing(kind) => {
             return Err(ChannelError::InvalidConfig {
                 channel: config.id.clone(),

@@ -243,4 +243,49 @@ mod tests {
         };
         assert_eq!(problems.len(), 4, "{problems:#?}");
     }
+
+    fn amazon_config(listings: &str) -> Result<(), ConfigError> {
+        Config::from_toml(&format!(
+            r#"
+            [[locations]]
+            id = "WH-1"
+            [[channels]]
+            id = "amz"
+            kind = "amazon"
+            locations = ["WH-1"]
+            [channels.amazon]
+            client_id = "c"
+            client_secret = "s"
+            refresh_token = "r"
+            seller_id = "SELLER"
+            marketplace_id = "M"
+            listings = [{listings}]
+            "#
+        ))
+        .unwrap()
+        .validate()
+    }
+
+    #[test]
+    fn a_sku_may_have_an_mfn_and_an_fba_amazon_listing_but_no_real_duplicate() {
+        amazon_config(
+            r#"{ sku = "A", seller_sku = "A-MFN" }, { sku = "A", seller_sku = "A-FBA", fba = true }"#,
+        )
+        .expect("an MFN and an FBA listing of one SKU");
+        for (listings, problem) in [
+            (
+                r#"{ sku = "A", seller_sku = "A-1" }, { sku = "A", seller_sku = "A-2" }"#,
+                "channel amz: SKU A is mapped twice as MFN (a SKU may have one MFN and one FBA listing)",
+            ),
+            (
+                r#"{ sku = "A", seller_sku = "X" }, { sku = "B", seller_sku = "X", fba = true }"#,
+                "channel amz: seller SKU \"X\" is empty or mapped twice",
+            ),
+        ] {
+            let Err(ConfigError::Invalid(problems)) = amazon_config(listings) else {
+                panic!("{listings} must be refused");
+            };
+            assert_eq!(problems, vec![problem.to_owned()], "{listings}");
+        }
+    }
 }

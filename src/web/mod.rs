@@ -26,7 +26,8 @@
 //!   (see [`crate::ingest::woocommerce::receiver`]).
 //! - `POST /webhooks/amazon/{channel_id}`: Amazon ORDER_CHANGE notifications from an SQS
 //!   bridge (see [`crate::ingest::amazon::receiver`]).
-//! - `GET /api/v1/stock/{sku}`: levels, reservations and per-channel ATP (see [`stock`]).
+//! - `GET /api/v1/stock/{sku}`: levels (with in-transit and inbound units), reservations and
+//!   per-channel ATP; a bundle's levels derived from its components (see [`stock`]).
 //! - `POST /api/v1/reservations`, `GET /api/v1/reservations/{id}`, `POST …/{id}/commit`,
 //!   `POST …/{id}/release`: all-or-nothing multi-SKU holds (see [`reservations`]).
 //! - `GET /api/v1/config/rules`, `PUT /api/v1/config/rules`: the stock rules in force
@@ -125,6 +126,9 @@ pub struct WebState {
     prometheus: PrometheusHandle,
     ops: Arc<health::Operations>,
     rules: Option<Arc<rules::RuntimeRules>>,
+    /// The config's bills of materials, flattened once on first use (when there are no
+    /// runtime rules).
+    config_bom: Arc<std::sync::OnceLock<Arc<crate::domain::BillOfMaterials>>>,
 }
 
 impl WebState {
@@ -142,6 +146,7 @@ impl WebState {
             prometheus: crate::telemetry::prometheus(),
             ops: Arc::new(health::Operations::default()),
             rules: None,
+            config_bom: Arc::default(),
         }
     }
 
@@ -163,6 +168,23 @@ impl WebState {
     pub fn with_runtime_rules(mut self, rules: Arc<rules::RuntimeRules>) -> Self {
         self.rules = Some(rules);
         self
+    }
+
+    /// The leaf components of `sku` (units per bundle) under the bills of materials in
+    /// force — the runtime rules' if set, else the config's (a config that fails validation
+    /// has none) — or `None` when `sku` is no bundle.
+    pub fn bundle_components(
+        &self,
+        sku: &crate::domain::Sku,
+    ) -> Option<Vec<crate::domain::Component>> {
+        match &self.rules {
+            Some(rules) => rules.rules().bom.components(sku).map(<[_]>::to_vec),
+            None => self
+                .config_bom
+                .get_or_init(|| Arc::new(self.config.bill_of_materials().unwrap_or_default()))
+                .components(sku)
+                .map(<[_]>::to_vec),
+        }
     }
 
     /// The allocation policy in force: the runtime rules if set, else the config's.

@@ -161,6 +161,11 @@ impl RuntimeRules {
         self.cell.get().allocation.clone()
     }
 
+    /// The stock rules in force (the stock view derives bundles with their BOM).
+    pub fn rules(&self) -> Arc<crate::domain::Rules> {
+        self.cell.get()
+    }
+
     /// Applies `document`; on success the rules are in force and recorded, and every known
     /// SKU is re-published in the background. Errors: every problem found (nothing changed).
     pub async fn change(

@@ -1,13 +1,22 @@
 //! `GET /api/v1/stock/{sku}`: what the ledger knows about one SKU, and what each channel
 //! may sell of it.
 //!
-//! The answer is a [`StockView`]: levels per location, every configured channel's ATP with
-//! its explanation ([`crate::domain::AllocationPolicy::allocate`] over every channel's rule) and the
-//! quantity propagation last pushed, and the open reservations. A SKU never seen answers
-//! 200 with no locations and ATP 0. A ledger failure answers a 503 problem.
+//! The answer is a [`StockView`]: levels per location (on hand, reserved, available, in
+//! transit, inbound on purchase orders), every configured channel's ATP with its explanation
+//! ([`crate::domain::AllocationPolicy::allocate`] over every channel's rule) and the
+//! quantity propagation last pushed, the open reservations, and the purchase-order units
+//! still expected by location and date. A SKU never seen answers 200 with no locations and
+//! ATP 0. A ledger failure answers a 503 problem.
+//!
+//! A bundle (or kit) holds no stock of its own: its levels are derived from its components'
+//! exactly as propagation derives them ([`crate::domain::bundle_levels`], per metric, then
+//! the minimum; no pre-order units), so its ATP is the one pushed to the channels, and
+//! `bundle` lists the components it was derived from.
+//!
+//! May depend on: `domain`, `ledger` (through [`WebState`]).
 
 use super::{WebError, WebState};
-use crate::domain::{AtpBreakdown, Sku, SkuState};
+use crate::domain::{AtpBreakdown, AvailabilityChange, Component, Sku, SkuState, bundle_levels};
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
@@ -25,6 +34,44 @@ pub struct StockView {
     pub channels: Vec<ChannelAtpView>,
     /// Reservations with units still open, sorted by id.
     pub reservations: Vec<ReservationView>,
+    /// Purchase-order units still expected, by location and expected date (empty for a
+    /// bundle).
+    #[serde(default)]
+    pub inbound: Vec<InboundView>,
+    /// For a bundle: the components its levels are derived from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleView>,
+}
+
+/// Purchase-order units expected at one location on one date.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundView {
+    /// Where the goods will arrive.
+    pub location: String,
+    /// Units still expected.
+    pub quantity: u64,
+    /// Expected arrival, in milliseconds since the Unix epoch.
+    pub expected_at_ms: i64,
+}
+
+/// How a bundle's levels were derived.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleView {
+    /// The leaf components (nested kits flattened), sorted by SKU.
+    pub components: Vec<ComponentView>,
+}
+
+/// One component of a bundle and its levels.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentView {
+    /// The component SKU.
+    pub sku: String,
+    /// Units of it in one bundle.
+    pub quantity: u64,
+    /// Sequence number of its last movement.
+    pub seq: u64,
+    /// Its levels per location, sorted by location id.
+    pub locations: Vec<LocationView>,
 }
 
 /// Stock at one location, in base units.
@@ -38,6 +85,12 @@ pub struct LocationView {
     pub reserved: i64,
     /// on_hand − reserved (negative: a backorder debt or an oversell).
     pub available: i64,
+    /// Units in transit to this location (transfers dispatched, not yet received).
+    #[serde(default)]
+    pub in_transit: i64,
+    /// Units expected on open purchase-order lines at this location.
+    #[serde(default)]
+    pub inbound: i64,
 }
 
 /// One channel's available-to-promise for the SKU.
@@ -106,24 +159,103 @@ pub(super) async fn get_stock(
     Path(sku): Path<String>,
 ) -> Result<Json<StockView>, WebError> {
     let sku = Sku(sku);
-    let sku_state = state
-        .ledger
-        .state(&sku)
-        .await
-        .map_err(|error| WebError::Unavailable {
-            message: error.to_string(),
-        })?;
-    Ok(Json(view(&state, &sku_state)))
+    let unavailable = |error: crate::ledger::LedgerError| WebError::Unavailable {
+        message: error.to_string(),
+    };
+    let sku_state = state.ledger.state(&sku).await.map_err(unavailable)?;
+    let Some(components) = state.bundle_components(&sku) else {
+        return Ok(Json(view(
+            &state,
+            &sku_state,
+            sku_state.availability(),
+            None,
+        )));
+    };
+    // Bounded by the configured bill of materials.
+    let mut component_states = Vec::with_capacity(components.len());
+    for component in &components {
+        component_states.push(
+            state
+                .ledger
+                .state(&component.sku)
+                .await
+                .map_err(unavailable)?,
+        );
+    }
+    Ok(Json(bundle_view(
+        &state,
+        &sku_state,
+        &components,
+        &component_states,
+    )))
 }
 
-/// Builds the view of `sku_state` with every configured channel's ATP.
-fn view(state: &WebState, sku_state: &SkuState) -> StockView {
-    let levels = sku_state.levels();
+/// The view of a bundle: levels derived from `components` (whose states are
+/// `component_states`, in the same order) as propagation derives them.
+fn bundle_view(
+    state: &WebState,
+    bundle_state: &SkuState,
+    components: &[Component],
+    component_states: &[SkuState],
+) -> StockView {
+    let levels: Vec<Vec<crate::domain::LocationLevel>> =
+        component_states.iter().map(SkuState::levels).collect();
+    let inputs: Vec<(&Component, &[crate::domain::LocationLevel])> = components
+        .iter()
+        .zip(&levels)
+        .map(|(component, levels)| (component, levels.as_slice()))
+        .collect();
+    let derived = AvailabilityChange {
+        sku: bundle_state.sku.clone(),
+        seq: component_states
+            .iter()
+            .map(|state| state.seq)
+            .max()
+            .unwrap_or(0)
+            .max(bundle_state.seq),
+        locations: bundle_levels(&inputs),
+        inbound: Vec::new(),
+    };
+    let bundle = BundleView {
+        components: components
+            .iter()
+            .zip(&levels)
+            .zip(component_states)
+            .map(|((component, levels), component_state)| ComponentView {
+                sku: component.sku.to_string(),
+                quantity: component.quantity,
+                seq: component_state.seq,
+                locations: levels.iter().map(location_view).collect(),
+            })
+            .collect(),
+    };
+    view(state, bundle_state, derived, Some(bundle))
+}
+
+fn location_view(level: &crate::domain::LocationLevel) -> LocationView {
+    LocationView {
+        location: level.location.to_string(),
+        on_hand: level.on_hand,
+        reserved: level.reserved,
+        available: level.available(),
+        in_transit: level.in_transit,
+        inbound: level.inbound,
+    }
+}
+
+/// Builds the view of `sku_state` with levels and ATP from `availability` (the SKU's own,
+/// or a bundle's derived levels) and every configured channel's ATP.
+fn view(
+    state: &WebState,
+    sku_state: &SkuState,
+    availability: AvailabilityChange,
+    bundle: Option<BundleView>,
+) -> StockView {
     let sku = sku_state.sku.as_str();
     // All channels at once: a ring-fenced pool of one channel shrinks the others'.
     let allocations = state
         .allocation_policy()
-        .allocate(&sku_state.availability(), state.ledger.clock().now_ms());
+        .allocate(&availability, state.ledger.clock().now_ms());
     let channels = state
         .config
         .channels
@@ -145,16 +277,8 @@ fn view(state: &WebState, sku_state: &SkuState) -> StockView {
         .collect();
     StockView {
         sku: sku.to_owned(),
-        seq: sku_state.seq,
-        locations: levels
-            .iter()
-            .map(|level| LocationView {
-                location: level.location.to_string(),
-                on_hand: level.on_hand,
-                reserved: level.reserved,
-                available: level.available(),
-            })
-            .collect(),
+        seq: availability.seq,
+        locations: availability.locations.iter().map(location_view).collect(),
         channels,
         reservations: sku_state
             .reservations
@@ -169,5 +293,26 @@ fn view(state: &WebState, sku_state: &SkuState) -> StockView {
                 open: line.open(),
             })
             .collect(),
+        inbound: inbound_views(&availability),
+        bundle,
     }
+}
+
+/// Expected purchase-order units summed per (location, expected date), in that order.
+fn inbound_views(availability: &AvailabilityChange) -> Vec<InboundView> {
+    let mut by_date: std::collections::BTreeMap<(String, i64), u64> = Default::default();
+    for level in &availability.inbound {
+        let units = by_date
+            .entry((level.location.to_string(), level.expected_at_ms))
+            .or_default();
+        *units = units.saturating_add(level.quantity);
+    }
+    by_date
+        .into_iter()
+        .map(|((location, expected_at_ms), quantity)| InboundView {
+            location,
+            quantity,
+            expected_at_ms,
+        })
+        .collect()
 }

@@ -208,7 +208,7 @@ mod amazon_support {
         _dir: tempfile::TempDir,
     }
 
-    fn listing(sku: &str, fba: bool) -> SimListing {
+    pub fn listing(sku: &str, fba: bool) -> SimListing {
         SimListing {
             seller_sku: sku.to_owned(),
             quantity: (!fba).then_some(0),
@@ -220,6 +220,25 @@ mod amazon_support {
     /// Simulator (A-NL, B-NL, D-NL merchant fulfilled; F-NL FBA), web intake, ledger and
     /// propagation over a temp store; notifications are POSTed twice to the intake.
     pub async fn setup() -> Setup {
+        setup_with(
+            vec![
+                listing("A-NL", false),
+                listing("B-NL", false),
+                listing("D-NL", false),
+                listing("F-NL", true),
+            ],
+            r#"
+              { sku = "SKU-A", seller_sku = "A-NL" },
+              { sku = "SKU-B", seller_sku = "B-NL" },
+              { sku = "SKU-D", seller_sku = "D-NL" },
+              { sku = "SKU-F", seller_sku = "F-NL", fba = true },
+            "#,
+        )
+        .await
+    }
+
+    /// [`setup`] with these simulator listings and this `listings = [ … ]` mapping.
+    pub async fn setup_with(sim_listings: Vec<SimListing>, mapping: &str) -> Setup {
         let web_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let hook_url = format!(
             "http://{}/webhooks/amazon/{CHANNEL}",
@@ -232,12 +251,7 @@ mod amazon_support {
             rate_limits: RateLimits::generous(1_000.0, 1_000),
             notification_url: Some(hook_url),
             notification_copies: 2,
-            listings: vec![
-                listing("A-NL", false),
-                listing("B-NL", false),
-                listing("D-NL", false),
-                listing("F-NL", true),
-            ],
+            listings: sim_listings,
             ..AmazonSimulatorOptions::default()
         };
         let sim = amazon::start(options, listener).await.unwrap();
@@ -271,12 +285,7 @@ mod amazon_support {
             order_poll_interval_ms = 0
             fba_poll_interval_ms = 0
             fba_location = "{FBA_LOCATION}"
-            listings = [
-              {{ sku = "SKU-A", seller_sku = "A-NL" }},
-              {{ sku = "SKU-B", seller_sku = "B-NL" }},
-              {{ sku = "SKU-D", seller_sku = "D-NL" }},
-              {{ sku = "SKU-F", seller_sku = "F-NL", fba = true }},
-            ]
+            listings = [{mapping}]
             "#,
             api = sim.base_url(),
             token = sim.token_url(),
@@ -455,5 +464,61 @@ async fn fba_summaries_land_as_counts_in_the_fba_location() {
     assert_eq!(changed.applied, 1);
     assert_eq!(setup.available("SKU-F", fba).await, (9, 9));
     assert_eq!(setup.sim.counters().fba_default_patches, 0);
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_listing_moved_to_fba_gets_a_final_zero_at_start_and_a_sku_may_have_both_listings() {
+    use stocksync::ingest::amazon::poller::AmazonPollState;
+    use stocksync::sandbox::amazon::SimListing;
+    // M-NL was merchant fulfilled and listed 8; its mapping is now FBA. SKU-A has its MFN
+    // listing A-NL and an FBA listing A-FBA at once.
+    let setup = amazon_support::setup_with(
+        vec![
+            amazon_support::listing("A-NL", false),
+            amazon_support::listing("A-FBA", true),
+            SimListing {
+                seller_sku: "M-NL".to_owned(),
+                quantity: Some(8),
+                fba: false,
+                fba_fulfillable: 0,
+            },
+        ],
+        r#"
+          { sku = "SKU-A", seller_sku = "A-NL" },
+          { sku = "SKU-A", seller_sku = "A-FBA", fba = true },
+          { sku = "SKU-M", seller_sku = "M-NL", fba = true },
+        "#,
+    )
+    .await;
+    let sim = &setup.sim;
+    // Propagation's adapter writes the final 0 in the background and reads it back.
+    wait_for(|| sim.quantity("M-NL") == Some(0)).await;
+    assert_eq!(sim.listing("M-NL").unwrap().history, vec![0]);
+    setup.ledger.submit(receipt("SKU-A", 10)).await.unwrap();
+    setup.ledger.submit(receipt("SKU-M", 7)).await.unwrap();
+    wait_for(|| sim.quantity("A-NL") == Some(10)).await;
+    // FBA stock of SKU-A is read into the FBA location; only WH-1 feeds the MFN listing.
+    let mut poller =
+        AmazonPollState::new(&setup.config.channels[0], reqwest::Client::new()).unwrap();
+    poller.poll_fba(&setup.ledger).await.unwrap();
+    let fba = amazon_support::FBA_LOCATION;
+    assert_eq!(setup.available("SKU-A", fba).await, (12, 12));
+    assert_eq!(setup.available("SKU-A", "WH-1").await, (10, 10));
+    setup.ledger.submit(receipt("SKU-A", 2)).await.unwrap();
+    wait_for(|| sim.quantity("A-NL") == Some(12)).await;
+    setup
+        .propagation
+        .flush(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        sim.listing("M-NL").unwrap().history,
+        vec![0],
+        "never written after the final 0, though SKU-M got stock"
+    );
+    let fba_listing = sim.listing("A-FBA").unwrap();
+    assert!(fba_listing.fba && fba_listing.quantity.is_none());
+    assert_eq!(sim.counters().fba_default_patches, 0);
     setup.stop().await;
 }

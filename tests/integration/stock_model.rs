@@ -398,3 +398,63 @@ async fn holds_split_across_locations_and_prefer_one_location_for_a_whole_order(
     );
     app.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stock_api_shows_a_bundle_at_the_atp_pushed_for_it() {
+    let shop = start_shop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bundles = r#"
+[[bundles]]
+sku = "MUG-SET"
+components = [{ sku = "MUG", quantity = 2 }, { sku = "COASTER", quantity = 1 }]
+"#;
+    let app = stocksync::app::App::start(config(dir.path(), &shop.base_url(), bundles))
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.http_addr());
+    let client = reqwest::Client::new();
+    post(
+        &client,
+        &base,
+        json!([
+            receipt("MUG", "r1", "WH-1", 30),
+            receipt("COASTER", "r2", "WH-1", 25),
+            receipt("MUG", "r3", "WH-2", 9),
+            receipt("COASTER", "r4", "WH-2", 3),
+        ]),
+    )
+    .await;
+    // WH-1 min(30/2, 25) = 15; WH-2 min(9/2, 3) = 3 → 18 listed. A sale of 2 mugs at WH-1:
+    // min(28/2, 25) = 14 → 17.
+    wait_for_level(&shop, 3, 18).await;
+    post(&client, &base, json!({"schema_version": 1, "sku": "MUG", "idempotency_key": "s1",
+        "source": "pos", "type": "sale", "reservation": "pos:1:1", "quantity": 2, "location": "WH-1"}))
+    .await;
+    wait_for_level(&shop, 3, 17).await;
+    let mut view = Value::Null;
+    for _ in 0..200 {
+        view = client
+            .get(format!("{base}/api/v1/stock/MUG-SET"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if view["channels"][0]["last_pushed"] == 17 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(view["channels"][0]["atp"], 17, "{view}");
+    assert_eq!(view["channels"][0]["last_pushed"], 17, "{view}");
+    assert_eq!(
+        view["locations"],
+        json!([
+            {"location": "WH-1", "on_hand": 15, "reserved": 1, "available": 14, "in_transit": 0, "inbound": 0},
+            {"location": "WH-2", "on_hand": 3, "reserved": 0, "available": 3, "in_transit": 0, "inbound": 0},
+        ])
+    );
+    assert_eq!(shop.level(3, SHOP_LOCATION), Some(17));
+    app.shutdown(Duration::from_secs(5)).await;
+}

@@ -29,6 +29,11 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// [`start`](Self::start) with `extra` appended to the config (bundles, rules).
+    async fn start_with(extra: &str) -> Self {
         let config = Config::from_toml(&format!(
             r#"
             [http]
@@ -48,6 +53,7 @@ impl Harness {
             access_token = "unused"
             webhook_secret = "{SECRET}"
             location_id = 61000000001
+            {extra}
             "#
         ))
         .expect("test config parses");
@@ -277,7 +283,8 @@ async fn a_receipt_shows_in_stock_with_channel_atp() {
     let stock = harness.stock("SKU-A").await;
     assert_eq!(
         stock["locations"],
-        json!([{"location": "WH-1", "on_hand": 10, "reserved": 0, "available": 10}])
+        json!([{"location": "WH-1", "on_hand": 10, "reserved": 0, "available": 10,
+            "in_transit": 0, "inbound": 0}])
     );
     let channel = &stock["channels"][0];
     assert_eq!(channel["channel"], CHANNEL);
@@ -691,5 +698,150 @@ async fn refunds_and_inventory_updates_are_accepted() {
     let (status, receipt) = harness.deliver(&level).await;
     assert_eq!(status, 200);
     assert_eq!(receipt["applied"], 0);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn the_stock_api_shows_in_transit_and_inbound_units_per_location() {
+    let harness = Harness::start().await;
+    harness.receive("SKU-T", "WH-1", 10).await;
+    for (key, kind) in [
+        (
+            "tr-1",
+            json!({"type": "transfer_dispatch", "transfer": "TR-1", "from": "WH-1", "to": "WH-2", "quantity": 4}),
+        ),
+        (
+            "po-1",
+            json!({"type": "inbound", "purchase_order": "PO-1", "location": "WH-2", "quantity": 6, "expected_at_ms": 1_900_000_000_000_i64}),
+        ),
+        (
+            "po-2",
+            json!({"type": "inbound", "purchase_order": "PO-2", "location": "WH-1", "quantity": 3, "expected_at_ms": 1_900_000_000_000_i64}),
+        ),
+        (
+            "po-3",
+            json!({"type": "inbound", "purchase_order": "PO-3", "location": "WH-2", "quantity": 2, "expected_at_ms": 1_950_000_000_000_i64}),
+        ),
+    ] {
+        let (status, body) = harness.post_movements(&movement("SKU-T", key, kind)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let stock = harness.stock("SKU-T").await;
+    assert_eq!(
+        stock["locations"],
+        json!([
+            {"location": "WH-1", "on_hand": 6, "reserved": 0, "available": 6, "in_transit": 0, "inbound": 3},
+            {"location": "WH-2", "on_hand": 0, "reserved": 0, "available": 0, "in_transit": 4, "inbound": 8},
+        ])
+    );
+    assert_eq!(
+        stock["inbound"],
+        json!([
+            {"location": "WH-1", "quantity": 3, "expected_at_ms": 1_900_000_000_000_i64},
+            {"location": "WH-2", "quantity": 6, "expected_at_ms": 1_900_000_000_000_i64},
+            {"location": "WH-2", "quantity": 2, "expected_at_ms": 1_950_000_000_000_i64},
+        ])
+    );
+    assert_eq!(
+        stock["channels"][0]["atp"], 5,
+        "in-transit and inbound units are not sellable without a pre-order window: 6 − 1"
+    );
+    // The transfer arrives and one purchase order is received.
+    for (key, kind) in [
+        (
+            "tr-1-in",
+            json!({"type": "transfer_receipt", "transfer": "TR-1", "quantity": 4}),
+        ),
+        (
+            "po-1-in",
+            json!({"type": "inbound_receipt", "purchase_order": "PO-1", "quantity": 6}),
+        ),
+    ] {
+        let (status, body) = harness.post_movements(&movement("SKU-T", key, kind)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let stock = harness.stock("SKU-T").await;
+    assert_eq!(
+        stock["locations"],
+        json!([
+            {"location": "WH-1", "on_hand": 6, "reserved": 0, "available": 6, "in_transit": 0, "inbound": 3},
+            {"location": "WH-2", "on_hand": 10, "reserved": 0, "available": 10, "in_transit": 0, "inbound": 2},
+        ])
+    );
+    assert_eq!(stock["channels"][0]["atp"], 15);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_bundle_shows_its_derived_levels_and_atp_not_zero() {
+    // KIT-B = 2 × COMP-X + 1 × COMP-Y; PAIR = 1 × KIT-B + 1 × COMP-Y (nested).
+    let harness = Harness::start_with(
+        r#"
+        [[bundles]]
+        sku = "KIT-B"
+        components = [{ sku = "COMP-X", quantity = 2 }, { sku = "COMP-Y", quantity = 1 }]
+        [[bundles]]
+        sku = "PAIR"
+        components = [{ sku = "KIT-B", quantity = 1 }, { sku = "COMP-Y", quantity = 1 }]
+        "#,
+    )
+    .await;
+    harness.receive("COMP-X", "WH-1", 41).await;
+    harness.receive("COMP-Y", "WH-1", 25).await;
+    harness.receive("COMP-X", "WH-2", 6).await;
+    harness.receive("COMP-Y", "WH-2", 1).await;
+    // 3 COMP-X reserved at WH-1: available 38.
+    let (status, body) = harness
+        .post_movements(&movement(
+            "COMP-X",
+            "pos:1:1",
+            json!({"type": "sale", "reservation": "pos:1:1", "quantity": 3, "location": "WH-1"}),
+        ))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let kit = harness.stock("KIT-B").await;
+    // WH-1: on hand min(41/2, 25) = 20, available min(38/2, 25) = 19; WH-2: min(6/2, 1) = 1.
+    assert_eq!(
+        kit["locations"],
+        json!([
+            {"location": "WH-1", "on_hand": 20, "reserved": 1, "available": 19, "in_transit": 0, "inbound": 0},
+            {"location": "WH-2", "on_hand": 1, "reserved": 0, "available": 1, "in_transit": 0, "inbound": 0},
+        ])
+    );
+    assert_eq!(kit["channels"][0]["atp"], 19, "19 + 1 − safety stock 1");
+    assert_eq!(kit["channels"][0]["explanation"]["pooled_available"], 20);
+    assert_eq!(
+        kit["bundle"]["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["sku"].as_str().unwrap(), c["quantity"].as_u64().unwrap()))
+            .collect::<Vec<_>>(),
+        vec![("COMP-X", 2), ("COMP-Y", 1)]
+    );
+    assert_eq!(
+        kit["bundle"]["components"][0]["locations"][0],
+        json!({"location": "WH-1", "on_hand": 41, "reserved": 3, "available": 38, "in_transit": 0, "inbound": 0})
+    );
+    assert_eq!(
+        kit["seq"], 3,
+        "the newest component movement (COMP-X: 2 receipts, 1 sale)"
+    );
+    // PAIR flattens to 2 × COMP-X + 2 × COMP-Y: WH-1 min(38/2, 25/2) = 12; WH-2 min(3, 0) = 0.
+    let pair = harness.stock("PAIR").await;
+    assert_eq!(pair["locations"][0]["available"], 12);
+    assert_eq!(pair["locations"][1]["available"], 0);
+    assert_eq!(pair["channels"][0]["atp"], 11);
+    assert_eq!(
+        pair["bundle"]["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["sku"].as_str().unwrap(), c["quantity"].as_u64().unwrap()))
+            .collect::<Vec<_>>(),
+        vec![("COMP-X", 2), ("COMP-Y", 2)]
+    );
+    // A component is no bundle: no `bundle` member.
+    assert_eq!(harness.stock("COMP-Y").await.get("bundle"), None);
     harness.stop().await;
 }

@@ -5,9 +5,14 @@
 //! JSON_LISTINGS_FEED (§4.2), reading listings back, and the SKU → seller SKU mapping.
 //!
 //! Behaviour of one push (`max_batch` = `feed_max_messages`, ≤ 25,000):
-//! - FBA SKUs are never sent (a DEFAULT quantity would flip the offer to MFN, §4.6): they
-//!   are not mapped for propagation, and if one reaches `push` it is `Rejected`
-//!   (`FBA_SKU`) without a request. Unmapped SKUs are `Rejected` (`UNMAPPED_SKU`).
+//! - A SKU may have an MFN and an FBA listing at once; only the MFN one is pushed. FBA
+//!   listings are never given a quantity (a DEFAULT quantity would flip the offer to MFN,
+//!   §4.6): a SKU with only an FBA listing is not mapped for propagation, and if it reaches
+//!   `push` it is `Rejected` (`FBA_SKU`) without a request. Unmapped SKUs are `Rejected`
+//!   (`UNMAPPED_SKU`).
+//! - A listing whose mapping changed from MFN to FBA gets one final DEFAULT 0, read back,
+//!   and nothing after: [`fba`] (started by [`AmazonAdapter::start_fba_retirement`], which
+//!   `channels::build_adapter` calls).
 //! - At least `feed_min_items` sendable items, and a feed submission left in the
 //!   `feeds_per_window` / `feed_window_secs` budget: one feed (createFeedDocument → PUT
 //!   the document → createFeed → getFeed until DONE → the processing report), each message's
@@ -33,6 +38,7 @@
 //! or `store`.
 
 pub mod config;
+pub mod fba;
 pub mod request;
 pub mod response;
 #[cfg(test)]
@@ -45,7 +51,8 @@ use crate::config::{AmazonConfig, ChannelKind};
 use crate::platforms::PlatformError;
 use crate::platforms::amazon::{self as platform, AmazonClient};
 use async_trait::async_trait;
-use config::ListingMap;
+use config::{ListingMap, SkuListings};
+use fba::{FbaDefaultReport, FbaRetirement};
 use response::{FeedStatus, MessageOutcome, PatchAnswer};
 use serde_json::json;
 use std::collections::VecDeque;
@@ -67,6 +74,23 @@ pub struct AmazonAdapter {
     client: Arc<AmazonClient>,
     /// When recent feeds were submitted (for the 5-per-5-min budget).
     feeds: Mutex<VecDeque<Instant>>,
+    /// The DEFAULT entries of the FBA listings (MFN → FBA, [`fba`]).
+    fba: Arc<FbaRetirement>,
+    /// The background task settling them, aborted when the adapter is dropped.
+    fba_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for AmazonAdapter {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .fba_task
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+    }
 }
 
 impl AmazonAdapter {
@@ -98,13 +122,61 @@ impl AmazonAdapter {
                 });
             }
         }
+        let listings = ListingMap::from_config(channel, config)?;
+        let fba = Arc::new(FbaRetirement::new(
+            channel,
+            config,
+            Arc::clone(&client),
+            listings
+                .fba_listings()
+                .into_iter()
+                .map(|(sku, listing)| (sku.to_owned(), listing.seller_sku.clone())),
+        ));
         Ok(Self {
             channel: channel.to_owned(),
-            listings: ListingMap::from_config(channel, config)?,
+            listings,
             config: config.clone(),
             client,
             feeds: Mutex::new(VecDeque::new()),
+            fba,
+            fba_task: Mutex::new(None),
         })
+    }
+
+    /// One pass over the FBA listings whose DEFAULT entry is not settled yet (a listing
+    /// moved from MFN to FBA gets its final 0 here, see [`fba`]); returns every FBA
+    /// listing's state, sorted by seller SKU.
+    pub async fn retire_fba_defaults(&self) -> Vec<FbaDefaultReport> {
+        self.fba.run_pass().await
+    }
+
+    /// Starts the background task that runs [`retire_fba_defaults`](Self::retire_fba_defaults)
+    /// now and every [`fba::RETRY_MS`] until every FBA listing is settled. Does nothing
+    /// without FBA listings, when already started, or outside a tokio runtime.
+    pub fn start_fba_retirement(&self) {
+        if self.listings.fba_listings().is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut task = self
+            .fba_task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if task.is_some() {
+            return;
+        }
+        let fba = Arc::clone(&self.fba);
+        *task = Some(runtime.spawn(async move {
+            loop {
+                fba.run_pass().await;
+                if !fba.pending().await {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(fba::RETRY_MS)).await;
+            }
+        }));
     }
 
     /// The SKU → listing mapping.
@@ -320,9 +392,7 @@ impl ChannelAdapter for AmazonAdapter {
     }
 
     fn is_mapped(&self, sku: &str) -> bool {
-        self.listings
-            .listing(sku)
-            .is_some_and(|listing| !listing.fba)
+        self.listings.mfn(sku).is_some()
     }
 
     fn listing_count(&self) -> usize {
@@ -334,7 +404,7 @@ impl ChannelAdapter for AmazonAdapter {
         let mut outcomes: Vec<Option<ItemOutcome>> = vec![None; items.len()];
         let mut sendable = Vec::new();
         for (position, item) in items.iter().enumerate() {
-            match self.listings.listing(&item.sku) {
+            match self.listings.listings(&item.sku) {
                 None => {
                     outcomes[position] = Some(ItemOutcome::Rejected {
                         code: "UNMAPPED_SKU".to_owned(),
@@ -344,7 +414,10 @@ impl ChannelAdapter for AmazonAdapter {
                         ),
                     })
                 }
-                Some(listing) if listing.fba => {
+                Some(SkuListings {
+                    mfn: Some(listing), ..
+                }) => sendable.push((position, listing.seller_sku.clone())),
+                Some(_) => {
                     outcomes[position] = Some(ItemOutcome::Rejected {
                         code: "FBA_SKU".to_owned(),
                         message: format!(
@@ -353,7 +426,6 @@ impl ChannelAdapter for AmazonAdapter {
                         ),
                     })
                 }
-                Some(listing) => sendable.push((position, listing.seller_sku.clone())),
             }
         }
         if sendable.len() >= self.config.feed_min_items && self.take_feed_slot() {
@@ -385,7 +457,8 @@ impl ChannelAdapter for AmazonAdapter {
     async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError> {
         let mut report = LevelsReport::default();
         for sku in skus {
-            let Some(listing) = self.listings.listing(sku) else {
+            // Only the MFN listing carries our quantity; an FBA listing's is Amazon's.
+            let Some(listing) = self.listings.mfn(sku) else {
                 report.levels.push((sku.clone(), None));
                 continue;
             };

@@ -134,3 +134,42 @@ pub fn map_processing_report(report: &Value, messages: usize) -> Vec<MessageOutc
         })
         .collect()
 }
+
+/// How a listing is fulfilled, as `getListingsItem` shows it (`fulfillmentAvailability`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListingFulfilment {
+    /// The DEFAULT (merchant) entry's quantity, `None` when there is no such entry or it
+    /// carries no quantity.
+    pub default_quantity: Option<i64>,
+    /// An Amazon fulfilment channel entry (`AMAZON_EU`, `AMAZON_NA`, …) is present: Amazon
+    /// fulfils the offer.
+    pub amazon_fulfilled: bool,
+}
+
+/// Decodes the fulfilment entries of a `getListingsItem` answer; `None` for a 404 (no such
+/// listing). Request-level failures are errors.
+pub fn decode_listing_fulfilment(
+    answer: &HttpAnswer,
+) -> Result<Option<ListingFulfilment>, PlatformError> {
+    if answer.status == 404 {
+        return Ok(None);
+    }
+    if let Some(error) = status_error(answer) {
+        return Err(error);
+    }
+    let entries = answer.body["fulfillmentAvailability"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    Ok(Some(ListingFulfilment {
+        default_quantity: entries
+            .iter()
+            .find(|entry| entry["fulfillmentChannelCode"] == "DEFAULT")
+            .and_then(|entry| entry["quantity"].as_i64()),
+        amazon_fulfilled: entries.iter().any(|entry| {
+            entry["fulfillmentChannelCode"]
+                .as_str()
+                .is_some_and(|code| code.starts_with("AMAZON"))
+        }),
+    }))
+}

@@ -271,3 +271,185 @@ async fn the_feed_budget_is_spent_on_submissions_only_then_single_patches_take_o
     );
     assert_eq!(sim.counters().feeds_created, 1);
 }
+
+fn sim_listing(seller_sku: &str, quantity: Option<u64>, fba: bool) -> SimListing {
+    SimListing {
+        seller_sku: seller_sku.to_owned(),
+        quantity,
+        fba,
+        fba_fulfillable: if fba { 5 } else { 0 },
+    }
+}
+
+/// An adapter whose config maps `listings` (`(sku, seller SKU, fba)`) on the simulator.
+fn mapped(sim: &AmazonSimulator, listings: &[(&str, &str, bool)]) -> AmazonAdapter {
+    let listings: Vec<String> = listings
+        .iter()
+        .map(|(sku, seller_sku, fba)| {
+            format!("{{ sku = \"{sku}\", seller_sku = \"{seller_sku}\", fba = {fba} }}")
+        })
+        .collect();
+    let mut config = config(sim, &[], &[], "");
+    config.listings = toml::from_str::<toml::Table>(&format!("l = [{}]", listings.join(", ")))
+        .unwrap()["l"]
+        .clone()
+        .try_into()
+        .unwrap();
+    adapter(&config)
+}
+
+fn states(reports: &[FbaDefaultReport]) -> Vec<(&str, &str, fba::FbaDefault)> {
+    reports
+        .iter()
+        .map(|report| {
+            (
+                report.sku.as_str(),
+                report.seller_sku.as_str(),
+                report.state.clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_listing_moved_to_fba_gets_one_final_default_zero_read_back_and_nothing_after() {
+    // A-NL was merchant fulfilled with 7 listed; its mapping is now FBA. SKU B has an MFN
+    // listing (B-NL) and an FBA listing (B-FBA) at once.
+    let mut sim_options = options(&[], &[]);
+    sim_options.listings = vec![
+        sim_listing("A-NL", Some(7), false),
+        sim_listing("B-NL", Some(0), false),
+        sim_listing("B-FBA", None, true),
+    ];
+    let sim = simulator(sim_options).await;
+    let listings = [
+        ("A", "A-NL", true),
+        ("B", "B-NL", false),
+        ("B", "B-FBA", true),
+    ];
+    let adapter = mapped(&sim, &listings);
+    assert!(!adapter.is_mapped("A"));
+    assert!(adapter.is_mapped("B"));
+    assert_eq!(adapter.listing_count(), 1);
+    let first = adapter.retire_fba_defaults().await;
+    assert_eq!(
+        states(&first),
+        vec![
+            ("A", "A-NL", fba::FbaDefault::Zeroed { previous: 7 }),
+            ("B", "B-FBA", fba::FbaDefault::Clear { quantity: None }),
+        ]
+    );
+    assert_eq!(sim.quantity("A-NL"), Some(0));
+    assert_eq!(sim.listing("A-NL").unwrap().history, vec![0]);
+    assert_eq!(sim.counters().patches_received, 1, "one final 0");
+    // Amazon converts the offer; B's stock changes: only B's MFN listing is written.
+    sim.add_listing(sim_listing("A-NL", Some(0), true));
+    let report = adapter.push(&items(&["A", "B"], 9)).await;
+    let outcomes = outcomes(&report);
+    assert!(
+        matches!(&outcomes[0], ItemOutcome::Rejected { code, .. } if code == "FBA_SKU"),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[1], ItemOutcome::Accepted { quantity: 9 });
+    assert_eq!(sim.quantity("B-NL"), Some(9));
+    assert_eq!(sim.quantity("B-FBA"), None);
+    assert!(sim.listing("B-FBA").unwrap().fba);
+    assert_eq!(
+        adapter.read_levels(&["B".to_owned()]).await.unwrap().levels,
+        vec![("B".to_owned(), Some(9))],
+        "a SKU's level is its MFN listing's"
+    );
+    let requests = sim.counters().requests;
+    assert_eq!(
+        adapter.read_levels(&["A".to_owned()]).await.unwrap().levels,
+        vec![("A".to_owned(), None)],
+        "an FBA-only SKU has no merchant level of ours"
+    );
+    assert_eq!(sim.counters().requests, requests, "and is not read");
+    // Settled listings are not read nor written again.
+    let requests = sim.counters().requests;
+    let again = adapter.retire_fba_defaults().await;
+    assert_eq!(states(&again), states(&first));
+    assert_eq!(sim.counters().requests, requests);
+    // A restart reads the 0 back and writes nothing.
+    let restarted = mapped(&sim, &listings);
+    assert_eq!(
+        states(&restarted.retire_fba_defaults().await),
+        vec![
+            ("A", "A-NL", fba::FbaDefault::Clear { quantity: Some(0) }),
+            ("B", "B-FBA", fba::FbaDefault::Clear { quantity: None }),
+        ]
+    );
+    let counters = sim.counters();
+    assert_eq!(counters.patches_received, 2, "the final 0 and B's 9");
+    assert_eq!(counters.fba_default_patches, 0);
+    assert!(
+        sim.listing("A-NL").unwrap().fba,
+        "still fulfilled by Amazon"
+    );
+}
+
+#[tokio::test]
+async fn an_offer_amazon_already_fulfils_is_never_written_a_missing_one_is_skipped() {
+    let mut sim_options = options(&[], &[]);
+    sim_options.listings = vec![sim_listing("A-NL", Some(5), true)];
+    let sim = simulator(sim_options).await;
+    let adapter = mapped(&sim, &[("A", "A-NL", true), ("Z", "Z-NL", true)]);
+    assert_eq!(
+        states(&adapter.retire_fba_defaults().await),
+        vec![
+            (
+                "A",
+                "A-NL",
+                fba::FbaDefault::AmazonFulfilled { quantity: 5 }
+            ),
+            ("Z", "Z-NL", fba::FbaDefault::NotListed),
+        ]
+    );
+    let counters = sim.counters();
+    assert_eq!(
+        (counters.patches_received, counters.fba_default_patches),
+        (0, 0)
+    );
+    assert!(sim.listing("A-NL").unwrap().fba);
+}
+
+#[tokio::test]
+async fn a_failed_final_zero_stays_pending_and_is_written_on_the_next_pass() {
+    let mut sim_options = options(&[], &[]);
+    sim_options.listings = vec![sim_listing("A-NL", Some(3), false)];
+    let sim = simulator(sim_options).await;
+    let adapter = mapped(&sim, &[("A", "A-NL", true)]);
+    sim.fail_next_patches(1, 503);
+    let first = adapter.retire_fba_defaults().await;
+    assert!(
+        matches!(&first[0].state, fba::FbaDefault::Pending { .. }),
+        "{first:?}"
+    );
+    assert_eq!(sim.quantity("A-NL"), Some(3));
+    assert_eq!(
+        states(&adapter.retire_fba_defaults().await),
+        vec![("A", "A-NL", fba::FbaDefault::Zeroed { previous: 3 })]
+    );
+    assert_eq!(sim.quantity("A-NL"), Some(0));
+}
+
+#[tokio::test]
+async fn the_adapter_built_for_propagation_settles_fba_listings_in_the_background() {
+    let mut sim_options = options(&[], &[]);
+    sim_options.listings = vec![sim_listing("A-NL", Some(4), false)];
+    let sim = simulator(sim_options).await;
+    let adapter = mapped(&sim, &[("A", "A-NL", true)]);
+    adapter.start_fba_retirement();
+    for _ in 0..200 {
+        if sim.quantity("A-NL") == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sim.quantity("A-NL"), Some(0));
+    assert_eq!(
+        states(&adapter.retire_fba_defaults().await),
+        vec![("A", "A-NL", fba::FbaDefault::Zeroed { previous: 4 })]
+    );
+}

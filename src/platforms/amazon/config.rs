@@ -69,7 +69,8 @@ pub struct AmazonConfig {
     /// `[kafka]` brokers); absent means HTTP and polling only.
     #[serde(default)]
     pub notifications_topic: Option<String>,
-    /// SKU → seller SKU mappings, FBA SKUs marked.
+    /// SKU → seller SKU mappings, FBA SKUs marked. A SKU may have one MFN and one FBA
+    /// listing (each under its own seller SKU).
     #[serde(default)]
     pub listings: Vec<AmazonListingConfig>,
 }
@@ -188,11 +189,17 @@ pub fn validate(id: &str, config: &AmazonConfig, has_kafka: bool, problems: &mut
             "channel {id}: amazon.notifications_topic needs a [kafka] section"
         ));
     }
+    // A SKU may have one MFN and one FBA listing (two offers, two seller SKUs); a second
+    // listing of the same fulfilment is a real duplicate.
     let mut skus = HashSet::new();
     let mut seller_skus = HashSet::new();
     for listing in &config.listings {
-        if !skus.insert(listing.sku.as_str()) {
-            problems.push(format!("channel {id}: SKU {} is mapped twice", listing.sku));
+        if !skus.insert((listing.sku.as_str(), listing.fba)) {
+            problems.push(format!(
+                "channel {id}: SKU {} is mapped twice as {} (a SKU may have one MFN and one FBA listing)",
+                listing.sku,
+                if listing.fba { "FBA" } else { "MFN" }
+            ));
         }
         if listing.seller_sku().trim().is_empty() || !seller_skus.insert(listing.seller_sku()) {
             problems.push(format!(
@@ -233,5 +240,54 @@ mod tests {
         let mut problems = Vec::new();
         validate("amz", &config, true, &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    fn listings(listings: &str) -> Vec<String> {
+        let config: AmazonConfig = toml::from_str(&format!(
+            r#"
+            client_id = "c"
+            client_secret = "s"
+            refresh_token = "r"
+            seller_id = "SELLER"
+            marketplace_id = "M"
+            listings = [{listings}]
+            "#
+        ))
+        .unwrap();
+        let mut problems = Vec::new();
+        validate("amz", &config, false, &mut problems);
+        problems
+    }
+
+    #[test]
+    fn an_mfn_and_an_fba_listing_of_one_sku_pass_real_duplicates_do_not() {
+        assert_eq!(
+            listings(
+                r#"{ sku = "A", seller_sku = "A-MFN" }, { sku = "A", seller_sku = "A-FBA", fba = true }"#
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            listings(r#"{ sku = "A", seller_sku = "A-1" }, { sku = "A", seller_sku = "A-2" }"#),
+            vec![
+                "channel amz: SKU A is mapped twice as MFN (a SKU may have one MFN and one FBA listing)"
+                    .to_owned()
+            ]
+        );
+        assert_eq!(
+            listings(
+                r#"{ sku = "A", seller_sku = "A-1", fba = true }, { sku = "A", seller_sku = "A-2", fba = true }"#
+            ),
+            vec![
+                "channel amz: SKU A is mapped twice as FBA (a SKU may have one MFN and one FBA listing)"
+                    .to_owned()
+            ]
+        );
+        assert_eq!(
+            listings(
+                r#"{ sku = "A", seller_sku = "X" }, { sku = "A", seller_sku = "X", fba = true }"#
+            ),
+            vec!["channel amz: seller SKU \"X\" is empty or mapped twice".to_owned()]
+        );
     }
 }

@@ -142,8 +142,12 @@
   }
 
   function renderLocations(view) {
-    const hasInbound = view.locations.some((l) => l.inbound !== undefined && l.inbound !== null);
-    const head = ["Location", "On hand", "Reserved", "Available"].concat(hasInbound ? ["Inbound"] : []);
+    // In transit and inbound (purchase orders) only when some location has any.
+    const hasTransit = view.locations.some((l) => l.in_transit);
+    const hasInbound = view.locations.some((l) => l.inbound);
+    const head = ["Location", "On hand", "Reserved", "Available"]
+      .concat(hasTransit ? ["In transit"] : [])
+      .concat(hasInbound ? ["Inbound"] : []);
     $("locations").tHead.rows[0].replaceChildren(
       ...head.map((title, i) => el("th", { class: i ? "num" : null, text: title })));
     const body = $("locations").tBodies[0];
@@ -152,6 +156,7 @@
       numCell(l.on_hand, "on_hand"),
       numCell(l.reserved, "reserved"),
       numCell(l.available, "available"),
+      hasTransit ? numCell(l.in_transit, "in_transit") : null,
       hasInbound ? numCell(l.inbound, "inbound") : null)));
     $("locations-empty").hidden = view.locations.length > 0;
   }
