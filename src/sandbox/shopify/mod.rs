@@ -10,11 +10,33 @@
 //! - `POST /admin/api/{version}/inventory_levels/set.json` and
 //!   `GET /admin/api/{version}/inventory_levels.json` (REST legacy, §1.4) with a
 //!   request-based leaky bucket, `X-Shopify-Shop-Api-Call-Limit` and 429 + `Retry-After`;
-//! - `GET|POST /_sandbox/levels`, `POST /_sandbox/orders`, `POST /_sandbox/orders/{id}/cancel`,
-//!   `GET /_sandbox/counters`: inspection and "behind our back" changes;
+//! - the order-edit mutations on the same GraphQL endpoint: `orderEditBegin(id:)` →
+//!   `calculatedOrder { id lineItems { nodes { id sku quantity } } }`,
+//!   `orderEditSetQuantity(id:, lineItemId: gid://shopify/CalculatedLineItem/N, quantity:, restock:)`
+//!   (0 removes the line), `orderEditAddVariant(id:, variantId: gid://shopify/ProductVariant/<item>, quantity:)`,
+//!   `orderEditCommit(id:)` → `order { id }`; refusals are `userErrors`;
+//! - `GET /_sandbox`: the index of every endpoint below (method, path, example body), built
+//!   from the same table as the routes ([`crate::sandbox::index`]);
+//! - `GET|POST /_sandbox/levels` (`{inventory_item_id, location_id, available, sku?}`),
+//!   `POST /_sandbox/orders`, `GET /_sandbox/orders/{id}`,
+//!   `POST /_sandbox/orders/{id}/cancel` (`{restock, reason}`; reason `customer`, `inventory`, …),
+//!   `POST /_sandbox/orders/{id}/edit` (`{set: [{line_item_id, quantity, restock}], add:
+//!   [{inventory_item_id, sku?, quantity}]}`: the whole order-edit flow in one call),
+//!   `POST /_sandbox/orders/{id}/fulfillments` (`{line_items: [{id, quantity?}]}`),
+//!   `POST /_sandbox/orders/{id}/refunds` (`{note?, refund_line_items: [{line_item_id,
+//!   quantity, restock_type, location_id?}]}`), `GET /_sandbox/webhooks` (the delivery log),
+//!   `POST /_sandbox/webhooks/{id}/redeliver`, `GET /_sandbox/counters`: inspection and
+//!   "behind our back" changes;
 //!
-//! and the outgoing signed webhooks (`orders/create`, `orders/cancelled`,
-//! `inventory_levels/update`, §1.6–§1.7).
+//! and the outgoing signed webhooks (`orders/create`, `orders/updated`, `orders/edited`,
+//! `orders/cancelled`, `refunds/create`, `fulfillments/create` (opt-in),
+//! `inventory_levels/update`, §1.6–§1.7). A committed edit sends `orders/edited` (the
+//! `{"order_edit": {id, order_id, created_at, committed_at, line_items: {additions: [{id,
+//! delta}], removals: [{id, delta}]}, …}}` body) and then `orders/updated` (the order, whose
+//! lines keep `quantity` and change `current_quantity`; added lines are appended). A
+//! fulfilment lowers `fulfillable_quantity`; a refund lowers `current_quantity` and, for
+//! `cancel`/`return`, restocks at its `location_id`. Every event is logged and can be sent
+//! again (same body and `X-Shopify-Event-Id`) so tests can deliver an old edit late.
 //!
 //! Simplifications (documented, not hidden): GraphQL is recognised by the operation's field
 //! names rather than parsed, and the mutation input must come from a variable
