@@ -290,8 +290,20 @@ impl SimState {
             }
         }
         self.edit_sessions.remove(&edit_id);
-        for (_, item, delta, restock) in &changes {
-            self.commit_units(*item, location, *delta, *restock, now_ms);
+        for (line_id, item, delta, restock) in &changes {
+            // Only open units are committed: a cut below what shipped (when allowed)
+            // releases no more than the line's fulfillable units.
+            let open = order
+                .lines
+                .iter()
+                .find(|line| line.id == *line_id)
+                .map_or(u64::MAX, SimLineRecord::fulfillable);
+            let delta = if *delta < 0 {
+                -(delta.saturating_neg().min(signed(open)))
+            } else {
+                *delta
+            };
+            self.commit_units(*item, location, delta, *restock, now_ms);
         }
         let order = self.open_order(session.order_id)?;
         for line in &mut order.lines {
@@ -506,7 +518,19 @@ impl SimState {
                     let after = level.available.saturating_add(units);
                     level.set_available(after, now_ms);
                 }
-                ("cancel", _) => self.commit_units(item, *location, -units, true, now_ms),
+                ("cancel", _) if *location == order.location_id => {
+                    self.commit_units(item, *location, -units, true, now_ms);
+                }
+                ("cancel", _) => {
+                    // Released where it was committed, restocked where the refund says.
+                    self.commit_units(item, order.location_id, -units, false, now_ms);
+                    let level = self
+                        .levels
+                        .entry((item, *location))
+                        .or_insert_with(|| super::state::SimLevel::new(0, now_ms));
+                    let after = level.available.saturating_add(units);
+                    level.set_available(after, now_ms);
+                }
                 (_, false) => self.commit_units(item, order.location_id, -units, false, now_ms),
                 _ => {}
             }

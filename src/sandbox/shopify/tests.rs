@@ -700,6 +700,11 @@ async fn fulfilments_lower_fulfillable_quantity_and_edits_below_shipped_are_refu
     );
     assert_eq!(edited.order["line_items"][0]["current_quantity"], 1);
     assert_eq!(edited.order["line_items"][0]["fulfillable_quantity"], 0);
+    assert_eq!(
+        (sim.level(1, 1), on_hand(&sim, 1)),
+        (Some(48), 48),
+        "only the one open unit is released; shipped units are not restocked"
+    );
 }
 
 #[tokio::test]
