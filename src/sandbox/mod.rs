@@ -2,13 +2,16 @@
 //!
 //! Owns: in-process HTTP servers that behave like the platforms described in PLATFORMS.md,
 //! including the awkward parts (throttling, compare-and-set errors, idempotency keys,
-//! signed webhooks). Tests, the demo, benchmarks and what-if simulation use them.
+//! signed webhooks). Tests, the demo, benchmarks and what-if simulation use them. Every
+//! simulator answers `GET /_sandbox` with the index of its inspection and control endpoints
+//! (method, path, example body), built from the table its router is built from ([`index`]).
 //!
 //! May depend on: `config`, `telemetry` only; a simulator knows nothing about the engine.
 
 pub mod amazon;
 pub mod bolcom;
 pub mod demo;
+pub mod index;
 pub mod shopify;
 pub mod woocommerce;
 
@@ -71,7 +74,8 @@ async fn bind(address: &str) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 /// Runs all four simulators until `stop` completes, printing where each listens and the
-/// credentials it accepts (the defaults that `config/*.toml` use).
+/// credentials it accepts (the defaults that `config/*.toml` use). Each lists its control
+/// endpoints at `GET /_sandbox`.
 ///
 /// Errors: an address cannot be bound.
 pub async fn run_standalone(
@@ -127,6 +131,7 @@ pub async fn run_standalone(
         amazon_options.seller_id,
         amazon_options.marketplace_id
     );
+    println!("Every simulator lists its inspection and control endpoints at GET /_sandbox.");
     stop.await;
     shop.shutdown().await;
     woo.shutdown().await;
