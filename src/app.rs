@@ -178,6 +178,24 @@ pub struct App {
     platforms: Arc<crate::platforms::PlatformClients>,
 }
 
+/// Propagation's [`crate::propagation::ConflictListener`]: a channel that lowered a listing
+/// itself wakes that channel's orders poller, whose successes tell reconciliation whether
+/// the orders were read since.
+struct ConflictWakesPolls(Arc<crate::ingest::PollSignals>);
+
+impl crate::propagation::ConflictListener for ConflictWakesPolls {
+    fn channel_lowered(&self, channel: &str, sku: &str) {
+        if let Some(signal) = self.0.get(channel) {
+            tracing::debug!(channel, sku, "conflict: polling the channel's orders now");
+            signal.wake();
+        }
+    }
+
+    fn orders_polled_since(&self, channel: &str, since_ms: i64) -> Option<bool> {
+        Some(self.0.get(channel)?.succeeded_since(since_ms))
+    }
+}
+
 impl App {
     /// Starts everything the config describes on the current tokio runtime.
     ///
@@ -204,10 +222,14 @@ impl App {
         let rules = Arc::new(crate::domain::RulesCell::new(
             config.rules().context("building the stock rules")?,
         ));
+        // The wake signals of the pollers that a compare-and-set conflict wakes (Shopify's
+        // orders poller); filled when the pollers start, read by propagation's listener.
+        let poll_signals = Arc::new(crate::ingest::PollSignals::default());
         let mut options = PropagationOptions {
             rules: Some(rules.clone()),
             platforms: Some(platforms.clone()),
             clock: Some(clock.clone()),
+            conflict_listener: Some(Arc::new(ConflictWakesPolls(poll_signals.clone()))),
             ..PropagationOptions::default()
         };
         let mut atp_output = None;
@@ -297,7 +319,8 @@ impl App {
                         .context(format!("starting the notification consumer of {channel}"))
                 },
             )?;
-        let pollers = crate::ingest::start_pollers(&config, &ledger, &platforms);
+        let pollers =
+            crate::ingest::start_pollers_with_signals(&config, &ledger, &platforms, &poll_signals);
         let housekeeping_clock = clock.clone();
         let housekeeping = tokio::spawn(async move {
             let mut interval = tokio::time::interval(Duration::from_secs(KEY_EXPIRY_PERIOD_SECS));

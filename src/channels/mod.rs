@@ -109,6 +109,9 @@ pub struct PushReport {
     /// HTTP requests made (a conflict costs an extra read); propagation charges its token
     /// bucket for all of them.
     pub requests: u32,
+    /// Of `requests`, those that read levels back after a compare-and-set conflict (the
+    /// push log gives them entries of their own).
+    pub reads: u32,
     /// The request-level failure, when the whole request failed.
     pub error: Option<ChannelError>,
 }
@@ -134,6 +137,7 @@ impl PushReport {
                 .collect(),
             throttle,
             requests,
+            reads: 0,
             error: Some(error),
         }
     }

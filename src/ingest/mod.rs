@@ -5,7 +5,7 @@
 //!   decoders: bytes → movements or a typed error, with unit tests beside them),
 //!   `receiver` when the platform pushes webhooks (an axum `Router` that `web` merely
 //!   mounts: Shopify, WooCommerce, Amazon) and `poller` when we poll it (bol.com, Amazon,
-//!   WooCommerce).
+//!   WooCommerce, and Shopify's orders as a backstop that compare-and-set conflicts wake).
 //! - [`receiver`]: what the webhook receivers share: their router state, the bounded
 //!   delivery memory (created by the app and handed in), the receipt and the failures.
 //! - [`poller`]: the shared poller loop the platform pollers are built on: interval,
@@ -91,8 +91,53 @@ pub fn start_pollers(
     ledger: &Ledger,
     clients: &PlatformClients,
 ) -> Vec<PollerHandle> {
+    start_pollers_with_signals(config, ledger, clients, &PollSignals::default())
+}
+
+/// One [`poller::PollSignal`] per channel whose poller can be woken early (Shopify's
+/// orders poller, woken by compare-and-set conflicts); bounded by the configured channels.
+/// The app creates it before the pollers exist, hands it to whoever wakes them, then to
+/// [`start_pollers_with_signals`], which registers the signals.
+#[derive(Debug, Default)]
+pub struct PollSignals {
+    signals: std::sync::Mutex<std::collections::HashMap<String, Arc<poller::PollSignal>>>,
+}
+
+impl PollSignals {
+    /// Registers the signal of `channel`'s poller (one per channel: a second replaces it).
+    pub fn insert(&self, channel: &str, signal: Arc<poller::PollSignal>) {
+        self.signals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(channel.to_owned(), signal);
+    }
+
+    /// The signal of `channel` if its poller registered one.
+    pub fn get(&self, channel: &str) -> Option<Arc<poller::PollSignal>> {
+        self.signals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(channel)
+            .cloned()
+    }
+}
+
+/// [`start_pollers`], with the wake signals of the pollers that have one in `signals`.
+pub fn start_pollers_with_signals(
+    config: &Config,
+    ledger: &Ledger,
+    clients: &PlatformClients,
+    signals: &PollSignals,
+) -> Vec<PollerHandle> {
     let mut pollers = Vec::new();
     for channel in &config.channels {
+        let signal = Arc::new(poller::PollSignal::new());
+        if let Some(handle) =
+            shopify::poller::start(channel, ledger.clone(), clients, signal.clone())
+        {
+            signals.insert(&channel.id, signal);
+            pollers.push(handle);
+        }
         pollers.extend(bolcom::poller::start(channel, ledger.clone(), clients));
         pollers.extend(amazon::poller::start_orders(
             channel,

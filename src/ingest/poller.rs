@@ -293,9 +293,60 @@ impl PollerHandle {
     }
 }
 
+/// A way to poll a channel *now* (a compare-and-set conflict showed the channel sold
+/// units we have not ingested) and to learn whether a poll has succeeded since a time.
+/// Shared by a poller ([`spawn_woken`]) and whoever wakes it; one per polled channel.
+#[derive(Debug, Default)]
+pub struct PollSignal {
+    wake: tokio::sync::Notify,
+    /// Wall time (ms since the Unix epoch) at which the newest successful poll started;
+    /// `i64::MIN` before the first.
+    last_success_started_ms: std::sync::atomic::AtomicI64,
+}
+
+impl PollSignal {
+    /// A signal with no successful poll yet.
+    pub fn new() -> Self {
+        Self {
+            wake: tokio::sync::Notify::new(),
+            last_success_started_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Ends the poller's pause at once (a wake while a poll runs starts the next one as
+    /// soon as it ends). A backoff after throttling is cut short too: the platform's
+    /// `Retry-After` was honoured by the poll that got it, and wakes are rare (one per
+    /// conflict burst: `Notify` keeps at most one).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Records a successful poll that started at `started_ms` (wall time).
+    pub fn record_success(&self, started_ms: i64) {
+        self.last_success_started_ms
+            .fetch_max(started_ms, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// True when a poll that started at or after `since_ms` succeeded.
+    pub fn succeeded_since(&self, since_ms: i64) -> bool {
+        self.last_success_started_ms
+            .load(std::sync::atomic::Ordering::Acquire)
+            >= since_ms
+    }
+}
+
 /// Runs `poller` on the current tokio runtime: a poll at once, then after every poll a
 /// pause of [`next_delay`] (the interval, or a backoff), until stopped.
-pub fn spawn<P: Poll>(options: PollerOptions, mut poller: P) -> PollerHandle {
+pub fn spawn<P: Poll>(options: PollerOptions, poller: P) -> PollerHandle {
+    spawn_woken(options, poller, None)
+}
+
+/// [`spawn`], and a pause also ends when `signal` is woken ([`PollSignal::wake`]).
+pub fn spawn_woken<P: Poll>(
+    options: PollerOptions,
+    mut poller: P,
+    signal: Option<Arc<PollSignal>>,
+) -> PollerHandle {
     let (stop, mut stopped) = watch::channel(false);
     let stats = Arc::new(Mutex::new(PollerStats {
         next_delay: options.interval,
@@ -316,8 +367,15 @@ pub fn spawn<P: Poll>(options: PollerOptions, mut poller: P) -> PollerHandle {
                 record(&options, &mut stats, result);
                 stats.next_delay
             };
+            let woken = async {
+                match &signal {
+                    Some(signal) => signal.wake.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
+                _ = woken => tracing::debug!(poller = %name, "poll woken early"),
                 _ = stopped.changed() => break,
             }
         }

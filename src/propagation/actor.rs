@@ -3,9 +3,9 @@
 //! `propagation`). The actor never sleeps inside a message: waits become a timer `Wake`, so
 //! `stop` is handled promptly.
 
-use super::ChannelShared;
 use super::queue::Pending;
 use super::rate::{TokenBucket, jittered_backoff};
+use super::{ChannelShared, HeldListing, Hold, PROPAGATION_CAS_HOLDS_TOTAL};
 use crate::channels::{ChannelError, ItemOutcome, PushItem, PushReport};
 use crate::store::{PushLogRecord, PushedRecord};
 use crate::telemetry;
@@ -54,6 +54,12 @@ pub(crate) struct ChannelState {
     consecutive_failures: u32,
     /// The earliest pending timer `Wake`.
     timer_at: Option<Instant>,
+    /// The SKU's reserved units when the channel last acknowledged (or already held) our
+    /// value, per listing: the starting point of a new hold's accounting.
+    acked_reserved: HashMap<String, u64>,
+    /// Holds started or grown by the push being handled (SKU, our ATP, the hold), for the
+    /// push log.
+    started_holds: Vec<(String, u64, HeldListing)>,
 }
 
 /// The actor of one channel.
@@ -76,6 +82,8 @@ impl Actor for ChannelActor {
             believed: args.believed,
             consecutive_failures: 0,
             timer_at: None,
+            acked_reserved: HashMap::new(),
+            started_holds: Vec::new(),
         })
     }
 
@@ -136,14 +144,23 @@ impl ChannelState {
                     return;
                 }
                 let believed = &self.believed;
-                let batch = queue.take_batch(now, self.shared.adapter.max_batch(), |sku| {
-                    believed.get(sku).copied()
-                });
+                let batch = {
+                    let holds = self.shared.holds();
+                    queue.take_batch_where(
+                        now,
+                        self.shared.adapter.max_batch(),
+                        |sku| believed.get(sku).copied(),
+                        |sku, pending| holds.get(sku).is_some_and(|hold| hold.blocks(pending)),
+                    )
+                };
                 self.shared
                     .in_flight
                     .store(batch.items.len(), Ordering::Release);
                 (batch, queue.next_ready_at(), queue.len())
             };
+            for (sku, pending) in &batch.unchanged {
+                self.account_hold(sku, pending, None);
+            }
             if !batch.unchanged.is_empty() {
                 metrics::counter!(telemetry::PROPAGATION_PUSHES_TOTAL, "channel" => self.shared.id.clone(), "outcome" => "unchanged")
                     .increment(batch.unchanged.len() as u64);
@@ -203,6 +220,20 @@ impl ChannelState {
             ));
         }
         self.apply(items, report).await;
+        let started = std::mem::take(&mut self.started_holds);
+        if let Some(push_log) = &self.shared.push_log
+            && !started.is_empty()
+        {
+            let at_ms = self.shared.clock.now_ms();
+            push_log.send(
+                started
+                    .into_iter()
+                    .map(|(sku, quantity, view)| {
+                        hold_record(&self.shared.id, sku, quantity, &view, at_ms)
+                    })
+                    .collect(),
+            );
+        }
         self.shared
             .in_flight_values
             .lock()
@@ -268,6 +299,11 @@ impl ChannelState {
             match outcome {
                 ItemOutcome::Accepted { quantity } => {
                     counts.accepted += 1;
+                    self.account_hold(
+                        &sku,
+                        &pending,
+                        Some(i64::try_from(quantity).unwrap_or(i64::MAX)),
+                    );
                     self.believed
                         .insert(sku.clone(), i64::try_from(quantity).unwrap_or(i64::MAX));
                     shared.pushed.insert(sku.clone(), quantity);
@@ -287,12 +323,22 @@ impl ChannelState {
                 }
                 ItemOutcome::Conflict { current } => {
                     counts.conflicts += 1;
-                    tracing::info!(channel = %channel, sku = %sku, channel_value = ?current, ours = pending.atp, "channel changed the value itself; holding the listing");
+                    pending.isolated = false;
+                    let expected = self.believed.get(&sku).copied();
+                    match (expected, current) {
+                        (Some(expected), Some(current)) if current < expected => {
+                            tracing::info!(channel = %channel, sku = %sku, expected, channel_value = current, ours = pending.atp, "channel lowered the value itself");
+                            self.lowered(&sku, &mut pending, expected, current);
+                            pending.not_before = None;
+                        }
+                        _ => {
+                            tracing::info!(channel = %channel, sku = %sku, channel_value = ?current, ours = pending.atp, "channel changed the value itself; holding the listing for the grace period");
+                            pending.not_before = Some(now + shared.cas_grace);
+                        }
+                    }
                     if let Some(current) = current {
                         self.believed.insert(sku.clone(), current);
                     }
-                    pending.not_before = Some(now + shared.cas_grace);
-                    pending.isolated = false;
                     requeue.push((sku, pending));
                 }
                 ItemOutcome::Rejected { code, message } => {
@@ -359,7 +405,131 @@ impl ChannelState {
     }
 }
 
-/// One push-log entry per pushed item: what we asked and the channel's answer.
+impl ChannelState {
+    /// A conflict showed the channel at `current`, below the `expected` value: credits the
+    /// units the ledger reserved since the hold's accounting point (or since our last
+    /// acknowledged push) and holds the listing for the rest.
+    fn lowered(&mut self, sku: &str, pending: &mut Pending, expected: i64, current: i64) {
+        let shared = Arc::clone(&self.shared);
+        let lowered_by = u64::try_from(expected.saturating_sub(current)).unwrap_or(0);
+        let raises = i64::try_from(pending.atp).map_or(true, |atp| atp > current);
+        let now_ms = shared.clock.now_ms();
+        let (started, held) = {
+            let mut holds = shared.holds();
+            let base = match holds.get(sku) {
+                Some(hold) => hold.base_reserved,
+                None => self
+                    .acked_reserved
+                    .get(sku)
+                    .copied()
+                    .or(pending.first_reserved),
+            };
+            let credited = pending.reservations_since(base);
+            let before = holds.get(sku).map_or(0, |hold| hold.view.unexplained);
+            let unexplained = before.saturating_add(lowered_by).saturating_sub(credited);
+            pending.reset_reservations();
+            let started = if unexplained > 0 {
+                let limit = shared.adapter.listing_count().max(1);
+                if holds.contains_key(sku) || holds.len() < limit {
+                    let hold = holds.entry(sku.to_owned()).or_insert_with(|| Hold {
+                        view: HeldListing {
+                            expected,
+                            observed: current,
+                            channel_value: current,
+                            unexplained,
+                            since_ms: now_ms,
+                        },
+                        base_reserved: pending.reserved,
+                    });
+                    hold.view.observed = current;
+                    hold.view.channel_value = current;
+                    hold.view.unexplained = unexplained;
+                    hold.base_reserved = pending.reserved;
+                    Some(hold.view.clone())
+                } else {
+                    None
+                }
+            } else {
+                holds.remove(sku);
+                None
+            };
+            (started, holds.len())
+        };
+        shared.record_held(held);
+        if let Some(view) = started {
+            if !raises {
+                tracing::debug!(channel = %shared.id, sku = %sku, unexplained = view.unexplained, "our ATP is below the channel's value: pushed now, later increases wait");
+            }
+            tracing::info!(channel = %shared.id, sku = %sku, unexplained = view.unexplained, channel_value = current, ours = pending.atp, "listing held: increases over the channel's own lowered value wait for the ledger");
+            metrics::counter!(PROPAGATION_CAS_HOLDS_TOTAL, "channel" => shared.id.clone(), "outcome" => "held").increment(1);
+            if let Some(listener) = &shared.listener {
+                listener.channel_lowered(&shared.id, sku);
+            }
+            self.started_holds.push((sku.to_owned(), pending.atp, view));
+        }
+    }
+
+    /// After `pending` left the queue (acknowledged at `channel_value`, or unchanged):
+    /// remembers its reserved units and credits the reservations since the hold's
+    /// accounting point to the listing's hold, which ends once nothing is unexplained.
+    fn account_hold(&mut self, sku: &str, pending: &Pending, channel_value: Option<i64>) {
+        if let Some(reserved) = pending.reserved {
+            self.acked_reserved.insert(sku.to_owned(), reserved);
+        }
+        let shared = &self.shared;
+        let (ended, held) = {
+            let mut holds = shared.holds();
+            let Some(hold) = holds.get_mut(sku) else {
+                return;
+            };
+            let credited = pending.reservations_since(hold.base_reserved);
+            hold.view.unexplained = hold.view.unexplained.saturating_sub(credited);
+            hold.base_reserved = pending.reserved.or(hold.base_reserved);
+            if let Some(value) = channel_value {
+                hold.view.channel_value = value;
+            }
+            let ended = hold.view.unexplained == 0;
+            if ended {
+                holds.remove(sku);
+            }
+            (ended, holds.len())
+        };
+        if ended {
+            shared.record_held(held);
+            tracing::info!(channel = %shared.id, sku = %sku, atp = pending.atp, "the ledger explained the channel's own decrease; hold ended");
+            metrics::counter!(PROPAGATION_CAS_HOLDS_TOTAL, "channel" => shared.id.clone(), "outcome" => "explained").increment(1);
+        }
+    }
+}
+
+/// The push-log entry of a decision that made no request: a listing held after a conflict.
+fn hold_record(
+    channel: &str,
+    sku: String,
+    quantity: u64,
+    hold: &HeldListing,
+    at_ms: i64,
+) -> PushLogRecord {
+    PushLogRecord {
+        channel: channel.to_owned(),
+        sku,
+        quantity,
+        change_from: Some(hold.channel_value),
+        outcome: "held".to_owned(),
+        detail: Some(format!(
+            "channel lowered {} to {} itself; {} unit(s) not yet in the ledger, so increases over {} wait",
+            hold.expected, hold.observed, hold.unexplained, hold.channel_value
+        )),
+        requests: 0,
+        at_ms,
+    }
+}
+
+/// The push-log entries of one push: one per listing per HTTP request, each with what that
+/// request did. A compare-and-set conflict is two requests: the mutation that was refused
+/// (`conflict`) and the read of the channel's value (`read`); a later request that writes
+/// our value is its own entry (`accepted`). `requests` on an entry is the number of HTTP
+/// requests it stands for.
 fn push_log_records(
     channel: &str,
     request: &[PushItem],
@@ -371,40 +541,61 @@ fn push_log_records(
         .iter()
         .map(|result| (result.sku.as_str(), &result.outcome))
         .collect();
-    request
-        .iter()
-        .map(|item| {
-            let (outcome, detail) = match outcomes.get(item.sku.as_str()) {
-                Some(ItemOutcome::Accepted { .. }) => ("accepted", None),
-                Some(ItemOutcome::Conflict { current }) => (
+    let writes = report.requests.saturating_sub(report.reads);
+    let mut records = Vec::with_capacity(request.len());
+    for item in request {
+        let entry = |outcome: &str, detail: Option<String>| PushLogRecord {
+            channel: channel.to_owned(),
+            sku: item.sku.clone(),
+            quantity: item.quantity,
+            change_from: item.change_from,
+            outcome: outcome.to_owned(),
+            detail,
+            requests: writes,
+            at_ms,
+        };
+        match outcomes.get(item.sku.as_str()) {
+            Some(ItemOutcome::Accepted { .. }) => records.push(entry("accepted", None)),
+            Some(ItemOutcome::Conflict { current }) => {
+                records.push(entry(
                     "conflict",
-                    Some(match current {
-                        Some(value) => format!("channel holds {value}"),
-                        None => "channel value unknown".to_owned(),
+                    Some(match item.change_from {
+                        Some(expected) => format!(
+                            "not written: the channel no longer holds {expected} (changeFromQuantity stale)"
+                        ),
+                        None => "not written: the channel refused the compare-and-set".to_owned(),
                     }),
-                ),
-                Some(ItemOutcome::Rejected { code, message }) => {
-                    ("rejected", Some(format!("{code}: {message}")))
+                ));
+                if report.reads > 0 {
+                    records.push(PushLogRecord {
+                        channel: channel.to_owned(),
+                        sku: item.sku.clone(),
+                        quantity: current.map_or(0, |value| u64::try_from(value).unwrap_or(0)),
+                        change_from: None,
+                        outcome: "read".to_owned(),
+                        detail: Some(match current {
+                            Some(value) => format!("read back: the channel holds {value}"),
+                            None => "read back failed: channel value unknown".to_owned(),
+                        }),
+                        requests: report.reads,
+                        at_ms,
+                    });
                 }
-                Some(ItemOutcome::Deferred) => ("deferred", None),
-                Some(ItemOutcome::Retryable { reason }) => ("error", Some(reason.clone())),
-                None => (
-                    "error",
-                    report.error.as_ref().map(|error| error.to_string()),
-                ),
-            };
-            PushLogRecord {
-                channel: channel.to_owned(),
-                sku: item.sku.clone(),
-                quantity: item.quantity,
-                change_from: item.change_from,
-                outcome: outcome.to_owned(),
-                detail,
-                requests: report.requests,
-                at_ms,
             }
-        })
-        .collect()
+            Some(ItemOutcome::Rejected { code, message }) => {
+                records.push(entry("rejected", Some(format!("{code}: {message}"))));
+            }
+            Some(ItemOutcome::Deferred) => records.push(entry("deferred", None)),
+            Some(ItemOutcome::Retryable { reason }) => {
+                records.push(entry("error", Some(reason.clone())));
+            }
+            None => records.push(entry(
+                "error",
+                report.error.as_ref().map(|error| error.to_string()),
+            )),
+        }
+    }
+    records
 }
 
 /// Outcomes of one push, counted once per batch.

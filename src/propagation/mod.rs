@@ -11,10 +11,23 @@
 //! per channel plus one timer. The actor takes batches (decreases first), paces them with
 //! its token bucket, pushes, and handles every item's outcome:
 //! - accepted: remembered (memory and store) as the channel's value; lag is recorded;
-//! - conflict (the channel decremented itself, usually an order we have not ingested): the
-//!   read value becomes the expected value and the listing is held for the CAS grace period
-//!   so the order's movement can lower our ATP, then pushed with `changeFromQuantity` = the
-//!   read value; we never overwrite the channel's decrement blindly;
+//! - conflict: the value read back becomes the expected value (`changeFromQuantity` of the
+//!   next push). When the channel is *below* what we expected (it sold units we have not
+//!   ingested yet), the listing is **held**: the difference minus the units the ledger
+//!   reserved since our last acknowledged push (orders it already ingested) is the part
+//!   still unexplained. Reservations, not ATP falls, explain a hold: a write-off or the
+//!   undoing of a receipt lowers the ATP without being an order. A decrease (an ATP below the channel's value) is always
+//!   pushed; an increase over the channel's value waits until the ledger has reserved the
+//!   unexplained units (the orders arrived, by webhook or by the order poll the conflict
+//!   wakes through [`ConflictListener`]), then goes out with the new expected value. A hold
+//!   that nothing explains within the reconciliation settle window is classified by
+//!   `reconcile` (manual edit or lost order), and its heal policy decides, visibly. Holds
+//!   are bounded by the channel's listing count (one per listing). Any reservation counts
+//!   as explanation, since availability changes do not say which channel's order caused
+//!   them: another channel's sale of shared stock can explain a hold early, and an order
+//!   that reaches us already shipped (no reservation) is left to reconciliation. A
+//!   conflict where the channel is at or above what we expected (or unreadable) keeps the
+//!   CAS grace period, then pushes over the value read;
 //! - rejected: the listing is isolated, reported, and retried alone with backoff;
 //! - deferred (another item of an all-or-nothing request failed): resent at once;
 //! - retryable: backoff with full jitter; throttling pauses the whole channel.
@@ -61,6 +74,63 @@ pub trait AtpObserver: Send + Sync + 'static {
     fn atp_changed(&self, channel: &str, sku: &Sku, atp: u64, seq: u64);
 }
 
+/// Told when a compare-and-set conflict shows a channel below what we expected (it sold
+/// units we have not ingested): the app wakes the channel's order poller. Called from a
+/// channel actor, so it must not block.
+pub trait ConflictListener: Send + Sync + 'static {
+    /// `channel` lowered `sku` itself; the listing is held until the ledger explains it.
+    fn channel_lowered(&self, channel: &str, sku: &str);
+
+    /// Whether an order poll of `channel` completed successfully after `since_ms` (ms since
+    /// the Unix epoch); `None` when the channel has no order poller. Reconciliation uses it
+    /// to tell a manual edit (the orders were read and explain nothing) from a lost order.
+    fn orders_polled_since(&self, channel: &str, since_ms: i64) -> Option<bool> {
+        let _ = (channel, since_ms);
+        None
+    }
+}
+
+/// A listing held after a compare-and-set conflict showed the channel below what we
+/// expected (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HeldListing {
+    /// What we expected the channel to hold (`changeFromQuantity` of the conflicting push).
+    pub expected: i64,
+    /// What the channel held when it conflicted (the lowered value).
+    pub observed: i64,
+    /// The channel's value as we know it now (the lowered value, or a decrease we pushed since).
+    pub channel_value: i64,
+    /// Units of the channel's own decrease the ledger has not explained yet.
+    pub unexplained: u64,
+    /// When the hold started, in milliseconds since the Unix epoch.
+    pub since_ms: i64,
+}
+
+/// Held listings: the public view and the ATP at which the drop accounting last ran.
+#[derive(Clone, Debug)]
+pub(crate) struct Hold {
+    pub view: HeldListing,
+    /// The SKU's reserved units when the accounting last ran; reservations since explain
+    /// units.
+    pub base_reserved: Option<u64>,
+}
+
+impl Hold {
+    /// True when `pending` must wait: units are unexplained and it would raise the listing.
+    pub fn blocks(&self, pending: &queue::Pending) -> bool {
+        self.view.unexplained > pending.reservations_since(self.base_reserved)
+            && i64::try_from(pending.atp).map_or(true, |atp| atp > self.view.channel_value)
+    }
+}
+
+/// Counter of compare-and-set holds by `channel` and `outcome` (`held`: a conflict showed
+/// the channel below what we expected; `explained`: the ledger explained it and the hold
+/// ended; `released`: reconciliation ended it).
+pub const PROPAGATION_CAS_HOLDS_TOTAL: &str = "stocksync_propagation_cas_holds_total";
+
+/// Gauge of listings held after a compare-and-set conflict, by `channel`.
+pub const PROPAGATION_HELD_LISTINGS: &str = "stocksync_propagation_held_listings";
+
 /// Tuning that is not (yet) in the config file.
 #[derive(Clone, Default)]
 pub struct PropagationOptions {
@@ -78,6 +148,8 @@ pub struct PropagationOptions {
     /// The platform clients the adapters are built on (shared with the pollers); `None`
     /// builds them on the client passed to [`Propagation::start_with_options`].
     pub platforms: Option<Arc<PlatformClients>>,
+    /// Told when a conflict shows a channel lowered a listing itself (wakes order polls).
+    pub conflict_listener: Option<Arc<dyn ConflictListener>>,
 }
 
 impl std::fmt::Debug for PropagationOptions {
@@ -88,6 +160,7 @@ impl std::fmt::Debug for PropagationOptions {
             .field("rules", &self.rules.is_some())
             .field("clock", &self.clock)
             .field("platforms", &self.platforms.is_some())
+            .field("conflict_listener", &self.conflict_listener.is_some())
             .finish()
     }
 }
@@ -203,6 +276,11 @@ pub(crate) struct ChannelShared {
     pub push_log: Option<push_log::PushLogSender>,
     /// Wall time (acknowledgement and error times).
     pub clock: crate::clock::SharedClock,
+    /// Listings held after a conflict showed the channel below what we expected; at most
+    /// one per listing. Lock order: `queue` before `holds`.
+    pub holds: Mutex<HashMap<String, Hold>>,
+    /// Told when a hold starts.
+    pub listener: Option<Arc<dyn ConflictListener>>,
 }
 
 impl ChannelShared {
@@ -228,10 +306,29 @@ impl ChannelShared {
         }
     }
 
-    /// Listings still to deliver: queued (not isolated) plus in flight.
+    pub fn holds(&self) -> MutexGuard<'_, HashMap<String, Hold>> {
+        self.holds.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Listings still to deliver: queued (not isolated, not held) plus in flight.
     fn pending(&self) -> usize {
         let queue = self.queue();
-        queue.len() - queue.isolated() + self.in_flight.load(Ordering::Acquire)
+        let held = {
+            let holds = self.holds();
+            if holds.is_empty() {
+                0
+            } else {
+                queue.count_where(|sku, pending| {
+                    !pending.isolated && holds.get(sku).is_some_and(|hold| hold.blocks(pending))
+                })
+            }
+        };
+        queue.len() - queue.isolated() - held + self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Records the number of held listings.
+    pub fn record_held(&self, held: usize) {
+        metrics::gauge!(PROPAGATION_HELD_LISTINGS, "channel" => self.id.clone()).set(held as f64);
     }
 
     pub fn record_queue_depth(&self, depth: usize) {
@@ -319,6 +416,7 @@ impl Propagation {
                 cas_grace,
                 Some(push_log.clone()),
                 clock.clone(),
+                options.conflict_listener.clone(),
             )
             .await;
             match shared {
@@ -373,6 +471,7 @@ impl Propagation {
                     cas_grace,
                     None,
                     clock.clone(),
+                    options.conflict_listener.clone(),
                 )
                 .await?,
             );
@@ -398,6 +497,7 @@ impl Propagation {
         cas_grace: Duration,
         push_log: Option<push_log::PushLogSender>,
         clock: crate::clock::SharedClock,
+        listener: Option<Arc<dyn ConflictListener>>,
     ) -> Result<Arc<ChannelShared>, PropagationError> {
         let id = channel.id.clone();
         let pushed_records = store
@@ -445,6 +545,8 @@ impl Propagation {
             pushed_at_ms: DashMap::new(),
             push_log,
             clock,
+            holds: Mutex::new(HashMap::new()),
+            listener,
         });
         let args = ChannelArgs {
             shared: Arc::clone(&shared),
@@ -582,12 +684,63 @@ impl Propagation {
             .is_ok()
     }
 
-    /// Listings still to deliver across channels (queued or in flight, isolated ones excluded).
+    /// The hold of `sku` on `channel`, if a conflict left it held (see the module docs).
+    pub fn held(&self, channel: &str, sku: &str) -> Option<HeldListing> {
+        self.channel(channel)?
+            .holds()
+            .get(sku)
+            .map(|hold| hold.view.clone())
+    }
+
+    /// Every held listing of `channel`, by SKU ascending.
+    pub fn held_listings(&self, channel: &str) -> Vec<(String, HeldListing)> {
+        let mut held: Vec<(String, HeldListing)> = self
+            .channel(channel)
+            .map(|shared| {
+                shared
+                    .holds()
+                    .iter()
+                    .map(|(sku, hold)| (sku.clone(), hold.view.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        held.sort_by(|a, b| a.0.cmp(&b.0));
+        held
+    }
+
+    /// Ends the hold of `sku` on `channel` (reconciliation's heal policy decided) and
+    /// returns it; the listing's queued ATP goes out at the next wake.
+    pub fn release_hold(&self, channel: &str, sku: &str) -> Option<HeldListing> {
+        let shared = self.channel(channel)?;
+        let (released, held) = {
+            let mut holds = shared.holds();
+            (holds.remove(sku), holds.len())
+        };
+        if released.is_some() {
+            shared.record_held(held);
+            metrics::counter!(PROPAGATION_CAS_HOLDS_TOTAL, "channel" => shared.id.clone(), "outcome" => "released").increment(1);
+            shared.wake();
+        }
+        released.map(|hold| hold.view)
+    }
+
+    /// Whether an order poll of `channel` completed after `since_ms`, as the
+    /// [`ConflictListener`] knows; `None` without a listener or poller.
+    pub fn orders_polled_since(&self, channel: &str, since_ms: i64) -> Option<bool> {
+        self.channel(channel)?
+            .listener
+            .as_ref()?
+            .orders_polled_since(channel, since_ms)
+    }
+
+    /// Listings still to deliver across channels (queued or in flight; isolated and held
+    /// ones excluded).
     pub fn pending(&self) -> usize {
         self.channels.iter().map(|channel| channel.pending()).sum()
     }
 
-    /// Waits until every queue is delivered (isolated listings excepted) or `timeout` passes.
+    /// Waits until every queue is delivered (isolated and held listings excepted) or
+    /// `timeout` passes.
     ///
     /// Errors: [`PropagationError::FlushTimeout`] with the number still pending.
     pub async fn flush(&self, timeout: Duration) -> Result<(), PropagationError> {
@@ -675,7 +828,12 @@ impl AvailabilitySink for Propagation {
                             observer.atp_changed(&channel.id, &change.sku, atp, change.seq);
                         }
                     }
-                    queue.upsert(sku, atp, now);
+                    let reserved = change
+                        .locations
+                        .iter()
+                        .map(|level| u64::try_from(level.reserved).unwrap_or(0))
+                        .fold(0u64, u64::saturating_add);
+                    queue.upsert_levels(sku, atp, Some(reserved), now);
                     queued = true;
                 }
                 queue.len()

@@ -21,6 +21,17 @@ pub(crate) struct Pending {
     pub attempts: u32,
     /// The channel refused this listing permanently; it is retried alone.
     pub isolated: bool,
+    /// Units reserved for the SKU (all locations) at the entry's first change that said
+    /// (since it was queued or last accounted).
+    pub first_reserved: Option<u64>,
+    /// Units reserved at the newest change.
+    pub reserved: Option<u64>,
+    /// The sum of every rise of `reserved` after `first_reserved`, in units: with
+    /// `first_reserved` it tells how many units were reserved (orders ingested) since a
+    /// given point, which is how a hold after a compare-and-set conflict learns that the
+    /// ledger has explained the channel's own sales (`propagation` module docs). Coalescing
+    /// keeps it exact up to the granularity of `publish` calls.
+    pub reserved_rises: u64,
 }
 
 impl Pending {
@@ -31,7 +42,43 @@ impl Pending {
             not_before: None,
             attempts: 0,
             isolated: false,
+            first_reserved: None,
+            reserved: None,
+            reserved_rises: 0,
         }
+    }
+
+    /// Units reserved since `reserved` was `base` (falls do not offset rises); 0 when
+    /// either is unknown, apart from the rises seen.
+    pub fn reservations_since(&self, base: Option<u64>) -> u64 {
+        let before_first = match (base, self.first_reserved) {
+            (Some(base), Some(first)) => first.saturating_sub(base),
+            _ => 0,
+        };
+        before_first.saturating_add(self.reserved_rises)
+    }
+
+    /// Starts the reservation accounting afresh at the current level.
+    pub fn reset_reservations(&mut self) {
+        self.first_reserved = self.reserved;
+        self.reserved_rises = 0;
+    }
+
+    fn observe_reserved(&mut self, reserved: Option<u64>) {
+        let Some(now) = reserved else { return };
+        match self.reserved {
+            Some(previous) => {
+                self.reserved_rises = self
+                    .reserved_rises
+                    .saturating_add(now.saturating_sub(previous));
+            }
+            None => {
+                if self.first_reserved.is_none() {
+                    self.first_reserved = Some(now);
+                }
+            }
+        }
+        self.reserved = Some(now);
     }
 
     fn ready(&self, now: Instant) -> bool {
@@ -57,10 +104,21 @@ pub(crate) struct CoalescingQueue {
 impl CoalescingQueue {
     /// Records a new ATP; an existing entry keeps its publish time, backoff and isolation.
     pub fn upsert(&mut self, sku: &str, atp: u64, now: Instant) {
+        self.upsert_levels(sku, atp, None, now);
+    }
+
+    /// [`upsert`](Self::upsert) with the SKU's reserved units, when known, for the
+    /// reservation accounting of holds.
+    pub fn upsert_levels(&mut self, sku: &str, atp: u64, reserved: Option<u64>, now: Instant) {
         match self.entries.get_mut(sku) {
-            Some(pending) => pending.atp = atp,
+            Some(pending) => {
+                pending.atp = atp;
+                pending.observe_reserved(reserved);
+            }
             None => {
-                self.entries.insert(sku.to_owned(), Pending::new(atp, now));
+                let mut pending = Pending::new(atp, now);
+                pending.observe_reserved(reserved);
+                self.entries.insert(sku.to_owned(), pending);
             }
         }
     }
@@ -71,10 +129,15 @@ impl CoalescingQueue {
     }
 
     /// Puts back a listing that was taken but not acknowledged. When a newer ATP arrived
-    /// meanwhile, the newer value wins and keeps the older publish time and retry state.
+    /// meanwhile, the newer value wins and keeps the older publish time and retry state;
+    /// the reservation accounting runs on as if the two were one entry.
     pub fn requeue(&mut self, sku: String, pending: Pending) {
         match self.entries.get_mut(&sku) {
             Some(newer) => {
+                newer.reserved_rises = pending
+                    .reserved_rises
+                    .saturating_add(newer.reservations_since(pending.reserved));
+                newer.first_reserved = pending.first_reserved.or(newer.first_reserved);
                 newer.published_at = newer.published_at.min(pending.published_at);
                 newer.not_before = pending.not_before;
                 newer.attempts = pending.attempts;
@@ -90,18 +153,31 @@ impl CoalescingQueue {
     /// to hold; listings already at that value come back in `unchanged`. Regular listings go
     /// first (decreases, then increases); an isolated listing is taken alone, only when no
     /// regular listing is ready.
+    #[cfg(test)]
     pub fn take_batch(
         &mut self,
         now: Instant,
         max: usize,
         channel_value: impl Fn(&str) -> Option<i64>,
     ) -> Batch {
+        self.take_batch_where(now, max, channel_value, |_, _| false)
+    }
+
+    /// [`take_batch`](Self::take_batch) leaving in the queue every listing for which
+    /// `blocked` is true (a listing held after a compare-and-set conflict).
+    pub fn take_batch_where(
+        &mut self,
+        now: Instant,
+        max: usize,
+        channel_value: impl Fn(&str) -> Option<i64>,
+        blocked: impl Fn(&str, &Pending) -> bool,
+    ) -> Batch {
         let mut batch = Batch::default();
         let mut regular: Vec<(bool, Instant, String)> = Vec::new();
         let mut isolated: Option<(Instant, String)> = None;
         let mut unchanged = Vec::new();
         for (sku, pending) in &self.entries {
-            if !pending.ready(now) {
+            if !pending.ready(now) || blocked(sku, pending) {
                 continue;
             }
             let current = channel_value(sku);
@@ -162,6 +238,14 @@ impl CoalescingQueue {
         self.entries.len()
     }
 
+    /// Listings for which `blocked` is true.
+    pub fn count_where(&self, blocked: impl Fn(&str, &Pending) -> bool) -> usize {
+        self.entries
+            .iter()
+            .filter(|(sku, pending)| blocked(sku, pending))
+            .count()
+    }
+
     /// Listings isolated after a permanent refusal.
     pub fn isolated(&self) -> usize {
         self.entries
@@ -182,6 +266,30 @@ mod tests {
             .iter()
             .map(|(sku, pending)| (sku.as_str(), pending.atp))
             .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reservations_are_counted_across_coalescing_and_requeue() {
+        let mut queue = CoalescingQueue::default();
+        let now = Instant::now();
+        queue.upsert_levels("A", 10, Some(2), now);
+        queue.upsert_levels("A", 9, Some(3), now);
+        queue.upsert_levels("A", 12, Some(1), now); // a cancellation does not offset
+        queue.upsert_levels("A", 11, Some(2), now);
+        let mut batch = queue.take_batch(now, 10, |_| None);
+        let (sku, taken) = batch.items.pop().unwrap();
+        assert_eq!(taken.reservations_since(Some(0)), 2 + 1 + 1);
+        assert_eq!(taken.reservations_since(None), 2, "only the rises seen");
+        // Two more orders while the push was in flight.
+        queue.upsert_levels("A", 10, Some(3), now);
+        queue.upsert_levels("A", 9, Some(4), now);
+        queue.requeue(sku, taken);
+        let merged = queue.take_batch(now, 10, |_| None).items.pop().unwrap().1;
+        assert_eq!(merged.atp, 9);
+        assert_eq!(merged.reservations_since(Some(0)), 2 + 1 + 1 + 1 + 1);
+        let mut reset = merged.clone();
+        reset.reset_reservations();
+        assert_eq!(reset.reservations_since(Some(4)), 0);
     }
 
     #[tokio::test(start_paused = true)]

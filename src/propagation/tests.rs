@@ -235,6 +235,13 @@ fn change(sku: &str, on_hand: i64) -> AvailabilityChange {
     }
 }
 
+/// [`change`] with `reserved` units held for orders at WH-1.
+fn change_reserved(sku: &str, on_hand: i64, reserved: i64) -> AvailabilityChange {
+    let mut change = change(sku, on_hand);
+    change.locations[0].reserved = reserved;
+    change
+}
+
 /// Polls `condition` every 5 ms for up to 5 s.
 async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
     for _ in 0..1000 {
@@ -397,8 +404,8 @@ async fn a_conflict_holds_the_listing_then_pushes_over_the_value_read() {
         Some(7),
         "the channel's decrement is not overwritten"
     );
-    // The order reaches the ledger within the grace period.
-    propagation.publish(&[change("A", 10)]);
+    // The order reaches the ledger within the grace period (3 units reserved).
+    propagation.publish(&[change_reserved("A", 13, 3)]);
     propagation.flush(Duration::from_secs(5)).await.unwrap();
     assert_eq!(fake.value("A"), Some(9));
     let last = fake.calls().last().cloned().unwrap();
@@ -410,10 +417,52 @@ async fn a_conflict_holds_the_listing_then_pushes_over_the_value_read() {
     propagation.shutdown().await;
 }
 
-/// The compare-and-set grace under tokio's paused clock: after a conflict the listing is held
-/// for the whole grace (the channel's own decrement stands), then pushed over the value read.
+/// The compare-and-set grace under tokio's paused clock, for a conflict where the channel
+/// *raised* the value (a manual restock there): the listing waits the whole grace, then is
+/// pushed over the value read.
 #[tokio::test(start_paused = true)]
 async fn a_conflicted_listing_is_pushed_over_only_when_the_grace_has_passed() {
+    let fake = Arc::new(FakeChannel::default());
+    let propagation = propagation(
+        Arc::clone(&fake),
+        Arc::default(),
+        PropagationOptions {
+            cas_grace_ms: Some(60_000),
+            clock: Some(crate::clock::TokioClock::starting_at(1_700_000_000_000)),
+            ..PropagationOptions::default()
+        },
+    )
+    .await;
+    propagation.publish(&[change("A", 11)]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(fake.value("A"), Some(10));
+    fake.values.lock().unwrap().insert("A".to_owned(), 15);
+    propagation.publish(&[change("A", 13)]);
+    assert!(eventually(|| propagation.channel_status()[0].conflicts_total == 1).await);
+    let calls_after_conflict = fake.calls().len();
+
+    tokio::time::advance(Duration::from_secs(59)).await;
+    tokio::task::yield_now().await;
+    assert_eq!(fake.value("A"), Some(15), "pushed over during the grace");
+    assert_eq!(fake.calls().len(), calls_after_conflict);
+    assert_eq!(propagation.held("fake", "A"), None, "a raise is not a hold");
+
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(eventually(|| fake.value("A") == Some(12)).await);
+    let last = fake.calls().last().cloned().unwrap();
+    assert_eq!(
+        last[0].change_from,
+        Some(15),
+        "the push expects the value read back"
+    );
+    propagation.shutdown().await;
+}
+
+/// Issue 9 §4 under tokio's paused clock: the channel sold 3 itself (10 → 7) while our ATP
+/// rose to 12. However long the orders take, the listing never rises over 7; a decrease is
+/// pushed at once; the orders' arrival explains the difference and the listing converges.
+#[tokio::test(start_paused = true)]
+async fn a_listing_the_channel_lowered_is_not_raised_until_the_ledger_explains_it() {
     let fake = Arc::new(FakeChannel::default());
     let propagation = propagation(
         Arc::clone(&fake),
@@ -431,21 +480,103 @@ async fn a_conflicted_listing_is_pushed_over_only_when_the_grace_has_passed() {
     fake.values.lock().unwrap().insert("A".to_owned(), 7);
     propagation.publish(&[change("A", 13)]);
     assert!(eventually(|| propagation.channel_status()[0].conflicts_total == 1).await);
+    let held = propagation.held("fake", "A").expect("the listing is held");
+    assert_eq!(
+        (
+            held.expected,
+            held.observed,
+            held.channel_value,
+            held.unexplained
+        ),
+        (10, 7, 7, 3)
+    );
+    assert!(
+        (1_700_000_000_000..1_700_000_001_000).contains(&held.since_ms),
+        "the hold started at the conflict: {}",
+        held.since_ms
+    );
+    propagation
+        .flush(Duration::from_secs(1))
+        .await
+        .expect("a held listing is not pending");
     let calls_after_conflict = fake.calls().len();
 
-    tokio::time::advance(Duration::from_secs(59)).await;
+    // Far past the grace: still not raised, nothing sent.
+    tokio::time::advance(Duration::from_secs(600)).await;
     tokio::task::yield_now().await;
-    assert_eq!(fake.value("A"), Some(7), "pushed over during the grace");
+    assert_eq!(
+        fake.value("A"),
+        Some(7),
+        "never raised over the channel's 7"
+    );
     assert_eq!(fake.calls().len(), calls_after_conflict);
 
-    tokio::time::advance(Duration::from_secs(2)).await;
-    assert!(eventually(|| fake.value("A") == Some(12)).await);
-    let last = fake.calls().last().cloned().unwrap();
+    // A receipt of 5 (ATP 17) is an increase: it waits as well.
+    propagation.publish(&[change("A", 18)]);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    tokio::task::yield_now().await;
+    assert_eq!(fake.value("A"), Some(7));
+    assert_eq!(fake.calls().len(), calls_after_conflict);
+
+    // A write-off (ATP 5, below the channel's 7) is a decrease: pushed at once, over 7.
+    propagation.publish(&[change("A", 6)]);
+    assert!(eventually(|| fake.value("A") == Some(5)).await);
+    assert_eq!(fake.calls().last().unwrap()[0].change_from, Some(7));
+    let held = propagation.held("fake", "A").expect("still held");
+    assert_eq!(held.channel_value, 5);
     assert_eq!(
-        last[0].change_from,
-        Some(7),
-        "the push expects the value read back"
+        held.unexplained, 3,
+        "a write-off is no order: it explains none of the sales"
     );
+
+    // Stock comes back (ATP 12): an increase over the channel's value, held.
+    propagation.publish(&[change("A", 13)]);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    tokio::task::yield_now().await;
+    assert_eq!(fake.value("A"), Some(5));
+
+    // The channel's 3 orders reach the ledger (reserved): 12 − 3 = 9, pushed over the 5.
+    propagation.publish(&[change_reserved("A", 13, 3)]);
+    assert!(eventually(|| fake.value("A") == Some(9)).await);
+    assert_eq!(fake.calls().last().unwrap()[0].change_from, Some(5));
+    assert_eq!(
+        propagation.held("fake", "A"),
+        None,
+        "explained: the hold ended"
+    );
+    // Later increases go out as usual.
+    propagation.publish(&[change_reserved("A", 18, 3)]);
+    assert!(eventually(|| fake.value("A") == Some(14)).await);
+    propagation.shutdown().await;
+}
+
+/// The orders that explain a channel's own sales may reach the ledger before the push that
+/// conflicts (the webhook itself lowered our ATP): then nothing is held, and a receipt that
+/// arrived meanwhile goes out at once over the channel's value.
+#[tokio::test]
+async fn a_conflict_the_ledger_already_explains_holds_nothing() {
+    let fake = Arc::new(FakeChannel::default());
+    let propagation = propagation(
+        Arc::clone(&fake),
+        Arc::default(),
+        PropagationOptions {
+            cas_grace_ms: Some(60_000),
+            ..PropagationOptions::default()
+        },
+    )
+    .await;
+    propagation.publish(&[change("A", 11)]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(fake.value("A"), Some(10));
+    fake.values.lock().unwrap().insert("A".to_owned(), 7);
+    // The order (3 reserved, ATP 7) and then a receipt of 2 (ATP 9) land in one
+    // coalesced entry.
+    propagation.publish(&[change_reserved("A", 11, 3)]);
+    propagation.publish(&[change_reserved("A", 13, 3)]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(fake.value("A"), Some(9));
+    assert_eq!(propagation.channel_status()[0].conflicts_total, 1);
+    assert_eq!(propagation.held("fake", "A"), None);
     propagation.shutdown().await;
 }
 

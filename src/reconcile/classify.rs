@@ -16,6 +16,11 @@ pub enum DiscrepancyClass {
     LostUpdate,
     /// The channel reports a listing we do not map.
     UnknownListing,
+    /// A compare-and-set conflict showed the channel lowered the listing itself, and
+    /// nothing explained it within the settle window while no order poll since could
+    /// confirm the shop's orders: an order that never reached us is the likely cause, so
+    /// the listing stays at the channel's lower value (raising it could oversell).
+    LostOrder,
 }
 
 impl DiscrepancyClass {
@@ -26,6 +31,7 @@ impl DiscrepancyClass {
             Self::ManualEdit => "manual_edit",
             Self::LostUpdate => "lost_update",
             Self::UnknownListing => "unknown_listing",
+            Self::LostOrder => "lost_order",
         }
     }
 

@@ -21,6 +21,20 @@
 //!    on the reported value, when `reconcile.heal = true`; every discrepancy but "in flight"
 //!    raises an alert.
 //!
+//! Held listings (issue 9 §4): when a compare-and-set conflict showed a channel lowered a
+//! listing itself, propagation holds increases over the channel's value until the ledger
+//! has reserved the missing units (see `propagation`). A task checks the holds every
+//! `reconcile.settle_ms`; a hold older than the settle window is classified: **manual
+//! edit** when an order poll of the channel succeeded after the hold began (the shop's
+//! orders were read and explain nothing), **lost order** otherwise (no poller, or none
+//! succeeded since). The heal policy decides, and says so in the push log (a `hold_released`
+//! or `hold_kept` entry with 0 requests), the `stocksync_reconcile_discrepancies_total`
+//! metric and the discrepancy record: with `reconcile.heal = true` a manual edit ends the
+//! hold and re-pushes the ledger's ATP with compare-and-set on the channel's value; a lost
+//! order (or any hold with `heal = false`) keeps the listing at the channel's lower value
+//! and raises an alert (critical for a lost order). The generic settle path leaves held
+//! listings to this task.
+//!
 //! Wall time (report and detection times, time since our last push) comes from the
 //! [`SharedClock`] the app passes; the settle wait is a tokio timer, so tests drive both
 //! with tokio's paused clock.
@@ -39,7 +53,7 @@ use crate::channels::ListingMatch;
 use crate::clock::SharedClock;
 use crate::config::{Config, ReconcileConfig};
 use crate::propagation::Propagation;
-use crate::store::{PushLogQuery, Store};
+use crate::store::{PushLogQuery, PushLogRecord, Store};
 use crate::telemetry;
 use alerts::{Alert, AlertKind, Alerter, Severity};
 use async_trait::async_trait;
@@ -57,6 +71,9 @@ pub const MAX_UNKNOWN_LISTINGS: usize = 10_000;
 
 /// Real-time reports waiting to be judged before new ones are dropped (and counted).
 const REPORT_QUEUE: usize = 4_096;
+
+/// The shortest period of the held-listing check, in milliseconds.
+const HELD_CHECK_MIN_MS: u64 = 100;
 
 /// The ledger as reconciliation needs it; the app implements it over `ledger::Ledger`.
 #[async_trait]
@@ -200,6 +217,18 @@ impl Reconciler {
                 }
             }
         }));
+        let held = Arc::clone(&inner);
+        tasks.push(tokio::spawn(async move {
+            let period = Duration::from_millis(held.config.settle_ms.max(HELD_CHECK_MIN_MS));
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                for channel in held.propagation.channel_ids() {
+                    held.judge_held(&channel).await;
+                }
+            }
+        }));
         let realtime = Arc::clone(&inner);
         tasks.push(tokio::spawn(async move {
             while let Some(report) = receiver.recv().await {
@@ -264,6 +293,12 @@ impl Reconciler {
     /// Errors: the channel cannot be read (message).
     pub async fn reconcile_now(&self, channel: &str) -> Result<Vec<Discrepancy>, String> {
         self.inner.reconcile_channel(channel).await
+    }
+
+    /// Judges now every listing of `channel` held longer than the settle window (what the
+    /// background task does every `settle_ms`); returns the discrepancies it recorded.
+    pub async fn judge_held_now(&self, channel: &str) -> Vec<Discrepancy> {
+        self.inner.judge_held(channel).await
     }
 
     /// Stops the background tasks.
@@ -439,6 +474,98 @@ impl Inner {
         self.record(discrepancy);
     }
 
+    /// Classifies every hold of `channel` older than the settle window once (see the module
+    /// docs) and applies the heal policy.
+    async fn judge_held(&self, channel: &str) -> Vec<Discrepancy> {
+        let now_ms = self.clock.now_ms();
+        let settle_ms = i64::try_from(self.config.settle_ms).unwrap_or(i64::MAX);
+        let mut found = Vec::new();
+        for (sku, held) in self.propagation.held_listings(channel) {
+            if now_ms.saturating_sub(held.since_ms) < settle_ms {
+                continue;
+            }
+            let key = (channel.to_owned(), sku.clone());
+            let judged = self.open.get(&key).is_some_and(|open| {
+                matches!(
+                    open.class,
+                    DiscrepancyClass::ManualEdit | DiscrepancyClass::LostOrder
+                ) && open.detected_at_ms >= held.since_ms
+                    && open.channel_value == Some(held.channel_value)
+            });
+            if judged {
+                continue;
+            }
+            let reading = self.ledger.atp(channel, &sku).await.ok();
+            let polled = self.propagation.orders_polled_since(channel, held.since_ms);
+            let class = if polled == Some(true) {
+                DiscrepancyClass::ManualEdit
+            } else {
+                DiscrepancyClass::LostOrder
+            };
+            let heal = self.config.heal && class == DiscrepancyClass::ManualEdit;
+            let mut heal_requested = false;
+            if heal && let Some(reading) = reading {
+                self.propagation.release_hold(channel, &sku);
+                heal_requested =
+                    self.propagation
+                        .repush(channel, &sku, Some(held.channel_value), reading.atp);
+                if heal_requested {
+                    metrics::counter!(telemetry::RECONCILE_HEALED_TOTAL, "channel" => channel.to_owned())
+                        .increment(1);
+                }
+            }
+            let decision = PushLogRecord {
+                channel: channel.to_owned(),
+                sku: sku.clone(),
+                quantity: reading.map_or(0, |r| r.atp),
+                change_from: Some(held.channel_value),
+                outcome: if heal_requested {
+                    "hold_released"
+                } else {
+                    "hold_kept"
+                }
+                .to_owned(),
+                detail: Some(format!(
+                    "{}: the channel lowered {} to {} itself and the ledger has not explained {} unit(s) in {} ms; {}",
+                    class.label().replace('_', " "),
+                    held.expected,
+                    held.observed,
+                    held.unexplained,
+                    now_ms.saturating_sub(held.since_ms),
+                    if heal_requested {
+                        "re-pushing the ledger's ATP over the channel's value"
+                    } else if class == DiscrepancyClass::LostOrder {
+                        "keeping the channel's lower value until the order is ingested"
+                    } else {
+                        "keeping the channel's value (reconcile.heal = false)"
+                    }
+                )),
+                requests: 0,
+                at_ms: now_ms,
+            };
+            if let Err(error) = self.store.append_push_log(&[decision]).await {
+                tracing::warn!(channel = %channel, sku = %sku, error = %error, "hold decision not written to the push log");
+            }
+            let discrepancy = Discrepancy {
+                channel: channel.to_owned(),
+                sku,
+                class,
+                channel_value: Some(held.channel_value),
+                last_pushed: self
+                    .propagation
+                    .listing_sync(channel, &key.1)
+                    .and_then(|sync| sync.last_pushed),
+                ledger_atp: reading.map(|r| r.atp),
+                source: ReportSource::Periodic,
+                detected_at_ms: now_ms,
+                heal_requested,
+            };
+            self.record(discrepancy.clone());
+            found.push(discrepancy);
+        }
+        found
+    }
+
     /// Classifies a difference that survived the settle window; heals and alerts.
     async fn settle(
         &self,
@@ -448,6 +575,10 @@ impl Inner {
         seq_before: Option<u64>,
         source: ReportSource,
     ) -> Option<Discrepancy> {
+        if self.propagation.held(channel, sku).is_some() {
+            // A held listing is judged by `judge_held`, on the hold's own clock.
+            return None;
+        }
         let sync = self
             .propagation
             .listing_sync(channel, sku)
@@ -519,7 +650,7 @@ impl Inner {
             heal = discrepancy.heal_requested, "discrepancy");
         if class != DiscrepancyClass::InFlight {
             let severity = match class {
-                DiscrepancyClass::LostUpdate => Severity::Critical,
+                DiscrepancyClass::LostUpdate | DiscrepancyClass::LostOrder => Severity::Critical,
                 _ => Severity::Warning,
             };
             self.alerter.raise(Alert {

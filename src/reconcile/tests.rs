@@ -365,3 +365,155 @@ async fn webhooks_are_reported_quiet_exactly_when_the_quiet_period_has_passed() 
     monitor.abort();
     fixture.propagation.shutdown().await;
 }
+
+/// Says whether an order poll succeeded since a time, as the app's listener does.
+struct PollAnswer(Option<bool>);
+
+impl crate::propagation::ConflictListener for PollAnswer {
+    fn channel_lowered(&self, _channel: &str, _sku: &str) {}
+    fn orders_polled_since(&self, _channel: &str, _since_ms: i64) -> Option<bool> {
+        self.0
+    }
+}
+
+/// Propagation over the fake channel with `A` pushed at 10, then the channel sold 3 itself
+/// (7) and a receipt raised our ATP to 15: the conflict holds the listing.
+async fn held_fixture(polled: Option<bool>, heal: bool) -> (Fixture, Reconciler) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("reconcile.db")).unwrap());
+    let config = config(
+        ReconcileConfig {
+            heal,
+            ..settle_config()
+        },
+        AlertsConfig::default(),
+    );
+    let channel = Arc::new(FakeChannel::default());
+    let clock: SharedClock = TokioClock::starting_at(START_MS);
+    let propagation = Propagation::start_with_adapters(
+        vec![(
+            config.channels[0].clone(),
+            Arc::clone(&channel) as Arc<dyn ChannelAdapter>,
+        )],
+        Arc::clone(&store),
+        PropagationOptions {
+            clock: Some(Arc::clone(&clock)),
+            conflict_listener: Some(Arc::new(PollAnswer(polled))),
+            ..PropagationOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    propagation.publish(&[change("A", 10)]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    channel.set("A", 7);
+    propagation.publish(&[change("A", 15)]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    let held = propagation.held("fake", "A").expect("held");
+    assert_eq!((held.observed, held.unexplained), (7, 3));
+    let ledger = Arc::new(FakeLedger(Mutex::new(LedgerReading { atp: 15, seq: 2 })));
+    let (alerter, _alerts) = Alerter::capturing(&AlertsConfig::default());
+    let reconciler = Reconciler::start(
+        &config,
+        propagation.clone(),
+        ledger,
+        Arc::clone(&store),
+        alerter,
+        Arc::clone(&clock),
+    );
+    let fixture = Fixture {
+        _dir: dir,
+        config,
+        channel,
+        propagation,
+        store,
+        clock,
+    };
+    (fixture, reconciler)
+}
+
+/// Waits (1 ms steps of paused time, at most 1 s) for the discrepancy of `A`: the held
+/// check writes to the embedded store, which runs on a blocking thread.
+async fn wait_discrepancy(reconciler: &Reconciler) -> Option<Discrepancy> {
+    for _ in 0..1000 {
+        if let Some(discrepancy) = reconciler.discrepancy("fake", "A") {
+            return Some(discrepancy);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    None
+}
+
+async fn push_log_outcomes(store: &Arc<dyn Store>) -> Vec<String> {
+    let query = PushLogQuery {
+        channel: Some("fake".to_owned()),
+        sku: Some("A".to_owned()),
+        limit: 50,
+        ..PushLogQuery::default()
+    };
+    store
+        .query_push_log(&query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.outcome)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hold_the_orders_poll_cannot_explain_is_a_manual_edit_and_healed_after_the_window() {
+    let (fixture, reconciler) = held_fixture(Some(true), true).await;
+    assert!(
+        reconciler.judge_held_now("fake").await.is_empty(),
+        "within the window"
+    );
+    tokio::time::advance(Duration::from_millis(29_000)).await;
+    settle_tasks().await;
+    assert_eq!(reconciler.discrepancy("fake", "A"), None);
+    assert_eq!(fixture.channel.values.lock().unwrap()["A"], 7);
+
+    tokio::time::advance(Duration::from_millis(31_000)).await;
+    let discrepancy = wait_discrepancy(&reconciler).await.expect("classified");
+    assert_eq!(discrepancy.class, DiscrepancyClass::ManualEdit);
+    assert!(discrepancy.heal_requested);
+    assert_eq!(discrepancy.channel_value, Some(7));
+    assert_eq!(discrepancy.ledger_atp, Some(15));
+    fixture
+        .propagation
+        .flush(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(fixture.channel.values.lock().unwrap()["A"], 15);
+    assert_eq!(fixture.propagation.held("fake", "A"), None);
+    assert!(
+        push_log_outcomes(&fixture.store)
+            .await
+            .contains(&"hold_released".to_owned())
+    );
+    reconciler.shutdown();
+    fixture.propagation.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hold_no_poll_could_check_is_a_lost_order_and_keeps_the_channel_value() {
+    let (fixture, reconciler) = held_fixture(None, true).await;
+    tokio::time::advance(Duration::from_millis(61_000)).await;
+    let discrepancy = wait_discrepancy(&reconciler).await.expect("classified");
+    assert_eq!(discrepancy.class, DiscrepancyClass::LostOrder);
+    assert!(!discrepancy.heal_requested);
+    assert_eq!(fixture.channel.values.lock().unwrap()["A"], 7);
+    assert!(
+        fixture.propagation.held("fake", "A").is_some(),
+        "still held"
+    );
+    // Judged once: another pass records nothing new.
+    assert!(reconciler.judge_held_now("fake").await.is_empty());
+    assert!(
+        push_log_outcomes(&fixture.store)
+            .await
+            .contains(&"hold_kept".to_owned())
+    );
+    reconciler.shutdown();
+    fixture.propagation.shutdown().await;
+}

@@ -263,11 +263,17 @@ pub struct PushLogRecord {
     pub quantity: u64,
     /// The value we told the channel to compare against (`changeFromQuantity`), if any.
     pub change_from: Option<i64>,
-    /// The channel's answer: `accepted`, `conflict`, `rejected`, `deferred` or `error`.
+    /// What the request did: `accepted`, `conflict` (the compare-and-set was refused,
+    /// nothing written), `read` (the channel's value read back after a conflict; `quantity`
+    /// is the value read), `rejected`, `deferred` or `error`; or a decision without a
+    /// request (`requests` 0): `held` (a conflict showed the channel lowered the listing
+    /// itself; increases wait for the ledger), `hold_released` / `hold_kept`
+    /// (reconciliation's heal policy on a hold nothing explained).
     pub outcome: String,
     /// The channel's value after a conflict, or its code and message for a refusal/error.
     pub detail: Option<String>,
-    /// HTTP requests the whole push took (shared by every listing of the request).
+    /// HTTP requests this entry stands for (the write request shared by every listing of a
+    /// batch; the read after a conflict; 0 for a decision).
     pub requests: u32,
     /// When the answer arrived, in milliseconds since the Unix epoch.
     pub at_ms: i64,

@@ -375,3 +375,304 @@ async fn an_order_the_shop_took_itself_is_not_overwritten() {
     assert_eq!(propagation.channel_status()[0].conflicts_total, 1);
     propagation.shutdown().await;
 }
+
+/// A one-listing Shopify channel fed by WH-1 (no safety stock) whose orders poller runs
+/// only when a compare-and-set conflict wakes it (`on_conflict`).
+fn cas_config(sim: &ShopifySimulator, dir: &Path, on_conflict: bool) -> Config {
+    let csv_path = dir.join("listings.csv");
+    std::fs::write(
+        &csv_path,
+        format!("sku,inventory_item_id\n{},{}\n", sku(0), item(0)),
+    )
+    .unwrap();
+    let text = format!(
+        r#"
+        [[locations]]
+        id = "WH-1"
+
+        [[channels]]
+        id = "{CHANNEL}"
+        kind = "shopify"
+        locations = ["WH-1"]
+        safety_stock = 0
+        [channels.rate_limit]
+        requests_per_sec = 50.0
+        burst = 10
+        [channels.retry]
+        initial_backoff_ms = 50
+        max_backoff_ms = 400
+        [channels.shopify]
+        shop_url = "{url}"
+        api_version = "2026-04"
+        access_token = "{token}"
+        webhook_secret = "secret"
+        location_id = {LOCATION}
+        listings_csv = "{csv}"
+        orders_poll_interval_secs = 0
+        orders_poll_on_conflict = {on_conflict}
+        orders_poll_lookback_secs = 600
+        "#,
+        url = sim.base_url(),
+        token = sim.options().access_token,
+        csv = csv_path.display(),
+    );
+    let config = Config::from_toml(&text).unwrap();
+    config.validate().unwrap();
+    config
+}
+
+fn receipt(quantity: u64, key: &str) -> stocksync::domain::Movement {
+    stocksync::domain::Movement {
+        schema_version: stocksync::domain::SCHEMA_VERSION,
+        sku: Sku(sku(0)),
+        idempotency_key: format!("test:cas:{key}"),
+        source: "test".to_owned(),
+        occurred_at_ms: None,
+        kind: stocksync::domain::MovementKind::Receipt {
+            location: "WH-1".into(),
+            quantity,
+        },
+    }
+}
+
+/// Wakes the test's orders poller on a conflict, as the app does.
+struct WakePoller(Arc<stocksync::ingest::poller::PollSignal>);
+
+impl stocksync::propagation::ConflictListener for WakePoller {
+    fn channel_lowered(&self, _channel: &str, _sku: &str) {
+        self.0.wake();
+    }
+    fn orders_polled_since(&self, _channel: &str, since_ms: i64) -> Option<bool> {
+        Some(self.0.succeeded_since(since_ms))
+    }
+}
+
+/// Everything the compare-and-set tests run: the shop, the ledger publishing into
+/// propagation, and (when the channel polls on conflicts) the Shopify orders poller.
+struct CasRig {
+    sim: ShopifySimulator,
+    store: Arc<dyn Store>,
+    propagation: Propagation,
+    ledger: stocksync::ledger::Ledger,
+    poller: Option<stocksync::ingest::poller::PollerHandle>,
+    config: Config,
+    _dir: tempfile::TempDir,
+}
+
+impl CasRig {
+    /// Webhooks are held back: the simulator has no webhook URL, so the shop's orders
+    /// reach us only through the poller (or a late delivery the test makes itself).
+    async fn start(on_conflict: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = simulator(ShopifySimulatorOptions::default()).await;
+        sim.set_level(item(0), LOCATION, 0);
+        let config = cas_config(&sim, dir.path(), on_conflict);
+        let store = store(dir.path());
+        let signal = Arc::new(stocksync::ingest::poller::PollSignal::new());
+        let clients =
+            stocksync::platforms::PlatformClients::build(&config.channels, reqwest::Client::new());
+        let propagation = Propagation::start_with_options(
+            &config,
+            store.clone(),
+            reqwest::Client::new(),
+            PropagationOptions {
+                cas_grace_ms: Some(200),
+                conflict_listener: Some(Arc::new(WakePoller(signal.clone()))),
+                ..PropagationOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let ledger = stocksync::ledger::Ledger::start(
+            store.clone(),
+            Arc::new(propagation.clone()),
+            stocksync::ledger::LedgerOptions::default(),
+        );
+        let poller = stocksync::ingest::shopify::poller::start(
+            &config.channels[0],
+            ledger.clone(),
+            &clients,
+            signal,
+        );
+        assert_eq!(poller.is_some(), on_conflict);
+        Self {
+            sim,
+            store,
+            propagation,
+            ledger,
+            poller,
+            config,
+            _dir: dir,
+        }
+    }
+
+    fn level(&self) -> Option<i64> {
+        self.sim.level(item(0), LOCATION)
+    }
+
+    async fn stop(self) {
+        if let Some(poller) = self.poller {
+            poller.stop().await;
+        }
+        self.propagation.shutdown().await;
+    }
+}
+
+/// Issue 9 §4 end to end: the shop sells 3 while its webhooks are held back and a receipt
+/// raises our ATP. The push conflicts; the listing never rises over the shop's 7; the
+/// conflict wakes the orders poller, which ingests the order through the webhook decoder,
+/// and the listing converges to 15 − 3 = 12. The push log tells each request apart.
+#[tokio::test]
+async fn a_conflict_wakes_the_orders_poller_and_the_listing_converges_without_overwriting() {
+    let rig = CasRig::start(true).await;
+    rig.ledger.submit(receipt(10, "r1")).await.unwrap();
+    assert!(eventually(Duration::from_secs(5), || rig.level() == Some(10)).await);
+
+    let line = SimOrderLine {
+        inventory_item_id: item(0),
+        sku: sku(0),
+        quantity: 3,
+    };
+    let placed = rig.sim.place_order(LOCATION, &[line]).await.unwrap();
+    assert_eq!(rig.level(), Some(7));
+    rig.ledger.submit(receipt(5, "r2")).await.unwrap();
+
+    assert!(
+        eventually(Duration::from_secs(10), || rig.level() == Some(12)).await,
+        "converged: {:?}",
+        rig.sim.level_history(item(0), LOCATION)
+    );
+    let history = rig.sim.level_history(item(0), LOCATION);
+    assert!(
+        !history.contains(&15),
+        "the ATP that ignores the shop's sale was never written: {history:?}"
+    );
+    assert_eq!(rig.propagation.held(CHANNEL, &sku(0)), None);
+    let state = rig.ledger.state(&Sku(sku(0))).await.unwrap();
+    let wh1 = state.location(&"WH-1".into());
+    assert_eq!((wh1.on_hand, wh1.reserved), (15, 3));
+
+    // The webhook arrives late after all: a duplicate, nothing moves.
+    let decoded = stocksync::ingest::shopify::decode::decode(
+        &rig.config.channels[0],
+        stocksync::ingest::shopify::decode::WebhookTopic::OrdersCreate,
+        &serde_json::to_vec(&placed.body).unwrap(),
+    )
+    .unwrap();
+    for movement in decoded.movements {
+        let ack = rig.ledger.submit(movement).await.unwrap();
+        assert!(
+            matches!(ack, stocksync::ledger::Ack::Duplicate { .. }),
+            "{ack:?}"
+        );
+    }
+
+    // One push-log entry per request: the refused write, the read, the hold decision,
+    // and the write that went through with the new expected value.
+    let query = stocksync::store::PushLogQuery {
+        channel: Some(CHANNEL.to_owned()),
+        sku: Some(sku(0)),
+        limit: 20,
+        ..Default::default()
+    };
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = rig.store.query_push_log(&query).await.unwrap();
+        if rows.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rows.reverse();
+    let seen: Vec<(&str, u64, Option<i64>, u32)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row.outcome.as_str(),
+                row.quantity,
+                row.change_from,
+                row.requests,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("accepted", 10, None, 1),
+            ("conflict", 15, Some(10), 1),
+            ("read", 7, None, 1),
+            ("held", 15, Some(7), 0),
+            ("accepted", 12, Some(7), 1),
+        ]
+    );
+    rig.stop().await;
+}
+
+/// Without an orders poll, the hold lasts as long as the order is missing: the listing
+/// stays at the shop's 7 (an increase waits) while a decrease goes out at once, and the
+/// late webhook then explains the sale and the listing converges.
+#[tokio::test]
+async fn a_lowered_listing_waits_for_the_late_webhook_and_a_decrease_still_goes_out() {
+    let rig = CasRig::start(false).await;
+    rig.ledger.submit(receipt(10, "r1")).await.unwrap();
+    assert!(eventually(Duration::from_secs(5), || rig.level() == Some(10)).await);
+    let line = SimOrderLine {
+        inventory_item_id: item(0),
+        sku: sku(0),
+        quantity: 3,
+    };
+    let placed = rig.sim.place_order(LOCATION, &[line]).await.unwrap();
+    rig.ledger.submit(receipt(5, "r2")).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || rig
+            .propagation
+            .held(CHANNEL, &sku(0))
+            .is_some())
+        .await
+    );
+    let held = rig.propagation.held(CHANNEL, &sku(0)).unwrap();
+    assert_eq!((held.expected, held.observed, held.unexplained), (10, 7, 3));
+    // Well past the CAS grace (200 ms): still the shop's value.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(rig.level(), Some(7));
+    assert!(
+        rig.sim
+            .level_history(item(0), LOCATION)
+            .iter()
+            .all(|value| *value <= 10),
+        "{:?}",
+        rig.sim.level_history(item(0), LOCATION)
+    );
+
+    // A write-off of 10 (ATP 15 → 5) is a decrease below the shop's 7: pushed at once.
+    let mut write_off = receipt(0, "w1");
+    write_off.kind = stocksync::domain::MovementKind::Adjustment {
+        location: "WH-1".into(),
+        delta: -10,
+        reason: "damaged".to_owned(),
+    };
+    rig.ledger.submit(write_off).await.unwrap();
+    assert!(eventually(Duration::from_secs(5), || rig.level() == Some(5)).await);
+    // Stock back (ATP 13): an increase while the sale is unexplained waits.
+    rig.ledger.submit(receipt(8, "r3")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rig.level(), Some(5));
+
+    // The held-back webhook is delivered: the sale is reserved, 13 − 3 = 10 goes out.
+    let decoded = stocksync::ingest::shopify::decode::decode(
+        &rig.config.channels[0],
+        stocksync::ingest::shopify::decode::WebhookTopic::OrdersCreate,
+        &serde_json::to_vec(&placed.body).unwrap(),
+    )
+    .unwrap();
+    for movement in decoded.movements {
+        rig.ledger.submit(movement).await.unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || rig.level() == Some(10)).await,
+        "{:?}",
+        rig.sim.level_history(item(0), LOCATION)
+    );
+    assert_eq!(rig.propagation.held(CHANNEL, &sku(0)), None);
+    rig.stop().await;
+}

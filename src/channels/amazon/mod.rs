@@ -31,6 +31,15 @@
 //! - `PushReport.requests` is 1 per push: the channel's `rate_limit` models
 //!   patchListingsItem; feed operations have their own limits and the feed budget.
 //!
+//! - No conditional write exists for `fulfillment_availability` (issue 9 §4): a PATCH or
+//!   feed sets the quantity outright, so an MFN order Amazon took after our ledger read
+//!   and before Amazon applied the update is counted again until it reaches the ledger.
+//!   What bounds that window: the Orders poller's interval (or, with the notifications
+//!   bridge, the ORDER_CHANGE delivery latency), after which the order's reservation
+//!   lowers the ATP and queues a corrected push; Amazon's own asynchronous apply (seconds
+//!   to minutes, §4.1) adds to it. FBA quantities are never written, so FBA sales are
+//!   outside the window entirely.
+//!
 //! HTTP, the LWA token (one cache per credential, shared with the pollers), throttle
 //! signals and status classification are the [`AmazonClient`]'s.
 //!

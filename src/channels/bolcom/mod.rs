@@ -27,6 +27,12 @@
 //!   when `remaining` hits 0. `PushReport.requests` counts stock PUTs only: the channel's
 //!   `rate_limit` models bol's stock endpoint; process-status reads have their own limit.
 //! - `max_batch` is 1: one PUT per push keeps the token bucket exact.
+//! - No conditional write exists (issue 9 §4), and none is needed for the sales window:
+//!   with `managedByRetailer: true` bol subtracts every order placed after an update from
+//!   the amount we sent, so our value never overwrites bol's own sales; what bounds the
+//!   remaining window (an order placed while our PUT is PENDING) is the order poller's
+//!   `poll_interval_secs` plus the process-status wait, after which the ingested order
+//!   lowers the ATP and queues a corrected push.
 //!
 //! May depend on: `channels`, `config`, `platforms`, `telemetry`. Never `ledger`, `ingest` or
 //! `store`.

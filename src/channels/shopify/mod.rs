@@ -231,6 +231,7 @@ impl ShopifyAdapter {
             let current: HashMap<String, Option<i64>> = match read {
                 Ok(levels) => {
                     report.requests += levels.requests;
+                    report.reads += levels.requests;
                     let mutation_cost = report
                         .throttle
                         .budget
@@ -246,6 +247,7 @@ impl ShopifyAdapter {
                 }
                 Err(error) => {
                     report.requests += 1;
+                    report.reads += 1;
                     tracing::warn!(channel = %self.channel, error = %error, "cannot read levels after a compare-and-set conflict");
                     HashMap::new()
                 }

@@ -132,6 +132,9 @@ fn config(sim: &ShopifySimulator, skus: &[(&str, u64)], use_rest: bool) -> Shopi
             })
             .collect(),
         listings_csv: None,
+        orders_poll_interval_secs: 0,
+        orders_poll_on_conflict: true,
+        orders_poll_lookback_secs: 3600,
     }
 }
 

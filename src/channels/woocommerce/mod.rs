@@ -26,6 +26,15 @@
 //! ingested order lowers the ledger's ATP, which queues a fresh push of that listing
 //! (the "re-push after each ingested order" of PLATFORMS.md §0).
 //!
+//! What bounds the overwrite window without a conditional write (issue 9 §4): an order the
+//! shop took between our read of the ledger and the write is overwritten by a value that
+//! still counts its units, for at most the time until that order reaches the ledger, which
+//! is bounded by the webhook latency and, for a lost webhook, by the order poller's
+//! `poll_interval_secs` (default 60 s; WooCommerce never retries webhooks); its ingestion
+//! lowers the ATP and queues a corrected push at once. WooCommerce itself lowers
+//! `stock_quantity` at checkout, so the overwrite can only raise the figure by the units
+//! sold in that window, never sell stock the ledger does not have once the order arrives.
+//!
 //! HTTP, authentication, status classification and throttle signals are the
 //! [`WoocommerceClient`]'s (shared with the order poller).
 //!

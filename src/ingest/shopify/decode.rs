@@ -657,6 +657,9 @@ mod tests {
                 use_rest: false,
                 listings: Vec::new(),
                 listings_csv: None,
+                orders_poll_interval_secs: 0,
+                orders_poll_on_conflict: true,
+                orders_poll_lookback_secs: 3600,
             }),
         }
     }

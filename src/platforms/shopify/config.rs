@@ -34,10 +34,30 @@ pub struct ShopifyConfig {
     /// A CSV file with header `sku,inventory_item_id` holding more mappings.
     #[serde(default)]
     pub listings_csv: Option<PathBuf>,
+    /// Poll `orders.json?updated_at_min=…` every this many seconds, a backstop for lost
+    /// webhooks (`ingest::shopify::poller`); 0 (the default): poll only when a
+    /// compare-and-set conflict wakes the poller.
+    #[serde(default)]
+    pub orders_poll_interval_secs: u64,
+    /// Poll the orders at once when a compare-and-set conflict shows the shop sold units
+    /// we have not ingested (default true); with this false and no interval, no poller runs.
+    #[serde(default = "default_true")]
+    pub orders_poll_on_conflict: bool,
+    /// How far the first orders poll looks back, in seconds (default 3600).
+    #[serde(default = "default_shopify_orders_poll_lookback_secs")]
+    pub orders_poll_lookback_secs: u64,
 }
 
 fn default_shopify_api_version() -> String {
     "2026-04".to_owned()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_shopify_orders_poll_lookback_secs() -> u64 {
+    3600
 }
 
 /// One SKU → Shopify inventory item mapping.

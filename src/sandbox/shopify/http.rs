@@ -31,6 +31,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
             "/admin/api/{version}/inventory_levels.json",
             get(rest_levels),
         )
+        .route("/admin/api/{version}/orders.json", get(rest_orders))
         .merge(sandbox_routes().into_router())
         .with_state(inner)
 }
@@ -672,6 +673,98 @@ async fn rest_levels(
         "x-shopify-api-version",
         &version,
     );
+    with_header(response, "x-shopify-shop-api-call-limit", &call_limit)
+}
+
+/// Most orders in one `GET orders.json` page (Shopify's cap).
+const ORDERS_MAX_LIMIT: usize = 250;
+
+fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// `GET orders.json?updated_at_min=…&status=any&limit=N`, oldest change first, with
+/// cursor pages (`Link: <…page_info=…>; rel="next"`); as on Shopify, a `page_info` request
+/// carries only `limit`. The cursor is the last order's `updated_at` and id.
+async fn rest_orders(
+    State(inner): Shared,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let version = match admit(&inner, &version, &headers) {
+        Ok(version) => version,
+        Err(response) => return *response,
+    };
+    let call_limit = match take_rest_slot(&inner) {
+        Ok(call_limit) => call_limit,
+        Err(response) => return *response,
+    };
+    let query = query.unwrap_or_default();
+    let limit = query_value(&query, "limit")
+        .and_then(|value| value.parse::<usize>().ok())
+        .unwrap_or(50)
+        .clamp(1, ORDERS_MAX_LIMIT);
+    let after: (i64, u64) = match query_value(&query, "page_info") {
+        Some(cursor) => cursor
+            .split_once('.')
+            .and_then(|(at, id)| Some((at.parse().ok()?, id.parse().ok()?)))
+            .unwrap_or((i64::MIN, 0)),
+        None => {
+            let min_ms = query_value(&query, "updated_at_min")
+                .map(|value| value.replace("%3A", ":").replace("%2B", "+"))
+                .and_then(|value| humantime::parse_rfc3339_weak(value.trim_end_matches('Z')).ok())
+                .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|elapsed| i64::try_from(elapsed.as_millis()).ok())
+                .unwrap_or(i64::MIN);
+            // Inclusive of `updated_at_min`: start just before it.
+            (min_ms.saturating_sub(1), u64::MAX)
+        }
+    };
+    let (page, more) = {
+        let state = inner.lock();
+        let mut orders: Vec<&super::state::SimOrderRecord> = state
+            .orders
+            .values()
+            .filter(|order| (order.updated_at_ms, order.id) > after)
+            .collect();
+        orders.sort_by_key(|order| (order.updated_at_ms, order.id));
+        let more = orders.len() > limit;
+        orders.truncate(limit);
+        let page: Vec<(i64, u64, Value)> = orders
+            .into_iter()
+            .map(|order| {
+                (
+                    order.updated_at_ms,
+                    order.id,
+                    super::webhook::order_json(order),
+                )
+            })
+            .collect();
+        (page, more)
+    };
+    let next = page
+        .last()
+        .filter(|_| more)
+        .map(|(at, id, _)| format!("{at}.{id}"));
+    let body: Vec<Value> = page.into_iter().map(|(_, _, order)| order).collect();
+    let mut response = with_header(
+        (StatusCode::OK, Json(json!({ "orders": body }))).into_response(),
+        "x-shopify-api-version",
+        &version,
+    );
+    if let Some(cursor) = next {
+        let host = headers
+            .get("host")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("localhost");
+        let link = format!(
+            "<http://{host}/admin/api/{version}/orders.json?limit={limit}&page_info={cursor}>; rel=\"next\""
+        );
+        response = with_header(response, "link", &link);
+    }
     with_header(response, "x-shopify-shop-api-call-limit", &call_limit)
 }
 
