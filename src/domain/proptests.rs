@@ -251,7 +251,7 @@ fn any_kind(op: &AnyOp) -> MovementKind {
             location: loc(*l),
             on_hand: Some(*q),
             watermark: *w,
-            basis: crate::domain::CountBasis::Physical,
+            basis: Some(crate::domain::CountBasis::Physical),
             booked: None,
         },
         AnyOp::Inbound(p, l, q) => MovementKind::Inbound {

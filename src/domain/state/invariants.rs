@@ -279,7 +279,7 @@ impl Before {
                 if applied.levels_changed
                     && let Some(counted) = counted
                 {
-                    let booked_back = match basis {
+                    let booked_back = match basis.unwrap_or_default() {
                         CountBasis::Physical => 0,
                         CountBasis::Book => after.booked_open_units(location, booked.as_deref()),
                     };

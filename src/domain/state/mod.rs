@@ -282,7 +282,8 @@ impl SkuState {
                     location,
                     *on_hand,
                     *watermark,
-                    *basis,
+                    // Unresolved (the ledger records the source's basis): physical.
+                    basis.unwrap_or_default(),
                     booked.as_deref(),
                     source,
                 )),

@@ -90,7 +90,7 @@ fn count(
         location: wh("WH-1"),
         on_hand,
         watermark,
-        basis,
+        basis: Some(basis),
         booked: booked.map(|ids| ids.iter().map(|id| (*id).to_owned()).collect()),
     }
 }

@@ -523,7 +523,7 @@ pub fn fba_count(channel: &ChannelConfig, location: &str, summary: &FbaSummary) 
             location: location.into(),
             on_hand: summary.fulfillable,
             watermark: summary.last_updated_ms,
-            basis: CountBasis::Physical,
+            basis: Some(CountBasis::Physical),
             booked: None,
         },
     }
@@ -844,7 +844,7 @@ mod tests {
                 location: "FBA-NL".into(),
                 on_hand: Some(7),
                 watermark,
-                basis: crate::domain::CountBasis::Physical,
+                basis: Some(crate::domain::CountBasis::Physical),
                 booked: None,
             }
         );
