@@ -556,3 +556,57 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod write_off_tests {
+    use crate::config::Config;
+    use crate::domain::CountBasis;
+
+    fn config(extra: &str) -> Config {
+        Config::from_toml(&format!(
+            r#"
+            [ledger]
+            count_basis = {{ "erp-1" = "book", "wms-1" = "physical" }}
+            [[locations]]
+            id = "WH-1"
+            [[channels]]
+            id = "bol-nl"
+            kind = "bolcom"
+            locations = ["WH-1"]
+            {extra}
+            [channels.bolcom]
+            client_id = "id"
+            client_secret = "secret"
+            "#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn write_off_reasons_default_per_platform_and_are_configurable() {
+        let defaults = config("");
+        let channel = &defaults.channels[0];
+        assert_eq!(channel.write_off_cancel_reasons, None);
+        assert!(channel.writes_off_on_cancel("OUT_OF_STOCK"));
+        assert!(channel.writes_off_on_cancel("out_of_stock"), "without case");
+        assert!(!channel.writes_off_on_cancel("REQUESTED_BY_CUSTOMER"));
+        assert!(!channel.writes_off_on_cancel(""));
+        let configured = config(r#"write_off_cancel_reasons = ["BAD_CONDITION"]"#);
+        let channel = &configured.channels[0];
+        assert!(channel.writes_off_on_cancel("BAD_CONDITION"));
+        assert!(!channel.writes_off_on_cancel("OUT_OF_STOCK"));
+        assert_eq!(
+            defaults.ledger.count_basis.get("erp-1"),
+            Some(&CountBasis::Book)
+        );
+        assert_eq!(
+            defaults.ledger.count_basis.get("wms-1"),
+            Some(&CountBasis::Physical)
+        );
+        let problems = config(r#"write_off_cancel_reasons = [" "]"#)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(problems.contains("write_off_cancel_reasons"), "{problems}");
+    }
+}
