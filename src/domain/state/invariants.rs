@@ -343,9 +343,14 @@ impl Before {
         };
         // Inside a count by its source: the on-hand change is undone where the count
         // includes the movement, so it lies between none and the usual effect.
-        let on_hand = match (self.counted, on_hand) {
-            (true, Effect::Exactly(units)) => Effect::Between(units.min(0), units.max(0)),
-            (_, effect) => effect,
+        // A return is two changes of opposite sign (the implied shipment of units still
+        // reserved, and the restock), either of which may be undone.
+        let on_hand = match (self.counted, on_hand, kind) {
+            (true, _, MovementKind::Return { quantity, .. }) => {
+                Effect::Between(reserved_change.min(0), units(*quantity))
+            }
+            (true, Effect::Exactly(units), _) => Effect::Between(units.min(0), units.max(0)),
+            (_, effect, _) => effect,
         };
         for (total, effect, change) in [
             ("on_hand", on_hand, now.on_hand - self.on_hand),

@@ -273,10 +273,11 @@ impl SkuState {
     }
 
     /// The locations whose last count already includes a movement of `kind` from `source`
-    /// that happened at `at_ms`: the count was taken by the same source (authority), its
-    /// watermark is a time (see [`WATERMARK_TIME_FROM_MS`]) and `at_ms` is at or before it.
-    /// After a `book` count a shipment is not inside the figure (its line was added back).
-    /// Cheap when no location was counted by `source`.
+    /// that happened at `at_ms`: a physical count taken by the same source (authority),
+    /// whose watermark is a time (see [`WATERMARK_TIME_FROM_MS`]) at or after `at_ms`. A book
+    /// count is not read this way: it added back the open lines, so their late shipments
+    /// (also those implied by a return) must still take on-hand. Each location comes with
+    /// its on-hand now. Cheap when no location was counted by `source`.
     pub(super) fn counted_before(
         &self,
         source: &str,
@@ -292,15 +293,14 @@ impl SkuState {
         ) {
             return Vec::new();
         }
-        let shipment = matches!(kind, MovementKind::Fulfilment { .. });
         self.locations
             .iter()
             .filter(|(_, stock)| {
                 stock.last_count_source.as_deref() == Some(source)
+                    && stock.last_count_basis == CountBasis::Physical
                     && stock
                         .last_count_watermark
                         .is_some_and(|w| w >= WATERMARK_TIME_FROM_MS && at_ms <= w)
-                    && !(shipment && stock.last_count_basis == CountBasis::Book)
             })
             .map(|(location, stock)| (location.clone(), stock.on_hand))
             .collect()
