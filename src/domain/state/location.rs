@@ -11,7 +11,6 @@ use super::{Applied, ApplyError, SkuState, to_i64};
 use crate::domain::LocationId;
 use crate::domain::movement::{CountBasis, MovementKind};
 use serde::{Deserialize, Serialize};
-use smol_str::SmolStr;
 use std::collections::{BTreeSet, VecDeque};
 
 /// A count watermark at or above this value (milliseconds since the Unix epoch: September
@@ -32,13 +31,12 @@ pub struct LocationStock {
     /// Watermark of the last applied absolute count, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_count_watermark: Option<i64>,
-    /// The `source` of the last applied count (its authority): a movement from the same
+    /// The authority of the last applied count when it was physical: a stable 64-bit hash
+    /// ([`authority`]) of its `source` (0: none, or a book count). A movement from the same
     /// source that happened at or before a time watermark is already inside the figure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_count_source: Option<SmolStr>,
-    /// The basis of the last applied count (physical when absent).
-    #[serde(default, skip_serializing_if = "CountBasis::is_physical")]
-    pub last_count_basis: CountBasis,
+    /// A hash, not the name, so that a location stays small.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_count_authority: u64,
     /// Recent on-hand changes as (source time in ms, delta), newest last, so that a count
     /// taken at watermark W can add back what happened after W (see [`crate::domain::MovementKind::Count`]).
     /// Entries at or before the last count's watermark are dropped; at most
@@ -130,6 +128,17 @@ pub struct TransferLine {
 
 fn is_zero(units: &u64) -> bool {
     *units == 0
+}
+
+/// The stable, never-zero 64-bit hash (FNV-1a) of a count source's name that
+/// [`LocationStock::last_count_authority`] holds.
+pub fn authority(source: &str) -> u64 {
+    let hash = source
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    hash.max(1)
 }
 
 impl LocationLevel {
@@ -239,8 +248,10 @@ impl SkuState {
         }
         let unseen: i64 = stock.journal.iter().map(|(_, delta)| delta).sum();
         stock.last_count_watermark = Some(watermark);
-        stock.last_count_source = Some(source.into());
-        stock.last_count_basis = basis;
+        stock.last_count_authority = match basis {
+            CountBasis::Physical => authority(source),
+            CountBasis::Book => 0,
+        };
         stock.on_hand = to_i64(counted)
             .saturating_add(booked_back)
             .saturating_add(unseen);
@@ -293,11 +304,11 @@ impl SkuState {
         ) {
             return Vec::new();
         }
+        let source = authority(source);
         self.locations
             .iter()
             .filter(|(_, stock)| {
-                stock.last_count_source.as_deref() == Some(source)
-                    && stock.last_count_basis == CountBasis::Physical
+                stock.last_count_authority == source
                     && stock
                         .last_count_watermark
                         .is_some_and(|w| w >= WATERMARK_TIME_FROM_MS && at_ms <= w)
