@@ -268,7 +268,7 @@ async fn show_stock_model(app: &App, skus: usize, clock: &dyn Clock) -> anyhow::
                     location: "WH-1".into(),
                     on_hand: Some(18),
                     watermark: counted_at,
-                    basis: CountBasis::Physical,
+                    basis: Some(CountBasis::Physical),
                     booked: None,
                 },
             )

@@ -137,7 +137,7 @@ fn week() -> Vec<Movement> {
         location: locations[0].into(),
         on_hand: Some(200),
         watermark: 3 * DAY_MS,
-        basis: stocksync::domain::CountBasis::Physical,
+        basis: Some(stocksync::domain::CountBasis::Physical),
         booked: None,
     });
     let step = 7 * DAY_MS / kinds.len() as i64;

@@ -61,6 +61,10 @@ pub struct ChannelConfig {
     pub rate_limit: RateLimitConfig,
     /// Retry policy for failed pushes.
     pub retry: RetryConfig,
+    /// Cancel reasons (compared without case) that mean the units cannot be found: such a
+    /// cancellation releases the hold and writes the units off. Absent: the platform's
+    /// default (see [`default_write_off_cancel_reasons`]); empty: never write off.
+    pub write_off_cancel_reasons: Option<Vec<String>>,
     /// The platform (`kind`) with its section.
     pub platform: PlatformConfig,
 }
@@ -146,6 +150,24 @@ impl ChannelConfig {
         }
     }
 
+    /// Whether a cancellation with the channel's `reason` writes the released units off:
+    /// the reason is in `write_off_cancel_reasons` (or, when that is absent, the platform's
+    /// default list), compared without case.
+    pub fn writes_off_on_cancel(&self, reason: &str) -> bool {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return false;
+        }
+        match &self.write_off_cancel_reasons {
+            Some(reasons) => reasons
+                .iter()
+                .any(|listed| listed.trim().eq_ignore_ascii_case(reason)),
+            None => default_write_off_cancel_reasons(self.kind())
+                .iter()
+                .any(|listed| listed.eq_ignore_ascii_case(reason)),
+        }
+    }
+
     /// The ATP rule this channel applies to SKUs without an override.
     pub fn stock_rule(&self) -> ChannelStockRule {
         ChannelStockRule {
@@ -207,6 +229,7 @@ impl TryFrom<RawChannelConfig> for ChannelConfig {
             preorder: raw.preorder,
             rate_limit: raw.rate_limit,
             retry: raw.retry,
+            write_off_cancel_reasons: raw.write_off_cancel_reasons,
             platform,
         })
     }
@@ -226,6 +249,7 @@ impl From<ChannelConfig> for RawChannelConfig {
             preorder: channel.preorder,
             rate_limit: channel.rate_limit,
             retry: channel.retry,
+            write_off_cancel_reasons: channel.write_off_cancel_reasons,
             shopify: None,
             bolcom: None,
             amazon: None,
@@ -239,6 +263,22 @@ impl From<ChannelConfig> for RawChannelConfig {
             PlatformConfig::SectionMissing(_) => {}
         }
         raw
+    }
+}
+
+/// Most cancel reasons a channel may list in `write_off_cancel_reasons`.
+pub const MAX_WRITE_OFF_CANCEL_REASONS: usize = 64;
+
+/// The cancel reasons that write off by default, per platform: Shopify's order
+/// `cancel_reason` `inventory`; Amazon's `NoInventory` (order acknowledgement feed) and
+/// `NO_INVENTORY` (`cancelOrder`); bol.com's cancellation `reasonCode`s `OUT_OF_STOCK` and
+/// `UNFINDABLE_ITEM`; none for WooCommerce (core records no cancel reason).
+pub fn default_write_off_cancel_reasons(kind: ChannelKind) -> &'static [&'static str] {
+    match kind {
+        ChannelKind::Shopify => &["inventory"],
+        ChannelKind::Amazon => &["NoInventory", "NO_INVENTORY"],
+        ChannelKind::Bolcom => &["OUT_OF_STOCK", "UNFINDABLE_ITEM"],
+        ChannelKind::Woocommerce => &[],
     }
 }
 
@@ -273,6 +313,19 @@ pub(super) fn validate_channel(
         problems.push(format!(
             "channel {id}: retry needs 0 < initial_backoff_ms <= max_backoff_ms"
         ));
+    }
+    if let Some(reasons) = &channel.write_off_cancel_reasons {
+        if reasons.len() > MAX_WRITE_OFF_CANCEL_REASONS {
+            problems.push(format!(
+                "channel {id}: write_off_cancel_reasons lists {} reasons (at most {MAX_WRITE_OFF_CANCEL_REASONS})",
+                reasons.len()
+            ));
+        }
+        if reasons.iter().any(|reason| reason.trim().is_empty()) {
+            problems.push(format!(
+                "channel {id}: write_off_cancel_reasons must not contain an empty reason"
+            ));
+        }
     }
     match &channel.platform {
         PlatformConfig::Shopify(section) => {
@@ -329,6 +382,9 @@ struct RawChannelConfig {
     /// Retry policy for failed pushes.
     #[serde(default)]
     retry: RetryConfig,
+    /// Cancel reasons that write the released units off (absent: the platform's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    write_off_cancel_reasons: Option<Vec<String>>,
     /// Shopify settings; required when `kind = "shopify"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     shopify: Option<ShopifyConfig>,
@@ -498,5 +554,59 @@ mod tests {
                 assert!(channel[kind].is_object(), "{}: {channel}", path.display());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod write_off_tests {
+    use crate::config::Config;
+    use crate::domain::CountBasis;
+
+    fn config(extra: &str) -> Config {
+        Config::from_toml(&format!(
+            r#"
+            [ledger]
+            count_basis = {{ "erp-1" = "book", "wms-1" = "physical" }}
+            [[locations]]
+            id = "WH-1"
+            [[channels]]
+            id = "bol-nl"
+            kind = "bolcom"
+            locations = ["WH-1"]
+            {extra}
+            [channels.bolcom]
+            client_id = "id"
+            client_secret = "secret"
+            "#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn write_off_reasons_default_per_platform_and_are_configurable() {
+        let defaults = config("");
+        let channel = &defaults.channels[0];
+        assert_eq!(channel.write_off_cancel_reasons, None);
+        assert!(channel.writes_off_on_cancel("OUT_OF_STOCK"));
+        assert!(channel.writes_off_on_cancel("out_of_stock"), "without case");
+        assert!(!channel.writes_off_on_cancel("REQUESTED_BY_CUSTOMER"));
+        assert!(!channel.writes_off_on_cancel(""));
+        let configured = config(r#"write_off_cancel_reasons = ["BAD_CONDITION"]"#);
+        let channel = &configured.channels[0];
+        assert!(channel.writes_off_on_cancel("BAD_CONDITION"));
+        assert!(!channel.writes_off_on_cancel("OUT_OF_STOCK"));
+        assert_eq!(
+            defaults.ledger.count_basis.get("erp-1"),
+            Some(&CountBasis::Book)
+        );
+        assert_eq!(
+            defaults.ledger.count_basis.get("wms-1"),
+            Some(&CountBasis::Physical)
+        );
+        let problems = config(r#"write_off_cancel_reasons = [" "]"#)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(problems.contains("write_off_cancel_reasons"), "{problems}");
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! May depend on: nothing but serde.
 
+use crate::domain::CountBasis;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Which store backend to use.
@@ -99,7 +101,16 @@ pub struct LedgerConfig {
     /// A SKU's shard is a stable hash of its bytes modulo this number.
     #[serde(default = "default_ledger_shards")]
     pub shards: usize,
+    /// The basis of each count source's figures, by movement `source`
+    /// (`count_basis = { "erp-1" = "book" }`): a count without its own `basis` from a listed
+    /// source is read with this basis, from any other source as `physical`. A count's own
+    /// `basis` field wins. At most [`MAX_COUNT_BASIS_SOURCES`] entries.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub count_basis: BTreeMap<String, CountBasis>,
 }
+
+/// Most sources `[ledger] count_basis` may list.
+pub const MAX_COUNT_BASIS_SOURCES: usize = 1024;
 
 impl Default for LedgerConfig {
     fn default() -> Self {
@@ -107,6 +118,7 @@ impl Default for LedgerConfig {
             idle_passivate_secs: default_idle_passivate_secs(),
             idempotency_ttl_secs: default_idempotency_ttl_secs(),
             shards: default_ledger_shards(),
+            count_basis: BTreeMap::new(),
         }
     }
 }

@@ -151,8 +151,23 @@ fn validate_store(store: &StoreConfig, problems: &mut Vec<String>) {
     }
 }
 
-/// `[ledger]`: the shard count is within 1..=256.
+/// `[ledger]`: the shard count is within 1..=256; `count_basis` lists at most
+/// [`super::store::MAX_COUNT_BASIS_SOURCES`] non-empty sources.
 fn validate_ledger(ledger: &super::LedgerConfig, problems: &mut Vec<String>) {
+    if ledger.count_basis.len() > super::store::MAX_COUNT_BASIS_SOURCES {
+        problems.push(format!(
+            "ledger.count_basis lists {} sources (at most {})",
+            ledger.count_basis.len(),
+            super::store::MAX_COUNT_BASIS_SOURCES
+        ));
+    }
+    if ledger
+        .count_basis
+        .keys()
+        .any(|source| source.trim().is_empty())
+    {
+        problems.push("ledger.count_basis must not name an empty source".to_owned());
+    }
     if !(1..=super::store::MAX_LEDGER_SHARDS).contains(&ledger.shards) {
         problems.push(format!(
             "ledger.shards must be between 1 and {}, not {}",

@@ -80,9 +80,10 @@ pub enum MovementKind {
         on_hand: Option<u64>,
         /// Source sequence or time (milliseconds) of the count; higher is newer.
         watermark: i64,
-        /// What the figure includes; `physical` when absent.
-        #[serde(default, skip_serializing_if = "CountBasis::is_physical")]
-        basis: CountBasis,
+        /// What the figure includes. Absent: the basis configured for the movement's source
+        /// (`[ledger] count_basis`), else `physical`; the ledger records the basis it used.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        basis: Option<CountBasis>,
         /// Book basis only: the reservation lines the source has already deducted (booked);
         /// absent means every open order line at the location.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -572,7 +573,7 @@ impl FlatFields {
                 location: required(self.location)?,
                 on_hand: self.on_hand?,
                 watermark: required(self.watermark)?,
-                basis: defaulted(self.basis, CountBasis::default)?,
+                basis: optional(self.basis),
                 booked: optional(self.booked),
             },
             KindTag::Sale => MovementKind::Sale {
@@ -975,7 +976,7 @@ pub(crate) mod strategies {
                 location(),
                 proptest::option::of(any::<u64>()),
                 any::<i64>(),
-                any::<bool>(),
+                proptest::option::of(any::<bool>()),
                 proptest::option::of(proptest::collection::vec(text.clone(), 0..3))
             )
                 .prop_map(|(location, on_hand, watermark, book, booked)| {
@@ -983,10 +984,10 @@ pub(crate) mod strategies {
                         location,
                         on_hand,
                         watermark,
-                        basis: if book {
-                            super::CountBasis::Book
-                        } else {
-                            super::CountBasis::Physical
+                        basis: match book {
+                            Some(true) => Some(super::CountBasis::Book),
+                            Some(false) => Some(super::CountBasis::Physical),
+                            None => None,
                         },
                         booked,
                     }

@@ -251,7 +251,7 @@ fn any_kind(op: &AnyOp) -> MovementKind {
             location: loc(*l),
             on_hand: Some(*q),
             watermark: *w,
-            basis: crate::domain::CountBasis::Physical,
+            basis: Some(crate::domain::CountBasis::Physical),
             booked: None,
         },
         AnyOp::Inbound(p, l, q) => MovementKind::Inbound {
@@ -374,6 +374,116 @@ proptest! {
                     .max(0);
                 prop_assert!(bundle.available() * component.quantity as i64 <= available,
                     "bundle at {} sells {} but {} allows {}", bundle.location, bundle.available(), component.sku, available);
+            }
+        }
+    }
+}
+
+/// The issue 9 kinds on top of [`any_op`]: write-off cancellations, book counts (with and
+/// without a booked list), untracked counts and transfer receipts with rejected units.
+#[derive(Clone, Debug)]
+enum CountOp {
+    Any(AnyOp),
+    WriteOffCancel(usize, Option<u64>),
+    BookCount(usize, u64, Option<Vec<usize>>),
+    PhysicalCount(usize, u64),
+    Untracked(usize),
+    Rejected(usize, u64, u64, Option<usize>),
+}
+
+fn count_op() -> impl Strategy<Value = CountOp> {
+    let location = || 0..3usize;
+    let line = || 0..10usize;
+    prop_oneof![
+        4 => any_op().prop_map(CountOp::Any),
+        1 => (line(), proptest::option::of(1..5u64))
+            .prop_map(|(r, q)| CountOp::WriteOffCancel(r, q)),
+        1 => (
+            location(),
+            0..30u64,
+            proptest::option::of(proptest::collection::vec(line(), 0..4))
+        )
+            .prop_map(|(l, q, booked)| CountOp::BookCount(l, q, booked)),
+        1 => (location(), 0..30u64).prop_map(|(l, q)| CountOp::PhysicalCount(l, q)),
+        1 => location().prop_map(CountOp::Untracked),
+        1 => (0..4usize, 0..4u64, 0..3u64, proptest::option::of(location()))
+            .prop_map(|(t, q, r, quarantine)| CountOp::Rejected(t, q, r, quarantine)),
+    ]
+}
+
+fn count_kind(op: &CountOp, watermark: i64) -> MovementKind {
+    let line = |r: &usize| format!("r{r}");
+    let count = |l: &usize, on_hand, basis, booked| MovementKind::Count {
+        location: loc(*l),
+        on_hand,
+        watermark,
+        basis: Some(basis),
+        booked,
+    };
+    match op {
+        CountOp::Any(op) => any_kind(op),
+        CountOp::WriteOffCancel(r, q) => MovementKind::Cancellation {
+            reservation: line(r),
+            quantity: *q,
+            reason: Some("NoInventory".into()),
+            write_off: true,
+        },
+        CountOp::BookCount(l, q, booked) => count(
+            l,
+            Some(*q),
+            crate::domain::CountBasis::Book,
+            booked.as_ref().map(|ids| ids.iter().map(line).collect()),
+        ),
+        CountOp::PhysicalCount(l, q) => {
+            count(l, Some(*q), crate::domain::CountBasis::Physical, None)
+        }
+        CountOp::Untracked(l) => count(l, None, crate::domain::CountBasis::Physical, None),
+        CountOp::Rejected(t, q, r, quarantine) => MovementKind::TransferReceipt {
+            transfer: format!("t{t}"),
+            quantity: *q,
+            rejected: *r,
+            rejected_reason: (*r > 0).then(|| "damaged".to_owned()),
+            quarantine: quarantine.map(loc),
+        },
+    }
+}
+
+proptest! {
+    #[test]
+    fn counts_write_offs_and_rejections_keep_the_invariants(
+        ops in proptest::collection::vec(
+            (count_op(), 0..400i64, 0..300i64, any::<bool>()),
+            1..120
+        ),
+        max_split_locations in 1..3usize,
+    ) {
+        // Time watermarks (from 2026), so that movements of the counting source that
+        // happened before a count and arrive after it are recognised as inside it.
+        const T: i64 = 1_767_225_600_000;
+        let context = ApplyContext { max_split_locations, ..ApplyContext::strict() };
+        let mut state = SkuState::new("SKU-P".into());
+        let mut now_ms = T;
+        for (op, step_ms, back_ms, from_wms) in ops {
+            now_ms += step_ms;
+            let movement = Movement {
+                occurred_at_ms: Some(now_ms - back_ms),
+                source: if from_wms { "wms" } else { "erp" }.into(),
+                ..movement(count_kind(&op, now_ms - back_ms / 2))
+            };
+            let before = state.clone();
+            // In debug builds `apply_with` itself checks the transition (the effect of each
+            // kind, late movements included) and panics on a violation.
+            let result = state.apply_with(&movement, state.seq + 1, &context);
+            if result.is_err() {
+                prop_assert_eq!(&state, &before, "a refused {:?} changed the state", op);
+            }
+            prop_assert_eq!(state.check_invariants(), Ok(()), "after {:?}", op);
+            if let (Ok(_), CountOp::Untracked(l)) = (&result, &op) {
+                prop_assert_eq!(
+                    state.location(&loc(*l)).on_hand,
+                    before.location(&loc(*l)).on_hand,
+                    "an untracked count changed on-hand"
+                );
             }
         }
     }

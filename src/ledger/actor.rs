@@ -753,6 +753,7 @@ fn apply(
         reply,
     } = request;
     let seq = cell.state.seq + 1;
+    resolve_count(&mut movement, &core.options.count_basis);
     let touches_hold = super::reaper::touches_ttl_hold(&cell.state, &movement.kind);
     let rules = core.options.rules.get();
     let context = rules.stock.context(&cell.state.sku, now);
@@ -842,6 +843,40 @@ fn apply(
         oversold: applied.oversold,
     };
     outbox.push(myself, request);
+}
+
+/// A count without its own basis takes its source's configured one (else physical), so the
+/// recorded event says which it was; a count without a figure ("not tracked" at the
+/// source) is logged: it changes nothing and is never read as 0.
+fn resolve_count(
+    movement: &mut crate::domain::Movement,
+    count_basis: &std::collections::BTreeMap<String, crate::domain::CountBasis>,
+) {
+    if let crate::domain::MovementKind::Count {
+        basis,
+        on_hand,
+        location,
+        ..
+    } = &mut movement.kind
+    {
+        if basis.is_none() {
+            *basis = Some(
+                count_basis
+                    .get(&movement.source)
+                    .copied()
+                    .unwrap_or_default(),
+            );
+        }
+        if on_hand.is_none() {
+            tracing::info!(
+                sku = %movement.sku,
+                source = %movement.source,
+                location = %location,
+                key = %movement.idempotency_key,
+                "count ignored: the source does not track this SKU there (on_hand null)"
+            );
+        }
+    }
 }
 
 /// Releases every lapsed hold (`Cancellation { reason: "expired" }`, see `super::reaper`)

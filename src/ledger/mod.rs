@@ -86,6 +86,9 @@ pub struct LedgerOptions {
     pub rules: Arc<crate::domain::RulesCell>,
     /// Wall time for hold expiry, idle passivation and idempotency-key expiry.
     pub clock: crate::clock::SharedClock,
+    /// The basis of counts without their own, by source (`[ledger] count_basis`); the
+    /// ledger records the basis it used, so replay does not depend on it.
+    pub count_basis: Arc<std::collections::BTreeMap<String, crate::domain::CountBasis>>,
 }
 
 impl Default for LedgerOptions {
@@ -98,6 +101,7 @@ impl Default for LedgerOptions {
             shards: default_shards(),
             rules: Arc::default(),
             clock: crate::clock::system(),
+            count_basis: Arc::default(),
         }
     }
 }
@@ -116,6 +120,7 @@ impl LedgerOptions {
                 config.rules().unwrap_or_default(),
             )),
             clock: crate::clock::system(),
+            count_basis: Arc::new(config.ledger.count_basis.clone()),
         }
     }
 }
@@ -447,3 +452,5 @@ impl Ledger {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_counts;

@@ -216,6 +216,7 @@ fn channel_config() -> ChannelConfig {
             initial_backoff_ms: 20,
             max_backoff_ms: 40,
         },
+        write_off_cancel_reasons: None,
         platform: PlatformConfig::SectionMissing(ChannelKind::Shopify),
     }
 }

@@ -29,7 +29,8 @@ use crate::domain::{CountBasis, LocationId, Movement, MovementKind, Sku, SkuStat
 pub const MOVEMENT_V1: u8 = 0x01;
 
 /// Format byte of a movement in the body described in the module docs with the
-/// order-lifecycle fields: a count's `on_hand` is an option followed by `basis` (byte) and
+/// order-lifecycle fields: a count's `on_hand` is an option followed by `basis` (byte: 0
+/// physical, 1 book, 2 absent) and
 /// `booked` (option of a string list); a cancellation ends with `write_off` (byte); a
 /// fulfilment with its `location` option; a transfer receipt with `rejected` (varint),
 /// `rejected_reason` and `quarantine` (options); a return's `location` is an option and it
@@ -149,8 +150,9 @@ pub fn encode_movement(movement: &Movement) -> Vec<u8> {
             put_option(&mut out, *on_hand, put_varint);
             put_signed(&mut out, *watermark);
             out.push(match basis {
-                CountBasis::Physical => 0,
-                CountBasis::Book => 1,
+                Some(CountBasis::Physical) => 0,
+                Some(CountBasis::Book) => 1,
+                None => 2,
             });
             put_option(&mut out, booked.as_deref(), put_strings);
         }
@@ -494,12 +496,13 @@ impl<'a> Reader<'a> {
                 },
                 watermark: self.signed()?,
                 basis: match self.v2 {
-                    false => CountBasis::Physical,
+                    false => Some(CountBasis::Physical),
                     true => {
                         let at = self.at;
                         match self.byte()? {
-                            0 => CountBasis::Physical,
-                            1 => CountBasis::Book,
+                            0 => Some(CountBasis::Physical),
+                            1 => Some(CountBasis::Book),
+                            2 => None,
                             tag => return Err(CodecError::Tag { tag, at }),
                         }
                     }

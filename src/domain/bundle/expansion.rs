@@ -280,6 +280,40 @@ mod tests {
     }
 
     #[test]
+    fn a_write_off_cancel_of_a_kit_line_writes_off_its_components() {
+        let recorded = BundleExpansion {
+            quantity: 3,
+            components: vec![("MUG".into(), 2), ("BOX".into(), 1)],
+        };
+        let cancel = bundle_movement(MovementKind::Cancellation {
+            reservation: "o1:l1".into(),
+            quantity: Some(3),
+            reason: Some("NoInventory".into()),
+            write_off: true,
+        });
+        let movements = recorded.component_movements(&cancel).unwrap();
+        let effects: Vec<(&str, Option<u64>, bool)> = movements
+            .iter()
+            .map(|m| match &m.kind {
+                MovementKind::Cancellation {
+                    quantity,
+                    write_off,
+                    reason,
+                    ..
+                } => {
+                    assert_eq!(reason.as_deref(), Some("NoInventory"));
+                    (m.sku.as_str(), *quantity, *write_off)
+                }
+                other => panic!("not a cancellation: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            effects,
+            vec![("MUG", Some(6), true), ("BOX", Some(3), true)]
+        );
+    }
+
+    #[test]
     fn later_movements_of_a_line_act_on_the_recorded_expansion() {
         // Recorded when the BOM said one mug per box; the BOM has changed since.
         let recorded = BundleExpansion {

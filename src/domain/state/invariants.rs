@@ -13,9 +13,14 @@
 //! [`Before`] states what must hold of one transition: each total (on-hand, reserved, in
 //! transit, summed over locations) changes by exactly the movement's effect (a receipt of
 //! `q` adds `q` on hand and nothing else; a shipment of `q` takes `q` from on-hand and from
-//! reserved; a return of `q` adds `q` to on-hand − reserved; …), a count leaves on-hand at
-//! the counted units plus what its journal says happened after the watermark, and a refused
-//! movement changes nothing.
+//! reserved; a return of `q` adds `q` to on-hand − reserved; a cancellation only releases,
+//! and a write-off cancellation takes from on-hand exactly what it released; a transfer
+//! receipt takes accepted + rejected from in transit and adds the accepted, plus the
+//! rejected when quarantined, on hand; …), a count leaves on-hand at the counted units
+//! (plus, for a book figure, the open units of the booked lines) plus what its journal says
+//! happened after the watermark, a late movement already inside a count by its source
+//! changes on-hand by at most its usual effect (0 where the count includes it), and a
+//! refused movement changes nothing.
 //!
 //! [`SkuState::apply_with`] runs both in debug builds (every unit, property and integration
 //! test) and panics on a violation. Release builds skip them: the state check costs a pass
@@ -29,7 +34,7 @@
 
 use super::{Applied, ApplyError, InvariantViolation, JOURNAL_LIMIT, SkuState, to_i64};
 use crate::domain::LocationId;
-use crate::domain::movement::MovementKind;
+use crate::domain::movement::{CountBasis, Movement, MovementKind};
 use std::collections::BTreeMap;
 
 impl SkuState {
@@ -151,6 +156,9 @@ pub(super) struct Before {
     cancelled_in_advance: usize,
     inbound: usize,
     transfers: usize,
+    /// Whether the movement is already inside a count at some location (see
+    /// `SkuState::counted_before`): its on-hand effect may be partly or wholly undone.
+    counted: bool,
 }
 
 /// What a movement must do to one total: change it by exactly this much, or move it in
@@ -161,6 +169,8 @@ enum Effect {
     Exactly(i128),
     AtLeastZero,
     AtMostZero,
+    /// Between the two bounds, inclusive.
+    Between(i128, i128),
 }
 
 impl Effect {
@@ -170,6 +180,7 @@ impl Effect {
             Effect::Exactly(units) => change == *units,
             Effect::AtLeastZero => change >= 0,
             Effect::AtMostZero => change <= 0,
+            Effect::Between(low, high) => (*low..=*high).contains(&change),
         }
     }
 
@@ -179,6 +190,7 @@ impl Effect {
             Effect::Exactly(units) => units.to_string(),
             Effect::AtLeastZero => "at least 0".to_owned(),
             Effect::AtMostZero => "at most 0".to_owned(),
+            Effect::Between(low, high) => format!("between {low} and {high}"),
         }
     }
 }
@@ -188,6 +200,21 @@ fn units(quantity: u64) -> i128 {
 }
 
 impl Before {
+    /// The summary of `state` before `movement` is applied under `context`.
+    pub(super) fn of_movement(
+        state: &SkuState,
+        movement: &Movement,
+        context: &super::ApplyContext<'_>,
+    ) -> Self {
+        let at_ms = movement.occurred_at_ms.unwrap_or(context.now_ms);
+        Self {
+            counted: !state
+                .counted_before(&movement.source, at_ms, &movement.kind)
+                .is_empty(),
+            ..Self::of(state)
+        }
+    }
+
     /// The summary of `state` now.
     pub(super) fn of(state: &SkuState) -> Self {
         let mut summary = Self {
@@ -199,6 +226,7 @@ impl Before {
             cancelled_in_advance: state.cancelled_in_advance.len(),
             inbound: state.inbound.len(),
             transfers: state.transfers.len(),
+            counted: false,
         };
         for stock in state.locations.values() {
             summary.on_hand += i128::from(stock.on_hand);
@@ -217,7 +245,10 @@ impl Before {
         kind: &MovementKind,
         outcome: Result<&Applied, &ApplyError>,
     ) -> Result<(), InvariantViolation> {
-        let now = Self::of(after);
+        let now = Self {
+            counted: self.counted,
+            ..Self::of(after)
+        };
         let Ok(applied) = outcome else {
             if now != *self {
                 return Err(InvariantViolation::RefusedButChanged {
@@ -241,12 +272,18 @@ impl Before {
             MovementKind::Count {
                 location,
                 on_hand: counted,
+                basis,
+                booked,
                 ..
             } => {
                 if applied.levels_changed
                     && let Some(counted) = counted
                 {
-                    check_count(after, location, *counted)?;
+                    let booked_back = match basis.unwrap_or_default() {
+                        CountBasis::Physical => 0,
+                        CountBasis::Book => after.booked_open_units(location, booked.as_deref()),
+                    };
+                    check_count(after, location, *counted, booked_back)?;
                 }
                 // A count sets one location's on-hand: its change is whatever it corrects,
                 // checked above against the count and its journal.
@@ -262,17 +299,31 @@ impl Before {
                 none,
                 Effect::Exactly(units(*quantity)),
             ),
-            MovementKind::TransferReceipt { quantity, .. } => (
-                Effect::Exactly(units(*quantity)),
-                none,
-                Effect::Exactly(-units(*quantity)),
-            ),
+            MovementKind::TransferReceipt {
+                quantity,
+                rejected,
+                quarantine,
+                ..
+            } => {
+                let kept = match quarantine {
+                    Some(_) => units(*quantity) + units(*rejected),
+                    None => units(*quantity),
+                };
+                (
+                    Effect::Exactly(kept),
+                    none,
+                    Effect::Exactly(-units(*quantity) - units(*rejected)),
+                )
+            }
             MovementKind::Sale { .. } | MovementKind::Reservation { .. } => {
                 (Effect::Exactly(0), Effect::AtLeastZero, Effect::Exactly(0))
             }
-            MovementKind::Cancellation { .. } => {
-                (Effect::Exactly(0), Effect::AtMostZero, Effect::Exactly(0))
-            }
+            // A write-off takes from on-hand exactly what it released.
+            MovementKind::Cancellation { write_off, .. } => (
+                Effect::Exactly(if *write_off { reserved_change } else { 0 }),
+                Effect::AtMostZero,
+                Effect::Exactly(0),
+            ),
             MovementKind::OrderEdit { .. } => (Effect::Exactly(0), Effect::Any, Effect::Exactly(0)),
             MovementKind::Reassign { .. } => {
                 (Effect::Exactly(0), Effect::Exactly(0), Effect::Exactly(0))
@@ -289,6 +340,17 @@ impl Before {
                 Effect::AtMostZero,
                 Effect::Exactly(0),
             ),
+        };
+        // Inside a count by its source: the on-hand change is undone where the count
+        // includes the movement, so it lies between none and the usual effect.
+        // A return is two changes of opposite sign (the implied shipment of units still
+        // reserved, and the restock), either of which may be undone.
+        let on_hand = match (self.counted, on_hand, kind) {
+            (true, _, MovementKind::Return { quantity, .. }) => {
+                Effect::Between(reserved_change.min(0), units(*quantity))
+            }
+            (true, Effect::Exactly(units), _) => Effect::Between(units.min(0), units.max(0)),
+            (_, effect, _) => effect,
         };
         for (total, effect, change) in [
             ("on_hand", on_hand, now.on_hand - self.on_hand),
@@ -308,19 +370,25 @@ impl Before {
     }
 }
 
-/// After a count that changed levels, on-hand at its location is the counted units plus
-/// the on-hand changes journaled after its watermark (the journal keeps only those).
+/// After a count that changed levels, on-hand at its location is the counted units (plus,
+/// for a book figure, `booked_back`: the open units of the booked lines) plus the on-hand
+/// changes journaled after its watermark (the journal keeps only those).
 fn check_count(
     after: &SkuState,
     location: &LocationId,
     counted: u64,
+    booked_back: i64,
 ) -> Result<(), InvariantViolation> {
     let stock = after.locations.get(location);
     let on_hand = stock.map_or(0, |stock| stock.on_hand);
     let unseen: i64 = stock.map_or(0, |stock| {
         stock.journal.iter().map(|(_, delta)| delta).sum()
     });
-    if on_hand != to_i64(counted) + unseen {
+    if on_hand
+        != to_i64(counted)
+            .saturating_add(booked_back)
+            .saturating_add(unseen)
+    {
         return Err(InvariantViolation::CountMismatch {
             location: location.clone(),
             on_hand,

@@ -14,6 +14,8 @@ mod reservations;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_counts;
 
 pub use error::{ApplyError, InvariantViolation};
 pub use location::{
@@ -176,7 +178,7 @@ impl SkuState {
         context: &ApplyContext<'_>,
     ) -> Result<Applied, ApplyError> {
         #[cfg(debug_assertions)]
-        let before = invariants::Before::of(self);
+        let before = invariants::Before::of_movement(self, movement, context);
         let outcome = self.transition(movement, seq, context);
         #[cfg(debug_assertions)]
         if let Err(violation) = before.check(self, &movement.kind, outcome.as_ref()) {
@@ -208,7 +210,13 @@ impl SkuState {
             .validate()
             .map_err(|problems| ApplyError::Invalid(problems.join("; ")))?;
         let at_ms = movement.occurred_at_ms.unwrap_or(context.now_ms);
-        let applied = self.apply_kind(&movement.kind, at_ms, context)?;
+        // A movement that happened before a count by the same source, arriving after it,
+        // is already inside the counted figure: its on-hand change is undone there.
+        let counted = self.counted_before(&movement.source, at_ms, &movement.kind);
+        let applied = self.apply_kind(&movement.kind, at_ms, &movement.source, context)?;
+        if !counted.is_empty() {
+            self.keep_counted_on_hand(&counted);
+        }
         self.seq = seq;
         // Only these can close a line: a shipment, a release, a return, or a sale or hold
         // that was cancelled before it arrived (it then changes no level).
@@ -248,6 +256,7 @@ impl SkuState {
         &mut self,
         kind: &MovementKind,
         at_ms: i64,
+        source: &str,
         context: &ApplyContext<'_>,
     ) -> Result<Applied, ApplyError> {
         match kind {
@@ -266,9 +275,19 @@ impl SkuState {
                 location,
                 on_hand,
                 watermark,
-                ..
+                basis,
+                booked,
             } => match on_hand {
-                Some(on_hand) => Ok(self.count(location, *on_hand, *watermark)),
+                Some(on_hand) => Ok(self.count(
+                    location,
+                    *on_hand,
+                    *watermark,
+                    // Unresolved (the ledger records the source's basis): physical.
+                    basis.unwrap_or_default(),
+                    booked.as_deref(),
+                    source,
+                )),
+                // Not tracked at the source: ignored (never read as 0); the ledger logs it.
                 None => Ok(Self::unchanged()),
             },
             MovementKind::Inbound {
@@ -288,8 +307,12 @@ impl SkuState {
                 quantity,
             } => self.dispatch_transfer(transfer, from, to, *quantity, at_ms),
             MovementKind::TransferReceipt {
-                transfer, quantity, ..
-            } => self.receive_transfer(transfer, *quantity, at_ms),
+                transfer,
+                quantity,
+                rejected,
+                quarantine,
+                ..
+            } => self.receive_transfer(transfer, *quantity, *rejected, quarantine.as_ref(), at_ms),
             MovementKind::Sale {
                 reservation,
                 quantity,
@@ -320,8 +343,19 @@ impl SkuState {
             MovementKind::Cancellation {
                 reservation,
                 quantity,
+                write_off,
                 ..
-            } => Ok(self.cancel(reservation, *quantity)),
+            } => {
+                if !*write_off {
+                    return Ok(self.cancel(reservation, *quantity));
+                }
+                // The units cannot be found: what the cancellation releases is also
+                // written off where it was held.
+                let reserved_before = self.reserved_by_location();
+                let applied = self.cancel(reservation, *quantity);
+                self.write_off_released(&reserved_before, at_ms);
+                Ok(applied)
+            }
             MovementKind::Fulfilment {
                 reservation,
                 quantity,

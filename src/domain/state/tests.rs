@@ -350,7 +350,7 @@ fn a_count_adds_back_what_moved_after_its_watermark() {
             location: wh(),
             on_hand: Some(9),
             watermark: 200,
-            basis: crate::domain::CountBasis::Physical,
+            basis: Some(crate::domain::CountBasis::Physical),
             booked: None,
         },
         400,
@@ -365,7 +365,7 @@ fn a_count_adds_back_what_moved_after_its_watermark() {
             location: wh(),
             on_hand: Some(11),
             watermark: 500,
-            basis: crate::domain::CountBasis::Physical,
+            basis: Some(crate::domain::CountBasis::Physical),
             booked: None,
         },
         510,
@@ -801,7 +801,7 @@ fn stale_counts_are_ignored() {
             location: wh(),
             on_hand: Some(10),
             watermark: 5,
-            basis: crate::domain::CountBasis::Physical,
+            basis: Some(crate::domain::CountBasis::Physical),
             booked: None,
         },
     )
@@ -812,7 +812,7 @@ fn stale_counts_are_ignored() {
             location: wh(),
             on_hand: Some(3),
             watermark: 4,
-            basis: crate::domain::CountBasis::Physical,
+            basis: Some(crate::domain::CountBasis::Physical),
             booked: None,
         },
     )
@@ -917,7 +917,7 @@ fn busy_state() -> SkuState {
             location: wh(),
             on_hand: Some(8),
             watermark: 5,
-            basis: crate::domain::CountBasis::Physical,
+            basis: Some(crate::domain::CountBasis::Physical),
             booked: None,
         },
     ];
@@ -1192,7 +1192,7 @@ fn a_count_that_forgets_what_happened_after_its_watermark_is_detected() {
         location: wh(),
         on_hand: Some(7),
         watermark: 50,
-        basis: crate::domain::CountBasis::Physical,
+        basis: Some(crate::domain::CountBasis::Physical),
         booked: None,
     };
     let ignored_journal = check_tampered(count, Ok(applied()), |state| {

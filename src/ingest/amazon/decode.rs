@@ -101,6 +101,10 @@ pub struct OrderState {
     pub items: Vec<OrderItem>,
     /// When the change happened, in ms since the epoch, if known.
     pub changed_at_ms: Option<i64>,
+    /// The seller's cancel reason (`NoInventory`, `BuyerCanceled`, …; `NO_INVENTORY`, … in
+    /// `cancelOrder`), when the payload carries one as `CancelReason`: the Orders API does
+    /// not return it, a relay of the order acknowledgement feed or the simulator does.
+    pub cancel_reason: Option<String>,
 }
 
 /// A decoded ORDER_CHANGE notification.
@@ -153,6 +157,8 @@ struct OrderChange {
 struct Summary {
     #[serde(default)]
     order_status: String,
+    #[serde(default)]
+    cancel_reason: Option<String>,
     #[serde(default)]
     fulfillment_type: String,
     #[serde(default)]
@@ -228,6 +234,7 @@ pub fn decode_notification(body: &[u8]) -> Result<Decoded, DecodeError> {
                 })
                 .collect(),
             changed_at_ms: envelope.event_time.as_deref().and_then(parse_time_ms),
+            cancel_reason: change.summary.cancel_reason,
         },
     }))
 }
@@ -243,6 +250,8 @@ pub struct ListedOrder {
     pub fulfilment: Fulfilment,
     /// `LastUpdateDate`, in ms since the epoch (0 when unreadable).
     pub last_update_ms: i64,
+    /// `CancelReason`, when the payload carries one (see [`OrderState::cancel_reason`]).
+    pub cancel_reason: Option<String>,
 }
 
 /// A page of `getOrders`.
@@ -277,6 +286,7 @@ pub fn decode_order_page(body: &[u8]) -> Result<OrderPage, DecodeError> {
                     .as_str()
                     .and_then(parse_time_ms)
                     .unwrap_or(0),
+                cancel_reason: order["CancelReason"].as_str().map(str::to_owned),
             })
         })
         .collect();
@@ -318,7 +328,36 @@ pub fn decode_order_items(order: &ListedOrder, body: &[u8]) -> Result<OrderState
             })
             .collect(),
         changed_at_ms: Some(order.last_update_ms).filter(|ms| *ms > 0),
+        cancel_reason: order.cancel_reason.clone(),
     })
+}
+
+/// The cancellation of every unshipped unit of an item: the seller's `CancelReason` when
+/// the order carries one (a write-off when the channel's `write_off_cancel_reasons`, by
+/// default `NoInventory` and `NO_INVENTORY`, lists it), else `cancelled`, or
+/// `buyer_requested_cancel` for a buyer's request (never a write-off).
+fn cancellation(
+    channel: &ChannelConfig,
+    reservation: String,
+    canceled: bool,
+    order: &OrderState,
+) -> MovementKind {
+    let seller_reason = order
+        .cancel_reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|reason| canceled && !reason.is_empty());
+    let reason = match (seller_reason, canceled) {
+        (Some(reason), _) => reason,
+        (None, true) => "cancelled",
+        (None, false) => "buyer_requested_cancel",
+    };
+    MovementKind::Cancellation {
+        reservation,
+        quantity: None,
+        reason: Some(reason.to_owned()),
+        write_off: seller_reason.is_some_and(|reason| channel.writes_off_on_cancel(reason)),
+    }
 }
 
 /// One FBA inventory summary (only the fields used).
@@ -326,8 +365,10 @@ pub fn decode_order_items(order: &ListedOrder, body: &[u8]) -> Result<OrderState
 pub struct FbaSummary {
     /// `sellerSku`.
     pub seller_sku: String,
-    /// `inventoryDetails.fulfillableQuantity`: what Amazon can sell now.
-    pub fulfillable: u64,
+    /// `inventoryDetails.fulfillableQuantity`: what Amazon can sell now; `None` when the
+    /// summary has no figure (requested without details, or null): the count is then
+    /// "not tracked", never 0.
+    pub fulfillable: Option<u64>,
     /// `lastUpdatedTime` in ms since the epoch: the count's watermark.
     pub last_updated_ms: i64,
 }
@@ -359,9 +400,7 @@ pub fn decode_summaries(body: &[u8]) -> Result<SummaryPage, DecodeError> {
             .filter_map(|entry| {
                 Some(FbaSummary {
                     seller_sku: entry["sellerSku"].as_str()?.to_owned(),
-                    fulfillable: entry["inventoryDetails"]["fulfillableQuantity"]
-                        .as_u64()
-                        .unwrap_or(0),
+                    fulfillable: entry["inventoryDetails"]["fulfillableQuantity"].as_u64(),
                     last_updated_ms: parse_time_ms(entry["lastUpdatedTime"].as_str()?)?,
                 })
             })
@@ -460,19 +499,7 @@ pub fn order_movements(channel: &ChannelConfig, order: &OrderState) -> OrderMove
         if canceled || item.buyer_requested_cancel {
             decoded.movements.push(movement(
                 "cancel".to_owned(),
-                MovementKind::Cancellation {
-                    reservation: reservation.clone(),
-                    quantity: None,
-                    reason: Some(
-                        if canceled {
-                            "cancelled"
-                        } else {
-                            "buyer_requested_cancel"
-                        }
-                        .to_owned(),
-                    ),
-                    write_off: false,
-                },
+                cancellation(channel, reservation.clone(), canceled, order),
             ));
         }
     }
@@ -494,9 +521,9 @@ pub fn fba_count(channel: &ChannelConfig, location: &str, summary: &FbaSummary) 
         occurred_at_ms: Some(summary.last_updated_ms),
         kind: MovementKind::Count {
             location: location.into(),
-            on_hand: Some(summary.fulfillable),
+            on_hand: summary.fulfillable,
             watermark: summary.last_updated_ms,
-            basis: CountBasis::Physical,
+            basis: Some(CountBasis::Physical),
             booked: None,
         },
     }
@@ -555,6 +582,19 @@ mod tests {
     }
 
     fn notification(status: &str, fulfilment: &str, shipped: u64, buyer_cancel: bool) -> String {
+        notification_with_reason(status, fulfilment, shipped, buyer_cancel, None)
+    }
+
+    fn notification_with_reason(
+        status: &str,
+        fulfilment: &str,
+        shipped: u64,
+        buyer_cancel: bool,
+        cancel_reason: Option<&str>,
+    ) -> String {
+        let cancel_reason = cancel_reason
+            .map(|reason| format!(r#""CancelReason":"{reason}","#))
+            .unwrap_or_default();
         format!(
             r#"{{"NotificationVersion":"1.0","NotificationType":"ORDER_CHANGE","PayloadVersion":"1.0",
             "EventTime":"2030-01-01T10:00:00Z",
@@ -562,7 +602,7 @@ mod tests {
               "SellerId":"A2EXAMPLESELLER","AmazonOrderId":"402-0000001-0000001",
               "OrderChangeType":"OrderStatusChange",
               "OrderChangeTrigger":{{"TimeOfOrderChange":"2030-01-01T10:00:00Z","ChangeReason":"x"}},
-              "Summary":{{"MarketplaceId":"A1805IZSGTT6HS","OrderStatus":"{status}",
+              "Summary":{{"MarketplaceId":"A1805IZSGTT6HS","OrderStatus":"{status}",{cancel_reason}
                 "FulfillmentType":"{fulfilment}","OrderType":"StandardOrder",
                 "NumberOfItemsShipped":0,"NumberOfItemsUnshipped":3,
                 "OrderItems":[
@@ -654,6 +694,69 @@ mod tests {
     }
 
     #[test]
+    fn a_no_inventory_cancel_writes_off_and_a_buyer_cancel_only_releases() {
+        let cancellations = |channel: &ChannelConfig, body: &str| -> Vec<(Option<String>, bool)> {
+            order_movements(channel, &decode(body).order)
+                .movements
+                .into_iter()
+                .filter_map(|m| match m.kind {
+                    MovementKind::Cancellation {
+                        reason, write_off, ..
+                    } => Some((reason, write_off)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let no_inventory =
+            notification_with_reason("Canceled", "MFN", 0, false, Some("NoInventory"));
+        let written_off = (Some("NoInventory".to_owned()), true);
+        assert_eq!(
+            cancellations(&channel(), &no_inventory),
+            vec![written_off.clone(), written_off]
+        );
+        let buyer = notification_with_reason("Canceled", "MFN", 0, false, Some("BuyerCanceled"));
+        let released = (Some("BuyerCanceled".to_owned()), false);
+        assert_eq!(
+            cancellations(&channel(), &buyer),
+            vec![released.clone(), released]
+        );
+        // The cancelOrder spelling is a default too; a configured list replaces the defaults.
+        let api = notification_with_reason("Canceled", "MFN", 0, false, Some("NO_INVENTORY"));
+        assert!(cancellations(&channel(), &api).iter().all(|(_, w)| *w));
+        let mut configured = channel();
+        configured.write_off_cancel_reasons = Some(vec!["PricingError".into()]);
+        assert!(
+            cancellations(&configured, &no_inventory)
+                .iter()
+                .all(|(_, w)| !*w)
+        );
+        // Without a reason: `cancelled`, released only.
+        assert_eq!(
+            cancellations(&channel(), &notification("Canceled", "MFN", 0, false))[0],
+            (Some("cancelled".to_owned()), false)
+        );
+    }
+
+    #[test]
+    fn an_fba_summary_without_a_figure_is_an_untracked_count() {
+        let page = decode_summaries(
+            br#"{"payload":{"inventorySummaries":[
+                {"sellerSku":"SKU-B-NL","lastUpdatedTime":"2030-01-01T10:00:00Z","totalQuantity":0},
+                {"sellerSku":"SKU-C","inventoryDetails":{"fulfillableQuantity":null},
+                 "lastUpdatedTime":"2030-01-01T10:00:00Z"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(page.summaries.len(), 2);
+        for summary in &page.summaries {
+            let count = fba_count(&channel(), "FBA-NL", summary);
+            assert!(
+                matches!(count.kind, MovementKind::Count { on_hand: None, .. }),
+                "{count:?}"
+            );
+        }
+    }
+
+    #[test]
     fn shipped_units_are_fulfilments_keyed_per_unit() {
         let partly = order_movements(
             &channel(),
@@ -741,7 +844,7 @@ mod tests {
                 location: "FBA-NL".into(),
                 on_hand: Some(7),
                 watermark,
-                basis: crate::domain::CountBasis::Physical,
+                basis: Some(crate::domain::CountBasis::Physical),
                 booked: None,
             }
         );

@@ -127,6 +127,12 @@ pub struct OrderItem {
     /// The customer asked to cancel.
     #[serde(default)]
     pub cancellation_request: bool,
+    /// The cancellation's `reasonCode` (`OUT_OF_STOCK`, `UNFINDABLE_ITEM`,
+    /// `REQUESTED_BY_CUSTOMER`, `BAD_CONDITION`, …) when the payload carries it as
+    /// `cancellationReason`: bol's order endpoint reports only `quantityCancelled`; the
+    /// retailer's own cancellation (and the simulator) knows the code it sent.
+    #[serde(default)]
+    pub cancellation_reason: Option<String>,
     /// `fulfilment.method`: `FBR` or `FBB`.
     #[serde(default)]
     pub fulfilment: Fulfilment,
@@ -308,16 +314,32 @@ pub fn order_movements(channel: &ChannelConfig, order: &Order) -> Decoded {
                 idempotency_key: format!("{key}:cancel:{unit}"),
                 source: source.clone(),
                 occurred_at_ms: None,
-                kind: MovementKind::Cancellation {
-                    reservation: reservation.clone(),
-                    quantity: Some(1),
-                    reason: Some("cancelled".to_owned()),
-                    write_off: false,
-                },
+                kind: unit_cancellation(channel, reservation.clone(), item),
             });
         }
     }
     decoded
+}
+
+/// The cancellation of one unit of `item`: reason its `cancellationReason` (else
+/// `cancelled`), a write-off when the channel's `write_off_cancel_reasons` (by default
+/// `OUT_OF_STOCK` and `UNFINDABLE_ITEM`) lists it.
+fn unit_cancellation(
+    channel: &ChannelConfig,
+    reservation: String,
+    item: &OrderItem,
+) -> MovementKind {
+    let reason = item
+        .cancellation_reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|reason| !reason.is_empty());
+    MovementKind::Cancellation {
+        reservation,
+        quantity: Some(1),
+        reason: Some(reason.unwrap_or("cancelled").to_owned()),
+        write_off: reason.is_some_and(|reason| channel.writes_off_on_cancel(reason)),
+    }
 }
 
 /// The restock of one return; `sku` and `order_item_id` resolved by the caller. `None`
@@ -466,6 +488,51 @@ mod tests {
         assert!(decode_order_list(b"{}").unwrap().is_empty());
         assert!(decode_returns(b"{}").unwrap().is_empty());
         assert!(decode_order_list(b"[").is_err());
+    }
+
+    #[test]
+    fn an_out_of_stock_cancel_writes_off_and_a_customer_cancel_only_releases() {
+        let cancellations = |channel: &ChannelConfig, body: &str| -> Vec<(Option<String>, bool)> {
+            let order: Order = serde_json::from_str(body).unwrap();
+            order_movements(channel, &order)
+                .movements
+                .into_iter()
+                .filter_map(|m| match m.kind {
+                    MovementKind::Cancellation {
+                        reason, write_off, ..
+                    } => Some((reason, write_off)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let with = |reason: &str| {
+            ORDER.replace(
+                r#""cancellationRequest":false,"#,
+                &format!(r#""cancellationRequest":false,"cancellationReason":"{reason}","#),
+            )
+        };
+        let out_of_stock = (Some("OUT_OF_STOCK".to_owned()), true);
+        assert_eq!(
+            cancellations(&channel(), &with("OUT_OF_STOCK")),
+            vec![out_of_stock.clone(), out_of_stock]
+        );
+        let customer = (Some("REQUESTED_BY_CUSTOMER".to_owned()), false);
+        assert_eq!(
+            cancellations(&channel(), &with("REQUESTED_BY_CUSTOMER")),
+            vec![customer.clone(), customer]
+        );
+        let unknown = (Some("cancelled".to_owned()), false);
+        assert_eq!(
+            cancellations(&channel(), ORDER),
+            vec![unknown.clone(), unknown]
+        );
+        let mut configured = channel();
+        configured.write_off_cancel_reasons = Some(Vec::new());
+        assert!(
+            cancellations(&configured, &with("OUT_OF_STOCK"))
+                .iter()
+                .all(|(_, write_off)| !*write_off)
+        );
     }
 
     #[test]

@@ -179,6 +179,49 @@ mod tests {
     }
 
     #[test]
+    fn a_count_without_a_figure_is_untracked_and_its_basis_stays_unresolved() {
+        let movement = decode(
+            "SKU-A",
+            r#"{"sku":"SKU-A","idempotency_key":"erp-1:c-1","source":"erp-1","type":"count",
+                "location":"WH-1","on_hand":null,"watermark":1767225600000}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            movement.kind,
+            MovementKind::Count {
+                location: "WH-1".into(),
+                on_hand: None,
+                watermark: 1_767_225_600_000,
+                basis: None,
+                booked: None,
+            }
+        );
+        let book = decode(
+            "SKU-A",
+            r#"{"sku":"SKU-A","idempotency_key":"erp-1:c-2","source":"erp-1","type":"count",
+                "location":"WH-1","on_hand":5,"watermark":2,"basis":"book","booked":["o1:l1"]}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            book.kind,
+            MovementKind::Count {
+                on_hand: Some(5),
+                basis: Some(crate::domain::CountBasis::Book),
+                booked: Some(ref booked),
+                ..
+            } if booked == &["o1:l1".to_owned()]
+        ));
+        // The figure must be present (null is "not tracked"; absent is a mistake).
+        assert!(
+            decode(
+                "SKU-A",
+                r#"{"sku":"SKU-A","idempotency_key":"k","type":"count","location":"WH-1","watermark":2}"#,
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn a_missing_or_null_idempotency_key_falls_back_to_the_kafka_position() {
         for value in [
             r#"{"sku":"SKU-A","type":"receipt","location":"WH-1","quantity":1}"#,

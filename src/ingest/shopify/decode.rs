@@ -476,14 +476,28 @@ fn decode_order(
                 channel,
                 cancellation_key(channel, &order.id, &line.id),
                 sku,
-                MovementKind::Cancellation {
-                    reason: None,
-                    reservation,
-                    quantity: None,
-                    write_off: false,
-                },
+                order_cancellation(channel, reservation, order.cancel_reason.as_deref()),
             ));
         }
+    }
+}
+
+/// The cancellation of every unshipped unit of a line of an order cancelled with Shopify's
+/// `cancel_reason`: recorded as the movement's reason, and a write-off when the channel's
+/// `write_off_cancel_reasons` (default `inventory`) lists it.
+fn order_cancellation(
+    channel: &ChannelConfig,
+    reservation: String,
+    cancel_reason: Option<&str>,
+) -> MovementKind {
+    let reason = cancel_reason
+        .map(str::trim)
+        .filter(|reason| !reason.is_empty());
+    MovementKind::Cancellation {
+        reservation,
+        quantity: None,
+        reason: reason.map(str::to_owned),
+        write_off: reason.is_some_and(|reason| channel.writes_off_on_cancel(reason)),
     }
 }
 
@@ -559,6 +573,9 @@ struct OrderPayload {
     id: String,
     #[serde(default)]
     cancelled_at: Option<String>,
+    /// `customer`, `inventory`, `fraud`, `declined`, `staff`, `other` (or null).
+    #[serde(default)]
+    cancel_reason: Option<String>,
     #[serde(default)]
     line_items: Vec<LineItemPayload>,
 }
@@ -648,6 +665,7 @@ mod tests {
             max_listed_quantity: None,
             rate_limit: Default::default(),
             retry: Default::default(),
+            write_off_cancel_reasons: None,
             platform: PlatformConfig::Shopify(ShopifyConfig {
                 shop_url: "http://127.0.0.1:1".into(),
                 api_version: "2026-04".into(),
@@ -875,10 +893,11 @@ mod tests {
                 ),
             ]
         );
+        // The order's `cancel_reason` is recorded; `customer` releases only.
         assert_eq!(
             decoded.movements[1].kind,
             MovementKind::Cancellation {
-                reason: None,
+                reason: Some("customer".into()),
                 reservation: "shop-main:5872300001001:14000000000101".into(),
                 quantity: None,
                 write_off: false
@@ -889,6 +908,36 @@ mod tests {
             decoded.movements[2].kind,
             MovementKind::Sale { quantity: 2, .. }
         ));
+    }
+
+    #[test]
+    fn an_inventory_cancel_writes_off_and_the_reason_list_is_configurable() {
+        let body = String::from_utf8(fixture("orders_cancelled.json"))
+            .unwrap()
+            .replace(
+                r#""cancel_reason": "customer""#,
+                r#""cancel_reason": "inventory""#,
+            );
+        let write_offs = |channel: &ChannelConfig| -> Vec<(Option<String>, bool)> {
+            decode(channel, WebhookTopic::OrdersCancelled, body.as_bytes())
+                .unwrap()
+                .movements
+                .into_iter()
+                .filter_map(|m| match m.kind {
+                    MovementKind::Cancellation {
+                        reason, write_off, ..
+                    } => Some((reason, write_off)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let inventory = (Some("inventory".to_owned()), true);
+        assert_eq!(write_offs(&channel()), vec![inventory.clone(), inventory]);
+        // A channel that lists other reasons only releases.
+        let mut configured = channel();
+        configured.write_off_cancel_reasons = Some(vec!["fraud".into()]);
+        let released = (Some("inventory".to_owned()), false);
+        assert_eq!(write_offs(&configured), vec![released.clone(), released]);
     }
 
     #[test]

@@ -405,6 +405,23 @@ fn line_sku(channel: &ChannelConfig, line: &LineItemPayload) -> Option<String> {
     })
 }
 
+/// The cancellation of every unshipped unit of a line. WooCommerce core records no cancel
+/// reason, so the reason is the status's (`cancelled`, `payment_failed`); a shop whose
+/// cancelled orders mean lost stock lists it in `write_off_cancel_reasons` (empty by
+/// default), and the released units are then written off.
+fn order_cancellation(
+    channel: &ChannelConfig,
+    reservation: String,
+    reason: Option<&str>,
+) -> MovementKind {
+    MovementKind::Cancellation {
+        reservation,
+        quantity: None,
+        reason: reason.map(str::to_owned),
+        write_off: reason.is_some_and(|reason| channel.writes_off_on_cancel(reason)),
+    }
+}
+
 /// Decodes an order into movements following the module rules.
 ///
 /// Errors: [`DecodeError::NoLocation`] when a restock has no location to go to.
@@ -463,12 +480,7 @@ pub fn decode_order(channel: &ChannelConfig, order: &OrderPayload) -> Result<Dec
                 channel,
                 format!("{key}:cancel"),
                 &sku,
-                MovementKind::Cancellation {
-                    reservation: reservation.clone(),
-                    quantity: None,
-                    reason: reason.map(str::to_owned),
-                    write_off: false,
-                },
+                order_cancellation(channel, reservation.clone(), reason),
             ));
         }
         let restocked = line.restocked().min(MAX_RESTOCK_UNITS_PER_LINE);
@@ -607,6 +619,41 @@ mod tests {
                 ]
             );
         }
+    }
+
+    #[test]
+    fn a_cancelled_order_writes_off_only_when_the_channel_lists_its_reason() {
+        let write_offs = |channel: &ChannelConfig, status: &str| -> Vec<(Option<String>, bool)> {
+            decode_order(channel, &order(status, None))
+                .unwrap()
+                .movements
+                .into_iter()
+                .filter_map(|m| match m.kind {
+                    MovementKind::Cancellation {
+                        reason, write_off, ..
+                    } => Some((reason, write_off)),
+                    _ => None,
+                })
+                .collect()
+        };
+        // By default WooCommerce cancellations only release (core records no reason).
+        let released = (Some("cancelled".to_owned()), false);
+        assert_eq!(
+            write_offs(&channel(), "cancelled"),
+            vec![released.clone(), released]
+        );
+        let mut configured = channel();
+        configured.write_off_cancel_reasons = Some(vec!["cancelled".into()]);
+        let written_off = (Some("cancelled".to_owned()), true);
+        assert_eq!(
+            write_offs(&configured, "cancelled"),
+            vec![written_off.clone(), written_off]
+        );
+        let failed = (Some("payment_failed".to_owned()), false);
+        assert_eq!(
+            write_offs(&configured, "failed"),
+            vec![failed.clone(), failed]
+        );
     }
 
     #[test]
