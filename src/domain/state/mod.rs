@@ -19,6 +19,8 @@ mod parking;
 mod reservations;
 
 #[cfg(test)]
+mod lines_tests;
+#[cfg(test)]
 mod tests;
 
 pub use error::{ApplyError, InvariantViolation};
