@@ -628,6 +628,10 @@ fn settle(
 }
 
 proptest! {
+    // Histories are cheap; the races that matter (a return between a full cancellation
+    // and the shipment that takes the cancelled units) need many cases to come up.
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
     /// Issue 9 §2b: every interleaving that keeps each source's own order gives the same
     /// per-location on-hand/reserved and per-line ordered/shipped/cancelled/returned as the
     /// natural order.
