@@ -107,6 +107,11 @@ pub struct LedgerConfig {
     /// `basis` field wins. At most [`MAX_COUNT_BASIS_SOURCES`] entries.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub count_basis: BTreeMap<String, CountBasis>,
+    /// A movement parked while waiting for its order line (a fulfilment before its sale,
+    /// a return before its shipment) expires into the dead-letter store after this long,
+    /// counted by source time (default 7 days; 0: never).
+    #[serde(default = "default_parked_ttl_secs")]
+    pub parked_ttl_secs: u64,
 }
 
 /// Most sources `[ledger] count_basis` may list.
@@ -119,6 +124,7 @@ impl Default for LedgerConfig {
             idempotency_ttl_secs: default_idempotency_ttl_secs(),
             shards: default_ledger_shards(),
             count_basis: BTreeMap::new(),
+            parked_ttl_secs: default_parked_ttl_secs(),
         }
     }
 }
@@ -127,6 +133,9 @@ fn default_idle_passivate_secs() -> u64 {
     120
 }
 fn default_idempotency_ttl_secs() -> u64 {
+    7 * 24 * 3600
+}
+fn default_parked_ttl_secs() -> u64 {
     7 * 24 * 3600
 }
 /// Two shards per available core, within 1..=[`MAX_LEDGER_SHARDS`].

@@ -176,7 +176,10 @@ async fn atp_reaches_bol_and_polled_orders_reach_the_ledger_exactly_once() {
     let returned = poller.poll_once(&ledger).await.unwrap();
     assert_eq!(returned.applied, 1);
     let state = ledger.state(&Sku("SKU-1".into())).await.unwrap();
-    assert_eq!(state.location(&"WH-1".into()).on_hand, 12);
+    // Issue 9 §2: a line returns at most what it shipped; these units were cancelled, not
+    // shipped, so the return is recorded and waits (parked) for a shipment, on-hand stays.
+    assert_eq!(state.location(&"WH-1".into()).on_hand, 10);
+    assert_eq!(state.parked.len(), 1);
     assert_eq!(poller.poll_once(&ledger).await.unwrap().applied, 0);
 
     ledger.shutdown().await;

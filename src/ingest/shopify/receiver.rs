@@ -195,7 +195,9 @@ async fn receive(
     let mut failure = None;
     for (movement, ack) in decoded.movements.iter().zip(acks) {
         match ack {
-            Ok(Ack::Applied { .. }) => receipt.applied += 1,
+            Ok(Ack::Applied { .. } | Ack::Parked { .. } | Ack::Ignored { .. }) => {
+                receipt.applied += 1
+            }
             Ok(Ack::Duplicate { .. }) => receipt.duplicates += 1,
             Err(LedgerError::Rejected(error)) => {
                 receipt.rejected += 1;

@@ -147,7 +147,9 @@ async fn receive(
     let mut failure = None;
     for (movement, ack) in decoded.movements.iter().zip(acks) {
         match ack {
-            Ok(Ack::Applied { .. }) => answer.applied += 1,
+            Ok(Ack::Applied { .. } | Ack::Parked { .. } | Ack::Ignored { .. }) => {
+                answer.applied += 1
+            }
             Ok(Ack::Duplicate { .. }) => answer.duplicates += 1,
             Err(LedgerError::Rejected(error)) => {
                 answer.rejected += 1;
