@@ -9,6 +9,7 @@
 pub mod amazon;
 pub mod bolcom;
 pub mod demo;
+pub mod index;
 pub mod shopify;
 pub mod woocommerce;
 

@@ -3,6 +3,7 @@
 
 use super::state::{Document, Feed, Operation, OrderCursor, SimState, SummaryCursor};
 use super::{Fulfilment, Inner, SimListing, SimOrderLine, parse_iso8601};
+use crate::sandbox::index::{SandboxMethod, SandboxRoutes};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -35,18 +36,53 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/orders/v0/orders", get(get_orders))
         .route("/orders/v0/orders/{id}/orderItems", get(get_order_items))
         .route("/fba/inventory/v1/summaries", get(get_summaries))
-        .route(
-            "/_sandbox/listings",
-            get(sandbox_listings).post(sandbox_add_listing),
-        )
-        .route("/_sandbox/listings/{sku}", get(sandbox_listing))
-        .route("/_sandbox/listings/{sku}/fba", post(sandbox_set_fba))
-        .route("/_sandbox/orders", post(sandbox_place_order))
-        .route("/_sandbox/orders/{id}/cancel", post(sandbox_cancel_order))
-        .route("/_sandbox/orders/{id}/ship", post(sandbox_ship))
-        .route("/_sandbox/notifications", get(sandbox_notifications))
-        .route("/_sandbox/counters", get(sandbox_counters))
+        .merge(sandbox_routes().into_router())
         .with_state(inner)
+}
+
+/// Every `/_sandbox` endpoint, in the order `GET /_sandbox` lists them.
+pub(crate) fn sandbox_routes() -> SandboxRoutes<Arc<Inner>> {
+    use SandboxMethod::{Get, Post};
+    SandboxRoutes::new("amazon")
+        .add(Get, "/_sandbox/listings", "every listing with its quantities", None, sandbox_listings)
+        .add(
+            Post,
+            "/_sandbox/listings",
+            "add a listing (MFN with a DEFAULT quantity, or FBA with fulfillable units)",
+            Some(r#"{"seller_sku": "SKU-A", "quantity": 5, "fba": false, "fba_fulfillable": 0}"#),
+            sandbox_add_listing,
+        )
+        .add(Get, "/_sandbox/listings/{sku}", "one listing", None, sandbox_listing)
+        .add(
+            Post,
+            "/_sandbox/listings/{sku}/fba",
+            "set a listing's FBA fulfillable units",
+            Some(r#"{"fulfillable": 7}"#),
+            sandbox_set_fba,
+        )
+        .add(
+            Post,
+            "/_sandbox/orders",
+            "place an order (Unshipped; MFN takes the listing's quantity); sends ORDER_CHANGE",
+            Some(r#"{"fulfilment": "MFN", "lines": [{"seller_sku": "SKU-A", "quantity": 2}]}"#),
+            sandbox_place_order,
+        )
+        .add(
+            Post,
+            "/_sandbox/orders/{id}/cancel",
+            "seller cancel with a reason (NoInventory, BuyerCanceled, ShippingAddressUndeliverable, CustomerExchange, GeneralAdjustment, …) of the whole order, or of some units of some items; sends ORDER_CHANGE with OrderChangeTrigger.ChangeReason = reason",
+            Some(r#"{"reason": "NoInventory", "items": [{"order_item_id": "00000001000003", "quantity": 1}]}"#),
+            sandbox_cancel_order,
+        )
+        .add(Post, "/_sandbox/orders/{id}/ship", "ship every open unit; sends ORDER_CHANGE", None, sandbox_ship)
+        .add(
+            Get,
+            "/_sandbox/notifications",
+            "every ORDER_CHANGE notification sent",
+            None,
+            sandbox_notifications,
+        )
+        .add(Get, "/_sandbox/counters", "request and notification counters", None, sandbox_counters)
 }
 
 /// An SP-API error answer: `{"errors":[{code, message, details}]}`.
@@ -865,8 +901,37 @@ async fn sandbox_place_order(State(inner): Shared, Json(body): Json<PlaceOrderBo
     }
 }
 
-async fn sandbox_cancel_order(State(inner): Shared, Path(id): Path<String>) -> Response {
-    match inner.cancel_order(&id) {
+/// `POST /_sandbox/orders/{id}/cancel` body; absent: the whole order, no reason.
+#[derive(Deserialize)]
+struct CancelBody {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    items: Vec<CancelItem>,
+}
+
+#[derive(Deserialize)]
+struct CancelItem {
+    order_item_id: String,
+    quantity: u64,
+}
+
+async fn sandbox_cancel_order(
+    State(inner): Shared,
+    Path(id): Path<String>,
+    body: Option<Json<CancelBody>>,
+) -> Response {
+    let (reason, items) = match body {
+        Some(Json(body)) => (
+            body.reason,
+            body.items
+                .into_iter()
+                .map(|item| (item.order_item_id, item.quantity))
+                .collect::<Vec<_>>(),
+        ),
+        None => (None, Vec::new()),
+    };
+    match inner.cancel_order(&id, reason.as_deref(), &items) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => unprocessable(&error.to_string()),
     }

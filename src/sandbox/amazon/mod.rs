@@ -27,9 +27,21 @@
 //!   (`NextToken` pages) and `GET /orders/v0/orders/{id}/orderItems`;
 //! - FBA inventory (§4.4): `GET /fba/inventory/v1/summaries?granularityType=Marketplace&granularityId=…&marketplaceIds=…&details=true[&sellerSkus=…][&startDateTime=…][&nextToken=…]`
 //!   (`nextToken` expires after `next_token_ttl_ms`);
+//! - `GET /_sandbox`: the index of every endpoint below (method, path, example body), built
+//!   from the same table as the routes ([`crate::sandbox::index`]);
 //! - `/_sandbox/listings` (GET, POST), `/_sandbox/listings/{sku}` (GET),
-//!   `/_sandbox/orders` (POST), `/_sandbox/orders/{id}/cancel`, `/_sandbox/orders/{id}/ship`,
-//!   `/_sandbox/notifications` (GET), `/_sandbox/counters` (GET).
+//!   `/_sandbox/listings/{sku}/fba` (POST), `/_sandbox/orders` (POST),
+//!   `/_sandbox/orders/{id}/cancel` (POST; optional body `{"reason": "NoInventory",
+//!   "items": [{"order_item_id", "quantity"}]}`: a seller cancellation of the whole order
+//!   or of some open units; the ORDER_CHANGE notification has `OrderChangeType`
+//!   `OrderStatusChange` and `OrderChangeTrigger.ChangeReason` = the reason code
+//!   (`SellerCancelled` without one), items carry `OrderItemStatus`; a partial cancel
+//!   lowers the item's `Quantity` / `QuantityOrdered` and leaves the order open),
+//!   `/_sandbox/orders/{id}/ship`, `/_sandbox/notifications` (GET), `/_sandbox/counters` (GET).
+//!   The reason codes are those of Amazon's seller cancellation (`NoInventory`,
+//!   `BuyerCanceled`, `ShippingAddressUndeliverable`, `CustomerExchange`,
+//!   `GeneralAdjustment`, …); which text Amazon puts in `ChangeReason` for a seller cancel
+//!   is not documented ([?]; its published example is "Buyer Requested Cancel").
 //!
 //! Every SP-API call needs `x-amz-access-token` with a live token (403 `Unauthorized`
 //! otherwise, also after expiry) and is admitted by its operation's token bucket (§4.5,
@@ -434,10 +446,15 @@ impl Inner {
         Ok(placed)
     }
 
-    pub(crate) fn cancel_order(self: &Arc<Self>, order_id: &str) -> Result<(), SimulatorError> {
+    pub(crate) fn cancel_order(
+        self: &Arc<Self>,
+        order_id: &str,
+        reason: Option<&str>,
+        items: &[(String, u64)],
+    ) -> Result<(), SimulatorError> {
         let notification = self
             .lock()
-            .cancel_order(&self.options, order_id, self.now_ms())
+            .cancel_order(&self.options, order_id, reason, items, self.now_ms())
             .map_err(SimulatorError::Invalid)?;
         self.deliver(vec![notification]);
         Ok(())
@@ -618,7 +635,25 @@ impl AmazonSimulator {
     ///
     /// Errors: [`SimulatorError::Invalid`] for an unknown or fully shipped order.
     pub fn cancel_order(&self, order_id: &str) -> Result<(), SimulatorError> {
-        self.inner.cancel_order(order_id)
+        self.inner.cancel_order(order_id, None, &[])
+    }
+
+    /// A seller cancellation with a reason code (`NoInventory`, `BuyerCanceled`,
+    /// `ShippingAddressUndeliverable`, `CustomerExchange`, `GeneralAdjustment`, …) of the
+    /// whole order (`items` empty) or of `(OrderItemId, units)` of some items: their
+    /// `Quantity` / `QuantityOrdered` drops by the cancelled units, an item with none left
+    /// is `OrderItemStatus: Canceled`, an order with none left is `Canceled`. The
+    /// ORDER_CHANGE notification carries the reason as `OrderChangeTrigger.ChangeReason`.
+    ///
+    /// Errors: [`SimulatorError::Invalid`] for an unknown or shipped order, an unknown
+    /// item, or more units than are open.
+    pub fn cancel_order_with_reason(
+        &self,
+        order_id: &str,
+        reason: &str,
+        items: &[(String, u64)],
+    ) -> Result<(), SimulatorError> {
+        self.inner.cancel_order(order_id, Some(reason), items)
     }
 
     /// Ships every unshipped unit of an order (`Shipped`).

@@ -104,7 +104,46 @@ pub(crate) struct OrderItem {
     pub seller_sku: String,
     pub quantity: u64,
     pub shipped: u64,
+    /// Units the seller cancelled (a partial cancel leaves the rest open).
+    pub canceled: u64,
     pub buyer_cancel: bool,
+}
+
+impl OrderItem {
+    /// Units neither shipped nor cancelled.
+    pub fn open(&self) -> u64 {
+        self.quantity
+            .saturating_sub(self.shipped)
+            .saturating_sub(self.canceled)
+    }
+
+    /// The units still on the order after seller cancellations.
+    pub fn current_quantity(&self) -> u64 {
+        self.quantity.saturating_sub(self.canceled)
+    }
+
+    /// `QuantityOrdered` / `Quantity` as reported: lowered by a partial seller cancel; a
+    /// cancelled order keeps its items' quantities (its status says it all).
+    pub fn reported_quantity(&self, order_canceled: bool) -> u64 {
+        if order_canceled {
+            self.quantity
+        } else {
+            self.current_quantity()
+        }
+    }
+
+    /// `OrderItemStatus` of the ORDER_CHANGE item.
+    pub fn status(&self, order_canceled: bool) -> &'static str {
+        if order_canceled || self.current_quantity() == 0 {
+            "Canceled"
+        } else if self.shipped >= self.current_quantity() {
+            "Shipped"
+        } else if self.shipped > 0 {
+            "PartiallyShipped"
+        } else {
+            "Unshipped"
+        }
+    }
 }
 
 /// One order.
@@ -113,6 +152,8 @@ pub(crate) struct Order {
     pub order_id: String,
     pub fulfilment: Fulfilment,
     pub canceled: bool,
+    /// The seller's cancellation reason (`NoInventory`, `BuyerCanceled`, …), last given.
+    pub cancel_reason: Option<String>,
     pub purchase_ms: i64,
     pub last_update_ms: i64,
     pub items: Vec<OrderItem>,
@@ -121,9 +162,9 @@ pub(crate) struct Order {
 impl Order {
     /// `OrderStatus` (§4.3).
     pub fn status(&self) -> &'static str {
-        let ordered: u64 = self.items.iter().map(|item| item.quantity).sum();
+        let ordered: u64 = self.items.iter().map(OrderItem::current_quantity).sum();
         let shipped: u64 = self.items.iter().map(|item| item.shipped).sum();
-        if self.canceled {
+        if self.canceled || ordered == 0 {
             "Canceled"
         } else if shipped >= ordered {
             "Shipped"
@@ -136,8 +177,11 @@ impl Order {
 
     fn shipped_and_unshipped(&self) -> (u64, u64) {
         let shipped: u64 = self.items.iter().map(|item| item.shipped).sum();
-        let ordered: u64 = self.items.iter().map(|item| item.quantity).sum();
-        let unshipped = if self.canceled { 0 } else { ordered - shipped };
+        let unshipped = if self.canceled {
+            0
+        } else {
+            self.items.iter().map(OrderItem::open).sum()
+        };
         (shipped, unshipped)
     }
 }
@@ -805,6 +849,7 @@ impl SimState {
                 seller_sku: line.seller_sku.clone(),
                 quantity: line.quantity,
                 shipped: 0,
+                canceled: 0,
                 buyer_cancel: false,
             });
         }
@@ -812,6 +857,7 @@ impl SimState {
             order_id: order_id.clone(),
             fulfilment,
             canceled: false,
+            cancel_reason: None,
             purchase_ms: now_ms,
             last_update_ms: now_ms,
             items,
@@ -829,28 +875,72 @@ impl SimState {
         Ok((placed, notification))
     }
 
+    /// A seller cancellation with `reason` (`NoInventory`, `BuyerCanceled`,
+    /// `ShippingAddressUndeliverable`, `CustomerExchange`, `GeneralAdjustment`, …): of the
+    /// whole order when `items` is empty (`Canceled`), else of some open units of some
+    /// items (their `Quantity` drops; an order left with no units is `Canceled`). Cancelled
+    /// MFN units go back on the listing, AFN units back to fulfillable. The ORDER_CHANGE
+    /// notification carries the reason as `OrderChangeTrigger.ChangeReason`.
     pub fn cancel_order(
         &mut self,
         options: &AmazonSimulatorOptions,
         order_id: &str,
+        reason: Option<&str>,
+        items: &[(String, u64)],
         now_ms: i64,
     ) -> Result<Value, String> {
         let order = self
             .orders
-            .get_mut(order_id)
+            .get(order_id)
             .ok_or_else(|| format!("order {order_id} does not exist"))?;
         if order.canceled || order.status() == "Shipped" {
             return Err(format!("order {order_id} is {}", order.status()));
         }
-        order.canceled = true;
+        // (item index, units)
+        let mut cancel: Vec<(usize, u64)> = Vec::new();
+        if items.is_empty() {
+            for (index, item) in order.items.iter().enumerate() {
+                cancel.push((index, item.open()));
+            }
+        } else {
+            for (item_id, units) in items {
+                let index = order
+                    .items
+                    .iter()
+                    .position(|item| item.order_item_id == *item_id)
+                    .ok_or_else(|| format!("order item {item_id} does not exist"))?;
+                let already: u64 = cancel
+                    .iter()
+                    .filter(|(i, _)| *i == index)
+                    .map(|(_, units)| *units)
+                    .sum();
+                let open = order.items[index].open().saturating_sub(already);
+                if *units == 0 || *units > open {
+                    return Err(format!(
+                        "cannot cancel {units} of {open} open units of item {item_id}"
+                    ));
+                }
+                cancel.push((index, *units));
+            }
+        }
+        let fulfilment = order.fulfilment;
+        let order = self.orders.get_mut(order_id).expect("found above");
+        let mut released = Vec::new();
+        for (index, units) in &cancel {
+            let item = &mut order.items[*index];
+            item.canceled += units;
+            released.push((item.seller_sku.clone(), *units));
+        }
+        if items.is_empty() || order.items.iter().all(|item| item.current_quantity() == 0) {
+            order.canceled = true;
+        }
+        order.cancel_reason = reason.map(str::to_owned);
         order.last_update_ms = now_ms;
-        let order = order.clone();
-        for item in &order.items {
-            let open = item.quantity - item.shipped;
-            let Some(listing) = self.listings.get_mut(&item.seller_sku) else {
+        for (sku, open) in released {
+            let Some(listing) = self.listings.get_mut(&sku) else {
                 continue;
             };
-            match order.fulfilment {
+            match fulfilment {
                 Fulfilment::Mfn => {
                     if let Some(quantity) = listing.default_quantity() {
                         listing.set_default_quantity(quantity + open as i64);
@@ -869,7 +959,7 @@ impl SimState {
             options,
             order_id,
             "OrderStatusChange",
-            "SellerCancelled",
+            reason.unwrap_or("SellerCancelled"),
             now_ms,
         ))
     }
@@ -890,7 +980,7 @@ impl SimState {
         }
         let mut shipped = Vec::new();
         for line in &mut order.items {
-            let open = line.quantity - line.shipped;
+            let open = line.open();
             let units = match item {
                 None => open,
                 Some((id, _)) if id != line.order_item_id => 0,
@@ -969,8 +1059,9 @@ impl SimState {
                     "OrderItemId": item.order_item_id,
                     "SupplySourceId": null,
                     "SellerSKU": item.seller_sku,
-                    "Quantity": item.quantity,
+                    "Quantity": item.reported_quantity(order.canceled),
                     "QuantityShipped": item.shipped,
+                    "OrderItemStatus": item.status(order.canceled),
                     "IsBuyerRequestedCancel": item.buyer_cancel,
                 })
             })
@@ -1055,7 +1146,7 @@ impl SimState {
                     "SellerSKU": item.seller_sku,
                     "OrderItemId": item.order_item_id,
                     "Title": format!("Sandbox product {}", item.seller_sku),
-                    "QuantityOrdered": item.quantity,
+                    "QuantityOrdered": item.reported_quantity(order.canceled),
                     "QuantityShipped": item.shipped,
                 });
                 if item.buyer_cancel {

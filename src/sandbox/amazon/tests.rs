@@ -597,3 +597,171 @@ async fn notifications_are_posted_at_least_once() {
     );
     wait_for(|| sim.counters().notifications_delivered == 2).await;
 }
+
+#[tokio::test]
+async fn a_seller_cancel_carries_its_reason_for_the_whole_order_or_some_units() {
+    let sim = sim(AmazonSimulatorOptions {
+        listings: vec![listing("W", Some(20), false), listing("V", Some(5), false)],
+        ..Default::default()
+    })
+    .await;
+    let order = sim
+        .place_order(
+            Fulfilment::Mfn,
+            &[
+                SimOrderLine {
+                    seller_sku: "W".to_owned(),
+                    quantity: 5,
+                },
+                SimOrderLine {
+                    seller_sku: "V".to_owned(),
+                    quantity: 2,
+                },
+            ],
+        )
+        .unwrap();
+    assert_eq!((sim.quantity("W"), sim.quantity("V")), (Some(15), Some(3)));
+    let (w_item, v_item) = (
+        order.order_item_ids[0].clone(),
+        order.order_item_ids[1].clone(),
+    );
+    let client = reqwest::Client::new();
+    let cancel = |body: Value| {
+        let client = client.clone();
+        let url = format!(
+            "{}/_sandbox/orders/{}/cancel",
+            sim.base_url(),
+            order.amazon_order_id
+        );
+        async move {
+            client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Two of the five W units cannot be found.
+    let status = cancel(
+        json!({ "reason": "NoInventory", "items": [{ "order_item_id": w_item, "quantity": 2 }] }),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let notification = sim.notifications().last().cloned().unwrap();
+    let change = &notification["Payload"]["OrderChangeNotification"];
+    assert_eq!(change["OrderChangeType"], "OrderStatusChange");
+    assert_eq!(change["OrderChangeTrigger"]["ChangeReason"], "NoInventory");
+    assert_eq!(change["Summary"]["OrderStatus"], "Unshipped");
+    assert_eq!(change["Summary"]["NumberOfItemsUnshipped"], 5);
+    let items = change["Summary"]["OrderItems"].as_array().unwrap();
+    assert_eq!(items[0]["OrderItemId"], json!(w_item));
+    assert_eq!(items[0]["Quantity"], 3);
+    assert_eq!(items[0]["OrderItemStatus"], "Unshipped");
+    assert_eq!(items[1]["Quantity"], 2);
+    assert_eq!(
+        sim.quantity("W"),
+        Some(17),
+        "cancelled MFN units go back on the listing"
+    );
+    // More than is open is refused; then the whole order is cancelled, buyer's request.
+    let status = cancel(
+        json!({ "reason": "NoInventory", "items": [{ "order_item_id": v_item, "quantity": 3 }] }),
+    )
+    .await;
+    assert_eq!(status, 422);
+    sim.cancel_order_with_reason(&order.amazon_order_id, "BuyerCanceled", &[])
+        .unwrap();
+    let notification = sim.notifications().last().cloned().unwrap();
+    let change = &notification["Payload"]["OrderChangeNotification"];
+    assert_eq!(
+        change["OrderChangeTrigger"]["ChangeReason"],
+        "BuyerCanceled"
+    );
+    assert_eq!(change["Summary"]["OrderStatus"], "Canceled");
+    assert_eq!(
+        change["Summary"]["OrderItems"][1]["OrderItemStatus"],
+        "Canceled"
+    );
+    assert_eq!((sim.quantity("W"), sim.quantity("V")), (Some(20), Some(5)));
+    // Cancelling every unit item by item cancels the order too.
+    let other = sim
+        .place_order(
+            Fulfilment::Mfn,
+            &[SimOrderLine {
+                seller_sku: "V".to_owned(),
+                quantity: 1,
+            }],
+        )
+        .unwrap();
+    sim.cancel_order_with_reason(
+        &other.amazon_order_id,
+        "NoInventory",
+        &[(other.order_item_ids[0].clone(), 1)],
+    )
+    .unwrap();
+    let notification = sim.notifications().last().cloned().unwrap();
+    let summary = &notification["Payload"]["OrderChangeNotification"]["Summary"];
+    assert_eq!(summary["OrderStatus"], "Canceled");
+    assert_eq!(summary["OrderItems"][0]["OrderItemStatus"], "Canceled");
+    assert_eq!(summary["NumberOfItemsUnshipped"], 0);
+    // A cancel without a body keeps the old shape (whole order, SellerCancelled).
+    let third = sim
+        .place_order(
+            Fulfilment::Mfn,
+            &[SimOrderLine {
+                seller_sku: "V".to_owned(),
+                quantity: 1,
+            }],
+        )
+        .unwrap();
+    let status = client
+        .post(format!(
+            "{}/_sandbox/orders/{}/cancel",
+            sim.base_url(),
+            third.amazon_order_id
+        ))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 204);
+    let notification = sim.notifications().last().cloned().unwrap();
+    assert_eq!(
+        notification["Payload"]["OrderChangeNotification"]["OrderChangeTrigger"]["ChangeReason"],
+        "SellerCancelled"
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_index_lists_every_control_endpoint_from_the_route_table() {
+    let sim = sim(AmazonSimulatorOptions::default()).await;
+    let index: Value = reqwest::get(format!("{}/_sandbox", sim.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let table = http::sandbox_routes();
+    assert_eq!(
+        crate::sandbox::index::check_table(table.endpoints()),
+        Ok(())
+    );
+    assert_eq!(index, table.index());
+    let endpoints = index["endpoints"].as_array().unwrap();
+    assert!(endpoints.iter().any(
+        |e| e["path"] == "/_sandbox/orders/{id}/cancel" && e["body"]["reason"] == "NoInventory"
+    ));
+    for endpoint in endpoints {
+        let path = endpoint["path"].as_str().unwrap();
+        if endpoint["method"] == "GET" && !path.contains('{') {
+            let status = reqwest::get(format!("{}{path}", sim.base_url()))
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status.as_u16(), 200, "{path}");
+        }
+    }
+}

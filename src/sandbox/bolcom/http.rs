@@ -5,6 +5,7 @@ use super::state::{
     Endpoint, RateAnswer, SimState, order_json, order_list_json, process_json, return_json,
 };
 use super::{Inner, MEDIA_TYPE, SimOffer, SimOrderLine, token_ttl};
+use crate::sandbox::index::{SandboxMethod, SandboxRoutes};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -31,19 +32,45 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route("/retailer/orders", get(list_orders))
         .route("/retailer/orders/{order_id}", get(get_order))
         .route("/retailer/returns", get(list_returns))
-        .route(
-            "/_sandbox/offers",
-            get(sandbox_offers).post(sandbox_add_offer),
-        )
-        .route("/_sandbox/orders", post(sandbox_place_order))
-        .route(
-            "/_sandbox/order-items/{order_item_id}/cancel",
-            post(sandbox_cancel_item),
-        )
-        .route("/_sandbox/returns", post(sandbox_register_return))
-        .route("/_sandbox/process-status", get(sandbox_processes))
-        .route("/_sandbox/counters", get(sandbox_counters))
+        .merge(sandbox_routes().into_router())
         .with_state(inner)
+}
+
+/// Every `/_sandbox` endpoint, in the order `GET /_sandbox` lists them.
+pub(crate) fn sandbox_routes() -> SandboxRoutes<Arc<Inner>> {
+    use SandboxMethod::{Get, Post};
+    SandboxRoutes::new("bolcom")
+        .add(Get, "/_sandbox/offers", "every offer with its stock", None, sandbox_offers)
+        .add(
+            Post,
+            "/_sandbox/offers",
+            "add an offer",
+            Some(r#"{"offer_id": "offer-1", "reference": "SKU-A", "ean": "8712345678906", "amount": 5}"#),
+            sandbox_add_offer,
+        )
+        .add(
+            Post,
+            "/_sandbox/orders",
+            "place an order (FBR takes the offer's stock)",
+            Some(r#"{"fulfilment_method": "FBR", "lines": [{"offer_id": "offer-1", "quantity": 2}]}"#),
+            sandbox_place_order,
+        )
+        .add(
+            Post,
+            "/_sandbox/order-items/{order_item_id}/cancel",
+            "cancel units of an order item (quantityCancelled grows)",
+            Some(r#"{"quantity": 1}"#),
+            sandbox_cancel_item,
+        )
+        .add(
+            Post,
+            "/_sandbox/returns",
+            "register a customer return of an order item",
+            Some(r#"{"order_item_id": "1000001", "quantity": 1}"#),
+            sandbox_register_return,
+        )
+        .add(Get, "/_sandbox/process-status", "every process status", None, sandbox_processes)
+        .add(Get, "/_sandbox/counters", "request counters", None, sandbox_counters)
 }
 
 /// A bol problem answer (`application/vnd.retailer.v10+json` problem shape).

@@ -15,6 +15,8 @@
 //! - `GET /retailer/orders?fulfilment-method=FBR|FBB|ALL&status=OPEN|ALL&page=N` and
 //!   `GET /retailer/orders/{orderId}` (§3.5);
 //! - `GET /retailer/returns?handled=false&fulfilment-method=FBR&page=N`;
+//! - `GET /_sandbox`: the index of every endpoint below (method, path, example body), built
+//!   from the same table as the routes ([`crate::sandbox::index`]);
 //! - `/_sandbox/offers` (GET, POST), `/_sandbox/orders` (POST), `/_sandbox/order-items/{id}/cancel`,
 //!   `/_sandbox/returns` (POST), `/_sandbox/process-status` (GET), `/_sandbox/counters` (GET).
 //!

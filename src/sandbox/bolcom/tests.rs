@@ -317,3 +317,34 @@ async fn orders_are_listed_by_fulfilment_method_and_cancellations_show() {
         1
     );
 }
+
+#[tokio::test]
+async fn the_sandbox_index_lists_every_control_endpoint_from_the_route_table() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = start(BolcomSimulatorOptions::default(), listener)
+        .await
+        .unwrap();
+    let index: serde_json::Value = reqwest::get(format!("{}/_sandbox", sim.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let table = http::sandbox_routes();
+    assert_eq!(
+        crate::sandbox::index::check_table(table.endpoints()),
+        Ok(())
+    );
+    assert_eq!(index, table.index());
+    assert_eq!(index["simulator"], "bolcom");
+    for endpoint in index["endpoints"].as_array().unwrap() {
+        let path = endpoint["path"].as_str().unwrap();
+        if endpoint["method"] == "GET" && !path.contains('{') {
+            let status = reqwest::get(format!("{}{path}", sim.base_url()))
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status.as_u16(), 200, "{path}");
+        }
+    }
+}

@@ -2,7 +2,10 @@
 //! of PLATFORMS.md §1.2, §1.4 and §1.9.
 
 use super::state::{MutationResult, graphql_error, parse_gid};
-use super::{Inner, SimOrderLine, SimulatorError};
+use super::{
+    FulfilLineRequest, Inner, OrderEditRequest, RefundLineRequest, SimOrderLine, SimulatorError,
+};
+use crate::sandbox::index::{SandboxMethod, SandboxRoutes};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -28,17 +31,79 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
             "/admin/api/{version}/inventory_levels.json",
             get(rest_levels),
         )
-        .route(
-            "/_sandbox/levels",
-            get(sandbox_levels).post(sandbox_set_level),
-        )
-        .route("/_sandbox/orders", post(sandbox_place_order))
-        .route(
-            "/_sandbox/orders/{order_id}/cancel",
-            post(sandbox_cancel_order),
-        )
-        .route("/_sandbox/counters", get(sandbox_counters))
+        .merge(sandbox_routes().into_router())
         .with_state(inner)
+}
+
+/// Every `/_sandbox` endpoint, in the order `GET /_sandbox` lists them.
+pub(crate) fn sandbox_routes() -> SandboxRoutes<Arc<Inner>> {
+    use SandboxMethod::{Get, Post};
+    SandboxRoutes::new("shopify")
+        .add(Get, "/_sandbox/levels", "every inventory level", None, sandbox_levels)
+        .add(
+            Post,
+            "/_sandbox/levels",
+            "set (and create) a level behind the engine's back; `sku` names the item for order edits",
+            Some(r#"{"inventory_item_id": 10, "location_id": 1, "available": 5, "sku": "SKU-10"}"#),
+            sandbox_set_level,
+        )
+        .add(
+            Post,
+            "/_sandbox/orders",
+            "take an order (decrements available, sends orders/create)",
+            Some(r#"{"location_id": 1, "line_items": [{"inventory_item_id": 10, "sku": "SKU-10", "quantity": 2}]}"#),
+            sandbox_place_order,
+        )
+        .add(
+            Get,
+            "/_sandbox/orders/{order_id}",
+            "the order as the REST resource (current_quantity, fulfillable_quantity, cancel_reason)",
+            None,
+            sandbox_order,
+        )
+        .add(
+            Post,
+            "/_sandbox/orders/{order_id}/cancel",
+            "cancel an order (sends orders/cancelled); reason: customer, inventory, fraud, declined, staff, other",
+            Some(r#"{"restock": true, "reason": "inventory"}"#),
+            sandbox_cancel_order,
+        )
+        .add(
+            Post,
+            "/_sandbox/orders/{order_id}/edit",
+            "edit an order as orderEditBegin/SetQuantity/AddVariant/Commit do (quantity 0 removes a line); sends orders/edited then orders/updated",
+            Some(r#"{"set": [{"line_item_id": 550000100101, "quantity": 1, "restock": true}], "add": [{"inventory_item_id": 12, "sku": "SKU-R", "quantity": 4}]}"#),
+            sandbox_edit_order,
+        )
+        .add(
+            Post,
+            "/_sandbox/orders/{order_id}/fulfillments",
+            "fulfil lines (all fulfillable units when line_items is empty); sends fulfillments/create (when enabled) then orders/updated",
+            Some(r#"{"line_items": [{"id": 550000100101, "quantity": 1}]}"#),
+            sandbox_fulfil,
+        )
+        .add(
+            Post,
+            "/_sandbox/orders/{order_id}/refunds",
+            "refund lines with restock_type no_restock | cancel | return; sends refunds/create then orders/updated",
+            Some(r#"{"note": "damaged", "refund_line_items": [{"line_item_id": 550000100101, "quantity": 1, "restock_type": "return", "location_id": 1}]}"#),
+            sandbox_refund,
+        )
+        .add(
+            Get,
+            "/_sandbox/webhooks",
+            "every webhook event sent (last 1,000): id, topic, event_id, outcome, body",
+            None,
+            sandbox_webhooks,
+        )
+        .add(
+            Post,
+            "/_sandbox/webhooks/{delivery_id}/redeliver",
+            "send a past delivery again (same topic, body and event id)",
+            None,
+            sandbox_redeliver,
+        )
+        .add(Get, "/_sandbox/counters", "request and webhook counters", None, sandbox_counters)
 }
 
 /// `YYYY-MM` (or `unstable`); an unsupported old version falls forward to the oldest
@@ -103,13 +168,29 @@ fn admit(inner: &Inner, version: &str, headers: &HeaderMap) -> Result<String, Bo
 }
 
 /// Finds `<marker>(` … `<argument>: $name` and returns `name`, or `"literal"` as a string.
+/// Every occurrence of `marker` is tried (an operation may be named like its field); an
+/// argument name must not be preceded by a letter (`id:` does not match `lineItemId:`).
 fn argument(query: &str, marker: &str, argument: &str) -> Option<ArgumentValue> {
-    let start = query.find(marker)? + marker.len();
-    let rest = query[start..].trim_start().strip_prefix('(')?;
+    query
+        .match_indices(marker)
+        .find_map(|(start, _)| argument_at(&query[start + marker.len()..], argument))
+}
+
+fn argument_at(rest: &str, argument: &str) -> Option<ArgumentValue> {
+    let rest = rest.trim_start().strip_prefix('(')?;
     let close = rest.find(')')?;
     let inside = &rest[..close];
-    let after = &inside[inside.find(&format!("{argument}:"))? + argument.len() + 1..];
-    let after = after.trim_start();
+    let pattern = format!("{argument}:");
+    let at = inside
+        .match_indices(&pattern)
+        .map(|(at, _)| at)
+        .find(|at| {
+            inside[..*at]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !c.is_alphanumeric() && c != '$' && c != '_')
+        })?;
+    let after = inside[at + pattern.len()..].trim_start();
     if let Some(variable) = after.strip_prefix('$') {
         let name: String = variable
             .chars()
@@ -117,22 +198,160 @@ fn argument(query: &str, marker: &str, argument: &str) -> Option<ArgumentValue> 
             .collect();
         return Some(ArgumentValue::Variable(name));
     }
-    let literal = after.strip_prefix('"')?;
-    Some(ArgumentValue::Literal(
-        literal[..literal.find('"')?].to_owned(),
-    ))
+    if let Some(literal) = after.strip_prefix('"') {
+        return Some(ArgumentValue::Literal(Value::String(
+            literal[..literal.find('"')?].to_owned(),
+        )));
+    }
+    let word: String = after
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '-')
+        .collect();
+    match word.as_str() {
+        "true" => Some(ArgumentValue::Literal(Value::Bool(true))),
+        "false" => Some(ArgumentValue::Literal(Value::Bool(false))),
+        number => number
+            .parse::<i64>()
+            .ok()
+            .map(|number| ArgumentValue::Literal(Value::from(number))),
+    }
 }
 
 enum ArgumentValue {
     Variable(String),
-    Literal(String),
+    Literal(Value),
 }
 
 impl ArgumentValue {
     fn resolve(self, variables: &Value) -> Option<Value> {
         match self {
             Self::Variable(name) => variables.get(&name).cloned(),
-            Self::Literal(text) => Some(Value::String(text)),
+            Self::Literal(value) => Some(value),
+        }
+    }
+}
+
+/// The order-edit mutations, recognised by field name like `inventorySetQuantities`.
+const ORDER_EDIT_MUTATIONS: [&str; 4] = [
+    "orderEditCommit",
+    "orderEditSetQuantity",
+    "orderEditAddVariant",
+    "orderEditBegin",
+];
+
+fn user_errors(error: &SimulatorError, field: &str) -> Value {
+    json!([{ "field": [field], "message": error.to_string() }])
+}
+
+/// Runs one order-edit mutation. Returns `data`, and the committed order and
+/// `orders/edited` body when it was `orderEditCommit`.
+fn order_edit(
+    inner: &Inner,
+    state: &mut super::state::SimState,
+    mutation: &str,
+    request: &GraphQlRequest,
+    now_ms: i64,
+) -> (Value, Option<(super::state::SimOrderRecord, Value)>) {
+    let arg = |name: &str| {
+        argument(&request.query, mutation, name).and_then(|a| a.resolve(&request.variables))
+    };
+    let edit_id = arg("id").and_then(|id| parse_gid(&id, "CalculatedOrder"));
+    let calculated = |id: u64| json!({ "id": format!("gid://shopify/CalculatedOrder/{id}") });
+    match mutation {
+        "orderEditBegin" => {
+            let order_id = arg("id").and_then(|id| parse_gid(&id, "Order"));
+            let result = order_id
+                .ok_or(SimulatorError::Invalid {
+                    message: "id must be a gid://shopify/Order/… id".to_owned(),
+                })
+                .and_then(|order_id| state.edit_begin(order_id, now_ms));
+            let payload = match result {
+                Ok(edit_id) => json!({
+                    "calculatedOrder": state.calculated_order_json(edit_id),
+                    "userErrors": [],
+                }),
+                Err(error) => {
+                    json!({ "calculatedOrder": null, "userErrors": user_errors(&error, "id") })
+                }
+            };
+            (json!({ mutation: payload }), None)
+        }
+        "orderEditSetQuantity" => {
+            let line = arg("lineItemId").and_then(|id| parse_gid(&id, "CalculatedLineItem"));
+            let quantity = arg("quantity").and_then(|q| q.as_u64());
+            let restock = arg("restock").and_then(|r| r.as_bool()).unwrap_or(false);
+            let result = match (edit_id, line, quantity) {
+                (Some(edit_id), Some(line), Some(quantity)) => state.edit_set_quantity(
+                    inner.options.allow_edit_below_fulfilled,
+                    edit_id,
+                    line,
+                    quantity,
+                    restock,
+                ),
+                _ => Err(SimulatorError::Invalid {
+                    message: "id, lineItemId and quantity are required".to_owned(),
+                }),
+            };
+            let payload = match result {
+                Ok(line) => json!({
+                    "calculatedOrder": edit_id.map(calculated),
+                    "calculatedLineItem": line,
+                    "userErrors": [],
+                }),
+                Err(error) => json!({
+                    "calculatedOrder": null,
+                    "calculatedLineItem": null,
+                    "userErrors": user_errors(&error, "lineItemId"),
+                }),
+            };
+            (json!({ mutation: payload }), None)
+        }
+        "orderEditAddVariant" => {
+            let variant = arg("variantId").and_then(|id| parse_gid(&id, "ProductVariant"));
+            let quantity = arg("quantity").and_then(|q| q.as_u64());
+            let result = match (edit_id, variant, quantity) {
+                (Some(edit_id), Some(variant), Some(quantity)) => {
+                    state.edit_add_variant(edit_id, variant, None, quantity)
+                }
+                _ => Err(SimulatorError::Invalid {
+                    message: "id, variantId and quantity are required".to_owned(),
+                }),
+            };
+            let payload = match result {
+                Ok(line) => json!({
+                    "calculatedOrder": edit_id.map(calculated),
+                    "calculatedLineItem": line,
+                    "userErrors": [],
+                }),
+                Err(error) => json!({
+                    "calculatedOrder": null,
+                    "calculatedLineItem": null,
+                    "userErrors": user_errors(&error, "variantId"),
+                }),
+            };
+            (json!({ mutation: payload }), None)
+        }
+        _ => {
+            let result = edit_id
+                .ok_or(SimulatorError::Invalid {
+                    message: "id must be a gid://shopify/CalculatedOrder/… id".to_owned(),
+                })
+                .and_then(|edit_id| {
+                    state.edit_commit(inner.options.deny_oversell, edit_id, now_ms)
+                });
+            match result {
+                Ok((order, edited)) => {
+                    let payload = json!({
+                        "order": { "id": format!("gid://shopify/Order/{}", order.id) },
+                        "userErrors": [],
+                    });
+                    (json!({ mutation: payload }), Some((order, edited)))
+                }
+                Err(error) => (
+                    json!({ mutation: { "order": null, "userErrors": user_errors(&error, "id") } }),
+                    None,
+                ),
+            }
         }
     }
 }
@@ -165,9 +384,13 @@ async fn graphql(
         }
     };
     let is_mutation = request.query.contains("inventorySetQuantities");
+    let edit_mutation = ORDER_EDIT_MUTATIONS
+        .into_iter()
+        .find(|name| request.query.contains(name));
     let is_levels = request.query.contains("inventoryLevel");
     let options = &inner.options;
-    let cost = if is_mutation {
+    let mut committed = None;
+    let cost = if is_mutation || edit_mutation.is_some() {
         options.mutation_cost
     } else {
         options.query_cost
@@ -214,6 +437,15 @@ async fn graphql(
                     Vec::new(),
                 ),
             }
+        } else if let Some(mutation) = edit_mutation {
+            let (data, commit) = order_edit(&inner, &mut state, mutation, &request, now_ms);
+            committed = commit;
+            let extensions = state.cost_extension(cost, Some(cost));
+            (
+                StatusCode::OK,
+                json!({ "data": data, "extensions": extensions }),
+                Vec::new(),
+            )
         } else if is_levels {
             let data = read_levels(&state, &request.variables);
             let extensions = state.cost_extension(cost, Some(cost));
@@ -225,7 +457,7 @@ async fn graphql(
         } else {
             let extensions = state.cost_extension(cost, Some(0.0));
             let errors = graphql_error(
-                "the sandbox implements inventorySetQuantities and inventory-level reads only",
+                "the sandbox implements inventorySetQuantities, the orderEdit* mutations and inventory-level reads only",
                 "UNSUPPORTED_BY_SANDBOX",
                 &[],
             );
@@ -237,6 +469,12 @@ async fn graphql(
         }
     };
     inner.spawn_deliveries(events);
+    if let Some((order, edited)) = committed {
+        let inner = Arc::clone(&inner);
+        tokio::spawn(async move {
+            inner.announce_edit(&order, edited, now_ms).await;
+        });
+    }
     with_header(
         (status, Json(body)).into_response(),
         "x-shopify-api-version",
@@ -446,10 +684,15 @@ struct SetLevelBody {
     inventory_item_id: u64,
     location_id: u64,
     available: i64,
+    #[serde(default)]
+    sku: Option<String>,
 }
 
 async fn sandbox_set_level(State(inner): Shared, Json(body): Json<SetLevelBody>) -> Response {
     inner.set_level(body.inventory_item_id, body.location_id, body.available);
+    if let Some(sku) = body.sku {
+        inner.lock().item_skus.insert(body.inventory_item_id, sku);
+    }
     let level = inner
         .lock()
         .level_json(body.inventory_item_id, body.location_id);
@@ -484,6 +727,8 @@ async fn sandbox_place_order(State(inner): Shared, Json(body): Json<PlaceOrderBo
 struct CancelBody {
     #[serde(default = "default_restock")]
     restock: bool,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 fn default_restock() -> bool {
@@ -495,10 +740,85 @@ async fn sandbox_cancel_order(
     Path(order_id): Path<u64>,
     body: Option<Json<CancelBody>>,
 ) -> Response {
-    let restock = body.map(|Json(body)| body.restock).unwrap_or(true);
-    match inner.cancel_order(order_id, restock).await {
+    let (restock, reason) = body
+        .map(|Json(body)| (body.restock, body.reason))
+        .unwrap_or((true, None));
+    let reason = reason.unwrap_or_else(|| "customer".to_owned());
+    match inner.cancel_order(order_id, restock, &reason).await {
         Ok(order) => Json(order).into_response(),
         Err(error) => simulator_error(error),
+    }
+}
+
+async fn sandbox_order(State(inner): Shared, Path(order_id): Path<u64>) -> Response {
+    match inner.order_body(order_id) {
+        Some(order) => Json(json!({ "order": order })).into_response(),
+        None => simulator_error(SimulatorError::UnknownOrder { order_id }),
+    }
+}
+
+async fn sandbox_edit_order(
+    State(inner): Shared,
+    Path(order_id): Path<u64>,
+    Json(body): Json<OrderEditRequest>,
+) -> Response {
+    match inner.edit_order(order_id, &body).await {
+        Ok(change) => Json(change).into_response(),
+        Err(error) => simulator_error(error),
+    }
+}
+
+#[derive(Deserialize)]
+struct FulfilBody {
+    #[serde(default)]
+    line_items: Vec<FulfilLineRequest>,
+}
+
+async fn sandbox_fulfil(
+    State(inner): Shared,
+    Path(order_id): Path<u64>,
+    body: Option<Json<FulfilBody>>,
+) -> Response {
+    let lines = body.map(|Json(body)| body.line_items).unwrap_or_default();
+    match inner.fulfil(order_id, &lines).await {
+        Ok(change) => (StatusCode::CREATED, Json(change)).into_response(),
+        Err(error) => simulator_error(error),
+    }
+}
+
+#[derive(Deserialize)]
+struct RefundBody {
+    #[serde(default)]
+    note: Option<String>,
+    refund_line_items: Vec<RefundLineRequest>,
+}
+
+async fn sandbox_refund(
+    State(inner): Shared,
+    Path(order_id): Path<u64>,
+    Json(body): Json<RefundBody>,
+) -> Response {
+    match inner
+        .refund(order_id, &body.refund_line_items, body.note.as_deref())
+        .await
+    {
+        Ok(change) => (StatusCode::CREATED, Json(change)).into_response(),
+        Err(error) => simulator_error(error),
+    }
+}
+
+async fn sandbox_webhooks(State(inner): Shared) -> Response {
+    Json(json!({ "deliveries": inner.deliveries() })).into_response()
+}
+
+async fn sandbox_redeliver(State(inner): Shared, Path(delivery_id): Path<u64>) -> Response {
+    match inner.redeliver(delivery_id).await {
+        Some(outcome) => Json(json!({ "id": delivery_id, "delivery": outcome })).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "errors": [format!("delivery {delivery_id} does not exist")] })),
+        )
+            .into_response(),
     }
 }
 
@@ -536,6 +856,13 @@ mod tests {
         let literal = r#"mutation { inventorySetQuantities(input: $input) @idempotent(key: "abc") { userErrors { code } } }"#;
         let key = argument(literal, "@idempotent", "key").and_then(|a| a.resolve(&variables));
         assert_eq!(key, Some(json!("abc")));
+        let numbers = r#"mutation { orderEditSetQuantity(id: $id, lineItemId: "gid://shopify/CalculatedLineItem/7", quantity: 3, restock: true) { userErrors { message } } }"#;
+        let quantity = argument(numbers, "orderEditSetQuantity", "quantity")
+            .and_then(|a| a.resolve(&variables));
+        assert_eq!(quantity, Some(json!(3)));
+        let restock = argument(numbers, "orderEditSetQuantity", "restock")
+            .and_then(|a| a.resolve(&variables));
+        assert_eq!(restock, Some(json!(true)));
     }
 
     #[test]

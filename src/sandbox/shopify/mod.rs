@@ -10,11 +10,33 @@
 //! - `POST /admin/api/{version}/inventory_levels/set.json` and
 //!   `GET /admin/api/{version}/inventory_levels.json` (REST legacy, §1.4) with a
 //!   request-based leaky bucket, `X-Shopify-Shop-Api-Call-Limit` and 429 + `Retry-After`;
-//! - `GET|POST /_sandbox/levels`, `POST /_sandbox/orders`, `POST /_sandbox/orders/{id}/cancel`,
-//!   `GET /_sandbox/counters`: inspection and "behind our back" changes;
+//! - the order-edit mutations on the same GraphQL endpoint: `orderEditBegin(id:)` →
+//!   `calculatedOrder { id lineItems { nodes { id sku quantity } } }`,
+//!   `orderEditSetQuantity(id:, lineItemId: gid://shopify/CalculatedLineItem/N, quantity:, restock:)`
+//!   (0 removes the line), `orderEditAddVariant(id:, variantId: gid://shopify/ProductVariant/<item>, quantity:)`,
+//!   `orderEditCommit(id:)` → `order { id }`; refusals are `userErrors`;
+//! - `GET /_sandbox`: the index of every endpoint below (method, path, example body), built
+//!   from the same table as the routes ([`crate::sandbox::index`]);
+//! - `GET|POST /_sandbox/levels` (`{inventory_item_id, location_id, available, sku?}`),
+//!   `POST /_sandbox/orders`, `GET /_sandbox/orders/{id}`,
+//!   `POST /_sandbox/orders/{id}/cancel` (`{restock, reason}`; reason `customer`, `inventory`, …),
+//!   `POST /_sandbox/orders/{id}/edit` (`{set: [{line_item_id, quantity, restock}], add:
+//!   [{inventory_item_id, sku?, quantity}]}`: the whole order-edit flow in one call),
+//!   `POST /_sandbox/orders/{id}/fulfillments` (`{line_items: [{id, quantity?}]}`),
+//!   `POST /_sandbox/orders/{id}/refunds` (`{note?, refund_line_items: [{line_item_id,
+//!   quantity, restock_type, location_id?}]}`), `GET /_sandbox/webhooks` (the delivery log),
+//!   `POST /_sandbox/webhooks/{id}/redeliver`, `GET /_sandbox/counters`: inspection and
+//!   "behind our back" changes;
 //!
-//! and the outgoing signed webhooks (`orders/create`, `orders/cancelled`,
-//! `inventory_levels/update`, §1.6–§1.7).
+//! and the outgoing signed webhooks (`orders/create`, `orders/updated`, `orders/edited`,
+//! `orders/cancelled`, `refunds/create`, `fulfillments/create` (opt-in),
+//! `inventory_levels/update`, §1.6–§1.7). A committed edit sends `orders/edited` (the
+//! `{"order_edit": {id, order_id, created_at, committed_at, line_items: {additions: [{id,
+//! delta}], removals: [{id, delta}]}, …}}` body) and then `orders/updated` (the order, whose
+//! lines keep `quantity` and change `current_quantity`; added lines are appended). A
+//! fulfilment lowers `fulfillable_quantity`; a refund lowers `current_quantity` and, for
+//! `cancel`/`return`, restocks at its `location_id`. Every event is logged and can be sent
+//! again (same body and `X-Shopify-Event-Id`) so tests can deliver an old edit late.
 //!
 //! Simplifications (documented, not hidden): GraphQL is recognised by the operation's field
 //! names rather than parsed, and the mutation input must come from a variable
@@ -29,11 +51,13 @@
 
 pub mod demo;
 mod http;
+mod orders;
 mod state;
 #[cfg(test)]
 mod tests;
 mod webhook;
 
+pub use orders::{FulfilLineRequest, RefundLineRequest};
 pub use webhook::{verify_webhook_signature, webhook_signature};
 
 use crate::clock::{self, SharedClock};
@@ -91,6 +115,12 @@ pub struct ShopifySimulatorOptions {
     pub deny_oversell: bool,
     /// Location used by `POST /_sandbox/orders` when the body names none.
     pub default_location_id: u64,
+    /// Send `fulfillments/create` on a fulfilment (off by default: the engine's Shopify
+    /// receiver does not subscribe to it; `orders/updated` is always sent).
+    pub emit_fulfillment_webhooks: bool,
+    /// Let an order edit set a line below its fulfilled units (Shopify refuses; tests of
+    /// "edited below shipped" turn this on).
+    pub allow_edit_below_fulfilled: bool,
     /// Where wall time comes from (level, order and webhook timestamps); the system clock
     /// by default, a [`TokioClock`](crate::clock::TokioClock) in paused-time tests.
     pub clock: SharedClock,
@@ -120,6 +150,8 @@ impl Default for ShopifySimulatorOptions {
             idempotency_dedupe: true,
             deny_oversell: true,
             default_location_id: 1,
+            emit_fulfillment_webhooks: false,
+            allow_edit_below_fulfilled: false,
             clock: clock::system(),
         }
     }
@@ -248,6 +280,65 @@ pub enum SimulatorError {
         /// Order id.
         order_id: u64,
     },
+    /// An edit, fulfilment or refund the shop refuses (unknown line, too many units, …).
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong, as the shop would say it.
+        message: String,
+    },
+}
+
+/// What an edit, fulfilment or refund did, and the webhooks it sent (in order).
+#[derive(Clone, Debug, Serialize)]
+pub struct OrderChange {
+    /// Shopify order id.
+    pub order_id: u64,
+    /// The change's own webhook body: `orders/edited` (`{"order_edit": …}`),
+    /// `fulfillments/create` or `refunds/create`.
+    pub change: Value,
+    /// The order after the change (the `orders/updated` body).
+    pub order: Value,
+    /// Each webhook sent, in order: (topic, outcome).
+    pub webhooks: Vec<(String, WebhookOutcome)>,
+}
+
+/// One line change of [`ShopifySimulator::edit_order`] (`orderEditSetQuantity`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct EditSetLine {
+    /// The order's line item id.
+    pub line_item_id: u64,
+    /// The line's new quantity in whole units (0 removes the line).
+    pub quantity: u64,
+    /// Put released units back into `available` (default true, as the admin's checkbox).
+    #[serde(default = "yes")]
+    pub restock: bool,
+}
+
+/// One added line of [`ShopifySimulator::edit_order`] (`orderEditAddVariant`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct EditAddLine {
+    /// The inventory item (the sandbox's variant id).
+    pub inventory_item_id: u64,
+    /// The line's SKU; the one the item was sold or listed under when absent.
+    #[serde(default)]
+    pub sku: Option<String>,
+    /// Units added.
+    pub quantity: u64,
+}
+
+/// An order edit in one go: begin, set quantities, add variants, commit.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct OrderEditRequest {
+    /// Lines whose quantity changes.
+    #[serde(default)]
+    pub set: Vec<EditSetLine>,
+    /// Lines added.
+    #[serde(default)]
+    pub add: Vec<EditAddLine>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Shared by the handle and the HTTP handlers.
@@ -301,8 +392,39 @@ impl Inner {
             .collect()
     }
 
-    /// Delivers with retries; returns the last attempt's outcome.
+    /// Keeps an event in the delivery log (the oldest beyond `DELIVERIES_MAX` is forgotten).
+    fn record(&self, event: &WebhookEvent) -> u64 {
+        let mut state = self.lock();
+        let id = state.next_delivery_id;
+        state.next_delivery_id += 1;
+        if state.deliveries.len() >= state::DELIVERIES_MAX {
+            state.deliveries.pop_front();
+        }
+        state.deliveries.push_back(state::DeliveryRecord {
+            id,
+            topic: event.topic,
+            event_id: event.event_id.clone(),
+            triggered_at: webhook::rfc3339(event.triggered_at_ms),
+            outcome: None,
+            event: event.clone(),
+            body: serde_json::from_slice(&event.body).unwrap_or(Value::Null),
+        });
+        id
+    }
+
+    /// Delivers with retries and logs the delivery; returns the last attempt's outcome.
     async fn deliver(&self, event: &WebhookEvent) -> WebhookOutcome {
+        let id = self.record(event);
+        let outcome = self.attempt(event).await;
+        let mut state = self.lock();
+        if let Some(record) = state.deliveries.iter_mut().find(|record| record.id == id) {
+            record.outcome = Some(outcome.clone());
+        }
+        outcome
+    }
+
+    /// The delivery attempts of one event.
+    async fn attempt(&self, event: &WebhookEvent) -> WebhookOutcome {
         let Some(url) = self.lock().webhook_url.clone() else {
             return WebhookOutcome::NotConfigured;
         };
@@ -409,16 +531,17 @@ impl Inner {
         self: &Arc<Self>,
         order_id: u64,
         restock: bool,
+        reason: &str,
     ) -> Result<PlacedOrder, SimulatorError> {
         let now_ms = self.now_ms();
         let (order, level_events) = {
             let mut state = self.lock();
-            let order = state.cancel_order(order_id, restock, now_ms)?;
+            let order = state.cancel_order(order_id, restock, reason, now_ms)?;
             let changed: Vec<(u64, u64)> = if restock {
                 order
                     .lines
                     .iter()
-                    .map(|(_, item, _, _)| (*item, order.location_id))
+                    .map(|line| (line.item, order.location_id))
                     .collect()
             } else {
                 Vec::new()
@@ -438,6 +561,171 @@ impl Inner {
             webhook: outcome,
         })
     }
+}
+
+impl Inner {
+    /// Sends a change's webhooks in order and waits for each: the change's own topic
+    /// (unless `None`), then `orders/updated`; plus level updates in the background.
+    async fn announce(
+        self: &Arc<Self>,
+        order: &state::SimOrderRecord,
+        topic: Option<&'static str>,
+        change: Value,
+        items: &[u64],
+        now_ms: i64,
+    ) -> OrderChange {
+        let level_events = {
+            let state = self.lock();
+            let changed: Vec<(u64, u64)> = items
+                .iter()
+                .map(|item| (*item, order.location_id))
+                .collect();
+            self.level_events(&state, &changed, now_ms)
+        };
+        let mut webhooks = Vec::new();
+        if let Some(topic) = topic {
+            let outcome = self
+                .deliver(&WebhookEvent::new(topic, &change, now_ms))
+                .await;
+            webhooks.push((topic.to_owned(), outcome));
+        }
+        let body = webhook::order_json(order);
+        let outcome = self
+            .deliver(&WebhookEvent::new("orders/updated", &body, now_ms))
+            .await;
+        webhooks.push(("orders/updated".to_owned(), outcome));
+        self.spawn_deliveries(level_events);
+        OrderChange {
+            order_id: order.id,
+            change,
+            order: body,
+            webhooks,
+        }
+    }
+
+    /// Announces a committed edit (`orders/edited`, then `orders/updated`).
+    pub(crate) async fn announce_edit(
+        self: &Arc<Self>,
+        order: &state::SimOrderRecord,
+        edited: Value,
+        now_ms: i64,
+    ) -> OrderChange {
+        let items: Vec<u64> = order.lines.iter().map(|line| line.item).collect();
+        self.announce(order, Some("orders/edited"), edited, &items, now_ms)
+            .await
+    }
+
+    async fn edit_order(
+        self: &Arc<Self>,
+        order_id: u64,
+        request: &OrderEditRequest,
+    ) -> Result<OrderChange, SimulatorError> {
+        let now_ms = self.now_ms();
+        let (order, edited) = {
+            let mut state = self.lock();
+            let edit_id = state.edit_begin(order_id, now_ms)?;
+            let staged = (|| {
+                for line in &request.set {
+                    state.edit_set_quantity(
+                        self.options.allow_edit_below_fulfilled,
+                        edit_id,
+                        line.line_item_id,
+                        line.quantity,
+                        line.restock,
+                    )?;
+                }
+                for line in &request.add {
+                    state.edit_add_variant(
+                        edit_id,
+                        line.inventory_item_id,
+                        line.sku.as_deref(),
+                        line.quantity,
+                    )?;
+                }
+                state.edit_commit(self.options.deny_oversell, edit_id, now_ms)
+            })();
+            if staged.is_err() {
+                state.edit_sessions.remove(&edit_id);
+            }
+            staged?
+        };
+        Ok(self.announce_edit(&order, edited, now_ms).await)
+    }
+
+    async fn fulfil(
+        self: &Arc<Self>,
+        order_id: u64,
+        lines: &[FulfilLineRequest],
+    ) -> Result<OrderChange, SimulatorError> {
+        let now_ms = self.now_ms();
+        let (order, body) = self.lock().fulfil(order_id, lines, now_ms)?;
+        let topic = self
+            .options
+            .emit_fulfillment_webhooks
+            .then_some("fulfillments/create");
+        let items: Vec<u64> = order.lines.iter().map(|line| line.item).collect();
+        Ok(self.announce(&order, topic, body, &items, now_ms).await)
+    }
+
+    async fn refund(
+        self: &Arc<Self>,
+        order_id: u64,
+        lines: &[RefundLineRequest],
+        note: Option<&str>,
+    ) -> Result<OrderChange, SimulatorError> {
+        let now_ms = self.now_ms();
+        let (order, body) = self.lock().refund(order_id, lines, note, now_ms)?;
+        let items: Vec<u64> = order.lines.iter().map(|line| line.item).collect();
+        Ok(self
+            .announce(&order, Some("refunds/create"), body, &items, now_ms)
+            .await)
+    }
+
+    async fn redeliver(&self, delivery_id: u64) -> Option<WebhookOutcome> {
+        let event = self
+            .lock()
+            .deliveries
+            .iter()
+            .find(|record| record.id == delivery_id)
+            .map(|record| record.event.clone())?;
+        Some(self.deliver(&event).await)
+    }
+
+    fn deliveries(&self) -> Vec<WebhookDelivery> {
+        self.lock()
+            .deliveries
+            .iter()
+            .map(|record| WebhookDelivery {
+                id: record.id,
+                topic: record.topic.to_owned(),
+                event_id: record.event_id.clone(),
+                triggered_at: record.triggered_at.clone(),
+                outcome: record.outcome.clone(),
+                body: record.body.clone(),
+            })
+            .collect()
+    }
+
+    fn order_body(&self, order_id: u64) -> Option<Value> {
+        self.lock().orders.get(&order_id).map(webhook::order_json)
+    }
+}
+
+/// One webhook event in the delivery log (`GET /_sandbox/webhooks`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WebhookDelivery {
+    /// Delivery number; `POST /_sandbox/webhooks/{id}/redeliver` sends it again.
+    pub id: u64,
+    /// `X-Shopify-Topic`.
+    pub topic: String,
+    /// `X-Shopify-Event-Id` (the same on every re-delivery of the event).
+    pub event_id: String,
+    /// `X-Shopify-Triggered-At`.
+    pub triggered_at: String,
+    /// The last attempt's outcome; `None` while in flight.
+    pub outcome: Option<WebhookOutcome>,
+    /// The body sent.
+    pub body: Value,
 }
 
 /// A running simulator. Dropping it (or [`shutdown`](Self::shutdown)) stops the server.
@@ -567,7 +855,78 @@ impl ShopifySimulator {
         order_id: u64,
         restock: bool,
     ) -> Result<PlacedOrder, SimulatorError> {
-        self.inner.cancel_order(order_id, restock).await
+        self.inner.cancel_order(order_id, restock, "customer").await
+    }
+
+    /// Cancels an order with a `cancel_reason` (`customer`, `inventory`, `fraud`,
+    /// `declined`, `staff`, `other`); otherwise as [`cancel_order`](Self::cancel_order).
+    ///
+    /// Errors: [`SimulatorError::UnknownOrder`], [`SimulatorError::AlreadyCancelled`].
+    pub async fn cancel_order_with_reason(
+        &self,
+        order_id: u64,
+        restock: bool,
+        reason: &str,
+    ) -> Result<PlacedOrder, SimulatorError> {
+        self.inner.cancel_order(order_id, restock, reason).await
+    }
+
+    /// Edits an order as `orderEditBegin` → `orderEditSetQuantity` / `orderEditAddVariant`
+    /// → `orderEditCommit` would: lines keep `quantity`, `current_quantity` changes, added
+    /// lines appear, levels follow; then sends `orders/edited` and `orders/updated` and
+    /// waits for their answers. All changes or none.
+    ///
+    /// Errors: [`SimulatorError::UnknownOrder`], [`SimulatorError::AlreadyCancelled`],
+    /// [`SimulatorError::InsufficientStock`], [`SimulatorError::Invalid`].
+    pub async fn edit_order(
+        &self,
+        order_id: u64,
+        request: &OrderEditRequest,
+    ) -> Result<OrderChange, SimulatorError> {
+        self.inner.edit_order(order_id, request).await
+    }
+
+    /// Fulfils lines (all fulfillable units when `lines` is empty): `fulfillable_quantity`
+    /// drops and the units leave on-hand; sends `fulfillments/create` (when
+    /// [`ShopifySimulatorOptions::emit_fulfillment_webhooks`]) and `orders/updated`.
+    ///
+    /// Errors: [`SimulatorError::UnknownOrder`], [`SimulatorError::AlreadyCancelled`],
+    /// [`SimulatorError::Invalid`].
+    pub async fn fulfil(
+        &self,
+        order_id: u64,
+        lines: &[FulfilLineRequest],
+    ) -> Result<OrderChange, SimulatorError> {
+        self.inner.fulfil(order_id, lines).await
+    }
+
+    /// Refunds lines with a `restock_type` each; sends `refunds/create` and `orders/updated`.
+    ///
+    /// Errors: [`SimulatorError::UnknownOrder`], [`SimulatorError::Invalid`] (unknown line,
+    /// more units than are left, unknown restock type).
+    pub async fn refund(
+        &self,
+        order_id: u64,
+        lines: &[RefundLineRequest],
+        note: Option<&str>,
+    ) -> Result<OrderChange, SimulatorError> {
+        self.inner.refund(order_id, lines, note).await
+    }
+
+    /// Every webhook event sent so far (the last 1,000), oldest first.
+    pub fn deliveries(&self) -> Vec<WebhookDelivery> {
+        self.inner.deliveries()
+    }
+
+    /// Sends a past delivery again (same topic, body and `X-Shopify-Event-Id`, a fresh
+    /// `X-Shopify-Webhook-Id`); `None` when no delivery has that id.
+    pub async fn redeliver(&self, delivery_id: u64) -> Option<WebhookOutcome> {
+        self.inner.redeliver(delivery_id).await
+    }
+
+    /// The order as the REST resource (`orders/updated` body), `None` when unknown.
+    pub fn order(&self, order_id: u64) -> Option<Value> {
+        self.inner.order_body(order_id)
     }
 
     /// What the simulator has seen so far.

@@ -9,6 +9,8 @@ use tokio::time::Instant;
 
 /// Most remembered idempotency keys (oldest forgotten first).
 const IDEMPOTENCY_KEYS_MAX: usize = 10_000;
+/// Most remembered webhook events (`GET /_sandbox/webhooks`, re-delivery).
+pub(crate) const DELIVERIES_MAX: usize = 1_000;
 /// Most remembered values per level (for `level_history`).
 const HISTORY_MAX: usize = 1_000;
 /// `InventorySetQuantitiesInput.quantities` cap (PLATFORMS.md §1.2).
@@ -48,7 +50,7 @@ pub(crate) struct SimLevel {
 }
 
 impl SimLevel {
-    fn new(available: i64, now_ms: i64) -> Self {
+    pub(crate) fn new(available: i64, now_ms: i64) -> Self {
         Self {
             available,
             on_hand: available.max(0),
@@ -58,7 +60,7 @@ impl SimLevel {
         }
     }
 
-    fn set_available(&mut self, available: i64, now_ms: i64) -> i64 {
+    pub(crate) fn set_available(&mut self, available: i64, now_ms: i64) -> i64 {
         let delta = available - self.available;
         self.available = available;
         self.on_hand += delta;
@@ -122,6 +124,53 @@ impl LeakyBucket {
     }
 }
 
+/// One line of an order the shop took, with what happened to it since.
+#[derive(Clone, Debug)]
+pub(crate) struct SimLineRecord {
+    pub id: u64,
+    pub item: u64,
+    pub sku: String,
+    /// Units at creation (`quantity` in the REST body; an added line's added units).
+    pub quantity: u64,
+    /// `quantity` after edits plus what refunds removed since (see `current_quantity`).
+    pub edited_quantity: u64,
+    /// Units fulfilled.
+    pub fulfilled: u64,
+    /// Unfulfilled units removed by refunds (`cancel`, or `no_restock` of open units).
+    pub refunded_open: u64,
+    /// Fulfilled units refunded (`return`, or `no_restock` of shipped units).
+    pub returned: u64,
+}
+
+impl SimLineRecord {
+    pub fn new(id: u64, item: u64, sku: String, quantity: u64) -> Self {
+        Self {
+            id,
+            item,
+            sku,
+            quantity,
+            edited_quantity: quantity,
+            fulfilled: 0,
+            refunded_open: 0,
+            returned: 0,
+        }
+    }
+
+    /// `current_quantity`: the quantity after edits and refunds.
+    pub fn current_quantity(&self) -> u64 {
+        self.edited_quantity
+            .saturating_sub(self.refunded_open)
+            .saturating_sub(self.returned)
+    }
+
+    /// `fulfillable_quantity` of an open order: units neither fulfilled nor removed.
+    pub fn fulfillable(&self) -> u64 {
+        self.edited_quantity
+            .saturating_sub(self.refunded_open)
+            .saturating_sub(self.fulfilled)
+    }
+}
+
 /// An order the shop took (webhook body source).
 #[derive(Clone, Debug)]
 pub(crate) struct SimOrderRecord {
@@ -131,7 +180,28 @@ pub(crate) struct SimOrderRecord {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub cancelled_at_ms: Option<i64>,
-    pub lines: Vec<(u64, u64, String, u64)>,
+    /// `cancel_reason` (`customer`, `inventory`, `fraud`, `declined`, `staff`, `other`).
+    pub cancel_reason: Option<String>,
+    /// Fulfilments made so far (names the next one `#1001.N`).
+    pub fulfillments: u64,
+    pub lines: Vec<SimLineRecord>,
+}
+
+/// One webhook event the shop sent (or would have sent), kept for inspection and re-delivery.
+#[derive(Clone, Debug, serde::Serialize)]
+pub(crate) struct DeliveryRecord {
+    /// Sandbox delivery number (the `{id}` of `POST /_sandbox/webhooks/{id}/redeliver`).
+    pub id: u64,
+    pub topic: &'static str,
+    /// `X-Shopify-Event-Id`, the same on every re-delivery.
+    pub event_id: String,
+    pub triggered_at: String,
+    /// The last attempt's outcome (`None` while in flight).
+    pub outcome: Option<super::WebhookOutcome>,
+    #[serde(skip)]
+    pub event: super::webhook::WebhookEvent,
+    /// The body as JSON (for inspection).
+    pub body: Value,
 }
 
 /// The result of a GraphQL `inventorySetQuantities` call before it is wrapped for HTTP.
@@ -157,6 +227,17 @@ pub(crate) struct SimState {
     idempotency_order: VecDeque<String>,
     pub orders: BTreeMap<u64, SimOrderRecord>,
     next_order_number: u64,
+    /// Open order edits by `CalculatedOrder` id.
+    pub edit_sessions: BTreeMap<u64, super::orders::EditSession>,
+    pub next_edit_id: u64,
+    pub next_added_line_id: u64,
+    pub next_fulfillment_id: u64,
+    pub next_refund_id: u64,
+    /// The SKU each inventory item was listed or sold under (for `orderEditAddVariant`).
+    pub item_skus: BTreeMap<u64, String>,
+    /// The last `DELIVERIES_MAX` webhook events, oldest first.
+    pub deliveries: VecDeque<DeliveryRecord>,
+    pub next_delivery_id: u64,
     next_adjustment_group: u64,
     pub counters: SimulatorCounters,
     pub webhook_url: Option<String>,
@@ -210,6 +291,14 @@ impl SimState {
             idempotency_order: VecDeque::new(),
             orders: BTreeMap::new(),
             next_order_number: 1001,
+            edit_sessions: BTreeMap::new(),
+            next_edit_id: 1,
+            next_added_line_id: 900_000_000_000_001,
+            next_fulfillment_id: 4_400_000_000,
+            next_refund_id: 8_800_000_000,
+            item_skus: BTreeMap::new(),
+            deliveries: VecDeque::new(),
+            next_delivery_id: 1,
             next_adjustment_group: 1,
             counters: SimulatorCounters::default(),
             webhook_url: options.webhook_url.clone(),
@@ -645,12 +734,14 @@ impl SimState {
                 level.on_hand += requested;
             }
             let line_id = id * 100 + index as u64 + 1;
-            records.push((
+            records.push(SimLineRecord::new(
                 line_id,
                 line.inventory_item_id,
                 line.sku.clone(),
                 line.quantity,
             ));
+            self.item_skus
+                .insert(line.inventory_item_id, line.sku.clone());
         }
         let order = SimOrderRecord {
             id,
@@ -659,17 +750,21 @@ impl SimState {
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
             cancelled_at_ms: None,
+            cancel_reason: None,
+            fulfillments: 0,
             lines: records,
         };
         self.orders.insert(id, order.clone());
         Ok(order)
     }
 
-    /// Cancels an order; with `restock`, puts every line back into `available`.
+    /// Cancels an order; with `restock`, puts every unfulfilled unit back into `available`
+    /// (without, the units leave on-hand). `reason` is the order's `cancel_reason`.
     pub fn cancel_order(
         &mut self,
         order_id: u64,
         restock: bool,
+        reason: &str,
         now_ms: i64,
     ) -> Result<SimOrderRecord, SimulatorError> {
         let order = self
@@ -679,17 +774,24 @@ impl SimState {
         if order.cancelled_at_ms.is_some() {
             return Err(SimulatorError::AlreadyCancelled { order_id });
         }
+        // Open units are released: their fulfillable quantity is computed before the cancel.
+        let open: Vec<(u64, u64)> = order
+            .lines
+            .iter()
+            .map(|line| (line.item, line.fulfillable()))
+            .collect();
         order.cancelled_at_ms = Some(now_ms);
+        order.cancel_reason = Some(reason.to_owned());
         order.updated_at_ms = now_ms;
         let order = order.clone();
-        if restock {
-            for (_, item, _, quantity) in &order.lines {
-                let quantity = i64::try_from(*quantity).unwrap_or(i64::MAX);
-                if let Some(level) = self.levels.get_mut(&(*item, order.location_id)) {
-                    let after = level.available + quantity;
+        for (item, units) in open {
+            let units = i64::try_from(units).unwrap_or(i64::MAX);
+            if let Some(level) = self.levels.get_mut(&(item, order.location_id)) {
+                if restock {
+                    let after = level.available + units;
                     level.set_available(after, now_ms);
-                    level.on_hand -= quantity;
                 }
+                level.on_hand -= units;
             }
         }
         Ok(order)

@@ -476,3 +476,519 @@ async fn every_level_change_emits_inventory_levels_update_when_enabled() {
             .starts_with("gid://shopify/InventoryLevel/1?")
     );
 }
+
+/// The next delivery: (topic, event id, body).
+async fn next_delivery(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+) -> (String, String, Value) {
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+    (
+        header("x-shopify-topic"),
+        header("x-shopify-event-id"),
+        serde_json::from_slice(&body).unwrap(),
+    )
+}
+
+fn line(item: u64, sku: &str, quantity: u64) -> SimOrderLine {
+    SimOrderLine {
+        inventory_item_id: item,
+        sku: sku.to_owned(),
+        quantity,
+    }
+}
+
+/// Order 7001 of issue 9: L1 P×3, L2 Q×2 at location 1 (P = item 1, Q = 2, R = 3).
+async fn shop_with_order(
+    options: ShopifySimulatorOptions,
+) -> (
+    ShopifySimulator,
+    tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+    u64,
+    u64,
+    u64,
+) {
+    let (url, mut rx) = receiver().await;
+    let sim = simulator(ShopifySimulatorOptions {
+        webhook_url: Some(url),
+        ..options
+    })
+    .await;
+    sim.set_level(1, 1, 50);
+    sim.set_level(2, 1, 10);
+    sim.set_level(3, 1, 8);
+    let order = sim
+        .place_order(1, &[line(1, "SKU-P", 3), line(2, "SKU-Q", 2)])
+        .await
+        .unwrap();
+    assert_eq!(next_delivery(&mut rx).await.0, "orders/create");
+    let lines = &order.body["line_items"];
+    let (l1, l2) = (
+        lines[0]["id"].as_u64().unwrap(),
+        lines[1]["id"].as_u64().unwrap(),
+    );
+    (sim, rx, order.order_id, l1, l2)
+}
+
+fn on_hand(sim: &ShopifySimulator, item: u64) -> i64 {
+    sim.levels()
+        .iter()
+        .find(|level| level.inventory_item_id == item && level.location_id == 1)
+        .unwrap()
+        .on_hand
+}
+
+#[tokio::test]
+async fn an_order_edit_changes_current_quantity_and_sends_orders_edited_then_orders_updated() {
+    let (sim, mut rx, order_id, l1, l2) = shop_with_order(Default::default()).await;
+    let client = reqwest::Client::new();
+    let edit = |body: Value| {
+        let client = client.clone();
+        let url = format!("{}/_sandbox/orders/{order_id}/edit", sim.base_url());
+        async move { client.post(url).json(&body).send().await.unwrap() }
+    };
+    // v2: L1 → 1 (restock by default).
+    let response = edit(json!({ "set": [{ "line_item_id": l1, "quantity": 1 }] })).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let change: Value = response.json().await.unwrap();
+    assert_eq!(change["webhooks"][0][0], "orders/edited");
+    assert_eq!(change["webhooks"][1][0], "orders/updated");
+    let (topic, _, edited) = next_delivery(&mut rx).await;
+    assert_eq!(topic, "orders/edited");
+    let order_edit = &edited["order_edit"];
+    assert_eq!(order_edit["order_id"], json!(order_id));
+    assert_eq!(order_edit["line_items"]["additions"], json!([]));
+    assert_eq!(
+        order_edit["line_items"]["removals"],
+        json!([{ "id": l1, "delta": 2 }])
+    );
+    assert!(order_edit["committed_at"].is_string());
+    let (topic, _, order) = next_delivery(&mut rx).await;
+    assert_eq!(topic, "orders/updated");
+    assert_eq!(
+        order["line_items"][0]["quantity"], 3,
+        "quantity stays the original"
+    );
+    assert_eq!(order["line_items"][0]["current_quantity"], 1);
+    assert_eq!(order["line_items"][0]["fulfillable_quantity"], 1);
+    assert!(order["updated_at"].as_str() >= order["created_at"].as_str());
+    assert_eq!(sim.level(1, 1), Some(49));
+    assert_eq!(on_hand(&sim, 1), 50);
+
+    // v3: L2 removed; v4: L3 R×4 added (SKU remembered from the level's sku field).
+    edit(json!({ "set": [{ "line_item_id": l2, "quantity": 0 }] })).await;
+    let (_, _, edited) = next_delivery(&mut rx).await;
+    assert_eq!(
+        edited["order_edit"]["line_items"]["removals"],
+        json!([{ "id": l2, "delta": 2 }])
+    );
+    let (_, _, order) = next_delivery(&mut rx).await;
+    assert_eq!(order["line_items"][1]["current_quantity"], 0);
+    assert_eq!(order["line_items"][1]["quantity"], 2);
+    assert_eq!(sim.level(2, 1), Some(10));
+    let response =
+        edit(json!({ "add": [{ "inventory_item_id": 3, "sku": "SKU-R", "quantity": 4 }] })).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let (_, _, edited) = next_delivery(&mut rx).await;
+    let additions = &edited["order_edit"]["line_items"]["additions"];
+    assert_eq!(additions[0]["delta"], 4);
+    let (_, _, order) = next_delivery(&mut rx).await;
+    assert_eq!(order["line_items"][2]["id"], additions[0]["id"]);
+    assert_eq!(order["line_items"][2]["sku"], "SKU-R");
+    assert_eq!(order["line_items"][2]["quantity"], 4);
+    assert_eq!(order["line_items"][2]["current_quantity"], 4);
+    assert_eq!(sim.level(3, 1), Some(4));
+
+    // Over-committing an edit is refused as a whole, nothing sent.
+    let response = edit(json!({ "set": [{ "line_item_id": l1, "quantity": 60 }] })).await;
+    assert_eq!(response.status().as_u16(), 422);
+    assert_eq!(sim.level(1, 1), Some(49));
+    let response = edit(json!({ "set": [{ "line_item_id": 42, "quantity": 1 }] })).await;
+    assert_eq!(response.status().as_u16(), 422);
+    assert!(
+        sim.inner.lock().edit_sessions.is_empty(),
+        "failed edits leave no session"
+    );
+}
+
+#[tokio::test]
+async fn fulfilments_lower_fulfillable_quantity_and_edits_below_shipped_are_refused_unless_allowed()
+{
+    let (sim, mut rx, order_id, l1, _) = shop_with_order(ShopifySimulatorOptions {
+        emit_fulfillment_webhooks: true,
+        ..Default::default()
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!(
+            "{}/_sandbox/orders/{order_id}/fulfillments",
+            sim.base_url()
+        ))
+        .json(&json!({ "line_items": [{ "id": l1, "quantity": 2 }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let (topic, _, fulfillment) = next_delivery(&mut rx).await;
+    assert_eq!(topic, "fulfillments/create");
+    assert_eq!(fulfillment["order_id"], json!(order_id));
+    assert_eq!(fulfillment["status"], "success");
+    assert_eq!(fulfillment["location_id"], 1);
+    assert_eq!(fulfillment["line_items"][0]["id"], json!(l1));
+    assert_eq!(fulfillment["line_items"][0]["quantity"], 2);
+    let (topic, _, order) = next_delivery(&mut rx).await;
+    assert_eq!(topic, "orders/updated");
+    assert_eq!(order["line_items"][0]["fulfillable_quantity"], 1);
+    assert_eq!(order["line_items"][0]["current_quantity"], 3);
+    assert_eq!(order["line_items"][0]["fulfillment_status"], "partial");
+    assert_eq!(order["fulfillment_status"], "partial");
+    assert_eq!((sim.level(1, 1), on_hand(&sim, 1)), (Some(47), 48));
+
+    assert!(matches!(
+        sim.fulfil(
+            order_id,
+            &[FulfilLineRequest {
+                id: l1,
+                quantity: Some(2)
+            }]
+        )
+        .await,
+        Err(SimulatorError::Invalid { .. })
+    ));
+    let below = OrderEditRequest {
+        set: vec![EditSetLine {
+            line_item_id: l1,
+            quantity: 1,
+            restock: true,
+        }],
+        add: Vec::new(),
+    };
+    assert!(matches!(
+        sim.edit_order(order_id, &below).await,
+        Err(SimulatorError::Invalid { .. })
+    ));
+
+    let (sim, mut rx, order_id, l1, _) = shop_with_order(ShopifySimulatorOptions {
+        allow_edit_below_fulfilled: true,
+        ..Default::default()
+    })
+    .await;
+    let shipped = sim
+        .fulfil(
+            order_id,
+            &[FulfilLineRequest {
+                id: l1,
+                quantity: Some(2),
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        shipped.webhooks.len(),
+        1,
+        "no fulfillments/create unless enabled"
+    );
+    assert_eq!(next_delivery(&mut rx).await.0, "orders/updated");
+    let edited = sim.edit_order(order_id, &below).await.unwrap();
+    assert_eq!(
+        edited.change["order_edit"]["line_items"]["removals"],
+        json!([{ "id": l1, "delta": 2 }])
+    );
+    assert_eq!(edited.order["line_items"][0]["current_quantity"], 1);
+    assert_eq!(edited.order["line_items"][0]["fulfillable_quantity"], 0);
+}
+
+#[tokio::test]
+async fn refunds_carry_restock_type_and_location_and_refuse_more_than_is_left() {
+    let (sim, mut rx, order_id, l1, l2) = shop_with_order(Default::default()).await;
+    sim.fulfil(
+        order_id,
+        &[FulfilLineRequest {
+            id: l1,
+            quantity: None,
+        }],
+    )
+    .await
+    .unwrap();
+    next_delivery(&mut rx).await;
+    assert_eq!((sim.level(1, 1), on_hand(&sim, 1)), (Some(47), 47));
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!(
+            "{}/_sandbox/orders/{order_id}/refunds",
+            sim.base_url()
+        ))
+        .json(&json!({ "note": "damaged", "refund_line_items": [
+            { "line_item_id": l1, "quantity": 2, "restock_type": "return", "location_id": 1 },
+            { "line_item_id": l2, "quantity": 1, "restock_type": "cancel" },
+        ] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let (topic, _, refund) = next_delivery(&mut rx).await;
+    assert_eq!(topic, "refunds/create");
+    assert_eq!(refund["order_id"], json!(order_id));
+    assert_eq!(refund["restock"], true);
+    let lines = &refund["refund_line_items"];
+    assert_eq!(lines[0]["line_item_id"], json!(l1));
+    assert_eq!(lines[0]["quantity"], 2);
+    assert_eq!(lines[0]["restock_type"], "return");
+    assert_eq!(lines[0]["location_id"], 1);
+    assert_eq!(lines[0]["line_item"]["sku"], "SKU-P");
+    assert_eq!(lines[1]["restock_type"], "cancel");
+    let (topic, _, order) = next_delivery(&mut rx).await;
+    assert_eq!(topic, "orders/updated");
+    assert_eq!(order["line_items"][0]["current_quantity"], 1);
+    assert_eq!(order["line_items"][1]["current_quantity"], 1);
+    assert_eq!(order["line_items"][1]["fulfillable_quantity"], 1);
+    assert_eq!((sim.level(1, 1), on_hand(&sim, 1)), (Some(49), 49));
+    assert_eq!((sim.level(2, 1), on_hand(&sim, 2)), (Some(9), 10));
+
+    // Only 1 shipped unit of L1 is left to return, and 1 open unit of L2 to cancel.
+    for (line_item_id, restock_type) in [(l1, "return"), (l2, "cancel"), (l1, "sideways")] {
+        let refused = sim
+            .refund(
+                order_id,
+                &[RefundLineRequest {
+                    line_item_id,
+                    quantity: 2,
+                    restock_type: restock_type.to_owned(),
+                    location_id: None,
+                }],
+                None,
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(SimulatorError::Invalid { .. })),
+            "{restock_type}"
+        );
+    }
+    let no_restock = sim
+        .refund(
+            order_id,
+            &[RefundLineRequest {
+                line_item_id: l1,
+                quantity: 1,
+                restock_type: "no_restock".to_owned(),
+                location_id: None,
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(no_restock.change["restock"], false);
+    assert_eq!(
+        no_restock.change["refund_line_items"][0]["location_id"],
+        Value::Null
+    );
+    assert_eq!(sim.level(1, 1), Some(49));
+}
+
+#[tokio::test]
+async fn graphql_order_edits_begin_stage_and_commit() {
+    let (sim, mut rx, order_id, l1, _) = shop_with_order(Default::default()).await;
+    let begin = json!({
+        "query": "mutation orderEditBegin($id: ID!) { orderEditBegin(id: $id) { calculatedOrder { id lineItems(first: 10) { nodes { id quantity } } } userErrors { field message } } }",
+        "variables": { "id": format!("gid://shopify/Order/{order_id}") },
+    });
+    let (_, body) = post_graphql(&sim, "2026-04", TOKEN, &begin).await;
+    let calculated = body["data"]["orderEditBegin"]["calculatedOrder"].clone();
+    let edit_id = calculated["id"].as_str().unwrap().to_owned();
+    assert!(edit_id.starts_with("gid://shopify/CalculatedOrder/"));
+    assert_eq!(calculated["lineItems"]["nodes"][0]["quantity"], 3);
+    let set = json!({
+        "query": "mutation s($id: ID!, $lineItemId: ID!, $quantity: Int!) { orderEditSetQuantity(id: $id, lineItemId: $lineItemId, quantity: $quantity, restock: true) { calculatedLineItem { id quantity } userErrors { field message } } }",
+        "variables": { "id": edit_id, "lineItemId": format!("gid://shopify/CalculatedLineItem/{l1}"), "quantity": 1 },
+    });
+    let (_, body) = post_graphql(&sim, "2026-04", TOKEN, &set).await;
+    assert_eq!(
+        body["data"]["orderEditSetQuantity"]["userErrors"],
+        json!([])
+    );
+    assert_eq!(
+        body["data"]["orderEditSetQuantity"]["calculatedLineItem"]["quantity"],
+        1
+    );
+    let add = json!({
+        "query": "mutation a($id: ID!, $variantId: ID!) { orderEditAddVariant(id: $id, variantId: $variantId, quantity: 2) { calculatedLineItem { id } userErrors { field message } } }",
+        "variables": { "id": edit_id, "variantId": "gid://shopify/ProductVariant/2" },
+    });
+    let (_, body) = post_graphql(&sim, "2026-04", TOKEN, &add).await;
+    assert_eq!(body["data"]["orderEditAddVariant"]["userErrors"], json!([]));
+    let unknown = json!({
+        "query": "mutation a($id: ID!) { orderEditAddVariant(id: $id, variantId: \"gid://shopify/ProductVariant/77\", quantity: 1) { userErrors { field message } } }",
+        "variables": { "id": edit_id },
+    });
+    let (_, body) = post_graphql(&sim, "2026-04", TOKEN, &unknown).await;
+    assert_eq!(
+        body["data"]["orderEditAddVariant"]["userErrors"][0]["field"],
+        json!(["variantId"])
+    );
+    assert_eq!(
+        sim.level(1, 1),
+        Some(47),
+        "nothing changes before the commit"
+    );
+    let commit = json!({
+        "query": "mutation c($id: ID!) { orderEditCommit(id: $id, notifyCustomer: false) { order { id } userErrors { field message } } }",
+        "variables": { "id": edit_id },
+    });
+    let (_, body) = post_graphql(&sim, "2026-04", TOKEN, &commit).await;
+    assert_eq!(
+        body["data"]["orderEditCommit"]["order"]["id"],
+        json!(format!("gid://shopify/Order/{order_id}"))
+    );
+    let (topic, _, edited) = next_delivery(&mut rx).await;
+    assert_eq!(topic, "orders/edited");
+    assert_eq!(
+        edited["order_edit"]["line_items"]["removals"],
+        json!([{ "id": l1, "delta": 2 }])
+    );
+    assert_eq!(
+        edited["order_edit"]["line_items"]["additions"][0]["delta"],
+        2
+    );
+    let (topic, _, order) = next_delivery(&mut rx).await;
+    assert_eq!(topic, "orders/updated");
+    assert_eq!(order["line_items"][2]["sku"], "SKU-Q");
+    assert_eq!((sim.level(1, 1), sim.level(2, 1)), (Some(49), Some(6)));
+    let (_, body) = post_graphql(&sim, "2026-04", TOKEN, &commit).await;
+    assert_eq!(
+        body["data"]["orderEditCommit"]["order"],
+        Value::Null,
+        "a session commits once"
+    );
+}
+
+#[tokio::test]
+async fn a_past_delivery_can_be_sent_again_with_the_same_body_and_event_id() {
+    let (sim, mut rx, order_id, l1, _) = shop_with_order(Default::default()).await;
+    let edit = OrderEditRequest {
+        set: vec![EditSetLine {
+            line_item_id: l1,
+            quantity: 1,
+            restock: true,
+        }],
+        add: Vec::new(),
+    };
+    sim.edit_order(order_id, &edit).await.unwrap();
+    let (_, first_event, first_body) = next_delivery(&mut rx).await;
+    next_delivery(&mut rx).await;
+    let client = reqwest::Client::new();
+    let log: Value = client
+        .get(format!("{}/_sandbox/webhooks", sim.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let deliveries = log["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 3);
+    let edited = deliveries
+        .iter()
+        .find(|d| d["topic"] == "orders/edited")
+        .unwrap();
+    assert_eq!(edited["event_id"], json!(first_event));
+    assert_eq!(edited["outcome"]["status"], 200);
+    let id = edited["id"].as_u64().unwrap();
+    let response = client
+        .post(format!(
+            "{}/_sandbox/webhooks/{id}/redeliver",
+            sim.base_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let (topic, event, body) = next_delivery(&mut rx).await;
+    assert_eq!((topic.as_str(), event), ("orders/edited", first_event));
+    assert_eq!(body, first_body);
+    let missing = client
+        .post(format!(
+            "{}/_sandbox/webhooks/999/redeliver",
+            sim.base_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn a_cancel_carries_its_reason() {
+    let (sim, mut rx, order_id, _, _) = shop_with_order(Default::default()).await;
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/_sandbox/orders/{order_id}/cancel",
+            sim.base_url()
+        ))
+        .json(&json!({ "restock": false, "reason": "inventory" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let (topic, _, order) = next_delivery(&mut rx).await;
+    assert_eq!(topic, "orders/cancelled");
+    assert_eq!(order["cancel_reason"], "inventory");
+    assert_eq!(order["line_items"][0]["current_quantity"], 0);
+    assert_eq!(
+        (sim.level(1, 1), on_hand(&sim, 1)),
+        (Some(47), 47),
+        "not restocked"
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_index_lists_every_control_endpoint_from_the_route_table() {
+    let sim = simulator(ShopifySimulatorOptions::default()).await;
+    let index: Value = reqwest::get(format!("{}/_sandbox", sim.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let table = http::sandbox_routes();
+    assert_eq!(
+        crate::sandbox::index::check_table(table.endpoints()),
+        Ok(())
+    );
+    assert_eq!(index, table.index());
+    let listed: Vec<(String, String)> = index["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["method"].as_str().unwrap().to_owned(),
+                e["path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("POST", "/_sandbox/orders/{order_id}/edit"),
+        ("POST", "/_sandbox/orders/{order_id}/fulfillments"),
+        ("POST", "/_sandbox/orders/{order_id}/refunds"),
+        ("POST", "/_sandbox/webhooks/{delivery_id}/redeliver"),
+        ("GET", "/_sandbox/levels"),
+    ] {
+        assert!(
+            listed.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "{expected:?}"
+        );
+    }
+    for (method, path) in &listed {
+        if method == "GET" && !path.contains('{') {
+            let status = reqwest::get(format!("{}{path}", sim.base_url()))
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status.as_u16(), 200, "{path}");
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Outgoing webhooks, signed exactly like Shopify's (PLATFORMS.md §1.6–§1.8), and the REST
 //! resource bodies they carry.
 
-use super::state::SimOrderRecord;
+use super::state::{SimLineRecord, SimOrderRecord};
 use serde_json::{Value, json};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -81,33 +81,58 @@ pub(crate) async fn deliver(
     Ok(response.status().as_u16())
 }
 
-/// An order as Shopify's REST order resource (the `orders/create` and `orders/cancelled`
-/// webhook body, PLATFORMS.md §1.6). The sandbox uses the inventory item id as variant id.
+/// One line item as the REST order resource shows it (also inside refund and fulfilment
+/// bodies): `quantity` is the ordered quantity, `current_quantity` what is left after edits
+/// and refunds, `fulfillable_quantity` what is left to ship (0 once cancelled).
+pub(crate) fn line_json(order: &SimOrderRecord, line: &SimLineRecord) -> Value {
+    let cancelled = order.cancelled_at_ms.is_some();
+    let current = if cancelled {
+        line.current_quantity().min(line.fulfilled)
+    } else {
+        line.current_quantity()
+    };
+    let fulfillable = if cancelled { 0 } else { line.fulfillable() };
+    let status = if line.fulfilled == 0 {
+        Value::Null
+    } else if fulfillable == 0 {
+        json!("fulfilled")
+    } else {
+        json!("partial")
+    };
+    json!({
+        "id": line.id,
+        "admin_graphql_api_id": format!("gid://shopify/LineItem/{}", line.id),
+        "variant_id": line.item,
+        "product_id": line.item,
+        "sku": line.sku,
+        "title": line.sku,
+        "quantity": line.quantity,
+        "current_quantity": current,
+        "fulfillable_quantity": fulfillable,
+        "fulfillment_status": status,
+        "fulfillment_service": "manual",
+        "variant_inventory_management": "shopify",
+        "gift_card": false,
+        "requires_shipping": true,
+    })
+}
+
+/// An order as Shopify's REST order resource (the `orders/create`, `orders/updated` and
+/// `orders/cancelled` webhook body, PLATFORMS.md §1.6). The sandbox uses the inventory item
+/// id as variant id.
 pub(crate) fn order_json(order: &SimOrderRecord) -> Value {
     let line_items: Vec<Value> = order
         .lines
         .iter()
-        .map(|(line_id, item, sku, quantity)| {
-            let current = if order.cancelled_at_ms.is_some() {
-                0
-            } else {
-                *quantity
-            };
-            json!({
-                "id": line_id,
-                "admin_graphql_api_id": format!("gid://shopify/LineItem/{line_id}"),
-                "variant_id": item,
-                "product_id": item,
-                "sku": sku,
-                "title": sku,
-                "quantity": quantity,
-                "current_quantity": current,
-                "fulfillable_quantity": current,
-                "fulfillment_service": "manual",
-                "variant_inventory_management": "shopify",
-            })
-        })
+        .map(|line| line_json(order, line))
         .collect();
+    let fulfilled: u64 = order.lines.iter().map(|line| line.fulfilled).sum();
+    let open: u64 = order.lines.iter().map(SimLineRecord::fulfillable).sum();
+    let fulfillment_status = match (fulfilled, open) {
+        (0, _) => Value::Null,
+        (_, 0) => json!("fulfilled"),
+        _ => json!("partial"),
+    };
     json!({
         "id": order.id,
         "admin_graphql_api_id": format!("gid://shopify/Order/{}", order.id),
@@ -116,7 +141,8 @@ pub(crate) fn order_json(order: &SimOrderRecord) -> Value {
         "created_at": rfc3339(order.created_at_ms),
         "updated_at": rfc3339(order.updated_at_ms),
         "cancelled_at": order.cancelled_at_ms.map(rfc3339),
-        "cancel_reason": order.cancelled_at_ms.map(|_| "customer"),
+        "cancel_reason": order.cancel_reason,
+        "fulfillment_status": fulfillment_status,
         "location_id": Value::Null,
         "line_items": line_items,
     })

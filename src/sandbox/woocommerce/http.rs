@@ -3,6 +3,7 @@
 
 use super::state::rest_error;
 use super::{Inner, LOG_MAX, SandboxRequest, SimOrderLine, SimulatorError};
+use crate::sandbox::index::{SandboxMethod, SandboxRoutes};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -34,24 +35,60 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         )
         .route("/orders", get(list_orders))
         .route("/orders/{id}", get(get_order))
-        .route("/orders/{id}/refunds", get(get_refunds))
+        .route("/orders/{id}/refunds", get(get_refunds).post(create_refund))
         .layer(middleware::from_fn_with_state(Arc::clone(&inner), gate));
     Router::new()
         .nest("/wp-json/wc/v3", api)
-        .route("/_sandbox/products", get(sandbox_products))
-        .route(
-            "/_sandbox/orders",
-            get(sandbox_orders).post(sandbox_place_order),
-        )
-        .route("/_sandbox/orders/{id}/status", post(sandbox_set_status))
-        .route("/_sandbox/orders/{id}/refunds", post(sandbox_refund))
-        .route("/_sandbox/webhooks", get(sandbox_webhooks))
-        .route("/_sandbox/webhooks/ping", post(sandbox_ping))
-        .route("/_sandbox/webhooks/enable", post(sandbox_enable))
-        .route("/_sandbox/failures", post(sandbox_failures))
-        .route("/_sandbox/counters", get(sandbox_counters))
-        .route("/_sandbox/requests", get(sandbox_requests))
+        .merge(sandbox_routes().into_router())
         .with_state(inner)
+}
+
+/// Every `/_sandbox` endpoint, in the order `GET /_sandbox` lists them.
+pub(crate) fn sandbox_routes() -> SandboxRoutes<Arc<Inner>> {
+    use SandboxMethod::{Get, Post};
+    SandboxRoutes::new("woocommerce")
+        .add(Get, "/_sandbox/products", "every product and variation", None, sandbox_products)
+        .add(Get, "/_sandbox/orders", "every order as the REST resource", None, sandbox_orders)
+        .add(
+            Post,
+            "/_sandbox/orders",
+            "take an order (stock is reduced when the status is processing, on-hold or completed); sends order.created",
+            Some(r#"{"status": "processing", "lines": [{"product_id": 10, "variation_id": 0, "quantity": 2}]}"#),
+            sandbox_place_order,
+        )
+        .add(
+            Post,
+            "/_sandbox/orders/{id}/status",
+            "move an order to a status (refunded: an automatic refund without restock, stock stays reduced); sends order.updated",
+            Some(r#"{"status": "refunded"}"#),
+            sandbox_set_status,
+        )
+        .add(
+            Post,
+            "/_sandbox/orders/{id}/lines",
+            "change line quantities (0 removes the line), add lines; stock follows; sends order.updated",
+            Some(r#"{"line_items": [{"id": 7, "quantity": 1}, {"id": 8, "quantity": 0}, {"product_id": 12, "variation_id": 0, "quantity": 4}]}"#),
+            sandbox_edit_lines,
+        )
+        .add(
+            Post,
+            "/_sandbox/orders/{id}/refunds",
+            "refund line units (refused beyond what is left, as POST /wp-json/wc/v3/orders/{id}/refunds); sends order.updated",
+            Some(r#"{"api_restock": true, "line_items": [{"id": 7, "quantity": 1}]}"#),
+            sandbox_refund,
+        )
+        .add(Get, "/_sandbox/webhooks", "webhooks and their delivery log", None, sandbox_webhooks)
+        .add(Post, "/_sandbox/webhooks/ping", "send every webhook's creation ping", None, sandbox_ping)
+        .add(Post, "/_sandbox/webhooks/enable", "re-enable disabled webhooks", None, sandbox_enable)
+        .add(
+            Post,
+            "/_sandbox/failures",
+            "answer the next requests with a host/WAF status",
+            Some(r#"{"status": 429, "count": 3, "retry_after_secs": 2}"#),
+            sandbox_failures,
+        )
+        .add(Get, "/_sandbox/counters", "request and webhook counters", None, sandbox_counters)
+        .add(Get, "/_sandbox/requests", "the request log", None, sandbox_requests)
 }
 
 fn error_response(error: Value) -> Response {
@@ -571,7 +608,20 @@ async fn sandbox_orders(State(inner): State<Arc<Inner>>) -> Response {
     Json(Value::Array(orders)).into_response()
 }
 
+/// The REST error WooCommerce gives when `wc_create_refund` fails: the controller wraps
+/// the message in `woocommerce_rest_cannot_create_order_refund` with status 500.
+fn refund_refused() -> Response {
+    error_response(rest_error(
+        "woocommerce_rest_cannot_create_order_refund",
+        "Invalid refund amount.",
+        500,
+    ))
+}
+
 fn simulator_error(error: &SimulatorError) -> Response {
+    if matches!(error, SimulatorError::RefundExceedsLine { .. }) {
+        return refund_refused();
+    }
     let status = match error {
         SimulatorError::UnknownOrder { .. } => StatusCode::NOT_FOUND,
         SimulatorError::InsufficientStock { .. } => StatusCode::CONFLICT,
@@ -645,6 +695,109 @@ async fn sandbox_refund(
         .collect();
     match inner.refund(id, &lines, body.api_restock) {
         Ok(refund_id) => (StatusCode::CREATED, Json(json!({ "id": refund_id }))).into_response(),
+        Err(error) => simulator_error(&error),
+    }
+}
+
+/// `POST /_sandbox/orders/{id}/lines` body.
+#[derive(Deserialize)]
+struct EditLinesBody {
+    line_items: Vec<super::LineChange>,
+}
+
+async fn sandbox_edit_lines(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<u64>,
+    Json(body): Json<EditLinesBody>,
+) -> Response {
+    match inner.edit_lines(id, &body.line_items) {
+        Ok(order) => Json(order).into_response(),
+        Err(error) => simulator_error(&error),
+    }
+}
+
+/// `POST /wp-json/wc/v3/orders/{id}/refunds` body (the fields the sandbox reads).
+#[derive(Deserialize)]
+struct CreateRefundBody {
+    #[serde(default)]
+    amount: Option<Value>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    api_restock: Option<bool>,
+    #[serde(default)]
+    line_items: Vec<RefundLine>,
+}
+
+/// Creates a refund as the REST v3 controller does: items not on the order are skipped
+/// (core loops over the order's items), an amount or quantity beyond what is left is
+/// refused with `woocommerce_rest_cannot_create_order_refund`. Answers 201 with the refund.
+async fn create_refund(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<u64>,
+    body: Bytes,
+) -> Response {
+    let body: CreateRefundBody = match parse_body(&body).and_then(|value| {
+        serde_json::from_value(value).map_err(|error| {
+            rest_error(
+                "rest_invalid_param",
+                &format!("Invalid parameter(s): {error}"),
+                400,
+            )
+        })
+    }) {
+        Ok(body) => body,
+        Err(error) => return error_response(error),
+    };
+    let amount = body.amount.as_ref().and_then(|amount| {
+        amount
+            .as_f64()
+            .or_else(|| amount.as_str().and_then(|text| text.parse().ok()))
+    });
+    if amount.is_some_and(|amount| amount < 0.0) {
+        return error_response(rest_error(
+            "woocommerce_rest_invalid_order_refund",
+            "Refund amount must be greater than zero.",
+            400,
+        ));
+    }
+    let lines: Vec<(u64, u64)> = {
+        let state = inner.lock();
+        let Some(order) = state.shop.orders.get(&id) else {
+            return error_response(rest_error(
+                "woocommerce_rest_invalid_order_id",
+                "Invalid order ID.",
+                404,
+            ));
+        };
+        let left_units: u64 = order
+            .lines
+            .iter()
+            .map(|line| line.quantity.saturating_sub(order.refunded_units(line.id)))
+            .sum();
+        if amount.is_some_and(|amount| amount > (left_units * 10) as f64 + 1e-9) {
+            return refund_refused();
+        }
+        body.line_items
+            .iter()
+            .filter(|line| line.quantity > 0 && order.lines.iter().any(|known| known.id == line.id))
+            .map(|line| (line.id, line.quantity))
+            .collect()
+    };
+    let reason = body.reason.as_deref().unwrap_or("");
+    match inner.refund_with_reason(id, &lines, body.api_restock, reason) {
+        Ok(refund_id) => {
+            let state = inner.lock();
+            let refund = state.shop.orders.get(&id).and_then(|order| {
+                state
+                    .shop
+                    .refunds_json(order)
+                    .into_iter()
+                    .find(|refund| refund["id"] == refund_id)
+            });
+            (StatusCode::CREATED, Json(refund.unwrap_or(Value::Null))).into_response()
+        }
+        Err(SimulatorError::RefundExceedsLine { .. }) => refund_refused(),
         Err(error) => simulator_error(&error),
     }
 }

@@ -8,10 +8,24 @@
 //!   `GET /wp-json/wc/v3/products/{pid}/variations?include=`,
 //!   `POST /wp-json/wc/v3/products/{pid}/variations/batch`;
 //! - `GET /wp-json/wc/v3/orders?modified_after=&per_page=&page=` (ordered by modified date),
-//!   `GET /wp-json/wc/v3/orders/{id}`, `GET /wp-json/wc/v3/orders/{id}/refunds`;
-//! - `/_sandbox/...`: `products`, `orders` (GET list, POST place), `orders/{id}/status`,
-//!   `orders/{id}/refunds`, `webhooks` (GET, POST `ping`, POST `enable`), `counters`,
-//!   `requests`, `failures` (inject 429/503 bursts);
+//!   `GET /wp-json/wc/v3/orders/{id}`, `GET|POST /wp-json/wc/v3/orders/{id}/refunds`
+//!   (create: `{amount?, reason?, api_refund?, api_restock?, line_items: [{id, quantity,
+//!   refund_total?}]}` → 201 with the refund; items not on the order are skipped as core
+//!   does; more units than are left on a line, or an amount above what is left, → HTTP 500
+//!   `{"code": "woocommerce_rest_cannot_create_order_refund", "message": "Invalid refund
+//!   amount.", "data": {"status": 500}}`: `wc_create_refund` fails with that message and
+//!   the REST controller wraps it with status 500);
+//! - `GET /_sandbox`: the index of every endpoint below (method, path, example body), built
+//!   from the same table as the routes ([`crate::sandbox::index`]);
+//! - `/_sandbox/...`: `products`, `orders` (GET list, POST place), `orders/{id}/status`
+//!   (`{"status": "refunded"}` adds core's automatic "Order fully refunded." refund without
+//!   line items or restock: stock stays reduced), `orders/{id}/lines` (`{"line_items":
+//!   [{"id", "quantity"}, {"product_id", "variation_id", "quantity"}]}`: new quantities,
+//!   0 removes the line, which then vanishes from `line_items`; reduced stock follows the
+//!   change; sends `order.updated` with the full order and a later `date_modified_gmt`),
+//!   `orders/{id}/refunds` (refused beyond what is left, like the REST route),
+//!   `webhooks` (GET, POST `ping`, POST `enable`), `counters`, `requests`, `failures`
+//!   (inject 429/503 bursts);
 //!
 //! and the outgoing webhooks (`order.created`, `order.updated`) as `class-wc-webhook.php`
 //! sends them (§2.4).
@@ -282,7 +296,31 @@ pub enum SimulatorError {
         /// The status given.
         status: String,
     },
+    /// A refund asks for more units of a line than are left to refund. WooCommerce answers
+    /// it as `woocommerce_rest_cannot_create_order_refund` "Invalid refund amount."
+    /// (`wc_create_refund` refuses an amount above what is left).
+    #[error("order {order_id} line {line_id}: {requested} units asked, {remaining} left to refund")]
+    RefundExceedsLine {
+        /// Order id.
+        order_id: u64,
+        /// Line id.
+        line_id: u64,
+        /// Units asked for (over the refund's entries for the line).
+        requested: u64,
+        /// Units of the line not refunded yet.
+        remaining: u64,
+    },
+    /// An edit would give the order more lines than the simulator keeps.
+    #[error("order {order_id} would have more than {max} lines")]
+    TooManyLines {
+        /// Order id.
+        order_id: u64,
+        /// The limit.
+        max: usize,
+    },
 }
+
+pub use state::LineChange;
 
 #[derive(Debug)]
 struct WebhookState {
@@ -490,13 +528,36 @@ impl Inner {
         lines: &[(u64, u64)],
         api_restock: Option<bool>,
     ) -> Result<u64, SimulatorError> {
+        self.refund_with_reason(order_id, lines, api_restock, "sandbox refund")
+    }
+
+    fn refund_with_reason(
+        self: &Arc<Self>,
+        order_id: u64,
+        lines: &[(u64, u64)],
+        api_restock: Option<bool>,
+        reason: &str,
+    ) -> Result<u64, SimulatorError> {
         let restock = api_restock.unwrap_or(self.options.api_restock_default);
-        let id =
-            self.lock()
-                .shop
-                .refund(order_id, lines, restock, "sandbox refund", self.now_ms())?;
+        let id = self
+            .lock()
+            .shop
+            .refund(order_id, lines, restock, reason, self.now_ms())?;
         self.enqueue("order.updated", order_id);
         Ok(id)
+    }
+
+    fn edit_lines(
+        self: &Arc<Self>,
+        order_id: u64,
+        changes: &[LineChange],
+    ) -> Result<SimOrder, SimulatorError> {
+        self.lock()
+            .shop
+            .edit_lines(&self.options, order_id, changes, self.now_ms())?;
+        self.enqueue("order.updated", order_id);
+        self.order(order_id)
+            .ok_or(SimulatorError::UnknownOrder { order_id })
     }
 
     async fn ping(&self) -> Vec<(u64, Result<u16, String>)> {
@@ -718,7 +779,8 @@ impl WoocommerceSimulator {
     /// default) puts the units back in stock. Queues an `order.updated` webhook; returns
     /// the refund id.
     ///
-    /// Errors: [`SimulatorError::UnknownOrder`], [`SimulatorError::UnknownLine`].
+    /// Errors: [`SimulatorError::UnknownOrder`], [`SimulatorError::UnknownLine`],
+    /// [`SimulatorError::RefundExceedsLine`].
     pub fn refund(
         &self,
         order_id: u64,
@@ -726,6 +788,21 @@ impl WoocommerceSimulator {
         api_restock: Option<bool>,
     ) -> Result<u64, SimulatorError> {
         self.inner.refund(order_id, lines, api_restock)
+    }
+
+    /// Changes an order's lines as an admin edit does (new quantities, removals with
+    /// quantity 0, added lines); reduced stock follows the change. Queues an
+    /// `order.updated` webhook (removed lines are gone from its `line_items`).
+    ///
+    /// Errors: [`SimulatorError::UnknownOrder`], [`SimulatorError::UnknownLine`],
+    /// [`SimulatorError::UnknownProduct`], [`SimulatorError::InsufficientStock`],
+    /// [`SimulatorError::TooManyLines`].
+    pub fn edit_order_lines(
+        &self,
+        order_id: u64,
+        changes: &[LineChange],
+    ) -> Result<SimOrder, SimulatorError> {
+        self.inner.edit_lines(order_id, changes)
     }
 
     /// The order now, `None` when unknown.

@@ -93,6 +93,38 @@ pub(crate) struct Order {
     pub refunds: Vec<Refund>,
 }
 
+impl Order {
+    /// Units of a line refunded so far, over every refund.
+    pub fn refunded_units(&self, line_id: u64) -> u64 {
+        self.refunds
+            .iter()
+            .flat_map(|refund| refund.lines.iter())
+            .filter(|(id, _)| *id == line_id)
+            .map(|(_, units)| *units)
+            .sum()
+    }
+}
+
+/// One change of [`ShopState::edit_lines`]: an existing line's new quantity (`id` set; 0
+/// removes it) or a new line (`product_id` set).
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+pub struct LineChange {
+    /// The order line to change; absent for a new line.
+    #[serde(default)]
+    pub id: Option<u64>,
+    /// The product of a new line.
+    #[serde(default)]
+    pub product_id: Option<u64>,
+    /// The variation of a new line (0: none).
+    #[serde(default)]
+    pub variation_id: u64,
+    /// The line's quantity in whole units after the change (0 removes the line).
+    pub quantity: u64,
+}
+
+/// Most lines an order may have (edits adding more are refused).
+pub(crate) const ORDER_LINES_MAX: usize = 250;
+
 /// Where a line's stock lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Holder {
@@ -597,7 +629,175 @@ impl ShopState {
                 .collect();
             self.check_stock(&lines)?;
         }
+        let was_refunded = self
+            .orders
+            .get(&order_id)
+            .is_some_and(|order| order.status == "refunded");
         self.transition(order_id, status, now_ms);
+        if status == "refunded" && !was_refunded {
+            self.refund_remaining(order_id, now_ms);
+        }
+        Ok(())
+    }
+
+    /// What core does when an order is set to `refunded` by hand
+    /// (`wc_order_fully_refunded`): one refund of what is left, without line items and
+    /// without restock, so reduced stock stays reduced.
+    fn refund_remaining(&mut self, order_id: u64, now_ms: i64) {
+        let Some(order) = self.orders.get(&order_id) else {
+            return;
+        };
+        let left: u64 = order
+            .lines
+            .iter()
+            .map(|line| line.quantity.saturating_sub(order.refunded_units(line.id)))
+            .sum();
+        if left == 0 {
+            return;
+        }
+        let refund_id = self.fresh_id();
+        if let Some(order) = self.orders.get_mut(&order_id) {
+            order.refunds.push(Refund {
+                id: refund_id,
+                reason: "Order fully refunded.".to_owned(),
+                lines: Vec::new(),
+                restocked: false,
+                date_created_ms: now_ms,
+            });
+        }
+    }
+
+    /// Changes an order's lines as an admin edit does: new quantities, removed lines (they
+    /// vanish from `line_items`), added lines. When the order's stock was reduced, each
+    /// change adjusts stock by the difference (`wc_maybe_adjust_line_item_product_stock`),
+    /// a removed line gives its reduced units back. All changes or none.
+    pub fn edit_lines(
+        &mut self,
+        options: &WoocommerceSimulatorOptions,
+        order_id: u64,
+        changes: &[LineChange],
+        now_ms: i64,
+    ) -> Result<(), SimulatorError> {
+        let order = self
+            .orders
+            .get(&order_id)
+            .ok_or(SimulatorError::UnknownOrder { order_id })?;
+        let reducing = REDUCING_STATUSES.contains(&order.status.as_str());
+        let mut added = 0usize;
+        let mut needed: Vec<SimOrderLine> = Vec::new();
+        for change in changes {
+            match (change.id, change.product_id) {
+                (Some(line_id), _) => {
+                    let line = order
+                        .lines
+                        .iter()
+                        .find(|line| line.id == line_id)
+                        .ok_or(SimulatorError::UnknownLine { order_id, line_id })?;
+                    let target = change.quantity.saturating_sub(line.restocked);
+                    if reducing && target > line.reduced {
+                        needed.push(SimOrderLine {
+                            product_id: line.product_id,
+                            variation_id: line.variation_id,
+                            quantity: target - line.reduced,
+                        });
+                    }
+                }
+                (None, Some(product_id)) => {
+                    let known = self.products.contains_key(&product_id)
+                        && (change.variation_id == 0
+                            || self.variations.contains_key(&change.variation_id));
+                    if !known || change.quantity == 0 {
+                        return Err(SimulatorError::UnknownProduct {
+                            product_id,
+                            variation_id: change.variation_id,
+                        });
+                    }
+                    added += 1;
+                    if reducing {
+                        needed.push(SimOrderLine {
+                            product_id,
+                            variation_id: change.variation_id,
+                            quantity: change.quantity,
+                        });
+                    }
+                }
+                (None, None) => {
+                    return Err(SimulatorError::UnknownLine {
+                        order_id,
+                        line_id: 0,
+                    });
+                }
+            }
+        }
+        if order.lines.len().saturating_add(added) > ORDER_LINES_MAX {
+            return Err(SimulatorError::TooManyLines {
+                order_id,
+                max: ORDER_LINES_MAX,
+            });
+        }
+        if options.deny_oversell {
+            self.check_stock(&needed)?;
+        }
+        // (product, variation, stock delta)
+        let mut adjustments: Vec<(u64, u64, i64)> = Vec::new();
+        let mut new_lines = Vec::new();
+        for change in changes {
+            if change.id.is_none()
+                && let Some(product_id) = change.product_id
+            {
+                let id = self.fresh_id();
+                let sku = self.line_sku(product_id, change.variation_id);
+                let reduced = if reducing { change.quantity } else { 0 };
+                if reduced > 0 {
+                    adjustments.push((
+                        product_id,
+                        change.variation_id,
+                        -i64::try_from(reduced).unwrap_or(i64::MAX),
+                    ));
+                }
+                new_lines.push(OrderLine {
+                    id,
+                    product_id,
+                    variation_id: change.variation_id,
+                    sku,
+                    quantity: change.quantity,
+                    reduced,
+                    restocked: 0,
+                });
+            }
+        }
+        let Some(order) = self.orders.get_mut(&order_id) else {
+            return Err(SimulatorError::UnknownOrder { order_id });
+        };
+        for change in changes {
+            let Some(line_id) = change.id else { continue };
+            let Some(index) = order.lines.iter().position(|line| line.id == line_id) else {
+                continue;
+            };
+            let line = &mut order.lines[index];
+            let target = if reducing || line.reduced > 0 {
+                change.quantity.saturating_sub(line.restocked)
+            } else {
+                0
+            };
+            let delta = i64::try_from(line.reduced).unwrap_or(i64::MAX)
+                - i64::try_from(target).unwrap_or(i64::MAX);
+            if delta != 0 && (reducing || line.reduced > 0) {
+                adjustments.push((line.product_id, line.variation_id, delta));
+                line.reduced = target;
+            }
+            line.quantity = change.quantity;
+            if change.quantity == 0 {
+                order.lines.remove(index);
+            }
+        }
+        order.lines.extend(new_lines);
+        order.date_modified_ms = now_ms;
+        for (product_id, variation_id, delta) in adjustments {
+            if let Some(holder) = self.holder(product_id, variation_id) {
+                self.adjust(holder, delta, now_ms);
+            }
+        }
         Ok(())
     }
 
@@ -658,11 +858,23 @@ impl ShopState {
             .orders
             .get(&order_id)
             .ok_or(SimulatorError::UnknownOrder { order_id })?;
-        for (line_id, _) in lines {
-            if !order.lines.iter().any(|line| line.id == *line_id) {
+        let mut asked: BTreeMap<u64, u64> = BTreeMap::new();
+        for (line_id, units) in lines {
+            let Some(line) = order.lines.iter().find(|line| line.id == *line_id) else {
                 return Err(SimulatorError::UnknownLine {
                     order_id,
                     line_id: *line_id,
+                });
+            };
+            let total = asked.entry(*line_id).or_default();
+            *total = total.saturating_add(*units);
+            let remaining = line.quantity.saturating_sub(order.refunded_units(*line_id));
+            if *total > remaining {
+                return Err(SimulatorError::RefundExceedsLine {
+                    order_id,
+                    line_id: *line_id,
+                    requested: *total,
+                    remaining,
                 });
             }
         }

@@ -433,3 +433,227 @@ async fn orders_can_be_polled_by_modified_date_with_injected_host_failures() {
     assert!(future.is_empty());
     assert!(sim.requests().len() >= 4);
 }
+
+fn sold(product_id: u64, quantity: u64) -> SimOrderLine {
+    SimOrderLine {
+        product_id,
+        variation_id: 0,
+        quantity,
+    }
+}
+
+#[tokio::test]
+async fn line_edits_adjust_reduced_stock_and_send_the_full_order_without_removed_lines() {
+    let (url, received) = receiver(200).await;
+    let sim = sim(WoocommerceSimulatorOptions {
+        webhook_url: Some(url),
+        ..Default::default()
+    })
+    .await;
+    sim.set_product(10, "SKU-P", Some(50));
+    sim.set_product(20, "SKU-Q", Some(10));
+    sim.set_product(30, "SKU-R", Some(8));
+    let order = sim
+        .place_order(&[sold(10, 3), sold(20, 2)], "processing")
+        .unwrap();
+    assert!(sim.wait_for_webhooks(Duration::from_secs(5)).await);
+    let created_modified = order.body["date_modified_gmt"].as_str().unwrap().to_owned();
+    let (l1, l2) = (order.line_ids[0], order.line_ids[1]);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/_sandbox/orders/{}/lines",
+            sim.base_url(),
+            order.order_id
+        ))
+        .json(&json!({ "line_items": [
+            { "id": l1, "quantity": 1 },
+            { "id": l2, "quantity": 0 },
+            { "product_id": 30, "quantity": 4 },
+        ] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        (sim.stock(10, 0), sim.stock(20, 0), sim.stock(30, 0)),
+        (Some(49), Some(10), Some(4))
+    );
+    assert!(sim.wait_for_webhooks(Duration::from_secs(5)).await);
+    let received = received.lock().unwrap().clone();
+    let updated: Value = received
+        .iter()
+        .rev()
+        .find(|r| r.headers["x-wc-webhook-topic"] == "order.updated")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .expect("an order.updated delivery");
+    let lines = updated["line_items"].as_array().unwrap();
+    assert_eq!(lines.len(), 2, "the removed line vanished: {updated}");
+    assert_eq!(lines[0]["id"], json!(l1));
+    assert_eq!(lines[0]["quantity"], 1);
+    assert_eq!(lines[1]["sku"], "SKU-R");
+    assert_eq!(lines[1]["quantity"], 4);
+    assert!(updated["date_modified_gmt"].as_str().unwrap() > created_modified.as_str());
+
+    // Raising beyond stock is refused as a whole; an unknown line too.
+    let too_much = [LineChange {
+        id: Some(l1),
+        product_id: None,
+        variation_id: 0,
+        quantity: 60,
+    }];
+    assert!(matches!(
+        sim.edit_order_lines(order.order_id, &too_much),
+        Err(SimulatorError::InsufficientStock { .. })
+    ));
+    let unknown = [LineChange {
+        id: Some(999_999),
+        product_id: None,
+        variation_id: 0,
+        quantity: 1,
+    }];
+    assert!(matches!(
+        sim.edit_order_lines(order.order_id, &unknown),
+        Err(SimulatorError::UnknownLine { .. })
+    ));
+    assert_eq!(sim.stock(10, 0), Some(49));
+
+    // A pending order has not reduced stock: its edits change no stock.
+    let pending = sim.place_order(&[sold(10, 2)], "pending").unwrap();
+    let raise = [LineChange {
+        id: Some(pending.line_ids[0]),
+        product_id: None,
+        variation_id: 0,
+        quantity: 5,
+    }];
+    let edited = sim.edit_order_lines(pending.order_id, &raise).unwrap();
+    assert_eq!(edited.body["line_items"][0]["quantity"], 5);
+    assert_eq!(sim.stock(10, 0), Some(49));
+}
+
+#[tokio::test]
+async fn a_rest_refund_beyond_what_is_left_on_the_line_is_refused_as_woocommerce_does() {
+    let sim = sim(WoocommerceSimulatorOptions::default()).await;
+    sim.set_product(10, "MUG", Some(10));
+    let order = sim.place_order(&[sold(10, 3)], "processing").unwrap();
+    let line = order.line_ids[0];
+    let url = api(&sim, &format!("/orders/{}/refunds", order.order_id));
+    let client = reqwest::Client::new();
+    let response = authed(&sim, client.post(&url))
+        .json(&json!({ "amount": "20.00", "reason": "broken", "api_refund": false, "api_restock": true,
+                       "line_items": [{ "id": line, "quantity": 2, "refund_total": 20 }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let refund: Value = response.json().await.unwrap();
+    assert_eq!(refund["reason"], "broken");
+    assert_eq!(refund["api_restock"], true);
+    assert_eq!(refund["line_items"][0]["quantity"], -2);
+    assert_eq!(sim.stock(10, 0), Some(9));
+    let response = authed(&sim, client.post(&url))
+        .json(&json!({ "api_restock": true, "line_items": [{ "id": line, "quantity": 2 }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 500);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(
+        error,
+        json!({
+            "code": "woocommerce_rest_cannot_create_order_refund",
+            "message": "Invalid refund amount.",
+            "data": { "status": 500 },
+        })
+    );
+    assert_eq!(sim.stock(10, 0), Some(9), "nothing restocked");
+    // The sandbox endpoint refuses the same way; the last unit can still be refunded.
+    let response = client
+        .post(format!(
+            "{}/_sandbox/orders/{}/refunds",
+            sim.base_url(),
+            order.order_id
+        ))
+        .json(&json!({ "line_items": [{ "id": line, "quantity": 2 }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 500);
+    assert!(matches!(
+        sim.refund(order.order_id, &[(line, 2)], Some(true)),
+        Err(SimulatorError::RefundExceedsLine {
+            requested: 2,
+            remaining: 1,
+            ..
+        })
+    ));
+    sim.refund(order.order_id, &[(line, 1)], Some(false))
+        .unwrap();
+    assert_eq!(
+        sim.order(order.order_id).unwrap().body["status"],
+        "refunded"
+    );
+    let unauthenticated = client.post(&url).json(&json!({})).send().await.unwrap();
+    assert_eq!(unauthenticated.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn an_order_set_to_refunded_by_hand_keeps_its_stock_reduced() {
+    let sim = sim(WoocommerceSimulatorOptions::default()).await;
+    sim.set_product(10, "MUG", Some(10));
+    let order = sim.place_order(&[sold(10, 3)], "processing").unwrap();
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/_sandbox/orders/{}/status",
+            sim.base_url(),
+            order.order_id
+        ))
+        .json(&json!({ "status": "refunded" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body = sim.order(order.order_id).unwrap().body;
+    assert_eq!(body["status"], "refunded");
+    assert_eq!(body["refunds"].as_array().unwrap().len(), 1);
+    assert_eq!(body["refunds"][0]["reason"], "Order fully refunded.");
+    assert_eq!(sim.stock(10, 0), Some(7), "no restock");
+    let meta = body["line_items"][0]["meta_data"].as_array().unwrap();
+    assert!(
+        meta.iter().all(|m| m["key"] != "_restock_refunded_items"),
+        "{meta:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_index_lists_every_control_endpoint_from_the_route_table() {
+    let sim = sim(WoocommerceSimulatorOptions::default()).await;
+    let index: Value = reqwest::get(format!("{}/_sandbox", sim.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let table = http::sandbox_routes();
+    assert_eq!(
+        crate::sandbox::index::check_table(table.endpoints()),
+        Ok(())
+    );
+    assert_eq!(index, table.index());
+    let endpoints = index["endpoints"].as_array().unwrap();
+    assert!(
+        endpoints
+            .iter()
+            .any(|e| e["path"] == "/_sandbox/orders/{id}/lines" && e["method"] == "POST")
+    );
+    for endpoint in endpoints {
+        let path = endpoint["path"].as_str().unwrap();
+        if endpoint["method"] == "GET" && !path.contains('{') {
+            let status = reqwest::get(format!("{}{path}", sim.base_url()))
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status.as_u16(), 200, "{path}");
+        }
+    }
+}
