@@ -408,6 +408,7 @@ async fn woocommerce_order_edits_fulfilment_below_shipped_and_a_late_edit_give_t
     setup.receive("SKU-Q", 10).await;
     setup.receive("SKU-R", 8).await;
     setup.both_list("SKU-P", 50).await;
+    setup.both_list("SKU-Q", 10).await;
     setup.both_list("SKU-R", 8).await;
     let wait = || setup.woo.wait_for_webhooks(Duration::from_secs(5));
     // WooCommerce's `date_modified_gmt` has second resolution: one edit per second.
@@ -590,6 +591,7 @@ async fn an_edit_up_counts_the_orders_own_units_and_a_resent_order_has_no_effect
 async fn a_woocommerce_order_refunded_without_restock_releases_its_hold() {
     let setup = setup().await;
     setup.receive("SKU-S", 6).await;
+    setup.both_list("SKU-S", 6).await;
     let order = setup
         .woo
         .place_order(
