@@ -122,6 +122,8 @@ impl Config {
             )
             .unwrap_or(i64::MAX),
             prefer_single_location: self.stock.prefer_single_location,
+            parked_ttl_ms: i64::try_from(self.ledger.parked_ttl_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
             backorder_locations: self
                 .locations
                 .iter()

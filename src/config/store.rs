@@ -99,6 +99,11 @@ pub struct LedgerConfig {
     /// A SKU's shard is a stable hash of its bytes modulo this number.
     #[serde(default = "default_ledger_shards")]
     pub shards: usize,
+    /// A movement parked while waiting for its order line (a fulfilment before its sale,
+    /// a return before its shipment) expires into the dead-letter store after this long,
+    /// counted by source time (default 7 days; 0: never).
+    #[serde(default = "default_parked_ttl_secs")]
+    pub parked_ttl_secs: u64,
 }
 
 impl Default for LedgerConfig {
@@ -107,6 +112,7 @@ impl Default for LedgerConfig {
             idle_passivate_secs: default_idle_passivate_secs(),
             idempotency_ttl_secs: default_idempotency_ttl_secs(),
             shards: default_ledger_shards(),
+            parked_ttl_secs: default_parked_ttl_secs(),
         }
     }
 }
@@ -115,6 +121,9 @@ fn default_idle_passivate_secs() -> u64 {
     120
 }
 fn default_idempotency_ttl_secs() -> u64 {
+    7 * 24 * 3600
+}
+fn default_parked_ttl_secs() -> u64 {
     7 * 24 * 3600
 }
 /// Two shards per available core, within 1..=[`MAX_LEDGER_SHARDS`].

@@ -42,8 +42,8 @@ pub use policy::StockPolicy;
 pub use rules::{Rules, RulesCell};
 pub use state::{
     Applied, ApplyContext, ApplyError, AvailabilityChange, InboundLevel, InboundLine,
-    InvariantViolation, JOURNAL_LIMIT, LocationLevel, LocationStock, Reservation, RoutingPolicy,
-    SkuState, TransferLine,
+    InvariantViolation, JOURNAL_LIMIT, LocationLevel, LocationStock, MAX_PARKED_PER_SKU,
+    ParkedMovement, Reservation, RoutingPolicy, SkuState, TransferLine,
 };
 
 use serde::{Deserialize, Serialize};

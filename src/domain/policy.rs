@@ -22,6 +22,9 @@ pub struct StockPolicy {
     pub prefer_single_location: bool,
     /// Closed reservation lines are forgotten after this long (ms; 0: kept forever).
     pub closed_line_retention_ms: i64,
+    /// A parked movement expires into the dead-letter store after this long (ms; 0: never).
+    #[serde(default)]
+    pub parked_ttl_ms: i64,
 }
 
 impl StockPolicy {
@@ -41,6 +44,16 @@ impl StockPolicy {
             replay: false,
             max_split_locations: self.max_split_locations.max(1),
             closed_line_retention_ms: self.retention_ms(),
+            parked_ttl_ms: self.parked_ttl(),
+        }
+    }
+
+    /// The parked TTL as the context wants it (`i64::MAX`: never expires).
+    pub fn parked_ttl(&self) -> i64 {
+        if self.parked_ttl_ms > 0 {
+            self.parked_ttl_ms
+        } else {
+            i64::MAX
         }
     }
 

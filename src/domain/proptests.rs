@@ -38,10 +38,62 @@ fn op() -> impl Strategy<Value = Op> {
 struct Model {
     on_hand: BTreeMap<usize, i64>,
     reserved: BTreeMap<usize, i64>,
-    /// reservation index → (location, open units)
-    lines: Vec<(usize, u64)>,
+    /// reservation index → its line
+    lines: Vec<ModelLine>,
     /// Reservation indexes cancelled before their sale or hold arrived (scenario S3).
     cancelled_first: std::collections::BTreeSet<usize>,
+    /// Fulfilments waiting for their line, in arrival order: (line, units).
+    parked: Vec<(usize, u64)>,
+}
+
+/// One line of the reference: location, ordered, shipped and cancelled units.
+#[derive(Clone, Copy)]
+struct ModelLine {
+    location: usize,
+    ordered: u64,
+    shipped: u64,
+    cancelled: u64,
+}
+
+impl ModelLine {
+    fn open(&self) -> u64 {
+        self.ordered - self.shipped - self.cancelled
+    }
+}
+
+impl Model {
+    /// Ships `q` of line `r` like the ledger (open units first, then cancelled ones);
+    /// false (nothing changed) when the line is unknown or has not ordered that many.
+    fn ship(&mut self, r: usize, q: u64) -> bool {
+        let Some(line) = self.lines.get_mut(r) else {
+            return false;
+        };
+        if q > line.open() + line.cancelled {
+            return false;
+        }
+        let from_open = q.min(line.open());
+        line.shipped += q;
+        line.cancelled -= q - from_open;
+        let l = line.location;
+        *self.on_hand.entry(l).or_default() -= q as i64;
+        *self.reserved.entry(l).or_default() -= from_open as i64;
+        true
+    }
+
+    /// After line `r` changed: its parked fulfilments, in arrival order, until none applies.
+    fn retry(&mut self, r: usize) {
+        while let Some(index) = (0..self.parked.len()).find(|i| {
+            let (line, q) = self.parked[*i];
+            line == r
+                && self
+                    .lines
+                    .get(r)
+                    .is_some_and(|l| q <= l.open() + l.cancelled)
+        }) {
+            let (_, q) = self.parked.remove(index);
+            assert!(self.ship(r, q));
+        }
+    }
 }
 
 fn movement(kind: MovementKind) -> Movement {
@@ -80,19 +132,22 @@ proptest! {
             match (&op, result) {
                 (Op::Receipt(l, q), Ok(_)) | (Op::Return(l, q), Ok(_)) => *model.on_hand.entry(*l).or_default() += *q as i64,
                 (Op::Adjust(l, d), Ok(_)) => *model.on_hand.entry(*l).or_default() += d,
-                (Op::Sale(l, _), Ok(_)) | (Op::Hold(l, _), Ok(_)) if model.cancelled_first.contains(&model.lines.len()) => {
-                    model.lines.push((*l, 0));
+                (Op::Sale(l, q), Ok(_)) | (Op::Hold(l, q), Ok(_)) if model.cancelled_first.contains(&model.lines.len()) => {
+                    model.lines.push(ModelLine { location: *l, ordered: *q, shipped: 0, cancelled: *q });
+                    model.retry(model.lines.len() - 1);
                 }
                 (Op::Sale(l, q), Ok(_)) => {
                     *model.reserved.entry(*l).or_default() += *q as i64;
-                    model.lines.push((*l, *q));
+                    model.lines.push(ModelLine { location: *l, ordered: *q, shipped: 0, cancelled: 0 });
+                    model.retry(model.lines.len() - 1);
                 }
                 (Op::Hold(l, q), Ok(applied)) => {
                     let available = model.on_hand.get(l).copied().unwrap_or(0) - model.reserved.get(l).copied().unwrap_or(0);
                     prop_assert!(available >= *q as i64, "a hold was admitted beyond available");
                     prop_assert!(!applied.oversold);
                     *model.reserved.entry(*l).or_default() += *q as i64;
-                    model.lines.push((*l, *q));
+                    model.lines.push(ModelLine { location: *l, ordered: *q, shipped: 0, cancelled: 0 });
+                    model.retry(model.lines.len() - 1);
                 }
                 (Op::Hold(l, q), Err(ApplyError::InsufficientStock { .. })) => {
                     let available = model.on_hand.get(l).copied().unwrap_or(0) - model.reserved.get(l).copied().unwrap_or(0);
@@ -101,26 +156,25 @@ proptest! {
                 }
                 (Op::Cancel(r), Ok(_)) => {
                     match model.lines.get_mut(*r) {
-                        Some((l, open)) => {
-                            *model.reserved.entry(*l).or_default() -= *open as i64;
-                            *open = 0;
+                        Some(line) => {
+                            let open = line.open();
+                            line.cancelled += open;
+                            *model.reserved.entry(line.location).or_default() -= open as i64;
+                            model.retry(*r);
                         }
                         None => {
                             model.cancelled_first.insert(*r);
                         }
                     }
                 }
-                (Op::Ship(r, q), Ok(_)) => {
-                    let (l, open) = model.lines.get_mut(*r).expect("shipped a known line");
-                    prop_assert!(*q <= *open);
-                    *open -= q;
-                    *model.on_hand.entry(*l).or_default() -= *q as i64;
-                    *model.reserved.entry(*l).or_default() -= *q as i64;
-                }
-                (Op::Ship(r, q), Err(_)) => {
-                    let open = model.lines.get(*r).map(|(_, open)| *open);
-                    prop_assert!(open.is_none_or(|open| *q > open), "a valid shipment was refused");
-                    prop_assert_eq!(&state, &before);
+                (Op::Ship(r, q), Ok(applied)) => {
+                    if model.ship(*r, *q) {
+                        prop_assert!(applied.parked.is_none(), "a shipment that can apply was parked");
+                        model.retry(*r);
+                    } else {
+                        prop_assert!(applied.parked.is_some(), "a shipment beyond the line was applied");
+                        model.parked.push((*r, *q));
+                    }
                 }
                 (op, result) => prop_assert!(false, "unexpected {:?} for {:?}", result, op),
             }
@@ -196,7 +250,10 @@ enum AnyOp {
     Hold(usize, Option<usize>, u64, Option<i64>),
     Cancel(usize, Option<u64>),
     Ship(usize, u64),
-    Return(usize, u64, Option<usize>),
+    Return(usize, u64, Option<usize>, bool),
+    Edit(usize, u64, i64, Option<usize>),
+    Reassign(usize, usize),
+    ShipAt(usize, u64, usize),
 }
 
 fn any_op() -> impl Strategy<Value = AnyOp> {
@@ -224,8 +281,17 @@ fn any_op() -> impl Strategy<Value = AnyOp> {
             .prop_map(|(r, l, q, e)| AnyOp::Hold(r, l, q, e)),
         (line(), proptest::option::of(1..5u64)).prop_map(|(r, q)| AnyOp::Cancel(r, q)),
         (line(), 1..6u64).prop_map(|(r, q)| AnyOp::Ship(r, q)),
-        (location(), 1..5u64, proptest::option::of(line()))
-            .prop_map(|(l, q, r)| AnyOp::Return(l, q, r)),
+        (
+            location(),
+            1..5u64,
+            proptest::option::of(line()),
+            any::<bool>()
+        )
+            .prop_map(|(l, q, r, restock)| AnyOp::Return(l, q, r, restock)),
+        (line(), 0..8u64, 0..6i64, proptest::option::of(location()))
+            .prop_map(|(r, q, v, l)| AnyOp::Edit(r, q, v, l)),
+        (line(), location()).prop_map(|(r, l)| AnyOp::Reassign(r, l)),
+        (line(), 1..6u64, location()).prop_map(|(r, q, l)| AnyOp::ShipAt(r, q, l)),
     ]
 }
 
@@ -301,11 +367,28 @@ fn any_kind(op: &AnyOp) -> MovementKind {
             quantity: *q,
             location: None,
         },
-        AnyOp::Return(l, q, r) => MovementKind::Return {
-            location: Some(loc(*l)),
+        AnyOp::Return(l, q, r, restock) => MovementKind::Return {
+            // A return naming its line may leave the location to the line.
+            location: (r.is_none() || *restock).then(|| loc(*l)),
             quantity: *q,
             reservation: r.as_ref().map(line),
-            restock: true,
+            restock: *restock,
+        },
+        AnyOp::Edit(r, q, v, l) => MovementKind::OrderEdit {
+            reservation: line(r),
+            quantity: *q,
+            version: *v,
+            location: l.map(loc),
+            route: route(),
+        },
+        AnyOp::Reassign(r, l) => MovementKind::Reassign {
+            reservation: line(r),
+            to: loc(*l),
+        },
+        AnyOp::ShipAt(r, q, l) => MovementKind::Fulfilment {
+            reservation: line(r),
+            quantity: *q,
+            location: Some(loc(*l)),
         },
     }
 }
@@ -340,6 +423,11 @@ proptest! {
                 prop_assert_eq!(&state, &before, "a refused {:?} changed the state", op);
             }
             prop_assert_eq!(state.check_invariants(), Ok(()), "after {:?}", op);
+            for (id, line) in &state.reservations {
+                prop_assert!(line.fulfilled + line.released <= line.quantity, "{}: cancelled + shipped > ordered", id);
+                prop_assert!(line.returned <= line.fulfilled, "{}: returned > shipped", id);
+            }
+            prop_assert!(state.parked.len() <= MAX_PARKED_PER_SKU);
         }
     }
 }

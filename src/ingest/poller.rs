@@ -219,7 +219,7 @@ pub async fn submit_all(
     let mut failure = None;
     for (key, ack) in pending {
         let outcome = match ack.await {
-            Ok(Ack::Applied { .. }) => {
+            Ok(Ack::Applied { .. } | Ack::Parked { .. } | Ack::Ignored { .. }) => {
                 stats.applied += 1;
                 "applied"
             }

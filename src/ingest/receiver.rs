@@ -115,6 +115,22 @@ impl WebhookReceipt {
                 self.duplicates += 1;
                 ("duplicate", Some(seq), None)
             }
+            Ok(Ack::Ignored { seq }) => {
+                self.ignored += 1;
+                (
+                    "ignored",
+                    Some(seq),
+                    Some("an order edit whose version is not newer than the line's".to_owned()),
+                )
+            }
+            Ok(Ack::Parked { seq }) => {
+                self.parked += 1;
+                (
+                    "parked",
+                    Some(seq),
+                    Some("waits for its order line; applied when the line gets there".to_owned()),
+                )
+            }
             Err(LedgerError::Rejected(error)) => {
                 self.rejected += 1;
                 ("rejected", None, Some(error.to_string()))

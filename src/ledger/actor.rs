@@ -223,9 +223,11 @@ pub(crate) fn replay(
     sku: &Sku,
     loaded: &crate::store::LoadedSku,
     closed_line_retention_ms: i64,
+    parked_ttl_ms: i64,
 ) -> Result<SkuState, crate::store::StoreError> {
     let context = crate::domain::ApplyContext {
         closed_line_retention_ms,
+        parked_ttl_ms,
         ..crate::domain::ApplyContext::replay()
     };
     let corrupt = |message: String| crate::store::StoreError::Corrupt {
@@ -706,14 +708,16 @@ async fn load_cells(core: &Core, skus: Vec<Sku>) -> Vec<(Sku, Result<LoadedCell,
                 .collect();
         }
     };
-    let retention_ms = core.options.rules.get().stock.retention_ms();
+    let rules = core.options.rules.get();
+    let retention_ms = rules.stock.retention_ms();
+    let parked_ttl_ms = rules.stock.parked_ttl();
     let ttl_ms =
         i64::try_from(core.options.idempotency_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let scheme = core.key_scheme;
     skus.into_iter()
         .zip(loaded)
         .map(|(sku, batch)| {
-            let result = replay(&sku, &batch.loaded, retention_ms)
+            let result = replay(&sku, &batch.loaded, retention_ms, parked_ttl_ms)
                 .map(|state| LoadedCell {
                     state,
                     keys: KeyFilter::from_keys(
@@ -773,6 +777,12 @@ fn apply(
     } else if let Some(routed) = applied.routed_to.clone() {
         record_route(&mut movement.kind, routed);
     }
+    note_line_outcome(&cell.state.sku, &movement, &applied);
+    let ack = match (&applied.parked, &applied.ignored) {
+        (Some(_), _) => Ack::Parked { seq },
+        (None, Some(_)) => Ack::Ignored { seq },
+        (None, None) => Ack::Applied { seq },
+    };
     let ttl_ms =
         i64::try_from(core.options.idempotency_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let key_expires_at_ms = now.saturating_add(ttl_ms);
@@ -834,7 +844,7 @@ fn apply(
         snapshot,
         origin,
         reply: Some(reply),
-        ack: Ack::Applied { seq },
+        ack,
         // Computed once per SKU and batch when the shard flushes.
         availability: None,
         source: movement.source,
@@ -878,8 +888,35 @@ fn reap(
 
 fn record_route(kind: &mut crate::domain::MovementKind, routed: crate::domain::LocationId) {
     use crate::domain::MovementKind;
-    if let MovementKind::Sale { location, .. } | MovementKind::Reservation { location, .. } = kind {
+    if let MovementKind::Sale { location, .. }
+    | MovementKind::Reservation { location, .. }
+    | MovementKind::OrderEdit { location, .. } = kind
+    {
         *location = Some(routed);
+    }
+}
+
+/// Logs and counts what the order-line lifecycle reports besides levels: a parked or
+/// ignored movement, a discrepancy (units an edit put below what shipped: they need a
+/// return), and parked movements that expired (dead letters, with their reason).
+fn note_line_outcome(sku: &Sku, movement: &Movement, applied: &crate::domain::Applied) {
+    use crate::telemetry::{
+        LEDGER_DISCREPANCY_UNITS_TOTAL, LEDGER_PARKED_EXPIRED_TOTAL, LEDGER_PARKED_TOTAL,
+    };
+    if let Some(reason) = &applied.parked {
+        metrics::counter!(LEDGER_PARKED_TOTAL, "kind" => movement.kind.name()).increment(1);
+        tracing::info!(sku = %sku, key = %movement.idempotency_key, reason = %reason, "movement parked until its line gets there");
+    }
+    if let Some(reason) = &applied.ignored {
+        tracing::info!(sku = %sku, key = %movement.idempotency_key, reason = %reason, "movement recorded as ignored");
+    }
+    if applied.discrepancy > 0 {
+        metrics::counter!(LEDGER_DISCREPANCY_UNITS_TOTAL).increment(applied.discrepancy);
+        tracing::warn!(sku = %sku, key = %movement.idempotency_key, units = applied.discrepancy, "order edit below shipped units: a return is needed");
+    }
+    for expired in &applied.expired {
+        metrics::counter!(LEDGER_PARKED_EXPIRED_TOTAL, "kind" => expired.kind.name()).increment(1);
+        tracing::warn!(sku = %sku, key = %expired.idempotency_key, parked_seq = expired.seq, reason = %expired.reason, "parked movement expired");
     }
 }
 
@@ -891,6 +928,9 @@ fn record_split(kind: &mut crate::domain::MovementKind, split: Vec<crate::domain
         location, route, ..
     }
     | MovementKind::Reservation {
+        location, route, ..
+    }
+    | MovementKind::OrderEdit {
         location, route, ..
     } = kind
     {
@@ -911,5 +951,8 @@ fn rejection_reason(error: &crate::domain::ApplyError) -> &'static str {
         ApplyError::OverReceipt { .. } => "over_receipt",
         ApplyError::UnknownPurchaseOrder { .. } => "unknown_purchase_order",
         ApplyError::DuplicateTransfer { .. } => "duplicate_transfer",
+        ApplyError::ReturnExceedsShipped { .. } => "return_exceeds_shipped",
+        ApplyError::NotHeldAt { .. } => "not_held_at",
+        ApplyError::TooManyParked { .. } => "too_many_parked",
     }
 }

@@ -33,7 +33,7 @@ fn combine(acks: Vec<Result<Ack, LedgerError>>) -> Result<Ack, LedgerError> {
     let mut highest = 0;
     for ack in acks {
         match ack? {
-            Ack::Applied { seq } => {
+            Ack::Applied { seq } | Ack::Parked { seq } | Ack::Ignored { seq } => {
                 all_duplicates = false;
                 highest = highest.max(seq);
             }

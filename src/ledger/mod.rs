@@ -133,6 +133,36 @@ pub enum Ack {
         /// The sequence number that recorded the key first.
         seq: u64,
     },
+    /// Recorded as event `seq`, but its effect waits for its order line (a fulfilment
+    /// before its sale, a return before its shipment): it applies when the line gets
+    /// there, or expires into the dead-letter store (see `SkuState::parked`).
+    Parked {
+        /// The event's sequence number.
+        seq: u64,
+    },
+    /// Recorded as event `seq` with no effect on purpose (an order edit whose version is
+    /// not newer than the line's).
+    Ignored {
+        /// The event's sequence number.
+        seq: u64,
+    },
+}
+
+impl Ack {
+    /// The sequence number of the event that recorded the movement (or its key first).
+    pub fn seq(&self) -> u64 {
+        match self {
+            Ack::Applied { seq }
+            | Ack::Duplicate { seq }
+            | Ack::Parked { seq }
+            | Ack::Ignored { seq } => *seq,
+        }
+    }
+
+    /// Whether the movement was recorded now (as opposed to a duplicate of an earlier one).
+    pub fn recorded(&self) -> bool {
+        !matches!(self, Ack::Duplicate { .. })
+    }
 }
 
 /// Why a movement was not acknowledged.

@@ -163,7 +163,7 @@ pub(crate) async fn count_expired(
     for ack in acks {
         match ack.await {
             Ok(Ok(Ack::Applied { .. })) => expired += 1,
-            Ok(Ok(Ack::Duplicate { .. })) => {}
+            Ok(Ok(Ack::Duplicate { .. } | Ack::Parked { .. } | Ack::Ignored { .. })) => {}
             Ok(Err(error)) => {
                 tracing::warn!(sku = %sku, error = %error, "expired hold not released")
             }

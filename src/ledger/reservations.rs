@@ -812,6 +812,8 @@ mod tests {
                 quantity: 3,
                 fulfilled: 3,
                 released: 0,
+                returned: 0,
+                version: None,
                 expires_at_ms: None,
                 parts: Vec::new(),
                 closed_at_ms: None,

@@ -71,7 +71,7 @@ pub fn due_offset(index: u64, rate_per_sec: u64) -> Duration {
 
 fn count(outcome: &mut BatchOutcome, ack: &Result<Ack, LedgerError>) {
     match ack {
-        Ok(Ack::Applied { .. }) => outcome.applied += 1,
+        Ok(Ack::Applied { .. } | Ack::Parked { .. } | Ack::Ignored { .. }) => outcome.applied += 1,
         Ok(Ack::Duplicate { .. }) => outcome.duplicate += 1,
         Err(LedgerError::Rejected(_)) => outcome.rejected += 1,
         Err(_) => outcome.errors += 1,

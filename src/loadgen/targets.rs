@@ -110,7 +110,9 @@ impl Target for LedgerTarget {
         let mut outcome = BatchOutcome::default();
         for ack in futures::future::join_all(pending).await {
             match ack {
-                Ok(Ack::Applied { .. }) => outcome.applied += 1,
+                Ok(Ack::Applied { .. } | Ack::Parked { .. } | Ack::Ignored { .. }) => {
+                    outcome.applied += 1
+                }
                 Ok(Ack::Duplicate { .. }) => outcome.duplicate += 1,
                 Err(LedgerError::Rejected(_)) => outcome.rejected += 1,
                 Err(_) => outcome.errors += 1,

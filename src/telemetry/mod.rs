@@ -16,6 +16,12 @@ pub const LEDGER_MOVEMENTS_TOTAL: &str = "stocksync_ledger_movements_total";
 pub const LEDGER_DEDUPE_HITS_TOTAL: &str = "stocksync_ledger_dedupe_hits_total";
 /// Movements refused by the state machine; label `reason`.
 pub const LEDGER_REJECTED_TOTAL: &str = "stocksync_ledger_rejected_total";
+/// Movements parked until their order line gets there; label `kind`.
+pub const LEDGER_PARKED_TOTAL: &str = "stocksync_ledger_parked_total";
+/// Parked movements that expired (dead letters); label `kind`.
+pub const LEDGER_PARKED_EXPIRED_TOTAL: &str = "stocksync_ledger_parked_expired_total";
+/// Units order edits put below what their lines had shipped (each needs a return).
+pub const LEDGER_DISCREPANCY_UNITS_TOTAL: &str = "stocksync_ledger_discrepancy_units_total";
 /// Sales that left a location's available below zero; label `source`.
 pub const LEDGER_OVERSELLS_TOTAL: &str = "stocksync_ledger_oversells_total";
 /// SKUs currently in memory in the ledger's shards, live or loading (gauge). The name is

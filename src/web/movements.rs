@@ -46,7 +46,8 @@ pub struct MovementResult {
     pub sku: String,
     /// The movement's idempotency key.
     pub idempotency_key: String,
-    /// The outcome, flattened: `"outcome": "applied" | "duplicate" | "rejected"`.
+    /// The outcome, flattened: `"outcome": "applied" | "parked" | "ignored" | "duplicate" |
+    /// "rejected"`.
     #[serde(flatten)]
     pub outcome: MovementOutcome,
 }
@@ -57,6 +58,18 @@ pub struct MovementResult {
 pub enum MovementOutcome {
     /// Recorded as event `seq` of its SKU.
     Applied {
+        /// The event's sequence number within the SKU.
+        seq: u64,
+    },
+    /// Recorded as event `seq`; its effect waits for its order line (a fulfilment before
+    /// its sale, a return before its shipment) and applies when the line gets there.
+    Parked {
+        /// The event's sequence number within the SKU.
+        seq: u64,
+    },
+    /// Recorded as event `seq` with no effect on purpose (an order edit whose version is
+    /// not newer than the line's).
+    Ignored {
         /// The event's sequence number within the SKU.
         seq: u64,
     },
@@ -74,7 +87,7 @@ pub enum MovementOutcome {
 
 impl MovementOutcome {
     /// The metric labels, indexed by [`MovementOutcome::slot`].
-    const LABELS: [&'static str; 3] = ["applied", "duplicate", "rejected"];
+    const LABELS: [&'static str; 5] = ["applied", "duplicate", "rejected", "parked", "ignored"];
 
     /// The outcome's index in [`MovementOutcome::LABELS`].
     fn slot(&self) -> usize {
@@ -82,6 +95,8 @@ impl MovementOutcome {
             MovementOutcome::Applied { .. } => 0,
             MovementOutcome::Duplicate { .. } => 1,
             MovementOutcome::Rejected { .. } => 2,
+            MovementOutcome::Parked { .. } => 3,
+            MovementOutcome::Ignored { .. } => 4,
         }
     }
 }
@@ -125,11 +140,13 @@ async fn accept(
     let acks = futures::future::join_all(pending).await;
     let mut results = Vec::with_capacity(count);
     let mut failures = Vec::new();
-    let mut counts = [0_u64; 3];
+    let mut counts = [0_u64; MovementOutcome::LABELS.len()];
     for (index, ((sku, idempotency_key), ack)) in named.into_iter().zip(acks).enumerate() {
         let outcome = match ack {
             Ok(Ack::Applied { seq }) => MovementOutcome::Applied { seq },
             Ok(Ack::Duplicate { seq }) => MovementOutcome::Duplicate { seq },
+            Ok(Ack::Parked { seq }) => MovementOutcome::Parked { seq },
+            Ok(Ack::Ignored { seq }) => MovementOutcome::Ignored { seq },
             Err(LedgerError::Rejected(error)) => MovementOutcome::Rejected {
                 reason: error.to_string(),
             },
@@ -164,10 +181,14 @@ async fn accept(
             ),
         });
     }
-    let status = if results
-        .iter()
-        .any(|r| matches!(r.outcome, MovementOutcome::Applied { .. }))
-    {
+    let status = if results.iter().any(|r| {
+        matches!(
+            r.outcome,
+            MovementOutcome::Applied { .. }
+                | MovementOutcome::Parked { .. }
+                | MovementOutcome::Ignored { .. }
+        )
+    }) {
         StatusCode::CREATED
     } else {
         StatusCode::OK

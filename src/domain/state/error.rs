@@ -34,6 +34,36 @@ pub enum ApplyError {
         /// Units the fulfilment asked to ship.
         requested: u64,
     },
+    /// A return would take the line's returned units above what it shipped (the line has
+    /// no open units left, so no later shipment can explain it).
+    #[error(
+        "returned would exceed shipped on reservation {reservation}: shipped {shipped}, returned {returned}, cannot return {requested} more"
+    )]
+    ReturnExceedsShipped {
+        /// The reservation id.
+        reservation: String,
+        /// Units shipped on the line.
+        shipped: u64,
+        /// Units already returned on it.
+        returned: u64,
+        /// Units the return named.
+        requested: u64,
+    },
+    /// A fulfilment named a location where the line holds no part.
+    #[error("reservation {reservation} holds nothing at {location}")]
+    NotHeldAt {
+        /// The reservation id.
+        reservation: String,
+        /// The location the fulfilment named.
+        location: LocationId,
+    },
+    /// A movement would have to wait for its line, but the SKU already keeps the most
+    /// parked movements it may.
+    #[error("too many movements parked for this sku (limit {limit}); this one cannot wait")]
+    TooManyParked {
+        /// The limit ([`MAX_PARKED_PER_SKU`](super::MAX_PARKED_PER_SKU)).
+        limit: usize,
+    },
     /// A transfer receipt named a transfer that was never dispatched.
     #[error("transfer {transfer} is not known")]
     UnknownTransfer {
@@ -106,6 +136,22 @@ pub enum InvariantViolation {
         reserved: i64,
         /// The open units of the reservation lines at it.
         open: i128,
+    },
+    /// A line has more units returned than it shipped.
+    #[error("reservation {reservation} has {returned} returned of {fulfilled} shipped")]
+    OverReturnedLine {
+        /// The reservation id.
+        reservation: String,
+        /// Units shipped.
+        fulfilled: u64,
+        /// Units returned.
+        returned: u64,
+    },
+    /// A SKU keeps more parked movements than the limit.
+    #[error("{parked} movements parked, more than the limit")]
+    TooManyParked {
+        /// Parked movements kept.
+        parked: usize,
     },
     /// A line has more units shipped plus released than it reserved.
     #[error(

@@ -4,7 +4,9 @@
 //! - per location: reserved ≥ 0, in transit ≥ 0, at most [`JOURNAL_LIMIT`] journal entries;
 //! - reserved at a location equals the open units of the lines held there (so the SKU's
 //!   reserved total is the sum of its open lines);
-//! - per line: shipped + released ≤ reserved, and a line marked closed has no open units;
+//! - per line: shipped + cancelled ≤ ordered, returned ≤ shipped, and a line marked
+//!   closed has no open units;
+//! - at most [`MAX_PARKED_PER_SKU`](super::MAX_PARKED_PER_SKU) parked movements;
 //! - no id is both a known line and a cancellation waiting for its sale;
 //! - in transit to a location equals what its transfers have not yet delivered, and no
 //!   transfer received more than was dispatched;
@@ -15,7 +17,9 @@
 //! `q` adds `q` on hand and nothing else; a shipment of `q` takes `q` from on-hand and from
 //! reserved; a return of `q` adds `q` to on-hand − reserved; …), a count leaves on-hand at
 //! the counted units plus what its journal says happened after the watermark, and a refused
-//! movement changes nothing.
+//! or parked movement changes no total. An event that also applied parked movements
+//! (`Applied::unparked` > 0) is checked against the state invariants only: its totals
+//! include the parked movements' effects.
 //!
 //! [`SkuState::apply_with`] runs both in debug builds (every unit, property and integration
 //! test) and panics on a violation. Release builds skip them: the state check costs a pass
@@ -69,6 +73,13 @@ impl SkuState {
                     released: line.released,
                 });
             }
+            if line.returned > line.fulfilled {
+                return Err(InvariantViolation::OverReturnedLine {
+                    reservation: id.to_string(),
+                    fulfilled: line.fulfilled,
+                    returned: line.returned,
+                });
+            }
             let open = line.open();
             if line.closed_at_ms.is_some() && open > 0 {
                 return Err(InvariantViolation::ClosedLineOpen {
@@ -99,6 +110,11 @@ impl SkuState {
                 location: location.clone(),
                 reserved: 0,
                 open,
+            });
+        }
+        if self.parked.len() > super::MAX_PARKED_PER_SKU {
+            return Err(InvariantViolation::TooManyParked {
+                parked: self.parked.len(),
             });
         }
         let mut carried_to: BTreeMap<&LocationId, i128> = BTreeMap::new();
@@ -227,7 +243,11 @@ impl Before {
             return Ok(());
         };
         let reserved_change = now.reserved - self.reserved;
+        if applied.unparked > 0 {
+            return after.check_invariants();
+        }
         let none = Effect::Exactly(0);
+        let parked = applied.parked.is_some() || applied.ignored.is_some();
         let (on_hand, reserved, in_transit) = match kind {
             MovementKind::Receipt { quantity, .. }
             | MovementKind::InboundReceipt { quantity, .. } => {
@@ -277,18 +297,23 @@ impl Before {
             MovementKind::Reassign { .. } => {
                 (Effect::Exactly(0), Effect::Exactly(0), Effect::Exactly(0))
             }
+            _ if parked => (Effect::Exactly(0), none, Effect::Exactly(0)),
+            // Open units leave reserved; units taken from cancelled ones were not reserved.
             MovementKind::Fulfilment { quantity, .. } => (
                 Effect::Exactly(-units(*quantity)),
-                Effect::Exactly(-units(*quantity)),
+                Effect::Exactly(units(applied.from_cancelled) - units(*quantity)),
                 Effect::Exactly(0),
             ),
-            // Units returned against a line still reserved are shipped first: they leave
-            // reserved and on-hand together, so on-hand − reserved grows by the return.
-            MovementKind::Return { quantity, .. } => (
-                Effect::Exactly(units(*quantity) + reserved_change),
-                Effect::AtMostZero,
-                Effect::Exactly(0),
-            ),
+            // A restocked return adds its units on hand; reserved never changes.
+            MovementKind::Return {
+                quantity, restock, ..
+            } => {
+                let on_hand = match (*restock, applied.levels_changed) {
+                    (true, true) => units(*quantity),
+                    _ => 0,
+                };
+                (Effect::Exactly(on_hand), none, Effect::Exactly(0))
+            }
         };
         for (total, effect, change) in [
             ("on_hand", on_hand, now.on_hand - self.on_hand),

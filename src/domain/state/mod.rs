@@ -4,14 +4,22 @@
 //! ([`ApplyContext`]) and reports ([`Applied`]), and the dispatch of each movement kind;
 //! `location` owns stock per location, the count journal, inbound lines and transfers;
 //! `reservations` owns order lines and holds, routing, splitting, cancellation, shipment
-//! and closed-line retention; `error` the refusals; `invariants` the checks run after
-//! every transition.
+//! and closed-line retention; `lines` owns the per-line lifecycle added for issue 9 (order
+//! edits, reassignment, returns against a line's shipments); `parking` owns movements that
+//! wait for their line ([`ParkedMovement`]); `error` the refusals; `invariants` the checks
+//! run after every transition.
+//!
+//! May depend on: `domain` only (pure and synchronous).
 
 mod error;
 mod invariants;
+mod lines;
 mod location;
+mod parking;
 mod reservations;
 
+#[cfg(test)]
+mod lines_tests;
 #[cfg(test)]
 mod tests;
 
@@ -19,6 +27,7 @@ pub use error::{ApplyError, InvariantViolation};
 pub use location::{
     InboundLevel, InboundLine, JOURNAL_LIMIT, LocationLevel, LocationStock, TransferLine,
 };
+pub use parking::{MAX_PARKED_PER_SKU, ParkedMovement};
 pub use reservations::{Reservation, RoutingPolicy};
 
 use super::movement::{Movement, MovementKind};
@@ -43,7 +52,7 @@ pub struct AvailabilityChange {
 }
 
 /// What applying a movement did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
     /// Whether any level changed (false for a stale count or a sale cancelled in advance).
     pub levels_changed: bool,
@@ -55,6 +64,24 @@ pub struct Applied {
     /// When a line was split across locations, those locations in order; the ledger
     /// records them as the movement's route (and no location), and replay splits the same.
     pub split_across: Option<Vec<LocationId>>,
+    /// The movement was recorded but left the levels alone on purpose (an order edit whose
+    /// version is not newer than the line's): why. The ledger answers it as `ignored`.
+    pub ignored: Option<String>,
+    /// The movement refers to a line in a state it cannot act on yet (a fulfilment before
+    /// its sale, a return before its shipment): it was recorded and parked in the state,
+    /// and is applied when the line gets there. Why it waits. The ledger answers `parked`.
+    pub parked: Option<String>,
+    /// Units an order edit put below what the line has already shipped: they need a return
+    /// and are reported as a discrepancy, never restocked. 0 for every other movement.
+    pub discrepancy: u64,
+    /// Units a fulfilment shipped from the line's cancelled units (the cancellation lost
+    /// the race with the shipment: they leave on-hand but were not reserved).
+    pub from_cancelled: u64,
+    /// Parked movements that applied as part of this event (their effects are included).
+    pub unparked: usize,
+    /// Parked movements that waited longer than the context's parked TTL and were dropped
+    /// from the state by this event; the ledger moves them to the dead-letter store.
+    pub expired: Vec<ParkedMovement>,
 }
 
 /// What a decision depends on besides the state: the time, where backorders are allowed,
@@ -77,6 +104,9 @@ pub struct ApplyContext<'a> {
     /// The ledger uses the idempotency-key TTL: past it a redelivered line could not be
     /// recognised by its key either.
     pub closed_line_retention_ms: i64,
+    /// A parked movement older than this (ms, by its source time) expires: it is dropped
+    /// from the state and reported in [`Applied::expired`]; `i64::MAX` keeps it forever.
+    pub parked_ttl_ms: i64,
 }
 
 static NO_BACKORDERS: BTreeSet<LocationId> = BTreeSet::new();
@@ -91,6 +121,7 @@ impl ApplyContext<'static> {
             replay: false,
             max_split_locations: 1,
             closed_line_retention_ms: i64::MAX,
+            parked_ttl_ms: i64::MAX,
         }
     }
 
@@ -129,6 +160,9 @@ pub struct SkuState {
     /// front once older than the retention.
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub closed_lines: VecDeque<(i64, SmolStr)>,
+    /// Movements waiting for their line, in arrival order (at most [`MAX_PARKED_PER_SKU`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parked: Vec<ParkedMovement>,
 }
 
 impl SkuState {
@@ -143,6 +177,7 @@ impl SkuState {
             inbound: VecMap::new(),
             transfers: VecMap::new(),
             closed_lines: VecDeque::new(),
+            parked: Vec::new(),
         }
     }
 
@@ -208,40 +243,51 @@ impl SkuState {
             .validate()
             .map_err(|problems| ApplyError::Invalid(problems.join("; ")))?;
         let at_ms = movement.occurred_at_ms.unwrap_or(context.now_ms);
-        let applied = self.apply_kind(&movement.kind, at_ms, context)?;
+        let mut applied = self.apply_kind(&movement.kind, at_ms, context)?;
+        if let Some(reason) = &applied.parked {
+            self.park(movement, seq, at_ms, reason)?;
+        }
         self.seq = seq;
-        // Only these can close a line: a shipment, a release, a return, or a sale or hold
-        // that was cancelled before it arrived (it then changes no level).
-        let may_close = match &movement.kind {
+        if applied.parked.is_none() && applied.ignored.is_none() {
+            self.after_line_change(&movement.kind, applied.levels_changed, at_ms);
+            if !self.parked.is_empty() {
+                self.retry_parked(&movement.kind, &mut applied, context);
+            }
+        }
+        self.prune_closed_lines(at_ms.saturating_sub(context.closed_line_retention_ms));
+        if !self.parked.is_empty() {
+            applied.expired = self.expire_parked(at_ms.saturating_sub(context.parked_ttl_ms));
+        }
+        Ok(applied)
+    }
+
+    /// Stamps closed lines after `kind` applied (only a shipment, a release, a return, an
+    /// edit, or a sale or hold cancelled before it arrived can close one).
+    fn after_line_change(&mut self, kind: &MovementKind, levels_changed: bool, at_ms: i64) {
+        let may_close = match kind {
             MovementKind::Cancellation { .. }
             | MovementKind::Fulfilment { .. }
-            | MovementKind::Return { .. } => true,
-            MovementKind::Sale { .. } | MovementKind::Reservation { .. } => !applied.levels_changed,
+            | MovementKind::Return { .. }
+            | MovementKind::OrderEdit { .. }
+            | MovementKind::Reassign { .. } => true,
+            MovementKind::Sale { .. } | MovementKind::Reservation { .. } => !levels_changed,
             _ => false,
         };
         if may_close {
-            self.mark_closed_lines(&movement.kind, at_ms);
+            self.mark_closed_lines(kind, at_ms);
         }
-        self.prune_closed_lines(at_ms.saturating_sub(context.closed_line_retention_ms));
-        Ok(applied)
     }
 
     fn changed(&self, location: &LocationId) -> Applied {
         Applied {
             levels_changed: true,
             oversold: self.available_at(location) < 0,
-            routed_to: None,
-            split_across: None,
+            ..Self::unchanged()
         }
     }
 
     fn unchanged() -> Applied {
-        Applied {
-            levels_changed: false,
-            oversold: false,
-            routed_to: None,
-            split_across: None,
-        }
+        Applied::default()
     }
 
     fn apply_kind(
@@ -325,39 +371,35 @@ impl SkuState {
             MovementKind::Fulfilment {
                 reservation,
                 quantity,
-                ..
-            } => self.fulfil(reservation, *quantity, at_ms),
-            MovementKind::OrderEdit { .. } | MovementKind::Reassign { .. } => Err(
-                ApplyError::Invalid(format!("{} is not supported yet", kind.name())),
+                location,
+            } => self.fulfil(reservation, *quantity, location.as_ref(), at_ms),
+            MovementKind::OrderEdit {
+                reservation,
+                quantity,
+                version,
+                location,
+                route,
+            } => self.edit_line(
+                reservation,
+                *quantity,
+                *version,
+                location.as_ref(),
+                route,
+                context,
             ),
+            MovementKind::Reassign { reservation, to } => self.reassign(reservation, to, context),
             MovementKind::Return {
                 location,
                 quantity,
                 reservation,
-                ..
-            } => {
-                let location = match (location, reservation) {
-                    (Some(location), _) => location.clone(),
-                    (None, Some(id)) => match self.reservations.get(id.as_str()) {
-                        Some(line) => line.location.clone(),
-                        None => {
-                            return Err(ApplyError::UnknownReservation {
-                                reservation: id.clone(),
-                            });
-                        }
-                    },
-                    (None, None) => {
-                        return Err(ApplyError::Invalid(
-                            "a return without location must name its reservation".to_owned(),
-                        ));
-                    }
-                };
-                let location = &location;
-                self.ship_unreported(reservation.as_deref(), *quantity, at_ms);
-                self.stock_mut(location)
-                    .change_on_hand(at_ms, to_i64(*quantity));
-                Ok(self.changed(location))
-            }
+                restock,
+            } => self.return_units(
+                location.as_ref(),
+                *quantity,
+                reservation.as_deref(),
+                *restock,
+                at_ms,
+            ),
         }
     }
 }

@@ -1,7 +1,18 @@
 //! Reservations and routing: open order lines and holds ([`Reservation`]), which location
 //! a line without one is routed to ([`RoutingPolicy`]), splitting a line across locations,
-//! cancellation (also before the sale arrives), shipment, returns against a line, hold
-//! expiry, and forgetting closed lines after the retention.
+//! cancellation (also before the sale arrives), shipment, hold expiry, and forgetting
+//! closed lines after the retention.
+//!
+//! Per-line accounting: a line counts its ordered units (`quantity`), shipped
+//! (`fulfilled`), cancelled (`released`) and returned units; its open (reserved) units are
+//! ordered − shipped − cancelled. Always: cancelled + shipped ≤ ordered, returned ≤
+//! shipped. A split line's counts are the sums over its parts.
+//!
+//! Shipment: a fulfilment ships the line's open units (first part first, or the part at
+//! the location it names); units beyond the open ones are taken from the cancelled ones (a
+//! cancellation that raced the shipment loses: a shipment is a physical fact), and a
+//! fulfilment of more than ordered − shipped, or of a line not known yet, is parked (an
+//! edit or the sale may still arrive, see `parking`).
 
 use super::{Applied, ApplyContext, ApplyError, SkuState, to_i64};
 use crate::domain::LocationId;
@@ -19,6 +30,12 @@ pub struct Reservation {
     pub fulfilled: u64,
     /// Units released by cancellation.
     pub released: u64,
+    /// Units returned by the customer (never more than `fulfilled`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub returned: u64,
+    /// The version of the last order edit applied to the line (first part only), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
     /// When an uncommitted hold lapses (milliseconds since the Unix epoch), if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at_ms: Option<i64>,
@@ -37,6 +54,10 @@ impl Reservation {
     pub fn open(&self) -> u64 {
         self.quantity - self.fulfilled - self.released
     }
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// How a reservation without an explicit location picks one of its candidates.
@@ -216,6 +237,8 @@ impl SkuState {
                 quantity,
                 fulfilled: 0,
                 released,
+                returned: 0,
+                version: None,
                 expires_at_ms,
                 parts: Vec::new(),
                 closed_at_ms: None,
@@ -234,7 +257,7 @@ impl SkuState {
             // A backorder within policy is a planned debt, not an oversell.
             oversold: self.available_at(&chosen) < 0 && !may_backorder,
             levels_changed: true,
-            split_across: None,
+            ..Self::unchanged()
         })
     }
 
@@ -285,6 +308,8 @@ impl SkuState {
                     quantity: units + released,
                     fulfilled: 0,
                     released,
+                    returned: 0,
+                    version: None,
                     expires_at_ms,
                     parts,
                     closed_at_ms: None,
@@ -297,11 +322,12 @@ impl SkuState {
             oversold: false,
             routed_to: None,
             split_across: Some(plan.iter().map(|(location, _)| location.clone()).collect()),
+            ..Self::unchanged()
         }
     }
 
     /// The reservation ids of one line: itself, then its split parts.
-    fn line_ids(&self, reservation: &str) -> Vec<String> {
+    pub(super) fn line_ids(&self, reservation: &str) -> Vec<String> {
         let mut ids = vec![reservation.to_owned()];
         if let Some(line) = self.reservations.get(reservation) {
             ids.extend(line.parts.iter().cloned());
@@ -311,6 +337,14 @@ impl SkuState {
 
     pub(super) fn cancel(&mut self, reservation: &str, quantity: Option<u64>) -> Applied {
         if !self.reservations.contains_key(reservation) {
+            // A partial cancellation before its sale waits for it (how much of the line it
+            // leaves depends on the sale); a full one is remembered and the sale reserves
+            // nothing.
+            if quantity.is_some() {
+                return Self::parked_for(format!(
+                    "partial cancellation waits for the sale of {reservation}"
+                ));
+            }
             let units = quantity.unwrap_or(u64::MAX);
             let pending = self
                 .cancelled_in_advance
@@ -342,32 +376,59 @@ impl SkuState {
         }
     }
 
+    /// Ships `quantity` units of the line (see the module docs); parks when the line is not
+    /// known yet or has not ordered that many unshipped units.
+    ///
+    /// Errors: [`ApplyError::NotHeldAt`] when `location` names no part of the line.
     pub(super) fn fulfil(
         &mut self,
         reservation: &str,
         quantity: u64,
+        location: Option<&LocationId>,
         at_ms: i64,
     ) -> Result<Applied, ApplyError> {
         if !self.reservations.contains_key(reservation) {
-            return Err(ApplyError::UnknownReservation {
-                reservation: reservation.to_owned(),
-            });
+            return Ok(Self::parked_for(format!(
+                "fulfilment waits for the sale of {reservation}"
+            )));
         }
-        let ids = self.line_ids(reservation);
-        let open: u64 = ids
+        let mut ids = self.line_ids(reservation);
+        if let Some(location) = location {
+            let at = ids.iter().position(|id| {
+                self.reservations
+                    .get(id)
+                    .is_some_and(|line| &line.location == location)
+            });
+            match at {
+                // The part at that location first, then the others in order.
+                Some(at) => {
+                    let part = ids.remove(at);
+                    ids.insert(0, part);
+                }
+                None => {
+                    return Err(ApplyError::NotHeldAt {
+                        reservation: reservation.to_owned(),
+                        location: location.clone(),
+                    });
+                }
+            }
+        }
+        let (open, cancelled) = ids
             .iter()
             .filter_map(|id| self.reservations.get(id))
-            .map(Reservation::open)
-            .sum();
-        if quantity > open {
-            return Err(ApplyError::OverFulfilment {
-                reservation: reservation.to_owned(),
-                open,
-                requested: quantity,
+            .fold((0u64, 0u64), |(open, cancelled), line| {
+                (open + line.open(), cancelled + line.released)
             });
+        let shippable = open.saturating_add(cancelled);
+        if quantity > shippable {
+            return Ok(Self::parked_for(format!(
+                "fulfilment of {quantity} exceeds the {shippable} unshipped units ordered on {reservation}"
+            )));
         }
-        // Split parts are shipped first part first.
-        let mut remaining = quantity;
+        // Open units first, then cancelled ones (the shipment won the race).
+        let mut from_open = quantity.min(open);
+        let taken_from_cancelled = quantity - from_open;
+        let mut from_cancelled = taken_from_cancelled;
         let mut last = None;
         for id in ids {
             let Some(line) = self.reservations.get_mut(&id) else {
@@ -375,44 +436,26 @@ impl SkuState {
             };
             // Shipping commits the hold: it no longer lapses.
             line.expires_at_ms = None;
-            let ship = remaining.min(line.open());
-            if ship == 0 {
+            let open_units = from_open.min(line.open());
+            let cancelled_units = from_cancelled.min(line.released);
+            if open_units + cancelled_units == 0 {
                 continue;
             }
-            remaining -= ship;
-            line.fulfilled += ship;
+            from_open -= open_units;
+            from_cancelled -= cancelled_units;
+            line.released -= cancelled_units;
+            line.fulfilled += open_units + cancelled_units;
             let location = line.location.clone();
             let stock = self.stock_mut(&location);
-            stock.change_on_hand(at_ms, -to_i64(ship));
-            stock.reserved -= to_i64(ship);
+            stock.change_on_hand(at_ms, -to_i64(open_units + cancelled_units));
+            stock.reserved -= to_i64(open_units);
             last = Some(location);
         }
-        Ok(match last {
+        let mut applied = match last {
             Some(location) => self.changed(&location),
             None => Self::unchanged(),
-        })
-    }
-
-    /// A return against a line we still hold as reserved means the shipment was never
-    /// reported to us: counts up to `quantity` of those units as shipped first, so they
-    /// leave `reserved` instead of staying promised twice.
-    pub(super) fn ship_unreported(&mut self, reservation: Option<&str>, quantity: u64, at_ms: i64) {
-        let ids = reservation.map(|id| self.line_ids(id)).unwrap_or_default();
-        let mut remaining = quantity;
-        for id in ids {
-            let Some(line) = self.reservations.get_mut(&id) else {
-                continue;
-            };
-            let units = line.open().min(remaining);
-            if units == 0 {
-                continue;
-            }
-            remaining -= units;
-            line.fulfilled += units;
-            let line_location = line.location.clone();
-            let stock = self.stock_mut(&line_location);
-            stock.change_on_hand(at_ms, -to_i64(units));
-            stock.reserved -= to_i64(units);
-        }
+        };
+        applied.from_cancelled = taken_from_cancelled;
+        Ok(applied)
     }
 }

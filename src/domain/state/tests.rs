@@ -246,7 +246,7 @@ fn cancellations_that_arrive_first_add_up() {
 }
 
 #[test]
-fn a_return_on_a_line_never_reported_shipped_releases_the_reservation() {
+fn a_return_on_a_line_with_open_units_waits_instead_of_shipping_them() {
     let mut state = SkuState::new("SKU-E".into());
     run(
         &mut state,
@@ -277,11 +277,13 @@ fn a_return_on_a_line_never_reported_shipped_releases_the_reservation() {
     )
     .unwrap();
     let stock = state.location(&wh());
-    // One unit shipped (unreported) and came back; one unit is still reserved.
+    // Issue 9 §2b: a return against a line with open units no longer ships them (that
+    // used up the open units and the real fulfilment was then refused): it waits.
     assert_eq!(
         (stock.on_hand, stock.reserved, stock.available()),
-        (5, 1, 4)
+        (5, 2, 3)
     );
+    assert_eq!(state.parked.len(), 1);
 }
 
 fn at(kind: MovementKind, occurred_at_ms: i64) -> Movement {
@@ -662,10 +664,10 @@ fn a_split_line_ships_first_part_first_and_releases_last_part_first() {
             location: None,
         },
     );
-    assert!(matches!(
-        over,
-        Err(ApplyError::OverFulfilment { open: 2, .. })
-    ));
+    // Issue 9: more than the line ordered unshipped waits (an edit may raise the line).
+    assert!(over.unwrap().parked.is_some());
+    assert_eq!(reserved(&state), (0, 2));
+    state.parked.clear();
     run(
         &mut state,
         MovementKind::Cancellation {
@@ -822,7 +824,7 @@ fn stale_counts_are_ignored() {
 }
 
 #[test]
-fn over_fulfilment_is_refused_and_changes_nothing() {
+fn over_fulfilment_is_parked_and_changes_no_level() {
     let mut state = SkuState::new("SKU-E".into());
     run(
         &mut state,
@@ -843,7 +845,9 @@ fn over_fulfilment_is_refused_and_changes_nothing() {
     )
     .unwrap();
     let before = state.clone();
-    let error = state
+    // Issue 9: a fulfilment beyond the line's unshipped ordered units is parked (an edit
+    // may still raise the line): recorded, levels and lines unchanged.
+    let applied = state
         .apply(
             &movement(
                 "x",
@@ -855,9 +859,12 @@ fn over_fulfilment_is_refused_and_changes_nothing() {
             ),
             before.seq + 1,
         )
-        .unwrap_err();
-    assert!(matches!(error, ApplyError::OverFulfilment { open: 2, .. }));
-    assert_eq!(state, before);
+        .unwrap();
+    assert!(applied.parked.is_some());
+    assert!(!applied.levels_changed);
+    assert_eq!(state.locations, before.locations);
+    assert_eq!(state.reservations, before.reservations);
+    assert_eq!(state.parked.len(), 1);
 }
 
 /// A state that touched every part: stock at two locations, an open and a shipped line, a
@@ -1100,6 +1107,7 @@ fn applied() -> Applied {
         oversold: false,
         routed_to: None,
         split_across: None,
+        ..Applied::default()
     }
 }
 
@@ -1246,7 +1254,7 @@ fn a_snapshot_in_the_stored_json_shape_still_loads() {
     let written = serde_json::to_string(&state).unwrap();
     assert_eq!(serde_json::from_str::<SkuState>(&written).unwrap(), state);
     // The closed line is still recognised, and so is the early cancellation.
-    assert!(matches!(
+    assert!(
         run(
             &mut state,
             MovementKind::Fulfilment {
@@ -1254,9 +1262,12 @@ fn a_snapshot_in_the_stored_json_shape_still_loads() {
                 quantity: 1,
                 location: None,
             },
-        ),
-        Err(ApplyError::OverFulfilment { open: 0, .. })
-    ));
+        )
+        .unwrap()
+        .parked
+        .is_some()
+    );
+    state.parked.clear();
     let late = run(
         &mut state,
         MovementKind::Sale {

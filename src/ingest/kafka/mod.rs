@@ -607,7 +607,11 @@ impl BatchContext {
             // A record's movements share one outcome: any refusal dead-letters the record,
             // any applied movement makes it applied, else it was a duplicate.
             let outcome = match ack {
-                Ok(Ack::Applied { .. }) => Outcome::Applied,
+                // A parked movement is durable and waits in the ledger: acknowledged (its
+                // offset committed), never dead-lettered.
+                Ok(Ack::Applied { .. } | Ack::Parked { .. } | Ack::Ignored { .. }) => {
+                    Outcome::Applied
+                }
                 Ok(Ack::Duplicate { .. }) => Outcome::Duplicate,
                 Err(error) => {
                     let message = &batch[index];
