@@ -230,6 +230,21 @@ impl Setup {
             .unwrap()
     }
 
+    /// The process-wide count of units order edits put below what had shipped (the
+    /// discrepancy the ledger reports: a return is needed), from `GET /metrics`.
+    async fn discrepancy_units(&self) -> f64 {
+        let text = reqwest::get(format!("http://{}/metrics", self.app.http_addr()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|line| line.starts_with("stocksync_ledger_discrepancy_units_total"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// The `orders/updated` bodies delivered so far for `order_id`, oldest first.
     fn shopify_updates(&self, order_id: u64) -> Vec<Value> {
         self.shop
@@ -357,13 +372,16 @@ async fn shopify_order_edits_fulfilment_below_shipped_and_a_late_edit_give_the_r
     assert_eq!(setup.levels("SKU-P").await, (49, 0, 49));
     assert_eq!(setup.levels("SKU-R").await, (6, 2, 4));
 
-    // v5: L3 → 1, below the 2 already shipped: nothing is restocked.
+    // v5: L3 → 1, below the 2 already shipped: nothing is restocked, and the 1 unit is
+    // reported as a discrepancy (the metric is process-wide: other tests may add to it).
+    let discrepancy_before = setup.discrepancy_units().await;
     setup
         .shop
         .edit_order(order_id, &edit(vec![set(l3, 1)], vec![]))
         .await
         .unwrap();
     assert_eq!(setup.levels("SKU-R").await, (6, 0, 6));
+    assert!(setup.discrepancy_units().await >= discrepancy_before + 1.0);
 
     // v3 delivered again after v5: the simulator's re-delivery (same event) and a copy
     // under a new event id both change nothing.
@@ -472,13 +490,17 @@ async fn woocommerce_order_edits_fulfilment_below_shipped_and_a_late_edit_give_t
     let reservation = |line: u64| format!("{WOO}:{}:{line}", order.order_id);
     setup.ship("SKU-P", &reservation(l1), 1).await;
     setup.ship("SKU-R", &reservation(l3), 2).await;
+    assert_eq!(setup.levels("SKU-P").await, (49, 0, 49));
+    assert_eq!(setup.levels("SKU-R").await, (6, 2, 4));
     next_second().await;
+    let discrepancy_before = setup.discrepancy_units().await;
     setup
         .woo
         .edit_order_lines(order.order_id, &[change(Some(l3), None, 1)])
         .unwrap();
     assert!(wait().await);
     assert_eq!(setup.levels("SKU-R").await, (6, 0, 6));
+    assert!(setup.discrepancy_units().await >= discrepancy_before + 1.0);
 
     // v3 again, signed as WooCommerce would, after v5.
     let body = serde_json::to_vec(&v3.body).unwrap();
