@@ -583,6 +583,24 @@ async fn an_edit_up_counts_the_orders_own_units_and_a_resent_order_has_no_effect
         .await
         .unwrap();
     assert_eq!(setup.levels("SKU-S").await, (6, 2, 4));
+    // An older edit arriving now for the first time is recorded as ignored, and the
+    // answer says so (never a silent duplicate).
+    let mut stale = up.order.clone();
+    stale["updated_at"] = Value::from("2001-01-01T00:00:00Z");
+    let answer = setup.post_shopify("orders/updated", &stale, "stale").await;
+    let edit = answer["movements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["type"] == "order_edit")
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert_eq!(edit["outcome"], "ignored", "{answer}");
+    assert!(
+        edit["reason"].as_str().unwrap().contains("version"),
+        "{answer}"
+    );
+    assert_eq!(answer["ignored"], 1, "{answer}");
+    assert_eq!(setup.levels("SKU-S").await, (6, 2, 4));
     // The same order re-sent after a payment retry (a new delivery of orders/create).
     let resent = setup
         .post_shopify("orders/create", &placed.body, "payment-retry")
