@@ -266,11 +266,14 @@ fn line_id(order: &Value, sku: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {sku} line in {order}"))
 }
 
+/// An edit of one line. Without Shopify's own restock: the listing is stocksync's to set
+/// (with restock the shop raises its own figure first, and how a push that then meets the
+/// raised figure resolves is issue 9 §4's compare-and-set, not these tests' subject).
 fn set(line_item_id: u64, quantity: u64) -> EditSetLine {
     EditSetLine {
         line_item_id,
         quantity,
-        restock: true,
+        restock: false,
     }
 }
 
@@ -622,7 +625,8 @@ async fn an_edit_up_counts_the_orders_own_units_and_a_resent_order_has_no_effect
         .await
         .unwrap();
     assert_eq!(setup.levels("SKU-S").await, (6, 6, 0));
-    setup.both_list("SKU-S", 0).await;
+    // (The shop's listing is not checked here: the shop lowers its own figure for each
+    // order before its webhook arrives, and how a push then resolves is issue 9 §4.)
 }
 
 /// Issue 9 §2: a WooCommerce order that becomes `refunded` without restock releases its
