@@ -212,8 +212,10 @@ fn a_sku_state_stays_small() {
         receipt_heap + inline <= 320,
         "one receipt: {receipt_heap} + {inline}"
     );
+    // Issue 9 added per-line accounting (returned units and the last edit version: 24
+    // bytes a line, 960 bytes over the week's 40 lines); the budget grew by as much.
     assert!(
-        week_heap + inline <= 8_000,
+        week_heap + inline <= 8_960,
         "a week: {week_heap} + {inline}"
     );
 }

@@ -43,7 +43,7 @@ pub use rules::{Rules, RulesCell};
 pub use state::{
     Applied, ApplyContext, ApplyError, AvailabilityChange, InboundLevel, InboundLine,
     InvariantViolation, JOURNAL_LIMIT, LocationLevel, LocationStock, MAX_PARKED_PER_SKU,
-    ParkedMovement, Reservation, RoutingPolicy, SkuState, TransferLine,
+    ParkedList, ParkedMovement, Reservation, RoutingPolicy, SkuState, TransferLine,
 };
 
 use serde::{Deserialize, Serialize};

@@ -31,6 +31,15 @@ const GOOD_EXAMPLES: &[&str] = &[
     r#"{"sku":"SKU-A","idempotency_key":"shop:1001:1:cancel","type":"cancellation","reservation":"shop:1001:1"}"#,
     r#"{"sku":"SKU-A","idempotency_key":"b2b:h-1:ship","type":"fulfilment","reservation":"b2b:h-1","quantity":2}"#,
     r#"{"sku":"SKU-A","idempotency_key":"rma-5","type":"return","location":"WH-1","quantity":1,"reservation":"shop:1001:1","extra":{"anything":true}}"#,
+    // Issue 9: the order-lifecycle kinds and fields, one example each.
+    r#"{"sku":"SKU-A","idempotency_key":"shopify:7001:v2:L1","source":"shopify:main","type":"order_edit","reservation":"shopify:7001:L1","quantity":1,"version":2,"route":["WH-1"]}"#,
+    r#"{"sku":"SKU-A","idempotency_key":"oms:7001:L1:move","source":"oms","type":"reassign","reservation":"shopify:7001:L1","to":"WH-2"}"#,
+    r#"{"sku":"SKU-A","idempotency_key":"wms-1:ship-9:1","source":"wms-1","type":"fulfilment","reservation":"shopify:7001:L1","quantity":1,"location":"WH-1"}"#,
+    r#"{"sku":"SKU-A","idempotency_key":"rma:RMA-1:1","source":"rma","type":"return","reservation":"shopify:7001:L1","quantity":1,"restock":false}"#,
+    r#"{"sku":"SKU-A","idempotency_key":"amazon:402-1:cancel","source":"amazon:eu","type":"cancellation","reservation":"amazon:402-1:1","reason":"NoInventory","write_off":true}"#,
+    r#"{"sku":"SKU-A","idempotency_key":"erp:count:88","source":"erp","type":"count","location":"WH-1","on_hand":5,"watermark":88,"basis":"book","booked":["shopify:7001:L1"]}"#,
+    r#"{"sku":"SKU-A","idempotency_key":"erp:count:89","source":"erp","type":"count","location":"WH-1","on_hand":null,"watermark":89}"#,
+    r#"{"sku":"SKU-A","idempotency_key":"wms-2:tr-5:rcv","source":"wms-2","type":"transfer_receipt","transfer":"TR-5","quantity":8,"rejected":2,"rejected_reason":"damaged","quarantine":"QUARANTINE"}"#,
 ];
 
 /// Example values that break the contract, with the dead-letter reason the consumer gives.

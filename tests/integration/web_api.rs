@@ -678,9 +678,19 @@ async fn refunds_and_inventory_updates_are_accepted() {
     let (status, receipt) = harness.deliver(&refund).await;
     assert_eq!(status, 200, "{receipt}");
     // One teapot cancelled before shipping; one mug returned and restocked. The mug's
-    // shipment was never reported, so the return first counts it as shipped: the
-    // reservation is released and on-hand ends where it started.
+    // shipment has not been reported yet, so its return waits (issue 9 §2b: it no longer
+    // counts the open unit as shipped); the shipment then arrives and the return applies
+    // with it: the reservation is released and on-hand ends where it started.
     assert_eq!(harness.level("SKU-K", "WH-1").await, (5, 1, 4));
+    assert_eq!(harness.level("SKU-D", "WH-1").await, (5, 1, 4));
+    let (status, body) = harness
+        .post_movements(&movement(
+            "SKU-D",
+            "wms-1:shipment-mug:1",
+            json!({"type": "fulfilment", "reservation": reservation(5872300001001, 14000000000101), "quantity": 1}),
+        ))
+        .await;
+    assert_eq!(status, 201, "{body}");
     assert_eq!(harness.level("SKU-D", "WH-1").await, (5, 0, 5));
     let level = Delivery {
         topic: "inventory_levels/update",
@@ -691,5 +701,28 @@ async fn refunds_and_inventory_updates_are_accepted() {
     let (status, receipt) = harness.deliver(&level).await;
     assert_eq!(status, 200);
     assert_eq!(receipt["applied"], 0);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn issue_9_a_fulfilment_before_its_sale_is_acknowledged_parked_then_applies() {
+    let harness = Harness::start().await;
+    harness.receive("SKU-PK", "WH-1", 10).await;
+    let (status, body) = harness
+        .post_movements(&movement(
+            "SKU-PK",
+            "wms-1:shipment-9101:1",
+            json!({"type": "fulfilment", "reservation": reservation(9101, 1), "quantity": 3}),
+        ))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["results"][0]["outcome"], "parked", "{body}");
+    assert!(body["results"][0]["seq"].as_u64().is_some(), "{body}");
+    assert_eq!(harness.level("SKU-PK", "WH-1").await, (10, 0, 10));
+    let (status, _) = harness
+        .deliver(&order_delivery("orders/create", 9101, 1, "SKU-PK", 3))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(harness.level("SKU-PK", "WH-1").await, (7, 0, 7));
     harness.stop().await;
 }

@@ -27,7 +27,7 @@ pub use error::{ApplyError, InvariantViolation};
 pub use location::{
     InboundLevel, InboundLine, JOURNAL_LIMIT, LocationLevel, LocationStock, TransferLine,
 };
-pub use parking::{MAX_PARKED_PER_SKU, ParkedMovement};
+pub use parking::{MAX_PARKED_PER_SKU, ParkedList, ParkedMovement};
 pub use reservations::{Reservation, RoutingPolicy};
 
 use super::movement::{Movement, MovementKind};
@@ -161,8 +161,8 @@ pub struct SkuState {
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub closed_lines: VecDeque<(i64, SmolStr)>,
     /// Movements waiting for their line, in arrival order (at most [`MAX_PARKED_PER_SKU`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub parked: Vec<ParkedMovement>,
+    #[serde(default, skip_serializing_if = "<[ParkedMovement]>::is_empty")]
+    pub parked: ParkedList,
 }
 
 impl SkuState {
@@ -177,7 +177,7 @@ impl SkuState {
             inbound: VecMap::new(),
             transfers: VecMap::new(),
             closed_lines: VecDeque::new(),
-            parked: Vec::new(),
+            parked: ParkedList::default(),
         }
     }
 
