@@ -149,3 +149,52 @@ pub fn start_pollers_with_signals(
     }
     pollers
 }
+
+/// Milliseconds since the Unix epoch of an RFC 3339 timestamp as the platforms send them:
+/// `2026-03-14T10:25:40-04:00`, `2026-03-14T14:25:40.123Z`, or without a zone
+/// (`2026-03-14T14:25:40`, read as UTC, WooCommerce's `*_gmt` fields). `None` when the text
+/// is not such a timestamp. Used as the version of an order edit.
+pub fn timestamp_ms(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (local, offset_secs) = split_zone(text)?;
+    let time = humantime::parse_rfc3339_weak(local).ok()?;
+    let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let local_ms = i64::try_from(since.as_millis()).ok()?;
+    local_ms.checked_sub(offset_secs.checked_mul(1_000)?)
+}
+
+/// Splits `text` into the local date-time and the zone offset in seconds (0 for `Z` or none).
+fn split_zone(text: &str) -> Option<(&str, i64)> {
+    if let Some(local) = text.strip_suffix('Z').or_else(|| text.strip_suffix('z')) {
+        return Some((local, 0));
+    }
+    // An offset is the last six characters `±HH:MM` after the time part.
+    if text.len() > 6 && text.is_char_boundary(text.len() - 6) {
+        let (local, zone) = text.split_at(text.len() - 6);
+        let bytes = zone.as_bytes();
+        if (bytes[0] == b'+' || bytes[0] == b'-') && bytes[3] == b':' && local.contains('T') {
+            let hours: i64 = zone.get(1..3)?.parse().ok()?;
+            let minutes: i64 = zone.get(4..6)?.parse().ok()?;
+            let secs = hours * 3_600 + minutes * 60;
+            return Some((local, if bytes[0] == b'-' { -secs } else { secs }));
+        }
+    }
+    Some((text, 0))
+}
+
+#[cfg(test)]
+mod timestamp_tests {
+    use super::timestamp_ms;
+
+    #[test]
+    fn zones_are_applied_and_a_missing_zone_is_utc() {
+        let utc = timestamp_ms("2026-03-14T14:25:40Z").unwrap();
+        assert_eq!(timestamp_ms("2026-03-14T10:25:40-04:00"), Some(utc));
+        assert_eq!(timestamp_ms("2026-03-14T15:25:40+01:00"), Some(utc));
+        assert_eq!(timestamp_ms("2026-03-14T14:25:40"), Some(utc));
+        assert_eq!(timestamp_ms("2026-03-14T14:25:40.123Z"), Some(utc + 123));
+        assert_eq!(utc, 1_773_498_340_000);
+        assert_eq!(timestamp_ms("yesterday"), None);
+        assert_eq!(timestamp_ms(""), None);
+    }
+}

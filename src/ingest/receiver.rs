@@ -15,7 +15,8 @@
 //! May depend on: `ledger`, `config`, `problem`, `telemetry`.
 
 use crate::config::Config;
-use crate::ledger::Ledger;
+use crate::domain::Movement;
+use crate::ledger::{Ack, Ledger, LedgerError};
 use crate::problem::Problem;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
@@ -44,6 +45,40 @@ pub struct WebhookReceipt {
     pub rejected: usize,
     /// Payload lines that carried no stock (no SKU, gift card, not tracked, no restock).
     pub skipped_lines: usize,
+    /// Movements recorded without a stock effect (an order edit older than the line's).
+    #[serde(default)]
+    pub ignored: usize,
+    /// Movements recorded to wait for their reservation line (applied when it gets there).
+    #[serde(default)]
+    pub parked: usize,
+    /// Each movement of the delivery with its own outcome, in submission order (bounded by
+    /// the delivery: one entry per decoded movement).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub movements: Vec<MovementOutcome>,
+    /// Why a delivery of a stock topic yielded no movement on purpose, if it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// What the ledger did with one movement of a delivery (issue 9 §8: an ignored edit or a
+/// refused line says so, never a silent "duplicate").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovementOutcome {
+    /// The movement's idempotency key.
+    pub idempotency_key: String,
+    /// The SKU.
+    pub sku: String,
+    /// The movement's kind (`sale`, `order_edit`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `applied`, `duplicate`, `ignored`, `parked` or `rejected`.
+    pub outcome: String,
+    /// The event sequence number that records it (absent when rejected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Why it was ignored, parked or rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl WebhookReceipt {
@@ -56,7 +91,61 @@ impl WebhookReceipt {
             duplicates: 0,
             rejected: 0,
             skipped_lines: 0,
+            ignored: 0,
+            parked: 0,
+            movements: Vec::new(),
+            note: None,
         }
+    }
+
+    /// Counts and lists the ledger's answer to `movement`. Returns the failure when the
+    /// movement is not durable (the delivery must then be answered with a problem so the
+    /// sender retries); a refusal is an outcome, not a failure.
+    pub fn record(
+        &mut self,
+        movement: &Movement,
+        answer: Result<Ack, LedgerError>,
+    ) -> Option<LedgerError> {
+        let (outcome, seq, reason) = match answer {
+            Ok(Ack::Applied { seq }) => {
+                self.applied += 1;
+                ("applied", Some(seq), None)
+            }
+            Ok(Ack::Duplicate { seq }) => {
+                self.duplicates += 1;
+                ("duplicate", Some(seq), None)
+            }
+            Ok(Ack::Ignored { seq }) => {
+                self.ignored += 1;
+                (
+                    "ignored",
+                    Some(seq),
+                    Some("an order edit whose version is not newer than the line's".to_owned()),
+                )
+            }
+            Ok(Ack::Parked { seq }) => {
+                self.parked += 1;
+                (
+                    "parked",
+                    Some(seq),
+                    Some("waits for its order line; applied when the line gets there".to_owned()),
+                )
+            }
+            Err(LedgerError::Rejected(error)) => {
+                self.rejected += 1;
+                ("rejected", None, Some(error.to_string()))
+            }
+            Err(error) => return Some(error),
+        };
+        self.movements.push(MovementOutcome {
+            idempotency_key: movement.idempotency_key.clone(),
+            sku: movement.sku.as_str().to_owned(),
+            kind: movement.kind.name().to_owned(),
+            outcome: outcome.to_owned(),
+            seq,
+            reason,
+        });
+        None
     }
 }
 

@@ -333,6 +333,22 @@ impl HookedStore {
 
 #[async_trait::async_trait]
 impl Store for HookedStore {
+    async fn order_lines(
+        &self,
+        channel: &str,
+        order_id: &str,
+    ) -> Result<Vec<crate::store::OrderLineRecord>, crate::store::StoreError> {
+        self.inner.order_lines(channel, order_id).await
+    }
+    async fn record_order_lines(
+        &self,
+        records: &[crate::store::OrderLineRecord],
+        forget_before_ms: i64,
+    ) -> Result<(), crate::store::StoreError> {
+        self.inner
+            .record_order_lines(records, forget_before_ms)
+            .await
+    }
     async fn commit(
         &self,
         batch: crate::store::CommitBatch,

@@ -16,8 +16,9 @@
 use super::wal::{Reason, WalOptions, WalPolicy};
 use super::{
     BatchLoadedSku, CommitBatch, ConfigAuditRecord, EventQuery, EventRecord, HistoryEvent,
-    HoldExpiryRecord, IdempotencyKeyRecord, LoadedSku, OffsetWatermark, PushLogQuery,
-    PushLogRecord, PushedRecord, ReservationRecord, SnapshotRecord, Store, StoreError,
+    HoldExpiryRecord, IdempotencyKeyRecord, LoadedSku, OffsetWatermark, OrderLineRecord,
+    PushLogQuery, PushLogRecord, PushedRecord, ReservationRecord, SnapshotRecord, Store,
+    StoreError,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -70,6 +71,11 @@ CREATE TABLE IF NOT EXISTS hold_expiries (
 CREATE TABLE IF NOT EXISTS reservations (
     id TEXT PRIMARY KEY, request TEXT NOT NULL, refusal TEXT, created_at_ms INTEGER NOT NULL)
     WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS order_lines (
+    channel TEXT NOT NULL, order_id TEXT NOT NULL, line_id TEXT NOT NULL, sku TEXT NOT NULL,
+    version INTEGER NOT NULL, seen_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (channel, order_id, line_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS order_lines_seen ON order_lines (seen_at_ms);
 ";
 
 // Audit tables (DESIGN.md §3 rule 7, issue 5). `events_recorded_at` serves the history
@@ -966,6 +972,79 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn order_lines(
+        &self,
+        channel: &str,
+        order_id: &str,
+    ) -> Result<Vec<OrderLineRecord>, StoreError> {
+        let (channel, order_id) = (channel.to_owned(), order_id.to_owned());
+        Self::blocking(&self.reader, "order_lines", move |c| {
+            let err = backend("order_lines");
+            c.prepare_cached(
+                "SELECT channel, order_id, line_id, sku, version, seen_at_ms FROM order_lines
+                 WHERE channel = ?1 AND order_id = ?2 ORDER BY line_id LIMIT 10000",
+            )
+            .map_err(&err)?
+            .query_map(params![channel, order_id], |row| {
+                Ok(OrderLineRecord {
+                    channel: row.get(0)?,
+                    order_id: row.get(1)?,
+                    line_id: row.get(2)?,
+                    sku: row.get(3)?,
+                    version: row.get(4)?,
+                    seen_at_ms: row.get(5)?,
+                })
+            })
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)
+        })
+        .await
+    }
+
+    async fn record_order_lines(
+        &self,
+        records: &[OrderLineRecord],
+        forget_before_ms: i64,
+    ) -> Result<(), StoreError> {
+        let records = records.to_vec();
+        Self::blocking(&self.writer, "record_order_lines", move |c| {
+            let err = backend("record_order_lines");
+            let tx = c.transaction().map_err(&err)?;
+            {
+                let mut upsert = tx
+                    .prepare_cached(
+                        "INSERT INTO order_lines (channel, order_id, line_id, sku, version, seen_at_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT (channel, order_id, line_id) DO UPDATE SET
+                           sku = excluded.sku,
+                           version = MAX(order_lines.version, excluded.version),
+                           seen_at_ms = MAX(order_lines.seen_at_ms, excluded.seen_at_ms)",
+                    )
+                    .map_err(&err)?;
+                for r in &records {
+                    upsert
+                        .execute(params![
+                            r.channel,
+                            r.order_id,
+                            r.line_id,
+                            r.sku,
+                            r.version,
+                            r.seen_at_ms
+                        ])
+                        .map_err(&err)?;
+                }
+                tx.execute(
+                    "DELETE FROM order_lines WHERE seen_at_ms < ?1",
+                    params![forget_before_ms],
+                )
+                .map_err(&err)?;
+            }
+            tx.commit().map_err(&err)
+        })
+        .await
+    }
+
     async fn reservation(&self, id: &str) -> Result<Option<ReservationRecord>, StoreError> {
         let id = id.to_owned();
         Self::blocking(&self.reader, "reservation", move |c| {
@@ -1429,6 +1508,43 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.config_changes(5).await.unwrap()[0].config_hash, "abc");
+    }
+
+    #[tokio::test]
+    async fn order_lines_are_upserted_read_per_order_and_forgotten_after_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("db")).unwrap();
+        let line = |order: &str, line: &str, version: i64, seen: i64| OrderLineRecord {
+            channel: "woo".into(),
+            order_id: order.into(),
+            line_id: line.into(),
+            sku: format!("SKU-{line}"),
+            version,
+            seen_at_ms: seen,
+        };
+        store
+            .record_order_lines(&[line("1", "a", 10, 100), line("1", "b", 10, 100)], 0)
+            .await
+            .unwrap();
+        // An older version never lowers the stored one.
+        store
+            .record_order_lines(&[line("1", "a", 5, 200), line("2", "c", 7, 200)], 0)
+            .await
+            .unwrap();
+        let lines = store.order_lines("woo", "1").await.unwrap();
+        assert_eq!(
+            lines,
+            vec![line("1", "a", 10, 200), line("1", "b", 10, 100)]
+        );
+        assert_eq!(store.order_lines("other", "1").await.unwrap(), vec![]);
+        store.record_order_lines(&[], 150).await.unwrap();
+        assert_eq!(
+            store.order_lines("woo", "1").await.unwrap(),
+            vec![line("1", "a", 10, 200)]
+        );
+        drop(store);
+        let reopened = EmbeddedStore::open(&dir.path().join("db")).unwrap();
+        assert_eq!(reopened.order_lines("woo", "2").await.unwrap().len(), 1);
     }
 
     #[tokio::test]

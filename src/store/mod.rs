@@ -162,6 +162,26 @@ pub struct HoldExpiryRecord {
     pub next_expiry_ms: Option<i64>,
 }
 
+/// One line of a channel order as a decoder last saw it: the durable index that lets a
+/// decoder notice a line that vanished from a later payload (WooCommerce drops a removed
+/// line from `line_items`), issue 9 §1. Bounded by retention: rows not seen for the
+/// idempotency-key lifetime are forgotten ([`Store::record_order_lines`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLineRecord {
+    /// The channel id.
+    pub channel: String,
+    /// The channel's order id.
+    pub order_id: String,
+    /// The channel's line id.
+    pub line_id: String,
+    /// The line's SKU.
+    pub sku: String,
+    /// The version (order modification time in milliseconds) the line was last seen at.
+    pub version: i64,
+    /// When the row was last written, in milliseconds since the Unix epoch.
+    pub seen_at_ms: i64,
+}
+
 /// One multi-SKU reservation request (`ledger::reservations`), kept so that commit,
 /// release, lookup and retries find its lines again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -357,6 +377,24 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<HoldExpiryRecord>, StoreError>;
     /// The reservation request recorded under `id`, if any.
     async fn reservation(&self, id: &str) -> Result<Option<ReservationRecord>, StoreError>;
+    /// The known lines of one channel order ([`OrderLineRecord`]), ascending by line id.
+    /// Default (a backend without the index): none, so vanished lines go unnoticed.
+    async fn order_lines(
+        &self,
+        _channel: &str,
+        _order_id: &str,
+    ) -> Result<Vec<OrderLineRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Upserts `records` (keyed by channel, order and line) durably, and forgets every row
+    /// last written before `forget_before_ms` (the retention bound). Default: nothing kept.
+    async fn record_order_lines(
+        &self,
+        _records: &[OrderLineRecord],
+        _forget_before_ms: i64,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Loads many SKUs in one call (the ledger batches the SKUs it misses): one entry per
     /// SKU of `skus`, in that order; a SKU never seen loads as empty. The default loads them
     /// one by one with [`Store::load_sku`] and reports unknown key expiries.

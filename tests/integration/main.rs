@@ -28,6 +28,7 @@ mod kafka_ingest;
 mod layout;
 mod loadgen;
 mod multichannel;
+mod order_lifecycle;
 mod readme_commands;
 mod reconcile;
 mod reservations;

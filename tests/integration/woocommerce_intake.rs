@@ -162,7 +162,12 @@ async fn webhooks_become_movements_and_the_ping_and_bad_signatures_are_answered_
     assert_eq!(same["status"], "duplicate");
     let other: serde_json::Value = replay(body, "99").await.unwrap().json().await.unwrap();
     assert_eq!(other["status"], "processed");
-    assert_eq!(other["duplicates"], 2, "the ledger already had both sales");
+    // Both sales, and both lines' edits of this version (issue 9 §1: an `order.updated`
+    // carries one `order_edit` per line).
+    assert_eq!(
+        other["duplicates"], 4,
+        "the ledger already had both sales and both edits"
+    );
 
     setup
         .sim
@@ -202,20 +207,29 @@ async fn the_poller_recovers_orders_whose_webhooks_were_lost() {
         OrderPoller::new(channel, setup.ledger.clone(), reqwest::Client::new()).unwrap();
     let report = poller.poll_once().await.unwrap();
     assert_eq!(report.orders_fetched, 1);
-    assert_eq!(report.applied, 1);
+    assert_eq!(
+        report.applied, 2,
+        "the sale and its line's edit (issue 9 §1)"
+    );
     assert_eq!(reserved(&setup.ledger, "MUG-BLUE").await, 2);
 
-    // A restocking refund, then an overlapping poll: only the new unit is applied.
+    // A restocking refund, then an overlapping poll: only the new unit is applied (and
+    // the line's edit at the refund's modification time: one second later, as
+    // `date_modified_gmt` has second resolution).
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     setup
         .sim
         .refund(order.order_id, &[(line_id, 1)], Some(true))
         .unwrap();
     let again = poller.poll_once().await.unwrap();
-    assert_eq!(again.applied, 1, "one restocked unit: {again:?}");
+    assert_eq!(
+        again.applied, 2,
+        "one restocked unit and the line's edit: {again:?}"
+    );
     assert_eq!(again.duplicates, 1, "the sale was already recorded");
-    // Issue 9 §2b: a return against a line that has not shipped no longer counts an open
-    // unit as shipped; it waits (parked) for the shipment, so the hold stays.
-    assert_eq!(reserved(&setup.ledger, "MUG-BLUE").await, 2);
+    // The restocked unit of an order not shipped yet (`processing`) is released from the
+    // hold: one unit leaves `reserved`, so available grows by one.
+    assert_eq!(reserved(&setup.ledger, "MUG-BLUE").await, 1);
 }
 
 #[test]

@@ -22,6 +22,15 @@
 //! - `QuantityShipped` = n → n [`MovementKind::Fulfilment`]s of one unit keyed
 //!   `…:ship:1` … `…:ship:n`, so a later rise ships only the new units and none twice.
 //! - `Unfulfillable` (an AFN status) → nothing.
+//! - Partial seller cancellations (issue 9 §1): Amazon lowers the item's
+//!   `QuantityOrdered` and keeps the order open. Not decoded into an
+//!   [`MovementKind::OrderEdit`] yet: the item's sale key is fixed, so a sale first seen
+//!   after the partial cancel already reserves only the remaining units, but a sale seen
+//!   before keeps its original quantity until the order is cancelled or shipped. Emitting an
+//!   edit (target `QuantityOrdered`, version = the notification's `EventTime` or the order's
+//!   `LastUpdateDate`) on every notification would double the events of every Amazon order;
+//!   the open question is how to tell a partial cancel from any other status change
+//!   (`OrderItemStatus` is not read yet).
 //! - The SKU is the one the channel maps to the `SellerSKU`, else the seller SKU itself.
 //! - FBA summaries become [`MovementKind::Count`]s of `fulfillableQuantity` at the
 //!   channel's FBA location with `lastUpdatedTime` as the watermark, key

@@ -27,7 +27,7 @@
 use super::decode::{self as amazon, Decoded};
 use crate::config::ChannelConfig;
 use crate::ingest::receiver::{ReceiverError, ReceiverState, WebhookReceipt, body_error};
-use crate::ledger::{Ack, LedgerError};
+use crate::ledger::LedgerError;
 use crate::telemetry::{INGEST_WEBHOOKS_TOTAL, LEDGER_DEDUPE_HITS_TOTAL};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -129,16 +129,16 @@ async fn receive(
     answer.skipped_lines = decoded.skipped.len();
     let mut failure = None;
     for (movement, ack) in decoded.movements.iter().zip(acks) {
-        match ack {
-            Ok(Ack::Applied { .. } | Ack::Parked { .. } | Ack::Ignored { .. }) => {
-                answer.applied += 1
-            }
-            Ok(Ack::Duplicate { .. }) => answer.duplicates += 1,
-            Err(LedgerError::Rejected(error)) => {
-                answer.rejected += 1;
-                tracing::warn!(channel = %channel.id, key = %movement.idempotency_key, error = %error, "amazon movement rejected by the ledger");
-            }
-            Err(error) => failure = Some(error),
+        let refused = matches!(ack, Err(LedgerError::Rejected(_)));
+        if let Some(error) = answer.record(movement, ack) {
+            failure = Some(error);
+        } else if refused {
+            tracing::warn!(
+                channel = %channel.id,
+                key = %movement.idempotency_key,
+                reason = ?answer.movements.last().and_then(|m| m.reason.as_deref()),
+                "amazon movement rejected by the ledger"
+            );
         }
     }
     if let Some(error) = failure {

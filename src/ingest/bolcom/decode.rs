@@ -13,7 +13,11 @@
 //! - `quantityCancelled` = n yields n [`MovementKind::Cancellation`]s of one unit, keyed
 //!   `…:cancel:1` … `…:cancel:n`: when bol cancels more units later only the new ones
 //!   release stock, and none is released twice. A customer's `cancellationRequest` alone
-//!   changes nothing (the retailer still decides).
+//!   changes nothing (the retailer still decides). Partial cancels stay per-unit
+//!   cancellations rather than an [`MovementKind::OrderEdit`] (issue 9 §1): bol reports
+//!   the cumulative cancelled count beside an unchanged `quantity`, not a new ordered
+//!   quantity with a version, and the cumulative count is already idempotent and
+//!   order-independent without one.
 //! - The SKU is the offer's `reference` (our SKU, §3.2), else the SKU the channel maps to
 //!   the `offerId`; an item with neither is skipped and reported.
 //! - A return yields one [`MovementKind::Return`] of `expectedQuantity` at the channel's

@@ -13,9 +13,26 @@
 //! - Every order topic (`orders/create`, `orders/updated`, `orders/edited` when it carries an
 //!   order, `orders/cancelled`) yields one [`MovementKind::Sale`] per stock line with the same
 //!   reservation id and idempotency key, so whichever arrives first reserves and the others
-//!   are duplicates (scenarios S2, S3). The quantity is the line's ordered `quantity`, never
-//!   `current_quantity`: removals surface as `refunds/create` lines with `restock_type`
-//!   `cancel`, and deriving them from `current_quantity` as well would release twice.
+//!   are duplicates (scenarios S2, S3). The sale's quantity is the line's original `quantity`
+//!   (Shopify keeps it after edits; an added line's `quantity` is what the edit added).
+//! - Order edits (issue 9 §1): `orders/updated` (and an order-shaped `orders/edited`) of an
+//!   order that is not cancelled also yields, after each line's sale, one
+//!   [`MovementKind::OrderEdit`] with the line's absolute target and `version` = the order's
+//!   `updated_at` in milliseconds; key `{sale key}:edit:{version}`. Every line gets one on
+//!   every update, not only the lines that differ from the sale: an edit back to the
+//!   original quantity must be seen too, and a same-second edit that the ledger ignored
+//!   (Shopify's `updated_at` has second resolution, so two edits in one second share a
+//!   version) is healed by the next update of the order. The ledger ignores versions it has
+//!   seen, so a late (older) `orders/updated` changes nothing.
+//!   The target is `current_quantity` plus the units the order's `refunds` already took off
+//!   the line with `restock_type` `cancel`, `return` or `legacy_restock`: Shopify lowers
+//!   `current_quantity` for those as well, and the ledger counts them as cancelled or
+//!   returned units of the same line (decoded from `refunds/create`), so subtracting them
+//!   again would release twice. `no_restock` refunds are not added back (the ledger never
+//!   saw them): open units refunded without restock are released by the edit. A payload
+//!   without `updated_at` or without `current_quantity` yields no edit.
+//! - An added line (present in an edited order, unknown to the ledger) is created by its
+//!   sale with the channel's routing; a removed line has `current_quantity` 0 → edit to 0.
 //! - An order that is cancelled (`orders/cancelled`, or any order payload with
 //!   `cancelled_at` set) also yields one [`MovementKind::Cancellation`] per line with
 //!   `quantity: None`, after the sale: only unshipped units are released (S4).
@@ -27,7 +44,9 @@
 //!   Shopify not to track stock for the variant: services, digital goods). A missing
 //!   `variant_inventory_management` field is treated as tracked, so minimal payloads work.
 //! - The real `orders/edited` body is an `order_edit` object (line ids and deltas, no SKUs);
-//!   it yields nothing, because the `orders/updated` that follows carries the lines.
+//!   it yields nothing and [`Decoded::note`] says why: the `orders/updated` that Shopify
+//!   sends with every committed edit carries the absolute quantities (a delta alone cannot
+//!   be applied idempotently nor ordered against other edits).
 //! - `inventory_levels/update` yields no movement; its fields are returned in
 //!   [`Decoded::inventory_level`] for logging and, later, echo recognition (DESIGN.md §3.6).
 
@@ -257,6 +276,8 @@ pub struct Decoded {
     pub skipped: Vec<SkippedLine>,
     /// The stock figure of an `inventory_levels/update`, otherwise `None`.
     pub inventory_level: Option<InventoryLevelUpdate>,
+    /// Why a delivery of a stock topic yielded nothing on purpose (shown in the answer).
+    pub note: Option<String>,
 }
 
 /// `source` of every movement decoded for `channel`: `shopify:{channel id}` (a bounded label).
@@ -278,6 +299,12 @@ pub fn sale_key(channel: &ChannelConfig, order_id: &str, line_id: &str) -> Strin
 /// Idempotency key of an order line's cancellation: `{sale_key}:cancel`.
 pub fn cancellation_key(channel: &ChannelConfig, order_id: &str, line_id: &str) -> String {
     format!("{}:cancel", sale_key(channel, order_id, line_id))
+}
+
+/// Idempotency key of an order line's edit at `version` (the order's `updated_at` in
+/// milliseconds): `{sale_key}:edit:{version}`.
+pub fn edit_key(channel: &ChannelConfig, order_id: &str, line_id: &str, version: i64) -> String {
+    format!("{}:edit:{version}", sale_key(channel, order_id, line_id))
 }
 
 /// Idempotency key of a refund line: `{channel}:refund:{refund_id}:line:{refund_line_id}`.
@@ -345,15 +372,20 @@ pub fn decode(
         movements: Vec::new(),
         skipped: Vec::new(),
         inventory_level: None,
+        note: None,
     };
     match topic {
-        WebhookTopic::OrdersCreate | WebhookTopic::OrdersUpdated => {
+        WebhookTopic::OrdersCreate => {
             let order: OrderPayload = parse(topic, body, Some("order"))?;
-            decode_order(channel, &order, false, &mut decoded);
+            decode_order(channel, &order, OrderTopic::Created, &mut decoded);
+        }
+        WebhookTopic::OrdersUpdated => {
+            let order: OrderPayload = parse(topic, body, Some("order"))?;
+            decode_order(channel, &order, OrderTopic::Updated, &mut decoded);
         }
         WebhookTopic::OrdersCancelled => {
             let order: OrderPayload = parse(topic, body, Some("order"))?;
-            decode_order(channel, &order, true, &mut decoded);
+            decode_order(channel, &order, OrderTopic::Cancelled, &mut decoded);
         }
         WebhookTopic::OrdersEdited => {
             // The real body is `{"order_edit": {...}}` with ids and deltas only; the
@@ -364,7 +396,12 @@ pub fn decode(
                 .is_some_and(serde_json::Value::is_array)
             {
                 let order: OrderPayload = from_value(topic, value)?;
-                decode_order(channel, &order, false, &mut decoded);
+                decode_order(channel, &order, OrderTopic::Updated, &mut decoded);
+            } else {
+                decoded.note = Some(
+                    "orders/edited carries line deltas only; the edit is applied from the orders/updated that follows it"
+                        .to_owned(),
+                );
             }
         }
         WebhookTopic::RefundsCreate => {
@@ -437,13 +474,31 @@ fn stock_sku(line: &LineItemPayload) -> Result<&str, SkipReason> {
     Ok(sku)
 }
 
+/// Which order topic a payload came with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OrderTopic {
+    /// `orders/create`: sales only.
+    Created,
+    /// `orders/updated` or an order-shaped `orders/edited`: sales and edits.
+    Updated,
+    /// `orders/cancelled`: sales and cancellations.
+    Cancelled,
+}
+
 fn decode_order(
     channel: &ChannelConfig,
     order: &OrderPayload,
-    cancelled_topic: bool,
+    topic: OrderTopic,
     decoded: &mut Decoded,
 ) {
-    let cancelled = cancelled_topic || order.cancelled_at.is_some();
+    let cancelled = topic == OrderTopic::Cancelled || order.cancelled_at.is_some();
+    let version = match topic {
+        OrderTopic::Updated if !cancelled => order
+            .updated_at
+            .as_deref()
+            .and_then(crate::ingest::timestamp_ms),
+        _ => None,
+    };
     for line in &order.line_items {
         let sku = match stock_sku(line) {
             Ok(_) if line.quantity == 0 => Err(SkipReason::ZeroQuantity),
@@ -471,6 +526,21 @@ fn decode_order(
                 route: channel.locations.clone(),
             },
         ));
+        if let (Some(version), Some(current)) = (version, line.current_quantity) {
+            let target = current.saturating_add(order.refunded_with_stock_effect(&line.id));
+            decoded.movements.push(movement(
+                channel,
+                edit_key(channel, &order.id, &line.id, version),
+                sku,
+                MovementKind::OrderEdit {
+                    reservation: reservation.clone(),
+                    quantity: target,
+                    version,
+                    location: None,
+                    route: channel.locations.clone(),
+                },
+            ));
+        }
         if cancelled {
             decoded.movements.push(movement(
                 channel,
@@ -576,8 +646,49 @@ struct OrderPayload {
     /// `customer`, `inventory`, `fraud`, `declined`, `staff`, `other` (or null).
     #[serde(default)]
     cancel_reason: Option<String>,
+    /// Last change (RFC 3339); the version of the edits decoded from this payload.
+    #[serde(default)]
+    updated_at: Option<String>,
     #[serde(default)]
     line_items: Vec<LineItemPayload>,
+    /// The order's refunds so far (Shopify's order resource embeds them).
+    #[serde(default)]
+    refunds: Vec<OrderRefundPayload>,
+}
+
+impl OrderPayload {
+    /// Units of line `line_id` that refunds took off with a stock effect the ledger knows
+    /// (`cancel`, `return`, `legacy_restock`): Shopify's `current_quantity` excludes them.
+    fn refunded_with_stock_effect(&self, line_id: &str) -> u64 {
+        self.refunds
+            .iter()
+            .flat_map(|refund| &refund.refund_line_items)
+            .filter(|line| line.line_item_id == line_id)
+            .filter(|line| {
+                matches!(
+                    line.restock_type.as_deref(),
+                    Some("cancel" | "return" | "legacy_restock")
+                )
+            })
+            .fold(0u64, |sum, line| sum.saturating_add(line.quantity))
+    }
+}
+
+/// A refund embedded in an order resource: only what the edit target needs.
+#[derive(Debug, Deserialize)]
+struct OrderRefundPayload {
+    #[serde(default)]
+    refund_line_items: Vec<OrderRefundLinePayload>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OrderRefundLinePayload {
+    #[serde(deserialize_with = "id_string")]
+    line_item_id: String,
+    #[serde(default)]
+    quantity: u64,
+    #[serde(default)]
+    restock_type: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -588,6 +699,9 @@ struct LineItemPayload {
     sku: Option<String>,
     #[serde(default)]
     quantity: u64,
+    /// The quantity after edits and refunds; absent in minimal payloads (then no edit).
+    #[serde(default)]
+    current_quantity: Option<u64>,
     #[serde(default)]
     gift_card: bool,
     /// `None`: field absent (treated as tracked); `Some(None)`: explicitly null (untracked).
@@ -862,7 +976,194 @@ mod tests {
             &fixture("orders_updated.json"),
         )
         .unwrap();
-        assert_eq!(created.movements, updated.movements);
+        // The same sales (issue 9 §1 adds one edit per line after each sale).
+        let sales: Vec<Movement> = updated
+            .movements
+            .iter()
+            .filter(|m| m.kind.name() == "sale")
+            .cloned()
+            .collect();
+        assert_eq!(created.movements, sales);
+        let version = crate::ingest::timestamp_ms("2026-03-14T10:25:40-04:00").unwrap();
+        let edits: Vec<(&str, &MovementKind)> = updated
+            .movements
+            .iter()
+            .filter(|m| m.kind.name() == "order_edit")
+            .map(|m| (m.idempotency_key.as_str(), &m.kind))
+            .collect();
+        assert_eq!(
+            edits,
+            vec![
+                (
+                    "shop-main:order:5872300001001:line:14000000000101:edit:1773498340000",
+                    &edit("shop-main:5872300001001:14000000000101", 1, version)
+                ),
+                (
+                    "shop-main:order:5872300001001:line:14000000000102:edit:1773498340000",
+                    &edit("shop-main:5872300001001:14000000000102", 2, version)
+                ),
+            ]
+        );
+    }
+
+    fn edit(reservation: &str, quantity: u64, version: i64) -> MovementKind {
+        MovementKind::OrderEdit {
+            reservation: reservation.into(),
+            quantity,
+            version,
+            location: None,
+            route: vec!["WH-1".into(), "WH-2".into()],
+        }
+    }
+
+    /// Order 7001 of issue 9 §1 as Shopify sends it after edit v3 (L1 3 → 1, L2 removed)
+    /// and edit v4 (L3 R×4 added), with the given `updated_at`, L3's current quantity and
+    /// refunds.
+    fn edited_order(updated_at: &str, l3_current: u64, refunds: &str) -> Vec<u8> {
+        format!(
+            r#"{{"id": 7001, "updated_at": "{updated_at}", "cancelled_at": null,
+               "line_items": [
+                 {{"id": 1, "sku": "SKU-P", "quantity": 3, "current_quantity": 1}},
+                 {{"id": 2, "sku": "SKU-Q", "quantity": 2, "current_quantity": 0}},
+                 {{"id": 3, "sku": "SKU-R", "quantity": 4, "current_quantity": {l3_current}}}
+               ],
+               "refunds": [{refunds}]}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn an_edited_order_yields_absolute_targets_versioned_by_updated_at() {
+        let body = edited_order("2026-03-14T14:25:40.250Z", 1, "");
+        let decoded = decode(&channel(), WebhookTopic::OrdersUpdated, &body).unwrap();
+        let version = 1_773_498_340_250;
+        let shapes: Vec<(&str, &str, &MovementKind)> = decoded
+            .movements
+            .iter()
+            .map(|m| (m.sku.as_str(), m.idempotency_key.as_str(), &m.kind))
+            .collect();
+        assert_eq!(
+            shapes,
+            vec![
+                (
+                    "SKU-P",
+                    "shop-main:order:7001:line:1",
+                    &sale("k", "SKU-P", "shop-main:7001:1", 3).kind
+                ),
+                (
+                    "SKU-P",
+                    "shop-main:order:7001:line:1:edit:1773498340250",
+                    &edit("shop-main:7001:1", 1, version)
+                ),
+                (
+                    "SKU-Q",
+                    "shop-main:order:7001:line:2",
+                    &sale("k", "SKU-Q", "shop-main:7001:2", 2).kind
+                ),
+                (
+                    "SKU-Q",
+                    "shop-main:order:7001:line:2:edit:1773498340250",
+                    &edit("shop-main:7001:2", 0, version)
+                ),
+                (
+                    "SKU-R",
+                    "shop-main:order:7001:line:3",
+                    &sale("k", "SKU-R", "shop-main:7001:3", 4).kind
+                ),
+                (
+                    "SKU-R",
+                    "shop-main:order:7001:line:3:edit:1773498340250",
+                    &edit("shop-main:7001:3", 1, version)
+                ),
+            ]
+        );
+        for movement in &decoded.movements {
+            assert_eq!(movement.validate(), Ok(()));
+        }
+        // The same payload redelivered gives the same keys (duplicates in the ledger); a
+        // later update gives new keys with a higher version.
+        let again = decode(&channel(), WebhookTopic::OrdersUpdated, &body).unwrap();
+        assert_eq!(again.movements, decoded.movements);
+        let later = decode(
+            &channel(),
+            WebhookTopic::OrdersUpdated,
+            &edited_order("2026-03-14T14:25:41Z", 1, ""),
+        )
+        .unwrap();
+        assert!(matches!(
+            later.movements[1].kind,
+            MovementKind::OrderEdit {
+                version: 1_773_498_341_000,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn units_refunded_with_a_stock_effect_are_added_back_to_the_target() {
+        // L3: 4 ordered, 1 cancelled by a refund (restock_type cancel), 1 returned, 1
+        // refunded without restock: current_quantity 1. The ledger counts the cancelled
+        // and the returned unit itself, so the target is 1 + 1 + 1 = 3.
+        let refunds = r#"{"id": 9, "refund_line_items": [
+              {"id": 91, "line_item_id": 3, "quantity": 1, "restock_type": "cancel"},
+              {"id": 92, "line_item_id": 3, "quantity": 1, "restock_type": "return"},
+              {"id": 93, "line_item_id": 3, "quantity": 1, "restock_type": "no_restock"},
+              {"id": 94, "line_item_id": 1, "quantity": 1, "restock_type": "cancel"}]}"#;
+        let body = edited_order("2026-03-14T14:25:40Z", 1, refunds);
+        let decoded = decode(&channel(), WebhookTopic::OrdersUpdated, &body).unwrap();
+        let targets: Vec<(&str, u64)> = decoded
+            .movements
+            .iter()
+            .filter_map(|m| match &m.kind {
+                MovementKind::OrderEdit { quantity, .. } => Some((m.sku.as_str(), *quantity)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(targets, vec![("SKU-P", 2), ("SKU-Q", 0), ("SKU-R", 3)]);
+    }
+
+    #[test]
+    fn created_cancelled_and_unversioned_orders_yield_no_edit() {
+        let body = edited_order("2026-03-14T14:25:40Z", 1, "");
+        for topic in [WebhookTopic::OrdersCreate, WebhookTopic::OrdersCancelled] {
+            let decoded = decode(&channel(), topic, &body).unwrap();
+            assert!(
+                decoded
+                    .movements
+                    .iter()
+                    .all(|m| m.kind.name() != "order_edit"),
+                "{topic:?}"
+            );
+        }
+        let cancelled = String::from_utf8(body).unwrap().replace(
+            r#""cancelled_at": null"#,
+            r#""cancelled_at": "2026-03-14T14:30:00Z""#,
+        );
+        let decoded = decode(
+            &channel(),
+            WebhookTopic::OrdersUpdated,
+            cancelled.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            decoded
+                .movements
+                .iter()
+                .filter(|m| m.kind.name() == "order_edit")
+                .count(),
+            0
+        );
+        assert_eq!(
+            decoded
+                .movements
+                .iter()
+                .filter(|m| m.kind.name() == "cancellation")
+                .count(),
+            3
+        );
+        let unversioned = edited_order("not a time", 1, "");
+        let decoded = decode(&channel(), WebhookTopic::OrdersUpdated, &unversioned).unwrap();
+        assert_eq!(decoded.movements.len(), 3);
     }
 
     #[test]
@@ -1054,13 +1355,24 @@ mod tests {
         )
         .unwrap();
         assert!(decoded.movements.is_empty());
+        assert!(decoded.note.as_deref().unwrap().contains("orders/updated"));
         let as_order = decode(
             &channel(),
             WebhookTopic::OrdersEdited,
             &fixture("orders_updated.json"),
         )
         .unwrap();
-        assert_eq!(as_order.movements.len(), 2);
+        // Two sales, each followed by its line's edit.
+        assert_eq!(
+            as_order
+                .movements
+                .iter()
+                .filter(|m| m.kind.name() == "sale")
+                .count(),
+            2
+        );
+        assert_eq!(as_order.movements.len(), 4);
+        assert_eq!(as_order.note, None);
     }
 
     #[test]

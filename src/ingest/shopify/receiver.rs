@@ -29,7 +29,7 @@
 use super::decode::{self as shopify, WebhookHeaders, WebhookTopic};
 use crate::config::ChannelConfig;
 use crate::ingest::receiver::{ReceiverError, ReceiverState, WebhookReceipt, body_error};
-use crate::ledger::{Ack, LedgerError};
+use crate::ledger::LedgerError;
 use crate::telemetry::{INGEST_WEBHOOKS_TOTAL, LEDGER_DEDUPE_HITS_TOTAL};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -184,31 +184,21 @@ async fn receive(
         .map(|movement| state.shared.ledger.submit(movement.clone()))
         .collect();
     let acks = futures::future::join_all(pending).await;
-    let mut receipt = WebhookReceipt {
-        status: "processed".to_owned(),
-        topic: topic.as_str().to_owned(),
-        applied: 0,
-        duplicates: 0,
-        rejected: 0,
-        skipped_lines: decoded.skipped.len(),
-    };
+    let mut receipt = WebhookReceipt::new("processed", topic.as_str());
+    receipt.skipped_lines = decoded.skipped.len();
+    receipt.note = decoded.note.clone();
     let mut failure = None;
     for (movement, ack) in decoded.movements.iter().zip(acks) {
-        match ack {
-            Ok(Ack::Applied { .. } | Ack::Parked { .. } | Ack::Ignored { .. }) => {
-                receipt.applied += 1
-            }
-            Ok(Ack::Duplicate { .. }) => receipt.duplicates += 1,
-            Err(LedgerError::Rejected(error)) => {
-                receipt.rejected += 1;
-                tracing::warn!(
-                    channel = %channel.id,
-                    key = %movement.idempotency_key,
-                    error = %error,
-                    "webhook movement rejected by the ledger"
-                );
-            }
-            Err(error) => failure = Some(error),
+        let refused = matches!(ack, Err(LedgerError::Rejected(_)));
+        if let Some(error) = receipt.record(movement, ack) {
+            failure = Some(error);
+        } else if refused {
+            tracing::warn!(
+                channel = %channel.id,
+                key = %movement.idempotency_key,
+                reason = ?receipt.movements.last().and_then(|m| m.reason.as_deref()),
+                "webhook movement rejected by the ledger"
+            );
         }
     }
     if let Some(error) = failure {

@@ -13,16 +13,36 @@
 //!   `processing`, `on-hold`, `completed` → one [`MovementKind::Sale`] per line (reservation
 //!   `{channel}:{order}:{line}`); `cancelled` and `failed` → the same sale then a
 //!   [`MovementKind::Cancellation`] of it (net zero whatever we saw before, and a late
-//!   `processing` delivery is then a duplicate); `refunded` → the sale;
+//!   `processing` delivery is then a duplicate); `refunded` → the sale then a cancellation
+//!   of its unshipped units (reason `refunded`, key `…:line:{line}:refunded`): a refund
+//!   without restock must not keep the hold (issue 9 §2); shipped units stay shipped;
 //!   `pending`, `checkout-draft`, `trash` and unknown statuses → nothing (core has not
 //!   reduced stock yet, so neither do we).
+//! - Order edits (issue 9 §1, [`decode_order_update`], used for `order.updated` and by the
+//!   poller): WooCommerce changes a line's `quantity` in place, so after each line's sale
+//!   comes one [`MovementKind::OrderEdit`] with the line's `quantity` as the absolute target
+//!   and `version` = `date_modified_gmt` in milliseconds (key `{sale key}:edit:{version}`).
+//!   Every line gets one on every update (an edit back to the sale's quantity must be seen
+//!   too; the ledger ignores versions it has seen, so a late older delivery changes nothing;
+//!   two edits within one second share a version and the second waits for the next update).
+//!   A removed line vanishes from `line_items`: the caller passes the order's lines known
+//!   from earlier payloads ([`KnownLine`], kept durably by the receiver in the store's
+//!   order-line index) and each known line missing from the payload gets an edit to 0.
+//!   Refunds do not change a line's `quantity` in WooCommerce, so the target needs no
+//!   correction for them. No edits for `refunded`, `cancelled` or `failed` orders (their
+//!   cancellation covers the line) nor without a parsable `date_modified_gmt`.
 //! - The sale's idempotency key is `{channel}:order:{order}:line:{line}` whatever the status
 //!   or topic, so `order.created`, `order.updated` and the poller deduplicate in the ledger.
 //! - Refunds with restock: WooCommerce records restocked units on the order line as
-//!   `_restock_refunded_items` (cumulative). Each restocked unit k becomes a
-//!   [`MovementKind::Return`] of 1 with key `…:line:{line}:restock:{k}` at the channel's first
-//!   feeding location, so a later, larger count only adds the new units (at most
-//!   [`MAX_RESTOCK_UNITS_PER_LINE`] per line). A refund without restock changes nothing.
+//!   `_restock_refunded_items` (cumulative). Each restocked unit k becomes one movement of 1
+//!   with key `…:line:{line}:restock:{k}`, so a later, larger count only adds the new units
+//!   (at most [`MAX_RESTOCK_UNITS_PER_LINE`] per line): on a `processing` or `on-hold` order
+//!   (not shipped yet) a [`MovementKind::Cancellation`] of one unit (the unit goes back on
+//!   sale from the hold); on `completed` and `refunded` orders a [`MovementKind::Return`] at
+//!   the channel's first feeding location (after the `refunded` cancellation, so a unit that
+//!   never shipped is refused by the ledger as "returned would exceed shipped" and shows as
+//!   rejected in the answer, while a shipped one is restocked). A refund without restock
+//!   only releases through the `refunded` status.
 //! - The SKU is the line's `sku`; when it is blank, the channel's inline listings map
 //!   (product id, variation id) back to a SKU; otherwise the line is skipped.
 //! - Deliveries are deduplicated on (webhook id, order id, `date_modified_gmt`, status)
@@ -330,6 +350,19 @@ pub struct Decoded {
     pub movements: Vec<Movement>,
     /// Lines that produced nothing.
     pub skipped: Vec<SkippedLine>,
+    /// The stock lines of this payload, for the caller's order-line index.
+    pub lines: Vec<KnownLine>,
+    /// The payload's version (`date_modified_gmt` in milliseconds), when it parses.
+    pub version: Option<i64>,
+}
+
+/// A stock line of an order as an earlier payload showed it (the order-line index entry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownLine {
+    /// Line id.
+    pub line_id: String,
+    /// The line's SKU.
+    pub sku: String,
 }
 
 /// `source` of every movement decoded for `channel`: `woocommerce:{channel id}`.
@@ -422,22 +455,54 @@ fn order_cancellation(
     }
 }
 
-/// Decodes an order into movements following the module rules.
+/// Decodes an order into movements following the module rules, without edits (an order
+/// seen for the first time: `order.created`).
 ///
 /// Errors: [`DecodeError::NoLocation`] when a restock has no location to go to.
 pub fn decode_order(channel: &ChannelConfig, order: &OrderPayload) -> Result<Decoded, DecodeError> {
+    decode(channel, order, None)
+}
+
+/// Decodes an updated order (`order.updated`, a polled order): the movements of
+/// [`decode_order`] plus one [`MovementKind::OrderEdit`] per line, and an edit to 0 for
+/// each line of `known` (the order's lines from earlier payloads) that the payload no longer
+/// lists (module docs).
+///
+/// Errors: [`DecodeError::NoLocation`] when a restock has no location to go to.
+pub fn decode_order_update(
+    channel: &ChannelConfig,
+    order: &OrderPayload,
+    known: &[KnownLine],
+) -> Result<Decoded, DecodeError> {
+    decode(channel, order, Some(known))
+}
+
+fn decode(
+    channel: &ChannelConfig,
+    order: &OrderPayload,
+    known: Option<&[KnownLine]>,
+) -> Result<Decoded, DecodeError> {
     let status = order.status.trim();
     let (sells, cancels, reason) = match status {
-        "processing" | "on-hold" | "completed" | "refunded" => (true, false, None),
+        "processing" | "on-hold" | "completed" => (true, false, None),
+        "refunded" => (true, true, Some("refunded")),
         "cancelled" => (true, true, Some("cancelled")),
         "failed" => (true, true, Some("payment_failed")),
         _ => (false, false, None),
     };
+    let version = order
+        .date_modified_gmt
+        .as_deref()
+        .and_then(crate::ingest::timestamp_ms);
+    let edit_version = version.filter(|_| known.is_some() && sells && !cancels);
+    let restock_cancels = matches!(status, "processing" | "on-hold");
     let mut decoded = Decoded {
         order_id: order.id.clone(),
         status: status.to_owned(),
         movements: Vec::new(),
         skipped: Vec::new(),
+        lines: Vec::new(),
+        version,
     };
     for line in &order.line_items {
         let skip = |reason| SkippedLine {
@@ -462,6 +527,10 @@ pub fn decode_order(channel: &ChannelConfig, order: &OrderPayload) -> Result<Dec
             decoded.skipped.push(skip(SkipReason::ZeroQuantity));
             continue;
         }
+        decoded.lines.push(KnownLine {
+            line_id: line.id.clone(),
+            sku: sku.clone(),
+        });
         let reservation = reservation_id(channel, &order.id, &line.id);
         let key = sale_key(channel, &order.id, &line.id);
         decoded.movements.push(movement(
@@ -475,10 +544,20 @@ pub fn decode_order(channel: &ChannelConfig, order: &OrderPayload) -> Result<Dec
                 route: channel.locations.clone(),
             },
         ));
+        if let Some(version) = edit_version {
+            decoded
+                .movements
+                .push(edit(channel, &order.id, &line.id, &sku, quantity, version));
+        }
         if cancels {
+            let suffix = if status == "refunded" {
+                "refunded"
+            } else {
+                "cancel"
+            };
             decoded.movements.push(movement(
                 channel,
-                format!("{key}:cancel"),
+                format!("{key}:{suffix}"),
                 &sku,
                 order_cancellation(channel, reservation.clone(), reason),
             ));
@@ -494,21 +573,80 @@ pub fn decode_order(channel: &ChannelConfig, order: &OrderPayload) -> Result<Dec
                         channel: channel.id.clone(),
                     })?;
             for unit in 1..=restocked {
-                decoded.movements.push(movement(
-                    channel,
-                    format!("{key}:restock:{unit}"),
-                    &sku,
+                let kind = if restock_cancels {
+                    MovementKind::Cancellation {
+                        reservation: reservation.clone(),
+                        quantity: Some(1),
+                        reason: Some("refunded".to_owned()),
+                        write_off: false,
+                    }
+                } else {
                     MovementKind::Return {
                         location: Some(location.clone()),
                         quantity: 1,
                         reservation: Some(reservation.clone()),
                         restock: true,
-                    },
+                    }
+                };
+                decoded.movements.push(movement(
+                    channel,
+                    format!("{key}:restock:{unit}"),
+                    &sku,
+                    kind,
                 ));
             }
         }
     }
+    if let (Some(version), Some(known)) = (edit_version, known) {
+        // Known lines this payload no longer carries as stock lines (removed, or set to 0).
+        let vanished: Vec<&KnownLine> = known
+            .iter()
+            .filter(|known| {
+                !decoded
+                    .lines
+                    .iter()
+                    .any(|line| line.line_id == known.line_id)
+            })
+            .collect();
+        for vanished in vanished {
+            decoded.movements.push(edit(
+                channel,
+                &order.id,
+                &vanished.line_id,
+                &vanished.sku,
+                0,
+                version,
+            ));
+        }
+    }
     Ok(decoded)
+}
+
+/// Idempotency key of a line's edit at `version`: `{sale key}:edit:{version}`.
+pub fn edit_key(channel: &ChannelConfig, order_id: &str, line_id: &str, version: i64) -> String {
+    format!("{}:edit:{version}", sale_key(channel, order_id, line_id))
+}
+
+fn edit(
+    channel: &ChannelConfig,
+    order_id: &str,
+    line_id: &str,
+    sku: &str,
+    quantity: u64,
+    version: i64,
+) -> Movement {
+    movement(
+        channel,
+        edit_key(channel, order_id, line_id, version),
+        sku,
+        MovementKind::OrderEdit {
+            reservation: reservation_id(channel, order_id, line_id),
+            quantity,
+            version,
+            location: None,
+            route: channel.locations.clone(),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -680,6 +818,153 @@ mod tests {
         );
         let no_restock = decode_order(&channel, &order("refunded", None)).unwrap();
         assert!(returns(&no_restock).is_empty());
+    }
+
+    fn edit_of(movement: &Movement) -> Option<(&str, &str, u64, i64)> {
+        match &movement.kind {
+            MovementKind::OrderEdit {
+                reservation,
+                quantity,
+                version,
+                ..
+            } => Some((
+                movement.sku.0.as_str(),
+                reservation.as_str(),
+                *quantity,
+                *version,
+            )),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn an_updated_order_edits_every_line_and_a_vanished_known_line_goes_to_zero() {
+        let channel = channel();
+        let version = crate::ingest::timestamp_ms("2026-01-02T03:04:05").unwrap();
+        assert_eq!(version, 1_767_323_045_000);
+        let known = vec![
+            KnownLine {
+                line_id: "7".into(),
+                sku: "MUG".into(),
+            },
+            KnownLine {
+                line_id: "6".into(),
+                sku: "BOWL".into(),
+            },
+        ];
+        let decoded = decode_order_update(&channel, &order("processing", None), &known).unwrap();
+        assert_eq!(
+            kinds(&decoded),
+            vec![
+                ("MUG", "sale", "woo:order:501:line:7"),
+                (
+                    "MUG",
+                    "order_edit",
+                    "woo:order:501:line:7:edit:1767323045000"
+                ),
+                ("TEE-M", "sale", "woo:order:501:line:8"),
+                (
+                    "TEE-M",
+                    "order_edit",
+                    "woo:order:501:line:8:edit:1767323045000"
+                ),
+                (
+                    "BOWL",
+                    "order_edit",
+                    "woo:order:501:line:6:edit:1767323045000"
+                ),
+            ]
+        );
+        let edits: Vec<_> = decoded.movements.iter().filter_map(edit_of).collect();
+        assert_eq!(
+            edits,
+            vec![
+                ("MUG", "woo:501:7", 2, version),
+                ("TEE-M", "woo:501:8", 1, version),
+                ("BOWL", "woo:501:6", 0, version),
+            ]
+        );
+        for movement in &decoded.movements {
+            assert_eq!(movement.validate(), Ok(()));
+        }
+        assert_eq!(
+            decoded.lines,
+            vec![
+                KnownLine {
+                    line_id: "7".into(),
+                    sku: "MUG".into()
+                },
+                KnownLine {
+                    line_id: "8".into(),
+                    sku: "TEE-M".into()
+                },
+            ]
+        );
+        assert_eq!(decoded.version, Some(version));
+        // A created order has no edits; a cancelled or refunded one neither.
+        let created = decode_order(&channel, &order("processing", None)).unwrap();
+        assert!(created.movements.iter().all(|m| edit_of(m).is_none()));
+        for status in ["cancelled", "refunded", "pending"] {
+            let decoded = decode_order_update(&channel, &order(status, None), &known).unwrap();
+            assert!(
+                decoded.movements.iter().all(|m| edit_of(m).is_none()),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refunded_order_releases_its_hold_even_without_restock() {
+        let channel = channel();
+        let decoded = decode_order(&channel, &order("refunded", None)).unwrap();
+        assert_eq!(
+            kinds(&decoded)[..2],
+            [
+                ("MUG", "sale", "woo:order:501:line:7"),
+                ("MUG", "cancellation", "woo:order:501:line:7:refunded"),
+            ]
+        );
+        assert_eq!(
+            decoded.movements[1].kind,
+            MovementKind::Cancellation {
+                reservation: "woo:501:7".into(),
+                quantity: None,
+                reason: Some("refunded".into()),
+                write_off: false,
+            }
+        );
+        // With restock, the returns come after the release (a shipped unit is restocked).
+        let restocked = decode_order(&channel, &order("refunded", Some("1"))).unwrap();
+        assert_eq!(
+            kinds(&restocked)[..3],
+            [
+                ("MUG", "sale", "woo:order:501:line:7"),
+                ("MUG", "cancellation", "woo:order:501:line:7:refunded"),
+                ("MUG", "return", "woo:order:501:line:7:restock:1"),
+            ]
+        );
+    }
+
+    #[test]
+    fn restocked_units_of_an_unshipped_order_are_released_not_returned() {
+        let channel = channel();
+        let decoded = decode_order(&channel, &order("processing", Some("1"))).unwrap();
+        assert_eq!(
+            kinds(&decoded)[..2],
+            [
+                ("MUG", "sale", "woo:order:501:line:7"),
+                ("MUG", "cancellation", "woo:order:501:line:7:restock:1"),
+            ]
+        );
+        assert_eq!(
+            decoded.movements[1].kind,
+            MovementKind::Cancellation {
+                reservation: "woo:501:7".into(),
+                quantity: Some(1),
+                reason: Some("refunded".into()),
+                write_off: false,
+            }
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Owns: one task per WooCommerce channel that every `poll_interval_secs` reads
 //! `GET {site}/wp-json/wc/v3/orders?modified_after=<cursor>&per_page=100&page=N&orderby=modified&order=asc`
-//! and submits the same movements as the webhook receiver ([`super::decode::decode_order`]).
+//! and submits the same movements as the webhook receiver for `order.updated`
+//! ([`super::decode::decode_order_update`], with the order's known lines from
+//! [`super::lines`], recorded again once the movements are durable).
 //! Overlap with webhooks, and between polls, is harmless: every movement carries the same
 //! idempotency key whichever path brought it.
 //!
@@ -23,7 +25,7 @@
 //! May depend on: `domain`, `config`, `ledger`, `telemetry`, `platforms`, `ingest::poller`,
 //! `ingest::woocommerce::decode`.
 
-use super::decode::{decode_order, order_from_value};
+use super::decode::{Decoded, decode_order_update, order_from_value};
 use crate::config::ChannelConfig;
 use crate::ingest::poller::{
     self, Poll, PollFailure, PollStats, PollerHandle, PollerOptions, Retry, Watermark, submit_all,
@@ -198,8 +200,19 @@ impl OrderPoller {
                 if let Some(modified) = order.date_modified_gmt.as_deref().and_then(parse_gmt) {
                     newest = newest.max(modified);
                 }
-                let decoded = decode_order(&self.channel, &order)
+                let store = self.ledger.store().clone();
+                let known = super::lines::known_lines(store.as_ref(), &self.channel.id, &order.id)
+                    .await
+                    .map_err(|error| PollError::Ledger {
+                        channel: self.channel.id.clone(),
+                        message: error.to_string(),
+                    })?;
+                let decoded = decode_order_update(&self.channel, &order, &known)
                     .map_err(|error| http_error(error.to_string()))?;
+                let lines = Decoded {
+                    movements: Vec::new(),
+                    ..decoded.clone()
+                };
                 report.orders_fetched += 1;
                 if let Err(error) = submit_all(
                     &self.ledger,
@@ -215,6 +228,13 @@ impl OrderPoller {
                         message: error.to_string(),
                     });
                 }
+                let now_ms = self.ledger.clock().now_ms();
+                super::lines::remember_lines(store.as_ref(), &self.channel.id, &lines, now_ms)
+                    .await
+                    .map_err(|error| PollError::Ledger {
+                        channel: self.channel.id.clone(),
+                        message: error.to_string(),
+                    })?;
                 metrics::counter!(INGEST_POLLED_ORDERS_TOTAL, "channel" => self.channel.id.clone(), "outcome" => "submitted").increment(1);
             }
             if empty || page >= total_pages {

@@ -9,8 +9,13 @@
 //! 5. topics without an order (`order.deleted`, others) are acknowledged with 200;
 //! 6. a delivery whose (webhook id, order id, `date_modified_gmt`, status) was already
 //!    processed is answered 200 at once (the delivery id is weak, §2.4);
-//! 7. the order is decoded by [`super::decode::decode_order`] (400 problem if it cannot
-//!    be) and every movement is submitted; 200 only once all are durable, else 503.
+//! 7. the order is decoded (400 problem if it cannot be): `order.created` by
+//!    [`super::decode::decode_order`], every other order topic by
+//!    [`super::decode::decode_order_update`] with the order's known lines from the store
+//!    ([`super::lines`]), so edits and removed lines become `order_edit`s; every movement is
+//!    submitted, then the order's lines are recorded; 200 only once all are durable, else
+//!    503. The answer lists each movement with its outcome
+//!    ([`crate::ingest::receiver::MovementOutcome`]).
 //!
 //! WooCommerce never retries (§2.4): a non-2xx answer only counts towards disabling the
 //! webhook, and the poller ([`super::poller`]) is what recovers the order.
@@ -25,7 +30,7 @@
 use super::decode::{self as woocommerce, WebhookHeaders};
 use crate::config::ChannelConfig;
 use crate::ingest::receiver::{ReceiverError, ReceiverState, WebhookReceipt, body_error};
-use crate::ledger::{Ack, LedgerError};
+use crate::ledger::LedgerError;
 use crate::telemetry::{INGEST_WEBHOOKS_TOTAL, LEDGER_DEDUPE_HITS_TOTAL};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -130,10 +135,20 @@ async fn receive(
             .increment(1);
         return Ok((StatusCode::OK, receipt("duplicate", topic)));
     }
-    let decoded = woocommerce::decode_order(channel, &order).map_err(|error| {
-        ReceiverError::UndecodableWebhook {
-            message: error.to_string(),
-        }
+    let store = state.ledger.store().clone();
+    let updated = headers.topic_label() != "order.created";
+    let decoded = if updated {
+        let known = super::lines::known_lines(store.as_ref(), &channel.id, &order.id)
+            .await
+            .map_err(|error| ReceiverError::Unavailable {
+                message: error.to_string(),
+            })?;
+        woocommerce::decode_order_update(channel, &order, &known)
+    } else {
+        woocommerce::decode_order(channel, &order)
+    }
+    .map_err(|error| ReceiverError::UndecodableWebhook {
+        message: error.to_string(),
     })?;
     let acks = futures::future::join_all(
         decoded
@@ -146,20 +161,29 @@ async fn receive(
     answer.skipped_lines = decoded.skipped.len();
     let mut failure = None;
     for (movement, ack) in decoded.movements.iter().zip(acks) {
-        match ack {
-            Ok(Ack::Applied { .. } | Ack::Parked { .. } | Ack::Ignored { .. }) => {
-                answer.applied += 1
-            }
-            Ok(Ack::Duplicate { .. }) => answer.duplicates += 1,
-            Err(LedgerError::Rejected(error)) => {
-                answer.rejected += 1;
-                tracing::warn!(channel = %channel.id, key = %movement.idempotency_key, error = %error, "webhook movement rejected by the ledger");
-            }
-            Err(error) => failure = Some(error),
+        let refused = matches!(ack, Err(LedgerError::Rejected(_)));
+        if let Some(error) = answer.record(movement, ack) {
+            failure = Some(error);
+        } else if refused {
+            tracing::warn!(
+                channel = %channel.id,
+                key = %movement.idempotency_key,
+                reason = ?answer.movements.last().and_then(|m| m.reason.as_deref()),
+                "webhook movement rejected by the ledger"
+            );
         }
     }
     if let Some(error) = failure {
         tracing::warn!(channel = %channel.id, topic, error = %error, "webhook not durable; the poller will recover it");
+        return Err(ReceiverError::Unavailable {
+            message: error.to_string(),
+        });
+    }
+    let now_ms = state.ledger.clock().now_ms();
+    if let Err(error) =
+        super::lines::remember_lines(store.as_ref(), &channel.id, &decoded, now_ms).await
+    {
+        tracing::warn!(channel = %channel.id, topic, error = %error, "order lines not recorded; the poller will recover them");
         return Err(ReceiverError::Unavailable {
             message: error.to_string(),
         });

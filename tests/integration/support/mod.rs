@@ -26,7 +26,8 @@ use stocksync::domain::NullSink;
 use stocksync::ledger::{Ledger, LedgerOptions};
 use stocksync::store::embedded::EmbeddedStore;
 use stocksync::store::{
-    CommitBatch, EventRecord, LoadedSku, OffsetWatermark, PushedRecord, Store, StoreError,
+    CommitBatch, EventRecord, LoadedSku, OffsetWatermark, OrderLineRecord, PushedRecord, Store,
+    StoreError,
 };
 use tempfile::TempDir;
 use tokio::sync::watch;
@@ -250,6 +251,22 @@ impl GatedStore {
 
 #[async_trait]
 impl Store for GatedStore {
+    async fn order_lines(
+        &self,
+        channel: &str,
+        order_id: &str,
+    ) -> Result<Vec<OrderLineRecord>, StoreError> {
+        self.inner.order_lines(channel, order_id).await
+    }
+    async fn record_order_lines(
+        &self,
+        records: &[OrderLineRecord],
+        forget_before_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .record_order_lines(records, forget_before_ms)
+            .await
+    }
     async fn commit(&self, batch: CommitBatch) -> Result<(), StoreError> {
         let mut open = self.open.subscribe();
         let _ = open.wait_for(|open| *open).await;
