@@ -41,9 +41,10 @@ pub use movement::{CountBasis, FastMovementReader, Movement, MovementKind, SCHEM
 pub use policy::StockPolicy;
 pub use rules::{Rules, RulesCell};
 pub use state::{
-    Applied, ApplyContext, ApplyError, AvailabilityChange, InboundLevel, InboundLine,
-    InvariantViolation, JOURNAL_LIMIT, LocationLevel, LocationStock, MAX_PARKED_PER_SKU,
-    ParkedList, ParkedMovement, Reservation, RoutingPolicy, SkuState, TransferLine,
+    Applied, ApplyContext, ApplyError, AvailabilityChange, CountWatermark, InboundLevel,
+    InboundLine, InvariantViolation, JOURNAL_LIMIT, LocationLevel, LocationStock,
+    MAX_PARKED_PER_SKU, ParkedList, ParkedMovement, Reservation, RoutingPolicy, SkuState,
+    TransferLine,
 };
 
 use serde::{Deserialize, Serialize};

@@ -18,6 +18,43 @@ use std::collections::{BTreeSet, VecDeque};
 /// watermark tells which later-arriving movements happened before the count.
 pub const WATERMARK_TIME_FROM_MS: i64 = 1_000_000_000_000;
 
+/// An optional count watermark in 8 bytes: `i64::MIN` stands for none (a count at
+/// `i64::MIN` is older than every other and reads as none). Serialised as `Option<i64>`,
+/// so stored snapshots keep their shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Option<i64>", into = "Option<i64>")]
+pub struct CountWatermark(i64);
+
+impl CountWatermark {
+    /// The watermark, if a count was applied.
+    pub fn get(self) -> Option<i64> {
+        (self.0 != i64::MIN).then_some(self.0)
+    }
+
+    /// Whether no count was applied.
+    pub fn is_none(&self) -> bool {
+        self.0 == i64::MIN
+    }
+}
+
+impl Default for CountWatermark {
+    fn default() -> Self {
+        Self(i64::MIN)
+    }
+}
+
+impl From<Option<i64>> for CountWatermark {
+    fn from(watermark: Option<i64>) -> Self {
+        Self(watermark.unwrap_or(i64::MIN))
+    }
+}
+
+impl From<CountWatermark> for Option<i64> {
+    fn from(watermark: CountWatermark) -> Self {
+        watermark.get()
+    }
+}
+
 /// Stock at one location. `available()` is derived, never stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocationStock {
@@ -28,9 +65,9 @@ pub struct LocationStock {
     /// Units dispatched to this location by transfers and not yet received (not available).
     #[serde(default)]
     pub in_transit: i64,
-    /// Watermark of the last applied absolute count, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_count_watermark: Option<i64>,
+    /// Watermark of the last applied absolute count, if any (8 bytes, not an option's 16).
+    #[serde(default, skip_serializing_if = "CountWatermark::is_none")]
+    pub last_count_watermark: CountWatermark,
     /// The authority of the last applied count when it was physical: a stable 64-bit hash
     /// ([`authority`]) of its `source` (0: none, or a book count). A movement from the same
     /// source that happened at or before a time watermark is already inside the figure.
@@ -229,7 +266,7 @@ impl SkuState {
         if self
             .locations
             .get(location)
-            .and_then(|stock| stock.last_count_watermark)
+            .and_then(|stock| stock.last_count_watermark.get())
             .is_some_and(|w| watermark <= w)
         {
             return Self::unchanged();
@@ -247,7 +284,7 @@ impl SkuState {
                 .shrink_to(stock.journal.len() + stock.journal.len() / 4);
         }
         let unseen: i64 = stock.journal.iter().map(|(_, delta)| delta).sum();
-        stock.last_count_watermark = Some(watermark);
+        stock.last_count_watermark = CountWatermark::from(Some(watermark));
         stock.last_count_authority = match basis {
             CountBasis::Physical => authority(source),
             CountBasis::Book => 0,
@@ -311,6 +348,7 @@ impl SkuState {
                 stock.last_count_authority == source
                     && stock
                         .last_count_watermark
+                        .get()
                         .is_some_and(|w| w >= WATERMARK_TIME_FROM_MS && at_ms <= w)
             })
             .map(|(location, stock)| (location.clone(), stock.on_hand))
@@ -331,7 +369,7 @@ impl SkuState {
                 stock.on_hand = *on_hand;
                 restored = true;
             }
-            if let Some(watermark) = stock.last_count_watermark {
+            if let Some(watermark) = stock.last_count_watermark.get() {
                 stock.journal.retain(|(at, _)| *at > watermark);
             }
         }

@@ -27,7 +27,8 @@ mod tests_counts;
 
 pub use error::{ApplyError, InvariantViolation};
 pub use location::{
-    InboundLevel, InboundLine, JOURNAL_LIMIT, LocationLevel, LocationStock, TransferLine,
+    CountWatermark, InboundLevel, InboundLine, JOURNAL_LIMIT, LocationLevel, LocationStock,
+    TransferLine,
 };
 pub use parking::{MAX_PARKED_PER_SKU, ParkedList, ParkedMovement};
 pub use reservations::{Reservation, RoutingPolicy};

@@ -326,7 +326,7 @@ fn a_count_without_a_figure_is_ignored_never_read_as_zero() {
     .unwrap();
     assert!(!applied.levels_changed);
     assert_eq!(levels(&state, "WH-1"), (10, 0, 10));
-    assert_eq!(state.location(&wh("WH-1")).last_count_watermark, None);
+    assert_eq!(state.location(&wh("WH-1")).last_count_watermark.get(), None);
     // A later receipt of the same source before that watermark is applied: nothing was counted.
     run_from(&mut state, "amazon:fba", T - 1, receipt("WH-1", 1)).unwrap();
     assert_eq!(levels(&state, "WH-1"), (11, 0, 11));
