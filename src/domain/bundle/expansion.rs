@@ -4,8 +4,10 @@
 //!   under the bundle line's reservation id. The expansion is recorded (its JSON is what
 //!   the ledger stores), so that later movements of the line act on what was sold even if
 //!   the bill of materials changed since.
-//! - A cancellation, shipment or return of a bundle line acts on the recorded expansion; a
-//!   return that names no line expands by the current bill of materials.
+//! - A cancellation, shipment, return or reassignment of a bundle line acts on the recorded
+//!   expansion; a return that names no line expands by the current bill of materials.
+//! - An order edit of a bundle line sets every component line's target to `target × units`,
+//!   by the recorded expansion; an edit that adds the line records one like a sale.
 //! - Receipts, adjustments, counts, inbound and transfers of a bundle are refused: a bundle
 //!   holds no stock of its own; move its components.
 //!
@@ -42,6 +44,15 @@ pub enum ExpansionBasis<'a> {
     Recorded {
         /// The bundle line.
         reservation: &'a str,
+    },
+    /// An order edit: act on the expansion recorded for `reservation`; when none was
+    /// recorded (the edit adds the line), expand `quantity` bundles by the current bill of
+    /// materials and record that, like a sale.
+    Edit {
+        /// The bundle line.
+        reservation: &'a str,
+        /// The line's new quantity in bundles.
+        quantity: u64,
     },
     /// A return that names no line: expand `quantity` bundles by the current bill of
     /// materials, recording nothing.
@@ -106,8 +117,17 @@ impl ExpansionBasis<'_> {
                 reservation,
                 quantity: *quantity,
             }),
+            MovementKind::OrderEdit {
+                reservation,
+                quantity,
+                ..
+            } => Ok(ExpansionBasis::Edit {
+                reservation,
+                quantity: *quantity,
+            }),
             MovementKind::Cancellation { reservation, .. }
             | MovementKind::Fulfilment { reservation, .. }
+            | MovementKind::Reassign { reservation, .. }
             | MovementKind::Return {
                 reservation: Some(reservation),
                 ..
@@ -129,9 +149,10 @@ impl ExpansionBasis<'_> {
 }
 
 impl BundleExpansion {
-    /// One movement per component for `bundle` (a sale, hold, cancellation, shipment or
-    /// return of a bundle SKU), in component order: the same kind, line, location and route,
-    /// `units per bundle ×` the bundle's quantity, and the idempotency key
+    /// One movement per component for `bundle` (a sale, hold, order edit, cancellation,
+    /// shipment, return or reassignment of a bundle SKU), in component order: the same kind,
+    /// line, location, route, version and restock flag, `units per bundle ×` the bundle's
+    /// quantity (an edit's target likewise), and the idempotency key
     /// `{bundle key}#{component}` so that each is deduplicated on its own.
     ///
     /// Errors: the refusal for a kind a bundle cannot take (see [`ExpansionBasis::of`]).
@@ -172,6 +193,7 @@ fn scale(kind: &MovementKind, per: u64) -> MovementKind {
         MovementKind::Sale { quantity, .. }
         | MovementKind::Reservation { quantity, .. }
         | MovementKind::Fulfilment { quantity, .. }
+        | MovementKind::OrderEdit { quantity, .. }
         | MovementKind::Return { quantity, .. } => *quantity = units(*quantity, per),
         MovementKind::Cancellation { quantity, .. } => {
             *quantity = quantity.map(|quantity| units(quantity, per));
