@@ -386,6 +386,78 @@ mod tests {
     }
 
     #[test]
+    fn an_edit_of_a_kit_line_scales_its_target_and_a_reassign_moves_every_component() {
+        let recorded = BundleExpansion {
+            quantity: 3,
+            components: vec![("MUG".into(), 2), ("CARD".into(), 1)],
+        };
+        let edit = bundle_movement(MovementKind::OrderEdit {
+            reservation: "o1:l1".into(),
+            quantity: 4,
+            version: 7,
+            location: None,
+            route: vec!["WH-1".into()],
+        });
+        assert_eq!(
+            ExpansionBasis::of(&edit),
+            Ok(ExpansionBasis::Edit {
+                reservation: "o1:l1",
+                quantity: 4
+            })
+        );
+        let edits = recorded.component_movements(&edit).unwrap();
+        let targets: Vec<(&str, u64, i64)> = edits
+            .iter()
+            .map(|m| match &m.kind {
+                MovementKind::OrderEdit {
+                    quantity, version, ..
+                } => (m.sku.as_str(), *quantity, *version),
+                other => panic!("not an edit: {other:?}"),
+            })
+            .collect();
+        assert_eq!(targets, vec![("MUG", 8, 7), ("CARD", 4, 7)]);
+        let reassign = bundle_movement(MovementKind::Reassign {
+            reservation: "o1:l1".into(),
+            to: "WH-2".into(),
+        });
+        assert_eq!(
+            ExpansionBasis::of(&reassign),
+            Ok(ExpansionBasis::Recorded {
+                reservation: "o1:l1"
+            })
+        );
+        let moves = recorded.component_movements(&reassign).unwrap();
+        assert_eq!(moves.len(), 2);
+        assert!(moves.iter().all(|m| m.kind
+            == MovementKind::Reassign {
+                reservation: "o1:l1".into(),
+                to: "WH-2".into(),
+            }));
+        // A return without restock and location keeps both on every component.
+        let kept = bundle_movement(MovementKind::Return {
+            location: None,
+            quantity: 2,
+            reservation: Some("o1:l1".into()),
+            restock: false,
+        });
+        let returns: Vec<MovementKind> = recorded
+            .component_movements(&kept)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.kind)
+            .collect();
+        assert_eq!(
+            returns[0],
+            MovementKind::Return {
+                location: None,
+                quantity: 4,
+                reservation: Some("o1:l1".into()),
+                restock: false,
+            }
+        );
+    }
+
+    #[test]
     fn stock_movements_of_a_bundle_are_refused() {
         let receipt = bundle_movement(MovementKind::Receipt {
             location: "WH-1".into(),
