@@ -9,9 +9,15 @@
 //!   component, each with the bundle line's reservation id; it always applies.
 //! - A hold of a bundle is all or nothing: if any component does not fit, the components
 //!   already held are released (`reason: "compensation"`) and the hold is refused.
-//! - Cancellation, fulfilment and return of a bundle line act on the recorded expansion
-//!   (falling back to the current bill of materials when none was recorded, e.g. a
-//!   cancellation that arrives before its sale).
+//! - Cancellation, fulfilment, return and reassignment of a bundle line act on the
+//!   recorded expansion (falling back to the current bill of materials when none was
+//!   recorded, e.g. a cancellation or shipment that arrives before its sale); an order
+//!   edit sets each component line's target by it, and records one when it adds the line.
+//! - A reassignment is all or nothing like a hold: if one component line cannot move, the
+//!   component lines already moved are moved back (`{key}:compensate#{component}`).
+//! - The acknowledgement combines the components': `parked` when a component movement
+//!   waits for its line, `ignored` when every component ignored it (an old edit version),
+//!   `duplicate` when all were duplicates, else `applied`.
 //! - Receipts, adjustments, counts, inbound and transfers of a bundle are refused: a
 //!   bundle holds no stock of its own; move its components.
 //!
@@ -27,23 +33,27 @@ fn record_id(movement: &Movement, reservation: &str) -> String {
     format!("bundle:{}:{reservation}", movement.sku)
 }
 
-/// Combines the acknowledgements of a bundle's component movements.
+/// Combines the acknowledgements of a bundle's component movements: the first refusal;
+/// else `Parked` if any component waits, `Ignored` if every new one was ignored,
+/// `Duplicate` if all were duplicates, `Applied` otherwise (with the highest seq).
 fn combine(acks: Vec<Result<Ack, LedgerError>>) -> Result<Ack, LedgerError> {
-    let mut all_duplicates = true;
+    let (mut applied, mut parked, mut ignored) = (false, false, false);
     let mut highest = 0;
     for ack in acks {
-        match ack? {
-            Ack::Applied { seq } | Ack::Parked { seq } | Ack::Ignored { seq } => {
-                all_duplicates = false;
-                highest = highest.max(seq);
-            }
-            Ack::Duplicate { seq } => highest = highest.max(seq),
+        let ack = ack?;
+        highest = highest.max(ack.seq());
+        match ack {
+            Ack::Applied { .. } => applied = true,
+            Ack::Parked { .. } => parked = true,
+            Ack::Ignored { .. } => ignored = true,
+            Ack::Duplicate { .. } => {}
         }
     }
-    Ok(if all_duplicates {
-        Ack::Duplicate { seq: highest }
-    } else {
-        Ack::Applied { seq: highest }
+    Ok(match (parked, applied, ignored) {
+        (true, _, _) => Ack::Parked { seq: highest },
+        (false, true, _) => Ack::Applied { seq: highest },
+        (false, false, true) => Ack::Ignored { seq: highest },
+        (false, false, false) => Ack::Duplicate { seq: highest },
     })
 }
 
@@ -163,14 +173,32 @@ impl Ledger {
                     .await?;
                 expansion
             }
-            ExpansionBasis::Recorded { reservation } => {
-                self.recorded(&movement, reservation).await?
-            }
+            ExpansionBasis::Recorded { reservation } => self
+                .recorded(&movement, reservation)
+                .await?
+                .unwrap_or_else(|| self.expand_now(&movement, 0)),
+            ExpansionBasis::Edit {
+                reservation,
+                quantity,
+            } => match self.recorded(&movement, reservation).await? {
+                Some(expansion) => expansion,
+                None => {
+                    let expansion = self.expand_now(&movement, quantity);
+                    self.record_expansion(&movement, reservation, &expansion)
+                        .await?;
+                    expansion
+                }
+            },
             ExpansionBasis::Current { quantity } => self.expand_now(&movement, quantity),
         };
         let components = expansion
             .component_movements(&movement)
             .map_err(LedgerError::Rejected)?;
+        if let MovementKind::Reassign { reservation, .. } = &movement.kind {
+            return self
+                .reassign_bundle(&movement, reservation, components)
+                .await;
+        }
         let skus: Vec<_> = components.iter().map(|c| c.sku.clone()).collect();
         let pending: Vec<_> = components
             .into_iter()
@@ -210,23 +238,90 @@ impl Ledger {
             .expand(&movement.sku, quantity)
     }
 
-    /// The recorded expansion of a bundle line, or the current bill of materials.
+    /// Reassigns every component line of a bundle line, all or nothing: when one is
+    /// refused, the component lines already moved go back to where their open units were
+    /// (the first part with open units before the move) and the refusal is returned.
+    async fn reassign_bundle(
+        &self,
+        movement: &Movement,
+        reservation: &str,
+        components: Vec<Movement>,
+    ) -> Result<Ack, LedgerError> {
+        let mut origins = Vec::with_capacity(components.len());
+        for component in &components {
+            let state = self.state(&component.sku).await?;
+            let origin = state
+                .reservations
+                .iter()
+                .filter(|(id, _)| {
+                    id.as_str() == reservation
+                        || id
+                            .strip_prefix(reservation)
+                            .is_some_and(|rest| rest.starts_with('~'))
+                })
+                .find(|(_, line)| line.open() > 0)
+                .map(|(_, line)| line.location.clone());
+            origins.push(origin);
+        }
+        let pending: Vec<_> = components
+            .iter()
+            .cloned()
+            .map(|component| self.submit(component))
+            .collect();
+        let acks = futures::future::join_all(pending).await;
+        let refused = acks.iter().find_map(|ack| match ack {
+            Err(LedgerError::Rejected(error)) => Some(error.clone()),
+            _ => None,
+        });
+        let Some(error) = refused else {
+            return combine(acks);
+        };
+        let compensation = Movement {
+            idempotency_key: format!("{}:compensate", movement.idempotency_key),
+            ..movement.clone()
+        };
+        let back: Vec<_> = components
+            .iter()
+            .zip(&origins)
+            .zip(&acks)
+            .filter(|(_, ack)| matches!(ack, Ok(Ack::Applied { .. })))
+            .filter_map(|((component, origin), _)| {
+                let origin = origin.clone()?;
+                let kind = MovementKind::Reassign {
+                    reservation: reservation.to_owned(),
+                    to: origin,
+                };
+                Some(self.submit(Movement {
+                    sku: component.sku.clone(),
+                    idempotency_key: format!("{}#{}", compensation.idempotency_key, component.sku),
+                    kind,
+                    ..compensation.clone()
+                }))
+            })
+            .collect();
+        combine(futures::future::join_all(back).await)?;
+        Err(LedgerError::Rejected(error))
+    }
+
+    /// The recorded expansion of a bundle line, if one was recorded.
     async fn recorded(
         &self,
         movement: &Movement,
         reservation: &str,
-    ) -> Result<BundleExpansion, LedgerError> {
+    ) -> Result<Option<BundleExpansion>, LedgerError> {
         let record = self
             .shared
             .store
             .reservation(&record_id(movement, reservation))
             .await
             .map_err(|e| LedgerError::Store(e.to_string()))?;
-        match record {
-            Some(record) => serde_json::from_str(&record.request_json)
-                .map_err(|e| LedgerError::Store(format!("corrupt bundle expansion record: {e}"))),
-            None => Ok(self.expand_now(movement, 0)),
-        }
+        record
+            .map(|record| {
+                serde_json::from_str(&record.request_json).map_err(|e| {
+                    LedgerError::Store(format!("corrupt bundle expansion record: {e}"))
+                })
+            })
+            .transpose()
     }
 
     /// Writes the expansion durably (a repeated write keeps the first one).

@@ -483,4 +483,6 @@ impl Ledger {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_bundles;
+#[cfg(test)]
 mod tests_counts;

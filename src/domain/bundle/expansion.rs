@@ -4,8 +4,10 @@
 //!   under the bundle line's reservation id. The expansion is recorded (its JSON is what
 //!   the ledger stores), so that later movements of the line act on what was sold even if
 //!   the bill of materials changed since.
-//! - A cancellation, shipment or return of a bundle line acts on the recorded expansion; a
-//!   return that names no line expands by the current bill of materials.
+//! - A cancellation, shipment, return or reassignment of a bundle line acts on the recorded
+//!   expansion; a return that names no line expands by the current bill of materials.
+//! - An order edit of a bundle line sets every component line's target to `target × units`,
+//!   by the recorded expansion; an edit that adds the line records one like a sale.
 //! - Receipts, adjustments, counts, inbound and transfers of a bundle are refused: a bundle
 //!   holds no stock of its own; move its components.
 //!
@@ -42,6 +44,15 @@ pub enum ExpansionBasis<'a> {
     Recorded {
         /// The bundle line.
         reservation: &'a str,
+    },
+    /// An order edit: act on the expansion recorded for `reservation`; when none was
+    /// recorded (the edit adds the line), expand `quantity` bundles by the current bill of
+    /// materials and record that, like a sale.
+    Edit {
+        /// The bundle line.
+        reservation: &'a str,
+        /// The line's new quantity in bundles.
+        quantity: u64,
     },
     /// A return that names no line: expand `quantity` bundles by the current bill of
     /// materials, recording nothing.
@@ -106,8 +117,17 @@ impl ExpansionBasis<'_> {
                 reservation,
                 quantity: *quantity,
             }),
+            MovementKind::OrderEdit {
+                reservation,
+                quantity,
+                ..
+            } => Ok(ExpansionBasis::Edit {
+                reservation,
+                quantity: *quantity,
+            }),
             MovementKind::Cancellation { reservation, .. }
             | MovementKind::Fulfilment { reservation, .. }
+            | MovementKind::Reassign { reservation, .. }
             | MovementKind::Return {
                 reservation: Some(reservation),
                 ..
@@ -129,9 +149,10 @@ impl ExpansionBasis<'_> {
 }
 
 impl BundleExpansion {
-    /// One movement per component for `bundle` (a sale, hold, cancellation, shipment or
-    /// return of a bundle SKU), in component order: the same kind, line, location and route,
-    /// `units per bundle ×` the bundle's quantity, and the idempotency key
+    /// One movement per component for `bundle` (a sale, hold, order edit, cancellation,
+    /// shipment, return or reassignment of a bundle SKU), in component order: the same kind,
+    /// line, location, route, version and restock flag, `units per bundle ×` the bundle's
+    /// quantity (an edit's target likewise), and the idempotency key
     /// `{bundle key}#{component}` so that each is deduplicated on its own.
     ///
     /// Errors: the refusal for a kind a bundle cannot take (see [`ExpansionBasis::of`]).
@@ -172,6 +193,7 @@ fn scale(kind: &MovementKind, per: u64) -> MovementKind {
         MovementKind::Sale { quantity, .. }
         | MovementKind::Reservation { quantity, .. }
         | MovementKind::Fulfilment { quantity, .. }
+        | MovementKind::OrderEdit { quantity, .. }
         | MovementKind::Return { quantity, .. } => *quantity = units(*quantity, per),
         MovementKind::Cancellation { quantity, .. } => {
             *quantity = quantity.map(|quantity| units(quantity, per));
@@ -360,6 +382,78 @@ mod tests {
         assert_eq!(
             ExpansionBasis::of(&unnamed_return),
             Ok(ExpansionBasis::Current { quantity: 2 })
+        );
+    }
+
+    #[test]
+    fn an_edit_of_a_kit_line_scales_its_target_and_a_reassign_moves_every_component() {
+        let recorded = BundleExpansion {
+            quantity: 3,
+            components: vec![("MUG".into(), 2), ("CARD".into(), 1)],
+        };
+        let edit = bundle_movement(MovementKind::OrderEdit {
+            reservation: "o1:l1".into(),
+            quantity: 4,
+            version: 7,
+            location: None,
+            route: vec!["WH-1".into()],
+        });
+        assert_eq!(
+            ExpansionBasis::of(&edit),
+            Ok(ExpansionBasis::Edit {
+                reservation: "o1:l1",
+                quantity: 4
+            })
+        );
+        let edits = recorded.component_movements(&edit).unwrap();
+        let targets: Vec<(&str, u64, i64)> = edits
+            .iter()
+            .map(|m| match &m.kind {
+                MovementKind::OrderEdit {
+                    quantity, version, ..
+                } => (m.sku.as_str(), *quantity, *version),
+                other => panic!("not an edit: {other:?}"),
+            })
+            .collect();
+        assert_eq!(targets, vec![("MUG", 8, 7), ("CARD", 4, 7)]);
+        let reassign = bundle_movement(MovementKind::Reassign {
+            reservation: "o1:l1".into(),
+            to: "WH-2".into(),
+        });
+        assert_eq!(
+            ExpansionBasis::of(&reassign),
+            Ok(ExpansionBasis::Recorded {
+                reservation: "o1:l1"
+            })
+        );
+        let moves = recorded.component_movements(&reassign).unwrap();
+        assert_eq!(moves.len(), 2);
+        assert!(moves.iter().all(|m| m.kind
+            == MovementKind::Reassign {
+                reservation: "o1:l1".into(),
+                to: "WH-2".into(),
+            }));
+        // A return without restock and location keeps both on every component.
+        let kept = bundle_movement(MovementKind::Return {
+            location: None,
+            quantity: 2,
+            reservation: Some("o1:l1".into()),
+            restock: false,
+        });
+        let returns: Vec<MovementKind> = recorded
+            .component_movements(&kept)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.kind)
+            .collect();
+        assert_eq!(
+            returns[0],
+            MovementKind::Return {
+                location: None,
+                quantity: 4,
+                reservation: Some("o1:l1".into()),
+                restock: false,
+            }
         );
     }
 

@@ -35,7 +35,11 @@
 //! delta}], removals: [{id, delta}]}, …}}` body) and then `orders/updated` (the order, whose
 //! lines keep `quantity` and change `current_quantity`; added lines are appended). A
 //! fulfilment lowers `fulfillable_quantity`; a refund lowers `current_quantity` and, for
-//! `cancel`/`return`, restocks at its `location_id`. Every event is logged and can be sent
+//! `cancel`/`return`, restocks at its `location_id`. Like Shopify's, the order body embeds
+//! its refunds so far (`refunds[]`, each the `refunds/create` body with
+//! `refund_line_items[]` of `line_item_id`, `quantity`, `restock_type`, `location_id`; at
+//! most 100 per order, a further refund is refused), so a consumer can tell what
+//! `current_quantity` already excludes. Every event is logged and can be sent
 //! again (same body and `X-Shopify-Event-Id`) so tests can deliver an old edit late.
 //!
 //! Simplifications (documented, not hidden): GraphQL is recognised by the operation's field

@@ -448,6 +448,12 @@ impl SimState {
         now_ms: i64,
     ) -> Result<(SimOrderRecord, Value), SimulatorError> {
         let order = self.order_mut(order_id)?.clone();
+        if order.refunds.len() >= super::state::MAX_REFUNDS_PER_ORDER {
+            return Err(invalid(format!(
+                "order {order_id} has {} refunds already, the most the sandbox keeps",
+                order.refunds.len()
+            )));
+        }
         let cancelled = order.cancelled_at_ms.is_some();
         // Check everything first against a working copy of the lines.
         let mut working = order.lines.clone();
@@ -573,6 +579,11 @@ impl SimState {
             "transactions": [],
             "order_adjustments": [],
         });
+        // The order resource embeds its refunds (the decoder needs them to tell what
+        // `current_quantity` already excludes).
+        let stored = self.order_mut(order_id)?;
+        stored.refunds.push(body.clone());
+        let order = stored.clone();
         Ok((order, body))
     }
 }

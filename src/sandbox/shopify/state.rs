@@ -185,7 +185,13 @@ pub(crate) struct SimOrderRecord {
     /// Fulfilments made so far (names the next one `#1001.N`).
     pub fulfillments: u64,
     pub lines: Vec<SimLineRecord>,
+    /// The order's refunds so far, as the REST refund resource (the order body embeds them
+    /// as `refunds`, like Shopify's); at most [`MAX_REFUNDS_PER_ORDER`].
+    pub refunds: Vec<Value>,
 }
+
+/// Most refunds one sandbox order keeps (a further refund is refused).
+pub(crate) const MAX_REFUNDS_PER_ORDER: usize = 100;
 
 /// One webhook event the shop sent (or would have sent), kept for inspection and re-delivery.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -753,6 +759,7 @@ impl SimState {
             cancel_reason: None,
             fulfillments: 0,
             lines: records,
+            refunds: Vec::new(),
         };
         self.orders.insert(id, order.clone());
         Ok(order)

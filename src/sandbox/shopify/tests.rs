@@ -751,6 +751,8 @@ async fn refunds_carry_restock_type_and_location_and_refuse_more_than_is_left() 
     assert_eq!(order["line_items"][0]["current_quantity"], 1);
     assert_eq!(order["line_items"][1]["current_quantity"], 1);
     assert_eq!(order["line_items"][1]["fulfillable_quantity"], 1);
+    // The order embeds its refunds, as Shopify's order resource does.
+    assert_eq!(order["refunds"], json!([refund]));
     assert_eq!((sim.level(1, 1), on_hand(&sim, 1)), (Some(49), 49));
     assert_eq!((sim.level(2, 1), on_hand(&sim, 2)), (Some(9), 10));
 
@@ -787,6 +789,10 @@ async fn refunds_carry_restock_type_and_location_and_refuse_more_than_is_left() 
         .await
         .unwrap();
     assert_eq!(no_restock.change["restock"], false);
+    assert_eq!(
+        no_restock.order["refunds"],
+        json!([refund, no_restock.change])
+    );
     assert_eq!(
         no_restock.change["refund_line_items"][0]["location_id"],
         Value::Null

@@ -118,8 +118,8 @@ pub(crate) fn line_json(order: &SimOrderRecord, line: &SimLineRecord) -> Value {
 }
 
 /// An order as Shopify's REST order resource (the `orders/create`, `orders/updated` and
-/// `orders/cancelled` webhook body, PLATFORMS.md §1.6). The sandbox uses the inventory item
-/// id as variant id.
+/// `orders/cancelled` webhook body, PLATFORMS.md §1.6), with its `refunds` embedded (each
+/// as the `refunds/create` body). The sandbox uses the inventory item id as variant id.
 pub(crate) fn order_json(order: &SimOrderRecord) -> Value {
     let line_items: Vec<Value> = order
         .lines
@@ -145,6 +145,7 @@ pub(crate) fn order_json(order: &SimOrderRecord) -> Value {
         "fulfillment_status": fulfillment_status,
         "location_id": Value::Null,
         "line_items": line_items,
+        "refunds": order.refunds,
     })
 }
 
