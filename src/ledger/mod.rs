@@ -484,3 +484,5 @@ impl Ledger {
 mod tests;
 #[cfg(test)]
 mod tests_counts;
+#[cfg(test)]
+mod tests_dead;

@@ -97,7 +97,9 @@ fn bad_request(detail: impl Into<String>) -> Response {
 fn query(params: DeadLetterParams) -> Result<DeadLetterQuery, String> {
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(format!("limit must be between 1 and {MAX_LIMIT}, got {limit}"));
+        return Err(format!(
+            "limit must be between 1 and {MAX_LIMIT}, got {limit}"
+        ));
     }
     if params.sku.as_deref().is_some_and(str::is_empty) {
         return Err("sku must not be empty".to_owned());

@@ -259,10 +259,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/movements", get(history::get_movements))
         .route("/api/v1/pushes", get(history::get_pushes))
         .route("/api/v1/audit/config", get(history::get_config_audit))
-        .route(
-            "/api/v1/dead-letters",
-            get(dead_letters::get_dead_letters),
-        )
+        .route("/api/v1/dead-letters", get(dead_letters::get_dead_letters))
         .merge(crate::ingest::receivers(receivers, levels))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(get_health))
