@@ -1656,6 +1656,76 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn dead_letters_are_written_once_and_forgotten_after_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s.db")).unwrap();
+        let letter = |sku: &str, parked_seq: u64, expired_at_ms: i64| DeadLetterRecord {
+            sku: sku.into(),
+            parked_seq,
+            expired_seq: parked_seq + 1,
+            idempotency_key: format!("k{parked_seq}"),
+            source: "wms-1".into(),
+            kind: "fulfilment".into(),
+            movement_json: "{}".into(),
+            reason: "waits for its sale".into(),
+            parked_at_ms: 0,
+            expired_at_ms,
+            keep_until_ms: expired_at_ms + 1_000,
+        };
+        let batch = CommitBatch {
+            dead_letters: vec![letter("A", 2, 100)],
+            outcomes: vec![super::super::EventOutcomeRecord {
+                sku: "A".into(),
+                seq: 3,
+                outcome_json: r#"{"outcome":"applied","dead_lettered":1}"#.into(),
+            }],
+            ..Default::default()
+        };
+        store.commit(batch.clone()).await.unwrap();
+        // A retried batch (or replay) does not duplicate it.
+        store.commit(batch).await.unwrap();
+        let all = DeadLetterQuery {
+            sku: None,
+            limit: 10,
+        };
+        assert_eq!(store.dead_letters(&all).await.unwrap().len(), 1);
+        store
+            .commit(CommitBatch {
+                dead_letters: vec![letter("B", 5, 500)],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let rows = store.dead_letters(&all).await.unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.sku.as_str()).collect::<Vec<_>>(),
+            vec!["B", "A"],
+            "newest first"
+        );
+        let only_a = DeadLetterQuery {
+            sku: Some("A".into()),
+            limit: 10,
+        };
+        assert_eq!(
+            store.dead_letters(&only_a).await.unwrap(),
+            vec![letter("A", 2, 100)]
+        );
+        // A row past its retention goes when newer ones are written.
+        store
+            .commit(CommitBatch {
+                dead_letters: vec![letter("C", 7, 1_200)],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let rows = store.dead_letters(&all).await.unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.sku.as_str()).collect::<Vec<_>>(),
+            vec!["C", "B"]
+        );
+    }
+
+    #[tokio::test]
     async fn hold_expiries_upsert_and_delete_and_reservation_refusals_stick() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("db")).unwrap();
