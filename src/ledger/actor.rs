@@ -397,7 +397,10 @@ impl Shard {
                     cell.state = loaded.state;
                     cell.keys = loaded.keys;
                     cell.events_since_snapshot = loaded.events_since_snapshot;
-                    cell.next_hold_expiry_ms = cell.state.next_expiry_ms();
+                    cell.next_hold_expiry_ms = super::reaper::next_wake_ms(
+                        &cell.state,
+                        self.core.options.rules.get().stock.parked_ttl(),
+                    );
                     if cell.next_hold_expiry_ms.is_some() {
                         self.core.reaper.set(&sku, cell.next_hold_expiry_ms);
                     }
@@ -816,8 +819,17 @@ fn apply(
             state: crate::store::codec::encode_state(&cell.state),
         }
     });
-    let hold_expiry = touches_hold
-        .then(|| cell.state.next_expiry_ms())
+    // Only a movement that parks, unparks or expires a parked movement moves the parked
+    // deadline: one branch for every other movement (the reaper expires parked movements).
+    let parked_changed =
+        applied.parked.is_some() || applied.unparked > 0 || !applied.expired.is_empty();
+    let (outcome, dead_letters) = if parked_changed || applied.ignored.is_some() {
+        line_outcome_records(&cell.state.sku, seq, now, key_expires_at_ms, &applied)
+    } else {
+        (None, Vec::new())
+    };
+    let hold_expiry = (touches_hold || parked_changed)
+        .then(|| super::reaper::next_wake_ms(&cell.state, context.parked_ttl_ms))
         .filter(|next| *next != cell.next_hold_expiry_ms)
         .map(|next| {
             cell.next_hold_expiry_ms = next;
@@ -834,6 +846,8 @@ fn apply(
     let request = CommitRequest {
         hold_expiry,
         reservation: None,
+        outcome,
+        dead_letters,
         event: Some(EventRecord {
             sku: cell.state.sku.0.clone(),
             seq,
@@ -914,7 +928,22 @@ fn reap(
         }
         acks.push(receiver);
     }
-    cell.next_hold_expiry_ms = cell.state.next_expiry_ms();
+    let parked_ttl_ms = core.options.rules.get().stock.parked_ttl();
+    if cell.phase == Phase::Ready
+        && let Some(movement) =
+            super::reaper::parked_expiry_movement(&cell.state, parked_ttl_ms, now_ms)
+    {
+        let (reply, receiver) = oneshot::channel();
+        let work = Work::Apply(Box::new(ApplyRequest {
+            movement,
+            origin: None,
+            reply,
+        }));
+        run(core, myself, cell, work, now_ms, outbox, false);
+        // The expired movements are counted when applied (`note_line_outcome`).
+        drop(receiver);
+    }
+    cell.next_hold_expiry_ms = super::reaper::next_wake_ms(&cell.state, parked_ttl_ms);
     core.reaper.set(&cell.state.sku, cell.next_hold_expiry_ms);
     if !acks.is_empty() {
         tokio::spawn(super::reaper::count_expired(cell.state.sku.clone(), acks));
@@ -953,6 +982,62 @@ fn note_line_outcome(sku: &Sku, movement: &Movement, applied: &crate::domain::Ap
         metrics::counter!(LEDGER_PARKED_EXPIRED_TOTAL, "kind" => expired.kind.name()).increment(1);
         tracing::warn!(sku = %sku, key = %expired.idempotency_key, parked_seq = expired.seq, reason = %expired.reason, "parked movement expired");
     }
+}
+
+/// The stored outcome of an event that was not plain `applied`, and the dead letters of
+/// the parked movements it expired (kept for the idempotency-key lifetime).
+fn line_outcome_records(
+    sku: &Sku,
+    seq: u64,
+    now_ms: i64,
+    keep_until_ms: i64,
+    applied: &crate::domain::Applied,
+) -> (
+    Option<crate::store::EventOutcomeRecord>,
+    Vec<crate::store::DeadLetterRecord>,
+) {
+    let mut outcome = serde_json::Map::new();
+    let (name, reason) = match (&applied.parked, &applied.ignored) {
+        (Some(reason), _) => ("parked", Some(reason)),
+        (None, Some(reason)) => ("ignored", Some(reason)),
+        (None, None) => ("applied", None),
+    };
+    outcome.insert("outcome".into(), name.into());
+    if let Some(reason) = reason {
+        outcome.insert("reason".into(), reason.as_str().into());
+    }
+    if applied.unparked > 0 {
+        outcome.insert("unparked".into(), (applied.unparked as u64).into());
+    }
+    if !applied.expired.is_empty() {
+        outcome.insert(
+            "dead_lettered".into(),
+            (applied.expired.len() as u64).into(),
+        );
+    }
+    let dead_letters = applied
+        .expired
+        .iter()
+        .map(|parked| crate::store::DeadLetterRecord {
+            sku: sku.0.clone(),
+            parked_seq: parked.seq,
+            expired_seq: seq,
+            idempotency_key: parked.idempotency_key.clone(),
+            source: parked.source.clone(),
+            kind: parked.kind.name().to_owned(),
+            movement_json: serde_json::to_string(&parked.kind).unwrap_or_default(),
+            reason: parked.reason.clone(),
+            parked_at_ms: parked.at_ms,
+            expired_at_ms: now_ms,
+            keep_until_ms,
+        })
+        .collect();
+    let record = crate::store::EventOutcomeRecord {
+        sku: sku.0.clone(),
+        seq,
+        outcome_json: serde_json::Value::Object(outcome).to_string(),
+    };
+    (Some(record), dead_letters)
 }
 
 /// A split line is recorded with no location and exactly the locations it was split

@@ -48,6 +48,10 @@ pub(crate) struct CommitRequest {
     pub(crate) hold_expiry: Option<HoldExpiryRecord>,
     /// A reservation request (or its refusal) to record (`reservations`).
     pub(crate) reservation: Option<ReservationRecord>,
+    /// The event's outcome when it is not plain `applied` (issue 9 §2b).
+    pub(crate) outcome: Option<crate::store::EventOutcomeRecord>,
+    /// Parked movements the event expired (dead letters).
+    pub(crate) dead_letters: Vec<crate::store::DeadLetterRecord>,
 }
 
 impl CommitRequest {
@@ -70,6 +74,8 @@ impl CommitRequest {
             oversold: false,
             hold_expiry: None,
             reservation: None,
+            outcome: None,
+            dead_letters: Vec::new(),
         }
     }
 }
@@ -187,6 +193,10 @@ async fn run(
             if let Some(reservation) = request.reservation.take() {
                 batch.reservations.push(reservation);
             }
+            if let Some(outcome) = request.outcome.take() {
+                batch.outcomes.push(outcome);
+            }
+            batch.dead_letters.append(&mut request.dead_letters);
             if let Some(origin) = request.origin.take() {
                 let key = (origin.group, origin.topic, origin.partition);
                 let next = offsets.entry(key).or_insert(origin.next_offset);

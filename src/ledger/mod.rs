@@ -486,3 +486,5 @@ mod tests;
 mod tests_bundles;
 #[cfg(test)]
 mod tests_counts;
+#[cfg(test)]
+mod tests_dead;

@@ -23,6 +23,16 @@
 //!    into the schedule, so holds made before a restart (or that lapsed while the process was
 //!    down) are released at their expiry, or at once.
 //!
+//! Parked movements (issue 9 §2b) expire on the same schedule, so an idle SKU's waiting
+//! movements reach the dead-letter store without another movement of that SKU: a SKU's
+//! scheduled time (and its `hold_expiries` row) is the earlier of its next hold expiry and
+//! the moment its oldest parked movement passes `[ledger] parked_ttl_secs`
+//! ([`next_wake_ms`]). When that moment comes the shard applies a no-op movement
+//! ([`parked_expiry_movement`]: a `count` without a figure, source `reaper`, key
+//! `parked-expired:{seq of the oldest parked}`), and the state machine expires the parked
+//! movements at that recorded event, as replay does too. Only movements that park, unpark or
+//! expire a parked movement recompute the time (one branch on the hot path).
+//!
 //! A SKU that is due is rescheduled [`RETRY_MS`] later when it is woken, so a wake that fails
 //! (store unavailable) is retried; the actor's report replaces that guess with the truth.
 //!
@@ -152,6 +162,65 @@ pub(crate) fn expiry_movement(sku: &Sku, reservation: String, now_ms: i64) -> Mo
             write_off: false,
         },
     }
+}
+
+/// When `state` next needs the reaper: the earlier of its next hold expiry and the moment
+/// its oldest parked movement expires (source time + `parked_ttl_ms` + 1 ms, since a
+/// parked movement expires strictly after its TTL); `parked_ttl_ms == i64::MAX` never
+/// expires. At most [`crate::domain::MAX_PARKED_PER_SKU`] parked movements are looked at.
+pub(crate) fn next_wake_ms(state: &SkuState, parked_ttl_ms: i64) -> Option<i64> {
+    let holds = state.next_expiry_ms();
+    if parked_ttl_ms == i64::MAX {
+        return holds;
+    }
+    let parked = state
+        .parked
+        .iter()
+        .map(|parked| parked.at_ms.saturating_add(parked_ttl_ms).saturating_add(1))
+        .min();
+    match (holds, parked) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The no-op movement that expires `state`'s parked movements past their TTL at `now_ms`,
+/// if any is past it: a `count` without a figure (it changes no level), keyed by the seq of
+/// the oldest parked movement so that a repeated reap is a duplicate.
+pub(crate) fn parked_expiry_movement(
+    state: &SkuState,
+    parked_ttl_ms: i64,
+    now_ms: i64,
+) -> Option<Movement> {
+    if parked_ttl_ms == i64::MAX {
+        return None;
+    }
+    let cutoff = now_ms.saturating_sub(parked_ttl_ms);
+    let oldest = state
+        .parked
+        .iter()
+        .filter(|parked| parked.at_ms < cutoff)
+        .map(|parked| parked.seq)
+        .min()?;
+    let location = state
+        .levels()
+        .into_iter()
+        .next()
+        .map_or_else(|| "-".into(), |level| level.location);
+    Some(Movement {
+        schema_version: SCHEMA_VERSION,
+        sku: state.sku.clone(),
+        idempotency_key: format!("parked-expired:{oldest}"),
+        source: REAPER_SOURCE.to_owned(),
+        occurred_at_ms: Some(now_ms),
+        kind: MovementKind::Count {
+            location,
+            on_hand: None,
+            watermark: 0,
+            basis: None,
+            booked: None,
+        },
+    })
 }
 
 /// Counts every expiry that became durable as applied (a duplicate was counted before).

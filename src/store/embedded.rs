@@ -15,10 +15,10 @@
 
 use super::wal::{Reason, WalOptions, WalPolicy};
 use super::{
-    BatchLoadedSku, CommitBatch, ConfigAuditRecord, EventQuery, EventRecord, HistoryEvent,
-    HoldExpiryRecord, IdempotencyKeyRecord, LoadedSku, OffsetWatermark, OrderLineRecord,
-    PushLogQuery, PushLogRecord, PushedRecord, ReservationRecord, SnapshotRecord, Store,
-    StoreError,
+    BatchLoadedSku, CommitBatch, ConfigAuditRecord, DeadLetterQuery, DeadLetterRecord, EventQuery,
+    EventRecord, HistoryEvent, HoldExpiryRecord, IdempotencyKeyRecord, LoadedSku, OffsetWatermark,
+    OrderLineRecord, PushLogQuery, PushLogRecord, PushedRecord, ReservationRecord, SnapshotRecord,
+    Store, StoreError,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -76,6 +76,17 @@ CREATE TABLE IF NOT EXISTS order_lines (
     version INTEGER NOT NULL, seen_at_ms INTEGER NOT NULL,
     PRIMARY KEY (channel, order_id, line_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS order_lines_seen ON order_lines (seen_at_ms);
+CREATE TABLE IF NOT EXISTS event_outcomes (
+    sku TEXT NOT NULL, seq INTEGER NOT NULL, outcome TEXT NOT NULL,
+    PRIMARY KEY (sku, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    sku TEXT NOT NULL, parked_seq INTEGER NOT NULL, expired_seq INTEGER NOT NULL,
+    idempotency_key TEXT NOT NULL, source TEXT NOT NULL, kind TEXT NOT NULL,
+    movement TEXT NOT NULL, reason TEXT NOT NULL, parked_at_ms INTEGER NOT NULL,
+    expired_at_ms INTEGER NOT NULL, keep_until_ms INTEGER NOT NULL,
+    PRIMARY KEY (sku, parked_seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dead_letters_expired ON dead_letters (expired_at_ms);
+CREATE INDEX IF NOT EXISTS dead_letters_keep ON dead_letters (keep_until_ms);
 ";
 
 // Audit tables (DESIGN.md §3 rule 7, issue 5). `events_recorded_at` serves the history
@@ -85,7 +96,11 @@ CREATE INDEX IF NOT EXISTS order_lines_seen ON order_lines (seen_at_ms);
 // the stored movement and are filtered on top of the SKU or time range (no index: an index on
 // them would cost a second write per event on the hot path). `push_log` and `config_audit`
 // are written off the hot path (in batches by propagation, once at start) and pruned by
-// retention.
+// retention. `event_outcomes` (issue 9 §2b) holds a row only for an event that was not plain
+// `applied` (parked, ignored, or one that applied or expired parked movements), so the hot
+// path writes nothing there; `dead_letters` rows come with the event that expired them
+// (`INSERT OR IGNORE` on (sku, parked_seq): a retried batch never duplicates one) and are
+// forgotten past their `keep_until_ms` whenever new ones are written.
 
 /// SQLite-backed [`Store`].
 pub struct EmbeddedStore {
@@ -402,6 +417,60 @@ fn write_reservation_rows(
                 .map_err(&err)?;
         }
     }
+    write_dead_letters(tx, batch)
+}
+
+/// Event outcomes and dead letters (see the notes on the schema).
+fn write_dead_letters(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &CommitBatch,
+) -> Result<(), StoreError> {
+    let err = backend("commit");
+    if !batch.outcomes.is_empty() {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO event_outcomes (sku, seq, outcome) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(&err)?;
+        for record in &batch.outcomes {
+            insert
+                .execute(params![record.sku, record.seq as i64, record.outcome_json])
+                .map_err(&err)?;
+        }
+    }
+    if !batch.dead_letters.is_empty() {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO dead_letters (sku, parked_seq, expired_seq,
+                    idempotency_key, source, kind, movement, reason, parked_at_ms,
+                    expired_at_ms, keep_until_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .map_err(&err)?;
+        let mut newest = i64::MIN;
+        for r in &batch.dead_letters {
+            newest = newest.max(r.expired_at_ms);
+            insert
+                .execute(params![
+                    r.sku,
+                    r.parked_seq as i64,
+                    r.expired_seq as i64,
+                    r.idempotency_key,
+                    r.source,
+                    r.kind,
+                    r.movement_json,
+                    r.reason,
+                    r.parked_at_ms,
+                    r.expired_at_ms,
+                    r.keep_until_ms
+                ])
+                .map_err(&err)?;
+        }
+        tx.prepare_cached("DELETE FROM dead_letters WHERE keep_until_ms < ?1")
+            .map_err(&err)?
+            .execute(params![newest])
+            .map_err(&err)?;
+    }
     Ok(())
 }
 
@@ -524,7 +593,8 @@ fn load_many(
     Ok(loaded)
 }
 
-/// Reads `id, sku, seq, idempotency_key, recorded_at_ms, movement, key_expires_at_ms`.
+/// Reads `id, sku, seq, idempotency_key, recorded_at_ms, movement, key_expires_at_ms,
+/// outcome`.
 fn read_history_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEvent> {
     Ok(HistoryEvent {
         cursor: row.get::<_, i64>(0)? as u64,
@@ -536,6 +606,7 @@ fn read_history_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEvent>
             movement: stored_bytes(row, 5)?,
             key_expires_at_ms: row.get(6)?,
         },
+        outcome: row.get(7)?,
     })
 }
 
@@ -556,7 +627,8 @@ fn query_history(
     // here as SQLite steps through them, and the scan stops at the limit.
     let sql = format!(
         "SELECT e.id, e.sku, e.seq, e.idempotency_key, e.recorded_at_ms, e.movement,
-                COALESCE(i.key_expires_at_ms, 0)
+                COALESCE(i.key_expires_at_ms, 0),
+                (SELECT o.outcome FROM event_outcomes o WHERE o.sku = e.sku AND o.seq = e.seq)
          {from}
            AND e.id > ?2 AND e.recorded_at_ms >= ?3 AND e.recorded_at_ms < ?4
          ORDER BY e.id"
@@ -1041,6 +1113,42 @@ impl Store for EmbeddedStore {
                 .map_err(&err)?;
             }
             tx.commit().map_err(&err)
+        })
+        .await
+    }
+
+    async fn dead_letters(
+        &self,
+        query: &DeadLetterQuery,
+    ) -> Result<Vec<DeadLetterRecord>, StoreError> {
+        let query = query.clone();
+        Self::blocking(&self.reader, "dead_letters", move |c| {
+            let err = backend("dead_letters");
+            c.prepare_cached(
+                "SELECT sku, parked_seq, expired_seq, idempotency_key, source, kind, movement,
+                        reason, parked_at_ms, expired_at_ms, keep_until_ms
+                 FROM dead_letters WHERE (?1 IS NULL OR sku = ?1)
+                 ORDER BY expired_at_ms DESC, sku, parked_seq LIMIT ?2",
+            )
+            .map_err(&err)?
+            .query_map(params![query.sku, query.limit as i64], |row| {
+                Ok(DeadLetterRecord {
+                    sku: row.get(0)?,
+                    parked_seq: row.get::<_, i64>(1)? as u64,
+                    expired_seq: row.get::<_, i64>(2)? as u64,
+                    idempotency_key: row.get(3)?,
+                    source: row.get(4)?,
+                    kind: row.get(5)?,
+                    movement_json: row.get(6)?,
+                    reason: row.get(7)?,
+                    parked_at_ms: row.get(8)?,
+                    expired_at_ms: row.get(9)?,
+                    keep_until_ms: row.get(10)?,
+                })
+            })
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)
         })
         .await
     }
@@ -1545,6 +1653,76 @@ mod tests {
         drop(store);
         let reopened = EmbeddedStore::open(&dir.path().join("db")).unwrap();
         assert_eq!(reopened.order_lines("woo", "2").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_written_once_and_forgotten_after_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s.db")).unwrap();
+        let letter = |sku: &str, parked_seq: u64, expired_at_ms: i64| DeadLetterRecord {
+            sku: sku.into(),
+            parked_seq,
+            expired_seq: parked_seq + 1,
+            idempotency_key: format!("k{parked_seq}"),
+            source: "wms-1".into(),
+            kind: "fulfilment".into(),
+            movement_json: "{}".into(),
+            reason: "waits for its sale".into(),
+            parked_at_ms: 0,
+            expired_at_ms,
+            keep_until_ms: expired_at_ms + 1_000,
+        };
+        let batch = CommitBatch {
+            dead_letters: vec![letter("A", 2, 100)],
+            outcomes: vec![super::super::EventOutcomeRecord {
+                sku: "A".into(),
+                seq: 3,
+                outcome_json: r#"{"outcome":"applied","dead_lettered":1}"#.into(),
+            }],
+            ..Default::default()
+        };
+        store.commit(batch.clone()).await.unwrap();
+        // A retried batch (or replay) does not duplicate it.
+        store.commit(batch).await.unwrap();
+        let all = DeadLetterQuery {
+            sku: None,
+            limit: 10,
+        };
+        assert_eq!(store.dead_letters(&all).await.unwrap().len(), 1);
+        store
+            .commit(CommitBatch {
+                dead_letters: vec![letter("B", 5, 500)],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let rows = store.dead_letters(&all).await.unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.sku.as_str()).collect::<Vec<_>>(),
+            vec!["B", "A"],
+            "newest first"
+        );
+        let only_a = DeadLetterQuery {
+            sku: Some("A".into()),
+            limit: 10,
+        };
+        assert_eq!(
+            store.dead_letters(&only_a).await.unwrap(),
+            vec![letter("A", 2, 100)]
+        );
+        // A row past its retention goes when newer ones are written.
+        store
+            .commit(CommitBatch {
+                dead_letters: vec![letter("C", 7, 1_200)],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let rows = store.dead_letters(&all).await.unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.sku.as_str()).collect::<Vec<_>>(),
+            vec!["C", "B"]
+        );
     }
 
     #[tokio::test]

@@ -56,6 +56,23 @@ pub struct MovementRow {
     pub movement: serde_json::Value,
     /// Levels per location after the movement; `None` when not computed (replay too long).
     pub levels_after: Option<Vec<LevelAfter>>,
+    /// What the event did: `applied` (also every event stored before outcomes were),
+    /// `parked` (it waits for its order line) or `ignored` (recorded, no effect).
+    #[serde(default = "applied")]
+    pub outcome: String,
+    /// Why it was parked or ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_reason: Option<String>,
+    /// Parked movements this event applied (their effects are part of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unparked: Option<u64>,
+    /// Parked movements this event expired into the dead-letter store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_lettered: Option<u64>,
+}
+
+fn applied() -> String {
+    "applied".to_owned()
 }
 
 /// Reads the history rows matching `query` (its `limit` capped at [`MAX_LIMIT`]), with the
@@ -75,6 +92,12 @@ pub async fn movement_rows(
     for history in events {
         let event = history.event;
         let movement = event.movement_json()?;
+        // A stored outcome that does not decode reads as applied (the row is still shown).
+        let outcome: serde_json::Value = history
+            .outcome
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or(serde_json::Value::Null);
         let text = |field: &str| {
             movement
                 .get(field)
@@ -93,6 +116,19 @@ pub async fn movement_rows(
             idempotency_key: event.idempotency_key,
             movement,
             levels_after: None,
+            outcome: outcome
+                .get("outcome")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("applied")
+                .to_owned(),
+            outcome_reason: outcome
+                .get("reason")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+            unparked: outcome.get("unparked").and_then(serde_json::Value::as_u64),
+            dead_lettered: outcome
+                .get("dead_lettered")
+                .and_then(serde_json::Value::as_u64),
         });
     }
     if with_levels {

@@ -1,7 +1,9 @@
 //! Persistence: the [`Store`] trait and its backends.
 //!
 //! Owns: the event log (per SKU, ordered by sequence number), snapshots, idempotency keys
-//! with expiry, consumed-offset watermarks, and last-pushed values per channel listing.
+//! with expiry, consumed-offset watermarks, last-pushed values per channel listing, the
+//! outcome of each event that was not plain `applied`, and the dead letters of expired
+//! parked movements.
 //! The trait is shaped for both the embedded SQLite backend ([`embedded::EmbeddedStore`])
 //! and a ScyllaDB backend: everything is partitioned by SKU (or by channel for pushed
 //! values), and one [`CommitBatch`] is one durable write.
@@ -138,6 +140,12 @@ pub struct CommitBatch {
     pub hold_expiries: Vec<HoldExpiryRecord>,
     /// Multi-SKU reservation requests to record, or their refusal to add.
     pub reservations: Vec<ReservationRecord>,
+    /// Parked movements that expired with one of `events` (issue 9 §2b), written with it;
+    /// a row already stored (same SKU and parked seq) is kept, so a retry never duplicates.
+    pub dead_letters: Vec<DeadLetterRecord>,
+    /// Outcomes of `events` that are not plain `applied` (parked, ignored, or applying or
+    /// expiring parked movements); a plain movement writes none.
+    pub outcomes: Vec<EventOutcomeRecord>,
 }
 
 impl CommitBatch {
@@ -148,6 +156,8 @@ impl CommitBatch {
             && self.offsets.is_empty()
             && self.hold_expiries.is_empty()
             && self.reservations.is_empty()
+            && self.dead_letters.is_empty()
+            && self.outcomes.is_empty()
     }
 }
 
@@ -180,6 +190,58 @@ pub struct OrderLineRecord {
     pub version: i64,
     /// When the row was last written, in milliseconds since the Unix epoch.
     pub seen_at_ms: i64,
+}
+
+/// A parked movement that waited longer than `[ledger] parked_ttl_secs` for its order
+/// line and was dropped from the SKU's state (issue 9 §2b). Kept until `keep_until_ms`
+/// (the idempotency-key lifetime after expiry); rows past it are forgotten whenever new
+/// dead letters are written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterRecord {
+    /// The SKU.
+    pub sku: String,
+    /// The event that recorded (and parked) the movement; with `sku`, the row's identity.
+    pub parked_seq: u64,
+    /// The event whose application expired it.
+    pub expired_seq: u64,
+    /// The movement's idempotency key.
+    pub idempotency_key: String,
+    /// The movement's source.
+    pub source: String,
+    /// The movement's kind (`fulfilment`, `return`, ...).
+    pub kind: String,
+    /// The movement as JSON (the parked effect, without SKU and key).
+    pub movement_json: String,
+    /// Why it waited (the newest reason).
+    pub reason: String,
+    /// Its source time (when the TTL started), in milliseconds since the Unix epoch.
+    pub parked_at_ms: i64,
+    /// The expiring event's time, in milliseconds since the Unix epoch.
+    pub expired_at_ms: i64,
+    /// Until when the row is kept, in milliseconds since the Unix epoch.
+    pub keep_until_ms: i64,
+}
+
+/// Filters of a dead-letter query ([`Store::dead_letters`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterQuery {
+    /// Only this SKU.
+    pub sku: Option<String>,
+    /// Most rows returned (newest expiry first).
+    pub limit: usize,
+}
+
+/// What an event did when it was not a plain `applied` (issue 9 §2b, §8), stored beside
+/// the event (events without a row read as `applied`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventOutcomeRecord {
+    /// The SKU.
+    pub sku: String,
+    /// The event.
+    pub seq: u64,
+    /// The outcome as JSON: `{"outcome": "parked"|"ignored"|"applied", "reason"?,
+    /// "unparked"?, "dead_lettered"?}`.
+    pub outcome_json: String,
 }
 
 /// One multi-SKU reservation request (`ledger::reservations`), kept so that commit,
@@ -270,6 +332,8 @@ pub struct HistoryEvent {
     pub cursor: u64,
     /// The event.
     pub event: EventRecord,
+    /// The event's stored outcome ([`EventOutcomeRecord::outcome_json`]); `None`: applied.
+    pub outcome: Option<String>,
 }
 
 /// One listing of one push request and the channel's answer (the push audit log).
@@ -394,6 +458,14 @@ pub trait Store: Send + Sync + 'static {
         _forget_before_ms: i64,
     ) -> Result<(), StoreError> {
         Ok(())
+    }
+    /// Dead letters ([`DeadLetterRecord`]) matching `query`, newest expiry first. Default
+    /// (a backend without the table): none.
+    async fn dead_letters(
+        &self,
+        _query: &DeadLetterQuery,
+    ) -> Result<Vec<DeadLetterRecord>, StoreError> {
+        Ok(Vec::new())
     }
     /// Loads many SKUs in one call (the ledger batches the SKUs it misses): one entry per
     /// SKU of `skus`, in that order; a SKU never seen loads as empty. The default loads them

@@ -36,11 +36,15 @@
 //! - `GET /healthz`: `{"status":"ok"}` (200) while the ledger accepts writes, else 503.
 //! - `GET /readyz`, `GET /api/v1/channels`: readiness and channel health (see [`health`]).
 //! - `GET /api/v1/movements` (JSON or CSV), `GET /api/v1/pushes`, `GET /api/v1/audit/config`:
-//!   the audit log (see [`history`]).
+//!   the audit log (see [`history`]); each movement shows its `outcome` (`applied`,
+//!   `parked`, `ignored`).
+//! - `GET /api/v1/dead-letters?sku=&limit=`: parked movements that expired (see
+//!   [`dead_letters`]).
 //! - `GET /` (`/dashboard`), `GET /api/v1/skus`, `GET /api/v1/stock/{sku}/events`,
 //!   `GET /api/v1/events` (server-sent events): the dashboard (see [`dashboard`]).
 
 pub mod dashboard;
+pub mod dead_letters;
 pub mod health;
 pub mod history;
 pub mod movements;
@@ -255,6 +259,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/movements", get(history::get_movements))
         .route("/api/v1/pushes", get(history::get_pushes))
         .route("/api/v1/audit/config", get(history::get_config_audit))
+        .route("/api/v1/dead-letters", get(dead_letters::get_dead_letters))
         .merge(crate::ingest::receivers(receivers, levels))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(get_health))

@@ -878,3 +878,68 @@ async fn issue_9_a_fulfilment_before_its_sale_is_acknowledged_parked_then_applie
     assert_eq!(harness.level("SKU-PK", "WH-1").await, (7, 0, 7));
     harness.stop().await;
 }
+
+/// Issue 9 §2b: the movement history shows a parked movement with its reason, and the
+/// sale that later applied it; the dead-letter API answers a bounded list and refuses bad
+/// parameters with a problem.
+#[tokio::test]
+async fn issue_9_history_shows_parked_and_unparked_outcomes_and_dead_letters_are_listed() {
+    let harness = Harness::start().await;
+    harness.receive("SKU-HO", "WH-1", 10).await;
+    let (status, body) = harness
+        .post_movements(&movement(
+            "SKU-HO",
+            "wms-1:shipment-9201:1",
+            json!({"type": "fulfilment", "reservation": reservation(9201, 1), "quantity": 2}),
+        ))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["results"][0]["outcome"], "parked", "{body}");
+    let (status, _) = harness
+        .deliver(&order_delivery("orders/create", 9201, 1, "SKU-HO", 2))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(harness.level("SKU-HO", "WH-1").await, (8, 0, 8));
+    let get = |path: String| {
+        let client = harness.client.clone();
+        let url = format!("{}{path}", harness.base);
+        async move {
+            let response = client.get(url).send().await.expect("request");
+            let status = response.status().as_u16();
+            let kind = response
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (status, kind, response.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, _, page) = get("/api/v1/movements?sku=SKU-HO&levels=false".into()).await;
+    assert_eq!(status, 200, "{page}");
+    let rows = page["movements"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{page}");
+    assert_eq!(rows[0]["outcome"], "applied");
+    assert_eq!(rows[0].get("outcome_reason"), None);
+    assert_eq!(rows[1]["outcome"], "parked", "{page}");
+    assert!(
+        rows[1]["outcome_reason"]
+            .as_str()
+            .unwrap()
+            .contains(&reservation(9201, 1)),
+        "{page}"
+    );
+    assert_eq!(rows[2]["kind"], "sale");
+    assert_eq!(rows[2]["outcome"], "applied");
+    assert_eq!(rows[2]["unparked"], 1, "{page}");
+
+    let (status, _, letters) = get("/api/v1/dead-letters?sku=SKU-HO&limit=10".into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(letters["dead_letters"], json!([]));
+    for bad in ["limit=0", "limit=1001", "limit=x", "sku=", "colour=red"] {
+        let (status, kind, problem) = get(format!("/api/v1/dead-letters?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {problem}");
+        assert_eq!(kind, "application/problem+json", "{bad}");
+        assert_eq!(problem["status"], 400, "{bad}");
+    }
+    harness.stop().await;
+}
