@@ -685,6 +685,10 @@ impl Setup {
                     break;
                 }
             }
+            if tokio::time::Instant::now() >= deadline && std::env::var("DUMP_PUSHES").is_ok() {
+                let log = reqwest::get(format!("http://{}/api/v1/pushes?channel=shop-1", self.app.http_addr())).await.unwrap().text().await.unwrap();
+                eprintln!("PUSHLOG {log}");
+            }
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "{sku}: shopify lists {listed:?}, expected {expected}; history {:?}",
@@ -693,7 +697,15 @@ impl Setup {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if std::env::var("DUMP_PUSHES").is_ok() {
-            let log = reqwest::get(format!("http://{}/api/v1/pushes?channel=shop-1", self.app.http_addr())).await.unwrap().text().await.unwrap();
+            let log = reqwest::get(format!(
+                "http://{}/api/v1/pushes?channel=shop-1",
+                self.app.http_addr()
+            ))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
             eprintln!("PUSHLOG {log}");
         }
     }
@@ -809,4 +821,82 @@ async fn the_sku_s_sequence_with_restock_ends_listing_the_ledgers_atp() {
     assert_eq!(setup.levels("SKU-S").await, (6, 6, 0));
     setup.shop_settles("SKU-S", 0).await;
     setup.both_list("SKU-S", 0).await;
+}
+
+/// The shop sells (and then edits the order with restock) before stocksync has ever pushed
+/// the listing and before the webhooks arrive: the first push is a compare-and-set against
+/// the shop's value at start, so it never overwrites the sale (before, it was a blind write
+/// of 10 over -2, and the restock then raised the shop to 12 while the ledger said 10).
+#[tokio::test]
+async fn a_sale_before_the_first_push_is_never_overwritten() {
+    let setup = setup().await;
+    let url = format!(
+        "http://{}/webhooks/shopify/{SHOPIFY}",
+        setup.app.http_addr()
+    );
+    setup.shop.set_webhook_url(None);
+    let placed = setup
+        .shop
+        .place_order(
+            LOCATION,
+            &[SimOrderLine {
+                inventory_item_id: item("SKU-Q"),
+                sku: "SKU-Q".into(),
+                quantity: 2,
+            }],
+        )
+        .await
+        .unwrap();
+    let l1 = line_id(&placed.body, "SKU-Q");
+    assert_eq!(setup.shop.level(item("SKU-Q"), LOCATION), Some(-2));
+    setup.receive("SKU-Q", 10).await;
+    // Shopify's first push meets the sale as a compare-and-set conflict: it holds the
+    // listing until the ledger has the order (here the orders poller the conflict wakes
+    // finds it), then lists 8; it never lists 10 over the unexplained sale.
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(10) * crate::support::SLOW_MACHINE_FACTOR;
+    while setup
+        .woo
+        .stock(product("SKU-Q"), 0)
+        .is_none_or(|stock| stock <= 0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "woocommerce never listed SKU-Q"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    setup
+        .app
+        .propagation()
+        .flush(Duration::from_secs(5))
+        .await
+        .ok();
+    let history = setup.shop.level_history(item("SKU-Q"), LOCATION);
+    assert!(
+        history.iter().all(|value| *value <= 8),
+        "the shop's own sale was overwritten: {history:?}"
+    );
+    setup
+        .shop
+        .edit_order(
+            placed.order_id,
+            &OrderEditRequest {
+                set: vec![EditSetLine {
+                    line_item_id: l1,
+                    quantity: 0,
+                    restock: true,
+                }],
+                add: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    setup.shop.set_webhook_url(Some(url));
+    for delivery in setup.shop.deliveries() {
+        setup.shop.redeliver(delivery.id).await.unwrap();
+    }
+    assert_eq!(setup.levels("SKU-Q").await, (10, 0, 10));
+    setup.shop_settles("SKU-Q", 10).await;
+    setup.both_list("SKU-Q", 10).await;
 }
