@@ -231,14 +231,6 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     /// How many listings the channel has (bounds the propagation queue).
     fn listing_count(&self) -> usize;
 
-    /// The SKUs whose channel value propagation reads when it starts without an
-    /// acknowledged value for them, so that its first push is a compare-and-set against
-    /// the channel's value at start instead of a blind write over sales the channel made
-    /// since (only channels with a conditional write list any; the default is none).
-    fn baseline_skus(&self) -> Vec<String> {
-        Vec::new()
-    }
-
     /// Which of our SKUs the channel's own listing id names at the channel's location
     /// `location_id` (for levels the channel reports by its ids, such as Shopify's
     /// `inventory_levels/update`: inventory item id and location id). Channels that report

@@ -76,7 +76,7 @@ impl Actor for ChannelActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let bucket = TokenBucket::new(&args.shared.config.rate_limit, Instant::now());
-        let mut state = ChannelState {
+        Ok(ChannelState {
             shared: args.shared,
             bucket,
             believed: args.believed,
@@ -84,10 +84,7 @@ impl Actor for ChannelActor {
             timer_at: None,
             acked_reserved: HashMap::new(),
             started_holds: Vec::new(),
-        };
-        // Before the channel is started (and before any push): no first push is blind.
-        state.read_baseline().await;
-        Ok(state)
+        })
     }
 
     async fn handle(
@@ -121,49 +118,6 @@ impl Actor for ChannelActor {
 }
 
 impl ChannelState {
-    /// Takes the channel's current value as the believed value of every listing the adapter
-    /// names in [`baseline_skus`](crate::channels::ChannelAdapter::baseline_skus) that has no
-    /// acknowledged value yet (a listing never pushed). Without it the first push of such a
-    /// listing carries no `changeFromQuantity` and overwrites the sales the channel made
-    /// before their webhooks arrived; with it a sale made since start is a compare-and-set
-    /// conflict that holds increases until the ledger has the order (module docs). A failed
-    /// read leaves the listing without a baseline (its first push is unconditional, as
-    /// before) and is logged. At most `listing_count` SKUs, read `max_batch` at a time.
-    async fn read_baseline(&mut self) {
-        let shared = Arc::clone(&self.shared);
-        let mut unknown: Vec<String> = shared
-            .adapter
-            .baseline_skus()
-            .into_iter()
-            .filter(|sku| !self.believed.contains_key(sku))
-            .take(shared.adapter.listing_count())
-            .collect();
-        if unknown.is_empty() {
-            return;
-        }
-        unknown.sort();
-        let chunk = shared.adapter.max_batch().max(1);
-        let mut read = 0_usize;
-        for skus in unknown.chunks(chunk) {
-            match shared.adapter.read_levels(skus).await {
-                Ok(report) => {
-                    self.bucket.charge(report.requests);
-                    for (sku, value) in report.levels {
-                        if let Some(value) = value {
-                            self.believed.insert(sku, value);
-                            read += 1;
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(channel = %shared.id, error = %error, skus = skus.len(), "cannot read the channel's values at start; the first push of these listings is unconditional");
-                    self.bucket.charge(1);
-                }
-            }
-        }
-        tracing::info!(channel = %shared.id, listings = read, "read the channel's values of listings never pushed: their first push is a compare-and-set");
-    }
-
     /// Sends ready batches while the bucket allows; schedules a timer for what waits.
     async fn drain(&mut self, myself: &ActorRef<ChannelMessage>) {
         self.shared.wake_queued.store(false, Ordering::Release);

@@ -58,11 +58,6 @@ impl ListingMap {
         self.by_item.get(&item).map(String::as_str)
     }
 
-    /// Every mapped SKU.
-    pub fn skus(&self) -> impl Iterator<Item = &str> {
-        self.by_sku.keys().map(String::as_str)
-    }
-
     /// Number of listings.
     pub fn len(&self) -> usize {
         self.by_sku.len()

@@ -382,10 +382,6 @@ impl ChannelAdapter for ShopifyAdapter {
         self.listings.len()
     }
 
-    fn baseline_skus(&self) -> Vec<String> {
-        self.listings.skus().map(str::to_owned).collect()
-    }
-
     fn listing_sku(&self, listing_id: &str, location_id: &str) -> ListingMatch {
         if location_id != self.location_id.to_string() {
             return ListingMatch::OtherLocation;
