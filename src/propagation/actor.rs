@@ -331,6 +331,11 @@ impl ChannelState {
                             self.lowered(&sku, &mut pending, expected, current);
                             pending.not_before = None;
                         }
+                        (Some(expected), Some(current)) if current > expected => {
+                            self.raised(&sku, expected, current);
+                            tracing::info!(channel = %channel, sku = %sku, channel_value = current, ours = pending.atp, "channel raised the value itself; holding the listing for the grace period");
+                            pending.not_before = Some(now + shared.cas_grace);
+                        }
                         _ => {
                             tracing::info!(channel = %channel, sku = %sku, channel_value = ?current, ours = pending.atp, "channel changed the value itself; holding the listing for the grace period");
                             pending.not_before = Some(now + shared.cas_grace);
@@ -466,6 +471,34 @@ impl ChannelState {
                 listener.channel_lowered(&shared.id, sku);
             }
             self.started_holds.push((sku.to_owned(), pending.atp, view));
+        }
+    }
+
+    /// A conflict showed the channel at `current`, above the `expected` value: the channel
+    /// put units back itself (Shopify's restock on an order edit, refund or cancel). Units
+    /// it put back offset the units a hold is waiting for (a sale the channel made and then
+    /// undid itself before its webhooks arrived is never reserved by the ledger, so it
+    /// would never be explained); the hold ends when nothing is left unexplained.
+    fn raised(&mut self, sku: &str, expected: i64, current: i64) {
+        let shared = Arc::clone(&self.shared);
+        let raised_by = u64::try_from(current.saturating_sub(expected)).unwrap_or(0);
+        let (ended, held) = {
+            let mut holds = shared.holds();
+            let Some(hold) = holds.get_mut(sku) else {
+                return;
+            };
+            hold.view.unexplained = hold.view.unexplained.saturating_sub(raised_by);
+            hold.view.channel_value = current;
+            let ended = hold.view.unexplained == 0;
+            if ended {
+                holds.remove(sku);
+            }
+            (ended, holds.len())
+        };
+        if ended {
+            shared.record_held(held);
+            tracing::info!(channel = %shared.id, sku = %sku, channel_value = current, "the channel put the units back itself; hold ended");
+            metrics::counter!(PROPAGATION_CAS_HOLDS_TOTAL, "channel" => shared.id.clone(), "outcome" => "explained").increment(1);
         }
     }
 

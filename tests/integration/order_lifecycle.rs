@@ -266,14 +266,14 @@ fn line_id(order: &Value, sku: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {sku} line in {order}"))
 }
 
-/// An edit of one line. Without Shopify's own restock: the listing is stocksync's to set
-/// (with restock the shop raises its own figure first, and how a push that then meets the
-/// raised figure resolves is issue 9 §4's compare-and-set, not these tests' subject).
+/// An edit of one line, with Shopify's own restock (the admin's default): the shop raises
+/// its figure itself before the `orders/updated` arrives, and the listings still settle on
+/// the ledger's ATP.
 fn set(line_item_id: u64, quantity: u64) -> EditSetLine {
     EditSetLine {
         line_item_id,
         quantity,
-        restock: false,
+        restock: true,
     }
 }
 
@@ -625,8 +625,7 @@ async fn an_edit_up_counts_the_orders_own_units_and_a_resent_order_has_no_effect
         .await
         .unwrap();
     assert_eq!(setup.levels("SKU-S").await, (6, 6, 0));
-    // (The shop's listing is not checked here: the shop lowers its own figure for each
-    // order before its webhook arrives, and how a push then resolves is issue 9 §4.)
+    setup.shop_settles("SKU-S", 0).await;
 }
 
 /// Issue 9 §2: a WooCommerce order that becomes `refunded` without restock releases its
@@ -667,4 +666,167 @@ async fn a_woocommerce_order_refunded_without_restock_releases_its_hold() {
         answer["note"].as_str().unwrap().contains("orders/updated"),
         "{answer}"
     );
+}
+
+impl Setup {
+    /// Waits until the Shopify shop lists `expected` for `sku` and still does after the
+    /// compare-and-set grace period (a listing that settles, not one passing by); the
+    /// shop's figure is never negative on the way.
+    async fn shop_settles(&self, sku: &str, expected: i64) {
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs(15) * crate::support::SLOW_MACHINE_FACTOR;
+        let grace = Duration::from_millis(stocksync::propagation::DEFAULT_CAS_GRACE_MS + 500);
+        loop {
+            let listed = self.shop.level(item(sku), LOCATION);
+            if listed == Some(expected) {
+                tokio::time::sleep(grace).await;
+                let after = self.shop.level(item(sku), LOCATION);
+                if after == Some(expected) {
+                    break;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline && std::env::var("DUMP_PUSHES").is_ok() {
+                let log = reqwest::get(format!(
+                    "http://{}/api/v1/pushes?channel=shop-1",
+                    self.app.http_addr()
+                ))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+                eprintln!("PUSHLOG {log}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{sku}: shopify lists {listed:?}, expected {expected}; history {:?}",
+                self.shop.level_history(item(sku), LOCATION)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if std::env::var("DUMP_PUSHES").is_ok() {
+            let log = reqwest::get(format!(
+                "http://{}/api/v1/pushes?channel=shop-1",
+                self.app.http_addr()
+            ))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+            eprintln!("PUSHLOG {log}");
+        }
+    }
+}
+
+/// An edit that lowers and removes lines with Shopify's own restock: the shop raises its
+/// figure itself before the `orders/updated` arrives; the listing settles on the ledger's
+/// ATP (SKU-P 49, SKU-Q 10), never on the shop's figure plus the released units.
+#[tokio::test]
+async fn an_edit_with_shopify_restock_settles_the_listing_on_the_ledger() {
+    let setup = setup().await;
+    setup.receive("SKU-P", 50).await;
+    setup.receive("SKU-Q", 10).await;
+    setup.both_list("SKU-P", 50).await;
+    setup.both_list("SKU-Q", 10).await;
+    let placed = setup
+        .shop
+        .place_order(
+            LOCATION,
+            &[
+                SimOrderLine {
+                    inventory_item_id: item("SKU-P"),
+                    sku: "SKU-P".into(),
+                    quantity: 3,
+                },
+                SimOrderLine {
+                    inventory_item_id: item("SKU-Q"),
+                    sku: "SKU-Q".into(),
+                    quantity: 2,
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    let l1 = line_id(&placed.body, "SKU-P");
+    let l2 = line_id(&placed.body, "SKU-Q");
+    assert_eq!(setup.levels("SKU-Q").await, (10, 2, 8));
+    setup.shop_settles("SKU-P", 47).await;
+    setup.shop_settles("SKU-Q", 8).await;
+    let restocked = |line_item_id, quantity| EditSetLine {
+        line_item_id,
+        quantity,
+        restock: true,
+    };
+    setup
+        .shop
+        .edit_order(
+            placed.order_id,
+            &OrderEditRequest {
+                set: vec![restocked(l1, 1), restocked(l2, 0)],
+                add: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(setup.levels("SKU-P").await, (50, 1, 49));
+    assert_eq!(setup.levels("SKU-Q").await, (10, 0, 10));
+    setup.shop_settles("SKU-P", 49).await;
+    setup.shop_settles("SKU-Q", 10).await;
+    setup.both_list("SKU-Q", 10).await;
+}
+
+/// Issue 9 §1, second example (SKU-S), with Shopify's own restock on the edits: the shop
+/// ends listing the ledger's ATP, 0, and never lists a negative figure.
+#[tokio::test]
+async fn the_sku_s_sequence_with_restock_ends_listing_the_ledgers_atp() {
+    let setup = setup().await;
+    setup.receive("SKU-S", 6).await;
+    setup.both_list("SKU-S", 6).await;
+    let line = SimOrderLine {
+        inventory_item_id: item("SKU-S"),
+        sku: "SKU-S".into(),
+        quantity: 5,
+    };
+    let placed = setup
+        .shop
+        .place_order(LOCATION, std::slice::from_ref(&line))
+        .await
+        .unwrap();
+    let l1 = line_id(&placed.body, "SKU-S");
+    assert_eq!(setup.levels("SKU-S").await, (6, 5, 1));
+    setup.shop_settles("SKU-S", 1).await;
+    for (quantity, levels, listed) in [(6, (6, 6, 0), 0), (2, (6, 2, 4), 4)] {
+        setup
+            .shop
+            .edit_order(
+                placed.order_id,
+                &OrderEditRequest {
+                    set: vec![EditSetLine {
+                        line_item_id: l1,
+                        quantity,
+                        restock: true,
+                    }],
+                    add: vec![],
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(setup.levels("SKU-S").await, levels, "edit to {quantity}");
+        setup.shop_settles("SKU-S", listed).await;
+    }
+    setup
+        .shop
+        .place_order(
+            LOCATION,
+            &[SimOrderLine {
+                quantity: 4,
+                ..line
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(setup.levels("SKU-S").await, (6, 6, 0));
+    setup.shop_settles("SKU-S", 0).await;
+    setup.both_list("SKU-S", 0).await;
 }
