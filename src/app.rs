@@ -214,9 +214,10 @@ impl App {
             .context("building the HTTP client")?;
         // Every platform client, on that one HTTP client: one per channel, one token cache
         // per credential, shared by the adapters and (through `platform_clients`) the pollers.
-        let platforms = Arc::new(crate::platforms::PlatformClients::build(
+        let platforms = Arc::new(crate::platforms::PlatformClients::build_with_limit(
             &config.channels,
             client.clone(),
+            config.http.platform_response_limit_bytes,
         ));
         // One cell of stock rules shared by the ledger, propagation and the config API.
         let rules = Arc::new(crate::domain::RulesCell::new(
@@ -292,9 +293,14 @@ impl App {
             )));
         operations.start_monitor(&config, &propagation, state.clone(), dead_letters.clone());
         let (http_stop, stopped) = oneshot::channel::<()>();
-        let http_task = tokio::spawn(web::serve(listener, web::router(state), async move {
-            let _ = stopped.await;
-        }));
+        let http_task = tokio::spawn(web::serve_with(
+            listener,
+            web::router(state),
+            config.http.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         let kafka = match &config.kafka {
             Some(kafka) => Some(
                 KafkaIngest::start_with_options(

@@ -40,6 +40,7 @@ mod bundles;
 mod committer;
 pub mod keys;
 mod reaper;
+mod reads;
 pub mod reservations;
 
 use crate::domain::{ApplyError, AvailabilitySink, Movement, Sku, SkuState};

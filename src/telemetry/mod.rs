@@ -79,6 +79,11 @@ pub const RECONCILE_ECHOES_TOTAL: &str = "stocksync_reconcile_echoes_total";
 pub const RECONCILE_RUNS_TOTAL: &str = "stocksync_reconcile_runs_total";
 /// Alerts raised; labels `kind`, `outcome` (`sent`, `failed`, `deduplicated`, `rate_limited`, `logged`).
 pub const ALERTS_TOTAL: &str = "stocksync_alerts_total";
+/// HTTP requests answered 503 by the server's limits; label `reason` (`overloaded`,
+/// `timeout`).
+pub const HTTP_REQUESTS_SHED_TOTAL: &str = "stocksync_http_requests_shed_total";
+/// HTTP connections closed at accept because `http.max_connections` were open.
+pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "stocksync_http_connections_refused_total";
 
 /// A batch of Kafka messages sent to the dead-letter topic, for alerting.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -56,7 +56,6 @@ pub(super) fn routes() -> axum::Router<WebState> {
         .route("/api/v1/stock/{sku}/events", get(get_sku_events))
         .route("/api/v1/events", get(get_live))
         .route("/api/v1/channels", get(super::health::get_channels))
-        .route("/readyz", get(super::health::get_ready))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -234,12 +233,15 @@ async fn recent_events(
     limit: usize,
 ) -> Result<EventsPage, WebError> {
     let unavailable = |message: String| WebError::Unavailable { message };
-    let seq = state
+    let Some(known) = state
         .ledger
-        .state(&sku.clone().into())
+        .known_state(&sku.clone().into())
         .await
         .map_err(|error| unavailable(error.to_string()))?
-        .seq;
+    else {
+        return Err(WebError::UnknownSku { sku });
+    };
+    let seq = known.seq;
     let from_seq = seq.saturating_sub(limit as u64 - 1).max(1);
     let records = state
         .ledger

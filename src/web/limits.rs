@@ -1,0 +1,209 @@
+//! The HTTP server's limits: the accept loop with its connection limit and header-read
+//! timeout, and the tower layers that bound each request (timeout, concurrency, load
+//! shedding, body size).
+//!
+//! Owns: [`serve_with`] (hyper's HTTP/1.1 connection builder driven by our own accept loop,
+//! because `axum::serve` exposes neither a header-read timeout nor a connection limit),
+//! [`request_limits`] and the problem answers of a shed or timed-out request.
+//!
+//! - A connection beyond `http.max_connections` is accepted and closed at once (so the
+//!   kernel's backlog never fills with connections nobody serves, and file descriptors stay
+//!   for the store, Kafka and `/healthz`).
+//! - A connection must send each request's whole header within
+//!   `http.header_read_timeout_ms` (hyper's `header_read_timeout`, whose timer also runs
+//!   while a keep-alive connection waits for its next request), or it is closed.
+//! - A request is answered within `http.request_timeout_ms` (503 `request-timeout`), at
+//!   most `http.max_concurrent_requests` run at once, and one beyond that is shed at once
+//!   (503 `overloaded`); both answers carry `Retry-After: http.retry_after_secs`.
+//! - A body announced (`Content-Length`) or streamed beyond `http.body_limit_bytes` is
+//!   refused with a 413 problem on every route.
+//!
+//! May depend on: `config` (the `[http]` section), the sibling [`super::problem`].
+
+use super::problem::{PROBLEM_CONTENT_TYPE, Problem};
+use crate::config::HttpConfig;
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::timeout::TimeoutLayer;
+
+/// How long the accept loop pauses after an accept error that is not about one connection
+/// (for instance out of file descriptors), in milliseconds.
+const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
+
+/// Wraps every route of `router` in the per-request limits of `http`: the request timeout,
+/// the concurrency limit with load shedding (503 problems with `Retry-After`). Routes added
+/// to the router afterwards (`/healthz`, `/readyz`, `/metrics`) are not limited.
+pub fn request_limits<S>(router: Router<S>, http: &HttpConfig) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let retry_after_secs = http.retry_after_secs;
+    router.layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(move |error: tower::BoxError| {
+                std::future::ready(limit_answer(&error, retry_after_secs))
+            }))
+            .layer(LoadShedLayer::new())
+            .layer(GlobalConcurrencyLimitLayer::new(
+                http.max_concurrent_requests.max(1),
+            ))
+            .layer(TimeoutLayer::new(Duration::from_millis(
+                http.request_timeout_ms.max(1),
+            ))),
+    )
+}
+
+/// The answer to a request the limits refused: shed (`overloaded`) or too slow
+/// (`request-timeout`), both 503 with `Retry-After`.
+fn limit_answer(error: &tower::BoxError, retry_after_secs: u64) -> Response {
+    let problem = if error.is::<tower::load_shed::error::Overloaded>() {
+        metrics::counter!(crate::telemetry::HTTP_REQUESTS_SHED_TOTAL, "reason" => "overloaded")
+            .increment(1);
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "Too many requests at once",
+            "the server is handling as many requests as it is configured to; retry later",
+        )
+    } else if error.is::<tower::timeout::error::Elapsed>() {
+        metrics::counter!(crate::telemetry::HTTP_REQUESTS_SHED_TOTAL, "reason" => "timeout")
+            .increment(1);
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request-timeout",
+            "The request took too long",
+            "the request was not answered within http.request_timeout_ms; what it did may \
+             or may not have taken effect, retry it (movements are idempotent)",
+        )
+    } else {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            error.to_string(),
+        )
+    };
+    let mut response = problem.into_response();
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    }
+    response
+}
+
+/// Turns the plain-text 413 of `tower_http`'s body limit (a `Content-Length` over the limit)
+/// into a problem; every other answer passes unchanged.
+pub(super) async fn body_limit_problem(response: Response) -> Response {
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(PROBLEM_CONTENT_TYPE.as_bytes()));
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE || is_problem {
+        return response;
+    }
+    super::WebError::Body {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: "the request body is larger than http.body_limit_bytes".to_owned(),
+    }
+    .into_response()
+}
+
+/// Serves `router` on `listener` with the connection limits of `http` until `shutdown`
+/// completes, then stops accepting, lets every open connection finish its request in
+/// flight (graceful shutdown) and returns once all are closed. HTTP/1.1 with keep-alive;
+/// connections have `TCP_NODELAY` set.
+///
+/// Errors: none today (accept errors are logged and retried); the type leaves room for a
+/// fatal listener error.
+pub async fn serve_with<F>(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    http: HttpConfig,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let header_read_timeout = Duration::from_millis(http.header_read_timeout_ms.max(1));
+    let slots = Arc::new(tokio::sync::Semaphore::new(http.max_connections.max(1)));
+    // `stop` tells the connections to finish; every connection holds a `done` receiver,
+    // so `done_tx.closed()` resolves once the last one ended.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let (done_tx, done_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::debug!(error = %error, "accept failed");
+                    if !is_connection_error(&error) {
+                        tokio::time::sleep(Duration::from_millis(ACCEPT_ERROR_PAUSE_MS)).await;
+                    }
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!(crate::telemetry::HTTP_CONNECTIONS_REFUSED_TOTAL).increment(1);
+            drop(stream);
+            continue;
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(error = %error, "cannot set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(router.clone());
+        let mut stop = stop_rx.clone();
+        let done = done_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .keep_alive(true);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(error = %error, "connection ended with an error");
+                    }
+                }
+                _ = stop.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    if let Err(error) = connection.await {
+                        tracing::debug!(error = %error, "connection ended with an error");
+                    }
+                }
+            }
+            drop((slot, done));
+        });
+    }
+    drop(listener);
+    drop(done_rx);
+    let _ = stop_tx.send(());
+    done_tx.closed().await;
+    Ok(())
+}
+
+/// Errors of one connection (the loop goes on at once) as opposed to the listener's.
+fn is_connection_error(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
