@@ -77,7 +77,10 @@ impl HttpConfig {
         positive("header_read_timeout_ms", self.header_read_timeout_ms);
         positive("request_timeout_ms", self.request_timeout_ms);
         positive("max_connections", self.max_connections as u64);
-        positive("max_concurrent_requests", self.max_concurrent_requests as u64);
+        positive(
+            "max_concurrent_requests",
+            self.max_concurrent_requests as u64,
+        );
         positive(
             "platform_response_limit_bytes",
             self.platform_response_limit_bytes as u64,

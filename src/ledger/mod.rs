@@ -39,8 +39,8 @@ mod actor;
 mod bundles;
 mod committer;
 pub mod keys;
-mod reaper;
 mod reads;
+mod reaper;
 pub mod reservations;
 
 use crate::domain::{ApplyError, AvailabilitySink, Movement, Sku, SkuState};

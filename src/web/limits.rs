@@ -108,7 +108,11 @@ pub(super) async fn body_limit_problem(response: Response) -> Response {
     let is_problem = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(PROBLEM_CONTENT_TYPE.as_bytes()));
+        .is_some_and(|value| {
+            value
+                .as_bytes()
+                .starts_with(PROBLEM_CONTENT_TYPE.as_bytes())
+        });
     if response.status() != StatusCode::PAYLOAD_TOO_LARGE || is_problem {
         return response;
     }

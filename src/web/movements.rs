@@ -157,8 +157,7 @@ async fn accept(
 ) -> Result<Response, WebError> {
     check_content_type(headers)?;
     let body = body.map_err(body_error)?;
-    let movements =
-        parse_movements_limited(&body, state.config.http.max_movements_per_request)?;
+    let movements = parse_movements_limited(&body, state.config.http.max_movements_per_request)?;
     let count = movements.len();
     // Submit the whole batch (in array order), keeping only what the answer names; the
     // acknowledgements are then awaited together.

@@ -239,7 +239,10 @@ async fn a_batch_resent_after_a_crash_tells_what_was_durable_before_it() {
         if index < 8 {
             let original = &first["results"][index];
             assert_eq!(result["outcome"], "duplicate", "{result}");
-            assert_eq!(result["seq"], original["seq"], "the original's seq: {result}");
+            assert_eq!(
+                result["seq"], original["seq"],
+                "the original's seq: {result}"
+            );
             assert!(
                 result["recorded_at_ms"].as_i64().unwrap() > 1_600_000_000_000,
                 "the original's time: {result}"

@@ -104,7 +104,11 @@ impl Server {
             .headers()
             .get("retry-after")
             .map(|value| value.to_str().unwrap().to_owned());
-        (status, retry_after, response.json().await.unwrap_or(Value::Null))
+        (
+            status,
+            retry_after,
+            response.json().await.unwrap_or(Value::Null),
+        )
     }
 
     async fn post_movements(&self, body: &Value) -> (u16, Value) {
@@ -276,7 +280,9 @@ async fn connections_that_never_finish_their_headers_are_closed_and_healthz_stil
     assert_eq!(status, 200, "{body}");
     for stream in &mut held {
         assert!(
-            closed_within(stream, Duration::from_secs(5)).await.is_some(),
+            closed_within(stream, Duration::from_secs(5))
+                .await
+                .is_some(),
             "a connection without a whole header must be closed after the timeout"
         );
     }
@@ -325,7 +331,10 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(answered, "a connection is accepted again once the others closed");
+    assert!(
+        answered,
+        "a connection is accepted again once the others closed"
+    );
     server.stop().await;
 }
 
@@ -388,14 +397,20 @@ async fn requests_beyond_the_concurrency_limit_are_shed_with_503_and_retry_after
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_not_answered_in_time_gets_a_503_problem_with_retry_after() {
-    let server = Server::start("request_timeout_ms = 300\nretry_after_secs = 2").await;
+    let server = Server::start(
+        "request_timeout_ms = 300\nretry_after_secs = 2\nheader_read_timeout_ms = 1000",
+    )
+    .await;
     let mut stalled = stalled_post(&server).await;
     let answer = closed_within(&mut stalled, Duration::from_secs(10))
         .await
         .expect("the timed-out request is answered and its connection closed or kept");
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
-    assert!(text.to_ascii_lowercase().contains("retry-after: 2"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 2"),
+        "{text}"
+    );
     assert!(text.contains("request-timeout"), "{text}");
     server.stop().await;
 }
