@@ -3,7 +3,8 @@
 //! Owns: the page (`GET /` and `GET /dashboard`, plain HTML, vanilla JS and CSS embedded
 //! in the binary with `include_str!`, no build step), SKU browsing
 //! (`GET /api/v1/skus?after=&limit=&prefix=`), a SKU's recent store events
-//! (`GET /api/v1/stock/{sku}/events?limit=`) and the live stream
+//! (`GET /api/v1/stock/{sku}/events?limit=`; a SKU never seen is a 404 `unknown-sku`
+//! problem and loads nothing) and the live stream
 //! (`GET /api/v1/events?sku=`, server-sent events).
 //!
 //! May depend on: `ledger` (state, SKU list, the store's events), the sibling handlers

@@ -40,6 +40,54 @@ use tower::timeout::TimeoutLayer;
 /// (for instance out of file descriptors), in milliseconds.
 const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
 
+/// File descriptors kept for everything but HTTP connections (the store, Kafka, platform
+/// clients, logs) when the connection limit is fitted to the process's descriptor limit.
+pub const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// The connection limit that fits a process allowed `descriptor_limit` open files:
+/// `max_connections`, or fewer so that [`RESERVED_DESCRIPTORS`] stay free (at least 1).
+pub fn fitted_connection_limit(max_connections: usize, descriptor_limit: u64) -> usize {
+    let room = descriptor_limit.saturating_sub(RESERVED_DESCRIPTORS).max(1);
+    max_connections
+        .min(usize::try_from(room).unwrap_or(usize::MAX))
+        .max(1)
+}
+
+/// Raises the soft open-files limit towards what `max_connections` needs (up to the hard
+/// limit) and returns the connection limit that fits the result (see
+/// [`fitted_connection_limit`]); logs when the limit had to be lowered.
+fn connection_limit(max_connections: usize) -> usize {
+    let mut limits = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limits) } != 0 {
+        return max_connections.max(1);
+    }
+    let wanted = (max_connections as u64).saturating_add(RESERVED_DESCRIPTORS);
+    if limits.rlim_cur < wanted && limits.rlim_cur < limits.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: wanted.min(limits.rlim_max),
+            rlim_max: limits.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limits.rlim_cur = raised.rlim_cur;
+        }
+    }
+    let fitted = fitted_connection_limit(max_connections, limits.rlim_cur);
+    if fitted < max_connections {
+        tracing::warn!(
+            max_connections,
+            fitted,
+            open_files_limit = limits.rlim_cur,
+            "http.max_connections lowered to fit the open-files limit"
+        );
+    }
+    fitted
+}
+
 /// Wraps every route of `router` in the per-request limits of `http`: the request timeout,
 /// the concurrency limit with load shedding (503 problems with `Retry-After`). Routes added
 /// to the router afterwards (`/healthz`, `/readyz`, `/metrics`) are not limited.
@@ -123,7 +171,9 @@ pub(super) async fn body_limit_problem(response: Response) -> Response {
     .into_response()
 }
 
-/// Serves `router` on `listener` with the connection limits of `http` until `shutdown`
+/// Serves `router` on `listener` with the connection limits of `http` (the connection limit
+/// lowered, with a warning, if the process may not open that many files and keep
+/// [`RESERVED_DESCRIPTORS`] free) until `shutdown`
 /// completes, then stops accepting, lets every open connection finish its request in
 /// flight (graceful shutdown) and returns once all are closed. HTTP/1.1 with keep-alive;
 /// connections have `TCP_NODELAY` set.
@@ -140,7 +190,9 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let header_read_timeout = Duration::from_millis(http.header_read_timeout_ms.max(1));
-    let slots = Arc::new(tokio::sync::Semaphore::new(http.max_connections.max(1)));
+    let slots = Arc::new(tokio::sync::Semaphore::new(connection_limit(
+        http.max_connections,
+    )));
     // `stop` tells the connections to finish; every connection holds a `done` receiver,
     // so `done_tx.closed()` resolves once the last one ended.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
@@ -210,4 +262,17 @@ fn is_connection_error(error: &std::io::Error) -> bool {
             | std::io::ErrorKind::ConnectionAborted
             | std::io::ErrorKind::ConnectionReset
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_limit_leaves_descriptors_for_the_rest_of_the_process() {
+        assert_eq!(fitted_connection_limit(1024, 65_536), 1024);
+        assert_eq!(fitted_connection_limit(1024, 1024), 1024 - 256);
+        assert_eq!(fitted_connection_limit(1024, 100), 1);
+        assert_eq!(fitted_connection_limit(0, 65_536), 1);
+    }
 }

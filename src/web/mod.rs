@@ -18,6 +18,11 @@
 //! resolved). Anything else is answered with a problem, so the sender retries; retries are
 //! harmless because every movement carries an idempotency key.
 //!
+//! Limits (see [`limits`]): header-read and request timeouts, a connection limit, a
+//! concurrency limit with load shedding (503 with `Retry-After`) on every route but
+//! `/healthz`, `/readyz` and `/metrics`, a body limit on every route and a movement limit
+//! per request, all from `[http]`.
+//!
 //! Routes:
 //! - `POST /api/v1/movements`: one movement or an array (see [`movements`]).
 //! - `POST /webhooks/shopify/{channel_id}`: Shopify deliveries (see
@@ -27,7 +32,8 @@
 //! - `POST /webhooks/amazon/{channel_id}`: Amazon ORDER_CHANGE notifications from an SQS
 //!   bridge (see [`crate::ingest::amazon::receiver`]).
 //! - `GET /api/v1/stock/{sku}`: levels (with in-transit and inbound units), reservations and
-//!   per-channel ATP; a bundle's levels derived from its components (see [`stock`]).
+//!   per-channel ATP; a bundle's levels derived from its components; a SKU never seen is a
+//!   404 `unknown-sku` problem and loads nothing (see [`stock`]).
 //! - `POST /api/v1/reservations`, `GET /api/v1/reservations/{id}`, `POST …/{id}/commit`,
 //!   `POST …/{id}/release`: all-or-nothing multi-SKU holds (see [`reservations`]).
 //! - `GET /api/v1/config/rules`, `PUT /api/v1/config/rules`: the stock rules in force

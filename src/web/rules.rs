@@ -216,7 +216,10 @@ impl RuntimeRules {
 /// the store in pages of [`REPUBLISH_PAGE`] SKUs: each page is replayed from the store
 /// ([`Ledger::stored_states`], no SKU is brought into the ledger's memory) and published
 /// before the next is read, so memory stays bounded by one page whatever the SKU count.
-/// A movement committed meanwhile publishes its own newer availability.
+/// Movements not yet durable are published by their own commit. A commit that lands
+/// between a page's read and its publish can be overtaken by the page's older figure until
+/// the SKU's next movement (the window is one store read and one replay of the page; the
+/// walk over live actors it replaces had a window of a whole page of sequential reads).
 pub async fn republish(ledger: Ledger, sink: Arc<dyn AvailabilitySink>) {
     let mut after: Option<String> = None;
     let mut published = 0_u64;
