@@ -40,6 +40,13 @@ use tower::timeout::TimeoutLayer;
 /// (for instance out of file descriptors), in milliseconds.
 const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
 
+/// Stages of a shutdown, as the connections see them.
+const SERVING: u8 = 0;
+/// Finish the request in flight, then close.
+const GRACEFUL: u8 = 1;
+/// Close now (the drain time is over).
+const FORCE: u8 = 2;
+
 /// File descriptors kept for everything but HTTP connections (the store, Kafka, platform
 /// clients, logs) when the connection limit is fitted to the process's descriptor limit.
 pub const RESERVED_DESCRIPTORS: u64 = 256;
@@ -175,7 +182,9 @@ pub(super) async fn body_limit_problem(response: Response) -> Response {
 /// lowered, with a warning, if the process may not open that many files and keep
 /// [`RESERVED_DESCRIPTORS`] free) until `shutdown`
 /// completes, then stops accepting, lets every open connection finish its request in
-/// flight (graceful shutdown) and returns once all are closed. HTTP/1.1 with keep-alive;
+/// flight (graceful shutdown) and returns once all are closed, or after
+/// `http.request_timeout_ms` closes those still open (streams that never end by
+/// themselves, such as the dashboard's server-sent events). HTTP/1.1 with keep-alive;
 /// connections have `TCP_NODELAY` set.
 ///
 /// Errors: none today (accept errors are logged and retried); the type leaves room for a
@@ -193,9 +202,10 @@ where
     let slots = Arc::new(tokio::sync::Semaphore::new(connection_limit(
         http.max_connections,
     )));
-    // `stop` tells the connections to finish; every connection holds a `done` receiver,
+    // `stop` tells the connections to finish (then to close); every connection holds a
+    // `done` receiver,
     // so `done_tx.closed()` resolves once the last one ended.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(SERVING);
     let (done_tx, done_rx) = tokio::sync::watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -231,26 +241,41 @@ where
                 .keep_alive(true);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(error = %error, "connection ended with an error");
-                    }
-                }
+            let result = tokio::select! {
+                result = connection.as_mut() => Some(result),
                 _ = stop.changed() => {
                     connection.as_mut().graceful_shutdown();
-                    if let Err(error) = connection.await {
-                        tracing::debug!(error = %error, "connection ended with an error");
+                    // Until done, or until the drain time is over (or the server is gone).
+                    let forced = async {
+                        while *stop.borrow_and_update() < FORCE {
+                            if stop.changed().await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        result = connection.as_mut() => Some(result),
+                        () = forced => None,
                     }
                 }
+            };
+            if let Some(Err(error)) = result {
+                tracing::debug!(error = %error, "connection ended with an error");
             }
             drop((slot, done));
         });
     }
     drop(listener);
     drop(done_rx);
-    let _ = stop_tx.send(());
-    done_tx.closed().await;
+    let _ = stop_tx.send(GRACEFUL);
+    // A request in flight is answered within the request timeout; what is still open after
+    // it is a body that does not end by itself (a server-sent event stream).
+    let drain = Duration::from_millis(http.request_timeout_ms.max(1));
+    if tokio::time::timeout(drain, done_tx.closed()).await.is_err() {
+        tracing::info!("closing the connections still open after the drain time");
+        let _ = stop_tx.send(FORCE);
+        done_tx.closed().await;
+    }
     Ok(())
 }
 

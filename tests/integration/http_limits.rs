@@ -515,3 +515,30 @@ async fn a_platform_answer_longer_than_the_configured_cap_is_a_too_large_error()
     );
     platform.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_forever_for_a_server_sent_event_stream() {
+    let server = Server::start("request_timeout_ms = 500").await;
+    let mut stream = server
+        .client
+        .get(format!("{}/api/v1/events", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    // The first event (channel health) arrives at once; the stream then stays open.
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.chunk())
+        .await
+        .expect("the first event arrives")
+        .unwrap();
+    assert!(first.is_some());
+    let started = std::time::Instant::now();
+    // `stop` fails the test if the server is not done within 10 s.
+    server.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    drop(stream);
+}
