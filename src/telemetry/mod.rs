@@ -79,6 +79,18 @@ pub const RECONCILE_ECHOES_TOTAL: &str = "stocksync_reconcile_echoes_total";
 pub const RECONCILE_RUNS_TOTAL: &str = "stocksync_reconcile_runs_total";
 /// Alerts raised; labels `kind`, `outcome` (`sent`, `failed`, `deduplicated`, `rate_limited`, `logged`).
 pub const ALERTS_TOTAL: &str = "stocksync_alerts_total";
+/// Supervised actors and tasks restarted after a panic; label `actor` (`propagator`,
+/// `poller`, `reconciler`, `shard`).
+pub const ACTOR_RESTARTS_TOTAL: &str = "stocksync_actor_restarts_total";
+
+/// The text of a caught panic's payload (`&str` or `String`, as `panic!` makes them).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
 
 /// A batch of Kafka messages sent to the dead-letter topic, for alerting.
 #[derive(Clone, Debug, PartialEq, Eq)]
