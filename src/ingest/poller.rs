@@ -364,7 +364,8 @@ pub fn spawn_woken<P: Poll>(
             // Supervision: a panic inside a poll abandons that poll (its durable part stays,
             // its cursor does not move, as after a failed poll) and the poller starts
             // again from its cursor after a backoff, instead of the task dying silently.
-            let polled = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(poller.poll()));
+            let polled =
+                futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(poller.poll()));
             let result = tokio::select! {
                 result = polled => result,
                 _ = stopped.changed() => break,
@@ -736,7 +737,10 @@ mod tests {
         assert_eq!(offsets, secs(&[0, 1, 3, 13]));
         let stats = handle.stats();
         assert_eq!((stats.restarts, stats.failures, stats.polls), (2, 2, 2));
-        assert_eq!(stats.last_error, None, "the poll after the restarts succeeded");
+        assert_eq!(
+            stats.last_error, None,
+            "the poll after the restarts succeeded"
+        );
         handle.stop().await;
     }
 }

@@ -233,6 +233,9 @@ impl ChannelState {
             }
             self.bucket.take(now);
             self.push(batch.items).await;
+            if let Some(at) = self.submissions.values().map(|s| s.check_at).min() {
+                self.schedule(myself, at);
+            }
         }
         self.shared.wake();
     }
@@ -312,6 +315,7 @@ impl ChannelState {
                 .items
                 .push((sku, pending, item));
         }
+        drop(submitted_as);
         self.apply(finals, report).await;
         self.log_started_holds();
         self.record_submitted();
@@ -334,6 +338,31 @@ impl ChannelState {
         self.newest_push.remove(sku);
         self.in_flight_values().remove(sku);
         true
+    }
+
+    /// The platform applied an overtaken submission's older value for these listings, and
+    /// may have applied it after the newer value (Amazon does not order feeds and PATCHes,
+    /// PLATFORMS.md §4.6). A listing whose newer value was already acknowledged gets it
+    /// written once more, now that the older one is applied, so the newest value is the
+    /// last write; one whose newer value is still in flight is settled by that result.
+    fn reassert(&mut self, skus: Vec<String>) {
+        if skus.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut queue = self.shared.queue();
+        for sku in skus {
+            if self.newest_push.contains_key(&sku) {
+                continue;
+            }
+            // Unknown channel value: never skipped as unchanged.
+            self.believed.remove(&sku);
+            if queue.atp_of(&sku).is_none()
+                && let Some(value) = self.shared.pushed.get(&sku).map(|value| *value)
+            {
+                queue.upsert(&sku, value, now);
+            }
+        }
     }
 
     /// Publishes the number of submitted items for `pending` and the status.
@@ -398,6 +427,7 @@ impl ChannelState {
             let mut finals = Vec::new();
             let mut final_request = Vec::new();
             let mut superseded = 0u64;
+            let mut reassert = Vec::new();
             for (sku, pending, item) in submission.items {
                 if let Some(ItemOutcome::Submitted {
                     check_after_ms: after,
@@ -414,9 +444,16 @@ impl ChannelState {
                 } else {
                     tracing::debug!(channel = %self.shared.id, sku = %sku, quantity = item.quantity, token = %submission.token, "result of an overtaken submission ignored");
                     superseded += 1;
+                    if matches!(
+                        outcomes.get(sku.as_str()),
+                        Some(ItemOutcome::Accepted { .. })
+                    ) {
+                        reassert.push(sku);
+                    }
                 }
             }
             drop(outcomes);
+            self.reassert(reassert);
             if superseded > 0 {
                 metrics::counter!(telemetry::PROPAGATION_PUSHES_TOTAL, "channel" => self.shared.id.clone(), "outcome" => "superseded")
                     .increment(superseded);
@@ -833,7 +870,9 @@ fn push_log_records(
             Some(ItemOutcome::Deferred) => records.push(entry("deferred", None)),
             Some(ItemOutcome::Submitted { token, .. }) => records.push(entry(
                 "submitted",
-                Some(format!("processed asynchronously as {token}; result checked later")),
+                Some(format!(
+                    "processed asynchronously as {token}; result checked later"
+                )),
             )),
             Some(ItemOutcome::Retryable { reason }) => {
                 records.push(entry("error", Some(reason.clone())));

@@ -62,8 +62,6 @@ use crate::platforms::PlatformClients;
 use crate::store::{Store, StoreError};
 use crate::telemetry;
 use actor::ChannelMessage;
-pub use supervisor::QueueRebuilder;
-use supervisor::{ChannelSupervisor, SupervisorMessage};
 use dashmap::DashMap;
 use queue::CoalescingQueue;
 use ractor::{Actor, ActorRef};
@@ -72,6 +70,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+pub use supervisor::QueueRebuilder;
+use supervisor::{ChannelSupervisor, SupervisorMessage};
 
 /// Default hold after a compare-and-set conflict, in milliseconds.
 pub const DEFAULT_CAS_GRACE_MS: u64 = 2_000;

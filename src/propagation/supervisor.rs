@@ -8,7 +8,7 @@
 //! actor had taken out of it (the batch being pushed, submissions in flight) is what the
 //! rebuild restores. A clean stop (shutdown) is not restarted.
 
-use super::actor::{ChannelActor, ChannelArgs, ChannelMessage};
+use super::actor::{ChannelActor, ChannelArgs};
 use super::{ChannelShared, PropagationError};
 use crate::telemetry;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};

@@ -33,7 +33,9 @@
 //!   PATCH and a feed for one SKU may be applied out of order (§4.6), which is why a feed
 //!   is only used when the queue is large. A newer value for a listing whose feed is still
 //!   processing goes out at once (a PATCH or the next feed); propagation ignores the older
-//!   feed's result for that listing, so it never overwrites the newer value's bookkeeping.
+//!   feed's result for that listing, so it never overwrites the newer value's bookkeeping
+//!   (and writes the newer value once more when Amazon applied the older feed, since the
+//!   two may have been applied out of order).
 //! - `PushReport.requests` is 1 per push: the channel's `rate_limit` models
 //!   patchListingsItem; feed operations have their own limits and the feed budget.
 //!
@@ -265,7 +267,11 @@ impl AmazonAdapter {
     /// item's outcome: `Submitted` under the feed id once createFeed accepted it (the
     /// processing report is read by [`check_feed`](Self::check_feed) when propagation asks),
     /// `Retryable` when the submission failed.
-    async fn submit_feed(&self, items: &[(String, u64)], report: &mut PushReport) -> Vec<ItemOutcome> {
+    async fn submit_feed(
+        &self,
+        items: &[(String, u64)],
+        report: &mut PushReport,
+    ) -> Vec<ItemOutcome> {
         report.requests += 1;
         let mut submitted = false;
         let result = self.run_submission(items, &mut submitted).await;
@@ -327,16 +333,26 @@ impl AmazonAdapter {
     /// `Submitted` again while it processes (a throttled or failed status read too: the
     /// feed is polled again, never resubmitted), every item `Retryable` on FATAL/CANCELLED
     /// or when `feed_wait_ms` passed since createFeed.
-    async fn check_feed(&self, feed_id: &str, items: &[(String, u64)], report: &mut PushReport) -> Vec<ItemOutcome> {
+    async fn check_feed(
+        &self,
+        feed_id: &str,
+        items: &[(String, u64)],
+        report: &mut PushReport,
+    ) -> Vec<ItemOutcome> {
         let Some(deadline) = self.feed_deadline(feed_id) else {
             let error = PlatformError::Transport {
-                message: format!("feed {feed_id} is not tracked (restarted, or too many feeds in flight)"),
+                message: format!(
+                    "feed {feed_id} is not tracked (restarted, or too many feeds in flight)"
+                ),
             };
             return feed_failed(items.len(), error, report);
         };
         let result = match self.client.feed(feed_id).await {
             Ok(answer) => match response::decode_feed_status(&answer) {
-                Ok(FeedStatus::Done(document)) => self.read_processing_report(document, items.len()).await.map(Some),
+                Ok(FeedStatus::Done(document)) => self
+                    .read_processing_report(document, items.len())
+                    .await
+                    .map(Some),
                 Ok(FeedStatus::Failed(status)) => Err(PlatformError::Server {
                     status: 200,
                     message: format!("feed {feed_id} ended {status}"),

@@ -130,7 +130,9 @@ async fn a_feed_maps_its_processing_report_to_per_item_outcomes() {
     sim_options.rejected_skus = vec!["B-NL".to_owned()];
     let sim = simulator(sim_options).await;
     let adapter = adapter(&config(&sim, &["A", "B", "C"], &["F"], ""));
-    let report = adapter.push_until_settled(&items(&["A", "B", "C", "F", "NOPE"], 9)).await;
+    let report = adapter
+        .push_until_settled(&items(&["A", "B", "C", "F", "NOPE"], 9))
+        .await;
     let outcomes = outcomes(&report);
     assert_eq!(outcomes[0], ItemOutcome::Accepted { quantity: 9 });
     assert!(
@@ -245,14 +247,18 @@ async fn the_feed_budget_is_spent_on_submissions_only_then_single_patches_take_o
     let sim = simulator(sim_options).await;
     let adapter = adapter(&config(&sim, &["A", "B", "C"], &[], "feeds_per_window = 1"));
     sim.set_outage(true);
-    let failed = adapter.push_until_settled(&items(&["A", "B", "C"], 5)).await;
+    let failed = adapter
+        .push_until_settled(&items(&["A", "B", "C"], 5))
+        .await;
     assert!(
         outcomes(&failed)
             .iter()
             .all(|outcome| matches!(outcome, ItemOutcome::Retryable { .. }))
     );
     sim.set_outage(false);
-    let fed = adapter.push_until_settled(&items(&["A", "B", "C"], 5)).await;
+    let fed = adapter
+        .push_until_settled(&items(&["A", "B", "C"], 5))
+        .await;
     assert!(
         outcomes(&fed)
             .iter()
@@ -260,7 +266,9 @@ async fn the_feed_budget_is_spent_on_submissions_only_then_single_patches_take_o
         "the failed attempt did not spend the one feed: {:?}",
         outcomes(&fed)
     );
-    let patched = adapter.push_until_settled(&items(&["A", "B", "C"], 6)).await;
+    let patched = adapter
+        .push_until_settled(&items(&["A", "B", "C"], 6))
+        .await;
     assert_eq!(
         outcomes(&patched),
         vec![

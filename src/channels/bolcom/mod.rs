@@ -228,7 +228,9 @@ impl BolcomAdapter {
     async fn check_one(&self, offer: &str, token: &str, report: &mut PushReport) -> ItemOutcome {
         let lock = self.offer_lock(offer);
         let mut pending = lock.lock().await;
-        let Some(update) = pending.clone().filter(|update| update.process_status_id == token)
+        let Some(update) = pending
+            .clone()
+            .filter(|update| update.process_status_id == token)
         else {
             return ItemOutcome::Retryable {
                 reason: format!("process status {token} of offer {offer} is no longer tracked"),

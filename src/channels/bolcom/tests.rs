@@ -87,7 +87,9 @@ async fn the_token_is_cached_and_fetched_again_once_after_a_401() {
     let sim = simulator(quick()).await;
     let adapter = adapter(&sim, 3);
     for n in 0..3 {
-        adapter.push_until_settled(&[item(&format!("SKU-{n}"), 1)]).await;
+        adapter
+            .push_until_settled(&[item(&format!("SKU-{n}"), 1)])
+            .await;
     }
     assert_eq!(sim.counters().tokens_issued, 1);
     sim.expire_tokens();
