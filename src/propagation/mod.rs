@@ -841,10 +841,10 @@ async fn stop_all(channels: &[Arc<ChannelShared>]) {
     for channel in channels {
         let wait = Some(Duration::from_millis(SHUTDOWN_WAIT_MS));
         // The actor first: a clean stop is not restarted by the supervisor.
-        if let Some(actor) = channel.actor() {
-            if let Err(error) = actor.stop_and_wait(Some("shutdown".to_owned()), wait).await {
-                tracing::warn!(channel = %channel.id, error = %error, "channel actor did not stop cleanly");
-            }
+        if let Some(actor) = channel.actor()
+            && let Err(error) = actor.stop_and_wait(Some("shutdown".to_owned()), wait).await
+        {
+            tracing::warn!(channel = %channel.id, error = %error, "channel actor did not stop cleanly");
         }
         if let Some(supervisor) = channel.supervisor.get()
             && let Err(error) = supervisor
