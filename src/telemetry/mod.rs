@@ -84,6 +84,18 @@ pub const ALERTS_TOTAL: &str = "stocksync_alerts_total";
 pub const HTTP_REQUESTS_SHED_TOTAL: &str = "stocksync_http_requests_shed_total";
 /// HTTP connections closed at accept because `http.max_connections` were open.
 pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "stocksync_http_connections_refused_total";
+/// Supervised actors and tasks restarted after a panic; label `actor` (`propagator`,
+/// `poller`, `reconciler`, `shard`).
+pub const ACTOR_RESTARTS_TOTAL: &str = "stocksync_actor_restarts_total";
+
+/// The text of a caught panic's payload (`&str` or `String`, as `panic!` makes them).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
 
 /// A batch of Kafka messages sent to the dead-letter topic, for alerting.
 #[derive(Clone, Debug, PartialEq, Eq)]
