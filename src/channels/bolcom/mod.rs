@@ -309,6 +309,10 @@ impl ChannelAdapter for BolcomAdapter {
         report
     }
 
+    fn read_quota(&self) -> Option<Arc<crate::platforms::quota::Quota>> {
+        Some(self.client.reads().clone())
+    }
+
     async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError> {
         let mut report = LevelsReport::default();
         for sku in skus {
