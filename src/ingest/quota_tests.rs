@@ -13,9 +13,7 @@ use crate::platforms::PlatformClients;
 use crate::sandbox::amazon::{AmazonSimulator, SimListing};
 use crate::sandbox::bolcom::{BolcomSimulator, SimOffer};
 use crate::sandbox::shopify::ShopifySimulator;
-use crate::sandbox::woocommerce::{
-    self as woo, WoocommerceSimulator, WoocommerceSimulatorOptions,
-};
+use crate::sandbox::woocommerce::{self as woo, WoocommerceSimulator, WoocommerceSimulatorOptions};
 use crate::sandbox::{amazon, bolcom, shopify, woocommerce};
 use crate::store::embedded::EmbeddedStore;
 use std::sync::Arc;
@@ -39,7 +37,10 @@ fn ledger(dir: &std::path::Path) -> Ledger {
 fn served_429(platforms: &Platforms) -> [(&'static str, u64); 4] {
     let amazon = platforms.simulator::<AmazonSimulator>().unwrap().counters();
     let bolcom = platforms.simulator::<BolcomSimulator>().unwrap().counters();
-    let shopify = platforms.simulator::<ShopifySimulator>().unwrap().counters();
+    let shopify = platforms
+        .simulator::<ShopifySimulator>()
+        .unwrap()
+        .counters();
     let woo = platforms
         .simulator::<WoocommerceSimulator>()
         .unwrap()
@@ -118,7 +119,10 @@ async fn the_demo_pollers_meet_no_429_in_ten_minutes_of_virtual_time() {
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let served = served_429(&platforms);
-    let stats: Vec<_> = pollers.iter().map(|p| (p.name().to_owned(), p.stats())).collect();
+    let stats: Vec<_> = pollers
+        .iter()
+        .map(|p| (p.name().to_owned(), p.stats()))
+        .collect();
     assert!(
         served.iter().all(|(_, count)| *count == 0),
         "429s served: {served:?}; pollers: {stats:#?}"
@@ -134,10 +138,7 @@ async fn the_demo_pollers_meet_no_429_in_ten_minutes_of_virtual_time() {
         (25..=35).contains(&amazon_orders.polls),
         "amazon orders polls: {amazon_orders:?}"
     );
-    assert!(
-        amazon_orders.totals.orders_fetched > 0,
-        "{amazon_orders:?}"
-    );
+    assert!(amazon_orders.totals.orders_fetched > 0, "{amazon_orders:?}");
     for poller in pollers {
         poller.stop().await;
     }
@@ -147,7 +148,12 @@ async fn the_demo_pollers_meet_no_429_in_ten_minutes_of_virtual_time() {
 /// A WooCommerce shop on a paused clock, polled every second by the app's poller.
 async fn woo_poller(
     dir: &std::path::Path,
-) -> (WoocommerceSimulator, Arc<PlatformClients>, Config, PollerHandle) {
+) -> (
+    WoocommerceSimulator,
+    Arc<PlatformClients>,
+    Config,
+    PollerHandle,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim = woo::start(
         WoocommerceSimulatorOptions {
@@ -211,7 +217,12 @@ async fn a_retry_after_told_to_the_pusher_holds_back_the_poller_too() {
     assert_eq!(poller.stats().failures, 0, "{:?}", poller.stats());
     // The next request of the store, the pusher's, is told 429 Retry-After: 7.
     sim.inject_failures(429, 1, Some(7));
-    let section = config.channel("woo").unwrap().woocommerce().unwrap().clone();
+    let section = config
+        .channel("woo")
+        .unwrap()
+        .woocommerce()
+        .unwrap()
+        .clone();
     let client = clients.woocommerce("woo", &section);
     let answer = client.get("/products?per_page=1").await.unwrap();
     assert_eq!(answer.status, 429);
@@ -255,7 +266,10 @@ async fn server_errors_back_off_with_jitter_within_bounds() {
     sim.inject_failures(503, failures, None);
     let mut delays = Vec::new();
     for n in 1..=failures {
-        run_until(Duration::from_secs(600), || poller.stats().backoffs >= u64::from(n)).await;
+        run_until(Duration::from_secs(600), || {
+            poller.stats().backoffs >= u64::from(n)
+        })
+        .await;
         let stats = poller.stats();
         assert_eq!(stats.backoffs_in_a_row, n, "{stats:?}");
         delays.push(stats.next_delay);
@@ -277,7 +291,10 @@ async fn server_errors_back_off_with_jitter_within_bounds() {
         at_ceiling < delays.len(),
         "no jitter: every backoff is its ceiling {delays:?}"
     );
-    run_until(Duration::from_secs(600), || poller.stats().backoffs_in_a_row == 0).await;
+    run_until(Duration::from_secs(600), || {
+        poller.stats().backoffs_in_a_row == 0
+    })
+    .await;
     assert_eq!(poller.stats().last_error, None, "the poller recovers");
     poller.stop().await;
 }

@@ -78,7 +78,8 @@ impl State {
             .paused_until
             .map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
         let missing = (1.0 - self.tokens).max(0.0);
-        let refill = Duration::from_secs_f64((missing / self.rate_per_sec).min(MAX_PAUSE.as_secs_f64()));
+        let refill =
+            Duration::from_secs_f64((missing / self.rate_per_sec).min(MAX_PAUSE.as_secs_f64()));
         let window = match self.window {
             Some((0, reset_at)) => reset_at.saturating_duration_since(now),
             _ => Duration::ZERO,
@@ -97,7 +98,10 @@ impl State {
     }
 
     fn pause_until(&mut self, until: Instant) {
-        self.paused_until = Some(self.paused_until.map_or(until, |current| current.max(until)));
+        self.paused_until = Some(
+            self.paused_until
+                .map_or(until, |current| current.max(until)),
+        );
     }
 }
 
@@ -164,7 +168,8 @@ impl Quota {
 
     /// Sends nothing before `until` (a `Retry-After`, a backoff of the whole channel).
     pub fn pause_until(&self, until: Instant) {
-        self.state().pause_until(until.min(Instant::now() + MAX_PAUSE));
+        self.state()
+            .pause_until(until.min(Instant::now() + MAX_PAUSE));
     }
 
     /// Waits (tokio time) until a request may go, then takes its token.
@@ -266,7 +271,11 @@ mod tests {
     use super::*;
     use reqwest::header::{HeaderMap, HeaderValue};
 
-    fn answer(status: u16, headers: &[(&'static str, &str)], retry_after_ms: Option<u64>) -> HttpAnswer {
+    fn answer(
+        status: u16,
+        headers: &[(&'static str, &str)],
+        retry_after_ms: Option<u64>,
+    ) -> HttpAnswer {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
             map.insert(*name, HeaderValue::from_str(value).unwrap());
@@ -331,7 +340,11 @@ mod tests {
         quota.acquire().await;
         assert_eq!(Instant::now() - start, Duration::from_secs(3));
         quota.acquire().await;
-        assert_eq!(Instant::now() - start, Duration::from_secs(3), "a new window");
+        assert_eq!(
+            Instant::now() - start,
+            Duration::from_secs(3),
+            "a new window"
+        );
     }
 
     #[tokio::test(start_paused = true)]

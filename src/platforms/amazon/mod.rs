@@ -22,10 +22,10 @@
 
 pub mod config;
 
-use crate::platforms::quota::{Quota, QuotaLimit};
 use crate::platforms::http::{
     self, HttpAnswer, HttpClient, PlatformError, ThrottleSignal, TokenCache, classify_status,
 };
+use crate::platforms::quota::{Quota, QuotaLimit};
 use config::AmazonConfig;
 use serde_json::{Value, json};
 use std::sync::Arc;

@@ -21,11 +21,11 @@
 pub mod config;
 pub mod payload;
 
-use crate::platforms::quota::{Quota, QuotaLimit};
 use crate::platforms::http::{
     self, CostBudget, HttpAnswer, HttpClient, PlatformError, RateLimitWindow, ThrottleSignal,
     TokenCache,
 };
+use crate::platforms::quota::{Quota, QuotaLimit};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use config::BolcomConfig;

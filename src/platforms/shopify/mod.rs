@@ -17,8 +17,8 @@
 
 pub mod config;
 
-use crate::platforms::quota::{Quota, QuotaLimit};
 use crate::platforms::http::{CostBudget, HttpAnswer, HttpClient, PlatformError, ThrottleSignal};
+use crate::platforms::quota::{Quota, QuotaLimit};
 use config::ShopifyConfig;
 use serde_json::Value;
 use std::sync::Arc;

@@ -20,10 +20,10 @@
 
 pub mod config;
 
-use crate::platforms::quota::{Quota, QuotaLimit};
 use crate::platforms::http::{
     self, HttpAnswer, HttpClient, PlatformError, ThrottleSignal, classify_status,
 };
+use crate::platforms::quota::{Quota, QuotaLimit};
 use config::WoocommerceConfig;
 use serde_json::Value;
 use std::sync::Arc;

@@ -102,7 +102,11 @@ fn error_response(error: Value) -> Response {
 /// Adds `Retry-After: secs` in delta-seconds, or, when `dated_now_ms` (the simulator's
 /// wall clock) is given, as an HTTP-date `secs` after a `Date` header of that clock (both
 /// to the whole second, RFC 9110 §10.2.3 and §6.6.1).
-fn with_retry_after(mut response: Response, secs: Option<u64>, dated_now_ms: Option<i64>) -> Response {
+fn with_retry_after(
+    mut response: Response,
+    secs: Option<u64>,
+    dated_now_ms: Option<i64>,
+) -> Response {
     let Some(secs) = secs else {
         return response;
     };
