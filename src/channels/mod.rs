@@ -333,6 +333,20 @@ pub trait ChannelAdapter: Send + Sync + 'static {
 
     /// Reads the channel's current quantities for the SKUs (for conflicts and reconciliation).
     async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError>;
+
+    /// The platform quota the pushes count against together with the pollers (a
+    /// WooCommerce store, Shopify's REST bucket when pushing over REST); `None` when the
+    /// platform counts pushes on their own (bol.com's stock endpoint, Amazon's listings
+    /// and feeds, Shopify GraphQL's cost budget).
+    fn push_quota(&self) -> Option<std::sync::Arc<crate::platforms::quota::Quota>> {
+        None
+    }
+
+    /// The platform quota [`read_levels`](Self::read_levels) counts against, for callers
+    /// that may wait (the reconciler); `None` when the adapter knows none.
+    fn read_quota(&self) -> Option<std::sync::Arc<crate::platforms::quota::Quota>> {
+        None
+    }
 }
 
 /// The registry of channel adapters: builds the adapter for a channel's platform on that

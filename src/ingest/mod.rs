@@ -183,6 +183,9 @@ fn split_zone(text: &str) -> Option<(&str, i64)> {
 }
 
 #[cfg(test)]
+mod quota_tests;
+
+#[cfg(test)]
 mod timestamp_tests {
     use super::timestamp_ms;
 

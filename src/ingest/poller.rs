@@ -2,14 +2,20 @@
 //!
 //! Owns: the interval loop ([`spawn`], first poll at once, then one poll per interval
 //! after the previous one ended), the backoff after a throttled or failing platform
-//! ([`Retry`], [`next_delay`]: doubling from the interval up to
-//! [`PollerOptions::max_backoff`], never sooner than the platform's `Retry-After`), the
+//! ([`Retry`], [`next_delay`]: a ceiling doubling from the interval up to
+//! [`PollerOptions::max_backoff`], with jitter ([`jittered_delay`]: uniform in the upper
+//! half of the ceiling, so pollers that failed together do not come back together), never
+//! sooner than the platform's `Retry-After`), the
 //! cursor that trails the newest change seen ([`Watermark`]), the per-poll and running
 //! statistics ([`PollStats`], [`PollerStats`]), submitting polled movements to the ledger
 //! ([`submit_all`]) and the stop handle ([`PollerHandle`]).
 //!
 //! A platform poller implements [`Poll`]: one poll's fetch, decode and cursor logic, and
-//! the [`Retry`] its failures call for. Timing uses tokio's clock only, so it is tested
+//! the [`Retry`] its failures call for. The platform's published rate is kept inside each
+//! request, not here: the platform clients make every poller call wait for its
+//! [`crate::platforms::quota::Quota`] (shared with the pusher and read-backs where the
+//! platform counts them together), so a poll that pages or reads details never outruns
+//! the quota, and a 429 answered to anyone pauses everyone. Timing uses tokio's clock only, so it is tested
 //! with paused time (`start_paused` and `tokio::time::advance`), never with real sleeps.
 //!
 //! Invariant: a cursor advances only after every movement of the poll is durable; a failed
@@ -127,6 +133,9 @@ pub struct PollerOptions {
     /// The longest backoff after failures in a row (`Retry-After` may ask for more, up to
     /// [`MAX_RETRY_AFTER`]).
     pub max_backoff: Duration,
+    /// Whether backoffs are jittered ([`jittered_delay`]); off only in tests that check
+    /// exact times.
+    pub jitter: bool,
 }
 
 impl PollerOptions {
@@ -137,6 +146,7 @@ impl PollerOptions {
             name: name.into(),
             interval,
             max_backoff: DEFAULT_MAX_BACKOFF.max(interval),
+            jitter: true,
         }
     }
 }
@@ -156,6 +166,27 @@ pub fn next_delay(
     let backoff = doubled.min(options.max_backoff).max(options.interval);
     let asked = retry_after.unwrap_or(Duration::ZERO).min(MAX_RETRY_AFTER);
     backoff.max(asked)
+}
+
+/// [`next_delay`] with jitter: the backoff ceiling (the interval doubled `backoffs` times,
+/// at most `max_backoff`) scaled into its upper half by `fraction` (0.0 → half the
+/// ceiling, 1.0 → the ceiling; clamped), never below the interval, and never sooner than
+/// `retry_after` (at most [`MAX_RETRY_AFTER`]).
+pub fn jittered_delay(
+    options: &PollerOptions,
+    backoffs: u32,
+    retry_after: Option<Duration>,
+    fraction: f64,
+) -> Duration {
+    let ceiling = next_delay(options, backoffs, None);
+    let fraction = if fraction.is_finite() {
+        fraction.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    let jittered = ceiling.mul_f64(0.5 + 0.5 * fraction).max(options.interval);
+    let asked = retry_after.unwrap_or(Duration::ZERO).min(MAX_RETRY_AFTER);
+    jittered.min(ceiling).max(asked)
 }
 
 /// A cursor that trails the newest change seen by an overlap (platform clocks and
@@ -316,9 +347,10 @@ impl PollSignal {
     }
 
     /// Ends the poller's pause at once (a wake while a poll runs starts the next one as
-    /// soon as it ends). A backoff after throttling is cut short too: the platform's
-    /// `Retry-After` was honoured by the poll that got it, and wakes are rare (one per
-    /// conflict burst: `Notify` keeps at most one).
+    /// soon as it ends). A backoff after throttling is cut short too, but the platform's
+    /// quota is not: the woken poll's requests still wait for the `Retry-After` and rate
+    /// their client's quota holds. Wakes are rare (one per conflict burst: `Notify` keeps at
+    /// most one).
     pub fn wake(&self) {
         self.wake.notify_one();
     }
@@ -452,7 +484,12 @@ fn record<E: PollFailure>(
                 Retry::WithBackoff { retry_after } => {
                     stats.backoffs += 1;
                     stats.backoffs_in_a_row = stats.backoffs_in_a_row.saturating_add(1);
-                    next_delay(options, stats.backoffs_in_a_row, retry_after)
+                    if options.jitter {
+                        let fraction = rand::random_range(0.0..=1.0);
+                        jittered_delay(options, stats.backoffs_in_a_row, retry_after, fraction)
+                    } else {
+                        next_delay(options, stats.backoffs_in_a_row, retry_after)
+                    }
                 }
             };
             let retry_in_ms = stats.next_delay.as_millis() as u64;
@@ -529,6 +566,7 @@ mod tests {
             name: "t".into(),
             interval: Duration::from_secs(10),
             max_backoff: Duration::from_secs(60),
+            jitter: false,
         };
         let delays: Vec<_> = (0..6).map(|n| next_delay(&options, n, None)).collect();
         assert_eq!(delays, secs(&[10, 20, 40, 60, 60, 60]));
@@ -626,6 +664,7 @@ mod tests {
             name: "scripted".into(),
             interval: Duration::from_secs(10),
             max_backoff: Duration::from_secs(300),
+            jitter: false,
         };
         let handle = spawn(options, poller);
         settle().await;

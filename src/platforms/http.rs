@@ -297,6 +297,17 @@ pub fn parse_retry_after_ms_at(value: &str, now: SystemTime) -> Option<u64> {
     Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The instant an HTTP-date `Retry-After` counts from: the answer's own `Date` header
+/// when it sends a valid one (RFC 9110 §6.6.1: both come from the origin's clock, so a
+/// skewed local clock neither shortens nor stretches the wait), the local clock otherwise.
+pub fn answer_date(headers: &HeaderMap) -> SystemTime {
+    headers
+        .get("date")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| httpdate::parse_http_date(value.trim()).ok())
+        .unwrap_or_else(SystemTime::now)
+}
+
 /// The `x-ratelimit-limit`, `x-ratelimit-remaining` and `x-ratelimit-reset` (seconds)
 /// headers, when all three are sent (bol.com, PLATFORMS.md §3.7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -368,7 +379,7 @@ pub async fn read_answer(
     let retry_after_ms = headers
         .get("retry-after")
         .and_then(|value| value.to_str().ok())
-        .and_then(parse_retry_after_ms);
+        .and_then(|value| parse_retry_after_ms_at(value, answer_date(&headers)));
     Ok(HttpAnswer {
         status,
         headers,

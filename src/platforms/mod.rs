@@ -17,6 +17,7 @@
 pub mod amazon;
 pub mod bolcom;
 pub mod http;
+pub mod quota;
 pub mod shopify;
 pub mod woocommerce;
 

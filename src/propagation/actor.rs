@@ -109,7 +109,8 @@ impl Actor for ChannelActor {
         _myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let bucket = TokenBucket::new(&args.shared.config.rate_limit, Instant::now());
+        let bucket = TokenBucket::new(&args.shared.config.rate_limit, Instant::now())
+            .linked(args.shared.adapter.push_quota());
         Ok(ChannelState {
             shared: args.shared,
             bucket,

@@ -1,9 +1,18 @@
 //! Pacing: a token bucket per channel (from `ChannelConfig.rate_limit`) that the platform's
 //! own signals can slow down (429 + `Retry-After`, GraphQL `throttleStatus`), and the retry
 //! backoff (exponential with full jitter, from `ChannelConfig.retry`).
+//!
+//! Budget sharing: where the platform counts the pusher's requests together with the
+//! pollers' (a WooCommerce store, Shopify's REST bucket), the bucket is linked
+//! ([`TokenBucket::linked`]) to the platform client's [`Quota`]: a push then also waits for
+//! and takes from that quota, so pushes, polls and read-backs share one budget, and a
+//! `Retry-After` told to any of them holds back the others. The bucket never blocks: it
+//! only says how long to wait.
 
 use crate::channels::CostBudget;
 use crate::config::{RateLimitConfig, RetryConfig};
+use crate::platforms::quota::Quota;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -15,6 +24,8 @@ pub(crate) struct TokenBucket {
     tokens: f64,
     last: Instant,
     paused_until: Option<Instant>,
+    /// The platform budget shared with the pollers, when the platform counts them together.
+    linked: Option<Arc<Quota>>,
 }
 
 impl TokenBucket {
@@ -27,7 +38,15 @@ impl TokenBucket {
             tokens: capacity,
             last: now,
             paused_until: None,
+            linked: None,
         }
+    }
+
+    /// The same bucket also waiting for and taking from `quota` (when given): the
+    /// platform's budget this channel shares with its pollers.
+    pub fn linked(mut self, quota: Option<Arc<Quota>>) -> Self {
+        self.linked = quota;
+        self
     }
 
     fn refill(&mut self, now: Instant) {
@@ -44,18 +63,28 @@ impl TokenBucket {
             .map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
         let missing = (1.0 - self.tokens).max(0.0);
         let refill = Duration::from_secs_f64(missing / self.rate_per_sec);
-        paused.max(refill)
+        let shared = self
+            .linked
+            .as_ref()
+            .map_or(Duration::ZERO, |quota| quota.wait(now));
+        paused.max(refill).max(shared)
     }
 
     /// Takes a token for a request that goes now (call after `wait` returned zero).
     pub fn take(&mut self, now: Instant) {
         self.refill(now);
         self.tokens -= 1.0;
+        if let Some(quota) = &self.linked {
+            quota.take(now);
+        }
     }
 
     /// Charges extra requests one push made (a read after a conflict); may go into debt.
     pub fn charge(&mut self, requests: u32) {
         self.tokens -= f64::from(requests);
+        if let Some(quota) = &self.linked {
+            quota.charge(requests);
+        }
     }
 
     /// Sends nothing before `until` (Retry-After, backoff of the whole channel).
@@ -158,6 +187,26 @@ mod tests {
         bucket.take(Instant::now());
         bucket.charge(2);
         assert_eq!(bucket.wait(Instant::now()), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_linked_bucket_shares_the_platform_quota_with_the_pollers() {
+        use crate::platforms::quota::QuotaLimit;
+        let quota = Arc::new(Quota::new("store", QuotaLimit::new(1.0, 2)));
+        let mut bucket = bucket(100.0, 100).linked(Some(quota.clone()));
+        // The poller spent the store's burst: the pusher waits for the store's rate.
+        quota.acquire().await;
+        quota.acquire().await;
+        assert_eq!(bucket.wait(Instant::now()), Duration::from_secs(1));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(bucket.wait(Instant::now()), Duration::ZERO);
+        bucket.take(Instant::now());
+        bucket.charge(1);
+        // The push's two requests count against the poller's budget too.
+        assert_eq!(quota.wait(Instant::now()), Duration::from_secs(2));
+        // A pause the platform imposed on anyone holds the pusher back.
+        quota.pause_until(Instant::now() + Duration::from_secs(7));
+        assert_eq!(bucket.wait(Instant::now()), Duration::from_secs(7));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! (DESIGN.md §3 rules 6–7).
 //!
 //! Owns: the [`Reconciler`] (periodic read-back of every channel through
-//! `ChannelAdapter::read_levels`, and real-time Shopify `inventory_levels/update` reports),
+//! `ChannelAdapter::read_levels`, paced by the adapter's platform quota
+//! (`ChannelAdapter::read_quota`, see `read_paced`), and real-time Shopify `inventory_levels/update` reports),
 //! the pure classification ([`classify`]), the memory of what each channel last reported and
 //! of open discrepancies (bounded by the channels' listing counts plus
 //! [`MAX_UNKNOWN_LISTINGS`]), and alerting ([`alerts`]).
@@ -39,8 +40,8 @@
 //! [`SharedClock`] the app passes; the settle wait is a tokio timer, so tests drive both
 //! with tokio's paused clock.
 //!
-//! May depend on: `clock`, `domain`, `store`, `channels`, `config`, `telemetry`, and the
-//! public API of `propagation`. The ledger is reached through [`LedgerAtp`], which the app implements.
+//! May depend on: `clock`, `domain`, `store`, `channels`, `config`, `telemetry`,
+//! `platforms::quota` (through the adapters), and the public API of `propagation`. The ledger is reached through [`LedgerAtp`], which the app implements.
 
 pub mod alerts;
 mod classify;
@@ -49,7 +50,7 @@ mod tests;
 
 pub use classify::{DiscrepancyClass, Observation, Verdict, classify};
 
-use crate::channels::ListingMatch;
+use crate::channels::{ChannelAdapter, ListingMatch};
 use crate::clock::SharedClock;
 use crate::config::{Config, ReconcileConfig};
 use crate::propagation::Propagation;
@@ -343,8 +344,7 @@ impl Inner {
         let skus = self.propagation.pushed_skus(channel);
         let mut suspects = Vec::new();
         for chunk in skus.chunks(self.config.read_batch.max(1)) {
-            let report = adapter
-                .read_levels(chunk)
+            let report = read_paced(adapter.as_ref(), chunk)
                 .await
                 .map_err(|e| e.to_string())?;
             for (sku, value) in report.levels {
@@ -362,8 +362,7 @@ impl Inner {
         }
         let before = self.ledger_readings(channel, &suspects).await;
         tokio::time::sleep(Duration::from_millis(self.config.settle_ms)).await;
-        let reread = adapter
-            .read_levels(&suspects)
+        let reread = read_paced(adapter.as_ref(), &suspects)
             .await
             .map_err(|e| e.to_string())?;
         let mut found = Vec::new();
@@ -706,4 +705,25 @@ impl Inner {
             discrepancy,
         );
     }
+}
+
+/// Reads `skus` back through `adapter` within the platform's quota: waits for a token of the
+/// adapter's [`read_quota`](ChannelAdapter::read_quota) first (a `Retry-After` told to
+/// the pusher or a poller holds the read-back too), then charges the further requests the
+/// read made, so the next read, poll or push waits for them.
+///
+/// Errors: the adapter's.
+async fn read_paced(
+    adapter: &dyn ChannelAdapter,
+    skus: &[String],
+) -> Result<crate::channels::LevelsReport, crate::channels::ChannelError> {
+    let quota = adapter.read_quota();
+    if let Some(quota) = &quota {
+        quota.acquire().await;
+    }
+    let report = adapter.read_levels(skus).await?;
+    if let Some(quota) = &quota {
+        quota.charge(report.requests.saturating_sub(1));
+    }
+    Ok(report)
 }

@@ -605,6 +605,10 @@ impl ChannelAdapter for AmazonAdapter {
         report
     }
 
+    fn read_quota(&self) -> Option<Arc<crate::platforms::quota::Quota>> {
+        Some(self.client.quotas().get_listings_item.clone())
+    }
+
     async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError> {
         let mut report = LevelsReport::default();
         for sku in skus {

@@ -367,6 +367,10 @@ impl ChannelAdapter for BolcomAdapter {
         true
     }
 
+    fn read_quota(&self) -> Option<Arc<crate::platforms::quota::Quota>> {
+        Some(self.client.reads().clone())
+    }
+
     async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError> {
         let mut report = LevelsReport::default();
         for sku in skus {

@@ -428,6 +428,14 @@ impl ChannelAdapter for ShopifyAdapter {
         report
     }
 
+    fn push_quota(&self) -> Option<Arc<crate::platforms::quota::Quota>> {
+        self.use_rest.then(|| self.client.rest_quota().clone())
+    }
+
+    fn read_quota(&self) -> Option<Arc<crate::platforms::quota::Quota>> {
+        self.use_rest.then(|| self.client.rest_quota().clone())
+    }
+
     async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError> {
         let items: Vec<u64> = skus
             .iter()

@@ -368,6 +368,14 @@ impl ChannelAdapter for WoocommerceAdapter {
         report
     }
 
+    fn push_quota(&self) -> Option<Arc<crate::platforms::quota::Quota>> {
+        Some(self.client.store_quota().clone())
+    }
+
+    fn read_quota(&self) -> Option<Arc<crate::platforms::quota::Quota>> {
+        Some(self.client.store_quota().clone())
+    }
+
     async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError> {
         let mut groups: BTreeMap<Option<u64>, Vec<u64>> = BTreeMap::new();
         for sku in skus {

@@ -227,7 +227,11 @@ impl OrderPoller {
         let mut report = PollStats::default();
         let mut newest = start_ms;
         for _ in 0..MAX_PAGES_PER_POLL {
-            let answer = self.client.rest_get(&path).await.map_err(platform_error)?;
+            let answer = self
+                .client
+                .rest_get_paced(&path)
+                .await
+                .map_err(platform_error)?;
             if let Some(error) = answer.status_error() {
                 return Err(platform_error(error));
             }

@@ -8,17 +8,24 @@
 //! without `Retry-After` (§4.5), the calls both sides make (Listings Items, the feed flow,
 //! the Orders API, FBA inventory summaries), and the config section ([`config`]).
 //!
+//! Quotas (§4.3–§4.5): the poller operations are paced by one [`Quota`] each
+//! ([`AmazonQuotas`], defaults [`GET_ORDERS_LIMIT`], [`GET_ORDER_ITEMS_LIMIT`],
+//! [`FBA_SUMMARIES_LIMIT`]); their calls wait for a token and every answer's
+//! `x-amzn-RateLimit-Limit` replaces the rate. Amazon counts each operation on its own, so
+//! the listings and feed calls of the pusher never share these budgets.
+//!
 //! Request signing: SP-API no longer needs AWS SigV4; the LWA token in `x-amz-access-token`
 //! is the only credential. Feed documents live behind pre-signed URLs and are sent with no
 //! credential at all.
 //!
-//! May depend on: `platforms::http`.
+//! May depend on: `platforms::http`, `platforms::quota`.
 
 pub mod config;
 
 use crate::platforms::http::{
     self, HttpAnswer, HttpClient, PlatformError, ThrottleSignal, TokenCache, classify_status,
 };
+use crate::platforms::quota::{Quota, QuotaLimit};
 use config::AmazonConfig;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -61,8 +68,51 @@ pub fn listing_path(seller_id: &str, seller_sku: &str, marketplace: &str) -> Str
     )
 }
 
+/// getOrders: 0.0167 requests per second, burst 20 (PLATFORMS.md §4.3).
+pub const GET_ORDERS_LIMIT: QuotaLimit = QuotaLimit::new(0.0167, 20);
+/// getOrderItems: 0.5 requests per second, burst 30 (PLATFORMS.md §4.3).
+pub const GET_ORDER_ITEMS_LIMIT: QuotaLimit = QuotaLimit::new(0.5, 30);
+/// getListingsItem: 5 requests per second, burst 5 (PLATFORMS.md §4.1).
+pub const GET_LISTINGS_ITEM_LIMIT: QuotaLimit = QuotaLimit::new(5.0, 5);
+/// getInventorySummaries: 2 requests per second, burst 2 (PLATFORMS.md §4.4).
+pub const FBA_SUMMARIES_LIMIT: QuotaLimit = QuotaLimit::new(2.0, 2);
+
+/// The per-operation quotas of the calls the pollers make (one set per client, so per
+/// channel: the app gives each channel one client).
+#[derive(Debug)]
+pub struct AmazonQuotas {
+    /// getOrders (first pages and `NextToken` pages alike).
+    pub get_orders: Arc<Quota>,
+    /// getOrderItems.
+    pub get_order_items: Arc<Quota>,
+    /// getInventorySummaries.
+    pub fba_summaries: Arc<Quota>,
+    /// getListingsItem (the read-backs; observed on every call, waited for by the
+    /// reconciler).
+    pub get_listings_item: Arc<Quota>,
+}
+
+impl AmazonQuotas {
+    /// The documented defaults (the platform's `x-amzn-RateLimit-Limit` then takes over).
+    pub fn documented() -> Self {
+        Self {
+            get_orders: Arc::new(Quota::new("amazon:getOrders", GET_ORDERS_LIMIT)),
+            get_order_items: Arc::new(Quota::new("amazon:getOrderItems", GET_ORDER_ITEMS_LIMIT)),
+            fba_summaries: Arc::new(Quota::new(
+                "amazon:getInventorySummaries",
+                FBA_SUMMARIES_LIMIT,
+            )),
+            get_listings_item: Arc::new(Quota::new(
+                "amazon:getListingsItem",
+                GET_LISTINGS_ITEM_LIMIT,
+            )),
+        }
+    }
+}
+
 /// The API client of one selling partner credential.
 pub struct AmazonClient {
+    quotas: AmazonQuotas,
     http: HttpClient,
     api_url: String,
     token_url: String,
@@ -86,6 +136,7 @@ impl AmazonClient {
     /// token cache (share one with [`with_token_cache`](Self::with_token_cache)).
     pub fn new(config: &AmazonConfig, client: reqwest::Client) -> Self {
         Self {
+            quotas: AmazonQuotas::documented(),
             http: HttpClient::new(client, Duration::from_millis(config.request_timeout_ms)),
             api_url: config.api_url.trim_end_matches('/').to_owned(),
             token_url: config.token_url.clone(),
@@ -107,6 +158,11 @@ impl AmazonClient {
     pub fn with_token_cache(mut self, token: Arc<TokenCache>) -> Self {
         self.token = token;
         self
+    }
+
+    /// The quotas of the poller operations.
+    pub fn quotas(&self) -> &AmazonQuotas {
+        &self.quotas
     }
 
     /// The token cache of this credential.
@@ -202,11 +258,14 @@ impl AmazonClient {
         seller_sku: &str,
         marketplace: &str,
     ) -> Result<HttpAnswer, PlatformError> {
-        self.get(&format!(
-            "{}&includedData=fulfillmentAvailability",
-            listing_path(seller_id, seller_sku, marketplace)
-        ))
-        .await
+        let result = self
+            .get(&format!(
+                "{}&includedData=fulfillmentAvailability",
+                listing_path(seller_id, seller_sku, marketplace)
+            ))
+            .await;
+        self.quotas.get_listings_item.observe_result(&result);
+        result
     }
 
     /// `createFeedDocument` for documents of `content_type` (§4.2).
@@ -260,40 +319,35 @@ impl AmazonClient {
         self.http.send(self.http.client().get(url)).await
     }
 
-    /// The first page of `getOrders` updated after `after` (ISO 8601) in a marketplace
+    /// The first page of `getOrders` (waits for the getOrders quota) updated after `after` (ISO 8601) in a marketplace
     /// (§4.3); later pages come from [`orders_page`](Self::orders_page).
     pub async fn orders_updated_after(
         &self,
         marketplace: &str,
         after: &str,
     ) -> Result<HttpAnswer, PlatformError> {
-        self.get(&format!(
+        let path = format!(
             "/orders/v0/orders?MarketplaceIds={}&LastUpdatedAfter={}",
             http::encode(marketplace),
             http::encode(after)
-        ))
-        .await
+        );
+        self.quotas.get_orders.paced(self.get(&path)).await
     }
 
-    /// The `getOrders` page of a `NextToken`.
+    /// The `getOrders` page of a `NextToken` (waits for the getOrders quota).
     pub async fn orders_page(&self, next_token: &str) -> Result<HttpAnswer, PlatformError> {
-        self.get(&format!(
-            "/orders/v0/orders?NextToken={}",
-            http::encode(next_token)
-        ))
-        .await
+        let path = format!("/orders/v0/orders?NextToken={}", http::encode(next_token));
+        self.quotas.get_orders.paced(self.get(&path)).await
     }
 
-    /// `getOrderItems` of one order.
+    /// `getOrderItems` of one order (waits for the getOrderItems quota).
     pub async fn order_items(&self, order_id: &str) -> Result<HttpAnswer, PlatformError> {
-        self.get(&format!(
-            "/orders/v0/orders/{}/orderItems",
-            http::encode(order_id)
-        ))
-        .await
+        let path = format!("/orders/v0/orders/{}/orderItems", http::encode(order_id));
+        self.quotas.get_order_items.paced(self.get(&path)).await
     }
 
-    /// One page of FBA inventory summaries of a marketplace (§4.4), with details; only
+    /// One page of FBA inventory summaries of a marketplace (§4.4; waits for its quota),
+    /// with details; only
     /// summaries changed since `start` (ISO 8601) when given; `next_token` reads the
     /// following page.
     pub async fn fba_summaries(
@@ -312,7 +366,7 @@ impl AmazonClient {
         if let Some(token) = next_token {
             path.push_str(&format!("&nextToken={}", http::encode(token)));
         }
-        self.get(&path).await
+        self.quotas.fba_summaries.paced(self.get(&path)).await
     }
 }
 

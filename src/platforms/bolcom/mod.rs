@@ -8,9 +8,15 @@
 //! process status, open FBR orders, order detail, unhandled FBR returns), the process status
 //! payload ([`payload`]) and the config section ([`config`]).
 //!
+//! Quota: the read endpoints (orders, order detail, returns, offers) are one budget
+//! ([`BolcomClient::reads`], default [`READS_LIMIT`]); the poller's calls wait for it, every
+//! read's `x-ratelimit-*` headers and `Retry-After` update it, so the read-backs of the
+//! adapter and the poller share what bol allows. Stock updates and process status are
+//! other endpoints with limits of their own (§3.7: limits are per endpoint).
+//!
 //! bol.com signs nothing: the bearer token is the only authentication.
 //!
-//! May depend on: `platforms::http`.
+//! May depend on: `platforms::http`, `platforms::quota`.
 
 pub mod config;
 pub mod payload;
@@ -19,6 +25,7 @@ use crate::platforms::http::{
     self, CostBudget, HttpAnswer, HttpClient, PlatformError, RateLimitWindow, ThrottleSignal,
     TokenCache,
 };
+use crate::platforms::quota::{Quota, QuotaLimit};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use config::BolcomConfig;
@@ -41,9 +48,15 @@ pub fn credential_key(config: &BolcomConfig) -> (String, String) {
     (config.token_url.clone(), config.client_id.clone())
 }
 
+/// Our own pace for the read endpoints before bol's `x-ratelimit-*` headers say more:
+/// 5 requests per second, burst 20 (bol publishes no numbers, §3.7; it watches clients that
+/// cause many 429s).
+pub const READS_LIMIT: QuotaLimit = QuotaLimit::new(5.0, 20);
+
 /// The API client of one bol.com credential.
 #[derive(Debug)]
 pub struct BolcomClient {
+    reads: Arc<Quota>,
     http: HttpClient,
     api_url: String,
     token_url: String,
@@ -57,6 +70,7 @@ impl BolcomClient {
     /// token cache (share one with [`with_token_cache`](Self::with_token_cache)).
     pub fn new(config: &BolcomConfig, client: reqwest::Client) -> Self {
         Self {
+            reads: Arc::new(Quota::new("bolcom:reads", READS_LIMIT)),
             http: HttpClient::new(client, Duration::from_millis(config.request_timeout_ms)),
             api_url: config.api_url.trim_end_matches('/').to_owned(),
             token_url: config.token_url.clone(),
@@ -71,6 +85,11 @@ impl BolcomClient {
     pub fn with_response_limit(mut self, limit_bytes: usize) -> Self {
         self.http = self.http.with_body_limit(limit_bytes);
         self
+    }
+
+    /// The quota of the read endpoints (orders, order detail, returns, offers).
+    pub fn reads(&self) -> &Arc<Quota> {
+        &self.reads
     }
 
     /// The same client using `token` (the cache of another client of the same credential).
@@ -170,9 +189,13 @@ impl BolcomClient {
     }
 
     /// `GET /retailer/offers/{offerId}`.
+    /// Observed by the reads quota, never waits for it (the channel actor calls it).
     pub async fn offer(&self, offer_id: &str) -> Result<HttpAnswer, PlatformError> {
-        self.get(&format!("/retailer/offers/{}", http::encode(offer_id)))
-            .await
+        let result = self
+            .get(&format!("/retailer/offers/{}", http::encode(offer_id)))
+            .await;
+        self.reads.observe_result(&result);
+        result
     }
 
     /// `GET /shared/process-status/{id}` (§3.4).
@@ -182,25 +205,24 @@ impl BolcomClient {
     }
 
     /// One page (1-based) of open FBR orders (§3.5).
+    /// Waits for the reads quota.
     pub async fn open_fbr_orders(&self, page: u32) -> Result<HttpAnswer, PlatformError> {
-        self.get(&format!(
-            "/retailer/orders?fulfilment-method=FBR&status=OPEN&page={page}"
-        ))
-        .await
+        let path = format!("/retailer/orders?fulfilment-method=FBR&status=OPEN&page={page}");
+        self.reads.paced(self.get(&path)).await
     }
 
     /// `GET /retailer/orders/{orderId}` (the order detail).
+    /// Waits for the reads quota.
     pub async fn order(&self, order_id: &str) -> Result<HttpAnswer, PlatformError> {
-        self.get(&format!("/retailer/orders/{}", http::encode(order_id)))
-            .await
+        let path = format!("/retailer/orders/{}", http::encode(order_id));
+        self.reads.paced(self.get(&path)).await
     }
 
     /// One page (1-based) of unhandled FBR returns.
+    /// Waits for the reads quota.
     pub async fn unhandled_fbr_returns(&self, page: u32) -> Result<HttpAnswer, PlatformError> {
-        self.get(&format!(
-            "/retailer/returns?handled=false&fulfilment-method=FBR&page={page}"
-        ))
-        .await
+        let path = format!("/retailer/returns?handled=false&fulfilment-method=FBR&page={page}");
+        self.reads.paced(self.get(&path)).await
     }
 }
 

@@ -7,23 +7,34 @@
 //! `X-Shopify-Shop-Api-Call-Limit`, §1.9), the request-level GraphQL failure classification,
 //! the GraphQL and REST calls, and the config section ([`config`]).
 //!
+//! Quota: the REST bucket of the store ([`ShopifyClient::rest_quota`], default
+//! [`REST_LIMIT`]) is shared by every REST call of the client (the orders poller, the
+//! pusher's REST writes and reads); the poller's reads wait for it.
+//!
 //! Shopify signs webhooks, not requests: the webhook HMAC is checked on the ingest side.
 //!
-//! May depend on: `platforms::http`.
+//! May depend on: `platforms::http`, `platforms::quota`.
 
 pub mod config;
 
 use crate::platforms::http::{CostBudget, HttpAnswer, HttpClient, PlatformError, ThrottleSignal};
+use crate::platforms::quota::{Quota, QuotaLimit};
 use config::ShopifyConfig;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Timeout of one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The REST Admin API's leaky bucket on a standard plan: 2 requests per second, bucket 40
+/// (PLATFORMS.md §1.9); `X-Shopify-Shop-Api-Call-Limit` then says what is left.
+pub const REST_LIMIT: QuotaLimit = QuotaLimit::new(2.0, 40);
+
 /// The API client of one Shopify shop.
 #[derive(Debug)]
 pub struct ShopifyClient {
+    rest: Arc<Quota>,
     http: HttpClient,
     shop_url: String,
     api_version: String,
@@ -34,6 +45,7 @@ impl ShopifyClient {
     /// A client for the section's shop on the shared `reqwest::Client`.
     pub fn new(config: &ShopifyConfig, client: reqwest::Client) -> Self {
         Self {
+            rest: Arc::new(Quota::new("shopify:rest", REST_LIMIT)),
             http: HttpClient::new(client, REQUEST_TIMEOUT),
             shop_url: config.shop_url.trim_end_matches('/').to_owned(),
             api_version: config.api_version.clone(),
@@ -46,6 +58,12 @@ impl ShopifyClient {
     pub fn with_response_limit(mut self, limit_bytes: usize) -> Self {
         self.http = self.http.with_body_limit(limit_bytes);
         self
+    }
+
+    /// The store's REST bucket: every REST call observes it, [`rest_get_paced`](Self::rest_get_paced)
+    /// waits for it. (GraphQL has its own cost budget, read from `throttleStatus`.)
+    pub fn rest_quota(&self) -> &Arc<Quota> {
+        &self.rest
     }
 
     /// `{shop}/admin/api/{version}{path}`; `path` starts with `/`.
@@ -71,13 +89,23 @@ impl ShopifyClient {
     /// `GET {path}` of the REST Admin API (`/inventory_levels.json?…`).
     pub async fn rest_get(&self, path: &str) -> Result<HttpAnswer, PlatformError> {
         let url = self.admin_url(path);
-        self.send(self.http.client().get(&url)).await
+        let result = self.send(self.http.client().get(&url)).await;
+        self.rest.observe_result(&result);
+        result
+    }
+
+    /// [`rest_get`](Self::rest_get) after waiting for the REST bucket (pollers, read-backs).
+    pub async fn rest_get_paced(&self, path: &str) -> Result<HttpAnswer, PlatformError> {
+        self.rest.acquire().await;
+        self.rest_get(path).await
     }
 
     /// `POST {path}` of the REST Admin API with a JSON body.
     pub async fn rest_post(&self, path: &str, body: &Value) -> Result<HttpAnswer, PlatformError> {
         let url = self.admin_url(path);
-        self.send(self.http.client().post(&url).json(body)).await
+        let result = self.send(self.http.client().post(&url).json(body)).await;
+        self.rest.observe_result(&result);
+        result
     }
 }
 

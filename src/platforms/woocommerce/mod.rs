@@ -7,18 +7,26 @@
 //! one), the host/WAF throttle signals (§2.5), the calls both sides make (any API request,
 //! the orders list by `modified_after`), and the config section ([`config`]).
 //!
+//! Quota: one per store ([`WoocommerceClient::store_quota`], default [`STORE_LIMIT`]).
+//! Core has no limiter, but hosts and WAFs answer 429 (or 503) with `Retry-After` to
+//! whoever calls (§2.5): every request of the client, the pusher's batches included, is
+//! observed, so a pause one caller is told holds for all; the poller's calls also wait for
+//! a token.
+//!
 //! No token and no request signing: over HTTPS WooCommerce takes the key and secret as they
 //! are (its OAuth 1.0a signing is only for plain HTTP, which we do not support).
 //!
-//! May depend on: `platforms::http`.
+//! May depend on: `platforms::http`, `platforms::quota`.
 
 pub mod config;
 
 use crate::platforms::http::{
     self, HttpAnswer, HttpClient, PlatformError, ThrottleSignal, classify_status,
 };
+use crate::platforms::quota::{Quota, QuotaLimit};
 use config::WoocommerceConfig;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The REST namespace under the site URL.
@@ -75,9 +83,14 @@ pub fn api_url(site_url: &str, path: &str) -> String {
     format!("{site_url}{API_PREFIX}{path}")
 }
 
+/// The pace the poller keeps on a shop before the shop says more: 5 requests per second,
+/// burst 10 (ours: core WooCommerce publishes no limit, §2.5, and shared hosting is slow).
+pub const STORE_LIMIT: QuotaLimit = QuotaLimit::new(5.0, 10);
+
 /// The API client of one WooCommerce shop.
 #[derive(Debug)]
 pub struct WoocommerceClient {
+    store: Arc<Quota>,
     http: HttpClient,
     site_url: String,
     credentials: Credentials,
@@ -87,6 +100,7 @@ impl WoocommerceClient {
     /// A client for the section's shop on the shared `reqwest::Client`.
     pub fn new(config: &WoocommerceConfig, client: reqwest::Client) -> Self {
         Self {
+            store: Arc::new(Quota::new("woocommerce:store", STORE_LIMIT)),
             http: HttpClient::new(client, Duration::from_secs(config.timeout_secs.max(1))),
             site_url: config.site_url.trim_end_matches('/').to_owned(),
             credentials: Credentials {
@@ -102,6 +116,11 @@ impl WoocommerceClient {
     pub fn with_response_limit(mut self, limit_bytes: usize) -> Self {
         self.http = self.http.with_body_limit(limit_bytes);
         self
+    }
+
+    /// The store's quota (every request observes it; the poller's wait for it).
+    pub fn store_quota(&self) -> &Arc<Quota> {
+        &self.store
     }
 
     /// The site URL without a trailing `/`.
@@ -125,7 +144,9 @@ impl WoocommerceClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        self.http.send(request).await
+        let result = self.http.send(request).await;
+        self.store.observe_result(&result);
+        result
     }
 
     /// `GET {path}` (the generic authenticated read).
@@ -133,7 +154,7 @@ impl WoocommerceClient {
         self.send(reqwest::Method::GET, path, None).await
     }
 
-    /// One page (1-based) of orders modified after `after_gmt` (`2025-01-31T10:00:00`),
+    /// Waits for the store's quota, then reads one page (1-based) of orders modified after `after_gmt` (`2025-01-31T10:00:00`),
     /// oldest change first (§2.3 polling fallback). [`total_pages`] reads how many pages
     /// there are.
     pub async fn orders_modified_after(
@@ -141,11 +162,13 @@ impl WoocommerceClient {
         after_gmt: &str,
         page: u32,
     ) -> Result<HttpAnswer, PlatformError> {
-        self.get(&format!(
+        let path = format!(
             "/orders?modified_after={}&per_page={ORDERS_PER_PAGE}&page={page}&orderby=modified&order=asc",
             http::encode(after_gmt)
-        ))
-        .await
+        );
+        // `send` observes the answer; only the wait is added here.
+        self.store.acquire().await;
+        self.get(&path).await
     }
 }
 

@@ -99,10 +99,28 @@ fn error_response(error: Value) -> Response {
     (status, Json(error)).into_response()
 }
 
-fn with_retry_after(mut response: Response, secs: Option<u64>) -> Response {
-    if let Some(secs) = secs
-        && let Ok(value) = HeaderValue::from_str(&secs.to_string())
-    {
+/// Adds `Retry-After: secs` in delta-seconds, or, when `dated_now_ms` (the simulator's
+/// wall clock) is given, as an HTTP-date `secs` after a `Date` header of that clock (both
+/// to the whole second, RFC 9110 §10.2.3 and §6.6.1).
+fn with_retry_after(
+    mut response: Response,
+    secs: Option<u64>,
+    dated_now_ms: Option<i64>,
+) -> Response {
+    let Some(secs) = secs else {
+        return response;
+    };
+    let value = match dated_now_ms {
+        Some(now_ms) => {
+            let now = std::time::UNIX_EPOCH + Duration::from_secs((now_ms.max(0) / 1000) as u64);
+            if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
+                response.headers_mut().insert(header::DATE, date);
+            }
+            httpdate::fmt_http_date(now + Duration::from_secs(secs))
+        }
+        None => secs.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
@@ -180,7 +198,7 @@ async fn gate(State(inner): State<Arc<Inner>>, request: Request, next: Next) -> 
         let injected = match state.injected.front_mut() {
             Some(injected) if injected.remaining > 0 => {
                 injected.remaining -= 1;
-                Some((injected.status, injected.retry_after_secs))
+                Some((injected.status, injected.retry_after_secs, injected.dated))
             }
             _ => None,
         };
@@ -205,17 +223,23 @@ async fn gate(State(inner): State<Arc<Inner>>, request: Request, next: Next) -> 
                 Some((
                     429,
                     Some(((1.0 - state.waf_tokens) / rate).ceil().max(1.0) as u64),
+                    false,
                 ))
             }
         });
-        if let Some((status, retry_after)) = injected.or(waf) {
+        if let Some((status, retry_after, dated)) = injected.or(waf) {
             state.counters.throttled_or_failed += 1;
             if let Some(secs) = retry_after {
                 state.retry_after_until = Some(arrival + Duration::from_secs(secs));
             }
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             let body = code.canonical_reason().unwrap_or("Error").to_owned();
-            Decision::Answer(with_retry_after((code, body).into_response(), retry_after))
+            let dated_now_ms = dated.then(|| inner.now_ms());
+            Decision::Answer(with_retry_after(
+                (code, body).into_response(),
+                retry_after,
+                dated_now_ms,
+            ))
         } else if !authorised(&inner, request.headers(), request.uri().query()) {
             state.counters.unauthorized += 1;
             Decision::Answer(error_response(rest_error(
@@ -838,7 +862,7 @@ async fn sandbox_failures(
     State(inner): State<Arc<Inner>>,
     Json(body): Json<FailuresBody>,
 ) -> Response {
-    inner.inject_failures(body.status, body.count, body.retry_after_secs);
+    inner.inject_failures(body.status, body.count, body.retry_after_secs, false);
     StatusCode::NO_CONTENT.into_response()
 }
 

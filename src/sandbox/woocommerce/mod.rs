@@ -336,6 +336,8 @@ struct Injected {
     status: u16,
     remaining: u32,
     retry_after_secs: Option<u64>,
+    /// `Retry-After` as an HTTP-date (with a `Date` header) instead of delta-seconds.
+    dated: bool,
 }
 
 /// Everything behind the lock.
@@ -600,11 +602,12 @@ impl Inner {
         }
     }
 
-    fn inject_failures(&self, status: u16, count: u32, retry_after_secs: Option<u64>) {
+    fn inject_failures(&self, status: u16, count: u32, retry_after_secs: Option<u64>, dated: bool) {
         self.lock().injected.push_back(Injected {
             status,
             remaining: count,
             retry_after_secs,
+            dated,
         });
     }
 }
@@ -863,7 +866,15 @@ impl WoocommerceSimulator {
     /// Answers the next `count` API requests with `status` (429, 503, 500, …), with
     /// `Retry-After: retry_after_secs` when given: a host or WAF burst (§2.5).
     pub fn inject_failures(&self, status: u16, count: u32, retry_after_secs: Option<u64>) {
-        self.inner.inject_failures(status, count, retry_after_secs);
+        self.inner
+            .inject_failures(status, count, retry_after_secs, false);
+    }
+
+    /// [`inject_failures`](Self::inject_failures) with `Retry-After` as an HTTP-date
+    /// `retry_after_secs` after the answer's `Date` (both from the simulator's clock).
+    pub fn inject_failures_dated(&self, status: u16, count: u32, retry_after_secs: u64) {
+        self.inner
+            .inject_failures(status, count, Some(retry_after_secs), true);
     }
 
     /// What the simulator has seen so far.
