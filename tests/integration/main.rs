@@ -27,6 +27,7 @@ mod grafana;
 mod kafka_ingest;
 mod kits_refunds;
 mod layout;
+mod limits;
 mod loadgen;
 mod multichannel;
 mod order_lifecycle;
