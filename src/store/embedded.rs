@@ -1365,6 +1365,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_store_without_movement_hashes_gains_the_column_and_its_old_keys_never_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            // The key table as written before issue 10: no movement_hash column.
+            let connection = Connection::open(&path).unwrap();
+            connection
+                .execute_batch(
+                    "CREATE TABLE event_index (
+                        sku TEXT NOT NULL, seq INTEGER NOT NULL, event_id INTEGER NOT NULL,
+                        idempotency_key TEXT NOT NULL, key_expires_at_ms INTEGER NOT NULL,
+                        PRIMARY KEY (sku, seq)) WITHOUT ROWID;
+                     INSERT INTO event_index VALUES ('A', 1, 1, 'old', 100);
+                     PRAGMA user_version = 1;",
+                )
+                .unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(
+            store
+                .find_idempotency_key_hash("A", "old", 0)
+                .await
+                .unwrap(),
+            Some((1, None)),
+            "a key recorded without a hash has none"
+        );
+        store
+            .commit(CommitBatch {
+                events: vec![EventRecord {
+                    movement_hash: Some(u64::MAX - 1),
+                    ..event("A", 2, "new")
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .find_idempotency_key_hash("A", "new", 0)
+                .await
+                .unwrap(),
+            Some((2, Some(u64::MAX - 1))),
+            "all 64 bits survive the signed column"
+        );
+        assert_eq!(
+            store.find_idempotency_key("A", "new", 0).await.unwrap(),
+            Some(2)
+        );
+        drop(store);
+        // Opening again does not add the column twice.
+        EmbeddedStore::open(&path).unwrap();
+    }
+
+    #[tokio::test]
     async fn rows_stored_as_json_text_load_beside_binary_rows() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");

@@ -141,7 +141,10 @@ async fn a_receipt_to_a_location_that_is_not_configured_is_422_and_creates_nothi
         .await;
     assert_eq!(status, 422, "{problem}");
     assert!(
-        problem["type"].as_str().unwrap().ends_with("unknown-location"),
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("unknown-location"),
         "{problem}"
     );
     assert_eq!(pointers(&problem), ["#/lines/0/location"], "{problem}");
@@ -174,13 +177,22 @@ async fn real_skus_work_and_a_one_megabyte_sku_is_refused_with_a_pointer() {
 async fn a_key_reused_for_another_movement_is_409_and_the_same_key_on_another_sku_applies() {
     let api = Api::start(|_| {}).await;
     let (status, _, _) = api
-        .post("/api/v1/movements", &receipt("SKU-IK", "wms:rcpt-1", "WH-1", 10))
+        .post(
+            "/api/v1/movements",
+            &receipt("SKU-IK", "wms:rcpt-1", "WH-1", 10),
+        )
         .await;
     assert_eq!(status, 201);
     let (status, _, body) = api
-        .post("/api/v1/movements", &receipt("SKU-IK", "wms:rcpt-1", "WH-1", 10))
+        .post(
+            "/api/v1/movements",
+            &receipt("SKU-IK", "wms:rcpt-1", "WH-1", 10),
+        )
         .await;
-    assert_eq!(status, 200, "the same movement again is a duplicate: {body}");
+    assert_eq!(
+        status, 200,
+        "the same movement again is a duplicate: {body}"
+    );
     assert_eq!(body["results"][0]["outcome"], "duplicate", "{body}");
     let (status, _, problem) = api
         .post(
@@ -200,7 +212,11 @@ async fn a_key_reused_for_another_movement_is_409_and_the_same_key_on_another_sk
         "{problem}"
     );
     assert_eq!(pointers(&problem), ["#/1/idempotency_key"], "{problem}");
-    assert_eq!(api.on_hand("SKU-IK", "WH-1").await, 11, "99 was not applied");
+    assert_eq!(
+        api.on_hand("SKU-IK", "WH-1").await,
+        11,
+        "99 was not applied"
+    );
     // Keys are scoped per SKU.
     let (status, _, body) = api
         .post(
