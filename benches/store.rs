@@ -124,6 +124,7 @@ fn batch(round: u64, size: u64, skus: u64, seqs: &mut [u64], binary: bool) -> Co
                 } else {
                     serde_json::to_vec(&m).unwrap()
                 },
+                movement_hash: None,
             }
         })
         .collect();

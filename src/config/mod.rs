@@ -39,7 +39,9 @@ pub use stock::{
     BackorderRuleConfig, BundleComponentConfig, BundleConfig, LocationConfig, SkuRuleConfig,
     StockConfig,
 };
-pub use store::{LedgerConfig, MAX_LEDGER_SHARDS, StoreBackend, StoreConfig};
+pub use store::{
+    LedgerConfig, MAX_LEDGER_SHARDS, StoreBackend, StoreConfig, default_metric_sources,
+};
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

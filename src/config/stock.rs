@@ -124,6 +124,11 @@ impl Config {
             prefer_single_location: self.stock.prefer_single_location,
             parked_ttl_ms: i64::try_from(self.ledger.parked_ttl_secs.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
+            known_locations: self
+                .locations
+                .iter()
+                .map(|location| location.id.clone())
+                .collect(),
             backorder_locations: self
                 .locations
                 .iter()

@@ -112,6 +112,47 @@ pub struct LedgerConfig {
     /// counted by source time (default 7 days; 0: never).
     #[serde(default = "default_parked_ttl_secs")]
     pub parked_ttl_secs: u64,
+    /// Most movements waiting in one shard actor's mailbox; a movement submitted beyond it
+    /// is refused as overloaded (REST 503 with `Retry-After`, Kafka retries later) instead
+    /// of growing memory (default 65,536).
+    #[serde(default = "default_max_queued_per_shard")]
+    pub max_queued_per_shard: usize,
+    /// Most messages waiting for one SKU inside its shard (while it loads or confirms a
+    /// key); beyond it new work for the SKU is refused as overloaded (default 16,384, more
+    /// than one REST batch of 10,000 movements for one SKU).
+    #[serde(default = "default_max_buffered_per_sku")]
+    pub max_buffered_per_sku: usize,
+    /// The movement `source` values reported as themselves in the metric label `source`;
+    /// any other source is reported as `other`, so a producer cannot grow the metric
+    /// families. Besides this list, `{platform}:{channel id}` of every configured channel
+    /// and the sources of `count_basis` are kept. Default: see [`default_metric_sources`].
+    #[serde(default = "default_metric_sources")]
+    pub metric_sources: Vec<String>,
+}
+
+/// The sources the ledger's metrics name by default: the built-in producers.
+pub fn default_metric_sources() -> Vec<String> {
+    [
+        "rest",
+        "kafka",
+        "shopify",
+        "woocommerce",
+        "amazon",
+        "bolcom",
+        "reservations",
+        "reaper",
+        "reconcile",
+        "unknown",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn default_max_queued_per_shard() -> usize {
+    65_536
+}
+fn default_max_buffered_per_sku() -> usize {
+    16_384
 }
 
 /// Most sources `[ledger] count_basis` may list.
@@ -125,6 +166,9 @@ impl Default for LedgerConfig {
             shards: default_ledger_shards(),
             count_basis: BTreeMap::new(),
             parked_ttl_secs: default_parked_ttl_secs(),
+            max_queued_per_shard: default_max_queued_per_shard(),
+            max_buffered_per_sku: default_max_buffered_per_sku(),
+            metric_sources: default_metric_sources(),
         }
     }
 }

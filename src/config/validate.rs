@@ -151,8 +151,9 @@ fn validate_store(store: &StoreConfig, problems: &mut Vec<String>) {
     }
 }
 
-/// `[ledger]`: the shard count is within 1..=256; `count_basis` lists at most
-/// [`super::store::MAX_COUNT_BASIS_SOURCES`] non-empty sources.
+/// `[ledger]`: the shard count is within 1..=256; `count_basis` and `metric_sources` list
+/// at most [`super::store::MAX_COUNT_BASIS_SOURCES`] sources (`count_basis` non-empty ones);
+/// the queue bounds are at least 1.
 fn validate_ledger(ledger: &super::LedgerConfig, problems: &mut Vec<String>) {
     if ledger.count_basis.len() > super::store::MAX_COUNT_BASIS_SOURCES {
         problems.push(format!(
@@ -167,6 +168,19 @@ fn validate_ledger(ledger: &super::LedgerConfig, problems: &mut Vec<String>) {
         .any(|source| source.trim().is_empty())
     {
         problems.push("ledger.count_basis must not name an empty source".to_owned());
+    }
+    if ledger.metric_sources.len() > super::store::MAX_COUNT_BASIS_SOURCES {
+        problems.push(format!(
+            "ledger.metric_sources lists {} sources (at most {})",
+            ledger.metric_sources.len(),
+            super::store::MAX_COUNT_BASIS_SOURCES
+        ));
+    }
+    if ledger.max_queued_per_shard == 0 || ledger.max_buffered_per_sku == 0 {
+        problems.push(
+            "ledger.max_queued_per_shard and ledger.max_buffered_per_sku must be at least 1"
+                .to_owned(),
+        );
     }
     if !(1..=super::store::MAX_LEDGER_SHARDS).contains(&ledger.shards) {
         problems.push(format!(

@@ -27,6 +27,8 @@ mod state;
 pub mod vec_map;
 
 #[cfg(test)]
+mod limits_tests;
+#[cfg(test)]
 mod proptests;
 
 pub use atp::{
@@ -37,14 +39,17 @@ pub use bundle::{
 };
 #[cfg(test)]
 pub(crate) use movement::strategies as movement_strategies;
-pub use movement::{CountBasis, FastMovementReader, Movement, MovementKind, SCHEMA_VERSION};
+pub use movement::{
+    CountBasis, FastMovementReader, MAX_ID_BYTES, MAX_LIST_ENTRIES, MAX_QUANTITY, MAX_REASON_BYTES,
+    Movement, MovementKind, SCHEMA_VERSION,
+};
 pub use policy::StockPolicy;
 pub use rules::{Rules, RulesCell};
 pub use state::{
     Applied, ApplyContext, ApplyError, AvailabilityChange, CountWatermark, InboundLevel,
     InboundLine, InvariantViolation, JOURNAL_LIMIT, LocationLevel, LocationStock,
-    MAX_PARKED_PER_SKU, ParkedList, ParkedMovement, Reservation, RoutingPolicy, SkuState,
-    TransferLine,
+    MAX_PARKED_PER_SKU, MAX_STOCK_LEVEL, ParkedList, ParkedMovement, Reservation, RoutingPolicy,
+    SkuState, TransferLine,
 };
 
 use serde::{Deserialize, Serialize};

@@ -26,10 +26,14 @@ pub struct Movement {
     pub schema_version: u32,
     /// The SKU the movement applies to.
     pub sku: Sku,
-    /// Unique per business event: source, external id, line and version. A second movement
-    /// with the same key is acknowledged and has no effect.
+    /// Unique per business event and SKU: source, external id, line and version. Keys are
+    /// scoped per SKU (the same key on another SKU is another movement). A second movement
+    /// with the same key for the same SKU is acknowledged as a duplicate with no effect when
+    /// it is the same movement, and refused as an idempotency-key conflict when it differs
+    /// (see `ledger::keys::movement_hash`). At most [`MAX_ID_BYTES`] bytes.
     pub idempotency_key: String,
-    /// Who produced it (`wms-1`, `erp`, `shopify:main`); bounded cardinality, used as a metric label.
+    /// Who produced it (`wms-1`, `erp`, `shopify:main`). Metrics name it only when it is a
+    /// configured source (`[ledger] metric_sources`), else `other`.
     #[serde(default = "default_source")]
     pub source: String,
     /// When the source says it happened, in milliseconds since the Unix epoch, if known.
@@ -317,10 +321,71 @@ impl MovementKind {
     }
 }
 
+/// The most units any one quantity field of a movement may carry (receipts, holds, counts,
+/// edits, transfers, inbound, cancellations, returns), and the largest magnitude of an
+/// adjustment's `delta` in either direction: one thousand million whole units.
+///
+/// Why this figure: it is far above any real single business event (a pallet, a container,
+/// a whole warehouse count), and low enough that a SKU's figures, summed over thousands of
+/// movements, stay many orders of magnitude inside `i64` (see
+/// [`MAX_STOCK_LEVEL`](super::MAX_STOCK_LEVEL)); a figure beyond it is a producer bug (a
+/// price, a barcode or `u64::MAX` in the quantity field), refused before it reaches stock.
+pub const MAX_QUANTITY: u64 = 1_000_000_000;
+
+/// The longest identifier a movement may carry, in UTF-8 bytes: SKU, location, idempotency
+/// key, source, reservation, purchase-order and transfer ids, and each booked line id.
+/// Identifiers must also be free of control characters (Unicode category Cc); spaces,
+/// slashes and non-ASCII letters are fine (`Tafel 120/80 eiken`, `Größe-XL`).
+pub const MAX_ID_BYTES: usize = 255;
+
+/// The longest free-text reason (adjustment, cancellation, rejected units), in UTF-8 bytes.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// Most entries in a count's `booked` list or a hold's `route`.
+pub const MAX_LIST_ENTRIES: usize = 1024;
+
+/// Checks one identifier: its length and that it has no control character. `field` is the
+/// JSON field name used in the problem text (the API turns it into a pointer).
+fn check_id(field: &str, value: &str, problems: &mut Vec<String>) {
+    if value.len() > MAX_ID_BYTES {
+        problems.push(format!(
+            "{field} is {} bytes long, more than the {MAX_ID_BYTES} allowed",
+            value.len()
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        problems.push(format!("{field} must not contain control characters"));
+    }
+}
+
+/// Checks one quantity field against [`MAX_QUANTITY`].
+fn check_quantity(field: &str, value: u64, problems: &mut Vec<String>) {
+    if value > MAX_QUANTITY {
+        problems.push(format!(
+            "{field} {value} is more than the {MAX_QUANTITY} units allowed"
+        ));
+    }
+}
+
 impl Movement {
-    /// Checks what the type system cannot: non-empty keys, positive quantities, a known
-    /// schema version. Returns every problem found, one string each.
+    /// Checks what the type system cannot: non-empty keys, positive quantities within
+    /// [`MAX_QUANTITY`], identifiers within [`MAX_ID_BYTES`] without control characters, a
+    /// known schema version. Returns every problem found, one string each, naming the
+    /// field first.
     pub fn validate(&self) -> Result<(), Vec<String>> {
+        self.validate_with(true)
+    }
+
+    /// [`Movement::validate`] for a movement recorded in the log, possibly before these
+    /// limits existed: replaying the log must give the state it gave then, so identifiers
+    /// are not checked and a quantity may be up to
+    /// [`MAX_STOCK_LEVEL`](super::MAX_STOCK_LEVEL) (which still keeps the arithmetic of one
+    /// event far inside `i64`); only a larger one is refused.
+    pub fn validate_recorded(&self) -> Result<(), Vec<String>> {
+        self.validate_with(false)
+    }
+
+    fn validate_with(&self, live: bool) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         if self.schema_version != SCHEMA_VERSION {
             problems.push(format!(
@@ -334,6 +399,12 @@ impl Movement {
         if self.idempotency_key.trim().is_empty() {
             problems.push("idempotency_key must not be empty".to_owned());
         }
+        if live {
+            check_id("sku", self.sku.as_str(), &mut problems);
+            check_id("idempotency_key", &self.idempotency_key, &mut problems);
+            check_id("source", &self.source, &mut problems);
+        }
+        self.check_limits(live, &mut problems);
         let positive = |q: u64, problems: &mut Vec<String>| {
             if q == 0 {
                 problems.push("quantity must be at least 1".to_owned());
@@ -436,6 +507,233 @@ impl Movement {
             Ok(())
         } else {
             Err(problems)
+        }
+    }
+}
+
+impl Movement {
+    /// Every location the movement names, with its JSON field (`location`, `route/0`,
+    /// `from`, `to`, `quarantine`), in field order.
+    pub fn locations(&self) -> Vec<(String, &LocationId)> {
+        let mut named: Vec<(String, &LocationId)> = Vec::new();
+        let mut route: &[LocationId] = &[];
+        match &self.kind {
+            MovementKind::Receipt { location, .. }
+            | MovementKind::Adjustment { location, .. }
+            | MovementKind::Count { location, .. }
+            | MovementKind::Inbound { location, .. } => named.push(("location".into(), location)),
+            MovementKind::Sale {
+                location, route: r, ..
+            }
+            | MovementKind::Reservation {
+                location, route: r, ..
+            }
+            | MovementKind::OrderEdit {
+                location, route: r, ..
+            } => {
+                named.extend(location.iter().map(|l| ("location".to_owned(), l)));
+                route = r;
+            }
+            MovementKind::Fulfilment { location, .. } | MovementKind::Return { location, .. } => {
+                named.extend(location.iter().map(|l| ("location".to_owned(), l)));
+            }
+            MovementKind::TransferDispatch { from, to, .. } => {
+                named.push(("from".into(), from));
+                named.push(("to".into(), to));
+            }
+            MovementKind::TransferReceipt { quarantine, .. } => {
+                named.extend(quarantine.iter().map(|l| ("quarantine".to_owned(), l)));
+            }
+            MovementKind::Reassign { to, .. } => named.push(("to".into(), to)),
+            MovementKind::Cancellation { .. } | MovementKind::InboundReceipt { .. } => {}
+        }
+        named.extend(
+            route
+                .iter()
+                .enumerate()
+                .map(|(index, l)| (format!("route/{index}"), l)),
+        );
+        named
+    }
+
+    /// The limits of [`Movement::validate`] on every kind's identifiers, quantities and
+    /// free text.
+    ///
+    /// `live`: a new movement (every limit); otherwise a recorded one (quantities up to
+    /// [`MAX_STOCK_LEVEL`](super::MAX_STOCK_LEVEL) only, see
+    /// [`Movement::validate_recorded`]).
+    fn check_limits(&self, live: bool, problems: &mut Vec<String>) {
+        let mut ids: Vec<(&str, &str)> = Vec::new();
+        let mut quantities: Vec<(&str, u64)> = Vec::new();
+        let mut texts: Vec<(&str, &str)> = Vec::new();
+        let mut routes: &[LocationId] = &[];
+        match &self.kind {
+            MovementKind::Receipt { location, quantity } => {
+                ids.push(("location", location.as_str()));
+                quantities.push(("quantity", *quantity));
+            }
+            MovementKind::Adjustment {
+                location,
+                delta,
+                reason,
+            } => {
+                ids.push(("location", location.as_str()));
+                quantities.push(("delta", delta.unsigned_abs()));
+                texts.push(("reason", reason));
+            }
+            MovementKind::Count {
+                location,
+                on_hand,
+                booked,
+                ..
+            } => {
+                ids.push(("location", location.as_str()));
+                quantities.push(("on_hand", on_hand.unwrap_or(0)));
+                if let Some(booked) = booked {
+                    if live && booked.len() > MAX_LIST_ENTRIES {
+                        problems.push(format!(
+                            "booked has {} entries, more than the {MAX_LIST_ENTRIES} allowed",
+                            booked.len()
+                        ));
+                    }
+                    ids.extend(booked.iter().map(|line| ("booked", line.as_str())));
+                }
+            }
+            MovementKind::Sale {
+                reservation,
+                quantity,
+                location,
+                route,
+            }
+            | MovementKind::Reservation {
+                reservation,
+                quantity,
+                location,
+                route,
+                ..
+            }
+            | MovementKind::OrderEdit {
+                reservation,
+                quantity,
+                location,
+                route,
+                ..
+            } => {
+                ids.push(("reservation", reservation));
+                ids.extend(location.iter().map(|l| ("location", l.as_str())));
+                quantities.push(("quantity", *quantity));
+                routes = route;
+            }
+            MovementKind::Cancellation {
+                reservation,
+                quantity,
+                reason,
+                ..
+            } => {
+                ids.push(("reservation", reservation));
+                quantities.push(("quantity", quantity.unwrap_or(0)));
+                texts.extend(reason.iter().map(|r| ("reason", r.as_str())));
+            }
+            MovementKind::Fulfilment {
+                reservation,
+                quantity,
+                location,
+            } => {
+                ids.push(("reservation", reservation));
+                ids.extend(location.iter().map(|l| ("location", l.as_str())));
+                quantities.push(("quantity", *quantity));
+            }
+            MovementKind::Inbound {
+                purchase_order,
+                location,
+                quantity,
+                ..
+            } => {
+                ids.push(("purchase_order", purchase_order));
+                ids.push(("location", location.as_str()));
+                quantities.push(("quantity", *quantity));
+            }
+            MovementKind::InboundReceipt {
+                purchase_order,
+                quantity,
+            } => {
+                ids.push(("purchase_order", purchase_order));
+                quantities.push(("quantity", *quantity));
+            }
+            MovementKind::TransferDispatch {
+                transfer,
+                from,
+                to,
+                quantity,
+            } => {
+                ids.push(("transfer", transfer));
+                ids.push(("from", from.as_str()));
+                ids.push(("to", to.as_str()));
+                quantities.push(("quantity", *quantity));
+            }
+            MovementKind::TransferReceipt {
+                transfer,
+                quantity,
+                rejected,
+                rejected_reason,
+                quarantine,
+            } => {
+                ids.push(("transfer", transfer));
+                ids.extend(quarantine.iter().map(|l| ("quarantine", l.as_str())));
+                quantities.push(("quantity", *quantity));
+                quantities.push(("rejected", *rejected));
+                texts.extend(
+                    rejected_reason
+                        .iter()
+                        .map(|r| ("rejected_reason", r.as_str())),
+                );
+            }
+            MovementKind::Return {
+                location,
+                quantity,
+                reservation,
+                ..
+            } => {
+                ids.extend(location.iter().map(|l| ("location", l.as_str())));
+                ids.extend(reservation.iter().map(|r| ("reservation", r.as_str())));
+                quantities.push(("quantity", *quantity));
+            }
+            MovementKind::Reassign { reservation, to } => {
+                ids.push(("reservation", reservation));
+                ids.push(("to", to.as_str()));
+            }
+        }
+        if live && routes.len() > MAX_LIST_ENTRIES {
+            problems.push(format!(
+                "route has {} entries, more than the {MAX_LIST_ENTRIES} allowed",
+                routes.len()
+            ));
+        }
+        ids.extend(routes.iter().map(|l| ("route", l.as_str())));
+        if !live {
+            let limit = super::MAX_STOCK_LEVEL.unsigned_abs();
+            for (field, value) in quantities {
+                if value > limit {
+                    problems.push(format!(
+                        "{field} {value} is more than the {limit} units a stock figure may hold"
+                    ));
+                }
+            }
+            return;
+        }
+        for (field, value) in ids {
+            check_id(field, value, problems);
+        }
+        for (field, value) in quantities {
+            check_quantity(field, value, problems);
+        }
+        for (field, value) in texts {
+            if value.len() > MAX_REASON_BYTES {
+                problems.push(format!(
+                    "{field} is {} bytes long, more than the {MAX_REASON_BYTES} allowed",
+                    value.len()
+                ));
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Stock policy: where backorders are allowed and how holds are routed.
 
-use super::{ApplyContext, LocationId, RoutingPolicy, Sku};
+use super::{ApplyContext, LocationId, Movement, RoutingPolicy, Sku};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 
@@ -25,6 +25,11 @@ pub struct StockPolicy {
     /// A parked movement expires into the dead-letter store after this long (ms; 0: never).
     #[serde(default)]
     pub parked_ttl_ms: i64,
+    /// The configured locations (`[[locations]]`): a new movement naming any other is
+    /// refused with [`ApplyError::UnknownLocation`](super::ApplyError::UnknownLocation).
+    /// Empty: every location is accepted (tools and tests without a location list).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub known_locations: BTreeSet<LocationId>,
 }
 
 impl StockPolicy {
@@ -46,6 +51,20 @@ impl StockPolicy {
             closed_line_retention_ms: self.retention_ms(),
             parked_ttl_ms: self.parked_ttl(),
         }
+    }
+
+    /// The first location `movement` names that is not configured, with the JSON field
+    /// naming it (`location`, `route/1`, `from`, `to`, `quarantine`); `None` when every one
+    /// is configured or no location list is configured.
+    pub fn unknown_location(&self, movement: &Movement) -> Option<(String, LocationId)> {
+        if self.known_locations.is_empty() {
+            return None;
+        }
+        movement
+            .locations()
+            .into_iter()
+            .find(|(_, location)| !self.known_locations.contains(*location))
+            .map(|(field, location)| (field, location.clone()))
     }
 
     /// The parked TTL as the context wants it (`i64::MAX`: never expires).

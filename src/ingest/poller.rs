@@ -753,6 +753,7 @@ mod tests {
             name: "panicky".into(),
             interval: Duration::from_secs(10),
             max_backoff: Duration::from_secs(300),
+            jitter: false,
         };
         let handle = spawn(
             options,

@@ -46,6 +46,9 @@ pub(crate) const MAX_DRAIN: usize = 4_096;
 /// A sweep that drops at least this many SKUs gives memory back to the OS.
 const RELEASE_AFTER_DROPPED: usize = 1_024;
 
+/// The store's answer for one key: the seq that recorded it and its movement hash, if any.
+pub(crate) type KeyAnswer = Result<Option<(u64, Option<u64>)>, LedgerError>;
+
 /// The answer channel of a movement.
 pub(crate) type Reply = oneshot::Sender<Result<Ack, LedgerError>>;
 
@@ -71,8 +74,9 @@ pub(crate) enum ShardMessage {
     StartLoads,
     /// SKUs loaded (or failed) by a load task.
     Loaded(Vec<(Sku, Result<LoadedCell, LedgerError>)>),
-    /// The store's answer for a key whose fingerprint was in a SKU's filter.
-    KeyChecked(Box<(Sku, Result<Option<u64>, LedgerError>)>),
+    /// The store's answer for a key whose fingerprint was in a SKU's filter: the seq that
+    /// recorded it and the movement hash stored with it.
+    KeyChecked(Box<(Sku, KeyAnswer)>),
     /// Hand the queued requests to the committer (posted by the shard to itself).
     Flush,
     /// Passivate idle (or, with `force`, all) durable SKUs; answer how many stay.
@@ -148,6 +152,8 @@ struct InFlightKey {
     key: String,
     seq: u64,
     ticket: u64,
+    /// [`super::keys::movement_hash`] of the movement as submitted.
+    hash: u64,
 }
 
 /// Forgets the in-flight keys whose ticket is durable; frees the list when it empties.
@@ -283,6 +289,7 @@ impl Actor for ShardActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ShardMessage::Apply(request) => {
+                shard.core.mailbox_movements[shard.index].fetch_sub(1, Ordering::AcqRel);
                 let sku = request.movement.sku.clone();
                 shard.route(&myself, sku, Work::Apply(request));
             }
@@ -348,6 +355,14 @@ impl Shard {
                     },
                     false,
                 );
+            }
+            Some(cell) if cell.buffer.len() >= self.core.options.max_buffered_per_sku => {
+                metrics::counter!(crate::telemetry::LEDGER_REJECTED_TOTAL, "reason" => "overloaded")
+                    .increment(1);
+                work.fail(LedgerError::Overloaded(format!(
+                    "{} messages already wait for {sku}",
+                    cell.buffer.len()
+                )));
             }
             Some(cell) => cell.buffer.push_back(work),
             None => {
@@ -421,12 +436,7 @@ impl Shard {
     }
 
     /// The store answered for the key of the first buffered movement of `sku`.
-    fn key_checked(
-        &mut self,
-        myself: &ActorRef<ShardMessage>,
-        sku: Sku,
-        result: Result<Option<u64>, LedgerError>,
-    ) {
+    fn key_checked(&mut self, myself: &ActorRef<ShardMessage>, sku: Sku, result: KeyAnswer) {
         let now_ms = self.core.now_ms();
         let durable = self.durable_ticket();
         let Some(cell) = self.cells.get_mut(&sku) else {
@@ -444,8 +454,19 @@ impl Shard {
             flush_posted: &mut self.flush_posted,
         };
         match (result, work) {
-            (Ok(Some(seq)), Work::Apply(request)) => {
-                answer_duplicate(myself, &mut outbox, *request, seq);
+            (Ok(Some((seq, Some(stored)))), Work::Apply(request))
+                if stored != super::keys::movement_hash(&request.movement) =>
+            {
+                answer_conflict(*request, seq);
+            }
+            (Ok(Some((seq, _))), Work::Apply(request)) => {
+                answer_duplicate(
+                    myself,
+                    &mut outbox,
+                    *request,
+                    seq,
+                    &self.core.options.metric_sources,
+                );
             }
             (Ok(None), work) => run(&self.core, myself, cell, work, now_ms, &mut outbox, true),
             (Err(error), work) => work.fail(error),
@@ -610,13 +631,27 @@ fn answer_duplicate(
     outbox: &mut Outbox<'_>,
     request: ApplyRequest,
     seq: u64,
+    labels: &super::labels::SourceLabels,
 ) {
-    metrics::counter!(crate::telemetry::LEDGER_DEDUPE_HITS_TOTAL, "source" => request.movement.source)
+    metrics::counter!(crate::telemetry::LEDGER_DEDUPE_HITS_TOTAL, "source" => labels.label_owned(request.movement.source))
         .increment(1);
     outbox.push(
         myself,
         CommitRequest::wait(Ack::Duplicate { seq }, request.origin, request.reply),
     );
+}
+
+/// Refuses a movement whose key was recorded (as event `seq`) for another movement of the
+/// SKU; nothing is recorded, so the answer need not wait for durability.
+fn answer_conflict(request: ApplyRequest, seq: u64) {
+    metrics::counter!(crate::telemetry::LEDGER_REJECTED_TOTAL, "reason" => "idempotency_key_conflict")
+        .increment(1);
+    let _ = request.reply.send(Err(LedgerError::Rejected(
+        crate::domain::ApplyError::IdempotencyConflict {
+            key: request.movement.idempotency_key,
+            seq,
+        },
+    )));
 }
 
 /// Runs one piece of work on a ready SKU. `key_confirmed_new`: the store said the movement's
@@ -641,13 +676,17 @@ fn run(
             }
             let key = request.movement.idempotency_key.as_str();
             if !key_confirmed_new && cell.keys.maybe_contains(&core.key_scheme, key, now_ms) {
-                if let Some(seq) = cell
+                if let Some((seq, hash)) = cell
                     .in_flight
                     .iter()
                     .find(|entry| entry.key == key)
-                    .map(|entry| entry.seq)
+                    .map(|entry| (entry.seq, entry.hash))
                 {
-                    answer_duplicate(myself, outbox, *request, seq);
+                    if hash != super::keys::movement_hash(&request.movement) {
+                        answer_conflict(*request, seq);
+                        return;
+                    }
+                    answer_duplicate(myself, outbox, *request, seq, &core.options.metric_sources);
                     return;
                 }
                 check_key(core, myself, cell, request, now_ms);
@@ -676,7 +715,7 @@ fn check_key(
     tokio::spawn(async move {
         let result = core
             .store
-            .find_idempotency_key(sku.as_str(), &key, now_ms)
+            .find_idempotency_key_hash(sku.as_str(), &key, now_ms)
             .await
             .map_err(|error| {
                 LedgerError::Unavailable(format!("idempotency check failed: {error}"))
@@ -760,11 +799,18 @@ fn apply(
         reply,
     } = request;
     let seq = cell.state.seq + 1;
+    let hash = super::keys::movement_hash(&movement);
     resolve_count(&mut movement, &core.options.count_basis);
     let touches_hold = super::reaper::touches_ttl_hold(&cell.state, &movement.kind);
     let rules = core.options.rules.get();
     let context = rules.stock.context(&cell.state.sku, now);
-    let applied = match cell.state.apply_with(&movement, seq, &context) {
+    let outcome = match rules.stock.unknown_location(&movement) {
+        Some((field, location)) => {
+            Err(crate::domain::ApplyError::UnknownLocation { field, location })
+        }
+        None => cell.state.apply_with(&movement, seq, &context),
+    };
+    let applied = match outcome {
         Ok(applied) => applied,
         Err(error) => {
             metrics::counter!(crate::telemetry::LEDGER_REJECTED_TOTAL, "reason" => rejection_reason(&error))
@@ -800,6 +846,7 @@ fn apply(
         key: movement.idempotency_key.clone(),
         seq,
         ticket: outbox.ticket,
+        hash,
     });
     cell.events_since_snapshot += 1;
     // A snapshot costs time in proportion to the state, and a hot SKU's state grows with its
@@ -855,6 +902,7 @@ fn apply(
             key_expires_at_ms,
             recorded_at_ms: now,
             movement: encoded,
+            movement_hash: Some(hash),
         }),
         snapshot,
         origin,
@@ -862,7 +910,7 @@ fn apply(
         ack,
         // Computed once per SKU and batch when the shard flushes.
         availability: None,
-        source: movement.source,
+        source: core.options.metric_sources.label_owned(movement.source),
         kind: movement.kind.name(),
         oversold: applied.oversold,
     };
@@ -1074,5 +1122,8 @@ fn rejection_reason(error: &crate::domain::ApplyError) -> &'static str {
         ApplyError::ReturnExceedsShipped { .. } => "return_exceeds_shipped",
         ApplyError::NotHeldAt { .. } => "not_held_at",
         ApplyError::TooManyParked { .. } => "too_many_parked",
+        ApplyError::Overflow { .. } => "overflow",
+        ApplyError::UnknownLocation { .. } => "unknown_location",
+        ApplyError::IdempotencyConflict { .. } => "idempotency_key_conflict",
     }
 }

@@ -12,7 +12,36 @@
 //! "not seen": its bucket lies at most 64 buckets ahead of the current one and so reads as
 //! live in the circular comparison (see [`KeyFilter::maybe_contains`]).
 //!
-//! May depend on: nothing.
+//! Also owns [`movement_hash`], the content hash kept with each key so a key reused for
+//! another movement is told apart from a redelivery. It is kept only where the key is
+//! confirmed exactly (the not-yet-durable keys of a SKU, the store's key table), never in
+//! the [`KeyFilter`], which stays at eight bytes a key.
+//!
+//! May depend on: `domain` and `store::codec` (for [`movement_hash`]).
+
+/// The hash of `movement` as submitted that decides whether a second movement with the
+/// same idempotency key (of the same SKU: keys are scoped per SKU) is a redelivery
+/// (`duplicate`) or another movement (`IdempotencyConflict`).
+///
+/// The first 8 bytes of SHA-256 over the movement's stored binary encoding
+/// (`store::codec::encode_movement`: source, type and every field of the kind), taken with
+/// `occurred_at_ms` and `source` cleared and `schema_version` set to the current one: those
+/// may legitimately differ between deliveries of one event (a producer stamping its send
+/// time, the same order arriving by webhook and by the backstop poller, a newer contract
+/// version); everything that changes stock (the type and every field of the kind) may not. The SKU and the key themselves are
+/// the same by definition. Computed before the ledger records its own decisions (route,
+/// count basis, time) into the movement. Stable across builds as long as the encoding is.
+pub fn movement_hash(movement: &crate::domain::Movement) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut canonical = movement.clone();
+    canonical.occurred_at_ms = None;
+    canonical.source.clear();
+    canonical.schema_version = crate::domain::SCHEMA_VERSION;
+    let digest = Sha256::digest(crate::store::codec::encode_movement(&canonical));
+    let mut first = [0_u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
 
 /// Buckets per TTL: a key's coarse expiry is rounded down to `ttl / BUCKETS_PER_TTL`.
 const BUCKETS_PER_TTL: i64 = 64;

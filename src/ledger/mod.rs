@@ -40,6 +40,7 @@ mod bundles;
 mod committer;
 pub mod keys;
 mod reads;
+pub mod labels;
 mod reaper;
 pub mod reservations;
 
@@ -90,6 +91,14 @@ pub struct LedgerOptions {
     /// The basis of counts without their own, by source (`[ledger] count_basis`); the
     /// ledger records the basis it used, so replay does not depend on it.
     pub count_basis: Arc<std::collections::BTreeMap<String, crate::domain::CountBasis>>,
+    /// Most movements waiting in one shard's mailbox before new ones are refused with
+    /// [`LedgerError::Overloaded`] (`[ledger] max_queued_per_shard`).
+    pub max_queued_per_shard: usize,
+    /// Most messages waiting for one SKU inside its shard before new work for it is refused
+    /// with [`LedgerError::Overloaded`] (`[ledger] max_buffered_per_sku`).
+    pub max_buffered_per_sku: usize,
+    /// Which movement sources the metrics name (`[ledger] metric_sources`).
+    pub metric_sources: Arc<labels::SourceLabels>,
 }
 
 impl Default for LedgerOptions {
@@ -103,6 +112,11 @@ impl Default for LedgerOptions {
             rules: Arc::default(),
             clock: crate::clock::system(),
             count_basis: Arc::default(),
+            max_queued_per_shard: 65_536,
+            max_buffered_per_sku: 16_384,
+            metric_sources: Arc::new(labels::SourceLabels::new(
+                crate::config::default_metric_sources(),
+            )),
         }
     }
 }
@@ -122,6 +136,9 @@ impl LedgerOptions {
             )),
             clock: crate::clock::system(),
             count_basis: Arc::new(config.ledger.count_basis.clone()),
+            max_queued_per_shard: config.ledger.max_queued_per_shard.max(1),
+            max_buffered_per_sku: config.ledger.max_buffered_per_sku.max(1),
+            metric_sources: Arc::new(labels::SourceLabels::from_config(config)),
         }
     }
 }
@@ -185,6 +202,22 @@ pub enum LedgerError {
     /// The ledger is stopping or the SKU failed to load; retry later.
     #[error("ledger unavailable: {0}")]
     Unavailable(String),
+    /// The SKU's shard (or the SKU's own buffer) already holds as much waiting work as it
+    /// may (`[ledger] max_queued_per_shard`, `max_buffered_per_sku`); nothing was recorded.
+    /// Retry after a short pause (REST answers 503 with `Retry-After`).
+    #[error("ledger overloaded: {0}")]
+    Overloaded(String),
+}
+
+impl LedgerError {
+    /// Whether retrying the same movement later may succeed (store failures, a stopping
+    /// ledger, an overloaded shard); refusals are final.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            LedgerError::Store(_) | LedgerError::Unavailable(_) | LedgerError::Overloaded(_)
+        )
+    }
 }
 
 /// A pending acknowledgement; resolves once the movement is durable (or refused).
@@ -220,6 +253,8 @@ pub(crate) struct Core {
     pub(crate) reaper: Arc<reaper::Schedule>,
     /// Serialises requests that name the same reservation id (see `reservations`).
     pub(crate) reservation_locks: reservations::Locks,
+    /// Per shard, the movements submitted to its mailbox and not yet taken out of it.
+    pub(crate) mailbox_movements: Arc<[std::sync::atomic::AtomicUsize]>,
 }
 
 impl Core {
@@ -275,6 +310,22 @@ impl Shared {
     }
 }
 
+/// Why `movement`'s SKU cannot name a ledger entry (longer than
+/// [`MAX_ID_BYTES`](crate::domain::MAX_ID_BYTES), a control character, empty), if it cannot.
+fn unroutable_sku(movement: &Movement) -> Option<String> {
+    let sku = movement.sku.as_str();
+    if sku.len() <= crate::domain::MAX_ID_BYTES
+        && !sku.trim().is_empty()
+        && !sku.chars().any(char::is_control)
+    {
+        return None;
+    }
+    Some(movement.validate().err().map_or_else(
+        || "sku is not a valid ledger key".to_owned(),
+        |problems| problems.join("; "),
+    ))
+}
+
 /// The handle to the ledger: cheap to clone, shared by every ingest path and the API.
 #[derive(Clone)]
 pub struct Ledger {
@@ -317,6 +368,9 @@ impl Ledger {
             key_scheme,
             reaper: Arc::default(),
             reservation_locks: reservations::Locks::default(),
+            mailbox_movements: (0..shard_count)
+                .map(|_| std::sync::atomic::AtomicUsize::new(0))
+                .collect(),
         });
         let shards = (0..shard_count)
             .map(|index| {
@@ -346,24 +400,62 @@ impl Ledger {
     /// Like [`Ledger::submit`], and records `origin` (a Kafka partition's next offset) in
     /// the same durable write as the movement.
     pub fn submit_from(&self, movement: Movement, origin: Option<OffsetWatermark>) -> PendingAck {
+        if let Some(problem) = unroutable_sku(&movement) {
+            // Refused before a shard makes room (and a store lookup) for such a SKU; every
+            // other check of `Movement::validate` runs when the movement is applied.
+            let (reply, receiver) = oneshot::channel();
+            let _ = reply.send(Err(LedgerError::Rejected(ApplyError::Invalid(problem))));
+            return PendingAck(receiver);
+        }
         if self.is_bundle_movement(&movement) {
             // Bundles hold no stock: their movements become component movements. The
             // Kafka origin is not recorded for them; the batch commit still covers it.
             return self.submit_bundle(movement);
         }
         let (reply, receiver) = oneshot::channel();
-        let shard = self.shared.shard(movement.sku.as_str()).clone();
+        let index = keys::shard_of(movement.sku.as_str(), self.shared.shards.len());
+        let waiting = &self.shared.mailbox_movements[index];
+        let limit = self.shared.options.max_queued_per_shard;
+        if waiting.fetch_add(1, Ordering::AcqRel) >= limit {
+            waiting.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!(crate::telemetry::LEDGER_REJECTED_TOTAL, "reason" => "overloaded")
+                .increment(1);
+            let _ = reply.send(Err(LedgerError::Overloaded(format!(
+                "the shard of {} has {limit} movements waiting",
+                movement.sku
+            ))));
+            return PendingAck(receiver);
+        }
         let message = ShardMessage::Apply(Box::new(ApplyRequest {
             movement,
             origin,
             reply,
         }));
-        if let Err(ractor::MessagingErr::SendErr(returned)) = shard.send_message(message) {
+        if let Err(ractor::MessagingErr::SendErr(returned)) =
+            self.shared.shards[index].send_message(message)
+        {
+            waiting.fetch_sub(1, Ordering::AcqRel);
             returned.fail(LedgerError::Unavailable(
                 "the SKU's shard has stopped".to_owned(),
             ));
         }
         PendingAck(receiver)
+    }
+
+    /// The first location `movement` names that is not configured (`[[locations]]`), with
+    /// the JSON field naming it; `None` when all are (or no location list is configured).
+    /// The ledger refuses such a movement with `ApplyError::UnknownLocation`; the API asks
+    /// first to answer 422 with a pointer before anything of a batch is applied.
+    pub fn unknown_location(
+        &self,
+        movement: &Movement,
+    ) -> Option<(String, crate::domain::LocationId)> {
+        self.shared
+            .options
+            .rules
+            .get()
+            .stock
+            .unknown_location(movement)
     }
 
     /// The current state of a SKU (loading it if passivated). Includes movements whose
@@ -489,3 +581,5 @@ mod tests_bundles;
 mod tests_counts;
 #[cfg(test)]
 mod tests_dead;
+#[cfg(test)]
+mod tests_limits;

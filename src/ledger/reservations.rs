@@ -334,6 +334,7 @@ impl Ledger {
                 .collect();
             LedgerError::Rejected(ApplyError::Invalid(text.join("; ")))
         })?;
+        self.check_line_locations(&request)?;
         let _guard = self.shared.reservation_locks.lock(&request.id).await;
         let id = request.id.clone();
         let stored = match self
@@ -392,6 +393,37 @@ impl Ledger {
             }
         };
         self.reserve_lines(&id, &stored).await
+    }
+
+    /// Refuses a request naming a location that is not configured, with the field
+    /// (`lines/0/location`, `lines/1/route/0`), before anything is recorded or held.
+    fn check_line_locations(&self, request: &ReservationRequest) -> Result<(), LedgerError> {
+        let rules = self.shared.options.rules.get();
+        let known = &rules.stock.known_locations;
+        if known.is_empty() {
+            return Ok(());
+        }
+        for (index, line) in request.lines.iter().enumerate() {
+            let named = line
+                .location
+                .iter()
+                .map(|location| ("location".to_owned(), location))
+                .chain(
+                    line.route
+                        .iter()
+                        .enumerate()
+                        .map(|(at, location)| (format!("route/{at}"), location)),
+                );
+            for (field, location) in named {
+                if !known.contains(location) {
+                    return Err(LedgerError::Rejected(ApplyError::UnknownLocation {
+                        field: format!("lines/{index}/{field}"),
+                        location: location.clone(),
+                    }));
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn reserve_lines(

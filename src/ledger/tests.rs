@@ -389,6 +389,15 @@ impl Store for HookedStore {
         self.key_lookups.fetch_add(1, Ordering::SeqCst);
         self.inner.find_idempotency_key(sku, key, now_ms).await
     }
+    async fn find_idempotency_key_hash(
+        &self,
+        sku: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<(u64, Option<u64>)>, crate::store::StoreError> {
+        self.key_lookups.fetch_add(1, Ordering::SeqCst);
+        self.inner.find_idempotency_key_hash(sku, key, now_ms).await
+    }
     async fn events(
         &self,
         sku: &str,

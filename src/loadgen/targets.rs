@@ -175,6 +175,7 @@ pub async fn prefill(store: &Arc<dyn Store>, events: u64) -> Result<f64, Loadgen
                 key_expires_at_ms: expires_ms,
                 recorded_at_ms: now_ms,
                 movement: crate::store::codec::encode_movement(&movement),
+                movement_hash: None,
             });
         }
         store.commit(batch).await?;

@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS event_index (
     sku TEXT NOT NULL, seq INTEGER NOT NULL, event_id INTEGER NOT NULL,
     idempotency_key TEXT NOT NULL, key_expires_at_ms INTEGER NOT NULL,
+    movement_hash INTEGER,
     PRIMARY KEY (sku, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
     sku TEXT PRIMARY KEY, seq INTEGER NOT NULL, state TEXT NOT NULL) WITHOUT ROWID;
@@ -186,6 +187,7 @@ impl EmbeddedStore {
             });
         }
         writer.execute_batch(SCHEMA).map_err(backend("open"))?;
+        add_movement_hash_column(&writer).map_err(backend("open"))?;
         writer
             .execute_batch(&format!("PRAGMA user_version = {LAYOUT_VERSION};"))
             .map_err(backend("open"))?;
@@ -254,10 +256,27 @@ fn multi_row_insert(head: &str, width: usize, rows: usize) -> String {
 const INSERT_EVENTS: &str =
     "INSERT OR ROLLBACK INTO events (id, sku, seq, idempotency_key, recorded_at_ms, movement)";
 const INSERT_INDEX: &str = "INSERT OR ROLLBACK INTO event_index
-    (sku, seq, event_id, idempotency_key, key_expires_at_ms)";
+    (sku, seq, event_id, idempotency_key, key_expires_at_ms, movement_hash)";
+
+/// Values bound per `event_index` row.
+const INDEX_WIDTH: usize = 6;
+
+/// Adds `event_index.movement_hash` to a store created before it existed (issue 10); its
+/// rows keep `NULL` there, and a key without a hash never conflicts.
+fn add_movement_hash_column(connection: &Connection) -> rusqlite::Result<()> {
+    let present: bool = connection.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('event_index') WHERE name = 'movement_hash'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !present {
+        connection.execute_batch("ALTER TABLE event_index ADD COLUMN movement_hash INTEGER")?;
+    }
+    Ok(())
+}
 
 /// Binds one event's heap row at `first` (6 values) and its index row at `first_index`
-/// (5 values).
+/// ([`INDEX_WIDTH`] values).
 fn bind_event(
     events: &mut rusqlite::CachedStatement<'_>,
     index: &mut rusqlite::CachedStatement<'_>,
@@ -276,7 +295,9 @@ fn bind_event(
     index.raw_bind_parameter(first_index + 1, seq)?;
     index.raw_bind_parameter(first_index + 2, id)?;
     index.raw_bind_parameter(first_index + 3, event.idempotency_key.as_str())?;
-    index.raw_bind_parameter(first_index + 4, event.key_expires_at_ms)
+    index.raw_bind_parameter(first_index + 4, event.key_expires_at_ms)?;
+    // Stored as the signed integer with the same 64 bits.
+    index.raw_bind_parameter(first_index + 5, event.movement_hash.map(|hash| hash as i64))
 }
 
 /// Appends the events to the heap and the index: whole groups of [`ROWS_PER_INSERT`] with
@@ -292,13 +313,17 @@ fn write_events(tx: &rusqlite::Transaction<'_>, events: &[EventRecord]) -> rusql
     let mut groups = events.chunks_exact(ROWS_PER_INSERT);
     if groups.len() > 0 {
         let mut heap = tx.prepare_cached(&multi_row_insert(INSERT_EVENTS, 6, ROWS_PER_INSERT))?;
-        let mut index = tx.prepare_cached(&multi_row_insert(INSERT_INDEX, 5, ROWS_PER_INSERT))?;
+        let mut index = tx.prepare_cached(&multi_row_insert(
+            INSERT_INDEX,
+            INDEX_WIDTH,
+            ROWS_PER_INSERT,
+        ))?;
         for group in &mut groups {
             for (row, event) in group.iter().enumerate() {
                 bind_event(
                     &mut heap,
                     &mut index,
-                    (row * 6 + 1, row * 5 + 1),
+                    (row * 6 + 1, row * INDEX_WIDTH + 1),
                     next_id,
                     event,
                 )?;
@@ -311,7 +336,7 @@ fn write_events(tx: &rusqlite::Transaction<'_>, events: &[EventRecord]) -> rusql
     let rest = groups.remainder();
     if !rest.is_empty() {
         let mut heap = tx.prepare_cached(&multi_row_insert(INSERT_EVENTS, 6, 1))?;
-        let mut index = tx.prepare_cached(&multi_row_insert(INSERT_INDEX, 5, 1))?;
+        let mut index = tx.prepare_cached(&multi_row_insert(INSERT_INDEX, INDEX_WIDTH, 1))?;
         for event in rest {
             bind_event(&mut heap, &mut index, (1, 1), next_id, event)?;
             next_id += 1;
@@ -498,6 +523,7 @@ fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
         key_expires_at_ms: row.get(5)?,
         recorded_at_ms: row.get(3)?,
         movement: stored_bytes(row, 4)?,
+        movement_hash: None,
     })
 }
 
@@ -605,6 +631,7 @@ fn read_history_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEvent>
             recorded_at_ms: row.get(4)?,
             movement: stored_bytes(row, 5)?,
             key_expires_at_ms: row.get(6)?,
+            movement_hash: None,
         },
         outcome: row.get(7)?,
     })
@@ -779,17 +806,31 @@ impl Store for EmbeddedStore {
         key: &str,
         now_ms: i64,
     ) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .find_idempotency_key_hash(sku, key, now_ms)
+            .await?
+            .map(|(seq, _)| seq))
+    }
+
+    async fn find_idempotency_key_hash(
+        &self,
+        sku: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<(u64, Option<u64>)>, StoreError> {
         let (sku, key) = (sku.to_owned(), key.to_owned());
         Self::blocking(&self.reader, "find_idempotency_key", move |c| {
             c.prepare_cached(
-                "SELECT seq FROM event_index
+                "SELECT seq, movement_hash FROM event_index
                  WHERE sku = ?1 AND idempotency_key = ?2 AND key_expires_at_ms > ?3
                  ORDER BY seq LIMIT 1",
             )
             .map_err(backend("find_idempotency_key"))?
-            .query_row(params![sku, key, now_ms], |row| row.get::<_, i64>(0))
+            .query_row(params![sku, key, now_ms], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, Option<i64>>(1)?))
+            })
             .optional()
-            .map(|seq| seq.map(|seq| seq as u64))
+            .map(|found| found.map(|(seq, hash)| (seq as u64, hash.map(|hash| hash as u64))))
             .map_err(backend("find_idempotency_key"))
         })
         .await
@@ -1199,6 +1240,7 @@ mod tests {
             key_expires_at_ms: 1_000,
             recorded_at_ms: 10,
             movement: b"{}".to_vec(),
+            movement_hash: None,
         }
     }
 
@@ -1331,6 +1373,60 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert_eq!(store.load_sku("A", 0).await.unwrap().events_after.len(), 50);
+    }
+
+    #[tokio::test]
+    async fn a_store_without_movement_hashes_gains_the_column_and_its_old_keys_never_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            // The key table as written before issue 10: no movement_hash column.
+            let connection = Connection::open(&path).unwrap();
+            connection
+                .execute_batch(
+                    "CREATE TABLE event_index (
+                        sku TEXT NOT NULL, seq INTEGER NOT NULL, event_id INTEGER NOT NULL,
+                        idempotency_key TEXT NOT NULL, key_expires_at_ms INTEGER NOT NULL,
+                        PRIMARY KEY (sku, seq)) WITHOUT ROWID;
+                     INSERT INTO event_index VALUES ('A', 1, 1, 'old', 100);
+                     PRAGMA user_version = 1;",
+                )
+                .unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(
+            store
+                .find_idempotency_key_hash("A", "old", 0)
+                .await
+                .unwrap(),
+            Some((1, None)),
+            "a key recorded without a hash has none"
+        );
+        store
+            .commit(CommitBatch {
+                events: vec![EventRecord {
+                    movement_hash: Some(u64::MAX - 1),
+                    ..event("A", 2, "new")
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .find_idempotency_key_hash("A", "new", 0)
+                .await
+                .unwrap(),
+            Some((2, Some(u64::MAX - 1))),
+            "all 64 bits survive the signed column"
+        );
+        assert_eq!(
+            store.find_idempotency_key("A", "new", 0).await.unwrap(),
+            Some(2)
+        );
+        drop(store);
+        // Opening again does not add the column twice.
+        EmbeddedStore::open(&path).unwrap();
     }
 
     #[tokio::test]
@@ -1494,6 +1590,7 @@ mod tests {
             recorded_at_ms: at_ms,
             movement: format!(r#"{{"sku":"{sku}","source":"{source}","type":"{kind}"}}"#)
                 .into_bytes(),
+            movement_hash: None,
         }
     }
 

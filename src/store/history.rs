@@ -254,6 +254,7 @@ mod tests {
             key_expires_at_ms: 1,
             recorded_at_ms: 1_000 + seq as i64,
             movement: serde_json::to_vec(&movement).unwrap(),
+            movement_hash: None,
         }
     }
 

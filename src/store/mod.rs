@@ -60,6 +60,11 @@ pub struct EventRecord {
     /// the SKU and key, which are the fields above), or JSON text written by an earlier
     /// layout; read it with [`EventRecord::movement`].
     pub movement: Vec<u8>,
+    /// The hash of the movement as submitted (`ledger::keys::movement_hash`), kept with the
+    /// key so a later movement with the same key and another content is told apart from a
+    /// redelivery; `None` when not known (events of earlier builds, tools). Not read back
+    /// by [`Store::load_sku`] or [`Store::events`] (always `None` there).
+    pub movement_hash: Option<u64>,
 }
 
 /// A snapshot of one SKU's derived state.
@@ -510,6 +515,21 @@ pub trait Store: Send + Sync + 'static {
     /// default reads its first event with [`Store::events`].
     async fn sku_exists(&self, sku: &str) -> Result<bool, StoreError> {
         Ok(!self.events(sku, 1, 1).await?.is_empty())
+    }
+
+    /// Like [`Store::find_idempotency_key`], also answering the movement hash stored with
+    /// the key (`None` for a key recorded without one: it never conflicts). The default
+    /// knows no hashes.
+    async fn find_idempotency_key_hash(
+        &self,
+        sku: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<(u64, Option<u64>)>, StoreError> {
+        Ok(self
+            .find_idempotency_key(sku, key, now_ms)
+            .await?
+            .map(|seq| (seq, None)))
     }
     /// Called once on a clean stop, after the last commit: leaves the store compact on disk
     /// (the embedded backend checkpoints and truncates its WAL). Default: nothing to do.

@@ -22,7 +22,7 @@
 //! (`applied`, `duplicate`, `rejected`) and one per refused request (`invalid`,
 //! `unavailable`).
 
-use super::{FieldError, WebError, WebState, body_error};
+use super::{FieldError, Problem, WebError, WebState, body_error};
 use crate::domain::{FastMovementReader, Movement};
 use crate::ledger::{Ack, LedgerError};
 use crate::telemetry::INGEST_REST_MOVEMENTS_TOTAL;
@@ -158,6 +158,7 @@ async fn accept(
     check_content_type(headers)?;
     let body = body.map_err(body_error)?;
     let movements = parse_movements_limited(&body, state.config.http.max_movements_per_request)?;
+    check_locations(state, &body, &movements)?;
     let count = movements.len();
     // Submit the whole batch (in array order), keeping only what the answer names; the
     // acknowledgements are then awaited together.
@@ -172,6 +173,8 @@ async fn accept(
     let acks = futures::future::join_all(pending).await;
     let mut results = Vec::with_capacity(count);
     let mut failures = Vec::new();
+    let mut conflicts = Vec::new();
+    let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let mut counts = [0_u64; MovementOutcome::LABELS.len()];
     for (index, ((sku, idempotency_key), ack)) in named.into_iter().zip(acks).enumerate() {
         let outcome = match ack {
@@ -182,10 +185,27 @@ async fn accept(
             },
             Ok(Ack::Parked { seq }) => MovementOutcome::Parked { seq },
             Ok(Ack::Ignored { seq }) => MovementOutcome::Ignored { seq },
+            Err(LedgerError::Rejected(
+                error @ crate::domain::ApplyError::IdempotencyConflict { .. },
+            )) => {
+                let pointer = if batch {
+                    format!("#/{index}/idempotency_key")
+                } else {
+                    "#/idempotency_key".to_owned()
+                };
+                conflicts.push(FieldError::new(pointer, error.to_string()));
+                MovementOutcome::Rejected {
+                    reason: error.to_string(),
+                }
+            }
             Err(LedgerError::Rejected(error)) => MovementOutcome::Rejected {
                 reason: error.to_string(),
             },
-            Err(error @ (LedgerError::Store(_) | LedgerError::Unavailable(_))) => {
+            Err(
+                error @ (LedgerError::Store(_)
+                | LedgerError::Unavailable(_)
+                | LedgerError::Overloaded(_)),
+            ) => {
                 failures.push(format!("#{index}: {error}"));
                 continue;
             }
@@ -224,6 +244,9 @@ async fn accept(
         parked: counts[3],
         ignored: counts[4],
     };
+    if !conflicts.is_empty() {
+        return Ok(conflict_problem(count, conflicts).into_response());
+    }
     let status = if results.iter().any(|r| {
         matches!(
             r.outcome,
@@ -283,6 +306,49 @@ async fn original_times(state: &WebState, results: &mut [MovementResult]) {
             }
         }
         start = end;
+    }
+}
+
+/// 409 `idempotency-key-conflict`: a movement reused a key (of its SKU) that recorded a
+/// different movement. The other movements of the request were processed as usual; sending
+/// the request again answers them `duplicate` (or applies what was not durable yet).
+fn conflict_problem(count: usize, conflicts: Vec<FieldError>) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "idempotency-key-conflict",
+        "Idempotency key conflict",
+        format!(
+            "{} of {count} movement(s) reuse an idempotency key recorded for a different movement of the same sku; they were not applied. Keys are scoped per sku: give every business event (and every line of it) its own key. The other movements were processed; resend them to see their outcome",
+            conflicts.len()
+        ),
+    )
+    .with_errors(conflicts)
+}
+
+/// Refuses the whole request (422, nothing applied) when a movement names a location that
+/// is not configured, with a pointer to each such field (`#/1/location`, `#/route/0`).
+fn check_locations(state: &WebState, body: &[u8], movements: &[Movement]) -> Result<(), WebError> {
+    let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let errors: Vec<FieldError> = movements
+        .iter()
+        .enumerate()
+        .filter_map(|(index, movement)| {
+            let (field, location) = state.ledger.unknown_location(movement)?;
+            let pointer = if batch {
+                format!("#/{index}/{field}")
+            } else {
+                format!("#/{field}")
+            };
+            Some(FieldError::new(
+                pointer,
+                format!("location {location} is not configured"),
+            ))
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(WebError::InvalidMovements { errors })
     }
 }
 
@@ -632,6 +698,41 @@ mod fast_path_tests {
         assert_eq!(
             parse_movements(body.as_bytes()).unwrap().len(),
             MAX_BATCH_MOVEMENTS
+        );
+    }
+
+    #[test]
+    fn skus_with_spaces_slashes_and_accents_parse_and_a_huge_one_has_a_pointer() {
+        for sku in ["Tafel 120/80 eiken", "Größe-XL", "café crème"] {
+            let body = serde_json::json!({
+                "sku": sku, "idempotency_key": format!("wms:{sku}:1"),
+                "type": "receipt", "location": "WH-1", "quantity": 1,
+            })
+            .to_string();
+            let movements = parse_movements(body.as_bytes()).unwrap();
+            assert_eq!(movements[0].sku.as_str(), sku);
+        }
+        let body = serde_json::json!([
+            {"sku": "A", "idempotency_key": "k1", "type": "receipt", "location": "WH-1",
+             "quantity": 1},
+            {"sku": "X".repeat(1 << 20), "idempotency_key": "k2", "type": "receipt",
+             "location": "WH-1", "quantity": 1},
+            {"sku": "A", "idempotency_key": "k3", "type": "adjustment", "location": "WH-1",
+             "delta": i64::MIN},
+        ])
+        .to_string();
+        let problems = problems(&body);
+        assert!(
+            problems
+                .iter()
+                .any(|(pointer, detail)| pointer == "#/1/sku" && detail.contains("bytes long")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|(pointer, detail)| pointer == "#/2/delta" && detail.contains("allowed")),
+            "{problems:?}"
         );
     }
 }

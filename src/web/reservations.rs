@@ -212,6 +212,17 @@ fn ledger_problem(error: LedgerError) -> Response {
         LedgerError::Rejected(ApplyError::Invalid(message)) => {
             invalid(vec![FieldError::new("#", message)]).into_response()
         }
+        LedgerError::Rejected(ApplyError::UnknownLocation { field, location }) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown-location",
+            "Unknown location",
+            format!("location {location} is not configured; nothing was reserved"),
+        )
+        .with_errors(vec![FieldError::new(
+            format!("#/{field}"),
+            format!("location {location} is not configured"),
+        )])
+        .into_response(),
         LedgerError::Rejected(error) => Problem::new(
             StatusCode::CONFLICT,
             "reservation-not-open",
@@ -219,7 +230,9 @@ fn ledger_problem(error: LedgerError) -> Response {
             error.to_string(),
         )
         .into_response(),
-        error @ (LedgerError::Store(_) | LedgerError::Unavailable(_)) => WebError::Unavailable {
+        error @ (LedgerError::Store(_)
+        | LedgerError::Unavailable(_)
+        | LedgerError::Overloaded(_)) => WebError::Unavailable {
             message: error.to_string(),
         }
         .into_response(),

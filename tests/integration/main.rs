@@ -28,6 +28,7 @@ mod http_limits;
 mod kafka_ingest;
 mod kits_refunds;
 mod layout;
+mod limits;
 mod loadgen;
 mod multichannel;
 mod order_lifecycle;

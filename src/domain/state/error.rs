@@ -92,6 +92,44 @@ pub enum ApplyError {
         /// The transfer id.
         transfer: String,
     },
+    /// Applying the movement would take a stock figure of the SKU (on-hand, reserved or in
+    /// transit at a location, in either direction) beyond
+    /// [`MAX_STOCK_LEVEL`](super::MAX_STOCK_LEVEL). Nothing changed.
+    #[error(
+        "applying this movement would take {figure} at {location} to {value}, beyond the {limit} units a stock figure may hold"
+    )]
+    Overflow {
+        /// Which figure: `on_hand`, `reserved` or `in_transit`.
+        figure: &'static str,
+        /// The location.
+        location: LocationId,
+        /// The figure the movement would have produced.
+        value: i64,
+        /// The limit ([`MAX_STOCK_LEVEL`](super::MAX_STOCK_LEVEL)).
+        limit: i64,
+    },
+    /// The movement names a location that is not configured (`[[locations]]`); nothing is
+    /// created for it.
+    #[error("{field}: location {location} is not configured")]
+    UnknownLocation {
+        /// The JSON field naming it (`location`, `route/1`, `from`, `to`, `quarantine`).
+        field: String,
+        /// The location named.
+        location: LocationId,
+    },
+    /// The idempotency key was recorded before for this SKU with a different movement
+    /// (another quantity, location, type…): the key is reused by mistake, and the new
+    /// movement is refused rather than answered `duplicate`. Raised by the ledger (which
+    /// keeps a hash of each movement with its key), never by the state machine.
+    #[error(
+        "idempotency key {key} was already used for a different movement of this sku (event {seq})"
+    )]
+    IdempotencyConflict {
+        /// The reused key.
+        key: String,
+        /// The event that recorded the key first.
+        seq: u64,
+    },
     /// The movement itself is malformed (see [`Movement::validate`]).
     #[error("invalid movement: {0}")]
     Invalid(String),

@@ -40,6 +40,15 @@ use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 use std::collections::{BTreeSet, VecDeque};
 
+/// The largest magnitude any stock figure of a SKU (on-hand, reserved or in transit, per
+/// location) may reach: 10^15 units. A movement that would carry a figure past
+/// it is refused with [`ApplyError::Overflow`]. Chosen a million times above
+/// [`MAX_QUANTITY`](super::movement::MAX_QUANTITY), so only a runaway producer reaches it,
+/// and about nine thousand times below `i64::MAX`, so sums over locations, lines and the
+/// parked movements of one event never overflow the arithmetic (recorded movements are
+/// replayed with quantities up to this figure, see [`Movement::validate_recorded`]).
+pub const MAX_STOCK_LEVEL: i64 = 1_000_000_000_000_000;
+
 /// The newest levels of one SKU after a durable change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AvailabilityChange {
@@ -228,8 +237,58 @@ impl SkuState {
         outcome
     }
 
-    /// The transition itself: [`SkuState::apply_with`] without the checks.
+    /// [`SkuState::transition`] kept within [`MAX_STOCK_LEVEL`]: when a figure is within
+    /// half the limit before (always, in practice), no single event can carry any figure
+    /// past the limit, let alone out of `i64` (every quantity is at most
+    /// [`MAX_QUANTITY`](super::movement::MAX_QUANTITY) and one event applies at most
+    /// [`MAX_PARKED_PER_SKU`] + 1 movements), so the transition runs as is. Otherwise the
+    /// state is copied first and restored, with [`ApplyError::Overflow`], when a figure
+    /// ends beyond the limit; decreases of a figure near the limit still apply.
     fn transition(
+        &mut self,
+        movement: &Movement,
+        seq: u64,
+        context: &ApplyContext<'_>,
+    ) -> Result<Applied, ApplyError> {
+        if self.largest_figure().map_or(0, |(_, _, value)| value) <= MAX_STOCK_LEVEL / 2 {
+            return self.transition_unguarded(movement, seq, context);
+        }
+        let before = self.clone();
+        let applied = self.transition_unguarded(movement, seq, context)?;
+        match self.largest_figure() {
+            Some((figure, location, value)) if value > MAX_STOCK_LEVEL => {
+                let location = location.clone();
+                *self = before;
+                Err(ApplyError::Overflow {
+                    figure,
+                    location,
+                    value,
+                    limit: MAX_STOCK_LEVEL,
+                })
+            }
+            _ => Ok(applied),
+        }
+    }
+
+    /// The figure of largest magnitude over every location: (which, where, magnitude).
+    fn largest_figure(&self) -> Option<(&'static str, &LocationId, i64)> {
+        let mut largest: Option<(&'static str, &LocationId, i64)> = None;
+        let mut consider = |figure, location, value: i64| {
+            let value = value.saturating_abs();
+            if largest.is_none_or(|(_, _, top)| value > top) {
+                largest = Some((figure, location, value));
+            }
+        };
+        for (location, stock) in self.locations.iter() {
+            consider("on_hand", location, stock.on_hand);
+            consider("reserved", location, stock.reserved);
+            consider("in_transit", location, stock.in_transit);
+        }
+        largest
+    }
+
+    /// The transition itself: [`SkuState::apply_with`] without the checks.
+    fn transition_unguarded(
         &mut self,
         movement: &Movement,
         seq: u64,
@@ -242,9 +301,12 @@ impl SkuState {
                 got: movement.sku.clone(),
             });
         }
-        movement
-            .validate()
-            .map_err(|problems| ApplyError::Invalid(problems.join("; ")))?;
+        let valid = if context.replay {
+            movement.validate_recorded()
+        } else {
+            movement.validate()
+        };
+        valid.map_err(|problems| ApplyError::Invalid(problems.join("; ")))?;
         let at_ms = movement.occurred_at_ms.unwrap_or(context.now_ms);
         // A movement that happened before a count by the same source, arriving after it,
         // is already inside the counted figure: its on-hand change is undone there.

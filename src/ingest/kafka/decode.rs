@@ -368,4 +368,29 @@ mod tests {
             DecodeError::Invalid(vec!["quantity must be at least 1".into()])
         );
     }
+
+    #[test]
+    fn skus_with_spaces_slashes_and_accents_decode_and_a_huge_one_is_refused() {
+        for sku in ["Tafel 120/80 eiken", "Größe-XL", "café crème"] {
+            let value = serde_json::json!({
+                "sku": sku, "idempotency_key": format!("wms:{sku}:1"),
+                "type": "receipt", "location": "WH-1", "quantity": 1,
+            })
+            .to_string();
+            assert_eq!(decode(sku, &value).unwrap().sku.as_str(), sku);
+        }
+        let huge = "X".repeat(1 << 20);
+        let value = serde_json::json!({
+            "sku": huge, "idempotency_key": "k", "type": "receipt", "location": "WH-1",
+            "quantity": 1,
+        })
+        .to_string();
+        let error = decode(&huge, &value).unwrap_err();
+        assert!(
+            matches!(&error, DecodeError::Invalid(problems)
+                if problems.iter().any(|p| p.starts_with("sku is 1048576 bytes long"))),
+            "{error:?}"
+        );
+        assert_eq!(error.reason(), "invalid_field");
+    }
 }

@@ -580,9 +580,11 @@ impl BatchContext {
             let retryable: Vec<&LedgerError> = acks
                 .iter()
                 .filter_map(|ack| match ack {
-                    Err(error @ (LedgerError::Store(_) | LedgerError::Unavailable(_))) => {
-                        Some(error)
-                    }
+                    Err(
+                        error @ (LedgerError::Store(_)
+                        | LedgerError::Unavailable(_)
+                        | LedgerError::Overloaded(_)),
+                    ) => Some(error),
                     _ => None,
                 })
                 .collect();
