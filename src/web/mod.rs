@@ -40,9 +40,13 @@
 //!   `parked`, `ignored`).
 //! - `GET /api/v1/dead-letters?sku=&limit=`: parked movements that expired (see
 //!   [`dead_letters`]).
+//! Every route but `/healthz`, `/readyz`, `/metrics` and the webhooks needs a token with
+//! the route's scope once `[http.auth]` has tokens (see [`auth`]).
+//!
 //! - `GET /` (`/dashboard`), `GET /api/v1/skus`, `GET /api/v1/stock/{sku}/events`,
 //!   `GET /api/v1/events` (server-sent events): the dashboard (see [`dashboard`]).
 
+pub mod auth;
 pub mod dashboard;
 pub mod dead_letters;
 pub mod health;
@@ -225,9 +229,12 @@ impl WebState {
 
 /// Builds the HTTP API over `state`: the routes listed in the module docs, a request body
 /// limit of `config.http.body_limit_bytes` (413 problem beyond it), a 404 problem for
-/// unknown routes and a 405 problem for a wrong method, and request tracing.
+/// unknown routes and a 405 problem for a wrong method, request tracing, the credentials
+/// and `Host` check of [`auth::guard`], and CORS when `http.cors_allowed_origins` is set.
 pub fn router(state: WebState) -> Router {
     let body_limit = state.config.http.body_limit_bytes;
+    let auth = Arc::new(auth::Auth::new(&state.config.http));
+    let cors = auth::cors(&state.config.http.cors_allowed_origins);
     let receivers = ReceiverState::new(
         state.ledger.clone(),
         state.config.clone(),
@@ -236,7 +243,7 @@ pub fn router(state: WebState) -> Router {
     let levels = state.channel_view.clone().map(|view| {
         Arc::new(ViewLevels(view)) as Arc<dyn crate::ingest::receiver::InventoryLevelObserver>
     });
-    Router::new()
+    let router = Router::new()
         .route("/api/v1/movements", post(movements::post_movements))
         .route(
             "/api/v1/config/rules",
@@ -271,8 +278,13 @@ pub fn router(state: WebState) -> Router {
             state.clone(),
             health::track_webhooks,
         ))
+        .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then finishes in-flight
