@@ -140,7 +140,7 @@ impl Auth {
             return true;
         };
         let name = host_name(host).to_ascii_lowercase();
-        allowed.iter().any(|candidate| *candidate == name)
+        allowed.contains(&name)
     }
 
     /// The token presented in `headers` (`Authorization: Bearer T`, or `Basic` with `T` as

@@ -40,11 +40,11 @@
 //!   `parked`, `ignored`).
 //! - `GET /api/v1/dead-letters?sku=&limit=`: parked movements that expired (see
 //!   [`dead_letters`]).
-//! Every route but `/healthz`, `/readyz`, `/metrics` and the webhooks needs a token with
-//! the route's scope once `[http.auth]` has tokens (see [`auth`]).
-//!
 //! - `GET /` (`/dashboard`), `GET /api/v1/skus`, `GET /api/v1/stock/{sku}/events`,
 //!   `GET /api/v1/events` (server-sent events): the dashboard (see [`dashboard`]).
+//!
+//! Every route but `/healthz`, `/readyz`, `/metrics` and the webhooks needs a token with
+//! the route's scope once `[http.auth]` has tokens (see [`auth`]).
 
 pub mod auth;
 pub mod dashboard;
