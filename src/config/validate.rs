@@ -181,7 +181,8 @@ fn validate_ledger(ledger: &super::LedgerConfig, problems: &mut Vec<String>) {
 /// unique names; a non-loopback address has tokens (or says `insecure_no_auth`); CORS
 /// origins are URLs.
 fn validate_http(http: &HttpConfig, problems: &mut Vec<String>) {
-    if http.listen.parse::<std::net::SocketAddr>().is_err() {
+    let parses = http.listen.parse::<std::net::SocketAddr>().is_ok();
+    if !parses {
         problems.push(format!("http.listen {:?} is not host:port", http.listen));
     }
     let auth = &http.auth;
@@ -211,7 +212,7 @@ fn validate_http(http: &HttpConfig, problems: &mut Vec<String>) {
     {
         problems.push("http.auth.metrics_token_hash must be 64 hex digits".to_owned());
     }
-    if auth.tokens.is_empty() && !auth.insecure_no_auth && !http.listens_on_loopback() {
+    if parses && auth.tokens.is_empty() && !auth.insecure_no_auth && !http.listens_on_loopback() {
         problems.push(format!(
             "http.listen {:?} is not a loopback address and [http.auth] has no tokens: \
              add one (stocksync token new NAME --scopes ingest,reserve,operate,read) \
