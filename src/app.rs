@@ -247,8 +247,22 @@ impl App {
     /// Starts everything the config describes on the current tokio runtime.
     ///
     /// Errors: the store cannot be opened, a channel adapter cannot be built (bad listings
-    /// file), the HTTP address cannot be bound, or the Kafka client cannot be created.
+    /// file), the HTTP address cannot be bound, the Kafka client cannot be created, or
+    /// `http.listen` is not a loopback address while `[http.auth]` has no token (and no
+    /// `insecure_no_auth = true`).
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let (level, notice) = web::auth::startup_notice(&config.http);
+        if level == tracing::Level::ERROR {
+            anyhow::bail!(
+                "{notice}: refusing to start; add [[http.auth.tokens]] \
+                 (stocksync token new NAME --scopes ingest,read) or set \
+                 http.auth.insecure_no_auth = true"
+            );
+        } else if level == tracing::Level::WARN {
+            tracing::warn!("{notice}");
+        } else {
+            tracing::info!("{notice}");
+        }
         let config = Arc::new(config);
         let store = crate::store::open(&config.store).context("opening the store")?;
         // The one wall clock every component reads (tests inject their own).

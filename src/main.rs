@@ -1,5 +1,5 @@
-//! The `stocksync` binary: `run`, `demo`, `sandbox`, `history`, `check-config`, `loadgen`,
-//! `bench`.
+//! The `stocksync` binary: `run`, `demo`, `sandbox`, `history`, `check-config`, `token`,
+//! `loadgen`, `bench`.
 
 // The binary sees every dependency of the library; the lint is checked on the library.
 #![allow(unused_crate_dependencies)]
@@ -21,8 +21,18 @@ use stocksync::config::Config;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Log as JSON lines instead of text.
-    #[arg(long, global = true)]
+    /// Log format on stderr: `text` (colours only on a terminal) or `json` (one object per
+    /// line).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "STOCKSYNC_LOG_FORMAT"
+    )]
+    log_format: stocksync::telemetry::LogFormat,
+    /// Same as `--log-format json` (kept for older scripts).
+    #[arg(long, global = true, hide = true)]
     log_json: bool,
     #[command(subcommand)]
     command: Command,
@@ -129,6 +139,11 @@ enum Command {
         #[command(subcommand)]
         target: loadgen_cli::LoadgenCommand,
     },
+    /// API tokens for `[http.auth]`.
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
     /// Benchmarks that ship with the binary (`bench memory`: bytes per live SKU).
     Bench {
         #[command(subcommand)]
@@ -136,10 +151,61 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a new random token: prints it once, with the `[[http.auth.tokens]]` entry (its
+    /// SHA-256, never the token) to paste into the config.
+    New {
+        /// Who holds the token (recorded as the actor of what it changes).
+        name: String,
+        /// What it may do: ingest, reserve, operate, read, metrics (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+    },
+}
+
+/// `stocksync token new`: the token and the config entry, or an error naming a bad scope.
+fn new_token(name: &str, scopes: &[String]) -> anyhow::Result<String> {
+    use stocksync::config::Scope;
+    anyhow::ensure!(
+        !name.trim().is_empty() && name.len() <= 64,
+        "the token name must be 1 to 64 characters"
+    );
+    let mut parsed = Vec::new();
+    for scope in scopes {
+        let scope = scope.trim();
+        let Some(known) = Scope::parse(scope) else {
+            let names: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+            anyhow::bail!("unknown scope {scope:?}; use {}", names.join(", "));
+        };
+        if !parsed.contains(&known) {
+            parsed.push(known);
+        }
+    }
+    let token = stocksync::web::auth::new_token();
+    let scopes: Vec<String> = parsed
+        .iter()
+        .map(|scope| format!("\"{}\"", scope.as_str()))
+        .collect();
+    Ok(format!(
+        "token (shown once; give it to {name} and keep it secret):\n{token}\n\n\
+         add to the config, under [http]:\n\n\
+         [[http.auth.tokens]]\nname = {}\nscopes = [{}]\nhash = \"{}\"\n",
+        toml::Value::String(name.to_owned()),
+        scopes.join(", "),
+        stocksync::web::auth::hash_token(&token)
+    ))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    stocksync::telemetry::init_logging(cli.log_json);
+    let log_format = if cli.log_json {
+        stocksync::telemetry::LogFormat::Json
+    } else {
+        cli.log_format
+    };
+    stocksync::telemetry::init_logging(log_format);
     match cli.command {
         Command::Run { config } => {
             let config = Config::load(&config)?;
@@ -235,6 +301,9 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(2);
             }
         },
+        Command::Token {
+            action: TokenCommand::New { name, scopes },
+        } => print!("{}", new_token(&name, &scopes)?),
         Command::Loadgen { target } => loadgen_cli::loadgen(target).await?,
         Command::Bench { what } => loadgen_cli::bench(what).await?,
     }

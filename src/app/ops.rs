@@ -163,7 +163,7 @@ pub(super) fn channel_report(
 /// Keys whose values never reach the audit log.
 fn is_secret(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["secret", "token", "password", "key"]
+    ["secret", "token", "password", "key", "hash"]
         .iter()
         .any(|word| key.contains(word))
 }

@@ -191,12 +191,57 @@ fn validate_ledger(ledger: &super::LedgerConfig, problems: &mut Vec<String>) {
     }
 }
 
-/// `[http]`: the listen address is `host:port` and every limit is in range.
+/// `[http]`: the listen address is `host:port`; every limit is in range; `[http.auth]`
+/// tokens are well formed with unique names; a non-loopback address has tokens (or says
+/// `insecure_no_auth`); CORS origins are URLs.
 fn validate_http(http: &HttpConfig, problems: &mut Vec<String>) {
-    if http.listen.parse::<std::net::SocketAddr>().is_err() {
+    let parses = http.listen.parse::<std::net::SocketAddr>().is_ok();
+    if !parses {
         problems.push(format!("http.listen {:?} is not host:port", http.listen));
     }
     http.limit_problems(problems);
+    let auth = &http.auth;
+    if auth.tokens.len() > super::MAX_TOKENS {
+        problems.push(format!(
+            "http.auth has {} tokens, more than {}",
+            auth.tokens.len(),
+            super::MAX_TOKENS
+        ));
+    }
+    let mut names = HashSet::new();
+    for token in &auth.tokens {
+        if token.name.trim().is_empty() || token.name.len() > 64 {
+            problems.push("http.auth token names must be 1 to 64 characters".to_owned());
+        } else if !names.insert(token.name.as_str()) {
+            problems.push(format!("http.auth token {:?} is defined twice", token.name));
+        }
+        if token.scopes.is_empty() {
+            problems.push(format!("http.auth token {:?} has no scopes", token.name));
+        }
+        if let Err(problem) = token.digest() {
+            problems.push(problem);
+        }
+    }
+    if let Some(hash) = &auth.metrics_token_hash
+        && super::http_hash(hash.trim()).is_none()
+    {
+        problems.push("http.auth.metrics_token_hash must be 64 hex digits".to_owned());
+    }
+    if parses && auth.tokens.is_empty() && !auth.insecure_no_auth && !http.listens_on_loopback() {
+        problems.push(format!(
+            "http.listen {:?} is not a loopback address and [http.auth] has no tokens: \
+             add one (stocksync token new NAME --scopes ingest,reserve,operate,read) \
+             or set http.auth.insecure_no_auth = true",
+            http.listen
+        ));
+    }
+    for origin in &http.cors_allowed_origins {
+        if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+            problems.push(format!(
+                "http.cors_allowed_origins: {origin:?} must start with http:// or https://"
+            ));
+        }
+    }
 }
 
 /// `[kafka]`: brokers are named, batches are positive, and dead letters go elsewhere.

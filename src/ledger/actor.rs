@@ -940,7 +940,7 @@ fn resolve_count(
             );
         }
         if on_hand.is_none() {
-            tracing::info!(
+            tracing::debug!(
                 sku = %movement.sku,
                 source = %movement.source,
                 location = %location,
@@ -1017,10 +1017,10 @@ fn note_line_outcome(sku: &Sku, movement: &Movement, applied: &crate::domain::Ap
     };
     if let Some(reason) = &applied.parked {
         metrics::counter!(LEDGER_PARKED_TOTAL, "kind" => movement.kind.name()).increment(1);
-        tracing::info!(sku = %sku, key = %movement.idempotency_key, reason = %reason, "movement parked until its line gets there");
+        tracing::debug!(sku = %sku, key = %movement.idempotency_key, reason = %reason, "movement parked until its line gets there");
     }
     if let Some(reason) = &applied.ignored {
-        tracing::info!(sku = %sku, key = %movement.idempotency_key, reason = %reason, "movement recorded as ignored");
+        tracing::debug!(sku = %sku, key = %movement.idempotency_key, reason = %reason, "movement recorded as ignored");
     }
     if applied.discrepancy > 0 {
         metrics::counter!(LEDGER_DISCREPANCY_UNITS_TOTAL).increment(applied.discrepancy);

@@ -240,7 +240,7 @@ pub(crate) async fn count_expired(
         }
     }
     if expired > 0 {
-        tracing::info!(sku = %sku, expired, "released expired holds");
+        tracing::debug!(sku = %sku, expired, "released expired holds");
         metrics::counter!(crate::telemetry::LEDGER_RESERVATIONS_EXPIRED_TOTAL).increment(expired);
     }
 }

@@ -575,17 +575,17 @@ impl ChannelState {
                     let expected = self.believed.get(&sku).copied();
                     match (expected, current) {
                         (Some(expected), Some(current)) if current < expected => {
-                            tracing::info!(channel = %channel, sku = %sku, expected, channel_value = current, ours = pending.atp, "channel lowered the value itself");
+                            tracing::debug!(channel = %channel, sku = %sku, expected, channel_value = current, ours = pending.atp, "channel lowered the value itself");
                             self.lowered(&sku, &mut pending, expected, current);
                             pending.not_before = None;
                         }
                         (Some(expected), Some(current)) if current > expected => {
                             self.raised(&sku, expected, current);
-                            tracing::info!(channel = %channel, sku = %sku, channel_value = current, ours = pending.atp, "channel raised the value itself; holding the listing for the grace period");
+                            tracing::debug!(channel = %channel, sku = %sku, channel_value = current, ours = pending.atp, "channel raised the value itself; holding the listing for the grace period");
                             pending.not_before = Some(now + shared.cas_grace);
                         }
                         _ => {
-                            tracing::info!(channel = %channel, sku = %sku, channel_value = ?current, ours = pending.atp, "channel changed the value itself; holding the listing for the grace period");
+                            tracing::debug!(channel = %channel, sku = %sku, channel_value = ?current, ours = pending.atp, "channel changed the value itself; holding the listing for the grace period");
                             pending.not_before = Some(now + shared.cas_grace);
                         }
                     }
@@ -715,7 +715,7 @@ impl ChannelState {
             if !raises {
                 tracing::debug!(channel = %shared.id, sku = %sku, unexplained = view.unexplained, "our ATP is below the channel's value: pushed now, later increases wait");
             }
-            tracing::info!(channel = %shared.id, sku = %sku, unexplained = view.unexplained, channel_value = current, ours = pending.atp, "listing held: increases over the channel's own lowered value wait for the ledger");
+            tracing::debug!(channel = %shared.id, sku = %sku, unexplained = view.unexplained, channel_value = current, ours = pending.atp, "listing held: increases over the channel's own lowered value wait for the ledger");
             metrics::counter!(PROPAGATION_CAS_HOLDS_TOTAL, "channel" => shared.id.clone(), "outcome" => "held").increment(1);
             if let Some(listener) = &shared.listener {
                 listener.channel_lowered(&shared.id, sku);
@@ -747,7 +747,7 @@ impl ChannelState {
         };
         if ended {
             shared.record_held(held);
-            tracing::info!(channel = %shared.id, sku = %sku, channel_value = current, "the channel put the units back itself; hold ended");
+            tracing::debug!(channel = %shared.id, sku = %sku, channel_value = current, "the channel put the units back itself; hold ended");
             metrics::counter!(PROPAGATION_CAS_HOLDS_TOTAL, "channel" => shared.id.clone(), "outcome" => "explained").increment(1);
         }
     }
@@ -779,7 +779,7 @@ impl ChannelState {
         };
         if ended {
             shared.record_held(held);
-            tracing::info!(channel = %shared.id, sku = %sku, atp = pending.atp, "the ledger explained the channel's own decrease; hold ended");
+            tracing::debug!(channel = %shared.id, sku = %sku, atp = pending.atp, "the ledger explained the channel's own decrease; hold ended");
             metrics::counter!(PROPAGATION_CAS_HOLDS_TOTAL, "channel" => shared.id.clone(), "outcome" => "explained").increment(1);
         }
     }

@@ -663,9 +663,16 @@ impl Inner {
         metrics::counter!(telemetry::RECONCILE_DISCREPANCIES_TOTAL,
             "channel" => discrepancy.channel.clone(), "class" => class.label())
         .increment(1);
-        tracing::info!(channel = %discrepancy.channel, sku = %discrepancy.sku, class = class.label(),
-            channel_value = ?discrepancy.channel_value, ledger_atp = ?discrepancy.ledger_atp,
-            heal = discrepancy.heal_requested, "discrepancy");
+        // A change still in flight is expected chatter; anything else an operator may act on.
+        if class == DiscrepancyClass::InFlight {
+            tracing::debug!(channel = %discrepancy.channel, sku = %discrepancy.sku, class = class.label(),
+                channel_value = ?discrepancy.channel_value, ledger_atp = ?discrepancy.ledger_atp,
+                heal = discrepancy.heal_requested, "discrepancy");
+        } else {
+            tracing::info!(channel = %discrepancy.channel, sku = %discrepancy.sku, class = class.label(),
+                channel_value = ?discrepancy.channel_value, ledger_atp = ?discrepancy.ledger_atp,
+                heal = discrepancy.heal_requested, "discrepancy");
+        }
         if class != DiscrepancyClass::InFlight {
             let severity = match class {
                 DiscrepancyClass::LostUpdate | DiscrepancyClass::LostOrder => Severity::Critical,

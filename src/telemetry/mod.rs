@@ -165,23 +165,54 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-/// Sets up `tracing` logs: `RUST_LOG` filter (default `info`), plain text or JSON.
-pub fn init_logging(json: bool) {
+/// How logs are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event; ANSI colours only when stderr is a terminal (and
+    /// `NO_COLOR` is unset).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`, spans), never
+    /// coloured.
+    Json,
+}
+
+/// Whether text logs get ANSI colours: only on a terminal, and not when `NO_COLOR` is set
+/// (<https://no-color.org>).
+pub fn log_colours(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
+/// Sets up `tracing` logs on stderr: `RUST_LOG` filter (default `info`), in `format`.
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let _ = match format {
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(log_colours(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR"),
+            ))
+            .try_init(),
     };
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(log_colours(true, None));
+        assert!(!log_colours(false, None));
+        assert!(!log_colours(true, Some("1".into())));
+        assert!(log_colours(true, Some("".into())));
+    }
 
     #[test]
     fn dead_letter_broadcasts_are_separate_per_handle() {

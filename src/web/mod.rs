@@ -48,7 +48,11 @@
 //!   [`dead_letters`]).
 //! - `GET /` (`/dashboard`), `GET /api/v1/skus`, `GET /api/v1/stock/{sku}/events`,
 //!   `GET /api/v1/events` (server-sent events): the dashboard (see [`dashboard`]).
+//!
+//! Every route but `/healthz`, `/readyz`, `/metrics` and the webhooks needs a token with
+//! the route's scope once `[http.auth]` has tokens (see [`auth`]).
 
+pub mod auth;
 pub mod dashboard;
 pub mod dead_letters;
 pub mod health;
@@ -239,6 +243,8 @@ impl WebState {
 /// problem for a wrong method, and request tracing.
 pub fn router(state: WebState) -> Router {
     let body_limit = state.config.http.body_limit_bytes;
+    let auth = Arc::new(auth::Auth::new(&state.config.http));
+    let cors = auth::cors(&state.config.http.cors_allowed_origins);
     let receivers = ReceiverState::new(
         state.ledger.clone(),
         state.config.clone(),
@@ -273,7 +279,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/dead-letters", get(dead_letters::get_dead_letters))
         .merge(crate::ingest::receivers(receivers, levels))
         .merge(dashboard::routes());
-    limits::request_limits(api, &state.config.http)
+    let router = limits::request_limits(api, &state.config.http)
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(get_health))
         .route("/readyz", get(health::get_ready))
@@ -286,8 +292,13 @@ pub fn router(state: WebState) -> Router {
             state.clone(),
             health::track_webhooks,
         ))
+        .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
 /// Serves `router` on `listener` with the default `[http]` limits until `shutdown`

@@ -7,7 +7,7 @@
 //! their rule), validates the whole resulting config and reports every problem at once
 //! (422 problem, nothing changed). On success the new rules take effect at once for the
 //! ledger, propagation and this API, the change is recorded in the config audit log with
-//! the caller (`X-Actor` header, default `api`), and every known SKU's ATP is recomputed and
+//! the caller (the name of the token that made it, `local` without tokens; never a header), and every known SKU's ATP is recomputed and
 //! propagated in the background.
 //!
 //! May depend on: config, domain, ledger, store.
@@ -20,7 +20,7 @@ use crate::ledger::Ledger;
 use crate::store::{ConfigAuditRecord, Store};
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -126,6 +126,10 @@ impl RulesDocument {
 /// [`RulesCell`].
 pub struct RuntimeRules {
     config: Mutex<Config>,
+    /// Held by [`RuntimeRules::change`] from reading the rules in force to putting the new
+    /// ones in force (across the audit write), so two concurrent changes apply one after
+    /// the other and neither is lost.
+    changing: tokio::sync::Mutex<()>,
     cell: Arc<RulesCell>,
     ledger: Ledger,
     sink: Arc<dyn AvailabilitySink>,
@@ -144,6 +148,7 @@ impl RuntimeRules {
     ) -> Self {
         Self {
             config: Mutex::new(config),
+            changing: tokio::sync::Mutex::new(()),
             cell,
             ledger,
             sink,
@@ -167,12 +172,15 @@ impl RuntimeRules {
     }
 
     /// Applies `document`; on success the rules are in force and recorded, and every known
-    /// SKU is re-published in the background. Errors: every problem found (nothing changed).
+    /// SKU is re-published in the background. Concurrent changes are serialised: each is
+    /// applied to the rules the previous one left. Errors: every problem found (nothing
+    /// changed).
     pub async fn change(
         &self,
         document: RulesDocument,
         actor: &str,
     ) -> Result<RulesDocument, Vec<String>> {
+        let _changing = self.changing.lock().await;
         let next = {
             let current = self.config.lock().unwrap_or_else(|p| p.into_inner());
             let next = document.apply_to(&current)?;
@@ -262,7 +270,7 @@ pub(super) async fn get_rules(State(state): State<WebState>) -> Response {
 /// `PUT /api/v1/config/rules`.
 pub(super) async fn put_rules(
     State(state): State<WebState>,
-    headers: HeaderMap,
+    caller: Option<axum::Extension<super::auth::Caller>>,
     Json(document): Json<RulesDocument>,
 ) -> Response {
     let Some(rules) = &state.rules else {
@@ -274,12 +282,11 @@ pub(super) async fn put_rules(
         )
         .into_response();
     };
-    let actor = headers
-        .get("x-actor")
-        .and_then(|value| value.to_str().ok())
-        .filter(|value| !value.trim().is_empty())
-        .unwrap_or("api");
-    match rules.change(document, actor).await {
+    let actor = caller.map_or_else(
+        || super::auth::LOCAL_ACTOR.to_owned(),
+        |axum::Extension(caller)| caller.name.to_string(),
+    );
+    match rules.change(document, &actor).await {
         Ok(applied) => Json(applied).into_response(),
         Err(problems) => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,

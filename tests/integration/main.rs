@@ -18,6 +18,7 @@ mod compliance;
 mod support;
 
 mod amazon_bridge;
+mod auth;
 mod bolcom_amazon;
 mod channel_compliance;
 mod crash_recovery;

@@ -189,7 +189,7 @@ impl WoocommerceAdapter {
                     continue;
                 }
                 self.batch_limit.fetch_min(smaller, Ordering::AcqRel);
-                tracing::info!(channel = %self.channel, limit = smaller, "batch over the shop's limit; splitting");
+                tracing::debug!(channel = %self.channel, limit = smaller, "batch over the shop's limit; splitting");
                 for piece in chunk.chunks(smaller).rev() {
                     pending.push_front(piece.to_vec());
                 }

@@ -101,7 +101,7 @@ async fn receive(
     let notification = match amazon::decode_notification(&body) {
         Ok(Decoded::OrderChange(notification)) => notification,
         Ok(Decoded::Other(kind)) => {
-            tracing::info!(channel = %channel.id, notification_type = %kind, "amazon notification ignored");
+            tracing::debug!(channel = %channel.id, notification_type = %kind, "amazon notification ignored");
             return Ok(receipt("ignored"));
         }
         Err(error) => {

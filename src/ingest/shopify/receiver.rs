@@ -159,7 +159,7 @@ async fn receive(
         tracing::debug!(channel = %channel.id, line = %skipped.line_id, reason = skipped.reason.as_str(), "line carries no stock");
     }
     if let Some(level) = &decoded.inventory_level {
-        tracing::info!(
+        tracing::debug!(
             channel = %channel.id,
             inventory_item_id = %level.inventory_item_id,
             location_id = %level.location_id,
@@ -176,7 +176,7 @@ async fn receive(
         }
     }
     if topic == WebhookTopic::Other {
-        tracing::info!(channel = %channel.id, topic = ?headers.topic, "webhook topic ignored");
+        tracing::debug!(channel = %channel.id, topic = ?headers.topic, "webhook topic ignored");
     }
     let pending: Vec<_> = decoded
         .movements

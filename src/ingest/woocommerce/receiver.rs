@@ -121,7 +121,7 @@ async fn receive(
         });
     }
     if !headers.carries_order() {
-        tracing::info!(channel = %channel.id, topic = ?headers.topic, "webhook topic ignored");
+        tracing::debug!(channel = %channel.id, topic = ?headers.topic, "webhook topic ignored");
         return Ok((StatusCode::OK, receipt("ignored", topic)));
     }
     let order =
