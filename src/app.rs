@@ -303,6 +303,7 @@ impl App {
                     KafkaIngestOptions {
                         decoder: None,
                         dead_letters: Some(dead_letters.clone()),
+                        ..KafkaIngestOptions::default()
                     },
                 )
                 .context("starting Kafka ingest")?,

@@ -79,6 +79,12 @@ pub const RECONCILE_ECHOES_TOTAL: &str = "stocksync_reconcile_echoes_total";
 pub const RECONCILE_RUNS_TOTAL: &str = "stocksync_reconcile_runs_total";
 /// Alerts raised; labels `kind`, `outcome` (`sent`, `failed`, `deduplicated`, `rate_limited`, `logged`).
 pub const ALERTS_TOTAL: &str = "stocksync_alerts_total";
+/// Actors restarted by their supervisor after a panic; label `actor` (`shard`, …).
+pub const ACTOR_RESTARTS_TOTAL: &str = "stocksync_actor_restarts_total";
+/// Group commits that failed and are being written again (the store is down meanwhile).
+pub const STORE_COMMIT_FAILURES_TOTAL: &str = "stocksync_store_commit_failures_total";
+/// 1 while ingest is paused because the store refuses writes, else 0.
+pub const LEDGER_WRITES_PAUSED: &str = "stocksync_ledger_writes_paused";
 
 /// A batch of Kafka messages sent to the dead-letter topic, for alerting.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -25,6 +25,7 @@ mod dashboard_browser;
 mod end_to_end;
 mod grafana;
 mod kafka_ingest;
+mod kafka_poison;
 mod kits_refunds;
 mod layout;
 mod loadgen;
