@@ -760,6 +760,9 @@ impl BatchContext {
     }
 }
 
+/// Every movement's last answer, with the index of its record in the batch.
+type Answers = Vec<(usize, Result<Ack, LedgerError>)>;
+
 /// Awaits the answers of a batch's movements (`first`: each with its record index). The
 /// records with a `Store`/`Unavailable` answer are handed to `resubmit` after a backoff
 /// (doubling from `policy.initial_backoff_ms` to `policy.max_backoff_ms`, tokio time),
@@ -776,13 +779,13 @@ async fn settle_acks<A, R, H>(
     policy: RetryPolicy,
     healthy: H,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<Vec<(usize, Result<Ack, LedgerError>)>, Stopped>
+) -> Result<Answers, Stopped>
 where
     A: Future<Output = Result<Ack, LedgerError>>,
     R: FnMut(&[usize]) -> Vec<(usize, A)>,
     H: Fn() -> bool,
 {
-    let mut answers: Vec<(usize, Result<Ack, LedgerError>)> = Vec::with_capacity(first.len());
+    let mut answers: Answers = Vec::with_capacity(first.len());
     let mut attempts: HashMap<usize, u32> = HashMap::new();
     let mut pending = first;
     let mut backoff_ms = policy.initial_backoff_ms;
@@ -1316,9 +1319,7 @@ mod tests {
         futures::future::ready(Err(LedgerError::Unavailable("shard busy".to_owned())))
     }
 
-    fn settled(
-        result: Result<Vec<(usize, Result<Ack, LedgerError>)>, Stopped>,
-    ) -> Vec<(usize, Result<Ack, LedgerError>)> {
+    fn settled(result: Result<Answers, Stopped>) -> Answers {
         let mut answers = match result {
             Ok(answers) => answers,
             Err(Stopped) => panic!("stopped"),
