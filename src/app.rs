@@ -137,6 +137,53 @@ impl AtpObserver for KafkaAtpForwarder {
     }
 }
 
+/// SKUs read from the ledger per page when a channel's queue is rebuilt.
+const REBUILD_PAGE: usize = 500;
+
+/// Rebuilds a restarted channel actor's queue: every SKU the ledger knows is read in pages
+/// of [`REBUILD_PAGE`] and its availability published into that channel only, so every
+/// listing's ATP is re-derived (what the failed actor had taken out of its queue is back).
+struct LedgerQueueRebuilder {
+    ledger: Ledger,
+    propagation: Propagation,
+}
+
+impl crate::propagation::QueueRebuilder for LedgerQueueRebuilder {
+    fn rebuild(&self, channel: &str) {
+        let (ledger, propagation, channel) = (
+            self.ledger.clone(),
+            self.propagation.clone(),
+            channel.to_owned(),
+        );
+        tokio::spawn(async move {
+            let mut after: Option<String> = None;
+            let mut published = 0usize;
+            loop {
+                let skus = match ledger.list_skus(after.as_deref(), REBUILD_PAGE).await {
+                    Ok(skus) => skus,
+                    Err(error) => {
+                        tracing::warn!(channel = %channel, error = %error, "rebuilding the channel queue stopped");
+                        return;
+                    }
+                };
+                let Some(last) = skus.last().cloned() else {
+                    break;
+                };
+                let mut changes = Vec::with_capacity(skus.len());
+                for sku in skus {
+                    if let Ok(state) = ledger.state(&Sku::from(sku.as_str())).await {
+                        changes.push(state.availability());
+                    }
+                }
+                published += changes.len();
+                propagation.publish_to(&channel, &changes);
+                after = Some(last);
+            }
+            tracing::info!(channel = %channel, skus = published, "channel queue rebuilt from the ledger");
+        });
+    }
+}
+
 /// Bundles derive their levels from their components' newest levels, which propagation
 /// learns from published changes. After a start it has seen none yet, so every component
 /// is read once and published: each bundle's ATP is right from the first push.
@@ -214,9 +261,10 @@ impl App {
             .context("building the HTTP client")?;
         // Every platform client, on that one HTTP client: one per channel, one token cache
         // per credential, shared by the adapters and (through `platform_clients`) the pollers.
-        let platforms = Arc::new(crate::platforms::PlatformClients::build(
+        let platforms = Arc::new(crate::platforms::PlatformClients::build_with_limit(
             &config.channels,
             client.clone(),
+            config.http.platform_response_limit_bytes,
         ));
         // One cell of stock rules shared by the ledger, propagation and the config API.
         let rules = Arc::new(crate::domain::RulesCell::new(
@@ -258,6 +306,10 @@ impl App {
                 ..LedgerOptions::from_config(&config)
             },
         );
+        propagation.set_rebuilder(Arc::new(LedgerQueueRebuilder {
+            ledger: ledger.clone(),
+            propagation: propagation.clone(),
+        }));
         warm_bundles(&config, &ledger, &propagation).await;
         let listener = tokio::net::TcpListener::bind(&config.http.listen)
             .await
@@ -292,9 +344,14 @@ impl App {
             )));
         operations.start_monitor(&config, &propagation, state.clone(), dead_letters.clone());
         let (http_stop, stopped) = oneshot::channel::<()>();
-        let http_task = tokio::spawn(web::serve(listener, web::router(state), async move {
-            let _ = stopped.await;
-        }));
+        let http_task = tokio::spawn(web::serve_with(
+            listener,
+            web::router(state),
+            config.http.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         let kafka = match &config.kafka {
             Some(kafka) => Some(
                 KafkaIngest::start_with_options(

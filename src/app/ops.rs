@@ -26,11 +26,14 @@ struct LedgerAtpView {
 #[async_trait]
 impl LedgerAtp for LedgerAtpView {
     async fn atp(&self, channel: &str, sku: &str) -> Result<LedgerReading, String> {
+        // A listing the ledger never saw has no stock; reading it loads nothing.
+        let sku = Sku(sku.to_owned());
         let state = self
             .ledger
-            .state(&Sku(sku.to_owned()))
+            .known_state(&sku)
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| error.to_string())?
+            .unwrap_or_else(|| crate::domain::SkuState::new(sku));
         let breakdown = self
             .propagation
             .atp_for(channel, &state.levels())

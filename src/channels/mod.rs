@@ -14,7 +14,10 @@
 //!
 //! Invariants: [`ChannelAdapter::push`] returns exactly one [`ItemResult`] per input item, in
 //! input order; an adapter never sleeps to honour a rate limit (pacing belongs to
-//! propagation), it reports what the platform said.
+//! propagation), it reports what the platform said; and it never waits for asynchronous
+//! processing (an Amazon feed, a bol.com process status): it answers
+//! [`ItemOutcome::Submitted`] and propagation asks [`ChannelAdapter::check_submitted`] when
+//! due, so one slow submission never holds back another listing.
 //!
 //! May depend on: `config`, `platforms`, `telemetry`. Must NOT import `ledger`, `ingest` or
 //! `store`.
@@ -87,6 +90,16 @@ pub enum ItemOutcome {
     Retryable {
         /// Why.
         reason: String,
+    },
+    /// Handed to the platform, which processes it asynchronously (an Amazon feed, a bol.com
+    /// process status): the result is not known yet. Propagation keeps the item in flight
+    /// and asks [`ChannelAdapter::check_submitted`] with `token` once `check_after_ms` has
+    /// passed, pushing other listings meanwhile.
+    Submitted {
+        /// What identifies the submission to the adapter (feed id, process status id).
+        token: String,
+        /// How long to wait before the first (or next) check, in milliseconds.
+        check_after_ms: u64,
     },
 }
 
@@ -242,6 +255,81 @@ pub trait ChannelAdapter: Send + Sync + 'static {
 
     /// Sets absolute quantities; at most [`max_batch`](Self::max_batch) items.
     async fn push(&self, items: &[PushItem]) -> PushReport;
+
+    /// Asks the platform once about work a push left [`ItemOutcome::Submitted`] under
+    /// `token`; `items` are the items submitted under it, in the order they were pushed.
+    /// Returns one result per item: final outcomes, or `Submitted` again (still processing,
+    /// check again after its `check_after_ms`). Adapters that never submit keep the
+    /// default, which answers `Retryable` for every item.
+    async fn check_submitted(&self, token: &str, items: &[PushItem]) -> PushReport {
+        let reason = format!("channel has no submitted work {token}");
+        PushReport {
+            results: items
+                .iter()
+                .map(|item| ItemResult {
+                    sku: item.sku.clone(),
+                    outcome: ItemOutcome::Retryable {
+                        reason: reason.clone(),
+                    },
+                })
+                .collect(),
+            ..PushReport::default()
+        }
+    }
+
+    /// True when two updates of one listing in flight at once may be applied out of order
+    /// (bol.com, PLATFORMS.md §3.8): propagation then pushes a listing again only after its
+    /// submitted update has a result. False (the default) lets a newer value go out at once.
+    fn serialises_listings(&self) -> bool {
+        false
+    }
+
+    /// [`push`](Self::push), then [`check_submitted`](Self::check_submitted) after each
+    /// `check_after_ms` until every item has a final outcome: for callers without a
+    /// propagation actor (tests, tools). Propagation never calls it, so that one slow
+    /// submission never delays another listing.
+    async fn push_until_settled(&self, items: &[PushItem]) -> PushReport {
+        let mut report = self.push(items).await;
+        loop {
+            let mut waiting: Vec<(String, u64)> = Vec::new();
+            for result in &report.results {
+                if let ItemOutcome::Submitted {
+                    token,
+                    check_after_ms,
+                } = &result.outcome
+                    && !waiting.iter().any(|(known, _)| known == token)
+                {
+                    waiting.push((token.clone(), *check_after_ms));
+                }
+            }
+            let Some((token, check_after_ms)) = waiting.into_iter().next() else {
+                return report;
+            };
+            tokio::time::sleep(std::time::Duration::from_millis(check_after_ms)).await;
+            let submitted: Vec<PushItem> = items
+                .iter()
+                .zip(&report.results)
+                .filter(|(_, result)| {
+                    matches!(&result.outcome, ItemOutcome::Submitted { token: t, .. } if *t == token)
+                })
+                .map(|(item, _)| item.clone())
+                .collect();
+            let checked = self.check_submitted(&token, &submitted).await;
+            report.throttle.merge(checked.throttle.clone());
+            report.requests = report.requests.saturating_add(checked.requests);
+            if checked.error.is_some() {
+                report.error = checked.error;
+            }
+            let mut answers = checked.results.into_iter();
+            for result in &mut report.results {
+                if matches!(&result.outcome, ItemOutcome::Submitted { token: t, .. } if *t == token)
+                    && let Some(answer) = answers.next()
+                {
+                    result.outcome = answer.outcome;
+                }
+            }
+        }
+    }
 
     /// Reads the channel's current quantities for the SKUs (for conflicts and reconciliation).
     async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError>;

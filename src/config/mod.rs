@@ -31,7 +31,7 @@ mod validate;
 // The channel types and every platform's section (re-exported by `channels`, the registry),
 // so this file names no platform.
 pub use channels::*;
-pub use http::HttpConfig;
+pub use http::{HttpConfig, MAX_MOVEMENTS_PER_REQUEST};
 pub use interpolate::interpolate;
 pub use kafka::KafkaConfig;
 pub use operations::{AlertsConfig, AuditConfig, ReconcileConfig};

@@ -177,11 +177,12 @@ fn validate_ledger(ledger: &super::LedgerConfig, problems: &mut Vec<String>) {
     }
 }
 
-/// `[http]`: the listen address is `host:port`.
+/// `[http]`: the listen address is `host:port` and every limit is in range.
 fn validate_http(http: &HttpConfig, problems: &mut Vec<String>) {
     if http.listen.parse::<std::net::SocketAddr>().is_err() {
         problems.push(format!("http.listen {:?} is not host:port", http.listen));
     }
+    http.limit_problems(problems);
 }
 
 /// `[kafka]`: brokers are named, batches are positive, and dead letters go elsewhere.

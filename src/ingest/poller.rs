@@ -263,6 +263,8 @@ pub struct PollerStats {
     pub next_delay: Duration,
     /// The last failure's message, until a poll succeeds.
     pub last_error: Option<String>,
+    /// Polls that panicked; the poller was restarted from its cursor after a backoff.
+    pub restarts: u64,
 }
 
 /// A running poller task; stop it with [`PollerHandle::stop`].
@@ -357,14 +359,35 @@ pub fn spawn_woken<P: Poll>(
     let task = tokio::spawn(async move {
         let name = &options.name;
         tracing::info!(poller = %name, interval_ms = options.interval.as_millis() as u64, "poller started");
+        let mut panics_in_a_row = 0u32;
         loop {
+            // Supervision: a panic inside a poll abandons that poll (its durable part stays,
+            // its cursor does not move, as after a failed poll) and the poller starts
+            // again from its cursor after a backoff, instead of the task dying silently.
+            let polled =
+                futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(poller.poll()));
             let result = tokio::select! {
-                result = poller.poll() => result,
+                result = polled => result,
                 _ = stopped.changed() => break,
             };
             let delay = {
                 let mut stats = shared.lock().unwrap_or_else(|p| p.into_inner());
-                record(&options, &mut stats, result);
+                match result {
+                    Ok(result) => {
+                        panics_in_a_row = 0;
+                        record(&options, &mut stats, result);
+                    }
+                    Err(panic) => {
+                        panics_in_a_row = panics_in_a_row.saturating_add(1);
+                        stats.restarts += 1;
+                        stats.failures += 1;
+                        stats.next_delay = panic_backoff(&options, panics_in_a_row);
+                        let message = crate::telemetry::panic_message(panic.as_ref());
+                        tracing::error!(poller = %name, panic = %message, retry_in_ms = stats.next_delay.as_millis() as u64, "poller panicked; restarting it from its cursor");
+                        metrics::counter!(crate::telemetry::ACTOR_RESTARTS_TOTAL, "actor" => "poller").increment(1);
+                        stats.last_error = Some(format!("panicked: {message}"));
+                    }
+                }
                 stats.next_delay
             };
             let woken = async {
@@ -387,6 +410,18 @@ pub fn spawn_woken<P: Poll>(
         task,
         stats,
     }
+}
+
+/// The first pause after a panicking poll; it doubles with every panic in a row, up to
+/// the poller's `max_backoff`.
+pub const PANIC_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The pause before restarting a poller after its `panics`-th panic in a row.
+fn panic_backoff(options: &PollerOptions, panics: u32) -> Duration {
+    let factor = 1u32 << panics.saturating_sub(1).min(16);
+    PANIC_BACKOFF
+        .saturating_mul(factor)
+        .min(options.max_backoff.max(PANIC_BACKOFF))
 }
 
 /// Folds one poll's result into `stats`, logs it, and sets the pause before the next.
@@ -648,5 +683,64 @@ mod tests {
         handle.stop().await;
         assert_eq!(Instant::now(), before, "no timer had to fire");
         assert_eq!(started.lock().unwrap().len(), 1);
+    }
+
+    /// Panics on its first two polls (test-only fault injection), then succeeds.
+    struct PanicsTwice {
+        started: Arc<Mutex<Vec<Instant>>>,
+    }
+
+    impl Poll for PanicsTwice {
+        type Error = Failure;
+
+        async fn poll(&mut self) -> Result<PollStats, Failure> {
+            let count = {
+                let mut started = self.started.lock().unwrap();
+                started.push(Instant::now());
+                started.len()
+            };
+            if count <= 2 {
+                panic!("injected fault in poll {count}");
+            }
+            Ok(PollStats::default())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_poller_is_restarted_with_backoff_and_keeps_polling() {
+        let start = Instant::now();
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let options = PollerOptions {
+            name: "panicky".into(),
+            interval: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(300),
+        };
+        let handle = spawn(
+            options,
+            PanicsTwice {
+                started: started.clone(),
+            },
+        );
+        settle().await;
+        // Restarts after 1 s, then 2 s (doubling), then the normal interval.
+        for due in [1, 3, 13] {
+            let now = Instant::now() - start;
+            tokio::time::advance(Duration::from_secs(due) - now).await;
+            settle().await;
+        }
+        let offsets: Vec<Duration> = started
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|at| *at - start)
+            .collect();
+        assert_eq!(offsets, secs(&[0, 1, 3, 13]));
+        let stats = handle.stats();
+        assert_eq!((stats.restarts, stats.failures, stats.polls), (2, 2, 2));
+        assert_eq!(
+            stats.last_error, None,
+            "the poll after the restarts succeeded"
+        );
+        handle.stop().await;
     }
 }

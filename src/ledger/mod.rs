@@ -50,6 +50,7 @@ mod actor;
 mod bundles;
 mod committer;
 pub mod keys;
+mod reads;
 mod reaper;
 pub mod reservations;
 mod supervisor;

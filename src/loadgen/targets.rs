@@ -127,6 +127,7 @@ impl Target for LedgerTarget {
 pub fn app_config(dir: &Path, extra: &str) -> Result<crate::config::Config, LoadgenError> {
     let raw = format!(
         "[store]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\nbody_limit_bytes = 16777216\n\
+         max_movements_per_request = 10000\nmax_concurrent_requests = 4096\n\
          [[locations]]\nid = \"{LOCATION}\"\n{extra}",
         dir.join("loadgen.db").display()
     );

@@ -55,6 +55,8 @@ struct Registry {
 #[derive(Debug)]
 pub struct PlatformClients {
     http: reqwest::Client,
+    /// Most bytes read of one answer, for every client made here.
+    response_limit_bytes: usize,
     registry: Mutex<Registry>,
 }
 
@@ -63,14 +65,32 @@ impl PlatformClients {
     pub fn new(http: reqwest::Client) -> Self {
         Self {
             http,
+            response_limit_bytes: http::DEFAULT_BODY_LIMIT_BYTES,
             registry: Mutex::new(Registry::default()),
         }
     }
 
+    /// The same registry making clients that read at most `limit_bytes` of each answer
+    /// (`[http] platform_response_limit_bytes`); only clients made afterwards take it.
+    pub fn with_response_limit(mut self, limit_bytes: usize) -> Self {
+        self.response_limit_bytes = limit_bytes;
+        self
+    }
+
     /// A registry holding the client of every channel (sections missing from the config
-    /// get none).
+    /// get none), reading at most [`http::DEFAULT_BODY_LIMIT_BYTES`] of each answer.
     pub fn build(channels: &[ChannelConfig], http: reqwest::Client) -> Self {
-        let clients = Self::new(http);
+        Self::build_with_limit(channels, http, http::DEFAULT_BODY_LIMIT_BYTES)
+    }
+
+    /// [`PlatformClients::build`] with every client reading at most
+    /// `response_limit_bytes` of each answer.
+    pub fn build_with_limit(
+        channels: &[ChannelConfig],
+        http: reqwest::Client,
+        response_limit_bytes: usize,
+    ) -> Self {
+        let clients = Self::new(http).with_response_limit(response_limit_bytes);
         for channel in channels {
             let id = channel.id.as_str();
             match &channel.platform {
@@ -98,7 +118,12 @@ impl PlatformClients {
         self.registry()
             .shopify
             .entry(channel.to_owned())
-            .or_insert_with(|| Arc::new(ShopifyClient::new(config, self.http.clone())))
+            .or_insert_with(|| {
+                Arc::new(
+                    ShopifyClient::new(config, self.http.clone())
+                        .with_response_limit(self.response_limit_bytes),
+                )
+            })
             .clone()
     }
 
@@ -107,7 +132,12 @@ impl PlatformClients {
         self.registry()
             .woocommerce
             .entry(channel.to_owned())
-            .or_insert_with(|| Arc::new(WoocommerceClient::new(config, self.http.clone())))
+            .or_insert_with(|| {
+                Arc::new(
+                    WoocommerceClient::new(config, self.http.clone())
+                        .with_response_limit(self.response_limit_bytes),
+                )
+            })
             .clone()
     }
 
@@ -118,7 +148,8 @@ impl PlatformClients {
         if let Some(client) = registry.bolcom.get(channel) {
             return client.clone();
         }
-        let client = BolcomClient::new(config, self.http.clone());
+        let client = BolcomClient::new(config, self.http.clone())
+            .with_response_limit(self.response_limit_bytes);
         let token = registry
             .bolcom_tokens
             .entry(bolcom::credential_key(config))
@@ -136,7 +167,8 @@ impl PlatformClients {
         if let Some(client) = registry.amazon.get(channel) {
             return client.clone();
         }
-        let client = AmazonClient::new(config, self.http.clone());
+        let client = AmazonClient::new(config, self.http.clone())
+            .with_response_limit(self.response_limit_bytes);
         let token = registry
             .amazon_tokens
             .entry(amazon::credential_key(config))

@@ -1,7 +1,17 @@
 //! One channel's actor: drains the coalescing queue through the adapter, paced by the token
 //! bucket, and turns every item's outcome into the next step (see the module docs of
 //! `propagation`). The actor never sleeps inside a message: waits become a timer `Wake`, so
-//! `stop` is handled promptly.
+//! `stop` is handled promptly. Work the platform processes asynchronously (an Amazon feed, a
+//! bol.com process status) comes back [`ItemOutcome::Submitted`]: it is kept as a
+//! [`Submission`] (at most [`MAX_SUBMISSIONS_IN_FLIGHT`]) whose status is checked when a
+//! timer says it is due, while other listings go on being pushed.
+//!
+//! Ordering: every push of a listing gets a number, and only the result of the listing's
+//! newest push updates its bookkeeping (believed value, last pushed value, holds); the
+//! result of an older submission that a newer push overtook is dropped (`superseded`).
+//! While a listing has a submission in flight its channel value counts as unknown, so a
+//! newer value is never skipped as "unchanged"; unless the adapter serialises listings
+//! (bol.com), that newer value goes out at once, decreases first as always.
 
 use super::queue::Pending;
 use super::rate::{TokenBucket, jittered_backoff};
@@ -18,6 +28,22 @@ use tokio::time::Instant;
 
 /// Batches sent per message before yielding the mailbox (so `stop` is not starved).
 const BATCHES_PER_MESSAGE: usize = 16;
+
+/// Most submissions (feeds, process statuses) in flight per channel; at the bound the actor
+/// takes no new batch until a submission has a result.
+pub(crate) const MAX_SUBMISSIONS_IN_FLIGHT: usize = 32;
+
+/// Work a push handed to the platform, whose result is not known yet.
+struct Submission {
+    /// The adapter's token (feed id, process status id).
+    token: String,
+    /// The number of the push that submitted it.
+    push: u64,
+    /// The items submitted, in push order: (SKU, its queue entry, what was sent).
+    items: Vec<(String, Pending, PushItem)>,
+    /// When to ask the adapter next.
+    check_at: Instant,
+}
 
 /// Messages of a channel actor.
 #[derive(Debug)]
@@ -60,6 +86,14 @@ pub(crate) struct ChannelState {
     /// Holds started or grown by the push being handled (SKU, our ATP, the hold), for the
     /// push log.
     started_holds: Vec<(String, u64, HeldListing)>,
+    /// Submissions in flight, by number; at most [`MAX_SUBMISSIONS_IN_FLIGHT`].
+    submissions: HashMap<u64, Submission>,
+    /// The number of the next submission.
+    next_submission: u64,
+    /// Per listing with a push or submission in flight: the number of its newest push.
+    newest_push: HashMap<String, u64>,
+    /// The number of the next push.
+    next_push: u64,
 }
 
 /// The actor of one channel.
@@ -84,6 +118,10 @@ impl Actor for ChannelActor {
             timer_at: None,
             acked_reserved: HashMap::new(),
             started_holds: Vec::new(),
+            submissions: HashMap::new(),
+            next_submission: 0,
+            newest_push: HashMap::new(),
+            next_push: 0,
         })
     }
 
@@ -125,7 +163,15 @@ impl ChannelState {
         if self.timer_at.is_some_and(|at| at <= now) {
             self.timer_at = None;
         }
+        self.check_due_submissions().await;
+        if let Some(at) = self.submissions.values().map(|s| s.check_at).min() {
+            self.schedule(myself, at);
+        }
         for _ in 0..BATCHES_PER_MESSAGE {
+            if self.submissions.len() >= MAX_SUBMISSIONS_IN_FLIGHT {
+                // The timer of the earliest check (above) wakes the actor again.
+                return;
+            }
             let now = Instant::now();
             let wait = self.bucket.wait(now);
             let (batch, next_ready, depth) = {
@@ -144,13 +190,26 @@ impl ChannelState {
                     return;
                 }
                 let believed = &self.believed;
+                let newest_push = &self.newest_push;
+                let serialises = self.shared.adapter.serialises_listings();
                 let batch = {
                     let holds = self.shared.holds();
                     queue.take_batch_where(
                         now,
                         self.shared.adapter.max_batch(),
-                        |sku| believed.get(sku).copied(),
-                        |sku, pending| holds.get(sku).is_some_and(|hold| hold.blocks(pending)),
+                        // A listing with a submission in flight may change under us: never
+                        // "unchanged", so a newer value is not dropped.
+                        |sku| {
+                            if newest_push.contains_key(sku) {
+                                None
+                            } else {
+                                believed.get(sku).copied()
+                            }
+                        },
+                        |sku, pending| {
+                            (serialises && newest_push.contains_key(sku))
+                                || holds.get(sku).is_some_and(|hold| hold.blocks(pending))
+                        },
                     )
                 };
                 self.shared
@@ -174,6 +233,9 @@ impl ChannelState {
             }
             self.bucket.take(now);
             self.push(batch.items).await;
+            if let Some(at) = self.submissions.values().map(|s| s.check_at).min() {
+                self.schedule(myself, at);
+            }
         }
         self.shared.wake();
     }
@@ -201,15 +263,13 @@ impl ChannelState {
                 change_from: self.believed.get(sku).copied(),
             })
             .collect();
-        {
-            let mut in_flight = self
-                .shared
-                .in_flight_values
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            in_flight.clear();
-            in_flight.extend(request.iter().map(|item| (item.sku.clone(), item.quantity)));
+        let push = self.next_push;
+        self.next_push = self.next_push.wrapping_add(1);
+        for item in &request {
+            self.newest_push.insert(item.sku.clone(), push);
         }
+        self.in_flight_values()
+            .extend(request.iter().map(|item| (item.sku.clone(), item.quantity)));
         let report = self.shared.adapter.push(&request).await;
         if let Some(push_log) = &self.shared.push_log {
             push_log.send(push_log_records(
@@ -219,7 +279,100 @@ impl ChannelState {
                 self.shared.clock.now_ms(),
             ));
         }
-        self.apply(items, report).await;
+        let mut tokens: HashMap<String, (u64, u64)> = HashMap::new();
+        let submitted_as: HashMap<&str, (&str, u64)> = report
+            .results
+            .iter()
+            .filter_map(|result| match &result.outcome {
+                ItemOutcome::Submitted {
+                    token,
+                    check_after_ms,
+                } => Some((result.sku.as_str(), (token.as_str(), *check_after_ms))),
+                _ => None,
+            })
+            .collect();
+        let now = Instant::now();
+        let mut finals = Vec::with_capacity(items.len());
+        for ((sku, pending), item) in items.into_iter().zip(request) {
+            let Some((token, check_after_ms)) = submitted_as.get(sku.as_str()).copied() else {
+                self.settled(&sku, push);
+                finals.push((sku, pending));
+                continue;
+            };
+            let (number, _) = *tokens.entry(token.to_owned()).or_insert_with(|| {
+                let number = self.next_submission;
+                self.next_submission = self.next_submission.wrapping_add(1);
+                (number, check_after_ms)
+            });
+            self.submissions
+                .entry(number)
+                .or_insert_with(|| Submission {
+                    token: token.to_owned(),
+                    push,
+                    items: Vec::new(),
+                    check_at: now + Duration::from_millis(check_after_ms),
+                })
+                .items
+                .push((sku, pending, item));
+        }
+        drop(submitted_as);
+        self.apply(finals, report).await;
+        self.log_started_holds();
+        self.record_submitted();
+    }
+
+    /// The quantities being pushed or submitted, per SKU (echo recognition).
+    fn in_flight_values(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.shared
+            .in_flight_values
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A result of push `push` for `sku` arrived: true (and the listing no longer in
+    /// flight) when that push is the listing's newest, false when a newer push overtook it.
+    fn settled(&mut self, sku: &str, push: u64) -> bool {
+        if self.newest_push.get(sku) != Some(&push) {
+            return false;
+        }
+        self.newest_push.remove(sku);
+        self.in_flight_values().remove(sku);
+        true
+    }
+
+    /// The platform applied an overtaken submission's older value for these listings, and
+    /// may have applied it after the newer value (Amazon does not order feeds and PATCHes,
+    /// PLATFORMS.md §4.6). A listing whose newer value was already acknowledged gets it
+    /// written once more, now that the older one is applied, so the newest value is the
+    /// last write; one whose newer value is still in flight is settled by that result.
+    fn reassert(&mut self, skus: Vec<String>) {
+        if skus.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut queue = self.shared.queue();
+        for sku in skus {
+            if self.newest_push.contains_key(&sku) {
+                continue;
+            }
+            // Unknown channel value: never skipped as unchanged.
+            self.believed.remove(&sku);
+            if queue.atp_of(&sku).is_none()
+                && let Some(value) = self.shared.pushed.get(&sku).map(|value| *value)
+            {
+                queue.upsert(&sku, value, now);
+            }
+        }
+    }
+
+    /// Publishes the number of submitted items for `pending` and the status.
+    fn record_submitted(&self) {
+        let submitted: usize = self.submissions.values().map(|s| s.items.len()).sum();
+        self.shared.submitted.store(submitted, Ordering::Release);
+    }
+
+    /// Sends the holds started by the push just handled to the push log.
+    fn log_started_holds(&mut self) {
         let started = std::mem::take(&mut self.started_holds);
         if let Some(push_log) = &self.shared.push_log
             && !started.is_empty()
@@ -234,11 +387,105 @@ impl ChannelState {
                     .collect(),
             );
         }
-        self.shared
-            .in_flight_values
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+    }
+
+    /// Asks the adapter about every submission whose check is due (at most
+    /// [`BATCHES_PER_MESSAGE`] per message): final results are handled like a push's, for
+    /// the listings whose newest push it was; the rest are checked again later.
+    async fn check_due_submissions(&mut self) {
+        let now = Instant::now();
+        let mut due: Vec<(Instant, u64)> = self
+            .submissions
+            .iter()
+            .filter(|(_, submission)| submission.check_at <= now)
+            .map(|(number, submission)| (submission.check_at, *number))
+            .collect();
+        due.sort_unstable();
+        due.truncate(BATCHES_PER_MESSAGE);
+        for (_, number) in due {
+            let Some(submission) = self.submissions.remove(&number) else {
+                continue;
+            };
+            let request: Vec<PushItem> = submission
+                .items
+                .iter()
+                .map(|(_, _, item)| item.clone())
+                .collect();
+            let report = self
+                .shared
+                .adapter
+                .check_submitted(&submission.token, &request)
+                .await;
+            let outcomes: HashMap<&str, &ItemOutcome> = report
+                .results
+                .iter()
+                .map(|result| (result.sku.as_str(), &result.outcome))
+                .collect();
+            let now = Instant::now();
+            let mut waiting = Vec::new();
+            let mut check_after_ms = None;
+            let mut finals = Vec::new();
+            let mut final_request = Vec::new();
+            let mut superseded = 0u64;
+            let mut reassert = Vec::new();
+            for (sku, pending, item) in submission.items {
+                if let Some(ItemOutcome::Submitted {
+                    check_after_ms: after,
+                    ..
+                }) = outcomes.get(sku.as_str())
+                {
+                    check_after_ms = Some(check_after_ms.map_or(*after, |ms: u64| ms.min(*after)));
+                    waiting.push((sku, pending, item));
+                    continue;
+                }
+                if self.settled(&sku, submission.push) {
+                    final_request.push(item);
+                    finals.push((sku, pending));
+                } else {
+                    tracing::debug!(channel = %self.shared.id, sku = %sku, quantity = item.quantity, token = %submission.token, "result of an overtaken submission ignored");
+                    superseded += 1;
+                    if matches!(
+                        outcomes.get(sku.as_str()),
+                        Some(ItemOutcome::Accepted { .. })
+                    ) {
+                        reassert.push(sku);
+                    }
+                }
+            }
+            drop(outcomes);
+            self.reassert(reassert);
+            if superseded > 0 {
+                metrics::counter!(telemetry::PROPAGATION_PUSHES_TOTAL, "channel" => self.shared.id.clone(), "outcome" => "superseded")
+                    .increment(superseded);
+            }
+            if !waiting.is_empty() {
+                self.submissions.insert(
+                    number,
+                    Submission {
+                        token: submission.token.clone(),
+                        push: submission.push,
+                        items: waiting,
+                        check_at: now + Duration::from_millis(check_after_ms.unwrap_or(0)),
+                    },
+                );
+            }
+            if finals.is_empty() && report.error.is_none() && !report.throttle.throttled {
+                continue;
+            }
+            if let Some(push_log) = &self.shared.push_log
+                && !final_request.is_empty()
+            {
+                push_log.send(push_log_records(
+                    &self.shared.id,
+                    &final_request,
+                    &report,
+                    self.shared.clock.now_ms(),
+                ));
+            }
+            self.apply(finals, report).await;
+            self.log_started_holds();
+        }
+        self.record_submitted();
     }
 
     /// Handles one push report: pacing signals first, then each item's outcome.
@@ -360,7 +607,9 @@ impl ChannelState {
                         Some(now + jittered_backoff(&shared.config.retry, pending.attempts));
                     requeue.push((sku, pending));
                 }
-                ItemOutcome::Deferred => {
+                // Submitted items are kept by `push` and never reach here; sent again at once
+                // if one did.
+                ItemOutcome::Deferred | ItemOutcome::Submitted { .. } => {
                     counts.deferred += 1;
                     requeue.push((sku, pending));
                 }
@@ -619,6 +868,12 @@ fn push_log_records(
                 records.push(entry("rejected", Some(format!("{code}: {message}"))));
             }
             Some(ItemOutcome::Deferred) => records.push(entry("deferred", None)),
+            Some(ItemOutcome::Submitted { token, .. }) => records.push(entry(
+                "submitted",
+                Some(format!(
+                    "processed asynchronously as {token}; result checked later"
+                )),
+            )),
             Some(ItemOutcome::Retryable { reason }) => {
                 records.push(entry("error", Some(reason.clone())));
             }

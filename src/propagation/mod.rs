@@ -31,6 +31,15 @@
 //! - rejected: the listing is isolated, reported, and retried alone with backoff;
 //! - deferred (another item of an all-or-nothing request failed): resent at once;
 //! - retryable: backoff with full jitter; throttling pauses the whole channel.
+//! - submitted (an Amazon feed, a bol.com process status the platform processes
+//!   asynchronously): kept in flight by the actor, which goes on pushing other listings and
+//!   asks the adapter for the result when a timer says it is due; the final outcome is then
+//!   handled as above, for the listings whose newest push it was (see `actor`). At most
+//!   `actor::MAX_SUBMISSIONS_IN_FLIGHT` per channel.
+//!
+//! Supervision (`supervisor`): each channel actor runs linked to a supervisor that restarts
+//! it after a failure (a panic), with a backoff, what the channel holds reloaded from the
+//! store, and its queue rebuilt from the ledger through the app's [`QueueRebuilder`].
 //!
 //! Invariants: queues hold at most one entry per listing of their channel; a listing whose
 //! ATP equals the channel's known value is not pushed; metric labels are `channel` and
@@ -42,6 +51,7 @@ mod actor;
 mod push_log;
 mod queue;
 mod rate;
+mod supervisor;
 
 use crate::channels::{self, ChannelAdapter, ChannelError};
 use crate::config::{ChannelConfig, ChannelKind, Config};
@@ -51,7 +61,7 @@ use crate::domain::{
 use crate::platforms::PlatformClients;
 use crate::store::{Store, StoreError};
 use crate::telemetry;
-use actor::{ChannelActor, ChannelArgs, ChannelMessage};
+use actor::ChannelMessage;
 use dashmap::DashMap;
 use queue::CoalescingQueue;
 use ractor::{Actor, ActorRef};
@@ -60,6 +70,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+pub use supervisor::QueueRebuilder;
+use supervisor::{ChannelSupervisor, SupervisorMessage};
 
 /// Default hold after a compare-and-set conflict, in milliseconds.
 pub const DEFAULT_CAS_GRACE_MS: u64 = 2_000;
@@ -213,7 +225,8 @@ pub struct ChannelStatus {
     pub listings: usize,
     /// Listings waiting to be pushed (isolated ones included).
     pub queue_depth: usize,
-    /// Listings in the request being sent now.
+    /// Listings in the request being sent now, or submitted and still processed by the
+    /// platform (Amazon feeds, bol.com process statuses).
     pub in_flight: usize,
     /// Listings the channel refused permanently, retried alone with backoff.
     pub isolated: usize,
@@ -235,6 +248,8 @@ pub struct ChannelStatus {
     pub last_error_at_ms: Option<i64>,
     /// Request-level failures in a row (throttling excluded); 0 after a success.
     pub consecutive_failures: u32,
+    /// Times the channel's actor failed (panicked) and was restarted by its supervisor.
+    pub restarts_total: u64,
 }
 
 /// What propagation knows about one listing, for reconciliation and echo recognition.
@@ -246,7 +261,8 @@ pub struct ListingSync {
     pub last_pushed_at_ms: Option<i64>,
     /// The ATP waiting in the channel's queue, if any.
     pub queued: Option<u64>,
-    /// The quantity of a push being sent now, if any.
+    /// The quantity of a push being sent now, or submitted and not processed yet (an
+    /// Amazon feed, a bol.com process status), if any.
     pub in_flight: Option<u64>,
 }
 
@@ -262,13 +278,20 @@ pub(crate) struct ChannelShared {
     /// A `Wake` is in the mailbox and has not started yet.
     pub wake_queued: AtomicBool,
     pub in_flight: AtomicUsize,
+    /// Items submitted and waiting for the platform's processing result.
+    pub submitted: AtomicUsize,
     /// The value the channel last acknowledged, per SKU.
     pub pushed: DashMap<String, u64>,
     /// The ATP last computed, per SKU (to tell the observer only about changes).
     pub computed: DashMap<String, u64>,
     pub status: Mutex<ChannelStatus>,
-    pub actor: std::sync::OnceLock<ActorRef<ChannelMessage>>,
-    /// Quantities of the push being sent now, per SKU (echo recognition).
+    /// The channel actor now running (replaced by its supervisor after a failure).
+    pub actor: Mutex<Option<ActorRef<ChannelMessage>>>,
+    /// The actor's supervisor.
+    pub supervisor: std::sync::OnceLock<ActorRef<SupervisorMessage>>,
+    /// Rebuilds the queue from the ledger after a restart (shared by every channel).
+    pub rebuilder: Arc<std::sync::OnceLock<Arc<dyn QueueRebuilder>>>,
+    /// Quantities of the push being sent now or submitted, per SKU (echo recognition).
     pub in_flight_values: Mutex<HashMap<String, u64>>,
     /// When each value in `pushed` was acknowledged by this process, in ms since the epoch.
     pub pushed_at_ms: DashMap<String, i64>,
@@ -298,12 +321,39 @@ impl ChannelShared {
             return;
         }
         let sent = self
-            .actor
-            .get()
+            .actor()
             .map(|actor| actor.send_message(ChannelMessage::Wake).is_ok());
         if sent != Some(true) {
             self.wake_queued.store(false, Ordering::Release);
         }
+    }
+
+    /// The channel actor now running, if any (none between a failure and its restart).
+    pub fn actor(&self) -> Option<ActorRef<ChannelMessage>> {
+        self.actor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Publishes the running actor.
+    pub fn set_actor(&self, actor: Option<ActorRef<ChannelMessage>>) {
+        *self.actor.lock().unwrap_or_else(PoisonError::into_inner) = actor;
+    }
+
+    /// What the channel is believed to hold, from the values it acknowledged (the store).
+    pub async fn load_believed(&self) -> Result<HashMap<String, i64>, StoreError> {
+        Ok(self
+            .store
+            .pushed(&self.id)
+            .await?
+            .into_iter()
+            .filter(|record| self.adapter.is_mapped(&record.sku))
+            .map(|record| {
+                let value = i64::try_from(record.quantity).unwrap_or(i64::MAX);
+                (record.sku, value)
+            })
+            .collect())
     }
 
     pub fn holds(&self) -> MutexGuard<'_, HashMap<String, Hold>> {
@@ -323,7 +373,9 @@ impl ChannelShared {
                 })
             }
         };
-        queue.len() - queue.isolated() - held + self.in_flight.load(Ordering::Acquire)
+        queue.len() - queue.isolated() - held
+            + self.in_flight.load(Ordering::Acquire)
+            + self.submitted.load(Ordering::Acquire)
     }
 
     /// Records the number of held listings.
@@ -352,6 +404,8 @@ pub struct Propagation {
     bundles: Arc<std::sync::Mutex<crate::domain::ComponentLevels>>,
     /// Wall time for time-boxed allocation rules.
     clock: crate::clock::SharedClock,
+    /// Rebuilds a channel's queue from the ledger after its actor restarted.
+    rebuilder: Arc<std::sync::OnceLock<Arc<dyn QueueRebuilder>>>,
 }
 
 impl std::fmt::Debug for Propagation {
@@ -396,6 +450,7 @@ impl Propagation {
             .unwrap_or_else(|| Arc::new(PlatformClients::build(&config.channels, client.clone())));
         let (push_log, mut push_log_writer) =
             push_log::PushLogWriter::start(Arc::clone(&store), &config.audit, clock.clone());
+        let rebuilder: Arc<std::sync::OnceLock<Arc<dyn QueueRebuilder>>> = Arc::default();
         let mut channels = Vec::with_capacity(config.channels.len());
         for channel in &config.channels {
             let adapter = match channels::build_adapter(channel, &platform_clients) {
@@ -417,6 +472,7 @@ impl Propagation {
                 Some(push_log.clone()),
                 clock.clone(),
                 options.conflict_listener.clone(),
+                Arc::clone(&rebuilder),
             )
             .await;
             match shared {
@@ -442,6 +498,7 @@ impl Propagation {
             }),
             bundles: Arc::default(),
             clock,
+            rebuilder,
         })
     }
 
@@ -454,6 +511,7 @@ impl Propagation {
     ) -> Result<Self, PropagationError> {
         let cas_grace = Duration::from_millis(options.cas_grace_ms.unwrap_or(DEFAULT_CAS_GRACE_MS));
         let clock = options.clock.clone().unwrap_or_else(crate::clock::system);
+        let rebuilder: Arc<std::sync::OnceLock<Arc<dyn QueueRebuilder>>> = Arc::default();
         let mut started = Vec::new();
         let policy = crate::domain::AllocationPolicy {
             channels: channels
@@ -472,6 +530,7 @@ impl Propagation {
                     None,
                     clock.clone(),
                     options.conflict_listener.clone(),
+                    Arc::clone(&rebuilder),
                 )
                 .await?,
             );
@@ -487,9 +546,11 @@ impl Propagation {
             })),
             bundles: Arc::default(),
             clock,
+            rebuilder,
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn start_channel(
         channel: &ChannelConfig,
         adapter: Arc<dyn ChannelAdapter>,
@@ -498,6 +559,7 @@ impl Propagation {
         push_log: Option<push_log::PushLogSender>,
         clock: crate::clock::SharedClock,
         listener: Option<Arc<dyn ConflictListener>>,
+        rebuilder: Arc<std::sync::OnceLock<Arc<dyn QueueRebuilder>>>,
     ) -> Result<Arc<ChannelShared>, PropagationError> {
         let id = channel.id.clone();
         let pushed_records = store
@@ -537,10 +599,13 @@ impl Propagation {
             queue: Mutex::new(CoalescingQueue::default()),
             wake_queued: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            submitted: AtomicUsize::new(0),
             pushed,
             computed: DashMap::new(),
             status: Mutex::new(status),
-            actor: std::sync::OnceLock::new(),
+            actor: Mutex::new(None),
+            supervisor: std::sync::OnceLock::new(),
+            rebuilder,
             in_flight_values: Mutex::new(HashMap::new()),
             pushed_at_ms: DashMap::new(),
             push_log,
@@ -548,17 +613,14 @@ impl Propagation {
             holds: Mutex::new(HashMap::new()),
             listener,
         });
-        let args = ChannelArgs {
-            shared: Arc::clone(&shared),
-            believed,
-        };
-        let (actor, _handle) = Actor::spawn(None, ChannelActor, args)
-            .await
-            .map_err(|error| PropagationError::Spawn {
-                channel: id.clone(),
-                message: error.to_string(),
-            })?;
-        let _ = shared.actor.set(actor);
+        let (supervisor, _handle) =
+            Actor::spawn(None, ChannelSupervisor, (Arc::clone(&shared), believed))
+                .await
+                .map_err(|error| PropagationError::Spawn {
+                    channel: id.clone(),
+                    message: error.to_string(),
+                })?;
+        let _ = shared.supervisor.set(supervisor);
         shared.record_queue_depth(0);
         tracing::info!(channel = %id, listings = shared.adapter.listing_count(), "channel propagation started");
         Ok(shared)
@@ -616,7 +678,8 @@ impl Propagation {
                 let mut status = channel.status().clone();
                 status.queue_depth = depth;
                 status.isolated = isolated;
-                status.in_flight = channel.in_flight.load(Ordering::Acquire);
+                status.in_flight = channel.in_flight.load(Ordering::Acquire)
+                    + channel.submitted.load(Ordering::Acquire);
                 status
             })
             .collect()
@@ -672,7 +735,7 @@ impl Propagation {
         if self.stopped.load(Ordering::Acquire) || !self.is_mapped(channel, sku) {
             return false;
         }
-        let Some(actor) = self.channel(channel).and_then(|shared| shared.actor.get()) else {
+        let Some(actor) = self.channel(channel).and_then(|shared| shared.actor()) else {
             return false;
         };
         actor
@@ -776,17 +839,38 @@ impl Propagation {
 
 async fn stop_all(channels: &[Arc<ChannelShared>]) {
     for channel in channels {
-        if let Some(actor) = channel.actor.get() {
-            let wait = Some(Duration::from_millis(SHUTDOWN_WAIT_MS));
-            if let Err(error) = actor.stop_and_wait(Some("shutdown".to_owned()), wait).await {
-                tracing::warn!(channel = %channel.id, error = %error, "channel actor did not stop cleanly");
-            }
+        let wait = Some(Duration::from_millis(SHUTDOWN_WAIT_MS));
+        // The actor first: a clean stop is not restarted by the supervisor.
+        if let Some(actor) = channel.actor()
+            && let Err(error) = actor.stop_and_wait(Some("shutdown".to_owned()), wait).await
+        {
+            tracing::warn!(channel = %channel.id, error = %error, "channel actor did not stop cleanly");
         }
+        if let Some(supervisor) = channel.supervisor.get()
+            && let Err(error) = supervisor
+                .stop_and_wait(Some("shutdown".to_owned()), wait)
+                .await
+        {
+            tracing::warn!(channel = %channel.id, error = %error, "channel supervisor did not stop cleanly");
+        }
+        channel.set_actor(None);
     }
 }
 
-impl AvailabilitySink for Propagation {
-    fn publish(&self, changes: &[AvailabilityChange]) {
+impl Propagation {
+    /// Sets what rebuilds a channel's queue from the ledger after its actor failed and was
+    /// restarted (the app's, once the ledger runs). Only the first call counts.
+    pub fn set_rebuilder(&self, rebuilder: Arc<dyn QueueRebuilder>) {
+        let _ = self.rebuilder.set(rebuilder);
+    }
+
+    /// [`AvailabilitySink::publish`] into one channel's queue only (rebuilding it after a
+    /// restart); unknown channels are ignored.
+    pub fn publish_to(&self, channel: &str, changes: &[AvailabilityChange]) {
+        self.publish_into(changes, Some(channel));
+    }
+
+    fn publish_into(&self, changes: &[AvailabilityChange], only: Option<&str>) {
         if self.stopped.load(Ordering::Acquire) {
             return;
         }
@@ -806,7 +890,11 @@ impl AvailabilitySink for Propagation {
             .iter()
             .map(|change| rules.allocation.allocate(change, now_ms))
             .collect();
-        for channel in self.channels.iter() {
+        for channel in self
+            .channels
+            .iter()
+            .filter(|channel| only.is_none_or(|id| channel.id == id))
+        {
             let mut queued = false;
             let depth = {
                 let mut queue = channel.queue();
@@ -843,6 +931,12 @@ impl AvailabilitySink for Propagation {
                 channel.wake();
             }
         }
+    }
+}
+
+impl AvailabilitySink for Propagation {
+    fn publish(&self, changes: &[AvailabilityChange]) {
+        self.publish_into(changes, None);
     }
 }
 

@@ -622,3 +622,460 @@ async fn the_observer_hears_each_new_atp_once() {
     assert_eq!((breakdown.atp, breakdown.safety_stock), (4, 1));
     propagation.shutdown().await;
 }
+
+// ---- Submissions in flight (issue 10 §4): an Amazon feed or a bol.com process status
+// that the platform is still processing never holds back another listing. ----
+
+/// The store of [`MemoryStore`] with `sku` already acknowledged at `quantity` on `channel`.
+async fn store_with_pushed(channel: &str, pushed: &[(&str, u64)]) -> Arc<MemoryStore> {
+    let store = Arc::new(MemoryStore::default());
+    let records: Vec<PushedRecord> = pushed
+        .iter()
+        .map(|(sku, quantity)| PushedRecord {
+            channel: channel.to_owned(),
+            sku: (*sku).to_owned(),
+            quantity: *quantity,
+            pushed_at_ms: 0,
+        })
+        .collect();
+    store.record_pushed(&records).await.unwrap();
+    store
+}
+
+#[tokio::test]
+async fn a_decrease_goes_out_while_an_amazon_feed_is_still_processing() {
+    use crate::channels::amazon::AmazonAdapter;
+    use crate::sandbox::amazon::{self as sim, AmazonSimulatorOptions, RateLimits, SimListing};
+    let listing = |sku: &str, quantity: u64| SimListing {
+        seller_sku: format!("{sku}-NL"),
+        quantity: Some(quantity),
+        fba: false,
+        fba_fulfillable: 0,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let simulator = sim::start(
+        AmazonSimulatorOptions {
+            apply_delay_ms: 0,
+            // The knob: Amazon takes 700 ms to process a feed.
+            feed_processing_ms: 700,
+            rate_limits: RateLimits::generous(1_000.0, 1_000),
+            listings: vec![
+                listing("A", 0),
+                listing("B", 0),
+                listing("C", 0),
+                listing("D", 8),
+            ],
+            ..AmazonSimulatorOptions::default()
+        },
+        listener,
+    )
+    .await
+    .unwrap();
+    let options = simulator.options();
+    let config: crate::config::AmazonConfig = toml::from_str(&format!(
+        r#"
+        api_url = "{api}"
+        token_url = "{token}"
+        client_id = "{client_id}"
+        client_secret = "{client_secret}"
+        refresh_token = "{refresh_token}"
+        seller_id = "{seller_id}"
+        marketplace_id = "{marketplace_id}"
+        feed_min_items = 3
+        feed_poll_ms = 20
+        feed_wait_ms = 5000
+        listings = [{{ sku = "A", seller_sku = "A-NL" }}, {{ sku = "B", seller_sku = "B-NL" }},
+                    {{ sku = "C", seller_sku = "C-NL" }}, {{ sku = "D", seller_sku = "D-NL" }}]
+        "#,
+        api = simulator.base_url(),
+        token = simulator.token_url(),
+        client_id = options.client_id,
+        client_secret = options.client_secret,
+        refresh_token = options.refresh_token,
+        seller_id = options.seller_id,
+        marketplace_id = options.marketplace_id,
+    ))
+    .unwrap();
+    let adapter = AmazonAdapter::new("fake", &config, reqwest::Client::new()).unwrap();
+    let store = store_with_pushed("fake", &[("D", 8)]).await;
+    let propagation = Propagation::start_with_adapters(
+        vec![(
+            channel_config(),
+            Arc::new(adapter) as Arc<dyn ChannelAdapter>,
+        )],
+        store,
+        PropagationOptions::default(),
+    )
+    .await
+    .unwrap();
+    propagation.publish(&[change("A", 6), change("B", 6), change("C", 6)]);
+    assert!(
+        eventually(|| simulator.counters().feeds_created == 1).await,
+        "A, B and C go out as one feed"
+    );
+    // D falls from 8 to 2 while the feed is processing.
+    propagation.publish(&[change("D", 3)]);
+    assert!(
+        eventually(|| simulator.quantity("D-NL") == Some(2)).await,
+        "the decrease reached Amazon"
+    );
+    let a = propagation.listing_sync("fake", "A").unwrap();
+    assert_eq!(
+        (a.last_pushed, a.in_flight),
+        (None, Some(5)),
+        "D's decrease went out while A's feed was still processing"
+    );
+    assert_eq!(
+        simulator.quantity("A-NL"),
+        Some(0),
+        "the feed is not applied yet"
+    );
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(propagation.last_pushed("fake", "A"), Some(5));
+    assert_eq!(propagation.last_pushed("fake", "D"), Some(2));
+    assert_eq!(simulator.quantity("A-NL"), Some(5));
+    propagation.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_decrease_goes_out_while_a_bolcom_process_status_is_pending() {
+    use crate::channels::bolcom::BolcomAdapter;
+    use crate::config::{BolcomConfig, BolcomListingConfig};
+    use crate::sandbox::bolcom::{self as sim, BolcomSimulatorOptions, SimOffer};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let simulator = sim::start(
+        BolcomSimulatorOptions {
+            offers: (0..2)
+                .map(|n| SimOffer {
+                    offer_id: format!("offer-{n}"),
+                    reference: format!("SKU-{n}"),
+                    ean: format!("871000000{n:04}"),
+                    amount: 8,
+                })
+                .collect(),
+            // The knob: each stock update stays PENDING for 700 ms.
+            process_delay_ms: 700,
+            ..BolcomSimulatorOptions::default()
+        },
+        listener,
+    )
+    .await
+    .unwrap();
+    let config = BolcomConfig {
+        api_url: simulator.base_url(),
+        token_url: simulator.token_url(),
+        client_id: "sandbox-client".to_owned(),
+        client_secret: "sandbox-secret".to_owned(),
+        order_poll_interval_ms: 0,
+        poll_returns: false,
+        process_status_wait_ms: 5_000,
+        process_status_poll_ms: 20,
+        request_timeout_ms: 2_000,
+        max_amount: 999,
+        listings: (0..2)
+            .map(|n| BolcomListingConfig {
+                sku: format!("SKU-{n}"),
+                offer_id: format!("offer-{n}"),
+                ean: None,
+            })
+            .collect(),
+    };
+    let adapter = BolcomAdapter::new("fake", &config, reqwest::Client::new()).unwrap();
+    let store = store_with_pushed("fake", &[("SKU-0", 8), ("SKU-1", 8)]).await;
+    let propagation = Propagation::start_with_adapters(
+        vec![(
+            channel_config(),
+            Arc::new(adapter) as Arc<dyn ChannelAdapter>,
+        )],
+        store,
+        PropagationOptions::default(),
+    )
+    .await
+    .unwrap();
+    propagation.publish(&[change("SKU-0", 6)]);
+    assert!(eventually(|| simulator.counters().stock_updates_received == 1).await);
+    // SKU-1 falls while SKU-0's update is PENDING; SKU-0 falls again too.
+    propagation.publish(&[change("SKU-1", 3), change("SKU-0", 4)]);
+    assert!(
+        eventually(|| simulator.counters().stock_updates_received == 2).await,
+        "SKU-1's decrease reached bol.com"
+    );
+    let first = propagation.listing_sync("fake", "SKU-0").unwrap();
+    assert_eq!(
+        (first.last_pushed, first.in_flight),
+        (Some(8), Some(5)),
+        "SKU-1's decrease went out while SKU-0's process status was PENDING"
+    );
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(propagation.last_pushed("fake", "SKU-0"), Some(3));
+    assert_eq!(propagation.last_pushed("fake", "SKU-1"), Some(2));
+    assert_eq!(simulator.offer("offer-0").unwrap().amount, 3);
+    assert_eq!(
+        simulator.counters().overlapping_updates,
+        0,
+        "two updates of one offer are never in flight (PLATFORMS.md §3.8)"
+    );
+    propagation.shutdown().await;
+}
+
+/// A channel that processes every push asynchronously: each push is one submission whose
+/// result the test decides.
+#[derive(Default)]
+struct SubmittingChannel {
+    /// Per token: the pushed items, and the result once the test settled it.
+    submissions: Mutex<Vec<(Vec<PushItem>, Option<bool>)>>,
+}
+
+impl SubmittingChannel {
+    /// Settles submission `index`: accepted (true) or rejected.
+    fn settle(&self, index: usize, accepted: bool) {
+        self.submissions.lock().unwrap()[index].1 = Some(accepted);
+    }
+    fn count(&self) -> usize {
+        self.submissions.lock().unwrap().len()
+    }
+    fn items(&self, index: usize) -> Vec<PushItem> {
+        self.submissions.lock().unwrap()[index].0.clone()
+    }
+}
+
+#[async_trait]
+impl ChannelAdapter for SubmittingChannel {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Amazon
+    }
+    fn max_batch(&self) -> usize {
+        10
+    }
+    fn is_mapped(&self, _sku: &str) -> bool {
+        true
+    }
+    fn listing_count(&self) -> usize {
+        100
+    }
+    async fn push(&self, items: &[PushItem]) -> PushReport {
+        let mut submissions = self.submissions.lock().unwrap();
+        let token = submissions.len().to_string();
+        submissions.push((items.to_vec(), None));
+        PushReport {
+            results: items
+                .iter()
+                .map(|item| ItemResult {
+                    sku: item.sku.clone(),
+                    outcome: ItemOutcome::Submitted {
+                        token: token.clone(),
+                        check_after_ms: 5,
+                    },
+                })
+                .collect(),
+            requests: 1,
+            ..PushReport::default()
+        }
+    }
+    async fn check_submitted(&self, token: &str, items: &[PushItem]) -> PushReport {
+        let index: usize = token.parse().unwrap();
+        let settled = self.submissions.lock().unwrap()[index].1;
+        PushReport {
+            results: items
+                .iter()
+                .map(|item| ItemResult {
+                    sku: item.sku.clone(),
+                    outcome: match settled {
+                        None => ItemOutcome::Submitted {
+                            token: token.to_owned(),
+                            check_after_ms: 5,
+                        },
+                        Some(true) => ItemOutcome::Accepted {
+                            quantity: item.quantity,
+                        },
+                        Some(false) => ItemOutcome::Rejected {
+                            code: "ERROR".to_owned(),
+                            message: "refused".to_owned(),
+                        },
+                    },
+                })
+                .collect(),
+            ..PushReport::default()
+        }
+    }
+    async fn read_levels(&self, _skus: &[String]) -> Result<LevelsReport, ChannelError> {
+        Ok(LevelsReport::default())
+    }
+}
+
+#[tokio::test]
+async fn an_older_submission_never_overwrites_the_newer_values_bookkeeping() {
+    let channel = Arc::new(SubmittingChannel::default());
+    let store = store_with_pushed("fake", &[("A", 9)]).await;
+    let propagation = Propagation::start_with_adapters(
+        vec![(
+            channel_config(),
+            Arc::clone(&channel) as Arc<dyn ChannelAdapter>,
+        )],
+        Arc::clone(&store) as Arc<dyn Store>,
+        PropagationOptions::default(),
+    )
+    .await
+    .unwrap();
+    propagation.publish(&[change("A", 6)]);
+    assert!(eventually(|| channel.count() == 1).await);
+    // A newer decrease while the first submission is in flight goes out at once.
+    propagation.publish(&[change("A", 3)]);
+    assert!(
+        eventually(|| channel.count() == 2).await,
+        "the newer decrease did not wait for the older submission"
+    );
+    assert_eq!(channel.items(1)[0].quantity, 2);
+    // The newer one is processed first; the older one's result arrives afterwards.
+    channel.settle(1, true);
+    assert!(eventually(|| propagation.last_pushed("fake", "A") == Some(2)).await);
+    channel.settle(0, true);
+    // The older value was applied, maybe after the newer one: the newer one is written once
+    // more, so it is the last write.
+    assert!(eventually(|| channel.count() == 3).await);
+    assert_eq!(channel.items(2)[0].quantity, 2);
+    assert_eq!(
+        propagation.last_pushed("fake", "A"),
+        Some(2),
+        "the older feed's result did not overwrite the newer value"
+    );
+    channel.settle(2, true);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(propagation.last_pushed("fake", "A"), Some(2));
+    assert_eq!(store.pushed("fake").await.unwrap()[0].quantity, 2);
+    assert_eq!(channel.count(), 3, "nothing else was pushed");
+
+    // The other order: the older result (a refusal) arrives while the newer is in flight.
+    propagation.publish(&[change("A", 5)]);
+    assert!(eventually(|| channel.count() == 4).await);
+    propagation.publish(&[change("A", 2)]);
+    assert!(eventually(|| channel.count() == 5).await);
+    channel.settle(3, false);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(channel.count(), 5, "the overtaken refusal is not retried");
+    assert_eq!(propagation.last_pushed("fake", "A"), Some(2));
+    channel.settle(4, true);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(propagation.last_pushed("fake", "A"), Some(1));
+    assert_eq!(propagation.channel_status()[0].isolated, 0);
+    propagation.shutdown().await;
+}
+
+#[tokio::test]
+async fn submissions_in_flight_are_bounded_per_channel() {
+    let channel = Arc::new(SubmittingChannel::default());
+    let store = Arc::new(MemoryStore::default());
+    let propagation = Propagation::start_with_adapters(
+        vec![(
+            channel_config(),
+            Arc::clone(&channel) as Arc<dyn ChannelAdapter>,
+        )],
+        store,
+        PropagationOptions::default(),
+    )
+    .await
+    .unwrap();
+    // One listing per batch of 10: 40 batches' worth of listings.
+    for round in 0..40 {
+        let changes: Vec<AvailabilityChange> = (0..10)
+            .map(|n| change(&format!("SKU-{round}-{n}"), 5))
+            .collect();
+        propagation.publish(&changes);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(channel.count(), actor::MAX_SUBMISSIONS_IN_FLIGHT);
+    for index in 0..actor::MAX_SUBMISSIONS_IN_FLIGHT {
+        channel.settle(index, true);
+    }
+    assert!(eventually(|| channel.count() == 40).await);
+    propagation.shutdown().await;
+}
+
+// ---- Supervision (issue 10 §4) ----
+
+/// A channel whose first push panics (test-only fault injection), then accepts.
+#[derive(Default)]
+struct PanicsOnce {
+    panicked: AtomicBool,
+    inner: FakeChannel,
+}
+
+#[async_trait]
+impl ChannelAdapter for PanicsOnce {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Shopify
+    }
+    fn max_batch(&self) -> usize {
+        250
+    }
+    fn is_mapped(&self, sku: &str) -> bool {
+        self.inner.is_mapped(sku)
+    }
+    fn listing_count(&self) -> usize {
+        1000
+    }
+    async fn push(&self, items: &[PushItem]) -> PushReport {
+        if !self.panicked.swap(true, Ordering::SeqCst) {
+            panic!("injected fault in the channel adapter");
+        }
+        self.inner.push(items).await
+    }
+    async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError> {
+        self.inner.read_levels(skus).await
+    }
+}
+
+/// Re-derives the channel's listings as the ledger would: publishes fixed changes.
+struct FixedRebuilder {
+    propagation: std::sync::OnceLock<Propagation>,
+    changes: Vec<AvailabilityChange>,
+    rebuilds: AtomicUsize,
+}
+
+impl QueueRebuilder for FixedRebuilder {
+    fn rebuild(&self, channel: &str) {
+        self.rebuilds.fetch_add(1, Ordering::SeqCst);
+        if let Some(propagation) = self.propagation.get() {
+            propagation.publish_to(channel, &self.changes);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_channel_actor_is_restarted_and_its_listings_pushed_again() {
+    let channel = Arc::new(PanicsOnce::default());
+    let store = Arc::new(MemoryStore::default());
+    let propagation = Propagation::start_with_adapters(
+        vec![(
+            channel_config(),
+            Arc::clone(&channel) as Arc<dyn ChannelAdapter>,
+        )],
+        store,
+        PropagationOptions::default(),
+    )
+    .await
+    .unwrap();
+    let rebuilder = Arc::new(FixedRebuilder {
+        propagation: std::sync::OnceLock::new(),
+        changes: vec![change("A", 10), change("B", 4)],
+        rebuilds: AtomicUsize::new(0),
+    });
+    let _ = rebuilder.propagation.set(propagation.clone());
+    propagation.set_rebuilder(Arc::clone(&rebuilder) as Arc<dyn QueueRebuilder>);
+    // The batch A, B is taken out of the queue and the push panics.
+    propagation.publish(&[change("A", 10), change("B", 4)]);
+    assert!(
+        eventually(|| channel.inner.value("A") == Some(9) && channel.inner.value("B") == Some(3))
+            .await,
+        "the restarted actor pushed the listings the failed one had taken"
+    );
+    assert_eq!(rebuilder.rebuilds.load(Ordering::SeqCst), 1);
+    assert_eq!(propagation.channel_status()[0].restarts_total, 1);
+    // The new actor keeps working.
+    propagation.publish(&[change("A", 7)]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(channel.inner.value("A"), Some(6));
+    propagation.shutdown().await;
+}

@@ -172,6 +172,23 @@ impl std::fmt::Debug for Reconciler {
     }
 }
 
+/// Runs one step of a reconciler task under supervision: a panic is logged and counted
+/// (`stocksync_actor_restarts_total{actor = "reconciler"}`) and the task goes on with the
+/// next channel and tick (its state is re-read from propagation and the ledger on every
+/// pass) instead of dying. `None` when the step panicked.
+async fn supervised<T>(channel: &str, step: impl std::future::Future<Output = T>) -> Option<T> {
+    match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(step)).await {
+        Ok(value) => Some(value),
+        Err(panic) => {
+            let message = telemetry::panic_message(panic.as_ref());
+            tracing::error!(channel = %channel, panic = %message, "reconciliation step panicked; the reconciler goes on");
+            metrics::counter!(telemetry::ACTOR_RESTARTS_TOTAL, "actor" => "reconciler")
+                .increment(1);
+            None
+        }
+    }
+}
+
 impl Reconciler {
     /// Starts the periodic pass (one task, every channel each `reconcile.interval_ms`) and the
     /// real-time report task. A channel's own listing ids in its reports are mapped back to
@@ -206,12 +223,14 @@ impl Reconciler {
             loop {
                 tick.tick().await;
                 for channel in periodic.propagation.channel_ids() {
-                    let outcome = match periodic.reconcile_channel(&channel).await {
-                        Ok(_) => "ok",
-                        Err(error) => {
+                    let pass = supervised(&channel, periodic.reconcile_channel(&channel)).await;
+                    let outcome = match pass {
+                        Some(Ok(_)) => "ok",
+                        Some(Err(error)) => {
                             tracing::warn!(channel = %channel, error = %error, "reconciliation pass failed");
                             "error"
                         }
+                        None => "error",
                     };
                     metrics::counter!(telemetry::RECONCILE_RUNS_TOTAL, "channel" => channel, "outcome" => outcome).increment(1);
                 }
@@ -225,7 +244,7 @@ impl Reconciler {
             loop {
                 tick.tick().await;
                 for channel in held.propagation.channel_ids() {
-                    held.judge_held(&channel).await;
+                    supervised(&channel, held.judge_held(&channel)).await;
                 }
             }
         }));

@@ -840,6 +840,17 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn sku_exists(&self, sku: &str) -> Result<bool, StoreError> {
+        let sku = sku.to_owned();
+        Self::blocking(&self.reader, "sku_exists", move |c| {
+            c.prepare_cached("SELECT EXISTS (SELECT 1 FROM skus WHERE sku = ?1)")
+                .map_err(backend("sku_exists"))?
+                .query_row(params![sku], |row| row.get::<_, bool>(0))
+                .map_err(backend("sku_exists"))
+        })
+        .await
+    }
+
     async fn offsets(&self, group: &str) -> Result<Vec<OffsetWatermark>, StoreError> {
         let group = group.to_owned();
         Self::blocking(&self.reader, "offsets", move |c| {

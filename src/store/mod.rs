@@ -514,6 +514,11 @@ pub trait Store: Send + Sync + 'static {
             .find(|(stored, _)| stored == key)
             .map(|(_, seq)| seq))
     }
+    /// Whether `sku` has at least one durable event (is in [`Store::list_skus`]). The
+    /// default reads its first event with [`Store::events`].
+    async fn sku_exists(&self, sku: &str) -> Result<bool, StoreError> {
+        Ok(!self.events(sku, 1, 1).await?.is_empty())
+    }
     /// Called once on a clean stop, after the last commit: leaves the store compact on disk
     /// (the embedded backend checkpoints and truncates its WAL). Default: nothing to do.
     async fn close(&self) -> Result<(), StoreError> {

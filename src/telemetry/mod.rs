@@ -79,12 +79,27 @@ pub const RECONCILE_ECHOES_TOTAL: &str = "stocksync_reconcile_echoes_total";
 pub const RECONCILE_RUNS_TOTAL: &str = "stocksync_reconcile_runs_total";
 /// Alerts raised; labels `kind`, `outcome` (`sent`, `failed`, `deduplicated`, `rate_limited`, `logged`).
 pub const ALERTS_TOTAL: &str = "stocksync_alerts_total";
-/// Actors restarted by their supervisor after a panic; label `actor` (`shard`, …).
+/// HTTP requests answered 503 by the server's limits; label `reason` (`overloaded`,
+/// `timeout`).
+pub const HTTP_REQUESTS_SHED_TOTAL: &str = "stocksync_http_requests_shed_total";
+/// HTTP connections closed at accept because `http.max_connections` were open.
+pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "stocksync_http_connections_refused_total";
+/// Supervised actors and tasks restarted after a panic; label `actor` (`propagator`,
+/// `poller`, `reconciler`, `shard`).
 pub const ACTOR_RESTARTS_TOTAL: &str = "stocksync_actor_restarts_total";
 /// Group commits that failed and are being written again (the store is down meanwhile).
 pub const STORE_COMMIT_FAILURES_TOTAL: &str = "stocksync_store_commit_failures_total";
 /// 1 while ingest is paused because the store refuses writes, else 0.
 pub const LEDGER_WRITES_PAUSED: &str = "stocksync_ledger_writes_paused";
+
+/// The text of a caught panic's payload (`&str` or `String`, as `panic!` makes them).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
 
 /// A batch of Kafka messages sent to the dead-letter topic, for alerting.
 #[derive(Clone, Debug, PartialEq, Eq)]

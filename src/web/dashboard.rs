@@ -3,7 +3,8 @@
 //! Owns: the page (`GET /` and `GET /dashboard`, plain HTML, vanilla JS and CSS embedded
 //! in the binary with `include_str!`, no build step), SKU browsing
 //! (`GET /api/v1/skus?after=&limit=&prefix=`), a SKU's recent store events
-//! (`GET /api/v1/stock/{sku}/events?limit=`) and the live stream
+//! (`GET /api/v1/stock/{sku}/events?limit=`; a SKU never seen is a 404 `unknown-sku`
+//! problem and loads nothing) and the live stream
 //! (`GET /api/v1/events?sku=`, server-sent events).
 //!
 //! May depend on: `ledger` (state, SKU list, the store's events), the sibling handlers
@@ -56,7 +57,6 @@ pub(super) fn routes() -> axum::Router<WebState> {
         .route("/api/v1/stock/{sku}/events", get(get_sku_events))
         .route("/api/v1/events", get(get_live))
         .route("/api/v1/channels", get(super::health::get_channels))
-        .route("/readyz", get(super::health::get_ready))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -234,12 +234,15 @@ async fn recent_events(
     limit: usize,
 ) -> Result<EventsPage, WebError> {
     let unavailable = |message: String| WebError::Unavailable { message };
-    let seq = state
+    let Some(known) = state
         .ledger
-        .state(&sku.clone().into())
+        .known_state(&sku.clone().into())
         .await
         .map_err(|error| unavailable(error.to_string()))?
-        .seq;
+    else {
+        return Err(WebError::UnknownSku { sku });
+    };
+    let seq = known.seq;
     let from_seq = seq.saturating_sub(limit as u64 - 1).max(1);
     let records = state
         .ledger

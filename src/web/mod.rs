@@ -18,6 +18,11 @@
 //! resolved). Anything else is answered with a problem, so the sender retries; retries are
 //! harmless because every movement carries an idempotency key.
 //!
+//! Limits (see [`limits`]): header-read and request timeouts, a connection limit, a
+//! concurrency limit with load shedding (503 with `Retry-After`) on every route but
+//! `/healthz`, `/readyz` and `/metrics`, a body limit on every route and a movement limit
+//! per request, all from `[http]`.
+//!
 //! Routes:
 //! - `POST /api/v1/movements`: one movement or an array (see [`movements`]).
 //! - `POST /webhooks/shopify/{channel_id}`: Shopify deliveries (see
@@ -27,7 +32,8 @@
 //! - `POST /webhooks/amazon/{channel_id}`: Amazon ORDER_CHANGE notifications from an SQS
 //!   bridge (see [`crate::ingest::amazon::receiver`]).
 //! - `GET /api/v1/stock/{sku}`: levels (with in-transit and inbound units), reservations and
-//!   per-channel ATP; a bundle's levels derived from its components (see [`stock`]).
+//!   per-channel ATP; a bundle's levels derived from its components; a SKU never seen is a
+//!   404 `unknown-sku` problem and loads nothing (see [`stock`]).
 //! - `POST /api/v1/reservations`, `GET /api/v1/reservations/{id}`, `POST …/{id}/commit`,
 //!   `POST …/{id}/release`: all-or-nothing multi-SKU holds (see [`reservations`]).
 //! - `GET /api/v1/config/rules`, `PUT /api/v1/config/rules`: the stock rules in force
@@ -49,12 +55,14 @@ pub mod dashboard;
 pub mod dead_letters;
 pub mod health;
 pub mod history;
+pub mod limits;
 pub mod movements;
 mod problem;
 pub mod reservations;
 pub mod rules;
 pub mod stock;
 
+pub use limits::serve_with;
 pub use problem::{FieldError, PROBLEM_CONTENT_TYPE, Problem, WebError};
 
 use crate::config::Config;
@@ -226,8 +234,11 @@ impl WebState {
 }
 
 /// Builds the HTTP API over `state`: the routes listed in the module docs, a request body
-/// limit of `config.http.body_limit_bytes` (413 problem beyond it), a 404 problem for
-/// unknown routes and a 405 problem for a wrong method, and request tracing.
+/// limit of `config.http.body_limit_bytes` on every route (413 problem beyond it, whether
+/// announced by `Content-Length` or streamed), the request timeout, concurrency limit and
+/// load shedding of [`limits::request_limits`] on every route but `/healthz`, `/readyz` and
+/// `/metrics` (which must answer under load), a 404 problem for unknown routes and a 405
+/// problem for a wrong method, and request tracing.
 pub fn router(state: WebState) -> Router {
     let body_limit = state.config.http.body_limit_bytes;
     let receivers = ReceiverState::new(
@@ -238,7 +249,7 @@ pub fn router(state: WebState) -> Router {
     let levels = state.channel_view.clone().map(|view| {
         Arc::new(ViewLevels(view)) as Arc<dyn crate::ingest::receiver::InventoryLevelObserver>
     });
-    Router::new()
+    let api = Router::new()
         .route("/api/v1/movements", post(movements::post_movements))
         .route(
             "/api/v1/config/rules",
@@ -263,12 +274,16 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/audit/config", get(history::get_config_audit))
         .route("/api/v1/dead-letters", get(dead_letters::get_dead_letters))
         .merge(crate::ingest::receivers(receivers, levels))
+        .merge(dashboard::routes());
+    limits::request_limits(api, &state.config.http)
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(get_health))
-        .merge(dashboard::routes())
+        .route("/readyz", get(health::get_ready))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(body_limit))
+        .layer(axum::middleware::map_response(limits::body_limit_problem))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             health::track_webhooks,
@@ -277,11 +292,10 @@ pub fn router(state: WebState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then finishes in-flight
-/// requests (graceful shutdown) and returns. Connections are kept alive (HTTP/1.1) and
-/// have `TCP_NODELAY` set.
+/// Serves `router` on `listener` with the default `[http]` limits until `shutdown`
+/// completes (see [`serve_with`], which the app calls with the configured ones).
 ///
-/// Errors: the listener's I/O error, if accepting fails fatally.
+/// Errors: see [`serve_with`].
 pub async fn serve<F>(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -290,17 +304,13 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    use axum::serve::ListenerExt;
-    // Answers are small and written whole: send them at once rather than letting Nagle's
-    // algorithm hold them for the client's delayed ACK (up to 40 ms on Linux).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %error, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(
+        listener,
+        router,
+        crate::config::HttpConfig::default(),
+        shutdown,
+    )
+    .await
 }
 
 async fn get_metrics(State(state): State<WebState>) -> Response {

@@ -5,11 +5,18 @@
 //! Every movement is parsed and validated first and all problems are reported at once
 //! (422, nothing applied). Then all are submitted in array order (so movements of one SKU
 //! apply in that order) and the answer waits until every one is durable:
-//! - 201 when at least one was applied, else 200, with a [`MovementsResponse`];
+//! - 201 when at least one was applied, else 200, with a [`MovementsResponse`]: per
+//!   movement its index, key, outcome and seq (for a `duplicate`, the seq and recorded time
+//!   of the original event, read from the store), and a summary of the outcomes;
 //! - 503 problem when the store failed for any of them (retry the whole request: what was
 //!   applied answers `duplicate` the second time);
 //! - 400 (not JSON), 413 (over `http.body_limit_bytes`), 415 (not JSON media type),
-//!   422 (invalid movements) problems otherwise.
+//!   422 (invalid movements, or more than `http.max_movements_per_request`) problems
+//!   otherwise.
+//!
+//! A batch is applied movement by movement, not as a transaction: after a crash in the
+//! middle, a retry of the same body answers the part that was durable `duplicate` and the
+//! rest `applied` (README "Batches and retries").
 //!
 //! Counted in `stocksync_ingest_rest_movements_total{outcome}`: one per movement answered
 //! (`applied`, `duplicate`, `rejected`) and one per refused request (`invalid`,
@@ -27,14 +34,34 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-/// Most movements accepted in one request.
-pub const MAX_BATCH_MOVEMENTS: usize = 10_000;
+/// Most movements accepted in one request whatever the config says (the ceiling of
+/// `http.max_movements_per_request`, whose default is 5,000).
+pub const MAX_BATCH_MOVEMENTS: usize = crate::config::MAX_MOVEMENTS_PER_REQUEST;
 
 /// The answer to an accepted request: one result per movement, in request order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MovementsResponse {
     /// One entry per movement sent.
     pub results: Vec<MovementResult>,
+    /// How many results have each outcome. A retry of a batch that was partly durable
+    /// before a crash answers the durable part `duplicate` and the rest `applied`.
+    #[serde(default)]
+    pub summary: BatchSummary,
+}
+
+/// Outcome counts of one request's results.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchSummary {
+    /// Recorded now, with effect.
+    pub applied: u64,
+    /// Recorded before (by an earlier request or delivery): durable before this request.
+    pub duplicate: u64,
+    /// Recorded now; waiting for their order line.
+    pub parked: u64,
+    /// Recorded now without effect.
+    pub ignored: u64,
+    /// Refused by the state machine; nothing recorded.
+    pub rejected: u64,
 }
 
 /// What happened to one movement.
@@ -73,10 +100,15 @@ pub enum MovementOutcome {
         /// The event's sequence number within the SKU.
         seq: u64,
     },
-    /// Its idempotency key was recorded before (as event `seq`); nothing changed.
+    /// Its idempotency key was recorded before (as event `seq`, durable before this
+    /// request was answered); nothing changed.
     Duplicate {
-        /// The sequence number that first recorded the key.
+        /// The sequence number (within the SKU) of the event that first recorded the key.
         seq: u64,
+        /// When that event was recorded, in milliseconds since the Unix epoch (absent when
+        /// the store could not be read for it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recorded_at_ms: Option<i64>,
     },
     /// The state machine refused it (e.g. a hold larger than available); nothing recorded.
     Rejected {
@@ -125,7 +157,7 @@ async fn accept(
 ) -> Result<Response, WebError> {
     check_content_type(headers)?;
     let body = body.map_err(body_error)?;
-    let movements = parse_movements(&body)?;
+    let movements = parse_movements_limited(&body, state.config.http.max_movements_per_request)?;
     // While the store refuses writes nothing submitted now could be acknowledged: answer
     // 503 with Retry-After at once instead of holding the request.
     if let Some(reason) = state.ledger.unavailable_reason() {
@@ -153,7 +185,10 @@ async fn accept(
     for (index, ((sku, idempotency_key), ack)) in named.into_iter().zip(acks).enumerate() {
         let outcome = match ack {
             Ok(Ack::Applied { seq }) => MovementOutcome::Applied { seq },
-            Ok(Ack::Duplicate { seq }) => MovementOutcome::Duplicate { seq },
+            Ok(Ack::Duplicate { seq }) => MovementOutcome::Duplicate {
+                seq,
+                recorded_at_ms: None,
+            },
             Ok(Ack::Parked { seq }) => MovementOutcome::Parked { seq },
             Ok(Ack::Ignored { seq }) => MovementOutcome::Ignored { seq },
             Err(LedgerError::Rejected(error)) => MovementOutcome::Rejected {
@@ -190,6 +225,14 @@ async fn accept(
             ),
         });
     }
+    original_times(state, &mut results).await;
+    let summary = BatchSummary {
+        applied: counts[0],
+        duplicate: counts[1],
+        rejected: counts[2],
+        parked: counts[3],
+        ignored: counts[4],
+    };
     let status = if results.iter().any(|r| {
         matches!(
             r.outcome,
@@ -202,7 +245,54 @@ async fn accept(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(MovementsResponse { results })).into_response())
+    Ok((status, Json(MovementsResponse { results, summary })).into_response())
+}
+
+/// Most events read in one store call while looking up originals of duplicates.
+const ORIGINALS_PAGE: usize = 512;
+
+/// Fills in `recorded_at_ms` of every duplicate from the store: the original event is
+/// durable (a duplicate is answered only then). Runs of consecutive seqs of one SKU (a
+/// retried batch) are read in one call each. A store failure leaves the times out; the
+/// outcome itself stays right.
+async fn original_times(state: &WebState, results: &mut [MovementResult]) {
+    let mut wanted: Vec<(String, u64, usize)> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(position, result)| match result.outcome {
+            MovementOutcome::Duplicate { seq, .. } => Some((result.sku.clone(), seq, position)),
+            _ => None,
+        })
+        .collect();
+    wanted.sort();
+    let store = state.ledger.store();
+    let mut start = 0;
+    while start < wanted.len() {
+        let (sku, first_seq) = (wanted[start].0.clone(), wanted[start].1);
+        let mut end = start + 1;
+        while end < wanted.len()
+            && wanted[end].0 == sku
+            && wanted[end].1 <= wanted[end - 1].1 + 1
+            && wanted[end].1 - first_seq < ORIGINALS_PAGE as u64
+        {
+            end += 1;
+        }
+        let span = (wanted[end - 1].1 - first_seq + 1) as usize;
+        if let Ok(events) = store.events(&sku, first_seq, span).await {
+            for (_, seq, position) in &wanted[start..end] {
+                let at = events
+                    .iter()
+                    .find(|event| event.seq == *seq)
+                    .map(|event| event.recorded_at_ms);
+                if let MovementOutcome::Duplicate { recorded_at_ms, .. } =
+                    &mut results[*position].outcome
+                {
+                    *recorded_at_ms = at;
+                }
+            }
+        }
+        start = end;
+    }
 }
 
 /// Accepts `application/json` and any `application/*+json`, parameters ignored.
@@ -235,18 +325,28 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), WebError> {
 /// it reads it (no intermediate `serde_json::Value`); any other body is read again by the
 /// exact path below, which reports every problem as before.
 pub fn parse_movements(body: &[u8]) -> Result<Vec<Movement>, WebError> {
-    if let Some((movements, _batch)) = FastMovementReader::body(body, MAX_BATCH_MOVEMENTS)
+    parse_movements_limited(body, MAX_BATCH_MOVEMENTS)
+}
+
+/// [`parse_movements`] accepting at most `max_movements` (clamped to
+/// [`MAX_BATCH_MOVEMENTS`]); a larger batch is refused as a whole (422, pointer `#`).
+pub fn parse_movements_limited(
+    body: &[u8],
+    max_movements: usize,
+) -> Result<Vec<Movement>, WebError> {
+    let max_movements = max_movements.min(MAX_BATCH_MOVEMENTS);
+    if let Some((movements, _batch)) = FastMovementReader::body(body, max_movements)
         && movements.iter().all(|movement| movement.validate().is_ok())
     {
         return Ok(movements);
     }
-    parse_movements_exact(body)
+    parse_movements_exact(body, max_movements)
 }
 
 /// The exact reading of a body: through `serde_json::Value` and the derived [`Movement`]
 /// deserializer, every problem reported with its pointer. Used for every body the fast
 /// reader does not vouch for (so for every refused one).
-fn parse_movements_exact(body: &[u8]) -> Result<Vec<Movement>, WebError> {
+fn parse_movements_exact(body: &[u8], max_movements: usize) -> Result<Vec<Movement>, WebError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|error| WebError::MalformedJson {
             message: error.to_string(),
@@ -268,12 +368,13 @@ fn parse_movements_exact(body: &[u8]) -> Result<Vec<Movement>, WebError> {
             errors: vec![FieldError::new("#", "the batch is empty")],
         });
     }
-    if items.len() > MAX_BATCH_MOVEMENTS {
+    if items.len() > max_movements {
         return Err(WebError::InvalidMovements {
             errors: vec![FieldError::new(
                 "#",
                 format!(
-                    "the batch has {} movements; at most {MAX_BATCH_MOVEMENTS} are accepted",
+                    "the batch has {} movements; at most {max_movements} are accepted \
+                     (http.max_movements_per_request)",
                     items.len()
                 ),
             )],
@@ -432,7 +533,10 @@ mod tests {
             index: 0,
             sku: "SKU-A".into(),
             idempotency_key: "k".into(),
-            outcome: MovementOutcome::Duplicate { seq: 3 },
+            outcome: MovementOutcome::Duplicate {
+                seq: 3,
+                recorded_at_ms: None,
+            },
         };
         let json = serde_json::to_value(&result).unwrap();
         assert_eq!(json["outcome"], "duplicate");
@@ -480,7 +584,7 @@ mod fast_path_tests {
         );
         assert_eq!(
             parse_movements(body.as_bytes()).unwrap(),
-            parse_movements_exact(body.as_bytes()).unwrap()
+            parse_movements_exact(body.as_bytes(), MAX_BATCH_MOVEMENTS).unwrap()
         );
     }
 

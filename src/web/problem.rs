@@ -52,6 +52,12 @@ pub enum WebError {
     /// The route exists but not for this method (405).
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The SKU has no durable movement (404 `unknown-sku`); nothing was loaded for it.
+    #[error("SKU {sku:?} is unknown: no movement of it was ever recorded")]
+    UnknownSku {
+        /// The SKU asked for.
+        sku: String,
+    },
 }
 
 impl WebError {
@@ -65,6 +71,7 @@ impl WebError {
             WebError::NotFound { .. } => StatusCode::NOT_FOUND,
             WebError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             WebError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            WebError::UnknownSku { .. } => StatusCode::NOT_FOUND,
         }
     }
 
@@ -82,6 +89,7 @@ impl WebError {
             }
             WebError::InvalidMovements { .. } => ("invalid-movements", "Invalid movements"),
             WebError::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
+            WebError::UnknownSku { .. } => ("unknown-sku", "Unknown SKU"),
         };
         let problem = Problem::new(status, slug, title, detail);
         match self {

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 
-/// SKUs read per page when every ATP is recomputed after a change.
-const REPUBLISH_PAGE: usize = 500;
+/// SKUs read (and replayed) per page when every ATP is recomputed after a change.
+pub const REPUBLISH_PAGE: usize = 512;
 
 /// One channel's changeable ATP rule.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -212,28 +212,42 @@ impl RuntimeRules {
     }
 }
 
-/// Recomputes every known SKU's availability (and so its ATP on every channel).
-async fn republish(ledger: Ledger, sink: Arc<dyn AvailabilitySink>) {
+/// Recomputes every known SKU's availability (and so its ATP on every channel), walking
+/// the store in pages of [`REPUBLISH_PAGE`] SKUs: each page is replayed from the store
+/// ([`Ledger::stored_states`], no SKU is brought into the ledger's memory) and published
+/// before the next is read, so memory stays bounded by one page whatever the SKU count.
+/// Movements not yet durable are published by their own commit. A commit that lands
+/// between a page's read and its publish can be overtaken by the page's older figure until
+/// the SKU's next movement (the window is one store read and one replay of the page; the
+/// walk over live actors it replaces had a window of a whole page of sequential reads).
+pub async fn republish(ledger: Ledger, sink: Arc<dyn AvailabilitySink>) {
     let mut after: Option<String> = None;
+    let mut published = 0_u64;
     loop {
         let skus = match ledger.list_skus(after.as_deref(), REPUBLISH_PAGE).await {
             Ok(skus) => skus,
             Err(error) => {
-                tracing::warn!(error = %error, "re-publishing after a rules change stopped");
+                tracing::warn!(error = %error, published, "re-publishing after a rules change stopped");
                 return;
             }
         };
         let Some(last) = skus.last().cloned() else {
+            tracing::debug!(published, "re-published every SKU after a rules change");
             return;
         };
-        let mut changes = Vec::with_capacity(skus.len());
-        for sku in skus {
-            if let Ok(state) = ledger.state(&sku.as_str().into()).await {
-                changes.push(state.availability());
+        match ledger.stored_states(&skus).await {
+            Ok(states) => {
+                let changes: Vec<_> = states.iter().map(|state| state.availability()).collect();
+                sink.publish(&changes);
+                published += changes.len() as u64;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, first = %skus[0], "a page of SKUs could not be re-published");
             }
         }
-        sink.publish(&changes);
         after = Some(last);
+        // Let ingest and propagation run between pages.
+        tokio::task::yield_now().await;
     }
 }
 

@@ -5,8 +5,9 @@
 //! transit, inbound on purchase orders), every configured channel's ATP with its explanation
 //! ([`crate::domain::AllocationPolicy::allocate`] over every channel's rule) and the
 //! quantity propagation last pushed, the open reservations, and the purchase-order units
-//! still expected by location and date. A SKU never seen answers 200 with no locations and
-//! ATP 0. A ledger failure answers a 503 problem.
+//! still expected by location and date. A SKU never seen (no durable movement; the store is
+//! asked first, so nothing is loaded for it) answers a 404 `unknown-sku` problem; a
+//! configured bundle is always known. A ledger failure answers a 503 problem.
 //!
 //! A bundle (or kit) holds no stock of its own: its levels are derived from its components'
 //! exactly as propagation derives them ([`crate::domain::bundle_levels`], per metric, then
@@ -162,8 +163,11 @@ pub(super) async fn get_stock(
     let unavailable = |error: crate::ledger::LedgerError| WebError::Unavailable {
         message: error.to_string(),
     };
-    let sku_state = state.ledger.state(&sku).await.map_err(unavailable)?;
+    let known = state.ledger.known_state(&sku).await.map_err(unavailable)?;
     let Some(components) = state.bundle_components(&sku) else {
+        let Some(sku_state) = known else {
+            return Err(WebError::UnknownSku { sku: sku.0 });
+        };
         return Ok(Json(view(
             &state,
             &sku_state,
@@ -171,15 +175,17 @@ pub(super) async fn get_stock(
             None,
         )));
     };
-    // Bounded by the configured bill of materials.
+    let sku_state = known.unwrap_or_else(|| SkuState::new(sku.clone()));
+    // Bounded by the configured bill of materials; a component never seen has no stock.
     let mut component_states = Vec::with_capacity(components.len());
     for component in &components {
         component_states.push(
             state
                 .ledger
-                .state(&component.sku)
+                .known_state(&component.sku)
                 .await
-                .map_err(unavailable)?,
+                .map_err(unavailable)?
+                .unwrap_or_else(|| SkuState::new(component.sku.clone())),
         );
     }
     Ok(Json(bundle_view(

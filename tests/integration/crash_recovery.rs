@@ -192,3 +192,68 @@ async fn kill_9_mid_stream_loses_no_acknowledged_movement_and_applies_none_twice
     engine.kill().unwrap();
     engine.wait().unwrap();
 }
+
+/// Issue 10 §8: a batch cut by a crash, re-sent whole after the restart, answers every
+/// movement with its index and key, the part that was durable before the crash
+/// `duplicate` with the seq and time of the original event, the rest `applied`, and a
+/// summary that counts both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_resent_after_a_crash_tells_what_was_durable_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let batch: Vec<Value> = (0..20)
+        .map(|n| {
+            json!({"sku": format!("RETRY-{}", n % 3), "idempotency_key": format!("retry:{n}"),
+                   "source": "crash-test", "type": "receipt", "location": "WH-1", "quantity": 1})
+        })
+        .collect();
+    let post = |base: String, body: Vec<Value>| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .post(format!("{base}/api/v1/movements"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    // Before the crash, only the first 8 movements of the batch were made durable.
+    let (mut engine, base) = start_engine(dir.path());
+    let (status, first) = post(base, batch[..8].to_vec()).await;
+    assert_eq!(status, 201, "{first}");
+    engine.kill().expect("SIGKILL");
+    engine.wait().unwrap();
+
+    let (mut engine, base) = start_engine(dir.path());
+    let (status, answer) = post(base, batch.clone()).await;
+    assert_eq!(status, 201, "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 20);
+    for (index, result) in results.iter().enumerate() {
+        assert_eq!(result["index"], index, "{result}");
+        assert_eq!(result["idempotency_key"], format!("retry:{index}"));
+        assert!(result["seq"].as_u64().unwrap() >= 1, "{result}");
+        if index < 8 {
+            let original = &first["results"][index];
+            assert_eq!(result["outcome"], "duplicate", "{result}");
+            assert_eq!(
+                result["seq"], original["seq"],
+                "the original's seq: {result}"
+            );
+            assert!(
+                result["recorded_at_ms"].as_i64().unwrap() > 1_600_000_000_000,
+                "the original's time: {result}"
+            );
+        } else {
+            assert_eq!(result["outcome"], "applied", "{result}");
+            assert!(result.get("recorded_at_ms").is_none(), "{result}");
+        }
+    }
+    assert_eq!(answer["summary"]["applied"], 12, "{answer}");
+    assert_eq!(answer["summary"]["duplicate"], 8, "{answer}");
+    engine.kill().unwrap();
+    engine.wait().unwrap();
+}

@@ -24,6 +24,7 @@ mod crash_recovery;
 mod dashboard_browser;
 mod end_to_end;
 mod grafana;
+mod http_limits;
 mod kafka_ingest;
 mod kafka_poison;
 mod kits_refunds;

@@ -350,10 +350,18 @@ async fn a_batch_with_three_invalid_movements_is_refused_whole() {
         pointers,
         vec!["#/1/quantity", "#/2/idempotency_key", "#/3/delta"]
     );
+    // Untouched: no movement of them was ever recorded (issue 10: a SKU never seen is a
+    // 404 `unknown-sku` problem, not an empty view).
     for sku in ["SKU-B", "SKU-B2", "SKU-B3"] {
-        let stock = harness.stock(sku).await;
-        assert_eq!(stock["seq"], 0, "{sku} must be untouched: {stock}");
-        assert_eq!(stock["locations"], json!([]));
+        let response = harness
+            .client
+            .get(format!("{}/api/v1/stock/{sku}", harness.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 404, "{sku} must be untouched");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["type"], "urn:stocksync:problem:unknown-sku");
     }
     harness.stop().await;
 }

@@ -15,11 +15,15 @@
 //!   `channels::build_adapter` calls).
 //! - At least `feed_min_items` sendable items, and a feed submission left in the
 //!   `feeds_per_window` / `feed_window_secs` budget: one feed (createFeedDocument → PUT
-//!   the document → createFeed → getFeed until DONE → the processing report), each message's
-//!   ERROR issue becoming that item's `Rejected`, the others `Accepted`; FATAL/CANCELLED or
-//!   no result within `feed_wait_ms` → every item `Retryable` (a throttled or failed
-//!   `getFeed` is polled again until then, never resubmitted). A feed that fails before
-//!   createFeed accepted it gives its submission back to the budget.
+//!   the document → createFeed), whose items come back `Submitted` under the feed id: the
+//!   push returns at once and propagation pushes other listings while Amazon processes it.
+//!   When propagation asks ([`ChannelAdapter::check_submitted`], every `feed_poll_ms`), one
+//!   getFeed: still processing → `Submitted` again; DONE → the processing report, each
+//!   message's ERROR issue becoming that item's `Rejected`, the others `Accepted`;
+//!   FATAL/CANCELLED or no result within `feed_wait_ms` of createFeed → every item
+//!   `Retryable` (a throttled or failed getFeed is asked again at the next check, never
+//!   resubmitted). A feed that fails before createFeed accepted it gives its submission
+//!   back to the budget.
 //! - Otherwise one PATCH for the first sendable item and `Deferred` for the rest, so each
 //!   push is exactly one patchListingsItem request and propagation's token bucket (5 req/s,
 //!   burst 5 for the channel) is the pacing: `ACCEPTED` → `Accepted`, `INVALID` →
@@ -27,7 +31,11 @@
 //!   gives the pause when there is no `Retry-After`), 5xx/transport → `Retryable`.
 //! - `ACCEPTED` means queued, not applied (§4.1); Amazon applies it moments later, and a
 //!   PATCH and a feed for one SKU may be applied out of order (§4.6), which is why a feed
-//!   is only used when the queue is large and the push waits for the feed's report.
+//!   is only used when the queue is large. A newer value for a listing whose feed is still
+//!   processing goes out at once (a PATCH or the next feed); propagation ignores the older
+//!   feed's result for that listing, so it never overwrites the newer value's bookkeeping
+//!   (and writes the newer value once more when Amazon applied the older feed, since the
+//!   two may have been applied out of order).
 //! - `PushReport.requests` is 1 per push: the channel's `rate_limit` models
 //!   patchListingsItem; feed operations have their own limits and the feed budget.
 //!
@@ -71,6 +79,9 @@ use tokio::time::Instant;
 
 /// Counter of JSON_LISTINGS_FEED submissions, labelled by channel and outcome.
 pub const FEEDS_TOTAL: &str = "stocksync_channel_amazon_feeds_total";
+/// Most submitted feeds whose result is tracked at once (Amazon's budget allows 5 per
+/// 5 minutes; propagation bounds its own submissions well below this).
+const MAX_FEEDS_TRACKED: usize = 64;
 /// The content type of feed documents.
 const FEED_CONTENT_TYPE: &str = "application/json; charset=UTF-8";
 
@@ -83,6 +94,10 @@ pub struct AmazonAdapter {
     client: Arc<AmazonClient>,
     /// When recent feeds were submitted (for the 5-per-5-min budget).
     feeds: Mutex<VecDeque<Instant>>,
+    /// Submitted feeds whose result propagation has not had yet: feed id and the instant
+    /// after which it counts as failed (`feed_wait_ms` after createFeed); at most
+    /// [`MAX_FEEDS_TRACKED`].
+    in_flight: Mutex<VecDeque<(String, Instant)>>,
     /// The DEFAULT entries of the FBA listings (MFN → FBA, [`fba`]).
     fba: Arc<FbaRetirement>,
     /// The background task settling them, aborted when the adapter is dropped.
@@ -147,6 +162,7 @@ impl AmazonAdapter {
             config: config.clone(),
             client,
             feeds: Mutex::new(VecDeque::new()),
+            in_flight: Mutex::new(VecDeque::new()),
             fba,
             fba_task: Mutex::new(None),
         })
@@ -247,56 +263,158 @@ impl AmazonAdapter {
             .pop_back();
     }
 
-    /// Sends `items` (seller SKU, quantity) as one JSON_LISTINGS_FEED; one outcome each.
-    async fn feed(&self, items: &[(String, u64)], report: &mut PushReport) -> Vec<ItemOutcome> {
+    /// Submits `items` (seller SKU, quantity) as one JSON_LISTINGS_FEED and returns each
+    /// item's outcome: `Submitted` under the feed id once createFeed accepted it (the
+    /// processing report is read by [`check_feed`](Self::check_feed) when propagation asks),
+    /// `Retryable` when the submission failed.
+    async fn submit_feed(
+        &self,
+        items: &[(String, u64)],
+        report: &mut PushReport,
+    ) -> Vec<ItemOutcome> {
         report.requests += 1;
         let mut submitted = false;
-        let result = self.run_feed(items, &mut submitted).await;
-        if result.is_err() && !submitted {
-            self.release_feed_slot();
-        }
-        let label = match &result {
-            Ok(_) => "done",
-            Err(_) => "failed",
-        };
-        metrics::counter!(FEEDS_TOTAL, "channel" => self.channel.clone(), "outcome" => label)
-            .increment(1);
+        let result = self.run_submission(items, &mut submitted).await;
         match result {
-            Ok(outcomes) => outcomes
-                .into_iter()
-                .zip(items)
-                .map(|(outcome, (_, quantity))| match outcome {
-                    MessageOutcome::Accepted => ItemOutcome::Accepted {
-                        quantity: *quantity,
-                    },
-                    MessageOutcome::Rejected(code, message) => {
-                        ItemOutcome::Rejected { code, message }
-                    }
-                })
-                .collect(),
-            Err(error) => {
-                if let PlatformError::Throttled { retry_after_ms } = &error {
-                    report.throttle.throttled = true;
-                    report.throttle.retry_after_ms = *retry_after_ms;
-                }
-                let reason = error.to_string();
-                report.error = Some(error.into());
+            Ok(feed_id) => {
+                self.track_feed(&feed_id);
                 items
                     .iter()
-                    .map(|_| ItemOutcome::Retryable {
-                        reason: reason.clone(),
+                    .map(|_| ItemOutcome::Submitted {
+                        token: feed_id.clone(),
+                        check_after_ms: self.config.feed_poll_ms,
                     })
                     .collect()
+            }
+            Err(error) => {
+                if !submitted {
+                    self.release_feed_slot();
+                }
+                metrics::counter!(FEEDS_TOTAL, "channel" => self.channel.clone(), "outcome" => "failed")
+                    .increment(1);
+                feed_failed(items.len(), error, report)
             }
         }
     }
 
-    /// The feed flow of §4.2; `submitted` turns true once createFeed accepted the feed.
-    async fn run_feed(
+    /// Remembers when a submitted feed's result is due at the latest (`feed_wait_ms`);
+    /// at most [`MAX_FEEDS_TRACKED`], the oldest forgotten first.
+    fn track_feed(&self, feed_id: &str) {
+        let deadline = Instant::now() + Duration::from_millis(self.config.feed_wait_ms);
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while in_flight.len() >= MAX_FEEDS_TRACKED {
+            in_flight.pop_front();
+        }
+        in_flight.push_back((feed_id.to_owned(), deadline));
+    }
+
+    /// The deadline of a tracked feed, and whether it is still tracked.
+    fn feed_deadline(&self, feed_id: &str) -> Option<Instant> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(id, _)| id == feed_id)
+            .map(|(_, deadline)| *deadline)
+    }
+
+    fn forget_feed(&self, feed_id: &str) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(id, _)| id != feed_id);
+    }
+
+    /// One getFeed for a submitted feed: the processing report's outcomes once DONE (each
+    /// message's ERROR issue becoming that item's `Rejected`, the others `Accepted`),
+    /// `Submitted` again while it processes (a throttled or failed status read too: the
+    /// feed is polled again, never resubmitted), every item `Retryable` on FATAL/CANCELLED
+    /// or when `feed_wait_ms` passed since createFeed.
+    async fn check_feed(
+        &self,
+        feed_id: &str,
+        items: &[(String, u64)],
+        report: &mut PushReport,
+    ) -> Vec<ItemOutcome> {
+        let Some(deadline) = self.feed_deadline(feed_id) else {
+            let error = PlatformError::Transport {
+                message: format!(
+                    "feed {feed_id} is not tracked (restarted, or too many feeds in flight)"
+                ),
+            };
+            return feed_failed(items.len(), error, report);
+        };
+        let result = match self.client.feed(feed_id).await {
+            Ok(answer) => match response::decode_feed_status(&answer) {
+                Ok(FeedStatus::Done(document)) => self
+                    .read_processing_report(document, items.len())
+                    .await
+                    .map(Some),
+                Ok(FeedStatus::Failed(status)) => Err(PlatformError::Server {
+                    status: 200,
+                    message: format!("feed {feed_id} ended {status}"),
+                }),
+                Ok(FeedStatus::Processing)
+                | Err(PlatformError::Throttled { .. })
+                | Err(PlatformError::Server { .. })
+                | Err(PlatformError::Transport { .. }) => Ok(None),
+                Err(error) => Err(error),
+            },
+            Err(PlatformError::Throttled { .. })
+            | Err(PlatformError::Server { .. })
+            | Err(PlatformError::Transport { .. }) => Ok(None),
+            Err(error) => Err(error),
+        };
+        let result = match result {
+            Ok(None) if Instant::now() >= deadline => Err(PlatformError::Transport {
+                message: format!("feed {feed_id} not processed within feed_wait_ms"),
+            }),
+            other => other,
+        };
+        match result {
+            Ok(None) => items
+                .iter()
+                .map(|_| ItemOutcome::Submitted {
+                    token: feed_id.to_owned(),
+                    check_after_ms: self.config.feed_poll_ms,
+                })
+                .collect(),
+            Ok(Some(outcomes)) => {
+                self.forget_feed(feed_id);
+                metrics::counter!(FEEDS_TOTAL, "channel" => self.channel.clone(), "outcome" => "done")
+                    .increment(1);
+                outcomes
+                    .into_iter()
+                    .zip(items)
+                    .map(|(outcome, (_, quantity))| match outcome {
+                        MessageOutcome::Accepted => ItemOutcome::Accepted {
+                            quantity: *quantity,
+                        },
+                        MessageOutcome::Rejected(code, message) => {
+                            ItemOutcome::Rejected { code, message }
+                        }
+                    })
+                    .collect()
+            }
+            Err(error) => {
+                self.forget_feed(feed_id);
+                metrics::counter!(FEEDS_TOTAL, "channel" => self.channel.clone(), "outcome" => "failed")
+                    .increment(1);
+                feed_failed(items.len(), error, report)
+            }
+        }
+    }
+
+    /// The submission part of the feed flow of §4.2 (createFeedDocument → PUT the document
+    /// → createFeed); `submitted` turns true once createFeed accepted the feed.
+    async fn run_submission(
         &self,
         items: &[(String, u64)],
         submitted: &mut bool,
-    ) -> Result<Vec<MessageOutcome>, PlatformError> {
+    ) -> Result<String, PlatformError> {
         let answer = self.client.create_feed_document(FEED_CONTENT_TYPE).await?;
         if let Some(error) = platform::status_error(&answer) {
             return Err(error);
@@ -335,34 +453,18 @@ impl AmazonAdapter {
             })?;
         *submitted = true;
         tracing::info!(channel = %self.channel, feed_id = %feed_id, messages = items.len(), "JSON_LISTINGS_FEED submitted");
-        let deadline = Instant::now() + Duration::from_millis(self.config.feed_wait_ms);
-        let result_document = loop {
-            tokio::time::sleep(Duration::from_millis(self.config.feed_poll_ms)).await;
-            let answer = self.client.feed(&feed_id).await?;
-            match response::decode_feed_status(&answer) {
-                Ok(FeedStatus::Done(document)) => break document,
-                Ok(FeedStatus::Failed(status)) => {
-                    return Err(PlatformError::Server {
-                        status: 200,
-                        message: format!("feed {feed_id} ended {status}"),
-                    });
-                }
-                // A throttled or failed status read says nothing about the feed: poll on
-                // until the deadline rather than resubmit (which would spend the budget).
-                Ok(FeedStatus::Processing)
-                | Err(PlatformError::Throttled { .. })
-                | Err(PlatformError::Server { .. })
-                | Err(PlatformError::Transport { .. }) => {}
-                Err(error) => return Err(error),
-            }
-            if Instant::now() >= deadline {
-                return Err(PlatformError::Transport {
-                    message: format!("feed {feed_id} not processed within feed_wait_ms"),
-                });
-            }
-        };
+        Ok(feed_id)
+    }
+
+    /// Reads a DONE feed's processing report (`None`: Amazon gave no report, every message
+    /// accepted).
+    async fn read_processing_report(
+        &self,
+        result_document: Option<String>,
+        messages: usize,
+    ) -> Result<Vec<MessageOutcome>, PlatformError> {
         let Some(result_document) = result_document else {
-            return Ok(vec![MessageOutcome::Accepted; items.len()]);
+            return Ok(vec![MessageOutcome::Accepted; messages]);
         };
         let answer = self.client.feed_document(&result_document).await?;
         if let Some(error) = platform::status_error(&answer) {
@@ -378,8 +480,24 @@ impl AmazonAdapter {
         if let Some(error) = platform::status_error(&report) {
             return Err(error);
         }
-        Ok(response::map_processing_report(&report.body, items.len()))
+        Ok(response::map_processing_report(&report.body, messages))
     }
+}
+
+/// Every item `Retryable` after a feed failed as a whole; a throttled failure becomes the
+/// report's throttle signal.
+fn feed_failed(items: usize, error: PlatformError, report: &mut PushReport) -> Vec<ItemOutcome> {
+    if let PlatformError::Throttled { retry_after_ms } = &error {
+        report.throttle.throttled = true;
+        report.throttle.retry_after_ms = *retry_after_ms;
+    }
+    let reason = error.to_string();
+    report.error = Some(error.into());
+    (0..items)
+        .map(|_| ItemOutcome::Retryable {
+            reason: reason.clone(),
+        })
+        .collect()
 }
 
 fn retryable(report: &mut PushReport, error: ChannelError) -> ItemOutcome {
@@ -442,7 +560,7 @@ impl ChannelAdapter for AmazonAdapter {
                 .iter()
                 .map(|(position, seller_sku)| (seller_sku.clone(), items[*position].quantity))
                 .collect();
-            let feed_outcomes = self.feed(&feed_items, &mut report).await;
+            let feed_outcomes = self.submit_feed(&feed_items, &mut report).await;
             for ((position, _), outcome) in sendable.iter().zip(feed_outcomes) {
                 outcomes[*position] = Some(outcome);
             }
@@ -458,6 +576,30 @@ impl ChannelAdapter for AmazonAdapter {
             .map(|(item, outcome)| ItemResult {
                 sku: item.sku.clone(),
                 outcome: outcome.unwrap_or(ItemOutcome::Deferred),
+            })
+            .collect();
+        report
+    }
+
+    async fn check_submitted(&self, token: &str, items: &[PushItem]) -> PushReport {
+        let mut report = PushReport::default();
+        let feed_items: Vec<(String, u64)> = items
+            .iter()
+            .map(|item| {
+                let seller_sku = self
+                    .listings
+                    .mfn(&item.sku)
+                    .map_or_else(|| item.sku.clone(), |listing| listing.seller_sku.clone());
+                (seller_sku, item.quantity)
+            })
+            .collect();
+        let outcomes = self.check_feed(token, &feed_items, &mut report).await;
+        report.results = items
+            .iter()
+            .zip(outcomes)
+            .map(|(item, outcome)| ItemResult {
+                sku: item.sku.clone(),
+                outcome,
             })
             .collect();
         report

@@ -103,7 +103,7 @@ fn outcomes(report: &PushReport) -> Vec<ItemOutcome> {
 async fn a_single_patch_sets_the_default_quantity_and_defers_the_rest() {
     let sim = simulator(options(&["A", "B"], &[])).await;
     let adapter = adapter(&config(&sim, &["A", "B"], &[], ""));
-    let report = adapter.push(&items(&["A", "B"], 6)).await;
+    let report = adapter.push_until_settled(&items(&["A", "B"], 6)).await;
     assert_eq!(
         outcomes(&report),
         vec![ItemOutcome::Accepted { quantity: 6 }, ItemOutcome::Deferred]
@@ -130,7 +130,9 @@ async fn a_feed_maps_its_processing_report_to_per_item_outcomes() {
     sim_options.rejected_skus = vec!["B-NL".to_owned()];
     let sim = simulator(sim_options).await;
     let adapter = adapter(&config(&sim, &["A", "B", "C"], &["F"], ""));
-    let report = adapter.push(&items(&["A", "B", "C", "F", "NOPE"], 9)).await;
+    let report = adapter
+        .push_until_settled(&items(&["A", "B", "C", "F", "NOPE"], 9))
+        .await;
     let outcomes = outcomes(&report);
     assert_eq!(outcomes[0], ItemOutcome::Accepted { quantity: 9 });
     assert!(
@@ -166,7 +168,7 @@ async fn fba_skus_are_never_mapped_nor_sent() {
     assert!(adapter.is_mapped("A"));
     assert!(!adapter.is_mapped("F"));
     assert_eq!(adapter.listing_count(), 1);
-    let report = adapter.push(&items(&["F"], 3)).await;
+    let report = adapter.push_until_settled(&items(&["F"], 3)).await;
     assert!(
         matches!(&outcomes(&report)[0], ItemOutcome::Rejected { code, .. } if code == "FBA_SKU")
     );
@@ -181,10 +183,10 @@ async fn fba_skus_are_never_mapped_nor_sent() {
 async fn an_expired_token_is_refreshed_once_and_the_push_succeeds() {
     let sim = simulator(options(&["A"], &[])).await;
     let adapter = adapter(&config(&sim, &["A"], &[], ""));
-    let first = adapter.push(&items(&["A"], 1)).await;
+    let first = adapter.push_until_settled(&items(&["A"], 1)).await;
     assert_eq!(outcomes(&first)[0], ItemOutcome::Accepted { quantity: 1 });
     sim.expire_tokens();
-    let second = adapter.push(&items(&["A"], 2)).await;
+    let second = adapter.push_until_settled(&items(&["A"], 2)).await;
     assert_eq!(outcomes(&second)[0], ItemOutcome::Accepted { quantity: 2 });
     let counters = sim.counters();
     assert_eq!(counters.tokens_issued, 2);
@@ -201,8 +203,8 @@ async fn a_throttled_patch_is_retryable_with_the_pause_of_the_rate_header() {
     };
     let sim = simulator(sim_options).await;
     let adapter = adapter(&config(&sim, &["A"], &[], ""));
-    adapter.push(&items(&["A"], 1)).await;
-    let throttled = adapter.push(&items(&["A"], 2)).await;
+    adapter.push_until_settled(&items(&["A"], 1)).await;
+    let throttled = adapter.push_until_settled(&items(&["A"], 2)).await;
     assert!(matches!(
         outcomes(&throttled)[0],
         ItemOutcome::Retryable { .. }
@@ -222,7 +224,7 @@ async fn server_errors_are_retryable_and_an_outage_converges() {
     let sim = simulator(options(&["A"], &[])).await;
     let adapter = adapter(&config(&sim, &["A"], &[], ""));
     sim.fail_next_patches(1, 503);
-    let failed = adapter.push(&items(&["A"], 4)).await;
+    let failed = adapter.push_until_settled(&items(&["A"], 4)).await;
     assert!(matches!(
         outcomes(&failed)[0],
         ItemOutcome::Retryable { .. }
@@ -234,7 +236,7 @@ async fn server_errors_are_retryable_and_an_outage_converges() {
             ..
         }))
     ));
-    let again = adapter.push(&items(&["A"], 4)).await;
+    let again = adapter.push_until_settled(&items(&["A"], 4)).await;
     assert_eq!(outcomes(&again)[0], ItemOutcome::Accepted { quantity: 4 });
 }
 
@@ -245,14 +247,18 @@ async fn the_feed_budget_is_spent_on_submissions_only_then_single_patches_take_o
     let sim = simulator(sim_options).await;
     let adapter = adapter(&config(&sim, &["A", "B", "C"], &[], "feeds_per_window = 1"));
     sim.set_outage(true);
-    let failed = adapter.push(&items(&["A", "B", "C"], 5)).await;
+    let failed = adapter
+        .push_until_settled(&items(&["A", "B", "C"], 5))
+        .await;
     assert!(
         outcomes(&failed)
             .iter()
             .all(|outcome| matches!(outcome, ItemOutcome::Retryable { .. }))
     );
     sim.set_outage(false);
-    let fed = adapter.push(&items(&["A", "B", "C"], 5)).await;
+    let fed = adapter
+        .push_until_settled(&items(&["A", "B", "C"], 5))
+        .await;
     assert!(
         outcomes(&fed)
             .iter()
@@ -260,7 +266,9 @@ async fn the_feed_budget_is_spent_on_submissions_only_then_single_patches_take_o
         "the failed attempt did not spend the one feed: {:?}",
         outcomes(&fed)
     );
-    let patched = adapter.push(&items(&["A", "B", "C"], 6)).await;
+    let patched = adapter
+        .push_until_settled(&items(&["A", "B", "C"], 6))
+        .await;
     assert_eq!(
         outcomes(&patched),
         vec![
@@ -344,7 +352,7 @@ async fn a_listing_moved_to_fba_gets_one_final_default_zero_read_back_and_nothin
     assert_eq!(sim.counters().patches_received, 1, "one final 0");
     // Amazon converts the offer; B's stock changes: only B's MFN listing is written.
     sim.add_listing(sim_listing("A-NL", Some(0), true));
-    let report = adapter.push(&items(&["A", "B"], 9)).await;
+    let report = adapter.push_until_settled(&items(&["A", "B"], 9)).await;
     let outcomes = outcomes(&report);
     assert!(
         matches!(&outcomes[0], ItemOutcome::Rejected { code, .. } if code == "FBA_SKU"),

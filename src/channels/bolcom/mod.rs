@@ -11,14 +11,18 @@
 //!   we already ingested (bol orders included). With `false`, bol would subtract every open
 //!   order again and undersell; with `true` it subtracts only orders placed after this
 //!   update, which are exactly those we have not seen yet (§3.8).
-//! - Pushes are serialised per offer: an offer's lock is held from the PUT until its
-//!   process status leaves PENDING, and an update still PENDING when a push gives up is
-//!   remembered, so the next push of that offer checks it first and sends nothing while it
-//!   is pending. Two updates of one offer are never in flight, so bol cannot apply them out
-//!   of order (§3.8).
+//! - A push returns once bol answered the PUT: the item is `Submitted` under its process
+//!   status id, and propagation reads the status when due
+//!   ([`ChannelAdapter::check_submitted`], after `process_status_poll_ms`, then doubling up
+//!   to 1 s), pushing other offers meanwhile.
+//! - Updates are serialised per offer: the adapter remembers each offer's update until its
+//!   process status leaves PENDING, and a push of that offer checks it first and sends
+//!   nothing while it is pending; propagation does not push a listing whose update is in
+//!   flight ([`ChannelAdapter::serialises_listings`]). Two updates of one offer are never in
+//!   flight, so bol cannot apply them out of order (§3.8).
 //! - Outcomes: SUCCESS → `Accepted`; FAILURE → `Rejected` (`PROCESS_STATUS_FAILURE`, the
-//!   listing is isolated and retried alone); TIMEOUT or still PENDING after
-//!   `process_status_wait_ms` → `Retryable`; 400/404 → `Rejected`; 401 (after one token
+//!   listing is isolated and retried alone); TIMEOUT or still PENDING
+//!   `process_status_wait_ms` after the PUT → `Retryable`; 400/404 → `Rejected`; 401 (after one token
 //!   refresh), 429, 5xx, transport → `Retryable` with the classified error.
 //! - `amount` is capped at `max_amount` (999, §3.3 [?]) with a warning and the counter
 //!   `stocksync_channel_bolcom_amount_capped_total`: bol refuses larger amounts with 400.
@@ -68,6 +72,11 @@ const POLL_MAX: Duration = Duration::from_secs(1);
 struct PendingUpdate {
     process_status_id: String,
     amount: u64,
+    /// After this instant a PENDING status makes the push `Retryable` (the PUT plus
+    /// `process_status_wait_ms`).
+    deadline: Instant,
+    /// The pause before the next status read, in milliseconds.
+    pause_ms: u64,
 }
 
 /// The bol.com adapter of one channel.
@@ -150,28 +159,6 @@ impl BolcomAdapter {
         Ok(payload::decode_process_status(&answer)?.1)
     }
 
-    /// Polls a process status until it leaves PENDING or `process_status_wait_ms` passed.
-    async fn await_process(
-        &self,
-        id: &str,
-        report: &mut PushReport,
-    ) -> Result<ProcessState, PlatformError> {
-        let deadline = Instant::now() + Duration::from_millis(self.config.process_status_wait_ms);
-        let mut pause = Duration::from_millis(self.config.process_status_poll_ms.max(1));
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(ProcessState::Pending);
-            }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(POLL_MAX);
-            match self.read_process(id, report).await? {
-                ProcessState::Pending => continue,
-                done => return Ok(done),
-            }
-        }
-    }
-
     /// Pushes one item to its offer, serialised with every other push of that offer.
     async fn push_one(&self, item: &PushItem, offer: &str, report: &mut PushReport) -> ItemOutcome {
         let lock = self.offer_lock(offer);
@@ -219,30 +206,75 @@ impl BolcomAdapter {
             Ok((id, _)) => id,
             Err(error) => return retryable(report, error),
         };
-        match self.await_process(&id, report).await {
-            Ok(ProcessState::Success) => ItemOutcome::Accepted { quantity: amount },
-            Ok(ProcessState::Failure(message)) => ItemOutcome::Rejected {
-                code: "PROCESS_STATUS_FAILURE".to_owned(),
-                message: format!("process status {id}: {message}"),
-            },
-            Ok(ProcessState::Timeout(message)) => ItemOutcome::Retryable {
-                reason: format!("process status {id} TIMEOUT: {message}"),
-            },
-            Ok(ProcessState::Pending) => {
-                *pending = Some(PendingUpdate {
-                    process_status_id: id.clone(),
-                    amount,
-                });
+        // The update may apply at any time from now: remember it so nothing overtakes it.
+        let first_pause_ms = self.config.process_status_poll_ms.max(1);
+        *pending = Some(PendingUpdate {
+            process_status_id: id.clone(),
+            amount,
+            deadline: Instant::now() + Duration::from_millis(self.config.process_status_wait_ms),
+            pause_ms: first_pause_ms,
+        });
+        ItemOutcome::Submitted {
+            token: id,
+            check_after_ms: first_pause_ms,
+        }
+    }
+
+    /// One process-status read of the update `token` of `offer`: SUCCESS → `Accepted`;
+    /// FAILURE → `Rejected`; TIMEOUT → `Retryable`; still PENDING → `Submitted` again after
+    /// a pause doubling up to [`POLL_MAX`], or `Retryable` once `process_status_wait_ms`
+    /// passed since the PUT (the update stays remembered, so the offer's next push checks
+    /// it first); a failed read → `Retryable`, the update remembered.
+    async fn check_one(&self, offer: &str, token: &str, report: &mut PushReport) -> ItemOutcome {
+        let lock = self.offer_lock(offer);
+        let mut pending = lock.lock().await;
+        let Some(update) = pending
+            .clone()
+            .filter(|update| update.process_status_id == token)
+        else {
+            return ItemOutcome::Retryable {
+                reason: format!("process status {token} of offer {offer} is no longer tracked"),
+            };
+        };
+        match self.read_process(token, report).await {
+            Ok(ProcessState::Success) => {
+                *pending = None;
+                ItemOutcome::Accepted {
+                    quantity: update.amount,
+                }
+            }
+            Ok(ProcessState::Failure(message)) => {
+                *pending = None;
+                ItemOutcome::Rejected {
+                    code: "PROCESS_STATUS_FAILURE".to_owned(),
+                    message: format!("process status {token}: {message}"),
+                }
+            }
+            Ok(ProcessState::Timeout(message)) => {
+                *pending = None;
                 ItemOutcome::Retryable {
-                    reason: format!("process status {id} still PENDING"),
+                    reason: format!("process status {token} TIMEOUT: {message}"),
+                }
+            }
+            Ok(ProcessState::Pending) if Instant::now() >= update.deadline => {
+                ItemOutcome::Retryable {
+                    reason: format!("process status {token} still PENDING"),
+                }
+            }
+            Ok(ProcessState::Pending) => {
+                let pause_ms = update
+                    .pause_ms
+                    .saturating_mul(2)
+                    .min(u64::try_from(POLL_MAX.as_millis()).unwrap_or(u64::MAX));
+                if let Some(update) = pending.as_mut() {
+                    update.pause_ms = pause_ms;
+                }
+                ItemOutcome::Submitted {
+                    token: token.to_owned(),
+                    check_after_ms: pause_ms,
                 }
             }
             Err(error) => {
-                // The update may still apply: remember it so nothing overtakes it.
-                *pending = Some(PendingUpdate {
-                    process_status_id: id,
-                    amount,
-                });
                 let outcome = ItemOutcome::Retryable {
                     reason: error.to_string(),
                 };
@@ -307,6 +339,32 @@ impl ChannelAdapter for BolcomAdapter {
         }
         report.results = results;
         report
+    }
+
+    async fn check_submitted(&self, token: &str, items: &[PushItem]) -> PushReport {
+        let mut report = PushReport::default();
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let outcome = match self.offers.offer(&item.sku) {
+                Some(offer) => {
+                    let offer = offer.to_owned();
+                    self.check_one(&offer, token, &mut report).await
+                }
+                None => ItemOutcome::Retryable {
+                    reason: format!("SKU {} has no bol.com offer", item.sku),
+                },
+            };
+            results.push(ItemResult {
+                sku: item.sku.clone(),
+                outcome,
+            });
+        }
+        report.results = results;
+        report
+    }
+
+    fn serialises_listings(&self) -> bool {
+        true
     }
 
     async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError> {

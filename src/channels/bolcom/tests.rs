@@ -68,7 +68,7 @@ fn quick() -> BolcomSimulatorOptions {
 async fn a_push_waits_for_success_and_sets_managed_by_retailer() {
     let sim = simulator(quick()).await;
     let adapter = adapter(&sim, 3);
-    let report = adapter.push(&[item("SKU-1", 12)]).await;
+    let report = adapter.push_until_settled(&[item("SKU-1", 12)]).await;
     assert_eq!(
         report.results[0].outcome,
         ItemOutcome::Accepted { quantity: 12 }
@@ -87,11 +87,13 @@ async fn the_token_is_cached_and_fetched_again_once_after_a_401() {
     let sim = simulator(quick()).await;
     let adapter = adapter(&sim, 3);
     for n in 0..3 {
-        adapter.push(&[item(&format!("SKU-{n}"), 1)]).await;
+        adapter
+            .push_until_settled(&[item(&format!("SKU-{n}"), 1)])
+            .await;
     }
     assert_eq!(sim.counters().tokens_issued, 1);
     sim.expire_tokens();
-    let report = adapter.push(&[item("SKU-0", 2)]).await;
+    let report = adapter.push_until_settled(&[item("SKU-0", 2)]).await;
     assert_eq!(
         report.results[0].outcome,
         ItemOutcome::Accepted { quantity: 2 }
@@ -103,7 +105,7 @@ async fn the_token_is_cached_and_fetched_again_once_after_a_401() {
 async fn amounts_above_999_are_capped() {
     let sim = simulator(quick()).await;
     let adapter = adapter(&sim, 3);
-    let report = adapter.push(&[item("SKU-0", 5_000)]).await;
+    let report = adapter.push_until_settled(&[item("SKU-0", 5_000)]).await;
     assert_eq!(
         report.results[0].outcome,
         ItemOutcome::Accepted { quantity: 999 }
@@ -118,17 +120,17 @@ async fn failure_is_rejected_and_timeout_is_retryable() {
     sim.set_offer_outcome("offer-1", Some(ProcessOutcome::Failure));
     sim.set_offer_outcome("offer-2", Some(ProcessOutcome::Timeout));
     let adapter = adapter(&sim, 3);
-    let failed = adapter.push(&[item("SKU-1", 3)]).await;
+    let failed = adapter.push_until_settled(&[item("SKU-1", 3)]).await;
     assert!(
         matches!(&failed.results[0].outcome, ItemOutcome::Rejected { code, .. } if code == "PROCESS_STATUS_FAILURE"),
         "{failed:?}"
     );
-    let timed_out = adapter.push(&[item("SKU-2", 3)]).await;
+    let timed_out = adapter.push_until_settled(&[item("SKU-2", 3)]).await;
     assert!(matches!(
         timed_out.results[0].outcome,
         ItemOutcome::Retryable { .. }
     ));
-    let unmapped = adapter.push(&[item("SKU-X", 3)]).await;
+    let unmapped = adapter.push_until_settled(&[item("SKU-X", 3)]).await;
     assert!(
         matches!(&unmapped.results[0].outcome, ItemOutcome::Rejected { code, .. } if code == "UNMAPPED_SKU")
     );
@@ -146,12 +148,12 @@ async fn pushes_of_one_offer_are_serialised_and_a_pending_update_blocks_the_next
     let mut adapter = adapter(&sim, 1);
     adapter.config.process_status_wait_ms = 20;
     let adapter = Arc::new(adapter);
-    let first = adapter.push(&[item("SKU-0", 5)]).await;
+    let first = adapter.push_until_settled(&[item("SKU-0", 5)]).await;
     assert!(
         matches!(first.results[0].outcome, ItemOutcome::Retryable { .. }),
         "still PENDING"
     );
-    let second = adapter.push(&[item("SKU-0", 6)]).await;
+    let second = adapter.push_until_settled(&[item("SKU-0", 6)]).await;
     assert!(matches!(
         second.results[0].outcome,
         ItemOutcome::Retryable { .. }
@@ -161,7 +163,7 @@ async fn pushes_of_one_offer_are_serialised_and_a_pending_update_blocks_the_next
         "no PUT while the previous update is pending"
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let same = adapter.push(&[item("SKU-0", 5)]).await;
+    let same = adapter.push_until_settled(&[item("SKU-0", 5)]).await;
     assert_eq!(
         same.results[0].outcome,
         ItemOutcome::Accepted { quantity: 5 }
@@ -174,11 +176,11 @@ async fn pushes_of_one_offer_are_serialised_and_a_pending_update_blocks_the_next
     let (a, b) = tokio::join!(
         {
             let adapter = adapter.clone();
-            async move { adapter.push(&[item("SKU-0", 7)]).await }
+            async move { adapter.push_until_settled(&[item("SKU-0", 7)]).await }
         },
         {
             let adapter = adapter.clone();
-            async move { adapter.push(&[item("SKU-0", 8)]).await }
+            async move { adapter.push_until_settled(&[item("SKU-0", 8)]).await }
         }
     );
     assert_eq!(a.results.len() + b.results.len(), 2);
@@ -198,14 +200,14 @@ async fn a_429_is_a_throttle_signal_with_retry_after() {
     })
     .await;
     let adapter = adapter(&sim, 2);
-    let first = adapter.push(&[item("SKU-0", 1)]).await;
+    let first = adapter.push_until_settled(&[item("SKU-0", 1)]).await;
     assert_eq!(
         first.results[0].outcome,
         ItemOutcome::Accepted { quantity: 1 }
     );
     let budget = first.throttle.budget.unwrap();
     assert!(budget.wait_ms() > 0, "remaining 0 means wait for the reset");
-    let second = adapter.push(&[item("SKU-1", 1)]).await;
+    let second = adapter.push_until_settled(&[item("SKU-1", 1)]).await;
     assert!(second.throttle.throttled);
     assert!(second.throttle.retry_after_ms.unwrap() >= 1_000);
     assert!(matches!(
@@ -218,7 +220,7 @@ async fn a_429_is_a_throttle_signal_with_retry_after() {
 async fn read_levels_returns_the_offer_amount() {
     let sim = simulator(quick()).await;
     let adapter = adapter(&sim, 3);
-    adapter.push(&[item("SKU-2", 4)]).await;
+    adapter.push_until_settled(&[item("SKU-2", 4)]).await;
     let levels = adapter
         .read_levels(&["SKU-2".to_owned(), "SKU-9".to_owned()])
         .await

@@ -377,7 +377,7 @@ mod tests {
         // Push: the adapter of the same channel, from the same registry.
         let adapter = build_adapter(&config.channels[0], &clients).unwrap();
         let report = adapter
-            .push(&[PushItem {
+            .push_until_settled(&[PushItem {
                 sku: "SKU-1".to_owned(),
                 quantity: 4,
                 change_from: None,

@@ -66,6 +66,13 @@ impl BolcomClient {
         }
     }
 
+    /// The same client reading at most `limit_bytes` of each answer (`[http]
+    /// platform_response_limit_bytes`; a longer answer is a `TooLarge` error).
+    pub fn with_response_limit(mut self, limit_bytes: usize) -> Self {
+        self.http = self.http.with_body_limit(limit_bytes);
+        self
+    }
+
     /// The same client using `token` (the cache of another client of the same credential).
     pub fn with_token_cache(mut self, token: Arc<TokenCache>) -> Self {
         self.token = token;

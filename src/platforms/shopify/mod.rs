@@ -41,6 +41,13 @@ impl ShopifyClient {
         }
     }
 
+    /// The same client reading at most `limit_bytes` of each answer (`[http]
+    /// platform_response_limit_bytes`; a longer answer is a `TooLarge` error).
+    pub fn with_response_limit(mut self, limit_bytes: usize) -> Self {
+        self.http = self.http.with_body_limit(limit_bytes);
+        self
+    }
+
     /// `{shop}/admin/api/{version}{path}`; `path` starts with `/`.
     pub fn admin_url(&self, path: &str) -> String {
         format!("{}/admin/api/{}{path}", self.shop_url, self.api_version)

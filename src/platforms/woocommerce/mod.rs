@@ -97,6 +97,13 @@ impl WoocommerceClient {
         }
     }
 
+    /// The same client reading at most `limit_bytes` of each answer (`[http]
+    /// platform_response_limit_bytes`; a longer answer is a `TooLarge` error).
+    pub fn with_response_limit(mut self, limit_bytes: usize) -> Self {
+        self.http = self.http.with_body_limit(limit_bytes);
+        self
+    }
+
     /// The site URL without a trailing `/`.
     pub fn site_url(&self) -> &str {
         &self.site_url
