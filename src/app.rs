@@ -374,6 +374,7 @@ impl App {
                     KafkaIngestOptions {
                         decoder: None,
                         dead_letters: Some(dead_letters.clone()),
+                        ..KafkaIngestOptions::default()
                     },
                 )
                 .context("starting Kafka ingest")?,

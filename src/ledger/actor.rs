@@ -206,6 +206,9 @@ pub(crate) struct ShardActor;
 pub(crate) struct ShardArgs {
     pub(crate) core: Arc<Core>,
     pub(crate) index: usize,
+    /// The ticket of the shard's first batch: 1, or after the durable ticket of the shard
+    /// it replaces (see `super::supervisor`).
+    pub(crate) first_ticket: u64,
 }
 
 /// A shard's state.
@@ -276,7 +279,7 @@ impl Actor for ShardActor {
             to_load: Vec::new(),
             queued: Vec::new(),
             changed: Vec::new(),
-            next_ticket: 1,
+            next_ticket: args.first_ticket.max(1),
             flush_posted: false,
         })
     }
@@ -324,7 +327,9 @@ impl Actor for ShardActor {
         // stopped); buffered work is answered unavailable when dropped.
         shard.flush().await;
         let dropped = shard.cells.len() as u64;
-        shard.core.live_skus.fetch_sub(dropped, Ordering::Relaxed);
+        shard
+            .core
+            .count_live(shard.index, -i64::try_from(dropped).unwrap_or(i64::MAX));
         Ok(())
     }
 }
@@ -352,6 +357,7 @@ impl Shard {
                         ticket: self.next_ticket,
                         durable: self.core.durable_tickets[self.index].load(Ordering::Acquire),
                         flush_posted: &mut self.flush_posted,
+                        shard: self.index,
                     },
                     false,
                 );
@@ -369,7 +375,7 @@ impl Shard {
                 let mut cell = Box::new(SkuCell::loading(sku.clone(), now_ms));
                 cell.buffer.push_back(work);
                 self.cells.insert(sku.clone(), cell);
-                self.core.live_skus.fetch_add(1, Ordering::Relaxed);
+                self.core.count_live(self.index, 1);
                 if self.to_load.is_empty() {
                     let _ = myself.send_message(ShardMessage::StartLoads);
                 }
@@ -424,7 +430,7 @@ impl Shard {
                 }
                 Err(error) => {
                     if let Some(cell) = self.cells.remove(&sku) {
-                        self.core.live_skus.fetch_sub(1, Ordering::Relaxed);
+                        self.core.count_live(self.index, -1);
                         for work in cell.buffer {
                             work.fail(error.clone());
                         }
@@ -452,6 +458,7 @@ impl Shard {
             ticket: self.next_ticket,
             durable,
             flush_posted: &mut self.flush_posted,
+            shard: self.index,
         };
         match (result, work) {
             (Ok(Some((seq, Some(stored)))), Work::Apply(request))
@@ -488,6 +495,7 @@ impl Shard {
             ticket: self.next_ticket,
             durable,
             flush_posted: &mut self.flush_posted,
+            shard: self.index,
         };
         while cell.phase == Phase::Ready {
             let Some(work) = cell.buffer.pop_front() else {
@@ -563,8 +571,7 @@ impl Shard {
         let dropped = before - self.cells.len();
         if dropped > 0 {
             self.core
-                .live_skus
-                .fetch_sub(dropped as u64, Ordering::Relaxed);
+                .count_live(self.index, -i64::try_from(dropped).unwrap_or(i64::MAX));
             metrics::counter!(crate::telemetry::LEDGER_PASSIVATIONS_TOTAL)
                 .increment(dropped as u64);
             self.core.publish_live_gauge();
@@ -612,6 +619,8 @@ struct Outbox<'a> {
     /// The shard's durable ticket when the work started.
     durable: u64,
     flush_posted: &'a mut bool,
+    /// The shard's index (for the poison watch).
+    shard: usize,
 }
 
 impl Outbox<'_> {
@@ -798,6 +807,26 @@ fn apply(
         origin,
         reply,
     } = request;
+    let fingerprint = super::supervisor::PoisonWatch::fingerprint(
+        cell.state.sku.as_str(),
+        &movement.idempotency_key,
+    );
+    if core.poison.refused(fingerprint) {
+        tracing::warn!(sku = %cell.state.sku, key = %movement.idempotency_key, "refusing a movement that crashed its shard before");
+        metrics::counter!(crate::telemetry::LEDGER_REJECTED_TOTAL, "reason" => "poison")
+            .increment(1);
+        let _ = reply.send(Err(LedgerError::Rejected(
+            crate::domain::ApplyError::Invalid(format!(
+                "applying this movement crashed the ledger {} times; it is refused",
+                super::supervisor::POISON_DEATHS
+            )),
+        )));
+        return;
+    }
+    // Until `done` below, a panic of this shard is blamed on this movement.
+    core.poison.applying(outbox.shard, fingerprint);
+    #[cfg(test)]
+    test_faults::maybe_panic(&movement);
     let seq = cell.state.seq + 1;
     let hash = super::keys::movement_hash(&movement);
     resolve_count(&mut movement, &core.options.count_basis);
@@ -810,6 +839,7 @@ fn apply(
         }
         None => cell.state.apply_with(&movement, seq, &context),
     };
+    core.poison.done(outbox.shard);
     let applied = match outcome {
         Ok(applied) => applied,
         Err(error) => {
@@ -1125,5 +1155,35 @@ fn rejection_reason(error: &crate::domain::ApplyError) -> &'static str {
         ApplyError::Overflow { .. } => "overflow",
         ApplyError::UnknownLocation { .. } => "unknown_location",
         ApplyError::IdempotencyConflict { .. } => "idempotency_key_conflict",
+    }
+}
+
+/// Test-only fault injection: movements whose idempotency key was registered with
+/// [`test_faults::panic_on`] make their shard panic while being applied.
+#[cfg(test)]
+pub(crate) mod test_faults {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    static PANIC_KEYS: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+    /// Every movement with idempotency key `key` panics its shard from now on.
+    pub(crate) fn panic_on(key: &str) {
+        PANIC_KEYS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(HashSet::new)
+            .insert(key.to_owned());
+    }
+
+    pub(super) fn maybe_panic(movement: &crate::domain::Movement) {
+        let hit = PANIC_KEYS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|keys| keys.contains(&movement.idempotency_key));
+        if hit {
+            panic!("injected fault applying {}", movement.idempotency_key);
+        }
     }
 }

@@ -5,8 +5,15 @@
 //! single task takes everything queued (up to the batch limit), writes it in one
 //! [`CommitBatch`], then answers every caller, raises each shard's durable ticket, and
 //! publishes the newest availability of each changed SKU. Metrics are counted per batch.
-//! After a failed write the committer is poisoned: every later request fails, so a SKU's
-//! log can never have a gap.
+//!
+//! A failed write is written again, the same batch, with exponential backoff
+//! ([`RETRY_INITIAL_MS`] doubling to [`RETRY_MAX_MS`], tokio time) until the store takes
+//! it: nothing is answered, and nothing queued behind it is written, before it is durable,
+//! so a SKU's log never has a gap and no caller is told "durable" early. Meanwhile the
+//! committer reports itself down with the store's error ([`Committer::down_reason`]):
+//! ingest pauses (Kafka pauses its partitions, REST answers 503, `/readyz` 503), the
+//! queue in front of the committer fills and shards wait, and everything resumes by itself
+//! once a write succeeds.
 
 use super::{Ack, LedgerError};
 use crate::domain::{AvailabilityChange, AvailabilitySink};
@@ -16,14 +23,45 @@ use crate::store::{
 };
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Batches queued in front of the committer before shards wait (back-pressure). A batch
 /// holds at most one shard drain (`super::actor::MAX_DRAIN` requests), so this bounds the
 /// queued requests too.
 const QUEUE_CAPACITY: usize = 256;
+
+/// First wait before a failed group commit is written again, in milliseconds.
+pub(crate) const RETRY_INITIAL_MS: u64 = 50;
+/// Longest wait between two attempts at a failed group commit, in milliseconds.
+pub(crate) const RETRY_MAX_MS: u64 = 5_000;
+
+/// Whether the store takes writes, as the committer last saw it.
+#[derive(Default)]
+struct Health {
+    /// True while the last write failed (read on every REST request: one atomic load).
+    down: AtomicBool,
+    /// The store's error of the last failed write, while down.
+    reason: Mutex<Option<String>>,
+}
+
+impl Health {
+    fn set_down(&self, reason: String) {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+        if !self.down.swap(true, Ordering::AcqRel) {
+            metrics::gauge!(crate::telemetry::LEDGER_WRITES_PAUSED).set(1.0);
+        }
+    }
+
+    fn set_up(&self) {
+        if self.down.swap(false, Ordering::AcqRel) {
+            *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            metrics::gauge!(crate::telemetry::LEDGER_WRITES_PAUSED).set(0.0);
+        }
+    }
+}
 
 /// Requests from one sender, in order, with the shard ticket they make durable.
 pub(crate) struct Handover {
@@ -83,7 +121,7 @@ impl CommitRequest {
 /// Handle to the committer task.
 pub(crate) struct Committer {
     sender: mpsc::Sender<Handover>,
-    healthy: Arc<AtomicBool>,
+    health: Arc<Health>,
 }
 
 impl Committer {
@@ -95,16 +133,16 @@ impl Committer {
         durable_tickets: Arc<[AtomicU64]>,
     ) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let healthy = Arc::new(AtomicBool::new(true));
+        let health = Arc::new(Health::default());
         tokio::spawn(run(
             store,
             sink,
             receiver,
             max_batch.max(1),
-            healthy.clone(),
+            health.clone(),
             durable_tickets,
         ));
-        Self { sender, healthy }
+        Self { sender, health }
     }
 
     /// Queues a request; waits only when the queue is full.
@@ -137,9 +175,21 @@ impl Committer {
         let _ = receiver.await;
     }
 
-    /// False once a write has failed.
+    /// False while the last group commit failed (it is being written again).
     pub(crate) fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        !self.health.down.load(Ordering::Acquire)
+    }
+
+    /// The store's error while the last group commit failed; `None` while writes succeed.
+    pub(crate) fn down_reason(&self) -> Option<String> {
+        if self.is_healthy() {
+            return None;
+        }
+        self.health
+            .reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -148,13 +198,12 @@ async fn run(
     sink: Arc<dyn AvailabilitySink>,
     mut receiver: mpsc::Receiver<Handover>,
     max_batch: usize,
-    healthy: Arc<AtomicBool>,
+    health: Arc<Health>,
     durable_tickets: Arc<[AtomicU64]>,
 ) {
     let mut handovers: Vec<Handover> = Vec::new();
     let mut requests: Vec<CommitRequest> = Vec::new();
     let mut tickets: Vec<(usize, u64)> = Vec::new();
-    let mut poisoned: Option<String> = None;
     while let Some(first) = receiver.recv().await {
         handovers.push(first);
         // Take more of what is queued, whole handovers only, while under the batch limit.
@@ -212,25 +261,7 @@ async fn run(
                 next_offset,
             })
             .collect();
-        let event_count = batch.events.len();
-        let outcome = match &poisoned {
-            Some(reason) => Err(LedgerError::Store(format!("store is poisoned: {reason}"))),
-            None if batch.is_empty() => Ok(()),
-            None => {
-                let started = Instant::now();
-                let result = store.commit(batch).await;
-                metrics::histogram!(crate::telemetry::STORE_COMMIT_SECONDS)
-                    .record(started.elapsed().as_secs_f64());
-                metrics::histogram!(crate::telemetry::STORE_COMMIT_BATCH_EVENTS)
-                    .record(event_count as f64);
-                result.map_err(|error| {
-                    tracing::error!(error = %error, events = event_count, "group commit failed; refusing further writes");
-                    poisoned = Some(error.to_string());
-                    healthy.store(false, Ordering::Release);
-                    LedgerError::Store(error.to_string())
-                })
-            }
-        };
+        let outcome = write(store.as_ref(), batch, &health, &receiver).await;
         if outcome.is_ok() {
             for (shard, ticket) in tickets.drain(..) {
                 if let Some(durable) = durable_tickets.get(shard) {
@@ -240,6 +271,62 @@ async fn run(
         }
         tickets.clear();
         finish(&mut requests, outcome, sink.as_ref());
+    }
+}
+
+/// Writes `batch`, again and again after failures (backoff doubling from
+/// [`RETRY_INITIAL_MS`] to [`RETRY_MAX_MS`]), until the store takes it. Gives up only when
+/// the ledger is gone (every sender dropped) while the store still fails.
+async fn write(
+    store: &dyn Store,
+    batch: CommitBatch,
+    health: &Health,
+    receiver: &mpsc::Receiver<Handover>,
+) -> Result<(), LedgerError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let event_count = batch.events.len();
+    let batch = Arc::new(batch);
+    let mut backoff_ms = RETRY_INITIAL_MS;
+    let mut attempts: u64 = 0;
+    loop {
+        let started = Instant::now();
+        let result = store.commit_shared(batch.clone()).await;
+        metrics::histogram!(crate::telemetry::STORE_COMMIT_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        attempts += 1;
+        match result {
+            Ok(()) => {
+                metrics::histogram!(crate::telemetry::STORE_COMMIT_BATCH_EVENTS)
+                    .record(event_count as f64);
+                if attempts > 1 {
+                    tracing::warn!(
+                        attempts,
+                        events = event_count,
+                        "group commit written after the store recovered; ingest resumes"
+                    );
+                }
+                health.set_up();
+                return Ok(());
+            }
+            Err(error) => {
+                metrics::counter!(crate::telemetry::STORE_COMMIT_FAILURES_TOTAL).increment(1);
+                if attempts == 1 {
+                    tracing::error!(error = %error, events = event_count, "group commit failed; writing it again until the store takes it, ingest paused");
+                } else {
+                    tracing::debug!(error = %error, attempts, backoff_ms, "group commit failed again");
+                }
+                health.set_down(error.to_string());
+                if receiver.is_closed() {
+                    return Err(LedgerError::Store(format!(
+                        "the ledger stopped while the store refused writes: {error}"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = backoff_ms.saturating_mul(2).min(RETRY_MAX_MS);
+            }
+        }
     }
 }
 

@@ -30,8 +30,19 @@
 //!
 //! Invariants: one writer per SKU (its shard, or nobody while passivated); an
 //! acknowledgement means the event is durable; a duplicate key has no effect and is
-//! answered only once the original is durable; after a write failure the committer refuses
-//! all further writes (no gaps in a SKU's log).
+//! answered only once the original is durable; a failed group commit is written again
+//! until the store takes it, nothing behind it being written first (no gaps in a SKU's
+//! log), while [`Ledger::unavailable_reason`] says why writes wait.
+//!
+//! Supervision (`supervisor`): the shards run linked to a supervisor actor. A shard that
+//! panics is logged, counted (`stocksync_actor_restarts_total{actor="shard"}`), its SKUs
+//! leave the live gauge, and it is started again empty once everything it handed to the
+//! committer is durable; its SKUs reload from the store on their next message. Callers
+//! whose messages died with it are answered [`LedgerError::Unavailable`] and may retry
+//! (nothing acknowledged is lost: acknowledgements follow durability). The movement that
+//! was being applied when a shard died is remembered; after
+//! [`supervisor::POISON_DEATHS`] deaths it is refused ([`LedgerError::Rejected`]) instead
+//! of killing the shard again.
 //!
 //! May depend on: `domain`, `store`, `telemetry`, `clock`. Knows nothing about channels.
 
@@ -43,10 +54,11 @@ mod reads;
 pub mod labels;
 mod reaper;
 pub mod reservations;
+mod supervisor;
 
 use crate::domain::{ApplyError, AvailabilitySink, Movement, Sku, SkuState};
 use crate::store::{OffsetWatermark, Store};
-use actor::{ApplyRequest, ShardActor, ShardArgs, ShardMessage};
+use actor::{ApplyRequest, ShardMessage};
 use committer::Committer;
 pub use reservations::{
     LineShortage, LineStatus, RequestProblem, ReservationLine, ReservationLineView,
@@ -62,6 +74,9 @@ use tokio::sync::oneshot;
 
 /// Most shards a ledger runs (`[ledger] shards` is validated against it).
 pub const MAX_SHARDS: usize = crate::config::MAX_LEDGER_SHARDS;
+
+/// How long [`Ledger::shutdown`] waits for a store that refuses writes, in seconds.
+pub const SHUTDOWN_STORE_DOWN_SECS: u64 = 10;
 
 /// The default shard count: two per available core, within `1..=MAX_SHARDS`.
 pub fn default_shards() -> usize {
@@ -255,12 +270,28 @@ pub(crate) struct Core {
     pub(crate) reservation_locks: reservations::Locks,
     /// Per shard, the movements submitted to its mailbox and not yet taken out of it.
     pub(crate) mailbox_movements: Arc<[std::sync::atomic::AtomicUsize]>,
+    /// Per shard, its SKUs in memory (the part of `live_skus` a shard's death takes away).
+    pub(crate) shard_live: Box<[AtomicU64]>,
+    /// Movements being applied and movements that killed shards (see `supervisor`).
+    pub(crate) poison: supervisor::PoisonWatch,
 }
 
 impl Core {
     /// Wall time from the ledger's injected clock, in milliseconds since the Unix epoch.
     pub(crate) fn now_ms(&self) -> i64 {
         self.options.clock.now_ms()
+    }
+
+    /// Counts `delta` SKUs into (or, negative, out of) memory on shard `index`.
+    pub(crate) fn count_live(&self, index: usize, delta: i64) {
+        let magnitude = delta.unsigned_abs();
+        if delta >= 0 {
+            self.live_skus.fetch_add(magnitude, Ordering::Relaxed);
+            self.shard_live[index].fetch_add(magnitude, Ordering::Relaxed);
+        } else {
+            self.live_skus.fetch_sub(magnitude, Ordering::Relaxed);
+            self.shard_live[index].fetch_sub(magnitude, Ordering::Relaxed);
+        }
     }
 
     /// Sets the live-SKU gauge from the counter.
@@ -273,7 +304,9 @@ impl Core {
 /// The shards and what they share; stops the shards when the last [`Ledger`] handle goes.
 pub(crate) struct Shared {
     core: Arc<Core>,
-    shards: Vec<ractor::ActorRef<ShardMessage>>,
+    /// The running actor of every shard (replaced when the supervisor restarts one).
+    shards: Arc<supervisor::ShardSlots>,
+    supervisor: ractor::ActorRef<()>,
 }
 
 impl std::ops::Deref for Shared {
@@ -286,7 +319,9 @@ impl std::ops::Deref for Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        for shard in &self.shards {
+        // The supervisor first, so that it restarts nothing while the shards stop.
+        self.supervisor.stop(None);
+        for shard in self.shards.all() {
             shard.stop(None);
         }
     }
@@ -294,8 +329,8 @@ impl Drop for Shared {
 
 impl Shared {
     /// The shard that owns `sku`.
-    fn shard(&self, sku: &str) -> &ractor::ActorRef<ShardMessage> {
-        &self.shards[keys::shard_of(sku, self.shards.len())]
+    fn shard(&self, sku: &str) -> ractor::ActorRef<ShardMessage> {
+        self.shards.get(keys::shard_of(sku, self.shards.len()))
     }
 
     /// Sends to `sku`'s shard; a message that cannot be delivered (the shard stopped) is
@@ -371,19 +406,15 @@ impl Ledger {
             mailbox_movements: (0..shard_count)
                 .map(|_| std::sync::atomic::AtomicUsize::new(0))
                 .collect(),
+            shard_live: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
+            poison: supervisor::PoisonWatch::new(shard_count),
         });
-        let shards = (0..shard_count)
-            .map(|index| {
-                let args = ShardArgs {
-                    core: core.clone(),
-                    index,
-                };
-                let (actor, _join) = ractor::ActorRuntime::spawn_instant(None, ShardActor, args)
-                    .expect("unnamed actors cannot clash");
-                actor
-            })
-            .collect();
-        let shared = Arc::new(Shared { core, shards });
+        let (shards, supervisor) = supervisor::start(core.clone(), shard_count);
+        let shared = Arc::new(Shared {
+            core,
+            shards,
+            supervisor,
+        });
         reaper::spawn(Arc::downgrade(&shared), shared.reaper.clone());
         let ledger = Self { shared };
         ledger.spawn_sweeper();
@@ -432,7 +463,7 @@ impl Ledger {
             reply,
         }));
         if let Err(ractor::MessagingErr::SendErr(returned)) =
-            self.shared.shards[index].send_message(message)
+            self.shared.shards.get(index).send_message(message)
         {
             waiting.fetch_sub(1, Ordering::AcqRel);
             returned.fail(LedgerError::Unavailable(
@@ -504,9 +535,16 @@ impl Ledger {
         self.shared.shards.len()
     }
 
-    /// Whether the committer still accepts writes (false after a store failure).
+    /// Whether the store takes writes: false while a failed group commit is being written
+    /// again (ingest should pause; it resumes by itself once the store is back).
     pub fn is_healthy(&self) -> bool {
         self.shared.committer.is_healthy()
+    }
+
+    /// Why writes wait (the store's error of the last failed group commit); `None` while
+    /// the store takes writes.
+    pub fn unavailable_reason(&self) -> Option<String> {
+        self.shared.committer.down_reason()
     }
 
     /// The wall clock the ledger reads (hold expiry, passivation); the API and the app read
@@ -516,23 +554,48 @@ impl Ledger {
     }
 
     /// Passivates every SKU and waits until all pending writes are durable (at most about
-    /// five seconds for SKUs that still have work buffered).
+    /// five seconds for SKUs that still have work buffered). While the store refuses writes
+    /// it gives up after [`SHUTDOWN_STORE_DOWN_SECS`] seconds: what is not durable then was
+    /// never acknowledged (and its Kafka offsets never committed), so nothing is lost.
     pub async fn shutdown(&self) {
-        for _ in 0..500 {
-            self.shared.committer.flush().await;
-            if self.sweep(true).await == 0 {
-                break;
+        let work = async {
+            for _ in 0..500 {
+                self.shared.committer.flush().await;
+                if self.sweep(true).await == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            self.shared.committer.flush().await;
+        };
+        tokio::pin!(work);
+        let mut down_secs = 0;
+        loop {
+            tokio::select! {
+                _ = &mut work => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if self.is_healthy() {
+                        down_secs = 0;
+                        continue;
+                    }
+                    down_secs += 1;
+                    if down_secs >= SHUTDOWN_STORE_DOWN_SECS {
+                        tracing::warn!(
+                            reason = ?self.unavailable_reason(),
+                            "stopping while the store refuses writes; movements not yet durable were never acknowledged"
+                        );
+                        return;
+                    }
+                }
+            }
         }
-        self.shared.committer.flush().await;
     }
 
     /// Asks every shard to passivate its idle (or, with `force`, all) fully durable SKUs;
     /// returns how many SKUs stay in memory.
     async fn sweep(&self, force: bool) -> u64 {
         let mut answers = Vec::with_capacity(self.shared.shards.len());
-        for shard in &self.shared.shards {
+        for shard in self.shared.shards.all() {
             let (reply, receiver) = oneshot::channel();
             if shard
                 .send_message(ShardMessage::Sweep {
@@ -562,7 +625,7 @@ impl Ledger {
             loop {
                 interval.tick().await;
                 let Some(shared) = weak.upgrade() else { return };
-                for shard in &shared.shards {
+                for shard in shared.shards.all() {
                     let _ = shard.send_message(ShardMessage::Sweep {
                         force: false,
                         reply: None,
@@ -583,3 +646,4 @@ mod tests_counts;
 mod tests_dead;
 #[cfg(test)]
 mod tests_limits;
+mod tests_supervision;

@@ -734,6 +734,10 @@ fn query_pushes(
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn commit(&self, batch: CommitBatch) -> Result<(), StoreError> {
+        self.commit_shared(Arc::new(batch)).await
+    }
+
+    async fn commit_shared(&self, batch: Arc<CommitBatch>) -> Result<(), StoreError> {
         let wal = self.wal.clone();
         Self::blocking(&self.writer, "commit", move |c| {
             write_batch(c, &batch)?;

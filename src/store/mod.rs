@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod embedded;
+pub mod fault;
 pub mod history;
 pub mod wal;
 
@@ -403,6 +404,13 @@ pub struct ConfigAuditRecord {
 pub trait Store: Send + Sync + 'static {
     /// Writes one batch atomically and durably (fsync'd before returning `Ok`).
     async fn commit(&self, batch: CommitBatch) -> Result<(), StoreError>;
+    /// Like [`Store::commit`], with the batch shared, so that the ledger's committer can
+    /// write the same batch again after a failure without copying it first. The default
+    /// copies the batch only while another holder shares it; a backend that can write from
+    /// a reference (the embedded one) overrides it to never copy.
+    async fn commit_shared(&self, batch: std::sync::Arc<CommitBatch>) -> Result<(), StoreError> {
+        self.commit(std::sync::Arc::unwrap_or_clone(batch)).await
+    }
     /// Loads a SKU's newest snapshot, later events and unexpired keys (`now_ms` decides expiry).
     async fn load_sku(&self, sku: &str, now_ms: i64) -> Result<LoadedSku, StoreError>;
     /// All events of a SKU with seq in `from_seq..`, ascending, at most `limit`.

@@ -87,6 +87,10 @@ pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "stocksync_http_connections_ref
 /// Supervised actors and tasks restarted after a panic; label `actor` (`propagator`,
 /// `poller`, `reconciler`, `shard`).
 pub const ACTOR_RESTARTS_TOTAL: &str = "stocksync_actor_restarts_total";
+/// Group commits that failed and are being written again (the store is down meanwhile).
+pub const STORE_COMMIT_FAILURES_TOTAL: &str = "stocksync_store_commit_failures_total";
+/// 1 while ingest is paused because the store refuses writes, else 0.
+pub const LEDGER_WRITES_PAUSED: &str = "stocksync_ledger_writes_paused";
 
 /// The text of a caught panic's payload (`&str` or `String`, as `panic!` makes them).
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

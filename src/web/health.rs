@@ -388,12 +388,13 @@ pub async fn readiness(state: &WebState) -> Readiness {
 
 async fn store_check(state: &WebState) -> Check {
     let name = "store".to_owned();
-    if !state.ledger.is_healthy() {
+    if let Some(reason) = state.ledger.unavailable_reason() {
         return Check {
             name,
             ok: false,
-            detail: "the ledger's committer stopped after a store failure; writes are refused"
-                .to_owned(),
+            detail: format!(
+                "the store refuses writes ({reason}); ingest is paused and resumes by itself once a write succeeds"
+            ),
         };
     }
     let probe = tokio::time::timeout(

@@ -39,7 +39,9 @@
 //! - `GET /api/v1/config/rules`, `PUT /api/v1/config/rules`: the stock rules in force
 //!   (see [`rules`]).
 //! - `GET /metrics`: Prometheus text format 0.0.4.
-//! - `GET /healthz`: `{"status":"ok"}` (200) while the ledger accepts writes, else 503.
+//! - `GET /healthz`: 200 while the process answers: `{"status":"ok"}`, or
+//!   `{"status":"paused","reason":…}` while the store refuses writes (ingest resumes by
+//!   itself; `/readyz` answers 503 meanwhile).
 //! - `GET /readyz`, `GET /api/v1/channels`: readiness and channel health (see [`health`]).
 //! - `GET /api/v1/movements` (JSON or CSV), `GET /api/v1/pushes`, `GET /api/v1/audit/config`:
 //!   the audit log (see [`history`]); each movement shows its `outcome` (`applied`,
@@ -331,19 +333,13 @@ async fn get_metrics(State(state): State<WebState>) -> Response {
 }
 
 async fn get_health(State(state): State<WebState>) -> Response {
-    if state.ledger.is_healthy() {
-        (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "ok"})),
-        )
-            .into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "unavailable"})),
-        )
-            .into_response()
-    }
+    // Liveness: the process answers. A store that refuses writes pauses ingest, which
+    // resumes by itself (a restart would not help): that is `/readyz`'s 503, not this one.
+    let body = match state.ledger.unavailable_reason() {
+        None => serde_json::json!({"status": "ok"}),
+        Some(reason) => serde_json::json!({"status": "paused", "reason": reason}),
+    };
+    (StatusCode::OK, axum::Json(body)).into_response()
 }
 
 async fn not_found(uri: Uri) -> WebError {

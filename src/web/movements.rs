@@ -158,6 +158,15 @@ async fn accept(
     check_content_type(headers)?;
     let body = body.map_err(body_error)?;
     let movements = parse_movements_limited(&body, state.config.http.max_movements_per_request)?;
+    // While the store refuses writes nothing submitted now could be acknowledged: answer
+    // 503 with Retry-After at once instead of holding the request.
+    if let Some(reason) = state.ledger.unavailable_reason() {
+        return Err(WebError::Unavailable {
+            message: format!(
+                "the store refuses writes ({reason}); ingest is paused, retry the request later"
+            ),
+        });
+    }
     check_locations(state, &body, &movements)?;
     let count = movements.len();
     // Submit the whole batch (in array order), keeping only what the answer names; the

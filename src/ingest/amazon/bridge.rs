@@ -35,6 +35,7 @@ pub fn start(
     let options = KafkaIngestOptions {
         decoder: Some(super::decode::notification_decoder(channel.clone())),
         dead_letters: Some(dead_letters.clone()),
+        ..KafkaIngestOptions::default()
     };
     KafkaIngest::start_with_options(settings, ledger.clone(), options).map(Some)
 }

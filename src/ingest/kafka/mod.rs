@@ -11,20 +11,29 @@
 //!    [`OffsetWatermark`] (the ledger writes it in the same durable write as the event);
 //!    then go on gathering the next batch while this one settles, as long as at most
 //!    `max_in_flight` records are submitted and not settled;
-//! 3. each batch settles on its own: every acknowledgement is awaited. `Store`/`Unavailable`
-//!    failures: the whole batch is submitted again after a backoff (idempotency keys make
-//!    the replay harmless). `Rejected` movements (they will never succeed unchanged) and
-//!    undecodable records go to the dead-letter topic with the reason and origin in headers;
+//! 3. each batch settles on its own: every acknowledgement is awaited. Records with a
+//!    `Store`/`Unavailable` failure are submitted again after a backoff (idempotency keys
+//!    make the replay harmless), at most [`RetryPolicy::max_attempts`] times in all, then
+//!    dead-lettered with reason `unavailable` (attempts made while the ledger reports the
+//!    store down do not count: ingest is paused then, see below). `Rejected` movements
+//!    (they will never succeed unchanged, including a movement refused because applying it
+//!    crashed the ledger twice) and undecodable records go to the dead-letter topic with
+//!    the reason and origin in headers; the partition moves on;
 //! 4. batches settle in any order. Each partition keeps a window of its submitted records;
 //!    at most every 20 ms the first offset not settled of every partition whose window
 //!    moved (or one past its highest, when all are settled) is committed, asynchronously;
-//!    at stop, synchronously.
+//!    at stop, synchronously;
+//! 5. the consumer keeps polling while it cannot take records, so that it is not expelled
+//!    from its group: while the ledger reports the store down ([`Ledger::is_healthy`]), or
+//!    when `max_in_flight` records have been in flight for [`PAUSE_AFTER_FULL_MS`], it
+//!    pauses its assigned partitions (rdkafka `pause`) and goes on calling `recv`; it
+//!    resumes them once the store takes writes and there is room again.
 //!
 //! Invariants:
 //! - an offset is committed only after everything before it in its partition is durable in
 //!   the ledger or delivered to the dead-letter topic (DESIGN.md §3 rule 3);
 //! - at most `max_in_flight` records are held or in flight (librdkafka's own prefetch
-//!   queue aside);
+//!   queue aside, and records it hands out after a pause);
 //! - a rebalance (served inside the poll) may find batches in flight. Records of a revoked
 //!   partition gathered but not yet submitted are dropped, and the consumer forgets the
 //!   partition's window: whatever of it settles later is not committed by this consumer.
@@ -96,6 +105,39 @@ pub const HEADER_ORIGINAL_PARTITION: &str = "stocksync-original-partition";
 pub const HEADER_ORIGINAL_OFFSET: &str = "stocksync-original-offset";
 /// Dead-letter reason label for movements the ledger refused.
 pub const REASON_REJECTED: &str = "rejected";
+/// Dead-letter reason label for records the ledger stayed unavailable for through every
+/// retry ([`RetryPolicy`]).
+pub const REASON_UNAVAILABLE: &str = "unavailable";
+
+/// How long `max_in_flight` records may stay in flight before the partitions are paused
+/// (polling goes on), in milliseconds.
+pub const PAUSE_AFTER_FULL_MS: u64 = 1_000;
+/// While paused, how often the loop checks whether it may resume, in milliseconds.
+const PAUSED_CHECK_MS: u64 = 100;
+
+/// How records whose movements the ledger reports unavailable (`Store`/`Unavailable`) are
+/// retried before they are dead-lettered with reason [`REASON_UNAVAILABLE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Submissions of a record in all (the first one included), counting only those made
+    /// while the ledger reports the store up.
+    pub max_attempts: u32,
+    /// Wait before the second submission, in milliseconds; doubles after each one.
+    pub initial_backoff_ms: u64,
+    /// Longest wait between two submissions, in milliseconds.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    /// 8 submissions, waits from 100 ms doubling to at most 10 s (about 23 s in all).
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            initial_backoff_ms: RETRY_BACKOFF_INITIAL_MS,
+            max_backoff_ms: RETRY_BACKOFF_MAX_MS,
+        }
+    }
+}
 
 /// First backoff after the ledger or the dead-letter topic failed.
 const RETRY_BACKOFF_INITIAL_MS: u64 = 100;
@@ -165,6 +207,8 @@ pub struct KafkaIngestOptions {
     pub decoder: Option<RecordDecoder>,
     /// Where a notice of every dead-lettered batch goes (for alerting); `None`: nowhere.
     pub dead_letters: Option<DeadLetterBroadcast>,
+    /// How unavailable movements are retried before they are dead-lettered.
+    pub retry: RetryPolicy,
 }
 
 /// A running Kafka consumer: created by [`KafkaIngest::start`], stopped by
@@ -279,6 +323,8 @@ struct IngestContext {
     group: String,
     revoked: Mutex<Vec<(String, i32)>>,
     assigned: Mutex<BTreeSet<(String, i32)>>,
+    /// Raised on every assignment (new partitions are not paused: the loop pauses again).
+    assignments: std::sync::atomic::AtomicU64,
 }
 
 impl IngestContext {
@@ -330,7 +376,11 @@ impl ConsumerContext for IngestContext {
     ) {
         let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
         match rebalance {
-            Rebalance::Assign(tpl) => assigned.extend(partitions(tpl)),
+            Rebalance::Assign(tpl) => {
+                assigned.extend(partitions(tpl));
+                self.assignments
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             Rebalance::Revoke(tpl) => {
                 for partition in partitions(tpl) {
                     assigned.remove(&partition);
@@ -486,6 +536,7 @@ struct BatchContext {
     ledger: Ledger,
     dead_letters: FutureProducer,
     dead_letter_topic: String,
+    retry: RetryPolicy,
 }
 
 /// A batch's records, decoded and submitted: one outcome slot per record (already set for
@@ -511,41 +562,7 @@ impl BatchContext {
         let mut owners = Vec::with_capacity(batch.len());
         let mut acks = Vec::with_capacity(batch.len());
         for (index, message) in batch.iter().enumerate() {
-            let origin = MessageOrigin {
-                topic: message.topic(),
-                partition: message.partition(),
-                offset: message.offset(),
-            };
-            match (self.decoder)(message.key(), message.payload(), &origin) {
-                Ok(decoded) => {
-                    // A record with no movements (e.g. an AFN order) is simply consumed.
-                    outcomes.push(decoded.is_empty().then_some(Outcome::Duplicate));
-                    for movement in decoded {
-                        let watermark = OffsetWatermark {
-                            group: self.group.clone(),
-                            topic: origin.topic.to_owned(),
-                            partition: origin.partition,
-                            next_offset: origin.offset + 1,
-                        };
-                        owners.push(index);
-                        acks.push(self.ledger.submit_from(movement, Some(watermark)));
-                    }
-                }
-                Err(error) => {
-                    warn!(
-                        topic = origin.topic,
-                        partition = origin.partition,
-                        offset = origin.offset,
-                        reason = error.reason(),
-                        error = %error,
-                        "undecodable record, dead-lettering it"
-                    );
-                    outcomes.push(Some(Outcome::DeadLetter {
-                        reason: error.reason(),
-                        error: error.to_string(),
-                    }));
-                }
-            }
+            outcomes.push(self.submit_record(index, message, &mut owners, &mut acks));
         }
         Submitted {
             outcomes,
@@ -554,58 +571,85 @@ impl BatchContext {
         }
     }
 
-    /// Awaits every acknowledgement of the batch (submitting the whole batch again after a
-    /// backoff while the ledger reports `Store`/`Unavailable`), then delivers its dead
+    /// Decodes one record and submits its movements (their record index into `owners`,
+    /// their acknowledgements into `acks`). Returns the record's outcome when it is already
+    /// known: dead letter when undecodable, consumed when it stands for no movement.
+    fn submit_record(
+        &self,
+        index: usize,
+        message: &OwnedMessage,
+        owners: &mut Vec<usize>,
+        acks: &mut Vec<PendingAck>,
+    ) -> Option<Outcome> {
+        let origin = MessageOrigin {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        match (self.decoder)(message.key(), message.payload(), &origin) {
+            Ok(decoded) => {
+                // A record with no movements (e.g. an AFN order) is simply consumed.
+                let outcome = decoded.is_empty().then_some(Outcome::Duplicate);
+                for movement in decoded {
+                    let watermark = OffsetWatermark {
+                        group: self.group.clone(),
+                        topic: origin.topic.to_owned(),
+                        partition: origin.partition,
+                        next_offset: origin.offset + 1,
+                    };
+                    owners.push(index);
+                    acks.push(self.ledger.submit_from(movement, Some(watermark)));
+                }
+                outcome
+            }
+            Err(error) => {
+                warn!(
+                    topic = origin.topic,
+                    partition = origin.partition,
+                    offset = origin.offset,
+                    reason = error.reason(),
+                    error = %error,
+                    "undecodable record, dead-lettering it"
+                );
+                Some(Outcome::DeadLetter {
+                    reason: error.reason(),
+                    error: error.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Awaits every acknowledgement of the batch (submitting records with a
+    /// `Store`/`Unavailable` answer again, see [`settle_acks`]), then delivers its dead
     /// letters. `Err(Stopped)` when a stop was requested and the batch could not be settled
     /// in time; nothing of it may be committed then.
     async fn settle(
         self: Arc<Self>,
         batch: Vec<OwnedMessage>,
-        mut submitted: Submitted,
+        submitted: Submitted,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<Settled, Stopped> {
-        let mut backoff_ms = RETRY_BACKOFF_INITIAL_MS;
-        let acks = loop {
-            let acks = futures::future::join_all(std::mem::take(&mut submitted.acks));
-            let acks = tokio::select! {
-                acks = acks => acks,
-                _ = async {
-                    wait_for_stop(&mut shutdown).await;
-                    tokio::time::sleep(Duration::from_millis(STOP_GRACE_MS)).await;
-                } => {
-                    warn!("ledger did not acknowledge a batch in time after stop was requested");
-                    return Err(Stopped);
-                }
-            };
-            let retryable: Vec<&LedgerError> = acks
-                .iter()
-                .filter_map(|ack| match ack {
-                    Err(
-                        error @ (LedgerError::Store(_)
-                        | LedgerError::Unavailable(_)
-                        | LedgerError::Overloaded(_)),
-                    ) => Some(error),
-                    _ => None,
-                })
-                .collect();
-            let Some(first) = retryable.first() else {
-                break acks;
-            };
-            warn!(
-                failed = retryable.len(),
-                batch = batch.len(),
-                error = %first,
-                backoff_ms,
-                "ledger did not make the batch durable; retrying it"
-            );
-            if sleep_or_stop(&mut shutdown, Duration::from_millis(backoff_ms)).await {
-                return Err(Stopped);
+        let first: Vec<(usize, PendingAck)> =
+            submitted.owners.into_iter().zip(submitted.acks).collect();
+        let resubmit = |records: &[usize]| -> Vec<(usize, PendingAck)> {
+            let mut owners = Vec::new();
+            let mut acks = Vec::new();
+            for &index in records {
+                self.submit_record(index, &batch[index], &mut owners, &mut acks);
             }
-            backoff_ms = (backoff_ms * 2).min(RETRY_BACKOFF_MAX_MS);
-            submitted = self.submit(&batch);
+            owners.into_iter().zip(acks).collect()
         };
+        let ledger = self.ledger.clone();
+        let answers = settle_acks(
+            first,
+            resubmit,
+            self.retry,
+            || ledger.is_healthy(),
+            &mut shutdown,
+        )
+        .await?;
         let mut outcomes = submitted.outcomes;
-        for (&index, ack) in submitted.owners.iter().zip(acks) {
+        for (index, ack) in answers {
             // A record's movements share one outcome: any refusal dead-letters the record,
             // any applied movement makes it applied, else it was a duplicate.
             let outcome = match ack {
@@ -617,16 +661,21 @@ impl BatchContext {
                 Ok(Ack::Duplicate { .. }) => Outcome::Duplicate,
                 Err(error) => {
                     let message = &batch[index];
+                    let reason = match error {
+                        LedgerError::Rejected(_) => REASON_REJECTED,
+                        LedgerError::Store(_) | LedgerError::Unavailable(_) => REASON_UNAVAILABLE,
+                    };
                     warn!(
                         key = %String::from_utf8_lossy(message.key().unwrap_or_default()),
                         topic = message.topic(),
                         partition = message.partition(),
                         offset = message.offset(),
+                        reason,
                         error = %error,
-                        "ledger rejected a movement, dead-lettering its record"
+                        "ledger did not take a movement, dead-lettering its record"
                     );
                     Outcome::DeadLetter {
-                        reason: REASON_REJECTED,
+                        reason,
                         error: error.to_string(),
                     }
                 }
@@ -711,6 +760,113 @@ impl BatchContext {
     }
 }
 
+/// Every movement's last answer, with the index of its record in the batch.
+type Answers = Vec<(usize, Result<Ack, LedgerError>)>;
+
+/// Awaits the answers of a batch's movements (`first`: each with its record index). The
+/// records with a `Store`/`Unavailable` answer are handed to `resubmit` after a backoff
+/// (doubling from `policy.initial_backoff_ms` to `policy.max_backoff_ms`, tokio time),
+/// which submits all their movements again; a record gets at most `policy.max_attempts`
+/// submissions counted, a submission counting only if `healthy()` (the ledger says the
+/// store takes writes) when its answers came back. Returns every movement's last answer
+/// with its record index (unavailable ones included once their attempts are spent).
+///
+/// `Err(Stopped)` when a stop is requested during a backoff, or when the answers do not
+/// come within [`STOP_GRACE_MS`] after a stop was requested.
+async fn settle_acks<A, R, H>(
+    first: Vec<(usize, A)>,
+    mut resubmit: R,
+    policy: RetryPolicy,
+    healthy: H,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Answers, Stopped>
+where
+    A: Future<Output = Result<Ack, LedgerError>>,
+    R: FnMut(&[usize]) -> Vec<(usize, A)>,
+    H: Fn() -> bool,
+{
+    let mut answers: Answers = Vec::with_capacity(first.len());
+    let mut attempts: HashMap<usize, u32> = HashMap::new();
+    let mut pending = first;
+    let mut backoff_ms = policy.initial_backoff_ms;
+    loop {
+        let (owners, futures): (Vec<usize>, Vec<A>) = pending.into_iter().unzip();
+        let acks = tokio::select! {
+            acks = futures::future::join_all(futures) => acks,
+            _ = async {
+                wait_for_stop(shutdown).await;
+                tokio::time::sleep(Duration::from_millis(STOP_GRACE_MS)).await;
+            } => {
+                warn!("ledger did not acknowledge a batch in time after stop was requested");
+                return Err(Stopped);
+            }
+        };
+        let counted = healthy();
+        let mut retry: BTreeSet<usize> = BTreeSet::new();
+        let mut failed: Vec<(usize, Result<Ack, LedgerError>)> = Vec::new();
+        // A full shard mailbox (`Overloaded`) is back-pressure, not a failure: retried like
+        // the others, never counted towards the attempts that lead to a dead letter.
+        let mut overloaded: BTreeSet<usize> = BTreeSet::new();
+        for (owner, ack) in owners.into_iter().zip(acks) {
+            match ack {
+                Err(LedgerError::Overloaded(_)) => {
+                    overloaded.insert(owner);
+                    retry.insert(owner);
+                    failed.push((owner, ack));
+                }
+                Err(LedgerError::Store(_) | LedgerError::Unavailable(_)) => {
+                    retry.insert(owner);
+                    failed.push((owner, ack));
+                }
+                ack => answers.push((owner, ack)),
+            }
+        }
+        if counted {
+            for owner in retry.iter().filter(|owner| !overloaded.contains(owner)) {
+                *attempts.entry(*owner).or_insert(0) += 1;
+            }
+        }
+        // Records whose attempts are spent keep their last (unavailable) answers.
+        let spent: BTreeSet<usize> = retry
+            .iter()
+            .copied()
+            .filter(|owner| attempts.get(owner).copied().unwrap_or(0) >= policy.max_attempts)
+            .collect();
+        let mut first_error = None;
+        for (owner, ack) in failed {
+            if spent.contains(&owner) {
+                answers.push((owner, ack));
+            } else if first_error.is_none() {
+                first_error = ack.err();
+            }
+        }
+        retry.retain(|owner| !spent.contains(owner));
+        if !spent.is_empty() {
+            warn!(
+                records = spent.len(),
+                attempts = policy.max_attempts,
+                "ledger stayed unavailable for records through every retry; dead-lettering them"
+            );
+        }
+        let Some(error) = first_error else {
+            return Ok(answers);
+        };
+        warn!(
+            records = retry.len(),
+            error = %error,
+            backoff_ms,
+            counted,
+            "ledger did not make records durable; submitting them again"
+        );
+        if sleep_or_stop(shutdown, Duration::from_millis(backoff_ms)).await {
+            return Err(Stopped);
+        }
+        backoff_ms = backoff_ms.saturating_mul(2).min(policy.max_backoff_ms);
+        let records: Vec<usize> = retry.into_iter().collect();
+        pending = resubmit(&records);
+    }
+}
+
 struct Worker {
     config: KafkaConfig,
     context: Arc<BatchContext>,
@@ -721,6 +877,8 @@ struct Worker {
     windows: HashMap<(String, i32), OffsetWindow>,
     /// When the offsets that became committable last were handed to the consumer.
     last_commit: tokio::time::Instant,
+    /// Whether the assigned partitions are paused, and the assignment count then.
+    paused: Option<u64>,
 }
 
 /// A batch was abandoned because a stop was requested.
@@ -751,6 +909,7 @@ impl Worker {
             group: config.group_id.clone(),
             revoked: Mutex::new(Vec::new()),
             assigned: Mutex::new(BTreeSet::new()),
+            assignments: std::sync::atomic::AtomicU64::new(0),
         };
         let consumer: IngestConsumer = consumer_config(&config)
             .create_with_context(context)
@@ -767,6 +926,7 @@ impl Worker {
             ledger,
             dead_letters,
             dead_letter_topic: config.dead_letter_topic.clone(),
+            retry: options.retry,
         });
         Ok(Self {
             config,
@@ -776,6 +936,7 @@ impl Worker {
             shutdown,
             windows: HashMap::new(),
             last_commit: tokio::time::Instant::now(),
+            paused: None,
         })
     }
 
@@ -796,6 +957,8 @@ impl Worker {
         let mut in_flight = FuturesUnordered::new();
         let mut in_flight_records = 0_usize;
         let mut commit_waiting = false;
+        let pause_after_full = Duration::from_millis(PAUSE_AFTER_FULL_MS);
+        let mut full_since: Option<tokio::time::Instant> = None;
         let result = loop {
             self.drop_revoked(&mut gathering);
             let room =
@@ -804,13 +967,25 @@ impl Worker {
             let now = tokio::time::Instant::now();
             if !gathering.is_empty()
                 && (gathering.len() >= batch_max || now >= deadline)
-                && in_flight_records + gathering.len() <= max_in_flight
+                && (in_flight_records == 0 || in_flight_records + gathering.len() <= max_in_flight)
             {
                 let batch = std::mem::replace(&mut gathering, Vec::with_capacity(batch_max));
                 in_flight_records += batch.len();
                 in_flight.push(self.submit(batch));
                 continue;
             }
+            // Keep polling (partitions paused) while the store is down or the in-flight
+            // window stays full, so that the group does not expel this consumer.
+            let full_since_at = if room {
+                full_since = None;
+                now
+            } else {
+                *full_since.get_or_insert(now)
+            };
+            let store_down = !self.context.ledger.is_healthy();
+            let pause = store_down || (!room && now >= full_since_at + pause_after_full);
+            self.pause_partitions(pause, store_down);
+            let poll = room || self.paused.is_some();
             tokio::select! {
                 biased;
                 _ = wait_for_stop(&mut self.shutdown) => break Ok(()),
@@ -825,7 +1000,9 @@ impl Worker {
                     }
                 }
                 _ = tokio::time::sleep_until(self.last_commit + commit_interval), if commit_waiting => {}
-                received = self.consumer.recv(), if room => match received {
+                _ = tokio::time::sleep_until(full_since_at + pause_after_full), if !room && self.paused.is_none() => {}
+                _ = tokio::time::sleep(Duration::from_millis(PAUSED_CHECK_MS)), if self.paused.is_some() => {}
+                received = self.consumer.recv(), if poll => match received {
                     Ok(message) => {
                         let message = {
                             let borrowed = message;
@@ -903,6 +1080,55 @@ impl Worker {
         self.context
             .clone()
             .settle(batch, submitted, self.shutdown.clone())
+    }
+
+    /// Pauses (or resumes) every assigned partition when `pause` differs from what is in
+    /// force; pauses again after a new assignment (librdkafka does not pause new
+    /// partitions). `store_down` only changes the log line.
+    fn pause_partitions(&mut self, pause: bool, store_down: bool) {
+        let assignments = self
+            .consumer
+            .context()
+            .assignments
+            .load(std::sync::atomic::Ordering::Relaxed);
+        match (pause, self.paused) {
+            (true, Some(paused_at)) if paused_at == assignments => return,
+            (false, None) => return,
+            _ => {}
+        }
+        let assignment = match self.consumer.assignment() {
+            Ok(assignment) => assignment,
+            Err(error) => {
+                warn!(error = %error, "cannot read the kafka assignment to pause or resume it");
+                return;
+            }
+        };
+        let result = if pause {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        if let Err(error) = result {
+            warn!(error = %error, pause, "cannot pause or resume kafka partitions");
+            return;
+        }
+        if pause {
+            if self.paused.is_none() {
+                let reason = if store_down {
+                    self.context
+                        .ledger
+                        .unavailable_reason()
+                        .unwrap_or_else(|| "the store refuses writes".to_owned())
+                } else {
+                    "the in-flight window stays full".to_owned()
+                };
+                warn!(partitions = assignment.count(), reason = %reason, "kafka ingest paused (still polling)");
+            }
+            self.paused = Some(assignments);
+        } else {
+            info!(partitions = assignment.count(), "kafka ingest resumed");
+            self.paused = None;
+        }
     }
 
     /// Counts a settled batch and marks its records settled in their partitions' windows.
@@ -1093,6 +1319,104 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         assert_eq!(pairs, expected);
+    }
+
+    type Answer = futures::future::Ready<Result<Ack, LedgerError>>;
+
+    fn unavailable() -> Answer {
+        futures::future::ready(Err(LedgerError::Unavailable("shard busy".to_owned())))
+    }
+
+    fn settled(result: Result<Answers, Stopped>) -> Answers {
+        let mut answers = match result {
+            Ok(answers) => answers,
+            Err(Stopped) => panic!("stopped"),
+        };
+        answers.sort_by_key(|(owner, _)| *owner);
+        answers
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unavailable_records_are_retried_with_backoff_a_bounded_number_of_times_then_given_up()
+    {
+        let policy = RetryPolicy {
+            max_attempts: 4,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 250,
+        };
+        let (_stop, mut shutdown) = watch::channel(false);
+        let refused = LedgerError::Rejected(crate::domain::ApplyError::Invalid("no".to_owned()));
+        let first: Vec<(usize, Answer)> = vec![
+            (0, futures::future::ready(Ok(Ack::Applied { seq: 1 }))),
+            (1, unavailable()),
+            (2, futures::future::ready(Err(refused.clone()))),
+        ];
+        let mut resubmitted: Vec<(Vec<usize>, u128)> = Vec::new();
+        let started = tokio::time::Instant::now();
+        let answers = settled(
+            settle_acks(
+                first,
+                |records: &[usize]| {
+                    resubmitted.push((records.to_vec(), started.elapsed().as_millis()));
+                    records
+                        .iter()
+                        .map(|&record| (record, unavailable()))
+                        .collect()
+                },
+                policy,
+                || true,
+                &mut shutdown,
+            )
+            .await,
+        );
+        // Only the unavailable record is submitted again: 4 submissions in all, after
+        // waits of 100, 200 and 250 ms (capped) of virtual time.
+        assert_eq!(
+            resubmitted,
+            [(vec![1], 100), (vec![1], 300), (vec![1], 550)]
+        );
+        assert_eq!(started.elapsed().as_millis(), 550);
+        assert_eq!(answers.len(), 3);
+        assert_eq!(answers[0], (0, Ok(Ack::Applied { seq: 1 })));
+        assert!(matches!(answers[1], (1, Err(LedgerError::Unavailable(_)))));
+        assert_eq!(answers[2], (2, Err(refused)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_while_the_store_is_down_do_not_count_and_a_recovered_record_is_applied() {
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1_000,
+        };
+        let (_stop, mut shutdown) = watch::channel(false);
+        let rounds = std::cell::Cell::new(0_u32);
+        let answers = settled(
+            settle_acks(
+                vec![(0, unavailable())],
+                |records: &[usize]| {
+                    rounds.set(rounds.get() + 1);
+                    records
+                        .iter()
+                        .map(|&record| {
+                            let answer = if rounds.get() < 6 {
+                                unavailable()
+                            } else {
+                                futures::future::ready(Ok(Ack::Applied { seq: 9 }))
+                            };
+                            (record, answer)
+                        })
+                        .collect()
+                },
+                policy,
+                // The store is down for the first five rounds: those do not count.
+                || rounds.get() >= 5,
+                &mut shutdown,
+            )
+            .await,
+        );
+        assert_eq!(rounds.get(), 6);
+        assert_eq!(answers, [(0, Ok(Ack::Applied { seq: 9 }))]);
     }
 
     #[test]
