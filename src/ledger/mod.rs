@@ -646,4 +646,5 @@ mod tests_counts;
 mod tests_dead;
 #[cfg(test)]
 mod tests_limits;
+#[cfg(test)]
 mod tests_supervision;

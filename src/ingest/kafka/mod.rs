@@ -663,7 +663,9 @@ impl BatchContext {
                     let message = &batch[index];
                     let reason = match error {
                         LedgerError::Rejected(_) => REASON_REJECTED,
-                        LedgerError::Store(_) | LedgerError::Unavailable(_) => REASON_UNAVAILABLE,
+                        LedgerError::Store(_)
+                        | LedgerError::Unavailable(_)
+                        | LedgerError::Overloaded(_) => REASON_UNAVAILABLE,
                     };
                     warn!(
                         key = %String::from_utf8_lossy(message.key().unwrap_or_default()),
