@@ -32,6 +32,8 @@
 //!   `POST …/{id}/release`: all-or-nothing multi-SKU holds (see [`reservations`]).
 //! - `GET /api/v1/config/rules`, `PUT /api/v1/config/rules`: the stock rules in force
 //!   (see [`rules`]).
+//! - `GET /api/v1/openapi.json`: the OpenAPI 3.1 contract of all of the above (see
+//!   [`openapi`]; checked in as `docs/openapi.json`).
 //! - `GET /metrics`: Prometheus text format 0.0.4.
 //! - `GET /healthz`: `{"status":"ok"}` (200) while the ledger accepts writes, else 503.
 //! - `GET /readyz`, `GET /api/v1/channels`: readiness and channel health (see [`health`]).
@@ -48,6 +50,7 @@ pub mod dead_letters;
 pub mod health;
 pub mod history;
 pub mod movements;
+pub mod openapi;
 mod problem;
 pub mod reservations;
 pub mod rules;
@@ -261,6 +264,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/audit/config", get(history::get_config_audit))
         .route("/api/v1/dead-letters", get(dead_letters::get_dead_letters))
         .merge(crate::ingest::receivers(receivers, levels))
+        .route("/api/v1/openapi.json", get(openapi::get_openapi))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(get_health))
         .merge(dashboard::routes())
@@ -301,6 +305,16 @@ where
         .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4.", body = String, content_type = "text/plain"),
+        (status = 503, response = openapi::ServiceUnavailable),
+    )
+)]
 async fn get_metrics(State(state): State<WebState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -309,6 +323,16 @@ async fn get_metrics(State(state): State<WebState>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "The ledger accepts writes.", body = openapi::HealthDoc),
+        (status = 503, description = "The ledger does not accept writes, or load shed (a problem).", content((openapi::HealthDoc = "application/json"), (Problem = "application/problem+json"))),
+    )
+)]
 async fn get_health(State(state): State<WebState>) -> Response {
     if state.ledger.is_healthy() {
         (

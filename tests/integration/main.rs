@@ -29,6 +29,7 @@ mod kits_refunds;
 mod layout;
 mod loadgen;
 mod multichannel;
+mod openapi_contract;
 mod order_lifecycle;
 mod readme_commands;
 mod reconcile;
