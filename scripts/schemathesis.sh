@@ -5,7 +5,7 @@
 # (embedded store in a temp dir, 127.0.0.1 on a free port), fetches the contract from
 # /api/v1/openapi.json and checks every operation: no 5xx, every status code, content type
 # and response body as documented. Exits non-zero on any failure. Set
-# SCHEMATHESIS_MAX_EXAMPLES (default 30) to run more cases per operation.
+# SCHEMATHESIS_MAX_EXAMPLES (default 20) to run more cases per operation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,15 +52,21 @@ if [[ -z "$address" ]]; then
 fi
 
 # /api/v1/events is a server-sent event stream that never ends: it is documented, not run.
+# Phases: the documented examples, then generated cases (valid and invalid, per operation).
+# The coverage phase (every boundary of every schema) is left out: on the 10,000-movement
+# batch limit it builds huge bodies and runs for over 15 minutes on 2 cores.
 status=0
-schemathesis run "http://$address/api/v1/openapi.json" \
+started=$(date +%s)
+schemathesis --no-color run "http://$address/api/v1/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
     --exclude-path /api/v1/events \
-    --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-30}" \
+    --phases examples,fuzzing \
+    --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-20}" \
     --seed 1 \
     --request-timeout 10 \
     --workers 2 \
-    --no-color || status=$?
+    --generation-database none || status=$?
+echo "schemathesis: $(($(date +%s) - started)) s"
 if [[ "$status" != 0 ]]; then
     echo "--- stocksync stderr (last 40 lines)" >&2
     tail -n 40 "$work/stderr" >&2

@@ -9,7 +9,8 @@
 //!
 //! The `Movement` schema is `schemas/movement.schema.json` itself (JSON Schema 2020-12, the
 //! dialect of OpenAPI 3.1), embedded at build time with its `$defs` lifted into
-//! `components/schemas` as `Movement_<name>`: one source of truth for REST and Kafka.
+//! `components/schemas` as `Movement_<name>` and its per-type `if`/`then` branches stated
+//! as an equivalent `oneOf`: one source of truth for REST and Kafka.
 //!
 //! Regenerate the checked-in copy with `cargo run -- openapi > docs/openapi.json`; the test
 //! `the_checked_in_contract_is_the_generated_one` fails while they differ.
@@ -87,6 +88,7 @@ fn embed_movement_schema(document: &mut serde_json::Value) {
     };
     object.remove("$schema");
     object.remove("$id");
+    branches_as_one_of(object);
     let defs = object.remove("$defs");
     let Some(schemas) = document
         .pointer_mut("/components/schemas")
@@ -101,6 +103,29 @@ fn embed_movement_schema(document: &mut serde_json::Value) {
     }
     schemas.insert("Movement".to_owned(), schema);
     schemas.sort_keys();
+}
+
+/// Restates the schema's `allOf` of `if {type} then {…}` branches as a `oneOf` of
+/// `{type} and {…}` variants. The two say the same (the `if`s name disjoint values of
+/// `type`, which must be one of them), but generators such as schemathesis can only build
+/// examples from the second.
+fn branches_as_one_of(schema: &mut serde_json::Map<String, serde_json::Value>) {
+    let Some(serde_json::Value::Array(branches)) = schema.get("allOf") else {
+        return;
+    };
+    let mut variants = Vec::with_capacity(branches.len());
+    for branch in branches {
+        let (Some(condition), Some(then)) = (branch.get("if"), branch.get("then")) else {
+            return;
+        };
+        variants.push(serde_json::json!({
+            "properties": condition["properties"],
+            "required": condition["required"],
+            "allOf": [then],
+        }));
+    }
+    schema.remove("allOf");
+    schema.insert("oneOf".to_owned(), serde_json::Value::Array(variants));
 }
 
 fn rewrite_refs(value: &mut serde_json::Value) {
@@ -336,6 +361,14 @@ mod tests {
             schemas["Movement"]["properties"]["type"],
             source["properties"]["type"]
         );
+        // Each `if type then …` branch is one `oneOf` variant, with the same condition.
+        let branches = source["allOf"].as_array().unwrap();
+        let variants = schemas["Movement"]["oneOf"].as_array().unwrap();
+        assert_eq!(branches.len(), variants.len());
+        for (branch, variant) in branches.iter().zip(variants) {
+            assert_eq!(variant["properties"], branch["if"]["properties"]);
+            assert_eq!(variant["allOf"][0]["required"], branch["then"]["required"]);
+        }
         // Every reference resolves inside the document.
         let text = serde_json::to_string(document).unwrap();
         assert!(!text.contains("#/$defs/"));
