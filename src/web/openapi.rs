@@ -373,7 +373,7 @@ mod tests {
         let text = serde_json::to_string(document).unwrap();
         assert!(!text.contains("#/$defs/"));
         for (start, _) in text.match_indices("\"$ref\":\"#/") {
-            let rest = &text[start + 9..];
+            let rest = &text[start + 8..];
             let target = &rest[..rest.find('"').unwrap()];
             assert!(
                 document.pointer(&target[1..]).is_some(),
