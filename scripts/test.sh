@@ -49,4 +49,6 @@ cargo test --all-targets --no-fail-fast 2>&1 | tee "$log" || status=$?
 read -r passed failed < <(awk '/^test result: / { p += $4; f += $6 } END { print p + 0, f + 0 }' "$log")
 rm -f "$log"
 echo "summary: ${passed:-0} passed, ${failed:-0} failed"
+echo "==> schemathesis (the OpenAPI contract against a running instance)"
+bash scripts/schemathesis.sh || status=$?
 exit "$status"

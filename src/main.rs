@@ -1,5 +1,5 @@
 //! The `stocksync` binary: `run`, `demo`, `sandbox`, `history`, `check-config`, `token`,
-//! `loadgen`, `bench`.
+//! `loadgen`, `bench`, `openapi`.
 
 // The binary sees every dependency of the library; the lint is checked on the library.
 #![allow(unused_crate_dependencies)]
@@ -149,6 +149,8 @@ enum Command {
         #[command(subcommand)]
         what: loadgen_cli::BenchCommand,
     },
+    /// Print the HTTP API's OpenAPI 3.1 contract (`stocksync openapi > docs/openapi.json`).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -306,6 +308,7 @@ async fn main() -> anyhow::Result<()> {
         } => print!("{}", new_token(&name, &scopes)?),
         Command::Loadgen { target } => loadgen_cli::loadgen(target).await?,
         Command::Bench { what } => loadgen_cli::bench(what).await?,
+        Command::Openapi => print!("{}", stocksync::web::openapi::document_pretty()),
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
 /// One problem with one part of the request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// JSON pointer into the request body, as a URI fragment (`#/2/quantity`; `#` for the
     /// whole body).
@@ -40,7 +40,7 @@ impl FieldError {
 ///
 /// JSON: `{"type":"urn:stocksync:problem:invalid-movements","title":"…","status":422,
 /// "detail":"…","errors":[{"pointer":"#/0/quantity","detail":"…"}]}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A URN naming the kind of problem (`urn:stocksync:problem:<slug>`).
     #[serde(rename = "type")]
@@ -125,6 +125,70 @@ impl IntoResponse for Problem {
             HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
         );
         response
+    }
+}
+
+/// The problem answers of the OpenAPI contract (`components/responses`), shared by the API
+/// handlers and the webhook receivers: each names the `Problem` schema as
+/// `application/problem+json`.
+pub mod openapi {
+    use utoipa::openapi::content::ContentBuilder;
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::response::ResponseBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Ref, Type};
+    use utoipa::openapi::{RefOr, Response as OpenApiResponse};
+
+    /// A problem answer with `description`, optionally naming `Retry-After`.
+    fn problem_response(description: &str, retry_after: bool) -> OpenApiResponse {
+        let mut builder = ResponseBuilder::new().description(description).content(
+            super::PROBLEM_CONTENT_TYPE,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        );
+        if retry_after {
+            builder = builder.header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(
+                        ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .minimum(Some(0)),
+                    )
+                    .description(Some("Seconds to wait before retrying."))
+                    .build(),
+            );
+        }
+        builder.build()
+    }
+
+    macro_rules! problem_responses {
+        ($($name:ident => ($description:expr, $retry_after:expr);)*) => {$(
+            #[doc = concat!("Shared answer: ", $description)]
+            pub struct $name;
+
+            impl<'s> utoipa::ToResponse<'s> for $name {
+                fn response() -> (&'s str, RefOr<OpenApiResponse>) {
+                    (stringify!($name), problem_response($description, $retry_after).into())
+                }
+            }
+        )*};
+    }
+
+    problem_responses! {
+        BadRequest => ("The request is malformed (not JSON, bad query parameters).", false);
+        Unauthorized => ("No valid bearer token (`WWW-Authenticate: Bearer`).", false);
+        Forbidden => ("The token lacks the scope this operation needs.", false);
+        NotFound => ("No such resource.", false);
+        Conflict => ("The request conflicts with the state (insufficient stock, an id or \
+                      idempotency key reused with other content: `idempotency-key-conflict`).", false);
+        PayloadTooLarge => ("The body is over the limit (bytes or movements per request).", false);
+        UnsupportedMediaType => ("The body is not `application/json`.", false);
+        UnprocessableEntity => ("The body is JSON but not valid (every problem listed in `errors` \
+                                 with a JSON pointer; an unknown location); nothing was applied.", false);
+        ServiceUnavailable => ("The store is unavailable or the server sheds load; nothing was \
+                                acknowledged and a retry after `Retry-After` seconds is safe.", true);
+        WebhookUnauthorized => ("The platform signature is missing or wrong; nothing changed.", false);
     }
 }
 

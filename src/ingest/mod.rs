@@ -53,6 +53,16 @@ where
         .merge(amazon::receiver::router(state))
 }
 
+/// The webhook receivers' operations for the OpenAPI contract (one line per platform that
+/// pushes webhooks, as in [`receivers`]).
+pub fn webhooks_openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    let mut api = shopify::receiver::WebhookApi::openapi();
+    api.merge(woocommerce::receiver::WebhookApi::openapi());
+    api.merge(amazon::receiver::WebhookApi::openapi());
+    api
+}
+
 use crate::config::Config;
 use crate::ledger::Ledger;
 use crate::platforms::PlatformClients;

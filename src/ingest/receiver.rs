@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 pub const DEFAULT_DELIVERY_MEMORY: usize = 100_000;
 
 /// The 200 answer to a delivery.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WebhookReceipt {
     /// `processed`, `duplicate` when the delivery was already processed, or a platform's
     /// own (`ping`, `ignored`).
@@ -62,7 +62,8 @@ pub struct WebhookReceipt {
 
 /// What the ledger did with one movement of a delivery (issue 9 §8: an ignored edit or a
 /// refused line says so, never a silent "duplicate").
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = WebhookMovementOutcome)]
 pub struct MovementOutcome {
     /// The movement's idempotency key.
     pub idempotency_key: String,

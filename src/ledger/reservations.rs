@@ -63,7 +63,7 @@ pub const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 
 /// A multi-line, multi-SKU hold. JSON: `{"id":"checkout-81","lines":[{"sku":"SKU-G",
 /// "quantity":1,"route":["WH-NORTH","WH-SOUTH"]}],"ttl_secs":900}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReservationRequest {
     /// The caller's id for the request (a checkout or B2B order id): unique, at most
     /// [`MAX_ID_BYTES`] bytes, no whitespace. Retrying with the same id is harmless.
@@ -77,18 +77,21 @@ pub struct ReservationRequest {
 }
 
 /// One line of a [`ReservationRequest`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReservationLine {
     /// The SKU to hold.
+    #[schema(value_type = String)]
     pub sku: Sku,
     /// Units to hold (≥ 1, base units).
     pub quantity: u64,
     /// The location to hold at, when the caller knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub location: Option<LocationId>,
     /// Candidate locations in priority order when `location` is absent (the first with
     /// enough available stock is chosen, per the ledger's routing policy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
     pub route: Vec<LocationId>,
 }
 
@@ -161,7 +164,7 @@ impl ReservationRequest {
 }
 
 /// Where one line stands now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LineStatus {
     /// Units are held (some may already be shipped).
@@ -175,18 +178,20 @@ pub enum LineStatus {
 }
 
 /// One line of a reservation as the ledger holds it now.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReservationLineView {
     /// Index of the line in the request.
     pub line: usize,
     /// The ledger's reservation id of the line: `"{request id}:{line}"`.
     pub reservation: String,
     /// The SKU.
+    #[schema(value_type = String)]
     pub sku: Sku,
     /// Units requested.
     pub quantity: u64,
     /// Where the units are held (the routed location), if a hold exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub location: Option<LocationId>,
     /// Units still held.
     pub open: u64,
@@ -199,7 +204,7 @@ pub struct ReservationLineView {
 }
 
 /// A reservation request and the state of each of its lines.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReservationView {
     /// The request id.
     pub id: String,
@@ -213,11 +218,12 @@ pub struct ReservationView {
 }
 
 /// A line that did not fit.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LineShortage {
     /// Index of the line in the request.
     pub line: usize,
     /// The SKU.
+    #[schema(value_type = String)]
     pub sku: Sku,
     /// Units requested.
     pub requested: u64,

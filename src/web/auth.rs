@@ -8,7 +8,7 @@
 //!
 //! Rules, in order: `/healthz` and `/readyz` answer anyone; any other request whose `Host`
 //! is not allowed gets 421; `/webhooks/…` keep their platform signatures (checked by the
-//! receivers); `/metrics` is open unless `metrics_token_hash` is set; every other route
+//! receivers); the OpenAPI contract is public; `/metrics` is open unless `metrics_token_hash` is set; every other route
 //! needs a token with its scope (401 without a valid token, 403 without the scope). With no
 //! token configured, every route is open to a server that listens on a loopback address
 //! (or has `insecure_no_auth = true`); a non-loopback server without tokens (a config that
@@ -51,6 +51,8 @@ pub enum Access {
     Probe,
     /// Platform webhooks: authenticated by their signatures, not by a token.
     Webhook,
+    /// The API contract (`GET /api/v1/openapi.json`): anyone whose `Host` is allowed.
+    Contract,
     /// `/metrics`: open unless a metrics token is configured.
     Metrics,
     /// A token with one of these scopes.
@@ -71,6 +73,7 @@ pub fn required_access(method: &Method, path: &str) -> Access {
         "/healthz" | "/readyz" => Access::Probe,
         "/metrics" => Access::Metrics,
         _ if path.starts_with("/webhooks/") => Access::Webhook,
+        "/api/v1/openapi.json" if reading => Access::Contract,
         "/api/v1/movements" if !reading => Access::Scoped(INGEST),
         _ if path == "/api/v1/reservations" || path.starts_with("/api/v1/reservations/") => {
             if reading {
@@ -239,7 +242,7 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut request: Request, next: Ne
         }
     }
     match access {
-        Access::Probe | Access::Webhook => {}
+        Access::Probe | Access::Webhook | Access::Contract => {}
         Access::Metrics => {
             if !auth.metrics_allowed(request.headers()) {
                 return unauthenticated();
@@ -422,6 +425,10 @@ mod tests {
         );
         assert_eq!(required_access(&get, "/healthz"), Access::Probe);
         assert_eq!(required_access(&get, "/metrics"), Access::Metrics);
+        assert_eq!(
+            required_access(&get, "/api/v1/openapi.json"),
+            Access::Contract
+        );
     }
 
     #[test]

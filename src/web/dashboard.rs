@@ -93,7 +93,8 @@ fn invalid_query(detail: impl Into<String>) -> Response {
 }
 
 /// `GET /api/v1/skus` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SkuQuery {
     /// Only SKUs after this one (the previous page's `next_after`).
     pub after: Option<String>,
@@ -104,7 +105,7 @@ pub struct SkuQuery {
 }
 
 /// A page of SKUs, ascending.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SkuPage {
     /// The SKUs.
     pub skus: Vec<String>,
@@ -125,6 +126,20 @@ fn before_prefix(prefix: &str) -> Option<String> {
     Some(previous.unwrap_or_else(|| head.to_owned()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/skus",
+    tag = "dashboard",
+    security(("bearerAuth" = ["read"])),
+    params(SkuQuery),
+    responses(
+        (status = 200, description = "A page of SKUs, ascending.", body = SkuPage),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 503, response = super::openapi::ServiceUnavailable),
+    )
+)]
 async fn get_skus(
     State(state): State<WebState>,
     query: Result<Query<SkuQuery>, QueryRejection>,
@@ -181,14 +196,15 @@ async fn sku_page(
 }
 
 /// `GET /api/v1/stock/{sku}/events` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Most recent events to return, 1..=[`MAX_EVENTS`] (default [`DEFAULT_EVENTS`]).
     pub limit: Option<usize>,
 }
 
 /// One durable ledger event of a SKU.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventView {
     /// The SKU's sequence number after this movement.
     pub seq: u64,
@@ -197,11 +213,12 @@ pub struct EventView {
     /// The movement's idempotency key.
     pub idempotency_key: String,
     /// The movement as recorded (`type`, `source`, quantities, …).
+    #[schema(value_type = Object)]
     pub movement: serde_json::Value,
 }
 
 /// A SKU's most recent events, newest first.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventsPage {
     /// The SKU.
     pub sku: String,
@@ -209,6 +226,21 @@ pub struct EventsPage {
     pub events: Vec<EventView>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/stock/{sku}/events",
+    tag = "dashboard",
+    security(("bearerAuth" = ["read"])),
+    params(("sku" = String, Path, description = "The SKU."), EventsQuery),
+    responses(
+        (status = 200, description = "The SKU's most recent events.", body = EventsPage),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::ServiceUnavailable),
+    )
+)]
 async fn get_sku_events(
     State(state): State<WebState>,
     Path(sku): Path<String>,
@@ -266,7 +298,8 @@ async fn recent_events(
 }
 
 /// `GET /api/v1/events` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LiveQuery {
     /// Also stream this SKU's stock view.
     pub sku: Option<String>,
@@ -313,6 +346,20 @@ impl LiveCursor {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "dashboard",
+    security(("bearerAuth" = ["read"])),
+    params(LiveQuery),
+    responses(
+        (status = 200, description = "Server-sent events: `channels` (a ChannelsView) and, with `sku`, `stock` (a StockView), each when it changes.", body = String, content_type = "text/event-stream"),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 503, response = super::openapi::ServiceUnavailable),
+    )
+)]
 async fn get_live(
     State(state): State<WebState>,
     query: Result<Query<LiveQuery>, QueryRejection>,

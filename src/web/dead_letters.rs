@@ -24,8 +24,9 @@ pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1_000;
 
 /// Query parameters of `GET /api/v1/dead-letters`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeadLetterParams {
     /// Only this SKU.
     pub sku: Option<String>,
@@ -34,7 +35,7 @@ pub struct DeadLetterParams {
 }
 
 /// One dead letter as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// The SKU.
     pub sku: String,
@@ -49,6 +50,7 @@ pub struct DeadLetter {
     /// The movement's kind (`fulfilment`, `return`, ...).
     pub kind: String,
     /// The movement's effect as recorded (JSON).
+    #[schema(value_type = Value)]
     pub movement: serde_json::Value,
     /// Why it waited.
     pub reason: String,
@@ -77,7 +79,7 @@ impl From<DeadLetterRecord> for DeadLetter {
 }
 
 /// The answer of `GET /api/v1/dead-letters`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetterPage {
     /// The dead letters, newest expiry first.
     pub dead_letters: Vec<DeadLetter>,
@@ -110,6 +112,20 @@ fn query(params: DeadLetterParams) -> Result<DeadLetterQuery, String> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/dead-letters",
+    tag = "audit",
+    security(("bearerAuth" = ["read"])),
+    params(DeadLetterParams),
+    responses(
+        (status = 200, description = "Parked movements that expired, newest first.", body = DeadLetterPage),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 503, response = super::openapi::ServiceUnavailable),
+    )
+)]
 pub(super) async fn get_dead_letters(
     State(state): State<WebState>,
     params: Result<Query<DeadLetterParams>, QueryRejection>,

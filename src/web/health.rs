@@ -42,7 +42,7 @@ pub const STORE_PROBE_TIMEOUT_MS: u64 = 2_000;
 
 /// One channel's propagation status, as the app reports it (a web-owned copy of
 /// propagation's own status, so `web` never imports `propagation`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChannelStatusView {
     /// Channel id.
     pub channel: String,
@@ -75,7 +75,7 @@ pub struct ChannelStatusView {
 }
 
 /// How a channel is doing, in one word (see the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelState {
     /// Pushing normally.
@@ -89,7 +89,7 @@ pub enum ChannelState {
 }
 
 /// One channel's health as `GET /api/v1/channels` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChannelHealth {
     /// The status as propagation reports it.
     #[serde(flatten)]
@@ -122,7 +122,7 @@ pub trait KafkaView: Send + Sync + 'static {
 }
 
 /// One readiness check.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Check {
     /// `store`, `kafka`, or `channel:<id>`.
     pub name: String,
@@ -133,7 +133,7 @@ pub struct Check {
 }
 
 /// The `/readyz` body.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Readiness {
     /// `ready` or `not_ready`.
     pub status: String,
@@ -314,13 +314,25 @@ pub fn channel_health(state: &WebState) -> Vec<ChannelHealth> {
 }
 
 /// The `GET /api/v1/channels` body.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChannelsView {
     /// One entry per channel, in config order.
     pub channels: Vec<ChannelHealth>,
 }
 
 /// `GET /api/v1/channels`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/channels",
+    tag = "operations",
+    security(("bearerAuth" = ["read"])),
+    responses(
+        (status = 200, description = "Every channel's health, in config order.", body = ChannelsView),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 503, response = super::openapi::ServiceUnavailable),
+    )
+)]
 pub(super) async fn get_channels(State(state): State<WebState>) -> Json<ChannelsView> {
     Json(ChannelsView {
         channels: channel_health(&state),
@@ -422,6 +434,16 @@ async fn store_check(state: &WebState) -> Check {
 }
 
 /// `GET /readyz`: 200 with `status: ready`, or 503 naming what is not ready.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Ready.", body = Readiness),
+        (status = 503, description = "Not ready (the body names the failing checks), or load shed (a problem).", content((Readiness = "application/json"), (super::Problem = "application/problem+json"))),
+    )
+)]
 pub(super) async fn get_ready(State(state): State<WebState>) -> Response {
     let readiness = readiness(&state).await;
     let status = if readiness.not_ready.is_empty() {

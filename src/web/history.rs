@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_LIMIT: usize = 100;
 
 /// Query parameters of `GET /api/v1/movements`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct MovementParams {
     /// Only this SKU.
     pub sku: Option<String>,
@@ -47,17 +48,19 @@ pub struct MovementParams {
 }
 
 /// One page of movement history.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MovementPage {
     /// The rows, oldest first.
+    #[schema(value_type = Vec<Object>)]
     pub movements: Vec<MovementRow>,
     /// Pass as `after` for the next page; `None` when this page was not full.
     pub next_after: Option<u64>,
 }
 
 /// Query parameters of `GET /api/v1/pushes`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PushParams {
     /// Only this channel.
     pub channel: Option<String>,
@@ -72,8 +75,9 @@ pub struct PushParams {
 }
 
 /// Query parameters of `GET /api/v1/audit/config`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ConfigAuditParams {
     /// Most rows (default 100, at most 10,000).
     pub limit: Option<usize>,
@@ -113,6 +117,20 @@ fn wants_csv(params: &MovementParams, headers: &HeaderMap) -> bool {
             .is_some_and(|accept| accept.contains("text/csv"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/movements",
+    tag = "movements",
+    security(("bearerAuth" = ["read"])),
+    params(MovementParams),
+    responses(
+        (status = 200, description = "A page of movement history (CSV with `format=csv` or `Accept: text/csv`).", content((MovementPage = "application/json"), (String = "text/csv"))),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 503, response = super::openapi::ServiceUnavailable),
+    )
+)]
 pub(super) async fn get_movements(
     State(state): State<WebState>,
     headers: HeaderMap,
@@ -168,6 +186,20 @@ pub(super) async fn get_movements(
     .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/pushes",
+    tag = "audit",
+    security(("bearerAuth" = ["read"])),
+    params(PushParams),
+    responses(
+        (status = 200, description = "Pushes with the channel's answer, newest first.", body = [Object]),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 503, response = super::openapi::ServiceUnavailable),
+    )
+)]
 pub(super) async fn get_pushes(
     State(state): State<WebState>,
     params: Result<Query<PushParams>, QueryRejection>,
@@ -189,6 +221,20 @@ pub(super) async fn get_pushes(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/config",
+    tag = "audit",
+    security(("bearerAuth" = ["read"])),
+    params(ConfigAuditParams),
+    responses(
+        (status = 200, description = "Configuration changes, newest first (no secrets).", body = [Object]),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 503, response = super::openapi::ServiceUnavailable),
+    )
+)]
 pub(super) async fn get_config_audit(
     State(state): State<WebState>,
     params: Result<Query<ConfigAuditParams>, QueryRejection>,

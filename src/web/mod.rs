@@ -38,6 +38,8 @@
 //!   `POST …/{id}/release`: all-or-nothing multi-SKU holds (see [`reservations`]).
 //! - `GET /api/v1/config/rules`, `PUT /api/v1/config/rules`: the stock rules in force
 //!   (see [`rules`]).
+//! - `GET /api/v1/openapi.json`: the OpenAPI 3.1 contract of all of the above (see
+//!   [`openapi`]; checked in as `docs/openapi.json`).
 //! - `GET /metrics`: Prometheus text format 0.0.4.
 //! - `GET /healthz`: 200 while the process answers: `{"status":"ok"}`, or
 //!   `{"status":"paused","reason":…}` while the store refuses writes (ingest resumes by
@@ -61,6 +63,7 @@ pub mod health;
 pub mod history;
 pub mod limits;
 pub mod movements;
+pub mod openapi;
 mod problem;
 pub mod reservations;
 pub mod rules;
@@ -280,6 +283,7 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/audit/config", get(history::get_config_audit))
         .route("/api/v1/dead-letters", get(dead_letters::get_dead_letters))
         .merge(crate::ingest::receivers(receivers, levels))
+        .route("/api/v1/openapi.json", get(openapi::get_openapi))
         .merge(dashboard::routes());
     let router = limits::request_limits(api, &state.config.http)
         .route("/metrics", get(get_metrics))
@@ -324,6 +328,16 @@ where
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4.", body = String, content_type = "text/plain"),
+        (status = 503, response = openapi::ServiceUnavailable),
+    )
+)]
 async fn get_metrics(State(state): State<WebState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -332,6 +346,16 @@ async fn get_metrics(State(state): State<WebState>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "The ledger accepts writes.", body = openapi::HealthDoc),
+        (status = 503, description = "The ledger does not accept writes, or load shed (a problem).", content((openapi::HealthDoc = "application/json"), (Problem = "application/problem+json"))),
+    )
+)]
 async fn get_health(State(state): State<WebState>) -> Response {
     // Liveness: the process answers. A store that refuses writes pauses ingest, which
     // resumes by itself (a restart would not help): that is `/readyz`'s 503, not this one.

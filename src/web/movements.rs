@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_BATCH_MOVEMENTS: usize = crate::config::MAX_MOVEMENTS_PER_REQUEST;
 
 /// The answer to an accepted request: one result per movement, in request order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MovementsResponse {
     /// One entry per movement sent.
     pub results: Vec<MovementResult>,
@@ -65,7 +65,7 @@ pub struct BatchSummary {
 }
 
 /// What happened to one movement.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MovementResult {
     /// Position in the request (0 for a single movement).
     pub index: usize,
@@ -80,7 +80,7 @@ pub struct MovementResult {
 }
 
 /// The ledger's answer for one movement, given once durable.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum MovementOutcome {
     /// Recorded as event `seq` of its SKU.
@@ -133,6 +133,25 @@ impl MovementOutcome {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/movements",
+    tag = "movements",
+    security(("bearerAuth" = ["ingest"])),
+    request_body(content = super::openapi::MovementsBody, description = "One movement or an array of them (the contract of `schemas/movement.schema.json`). Idempotency keys are scoped per SKU. A batch is applied movement by movement: a retry of the same body after a failure answers `duplicate` for what was durable before.", content_type = "application/json"),
+    responses(
+        (status = 201, description = "At least one movement was applied (or parked, or ignored); every one is durable.", body = MovementsResponse),
+        (status = 200, description = "Nothing new was applied (duplicates or rejections only).", body = MovementsResponse),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::UnprocessableEntity),
+        (status = 503, response = super::openapi::ServiceUnavailable),
+    )
+)]
 pub(super) async fn post_movements(
     State(state): State<WebState>,
     headers: HeaderMap,

@@ -35,13 +35,32 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 /// The body of `POST /api/v1/reservations/{id}/commit` (optional).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct CommitBody {
     /// Line indexes to commit; absent: every line.
     #[serde(default)]
     pub lines: Option<Vec<usize>>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/reservations",
+    tag = "reservations",
+    security(("bearerAuth" = ["reserve"])),
+    request_body(content = crate::ledger::ReservationRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Every line is held.", body = ReservationView),
+        (status = 200, description = "Every line was already held under this id (a retry).", body = ReservationView),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::UnprocessableEntity),
+        (status = 503, response = super::openapi::ServiceUnavailable),
+    )
+)]
 pub(super) async fn post_reservation(
     State(state): State<WebState>,
     body: Result<Bytes, BytesRejection>,
@@ -84,6 +103,24 @@ pub(super) async fn post_reservation(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/reservations/{id}/commit",
+    tag = "reservations",
+    security(("bearerAuth" = ["reserve"])),
+    params(("id" = String, Path, description = "The reservation request id.")),
+    request_body(content = Option<CommitBody>, description = "Optional: the line indexes to commit (all by default).", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The held units of the lines were shipped.", body = ReservationView),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 422, response = super::openapi::UnprocessableEntity),
+        (status = 503, response = super::openapi::ServiceUnavailable),
+    )
+)]
 pub(super) async fn post_commit(
     State(state): State<WebState>,
     Path(id): Path<String>,
@@ -107,6 +144,22 @@ pub(super) async fn post_commit(
     Ok(view_reply(&id, result))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/reservations/{id}/release",
+    tag = "reservations",
+    security(("bearerAuth" = ["reserve"])),
+    params(("id" = String, Path, description = "The reservation request id.")),
+    responses(
+        (status = 200, description = "What was still held is released.", body = ReservationView),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 422, response = super::openapi::UnprocessableEntity),
+        (status = 503, response = super::openapi::ServiceUnavailable),
+    )
+)]
 pub(super) async fn post_release(
     State(state): State<WebState>,
     Path(id): Path<String>,
@@ -115,6 +168,20 @@ pub(super) async fn post_release(
     view_reply(&id, result)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/reservations/{id}",
+    tag = "reservations",
+    security(("bearerAuth" = ["read"])),
+    params(("id" = String, Path, description = "The reservation request id.")),
+    responses(
+        (status = 200, description = "The reservation and its lines.", body = ReservationView),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::ServiceUnavailable),
+    )
+)]
 pub(super) async fn get_reservation(
     State(state): State<WebState>,
     Path(id): Path<String>,

@@ -20,6 +20,7 @@ use crate::ledger::Ledger;
 use crate::store::{ConfigAuditRecord, Store};
 use axum::Json;
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -30,7 +31,7 @@ use std::sync::{Arc, Mutex};
 pub const REPUBLISH_PAGE: usize = 512;
 
 /// One channel's changeable ATP rule.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelRuleDocument {
     /// The channel id (must exist).
@@ -46,14 +47,16 @@ pub struct ChannelRuleDocument {
     pub show_zero_below: u64,
     /// The channel's share of the pool.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub allocation: Allocation,
     /// Pre-orders on inbound stock.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub preorder: Option<PreorderConfig>,
 }
 
 /// The changeable stock rules, as `GET` returns them and `PUT` takes them.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RulesDocument {
     /// Channel rules; on `PUT`, channels not listed keep theirs.
@@ -61,12 +64,15 @@ pub struct RulesDocument {
     pub channels: Vec<ChannelRuleDocument>,
     /// Per-SKU safety-stock overrides (replaced as a whole).
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     pub sku_rules: Vec<SkuRuleConfig>,
     /// Routing and backorders (replaced as a whole).
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub stock: StockConfig,
     /// Bills of materials (replaced as a whole).
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     pub bundles: Vec<BundleConfig>,
 }
 
@@ -260,6 +266,18 @@ pub async fn republish(ledger: Ledger, sink: Arc<dyn AvailabilitySink>) {
 }
 
 /// `GET /api/v1/config/rules`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/config/rules",
+    tag = "rules",
+    security(("bearerAuth" = ["read"])),
+    responses(
+        (status = 200, description = "The stock rules in force.", body = RulesDocument),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 503, response = super::openapi::ServiceUnavailable),
+    )
+)]
 pub(super) async fn get_rules(State(state): State<WebState>) -> Response {
     match &state.rules {
         Some(rules) => Json(rules.document()).into_response(),
@@ -268,11 +286,32 @@ pub(super) async fn get_rules(State(state): State<WebState>) -> Response {
 }
 
 /// `PUT /api/v1/config/rules`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/config/rules",
+    tag = "rules",
+    security(("bearerAuth" = ["operate"])),
+    request_body(content = RulesDocument, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The rules now in force.", body = RulesDocument),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::UnprocessableEntity),
+        (status = 503, response = super::openapi::ServiceUnavailable),
+    )
+)]
 pub(super) async fn put_rules(
     State(state): State<WebState>,
     caller: Option<axum::Extension<super::auth::Caller>>,
-    Json(document): Json<RulesDocument>,
+    document: Result<Json<RulesDocument>, JsonRejection>,
 ) -> Response {
+    let Json(document) = match document {
+        Ok(document) => document,
+        Err(rejection) => return rejected_rules(rejection),
+    };
     let Some(rules) = &state.rules else {
         return Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -302,4 +341,32 @@ pub(super) async fn put_rules(
         )
         .into_response(),
     }
+}
+
+/// A `PUT` body the JSON extractor refused, as a problem: 415 (not JSON), 400 (not valid
+/// JSON), 413/400 (unreadable), 422 (JSON, but not a rules document).
+fn rejected_rules(rejection: JsonRejection) -> Response {
+    let error = match rejection {
+        JsonRejection::MissingJsonContentType(_) => super::WebError::UnsupportedMediaType {
+            content_type: String::new(),
+        },
+        JsonRejection::JsonSyntaxError(rejection) => super::WebError::MalformedJson {
+            message: rejection.body_text(),
+        },
+        JsonRejection::BytesRejection(rejection) => super::body_error(rejection),
+        JsonRejection::JsonDataError(rejection) => {
+            return Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-rules",
+                "The rules are not valid",
+                "the body is not a rules document; nothing was changed",
+            )
+            .with_errors(vec![FieldError::new("#", rejection.body_text())])
+            .into_response();
+        }
+        other => super::WebError::MalformedJson {
+            message: other.body_text(),
+        },
+    };
+    error.into_response()
 }

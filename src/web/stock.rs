@@ -23,7 +23,7 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
 /// One SKU's stock as the API shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StockView {
     /// The SKU.
     pub sku: String,
@@ -45,7 +45,7 @@ pub struct StockView {
 }
 
 /// Purchase-order units expected at one location on one date.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InboundView {
     /// Where the goods will arrive.
     pub location: String,
@@ -56,14 +56,14 @@ pub struct InboundView {
 }
 
 /// How a bundle's levels were derived.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BundleView {
     /// The leaf components (nested kits flattened), sorted by SKU.
     pub components: Vec<ComponentView>,
 }
 
 /// One component of a bundle and its levels.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ComponentView {
     /// The component SKU.
     pub sku: String,
@@ -76,7 +76,7 @@ pub struct ComponentView {
 }
 
 /// Stock at one location, in base units.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LocationView {
     /// The location id.
     pub location: String,
@@ -95,13 +95,14 @@ pub struct LocationView {
 }
 
 /// One channel's available-to-promise for the SKU.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChannelAtpView {
     /// The channel id.
     pub channel: String,
     /// Units the channel may sell now (the number propagation pushes).
     pub atp: u64,
     /// How `atp` was reached (feeding locations, safety stock, cap).
+    #[schema(value_type = Object)]
     pub explanation: AtpBreakdown,
     /// The quantity last acknowledged by the channel, if known.
     pub last_pushed: Option<u64>,
@@ -111,7 +112,7 @@ pub struct ChannelAtpView {
 }
 
 /// What a channel reported for a listing, as reconciliation read it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChannelReportView {
     /// The channel's value (`None`: not stocked there).
     pub value: Option<i64>,
@@ -124,7 +125,7 @@ pub struct ChannelReportView {
 }
 
 /// An open discrepancy between a channel and the ledger.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DiscrepancyView {
     /// `in_flight`, `manual_edit`, `lost_update` or `unknown_listing`.
     pub class: String,
@@ -139,7 +140,8 @@ pub struct DiscrepancyView {
 }
 
 /// An order line or hold with units still reserved.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = StockReservationView)]
 pub struct ReservationView {
     /// The reservation id (`{channel}:{order}:{line}` for channel orders).
     pub reservation: String,
@@ -155,6 +157,21 @@ pub struct ReservationView {
     pub open: u64,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/stock/{sku}",
+    tag = "stock",
+    security(("bearerAuth" = ["read"])),
+    params(("sku" = String, Path, description = "The SKU (percent-encoded).")),
+    responses(
+        (status = 200, description = "Levels, reservations and per-channel ATP.", body = StockView),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::ServiceUnavailable),
+    )
+)]
 pub(super) async fn get_stock(
     State(state): State<WebState>,
     Path(sku): Path<String>,

@@ -33,6 +33,7 @@ mod layout;
 mod limits;
 mod loadgen;
 mod multichannel;
+mod openapi_contract;
 mod order_lifecycle;
 mod readme_commands;
 mod reconcile;

@@ -49,11 +49,34 @@ where
         .with_state(state)
 }
 
+/// This receiver's operation in the OpenAPI contract (gathered by
+/// [`crate::ingest::webhooks_openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(post_amazon))]
+pub struct WebhookApi;
+
 fn receipt(status: &str) -> WebhookReceipt {
     WebhookReceipt::new(status, TOPIC)
 }
 
 /// The handler of `POST /webhooks/amazon/{channel_id}` (see the module docs).
+#[utoipa::path(
+    post,
+    path = "/webhooks/amazon/{channel_id}",
+    tag = "webhooks",
+    security(()),
+    params(
+        ("channel_id" = String, Path, description = "A configured channel id of this platform."),
+    ),
+    request_body(content = Object, description = "A notification relayed by the queue bridge (the notification, or the queue message whose Body carries it).", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Processed (every movement durable), a duplicate delivery, or acknowledged without stock effect.", body = WebhookReceipt),
+        (status = 400, response = crate::problem::openapi::BadRequest),
+        (status = 404, response = crate::problem::openapi::NotFound),
+        (status = 413, response = crate::problem::openapi::PayloadTooLarge),
+        (status = 503, response = crate::problem::openapi::ServiceUnavailable),
+    )
+)]
 async fn post_amazon(
     State(state): State<ReceiverState>,
     Path(channel_id): Path<String>,

@@ -62,6 +62,12 @@ where
         })
 }
 
+/// This receiver's operation in the OpenAPI contract (gathered by
+/// [`crate::ingest::webhooks_openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(post_shopify))]
+pub struct WebhookApi;
+
 fn duplicate(topic: WebhookTopic) -> WebhookReceipt {
     WebhookReceipt::new("duplicate", topic.as_str())
 }
@@ -89,6 +95,27 @@ fn count(channel: &str, topic: WebhookTopic, outcome: &'static str) {
     .increment(1);
 }
 
+#[utoipa::path(
+    post,
+    path = "/webhooks/shopify/{channel_id}",
+    tag = "webhooks",
+    security(()),
+    params(
+        ("channel_id" = String, Path, description = "A configured channel id of this platform."),
+        ("X-Shopify-Hmac-Sha256" = Option<String>, Header, description = "Base64 HMAC-SHA256 of the raw body with the channel's webhook secret."),
+        ("X-Shopify-Topic" = Option<String>, Header, description = "The webhook topic."),
+        ("X-Shopify-Webhook-Id" = Option<String>, Header, description = "The delivery id."),
+    ),
+    request_body(content = Object, description = "The platform's webhook payload.", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Processed (every movement durable), a duplicate delivery, or acknowledged without stock effect.", body = WebhookReceipt),
+        (status = 400, response = crate::problem::openapi::BadRequest),
+        (status = 401, response = crate::problem::openapi::WebhookUnauthorized),
+        (status = 404, response = crate::problem::openapi::NotFound),
+        (status = 413, response = crate::problem::openapi::PayloadTooLarge),
+        (status = 503, response = crate::problem::openapi::ServiceUnavailable),
+    )
+)]
 async fn post_shopify(
     State(state): State<Receiver>,
     Path(channel_id): Path<String>,

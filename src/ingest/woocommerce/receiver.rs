@@ -51,6 +51,12 @@ where
         .with_state(state)
 }
 
+/// This receiver's operation in the OpenAPI contract (gathered by
+/// [`crate::ingest::webhooks_openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(post_woocommerce))]
+pub struct WebhookApi;
+
 fn count(channel: &str, topic: &'static str, outcome: &'static str) {
     metrics::counter!(
         INGEST_WEBHOOKS_TOTAL,
@@ -66,6 +72,27 @@ fn receipt(status: &str, topic: &str) -> WebhookReceipt {
 }
 
 /// The handler of `POST /webhooks/woocommerce/{channel_id}` (see the module docs).
+#[utoipa::path(
+    post,
+    path = "/webhooks/woocommerce/{channel_id}",
+    tag = "webhooks",
+    security(()),
+    params(
+        ("channel_id" = String, Path, description = "A configured channel id of this platform."),
+        ("X-WC-Webhook-Signature" = Option<String>, Header, description = "Base64 HMAC-SHA256 of the raw body with the webhook secret."),
+        ("X-WC-Webhook-Topic" = Option<String>, Header, description = "The webhook topic."),
+        ("X-WC-Webhook-Delivery-ID" = Option<String>, Header, description = "The delivery id."),
+    ),
+    request_body(content = Object, description = "The platform's webhook payload, or the form-encoded creation ping.", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Processed (every movement durable), a duplicate delivery, or acknowledged without stock effect.", body = WebhookReceipt),
+        (status = 400, response = crate::problem::openapi::BadRequest),
+        (status = 401, response = crate::problem::openapi::WebhookUnauthorized),
+        (status = 404, response = crate::problem::openapi::NotFound),
+        (status = 413, response = crate::problem::openapi::PayloadTooLarge),
+        (status = 503, response = crate::problem::openapi::ServiceUnavailable),
+    )
+)]
 async fn post_woocommerce(
     State(state): State<ReceiverState>,
     Path(channel_id): Path<String>,
