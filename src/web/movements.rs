@@ -50,7 +50,7 @@ pub struct MovementsResponse {
 }
 
 /// Outcome counts of one request's results.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchSummary {
     /// Recorded now, with effect.
     pub applied: u64,
