@@ -430,7 +430,7 @@ pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(rest) else {
         return;
     };
-    if selector % 2 == 0 {
+    if selector.is_multiple_of(2) {
         if let Ok(config) = Config::from_toml(text) {
             let _ = config.validate();
         }
@@ -441,7 +441,7 @@ pub fn config(data: &[u8]) {
             !name.contains('}'),
             "a variable name holds a brace: {name:?}"
         );
-        (name.len() % 2 == 0).then(|| format!("<{name}>"))
+        name.len().is_multiple_of(2).then(|| format!("<{name}>"))
     };
     let interpolated = interpolate(text, lookup);
     if !text.contains('$') {

@@ -278,9 +278,12 @@ fuzz_props!(
     config,
 );
 
+/// A target's name and entry point.
+type Target = (&'static str, fn(&[u8]));
+
 #[test]
 fn every_seed_passes_its_target() {
-    let targets: [(&str, fn(&[u8])); 8] = [
+    let targets: [Target; 8] = [
         ("kafka_movement", super::kafka_movement),
         ("stored_movement", super::stored_movement),
         ("rest_movements", super::rest_movements),
