@@ -6,7 +6,12 @@
 #     about 12 minutes on 2 cores; skipped when ~/.cargo/bin/tansu is already 0.6.0);
 #  2. installs the pinned kafka-python (tests/kafka_python/requirements.txt) if missing, and
 #     Debian's chromium (tests/integration/dashboard_browser.rs) if missing;
-#  3. checks formatting, runs clippy with warnings denied, and runs every test target.
+#  3. checks formatting, runs clippy with warnings denied, and runs every test target;
+#  4. when a nightly toolchain is installed (`cargo +nightly --version` works): installs the
+#     pinned cargo-fuzz (skipped when present), builds every fuzz target (fuzz/) in one
+#     `cargo fuzz build` and runs each for FUZZ_SECONDS (default 20) from its seed corpus;
+#     a crash fails the script. Without nightly the step is skipped (the proptest fuzzing in
+#     step 3 still ran). README "Fuzzing" says which runs where.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,4 +56,40 @@ rm -f "$log"
 echo "summary: ${passed:-0} passed, ${failed:-0} failed"
 echo "==> schemathesis (the OpenAPI contract against a running instance)"
 bash scripts/schemathesis.sh || status=$?
+
+CARGO_FUZZ_VERSION=0.13.2
+FUZZ_SECONDS=${FUZZ_SECONDS:-15}
+FUZZ_FLAGS=(--sanitizer none --debug-assertions)
+if cargo +nightly --version >/dev/null 2>&1; then
+    echo "==> cargo fuzz: every target for ${FUZZ_SECONDS} s (fuzz/, nightly)"
+    fuzz_started=$SECONDS
+    if [[ "$(cargo fuzz --version 2>/dev/null || true)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
+        cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
+    fi
+    # Optimisation level 1 instead of 3 for the smoke build: the build is most of the step
+    # (it compiles every dependency again with coverage instrumentation), and 15 s of
+    # fuzzing per target needs no more. Longer runs (README) use the default level.
+    export CARGO_PROFILE_RELEASE_OPT_LEVEL=${FUZZ_OPT_LEVEL:-1}
+    cargo +nightly fuzz build "${FUZZ_FLAGS[@]}"
+    fuzz_failed=()
+    for target in $(cargo +nightly fuzz list); do
+        # New inputs go to a scratch corpus; the checked-in seeds stay as they are.
+        scratch=$(mktemp -d)
+        fuzz_log="$scratch.log"
+        if cargo +nightly fuzz run "${FUZZ_FLAGS[@]}" "$target" "$scratch" "$PWD/fuzz/corpus/$target" \
+            -- -max_total_time="$FUZZ_SECONDS" -timeout=10 -print_final_stats=1 >"$fuzz_log" 2>&1; then
+            echo "$target: $(sed -n 's/^stat::number_of_executed_units: *//p' "$fuzz_log") inputs, no crash"
+        else
+            fuzz_failed+=("$target")
+            tail -n 60 "$fuzz_log"
+        fi
+        rm -f "$fuzz_log"
+        rm -rf "$scratch"
+    done
+    echo "fuzz: ${FUZZ_SECONDS} s per target, step took $((SECONDS - fuzz_started)) s; crashed: ${fuzz_failed[*]:-none}"
+    [[ ${#fuzz_failed[@]} -eq 0 ]] || status=1
+    unset CARGO_PROFILE_RELEASE_OPT_LEVEL
+else
+    echo "==> cargo fuzz: skipped, no nightly toolchain (cargo +nightly --version fails); the decoders were fuzzed by the proptest run of cargo test"
+fi
 exit "$status"

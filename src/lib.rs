@@ -27,6 +27,8 @@
 //! - [`web`]: HTTP API (mounting the webhook receivers of `ingest`), `/metrics`, `/healthz`.
 //! - [`config`], [`telemetry`], [`clock`], [`signing`], [`problem`]: leaf modules.
 //! - [`demo`]: the synthetic demo behind `stocksync demo`.
+//! - `fuzzing` (hidden): property checks over arbitrary bytes for every IO-free decoder,
+//!   shared by the `cargo fuzz` targets in `fuzz/` and the proptest run in `cargo test`.
 //! - [`loadgen`]: the shipped load generator (`stocksync loadgen`, `stocksync bench memory`).
 //! - [`app`]: the only place that wires everything.
 //!
@@ -46,6 +48,8 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod domain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod ledger;
 pub mod loadgen;

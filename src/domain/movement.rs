@@ -1023,7 +1023,161 @@ impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let map = CheckUnknown {
+            inner: map,
+            unknown: false,
+        };
         FlatFields::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(StrictObject)
+    }
+}
+
+/// The JSON names of [`FlatFields`]. A name missing here is only checked twice (its
+/// value then reaches its field as `()` and the fast reader defers), never let through.
+const FLAT_FIELDS: &[&str] = &[
+    "schema_version",
+    "sku",
+    "idempotency_key",
+    "source",
+    "occurred_at_ms",
+    "type",
+    "location",
+    "quantity",
+    "delta",
+    "reason",
+    "on_hand",
+    "watermark",
+    "reservation",
+    "route",
+    "expires_at_ms",
+    "purchase_order",
+    "expected_at_ms",
+    "transfer",
+    "from",
+    "to",
+    "basis",
+    "booked",
+    "write_off",
+    "restock",
+    "rejected",
+    "rejected_reason",
+    "quarantine",
+    "version",
+];
+
+/// A movement object's map access that reads an unknown field's value as the derived
+/// deserializer does (which buffers it: strings must be UTF-8 without lone surrogates,
+/// numbers in `f64` range) instead of skipping it unchecked as serde_json's `IgnoredAny`
+/// does; otherwise the fast reader would accept texts the derived one refuses (found by
+/// fuzzing: `src/fuzzing.rs`).
+struct CheckUnknown<A> {
+    inner: A,
+    /// Whether the key just read is not a [`FlatFields`] field.
+    unknown: bool,
+}
+
+impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for CheckUnknown<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        use serde::de::IntoDeserializer;
+        let Some(key) = self.inner.next_key::<Key<'de>>()? else {
+            return Ok(None);
+        };
+        let key: &str = match &key {
+            Key::Borrowed(key) => key,
+            Key::Owned(key) => key,
+        };
+        self.unknown = !FLAT_FIELDS.contains(&key);
+        seed.deserialize(key.into_deserializer()).map(Some)
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, A::Error> {
+        use serde::de::IntoDeserializer;
+        if self.unknown {
+            self.inner.next_value::<Checked>()?;
+            seed.deserialize(().into_deserializer())
+        } else {
+            self.inner.next_value_seed(seed)
+        }
+    }
+}
+
+/// An object key, borrowed from the text unless it has escapes.
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(key))
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(key.to_owned()))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Any JSON value, read (and so checked) in full and then dropped.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CheckedVisitor;
+        impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+            type Value = Checked;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_unit<E>(self) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: S,
+            ) -> Result<Checked, S::Error> {
+                while seq.next_element::<Checked>()?.is_some() {}
+                Ok(Checked)
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Checked, M::Error> {
+                while map.next_entry::<Checked, Checked>()?.is_some() {}
+                Ok(Checked)
+            }
+        }
+        deserializer.deserialize_any(CheckedVisitor)
     }
 }
 
@@ -1196,6 +1350,34 @@ mod fast_reader_tests {
                     .unwrap();
             assert_eq!(movement.idempotency_key, "fb");
         }
+    }
+
+    /// Found by fuzzing (`cargo fuzz run kafka_movement`, `rest_movements`): an unknown
+    /// field's value was skipped unchecked, so the fast reader accepted texts the derived
+    /// deserializer refuses (the Kafka decoder then took a record it used to dead-letter).
+    #[test]
+    fn unknown_fields_are_checked_like_the_derived_deserializer_checks_them() {
+        let movement =
+            br#"{"sku":"A","idempotency_key":"k","type":"receipt","location":"W","quantity":1,"#;
+        for unknown in [
+            &b"\"x\":\"\xff\"}"[..],
+            br#""x":"\ud800"}"#,
+            br#""x":1e400}"#,
+            br#""x":[{"y":"\udc00"}]}"#,
+        ] {
+            let text = [&movement[..], unknown].concat();
+            assert!(serde_json::from_slice::<Movement>(&text).is_err());
+            assert_eq!(FastMovementReader::movement(&text), None);
+            let body = [b"[", &text[..], b"]"].concat();
+            assert_eq!(FastMovementReader::body(&body, 2), None);
+        }
+        let fine = [
+            &movement[..],
+            br#""x":{"y":["\u00e9",1e300,-1,null]},"z":true}"#,
+        ]
+        .concat();
+        let exact: Movement = serde_json::from_slice(&fine).unwrap();
+        assert_eq!(FastMovementReader::movement(&fine), Some(exact));
     }
 
     #[test]
