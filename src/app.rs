@@ -169,15 +169,21 @@ impl crate::propagation::QueueRebuilder for LedgerQueueRebuilder {
                 let Some(last) = skus.last().cloned() else {
                     break;
                 };
-                let mut changes = Vec::with_capacity(skus.len());
-                for sku in skus {
-                    if let Ok(state) = ledger.state(&Sku::from(sku.as_str())).await {
-                        changes.push(state.availability());
+                // Replayed from the store page by page, never loaded into the ledger's
+                // shards (as the re-publish after a rules change does).
+                match ledger.stored_states(&skus).await {
+                    Ok(states) => {
+                        let changes: Vec<_> =
+                            states.iter().map(|state| state.availability()).collect();
+                        published += changes.len();
+                        propagation.publish_to(&channel, &changes);
+                    }
+                    Err(error) => {
+                        tracing::warn!(channel = %channel, error = %error, first = %skus[0], "a page of SKUs could not be re-published to the channel");
                     }
                 }
-                published += changes.len();
-                propagation.publish_to(&channel, &changes);
                 after = Some(last);
+                tokio::task::yield_now().await;
             }
             tracing::info!(channel = %channel, skus = published, "channel queue rebuilt from the ledger");
         });

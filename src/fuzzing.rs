@@ -1,6 +1,6 @@
 //! Property checks over arbitrary input for every IO-free decoder, shared by the
 //! `cargo fuzz` targets (`fuzz/fuzz_targets/`, libFuzzer, nightly) and the stable
-//! proptest run (`src/fuzzing/props.rs`, part of `cargo test`).
+//! proptest run (`src/fuzzing/proptests.rs`, part of `cargo test`).
 //!
 //! Each entry point takes arbitrary bytes, runs one family of decoders on them and panics
 //! only when a decoder panics or a stated property breaks: a decoder answers every input
@@ -17,7 +17,7 @@
 //! (the REST body reader).
 
 #[cfg(test)]
-mod props;
+mod proptests;
 
 use crate::channels::{amazon, bolcom, shopify, woocommerce};
 use crate::config::{ChannelConfig, Config, interpolate};

@@ -270,7 +270,7 @@ async fn connections_that_never_finish_their_headers_are_closed_and_healthz_stil
     for n in 0..100 {
         held.push(
             server
-                .raw(format!("GET /api/v1/skus HTTP/1.1\r\nHost: a\r\nX-N: {n}").as_bytes())
+                .raw(format!("GET /api/v1/skus HTTP/1.1\r\nHost: 127.0.0.1\r\nX-N: {n}").as_bytes())
                 .await,
         );
     }
@@ -342,7 +342,7 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
 async fn stalled_post(server: &Server) -> TcpStream {
     server
         .raw(
-            b"POST /api/v1/movements HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n\
+            b"POST /api/v1/movements HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
               Content-Length: 100\r\n\r\n[{\"sku\":",
         )
         .await

@@ -232,7 +232,7 @@ async fn rest_429_retry_after_is_honoured() {
     let dir = tempfile::tempdir().unwrap();
     let sim = simulator(ShopifySimulatorOptions {
         rest_bucket_size: 3,
-        rest_leak_per_sec: 4.0,
+        rest_leak_per_sec: 2.0,
         ..Default::default()
     })
     .await;
@@ -243,6 +243,21 @@ async fn rest_429_retry_after_is_honoured() {
     let propagation = Propagation::start(&config, store(dir.path()), reqwest::Client::new())
         .await
         .unwrap();
+    // The pusher paces itself by `X-Shopify-Shop-Api-Call-Limit`, so on its own it never
+    // meets a 429. Another caller of the shop's bucket fills it just before the push: the
+    // pusher's first call is refused with a Retry-After, which it must honour.
+    let other_app = reqwest::Client::new();
+    for _ in 0..3 {
+        other_app
+            .get(format!(
+                "{}/admin/api/2026-04/inventory_levels.json?location_ids={LOCATION}",
+                sim.base_url()
+            ))
+            .header("X-Shopify-Access-Token", sim.options().access_token.clone())
+            .send()
+            .await
+            .unwrap();
+    }
     let changes: Vec<AvailabilityChange> = (0..10)
         .map(|n| change(n, (n as i64 + 2, 0), 0, 1))
         .collect();
@@ -254,7 +269,7 @@ async fn rest_429_retry_after_is_honoured() {
     let counters = sim.counters();
     assert!(
         counters.throttled >= 1,
-        "the shop's bucket of 3 was exceeded at least once"
+        "the shop's bucket of 3, filled by another caller, was exceeded at least once"
     );
     assert_eq!(
         counters.retry_after_violations, 0,
