@@ -9,7 +9,7 @@
 #  3. checks formatting, runs clippy with warnings denied, and runs every test target;
 #  4. when a nightly toolchain is installed (`cargo +nightly --version` works): installs the
 #     pinned cargo-fuzz (skipped when present), builds every fuzz target (fuzz/) in one
-#     `cargo fuzz build` and runs each for FUZZ_SECONDS (default 20) from its seed corpus;
+#     `cargo fuzz build` and runs each for FUZZ_SECONDS (default 15, at optimisation level 1) from its seed corpus;
 #     a crash fails the script. Without nightly the step is skipped (the proptest fuzzing in
 #     step 3 still ran). README "Fuzzing" says which runs where.
 set -euo pipefail

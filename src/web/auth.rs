@@ -8,7 +8,7 @@
 //!
 //! Rules, in order: `/healthz` and `/readyz` answer anyone; any other request whose `Host`
 //! is not allowed gets 421; `/webhooks/…` keep their platform signatures (checked by the
-//! receivers); the OpenAPI contract is public; `/metrics` is open unless `metrics_token_hash` is set; every other route
+//! receivers), except Amazon's unsigned SQS bridge route, which needs an `ingest` token; the OpenAPI contract is public; `/metrics` is open unless `metrics_token_hash` is set; every other route
 //! needs a token with its scope (401 without a valid token, 403 without the scope). With no
 //! token configured, every route is open to a server that listens on a loopback address
 //! (or has `insecure_no_auth = true`); a non-loopback server without tokens (a config that
@@ -72,6 +72,9 @@ pub fn required_access(method: &Method, path: &str) -> Access {
     match path {
         "/healthz" | "/readyz" => Access::Probe,
         "/metrics" => Access::Metrics,
+        // Amazon ORDER_CHANGE notifications come from an SQS bridge and carry no platform
+        // signature: the bridge authenticates with an `ingest` token like any producer.
+        _ if path.starts_with("/webhooks/amazon/") => Access::Scoped(INGEST),
         _ if path.starts_with("/webhooks/") => Access::Webhook,
         "/api/v1/openapi.json" if reading => Access::Contract,
         "/api/v1/movements" if !reading => Access::Scoped(INGEST),
@@ -425,6 +428,14 @@ mod tests {
         );
         assert_eq!(required_access(&get, "/healthz"), Access::Probe);
         assert_eq!(required_access(&get, "/metrics"), Access::Metrics);
+        assert_eq!(
+            required_access(&Method::POST, "/webhooks/amazon/amazon-eu"),
+            Access::Scoped(&[Scope::Ingest])
+        );
+        assert_eq!(
+            required_access(&Method::POST, "/webhooks/shopify/shop-main"),
+            Access::Webhook
+        );
         assert_eq!(
             required_access(&get, "/api/v1/openapi.json"),
             Access::Contract

@@ -441,7 +441,7 @@ async fn store_check(state: &WebState) -> Check {
     security(()),
     responses(
         (status = 200, description = "Ready.", body = Readiness),
-        (status = 503, description = "Not ready (the body names the failing checks), or load shed (a problem).", content((Readiness = "application/json"), (super::Problem = "application/problem+json"))),
+        (status = 503, description = "Not ready (the body names the failing checks).", body = Readiness),
     )
 )]
 pub(super) async fn get_ready(State(state): State<WebState>) -> Response {

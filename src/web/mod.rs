@@ -335,7 +335,7 @@ where
     security(()),
     responses(
         (status = 200, description = "Prometheus text format 0.0.4.", body = String, content_type = "text/plain"),
-        (status = 503, response = openapi::ServiceUnavailable),
+        (status = 401, response = openapi::Unauthorized),
     )
 )]
 async fn get_metrics(State(state): State<WebState>) -> Response {
@@ -352,8 +352,7 @@ async fn get_metrics(State(state): State<WebState>) -> Response {
     tag = "operations",
     security(()),
     responses(
-        (status = 200, description = "The ledger accepts writes.", body = openapi::HealthDoc),
-        (status = 503, description = "The ledger does not accept writes, or load shed (a problem).", content((openapi::HealthDoc = "application/json"), (Problem = "application/problem+json"))),
+        (status = 200, description = "The process answers: `ok`, or `paused` with the reason while the store refuses writes (ingest pauses and resumes by itself; `/readyz` answers 503 meanwhile).", body = openapi::HealthDoc),
     )
 )]
 async fn get_health(State(state): State<WebState>) -> Response {

@@ -157,8 +157,10 @@ fn rewrite_refs(value: &mut serde_json::Value) {
         description = "One stock ledger, every channel in sync. Errors are RFC 9457 problems \
                        (`application/problem+json`). Mutations need a bearer token with the \
                        scope each operation names (`ingest`, `reserve`, `operate`, `read`); \
-                       `/healthz`, `/readyz`, `/metrics` and this document are open; webhooks \
-                       are authenticated by their platform's signature.",
+                       `/healthz`, `/readyz` and this document are open, `/metrics` too unless \
+                       a metrics token is configured; webhooks are authenticated by their \
+                       platform's signature, and a platform's unsigned bridge (see the README) \
+                       by an `ingest` token.",
     ),
     paths(
         super::movements::post_movements,
@@ -183,7 +185,12 @@ fn rewrite_refs(value: &mut serde_json::Value) {
         get_openapi,
     ),
     components(
-        schemas(MovementsBody, HealthDoc, super::rules::RulesDocument),
+        schemas(
+            MovementsBody,
+            HealthDoc,
+            super::rules::RulesDocument,
+            crate::problem::Problem
+        ),
         responses(
             BadRequest,
             Unauthorized,
@@ -265,9 +272,11 @@ impl utoipa::ToSchema for MovementsBody {
 #[schema(as = Health)]
 #[allow(dead_code)] // documentation only: the handler answers with `json!`
 pub(super) struct HealthDoc {
-    /// `ok` or `unavailable`.
-    #[schema(pattern = "^(ok|unavailable)$")]
+    /// `ok`, or `paused` while the store refuses writes.
+    #[schema(pattern = "^(ok|paused)$")]
     status: String,
+    /// Why ingest is paused (only with `paused`).
+    reason: Option<String>,
 }
 
 #[cfg(test)]
@@ -325,7 +334,14 @@ mod tests {
                     .as_array()
                     .unwrap_or_else(|| panic!("{method} {path} has no security"));
                 let responses = operation["responses"].as_object().unwrap();
-                assert!(responses.contains_key("503"), "{method} {path} lacks 503");
+                // `/healthz` and `/metrics` are outside the request limits (never shed) and
+                // always answer; every other operation can be shed or time out.
+                let never_503 = matches!(path.as_str(), "/healthz" | "/metrics");
+                assert_eq!(
+                    responses.contains_key("503"),
+                    !never_503,
+                    "{method} {path}: 503 documented?"
+                );
                 let scopes: Vec<&str> = security
                     .iter()
                     .filter_map(|requirement| requirement["bearerAuth"].as_array())
