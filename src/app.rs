@@ -270,7 +270,9 @@ impl App {
             tracing::info!("{notice}");
         }
         let config = Arc::new(config);
-        let store = crate::store::open(&config.store).context("opening the store")?;
+        let store = crate::store::open(&config.store)
+            .await
+            .context("opening the store")?;
         // The one wall clock every component reads (tests inject their own).
         let clock = crate::clock::system();
         ops::record_config_loaded(store.as_ref(), &config, clock.now_ms()).await;

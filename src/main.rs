@@ -270,7 +270,7 @@ async fn main() -> anyhow::Result<()> {
             csv,
         } => {
             let config = Config::load(&config)?;
-            let store = stocksync::store::open(&config.store)?;
+            let store = stocksync::store::open(&config.store).await?;
             let query = stocksync::store::EventQuery {
                 sku,
                 from_ms: from,

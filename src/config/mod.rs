@@ -43,7 +43,8 @@ pub use stock::{
     StockConfig,
 };
 pub use store::{
-    LedgerConfig, MAX_LEDGER_SHARDS, StoreBackend, StoreConfig, default_metric_sources,
+    LedgerConfig, MAX_LEDGER_SHARDS, PostgresStoreConfig, ScyllaConsistency, ScyllaReplication,
+    ScyllaStoreConfig, StoreBackend, StoreConfig, default_metric_sources,
 };
 
 use serde::{Deserialize, Serialize};

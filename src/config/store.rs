@@ -1,7 +1,8 @@
 //! `[store]` and `[ledger]`: where movements and snapshots are kept, and how the ledger's
 //! shards use them.
 //!
-//! Owns: [`StoreBackend`], [`StoreConfig`], [`LedgerConfig`].
+//! Owns: [`StoreBackend`], [`StoreConfig`] with its [`PostgresStoreConfig`] and
+//! [`ScyllaStoreConfig`] tables, [`LedgerConfig`].
 //!
 //! May depend on: nothing but serde.
 
@@ -17,26 +18,40 @@ pub enum StoreBackend {
     /// SQLite in one file on this machine (zero set-up).
     #[default]
     Embedded,
-    /// ScyllaDB cluster (for merchants that outgrow one machine).
+    /// A PostgreSQL database shared by several instances (`[store.postgres]`).
+    Postgres,
+    /// A ScyllaDB cluster (`[store.scylla]`), for merchants that outgrow one machine.
     Scylla,
+}
+
+impl StoreBackend {
+    /// The backend's name as in the config (`embedded`, `postgres`, `scylla`), also the
+    /// `backend` label of the store metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded",
+            Self::Postgres => "postgres",
+            Self::Scylla => "scylla",
+        }
+    }
 }
 
 /// `[store]`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `embedded` (default) or `scylla`.
+    /// `embedded` (default), `postgres` or `scylla`.
     #[serde(default)]
     pub backend: StoreBackend,
     /// Embedded database file; created with its folder if missing.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
-    /// ScyllaDB contact points (`host:port`), for the `scylla` backend.
+    /// `[store.postgres]`: the PostgreSQL backend's connection and pool.
     #[serde(default)]
-    pub scylla_nodes: Vec<String>,
-    /// ScyllaDB keyspace, for the `scylla` backend.
-    #[serde(default = "default_keyspace")]
-    pub scylla_keyspace: String,
+    pub postgres: PostgresStoreConfig,
+    /// `[store.scylla]`: the ScyllaDB backend's cluster, keyspace and request policy.
+    #[serde(default)]
+    pub scylla: ScyllaStoreConfig,
     /// Most movements written in one durable group commit.
     #[serde(default = "default_group_commit_max_batch")]
     pub group_commit_max_batch: usize,
@@ -58,8 +73,8 @@ impl Default for StoreConfig {
         Self {
             backend: StoreBackend::Embedded,
             path: default_store_path(),
-            scylla_nodes: Vec::new(),
-            scylla_keyspace: default_keyspace(),
+            postgres: PostgresStoreConfig::default(),
+            scylla: ScyllaStoreConfig::default(),
             group_commit_max_batch: default_group_commit_max_batch(),
             snapshot_every_events: default_snapshot_every_events(),
             wal_checkpoint_bytes: default_wal_checkpoint_bytes(),
@@ -73,6 +88,193 @@ fn default_store_path() -> PathBuf {
 }
 fn default_keyspace() -> String {
     "stocksync".to_owned()
+}
+
+/// `[store.postgres]`: where the PostgreSQL backend connects and how it pools.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresStoreConfig {
+    /// Connection string, as libpq takes it: a URL
+    /// (`postgres://stocksync@db.internal:5432/stocksync`) or `key=value` pairs. Put the
+    /// password in `password` (or `${VAR}`), not here: the URL is shown in the config audit.
+    #[serde(default)]
+    pub url: String,
+    /// The password, overriding one in `url`; redacted from the config audit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// PostgreSQL schema that holds stocksync's tables (created when missing).
+    #[serde(default = "default_postgres_schema")]
+    pub schema: String,
+    /// Most pooled connections (1..=256).
+    #[serde(default = "default_postgres_pool_size")]
+    pub pool_size: usize,
+    /// How long to wait for a connection (new or from the pool), in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Server-side `statement_timeout` of every connection, in milliseconds.
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+    /// Apply the embedded migrations at start (otherwise only check the schema version and
+    /// refuse to start when it is behind; `stocksync migrate` applies them).
+    #[serde(default = "default_true")]
+    pub create_schema: bool,
+}
+
+impl Default for PostgresStoreConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            password: None,
+            schema: default_postgres_schema(),
+            pool_size: default_postgres_pool_size(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            statement_timeout_ms: default_statement_timeout_ms(),
+            create_schema: true,
+        }
+    }
+}
+
+fn default_postgres_schema() -> String {
+    "stocksync".to_owned()
+}
+fn default_postgres_pool_size() -> usize {
+    16
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_statement_timeout_ms() -> u64 {
+    10_000
+}
+fn default_true() -> bool {
+    true
+}
+
+/// A CQL consistency level the ScyllaDB backend reads and writes with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScyllaConsistency {
+    /// A quorum of the replicas in the local datacenter (default).
+    #[default]
+    LocalQuorum,
+    /// A quorum of all replicas.
+    Quorum,
+    /// A quorum in every datacenter (writes only; reads use `local_quorum`).
+    EachQuorum,
+    /// One replica in the local datacenter.
+    LocalOne,
+    /// One replica.
+    One,
+    /// Every replica.
+    All,
+}
+
+/// How the keyspace is replicated (used when the schema is created).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ScyllaReplication {
+    /// `NetworkTopologyStrategy` (default) or `SimpleStrategy`.
+    #[serde(default = "default_replication_class")]
+    pub class: String,
+    /// Replicas per datacenter (`NetworkTopologyStrategy` without `datacenters`, or
+    /// `SimpleStrategy`); default 3.
+    #[serde(default = "default_replication_factor")]
+    pub factor: u32,
+    /// Replicas per named datacenter (`NetworkTopologyStrategy`); when empty, `factor` in
+    /// every datacenter.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub datacenters: BTreeMap<String, u32>,
+}
+
+impl Default for ScyllaReplication {
+    fn default() -> Self {
+        Self {
+            class: default_replication_class(),
+            factor: default_replication_factor(),
+            datacenters: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_replication_class() -> String {
+    "NetworkTopologyStrategy".to_owned()
+}
+fn default_replication_factor() -> u32 {
+    3
+}
+
+/// `[store.scylla]`: the ScyllaDB cluster, keyspace and request policy.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScyllaStoreConfig {
+    /// Contact points (`host:port`); the driver discovers the rest of the cluster.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Keyspace holding stocksync's tables.
+    #[serde(default = "default_keyspace")]
+    pub keyspace: String,
+    /// The local datacenter: requests go to its replicas first (datacenter-aware,
+    /// token-aware load balancing). When unset, every datacenter counts as local.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_dc: Option<String>,
+    /// Consistency of reads and writes (default `local_quorum`).
+    #[serde(default)]
+    pub consistency: ScyllaConsistency,
+    /// Keyspace replication, used when the schema is created.
+    #[serde(default)]
+    pub replication: ScyllaReplication,
+    /// Create the keyspace and tables at start when missing (otherwise only check them;
+    /// `stocksync migrate` creates them).
+    #[serde(default = "default_true")]
+    pub create_schema: bool,
+    /// Client-side timeout of one request, in milliseconds.
+    #[serde(default = "default_scylla_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Timeout of connecting to a node, in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Most requests in flight from this instance; more wait for a slot.
+    #[serde(default = "default_scylla_max_in_flight")]
+    pub max_in_flight: usize,
+    /// How many times an idempotent request that timed out or met an unavailable
+    /// replica set is retried (with backoff) before the error is returned.
+    #[serde(default = "default_scylla_retries")]
+    pub retries: u32,
+    /// User name for password authentication, if the cluster requires it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password for `username`; redacted from the config audit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl Default for ScyllaStoreConfig {
+    fn default() -> Self {
+        Self {
+            nodes: Vec::new(),
+            keyspace: default_keyspace(),
+            local_dc: None,
+            consistency: ScyllaConsistency::default(),
+            replication: ScyllaReplication::default(),
+            create_schema: true,
+            request_timeout_ms: default_scylla_request_timeout_ms(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            max_in_flight: default_scylla_max_in_flight(),
+            retries: default_scylla_retries(),
+            username: None,
+            password: None,
+        }
+    }
+}
+
+fn default_scylla_request_timeout_ms() -> u64 {
+    5_000
+}
+fn default_scylla_max_in_flight() -> usize {
+    1_024
+}
+fn default_scylla_retries() -> u32 {
+    3
 }
 fn default_group_commit_max_batch() -> usize {
     16_384

@@ -126,8 +126,8 @@ const MAX_WAL_CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 /// Largest `store.wal_idle_checkpoint_secs`: one day.
 const MAX_WAL_IDLE_CHECKPOINT_SECS: u64 = 86_400;
 
-/// `[store]`: batch sizes are positive, WAL thresholds in range, and the Scylla backend has
-/// contact points.
+/// `[store]`: batch sizes are positive, WAL thresholds in range, the shared backends have
+/// somewhere to connect, and their pool and in-flight bounds are in range.
 fn validate_store(store: &StoreConfig, problems: &mut Vec<String>) {
     if store.group_commit_max_batch == 0 {
         problems.push("store.group_commit_max_batch must be at least 1".to_owned());
@@ -146,8 +146,17 @@ fn validate_store(store: &StoreConfig, problems: &mut Vec<String>) {
             "store.wal_idle_checkpoint_secs must be between 1 and {MAX_WAL_IDLE_CHECKPOINT_SECS}"
         ));
     }
-    if store.backend == StoreBackend::Scylla && store.scylla_nodes.is_empty() {
-        problems.push("store.backend = \"scylla\" needs store.scylla_nodes".to_owned());
+    if store.backend == StoreBackend::Scylla && store.scylla.nodes.is_empty() {
+        problems.push("store.backend = \"scylla\" needs store.scylla.nodes".to_owned());
+    }
+    if store.backend == StoreBackend::Postgres && store.postgres.url.trim().is_empty() {
+        problems.push("store.backend = \"postgres\" needs store.postgres.url".to_owned());
+    }
+    if !(1..=256).contains(&store.postgres.pool_size) {
+        problems.push("store.postgres.pool_size must be between 1 and 256".to_owned());
+    }
+    if !(1..=65_536).contains(&store.scylla.max_in_flight) {
+        problems.push("store.scylla.max_in_flight must be between 1 and 65536".to_owned());
     }
 }
 

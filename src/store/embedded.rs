@@ -88,6 +88,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     PRIMARY KEY (sku, parked_seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dead_letters_expired ON dead_letters (expired_at_ms);
 CREATE INDEX IF NOT EXISTS dead_letters_keep ON dead_letters (keep_until_ms);
+CREATE TABLE IF NOT EXISTS ownership (
+    scope TEXT PRIMARY KEY, epoch INTEGER NOT NULL, owner TEXT NOT NULL) WITHOUT ROWID;
 ";
 
 // Audit tables (DESIGN.md §3 rule 7, issue 5). `events_recorded_at` serves the history
@@ -353,9 +355,34 @@ fn write_events(tx: &rusqlite::Transaction<'_>, events: &[EventRecord]) -> rusql
     Ok(())
 }
 
+/// Refuses the batch when one of its fences is older than the scope's stored epoch (read
+/// inside the commit's transaction, so a concurrent [`Store::acquire_epoch`] is ordered
+/// before or after the whole batch).
+fn check_fences(tx: &rusqlite::Transaction<'_>, fences: &[super::Fence]) -> Result<(), StoreError> {
+    let err = backend("commit");
+    for fence in fences {
+        let current: Option<i64> = tx
+            .prepare_cached("SELECT epoch FROM ownership WHERE scope = ?1")
+            .map_err(&err)?
+            .query_row(params![fence.scope], |row| row.get(0))
+            .optional()
+            .map_err(&err)?;
+        let current = current.unwrap_or(0) as u64;
+        if current > fence.epoch {
+            return Err(StoreError::Fenced {
+                scope: fence.scope.clone(),
+                epoch: fence.epoch,
+                current,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn write_batch(connection: &mut Connection, batch: &CommitBatch) -> Result<(), StoreError> {
     let err = backend("commit");
     let tx = connection.transaction().map_err(&err)?;
+    check_fences(&tx, &batch.fences)?;
     {
         write_events(&tx, &batch.events).map_err(&err)?;
         let mut upsert_snapshot = tx
@@ -733,6 +760,43 @@ fn query_pushes(
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    fn backend_name(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn acquire_epoch(&self, scope: &str, owner: &str) -> Result<u64, StoreError> {
+        let (scope, owner) = (scope.to_owned(), owner.to_owned());
+        Self::blocking(&self.writer, "acquire_epoch", move |c| {
+            let err = backend("acquire_epoch");
+            let epoch: i64 = c
+                .query_row(
+                    "INSERT INTO ownership (scope, epoch, owner) VALUES (?1, 1, ?2)
+                     ON CONFLICT (scope) DO UPDATE SET epoch = ownership.epoch + 1,
+                         owner = excluded.owner
+                     RETURNING epoch",
+                    params![scope, owner],
+                    |row| row.get(0),
+                )
+                .map_err(&err)?;
+            Ok(epoch as u64)
+        })
+        .await
+    }
+
+    async fn current_epoch(&self, scope: &str) -> Result<Option<(u64, String)>, StoreError> {
+        let scope = scope.to_owned();
+        Self::blocking(&self.reader, "current_epoch", move |c| {
+            c.query_row(
+                "SELECT epoch, owner FROM ownership WHERE scope = ?1",
+                params![scope],
+                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(backend("current_epoch"))
+        })
+        .await
+    }
+
     async fn commit(&self, batch: CommitBatch) -> Result<(), StoreError> {
         self.commit_shared(Arc::new(batch)).await
     }
@@ -1880,6 +1944,43 @@ mod tests {
         assert_eq!(stored.request_json, "first");
         assert_eq!(stored.refusal_json.as_deref(), Some("[]"));
         assert_eq!(store.reservation("r2").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_commit_under_a_stale_epoch_is_refused_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s.db")).unwrap();
+        assert_eq!(store.current_epoch("movements/0").await.unwrap(), None);
+        assert_eq!(store.acquire_epoch("movements/0", "a").await.unwrap(), 1);
+        let fenced = |epoch, seq| CommitBatch {
+            events: vec![event("A", seq, &format!("k{seq}"))],
+            fences: vec![super::super::Fence {
+                scope: "movements/0".to_owned(),
+                epoch,
+            }],
+            ..CommitBatch::default()
+        };
+        store.commit(fenced(1, 1)).await.unwrap();
+        assert_eq!(store.acquire_epoch("movements/0", "b").await.unwrap(), 2);
+        let error = store.commit(fenced(1, 2)).await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::Fenced {
+                    epoch: 1,
+                    current: 2,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(store.events("A", 1, 10).await.unwrap().len(), 1);
+        store.commit(fenced(2, 2)).await.unwrap();
+        assert_eq!(store.events("A", 1, 10).await.unwrap().len(), 2);
+        assert_eq!(
+            store.current_epoch("movements/0").await.unwrap(),
+            Some((2, "b".to_owned()))
+        );
     }
 
     #[tokio::test]

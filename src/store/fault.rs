@@ -96,6 +96,15 @@ impl FaultyStore {
 
 #[async_trait]
 impl Store for FaultyStore {
+    fn backend_name(&self) -> &'static str {
+        self.inner.backend_name()
+    }
+    async fn acquire_epoch(&self, scope: &str, owner: &str) -> Result<u64, StoreError> {
+        self.inner.acquire_epoch(scope, owner).await
+    }
+    async fn current_epoch(&self, scope: &str) -> Result<Option<(u64, String)>, StoreError> {
+        self.inner.current_epoch(scope).await
+    }
     async fn commit(&self, batch: CommitBatch) -> Result<(), StoreError> {
         self.commit_shared(Arc::new(batch)).await
     }

@@ -42,6 +42,28 @@ pub enum StoreError {
     /// gap can appear in a SKU's event log.
     #[error("store is poisoned after an earlier write failure: {0}")]
     Poisoned(String),
+    /// A commit carried an ownership epoch older than the store's for its scope: another
+    /// instance took the scope over ([`Store::acquire_epoch`]), so nothing was written.
+    #[error("fenced: {scope} is at epoch {current}, the write carried epoch {epoch}")]
+    Fenced {
+        /// The ownership scope (e.g. `movements/3`, a topic partition).
+        scope: String,
+        /// The epoch the write carried.
+        epoch: u64,
+        /// The store's epoch for the scope.
+        current: u64,
+    },
+}
+
+/// An ownership claim a [`CommitBatch`] is written under: the batch takes effect only while
+/// `epoch` is still the newest epoch of `scope` ([`Store::acquire_epoch`]). The next step
+/// (several instances) fences each topic partition's SKUs with one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    /// The ownership scope (e.g. `movements/3`, a topic partition); at most 255 bytes.
+    pub scope: String,
+    /// The epoch the writer acquired for it (1 and up).
+    pub epoch: u64,
 }
 
 /// One event of a SKU's log.
@@ -152,6 +174,10 @@ pub struct CommitBatch {
     /// Outcomes of `events` that are not plain `applied` (parked, ignored, or applying or
     /// expiring parked movements); a plain movement writes none.
     pub outcomes: Vec<EventOutcomeRecord>,
+    /// Ownership claims the batch is written under; empty on a single node (no check).
+    /// When one is stale the whole batch is refused with [`StoreError::Fenced`] (or, on a
+    /// backend that cannot check inside the write, never becomes visible: see the backend).
+    pub fences: Vec<Fence>,
 }
 
 impl CommitBatch {
@@ -402,6 +428,29 @@ pub struct ConfigAuditRecord {
 /// A store backend. One trait, one registry function: [`open`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The backend's name (`embedded`, `postgres`, `scylla`, or a wrapper's), the
+    /// `backend` label of the store metrics.
+    fn backend_name(&self) -> &'static str {
+        "unknown"
+    }
+    /// Raises the ownership epoch of `scope` by one with a compare-and-set and records
+    /// `owner` as its holder; returns the new epoch (1 for a scope never claimed). Called
+    /// when ownership changes, never per write. From then on a commit whose
+    /// [`CommitBatch::fences`] name `scope` with an older epoch is refused.
+    ///
+    /// Errors: [`StoreError::Backend`]; the default (a backend without fencing) always.
+    async fn acquire_epoch(&self, scope: &str, owner: &str) -> Result<u64, StoreError> {
+        let _ = (scope, owner);
+        Err(StoreError::Backend {
+            operation: "acquire_epoch",
+            message: "this store backend has no ownership epochs".to_owned(),
+        })
+    }
+    /// The newest epoch of `scope` and its holder, if it was ever claimed.
+    async fn current_epoch(&self, scope: &str) -> Result<Option<(u64, String)>, StoreError> {
+        let _ = scope;
+        Ok(None)
+    }
     /// Writes one batch atomically and durably (fsync'd before returning `Ok`).
     async fn commit(&self, batch: CommitBatch) -> Result<(), StoreError>;
     /// Like [`Store::commit`], with the batch shared, so that the ledger's committer can
@@ -550,7 +599,11 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the configured backend (the registry of store backends).
-pub fn open(config: &crate::config::StoreConfig) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+///
+/// Errors: [`StoreError::Backend`] when the backend cannot be opened or reached.
+pub async fn open(
+    config: &crate::config::StoreConfig,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     match config.backend {
         crate::config::StoreBackend::Embedded => {
             Ok(std::sync::Arc::new(embedded::EmbeddedStore::open_with(
@@ -561,11 +614,14 @@ pub fn open(config: &crate::config::StoreConfig) -> Result<std::sync::Arc<dyn St
                 },
             )?))
         }
-        crate::config::StoreBackend::Scylla => Err(StoreError::Backend {
-            operation: "open",
-            message:
-                "the scylla backend is not built into this release; use backend = \"embedded\""
-                    .to_owned(),
-        }),
+        crate::config::StoreBackend::Postgres | crate::config::StoreBackend::Scylla => {
+            Err(StoreError::Backend {
+                operation: "open",
+                message: format!(
+                    "the {} backend is being built (issue 12); use backend = \"embedded\"",
+                    config.backend.name()
+                ),
+            })
+        }
     }
 }
