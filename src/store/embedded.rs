@@ -131,12 +131,6 @@ fn backend(operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     }
 }
 
-fn count(method: &'static str, ok: bool) {
-    metrics::counter!(crate::telemetry::STORE_CALLS_TOTAL, "method" => method,
-        "outcome" => if ok { "ok" } else { "error" })
-    .increment(1);
-}
-
 impl EmbeddedStore {
     /// Opens (creating if needed) the database file and its parent folder, with the default
     /// WAL policy.
@@ -224,7 +218,7 @@ impl EmbeddedStore {
         work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let connection = connection.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut guard = connection
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner());
@@ -234,9 +228,7 @@ impl EmbeddedStore {
         .map_err(|e| StoreError::Backend {
             operation: method,
             message: format!("blocking task failed: {e}"),
-        })?;
-        count(method, result.is_ok());
-        result
+        })?
     }
 }
 
@@ -1029,7 +1021,6 @@ impl Store for EmbeddedStore {
     /// The embedded log keeps every event with its key's expiry, and loads only unexpired
     /// keys, so there is nothing to delete: always `Ok(0)`.
     async fn expire_keys(&self, _now_ms: i64) -> Result<u64, StoreError> {
-        count("expire_keys", true);
         Ok(0)
     }
 

@@ -14,6 +14,7 @@ pub mod codec;
 pub mod embedded;
 pub mod fault;
 pub mod history;
+pub mod metered;
 pub mod wal;
 
 use async_trait::async_trait;
@@ -598,30 +599,32 @@ pub trait Store: Send + Sync + 'static {
     async fn release_memory(&self) {}
 }
 
-/// Opens the configured backend (the registry of store backends).
+/// Opens the configured backend (the registry of store backends), wrapped in
+/// [`metered::MeteredStore`] so that every backend's calls are counted alike.
 ///
 /// Errors: [`StoreError::Backend`] when the backend cannot be opened or reached.
 pub async fn open(
     config: &crate::config::StoreConfig,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    match config.backend {
+    let store: std::sync::Arc<dyn Store> = match config.backend {
         crate::config::StoreBackend::Embedded => {
-            Ok(std::sync::Arc::new(embedded::EmbeddedStore::open_with(
+            std::sync::Arc::new(embedded::EmbeddedStore::open_with(
                 &config.path,
                 wal::WalOptions {
                     checkpoint_bytes: config.wal_checkpoint_bytes,
                     idle_checkpoint_secs: config.wal_idle_checkpoint_secs,
                 },
-            )?))
+            )?)
         }
         crate::config::StoreBackend::Postgres | crate::config::StoreBackend::Scylla => {
-            Err(StoreError::Backend {
+            return Err(StoreError::Backend {
                 operation: "open",
                 message: format!(
                     "the {} backend is being built (issue 12); use backend = \"embedded\"",
                     config.backend.name()
                 ),
-            })
+            });
         }
-    }
+    };
+    Ok(metered::MeteredStore::wrap(store))
 }
