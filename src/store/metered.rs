@@ -60,8 +60,7 @@ impl MeteredStore {
 
     fn record(&self, method: &'static str, started: Instant, error: Option<&StoreError>) {
         let backend = self.backend;
-        metrics::counter!(STORE_CALLS_TOTAL, "backend" => backend, "method" => method)
-            .increment(1);
+        metrics::counter!(STORE_CALLS_TOTAL, "backend" => backend, "method" => method).increment(1);
         metrics::histogram!(STORE_LATENCY_SECONDS, "backend" => backend, "method" => method)
             .record(started.elapsed().as_secs_f64());
         if let Some(error) = error {
@@ -101,7 +100,8 @@ impl Store for MeteredStore {
     }
     /// Counted as `commit`: the same write, shared.
     async fn commit_shared(&self, batch: Arc<CommitBatch>) -> Result<(), StoreError> {
-        self.observe("commit", self.inner.commit_shared(batch)).await
+        self.observe("commit", self.inner.commit_shared(batch))
+            .await
     }
     async fn load_sku(&self, sku: &str, now_ms: i64) -> Result<LoadedSku, StoreError> {
         self.observe("load_sku", self.inner.load_sku(sku, now_ms))
@@ -174,7 +174,8 @@ impl Store for MeteredStore {
             .await
     }
     async fn reservation(&self, id: &str) -> Result<Option<ReservationRecord>, StoreError> {
-        self.observe("reservation", self.inner.reservation(id)).await
+        self.observe("reservation", self.inner.reservation(id))
+            .await
     }
     async fn order_lines(
         &self,
@@ -309,10 +310,11 @@ mod tests {
         assert_eq!(sample(&text, &latency_count, &pushed), 2.0, "{text}");
         // The store's own buckets (finer than the other `_seconds` histograms').
         assert!(
-            text.lines().any(|line| line
-                .starts_with(&format!("{STORE_LATENCY_SECONDS}_bucket{{"))
-                && line.contains("backend=\"metered-test\"")
-                && line.contains("le=\"0.0001\"")),
+            text.lines().any(
+                |line| line.starts_with(&format!("{STORE_LATENCY_SECONDS}_bucket{{"))
+                    && line.contains("backend=\"metered-test\"")
+                    && line.contains("le=\"0.0001\"")
+            ),
             "{text}"
         );
     }
