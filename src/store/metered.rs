@@ -24,6 +24,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Every `kind` label of `stocksync_store_errors_total`.
+pub const ERROR_KINDS: [&str; 4] = ["backend", "corrupt", "poisoned", "fenced"];
+
 /// The `kind` label of `stocksync_store_errors_total` for an error: its variant.
 pub fn error_kind(error: &StoreError) -> &'static str {
     match error {
@@ -54,7 +57,16 @@ impl MeteredStore {
     }
 
     /// Wraps `inner`, labelling its metrics with `backend` (tests use a name of their own).
+    /// The commit's error and retry series are registered at zero, so that dashboards and
+    /// alerts see a rate of 0 (not "no data") until the first failure.
     pub fn with_backend(inner: Arc<dyn Store>, backend: &'static str) -> Arc<dyn Store> {
+        for kind in ERROR_KINDS {
+            metrics::counter!(STORE_ERRORS_TOTAL, "backend" => backend, "method" => "commit",
+                "kind" => kind)
+            .increment(0);
+        }
+        metrics::counter!(STORE_RETRIES_TOTAL, "backend" => backend, "method" => "commit")
+            .increment(0);
         Arc::new(Self { inner, backend })
     }
 
@@ -278,6 +290,17 @@ mod tests {
         // A backend label no other test uses, so parallel tests cannot move these samples.
         let store = MeteredStore::with_backend(faulty.clone(), "metered-test");
         assert_eq!(store.backend_name(), "metered-test");
+        let before = handle.render();
+        let commit = [("backend", "metered-test"), ("method", "commit")];
+        assert!(
+            before
+                .lines()
+                .any(|line| line.starts_with(STORE_RETRIES_TOTAL)
+                    && line.contains("backend=\"metered-test\"")
+                    && line.ends_with(" 0")),
+            "the retry series is registered at zero: {before}"
+        );
+        assert_eq!(sample(&before, STORE_CALLS_TOTAL, &commit), 0.0);
 
         assert!(store.pushed("web").await.unwrap().is_empty());
         assert!(store.pushed("web").await.unwrap().is_empty());
@@ -288,7 +311,6 @@ mod tests {
 
         let text = handle.render();
         let pushed = [("backend", "metered-test"), ("method", "pushed")];
-        let commit = [("backend", "metered-test"), ("method", "commit")];
         assert_eq!(sample(&text, STORE_CALLS_TOTAL, &pushed), 2.0, "{text}");
         assert_eq!(sample(&text, STORE_CALLS_TOTAL, &commit), 1.0, "{text}");
         assert_eq!(sample(&text, STORE_ERRORS_TOTAL, &pushed), 0.0, "{text}");
@@ -340,6 +362,6 @@ mod tests {
         .iter()
         .map(error_kind)
         .collect::<Vec<_>>();
-        assert_eq!(kinds, ["backend", "corrupt", "poisoned", "fenced"]);
+        assert_eq!(kinds, ERROR_KINDS);
     }
 }

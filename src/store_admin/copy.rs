@@ -468,7 +468,7 @@ impl<'a> PushLogWindows<'a> {
                 continue;
             }
             let from_ms = oldest.saturating_add(1);
-            let to_ms = std::mem::replace(&mut self.to_ms, Some(from_ms));
+            let to_ms = self.to_ms.replace(from_ms);
             return Ok(Some((page, Some(from_ms), to_ms)));
         }
     }
