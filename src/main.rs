@@ -238,6 +238,10 @@ async fn store_copy(
 ) -> anyhow::Result<()> {
     use stocksync::store_admin::copy;
     let (from_config, to_config) = (Config::load(from)?, Config::load(to)?);
+    anyhow::ensure!(
+        !copy::same_store(&from_config.store, &to_config.store),
+        "--from and --to name the same store"
+    );
     let source = stocksync::store::open(&from_config.store)
         .await
         .context("opening the source store")?;

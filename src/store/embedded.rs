@@ -1264,6 +1264,35 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    /// One read: the hash is a column of the event's index row.
+    async fn events_with_hashes(
+        &self,
+        sku: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let sku = sku.to_owned();
+        Self::blocking(&self.reader, "events_with_hashes", move |c| {
+            let err = backend("events_with_hashes");
+            c.prepare_cached(
+                "SELECT i.sku, i.seq, i.idempotency_key, e.recorded_at_ms, e.movement,
+                        i.key_expires_at_ms, i.movement_hash
+                 FROM event_index i JOIN events e ON e.id = i.event_id
+                 WHERE i.sku = ?1 AND i.seq >= ?2 ORDER BY i.seq LIMIT ?3",
+            )
+            .map_err(&err)?
+            .query_map(params![sku, from_seq as i64, limit as i64], |row| {
+                let mut event = read_event(row)?;
+                event.movement_hash = row.get::<_, Option<i64>>(6)?.map(|hash| hash as u64);
+                Ok(event)
+            })
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)
+        })
+        .await
+    }
+
     async fn reservation(&self, id: &str) -> Result<Option<ReservationRecord>, StoreError> {
         let id = id.to_owned();
         Self::blocking(&self.reader, "reservation", move |c| {

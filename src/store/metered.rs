@@ -250,6 +250,18 @@ impl Store for MeteredStore {
         )
         .await
     }
+    async fn events_with_hashes(
+        &self,
+        sku: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        self.observe(
+            "events_with_hashes",
+            self.inner.events_with_hashes(sku, from_seq, limit),
+        )
+        .await
+    }
     async fn close(&self) -> Result<(), StoreError> {
         self.observe("close", self.inner.close()).await
     }

@@ -589,6 +589,27 @@ pub trait Store: Send + Sync + 'static {
             .await?
             .map(|seq| (seq, None)))
     }
+    /// Like [`Store::events`], with each event's [`EventRecord::movement_hash`] filled in
+    /// (`None` where the key was recorded without one): what `stocksync store copy` reads so
+    /// that the target refuses a conflicting redelivery exactly as the source would. The
+    /// default asks [`Store::find_idempotency_key_hash`] once per event (expired keys
+    /// included); a backend that keeps the hash beside the event overrides it with one read.
+    async fn events_with_hashes(
+        &self,
+        sku: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let mut events = self.events(sku, from_seq, limit).await?;
+        for event in &mut events {
+            event.movement_hash = self
+                .find_idempotency_key_hash(sku, &event.idempotency_key, i64::MIN)
+                .await?
+                .filter(|(seq, _)| *seq == event.seq)
+                .and_then(|(_, hash)| hash);
+        }
+        Ok(events)
+    }
     /// Called once on a clean stop, after the last commit: leaves the store compact on disk
     /// (the embedded backend checkpoints and truncates its WAL). Default: nothing to do.
     async fn close(&self) -> Result<(), StoreError> {
