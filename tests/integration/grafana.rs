@@ -265,6 +265,7 @@ fn the_deployment_files_are_consistent() {
         "StocksyncDeadLetters",
         "StocksyncDiscrepancies",
         "StocksyncStoreCommitSlow",
+        "StocksyncStoreErrors",
         "StocksyncWebhooksQuiet",
     ] {
         assert!(names.contains(wanted), "no alert {wanted}");
