@@ -36,7 +36,7 @@
 //! `(seq, key, movement bytes)` in order and the newest snapshot's `(seq, state bytes)`,
 //! compared between source and target; every mismatch is listed.
 //!
-//! May depend on: `store`, `clock`.
+//! May depend on: `config`, `store`, `clock`.
 
 use crate::store::{
     CommitBatch, ConfigAuditRecord, DeadLetterQuery, EventQuery, EventRecord, PushLogQuery,
