@@ -10,11 +10,13 @@
 //!
 //! May depend on: `domain`.
 
+/// The metrics wrapper [`open`] puts around every backend.
+pub mod metered;
+
 pub mod codec;
 pub mod embedded;
 pub mod fault;
 pub mod history;
-pub mod metered;
 pub mod wal;
 
 use async_trait::async_trait;
@@ -627,25 +629,31 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(
     config: &crate::config::StoreConfig,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    let store: std::sync::Arc<dyn Store> = match config.backend {
+    Ok(metered::MeteredStore::wrap(open_backend(config).await?))
+}
+
+/// The configured backend itself, unwrapped.
+async fn open_backend(
+    config: &crate::config::StoreConfig,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    match config.backend {
         crate::config::StoreBackend::Embedded => {
-            std::sync::Arc::new(embedded::EmbeddedStore::open_with(
+            Ok(std::sync::Arc::new(embedded::EmbeddedStore::open_with(
                 &config.path,
                 wal::WalOptions {
                     checkpoint_bytes: config.wal_checkpoint_bytes,
                     idle_checkpoint_secs: config.wal_idle_checkpoint_secs,
                 },
-            )?)
+            )?))
         }
         crate::config::StoreBackend::Postgres | crate::config::StoreBackend::Scylla => {
-            return Err(StoreError::Backend {
+            Err(StoreError::Backend {
                 operation: "open",
                 message: format!(
                     "the {} backend is being built (issue 12); use backend = \"embedded\"",
                     config.backend.name()
                 ),
-            });
+            })
         }
-    };
-    Ok(metered::MeteredStore::wrap(store))
+    }
 }
