@@ -126,6 +126,18 @@ enum Command {
         #[arg(long)]
         csv: bool,
     },
+    /// Create or update the configured store's schema (PostgreSQL schema, ScyllaDB
+    /// keyspace and tables; the embedded file), whatever `create_schema` says.
+    Migrate {
+        /// The TOML config file (its `[store]` is read).
+        #[arg(long, short, env = "STOCKSYNC_CONFIG")]
+        config: PathBuf,
+    },
+    /// Store administration.
+    Store {
+        #[command(subcommand)]
+        action: StoreCommand,
+    },
     /// Check a config file and report every problem at once.
     CheckConfig {
         /// The TOML config file.
@@ -151,18 +163,6 @@ enum Command {
     },
     /// Print the HTTP API's OpenAPI 3.1 contract (`stocksync openapi > docs/openapi.json`).
     Openapi,
-    /// Create or update the configured store's schema (PostgreSQL schema, ScyllaDB
-    /// keyspace and tables; the embedded file), whatever `create_schema` says.
-    Migrate {
-        /// The TOML config file (its `[store]` is read).
-        #[arg(long, short, env = "STOCKSYNC_CONFIG")]
-        config: PathBuf,
-    },
-    /// Store administration.
-    Store {
-        #[command(subcommand)]
-        action: StoreCommand,
-    },
 }
 
 #[derive(Subcommand)]
@@ -370,6 +370,21 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Migrate { config } => {
+            let config = Config::load(&config)?;
+            println!(
+                "{}",
+                stocksync::store_admin::migrate::migrate(&config).await?
+            );
+        }
+        Command::Store {
+            action:
+                StoreCommand::Copy {
+                    from,
+                    to,
+                    batch_events,
+                },
+        } => store_copy(&from, &to, batch_events).await?,
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => println!(
                 "{}: ok ({} locations, {} channels, kafka {})",
@@ -389,21 +404,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Loadgen { target } => loadgen_cli::loadgen(target).await?,
         Command::Bench { what } => loadgen_cli::bench(what).await?,
         Command::Openapi => print!("{}", stocksync::web::openapi::document_pretty()),
-        Command::Migrate { config } => {
-            let config = Config::load(&config)?;
-            println!(
-                "{}",
-                stocksync::store_admin::migrate::migrate(&config).await?
-            );
-        }
-        Command::Store {
-            action:
-                StoreCommand::Copy {
-                    from,
-                    to,
-                    batch_events,
-                },
-        } => store_copy(&from, &to, batch_events).await?,
     }
     Ok(())
 }
