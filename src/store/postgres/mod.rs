@@ -476,7 +476,8 @@ impl Store for PostgresStore {
 
     async fn commit(&self, batch: CommitBatch) -> Result<(), StoreError> {
         let result = async {
-            if batch.is_empty() {
+            // An empty batch with fences still checks them (as the embedded store does).
+            if batch.is_empty() && batch.fences.is_empty() {
                 return Ok(());
             }
             let mut client = self.client("commit").await?;
@@ -488,7 +489,8 @@ impl Store for PostgresStore {
 
     async fn commit_shared(&self, batch: std::sync::Arc<CommitBatch>) -> Result<(), StoreError> {
         let result = async {
-            if batch.is_empty() {
+            // An empty batch with fences still checks them (as the embedded store does).
+            if batch.is_empty() && batch.fences.is_empty() {
                 return Ok(());
             }
             let mut client = self.client("commit").await?;
@@ -822,8 +824,9 @@ impl Store for PostgresStore {
                 "append_push_log",
                 "INSERT INTO push_log
                      (channel, sku, quantity, change_from, outcome, detail, requests, at_ms)
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[],
-                                      $5::text[], $6::text[], $7::bigint[], $8::bigint[])
+                 SELECT channel, sku, quantity, change_from, outcome, detail, requests, at_ms
+                 FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[],
+                             $5::text[], $6::text[], $7::bigint[], $8::bigint[])
                      WITH ORDINALITY AS u(channel, sku, quantity, change_from, outcome, detail,
                                           requests, at_ms, n)
                  ORDER BY n",

@@ -86,6 +86,8 @@ pub async fn migrate(
         .map_err(&err)?
         .get(0);
     if current > latest_version() {
+        // Ends the transaction now rather than when the connection is next used.
+        tx.rollback().await.map_err(&err)?;
         return Err(newer_than_build(schema, current));
     }
     let mut applied = Vec::new();
