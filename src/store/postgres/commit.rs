@@ -136,6 +136,15 @@ struct DeadLetters<'b> {
     newest_expired_at_ms: i64,
 }
 
+/// One row per reservation id: its first request and created_at_ms, its last refusal.
+#[derive(Default)]
+struct Reservations<'b> {
+    id: Vec<&'b str>,
+    request: Vec<&'b str>,
+    refusal: Vec<Option<&'b str>>,
+    created_at_ms: Vec<i64>,
+}
+
 /// Every column of a batch, merged per key, borrowed from the batch.
 #[derive(Default)]
 struct Rows<'b> {
@@ -148,8 +157,7 @@ struct Rows<'b> {
     hold_upserts: (Vec<&'b str>, Vec<i64>),
     /// SKUs whose last hold-expiry change removes the row.
     hold_deletes: Vec<&'b str>,
-    /// One row per id: (id, first request, last refusal, first created_at_ms).
-    reservations: (Vec<&'b str>, Vec<&'b str>, Vec<Option<&'b str>>, Vec<i64>),
+    reservations: Reservations<'b>,
     /// Last outcome per (sku, seq).
     outcomes: (Vec<&'b str>, Vec<i64>, Vec<&'b str>),
     dead_letters: DeadLetters<'b>,
@@ -229,19 +237,19 @@ impl<'b> Rows<'b> {
         }
         let mut by_id: HashMap<&str, usize> = HashMap::new();
         for record in &batch.reservations {
-            let (ids, requests, refusals, created) = &mut rows.reservations;
+            let r = &mut rows.reservations;
             match by_id.get(record.id.as_str()) {
                 Some(&at) => {
                     if let Some(refusal) = &record.refusal_json {
-                        refusals[at] = Some(refusal);
+                        r.refusal[at] = Some(refusal);
                     }
                 }
                 None => {
-                    by_id.insert(&record.id, ids.len());
-                    ids.push(&record.id);
-                    requests.push(&record.request_json);
-                    refusals.push(record.refusal_json.as_deref());
-                    created.push(record.created_at_ms);
+                    by_id.insert(&record.id, r.id.len());
+                    r.id.push(&record.id);
+                    r.request.push(&record.request_json);
+                    r.refusal.push(record.refusal_json.as_deref());
+                    r.created_at_ms.push(record.created_at_ms);
                 }
             }
         }
@@ -322,8 +330,11 @@ impl<'b> Rows<'b> {
             writes.push((DELETE_HOLD_EXPIRIES, vec![&self.hold_deletes]));
         }
         let r = &self.reservations;
-        if !r.0.is_empty() {
-            writes.push((UPSERT_RESERVATIONS, vec![&r.0, &r.1, &r.2, &r.3]));
+        if !r.id.is_empty() {
+            writes.push((
+                UPSERT_RESERVATIONS,
+                vec![&r.id, &r.request, &r.refusal, &r.created_at_ms],
+            ));
         }
         let o = &self.outcomes;
         if !o.0.is_empty() {
@@ -537,9 +548,9 @@ mod tests {
         assert_eq!(rows.offsets.3, vec![9]);
         assert_eq!(rows.hold_upserts, (vec!["B"], vec![3]));
         assert_eq!(rows.hold_deletes, vec!["A"]);
-        assert_eq!(rows.reservations.1, vec!["first"]);
-        assert_eq!(rows.reservations.2, vec![Some("no")]);
-        assert_eq!(rows.reservations.3, vec![5]);
+        assert_eq!(rows.reservations.request, vec!["first"]);
+        assert_eq!(rows.reservations.refusal, vec![Some("no")]);
+        assert_eq!(rows.reservations.created_at_ms, vec![5]);
         assert_eq!(rows.outcomes.2, vec!["two"]);
         assert_eq!(rows.dead_letters.reason, vec!["first"]);
         assert_eq!(rows.dead_letters.newest_expired_at_ms, 6);
