@@ -1042,3 +1042,67 @@ async fn a_bad_schema_name_or_url_is_refused_before_connecting() {
     .to_string();
     assert!(!error.contains("s3cret"), "{error}");
 }
+
+struct NoSink;
+impl crate::domain::AvailabilitySink for NoSink {
+    fn publish(&self, _changes: &[crate::domain::AvailabilityChange]) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_runs_on_postgres_and_recovers_its_state_and_keys() {
+    use crate::ledger::{Ack, Ledger, LedgerOptions};
+    let Some(db) = TestSchema::new("the_ledger_runs_on_postgres_and_recovers_its_state_and_keys")
+    else {
+        return;
+    };
+    let receipt = |key: &str| crate::domain::Movement {
+        schema_version: crate::domain::SCHEMA_VERSION,
+        sku: "SKU-P".into(),
+        idempotency_key: key.into(),
+        source: "wms-1".into(),
+        occurred_at_ms: None,
+        kind: crate::domain::MovementKind::Receipt {
+            location: "WH-1".into(),
+            quantity: 1,
+        },
+    };
+    let options = || LedgerOptions {
+        snapshot_every_events: 3,
+        ..LedgerOptions::default()
+    };
+    {
+        let ledger = Ledger::start(Arc::new(db.open().await), Arc::new(NoSink), options());
+        for n in 1..=10u64 {
+            assert_eq!(
+                ledger.submit(receipt(&format!("r{n}"))).await.unwrap(),
+                Ack::Applied { seq: n }
+            );
+        }
+        assert_eq!(
+            ledger.submit(receipt("r4")).await.unwrap(),
+            Ack::Duplicate { seq: 4 }
+        );
+        ledger.shutdown().await;
+    }
+    let store: Arc<dyn Store> = Arc::new(db.open().await);
+    assert!(store.load_sku("SKU-P", 0).await.unwrap().snapshot.is_some());
+    let ledger = Ledger::start(store, Arc::new(NoSink), options());
+    assert_eq!(
+        ledger.submit(receipt("r2")).await.unwrap(),
+        Ack::Duplicate { seq: 2 },
+        "keys survive the restart"
+    );
+    let state = ledger.state(&"SKU-P".into()).await.unwrap();
+    assert_eq!(state.seq, 10);
+    assert_eq!(
+        state
+            .location(&crate::domain::LocationId::from("WH-1"))
+            .available(),
+        10
+    );
+    assert_eq!(
+        ledger.submit(receipt("r11")).await.unwrap(),
+        Ack::Applied { seq: 11 }
+    );
+    ledger.shutdown().await;
+}
