@@ -182,6 +182,20 @@ async fn migrations_are_applied_once_and_opening_again_changes_nothing() {
     );
     assert_eq!(again.events("A", 1, 10).await.unwrap().len(), 1);
     assert_eq!(again.backend_name(), "postgres");
+    // Every pooled connection starts in the schema with the configured statement timeout.
+    let client = again.client("test").await.unwrap();
+    let setting = |name: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(&format!("SHOW {name}"), &[])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(setting("search_path").await, db.schema);
+    assert_eq!(setting("statement_timeout").await, "10s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
