@@ -393,7 +393,19 @@ async fn check_fences(
     Ok(())
 }
 
+/// Counts the batch's events that are stored exactly as given (same sku, seq, key and
+/// movement bytes).
+const COUNT_STORED: &str = "
+SELECT count(*) FROM events e
+JOIN UNNEST($1::text[], $2::bigint[], $3::text[], $4::bytea[]) AS b(sku, seq, key, movement)
+  ON e.sku = b.sku AND e.seq = b.seq AND e.idempotency_key = b.key AND e.movement = b.movement";
+
 /// Writes `batch` in one transaction on `client` (see the module doc).
+///
+/// A batch whose every event is already stored exactly as given is acknowledged without
+/// writing: that is the ledger writing a batch again after a commit whose acknowledgement
+/// was lost (the connection failed after `COMMIT` was sent), and the first attempt wrote
+/// it whole. Any other duplicate (sku, seq) fails the batch.
 ///
 /// Errors: [`StoreError::Fenced`] when a fence is stale (nothing written);
 /// [`StoreError::Backend`] (operation `commit`) with the server's message, e.g. for a
@@ -402,19 +414,47 @@ pub(super) async fn write_batch(
     client: &mut deadpool_postgres::Object,
     batch: &CommitBatch,
 ) -> Result<(), StoreError> {
-    let err = pg_error("commit");
     let rows = Rows::of(batch)?;
+    let failure = match write_rows(client, batch, &rows).await {
+        Ok(()) => return Ok(()),
+        Err(Failure::Store(error)) => return Err(error),
+        Err(Failure::Sql(error)) => error,
+    };
+    let duplicate = failure.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION);
+    if duplicate && already_stored(client, &rows).await {
+        tracing::warn!(
+            events = batch.events.len(),
+            "a group commit written again was already stored whole (an acknowledgement was lost)"
+        );
+        return Ok(());
+    }
+    Err(pg_error("commit")(failure))
+}
+
+/// Why [`write_rows`] failed: a refusal of ours, or the server's error.
+enum Failure {
+    Store(StoreError),
+    Sql(tokio_postgres::Error),
+}
+
+async fn write_rows(
+    client: &mut deadpool_postgres::Object,
+    batch: &CommitBatch,
+    rows: &Rows<'_>,
+) -> Result<(), Failure> {
     let writes = rows.writes();
-    let tx = client.transaction().await.map_err(&err)?;
+    let tx = client.transaction().await.map_err(Failure::Sql)?;
     if !batch.fences.is_empty() {
-        check_fences(&tx, &batch.fences).await?;
+        check_fences(&tx, &batch.fences)
+            .await
+            .map_err(Failure::Store)?;
     }
     // Prepared once per connection (the statement cache), then every statement is sent
     // before the first answer is awaited: one round trip for the writes.
     let statements =
         futures::future::try_join_all(writes.iter().map(|(sql, _)| tx.prepare_cached(sql)))
             .await
-            .map_err(&err)?;
+            .map_err(Failure::Sql)?;
     futures::future::try_join_all(
         statements
             .iter()
@@ -422,8 +462,22 @@ pub(super) async fn write_batch(
             .map(|(statement, (_, params))| tx.execute(statement, params)),
     )
     .await
-    .map_err(&err)?;
-    tx.commit().await.map_err(&err)
+    .map_err(Failure::Sql)?;
+    tx.commit().await.map_err(Failure::Sql)
+}
+
+/// Whether every event of `rows` is stored exactly as given (the failed transaction was
+/// rolled back first: its `ROLLBACK` is sent before this query on the same connection).
+async fn already_stored(client: &deadpool_postgres::Object, rows: &Rows<'_>) -> bool {
+    let e = &rows.events;
+    if e.sku.is_empty() {
+        return false;
+    }
+    let found = client
+        .query_one(COUNT_STORED, &[&e.sku, &e.seq, &e.key, &e.movement])
+        .await
+        .and_then(|row| row.try_get::<_, i64>(0));
+    matches!(found, Ok(count) if count == e.sku.len() as i64)
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@
 //! `u64` movement hash is the `bigint` with the same 64 bits.
 //!
 //! A group commit is one transaction (`commit`): fences read `FOR SHARE` first, then one
-//! multi-row statement per table, pipelined. Reads of many SKUs ([`Store::load_skus`])
+//! multi-row statement per table, pipelined. A batch written again whose events are all
+//! stored exactly as given is acknowledged (its first attempt committed, the
+//! acknowledgement was lost on the network: the ledger's committer writes a failed batch
+//! again until the store takes it); any other duplicate (sku, seq) fails the batch. Reads of many SKUs ([`Store::load_skus`])
 //! are one statement (one round trip, one snapshot of the data).
 //!
 //! History cursor: ids come from one sequence and become visible at commit. Two commits

@@ -494,6 +494,24 @@ async fn a_duplicate_sequence_number_fails_the_whole_batch() {
         assert!(store.load_sku(sku, 0).await.unwrap().snapshot.is_none());
     }
     assert!(store.offsets("g").await.unwrap().is_empty());
+    // The same batch again, every event already stored as given (a retry after a lost
+    // acknowledgement), is acknowledged without writing anything twice; a stored event
+    // with other content is still a conflict.
+    let landed = CommitBatch {
+        events: vec![event("A", 1)],
+        ..CommitBatch::default()
+    };
+    store.commit(landed.clone()).await.unwrap();
+    assert_eq!(store.events("A", 1, 10).await.unwrap().len(), 1);
+    let mut changed = landed;
+    changed.events[0].movement = movement("A", 1, "another-source", false);
+    assert!(matches!(
+        store.commit(changed).await,
+        Err(StoreError::Backend {
+            operation: "commit",
+            ..
+        })
+    ));
     // The pool's connection is usable again.
     store
         .commit(CommitBatch {
