@@ -196,6 +196,16 @@ async fn migrations_are_applied_once_and_opening_again_changes_nothing() {
     };
     assert_eq!(setting("search_path").await, db.schema);
     assert_eq!(setting("statement_timeout").await, "10s");
+    // The registry opens this backend for `backend = "postgres"`.
+    let opened = crate::store::open(&crate::config::StoreConfig {
+        backend: crate::config::StoreBackend::Postgres,
+        postgres: db.config(),
+        ..crate::config::StoreConfig::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(opened.backend_name(), "postgres");
+    assert!(opened.sku_exists("A").await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
