@@ -17,6 +17,7 @@ pub mod codec;
 pub mod embedded;
 pub mod fault;
 pub mod history;
+pub mod postgres;
 pub mod wal;
 
 use async_trait::async_trait;
@@ -646,14 +647,15 @@ async fn open_backend(
                 },
             )?))
         }
-        crate::config::StoreBackend::Postgres | crate::config::StoreBackend::Scylla => {
-            Err(StoreError::Backend {
-                operation: "open",
-                message: format!(
-                    "the {} backend is being built (issue 12); use backend = \"embedded\"",
-                    config.backend.name()
-                ),
-            })
-        }
+        crate::config::StoreBackend::Postgres => Ok(std::sync::Arc::new(
+            postgres::PostgresStore::open(&config.postgres).await?,
+        )),
+        crate::config::StoreBackend::Scylla => Err(StoreError::Backend {
+            operation: "open",
+            message: format!(
+                "the {} backend is being built (issue 12); use backend = \"embedded\"",
+                config.backend.name()
+            ),
+        }),
     }
 }
