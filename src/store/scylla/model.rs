@@ -1,0 +1,908 @@
+//! The ScyllaDB backend's pure logic: cursors and buckets, TTLs, the fenced replay filter,
+//! the plan of a group commit (which statements, in which single-partition batches, in
+//! which order), the history repair, and row ↔ record conversion. No I/O: the backend
+//! (`store::scylla`) only executes what these functions decide, so all of it is
+//! unit-tested without a server.
+//!
+//! Owns: [`Write`], [`CommitPlan`], [`plan_commit`], [`replay_filter`], [`assemble_load`],
+//! [`history_cursor`] and the bucket functions.
+//!
+//! May depend on: the rest of `store`, `store::scylla::cql`.
+
+use super::cql::{Stmt, kind};
+use crate::store::{
+    CommitBatch, EventRecord, HistoryEvent, IdempotencyKeyRecord, LoadedSku, SnapshotRecord,
+    StoreError,
+};
+use scylla::value::{CqlValue, MaybeUnset};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Values bound to one statement, in its bind order; `Unset` leaves a column untouched
+/// (no null is ever written, so no cell tombstones).
+pub type Values = Vec<MaybeUnset<CqlValue>>;
+
+/// One statement execution: which prepared statement, with which values.
+#[derive(Clone, Debug)]
+pub struct Write {
+    /// The statement.
+    pub stmt: Stmt,
+    /// Its values.
+    pub values: Values,
+}
+
+/// Low bits of a history cursor below the milliseconds (`cursor = ms << 20 | hash`).
+pub const CURSOR_LOW_BITS: u32 = 20;
+/// The largest `recorded_at_ms` a cursor can hold (2^43 − 1 ms, the year 2248); later
+/// times are clamped to it.
+pub const CURSOR_MAX_MS: i64 = (1 << (63 - CURSOR_LOW_BITS)) - 1;
+/// Milliseconds per history partition (one hour).
+pub const HOUR_MS: i64 = 3_600_000;
+/// Milliseconds per push-log partition (one day).
+pub const DAY_MS: i64 = 86_400_000;
+/// Events per `sku_history` partition of one SKU.
+pub const SKU_HISTORY_BUCKET_EVENTS: u64 = 65_536;
+/// Events kept in a SKU's `sku_log` partition below its newest snapshot (older ones are
+/// range-deleted when a snapshot is written; `sku_history` keeps them all). Also the most
+/// events a zombie writer may add after a takeover without hurting the new owner's log.
+pub const RETAINED_EVENTS_BELOW_SNAPSHOT: u64 = 1_000;
+/// ScyllaDB's largest TTL: 20 years, in seconds.
+pub const MAX_TTL_SECS: i64 = 630_720_000;
+/// The smallest TTL written: rows are filtered by their expiry column at read time, so a
+/// TTL only collects garbage and is never shorter than an hour (a test clock or a clock
+/// behind the cluster's never makes a row vanish early).
+pub const MIN_TTL_SECS: i64 = 3_600;
+/// Statements per single-partition batch.
+pub const MAX_BATCH_STATEMENTS: usize = 200;
+/// Estimated bytes per single-partition batch; below ScyllaDB's default
+/// `batch_size_warn_threshold_in_kb` (128 KiB).
+pub const MAX_BATCH_BYTES: usize = 100_000;
+
+/// The history cursor of an event: its recording time in the high bits and a stable hash
+/// of (SKU, seq) in the low [`CURSOR_LOW_BITS`], so cursors order by time across
+/// instances, fit a `bigint`, and are the same whenever the row is (re)written.
+pub fn history_cursor(recorded_at_ms: i64, sku: &str, seq: u64) -> u64 {
+    let ms = recorded_at_ms.clamp(0, CURSOR_MAX_MS) as u64;
+    (ms << CURSOR_LOW_BITS) | (stable_hash(sku, seq) & ((1 << CURSOR_LOW_BITS) - 1))
+}
+
+/// FNV-1a over the SKU's bytes and the seq's little-endian bytes (stable across builds,
+/// unlike `std`'s hasher).
+fn stable_hash(sku: &str, seq: u64) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in sku.bytes().chain(seq.to_le_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// The hour partition of a time (milliseconds since the Unix epoch).
+pub fn hour_of_ms(ms: i64) -> i64 {
+    ms.clamp(0, CURSOR_MAX_MS).div_euclid(HOUR_MS)
+}
+
+/// The hour partition a cursor lives in.
+pub fn hour_of_cursor(cursor: u64) -> i64 {
+    hour_of_ms((cursor >> CURSOR_LOW_BITS) as i64)
+}
+
+/// The day partition of a push-log time.
+pub fn day_of_ms(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS)
+}
+
+/// The sorted-index partition of a SKU (`skus`, `hold_expiries`): its first byte, so that
+/// reading the 256 partitions in order, each in clustering order, lists SKUs ascending by
+/// bytes (the order of the `Store` contract and of SQLite's `BINARY` collation).
+pub fn sku_bucket(sku: &str) -> i32 {
+    sku.as_bytes().first().map_or(0, |byte| i32::from(*byte))
+}
+
+/// The `sku_history` partition of a seq (seq 1 is in bucket 0).
+pub fn history_bucket(seq: u64) -> i64 {
+    (seq.saturating_sub(1) / SKU_HISTORY_BUCKET_EVENTS) as i64
+}
+
+/// A TTL in seconds for a row kept until `until_ms`, counted from `from_ms` (the time it
+/// was recorded), rounded up and clamped to [`MIN_TTL_SECS`]..=[`MAX_TTL_SECS`].
+pub fn ttl_secs(until_ms: i64, from_ms: i64) -> i32 {
+    let remaining_ms = i128::from(until_ms) - i128::from(from_ms);
+    let secs = (remaining_ms.max(0) + 999) / 1_000;
+    secs.clamp(i128::from(MIN_TTL_SECS), i128::from(MAX_TTL_SECS)) as i32
+}
+
+/// The epoch written on a batch's rows: the newest of its fences (0 without fences). The
+/// replay filter compares these, so a SKU is expected to be written under one scope at a
+/// time (the next step fences each topic partition's SKUs with one).
+pub fn batch_epoch(batch: &CommitBatch) -> u64 {
+    batch
+        .fences
+        .iter()
+        .map(|fence| fence.epoch)
+        .max()
+        .unwrap_or(0)
+}
+
+/// A `u64` as the `bigint` it is stored as.
+///
+/// Errors: [`StoreError::Backend`] above `i64::MAX`.
+pub fn to_bigint(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Backend {
+        operation: "commit",
+        message: format!("{what} {value} does not fit a bigint"),
+    })
+}
+
+fn text(value: &str) -> MaybeUnset<CqlValue> {
+    MaybeUnset::Set(CqlValue::Text(value.to_owned()))
+}
+fn big(value: i64) -> MaybeUnset<CqlValue> {
+    MaybeUnset::Set(CqlValue::BigInt(value))
+}
+fn int(value: i32) -> MaybeUnset<CqlValue> {
+    MaybeUnset::Set(CqlValue::Int(value))
+}
+fn blob(value: &[u8]) -> MaybeUnset<CqlValue> {
+    MaybeUnset::Set(CqlValue::Blob(value.to_vec()))
+}
+fn opt_text(value: Option<&str>) -> MaybeUnset<CqlValue> {
+    value.map_or(MaybeUnset::Unset, text)
+}
+
+/// Values of one statement (a helper for the backend's reads).
+pub fn values_text(items: &[&str]) -> Values {
+    items.iter().map(|item| text(item)).collect()
+}
+
+/// Builds values from typed parts (a helper for the backend's reads).
+pub fn value_big(value: i64) -> MaybeUnset<CqlValue> {
+    big(value)
+}
+/// See [`value_big`].
+pub fn value_int(value: i32) -> MaybeUnset<CqlValue> {
+    int(value)
+}
+/// See [`value_big`].
+pub fn value_text(value: &str) -> MaybeUnset<CqlValue> {
+    text(value)
+}
+/// See [`value_big`].
+pub fn value_opt_text(value: Option<&str>) -> MaybeUnset<CqlValue> {
+    opt_text(value)
+}
+
+/// A rough size of a write's values in bytes, for batch sizing.
+fn estimated_bytes(write: &Write) -> usize {
+    write
+        .values
+        .iter()
+        .map(|value| match value {
+            MaybeUnset::Set(CqlValue::Text(text)) => text.len() + 4,
+            MaybeUnset::Set(CqlValue::Blob(bytes)) => bytes.len() + 4,
+            _ => 12,
+        })
+        .sum::<usize>()
+        + 16
+}
+
+/// What one group commit writes, in order:
+/// 1. `before`: idempotent rows that may exist without the events (the SKU index, hold
+///    expiry upserts, reservation requests);
+/// 2. `partitions`: per SKU, single-partition `UNLOGGED` batches of `sku_log` (events with
+///    their keys and outcomes, the snapshot, the range deletes that bound the partition,
+///    the history marker), executed concurrently across SKUs and in order within a SKU;
+/// 3. `after`: rows that must not exist without the events (history rows, the history
+///    hour index, offsets, hold expiry deletions, dead letters).
+#[derive(Clone, Debug, Default)]
+pub struct CommitPlan {
+    /// Written first.
+    pub before: Vec<Write>,
+    /// One entry per SKU (ascending), each a list of batches (all of one partition).
+    pub partitions: Vec<(String, Vec<Vec<Write>>)>,
+    /// Written last.
+    pub after: Vec<Write>,
+}
+
+/// Plans `batch` (see [`CommitPlan`]); `epoch` and `writer` are written on every row.
+///
+/// Errors: [`StoreError::Backend`] for a seq or quantity above `i64::MAX`.
+pub fn plan_commit(batch: &CommitBatch, writer: &str) -> Result<CommitPlan, StoreError> {
+    let epoch = to_bigint(batch_epoch(batch), "epoch")?;
+    let mut plan = CommitPlan::default();
+    let mut per_sku: BTreeMap<&str, Vec<Write>> = BTreeMap::new();
+    let outcomes: BTreeMap<(&str, u64), &str> = batch
+        .outcomes
+        .iter()
+        .map(|o| ((o.sku.as_str(), o.seq), o.outcome_json.as_str()))
+        .collect();
+    let mut first_seq: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for event in &batch.events {
+        let seq = to_bigint(event.seq, "seq")?;
+        let outcome = outcomes.get(&(event.sku.as_str(), event.seq)).copied();
+        let writes = per_sku.entry(event.sku.as_str()).or_default();
+        writes.push(Write {
+            stmt: Stmt::InsertEvent,
+            values: vec![
+                text(&event.sku),
+                big(seq),
+                big(epoch),
+                text(writer),
+                text(&event.idempotency_key),
+                big(event.key_expires_at_ms),
+                big(event.recorded_at_ms),
+                blob(&event.movement),
+                opt_text(outcome),
+            ],
+        });
+        writes.push(Write {
+            stmt: Stmt::InsertKey,
+            values: vec![
+                text(&event.sku),
+                text(&event.idempotency_key),
+                big(seq),
+                big(epoch),
+                big(event.key_expires_at_ms),
+                event
+                    .movement_hash
+                    .map_or(MaybeUnset::Unset, |hash| big(hash as i64)),
+                int(ttl_secs(event.key_expires_at_ms, event.recorded_at_ms)),
+            ],
+        });
+        let range = first_seq
+            .entry(event.sku.as_str())
+            .or_insert((event.seq, event.seq));
+        range.0 = range.0.min(event.seq);
+        range.1 = range.1.max(event.seq);
+        if event.seq == 1 {
+            plan.before.push(Write {
+                stmt: Stmt::InsertSku,
+                values: vec![int(sku_bucket(&event.sku)), text(&event.sku)],
+            });
+        }
+        plan.after
+            .extend(history_writes(event, epoch, writer, outcome)?);
+    }
+    let in_batch: BTreeSet<(&str, u64)> = batch
+        .events
+        .iter()
+        .map(|e| (e.sku.as_str(), e.seq))
+        .collect();
+    for outcome in &batch.outcomes {
+        if in_batch.contains(&(outcome.sku.as_str(), outcome.seq)) {
+            continue;
+        }
+        // An outcome of an event written earlier: set on its row where it still is.
+        let seq = to_bigint(outcome.seq, "seq")?;
+        per_sku
+            .entry(outcome.sku.as_str())
+            .or_default()
+            .push(Write {
+                stmt: Stmt::SetOutcome,
+                values: vec![
+                    text(&outcome.outcome_json),
+                    text(&outcome.sku),
+                    big(seq),
+                    big(epoch),
+                ],
+            });
+        plan.after.push(Write {
+            stmt: Stmt::SetSkuHistoryOutcome,
+            values: vec![
+                text(&outcome.outcome_json),
+                text(&outcome.sku),
+                big(history_bucket(outcome.seq)),
+                big(seq),
+                big(epoch),
+            ],
+        });
+    }
+    let mut tails: BTreeMap<&str, Vec<Write>> = BTreeMap::new();
+    for snapshot in &batch.snapshots {
+        let seq = to_bigint(snapshot.seq, "seq")?;
+        let floor = to_bigint(
+            snapshot.seq.saturating_sub(RETAINED_EVENTS_BELOW_SNAPSHOT),
+            "seq",
+        )?;
+        let tail = tails.entry(snapshot.sku.as_str()).or_default();
+        tail.push(Write {
+            stmt: Stmt::InsertSnapshot,
+            values: vec![
+                text(&snapshot.sku),
+                big(seq),
+                big(epoch),
+                text(writer),
+                blob(&snapshot.state),
+            ],
+        });
+        if floor > 1 {
+            for stmt in [Stmt::PruneEvents, Stmt::PruneSnapshots] {
+                tail.push(Write {
+                    stmt,
+                    values: vec![text(&snapshot.sku), big(floor)],
+                });
+            }
+        }
+    }
+    for (sku, (from, to)) in &first_seq {
+        tails.entry(sku).or_default().push(Write {
+            stmt: Stmt::SetMarker,
+            values: vec![
+                text(sku),
+                big(to_bigint(*from, "seq")?),
+                big(to_bigint(*to, "seq")?),
+            ],
+        });
+    }
+    for (sku, tail) in tails {
+        per_sku.entry(sku).or_default().extend(tail);
+    }
+    plan.partitions = per_sku
+        .into_iter()
+        .map(|(sku, writes)| (sku.to_owned(), chunk_partition(writes)))
+        .collect();
+    plan_extras(batch, &mut plan)?;
+    Ok(plan)
+}
+
+/// Splits one SKU's writes into batches of at most [`MAX_BATCH_STATEMENTS`] statements
+/// and about [`MAX_BATCH_BYTES`], never between an event and its key (which follow each
+/// other), so every batch that becomes visible shows each movement with its key.
+pub fn chunk_partition(writes: Vec<Write>) -> Vec<Vec<Write>> {
+    let mut chunks: Vec<Vec<Write>> = Vec::new();
+    let mut current: Vec<Write> = Vec::new();
+    let mut bytes = 0;
+    let mut writes = writes.into_iter().peekable();
+    while let Some(write) = writes.next() {
+        let mut unit = vec![write];
+        if unit[0].stmt == Stmt::InsertEvent
+            && writes
+                .peek()
+                .is_some_and(|next| next.stmt == Stmt::InsertKey)
+        {
+            unit.extend(writes.next());
+        }
+        let unit_bytes: usize = unit.iter().map(estimated_bytes).sum();
+        let full = !current.is_empty()
+            && (current.len() + unit.len() > MAX_BATCH_STATEMENTS
+                || bytes + unit_bytes > MAX_BATCH_BYTES);
+        if full {
+            chunks.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += unit_bytes;
+        current.extend(unit);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+/// The history rows of one event: its `sku_history` row and its global `history` row.
+fn history_writes(
+    event: &EventRecord,
+    epoch: i64,
+    writer: &str,
+    outcome: Option<&str>,
+) -> Result<[Write; 2], StoreError> {
+    let seq = to_bigint(event.seq, "seq")?;
+    let cursor = history_cursor(event.recorded_at_ms, &event.sku, event.seq);
+    Ok([
+        Write {
+            stmt: Stmt::InsertSkuHistory,
+            values: vec![
+                text(&event.sku),
+                big(history_bucket(event.seq)),
+                big(seq),
+                big(epoch),
+                text(writer),
+                text(&event.idempotency_key),
+                big(event.key_expires_at_ms),
+                big(event.recorded_at_ms),
+                blob(&event.movement),
+                opt_text(outcome),
+            ],
+        },
+        Write {
+            stmt: Stmt::InsertHistory,
+            values: vec![
+                big(hour_of_cursor(cursor)),
+                big(cursor as i64),
+                text(&event.sku),
+                big(seq),
+                big(epoch),
+                text(&event.idempotency_key),
+                big(event.key_expires_at_ms),
+                big(event.recorded_at_ms),
+                blob(&event.movement),
+                opt_text(outcome),
+            ],
+        },
+    ])
+}
+
+/// The cross-partition rows besides history (see [`CommitPlan`] for before/after).
+fn plan_extras(batch: &CommitBatch, plan: &mut CommitPlan) -> Result<(), StoreError> {
+    let hours: BTreeSet<i64> = batch
+        .events
+        .iter()
+        .map(|e| hour_of_cursor(history_cursor(e.recorded_at_ms, &e.sku, e.seq)))
+        .collect();
+    for hour in hours {
+        plan.after.push(Write {
+            stmt: Stmt::InsertHistoryHour,
+            values: vec![big(hour)],
+        });
+    }
+    // The last change per SKU wins; an upsert goes before the events (a wake-up for a SKU
+    // without the hold is harmless), a deletion after them (never lose a live hold's row).
+    let mut last: BTreeMap<&str, Option<i64>> = BTreeMap::new();
+    for record in &batch.hold_expiries {
+        last.insert(record.sku.as_str(), record.next_expiry_ms);
+    }
+    for (sku, expiry) in last {
+        let key = vec![int(sku_bucket(sku)), text(sku)];
+        match expiry {
+            Some(at_ms) => plan.before.push(Write {
+                stmt: Stmt::UpsertHoldExpiry,
+                values: [key, vec![big(at_ms)]].concat(),
+            }),
+            None => plan.after.push(Write {
+                stmt: Stmt::DeleteHoldExpiry,
+                values: key,
+            }),
+        }
+    }
+    for record in &batch.reservations {
+        plan.before.push(Write {
+            stmt: Stmt::SetReservationRequest,
+            values: vec![
+                big(first_write_wins_timestamp(record.created_at_ms)),
+                text(&record.request_json),
+                big(record.created_at_ms),
+                text(&record.id),
+            ],
+        });
+        if let Some(refusal) = &record.refusal_json {
+            plan.before.push(Write {
+                stmt: Stmt::SetReservationRefusal,
+                values: vec![text(refusal), text(&record.id)],
+            });
+        }
+    }
+    for offset in &batch.offsets {
+        plan.after.push(Write {
+            stmt: Stmt::UpsertOffset,
+            values: vec![
+                text(&offset.group),
+                text(&offset.topic),
+                int(offset.partition),
+                big(offset.next_offset),
+                // The write timestamp is the offset: the highest offset wins whatever
+                // order the writes arrive in (offsets only move forward).
+                big(offset.next_offset.max(0)),
+            ],
+        });
+    }
+    for letter in &batch.dead_letters {
+        plan.after.push(Write {
+            stmt: Stmt::InsertDeadLetter,
+            values: vec![
+                big(letter.expired_at_ms),
+                text(&letter.sku),
+                big(to_bigint(letter.parked_seq, "seq")?),
+                big(to_bigint(letter.expired_seq, "seq")?),
+                text(&letter.idempotency_key),
+                text(&letter.source),
+                text(&letter.kind),
+                text(&letter.movement_json),
+                text(&letter.reason),
+                big(letter.parked_at_ms),
+                big(letter.keep_until_ms),
+                int(ttl_secs(letter.keep_until_ms, letter.expired_at_ms)),
+            ],
+        });
+    }
+    Ok(())
+}
+
+/// A write timestamp that makes the first write of a cell win over later ones
+/// (ScyllaDB keeps the cell with the highest timestamp): a constant far above wall-clock
+/// microseconds, minus the creation time. Used for a reservation's request, which a later
+/// write with the same id must keep (the `Store` contract) without a lightweight
+/// transaction.
+pub fn first_write_wins_timestamp(created_at_ms: i64) -> i64 {
+    (1_i64 << 62) - created_at_ms.clamp(0, 1 << 50)
+}
+
+/// Something with a seq and an epoch that the replay filter orders.
+pub trait Fenced {
+    /// The row's seq.
+    fn seq(&self) -> u64;
+    /// The epoch it was written under.
+    fn epoch(&self) -> u64;
+}
+
+/// The fenced replay filter (after Akka Persistence Cassandra's): of rows of one SKU in
+/// any order, keeps per seq the row of the highest epoch, then, walking up by seq, drops
+/// every row whose epoch is lower than one already kept (a zombie writer's late row after
+/// the new owner's), and stops at the first gap in seq (rows beyond it are unreachable).
+/// The result is ascending by seq.
+pub fn replay_filter<T: Fenced>(mut rows: Vec<T>) -> Vec<T> {
+    rows.sort_by(|a, b| a.seq().cmp(&b.seq()).then(b.epoch().cmp(&a.epoch())));
+    let mut kept: Vec<T> = Vec::with_capacity(rows.len());
+    let mut highest = 0;
+    for row in rows {
+        if let Some(previous) = kept.last() {
+            if previous.seq() == row.seq() {
+                continue;
+            }
+            if row.seq() != previous.seq() + 1 {
+                break;
+            }
+        }
+        if row.epoch() < highest {
+            break;
+        }
+        highest = row.epoch();
+        kept.push(row);
+    }
+    kept
+}
+
+/// One row of `sku_log` as read by `SELECT` [`Stmt::SelectLog`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogRow {
+    /// [`kind`] of the row.
+    pub kind: i32,
+    /// The key for key rows, else empty.
+    pub name: String,
+    /// The seq.
+    pub seq: u64,
+    /// The writer's epoch.
+    pub epoch: u64,
+    /// The writing instance.
+    pub writer: Option<String>,
+    /// Event rows: the key.
+    pub idempotency_key: Option<String>,
+    /// Event and key rows: the key's expiry.
+    pub key_expires_at_ms: Option<i64>,
+    /// Event rows: the recording time.
+    pub recorded_at_ms: Option<i64>,
+    /// Event rows: the movement; snapshot rows: the state.
+    pub body: Option<Vec<u8>>,
+    /// Key rows: the movement hash.
+    pub movement_hash: Option<u64>,
+    /// Event rows: the outcome.
+    pub outcome: Option<String>,
+    /// Marker row: first seq of the SKU's last batch.
+    pub history_from: Option<u64>,
+    /// Marker row: last seq of the SKU's last batch.
+    pub history_to: Option<u64>,
+}
+
+impl Fenced for LogRow {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
+
+impl Fenced for EventWithEpoch {
+    fn seq(&self) -> u64 {
+        self.event.seq
+    }
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
+
+/// An event with the epoch it was written under and its stored outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventWithEpoch {
+    /// The event (`movement_hash` is `None`, as the `Store` contract reads it back).
+    pub event: EventRecord,
+    /// The writer's epoch.
+    pub epoch: u64,
+    /// The stored outcome, if any.
+    pub outcome: Option<String>,
+}
+
+impl EventWithEpoch {
+    /// The event's row in the global history.
+    pub fn into_history(self) -> HistoryEvent {
+        HistoryEvent {
+            cursor: history_cursor(self.event.recorded_at_ms, &self.event.sku, self.event.seq),
+            event: self.event,
+            outcome: self.outcome,
+        }
+    }
+}
+
+/// A SKU as read from its partition: what `load_sku` returns plus the history marker.
+#[derive(Clone, Debug, Default)]
+pub struct AssembledSku {
+    /// Snapshot, later events and (in `keys`) unexpired keys.
+    pub loaded: LoadedSku,
+    /// Unexpired keys with their expiry.
+    pub keys: Vec<IdempotencyKeyRecord>,
+    /// Every retained event that survived the replay filter, ascending.
+    pub retained: Vec<EventWithEpoch>,
+    /// The seq range of the SKU's last batch (its history rows may be missing).
+    pub marker: Option<(u64, u64)>,
+}
+
+/// Converts a retained event row.
+fn event_of(sku: &str, row: &LogRow) -> Option<EventWithEpoch> {
+    Some(EventWithEpoch {
+        event: EventRecord {
+            sku: sku.to_owned(),
+            seq: row.seq,
+            idempotency_key: row.idempotency_key.clone()?,
+            key_expires_at_ms: row.key_expires_at_ms.unwrap_or(0),
+            recorded_at_ms: row.recorded_at_ms.unwrap_or(0),
+            movement: row.body.clone()?,
+            movement_hash: None,
+        },
+        epoch: row.epoch,
+        outcome: row.outcome.clone(),
+    })
+}
+
+/// Builds a SKU's state from all rows of its partition: events through the replay filter,
+/// the newest snapshot consistent with them, the keys of kept (or pruned) events that are
+/// unexpired at `now_ms`, and the history marker.
+pub fn assemble_load(sku: &str, rows: &[LogRow], now_ms: i64) -> AssembledSku {
+    // Rows with only an outcome (set on an event row already pruned) carry no body.
+    let events: Vec<EventWithEpoch> = rows
+        .iter()
+        .filter(|row| row.kind == kind::EVENT)
+        .filter_map(|row| event_of(sku, row))
+        .collect();
+    let retained = replay_filter(events);
+    let epoch_at: BTreeMap<u64, u64> = retained
+        .iter()
+        .map(|event| (event.event.seq, event.epoch))
+        .collect();
+    let first_retained = retained.first().map(|e| e.event.seq);
+    let last_retained = retained.last().map_or(0, |e| e.event.seq);
+    // A snapshot is consistent with the kept events unless one of them at or below its
+    // seq was written under a newer epoch (then the snapshot is a zombie's, built on
+    // events the filter dropped). Kept epochs never decrease with seq.
+    let consistent = |seq: u64, epoch: u64| {
+        epoch_at
+            .range(..=seq)
+            .next_back()
+            .is_none_or(|(_, kept)| *kept <= epoch)
+    };
+    let snapshot = rows
+        .iter()
+        .filter(|row| row.kind == kind::SNAPSHOT && row.body.is_some())
+        .filter(|row| consistent(row.seq, row.epoch))
+        .max_by_key(|row| (row.seq, row.epoch))
+        .map(|row| SnapshotRecord {
+            sku: sku.to_owned(),
+            seq: row.seq,
+            state: row.body.clone().unwrap_or_default(),
+        });
+    let after = snapshot.as_ref().map_or(0, |s| s.seq);
+    let events_after = retained
+        .iter()
+        .filter(|e| e.event.seq > after)
+        .map(|e| e.event.clone())
+        .collect();
+    let mut keys: Vec<IdempotencyKeyRecord> = rows
+        .iter()
+        .filter(|row| row.kind == kind::KEY)
+        .filter(|row| row.key_expires_at_ms.is_some_and(|at| at > now_ms))
+        .filter(|row| match epoch_at.get(&row.seq) {
+            Some(kept) => *kept == row.epoch,
+            None => first_retained.is_some_and(|first| row.seq < first),
+        })
+        .filter(|row| row.seq <= last_retained)
+        .map(|row| IdempotencyKeyRecord {
+            key: row.name.clone(),
+            seq: row.seq,
+            expires_at_ms: row.key_expires_at_ms.unwrap_or(i64::MAX),
+        })
+        .collect();
+    keys.sort_by_key(|key| key.seq);
+    let marker = rows
+        .iter()
+        .find(|row| row.kind == kind::MARKER)
+        .and_then(|row| Some((row.history_from?, row.history_to?)));
+    AssembledSku {
+        loaded: LoadedSku {
+            snapshot,
+            events_after,
+            idempotency_keys: keys.iter().map(|k| (k.key.clone(), k.seq)).collect(),
+        },
+        keys,
+        retained,
+        marker,
+    }
+}
+
+/// The history rows to write again after a crash: the events of the marker's range that
+/// are retained but missing from `sku_history` (`present` holds the seqs found there).
+/// Writing them is idempotent (same keys and cursors).
+pub fn plan_history_repair(
+    assembled: &AssembledSku,
+    present: &BTreeSet<u64>,
+) -> Result<Vec<Write>, StoreError> {
+    let Some((from, to)) = assembled.marker else {
+        return Ok(Vec::new());
+    };
+    let mut writes = Vec::new();
+    for event in &assembled.retained {
+        let seq = event.event.seq;
+        if seq < from || seq > to || present.contains(&seq) {
+            continue;
+        }
+        let epoch = to_bigint(event.epoch, "epoch")?;
+        let [per_sku, global] =
+            history_writes(&event.event, epoch, "repair", event.outcome.as_deref())?;
+        writes.push(per_sku);
+        writes.push(global);
+        writes.push(Write {
+            stmt: Stmt::InsertHistoryHour,
+            values: vec![big(hour_of_cursor(history_cursor(
+                event.event.recorded_at_ms,
+                &event.event.sku,
+                seq,
+            )))],
+        });
+    }
+    Ok(writes)
+}
+
+/// The cursor range `(after, before)` (both exclusive) of a history query.
+pub fn cursor_range(from_ms: Option<i64>, to_ms: Option<i64>, after: Option<u64>) -> (i64, i64) {
+    let from = from_ms.map_or(-1, |ms| {
+        ((ms.clamp(0, CURSOR_MAX_MS) as u64) << CURSOR_LOW_BITS) as i64 - 1
+    });
+    let after = after.map_or(-1, |cursor| cursor.min(i64::MAX as u64) as i64);
+    let before = to_ms.map_or(i64::MAX, |ms| {
+        if ms <= 0 {
+            0
+        } else {
+            ((ms.min(CURSOR_MAX_MS) as u64) << CURSOR_LOW_BITS) as i64
+        }
+    });
+    (from.max(after), before)
+}
+
+/// The next retry of a failed request: whether to try again on the next replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Try the next replica.
+    NextTarget,
+    /// Give up and return the error.
+    GiveUp,
+}
+
+/// How a request attempt failed, as far as retrying is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The coordinator had too few live replicas: nothing was written.
+    Unavailable,
+    /// Replicas did not answer in time; a write may have been applied.
+    Timeout,
+    /// The node was overloaded, bootstrapping, or the connection broke.
+    Transient,
+    /// Anything else (syntax, invalid, unauthorized, ...): retrying cannot help.
+    Permanent,
+}
+
+/// The retry policy: up to `max_retries` retries on the next replica, for idempotent
+/// requests (every statement of this backend except the lightweight transactions), or for
+/// any request when the coordinator refused it as unavailable (nothing was applied).
+/// Serial (LWT) requests are never retried here: `acquire_epoch` re-reads and loops.
+pub fn retry_decision(
+    retries_done: u32,
+    max_retries: u32,
+    idempotent: bool,
+    serial: bool,
+    failure: Failure,
+) -> Retry {
+    if retries_done >= max_retries || serial {
+        return Retry::GiveUp;
+    }
+    match failure {
+        Failure::Unavailable => Retry::NextTarget,
+        Failure::Timeout | Failure::Transient if idempotent => Retry::NextTarget,
+        _ => Retry::GiveUp,
+    }
+}
+
+/// The writes of one order line (see [`crate::store::Store::record_order_lines`]): the
+/// SKU, and the version and last-seen time each with the write timestamp set to its value
+/// in microseconds, so the highest one wins whatever order writes arrive in (the embedded
+/// store's `MAX`); all with a TTL of the retention (`seen_at_ms − forget_before_ms`).
+pub fn order_line_writes(
+    record: &crate::store::OrderLineRecord,
+    forget_before_ms: i64,
+) -> Vec<Write> {
+    let ttl = int(ttl_secs(
+        record
+            .seen_at_ms
+            .saturating_mul(2)
+            .saturating_sub(forget_before_ms),
+        record.seen_at_ms,
+    ));
+    let key = [
+        text(&record.channel),
+        text(&record.order_id),
+        text(&record.line_id),
+    ];
+    let micros = |ms: i64| big(ms.clamp(0, i64::MAX / 1_000) * 1_000);
+    vec![
+        Write {
+            stmt: Stmt::SetOrderLineSku,
+            values: [vec![ttl.clone(), text(&record.sku)], key.to_vec()].concat(),
+        },
+        Write {
+            stmt: Stmt::SetOrderLineVersion,
+            values: [
+                vec![ttl.clone(), micros(record.version), big(record.version)],
+                key.to_vec(),
+            ]
+            .concat(),
+        },
+        Write {
+            stmt: Stmt::SetOrderLineSeen,
+            values: [
+                vec![ttl, micros(record.seen_at_ms), big(record.seen_at_ms)],
+                key.to_vec(),
+            ]
+            .concat(),
+        },
+    ]
+}
+
+/// A row of [`Stmt::SelectDeadLetters`].
+pub type DeadLetterTuple = (
+    i64,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// Converts a dead-letter row.
+pub fn dead_letter_of(row: DeadLetterTuple) -> crate::store::DeadLetterRecord {
+    let (
+        expired_at_ms,
+        sku,
+        parked_seq,
+        expired_seq,
+        key,
+        source,
+        kind,
+        movement,
+        reason,
+        parked,
+        keep,
+    ) = row;
+    crate::store::DeadLetterRecord {
+        sku,
+        parked_seq: parked_seq.max(0) as u64,
+        expired_seq: expired_seq.unwrap_or(0).max(0) as u64,
+        idempotency_key: key.unwrap_or_default(),
+        source: source.unwrap_or_default(),
+        kind: kind.unwrap_or_default(),
+        movement_json: movement.unwrap_or_default(),
+        reason: reason.unwrap_or_default(),
+        parked_at_ms: parked.unwrap_or(0),
+        expired_at_ms,
+        keep_until_ms: keep.unwrap_or(0),
+    }
+}
