@@ -906,3 +906,694 @@ pub fn dead_letter_of(row: DeadLetterTuple) -> crate::store::DeadLetterRecord {
         keep_until_ms: keep.unwrap_or(0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{
+        DeadLetterRecord, EventOutcomeRecord, Fence, HoldExpiryRecord, OffsetWatermark,
+        ReservationRecord,
+    };
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    struct Row(u64, u64);
+    impl Fenced for Row {
+        fn seq(&self) -> u64 {
+            self.0
+        }
+        fn epoch(&self) -> u64 {
+            self.1
+        }
+    }
+    fn rows(pairs: &[(u64, u64)]) -> Vec<Row> {
+        pairs.iter().map(|(s, e)| Row(*s, *e)).collect()
+    }
+
+    #[test]
+    fn the_replay_filter_keeps_an_unfenced_log_as_it_is_in_seq_order() {
+        let kept = replay_filter(rows(&[(3, 0), (1, 0), (2, 0)]));
+        assert_eq!(kept, rows(&[(1, 0), (2, 0), (3, 0)]));
+        assert!(replay_filter(Vec::<Row>::new()).is_empty());
+    }
+
+    #[test]
+    fn the_replay_filter_keeps_the_highest_epoch_row_of_each_seq() {
+        // The new owner (epoch 2) rewrote seqs 4 and 5 after the zombie (epoch 1) wrote them.
+        let kept = replay_filter(rows(&[
+            (1, 1),
+            (2, 1),
+            (3, 1),
+            (4, 1),
+            (4, 2),
+            (5, 1),
+            (5, 2),
+        ]));
+        assert_eq!(kept, rows(&[(1, 1), (2, 1), (3, 1), (4, 2), (5, 2)]));
+    }
+
+    #[test]
+    fn the_replay_filter_drops_a_lower_epoch_row_after_a_higher_one_and_all_after_it() {
+        // The zombie's late rows 6 and 7 come after the new owner's seq 5.
+        let kept = replay_filter(rows(&[(4, 2), (5, 2), (6, 1), (7, 1)]));
+        assert_eq!(kept, rows(&[(4, 2), (5, 2)]));
+        // Even when the new owner continues after them, a lower epoch in between ends the log.
+        let kept = replay_filter(rows(&[(1, 3), (2, 2), (3, 3)]));
+        assert_eq!(kept, rows(&[(1, 3)]));
+    }
+
+    #[test]
+    fn the_replay_filter_stops_at_a_gap_but_may_start_anywhere() {
+        let kept = replay_filter(rows(&[(10, 0), (11, 0), (13, 0)]));
+        assert_eq!(kept, rows(&[(10, 0), (11, 0)]));
+    }
+
+    proptest! {
+        #[test]
+        fn the_replay_filter_output_is_contiguous_monotone_and_maximal(
+            pairs in proptest::collection::vec((1u64..40, 0u64..4), 0..80)
+        ) {
+            let input = rows(&pairs);
+            let kept = replay_filter(input.clone());
+            for pair in kept.windows(2) {
+                prop_assert_eq!(pair[1].0, pair[0].0 + 1);
+                prop_assert!(pair[1].1 >= pair[0].1);
+            }
+            for row in &kept {
+                let highest = input.iter().filter(|r| r.0 == row.0).map(|r| r.1).max();
+                prop_assert_eq!(Some(row.1), highest);
+            }
+            if let Some(lowest) = input.iter().map(|r| r.0).min() {
+                prop_assert_eq!(kept.first().map(|r| r.0), Some(lowest));
+            }
+        }
+    }
+
+    fn event(sku: &str, seq: u64, recorded_at_ms: i64) -> EventRecord {
+        EventRecord {
+            sku: sku.into(),
+            seq,
+            idempotency_key: format!("{sku}:{seq}"),
+            key_expires_at_ms: recorded_at_ms + 7 * 86_400_000,
+            recorded_at_ms,
+            movement: vec![1, 2, 3],
+            movement_hash: Some(u64::MAX - seq),
+        }
+    }
+
+    fn log_event(seq: u64, epoch: u64) -> LogRow {
+        LogRow {
+            kind: kind::EVENT,
+            seq,
+            epoch,
+            idempotency_key: Some(format!("k{seq}@{epoch}")),
+            key_expires_at_ms: Some(1_000),
+            recorded_at_ms: Some(seq as i64),
+            body: Some(vec![seq as u8]),
+            ..LogRow::default()
+        }
+    }
+    fn log_key(seq: u64, epoch: u64, expires: i64) -> LogRow {
+        LogRow {
+            kind: kind::KEY,
+            name: format!("k{seq}@{epoch}"),
+            seq,
+            epoch,
+            key_expires_at_ms: Some(expires),
+            ..LogRow::default()
+        }
+    }
+    fn log_snapshot(seq: u64, epoch: u64) -> LogRow {
+        LogRow {
+            kind: kind::SNAPSHOT,
+            seq,
+            epoch,
+            body: Some(vec![(seq % 100) as u8 + 100]),
+            ..LogRow::default()
+        }
+    }
+
+    #[test]
+    fn loading_a_partition_picks_the_newest_snapshot_and_the_events_after_it() {
+        let partition = vec![
+            log_snapshot(2, 0),
+            log_snapshot(3, 0),
+            log_event(2, 0),
+            log_event(3, 0),
+            log_event(4, 0),
+            log_key(2, 0, 1_000),
+            log_key(3, 0, 1_000),
+            log_key(4, 0, 10),
+            LogRow {
+                kind: kind::MARKER,
+                history_from: Some(3),
+                history_to: Some(4),
+                ..LogRow::default()
+            },
+        ];
+        let loaded = assemble_load("A", &partition, 500);
+        assert_eq!(loaded.loaded.snapshot.as_ref().map(|s| s.seq), Some(3));
+        let after: Vec<u64> = loaded.loaded.events_after.iter().map(|e| e.seq).collect();
+        assert_eq!(after, vec![4]);
+        assert_eq!(loaded.loaded.events_after[0].sku, "A");
+        // seq 4's key expired at 10; seq 2's event is retained, seq 3's too.
+        assert_eq!(
+            loaded.loaded.idempotency_keys,
+            vec![("k2@0".to_owned(), 2), ("k3@0".to_owned(), 3)]
+        );
+        assert_eq!(loaded.keys[0].expires_at_ms, 1_000);
+        assert_eq!(loaded.marker, Some((3, 4)));
+        assert_eq!(loaded.retained.len(), 3);
+    }
+
+    #[test]
+    fn a_zombie_s_snapshot_keys_and_late_events_are_ignored_at_load() {
+        // Old owner (epoch 1) wrote 1..=3 and a snapshot at 2; the new owner (epoch 2) took
+        // over and wrote 3 and 4 again; the zombie still wrote 4 and 5, a snapshot at 4
+        // and the keys of its events.
+        let partition = vec![
+            log_snapshot(2, 1),
+            log_snapshot(4, 1),
+            log_event(1, 1),
+            log_event(2, 1),
+            log_event(3, 1),
+            log_event(3, 2),
+            log_event(4, 2),
+            log_event(4, 1),
+            log_event(5, 1),
+            log_key(1, 1, 1_000),
+            log_key(3, 1, 1_000),
+            log_key(3, 2, 1_000),
+            log_key(4, 2, 1_000),
+            log_key(5, 1, 1_000),
+        ];
+        let loaded = assemble_load("A", &partition, 0);
+        assert_eq!(loaded.loaded.snapshot.as_ref().map(|s| s.seq), Some(2));
+        let after: Vec<(u64, Vec<u8>)> = loaded
+            .loaded
+            .events_after
+            .iter()
+            .map(|e| (e.seq, e.movement.clone()))
+            .collect();
+        assert_eq!(after, vec![(3, vec![3]), (4, vec![4])]);
+        assert_eq!(
+            loaded.retained.iter().map(|e| e.epoch).collect::<Vec<_>>(),
+            vec![1, 1, 2, 2]
+        );
+        let keys: Vec<&str> = loaded.keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, vec!["k1@1", "k3@2", "k4@2"]);
+    }
+
+    #[test]
+    fn keys_of_pruned_events_stay_and_outcome_only_rows_are_no_events() {
+        let partition = vec![
+            log_snapshot(1_500, 0),
+            log_event(600, 0),
+            log_event(601, 0),
+            LogRow {
+                kind: kind::EVENT,
+                seq: 10,
+                outcome: Some("{}".into()),
+                ..LogRow::default()
+            },
+            log_key(5, 0, 1_000),
+            log_key(700, 0, 1_000),
+        ];
+        let loaded = assemble_load("A", &partition, 0);
+        // Key 5's event was pruned (below the first retained, 600): still remembered.
+        // Key 700 points past the retained log (a gap): not.
+        assert_eq!(
+            loaded.keys.iter().map(|k| k.seq).collect::<Vec<_>>(),
+            vec![5]
+        );
+        assert_eq!(loaded.retained.first().map(|e| e.event.seq), Some(600));
+        assert_eq!(loaded.loaded.snapshot.map(|s| s.seq), Some(1_500));
+        assert!(loaded.loaded.events_after.is_empty());
+    }
+
+    fn batch_of(events: Vec<EventRecord>) -> CommitBatch {
+        CommitBatch {
+            events,
+            ..CommitBatch::default()
+        }
+    }
+
+    fn all_writes(plan: &CommitPlan) -> Vec<&Write> {
+        plan.before
+            .iter()
+            .chain(plan.partitions.iter().flat_map(|(_, c)| c.iter().flatten()))
+            .chain(plan.after.iter())
+            .collect()
+    }
+
+    fn text_at(write: &Write, index: usize) -> String {
+        match &write.values[index] {
+            MaybeUnset::Set(CqlValue::Text(text)) => text.clone(),
+            other => panic!("{other:?} is no text"),
+        }
+    }
+    fn big_at(write: &Write, index: usize) -> i64 {
+        match &write.values[index] {
+            MaybeUnset::Set(CqlValue::BigInt(value)) => *value,
+            other => panic!("{other:?} is no bigint"),
+        }
+    }
+
+    fn full_batch() -> CommitBatch {
+        CommitBatch {
+            events: vec![event("A", 1, 10), event("B", 7, 20), event("A", 2, 30)],
+            snapshots: vec![SnapshotRecord {
+                sku: "A".into(),
+                seq: 2,
+                state: vec![9],
+            }],
+            offsets: vec![OffsetWatermark {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 3,
+                next_offset: 44,
+            }],
+            hold_expiries: vec![
+                HoldExpiryRecord {
+                    sku: "A".into(),
+                    next_expiry_ms: Some(5),
+                },
+                HoldExpiryRecord {
+                    sku: "B".into(),
+                    next_expiry_ms: Some(6),
+                },
+                HoldExpiryRecord {
+                    sku: "B".into(),
+                    next_expiry_ms: None,
+                },
+            ],
+            reservations: vec![ReservationRecord {
+                id: "r1".into(),
+                request_json: "{}".into(),
+                refusal_json: Some("[]".into()),
+                created_at_ms: 3,
+            }],
+            dead_letters: vec![DeadLetterRecord {
+                sku: "B".into(),
+                parked_seq: 3,
+                expired_seq: 7,
+                idempotency_key: "p".into(),
+                source: "wms".into(),
+                kind: "fulfilment".into(),
+                movement_json: "{}".into(),
+                reason: "waits".into(),
+                parked_at_ms: 1,
+                expired_at_ms: 20,
+                keep_until_ms: 20 + 86_400_000,
+            }],
+            outcomes: vec![
+                EventOutcomeRecord {
+                    sku: "B".into(),
+                    seq: 7,
+                    outcome_json: r#"{"outcome":"parked"}"#.into(),
+                },
+                EventOutcomeRecord {
+                    sku: "A".into(),
+                    seq: 1,
+                    outcome_json: r#"{"outcome":"ignored"}"#.into(),
+                },
+                EventOutcomeRecord {
+                    sku: "C".into(),
+                    seq: 4,
+                    outcome_json: r#"{"outcome":"applied"}"#.into(),
+                },
+            ],
+            fences: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_planned_write_binds_as_many_values_as_its_statement_has_markers() {
+        let plan = plan_commit(&full_batch(), "w").unwrap();
+        for write in all_writes(&plan) {
+            assert_eq!(
+                write.values.len(),
+                write.stmt.bind_count(),
+                "{:?}",
+                write.stmt
+            );
+            assert!(!write.stmt.is_lwt(), "no LWT on the commit path");
+        }
+        let line = crate::store::OrderLineRecord {
+            channel: "woo".into(),
+            order_id: "1".into(),
+            line_id: "a".into(),
+            sku: "A".into(),
+            version: 5,
+            seen_at_ms: 1_000_000,
+        };
+        for write in order_line_writes(&line, 0) {
+            assert_eq!(
+                write.values.len(),
+                write.stmt.bind_count(),
+                "{:?}",
+                write.stmt
+            );
+        }
+    }
+
+    #[test]
+    fn each_sku_s_events_keys_snapshot_and_outcomes_are_one_partition_batch() {
+        let plan = plan_commit(&full_batch(), "w").unwrap();
+        let skus: Vec<&str> = plan.partitions.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(skus, vec!["A", "B", "C"]);
+        for (sku, chunks) in &plan.partitions {
+            assert_eq!(
+                chunks.len(),
+                1,
+                "{sku}: a small batch is one statement batch"
+            );
+            for write in &chunks[0] {
+                let index = usize::from(write.stmt == Stmt::SetOutcome);
+                assert_eq!(&text_at(write, index), sku, "{:?}", write.stmt);
+            }
+        }
+        let a: Vec<Stmt> = plan.partitions[0].1[0].iter().map(|w| w.stmt).collect();
+        assert_eq!(
+            a,
+            vec![
+                Stmt::InsertEvent,
+                Stmt::InsertKey,
+                Stmt::InsertEvent,
+                Stmt::InsertKey,
+                Stmt::InsertSnapshot,
+                Stmt::SetMarker,
+            ]
+        );
+        // The outcome of A/1 rides on its event row; C/4's event is not in the batch.
+        let a1 = &plan.partitions[0].1[0][0];
+        assert_eq!(text_at(a1, 8), r#"{"outcome":"ignored"}"#);
+        assert!(matches!(
+            plan.partitions[0].1[0][2].values[8],
+            MaybeUnset::Unset
+        ));
+        let c: Vec<Stmt> = plan.partitions[2].1[0].iter().map(|w| w.stmt).collect();
+        assert_eq!(c, vec![Stmt::SetOutcome]);
+        let marker = &plan.partitions[0].1[0][5];
+        assert_eq!((big_at(marker, 1), big_at(marker, 2)), (1, 2));
+    }
+
+    #[test]
+    fn rows_that_must_not_outlive_the_events_are_written_after_them() {
+        let plan = plan_commit(&full_batch(), "w").unwrap();
+        let before: Vec<Stmt> = plan.before.iter().map(|w| w.stmt).collect();
+        assert_eq!(
+            before,
+            vec![
+                Stmt::InsertSku,
+                Stmt::UpsertHoldExpiry,
+                Stmt::SetReservationRequest,
+                Stmt::SetReservationRefusal,
+            ]
+        );
+        // Only A/1 is a SKU's first event; B's last hold change (a deletion) wins.
+        assert_eq!(text_at(&plan.before[0], 1), "A");
+        assert_eq!(text_at(&plan.before[1], 1), "A");
+        let after: BTreeSet<Stmt> = plan.after.iter().map(|w| w.stmt).collect();
+        for stmt in [
+            Stmt::InsertSkuHistory,
+            Stmt::InsertHistory,
+            Stmt::InsertHistoryHour,
+            Stmt::DeleteHoldExpiry,
+            Stmt::UpsertOffset,
+            Stmt::InsertDeadLetter,
+            Stmt::SetSkuHistoryOutcome,
+        ] {
+            assert!(after.contains(&stmt), "{stmt:?} not after");
+        }
+        let offset = plan
+            .after
+            .iter()
+            .find(|w| w.stmt == Stmt::UpsertOffset)
+            .unwrap();
+        assert_eq!((big_at(offset, 3), big_at(offset, 4)), (44, 44));
+        assert_eq!(
+            plan.after
+                .iter()
+                .filter(|w| w.stmt == Stmt::InsertHistory)
+                .count(),
+            3
+        );
+    }
+
+    #[test]
+    fn planning_the_same_batch_twice_writes_the_same_rows() {
+        let batch = full_batch();
+        let first = format!("{:?}", plan_commit(&batch, "w").unwrap());
+        let again = format!("{:?}", plan_commit(&batch, "w").unwrap());
+        assert_eq!(first, again);
+    }
+
+    #[test]
+    fn rows_carry_the_newest_fence_epoch_and_keys_a_ttl_from_their_expiry() {
+        let batch = CommitBatch {
+            fences: vec![
+                Fence {
+                    scope: "movements/0".into(),
+                    epoch: 4,
+                },
+                Fence {
+                    scope: "movements/1".into(),
+                    epoch: 9,
+                },
+            ],
+            ..batch_of(vec![event("A", 3, 1_000)])
+        };
+        let plan = plan_commit(&batch, "w").unwrap();
+        let chunk = &plan.partitions[0].1[0];
+        assert_eq!(big_at(&chunk[0], 2), 9, "event epoch");
+        assert_eq!(big_at(&chunk[1], 3), 9, "key epoch");
+        match &chunk[1].values[6] {
+            MaybeUnset::Set(CqlValue::Int(ttl)) => assert_eq!(*ttl, 7 * 86_400),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            big_at(&chunk[1], 5),
+            (u64::MAX - 3) as i64,
+            "hash bits kept"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_prunes_events_and_snapshots_below_the_retention_window() {
+        let seq = RETAINED_EVENTS_BELOW_SNAPSHOT + 500;
+        let batch = CommitBatch {
+            snapshots: vec![SnapshotRecord {
+                sku: "A".into(),
+                seq,
+                state: vec![1],
+            }],
+            ..batch_of(vec![event("A", seq, 5)])
+        };
+        let plan = plan_commit(&batch, "w").unwrap();
+        let chunk = &plan.partitions[0].1[0];
+        let prunes: Vec<(Stmt, i64)> = chunk
+            .iter()
+            .filter(|w| matches!(w.stmt, Stmt::PruneEvents | Stmt::PruneSnapshots))
+            .map(|w| (w.stmt, big_at(w, 1)))
+            .collect();
+        assert_eq!(
+            prunes,
+            vec![(Stmt::PruneEvents, 500), (Stmt::PruneSnapshots, 500)]
+        );
+        // A young SKU prunes nothing.
+        let young = CommitBatch {
+            snapshots: vec![SnapshotRecord {
+                sku: "A".into(),
+                seq: 500,
+                state: vec![1],
+            }],
+            ..CommitBatch::default()
+        };
+        let plan = plan_commit(&young, "w").unwrap();
+        assert!(
+            plan.partitions[0].1[0]
+                .iter()
+                .all(|w| w.stmt == Stmt::InsertSnapshot)
+        );
+    }
+
+    #[test]
+    fn a_large_batch_of_one_sku_splits_into_bounded_batches_never_between_event_and_key() {
+        let events: Vec<EventRecord> = (1..=1_500)
+            .map(|seq| EventRecord {
+                movement: vec![7; 300],
+                ..event("HOT", seq, 1)
+            })
+            .collect();
+        let batch = CommitBatch {
+            snapshots: vec![SnapshotRecord {
+                sku: "HOT".into(),
+                seq: 1_500,
+                state: vec![0; 1_000],
+            }],
+            ..batch_of(events)
+        };
+        let plan = plan_commit(&batch, "w").unwrap();
+        let chunks = &plan.partitions[0].1;
+        assert!(chunks.len() > 1);
+        let mut seqs = Vec::new();
+        for chunk in chunks {
+            assert!(chunk.len() <= MAX_BATCH_STATEMENTS);
+            let bytes: usize = chunk.iter().map(estimated_bytes).sum();
+            assert!(bytes <= MAX_BATCH_BYTES, "{bytes}");
+            for pair in chunk.chunks(2).filter(|p| p[0].stmt == Stmt::InsertEvent) {
+                assert_eq!(pair[1].stmt, Stmt::InsertKey);
+                assert_eq!(big_at(&pair[0], 1), big_at(&pair[1], 2));
+                seqs.push(big_at(&pair[0], 1));
+            }
+        }
+        assert_eq!(
+            seqs,
+            (1..=1_500).collect::<Vec<i64>>(),
+            "in order, once each"
+        );
+        let last: Vec<Stmt> = chunks.last().unwrap().iter().map(|w| w.stmt).collect();
+        assert_eq!(last.last(), Some(&Stmt::SetMarker), "{last:?}");
+        assert!(last.contains(&Stmt::InsertSnapshot), "{last:?}");
+    }
+
+    #[test]
+    fn history_cursors_order_by_time_fit_a_bigint_and_are_stable() {
+        let a = history_cursor(1_000, "A", 1);
+        let b = history_cursor(1_001, "ZZZ", 99);
+        assert!(a < b);
+        assert_eq!(a, history_cursor(1_000, "A", 1));
+        assert_ne!(a, history_cursor(1_000, "A", 2));
+        assert_eq!(a >> CURSOR_LOW_BITS, 1_000);
+        let max = history_cursor(i64::MAX, "A", 1);
+        assert!(i64::try_from(max).is_ok());
+        assert_eq!(max >> CURSOR_LOW_BITS, CURSOR_MAX_MS as u64);
+        assert_eq!(history_cursor(-5, "A", 1) >> CURSOR_LOW_BITS, 0);
+        let now = 1_764_547_200_000;
+        assert_eq!(hour_of_cursor(history_cursor(now, "A", 1)), hour_of_ms(now));
+        assert_eq!(hour_of_ms(now), now / HOUR_MS);
+    }
+
+    #[test]
+    fn the_cursor_range_combines_time_bounds_and_the_page_cursor() {
+        assert_eq!(cursor_range(None, None, None), (-1, i64::MAX));
+        let (after, before) = cursor_range(Some(100), Some(200), None);
+        assert_eq!(after, (100 << CURSOR_LOW_BITS) - 1);
+        assert_eq!(before, 200 << CURSOR_LOW_BITS);
+        assert!(history_cursor(100, "A", 1) as i64 > after);
+        assert!((history_cursor(199, "A", 1) as i64) < before);
+        assert!((history_cursor(200, "A", 1) as i64) >= before);
+        let page = history_cursor(150, "A", 1);
+        assert_eq!(cursor_range(Some(100), None, Some(page)).0, page as i64);
+        assert_eq!(cursor_range(None, Some(-3), None).1, 0);
+    }
+
+    #[test]
+    fn sku_buckets_read_in_order_list_skus_in_byte_order() {
+        let mut skus = vec![
+            "b-2", "B-1", "a", "SKU-9", "SKU-10", "ärm", "0", "~", "Zed", "zed", "b",
+        ];
+        let mut by_bucket = skus.clone();
+        by_bucket.sort_by_key(|sku| (sku_bucket(sku), sku.as_bytes().to_vec()));
+        skus.sort();
+        assert_eq!(by_bucket, skus);
+        assert!((0..=255).contains(&sku_bucket("ÿ")));
+    }
+
+    #[test]
+    fn ttls_round_up_and_stay_within_scylla_s_bounds() {
+        assert_eq!(ttl_secs(1_000 + 7_200_001, 1_000), 7_201);
+        assert_eq!(ttl_secs(10, 1_000), MIN_TTL_SECS as i32);
+        assert_eq!(ttl_secs(i64::MAX, i64::MIN), MAX_TTL_SECS as i32);
+        assert_eq!(history_bucket(1), 0);
+        assert_eq!(history_bucket(SKU_HISTORY_BUCKET_EVENTS), 0);
+        assert_eq!(history_bucket(SKU_HISTORY_BUCKET_EVENTS + 1), 1);
+    }
+
+    #[test]
+    fn the_first_reservation_write_wins_by_timestamp() {
+        let now_micros = 1_764_547_200_000_i64 * 1_000;
+        let first = first_write_wins_timestamp(1_764_547_200_000);
+        let later = first_write_wins_timestamp(1_764_547_200_001);
+        assert!(first > later);
+        assert!(later > now_micros * 100, "above any wall-clock timestamp");
+    }
+
+    #[test]
+    fn the_history_repair_rewrites_only_missing_rows_of_the_last_batch() {
+        let partition = vec![
+            log_event(1, 0),
+            log_event(2, 0),
+            log_event(3, 0),
+            log_event(4, 0),
+            LogRow {
+                kind: kind::MARKER,
+                history_from: Some(3),
+                history_to: Some(4),
+                ..LogRow::default()
+            },
+        ];
+        let assembled = assemble_load("A", &partition, 0);
+        let repair = plan_history_repair(&assembled, &BTreeSet::from([3])).unwrap();
+        let stmts: Vec<Stmt> = repair.iter().map(|w| w.stmt).collect();
+        assert_eq!(
+            stmts,
+            vec![
+                Stmt::InsertSkuHistory,
+                Stmt::InsertHistory,
+                Stmt::InsertHistoryHour
+            ]
+        );
+        assert_eq!(big_at(&repair[0], 2), 4);
+        // The global row is the one the commit would have written (same cursor).
+        let cursor = history_cursor(4, "A", 4) as i64;
+        assert_eq!(big_at(&repair[1], 1), cursor);
+        let none = plan_history_repair(&assembled, &BTreeSet::from([3, 4])).unwrap();
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn only_transient_failures_of_idempotent_requests_are_retried_up_to_the_limit() {
+        use Failure::*;
+        assert_eq!(
+            retry_decision(0, 3, true, false, Timeout),
+            Retry::NextTarget
+        );
+        assert_eq!(
+            retry_decision(2, 3, true, false, Transient),
+            Retry::NextTarget
+        );
+        assert_eq!(retry_decision(3, 3, true, false, Timeout), Retry::GiveUp);
+        assert_eq!(retry_decision(0, 3, false, false, Timeout), Retry::GiveUp);
+        assert_eq!(
+            retry_decision(0, 3, false, false, Unavailable),
+            Retry::NextTarget
+        );
+        assert_eq!(retry_decision(0, 3, true, false, Permanent), Retry::GiveUp);
+        assert_eq!(retry_decision(0, 3, true, true, Unavailable), Retry::GiveUp);
+        assert_eq!(
+            retry_decision(0, 0, true, false, Unavailable),
+            Retry::GiveUp
+        );
+    }
+
+    #[test]
+    fn order_line_versions_win_by_timestamp_and_rows_live_for_the_retention() {
+        let line = crate::store::OrderLineRecord {
+            channel: "woo".into(),
+            order_id: "1".into(),
+            line_id: "a".into(),
+            sku: "A".into(),
+            version: 5,
+            seen_at_ms: 100 * 86_400_000,
+        };
+        let writes = order_line_writes(&line, 93 * 86_400_000);
+        match &writes[0].values[0] {
+            MaybeUnset::Set(CqlValue::Int(ttl)) => assert_eq!(*ttl, 7 * 86_400),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(big_at(&writes[1], 1), 5_000);
+        assert_eq!(big_at(&writes[2], 1), 100 * 86_400_000 * 1_000);
+    }
+}
