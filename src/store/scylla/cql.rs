@@ -44,7 +44,7 @@ pub mod kind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stmt {
     /// sku, seq, epoch, writer, idempotency_key, key_expires_at_ms, recorded_at_ms, body,
-    /// outcome.
+    /// outcome, cursor.
     InsertEvent,
     /// sku, key, seq, epoch, key_expires_at_ms, movement_hash, ttl.
     InsertKey,
@@ -67,7 +67,7 @@ pub enum Stmt {
     /// sku, seq: the event rows at one seq (all epochs).
     SelectEventAt,
     /// sku, bucket, seq, epoch, writer, idempotency_key, key_expires_at_ms,
-    /// recorded_at_ms, movement, outcome.
+    /// recorded_at_ms, movement, outcome, cursor.
     InsertSkuHistory,
     /// outcome, sku, bucket, seq, epoch.
     SetSkuHistoryOutcome,
@@ -213,19 +213,19 @@ impl Stmt {
     pub fn cql(self, ks: &str) -> String {
         const LOG_COLUMNS: &str = "kind, name, seq, epoch, writer, idempotency_key, \
              key_expires_at_ms, recorded_at_ms, body, movement_hash, outcome, history_from, \
-             history_to";
+             history_to, cursor";
         const EVENT_COLUMNS: &str = "seq, epoch, writer, idempotency_key, key_expires_at_ms, \
-             recorded_at_ms, body, outcome";
+             recorded_at_ms, body, outcome, cursor";
         const HISTORY_EVENT_COLUMNS: &str = "seq, epoch, writer, idempotency_key, \
-             key_expires_at_ms, recorded_at_ms, movement, outcome";
+             key_expires_at_ms, recorded_at_ms, movement, outcome, cursor";
         const DEAD_LETTER_COLUMNS: &str = "expired_at_ms, sku, parked_seq, expired_seq, \
              idempotency_key, source, kind, movement, reason, parked_at_ms, keep_until_ms";
         let event = kind::EVENT;
         match self {
             Stmt::InsertEvent => format!(
                 "INSERT INTO {ks}.sku_log (sku, kind, name, seq, epoch, writer, idempotency_key, \
-                 key_expires_at_ms, recorded_at_ms, body, outcome) \
-                 VALUES (?, {event}, '', ?, ?, ?, ?, ?, ?, ?, ?)"
+                 key_expires_at_ms, recorded_at_ms, body, outcome, cursor) \
+                 VALUES (?, {event}, '', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             Stmt::InsertKey => format!(
                 "INSERT INTO {ks}.sku_log (sku, kind, name, seq, epoch, key_expires_at_ms, \
@@ -269,8 +269,8 @@ impl Stmt {
             ),
             Stmt::InsertSkuHistory => format!(
                 "INSERT INTO {ks}.sku_history (sku, bucket, seq, epoch, writer, idempotency_key, \
-                 key_expires_at_ms, recorded_at_ms, movement, outcome) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                 key_expires_at_ms, recorded_at_ms, movement, outcome, cursor) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             Stmt::SetSkuHistoryOutcome => format!(
                 "UPDATE {ks}.sku_history SET outcome = ? \
@@ -492,13 +492,13 @@ pub fn schema(keyspace: &str, replication: &ScyllaReplication) -> Result<Vec<Str
             "CREATE TABLE IF NOT EXISTS {ks}.sku_log (sku text, kind int, name text, seq bigint, \
              epoch bigint, writer text, idempotency_key text, key_expires_at_ms bigint, \
              recorded_at_ms bigint, body blob, movement_hash bigint, outcome text, \
-             history_from bigint, history_to bigint, \
+             history_from bigint, history_to bigint, cursor bigint, \
              PRIMARY KEY ((sku), kind, name, seq, epoch))"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.sku_history (sku text, bucket bigint, seq bigint, \
              epoch bigint, writer text, idempotency_key text, key_expires_at_ms bigint, \
-             recorded_at_ms bigint, movement blob, outcome text, \
+             recorded_at_ms bigint, movement blob, outcome text, cursor bigint, \
              PRIMARY KEY ((sku, bucket), seq, epoch))"
         ),
         format!(
@@ -621,11 +621,11 @@ mod tests {
 
     #[test]
     fn bind_counts_follow_the_documented_order() {
-        assert_eq!(Stmt::InsertEvent.bind_count(), 9);
+        assert_eq!(Stmt::InsertEvent.bind_count(), 10);
         assert_eq!(Stmt::InsertKey.bind_count(), 7);
         assert_eq!(Stmt::InsertSnapshot.bind_count(), 5);
         assert_eq!(Stmt::InsertHistory.bind_count(), 10);
-        assert_eq!(Stmt::InsertSkuHistory.bind_count(), 10);
+        assert_eq!(Stmt::InsertSkuHistory.bind_count(), 11);
         assert_eq!(Stmt::InsertDeadLetter.bind_count(), 12);
         assert_eq!(Stmt::UpdateOwnership.bind_count(), 4);
         assert_eq!(Stmt::SelectLog.bind_count(), 1);

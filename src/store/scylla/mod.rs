@@ -74,6 +74,12 @@ pub struct ScyllaStore {
     in_flight: Arc<Semaphore>,
     /// This instance's id, written on every `sku_log` row (who wrote it, for operators).
     writer: String,
+    /// The cursor time of the last batch planned, and which batch it was (a retry of the
+    /// same batch reuses it, so the rewrite hits the same history rows).
+    last_batch: std::sync::Mutex<(Option<model::BatchIdentity>, i64)>,
+    /// The newest `forget_before_ms` of [`Store::record_order_lines`]: rows seen before
+    /// it are hidden at once (their TTL removes them later).
+    order_lines_forget_before_ms: std::sync::atomic::AtomicI64,
 }
 
 fn backend_error(operation: &'static str) -> impl Fn(String) -> StoreError {
@@ -264,6 +270,8 @@ impl ScyllaStore {
                 config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS),
             )),
             writer: uuid::Uuid::new_v4().to_string(),
+            last_batch: std::sync::Mutex::new((None, 0)),
+            order_lines_forget_before_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
         };
         if !config.create_schema {
             store.check_schema(&config.keyspace).await?;
@@ -473,7 +481,18 @@ impl ScyllaStore {
             return Ok(());
         }
         self.check_fences(batch).await?;
-        let plan = model::plan_commit(batch, &self.writer)?;
+        let batch_ms = {
+            let mut last = self
+                .last_batch
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            let identity = model::batch_identity(batch);
+            if identity.is_none() || identity != last.0 {
+                *last = (identity, model::batch_time_ms(batch, last.1));
+            }
+            last.1
+        };
+        let plan = model::plan_commit(batch, &self.writer, batch_ms)?;
         self.execute_all("commit", &plan.before).await?;
         futures::future::try_join_all(plan.partitions.iter().map(|(_, chunks)| async move {
             for chunk in chunks {
@@ -807,6 +826,7 @@ type LogTuple = (
     Option<String>,
     Option<i64>,
     Option<i64>,
+    Option<i64>,
 );
 
 /// A row of [`Stmt::SelectEventsFrom`] and [`Stmt::SelectSkuHistory`].
@@ -819,6 +839,7 @@ type EventTuple = (
     Option<i64>,
     Option<Vec<u8>>,
     Option<String>,
+    Option<i64>,
 );
 
 /// A row of [`Stmt::SelectHistory`].
@@ -840,8 +861,22 @@ fn unsigned(value: i64) -> u64 {
 }
 
 fn log_row(row: LogTuple) -> LogRow {
-    let (kind, name, seq, epoch, writer, key, expires, recorded, body, hash, outcome, from, to) =
-        row;
+    let (
+        kind,
+        name,
+        seq,
+        epoch,
+        writer,
+        key,
+        expires,
+        recorded,
+        body,
+        hash,
+        outcome,
+        from,
+        to,
+        cursor,
+    ) = row;
     LogRow {
         kind,
         name,
@@ -856,12 +891,13 @@ fn log_row(row: LogTuple) -> LogRow {
         outcome,
         history_from: from.map(unsigned),
         history_to: to.map(unsigned),
+        cursor: cursor.map(unsigned),
     }
 }
 
 /// An event row (either table); `None` for a row without a movement (only an outcome).
 fn event_row(sku: &str, row: EventTuple) -> Option<EventWithEpoch> {
-    let (seq, epoch, _writer, key, expires, recorded, movement, outcome) = row;
+    let (seq, epoch, _writer, key, expires, recorded, movement, outcome, cursor) = row;
     Some(EventWithEpoch {
         event: EventRecord {
             sku: sku.to_owned(),
@@ -874,6 +910,7 @@ fn event_row(sku: &str, row: EventTuple) -> Option<EventWithEpoch> {
         },
         epoch: unsigned(epoch),
         outcome,
+        cursor: cursor.map_or(0, unsigned),
     })
 }
 
@@ -1460,6 +1497,9 @@ impl Store for ScyllaStore {
         order_id: &str,
     ) -> Result<Vec<OrderLineRecord>, StoreError> {
         let mut lines = Vec::new();
+        let forget_before_ms = self
+            .order_lines_forget_before_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
         let result = self
             .scan::<(
                 String,
@@ -1473,7 +1513,9 @@ impl Store for ScyllaStore {
                 Stmt::SelectOrderLines,
                 model::values_text(&[channel, order_id]),
                 |(channel, order_id, line_id, sku, version, seen)| {
-                    if let (Some(sku), Some(version), Some(seen_at_ms)) = (sku, version, seen) {
+                    if let (Some(sku), Some(version), Some(seen_at_ms)) = (sku, version, seen)
+                        && seen_at_ms >= forget_before_ms
+                    {
                         lines.push(OrderLineRecord {
                             channel,
                             order_id,
@@ -1496,6 +1538,8 @@ impl Store for ScyllaStore {
         records: &[OrderLineRecord],
         forget_before_ms: i64,
     ) -> Result<(), StoreError> {
+        self.order_lines_forget_before_ms
+            .fetch_max(forget_before_ms, std::sync::atomic::Ordering::Relaxed);
         let mut per_order: BTreeMap<(&str, &str), Vec<Write>> = BTreeMap::new();
         for record in records
             .iter()
@@ -1523,6 +1567,10 @@ impl Store for ScyllaStore {
         query: &DeadLetterQuery,
     ) -> Result<Vec<DeadLetterRecord>, StoreError> {
         let mut letters = Vec::new();
+        // Rows are read newest expiry first: a row kept only until before the newest
+        // expiry is past its retention (the embedded store deletes it then; here its TTL
+        // removes it later, and it is hidden at once).
+        let mut newest_expiry: Option<i64> = None;
         let result = self
             .scan::<model::DeadLetterTuple>(
                 "dead_letters",
@@ -1533,7 +1581,10 @@ impl Store for ScyllaStore {
                         return ControlFlow::Break(());
                     }
                     let letter = model::dead_letter_of(row);
-                    if query.sku.as_ref().is_none_or(|sku| *sku == letter.sku) {
+                    let newest = *newest_expiry.get_or_insert(letter.expired_at_ms);
+                    if letter.keep_until_ms >= newest
+                        && query.sku.as_ref().is_none_or(|sku| *sku == letter.sku)
+                    {
                         letters.push(letter);
                     }
                     if letters.len() >= query.limit {

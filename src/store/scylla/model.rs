@@ -57,23 +57,29 @@ pub const MAX_BATCH_STATEMENTS: usize = 200;
 /// `batch_size_warn_threshold_in_kb` (128 KiB).
 pub const MAX_BATCH_BYTES: usize = 100_000;
 
-/// The history cursor of an event: its recording time in the high bits and a stable hash
-/// of (SKU, seq) in the low [`CURSOR_LOW_BITS`], so cursors order by time across
-/// instances, fit a `bigint`, and are the same whenever the row is (re)written.
-pub fn history_cursor(recorded_at_ms: i64, sku: &str, seq: u64) -> u64 {
-    let ms = recorded_at_ms.clamp(0, CURSOR_MAX_MS) as u64;
-    (ms << CURSOR_LOW_BITS) | (stable_hash(sku, seq) & ((1 << CURSOR_LOW_BITS) - 1))
+/// The history cursor of the event at `index` of a batch committed at `batch_ms`: the
+/// batch's time in the high bits and the index in the low [`CURSOR_LOW_BITS`] (clamped),
+/// so cursors follow append order (a store gives each batch a later `batch_ms` than the
+/// one before: [`batch_time_ms`]), order by time across instances, and fit a `bigint`.
+/// The cursor is stored on the event's rows, so a rewrite (retry, repair) reuses it.
+pub fn history_cursor(batch_ms: i64, index: usize) -> u64 {
+    let ms = batch_ms.clamp(0, CURSOR_MAX_MS) as u64;
+    (ms << CURSOR_LOW_BITS) | (index as u64).min((1 << CURSOR_LOW_BITS) - 1)
 }
 
-/// FNV-1a over the SKU's bytes and the seq's little-endian bytes (stable across builds,
-/// unlike `std`'s hasher).
-fn stable_hash(sku: &str, seq: u64) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in sku.bytes().chain(seq.to_le_bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
+/// The time a batch's cursors carry: the latest `recorded_at_ms` of its events, and
+/// later than the previous batch of this store (`previous_ms`) so cursors keep append
+/// order even when the clock stands still or steps back.
+pub fn batch_time_ms(batch: &CommitBatch, previous_ms: i64) -> i64 {
+    let newest = batch
+        .events
+        .iter()
+        .map(|event| event.recorded_at_ms)
+        .max()
+        .unwrap_or(i64::MIN);
+    newest
+        .max(previous_ms.saturating_add(1))
+        .clamp(0, CURSOR_MAX_MS)
 }
 
 /// The hour partition of a time (milliseconds since the Unix epoch).
@@ -109,6 +115,23 @@ pub fn ttl_secs(until_ms: i64, from_ms: i64) -> i32 {
     let remaining_ms = i128::from(until_ms) - i128::from(from_ms);
     let secs = (remaining_ms.max(0) + 999) / 1_000;
     secs.clamp(i128::from(MIN_TTL_SECS), i128::from(MAX_TTL_SECS)) as i32
+}
+
+/// What tells a retry of a batch from another batch: its event count and its first and
+/// last events' (SKU, seq) (the ledger never writes a (SKU, seq) twice but in a retry).
+pub type BatchIdentity = (usize, String, u64, String, u64);
+
+/// The [`BatchIdentity`] of a batch with events.
+pub fn batch_identity(batch: &CommitBatch) -> Option<BatchIdentity> {
+    let first = batch.events.first()?;
+    let last = batch.events.last()?;
+    Some((
+        batch.events.len(),
+        first.sku.clone(),
+        first.seq,
+        last.sku.clone(),
+        last.seq,
+    ))
 }
 
 /// The epoch written on a batch's rows: the newest of its fences (0 without fences). The
@@ -203,10 +226,15 @@ pub struct CommitPlan {
     pub after: Vec<Write>,
 }
 
-/// Plans `batch` (see [`CommitPlan`]); `epoch` and `writer` are written on every row.
+/// Plans `batch` (see [`CommitPlan`]); the epoch of its fences ([`batch_epoch`]) and
+/// `writer` are written on every row, cursors are [`history_cursor`]`(batch_ms, index)`.
 ///
 /// Errors: [`StoreError::Backend`] for a seq or quantity above `i64::MAX`.
-pub fn plan_commit(batch: &CommitBatch, writer: &str) -> Result<CommitPlan, StoreError> {
+pub fn plan_commit(
+    batch: &CommitBatch,
+    writer: &str,
+    batch_ms: i64,
+) -> Result<CommitPlan, StoreError> {
     let epoch = to_bigint(batch_epoch(batch), "epoch")?;
     let mut plan = CommitPlan::default();
     let mut per_sku: BTreeMap<&str, Vec<Write>> = BTreeMap::new();
@@ -216,8 +244,9 @@ pub fn plan_commit(batch: &CommitBatch, writer: &str) -> Result<CommitPlan, Stor
         .map(|o| ((o.sku.as_str(), o.seq), o.outcome_json.as_str()))
         .collect();
     let mut first_seq: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for event in &batch.events {
+    for (index, event) in batch.events.iter().enumerate() {
         let seq = to_bigint(event.seq, "seq")?;
+        let cursor = history_cursor(batch_ms, index);
         let outcome = outcomes.get(&(event.sku.as_str(), event.seq)).copied();
         let writes = per_sku.entry(event.sku.as_str()).or_default();
         writes.push(Write {
@@ -232,6 +261,7 @@ pub fn plan_commit(batch: &CommitBatch, writer: &str) -> Result<CommitPlan, Stor
                 big(event.recorded_at_ms),
                 blob(&event.movement),
                 opt_text(outcome),
+                big(cursor as i64),
             ],
         });
         writes.push(Write {
@@ -260,7 +290,7 @@ pub fn plan_commit(batch: &CommitBatch, writer: &str) -> Result<CommitPlan, Stor
             });
         }
         plan.after
-            .extend(history_writes(event, epoch, writer, outcome)?);
+            .extend(history_writes(event, epoch, writer, outcome, cursor)?);
     }
     let in_batch: BTreeSet<(&str, u64)> = batch
         .events
@@ -340,7 +370,7 @@ pub fn plan_commit(batch: &CommitBatch, writer: &str) -> Result<CommitPlan, Stor
         .into_iter()
         .map(|(sku, writes)| (sku.to_owned(), chunk_partition(writes)))
         .collect();
-    plan_extras(batch, &mut plan)?;
+    plan_extras(batch, batch_ms, &mut plan)?;
     Ok(plan)
 }
 
@@ -384,9 +414,9 @@ fn history_writes(
     epoch: i64,
     writer: &str,
     outcome: Option<&str>,
+    cursor: u64,
 ) -> Result<[Write; 2], StoreError> {
     let seq = to_bigint(event.seq, "seq")?;
-    let cursor = history_cursor(event.recorded_at_ms, &event.sku, event.seq);
     Ok([
         Write {
             stmt: Stmt::InsertSkuHistory,
@@ -401,6 +431,7 @@ fn history_writes(
                 big(event.recorded_at_ms),
                 blob(&event.movement),
                 opt_text(outcome),
+                big(cursor as i64),
             ],
         },
         Write {
@@ -422,16 +453,15 @@ fn history_writes(
 }
 
 /// The cross-partition rows besides history (see [`CommitPlan`] for before/after).
-fn plan_extras(batch: &CommitBatch, plan: &mut CommitPlan) -> Result<(), StoreError> {
-    let hours: BTreeSet<i64> = batch
-        .events
-        .iter()
-        .map(|e| hour_of_cursor(history_cursor(e.recorded_at_ms, &e.sku, e.seq)))
-        .collect();
-    for hour in hours {
+fn plan_extras(
+    batch: &CommitBatch,
+    batch_ms: i64,
+    plan: &mut CommitPlan,
+) -> Result<(), StoreError> {
+    if !batch.events.is_empty() {
         plan.after.push(Write {
             stmt: Stmt::InsertHistoryHour,
-            values: vec![big(hour)],
+            values: vec![big(hour_of_ms(batch_ms))],
         });
     }
     // The last change per SKU wins; an upsert goes before the events (a wake-up for a SKU
@@ -579,6 +609,8 @@ pub struct LogRow {
     pub history_from: Option<u64>,
     /// Marker row: last seq of the SKU's last batch.
     pub history_to: Option<u64>,
+    /// Event rows: the history cursor.
+    pub cursor: Option<u64>,
 }
 
 impl Fenced for LogRow {
@@ -608,13 +640,15 @@ pub struct EventWithEpoch {
     pub epoch: u64,
     /// The stored outcome, if any.
     pub outcome: Option<String>,
+    /// The history cursor it was written with.
+    pub cursor: u64,
 }
 
 impl EventWithEpoch {
     /// The event's row in the global history.
     pub fn into_history(self) -> HistoryEvent {
         HistoryEvent {
-            cursor: history_cursor(self.event.recorded_at_ms, &self.event.sku, self.event.seq),
+            cursor: self.cursor,
             event: self.event,
             outcome: self.outcome,
         }
@@ -648,6 +682,7 @@ fn event_of(sku: &str, row: &LogRow) -> Option<EventWithEpoch> {
         },
         epoch: row.epoch,
         outcome: row.outcome.clone(),
+        cursor: row.cursor.unwrap_or(0),
     })
 }
 
@@ -742,17 +777,18 @@ pub fn plan_history_repair(
             continue;
         }
         let epoch = to_bigint(event.epoch, "epoch")?;
-        let [per_sku, global] =
-            history_writes(&event.event, epoch, "repair", event.outcome.as_deref())?;
+        let [per_sku, global] = history_writes(
+            &event.event,
+            epoch,
+            "repair",
+            event.outcome.as_deref(),
+            event.cursor,
+        )?;
         writes.push(per_sku);
         writes.push(global);
         writes.push(Write {
             stmt: Stmt::InsertHistoryHour,
-            values: vec![big(hour_of_cursor(history_cursor(
-                event.event.recorded_at_ms,
-                &event.event.sku,
-                seq,
-            )))],
+            values: vec![big(hour_of_cursor(event.cursor))],
         });
     }
     Ok(writes)
@@ -764,7 +800,11 @@ pub fn cursor_range(from_ms: Option<i64>, to_ms: Option<i64>, after: Option<u64>
         ((ms.clamp(0, CURSOR_MAX_MS) as u64) << CURSOR_LOW_BITS) as i64 - 1
     });
     let after = after.map_or(-1, |cursor| cursor.min(i64::MAX as u64) as i64);
+    // A cursor carries its batch's time, which may be later than an event's own
+    // `recorded_at_ms` (the newest of the batch, or one past the previous batch): the
+    // upper bound leaves an hour of slack and rows are filtered by their time exactly.
     let before = to_ms.map_or(i64::MAX, |ms| {
+        let ms = ms.saturating_add(HOUR_MS);
         if ms <= 0 {
             0
         } else {
@@ -1010,6 +1050,7 @@ mod tests {
             key_expires_at_ms: Some(1_000),
             recorded_at_ms: Some(seq as i64),
             body: Some(vec![seq as u8]),
+            cursor: Some(history_cursor(5_000 + seq as i64, 0)),
             ..LogRow::default()
         }
     }
@@ -1229,7 +1270,7 @@ mod tests {
 
     #[test]
     fn every_planned_write_binds_as_many_values_as_its_statement_has_markers() {
-        let plan = plan_commit(&full_batch(), "w").unwrap();
+        let plan = plan_commit(&full_batch(), "w", 1_000).unwrap();
         for write in all_writes(&plan) {
             assert_eq!(
                 write.values.len(),
@@ -1259,7 +1300,7 @@ mod tests {
 
     #[test]
     fn each_sku_s_events_keys_snapshot_and_outcomes_are_one_partition_batch() {
-        let plan = plan_commit(&full_batch(), "w").unwrap();
+        let plan = plan_commit(&full_batch(), "w", 1_000).unwrap();
         let skus: Vec<&str> = plan.partitions.iter().map(|(s, _)| s.as_str()).collect();
         assert_eq!(skus, vec!["A", "B", "C"]);
         for (sku, chunks) in &plan.partitions {
@@ -1300,7 +1341,7 @@ mod tests {
 
     #[test]
     fn rows_that_must_not_outlive_the_events_are_written_after_them() {
-        let plan = plan_commit(&full_batch(), "w").unwrap();
+        let plan = plan_commit(&full_batch(), "w", 1_000).unwrap();
         let before: Vec<Stmt> = plan.before.iter().map(|w| w.stmt).collect();
         assert_eq!(
             before,
@@ -1344,8 +1385,8 @@ mod tests {
     #[test]
     fn planning_the_same_batch_twice_writes_the_same_rows() {
         let batch = full_batch();
-        let first = format!("{:?}", plan_commit(&batch, "w").unwrap());
-        let again = format!("{:?}", plan_commit(&batch, "w").unwrap());
+        let first = format!("{:?}", plan_commit(&batch, "w", 1_000).unwrap());
+        let again = format!("{:?}", plan_commit(&batch, "w", 1_000).unwrap());
         assert_eq!(first, again);
     }
 
@@ -1364,7 +1405,7 @@ mod tests {
             ],
             ..batch_of(vec![event("A", 3, 1_000)])
         };
-        let plan = plan_commit(&batch, "w").unwrap();
+        let plan = plan_commit(&batch, "w", 1_000).unwrap();
         let chunk = &plan.partitions[0].1[0];
         assert_eq!(big_at(&chunk[0], 2), 9, "event epoch");
         assert_eq!(big_at(&chunk[1], 3), 9, "key epoch");
@@ -1390,7 +1431,7 @@ mod tests {
             }],
             ..batch_of(vec![event("A", seq, 5)])
         };
-        let plan = plan_commit(&batch, "w").unwrap();
+        let plan = plan_commit(&batch, "w", 1_000).unwrap();
         let chunk = &plan.partitions[0].1[0];
         let prunes: Vec<(Stmt, i64)> = chunk
             .iter()
@@ -1410,7 +1451,7 @@ mod tests {
             }],
             ..CommitBatch::default()
         };
-        let plan = plan_commit(&young, "w").unwrap();
+        let plan = plan_commit(&young, "w", 1_000).unwrap();
         assert!(
             plan.partitions[0].1[0]
                 .iter()
@@ -1434,7 +1475,7 @@ mod tests {
             }],
             ..batch_of(events)
         };
-        let plan = plan_commit(&batch, "w").unwrap();
+        let plan = plan_commit(&batch, "w", 1_000).unwrap();
         let chunks = &plan.partitions[0].1;
         assert!(chunks.len() > 1);
         let mut seqs = Vec::new();
@@ -1459,20 +1500,49 @@ mod tests {
     }
 
     #[test]
-    fn history_cursors_order_by_time_fit_a_bigint_and_are_stable() {
-        let a = history_cursor(1_000, "A", 1);
-        let b = history_cursor(1_001, "ZZZ", 99);
-        assert!(a < b);
-        assert_eq!(a, history_cursor(1_000, "A", 1));
-        assert_ne!(a, history_cursor(1_000, "A", 2));
+    fn history_cursors_follow_batches_and_their_order_and_fit_a_bigint() {
+        let a = history_cursor(1_000, 0);
+        let b = history_cursor(1_000, 1);
+        let c = history_cursor(1_001, 0);
+        assert!(a < b && b < c);
         assert_eq!(a >> CURSOR_LOW_BITS, 1_000);
-        let max = history_cursor(i64::MAX, "A", 1);
+        assert_eq!(
+            history_cursor(1_000, usize::MAX),
+            (1_000 << CURSOR_LOW_BITS) | ((1 << CURSOR_LOW_BITS) - 1)
+        );
+        let max = history_cursor(i64::MAX, 1);
         assert!(i64::try_from(max).is_ok());
         assert_eq!(max >> CURSOR_LOW_BITS, CURSOR_MAX_MS as u64);
-        assert_eq!(history_cursor(-5, "A", 1) >> CURSOR_LOW_BITS, 0);
+        assert_eq!(history_cursor(-5, 1) >> CURSOR_LOW_BITS, 0);
         let now = 1_764_547_200_000;
-        assert_eq!(hour_of_cursor(history_cursor(now, "A", 1)), hour_of_ms(now));
+        assert_eq!(hour_of_cursor(history_cursor(now, 3)), hour_of_ms(now));
         assert_eq!(hour_of_ms(now), now / HOUR_MS);
+    }
+
+    #[test]
+    fn each_batch_gets_a_later_cursor_time_and_a_retry_the_same_identity() {
+        let batch = batch_of(vec![event("A", 1, 500), event("B", 1, 700)]);
+        assert_eq!(batch_time_ms(&batch, 0), 700);
+        assert_eq!(batch_time_ms(&batch, 900), 901, "the clock stood still");
+        assert_eq!(batch_time_ms(&CommitBatch::default(), 900), 901);
+        assert_eq!(batch_identity(&batch), batch_identity(&batch.clone()));
+        let next = batch_of(vec![event("A", 2, 500), event("B", 1, 700)]);
+        assert_ne!(batch_identity(&batch), batch_identity(&next));
+        assert_eq!(batch_identity(&CommitBatch::default()), None);
+        // The cursors of one batch follow its event order and are stored on the rows.
+        let plan = plan_commit(&batch, "w", 700).unwrap();
+        let cursors: Vec<i64> = plan
+            .after
+            .iter()
+            .filter(|w| w.stmt == Stmt::InsertHistory)
+            .map(|w| big_at(w, 1))
+            .collect();
+        assert_eq!(
+            cursors,
+            vec![history_cursor(700, 0) as i64, history_cursor(700, 1) as i64]
+        );
+        assert_eq!(big_at(&plan.partitions[0].1[0][0], 9), cursors[0]);
+        assert_eq!(big_at(&plan.partitions[1].1[0][0], 9), cursors[1]);
     }
 
     #[test]
@@ -1480,13 +1550,14 @@ mod tests {
         assert_eq!(cursor_range(None, None, None), (-1, i64::MAX));
         let (after, before) = cursor_range(Some(100), Some(200), None);
         assert_eq!(after, (100 << CURSOR_LOW_BITS) - 1);
-        assert_eq!(before, 200 << CURSOR_LOW_BITS);
-        assert!(history_cursor(100, "A", 1) as i64 > after);
-        assert!((history_cursor(199, "A", 1) as i64) < before);
-        assert!((history_cursor(200, "A", 1) as i64) >= before);
-        let page = history_cursor(150, "A", 1);
+        assert_eq!(before, (200 + HOUR_MS) << CURSOR_LOW_BITS);
+        assert!(history_cursor(100, 0) as i64 > after);
+        assert!((history_cursor(99, 9) as i64) < after);
+        assert!((history_cursor(199 + HOUR_MS, 1) as i64) < before);
+        assert!((history_cursor(200 + HOUR_MS, 0) as i64) >= before);
+        let page = history_cursor(150, 1);
         assert_eq!(cursor_range(Some(100), None, Some(page)).0, page as i64);
-        assert_eq!(cursor_range(None, Some(-3), None).1, 0);
+        assert_eq!(cursor_range(None, Some(-3 - HOUR_MS), None).1, 0);
     }
 
     #[test]
@@ -1546,8 +1617,8 @@ mod tests {
             ]
         );
         assert_eq!(big_at(&repair[0], 2), 4);
-        // The global row is the one the commit would have written (same cursor).
-        let cursor = history_cursor(4, "A", 4) as i64;
+        // The global row is the one the commit wrote (the cursor stored on the event).
+        let cursor = history_cursor(5_004, 0) as i64;
         assert_eq!(big_at(&repair[1], 1), cursor);
         let none = plan_history_repair(&assembled, &BTreeSet::from([3, 4])).unwrap();
         assert!(none.is_empty());
