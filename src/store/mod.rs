@@ -5,8 +5,8 @@
 //! outcome of each event that was not plain `applied`, and the dead letters of expired
 //! parked movements.
 //! The trait is shaped for both the embedded SQLite backend ([`embedded::EmbeddedStore`])
-//! and a ScyllaDB backend: everything is partitioned by SKU (or by channel for pushed
-//! values), and one [`CommitBatch`] is one durable write.
+//! and the ScyllaDB backend ([`scylla::ScyllaStore`]): everything is partitioned by SKU (or
+//! by channel for pushed values), and one [`CommitBatch`] is one durable write.
 //!
 //! May depend on: `domain`.
 
