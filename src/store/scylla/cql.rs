@@ -64,7 +64,8 @@ pub enum Stmt {
     SelectEventsFrom,
     /// sku, key: the key's rows.
     SelectKey,
-    /// sku, seq: the event rows at one seq (all epochs).
+    /// sku, seq: the event rows at one seq (all epochs), with their key (none on a row
+    /// that only carries an outcome).
     SelectEventAt,
     /// sku, bucket, seq, epoch, writer, idempotency_key, key_expires_at_ms,
     /// recorded_at_ms, movement, outcome, cursor.
@@ -264,7 +265,7 @@ impl Stmt {
                 kind::KEY
             ),
             Stmt::SelectEventAt => format!(
-                "SELECT epoch FROM {ks}.sku_log \
+                "SELECT epoch, idempotency_key FROM {ks}.sku_log \
                  WHERE sku = ? AND kind = {event} AND name = '' AND seq = ?"
             ),
             Stmt::InsertSkuHistory => format!(

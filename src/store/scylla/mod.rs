@@ -477,10 +477,10 @@ impl ScyllaStore {
     }
 
     async fn write_batch(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        self.check_fences(batch).await?;
         if batch.is_empty() {
             return Ok(());
         }
-        self.check_fences(batch).await?;
         let batch_ms = {
             let mut last = self
                 .last_batch
@@ -501,7 +501,15 @@ impl ScyllaStore {
             Ok::<(), StoreError>(())
         }))
         .await?;
-        self.execute_all("commit", &plan.after).await
+        let groups = model::group_by_partition(plan.after);
+        futures::future::try_join_all(
+            groups
+                .into_iter()
+                .flat_map(model::chunk_partition)
+                .map(|chunk| async move { self.batch("commit", &chunk).await }),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Reads a SKU's partition, assembles it and repairs the history of its last batch.
@@ -1062,12 +1070,14 @@ impl Store for ScyllaStore {
                     continue;
                 }
                 let mut highest: Option<i64> = None;
-                self.scan::<(i64,)>(
+                self.scan::<(i64, Option<String>)>(
                     "find_idempotency_key",
                     Stmt::SelectEventAt,
                     vec![model::value_text(sku), model::value_big(seq)],
-                    |(epoch,)| {
-                        highest = Some(highest.map_or(epoch, |h| h.max(epoch)));
+                    |(epoch, key)| {
+                        if key.is_some() {
+                            highest = Some(highest.map_or(epoch, |h| h.max(epoch)));
+                        }
                         ControlFlow::Continue(())
                     },
                 )

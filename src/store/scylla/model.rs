@@ -408,6 +408,38 @@ pub fn chunk_partition(writes: Vec<Write>) -> Vec<Vec<Write>> {
     chunks
 }
 
+/// The partition a write goes to, for the statements written in numbers (history rows);
+/// `None` for the others (each is written on its own).
+fn partition_of(write: &Write) -> Option<String> {
+    let key = |count: usize| format!("{:?}{:?}", write.stmt, &write.values[..count]);
+    match write.stmt {
+        Stmt::InsertSkuHistory => Some(key(2)),
+        Stmt::InsertHistory => Some(key(1)),
+        _ => None,
+    }
+}
+
+/// Groups writes that go to the same partition (history rows of one SKU bucket, or of one
+/// hour), in their order, so each group can be written as single-partition batches
+/// instead of one request per row; other writes stay alone.
+pub fn group_by_partition(writes: Vec<Write>) -> Vec<Vec<Write>> {
+    let mut groups: Vec<Vec<Write>> = Vec::new();
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+    for write in writes {
+        match partition_of(&write) {
+            Some(partition) => match index.get(&partition) {
+                Some(&at) => groups[at].push(write),
+                None => {
+                    index.insert(partition, groups.len());
+                    groups.push(vec![write]);
+                }
+            },
+            None => groups.push(vec![write]),
+        }
+    }
+    groups
+}
+
 /// The history rows of one event: its `sku_history` row and its global `history` row.
 fn history_writes(
     event: &EventRecord,
@@ -1380,6 +1412,41 @@ mod tests {
                 .count(),
             3
         );
+    }
+
+    #[test]
+    fn history_rows_are_grouped_per_partition_and_other_writes_stay_alone() {
+        let mut batch = full_batch();
+        batch.events.push(EventRecord {
+            seq: SKU_HISTORY_BUCKET_EVENTS + 1,
+            ..event("A", 3, 40)
+        });
+        let plan = plan_commit(&batch, "w", 1_000).unwrap();
+        let total = plan.after.len();
+        let groups = group_by_partition(plan.after);
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), total);
+        for group in &groups {
+            let stmt = group[0].stmt;
+            assert!(group.iter().all(|w| w.stmt == stmt), "{group:?}");
+            match stmt {
+                Stmt::InsertHistory => {
+                    // All four events of the batch share one hour partition.
+                    assert_eq!(group.len(), 4);
+                }
+                Stmt::InsertSkuHistory => {
+                    let partition = |w: &Write| (text_at(w, 0), big_at(w, 1));
+                    assert!(group.iter().all(|w| partition(w) == partition(&group[0])));
+                }
+                _ => assert_eq!(group.len(), 1, "{stmt:?}"),
+            }
+        }
+        let sku_history: Vec<usize> = groups
+            .iter()
+            .filter(|g| g[0].stmt == Stmt::InsertSkuHistory)
+            .map(Vec::len)
+            .collect();
+        // A: seqs 1 and 2 in bucket 0, 65537 in bucket 1; B: seq 7.
+        assert_eq!(sku_history, vec![2, 1, 1]);
     }
 
     #[test]
