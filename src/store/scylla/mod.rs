@@ -492,7 +492,12 @@ impl ScyllaStore {
             }
             last.1
         };
-        let plan = model::plan_commit(batch, &self.writer, batch_ms)?;
+        let now_micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+            });
+        let plan = model::plan_commit(batch, &self.writer, batch_ms, now_micros)?;
         self.execute_all("commit", &plan.before).await?;
         futures::future::try_join_all(plan.partitions.iter().map(|(_, chunks)| async move {
             for chunk in chunks {

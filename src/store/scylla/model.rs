@@ -227,13 +227,15 @@ pub struct CommitPlan {
 }
 
 /// Plans `batch` (see [`CommitPlan`]); the epoch of its fences ([`batch_epoch`]) and
-/// `writer` are written on every row, cursors are [`history_cursor`]`(batch_ms, index)`.
+/// `writer` are written on every row, cursors are [`history_cursor`]`(batch_ms, index)`;
+/// `now_micros` (wall clock) orders reservation requests ([`first_write_wins_timestamp`]).
 ///
 /// Errors: [`StoreError::Backend`] for a seq or quantity above `i64::MAX`.
 pub fn plan_commit(
     batch: &CommitBatch,
     writer: &str,
     batch_ms: i64,
+    now_micros: i64,
 ) -> Result<CommitPlan, StoreError> {
     let epoch = to_bigint(batch_epoch(batch), "epoch")?;
     let mut plan = CommitPlan::default();
@@ -370,7 +372,7 @@ pub fn plan_commit(
         .into_iter()
         .map(|(sku, writes)| (sku.to_owned(), chunk_partition(writes)))
         .collect();
-    plan_extras(batch, batch_ms, &mut plan)?;
+    plan_extras(batch, batch_ms, now_micros, &mut plan)?;
     Ok(plan)
 }
 
@@ -488,6 +490,7 @@ fn history_writes(
 fn plan_extras(
     batch: &CommitBatch,
     batch_ms: i64,
+    now_micros: i64,
     plan: &mut CommitPlan,
 ) -> Result<(), StoreError> {
     if !batch.events.is_empty() {
@@ -515,11 +518,11 @@ fn plan_extras(
             }),
         }
     }
-    for record in &batch.reservations {
+    for (position, record) in batch.reservations.iter().enumerate() {
         plan.before.push(Write {
             stmt: Stmt::SetReservationRequest,
             values: vec![
-                big(first_write_wins_timestamp(record.created_at_ms)),
+                big(first_write_wins_timestamp(now_micros, position)),
                 text(&record.request_json),
                 big(record.created_at_ms),
                 text(&record.id),
@@ -570,11 +573,15 @@ fn plan_extras(
 
 /// A write timestamp that makes the first write of a cell win over later ones
 /// (ScyllaDB keeps the cell with the highest timestamp): a constant far above wall-clock
-/// microseconds, minus the creation time. Used for a reservation's request, which a later
-/// write with the same id must keep (the `Store` contract) without a lightweight
-/// transaction.
-pub fn first_write_wins_timestamp(created_at_ms: i64) -> i64 {
-    (1_i64 << 62) - created_at_ms.clamp(0, 1 << 50)
+/// microseconds, minus the time of the write (`now_micros`, plus the record's position in
+/// its batch). Used for a reservation's request, which a later write with the same id must
+/// keep (the `Store` contract) without a lightweight transaction.
+pub fn first_write_wins_timestamp(now_micros: i64, position: usize) -> i64 {
+    let position = i64::try_from(position).unwrap_or(i64::MAX);
+    (1_i64 << 62)
+        - now_micros
+            .clamp(0, 1 << 60)
+            .saturating_add(position.min(1 << 30))
 }
 
 /// Something with a seq and an epoch that the replay filter orders.
@@ -988,6 +995,9 @@ mod tests {
     };
     use proptest::prelude::*;
 
+    /// A wall-clock time in microseconds (2025-12-01).
+    const NOW_MICROS: i64 = 1_764_547_200_000_000;
+
     #[derive(Clone, Debug, PartialEq, Eq)]
     struct Row(u64, u64);
     impl Fenced for Row {
@@ -1302,7 +1312,7 @@ mod tests {
 
     #[test]
     fn every_planned_write_binds_as_many_values_as_its_statement_has_markers() {
-        let plan = plan_commit(&full_batch(), "w", 1_000).unwrap();
+        let plan = plan_commit(&full_batch(), "w", 1_000, NOW_MICROS).unwrap();
         for write in all_writes(&plan) {
             assert_eq!(
                 write.values.len(),
@@ -1332,7 +1342,7 @@ mod tests {
 
     #[test]
     fn each_sku_s_events_keys_snapshot_and_outcomes_are_one_partition_batch() {
-        let plan = plan_commit(&full_batch(), "w", 1_000).unwrap();
+        let plan = plan_commit(&full_batch(), "w", 1_000, NOW_MICROS).unwrap();
         let skus: Vec<&str> = plan.partitions.iter().map(|(s, _)| s.as_str()).collect();
         assert_eq!(skus, vec!["A", "B", "C"]);
         for (sku, chunks) in &plan.partitions {
@@ -1373,7 +1383,7 @@ mod tests {
 
     #[test]
     fn rows_that_must_not_outlive_the_events_are_written_after_them() {
-        let plan = plan_commit(&full_batch(), "w", 1_000).unwrap();
+        let plan = plan_commit(&full_batch(), "w", 1_000, NOW_MICROS).unwrap();
         let before: Vec<Stmt> = plan.before.iter().map(|w| w.stmt).collect();
         assert_eq!(
             before,
@@ -1421,7 +1431,7 @@ mod tests {
             seq: SKU_HISTORY_BUCKET_EVENTS + 1,
             ..event("A", 3, 40)
         });
-        let plan = plan_commit(&batch, "w", 1_000).unwrap();
+        let plan = plan_commit(&batch, "w", 1_000, NOW_MICROS).unwrap();
         let total = plan.after.len();
         let groups = group_by_partition(plan.after);
         assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), total);
@@ -1452,8 +1462,8 @@ mod tests {
     #[test]
     fn planning_the_same_batch_twice_writes_the_same_rows() {
         let batch = full_batch();
-        let first = format!("{:?}", plan_commit(&batch, "w", 1_000).unwrap());
-        let again = format!("{:?}", plan_commit(&batch, "w", 1_000).unwrap());
+        let first = format!("{:?}", plan_commit(&batch, "w", 1_000, NOW_MICROS).unwrap());
+        let again = format!("{:?}", plan_commit(&batch, "w", 1_000, NOW_MICROS).unwrap());
         assert_eq!(first, again);
     }
 
@@ -1472,7 +1482,7 @@ mod tests {
             ],
             ..batch_of(vec![event("A", 3, 1_000)])
         };
-        let plan = plan_commit(&batch, "w", 1_000).unwrap();
+        let plan = plan_commit(&batch, "w", 1_000, NOW_MICROS).unwrap();
         let chunk = &plan.partitions[0].1[0];
         assert_eq!(big_at(&chunk[0], 2), 9, "event epoch");
         assert_eq!(big_at(&chunk[1], 3), 9, "key epoch");
@@ -1498,7 +1508,7 @@ mod tests {
             }],
             ..batch_of(vec![event("A", seq, 5)])
         };
-        let plan = plan_commit(&batch, "w", 1_000).unwrap();
+        let plan = plan_commit(&batch, "w", 1_000, NOW_MICROS).unwrap();
         let chunk = &plan.partitions[0].1[0];
         let prunes: Vec<(Stmt, i64)> = chunk
             .iter()
@@ -1518,7 +1528,7 @@ mod tests {
             }],
             ..CommitBatch::default()
         };
-        let plan = plan_commit(&young, "w", 1_000).unwrap();
+        let plan = plan_commit(&young, "w", 1_000, NOW_MICROS).unwrap();
         assert!(
             plan.partitions[0].1[0]
                 .iter()
@@ -1542,7 +1552,7 @@ mod tests {
             }],
             ..batch_of(events)
         };
-        let plan = plan_commit(&batch, "w", 1_000).unwrap();
+        let plan = plan_commit(&batch, "w", 1_000, NOW_MICROS).unwrap();
         let chunks = &plan.partitions[0].1;
         assert!(chunks.len() > 1);
         let mut seqs = Vec::new();
@@ -1597,7 +1607,7 @@ mod tests {
         assert_ne!(batch_identity(&batch), batch_identity(&next));
         assert_eq!(batch_identity(&CommitBatch::default()), None);
         // The cursors of one batch follow its event order and are stored on the rows.
-        let plan = plan_commit(&batch, "w", 700).unwrap();
+        let plan = plan_commit(&batch, "w", 700, NOW_MICROS).unwrap();
         let cursors: Vec<i64> = plan
             .after
             .iter()
@@ -1651,11 +1661,14 @@ mod tests {
 
     #[test]
     fn the_first_reservation_write_wins_by_timestamp() {
-        let now_micros = 1_764_547_200_000_i64 * 1_000;
-        let first = first_write_wins_timestamp(1_764_547_200_000);
-        let later = first_write_wins_timestamp(1_764_547_200_001);
-        assert!(first > later);
-        assert!(later > now_micros * 100, "above any wall-clock timestamp");
+        let first = first_write_wins_timestamp(NOW_MICROS, 0);
+        let same_batch_later = first_write_wins_timestamp(NOW_MICROS, 1);
+        let next_batch = first_write_wins_timestamp(NOW_MICROS + 1_000, 0);
+        assert!(first > same_batch_later && same_batch_later > next_batch);
+        assert!(
+            next_batch > NOW_MICROS * 100,
+            "above any wall-clock timestamp"
+        );
     }
 
     #[test]
