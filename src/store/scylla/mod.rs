@@ -1626,3 +1626,86 @@ type PushLogTuple = (
     Option<i32>,
     i64,
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{StoreBackend, StoreConfig};
+
+    fn config(nodes: Vec<String>) -> ScyllaStoreConfig {
+        ScyllaStoreConfig {
+            nodes,
+            connect_timeout_ms: 2_000,
+            ..ScyllaStoreConfig::default()
+        }
+    }
+
+    fn open_error(result: Result<ScyllaStore, StoreError>) -> String {
+        match result {
+            Ok(_) => panic!("opened without a cluster"),
+            Err(StoreError::Backend { operation, message }) => {
+                assert_eq!(operation, "open");
+                message
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn no_nodes_or_a_bad_keyspace_is_refused_before_connecting() {
+        let message = open_error(ScyllaStore::open(&config(Vec::new())).await);
+        assert!(message.contains("nodes is empty"), "{message}");
+        let bad = ScyllaStoreConfig {
+            keyspace: "stock-sync".into(),
+            ..config(vec!["127.0.0.1:9042".into()])
+        };
+        let message = open_error(ScyllaStore::open(&bad).await);
+        assert!(message.contains("keyspace"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn the_registry_opens_the_scylla_backend_and_reports_an_unreachable_cluster() {
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let node = format!("127.0.0.1:{port}");
+        let store = StoreConfig {
+            backend: StoreBackend::Scylla,
+            scylla: config(vec![node.clone()]),
+            ..StoreConfig::default()
+        };
+        let error = match crate::store::open(&store).await {
+            Ok(_) => panic!("opened without a cluster"),
+            Err(error) => error,
+        };
+        let message = error.to_string();
+        assert!(
+            message.contains("cannot connect") && message.contains(&node),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn configured_consistencies_map_to_the_driver_s() {
+        assert_eq!(
+            consistency(ScyllaConsistency::default()),
+            Consistency::LocalQuorum
+        );
+        assert_eq!(
+            consistency(ScyllaConsistency::EachQuorum),
+            Consistency::EachQuorum
+        );
+        assert_eq!(
+            consistency(ScyllaConsistency::LocalOne),
+            Consistency::LocalOne
+        );
+        assert!(is_write(Stmt::InsertEvent) && !is_write(Stmt::SelectLog));
+        for stmt in Stmt::ALL {
+            let select = stmt.cql("ks").starts_with("SELECT");
+            assert_eq!(is_write(stmt), !select, "{stmt:?}");
+        }
+    }
+}
