@@ -1459,6 +1459,86 @@ mod tests {
         assert_eq!(sku_history, vec![2, 1, 1]);
     }
 
+    /// The (SKU, seq) pairs the applied writes stored as events and as keys.
+    fn events_and_keys(applied: &[&Write]) -> (BTreeSet<(String, i64)>, BTreeSet<(String, i64)>) {
+        let mut events = BTreeSet::new();
+        let mut keys = BTreeSet::new();
+        for write in applied {
+            match write.stmt {
+                Stmt::InsertEvent => {
+                    events.insert((text_at(write, 0), big_at(write, 1)));
+                }
+                Stmt::InsertKey => {
+                    keys.insert((text_at(write, 0), big_at(write, 2)));
+                }
+                _ => {}
+            }
+        }
+        (events, keys)
+    }
+
+    /// A crash at any point of a commit: the SKU batches run concurrently, so any set of
+    /// them may have landed (within a SKU, a prefix of its batches); each landed batch is
+    /// whole. Whatever landed shows every movement with its key and every key with its
+    /// movement, and nothing of the `after` step (offsets, history) landed unless every
+    /// SKU batch did.
+    #[test]
+    fn a_crash_anywhere_in_a_commit_never_leaves_a_movement_without_its_key() {
+        let mut batch = full_batch();
+        batch.events.extend((3..=600).map(|seq| EventRecord {
+            movement: vec![1; 400],
+            ..event("A", seq, 50)
+        }));
+        let plan = plan_commit(&batch, "w", 1_000, NOW_MICROS).unwrap();
+        let chunks: Vec<usize> = plan.partitions.iter().map(|(_, c)| c.len()).collect();
+        assert!(chunks[0] > 1, "A's part is split: {chunks:?}");
+        // Every combination of per-SKU prefixes of landed batches.
+        let mut landed = vec![0; chunks.len()];
+        loop {
+            let applied: Vec<&Write> = plan
+                .before
+                .iter()
+                .chain(
+                    plan.partitions
+                        .iter()
+                        .zip(&landed)
+                        .flat_map(|((_, c), n)| c.iter().take(*n).flatten()),
+                )
+                .collect();
+            let (events, keys) = events_and_keys(&applied);
+            assert_eq!(events, keys, "landed: {landed:?}");
+            // Within a SKU, the landed events are a prefix in seq order.
+            let a: Vec<i64> = events.iter().filter(|e| e.0 == "A").map(|e| e.1).collect();
+            assert!(
+                a.iter().enumerate().all(|(i, seq)| *seq == i as i64 + 1),
+                "{a:?}"
+            );
+            let mut position = 0;
+            while position < landed.len() && landed[position] == chunks[position] {
+                landed[position] = 0;
+                position += 1;
+            }
+            if position == landed.len() {
+                break;
+            }
+            landed[position] += 1;
+        }
+        for write in plan.before.iter() {
+            assert!(
+                !matches!(
+                    write.stmt,
+                    Stmt::UpsertOffset
+                        | Stmt::InsertHistory
+                        | Stmt::InsertSkuHistory
+                        | Stmt::DeleteHoldExpiry
+                        | Stmt::InsertDeadLetter
+                ),
+                "{:?} must wait for the events",
+                write.stmt
+            );
+        }
+    }
+
     #[test]
     fn planning_the_same_batch_twice_writes_the_same_rows() {
         let batch = full_batch();
