@@ -1459,8 +1459,11 @@ mod tests {
         assert_eq!(sku_history, vec![2, 1, 1]);
     }
 
+    /// (SKU, seq) pairs.
+    type Stored = BTreeSet<(String, i64)>;
+
     /// The (SKU, seq) pairs the applied writes stored as events and as keys.
-    fn events_and_keys(applied: &[&Write]) -> (BTreeSet<(String, i64)>, BTreeSet<(String, i64)>) {
+    fn events_and_keys(applied: &[&Write]) -> (Stored, Stored) {
         let mut events = BTreeSet::new();
         let mut keys = BTreeSet::new();
         for write in applied {
