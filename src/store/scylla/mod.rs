@@ -76,10 +76,21 @@ pub struct ScyllaStore {
     writer: String,
     /// The cursor time of the last batch planned, and which batch it was (a retry of the
     /// same batch reuses it, so the rewrite hits the same history rows).
-    last_batch: std::sync::Mutex<(Option<model::BatchIdentity>, i64)>,
+    last_batch: std::sync::Mutex<LastBatch>,
     /// The newest `forget_before_ms` of [`Store::record_order_lines`]: rows seen before
     /// it are hidden at once (their TTL removes them later).
     order_lines_forget_before_ms: std::sync::atomic::AtomicI64,
+}
+
+/// What the store remembers of the last batch it planned (see [`model::assign_cursors`]).
+#[derive(Default)]
+struct LastBatch {
+    /// Which batch it was.
+    identity: Option<model::BatchIdentity>,
+    /// The cursor time its cursors started after.
+    previous_ms: i64,
+    /// The latest cursor time handed out.
+    last_ms: i64,
 }
 
 fn backend_error(operation: &'static str) -> impl Fn(String) -> StoreError {
@@ -270,7 +281,7 @@ impl ScyllaStore {
                 config.max_in_flight.clamp(1, Semaphore::MAX_PERMITS),
             )),
             writer: uuid::Uuid::new_v4().to_string(),
-            last_batch: std::sync::Mutex::new((None, 0)),
+            last_batch: std::sync::Mutex::new(LastBatch::default()),
             order_lines_forget_before_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
         };
         if !config.create_schema {
@@ -481,23 +492,30 @@ impl ScyllaStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let batch_ms = {
+        let cursors = {
             let mut last = self
                 .last_batch
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner());
             let identity = model::batch_identity(batch);
-            if identity.is_none() || identity != last.0 {
-                *last = (identity, model::batch_time_ms(batch, last.1));
+            if identity.is_none() || identity != last.identity {
+                // A new batch starts after the previous one's last cursor time; a retry
+                // starts where its first attempt did, so it gets the same cursors.
+                last.identity = identity;
+                last.previous_ms = last.last_ms;
             }
-            last.1
+            let cursors = model::assign_cursors(batch, last.previous_ms);
+            if let Some(cursor) = cursors.last() {
+                last.last_ms = last.last_ms.max(model::cursor_ms(*cursor));
+            }
+            cursors
         };
         let now_micros = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| {
                 i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
             });
-        let plan = model::plan_commit(batch, &self.writer, batch_ms, now_micros)?;
+        let plan = model::plan_commit(batch, &self.writer, &cursors, now_micros)?;
         self.execute_all("commit", &plan.before).await?;
         futures::future::try_join_all(plan.partitions.iter().map(|(_, chunks)| async move {
             for chunk in chunks {

@@ -57,29 +57,37 @@ pub const MAX_BATCH_STATEMENTS: usize = 200;
 /// `batch_size_warn_threshold_in_kb` (128 KiB).
 pub const MAX_BATCH_BYTES: usize = 100_000;
 
-/// The history cursor of the event at `index` of a batch committed at `batch_ms`: the
-/// batch's time in the high bits and the index in the low [`CURSOR_LOW_BITS`] (clamped),
-/// so cursors follow append order (a store gives each batch a later `batch_ms` than the
-/// one before: [`batch_time_ms`]), order by time across instances, and fit a `bigint`.
-/// The cursor is stored on the event's rows, so a rewrite (retry, repair) reuses it.
-pub fn history_cursor(batch_ms: i64, index: usize) -> u64 {
-    let ms = batch_ms.clamp(0, CURSOR_MAX_MS) as u64;
+/// A history cursor: a time in milliseconds in the high bits and the event's index in
+/// its batch in the low [`CURSOR_LOW_BITS`] (clamped). Fits a `bigint`.
+pub fn history_cursor(ms: i64, index: usize) -> u64 {
+    let ms = ms.clamp(0, CURSOR_MAX_MS) as u64;
     (ms << CURSOR_LOW_BITS) | (index as u64).min((1 << CURSOR_LOW_BITS) - 1)
 }
 
-/// The time a batch's cursors carry: the latest `recorded_at_ms` of its events, and
-/// later than the previous batch of this store (`previous_ms`) so cursors keep append
-/// order even when the clock stands still or steps back.
-pub fn batch_time_ms(batch: &CommitBatch, previous_ms: i64) -> i64 {
-    let newest = batch
+/// The cursors of a batch's events, in order: each carries its event's `recorded_at_ms`,
+/// raised where needed so that times never decrease along the batch and the first is
+/// later than `previous_ms` (the last cursor time of this store's previous batch). So
+/// cursors follow append order even when the clock stands still or steps back, order by
+/// time across instances, and are never earlier than their event (a `from_ms` bound on
+/// cursors never drops a row). Cursors are stored on the event's rows, so a rewrite
+/// (retry, repair) reuses them.
+pub fn assign_cursors(batch: &CommitBatch, previous_ms: i64) -> Vec<u64> {
+    let mut floor = previous_ms.saturating_add(1);
+    batch
         .events
         .iter()
-        .map(|event| event.recorded_at_ms)
-        .max()
-        .unwrap_or(i64::MIN);
-    newest
-        .max(previous_ms.saturating_add(1))
-        .clamp(0, CURSOR_MAX_MS)
+        .enumerate()
+        .map(|(index, event)| {
+            let ms = event.recorded_at_ms.max(floor).clamp(0, CURSOR_MAX_MS);
+            floor = ms;
+            history_cursor(ms, index)
+        })
+        .collect()
+}
+
+/// The time in milliseconds a cursor carries.
+pub fn cursor_ms(cursor: u64) -> i64 {
+    (cursor >> CURSOR_LOW_BITS) as i64
 }
 
 /// The hour partition of a time (milliseconds since the Unix epoch).
@@ -89,7 +97,7 @@ pub fn hour_of_ms(ms: i64) -> i64 {
 
 /// The hour partition a cursor lives in.
 pub fn hour_of_cursor(cursor: u64) -> i64 {
-    hour_of_ms((cursor >> CURSOR_LOW_BITS) as i64)
+    hour_of_ms(cursor_ms(cursor))
 }
 
 /// The day partition of a push-log time.
@@ -227,16 +235,26 @@ pub struct CommitPlan {
 }
 
 /// Plans `batch` (see [`CommitPlan`]); the epoch of its fences ([`batch_epoch`]) and
-/// `writer` are written on every row, cursors are [`history_cursor`]`(batch_ms, index)`;
+/// `writer` are written on every row, `cursors` ([`assign_cursors`]) on the events' rows;
 /// `now_micros` (wall clock) orders reservation requests ([`first_write_wins_timestamp`]).
 ///
 /// Errors: [`StoreError::Backend`] for a seq or quantity above `i64::MAX`.
 pub fn plan_commit(
     batch: &CommitBatch,
     writer: &str,
-    batch_ms: i64,
+    cursors: &[u64],
     now_micros: i64,
 ) -> Result<CommitPlan, StoreError> {
+    if cursors.len() != batch.events.len() {
+        return Err(StoreError::Backend {
+            operation: "commit",
+            message: format!(
+                "{} cursors for {} events",
+                cursors.len(),
+                batch.events.len()
+            ),
+        });
+    }
     let epoch = to_bigint(batch_epoch(batch), "epoch")?;
     let mut plan = CommitPlan::default();
     let mut per_sku: BTreeMap<&str, Vec<Write>> = BTreeMap::new();
@@ -248,7 +266,7 @@ pub fn plan_commit(
     let mut first_seq: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for (index, event) in batch.events.iter().enumerate() {
         let seq = to_bigint(event.seq, "seq")?;
-        let cursor = history_cursor(batch_ms, index);
+        let cursor = cursors[index];
         let outcome = outcomes.get(&(event.sku.as_str(), event.seq)).copied();
         let writes = per_sku.entry(event.sku.as_str()).or_default();
         writes.push(Write {
@@ -372,7 +390,7 @@ pub fn plan_commit(
         .into_iter()
         .map(|(sku, writes)| (sku.to_owned(), chunk_partition(writes)))
         .collect();
-    plan_extras(batch, batch_ms, now_micros, &mut plan)?;
+    plan_extras(batch, cursors, now_micros, &mut plan)?;
     Ok(plan)
 }
 
@@ -489,14 +507,15 @@ fn history_writes(
 /// The cross-partition rows besides history (see [`CommitPlan`] for before/after).
 fn plan_extras(
     batch: &CommitBatch,
-    batch_ms: i64,
+    cursors: &[u64],
     now_micros: i64,
     plan: &mut CommitPlan,
 ) -> Result<(), StoreError> {
-    if !batch.events.is_empty() {
+    let hours: BTreeSet<i64> = cursors.iter().map(|c| hour_of_cursor(*c)).collect();
+    for hour in hours {
         plan.after.push(Write {
             stmt: Stmt::InsertHistoryHour,
-            values: vec![big(hour_of_ms(batch_ms))],
+            values: vec![big(hour)],
         });
     }
     // The last change per SKU wins; an upsert goes before the events (a wake-up for a SKU
@@ -1312,7 +1331,13 @@ mod tests {
 
     #[test]
     fn every_planned_write_binds_as_many_values_as_its_statement_has_markers() {
-        let plan = plan_commit(&full_batch(), "w", 1_000, NOW_MICROS).unwrap();
+        let plan = plan_commit(
+            &full_batch(),
+            "w",
+            &assign_cursors(&full_batch(), 1_000),
+            NOW_MICROS,
+        )
+        .unwrap();
         for write in all_writes(&plan) {
             assert_eq!(
                 write.values.len(),
@@ -1342,7 +1367,13 @@ mod tests {
 
     #[test]
     fn each_sku_s_events_keys_snapshot_and_outcomes_are_one_partition_batch() {
-        let plan = plan_commit(&full_batch(), "w", 1_000, NOW_MICROS).unwrap();
+        let plan = plan_commit(
+            &full_batch(),
+            "w",
+            &assign_cursors(&full_batch(), 1_000),
+            NOW_MICROS,
+        )
+        .unwrap();
         let skus: Vec<&str> = plan.partitions.iter().map(|(s, _)| s.as_str()).collect();
         assert_eq!(skus, vec!["A", "B", "C"]);
         for (sku, chunks) in &plan.partitions {
@@ -1383,7 +1414,13 @@ mod tests {
 
     #[test]
     fn rows_that_must_not_outlive_the_events_are_written_after_them() {
-        let plan = plan_commit(&full_batch(), "w", 1_000, NOW_MICROS).unwrap();
+        let plan = plan_commit(
+            &full_batch(),
+            "w",
+            &assign_cursors(&full_batch(), 1_000),
+            NOW_MICROS,
+        )
+        .unwrap();
         let before: Vec<Stmt> = plan.before.iter().map(|w| w.stmt).collect();
         assert_eq!(
             before,
@@ -1431,7 +1468,7 @@ mod tests {
             seq: SKU_HISTORY_BUCKET_EVENTS + 1,
             ..event("A", 3, 40)
         });
-        let plan = plan_commit(&batch, "w", 1_000, NOW_MICROS).unwrap();
+        let plan = plan_commit(&batch, "w", &assign_cursors(&batch, 1_000), NOW_MICROS).unwrap();
         let total = plan.after.len();
         let groups = group_by_partition(plan.after);
         assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), total);
@@ -1492,7 +1529,7 @@ mod tests {
             movement: vec![1; 400],
             ..event("A", seq, 50)
         }));
-        let plan = plan_commit(&batch, "w", 1_000, NOW_MICROS).unwrap();
+        let plan = plan_commit(&batch, "w", &assign_cursors(&batch, 1_000), NOW_MICROS).unwrap();
         let chunks: Vec<usize> = plan.partitions.iter().map(|(_, c)| c.len()).collect();
         assert!(chunks[0] > 1, "A's part is split: {chunks:?}");
         // Every combination of per-SKU prefixes of landed batches.
@@ -1545,8 +1582,14 @@ mod tests {
     #[test]
     fn planning_the_same_batch_twice_writes_the_same_rows() {
         let batch = full_batch();
-        let first = format!("{:?}", plan_commit(&batch, "w", 1_000, NOW_MICROS).unwrap());
-        let again = format!("{:?}", plan_commit(&batch, "w", 1_000, NOW_MICROS).unwrap());
+        let first = format!(
+            "{:?}",
+            plan_commit(&batch, "w", &assign_cursors(&batch, 1_000), NOW_MICROS).unwrap()
+        );
+        let again = format!(
+            "{:?}",
+            plan_commit(&batch, "w", &assign_cursors(&batch, 1_000), NOW_MICROS).unwrap()
+        );
         assert_eq!(first, again);
     }
 
@@ -1565,7 +1608,7 @@ mod tests {
             ],
             ..batch_of(vec![event("A", 3, 1_000)])
         };
-        let plan = plan_commit(&batch, "w", 1_000, NOW_MICROS).unwrap();
+        let plan = plan_commit(&batch, "w", &assign_cursors(&batch, 1_000), NOW_MICROS).unwrap();
         let chunk = &plan.partitions[0].1[0];
         assert_eq!(big_at(&chunk[0], 2), 9, "event epoch");
         assert_eq!(big_at(&chunk[1], 3), 9, "key epoch");
@@ -1591,7 +1634,7 @@ mod tests {
             }],
             ..batch_of(vec![event("A", seq, 5)])
         };
-        let plan = plan_commit(&batch, "w", 1_000, NOW_MICROS).unwrap();
+        let plan = plan_commit(&batch, "w", &assign_cursors(&batch, 1_000), NOW_MICROS).unwrap();
         let chunk = &plan.partitions[0].1[0];
         let prunes: Vec<(Stmt, i64)> = chunk
             .iter()
@@ -1611,7 +1654,7 @@ mod tests {
             }],
             ..CommitBatch::default()
         };
-        let plan = plan_commit(&young, "w", 1_000, NOW_MICROS).unwrap();
+        let plan = plan_commit(&young, "w", &assign_cursors(&young, 1_000), NOW_MICROS).unwrap();
         assert!(
             plan.partitions[0].1[0]
                 .iter()
@@ -1635,7 +1678,7 @@ mod tests {
             }],
             ..batch_of(events)
         };
-        let plan = plan_commit(&batch, "w", 1_000, NOW_MICROS).unwrap();
+        let plan = plan_commit(&batch, "w", &assign_cursors(&batch, 1_000), NOW_MICROS).unwrap();
         let chunks = &plan.partitions[0].1;
         assert!(chunks.len() > 1);
         let mut seqs = Vec::new();
@@ -1680,17 +1723,41 @@ mod tests {
     }
 
     #[test]
-    fn each_batch_gets_a_later_cursor_time_and_a_retry_the_same_identity() {
+    fn cursors_follow_append_order_and_are_never_earlier_than_their_event() {
+        let ms = |cursors: Vec<u64>| cursors.into_iter().map(cursor_ms).collect::<Vec<_>>();
         let batch = batch_of(vec![event("A", 1, 500), event("B", 1, 700)]);
-        assert_eq!(batch_time_ms(&batch, 0), 700);
-        assert_eq!(batch_time_ms(&batch, 900), 901, "the clock stood still");
-        assert_eq!(batch_time_ms(&CommitBatch::default(), 900), 901);
+        assert_eq!(ms(assign_cursors(&batch, 0)), vec![500, 700]);
+        assert_eq!(ms(assign_cursors(&batch, 600)), vec![601, 700]);
+        // The clock stood still (or stepped back): times are raised, never lowered.
+        assert_eq!(ms(assign_cursors(&batch, 900)), vec![901, 901]);
+        let back = batch_of(vec![event("A", 1, 700), event("B", 1, 500)]);
+        let cursors = assign_cursors(&back, 0);
+        assert_eq!(ms(cursors.clone()), vec![700, 700]);
+        assert!(cursors[0] < cursors[1]);
+        // Far-apart times in one batch keep their own hours.
+        let wide = batch_of(vec![event("A", 1, 100), event("A", 2, 10 * HOUR_MS)]);
+        assert_eq!(ms(assign_cursors(&wide, 0)), vec![100, 10 * HOUR_MS]);
+        let plan = plan_commit(&wide, "w", &assign_cursors(&wide, 0), NOW_MICROS).unwrap();
+        let hours: Vec<i64> = plan
+            .after
+            .iter()
+            .filter(|w| w.stmt == Stmt::InsertHistoryHour)
+            .map(|w| big_at(w, 0))
+            .collect();
+        assert_eq!(hours, vec![0, 10]);
+        assert!(plan_commit(&wide, "w", &[], NOW_MICROS).is_err());
+    }
+
+    #[test]
+    fn a_retry_has_the_same_identity_and_cursors_are_stored_on_the_rows() {
+        let batch = batch_of(vec![event("A", 1, 500), event("B", 1, 700)]);
         assert_eq!(batch_identity(&batch), batch_identity(&batch.clone()));
         let next = batch_of(vec![event("A", 2, 500), event("B", 1, 700)]);
         assert_ne!(batch_identity(&batch), batch_identity(&next));
         assert_eq!(batch_identity(&CommitBatch::default()), None);
         // The cursors of one batch follow its event order and are stored on the rows.
-        let plan = plan_commit(&batch, "w", 700, NOW_MICROS).unwrap();
+        let assigned = assign_cursors(&batch, 0);
+        let plan = plan_commit(&batch, "w", &assigned, NOW_MICROS).unwrap();
         let cursors: Vec<i64> = plan
             .after
             .iter()
@@ -1699,7 +1766,7 @@ mod tests {
             .collect();
         assert_eq!(
             cursors,
-            vec![history_cursor(700, 0) as i64, history_cursor(700, 1) as i64]
+            vec![history_cursor(500, 0) as i64, history_cursor(700, 1) as i64]
         );
         assert_eq!(big_at(&plan.partitions[0].1[0][0], 9), cursors[0]);
         assert_eq!(big_at(&plan.partitions[1].1[0][0], 9), cursors[1]);
