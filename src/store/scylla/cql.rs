@@ -40,6 +40,21 @@ pub mod kind {
     pub const MARKER: i32 = 3;
 }
 
+/// Defines [`Stmt`] and `Stmt::ALL` from one list, so no statement can be left out of
+/// `ALL` (the list the backend prepares at open).
+macro_rules! statements {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident {
+        $($(#[$variant_meta:meta])* $variant:ident,)*
+    }) => {
+        $(#[$meta])* $vis enum $name { $($(#[$variant_meta])* $variant,)* }
+        impl $name {
+            /// Every statement, in declaration order (the order the backend prepares them in).
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+        }
+    };
+}
+
+statements! {
 /// One prepared statement. The comment of each variant gives its bind values in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stmt {
@@ -149,62 +164,9 @@ pub enum Stmt {
     /// keyspace name: the tables present (reads `system_schema`).
     SelectTables,
 }
+}
 
 impl Stmt {
-    /// Every statement, in declaration order (the order the backend prepares them in).
-    pub const ALL: [Stmt; 50] = [
-        Stmt::InsertEvent,
-        Stmt::InsertKey,
-        Stmt::InsertSnapshot,
-        Stmt::SetOutcome,
-        Stmt::PruneEvents,
-        Stmt::PruneSnapshots,
-        Stmt::SetMarker,
-        Stmt::SelectLog,
-        Stmt::SelectEventsFrom,
-        Stmt::SelectKey,
-        Stmt::SelectEventAt,
-        Stmt::InsertSkuHistory,
-        Stmt::SetSkuHistoryOutcome,
-        Stmt::SelectSkuHistory,
-        Stmt::InsertHistory,
-        Stmt::SelectHistory,
-        Stmt::InsertHistoryHour,
-        Stmt::SelectHistoryHours,
-        Stmt::InsertSku,
-        Stmt::SelectSkus,
-        Stmt::SelectSku,
-        Stmt::UpsertHoldExpiry,
-        Stmt::DeleteHoldExpiry,
-        Stmt::SelectHoldExpiries,
-        Stmt::UpsertOffset,
-        Stmt::SelectOffsets,
-        Stmt::UpsertPushed,
-        Stmt::SelectPushed,
-        Stmt::InsertPushLog,
-        Stmt::InsertPushLogDay,
-        Stmt::SelectPushLogDays,
-        Stmt::SelectPushLog,
-        Stmt::CountPushLog,
-        Stmt::DeletePushLogBefore,
-        Stmt::DeletePushLogDay,
-        Stmt::InsertConfigAudit,
-        Stmt::SelectConfigAudit,
-        Stmt::SetReservationRequest,
-        Stmt::SetReservationRefusal,
-        Stmt::SelectReservation,
-        Stmt::SetOrderLineSku,
-        Stmt::SetOrderLineVersion,
-        Stmt::SetOrderLineSeen,
-        Stmt::SelectOrderLines,
-        Stmt::InsertDeadLetter,
-        Stmt::SelectDeadLetters,
-        Stmt::InsertOwnership,
-        Stmt::UpdateOwnership,
-        Stmt::SelectOwnership,
-        Stmt::SelectTables,
-    ];
-
     /// True for the lightweight transactions (serial consistency, never retried blindly).
     pub fn is_lwt(self) -> bool {
         matches!(self, Stmt::InsertOwnership | Stmt::UpdateOwnership)
@@ -590,10 +552,10 @@ mod tests {
     #[test]
     fn every_statement_is_listed_once_and_only_ownership_uses_lwt() {
         let mut seen = std::collections::BTreeSet::new();
-        for stmt in Stmt::ALL.iter() {
+        for stmt in Stmt::ALL {
             assert!(seen.insert(*stmt), "{stmt:?} listed twice");
         }
-        for stmt in Stmt::ALL {
+        for &stmt in Stmt::ALL {
             let text = stmt.cql("ks");
             let conditional = text.contains(" IF ");
             assert_eq!(conditional, stmt.is_lwt(), "{text}");
@@ -602,7 +564,7 @@ mod tests {
 
     #[test]
     fn every_statement_names_a_table_of_the_keyspace_or_the_schema_tables() {
-        for stmt in Stmt::ALL {
+        for &stmt in Stmt::ALL {
             let text = stmt.cql("inv_eu");
             let names_one = TABLES
                 .iter()

@@ -254,7 +254,7 @@ impl ScyllaStore {
             create_schema(&session, config).await?;
         }
         let mut statements = HashMap::new();
-        for stmt in Stmt::ALL {
+        for &stmt in Stmt::ALL {
             let text = stmt.cql(&config.keyspace);
             let mut prepared = match session.prepare(text.as_str()).await {
                 Ok(prepared) => prepared,
@@ -326,9 +326,14 @@ impl ScyllaStore {
         }
     }
 
-    fn prepared(&self, stmt: Stmt) -> &PreparedStatement {
-        // Every statement of `Stmt::ALL` is prepared in `open`.
-        &self.statements[&stmt]
+    /// The prepared statement (every statement of `Stmt::ALL` is prepared in `open`).
+    fn prepared(&self, stmt: Stmt) -> Result<&PreparedStatement, StoreError> {
+        self.statements
+            .get(&stmt)
+            .ok_or_else(|| StoreError::Backend {
+                operation: "prepare",
+                message: format!("{stmt:?} was not prepared (missing from Stmt::ALL)"),
+            })
     }
 
     async fn permit(
@@ -348,7 +353,7 @@ impl ScyllaStore {
     async fn execute(&self, operation: &'static str, write: &Write) -> Result<(), StoreError> {
         let _permit = self.permit(operation).await?;
         self.session
-            .execute_unpaged(self.prepared(write.stmt), &write.values)
+            .execute_unpaged(self.prepared(write.stmt)?, &write.values)
             .await
             .map(|_| ())
             .map_err(|e| backend_error(operation)(format!("{:?}: {e}", write.stmt)))
@@ -361,7 +366,7 @@ impl ScyllaStore {
         }
         let mut batch = Batch::new(BatchType::Unlogged);
         for write in writes {
-            batch.append_statement(self.prepared(write.stmt).clone());
+            batch.append_statement(self.prepared(write.stmt)?.clone());
         }
         batch.set_is_idempotent(true);
         let values: Vec<&Values> = writes.iter().map(|write| &write.values).collect();
@@ -399,7 +404,7 @@ impl ScyllaStore {
         let (result, next) = {
             let _permit = self.permit(operation).await?;
             self.session
-                .execute_single_page(self.prepared(stmt), &values, state)
+                .execute_single_page(self.prepared(stmt)?, &values, state)
                 .await
                 .map_err(|e| err(format!("{stmt:?}: {e}")))?
         };
@@ -974,7 +979,7 @@ impl Store for ScyllaStore {
                     None => (
                         self.session
                             .execute_unpaged(
-                                self.prepared(Stmt::InsertOwnership),
+                                self.prepared(Stmt::InsertOwnership)?,
                                 model::values_text(&[scope, owner]),
                             )
                             .await,
@@ -992,7 +997,7 @@ impl Store for ScyllaStore {
                         ];
                         (
                             self.session
-                                .execute_unpaged(self.prepared(Stmt::UpdateOwnership), values)
+                                .execute_unpaged(self.prepared(Stmt::UpdateOwnership)?, values)
                                 .await,
                             next,
                         )
@@ -1721,7 +1726,7 @@ mod tests {
             Consistency::LocalOne
         );
         assert!(is_write(Stmt::InsertEvent) && !is_write(Stmt::SelectLog));
-        for stmt in Stmt::ALL {
+        for &stmt in Stmt::ALL {
             let select = stmt.cql("ks").starts_with("SELECT");
             assert_eq!(is_write(stmt), !select, "{stmt:?}");
         }
