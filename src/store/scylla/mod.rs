@@ -253,27 +253,32 @@ impl ScyllaStore {
         if config.create_schema {
             create_schema(&session, config).await?;
         }
-        let mut statements = HashMap::new();
-        for &stmt in Stmt::ALL {
-            let text = stmt.cql(&config.keyspace);
-            let mut prepared = match session.prepare(text.as_str()).await {
-                Ok(prepared) => prepared,
-                Err(e) if !config.create_schema => {
-                    return Err(err(format!(
-                        "{e}; is the schema missing? create it with `stocksync migrate` \
-                         (or set [store.scylla] create_schema = true)"
-                    )));
+        // All statements are prepared at once (one round trip each, concurrently).
+        let prepared = futures::future::try_join_all(Stmt::ALL.iter().map(|&stmt| {
+            let (session, err) = (&session, &err);
+            async move {
+                let text = stmt.cql(&config.keyspace);
+                let mut prepared = match session.prepare(text.as_str()).await {
+                    Ok(prepared) => prepared,
+                    Err(e) if !config.create_schema => {
+                        return Err(err(format!(
+                            "{e}; is the schema missing? create it with `stocksync migrate` \
+                             (or set [store.scylla] create_schema = true)"
+                        )));
+                    }
+                    Err(e) => return Err(err(format!("cannot prepare {text}: {e}"))),
+                };
+                prepared.set_is_idempotent(!stmt.is_lwt());
+                prepared.set_page_size(PAGE_ROWS);
+                if config.consistency == ScyllaConsistency::EachQuorum && !is_write(stmt) {
+                    // EACH_QUORUM is for writes; reads use LOCAL_QUORUM.
+                    prepared.set_consistency(Consistency::LocalQuorum);
                 }
-                Err(e) => return Err(err(format!("cannot prepare {text}: {e}"))),
-            };
-            prepared.set_is_idempotent(!stmt.is_lwt());
-            prepared.set_page_size(PAGE_ROWS);
-            if config.consistency == ScyllaConsistency::EachQuorum && !is_write(stmt) {
-                // EACH_QUORUM is for writes; reads use LOCAL_QUORUM.
-                prepared.set_consistency(Consistency::LocalQuorum);
+                Ok((stmt, prepared))
             }
-            statements.insert(stmt, prepared);
-        }
+        }))
+        .await?;
+        let statements: HashMap<Stmt, PreparedStatement> = prepared.into_iter().collect();
         let store = Self {
             session,
             statements,
