@@ -21,7 +21,7 @@
 //! Requests: prepared statements only (prepared at open), token-aware and
 //! datacenter-aware load balancing, the configured consistency (serial: `LOCAL_SERIAL`), a
 //! bounded retry policy, a client-side request timeout, and at most `max_in_flight`
-//! requests from this instance (a semaphore around every request).
+//! requests from this instance (a semaphore around every request after open).
 //!
 //! All decisions that need no server (statement text, schema, planning, the replay
 //! filter, conversions) live in [`cql`] and [`model`] and are unit-tested there; this
