@@ -27,7 +27,8 @@
 //! filter, conversions) live in [`cql`] and [`model`] and are unit-tested there; this
 //! module only executes them.
 //!
-//! May depend on: `config`, `telemetry`, the rest of `store`.
+//! May depend on: `config`, the rest of `store` (calls are counted by `store::metered`,
+//! which wraps every backend).
 
 pub mod cql;
 pub mod model;
@@ -95,12 +96,6 @@ struct LastBatch {
 
 fn backend_error(operation: &'static str) -> impl Fn(String) -> StoreError {
     move |message| StoreError::Backend { operation, message }
-}
-
-fn count(method: &'static str, ok: bool) {
-    metrics::counter!(crate::telemetry::STORE_CALLS_TOTAL, "method" => method,
-        "outcome" => if ok { "ok" } else { "error" })
-    .increment(1);
 }
 
 /// The driver's consistency for the configured one.
@@ -976,7 +971,7 @@ impl Store for ScyllaStore {
 
     async fn acquire_epoch(&self, scope: &str, owner: &str) -> Result<u64, StoreError> {
         let err = backend_error("acquire_epoch");
-        let result = async {
+        async {
             for _ in 0..EPOCH_ATTEMPTS {
                 let current = self.current_epoch_of("acquire_epoch", scope).await?;
                 let _permit = self.permit("acquire_epoch").await?;
@@ -1017,33 +1012,23 @@ impl Store for ScyllaStore {
                 "{scope}: the epoch changed under {EPOCH_ATTEMPTS} attempts in a row"
             )))
         }
-        .await;
-        count("acquire_epoch", result.is_ok());
-        result
+        .await
     }
 
     async fn current_epoch(&self, scope: &str) -> Result<Option<(u64, String)>, StoreError> {
-        let result = self.current_epoch_of("current_epoch", scope).await;
-        count("current_epoch", result.is_ok());
-        result
+        self.current_epoch_of("current_epoch", scope).await
     }
 
     async fn commit(&self, batch: CommitBatch) -> Result<(), StoreError> {
-        let result = self.write_batch(&batch).await;
-        count("commit", result.is_ok());
-        result
+        self.write_batch(&batch).await
     }
 
     async fn commit_shared(&self, batch: Arc<CommitBatch>) -> Result<(), StoreError> {
-        let result = self.write_batch(&batch).await;
-        count("commit", result.is_ok());
-        result
+        self.write_batch(&batch).await
     }
 
     async fn load_sku(&self, sku: &str, now_ms: i64) -> Result<LoadedSku, StoreError> {
-        let result = self.assemble(sku, now_ms).await.map(|a| a.loaded);
-        count("load_sku", result.is_ok());
-        result
+        self.assemble(sku, now_ms).await.map(|a| a.loaded)
     }
 
     async fn load_skus(
@@ -1051,7 +1036,7 @@ impl Store for ScyllaStore {
         skus: &[String],
         now_ms: i64,
     ) -> Result<Vec<BatchLoadedSku>, StoreError> {
-        let result = futures::future::try_join_all(skus.iter().map(|sku| async move {
+        futures::future::try_join_all(skus.iter().map(|sku| async move {
             let assembled = self.assemble(sku, now_ms).await?;
             let mut loaded = assembled.loaded;
             loaded.idempotency_keys.clear();
@@ -1060,9 +1045,7 @@ impl Store for ScyllaStore {
                 keys: assembled.keys,
             })
         }))
-        .await;
-        count("load_skus", result.is_ok());
-        result
+        .await
     }
 
     async fn find_idempotency_key(
@@ -1083,7 +1066,7 @@ impl Store for ScyllaStore {
         key: &str,
         now_ms: i64,
     ) -> Result<Option<(u64, Option<u64>)>, StoreError> {
-        let result = async {
+        async {
             let mut rows: Vec<(i64, i64, Option<i64>, Option<i64>)> = Vec::new();
             self.scan(
                 "find_idempotency_key",
@@ -1121,9 +1104,7 @@ impl Store for ScyllaStore {
             }
             Ok(None)
         }
-        .await;
-        count("find_idempotency_key", result.is_ok());
-        result
+        .await
     }
 
     async fn events(
@@ -1132,12 +1113,9 @@ impl Store for ScyllaStore {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let result = self
-            .sku_events(sku, from_seq, limit)
+        self.sku_events(sku, from_seq, limit)
             .await
-            .map(|events| events.into_iter().map(|e| e.event).collect());
-        count("events", result.is_ok());
-        result
+            .map(|events| events.into_iter().map(|e| e.event).collect())
     }
 
     async fn list_skus(
@@ -1152,7 +1130,6 @@ impl Store for ScyllaStore {
                 Some(sku)
             })
             .await;
-        count("list_skus", result.is_ok());
         result.map(|()| skus)
     }
 
@@ -1172,7 +1149,6 @@ impl Store for ScyllaStore {
                 },
             )
             .await;
-        count("sku_exists", result.is_ok());
         result.map(|()| found)
     }
 
@@ -1196,7 +1172,6 @@ impl Store for ScyllaStore {
                 },
             )
             .await;
-        count("offsets", result.is_ok());
         result.map(|()| offsets)
     }
 
@@ -1213,16 +1188,14 @@ impl Store for ScyllaStore {
                 ],
             });
         }
-        let result = futures::future::try_join_all(
+        futures::future::try_join_all(
             per_channel
                 .into_values()
                 .flat_map(model::chunk_partition)
                 .map(|chunk| async move { self.batch("record_pushed", &chunk).await }),
         )
         .await
-        .map(|_| ());
-        count("record_pushed", result.is_ok());
-        result
+        .map(|_| ())
     }
 
     async fn pushed(&self, channel: &str) -> Result<Vec<PushedRecord>, StoreError> {
@@ -1243,24 +1216,20 @@ impl Store for ScyllaStore {
                 },
             )
             .await;
-        count("pushed", result.is_ok());
         result.map(|()| pushed)
     }
 
     /// Keys expire natively (`USING TTL`, and their expiry column is compared at read
     /// time), so there is nothing to delete: always `Ok(0)`.
     async fn expire_keys(&self, _now_ms: i64) -> Result<u64, StoreError> {
-        count("expire_keys", true);
         Ok(0)
     }
 
     async fn query_events(&self, query: &EventQuery) -> Result<Vec<HistoryEvent>, StoreError> {
-        let result = match &query.sku {
+        match &query.sku {
             Some(sku) => self.query_sku_history(sku, query).await,
             None => self.query_global_history(query).await,
-        };
-        count("query_events", result.is_ok());
-        result
+        }
     }
 
     async fn append_push_log(&self, records: &[PushLogRecord]) -> Result<(), StoreError> {
@@ -1293,7 +1262,7 @@ impl Store for ScyllaStore {
                 values: vec![model::value_big(*day)],
             })
             .collect();
-        let result = async {
+        async {
             self.execute_all("append_push_log", &days).await?;
             futures::future::try_join_all(
                 per_day
@@ -1304,15 +1273,13 @@ impl Store for ScyllaStore {
             .await
             .map(|_| ())
         }
-        .await;
-        count("append_push_log", result.is_ok());
-        result
+        .await
     }
 
     async fn query_push_log(&self, query: &PushLogQuery) -> Result<Vec<PushLogRecord>, StoreError> {
         let from = query.from_ms.unwrap_or(i64::MIN);
         let to = query.to_ms.unwrap_or(i64::MAX);
-        let result = async {
+        async {
             let mut days = Vec::new();
             self.scan::<(i64,)>(
                 "query_push_log",
@@ -1376,14 +1343,12 @@ impl Store for ScyllaStore {
             }
             Ok(found)
         }
-        .await;
-        count("query_push_log", result.is_ok());
-        result
+        .await
     }
 
     async fn prune_push_log(&self, before_ms: i64) -> Result<u64, StoreError> {
         let last_day = model::day_of_ms(before_ms);
-        let result = async {
+        async {
             let mut days = Vec::new();
             self.scan::<(i64,)>(
                 "prune_push_log",
@@ -1433,9 +1398,7 @@ impl Store for ScyllaStore {
             }
             Ok(deleted)
         }
-        .await;
-        count("prune_push_log", result.is_ok());
-        result
+        .await
     }
 
     async fn record_config_change(&self, record: &ConfigAuditRecord) -> Result<(), StoreError> {
@@ -1451,9 +1414,7 @@ impl Store for ScyllaStore {
                 model::value_text(&record.config_json),
             ],
         };
-        let result = self.execute("record_config_change", &write).await;
-        count("record_config_change", result.is_ok());
-        result
+        self.execute("record_config_change", &write).await
     }
 
     async fn config_changes(&self, limit: usize) -> Result<Vec<ConfigAuditRecord>, StoreError> {
@@ -1481,7 +1442,6 @@ impl Store for ScyllaStore {
                 },
             )
             .await;
-        count("config_changes", result.is_ok());
         changes.truncate(limit);
         result.map(|()| changes)
     }
@@ -1508,7 +1468,6 @@ impl Store for ScyllaStore {
                 },
             )
             .await;
-        count("hold_expiries", result.is_ok());
         result.map(|()| expiries)
     }
 
@@ -1530,7 +1489,6 @@ impl Store for ScyllaStore {
                 },
             )
             .await;
-        count("reservation", result.is_ok());
         result.map(|()| found)
     }
 
@@ -1572,7 +1530,6 @@ impl Store for ScyllaStore {
                 },
             )
             .await;
-        count("order_lines", result.is_ok());
         result.map(|()| lines)
     }
 
@@ -1593,16 +1550,14 @@ impl Store for ScyllaStore {
                 .or_default()
                 .extend(model::order_line_writes(record, forget_before_ms));
         }
-        let result = futures::future::try_join_all(
+        futures::future::try_join_all(
             per_order
                 .into_values()
                 .flat_map(model::chunk_partition)
                 .map(|chunk| async move { self.batch("record_order_lines", &chunk).await }),
         )
         .await
-        .map(|_| ());
-        count("record_order_lines", result.is_ok());
-        result
+        .map(|_| ())
     }
 
     async fn dead_letters(
@@ -1638,7 +1593,6 @@ impl Store for ScyllaStore {
                 },
             )
             .await;
-        count("dead_letters", result.is_ok());
         result.map(|()| letters)
     }
 }
