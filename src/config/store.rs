@@ -237,7 +237,7 @@ pub struct ScyllaStoreConfig {
     #[serde(default = "default_scylla_max_in_flight")]
     pub max_in_flight: usize,
     /// How many times an idempotent request that timed out or met an unavailable
-    /// replica set is retried (with backoff) before the error is returned.
+    /// replica set is retried (on the next replica) before the error is returned.
     #[serde(default = "default_scylla_retries")]
     pub retries: u32,
     /// User name for password authentication, if the cluster requires it.

@@ -5,8 +5,8 @@
 //! outcome of each event that was not plain `applied`, and the dead letters of expired
 //! parked movements.
 //! The trait is shaped for both the embedded SQLite backend ([`embedded::EmbeddedStore`])
-//! and a ScyllaDB backend: everything is partitioned by SKU (or by channel for pushed
-//! values), and one [`CommitBatch`] is one durable write.
+//! and the ScyllaDB backend ([`scylla::ScyllaStore`]): everything is partitioned by SKU (or
+//! by channel for pushed values), and one [`CommitBatch`] is one durable write.
 //!
 //! May depend on: `domain`.
 
@@ -18,6 +18,7 @@ pub mod embedded;
 pub mod fault;
 pub mod history;
 pub mod postgres;
+pub mod scylla;
 pub mod wal;
 
 use async_trait::async_trait;
@@ -650,12 +651,8 @@ async fn open_backend(
         crate::config::StoreBackend::Postgres => Ok(std::sync::Arc::new(
             postgres::PostgresStore::open(&config.postgres).await?,
         )),
-        crate::config::StoreBackend::Scylla => Err(StoreError::Backend {
-            operation: "open",
-            message: format!(
-                "the {} backend is being built (issue 12); use backend = \"embedded\"",
-                config.backend.name()
-            ),
-        }),
+        crate::config::StoreBackend::Scylla => Ok(std::sync::Arc::new(
+            scylla::ScyllaStore::open(&config.scylla).await?,
+        )),
     }
 }
