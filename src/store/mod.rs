@@ -11,6 +11,8 @@
 //! May depend on: `domain`.
 
 pub mod codec;
+#[doc(hidden)]
+pub mod conformance;
 pub mod embedded;
 pub mod fault;
 pub mod history;

@@ -1,11 +1,14 @@
 //! `kill -9` during a stream of movements, then restart: no acknowledged movement is lost
 //! and none is applied twice.
 //!
-//! The real `stocksync` binary runs with the embedded store in a temp dir. Four writers
-//! post batches of receipts over HTTP and record which keys were acknowledged; the process
-//! is killed with SIGKILL mid-stream. After a restart every acknowledged key must answer
-//! `duplicate`, and after re-sending every attempted movement each SKU's on-hand must equal
-//! the exact sum of its distinct movements (each applied once, none lost).
+//! The real `stocksync` binary runs on each reachable store backend: `embedded::` (a temp
+//! dir) always, `postgres::` (a fresh schema per test, in the database of
+//! `STOCKSYNC_TEST_POSTGRES`) when that variable is set; otherwise the PostgreSQL variant
+//! writes `skipped: postgres ...` to stderr and passes. Four writers post batches of
+//! receipts over HTTP and record which keys were acknowledged; the process is killed with
+//! SIGKILL mid-stream. After a restart every acknowledged key must answer `duplicate`, and
+//! after re-sending every attempted movement each SKU's on-hand must equal the exact sum of
+//! its distinct movements (each applied once, none lost).
 
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -14,18 +17,21 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use stocksync::config::{StoreBackend, StoreConfig};
+use stocksync::store::conformance::{StoreFactory, store_toml};
 
 const SKUS: usize = 16;
 const WRITERS: usize = 4;
 const BATCH: usize = 25;
 
-fn start_engine(dir: &Path) -> (Child, String) {
+/// Starts the binary on `store` (the same config again after a kill: the same data).
+fn start_engine(dir: &Path, store: &StoreConfig) -> (Child, String) {
     let config = dir.join("stocksync.toml");
     std::fs::write(
         &config,
         format!(
-            "[store]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[locations]]\nid = \"WH-1\"\n",
-            dir.join("ledger.db").display()
+            "{}\n[http]\nlisten = \"127.0.0.1:0\"\n[[locations]]\nid = \"WH-1\"\n",
+            store_toml(store)
         ),
     )
     .unwrap();
@@ -108,17 +114,46 @@ async fn stock(client: &reqwest::Client, base: &str, sku: &str) -> Value {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_stream_loses_no_acknowledged_movement_and_applies_none_twice() {
+/// One test per reachable backend (see the module doc); `$acknowledged` is how many
+/// movements the kill -9 test lets the engine acknowledge before it kills it.
+macro_rules! backend_tests {
+    ($module:ident, $backend:expr, $acknowledged:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kill_9_mid_stream_loses_no_acknowledged_movement_and_applies_none_twice() {
+                let test = "crash_recovery kill_9_mid_stream";
+                if let Some(factory) = StoreFactory::for_test(&$backend, test) {
+                    kill_9_mid_stream(&factory, $acknowledged).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_batch_resent_after_a_crash_tells_what_was_durable_before_it() {
+                let test = "crash_recovery a_batch_resent_after_a_crash";
+                if let Some(factory) = StoreFactory::for_test(&$backend, test) {
+                    a_batch_resent_after_a_crash(&factory).await;
+                }
+            }
+        }
+    };
+}
+
+backend_tests!(embedded, StoreBackend::Embedded, 2_000);
+backend_tests!(postgres, StoreBackend::Postgres, 2_000);
+
+async fn kill_9_mid_stream(factory: &StoreFactory, acknowledged_before_kill: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut engine, base) = start_engine(dir.path());
+    let store = factory.fresh_config();
+    let (mut engine, base) = start_engine(dir.path(), &store);
     let book = Arc::new(Mutex::new(Ledgerbook::default()));
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| tokio::spawn(write_until_killed(base.clone(), w, book.clone())))
         .collect();
     // Let the stream run until a good number of movements are acknowledged, then SIGKILL.
     for _ in 0..600 {
-        if book.lock().unwrap().acknowledged.len() >= 2_000 {
+        if book.lock().unwrap().acknowledged.len() >= acknowledged_before_kill {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -142,7 +177,7 @@ async fn kill_9_mid_stream_loses_no_acknowledged_movement_and_applies_none_twice
         "the kill should interrupt in-flight requests"
     );
 
-    let (mut engine, base) = start_engine(dir.path());
+    let (mut engine, base) = start_engine(dir.path(), &store);
     let client = reqwest::Client::new();
     // Every acknowledged movement survived: re-sending it answers `duplicate`.
     let mut keys: Vec<&String> = attempted.keys().collect();
@@ -197,9 +232,9 @@ async fn kill_9_mid_stream_loses_no_acknowledged_movement_and_applies_none_twice
 /// movement with its index and key, the part that was durable before the crash
 /// `duplicate` with the seq and time of the original event, the rest `applied`, and a
 /// summary that counts both.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_resent_after_a_crash_tells_what_was_durable_before_it() {
+async fn a_batch_resent_after_a_crash(factory: &StoreFactory) {
     let dir = tempfile::tempdir().unwrap();
+    let store = factory.fresh_config();
     let client = reqwest::Client::new();
     let batch: Vec<Value> = (0..20)
         .map(|n| {
@@ -221,13 +256,13 @@ async fn a_batch_resent_after_a_crash_tells_what_was_durable_before_it() {
         }
     };
     // Before the crash, only the first 8 movements of the batch were made durable.
-    let (mut engine, base) = start_engine(dir.path());
+    let (mut engine, base) = start_engine(dir.path(), &store);
     let (status, first) = post(base, batch[..8].to_vec()).await;
     assert_eq!(status, 201, "{first}");
     engine.kill().expect("SIGKILL");
     engine.wait().unwrap();
 
-    let (mut engine, base) = start_engine(dir.path());
+    let (mut engine, base) = start_engine(dir.path(), &store);
     let (status, answer) = post(base, batch.clone()).await;
     assert_eq!(status, 201, "{answer}");
     let results = answer["results"].as_array().unwrap();

@@ -41,5 +41,6 @@ mod reservations;
 mod scenarios;
 mod shopify_propagation;
 mod stock_model;
+mod store_conformance;
 mod web_api;
 mod woocommerce_intake;
