@@ -535,6 +535,13 @@ pub async fn idempotency_key_expiry(factory: &StoreFactory) {
     let at = soon.key_expires_at_ms;
     assert_eq!(find("EXP#1", at - 1).await, Some(1));
     assert_eq!(find("EXP#1", at).await, None);
+    assert_eq!(
+        loaded_keys(store, "EXP", at).await,
+        vec![("EXP#2".to_owned(), 2)],
+        "not loaded at its expiry"
+    );
+    let batch = store.load_skus(&["EXP".to_owned()], at).await.unwrap();
+    assert_eq!(batch[0].keys.len(), 1, "not loaded at its expiry: {:?}", batch[0].keys);
     let expired_now = store.expire_keys(at + 1).await.unwrap();
     assert!(
         expired_now == 0 || expired_now == 2,
