@@ -541,7 +541,12 @@ pub async fn idempotency_key_expiry(factory: &StoreFactory) {
         "not loaded at its expiry"
     );
     let batch = store.load_skus(&["EXP".to_owned()], at).await.unwrap();
-    assert_eq!(batch[0].keys.len(), 1, "not loaded at its expiry: {:?}", batch[0].keys);
+    assert_eq!(
+        batch[0].keys.len(),
+        1,
+        "not loaded at its expiry: {:?}",
+        batch[0].keys
+    );
     let expired_now = store.expire_keys(at + 1).await.unwrap();
     assert!(
         expired_now == 0 || expired_now == 2,
@@ -1798,4 +1803,48 @@ pub async fn close_and_reopen(factory: &StoreFactory) {
         2
     );
     assert_eq!(store.list_skus(None, 10).await.unwrap(), vec!["KEEP"]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn a_fresh_config_written_as_toml_reads_back_as_the_same_store() {
+        // Port 1 refuses at once: dropping the factory tries to drop its schemas there.
+        let postgres = StoreFactory::postgres("host=127.0.0.1 port=1 dbname=none");
+        let scylla = StoreFactory::scylla("10.0.0.1:9042, 10.0.0.2:9042");
+        for config in [
+            postgres.fresh_config(),
+            scylla.fresh_config(),
+            StoreFactory::embedded().fresh_config(),
+        ] {
+            let parsed = Config::from_toml(&store_toml(&config)).unwrap();
+            parsed.validate().unwrap();
+            assert_eq!(
+                serde_json::to_value(&parsed.store).unwrap(),
+                serde_json::to_value(&config).unwrap()
+            );
+        }
+        let (a, b) = (postgres.fresh_config(), postgres.fresh_config());
+        assert_ne!(a.postgres.schema, b.postgres.schema);
+        assert!(a.postgres.schema.starts_with("conf_") && a.postgres.schema.len() == 21);
+        let keyspace = scylla.fresh_config().scylla;
+        assert_eq!(keyspace.nodes, vec!["10.0.0.1:9042", "10.0.0.2:9042"]);
+        assert_eq!(keyspace.replication.class, "SimpleStrategy");
+        assert_eq!(keyspace.replication.factor, 1);
+    }
+
+    #[test]
+    fn a_backend_without_its_variable_names_the_variable() {
+        // The embedded backend needs none; the others name theirs when it is unset here.
+        assert!(StoreFactory::from_env(&StoreBackend::Embedded).is_ok());
+        if std::env::var_os(SCYLLA_ENV).is_none() {
+            assert_eq!(
+                StoreFactory::from_env(&StoreBackend::Scylla).err(),
+                Some(SCYLLA_ENV)
+            );
+        }
+    }
 }
