@@ -11,7 +11,8 @@
 //! so a check can tell a whole batch from a part of one without the writer's memory.
 //!
 //! [`crash_mid_group_commit`] runs rounds of start writer → wait a random moment → SIGKILL
-//! → reopen and check ([`check_after_crash`]): every acknowledged batch is fully present;
+//! → reopen, wait until the store is quiet (a server may finish a transaction the killed
+//! writer had sent) and check ([`check_after_crash`]): every acknowledged batch is fully present;
 //! no batch is partly present (all or nothing per batch; on ScyllaDB, whose batches are
 //! atomic per SKU partition only, all or nothing per SKU and batch); every visible event has
 //! its key and every key its event; each SKU's seq is gapless and its snapshot is at its
@@ -22,7 +23,7 @@
 
 use super::{DAY_MS, StoreFactory, now_ms, open, snapshot, store_toml, watermark};
 use crate::config::StoreConfig;
-use crate::store::{CommitBatch, EventRecord};
+use crate::store::{CommitBatch, EventRecord, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
@@ -187,6 +188,39 @@ fn read_acks(path: &Path) -> Vec<Ack> {
         .collect()
 }
 
+/// What a check reads of the writer's SKUs (events, snapshot) and offsets: a sign of change.
+async fn fingerprint(store: &dyn Store) -> Vec<i64> {
+    let mut seen = Vec::with_capacity(SKUS * 2);
+    for i in 0..SKUS {
+        let name = sku(i);
+        let events = store.events(&name, 1, 1_000_000).await.expect("events");
+        let loaded = store.load_sku(&name, now_ms()).await.expect("load_sku");
+        seen.push(events.len() as i64);
+        seen.push(loaded.snapshot.map_or(-1, |s| s.seq as i64));
+    }
+    let offsets = store.offsets(GROUP).await.expect("offsets");
+    seen.extend(offsets.iter().map(|w| w.next_offset));
+    seen
+}
+
+/// Waits until two reads 100 ms apart agree: a server may still finish a transaction the
+/// killed writer had sent (PostgreSQL commits it unless it noticed the closed connection
+/// first), and the check reads SKU by SKU, not in one snapshot.
+///
+/// Panics when the store is still changing after 10 s.
+async fn settle(store: &dyn Store) {
+    let mut last = fingerprint(store).await;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = fingerprint(store).await;
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+    panic!("the store was still changing 10 s after the writer was killed");
+}
+
 /// Opens the store of `config` after a crash and checks it against the acknowledged
 /// batches `acks` (see the module doc); `atomic_across_skus` is false on a backend whose
 /// batch is atomic per SKU only.
@@ -198,6 +232,7 @@ pub async fn check_after_crash(
     atomic_across_skus: bool,
 ) -> CrashFindings {
     let store = open(config).await;
+    settle(store.as_ref()).await;
     let now = now_ms();
     let mut findings = CrashFindings::default();
     // batch → (total, events seen); (batch, sku) → (per_sku, seqs seen)
