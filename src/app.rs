@@ -270,6 +270,8 @@ impl App {
             tracing::info!("{notice}");
         }
         let config = Arc::new(config);
+        // The recorder first: the store registers its error and retry series at zero.
+        crate::telemetry::prometheus();
         let store = crate::store::open(&config.store)
             .await
             .context("opening the store")?;

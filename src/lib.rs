@@ -15,7 +15,8 @@
 //! Layout:
 //! - [`domain`]: vocabulary types and the pure SKU state machine (no async, no I/O).
 //! - [`ledger`]: SKU actors, registry, passivation, group commit.
-//! - [`store`]: the `Store` trait and the embedded backend.
+//! - [`store`]: the `Store` trait and its backends.
+//! - [`store_admin`]: `stocksync migrate` and `stocksync store copy`.
 //! - [`ingest`]: every way a movement comes in: Kafka consumer, and per platform its
 //!   decoders, webhook receiver (an axum router `web` mounts) and poller.
 //! - [`propagation`]: per-channel actors with coalescing queue, rate limiter, retries.
@@ -60,5 +61,6 @@ pub mod reconcile;
 pub mod sandbox;
 pub mod signing;
 pub mod store;
+pub mod store_admin;
 pub mod telemetry;
 pub mod web;

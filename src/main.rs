@@ -1,5 +1,5 @@
 //! The `stocksync` binary: `run`, `demo`, `sandbox`, `history`, `check-config`, `token`,
-//! `loadgen`, `bench`, `openapi`.
+//! `loadgen`, `bench`, `openapi`, `migrate`, `store copy`.
 
 // The binary sees every dependency of the library; the lint is checked on the library.
 #![allow(unused_crate_dependencies)]
@@ -126,6 +126,18 @@ enum Command {
         #[arg(long)]
         csv: bool,
     },
+    /// Create or update the configured store's schema (PostgreSQL schema, ScyllaDB
+    /// keyspace and tables; the embedded file), whatever `create_schema` says.
+    Migrate {
+        /// The TOML config file (its `[store]` is read).
+        #[arg(long, short, env = "STOCKSYNC_CONFIG")]
+        config: PathBuf,
+    },
+    /// Store administration.
+    Store {
+        #[command(subcommand)]
+        action: StoreCommand,
+    },
     /// Check a config file and report every problem at once.
     CheckConfig {
         /// The TOML config file.
@@ -165,6 +177,25 @@ enum Command {
         /// The round number (names the batches and the offset partition).
         #[arg(long, default_value_t = 0)]
         round: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy every record of one store into another (embedded → postgres/scylla and back),
+    /// resumably, then verify counts and a checksum per SKU (exit code 1 on a mismatch).
+    /// Stop the engine on the source first.
+    Copy {
+        /// Config whose `[store]` is copied (its Kafka group and channels name the offsets
+        /// and pushed values to copy).
+        #[arg(long)]
+        from: PathBuf,
+        /// Config whose `[store]` receives the copy.
+        #[arg(long)]
+        to: PathBuf,
+        /// Most events per commit to the target.
+        #[arg(long, default_value_t = 1000)]
+        batch_events: usize,
     },
 }
 
@@ -212,6 +243,55 @@ fn new_token(name: &str, scopes: &[String]) -> anyhow::Result<String> {
         scopes.join(", "),
         stocksync::web::auth::hash_token(&token)
     ))
+}
+
+/// `stocksync store copy`: copies, verifies, prints both reports; exits 1 on a mismatch.
+async fn store_copy(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    batch: usize,
+) -> anyhow::Result<()> {
+    use stocksync::store_admin::copy;
+    let (from_config, to_config) = (Config::load(from)?, Config::load(to)?);
+    anyhow::ensure!(
+        !copy::same_store(&from_config.store, &to_config.store),
+        "--from and --to name the same store"
+    );
+    let source = stocksync::store::open(&from_config.store)
+        .await
+        .context("opening the source store")?;
+    let target = stocksync::store::open(&to_config.store)
+        .await
+        .context("opening the target store")?;
+    let scope = copy::CopyScope::of(&from_config);
+    let options = copy::CopyOptions {
+        batch_events: batch,
+        progress: true,
+        ..copy::CopyOptions::default()
+    };
+    let copied = copy::copy(source.as_ref(), target.as_ref(), &scope, &options).await?;
+    println!(
+        "copied {} → {}: {} SKUs ({} copied, {} already there), {} events in {} commits, \
+         {} reservations, {} push-log rows, {} config audit rows",
+        from_config.store.backend.name(),
+        to_config.store.backend.name(),
+        copied.skus,
+        copied.skus_copied,
+        copied.skus_skipped,
+        copied.events,
+        copied.commits,
+        copied.reservations,
+        copied.push_log_rows,
+        copied.config_audit_rows
+    );
+    let verified = copy::verify(source.as_ref(), target.as_ref(), &scope, &options).await?;
+    print!("{}", verified.render());
+    target.close().await?;
+    source.close().await?;
+    if !verified.ok() {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -305,6 +385,21 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Migrate { config } => {
+            let config = Config::load(&config)?;
+            println!(
+                "{}",
+                stocksync::store_admin::migrate::migrate(&config).await?
+            );
+        }
+        Command::Store {
+            action:
+                StoreCommand::Copy {
+                    from,
+                    to,
+                    batch_events,
+                },
+        } => store_copy(&from, &to, batch_events).await?,
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => println!(
                 "{}: ok ({} locations, {} channels, kafka {})",

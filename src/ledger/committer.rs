@@ -291,6 +291,9 @@ async fn write(
     let mut backoff_ms = RETRY_INITIAL_MS;
     let mut attempts: u64 = 0;
     loop {
+        if attempts > 0 {
+            crate::store::metered::record_retry(store.backend_name(), "commit");
+        }
         let started = Instant::now();
         let result = store.commit_shared(batch.clone()).await;
         metrics::histogram!(crate::telemetry::STORE_COMMIT_SECONDS)

@@ -51,7 +51,10 @@ async fn a_failed_group_commit_is_written_again_when_the_store_is_back_and_ackno
 {
     let dir = tempfile::tempdir().unwrap();
     let faulty = FaultyStore::new(embedded(&dir));
-    let ledger = Ledger::start(faulty.clone(), Arc::new(NullSink), LedgerOptions::default());
+    // Metered under a backend label of its own, so the retry count is this test's alone.
+    let metrics = crate::telemetry::prometheus();
+    let metered = crate::store::metered::MeteredStore::with_backend(faulty.clone(), "retry-test");
+    let ledger = Ledger::start(metered, Arc::new(NullSink), LedgerOptions::default());
     assert_eq!(
         ledger.submit(receipt("SKU-S", "r1", 5)).await,
         Ok(Ack::Applied { seq: 1 })
@@ -75,6 +78,30 @@ async fn a_failed_group_commit_is_written_again_when_the_store_is_back_and_ackno
         .expect("answered once the store is back")
         .unwrap();
     assert_eq!(ack, Ok(Ack::Applied { seq: 2 }));
+    // Every failed attempt was counted as an error and followed by one retry.
+    let text = metrics.render();
+    let value = |metric: &str, kind: &str| -> u64 {
+        text.lines()
+            .find(|line| {
+                line.starts_with(&format!("{metric}{{"))
+                    && line.contains("backend=\"retry-test\"")
+                    && line.contains("method=\"commit\"")
+                    && line.contains(kind)
+            })
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let failed = faulty.failed_commits();
+    assert_eq!(
+        value(crate::telemetry::STORE_RETRIES_TOTAL, ""),
+        failed,
+        "{text}"
+    );
+    assert_eq!(
+        value(crate::telemetry::STORE_ERRORS_TOTAL, "kind=\"backend\""),
+        failed,
+        "{text}"
+    );
     assert!(ledger.is_healthy());
     assert_eq!(ledger.unavailable_reason(), None);
     // Writes go on without a restart.

@@ -197,12 +197,14 @@ mod tests {
         // The poller spent the store's burst: the pusher waits for the store's rate.
         quota.acquire().await;
         quota.acquire().await;
-        assert_eq!(bucket.wait(Instant::now()), Duration::from_secs(1));
-        tokio::time::advance(Duration::from_secs(1)).await;
+        // One token of the store's rate, plus the transit margin.
+        assert_eq!(bucket.wait(Instant::now()), Duration::from_millis(1_050));
+        tokio::time::advance(Duration::from_millis(1_050)).await;
         assert_eq!(bucket.wait(Instant::now()), Duration::ZERO);
         bucket.take(Instant::now());
         bucket.charge(1);
-        // The push's two requests count against the poller's budget too.
+        // The push's two requests count against the poller's budget too: from -0.95
+        // tokens, 2 tokens to reach 1.05.
         assert_eq!(quota.wait(Instant::now()), Duration::from_secs(2));
         // A pause the platform imposed on anyone holds the pusher back.
         quota.pause_until(Instant::now() + Duration::from_secs(7));

@@ -131,12 +131,6 @@ fn backend(operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     }
 }
 
-fn count(method: &'static str, ok: bool) {
-    metrics::counter!(crate::telemetry::STORE_CALLS_TOTAL, "method" => method,
-        "outcome" => if ok { "ok" } else { "error" })
-    .increment(1);
-}
-
 impl EmbeddedStore {
     /// Opens (creating if needed) the database file and its parent folder, with the default
     /// WAL policy.
@@ -224,7 +218,7 @@ impl EmbeddedStore {
         work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let connection = connection.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut guard = connection
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner());
@@ -234,9 +228,7 @@ impl EmbeddedStore {
         .map_err(|e| StoreError::Backend {
             operation: method,
             message: format!("blocking task failed: {e}"),
-        })?;
-        count(method, result.is_ok());
-        result
+        })?
     }
 }
 
@@ -1029,7 +1021,6 @@ impl Store for EmbeddedStore {
     /// The embedded log keeps every event with its key's expiry, and loads only unexpired
     /// keys, so there is nothing to delete: always `Ok(0)`.
     async fn expire_keys(&self, _now_ms: i64) -> Result<u64, StoreError> {
-        count("expire_keys", true);
         Ok(0)
     }
 
@@ -1265,6 +1256,35 @@ impl Store for EmbeddedStore {
                     expired_at_ms: row.get(9)?,
                     keep_until_ms: row.get(10)?,
                 })
+            })
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)
+        })
+        .await
+    }
+
+    /// One read: the hash is a column of the event's index row.
+    async fn events_with_hashes(
+        &self,
+        sku: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let sku = sku.to_owned();
+        Self::blocking(&self.reader, "events_with_hashes", move |c| {
+            let err = backend("events_with_hashes");
+            c.prepare_cached(
+                "SELECT i.sku, i.seq, i.idempotency_key, e.recorded_at_ms, e.movement,
+                        i.key_expires_at_ms, i.movement_hash
+                 FROM event_index i JOIN events e ON e.id = i.event_id
+                 WHERE i.sku = ?1 AND i.seq >= ?2 ORDER BY i.seq LIMIT ?3",
+            )
+            .map_err(&err)?
+            .query_map(params![sku, from_seq as i64, limit as i64], |row| {
+                let mut event = read_event(row)?;
+                event.movement_hash = row.get::<_, Option<i64>>(6)?.map(|hash| hash as u64);
+                Ok(event)
             })
             .map_err(&err)?
             .collect::<Result<Vec<_>, _>>()

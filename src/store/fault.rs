@@ -138,6 +138,15 @@ impl Store for FaultyStore {
         self.check_loads("find_idempotency_key", std::iter::once(sku))?;
         self.inner.find_idempotency_key(sku, key, now_ms).await
     }
+    async fn find_idempotency_key_hash(
+        &self,
+        sku: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<(u64, Option<u64>)>, StoreError> {
+        self.check_loads("find_idempotency_key", std::iter::once(sku))?;
+        self.inner.find_idempotency_key_hash(sku, key, now_ms).await
+    }
     async fn events(
         &self,
         sku: &str,

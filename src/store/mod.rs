@@ -10,12 +10,16 @@
 //!
 //! May depend on: `domain`.
 
+/// The metrics wrapper [`open`] puts around every backend.
+pub mod metered;
+
 pub mod codec;
 #[doc(hidden)]
 pub mod conformance;
 pub mod embedded;
 pub mod fault;
 pub mod history;
+pub mod postgres;
 pub mod wal;
 
 use async_trait::async_trait;
@@ -590,6 +594,27 @@ pub trait Store: Send + Sync + 'static {
             .await?
             .map(|seq| (seq, None)))
     }
+    /// Like [`Store::events`], with each event's [`EventRecord::movement_hash`] filled in
+    /// (`None` where the key was recorded without one): what `stocksync store copy` reads so
+    /// that the target refuses a conflicting redelivery exactly as the source would. The
+    /// default asks [`Store::find_idempotency_key_hash`] once per event (expired keys
+    /// included); a backend that keeps the hash beside the event overrides it with one read.
+    async fn events_with_hashes(
+        &self,
+        sku: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let mut events = self.events(sku, from_seq, limit).await?;
+        for event in &mut events {
+            event.movement_hash = self
+                .find_idempotency_key_hash(sku, &event.idempotency_key, i64::MIN)
+                .await?
+                .filter(|(seq, _)| *seq == event.seq)
+                .and_then(|(_, hash)| hash);
+        }
+        Ok(events)
+    }
     /// Called once on a clean stop, after the last commit: leaves the store compact on disk
     /// (the embedded backend checkpoints and truncates its WAL). Default: nothing to do.
     async fn close(&self) -> Result<(), StoreError> {
@@ -600,10 +625,18 @@ pub trait Store: Send + Sync + 'static {
     async fn release_memory(&self) {}
 }
 
-/// Opens the configured backend (the registry of store backends).
+/// Opens the configured backend (the registry of store backends), wrapped in
+/// [`metered::MeteredStore`] so that every backend's calls are counted alike.
 ///
 /// Errors: [`StoreError::Backend`] when the backend cannot be opened or reached.
 pub async fn open(
+    config: &crate::config::StoreConfig,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    Ok(metered::MeteredStore::wrap(open_backend(config).await?))
+}
+
+/// The configured backend itself, unwrapped.
+async fn open_backend(
     config: &crate::config::StoreConfig,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     match config.backend {
@@ -616,14 +649,15 @@ pub async fn open(
                 },
             )?))
         }
-        crate::config::StoreBackend::Postgres | crate::config::StoreBackend::Scylla => {
-            Err(StoreError::Backend {
-                operation: "open",
-                message: format!(
-                    "the {} backend is being built (issue 12); use backend = \"embedded\"",
-                    config.backend.name()
-                ),
-            })
-        }
+        crate::config::StoreBackend::Postgres => Ok(std::sync::Arc::new(
+            postgres::PostgresStore::open(&config.postgres).await?,
+        )),
+        crate::config::StoreBackend::Scylla => Err(StoreError::Backend {
+            operation: "open",
+            message: format!(
+                "the {} backend is being built (issue 12); use backend = \"embedded\"",
+                config.backend.name()
+            ),
+        }),
     }
 }

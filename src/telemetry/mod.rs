@@ -35,8 +35,18 @@ pub const LEDGER_RESERVATIONS_EXPIRED_TOTAL: &str = "stocksync_ledger_reservatio
 pub const STORE_COMMIT_SECONDS: &str = "stocksync_store_commit_seconds";
 /// Events per group commit (histogram).
 pub const STORE_COMMIT_BATCH_EVENTS: &str = "stocksync_store_commit_batch_events";
-/// Store calls; labels `method`, `outcome`.
+/// Store calls, counted by `store::metered` for every backend; labels `backend`
+/// (`embedded`, `postgres`, `scylla`), `method` (the `Store` method).
 pub const STORE_CALLS_TOTAL: &str = "stocksync_store_calls_total";
+/// Store calls that returned an error; labels `backend`, `method`, `kind` (`backend`,
+/// `corrupt`, `poisoned`, `fenced`: the `StoreError` variant).
+pub const STORE_ERRORS_TOTAL: &str = "stocksync_store_errors_total";
+/// Latency of one store call (histogram, seconds, [`STORE_LATENCY_BUCKETS`]); labels
+/// `backend`, `method`.
+pub const STORE_LATENCY_SECONDS: &str = "stocksync_store_latency_seconds";
+/// Store calls made again by their caller after a failure (the ledger's committer writes a
+/// failed group commit again); labels `backend`, `method`.
+pub const STORE_RETRIES_TOTAL: &str = "stocksync_store_retries_total";
 /// Size of the embedded store's write-ahead log in bytes (gauge, set after each commit).
 pub const STORE_WAL_BYTES: &str = "stocksync_store_wal_bytes";
 /// WAL checkpoints of the embedded store; labels `reason` (`size`, `idle`, `close`),
@@ -146,6 +156,14 @@ impl DeadLetterBroadcast {
     }
 }
 
+/// Bucket bounds (seconds) of [`STORE_LATENCY_SECONDS`]: finer at the low end than
+/// [`SECONDS_BUCKETS`], since an embedded read takes tens of microseconds and a shared
+/// store's round trip about a millisecond.
+pub const STORE_LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Bucket bounds (seconds) of every `*_seconds` histogram: rendered as Prometheus
@@ -162,6 +180,12 @@ pub fn prometheus() -> PrometheusHandle {
         .get_or_init(|| {
             PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
+                .expect("the bucket list is not empty")
+                // A full-name matcher wins over the suffix one (the exporter sorts them).
+                .set_buckets_for_metric(
+                    Matcher::Full(STORE_LATENCY_SECONDS.to_owned()),
+                    STORE_LATENCY_BUCKETS,
+                )
                 .expect("the bucket list is not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed in this process")

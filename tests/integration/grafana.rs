@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use stocksync::config::Config;
+use stocksync::config::{Config, StoreBackend};
 use stocksync::sandbox::shopify::{self, ShopifySimulatorOptions, SimOrderLine};
 
 const CHANNEL: &str = "shop-harbour";
@@ -82,6 +82,9 @@ fn dashboard_queries() -> Vec<String> {
             "{title}"
         );
         assert!(panel["gridPos"]["w"].as_u64().is_some(), "{title}");
+        if panel["type"] == "row" {
+            continue;
+        }
         assert_eq!(panel["datasource"]["uid"], "prometheus", "{title}");
         let targets = panel["targets"].as_array().expect("targets");
         assert!(!targets.is_empty(), "{title} has no query");
@@ -92,6 +95,23 @@ fn dashboard_queries() -> Vec<String> {
         }
     }
     queries
+}
+
+/// The queries of the panels under the dashboard's row titled `row` (down to the next row).
+fn row_queries(row: &str) -> Vec<String> {
+    let dashboard: Value =
+        serde_json::from_str(&read("grafana/dashboards/stocksync.json")).expect("JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let start = panels
+        .iter()
+        .position(|p| p["type"] == "row" && p["title"] == row)
+        .unwrap_or_else(|| panic!("no row {row:?} in the dashboard"));
+    panels[start + 1..]
+        .iter()
+        .take_while(|p| p["type"] != "row")
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// The alert rules (name, expression), checking the file's shape.
@@ -144,6 +164,55 @@ fn the_deployment_files_are_consistent() {
     let config = Config::from_toml(&text).expect("docker/stocksync.toml parses");
     config.validate().expect("docker/stocksync.toml is valid");
     assert!(config.kafka.is_some());
+    // The ledger lives in the compose file's ScyllaDB, which stocksync waits for.
+    assert_eq!(config.store.backend, StoreBackend::Scylla);
+    assert_eq!(config.store.scylla.nodes, ["scylla:9042"]);
+    assert_eq!(config.store.scylla.replication.class, "SimpleStrategy");
+    assert_eq!(config.store.scylla.replication.factor, 1);
+    assert!(
+        compose["services"]["scylla"]["healthcheck"]["test"]
+            .as_array()
+            .is_some_and(|test| !test.is_empty())
+    );
+    assert_eq!(
+        stocksync["depends_on"]["scylla"]["condition"],
+        "service_healthy"
+    );
+    // The PostgreSQL variant: the same config file with its backend switched by the
+    // override's environment, a `postgres:16` service stocksync waits for, ScyllaDB off.
+    let variant = yaml("compose.postgres.yaml");
+    assert_eq!(variant["services"]["postgres"]["image"], "postgres:16");
+    let environment = &variant["services"]["stocksync"]["environment"];
+    assert_eq!(environment["STOCKSYNC_STORE_BACKEND"], "postgres");
+    assert_eq!(
+        variant["services"]["stocksync"]["depends_on"]["postgres"]["condition"],
+        "service_healthy"
+    );
+    assert!(variant["services"]["scylla"]["profiles"].is_array());
+    let on_postgres = text
+        .replace("${STOCKSYNC_STORE_BACKEND:-scylla}", "postgres")
+        .replace(
+            "${POSTGRES_URL:-postgres://stocksync@postgres:5432/stocksync}",
+            environment["POSTGRES_URL"].as_str().expect("POSTGRES_URL"),
+        );
+    let config = Config::from_toml(&on_postgres).expect("the postgres variant parses");
+    config.validate().expect("the postgres variant is valid");
+    assert_eq!(config.store.backend, StoreBackend::Postgres);
+    assert!(config.store.postgres.url.contains("@postgres:5432/"));
+
+    // The dashboard's Store row shows the store wrapper's metrics (the running-engine test
+    // below checks that every name is really exposed).
+    let store_row: BTreeSet<String> = row_queries("Store")
+        .iter()
+        .flat_map(|query| metric_names(query))
+        .collect();
+    for wanted in [
+        stocksync::telemetry::STORE_LATENCY_SECONDS,
+        stocksync::telemetry::STORE_ERRORS_TOTAL,
+        stocksync::telemetry::STORE_RETRIES_TOTAL,
+    ] {
+        assert!(store_row.contains(wanted), "no {wanted} in the Store row");
+    }
 
     for volume in compose["services"]["prometheus"]["volumes"]
         .as_array()
@@ -196,6 +265,7 @@ fn the_deployment_files_are_consistent() {
         "StocksyncDeadLetters",
         "StocksyncDiscrepancies",
         "StocksyncStoreCommitSlow",
+        "StocksyncStoreErrors",
         "StocksyncWebhooksQuiet",
     ] {
         assert!(names.contains(wanted), "no alert {wanted}");
@@ -435,6 +505,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exposed() {
     for histogram in [
         "stocksync_propagation_lag_seconds_bucket",
         "stocksync_store_commit_seconds_bucket",
+        "stocksync_store_latency_seconds_bucket{backend=\"embedded\",method=\"commit\"",
     ] {
         assert!(text.contains(histogram), "{histogram} is not exposed");
     }

@@ -42,5 +42,6 @@ mod scenarios;
 mod shopify_propagation;
 mod stock_model;
 mod store_conformance;
+mod store_copy;
 mod web_api;
 mod woocommerce_intake;

@@ -209,7 +209,7 @@ pub(crate) struct Bucket {
 }
 
 impl Bucket {
-    fn new(limit: RateLimit, now: Instant) -> Self {
+    pub(crate) fn new(limit: RateLimit, now: Instant) -> Self {
         Self {
             limit,
             tokens: f64::from(limit.burst),

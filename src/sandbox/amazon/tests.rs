@@ -765,3 +765,29 @@ async fn the_sandbox_index_lists_every_control_endpoint_from_the_route_table() {
         }
     }
 }
+
+/// The client's quota ([`crate::platforms::quota::Quota`]) against the simulator's own
+/// bucket for getOrders (one a minute, burst 20), with requests spending 40 ms and 1 ms on
+/// the wire in turn: a request that has to wait for the refill must still find a token
+/// at the platform. Without the transit margin, a request that travelled faster than the
+/// one before it arrived a few milliseconds before the platform's token and met a 429.
+#[tokio::test(start_paused = true)]
+async fn the_clients_quota_never_outruns_the_platforms_bucket_with_uneven_transit() {
+    use crate::platforms::quota::{Quota, QuotaLimit};
+    let limit = RateLimits::default().get_orders;
+    let quota = Quota::new(
+        "amazon:getOrders",
+        QuotaLimit::new(limit.requests_per_sec, limit.burst),
+    );
+    let mut platform = state::Bucket::new(limit, tokio::time::Instant::now());
+    let mut refused = 0;
+    for request in 0u64..60 {
+        quota.acquire().await;
+        let transit = std::time::Duration::from_millis(if request % 2 == 0 { 40 } else { 1 });
+        tokio::time::advance(transit).await;
+        if !platform.admit(tokio::time::Instant::now()) {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 0, "requests refused by the platform's bucket");
+}

@@ -1,0 +1,11 @@
+//! Store administration behind the CLI: `stocksync migrate` ([`migrate`]) and
+//! `stocksync store copy` ([`copy`]).
+//!
+//! Owns: creating a configured store's schema on demand, and moving every record a
+//! [`crate::store::Store`] can read from one store into another, resumably, with a
+//! verification by counts and per-SKU checksums.
+//!
+//! May depend on: `config`, `store`, `clock`.
+
+pub mod copy;
+pub mod migrate;
