@@ -85,8 +85,13 @@ status=0
 cargo test --all-targets --no-fail-fast 2>&1 | tee "$log" || status=$?
 # One closing line over every test binary (the bench targets run last, in test mode).
 read -r passed failed < <(awk '/^test result: / { p += $4; f += $6 } END { print p + 0, f + 0 }' "$log")
+# Store backends whose tests were skipped (each writes "skipped: BACKEND TEST (VARIABLE not
+# set)" to stderr, e.g. ScyllaDB without STOCKSYNC_TEST_SCYLLA): one line naming them.
+skipped=$(grep -oE 'skipped: [a-z]+ [^(]*\([A-Z_]+ not set\)' "$log" | awk '{ print $2, substr($(NF - 2), 2) }' \
+    | sort | uniq -c | awk '{ printf "%s%s (%d tests, %s not set)", sep, $2, $1, $3; sep = "; " }' || true)
 rm -f "$log"
 echo "summary: ${passed:-0} passed, ${failed:-0} failed"
+echo "store backends skipped: ${skipped:-none}"
 echo "==> schemathesis (the OpenAPI contract against a running instance)"
 bash scripts/schemathesis.sh || status=$?
 

@@ -163,6 +163,21 @@ enum Command {
     },
     /// Print the HTTP API's OpenAPI 3.1 contract (`stocksync openapi > docs/openapi.json`).
     Openapi,
+    /// Test support, hidden: commits batches of many SKUs through the configured store in
+    /// a loop, one line per acknowledged batch to --acks, until killed
+    /// (`stocksync::store::conformance::crash`).
+    #[command(hide = true)]
+    StoreCrashWriter {
+        /// The TOML config file (its `[store]` is used).
+        #[arg(long)]
+        config: PathBuf,
+        /// The file that gets one JSON line per acknowledged batch.
+        #[arg(long)]
+        acks: PathBuf,
+        /// The round number (names the batches and the offset partition).
+        #[arg(long, default_value_t = 0)]
+        round: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -404,6 +419,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Loadgen { target } => loadgen_cli::loadgen(target).await?,
         Command::Bench { what } => loadgen_cli::bench(what).await?,
         Command::Openapi => print!("{}", stocksync::web::openapi::document_pretty()),
+        Command::StoreCrashWriter {
+            config,
+            acks,
+            round,
+        } => {
+            let config = Config::load(&config)?;
+            stocksync::store::conformance::crash::run_writer(&config.store, &acks, round, u64::MAX)
+                .await?;
+        }
     }
     Ok(())
 }

@@ -14,6 +14,8 @@
 pub mod metered;
 
 pub mod codec;
+#[doc(hidden)]
+pub mod conformance;
 pub mod embedded;
 pub mod fault;
 pub mod history;

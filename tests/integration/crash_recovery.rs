@@ -1,11 +1,14 @@
 //! `kill -9` during a stream of movements, then restart: no acknowledged movement is lost
 //! and none is applied twice.
 //!
-//! The real `stocksync` binary runs with the embedded store in a temp dir. Four writers
-//! post batches of receipts over HTTP and record which keys were acknowledged; the process
-//! is killed with SIGKILL mid-stream. After a restart every acknowledged key must answer
-//! `duplicate`, and after re-sending every attempted movement each SKU's on-hand must equal
-//! the exact sum of its distinct movements (each applied once, none lost).
+//! The real `stocksync` binary runs on each reachable store backend: `embedded::` (a temp
+//! dir) always, `postgres::` (a fresh schema per test, in the database of
+//! `STOCKSYNC_TEST_POSTGRES`) when that variable is set; otherwise the PostgreSQL variant
+//! writes `skipped: postgres ...` to stderr and passes. Four writers post batches of
+//! receipts over HTTP and record which keys were acknowledged; the process is killed with
+//! SIGKILL mid-stream, restarted and killed again (three cycles). After a restart every acknowledged key must answer `duplicate`, and
+//! after re-sending every attempted movement each SKU's on-hand must equal the exact sum of
+//! its distinct movements (each applied once, none lost).
 
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -14,18 +17,21 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use stocksync::config::{StoreBackend, StoreConfig};
+use stocksync::store::conformance::{StoreFactory, store_toml};
 
 const SKUS: usize = 16;
 const WRITERS: usize = 4;
 const BATCH: usize = 25;
 
-fn start_engine(dir: &Path) -> (Child, String) {
+/// Starts the binary on `store` (the same config again after a kill: the same data).
+fn start_engine(dir: &Path, store: &StoreConfig) -> (Child, String) {
     let config = dir.join("stocksync.toml");
     std::fs::write(
         &config,
         format!(
-            "[store]\npath = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[locations]]\nid = \"WH-1\"\n",
-            dir.join("ledger.db").display()
+            "{}\n[http]\nlisten = \"127.0.0.1:0\"\n[[locations]]\nid = \"WH-1\"\n",
+            store_toml(store)
         ),
     )
     .unwrap();
@@ -47,10 +53,11 @@ fn start_engine(dir: &Path) -> (Child, String) {
     (child, address)
 }
 
-/// Movement `n` of writer `w`: a receipt of `n % 7 + 1` units for a SKU chosen by `n`.
-fn movement(writer: usize, n: usize) -> (String, String, u64, Value) {
-    let sku = format!("CRASH-{:02}", (writer * 7 + n) % SKUS);
-    let key = format!("w{writer}:m{n}");
+/// Movement `n` of writer `w` in kill cycle `c`: a receipt of `n % 7 + 1` units for a SKU
+/// chosen by `n`.
+fn movement(cycle: usize, writer: usize, n: usize) -> (String, String, u64, Value) {
+    let sku = format!("CRASH-{:02}", (writer * 7 + n + cycle) % SKUS);
+    let key = format!("c{cycle}w{writer}:m{n}");
     let quantity = (n % 7 + 1) as u64;
     let body = json!({"schema_version": 1, "sku": sku, "idempotency_key": key, "source": "crash-test",
         "type": "receipt", "location": "WH-1", "quantity": quantity});
@@ -63,11 +70,16 @@ struct Ledgerbook {
     acknowledged: HashSet<String>,
 }
 
-async fn write_until_killed(base: String, writer: usize, book: Arc<Mutex<Ledgerbook>>) {
+async fn write_until_killed(
+    base: String,
+    cycle: usize,
+    writer: usize,
+    book: Arc<Mutex<Ledgerbook>>,
+) {
     let client = reqwest::Client::new();
     for batch in 0.. {
         let movements: Vec<_> = (0..BATCH)
-            .map(|i| movement(writer, batch * BATCH + i))
+            .map(|i| movement(cycle, writer, batch * BATCH + i))
             .collect();
         {
             let mut book = book.lock().unwrap();
@@ -108,41 +120,85 @@ async fn stock(client: &reqwest::Client, base: &str, sku: &str) -> Value {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_stream_loses_no_acknowledged_movement_and_applies_none_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut engine, base) = start_engine(dir.path());
-    let book = Arc::new(Mutex::new(Ledgerbook::default()));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| tokio::spawn(write_until_killed(base.clone(), w, book.clone())))
-        .collect();
-    // Let the stream run until a good number of movements are acknowledged, then SIGKILL.
-    for _ in 0..600 {
-        if book.lock().unwrap().acknowledged.len() >= 2_000 {
-            break;
+/// One test per reachable backend (see the module doc); `$cycles` is how many times the
+/// kill -9 test starts, loads and kills the engine before it checks.
+macro_rules! backend_tests {
+    ($module:ident, $backend:expr, $cycles:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kill_9_mid_stream_loses_no_acknowledged_movement_and_applies_none_twice() {
+                let test = "crash_recovery kill_9_mid_stream";
+                if let Some(factory) = StoreFactory::for_test(&$backend, test) {
+                    kill_9_mid_stream(&factory, $cycles).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_batch_resent_after_a_crash_tells_what_was_durable_before_it() {
+                let test = "crash_recovery a_batch_resent_after_a_crash";
+                if let Some(factory) = StoreFactory::for_test(&$backend, test) {
+                    a_batch_resent_after_a_crash(&factory).await;
+                }
+            }
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    engine.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix
-    engine.wait().unwrap();
-    for writer in writers {
-        writer.await.unwrap();
+    };
+}
+
+// Three kill cycles on both: one cycle (about 2,000 acknowledged movements, then SIGKILL)
+// takes about 0.7 s on the embedded store and 1.4 s on PostgreSQL here, so the PostgreSQL
+// variant needs no fewer.
+backend_tests!(embedded, StoreBackend::Embedded, 3);
+backend_tests!(postgres, StoreBackend::Postgres, 3);
+
+/// Movements acknowledged per kill cycle before the SIGKILL.
+const ACKNOWLEDGED_PER_CYCLE: usize = 2_000;
+
+async fn kill_9_mid_stream(factory: &StoreFactory, cycles: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = factory.fresh_config();
+    let book = Arc::new(Mutex::new(Ledgerbook::default()));
+    for cycle in 0..cycles {
+        let (attempted_before, acknowledged_before) = {
+            let book = book.lock().unwrap();
+            (book.attempted.len(), book.acknowledged.len())
+        };
+        let (mut engine, base) = start_engine(dir.path(), &store);
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| tokio::spawn(write_until_killed(base.clone(), cycle, w, book.clone())))
+            .collect();
+        // Let the stream run until a good number of movements are acknowledged, then SIGKILL.
+        for _ in 0..600 {
+            let acknowledged = book.lock().unwrap().acknowledged.len();
+            if acknowledged >= acknowledged_before + ACKNOWLEDGED_PER_CYCLE {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        engine.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix
+        engine.wait().unwrap();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let book = book.lock().unwrap();
+        let acknowledged = book.acknowledged.len() - acknowledged_before;
+        let attempted = book.attempted.len() - attempted_before;
+        assert!(
+            acknowledged >= 100,
+            "cycle {cycle}: too few acknowledged before the kill: {acknowledged}"
+        );
+        assert!(
+            attempted > acknowledged,
+            "cycle {cycle}: the kill should interrupt in-flight requests"
+        );
     }
     let (attempted, acknowledged) = {
         let book = book.lock().unwrap();
         (book.attempted.clone(), book.acknowledged.clone())
     };
-    assert!(
-        acknowledged.len() >= 100,
-        "too few acknowledged before the kill: {}",
-        acknowledged.len()
-    );
-    assert!(
-        attempted.len() > acknowledged.len(),
-        "the kill should interrupt in-flight requests"
-    );
 
-    let (mut engine, base) = start_engine(dir.path());
+    let (mut engine, base) = start_engine(dir.path(), &store);
     let client = reqwest::Client::new();
     // Every acknowledged movement survived: re-sending it answers `duplicate`.
     let mut keys: Vec<&String> = attempted.keys().collect();
@@ -197,9 +253,9 @@ async fn kill_9_mid_stream_loses_no_acknowledged_movement_and_applies_none_twice
 /// movement with its index and key, the part that was durable before the crash
 /// `duplicate` with the seq and time of the original event, the rest `applied`, and a
 /// summary that counts both.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_resent_after_a_crash_tells_what_was_durable_before_it() {
+async fn a_batch_resent_after_a_crash(factory: &StoreFactory) {
     let dir = tempfile::tempdir().unwrap();
+    let store = factory.fresh_config();
     let client = reqwest::Client::new();
     let batch: Vec<Value> = (0..20)
         .map(|n| {
@@ -221,13 +277,13 @@ async fn a_batch_resent_after_a_crash_tells_what_was_durable_before_it() {
         }
     };
     // Before the crash, only the first 8 movements of the batch were made durable.
-    let (mut engine, base) = start_engine(dir.path());
+    let (mut engine, base) = start_engine(dir.path(), &store);
     let (status, first) = post(base, batch[..8].to_vec()).await;
     assert_eq!(status, 201, "{first}");
     engine.kill().expect("SIGKILL");
     engine.wait().unwrap();
 
-    let (mut engine, base) = start_engine(dir.path());
+    let (mut engine, base) = start_engine(dir.path(), &store);
     let (status, answer) = post(base, batch.clone()).await;
     assert_eq!(status, 201, "{answer}");
     let results = answer["results"].as_array().unwrap();

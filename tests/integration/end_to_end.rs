@@ -1,7 +1,10 @@
 //! End to end: movements produced with kafka-python reach the Shopify simulator's listings.
 //!
-//! A real tansu broker, the whole engine (`App`: Kafka ingest → ledger → embedded store →
-//! propagation → Shopify adapter) and the in-process Shopify simulator. 1,000 receipts for
+//! A real tansu broker, the whole engine (`App`: Kafka ingest → ledger → store →
+//! propagation → Shopify adapter) and the in-process Shopify simulator, on each reachable
+//! store backend: `embedded::` always, `postgres::` (a fresh schema) when
+//! `STOCKSYNC_TEST_POSTGRES` is set (otherwise it writes `skipped: postgres ...` to stderr
+//! and passes). 1,000 receipts for
 //! 20 SKUs are produced at 200/s by a Python producer; the test watches the simulator's
 //! levels and measures, per movement, the time from its send to the first moment the
 //! channel lists a quantity that includes it. Every movement must reach the channel, within
@@ -18,7 +21,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use stocksync::config::Config;
+use stocksync::config::{Config, StoreBackend, StoreConfig};
+use stocksync::store::conformance::StoreFactory;
 
 const SKUS: usize = 20;
 const MOVEMENTS: usize = 1_000;
@@ -33,7 +37,7 @@ fn sku(index: usize) -> String {
     format!("E2E-{index:02}")
 }
 
-fn config(dir: &Path, shop_url: &str, bootstrap: &str, topic: &str, dlq: &str) -> Config {
+fn config(store: &StoreConfig, shop_url: &str, bootstrap: &str, topic: &str, dlq: &str) -> Config {
     let listings: String = (0..SKUS)
         .map(|i| {
             format!(
@@ -43,10 +47,8 @@ fn config(dir: &Path, shop_url: &str, bootstrap: &str, topic: &str, dlq: &str) -
             )
         })
         .collect();
-    let config = Config::from_toml(&format!(
+    let mut config = Config::from_toml(&format!(
         r#"
-[store]
-path = "{db}"
 [http]
 listen = "127.0.0.1:0"
 [kafka]
@@ -69,10 +71,10 @@ access_token = "shpat_sandbox_token"
 webhook_secret = "sandbox_webhook_secret"
 location_id = {SHOP_LOCATION}
 {listings}
-"#,
-        db = dir.join("e2e.db").display()
+"#
     ))
     .expect("config parses");
+    config.store = store.clone();
     config.validate().expect("config is valid");
     config
 }
@@ -82,8 +84,26 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_python_movements_all_reach_the_channel_and_their_latency_is_reported() {
+macro_rules! backend_tests {
+    ($module:ident, $backend:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kafka_python_movements_all_reach_the_channel_and_their_latency_is_reported() {
+                let test = "end_to_end kafka_python_movements_all_reach_the_channel";
+                if let Some(factory) = StoreFactory::for_test(&$backend, test) {
+                    movements_reach_the_channel(&factory).await;
+                }
+            }
+        }
+    };
+}
+
+backend_tests!(embedded, StoreBackend::Embedded);
+backend_tests!(postgres, StoreBackend::Postgres);
+
+async fn movements_reach_the_channel(factory: &StoreFactory) {
     let broker = support::TansuBroker::start();
     let topic = support::unique("e2e-movements");
     let dlq = support::unique("e2e-dlq");
@@ -100,9 +120,9 @@ async fn kafka_python_movements_all_reach_the_channel_and_their_latency_is_repor
             .await
             .unwrap(),
     );
-    let dir = tempfile::tempdir().unwrap();
+    let store = factory.fresh_config();
     let app = stocksync::app::App::start(config(
-        dir.path(),
+        &store,
         &shop.base_url(),
         &broker.bootstrap(),
         &topic,
@@ -217,7 +237,8 @@ async fn kafka_python_movements_all_reach_the_channel_and_their_latency_is_repor
         latencies[MOVEMENTS - 1],
     );
     println!(
-        "kafka-python → Shopify simulator latency over {MOVEMENTS} movements: p50 {p50} ms, p99 {p99} ms, max {max} ms"
+        "{} store: kafka-python → Shopify simulator latency over {MOVEMENTS} movements: p50 {p50} ms, p99 {p99} ms, max {max} ms",
+        factory.backend().name()
     );
 
     let counters = shop.counters();

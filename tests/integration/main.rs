@@ -41,6 +41,7 @@ mod reservations;
 mod scenarios;
 mod shopify_propagation;
 mod stock_model;
+mod store_conformance;
 mod store_copy;
 mod web_api;
 mod woocommerce_intake;
