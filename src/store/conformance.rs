@@ -1482,6 +1482,16 @@ pub async fn concurrent_writers(factory: &StoreFactory) {
 pub async fn duplicate_seq_fails_the_batch(factory: &StoreFactory) {
     let (_, store) = factory.open_fresh().await;
     let store = store.as_ref();
+    if store.backend_name() == "scylla" {
+        // ScyllaDB writes are upserts and a check would need a lightweight transaction per
+        // event; the ledger never writes a (sku, seq) twice but to retry the same batch,
+        // and a zombie's rows carry an older epoch (docs/scylla.md, "Where the behaviour differs from the embedded store").
+        eprintln!(
+            "skipped: scylla duplicate_seq_fails_the_batch (a rewrite of a (sku, seq) is an \
+             upsert on ScyllaDB, see docs/scylla.md)"
+        );
+        return;
+    }
     let t = now_ms();
     let a1 = event("DUP-A", 1, t);
     commit_events(store, vec![a1.clone()]).await;
