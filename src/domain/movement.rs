@@ -566,8 +566,8 @@ impl Movement {
 
     /// The locations the kind names in fields of their own (at most two, in field order),
     /// then its route.
-    fn named_locations(&self) -> ([Option<(&'static str, &LocationId)>; 2], &[LocationId]) {
-        let mut named: [Option<(&'static str, &LocationId)>; 2] = [None, None];
+    fn named_locations(&self) -> ([Option<NamedLocation<'_>>; 2], &[LocationId]) {
+        let mut named: [Option<NamedLocation<'_>>; 2] = [None, None];
         let mut route: &[LocationId] = &[];
         match &self.kind {
             MovementKind::Receipt { location, .. }
@@ -794,6 +794,9 @@ impl Movement {
         fields
     }
 }
+
+/// A location with the JSON field that names it.
+type NamedLocation<'a> = (&'static str, &'a LocationId);
 
 /// `(field, location)` for an optional location.
 fn location_field<'a>(
