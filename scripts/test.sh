@@ -42,6 +42,39 @@ if ! command -v chromium >/dev/null; then
     apt-get update -qq && apt-get install -y -qq chromium
 fi
 
+# --- PostgreSQL for the store tests (issue 12) ------------------------------------------
+# Installs Debian's postgresql when missing, starts a cluster when none runs, and creates
+# the role and database the tests use (idempotent). The store tests read the URL from
+# STOCKSYNC_TEST_POSTGRES; each works in a schema of its own. Set it yourself to use
+# another server; this block then leaves the machine alone.
+if [[ -z "${STOCKSYNC_TEST_POSTGRES:-}" ]]; then
+    if ! command -v pg_ctlcluster >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        echo "==> installing Debian's postgresql (store tests)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq && apt-get install -y -qq postgresql
+    fi
+    if ! pg_lsclusters --no-header | awk '$4 == "online" { found = 1 } END { exit !found }'; then
+        read -r pg_version pg_cluster < <(pg_lsclusters --no-header | awk 'NR == 1 { print $1, $2 }') || true
+        if [[ -z "${pg_version:-}" ]]; then
+            pg_version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+            pg_cluster=main
+            pg_createcluster "$pg_version" "$pg_cluster"
+        fi
+        echo "==> starting PostgreSQL cluster $pg_version/$pg_cluster"
+        pg_ctlcluster "$pg_version" "$pg_cluster" start
+    fi
+    pg_port=$(pg_lsclusters --no-header | awk '$4 == "online" { print $3; exit }')
+    pg_password=stocksync-test-only
+    (cd / && su postgres -c "psql -p $pg_port -v ON_ERROR_STOP=1 -qtA") <<SQL
+SELECT 'CREATE ROLE stocksync_test LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'stocksync_test')\gexec
+ALTER ROLE stocksync_test WITH LOGIN PASSWORD '$pg_password';
+SELECT 'CREATE DATABASE stocksync_test OWNER stocksync_test' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'stocksync_test')\gexec
+SQL
+    export STOCKSYNC_TEST_POSTGRES="postgres://stocksync_test:$pg_password@127.0.0.1:$pg_port/stocksync_test"
+fi
+echo "==> store tests use PostgreSQL at ${STOCKSYNC_TEST_POSTGRES%%:*}://…@${STOCKSYNC_TEST_POSTGRES#*@}"
+# --- end PostgreSQL -------------------------------------------------------------------------
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"

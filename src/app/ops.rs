@@ -174,6 +174,11 @@ fn redact(value: &mut serde_json::Value) {
             for (key, inner) in object.iter_mut() {
                 if is_secret(key) && !inner.is_null() {
                     *inner = serde_json::Value::String("<redacted>".to_owned());
+                } else if let serde_json::Value::String(text) = inner
+                    && key.to_ascii_lowercase().contains("url")
+                {
+                    // A connection URL may carry a password (`postgres://user:pw@host/db`).
+                    *text = crate::store::postgres::redact_connection_string(text);
                 } else {
                     redact(inner);
                 }
@@ -241,5 +246,28 @@ mod tests {
         let other = Config::from_toml(&text.replace("location_id = 3", "location_id = 4")).unwrap();
         assert_ne!(fingerprint(&other).0, hash);
         assert_eq!(fingerprint(&config).0, hash, "deterministic");
+    }
+
+    #[test]
+    fn a_password_inside_the_postgres_url_never_reaches_the_audit() {
+        let text = r#"
+            [store]
+            backend = "postgres"
+            [store.postgres]
+            url = "postgres://ledger:url-pw-hidden@db.internal:5432/stocksync?sslmode=disable"
+            password = "override-pw-hidden"
+        "#;
+        let (hash, json) = fingerprint(&Config::from_toml(text).unwrap());
+        assert!(!json.contains("url-pw-hidden"), "{json}");
+        assert!(!json.contains("override-pw-hidden"), "{json}");
+        assert!(
+            json.contains(
+                "postgres://ledger:<redacted>@db.internal:5432/stocksync?sslmode=disable"
+            ),
+            "{json}"
+        );
+        // The hash still covers the secret, so rotating it shows in the audit.
+        let rotated = Config::from_toml(&text.replace("url-pw-hidden", "url-pw-rotated")).unwrap();
+        assert_ne!(fingerprint(&rotated).0, hash);
     }
 }

@@ -152,6 +152,22 @@ fn validate_store(store: &StoreConfig, problems: &mut Vec<String>) {
     if store.backend == StoreBackend::Postgres && store.postgres.url.trim().is_empty() {
         problems.push("store.backend = \"postgres\" needs store.postgres.url".to_owned());
     }
+    // The same rule as `store::postgres::schema::valid_schema_name` (a name that needs no
+    // quoting), checked here so that check-config reports it.
+    let schema = store.postgres.schema.as_bytes();
+    if store.backend == StoreBackend::Postgres
+        && !(schema.len() <= 63
+            && matches!(schema.first(), Some(b'a'..=b'z' | b'_'))
+            && schema
+                .iter()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_')))
+    {
+        problems.push(
+            "store.postgres.schema must be lower-case ASCII letters, digits and _, not start \
+             with a digit, and be at most 63 bytes"
+                .to_owned(),
+        );
+    }
     if !(1..=256).contains(&store.postgres.pool_size) {
         problems.push("store.postgres.pool_size must be between 1 and 256".to_owned());
     }
@@ -326,6 +342,33 @@ mod tests {
             panic!("expected invalid config");
         };
         assert_eq!(problems.len(), 4, "{problems:#?}");
+    }
+
+    #[test]
+    fn a_postgres_schema_name_that_needs_quoting_is_refused() {
+        let config = |schema: &str| {
+            Config::from_toml(&format!(
+                r#"
+                [store]
+                backend = "postgres"
+                [store.postgres]
+                url = "postgres://u@db/x"
+                schema = "{schema}"
+                "#
+            ))
+            .unwrap()
+            .validate()
+        };
+        config("stocksync_2").expect("a plain name");
+        for bad in ["Stocksync", "2x", "a-b", ""] {
+            let Err(ConfigError::Invalid(problems)) = config(bad) else {
+                panic!("{bad:?} must be refused");
+            };
+            assert!(
+                problems[0].contains("store.postgres.schema"),
+                "{problems:?}"
+            );
+        }
     }
 
     fn amazon_config(listings: &str) -> Result<(), ConfigError> {

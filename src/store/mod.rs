@@ -14,6 +14,7 @@ pub mod codec;
 pub mod embedded;
 pub mod fault;
 pub mod history;
+pub mod postgres;
 pub mod wal;
 
 use async_trait::async_trait;
@@ -614,14 +615,15 @@ pub async fn open(
                 },
             )?))
         }
-        crate::config::StoreBackend::Postgres | crate::config::StoreBackend::Scylla => {
-            Err(StoreError::Backend {
-                operation: "open",
-                message: format!(
-                    "the {} backend is being built (issue 12); use backend = \"embedded\"",
-                    config.backend.name()
-                ),
-            })
-        }
+        crate::config::StoreBackend::Postgres => Ok(std::sync::Arc::new(
+            postgres::PostgresStore::open(&config.postgres).await?,
+        )),
+        crate::config::StoreBackend::Scylla => Err(StoreError::Backend {
+            operation: "open",
+            message: format!(
+                "the {} backend is being built (issue 12); use backend = \"embedded\"",
+                config.backend.name()
+            ),
+        }),
     }
 }
