@@ -7,8 +7,8 @@
 //! - `BENCH_MAX_BATCH=N` overrides the group-commit batch limit (default as in config);
 //! - `STOCKSYNC_BENCH_POSTGRES=postgres://user@host/db` adds a run against PostgreSQL
 //!   (password in `STOCKSYNC_BENCH_POSTGRES_PASSWORD` or the URL), in a fresh schema
-//!   `stocksync_bench_<pid>_<unix secs>` that the run leaves behind (its name is printed);
-//!   when the store cannot be opened the run is skipped with the reason printed;
+//!   `stocksync_bench_<pid>_<unix secs>` dropped after the run; when the store cannot be
+//!   opened the run is skipped with the reason printed;
 //! - `STOCKSYNC_BENCH_ROUNDS=N` runs N measured batches per backend after one warm-up batch
 //!   without criterion (fixed work, e.g. under `valgrind --tool=callgrind`) and prints each.
 //!
@@ -187,16 +187,39 @@ async fn run_batch(ledger: &Ledger, batch: Vec<Movement>) -> Duration {
     started.elapsed()
 }
 
-/// What is printed after a backend's run: the embedded database's bytes per movement, the
-/// PostgreSQL schema left behind.
-fn report(target: &Target) {
+/// What is printed after a backend's run: the embedded database's bytes per movement; the
+/// PostgreSQL schema of the run is dropped.
+async fn report(target: &Target) {
     match target.config.backend {
         StoreBackend::Embedded => report_bytes_per_movement(&target.config.path),
-        _ => println!(
-            "{}: schema {} left in place (DROP SCHEMA {} CASCADE)",
-            target.name, target.config.postgres.schema, target.config.postgres.schema
-        ),
+        _ => match drop_schema(&target.config.postgres).await {
+            Ok(()) => println!(
+                "{}: schema {} dropped",
+                target.name, target.config.postgres.schema
+            ),
+            Err(error) => println!(
+                "{}: schema {} left in place ({error}; DROP SCHEMA {} CASCADE)",
+                target.name, target.config.postgres.schema, target.config.postgres.schema
+            ),
+        },
     }
+}
+
+/// Drops the run's schema with everything in it.
+async fn drop_schema(config: &stocksync::config::PostgresStoreConfig) -> Result<(), String> {
+    let mut pg: tokio_postgres::Config = config.url.parse().map_err(|e| format!("{e}"))?;
+    if let Some(password) = &config.password {
+        pg.password(password.as_str());
+    }
+    let (client, connection) = pg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("{e}"))?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA {} CASCADE", config.schema))
+        .await
+        .map_err(|e| format!("{e}"))
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -252,7 +275,7 @@ fn bench(c: &mut Criterion) {
         });
         runtime.block_on(pipeline.ledger.shutdown());
         drop(pipeline);
-        report(&target);
+        runtime.block_on(report(&target));
     }
     group.finish();
 }
@@ -298,7 +321,7 @@ fn fixed_rounds(rounds: u64) {
         }
         runtime.block_on(pipeline.ledger.shutdown());
         drop(pipeline);
-        report(&target);
+        runtime.block_on(report(&target));
     }
 }
 
