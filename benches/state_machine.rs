@@ -1,4 +1,5 @@
-//! Criterion: the pure SKU state machine's `apply` against a plain HashMap baseline.
+//! Criterion: the pure SKU state machine's `apply` against a plain HashMap baseline, and
+//! the per-movement checks the ledger adds around it (movement hash, validation).
 //!
 //! Run: `cargo bench --bench state_machine`
 
@@ -77,6 +78,35 @@ fn bench(c: &mut Criterion) {
             }
             black_box(state)
         })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("per_movement");
+    group.throughput(Throughput::Elements(MOVEMENTS as u64));
+    group.bench_function(BenchmarkId::new("movement_hash", MOVEMENTS), |b| {
+        b.iter(|| {
+            movements.iter().fold(0_u64, |sum, m| {
+                sum ^ stocksync::ledger::keys::movement_hash(m)
+            })
+        })
+    });
+    // The definition as first written (issue 10): a copy of the movement, its encoding in a
+    // new vector, SHA-256; the library's hash gives the same value without the copy.
+    group.bench_function(BenchmarkId::new("movement_hash_by_copy", MOVEMENTS), |b| {
+        b.iter(|| {
+            movements.iter().fold(0_u64, |sum, movement| {
+                use sha2::{Digest, Sha256};
+                let mut canonical = movement.clone();
+                canonical.occurred_at_ms = None;
+                canonical.source.clear();
+                canonical.schema_version = SCHEMA_VERSION;
+                let digest = Sha256::digest(stocksync::store::codec::encode_movement(&canonical));
+                sum ^ u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+            })
+        })
+    });
+    group.bench_function(BenchmarkId::new("validate", MOVEMENTS), |b| {
+        b.iter(|| movements.iter().filter(|m| m.validate().is_ok()).count())
     });
     group.finish();
 }

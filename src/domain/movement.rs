@@ -344,6 +344,24 @@ pub const MAX_REASON_BYTES: usize = 1024;
 /// Most entries in a count's `booked` list or a hold's `route`.
 pub const MAX_LIST_ENTRIES: usize = 1024;
 
+/// Whether `value` has a control character (Unicode category Cc: U+0000–U+001F and
+/// U+007F–U+009F), as `value.chars().any(char::is_control)` says, without decoding: in
+/// UTF-8 the first 33 are single bytes below 0x20 or 0x7F, the other 32 the two bytes
+/// 0xC2 0x80–0x9F (and 0xC2 is only ever a lead byte).
+fn has_control(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    // Almost every identifier has none of these three bytes: one branch-free pass says so.
+    let suspect = bytes.iter().fold(false, |suspect, &byte| {
+        suspect | (byte < 0x20) | (byte == 0x7F) | (byte == 0xC2)
+    });
+    suspect
+        && bytes.iter().enumerate().any(|(index, &byte)| {
+            byte < 0x20
+                || byte == 0x7F
+                || (byte == 0xC2 && bytes.get(index + 1).is_some_and(|next| *next <= 0x9F))
+        })
+}
+
 /// Checks one identifier: its length and that it has no control character. `field` is the
 /// JSON field name used in the problem text (the API turns it into a pointer).
 fn check_id(field: &str, value: &str, problems: &mut Vec<String>) {
@@ -353,7 +371,7 @@ fn check_id(field: &str, value: &str, problems: &mut Vec<String>) {
             value.len()
         ));
     }
-    if value.chars().any(char::is_control) {
+    if has_control(value) {
         problems.push(format!("{field} must not contain control characters"));
     }
 }
@@ -515,13 +533,52 @@ impl Movement {
     /// Every location the movement names, with its JSON field (`location`, `route/0`,
     /// `from`, `to`, `quarantine`), in field order.
     pub fn locations(&self) -> Vec<(String, &LocationId)> {
-        let mut named: Vec<(String, &LocationId)> = Vec::new();
+        let (named, route) = self.named_locations();
+        named
+            .into_iter()
+            .flatten()
+            .map(|(field, location)| (field.to_owned(), location))
+            .chain(
+                route
+                    .iter()
+                    .enumerate()
+                    .map(|(index, location)| (format!("route/{index}"), location)),
+            )
+            .collect()
+    }
+
+    /// The first location of [`Movement::locations`] (same order, same field names) for
+    /// which `wanted` holds. Allocates only the field name of the one found, so a check of
+    /// every movement's locations costs no allocation when all pass.
+    pub fn find_location(
+        &self,
+        mut wanted: impl FnMut(&LocationId) -> bool,
+    ) -> Option<(String, &LocationId)> {
+        let (named, route) = self.named_locations();
+        if let Some((field, location)) = named
+            .into_iter()
+            .flatten()
+            .find(|(_, location)| wanted(location))
+        {
+            return Some((field.to_owned(), location));
+        }
+        route
+            .iter()
+            .enumerate()
+            .find(|(_, location)| wanted(location))
+            .map(|(index, location)| (format!("route/{index}"), location))
+    }
+
+    /// The locations the kind names in fields of their own (at most two, in field order),
+    /// then its route.
+    fn named_locations(&self) -> ([Option<NamedLocation<'_>>; 2], &[LocationId]) {
+        let mut named: [Option<NamedLocation<'_>>; 2] = [None, None];
         let mut route: &[LocationId] = &[];
         match &self.kind {
             MovementKind::Receipt { location, .. }
             | MovementKind::Adjustment { location, .. }
             | MovementKind::Count { location, .. }
-            | MovementKind::Inbound { location, .. } => named.push(("location".into(), location)),
+            | MovementKind::Inbound { location, .. } => named[0] = Some(("location", location)),
             MovementKind::Sale {
                 location, route: r, ..
             }
@@ -531,29 +588,23 @@ impl Movement {
             | MovementKind::OrderEdit {
                 location, route: r, ..
             } => {
-                named.extend(location.iter().map(|l| ("location".to_owned(), l)));
+                named[0] = location.as_ref().map(|l| ("location", l));
                 route = r;
             }
             MovementKind::Fulfilment { location, .. } | MovementKind::Return { location, .. } => {
-                named.extend(location.iter().map(|l| ("location".to_owned(), l)));
+                named[0] = location.as_ref().map(|l| ("location", l));
             }
             MovementKind::TransferDispatch { from, to, .. } => {
-                named.push(("from".into(), from));
-                named.push(("to".into(), to));
+                named[0] = Some(("from", from));
+                named[1] = Some(("to", to));
             }
             MovementKind::TransferReceipt { quarantine, .. } => {
-                named.extend(quarantine.iter().map(|l| ("quarantine".to_owned(), l)));
+                named[0] = quarantine.as_ref().map(|l| ("quarantine", l));
             }
-            MovementKind::Reassign { to, .. } => named.push(("to".into(), to)),
+            MovementKind::Reassign { to, .. } => named[0] = Some(("to", to)),
             MovementKind::Cancellation { .. } | MovementKind::InboundReceipt { .. } => {}
         }
-        named.extend(
-            route
-                .iter()
-                .enumerate()
-                .map(|(index, l)| (format!("route/{index}"), l)),
-        );
-        named
+        (named, route)
     }
 
     /// The limits of [`Movement::validate`] on every kind's identifiers, quantities and
@@ -563,23 +614,77 @@ impl Movement {
     /// [`MAX_STOCK_LEVEL`](super::MAX_STOCK_LEVEL) only, see
     /// [`Movement::validate_recorded`]).
     fn check_limits(&self, live: bool, problems: &mut Vec<String>) {
-        let mut ids: Vec<(&str, &str)> = Vec::new();
-        let mut quantities: Vec<(&str, u64)> = Vec::new();
-        let mut texts: Vec<(&str, &str)> = Vec::new();
-        let mut routes: &[LocationId] = &[];
+        let fields = self.limited_fields();
+        if let Some(booked) = fields.booked
+            && live
+            && booked.len() > MAX_LIST_ENTRIES
+        {
+            problems.push(format!(
+                "booked has {} entries, more than the {MAX_LIST_ENTRIES} allowed",
+                booked.len()
+            ));
+        }
+        if live && fields.route.len() > MAX_LIST_ENTRIES {
+            problems.push(format!(
+                "route has {} entries, more than the {MAX_LIST_ENTRIES} allowed",
+                fields.route.len()
+            ));
+        }
+        let quantities = fields.quantities.iter().flatten();
+        if !live {
+            let limit = super::MAX_STOCK_LEVEL.unsigned_abs();
+            for &(field, value) in quantities {
+                if value > limit {
+                    problems.push(format!(
+                        "{field} {value} is more than the {limit} units a stock figure may hold"
+                    ));
+                }
+            }
+            return;
+        }
+        let ids = fields.ids.iter().flatten().copied();
+        let booked = fields
+            .booked
+            .unwrap_or_default()
+            .iter()
+            .map(|line| ("booked", line.as_str()));
+        let route = fields
+            .route
+            .iter()
+            .map(|location| ("route", location.as_str()));
+        for (field, value) in ids.chain(booked).chain(route) {
+            check_id(field, value, problems);
+        }
+        for &(field, value) in quantities {
+            check_quantity(field, value, problems);
+        }
+        for &(field, value) in fields.texts.iter().flatten() {
+            if value.len() > MAX_REASON_BYTES {
+                problems.push(format!(
+                    "{field} is {} bytes long, more than the {MAX_REASON_BYTES} allowed",
+                    value.len()
+                ));
+            }
+        }
+    }
+
+    /// The kind's fields that [`Movement::check_limits`] checks, named as in JSON and in
+    /// the order the problems are reported. Fixed-size: no allocation per movement.
+    fn limited_fields(&self) -> LimitedFields<'_> {
+        let mut fields = LimitedFields::default();
         match &self.kind {
             MovementKind::Receipt { location, quantity } => {
-                ids.push(("location", location.as_str()));
-                quantities.push(("quantity", *quantity));
+                fields.ids[0] = Some(("location", location.as_str()));
+                fields.quantities[0] = Some(("quantity", *quantity));
             }
             MovementKind::Adjustment {
                 location,
                 delta,
                 reason,
             } => {
-                ids.push(("location", location.as_str()));
-                quantities.push(("delta", delta.unsigned_abs()));
-                texts.push(("reason", reason));
+                fields.ids[0] = Some(("location", location.as_str()));
+                fields.quantities[0] = Some(("delta", delta.unsigned_abs()));
+                fields.texts[0] = Some(("reason", reason));
             }
             MovementKind::Count {
                 location,
@@ -587,17 +692,9 @@ impl Movement {
                 booked,
                 ..
             } => {
-                ids.push(("location", location.as_str()));
-                quantities.push(("on_hand", on_hand.unwrap_or(0)));
-                if let Some(booked) = booked {
-                    if live && booked.len() > MAX_LIST_ENTRIES {
-                        problems.push(format!(
-                            "booked has {} entries, more than the {MAX_LIST_ENTRIES} allowed",
-                            booked.len()
-                        ));
-                    }
-                    ids.extend(booked.iter().map(|line| ("booked", line.as_str())));
-                }
+                fields.ids[0] = Some(("location", location.as_str()));
+                fields.quantities[0] = Some(("on_hand", on_hand.unwrap_or(0)));
+                fields.booked = booked.as_deref();
             }
             MovementKind::Sale {
                 reservation,
@@ -619,10 +716,10 @@ impl Movement {
                 route,
                 ..
             } => {
-                ids.push(("reservation", reservation));
-                ids.extend(location.iter().map(|l| ("location", l.as_str())));
-                quantities.push(("quantity", *quantity));
-                routes = route;
+                fields.ids[0] = Some(("reservation", reservation));
+                fields.ids[1] = location_field("location", location);
+                fields.quantities[0] = Some(("quantity", *quantity));
+                fields.route = route;
             }
             MovementKind::Cancellation {
                 reservation,
@@ -630,18 +727,18 @@ impl Movement {
                 reason,
                 ..
             } => {
-                ids.push(("reservation", reservation));
-                quantities.push(("quantity", quantity.unwrap_or(0)));
-                texts.extend(reason.iter().map(|r| ("reason", r.as_str())));
+                fields.ids[0] = Some(("reservation", reservation));
+                fields.quantities[0] = Some(("quantity", quantity.unwrap_or(0)));
+                fields.texts[0] = reason.as_deref().map(|r| ("reason", r));
             }
             MovementKind::Fulfilment {
                 reservation,
                 quantity,
                 location,
             } => {
-                ids.push(("reservation", reservation));
-                ids.extend(location.iter().map(|l| ("location", l.as_str())));
-                quantities.push(("quantity", *quantity));
+                fields.ids[0] = Some(("reservation", reservation));
+                fields.ids[1] = location_field("location", location);
+                fields.quantities[0] = Some(("quantity", *quantity));
             }
             MovementKind::Inbound {
                 purchase_order,
@@ -649,16 +746,16 @@ impl Movement {
                 quantity,
                 ..
             } => {
-                ids.push(("purchase_order", purchase_order));
-                ids.push(("location", location.as_str()));
-                quantities.push(("quantity", *quantity));
+                fields.ids[0] = Some(("purchase_order", purchase_order));
+                fields.ids[1] = Some(("location", location.as_str()));
+                fields.quantities[0] = Some(("quantity", *quantity));
             }
             MovementKind::InboundReceipt {
                 purchase_order,
                 quantity,
             } => {
-                ids.push(("purchase_order", purchase_order));
-                quantities.push(("quantity", *quantity));
+                fields.ids[0] = Some(("purchase_order", purchase_order));
+                fields.quantities[0] = Some(("quantity", *quantity));
             }
             MovementKind::TransferDispatch {
                 transfer,
@@ -666,10 +763,10 @@ impl Movement {
                 to,
                 quantity,
             } => {
-                ids.push(("transfer", transfer));
-                ids.push(("from", from.as_str()));
-                ids.push(("to", to.as_str()));
-                quantities.push(("quantity", *quantity));
+                fields.ids[0] = Some(("transfer", transfer));
+                fields.ids[1] = Some(("from", from.as_str()));
+                fields.ids[2] = Some(("to", to.as_str()));
+                fields.quantities[0] = Some(("quantity", *quantity));
             }
             MovementKind::TransferReceipt {
                 transfer,
@@ -678,15 +775,11 @@ impl Movement {
                 rejected_reason,
                 quarantine,
             } => {
-                ids.push(("transfer", transfer));
-                ids.extend(quarantine.iter().map(|l| ("quarantine", l.as_str())));
-                quantities.push(("quantity", *quantity));
-                quantities.push(("rejected", *rejected));
-                texts.extend(
-                    rejected_reason
-                        .iter()
-                        .map(|r| ("rejected_reason", r.as_str())),
-                );
+                fields.ids[0] = Some(("transfer", transfer));
+                fields.ids[1] = location_field("quarantine", quarantine);
+                fields.quantities[0] = Some(("quantity", *quantity));
+                fields.quantities[1] = Some(("rejected", *rejected));
+                fields.texts[0] = rejected_reason.as_deref().map(|r| ("rejected_reason", r));
             }
             MovementKind::Return {
                 location,
@@ -694,48 +787,40 @@ impl Movement {
                 reservation,
                 ..
             } => {
-                ids.extend(location.iter().map(|l| ("location", l.as_str())));
-                ids.extend(reservation.iter().map(|r| ("reservation", r.as_str())));
-                quantities.push(("quantity", *quantity));
+                fields.ids[0] = location_field("location", location);
+                fields.ids[1] = reservation.as_deref().map(|r| ("reservation", r));
+                fields.quantities[0] = Some(("quantity", *quantity));
             }
             MovementKind::Reassign { reservation, to } => {
-                ids.push(("reservation", reservation));
-                ids.push(("to", to.as_str()));
+                fields.ids[0] = Some(("reservation", reservation));
+                fields.ids[1] = Some(("to", to.as_str()));
             }
         }
-        if live && routes.len() > MAX_LIST_ENTRIES {
-            problems.push(format!(
-                "route has {} entries, more than the {MAX_LIST_ENTRIES} allowed",
-                routes.len()
-            ));
-        }
-        ids.extend(routes.iter().map(|l| ("route", l.as_str())));
-        if !live {
-            let limit = super::MAX_STOCK_LEVEL.unsigned_abs();
-            for (field, value) in quantities {
-                if value > limit {
-                    problems.push(format!(
-                        "{field} {value} is more than the {limit} units a stock figure may hold"
-                    ));
-                }
-            }
-            return;
-        }
-        for (field, value) in ids {
-            check_id(field, value, problems);
-        }
-        for (field, value) in quantities {
-            check_quantity(field, value, problems);
-        }
-        for (field, value) in texts {
-            if value.len() > MAX_REASON_BYTES {
-                problems.push(format!(
-                    "{field} is {} bytes long, more than the {MAX_REASON_BYTES} allowed",
-                    value.len()
-                ));
-            }
-        }
+        fields
     }
+}
+
+/// A location with the JSON field that names it.
+type NamedLocation<'a> = (&'static str, &'a LocationId);
+
+/// `(field, location)` for an optional location.
+fn location_field<'a>(
+    field: &'static str,
+    location: &'a Option<LocationId>,
+) -> Option<(&'static str, &'a str)> {
+    location.as_ref().map(|location| (field, location.as_str()))
+}
+
+/// What [`Movement::check_limits`] checks of one movement: at most three identifiers, two
+/// quantities and one free text per kind (absent ones `None`, present ones in field
+/// order), then the `booked` and `route` lists.
+#[derive(Default)]
+struct LimitedFields<'a> {
+    ids: [Option<(&'static str, &'a str)>; 3],
+    booked: Option<&'a [String]>,
+    route: &'a [LocationId],
+    quantities: [Option<(&'static str, u64)>; 2],
+    texts: [Option<(&'static str, &'a str)>; 1],
 }
 
 /// The value of `type`: which [`MovementKind`] a movement object is.
@@ -1235,6 +1320,83 @@ mod tests {
             }
         );
         assert!(movement.validate().is_ok());
+    }
+
+    #[test]
+    fn the_byte_check_for_control_characters_agrees_with_char_is_control() {
+        let mut controls = 0;
+        for c in (0..=0x10FFFF_u32).filter_map(char::from_u32) {
+            for text in [
+                c.to_string(),
+                format!("ab{c}"),
+                format!("{c}é"),
+                format!("x{c}\u{a0}"),
+            ] {
+                assert_eq!(
+                    has_control(&text),
+                    text.chars().any(char::is_control),
+                    "{:?}",
+                    text
+                );
+            }
+            controls += usize::from(c.is_control());
+        }
+        // Sanity: Cc is the 65 code points U+0000–U+001F and U+007F–U+009F.
+        assert_eq!(controls, 65);
+        assert!(!has_control("Tafel 120/80 eiken Größe-XL\u{a0}"));
+        assert!(has_control("line\u{85}break"));
+    }
+
+    #[test]
+    fn find_location_names_the_same_first_location_as_locations() {
+        let kinds = [
+            MovementKind::Sale {
+                reservation: "o-1".into(),
+                quantity: 1,
+                location: Some("WH-1".into()),
+                route: vec!["WH-2".into(), "WH-3".into()],
+            },
+            MovementKind::TransferDispatch {
+                transfer: "t-1".into(),
+                from: "WH-2".into(),
+                to: "WH-3".into(),
+                quantity: 1,
+            },
+            MovementKind::Reservation {
+                reservation: "o-2".into(),
+                quantity: 1,
+                location: None,
+                route: vec!["WH-1".into(), "WH-3".into()],
+                expires_at_ms: None,
+            },
+            MovementKind::Cancellation {
+                reservation: "o-2".into(),
+                quantity: None,
+                reason: None,
+                write_off: false,
+            },
+        ];
+        for kind in kinds {
+            let movement = Movement {
+                schema_version: SCHEMA_VERSION,
+                sku: "SKU-1".into(),
+                idempotency_key: "k".into(),
+                source: String::new(),
+                occurred_at_ms: None,
+                kind,
+            };
+            for unknown in ["WH-1", "WH-2", "WH-3", "WH-9"] {
+                let expected = movement
+                    .locations()
+                    .into_iter()
+                    .find(|(_, location)| location.as_str() == unknown);
+                assert_eq!(
+                    movement.find_location(|location| location.as_str() == unknown),
+                    expected,
+                    "{movement:?} {unknown}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -61,9 +61,7 @@ impl StockPolicy {
             return None;
         }
         movement
-            .locations()
-            .into_iter()
-            .find(|(_, location)| !self.known_locations.contains(*location))
+            .find_location(|location| !self.known_locations.contains(location))
             .map(|(field, location)| (field, location.clone()))
     }
 

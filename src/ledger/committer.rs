@@ -79,7 +79,8 @@ pub(crate) struct CommitRequest {
     pub(crate) reply: Option<oneshot::Sender<Result<Ack, LedgerError>>>,
     pub(crate) ack: Ack,
     pub(crate) availability: Option<AvailabilityChange>,
-    pub(crate) source: String,
+    /// The movement's source as a metric label (`labels::SourceLabels`).
+    pub(crate) source: std::borrow::Cow<'static, str>,
     pub(crate) kind: &'static str,
     pub(crate) oversold: bool,
     /// The SKU's new earliest TTL-hold expiry, when this event changed it (reaper).
@@ -107,7 +108,7 @@ impl CommitRequest {
             reply: Some(reply),
             ack,
             availability: None,
-            source: String::new(),
+            source: std::borrow::Cow::Borrowed(""),
             kind: "",
             oversold: false,
             hold_expiry: None,
@@ -383,10 +384,10 @@ fn count_applied(requests: &[CommitRequest]) {
             continue;
         }
         *applied
-            .entry((request.source.as_str(), request.kind))
+            .entry((request.source.as_ref(), request.kind))
             .or_default() += 1;
         if request.oversold {
-            *oversells.entry(request.source.as_str()).or_default() += 1;
+            *oversells.entry(request.source.as_ref()).or_default() += 1;
         }
     }
     for ((source, kind), count) in applied {

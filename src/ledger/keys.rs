@@ -23,24 +23,45 @@
 /// same idempotency key (of the same SKU: keys are scoped per SKU) is a redelivery
 /// (`duplicate`) or another movement (`IdempotencyConflict`).
 ///
-/// The first 8 bytes of SHA-256 over the movement's stored binary encoding
+/// The first 8 bytes (big-endian) of SHA-256 over the movement's stored binary encoding
 /// (`store::codec::encode_movement`: source, type and every field of the kind), taken with
 /// `occurred_at_ms` and `source` cleared and `schema_version` set to the current one: those
 /// may legitimately differ between deliveries of one event (a producer stamping its send
 /// time, the same order arriving by webhook and by the backstop poller, a newer contract
-/// version); everything that changes stock (the type and every field of the kind) may not. The SKU and the key themselves are
-/// the same by definition. Computed before the ledger records its own decisions (route,
-/// count basis, time) into the movement. Stable across builds as long as the encoding is.
+/// version); everything that changes stock (the type and every field of the kind) may not.
+/// The SKU and the key themselves are the same by definition. Computed before the ledger
+/// records its own decisions (route, count basis, time) into the movement. Stable across
+/// builds as long as the encoding is: the hashes stored in the key table by earlier builds
+/// stay comparable (a test holds it to that definition).
+///
+/// Runs on every applied movement, so it encodes the canonical form straight from the
+/// borrowed kind into a reused per-thread buffer (no copy of the movement, no allocation
+/// once warm; the buffer is given back after an unusually large movement).
 pub fn movement_hash(movement: &crate::domain::Movement) -> u64 {
     use sha2::{Digest, Sha256};
-    let mut canonical = movement.clone();
-    canonical.occurred_at_ms = None;
-    canonical.source.clear();
-    canonical.schema_version = crate::domain::SCHEMA_VERSION;
-    let digest = Sha256::digest(crate::store::codec::encode_movement(&canonical));
-    let mut first = [0_u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    u64::from_be_bytes(first)
+    use std::cell::RefCell;
+    /// Buffers larger than this are not kept between calls, in bytes.
+    const KEEP_BYTES: usize = 4_096;
+    thread_local! {
+        static CANONICAL: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    CANONICAL.with_borrow_mut(|buffer| {
+        buffer.clear();
+        crate::store::codec::encode_movement_into(
+            buffer,
+            crate::domain::SCHEMA_VERSION,
+            "",
+            None,
+            &movement.kind,
+        );
+        let digest = Sha256::digest(buffer.as_slice());
+        if buffer.capacity() > KEEP_BYTES {
+            *buffer = Vec::new();
+        }
+        let mut first = [0_u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(first)
+    })
 }
 
 /// Buckets per TTL: a key's coarse expiry is rounded down to `ttl / BUCKETS_PER_TTL`.
@@ -240,6 +261,123 @@ fn is_live(bucket: u8, current: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The definition the key table's stored hashes were written with (issue 10): SHA-256
+    /// of the encoding of a copy with `occurred_at_ms` and `source` cleared and the current
+    /// schema version, first 8 bytes big-endian.
+    fn reference_movement_hash(movement: &crate::domain::Movement) -> u64 {
+        use sha2::{Digest, Sha256};
+        let mut canonical = movement.clone();
+        canonical.occurred_at_ms = None;
+        canonical.source.clear();
+        canonical.schema_version = crate::domain::SCHEMA_VERSION;
+        let digest = Sha256::digest(crate::store::codec::encode_movement(&canonical));
+        u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+    }
+
+    #[test]
+    fn movement_hash_is_the_stored_definition_for_every_kind() {
+        use crate::domain::{CountBasis, Movement, MovementKind};
+        let kinds = vec![
+            MovementKind::Receipt {
+                location: "WH-1".into(),
+                quantity: 2,
+            },
+            MovementKind::Adjustment {
+                location: "WH-1".into(),
+                delta: -3,
+                reason: "breakage".into(),
+            },
+            MovementKind::Count {
+                location: "WH-1".into(),
+                on_hand: Some(7),
+                watermark: 12,
+                basis: Some(CountBasis::Book),
+                booked: Some(vec!["line-1".into()]),
+            },
+            MovementKind::Sale {
+                reservation: "order-1".into(),
+                quantity: 1,
+                location: None,
+                route: vec!["WH-1".into(), "WH-2".into()],
+            },
+            MovementKind::Reservation {
+                reservation: "order-2".into(),
+                quantity: 4,
+                location: Some("WH-2".into()),
+                route: Vec::new(),
+                expires_at_ms: Some(1_700_000_000_000),
+            },
+            MovementKind::Cancellation {
+                reservation: "order-2".into(),
+                quantity: Some(1),
+                reason: Some("customer".into()),
+                write_off: true,
+            },
+            MovementKind::TransferDispatch {
+                transfer: "t-1".into(),
+                from: "WH-1".into(),
+                to: "WH-2".into(),
+                quantity: 5,
+            },
+            MovementKind::Return {
+                location: None,
+                quantity: 1,
+                reservation: Some("order-1".into()),
+                restock: true,
+            },
+        ];
+        let mut hashes = std::collections::HashSet::new();
+        for kind in kinds {
+            for (source, occurred_at_ms, schema_version) in [
+                ("wms-1", None, crate::domain::SCHEMA_VERSION),
+                ("", Some(-5), 0),
+                (
+                    "shopify:eu",
+                    Some(1_700_000_000_123),
+                    crate::domain::SCHEMA_VERSION,
+                ),
+            ] {
+                let movement = Movement {
+                    schema_version,
+                    sku: "SKU-1".into(),
+                    idempotency_key: "k-1".into(),
+                    source: source.into(),
+                    occurred_at_ms,
+                    kind: kind.clone(),
+                };
+                assert_eq!(
+                    movement_hash(&movement),
+                    reference_movement_hash(&movement),
+                    "{movement:?}"
+                );
+                hashes.insert(movement_hash(&movement));
+            }
+        }
+        // Source, time and version do not count; the kind and its fields do.
+        assert_eq!(hashes.len(), 8);
+        let huge = Movement {
+            schema_version: crate::domain::SCHEMA_VERSION,
+            sku: "SKU-1".into(),
+            idempotency_key: "k-2".into(),
+            source: String::new(),
+            occurred_at_ms: None,
+            kind: MovementKind::Adjustment {
+                location: "WH-1".into(),
+                delta: 1,
+                reason: "x".repeat(10_000),
+            },
+        };
+        assert_eq!(movement_hash(&huge), reference_movement_hash(&huge));
+        let small = Movement {
+            kind: MovementKind::Receipt {
+                location: "WH-1".into(),
+                quantity: 2,
+            },
+            ..huge.clone()
+        };
+        assert_eq!(movement_hash(&small), reference_movement_hash(&small));
+    }
 
     #[test]
     fn fnv1a_is_the_reference_hash() {

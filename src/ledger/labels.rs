@@ -8,6 +8,7 @@
 //!
 //! May depend on: `config`.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 /// The label value of every source that is not configured.
@@ -58,12 +59,13 @@ impl SourceLabels {
         }
     }
 
-    /// Like [`SourceLabels::label`], taking the source by value (no copy when it is kept).
-    pub fn label_owned(&self, source: String) -> String {
+    /// Like [`SourceLabels::label`], taking the source by value: the source itself when
+    /// configured (no copy), else the static [`OTHER`] (no allocation).
+    pub fn label_owned(&self, source: String) -> Cow<'static, str> {
         if self.known.contains(&source) {
-            source
+            Cow::Owned(source)
         } else {
-            OTHER.to_owned()
+            Cow::Borrowed(OTHER)
         }
     }
 }
@@ -83,5 +85,10 @@ mod tests {
         assert_eq!(labels.label("erp-1"), "erp-1");
         assert_eq!(labels.label("wms-2"), OTHER);
         assert_eq!(labels.label("shopify:anything"), OTHER);
+        assert_eq!(labels.label_owned("wms-1".to_owned()), "wms-1");
+        assert!(matches!(
+            labels.label_owned("wms-2".to_owned()),
+            Cow::Borrowed(OTHER)
+        ));
     }
 }

@@ -118,15 +118,36 @@ const REASSIGN: u8 = 14;
 /// as [`MOVEMENT_V2`].
 pub fn encode_movement(movement: &Movement) -> Vec<u8> {
     let mut out = Vec::with_capacity(48 + movement.source.len());
+    encode_movement_into(
+        &mut out,
+        movement.schema_version,
+        &movement.source,
+        movement.occurred_at_ms,
+        &movement.kind,
+    );
+    out
+}
+
+/// Appends to `out` exactly the bytes [`encode_movement`] gives for a movement with these
+/// `schema_version`, `source`, `occurred_at_ms` and `kind`, so a caller can encode a
+/// movement with some header fields replaced without copying it (the ledger's movement
+/// hash encodes its canonical form this way).
+pub fn encode_movement_into(
+    out: &mut Vec<u8>,
+    schema_version: u32,
+    source: &str,
+    occurred_at_ms: Option<i64>,
+    kind: &MovementKind,
+) {
     out.push(MOVEMENT_V2);
-    put_varint(&mut out, u64::from(movement.schema_version));
-    put_str(&mut out, &movement.source);
-    put_option(&mut out, movement.occurred_at_ms, put_signed);
-    match &movement.kind {
+    put_varint(out, u64::from(schema_version));
+    put_str(out, source);
+    put_option(out, occurred_at_ms, put_signed);
+    match kind {
         MovementKind::Receipt { location, quantity } => {
             out.push(RECEIPT);
-            put_str(&mut out, location.as_str());
-            put_varint(&mut out, *quantity);
+            put_str(out, location.as_str());
+            put_varint(out, *quantity);
         }
         MovementKind::Adjustment {
             location,
@@ -134,9 +155,9 @@ pub fn encode_movement(movement: &Movement) -> Vec<u8> {
             reason,
         } => {
             out.push(ADJUSTMENT);
-            put_str(&mut out, location.as_str());
-            put_signed(&mut out, *delta);
-            put_str(&mut out, reason);
+            put_str(out, location.as_str());
+            put_signed(out, *delta);
+            put_str(out, reason);
         }
         MovementKind::Count {
             location,
@@ -146,15 +167,15 @@ pub fn encode_movement(movement: &Movement) -> Vec<u8> {
             booked,
         } => {
             out.push(COUNT);
-            put_str(&mut out, location.as_str());
-            put_option(&mut out, *on_hand, put_varint);
-            put_signed(&mut out, *watermark);
+            put_str(out, location.as_str());
+            put_option(out, *on_hand, put_varint);
+            put_signed(out, *watermark);
             out.push(match basis {
                 Some(CountBasis::Physical) => 0,
                 Some(CountBasis::Book) => 1,
                 None => 2,
             });
-            put_option(&mut out, booked.as_deref(), put_strings);
+            put_option(out, booked.as_deref(), put_strings);
         }
         MovementKind::Sale {
             reservation,
@@ -163,10 +184,10 @@ pub fn encode_movement(movement: &Movement) -> Vec<u8> {
             route,
         } => {
             out.push(SALE);
-            put_str(&mut out, reservation);
-            put_varint(&mut out, *quantity);
-            put_option(&mut out, location.as_ref(), put_location);
-            put_route(&mut out, route);
+            put_str(out, reservation);
+            put_varint(out, *quantity);
+            put_option(out, location.as_ref(), put_location);
+            put_route(out, route);
         }
         MovementKind::Reservation {
             reservation,
@@ -176,11 +197,11 @@ pub fn encode_movement(movement: &Movement) -> Vec<u8> {
             expires_at_ms,
         } => {
             out.push(RESERVATION);
-            put_str(&mut out, reservation);
-            put_varint(&mut out, *quantity);
-            put_option(&mut out, location.as_ref(), put_location);
-            put_route(&mut out, route);
-            put_option(&mut out, *expires_at_ms, put_signed);
+            put_str(out, reservation);
+            put_varint(out, *quantity);
+            put_option(out, location.as_ref(), put_location);
+            put_route(out, route);
+            put_option(out, *expires_at_ms, put_signed);
         }
         MovementKind::Cancellation {
             reservation,
@@ -189,9 +210,9 @@ pub fn encode_movement(movement: &Movement) -> Vec<u8> {
             write_off,
         } => {
             out.push(CANCELLATION);
-            put_str(&mut out, reservation);
-            put_option(&mut out, *quantity, put_varint);
-            put_option(&mut out, reason.as_deref(), put_str);
+            put_str(out, reservation);
+            put_option(out, *quantity, put_varint);
+            put_option(out, reason.as_deref(), put_str);
             out.push(u8::from(*write_off));
         }
         MovementKind::Fulfilment {
@@ -200,9 +221,9 @@ pub fn encode_movement(movement: &Movement) -> Vec<u8> {
             location,
         } => {
             out.push(FULFILMENT);
-            put_str(&mut out, reservation);
-            put_varint(&mut out, *quantity);
-            put_option(&mut out, location.as_ref(), put_location);
+            put_str(out, reservation);
+            put_varint(out, *quantity);
+            put_option(out, location.as_ref(), put_location);
         }
         MovementKind::Inbound {
             purchase_order,
@@ -211,18 +232,18 @@ pub fn encode_movement(movement: &Movement) -> Vec<u8> {
             expected_at_ms,
         } => {
             out.push(INBOUND);
-            put_str(&mut out, purchase_order);
-            put_str(&mut out, location.as_str());
-            put_varint(&mut out, *quantity);
-            put_signed(&mut out, *expected_at_ms);
+            put_str(out, purchase_order);
+            put_str(out, location.as_str());
+            put_varint(out, *quantity);
+            put_signed(out, *expected_at_ms);
         }
         MovementKind::InboundReceipt {
             purchase_order,
             quantity,
         } => {
             out.push(INBOUND_RECEIPT);
-            put_str(&mut out, purchase_order);
-            put_varint(&mut out, *quantity);
+            put_str(out, purchase_order);
+            put_varint(out, *quantity);
         }
         MovementKind::TransferDispatch {
             transfer,
@@ -231,10 +252,10 @@ pub fn encode_movement(movement: &Movement) -> Vec<u8> {
             quantity,
         } => {
             out.push(TRANSFER_DISPATCH);
-            put_str(&mut out, transfer);
-            put_str(&mut out, from.as_str());
-            put_str(&mut out, to.as_str());
-            put_varint(&mut out, *quantity);
+            put_str(out, transfer);
+            put_str(out, from.as_str());
+            put_str(out, to.as_str());
+            put_varint(out, *quantity);
         }
         MovementKind::TransferReceipt {
             transfer,
@@ -244,11 +265,11 @@ pub fn encode_movement(movement: &Movement) -> Vec<u8> {
             quarantine,
         } => {
             out.push(TRANSFER_RECEIPT);
-            put_str(&mut out, transfer);
-            put_varint(&mut out, *quantity);
-            put_varint(&mut out, *rejected);
-            put_option(&mut out, rejected_reason.as_deref(), put_str);
-            put_option(&mut out, quarantine.as_ref(), put_location);
+            put_str(out, transfer);
+            put_varint(out, *quantity);
+            put_varint(out, *rejected);
+            put_option(out, rejected_reason.as_deref(), put_str);
+            put_option(out, quarantine.as_ref(), put_location);
         }
         MovementKind::Return {
             location,
@@ -257,9 +278,9 @@ pub fn encode_movement(movement: &Movement) -> Vec<u8> {
             restock,
         } => {
             out.push(RETURN);
-            put_option(&mut out, location.as_ref(), put_location);
-            put_varint(&mut out, *quantity);
-            put_option(&mut out, reservation.as_deref(), put_str);
+            put_option(out, location.as_ref(), put_location);
+            put_varint(out, *quantity);
+            put_option(out, reservation.as_deref(), put_str);
             out.push(u8::from(*restock));
         }
         MovementKind::OrderEdit {
@@ -270,19 +291,18 @@ pub fn encode_movement(movement: &Movement) -> Vec<u8> {
             route,
         } => {
             out.push(ORDER_EDIT);
-            put_str(&mut out, reservation);
-            put_varint(&mut out, *quantity);
-            put_signed(&mut out, *version);
-            put_option(&mut out, location.as_ref(), put_location);
-            put_route(&mut out, route);
+            put_str(out, reservation);
+            put_varint(out, *quantity);
+            put_signed(out, *version);
+            put_option(out, location.as_ref(), put_location);
+            put_route(out, route);
         }
         MovementKind::Reassign { reservation, to } => {
             out.push(REASSIGN);
-            put_str(&mut out, reservation);
-            put_str(&mut out, to.as_str());
+            put_str(out, reservation);
+            put_str(out, to.as_str());
         }
     }
-    out
 }
 
 /// Decodes a stored movement: [`MOVEMENT_V2`] or [`MOVEMENT_V1`] (with `sku` and `idempotency_key` from the
