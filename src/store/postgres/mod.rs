@@ -152,18 +152,6 @@ pub fn redact_connection_string(url: &str) -> String {
     out
 }
 
-fn count(method: &'static str, ok: bool) {
-    metrics::counter!(crate::telemetry::STORE_CALLS_TOTAL, "method" => method,
-        "outcome" => if ok { "ok" } else { "error" })
-    .increment(1);
-}
-
-/// Counts the call's outcome in the store metrics and passes the result on.
-fn counted<T>(method: &'static str, result: Result<T, StoreError>) -> Result<T, StoreError> {
-    count(method, result.is_ok());
-    result
-}
-
 impl PostgresStore {
     /// Connects (a pool of `pool_size`), then applies the embedded migrations to `schema`
     /// (`create_schema = true`, creating the schema when missing) or checks that it is at
@@ -431,7 +419,7 @@ impl Store for PostgresStore {
     }
 
     async fn acquire_epoch(&self, scope: &str, owner: &str) -> Result<u64, StoreError> {
-        let result = async {
+        async {
             let rows = self
                 .rows(
                     "acquire_epoch",
@@ -450,12 +438,11 @@ impl Store for PostgresStore {
                 .unwrap_or(0);
             Ok(to_u64(epoch))
         }
-        .await;
-        counted("acquire_epoch", result)
+        .await
     }
 
     async fn current_epoch(&self, scope: &str) -> Result<Option<(u64, String)>, StoreError> {
-        let result = async {
+        async {
             let rows = self
                 .rows(
                     "current_epoch",
@@ -473,12 +460,11 @@ impl Store for PostgresStore {
                 })
                 .transpose()
         }
-        .await;
-        counted("current_epoch", result)
+        .await
     }
 
     async fn commit(&self, batch: CommitBatch) -> Result<(), StoreError> {
-        let result = async {
+        async {
             // An empty batch with fences still checks them (as the embedded store does).
             if batch.is_empty() && batch.fences.is_empty() {
                 return Ok(());
@@ -486,12 +472,11 @@ impl Store for PostgresStore {
             let mut client = self.client("commit").await?;
             commit::write_batch(&mut client, &batch).await
         }
-        .await;
-        counted("commit", result)
+        .await
     }
 
     async fn commit_shared(&self, batch: std::sync::Arc<CommitBatch>) -> Result<(), StoreError> {
-        let result = async {
+        async {
             // An empty batch with fences still checks them (as the embedded store does).
             if batch.is_empty() && batch.fences.is_empty() {
                 return Ok(());
@@ -499,12 +484,11 @@ impl Store for PostgresStore {
             let mut client = self.client("commit").await?;
             commit::write_batch(&mut client, &batch).await
         }
-        .await;
-        counted("commit", result)
+        .await
     }
 
     async fn load_sku(&self, sku: &str, now_ms: i64) -> Result<LoadedSku, StoreError> {
-        let result = async {
+        async {
             let one = self
                 .load_many(&[sku.to_owned()], now_ms)
                 .await?
@@ -514,8 +498,7 @@ impl Store for PostgresStore {
             loaded.idempotency_keys = one.keys.into_iter().map(|k| (k.key, k.seq)).collect();
             Ok(loaded)
         }
-        .await;
-        counted("load_sku", result)
+        .await
     }
 
     async fn load_skus(
@@ -523,7 +506,7 @@ impl Store for PostgresStore {
         skus: &[String],
         now_ms: i64,
     ) -> Result<Vec<BatchLoadedSku>, StoreError> {
-        counted("load_skus", self.load_many(skus, now_ms).await)
+        self.load_many(skus, now_ms).await
     }
 
     async fn find_idempotency_key(
@@ -544,7 +527,7 @@ impl Store for PostgresStore {
         key: &str,
         now_ms: i64,
     ) -> Result<Option<(u64, Option<u64>)>, StoreError> {
-        let result = async {
+        async {
             let rows = self
                 .rows(
                     "find_idempotency_key",
@@ -564,8 +547,7 @@ impl Store for PostgresStore {
                 })
                 .transpose()
         }
-        .await;
-        counted("find_idempotency_key", result)
+        .await
     }
 
     async fn events(
@@ -574,7 +556,7 @@ impl Store for PostgresStore {
         from_seq: u64,
         limit_rows: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let result = async {
+        async {
             let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
             let rows = self
                 .rows(
@@ -589,8 +571,7 @@ impl Store for PostgresStore {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(pg_error("events"))
         }
-        .await;
-        counted("events", result)
+        .await
     }
 
     async fn list_skus(
@@ -598,7 +579,7 @@ impl Store for PostgresStore {
         after: Option<&str>,
         limit_rows: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let result = async {
+        async {
             let after = after.unwrap_or("");
             let rows = self
                 .rows(
@@ -612,12 +593,11 @@ impl Store for PostgresStore {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(pg_error("list_skus"))
         }
-        .await;
-        counted("list_skus", result)
+        .await
     }
 
     async fn sku_exists(&self, sku: &str) -> Result<bool, StoreError> {
-        let result = async {
+        async {
             let rows = self
                 .rows(
                     "sku_exists",
@@ -631,12 +611,11 @@ impl Store for PostgresStore {
                 .map(|found| found.unwrap_or(false))
                 .map_err(pg_error("sku_exists"))
         }
-        .await;
-        counted("sku_exists", result)
+        .await
     }
 
     async fn offsets(&self, group: &str) -> Result<Vec<OffsetWatermark>, StoreError> {
-        let result = async {
+        async {
             let rows = self
                 .rows(
                     "offsets",
@@ -657,12 +636,11 @@ impl Store for PostgresStore {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(pg_error("offsets"))
         }
-        .await;
-        counted("offsets", result)
+        .await
     }
 
     async fn record_pushed(&self, records: &[PushedRecord]) -> Result<(), StoreError> {
-        let result = async {
+        async {
             if records.is_empty() {
                 return Ok(());
             }
@@ -697,12 +675,11 @@ impl Store for PostgresStore {
             .await
             .map(|_| ())
         }
-        .await;
-        counted("record_pushed", result)
+        .await
     }
 
     async fn pushed(&self, channel: &str) -> Result<Vec<PushedRecord>, StoreError> {
-        let result = async {
+        async {
             let rows = self
                 .rows(
                     "pushed",
@@ -723,26 +700,23 @@ impl Store for PostgresStore {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(pg_error("pushed"))
         }
-        .await;
-        counted("pushed", result)
+        .await
     }
 
     /// Deletes the key rows whose expiry is at or before `now_ms` (exactly the keys that
     /// [`Store::load_sku`] no longer returns at `now_ms`), in chunks; returns how many.
     async fn expire_keys(&self, now_ms: i64) -> Result<u64, StoreError> {
-        let result = self
-            .delete_in_chunks(
-                "expire_keys",
-                "DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY(
+        self.delete_in_chunks(
+            "expire_keys",
+            "DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY(
                      SELECT ctid FROM idempotency_keys WHERE expires_at_ms <= $1 LIMIT $2))",
-                now_ms,
-            )
-            .await;
-        counted("expire_keys", result)
+            now_ms,
+        )
+        .await
     }
 
     async fn query_events(&self, query: &EventQuery) -> Result<Vec<HistoryEvent>, StoreError> {
-        let result = async {
+        async {
             let after = query
                 .after
                 .map_or(0, |after| i64::try_from(after).unwrap_or(i64::MAX));
@@ -803,12 +777,11 @@ impl Store for PostgresStore {
                 .collect::<Result<Vec<_>, tokio_postgres::Error>>()
                 .map_err(pg_error("query_events"))
         }
-        .await;
-        counted("query_events", result)
+        .await
     }
 
     async fn append_push_log(&self, records: &[PushLogRecord]) -> Result<(), StoreError> {
-        let result = async {
+        async {
             if records.is_empty() {
                 return Ok(());
             }
@@ -847,12 +820,11 @@ impl Store for PostgresStore {
             .await
             .map(|_| ())
         }
-        .await;
-        counted("append_push_log", result)
+        .await
     }
 
     async fn query_push_log(&self, query: &PushLogQuery) -> Result<Vec<PushLogRecord>, StoreError> {
-        let result = async {
+        async {
             let max_rows = limit(query.limit);
             let mut filter = Filtered::default();
             if let Some(channel) = &query.channel {
@@ -890,46 +862,41 @@ impl Store for PostgresStore {
                 .collect::<Result<Vec<_>, tokio_postgres::Error>>()
                 .map_err(pg_error("query_push_log"))
         }
-        .await;
-        counted("query_push_log", result)
+        .await
     }
 
     async fn prune_push_log(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let result = self
-            .delete_in_chunks(
-                "prune_push_log",
-                "DELETE FROM push_log WHERE id = ANY (ARRAY(
+        self.delete_in_chunks(
+            "prune_push_log",
+            "DELETE FROM push_log WHERE id = ANY (ARRAY(
                      SELECT id FROM push_log WHERE at_ms < $1 LIMIT $2))",
-                before_ms,
-            )
-            .await;
-        counted("prune_push_log", result)
+            before_ms,
+        )
+        .await
     }
 
     async fn record_config_change(&self, record: &ConfigAuditRecord) -> Result<(), StoreError> {
-        let result = self
-            .execute(
-                "record_config_change",
-                "INSERT INTO config_audit (at_ms, action, actor, config_hash, config_json)
+        self.execute(
+            "record_config_change",
+            "INSERT INTO config_audit (at_ms, action, actor, config_hash, config_json)
                  VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    &record.at_ms,
-                    &record.action,
-                    &record.actor,
-                    &record.config_hash,
-                    &record.config_json,
-                ],
-            )
-            .await
-            .map(|_| ());
-        counted("record_config_change", result)
+            &[
+                &record.at_ms,
+                &record.action,
+                &record.actor,
+                &record.config_hash,
+                &record.config_json,
+            ],
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn config_changes(
         &self,
         limit_rows: usize,
     ) -> Result<Vec<ConfigAuditRecord>, StoreError> {
-        let result = async {
+        async {
             let rows = self
                 .rows(
                     "config_changes",
@@ -951,8 +918,7 @@ impl Store for PostgresStore {
                 .collect::<Result<Vec<_>, tokio_postgres::Error>>()
                 .map_err(pg_error("config_changes"))
         }
-        .await;
-        counted("config_changes", result)
+        .await
     }
 
     async fn hold_expiries(
@@ -960,7 +926,7 @@ impl Store for PostgresStore {
         after: Option<&str>,
         limit_rows: usize,
     ) -> Result<Vec<HoldExpiryRecord>, StoreError> {
-        let result = async {
+        async {
             let after = after.unwrap_or("");
             let rows = self
                 .rows(
@@ -980,12 +946,11 @@ impl Store for PostgresStore {
                 .collect::<Result<Vec<_>, tokio_postgres::Error>>()
                 .map_err(pg_error("hold_expiries"))
         }
-        .await;
-        counted("hold_expiries", result)
+        .await
     }
 
     async fn reservation(&self, id: &str) -> Result<Option<ReservationRecord>, StoreError> {
-        let result = async {
+        async {
             let rows = self
                 .rows(
                     "reservation",
@@ -1005,8 +970,7 @@ impl Store for PostgresStore {
                 .transpose()
                 .map_err(pg_error("reservation"))
         }
-        .await;
-        counted("reservation", result)
+        .await
     }
 
     async fn order_lines(
@@ -1014,7 +978,7 @@ impl Store for PostgresStore {
         channel: &str,
         order_id: &str,
     ) -> Result<Vec<OrderLineRecord>, StoreError> {
-        let result = async {
+        async {
             let rows = self
                 .rows(
                     "order_lines",
@@ -1037,8 +1001,7 @@ impl Store for PostgresStore {
                 .collect::<Result<Vec<_>, tokio_postgres::Error>>()
                 .map_err(pg_error("order_lines"))
         }
-        .await;
-        counted("order_lines", result)
+        .await
     }
 
     async fn record_order_lines(
@@ -1046,7 +1009,7 @@ impl Store for PostgresStore {
         records: &[OrderLineRecord],
         forget_before_ms: i64,
     ) -> Result<(), StoreError> {
-        let result = async {
+        async {
             let err = pg_error("record_order_lines");
             // Rows of one line merge as row-by-row upserts would leave them: the last SKU,
             // the highest version and last-seen time.
@@ -1109,15 +1072,14 @@ impl Store for PostgresStore {
                 .map_err(&err)?;
             tx.commit().await.map_err(&err)
         }
-        .await;
-        counted("record_order_lines", result)
+        .await
     }
 
     async fn dead_letters(
         &self,
         query: &DeadLetterQuery,
     ) -> Result<Vec<DeadLetterRecord>, StoreError> {
-        let result = async {
+        async {
             let max_rows = limit(query.limit);
             let mut filter = Filtered::default();
             if let Some(sku) = &query.sku {
@@ -1151,8 +1113,7 @@ impl Store for PostgresStore {
                 .collect::<Result<Vec<_>, tokio_postgres::Error>>()
                 .map_err(pg_error("dead_letters"))
         }
-        .await;
-        counted("dead_letters", result)
+        .await
     }
 
     /// Closes the pool: idle connections end now, busy ones when they come back; later
@@ -1160,7 +1121,6 @@ impl Store for PostgresStore {
     /// durable when it returned).
     async fn close(&self) -> Result<(), StoreError> {
         self.pool.close();
-        count("close", true);
         Ok(())
     }
 }
