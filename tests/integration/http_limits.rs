@@ -70,7 +70,13 @@ impl Server {
         Self {
             base: format!("http://{address}"),
             address,
-            client: reqwest::Client::new(),
+            // No pooled connections: a server with a short header timeout closes an idle
+            // keep-alive connection after it, and a request that picked that connection up
+            // as it closed would fail (`IncompleteMessage`) for a reason that is not the test's.
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("client"),
             ledger,
             stop: Some(stop),
             server: Some(server),
