@@ -540,7 +540,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoSummary> {
     );
     if !options.exit_after_summary {
         println!("\ndemo: still serving {api} — press Ctrl-C to stop");
-        tokio::signal::ctrl_c().await.ok();
+        crate::app::stop_signal().await.ok();
     }
     app.shutdown(Duration::from_secs(5)).await;
     platforms.shutdown().await;

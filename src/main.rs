@@ -308,9 +308,9 @@ async fn main() -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             let app = stocksync::app::App::start(config).await?;
             println!("stocksync listening on http://{}", app.http_addr());
-            tokio::signal::ctrl_c()
+            stocksync::app::stop_signal()
                 .await
-                .context("waiting for Ctrl-C")?;
+                .context("waiting for a stop signal")?;
             app.shutdown(Duration::from_secs(10)).await;
         }
         Command::Demo {
@@ -350,7 +350,7 @@ async fn main() -> anyhow::Result<()> {
             };
             println!("platform simulators (Ctrl-C stops them):");
             stocksync::sandbox::run_standalone(options, async {
-                let _ = tokio::signal::ctrl_c().await;
+                let _ = stocksync::app::stop_signal().await;
             })
             .await?;
         }
