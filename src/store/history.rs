@@ -184,8 +184,8 @@ async fn attach_levels(store: &dyn Store, rows: &mut [MovementRow]) -> Result<()
 }
 
 /// Writes `rows` as CSV with the header
-/// `cursor,recorded_at_ms,occurred_at_ms,sku,seq,source,kind,idempotency_key,levels_after,movement`;
-/// `levels_after` is `location:on_hand/reserved/available` joined by `;`, `movement` the JSON.
+/// `cursor,recorded_at_ms,occurred_at_ms,sku,seq,source,kind,idempotency_key,outcome,outcome_reason,levels_after,movement`;
+/// `outcome` is `applied`, `parked` or `ignored` (with its reason), `levels_after` is `location:on_hand/reserved/available` joined by `;`, `movement` the JSON.
 ///
 /// Errors: the writer's I/O error.
 pub fn write_csv<W: std::io::Write>(rows: &[MovementRow], writer: W) -> Result<(), csv::Error> {
@@ -199,6 +199,8 @@ pub fn write_csv<W: std::io::Write>(rows: &[MovementRow], writer: W) -> Result<(
         "source",
         "kind",
         "idempotency_key",
+        "outcome",
+        "outcome_reason",
         "levels_after",
         "movement",
     ])?;
@@ -230,6 +232,8 @@ pub fn write_csv<W: std::io::Write>(rows: &[MovementRow], writer: W) -> Result<(
             row.source.clone(),
             row.kind.clone(),
             row.idempotency_key.clone(),
+            row.outcome.clone(),
+            row.outcome_reason.clone().unwrap_or_default(),
             levels,
             row.movement.to_string(),
         ])?;
@@ -335,6 +339,38 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
-        assert!(lines[1].contains("QUINCE-7,2,orchard-wms,adjustment,orchard:2,BARN:7/0/7"));
+        assert!(
+            lines[1].contains("QUINCE-7,2,orchard-wms,adjustment,orchard:2,applied,,BARN:7/0/7"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_csv_shows_a_parked_movements_outcome_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s.db")).unwrap();
+        store
+            .commit(CommitBatch {
+                events: vec![event(1, RECEIPT)],
+                outcomes: vec![crate::store::EventOutcomeRecord {
+                    sku: "QUINCE-7".into(),
+                    seq: 1,
+                    outcome_json: r#"{"outcome":"parked","reason":"waits for its sale"}"#.into(),
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let query = EventQuery {
+            limit: 10,
+            ..Default::default()
+        };
+        let rows = movement_rows(&store, &query, false).await.unwrap();
+        let mut out = Vec::new();
+        write_csv(&rows, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains(",outcome,outcome_reason,"), "{text}");
+        assert!(lines[1].contains(",parked,waits for its sale,"), "{text}");
     }
 }
