@@ -321,12 +321,14 @@ impl App {
             Propagation::start_with_options(&config, store.clone(), client.clone(), options)
                 .await
                 .context("starting propagation")?;
+        let fence = claim_store(store.as_ref(), &config).await?;
         let ledger = Ledger::start(
             store.clone(),
             Arc::new(propagation.clone()),
             LedgerOptions {
                 rules: rules.clone(),
                 clock: clock.clone(),
+                fences: vec![fence],
                 ..LedgerOptions::from_config(&config)
             },
         );
@@ -518,4 +520,43 @@ pub async fn stop_signal() -> std::io::Result<()> {
     {
         tokio::signal::ctrl_c().await
     }
+}
+
+/// Claims the whole store for this instance ([`crate::ledger::LEDGER_SCOPE`]): raises its
+/// ownership epoch and returns the fence every group commit carries. An instance started
+/// later on the same shared store takes it over the same way, and this one's next commit
+/// is then refused (`StoreError::Fenced`): it pauses ingest instead of writing SKU logs
+/// another instance writes too. The owner recorded is `host:pid:listen`.
+///
+/// Errors: the store cannot record the claim.
+async fn claim_store(
+    store: &dyn crate::store::Store,
+    config: &Config,
+) -> anyhow::Result<crate::store::Fence> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown-host".to_owned());
+    let owner = format!("{host}:{}:{}", std::process::id(), config.http.listen);
+    let scope = crate::ledger::LEDGER_SCOPE;
+    let previous = store
+        .current_epoch(scope)
+        .await
+        .context("reading the store's owner")?;
+    let epoch = store
+        .acquire_epoch(scope, &owner)
+        .await
+        .context("claiming the store for this instance")?;
+    match previous {
+        Some((_, previous_owner)) if previous_owner != owner => tracing::info!(
+            epoch,
+            previous_owner = %previous_owner,
+            "claimed the store (an instance still running on it stops writing)"
+        ),
+        _ => tracing::info!(epoch, "claimed the store"),
+    }
+    Ok(crate::store::Fence {
+        scope: scope.to_owned(),
+        epoch,
+    })
 }

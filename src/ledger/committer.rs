@@ -132,6 +132,7 @@ impl Committer {
         sink: Arc<dyn AvailabilitySink>,
         max_batch: usize,
         durable_tickets: Arc<[AtomicU64]>,
+        fences: Vec<crate::store::Fence>,
     ) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let health = Arc::new(Health::default());
@@ -139,7 +140,7 @@ impl Committer {
             store,
             sink,
             receiver,
-            max_batch.max(1),
+            (max_batch.max(1), fences),
             health.clone(),
             durable_tickets,
         ));
@@ -198,7 +199,7 @@ async fn run(
     store: Arc<dyn Store>,
     sink: Arc<dyn AvailabilitySink>,
     mut receiver: mpsc::Receiver<Handover>,
-    max_batch: usize,
+    (max_batch, fences): (usize, Vec<crate::store::Fence>),
     health: Arc<Health>,
     durable_tickets: Arc<[AtomicU64]>,
 ) {
@@ -228,7 +229,10 @@ async fn run(
                 requests.extend(handover.requests);
             }
         }
-        let mut batch = CommitBatch::default();
+        let mut batch = CommitBatch {
+            fences: fences.clone(),
+            ..CommitBatch::default()
+        };
         let mut offsets: HashMap<(String, String, i32), i64> = HashMap::new();
         for request in &mut requests {
             if let Some(event) = request.event.take() {
@@ -316,7 +320,9 @@ async fn write(
             }
             Err(error) => {
                 metrics::counter!(crate::telemetry::STORE_COMMIT_FAILURES_TOTAL).increment(1);
-                if attempts == 1 {
+                if attempts == 1 && matches!(error, crate::store::StoreError::Fenced { .. }) {
+                    tracing::error!(error = %error, events = event_count, "another instance took this store over: this one writes nothing more (ingest paused); stop it, or restart it to take the store back");
+                } else if attempts == 1 {
                     tracing::error!(error = %error, events = event_count, "group commit failed; writing it again until the store takes it, ingest paused");
                 } else {
                     tracing::debug!(error = %error, attempts, backoff_ms, "group commit failed again");

@@ -114,7 +114,16 @@ pub struct LedgerOptions {
     pub max_buffered_per_sku: usize,
     /// Which movement sources the metrics name (`[ledger] metric_sources`).
     pub metric_sources: Arc<labels::SourceLabels>,
+    /// Ownership claims every group commit is written under (`CommitBatch::fences`): the
+    /// app claims the whole store ([`LEDGER_SCOPE`]) at start, so that a second instance
+    /// started on the same shared store takes it over and this one stops writing instead
+    /// of both writing one SKU's log. Empty: no check (tests, tools).
+    pub fences: Vec<crate::store::Fence>,
 }
+
+/// The ownership scope an instance claims on its store at start: the whole ledger (until
+/// ownership is split by topic partition).
+pub const LEDGER_SCOPE: &str = "ledger";
 
 impl Default for LedgerOptions {
     fn default() -> Self {
@@ -132,6 +141,7 @@ impl Default for LedgerOptions {
             metric_sources: Arc::new(labels::SourceLabels::new(
                 crate::config::default_metric_sources(),
             )),
+            fences: Vec::new(),
         }
     }
 }
@@ -154,6 +164,7 @@ impl LedgerOptions {
             max_queued_per_shard: config.ledger.max_queued_per_shard.max(1),
             max_buffered_per_sku: config.ledger.max_buffered_per_sku.max(1),
             metric_sources: Arc::new(labels::SourceLabels::from_config(config)),
+            fences: Vec::new(),
         }
     }
 }
@@ -393,6 +404,7 @@ impl Ledger {
             sink,
             options.group_commit_max_batch,
             durable_tickets.clone(),
+            options.fences.clone(),
         );
         let core = Arc::new(Core {
             store,

@@ -46,6 +46,50 @@ async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// Issue 12: a ledger writing under the store's ownership epoch stops writing once another
+/// instance claimed the store: nothing is acknowledged, the ledger reports why, and the
+/// store holds none of the stale instance's later movements.
+#[tokio::test]
+async fn a_ledger_whose_store_was_claimed_by_another_instance_writes_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded(&dir);
+    let epoch = store.acquire_epoch(LEDGER_SCOPE, "first").await.unwrap();
+    let ledger = Ledger::start(
+        store.clone(),
+        Arc::new(NullSink),
+        LedgerOptions {
+            fences: vec![crate::store::Fence {
+                scope: LEDGER_SCOPE.to_owned(),
+                epoch,
+            }],
+            ..LedgerOptions::default()
+        },
+    );
+    assert_eq!(
+        ledger.submit(receipt("SKU-F", "f1", 5)).await,
+        Ok(Ack::Applied { seq: 1 })
+    );
+    // A second instance starts on the same store.
+    assert_eq!(
+        store.acquire_epoch(LEDGER_SCOPE, "second").await.unwrap(),
+        epoch + 1
+    );
+    let pending = tokio::spawn(ledger.submit(receipt("SKU-F", "f2", 7)));
+    eventually("the ledger reports the takeover", async || {
+        ledger
+            .unavailable_reason()
+            .is_some_and(|reason| reason.contains("fenced"))
+    })
+    .await;
+    assert!(!pending.is_finished(), "nothing acknowledged");
+    assert_eq!(
+        store.events("SKU-F", 1, 10).await.unwrap().len(),
+        1,
+        "the stale instance's movement is not in the store"
+    );
+    pending.abort();
+}
+
 #[tokio::test]
 async fn a_failed_group_commit_is_written_again_when_the_store_is_back_and_acknowledged_only_then()
 {
