@@ -1,7 +1,8 @@
 //! `stocksync store copy` and `stocksync migrate`, embedded → embedded: everything the
 //! `Store` trait can read arrives, a second run copies nothing, a target holding a prefix of
-//! a SKU's events continues from there, and verification catches a tampered target (the
-//! library functions, and the CLI's exit codes).
+//! a SKU's events continues from there, a target whose events differ from the source's gets
+//! nothing written for that SKU (a conflict), a target of another store is refused, and
+//! verification catches a tampered target (the library functions, and the CLI's exit codes).
 
 use std::path::Path;
 use std::sync::Arc;
