@@ -245,7 +245,8 @@ fn new_token(name: &str, scopes: &[String]) -> anyhow::Result<String> {
     ))
 }
 
-/// `stocksync store copy`: copies, verifies, prints both reports; exits 1 on a mismatch.
+/// `stocksync store copy`: copies, verifies, prints both reports; exits 1 on a mismatch or
+/// a conflicting SKU, 2 when the target holds only SKUs the source lacks.
 async fn store_copy(
     from: &std::path::Path,
     to: &std::path::Path,
@@ -269,6 +270,11 @@ async fn store_copy(
         progress: true,
         ..copy::CopyOptions::default()
     };
+    if let Err(refused) = copy::check_target(source.as_ref(), target.as_ref(), options.now_ms).await
+    {
+        eprintln!("stocksync store copy: {refused}");
+        std::process::exit(2);
+    }
     let copied = copy::copy(source.as_ref(), target.as_ref(), &scope, &options).await?;
     println!(
         "copied {} → {}: {} SKUs ({} copied, {} already there), {} events in {} commits, \
@@ -284,11 +290,27 @@ async fn store_copy(
         copied.push_log_rows,
         copied.config_audit_rows
     );
+    let conflicts = copied.conflicts.len() as u64 + copied.conflicts_unlisted;
+    if conflicts > 0 {
+        println!(
+            "{conflicts} SKUs not copied: the target's events differ from the source's \
+             (nothing was written for them)"
+        );
+        for conflict in &copied.conflicts {
+            println!(
+                "  {}: first difference at seq {}: {}",
+                conflict.sku, conflict.seq, conflict.reason
+            );
+        }
+        if copied.conflicts_unlisted > 0 {
+            println!("  … and {} more", copied.conflicts_unlisted);
+        }
+    }
     let verified = copy::verify(source.as_ref(), target.as_ref(), &scope, &options).await?;
     print!("{}", verified.render());
     target.close().await?;
     source.close().await?;
-    if !verified.ok() {
+    if !verified.ok() || conflicts > 0 {
         std::process::exit(1);
     }
     Ok(())

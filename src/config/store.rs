@@ -213,8 +213,11 @@ pub struct ScyllaStoreConfig {
     /// Keyspace holding stocksync's tables.
     #[serde(default = "default_keyspace")]
     pub keyspace: String,
-    /// The local datacenter: requests go to its replicas first (datacenter-aware,
-    /// token-aware load balancing). When unset, every datacenter counts as local.
+    /// The local datacenter: only its nodes coordinate requests (token-aware: a replica
+    /// of the partition first), and requests never go to another datacenter's nodes, even
+    /// when none of this one's can be reached (the driver's `permit_dc_failover(false)`).
+    /// When unset, any node of any datacenter may coordinate (and `local_*` consistencies
+    /// count the replicas in that node's datacenter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_dc: Option<String>,
     /// Consistency of reads and writes (default `local_quorum`).
@@ -230,7 +233,9 @@ pub struct ScyllaStoreConfig {
     /// Client-side timeout of one request, in milliseconds.
     #[serde(default = "default_scylla_request_timeout_ms")]
     pub request_timeout_ms: u64,
-    /// Timeout of connecting to a node, in milliseconds.
+    /// Bound on opening the session, in milliseconds: connecting to the nodes, the CQL
+    /// handshake and the driver's first topology read, together (a node that accepts TCP
+    /// and never answers fails the open after this long).
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Most requests in flight from this instance; more wait for a slot.

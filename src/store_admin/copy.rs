@@ -32,6 +32,13 @@
 //! same newest snapshot, is skipped; a SKU partly copied continues from the target's next
 //! seq (batches are atomic, so the target never holds half an event).
 //!
+//! A target that already holds events for a SKU is checked first: each of its events must
+//! be the source's event of the same seq (seq, key and movement bytes, as the checksum
+//! hashes them). When they differ the SKU is a conflict ([`SkuConflict`], with the first
+//! differing seq): nothing is written for it, the copy carries on with the other SKUs, and
+//! the CLI exits 1. A target holding SKUs none of which the source has is refused before
+//! anything is written ([`check_target`]; the CLI exits 2).
+//!
 //! Verification ([`verify`]): counts per table and a SHA-256 per SKU over each event's
 //! `(seq, key, movement bytes)` in order and the newest snapshot's `(seq, state bytes)`,
 //! compared between source and target; every mismatch is listed.
@@ -157,6 +164,43 @@ pub struct CopyReport {
     pub config_audit_rows: u64,
     /// Reservation requests written.
     pub reservations: u64,
+    /// SKUs left alone because the target's events differ from the source's (at most
+    /// [`MISMATCHES_LISTED`] listed; nothing was written for them).
+    pub conflicts: Vec<SkuConflict>,
+    /// Conflicting SKUs beyond those listed.
+    pub conflicts_unlisted: u64,
+}
+
+/// A SKU whose events in the target are not the source's: the copy wrote nothing for it,
+/// since appending the source's later events would mix two ledgers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkuConflict {
+    /// The SKU.
+    pub sku: String,
+    /// The first seq at which the two stores differ.
+    pub seq: u64,
+    /// How they differ there, in words.
+    pub reason: String,
+}
+
+/// Why a copy does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyRefused {
+    /// The target already holds SKUs and none of them is in the source: it is another
+    /// store's data, not an earlier copy of this one.
+    #[error(
+        "the target already holds {target_skus} SKUs and none of them is in the source \
+         (first: {first:?}); it is not an earlier copy of this store. Copy into an empty store"
+    )]
+    UnrelatedTarget {
+        /// SKUs the target holds.
+        target_skus: u64,
+        /// The first of them.
+        first: String,
+    },
+    /// A store error while checking.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// One table's row count on both sides.
@@ -363,17 +407,37 @@ async fn outcomes(
     }
 }
 
+/// What [`copy_sku`] did with a SKU.
+enum SkuCopied {
+    /// Events added (the snapshot and dead letters follow).
+    Copied(u64),
+    /// The target already had it all.
+    Complete,
+    /// The target's events differ from the source's: nothing written.
+    Conflict(SkuConflict),
+}
+
 /// Copies one SKU's missing events (and outcomes), then its snapshot and dead letters,
-/// into `pending`. Returns the events added, or `None` when the SKU was complete.
+/// into `pending`. A target already holding events for the SKU is first checked against
+/// the source ([`first_difference`]); when they differ nothing is written for the SKU.
 async fn copy_sku(
     source: &dyn Store,
     pending: &mut Pending<'_>,
     sku: &str,
     now_ms: i64,
     reservation_ids: &mut BTreeSet<String>,
-) -> Result<Option<u64>, StoreError> {
+) -> Result<SkuCopied, StoreError> {
     let (source_last, source_snapshot) = last_seq(source, sku, now_ms).await?;
     let (target_last, target_snapshot) = last_seq(pending.target, sku, now_ms).await?;
+    if target_last > 0
+        && let Some((seq, reason)) = first_difference(source, pending.target, sku).await?
+    {
+        return Ok(SkuCopied::Conflict(SkuConflict {
+            sku: sku.to_owned(),
+            seq,
+            reason,
+        }));
+    }
     // Reservation ids are collected from every event, copied or not, so a resumed copy
     // still finds the requests of SKUs an earlier run completed.
     let mut from = 1u64;
@@ -421,7 +485,7 @@ async fn copy_sku(
         }
     }
     if complete {
-        return Ok(None);
+        return Ok(SkuCopied::Complete);
     }
     if let Some(snapshot) = source_snapshot {
         pending.batch.snapshots.push(snapshot);
@@ -433,7 +497,7 @@ async fn copy_sku(
         })
         .await?;
     pending.batch.dead_letters.extend(dead);
-    Ok(Some(added))
+    Ok(SkuCopied::Copied(added))
 }
 
 /// Pages through a store's push log, newest window first (as the store answers): each
@@ -671,11 +735,18 @@ pub async fn copy(
             )
             .await?
             {
-                Some(events) => {
+                SkuCopied::Copied(events) => {
                     report.skus_copied += 1;
                     report.events += events;
                 }
-                None => report.skus_skipped += 1,
+                SkuCopied::Complete => report.skus_skipped += 1,
+                SkuCopied::Conflict(conflict) => {
+                    if report.conflicts.len() < MISMATCHES_LISTED {
+                        report.conflicts.push(conflict);
+                    } else {
+                        report.conflicts_unlisted += 1;
+                    }
+                }
             }
             bar.inc(1);
         }
@@ -733,6 +804,129 @@ struct SkuSummary {
     checksum: [u8; 32],
 }
 
+/// Feeds one event into a SKU checksum: its seq (8 bytes, big-endian), key and movement
+/// bytes (each prefixed by its length, 8 bytes big-endian).
+fn hash_event(hash: &mut Sha256, event: &EventRecord) {
+    hash.update(event.seq.to_be_bytes());
+    hash.update((event.idempotency_key.len() as u64).to_be_bytes());
+    hash.update(event.idempotency_key.as_bytes());
+    hash.update((event.movement.len() as u64).to_be_bytes());
+    hash.update(&event.movement);
+}
+
+/// One event's checksum ([`hash_event`] alone): what the prefix check compares.
+fn event_digest(event: &EventRecord) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash_event(&mut hash, event);
+    hash.finalize().into()
+}
+
+/// Pages through one SKU's events in seq order.
+struct EventCursor<'a> {
+    store: &'a dyn Store,
+    sku: &'a str,
+    page: std::collections::VecDeque<EventRecord>,
+    from: u64,
+    done: bool,
+}
+
+impl<'a> EventCursor<'a> {
+    fn new(store: &'a dyn Store, sku: &'a str) -> Self {
+        Self {
+            store,
+            sku,
+            page: std::collections::VecDeque::new(),
+            from: 1,
+            done: false,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<EventRecord>, StoreError> {
+        if self.page.is_empty() && !self.done {
+            let page = self.store.events(self.sku, self.from, EVENT_PAGE).await?;
+            self.done = page.len() < EVENT_PAGE;
+            if let Some(last) = page.last() {
+                self.from = last.seq.saturating_add(1);
+            }
+            self.page = page.into();
+        }
+        Ok(self.page.pop_front())
+    }
+}
+
+/// Compares every event the target holds for `sku` with the source's event of the same
+/// seq (seq, key and movement bytes, as the verification checksum hashes them). `None`
+/// when each target event is the source's; otherwise the first differing seq and why.
+async fn first_difference(
+    source: &dyn Store,
+    target: &dyn Store,
+    sku: &str,
+) -> Result<Option<(u64, String)>, StoreError> {
+    let mut ours = EventCursor::new(source, sku);
+    let mut theirs = EventCursor::new(target, sku);
+    let mut source_event = ours.next().await?;
+    while let Some(target_event) = theirs.next().await? {
+        // Source seqs the target skipped: the target lacks them below its last seq.
+        if let Some(event) = source_event.as_ref().filter(|e| e.seq < target_event.seq) {
+            return Ok(Some((event.seq, "the target lacks this event".to_owned())));
+        }
+        match source_event {
+            Some(event) if event.seq == target_event.seq => {
+                if event_digest(&event) != event_digest(&target_event) {
+                    let what = if event.idempotency_key != target_event.idempotency_key {
+                        format!(
+                            "key {:?} in the source, {:?} in the target",
+                            event.idempotency_key, target_event.idempotency_key
+                        )
+                    } else {
+                        "same key, different movement".to_owned()
+                    };
+                    return Ok(Some((event.seq, what)));
+                }
+                source_event = ours.next().await?;
+            }
+            _ => {
+                return Ok(Some((
+                    target_event.seq,
+                    "the source has no event at this seq".to_owned(),
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Refuses a target that holds SKUs none of which the source has (see [`CopyRefused`]).
+/// An empty target, or one sharing at least one SKU with the source, passes.
+pub async fn check_target(
+    source: &dyn Store,
+    target: &dyn Store,
+    now_ms: i64,
+) -> Result<(), CopyRefused> {
+    let mut after: Option<String> = None;
+    let mut target_skus = 0u64;
+    let mut first: Option<String> = None;
+    loop {
+        let page = target.list_skus(after.as_deref(), SKU_PAGE).await?;
+        for sku in &page {
+            target_skus += 1;
+            first.get_or_insert_with(|| sku.clone());
+            let (last, snapshot) = last_seq(source, sku, now_ms).await?;
+            if last > 0 || snapshot.is_some() {
+                return Ok(());
+            }
+        }
+        if page.len() < SKU_PAGE {
+            break;
+        }
+        after = page.last().cloned();
+    }
+    match first {
+        None => Ok(()),
+        Some(first) => Err(CopyRefused::UnrelatedTarget { target_skus, first }),
+    }
+}
+
 /// Reads a SKU's events and newest snapshot and hashes them: SHA-256 over, per event in
 /// order, its seq (8 bytes, big-endian), key and movement bytes (each prefixed by its
 /// length, 8 bytes big-endian), then the snapshot's seq and state bytes the same way.
@@ -748,11 +942,7 @@ async fn summarise(
     loop {
         let page = store.events(sku, from, EVENT_PAGE).await?;
         for event in &page {
-            hash.update(event.seq.to_be_bytes());
-            hash.update((event.idempotency_key.len() as u64).to_be_bytes());
-            hash.update(event.idempotency_key.as_bytes());
-            hash.update((event.movement.len() as u64).to_be_bytes());
-            hash.update(&event.movement);
+            hash_event(&mut hash, event);
             on_event(event);
         }
         events += page.len() as u64;

@@ -514,3 +514,137 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exposed() {
     sim.shutdown().await;
     crowded.shutdown().await;
 }
+
+/// The sources of the Dockerfile's `COPY` lines from the build context (not `--from` a stage),
+/// as repository-relative paths without a trailing slash.
+fn dockerfile_copy_sources(dockerfile: &str) -> Vec<String> {
+    let mut sources = Vec::new();
+    for line in dockerfile.lines().map(str::trim) {
+        let Some(args) = line.strip_prefix("COPY ") else {
+            continue;
+        };
+        let args: Vec<&str> = args.split_whitespace().collect();
+        if args.iter().any(|arg| arg.starts_with("--from")) {
+            continue;
+        }
+        let args: Vec<&str> = args.into_iter().filter(|a| !a.starts_with("--")).collect();
+        if let Some((_, from)) = args.split_last() {
+            sources.extend(from.iter().map(|s| s.trim_end_matches('/').to_owned()));
+        }
+    }
+    sources
+}
+
+/// `path` with `.` and `..` resolved lexically.
+fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Every file that an `include_str!`/`include_bytes!` in `src/` reads, repository-relative.
+fn compile_time_includes(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![root.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read src dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|ext| ext != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read source");
+            for macro_name in ["include_str!(\"", "include_bytes!(\""] {
+                for (at, _) in text.match_indices(macro_name) {
+                    let rest = &text[at + macro_name.len()..];
+                    let Some(end) = rest.find('"') else { continue };
+                    let target = normalise(&path.parent().expect("parent").join(&rest[..end]));
+                    let relative = target.strip_prefix(root).expect("inside the repository");
+                    found.push(relative.to_path_buf());
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_dockerfile_copies_every_file_the_build_reads() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = dockerfile_copy_sources(&read("Dockerfile"));
+    let covered = |path: &Path| {
+        sources
+            .iter()
+            .any(|source| path.starts_with(Path::new(source)))
+    };
+    let includes = compile_time_includes(root);
+    // The scan finds the known ones (so it can fail if it stops finding anything).
+    assert!(
+        includes.contains(&PathBuf::from("schemas/movement.schema.json")),
+        "{includes:?}"
+    );
+    assert!(
+        includes.contains(&PathBuf::from("src/web/assets/index.html")),
+        "{includes:?}"
+    );
+    for include in &includes {
+        assert!(
+            root.join(include).is_file(),
+            "{} does not exist",
+            include.display()
+        );
+        assert!(
+            covered(include),
+            "{} is read at compile time but docker/Dockerfile does not COPY it (COPY sources: {sources:?})",
+            include.display()
+        );
+    }
+    // Cargo.toml's explicit targets must exist in the image's build context too.
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    let manifest: toml::Table = toml::from_str(&manifest).expect("Cargo.toml parses");
+    for kind in ["bench", "example", "test", "bin"] {
+        let targets = manifest
+            .get(kind)
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default();
+        for target in targets {
+            let path = match target.get("path").and_then(|p| p.as_str()) {
+                Some(path) => PathBuf::from(path),
+                None => {
+                    let name = target["name"].as_str().expect("target name");
+                    let dir = match kind {
+                        "bench" => "benches",
+                        "example" => "examples",
+                        "test" => "tests",
+                        _ => "src/bin",
+                    };
+                    PathBuf::from(format!("{dir}/{name}.rs"))
+                }
+            };
+            assert!(
+                covered(&path),
+                "Cargo.toml {kind} target {} is not copied",
+                path.display()
+            );
+        }
+    }
+    let ignore = std::fs::read_to_string(root.join(".dockerignore")).expect(".dockerignore");
+    for excluded in ["target/", ".git/", "fuzz/target/"] {
+        assert!(
+            ignore.lines().any(|line| line.trim() == excluded),
+            "{excluded}"
+        );
+    }
+}

@@ -1,7 +1,8 @@
 //! `stocksync store copy` and `stocksync migrate`, embedded → embedded: everything the
 //! `Store` trait can read arrives, a second run copies nothing, a target holding a prefix of
-//! a SKU's events continues from there, and verification catches a tampered target (the
-//! library functions, and the CLI's exit codes).
+//! a SKU's events continues from there, a target whose events differ from the source's gets
+//! nothing written for that SKU (a conflict), a target of another store is refused, and
+//! verification catches a tampered target (the library functions, and the CLI's exit codes).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -408,4 +409,138 @@ async fn the_cli_migrates_copies_and_exits_1_on_a_mismatch() {
     let (code, said) = run(&copy_args);
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("sku COPY-C: checksum differs"), "{said}");
+}
+
+/// A target whose COPY-A has a different event at seq 1 than the source's.
+async fn seed_conflicting_target(store: &dyn Store) {
+    let mut other = event("COPY-A", 1, "someone-else-1");
+    other.movement = br#"{"sku":"COPY-A","source":"elsewhere","type":"receipt"}"#.to_vec();
+    store
+        .commit(CommitBatch {
+            events: vec![other],
+            ..CommitBatch::default()
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_target_with_a_different_event_gets_nothing_for_that_sku() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = open(&dir.path().join("source.db"));
+    let target = open(&dir.path().join("target.db"));
+    seed(source.as_ref()).await;
+    seed_conflicting_target(target.as_ref()).await;
+    let before = target.events("COPY-A", 1, 100).await.unwrap();
+
+    copy::check_target(source.as_ref(), target.as_ref(), 10_000)
+        .await
+        .expect("the target shares COPY-A with the source");
+    let report = copy::copy(source.as_ref(), target.as_ref(), &scope(), &options())
+        .await
+        .unwrap();
+    assert_eq!(report.conflicts.len(), 1, "{report:?}");
+    assert_eq!(report.conflicts[0].sku, "COPY-A");
+    assert_eq!(report.conflicts[0].seq, 1);
+    assert!(
+        report.conflicts[0].reason.contains("someone-else-1"),
+        "{report:?}"
+    );
+    // Nothing was written for COPY-A: not the source's later events, not its snapshot.
+    assert_eq!(target.events("COPY-A", 1, 100).await.unwrap(), before);
+    assert_eq!(
+        target.load_sku("COPY-A", 10_000).await.unwrap().snapshot,
+        None
+    );
+    // The other SKUs were copied whole.
+    assert_eq!(report.events, 3 + BIG, "{report:?}");
+    assert_eq!(
+        target.events("COPY-C", 1, 10_000).await.unwrap(),
+        source.events("COPY-C", 1, 10_000).await.unwrap()
+    );
+    // A target ahead of the source is a conflict too (its extra seq is not the source's).
+    let extra = event("COPY-B", 4, "only-in-target");
+    target
+        .commit(CommitBatch {
+            events: vec![extra],
+            ..CommitBatch::default()
+        })
+        .await
+        .unwrap();
+    let again = copy::copy(source.as_ref(), target.as_ref(), &scope(), &options())
+        .await
+        .unwrap();
+    let skus: Vec<(&str, u64)> = again
+        .conflicts
+        .iter()
+        .map(|c| (c.sku.as_str(), c.seq))
+        .collect();
+    assert_eq!(skus, vec![("COPY-A", 1), ("COPY-B", 4)], "{again:?}");
+}
+
+#[tokio::test]
+async fn a_target_holding_only_unknown_skus_is_refused_and_an_empty_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = open(&dir.path().join("source.db"));
+    let target = open(&dir.path().join("target.db"));
+    seed(source.as_ref()).await;
+    copy::check_target(source.as_ref(), target.as_ref(), 10_000)
+        .await
+        .expect("an empty target is fine");
+    target
+        .commit(CommitBatch {
+            events: vec![event("UNRELATED-1", 1, "u-1")],
+            ..CommitBatch::default()
+        })
+        .await
+        .unwrap();
+    let refused = copy::check_target(source.as_ref(), target.as_ref(), 10_000)
+        .await
+        .expect_err("a target of another store");
+    assert!(refused.to_string().contains("UNRELATED-1"), "{refused}");
+}
+
+#[tokio::test]
+async fn the_cli_exits_1_on_a_conflicting_sku_and_2_on_an_unrelated_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let from = config(dir.path(), "from");
+    let (to, other) = (config(dir.path(), "to"), config(dir.path(), "other"));
+    for (name, kind) in [("from", 0), ("to", 1), ("other", 2)] {
+        let store = open(&dir.path().join(format!("{name}.db")));
+        match kind {
+            0 => seed(store.as_ref()).await,
+            1 => seed_conflicting_target(store.as_ref()).await,
+            _ => store
+                .commit(CommitBatch {
+                    events: vec![event("UNRELATED-1", 1, "u-1")],
+                    ..CommitBatch::default()
+                })
+                .await
+                .unwrap(),
+        }
+        store.close().await.unwrap();
+    }
+    let run = |to: &Path| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_stocksync"))
+            .args(["store", "copy", "--from", from.to_str().unwrap()])
+            .args(["--to", to.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (code, said) = run(&to);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("COPY-A: first difference at seq 1"), "{said}");
+    let (code, said) = run(&other);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("none of them is in the source"), "{said}");
+    let untouched = open(&dir.path().join("other.db"));
+    assert_eq!(
+        untouched.list_skus(None, 10).await.unwrap(),
+        vec!["UNRELATED-1".to_owned()]
+    );
 }

@@ -200,17 +200,53 @@ pub async fn connect(config: &ScyllaStoreConfig) -> Result<Session, StoreError> 
             retries: config.retries,
         }))
         .build();
+    let connect_timeout = Duration::from_millis(config.connect_timeout_ms.max(1));
     let mut builder = SessionBuilder::new()
         .known_nodes(&config.nodes)
-        .connection_timeout(Duration::from_millis(config.connect_timeout_ms.max(1)))
+        .connection_timeout(connect_timeout)
+        .schema_agreement_timeout(request_timeout(config))
         .default_execution_profile_handle(profile.into_handle());
     if let Some(username) = &config.username {
         builder = builder.user(username, config.password.clone().unwrap_or_default());
     }
-    builder
-        .build()
-        .await
-        .map_err(|e| err(format!("cannot connect to {:?}: {e}", config.nodes)))
+    // The driver's connection timeout covers only the TCP connect: a node that accepts
+    // and never answers the CQL handshake would hold `build` until the driver's own
+    // keepalive gives up (about 60 s). The whole build is bounded here.
+    match tokio::time::timeout(connect_timeout, builder.build()).await {
+        Ok(session) => {
+            session.map_err(|e| err(format!("cannot connect to {:?}: {e}", config.nodes)))
+        }
+        Err(_) => Err(err(format!(
+            "cannot connect to {:?}: no session within connect_timeout_ms = {} (a node \
+             accepted the connection but did not answer the CQL handshake, or none could \
+             be reached)",
+            config.nodes, config.connect_timeout_ms
+        ))),
+    }
+}
+
+/// One request's client-side bound, `request_timeout_ms`.
+fn request_timeout(config: &ScyllaStoreConfig) -> Duration {
+    Duration::from_millis(config.request_timeout_ms.max(1))
+}
+
+/// Runs one request made while opening the store under `bound`; past it the error names
+/// the nodes and `what` was being done.
+async fn bounded<T>(
+    config: &ScyllaStoreConfig,
+    operation: &'static str,
+    what: &str,
+    bound: Duration,
+    request: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(bound, request).await {
+        Ok(result) => result,
+        Err(_) => Err(backend_error(operation)(format!(
+            "{what}: no answer from {:?} within {} ms",
+            config.nodes,
+            bound.as_millis()
+        ))),
+    }
 }
 
 /// Creates the keyspace (with the configured replication) and every table when missing;
@@ -225,11 +261,17 @@ pub async fn create_schema(
 ) -> Result<(), StoreError> {
     let err = backend_error("create_schema");
     let statements = cql::schema(&config.keyspace, &config.replication).map_err(&err)?;
+    // A DDL statement is one request, then the driver's wait for schema agreement (set to
+    // `request_timeout_ms` in `connect`): bounded by twice the request timeout.
+    let bound = request_timeout(config).saturating_mul(2);
     for statement in statements {
-        session
-            .query_unpaged(statement.as_str(), ())
-            .await
-            .map_err(|e| err(format!("{e} (in: {statement})")))?;
+        bounded(config, "create_schema", &statement, bound, async {
+            session
+                .query_unpaged(statement.as_str(), ())
+                .await
+                .map_err(|e| err(format!("{e} (in: {statement})")))
+        })
+        .await?;
     }
     Ok(())
 }
@@ -253,7 +295,11 @@ impl ScyllaStore {
             let (session, err) = (&session, &err);
             async move {
                 let text = stmt.cql(&config.keyspace);
-                let mut prepared = match session.prepare(text.as_str()).await {
+                let what = format!("preparing {text}");
+                let preparing = bounded(config, "open", &what, request_timeout(config), async {
+                    Ok(session.prepare(text.as_str()).await)
+                });
+                let mut prepared = match preparing.await? {
                     Ok(prepared) => prepared,
                     Err(e) if !config.create_schema => {
                         return Err(err(format!(
@@ -1666,6 +1712,36 @@ mod tests {
         let message = error.to_string();
         assert!(
             message.contains("cannot connect") && message.contains(&node),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_that_accepts_and_never_answers_fails_within_the_connect_timeout() {
+        // Accepts every connection and holds it open without a byte in reply.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let node = listener.local_addr().unwrap().to_string();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let unresponsive = ScyllaStoreConfig {
+            connect_timeout_ms: 300,
+            request_timeout_ms: 300,
+            ..config(vec![node.clone()])
+        };
+        let started = std::time::Instant::now();
+        let message = open_error(ScyllaStore::open(&unresponsive).await);
+        let elapsed = started.elapsed();
+        silent.abort();
+        assert!(
+            elapsed < Duration::from_secs(5),
+            "took {elapsed:?}: {message}"
+        );
+        assert!(
+            message.contains(&node) && message.contains("connect_timeout_ms = 300"),
             "{message}"
         );
     }
