@@ -113,7 +113,8 @@ fn to_u64(value: i64) -> u64 {
 }
 
 /// `url` with the password of its user-info part (`postgres://user:secret@host/db`) and
-/// any `password=…` pair (`host=db password=secret`) replaced by `<redacted>`; other text
+/// any `password=…` pair (`host=db password=secret`, `password = 'a b'`, `?password=x`)
+/// replaced by `<redacted>`; other text
 /// is kept as it is. Used by the config audit, and wherever a connection string is shown.
 pub fn redact_connection_string(url: &str) -> String {
     let mut redacted = url.to_owned();
@@ -130,25 +131,44 @@ pub fn redact_connection_string(url: &str) -> String {
             }
         }
     }
-    // `password=` as a key=value pair or a URL query parameter.
+    // `password=` as a key=value pair (libpq allows blanks around `=` and a single-quoted
+    // value with `\'` and `\\` escapes) or a URL query parameter.
+    let lower = redacted.to_ascii_lowercase();
     let mut out = String::with_capacity(redacted.len());
-    let mut rest = redacted.as_str();
-    while let Some(found) = rest.find("password=") {
-        let starts_pair = found == 0 || rest[..found].ends_with([' ', '?', '&', '\t']);
-        let value_start = found + "password=".len();
-        out.push_str(&rest[..value_start]);
-        rest = &rest[value_start..];
-        if starts_pair {
-            let value_end = if let Some(quoted) = rest.strip_prefix('\'') {
-                quoted.find('\'').map_or(rest.len(), |end| end + 2)
-            } else {
-                rest.find([' ', '&', '#', '\t']).unwrap_or(rest.len())
-            };
-            out.push_str("<redacted>");
-            rest = &rest[value_end..];
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some(found) = lower[search..].find("password").map(|at| search + at) {
+        search = found + "password".len();
+        let starts_pair = found == 0
+            || lower[..found].ends_with(|c: char| c.is_ascii_whitespace() || c == '?' || c == '&');
+        let after_key = lower[search..].trim_start();
+        if !starts_pair || !after_key.starts_with('=') {
+            continue;
         }
+        let eq = lower.len() - after_key.len();
+        let value_start = eq + 1 + (after_key.len() - 1 - after_key[1..].trim_start().len());
+        let value = &redacted[value_start..];
+        let value_len = if let Some(quoted) = value.strip_prefix('\'') {
+            let mut escaped = false;
+            quoted
+                .char_indices()
+                .find(|(_, c)| {
+                    let closes = !escaped && *c == '\'';
+                    escaped = !escaped && *c == '\\';
+                    closes
+                })
+                .map_or(value.len(), |(at, _)| at + 2)
+        } else {
+            value
+                .find(|c: char| c.is_ascii_whitespace() || c == '&' || c == '#')
+                .unwrap_or(value.len())
+        };
+        out.push_str(&redacted[copied..value_start]);
+        out.push_str("<redacted>");
+        copied = value_start + value_len;
+        search = copied;
     }
-    out.push_str(rest);
+    out.push_str(&redacted[copied..]);
     out
 }
 

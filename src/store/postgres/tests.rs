@@ -1039,6 +1039,16 @@ fn passwords_are_redacted_from_connection_strings() {
             "host=db password='s3 cret' dbname=x",
             "host=db password=<redacted> dbname=x",
         ),
+        (
+            "host=127.0.0.1 user=trial password = trialpw dbname=trial",
+            "host=127.0.0.1 user=trial password = <redacted> dbname=trial",
+        ),
+        (
+            "host=db PASSWORD\t=\t'it\\'s a b' dbname=x",
+            "host=db PASSWORD\t=\t<redacted> dbname=x",
+        ),
+        ("password =pw", "password =<redacted>"),
+        ("host=db mypassword=kept", "host=db mypassword=kept"),
         ("https://example.com/a@b", "https://example.com/a@b"),
         ("", ""),
     ];
