@@ -69,8 +69,9 @@ pub struct PostgresStore {
 }
 
 /// The server's message for a failed statement (severity, SQLSTATE, message and detail),
-/// or the driver's for anything else (connecting, I/O). Neither ever contains the
-/// connection password.
+/// or the driver's for anything else (connecting, I/O) followed by its cause chain
+/// ([`std::error::Error::source`], e.g. `Connection refused (os error 111)`). Neither ever
+/// contains the connection password.
 pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => {
@@ -82,8 +83,53 @@ pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
             }
             message
         }
-        None => error.to_string(),
+        None => {
+            let mut message = error.to_string();
+            let mut cause = std::error::Error::source(error);
+            while let Some(inner) = cause {
+                let text = inner.to_string();
+                if !message.ends_with(&text) {
+                    message.push_str(": ");
+                    message.push_str(&text);
+                }
+                cause = inner.source();
+            }
+            message
+        }
     }
+}
+
+/// The servers a connection config names, as `host:port` joined by `,` (a Unix socket as
+/// its directory); never the user or password. libpq's default port 5432 when none is set.
+fn endpoints(pg: &tokio_postgres::Config) -> String {
+    let ports = pg.get_ports();
+    let hosts = pg.get_hosts();
+    if hosts.is_empty() {
+        return "localhost (default)".to_owned();
+    }
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(at, host)| {
+            let port = ports
+                .get(at)
+                .or(if ports.len() == 1 {
+                    ports.first()
+                } else {
+                    None
+                })
+                .copied()
+                .unwrap_or(5432);
+            match host {
+                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => {
+                    format!("{}/.s.PGSQL.{port}", path.display())
+                }
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Maps a driver error of `operation` to [`StoreError::Backend`].
@@ -204,12 +250,16 @@ impl PostgresStore {
         }
         // Start-up options of every connection: the server applies them before the first
         // statement, so no connection ever runs outside the schema or without a timeout.
+        // `client_min_messages=warning`: no NOTICE (`schema … already exists, skipping`)
+        // reaches the driver, which would log each one at INFO.
         let options = format!(
-            "{} -c search_path={schema_name} -c statement_timeout={}",
+            "{} -c search_path={schema_name} -c statement_timeout={} \
+             -c client_min_messages=warning",
             pg.get_options().unwrap_or_default(),
             config.statement_timeout_ms
         );
         pg.options(options.trim_start());
+        let servers = endpoints(&pg);
         pg.connect_timeout(Duration::from_millis(config.connect_timeout_ms.max(1)));
         if pg.get_application_name().is_none() {
             pg.application_name("stocksync");
@@ -234,7 +284,12 @@ impl PostgresStore {
             pool,
             connect_timeout_ms: config.connect_timeout_ms,
         };
-        let mut client = store.client("open").await?;
+        let mut client = store.client("open").await.map_err(|error| match error {
+            StoreError::Backend { message, .. } => fail(format!(
+                "cannot connect to PostgreSQL at {servers}: {message}"
+            )),
+            other => other,
+        })?;
         if config.create_schema {
             let applied = schema::migrate(&mut client, schema_name).await?;
             if !applied.is_empty() {
