@@ -44,7 +44,7 @@ pub use stock::{
 };
 pub use store::{
     LedgerConfig, MAX_LEDGER_SHARDS, PostgresStoreConfig, ScyllaConsistency, ScyllaReplication,
-    ScyllaStoreConfig, StoreBackend, StoreConfig, default_metric_sources,
+    ScyllaStoreConfig, StoreBackend, StoreConfig, default_metric_sources, keyspace_problem,
 };
 
 use serde::{Deserialize, Serialize};
