@@ -107,8 +107,7 @@ pub(crate) fn interpolate_mapped(
             i += 3;
             continue;
         }
-        if rest.starts_with("${") {
-            let body_start = &rest[2..];
+        if let Some(body_start) = rest.strip_prefix("${") {
             let Some(end) = body_start.find('}') else {
                 return Err("unterminated ${ in config".to_owned());
             };
