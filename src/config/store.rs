@@ -111,7 +111,8 @@ pub struct PostgresStoreConfig {
     /// How long to wait for a connection (new or from the pool), in milliseconds.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
-    /// Server-side `statement_timeout` of every connection, in milliseconds.
+    /// Server-side `statement_timeout` of every connection, in milliseconds (at least 1:
+    /// PostgreSQL reads 0 as "no timeout", which `check-config` refuses).
     #[serde(default = "default_statement_timeout_ms")]
     pub statement_timeout_ms: u64,
     /// Apply the embedded migrations at start (otherwise only check the schema version and
