@@ -160,12 +160,32 @@ pub(super) fn channel_report(
     })
 }
 
-/// Keys whose values never reach the audit log.
+/// Keys whose values never reach the audit log: any name containing `secret`, `token`,
+/// `password` or `hash`, and any whose word (split at non-alphanumerics) ends in `key`
+/// (`api_key`, `consumer_key`, `ApiKey`), except identifiers that are not credentials
+/// (`idempotency_key`, `partition_key`, ...). `keyspace` is not a secret.
 fn is_secret(key: &str) -> bool {
+    const NOT_CREDENTIALS: [&str; 6] = [
+        "idempotency",
+        "partition",
+        "routing",
+        "sort",
+        "primary",
+        "foreign",
+    ];
     let key = key.to_ascii_lowercase();
-    ["secret", "token", "password", "key", "hash"]
+    if ["secret", "token", "password", "hash"]
         .iter()
         .any(|word| key.contains(word))
+    {
+        return true;
+    }
+    let words: Vec<&str> = key.split(|c: char| !c.is_ascii_alphanumeric()).collect();
+    words.iter().enumerate().any(|(at, word)| {
+        word.ends_with("key")
+            && !(at > 0 && NOT_CREDENTIALS.contains(&words[at - 1]))
+            && !NOT_CREDENTIALS.iter().any(|kind| word.starts_with(kind))
+    })
 }
 
 fn redact(value: &mut serde_json::Value) {
@@ -269,5 +289,50 @@ mod tests {
         // The hash still covers the secret, so rotating it shows in the audit.
         let rotated = Config::from_toml(&text.replace("url-pw-hidden", "url-pw-rotated")).unwrap();
         assert_ne!(fingerprint(&rotated).0, hash);
+    }
+
+    #[test]
+    fn a_key_value_connection_string_with_blanks_or_quotes_hides_its_password() {
+        for url in [
+            "host=127.0.0.1 user=trial password = trialpw-hidden dbname=trial",
+            "host=127.0.0.1 user=trial password='trialpw-hidden x' dbname=trial",
+            "host=127.0.0.1 password\t=\t'a\\' trialpw-hidden' dbname=trial",
+        ] {
+            let text = format!(
+                "[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = \"{}\"\n",
+                url.replace('\\', "\\\\").replace('\t', "\\t")
+            );
+            let (_, json) = fingerprint(&Config::from_toml(&text).unwrap());
+            assert!(!json.contains("trialpw-hidden"), "{json}");
+            assert!(json.contains("dbname=trial"), "{json}");
+        }
+    }
+
+    #[test]
+    fn the_scylla_keyspace_is_shown_and_keys_that_are_secrets_are_not() {
+        let text = r#"
+            [store]
+            backend = "scylla"
+            [store.scylla]
+            nodes = ["127.0.0.1:9042"]
+            keyspace = "stocksync_visible"
+            password = "scylla-pw-hidden"
+        "#;
+        let (_, json) = fingerprint(&Config::from_toml(text).unwrap());
+        assert!(json.contains("stocksync_visible"), "{json}");
+        assert!(!json.contains("scylla-pw-hidden"), "{json}");
+        for key in [
+            "api_key",
+            "consumer_key",
+            "secret_key",
+            "private_key",
+            "ApiKey",
+            "key",
+        ] {
+            assert!(is_secret(key), "{key}");
+        }
+        for key in ["keyspace", "idempotency_key_header", "partition_keys"] {
+            assert!(!is_secret(key), "{key}");
+        }
     }
 }

@@ -44,7 +44,7 @@ pub use stock::{
 };
 pub use store::{
     LedgerConfig, MAX_LEDGER_SHARDS, PostgresStoreConfig, ScyllaConsistency, ScyllaReplication,
-    ScyllaStoreConfig, StoreBackend, StoreConfig, default_metric_sources,
+    ScyllaStoreConfig, StoreBackend, StoreConfig, default_metric_sources, keyspace_problem,
 };
 
 use serde::{Deserialize, Serialize};
@@ -128,9 +128,37 @@ impl Config {
 
     /// Interpolates and parses TOML text without validating it.
     pub fn from_toml(raw: &str) -> Result<Self, ConfigError> {
-        let text = interpolate(raw, |name| std::env::var(name).ok())
-            .map_err(ConfigError::Interpolation)?;
-        toml::from_str(&text).map_err(|error| ConfigError::Parse(error.to_string()))
+        Self::from_toml_with(raw, |name| std::env::var(name).ok())
+    }
+
+    /// [`Config::from_toml`] with `lookup` for `${VAR}`. A parse error carries the
+    /// message (with substituted values replaced by `<redacted>`), the line and column in
+    /// `raw`, and the raw (un-interpolated) line: never the interpolated text.
+    fn from_toml_with(
+        raw: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let interpolated =
+            interpolate::interpolate_mapped(raw, lookup).map_err(ConfigError::Interpolation)?;
+        toml::from_str(&interpolated.text).map_err(|error| {
+            let message = interpolated.scrub(error.message().trim_end());
+            let Some(span) = error.span() else {
+                return ConfigError::Parse(message);
+            };
+            let offset = interpolated.raw_offset(span.start).min(raw.len());
+            let offset = (0..=offset)
+                .rev()
+                .find(|at| raw.is_char_boundary(*at))
+                .unwrap_or(0);
+            let line_start = raw[..offset].rfind('\n').map_or(0, |at| at + 1);
+            let line_end = raw[offset..].find('\n').map_or(raw.len(), |at| offset + at);
+            let line = raw[..offset].matches('\n').count() + 1;
+            let column = raw[line_start..offset].chars().count() + 1;
+            ConfigError::Parse(format!(
+                "line {line}, column {column}: {message}\n  | {}",
+                raw[line_start..line_end].trim_end_matches('\r')
+            ))
+        })
     }
 
     /// The channel with this id.
@@ -155,5 +183,36 @@ mod tests {
             }
         }
         assert!(seen > 0, "no config files found in {}", dir.display());
+    }
+
+    #[test]
+    fn a_parse_error_never_shows_a_substituted_value() {
+        let raw = "[store]\nbackend = \"postgres\"\n\n[store.postgres]\nurl = ${URL}\npassword = \"${PW}\"\n";
+        for (url, pw) in [
+            ("\"host=h\"", "Sup3r\"Secret"),
+            ("\"host=h\" Sup3rSecret", "x"),
+            ("42", "y"),
+        ] {
+            let lookup = |name: &str| match name {
+                "URL" => Some(url.to_owned()),
+                "PW" => Some(pw.to_owned()),
+                _ => None,
+            };
+            match Config::from_toml_with(raw, lookup) {
+                Err(ConfigError::Parse(message)) => {
+                    assert!(!message.contains("Secret"), "{message}");
+                    assert!(!message.contains("42"), "{message}");
+                    assert!(message.contains("line 5"), "{message}");
+                    assert!(message.contains("url = ${URL}"), "{message}");
+                }
+                Ok(config) if pw.contains('"') => {
+                    // The quote is escaped inside the basic string: it parses.
+                    let pg = config.store.postgres;
+                    assert_eq!(pg.password.as_deref(), Some(pw));
+                    assert_eq!(pg.url, "host=h");
+                }
+                other => panic!("{url} / {pw}: {other:?}"),
+            }
+        }
     }
 }

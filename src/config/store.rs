@@ -111,7 +111,8 @@ pub struct PostgresStoreConfig {
     /// How long to wait for a connection (new or from the pool), in milliseconds.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
-    /// Server-side `statement_timeout` of every connection, in milliseconds.
+    /// Server-side `statement_timeout` of every connection, in milliseconds (at least 1:
+    /// PostgreSQL reads 0 as "no timeout", which `check-config` refuses).
     #[serde(default = "default_statement_timeout_ms")]
     pub statement_timeout_ms: u64,
     /// Apply the embedded migrations at start (otherwise only check the schema version and
@@ -193,6 +194,66 @@ impl Default for ScyllaReplication {
             factor: default_replication_factor(),
             datacenters: BTreeMap::new(),
         }
+    }
+}
+
+impl ScyllaReplication {
+    /// Every problem with this replication (empty when it is usable): a class other than
+    /// `NetworkTopologyStrategy` or `SimpleStrategy`, `factor` 0 (when it is used: no
+    /// `datacenters`), a datacenter factor of 0 or a datacenter name that is not
+    /// `[A-Za-z0-9_.-]+` (it is pasted into CQL text), or `datacenters` with
+    /// `SimpleStrategy`. The one rule for `check-config` and the ScyllaDB backend.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let simple = match self.class.as_str() {
+            "SimpleStrategy" => true,
+            "NetworkTopologyStrategy" => false,
+            other => {
+                problems.push(format!(
+                    "replication class {other:?} is neither NetworkTopologyStrategy nor SimpleStrategy"
+                ));
+                false
+            }
+        };
+        if simple && !self.datacenters.is_empty() {
+            problems.push("SimpleStrategy takes no per-datacenter factors".to_owned());
+        }
+        if self.datacenters.is_empty() && self.factor == 0 {
+            problems.push("a replication factor must be at least 1".to_owned());
+        }
+        for (datacenter, factor) in &self.datacenters {
+            let name_ok = !datacenter.is_empty()
+                && datacenter
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            if !name_ok {
+                problems.push(format!(
+                    "datacenter name {datacenter:?} is not plain ([A-Za-z0-9_.-]+)"
+                ));
+            }
+            if *factor == 0 {
+                problems.push(format!(
+                    "the replication factor of datacenter {datacenter:?} must be at least 1"
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// Why `keyspace` is not a plain CQL identifier (it is pasted into statement text), or
+/// `None` when it is: 1 to 48 characters of `a-z`, `0-9` and `_`, starting with a letter.
+/// The one rule for `check-config` and the ScyllaDB backend.
+pub fn keyspace_problem(keyspace: &str) -> Option<String> {
+    let mut chars = keyspace.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if first_ok && rest_ok && keyspace.len() <= 48 {
+        None
+    } else {
+        Some(format!(
+            "keyspace {keyspace:?} must be 1 to 48 characters of a-z, 0-9 and _, starting with a letter"
+        ))
     }
 }
 

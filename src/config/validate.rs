@@ -127,7 +127,9 @@ const MAX_WAL_CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 const MAX_WAL_IDLE_CHECKPOINT_SECS: u64 = 86_400;
 
 /// `[store]`: batch sizes are positive, WAL thresholds in range, the shared backends have
-/// somewhere to connect, and their pool and in-flight bounds are in range.
+/// somewhere to connect, their pool and in-flight bounds are in range, their timeouts are
+/// at least 1 ms, and the ScyllaDB keyspace and replication follow the backend's own rules
+/// ([`super::keyspace_problem`], [`super::ScyllaReplication::problems`]).
 fn validate_store(store: &StoreConfig, problems: &mut Vec<String>) {
     if store.group_commit_max_batch == 0 {
         problems.push("store.group_commit_max_batch must be at least 1".to_owned());
@@ -173,6 +175,36 @@ fn validate_store(store: &StoreConfig, problems: &mut Vec<String>) {
     }
     if !(1..=65_536).contains(&store.scylla.max_in_flight) {
         problems.push("store.scylla.max_in_flight must be between 1 and 65536".to_owned());
+    }
+    // Zero would mean "no timeout" (PostgreSQL's `statement_timeout = 0`) or an
+    // immediate failure; neither is a usable setting.
+    for (value, name) in [
+        (
+            store.postgres.connect_timeout_ms,
+            "store.postgres.connect_timeout_ms",
+        ),
+        (
+            store.postgres.statement_timeout_ms,
+            "store.postgres.statement_timeout_ms",
+        ),
+        (
+            store.scylla.connect_timeout_ms,
+            "store.scylla.connect_timeout_ms",
+        ),
+        (
+            store.scylla.request_timeout_ms,
+            "store.scylla.request_timeout_ms",
+        ),
+    ] {
+        if value == 0 {
+            problems.push(format!("{name} must be at least 1"));
+        }
+    }
+    if let Some(problem) = super::keyspace_problem(&store.scylla.keyspace) {
+        problems.push(format!("store.scylla.{problem}"));
+    }
+    for problem in store.scylla.replication.problems() {
+        problems.push(format!("store.scylla.replication: {problem}"));
     }
 }
 
@@ -342,6 +374,64 @@ mod tests {
             panic!("expected invalid config");
         };
         assert_eq!(problems.len(), 4, "{problems:#?}");
+    }
+
+    #[test]
+    fn store_mistakes_are_all_reported_at_once() {
+        let config = Config::from_toml(
+            r#"
+            [store]
+            backend = "scylla"
+            [store.postgres]
+            url = "postgres://u@db/x"
+            connect_timeout_ms = 0
+            statement_timeout_ms = 0
+            [store.scylla]
+            nodes = ["127.0.0.1:9042"]
+            keyspace = "Bad-Keyspace"
+            request_timeout_ms = 0
+            connect_timeout_ms = 0
+            [store.scylla.replication]
+            class = "SimpleStrategy"
+            factor = 0
+            datacenters = { "dc 1" = 0 }
+            "#,
+        )
+        .unwrap();
+        let Err(ConfigError::Invalid(problems)) = config.validate() else {
+            panic!("expected invalid config");
+        };
+        let all = problems.join("\n");
+        for expected in [
+            "store.postgres.connect_timeout_ms must be at least 1",
+            "store.postgres.statement_timeout_ms must be at least 1",
+            "store.scylla.request_timeout_ms must be at least 1",
+            "store.scylla.connect_timeout_ms must be at least 1",
+            "store.scylla.keyspace \"Bad-Keyspace\"",
+            "SimpleStrategy takes no per-datacenter factors",
+            "datacenter name \"dc 1\" is not plain",
+            "replication factor of datacenter \"dc 1\" must be at least 1",
+        ] {
+            assert!(all.contains(expected), "{expected} missing from {all}");
+        }
+        assert_eq!(problems.len(), 8, "{all}");
+        let other = Config::from_toml(
+            r#"
+            [store.scylla.replication]
+            class = "EverywhereStrategy"
+            factor = 0
+            "#,
+        )
+        .unwrap();
+        let Err(ConfigError::Invalid(problems)) = other.validate() else {
+            panic!("expected invalid config");
+        };
+        let all = problems.join("\n");
+        assert!(all.contains("\"EverywhereStrategy\" is neither"), "{all}");
+        assert!(
+            all.contains("replication factor must be at least 1"),
+            "{all}"
+        );
     }
 
     #[test]

@@ -69,8 +69,9 @@ pub struct PostgresStore {
 }
 
 /// The server's message for a failed statement (severity, SQLSTATE, message and detail),
-/// or the driver's for anything else (connecting, I/O). Neither ever contains the
-/// connection password.
+/// or the driver's for anything else (connecting, I/O) followed by its cause chain
+/// ([`std::error::Error::source`], e.g. `Connection refused (os error 111)`). Neither ever
+/// contains the connection password.
 pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => {
@@ -82,8 +83,53 @@ pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
             }
             message
         }
-        None => error.to_string(),
+        None => {
+            let mut message = error.to_string();
+            let mut cause = std::error::Error::source(error);
+            while let Some(inner) = cause {
+                let text = inner.to_string();
+                if !message.ends_with(&text) {
+                    message.push_str(": ");
+                    message.push_str(&text);
+                }
+                cause = inner.source();
+            }
+            message
+        }
     }
+}
+
+/// The servers a connection config names, as `host:port` joined by `,` (a Unix socket as
+/// its directory); never the user or password. libpq's default port 5432 when none is set.
+fn endpoints(pg: &tokio_postgres::Config) -> String {
+    let ports = pg.get_ports();
+    let hosts = pg.get_hosts();
+    if hosts.is_empty() {
+        return "localhost (default)".to_owned();
+    }
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(at, host)| {
+            let port = ports
+                .get(at)
+                .or(if ports.len() == 1 {
+                    ports.first()
+                } else {
+                    None
+                })
+                .copied()
+                .unwrap_or(5432);
+            match host {
+                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => {
+                    format!("{}/.s.PGSQL.{port}", path.display())
+                }
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Maps a driver error of `operation` to [`StoreError::Backend`].
@@ -113,7 +159,8 @@ fn to_u64(value: i64) -> u64 {
 }
 
 /// `url` with the password of its user-info part (`postgres://user:secret@host/db`) and
-/// any `password=…` pair (`host=db password=secret`) replaced by `<redacted>`; other text
+/// any `password=…` pair (`host=db password=secret`, `password = 'a b'`, `?password=x`)
+/// replaced by `<redacted>`; other text
 /// is kept as it is. Used by the config audit, and wherever a connection string is shown.
 pub fn redact_connection_string(url: &str) -> String {
     let mut redacted = url.to_owned();
@@ -130,25 +177,44 @@ pub fn redact_connection_string(url: &str) -> String {
             }
         }
     }
-    // `password=` as a key=value pair or a URL query parameter.
+    // `password=` as a key=value pair (libpq allows blanks around `=` and a single-quoted
+    // value with `\'` and `\\` escapes) or a URL query parameter.
+    let lower = redacted.to_ascii_lowercase();
     let mut out = String::with_capacity(redacted.len());
-    let mut rest = redacted.as_str();
-    while let Some(found) = rest.find("password=") {
-        let starts_pair = found == 0 || rest[..found].ends_with([' ', '?', '&', '\t']);
-        let value_start = found + "password=".len();
-        out.push_str(&rest[..value_start]);
-        rest = &rest[value_start..];
-        if starts_pair {
-            let value_end = if let Some(quoted) = rest.strip_prefix('\'') {
-                quoted.find('\'').map_or(rest.len(), |end| end + 2)
-            } else {
-                rest.find([' ', '&', '#', '\t']).unwrap_or(rest.len())
-            };
-            out.push_str("<redacted>");
-            rest = &rest[value_end..];
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some(found) = lower[search..].find("password").map(|at| search + at) {
+        search = found + "password".len();
+        let starts_pair = found == 0
+            || lower[..found].ends_with(|c: char| c.is_ascii_whitespace() || c == '?' || c == '&');
+        let after_key = lower[search..].trim_start();
+        if !starts_pair || !after_key.starts_with('=') {
+            continue;
         }
+        let eq = lower.len() - after_key.len();
+        let value_start = eq + 1 + (after_key.len() - 1 - after_key[1..].trim_start().len());
+        let value = &redacted[value_start..];
+        let value_len = if let Some(quoted) = value.strip_prefix('\'') {
+            let mut escaped = false;
+            quoted
+                .char_indices()
+                .find(|(_, c)| {
+                    let closes = !escaped && *c == '\'';
+                    escaped = !escaped && *c == '\\';
+                    closes
+                })
+                .map_or(value.len(), |(at, _)| at + 2)
+        } else {
+            value
+                .find(|c: char| c.is_ascii_whitespace() || c == '&' || c == '#')
+                .unwrap_or(value.len())
+        };
+        out.push_str(&redacted[copied..value_start]);
+        out.push_str("<redacted>");
+        copied = value_start + value_len;
+        search = copied;
     }
-    out.push_str(rest);
+    out.push_str(&redacted[copied..]);
     out
 }
 
@@ -184,12 +250,16 @@ impl PostgresStore {
         }
         // Start-up options of every connection: the server applies them before the first
         // statement, so no connection ever runs outside the schema or without a timeout.
+        // `client_min_messages=warning`: no NOTICE (`schema … already exists, skipping`)
+        // reaches the driver, which would log each one at INFO.
         let options = format!(
-            "{} -c search_path={schema_name} -c statement_timeout={}",
+            "{} -c search_path={schema_name} -c statement_timeout={} \
+             -c client_min_messages=warning",
             pg.get_options().unwrap_or_default(),
             config.statement_timeout_ms
         );
         pg.options(options.trim_start());
+        let servers = endpoints(&pg);
         pg.connect_timeout(Duration::from_millis(config.connect_timeout_ms.max(1)));
         if pg.get_application_name().is_none() {
             pg.application_name("stocksync");
@@ -214,7 +284,12 @@ impl PostgresStore {
             pool,
             connect_timeout_ms: config.connect_timeout_ms,
         };
-        let mut client = store.client("open").await?;
+        let mut client = store.client("open").await.map_err(|error| match error {
+            StoreError::Backend { message, .. } => fail(format!(
+                "cannot connect to PostgreSQL at {servers}: {message}"
+            )),
+            other => other,
+        })?;
         if config.create_schema {
             let applied = schema::migrate(&mut client, schema_name).await?;
             if !applied.is_empty() {

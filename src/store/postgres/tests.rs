@@ -145,6 +145,45 @@ async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
 use crate::store::codec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_names_the_server_and_the_cause_never_the_password() {
+    // No server needed: port 1 on loopback refuses.
+    let config = PostgresStoreConfig {
+        url: "postgres://ledger:pw-hidden@127.0.0.1:1/stocksync".to_owned(),
+        connect_timeout_ms: 5_000,
+        ..PostgresStoreConfig::default()
+    };
+    let message = match PostgresStore::open(&config).await {
+        Err(error) => error.to_string(),
+        Ok(_) => panic!("opened a store on port 1"),
+    };
+    assert!(
+        message.contains("cannot connect to PostgreSQL at 127.0.0.1:1"),
+        "{message}"
+    );
+    assert!(message.contains("refused"), "{message}");
+    assert!(!message.contains("pw-hidden"), "{message}");
+    let multi: tokio_postgres::Config = "host=a,b port=1,2 password=x".parse().unwrap();
+    assert_eq!(endpoints(&multi), "a:1,b:2");
+    let one_port: tokio_postgres::Config = "host=a,b port=7".parse().unwrap();
+    assert_eq!(endpoints(&one_port), "a:7,b:7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_notices_are_not_sent_to_the_store_s_connections() {
+    let Some(db) = TestSchema::new("server_notices_are_not_sent_to_the_store_s_connections") else {
+        return;
+    };
+    let store = db.open().await;
+    let client = store.client("test").await.unwrap();
+    let level: String = client
+        .query_one("SHOW client_min_messages", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(level, "warning");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_are_applied_once_and_opening_again_changes_nothing() {
     let Some(db) = TestSchema::new("migrations_are_applied_once_and_opening_again_changes_nothing")
     else {
@@ -1039,6 +1078,16 @@ fn passwords_are_redacted_from_connection_strings() {
             "host=db password='s3 cret' dbname=x",
             "host=db password=<redacted> dbname=x",
         ),
+        (
+            "host=127.0.0.1 user=trial password = trialpw dbname=trial",
+            "host=127.0.0.1 user=trial password = <redacted> dbname=trial",
+        ),
+        (
+            "host=db PASSWORD\t=\t'it\\'s a b' dbname=x",
+            "host=db PASSWORD\t=\t<redacted> dbname=x",
+        ),
+        ("password =pw", "password =<redacted>"),
+        ("host=db mypassword=kept", "host=db mypassword=kept"),
         ("https://example.com/a@b", "https://example.com/a@b"),
         ("", ""),
     ];

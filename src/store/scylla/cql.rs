@@ -373,20 +373,12 @@ impl Stmt {
 }
 
 /// Checks that `keyspace` is a plain CQL identifier (it is pasted into statement text):
-/// 1 to 48 characters of `a-z`, `0-9` and `_`, starting with a letter.
+/// 1 to 48 characters of `a-z`, `0-9` and `_`, starting with a letter (the rule is
+/// [`crate::config::keyspace_problem`], shared with `check-config`).
 ///
 /// Errors: a message naming the rule.
 pub fn validate_keyspace(keyspace: &str) -> Result<(), String> {
-    let mut chars = keyspace.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
-    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if first_ok && rest_ok && keyspace.len() <= 48 {
-        Ok(())
-    } else {
-        Err(format!(
-            "keyspace {keyspace:?} must be 1 to 48 characters of a-z, 0-9 and _, starting with a letter"
-        ))
-    }
+    crate::config::keyspace_problem(keyspace).map_or(Ok(()), Err)
 }
 
 /// The keyspace's replication map as CQL text, e.g.
@@ -395,47 +387,27 @@ pub fn validate_keyspace(keyspace: &str) -> Result<(), String> {
 /// Errors: an unknown class, a factor of 0, a datacenter name that is not
 /// `[A-Za-z0-9_.-]+`, or datacenters with `SimpleStrategy`.
 pub fn replication_map(replication: &ScyllaReplication) -> Result<String, String> {
-    let factor_ok = |factor: u32| {
-        if factor == 0 {
-            Err("a replication factor must be at least 1".to_owned())
-        } else {
-            Ok(factor)
-        }
-    };
-    match replication.class.as_str() {
-        "SimpleStrategy" => {
-            if !replication.datacenters.is_empty() {
-                return Err("SimpleStrategy takes no per-datacenter factors".to_owned());
-            }
-            Ok(format!(
-                "{{'class': 'SimpleStrategy', 'replication_factor': {}}}",
-                factor_ok(replication.factor)?
-            ))
-        }
-        "NetworkTopologyStrategy" => {
-            if replication.datacenters.is_empty() {
-                return Ok(format!(
-                    "{{'class': 'NetworkTopologyStrategy', 'replication_factor': {}}}",
-                    factor_ok(replication.factor)?
-                ));
-            }
-            let mut parts = vec!["'class': 'NetworkTopologyStrategy'".to_owned()];
-            for (datacenter, factor) in &replication.datacenters {
-                let name_ok = !datacenter.is_empty()
-                    && datacenter
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-                if !name_ok {
-                    return Err(format!("datacenter name {datacenter:?} is not plain"));
-                }
-                parts.push(format!("'{datacenter}': {}", factor_ok(*factor)?));
-            }
-            Ok(format!("{{{}}}", parts.join(", ")))
-        }
-        other => Err(format!(
-            "replication class {other:?} is neither NetworkTopologyStrategy nor SimpleStrategy"
-        )),
+    let problems = replication.problems();
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
     }
+    if replication.class == "SimpleStrategy" {
+        return Ok(format!(
+            "{{'class': 'SimpleStrategy', 'replication_factor': {}}}",
+            replication.factor
+        ));
+    }
+    if replication.datacenters.is_empty() {
+        return Ok(format!(
+            "{{'class': 'NetworkTopologyStrategy', 'replication_factor': {}}}",
+            replication.factor
+        ));
+    }
+    let mut parts = vec!["'class': 'NetworkTopologyStrategy'".to_owned()];
+    for (datacenter, factor) in &replication.datacenters {
+        parts.push(format!("'{datacenter}': {factor}"));
+    }
+    Ok(format!("{{{}}}", parts.join(", ")))
 }
 
 /// The schema: `CREATE KEYSPACE` with the configured replication, then every table, each
