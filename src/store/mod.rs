@@ -560,20 +560,18 @@ pub trait Store: Send + Sync + 'static {
         Ok(loaded)
     }
     /// The seq of the event of `sku` that recorded idempotency key `key`, if that key is
-    /// still remembered at `now_ms` (its expiry is after `now_ms`). The default loads the
-    /// SKU's keys with [`Store::load_sku`].
+    /// still remembered at `now_ms` (its expiry is after `now_ms`). The default asks
+    /// [`Store::find_idempotency_key_hash`] and drops the hash.
     async fn find_idempotency_key(
         &self,
         sku: &str,
         key: &str,
         now_ms: i64,
     ) -> Result<Option<u64>, StoreError> {
-        let loaded = self.load_sku(sku, now_ms).await?;
-        Ok(loaded
-            .idempotency_keys
-            .into_iter()
-            .find(|(stored, _)| stored == key)
-            .map(|(_, seq)| seq))
+        Ok(self
+            .find_idempotency_key_hash(sku, key, now_ms)
+            .await?
+            .map(|(seq, _)| seq))
     }
     /// Whether `sku` has at least one durable event (is in [`Store::list_skus`]). The
     /// default reads its first event with [`Store::events`].
@@ -583,17 +581,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Like [`Store::find_idempotency_key`], also answering the movement hash stored with
     /// the key (`None` for a key recorded without one: it never conflicts). The default
-    /// knows no hashes.
+    /// loads the SKU's keys with [`Store::load_sku`] and knows no hashes.
     async fn find_idempotency_key_hash(
         &self,
         sku: &str,
         key: &str,
         now_ms: i64,
     ) -> Result<Option<(u64, Option<u64>)>, StoreError> {
-        Ok(self
-            .find_idempotency_key(sku, key, now_ms)
-            .await?
-            .map(|seq| (seq, None)))
+        let loaded = self.load_sku(sku, now_ms).await?;
+        Ok(loaded
+            .idempotency_keys
+            .into_iter()
+            .find(|(stored, _)| stored == key)
+            .map(|(_, seq)| (seq, None)))
     }
     /// Like [`Store::events`], with each event's [`EventRecord::movement_hash`] filled in
     /// (`None` where the key was recorded without one): what `stocksync store copy` reads so

@@ -1094,18 +1094,6 @@ impl Store for ScyllaStore {
         .await
     }
 
-    async fn find_idempotency_key(
-        &self,
-        sku: &str,
-        key: &str,
-        now_ms: i64,
-    ) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .find_idempotency_key_hash(sku, key, now_ms)
-            .await?
-            .map(|(seq, _)| seq))
-    }
-
     async fn find_idempotency_key_hash(
         &self,
         sku: &str,
