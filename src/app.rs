@@ -47,6 +47,25 @@ impl ChannelView for PropagationView {
         ops::channel_report(self.1.as_ref(), channel, sku)
     }
 
+    fn listing_parts(
+        &self,
+        channel: &str,
+        sku: &str,
+        levels: &[crate::domain::LocationLevel],
+    ) -> Vec<web::stock::ListingPart> {
+        self.0
+            .listing_parts(channel, sku, levels)
+            .into_iter()
+            .map(|(location, listing, atp)| web::stock::ListingPart {
+                location_id: location.id,
+                name: location.name,
+                feeds: location.feeds,
+                listing,
+                atp,
+            })
+            .collect()
+    }
+
     fn inventory_level_reported(
         &self,
         channel: &str,
@@ -361,6 +380,7 @@ impl App {
             )))
             .with_kafka_view(kafka_view.clone())
             .with_delivery_memory(deliveries)
+            .with_platform_clients(platforms.clone())
             .with_runtime_rules(Arc::new(web::rules::RuntimeRules::new(
                 (*config).clone(),
                 rules,

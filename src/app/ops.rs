@@ -26,20 +26,25 @@ struct LedgerAtpView {
 #[async_trait]
 impl LedgerAtp for LedgerAtpView {
     async fn atp(&self, channel: &str, sku: &str) -> Result<LedgerReading, String> {
+        // `sku` is a listing: a SKU, or `SKU@LOCATION` on a channel that lists per location.
+        let listing = sku;
         // A listing the ledger never saw has no stock; reading it loads nothing.
-        let sku = Sku(sku.to_owned());
+        let sku = Sku(self
+            .propagation
+            .listing_key_sku(channel, listing)
+            .to_owned());
         let state = self
             .ledger
             .known_state(&sku)
             .await
             .map_err(|error| error.to_string())?
             .unwrap_or_else(|| crate::domain::SkuState::new(sku));
-        let breakdown = self
+        let atp = self
             .propagation
-            .atp_for(channel, &state.levels())
-            .ok_or_else(|| format!("unknown channel {channel}"))?;
+            .listing_atp(channel, listing, &state.levels())
+            .ok_or_else(|| format!("unknown channel {channel} or listing {listing}"))?;
         Ok(LedgerReading {
-            atp: breakdown.atp,
+            atp,
             seq: state.seq,
         })
     }

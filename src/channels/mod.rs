@@ -47,6 +47,43 @@ pub enum ListingMatch {
     Unmapped,
 }
 
+/// A location of the channel's own that lists stock separately (a Shopify location of a
+/// multi-location channel): propagation then queues one listing per (SKU, location), keyed
+/// `SKU@ID` (`propagation::split::listing_key`), and divides the channel's ATP across the
+/// locations (`propagation::split`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListingLocation {
+    /// The channel's location id (Shopify: the location number).
+    pub id: String,
+    /// Our locations whose stock it lists, in routing order.
+    pub feeds: Vec<String>,
+    /// Display name.
+    pub name: String,
+}
+
+/// The listing key of `sku` at a channel's own location `location` (`SKU@LOCATION`).
+///
+/// Location ids of channels that use keys are numbers (Shopify location ids), so the last
+/// `@` separates them unambiguously ([`split_listing_key`]); used by channels with [`ChannelAdapter::listing_locations`].
+pub fn listing_key(sku: &str, location: &str) -> String {
+    format!("{sku}@{location}")
+}
+
+/// Splits a listing key into (SKU, channel location): the part after the last `@` when it is
+/// a number, else the whole key is a SKU.
+pub fn split_listing_key(key: &str) -> (&str, Option<&str>) {
+    match key.rsplit_once('@') {
+        Some((sku, location))
+            if !sku.is_empty()
+                && !location.is_empty()
+                && location.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            (sku, Some(location))
+        }
+        _ => (key, None),
+    }
+}
+
 /// One listing's new quantity for a push.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushItem {
@@ -251,6 +288,14 @@ pub trait ChannelAdapter: Send + Sync + 'static {
     fn listing_sku(&self, listing_id: &str, location_id: &str) -> ListingMatch {
         let _ = (listing_id, location_id);
         ListingMatch::Unmapped
+    }
+
+    /// The channel's own locations when it lists stock per location (see
+    /// [`ListingLocation`]); empty (the default) when the channel lists one figure per SKU.
+    /// With locations, [`is_mapped`](Self::is_mapped), [`push`](Self::push) and
+    /// [`read_levels`](Self::read_levels) take listing keys `SKU@ID` as well as SKUs.
+    fn listing_locations(&self) -> &[ListingLocation] {
+        &[]
     }
 
     /// Sets absolute quantities; at most [`max_batch`](Self::max_batch) items.

@@ -11,7 +11,9 @@
 
 pub use crate::platforms::amazon::config::{AmazonConfig, AmazonListingConfig};
 pub use crate::platforms::bolcom::config::{BolcomConfig, BolcomListingConfig};
-pub use crate::platforms::shopify::config::{ShopifyConfig, ShopifyListingConfig};
+pub use crate::platforms::shopify::config::{
+    ShopifyConfig, ShopifyListingConfig, ShopifyLocation, ShopifyLocationMap,
+};
 pub use crate::platforms::woocommerce::config::{WoocommerceConfig, WoocommerceListingConfig};
 
 use crate::domain::{ChannelStockRule, LocationId};
@@ -328,9 +330,16 @@ pub(super) fn validate_channel(
         }
     }
     match &channel.platform {
-        PlatformConfig::Shopify(section) => {
-            platforms::shopify::config::validate(id, section, problems)
-        }
+        PlatformConfig::Shopify(section) => platforms::shopify::config::validate(
+            id,
+            section,
+            &channel
+                .locations
+                .iter()
+                .map(|location| location.as_str().to_owned())
+                .collect::<Vec<_>>(),
+            problems,
+        ),
         PlatformConfig::Woocommerce(section) => {
             platforms::woocommerce::config::validate(id, section, problems)
         }

@@ -213,16 +213,29 @@ pub struct ReceiverState {
     pub config: Arc<Config>,
     /// Deliveries already processed.
     pub deliveries: DeliveryMemory,
+    /// The platform clients, for deliveries that must be read back (Shopify's thin
+    /// fulfillment-order webhooks); `None`: such deliveries are answered 503.
+    pub platforms: Option<Arc<crate::platforms::PlatformClients>>,
 }
 
 impl ReceiverState {
-    /// State over `ledger`, `config` and `deliveries`.
+    /// State over `ledger`, `config` and `deliveries`, without platform clients.
     pub fn new(ledger: Ledger, config: Arc<Config>, deliveries: DeliveryMemory) -> Self {
         Self {
             ledger,
             config,
             deliveries,
+            platforms: None,
         }
+    }
+
+    /// Reads back what thin webhooks name through `platforms` (the app's shared clients).
+    pub fn with_platforms(
+        mut self,
+        platforms: Option<Arc<crate::platforms::PlatformClients>>,
+    ) -> Self {
+        self.platforms = platforms;
+        self
     }
 }
 

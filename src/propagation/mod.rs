@@ -51,6 +51,7 @@ mod actor;
 mod push_log;
 mod queue;
 mod rate;
+pub mod split;
 mod supervisor;
 
 use crate::channels::{self, ChannelAdapter, ChannelError};
@@ -649,6 +650,70 @@ impl Propagation {
             })
     }
 
+    /// What `channel` lists for the listing `listing` (a SKU, or a per-location key
+    /// `SKU@ID` of a channel with [`channels::ChannelAdapter::listing_locations`]) when the
+    /// SKU has these location levels: the channel's ATP, or its part at that location
+    /// ([`split`]). `None` for an unknown channel or a location the channel does not have.
+    pub fn listing_atp(
+        &self,
+        channel: &str,
+        listing: &str,
+        levels: &[LocationLevel],
+    ) -> Option<u64> {
+        let shared = self.channel(channel)?;
+        let total = crate::domain::channel_atp(levels, &shared.rule).atp;
+        let locations = shared.adapter.listing_locations();
+        if locations.is_empty() {
+            return Some(total);
+        }
+        let (_, location) = split::split_listing_key(listing);
+        let location = location?;
+        split::divide_for(total, levels, locations)
+            .into_iter()
+            .find(|(candidate, _)| candidate.id == location)
+            .map(|(_, part)| part)
+    }
+
+    /// The per-location listings of `sku` on `channel` when the channel lists stock per
+    /// location: (location, listing key, part of the ATP) in config order, for a SKU with
+    /// these levels. Empty for other channels (and unknown ones).
+    pub fn listing_parts(
+        &self,
+        channel: &str,
+        sku: &str,
+        levels: &[LocationLevel],
+    ) -> Vec<(channels::ListingLocation, String, u64)> {
+        let Some(shared) = self.channel(channel) else {
+            return Vec::new();
+        };
+        let locations = shared.adapter.listing_locations();
+        if locations.is_empty() || !shared.adapter.is_mapped(sku) {
+            return Vec::new();
+        }
+        let total = crate::domain::channel_atp(levels, &shared.rule).atp;
+        split::divide_for(total, levels, locations)
+            .into_iter()
+            .map(|(location, part)| {
+                (
+                    location.clone(),
+                    split::listing_key(sku, &location.id),
+                    part,
+                )
+            })
+            .collect()
+    }
+
+    /// The SKU a listing key names (`SKU@ID` → `SKU` on a channel with per-location
+    /// listings; the key itself otherwise).
+    pub fn listing_key_sku<'a>(&self, channel: &str, listing: &'a str) -> &'a str {
+        match self.channel(channel) {
+            Some(shared) if !shared.adapter.listing_locations().is_empty() => {
+                split::split_listing_key(listing).0
+            }
+            _ => listing,
+        }
+    }
+
     /// What `channel` would list for a SKU with these location levels, with the breakdown;
     /// `None` for an unknown channel.
     pub fn atp_for(&self, channel: &str, levels: &[LocationLevel]) -> Option<AtpBreakdown> {
@@ -898,6 +963,7 @@ impl Propagation {
             let mut queued = false;
             let depth = {
                 let mut queue = channel.queue();
+                let listing_locations = channel.adapter.listing_locations();
                 for (change, atps) in changes.iter().zip(&allocations) {
                     let sku = change.sku.as_str();
                     if !channel.adapter.is_mapped(sku) {
@@ -916,12 +982,22 @@ impl Propagation {
                             observer.atp_changed(&channel.id, &change.sku, atp, change.seq);
                         }
                     }
-                    let reserved = change
-                        .locations
-                        .iter()
-                        .map(|level| u64::try_from(level.reserved).unwrap_or(0))
-                        .fold(0u64, u64::saturating_add);
-                    queue.upsert_levels(sku, atp, Some(reserved), now);
+                    if listing_locations.is_empty() {
+                        let reserved = change
+                            .locations
+                            .iter()
+                            .map(|level| u64::try_from(level.reserved).unwrap_or(0))
+                            .fold(0u64, u64::saturating_add);
+                        queue.upsert_levels(sku, atp, Some(reserved), now);
+                    } else {
+                        for (location, part) in
+                            split::divide_for(atp, &change.locations, listing_locations)
+                        {
+                            let reserved = split::reserved(&change.locations, &location.feeds);
+                            let key = split::listing_key(sku, &location.id);
+                            queue.upsert_levels(&key, part, Some(reserved), now);
+                        }
+                    }
                     queued = true;
                 }
                 queue.len()

@@ -107,6 +107,19 @@ pub trait ChannelView: Send + Sync + 'static {
         None
     }
 
+    /// The per-location listings of `sku` on `channel` when the channel lists stock per
+    /// location of its own (Shopify multi-location), for a SKU with these `levels`: each
+    /// location with its listing key and its part of the channel's ATP. Empty otherwise.
+    fn listing_parts(
+        &self,
+        channel: &str,
+        sku: &str,
+        levels: &[crate::domain::LocationLevel],
+    ) -> Vec<stock::ListingPart> {
+        let _ = (channel, sku, levels);
+        Vec::new()
+    }
+
     /// Hands a Shopify `inventory_levels/update` (the channel's own figure) to
     /// reconciliation, which recognises our echo or flags a discrepancy. Must not block.
     fn inventory_level_reported(
@@ -147,6 +160,7 @@ pub struct WebState {
     prometheus: PrometheusHandle,
     ops: Arc<health::Operations>,
     rules: Option<Arc<rules::RuntimeRules>>,
+    platforms: Option<Arc<crate::platforms::PlatformClients>>,
     /// The config's bills of materials, flattened once on first use (when there are no
     /// runtime rules).
     config_bom: Arc<std::sync::OnceLock<Arc<crate::domain::BillOfMaterials>>>,
@@ -167,8 +181,19 @@ impl WebState {
             prometheus: crate::telemetry::prometheus(),
             ops: Arc::new(health::Operations::default()),
             rules: None,
+            platforms: None,
             config_bom: Arc::default(),
         }
+    }
+
+    /// Lets the webhook receivers read back what thin webhooks name (Shopify fulfillment
+    /// orders) through the app's shared platform `clients`.
+    pub fn with_platform_clients(
+        mut self,
+        clients: Arc<crate::platforms::PlatformClients>,
+    ) -> Self {
+        self.platforms = Some(clients);
+        self
     }
 
     /// Reads `last_pushed` per channel from `view` (propagation, adapted by the app).
@@ -254,7 +279,8 @@ pub fn router(state: WebState) -> Router {
         state.ledger.clone(),
         state.config.clone(),
         state.deliveries.clone(),
-    );
+    )
+    .with_platforms(state.platforms.clone());
     let levels = state.channel_view.clone().map(|view| {
         Arc::new(ViewLevels(view)) as Arc<dyn crate::ingest::receiver::InventoryLevelObserver>
     });

@@ -109,6 +109,46 @@ pub struct ChannelAtpView {
     /// What the channel itself last reported (reconciliation), with any open discrepancy.
     #[serde(default)]
     pub channel_report: Option<ChannelReportView>,
+    /// Per location of the channel's own (Shopify multi-location): how `atp` is divided,
+    /// with each location's last pushed and reported values. Absent for channels that list
+    /// one figure per SKU.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<ChannelLocationView>,
+}
+
+/// One per-location listing of a channel, as a [`ChannelView`](super::ChannelView) gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListingPart {
+    /// The channel's location id (Shopify location number).
+    pub location_id: String,
+    /// Its display name.
+    pub name: String,
+    /// Our locations feeding it.
+    pub feeds: Vec<String>,
+    /// The listing key (`SKU@LOCATION`).
+    pub listing: String,
+    /// Its part of the channel's ATP.
+    pub atp: u64,
+}
+
+/// One location of a multi-location channel in the stock view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChannelLocationView {
+    /// The channel's location id (Shopify location number).
+    pub location_id: String,
+    /// Its display name.
+    pub name: String,
+    /// Our locations whose stock it lists.
+    pub feeds: Vec<String>,
+    /// The listing key propagation and reconciliation use (`SKU@LOCATION`).
+    pub listing: String,
+    /// Its part of the channel's ATP (the parts sum to the channel's `atp`).
+    pub atp: u64,
+    /// The quantity last acknowledged for this location, if known.
+    pub last_pushed: Option<u64>,
+    /// What the channel last reported for this location, with any open discrepancy.
+    #[serde(default)]
+    pub channel_report: Option<ChannelReportView>,
 }
 
 /// What a channel reported for a listing, as reconciliation read it.
@@ -286,6 +326,24 @@ fn view(
         .zip(allocations)
         .map(|(channel, explanation)| ChannelAtpView {
             channel: channel.id.clone(),
+            locations: state
+                .channel_view
+                .as_ref()
+                .map(|view| {
+                    view.listing_parts(&channel.id, sku, &availability.locations)
+                        .into_iter()
+                        .map(|part| ChannelLocationView {
+                            last_pushed: view.last_pushed(&channel.id, &part.listing),
+                            channel_report: view.channel_report(&channel.id, &part.listing),
+                            location_id: part.location_id,
+                            name: part.name,
+                            feeds: part.feeds,
+                            listing: part.listing,
+                            atp: part.atp,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             atp: explanation.atp,
             last_pushed: state
                 .channel_view

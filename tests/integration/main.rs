@@ -39,6 +39,7 @@ mod readme_commands;
 mod reconcile;
 mod reservations;
 mod scenarios;
+mod shopify_locations;
 mod shopify_propagation;
 mod stock_model;
 mod store_conformance;

@@ -5,6 +5,14 @@
 //! `inventory_levels/set.json` when `use_rest = true` (one level per call, no CAS); reading
 //! levels back; the SKU → inventory item mapping.
 //!
+//! Locations (issue 16): with one Shopify location (`location_id`, or a `location_map` of
+//! one entry) a listing is a SKU. With several `location_map` entries the adapter reports
+//! them as [`ChannelAdapter::listing_locations`] and every listing is a key `SKU@LOCATION`
+//! (`propagation::split`): propagation divides the channel's ATP across the locations,
+//! and one `inventorySetQuantities` call sets levels at several locations at once (each
+//! quantity names its `locationId`; still ≤250 quantities per call). Reads group the keys
+//! by location (one levels query per location and chunk).
+//!
 //! Behaviour of one GraphQL push (the mutation is all-or-nothing):
 //! - no user errors: every item is accepted;
 //! - user errors naming quantity indexes: those items are isolated (`Rejected`, or
@@ -29,8 +37,8 @@ pub mod response;
 mod tests;
 
 use crate::channels::{
-    ChannelAdapter, ChannelError, ItemOutcome, ItemResult, LevelsReport, ListingMatch, PushItem,
-    PushReport, ThrottleSignal,
+    ChannelAdapter, ChannelError, ItemOutcome, ItemResult, LevelsReport, ListingLocation,
+    ListingMatch, PushItem, PushReport, ThrottleSignal, listing_key, split_listing_key,
 };
 use crate::config::{ChannelKind, ShopifyConfig};
 use crate::platforms::PlatformError;
@@ -54,7 +62,10 @@ const DEFAULT_MUTATION_COST: f64 = 10.0;
 #[derive(Debug)]
 pub struct ShopifyAdapter {
     channel: String,
+    /// The Shopify location of a one-location channel (and of bare SKUs).
     location_id: u64,
+    /// Every Shopify location with its feeds when there are several; empty otherwise.
+    locations: Vec<ListingLocation>,
     use_rest: bool,
     listings: ListingMap,
     client: Arc<ShopifyClient>,
@@ -101,9 +112,28 @@ impl ShopifyAdapter {
                 config.shop_url
             )));
         }
+        let Some(location_id) = config.primary_location_id() else {
+            return Err(invalid(
+                "shopify needs location_id or a [[channels.shopify.location_map]] entry".to_owned(),
+            ));
+        };
+        let locations = if config.is_multi_location() {
+            config
+                .shopify_locations(&[])
+                .into_iter()
+                .map(|location| ListingLocation {
+                    id: location.id.to_string(),
+                    feeds: location.feeds,
+                    name: location.name,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             channel: channel.to_owned(),
-            location_id: config.location_id,
+            location_id,
+            locations,
             use_rest: config.use_rest,
             listings: config::load_listings(channel, config)?,
             client,
@@ -114,6 +144,20 @@ impl ShopifyAdapter {
     /// The SKU ↔ inventory item mapping.
     pub fn listings(&self) -> &ListingMap {
         &self.listings
+    }
+
+    /// The inventory item and Shopify location a listing (SKU or `SKU@LOCATION` key) is
+    /// written to; `None` when it is not ours.
+    fn resolve(&self, listing: &str) -> Option<(u64, u64)> {
+        if self.locations.is_empty() {
+            return Some((self.listings.item(listing)?, self.location_id));
+        }
+        let (sku, location) = split_listing_key(listing);
+        let location = location?;
+        if !self.locations.iter().any(|known| known.id == location) {
+            return None;
+        }
+        Some((self.listings.item(sku)?, location.parse().ok()?))
     }
 
     /// The key for this content: the unanswered attempt's key when the content is the same.
@@ -143,10 +187,11 @@ impl ShopifyAdapter {
         let mut positions = Vec::new();
         let mut quantities = Vec::new();
         for (position, item) in items.iter().enumerate() {
-            if let Some(inventory_item) = self.listings.item(&item.sku) {
+            if let Some((inventory_item, location)) = self.resolve(&item.sku) {
                 positions.push(position);
                 quantities.push(SetQuantity {
                     item: inventory_item,
+                    location,
                     quantity: item.quantity,
                     change_from: item.change_from,
                 });
@@ -159,7 +204,7 @@ impl ShopifyAdapter {
         let content = format!("{quantities:?}");
         let key = self.idempotency_key(&content);
         let reference = format!("gid://stocksync/SyncJob/{key}");
-        let body = request::set_quantities_body(&quantities, self.location_id, &key, &reference);
+        let body = request::set_quantities_body(&quantities, &key, &reference);
         report.requests = 1;
         let answer = match self.client.graphql(&body).await {
             Ok(answer) => answer,
@@ -267,14 +312,14 @@ impl ShopifyAdapter {
     ) -> PushReport {
         let mut report = PushReport::default();
         for (position, item) in items.iter().enumerate() {
-            let Some(inventory_item) = self.listings.item(&item.sku) else {
+            let Some((inventory_item, location)) = self.resolve(&item.sku) else {
                 continue;
             };
             if report.error.is_some() {
                 results[position] = Some(ItemOutcome::Deferred);
                 continue;
             }
-            let body = request::rest_set_body(inventory_item, self.location_id, item.quantity);
+            let body = request::rest_set_body(inventory_item, location, item.quantity);
             report.requests += 1;
             let answer = match self.client.rest_post(request::REST_SET_PATH, &body).await {
                 Ok(answer) => answer,
@@ -310,6 +355,7 @@ impl ShopifyAdapter {
     async fn read_graphql(
         &self,
         items: &[u64],
+        location: u64,
     ) -> Result<(Vec<(u64, Option<i64>)>, ThrottleSignal, u32), ChannelError> {
         let mut levels = Vec::new();
         let mut throttle = ThrottleSignal::default();
@@ -318,7 +364,7 @@ impl ShopifyAdapter {
             requests += 1;
             let answer: HttpAnswer = self
                 .client
-                .graphql(&request::levels_body(chunk, self.location_id))
+                .graphql(&request::levels_body(chunk, location))
                 .await?;
             throttle.merge(platform::graphql_throttle(&answer, DEFAULT_MUTATION_COST));
             levels.extend(response::decode_levels(&answer)?);
@@ -329,13 +375,14 @@ impl ShopifyAdapter {
     async fn read_rest(
         &self,
         items: &[u64],
+        location: u64,
     ) -> Result<(Vec<(u64, Option<i64>)>, ThrottleSignal, u32), ChannelError> {
         let mut levels = Vec::new();
         let mut throttle = ThrottleSignal::default();
         let mut requests = 0;
         for chunk in items.chunks(REST_READ_MAX_ITEMS) {
             requests += 1;
-            let path = request::rest_levels_path(chunk, self.location_id);
+            let path = request::rest_levels_path(chunk, location);
             let answer = self.client.rest_get(&path).await?;
             throttle.merge(platform::rest_throttle(&answer));
             levels.extend(
@@ -375,15 +422,26 @@ impl ChannelAdapter for ShopifyAdapter {
     }
 
     fn is_mapped(&self, sku: &str) -> bool {
-        self.listings.item(sku).is_some()
+        self.listings.item(sku).is_some() || self.resolve(sku).is_some()
     }
 
     fn listing_count(&self) -> usize {
-        self.listings.len()
+        self.listings
+            .len()
+            .saturating_mul(self.locations.len().max(1))
+    }
+
+    fn listing_locations(&self) -> &[ListingLocation] {
+        &self.locations
     }
 
     fn listing_sku(&self, listing_id: &str, location_id: &str) -> ListingMatch {
-        if location_id != self.location_id.to_string() {
+        let ours = if self.locations.is_empty() {
+            location_id == self.location_id.to_string()
+        } else {
+            self.locations.iter().any(|known| known.id == location_id)
+        };
+        if !ours {
             return ListingMatch::OtherLocation;
         }
         listing_id
@@ -391,7 +449,11 @@ impl ChannelAdapter for ShopifyAdapter {
             .ok()
             .and_then(|item| self.listings.sku(item))
             .map_or(ListingMatch::Unmapped, |sku| {
-                ListingMatch::Sku(sku.to_owned())
+                if self.locations.is_empty() {
+                    ListingMatch::Sku(sku.to_owned())
+                } else {
+                    ListingMatch::Sku(listing_key(sku, location_id))
+                }
             })
     }
 
@@ -402,13 +464,21 @@ impl ChannelAdapter for ShopifyAdapter {
         );
         let mut results: Vec<Option<ItemOutcome>> = vec![None; items.len()];
         for (position, item) in items.iter().enumerate() {
-            if !self.is_mapped(&item.sku) {
-                results[position] = Some(ItemOutcome::Rejected {
-                    code: "UNMAPPED_SKU".to_owned(),
-                    message: format!(
+            if self.resolve(&item.sku).is_none() {
+                let message = if self.locations.is_empty() {
+                    format!(
                         "SKU {} has no Shopify inventory item on channel {}",
                         item.sku, self.channel
-                    ),
+                    )
+                } else {
+                    format!(
+                        "listing {} names no inventory item at a Shopify location of channel {} (expected SKU@LOCATION)",
+                        item.sku, self.channel
+                    )
+                };
+                results[position] = Some(ItemOutcome::Rejected {
+                    code: "UNMAPPED_SKU".to_owned(),
+                    message,
                 });
             }
         }
@@ -437,26 +507,42 @@ impl ChannelAdapter for ShopifyAdapter {
     }
 
     async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError> {
-        let items: Vec<u64> = skus
-            .iter()
-            .filter_map(|sku| self.listings.item(sku))
-            .collect();
-        let (levels, throttle, requests) = if items.is_empty() {
-            (Vec::new(), ThrottleSignal::default(), 0)
-        } else if self.use_rest {
-            self.read_rest(&items).await?
-        } else {
-            self.read_graphql(&items).await?
-        };
-        let by_item: HashMap<u64, Option<i64>> = levels.into_iter().collect();
+        // Items grouped by location, locations in first-seen order.
+        let mut by_location: Vec<(u64, Vec<u64>)> = Vec::new();
+        for (item, location) in skus.iter().filter_map(|sku| self.resolve(sku)) {
+            match by_location.iter_mut().find(|(known, _)| *known == location) {
+                Some((_, items)) => {
+                    if !items.contains(&item) {
+                        items.push(item);
+                    }
+                }
+                None => by_location.push((location, vec![item])),
+            }
+        }
+        let mut throttle = ThrottleSignal::default();
+        let mut requests = 0;
+        let mut values: HashMap<(u64, u64), Option<i64>> = HashMap::new();
+        for (location, items) in &by_location {
+            let (levels, read_throttle, read_requests) = if self.use_rest {
+                self.read_rest(items, *location).await?
+            } else {
+                self.read_graphql(items, *location).await?
+            };
+            throttle.merge(read_throttle);
+            requests += read_requests;
+            values.extend(
+                levels
+                    .into_iter()
+                    .map(|(item, value)| ((item, *location), value)),
+            );
+        }
         Ok(LevelsReport {
             levels: skus
                 .iter()
                 .map(|sku| {
                     let value = self
-                        .listings
-                        .item(sku)
-                        .and_then(|item| by_item.get(&item).copied().flatten());
+                        .resolve(sku)
+                        .and_then(|key| values.get(&key).copied().flatten());
                     (sku.clone(), value)
                 })
                 .collect(),

@@ -23,31 +23,32 @@ pub const LEVELS_QUERY: &str = "query StocksyncLevels($ids: [ID!]!, $locationId:
 /// `reason` sent with every set: our ledger corrects the channel's number.
 pub const SET_REASON: &str = "correction";
 
-/// One quantity of a set: inventory item, new `available`, expected current value.
+/// One quantity of a set: inventory item at a location, new `available`, expected current
+/// value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SetQuantity {
     /// Inventory item id.
     pub item: u64,
+    /// Shopify location id (one call may set levels at several locations, §1.2).
+    pub location: u64,
     /// New `available`.
     pub quantity: u64,
     /// `changeFromQuantity`; `None` is sent as an explicit `null` (opt out, allowed in 2026-04).
     pub change_from: Option<i64>,
 }
 
-/// The GraphQL body of one `inventorySetQuantities` call.
+/// The GraphQL body of one `inventorySetQuantities` call (each quantity at its own location).
 pub fn set_quantities_body(
     quantities: &[SetQuantity],
-    location: u64,
     idempotency_key: &str,
     reference: &str,
 ) -> Value {
-    let location = location_gid(location);
     let quantities: Vec<Value> = quantities
         .iter()
         .map(|quantity| {
             json!({
                 "inventoryItemId": inventory_item_gid(quantity.item),
-                "locationId": location,
+                "locationId": location_gid(quantity.location),
                 "quantity": quantity.quantity,
                 "changeFromQuantity": quantity.change_from,
             })

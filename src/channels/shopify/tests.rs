@@ -122,7 +122,8 @@ fn config(sim: &ShopifySimulator, skus: &[(&str, u64)], use_rest: bool) -> Shopi
         api_version: "2026-04".to_owned(),
         access_token: sim.options().access_token.clone(),
         webhook_secret: "secret".to_owned(),
-        location_id: LOCATION,
+        location_id: Some(LOCATION),
+        location_map: Vec::new(),
         use_rest,
         listings: skus
             .iter()
@@ -283,6 +284,7 @@ async fn a_throttled_batch_is_retried_with_the_same_idempotency_key() {
             "{:?}",
             [SetQuantity {
                 item: 1,
+                location: LOCATION,
                 quantity: 2,
                 change_from: Some(1)
             }]
@@ -321,4 +323,138 @@ async fn rest_pushes_one_level_per_call_and_reports_429() {
         ItemOutcome::Retryable { .. }
     ));
     assert_eq!(sim.level(1, LOCATION), Some(4));
+}
+
+/// The warehouse and the store of a two-location shop.
+const WAREHOUSE: u64 = 100;
+const STORE: u64 = 200;
+
+fn two_locations(sim: &ShopifySimulator, skus: &[(&str, u64)], use_rest: bool) -> ShopifyAdapter {
+    let mut config = config(sim, skus, use_rest);
+    config.location_id = None;
+    config.location_map = vec![
+        crate::config::ShopifyLocationMap {
+            shopify_location_id: WAREHOUSE,
+            feeds: vec!["WH".to_owned()],
+            name: Some("Warehouse".to_owned()),
+        },
+        crate::config::ShopifyLocationMap {
+            shopify_location_id: STORE,
+            feeds: vec!["STORE".to_owned(), "STORE-BACK".to_owned()],
+            name: None,
+        },
+    ];
+    ShopifyAdapter::new("shopify-test", &config, reqwest::Client::new()).unwrap()
+}
+
+#[tokio::test]
+async fn a_multi_location_channel_lists_per_location_and_sets_them_in_one_call() {
+    let sim = simulator(ShopifySimulatorOptions::default()).await;
+    for location in [WAREHOUSE, STORE] {
+        sim.set_level(1, location, 0);
+        sim.set_level(2, location, 0);
+    }
+    let adapter = two_locations(&sim, &[("A", 1), ("B", 2)], false);
+    let locations = adapter.listing_locations();
+    assert_eq!(locations.len(), 2);
+    assert_eq!(locations[0].id, "100");
+    assert_eq!(locations[0].name, "Warehouse");
+    assert_eq!(locations[1].feeds, vec!["STORE", "STORE-BACK"]);
+    assert_eq!(locations[1].name, "200", "the id names an unnamed location");
+    assert!(adapter.is_mapped("A"), "a SKU is queued, then divided");
+    assert!(adapter.is_mapped("A@100") && adapter.is_mapped("B@200"));
+    assert!(
+        !adapter.is_mapped("A@300"),
+        "not one of the channel's locations"
+    );
+    assert!(!adapter.is_mapped("C@100"));
+    assert_eq!(adapter.listing_count(), 4);
+
+    let before = sim.counters().mutations_applied;
+    let report = adapter
+        .push(&[
+            item("A@100", 5, Some(0)),
+            item("A@200", 2, Some(0)),
+            item("B@200", 7, None),
+            item("A", 9, None),
+        ])
+        .await;
+    assert!(report.error.is_none(), "{:?}", report.error);
+    assert_eq!(
+        sim.counters().mutations_applied - before,
+        1,
+        "one call for both locations"
+    );
+    let outcomes: Vec<&ItemOutcome> = report.results.iter().map(|r| &r.outcome).collect();
+    assert_eq!(outcomes[0], &ItemOutcome::Accepted { quantity: 5 });
+    assert_eq!(outcomes[1], &ItemOutcome::Accepted { quantity: 2 });
+    assert_eq!(outcomes[2], &ItemOutcome::Accepted { quantity: 7 });
+    assert!(
+        matches!(outcomes[3], ItemOutcome::Rejected { code, .. } if code == "UNMAPPED_SKU"),
+        "a bare SKU names no location: {:?}",
+        outcomes[3]
+    );
+    assert_eq!(sim.level(1, WAREHOUSE), Some(5));
+    assert_eq!(sim.level(1, STORE), Some(2));
+    assert_eq!(sim.level(2, STORE), Some(7));
+    assert_eq!(sim.level(2, WAREHOUSE), Some(0));
+
+    // Read back per location, in the order asked.
+    let levels = adapter
+        .read_levels(&[
+            "B@200".into(),
+            "A@100".into(),
+            "A@200".into(),
+            "B@100".into(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        levels.levels,
+        vec![
+            ("B@200".to_owned(), Some(7)),
+            ("A@100".to_owned(), Some(5)),
+            ("A@200".to_owned(), Some(2)),
+            ("B@100".to_owned(), Some(0)),
+        ]
+    );
+    assert_eq!(levels.requests, 2, "one read per location");
+
+    // Shopify's own level reports map back to the location's listing key.
+    assert_eq!(
+        adapter.listing_sku("1", "200"),
+        ListingMatch::Sku("A@200".into())
+    );
+    assert_eq!(
+        adapter.listing_sku("2", "100"),
+        ListingMatch::Sku("B@100".into())
+    );
+    assert_eq!(adapter.listing_sku("1", "300"), ListingMatch::OtherLocation);
+    assert_eq!(adapter.listing_sku("9", "100"), ListingMatch::Unmapped);
+}
+
+#[tokio::test]
+async fn a_multi_location_channel_over_rest_sets_each_location() {
+    let sim = simulator(ShopifySimulatorOptions::default()).await;
+    sim.set_level(1, WAREHOUSE, 0);
+    sim.set_level(1, STORE, 0);
+    let adapter = two_locations(&sim, &[("A", 1)], true);
+    for (key, quantity) in [("A@100", 3), ("A@200", 6)] {
+        let report = adapter.push(&[item(key, quantity, None)]).await;
+        assert_eq!(
+            report.results[0].outcome,
+            ItemOutcome::Accepted { quantity },
+            "{key}"
+        );
+    }
+    assert_eq!(sim.level(1, WAREHOUSE), Some(3));
+    assert_eq!(sim.level(1, STORE), Some(6));
+    let levels = adapter
+        .read_levels(&["A@200".into(), "A@100".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        levels.levels,
+        vec![("A@200".to_owned(), Some(6)), ("A@100".to_owned(), Some(3))]
+    );
 }

@@ -37,8 +37,18 @@
 //!   `cancelled_at` set) also yields one [`MovementKind::Cancellation`] per line with
 //!   `quantity: None`, after the sale: only unshipped units are released (S4).
 //! - `refunds/create`: `restock_type` `cancel` → `Cancellation { quantity: Some(q) }`;
-//!   `return` and `legacy_restock` → `Return` at the channel's first feeding location;
+//!   `return` and `legacy_restock` → `Return` at the location of ours mapped from the
+//!   refund line's `location_id` (the first location feeding that Shopify location), or at
+//!   the channel's first feeding location when the line names none or an unmapped one;
 //!   `no_restock` lines and shipping-only refunds → nothing.
+//! - POS orders (`source_name` `pos`, issue 16): the sale happened in the retail location
+//!   `location_id`, so each line's sale reserves at the location of ours mapped from it and
+//!   a [`MovementKind::Fulfilment`] of the whole line follows at once (key `{sale key}:pos`):
+//!   on-hand drops, nothing stays held. A POS order at an unmapped location is routed like
+//!   a web order and still shipped at once.
+//! - `fulfillment_orders/order_routing_complete` and `fulfillment_orders/moved` carry only
+//!   fulfillment order ids: [`Decoded::fulfillment_orders`] names them, and the receiver
+//!   reads each back and decodes it with `ingest::shopify::fulfillment`.
 //! - Lines are skipped (and reported in [`Decoded::skipped`]) when they have no SKU, are gift
 //!   cards, have quantity 0, or have `variant_inventory_management: null` (the merchant told
 //!   Shopify not to track stock for the variant: services, digital goods). A missing
@@ -176,6 +186,10 @@ pub enum WebhookTopic {
     RefundsCreate,
     /// `inventory_levels/update`.
     InventoryLevelsUpdate,
+    /// `fulfillment_orders/order_routing_complete`: Shopify assigned a new order's units.
+    FulfillmentOrdersRoutingComplete,
+    /// `fulfillment_orders/moved`: a fulfillment order moved to another location.
+    FulfillmentOrdersMoved,
     /// Any other topic (acknowledged, ignored).
     Other,
 }
@@ -190,6 +204,8 @@ impl WebhookTopic {
             "orders/cancelled" => Self::OrdersCancelled,
             "refunds/create" => Self::RefundsCreate,
             "inventory_levels/update" => Self::InventoryLevelsUpdate,
+            "fulfillment_orders/order_routing_complete" => Self::FulfillmentOrdersRoutingComplete,
+            "fulfillment_orders/moved" => Self::FulfillmentOrdersMoved,
             _ => Self::Other,
         }
     }
@@ -203,6 +219,8 @@ impl WebhookTopic {
             Self::OrdersCancelled => "orders/cancelled",
             Self::RefundsCreate => "refunds/create",
             Self::InventoryLevelsUpdate => "inventory_levels/update",
+            Self::FulfillmentOrdersRoutingComplete => "fulfillment_orders/order_routing_complete",
+            Self::FulfillmentOrdersMoved => "fulfillment_orders/moved",
             Self::Other => "other",
         }
     }
@@ -278,6 +296,9 @@ pub struct Decoded {
     pub inventory_level: Option<InventoryLevelUpdate>,
     /// Why a delivery of a stock topic yielded nothing on purpose (shown in the answer).
     pub note: Option<String>,
+    /// Fulfillment orders named by a `fulfillment_orders/*` delivery, to be read back
+    /// (thin payloads carry no lines; see `ingest::shopify::fulfillment`).
+    pub fulfillment_orders: Vec<u64>,
 }
 
 /// `source` of every movement decoded for `channel`: `shopify:{channel id}` (a bounded label).
@@ -373,6 +394,7 @@ pub fn decode(
         skipped: Vec::new(),
         inventory_level: None,
         note: None,
+        fulfillment_orders: Vec::new(),
     };
     match topic {
         WebhookTopic::OrdersCreate => {
@@ -410,6 +432,21 @@ pub fn decode(
         }
         WebhookTopic::InventoryLevelsUpdate => {
             decoded.inventory_level = Some(parse(topic, body, Some("inventory_level"))?);
+        }
+        WebhookTopic::FulfillmentOrdersRoutingComplete => {
+            let payload: RoutingCompletePayload = parse(topic, body, None)?;
+            decoded.fulfillment_orders =
+                fulfillment_order_ids(topic, [&payload.fulfillment_order])?;
+        }
+        WebhookTopic::FulfillmentOrdersMoved => {
+            let payload: MovedPayload = parse(topic, body, None)?;
+            decoded.fulfillment_orders = fulfillment_order_ids(
+                topic,
+                [
+                    &payload.moved_fulfillment_order,
+                    &payload.original_fulfillment_order,
+                ],
+            )?;
         }
         WebhookTopic::Other => {}
     }
@@ -499,6 +536,13 @@ fn decode_order(
             .and_then(crate::ingest::timestamp_ms),
         _ => None,
     };
+    // A POS sale happened in a retail location: reserve there and ship at once.
+    let pos_location = order
+        .source_name
+        .as_deref()
+        .is_some_and(|source| source.eq_ignore_ascii_case("pos"))
+        .then(|| order.location_id.and_then(|id| our_location(channel, id)))
+        .map(|location| location.into_iter().collect::<Vec<_>>());
     for line in &order.line_items {
         let sku = match stock_sku(line) {
             Ok(_) if line.quantity == 0 => Err(SkipReason::ZeroQuantity),
@@ -515,6 +559,10 @@ fn decode_order(
             }
         };
         let reservation = reservation_id(channel, &order.id, &line.id);
+        let (location, route) = match &pos_location {
+            Some(located) if !located.is_empty() => (located.first().cloned(), Vec::new()),
+            _ => (None, channel.locations.clone()),
+        };
         decoded.movements.push(movement(
             channel,
             sale_key(channel, &order.id, &line.id),
@@ -522,10 +570,22 @@ fn decode_order(
             MovementKind::Sale {
                 reservation: reservation.clone(),
                 quantity: line.quantity,
-                location: None,
-                route: channel.locations.clone(),
+                location: location.clone(),
+                route,
             },
         ));
+        if pos_location.is_some() {
+            decoded.movements.push(movement(
+                channel,
+                pos_fulfilment_key(channel, &order.id, &line.id),
+                sku,
+                MovementKind::Fulfilment {
+                    reservation: reservation.clone(),
+                    quantity: line.quantity,
+                    location,
+                },
+            ));
+        }
         if let (Some(version), Some(current)) = (version, line.current_quantity) {
             let target = current.saturating_add(order.refunded_with_stock_effect(&line.id));
             decoded.movements.push(movement(
@@ -606,7 +666,7 @@ fn decode_refund(
                 write_off: false,
             },
             Some("return") | Some("legacy_restock") => MovementKind::Return {
-                location: Some(restock_location(channel)?),
+                location: Some(restock_location(channel, refund_line.location_id)?),
                 quantity: refund_line.quantity,
                 reservation: Some(reservation),
                 restock: true,
@@ -625,16 +685,80 @@ fn decode_refund(
     Ok(())
 }
 
-/// Where restocked units go: the channel's first feeding location. Shopify's
-/// `refund_line_items[].location_id` is not mapped to our locations (config has no map yet).
-fn restock_location(channel: &ChannelConfig) -> Result<LocationId, DecodeError> {
-    channel
-        .locations
-        .first()
-        .cloned()
+/// Where restocked units go: the location of ours mapped from the refund line's Shopify
+/// `location_id` (the first that feeds it), else the channel's first feeding location.
+fn restock_location(
+    channel: &ChannelConfig,
+    shopify_location: Option<u64>,
+) -> Result<LocationId, DecodeError> {
+    shopify_location
+        .and_then(|id| our_location(channel, id))
+        .or_else(|| channel.locations.first().cloned())
         .ok_or_else(|| DecodeError::NoLocation {
             channel: channel.id.clone(),
         })
+}
+
+/// The location of ours that takes stock effects at Shopify location `shopify_location`: the
+/// first that feeds it (config order), `None` when the channel does not map it.
+pub fn our_location(channel: &ChannelConfig, shopify_location: u64) -> Option<LocationId> {
+    super::fulfillment::feeds(channel, shopify_location)
+        .into_iter()
+        .next()
+}
+
+/// Idempotency key of the fulfilment of a POS order line (shipped at the sale):
+/// `{sale key}:pos`.
+pub fn pos_fulfilment_key(channel: &ChannelConfig, order_id: &str, line_id: &str) -> String {
+    format!("{}:pos", sale_key(channel, order_id, line_id))
+}
+
+/// The distinct FO ids of a `fulfillment_orders/*` payload's FO references, in order.
+fn fulfillment_order_ids<'a>(
+    topic: WebhookTopic,
+    references: impl IntoIterator<Item = &'a Option<FulfillmentOrderRef>>,
+) -> Result<Vec<u64>, DecodeError> {
+    let mut ids = Vec::new();
+    for reference in references.into_iter().flatten() {
+        let id = crate::channels::shopify::config::parse_gid(&reference.id, "FulfillmentOrder")
+            .or_else(|| reference.id.parse().ok())
+            .ok_or_else(|| DecodeError::Payload {
+                topic: topic.as_str(),
+                message: format!("{:?} is not a fulfillment order id", reference.id),
+            })?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    if ids.is_empty() {
+        return Err(DecodeError::Payload {
+            topic: topic.as_str(),
+            message: "no fulfillment order named".to_owned(),
+        });
+    }
+    Ok(ids)
+}
+
+/// A fulfillment order as the thin `fulfillment_orders/*` payloads name it.
+#[derive(Debug, Deserialize)]
+struct FulfillmentOrderRef {
+    /// `gid://shopify/FulfillmentOrder/N`.
+    #[serde(deserialize_with = "id_string")]
+    id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct RoutingCompletePayload {
+    #[serde(default)]
+    fulfillment_order: Option<FulfillmentOrderRef>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MovedPayload {
+    #[serde(default)]
+    original_fulfillment_order: Option<FulfillmentOrderRef>,
+    #[serde(default)]
+    moved_fulfillment_order: Option<FulfillmentOrderRef>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -651,6 +775,13 @@ struct OrderPayload {
     updated_at: Option<String>,
     #[serde(default)]
     line_items: Vec<LineItemPayload>,
+    /// Where the order came from: `web`, `pos` (a sale in a retail location), an app's name.
+    #[serde(default)]
+    source_name: Option<String>,
+    /// The order's location: legacy and often null for web orders; for POS orders the
+    /// retail location of the sale (PLATFORMS.md §1.6).
+    #[serde(default, deserialize_with = "optional_id")]
+    location_id: Option<u64>,
     /// The order's refunds so far (Shopify's order resource embeds them).
     #[serde(default)]
     refunds: Vec<OrderRefundPayload>,
@@ -728,6 +859,9 @@ struct RefundLinePayload {
     quantity: u64,
     #[serde(default)]
     restock_type: Option<String>,
+    /// The Shopify location restocked units go to.
+    #[serde(default, deserialize_with = "optional_id")]
+    location_id: Option<u64>,
     #[serde(default)]
     line_item: Option<LineItemPayload>,
 }
@@ -745,6 +879,27 @@ fn id_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Er
         Id::Number(number) => number.to_string(),
         Id::Text(text) => text,
     })
+}
+
+/// An optional Shopify id: absent or null → `None`; a number, a numeric string or a
+/// `gid://shopify/Location/N` → `Some(N)`; anything else is an error.
+fn optional_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<Id>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Id::Number(number)) => Ok(Some(number)),
+        Some(Id::Text(text)) => text
+            .parse()
+            .ok()
+            .or_else(|| crate::channels::shopify::config::parse_gid(&text, "Location"))
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a Shopify id"))),
+    }
 }
 
 /// Distinguishes a present-but-null field (`Some(None)`) from an absent one (`None`, via
@@ -785,7 +940,8 @@ mod tests {
                 api_version: "2026-04".into(),
                 access_token: "token".into(),
                 webhook_secret: SECRET.into(),
-                location_id: 61000000001,
+                location_id: Some(61000000001),
+                location_map: Vec::new(),
                 use_rest: false,
                 listings: Vec::new(),
                 listings_csv: None,
@@ -1440,5 +1596,210 @@ mod tests {
         wrapped.push(b'}');
         let decoded = decode(&channel(), WebhookTopic::OrdersCreate, &wrapped).unwrap();
         assert_eq!(decoded.movements.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod location_tests {
+    //! Issue 16: POS sales, refunds restocked where Shopify says, fulfillment-order topics.
+    use super::*;
+    use crate::config::Config;
+
+    /// A shop with a warehouse (Shopify 100, fed by WH) and a store (Shopify 200, fed by
+    /// STORE then STORE-BACK).
+    fn channel() -> ChannelConfig {
+        let toml = r#"
+[[locations]]
+id = "WH"
+[[locations]]
+id = "STORE"
+[[locations]]
+id = "STORE-BACK"
+
+[[channels]]
+id = "shop"
+kind = "shopify"
+locations = ["WH", "STORE", "STORE-BACK"]
+[channels.shopify]
+shop_url = "http://127.0.0.1:1"
+access_token = "t"
+webhook_secret = "w"
+[[channels.shopify.location_map]]
+shopify_location_id = 100
+feeds = ["WH"]
+[[channels.shopify.location_map]]
+shopify_location_id = 200
+feeds = ["STORE", "STORE-BACK"]
+"#;
+        let config = Config::from_toml(toml).unwrap();
+        config.validate().unwrap();
+        config.channels[0].clone()
+    }
+
+    fn order(source_name: &str, location_id: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "id": 5501, "source_name": source_name, "location_id": location_id,
+            "line_items": [{"id": 11, "sku": "TEE-M", "quantity": 2}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pos_sale_reserves_at_the_store_and_ships_at_once() {
+        let channel = channel();
+        let decoded = decode(
+            &channel,
+            WebhookTopic::OrdersCreate,
+            &order("pos", 200.into()),
+        )
+        .unwrap();
+        assert_eq!(decoded.movements.len(), 2, "{:?}", decoded.movements);
+        assert_eq!(
+            decoded.movements[0].kind,
+            MovementKind::Sale {
+                reservation: "shop:5501:11".into(),
+                quantity: 2,
+                location: Some("STORE".into()),
+                route: Vec::new(),
+            }
+        );
+        assert_eq!(
+            decoded.movements[1].kind,
+            MovementKind::Fulfilment {
+                reservation: "shop:5501:11".into(),
+                quantity: 2,
+                location: Some("STORE".into()),
+            }
+        );
+        assert_eq!(
+            decoded.movements[1].idempotency_key,
+            pos_fulfilment_key(&channel, "5501", "11")
+        );
+        assert_ne!(
+            decoded.movements[0].idempotency_key,
+            decoded.movements[1].idempotency_key
+        );
+        // orders/updated of the same POS order repeats the same keys (duplicates).
+        let again = decode(
+            &channel,
+            WebhookTopic::OrdersUpdated,
+            &order("pos", "gid://shopify/Location/200".into()),
+        )
+        .unwrap();
+        assert_eq!(
+            again.movements[0].idempotency_key,
+            decoded.movements[0].idempotency_key
+        );
+        assert_eq!(
+            again.movements[1].idempotency_key,
+            decoded.movements[1].idempotency_key
+        );
+    }
+
+    #[test]
+    fn a_pos_sale_at_an_unmapped_location_is_routed_and_still_shipped() {
+        let decoded = decode(
+            &channel(),
+            WebhookTopic::OrdersCreate,
+            &order("pos", 999.into()),
+        )
+        .unwrap();
+        assert!(matches!(
+            &decoded.movements[0].kind,
+            MovementKind::Sale { location: None, route, .. } if route.len() == 3
+        ));
+        assert!(matches!(
+            decoded.movements[1].kind,
+            MovementKind::Fulfilment {
+                location: None,
+                quantity: 2,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_web_order_is_routed_by_the_channel_and_not_shipped() {
+        let decoded = decode(
+            &channel(),
+            WebhookTopic::OrdersCreate,
+            &order("web", serde_json::Value::Null),
+        )
+        .unwrap();
+        assert_eq!(decoded.movements.len(), 1);
+        assert!(matches!(
+            &decoded.movements[0].kind,
+            MovementKind::Sale { location: None, route, .. } if route[0].as_str() == "WH"
+        ));
+    }
+
+    fn refund(location_id: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "id": 801, "order_id": 5501,
+            "refund_line_items": [{"id": 9, "line_item_id": 11, "quantity": 1, "restock_type": "return",
+                                   "location_id": location_id, "line_item": {"id": 11, "sku": "TEE-M", "quantity": 2}}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_refund_restocks_at_the_location_shopify_names() {
+        let channel = channel();
+        let at = |location_id: serde_json::Value| {
+            let decoded =
+                decode(&channel, WebhookTopic::RefundsCreate, &refund(location_id)).unwrap();
+            match &decoded.movements[0].kind {
+                MovementKind::Return { location, .. } => {
+                    location.clone().unwrap().as_str().to_owned()
+                }
+                other => panic!("expected a return, got {other:?}"),
+            }
+        };
+        assert_eq!(at(200.into()), "STORE", "the first feed of the store");
+        assert_eq!(at(100.into()), "WH");
+        assert_eq!(
+            at(serde_json::Value::Null),
+            "WH",
+            "none named: the channel's first"
+        );
+        assert_eq!(at(999.into()), "WH", "unmapped: the channel's first");
+    }
+
+    #[test]
+    fn fulfillment_order_topics_name_the_orders_to_read_back() {
+        let channel = channel();
+        let routed = decode(
+            &channel,
+            WebhookTopic::parse("fulfillment_orders/order_routing_complete"),
+            br#"{"fulfillment_order": {"id": "gid://shopify/FulfillmentOrder/77", "status": "open"}}"#,
+        )
+        .unwrap();
+        assert_eq!(routed.fulfillment_orders, vec![77]);
+        assert!(routed.movements.is_empty());
+        let moved = decode(
+            &channel,
+            WebhookTopic::parse("fulfillment_orders/moved"),
+            br#"{"original_fulfillment_order": {"id": "gid://shopify/FulfillmentOrder/77", "status": "closed"},
+                 "moved_fulfillment_order": {"id": "gid://shopify/FulfillmentOrder/78", "status": "open"},
+                 "destination_location_id": "gid://shopify/Location/100",
+                 "source_location": {"id": "gid://shopify/Location/200"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            moved.fulfillment_orders,
+            vec![78, 77],
+            "the moved one first"
+        );
+        let empty = decode(&channel, WebhookTopic::FulfillmentOrdersMoved, b"{}");
+        assert!(
+            matches!(empty, Err(DecodeError::Payload { .. })),
+            "{empty:?}"
+        );
+        let bad = decode(
+            &channel,
+            WebhookTopic::FulfillmentOrdersRoutingComplete,
+            br#"{"fulfillment_order": {"id": "gid://shopify/Order/1"}}"#,
+        );
+        assert!(matches!(bad, Err(DecodeError::Payload { .. })), "{bad:?}");
     }
 }

@@ -26,8 +26,10 @@
 //! May depend on: `config`, `ledger`, `telemetry`, `ingest::receiver`,
 //! `ingest::shopify::decode`.
 
-use super::decode::{self as shopify, WebhookHeaders, WebhookTopic};
+use super::decode::{self as shopify, Decoded, WebhookHeaders, WebhookTopic};
+use super::fulfillment;
 use crate::config::ChannelConfig;
+use crate::domain::{LocationId, Sku};
 use crate::ingest::receiver::{ReceiverError, ReceiverState, WebhookReceipt, body_error};
 use crate::ledger::LedgerError;
 use crate::telemetry::{INGEST_WEBHOOKS_TOTAL, LEDGER_DEDUPE_HITS_TOTAL};
@@ -37,6 +39,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use crate::ingest::receiver::InventoryLevelObserver;
@@ -205,6 +208,10 @@ async fn receive(
     if topic == WebhookTopic::Other {
         tracing::debug!(channel = %channel.id, topic = ?headers.topic, "webhook topic ignored");
     }
+    let mut decoded = decoded;
+    if !decoded.fulfillment_orders.is_empty() {
+        read_fulfillment_orders(state, channel, &mut decoded).await?;
+    }
     let pending: Vec<_> = decoded
         .movements
         .iter()
@@ -236,4 +243,72 @@ async fn receive(
     }
     state.shared.deliveries.remember(keys);
     Ok(receipt)
+}
+
+/// Reads back every fulfillment order a `fulfillment_orders/*` delivery names and appends
+/// its movements (see `ingest::shopify::fulfillment`); notes say why an FO yields nothing.
+///
+/// Errors: [`ReceiverError::Unavailable`] when the shop or the ledger cannot be read (Shopify
+/// delivers again), or when no platform client is configured.
+async fn read_fulfillment_orders(
+    state: &Receiver,
+    channel: &ChannelConfig,
+    decoded: &mut Decoded,
+) -> Result<(), ReceiverError> {
+    let (Some(platforms), Some(section)) = (&state.shared.platforms, channel.shopify()) else {
+        return Err(ReceiverError::Unavailable {
+            message: "fulfillment orders cannot be read back: no Shopify client".to_owned(),
+        });
+    };
+    let client = platforms.shopify(&channel.id, section);
+    let mut notes = Vec::new();
+    for id in decoded.fulfillment_orders.clone() {
+        let fo = match fulfillment::fetch(&client, id).await {
+            Ok(Some(fo)) => fo,
+            Ok(None) => {
+                notes.push(format!("fulfillment order {id} is unknown to the shop"));
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(channel = %channel.id, error = %error, "fulfillment order not readable; shopify will retry");
+                return Err(ReceiverError::Unavailable {
+                    message: error.to_string(),
+                });
+            }
+        };
+        // Where each line's reservation is now, for the reassignment's target.
+        let mut current: HashMap<String, LocationId> = HashMap::new();
+        for line in &fo.lines {
+            let Some(sku) = line.sku.as_deref() else {
+                continue;
+            };
+            let reservation = shopify::reservation_id(channel, &fo.order_id, &line.line_item_id);
+            let known = state
+                .shared
+                .ledger
+                .known_state(&Sku::from(sku))
+                .await
+                .map_err(|error| ReceiverError::Unavailable {
+                    message: error.to_string(),
+                })?;
+            if let Some(location) = known.and_then(|sku_state| {
+                sku_state
+                    .reservations
+                    .get(reservation.as_str())
+                    .map(|line| line.location.clone())
+            }) {
+                current.insert(reservation, location);
+            }
+        }
+        let (movements, note) = fulfillment::movements(channel, &fo, &|_, reservation| {
+            current.get(reservation).cloned()
+        });
+        tracing::debug!(channel = %channel.id, fulfillment_order = id, movements = movements.len(), "fulfillment order read back");
+        decoded.movements.extend(movements);
+        notes.extend(note);
+    }
+    if !notes.is_empty() {
+        decoded.note = Some(notes.join("; "));
+    }
+    Ok(())
 }
