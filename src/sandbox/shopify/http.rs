@@ -474,7 +474,8 @@ async fn graphql(
             let id = argument(&request.query, "fulfillmentOrder", "id")
                 .and_then(|argument| argument.resolve(&request.variables))
                 .and_then(|id| parse_gid(&id, "FulfillmentOrder"));
-            let fulfillment_order = id.map_or(Value::Null, |id| state.fulfillment_order_graphql(id));
+            let fulfillment_order =
+                id.map_or(Value::Null, |id| state.fulfillment_order_graphql(id));
             let extensions = state.cost_extension(cost, Some(cost));
             (
                 StatusCode::OK,

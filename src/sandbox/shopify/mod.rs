@@ -543,13 +543,8 @@ impl Inner {
         let now_ms = self.now_ms();
         let (order, level_events) = {
             let mut state = self.lock();
-            let order = state.place_order(
-                self.options.deny_oversell,
-                source,
-                location,
-                lines,
-                now_ms,
-            )?;
+            let order =
+                state.place_order(self.options.deny_oversell, source, location, lines, now_ms)?;
             let changed: Vec<(u64, u64)> = lines
                 .iter()
                 .map(|line| (line.inventory_item_id, location))
@@ -601,7 +596,11 @@ impl Inner {
         };
         let body = fulfillment::moved_json(fulfillment_order_id, from, new_location_id);
         let outcome = self
-            .deliver(&WebhookEvent::new("fulfillment_orders/moved", &body, now_ms))
+            .deliver(&WebhookEvent::new(
+                "fulfillment_orders/moved",
+                &body,
+                now_ms,
+            ))
             .await;
         self.spawn_deliveries(level_events);
         Ok(FulfillmentOrderMove {
@@ -985,9 +984,7 @@ impl ShopifySimulator {
     /// The fulfillment orders of an order (the sandbox keeps one per order); empty when
     /// the order is unknown.
     pub fn fulfillment_orders(&self, order_id: u64) -> Vec<SandboxFulfillmentOrder> {
-        self.inner
-            .fulfillment_orders(order_id)
-            .unwrap_or_default()
+        self.inner.fulfillment_orders(order_id).unwrap_or_default()
     }
 
     /// Cancels an order (with `restock`, its units return to `available`) and POSTs a

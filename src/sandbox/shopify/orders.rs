@@ -83,7 +83,14 @@ impl SimState {
 
     /// Moves `committed` units: `delta > 0` commits more (available drops), `delta < 0`
     /// releases (`restock`: back to available; otherwise out of on-hand).
-    pub(super) fn commit_units(&mut self, item: u64, location: u64, delta: i64, restock: bool, now_ms: i64) {
+    pub(super) fn commit_units(
+        &mut self,
+        item: u64,
+        location: u64,
+        delta: i64,
+        restock: bool,
+        now_ms: i64,
+    ) {
         let level = self
             .levels
             .entry((item, location))

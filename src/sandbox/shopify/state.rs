@@ -793,8 +793,12 @@ impl SimState {
                 }
             }
             let line_id = id * 100 + index as u64 + 1;
-            let mut record =
-                SimLineRecord::new(line_id, line.inventory_item_id, line.sku.clone(), line.quantity);
+            let mut record = SimLineRecord::new(
+                line_id,
+                line.inventory_item_id,
+                line.sku.clone(),
+                line.quantity,
+            );
             if source == OrderSource::Pos {
                 record.fulfilled = line.quantity;
             }
@@ -804,7 +808,8 @@ impl SimState {
         }
         let fulfillment_order_id = self.next_fulfillment_order_id;
         self.next_fulfillment_order_id += 1;
-        self.fulfillment_order_index.insert(fulfillment_order_id, id);
+        self.fulfillment_order_index
+            .insert(fulfillment_order_id, id);
         let status = match source {
             OrderSource::Web => super::FulfillmentOrderStatus::Open,
             OrderSource::Pos => super::FulfillmentOrderStatus::Closed,
