@@ -105,6 +105,17 @@ pub struct FulfillmentOrderMove {
     pub webhook: WebhookOutcome,
 }
 
+/// What a move changed in the shop (before its webhooks are sent).
+#[derive(Debug)]
+pub(crate) struct MovedUnits {
+    /// The order whose FO moved.
+    pub order_id: u64,
+    /// The FO's location before the move.
+    pub from_location: u64,
+    /// The levels changed, as (inventory item, location).
+    pub changed: Vec<(u64, u64)>,
+}
+
 /// Units of a line still to ship (0 once the order is cancelled).
 fn remaining(order: &SimOrderRecord, line: &SimLineRecord) -> u64 {
     if order.cancelled_at_ms.is_some() {
@@ -167,8 +178,7 @@ impl SimOrderRecord {
 impl SimState {
     /// Moves an open FO, as a whole, to `new_location`: the open units of every line are
     /// released at the old location (back into `available`) and committed at the new one
-    /// (its `available` drops); fulfilments then ship from the new location. Returns the
-    /// order id, the old location and the levels changed.
+    /// (its `available` drops); fulfilments then ship from the new location.
     ///
     /// Errors: [`SimulatorError::UnknownFulfillmentOrder`]; [`SimulatorError::Invalid`] for
     /// a closed or cancelled FO or a move to its own location;
@@ -180,7 +190,7 @@ impl SimState {
         fulfillment_order_id: u64,
         new_location: u64,
         now_ms: i64,
-    ) -> Result<(u64, u64, Vec<(u64, u64)>), SimulatorError> {
+    ) -> Result<MovedUnits, SimulatorError> {
         let unknown = SimulatorError::UnknownFulfillmentOrder {
             fulfillment_order_id,
         };
@@ -243,7 +253,11 @@ impl SimState {
             .expect("the order was found above");
         order.location_id = new_location;
         order.fulfillment_order.updated_at_ms = now_ms;
-        Ok((order_id, old_location, changed))
+        Ok(MovedUnits {
+            order_id,
+            from_location: old_location,
+            changed,
+        })
     }
 
     /// The GraphQL `fulfillmentOrder(id:)` answer; `null` for an unknown id.

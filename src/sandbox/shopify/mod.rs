@@ -586,13 +586,14 @@ impl Inner {
         let now_ms = self.now_ms();
         let (order_id, from, level_events) = {
             let mut state = self.lock();
-            let (order_id, from, changed) = state.move_fulfillment_order(
+            let moved = state.move_fulfillment_order(
                 self.options.auto_create_levels,
                 fulfillment_order_id,
                 new_location_id,
                 now_ms,
             )?;
-            (order_id, from, self.level_events(&state, &changed, now_ms))
+            let events = self.level_events(&state, &moved.changed, now_ms);
+            (moved.order_id, moved.from_location, events)
         };
         let body = fulfillment::moved_json(fulfillment_order_id, from, new_location_id);
         let outcome = self
