@@ -1,7 +1,7 @@
 //! The simulator's axum routes: auth, version resolution, rate buckets and the JSON shapes
 //! of PLATFORMS.md §1.2, §1.4 and §1.9.
 
-use super::state::{MutationResult, graphql_error, parse_gid};
+use super::state::{MutationResult, OrderSource, graphql_error, parse_gid};
 use super::{
     FulfilLineRequest, Inner, OrderEditRequest, RefundLineRequest, SimOrderLine, SimulatorError,
 };
@@ -51,8 +51,8 @@ pub(crate) fn sandbox_routes() -> SandboxRoutes<Arc<Inner>> {
         .add(
             Post,
             "/_sandbox/orders",
-            "take an order (decrements available, sends orders/create)",
-            Some(r#"{"location_id": 1, "line_items": [{"inventory_item_id": 10, "sku": "SKU-10", "quantity": 2}]}"#),
+            "take an order: source_name web (default: commits at location_id under an open fulfillment order, sends orders/create then fulfillment_orders/order_routing_complete) or pos (sold and fulfilled in the store: on_hand and available drop, sends orders/create only)",
+            Some(r#"{"location_id": 1, "source_name": "web", "line_items": [{"inventory_item_id": 10, "sku": "SKU-10", "quantity": 2}]}"#),
             sandbox_place_order,
         )
         .add(
@@ -61,6 +61,20 @@ pub(crate) fn sandbox_routes() -> SandboxRoutes<Arc<Inner>> {
             "the order as the REST resource (current_quantity, fulfillable_quantity, cancel_reason)",
             None,
             sandbox_order,
+        )
+        .add(
+            Get,
+            "/_sandbox/orders/{order_id}/fulfillment_orders",
+            "the order's fulfillment orders (id, status, assigned_location_id, line_items with total and remaining quantity)",
+            None,
+            sandbox_fulfillment_orders,
+        )
+        .add(
+            Post,
+            "/_sandbox/fulfillment_orders/{fulfillment_order_id}/move",
+            "move an open fulfillment order to another location (its open units are committed there); sends fulfillment_orders/moved",
+            Some(r#"{"new_location_id": 2}"#),
+            sandbox_move_fulfillment_order,
         )
         .add(
             Post,
@@ -216,6 +230,14 @@ fn argument_at(rest: &str, argument: &str) -> Option<ArgumentValue> {
             .ok()
             .map(|number| ArgumentValue::Literal(Value::from(number))),
     }
+}
+
+/// Whether `field(` (whitespace allowed before the parenthesis) occurs in the query, so
+/// `fulfillmentOrder(` matches and `fulfillmentOrders(` does not.
+fn is_field_call(query: &str, field: &str) -> bool {
+    query
+        .match_indices(field)
+        .any(|(start, _)| query[start + field.len()..].trim_start().starts_with('('))
 }
 
 enum ArgumentValue {
@@ -389,6 +411,7 @@ async fn graphql(
         .into_iter()
         .find(|name| request.query.contains(name));
     let is_levels = request.query.contains("inventoryLevel");
+    let is_fulfillment_order = is_field_call(&request.query, "fulfillmentOrder");
     let options = &inner.options;
     let mut committed = None;
     let cost = if is_mutation || edit_mutation.is_some() {
@@ -447,6 +470,18 @@ async fn graphql(
                 json!({ "data": data, "extensions": extensions }),
                 Vec::new(),
             )
+        } else if is_fulfillment_order {
+            let id = argument(&request.query, "fulfillmentOrder", "id")
+                .and_then(|argument| argument.resolve(&request.variables))
+                .and_then(|id| parse_gid(&id, "FulfillmentOrder"));
+            let fulfillment_order =
+                id.map_or(Value::Null, |id| state.fulfillment_order_graphql(id));
+            let extensions = state.cost_extension(cost, Some(cost));
+            (
+                StatusCode::OK,
+                json!({ "data": { "fulfillmentOrder": fulfillment_order }, "extensions": extensions }),
+                Vec::new(),
+            )
         } else if is_levels {
             let data = read_levels(&state, &request.variables);
             let extensions = state.cost_extension(cost, Some(cost));
@@ -458,7 +493,7 @@ async fn graphql(
         } else {
             let extensions = state.cost_extension(cost, Some(0.0));
             let errors = graphql_error(
-                "the sandbox implements inventorySetQuantities, the orderEdit* mutations and inventory-level reads only",
+                "the sandbox implements inventorySetQuantities, the orderEdit* mutations, inventory-level reads and fulfillmentOrder(id:) only",
                 "UNSUPPORTED_BY_SANDBOX",
                 &[],
             );
@@ -795,12 +830,17 @@ async fn sandbox_set_level(State(inner): Shared, Json(body): Json<SetLevelBody>)
 #[derive(Deserialize)]
 struct PlaceOrderBody {
     location_id: Option<u64>,
+    /// `web` (the default) or `pos`.
+    #[serde(default)]
+    source_name: Option<String>,
     line_items: Vec<SimOrderLine>,
 }
 
 fn simulator_error(error: SimulatorError) -> Response {
     let status = match error {
-        SimulatorError::UnknownOrder { .. } => StatusCode::NOT_FOUND,
+        SimulatorError::UnknownOrder { .. } | SimulatorError::UnknownFulfillmentOrder { .. } => {
+            StatusCode::NOT_FOUND
+        }
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };
     (status, Json(json!({ "errors": [error.to_string()] }))).into_response()
@@ -810,8 +850,43 @@ async fn sandbox_place_order(State(inner): Shared, Json(body): Json<PlaceOrderBo
     let location = body
         .location_id
         .unwrap_or(inner.options.default_location_id);
-    match inner.place_order(location, &body.line_items).await {
+    let source = match body.source_name.as_deref() {
+        None | Some("web") => OrderSource::Web,
+        Some("pos") => OrderSource::Pos,
+        Some(other) => {
+            return simulator_error(SimulatorError::Invalid {
+                message: format!("source_name {other:?} is not one of web, pos"),
+            });
+        }
+    };
+    match inner.place_order(source, location, &body.line_items).await {
         Ok(order) => (StatusCode::CREATED, Json(order)).into_response(),
+        Err(error) => simulator_error(error),
+    }
+}
+
+async fn sandbox_fulfillment_orders(State(inner): Shared, Path(order_id): Path<u64>) -> Response {
+    match inner.fulfillment_orders(order_id) {
+        Some(orders) => Json(json!({ "fulfillment_orders": orders })).into_response(),
+        None => simulator_error(SimulatorError::UnknownOrder { order_id }),
+    }
+}
+
+#[derive(Deserialize)]
+struct MoveBody {
+    new_location_id: u64,
+}
+
+async fn sandbox_move_fulfillment_order(
+    State(inner): Shared,
+    Path(fulfillment_order_id): Path<u64>,
+    Json(body): Json<MoveBody>,
+) -> Response {
+    match inner
+        .move_fulfillment_order(fulfillment_order_id, body.new_location_id)
+        .await
+    {
+        Ok(moved) => Json(moved).into_response(),
         Err(error) => simulator_error(error),
     }
 }

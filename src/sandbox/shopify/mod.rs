@@ -15,10 +15,16 @@
 //!   `orderEditSetQuantity(id:, lineItemId: gid://shopify/CalculatedLineItem/N, quantity:, restock:)`
 //!   (0 removes the line), `orderEditAddVariant(id:, variantId: gid://shopify/ProductVariant/<item>, quantity:)`,
 //!   `orderEditCommit(id:)` → `order { id }`; refusals are `userErrors`;
+//! - the `fulfillmentOrder(id:)` query on the same endpoint (`id status updatedAt order {
+//!   id legacyResourceId } assignedLocation { location { id legacyResourceId } } lineItems {
+//!   nodes { id totalQuantity remainingQuantity lineItem { id sku quantity } } }`, `null`
+//!   for an unknown id);
 //! - `GET /_sandbox`: the index of every endpoint below (method, path, example body), built
 //!   from the same table as the routes ([`crate::sandbox::index`]);
 //! - `GET|POST /_sandbox/levels` (`{inventory_item_id, location_id, available, sku?}`),
-//!   `POST /_sandbox/orders`, `GET /_sandbox/orders/{id}`,
+//!   `POST /_sandbox/orders` (`source_name` `web`, the default, or `pos`),
+//!   `GET /_sandbox/orders/{id}`, `GET /_sandbox/orders/{id}/fulfillment_orders`,
+//!   `POST /_sandbox/fulfillment_orders/{id}/move` (`{new_location_id}`),
 //!   `POST /_sandbox/orders/{id}/cancel` (`{restock, reason}`; reason `customer`, `inventory`, …),
 //!   `POST /_sandbox/orders/{id}/edit` (`{set: [{line_item_id, quantity, restock}], add:
 //!   [{inventory_item_id, sku?, quantity}]}`: the whole order-edit flow in one call),
@@ -30,7 +36,18 @@
 //!
 //! and the outgoing signed webhooks (`orders/create`, `orders/updated`, `orders/edited`,
 //! `orders/cancelled`, `refunds/create`, `fulfillments/create` (opt-in),
-//! `inventory_levels/update`, §1.6–§1.7). A committed edit sends `orders/edited` (the
+//! `fulfillment_orders/order_routing_complete`, `fulfillment_orders/moved`,
+//! `inventory_levels/update`, §1.6–§1.7).
+//!
+//! Multi-location: a web order commits its units at one location and gets one fulfillment
+//! order assigned there (`orders/create` is followed by the thin
+//! `fulfillment_orders/order_routing_complete`, `{"fulfillment_order": {id, status}}`); its
+//! REST body has `source_name: "web"` and `location_id: null`. Moving the fulfillment order
+//! ([`ShopifySimulator::move_fulfillment_order`]) moves the committed units and sends
+//! `fulfillment_orders/moved`; fulfilments ship from the assigned location, cancelling the
+//! order cancels an open fulfillment order. A POS order ([`ShopifySimulator::place_pos_order`])
+//! takes the units off the store's shelf at once, is fulfilled, has a closed fulfillment
+//! order, `source_name: "pos"` and the store's `location_id`, and sends only `orders/create`. A committed edit sends `orders/edited` (the
 //! `{"order_edit": {id, order_id, created_at, committed_at, line_items: {additions: [{id,
 //! delta}], removals: [{id, delta}]}, …}}` body) and then `orders/updated` (the order, whose
 //! lines keep `quantity` and change `current_quantity`; added lines are appended). A
@@ -54,6 +71,7 @@
 //! May depend on: `clock` and `signing` only (standalone otherwise).
 
 pub mod demo;
+mod fulfillment;
 mod http;
 mod orders;
 mod state;
@@ -61,13 +79,17 @@ mod state;
 mod tests;
 mod webhook;
 
+pub use fulfillment::{
+    FulfillmentOrderMove, FulfillmentOrderStatus, SandboxFulfillmentOrder,
+    SandboxFulfillmentOrderLine,
+};
 pub use orders::{FulfilLineRequest, RefundLineRequest};
 pub use webhook::{verify_webhook_signature, webhook_signature};
 
 use crate::clock::{self, SharedClock};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use state::SimState;
+use state::{OrderSource, SimState};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -245,6 +267,8 @@ pub struct PlacedOrder {
     pub body: Value,
     /// The delivery of the `orders/create` (or `orders/cancelled`) webhook.
     pub webhook: WebhookOutcome,
+    /// The order's fulfillment order (open for a web order, closed for a POS one).
+    pub fulfillment_order_id: u64,
 }
 
 /// Why a simulator call was refused.
@@ -277,6 +301,12 @@ pub enum SimulatorError {
     UnknownOrder {
         /// Order id.
         order_id: u64,
+    },
+    /// No such fulfillment order.
+    #[error("fulfillment order {fulfillment_order_id} does not exist")]
+    UnknownFulfillmentOrder {
+        /// Fulfillment order id.
+        fulfillment_order_id: u64,
     },
     /// The order was cancelled before.
     #[error("order {order_id} is already cancelled")]
@@ -502,15 +532,19 @@ impl Inner {
         self.spawn_deliveries(events);
     }
 
+    /// Takes a web or POS order; sends `orders/create` and, for a web order, then
+    /// `fulfillment_orders/order_routing_complete` (waiting for each), then the level updates.
     async fn place_order(
         self: &Arc<Self>,
+        source: OrderSource,
         location: u64,
         lines: &[SimOrderLine],
     ) -> Result<PlacedOrder, SimulatorError> {
         let now_ms = self.now_ms();
         let (order, level_events) = {
             let mut state = self.lock();
-            let order = state.place_order(self.options.deny_oversell, location, lines, now_ms)?;
+            let order =
+                state.place_order(self.options.deny_oversell, source, location, lines, now_ms)?;
             let changed: Vec<(u64, u64)> = lines
                 .iter()
                 .map(|line| (line.inventory_item_id, location))
@@ -522,10 +556,59 @@ impl Inner {
         let outcome = self
             .deliver(&WebhookEvent::new("orders/create", &body, now_ms))
             .await;
+        let fulfillment_order_id = order.fulfillment_order.id;
+        if source == OrderSource::Web {
+            let routed = fulfillment::routing_complete_json(fulfillment_order_id);
+            self.deliver(&WebhookEvent::new(
+                "fulfillment_orders/order_routing_complete",
+                &routed,
+                now_ms,
+            ))
+            .await;
+        }
         self.spawn_deliveries(level_events);
         Ok(PlacedOrder {
             order_id: order.id,
             name: format!("#{}", order.number),
+            body,
+            webhook: outcome,
+            fulfillment_order_id,
+        })
+    }
+
+    /// Moves a fulfillment order; sends `fulfillment_orders/moved` (waiting for it), then
+    /// the level updates.
+    async fn move_fulfillment_order(
+        self: &Arc<Self>,
+        fulfillment_order_id: u64,
+        new_location_id: u64,
+    ) -> Result<FulfillmentOrderMove, SimulatorError> {
+        let now_ms = self.now_ms();
+        let (order_id, from, level_events) = {
+            let mut state = self.lock();
+            let moved = state.move_fulfillment_order(
+                self.options.auto_create_levels,
+                fulfillment_order_id,
+                new_location_id,
+                now_ms,
+            )?;
+            let events = self.level_events(&state, &moved.changed, now_ms);
+            (moved.order_id, moved.from_location, events)
+        };
+        let body = fulfillment::moved_json(fulfillment_order_id, from, new_location_id);
+        let outcome = self
+            .deliver(&WebhookEvent::new(
+                "fulfillment_orders/moved",
+                &body,
+                now_ms,
+            ))
+            .await;
+        self.spawn_deliveries(level_events);
+        Ok(FulfillmentOrderMove {
+            order_id,
+            fulfillment_order_id,
+            from_location_id: from,
+            to_location_id: new_location_id,
             body,
             webhook: outcome,
         })
@@ -563,6 +646,7 @@ impl Inner {
             name: format!("#{}", order.number),
             body,
             webhook: outcome,
+            fulfillment_order_id: order.fulfillment_order.id,
         })
     }
 }
@@ -713,6 +797,13 @@ impl Inner {
     fn order_body(&self, order_id: u64) -> Option<Value> {
         self.lock().orders.get(&order_id).map(webhook::order_json)
     }
+
+    fn fulfillment_orders(&self, order_id: u64) -> Option<Vec<SandboxFulfillmentOrder>> {
+        self.lock()
+            .orders
+            .get(&order_id)
+            .map(|order| vec![order.fulfillment_order_view()])
+    }
 }
 
 /// One webhook event in the delivery log (`GET /_sandbox/webhooks`).
@@ -838,16 +929,63 @@ impl ShopifySimulator {
         self.inner.lock().webhook_url = url;
     }
 
-    /// Takes an order at `location_id`: decrements `available` of every line (all or none),
-    /// then POSTs a signed `orders/create` webhook and waits for its answer.
+    /// Takes a web order at `location_id`: commits every line there (`available` drops,
+    /// all or none) under one open fulfillment order assigned to `location_id`, then POSTs
+    /// signed `orders/create` and `fulfillment_orders/order_routing_complete` webhooks and
+    /// waits for their answers.
     ///
-    /// Errors: [`SimulatorError::UnknownLevel`], [`SimulatorError::InsufficientStock`].
+    /// Errors: [`SimulatorError::UnknownLevel`], [`SimulatorError::InsufficientStock`],
+    /// [`SimulatorError::Invalid`] (more than 250 lines).
     pub async fn place_order(
         &self,
         location_id: u64,
         lines: &[SimOrderLine],
     ) -> Result<PlacedOrder, SimulatorError> {
-        self.inner.place_order(location_id, lines).await
+        self.inner
+            .place_order(OrderSource::Web, location_id, lines)
+            .await
+    }
+
+    /// Takes a point-of-sale order in the store at `location_id`: the units leave
+    /// `on_hand` and `available` there at once (all lines or none), the order is fulfilled
+    /// (its fulfillment order is closed) and its body has `source_name: "pos"` and
+    /// `location_id`. POSTs only `orders/create` (then the level updates).
+    ///
+    /// Errors: [`SimulatorError::UnknownLevel`], [`SimulatorError::InsufficientStock`]
+    /// (under [`ShopifySimulatorOptions::deny_oversell`]), [`SimulatorError::Invalid`].
+    pub async fn place_pos_order(
+        &self,
+        location_id: u64,
+        lines: &[SimOrderLine],
+    ) -> Result<PlacedOrder, SimulatorError> {
+        self.inner
+            .place_order(OrderSource::Pos, location_id, lines)
+            .await
+    }
+
+    /// Moves an open fulfillment order, as a whole, to `new_location_id` (the admin's
+    /// "Change location"): its open units are released at the old location and committed
+    /// at the new one, later fulfilments ship from there; then POSTs
+    /// `fulfillment_orders/moved` and waits for its answer (level updates follow).
+    ///
+    /// Errors: [`SimulatorError::UnknownFulfillmentOrder`]; [`SimulatorError::Invalid`]
+    /// (closed or cancelled FO, or the location it already has);
+    /// [`SimulatorError::UnknownLevel`] (the new location does not stock a line's item and
+    /// [`ShopifySimulatorOptions::auto_create_levels`] is off).
+    pub async fn move_fulfillment_order(
+        &self,
+        fulfillment_order_id: u64,
+        new_location_id: u64,
+    ) -> Result<FulfillmentOrderMove, SimulatorError> {
+        self.inner
+            .move_fulfillment_order(fulfillment_order_id, new_location_id)
+            .await
+    }
+
+    /// The fulfillment orders of an order (the sandbox keeps one per order); empty when
+    /// the order is unknown.
+    pub fn fulfillment_orders(&self, order_id: u64) -> Vec<SandboxFulfillmentOrder> {
+        self.inner.fulfillment_orders(order_id).unwrap_or_default()
     }
 
     /// Cancels an order (with `restock`, its units return to `available`) and POSTs a

@@ -83,7 +83,14 @@ impl SimState {
 
     /// Moves `committed` units: `delta > 0` commits more (available drops), `delta < 0`
     /// releases (`restock`: back to available; otherwise out of on-hand).
-    fn commit_units(&mut self, item: u64, location: u64, delta: i64, restock: bool, now_ms: i64) {
+    pub(super) fn commit_units(
+        &mut self,
+        item: u64,
+        location: u64,
+        delta: i64,
+        restock: bool,
+        now_ms: i64,
+    ) {
         let level = self
             .levels
             .entry((item, location))
@@ -318,6 +325,7 @@ impl SimState {
                 .push(SimLineRecord::new(*line_id, *item, sku.clone(), *quantity));
         }
         order.updated_at_ms = now_ms;
+        order.sync_fulfillment_order(now_ms);
         let order = order.clone();
         let mut additions = Vec::new();
         let mut removals = Vec::new();
@@ -407,6 +415,7 @@ impl SimState {
             order.lines[*index].fulfilled += units;
         }
         order.updated_at_ms = now_ms;
+        order.sync_fulfillment_order(now_ms);
         let order = order.clone();
         let line_items: Vec<Value> = shipped
             .iter()
@@ -546,6 +555,7 @@ impl SimState {
         let stored = self.order_mut(order_id)?;
         stored.lines = working;
         stored.updated_at_ms = now_ms;
+        stored.sync_fulfillment_order(now_ms);
         let order = stored.clone();
         let refund_lines: Vec<Value> = plan
             .iter()

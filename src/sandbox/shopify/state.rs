@@ -188,6 +188,38 @@ pub(crate) struct SimOrderRecord {
     /// The order's refunds so far, as the REST refund resource (the order body embeds them
     /// as `refunds`, like Shopify's); at most [`MAX_REFUNDS_PER_ORDER`].
     pub refunds: Vec<Value>,
+    /// Where the order came from (`source_name`: `web` or `pos`).
+    pub source: OrderSource,
+    /// The order's one fulfillment order; its assigned location is `location_id`.
+    pub fulfillment_order: SimFulfillmentOrder,
+}
+
+/// Where an order was taken (`source_name` of the REST order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OrderSource {
+    /// The online store: units are committed at the assigned location until fulfilled.
+    Web,
+    /// A point-of-sale checkout: the units leave the store's shelf at once.
+    Pos,
+}
+
+impl OrderSource {
+    /// `source_name` as Shopify writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Web => "web",
+            Self::Pos => "pos",
+        }
+    }
+}
+
+/// An order's fulfillment order: its id, status and last change (the assigned location is
+/// the order's `location_id`, the line items are derived from the order's lines).
+#[derive(Clone, Debug)]
+pub(crate) struct SimFulfillmentOrder {
+    pub id: u64,
+    pub status: super::FulfillmentOrderStatus,
+    pub updated_at_ms: i64,
 }
 
 /// Most refunds one sandbox order keeps (a further refund is refused).
@@ -239,6 +271,10 @@ pub(crate) struct SimState {
     pub next_added_line_id: u64,
     pub next_fulfillment_id: u64,
     pub next_refund_id: u64,
+    /// The id of the next fulfillment order.
+    pub next_fulfillment_order_id: u64,
+    /// Fulfillment order id → order id (one entry per order).
+    pub fulfillment_order_index: BTreeMap<u64, u64>,
     /// The SKU each inventory item was listed or sold under (for `orderEditAddVariant`).
     pub item_skus: BTreeMap<u64, String>,
     /// The last `DELIVERIES_MAX` webhook events, oldest first.
@@ -302,6 +338,8 @@ impl SimState {
             next_added_line_id: 900_000_000_000_001,
             next_fulfillment_id: 4_400_000_000,
             next_refund_id: 8_800_000_000,
+            next_fulfillment_order_id: 7_700_000_001,
+            fulfillment_order_index: BTreeMap::new(),
             item_skus: BTreeMap::new(),
             deliveries: VecDeque::new(),
             next_delivery_id: 1,
@@ -701,15 +739,28 @@ impl SimState {
         Ok(delta != 0)
     }
 
-    /// Takes an order: decrements `available` of every line at `location` (what Shopify
-    /// does at order creation, §1.5). All lines or none.
+    /// Takes an order at `location`, all lines or none (refused beyond
+    /// [`ORDER_LINES_MAX`](super::orders::ORDER_LINES_MAX) lines). A web order commits its
+    /// units there (`available` drops, `on_hand` stays until fulfilment, §1.5) and opens a
+    /// fulfillment order assigned to `location`; a POS order takes the units off the shelf
+    /// (`available` and `on_hand` drop), is fulfilled at once and its fulfillment order is
+    /// `CLOSED`.
     pub fn place_order(
         &mut self,
         deny_oversell: bool,
+        source: OrderSource,
         location: u64,
         lines: &[super::SimOrderLine],
         now_ms: i64,
     ) -> Result<SimOrderRecord, SimulatorError> {
+        if lines.len() > super::orders::ORDER_LINES_MAX {
+            return Err(SimulatorError::Invalid {
+                message: format!(
+                    "an order has at most {} lines",
+                    super::orders::ORDER_LINES_MAX
+                ),
+            });
+        }
         for line in lines {
             let level = self.levels.get(&(line.inventory_item_id, location)).ok_or(
                 SimulatorError::UnknownLevel {
@@ -736,19 +787,33 @@ impl SimState {
             if let Some(level) = self.levels.get_mut(&(line.inventory_item_id, location)) {
                 let after = level.available - requested;
                 level.set_available(after, now_ms);
-                // An order commits stock: on-hand stays until fulfilment.
-                level.on_hand += requested;
+                if source == OrderSource::Web {
+                    // A web order commits stock: on-hand stays until fulfilment.
+                    level.on_hand += requested;
+                }
             }
             let line_id = id * 100 + index as u64 + 1;
-            records.push(SimLineRecord::new(
+            let mut record = SimLineRecord::new(
                 line_id,
                 line.inventory_item_id,
                 line.sku.clone(),
                 line.quantity,
-            ));
+            );
+            if source == OrderSource::Pos {
+                record.fulfilled = line.quantity;
+            }
+            records.push(record);
             self.item_skus
                 .insert(line.inventory_item_id, line.sku.clone());
         }
+        let fulfillment_order_id = self.next_fulfillment_order_id;
+        self.next_fulfillment_order_id += 1;
+        self.fulfillment_order_index
+            .insert(fulfillment_order_id, id);
+        let status = match source {
+            OrderSource::Web => super::FulfillmentOrderStatus::Open,
+            OrderSource::Pos => super::FulfillmentOrderStatus::Closed,
+        };
         let order = SimOrderRecord {
             id,
             number,
@@ -757,9 +822,15 @@ impl SimState {
             updated_at_ms: now_ms,
             cancelled_at_ms: None,
             cancel_reason: None,
-            fulfillments: 0,
+            fulfillments: u64::from(source == OrderSource::Pos),
             lines: records,
             refunds: Vec::new(),
+            source,
+            fulfillment_order: SimFulfillmentOrder {
+                id: fulfillment_order_id,
+                status,
+                updated_at_ms: now_ms,
+            },
         };
         self.orders.insert(id, order.clone());
         Ok(order)
@@ -790,6 +861,11 @@ impl SimState {
         order.cancelled_at_ms = Some(now_ms);
         order.cancel_reason = Some(reason.to_owned());
         order.updated_at_ms = now_ms;
+        // An open fulfillment order is cancelled with its order; a closed one stays closed.
+        if order.fulfillment_order.status == super::FulfillmentOrderStatus::Open {
+            order.fulfillment_order.status = super::FulfillmentOrderStatus::Cancelled;
+            order.fulfillment_order.updated_at_ms = now_ms;
+        }
         let order = order.clone();
         for (item, units) in open {
             let units = i64::try_from(units).unwrap_or(i64::MAX);

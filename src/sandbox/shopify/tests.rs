@@ -384,6 +384,14 @@ async fn orders_decrement_available_and_send_a_signed_webhook() {
     assert_eq!(order_json["line_items"][0]["sku"], "SKU-10");
     assert_eq!(order_json["line_items"][0]["quantity"], 2);
     assert_eq!(order_json["name"], order.name);
+    let (headers, _) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        headers.get("x-shopify-topic").unwrap(),
+        "fulfillment_orders/order_routing_complete"
+    );
 
     let too_much = SimOrderLine {
         quantity: 9,
@@ -525,6 +533,10 @@ async fn shop_with_order(
         .await
         .unwrap();
     assert_eq!(next_delivery(&mut rx).await.0, "orders/create");
+    assert_eq!(
+        next_delivery(&mut rx).await.0,
+        "fulfillment_orders/order_routing_complete"
+    );
     let lines = &order.body["line_items"];
     let (l1, l2) = (
         lines[0]["id"].as_u64().unwrap(),
@@ -900,7 +912,7 @@ async fn a_past_delivery_can_be_sent_again_with_the_same_body_and_event_id() {
         .await
         .unwrap();
     let deliveries = log["deliveries"].as_array().unwrap();
-    assert_eq!(deliveries.len(), 3);
+    assert_eq!(deliveries.len(), 4);
     let edited = deliveries
         .iter()
         .find(|d| d["topic"] == "orders/edited")
@@ -1002,4 +1014,433 @@ async fn the_sandbox_index_lists_every_control_endpoint_from_the_route_table() {
             assert_eq!(status.as_u16(), 200, "{path}");
         }
     }
+}
+
+/// Two locations: A (1) and B (2).
+const A: u64 = 1;
+const B: u64 = 2;
+
+/// A shop with TEE-M (item 1) stocked at A (10) and B (6), webhooks to a receiver.
+async fn two_location_shop(
+    options: ShopifySimulatorOptions,
+) -> (
+    ShopifySimulator,
+    tokio::sync::mpsc::UnboundedReceiver<Delivery>,
+) {
+    let (url, rx) = receiver().await;
+    let sim = simulator(ShopifySimulatorOptions {
+        webhook_url: Some(url),
+        ..options
+    })
+    .await;
+    sim.set_level(1, A, 10);
+    sim.set_level(1, B, 6);
+    (sim, rx)
+}
+
+/// (available, on_hand) of item 1 at `location`.
+fn tee(sim: &ShopifySimulator, location: u64) -> (i64, i64) {
+    let level = sim
+        .levels()
+        .into_iter()
+        .find(|level| level.inventory_item_id == 1 && level.location_id == location)
+        .unwrap();
+    (level.available, level.on_hand)
+}
+
+/// The GraphQL `fulfillmentOrder(id:)` answer for `id` (a GID).
+async fn query_fulfillment_order(sim: &ShopifySimulator, id: &str) -> Value {
+    let query = json!({
+        "query": "query FO($id: ID!) { fulfillmentOrder(id: $id) { id status updatedAt order { id legacyResourceId } assignedLocation { location { id legacyResourceId } } lineItems(first: 50) { nodes { id totalQuantity remainingQuantity lineItem { id sku quantity } } } } }",
+        "variables": { "id": id },
+    });
+    let (status, body) = post_graphql(sim, "2026-04", TOKEN, &query).await;
+    assert_eq!(status, 200);
+    body
+}
+
+/// Topics of the delivery log, oldest first.
+fn logged_topics(sim: &ShopifySimulator) -> Vec<String> {
+    sim.deliveries().into_iter().map(|d| d.topic).collect()
+}
+
+#[tokio::test]
+async fn a_web_order_gets_a_fulfillment_order_routed_after_orders_create_and_readable_over_graphql()
+{
+    let (sim, mut rx) = two_location_shop(Default::default()).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/_sandbox/orders", sim.base_url()))
+        .json(&json!({ "location_id": A, "line_items": [{ "inventory_item_id": 1, "sku": "TEE-M", "quantity": 2 }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let placed: Value = response.json().await.unwrap();
+    let order_id = placed["order_id"].as_u64().unwrap();
+    let fo_id = placed["fulfillment_order_id"].as_u64().unwrap();
+    assert_eq!(fo_id, 7_700_000_001);
+    assert_eq!(tee(&sim, A), (8, 10), "committed at A");
+    assert_eq!(tee(&sim, B), (6, 6));
+
+    let (topic, _, order) = next_delivery(&mut rx).await;
+    assert_eq!(topic, "orders/create");
+    assert_eq!(order["source_name"], "web");
+    assert_eq!(order["location_id"], Value::Null);
+    let (topic, _, routed) = next_delivery(&mut rx).await;
+    assert_eq!(topic, "fulfillment_orders/order_routing_complete");
+    assert_eq!(
+        routed,
+        json!({ "fulfillment_order": {
+            "id": format!("gid://shopify/FulfillmentOrder/{fo_id}"),
+            "status": "open",
+        } })
+    );
+    assert_eq!(
+        logged_topics(&sim),
+        ["orders/create", "fulfillment_orders/order_routing_complete"]
+    );
+
+    let body =
+        query_fulfillment_order(&sim, &format!("gid://shopify/FulfillmentOrder/{fo_id}")).await;
+    let fo = &body["data"]["fulfillmentOrder"];
+    assert_eq!(fo["id"], format!("gid://shopify/FulfillmentOrder/{fo_id}"));
+    assert_eq!(fo["status"], "OPEN");
+    assert!(fo["updatedAt"].as_str().unwrap().ends_with('Z'), "{fo}");
+    assert_eq!(
+        fo["order"],
+        json!({ "id": format!("gid://shopify/Order/{order_id}"), "legacyResourceId": order_id.to_string() })
+    );
+    assert_eq!(
+        fo["assignedLocation"]["location"],
+        json!({ "id": "gid://shopify/Location/1", "legacyResourceId": "1" })
+    );
+    let line_id = order["line_items"][0]["id"].as_u64().unwrap();
+    assert_eq!(
+        fo["lineItems"]["nodes"],
+        json!([{
+            "id": format!("gid://shopify/FulfillmentOrderLineItem/{}", fo_id * 1000 + 1),
+            "totalQuantity": 2,
+            "remainingQuantity": 2,
+            "lineItem": { "id": format!("gid://shopify/LineItem/{line_id}"), "sku": "TEE-M", "quantity": 2 },
+        }])
+    );
+    assert_eq!(body["extensions"]["cost"]["requestedQueryCost"], 2.0);
+    assert_eq!(body["extensions"]["cost"]["actualQueryCost"], 2.0);
+
+    let unknown = query_fulfillment_order(&sim, "gid://shopify/FulfillmentOrder/42").await;
+    assert_eq!(unknown["data"], json!({ "fulfillmentOrder": null }));
+    let typed = sim.fulfillment_orders(order_id);
+    assert_eq!(typed.len(), 1);
+    assert_eq!(
+        (typed[0].id, typed[0].status, typed[0].assigned_location_id),
+        (fo_id, FulfillmentOrderStatus::Open, A)
+    );
+    let listed: Value = reqwest::get(format!(
+        "{}/_sandbox/orders/{order_id}/fulfillment_orders",
+        sim.base_url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(listed["fulfillment_orders"][0]["status"], "OPEN");
+    assert_eq!(
+        listed["fulfillment_orders"][0]["line_items"][0]["remaining_quantity"],
+        2
+    );
+}
+
+#[tokio::test]
+async fn moving_a_fulfillment_order_moves_the_committed_units_and_later_fulfilments_ship_from_there()
+ {
+    let (sim, _rx) = two_location_shop(ShopifySimulatorOptions {
+        emit_inventory_level_updates: true,
+        ..Default::default()
+    })
+    .await;
+    let placed = sim.place_order(A, &[line(1, "TEE-M", 2)]).await.unwrap();
+    let fo_id = placed.fulfillment_order_id;
+    assert_eq!(tee(&sim, A), (8, 10));
+    let client = reqwest::Client::new();
+    let move_to = |location: u64| {
+        let client = client.clone();
+        let url = format!(
+            "{}/_sandbox/fulfillment_orders/{fo_id}/move",
+            sim.base_url()
+        );
+        async move {
+            client
+                .post(url)
+                .json(&json!({ "new_location_id": location }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let response = move_to(B).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let moved: Value = response.json().await.unwrap();
+    assert_eq!(
+        (&moved["from_location_id"], &moved["to_location_id"]),
+        (&json!(A), &json!(B))
+    );
+    assert_eq!(moved["order_id"], json!(placed.order_id));
+    assert_eq!(moved["webhook"]["status"], 200);
+    assert_eq!(tee(&sim, A), (10, 10), "A's committed units are released");
+    assert_eq!(tee(&sim, B), (4, 6), "and committed at B");
+
+    let body =
+        query_fulfillment_order(&sim, &format!("gid://shopify/FulfillmentOrder/{fo_id}")).await;
+    let fo = &body["data"]["fulfillmentOrder"];
+    assert_eq!(
+        fo["assignedLocation"]["location"]["id"],
+        "gid://shopify/Location/2"
+    );
+    assert_eq!(fo["status"], "OPEN");
+    assert_eq!(fo["lineItems"]["nodes"][0]["remainingQuantity"], 2);
+
+    let fo_gid = format!("gid://shopify/FulfillmentOrder/{fo_id}");
+    let log = sim.deliveries();
+    let moved_delivery = log
+        .iter()
+        .find(|d| d.topic == "fulfillment_orders/moved")
+        .unwrap();
+    assert_eq!(
+        moved_delivery.body,
+        json!({
+            "original_fulfillment_order": { "id": fo_gid, "status": "open", "assigned_location_id": "gid://shopify/Location/2" },
+            "moved_fulfillment_order": { "id": fo_gid, "status": "open", "assigned_location_id": "gid://shopify/Location/2" },
+            "destination_location_id": "gid://shopify/Location/2",
+            "fulfillment_order_line_items_requested": [],
+            "source_location": { "id": "gid://shopify/Location/1" },
+        })
+    );
+    // Then inventory_levels/update for both changed levels (delivered in the background).
+    let moved_at = moved_delivery.id;
+    let expected = [(Some(A), Some(10)), (Some(B), Some(4))];
+    let mut updated = Vec::new();
+    for _ in 0..100 {
+        updated = sim
+            .deliveries()
+            .into_iter()
+            .filter(|d| d.id > moved_at && d.topic == "inventory_levels/update")
+            .map(|d| (d.body["location_id"].as_u64(), d.body["available"].as_i64()))
+            .collect();
+        if expected.iter().all(|level| updated.contains(level)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        expected.iter().all(|level| updated.contains(level)),
+        "{updated:?}"
+    );
+
+    // Refusals: the same location (HTTP 422), a location without the item, an unknown FO.
+    assert_eq!(move_to(B).await.status().as_u16(), 422);
+    assert_eq!(
+        sim.move_fulfillment_order(fo_id, 3).await.unwrap_err(),
+        SimulatorError::UnknownLevel {
+            inventory_item_id: 1,
+            location_id: 3
+        }
+    );
+    assert_eq!(
+        sim.move_fulfillment_order(42, A).await.unwrap_err(),
+        SimulatorError::UnknownFulfillmentOrder {
+            fulfillment_order_id: 42
+        }
+    );
+    let unknown = client
+        .post(format!(
+            "{}/_sandbox/fulfillment_orders/42/move",
+            sim.base_url()
+        ))
+        .json(&json!({ "new_location_id": A }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+    assert_eq!(
+        (tee(&sim, A), tee(&sim, B)),
+        ((10, 10), (4, 6)),
+        "refusals change nothing"
+    );
+
+    // A fulfilment now ships from B and closes the FO, which can no longer move.
+    let shipped = sim.fulfil(placed.order_id, &[]).await.unwrap();
+    assert_eq!(shipped.change["location_id"], json!(B));
+    assert_eq!(tee(&sim, B), (4, 4), "the units leave B's on-hand");
+    assert_eq!(tee(&sim, A), (10, 10));
+    assert_eq!(
+        sim.fulfillment_orders(placed.order_id)[0].status,
+        FulfillmentOrderStatus::Closed
+    );
+    let body = query_fulfillment_order(&sim, &fo_gid).await;
+    assert_eq!(body["data"]["fulfillmentOrder"]["status"], "CLOSED");
+    assert_eq!(
+        body["data"]["fulfillmentOrder"]["lineItems"]["nodes"][0]["remainingQuantity"],
+        0
+    );
+    let closed = sim.move_fulfillment_order(fo_id, A).await;
+    assert!(
+        matches!(&closed, Err(SimulatorError::Invalid { message }) if message.contains("closed")),
+        "{closed:?}"
+    );
+    assert_eq!(tee(&sim, A), (10, 10));
+}
+
+#[tokio::test]
+async fn a_pos_order_takes_units_off_the_store_shelf_at_once_and_sends_only_orders_create() {
+    let (sim, mut rx) = two_location_shop(Default::default()).await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/_sandbox/orders", sim.base_url()))
+        .json(&json!({ "location_id": B, "source_name": "pos", "line_items": [{ "inventory_item_id": 1, "sku": "TEE-M", "quantity": 2 }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let placed: Value = response.json().await.unwrap();
+    assert_eq!(tee(&sim, B), (4, 4), "on-hand and available drop at once");
+    assert_eq!(tee(&sim, A), (10, 10));
+    let (topic, _, order) = next_delivery(&mut rx).await;
+    assert_eq!(topic, "orders/create");
+    assert_eq!(order["source_name"], "pos");
+    assert_eq!(order["location_id"], json!(B));
+    assert_eq!(order["fulfillment_status"], "fulfilled");
+    assert_eq!(order["line_items"][0]["fulfillable_quantity"], 0);
+    assert_eq!(order, placed["body"]);
+    assert_eq!(
+        logged_topics(&sim),
+        ["orders/create"],
+        "no fulfillment-order webhooks"
+    );
+
+    let order_id = placed["order_id"].as_u64().unwrap();
+    let fo = &sim.fulfillment_orders(order_id)[0];
+    assert_eq!(
+        (
+            fo.status,
+            fo.assigned_location_id,
+            fo.line_items[0].remaining_quantity
+        ),
+        (FulfillmentOrderStatus::Closed, B, 0)
+    );
+    // deny_oversell refuses a POS sale beyond what is available, like a web order.
+    assert_eq!(
+        sim.place_pos_order(B, &[line(1, "TEE-M", 5)])
+            .await
+            .unwrap_err(),
+        SimulatorError::InsufficientStock {
+            inventory_item_id: 1,
+            location_id: B,
+            available: 4,
+            requested: 5
+        }
+    );
+    let direct = sim
+        .place_pos_order(B, &[line(1, "TEE-M", 4)])
+        .await
+        .unwrap();
+    assert_eq!(direct.body["source_name"], "pos");
+    assert_eq!(tee(&sim, B), (0, 0));
+    let unknown_source = client
+        .post(format!("{}/_sandbox/orders", sim.base_url()))
+        .json(&json!({ "location_id": A, "source_name": "mail", "line_items": [{ "inventory_item_id": 1, "sku": "TEE-M", "quantity": 1 }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown_source.status().as_u16(), 422);
+    assert_eq!(tee(&sim, A), (10, 10));
+    assert_eq!(logged_topics(&sim), ["orders/create", "orders/create"]);
+}
+
+#[tokio::test]
+async fn a_return_restocks_at_the_refund_lines_location_not_the_orders() {
+    let (sim, mut rx) = two_location_shop(Default::default()).await;
+    let placed = sim.place_order(B, &[line(1, "TEE-M", 3)]).await.unwrap();
+    let line_id = placed.body["line_items"][0]["id"].as_u64().unwrap();
+    sim.fulfil(
+        placed.order_id,
+        &[FulfilLineRequest {
+            id: line_id,
+            quantity: Some(2),
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(tee(&sim, B), (3, 4), "one unit still committed at B");
+    for _ in 0..3 {
+        next_delivery(&mut rx).await; // orders/create, routing complete, orders/updated
+    }
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/_sandbox/orders/{}/refunds",
+            sim.base_url(),
+            placed.order_id
+        ))
+        .json(&json!({ "refund_line_items": [
+            { "line_item_id": line_id, "quantity": 1, "restock_type": "return", "location_id": A },
+            { "line_item_id": line_id, "quantity": 1, "restock_type": "cancel", "location_id": A },
+        ] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let (topic, _, refund) = next_delivery(&mut rx).await;
+    assert_eq!(topic, "refunds/create");
+    let lines = &refund["refund_line_items"];
+    assert_eq!(
+        (&lines[0]["restock_type"], &lines[0]["location_id"]),
+        (&json!("return"), &json!(A))
+    );
+    assert_eq!(
+        (&lines[1]["restock_type"], &lines[1]["location_id"]),
+        (&json!("cancel"), &json!(A))
+    );
+    assert_eq!(tee(&sim, A), (12, 12), "both units are restocked at A");
+    assert_eq!(
+        tee(&sim, B),
+        (3, 3),
+        "B only loses the unit that was committed there"
+    );
+    assert_eq!(
+        sim.fulfillment_orders(placed.order_id)[0].status,
+        FulfillmentOrderStatus::Closed,
+        "nothing is left to ship"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_an_order_cancels_its_open_fulfillment_order() {
+    let (sim, _rx) = two_location_shop(Default::default()).await;
+    let placed = sim.place_order(A, &[line(1, "TEE-M", 2)]).await.unwrap();
+    sim.cancel_order(placed.order_id, true).await.unwrap();
+    assert_eq!(tee(&sim, A), (10, 10));
+    let fo = &sim.fulfillment_orders(placed.order_id)[0];
+    assert_eq!(
+        (fo.status, fo.line_items[0].remaining_quantity),
+        (FulfillmentOrderStatus::Cancelled, 0)
+    );
+    let body =
+        query_fulfillment_order(&sim, &format!("gid://shopify/FulfillmentOrder/{}", fo.id)).await;
+    assert_eq!(body["data"]["fulfillmentOrder"]["status"], "CANCELLED");
+    let refused = sim.move_fulfillment_order(fo.id, B).await;
+    assert!(
+        matches!(&refused, Err(SimulatorError::Invalid { message }) if message.contains("cancelled")),
+        "{refused:?}"
+    );
+    assert_eq!(tee(&sim, B), (6, 6));
+    // A POS order's fulfillment order is closed and stays closed when the order is cancelled.
+    let pos = sim
+        .place_pos_order(B, &[line(1, "TEE-M", 1)])
+        .await
+        .unwrap();
+    sim.cancel_order(pos.order_id, true).await.unwrap();
+    assert_eq!(
+        sim.fulfillment_orders(pos.order_id)[0].status,
+        FulfillmentOrderStatus::Closed
+    );
 }

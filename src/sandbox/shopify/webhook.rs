@@ -1,7 +1,7 @@
 //! Outgoing webhooks, signed exactly like Shopify's (PLATFORMS.md §1.6–§1.8), and the REST
 //! resource bodies they carry.
 
-use super::state::{SimLineRecord, SimOrderRecord};
+use super::state::{OrderSource, SimLineRecord, SimOrderRecord};
 use serde_json::{Value, json};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -119,7 +119,8 @@ pub(crate) fn line_json(order: &SimOrderRecord, line: &SimLineRecord) -> Value {
 
 /// An order as Shopify's REST order resource (the `orders/create`, `orders/updated` and
 /// `orders/cancelled` webhook body, PLATFORMS.md §1.6), with its `refunds` embedded (each
-/// as the `refunds/create` body). The sandbox uses the inventory item id as variant id.
+/// as the `refunds/create` body) and its `source_name` (`web`, or `pos` with the store's
+/// `location_id`). The sandbox uses the inventory item id as variant id.
 pub(crate) fn order_json(order: &SimOrderRecord) -> Value {
     let line_items: Vec<Value> = order
         .lines
@@ -143,7 +144,13 @@ pub(crate) fn order_json(order: &SimOrderRecord) -> Value {
         "cancelled_at": order.cancelled_at_ms.map(rfc3339),
         "cancel_reason": order.cancel_reason,
         "fulfillment_status": fulfillment_status,
-        "location_id": Value::Null,
+        "source_name": order.source.as_str(),
+        // Legacy and null for web orders (their stock location is the fulfillment order's);
+        // a POS order names the store it was sold in.
+        "location_id": match order.source {
+            OrderSource::Web => Value::Null,
+            OrderSource::Pos => json!(order.location_id),
+        },
         "line_items": line_items,
         "refunds": order.refunds,
     })
