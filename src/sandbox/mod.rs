@@ -89,7 +89,7 @@ pub async fn run_standalone(
     };
     let shop = shopify::start(shop_options.clone(), bind(&options.shopify_listen).await?).await?;
     println!(
-        "Shopify      {}  (access token {:?}, webhook secret {:?}; levels: GET /_sandbox/levels, orders: POST /_sandbox/orders)",
+        "Shopify      {}  (access token {:?}, webhook secret {:?}; locations 1 = warehouse, 2 = store; levels: GET /_sandbox/levels, orders: POST /_sandbox/orders with location_id, \"source_name\": \"pos\" for a store sale; moves: POST /_sandbox/fulfillment_orders/{{id}}/move)",
         shop.base_url(),
         shop_options.access_token,
         shop_options.webhook_secret

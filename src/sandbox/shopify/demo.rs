@@ -1,4 +1,5 @@
-//! The Shopify simulator as a demo storefront: both locations, pre-orders, and the kit.
+//! The Shopify simulator as a demo storefront: two Shopify locations (the warehouse, fed by
+//! WH-1, and the store, fed by STORE-1, with POS sales), pre-orders, and the kit.
 //!
 //! May depend on: `sandbox::demo` and this simulator.
 
@@ -9,8 +10,10 @@ use std::any::Any;
 
 /// The Shopify channel id in the demo config.
 pub const CHANNEL: &str = "shopify-main";
-/// The Shopify location the demo writes to.
+/// The demo shop's warehouse location (fed by WH-1; web orders are routed here).
 pub const LOCATION: u64 = 1;
+/// The demo shop's retail store location (fed by STORE-1; POS sales happen here).
+pub const STORE_LOCATION: u64 = 2;
 /// The inventory item of the demo's kit.
 const KIT_ITEM: u64 = 1999;
 
@@ -22,6 +25,8 @@ pub fn item(index: usize) -> u64 {
 /// The demo storefront over a [`ShopifySimulator`] (levels are created on first write).
 pub struct DemoStore {
     simulator: ShopifySimulator,
+    /// Orders placed so far: every third one is a POS sale in the store.
+    orders: std::sync::atomic::AtomicU64,
 }
 
 impl DemoStore {
@@ -37,7 +42,22 @@ impl DemoStore {
         let simulator = super::start(options, bind_any(what).await?)
             .await
             .map_err(|error| in_context(what, error))?;
-        Ok(Self { simulator })
+        Ok(Self {
+            simulator,
+            orders: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+}
+
+impl DemoStore {
+    /// The sum of an item's levels at the warehouse and the store; `None` when neither has one.
+    fn listed_item(&self, inventory_item_id: u64) -> Option<i64> {
+        let warehouse = self.simulator.level(inventory_item_id, LOCATION);
+        let store = self.simulator.level(inventory_item_id, STORE_LOCATION);
+        match (warehouse, store) {
+            (None, None) => None,
+            (warehouse, store) => Some(warehouse.unwrap_or(0) + store.unwrap_or(0)),
+        }
     }
 }
 
@@ -52,7 +72,7 @@ impl DemoShop for DemoStore {
     }
 
     fn rules(&self) -> &'static str {
-        "WH-1 + STORE-1, pre-orders up to 5 from POs due in 14 days"
+        "warehouse (WH-1) + store (STORE-1, POS sales) as two Shopify locations, pre-orders up to 5 from POs due in 14 days"
     }
 
     fn preorder_cap(&self) -> Option<u64> {
@@ -88,8 +108,15 @@ burst = 10
 shop_url = "{url}"
 access_token = "{token}"
 webhook_secret = "{secret}"
-location_id = {LOCATION}
 listings = [{listings} {{ sku = "{KIT}", inventory_item_id = {KIT_ITEM} }}]
+[[channels.shopify.location_map]]
+shopify_location_id = {LOCATION}
+name = "Warehouse"
+feeds = ["WH-1"]
+[[channels.shopify.location_map]]
+shopify_location_id = {STORE_LOCATION}
+name = "Store"
+feeds = ["STORE-1"]
 "#,
             url = self.simulator.base_url(),
             token = options.access_token,
@@ -102,8 +129,9 @@ listings = [{listings} {{ sku = "{KIT}", inventory_item_id = {KIT_ITEM} }}]
             .set_webhook_url(Some(format!("{api}/webhooks/shopify/{CHANNEL}")));
     }
 
+    /// What the shop lists in all: the warehouse's and the store's levels together.
     fn listed(&self, index: usize) -> Option<i64> {
-        self.simulator.level(item(index), LOCATION)
+        self.listed_item(item(index))
     }
 
     fn lists_kit(&self) -> bool {
@@ -111,7 +139,7 @@ listings = [{listings} {{ sku = "{KIT}", inventory_item_id = {KIT_ITEM} }}]
     }
 
     fn listed_kit(&self) -> Option<i64> {
-        self.simulator.level(KIT_ITEM, LOCATION)
+        self.listed_item(KIT_ITEM)
     }
 
     async fn place_order(&self, index: usize, quantity: u64) -> Result<DemoOrder, String> {
@@ -120,6 +148,21 @@ listings = [{listings} {{ sku = "{KIT}", inventory_item_id = {KIT_ITEM} }}]
             sku: sku_name(index),
             quantity,
         };
+        let placed = self
+            .orders
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if placed % 3 == 2 {
+            // A sale at the store's till: shipped at once, nothing to cancel.
+            return self
+                .simulator
+                .place_pos_order(STORE_LOCATION, std::slice::from_ref(&line))
+                .await
+                .map(|order| DemoOrder {
+                    label: format!("shopify POS {} in the store", order.name),
+                    cancellable: None,
+                })
+                .map_err(|e| e.to_string());
+        }
         self.simulator
             .place_order(LOCATION, std::slice::from_ref(&line))
             .await

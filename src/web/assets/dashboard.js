@@ -180,8 +180,31 @@
     return String(value);
   }
 
+  // A multi-location channel (Shopify location_map) lists one part per location of its own:
+  // the channel row shows the total, one row per location follows with its own push,
+  // report and discrepancy.
+  function channelRows(channels) {
+    const rows = [];
+    for (const c of channels) {
+      const locations = c.locations || [];
+      rows.push(locations.length ? Object.assign({}, c, { perLocation: true }) : c);
+      for (const l of locations) {
+        rows.push({
+          channel: c.channel,
+          label: c.channel + " \u203a " + l.name + " (" + l.location_id + ")",
+          location: l.location_id,
+          atp: l.atp,
+          last_pushed: l.last_pushed,
+          channel_report: l.channel_report,
+          note: "fed by " + (l.feeds || []).join(", ") + "; its part of the channel's ATP, by the stock at its locations",
+        });
+      }
+    }
+    return rows;
+  }
+
   function renderChannelAtp(view) {
-    const channels = view.channels || [];
+    const channels = channelRows(view.channels || []);
     const hasReported = channels.some((c) => "channel_report" in c || firstDefined(c, REPORTED_KEYS) !== undefined);
     const hasDiscrepancy = channels.some((c) => "discrepancy" in c || "channel_report" in c);
     const head = ["Channel", "ATP", "Last pushed"]
@@ -197,14 +220,16 @@
       if (discrepancy === null && !hasDiscrepancy && typeof reported === "number" && typeof c.last_pushed === "number" && reported !== c.last_pushed) {
         discrepancy = (reported - c.last_pushed > 0 ? "+" : "") + (reported - c.last_pushed);
       }
-      const pushedCell = numCell(c.last_pushed, "last_pushed");
+      const pushedCell = c.perLocation
+        ? el("td", { class: "num muted", "data-field": "last_pushed", text: "per location" })
+        : numCell(c.last_pushed, "last_pushed");
       if (typeof c.last_pushed === "number") {
         pushedCell.classList.add(c.last_pushed === c.atp ? "in-sync" : "pending");
         if (c.last_pushed !== c.atp) pushedCell.title = "propagation has not pushed the current ATP yet";
       }
-      const explanation = c.explanation ? explain(c.explanation) : "";
-      return el("tr", { "data-channel": c.channel },
-        el("td", { text: c.channel }),
+      const explanation = c.explanation ? explain(c.explanation) : (c.note || "");
+      return el("tr", { "data-channel": c.channel, "data-location": c.location || null },
+        el("td", { text: c.label || c.channel }),
         numCell(c.atp, "atp"),
         pushedCell,
         hasReported ? numCell(typeof reported === "object" ? JSON.stringify(reported) : reported, "reported") : null,
