@@ -117,6 +117,8 @@ struct FakeChannel {
     values: Mutex<HashMap<String, i64>>,
     rejects: HashSet<String>,
     calls: Mutex<Vec<Vec<PushItem>>>,
+    /// Per-location listings (a multi-location Shopify channel); empty: one per SKU.
+    locations: Vec<crate::channels::ListingLocation>,
 }
 
 impl FakeChannel {
@@ -141,6 +143,9 @@ impl ChannelAdapter for FakeChannel {
     }
     fn listing_count(&self) -> usize {
         1000
+    }
+    fn listing_locations(&self) -> &[crate::channels::ListingLocation] {
+        &self.locations
     }
     async fn push(&self, items: &[PushItem]) -> PushReport {
         self.calls.lock().unwrap().push(items.to_vec());
@@ -1077,5 +1082,85 @@ async fn a_panicking_channel_actor_is_restarted_and_its_listings_pushed_again() 
     propagation.publish(&[change("A", 7)]);
     propagation.flush(Duration::from_secs(5)).await.unwrap();
     assert_eq!(channel.inner.value("A"), Some(6));
+    propagation.shutdown().await;
+}
+
+/// Issue 16: a channel with two locations of its own gets one listing per (SKU, location);
+/// safety stock and `max_listed_quantity` apply to the channel's total, which is divided by
+/// the stock available at each location's feeds and never exceeds the single-location ATP.
+#[tokio::test]
+async fn a_multi_location_channel_divides_its_atp_by_the_stock_at_each_location() {
+    let location = |id: &str, feeds: &[&str]| crate::channels::ListingLocation {
+        id: id.to_owned(),
+        feeds: feeds.iter().map(|feed| (*feed).to_owned()).collect(),
+        name: id.to_owned(),
+    };
+    let fake = Arc::new(FakeChannel {
+        locations: vec![location("100", &["WH-1"]), location("200", &["STORE-1"])],
+        ..FakeChannel::default()
+    });
+    let mut config = channel_config();
+    config.locations = vec![LocationId::from("WH-1"), LocationId::from("STORE-1")];
+    config.max_listed_quantity = Some(10);
+    let propagation = Propagation::start_with_adapters(
+        vec![(config, Arc::clone(&fake) as Arc<dyn ChannelAdapter>)],
+        Arc::new(MemoryStore::default()),
+        PropagationOptions::default(),
+    )
+    .await
+    .unwrap();
+    let level = |location: &str, on_hand: i64, reserved: i64| LocationLevel {
+        inbound: 0,
+        in_transit: 0,
+        location: LocationId::from(location),
+        on_hand,
+        reserved,
+    };
+    let change = AvailabilityChange {
+        inbound: Vec::new(),
+        sku: Sku::from("A"),
+        seq: 1,
+        locations: vec![level("STORE-1", 8, 2), level("WH-1", 12, 0)],
+    };
+    // One location: min(18 - 1 safety, 10 cap) = 10. Divided 12 : 6 → 6.67 / 3.33 → 7 / 3.
+    let total = propagation.atp_for("fake", &change.locations).unwrap().atp;
+    assert_eq!(total, 10);
+    propagation.publish(std::slice::from_ref(&change));
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        (fake.value("A@100"), fake.value("A@200")),
+        (Some(7), Some(3))
+    );
+    assert_eq!(fake.value("A"), None, "the bare SKU is never pushed");
+    let parts = propagation.listing_parts("fake", "A", &change.locations);
+    assert_eq!(
+        parts
+            .iter()
+            .map(|(location, key, part)| (location.id.as_str(), key.as_str(), *part))
+            .collect::<Vec<_>>(),
+        vec![("100", "A@100", 7), ("200", "A@200", 3)]
+    );
+    assert_eq!(parts.iter().map(|(_, _, part)| part).sum::<u64>(), total);
+    assert_eq!(
+        propagation.listing_atp("fake", "A@200", &change.locations),
+        Some(3)
+    );
+    assert_eq!(
+        propagation.listing_atp("fake", "A@300", &change.locations),
+        None
+    );
+    assert_eq!(propagation.listing_key_sku("fake", "A@200"), "A");
+    // The store sells out: its part goes to 0 and the warehouse lists the whole total.
+    let sold_out = AvailabilityChange {
+        seq: 2,
+        locations: vec![level("STORE-1", 2, 2), level("WH-1", 12, 0)],
+        ..change
+    };
+    propagation.publish(std::slice::from_ref(&sold_out));
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        (fake.value("A@100"), fake.value("A@200")),
+        (Some(10), Some(0))
+    );
     propagation.shutdown().await;
 }
