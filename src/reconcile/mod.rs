@@ -28,7 +28,9 @@
 //! `reconcile.settle_ms`; a hold older than the settle window is classified: **manual
 //! edit** when an order poll of the channel succeeded after the hold began (the shop's
 //! orders were read and explain nothing), **lost order** otherwise (no poller, or none
-//! succeeded since). The heal policy decides, and says so in the push log (a `hold_released`
+//! succeeded since). A hold whose channel value now equals the ledger's ATP is released
+//! without a discrepancy: the order reached the ledger already shipped (a POS sale is sold
+//! and fulfilled in one step, so no reservation ever explained the hold). The heal policy decides, and says so in the push log (a `hold_released`
 //! or `hold_kept` entry with 0 requests), the `stocksync_reconcile_discrepancies_total`
 //! metric and the discrepancy record: with `reconcile.heal = true` a manual edit ends the
 //! hold and re-pushes the ledger's ATP with compare-and-set on the channel's value; a lost
@@ -514,6 +516,30 @@ impl Inner {
                 continue;
             }
             let reading = self.ledger.atp(channel, &sku).await.ok();
+            if reading.is_some_and(|r| i64::try_from(r.atp) == Ok(held.channel_value)) {
+                // The channel lists exactly what the ledger says it should: whatever lowered
+                // it reached the ledger without a reservation (an order that arrived already
+                // shipped, such as a POS sale). Nothing to heal or flag.
+                self.propagation.release_hold(channel, &sku);
+                self.open.remove(&key);
+                let decision = PushLogRecord {
+                    channel: channel.to_owned(),
+                    sku: sku.clone(),
+                    quantity: u64::try_from(held.channel_value).unwrap_or(0),
+                    change_from: Some(held.channel_value),
+                    outcome: "hold_released".to_owned(),
+                    detail: Some(format!(
+                        "in sync: the channel's {} equals the ledger's ATP (what lowered it from {} reached the ledger without a reservation, e.g. a POS sale)",
+                        held.channel_value, held.expected
+                    )),
+                    requests: 0,
+                    at_ms: now_ms,
+                };
+                if let Err(error) = self.store.append_push_log(&[decision]).await {
+                    tracing::warn!(channel = %channel, sku = %sku, error = %error, "hold decision not written to the push log");
+                }
+                continue;
+            }
             let polled = self.propagation.orders_polled_since(channel, held.since_ms);
             let class = if polled == Some(true) {
                 DiscrepancyClass::ManualEdit

@@ -417,7 +417,7 @@ async fn held_fixture(polled: Option<bool>, heal: bool) -> (Fixture, Reconciler)
     let reconciler = Reconciler::start(
         &config,
         propagation.clone(),
-        ledger,
+        Arc::clone(&ledger) as Arc<dyn LedgerAtp>,
         Arc::clone(&store),
         alerter,
         Arc::clone(&clock),
@@ -430,7 +430,14 @@ async fn held_fixture(polled: Option<bool>, heal: bool) -> (Fixture, Reconciler)
         store,
         clock,
     };
+    HELD_LEDGER.with(|cell| *cell.borrow_mut() = Some(ledger));
     (fixture, reconciler)
+}
+
+thread_local! {
+    /// The fake ledger of the last [`held_fixture`] on this thread (paused-time tests run
+    /// on one thread), so a test can move the ledger's ATP.
+    static HELD_LEDGER: std::cell::RefCell<Option<Arc<FakeLedger>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Waits (1 ms steps of paused time, at most 1 s) for the discrepancy of `A`: the held
@@ -513,6 +520,34 @@ async fn a_hold_no_poll_could_check_is_a_lost_order_and_keeps_the_channel_value(
         push_log_outcomes(&fixture.store)
             .await
             .contains(&"hold_kept".to_owned())
+    );
+    reconciler.shutdown();
+    fixture.propagation.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hold_the_ledger_caught_up_with_is_released_without_a_discrepancy() {
+    let (fixture, reconciler) = held_fixture(None, false).await;
+    // The order reached us already shipped (a POS sale): no reservation explained the hold,
+    // but the ledger's ATP is now the channel's 7.
+    HELD_LEDGER.with(|cell| {
+        *cell.borrow().as_ref().unwrap().0.lock().unwrap() = LedgerReading { atp: 7, seq: 3 };
+    });
+    fixture.propagation.publish(&[change("A", 7)]);
+    tokio::time::advance(Duration::from_millis(61_000)).await;
+    assert!(reconciler.judge_held_now("fake").await.is_empty());
+    assert_eq!(reconciler.discrepancy("fake", "A"), None);
+    assert_eq!(fixture.propagation.held("fake", "A"), None, "released");
+    fixture
+        .propagation
+        .flush(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(fixture.channel.values.lock().unwrap()["A"], 7);
+    assert!(
+        push_log_outcomes(&fixture.store)
+            .await
+            .contains(&"hold_released".to_owned())
     );
     reconciler.shutdown();
     fixture.propagation.shutdown().await;

@@ -414,3 +414,95 @@ async fn orders_moves_pos_sales_refunds_and_receipts_follow_shopify_locations() 
     assert_eq!(setup.shop.level(TEE_ITEM, WAREHOUSE), Some(9));
     setup.app.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Arrival order: the fulfillment order's webhook comes before `orders/create` (Shopify
+/// does not promise an order across topics). Read back, it reserves the order at the
+/// store at once; the late `orders/create` is then a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fulfillment_order_read_before_its_order_reserves_at_the_assigned_location() {
+    let setup = setup().await;
+    setup
+        .post(json!([
+            receipt("wms-north:r1", "WH", 10),
+            receipt("wms-north:r2", "STORE", 4)
+        ]))
+        .await;
+    setup
+        .expect(
+            "receipts",
+            Expected {
+                wh: (10, 0, 10),
+                store: (4, 0, 4),
+                shopify: (10, 4),
+            },
+        )
+        .await;
+    // The shop takes the order while our endpoint is unreachable, then delivers the
+    // fulfillment order's webhook first.
+    setup.shop.set_webhook_url(None);
+    let order = setup.shop.place_order(STORE, &[tee(2)]).await.unwrap();
+    setup
+        .shop
+        .set_webhook_url(Some(format!("{}/webhooks/shopify/{CHANNEL}", setup.api)));
+    let deliveries = setup.shop.deliveries();
+    let by_topic = |topic: &str| {
+        deliveries
+            .iter()
+            .find(|delivery| delivery.topic == topic)
+            .unwrap_or_else(|| panic!("no {topic} delivery: {deliveries:?}"))
+            .id
+    };
+    let routed = setup
+        .shop
+        .redeliver(by_topic("fulfillment_orders/order_routing_complete"))
+        .await;
+    assert!(
+        matches!(
+            routed,
+            Some(shopify_sim::WebhookOutcome::Answered { status: 200 })
+        ),
+        "{routed:?}"
+    );
+    setup
+        .expect(
+            "fulfillment order first",
+            Expected {
+                wh: (10, 0, 10),
+                store: (4, 2, 2),
+                shopify: (10, 2),
+            },
+        )
+        .await;
+    let created = setup.shop.redeliver(by_topic("orders/create")).await;
+    assert!(
+        matches!(
+            created,
+            Some(shopify_sim::WebhookOutcome::Answered { status: 200 })
+        ),
+        "{created:?}"
+    );
+    let stock = setup.stock().await;
+    let reservations: Vec<&Value> = stock["reservations"].as_array().unwrap().iter().collect();
+    assert_eq!(reservations.len(), 1, "reserved once: {stock:#}");
+    assert_eq!(reservations[0]["location"], "STORE");
+    assert_eq!(reservations[0]["open"], 2);
+    assert_eq!(
+        reservations[0]["reservation"],
+        format!(
+            "{CHANNEL}:{}:{}",
+            order.order_id, order.body["line_items"][0]["id"]
+        )
+        .as_str()
+    );
+    setup
+        .expect(
+            "orders/create after it",
+            Expected {
+                wh: (10, 0, 10),
+                store: (4, 2, 2),
+                shopify: (10, 2),
+            },
+        )
+        .await;
+    setup.app.shutdown(Duration::from_secs(5)).await;
+}

@@ -15,13 +15,12 @@
 //!
 //! Per FO line with units still to ship (`remainingQuantity` > 0), for an open FO
 //! (`OPEN`, `IN_PROGRESS`, `SCHEDULED`, `ON_HOLD`) whose assigned location the channel maps:
-//! 1. the line's sale, with the same reservation id and idempotency key as the order
-//!    webhooks' (so whichever arrives first reserves, the others are duplicates), routed
-//!    among the locations of ours that feed the assigned Shopify location;
-//! 2. when the ledger already holds the line elsewhere, a [`MovementKind::Reassign`] of
-//!    it to the location of ours chosen by [`reassign_target`]: where it already is when
-//!    that location feeds the assigned Shopify location (nothing moves), else the first
-//!    feed. The ledger moves every open
+//! 1. the line's sale, the very movement the order webhooks decode (same reservation id,
+//!    idempotency key, quantity and channel routing), so whichever arrives first reserves
+//!    and the others are duplicates: an FO read before its `orders/create` still reserves;
+//! 2. unless the line already sits at a location of ours feeding the assigned Shopify
+//!    location, a [`MovementKind::Reassign`] of it to the location chosen by
+//!    [`reassign_target`] (the first feed), applied right after the sale. The ledger moves every open
 //!    unit at once or refuses the move when the target cannot hold them (the receipt then
 //!    says `rejected`, and the reservation stays, flagged in the log and metrics, where it
 //!    was). Key `{channel}:fo:{fo}:{line}:{location}:{updatedAt ms}`, so a later move back
@@ -285,6 +284,8 @@ pub fn movements(
             continue;
         }
         let reservation = reservation_id(channel, &fo.order_id, &line.line_item_id);
+        // Exactly the order webhook's sale, so that whichever arrives second is a duplicate
+        // (the ledger refuses a key reused for a different movement).
         out.push(movement(
             channel,
             sale_key(channel, &fo.order_id, &line.line_item_id),
@@ -293,17 +294,14 @@ pub fn movements(
                 reservation: reservation.clone(),
                 quantity: line.ordered,
                 location: None,
-                route: feeds.clone(),
+                route: channel.locations.clone(),
             },
         ));
-        // A line the ledger has not seen is reserved by the sale above, among the feeds.
-        let Some(here) = current(sku, &reservation) else {
+        let here = current(sku, &reservation);
+        let Some(to) = reassign_target(&feeds, here.as_ref()) else {
             continue;
         };
-        let Some(to) = reassign_target(&feeds, Some(&here)) else {
-            continue;
-        };
-        if here == to {
+        if here.as_ref() == Some(&to) {
             continue;
         }
         out.push(movement(
@@ -411,7 +409,7 @@ feeds = ["STORE", "STORE-BACK"]
                 assert_eq!(reservation, "shop:5500:9001");
                 assert_eq!(*quantity, 2);
                 assert_eq!(*location, None);
-                assert_eq!(route, &vec![LocationId::from("STORE"), "STORE-BACK".into()]);
+                assert_eq!(route, &channel.locations, "the order webhook's own sale");
             }
             other => panic!("expected a sale, got {other:?}"),
         }
@@ -426,6 +424,32 @@ feeds = ["STORE", "STORE-BACK"]
         assert_eq!(
             out[1].idempotency_key,
             "shop:fo:77:9001:STORE:1796205600000"
+        );
+    }
+
+    #[test]
+    fn the_sale_is_the_order_webhooks_own_so_either_is_a_duplicate_of_the_other() {
+        let channel = channel();
+        let fo = parse(&answer("OPEN", 200, 2)).unwrap().unwrap();
+        let (out, _) = movements(&channel, &fo, &|_, _| None);
+        let order = serde_json::to_vec(&json!({
+            "id": 5500, "line_items": [{"id": 9001, "sku": "TEE-M", "quantity": 2}]
+        }))
+        .unwrap();
+        let decoded = super::super::decode::decode(
+            &channel,
+            super::super::decode::WebhookTopic::OrdersCreate,
+            &order,
+        )
+        .unwrap();
+        assert_eq!(out[0], decoded.movements[0]);
+        // A line the ledger has not seen yet: reserved by the sale, then moved to the store.
+        assert_eq!(
+            out[1].kind,
+            MovementKind::Reassign {
+                reservation: "shop:5500:9001".into(),
+                to: "STORE".into()
+            }
         );
     }
 
