@@ -13,8 +13,7 @@ use stocksync::config::Config;
 use stocksync::domain::{Movement, MovementKind, SCHEMA_VERSION, Sku};
 use stocksync::ingest::shopify::decode as shopify_decoder;
 use stocksync::sandbox::shopify::{
-    self as shopify_sim, FulfilLineRequest, RefundLineRequest, ShopifySimulator,
-    ShopifySimulatorOptions, SimOrderLine,
+    FulfilLineRequest, RefundLineRequest, ShopifySimulator, ShopifySimulatorOptions, SimOrderLine,
 };
 
 const SHOPIFY: &str = "shop-kits";
@@ -43,16 +42,12 @@ struct Setup {
 /// WH-1 feeds one Shopify channel; KIT-F is one COMP-B.
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let shop = shopify_sim::start(
-        ShopifySimulatorOptions {
-            deny_oversell: false,
-            auto_create_levels: true,
-            ..ShopifySimulatorOptions::default()
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap();
+    let shop = crate::support::shopify_simulator(ShopifySimulatorOptions {
+        deny_oversell: false,
+        auto_create_levels: true,
+        ..ShopifySimulatorOptions::default()
+    })
+    .await;
     let listings: String = SKUS
         .iter()
         .map(|(sku, item)| format!("{{ sku = \"{sku}\", inventory_item_id = {item} }},"))

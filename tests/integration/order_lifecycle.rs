@@ -16,8 +16,8 @@ use stocksync::config::Config;
 use stocksync::domain::{Movement, MovementKind, SCHEMA_VERSION, Sku};
 use stocksync::ingest::shopify::decode as shopify_decoder;
 use stocksync::sandbox::shopify::{
-    self as shopify_sim, EditAddLine, EditSetLine, FulfilLineRequest, OrderEditRequest,
-    ShopifySimulator, ShopifySimulatorOptions, SimOrderLine,
+    EditAddLine, EditSetLine, FulfilLineRequest, OrderEditRequest, ShopifySimulator,
+    ShopifySimulatorOptions, SimOrderLine,
 };
 use stocksync::sandbox::woocommerce::{
     self as woo_sim, LineChange, SimOrderLine as WooLine, WoocommerceSimulator,
@@ -54,16 +54,12 @@ struct Setup {
 /// WH-1 feeds a Shopify and a WooCommerce channel, both wired to stocksync's receivers.
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let shop = shopify_sim::start(
-        ShopifySimulatorOptions {
-            deny_oversell: false,
-            allow_edit_below_fulfilled: true,
-            ..ShopifySimulatorOptions::default()
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap();
+    let shop = crate::support::shopify_simulator(ShopifySimulatorOptions {
+        deny_oversell: false,
+        allow_edit_below_fulfilled: true,
+        ..ShopifySimulatorOptions::default()
+    })
+    .await;
     let woo = woo_sim::start(
         WoocommerceSimulatorOptions::default(),
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),

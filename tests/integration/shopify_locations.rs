@@ -38,17 +38,13 @@ struct Setup {
 
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let shop = shopify_sim::start(
-        ShopifySimulatorOptions {
-            deny_oversell: false,
-            auto_create_levels: true,
-            emit_inventory_level_updates: true,
-            ..ShopifySimulatorOptions::default()
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap();
+    let shop = crate::support::shopify_simulator(ShopifySimulatorOptions {
+        deny_oversell: false,
+        auto_create_levels: true,
+        emit_inventory_level_updates: true,
+        ..ShopifySimulatorOptions::default()
+    })
+    .await;
     shop.set_level(TEE_ITEM, WAREHOUSE, 0);
     shop.set_level(TEE_ITEM, STORE, 0);
     let options = shop.options().clone();
@@ -120,6 +116,24 @@ struct Expected {
 }
 
 impl Setup {
+    /// Stock: 10 in the warehouse, 4 in the store; each Shopify location lists its own.
+    async fn stock_up(&self) {
+        self.post(json!([
+            receipt("wms-north:r1", "WH", 10),
+            receipt("wms-north:r2", "STORE", 4)
+        ]))
+        .await;
+        self.expect(
+            "receipts",
+            Expected {
+                wh: (10, 0, 10),
+                store: (4, 0, 4),
+                shopify: (10, 4),
+            },
+        )
+        .await;
+    }
+
     async fn post(&self, movements: Value) {
         let response = reqwest::Client::new()
             .post(format!("{}/api/v1/movements", self.api))
@@ -242,23 +256,7 @@ fn receipt(key: &str, location: &str, quantity: u64) -> Value {
 async fn orders_moves_pos_sales_refunds_and_receipts_follow_shopify_locations() {
     let setup = setup().await;
 
-    // Stock: 10 in the warehouse, 4 in the store; each Shopify location lists its own.
-    setup
-        .post(json!([
-            receipt("wms-north:r1", "WH", 10),
-            receipt("wms-north:r2", "STORE", 4)
-        ]))
-        .await;
-    setup
-        .expect(
-            "receipts",
-            Expected {
-                wh: (10, 0, 10),
-                store: (4, 0, 4),
-                shopify: (10, 4),
-            },
-        )
-        .await;
+    setup.stock_up().await;
 
     // 1. A web order of 2 that Shopify routes to the store: our routing would have taken
     // the warehouse (first in the channel's list), Shopify's fulfillment order says store.
@@ -421,22 +419,7 @@ async fn orders_moves_pos_sales_refunds_and_receipts_follow_shopify_locations() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fulfillment_order_read_before_its_order_reserves_at_the_assigned_location() {
     let setup = setup().await;
-    setup
-        .post(json!([
-            receipt("wms-north:r1", "WH", 10),
-            receipt("wms-north:r2", "STORE", 4)
-        ]))
-        .await;
-    setup
-        .expect(
-            "receipts",
-            Expected {
-                wh: (10, 0, 10),
-                store: (4, 0, 4),
-                shopify: (10, 4),
-            },
-        )
-        .await;
+    setup.stock_up().await;
     // The shop takes the order while our endpoint is unreachable, then delivers the
     // fulfillment order's webhook first.
     setup.shop.set_webhook_url(None);

@@ -1603,37 +1603,9 @@ mod tests {
 mod location_tests {
     //! Issue 16: POS sales, refunds restocked where Shopify says, fulfillment-order topics.
     use super::*;
-    use crate::config::Config;
 
-    /// A shop with a warehouse (Shopify 100, fed by WH) and a store (Shopify 200, fed by
-    /// STORE then STORE-BACK).
     fn channel() -> ChannelConfig {
-        let toml = r#"
-[[locations]]
-id = "WH"
-[[locations]]
-id = "STORE"
-[[locations]]
-id = "STORE-BACK"
-
-[[channels]]
-id = "shop"
-kind = "shopify"
-locations = ["WH", "STORE", "STORE-BACK"]
-[channels.shopify]
-shop_url = "http://127.0.0.1:1"
-access_token = "t"
-webhook_secret = "w"
-[[channels.shopify.location_map]]
-shopify_location_id = 100
-feeds = ["WH"]
-[[channels.shopify.location_map]]
-shopify_location_id = 200
-feeds = ["STORE", "STORE-BACK"]
-"#;
-        let config = Config::from_toml(toml).unwrap();
-        config.validate().unwrap();
-        config.channels[0].clone()
+        crate::ingest::shopify::fulfillment::two_location_channel()
     }
 
     fn order(source_name: &str, location_id: serde_json::Value) -> Vec<u8> {

@@ -325,13 +325,11 @@ fn movement(channel: &ChannelConfig, key: String, sku: &str, kind: MovementKind)
     }
 }
 
+/// A test channel `shop`: a warehouse (Shopify 100, fed by WH) and a store (Shopify 200, fed
+/// by STORE then STORE-BACK).
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-
-    fn channel() -> ChannelConfig {
-        let toml = r#"
+pub(crate) fn two_location_channel() -> ChannelConfig {
+    let toml = r#"
 [[locations]]
 id = "WH"
 [[locations]]
@@ -354,8 +352,17 @@ feeds = ["WH"]
 shopify_location_id = 200
 feeds = ["STORE", "STORE-BACK"]
 "#;
-        let config = Config::from_toml(toml).unwrap();
-        config.channels[0].clone()
+    let config = crate::config::Config::from_toml(toml).unwrap();
+    config.validate().unwrap();
+    config.channels[0].clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel() -> ChannelConfig {
+        two_location_channel()
     }
 
     fn answer(status: &str, location: u64, remaining: u64) -> Value {

@@ -530,3 +530,15 @@ pub fn produce_with_python(bootstrap: &str, records: &[serde_json::Value]) -> Ve
         })
         .collect()
 }
+
+/// The Shopify simulator with `options`, on a loopback port of its own.
+pub async fn shopify_simulator(
+    options: stocksync::sandbox::shopify::ShopifySimulatorOptions,
+) -> stocksync::sandbox::shopify::ShopifySimulator {
+    stocksync::sandbox::shopify::start(
+        options,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap()
+}
