@@ -58,6 +58,10 @@ pub const INGEST_KAFKA_MESSAGES_TOTAL: &str = "stocksync_ingest_kafka_messages_t
 pub const INGEST_DEAD_LETTERS_TOTAL: &str = "stocksync_ingest_dead_letters_total";
 /// Webhook deliveries; labels `channel`, `topic`, `outcome`.
 pub const INGEST_WEBHOOKS_TOTAL: &str = "stocksync_ingest_webhooks_total";
+/// Reservation moves that followed a channel's own routing (a Shopify fulfillment order
+/// moved to another location) and that the ledger refused because the target cannot hold
+/// the line's open units: the reservation stays where it was; label `channel`.
+pub const INGEST_REASSIGN_REFUSED_TOTAL: &str = "stocksync_ingest_reassign_refused_total";
 /// REST movements received; label `outcome`.
 pub const INGEST_REST_MOVEMENTS_TOTAL: &str = "stocksync_ingest_rest_movements_total";
 /// Listings waiting to be pushed per channel (gauge); label `channel`.

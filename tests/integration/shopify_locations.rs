@@ -489,3 +489,59 @@ async fn a_fulfillment_order_read_before_its_order_reserves_at_the_assigned_loca
         .await;
     setup.app.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A move the ledger cannot follow: Shopify moves a fulfillment order of 6 to the store,
+/// which has 4. The reservation stays in the warehouse (all or nothing), the refusal is
+/// counted, and the delivery is still answered 200 (retrying would not change it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_to_a_location_that_cannot_hold_the_line_is_refused_and_counted() {
+    let setup = setup().await;
+    setup.stock_up().await;
+    let order = setup.shop.place_order(WAREHOUSE, &[tee(6)]).await.unwrap();
+    setup
+        .expect(
+            "web order in the warehouse",
+            Expected {
+                wh: (10, 6, 4),
+                store: (4, 0, 4),
+                shopify: (4, 4),
+            },
+        )
+        .await;
+    let fulfillment_order = setup.shop.fulfillment_orders(order.order_id)[0].id;
+    let moved = setup
+        .shop
+        .move_fulfillment_order(fulfillment_order, STORE)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            moved.webhook,
+            shopify_sim::WebhookOutcome::Answered { status: 200 }
+        ),
+        "{:?}",
+        moved.webhook
+    );
+    let stock = setup.stock().await;
+    let reservations = stock["reservations"].as_array().unwrap();
+    assert_eq!(reservations.len(), 1, "{stock:#}");
+    assert_eq!(reservations[0]["location"], "WH", "stays: {stock:#}");
+    assert_eq!(reservations[0]["open"], 6);
+    let metrics = reqwest::get(format!("{}/metrics", setup.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|line| line
+            .starts_with("stocksync_ingest_reassign_refused_total{channel=\"shop-two-sites\"}")),
+        "{}",
+        metrics
+            .lines()
+            .filter(|line| line.contains("reassign"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    setup.app.shutdown(Duration::from_secs(5)).await;
+}

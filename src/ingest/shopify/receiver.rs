@@ -32,7 +32,9 @@ use crate::config::ChannelConfig;
 use crate::domain::{LocationId, Sku};
 use crate::ingest::receiver::{ReceiverError, ReceiverState, WebhookReceipt, body_error};
 use crate::ledger::LedgerError;
-use crate::telemetry::{INGEST_WEBHOOKS_TOTAL, LEDGER_DEDUPE_HITS_TOTAL};
+use crate::telemetry::{
+    INGEST_REASSIGN_REFUSED_TOTAL, INGEST_WEBHOOKS_TOTAL, LEDGER_DEDUPE_HITS_TOTAL,
+};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -226,6 +228,18 @@ async fn receive(
         let refused = matches!(ack, Err(LedgerError::Rejected(_)));
         if let Some(error) = receipt.record(movement, ack) {
             failure = Some(error);
+        } else if refused
+            && let crate::domain::MovementKind::Reassign { reservation, to } = &movement.kind
+        {
+            metrics::counter!(INGEST_REASSIGN_REFUSED_TOTAL, "channel" => channel.id.clone())
+                .increment(1);
+            tracing::warn!(
+                channel = %channel.id,
+                reservation = %reservation,
+                to = %to,
+                reason = ?receipt.movements.last().and_then(|m| m.reason.as_deref()),
+                "shopify moved a fulfillment order, but the ledger cannot hold the line there: the reservation stays where it was (reconciliation will flag the channel's levels)"
+            );
         } else if refused {
             tracing::warn!(
                 channel = %channel.id,
