@@ -5,8 +5,9 @@
 //! coalescing queue keyed by listing (`queue`), its token bucket and retry backoff (`rate`),
 //! and its actor (`actor`) that drains the queue through the channel's adapter.
 //!
-//! Flow: `publish` computes `channel_atp` for every channel that lists the SKU, upserts it
-//! into that channel's queue (a `Mutex`; the newest ATP wins) and sends the actor a single
+//! Flow: `publish` computes `channel_atp` for every channel that lists the SKU (for a
+//! channel with locations of its own, such as a multi-location Shopify shop, divided into
+//! one listing per location by [`split`]), upserts it into that channel's queue (a `Mutex`; the newest ATP wins) and sends the actor a single
 //! `Wake` if none is pending, so the unbounded ractor mailbox never holds more than one wake
 //! per channel plus one timer. The actor takes batches (decreases first), paces them with
 //! its token bucket, pushes, and handles every item's outcome:
