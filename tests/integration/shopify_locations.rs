@@ -37,6 +37,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_polling(0).await
+}
+
+/// [`setup`] with the orders poller running every `poll_secs` (0: only on conflicts).
+async fn setup_polling(poll_secs: u64) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let shop = crate::support::shopify_simulator(ShopifySimulatorOptions {
         deny_oversell: false,
@@ -76,6 +81,7 @@ async fn setup() -> Setup {
         shop_url = "{shop_url}"
         access_token = "{token}"
         webhook_secret = "{secret}"
+        orders_poll_interval_secs = {poll_secs}
         listings = [{{ sku = "{TEE}", inventory_item_id = {TEE_ITEM} }}]
         [[channels.shopify.location_map]]
         shopify_location_id = {WAREHOUSE}
@@ -543,5 +549,38 @@ async fn a_move_to_a_location_that_cannot_hold_the_line_is_refused_and_counted()
             .collect::<Vec<_>>()
             .join("\n")
     );
+    setup.app.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A lost `fulfillment_orders/order_routing_complete`: the order reaches us (by its webhook)
+/// and is reserved by the channel's routing in the warehouse; the next orders poll reads the
+/// order's fulfillment orders and moves the reservation to the store Shopify assigned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orders_poll_makes_good_a_lost_fulfillment_order_webhook() {
+    let setup = setup_polling(1).await;
+    setup.stock_up().await;
+    setup.shop.set_webhook_url(None);
+    setup.shop.place_order(STORE, &[tee(2)]).await.unwrap();
+    setup
+        .shop
+        .set_webhook_url(Some(format!("{}/webhooks/shopify/{CHANNEL}", setup.api)));
+    let created = setup
+        .shop
+        .deliveries()
+        .iter()
+        .find(|delivery| delivery.topic == "orders/create")
+        .unwrap()
+        .id;
+    setup.shop.redeliver(created).await;
+    setup
+        .expect(
+            "reserved at the store after the next poll",
+            Expected {
+                wh: (10, 0, 10),
+                store: (4, 2, 2),
+                shopify: (10, 2),
+            },
+        )
+        .await;
     setup.app.shutdown(Duration::from_secs(5)).await;
 }

@@ -30,8 +30,13 @@
 //! (the reason goes to the receipt's note). A line split across several FOs at different
 //! locations follows the FO read last (the ledger keeps one location per order line).
 //!
-//! May depend on: `config`, `domain`, `platforms::shopify` (the client), and
-//! `ingest::shopify::decode` (keys and labels).
+//! Lost webhooks: the orders poller (`ingest::shopify::poller`) reads the fulfillment
+//! orders of the open web orders it polls on a multi-location channel
+//! ([`ORDER_FULFILLMENT_ORDERS_QUERY`]) and applies the same movements, so a lost routing
+//! or move webhook is made good by the next poll (a compare-and-set conflict wakes it).
+//!
+//! May depend on: `config`, `domain`, `ledger` (reads), `platforms::shopify` (the client),
+//! and `ingest::shopify::decode` (keys and labels).
 
 use super::decode::{reservation_id, sale_key, source_label};
 use crate::config::ChannelConfig;
@@ -51,6 +56,24 @@ pub const FULFILLMENT_ORDER_QUERY: &str = "query StocksyncFulfillmentOrder($id: 
     order { id legacyResourceId }
     assignedLocation { location { id legacyResourceId } }
     lineItems(first: 250) { nodes { id totalQuantity remainingQuantity lineItem { id sku quantity } } }
+  }
+}";
+
+/// Most fulfillment orders read per order (an order split across many locations is rare).
+pub const ORDER_FULFILLMENT_ORDERS_MAX: usize = 20;
+
+/// The Admin GraphQL query that reads an order's fulfillment orders (`order(id:) {
+/// fulfillmentOrders }`), for the orders poller: the backstop when a fulfillment-order
+/// webhook was lost.
+pub const ORDER_FULFILLMENT_ORDERS_QUERY: &str = "query StocksyncOrderFulfillmentOrders($id: ID!) {
+  order(id: $id) {
+    id
+    fulfillmentOrders(first: 20) { nodes {
+      id status updatedAt
+      order { id legacyResourceId }
+      assignedLocation { location { id legacyResourceId } }
+      lineItems(first: 250) { nodes { id totalQuantity remainingQuantity lineItem { id sku quantity } } }
+    } }
   }
 }";
 
@@ -143,6 +166,51 @@ fn gid_number(value: &Value, kind: &str) -> Option<u64> {
     crate::channels::shopify::config::parse_gid(value.as_str()?, kind)
 }
 
+/// Reads the fulfillment orders of order `order_id` (at most
+/// [`ORDER_FULFILLMENT_ORDERS_MAX`]); empty when Shopify does not know the order.
+///
+/// Errors: [`FulfillmentOrderError`] (with the order id in place of an FO id).
+pub async fn fetch_for_order(
+    client: &ShopifyClient,
+    order_id: u64,
+) -> Result<Vec<FulfillmentOrder>, FulfillmentOrderError> {
+    let body = json!({
+        "query": ORDER_FULFILLMENT_ORDERS_QUERY,
+        "variables": { "id": format!("gid://shopify/Order/{order_id}") },
+    });
+    let answer = client
+        .graphql(&body)
+        .await
+        .map_err(|source| FulfillmentOrderError::Platform {
+            id: order_id,
+            source,
+        })?;
+    parse_order(&answer.body).map_err(|message| FulfillmentOrderError::Answer {
+        id: order_id,
+        message,
+    })
+}
+
+/// Parses an [`ORDER_FULFILLMENT_ORDERS_QUERY`] answer; empty for `"order": null`.
+///
+/// Errors: a message when the answer has GraphQL `errors` or a node misses a required field.
+pub fn parse_order(body: &Value) -> Result<Vec<FulfillmentOrder>, String> {
+    if let Some(errors) = body.get("errors").filter(|errors| !errors.is_null()) {
+        return Err(format!("GraphQL errors: {errors}"));
+    }
+    if !body["data"].is_object() {
+        return Err("no data".to_owned());
+    }
+    body["data"]["order"]["fulfillmentOrders"]["nodes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .take(ORDER_FULFILLMENT_ORDERS_MAX)
+        .map(parse_node)
+        .collect()
+}
+
 /// Parses a [`FULFILLMENT_ORDER_QUERY`] answer; `Ok(None)` for `"fulfillmentOrder": null`.
 ///
 /// Errors: a message when the answer has GraphQL `errors` or misses a required field.
@@ -158,6 +226,11 @@ pub fn parse(body: &Value) -> Result<Option<FulfillmentOrder>, String> {
             Err("no data".to_owned())
         };
     }
+    parse_node(node).map(Some)
+}
+
+/// One `FulfillmentOrder` node.
+fn parse_node(node: &Value) -> Result<FulfillmentOrder, String> {
     let id = gid_number(&node["id"], "FulfillmentOrder").ok_or("missing fulfillmentOrder.id")?;
     let order_id = gid_number(&node["order"]["id"], "Order")
         .ok_or("missing fulfillmentOrder.order.id")?
@@ -191,14 +264,14 @@ pub fn parse(body: &Value) -> Result<Option<FulfillmentOrder>, String> {
             remaining: line["remainingQuantity"].as_u64().unwrap_or(0),
         });
     }
-    Ok(Some(FulfillmentOrder {
+    Ok(FulfillmentOrder {
         id,
         order_id,
         status,
         updated_at_ms,
         assigned_location_id,
         lines,
-    }))
+    })
 }
 
 /// The locations of ours that feed Shopify location `shopify_location` on `channel`, in
@@ -312,6 +385,37 @@ pub fn movements(
         ));
     }
     (out, None)
+}
+
+/// [`movements`] for `fo`, with each line's current location read from `ledger` (a SKU the
+/// ledger never saw has none).
+///
+/// Errors: the ledger cannot read a SKU's state (store failure).
+pub async fn movements_from_ledger(
+    ledger: &crate::ledger::Ledger,
+    channel: &ChannelConfig,
+    fo: &FulfillmentOrder,
+) -> Result<(Vec<Movement>, Option<String>), crate::ledger::LedgerError> {
+    let mut current: std::collections::HashMap<String, LocationId> =
+        std::collections::HashMap::new();
+    for line in &fo.lines {
+        let Some(sku) = line.sku.as_deref() else {
+            continue;
+        };
+        let reservation = reservation_id(channel, &fo.order_id, &line.line_item_id);
+        let known = ledger.known_state(&Sku::from(sku)).await?;
+        if let Some(location) = known.and_then(|state| {
+            state
+                .reservations
+                .get(reservation.as_str())
+                .map(|line| line.location.clone())
+        }) {
+            current.insert(reservation, location);
+        }
+    }
+    Ok(movements(channel, fo, &|_, reservation| {
+        current.get(reservation).cloned()
+    }))
 }
 
 fn movement(channel: &ChannelConfig, key: String, sku: &str, kind: MovementKind) -> Movement {
@@ -483,6 +587,22 @@ mod tests {
         let shipped = parse(&answer("IN_PROGRESS", 100, 0)).unwrap().unwrap();
         let (out, _) = movements(&channel, &shipped, &|_, _| None);
         assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn an_orders_fulfillment_orders_parse_as_nodes() {
+        let node = answer("OPEN", 200, 2)["data"]["fulfillmentOrder"].clone();
+        let body = json!({"data": {"order": {"id": "gid://shopify/Order/5500",
+            "fulfillmentOrders": {"nodes": [node.clone(), node]}}}});
+        let fos = parse_order(&body).unwrap();
+        assert_eq!(fos.len(), 2);
+        assert_eq!(fos[0].assigned_location_id, Some(200));
+        assert!(
+            parse_order(&json!({"data": {"order": null}}))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(parse_order(&json!({"errors": [{"message": "Throttled"}]})).is_err());
     }
 
     #[test]

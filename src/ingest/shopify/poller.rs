@@ -22,10 +22,16 @@
 //! [`CURSOR_OVERLAP_MS`] (pages come oldest change first). A failed poll keeps the cursor.
 //! An order that cannot be decoded is logged and counted as refused, never retried for good.
 //!
+//! Multi-location channels (issue 16): for each open web order polled (at most
+//! [`MAX_FULFILLMENT_ORDER_READS_PER_POLL`] per poll) the poller also reads the order's
+//! fulfillment orders and applies them like their webhooks (`ingest::shopify::fulfillment`),
+//! so a lost `fulfillment_orders/*` webhook is made good by the next poll.
+//!
 //! May depend on: `domain`, `config`, `ledger`, `telemetry`, `platforms`, `ingest::poller`,
 //! `ingest::shopify::decode`.
 
 use super::decode::{WebhookTopic, decode};
+use super::fulfillment;
 use crate::config::ChannelConfig;
 use crate::ingest::poller::{
     self, Poll, PollFailure, PollSignal, PollStats, PollerHandle, PollerOptions, Retry, Watermark,
@@ -44,6 +50,10 @@ pub const INGEST_SHOPIFY_POLLED_ORDERS_TOTAL: &str = "stocksync_ingest_shopify_p
 
 /// Most pages read in one poll (250 orders each); the rest waits for the next poll.
 pub const MAX_PAGES_PER_POLL: u32 = 20;
+
+/// Most orders whose fulfillment orders one poll reads back (multi-location channels; one
+/// GraphQL query each, against the cost budget the pushes also use).
+pub const MAX_FULFILLMENT_ORDER_READS_PER_POLL: usize = 50;
 
 /// Orders per page (Shopify's cap).
 pub const PAGE_LIMIT: u32 = 250;
@@ -116,6 +126,8 @@ pub struct OrderPoller {
     /// `updated_at_min`, in milliseconds since the Unix epoch.
     cursor: Watermark,
     signal: Arc<PollSignal>,
+    /// The channel writes to several Shopify locations: read fulfillment orders too.
+    multi_location: bool,
 }
 
 impl std::fmt::Debug for OrderPoller {
@@ -189,7 +201,9 @@ impl OrderPoller {
         client: Arc<ShopifyClient>,
         signal: Arc<PollSignal>,
     ) -> Option<Self> {
-        let lookback = channel.shopify()?.orders_poll_lookback_secs;
+        let section = channel.shopify()?;
+        let lookback = section.orders_poll_lookback_secs;
+        let multi_location = section.is_multi_location();
         let cursor_ms = ledger
             .clock()
             .now_ms()
@@ -200,6 +214,7 @@ impl OrderPoller {
             client,
             cursor: Watermark::at(cursor_ms, CURSOR_OVERLAP_MS),
             signal,
+            multi_location,
         })
     }
 
@@ -226,6 +241,7 @@ impl OrderPoller {
         );
         let mut report = PollStats::default();
         let mut newest = start_ms;
+        let mut fulfillment_reads = 0usize;
         for _ in 0..MAX_PAGES_PER_POLL {
             let answer = self
                 .client
@@ -266,6 +282,13 @@ impl OrderPoller {
                     });
                 }
                 metrics::counter!(INGEST_SHOPIFY_POLLED_ORDERS_TOTAL, "channel" => channel.clone(), "outcome" => "submitted").increment(1);
+                if self.multi_location
+                    && fulfillment_reads < MAX_FULFILLMENT_ORDER_READS_PER_POLL
+                    && let Some(order_id) = open_web_order(order)
+                {
+                    fulfillment_reads += 1;
+                    self.apply_fulfillment_orders(order_id, &mut report).await?;
+                }
             }
             let next = answer.header("link").and_then(next_page_info);
             let Some(page_info) = next else { break };
@@ -279,6 +302,58 @@ impl OrderPoller {
         self.signal.record_success(started_ms);
         Ok(report)
     }
+}
+
+impl OrderPoller {
+    /// Reads the fulfillment orders of `order_id` and submits their movements (the backstop
+    /// for lost `fulfillment_orders/*` webhooks). A read that fails is logged and left to the
+    /// next poll that sees the order; only a ledger failure fails the poll.
+    async fn apply_fulfillment_orders(
+        &self,
+        order_id: u64,
+        report: &mut PollStats,
+    ) -> Result<(), PollError> {
+        let channel = self.channel.id.clone();
+        let fulfillment_orders = match fulfillment::fetch_for_order(&self.client, order_id).await {
+            Ok(fulfillment_orders) => fulfillment_orders,
+            Err(error) => {
+                tracing::warn!(channel = %channel, order = order_id, error = %error, "fulfillment orders of a polled order not readable; skipped");
+                return Ok(());
+            }
+        };
+        let ledger_error = |error: crate::ledger::LedgerError| PollError::Ledger {
+            channel: channel.clone(),
+            message: error.to_string(),
+        };
+        for fo in &fulfillment_orders {
+            let (movements, _) =
+                fulfillment::movements_from_ledger(&self.ledger, &self.channel, fo)
+                    .await
+                    .map_err(ledger_error)?;
+            submit_all(&self.ledger, &channel, movements, report)
+                .await
+                .map_err(|error| PollError::Ledger {
+                    channel: channel.clone(),
+                    message: error.to_string(),
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// The id of a polled order whose units Shopify may still route or move: a web order (not
+/// POS) that is neither cancelled nor fully fulfilled.
+fn open_web_order(order: &serde_json::Value) -> Option<u64> {
+    let pos = order["source_name"]
+        .as_str()
+        .is_some_and(|source| source.eq_ignore_ascii_case("pos"));
+    let closed = !order["cancelled_at"].is_null() || order["fulfillment_status"] == "fulfilled";
+    if pos || closed {
+        return None;
+    }
+    order["id"]
+        .as_u64()
+        .or_else(|| order["id"].as_str().and_then(|id| id.parse().ok()))
 }
 
 impl Poll for OrderPoller {
@@ -318,6 +393,40 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_open_web_orders_have_their_fulfillment_orders_read() {
+        let order = |extra: serde_json::Value| {
+            let mut order = serde_json::json!({"id": 5501, "source_name": "web",
+                "cancelled_at": null, "fulfillment_status": null});
+            order
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            order
+        };
+        assert_eq!(open_web_order(&order(serde_json::json!({}))), Some(5501));
+        assert_eq!(
+            open_web_order(&order(serde_json::json!({"fulfillment_status": "partial"}))),
+            Some(5501)
+        );
+        assert_eq!(
+            open_web_order(&order(serde_json::json!({"source_name": "pos"}))),
+            None
+        );
+        assert_eq!(
+            open_web_order(&order(
+                serde_json::json!({"fulfillment_status": "fulfilled"})
+            )),
+            None
+        );
+        assert_eq!(
+            open_web_order(&order(
+                serde_json::json!({"cancelled_at": "2026-12-02T10:00:00Z"})
+            )),
+            None
+        );
+    }
 
     #[test]
     fn times_parse_with_any_offset() {

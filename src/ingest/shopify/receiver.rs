@@ -29,7 +29,6 @@
 use super::decode::{self as shopify, Decoded, WebhookHeaders, WebhookTopic};
 use super::fulfillment;
 use crate::config::ChannelConfig;
-use crate::domain::{LocationId, Sku};
 use crate::ingest::receiver::{ReceiverError, ReceiverState, WebhookReceipt, body_error};
 use crate::ledger::LedgerError;
 use crate::telemetry::{
@@ -41,7 +40,6 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use crate::ingest::receiver::InventoryLevelObserver;
@@ -290,33 +288,12 @@ async fn read_fulfillment_orders(
                 });
             }
         };
-        // Where each line's reservation is now, for the reassignment's target.
-        let mut current: HashMap<String, LocationId> = HashMap::new();
-        for line in &fo.lines {
-            let Some(sku) = line.sku.as_deref() else {
-                continue;
-            };
-            let reservation = shopify::reservation_id(channel, &fo.order_id, &line.line_item_id);
-            let known = state
-                .shared
-                .ledger
-                .known_state(&Sku::from(sku))
+        let (movements, note) =
+            fulfillment::movements_from_ledger(&state.shared.ledger, channel, &fo)
                 .await
                 .map_err(|error| ReceiverError::Unavailable {
                     message: error.to_string(),
                 })?;
-            if let Some(location) = known.and_then(|sku_state| {
-                sku_state
-                    .reservations
-                    .get(reservation.as_str())
-                    .map(|line| line.location.clone())
-            }) {
-                current.insert(reservation, location);
-            }
-        }
-        let (movements, note) = fulfillment::movements(channel, &fo, &|_, reservation| {
-            current.get(reservation).cloned()
-        });
         tracing::debug!(channel = %channel.id, fulfillment_order = id, movements = movements.len(), "fulfillment order read back");
         decoded.movements.extend(movements);
         notes.extend(note);

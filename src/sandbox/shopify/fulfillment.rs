@@ -260,6 +260,19 @@ impl SimState {
         })
     }
 
+    /// The GraphQL `order(id:) { fulfillmentOrders }` answer: the order with its fulfillment
+    /// orders (the sandbox keeps one per order) as `nodes`; `null` for an unknown order.
+    pub fn order_fulfillment_orders_graphql(&self, order_id: u64) -> Value {
+        let Some(order) = self.orders.get(&order_id) else {
+            return Value::Null;
+        };
+        let node = self.fulfillment_order_graphql(order.fulfillment_order.id);
+        json!({
+            "id": format!("gid://shopify/Order/{order_id}"),
+            "fulfillmentOrders": { "nodes": [node] },
+        })
+    }
+
     /// The GraphQL `fulfillmentOrder(id:)` answer; `null` for an unknown id.
     pub fn fulfillment_order_graphql(&self, fulfillment_order_id: u64) -> Value {
         let Some(order) = self
@@ -274,11 +287,13 @@ impl SimState {
             .line_items
             .iter()
             .map(|line| {
-                let quantity = order
+                // `LineItem.quantity` is what was ordered; `currentQuantity` what is left
+                // after edits and removals (Admin GraphQL `LineItem`).
+                let (quantity, current) = order
                     .lines
                     .iter()
                     .find(|l| l.id == line.line_item_id)
-                    .map_or(0, SimLineRecord::current_quantity);
+                    .map_or((0, 0), |l| (l.quantity, l.current_quantity()));
                 json!({
                     "id": format!("gid://shopify/FulfillmentOrderLineItem/{}", line.id),
                     "totalQuantity": line.total_quantity,
@@ -287,6 +302,7 @@ impl SimState {
                         "id": format!("gid://shopify/LineItem/{}", line.line_item_id),
                         "sku": line.sku,
                         "quantity": quantity,
+                        "currentQuantity": current,
                     },
                 })
             })

@@ -412,6 +412,8 @@ async fn graphql(
         .find(|name| request.query.contains(name));
     let is_levels = request.query.contains("inventoryLevel");
     let is_fulfillment_order = is_field_call(&request.query, "fulfillmentOrder");
+    let is_order_fulfillment_orders = is_field_call(&request.query, "fulfillmentOrders")
+        && is_field_call(&request.query, "order");
     let options = &inner.options;
     let mut committed = None;
     let cost = if is_mutation || edit_mutation.is_some() {
@@ -470,6 +472,17 @@ async fn graphql(
                 json!({ "data": data, "extensions": extensions }),
                 Vec::new(),
             )
+        } else if is_order_fulfillment_orders {
+            let id = argument(&request.query, "order", "id")
+                .and_then(|argument| argument.resolve(&request.variables))
+                .and_then(|id| parse_gid(&id, "Order"));
+            let order = id.map_or(Value::Null, |id| state.order_fulfillment_orders_graphql(id));
+            let extensions = state.cost_extension(cost, Some(cost));
+            (
+                StatusCode::OK,
+                json!({ "data": { "order": order }, "extensions": extensions }),
+                Vec::new(),
+            )
         } else if is_fulfillment_order {
             let id = argument(&request.query, "fulfillmentOrder", "id")
                 .and_then(|argument| argument.resolve(&request.variables))
@@ -493,7 +506,7 @@ async fn graphql(
         } else {
             let extensions = state.cost_extension(cost, Some(0.0));
             let errors = graphql_error(
-                "the sandbox implements inventorySetQuantities, the orderEdit* mutations, inventory-level reads and fulfillmentOrder(id:) only",
+                "the sandbox implements inventorySetQuantities, the orderEdit* mutations, inventory-level reads, fulfillmentOrder(id:) and order(id:) { fulfillmentOrders } only",
                 "UNSUPPORTED_BY_SANDBOX",
                 &[],
             );

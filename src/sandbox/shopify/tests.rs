@@ -1121,11 +1121,33 @@ async fn a_web_order_gets_a_fulfillment_order_routed_after_orders_create_and_rea
             "id": format!("gid://shopify/FulfillmentOrderLineItem/{}", fo_id * 1000 + 1),
             "totalQuantity": 2,
             "remainingQuantity": 2,
-            "lineItem": { "id": format!("gid://shopify/LineItem/{line_id}"), "sku": "TEE-M", "quantity": 2 },
+            "lineItem": { "id": format!("gid://shopify/LineItem/{line_id}"), "sku": "TEE-M", "quantity": 2, "currentQuantity": 2 },
         }])
     );
     assert_eq!(body["extensions"]["cost"]["requestedQueryCost"], 2.0);
     assert_eq!(body["extensions"]["cost"]["actualQueryCost"], 2.0);
+
+    // The order's fulfillment orders, as the orders poller reads them back.
+    let query = json!({
+        "query": crate::ingest::shopify::fulfillment::ORDER_FULFILLMENT_ORDERS_QUERY,
+        "variables": { "id": format!("gid://shopify/Order/{order_id}") },
+    });
+    let (status, by_order) = post_graphql(&sim, "2026-04", TOKEN, &query).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        by_order["data"]["order"]["fulfillmentOrders"]["nodes"],
+        json!([fo]),
+        "{by_order}"
+    );
+    let (_, no_order) = post_graphql(
+        &sim,
+        "2026-04",
+        TOKEN,
+        &json!({ "query": crate::ingest::shopify::fulfillment::ORDER_FULFILLMENT_ORDERS_QUERY,
+                 "variables": { "id": "gid://shopify/Order/1" } }),
+    )
+    .await;
+    assert_eq!(no_order["data"], json!({ "order": null }));
 
     let unknown = query_fulfillment_order(&sim, "gid://shopify/FulfillmentOrder/42").await;
     assert_eq!(unknown["data"], json!({ "fulfillmentOrder": null }));
