@@ -280,7 +280,12 @@ async fn shopify_order_edits_fulfilment_below_shipped_and_a_late_edit_give_the_r
     setup.receive("SKU-P", 50).await;
     setup.receive("SKU-Q", 10).await;
     setup.receive("SKU-R", 8).await;
+    // Every listing settled before the shop takes an order: a listing's first push carries
+    // no compare-and-set (nothing is believed yet), so an order taken while it is in
+    // flight would be overwritten until reconciliation reads the listing back.
     setup.both_list("SKU-P", 50).await;
+    setup.both_list("SKU-Q", 10).await;
+    setup.both_list("SKU-R", 8).await;
 
     // v1: L1 P×3, L2 Q×2.
     let placed = setup
