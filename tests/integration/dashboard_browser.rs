@@ -37,6 +37,13 @@ async fn simulator() -> ShopifySimulator {
 /// A config with the simulator channel and, if given, a second channel whose shop is not
 /// listening (every push fails with a transport error).
 fn config(dir: &Path, sim: &ShopifySimulator, offline_shop: Option<&str>) -> Config {
+    let config = Config::from_toml(&config_text(dir, sim, offline_shop)).expect("config parses");
+    config.validate().expect("config is valid");
+    config
+}
+
+/// The text of [`config`].
+fn config_text(dir: &Path, sim: &ShopifySimulator, offline_shop: Option<&str>) -> String {
     let listings: String = SKUS
         .iter()
         .map(|(sku, item)| {
@@ -99,9 +106,7 @@ location_id = {SHOP_LOCATION}
         token = sim.options().access_token,
         secret = sim.options().webhook_secret,
     );
-    let config = Config::from_toml(&text).expect("config parses");
-    config.validate().expect("config is valid");
-    config
+    text
 }
 
 fn receipt(sku: &str, key: &str, location: &str, quantity: u64) -> Movement {
@@ -481,4 +486,70 @@ async fn readiness_names_a_channel_that_is_down() {
 
     app.shutdown(Duration::from_millis(200)).await;
     sim.shutdown().await;
+}
+
+/// The row of the channel table whose `data-location` is `location` (a Shopify location of
+/// a multi-location channel).
+fn location_row<'a>(html: &'a str, location: &str) -> &'a str {
+    let marker = format!("data-location=\"{location}\"");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {marker} in:\n{html}"));
+    let start = html[..at].rfind("<tr").expect("inside a row");
+    let end = at + html[at..].find("</tr>").expect("row is closed");
+    &html[start..end]
+}
+
+/// Issue 16: a channel that lists per Shopify location shows its total and one row per
+/// location, with the location's part of the ATP and what was pushed there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_row_per_shopify_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = simulator().await;
+    let text = config_text(dir.path(), &sim, None).replace(
+        &format!("location_id = {SHOP_LOCATION}\n"),
+        "[[channels.shopify.location_map]]\nshopify_location_id = 31\nname = \"North\"\nfeeds = [\"WH-NORTH\"]\n\
+         [[channels.shopify.location_map]]\nshopify_location_id = 32\nname = \"Harbour\"\nfeeds = [\"SHOP-HARBOUR\"]\n",
+    );
+    let config = Config::from_toml(&text).expect("config parses");
+    config.validate().expect("config is valid");
+    let app = App::start(config).await.unwrap();
+    for (key, location, quantity) in [("rcpt-1", "WH-NORTH", 30), ("rcpt-2", "SHOP-HARBOUR", 5)] {
+        app.ledger()
+            .submit(receipt("LANTERN-BRASS", key, location, quantity))
+            .await
+            .expect("receipt is durable");
+    }
+    // 35 − safety stock 2 = 33, divided 30 : 5 → 28.29 / 4.71 → 28 / 5.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.propagation().last_pushed(CHANNEL, "LANTERN-BRASS@31") != Some(28)
+        || app.propagation().last_pushed(CHANNEL, "LANTERN-BRASS@32") != Some(5)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the locations did not acknowledge their parts"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sim.level(7001, 31), Some(28));
+    assert_eq!(sim.level(7001, 32), Some(5));
+    let base = format!("http://{}", app.http_addr());
+    let dom = run_chromium(
+        &format!("{base}/?live=poll#sku=LANTERN-BRASS"),
+        &["--dump-dom"],
+    )
+    .await;
+    let channels = element(&dom, "table", "channels-atp");
+    let total = row(channels, "channel", CHANNEL);
+    assert_eq!(cell(total, "atp"), "33", "{total}");
+    assert_eq!(cell(total, "last_pushed"), "per location", "{total}");
+    let north = location_row(channels, "31");
+    assert!(north.contains("North (31)"), "{north}");
+    assert_eq!(cell(north, "atp"), "28", "{north}");
+    assert_eq!(cell(north, "last_pushed"), "28", "{north}");
+    let harbour = location_row(channels, "32");
+    assert_eq!(cell(harbour, "atp"), "5", "{harbour}");
+    assert_eq!(cell(harbour, "last_pushed"), "5", "{harbour}");
+    assert!(harbour.contains("fed by SHOP-HARBOUR"), "{harbour}");
+    app.shutdown(Duration::from_secs(5)).await;
 }
