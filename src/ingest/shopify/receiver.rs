@@ -10,7 +10,12 @@
 //!    `stocksync_ledger_dedupe_hits_total{source="shopify:<channel>"}`;
 //! 5. the body is decoded by [`super::decode::decode`] (400 problem if it cannot
 //!    be: Shopify retries, which is harmless, and the failure is logged);
-//! 6. every movement is submitted and the answer waits until all are durable: 200 with a
+//! 6. for `fulfillment_orders/order_routing_complete` and `fulfillment_orders/moved` (thin
+//!    payloads), each fulfillment order named is read back from the shop and turned into
+//!    movements by [`super::fulfillment`] (503 problem when the shop cannot be read, so
+//!    Shopify delivers again); a reassignment the ledger refuses is counted in
+//!    `stocksync_ingest_reassign_refused_total{channel}` and logged;
+//! 7. every movement is submitted and the answer waits until all are durable: 200 with a
 //!    [`WebhookReceipt`], or a 503 problem (Shopify retries) if the store failed. Movements
 //!    the state machine refuses are logged and counted; retrying would not change them.
 //!
@@ -23,8 +28,9 @@
 //! reconciliation (the app adapts it). The delivery memory is the app's
 //! ([`ReceiverState::deliveries`], keys prefixed by the channel id).
 //!
-//! May depend on: `config`, `ledger`, `telemetry`, `ingest::receiver`,
-//! `ingest::shopify::decode`.
+//! May depend on: `config`, `domain`, `ledger`, `telemetry`, `platforms` (the shared
+//! clients, for read-backs), `ingest::receiver`, `ingest::shopify::decode` and
+//! `ingest::shopify::fulfillment`.
 
 use super::decode::{self as shopify, Decoded, WebhookHeaders, WebhookTopic};
 use super::fulfillment;
