@@ -52,9 +52,10 @@ impl ChannelView for PropagationView {
         channel: &str,
         sku: &str,
         levels: &[crate::domain::LocationLevel],
+        total: u64,
     ) -> Vec<web::stock::ListingPart> {
         self.0
-            .listing_parts(channel, sku, levels)
+            .listing_parts(channel, sku, levels, total)
             .into_iter()
             .map(|(location, listing, atp)| web::stock::ListingPart {
                 location_id: location.id,

@@ -676,13 +676,14 @@ impl Propagation {
     }
 
     /// The per-location listings of `sku` on `channel` when the channel lists stock per
-    /// location: (location, listing key, part of the ATP) in config order, for a SKU with
-    /// these levels. Empty for other channels (and unknown ones).
+    /// location: (location, listing key, part of `total`, the channel's ATP) in config
+    /// order, for a SKU with these levels. Empty for other channels (and unknown ones).
     pub fn listing_parts(
         &self,
         channel: &str,
         sku: &str,
         levels: &[LocationLevel],
+        total: u64,
     ) -> Vec<(channels::ListingLocation, String, u64)> {
         let Some(shared) = self.channel(channel) else {
             return Vec::new();
@@ -691,7 +692,6 @@ impl Propagation {
         if locations.is_empty() || !shared.adapter.is_mapped(sku) {
             return Vec::new();
         }
-        let total = crate::domain::channel_atp(levels, &shared.rule).atp;
         split::divide_for(total, levels, locations)
             .into_iter()
             .map(|(location, part)| {

@@ -1132,7 +1132,7 @@ async fn a_multi_location_channel_divides_its_atp_by_the_stock_at_each_location(
         (Some(7), Some(3))
     );
     assert_eq!(fake.value("A"), None, "the bare SKU is never pushed");
-    let parts = propagation.listing_parts("fake", "A", &change.locations);
+    let parts = propagation.listing_parts("fake", "A", &change.locations, total);
     assert_eq!(
         parts
             .iter()

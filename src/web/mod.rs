@@ -109,14 +109,16 @@ pub trait ChannelView: Send + Sync + 'static {
 
     /// The per-location listings of `sku` on `channel` when the channel lists stock per
     /// location of its own (Shopify multi-location), for a SKU with these `levels`: each
-    /// location with its listing key and its part of the channel's ATP. Empty otherwise.
+    /// location with its listing key and its part of `total`, the channel's ATP. Empty
+    /// otherwise.
     fn listing_parts(
         &self,
         channel: &str,
         sku: &str,
         levels: &[crate::domain::LocationLevel],
+        total: u64,
     ) -> Vec<stock::ListingPart> {
-        let _ = (channel, sku, levels);
+        let _ = (channel, sku, levels, total);
         Vec::new()
     }
 

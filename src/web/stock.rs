@@ -330,7 +330,7 @@ fn view(
                 .channel_view
                 .as_ref()
                 .map(|view| {
-                    view.listing_parts(&channel.id, sku, &availability.locations)
+                    view.listing_parts(&channel.id, sku, &availability.locations, explanation.atp)
                         .into_iter()
                         .map(|part| ChannelLocationView {
                             last_pushed: view.last_pushed(&channel.id, &part.listing),
