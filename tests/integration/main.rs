@@ -27,6 +27,7 @@ mod end_to_end;
 mod grafana;
 mod http_limits;
 mod kafka_ingest;
+mod kafka_partitioner;
 mod kafka_poison;
 mod kits_refunds;
 mod layout;

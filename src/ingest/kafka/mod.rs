@@ -48,6 +48,7 @@
 
 mod atp;
 mod decode;
+pub mod partitioner;
 
 pub use atp::{AtpOutput, AtpPublisher, AtpUpdate};
 pub use decode::{DecodeError, MessageOrigin, decode_movement, fallback_idempotency_key};
