@@ -7,10 +7,11 @@
 //!
 //! Flow: `publish` computes `channel_atp` for every channel that lists the SKU (for a
 //! channel with locations of its own, such as a multi-location Shopify shop, divided into
-//! one listing per location by [`split`]), upserts it into that channel's queue (a `Mutex`; the newest ATP wins) and sends the actor a single
-//! `Wake` if none is pending, so the unbounded ractor mailbox never holds more than one wake
-//! per channel plus one timer. The actor takes batches (decreases first), paces them with
-//! its token bucket, pushes, and handles every item's outcome:
+//! one listing per location by [`split`]), upserts it into that channel's queue (a `Mutex`;
+//! the newest ATP wins) and sends the actor a single `Wake` if none is pending, so the
+//! unbounded ractor mailbox never holds more than one wake per channel plus one timer. The
+//! actor takes batches (decreases first), paces them with its token bucket, pushes, and
+//! handles every item's outcome:
 //! - accepted: remembered (memory and store) as the channel's value; lag is recorded;
 //! - conflict: the value read back becomes the expected value (`changeFromQuantity` of the
 //!   next push). When the channel is *below* what we expected (it sold units we have not
@@ -663,16 +664,14 @@ impl Propagation {
     ) -> Option<u64> {
         let shared = self.channel(channel)?;
         let total = crate::domain::channel_atp(levels, &shared.rule).atp;
-        let locations = shared.adapter.listing_locations();
-        if locations.is_empty() {
+        if shared.adapter.listing_locations().is_empty() {
             return Some(total);
         }
-        let (_, location) = split::split_listing_key(listing);
-        let location = location?;
-        split::divide_for(total, levels, locations)
+        let sku = split::split_listing_key(listing).0;
+        self.listing_parts(channel, sku, levels, total)
             .into_iter()
-            .find(|(candidate, _)| candidate.id == location)
-            .map(|(_, part)| part)
+            .find(|(_, key, _)| key == listing)
+            .map(|(_, _, part)| part)
     }
 
     /// The per-location listings of `sku` on `channel` when the channel lists stock per

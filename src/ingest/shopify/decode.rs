@@ -485,7 +485,18 @@ fn from_value<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn movement(channel: &ChannelConfig, key: String, sku: &str, kind: MovementKind) -> Movement {
+/// True for an order rung up in a retail location (`source_name` `pos`).
+pub(super) fn is_pos(source_name: Option<&str>) -> bool {
+    source_name.is_some_and(|source| source.eq_ignore_ascii_case("pos"))
+}
+
+/// A movement decoded for `channel` (its source label, no source time).
+pub(super) fn movement(
+    channel: &ChannelConfig,
+    key: String,
+    sku: &str,
+    kind: MovementKind,
+) -> Movement {
     Movement {
         schema_version: SCHEMA_VERSION,
         sku: Sku::from(sku),
@@ -537,12 +548,11 @@ fn decode_order(
         _ => None,
     };
     // A POS sale happened in a retail location: reserve there and ship at once.
+    let pos = is_pos(order.source_name.as_deref());
     let pos_location = order
-        .source_name
-        .as_deref()
-        .is_some_and(|source| source.eq_ignore_ascii_case("pos"))
-        .then(|| order.location_id.and_then(|id| our_location(channel, id)))
-        .map(|location| location.into_iter().collect::<Vec<_>>());
+        .location_id
+        .filter(|_| pos)
+        .and_then(|id| our_location(channel, id));
     for line in &order.line_items {
         let sku = match stock_sku(line) {
             Ok(_) if line.quantity == 0 => Err(SkipReason::ZeroQuantity),
@@ -559,10 +569,12 @@ fn decode_order(
             }
         };
         let reservation = reservation_id(channel, &order.id, &line.id);
-        let (location, route) = match &pos_location {
-            Some(located) if !located.is_empty() => (located.first().cloned(), Vec::new()),
-            _ => (None, channel.locations.clone()),
+        let route = if pos_location.is_some() {
+            Vec::new()
+        } else {
+            channel.locations.clone()
         };
+        let location = pos_location.clone();
         decoded.movements.push(movement(
             channel,
             sale_key(channel, &order.id, &line.id),
@@ -574,7 +586,7 @@ fn decode_order(
                 route,
             },
         ));
-        if pos_location.is_some() {
+        if pos {
             decoded.movements.push(movement(
                 channel,
                 pos_fulfilment_key(channel, &order.id, &line.id),

@@ -38,9 +38,9 @@
 //! May depend on: `config`, `domain`, `ledger` (reads), `platforms::shopify` (the client),
 //! and `ingest::shopify::decode` (keys and labels).
 
-use super::decode::{reservation_id, sale_key, source_label};
+use super::decode::{movement, reservation_id, sale_key};
 use crate::config::ChannelConfig;
-use crate::domain::{LocationId, Movement, MovementKind, SCHEMA_VERSION, Sku};
+use crate::domain::{LocationId, Movement, MovementKind, Sku};
 use crate::platforms::PlatformError;
 use crate::platforms::shopify::ShopifyClient;
 use serde_json::{Value, json};
@@ -416,17 +416,6 @@ pub async fn movements_from_ledger(
     Ok(movements(channel, fo, &|_, reservation| {
         current.get(reservation).cloned()
     }))
-}
-
-fn movement(channel: &ChannelConfig, key: String, sku: &str, kind: MovementKind) -> Movement {
-    Movement {
-        schema_version: SCHEMA_VERSION,
-        sku: Sku::from(sku),
-        idempotency_key: key,
-        source: source_label(channel),
-        occurred_at_ms: None,
-        kind,
-    }
 }
 
 /// A test channel `shop`: a warehouse (Shopify 100, fed by WH) and a store (Shopify 200, fed

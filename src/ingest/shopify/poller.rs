@@ -321,21 +321,18 @@ impl OrderPoller {
                 return Ok(());
             }
         };
-        let ledger_error = |error: crate::ledger::LedgerError| PollError::Ledger {
+        let ledger_error = |message: String| PollError::Ledger {
             channel: channel.clone(),
-            message: error.to_string(),
+            message,
         };
         for fo in &fulfillment_orders {
             let (movements, _) =
                 fulfillment::movements_from_ledger(&self.ledger, &self.channel, fo)
                     .await
-                    .map_err(ledger_error)?;
+                    .map_err(|error| ledger_error(error.to_string()))?;
             submit_all(&self.ledger, &channel, movements, report)
                 .await
-                .map_err(|error| PollError::Ledger {
-                    channel: channel.clone(),
-                    message: error.to_string(),
-                })?;
+                .map_err(|error| ledger_error(error.to_string()))?;
         }
         Ok(())
     }
@@ -344,9 +341,7 @@ impl OrderPoller {
 /// The id of a polled order whose units Shopify may still route or move: a web order (not
 /// POS) that is neither cancelled nor fully fulfilled.
 fn open_web_order(order: &serde_json::Value) -> Option<u64> {
-    let pos = order["source_name"]
-        .as_str()
-        .is_some_and(|source| source.eq_ignore_ascii_case("pos"));
+    let pos = super::decode::is_pos(order["source_name"].as_str());
     let closed = !order["cancelled_at"].is_null() || order["fulfillment_status"] == "fulfilled";
     if pos || closed {
         return None;

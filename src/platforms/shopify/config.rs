@@ -139,14 +139,6 @@ impl ShopifyConfig {
         self.location_map.len() > 1
     }
 
-    /// The Shopify location our location `location` feeds, if any.
-    pub fn shopify_location_of(&self, channel_locations: &[String], location: &str) -> Option<u64> {
-        self.shopify_locations(channel_locations)
-            .into_iter()
-            .find(|entry| entry.feeds.iter().any(|feed| feed == location))
-            .map(|entry| entry.id)
-    }
-
     /// Our locations that feed Shopify location `shopify_location`, in routing order; empty
     /// when the channel does not map it.
     pub fn feeds_of(&self, channel_locations: &[String], shopify_location: u64) -> Vec<String> {
@@ -299,7 +291,7 @@ mod tests {
         assert_eq!(locations[0].feeds, vec!["WH", "STORE"]);
         assert!(!config.is_multi_location());
         assert_eq!(config.primary_location_id(), Some(5));
-        assert_eq!(config.shopify_location_of(&["WH".into()], "WH"), Some(5));
+        assert_eq!(config.feeds_of(&["WH".into()], 5), vec!["WH"]);
     }
 
     #[test]
@@ -309,8 +301,13 @@ mod tests {
         assert!(config.is_multi_location());
         assert_eq!(config.primary_location_id(), Some(100));
         let channel: Vec<String> = vec!["WH".into(), "STORE".into(), "BACK".into()];
-        assert_eq!(config.shopify_location_of(&channel, "BACK"), Some(200));
-        assert_eq!(config.shopify_location_of(&channel, "ELSEWHERE"), None);
+        assert!(config.feeds_of(&channel, 200).contains(&"BACK".to_owned()));
+        assert!(
+            config
+                .shopify_locations(&channel)
+                .iter()
+                .all(|location| !location.feeds.contains(&"ELSEWHERE".to_owned()))
+        );
         assert_eq!(config.feeds_of(&channel, 200), vec!["STORE", "BACK"]);
         assert!(config.feeds_of(&channel, 999).is_empty());
     }
