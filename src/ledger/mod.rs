@@ -233,6 +233,17 @@ pub enum LedgerError {
     /// Retry after a short pause (REST answers 503 with `Retry-After`).
     #[error("ledger overloaded: {0}")]
     Overloaded(String),
+    /// Several instances (`[cluster]`): the SKU's topic partition is owned by another
+    /// instance, or is moving between instances, so nothing was recorded here. `owner` is
+    /// the owner's advertised URL when one is known: forward the movement there (the
+    /// instances do so themselves), or retry shortly.
+    #[error("not the owner of the SKU: partition {partition} is {}", owner.as_deref().map_or_else(|| "moving between instances".to_owned(), |url| format!("owned by {url}")))]
+    NotOwner {
+        /// The SKU's partition of the movements topic (`murmur2(key) mod partitions`).
+        partition: u32,
+        /// The owner's advertised base URL, when a live owner is known.
+        owner: Option<String>,
+    },
 }
 
 impl LedgerError {
@@ -241,7 +252,10 @@ impl LedgerError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            LedgerError::Store(_) | LedgerError::Unavailable(_) | LedgerError::Overloaded(_)
+            LedgerError::Store(_)
+                | LedgerError::Unavailable(_)
+                | LedgerError::Overloaded(_)
+                | LedgerError::NotOwner { .. }
         )
     }
 }

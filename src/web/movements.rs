@@ -232,7 +232,8 @@ async fn accept(
             Err(
                 error @ (LedgerError::Store(_)
                 | LedgerError::Unavailable(_)
-                | LedgerError::Overloaded(_)),
+                | LedgerError::Overloaded(_)
+                | LedgerError::NotOwner { .. }),
             ) => {
                 failures.push(format!("#{index}: {error}"));
                 continue;

@@ -299,7 +299,8 @@ fn ledger_problem(error: LedgerError) -> Response {
         .into_response(),
         error @ (LedgerError::Store(_)
         | LedgerError::Unavailable(_)
-        | LedgerError::Overloaded(_)) => WebError::Unavailable {
+        | LedgerError::Overloaded(_)
+        | LedgerError::NotOwner { .. }) => WebError::Unavailable {
             message: error.to_string(),
         }
         .into_response(),

@@ -666,7 +666,8 @@ impl BatchContext {
                         LedgerError::Rejected(_) => REASON_REJECTED,
                         LedgerError::Store(_)
                         | LedgerError::Unavailable(_)
-                        | LedgerError::Overloaded(_) => REASON_UNAVAILABLE,
+                        | LedgerError::Overloaded(_)
+                        | LedgerError::NotOwner { .. } => REASON_UNAVAILABLE,
                     };
                     warn!(
                         key = %String::from_utf8_lossy(message.key().unwrap_or_default()),
