@@ -14,11 +14,14 @@
 //!
 //! May depend on every module.
 
+use crate::cluster::forward::HttpForwarder;
+use crate::cluster::{Cluster, KafkaSource};
 use crate::config::Config;
 use crate::domain::Sku;
 use crate::ingest::kafka::{AtpOutput, AtpPublisher, AtpUpdate, KafkaIngest, KafkaIngestOptions};
 use crate::ingest::poller::PollerHandle;
 use crate::ingest::receiver::{DEFAULT_DELIVERY_MEMORY, DeliveryMemory};
+use crate::ledger::ownership::{ForwarderHandle, OwnershipHandle};
 use crate::ledger::{Ledger, LedgerOptions};
 use crate::propagation::{AtpObserver, Propagation, PropagationOptions};
 use crate::telemetry::DeadLetterBroadcast;
@@ -249,6 +252,8 @@ pub struct App {
     operations: ops::Operations,
     /// Every platform client (the adapters' and, for the pollers, the same ones).
     platforms: Arc<crate::platforms::PlatformClients>,
+    /// Several instances: the coordinator of this instance's partitions.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Propagation's [`crate::propagation::ConflictListener`]: a channel that lowered a listing
@@ -341,17 +346,37 @@ impl App {
             Propagation::start_with_options(&config, store.clone(), client.clone(), options)
                 .await
                 .context("starting propagation")?;
-        let fence = claim_store(store.as_ref(), &config).await?;
+        // One instance claims the whole store; several (`[cluster]`) divide it by
+        // partition, each write fenced by its partition's epoch.
+        let partition_table = config.cluster.as_ref().map(Cluster::table);
+        let (fences, ownership, forwarder) = match (&config.cluster, &partition_table) {
+            (Some(cluster), Some(table)) => (
+                Vec::new(),
+                Some(OwnershipHandle(table.clone())),
+                Some(ForwarderHandle(Arc::new(HttpForwarder::new(
+                    client.clone(),
+                    cluster.token.clone(),
+                )))),
+            ),
+            _ => (
+                vec![claim_store(store.as_ref(), &config).await?],
+                None,
+                None,
+            ),
+        };
         let ledger = Ledger::start(
             store.clone(),
             Arc::new(propagation.clone()),
             LedgerOptions {
                 rules: rules.clone(),
                 clock: clock.clone(),
-                fences: vec![fence],
+                fences,
+                ownership,
+                forwarder,
                 ..LedgerOptions::from_config(&config)
             },
         );
+
         propagation.set_rebuilder(Arc::new(LedgerQueueRebuilder {
             ledger: ledger.clone(),
             propagation: propagation.clone(),
@@ -361,6 +386,30 @@ impl App {
             .await
             .with_context(|| format!("binding http.listen {}", config.http.listen))?;
         let http_addr = listener.local_addr()?;
+        let cluster = match (&config.cluster, partition_table) {
+            (Some(settings), Some(table)) => {
+                let advertise_url = match &settings.advertise_url {
+                    Some(url) => url.clone(),
+                    None if http_addr.ip().is_unspecified() => anyhow::bail!(
+                        "[cluster] advertise_url is needed: http.listen {} names no address the other instances can reach",
+                        config.http.listen
+                    ),
+                    None => format!("http://{http_addr}"),
+                };
+                Some(Arc::new(Cluster::start(
+                    settings.clone(),
+                    advertise_url,
+                    table,
+                    store.clone(),
+                    ledger.clone(),
+                    config.kafka.as_ref().map(|kafka| KafkaSource {
+                        group: kafka.group_id.clone(),
+                        topic: kafka.movements_topic.clone(),
+                    }),
+                )))
+            }
+            _ => None,
+        };
         let kafka_view = Arc::new(KafkaAssignmentView::default());
         // Per app, never process-wide: the webhook delivery memory of every receiver, and
         // the dead-letter notices from Kafka ingest to the alert monitor.
@@ -455,6 +504,7 @@ impl App {
             atp_output,
             operations,
             platforms,
+            cluster,
         })
     }
 
@@ -484,6 +534,11 @@ impl App {
         self.operations.reconciler.as_ref()
     }
 
+    /// The cluster coordinator, with `[cluster]`.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
@@ -505,6 +560,11 @@ impl App {
             if let Err(error) = bridge.stop().await {
                 tracing::warn!(error = %error, "notification consumer ended with an error");
             }
+        }
+        // Hand every partition over now, so the other instances take them at once instead
+        // of after the session timeout (a rolling restart loses no time).
+        if let Some(cluster) = &self.cluster {
+            cluster.leave().await;
         }
         let _ = self.http_stop.send(());
         let _ = self.http_task.await;

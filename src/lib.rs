@@ -46,6 +46,7 @@ use mimalloc as _;
 pub mod app;
 pub mod channels;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod domain;

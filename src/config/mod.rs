@@ -20,6 +20,7 @@
 //! May depend on: `domain` (for ids and the ATP rule), `platforms::<name>::config`.
 
 mod channels;
+mod cluster;
 mod http;
 mod interpolate;
 mod kafka;
@@ -31,6 +32,7 @@ mod validate;
 // The channel types and every platform's section (re-exported by `channels`, the registry),
 // so this file names no platform.
 pub use channels::*;
+pub use cluster::{ClusterConfig, MAX_CLUSTER_PARTITIONS};
 pub use http::{
     AuthConfig, HttpConfig, MAX_MOVEMENTS_PER_REQUEST, MAX_TOKENS, Scope, TokenConfig,
     parse_sha256_hex as http_hash,
@@ -88,6 +90,9 @@ pub struct Config {
     /// The Kafka movements consumer; absent means no Kafka.
     #[serde(default)]
     pub kafka: Option<KafkaConfig>,
+    /// Several instances on one shared store; absent means this instance claims the store.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     /// Locations that hold stock.
     #[serde(default)]
     pub locations: Vec<LocationConfig>,

@@ -21,6 +21,15 @@ impl Config {
         validate_store(&self.store, &mut problems);
         validate_ledger(&self.ledger, &mut problems);
         validate_http(&self.http, &mut problems);
+        if let Some(cluster) = &self.cluster {
+            cluster.validate(&mut problems);
+            if self.store.backend == super::StoreBackend::Embedded {
+                problems.push(
+                    "[cluster] needs a shared store: store.backend = \"postgres\" or \"scylla\""
+                        .to_owned(),
+                );
+            }
+        }
         if let Some(kafka) = &self.kafka {
             validate_kafka(kafka, &mut problems);
         }

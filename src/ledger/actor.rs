@@ -84,7 +84,16 @@ pub(crate) enum ShardMessage {
         force: bool,
         reply: Option<oneshot::Sender<u64>>,
     },
+    /// Drop every SKU `filter` selects, whatever its phase (its partition left this
+    /// instance): buffered work is answered `NotOwner`; answer how many were dropped.
+    Evict {
+        filter: SkuFilter,
+        reply: oneshot::Sender<u64>,
+    },
 }
+
+/// Selects SKUs by name (see [`ShardMessage::Evict`]).
+pub(crate) type SkuFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl ShardMessage {
     /// Answers the caller with `error` (used when the message cannot be delivered).
@@ -98,6 +107,9 @@ impl ShardMessage {
             }
             ShardMessage::Loaded(results) => {
                 drop(results);
+            }
+            ShardMessage::Evict { reply, .. } => {
+                let _ = reply.send(0);
             }
             ShardMessage::Reap(_)
             | ShardMessage::StartLoads
@@ -311,6 +323,9 @@ impl Actor for ShardActor {
                     let _ = reply.send(remaining);
                 }
             }
+            ShardMessage::Evict { filter, reply } => {
+                let _ = reply.send(shard.evict(filter.as_ref()));
+            }
         }
         if shard.queued.len() >= MAX_DRAIN {
             shard.flush().await;
@@ -340,7 +355,35 @@ impl Shard {
     }
 
     /// Runs `work` on `sku` now, or buffers it while the SKU loads or confirms a key.
+    /// With several instances, work for a SKU this instance may not start is answered
+    /// `NotOwner`, and a read of such a SKU not in memory replays it from the store without
+    /// keeping it (see `super::ownership`).
     fn route(&mut self, myself: &ActorRef<ShardMessage>, sku: Sku, work: Work) {
+        if let Some(ownership) = &self.core.options.ownership
+            && let Err(error) = ownership.admit(sku.as_str())
+        {
+            match work {
+                Work::Read(reply) if !self.cells.contains_key(&sku) => {
+                    let core = self.core.clone();
+                    tokio::spawn(async move {
+                        let answer = load_cells(&core, vec![sku])
+                            .await
+                            .pop()
+                            .map(|(_, loaded)| loaded.map(|cell| cell.state))
+                            .unwrap_or_else(|| {
+                                Err(LedgerError::Unavailable("nothing loaded".to_owned()))
+                            });
+                        let _ = reply.send(answer);
+                    });
+                    return;
+                }
+                Work::Read(_) => {}
+                work => {
+                    work.fail(error);
+                    return;
+                }
+            }
+        }
         let now_ms = self.core.now_ms();
         match self.cells.get_mut(&sku) {
             Some(cell) if cell.phase == Phase::Ready => {
@@ -544,6 +587,48 @@ impl Shard {
                 ticket: Some((self.index, ticket)),
             })
             .await;
+    }
+
+    /// Drops every SKU `filter` selects, in any phase: their buffered work is answered
+    /// `NotOwner`, the reaper forgets them, and a load in flight for one of them is ignored
+    /// when it lands. Requests already queued for the committer stay queued (the committer
+    /// refuses them if the SKU's partition is gone). Returns how many SKUs were dropped.
+    fn evict(&mut self, filter: &(dyn Fn(&str) -> bool + Send + Sync)) -> u64 {
+        let before = self.cells.len();
+        let mut evicted: Vec<(Sku, Box<SkuCell>)> = Vec::new();
+        self.cells.retain(|sku, cell| {
+            if filter(sku.as_str()) {
+                evicted.push((
+                    sku.clone(),
+                    std::mem::replace(cell, Box::new(SkuCell::loading(sku.clone(), 0))),
+                ));
+                false
+            } else {
+                true
+            }
+        });
+        self.to_load.retain(|sku| !filter(sku.as_str()));
+        for (sku, cell) in evicted {
+            self.core.reaper.set(&sku, None);
+            let error = match &self.core.options.ownership {
+                Some(ownership) => ownership.admit(sku.as_str()).err(),
+                None => None,
+            }
+            .unwrap_or(LedgerError::NotOwner {
+                partition: 0,
+                owner: None,
+            });
+            for work in cell.buffer {
+                work.fail(error.clone());
+            }
+        }
+        let dropped = before - self.cells.len();
+        if dropped > 0 {
+            self.core
+                .count_live(self.index, -i64::try_from(dropped).unwrap_or(i64::MAX));
+            self.core.publish_live_gauge();
+        }
+        dropped as u64
     }
 
     /// Drops idle (or all, with `force`) durable SKUs with nothing buffered; returns how

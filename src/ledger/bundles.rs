@@ -155,7 +155,7 @@ impl Ledger {
         tokio::spawn(async move {
             let _ = reply.send(ledger.apply_bundle(movement).await);
         });
-        PendingAck(receiver)
+        PendingAck::local(receiver)
     }
 
     async fn apply_bundle(&self, movement: Movement) -> Result<Ack, LedgerError> {

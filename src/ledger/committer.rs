@@ -15,6 +15,7 @@
 //! queue in front of the committer fills and shards wait, and everything resumes by itself
 //! once a write succeeds.
 
+use super::ownership::OwnershipHandle;
 use super::{Ack, LedgerError};
 use crate::domain::{AvailabilityChange, AvailabilitySink};
 use crate::store::{
@@ -133,6 +134,7 @@ impl Committer {
         max_batch: usize,
         durable_tickets: Arc<[AtomicU64]>,
         fences: Vec<crate::store::Fence>,
+        ownership: Option<OwnershipHandle>,
     ) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let health = Arc::new(Health::default());
@@ -140,7 +142,11 @@ impl Committer {
             store,
             sink,
             receiver,
-            (max_batch.max(1), fences),
+            Fencing {
+                max_batch: max_batch.max(1),
+                fences,
+                ownership,
+            },
             health.clone(),
             durable_tickets,
         ));
@@ -195,14 +201,25 @@ impl Committer {
     }
 }
 
+/// How the committer batches and fences its writes.
+struct Fencing {
+    /// Most requests taken into one write (whole handovers only).
+    max_batch: usize,
+    /// Fences every write carries (the whole-store claim of a single instance).
+    fences: Vec<crate::store::Fence>,
+    /// Several instances: the per-SKU fences (see `super::ownership`).
+    ownership: Option<OwnershipHandle>,
+}
+
 async fn run(
     store: Arc<dyn Store>,
     sink: Arc<dyn AvailabilitySink>,
     mut receiver: mpsc::Receiver<Handover>,
-    (max_batch, fences): (usize, Vec<crate::store::Fence>),
+    fencing: Fencing,
     health: Arc<Health>,
     durable_tickets: Arc<[AtomicU64]>,
 ) {
+    let max_batch = fencing.max_batch;
     let mut handovers: Vec<Handover> = Vec::new();
     let mut requests: Vec<CommitRequest> = Vec::new();
     let mut tickets: Vec<(usize, u64)> = Vec::new();
@@ -230,10 +247,15 @@ async fn run(
             }
         }
         let mut batch = CommitBatch {
-            fences: fences.clone(),
+            fences: fencing.fences.clone(),
             ..CommitBatch::default()
         };
-        let mut offsets: HashMap<(String, String, i32), i64> = HashMap::new();
+        // Several instances: each request's fence scope (an index into `batch.fences`);
+        // requests whose SKU is no longer held here are answered and left out.
+        let scopes = match &fencing.ownership {
+            Some(ownership) => fence_requests(&mut requests, ownership, &mut batch.fences),
+            None => Vec::new(),
+        };
         for request in &mut requests {
             if let Some(event) = request.event.take() {
                 batch.events.push(event);
@@ -251,22 +273,31 @@ async fn run(
                 batch.outcomes.push(outcome);
             }
             batch.dead_letters.append(&mut request.dead_letters);
-            if let Some(origin) = request.origin.take() {
-                let key = (origin.group, origin.topic, origin.partition);
-                let next = offsets.entry(key).or_insert(origin.next_offset);
-                *next = (*next).max(origin.next_offset);
-            }
         }
-        batch.offsets = offsets
-            .into_iter()
-            .map(|((group, topic, partition), next_offset)| OffsetWatermark {
-                group,
-                topic,
-                partition,
-                next_offset,
-            })
-            .collect();
-        let outcome = write(store.as_ref(), batch, &health, &receiver).await;
+        batch.offsets = offsets_of(&requests);
+        let outcome = loop {
+            match write(
+                store.as_ref(),
+                batch,
+                &health,
+                &receiver,
+                fencing.ownership.is_some(),
+            )
+            .await
+            {
+                Ok(()) => break Ok(()),
+                Err(WriteFailure::Stopped(error)) => break Err(error),
+                Err(WriteFailure::Fenced {
+                    scope,
+                    batch: refused,
+                }) => {
+                    let Some(ownership) = &fencing.ownership else {
+                        unreachable!("only a write with per-SKU fences stops at a fence");
+                    };
+                    batch = refence(*refused, &scope, &mut requests, &scopes, ownership);
+                }
+            }
+        };
         if outcome.is_ok() {
             for (shard, ticket) in tickets.drain(..) {
                 if let Some(durable) = durable_tickets.get(shard) {
@@ -279,15 +310,192 @@ async fn run(
     }
 }
 
+/// The SKU a request writes records of (none for a wait-only marker).
+fn request_sku(request: &CommitRequest) -> Option<&str> {
+    request
+        .event
+        .as_ref()
+        .map(|event| event.sku.as_str())
+        .or_else(|| {
+            request
+                .snapshot
+                .as_ref()
+                .map(|snapshot| snapshot.sku.as_str())
+        })
+        .or_else(|| {
+            request
+                .hold_expiry
+                .as_ref()
+                .map(|expiry| expiry.sku.as_str())
+        })
+        .or_else(|| request.outcome.as_ref().map(|outcome| outcome.sku.as_str()))
+        .or_else(|| {
+            request
+                .availability
+                .as_ref()
+                .map(|change| change.sku.as_str())
+        })
+}
+
+/// Adds the fence of every request's SKU to `fences` (once per scope) and returns each
+/// request's index into `fences` (`None`: no SKU, or refused). A request whose SKU has no
+/// fence any more (its partition left this instance) is answered
+/// [`LedgerError::NotOwner`] and emptied, so nothing of it is written.
+fn fence_requests(
+    requests: &mut [CommitRequest],
+    ownership: &OwnershipHandle,
+    fences: &mut Vec<crate::store::Fence>,
+) -> Vec<Option<usize>> {
+    let mut scopes = Vec::with_capacity(requests.len());
+    for request in requests.iter_mut() {
+        let Some(sku) = request_sku(request) else {
+            scopes.push(None);
+            continue;
+        };
+        match ownership.fence(sku) {
+            Some(fence) => {
+                let index = match fences.iter().position(|known| known.scope == fence.scope) {
+                    Some(index) => index,
+                    None => {
+                        fences.push(fence);
+                        fences.len() - 1
+                    }
+                };
+                scopes.push(Some(index));
+            }
+            None => {
+                let error = not_owner(ownership, sku);
+                refuse(request, error);
+                scopes.push(None);
+            }
+        }
+    }
+    scopes
+}
+
+/// The `NotOwner` answer for `sku` (the ownership's own, with the owner's URL when known).
+fn not_owner(ownership: &OwnershipHandle, sku: &str) -> LedgerError {
+    match ownership.admit(sku) {
+        Err(error @ LedgerError::NotOwner { .. }) => error,
+        _ => LedgerError::NotOwner {
+            partition: 0,
+            owner: None,
+        },
+    }
+}
+
+/// Answers `request` with `error` and empties it: nothing of it is written, counted or
+/// published, and its Kafka offset is not raised.
+fn refuse(request: &mut CommitRequest, error: LedgerError) {
+    metrics::counter!(crate::telemetry::LEDGER_REJECTED_TOTAL, "reason" => "not_owner")
+        .increment(1);
+    if let Some(reply) = request.reply.take() {
+        let _ = reply.send(Err(error));
+    }
+    request.event = None;
+    request.snapshot = None;
+    request.hold_expiry = None;
+    request.reservation = None;
+    request.outcome = None;
+    request.dead_letters.clear();
+    request.origin = None;
+    request.availability = None;
+    request.kind = "";
+    request.oversold = false;
+}
+
+/// The offset watermarks of `requests`: per (group, topic, partition) the highest next
+/// offset.
+fn offsets_of(requests: &[CommitRequest]) -> Vec<OffsetWatermark> {
+    let mut offsets: HashMap<(&str, &str, i32), i64> = HashMap::new();
+    for origin in requests
+        .iter()
+        .filter_map(|request| request.origin.as_ref())
+    {
+        let next = offsets
+            .entry((&origin.group, &origin.topic, origin.partition))
+            .or_insert(origin.next_offset);
+        *next = (*next).max(origin.next_offset);
+    }
+    offsets
+        .into_iter()
+        .map(|((group, topic, partition), next_offset)| OffsetWatermark {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+            next_offset,
+        })
+        .collect()
+}
+
+/// After the store refused `batch` because `scope` has a newer owner: tells the ownership,
+/// answers the requests of that scope [`LedgerError::NotOwner`], and returns the batch
+/// without their records (nor any other SKU's this instance no longer holds), to be written
+/// at once. Each call removes one scope, so a batch is refused at most once per scope.
+fn refence(
+    mut batch: CommitBatch,
+    scope: &str,
+    requests: &mut [CommitRequest],
+    scopes: &[Option<usize>],
+    ownership: &OwnershipHandle,
+) -> CommitBatch {
+    tracing::warn!(
+        scope,
+        "the store refused a write: another instance owns this partition now; its SKUs' work here is refused"
+    );
+    metrics::counter!(crate::telemetry::CLUSTER_FENCED_WRITES_TOTAL).increment(1);
+    ownership.fenced(scope);
+    let lost = batch.fences.iter().position(|fence| fence.scope == scope);
+    for (request, index) in requests.iter_mut().zip(scopes) {
+        if index.is_some() && *index == lost {
+            let error = match request_sku(request) {
+                Some(sku) => not_owner(ownership, sku),
+                None => LedgerError::NotOwner {
+                    partition: 0,
+                    owner: None,
+                },
+            };
+            refuse(request, error);
+        }
+    }
+    let keep = |sku: &str| {
+        ownership
+            .fence(sku)
+            .is_some_and(|fence| fence.scope != scope)
+    };
+    batch.events.retain(|event| keep(&event.sku));
+    batch.snapshots.retain(|snapshot| keep(&snapshot.sku));
+    batch.hold_expiries.retain(|expiry| keep(&expiry.sku));
+    batch.outcomes.retain(|outcome| keep(&outcome.sku));
+    batch.dead_letters.retain(|dead| keep(&dead.sku));
+    batch.fences.retain(|fence| fence.scope != scope);
+    batch.offsets = offsets_of(requests);
+    batch
+}
+
+/// Why [`write`] gave up on a batch.
+enum WriteFailure {
+    /// The ledger stopped while the store still failed.
+    Stopped(LedgerError),
+    /// A per-SKU fence was stale (only with several instances): the batch comes back to be
+    /// written without that scope's records.
+    Fenced {
+        scope: String,
+        batch: Box<CommitBatch>,
+    },
+}
+
 /// Writes `batch`, again and again after failures (backoff doubling from
 /// [`RETRY_INITIAL_MS`] to [`RETRY_MAX_MS`]), until the store takes it. Gives up only when
-/// the ledger is gone (every sender dropped) while the store still fails.
+/// the ledger is gone (every sender dropped) while the store still fails, or, with
+/// `per_sku_fences`, at once when a fence is stale (retrying could never succeed).
 async fn write(
     store: &dyn Store,
     batch: CommitBatch,
     health: &Health,
     receiver: &mpsc::Receiver<Handover>,
-) -> Result<(), LedgerError> {
+    per_sku_fences: bool,
+) -> Result<(), WriteFailure> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -318,6 +526,13 @@ async fn write(
                 health.set_up();
                 return Ok(());
             }
+            Err(crate::store::StoreError::Fenced { scope, .. }) if per_sku_fences => {
+                let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
+                return Err(WriteFailure::Fenced {
+                    scope,
+                    batch: Box::new(batch),
+                });
+            }
             Err(error) => {
                 metrics::counter!(crate::telemetry::STORE_COMMIT_FAILURES_TOTAL).increment(1);
                 if attempts == 1 && matches!(error, crate::store::StoreError::Fenced { .. }) {
@@ -329,9 +544,9 @@ async fn write(
                 }
                 health.set_down(error.to_string());
                 if receiver.is_closed() {
-                    return Err(LedgerError::Store(format!(
+                    return Err(WriteFailure::Stopped(LedgerError::Store(format!(
                         "the ledger stopped while the store refused writes: {error}"
-                    )));
+                    ))));
                 }
                 tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
                 backoff_ms = backoff_ms.saturating_mul(2).min(RETRY_MAX_MS);

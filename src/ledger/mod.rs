@@ -51,6 +51,7 @@ mod bundles;
 mod committer;
 pub mod keys;
 pub mod labels;
+pub mod ownership;
 mod reads;
 mod reaper;
 pub mod reservations;
@@ -119,6 +120,13 @@ pub struct LedgerOptions {
     /// started on the same shared store takes it over and this one stops writing instead
     /// of both writing one SKU's log. Empty: no check (tests, tools).
     pub fences: Vec<crate::store::Fence>,
+    /// Several instances (`[cluster]`): which SKUs this instance may write and the fence of
+    /// each write ([`ownership::Ownership`]). `None`: every SKU is this instance's.
+    pub ownership: Option<ownership::OwnershipHandle>,
+    /// Several instances: how a movement whose SKU another instance owns reaches it
+    /// (REST, webhooks, pollers, reservations; Kafka records are never forwarded: their
+    /// partition's owner reads them). `None`: such movements are answered `NotOwner`.
+    pub forwarder: Option<ownership::ForwarderHandle>,
 }
 
 /// The ownership scope an instance claims on its store at start: the whole ledger (until
@@ -142,6 +150,8 @@ impl Default for LedgerOptions {
                 crate::config::default_metric_sources(),
             )),
             fences: Vec::new(),
+            ownership: None,
+            forwarder: None,
         }
     }
 }
@@ -165,12 +175,15 @@ impl LedgerOptions {
             max_buffered_per_sku: config.ledger.max_buffered_per_sku.max(1),
             metric_sources: Arc::new(labels::SourceLabels::from_config(config)),
             fences: Vec::new(),
+            ownership: None,
+            forwarder: None,
         }
     }
 }
 
 /// The answer to a submitted movement, given only once it is durable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Ack {
     /// Recorded as event `seq` of its SKU.
     Applied {
@@ -214,8 +227,10 @@ impl Ack {
     }
 }
 
-/// Why a movement was not acknowledged.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// Why a movement was not acknowledged. Serialisable so that an instance that forwarded a
+/// movement to its owner gives its caller the owner's exact answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LedgerError {
     /// The state machine refused it (insufficient stock, unknown reservation, invalid).
     /// Nothing was recorded; retrying the same movement gives the same answer unless the
@@ -261,19 +276,35 @@ impl LedgerError {
 }
 
 /// A pending acknowledgement; resolves once the movement is durable (or refused).
-pub struct PendingAck(oneshot::Receiver<Result<Ack, LedgerError>>);
+pub struct PendingAck(PendingInner);
+
+/// Where the answer comes from: this instance's shard, or (several instances) the routing
+/// of a movement whose SKU another instance owns.
+enum PendingInner {
+    Local(oneshot::Receiver<Result<Ack, LedgerError>>),
+    Routed(Pin<Box<dyn Future<Output = Result<Ack, LedgerError>> + Send>>),
+}
+
+impl PendingAck {
+    fn local(receiver: oneshot::Receiver<Result<Ack, LedgerError>>) -> Self {
+        Self(PendingInner::Local(receiver))
+    }
+}
 
 impl Future for PendingAck {
     type Output = Result<Ack, LedgerError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|result| {
-            result.unwrap_or_else(|_| {
-                Err(LedgerError::Unavailable(
-                    "the SKU's shard stopped before answering".to_owned(),
-                ))
-            })
-        })
+        match &mut self.0 {
+            PendingInner::Local(receiver) => Pin::new(receiver).poll(cx).map(|result| {
+                result.unwrap_or_else(|_| {
+                    Err(LedgerError::Unavailable(
+                        "the SKU's shard stopped before answering".to_owned(),
+                    ))
+                })
+            }),
+            PendingInner::Routed(future) => future.as_mut().poll(cx),
+        }
     }
 }
 
@@ -419,6 +450,7 @@ impl Ledger {
             options.group_commit_max_batch,
             durable_tickets.clone(),
             options.fences.clone(),
+            options.ownership.clone(),
         );
         let core = Arc::new(Core {
             store,
@@ -462,13 +494,31 @@ impl Ledger {
             // other check of `Movement::validate` runs when the movement is applied.
             let (reply, receiver) = oneshot::channel();
             let _ = reply.send(Err(LedgerError::Rejected(ApplyError::Invalid(problem))));
-            return PendingAck(receiver);
+            return PendingAck::local(receiver);
         }
         if self.is_bundle_movement(&movement) {
             // Bundles hold no stock: their movements become component movements. The
             // Kafka origin is not recorded for them; the batch commit still covers it.
             return self.submit_bundle(movement);
         }
+        if origin.is_none()
+            && let Some(ownership) = &self.shared.options.ownership
+            && self.shared.options.forwarder.is_some()
+            && ownership.admit(movement.sku.as_str()).is_err()
+        {
+            // Another instance owns the SKU (or it is moving): route it there.
+            return PendingAck(PendingInner::Routed(Box::pin(
+                self.clone().routed(movement),
+            )));
+        }
+        self.submit_owned(movement, origin)
+    }
+
+    /// Like [`Ledger::submit_from`] but never routes: the movement goes to this instance's
+    /// shard, which answers [`LedgerError::NotOwner`] when the SKU's partition is not
+    /// admitted here (the endpoint forwarded movements arrive at uses it, so a movement is
+    /// forwarded at most once).
+    pub fn submit_owned(&self, movement: Movement, origin: Option<OffsetWatermark>) -> PendingAck {
         let (reply, receiver) = oneshot::channel();
         let index = keys::shard_of(movement.sku.as_str(), self.shared.shards.len());
         let waiting = &self.shared.mailbox_movements[index];
@@ -481,7 +531,7 @@ impl Ledger {
                 "the shard of {} has {limit} movements waiting",
                 movement.sku
             ))));
-            return PendingAck(receiver);
+            return PendingAck::local(receiver);
         }
         let message = ShardMessage::Apply(Box::new(ApplyRequest {
             movement,
@@ -496,7 +546,7 @@ impl Ledger {
                 "the SKU's shard has stopped".to_owned(),
             ));
         }
-        PendingAck(receiver)
+        PendingAck::local(receiver)
     }
 
     /// The first location `movement` names that is not configured (`[[locations]]`), with
@@ -615,6 +665,84 @@ impl Ledger {
                 }
             }
         }
+    }
+
+    /// Applies `movement` on its owner: here when this instance admits its SKU, else on
+    /// the instance whose URL the ownership names ([`ownership::Forwarder`]). While the
+    /// SKU's partition moves (no owner known, or an owner that answers `NotOwner`) it waits
+    /// and tries again, backing off from 50 ms to 1 s, for at most
+    /// [`ownership::ROUTE_DEADLINE_MS`]; then the last `NotOwner` is the answer.
+    async fn routed(self, movement: Movement) -> Result<Ack, LedgerError> {
+        let (Some(ownership), Some(forwarder)) = (
+            self.shared.options.ownership.clone(),
+            self.shared.options.forwarder.clone(),
+        ) else {
+            return self.submit_owned(movement, None).await;
+        };
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(ownership::ROUTE_DEADLINE_MS);
+        let mut backoff_ms = 50;
+        loop {
+            let (outcome, remote) = match ownership.admit(movement.sku.as_str()) {
+                Ok(()) => (self.submit_owned(movement.clone(), None).await, false),
+                Err(LedgerError::NotOwner {
+                    owner: Some(url), ..
+                }) => (forwarder.forward(url, movement.clone()).await, true),
+                Err(error) => (Err(error), false),
+            };
+            let retry = matches!(outcome, Err(LedgerError::NotOwner { .. }))
+                && tokio::time::Instant::now() < deadline;
+            if remote {
+                let label = match (&outcome, retry) {
+                    (_, true) => "retried",
+                    (Ok(_) | Err(LedgerError::Rejected(_)), false) => "ok",
+                    _ => "failed",
+                };
+                metrics::counter!(crate::telemetry::CLUSTER_FORWARDS_TOTAL, "kind" => "movement", "outcome" => label)
+                    .increment(1);
+            }
+            if !retry {
+                return outcome;
+            }
+            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+            backoff_ms = (backoff_ms * 2).min(1_000);
+        }
+    }
+
+    /// Reads the store's open TTL holds (and parked-movement expiries) of every SKU `filter`
+    /// selects into the reaper's schedule: a partition this instance just took may hold
+    /// reservations another instance made, which must lapse here on time.
+    pub async fn schedule_holds_where(&self, filter: Arc<dyn Fn(&str) -> bool + Send + Sync>) {
+        let shared = Arc::downgrade(&self.shared);
+        reaper::scan(&shared, &self.shared.reaper, filter.as_ref()).await;
+    }
+
+    /// Drops from memory every SKU `filter` selects (their partition left this instance, see
+    /// [`ownership`]): work buffered for them is answered [`LedgerError::NotOwner`], then
+    /// waits until every write handed to the store before is settled (durable, or refused
+    /// as fenced). Afterwards nothing of those SKUs is in memory or in flight here, so
+    /// another instance may take them over. Returns how many SKUs were dropped.
+    pub async fn evict_where(&self, filter: Arc<dyn Fn(&str) -> bool + Send + Sync>) -> u64 {
+        let mut answers = Vec::with_capacity(self.shared.shards.len());
+        for shard in self.shared.shards.all() {
+            let (reply, receiver) = oneshot::channel();
+            if shard
+                .send_message(ShardMessage::Evict {
+                    filter: filter.clone(),
+                    reply,
+                })
+                .is_ok()
+            {
+                answers.push(receiver);
+            }
+        }
+        let mut dropped = 0;
+        for answer in answers {
+            dropped += answer.await.unwrap_or(0);
+        }
+        // The shards flushed what they had queued before the eviction reached them.
+        self.shared.committer.flush().await;
+        dropped
     }
 
     /// Asks every shard to passivate its idle (or, with `force`, all) fully durable SKUs;

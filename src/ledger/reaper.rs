@@ -249,7 +249,7 @@ pub(crate) async fn count_expired(
 /// ledger is dropped.
 pub(crate) fn spawn(shared: Weak<Shared>, schedule: Arc<Schedule>) {
     tokio::spawn(async move {
-        scan(&shared, &schedule).await;
+        scan(&shared, &schedule, &|_: &str| true).await;
         loop {
             let Some(strong) = shared.upgrade() else {
                 return;
@@ -258,6 +258,14 @@ pub(crate) fn spawn(shared: Weak<Shared>, schedule: Arc<Schedule>) {
             let due = schedule.take_due(now);
             let clock = strong.options.clock.clone();
             for sku in due {
+                // Several instances: the SKU's owner reaps it; this one forgets it (the
+                // owner rescans the store's expiries when it takes a partition).
+                if let Some(ownership) = &strong.options.ownership
+                    && ownership.admit(sku.as_str()).is_err()
+                {
+                    schedule.set(&sku, None);
+                    continue;
+                }
                 strong.send(&sku.0.clone(), ShardMessage::Reap(sku));
             }
             drop(strong);
@@ -272,9 +280,13 @@ pub(crate) fn spawn(shared: Weak<Shared>, schedule: Arc<Schedule>) {
     });
 }
 
-/// Reads every SKU with an open TTL hold from the store into the schedule; retries a failed
-/// page after a second (the reaper is then late, never wrong).
-async fn scan(shared: &Weak<Shared>, schedule: &Schedule) {
+/// Reads every SKU with an open TTL hold that `wanted` selects from the store into the
+/// schedule; retries a failed page after a second (the reaper is then late, never wrong).
+pub(crate) async fn scan(
+    shared: &Weak<Shared>,
+    schedule: &Schedule,
+    wanted: &(dyn Fn(&str) -> bool + Send + Sync),
+) {
     let mut after: Option<String> = None;
     loop {
         let Some(strong) = shared.upgrade() else {
@@ -289,7 +301,7 @@ async fn scan(shared: &Weak<Shared>, schedule: &Schedule) {
             Ok(rows) => {
                 let last = rows.last().map(|row| row.sku.clone());
                 let done = rows.len() < SCAN_PAGE;
-                for row in rows {
+                for row in rows.into_iter().filter(|row| wanted(&row.sku)) {
                     schedule.set(&Sku(row.sku), row.next_expiry_ms);
                 }
                 if done {

@@ -13,12 +13,13 @@
 //!
 //! May depend on: `domain`, `telemetry`, the rest of `store`.
 
+use super::lease::{self, LeaseDecision};
 use super::wal::{Reason, WalOptions, WalPolicy};
 use super::{
     BatchLoadedSku, CommitBatch, ConfigAuditRecord, DeadLetterQuery, DeadLetterRecord, EventQuery,
-    EventRecord, HistoryEvent, HoldExpiryRecord, IdempotencyKeyRecord, LoadedSku, OffsetWatermark,
-    OrderLineRecord, PushLogQuery, PushLogRecord, PushedRecord, ReservationRecord, SnapshotRecord,
-    Store, StoreError,
+    EventRecord, HistoryEvent, HoldExpiryRecord, IdempotencyKeyRecord, Lease, LeaseOutcome,
+    LoadedSku, OffsetWatermark, OrderLineRecord, PushLogQuery, PushLogRecord, PushedRecord,
+    ReservationRecord, SnapshotRecord, Store, StoreError,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -89,7 +90,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE INDEX IF NOT EXISTS dead_letters_expired ON dead_letters (expired_at_ms);
 CREATE INDEX IF NOT EXISTS dead_letters_keep ON dead_letters (keep_until_ms);
 CREATE TABLE IF NOT EXISTS ownership (
-    scope TEXT PRIMARY KEY, epoch INTEGER NOT NULL, owner TEXT NOT NULL) WITHOUT ROWID;
+    scope TEXT PRIMARY KEY, epoch INTEGER NOT NULL, owner TEXT NOT NULL,
+    expires_at_ms INTEGER, payload TEXT) WITHOUT ROWID;
 ";
 
 // Audit tables (DESIGN.md §3 rule 7, issue 5). `events_recorded_at` serves the history
@@ -184,6 +186,7 @@ impl EmbeddedStore {
         }
         writer.execute_batch(SCHEMA).map_err(backend("open"))?;
         add_movement_hash_column(&writer).map_err(backend("open"))?;
+        add_lease_columns(&writer).map_err(backend("open"))?;
         writer
             .execute_batch(&format!("PRAGMA user_version = {LAYOUT_VERSION};"))
             .map_err(backend("open"))?;
@@ -267,6 +270,99 @@ fn add_movement_hash_column(connection: &Connection) -> rusqlite::Result<()> {
         connection.execute_batch("ALTER TABLE event_index ADD COLUMN movement_hash INTEGER")?;
     }
     Ok(())
+}
+
+/// Adds the lease columns `ownership.expires_at_ms` and `ownership.payload` to a store
+/// created before leases (issue 13); its rows keep `NULL` there and read as expired
+/// leases (`super::lease::decide`).
+fn add_lease_columns(connection: &Connection) -> rusqlite::Result<()> {
+    for (column, kind) in [("expires_at_ms", "INTEGER"), ("payload", "TEXT")] {
+        let present: bool = connection.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('ownership') WHERE name = ?1",
+            params![column],
+            |row| row.get(0),
+        )?;
+        if !present {
+            connection
+                .execute_batch(&format!("ALTER TABLE ownership ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The ownership row of `scope` as a lease (lease columns never written read as expired).
+fn read_lease(connection: &Connection, scope: &str) -> rusqlite::Result<Option<Lease>> {
+    connection
+        .prepare_cached(
+            "SELECT scope, owner, epoch, expires_at_ms, payload FROM ownership WHERE scope = ?1",
+        )?
+        .query_row(params![scope], lease_of_row)
+        .optional()
+}
+
+/// A lease from a row of `scope, owner, epoch, expires_at_ms, payload`.
+fn lease_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Lease> {
+    Ok(Lease {
+        scope: row.get(0)?,
+        owner: row.get(1)?,
+        epoch: row.get::<_, i64>(2)?.max(0) as u64,
+        expires_at_ms: row.get::<_, Option<i64>>(3)?.unwrap_or(0),
+        payload: row.get::<_, Option<String>>(4)?.unwrap_or_default(),
+    })
+}
+
+/// [`Store::try_lease`] in one `IMMEDIATE` transaction: the write lock is taken before the
+/// row is read, so no other connection (of this or another process) can change the row
+/// between the read and the write.
+fn try_lease_in(
+    connection: &mut Connection,
+    scope: &str,
+    owner: &str,
+    payload: &str,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> Result<LeaseOutcome, StoreError> {
+    let err = backend("try_lease");
+    let tx = connection
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(&err)?;
+    let current = read_lease(&tx, scope).map_err(&err)?;
+    let decision = lease::decide(current, scope, owner, payload, now_ms, ttl_ms)?;
+    let written = match &decision {
+        LeaseDecision::Held(_) => return Ok(decision.outcome()),
+        LeaseDecision::Insert(lease) => tx.execute(
+            "INSERT INTO ownership (scope, epoch, owner, expires_at_ms, payload)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                lease.scope,
+                lease.epoch as i64,
+                lease.owner,
+                lease.expires_at_ms,
+                lease.payload
+            ],
+        ),
+        LeaseDecision::Replace { from, to } => tx.execute(
+            "UPDATE ownership SET epoch = ?2, owner = ?3, expires_at_ms = ?4, payload = ?5
+             WHERE scope = ?1 AND epoch = ?6",
+            params![
+                to.scope,
+                to.epoch as i64,
+                to.owner,
+                to.expires_at_ms,
+                to.payload,
+                from.epoch as i64
+            ],
+        ),
+    }
+    .map_err(&err)?;
+    if written != 1 {
+        return Err(StoreError::Backend {
+            operation: "try_lease",
+            message: format!("{scope}: the ownership row changed inside the transaction"),
+        });
+    }
+    tx.commit().map_err(&err)?;
+    Ok(decision.outcome())
 }
 
 /// Binds one event's heap row at `first` (6 values) and its index row at `first_index`
@@ -762,15 +858,82 @@ impl Store for EmbeddedStore {
             let err = backend("acquire_epoch");
             let epoch: i64 = c
                 .query_row(
-                    "INSERT INTO ownership (scope, epoch, owner) VALUES (?1, 1, ?2)
+                    "INSERT INTO ownership (scope, epoch, owner, expires_at_ms, payload)
+                     VALUES (?1, 1, ?2, ?3, '')
                      ON CONFLICT (scope) DO UPDATE SET epoch = ownership.epoch + 1,
-                         owner = excluded.owner
+                         owner = excluded.owner, expires_at_ms = excluded.expires_at_ms,
+                         payload = excluded.payload
                      RETURNING epoch",
-                    params![scope, owner],
+                    params![scope, owner, lease::ACQUIRED_EXPIRES_AT_MS],
                     |row| row.get(0),
                 )
                 .map_err(&err)?;
             Ok(epoch as u64)
+        })
+        .await
+    }
+
+    async fn try_lease(
+        &self,
+        scope: &str,
+        owner: &str,
+        payload: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<LeaseOutcome, StoreError> {
+        lease::check_request(scope, owner, payload, ttl_ms)?;
+        let (scope, owner, payload) = (scope.to_owned(), owner.to_owned(), payload.to_owned());
+        Self::blocking(&self.writer, "try_lease", move |c| {
+            try_lease_in(c, &scope, &owner, &payload, now_ms, ttl_ms)
+        })
+        .await
+    }
+
+    async fn release_lease(
+        &self,
+        scope: &str,
+        owner: &str,
+        epoch: u64,
+    ) -> Result<bool, StoreError> {
+        lease::check_scope("release_lease", scope)?;
+        lease::check_owner("release_lease", owner)?;
+        let Ok(epoch) = i64::try_from(epoch) else {
+            return Ok(false);
+        };
+        let (scope, owner) = (scope.to_owned(), owner.to_owned());
+        Self::blocking(&self.writer, "release_lease", move |c| {
+            let released = c
+                .execute(
+                    "UPDATE ownership SET expires_at_ms = 0
+                     WHERE scope = ?1 AND owner = ?2 AND epoch = ?3",
+                    params![scope, owner, epoch],
+                )
+                .map_err(backend("release_lease"))?;
+            Ok(released > 0)
+        })
+        .await
+    }
+
+    async fn leases(&self, prefix: &str, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        lease::check_prefix(prefix)?;
+        let (prefix, limit) = (prefix.to_owned(), lease::listed(limit) as i64);
+        Self::blocking(&self.reader, "leases", move |c| {
+            let err = backend("leases");
+            // Not `LIKE`: SQLite's is case-insensitive for ASCII. A prefix compares as the
+            // first bytes of the scope (BLOB casts: byte counts, not characters); the
+            // `>=` lets the primary key find the first one.
+            c.prepare_cached(
+                "SELECT scope, owner, epoch, expires_at_ms, payload FROM ownership
+                 WHERE scope >= ?1
+                   AND substr(CAST(scope AS BLOB), 1, length(CAST(?1 AS BLOB)))
+                       = CAST(?1 AS BLOB)
+                 ORDER BY scope LIMIT ?2",
+            )
+            .map_err(&err)?
+            .query_map(params![prefix, limit], lease_of_row)
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)
         })
         .await
     }
@@ -1503,6 +1666,63 @@ mod tests {
         drop(store);
         // Opening again does not add the column twice.
         EmbeddedStore::open(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_store_without_lease_columns_gains_them_and_its_claims_read_as_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            // The ownership table as written before leases (issue 13, first step).
+            let connection = Connection::open(&path).unwrap();
+            connection
+                .execute_batch(
+                    "CREATE TABLE ownership (
+                        scope TEXT PRIMARY KEY, epoch INTEGER NOT NULL, owner TEXT NOT NULL)
+                        WITHOUT ROWID;
+                     INSERT INTO ownership VALUES ('movements/0', 4, 'old');
+                     PRAGMA user_version = 1;",
+                )
+                .unwrap();
+        }
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(
+            store.current_epoch("movements/0").await.unwrap(),
+            Some((4, "old".to_owned()))
+        );
+        assert_eq!(
+            store.leases("", 10).await.unwrap(),
+            vec![Lease {
+                scope: "movements/0".into(),
+                owner: "old".into(),
+                epoch: 4,
+                expires_at_ms: 0,
+                payload: String::new(),
+            }],
+            "a claim without lease columns lists as expired"
+        );
+        let outcome = store
+            .try_lease("movements/0", "new", "url", 1_000, 500)
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            LeaseOutcome::Granted(Lease {
+                scope: "movements/0".into(),
+                owner: "new".into(),
+                epoch: 5,
+                expires_at_ms: 1_500,
+                payload: "url".into(),
+            })
+        );
+        drop(store);
+        // Opening again adds nothing twice and keeps the lease.
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(store.leases("movements/", 10).await.unwrap().len(), 1);
+        assert_eq!(
+            store.current_epoch("movements/0").await.unwrap(),
+            Some((5, "new".to_owned()))
+        );
     }
 
     #[tokio::test]

@@ -11,8 +11,9 @@
 
 use super::{
     BatchLoadedSku, CommitBatch, ConfigAuditRecord, DeadLetterQuery, DeadLetterRecord, EventQuery,
-    EventRecord, HistoryEvent, HoldExpiryRecord, LoadedSku, OffsetWatermark, OrderLineRecord,
-    PushLogQuery, PushLogRecord, PushedRecord, ReservationRecord, Store, StoreError,
+    EventRecord, HistoryEvent, HoldExpiryRecord, Lease, LeaseOutcome, LoadedSku, OffsetWatermark,
+    OrderLineRecord, PushLogQuery, PushLogRecord, PushedRecord, ReservationRecord, Store,
+    StoreError,
 };
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -104,6 +105,29 @@ impl Store for FaultyStore {
     }
     async fn current_epoch(&self, scope: &str) -> Result<Option<(u64, String)>, StoreError> {
         self.inner.current_epoch(scope).await
+    }
+    async fn try_lease(
+        &self,
+        scope: &str,
+        owner: &str,
+        payload: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<LeaseOutcome, StoreError> {
+        self.inner
+            .try_lease(scope, owner, payload, now_ms, ttl_ms)
+            .await
+    }
+    async fn release_lease(
+        &self,
+        scope: &str,
+        owner: &str,
+        epoch: u64,
+    ) -> Result<bool, StoreError> {
+        self.inner.release_lease(scope, owner, epoch).await
+    }
+    async fn leases(&self, prefix: &str, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        self.inner.leases(prefix, limit).await
     }
     async fn commit(&self, batch: CommitBatch) -> Result<(), StoreError> {
         self.commit_shared(Arc::new(batch)).await

@@ -13,8 +13,9 @@
 
 use super::{
     BatchLoadedSku, CommitBatch, ConfigAuditRecord, DeadLetterQuery, DeadLetterRecord, EventQuery,
-    EventRecord, HistoryEvent, HoldExpiryRecord, LoadedSku, OffsetWatermark, OrderLineRecord,
-    PushLogQuery, PushLogRecord, PushedRecord, ReservationRecord, Store, StoreError,
+    EventRecord, HistoryEvent, HoldExpiryRecord, Lease, LeaseOutcome, LoadedSku, OffsetWatermark,
+    OrderLineRecord, PushLogQuery, PushLogRecord, PushedRecord, ReservationRecord, Store,
+    StoreError,
 };
 use crate::telemetry::{
     STORE_CALLS_TOTAL, STORE_ERRORS_TOTAL, STORE_LATENCY_SECONDS, STORE_RETRIES_TOTAL,
@@ -105,6 +106,36 @@ impl Store for MeteredStore {
     }
     async fn current_epoch(&self, scope: &str) -> Result<Option<(u64, String)>, StoreError> {
         self.observe("current_epoch", self.inner.current_epoch(scope))
+            .await
+    }
+    async fn try_lease(
+        &self,
+        scope: &str,
+        owner: &str,
+        payload: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<LeaseOutcome, StoreError> {
+        self.observe(
+            "try_lease",
+            self.inner.try_lease(scope, owner, payload, now_ms, ttl_ms),
+        )
+        .await
+    }
+    async fn release_lease(
+        &self,
+        scope: &str,
+        owner: &str,
+        epoch: u64,
+    ) -> Result<bool, StoreError> {
+        self.observe(
+            "release_lease",
+            self.inner.release_lease(scope, owner, epoch),
+        )
+        .await
+    }
+    async fn leases(&self, prefix: &str, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        self.observe("leases", self.inner.leases(prefix, limit))
             .await
     }
     async fn commit(&self, batch: CommitBatch) -> Result<(), StoreError> {

@@ -2,8 +2,8 @@
 //!
 //! Owns: the event log (per SKU, ordered by sequence number), snapshots, idempotency keys
 //! with expiry, consumed-offset watermarks, last-pushed values per channel listing, the
-//! outcome of each event that was not plain `applied`, and the dead letters of expired
-//! parked movements.
+//! outcome of each event that was not plain `applied`, the dead letters of expired
+//! parked movements, and ownership: each scope's fencing epoch and its lease ([`lease`]).
 //! The trait is shaped for both the embedded SQLite backend ([`embedded::EmbeddedStore`])
 //! and the ScyllaDB backend ([`scylla::ScyllaStore`]): everything is partitioned by SKU (or
 //! by channel for pushed values), and one [`CommitBatch`] is one durable write.
@@ -19,11 +19,13 @@ pub mod conformance;
 pub mod embedded;
 pub mod fault;
 pub mod history;
+pub mod lease;
 pub mod postgres;
 pub mod scylla;
 pub mod wal;
 
 use async_trait::async_trait;
+pub use lease::{Lease, LeaseOutcome};
 use serde::{Deserialize, Serialize};
 
 /// Errors from a store backend.
@@ -445,6 +447,12 @@ pub trait Store: Send + Sync + 'static {
     /// when ownership changes, never per write. From then on a commit whose
     /// [`CommitBatch::fences`] name `scope` with an older epoch is refused.
     ///
+    /// The claim is unconditional and does not expire: it replaces any lease on the scope
+    /// (a previous holder's [`Store::try_lease`] is answered [`LeaseOutcome::Held`] from
+    /// then on) with `owner` holding it until [`lease::ACQUIRED_EXPIRES_AT_MS`], that is
+    /// until it calls [`Store::release_lease`] with the returned epoch or the scope is
+    /// acquired again.
+    ///
     /// Errors: [`StoreError::Backend`]; the default (a backend without fencing) always.
     async fn acquire_epoch(&self, scope: &str, owner: &str) -> Result<u64, StoreError> {
         let _ = (scope, owner);
@@ -457,6 +465,72 @@ pub trait Store: Send + Sync + 'static {
     async fn current_epoch(&self, scope: &str) -> Result<Option<(u64, String)>, StoreError> {
         let _ = scope;
         Ok(None)
+    }
+    /// Claims `scope` for `owner` until `now_ms + ttl_ms` with one atomic compare-and-set on
+    /// the scope's ownership row (the row [`Store::acquire_epoch`] writes, same epoch):
+    /// - no row: granted at epoch 1;
+    /// - held by `owner`, expired or not: renewed (new expiry and payload, same epoch);
+    /// - held by another owner whose lease expired (`expires_at_ms <= now_ms`) or was
+    ///   released: taken over at epoch + 1, so that the previous holder's fenced commits
+    ///   are refused from then on;
+    /// - otherwise [`LeaseOutcome::Held`] with the holder's lease, and nothing changes.
+    ///
+    /// Two concurrent callers are never both granted at one epoch. A row written by a build
+    /// without leases counts as expired; a row written by [`Store::acquire_epoch`] is held
+    /// by its owner until released. `payload` (at most [`lease::MAX_LEASE_PAYLOAD_BYTES`])
+    /// is what the holder publishes, e.g. its advertised URL.
+    ///
+    /// Times are milliseconds since the Unix epoch from the caller's clock (the store
+    /// never reads its own): the clocks of instances sharing a store must agree to well
+    /// within `ttl_ms`, and a holder should renew well before its expiry.
+    ///
+    /// Errors: [`StoreError::Backend`] when the backend fails, or (naming the limit) for an
+    /// empty scope or owner, a scope or owner above 255 bytes, a payload above 4,096
+    /// bytes, or `ttl_ms <= 0`; the default (a backend without leases) always.
+    async fn try_lease(
+        &self,
+        scope: &str,
+        owner: &str,
+        payload: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<LeaseOutcome, StoreError> {
+        let _ = (scope, owner, payload, now_ms, ttl_ms);
+        Err(StoreError::Backend {
+            operation: "try_lease",
+            message: "this store backend has no leases".to_owned(),
+        })
+    }
+    /// Gives `scope` up: sets its `expires_at_ms` to 0, keeping owner and epoch (so the
+    /// next other owner to take it raises the epoch), only while `owner` still holds it at
+    /// `epoch`. Returns whether it did (false: the scope is unknown, or someone else took
+    /// it over, or it was acquired again, since).
+    ///
+    /// Errors: [`StoreError::Backend`] when the backend fails, or for an empty or too long
+    /// scope or owner; the default (a backend without leases) always.
+    async fn release_lease(
+        &self,
+        scope: &str,
+        owner: &str,
+        epoch: u64,
+    ) -> Result<bool, StoreError> {
+        let _ = (scope, owner, epoch);
+        Err(StoreError::Backend {
+            operation: "release_lease",
+            message: "this store backend has no leases".to_owned(),
+        })
+    }
+    /// The ownership rows of every scope that starts with `prefix` (a plain string: `%` and
+    /// `_` are no wildcards; empty: every scope), ascending by scope (byte order), at most
+    /// `limit` and never more than [`lease::MAX_LEASES_LISTED`]. Expired and released
+    /// leases are included (callers compare `expires_at_ms` with their own clock), and so
+    /// are scopes only claimed with [`Store::acquire_epoch`].
+    ///
+    /// Errors: [`StoreError::Backend`] when the backend fails or the prefix is above 255
+    /// bytes; the default (a backend without leases): none listed.
+    async fn leases(&self, prefix: &str, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        let _ = (prefix, limit);
+        Ok(Vec::new())
     }
     /// Writes one batch atomically and durably (fsync'd before returning `Ok`).
     async fn commit(&self, batch: CommitBatch) -> Result<(), StoreError>;

@@ -31,6 +31,19 @@ pub const LEDGER_LIVE_SKU_ACTORS: &str = "stocksync_ledger_live_sku_actors";
 pub const LEDGER_PASSIVATIONS_TOTAL: &str = "stocksync_ledger_passivations_total";
 /// Counter: holds released by the reaper because their TTL passed (scenario S5).
 pub const LEDGER_RESERVATIONS_EXPIRED_TOTAL: &str = "stocksync_ledger_reservations_expired_total";
+/// Several instances: group commits the store refused because another instance owns one of
+/// their partitions now (a fenced, stale writer: a paused or partitioned node).
+pub const CLUSTER_FENCED_WRITES_TOTAL: &str = "stocksync_cluster_fenced_writes_total";
+/// Several instances: partitions this instance took (`event="acquired"`), gave up
+/// (`"released"`) or lost to another instance (`"lost"`); label `event`.
+pub const CLUSTER_PARTITION_CHANGES_TOTAL: &str = "stocksync_cluster_partition_changes_total";
+/// Several instances: movements topic partitions this instance owns (gauge).
+pub const CLUSTER_PARTITIONS_OWNED: &str = "stocksync_cluster_partitions_owned";
+/// Several instances: live instances this one sees in the store (gauge).
+pub const CLUSTER_MEMBERS: &str = "stocksync_cluster_members";
+/// Several instances: movements and reads forwarded to the owning instance; labels `kind`
+/// (`movements`, `reservation`, `read`), `outcome` (`ok`, `retried`, `failed`).
+pub const CLUSTER_FORWARDS_TOTAL: &str = "stocksync_cluster_forwards_total";
 /// Durable group-commit latency (histogram, seconds).
 pub const STORE_COMMIT_SECONDS: &str = "stocksync_store_commit_seconds";
 /// Events per group commit (histogram).

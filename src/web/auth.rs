@@ -57,6 +57,9 @@ pub enum Access {
     Metrics,
     /// A token with one of these scopes.
     Scoped(&'static [Scope]),
+    /// Instance-to-instance calls (`/internal/v1/cluster/…`): the `[cluster] token` only,
+    /// whatever `Host` the caller used (it dialled the advertised URL).
+    Cluster,
 }
 
 /// The access `method` on `path` needs. Any mutation not listed needs `operate`, so a new
@@ -71,6 +74,7 @@ pub fn required_access(method: &Method, path: &str) -> Access {
     let reading = matches!(*method, Method::GET | Method::HEAD);
     match path {
         "/healthz" | "/readyz" => Access::Probe,
+        _ if path.starts_with("/internal/v1/cluster/") => Access::Cluster,
         "/metrics" => Access::Metrics,
         // Amazon ORDER_CHANGE notifications come from an SQS bridge and carry no platform
         // signature: the bridge authenticates with an `ingest` token like any producer.
@@ -106,6 +110,9 @@ pub struct Auth {
     open: bool,
     /// `None`: any host.
     allowed_hosts: Option<Vec<String>>,
+    /// SHA-256 of `[cluster] token`; `None` without `[cluster]` (the internal routes are
+    /// then closed to everyone).
+    cluster_digest: Option<[u8; 32]>,
 }
 
 impl Auth {
@@ -137,6 +144,7 @@ impl Auth {
                 .and_then(|hash| crate::config::http_hash(hash.trim())),
             open,
             allowed_hosts,
+            cluster_digest: None,
         }
     }
 
@@ -168,6 +176,23 @@ impl Auth {
         } else {
             None
         }
+    }
+
+    /// Also accepts the `[cluster] token` on the instance-to-instance routes.
+    pub fn with_cluster_token(mut self, token: Option<&str>) -> Self {
+        self.cluster_digest = token.map(|token| sha256(token.as_bytes()));
+        self
+    }
+
+    /// Whether `headers` carry the cluster token (compared as digests in constant time).
+    fn cluster_allowed(&self, headers: &HeaderMap) -> bool {
+        let Some(expected) = &self.cluster_digest else {
+            return false;
+        };
+        let Some(presented) = presented_token(headers) else {
+            return false;
+        };
+        bool::from(sha256(presented.as_bytes())[..].ct_eq(&expected[..]))
     }
 
     fn metrics_allowed(&self, headers: &HeaderMap) -> bool {
@@ -220,7 +245,7 @@ fn presented_token(headers: &HeaderMap) -> Option<String> {
 /// success the request carries a [`Caller`] when a token (or loopback mode) identified it.
 pub async fn guard(State(auth): State<Arc<Auth>>, mut request: Request, next: Next) -> Response {
     let access = required_access(request.method(), request.uri().path());
-    if access != Access::Probe {
+    if access != Access::Probe && access != Access::Cluster {
         let host = request
             .uri()
             .authority()
@@ -246,6 +271,11 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut request: Request, next: Ne
     }
     match access {
         Access::Probe | Access::Webhook | Access::Contract => {}
+        Access::Cluster => {
+            if !auth.cluster_allowed(request.headers()) {
+                return unauthenticated();
+            }
+        }
         Access::Metrics => {
             if !auth.metrics_allowed(request.headers()) {
                 return unauthenticated();

@@ -57,6 +57,7 @@
 //! the route's scope once `[http.auth]` has tokens (see [`auth`]).
 
 pub mod auth;
+mod cluster;
 pub mod dashboard;
 pub mod dead_letters;
 pub mod health;
@@ -275,7 +276,15 @@ impl WebState {
 /// problem for a wrong method, and request tracing.
 pub fn router(state: WebState) -> Router {
     let body_limit = state.config.http.body_limit_bytes;
-    let auth = Arc::new(auth::Auth::new(&state.config.http));
+    let auth = Arc::new(
+        auth::Auth::new(&state.config.http).with_cluster_token(
+            state
+                .config
+                .cluster
+                .as_ref()
+                .map(|cluster| cluster.token.as_str()),
+        ),
+    );
     let cors = auth::cors(&state.config.http.cors_allowed_origins);
     let receivers = ReceiverState::new(
         state.ledger.clone(),
@@ -317,6 +326,10 @@ pub fn router(state: WebState) -> Router {
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(get_health))
         .route("/readyz", get(health::get_ready))
+        .route(
+            crate::cluster::forward::APPLY_PATH,
+            post(cluster::post_apply),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -21,6 +21,7 @@ mod amazon_bridge;
 mod auth;
 mod bolcom_amazon;
 mod channel_compliance;
+mod cluster;
 mod crash_recovery;
 mod dashboard_browser;
 mod end_to_end;

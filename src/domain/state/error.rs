@@ -3,8 +3,16 @@
 
 use crate::domain::{LocationId, Sku};
 
-/// Why a movement was refused. Refused movements are not recorded.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// The figure name a forwarded [`ApplyError::Overflow`] reads back as: the name travels in
+/// the message, not the field (a `'static` name cannot be borrowed from a network buffer).
+fn forwarded_figure() -> &'static str {
+    "a stock figure"
+}
+
+/// Why a movement was refused. Refused movements are not recorded. Serialisable: a
+/// forwarded movement's refusal travels back from the instance that owns the SKU.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ApplyError {
     /// A hold asked for more than is available at every candidate location.
     #[error(
@@ -100,6 +108,7 @@ pub enum ApplyError {
     )]
     Overflow {
         /// Which figure: `on_hand`, `reserved` or `in_transit`.
+        #[serde(skip_deserializing, default = "forwarded_figure")]
         figure: &'static str,
         /// The location.
         location: LocationId,

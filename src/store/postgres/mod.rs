@@ -39,11 +39,12 @@ pub mod schema;
 #[cfg(test)]
 mod tests;
 
+use super::lease::{self, LeaseDecision};
 use super::{
     BatchLoadedSku, CommitBatch, ConfigAuditRecord, DeadLetterQuery, DeadLetterRecord, EventQuery,
-    EventRecord, HistoryEvent, HoldExpiryRecord, IdempotencyKeyRecord, LoadedSku, OffsetWatermark,
-    OrderLineRecord, PushLogQuery, PushLogRecord, PushedRecord, ReservationRecord, SnapshotRecord,
-    Store, StoreError,
+    EventRecord, HistoryEvent, HoldExpiryRecord, IdempotencyKeyRecord, Lease, LeaseOutcome,
+    LoadedSku, OffsetWatermark, OrderLineRecord, PushLogQuery, PushLogRecord, PushedRecord,
+    ReservationRecord, SnapshotRecord, Store, StoreError,
 };
 use crate::config::PostgresStoreConfig;
 use async_trait::async_trait;
@@ -60,6 +61,10 @@ const DELETE_CHUNK: i64 = 10_000;
 
 /// Most lines [`Store::order_lines`] returns for one order (as the embedded backend).
 const MAX_ORDER_LINES: i64 = 10_000;
+
+/// Attempts of [`Store::try_lease`]: one more each time a concurrent caller created the
+/// scope's row between this one's read and its insert (then the next read finds it).
+const LEASE_ATTEMPTS: usize = 8;
 
 /// PostgreSQL-backed [`Store`].
 pub struct PostgresStore {
@@ -445,6 +450,89 @@ WHERE k.expires_at_ms > $2
 ORDER BY 1, 2, 3";
 
 /// Reads `sku, seq, idempotency_key, recorded_at_ms, movement, key_expires_at_ms`.
+/// A lease from a row of `scope, owner, epoch, expires_at_ms, payload` (lease columns
+/// never written read as an expired lease).
+fn lease_of_row(row: &tokio_postgres::Row) -> Result<Lease, tokio_postgres::Error> {
+    Ok(Lease {
+        scope: row.try_get(0)?,
+        owner: row.try_get(1)?,
+        epoch: to_u64(row.try_get(2)?),
+        expires_at_ms: row.try_get::<_, Option<i64>>(3)?.unwrap_or(0),
+        payload: row.try_get::<_, Option<String>>(4)?.unwrap_or_default(),
+    })
+}
+
+/// One attempt of [`Store::try_lease`], in one transaction: the scope's row is read
+/// `FOR UPDATE` (a concurrent caller, in this process or another, waits until this
+/// transaction ends and then reads what it wrote), decided by [`lease::decide`] and
+/// written. `None` when there was no row and a concurrent caller inserted one first (the
+/// caller tries again and finds it).
+async fn try_lease_once(
+    client: &mut deadpool_postgres::Object,
+    scope: &str,
+    owner: &str,
+    payload: &str,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> Result<Option<LeaseOutcome>, StoreError> {
+    let err = pg_error("try_lease");
+    let tx = client.transaction().await.map_err(&err)?;
+    let select = tx
+        .prepare_cached(
+            "SELECT scope, owner, epoch, expires_at_ms, payload FROM ownership
+             WHERE scope = $1 FOR UPDATE",
+        )
+        .await
+        .map_err(&err)?;
+    let current = tx
+        .query_opt(&select, &[&scope])
+        .await
+        .map_err(&err)?
+        .as_ref()
+        .map(lease_of_row)
+        .transpose()
+        .map_err(&err)?;
+    let decision = lease::decide(current, scope, owner, payload, now_ms, ttl_ms)?;
+    let (sql, row) = match &decision {
+        LeaseDecision::Held(_) => {
+            tx.rollback().await.map_err(&err)?;
+            return Ok(Some(decision.outcome()));
+        }
+        LeaseDecision::Insert(lease) => (
+            "INSERT INTO ownership (scope, epoch, owner, expires_at_ms, payload)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope) DO NOTHING",
+            lease,
+        ),
+        // The row is locked: the epoch condition only guards the invariant.
+        LeaseDecision::Replace { to, .. } => (
+            "UPDATE ownership SET epoch = $2, owner = $3, expires_at_ms = $4, payload = $5
+             WHERE scope = $1",
+            to,
+        ),
+    };
+    let epoch = to_i64("try_lease", "epoch", row.epoch)?;
+    let statement = tx.prepare_cached(sql).await.map_err(&err)?;
+    let written = tx
+        .execute(
+            &statement,
+            &[
+                &row.scope,
+                &epoch,
+                &row.owner,
+                &row.expires_at_ms,
+                &row.payload,
+            ],
+        )
+        .await
+        .map_err(&err)?;
+    if written == 0 {
+        tx.rollback().await.map_err(&err)?;
+        return Ok(None);
+    }
+    tx.commit().await.map_err(&err)?;
+    Ok(Some(decision.outcome()))
+}
+
 fn read_event(row: &tokio_postgres::Row) -> Result<EventRecord, tokio_postgres::Error> {
     Ok(EventRecord {
         sku: row.try_get(0)?,
@@ -498,11 +586,13 @@ impl Store for PostgresStore {
             let rows = self
                 .rows(
                     "acquire_epoch",
-                    "INSERT INTO ownership (scope, epoch, owner) VALUES ($1, 1, $2)
+                    "INSERT INTO ownership (scope, epoch, owner, expires_at_ms, payload)
+                     VALUES ($1, 1, $2, $3, '')
                      ON CONFLICT (scope) DO UPDATE SET epoch = ownership.epoch + 1,
-                         owner = excluded.owner
+                         owner = excluded.owner, expires_at_ms = excluded.expires_at_ms,
+                         payload = excluded.payload
                      RETURNING epoch",
-                    &[&scope, &owner],
+                    &[&scope, &owner, &lease::ACQUIRED_EXPIRES_AT_MS],
                 )
                 .await?;
             let epoch: i64 = rows
@@ -536,6 +626,70 @@ impl Store for PostgresStore {
                 .transpose()
         }
         .await
+    }
+
+    async fn try_lease(
+        &self,
+        scope: &str,
+        owner: &str,
+        payload: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<LeaseOutcome, StoreError> {
+        lease::check_request(scope, owner, payload, ttl_ms)?;
+        let mut client = self.client("try_lease").await?;
+        for _ in 0..LEASE_ATTEMPTS {
+            if let Some(outcome) =
+                try_lease_once(&mut client, scope, owner, payload, now_ms, ttl_ms).await?
+            {
+                return Ok(outcome);
+            }
+        }
+        Err(StoreError::Backend {
+            operation: "try_lease",
+            message: format!(
+                "{scope}: lost the race to create the row {LEASE_ATTEMPTS} times in a row"
+            ),
+        })
+    }
+
+    async fn release_lease(
+        &self,
+        scope: &str,
+        owner: &str,
+        epoch: u64,
+    ) -> Result<bool, StoreError> {
+        lease::check_scope("release_lease", scope)?;
+        lease::check_owner("release_lease", owner)?;
+        let Ok(epoch) = i64::try_from(epoch) else {
+            return Ok(false);
+        };
+        let released = self
+            .execute(
+                "release_lease",
+                "UPDATE ownership SET expires_at_ms = 0
+                 WHERE scope = $1 AND owner = $2 AND epoch = $3",
+                &[&scope, &owner, &epoch],
+            )
+            .await?;
+        Ok(released > 0)
+    }
+
+    async fn leases(&self, prefix: &str, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        lease::check_prefix(prefix)?;
+        let pattern = lease::like_prefix_pattern(prefix);
+        let rows = self
+            .rows(
+                "leases",
+                "SELECT scope, owner, epoch, expires_at_ms, payload FROM ownership
+                 WHERE scope LIKE $1 ESCAPE '\\' ORDER BY scope LIMIT $2",
+                &[&pattern, &self::limit(lease::listed(limit))],
+            )
+            .await?;
+        rows.iter()
+            .map(lease_of_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pg_error("leases"))
     }
 
     async fn commit(&self, batch: CommitBatch) -> Result<(), StoreError> {

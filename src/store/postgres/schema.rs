@@ -19,11 +19,18 @@ pub struct Migration {
 
 /// Every migration this build knows, in order. A new layout adds a file and a row here;
 /// applied files are never edited.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "leases",
+        sql: include_str!("migrations/0002_leases.sql"),
+    },
+];
 
 /// The schema version this build reads and writes (the last migration's).
 pub fn latest_version() -> i32 {

@@ -1,0 +1,219 @@
+//! Several instances on one PostgreSQL store (issue 13): the partitions are divided among
+//! the live instances by leases, a movement posted to any instance is applied by the SKU's
+//! owner (forwarded with the cluster credential) with the answer one node would give, reads
+//! answer on any instance, and when an instance leaves, the others take its partitions and
+//! go on with nothing lost or doubled.
+//!
+//! Runs only when `STOCKSYNC_TEST_POSTGRES` is set (`bash scripts/test.sh` sets it);
+//! otherwise it writes `skipped: postgres ...` to stderr and passes.
+
+use crate::support;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use stocksync::app::App;
+use stocksync::config::{Config, StoreBackend, StoreConfig};
+use stocksync::store::conformance::{StoreFactory, store_toml};
+
+const PARTITIONS: u32 = 6;
+const TOKEN: &str = "cluster-test-token-0123456789abcdef";
+
+fn config(store: &StoreConfig, member: &str) -> Config {
+    let config = Config::from_toml(&format!(
+        r#"
+        [http]
+        listen = "127.0.0.1:0"
+        [cluster]
+        member_id = "{member}"
+        partitions = {PARTITIONS}
+        heartbeat_ms = 100
+        session_timeout_ms = 1000
+        token = "{TOKEN}"
+        [[locations]]
+        id = "WH-1"
+        {}
+        "#,
+        store_toml(store)
+    ))
+    .expect("test config parses");
+    config.validate().expect("test config is valid");
+    config
+}
+
+fn receipt(sku: &str, key: &str, quantity: u64) -> Value {
+    json!({"schema_version": 1, "sku": sku, "idempotency_key": key, "source": "test",
+           "type": "receipt", "location": "WH-1", "quantity": quantity})
+}
+
+async fn post(client: &reqwest::Client, app: &App, body: &Value) -> (u16, Value) {
+    let response = client
+        .post(format!("http://{}/api/v1/movements", app.http_addr()))
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json answer"))
+}
+
+async fn on_hand(client: &reqwest::Client, app: &App, sku: &str) -> i64 {
+    let response = client
+        .get(format!("http://{}/api/v1/stock/{sku}", app.http_addr()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 200, "stock of {sku}");
+    let stock: Value = response.json().await.expect("json");
+    stock["locations"]
+        .as_array()
+        .expect("locations")
+        .iter()
+        .filter(|level| level["location"] == "WH-1")
+        .map(|level| level["on_hand"].as_i64().unwrap())
+        .sum()
+}
+
+fn owned(app: &App) -> Vec<u32> {
+    app.cluster().expect("cluster").status().owned
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_divide_forward_and_take_over() {
+    let Some(factory) = StoreFactory::for_test(
+        &StoreBackend::Postgres,
+        "cluster two_instances_divide_forward_and_take_over",
+    ) else {
+        return;
+    };
+    let store = factory.fresh_config();
+    let a = App::start(config(&store, "node-a"))
+        .await
+        .expect("node a starts");
+    let b = App::start(config(&store, "node-b"))
+        .await
+        .expect("node b starts");
+    support::eventually(
+        "each instance owns half the partitions",
+        Duration::from_secs(10),
+        || async { owned(&a).len() == 3 && owned(&b).len() == 3 },
+    )
+    .await;
+    let (owned_a, owned_b) = (owned(&a), owned(&b));
+    assert!(
+        owned_a.iter().all(|p| !owned_b.contains(p)),
+        "no partition has two owners: {owned_a:?} {owned_b:?}"
+    );
+    // Each instance names the other as the owner of its partitions (from its next round
+    // on: a round's view is read before it acts).
+    support::eventually(
+        "node a sees node b's partitions as node b's",
+        Duration::from_secs(5),
+        || async {
+            let status = a.cluster().unwrap().status();
+            owned_b.iter().all(|partition| {
+                let seen = &status.partitions[*partition as usize];
+                seen.owner.as_deref() == Some("node-b") && !seen.here
+            })
+        },
+    )
+    .await;
+
+    // 60 SKUs over all partitions, every receipt posted to node a: about half are
+    // forwarded to node b, and the answers are what one node gives.
+    let client = reqwest::Client::new();
+    let skus: Vec<String> = (0..60).map(|i| format!("CLUSTER-{i:03}")).collect();
+    let table = a.cluster().unwrap().partition_table().clone();
+    let on_b = skus
+        .iter()
+        .filter(|sku| owned_b.contains(&table.partition_of(sku)))
+        .count();
+    assert!(
+        on_b > 10,
+        "the SKUs spread over both instances ({on_b} on b)"
+    );
+    let batch: Vec<Value> = skus
+        .iter()
+        .map(|sku| receipt(sku, &format!("first:{sku}"), 5))
+        .collect();
+    let (status, body) = post(&client, &a, &Value::Array(batch.clone())).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["summary"]["applied"], 60, "{body}");
+    // The same batch again, this time to node b: every one a duplicate with its seq.
+    let (status, again) = post(&client, &b, &Value::Array(batch)).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["summary"]["duplicate"], 60, "{again}");
+    for (first, second) in body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(again["results"].as_array().unwrap())
+    {
+        assert_eq!(first["seq"], second["seq"], "{first} vs {second}");
+    }
+    // Reads answer on either instance.
+    for sku in skus.iter().step_by(7) {
+        assert_eq!(on_hand(&client, &a, sku).await, 5, "{sku} on a");
+        assert_eq!(on_hand(&client, &b, sku).await, 5, "{sku} on b");
+    }
+
+    // Node b leaves (a clean stop hands its partitions over): node a takes all of them
+    // and goes on applying, including for SKUs node b held in memory.
+    b.shutdown(Duration::from_secs(5)).await;
+    support::eventually(
+        "node a owns every partition",
+        Duration::from_secs(10),
+        || async { owned(&a).len() == PARTITIONS as usize },
+    )
+    .await;
+    let more: Vec<Value> = skus
+        .iter()
+        .map(|sku| receipt(sku, &format!("second:{sku}"), 2))
+        .collect();
+    let (status, body) = post(&client, &a, &Value::Array(more)).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["summary"]["applied"], 60, "{body}");
+    let mut levels = BTreeMap::new();
+    for sku in &skus {
+        levels.insert(sku.clone(), on_hand(&client, &a, sku).await);
+    }
+    assert!(
+        levels.values().all(|&units| units == 7),
+        "every SKU has 5 + 2 units, none lost or doubled: {levels:?}"
+    );
+    a.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_instance_gets_its_share_without_waiting_for_a_session_timeout() {
+    let Some(factory) = StoreFactory::for_test(
+        &StoreBackend::Postgres,
+        "cluster a_new_instance_gets_its_share",
+    ) else {
+        return;
+    };
+    let store = factory.fresh_config();
+    let a = App::start(config(&store, "node-a"))
+        .await
+        .expect("node a starts");
+    support::eventually(
+        "node a owns everything",
+        Duration::from_secs(10),
+        || async { owned(&a).len() == PARTITIONS as usize },
+    )
+    .await;
+    // A second instance arrives: node a hands half over without waiting for a timeout.
+    let b = App::start(config(&store, "node-b"))
+        .await
+        .expect("node b starts");
+    support::eventually(
+        "the partitions are divided",
+        Duration::from_secs(10),
+        || async { owned(&a).len() == 3 && owned(&b).len() == 3 },
+    )
+    .await;
+    let status = b.cluster().unwrap().status();
+    assert!(status.rebalances >= 3, "{status:?}");
+    assert_eq!(status.members.iter().filter(|m| m.live).count(), 2);
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+}
