@@ -124,6 +124,41 @@ impl web::health::KafkaView for KafkaAssignmentView {
     }
 }
 
+/// Adapts the cluster coordinator to the web layer's readiness check.
+struct ClusterStatusView(Arc<Cluster>, crate::clock::SharedClock);
+
+impl web::health::ClusterView for ClusterStatusView {
+    fn status(&self) -> serde_json::Value {
+        serde_json::to_value(self.0.status()).unwrap_or_default()
+    }
+
+    fn joined(&self) -> Result<String, String> {
+        let status = self.0.status();
+        let session_ms = i64::try_from(self.0.config().session_timeout_ms).unwrap_or(i64::MAX);
+        let live = status.members.iter().filter(|member| member.live).count();
+        let detail = format!(
+            "member {}: owns {} of {} partitions, {live} live instance(s), {} rebalance(s)",
+            status.member_id,
+            status.owned.len(),
+            status.partitions.len(),
+            status.rebalances
+        );
+        match (&status.error, status.last_round_ms) {
+            (Some(error), _) => Err(format!("{detail}; last round failed: {error}")),
+            (None, None) => Err(format!("{detail}; not joined yet")),
+            (None, Some(at_ms))
+                if self.0.partition_table().partitions() > 0
+                    && self.1.now_ms() - at_ms > session_ms =>
+            {
+                Err(format!(
+                    "{detail}; no round for more than the session timeout"
+                ))
+            }
+            _ => Ok(detail),
+        }
+    }
+}
+
 /// ATP changes waiting for the Kafka ATP topic before new ones are dropped (and counted).
 const ATP_OUTPUT_QUEUE: usize = 65_536;
 
@@ -423,7 +458,12 @@ impl App {
             client.clone(),
             clock.clone(),
         );
-        let state = WebState::new(ledger.clone(), config.clone())
+        let mut state = WebState::new(ledger.clone(), config.clone());
+        if let Some(cluster) = &cluster {
+            state = state
+                .with_cluster_view(Arc::new(ClusterStatusView(cluster.clone(), clock.clone())));
+        }
+        let state = state
             .with_channel_view(Arc::new(PropagationView(
                 propagation.clone(),
                 operations.reconciler.clone(),

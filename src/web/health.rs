@@ -121,6 +121,17 @@ pub trait KafkaView: Send + Sync + 'static {
     fn assignment(&self) -> Vec<(String, i32)>;
 }
 
+/// Reads this instance's view of the cluster for readiness and the dashboard (several
+/// instances). Implemented by the app over `crate::cluster::Cluster`.
+pub trait ClusterView: Send + Sync + 'static {
+    /// The coordinator's status as JSON (member, members, partitions, owned, rebalances,
+    /// last round, error).
+    fn status(&self) -> serde_json::Value;
+    /// Whether the last round reached the store recently (within the session timeout)
+    /// without an error; `Err` says why not.
+    fn joined(&self) -> Result<String, String>;
+}
+
 /// One readiness check.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Check {
@@ -139,8 +150,14 @@ pub struct Readiness {
     pub status: String,
     /// Names of the checks that fail.
     pub not_ready: Vec<String>,
-    /// Every check, in order: store, kafka (if configured), then channels in config order.
+    /// Every check, in order: store, cluster (if configured), kafka (if configured), then
+    /// channels in config order.
     pub checks: Vec<Check>,
+    /// Several instances: this instance's view of the cluster (members, partition owners,
+    /// what it owns, rebalances); absent on a single instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub cluster: Option<serde_json::Value>,
 }
 
 /// Counters of one channel at one moment.
@@ -172,6 +189,7 @@ pub struct Operations {
     webhooks: Mutex<HashMap<String, i64>>,
     samples: Mutex<HashMap<String, VecDeque<Sample>>>,
     kafka: OnceLock<Arc<dyn KafkaView>>,
+    cluster: OnceLock<Arc<dyn ClusterView>>,
     /// Permits for the dashboard's live streams (see `super::dashboard`).
     pub(super) live_streams: Arc<tokio::sync::Semaphore>,
 }
@@ -182,6 +200,7 @@ impl Default for Operations {
             webhooks: Mutex::default(),
             samples: Mutex::default(),
             kafka: OnceLock::new(),
+            cluster: OnceLock::new(),
             live_streams: Arc::new(tokio::sync::Semaphore::new(
                 super::dashboard::MAX_LIVE_STREAMS,
             )),
@@ -208,6 +227,16 @@ impl Operations {
             .unwrap_or_else(PoisonError::into_inner)
             .get(channel)
             .copied()
+    }
+
+    /// Sets the cluster view (once; later calls are ignored).
+    pub fn set_cluster_view(&self, view: Arc<dyn ClusterView>) {
+        let _ = self.cluster.set(view);
+    }
+
+    /// The cluster view, with `[cluster]`.
+    pub fn cluster_view(&self) -> Option<&Arc<dyn ClusterView>> {
+        self.cluster.get()
     }
 
     /// Uses `view` for the Kafka readiness check. Only the first call has an effect.
@@ -342,7 +371,21 @@ pub(super) async fn get_channels(State(state): State<WebState>) -> Json<Channels
 /// Runs every readiness check.
 pub async fn readiness(state: &WebState) -> Readiness {
     let mut checks = vec![store_check(state).await];
-    if let Some(kafka) = &state.config.kafka {
+    let cluster = state.ops.cluster.get();
+    if let Some(view) = cluster {
+        let (ok, detail) = match view.joined() {
+            Ok(detail) => (true, detail),
+            Err(detail) => (false, detail),
+        };
+        checks.push(Check {
+            name: "cluster".to_owned(),
+            ok,
+            detail,
+        });
+    }
+    if let Some(kafka) = &state.config.kafka
+        && cluster.is_none()
+    {
         let assigned = state
             .ops
             .kafka
@@ -395,6 +438,7 @@ pub async fn readiness(state: &WebState) -> Readiness {
         .to_owned(),
         not_ready,
         checks,
+        cluster: cluster.map(|view| view.status()),
     }
 }
 

@@ -205,6 +205,12 @@ impl WebState {
         self
     }
 
+    /// Reports the cluster (several instances) in `/readyz` through `view`.
+    pub fn with_cluster_view(self, view: Arc<dyn health::ClusterView>) -> Self {
+        self.ops.set_cluster_view(view);
+        self
+    }
+
     /// Reads the Kafka partition assignment from `view` for `/readyz` (only needed when
     /// `[kafka]` is configured; without it Kafka counts as not ready).
     pub fn with_kafka_view(self, view: Arc<dyn health::KafkaView>) -> Self {

@@ -214,6 +214,27 @@ async fn a_new_instance_gets_its_share_without_waiting_for_a_session_timeout() {
     let status = b.cluster().unwrap().status();
     assert!(status.rebalances >= 3, "{status:?}");
     assert_eq!(status.members.iter().filter(|m| m.live).count(), 2);
+    // `/readyz` shows the cluster: a passing check and the partition owners.
+    let ready: Value = reqwest::get(format!("http://{}/readyz", b.http_addr()))
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    let check = ready["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|check| check["name"] == "cluster")
+        .expect("a cluster check")
+        .clone();
+    assert_eq!(check["ok"], true, "{ready}");
+    assert!(
+        check["detail"].as_str().unwrap().contains("owns 3 of 6"),
+        "{check}"
+    );
+    assert_eq!(ready["cluster"]["member_id"], "node-b", "{ready}");
+    assert_eq!(ready["cluster"]["owned"].as_array().unwrap().len(), 3);
     a.shutdown(Duration::from_secs(5)).await;
     b.shutdown(Duration::from_secs(5)).await;
 }
