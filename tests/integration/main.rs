@@ -22,6 +22,7 @@ mod auth;
 mod bolcom_amazon;
 mod channel_compliance;
 mod cluster;
+mod cluster_processes;
 mod crash_recovery;
 mod dashboard_browser;
 mod end_to_end;

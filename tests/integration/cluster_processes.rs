@@ -1,0 +1,500 @@
+//! Several instances as separate processes (issue 13's proof): three `stocksync run`
+//! processes on one PostgreSQL store and one tansu broker (movements topic at 6 partitions).
+//! kafka-python streams receipts over 1,000 SKUs while REST clients post to every live
+//! instance; meanwhile one instance is killed with SIGKILL, and later another is paused with
+//! SIGSTOP for longer than the session timeout, then resumed. At the end every SKU's on-hand
+//! equals exactly what was produced and acknowledged (nothing lost, nothing doubled), on
+//! every live instance, and the paused instance reports that it lost its partitions.
+//!
+//! A second test restarts all three instances one after another (SIGTERM, start again)
+//! under REST load: no request fails.
+//!
+//! Needs tansu (`TANSU_BIN`), kafka-python and `STOCKSYNC_TEST_POSTGRES`; without the last
+//! it writes `skipped: postgres ...` to stderr and passes. `STOCKSYNC_CLUSTER_MOVEMENTS`
+//! overrides the number of Kafka movements (default 100,000).
+
+use crate::support;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use stocksync::config::{StoreBackend, StoreConfig};
+use stocksync::store::conformance::{StoreFactory, store_toml};
+use tokio::io::AsyncBufReadExt;
+
+const PARTITIONS: i32 = 6;
+const SKUS: usize = 1_000;
+const SESSION_MS: u64 = 3_000;
+const TOKEN: &str = "cluster-process-test-token-000000000000";
+
+fn sku(index: usize) -> String {
+    format!("CLUSTER-{index:04}")
+}
+
+/// Kafka movements to stream (`STOCKSYNC_CLUSTER_MOVEMENTS`, default 100,000).
+fn kafka_movements() -> usize {
+    std::env::var("STOCKSYNC_CLUSTER_MOVEMENTS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(100_000)
+}
+
+/// One `stocksync run` process.
+struct Node {
+    name: String,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<tokio::process::Child>,
+    base: String,
+}
+
+impl Node {
+    fn pid(&self) -> i32 {
+        self.child
+            .as_ref()
+            .and_then(|child| child.id())
+            .expect("running") as i32
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: `kill` with a pid this test started and a valid signal number.
+        let result = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(result, 0, "signal {signal} to {}", self.name);
+    }
+
+    async fn metric(&self, client: &reqwest::Client, series: &str) -> f64 {
+        let text = client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .filter(|line| line.starts_with(series))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn write_config(dir: &Path, name: &str, store: &StoreConfig, bootstrap: &str, topic: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        r#"
+[http]
+listen = "127.0.0.1:0"
+
+[kafka]
+brokers = "{bootstrap}"
+group_id = "{topic}-group"
+movements_topic = "{topic}"
+dead_letter_topic = "{topic}-dlq"
+
+[cluster]
+member_id = "{name}"
+partitions = {PARTITIONS}
+heartbeat_ms = 500
+session_timeout_ms = {SESSION_MS}
+token = "{TOKEN}"
+
+[[locations]]
+id = "WH-1"
+
+{}
+"#,
+        store_toml(store)
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+async fn start(node: &mut Node) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_stocksync"));
+    command
+        .args(["run", "--config"])
+        .arg(&node.config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&node.log)
+                .expect("log file"),
+        )
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("stocksync starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("listening within a minute")
+        .expect("stdout")
+        .unwrap_or_else(|| panic!("{} printed no address:\n{}", node.name, node.log_text()));
+    node.base = line
+        .strip_prefix("stocksync listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    // Keep draining stdout so the process never blocks on it.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    node.child = Some(child);
+}
+
+/// The partitions each live node reports owning (from `/readyz`).
+async fn owned(client: &reqwest::Client, nodes: &[&Node]) -> Vec<Vec<u64>> {
+    let mut all = Vec::new();
+    for node in nodes {
+        let ready: Value = match client.get(format!("{}/readyz", node.base)).send().await {
+            Ok(response) => response.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        all.push(
+            ready["cluster"]["owned"]
+                .as_array()
+                .map(|owned| owned.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default(),
+        );
+    }
+    all
+}
+
+async fn wait_divided(client: &reqwest::Client, nodes: &[&Node], what: &str) {
+    support::eventually(what, Duration::from_secs(30), || async {
+        let owned = owned(client, nodes).await;
+        let mut all: Vec<u64> = owned.iter().flatten().copied().collect();
+        all.sort_unstable();
+        all == (0..PARTITIONS as u64).collect::<Vec<_>>()
+            && owned.iter().all(|mine| !mine.is_empty())
+    })
+    .await;
+}
+
+/// REST clients: each posts receipts of 1 unit to the live nodes in turn, retrying a
+/// movement (same idempotency key) on the next node until one acknowledges it; records
+/// what was acknowledged per SKU.
+struct RestLoad {
+    targets: Arc<Mutex<Vec<String>>>,
+    acknowledged: Arc<Mutex<HashMap<String, i64>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<u64>>,
+}
+
+impl RestLoad {
+    fn start(targets: Vec<String>, clients: usize, prefix: &str) -> Self {
+        let targets = Arc::new(Mutex::new(targets));
+        let acknowledged: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+        let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..clients)
+            .map(|client_index| {
+                let (targets, acknowledged, failures, stop) = (
+                    targets.clone(),
+                    acknowledged.clone(),
+                    failures.clone(),
+                    stop.clone(),
+                );
+                let prefix = prefix.to_owned();
+                tokio::spawn(async move {
+                    let http = reqwest::Client::builder()
+                        .timeout(Duration::from_secs(40))
+                        .build()
+                        .unwrap();
+                    let mut sent = 0u64;
+                    let mut turn = client_index;
+                    while !stop.load(Ordering::Relaxed) {
+                        let target_sku = sku((client_index * 7919 + sent as usize * 13) % SKUS);
+                        let body = json!({"schema_version": 1, "sku": target_sku,
+                            "idempotency_key": format!("{prefix}:{client_index}:{sent}"),
+                            "source": "rest", "type": "receipt", "location": "WH-1", "quantity": 1});
+                        let deadline = Instant::now() + Duration::from_secs(60);
+                        loop {
+                            let target = {
+                                let targets = targets.lock().unwrap();
+                                turn += 1;
+                                targets[turn % targets.len()].clone()
+                            };
+                            let outcome = http
+                                .post(format!("{target}/api/v1/movements"))
+                                .json(&body)
+                                .send()
+                                .await;
+                            match outcome {
+                                Ok(response) if response.status().is_success() => break,
+                                Ok(response) => {
+                                    let status = response.status();
+                                    let text = response.text().await.unwrap_or_default();
+                                    failures
+                                        .lock()
+                                        .unwrap()
+                                        .push(format!("{target}: {status} {text}"));
+                                }
+                                Err(error) => failures
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("{target}: {error}")),
+                            }
+                            assert!(
+                                Instant::now() < deadline,
+                                "a REST movement was not acknowledged within a minute"
+                            );
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        *acknowledged.lock().unwrap().entry(target_sku).or_default() += 1;
+                        sent += 1;
+                    }
+                    sent
+                })
+            })
+            .collect();
+        Self {
+            targets,
+            acknowledged,
+            failures,
+            stop,
+            tasks,
+        }
+    }
+
+    fn set_targets(&self, targets: Vec<String>) {
+        *self.targets.lock().unwrap() = targets;
+    }
+
+    async fn finish(self) -> (u64, HashMap<String, i64>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut sent = 0;
+        for task in self.tasks {
+            sent += task.await.expect("REST client");
+        }
+        let acknowledged = self.acknowledged.lock().unwrap().clone();
+        let failures = self.failures.lock().unwrap().clone();
+        (sent, acknowledged, failures)
+    }
+}
+
+async fn on_hand(client: &reqwest::Client, base: &str, sku: &str) -> Option<i64> {
+    let response = client
+        .get(format!("{base}/api/v1/stock/{sku}"))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let stock: Value = response.json().await.ok()?;
+    Some(
+        stock["locations"]
+            .as_array()?
+            .iter()
+            .filter(|level| level["location"] == "WH-1")
+            .filter_map(|level| level["on_hand"].as_i64())
+            .sum(),
+    )
+}
+
+fn stream_with_python(bootstrap: &str, topic: &str, count: usize) -> std::process::Child {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_python/stream.py");
+    std::process::Command::new("python3")
+        .arg(script)
+        .args([bootstrap, topic, &count.to_string(), &SKUS.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 runs stream.py (kafka-python installed by scripts/test.sh)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
+    let Some(factory) = StoreFactory::for_test(
+        &StoreBackend::Postgres,
+        "cluster_processes three_processes_lose_and_double_nothing",
+    ) else {
+        return;
+    };
+    let broker = support::TansuBroker::start();
+    let topic = support::unique("cluster-movements");
+    broker.create_topic(&topic, PARTITIONS);
+    broker.create_topic(&format!("{topic}-dlq"), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = factory.fresh_config();
+    let mut nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|name| Node {
+            name: (*name).to_owned(),
+            config: write_config(dir.path(), name, &store, &broker.bootstrap(), &topic),
+            log: dir.path().join(format!("{name}.log")),
+            child: None,
+            base: String::new(),
+        })
+        .collect();
+    for node in &mut nodes {
+        start(node).await;
+    }
+    let client = reqwest::Client::new();
+    wait_divided(&client, &nodes.iter().collect::<Vec<_>>(), "three nodes divide the partitions").await;
+
+    let count = kafka_movements();
+    let started = Instant::now();
+    let mut producer = stream_with_python(&broker.bootstrap(), &topic, count);
+    let rest = RestLoad::start(nodes.iter().map(|node| node.base.clone()).collect(), 4, "rest");
+
+    // A node dies without warning.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rest.set_targets(vec![nodes[0].base.clone(), nodes[1].base.clone()]);
+    nodes[2].signal(libc::SIGKILL);
+    let _ = nodes[2].child.take().unwrap().wait().await;
+    wait_divided(&client, &[&nodes[0], &nodes[1]], "the two survivors take the dead node's partitions").await;
+
+    // Another node freezes past its session, then wakes up.
+    rest.set_targets(vec![nodes[0].base.clone()]);
+    nodes[1].signal(libc::SIGSTOP);
+    support::eventually(
+        "node a owns every partition while node b is frozen",
+        Duration::from_secs(20),
+        || async { owned(&client, &[&nodes[0]]).await[0].len() == PARTITIONS as usize },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(SESSION_MS)).await;
+    nodes[1].signal(libc::SIGCONT);
+    rest.set_targets(vec![nodes[0].base.clone(), nodes[1].base.clone()]);
+    wait_divided(&client, &[&nodes[0], &nodes[1]], "node b rejoins and gets its share back").await;
+
+    // The stream ends; REST clients stop; everything acknowledged must be there, once.
+    let producer_done = tokio::task::spawn_blocking(move || producer.wait_with_output())
+        .await
+        .unwrap()
+        .expect("stream.py ran");
+    assert!(producer_done.status.success(), "stream.py failed");
+    assert!(String::from_utf8_lossy(&producer_done.stdout).contains(&format!("PRODUCED {count}")));
+    let (sent, rest_acknowledged, failures) = rest.finish().await;
+    let mut expected: HashMap<String, i64> = HashMap::new();
+    for i in 0..count {
+        *expected.entry(sku(i % SKUS)).or_default() += 1 + (i % 3) as i64;
+    }
+    for (name, units) in &rest_acknowledged {
+        *expected.entry(name.clone()).or_default() += units;
+    }
+    let total: i64 = expected.values().sum();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut mismatched: Vec<(String, i64, Option<i64>)> = Vec::new();
+    for (name, units) in &expected {
+        loop {
+            let seen = on_hand(&client, &nodes[0].base, name).await;
+            if seen == Some(*units) {
+                break;
+            }
+            if Instant::now() > deadline {
+                mismatched.push((name.clone(), *units, seen));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "cluster_processes: {count} Kafka + {sent} REST movements ({} REST retries) over {SKUS} SKUs, {total} units, settled in {elapsed:?}",
+        failures.len()
+    );
+    assert!(
+        mismatched.is_empty(),
+        "{} SKUs differ (sku, expected, seen), first: {:?}\nnode-a log tail:\n{}",
+        mismatched.len(),
+        &mismatched[..mismatched.len().min(5)],
+        nodes[0].log_text().lines().rev().take(40).collect::<Vec<_>>().join("\n")
+    );
+    // Reads answer the same on the other live node.
+    for index in (0..SKUS).step_by(97) {
+        assert_eq!(
+            on_hand(&client, &nodes[1].base, &sku(index)).await,
+            expected.get(&sku(index)).copied(),
+            "{} read on node b",
+            sku(index)
+        );
+    }
+    // The frozen node noticed it had lost its partitions (and wrote nothing of them after).
+    let lost = nodes[1]
+        .metric(&client, "stocksync_cluster_partition_changes_total{event=\"lost\"}")
+        .await;
+    let fenced = nodes[1]
+        .metric(&client, "stocksync_cluster_fenced_writes_total")
+        .await;
+    eprintln!("cluster_processes: node b lost {lost} partition(s), {fenced} fenced write(s)");
+    assert!(lost >= 1.0, "node b lost its partitions while frozen:\n{}", nodes[1].log_text());
+    for node in &mut nodes[..2] {
+        node.signal(libc::SIGTERM);
+        let _ = node.child.take().unwrap().wait().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_rest_load_fails_no_request() {
+    let Some(factory) = StoreFactory::for_test(
+        &StoreBackend::Postgres,
+        "cluster_processes a_rolling_restart_under_rest_load_fails_no_request",
+    ) else {
+        return;
+    };
+    let broker = support::TansuBroker::start();
+    let topic = support::unique("cluster-rolling");
+    broker.create_topic(&topic, PARTITIONS);
+    broker.create_topic(&format!("{topic}-dlq"), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = factory.fresh_config();
+    let mut nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|name| Node {
+            name: (*name).to_owned(),
+            config: write_config(dir.path(), name, &store, &broker.bootstrap(), &topic),
+            log: dir.path().join(format!("{name}.log")),
+            child: None,
+            base: String::new(),
+        })
+        .collect();
+    for node in &mut nodes {
+        start(node).await;
+    }
+    let client = reqwest::Client::new();
+    wait_divided(&client, &nodes.iter().collect::<Vec<_>>(), "three nodes divide the partitions").await;
+    let rest = RestLoad::start(nodes.iter().map(|node| node.base.clone()).collect(), 4, "roll");
+    for index in 0..nodes.len() {
+        // Like a load balancer: take the node out, stop it cleanly, start it again, put it back.
+        let others: Vec<String> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(other, _)| *other != index)
+            .map(|(_, node)| node.base.clone())
+            .collect();
+        rest.set_targets(others);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        nodes[index].signal(libc::SIGTERM);
+        let status = nodes[index].child.take().unwrap().wait().await.unwrap();
+        assert!(status.success(), "{} stops cleanly", nodes[index].name);
+        start(&mut nodes[index]).await;
+        wait_divided(&client, &nodes.iter().collect::<Vec<_>>(), "the restarted node gets its share").await;
+        rest.set_targets(nodes.iter().map(|node| node.base.clone()).collect());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (sent, acknowledged, failures) = rest.finish().await;
+    eprintln!("cluster_processes: rolling restart under {sent} REST movements");
+    assert!(
+        failures.is_empty(),
+        "{} request(s) failed during the rolling restart, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    for (name, units) in acknowledged.iter().take(50) {
+        assert_eq!(on_hand(&client, &nodes[0].base, name).await, Some(*units), "{name}");
+    }
+    for node in &mut nodes {
+        node.signal(libc::SIGTERM);
+        let _ = node.child.take().unwrap().wait().await;
+    }
+}
