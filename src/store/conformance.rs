@@ -23,9 +23,9 @@ pub mod crash;
 
 use super::{
     CommitBatch, ConfigAuditRecord, DeadLetterQuery, DeadLetterRecord, EventOutcomeRecord,
-    EventQuery, EventRecord, Fence, HistoryEvent, HoldExpiryRecord, IdempotencyKeyRecord,
-    OffsetWatermark, OrderLineRecord, PushLogQuery, PushLogRecord, PushedRecord, ReservationRecord,
-    SnapshotRecord, Store, StoreError,
+    EventQuery, EventRecord, Fence, HistoryEvent, HoldExpiryRecord, IdempotencyKeyRecord, Lease,
+    LeaseOutcome, OffsetWatermark, OrderLineRecord, PushLogQuery, PushLogRecord, PushedRecord,
+    ReservationRecord, SnapshotRecord, Store, StoreError,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
@@ -1661,9 +1661,479 @@ pub async fn concurrent_acquire_epoch(factory: &StoreFactory) {
     assert_eq!(store.current_epoch(scope).await.unwrap(), newest);
 }
 
+/// A lease as the checks expect it.
+fn lease(scope: &str, owner: &str, epoch: u64, expires_at_ms: i64, payload: &str) -> Lease {
+    Lease {
+        scope: scope.to_owned(),
+        owner: owner.to_owned(),
+        epoch,
+        expires_at_ms,
+        payload: payload.to_owned(),
+    }
+}
+
+/// [`Store::try_lease`], panicking with the backend's error.
+async fn try_lease(
+    store: &dyn Store,
+    scope: &str,
+    owner: &str,
+    payload: &str,
+    now_ms: i64,
+    ttl_ms: i64,
+) -> LeaseOutcome {
+    store
+        .try_lease(scope, owner, payload, now_ms, ttl_ms)
+        .await
+        .unwrap_or_else(|e| panic!("try_lease on {}: {e}", store.backend_name()))
+}
+
+/// The lease rows under `prefix` (at most 100).
+async fn leases(store: &dyn Store, prefix: &str) -> Vec<Lease> {
+    store
+        .leases(prefix, 100)
+        .await
+        .unwrap_or_else(|e| panic!("leases on {}: {e}", store.backend_name()))
+}
+
+/// Leases: granted at epoch 1 on a new scope; renewed by the holder at the same epoch
+/// (new expiry and payload; also after its expiry when nobody took it over); held against
+/// another owner, unchanged, until it expires (at `expires_at_ms` exactly), then taken
+/// over at epoch + 1, the epoch [`Store::current_epoch`] reports; scopes are independent.
+pub async fn lease_grant_renew_and_take_over(factory: &StoreFactory) {
+    let (_, store) = factory.open_fresh().await;
+    let store = store.as_ref();
+    let t = now_ms();
+    let scope = "channel/shopify";
+    assert_eq!(
+        try_lease(store, scope, "node-a", "http://a", t, 1_000).await,
+        LeaseOutcome::Granted(lease(scope, "node-a", 1, t + 1_000, "http://a"))
+    );
+    assert_eq!(
+        store.current_epoch(scope).await.unwrap(),
+        Some((1, "node-a".to_owned()))
+    );
+    let renewed = lease(scope, "node-a", 1, t + 1_500, "http://a2");
+    assert_eq!(
+        try_lease(store, scope, "node-a", "http://a2", t + 500, 1_000).await,
+        LeaseOutcome::Granted(renewed.clone()),
+        "a renewal keeps the epoch"
+    );
+    assert_eq!(
+        try_lease(store, scope, "node-b", "http://b", t + 1_499, 1_000).await,
+        LeaseOutcome::Held(renewed.clone())
+    );
+    assert_eq!(leases(store, scope).await, vec![renewed], "held: unchanged");
+    assert_eq!(
+        try_lease(store, scope, "node-a", "http://a", t + 2_000, 1_000).await,
+        LeaseOutcome::Granted(lease(scope, "node-a", 1, t + 3_000, "http://a")),
+        "expired but not taken: the holder renews at its epoch"
+    );
+    let taken = lease(scope, "node-b", 2, t + 4_000, "http://b");
+    assert_eq!(
+        try_lease(store, scope, "node-b", "http://b", t + 3_000, 1_000).await,
+        LeaseOutcome::Granted(taken.clone()),
+        "expired at expires_at_ms: taken over at the next epoch"
+    );
+    assert_eq!(
+        try_lease(store, scope, "node-a", "http://a", t + 3_500, 1_000).await,
+        LeaseOutcome::Held(taken.clone())
+    );
+    assert_eq!(
+        store.current_epoch(scope).await.unwrap(),
+        Some((2, "node-b".to_owned()))
+    );
+    assert_eq!(
+        try_lease(store, "channel/woo", "node-a", "", t + 3_500, 1_000).await,
+        LeaseOutcome::Granted(lease("channel/woo", "node-a", 1, t + 4_500, ""))
+    );
+    assert_eq!(leases(store, scope).await, vec![taken]);
+}
+
+/// Release: only the holder at its epoch releases (`false` otherwise, and for an unknown
+/// scope); a released lease keeps owner, epoch and payload with `expires_at_ms` 0, so
+/// another owner takes it at once at epoch + 1, while its own holder takes it back at the
+/// same epoch.
+pub async fn lease_release(factory: &StoreFactory) {
+    let (_, store) = factory.open_fresh().await;
+    let store = store.as_ref();
+    let t = now_ms();
+    let scope = "member/node-a";
+    let minute = 60_000;
+    let granted = lease(scope, "node-a", 1, t + minute, "p");
+    assert_eq!(
+        try_lease(store, scope, "node-a", "p", t, minute).await,
+        LeaseOutcome::Granted(granted.clone())
+    );
+    assert!(!store.release_lease(scope, "node-a", 2).await.unwrap());
+    assert!(!store.release_lease(scope, "node-b", 1).await.unwrap());
+    assert!(
+        !store
+            .release_lease("member/none", "node-a", 1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        leases(store, scope).await,
+        vec![granted],
+        "wrong release: unchanged"
+    );
+    assert!(store.release_lease(scope, "node-a", 1).await.unwrap());
+    assert_eq!(
+        leases(store, scope).await,
+        vec![lease(scope, "node-a", 1, 0, "p")]
+    );
+    assert_eq!(
+        try_lease(store, scope, "node-b", "q", t + 1, minute).await,
+        LeaseOutcome::Granted(lease(scope, "node-b", 2, t + 1 + minute, "q")),
+        "released long before its expiry: taken at once, at the next epoch"
+    );
+    assert!(!store.release_lease(scope, "node-a", 1).await.unwrap());
+    assert!(
+        !try_lease(store, scope, "node-a", "p", t + 2, minute)
+            .await
+            .is_granted()
+    );
+    assert!(store.release_lease(scope, "node-b", 2).await.unwrap());
+    assert_eq!(
+        try_lease(store, scope, "node-b", "q", t + 3, minute).await,
+        LeaseOutcome::Granted(lease(scope, "node-b", 2, t + 3 + minute, "q")),
+        "its own holder takes a released lease back at the same epoch"
+    );
+    assert!(store.release_lease(scope, "node-b", 2).await.unwrap());
+    assert_eq!(
+        try_lease(store, scope, "node-a", "p", t + 4, minute).await,
+        LeaseOutcome::Granted(lease(scope, "node-a", 3, t + 4 + minute, "p"))
+    );
+}
+
+/// [`Store::acquire_epoch`] on a leased scope: the epoch rises, the acquirer holds the
+/// scope without expiry ([`super::lease::ACQUIRED_EXPIRES_AT_MS`]), so the previous
+/// holder's renewal is held (never granted at its old epoch) and so is everyone else,
+/// until the acquirer releases it; a scope only acquired is listed and renewable by its
+/// acquirer at its epoch.
+pub async fn acquire_epoch_overrides_a_lease(factory: &StoreFactory) {
+    let (_, store) = factory.open_fresh().await;
+    let store = store.as_ref();
+    let t = now_ms();
+    let scope = "movements/7";
+    let forever = super::lease::ACQUIRED_EXPIRES_AT_MS;
+    assert!(
+        try_lease(store, scope, "node-a", "p", t, 60_000)
+            .await
+            .is_granted()
+    );
+    assert_eq!(store.acquire_epoch(scope, "node-x").await.unwrap(), 2);
+    let acquired = lease(scope, "node-x", 2, forever, "");
+    assert_eq!(
+        try_lease(store, scope, "node-a", "p", t + 1, 60_000).await,
+        LeaseOutcome::Held(acquired.clone()),
+        "the old holder's renewal is held"
+    );
+    assert_eq!(
+        try_lease(store, scope, "node-b", "p", t + 1_000_000_000, 60_000).await,
+        LeaseOutcome::Held(acquired.clone()),
+        "an acquired scope does not expire"
+    );
+    assert!(!store.release_lease(scope, "node-a", 1).await.unwrap());
+    assert_eq!(leases(store, scope).await, vec![acquired]);
+    assert!(store.release_lease(scope, "node-x", 2).await.unwrap());
+    assert_eq!(
+        try_lease(store, scope, "node-a", "p", t + 2, 60_000).await,
+        LeaseOutcome::Granted(lease(scope, "node-a", 3, t + 2 + 60_000, "p"))
+    );
+    assert_eq!(store.acquire_epoch(scope, "node-y").await.unwrap(), 4);
+    assert_eq!(
+        store.current_epoch(scope).await.unwrap(),
+        Some((4, "node-y".to_owned()))
+    );
+    // A scope only ever acquired.
+    assert_eq!(
+        store.acquire_epoch("movements/9", "node-x").await.unwrap(),
+        1
+    );
+    assert_eq!(
+        leases(store, "movements/9").await,
+        vec![lease("movements/9", "node-x", 1, forever, "")]
+    );
+    assert!(
+        !try_lease(store, "movements/9", "node-a", "", t, 1_000)
+            .await
+            .is_granted()
+    );
+    assert_eq!(
+        try_lease(store, "movements/9", "node-x", "u", t, 1_000).await,
+        LeaseOutcome::Granted(lease("movements/9", "node-x", 1, t + 1_000, "u"))
+    );
+}
+
+/// A lease's epoch fences commits: a holder writes under its lease's epoch until another
+/// owner takes the lease over; then its commit is refused with [`StoreError::Fenced`] and
+/// nothing of it is visible, while the new holder's commit lands.
+pub async fn lease_epoch_fences_commits(factory: &StoreFactory) {
+    let (_, store) = factory.open_fresh().await;
+    let store = store.as_ref();
+    let t = now_ms();
+    let scope = "movements/5";
+    let epoch_a = try_lease(store, scope, "node-a", "", t, 1_000)
+        .await
+        .lease()
+        .epoch;
+    let fenced = |seq: u64, epoch: u64| CommitBatch {
+        events: vec![event("LEASED", seq, t + seq as i64)],
+        offsets: vec![watermark("g", "movements", 5, seq as i64)],
+        fences: vec![Fence {
+            scope: scope.to_owned(),
+            epoch,
+        }],
+        ..CommitBatch::default()
+    };
+    commit(store, fenced(1, epoch_a)).await;
+    let taken = try_lease(store, scope, "node-b", "", t + 1_000, 1_000).await;
+    assert!(taken.is_granted(), "{taken:?}");
+    let epoch_b = taken.lease().epoch;
+    assert_eq!(epoch_b, epoch_a + 1);
+    match store.commit(fenced(2, epoch_a)).await {
+        Err(StoreError::Fenced {
+            scope: refused,
+            epoch,
+            current,
+        }) => assert_eq!(
+            (refused.as_str(), epoch, current),
+            (scope, epoch_a, epoch_b)
+        ),
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+    assert_eq!(
+        all_events(store, "LEASED").await,
+        vec![event("LEASED", 1, t + 1)]
+    );
+    assert_eq!(
+        store.offsets("g").await.unwrap(),
+        vec![watermark("g", "movements", 5, 1)]
+    );
+    assert!(
+        !try_lease(store, scope, "node-a", "", t + 1_001, 1_000)
+            .await
+            .is_granted()
+    );
+    commit(store, fenced(2, epoch_b)).await;
+    assert_eq!(
+        all_events(store, "LEASED").await,
+        vec![event("LEASED", 1, t + 1), event("LEASED", 2, t + 2)]
+    );
+}
+
+/// Concurrent takers, on two stores opened on the same data (two instances): 16 callers
+/// of a new scope, then 16 of the expired lease, then the holder's renewal racing 15
+/// takers at its expiry: each time exactly one is granted, every other caller is held by
+/// the winner's lease, and no epoch is ever granted to two owners.
+pub async fn concurrent_lease_takers(factory: &StoreFactory) {
+    let (config, first) = factory.open_fresh().await;
+    let second = open(&config).await;
+    let scope = "channel/bolcom";
+    let ttl = 60_000;
+    let t = now_ms();
+    let round = |owners: Vec<String>, now: i64| {
+        let calls: Vec<_> = owners
+            .into_iter()
+            .enumerate()
+            .map(|(n, owner)| {
+                let store = if n % 2 == 0 {
+                    first.clone()
+                } else {
+                    second.clone()
+                };
+                tokio::spawn(async move {
+                    store
+                        .try_lease(scope, &owner, &owner, now, ttl)
+                        .await
+                        .unwrap_or_else(|e| panic!("try_lease of {owner}: {e}"))
+                })
+            })
+            .collect();
+        async move {
+            let mut outcomes = Vec::new();
+            for call in calls {
+                outcomes.push(call.await.expect("try_lease task"));
+            }
+            let granted: Vec<Lease> = outcomes
+                .iter()
+                .filter(|outcome| outcome.is_granted())
+                .map(|outcome| outcome.lease().clone())
+                .collect();
+            assert_eq!(granted.len(), 1, "exactly one granted: {outcomes:?}");
+            let winner = granted[0].clone();
+            for outcome in &outcomes {
+                assert_eq!(outcome.lease(), &winner, "{outcomes:?}");
+            }
+            winner
+        }
+    };
+    let takers = |name: &str, count: usize| {
+        (0..count)
+            .map(|n| format!("{name}-{n}"))
+            .collect::<Vec<_>>()
+    };
+    let winner = round(takers("first", 16), t).await;
+    assert_eq!((winner.epoch, winner.expires_at_ms), (1, t + ttl));
+    let later = t + ttl;
+    let winner = round(takers("second", 16), later).await;
+    assert_eq!(winner.epoch, 2);
+    assert!(winner.owner.starts_with("second-"), "{winner:?}");
+    let mut racers = takers("third", 15);
+    racers.insert(7, winner.owner.clone());
+    let last = round(racers, later + ttl).await;
+    if last.owner == winner.owner {
+        assert_eq!(last.epoch, 2, "the holder renewed: {last:?}");
+    } else {
+        assert_eq!(last.epoch, 3, "a taker won: {last:?}");
+    }
+    assert_eq!(leases(first.as_ref(), scope).await, vec![last.clone()]);
+    assert_eq!(
+        second.current_epoch(scope).await.unwrap(),
+        Some((last.epoch, last.owner))
+    );
+}
+
+/// Listing by prefix: a plain prefix (`_`, `%` and `\` match only themselves, letters
+/// match case), ascending by scope in byte order, expired and acquired scopes included,
+/// at most `limit`.
+pub async fn leases_by_prefix(factory: &StoreFactory) {
+    let (_, store) = factory.open_fresh().await;
+    let store = store.as_ref();
+    let t = now_ms();
+    let scopes = [
+        "channel/shopify",
+        "channel/woo",
+        "channel_x",
+        "channelAx",
+        "Channel/upper",
+        "50%off",
+        "500",
+        "a\\bc",
+        "abc",
+        "member/1",
+    ];
+    for scope in scopes {
+        assert!(
+            try_lease(store, scope, "node-a", scope, t, 60_000)
+                .await
+                .is_granted()
+        );
+    }
+    // An expired lease and an acquired scope are listed too.
+    assert!(
+        try_lease(store, "channel/amazon", "node-b", "", t - 10, 1)
+            .await
+            .is_granted()
+    );
+    assert_eq!(
+        store.acquire_epoch("movements/0", "node-c").await.unwrap(),
+        1
+    );
+    let names = |found: Vec<Lease>| found.into_iter().map(|l| l.scope).collect::<Vec<_>>();
+    assert_eq!(
+        leases(store, "channel/").await,
+        vec![
+            lease("channel/amazon", "node-b", 1, t - 9, ""),
+            lease(
+                "channel/shopify",
+                "node-a",
+                1,
+                t + 60_000,
+                "channel/shopify"
+            ),
+            lease("channel/woo", "node-a", 1, t + 60_000, "channel/woo"),
+        ]
+    );
+    assert_eq!(names(leases(store, "channel_").await), vec!["channel_x"]);
+    assert_eq!(names(leases(store, "50%").await), vec!["50%off"]);
+    assert_eq!(names(leases(store, "a\\b").await), vec!["a\\bc"]);
+    assert_eq!(
+        names(leases(store, "channel/woo").await),
+        vec!["channel/woo"]
+    );
+    assert_eq!(names(leases(store, "zzz").await), Vec::<String>::new());
+    let mut all: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+    all.push("channel/amazon".to_owned());
+    all.push("movements/0".to_owned());
+    all.sort();
+    assert_eq!(names(leases(store, "").await), all);
+    assert_eq!(names(store.leases("", 3).await.unwrap()), all[..3].to_vec());
+    assert_eq!(
+        names(store.leases("channel/", 2).await.unwrap()),
+        vec!["channel/amazon", "channel/shopify"]
+    );
+    assert!(store.leases("channel/", 0).await.unwrap().is_empty());
+    assert!(store.leases(&"c".repeat(256), 10).await.is_err());
+}
+
+/// Limits: scope and owner at most 255 bytes (bytes, not characters), payload at most
+/// 4,096, `ttl_ms` above 0, scope and owner not empty; a refused call writes nothing, and
+/// a payload at the limit reads back whole.
+pub async fn lease_limits(factory: &StoreFactory) {
+    let (_, store) = factory.open_fresh().await;
+    let store = store.as_ref();
+    let t = now_ms();
+    let refused = |result: Result<LeaseOutcome, StoreError>, what: &str| match result {
+        Err(StoreError::Backend {
+            operation: "try_lease",
+            message,
+        }) => message,
+        other => panic!("{what}: expected a refusal, got {other:?}"),
+    };
+    let long_scope = format!("limits/{}", "s".repeat(249));
+    assert_eq!(long_scope.len(), 256);
+    let message = refused(
+        store.try_lease(&long_scope, "a", "", t, 1_000).await,
+        "scope of 256 bytes",
+    );
+    assert!(message.contains("255"), "{message}");
+    let wide_scope = format!("limits/{}", "é".repeat(125));
+    assert_eq!((wide_scope.chars().count(), wide_scope.len()), (132, 257));
+    refused(
+        store.try_lease(&wide_scope, "a", "", t, 1_000).await,
+        "scope of 257 bytes in 132 characters",
+    );
+    refused(
+        store
+            .try_lease("limits/a", &"o".repeat(256), "", t, 1_000)
+            .await,
+        "owner of 256 bytes",
+    );
+    let message = refused(
+        store
+            .try_lease("limits/a", "a", &"p".repeat(4_097), t, 1_000)
+            .await,
+        "payload of 4097 bytes",
+    );
+    assert!(message.contains("4096"), "{message}");
+    refused(store.try_lease("limits/a", "a", "", t, 0).await, "ttl 0");
+    refused(store.try_lease("limits/a", "a", "", t, -1).await, "ttl -1");
+    refused(store.try_lease("", "a", "", t, 1_000).await, "empty scope");
+    refused(
+        store.try_lease("limits/a", "", "", t, 1_000).await,
+        "empty owner",
+    );
+    assert!(leases(store, "limits/").await.is_empty(), "nothing written");
+    assert!(store.release_lease(&long_scope, "a", 1).await.is_err());
+    let scope = format!("limits/{}", "s".repeat(248));
+    let owner = "o".repeat(255);
+    let payload = "p".repeat(4_096);
+    assert_eq!(
+        try_lease(store, &scope, &owner, &payload, t, 1_000).await,
+        LeaseOutcome::Granted(lease(&scope, &owner, 1, t + 1_000, &payload))
+    );
+    assert_eq!(
+        leases(store, "limits/").await,
+        vec![lease(&scope, &owner, 1, t + 1_000, &payload)]
+    );
+    assert!(store.release_lease(&scope, &owner, 1).await.unwrap());
+}
+
 /// Close and reopen: everything written (events, keys, snapshot, offsets, hold expiries,
 /// reservations, dead letters, outcomes, pushed values, push log, config audit, order
-/// lines, epochs) is there after `close` and a new `open` of the same config.
+/// lines, epochs, leases) is there after `close` and a new `open` of the same config.
 pub async fn close_and_reopen(factory: &StoreFactory) {
     let (config, store) = factory.open_fresh().await;
     let t = now_ms();
@@ -1760,6 +2230,11 @@ pub async fn close_and_reopen(factory: &StoreFactory) {
         store.acquire_epoch("movements/1", "node-a").await.unwrap(),
         1
     );
+    let kept_lease = lease("channel/keep", "node-a", 1, t + 60_000, "url");
+    assert_eq!(
+        try_lease(store.as_ref(), "channel/keep", "node-a", "url", t, 60_000).await,
+        LeaseOutcome::Granted(kept_lease.clone())
+    );
     store.close().await.expect("close");
     drop(store);
 
@@ -1812,6 +2287,7 @@ pub async fn close_and_reopen(factory: &StoreFactory) {
         store.acquire_epoch("movements/1", "node-b").await.unwrap(),
         2
     );
+    assert_eq!(leases(store, "channel/").await, vec![kept_lease]);
     assert_eq!(store.list_skus(None, 10).await.unwrap(), vec!["KEEP"]);
 }
 

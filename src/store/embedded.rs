@@ -9,7 +9,9 @@
 //! thread; a second connection serves reads so they never wait for a commit (WAL). The WAL
 //! is checkpointed and truncated on the policy of `store::wal` (size, idle, close).
 //! Movements and snapshots are stored in `store::codec`'s encoding; JSON rows of earlier
-//! builds load as they are.
+//! builds load as they are. `try_lease` reads and writes the scope's `ownership` row in one
+//! `IMMEDIATE` transaction on the writer connection (the write lock is held from the read
+//! on, also against another process on the same file).
 //!
 //! May depend on: `domain`, `telemetry`, the rest of `store`.
 

@@ -46,6 +46,13 @@ macro_rules! backend_checks {
                 duplicate_seq_fails_the_batch,
                 fencing_refuses_stale_epochs,
                 concurrent_acquire_epoch,
+                lease_grant_renew_and_take_over,
+                lease_release,
+                acquire_epoch_overrides_a_lease,
+                lease_epoch_fences_commits,
+                concurrent_lease_takers,
+                leases_by_prefix,
+                lease_limits,
                 close_and_reopen
             );
 

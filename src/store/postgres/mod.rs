@@ -15,6 +15,12 @@
 //! sequence numbers and quantities are `bigint` (a value above `i64::MAX` is refused), a
 //! `u64` movement hash is the `bigint` with the same 64 bits.
 //!
+//! Ownership (`ownership`, leases added by `migrations/0002_leases.sql`): `acquire_epoch` is
+//! one upsert; `try_lease` is one transaction that reads the scope's row `FOR UPDATE`,
+//! applies `store::lease::decide` and writes (a concurrent caller in any process waits for
+//! the row lock, then reads the result); a row that did not exist is inserted `ON CONFLICT
+//! DO NOTHING` and the attempt repeated when another caller inserted it first.
+//!
 //! A group commit is one transaction (`commit`): fences read `FOR SHARE` first, then one
 //! multi-row statement per table, pipelined. A batch written again whose events are all
 //! stored exactly as given is acknowledged (its first attempt committed, the
@@ -465,8 +471,8 @@ fn lease_of_row(row: &tokio_postgres::Row) -> Result<Lease, tokio_postgres::Erro
 /// One attempt of [`Store::try_lease`], in one transaction: the scope's row is read
 /// `FOR UPDATE` (a concurrent caller, in this process or another, waits until this
 /// transaction ends and then reads what it wrote), decided by [`lease::decide`] and
-/// written. `None` when there was no row and a concurrent caller inserted one first (the
-/// caller tries again and finds it).
+/// written. `None` when nothing was written (there was no row and a concurrent caller
+/// inserted one first): the caller tries again and finds the row.
 async fn try_lease_once(
     client: &mut deadpool_postgres::Object,
     scope: &str,
@@ -493,38 +499,56 @@ async fn try_lease_once(
         .transpose()
         .map_err(&err)?;
     let decision = lease::decide(current, scope, owner, payload, now_ms, ttl_ms)?;
-    let (sql, row) = match &decision {
+    let epoch_of = |lease: &Lease| to_i64("try_lease", "epoch", lease.epoch);
+    let written = match &decision {
         LeaseDecision::Held(_) => {
             tx.rollback().await.map_err(&err)?;
             return Ok(Some(decision.outcome()));
         }
-        LeaseDecision::Insert(lease) => (
-            "INSERT INTO ownership (scope, epoch, owner, expires_at_ms, payload)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope) DO NOTHING",
-            lease,
-        ),
-        // The row is locked: the epoch condition only guards the invariant.
-        LeaseDecision::Replace { to, .. } => (
-            "UPDATE ownership SET epoch = $2, owner = $3, expires_at_ms = $4, payload = $5
-             WHERE scope = $1",
-            to,
-        ),
+        LeaseDecision::Insert(to) => {
+            let statement = tx
+                .prepare_cached(
+                    "INSERT INTO ownership (scope, epoch, owner, expires_at_ms, payload)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope) DO NOTHING",
+                )
+                .await
+                .map_err(&err)?;
+            let epoch = epoch_of(to)?;
+            tx.execute(
+                &statement,
+                &[&to.scope, &epoch, &to.owner, &to.expires_at_ms, &to.payload],
+            )
+            .await
+            .map_err(&err)?
+        }
+        LeaseDecision::Replace { from, to } => {
+            // The row is locked until the transaction ends; the condition on the row as
+            // read only restates that.
+            let statement = tx
+                .prepare_cached(
+                    "UPDATE ownership SET epoch = $2, owner = $3, expires_at_ms = $4,
+                         payload = $5
+                     WHERE scope = $1 AND epoch = $6 AND owner = $7",
+                )
+                .await
+                .map_err(&err)?;
+            let (epoch, expected) = (epoch_of(to)?, epoch_of(from)?);
+            tx.execute(
+                &statement,
+                &[
+                    &to.scope,
+                    &epoch,
+                    &to.owner,
+                    &to.expires_at_ms,
+                    &to.payload,
+                    &expected,
+                    &from.owner,
+                ],
+            )
+            .await
+            .map_err(&err)?
+        }
     };
-    let epoch = to_i64("try_lease", "epoch", row.epoch)?;
-    let statement = tx.prepare_cached(sql).await.map_err(&err)?;
-    let written = tx
-        .execute(
-            &statement,
-            &[
-                &row.scope,
-                &epoch,
-                &row.owner,
-                &row.expires_at_ms,
-                &row.payload,
-            ],
-        )
-        .await
-        .map_err(&err)?;
     if written == 0 {
         tx.rollback().await.map_err(&err)?;
         return Ok(None);

@@ -25,7 +25,36 @@ pub const TABLES: &[&str] = &[
     "order_lines",
     "dead_letters",
     "ownership",
+    "ownership_scopes",
 ];
+
+/// Columns added to tables after their first layout, as (table, column, CQL type):
+/// `CREATE TABLE IF NOT EXISTS` leaves an existing table as it is, so [`missing_columns`]
+/// names the `ALTER TABLE … ADD` that a keyspace created earlier still needs.
+pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("ownership", "expires_at_ms", "bigint"),
+    ("ownership", "payload", "text"),
+];
+
+/// The query of the columns a keyspace's tables have (binds: keyspace name); its rows are
+/// `(table_name, column_name)`.
+pub const SELECT_COLUMNS: &str =
+    "SELECT table_name, column_name FROM system_schema.columns WHERE keyspace_name = ?";
+
+/// The `ALTER TABLE … ADD` statements of [`ADDED_COLUMNS`] missing from `present` (the
+/// (table, column) pairs [`SELECT_COLUMNS`] found in keyspace `ks`), in list order.
+pub fn missing_columns(
+    ks: &str,
+    present: &std::collections::BTreeSet<(String, String)>,
+) -> Vec<String> {
+    ADDED_COLUMNS
+        .iter()
+        .filter(|(table, column, _)| {
+            !present.contains(&((*table).to_owned(), (*column).to_owned()))
+        })
+        .map(|(table, column, kind)| format!("ALTER TABLE {ks}.{table} ADD {column} {kind}"))
+        .collect()
+}
 
 /// Row kinds of `sku_log` (its first clustering column).
 pub mod kind {
@@ -155,12 +184,29 @@ pub enum Stmt {
     InsertDeadLetter,
     /// (none): the newest first.
     SelectDeadLetters,
-    /// scope, owner (lightweight transaction).
+    /// scope, owner, expires_at_ms (lightweight transaction; epoch 1, empty payload).
     InsertOwnership,
-    /// new epoch, owner, scope, expected epoch (lightweight transaction).
+    /// new epoch, owner, expires_at_ms, scope, expected epoch (lightweight transaction;
+    /// empty payload).
     UpdateOwnership,
     /// scope.
     SelectOwnership,
+    /// scope, epoch, owner, expires_at_ms, payload (lightweight transaction).
+    InsertLease,
+    /// epoch, owner, expires_at_ms, payload, scope, expected epoch, expected owner,
+    /// expected expires_at_ms (lightweight transaction).
+    UpdateLease,
+    /// epoch, owner, expires_at_ms, payload, scope, expected epoch, expected owner: a row
+    /// whose `expires_at_ms` was never written (lightweight transaction).
+    UpdateUnleased,
+    /// scope, owner, epoch (lightweight transaction): `expires_at_ms = 0`.
+    ReleaseLease,
+    /// scope: epoch, owner, expires_at_ms, payload.
+    SelectLease,
+    /// scope: its entry in the index of scopes.
+    InsertOwnershipScope,
+    /// from scope (inclusive), limit: the index of scopes, ascending.
+    SelectOwnershipScopes,
     /// keyspace name: the tables present (reads `system_schema`).
     SelectTables,
 }
@@ -169,7 +215,15 @@ pub enum Stmt {
 impl Stmt {
     /// True for the lightweight transactions (serial consistency, never retried blindly).
     pub fn is_lwt(self) -> bool {
-        matches!(self, Stmt::InsertOwnership | Stmt::UpdateOwnership)
+        matches!(
+            self,
+            Stmt::InsertOwnership
+                | Stmt::UpdateOwnership
+                | Stmt::InsertLease
+                | Stmt::UpdateLease
+                | Stmt::UpdateUnleased
+                | Stmt::ReleaseLease
+        )
     }
 
     /// The statement's CQL text for keyspace `ks` (already validated).
@@ -352,14 +406,41 @@ impl Stmt {
                 format!("SELECT {DEAD_LETTER_COLUMNS} FROM {ks}.dead_letters WHERE shard = 0")
             }
             Stmt::InsertOwnership => format!(
-                "INSERT INTO {ks}.ownership (scope, epoch, owner) VALUES (?, 1, ?) IF NOT EXISTS"
+                "INSERT INTO {ks}.ownership (scope, epoch, owner, expires_at_ms, payload) \
+                 VALUES (?, 1, ?, ?, '') IF NOT EXISTS"
             ),
             Stmt::UpdateOwnership => format!(
-                "UPDATE {ks}.ownership SET epoch = ?, owner = ? WHERE scope = ? IF epoch = ?"
+                "UPDATE {ks}.ownership SET epoch = ?, owner = ?, expires_at_ms = ?, payload = '' \
+                 WHERE scope = ? IF epoch = ?"
             ),
             Stmt::SelectOwnership => {
                 format!("SELECT epoch, owner FROM {ks}.ownership WHERE scope = ?")
             }
+            Stmt::InsertLease => format!(
+                "INSERT INTO {ks}.ownership (scope, epoch, owner, expires_at_ms, payload) \
+                 VALUES (?, ?, ?, ?, ?) IF NOT EXISTS"
+            ),
+            Stmt::UpdateLease => format!(
+                "UPDATE {ks}.ownership SET epoch = ?, owner = ?, expires_at_ms = ?, payload = ? \
+                 WHERE scope = ? IF epoch = ? AND owner = ? AND expires_at_ms = ?"
+            ),
+            Stmt::UpdateUnleased => format!(
+                "UPDATE {ks}.ownership SET epoch = ?, owner = ?, expires_at_ms = ?, payload = ? \
+                 WHERE scope = ? IF epoch = ? AND owner = ? AND expires_at_ms = null"
+            ),
+            Stmt::ReleaseLease => format!(
+                "UPDATE {ks}.ownership SET expires_at_ms = 0 WHERE scope = ? \
+                 IF owner = ? AND epoch = ?"
+            ),
+            Stmt::SelectLease => format!(
+                "SELECT epoch, owner, expires_at_ms, payload FROM {ks}.ownership WHERE scope = ?"
+            ),
+            Stmt::InsertOwnershipScope => {
+                format!("INSERT INTO {ks}.ownership_scopes (shard, scope) VALUES (0, ?)")
+            }
+            Stmt::SelectOwnershipScopes => format!(
+                "SELECT scope FROM {ks}.ownership_scopes WHERE shard = 0 AND scope >= ? LIMIT ?"
+            ),
             Stmt::SelectTables => {
                 "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?".to_owned()
             }
@@ -493,9 +574,16 @@ pub fn schema(keyspace: &str, replication: &ScyllaReplication) -> Result<Vec<Str
              keep_until_ms bigint, PRIMARY KEY ((shard), expired_at_ms, sku, parked_seq)) \
              WITH CLUSTERING ORDER BY (expired_at_ms DESC, sku ASC, parked_seq ASC)"
         ),
+        // Ownership epochs and leases (written only with lightweight transactions).
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.ownership (scope text PRIMARY KEY, epoch bigint, \
-             owner text)"
+             owner text, expires_at_ms bigint, payload text)"
+        ),
+        // The index of ownership scopes that lists them by prefix (one partition: a
+        // cluster has a few hundred scopes at most).
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.ownership_scopes (shard int, scope text, \
+             PRIMARY KEY ((shard), scope))"
         ),
     ])
 }
@@ -562,8 +650,56 @@ mod tests {
         assert_eq!(Stmt::InsertHistory.bind_count(), 10);
         assert_eq!(Stmt::InsertSkuHistory.bind_count(), 11);
         assert_eq!(Stmt::InsertDeadLetter.bind_count(), 12);
-        assert_eq!(Stmt::UpdateOwnership.bind_count(), 4);
+        assert_eq!(Stmt::InsertOwnership.bind_count(), 3);
+        assert_eq!(Stmt::UpdateOwnership.bind_count(), 5);
+        assert_eq!(Stmt::InsertLease.bind_count(), 5);
+        assert_eq!(Stmt::UpdateLease.bind_count(), 8);
+        assert_eq!(Stmt::UpdateUnleased.bind_count(), 7);
+        assert_eq!(Stmt::ReleaseLease.bind_count(), 3);
+        assert_eq!(Stmt::SelectOwnershipScopes.bind_count(), 2);
         assert_eq!(Stmt::SelectLog.bind_count(), 1);
+    }
+
+    #[test]
+    fn lease_conditions_use_only_and_and_a_created_table_has_the_added_columns() {
+        for stmt in [Stmt::UpdateLease, Stmt::UpdateUnleased, Stmt::ReleaseLease] {
+            let text = stmt.cql("ks");
+            let condition = text.split(" IF ").nth(1).unwrap();
+            assert!(!condition.to_ascii_uppercase().contains(" OR "), "{text}");
+        }
+        let ddl = schema("ks", &ScyllaReplication::default()).unwrap();
+        for (table, column, kind) in ADDED_COLUMNS {
+            let create = ddl
+                .iter()
+                .find(|t| t.starts_with(&format!("CREATE TABLE IF NOT EXISTS ks.{table} (")))
+                .unwrap();
+            assert!(create.contains(&format!(" {column} {kind}")), "{create}");
+        }
+    }
+
+    #[test]
+    fn only_missing_columns_are_added() {
+        let mut present = std::collections::BTreeSet::new();
+        assert_eq!(
+            missing_columns("ks", &present),
+            vec![
+                "ALTER TABLE ks.ownership ADD expires_at_ms bigint",
+                "ALTER TABLE ks.ownership ADD payload text"
+            ]
+        );
+        present.insert(("ownership".to_owned(), "expires_at_ms".to_owned()));
+        present.insert(("other".to_owned(), "payload".to_owned()));
+        assert_eq!(
+            missing_columns("ks", &present),
+            vec!["ALTER TABLE ks.ownership ADD payload text"]
+        );
+        present.insert(("ownership".to_owned(), "payload".to_owned()));
+        assert!(missing_columns("ks", &present).is_empty());
+        assert!(
+            !SELECT_COLUMNS
+                .to_ascii_uppercase()
+                .contains("ALLOW FILTERING")
+        );
     }
 
     #[test]

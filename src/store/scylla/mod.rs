@@ -15,8 +15,10 @@
 //! - `skus` and `hold_expiries` are sorted indexes (partition = first byte of the SKU), so
 //!   both list ascending by SKU as the `Store` contract says; offsets, pushed values,
 //!   reservations, order lines, push log (by day), config audit, dead letters and
-//!   ownership epochs have their own tables. No statement uses `ALLOW FILTERING`; only
-//!   `acquire_epoch` uses lightweight transactions.
+//!   ownership (epochs and leases, with `ownership_scopes`, the index that lists them by
+//!   prefix) have their own tables. No statement uses `ALLOW FILTERING`; only the
+//!   ownership writes (`acquire_epoch`, `try_lease`, `release_lease`) use lightweight
+//!   transactions, decided in [`model`] from the row read just before.
 //!
 //! Requests: prepared statements only (prepared at open), token-aware and
 //! datacenter-aware load balancing, the configured consistency (serial: `LOCAL_SERIAL`), a
@@ -34,10 +36,12 @@ pub mod cql;
 pub mod model;
 
 use crate::config::{ScyllaConsistency, ScyllaStoreConfig};
+use crate::store::lease::{self, LeaseDecision};
 use crate::store::{
     BatchLoadedSku, CommitBatch, ConfigAuditRecord, DeadLetterQuery, DeadLetterRecord, EventQuery,
-    EventRecord, HistoryEvent, HoldExpiryRecord, LoadedSku, OffsetWatermark, OrderLineRecord,
-    PushLogQuery, PushLogRecord, PushedRecord, ReservationRecord, Store, StoreError,
+    EventRecord, HistoryEvent, HoldExpiryRecord, Lease, LeaseOutcome, LoadedSku, OffsetWatermark,
+    OrderLineRecord, PushLogQuery, PushLogRecord, PushedRecord, ReservationRecord, Store,
+    StoreError,
 };
 use async_trait::async_trait;
 use cql::Stmt;
@@ -61,7 +65,8 @@ use tokio::sync::Semaphore;
 
 /// Rows per page of a paged read.
 const PAGE_ROWS: i32 = 1_000;
-/// Attempts of the compare-and-set loop of [`Store::acquire_epoch`].
+/// Attempts of the compare-and-set loops of [`Store::acquire_epoch`] and
+/// [`Store::try_lease`].
 const EPOCH_ATTEMPTS: usize = 32;
 /// Most rows one history query reads before it returns what it found (a filter that
 /// matches nothing must not scan the whole table).
@@ -265,6 +270,30 @@ pub async fn create_schema(
     // `request_timeout_ms` in `connect`): bounded by twice the request timeout.
     let bound = request_timeout(config).saturating_mul(2);
     for statement in statements {
+        bounded(config, "create_schema", &statement, bound, async {
+            session
+                .query_unpaged(statement.as_str(), ())
+                .await
+                .map_err(|e| err(format!("{e} (in: {statement})")))
+        })
+        .await?;
+    }
+    // Tables created by an earlier build lack the columns added since.
+    let what = "reading the keyspace's columns";
+    let present = bounded(config, "create_schema", what, bound, async {
+        let rows = session
+            .query_unpaged(cql::SELECT_COLUMNS, (config.keyspace.as_str(),))
+            .await
+            .map_err(|e| err(format!("{what}: {e}")))?
+            .into_rows_result()
+            .map_err(|e| err(format!("{what}: {e}")))?;
+        rows.rows::<(String, String)>()
+            .map_err(|e| err(format!("{what}: {e}")))?
+            .collect::<Result<BTreeSet<_>, _>>()
+            .map_err(|e| err(format!("{what}: {e}")))
+    })
+    .await?;
+    for statement in cql::missing_columns(&config.keyspace, &present) {
         bounded(config, "create_schema", &statement, bound, async {
             session
                 .query_unpaged(statement.as_str(), ())
@@ -517,6 +546,50 @@ impl ScyllaStore {
             }
         }
         Ok(())
+    }
+
+    /// Executes one lightweight transaction; whether it applied.
+    async fn transact(&self, operation: &'static str, write: &Write) -> Result<bool, StoreError> {
+        let result = {
+            let _permit = self.permit(operation).await?;
+            self.session
+                .execute_unpaged(self.prepared(write.stmt)?, &write.values)
+                .await
+                .map_err(|e| backend_error(operation)(format!("{:?}: {e}", write.stmt)))?
+        };
+        applied(operation, result)
+    }
+
+    /// Writes `scope`'s entry in the index of scopes ([`Store::leases`] lists from it).
+    async fn index_scope(&self, operation: &'static str, scope: &str) -> Result<(), StoreError> {
+        self.execute(
+            operation,
+            &Write {
+                stmt: Stmt::InsertOwnershipScope,
+                values: model::values_text(&[scope]),
+            },
+        )
+        .await
+    }
+
+    /// The `ownership` row of `scope` with its lease columns, if there is one.
+    async fn stored_lease(
+        &self,
+        operation: &'static str,
+        scope: &str,
+    ) -> Result<Option<model::StoredLease>, StoreError> {
+        let mut found = None;
+        self.scan::<model::OwnershipTuple>(
+            operation,
+            Stmt::SelectLease,
+            model::values_text(&[scope]),
+            |row| {
+                found = model::stored_lease_of(scope, row);
+                ControlFlow::Break(())
+            },
+        )
+        .await?;
+        Ok(found)
     }
 
     async fn current_epoch_of(
@@ -889,6 +962,8 @@ fn is_write(stmt: Stmt) -> bool {
             | Stmt::SelectOrderLines
             | Stmt::SelectDeadLetters
             | Stmt::SelectOwnership
+            | Stmt::SelectLease
+            | Stmt::SelectOwnershipScopes
             | Stmt::SelectTables
     )
 }
@@ -997,8 +1072,11 @@ fn event_row(sku: &str, row: EventTuple) -> Option<EventWithEpoch> {
 }
 
 /// The `[applied]` column of a lightweight transaction's answer.
-fn applied(result: scylla::response::query_result::QueryResult) -> Result<bool, StoreError> {
-    let err = backend_error("acquire_epoch");
+fn applied(
+    operation: &'static str,
+    result: scylla::response::query_result::QueryResult,
+) -> Result<bool, StoreError> {
+    let err = backend_error(operation);
     let rows = result.into_rows_result().map_err(|e| err(e.to_string()))?;
     let row = rows
         .maybe_first_row::<scylla::value::Row>()
@@ -1016,49 +1094,109 @@ impl Store for ScyllaStore {
     }
 
     async fn acquire_epoch(&self, scope: &str, owner: &str) -> Result<u64, StoreError> {
-        let err = backend_error("acquire_epoch");
-        async {
-            for _ in 0..EPOCH_ATTEMPTS {
-                let current = self.current_epoch_of("acquire_epoch", scope).await?;
-                let _permit = self.permit("acquire_epoch").await?;
-                let (outcome, next) = match current {
-                    None => (
-                        self.session
-                            .execute_unpaged(
-                                self.prepared(Stmt::InsertOwnership)?,
-                                model::values_text(&[scope, owner]),
-                            )
-                            .await,
-                        1,
-                    ),
-                    Some((epoch, _)) => {
-                        let next = epoch
-                            .checked_add(1)
-                            .ok_or_else(|| err("epoch overflow".into()))?;
-                        let values = vec![
-                            model::value_big(model::to_bigint(next, "epoch")?),
-                            model::value_text(owner),
-                            model::value_text(scope),
-                            model::value_big(model::to_bigint(epoch, "epoch")?),
-                        ];
-                        (
-                            self.session
-                                .execute_unpaged(self.prepared(Stmt::UpdateOwnership)?, values)
-                                .await,
-                            next,
-                        )
-                    }
-                };
-                let result = outcome.map_err(|e| err(e.to_string()))?;
-                if applied(result)? {
-                    return Ok(next);
-                }
+        const OPERATION: &str = "acquire_epoch";
+        // The index entry first, so that a scope never exists unlisted (acquiring is rare;
+        // writing it every time also lists scopes claimed before the index existed).
+        self.index_scope(OPERATION, scope).await?;
+        for _ in 0..EPOCH_ATTEMPTS {
+            let current = self.current_epoch_of(OPERATION, scope).await?;
+            let (write, next) = model::acquire_write(scope, owner, current.map(|(e, _)| e))?;
+            if self.transact(OPERATION, &write).await? {
+                return Ok(next);
             }
-            Err(err(format!(
-                "{scope}: the epoch changed under {EPOCH_ATTEMPTS} attempts in a row"
-            )))
         }
-        .await
+        Err(backend_error(OPERATION)(format!(
+            "{scope}: the epoch changed under {EPOCH_ATTEMPTS} attempts in a row"
+        )))
+    }
+
+    async fn try_lease(
+        &self,
+        scope: &str,
+        owner: &str,
+        payload: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<LeaseOutcome, StoreError> {
+        const OPERATION: &str = "try_lease";
+        lease::check_request(scope, owner, payload, ttl_ms)?;
+        for _ in 0..EPOCH_ATTEMPTS {
+            let stored = self.stored_lease(OPERATION, scope).await?;
+            let decision = lease::decide(
+                stored.as_ref().map(|stored| stored.lease.clone()),
+                scope,
+                owner,
+                payload,
+                now_ms,
+                ttl_ms,
+            )?;
+            let Some(write) = model::lease_write(&decision, stored.as_ref())? else {
+                return Ok(decision.outcome());
+            };
+            if matches!(decision, LeaseDecision::Insert(_)) {
+                self.index_scope(OPERATION, scope).await?;
+            }
+            if self.transact(OPERATION, &write).await? {
+                return Ok(decision.outcome());
+            }
+        }
+        Err(backend_error(OPERATION)(format!(
+            "{scope}: the lease changed under {EPOCH_ATTEMPTS} attempts in a row"
+        )))
+    }
+
+    async fn release_lease(
+        &self,
+        scope: &str,
+        owner: &str,
+        epoch: u64,
+    ) -> Result<bool, StoreError> {
+        const OPERATION: &str = "release_lease";
+        lease::check_scope(OPERATION, scope)?;
+        lease::check_owner(OPERATION, owner)?;
+        match model::release_write(scope, owner, epoch) {
+            Some(write) => self.transact(OPERATION, &write).await,
+            None => Ok(false),
+        }
+    }
+
+    async fn leases(&self, prefix: &str, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        const OPERATION: &str = "leases";
+        lease::check_prefix(prefix)?;
+        let wanted = lease::listed(limit);
+        let mut found = Vec::new();
+        let mut from = prefix.to_owned();
+        while found.len() < wanted {
+            let asked = wanted - found.len();
+            let mut read = Vec::new();
+            self.scan::<(String,)>(
+                OPERATION,
+                Stmt::SelectOwnershipScopes,
+                model::scope_page_values(&from, asked),
+                |(scope,)| {
+                    read.push(scope);
+                    ControlFlow::Continue(())
+                },
+            )
+            .await?;
+            let (scopes, done) = model::scopes_with_prefix(read, prefix, asked);
+            if let Some(last) = scopes.last() {
+                from = model::scope_after(last);
+            }
+            // An index entry without a row (its insert failed) is skipped.
+            let rows = futures::future::try_join_all(
+                scopes
+                    .iter()
+                    .map(|scope| self.stored_lease(OPERATION, scope)),
+            )
+            .await?;
+            found.extend(rows.into_iter().flatten().map(|stored| stored.lease));
+            if done {
+                break;
+            }
+        }
+        found.truncate(wanted);
+        Ok(found)
     }
 
     async fn current_epoch(&self, scope: &str) -> Result<Option<(u64, String)>, StoreError> {

@@ -5,13 +5,16 @@
 //! unit-tested without a server.
 //!
 //! Owns: [`Write`], [`CommitPlan`], [`plan_commit`], [`replay_filter`], [`assemble_load`],
-//! [`history_cursor`] and the bucket functions.
+//! [`history_cursor`], the bucket functions, and the lightweight transactions of epochs and
+//! leases ([`acquire_write`], [`lease_write`], [`release_write`]) with the listing of scopes
+//! by prefix ([`scopes_with_prefix`]).
 //!
 //! May depend on: the rest of `store`, `store::scylla::cql`.
 
 use super::cql::{Stmt, kind};
+use crate::store::lease::{self, LeaseDecision};
 use crate::store::{
-    CommitBatch, EventRecord, HistoryEvent, IdempotencyKeyRecord, LoadedSku, SnapshotRecord,
+    CommitBatch, EventRecord, HistoryEvent, IdempotencyKeyRecord, Lease, LoadedSku, SnapshotRecord,
     StoreError,
 };
 use scylla::value::{CqlValue, MaybeUnset};
@@ -1005,6 +1008,160 @@ pub fn dead_letter_of(row: DeadLetterTuple) -> crate::store::DeadLetterRecord {
     }
 }
 
+/// An `ownership` row as [`Stmt::SelectLease`] reads it: epoch, owner, expires_at_ms,
+/// payload (lease columns are null on a row written before leases).
+pub type OwnershipTuple = (Option<i64>, Option<String>, Option<i64>, Option<String>);
+
+/// The scope's row as read for a lease decision: the lease (a null `expires_at_ms` reads as
+/// 0, expired) and the stored `expires_at_ms` itself, which the compare-and-set must
+/// expect exactly (null included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredLease {
+    /// The row as a lease.
+    pub lease: Lease,
+    /// `expires_at_ms` as stored.
+    pub stored_expires_at_ms: Option<i64>,
+}
+
+/// Converts an `ownership` row of `scope`; `None` when it has no epoch (no row).
+pub fn stored_lease_of(scope: &str, row: OwnershipTuple) -> Option<StoredLease> {
+    let (epoch, owner, expires_at_ms, payload) = row;
+    Some(StoredLease {
+        lease: Lease {
+            scope: scope.to_owned(),
+            owner: owner.unwrap_or_default(),
+            epoch: epoch?.max(0) as u64,
+            expires_at_ms: expires_at_ms.unwrap_or(0),
+            payload: payload.unwrap_or_default(),
+        },
+        stored_expires_at_ms: expires_at_ms,
+    })
+}
+
+/// The lightweight transaction that carries out a lease decision ([`lease::decide`] on
+/// `stored`'s lease); `None` for [`LeaseDecision::Held`] (nothing to write). The condition
+/// expects the row exactly as read (epoch, owner and expiry; a row without an expiry
+/// with [`Stmt::UpdateUnleased`]), so a concurrent change makes it not apply and the
+/// backend reads again.
+///
+/// Errors: [`StoreError::Backend`] for an epoch above `i64::MAX`.
+pub fn lease_write(
+    decision: &LeaseDecision,
+    stored: Option<&StoredLease>,
+) -> Result<Option<Write>, StoreError> {
+    let epoch = |value: u64| to_bigint(value, "epoch").map(big);
+    match decision {
+        LeaseDecision::Held(_) => Ok(None),
+        LeaseDecision::Insert(to) => Ok(Some(Write {
+            stmt: Stmt::InsertLease,
+            values: vec![
+                text(&to.scope),
+                epoch(to.epoch)?,
+                text(&to.owner),
+                big(to.expires_at_ms),
+                text(&to.payload),
+            ],
+        })),
+        LeaseDecision::Replace { from, to } => {
+            let mut values = vec![
+                epoch(to.epoch)?,
+                text(&to.owner),
+                big(to.expires_at_ms),
+                text(&to.payload),
+                text(&to.scope),
+                epoch(from.epoch)?,
+                text(&from.owner),
+            ];
+            let stmt = match stored.and_then(|stored| stored.stored_expires_at_ms) {
+                Some(expires) => {
+                    values.push(big(expires));
+                    Stmt::UpdateLease
+                }
+                None => Stmt::UpdateUnleased,
+            };
+            Ok(Some(Write { stmt, values }))
+        }
+    }
+}
+
+/// The lightweight transaction of [`crate::store::Store::release_lease`]; `None` for an
+/// epoch no row can have (above `i64::MAX`).
+pub fn release_write(scope: &str, owner: &str, epoch: u64) -> Option<Write> {
+    let epoch = i64::try_from(epoch).ok()?;
+    Some(Write {
+        stmt: Stmt::ReleaseLease,
+        values: vec![text(scope), text(owner), big(epoch)],
+    })
+}
+
+/// The lightweight transaction of [`crate::store::Store::acquire_epoch`] for the scope's
+/// epoch as read (`None`: no row) and the epoch it sets when it applies: insert epoch 1,
+/// or raise the epoch read by one; either way `owner` holds the scope until
+/// [`lease::ACQUIRED_EXPIRES_AT_MS`] and the payload is cleared.
+///
+/// Errors: [`StoreError::Backend`] when the epoch cannot grow.
+pub fn acquire_write(
+    scope: &str,
+    owner: &str,
+    current: Option<u64>,
+) -> Result<(Write, u64), StoreError> {
+    let expires = big(lease::ACQUIRED_EXPIRES_AT_MS);
+    let Some(epoch) = current else {
+        return Ok((
+            Write {
+                stmt: Stmt::InsertOwnership,
+                values: vec![text(scope), text(owner), expires],
+            },
+            1,
+        ));
+    };
+    let next = epoch.checked_add(1).ok_or_else(|| StoreError::Backend {
+        operation: "acquire_epoch",
+        message: format!("{scope}: the epoch {epoch} cannot grow"),
+    })?;
+    Ok((
+        Write {
+            stmt: Stmt::UpdateOwnership,
+            values: vec![
+                big(to_bigint(next, "epoch")?),
+                text(owner),
+                expires,
+                text(scope),
+                big(to_bigint(epoch, "epoch")?),
+            ],
+        },
+        next,
+    ))
+}
+
+/// The values of [`Stmt::SelectOwnershipScopes`]: scopes from `from` (inclusive), at most
+/// `limit`.
+pub fn scope_page_values(from: &str, limit: usize) -> Values {
+    vec![
+        text(from),
+        int(i32::try_from(limit).unwrap_or(i32::MAX).max(1)),
+    ]
+}
+
+/// Of `scopes`, read from the index in ascending order from `prefix` on with at most
+/// `asked` rows, those that start with `prefix`, and whether the index has no more of them
+/// (a scope past the prefix was read, or fewer rows than asked came back).
+pub fn scopes_with_prefix(scopes: Vec<String>, prefix: &str, asked: usize) -> (Vec<String>, bool) {
+    let read = scopes.len();
+    let matching: Vec<String> = scopes
+        .into_iter()
+        .take_while(|scope| scope.starts_with(prefix))
+        .collect();
+    let done = matching.len() < read || read < asked;
+    (matching, done)
+}
+
+/// The first scope after `scope` in the index's order (text sorts by its UTF-8 bytes, and
+/// no string lies between `scope` and `scope` followed by U+0000).
+pub fn scope_after(scope: &str) -> String {
+    format!("{scope}\u{0}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1896,5 +2053,148 @@ mod tests {
         }
         assert_eq!(big_at(&writes[1], 1), 5_000);
         assert_eq!(big_at(&writes[2], 1), 100 * 86_400_000 * 1_000);
+    }
+
+    /// Values compared by their debug text (the driver's values have no `PartialEq`).
+    fn shown(values: &[MaybeUnset<CqlValue>]) -> String {
+        format!("{values:?}")
+    }
+
+    fn stored(owner: &str, epoch: i64, expires: Option<i64>) -> StoredLease {
+        stored_lease_of(
+            "channel/woo",
+            (Some(epoch), Some(owner.into()), expires, Some("p".into())),
+        )
+        .unwrap()
+    }
+
+    fn decided(current: Option<&StoredLease>, owner: &str, now_ms: i64) -> LeaseDecision {
+        lease::decide(
+            current.map(|stored| stored.lease.clone()),
+            "channel/woo",
+            owner,
+            "url",
+            now_ms,
+            100,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_ownership_row_without_lease_columns_reads_as_expired() {
+        assert_eq!(stored_lease_of("s", (None, None, None, None)), None);
+        let old = stored_lease_of("s", (Some(3), Some("a".into()), None, None)).unwrap();
+        assert_eq!(old.lease.expires_at_ms, 0);
+        assert_eq!(old.lease.payload, "");
+        assert_eq!(old.stored_expires_at_ms, None);
+        assert!(old.lease.expired_at(0));
+    }
+
+    #[test]
+    fn lease_decisions_become_conditional_writes_that_expect_the_row_as_read() {
+        // No row: insert if not exists, epoch 1.
+        let insert = lease_write(&decided(None, "a", 1_000), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(insert.stmt, Stmt::InsertLease);
+        assert_eq!(insert.values.len(), Stmt::InsertLease.bind_count());
+        assert_eq!(big_at(&insert, 1), 1);
+        assert_eq!(big_at(&insert, 3), 1_100);
+        // A takeover of an expired lease expects epoch, owner and expiry as read.
+        let row = stored("a", 4, Some(900));
+        let takeover = lease_write(&decided(Some(&row), "b", 1_000), Some(&row))
+            .unwrap()
+            .unwrap();
+        assert_eq!(takeover.stmt, Stmt::UpdateLease);
+        assert_eq!(takeover.values.len(), Stmt::UpdateLease.bind_count());
+        assert_eq!(
+            shown(&takeover.values),
+            shown(&[
+                big(5),
+                text("b"),
+                big(1_100),
+                text("url"),
+                text("channel/woo"),
+                big(4),
+                text("a"),
+                big(900)
+            ])
+        );
+        // A renewal keeps the epoch.
+        let renewal = lease_write(&decided(Some(&row), "a", 1_000), Some(&row))
+            .unwrap()
+            .unwrap();
+        assert_eq!((big_at(&renewal, 0), big_at(&renewal, 5)), (4, 4));
+        // A row without an expiry is expected without one.
+        let unleased = stored("a", 4, None);
+        let write = lease_write(&decided(Some(&unleased), "b", 1_000), Some(&unleased))
+            .unwrap()
+            .unwrap();
+        assert_eq!(write.stmt, Stmt::UpdateUnleased);
+        assert_eq!(write.values.len(), Stmt::UpdateUnleased.bind_count());
+        // Held: nothing is written.
+        let live = stored("a", 4, Some(5_000));
+        assert!(
+            lease_write(&decided(Some(&live), "b", 1_000), Some(&live))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn release_and_acquire_writes_follow_their_bind_order() {
+        let release = release_write("s", "a", 7).unwrap();
+        assert_eq!(release.stmt, Stmt::ReleaseLease);
+        assert_eq!(
+            shown(&release.values),
+            shown(&[text("s"), text("a"), big(7)])
+        );
+        assert!(release_write("s", "a", u64::MAX).is_none());
+        let (insert, epoch) = acquire_write("s", "a", None).unwrap();
+        assert_eq!((insert.stmt, epoch), (Stmt::InsertOwnership, 1));
+        assert_eq!(insert.values.len(), Stmt::InsertOwnership.bind_count());
+        assert_eq!(big_at(&insert, 2), lease::ACQUIRED_EXPIRES_AT_MS);
+        let (update, epoch) = acquire_write("s", "b", Some(4)).unwrap();
+        assert_eq!((update.stmt, epoch), (Stmt::UpdateOwnership, 5));
+        assert_eq!(
+            shown(&update.values),
+            shown(&[
+                big(5),
+                text("b"),
+                big(lease::ACQUIRED_EXPIRES_AT_MS),
+                text("s"),
+                big(4)
+            ])
+        );
+        assert!(acquire_write("s", "b", Some(u64::MAX)).is_err());
+    }
+
+    #[test]
+    fn listing_by_prefix_stops_at_the_first_scope_past_it() {
+        let scopes = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        // `channel_` sorts after `channel/`: the index is read from the prefix on.
+        let (found, done) = scopes_with_prefix(
+            scopes(&["channel_a", "channel_b", "member/1"]),
+            "channel_",
+            10,
+        );
+        assert_eq!((found, done), (scopes(&["channel_a", "channel_b"]), true));
+        let (found, done) = scopes_with_prefix(scopes(&["a/1", "a/2"]), "a/", 2);
+        assert_eq!(
+            (found, done),
+            (scopes(&["a/1", "a/2"]), false),
+            "maybe more"
+        );
+        let (found, done) = scopes_with_prefix(scopes(&["a/1"]), "a/", 2);
+        assert_eq!((found, done), (scopes(&["a/1"]), true));
+        let (found, done) = scopes_with_prefix(scopes(&["b"]), "a", 2);
+        assert_eq!((found, done), (Vec::new(), true));
+        assert!(scope_after("a/1").as_str() > "a/1");
+        assert!(scope_after("a/1").as_str() < "a/1\u{1}");
+        assert_eq!(
+            shown(&scope_page_values("a", 20_000)[1..]),
+            shown(&[int(20_000)])
+        );
+        assert_eq!(shown(&scope_page_values("a", 0)[1..]), shown(&[int(1)]));
     }
 }
