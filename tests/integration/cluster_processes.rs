@@ -85,7 +85,13 @@ impl Node {
     }
 }
 
-fn write_config(dir: &Path, name: &str, store: &StoreConfig, bootstrap: &str, topic: &str) -> PathBuf {
+fn write_config(
+    dir: &Path,
+    name: &str,
+    store: &StoreConfig,
+    bootstrap: &str,
+    topic: &str,
+) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     let text = format!(
         r#"
@@ -339,19 +345,33 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
         start(node).await;
     }
     let client = reqwest::Client::new();
-    wait_divided(&client, &nodes.iter().collect::<Vec<_>>(), "three nodes divide the partitions").await;
+    wait_divided(
+        &client,
+        &nodes.iter().collect::<Vec<_>>(),
+        "three nodes divide the partitions",
+    )
+    .await;
 
     let count = kafka_movements();
     let started = Instant::now();
-    let mut producer = stream_with_python(&broker.bootstrap(), &topic, count);
-    let rest = RestLoad::start(nodes.iter().map(|node| node.base.clone()).collect(), 4, "rest");
+    let producer = stream_with_python(&broker.bootstrap(), &topic, count);
+    let rest = RestLoad::start(
+        nodes.iter().map(|node| node.base.clone()).collect(),
+        4,
+        "rest",
+    );
 
     // A node dies without warning.
     tokio::time::sleep(Duration::from_secs(3)).await;
     rest.set_targets(vec![nodes[0].base.clone(), nodes[1].base.clone()]);
     nodes[2].signal(libc::SIGKILL);
     let _ = nodes[2].child.take().unwrap().wait().await;
-    wait_divided(&client, &[&nodes[0], &nodes[1]], "the two survivors take the dead node's partitions").await;
+    wait_divided(
+        &client,
+        &[&nodes[0], &nodes[1]],
+        "the two survivors take the dead node's partitions",
+    )
+    .await;
 
     // Another node freezes past its session, then wakes up.
     rest.set_targets(vec![nodes[0].base.clone()]);
@@ -365,7 +385,12 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
     tokio::time::sleep(Duration::from_millis(SESSION_MS)).await;
     nodes[1].signal(libc::SIGCONT);
     rest.set_targets(vec![nodes[0].base.clone(), nodes[1].base.clone()]);
-    wait_divided(&client, &[&nodes[0], &nodes[1]], "node b rejoins and gets its share back").await;
+    wait_divided(
+        &client,
+        &[&nodes[0], &nodes[1]],
+        "node b rejoins and gets its share back",
+    )
+    .await;
 
     // The stream ends; REST clients stop; everything acknowledged must be there, once.
     let producer_done = tokio::task::spawn_blocking(move || producer.wait_with_output())
@@ -408,7 +433,13 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
         "{} SKUs differ (sku, expected, seen), first: {:?}\nnode-a log tail:\n{}",
         mismatched.len(),
         &mismatched[..mismatched.len().min(5)],
-        nodes[0].log_text().lines().rev().take(40).collect::<Vec<_>>().join("\n")
+        nodes[0]
+            .log_text()
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     // Reads answer the same on the other live node.
     for index in (0..SKUS).step_by(97) {
@@ -421,13 +452,20 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
     }
     // The frozen node noticed it had lost its partitions (and wrote nothing of them after).
     let lost = nodes[1]
-        .metric(&client, "stocksync_cluster_partition_changes_total{event=\"lost\"}")
+        .metric(
+            &client,
+            "stocksync_cluster_partition_changes_total{event=\"lost\"}",
+        )
         .await;
     let fenced = nodes[1]
         .metric(&client, "stocksync_cluster_fenced_writes_total")
         .await;
     eprintln!("cluster_processes: node b lost {lost} partition(s), {fenced} fenced write(s)");
-    assert!(lost >= 1.0, "node b lost its partitions while frozen:\n{}", nodes[1].log_text());
+    assert!(
+        lost >= 1.0,
+        "node b lost its partitions while frozen:\n{}",
+        nodes[1].log_text()
+    );
     for node in &mut nodes[..2] {
         node.signal(libc::SIGTERM);
         let _ = node.child.take().unwrap().wait().await;
@@ -462,8 +500,17 @@ async fn a_rolling_restart_under_rest_load_fails_no_request() {
         start(node).await;
     }
     let client = reqwest::Client::new();
-    wait_divided(&client, &nodes.iter().collect::<Vec<_>>(), "three nodes divide the partitions").await;
-    let rest = RestLoad::start(nodes.iter().map(|node| node.base.clone()).collect(), 4, "roll");
+    wait_divided(
+        &client,
+        &nodes.iter().collect::<Vec<_>>(),
+        "three nodes divide the partitions",
+    )
+    .await;
+    let rest = RestLoad::start(
+        nodes.iter().map(|node| node.base.clone()).collect(),
+        4,
+        "roll",
+    );
     for index in 0..nodes.len() {
         // Like a load balancer: take the node out, stop it cleanly, start it again, put it back.
         let others: Vec<String> = nodes
@@ -478,7 +525,12 @@ async fn a_rolling_restart_under_rest_load_fails_no_request() {
         let status = nodes[index].child.take().unwrap().wait().await.unwrap();
         assert!(status.success(), "{} stops cleanly", nodes[index].name);
         start(&mut nodes[index]).await;
-        wait_divided(&client, &nodes.iter().collect::<Vec<_>>(), "the restarted node gets its share").await;
+        wait_divided(
+            &client,
+            &nodes.iter().collect::<Vec<_>>(),
+            "the restarted node gets its share",
+        )
+        .await;
         rest.set_targets(nodes.iter().map(|node| node.base.clone()).collect());
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -491,7 +543,11 @@ async fn a_rolling_restart_under_rest_load_fails_no_request() {
         failures.first()
     );
     for (name, units) in acknowledged.iter().take(50) {
-        assert_eq!(on_hand(&client, &nodes[0].base, name).await, Some(*units), "{name}");
+        assert_eq!(
+            on_hand(&client, &nodes[0].base, name).await,
+            Some(*units),
+            "{name}"
+        );
     }
     for node in &mut nodes {
         node.signal(libc::SIGTERM);
