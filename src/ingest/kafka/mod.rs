@@ -1884,6 +1884,145 @@ mod tests {
         assert_eq!(answers, [(0, Ok(Ack::Applied { seq: 9 }))]);
     }
 
+    fn not_owner() -> LedgerError {
+        LedgerError::NotOwner {
+            partition: 3,
+            owner: Some("http://10.0.0.2:8080".to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_not_owner_answer_gives_the_record_up_instead_of_dead_lettering_it() {
+        assert_eq!(movement_outcome(&Err(not_owner())), Outcome::GivenUp);
+        assert_eq!(
+            movement_outcome(&Err(LedgerError::NotOwner {
+                partition: 0,
+                owner: None
+            })),
+            Outcome::GivenUp
+        );
+        // The other answers keep their outcomes.
+        assert_eq!(
+            movement_outcome(&Ok(Ack::Applied { seq: 1 })),
+            Outcome::Applied
+        );
+        assert_eq!(
+            movement_outcome(&Ok(Ack::Parked { seq: 1 })),
+            Outcome::Applied
+        );
+        assert_eq!(
+            movement_outcome(&Ok(Ack::Duplicate { seq: 1 })),
+            Outcome::Duplicate
+        );
+        let refused = LedgerError::Rejected(crate::domain::ApplyError::Invalid("no".to_owned()));
+        assert!(matches!(
+            movement_outcome(&Err(refused)),
+            Outcome::DeadLetter {
+                reason: REASON_REJECTED,
+                ..
+            }
+        ));
+        for error in [
+            LedgerError::Store("down".to_owned()),
+            LedgerError::Unavailable("stopping".to_owned()),
+            LedgerError::Overloaded("full".to_owned()),
+        ] {
+            assert!(matches!(
+                movement_outcome(&Err(error)),
+                Outcome::DeadLetter {
+                    reason: REASON_UNAVAILABLE,
+                    ..
+                }
+            ));
+        }
+        // A record with one movement given up is given up whatever its others answered.
+        let dead = || Outcome::DeadLetter {
+            reason: REASON_REJECTED,
+            error: "no".to_owned(),
+        };
+        assert_eq!(
+            merge_outcomes(Some(dead()), Outcome::GivenUp),
+            Outcome::GivenUp
+        );
+        assert_eq!(
+            merge_outcomes(Some(Outcome::GivenUp), dead()),
+            Outcome::GivenUp
+        );
+        assert_eq!(
+            merge_outcomes(Some(Outcome::Applied), Outcome::GivenUp),
+            Outcome::GivenUp
+        );
+        assert_eq!(merge_outcomes(Some(Outcome::Applied), dead()), dead());
+        assert_eq!(
+            merge_outcomes(Some(Outcome::Duplicate), Outcome::Applied),
+            Outcome::Applied
+        );
+        assert_eq!(merge_outcomes(None, Outcome::Duplicate), Outcome::Duplicate);
+    }
+
+    #[test]
+    fn a_partition_given_up_sends_no_dead_letter_of_that_batch() {
+        let record = |partition: i32, offset: i64| {
+            OwnedMessage::new(
+                Some(b"{}".to_vec()),
+                Some(b"SKU".to_vec()),
+                "stock.movements".to_owned(),
+                rdkafka::Timestamp::NotAvailable,
+                partition,
+                offset,
+                None,
+            )
+        };
+        let dead = || Outcome::DeadLetter {
+            reason: REASON_REJECTED,
+            error: "no".to_owned(),
+        };
+        let batch = vec![record(0, 4), record(1, 9), record(0, 5), record(0, 6)];
+        let mut outcomes = vec![dead(), dead(), Outcome::GivenUp, Outcome::Applied];
+        let given_up = give_up_partitions(&batch, &mut outcomes);
+        assert_eq!(
+            given_up,
+            BTreeSet::from([("stock.movements".to_owned(), 0)])
+        );
+        // Partition 0's dead letter is dropped with it; partition 1's is still sent.
+        assert_eq!(
+            outcomes,
+            [Outcome::GivenUp, dead(), Outcome::GivenUp, Outcome::Applied]
+        );
+        let mut untouched = vec![dead(), Outcome::Applied, Outcome::Duplicate, dead()];
+        assert!(give_up_partitions(&batch, &mut untouched).is_empty());
+        assert_eq!(
+            untouched,
+            [dead(), Outcome::Applied, Outcome::Duplicate, dead()]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_not_owner_answer_is_not_retried() {
+        let (_stop, mut shutdown) = watch::channel(false);
+        let started = tokio::time::Instant::now();
+        let answers = settled(
+            settle_acks(
+                vec![
+                    (0, futures::future::ready(Err(not_owner()))),
+                    (1, futures::future::ready(Ok(Ack::Applied { seq: 2 }))),
+                ],
+                |records: &[usize]| -> Vec<(usize, Answer)> {
+                    panic!("records {records:?} submitted again")
+                },
+                RetryPolicy::default(),
+                || true,
+                &mut shutdown,
+            )
+            .await,
+        );
+        assert_eq!(
+            answers,
+            [(0, Err(not_owner())), (1, Ok(Ack::Applied { seq: 2 }))]
+        );
+        assert_eq!(started.elapsed(), Duration::ZERO, "no backoff");
+    }
+
     #[test]
     fn unusable_settings_are_refused() {
         let config = KafkaConfig {
