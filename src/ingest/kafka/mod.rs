@@ -273,7 +273,8 @@ pub struct KafkaIngest {
 
 impl KafkaIngest {
     /// Creates the consumer and the dead-letter producer, subscribes to
-    /// `config.movements_topic` and spawns the consume loop on the current tokio runtime.
+    /// `config.movements_topic` in the group and spawns the consume loop on the current
+    /// tokio runtime.
     ///
     /// Errors: [`IngestError::Config`] for unusable settings, [`IngestError::Kafka`] when a
     /// client cannot be created or the subscription fails. Brokers being unreachable is not
@@ -300,7 +301,8 @@ impl KafkaIngest {
     }
 
     /// Like [`KafkaIngest::start`], with `options` (the record decoder, where dead-letter
-    /// notices go).
+    /// notices go, the retry policy, and manual assignment instead of the subscription
+    /// when [`KafkaIngestOptions::assignment`] is set).
     ///
     /// Errors: as [`KafkaIngest::start`].
     pub fn start_with_options(
@@ -319,7 +321,9 @@ impl KafkaIngest {
         })
     }
 
-    /// The `(topic, partition)`s currently assigned to this consumer by the group, sorted.
+    /// The `(topic, partition)`s currently assigned to this consumer, sorted: by the group
+    /// when subscribed; with manual assignment, the partitions of the target it reads
+    /// (those it gave up after a `NotOwner` answer left out).
     pub fn assignment(&self) -> Vec<(String, i32)> {
         self.context
             .assigned
