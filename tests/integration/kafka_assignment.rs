@@ -3,21 +3,26 @@
 //! out. On a real tansu broker, with each consumer's own ledger over its own embedded
 //! store (so that a record applied by both would show in the sum).
 //!
+//! A record the ledger answers `NotOwner` for (the instance is losing the partition) is
+//! neither dead-lettered nor committed: the partition is given up.
+//!
 //! Without tansu installed these tests fail and say to run `bash scripts/test.sh`.
 
 use crate::support::{
     GatedStore, TansuBroker, TestLedger, TestProducer, committed_offsets, eventually, kafka_config,
-    open_store, unique,
+    open_store, read_topic, unique,
 };
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stocksync::domain::{LocationId, Sku};
+use stocksync::domain::{LocationId, NullSink, Sku};
 use stocksync::ingest::kafka::partitioner::partition_for_key;
 use stocksync::ingest::kafka::{
     KafkaIngest, KafkaIngestOptions, PartitionAssignment, PartitionStart,
 };
-use stocksync::ledger::Ledger;
+use stocksync::ledger::ownership::{Ownership, OwnershipHandle};
+use stocksync::ledger::{Ledger, LedgerError, LedgerOptions};
+use stocksync::store::Fence;
 use tokio::sync::watch;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -309,6 +314,105 @@ async fn a_partition_taken_away_with_its_batch_in_flight_is_not_committed_and_is
     fixture.wait_committed(&[Some(1), Some(1)]).await;
     for record in &records {
         assert_eq!(on_hand(&ledger.ledger, &record.sku).await, 1, "{record:?}");
+    }
+    ingest.stop().await.expect("clean stop");
+}
+
+/// An ownership that refuses the SKUs of the partitions in `refused` (as the cluster does
+/// for partitions this instance is losing), fencing every write at epoch 1.
+struct PartitionOwnership {
+    partitions: u32,
+    refused: std::sync::Mutex<std::collections::BTreeSet<u32>>,
+}
+
+impl PartitionOwnership {
+    fn partition(&self, sku: &str) -> u32 {
+        partition_for_key(sku.as_bytes(), self.partitions).expect("partitions")
+    }
+
+    fn set_refused(&self, partitions: &[u32]) {
+        *self.refused.lock().unwrap() = partitions.iter().copied().collect();
+    }
+}
+
+impl Ownership for PartitionOwnership {
+    fn admit(&self, sku: &str) -> Result<(), LedgerError> {
+        let partition = self.partition(sku);
+        if self.refused.lock().unwrap().contains(&partition) {
+            return Err(LedgerError::NotOwner {
+                partition,
+                owner: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn fence(&self, sku: &str) -> Option<Fence> {
+        let partition = self.partition(sku);
+        (!self.refused.lock().unwrap().contains(&partition)).then(|| Fence {
+            scope: format!("movements/{partition}"),
+            epoch: 1,
+        })
+    }
+
+    fn fenced(&self, _scope: &str) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_ledger_answers_not_owner_is_neither_dead_lettered_nor_committed() {
+    let fixture = Fixture::new(2);
+    let ownership = Arc::new(PartitionOwnership {
+        partitions: 2,
+        refused: Default::default(),
+    });
+    // This instance is losing partition 0: the ledger refuses its SKUs.
+    ownership.set_refused(&[0]);
+    let dir = tempfile::tempdir().unwrap();
+    let options = LedgerOptions {
+        ownership: Some(OwnershipHandle(ownership.clone())),
+        ..LedgerOptions::default()
+    };
+    let ledger = Ledger::start(
+        Arc::new(open_store(dir.path())),
+        Arc::new(NullSink),
+        options,
+    );
+    let records = fixture.produce_round(1, 2).await;
+    let (target, watch) = watch::channel(assignment(&[(0, 1, None), (1, 1, None)]));
+    let ingest = fixture.start(&ledger, watch);
+
+    // Partition 1 is applied and committed; partition 0 is given up: not applied, nothing
+    // committed, and the consumer stops reading it.
+    fixture.wait_committed(&[None, Some(2)]).await;
+    wait_assignment(&ingest, &fixture.partitions_of(&[1])).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(fixture.committed().await, [None, Some(2)]);
+    for record in &records {
+        let expected = i64::from(record.partition == 1);
+        assert_eq!(on_hand(&ledger, &record.sku).await, expected, "{record:?}");
+    }
+    let dead = read_topic(
+        &fixture.broker.bootstrap(),
+        &fixture.dead_letters,
+        1,
+        1,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(dead.is_empty(), "dead-lettered: {dead:?}");
+    // The same epoch again changes nothing: the partition stays given up.
+    target.send_replace(assignment(&[(0, 1, None), (1, 1, None)]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ingest.assignment(), fixture.partitions_of(&[1]));
+
+    // The partition comes back under a new epoch, admitted by the ledger: its records are
+    // read again from the committed offset (none: the beginning) and applied once.
+    ownership.set_refused(&[]);
+    target.send_replace(assignment(&[(0, 2, None), (1, 1, None)]));
+    wait_assignment(&ingest, &fixture.partitions_of(&[0, 1])).await;
+    fixture.wait_committed(&[Some(2), Some(2)]).await;
+    for record in &records {
+        assert_eq!(on_hand(&ledger, &record.sku).await, 1, "{record:?}");
     }
     ingest.stop().await.expect("clean stop");
 }
