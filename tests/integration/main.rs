@@ -28,6 +28,7 @@ mod dashboard_browser;
 mod end_to_end;
 mod grafana;
 mod http_limits;
+mod kafka_assignment;
 mod kafka_ingest;
 mod kafka_partitioner;
 mod kafka_poison;

@@ -1,8 +1,24 @@
 //! The Kafka movements consumer, its dead-letter producer, and the ATP output producer.
 //!
-//! Owns: consuming the movements topic (DESIGN.md §5) in a consumer group with manual
-//! offset commits, dead-lettering records that can never be applied, and producing ATP
+//! Owns: consuming the movements topic (DESIGN.md §5) with manual offset commits to the
+//! consumer group, dead-lettering records that can never be applied, and producing ATP
 //! changes to the optional `atp_topic` ([`AtpPublisher`]).
+//!
+//! Which partitions are read, two modes ([`KafkaIngestOptions::assignment`]):
+//! - **subscribed** (the default, one instance): the consumer subscribes to the topic in
+//!   the group `group_id`, and the group's coordinator assigns and revokes partitions
+//!   (rebalances, served inside the poll);
+//! - **manual assignment** (several instances, issue 13): ownership comes from leases in
+//!   the store, not from the broker's coordinator (tansu's does not move the partitions of
+//!   a paused member). The consumer does not subscribe; it reads exactly the partitions of
+//!   a [`PartitionAssignment`] handed in on a `watch` channel and follows every change of
+//!   it within about one poll, batches in flight or not (librdkafka's
+//!   `incremental_assign`/`incremental_unassign`, which need no subscription). A partition
+//!   added starts at the greater of its [`PartitionStart::start_offset`] (the store's
+//!   offset watermark) and the group's committed offset, or, without a start offset, at
+//!   the committed offset (`auto.offset.reset`, earliest, when none). A partition removed,
+//!   or handed over again under another epoch, is handled exactly like a revoked one
+//!   (below). Offsets are still committed to `group_id` (no member joins it).
 //!
 //! The loop gathers batches and keeps several of them in flight:
 //! 1. take up to `batch_max` records, waiting at most `batch_wait_ms` after the first one;
@@ -34,11 +50,20 @@
 //!   the ledger or delivered to the dead-letter topic (DESIGN.md §3 rule 3);
 //! - at most `max_in_flight` records are held or in flight (librdkafka's own prefetch
 //!   queue aside, and records it hands out after a pause);
-//! - a rebalance (served inside the poll) may find batches in flight. Records of a revoked
-//!   partition gathered but not yet submitted are dropped, and the consumer forgets the
-//!   partition's window: whatever of it settles later is not committed by this consumer.
-//!   The partition's next owner reads those records again from the committed offset; they
-//!   are duplicates there (at most `max_in_flight` of them).
+//! - a rebalance (served inside the poll), or a change of the manual assignment, may find
+//!   batches in flight. Records of a revoked (taken away) partition gathered but not yet
+//!   submitted are dropped, and the consumer forgets the partition's window: whatever of
+//!   it settles later is not committed by this consumer, even once the partition is read
+//!   again (each window has a generation). The partition's next owner reads those records
+//!   again from the committed offset (or the store's watermark); they are duplicates there
+//!   (at most `max_in_flight` of them);
+//! - a movement the ledger answers [`LedgerError::NotOwner`] for (the instance is losing
+//!   the partition's lease) is neither retried, dead-lettered nor committed: the consumer
+//!   gives the partition up as if it were revoked (its dead letters in the same batch are
+//!   not sent either). With manual assignment the partition is unassigned until the
+//!   assignment drops it or hands it over under another epoch, so whoever publishes the
+//!   assignment must let the ledger write a partition before handing it over; subscribed,
+//!   its records are dropped until the group revokes it.
 //!
 //! Every dead-lettered batch is also announced, per reason, on the app's
 //! [`DeadLetterBroadcast`] when one is handed in ([`KafkaIngestOptions::dead_letters`]),
@@ -210,6 +235,32 @@ pub struct KafkaIngestOptions {
     pub dead_letters: Option<DeadLetterBroadcast>,
     /// How unavailable movements are retried before they are dead-lettered.
     pub retry: RetryPolicy,
+    /// Which partitions of `movements_topic` to read (several instances, `[cluster]`):
+    /// `None` (the default) subscribes to the topic in the consumer group, whose
+    /// coordinator assigns the partitions; `Some` reads exactly the partitions of the
+    /// current value with manual assignment (no subscription, no group membership) and
+    /// follows every change of it within about one poll. Offsets are committed to
+    /// `group_id` in both modes. See the module docs.
+    pub assignment: Option<watch::Receiver<PartitionAssignment>>,
+}
+
+/// The partitions of the movements topic this instance owns, with where to start reading
+/// each (manual assignment, [`KafkaIngestOptions::assignment`]).
+pub type PartitionAssignment = BTreeMap<i32, PartitionStart>;
+
+/// Where the consumer starts reading a partition newly handed to it, and under which
+/// ownership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionStart {
+    /// The ownership epoch of the partition (logs only here). A change of epoch for a
+    /// partition already read is a new ownership: the consumer handles it as the partition
+    /// taken away and handed back, reading again from this entry's start.
+    pub epoch: u64,
+    /// The next offset to read (the store's offset watermark for the partition). The
+    /// consumer starts at the greater of this and the group's committed offset; `None`:
+    /// at the group's committed offset, or where `auto.offset.reset` says (earliest) when
+    /// nothing is committed.
+    pub start_offset: Option<i64>,
 }
 
 /// A running Kafka consumer: created by [`KafkaIngest::start`], stopped by
@@ -222,7 +273,8 @@ pub struct KafkaIngest {
 
 impl KafkaIngest {
     /// Creates the consumer and the dead-letter producer, subscribes to
-    /// `config.movements_topic` and spawns the consume loop on the current tokio runtime.
+    /// `config.movements_topic` in the group and spawns the consume loop on the current
+    /// tokio runtime.
     ///
     /// Errors: [`IngestError::Config`] for unusable settings, [`IngestError::Kafka`] when a
     /// client cannot be created or the subscription fails. Brokers being unreachable is not
@@ -249,7 +301,8 @@ impl KafkaIngest {
     }
 
     /// Like [`KafkaIngest::start`], with `options` (the record decoder, where dead-letter
-    /// notices go).
+    /// notices go, the retry policy, and manual assignment instead of the subscription
+    /// when [`KafkaIngestOptions::assignment`] is set).
     ///
     /// Errors: as [`KafkaIngest::start`].
     pub fn start_with_options(
@@ -268,7 +321,9 @@ impl KafkaIngest {
         })
     }
 
-    /// The `(topic, partition)`s currently assigned to this consumer by the group, sorted.
+    /// The `(topic, partition)`s currently assigned to this consumer, sorted: by the group
+    /// when subscribed; with manual assignment, the partitions of the target it reads
+    /// (those it gave up after a `NotOwner` answer left out).
     pub fn assignment(&self) -> Vec<(String, i32)> {
         self.context
             .assigned
@@ -474,10 +529,78 @@ fn check_settings(config: &KafkaConfig) -> Result<(), IngestError> {
 }
 
 /// Outcome of one record after its batch was processed.
+#[derive(Debug, PartialEq, Eq)]
 enum Outcome {
     Applied,
     Duplicate,
-    DeadLetter { reason: &'static str, error: String },
+    DeadLetter {
+        reason: &'static str,
+        error: String,
+    },
+    /// The ledger answered [`LedgerError::NotOwner`]: this instance is giving the record's
+    /// partition up. The record is dropped (neither dead-lettered nor committed), like the
+    /// records of a revoked partition; its next owner reads it again.
+    GivenUp,
+}
+
+/// What one movement's answer makes of its record (before [`merge_outcomes`]).
+fn movement_outcome(ack: &Result<Ack, LedgerError>) -> Outcome {
+    match ack {
+        // A parked movement is durable and waits in the ledger: acknowledged (its offset
+        // committed), never dead-lettered.
+        Ok(Ack::Applied { .. } | Ack::Parked { .. } | Ack::Ignored { .. }) => Outcome::Applied,
+        Ok(Ack::Duplicate { .. }) => Outcome::Duplicate,
+        Err(LedgerError::NotOwner { .. }) => Outcome::GivenUp,
+        Err(error @ LedgerError::Rejected(_)) => Outcome::DeadLetter {
+            reason: REASON_REJECTED,
+            error: error.to_string(),
+        },
+        Err(
+            error @ (LedgerError::Store(_)
+            | LedgerError::Unavailable(_)
+            | LedgerError::Overloaded(_)),
+        ) => Outcome::DeadLetter {
+            reason: REASON_UNAVAILABLE,
+            error: error.to_string(),
+        },
+    }
+}
+
+/// A record's movements share one outcome: a movement answered `NotOwner` gives the record
+/// up, else any refusal dead-letters it, else any applied movement makes it applied, else
+/// it was a duplicate.
+fn merge_outcomes(previous: Option<Outcome>, next: Outcome) -> Outcome {
+    match (previous, next) {
+        (Some(Outcome::GivenUp), _) | (_, Outcome::GivenUp) => Outcome::GivenUp,
+        (Some(dead @ Outcome::DeadLetter { .. }), _) | (_, dead @ Outcome::DeadLetter { .. }) => {
+            dead
+        }
+        (Some(Outcome::Applied), _) | (_, Outcome::Applied) => Outcome::Applied,
+        _ => Outcome::Duplicate,
+    }
+}
+
+/// Gives up every record of `outcomes` whose partition has a record given up in the same
+/// batch: the dead letters of such a partition are not sent (the partition's next owner
+/// reads those records again and decides). Returns the partitions given up.
+fn give_up_partitions(batch: &[OwnedMessage], outcomes: &mut [Outcome]) -> BTreeSet<(String, i32)> {
+    let given_up: BTreeSet<(String, i32)> = batch
+        .iter()
+        .zip(outcomes.iter())
+        .filter(|(_, outcome)| **outcome == Outcome::GivenUp)
+        .map(|(message, _)| (message.topic().to_owned(), message.partition()))
+        .collect();
+    if given_up.is_empty() {
+        return given_up;
+    }
+    for (message, outcome) in batch.iter().zip(outcomes.iter_mut()) {
+        if matches!(outcome, Outcome::DeadLetter { .. })
+            && given_up.contains(&(message.topic().to_owned(), message.partition()))
+        {
+            *outcome = Outcome::GivenUp;
+        }
+    }
+    given_up
 }
 
 /// The records of one partition submitted and not yet settled (durable, or delivered to
@@ -488,6 +611,10 @@ enum Outcome {
 /// that is not settled.
 #[derive(Debug, Default)]
 struct OffsetWindow {
+    /// Which window of the partition this is: a partition revoked (or given up) and read
+    /// again gets a new window, and the batches submitted into an older one settle without
+    /// touching it.
+    generation: u64,
     /// Offsets submitted and not settled.
     pending: BTreeSet<i64>,
     /// One past the highest offset submitted.
@@ -553,7 +680,12 @@ struct Submitted {
 struct Settled {
     batch: Vec<OwnedMessage>,
     outcomes: Vec<Outcome>,
+    /// The windows its records were submitted into.
+    generations: Generations,
 }
+
+/// The generation of the offset window each partition of a batch was submitted into.
+type Generations = HashMap<(String, i32), u64>;
 
 impl BatchContext {
     /// Decodes every record of `batch` and submits every movement with
@@ -628,6 +760,7 @@ impl BatchContext {
         self: Arc<Self>,
         batch: Vec<OwnedMessage>,
         submitted: Submitted,
+        generations: Generations,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<Settled, Stopped> {
         let first: Vec<(usize, PendingAck)> =
@@ -651,54 +784,45 @@ impl BatchContext {
         .await?;
         let mut outcomes = submitted.outcomes;
         for (index, ack) in answers {
-            // A record's movements share one outcome: any refusal dead-letters the record,
-            // any applied movement makes it applied, else it was a duplicate.
-            let outcome = match ack {
-                // A parked movement is durable and waits in the ledger: acknowledged (its
-                // offset committed), never dead-lettered.
-                Ok(Ack::Applied { .. } | Ack::Parked { .. } | Ack::Ignored { .. }) => {
-                    Outcome::Applied
-                }
-                Ok(Ack::Duplicate { .. }) => Outcome::Duplicate,
-                Err(error) => {
-                    let message = &batch[index];
-                    let reason = match error {
-                        LedgerError::Rejected(_) => REASON_REJECTED,
-                        LedgerError::Store(_)
-                        | LedgerError::Unavailable(_)
-                        | LedgerError::Overloaded(_)
-                        | LedgerError::NotOwner { .. } => REASON_UNAVAILABLE,
-                    };
-                    warn!(
-                        key = %String::from_utf8_lossy(message.key().unwrap_or_default()),
+            let outcome = movement_outcome(&ack);
+            if let Err(error) = &ack {
+                let message = &batch[index];
+                let key = String::from_utf8_lossy(message.key().unwrap_or_default());
+                match &outcome {
+                    Outcome::DeadLetter { reason, .. } => warn!(
+                        key = %key,
                         topic = message.topic(),
                         partition = message.partition(),
                         offset = message.offset(),
                         reason,
                         error = %error,
                         "ledger did not take a movement, dead-lettering its record"
-                    );
-                    Outcome::DeadLetter {
-                        reason,
-                        error: error.to_string(),
-                    }
+                    ),
+                    _ => info!(
+                        key = %key,
+                        topic = message.topic(),
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        error = %error,
+                        "another instance owns the record's partition; giving the partition up"
+                    ),
                 }
-            };
+            }
             let slot = &mut outcomes[index];
-            *slot = Some(match (slot.take(), outcome) {
-                (Some(dead @ Outcome::DeadLetter { .. }), _)
-                | (_, dead @ Outcome::DeadLetter { .. }) => dead,
-                (Some(Outcome::Applied), _) | (_, Outcome::Applied) => Outcome::Applied,
-                _ => Outcome::Duplicate,
-            });
+            *slot = Some(merge_outcomes(slot.take(), outcome));
         }
-        let outcomes: Vec<Outcome> = outcomes
+        let mut outcomes: Vec<Outcome> = outcomes
             .into_iter()
             .map(|outcome| outcome.expect("every record has an outcome"))
             .collect();
+        give_up_partitions(&batch, &mut outcomes);
         self.send_dead_letters(&batch, &outcomes, &mut shutdown)
             .await?;
-        Ok(Settled { batch, outcomes })
+        Ok(Settled {
+            batch,
+            outcomes,
+            generations,
+        })
     }
 
     /// Produces every dead letter of the batch and awaits delivery, retrying failed ones.
@@ -879,10 +1003,75 @@ struct Worker {
     shutdown: watch::Receiver<bool>,
     /// One window per partition with records submitted since it was (last) assigned.
     windows: HashMap<(String, i32), OffsetWindow>,
+    /// The generation of the next window created.
+    next_generation: u64,
     /// When the offsets that became committable last were handed to the consumer.
     last_commit: tokio::time::Instant,
     /// Whether the assigned partitions are paused, and the assignment count then.
     paused: Option<u64>,
+    /// Manual assignment ([`KafkaIngestOptions::assignment`]); `None`: subscribed.
+    manual: Option<ManualAssignment>,
+    /// Subscribed: partitions given up after a `NotOwner` answer, whose records are dropped
+    /// until the group revokes them.
+    given_up: BTreeSet<(String, i32)>,
+    /// The gathered records must be checked again against what this consumer reads (a
+    /// partition was taken away or given up).
+    recheck_gathered: bool,
+}
+
+/// The state of manual assignment: what the consumer is told to read and what it reads.
+struct ManualAssignment {
+    /// The partitions to read, from the owner of the leases.
+    target: watch::Receiver<PartitionAssignment>,
+    /// The sender is gone: the last value stays in force.
+    closed: bool,
+    /// The partitions assigned to the consumer, with the epoch they were assigned under.
+    assigned: BTreeMap<i32, u64>,
+    /// Partitions given up after a `NotOwner` answer, with the epoch then: not read again
+    /// until the target drops them or hands them over under another epoch.
+    given_up: BTreeMap<i32, u64>,
+    /// When to apply the target again after the consumer refused an assignment.
+    retry_at: Option<tokio::time::Instant>,
+}
+
+/// How long to wait before applying a manual assignment again after the consumer refused
+/// it, in milliseconds.
+const ASSIGN_RETRY_MS: u64 = 1_000;
+/// How long reading the group's committed offsets for newly assigned partitions may take,
+/// in milliseconds; after that they start at the target's start offset.
+const COMMITTED_FETCH_TIMEOUT_MS: u64 = 5_000;
+
+/// Resolves when the manual assignment should be applied again: its target changed, or a
+/// refused assignment is due for a retry. Never resolves when subscribed.
+async fn assignment_due(manual: &mut Option<ManualAssignment>) {
+    let Some(ManualAssignment {
+        target,
+        closed,
+        retry_at,
+        ..
+    }) = manual
+    else {
+        return std::future::pending().await;
+    };
+    let retry = async {
+        match retry_at {
+            Some(at) => tokio::time::sleep_until(*at).await,
+            None => std::future::pending().await,
+        }
+    };
+    let changed = async {
+        if *closed {
+            return std::future::pending().await;
+        }
+        if target.changed().await.is_err() {
+            info!("the partition assignment's sender is gone; keeping the last assignment");
+            *closed = true;
+        }
+    };
+    tokio::select! {
+        _ = retry => {}
+        _ = changed => {}
+    }
 }
 
 /// A batch was abandoned because a stop was requested.
@@ -918,9 +1107,19 @@ impl Worker {
         let consumer: IngestConsumer = consumer_config(&config)
             .create_with_context(context)
             .map_err(kafka_error("create consumer"))?;
-        consumer
-            .subscribe(&[config.movements_topic.as_str()])
-            .map_err(kafka_error("subscribe"))?;
+        // Manual assignment: the partitions are assigned by the loop, from the target.
+        let manual = options.assignment.map(|target| ManualAssignment {
+            target,
+            closed: false,
+            assigned: BTreeMap::new(),
+            given_up: BTreeMap::new(),
+            retry_at: None,
+        });
+        if manual.is_none() {
+            consumer
+                .subscribe(&[config.movements_topic.as_str()])
+                .map_err(kafka_error("subscribe"))?;
+        }
         let dead_letters: FutureProducer = producer_config(&config.brokers)
             .create()
             .map_err(kafka_error("create dead-letter producer"))?;
@@ -939,8 +1138,12 @@ impl Worker {
             dead_letter_notices: options.dead_letters,
             shutdown,
             windows: HashMap::new(),
+            next_generation: 0,
             last_commit: tokio::time::Instant::now(),
             paused: None,
+            manual,
+            given_up: BTreeSet::new(),
+            recheck_gathered: false,
         })
     }
 
@@ -950,8 +1153,10 @@ impl Worker {
             topic = %self.config.movements_topic,
             batch_max = self.config.batch_max,
             max_in_flight = self.config.max_in_flight,
+            manual_assignment = self.manual.is_some(),
             "kafka ingest started"
         );
+        self.apply_assignment().await;
         let batch_max = self.config.batch_max;
         let max_in_flight = self.config.max_in_flight;
         let batch_wait = Duration::from_millis(self.config.batch_wait_ms);
@@ -993,6 +1198,7 @@ impl Worker {
             tokio::select! {
                 biased;
                 _ = wait_for_stop(&mut self.shutdown) => break Ok(()),
+                _ = assignment_due(&mut self.manual) => self.apply_assignment().await,
                 Some(settled) = in_flight.next(), if !in_flight.is_empty() => {
                     match settled {
                         Ok(settled) => {
@@ -1016,10 +1222,14 @@ impl Worker {
                         // before it, not this record (librdkafka hands out no record of
                         // a partition it no longer owns).
                         self.drop_revoked(&mut gathering);
-                        if gathering.is_empty() {
-                            deadline = tokio::time::Instant::now() + batch_wait;
+                        // A record of a partition given up, or one librdkafka fetched
+                        // before the partition was taken away, is dropped.
+                        if self.reads(message.topic(), message.partition()) {
+                            if gathering.is_empty() {
+                                deadline = tokio::time::Instant::now() + batch_wait;
+                            }
+                            gathering.push(message);
                         }
-                        gathering.push(message);
                     }
                     Err(KafkaError::MessageConsumptionFatal(code)) => {
                         break Err(IngestError::Kafka {
@@ -1063,7 +1273,13 @@ impl Worker {
             }
         }
         self.commit(CommitMode::Sync).await;
-        self.consumer.unsubscribe();
+        if self.manual.is_some() {
+            if let Err(error) = self.consumer.unassign() {
+                warn!(error = %error, "cannot unassign the kafka partitions");
+            }
+        } else {
+            self.consumer.unsubscribe();
+        }
         info!(group = %self.config.group_id, "kafka ingest stopped");
         result
     }
@@ -1074,16 +1290,23 @@ impl Worker {
         &mut self,
         batch: Vec<OwnedMessage>,
     ) -> impl Future<Output = Result<Settled, Stopped>> + use<> {
+        let mut generations = Generations::new();
         for message in &batch {
-            self.windows
-                .entry((message.topic().to_owned(), message.partition()))
-                .or_default()
-                .submitted(message.offset());
+            let partition = (message.topic().to_owned(), message.partition());
+            let window = self.windows.entry(partition.clone()).or_insert_with(|| {
+                self.next_generation += 1;
+                OffsetWindow {
+                    generation: self.next_generation,
+                    ..OffsetWindow::default()
+                }
+            });
+            window.submitted(message.offset());
+            generations.insert(partition, window.generation);
         }
         let submitted = self.context.submit(&batch);
         self.context
             .clone()
-            .settle(batch, submitted, self.shutdown.clone())
+            .settle(batch, submitted, generations, self.shutdown.clone())
     }
 
     /// Pauses (or resumes) every assigned partition when `pause` differs from what is in
@@ -1135,25 +1358,265 @@ impl Worker {
         }
     }
 
-    /// Counts a settled batch and marks its records settled in their partitions' windows.
+    /// Counts a settled batch, gives up the partitions of its records answered `NotOwner`,
+    /// and marks its other records settled in their partitions' windows.
     fn settled(&mut self, settled: Settled) {
         record_metrics(&settled.outcomes, self.dead_letter_notices.as_ref());
-        for message in &settled.batch {
-            // A partition revoked since has no window any more: its next owner reads the
-            // record again from the committed offset (a duplicate then).
-            if let Some(window) = self
-                .windows
-                .get_mut(&(message.topic().to_owned(), message.partition()))
+        let mut given_up = BTreeSet::new();
+        for (message, outcome) in settled.batch.iter().zip(&settled.outcomes) {
+            if *outcome == Outcome::GivenUp {
+                given_up.insert((message.topic().to_owned(), message.partition()));
+            }
+        }
+        for partition in given_up {
+            // Only the window the batch was submitted into: an answer about an ownership
+            // this consumer has already let go of says nothing about the current one.
+            if self
+                .current_window(&partition, &settled.generations)
+                .is_some()
             {
+                self.give_up(partition);
+            }
+        }
+        for message in &settled.batch {
+            // A partition revoked (or taken away, or given up) since has no window any more,
+            // or a newer one: its next owner reads the record again from the committed
+            // offset (a duplicate then).
+            let partition = (message.topic().to_owned(), message.partition());
+            if let Some(window) = self.current_window(&partition, &settled.generations) {
                 window.settled(message.offset());
+            }
+        }
+    }
+
+    /// The window of `partition` if it is the one a batch with `generations` was submitted
+    /// into.
+    fn current_window(
+        &mut self,
+        partition: &(String, i32),
+        generations: &Generations,
+    ) -> Option<&mut OffsetWindow> {
+        let generation = generations.get(partition)?;
+        self.windows
+            .get_mut(partition)
+            .filter(|window| window.generation == *generation)
+    }
+
+    /// Whether the consumer takes records of `topic`/`partition` now: with manual
+    /// assignment, whether the partition is assigned; subscribed, whether it was not given
+    /// up.
+    fn reads(&self, topic: &str, partition: i32) -> bool {
+        match &self.manual {
+            Some(manual) => {
+                topic == self.config.movements_topic && manual.assigned.contains_key(&partition)
+            }
+            None => !self
+                .given_up
+                .iter()
+                .any(|(given, number)| given == topic && *number == partition),
+        }
+    }
+
+    /// The ledger says another instance owns `partition` (`NotOwner`): handled like a
+    /// revocation. Its window is forgotten (nothing more of it is committed here), its
+    /// gathered records are dropped, and no record of it is taken any more: with manual
+    /// assignment it is unassigned until the target drops it or hands it over under
+    /// another epoch; subscribed, until the group revokes it.
+    fn give_up(&mut self, partition: (String, i32)) {
+        warn!(
+            topic = %partition.0,
+            partition = partition.1,
+            "the ledger says another instance owns this partition; giving it up (its next owner reads its records again)"
+        );
+        self.windows.remove(&partition);
+        self.recheck_gathered = true;
+        let Some(manual) = self.manual.as_mut() else {
+            self.given_up.insert(partition);
+            return;
+        };
+        if partition.0 != self.config.movements_topic {
+            return;
+        }
+        if let Some(epoch) = manual.assigned.remove(&partition.1) {
+            manual.given_up.insert(partition.1, epoch);
+            self.unassign(&[partition.1]);
+        }
+    }
+
+    /// Applies the manual assignment's target (nothing when subscribed): unassigns the
+    /// partitions it no longer holds (or holds under another epoch) like revoked ones, and
+    /// assigns the new ones at the greater of their start offset and the group's committed
+    /// offset.
+    async fn apply_assignment(&mut self) {
+        let Some(mut manual) = self.manual.take() else {
+            return;
+        };
+        manual.retry_at = None;
+        let target = manual.target.borrow_and_update().clone();
+        manual.given_up.retain(|partition, epoch| {
+            target
+                .get(partition)
+                .is_some_and(|start| start.epoch == *epoch)
+        });
+        let removed: Vec<i32> = manual
+            .assigned
+            .iter()
+            .filter(|(partition, epoch)| {
+                target
+                    .get(partition)
+                    .is_none_or(|start| start.epoch != **epoch)
+            })
+            .map(|(partition, _)| *partition)
+            .collect();
+        if !removed.is_empty() {
+            info!(group = %self.config.group_id, partitions = ?removed, "kafka partitions taken away");
+            self.unassign(&removed);
+            for partition in &removed {
+                manual.assigned.remove(partition);
+                // Batches of these partitions may be in flight: nothing of them is committed
+                // (their window is gone), and their gathered records are dropped.
+                self.windows
+                    .remove(&(self.config.movements_topic.clone(), *partition));
+            }
+            self.recheck_gathered = true;
+        }
+        let added: Vec<(i32, PartitionStart)> = target
+            .iter()
+            .filter(|(partition, _)| {
+                !manual.assigned.contains_key(partition) && !manual.given_up.contains_key(partition)
+            })
+            .map(|(partition, start)| (*partition, *start))
+            .collect();
+        if !added.is_empty() {
+            let explicit: Vec<i32> = added
+                .iter()
+                .filter(|(_, start)| start.start_offset.is_some_and(|offset| offset >= 0))
+                .map(|(partition, _)| *partition)
+                .collect();
+            let committed = self.committed_offsets(&explicit).await;
+            let topic = self.config.movements_topic.as_str();
+            let mut tpl = TopicPartitionList::new();
+            let mut starts = Vec::with_capacity(added.len());
+            let mut built = Ok(());
+            for (partition, start) in &added {
+                let offset = match start.start_offset.filter(|offset| *offset >= 0) {
+                    Some(offset) => Offset::Offset(
+                        committed
+                            .get(partition)
+                            .map_or(offset, |committed| offset.max(*committed)),
+                    ),
+                    None => Offset::Stored,
+                };
+                starts.push((*partition, start.epoch, offset));
+                built = built.and(tpl.add_partition_offset(topic, *partition, offset));
+            }
+            match built.and_then(|()| self.consumer.incremental_assign(&tpl)) {
+                Ok(()) => {
+                    info!(group = %self.config.group_id, partitions = ?starts, "kafka partitions assigned (partition, epoch, start)");
+                    for (partition, start) in &added {
+                        manual.assigned.insert(*partition, start.epoch);
+                    }
+                    // New partitions are not paused: the loop pauses them if it must.
+                    self.consumer
+                        .context()
+                        .assignments
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(error) => {
+                    warn!(error = %error, partitions = ?starts, "kafka consumer refused the assignment; trying again");
+                    manual.retry_at =
+                        Some(tokio::time::Instant::now() + Duration::from_millis(ASSIGN_RETRY_MS));
+                }
+            }
+        }
+        let assigned: BTreeSet<(String, i32)> = manual
+            .assigned
+            .keys()
+            .map(|partition| (self.config.movements_topic.clone(), *partition))
+            .collect();
+        *self
+            .consumer
+            .context()
+            .assigned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = assigned;
+        self.manual = Some(manual);
+    }
+
+    /// Unassigns `partitions` of the movements topic (manual assignment). A failure is
+    /// only logged: their records are dropped anyway.
+    fn unassign(&self, partitions: &[i32]) {
+        let mut tpl = TopicPartitionList::new();
+        for partition in partitions {
+            tpl.add_partition(&self.config.movements_topic, *partition);
+        }
+        if let Err(error) = self.consumer.incremental_unassign(&tpl) {
+            warn!(error = %error, partitions = ?partitions, "cannot unassign kafka partitions");
+        }
+        if self.manual.is_none() {
+            return;
+        }
+        let mut assigned = self
+            .consumer
+            .context()
+            .assigned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for partition in partitions {
+            assigned.remove(&(self.config.movements_topic.clone(), *partition));
+        }
+    }
+
+    /// The group's committed offsets of `partitions` of the movements topic (those with
+    /// one). On failure (logged) none: the partitions start at their start offsets.
+    async fn committed_offsets(&self, partitions: &[i32]) -> HashMap<i32, i64> {
+        if partitions.is_empty() {
+            return HashMap::new();
+        }
+        let mut tpl = TopicPartitionList::new();
+        for partition in partitions {
+            tpl.add_partition(&self.config.movements_topic, *partition);
+        }
+        let consumer = self.consumer.clone();
+        let fetched = tokio::task::spawn_blocking(move || {
+            consumer.committed_offsets(tpl, Duration::from_millis(COMMITTED_FETCH_TIMEOUT_MS))
+        })
+        .await;
+        match fetched {
+            Ok(Ok(tpl)) => tpl
+                .elements()
+                .iter()
+                .filter_map(|element| match element.offset() {
+                    Offset::Offset(offset) if offset >= 0 => Some((element.partition(), offset)),
+                    _ => None,
+                })
+                .collect(),
+            Ok(Err(error)) => {
+                warn!(error = %error, partitions = ?partitions, "cannot read the group's committed offsets; starting at the start offsets");
+                HashMap::new()
+            }
+            Err(error) => {
+                warn!(error = %error, "committed-offset task failed; starting at the start offsets");
+                HashMap::new()
             }
         }
     }
 
     /// Drops gathered records of partitions revoked since the last call (rebalances are
     /// served inside `recv`), and forgets those partitions' windows: nothing of theirs is
-    /// committed by this consumer any more.
+    /// committed by this consumer any more. Drops as well the gathered records of
+    /// partitions taken away or given up since the last call.
     fn drop_revoked(&mut self, batch: &mut Vec<OwnedMessage>) {
+        if std::mem::take(&mut self.recheck_gathered) {
+            let before = batch.len();
+            batch.retain(|message| self.reads(message.topic(), message.partition()));
+            if batch.len() != before {
+                debug!(
+                    dropped = before - batch.len(),
+                    "dropped unsubmitted records of partitions taken away or given up"
+                );
+            }
+        }
         let revoked = self.consumer.context().take_revoked();
         if revoked.is_empty() {
             return;
@@ -1172,6 +1635,7 @@ impl Worker {
         }
         for partition in revoked {
             self.windows.remove(&partition);
+            self.given_up.remove(&partition);
         }
     }
 
@@ -1266,6 +1730,7 @@ fn record_metrics(outcomes: &[Outcome], notices: Option<&DeadLetterBroadcast>) {
                     "dead_letter"
                 }
             }
+            Outcome::GivenUp => "not_owner",
         };
         *by_outcome.entry(label).or_default() += 1;
     }
@@ -1421,6 +1886,145 @@ mod tests {
         );
         assert_eq!(rounds.get(), 6);
         assert_eq!(answers, [(0, Ok(Ack::Applied { seq: 9 }))]);
+    }
+
+    fn not_owner() -> LedgerError {
+        LedgerError::NotOwner {
+            partition: 3,
+            owner: Some("http://10.0.0.2:8080".to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_not_owner_answer_gives_the_record_up_instead_of_dead_lettering_it() {
+        assert_eq!(movement_outcome(&Err(not_owner())), Outcome::GivenUp);
+        assert_eq!(
+            movement_outcome(&Err(LedgerError::NotOwner {
+                partition: 0,
+                owner: None
+            })),
+            Outcome::GivenUp
+        );
+        // The other answers keep their outcomes.
+        assert_eq!(
+            movement_outcome(&Ok(Ack::Applied { seq: 1 })),
+            Outcome::Applied
+        );
+        assert_eq!(
+            movement_outcome(&Ok(Ack::Parked { seq: 1 })),
+            Outcome::Applied
+        );
+        assert_eq!(
+            movement_outcome(&Ok(Ack::Duplicate { seq: 1 })),
+            Outcome::Duplicate
+        );
+        let refused = LedgerError::Rejected(crate::domain::ApplyError::Invalid("no".to_owned()));
+        assert!(matches!(
+            movement_outcome(&Err(refused)),
+            Outcome::DeadLetter {
+                reason: REASON_REJECTED,
+                ..
+            }
+        ));
+        for error in [
+            LedgerError::Store("down".to_owned()),
+            LedgerError::Unavailable("stopping".to_owned()),
+            LedgerError::Overloaded("full".to_owned()),
+        ] {
+            assert!(matches!(
+                movement_outcome(&Err(error)),
+                Outcome::DeadLetter {
+                    reason: REASON_UNAVAILABLE,
+                    ..
+                }
+            ));
+        }
+        // A record with one movement given up is given up whatever its others answered.
+        let dead = || Outcome::DeadLetter {
+            reason: REASON_REJECTED,
+            error: "no".to_owned(),
+        };
+        assert_eq!(
+            merge_outcomes(Some(dead()), Outcome::GivenUp),
+            Outcome::GivenUp
+        );
+        assert_eq!(
+            merge_outcomes(Some(Outcome::GivenUp), dead()),
+            Outcome::GivenUp
+        );
+        assert_eq!(
+            merge_outcomes(Some(Outcome::Applied), Outcome::GivenUp),
+            Outcome::GivenUp
+        );
+        assert_eq!(merge_outcomes(Some(Outcome::Applied), dead()), dead());
+        assert_eq!(
+            merge_outcomes(Some(Outcome::Duplicate), Outcome::Applied),
+            Outcome::Applied
+        );
+        assert_eq!(merge_outcomes(None, Outcome::Duplicate), Outcome::Duplicate);
+    }
+
+    #[test]
+    fn a_partition_given_up_sends_no_dead_letter_of_that_batch() {
+        let record = |partition: i32, offset: i64| {
+            OwnedMessage::new(
+                Some(b"{}".to_vec()),
+                Some(b"SKU".to_vec()),
+                "stock.movements".to_owned(),
+                rdkafka::Timestamp::NotAvailable,
+                partition,
+                offset,
+                None,
+            )
+        };
+        let dead = || Outcome::DeadLetter {
+            reason: REASON_REJECTED,
+            error: "no".to_owned(),
+        };
+        let batch = vec![record(0, 4), record(1, 9), record(0, 5), record(0, 6)];
+        let mut outcomes = vec![dead(), dead(), Outcome::GivenUp, Outcome::Applied];
+        let given_up = give_up_partitions(&batch, &mut outcomes);
+        assert_eq!(
+            given_up,
+            BTreeSet::from([("stock.movements".to_owned(), 0)])
+        );
+        // Partition 0's dead letter is dropped with it; partition 1's is still sent.
+        assert_eq!(
+            outcomes,
+            [Outcome::GivenUp, dead(), Outcome::GivenUp, Outcome::Applied]
+        );
+        let mut untouched = vec![dead(), Outcome::Applied, Outcome::Duplicate, dead()];
+        assert!(give_up_partitions(&batch, &mut untouched).is_empty());
+        assert_eq!(
+            untouched,
+            [dead(), Outcome::Applied, Outcome::Duplicate, dead()]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_not_owner_answer_is_not_retried() {
+        let (_stop, mut shutdown) = watch::channel(false);
+        let started = tokio::time::Instant::now();
+        let answers = settled(
+            settle_acks(
+                vec![
+                    (0, futures::future::ready(Err(not_owner()))),
+                    (1, futures::future::ready(Ok(Ack::Applied { seq: 2 }))),
+                ],
+                |records: &[usize]| -> Vec<(usize, Answer)> {
+                    panic!("records {records:?} submitted again")
+                },
+                RetryPolicy::default(),
+                || true,
+                &mut shutdown,
+            )
+            .await,
+        );
+        assert_eq!(
+            answers,
+            [(0, Err(not_owner())), (1, Ok(Ack::Applied { seq: 2 }))]
+        );
+        assert_eq!(started.elapsed(), Duration::ZERO, "no backoff");
     }
 
     #[test]
