@@ -496,6 +496,8 @@ impl App {
                     KafkaIngestOptions {
                         decoder: None,
                         dead_letters: Some(dead_letters.clone()),
+                        // Several instances: read exactly the partitions this one owns.
+                        assignment: cluster.as_ref().map(|cluster| cluster.owned()),
                         ..KafkaIngestOptions::default()
                     },
                 )

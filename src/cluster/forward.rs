@@ -5,11 +5,11 @@
 //! end is `crate::web`'s cluster route) and [`APPLY_PATH`].
 //!
 //! A forwarded movement is answered by the owner once durable there, with the owner's
-//! `Result<Ack, LedgerError>` unchanged. Transport failures (connection refused, timeout,
-//! a non-200 answer) become [`LedgerError::NotOwner`] without an owner when the owner may
-//! have gone (connect errors: the ledger then waits for the partition to move and tries
-//! again) and [`LedgerError::Unavailable`] otherwise (the movement may or may not have been
-//! applied there; a retry is safe because of its idempotency key).
+//! `Result<Ack, LedgerError>` unchanged. A connection refused or a request past
+//! [`FORWARD_TIMEOUT_SECS`] becomes [`LedgerError::NotOwner`] without an owner (the owner
+//! may be gone or paused: the ledger waits for the partition to move and routes again; the
+//! idempotency key makes a second delivery harmless); any other failure (a non-200 answer,
+//! an unreadable body) is [`LedgerError::Unavailable`].
 //!
 //! May depend on: `ledger` (types), `domain`.
 
@@ -26,8 +26,9 @@ pub const APPLY_PATH: &str = "/internal/v1/cluster/apply";
 pub const MAX_FORWARDED_MOVEMENTS: usize = 5_000;
 
 /// How long one forwarded request may take, in seconds (a movement is answered once
-/// durable: a store that is slow or down holds the answer).
-pub const FORWARD_TIMEOUT_SECS: u64 = 30;
+/// durable, normally in milliseconds). Past it the owner is presumed paused or cut off and
+/// the movement is routed again (its idempotency key makes a second delivery harmless).
+pub const FORWARD_TIMEOUT_SECS: u64 = 10;
 
 /// The body of a forwarded request.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -73,8 +74,10 @@ impl HttpForwarder {
             .await;
         let response = match response {
             Ok(response) => response,
-            Err(error) if error.is_connect() => {
-                // The owner is gone (or not yet listening): its partition will move.
+            Err(error) if error.is_connect() || error.is_timeout() => {
+                // The owner is gone, paused or cut off: its partition will move. Routing
+                // again is safe, the idempotency key makes a second delivery a duplicate.
+                tracing::debug!(owner, error = %error, "forwarding failed; routing again");
                 return Err(LedgerError::NotOwner {
                     partition: 0,
                     owner: None,

@@ -43,7 +43,6 @@ use crate::ledger::Ledger;
 use crate::store::{LeaseOutcome, Store, StoreError};
 use plan::Step;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -55,18 +54,12 @@ pub const MEMBER_SCOPE_PREFIX: &str = "member/";
 /// Most members and partition leases read in one round.
 const MAX_LEASES_READ: usize = 4_096;
 
-/// A partition the Kafka consumer should read, and where to start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct OwnedPartition {
-    /// The epoch this instance holds the partition at.
-    pub epoch: u64,
-    /// The next offset to read: the store's offset watermark for the partition (what is
-    /// durable), `None` when the store has none (start from the group's committed offset).
-    pub start_offset: Option<i64>,
-}
+/// A partition the Kafka consumer should read, and where to start: its epoch and the
+/// store's offset watermark (`None`: the group's committed offset).
+pub use crate::ingest::kafka::PartitionStart as OwnedPartition;
 
 /// The partitions this instance owns (key: partition number), for the Kafka consumer.
-pub type OwnedPartitions = BTreeMap<i32, OwnedPartition>;
+pub type OwnedPartitions = crate::ingest::kafka::PartitionAssignment;
 
 /// One instance as this one sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -159,8 +159,10 @@ impl Ownership for PartitionTable {
         })
     }
 
-    fn fenced(&self, scope: &str) {
-        if let Some(partition) = self.partition_of_scope(scope) {
+    fn fenced(&self, scope: &str, epoch: u64) {
+        if let Some(partition) = self.partition_of_scope(scope)
+            && self.held_epoch(partition) == epoch
+        {
             self.drop_partition(partition);
             self.fenced.notify_one();
         }
@@ -203,7 +205,10 @@ mod tests {
         assert!(table.admit(sku).is_err());
         assert_eq!(table.fence(sku).map(|fence| fence.epoch), Some(7));
 
-        table.fenced(&partition_scope(partition));
+        // A refusal of an older epoch's write (retried late) leaves the newer hold alone.
+        table.fenced(&partition_scope(partition), 6);
+        assert_eq!(table.fence(sku).map(|fence| fence.epoch), Some(7));
+        table.fenced(&partition_scope(partition), 7);
         assert_eq!(table.fence(sku), None);
         assert!(table.held().is_empty());
     }
@@ -228,9 +233,9 @@ mod tests {
     fn foreign_or_out_of_range_scopes_are_ignored() {
         let table = PartitionTable::new(3);
         table.hold(1, 2);
-        table.fenced("ledger");
-        table.fenced("movements/9");
-        table.fenced("channel/shopify");
+        table.fenced("ledger", 2);
+        table.fenced("movements/9", 2);
+        table.fenced("channel/shopify", 2);
         assert_eq!(table.held(), vec![(1, 2)]);
         assert_eq!(table.partition_of_scope("movements/2"), Some(2));
         assert_eq!(table.partition_of_scope("movements/x"), None);

@@ -115,6 +115,12 @@ pub struct PostgresStoreConfig {
     /// PostgreSQL reads 0 as "no timeout", which `check-config` refuses).
     #[serde(default = "default_statement_timeout_ms")]
     pub statement_timeout_ms: u64,
+    /// Server-side `idle_in_transaction_session_timeout` of every connection, in
+    /// milliseconds (at least 1; default 5,000): the server ends the session of an instance
+    /// that stops mid-transaction (paused, partitioned), so the row locks it held (its
+    /// partitions' fence rows) do not stop the instances that take its partitions over.
+    #[serde(default = "default_idle_in_transaction_timeout_ms")]
+    pub idle_in_transaction_timeout_ms: u64,
     /// Apply the embedded migrations at start (otherwise only check the schema version and
     /// refuse to start when it is behind; `stocksync migrate` applies them).
     #[serde(default = "default_true")]
@@ -130,6 +136,7 @@ impl Default for PostgresStoreConfig {
             pool_size: default_postgres_pool_size(),
             connect_timeout_ms: default_connect_timeout_ms(),
             statement_timeout_ms: default_statement_timeout_ms(),
+            idle_in_transaction_timeout_ms: default_idle_in_transaction_timeout_ms(),
             create_schema: true,
         }
     }
@@ -142,6 +149,9 @@ fn default_postgres_pool_size() -> usize {
     16
 }
 fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_idle_in_transaction_timeout_ms() -> u64 {
     5_000
 }
 fn default_statement_timeout_ms() -> u64 {

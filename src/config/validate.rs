@@ -197,6 +197,10 @@ fn validate_store(store: &StoreConfig, problems: &mut Vec<String>) {
             "store.postgres.statement_timeout_ms",
         ),
         (
+            store.postgres.idle_in_transaction_timeout_ms,
+            "store.postgres.idle_in_transaction_timeout_ms",
+        ),
+        (
             store.scylla.connect_timeout_ms,
             "store.scylla.connect_timeout_ms",
         ),

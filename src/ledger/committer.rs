@@ -444,8 +444,10 @@ fn refence(
         "the store refused a write: another instance owns this partition now; its SKUs' work here is refused"
     );
     metrics::counter!(crate::telemetry::CLUSTER_FENCED_WRITES_TOTAL).increment(1);
-    ownership.fenced(scope);
     let lost = batch.fences.iter().position(|fence| fence.scope == scope);
+    if let Some(fence) = lost.and_then(|index| batch.fences.get(index)) {
+        ownership.fenced(scope, fence.epoch);
+    }
     for (request, index) in requests.iter_mut().zip(scopes) {
         if index.is_some() && *index == lost {
             let error = match request_sku(request) {

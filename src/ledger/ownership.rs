@@ -78,8 +78,10 @@ pub trait Ownership: Send + Sync + 'static {
     /// longer holds the SKU's partition (the records must not be written).
     fn fence(&self, sku: &str) -> Option<Fence>;
 
-    /// The store refused a write under `scope` (a newer epoch exists): this instance lost it.
-    fn fenced(&self, scope: &str);
+    /// The store refused a write under `scope` at `epoch` (a newer epoch exists): this
+    /// instance lost it, unless it holds the scope at another epoch by now (a refusal of an
+    /// old write that was retried after the scope was taken back).
+    fn fenced(&self, scope: &str, epoch: u64);
 }
 
 /// A shared [`Ownership`] in [`super::LedgerOptions`] (a newtype so that the options stay

@@ -355,7 +355,7 @@ impl Ownership for PartitionOwnership {
         })
     }
 
-    fn fenced(&self, _scope: &str) {}
+    fn fenced(&self, _scope: &str, _epoch: u64) {}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,10 +400,16 @@ async fn a_record_the_ledger_answers_not_owner_is_neither_dead_lettered_nor_comm
     )
     .await;
     assert!(dead.is_empty(), "dead-lettered: {dead:?}");
-    // The same epoch again changes nothing: the partition stays given up.
+    // Any change of the target reads it again (a partition lost and taken back under the
+    // same lease must not stay given up); the ledger still refuses it, so it is given up
+    // again with nothing applied, committed or dead-lettered.
     target.send_replace(assignment(&[(0, 1, None), (1, 1, None)]));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(ingest.assignment(), fixture.partitions_of(&[1]));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_assignment(&ingest, &fixture.partitions_of(&[1])).await;
+    assert_eq!(fixture.committed().await, [None, Some(2)]);
+    for record in records.iter().filter(|record| record.partition == 0) {
+        assert_eq!(on_hand(&ledger, &record.sku).await, 0, "{record:?}");
+    }
 
     // The partition comes back under a new epoch, admitted by the ledger: its records are
     // read again from the committed offset (none: the beginning) and applied once.

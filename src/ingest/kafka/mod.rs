@@ -1028,7 +1028,7 @@ struct ManualAssignment {
     /// The partitions assigned to the consumer, with the epoch they were assigned under.
     assigned: BTreeMap<i32, u64>,
     /// Partitions given up after a `NotOwner` answer, with the epoch then: not read again
-    /// until the target drops them or hands them over under another epoch.
+    /// until the target changes (see `apply_assignment`).
     given_up: BTreeMap<i32, u64>,
     /// When to apply the target again after the consumer refused an assignment.
     retry_at: Option<tokio::time::Instant>,
@@ -1452,7 +1452,17 @@ impl Worker {
             return;
         };
         manual.retry_at = None;
-        let target = manual.target.borrow_and_update().clone();
+        let (target, changed) = {
+            let target = manual.target.borrow_and_update();
+            (target.clone(), target.has_changed())
+        };
+        // A partition given up after `NotOwner` is read again once the owner of the leases
+        // changes the target in any way (it took, lost or handed over a partition since),
+        // even with the same epoch: a partition lost and taken back under the same lease
+        // must not stay given up. If the ledger still refuses it, it is given up again.
+        if changed {
+            manual.given_up.clear();
+        }
         manual.given_up.retain(|partition, epoch| {
             target
                 .get(partition)

@@ -263,11 +263,15 @@ impl PostgresStore {
         // statement, so no connection ever runs outside the schema or without a timeout.
         // `client_min_messages=warning`: no NOTICE (`schema … already exists, skipping`)
         // reaches the driver, which would log each one at INFO.
+        // `idle_in_transaction_session_timeout`: a paused instance's open transaction (and
+        // the fence rows it holds FOR SHARE) ends on the server, so the instance taking its
+        // partitions over is not blocked by it.
         let options = format!(
             "{} -c search_path={schema_name} -c statement_timeout={} \
-             -c client_min_messages=warning",
+             -c idle_in_transaction_session_timeout={} -c client_min_messages=warning",
             pg.get_options().unwrap_or_default(),
-            config.statement_timeout_ms
+            config.statement_timeout_ms,
+            config.idle_in_transaction_timeout_ms
         );
         pg.options(options.trim_start());
         let servers = endpoints(&pg);
