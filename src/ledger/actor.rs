@@ -731,7 +731,8 @@ fn answer_duplicate(
         .increment(1);
     outbox.push(
         myself,
-        CommitRequest::wait(Ack::Duplicate { seq }, request.origin, request.reply),
+        CommitRequest::wait(Ack::Duplicate { seq }, request.origin, request.reply)
+            .for_sku(request.movement.sku.as_str()),
     );
 }
 
@@ -1028,6 +1029,7 @@ fn apply(
         source: core.options.metric_sources.label_owned(movement.source),
         kind: movement.kind.name(),
         oversold: applied.oversold,
+        sku: None,
     };
     outbox.push(myself, request);
 }

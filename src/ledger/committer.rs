@@ -92,9 +92,19 @@ pub(crate) struct CommitRequest {
     pub(crate) outcome: Option<crate::store::EventOutcomeRecord>,
     /// Parked movements the event expired (dead letters).
     pub(crate) dead_letters: Vec<crate::store::DeadLetterRecord>,
+    /// The SKU of a request that writes no record of its own but raises a Kafka offset (a
+    /// duplicate's answer): with several instances it is fenced by this SKU's partition, so
+    /// no offset is raised under a partition this instance no longer holds.
+    pub(crate) sku: Option<Box<str>>,
 }
 
 impl CommitRequest {
+    /// Names the SKU a wait-only request answers for (see [`CommitRequest::sku`]).
+    pub(crate) fn for_sku(mut self, sku: &str) -> Self {
+        self.sku = Some(sku.into());
+        self
+    }
+
     /// A request that writes nothing of its own and answers `ack` once everything queued
     /// before it is durable.
     pub(crate) fn wait(
@@ -116,6 +126,7 @@ impl CommitRequest {
             reservation: None,
             outcome: None,
             dead_letters: Vec::new(),
+            sku: None,
         }
     }
 }
@@ -252,9 +263,9 @@ async fn run(
         };
         // Several instances: each request's fence scope (an index into `batch.fences`);
         // requests whose SKU is no longer held here are answered and left out.
-        let scopes = match &fencing.ownership {
+        let fenced = match &fencing.ownership {
             Some(ownership) => fence_requests(&mut requests, ownership, &mut batch.fences),
-            None => Vec::new(),
+            None => FencedRequests::default(),
         };
         for request in &mut requests {
             if let Some(event) = request.event.take() {
@@ -294,7 +305,7 @@ async fn run(
                     let Some(ownership) = &fencing.ownership else {
                         unreachable!("only a write with per-SKU fences stops at a fence");
                     };
-                    batch = refence(*refused, &scope, &mut requests, &scopes, ownership);
+                    batch = refence(*refused, &scope, &mut requests, &fenced, ownership);
                 }
             }
         };
@@ -335,21 +346,34 @@ fn request_sku(request: &CommitRequest) -> Option<&str> {
                 .as_ref()
                 .map(|change| change.sku.as_str())
         })
+        .or(request.sku.as_deref())
 }
 
-/// Adds the fence of every request's SKU to `fences` (once per scope) and returns each
-/// request's index into `fences` (`None`: no SKU, or refused). A request whose SKU has no
-/// fence any more (its partition left this instance) is answered
-/// [`LedgerError::NotOwner`] and emptied, so nothing of it is written.
+/// Which fence each request of a batch was written under (several instances).
+#[derive(Default)]
+struct FencedRequests {
+    /// Per request, its index into the batch's fences (`None`: no SKU, or refused).
+    scopes: Vec<Option<usize>>,
+    /// Per fence of the batch, one SKU written under it (to ask the ownership again).
+    samples: Vec<Option<String>>,
+}
+
+/// Adds the fence of every request's SKU to `fences` (once per scope) and records which
+/// fence each request is written under. A request whose SKU has no fence any more (its
+/// partition left this instance) is answered [`LedgerError::NotOwner`] and emptied, so
+/// nothing of it is written.
 fn fence_requests(
     requests: &mut [CommitRequest],
     ownership: &OwnershipHandle,
     fences: &mut Vec<crate::store::Fence>,
-) -> Vec<Option<usize>> {
-    let mut scopes = Vec::with_capacity(requests.len());
+) -> FencedRequests {
+    let mut fenced = FencedRequests {
+        scopes: Vec::with_capacity(requests.len()),
+        samples: vec![None; fences.len()],
+    };
     for request in requests.iter_mut() {
         let Some(sku) = request_sku(request) else {
-            scopes.push(None);
+            fenced.scopes.push(None);
             continue;
         };
         match ownership.fence(sku) {
@@ -358,19 +382,20 @@ fn fence_requests(
                     Some(index) => index,
                     None => {
                         fences.push(fence);
+                        fenced.samples.push(Some(sku.to_owned()));
                         fences.len() - 1
                     }
                 };
-                scopes.push(Some(index));
+                fenced.scopes.push(Some(index));
             }
             None => {
                 let error = not_owner(ownership, sku);
                 refuse(request, error);
-                scopes.push(None);
+                fenced.scopes.push(None);
             }
         }
     }
-    scopes
+    fenced
 }
 
 /// The `NotOwner` answer for `sku` (the ownership's own, with the owner's URL when known).
@@ -429,14 +454,18 @@ fn offsets_of(requests: &[CommitRequest]) -> Vec<OffsetWatermark> {
 }
 
 /// After the store refused `batch` because `scope` has a newer owner: tells the ownership,
-/// answers the requests of that scope [`LedgerError::NotOwner`], and returns the batch
-/// without their records (nor any other SKU's this instance no longer holds), to be written
-/// at once. Each call removes one scope, so a batch is refused at most once per scope.
+/// and returns the batch to be written at once without every fence that is stale now — the
+/// refused one, and any other this instance no longer holds at the batch's epoch (the
+/// coordinator may have dropped partitions meanwhile, before another instance took them) —
+/// with the records and offsets of those fences' requests, which are answered
+/// [`LedgerError::NotOwner`]. A request is either written whole (records and Kafka offset)
+/// or refused whole: an offset is never raised over records left out. Each call removes at
+/// least the refused scope, so a batch is refused at most once per scope.
 fn refence(
     mut batch: CommitBatch,
     scope: &str,
     requests: &mut [CommitRequest],
-    scopes: &[Option<usize>],
+    fenced: &FencedRequests,
     ownership: &OwnershipHandle,
 ) -> CommitBatch {
     tracing::warn!(
@@ -444,12 +473,27 @@ fn refence(
         "the store refused a write: another instance owns this partition now; its SKUs' work here is refused"
     );
     metrics::counter!(crate::telemetry::CLUSTER_FENCED_WRITES_TOTAL).increment(1);
-    let lost = batch.fences.iter().position(|fence| fence.scope == scope);
-    if let Some(fence) = lost.and_then(|index| batch.fences.get(index)) {
+    if let Some(fence) = batch.fences.iter().find(|fence| fence.scope == scope) {
         ownership.fenced(scope, fence.epoch);
     }
-    for (request, index) in requests.iter_mut().zip(scopes) {
-        if index.is_some() && *index == lost {
+    // Per fence of the batch: stale when refused, or no longer held at that epoch.
+    let stale: Vec<bool> = batch
+        .fences
+        .iter()
+        .enumerate()
+        .map(|(index, fence)| {
+            fence.scope == scope
+                || fenced
+                    .samples
+                    .get(index)
+                    .and_then(Option::as_deref)
+                    .is_some_and(|sku| ownership.fence(sku).as_ref() != Some(fence))
+        })
+        .collect();
+    for (request, index) in requests.iter_mut().zip(&fenced.scopes) {
+        if let Some(index) = index
+            && stale.get(*index).copied().unwrap_or(false)
+        {
             let error = match request_sku(request) {
                 Some(sku) => not_owner(ownership, sku),
                 None => LedgerError::NotOwner {
@@ -460,18 +504,26 @@ fn refence(
             refuse(request, error);
         }
     }
+    let kept: Vec<crate::store::Fence> = batch
+        .fences
+        .iter()
+        .zip(&stale)
+        .filter(|(_, stale)| !**stale)
+        .map(|(fence, _)| fence.clone())
+        .collect();
+    // A record stays only when its SKU is still held under one of the kept fences.
     let keep = |sku: &str| {
         ownership
             .fence(sku)
-            .is_some_and(|fence| fence.scope != scope)
+            .is_some_and(|fence| kept.contains(&fence))
     };
     batch.events.retain(|event| keep(&event.sku));
     batch.snapshots.retain(|snapshot| keep(&snapshot.sku));
     batch.hold_expiries.retain(|expiry| keep(&expiry.sku));
     batch.outcomes.retain(|outcome| keep(&outcome.sku));
     batch.dead_letters.retain(|dead| keep(&dead.sku));
-    batch.fences.retain(|fence| fence.scope != scope);
     batch.offsets = offsets_of(requests);
+    batch.fences = kept;
     batch
 }
 
@@ -621,5 +673,152 @@ fn count_applied(requests: &[CommitRequest]) {
         tracing::warn!(source = %source, count, "sale recorded beyond available stock (oversell)");
         metrics::counter!(crate::telemetry::LEDGER_OVERSELLS_TOTAL, "source" => source.to_owned())
             .increment(count);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::ownership::Ownership;
+    use crate::store::Fence;
+
+    /// An ownership whose fences the test sets per SKU.
+    #[derive(Default)]
+    struct Fences(Mutex<HashMap<String, Fence>>);
+
+    impl Fences {
+        fn set(&self, sku: &str, fence: Option<Fence>) {
+            let mut fences = self.0.lock().unwrap();
+            match fence {
+                Some(fence) => fences.insert(sku.to_owned(), fence),
+                None => fences.remove(sku),
+            };
+        }
+    }
+
+    impl Ownership for Fences {
+        fn admit(&self, _sku: &str) -> Result<(), LedgerError> {
+            Ok(())
+        }
+        fn fence(&self, sku: &str) -> Option<Fence> {
+            self.0.lock().unwrap().get(sku).cloned()
+        }
+        fn fenced(&self, _scope: &str, _epoch: u64) {}
+    }
+
+    fn fence(scope: &str, epoch: u64) -> Fence {
+        Fence {
+            scope: scope.to_owned(),
+            epoch,
+        }
+    }
+
+    fn request(
+        sku: &str,
+        partition: i32,
+        offset: i64,
+    ) -> (CommitRequest, oneshot::Receiver<Result<Ack, LedgerError>>) {
+        let (reply, receiver) = oneshot::channel();
+        let mut request = CommitRequest::wait(
+            Ack::Applied { seq: 1 },
+            Some(OffsetWatermark {
+                group: "g".to_owned(),
+                topic: "t".to_owned(),
+                partition,
+                next_offset: offset,
+            }),
+            reply,
+        );
+        request.event = Some(EventRecord {
+            sku: sku.to_owned(),
+            seq: 1,
+            idempotency_key: format!("k-{sku}"),
+            key_expires_at_ms: 0,
+            recorded_at_ms: 0,
+            movement: Vec::new(),
+            movement_hash: None,
+        });
+        (request, receiver)
+    }
+
+    /// The loss the three-process test found: a zombie's batch is refused for partition 1
+    /// while its coordinator has also dropped partition 2, which nobody took yet. Partition
+    /// 2's records must not be left out while its Kafka offset is still written: its
+    /// requests are refused whole, and no offset of either partition is raised.
+    #[test]
+    fn a_refused_batch_drops_every_stale_partition_with_its_offsets() {
+        let fences = Arc::new(Fences::default());
+        fences.set("A", Some(fence("movements/1", 3)));
+        fences.set("B", Some(fence("movements/2", 3)));
+        fences.set("C", Some(fence("movements/3", 5)));
+        let ownership = OwnershipHandle(fences.clone());
+        let mut receivers = Vec::new();
+        let mut requests = Vec::new();
+        for (sku, partition) in [("A", 1), ("B", 2), ("C", 3)] {
+            let (request, receiver) = request(sku, partition, 100 + i64::from(partition));
+            requests.push(request);
+            receivers.push(receiver);
+        }
+        // A wait-only duplicate answer of B, carrying an offset of partition 2.
+        let (reply, duplicate) = oneshot::channel();
+        requests.push(
+            CommitRequest::wait(
+                Ack::Duplicate { seq: 1 },
+                Some(OffsetWatermark {
+                    group: "g".to_owned(),
+                    topic: "t".to_owned(),
+                    partition: 2,
+                    next_offset: 200,
+                }),
+                reply,
+            )
+            .for_sku("B"),
+        );
+        receivers.push(duplicate);
+        let mut batch = CommitBatch::default();
+        let fenced = fence_requests(&mut requests, &ownership, &mut batch.fences);
+        assert_eq!(batch.fences.len(), 3);
+        for request in &mut requests {
+            if let Some(event) = request.event.take() {
+                batch.events.push(event);
+            }
+        }
+        batch.offsets = offsets_of(&requests);
+        // Meanwhile the coordinator dropped partitions 1 and 2; the store refuses 1.
+        fences.set("A", None);
+        fences.set("B", None);
+        let batch = refence(batch, "movements/1", &mut requests, &fenced, &ownership);
+        assert_eq!(batch.fences, vec![fence("movements/3", 5)]);
+        assert_eq!(
+            batch
+                .events
+                .iter()
+                .map(|e| e.sku.as_str())
+                .collect::<Vec<_>>(),
+            vec!["C"]
+        );
+        assert_eq!(
+            batch
+                .offsets
+                .iter()
+                .map(|mark| (mark.partition, mark.next_offset))
+                .collect::<Vec<_>>(),
+            vec![(3, 103)],
+            "no offset of a refused partition is raised"
+        );
+        for (index, mut receiver) in receivers.into_iter().enumerate() {
+            let answer = receiver.try_recv();
+            if index == 2 {
+                assert!(
+                    answer.is_err(),
+                    "C is still to be written, not answered yet"
+                );
+            } else {
+                assert!(
+                    matches!(answer, Ok(Err(LedgerError::NotOwner { .. }))),
+                    "request {index}: {answer:?}"
+                );
+            }
+        }
     }
 }

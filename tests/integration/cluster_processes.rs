@@ -85,6 +85,15 @@ impl Node {
     }
 }
 
+/// The last `lines` lines of `text`, newest first.
+fn tail(text: &str, lines: usize) -> String {
+    text.lines()
+        .rev()
+        .take(lines)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn write_config(
     dir: &Path,
     name: &str,
@@ -430,16 +439,11 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
     );
     assert!(
         mismatched.is_empty(),
-        "{} SKUs differ (sku, expected, seen), first: {:?}\nnode-a log tail:\n{}",
+        "{} SKUs differ (sku, expected, seen), first: {:?}\nnode-a log tail:\n{}\nnode-b log tail:\n{}",
         mismatched.len(),
         &mismatched[..mismatched.len().min(5)],
-        nodes[0]
-            .log_text()
-            .lines()
-            .rev()
-            .take(40)
-            .collect::<Vec<_>>()
-            .join("\n")
+        tail(&nodes[0].log_text(), 40),
+        tail(&nodes[1].log_text(), 60)
     );
     // Reads answer the same on the other live node.
     for index in (0..SKUS).step_by(97) {
