@@ -16,8 +16,8 @@
 //! 3. divides the partitions among the live members ([`plan::desired_owner`]: sorted ids,
 //!    `p mod n`) and, partition by partition ([`plan::plan`]): renews what it holds and
 //!    keeps; takes what is free and its own (a new epoch when the holder changes), evicting
-//!    any stale SKU state first and starting the Kafka consumer at the store's offset
-//!    watermark; hands over what another live member should own (stop admitting → the
+//!    any stale SKU state first and starting the Kafka consumer at the group's committed
+//!    offset (see "Where a new owner starts reading"); hands over what another live member should own (stop admitting → the
 //!    consumer drops the partition → evict, which flushes → release the lease); forgets
 //!    what another owner took (evict);
 //! 4. stops admitting and evicts, on its own, any partition whose lease it could not renew
@@ -29,6 +29,15 @@
 //! so a writer that lost a partition (paused past its session, then woken with a batch in
 //! hand) writes nothing: the ledger refuses that partition's work, tells the table, and the
 //! coordinator evicts it.
+//!
+//! Where a new owner starts reading a partition: at the consumer group's committed offset,
+//! not at the store's offset watermark. The committed offset is contiguous (the consumer
+//! commits the first offset not yet settled, so everything before it is durable or
+//! dead-lettered). The store's watermark is a high-water mark: group commits of different
+//! shards land in any order, so a commit can raise it over a lower offset of another SKU
+//! whose commit is still in flight; starting there after a node loss skipped those records
+//! (the three-process test found it). Records read again after a failover are duplicates,
+//! answered by their idempotency keys.
 //!
 //! May depend on: `config`, `store`, `ledger`, `clock`, `telemetry`, the Kafka partitioner.
 
@@ -54,8 +63,8 @@ pub const MEMBER_SCOPE_PREFIX: &str = "member/";
 /// Most members and partition leases read in one round.
 const MAX_LEASES_READ: usize = 4_096;
 
-/// A partition the Kafka consumer should read, and where to start: its epoch and the
-/// store's offset watermark (`None`: the group's committed offset).
+/// A partition the Kafka consumer should read, and where to start: its epoch, and no start
+/// offset (the group's committed offset, see the module docs).
 pub use crate::ingest::kafka::PartitionStart as OwnedPartition;
 
 /// The partitions this instance owns (key: partition number), for the Kafka consumer.
@@ -106,7 +115,8 @@ pub struct ClusterStatus {
     pub error: Option<String>,
 }
 
-/// Where the Kafka consumer's offset watermarks are (group and movements topic).
+/// Where the Kafka consumer's offset watermarks are (group and movements topic), for the
+/// log line of a partition taken.
 #[derive(Clone, Debug)]
 pub struct KafkaSource {
     /// The consumer group id (`[kafka] group_id`).
@@ -431,10 +441,11 @@ impl Coordinator {
     }
 
     /// Starts owning `partition` at `epoch`: evicts any stale state of its SKUs, admits
-    /// them, and tells the Kafka consumer where to start.
+    /// them, and tells the Kafka consumer to read it from the group's committed offset (see
+    /// the module docs; the store's high-water mark is only logged).
     async fn take(&mut self, partition: u32, epoch: u64, now_ms: i64) -> Result<(), StoreError> {
         self.evict(partition).await;
-        let start_offset = match &self.kafka {
+        let high_water = match &self.kafka {
             Some(kafka) => self
                 .store
                 .offsets(&kafka.group)
@@ -451,7 +462,7 @@ impl Coordinator {
                 partition as i32,
                 OwnedPartition {
                     epoch,
-                    start_offset,
+                    start_offset: None,
                 },
             );
         });
@@ -465,7 +476,7 @@ impl Coordinator {
                 .await;
         });
         self.count("acquired");
-        tracing::info!(partition, epoch, ?start_offset, "took partition");
+        tracing::info!(partition, epoch, ?high_water, "took partition");
         Ok(())
     }
 
