@@ -627,6 +627,38 @@ mod tests {
         list.iter().map(|s| Duration::from_secs(*s)).collect()
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_gate_idles_the_poller_until_it_opens() {
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gate = {
+            let open = open.clone();
+            PollGate::new(move || open.load(std::sync::atomic::Ordering::Acquire))
+        };
+        let (poller, started) = scripted(Vec::new());
+        let handle = spawn(
+            PollerOptions::new("gated", Duration::from_secs(10)).gated(gate),
+            poller,
+        );
+        settle().await;
+        for _ in 0..5 {
+            tokio::time::advance(GATE_RECHECK).await;
+            settle().await;
+        }
+        assert!(started.lock().unwrap().is_empty(), "a follower never polls");
+        assert_eq!(handle.stats().polls, 0);
+        // Leading now: the next check (within GATE_RECHECK) polls.
+        open.store(true, std::sync::atomic::Ordering::Release);
+        tokio::time::advance(GATE_RECHECK).await;
+        settle().await;
+        assert_eq!(started.lock().unwrap().len(), 1);
+        // Following again: no poll after the interval.
+        open.store(false, std::sync::atomic::Ordering::Release);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        settle().await;
+        assert_eq!(started.lock().unwrap().len(), 1);
+        handle.stop().await;
+    }
+
     #[test]
     fn the_delay_doubles_up_to_the_cap_and_honours_retry_after() {
         let options = PollerOptions {
@@ -634,6 +666,7 @@ mod tests {
             interval: Duration::from_secs(10),
             max_backoff: Duration::from_secs(60),
             jitter: false,
+            gate: PollGate::always(),
         };
         let delays: Vec<_> = (0..6).map(|n| next_delay(&options, n, None)).collect();
         assert_eq!(delays, secs(&[10, 20, 40, 60, 60, 60]));
@@ -732,6 +765,7 @@ mod tests {
             interval: Duration::from_secs(10),
             max_backoff: Duration::from_secs(300),
             jitter: false,
+            gate: PollGate::always(),
         };
         let handle = spawn(options, poller);
         settle().await;
@@ -821,6 +855,7 @@ mod tests {
             interval: Duration::from_secs(10),
             max_backoff: Duration::from_secs(300),
             jitter: false,
+            gate: PollGate::always(),
         };
         let handle = spawn(
             options,

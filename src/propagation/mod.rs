@@ -43,11 +43,25 @@
 //! it after a failure (a panic), with a backoff, what the channel holds reloaded from the
 //! store, and its queue rebuilt from the ledger through the app's [`QueueRebuilder`].
 //!
-//! Invariants: queues hold at most one entry per listing of their channel; a listing whose
-//! ATP equals the channel's known value is not pushed; metric labels are `channel` and
-//! `outcome`/`error`, never a SKU. One slow channel never delays another.
+//! Several instances (issue 13 §4): a channel is pushed only by its leader. Propagation asks
+//! a [`Leadership`] (implemented by `cluster`; without one this instance leads every
+//! channel) before every wake and batch: a follower's queue keeps coalescing (newest ATP per
+//! listing, bounded by the listing count) and nothing is pushed. The coordinator calls
+//! [`Propagation::channel_gained`] (reload what the channel holds from the store, drop the
+//! queue, rebuild it from the ledger through the [`QueueRebuilder`], then push what differs)
+//! and [`Propagation::channel_lost`] (pushing stops; a push in flight may finish). Every
+//! change carries its SKU's ledger `seq`; a change below the newest `seq` taken for the SKU
+//! is dropped (`seq`), so a previous owner's late change never overwrites a newer one.
 //!
-//! May depend on: `domain`, `store`, `channels`, `config`, `telemetry`.
+//! Invariants: queues hold at most one entry per listing of their channel; a listing whose
+//! ATP equals the channel's known value is not pushed; the `seq` filter remembers only listed
+//! SKUs and bundle components; metric labels are `channel` and `outcome`/`error`, never a
+//! SKU. One slow channel never delays another.
+//!
+//! Owns also: the [`Leadership`] trait and the `seq` filter.
+//!
+//! May depend on: `domain`, `store`, `channels`, `config`, `telemetry`. Never on `cluster`
+//! (it implements [`Leadership`]).
 
 mod actor;
 mod push_log;
