@@ -1,7 +1,10 @@
 //! The only place that wires everything together.
 //!
 //! Start order: store → propagation (channel actors) → ledger (publishing into
-//! propagation) → HTTP API → Kafka ingest. Shutdown order is the reverse of the flow:
+//! propagation; with `[cluster]`, through the `ClusterSink` that also sends the changes to
+//! the instances leading channels) → cluster coordinator → HTTP API → Kafka ingest. With
+//! `[cluster]`, propagation, pollers and reconciliation act on a channel only while this
+//! instance leads it (`ChannelLeadership`); a single instance leads every channel. Shutdown order is the reverse of the flow:
 //! stop ingest, stop the HTTP listener, drain the ledger (every acknowledged movement is
 //! durable and published), then flush and stop propagation.
 //!
@@ -14,6 +17,7 @@
 //!
 //! May depend on every module.
 
+use crate::cluster::availability::ClusterSink;
 use crate::cluster::forward::HttpForwarder;
 use crate::cluster::{Cluster, KafkaSource};
 use crate::config::Config;
@@ -23,7 +27,7 @@ use crate::ingest::poller::PollerHandle;
 use crate::ingest::receiver::{DEFAULT_DELIVERY_MEMORY, DeliveryMemory};
 use crate::ledger::ownership::{ForwarderHandle, OwnershipHandle};
 use crate::ledger::{Ledger, LedgerOptions};
-use crate::propagation::{AtpObserver, Propagation, PropagationOptions};
+use crate::propagation::{AtpObserver, Leadership, Propagation, PropagationOptions};
 use crate::telemetry::DeadLetterBroadcast;
 use crate::web::{self, ChannelView, WebState};
 use anyhow::Context;
@@ -136,11 +140,20 @@ impl web::health::ClusterView for ClusterStatusView {
         let status = self.0.status();
         let session_ms = i64::try_from(self.0.config().session_timeout_ms).unwrap_or(i64::MAX);
         let live = status.members.iter().filter(|member| member.live).count();
+        let led: Vec<&str> = status
+            .channels
+            .iter()
+            .filter(|channel| channel.here)
+            .map(|channel| channel.channel.as_str())
+            .collect();
         let detail = format!(
-            "member {}: owns {} of {} partitions, {live} live instance(s), {} rebalance(s)",
+            "member {}: owns {} of {} partitions, leads {} of {} channel(s) [{}], {live} live instance(s), {} rebalance(s)",
             status.member_id,
             status.owned.len(),
             status.partitions.len(),
+            led.len(),
+            status.channels.len(),
+            led.join(", "),
             status.rebalances
         );
         match (&status.error, status.last_round_ms) {
@@ -289,6 +302,8 @@ pub struct App {
     platforms: Arc<crate::platforms::PlatformClients>,
     /// Several instances: the coordinator of this instance's partitions.
     cluster: Option<Arc<Cluster>>,
+    /// Several instances: sends this instance's availability changes to the channel leaders.
+    cluster_sink: Option<Arc<ClusterSink>>,
 }
 
 /// Propagation's [`crate::propagation::ConflictListener`]: a channel that lowered a listing
@@ -377,10 +392,35 @@ impl App {
             options.atp_observer = Some(Arc::new(forwarder));
             atp_output = Some(task);
         }
+        // Several instances: one leader per channel, the only one that pushes to it.
+        let leadership = config
+            .cluster
+            .as_ref()
+            .map(|_| Cluster::leadership(config.channels.iter().map(|c| c.id.clone()).collect()));
+        options.leadership = leadership
+            .clone()
+            .map(|leadership| leadership as Arc<dyn Leadership>);
         let propagation =
             Propagation::start_with_options(&config, store.clone(), client.clone(), options)
                 .await
                 .context("starting propagation")?;
+        // The ledger publishes locally and, with several instances, to the channel leaders.
+        let cluster_sink = match (&config.cluster, &leadership) {
+            (Some(settings), Some(leadership)) => {
+                leadership.attach(propagation.clone());
+                Some(Arc::new(ClusterSink::new(
+                    Arc::new(propagation.clone()),
+                    leadership.clone(),
+                    client.clone(),
+                    settings.token.clone(),
+                )))
+            }
+            _ => None,
+        };
+        let sink: Arc<dyn crate::domain::AvailabilitySink> = match &cluster_sink {
+            Some(sink) => sink.clone(),
+            None => Arc::new(propagation.clone()),
+        };
         // One instance claims the whole store; several (`[cluster]`) divide it by
         // partition, each write fenced by its partition's epoch.
         let partition_table = config.cluster.as_ref().map(Cluster::table);
@@ -401,7 +441,7 @@ impl App {
         };
         let ledger = Ledger::start(
             store.clone(),
-            Arc::new(propagation.clone()),
+            sink,
             LedgerOptions {
                 rules: rules.clone(),
                 clock: clock.clone(),
@@ -421,8 +461,8 @@ impl App {
             .await
             .with_context(|| format!("binding http.listen {}", config.http.listen))?;
         let http_addr = listener.local_addr()?;
-        let cluster = match (&config.cluster, partition_table) {
-            (Some(settings), Some(table)) => {
+        let cluster = match (&config.cluster, partition_table, &leadership) {
+            (Some(settings), Some(table), Some(leadership)) => {
                 let advertise_url = match &settings.advertise_url {
                     Some(url) => url.clone(),
                     None if http_addr.ip().is_unspecified() => anyhow::bail!(
@@ -435,6 +475,7 @@ impl App {
                     settings.clone(),
                     advertise_url,
                     table,
+                    leadership.clone(),
                     store.clone(),
                     ledger.clone(),
                     config.kafka.as_ref().map(|kafka| KafkaSource {
@@ -461,7 +502,8 @@ impl App {
         let mut state = WebState::new(ledger.clone(), config.clone());
         if let Some(cluster) = &cluster {
             state = state
-                .with_cluster_view(Arc::new(ClusterStatusView(cluster.clone(), clock.clone())));
+                .with_cluster_view(Arc::new(ClusterStatusView(cluster.clone(), clock.clone())))
+                .with_cluster_availability(Arc::new(propagation.clone()));
         }
         let state = state
             .with_channel_view(Arc::new(PropagationView(
@@ -515,8 +557,12 @@ impl App {
                         .context(format!("starting the notification consumer of {channel}"))
                 },
             )?;
+        // Several instances: a channel's pollers poll only on its leader.
+        let gate = leadership.map(|leadership| {
+            Arc::new(move |channel: &str| leadership.leads(channel)) as crate::ingest::ChannelGate
+        });
         let pollers =
-            crate::ingest::start_pollers_with_signals(&config, &ledger, &platforms, &poll_signals);
+            crate::ingest::start_pollers_gated(&config, &ledger, &platforms, &poll_signals, gate);
         let housekeeping_clock = clock.clone();
         let housekeeping = tokio::spawn(async move {
             let mut interval = tokio::time::interval(Duration::from_secs(KEY_EXPIRY_PERIOD_SECS));
@@ -547,6 +593,7 @@ impl App {
             operations,
             platforms,
             cluster,
+            cluster_sink,
         })
     }
 
@@ -615,6 +662,9 @@ impl App {
             tracing::warn!(error = %error, "propagation did not drain before shutdown");
         }
         self.propagation.shutdown().await;
+        if let Some(sink) = &self.cluster_sink {
+            sink.shutdown();
+        }
         if let Err(error) = self.ledger.store().close().await {
             tracing::warn!(error = %error, "store did not close cleanly");
         }

@@ -39,12 +39,22 @@
 //! (the three-process test found it). Records read again after a failover are duplicates,
 //! answered by their idempotency keys.
 //!
-//! May depend on: `config`, `store`, `ledger`, `clock`, `telemetry`, the Kafka partitioner.
+//! Channels (issue 13 §4, [`channels`]): in the same round, one lease per channel
+//! (`channel/<id>`) gives each channel one leader, the only instance that pushes to it,
+//! polls it and reconciles it ([`ChannelLeadership`], propagation's leadership); every
+//! instance sends its own SKUs' availability changes to the instances that lead channels
+//! ([`availability::ClusterSink`]).
+//!
+//! May depend on: `config`, `store`, `ledger`, `clock`, `telemetry`, the Kafka partitioner,
+//! `propagation` (its public API), `domain`.
 
+pub mod availability;
+pub mod channels;
 pub mod forward;
 pub mod plan;
 pub mod table;
 
+pub use channels::{CHANNEL_SCOPE_PREFIX, ChannelLeaderStatus, ChannelLeadership, channel_scope};
 pub use table::{PARTITION_SCOPE_PREFIX, PartitionTable, partition_scope};
 
 use crate::config::ClusterConfig;
@@ -109,6 +119,10 @@ pub struct ClusterStatus {
     pub owned: Vec<u32>,
     /// Partitions taken, handed over or lost by this instance since it started.
     pub rebalances: u64,
+    /// Every channel with its leader, in config order.
+    pub channels: Vec<ChannelLeaderStatus>,
+    /// Channel leaderships taken, handed over or lost by this instance since it started.
+    pub leadership_changes: u64,
     /// Wall time of the last round that reached the store, in ms since the Unix epoch.
     pub last_round_ms: Option<i64>,
     /// Why the last round failed (the store's error), or why this instance cannot join.
@@ -128,6 +142,7 @@ pub struct KafkaSource {
 /// A running coordinator: started by [`Cluster::start`], left by [`Cluster::leave`].
 pub struct Cluster {
     table: Arc<PartitionTable>,
+    channels: Arc<ChannelLeadership>,
     status: Arc<RwLock<ClusterStatus>>,
     owned: watch::Receiver<OwnedPartitions>,
     stop: watch::Sender<bool>,
@@ -162,14 +177,22 @@ impl Cluster {
         Arc::new(PartitionTable::new(config.partitions))
     }
 
+    /// The channel leadership view of `channels` (channel ids in config order; hand it to
+    /// propagation as its leadership before propagation starts, then to
+    /// [`Cluster::start`]).
+    pub fn leadership(channels: Vec<String>) -> Arc<ChannelLeadership> {
+        Arc::new(ChannelLeadership::new(channels))
+    }
+
     /// Starts the coordinator on the current tokio runtime; the first round runs at once.
     /// `advertise_url` is the base URL the other instances forward to (the config's, or the
-    /// bound HTTP address); `kafka` names where the offset watermarks are, when Kafka ingest
-    /// runs.
+    /// bound HTTP address); `channels` is the channel leadership view it keeps (see
+    /// [`channels`]); `kafka` names where the offset watermarks are, when Kafka ingest runs.
     pub fn start(
         config: ClusterConfig,
         advertise_url: String,
         table: Arc<PartitionTable>,
+        channels: Arc<ChannelLeadership>,
         store: Arc<dyn Store>,
         ledger: Ledger,
         kafka: Option<KafkaSource>,
@@ -196,11 +219,15 @@ impl Cluster {
             status: status.clone(),
             last_renewed_ms: vec![None; partitions],
             rebalances: 0,
+            channel_renewed_ms: vec![None; channels.channels().len()],
+            channels: channels.clone(),
+            leadership_changes: 0,
         };
         let heartbeat = Duration::from_millis(config.heartbeat_ms.max(1));
         let task = tokio::spawn(coordinator.run(heartbeat, stopped));
         Self {
             table,
+            channels,
             status,
             owned,
             stop,
@@ -212,6 +239,11 @@ impl Cluster {
     /// The partition table (shared with the ledger).
     pub fn partition_table(&self) -> &Arc<PartitionTable> {
         &self.table
+    }
+
+    /// The channel leadership view (shared with propagation).
+    pub fn channel_leadership(&self) -> &Arc<ChannelLeadership> {
+        &self.channels
     }
 
     /// The partitions owned now, updated as they move (for the Kafka consumer).
@@ -233,7 +265,8 @@ impl Cluster {
     }
 
     /// Stops the coordinator and hands every partition over at once: stops admitting,
-    /// evicts (which flushes what is in flight), releases each lease and the member lease,
+    /// evicts (which flushes what is in flight), releases each lease, then every channel
+    /// led here (pushing stops first) and the member lease,
     /// so the other instances take the partitions on their next round instead of after the
     /// session timeout. Call it after the Kafka consumer stopped, before the ledger shuts
     /// down. Store errors are logged: the leases then expire by themselves.
@@ -264,6 +297,11 @@ struct Coordinator {
     /// Per partition held: when its lease was last renewed (clock ms).
     last_renewed_ms: Vec<Option<i64>>,
     rebalances: u64,
+    /// Which channels this instance leads (see [`channels`]).
+    channels: Arc<ChannelLeadership>,
+    /// Per channel led: when its lease was last renewed (clock ms).
+    channel_renewed_ms: Vec<Option<i64>>,
+    leadership_changes: u64,
 }
 
 impl Coordinator {
@@ -357,6 +395,7 @@ impl Coordinator {
                 Step::Lost(partition) => self.lose(partition, "taken over").await,
             }
         }
+        let channels = self.channel_round(now_ms, &live).await?;
         // Owners' URLs for `NotOwner` answers, and the status.
         let mut urls = vec![None; partitions];
         let mut statuses = Vec::with_capacity(partitions);
@@ -403,6 +442,8 @@ impl Coordinator {
         status.partitions = statuses;
         status.owned = owned;
         status.rebalances = self.rebalances;
+        status.channels = channels;
+        status.leadership_changes = self.leadership_changes;
         status.last_round_ms = Some(now_ms);
         status.error = None;
         Ok(())
@@ -522,6 +563,7 @@ impl Coordinator {
                 self.lose(partition, "lease not renewed in time").await;
             }
         }
+        self.self_fence_channels(now_ms, limit);
     }
 
     async fn evict(&self, partition: u32) {
@@ -550,6 +592,7 @@ impl Coordinator {
                 tracing::warn!(partition, error = %error, "releasing a partition failed; its lease expires by itself");
             }
         }
+        self.leave_channels().await;
         let member_scope = format!("{MEMBER_SCOPE_PREFIX}{}", self.member_id);
         let now_ms = self.ledger.clock().now_ms();
         // The member lease: renew it once to learn its epoch, then release it.

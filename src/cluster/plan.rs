@@ -1,7 +1,8 @@
 //! The division of partitions among live instances, and what one coordinator round does
 //! about it: pure functions of what the store's leases say, tested without a store.
 //!
-//! Owns: [`desired_owner`] and [`plan`].
+//! Owns: [`desired_owner`], [`plan`], and their channel siblings [`desired_leader`] and
+//! [`plan_channels`] (one pusher per channel: the same rules over the channel leases).
 //!
 //! May depend on: `store` lease types.
 
@@ -20,7 +21,45 @@ pub fn desired_owner(partition: u32, live_members: &[String]) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// One thing a coordinator round does for a partition.
+/// The member that should lead channel number `channel` (channels in config order): the
+/// live member ids sorted ascending, channel `i` goes to the `i mod n`-th, so channels
+/// spread over the instances. `None` when no member is live.
+pub fn desired_leader(channel: usize, live_members: &[String]) -> Option<&str> {
+    if live_members.is_empty() {
+        return None;
+    }
+    live_members
+        .get(channel % live_members.len())
+        .map(String::as_str)
+}
+
+/// What this instance should do this round, channel by channel, with the partitions'
+/// rules ([`plan`]): a [`Step`]'s number is the channel's index in config order.
+///
+/// - `leases[i]`: channel `i`'s lease (`channel/<id>`) as read this round (`None`: never
+///   taken);
+/// - `held[i]`: the epoch this instance leads channel `i` at (0: not led here).
+///
+/// Led and still ours: renew; free (never taken, released, expired) and ours by
+/// [`desired_leader`]: acquire; led here but the division gives it to another live member:
+/// hand over; led here by our record but the store says otherwise: lost.
+pub fn plan_channels(
+    me: &str,
+    token: &str,
+    now_ms: i64,
+    live_members: &[String],
+    leases: &[Option<Lease>],
+    held: &[u64],
+) -> Vec<Step> {
+    // Channel i's leader is the (i mod n)-th member, exactly as partition i's owner.
+    debug_assert!((0..held.len()).all(|index| {
+        desired_leader(index, live_members) == desired_owner(index as u32, live_members)
+    }));
+    plan(me, token, now_ms, live_members, leases, held)
+}
+
+/// One thing a coordinator round does for a partition (or, from [`plan_channels`], a
+/// channel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     /// Held here and still ours to hold: extend the lease.
@@ -128,6 +167,120 @@ mod tests {
         // An epoch that moved on is lost even when the owner string matches.
         let steps = plan("a", "a#1", 1_000, &live, &leases[..1], &[1]);
         assert_eq!(steps, vec![Step::Lost(0)]);
+    }
+
+    fn channel_lease(channel: &str, owner: &str, epoch: u64, expires_at_ms: i64) -> Option<Lease> {
+        Some(Lease {
+            scope: format!("channel/{channel}"),
+            owner: owner.to_owned(),
+            epoch,
+            expires_at_ms,
+            payload: format!("http://{owner}"),
+        })
+    }
+
+    #[test]
+    fn channels_spread_over_the_members_in_config_order() {
+        let live = members(&["a", "b"]);
+        let leaders: Vec<&str> = (0..3)
+            .map(|channel| desired_leader(channel, &live).unwrap())
+            .collect();
+        assert_eq!(leaders, vec!["a", "b", "a"]);
+        assert_eq!(desired_leader(0, &[]), None);
+        // Nobody leads yet: a takes 0 and 2, b takes 1.
+        let leases = vec![None, None, None];
+        let free = [0, 0, 0];
+        assert_eq!(
+            plan_channels("a", "a#1", 1_000, &live, &leases, &free),
+            vec![Step::Acquire(0), Step::Acquire(2)]
+        );
+        assert_eq!(
+            plan_channels("b", "b#1", 1_000, &live, &leases, &free),
+            vec![Step::Acquire(1)]
+        );
+    }
+
+    #[test]
+    fn a_channel_moves_by_handover_or_after_its_leader_expired_never_while_led() {
+        // a alone led every channel; b arrives.
+        let leases = vec![
+            channel_lease("shop", "a#1", 3, 5_000),
+            channel_lease("bol", "a#1", 2, 5_000),
+        ];
+        let live = members(&["a", "b"]);
+        assert_eq!(
+            plan_channels("a", "a#1", 1_000, &live, &leases, &[3, 2]),
+            vec![Step::Renew(0), Step::HandOver(1)],
+            "bol is b's now: a stops pushing and releases it"
+        );
+        assert_eq!(
+            plan_channels("b", "b#1", 1_000, &live, &leases, &[0, 0]),
+            Vec::new(),
+            "b waits until a released bol (its lease is unexpired)"
+        );
+        // a released it (expires_at 0): b takes it.
+        let released = vec![leases[0].clone(), channel_lease("bol", "a#1", 2, 0)];
+        assert_eq!(
+            plan_channels("b", "b#1", 1_000, &live, &released, &[0, 0]),
+            vec![Step::Acquire(1)]
+        );
+        // a was killed: its leases expire and b, alone now, takes both.
+        let alone = members(&["b"]);
+        assert_eq!(
+            plan_channels("b", "b#1", 9_000, &alone, &leases, &[0, 0]),
+            vec![Step::Acquire(0), Step::Acquire(1)]
+        );
+        // a paused past its session, b took shop at a new epoch: a finds it lost.
+        let taken = vec![channel_lease("shop", "b#1", 4, 20_000), leases[1].clone()];
+        assert_eq!(
+            plan_channels("a", "a#1", 10_000, &live, &taken, &[3, 0]),
+            vec![Step::Lost(0)]
+        );
+    }
+
+    proptest! {
+        /// Any views of the members and leases: at most one member acquires a channel, never
+        /// one another member leads unexpired, and a member that leads a channel the
+        /// division gives to someone else hands it over or finds it lost (it never renews).
+        #[test]
+        fn at_most_one_leader_per_channel(
+            count in 1usize..5, channels in 1usize..10, now in 0i64..10_000,
+            holders in proptest::collection::vec(proptest::option::of((0usize..6, 1i64..10_000)), 10)
+        ) {
+            let live: Vec<String> = (0..count).map(|index| format!("m{index}")).collect();
+            // Holders 0..count are live members, others are gone instances.
+            let leases: Vec<Option<Lease>> = (0..channels)
+                .map(|c| holders[c].and_then(|(holder, at)| {
+                    channel_lease(&format!("c{c}"), &format!("m{holder}#1"), 1, at)
+                }))
+                .collect();
+            let mut takers = vec![0u32; channels];
+            for member in &live {
+                let token = format!("{member}#1");
+                let held: Vec<u64> = leases
+                    .iter()
+                    .map(|lease| match lease {
+                        Some(lease) if lease.owner == token && lease.expires_at_ms > now => 1,
+                        _ => 0,
+                    })
+                    .collect();
+                for step in plan_channels(member, &token, now, &live, &leases, &held) {
+                    match step {
+                        Step::Acquire(c) => {
+                            takers[c as usize] += 1;
+                            let lease = leases[c as usize].as_ref();
+                            prop_assert!(lease.is_none_or(|l| l.expires_at_ms <= now || l.owner == token));
+                            prop_assert_eq!(desired_leader(c as usize, &live), Some(member.as_str()));
+                        }
+                        Step::Renew(c) => {
+                            prop_assert_eq!(desired_leader(c as usize, &live), Some(member.as_str()));
+                        }
+                        Step::HandOver(c) | Step::Lost(c) => prop_assert!(held[c as usize] > 0),
+                    }
+                }
+            }
+            prop_assert!(takers.iter().all(|&n| n <= 1));
+        }
     }
 
     proptest! {

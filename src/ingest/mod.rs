@@ -14,7 +14,8 @@
 //!   producer.
 //!
 //! [`start_pollers`] is the one registry of pollers (a line per polled platform); the app
-//! calls it with its platform clients.
+//! calls it ([`start_pollers_gated`]) with its platform clients and, with several
+//! instances, a [`ChannelGate`]: a channel's pollers poll only on the channel's leader.
 //!
 //! The app starts every poller and consumer and hands the receivers their state; nothing
 //! here keeps process-global state.
@@ -139,23 +140,66 @@ pub fn start_pollers_with_signals(
     clients: &PlatformClients,
     signals: &PollSignals,
 ) -> Vec<PollerHandle> {
+    start_pollers_gated(config, ledger, clients, signals, None)
+}
+
+/// Whether this instance polls a channel now (several instances: only the channel's
+/// leader does); asked before every poll.
+pub type ChannelGate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// [`start_pollers_with_signals`], each poller polling only while `gate` says so for its
+/// channel (`None`: always).
+pub fn start_pollers_gated(
+    config: &Config,
+    ledger: &Ledger,
+    clients: &PlatformClients,
+    signals: &PollSignals,
+    gate: Option<ChannelGate>,
+) -> Vec<PollerHandle> {
     let mut pollers = Vec::new();
     for channel in &config.channels {
+        let gate = match &gate {
+            Some(gate) => {
+                let (gate, id) = (Arc::clone(gate), channel.id.clone());
+                poller::PollGate::new(move || gate(&id))
+            }
+            None => poller::PollGate::always(),
+        };
         let signal = Arc::new(poller::PollSignal::new());
-        if let Some(handle) =
-            shopify::poller::start(channel, ledger.clone(), clients, signal.clone())
-        {
+        if let Some(handle) = shopify::poller::start(
+            channel,
+            ledger.clone(),
+            clients,
+            signal.clone(),
+            gate.clone(),
+        ) {
             signals.insert(&channel.id, signal);
             pollers.push(handle);
         }
-        pollers.extend(bolcom::poller::start(channel, ledger.clone(), clients));
+        pollers.extend(bolcom::poller::start(
+            channel,
+            ledger.clone(),
+            clients,
+            gate.clone(),
+        ));
         pollers.extend(amazon::poller::start_orders(
             channel,
             ledger.clone(),
             clients,
+            gate.clone(),
         ));
-        pollers.extend(amazon::poller::start_fba(channel, ledger.clone(), clients));
-        pollers.extend(woocommerce::poller::start(channel, ledger.clone(), clients));
+        pollers.extend(amazon::poller::start_fba(
+            channel,
+            ledger.clone(),
+            clients,
+            gate.clone(),
+        ));
+        pollers.extend(woocommerce::poller::start(
+            channel,
+            ledger.clone(),
+            clients,
+            gate,
+        ));
     }
     pollers
 }

@@ -18,6 +18,9 @@
 //! the quota, and a 429 answered to anyone pauses everyone. Timing uses tokio's clock only, so it is tested
 //! with paused time (`start_paused` and `tokio::time::advance`), never with real sleeps.
 //!
+//! With several instances only a channel's leader polls it ([`PollGate`], checked before
+//! every poll): a follower's poller idles, looking again every [`GATE_RECHECK`] at most.
+//!
 //! Invariant: a cursor advances only after every movement of the poll is durable; a failed
 //! poll leaves it, so the next poll reads the same window again (harmless: every movement
 //! carries an idempotency key).
@@ -42,6 +45,54 @@ pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
 
 /// The longest `Retry-After` honoured: a platform asking for more is polled after this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
+
+/// The longest a poller whose [`PollGate`] is closed waits before looking again.
+pub const GATE_RECHECK: Duration = Duration::from_secs(1);
+
+/// Whether a poller polls now: with several instances, whether this instance leads the
+/// poller's channel (the app builds it from propagation's leadership); always open by
+/// default. Asked before every poll, so it must be cheap and must not block.
+#[derive(Clone, Default)]
+pub struct PollGate(Option<Arc<dyn Fn() -> bool + Send + Sync>>);
+
+impl PollGate {
+    /// A gate that is always open (a single instance).
+    pub fn always() -> Self {
+        Self(None)
+    }
+
+    /// A gate that is open while `open` says so.
+    pub fn new(open: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(open)))
+    }
+
+    /// Whether the poller may poll now.
+    pub fn is_open(&self) -> bool {
+        self.0.as_ref().is_none_or(|open| open())
+    }
+}
+
+impl std::fmt::Debug for PollGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "PollGate(leadership)"
+        } else {
+            "PollGate(always)"
+        })
+    }
+}
+
+impl PartialEq for PollGate {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for PollGate {}
 
 /// What one poll did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -136,6 +187,8 @@ pub struct PollerOptions {
     /// Whether backoffs are jittered ([`jittered_delay`]); off only in tests that check
     /// exact times.
     pub jitter: bool,
+    /// Whether to poll now (several instances: only the channel's leader polls).
+    pub gate: PollGate,
 }
 
 impl PollerOptions {
@@ -147,7 +200,14 @@ impl PollerOptions {
             interval,
             max_backoff: DEFAULT_MAX_BACKOFF.max(interval),
             jitter: true,
+            gate: PollGate::always(),
         }
+    }
+
+    /// These options, polling only while `gate` is open.
+    pub fn gated(mut self, gate: PollGate) -> Self {
+        self.gate = gate;
+        self
     }
 }
 
@@ -393,6 +453,13 @@ pub fn spawn_woken<P: Poll>(
         tracing::info!(poller = %name, interval_ms = options.interval.as_millis() as u64, "poller started");
         let mut panics_in_a_row = 0u32;
         loop {
+            if !options.gate.is_open() {
+                // Another instance leads the channel: idle, and look again soon.
+                tokio::select! {
+                    _ = tokio::time::sleep(options.interval.min(GATE_RECHECK)) => continue,
+                    _ = stopped.changed() => break,
+                }
+            }
             // Supervision: a panic inside a poll abandons that poll (its durable part stays,
             // its cursor does not move, as after a failed poll) and the poller starts
             // again from its cursor after a backoff, instead of the task dying silently.
@@ -560,6 +627,38 @@ mod tests {
         list.iter().map(|s| Duration::from_secs(*s)).collect()
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_gate_idles_the_poller_until_it_opens() {
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gate = {
+            let open = open.clone();
+            PollGate::new(move || open.load(std::sync::atomic::Ordering::Acquire))
+        };
+        let (poller, started) = scripted(Vec::new());
+        let handle = spawn(
+            PollerOptions::new("gated", Duration::from_secs(10)).gated(gate),
+            poller,
+        );
+        settle().await;
+        for _ in 0..5 {
+            tokio::time::advance(GATE_RECHECK).await;
+            settle().await;
+        }
+        assert!(started.lock().unwrap().is_empty(), "a follower never polls");
+        assert_eq!(handle.stats().polls, 0);
+        // Leading now: the next check (within GATE_RECHECK) polls.
+        open.store(true, std::sync::atomic::Ordering::Release);
+        tokio::time::advance(GATE_RECHECK).await;
+        settle().await;
+        assert_eq!(started.lock().unwrap().len(), 1);
+        // Following again: no poll after the interval.
+        open.store(false, std::sync::atomic::Ordering::Release);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        settle().await;
+        assert_eq!(started.lock().unwrap().len(), 1);
+        handle.stop().await;
+    }
+
     #[test]
     fn the_delay_doubles_up_to_the_cap_and_honours_retry_after() {
         let options = PollerOptions {
@@ -567,6 +666,7 @@ mod tests {
             interval: Duration::from_secs(10),
             max_backoff: Duration::from_secs(60),
             jitter: false,
+            gate: PollGate::always(),
         };
         let delays: Vec<_> = (0..6).map(|n| next_delay(&options, n, None)).collect();
         assert_eq!(delays, secs(&[10, 20, 40, 60, 60, 60]));
@@ -665,6 +765,7 @@ mod tests {
             interval: Duration::from_secs(10),
             max_backoff: Duration::from_secs(300),
             jitter: false,
+            gate: PollGate::always(),
         };
         let handle = spawn(options, poller);
         settle().await;
@@ -754,6 +855,7 @@ mod tests {
             interval: Duration::from_secs(10),
             max_backoff: Duration::from_secs(300),
             jitter: false,
+            gate: PollGate::always(),
         };
         let handle = spawn(
             options,

@@ -188,8 +188,13 @@ async fn woo_poller(
     .unwrap();
     let clients = Arc::new(PlatformClients::build(&config.channels, unpooled()));
     let channel = config.channel("woo").unwrap().clone();
-    let handle =
-        crate::ingest::woocommerce::poller::start(&channel, ledger(dir), &clients).unwrap();
+    let handle = crate::ingest::woocommerce::poller::start(
+        &channel,
+        ledger(dir),
+        &clients,
+        Default::default(),
+    )
+    .unwrap();
     (sim, clients, config, handle)
 }
 

@@ -60,6 +60,9 @@ pub(crate) enum ChannelMessage {
         /// The ledger's ATP for the channel.
         atp: u64,
     },
+    /// This instance has just become the channel's leader: reload what the channel holds
+    /// from the store, drop the queue and have it rebuilt from the ledger, then push.
+    Lead,
 }
 
 /// Start-up arguments.
@@ -94,6 +97,11 @@ pub(crate) struct ChannelState {
     newest_push: HashMap<String, u64>,
     /// The number of the next push.
     next_push: u64,
+    /// This actor has taken the channel over since this instance last followed: its
+    /// values were reloaded and its queue rebuilt ([`ChannelMessage::Lead`], or a start
+    /// while leading). Nothing is pushed before, so a queue coalesced while following is
+    /// never pushed over what the previous leader pushed.
+    taken_over: bool,
 }
 
 /// The actor of one channel.
@@ -111,6 +119,7 @@ impl Actor for ChannelActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let bucket = TokenBucket::new(&args.shared.config.rate_limit, Instant::now())
             .linked(args.shared.adapter.push_quota());
+        let taken_over = args.shared.leads();
         Ok(ChannelState {
             shared: args.shared,
             bucket,
@@ -123,6 +132,7 @@ impl Actor for ChannelActor {
             next_submission: 0,
             newest_push: HashMap::new(),
             next_push: 0,
+            taken_over,
         })
     }
 
@@ -151,15 +161,55 @@ impl Actor for ChannelActor {
                 state.shared.record_queue_depth(depth);
                 state.drain(&myself).await;
             }
+            ChannelMessage::Lead => state.lead(&myself).await,
         }
         Ok(())
     }
 }
 
 impl ChannelState {
+    /// Takes over the channel (see [`ChannelMessage::Lead`]): the values the previous
+    /// leader recorded become what the channel is believed to hold, the queue (what this
+    /// instance coalesced while following, possibly older than what the leader pushed) is
+    /// dropped and rebuilt from the ledger, whose store has every durable change.
+    async fn lead(&mut self, myself: &ActorRef<ChannelMessage>) {
+        let shared = Arc::clone(&self.shared);
+        self.taken_over = true;
+        match shared.load_believed().await {
+            Ok(believed) => {
+                shared.pushed.retain(|sku, _| believed.contains_key(sku));
+                for (sku, value) in &believed {
+                    shared
+                        .pushed
+                        .insert(sku.clone(), u64::try_from(*value).unwrap_or(0));
+                }
+                self.believed = believed;
+            }
+            Err(error) => {
+                tracing::warn!(channel = %shared.id, error = %error, "cannot reload pushed values; compare-and-set conflicts will correct what is believed");
+            }
+        }
+        self.acked_reserved.clear();
+        let depth = {
+            let mut queue = shared.queue();
+            queue.clear();
+            queue.len()
+        };
+        shared.record_queue_depth(depth);
+        if let Some(rebuilder) = shared.rebuilder.get() {
+            rebuilder.rebuild(&shared.id);
+        }
+        self.drain(myself).await;
+    }
+
     /// Sends ready batches while the bucket allows; schedules a timer for what waits.
+    /// Nothing while another instance leads the channel: checked before every batch, so a
+    /// lost leadership stops the pushes at once (the one in flight finishes).
     async fn drain(&mut self, myself: &ActorRef<ChannelMessage>) {
         self.shared.wake_queued.store(false, Ordering::Release);
+        if !self.leading() {
+            return;
+        }
         let now = Instant::now();
         if self.timer_at.is_some_and(|at| at <= now) {
             self.timer_at = None;
@@ -169,6 +219,9 @@ impl ChannelState {
             self.schedule(myself, at);
         }
         for _ in 0..BATCHES_PER_MESSAGE {
+            if !self.leading() {
+                return;
+            }
             if self.submissions.len() >= MAX_SUBMISSIONS_IN_FLIGHT {
                 // The timer of the earliest check (above) wakes the actor again.
                 return;
@@ -239,6 +292,16 @@ impl ChannelState {
             }
         }
         self.shared.wake();
+    }
+
+    /// True while this instance leads the channel and this actor has taken it over;
+    /// following forgets the takeover, so leading again waits for the next
+    /// [`ChannelMessage::Lead`].
+    fn leading(&mut self) -> bool {
+        if !self.shared.leads() {
+            self.taken_over = false;
+        }
+        self.taken_over
     }
 
     /// Arranges a `Wake` at `at` unless an earlier timer is pending.

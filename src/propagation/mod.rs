@@ -43,16 +43,31 @@
 //! it after a failure (a panic), with a backoff, what the channel holds reloaded from the
 //! store, and its queue rebuilt from the ledger through the app's [`QueueRebuilder`].
 //!
-//! Invariants: queues hold at most one entry per listing of their channel; a listing whose
-//! ATP equals the channel's known value is not pushed; metric labels are `channel` and
-//! `outcome`/`error`, never a SKU. One slow channel never delays another.
+//! Several instances (issue 13 §4): a channel is pushed only by its leader. Propagation asks
+//! a [`Leadership`] (implemented by `cluster`; without one this instance leads every
+//! channel) before every wake and batch: a follower's queue keeps coalescing (newest ATP per
+//! listing, bounded by the listing count) and nothing is pushed. The coordinator calls
+//! [`Propagation::channel_gained`] (reload what the channel holds from the store, drop the
+//! queue, rebuild it from the ledger through the [`QueueRebuilder`], then push what differs)
+//! and [`Propagation::channel_lost`] (pushing stops; a push in flight may finish). Every
+//! change carries its SKU's ledger `seq`; a change below the newest `seq` taken for the SKU
+//! is dropped (`seq`), so a previous owner's late change never overwrites a newer one.
 //!
-//! May depend on: `domain`, `store`, `channels`, `config`, `telemetry`.
+//! Invariants: queues hold at most one entry per listing of their channel; a listing whose
+//! ATP equals the channel's known value is not pushed; the `seq` filter remembers only listed
+//! SKUs and bundle components; metric labels are `channel` and `outcome`/`error`, never a
+//! SKU. One slow channel never delays another.
+//!
+//! Owns also: the [`Leadership`] trait and the `seq` filter.
+//!
+//! May depend on: `domain`, `store`, `channels`, `config`, `telemetry`. Never on `cluster`
+//! (it implements [`Leadership`]).
 
 mod actor;
 mod push_log;
 mod queue;
 mod rate;
+mod seq;
 pub mod split;
 mod supervisor;
 
@@ -87,6 +102,15 @@ const SHUTDOWN_WAIT_MS: u64 = 5_000;
 pub trait AtpObserver: Send + Sync + 'static {
     /// `channel` now offers `atp` units of `sku` (ledger sequence `seq`).
     fn atp_changed(&self, channel: &str, sku: &Sku, atp: u64, seq: u64);
+}
+
+/// Whether this instance leads (pushes to, polls and reconciles) a channel. With several
+/// instances `cluster` implements it from its channel leases; without one, propagation
+/// leads every channel. Asked on every wake and before every batch, so it must be cheap
+/// and must not block.
+pub trait Leadership: Send + Sync + 'static {
+    /// True while this instance leads `channel`.
+    fn leads(&self, channel: &str) -> bool;
 }
 
 /// Told when a compare-and-set conflict shows a channel below what we expected (it sold
@@ -165,6 +189,8 @@ pub struct PropagationOptions {
     pub platforms: Option<Arc<PlatformClients>>,
     /// Told when a conflict shows a channel lowered a listing itself (wakes order polls).
     pub conflict_listener: Option<Arc<dyn ConflictListener>>,
+    /// Which channels this instance leads (several instances); `None`: all of them.
+    pub leadership: Option<Arc<dyn Leadership>>,
 }
 
 impl std::fmt::Debug for PropagationOptions {
@@ -176,6 +202,7 @@ impl std::fmt::Debug for PropagationOptions {
             .field("clock", &self.clock)
             .field("platforms", &self.platforms.is_some())
             .field("conflict_listener", &self.conflict_listener.is_some())
+            .field("leadership", &self.leadership.is_some())
             .finish()
     }
 }
@@ -253,6 +280,9 @@ pub struct ChannelStatus {
     pub consecutive_failures: u32,
     /// Times the channel's actor failed (panicked) and was restarted by its supervisor.
     pub restarts_total: u64,
+    /// Whether this instance leads the channel (pushes to it); always true on a single
+    /// instance.
+    pub leading: bool,
 }
 
 /// What propagation knows about one listing, for reconciliation and echo recognition.
@@ -307,6 +337,8 @@ pub(crate) struct ChannelShared {
     pub holds: Mutex<HashMap<String, Hold>>,
     /// Told when a hold starts.
     pub listener: Option<Arc<dyn ConflictListener>>,
+    /// Whether this instance leads the channel (`None`: always).
+    pub leadership: Option<Arc<dyn Leadership>>,
 }
 
 impl ChannelShared {
@@ -318,9 +350,17 @@ impl ChannelShared {
         self.status.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends one `Wake` unless one is already waiting in the mailbox.
+    /// True while this instance leads the channel (pushes to it).
+    pub fn leads(&self) -> bool {
+        self.leadership
+            .as_ref()
+            .is_none_or(|leadership| leadership.leads(&self.id))
+    }
+
+    /// Sends one `Wake` unless one is already waiting in the mailbox; nothing while another
+    /// instance leads the channel (its queue only coalesces).
     pub fn wake(&self) {
-        if self.wake_queued.swap(true, Ordering::AcqRel) {
+        if !self.leads() || self.wake_queued.swap(true, Ordering::AcqRel) {
             return;
         }
         let sent = self
@@ -363,8 +403,12 @@ impl ChannelShared {
         self.holds.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Listings still to deliver: queued (not isolated, not held) plus in flight.
+    /// Listings still to deliver: queued (not isolated, not held) plus in flight; 0 while
+    /// another instance leads the channel (delivering is the leader's).
     fn pending(&self) -> usize {
+        if !self.leads() {
+            return 0;
+        }
         let queue = self.queue();
         let held = {
             let holds = self.holds();
@@ -409,6 +453,8 @@ pub struct Propagation {
     clock: crate::clock::SharedClock,
     /// Rebuilds a channel's queue from the ledger after its actor restarted.
     rebuilder: Arc<std::sync::OnceLock<Arc<dyn QueueRebuilder>>>,
+    /// The newest ledger `seq` taken per listed SKU: an older change is dropped.
+    seqs: Arc<Mutex<seq::SeqFilter>>,
 }
 
 impl std::fmt::Debug for Propagation {
@@ -476,6 +522,7 @@ impl Propagation {
                 clock.clone(),
                 options.conflict_listener.clone(),
                 Arc::clone(&rebuilder),
+                options.leadership.clone(),
             )
             .await;
             match shared {
@@ -502,6 +549,7 @@ impl Propagation {
             bundles: Arc::default(),
             clock,
             rebuilder,
+            seqs: Arc::default(),
         })
     }
 
@@ -534,6 +582,7 @@ impl Propagation {
                     clock.clone(),
                     options.conflict_listener.clone(),
                     Arc::clone(&rebuilder),
+                    options.leadership.clone(),
                 )
                 .await?,
             );
@@ -550,6 +599,7 @@ impl Propagation {
             bundles: Arc::default(),
             clock,
             rebuilder,
+            seqs: Arc::default(),
         })
     }
 
@@ -563,6 +613,7 @@ impl Propagation {
         clock: crate::clock::SharedClock,
         listener: Option<Arc<dyn ConflictListener>>,
         rebuilder: Arc<std::sync::OnceLock<Arc<dyn QueueRebuilder>>>,
+        leadership: Option<Arc<dyn Leadership>>,
     ) -> Result<Arc<ChannelShared>, PropagationError> {
         let id = channel.id.clone();
         let pushed_records = store
@@ -615,6 +666,7 @@ impl Propagation {
             clock,
             holds: Mutex::new(HashMap::new()),
             listener,
+            leadership,
         });
         let (supervisor, _handle) =
             Actor::spawn(None, ChannelSupervisor, (Arc::clone(&shared), believed))
@@ -745,6 +797,7 @@ impl Propagation {
                 status.isolated = isolated;
                 status.in_flight = channel.in_flight.load(Ordering::Acquire)
                     + channel.submitted.load(Ordering::Acquire);
+                status.leading = channel.leads();
                 status
             })
             .collect()
@@ -929,6 +982,55 @@ impl Propagation {
         let _ = self.rebuilder.set(rebuilder);
     }
 
+    /// Whether this instance leads `channel` (pushes to it, polls it and reconciles it):
+    /// always true without a [`Leadership`]; false for an unknown channel.
+    pub fn leads(&self, channel: &str) -> bool {
+        self.channel(channel).is_some_and(|shared| shared.leads())
+    }
+
+    /// This instance has just become `channel`'s leader (the coordinator calls it once the
+    /// channel's lease is held, so [`Leadership::leads`] already says so): the channel's
+    /// actor reloads what the channel holds from the store (the previous leader recorded
+    /// every acknowledged push there), drops its queue and has it rebuilt from the ledger
+    /// through the [`QueueRebuilder`] (every listing's ATP re-derived, so a failover loses
+    /// no pending change), then pushes what differs, with compare-and-set where the
+    /// channel has it. Unknown channels are ignored.
+    pub fn channel_gained(&self, channel: &str) {
+        let Some(shared) = self.channel(channel) else {
+            return;
+        };
+        tracing::info!(
+            channel,
+            "leading the channel: reloading its values and rebuilding its queue"
+        );
+        match shared.actor() {
+            Some(actor) => {
+                if actor.send_message(ChannelMessage::Lead).is_err() {
+                    tracing::warn!(
+                        channel,
+                        "channel actor gone; its supervisor rebuilds the queue on restart"
+                    );
+                }
+            }
+            // Between a failure and its restart: the restart reloads and rebuilds.
+            None => tracing::debug!(channel, "no channel actor now; the restart rebuilds"),
+        }
+    }
+
+    /// Another instance leads `channel` now (the coordinator calls it once the lease is
+    /// released or lost, so [`Leadership::leads`] already says no): nothing more is pushed
+    /// from here (a push in flight may finish); the queue goes on keeping the newest ATP per
+    /// listing, bounded by the listing count. Unknown channels are ignored.
+    pub fn channel_lost(&self, channel: &str) {
+        if let Some(shared) = self.channel(channel) {
+            tracing::info!(
+                channel,
+                queued = shared.queue().len(),
+                "no longer leading the channel: pushing stops"
+            );
+        }
+    }
+
     /// [`AvailabilitySink::publish`] into one channel's queue only (rebuilding it after a
     /// restart); unknown channels are ignored.
     pub fn publish_to(&self, channel: &str, changes: &[AvailabilityChange]) {
@@ -942,6 +1044,38 @@ impl Propagation {
         let now = tokio::time::Instant::now();
         let now_ms = self.clock.now_ms();
         let rules = self.rules.get();
+        // Never an older availability of a SKU after a newer one (see `seq`).
+        let fresh: Vec<AvailabilityChange>;
+        let changes = {
+            let mut seqs = self.seqs.lock().unwrap_or_else(PoisonError::into_inner);
+            let admitted: Vec<bool> = changes
+                .iter()
+                .map(|change| {
+                    let sku = change.sku.as_str();
+                    let tracked = self
+                        .channels
+                        .iter()
+                        .any(|channel| channel.adapter.is_mapped(sku))
+                        || rules.bom.bundles_containing(&change.sku).next().is_some();
+                    seqs.admit(sku, change.seq, tracked)
+                })
+                .collect();
+            drop(seqs);
+            let stale = admitted.iter().filter(|taken| !**taken).count();
+            if stale == 0 {
+                changes
+            } else {
+                metrics::counter!(telemetry::PROPAGATION_STALE_CHANGES_TOTAL)
+                    .increment(stale as u64);
+                fresh = changes
+                    .iter()
+                    .zip(&admitted)
+                    .filter(|(_, taken)| **taken)
+                    .map(|(change, _)| change.clone())
+                    .collect();
+                &fresh[..]
+            }
+        };
         let bundle_changes = if rules.bom.is_empty() {
             Vec::new()
         } else {

@@ -233,6 +233,11 @@ impl CoalescingQueue {
         self.entries.values().any(|pending| pending.ready(now))
     }
 
+    /// Drops every entry (a new leader rebuilds the queue from the ledger).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
     /// Listings queued, isolated ones included.
     pub fn len(&self) -> usize {
         self.entries.len()

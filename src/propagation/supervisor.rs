@@ -7,6 +7,9 @@
 //! The queue itself lives in [`ChannelShared`] and survives the failure; what the failed
 //! actor had taken out of it (the batch being pushed, submissions in flight) is what the
 //! rebuild restores. A clean stop (shutdown) is not restarted.
+//!
+//! The same reload-and-rebuild runs when this instance becomes a channel's leader (several
+//! instances, see `Propagation::channel_gained`); the [`QueueRebuilder`] serves both.
 
 use super::actor::{ChannelActor, ChannelArgs};
 use super::{ChannelShared, PropagationError};

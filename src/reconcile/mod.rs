@@ -38,6 +38,10 @@
 //! and raises an alert (critical for a lost order). The generic settle path leaves held
 //! listings to this task.
 //!
+//! Several instances: only a channel's leader reconciles it (`Propagation::leads`,
+//! checked on every tick and report); a follower's propagation pushes nothing, so what it
+//! knows of the channel is not the channel's.
+//!
 //! Wall time (report and detection times, time since our last push) comes from the
 //! [`SharedClock`] the app passes; the settle wait is a tokio timer, so tests drive both
 //! with tokio's paused clock.
@@ -226,6 +230,10 @@ impl Reconciler {
             loop {
                 tick.tick().await;
                 for channel in periodic.propagation.channel_ids() {
+                    // Several instances: only the channel's leader reads it back.
+                    if !periodic.propagation.leads(&channel) {
+                        continue;
+                    }
                     let pass = supervised(&channel, periodic.reconcile_channel(&channel)).await;
                     let outcome = match pass {
                         Some(Ok(_)) => "ok",
@@ -247,6 +255,9 @@ impl Reconciler {
             loop {
                 tick.tick().await;
                 for channel in held.propagation.channel_ids() {
+                    if !held.propagation.leads(&channel) {
+                        continue;
+                    }
                     supervised(&channel, held.judge_held(&channel)).await;
                 }
             }
@@ -427,6 +438,11 @@ impl Inner {
     }
 
     async fn judge_report(&self, report: LevelReport) {
+        // Several instances: a report reaching a follower is judged by nobody here (the
+        // leader's periodic pass reads the channel back).
+        if !self.propagation.leads(&report.channel) {
+            return;
+        }
         let sku = match self.propagation.listing_sku(
             &report.channel,
             &report.item,

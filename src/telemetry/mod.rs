@@ -41,6 +41,20 @@ pub const CLUSTER_PARTITION_CHANGES_TOTAL: &str = "stocksync_cluster_partition_c
 pub const CLUSTER_PARTITIONS_OWNED: &str = "stocksync_cluster_partitions_owned";
 /// Several instances: live instances this one sees in the store (gauge).
 pub const CLUSTER_MEMBERS: &str = "stocksync_cluster_members";
+/// Several instances: 1 while this instance leads the channel (pushes to, polls and
+/// reconciles it), 0 while another does or none; label `channel` (gauge).
+pub const CLUSTER_CHANNEL_LEADER: &str = "stocksync_cluster_channel_leader";
+/// Several instances: channel leaderships this instance took (`event="acquired"`), handed
+/// over (`"released"`) or lost to another instance (`"lost"`); labels `channel`, `event`.
+pub const CLUSTER_CHANNEL_CHANGES_TOTAL: &str = "stocksync_cluster_channel_changes_total";
+/// Several instances: availability changes sent to the instances that lead channels;
+/// label `outcome` (`sent`: delivered; `dropped`: the queue of a destination was full and
+/// its oldest change dropped; `failed`: a request failed and will be retried).
+pub const CLUSTER_AVAILABILITY_FORWARDED_TOTAL: &str =
+    "stocksync_cluster_availability_forwarded_total";
+/// Availability changes propagation dropped because a newer change of the same SKU (a
+/// higher ledger `seq`) was already taken: a previous owner's late change (counter).
+pub const PROPAGATION_STALE_CHANGES_TOTAL: &str = "stocksync_propagation_stale_changes_total";
 /// Several instances: movements and reads forwarded to the owning instance; labels `kind`
 /// (`movements`, `reservation`, `read`), `outcome` (`ok`, `retried`, `failed`).
 pub const CLUSTER_FORWARDS_TOTAL: &str = "stocksync_cluster_forwards_total";

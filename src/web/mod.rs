@@ -167,6 +167,9 @@ pub struct WebState {
     /// The config's bills of materials, flattened once on first use (when there are no
     /// runtime rules).
     config_bom: Arc<std::sync::OnceLock<Arc<crate::domain::BillOfMaterials>>>,
+    /// Where availability changes other instances send are published (propagation), with
+    /// `[cluster]`.
+    cluster_availability: Option<Arc<dyn crate::domain::AvailabilitySink>>,
 }
 
 impl WebState {
@@ -186,7 +189,19 @@ impl WebState {
             rules: None,
             platforms: None,
             config_bom: Arc::default(),
+            cluster_availability: None,
         }
+    }
+
+    /// Publishes the availability changes other instances send to
+    /// `POST /internal/v1/cluster/availability` into `sink` (this instance's propagation;
+    /// several instances only).
+    pub fn with_cluster_availability(
+        mut self,
+        sink: Arc<dyn crate::domain::AvailabilitySink>,
+    ) -> Self {
+        self.cluster_availability = Some(sink);
+        self
     }
 
     /// Lets the webhook receivers read back what thin webhooks name (Shopify fulfillment
@@ -335,6 +350,10 @@ pub fn router(state: WebState) -> Router {
         .route(
             crate::cluster::forward::APPLY_PATH,
             post(cluster::post_apply),
+        )
+        .route(
+            crate::cluster::availability::AVAILABILITY_PATH,
+            post(cluster::post_availability),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

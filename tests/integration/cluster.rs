@@ -238,3 +238,255 @@ async fn a_new_instance_gets_its_share_without_waiting_for_a_session_timeout() {
     a.shutdown(Duration::from_secs(5)).await;
     b.shutdown(Duration::from_secs(5)).await;
 }
+
+/// SKUs of the one-pusher test, each listed on the Shopify channel as inventory item i + 1.
+const LISTED: usize = 40;
+/// The Shopify location the simulated shop sells from.
+const SHOP_LOCATION: u64 = 7;
+
+fn listed_sku(index: usize) -> String {
+    format!("CHAN-{index:03}")
+}
+
+/// Two instances' config with one Shopify channel listing [`LISTED`] SKUs.
+fn channel_config(
+    store: &StoreConfig,
+    member: &str,
+    shop: &stocksync::sandbox::shopify::ShopifySimulator,
+) -> Config {
+    let listings: String = (0..LISTED)
+        .map(|index| {
+            format!(
+                "{{ sku = \"{}\", inventory_item_id = {} }},",
+                listed_sku(index),
+                index + 1
+            )
+        })
+        .collect();
+    let options = shop.options().clone();
+    let config = Config::from_toml(&format!(
+        r#"
+        [http]
+        listen = "127.0.0.1:0"
+        [cluster]
+        member_id = "{member}"
+        partitions = {PARTITIONS}
+        heartbeat_ms = 100
+        session_timeout_ms = 1000
+        token = "{TOKEN}"
+        [[locations]]
+        id = "WH-1"
+        [[channels]]
+        id = "shop"
+        kind = "shopify"
+        locations = ["WH-1"]
+        [channels.rate_limit]
+        requests_per_sec = 100.0
+        burst = 100
+        [channels.shopify]
+        shop_url = "{shop_url}"
+        access_token = "{token}"
+        webhook_secret = "{secret}"
+        location_id = {SHOP_LOCATION}
+        listings = [{listings}]
+        {store}
+        "#,
+        shop_url = shop.base_url(),
+        token = options.access_token,
+        secret = options.webhook_secret,
+        store = store_toml(store),
+    ))
+    .expect("test config parses");
+    config.validate().expect("test config is valid");
+    config
+}
+
+/// Whether `app` leads the channel `shop`, as its coordinator sees it.
+fn leads(app: &App) -> bool {
+    let status = app.cluster().expect("cluster").status();
+    status.channels.iter().any(|channel| channel.here) && app.propagation().leads("shop")
+}
+
+/// Listings `app`'s propagation had acknowledged by the channel.
+fn accepted(app: &App) -> u64 {
+    app.propagation().channel_status()[0].accepted_total
+}
+
+/// The ledger's ATP of `sku` (WH-1 available; the channel has no safety stock).
+async fn ledger_atp(app: &App, sku: &str) -> i64 {
+    let state = app
+        .ledger()
+        .state(&stocksync::domain::Sku::from(sku))
+        .await
+        .expect("state");
+    state
+        .locations
+        .values()
+        .map(|level| level.on_hand - level.reserved)
+        .sum::<i64>()
+        .max(0)
+}
+
+/// Waits until every listing on the simulator equals the ledger's ATP, as `app` reads it,
+/// and equals `expected(index)`.
+async fn wait_listed(
+    app: &App,
+    shop: &stocksync::sandbox::shopify::ShopifySimulator,
+    what: &str,
+    expected: impl Fn(usize) -> i64,
+) {
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(20) * support::SLOW_MACHINE_FACTOR;
+    loop {
+        let mut wrong = Vec::new();
+        for index in 0..LISTED {
+            let sku = listed_sku(index);
+            let atp = ledger_atp(app, &sku).await;
+            let listed = shop.level(index as u64 + 1, SHOP_LOCATION);
+            if atp != expected(index) || listed != Some(atp) {
+                wrong.push(format!("{sku}: ledger {atp}, shop {listed:?}"));
+            }
+        }
+        if wrong.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {} listing(s) differ: {wrong:?}",
+            wrong.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_pushes_each_channel_and_another_takes_over() {
+    let Some(factory) = StoreFactory::for_test(
+        &StoreBackend::Postgres,
+        "cluster one_instance_pushes_each_channel",
+    ) else {
+        return;
+    };
+    let store = factory.fresh_config();
+    let shop = support::shopify_simulator(stocksync::sandbox::shopify::ShopifySimulatorOptions {
+        deny_oversell: false,
+        auto_create_levels: true,
+        ..Default::default()
+    })
+    .await;
+    let a = App::start(channel_config(&store, "node-a", &shop))
+        .await
+        .expect("node a starts");
+    let b = App::start(channel_config(&store, "node-b", &shop))
+        .await
+        .expect("node b starts");
+    support::eventually(
+        "the partitions are divided and the channel has one leader",
+        Duration::from_secs(10),
+        || async { owned(&a).len() == 3 && owned(&b).len() == 3 && (leads(&a) != leads(&b)) },
+    )
+    .await;
+    // The sorted members' 0th leads channel 0: node a.
+    assert!(leads(&a) && !leads(&b), "node a leads the channel");
+    let status = b.cluster().unwrap().status();
+    assert_eq!(status.channels.len(), 1, "{status:?}");
+    support::eventually(
+        "node b sees node a lead",
+        Duration::from_secs(5),
+        || async {
+            let status = b.cluster().unwrap().status();
+            status.channels[0].leader.as_deref() == Some("node-a")
+        },
+    )
+    .await;
+    let table = a.cluster().unwrap().partition_table().clone();
+    let owned_b = owned(&b);
+    let on_b = (0..LISTED)
+        .filter(|index| owned_b.contains(&table.partition_of(&listed_sku(*index))))
+        .count();
+    assert!(
+        (5..=LISTED - 5).contains(&on_b),
+        "the listed SKUs spread over both instances ({on_b} owned by node b)"
+    );
+
+    // Receipts posted to both instances (each forwards to the owner): every SKU's change
+    // reaches node a's propagation, from its own ledger or from node b's.
+    let client = reqwest::Client::new();
+    for (round, units) in [(1, 0i64), (2, 1)] {
+        let batch: Vec<Value> = (0..LISTED)
+            .map(|index| {
+                let sku = listed_sku(index);
+                receipt(
+                    &sku,
+                    &format!("r{round}:{sku}"),
+                    index as u64 + 1 + units as u64,
+                )
+            })
+            .collect();
+        let (to_a, to_b) = batch.split_at(LISTED / 2);
+        for (app, part) in [(&a, to_a), (&b, to_b)] {
+            let (status, body) = post(&client, app, &Value::Array(part.to_vec())).await;
+            assert_eq!(status, 201, "{body}");
+        }
+    }
+    // Round 1: i + 1 units, round 2: i + 2.
+    wait_listed(
+        &a,
+        &shop,
+        "both instances' SKUs listed by the leader",
+        |index| 2 * index as i64 + 3,
+    )
+    .await;
+    assert!(
+        accepted(&a) >= LISTED as u64,
+        "node a pushed: {}",
+        accepted(&a)
+    );
+    assert_eq!(accepted(&b), 0, "node b follows and never pushes");
+    assert!(
+        !b.propagation().channel_status()[0].leading,
+        "node b follows"
+    );
+    assert_eq!(
+        b.propagation().pending(),
+        0,
+        "a follower has nothing to deliver"
+    );
+
+    // One more round to both, then the leader leaves: node b takes the channel over,
+    // rebuilds its queue from the ledger and pushes what node a had not.
+    let batch: Vec<Value> = (0..LISTED)
+        .map(|index| {
+            let sku = listed_sku(index);
+            receipt(&sku, &format!("r3:{sku}"), 1)
+        })
+        .collect();
+    let (to_a, to_b) = batch.split_at(LISTED / 2);
+    for (app, part) in [(&b, to_b), (&a, to_a)] {
+        let (status, body) = post(&client, app, &Value::Array(part.to_vec())).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    a.shutdown(Duration::from_secs(5)).await;
+    support::eventually(
+        "node b owns every partition and leads the channel",
+        Duration::from_secs(10),
+        || async { owned(&b).len() == PARTITIONS as usize && leads(&b) },
+    )
+    .await;
+    let batch: Vec<Value> = (0..LISTED)
+        .map(|index| {
+            let sku = listed_sku(index);
+            receipt(&sku, &format!("r4:{sku}"), 2)
+        })
+        .collect();
+    let (status, body) = post(&client, &b, &Value::Array(batch)).await;
+    assert_eq!(status, 201, "{body}");
+    wait_listed(&b, &shop, "node b pushes after the failover", |index| {
+        2 * index as i64 + 6
+    })
+    .await;
+    assert!(accepted(&b) > 0, "node b pushes now");
+    let status = b.cluster().unwrap().status();
+    assert!(status.leadership_changes >= 1, "{status:?}");
+    b.shutdown(Duration::from_secs(5)).await;
+}

@@ -508,6 +508,7 @@ impl CasRig {
             ledger.clone(),
             &clients,
             signal,
+            stocksync::ingest::poller::PollGate::always(),
         );
         assert_eq!(poller.is_some(), on_conflict);
         Self {

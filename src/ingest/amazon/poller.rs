@@ -288,6 +288,7 @@ fn spawn(
     ledger: Ledger,
     clients: &PlatformClients,
     kind: Kind,
+    gate: poller::PollGate,
 ) -> Option<PollerHandle> {
     let config = channel.amazon()?;
     let interval = match kind {
@@ -303,7 +304,7 @@ fn spawn(
         Kind::Fba => format!("amazon-fba:{}", channel.id),
     };
     Some(poller::spawn(
-        PollerOptions::new(name, Duration::from_millis(interval)),
+        PollerOptions::new(name, Duration::from_millis(interval)).gated(gate),
         AmazonPoller {
             state,
             ledger,
@@ -319,8 +320,9 @@ pub fn start_orders(
     channel: &ChannelConfig,
     ledger: Ledger,
     clients: &PlatformClients,
+    gate: poller::PollGate,
 ) -> Option<PollerHandle> {
-    spawn(channel, ledger, clients, Kind::Orders)
+    spawn(channel, ledger, clients, Kind::Orders, gate)
 }
 
 /// Starts the FBA inventory reader of an Amazon channel on the shared poller loop; `None`
@@ -330,6 +332,7 @@ pub fn start_fba(
     channel: &ChannelConfig,
     ledger: Ledger,
     clients: &PlatformClients,
+    gate: poller::PollGate,
 ) -> Option<PollerHandle> {
-    spawn(channel, ledger, clients, Kind::Fba)
+    spawn(channel, ledger, clients, Kind::Fba, gate)
 }

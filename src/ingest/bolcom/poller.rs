@@ -277,6 +277,7 @@ pub fn start(
     channel: &ChannelConfig,
     ledger: Ledger,
     clients: &PlatformClients,
+    gate: poller::PollGate,
 ) -> Option<PollerHandle> {
     let section = channel.bolcom()?;
     let interval = section.order_poll_interval_ms;
@@ -288,7 +289,8 @@ pub fn start(
         PollerOptions::new(
             format!("bolcom:{}", channel.id),
             Duration::from_millis(interval),
-        ),
+        )
+        .gated(gate),
         BolcomPoller { state, ledger },
     ))
 }

@@ -368,6 +368,7 @@ pub fn start(
     ledger: Ledger,
     clients: &PlatformClients,
     signal: Arc<PollSignal>,
+    gate: poller::PollGate,
 ) -> Option<PollerHandle> {
     let section = channel.shopify()?;
     let interval = match section.orders_poll_interval_secs {
@@ -379,7 +380,7 @@ pub fn start(
     let poller = OrderPoller::with_client(channel.clone(), ledger, client, signal.clone())?;
     let woken = section.orders_poll_on_conflict.then_some(signal);
     Some(poller::spawn_woken(
-        PollerOptions::new(format!("shopify:{}", channel.id), interval),
+        PollerOptions::new(format!("shopify:{}", channel.id), interval).gated(gate),
         poller,
         woken,
     ))

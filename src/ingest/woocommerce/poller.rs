@@ -262,6 +262,7 @@ pub fn start(
     channel: &ChannelConfig,
     ledger: Ledger,
     clients: &PlatformClients,
+    gate: poller::PollGate,
 ) -> Option<PollerHandle> {
     let section = channel.woocommerce()?;
     let interval_secs = section.poll_interval_secs;
@@ -274,7 +275,8 @@ pub fn start(
         PollerOptions::new(
             format!("woocommerce:{}", channel.id),
             Duration::from_secs(interval_secs),
-        ),
+        )
+        .gated(gate),
         poller,
     ))
 }
