@@ -200,6 +200,32 @@ fn the_deployment_files_are_consistent() {
     assert_eq!(config.store.backend, StoreBackend::Postgres);
     assert!(config.store.postgres.url.contains("@postgres:5432/"));
 
+    // The three-instance variant: three services, each the same config plus
+    // docker/cluster.toml with its own member id, on the ScyllaDB store.
+    let cluster = yaml("compose.cluster.yaml");
+    let members: Vec<&str> = ["stocksync", "stocksync-2", "stocksync-3"]
+        .iter()
+        .map(|name| {
+            cluster["services"][*name]["environment"]["STOCKSYNC_MEMBER_ID"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} has a member id"))
+        })
+        .collect();
+    assert_eq!(members, ["stocksync", "stocksync-2", "stocksync-3"]);
+    for member in members {
+        let joined =
+            format!("{text}\n{}", read("cluster.toml")).replace("${STOCKSYNC_MEMBER_ID}", member);
+        let config = Config::from_toml(&joined).expect("the cluster variant parses");
+        config.validate().expect("the cluster variant is valid");
+        let settings = config.cluster.expect("[cluster]");
+        assert_eq!(settings.partitions, 6, "the topic's partition count");
+        assert_eq!(
+            settings.advertise_url.as_deref(),
+            Some(format!("http://{member}:8080").as_str())
+        );
+        assert_eq!(config.store.backend, StoreBackend::Scylla);
+    }
+
     // The dashboard's Store row shows the store wrapper's metrics (the running-engine test
     // below checks that every name is really exposed).
     let store_row: BTreeSet<String> = row_queries("Store")
