@@ -85,6 +85,30 @@ impl Node {
     }
 }
 
+/// A temp dir for the nodes' configs and logs that is kept (and named on stderr) when the
+/// test fails, so the logs can be read.
+struct LogDir(Option<tempfile::TempDir>);
+
+impl LogDir {
+    fn new() -> Self {
+        Self(Some(tempfile::tempdir().expect("temp dir")))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.as_ref().expect("dir").path()
+    }
+}
+
+impl Drop for LogDir {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.0.take()
+        {
+            eprintln!("kept the nodes' configs and logs in {}", dir.keep().display());
+        }
+    }
+}
+
 /// The last `lines` lines of `text`, newest first.
 fn tail(text: &str, lines: usize) -> String {
     text.lines()
@@ -338,7 +362,7 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
     let topic = support::unique("cluster-movements");
     broker.create_topic(&topic, PARTITIONS);
     broker.create_topic(&format!("{topic}-dlq"), 1);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = LogDir::new();
     let store = factory.fresh_config();
     let mut nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
         .iter()
@@ -488,7 +512,7 @@ async fn a_rolling_restart_under_rest_load_fails_no_request() {
     let topic = support::unique("cluster-rolling");
     broker.create_topic(&topic, PARTITIONS);
     broker.create_topic(&format!("{topic}-dlq"), 1);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = LogDir::new();
     let store = factory.fresh_config();
     let mut nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
         .iter()
