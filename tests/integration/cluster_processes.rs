@@ -104,7 +104,10 @@ impl Drop for LogDir {
         if std::thread::panicking()
             && let Some(dir) = self.0.take()
         {
-            eprintln!("kept the nodes' configs and logs in {}", dir.keep().display());
+            eprintln!(
+                "kept the nodes' configs and logs in {}",
+                dir.keep().display()
+            );
         }
     }
 }
@@ -350,40 +353,77 @@ fn stream_with_python(bootstrap: &str, topic: &str, count: usize) -> std::proces
         .expect("python3 runs stream.py (kafka-python installed by scripts/test.sh)")
 }
 
+/// Three `stocksync run` processes on a fresh PostgreSQL schema and a fresh tansu topic
+/// with [`PARTITIONS`] partitions, once they have divided the partitions; `None` when
+/// PostgreSQL is not configured (the test is skipped).
+struct ThreeNodes {
+    _factory: StoreFactory,
+    broker: support::TansuBroker,
+    topic: String,
+    nodes: Vec<Node>,
+    client: reqwest::Client,
+    // Last: dropped after the nodes, kept when the test fails.
+    _dir: LogDir,
+}
+
+impl ThreeNodes {
+    async fn start(test: &str, topic_prefix: &str) -> Option<Self> {
+        let factory = StoreFactory::for_test(&StoreBackend::Postgres, test)?;
+        let broker = support::TansuBroker::start();
+        let topic = support::unique(topic_prefix);
+        broker.create_topic(&topic, PARTITIONS);
+        broker.create_topic(&format!("{topic}-dlq"), 1);
+        let dir = LogDir::new();
+        let store = factory.fresh_config();
+        let mut nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
+            .iter()
+            .map(|name| Node {
+                name: (*name).to_owned(),
+                config: write_config(dir.path(), name, &store, &broker.bootstrap(), &topic),
+                log: dir.path().join(format!("{name}.log")),
+                child: None,
+                base: String::new(),
+            })
+            .collect();
+        for node in &mut nodes {
+            start(node).await;
+        }
+        let client = reqwest::Client::new();
+        wait_divided(
+            &client,
+            &nodes.iter().collect::<Vec<_>>(),
+            "three nodes divide the partitions",
+        )
+        .await;
+        Some(Self {
+            _factory: factory,
+            broker,
+            topic,
+            nodes,
+            client,
+            _dir: dir,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
-    let Some(factory) = StoreFactory::for_test(
-        &StoreBackend::Postgres,
+    let Some(mut cluster) = ThreeNodes::start(
         "cluster_processes three_processes_lose_and_double_nothing",
-    ) else {
+        "cluster-movements",
+    )
+    .await
+    else {
         return;
     };
-    let broker = support::TansuBroker::start();
-    let topic = support::unique("cluster-movements");
-    broker.create_topic(&topic, PARTITIONS);
-    broker.create_topic(&format!("{topic}-dlq"), 1);
-    let dir = LogDir::new();
-    let store = factory.fresh_config();
-    let mut nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
-        .iter()
-        .map(|name| Node {
-            name: (*name).to_owned(),
-            config: write_config(dir.path(), name, &store, &broker.bootstrap(), &topic),
-            log: dir.path().join(format!("{name}.log")),
-            child: None,
-            base: String::new(),
-        })
-        .collect();
-    for node in &mut nodes {
-        start(node).await;
-    }
-    let client = reqwest::Client::new();
-    wait_divided(
-        &client,
-        &nodes.iter().collect::<Vec<_>>(),
-        "three nodes divide the partitions",
-    )
-    .await;
+    // Borrowed, so the store schema, the broker and the logs live to the end of the test.
+    let ThreeNodes {
+        broker,
+        topic,
+        nodes,
+        client,
+        ..
+    } = &mut cluster;
 
     let count = kafka_movements();
     let started = Instant::now();
@@ -502,38 +542,15 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_rest_load_fails_no_request() {
-    let Some(factory) = StoreFactory::for_test(
-        &StoreBackend::Postgres,
+    let Some(mut cluster) = ThreeNodes::start(
         "cluster_processes a_rolling_restart_under_rest_load_fails_no_request",
-    ) else {
+        "cluster-rolling",
+    )
+    .await
+    else {
         return;
     };
-    let broker = support::TansuBroker::start();
-    let topic = support::unique("cluster-rolling");
-    broker.create_topic(&topic, PARTITIONS);
-    broker.create_topic(&format!("{topic}-dlq"), 1);
-    let dir = LogDir::new();
-    let store = factory.fresh_config();
-    let mut nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
-        .iter()
-        .map(|name| Node {
-            name: (*name).to_owned(),
-            config: write_config(dir.path(), name, &store, &broker.bootstrap(), &topic),
-            log: dir.path().join(format!("{name}.log")),
-            child: None,
-            base: String::new(),
-        })
-        .collect();
-    for node in &mut nodes {
-        start(node).await;
-    }
-    let client = reqwest::Client::new();
-    wait_divided(
-        &client,
-        &nodes.iter().collect::<Vec<_>>(),
-        "three nodes divide the partitions",
-    )
-    .await;
+    let ThreeNodes { nodes, client, .. } = &mut cluster;
     let rest = RestLoad::start(
         nodes.iter().map(|node| node.base.clone()).collect(),
         4,
@@ -577,7 +594,7 @@ async fn a_rolling_restart_under_rest_load_fails_no_request() {
             "{name}"
         );
     }
-    for node in &mut nodes {
+    for node in nodes.iter_mut() {
         node.signal(libc::SIGTERM);
         let _ = node.child.take().unwrap().wait().await;
     }
