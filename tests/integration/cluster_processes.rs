@@ -427,7 +427,7 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
 
     let count = kafka_movements();
     let started = Instant::now();
-    let producer = stream_with_python(&broker.bootstrap(), &topic, count);
+    let producer = stream_with_python(&broker.bootstrap(), topic, count);
     let rest = RestLoad::start(
         nodes.iter().map(|node| node.base.clone()).collect(),
         4,
@@ -440,7 +440,7 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
     nodes[2].signal(libc::SIGKILL);
     let _ = nodes[2].child.take().unwrap().wait().await;
     wait_divided(
-        &client,
+        client,
         &[&nodes[0], &nodes[1]],
         "the two survivors take the dead node's partitions",
     )
@@ -452,14 +452,14 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
     support::eventually(
         "node a owns every partition while node b is frozen",
         Duration::from_secs(20),
-        || async { owned(&client, &[&nodes[0]]).await[0].len() == PARTITIONS as usize },
+        || async { owned(client, &[&nodes[0]]).await[0].len() == PARTITIONS as usize },
     )
     .await;
     tokio::time::sleep(Duration::from_millis(SESSION_MS)).await;
     nodes[1].signal(libc::SIGCONT);
     rest.set_targets(vec![nodes[0].base.clone(), nodes[1].base.clone()]);
     wait_divided(
-        &client,
+        client,
         &[&nodes[0], &nodes[1]],
         "node b rejoins and gets its share back",
     )
@@ -485,7 +485,7 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
     let mut mismatched: Vec<(String, i64, Option<i64>)> = Vec::new();
     for (name, units) in &expected {
         loop {
-            let seen = on_hand(&client, &nodes[0].base, name).await;
+            let seen = on_hand(client, &nodes[0].base, name).await;
             if seen == Some(*units) {
                 break;
             }
@@ -512,7 +512,7 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
     // Reads answer the same on the other live node.
     for index in (0..SKUS).step_by(97) {
         assert_eq!(
-            on_hand(&client, &nodes[1].base, &sku(index)).await,
+            on_hand(client, &nodes[1].base, &sku(index)).await,
             expected.get(&sku(index)).copied(),
             "{} read on node b",
             sku(index)
@@ -521,12 +521,12 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
     // The frozen node noticed it had lost its partitions (and wrote nothing of them after).
     let lost = nodes[1]
         .metric(
-            &client,
+            client,
             "stocksync_cluster_partition_changes_total{event=\"lost\"}",
         )
         .await;
     let fenced = nodes[1]
-        .metric(&client, "stocksync_cluster_fenced_writes_total")
+        .metric(client, "stocksync_cluster_fenced_writes_total")
         .await;
     eprintln!("cluster_processes: node b lost {lost} partition(s), {fenced} fenced write(s)");
     assert!(
@@ -571,7 +571,7 @@ async fn a_rolling_restart_under_rest_load_fails_no_request() {
         assert!(status.success(), "{} stops cleanly", nodes[index].name);
         start(&mut nodes[index]).await;
         wait_divided(
-            &client,
+            client,
             &nodes.iter().collect::<Vec<_>>(),
             "the restarted node gets its share",
         )
@@ -589,7 +589,7 @@ async fn a_rolling_restart_under_rest_load_fails_no_request() {
     );
     for (name, units) in acknowledged.iter().take(50) {
         assert_eq!(
-            on_hand(&client, &nodes[0].base, name).await,
+            on_hand(client, &nodes[0].base, name).await,
             Some(*units),
             "{name}"
         );
