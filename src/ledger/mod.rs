@@ -502,11 +502,13 @@ impl Ledger {
             return self.submit_bundle(movement);
         }
         if origin.is_none()
-            && let Some(ownership) = &self.shared.options.ownership
+            && self.shared.options.ownership.is_some()
             && self.shared.options.forwarder.is_some()
-            && ownership.admit(movement.sku.as_str()).is_err()
         {
-            // Another instance owns the SKU (or it is moving): route it there.
+            // Several instances: applied here while this instance owns the SKU, else on its
+            // owner; retried while the SKU's partition moves, also when it moves after the
+            // movement was admitted here (Kafka records are never routed: their
+            // partition's owner reads them).
             return PendingAck(PendingInner::Routed(Box::pin(
                 self.clone().routed(movement),
             )));
