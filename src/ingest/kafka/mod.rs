@@ -1523,6 +1523,15 @@ impl Worker {
             match built.and_then(|()| self.consumer.incremental_assign(&tpl)) {
                 Ok(()) => {
                     info!(group = %self.config.group_id, partitions = ?starts, "kafka partitions assigned (partition, epoch, start)");
+                    // librdkafka keeps a partition's pause flag across unassign and assign:
+                    // a partition paused (store down) before it was taken away would stay
+                    // paused when handed back. Resume it unless the loop pauses everything
+                    // now (then the raised assignment count pauses it again).
+                    if self.paused.is_none()
+                        && let Err(error) = self.consumer.resume(&tpl)
+                    {
+                        warn!(error = %error, "cannot resume newly assigned kafka partitions");
+                    }
                     for (partition, start) in &added {
                         manual.assigned.insert(*partition, start.epoch);
                     }
