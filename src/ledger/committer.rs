@@ -356,6 +356,8 @@ struct FencedRequests {
     scopes: Vec<Option<usize>>,
     /// Per fence of the batch, one SKU written under it (to ask the ownership again).
     samples: Vec<Option<String>>,
+    /// Per request, its SKU (the records are moved into the batch, the SKU stays here).
+    skus: Vec<Option<Box<str>>>,
 }
 
 /// Adds the fence of every request's SKU to `fences` (once per scope) and records which
@@ -370,12 +372,15 @@ fn fence_requests(
     let mut fenced = FencedRequests {
         scopes: Vec::with_capacity(requests.len()),
         samples: vec![None; fences.len()],
+        skus: Vec::with_capacity(requests.len()),
     };
     for request in requests.iter_mut() {
         let Some(sku) = request_sku(request) else {
             fenced.scopes.push(None);
+            fenced.skus.push(None);
             continue;
         };
+        fenced.skus.push(Some(sku.into()));
         match ownership.fence(sku) {
             Some(fence) => {
                 let index = match fences.iter().position(|known| known.scope == fence.scope) {
@@ -490,11 +495,15 @@ fn refence(
                     .is_some_and(|sku| ownership.fence(sku).as_ref() != Some(fence))
         })
         .collect();
-    for (request, index) in requests.iter_mut().zip(&fenced.scopes) {
+    // The SKUs of the requests refused now: their records leave the batch. Decided once,
+    // from this snapshot, never by asking the ownership again (it may change meanwhile, and
+    // a record must never leave while its request is answered as written).
+    let mut refused: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for ((request, index), sku) in requests.iter_mut().zip(&fenced.scopes).zip(&fenced.skus) {
         if let Some(index) = index
             && stale.get(*index).copied().unwrap_or(false)
         {
-            let error = match request_sku(request) {
+            let error = match sku {
                 Some(sku) => not_owner(ownership, sku),
                 None => LedgerError::NotOwner {
                     partition: 0,
@@ -502,6 +511,9 @@ fn refence(
                 },
             };
             refuse(request, error);
+            if let Some(sku) = sku {
+                refused.insert(sku);
+            }
         }
     }
     let kept: Vec<crate::store::Fence> = batch
@@ -511,12 +523,7 @@ fn refence(
         .filter(|(_, stale)| !**stale)
         .map(|(fence, _)| fence.clone())
         .collect();
-    // A record stays only when its SKU is still held under one of the kept fences.
-    let keep = |sku: &str| {
-        ownership
-            .fence(sku)
-            .is_some_and(|fence| kept.contains(&fence))
-    };
+    let keep = |sku: &str| !refused.contains(sku);
     batch.events.retain(|event| keep(&event.sku));
     batch.snapshots.retain(|snapshot| keep(&snapshot.sku));
     batch.hold_expiries.retain(|expiry| keep(&expiry.sku));
