@@ -263,7 +263,7 @@ async fn run(
         };
         // Several instances: each request's fence scope (an index into `batch.fences`);
         // requests whose SKU is no longer held here are answered and left out.
-        let fenced = match &fencing.ownership {
+        let mut fenced = match &fencing.ownership {
             Some(ownership) => fence_requests(&mut requests, ownership, &mut batch.fences),
             None => FencedRequests::default(),
         };
@@ -305,7 +305,7 @@ async fn run(
                     let Some(ownership) = &fencing.ownership else {
                         unreachable!("only a write with per-SKU fences stops at a fence");
                     };
-                    batch = refence(*refused, &scope, &mut requests, &fenced, ownership);
+                    batch = refence(*refused, &scope, &mut requests, &mut fenced, ownership);
                 }
             }
         };
@@ -358,6 +358,11 @@ struct FencedRequests {
     samples: Vec<Option<String>>,
     /// Per request, its SKU (the records are moved into the batch, the SKU stays here).
     skus: Vec<Option<Box<str>>>,
+    /// The batch's fences as built: `scopes` and `samples` index into this list, which never
+    /// shrinks (the fences written are those not `dropped`).
+    fences: Vec<crate::store::Fence>,
+    /// Per fence, whether a refusal dropped it (with its requests).
+    dropped: Vec<bool>,
 }
 
 /// Adds the fence of every request's SKU to `fences` (once per scope) and records which
@@ -373,6 +378,8 @@ fn fence_requests(
         scopes: Vec::with_capacity(requests.len()),
         samples: vec![None; fences.len()],
         skus: Vec::with_capacity(requests.len()),
+        fences: Vec::new(),
+        dropped: Vec::new(),
     };
     for request in requests.iter_mut() {
         let Some(sku) = request_sku(request) else {
@@ -400,6 +407,8 @@ fn fence_requests(
             }
         }
     }
+    fenced.fences = fences.clone();
+    fenced.dropped = vec![false; fences.len()];
     fenced
 }
 
@@ -470,7 +479,7 @@ fn refence(
     mut batch: CommitBatch,
     scope: &str,
     requests: &mut [CommitRequest],
-    fenced: &FencedRequests,
+    fenced: &mut FencedRequests,
     ownership: &OwnershipHandle,
 ) -> CommitBatch {
     tracing::warn!(
@@ -478,16 +487,18 @@ fn refence(
         "the store refused a write: another instance owns this partition now; its SKUs' work here is refused"
     );
     metrics::counter!(crate::telemetry::CLUSTER_FENCED_WRITES_TOTAL).increment(1);
-    if let Some(fence) = batch.fences.iter().find(|fence| fence.scope == scope) {
+    if let Some(fence) = fenced.fences.iter().find(|fence| fence.scope == scope) {
         ownership.fenced(scope, fence.epoch);
     }
-    // Per fence of the batch: stale when refused, or no longer held at that epoch.
-    let stale: Vec<bool> = batch
+    // Per fence as built (indexes stay stable across refusals): stale now when refused, or
+    // no longer held at that epoch; fences dropped by an earlier refusal stay dropped.
+    let stale: Vec<bool> = fenced
         .fences
         .iter()
         .enumerate()
         .map(|(index, fence)| {
-            fence.scope == scope
+            fenced.dropped.get(index).copied().unwrap_or(false)
+                || fence.scope == scope
                 || fenced
                     .samples
                     .get(index)
@@ -502,6 +513,7 @@ fn refence(
     for ((request, index), sku) in requests.iter_mut().zip(&fenced.scopes).zip(&fenced.skus) {
         if let Some(index) = index
             && stale.get(*index).copied().unwrap_or(false)
+            && !fenced.dropped.get(*index).copied().unwrap_or(false)
         {
             let error = match sku {
                 Some(sku) => not_owner(ownership, sku),
@@ -516,7 +528,7 @@ fn refence(
             }
         }
     }
-    let kept: Vec<crate::store::Fence> = batch
+    let kept: Vec<crate::store::Fence> = fenced
         .fences
         .iter()
         .zip(&stale)
@@ -529,6 +541,7 @@ fn refence(
     batch.hold_expiries.retain(|expiry| keep(&expiry.sku));
     batch.outcomes.retain(|outcome| keep(&outcome.sku));
     batch.dead_letters.retain(|dead| keep(&dead.sku));
+    fenced.dropped = stale;
     batch.offsets = offsets_of(requests);
     batch.fences = kept;
     batch
@@ -783,7 +796,7 @@ mod tests {
         );
         receivers.push(duplicate);
         let mut batch = CommitBatch::default();
-        let fenced = fence_requests(&mut requests, &ownership, &mut batch.fences);
+        let mut fenced = fence_requests(&mut requests, &ownership, &mut batch.fences);
         assert_eq!(batch.fences.len(), 3);
         for request in &mut requests {
             if let Some(event) = request.event.take() {
@@ -794,7 +807,7 @@ mod tests {
         // Meanwhile the coordinator dropped partitions 1 and 2; the store refuses 1.
         fences.set("A", None);
         fences.set("B", None);
-        let batch = refence(batch, "movements/1", &mut requests, &fenced, &ownership);
+        let batch = refence(batch, "movements/1", &mut requests, &mut fenced, &ownership);
         assert_eq!(batch.fences, vec![fence("movements/3", 5)]);
         assert_eq!(
             batch
@@ -813,7 +826,7 @@ mod tests {
             vec![(3, 103)],
             "no offset of a refused partition is raised"
         );
-        for (index, mut receiver) in receivers.into_iter().enumerate() {
+        for (index, receiver) in receivers.iter_mut().enumerate() {
             let answer = receiver.try_recv();
             if index == 2 {
                 assert!(
@@ -827,5 +840,16 @@ mod tests {
                 );
             }
         }
+        // A second refusal, of the last fence left: its position in the shrunk list differs
+        // from the one it was built at; C must still be the request refused, with its record.
+        fences.set("C", None);
+        let batch = refence(batch, "movements/3", &mut requests, &mut fenced, &ownership);
+        assert!(batch.fences.is_empty());
+        assert!(batch.events.is_empty(), "C's record left with its request");
+        assert!(batch.offsets.is_empty());
+        assert!(matches!(
+            receivers[2].try_recv(),
+            Ok(Err(LedgerError::NotOwner { .. }))
+        ));
     }
 }
