@@ -14,6 +14,14 @@
 //! ingest pauses (Kafka pauses its partitions, REST answers 503, `/readyz` 503), the
 //! queue in front of the committer fills and shards wait, and everything resumes by itself
 //! once a write succeeds.
+//!
+//! Several instances (`super::ownership`): every write carries the fence of each partition
+//! it touches. A request whose partition is no longer held is answered `NotOwner` before
+//! the write. When the store refuses a write as stale (`StoreError::Fenced`), retrying it
+//! could never succeed: the committer drops every fence no longer held at the batch's
+//! epoch, answers exactly those fences' requests `NotOwner` and removes exactly their
+//! records and Kafka offsets (indexes into the batch's fences as built, one snapshot of the
+//! ownership), and writes the rest at once.
 
 use super::ownership::OwnershipHandle;
 use super::{Ack, LedgerError};
