@@ -393,10 +393,12 @@ impl App {
             atp_output = Some(task);
         }
         // Several instances: one leader per channel, the only one that pushes to it.
-        let leadership = config
-            .cluster
-            .as_ref()
-            .map(|_| Cluster::leadership(config.channels.iter().map(|c| c.id.clone()).collect()));
+        let leadership = config.cluster.as_ref().map(|_| {
+            Cluster::leadership(
+                config.channels.iter().map(|c| c.id.clone()).collect(),
+                clock.clone(),
+            )
+        });
         options.leadership = leadership
             .clone()
             .map(|leadership| leadership as Arc<dyn Leadership>);
@@ -504,6 +506,9 @@ impl App {
             state = state
                 .with_cluster_view(Arc::new(ClusterStatusView(cluster.clone(), clock.clone())))
                 .with_cluster_availability(Arc::new(propagation.clone()));
+        }
+        if let Some(leadership) = &leadership {
+            state = state.with_webhook_leaders(leadership.clone(), client.clone());
         }
         let state = state
             .with_channel_view(Arc::new(PropagationView(

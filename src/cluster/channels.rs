@@ -17,11 +17,12 @@
 //! May depend on: `store` leases, `propagation` (its public API), `telemetry`.
 
 use super::{Coordinator, MAX_LEASES_READ, member_of, plan};
+use crate::clock::SharedClock;
 use crate::propagation::{Leadership, Propagation};
 use crate::store::{LeaseOutcome, StoreError};
 use plan::Step;
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 /// The prefix of every channel lease's scope (`channel/<channel id>`).
@@ -48,13 +49,27 @@ pub struct ChannelLeaderStatus {
 }
 
 /// Which channels this instance leads, at which epoch, and who leads the others. Written
-/// only by the coordinator; read by propagation on every wake and batch (one atomic load),
-/// by the pollers and reconciliation on every tick, and by the availability forwarding.
+/// only by the coordinator; read by propagation on every wake and batch (two atomic loads
+/// and a clock read), by the pollers and reconciliation on every tick, and by the
+/// availability forwarding.
+///
+/// Leading is bounded in time as well as by the coordinator's word: each take or renewal
+/// of a channel's lease is good until `renewed + session_timeout_ms − heartbeat_ms` on the
+/// injected clock (the same margin after which the coordinator gives the channel up), and
+/// [`Leadership::leads`] says no after that even before the coordinator's next round has
+/// run. An instance paused past its session (SIGSTOP, a long GC-like stall, a VM freeze)
+/// therefore pushes nothing when it wakes up, whichever of its tasks runs first; only a
+/// request already on the wire before the pause can still land.
 pub struct ChannelLeadership {
     /// Channel ids, in config order (index: the channel's number in the division).
     ids: Vec<String>,
     /// Per channel: the epoch this instance leads it at (0: not led here).
     held: Box<[AtomicU64]>,
+    /// Per channel: until when (clock ms, exclusive) the last take or renewal lets this
+    /// instance lead it.
+    valid_until_ms: Box<[AtomicI64]>,
+    /// The clock [`ChannelLeadership::valid_until_ms`] is read on.
+    clock: SharedClock,
     /// Per channel: the advertised URL of its leader when another instance leads it.
     leaders: RwLock<Vec<Option<Arc<str>>>>,
     /// Told when a channel is gained or lost (set once, by the app).
@@ -62,11 +77,13 @@ pub struct ChannelLeadership {
 }
 
 impl ChannelLeadership {
-    /// A view of `channels` (ids in config order), none led.
-    pub fn new(channels: Vec<String>) -> Self {
+    /// A view of `channels` (ids in config order), none led; leadership expires on `clock`.
+    pub fn new(channels: Vec<String>, clock: SharedClock) -> Self {
         let count = channels.len();
         Self {
             held: (0..count).map(|_| AtomicU64::new(0)).collect(),
+            valid_until_ms: (0..count).map(|_| AtomicI64::new(i64::MIN)).collect(),
+            clock,
             leaders: RwLock::new(vec![None; count]),
             ids: channels,
             propagation: OnceLock::new(),
@@ -137,9 +154,18 @@ impl ChannelLeadership {
         self.index_of(scope.strip_prefix(CHANNEL_SCOPE_PREFIX)?)
     }
 
-    fn hold(&self, index: usize, epoch: u64) {
+    /// Leads channel `index` at `epoch` until `valid_until_ms` (clock ms, exclusive).
+    fn hold(&self, index: usize, epoch: u64, valid_until_ms: i64) {
+        self.extend(index, valid_until_ms);
         if let Some(held) = self.held.get(index) {
             held.store(epoch, Ordering::Release);
+        }
+    }
+
+    /// A renewal: channel `index` stays led until `valid_until_ms`.
+    fn extend(&self, index: usize, valid_until_ms: i64) {
+        if let Some(until) = self.valid_until_ms.get(index) {
+            until.store(valid_until_ms, Ordering::Release);
         }
     }
 
@@ -156,8 +182,13 @@ impl ChannelLeadership {
 
 impl Leadership for ChannelLeadership {
     fn leads(&self, channel: &str) -> bool {
-        self.index_of(channel)
-            .is_some_and(|index| self.held_epoch(index) > 0)
+        self.index_of(channel).is_some_and(|index| {
+            self.held_epoch(index) > 0
+                && self
+                    .valid_until_ms
+                    .get(index)
+                    .is_some_and(|until| self.clock.now_ms() < until.load(Ordering::Acquire))
+        })
     }
 }
 
@@ -239,7 +270,19 @@ impl Coordinator {
             .await?
         {
             LeaseOutcome::Granted(lease) if lease.epoch == self.channels.held_epoch(index) => {
+                let channel = self.channels.channels()[index].clone();
+                // Renewed late (a pause shorter than the session): leading had lapsed, so
+                // propagation stopped; it takes the channel over again (reload, rebuild).
+                let lapsed = !self.channels.leads(&channel);
                 self.channel_renewed_ms[index] = Some(now_ms);
+                self.channels
+                    .extend(index, now_ms.saturating_add(self.fence_after_ms));
+                if lapsed {
+                    if let Some(propagation) = self.channels.propagation.get() {
+                        propagation.channel_gained(&channel);
+                    }
+                    tracing::info!(channel = %channel, epoch = lease.epoch, "leading channel again after a late renewal");
+                }
             }
             LeaseOutcome::Granted(lease) => {
                 // Someone led it in between: take it over afresh.
@@ -266,7 +309,8 @@ impl Coordinator {
     /// Starts leading channel `index` at `epoch`: leads from now on, then propagation takes
     /// the channel over (reload, rebuild, push).
     fn take_channel(&mut self, index: usize, epoch: u64, now_ms: i64) {
-        self.channels.hold(index, epoch);
+        self.channels
+            .hold(index, epoch, now_ms.saturating_add(self.fence_after_ms));
         self.channel_renewed_ms[index] = Some(now_ms);
         let channel = self.channels.channels()[index].clone();
         if let Some(propagation) = self.channels.propagation.get() {
@@ -344,9 +388,13 @@ mod tests {
 
     #[test]
     fn the_view_says_who_leads_and_where_the_others_are() {
-        let view = ChannelLeadership::new(vec!["shop".into(), "bol".into(), "amz".into()]);
+        let clock = crate::clock::ManualClock::new(1_000);
+        let view = ChannelLeadership::new(
+            vec!["shop".into(), "bol".into(), "amz".into()],
+            clock.clone(),
+        );
         assert!(!view.leads("shop"));
-        view.hold(0, 4);
+        view.hold(0, 4, 2_000);
         assert!(view.leads("shop"));
         assert!(!view.leads("unknown"));
         assert_eq!(view.led(), vec!["shop".to_owned()]);
@@ -364,5 +412,24 @@ mod tests {
         assert_eq!(view.index_of_scope("movements/2"), None);
         view.release(0);
         assert!(!view.leads("shop"));
+    }
+
+    #[test]
+    fn leading_lapses_on_the_clock_without_waiting_for_the_coordinator() {
+        let clock = crate::clock::ManualClock::new(10_000);
+        let view = ChannelLeadership::new(vec!["shop".into()], clock.clone());
+        view.hold(0, 3, 12_500);
+        assert!(view.leads("shop"));
+        clock.advance_ms(2_499);
+        assert!(view.leads("shop"), "still inside the renewal's margin");
+        // Paused past the margin: on waking, leading has lapsed although the coordinator
+        // has not run and still holds the epoch.
+        clock.advance_ms(1);
+        assert!(!view.leads("shop"));
+        assert_eq!(view.held_epoch(0), 3);
+        assert_eq!(view.led(), vec!["shop".to_owned()]);
+        // A renewal in time extends it again.
+        view.extend(0, 15_000);
+        assert!(view.leads("shop"));
     }
 }

@@ -57,6 +57,7 @@ pub mod table;
 pub use channels::{CHANNEL_SCOPE_PREFIX, ChannelLeaderStatus, ChannelLeadership, channel_scope};
 pub use table::{PARTITION_SCOPE_PREFIX, PartitionTable, partition_scope};
 
+use crate::clock::SharedClock;
 use crate::config::ClusterConfig;
 use crate::ledger::Ledger;
 use crate::store::{LeaseOutcome, Store, StoreError};
@@ -170,6 +171,14 @@ pub fn default_member_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// `session_timeout_ms − heartbeat_ms`, at least 1: how long after a renewal began an
+/// instance may still act on the lease (after that another instance may take it).
+fn fence_after_ms(config: &ClusterConfig) -> i64 {
+    let session = i64::try_from(config.session_timeout_ms).unwrap_or(i64::MAX);
+    let heartbeat = i64::try_from(config.heartbeat_ms).unwrap_or(i64::MAX);
+    session.saturating_sub(heartbeat).max(1)
+}
+
 impl Cluster {
     /// The partition table for `config` (hand it to the ledger as its ownership before
     /// the ledger starts, then to [`Cluster::start`]).
@@ -180,8 +189,10 @@ impl Cluster {
     /// The channel leadership view of `channels` (channel ids in config order; hand it to
     /// propagation as its leadership before propagation starts, then to
     /// [`Cluster::start`]).
-    pub fn leadership(channels: Vec<String>) -> Arc<ChannelLeadership> {
-        Arc::new(ChannelLeadership::new(channels))
+    /// Leading a channel lapses on `clock` when the lease was not renewed in time (see
+    /// [`ChannelLeadership`]).
+    pub fn leadership(channels: Vec<String>, clock: SharedClock) -> Arc<ChannelLeadership> {
+        Arc::new(ChannelLeadership::new(channels, clock))
     }
 
     /// Starts the coordinator on the current tokio runtime; the first round runs at once.
@@ -220,6 +231,7 @@ impl Cluster {
             last_renewed_ms: vec![None; partitions],
             rebalances: 0,
             channel_renewed_ms: vec![None; channels.channels().len()],
+            fence_after_ms: fence_after_ms(&config),
             channels: channels.clone(),
             leadership_changes: 0,
         };
@@ -301,6 +313,9 @@ struct Coordinator {
     channels: Arc<ChannelLeadership>,
     /// Per channel led: when its lease was last renewed (clock ms).
     channel_renewed_ms: Vec<Option<i64>>,
+    /// How long after a renewal began this instance may still act on a lease:
+    /// `session_timeout_ms − heartbeat_ms` (at least 1).
+    fence_after_ms: i64,
     leadership_changes: u64,
 }
 
@@ -323,7 +338,7 @@ impl Coordinator {
                 tracing::warn!(error = %error, "cluster round failed; retrying next heartbeat");
                 self.status.write().unwrap_or_else(|e| e.into_inner()).error =
                     Some(error.to_string());
-                self.self_fence(now_ms, heartbeat).await;
+                self.self_fence(now_ms).await;
             }
         }
     }
@@ -552,10 +567,8 @@ impl Coordinator {
 
     /// Stops owning every partition whose lease could not be renewed for almost a session:
     /// another instance may take it once the lease expires.
-    async fn self_fence(&mut self, now_ms: i64, heartbeat: Duration) {
-        let limit = self
-            .session_ms
-            .saturating_sub(i64::try_from(heartbeat.as_millis()).unwrap_or(i64::MAX));
+    async fn self_fence(&mut self, now_ms: i64) {
+        let limit = self.fence_after_ms;
         for partition in 0..self.table.partitions() {
             if let Some(renewed) = self.last_renewed_ms[partition as usize]
                 && now_ms.saturating_sub(renewed) >= limit

@@ -519,7 +519,7 @@ pub(super) async fn track_webhooks(
 }
 
 /// The channel id of a webhook path (`/webhooks/shopify/shop-1` → `shop-1`).
-fn webhook_channel(path: &str) -> Option<&str> {
+pub(super) fn webhook_channel(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/webhooks/")?;
     let (_platform, channel) = rest.split_once('/')?;
     (!channel.is_empty() && !channel.contains('/')).then_some(channel)

@@ -57,7 +57,7 @@
 //! the route's scope once `[http.auth]` has tokens (see [`auth`]).
 
 pub mod auth;
-mod cluster;
+pub mod cluster;
 pub mod dashboard;
 pub mod dead_letters;
 pub mod health;
@@ -170,6 +170,9 @@ pub struct WebState {
     /// Where availability changes other instances send are published (propagation), with
     /// `[cluster]`.
     cluster_availability: Option<Arc<dyn crate::domain::AvailabilitySink>>,
+    /// Who leads each channel, and the client webhooks are passed to the leader with
+    /// (several instances, see [`cluster::webhooks_to_leader`]).
+    webhook_leaders: Option<(Arc<dyn cluster::WebhookLeaders>, reqwest::Client)>,
 }
 
 impl WebState {
@@ -190,7 +193,19 @@ impl WebState {
             platforms: None,
             config_bom: Arc::default(),
             cluster_availability: None,
+            webhook_leaders: None,
         }
+    }
+
+    /// Passes webhook deliveries for a channel another instance leads to that instance
+    /// (several instances), with `client`; see [`cluster::webhooks_to_leader`].
+    pub fn with_webhook_leaders(
+        mut self,
+        leaders: Arc<dyn cluster::WebhookLeaders>,
+        client: reqwest::Client,
+    ) -> Self {
+        self.webhook_leaders = Some((leaders, client));
+        self
     }
 
     /// Publishes the availability changes other instances send to
@@ -340,7 +355,9 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/pushes", get(history::get_pushes))
         .route("/api/v1/audit/config", get(history::get_config_audit))
         .route("/api/v1/dead-letters", get(dead_letters::get_dead_letters))
-        .merge(crate::ingest::receivers(receivers, levels))
+        .merge(crate::ingest::receivers(receivers, levels).layer(
+            axum::middleware::from_fn_with_state(state.clone(), cluster::webhooks_to_leader),
+        ))
         .route("/api/v1/openapi.json", get(openapi::get_openapi))
         .merge(dashboard::routes());
     let router = limits::request_limits(api, &state.config.http)

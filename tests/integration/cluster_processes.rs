@@ -1,10 +1,17 @@
 //! Several instances as separate processes (issue 13's proof): three `stocksync run`
-//! processes on one PostgreSQL store and one tansu broker (movements topic at 6 partitions).
-//! kafka-python streams receipts over 1,000 SKUs while REST clients post to every live
-//! instance; meanwhile one instance is killed with SIGKILL, and later another is paused with
-//! SIGSTOP for longer than the session timeout, then resumed. At the end every SKU's on-hand
-//! equals exactly what was produced and acknowledged (nothing lost, nothing doubled), on
-//! every live instance, and the paused instance reports that it lost its partitions.
+//! processes on one PostgreSQL store and one tansu broker (movements topic at 6 partitions),
+//! with the four channel simulators (the demo's storefronts, listing the first [`LISTED`]
+//! SKUs). kafka-python streams receipts over 1,000 SKUs while REST clients post to every
+//! live instance and the simulators take orders, whose webhooks a balancer hands to any
+//! live instance; meanwhile one instance is killed with SIGKILL, and later another is
+//! paused with SIGSTOP for longer than the session timeout, then resumed. At the end:
+//! - every SKU's on-hand equals exactly what was produced and acknowledged (nothing lost,
+//!   nothing doubled), read on every live instance;
+//! - the paused instance reports that it lost its partitions;
+//! - every listing on every simulator equals the ledger's ATP for that channel;
+//! - in every 10-second window each simulator saw at most 5 % more requests than its
+//!   channel's rate budget (`burst + requests_per_sec × 10`), counted by a logging proxy in
+//!   front of it, across all three instances.
 //!
 //! A second test restarts all three instances one after another (SIGTERM, start again)
 //! under REST load: no request fails.
@@ -13,7 +20,10 @@
 //! it writes `skipped: postgres ...` to stderr and passes. `STOCKSYNC_CLUSTER_MOVEMENTS`
 //! overrides the number of Kafka movements (default 100,000).
 
+use crate::compliance::{ComplianceTarget, FaultProxy, max_in_window};
 use crate::support;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +31,8 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use stocksync::config::{StoreBackend, StoreConfig};
+use stocksync::config::{Config, StoreBackend, StoreConfig};
+use stocksync::demo::Platforms;
 use stocksync::store::conformance::{StoreFactory, store_toml};
 use tokio::io::AsyncBufReadExt;
 
@@ -29,9 +40,14 @@ const PARTITIONS: i32 = 6;
 const SKUS: usize = 1_000;
 const SESSION_MS: u64 = 3_000;
 const TOKEN: &str = "cluster-process-test-token-000000000000";
+/// SKUs listed on every channel (the first of the [`SKUS`]): enough for the channels'
+/// budgets to matter, few enough that the slowest channel catches up in seconds.
+const LISTED: usize = 100;
 
+/// The SKU with index `index`: the demo's names (`DEMO-0001` for 0), which the demo
+/// storefronts list and `stream.py` produces.
 fn sku(index: usize) -> String {
-    format!("CLUSTER-{index:04}")
+    stocksync::sandbox::demo::sku_name(index)
 }
 
 /// Kafka movements to stream (`STOCKSYNC_CLUSTER_MOVEMENTS`, default 100,000).
@@ -121,12 +137,15 @@ fn tail(text: &str, lines: usize) -> String {
         .join("\n")
 }
 
+/// Writes `name`'s config; `channels` is TOML appended as is (the channel blocks and the
+/// demo kit, or nothing).
 fn write_config(
     dir: &Path,
     name: &str,
     store: &StoreConfig,
     bootstrap: &str,
     topic: &str,
+    channels: &str,
 ) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     let text = format!(
@@ -149,8 +168,11 @@ token = "{TOKEN}"
 
 [[locations]]
 id = "WH-1"
+[[locations]]
+id = "STORE-1"
 
 {}
+{channels}
 "#,
         store_toml(store)
     );
@@ -322,7 +344,8 @@ impl RestLoad {
     }
 }
 
-async fn on_hand(client: &reqwest::Client, base: &str, sku: &str) -> Option<i64> {
+/// `GET /api/v1/stock/{sku}` on `base`; `None` when it does not answer 200.
+async fn stock(client: &reqwest::Client, base: &str, sku: &str) -> Option<Value> {
     let response = client
         .get(format!("{base}/api/v1/stock/{sku}"))
         .send()
@@ -331,7 +354,11 @@ async fn on_hand(client: &reqwest::Client, base: &str, sku: &str) -> Option<i64>
     if !response.status().is_success() {
         return None;
     }
-    let stock: Value = response.json().await.ok()?;
+    response.json().await.ok()
+}
+
+async fn on_hand(client: &reqwest::Client, base: &str, sku: &str) -> Option<i64> {
+    let stock = stock(client, base, sku).await?;
     Some(
         stock["locations"]
             .as_array()?
@@ -353,6 +380,252 @@ fn stream_with_python(bootstrap: &str, topic: &str, count: usize) -> std::proces
         .expect("python3 runs stream.py (kafka-python installed by scripts/test.sh)")
 }
 
+/// A load balancer on 127.0.0.1:0 in front of the live nodes, for the simulators' order
+/// webhooks: each request goes to the next node in turn and, when that node cannot be
+/// reached, to the others; a node answering 5xx is tried no further (its answer is passed
+/// back, so the simulator retries as it would with one instance).
+struct Balancer {
+    inner: Arc<BalancerInner>,
+    url: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+struct BalancerInner {
+    targets: Mutex<Vec<String>>,
+    turn: std::sync::atomic::AtomicUsize,
+    client: reqwest::Client,
+    /// Requests that reached no node at all.
+    unreachable: std::sync::atomic::AtomicU64,
+}
+
+impl Balancer {
+    async fn start(targets: Vec<String>) -> Self {
+        let inner = Arc::new(BalancerInner {
+            targets: Mutex::new(targets),
+            turn: Default::default(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+            unreachable: Default::default(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = axum::Router::new()
+            .fallback(balance)
+            .with_state(inner.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self { inner, url, server }
+    }
+
+    fn set_targets(&self, targets: Vec<String>) {
+        *self.inner.targets.lock().unwrap() = targets;
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn balance(State(balancer): State<Arc<BalancerInner>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 4 << 20).await else {
+        return (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response();
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |path| path.as_str())
+        .to_owned();
+    let targets = balancer.targets.lock().unwrap().clone();
+    let first = balancer.turn.fetch_add(1, Ordering::Relaxed);
+    for attempt in 0..targets.len() {
+        let target = &targets[(first + attempt) % targets.len()];
+        let mut forwarded = balancer
+            .client
+            .request(parts.method.clone(), format!("{target}{path}"))
+            .body(body.clone());
+        for (name, value) in &parts.headers {
+            if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
+                forwarded = forwarded.header(name, value);
+            }
+        }
+        let Ok(answer) = forwarded.send().await else {
+            continue;
+        };
+        let status = answer.status();
+        let content_type = answer
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .cloned();
+        let bytes = answer.bytes().await.unwrap_or_default();
+        let mut response = (status, bytes).into_response();
+        if let Some(content_type) = content_type {
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONTENT_TYPE, content_type);
+        }
+        return response;
+    }
+    balancer.unreachable.fetch_add(1, Ordering::Relaxed);
+    (axum::http::StatusCode::BAD_GATEWAY, "no node reachable").into_response()
+}
+
+/// Which requests count towards `channel`'s rate budget (the compliance suite's rule for
+/// its platform).
+fn counts_for(channel: &str) -> fn(&str, &str) -> bool {
+    use crate::compliance::{amazon, bolcom, shopify, woocommerce};
+    match channel {
+        stocksync::sandbox::shopify::demo::CHANNEL => shopify::ShopifyTarget::counts,
+        stocksync::sandbox::woocommerce::demo::CHANNEL => woocommerce::WoocommerceTarget::counts,
+        stocksync::sandbox::bolcom::demo::CHANNEL => bolcom::BolcomTarget::counts,
+        stocksync::sandbox::amazon::demo::CHANNEL => amazon::AmazonTarget::counts,
+        other => panic!("no compliance rule for channel {other}"),
+    }
+}
+
+/// The four channel simulators (the demo's storefronts, listing SKUs `0..LISTED`), each
+/// behind a proxy that logs the requests counting towards its channel's budget; their
+/// order webhooks go through a [`Balancer`] to any live node.
+struct Shops {
+    platforms: Arc<Platforms>,
+    /// (channel id, proxy in front of its simulator), in config order.
+    proxies: Vec<(String, FaultProxy)>,
+    balancer: Balancer,
+    /// The nodes' `[[channels]]` blocks (API URLs pointing at the proxies) and the kit.
+    toml: String,
+}
+
+impl Shops {
+    async fn start() -> Self {
+        let platforms = Arc::new(Platforms::start(LISTED).await.expect("simulators start"));
+        let balancer = Balancer::start(Vec::new()).await;
+        let mut proxies = Vec::new();
+        let mut toml = String::new();
+        for shop in platforms.shops() {
+            let proxy = FaultProxy::start(shop.base_url(), counts_for(shop.channel())).await;
+            toml.push_str(
+                &shop
+                    .channel_toml(LISTED)
+                    .replace(&shop.base_url(), &proxy.url()),
+            );
+            if shop.channel() == stocksync::sandbox::amazon::demo::CHANNEL {
+                // Single PATCHes at patchListingsItem's own rate (PLATFORMS.md §4: 5/s,
+                // burst 5): a JSON_LISTINGS_FEED's round trip (5 feeds per 5 minutes, a
+                // report read once per 45 s) takes minutes, which the compliance suite
+                // covers; here the listings must settle within the test.
+                toml.push_str(
+                    "feed_min_items = 100000\n[channels.rate_limit]\nrequests_per_sec = 5.0\nburst = 5\n",
+                );
+            }
+            shop.connect(&balancer.url);
+            proxies.push((shop.channel().to_owned(), proxy));
+        }
+        // WooCommerce lowers its own stock when it takes an order; under its channel's cap
+        // (`max_listed_quantity = 25`) the ledger's ATP does not move, so nothing is pushed
+        // and reconciliation, healing, puts the listing back (as it would in production).
+        toml.push_str("\n[reconcile]\nheal = true\ninterval_ms = 15000\n");
+        toml.push_str(&format!(
+            "\n[[bundles]]\nsku = \"{}\"\ncomponents = [{{ sku = \"{}\", quantity = 2 }}, {{ sku = \"{}\", quantity = 1 }}]\n",
+            stocksync::sandbox::demo::KIT,
+            sku(0),
+            sku(1)
+        ));
+        Self {
+            platforms,
+            proxies,
+            balancer,
+            toml,
+        }
+    }
+
+    /// Buyers: one order of 1 unit every 50 ms, on the storefronts in turn, of a listed
+    /// SKU (the marketplaces sell only what they show). Returns the orders taken per channel.
+    fn start_orders(&self, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<HashMap<String, u64>> {
+        let platforms = self.platforms.clone();
+        tokio::spawn(async move {
+            let mut taken: HashMap<String, u64> = HashMap::new();
+            let mut turn = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let shops: Vec<_> = platforms.shops().collect();
+                let shop = shops[turn % shops.len()];
+                let index = (turn * 7_919) % LISTED;
+                if shop.place_order(index, 1).await.is_ok() {
+                    *taken.entry(shop.channel().to_owned()).or_default() += 1;
+                }
+                turn += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            taken
+        })
+    }
+
+    /// Listings that differ from the ledger's ATP as `base` reads it: (channel, SKU,
+    /// ledger ATP, listed).
+    async fn differences(&self, client: &reqwest::Client, base: &str) -> Vec<String> {
+        let mut skus: Vec<(Option<usize>, String)> =
+            (0..LISTED).map(|index| (Some(index), sku(index))).collect();
+        skus.push((None, stocksync::sandbox::demo::KIT.to_owned()));
+        let mut wrong = Vec::new();
+        for (index, name) in skus {
+            let Some(stock) = stock(client, base, &name).await else {
+                wrong.push(format!("{name}: no stock answer"));
+                continue;
+            };
+            for shop in self.platforms.shops() {
+                let listed = match index {
+                    Some(index) => shop.listed(index),
+                    None if shop.lists_kit() => shop.listed_kit(),
+                    None => continue,
+                };
+                let atp = stock["channels"]
+                    .as_array()
+                    .and_then(|channels| {
+                        channels
+                            .iter()
+                            .find(|channel| channel["channel"] == shop.channel())
+                    })
+                    .and_then(|channel| channel["atp"].as_i64());
+                if atp.is_none() || listed != atp {
+                    wrong.push(format!(
+                        "{} {name}: ledger ATP {atp:?}, listed {listed:?}",
+                        shop.channel()
+                    ));
+                }
+            }
+        }
+        wrong
+    }
+
+    /// Per channel: (requests in its busiest 10 s window, its budget for 10 s, requests in
+    /// all).
+    fn busiest_windows(&self, config: &Config) -> Vec<(String, usize, f64, usize)> {
+        self.proxies
+            .iter()
+            .map(|(channel, proxy)| {
+                let limit = &config
+                    .channels
+                    .iter()
+                    .find(|c| &c.id == channel)
+                    .expect("channel configured")
+                    .rate_limit;
+                let log = proxy.requests_log();
+                let budget = f64::from(limit.burst) + limit.requests_per_sec * 10.0;
+                (
+                    channel.clone(),
+                    max_in_window(&log, Duration::from_secs(10)),
+                    budget,
+                    log.len(),
+                )
+            })
+            .collect()
+    }
+}
+
 /// Three `stocksync run` processes on a fresh PostgreSQL schema and a fresh tansu topic
 /// with [`PARTITIONS`] partitions, once they have divided the partitions; `None` when
 /// PostgreSQL is not configured (the test is skipped).
@@ -362,13 +635,22 @@ struct ThreeNodes {
     topic: String,
     nodes: Vec<Node>,
     client: reqwest::Client,
+    /// The channel simulators, when the nodes sell on channels.
+    shops: Option<Shops>,
     // Last: dropped after the nodes, kept when the test fails.
     _dir: LogDir,
 }
 
 impl ThreeNodes {
-    async fn start(test: &str, topic_prefix: &str) -> Option<Self> {
+    /// With `with_shops`, the nodes sell on the four channel simulators ([`Shops`]).
+    async fn start(test: &str, topic_prefix: &str, with_shops: bool) -> Option<Self> {
         let factory = StoreFactory::for_test(&StoreBackend::Postgres, test)?;
+        let shops = if with_shops {
+            Some(Shops::start().await)
+        } else {
+            None
+        };
+        let channels = shops.as_ref().map_or("", |shops| shops.toml.as_str());
         let broker = support::TansuBroker::start();
         let topic = support::unique(topic_prefix);
         broker.create_topic(&topic, PARTITIONS);
@@ -379,7 +661,14 @@ impl ThreeNodes {
             .iter()
             .map(|name| Node {
                 name: (*name).to_owned(),
-                config: write_config(dir.path(), name, &store, &broker.bootstrap(), &topic),
+                config: write_config(
+                    dir.path(),
+                    name,
+                    &store,
+                    &broker.bootstrap(),
+                    &topic,
+                    channels,
+                ),
                 log: dir.path().join(format!("{name}.log")),
                 child: None,
                 base: String::new(),
@@ -395,12 +684,18 @@ impl ThreeNodes {
             "three nodes divide the partitions",
         )
         .await;
+        if let Some(shops) = &shops {
+            shops
+                .balancer
+                .set_targets(nodes.iter().map(|node| node.base.clone()).collect());
+        }
         Some(Self {
             _factory: factory,
             broker,
             topic,
             nodes,
             client,
+            shops,
             _dir: dir,
         })
     }
@@ -411,6 +706,7 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
     let Some(mut cluster) = ThreeNodes::start(
         "cluster_processes three_processes_lose_and_double_nothing",
         "cluster-movements",
+        true,
     )
     .await
     else {
@@ -422,8 +718,12 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
         topic,
         nodes,
         client,
+        shops,
         ..
     } = &mut cluster;
+    let shops = shops.as_ref().expect("the nodes sell on the simulators");
+    let stop_orders = Arc::new(AtomicBool::new(false));
+    let orders = shops.start_orders(stop_orders.clone());
 
     let count = kafka_movements();
     let started = Instant::now();
@@ -437,6 +737,9 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
     // A node dies without warning.
     tokio::time::sleep(Duration::from_secs(3)).await;
     rest.set_targets(vec![nodes[0].base.clone(), nodes[1].base.clone()]);
+    shops
+        .balancer
+        .set_targets(vec![nodes[0].base.clone(), nodes[1].base.clone()]);
     nodes[2].signal(libc::SIGKILL);
     let _ = nodes[2].child.take().unwrap().wait().await;
     wait_divided(
@@ -448,6 +751,7 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
 
     // Another node freezes past its session, then wakes up.
     rest.set_targets(vec![nodes[0].base.clone()]);
+    shops.balancer.set_targets(vec![nodes[0].base.clone()]);
     nodes[1].signal(libc::SIGSTOP);
     support::eventually(
         "node a owns every partition while node b is frozen",
@@ -458,6 +762,9 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
     tokio::time::sleep(Duration::from_millis(SESSION_MS)).await;
     nodes[1].signal(libc::SIGCONT);
     rest.set_targets(vec![nodes[0].base.clone(), nodes[1].base.clone()]);
+    shops
+        .balancer
+        .set_targets(vec![nodes[0].base.clone(), nodes[1].base.clone()]);
     wait_divided(
         client,
         &[&nodes[0], &nodes[1]],
@@ -473,6 +780,8 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
     assert!(producer_done.status.success(), "stream.py failed");
     assert!(String::from_utf8_lossy(&producer_done.stdout).contains(&format!("PRODUCED {count}")));
     let (sent, rest_acknowledged, failures) = rest.finish().await;
+    stop_orders.store(true, Ordering::Relaxed);
+    let orders_taken = orders.await.expect("buyers");
     let mut expected: HashMap<String, i64> = HashMap::new();
     for i in 0..count {
         *expected.entry(sku(i % SKUS)).or_default() += 1 + (i % 3) as i64;
@@ -518,6 +827,52 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
             sku(index)
         );
     }
+    // Every listing on every channel follows the ledger (orders land through webhooks and
+    // the leaders' order polls, so wait for them to settle).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let wrong = shops.differences(client, &nodes[0].base).await;
+        if wrong.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let mut channels = String::new();
+            for node in &nodes[..2] {
+                let status = client
+                    .get(format!("{}/api/v1/channels", node.base))
+                    .send()
+                    .await
+                    .ok();
+                let text = match status {
+                    Some(response) => response.text().await.unwrap_or_default(),
+                    None => "(no answer)".to_owned(),
+                };
+                channels.push_str(&format!("{}: {text}\n", node.name));
+            }
+            panic!(
+                "{} listing(s) differ from the ledger's ATP, first: {:?}\nchannels:\n{channels}",
+                wrong.len(),
+                &wrong[..wrong.len().min(8)],
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "cluster_processes: orders taken per channel {orders_taken:?}; webhooks that reached no node: {}",
+        shops.balancer.inner.unreachable.load(Ordering::Relaxed)
+    );
+    // Each channel's rate budget held across the cluster, through the failovers.
+    let config = Config::from_toml(&std::fs::read_to_string(&nodes[0].config).unwrap())
+        .expect("node config parses");
+    for (channel, busiest, budget, total) in shops.busiest_windows(&config) {
+        eprintln!(
+            "cluster_processes: {channel}: {total} counted requests, busiest 10 s window {busiest} (budget {budget})"
+        );
+        assert!(
+            busiest as f64 <= budget * 1.05,
+            "{channel}: {busiest} requests in a 10 s window, budget {budget} (+5 %)"
+        );
+    }
     // The frozen node noticed it had lost its partitions (and wrote nothing of them after).
     let lost = nodes[1]
         .metric(
@@ -545,6 +900,7 @@ async fn a_rolling_restart_under_rest_load_fails_no_request() {
     let Some(mut cluster) = ThreeNodes::start(
         "cluster_processes a_rolling_restart_under_rest_load_fails_no_request",
         "cluster-rolling",
+        false,
     )
     .await
     else {

@@ -4,7 +4,8 @@ them (the several-instance test's WMS producer).
 
 Usage: python3 stream.py BOOTSTRAP TOPIC COUNT SKUS
 
-Record i (0 <= i < COUNT) is keyed by its SKU, `CLUSTER-{i mod SKUS:04}`, and is a receipt of
+Record i (0 <= i < COUNT) is keyed by its SKU, `DEMO-{i mod SKUS + 1:04}` (the demo's SKU names,
+which the demo storefronts list), and is a receipt of
 `1 + i mod 3` units at WH-1 with idempotency key `stream:{i}`; the producer uses kafka-python's
 default partitioner (murmur2 of the key), acks=all. Prints "PRODUCED n" once every record
 is acknowledged by the broker; exits non-zero on any failure.
@@ -25,7 +26,7 @@ def main():
     )
     futures = []
     for i in range(count):
-        sku = f"CLUSTER-{i % skus:04}"
+        sku = f"DEMO-{i % skus + 1:04}"
         movement = {
             "schema_version": 1, "sku": sku, "idempotency_key": f"stream:{i}",
             "source": "wms", "type": "receipt", "location": "WH-1", "quantity": 1 + i % 3,
