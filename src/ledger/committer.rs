@@ -275,6 +275,7 @@ async fn run(
             Some(ownership) => fence_requests(&mut requests, ownership, &mut batch.fences),
             None => FencedRequests::default(),
         };
+        batch.sku_fences = fenced.sku_fences();
         for request in &mut requests {
             if let Some(event) = request.event.take() {
                 batch.events.push(event);
@@ -371,6 +372,33 @@ struct FencedRequests {
     fences: Vec<crate::store::Fence>,
     /// Per fence, whether a refusal dropped it (with its requests).
     dropped: Vec<bool>,
+}
+
+impl FencedRequests {
+    /// Per SKU written, the index of its fence among the fences written (those as built
+    /// less the dropped ones, in order): [`CommitBatch::sku_fences`]. Empty without
+    /// per-SKU fences.
+    fn sku_fences(&self) -> HashMap<String, usize> {
+        let mut written = 0;
+        let positions: Vec<Option<usize>> = self
+            .dropped
+            .iter()
+            .map(|dropped| {
+                (!dropped).then(|| {
+                    written += 1;
+                    written - 1
+                })
+            })
+            .collect();
+        self.skus
+            .iter()
+            .zip(&self.scopes)
+            .filter_map(|(sku, index)| {
+                let position = positions.get((*index)?).copied().flatten()?;
+                Some((sku.as_deref()?.to_owned(), position))
+            })
+            .collect()
+    }
 }
 
 /// Adds the fence of every request's SKU to `fences` (once per scope) and records which
@@ -552,6 +580,7 @@ fn refence(
     fenced.dropped = stale;
     batch.offsets = offsets_of(requests);
     batch.fences = kept;
+    batch.sku_fences = fenced.sku_fences();
     batch
 }
 
@@ -859,5 +888,38 @@ mod tests {
             receivers[2].try_recv(),
             Ok(Err(LedgerError::NotOwner { .. }))
         ));
+    }
+
+    /// A store that stamps rows with an epoch (ScyllaDB) needs each SKU's own fence, not
+    /// the batch's: the batch names it per SKU, also after a refusal shrank the fences.
+    #[test]
+    fn each_sku_of_a_batch_names_its_own_partition_fence_also_after_a_refusal() {
+        let fences = Arc::new(Fences::default());
+        fences.set("A", Some(fence("movements/1", 3)));
+        fences.set("B", Some(fence("movements/2", 7)));
+        fences.set("C", Some(fence("movements/3", 5)));
+        let ownership = OwnershipHandle(fences.clone());
+        let mut requests = Vec::new();
+        let mut receivers = Vec::new();
+        for (sku, partition) in [("A", 1), ("B", 2), ("C", 3), ("B", 2)] {
+            let (request, receiver) = request(sku, partition, 10);
+            requests.push(request);
+            receivers.push(receiver);
+        }
+        let mut batch = CommitBatch::default();
+        let mut fenced = fence_requests(&mut requests, &ownership, &mut batch.fences);
+        batch.sku_fences = fenced.sku_fences();
+        for request in &mut requests {
+            batch.events.extend(request.event.take());
+        }
+        assert_eq!(batch.fence_of("A"), Some(&fence("movements/1", 3)));
+        assert_eq!(batch.fence_of("B"), Some(&fence("movements/2", 7)));
+        assert_eq!(batch.fence_of("C"), Some(&fence("movements/3", 5)));
+        assert_eq!(batch.sku_fences.len(), 3);
+        fences.set("A", None);
+        let batch = refence(batch, "movements/1", &mut requests, &mut fenced, &ownership);
+        assert_eq!(batch.fence_of("A"), None, "A left the batch");
+        assert_eq!(batch.fence_of("B"), Some(&fence("movements/2", 7)));
+        assert_eq!(batch.fence_of("C"), Some(&fence("movements/3", 5)));
     }
 }

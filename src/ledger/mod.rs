@@ -23,6 +23,10 @@
 //! numbered with a per-shard ticket. The committer writes many shards' batches in one
 //! durable transaction, then answers each caller, raises the shard's durable ticket, and
 //! publishes the newest availability of every changed SKU to the [`AvailabilitySink`].
+//! Several instances (`[cluster]`): a movement not from Kafka is routed instead, applied
+//! here or forwarded to its SKU's owner (`ownership`), in a task of its own that waits for
+//! the SKU's previously submitted routed movement to be answered (`route_order`), so the
+//! order of submission still holds per SKU.
 //!
 //! Passivation: each shard sweeps its SKUs on a tick (period from `idle_passivate_secs`, time
 //! from [`LedgerOptions::clock`]) and drops those idle that long whose last ticket is
@@ -55,6 +59,7 @@ pub mod ownership;
 mod reads;
 mod reaper;
 pub mod reservations;
+mod route_order;
 mod supervisor;
 
 use crate::domain::{ApplyError, AvailabilitySink, Movement, Sku, SkuState};
@@ -278,11 +283,12 @@ impl LedgerError {
 /// A pending acknowledgement; resolves once the movement is durable (or refused).
 pub struct PendingAck(PendingInner);
 
-/// Where the answer comes from: this instance's shard, or (several instances) the routing
-/// of a movement whose SKU another instance owns.
+/// Where the answer comes from: this instance's shard, or (several instances) the task
+/// that routes the movement to its SKU's owner (it runs whether or not the answer is
+/// awaited, like a cast into a shard).
 enum PendingInner {
     Local(oneshot::Receiver<Result<Ack, LedgerError>>),
-    Routed(Pin<Box<dyn Future<Output = Result<Ack, LedgerError>> + Send>>),
+    Routed(tokio::task::JoinHandle<Result<Ack, LedgerError>>),
 }
 
 impl PendingAck {
@@ -303,7 +309,13 @@ impl Future for PendingAck {
                     ))
                 })
             }),
-            PendingInner::Routed(future) => future.as_mut().poll(cx),
+            PendingInner::Routed(task) => Pin::new(task).poll(cx).map(|result| {
+                result.unwrap_or_else(|error| {
+                    Err(LedgerError::Unavailable(format!(
+                        "routing the movement to its owner failed: {error}"
+                    )))
+                })
+            }),
         }
     }
 }
@@ -330,6 +342,8 @@ pub(crate) struct Core {
     pub(crate) shard_live: Box<[AtomicU64]>,
     /// Movements being applied and movements that killed shards (see `supervisor`).
     pub(crate) poison: supervisor::PoisonWatch,
+    /// Several instances: the order of routed movements per SKU (see `route_order`).
+    pub(crate) route_order: Arc<route_order::RouteOrder>,
 }
 
 impl Core {
@@ -466,6 +480,7 @@ impl Ledger {
                 .collect(),
             shard_live: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
             poison: supervisor::PoisonWatch::new(shard_count),
+            route_order: Arc::new(route_order::RouteOrder::new(shard_count)),
         });
         let (shards, supervisor) = supervisor::start(core.clone(), shard_count);
         let shared = Arc::new(Shared {
@@ -479,9 +494,13 @@ impl Ledger {
         ledger
     }
 
-    /// Submits a movement. The cast into the SKU's shard happens before this returns, so
-    /// movements submitted one after another reach their SKU in that order; await the
-    /// returned [`PendingAck`] for durability.
+    /// Submits a movement. Movements submitted one after another reach their SKU in that
+    /// order: the cast into the SKU's shard happens before this returns, and with several
+    /// instances, where a movement may be forwarded to the SKU's owner, its place among the
+    /// SKU's routed movements is fixed before this returns (each is admitted here or
+    /// forwarded only once the previous one of its SKU has been answered; other SKUs do not
+    /// wait). Await the returned [`PendingAck`] for durability; dropping it does not
+    /// withdraw the movement.
     pub fn submit(&self, movement: Movement) -> PendingAck {
         self.submit_from(movement, None)
     }
@@ -509,11 +528,28 @@ impl Ledger {
             // owner; retried while the SKU's partition moves, also when it moves after the
             // movement was admitted here (Kafka records are never routed: their
             // partition's owner reads them).
-            return PendingAck(PendingInner::Routed(Box::pin(
-                self.clone().routed(movement),
-            )));
+            return self.submit_routed(movement);
         }
         self.submit_owned(movement, origin)
+    }
+
+    /// Routes `movement` to its SKU's owner ([`Ledger::routed`]) in a task of its own,
+    /// after every routed movement of its SKU submitted before it has been answered. Its
+    /// turn is taken here, synchronously, so the order of submission is the order in which
+    /// the owner receives them, however long each forward or retry takes. The routing
+    /// deadline runs from now, so a chain waiting behind a moving partition ends with it.
+    fn submit_routed(&self, movement: Movement) -> PendingAck {
+        let mut turn = self.shared.route_order.turn(&movement.sku);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(ownership::ROUTE_DEADLINE_MS);
+        let ledger = self.clone();
+        PendingAck(PendingInner::Routed(tokio::spawn(async move {
+            turn.predecessor_done().await;
+            let answer = ledger.routed(movement, deadline).await;
+            // The SKU's next routed movement goes once this one is answered.
+            drop(turn);
+            answer
+        })))
     }
 
     /// Like [`Ledger::submit_from`] but never routes: the movement goes to this instance's
@@ -672,17 +708,19 @@ impl Ledger {
     /// Applies `movement` on its owner: here when this instance admits its SKU, else on
     /// the instance whose URL the ownership names ([`ownership::Forwarder`]). While the
     /// SKU's partition moves (no owner known, or an owner that answers `NotOwner`) it waits
-    /// and tries again, backing off from 50 ms to 1 s, for at most
-    /// [`ownership::ROUTE_DEADLINE_MS`]; then the last `NotOwner` is the answer.
-    async fn routed(self, movement: Movement) -> Result<Ack, LedgerError> {
+    /// and tries again, backing off from 50 ms to 1 s, until `deadline` (at least one
+    /// attempt); then the last `NotOwner` is the answer.
+    async fn routed(
+        self,
+        movement: Movement,
+        deadline: tokio::time::Instant,
+    ) -> Result<Ack, LedgerError> {
         let (Some(ownership), Some(forwarder)) = (
             self.shared.options.ownership.clone(),
             self.shared.options.forwarder.clone(),
         ) else {
             return self.submit_owned(movement, None).await;
         };
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(ownership::ROUTE_DEADLINE_MS);
         let mut backoff_ms = 50;
         loop {
             let (outcome, remote) = match ownership.admit(movement.sku.as_str()) {
@@ -802,5 +840,7 @@ mod tests_counts;
 mod tests_dead;
 #[cfg(test)]
 mod tests_limits;
+#[cfg(test)]
+mod tests_routing;
 #[cfg(test)]
 mod tests_supervision;

@@ -29,8 +29,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 /// How long a movement submitted on an instance that does not own its SKU is retried while
-/// the SKU's partition moves, in milliseconds (longer than a default session timeout, so a
-/// node loss during the request is waited out).
+/// the SKU's partition moves, in milliseconds from its submission (longer than a default
+/// session timeout, so a node loss during the request is waited out). Counted from the
+/// submission, the time spent waiting behind earlier movements of the same SKU included.
 pub const ROUTE_DEADLINE_MS: u64 = 30_000;
 
 /// The answer of a forwarded movement.

@@ -187,6 +187,11 @@ pub struct CommitBatch {
     /// When one is stale the whole batch is refused with [`StoreError::Fenced`] (or, on a
     /// backend that cannot check inside the write, never becomes visible: see the backend).
     pub fences: Vec<Fence>,
+    /// Several instances: per SKU of the batch written under its partition's fence, the
+    /// index in `fences` of that fence ([`CommitBatch::fence_of`]). Empty on a single
+    /// node, where every fence covers every SKU. A backend that stamps rows with their
+    /// writer's epoch (ScyllaDB) stamps each SKU's rows with its own fence's epoch.
+    pub sku_fences: std::collections::HashMap<String, usize>,
 }
 
 impl CommitBatch {
@@ -199,6 +204,13 @@ impl CommitBatch {
             && self.reservations.is_empty()
             && self.dead_letters.is_empty()
             && self.outcomes.is_empty()
+    }
+
+    /// The fence that covers `sku`'s records (its partition's, see
+    /// [`CommitBatch::sku_fences`]); `None` when no fence is the SKU's own (a single node,
+    /// or a SKU not in the batch).
+    pub fn fence_of(&self, sku: &str) -> Option<&Fence> {
+        self.fences.get(*self.sku_fences.get(sku)?)
     }
 }
 

@@ -145,9 +145,8 @@ pub fn batch_identity(batch: &CommitBatch) -> Option<BatchIdentity> {
     ))
 }
 
-/// The epoch written on a batch's rows: the newest of its fences (0 without fences). The
-/// replay filter compares these, so a SKU is expected to be written under one scope at a
-/// time (the next step fences each topic partition's SKUs with one).
+/// The epoch written on rows of a SKU no fence of its own covers (a single node): the
+/// newest of the batch's fences (0 without fences).
 pub fn batch_epoch(batch: &CommitBatch) -> u64 {
     batch
         .fences
@@ -155,6 +154,16 @@ pub fn batch_epoch(batch: &CommitBatch) -> u64 {
         .map(|fence| fence.epoch)
         .max()
         .unwrap_or(0)
+}
+
+/// The epoch written on `sku`'s rows: the epoch of its own fence, its partition's
+/// ([`CommitBatch::fence_of`]), else `fallback` ([`batch_epoch`]). The replay filter
+/// compares these per SKU, so a SKU's rows must never carry another partition's epoch.
+///
+/// Errors: [`StoreError::Backend`] for an epoch above `i64::MAX`.
+fn sku_epoch(batch: &CommitBatch, sku: &str, fallback: u64) -> Result<i64, StoreError> {
+    let epoch = batch.fence_of(sku).map_or(fallback, |fence| fence.epoch);
+    to_bigint(epoch, "epoch")
 }
 
 /// A `u64` as the `bigint` it is stored as.
@@ -237,8 +246,9 @@ pub struct CommitPlan {
     pub after: Vec<Write>,
 }
 
-/// Plans `batch` (see [`CommitPlan`]); the epoch of its fences ([`batch_epoch`]) and
-/// `writer` are written on every row, `cursors` ([`assign_cursors`]) on the events' rows;
+/// Plans `batch` (see [`CommitPlan`]); each SKU's epoch (its own fence's,
+/// [`CommitBatch::fence_of`], else [`batch_epoch`]) and `writer` are written on its rows,
+/// `cursors` ([`assign_cursors`]) on the events' rows;
 /// `now_micros` (wall clock) orders reservation requests ([`first_write_wins_timestamp`]).
 ///
 /// Errors: [`StoreError::Backend`] for a seq or quantity above `i64::MAX`.
@@ -258,7 +268,7 @@ pub fn plan_commit(
             ),
         });
     }
-    let epoch = to_bigint(batch_epoch(batch), "epoch")?;
+    let fallback = batch_epoch(batch);
     let mut plan = CommitPlan::default();
     let mut per_sku: BTreeMap<&str, Vec<Write>> = BTreeMap::new();
     let outcomes: BTreeMap<(&str, u64), &str> = batch
@@ -269,6 +279,7 @@ pub fn plan_commit(
     let mut first_seq: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for (index, event) in batch.events.iter().enumerate() {
         let seq = to_bigint(event.seq, "seq")?;
+        let epoch = sku_epoch(batch, &event.sku, fallback)?;
         let cursor = cursors[index];
         let outcome = outcomes.get(&(event.sku.as_str(), event.seq)).copied();
         let writes = per_sku.entry(event.sku.as_str()).or_default();
@@ -326,6 +337,7 @@ pub fn plan_commit(
         }
         // An outcome of an event written earlier: set on its row where it still is.
         let seq = to_bigint(outcome.seq, "seq")?;
+        let epoch = sku_epoch(batch, &outcome.sku, fallback)?;
         per_sku
             .entry(outcome.sku.as_str())
             .or_default()
@@ -352,6 +364,7 @@ pub fn plan_commit(
     let mut tails: BTreeMap<&str, Vec<Write>> = BTreeMap::new();
     for snapshot in &batch.snapshots {
         let seq = to_bigint(snapshot.seq, "seq")?;
+        let epoch = sku_epoch(batch, &snapshot.sku, fallback)?;
         let floor = to_bigint(
             snapshot.seq.saturating_sub(RETAINED_EVENTS_BELOW_SNAPSHOT),
             "seq",
@@ -1483,6 +1496,7 @@ mod tests {
                 },
             ],
             fences: Vec::new(),
+            sku_fences: Default::default(),
         }
     }
 
@@ -1777,6 +1791,60 @@ mod tests {
             big_at(&chunk[1], 5),
             (u64::MAX - 3) as i64,
             "hash bits kept"
+        );
+    }
+
+    #[test]
+    fn each_sku_s_rows_carry_the_epoch_of_its_own_partition_s_fence() {
+        let fence = |scope: &str, epoch: u64| Fence {
+            scope: scope.into(),
+            epoch,
+        };
+        let mut batch = full_batch();
+        batch.events.push(event("D", 1, 40));
+        // A and B in partitions at different epochs; C (an outcome only) at a lower one
+        // than both; D covered by no fence of its own (a single node's rows).
+        batch.fences = vec![
+            fence("movements/0", 4),
+            fence("movements/1", 9),
+            fence("movements/2", 2),
+        ];
+        batch.sku_fences = [("A", 0), ("B", 1), ("C", 2)]
+            .into_iter()
+            .map(|(sku, index)| (sku.to_owned(), index))
+            .collect();
+        let expected = BTreeMap::from([("A", 4), ("B", 9), ("C", 2), ("D", 9)]);
+        let plan = plan_commit(&batch, "w", &assign_cursors(&batch, 1_000), NOW_MICROS).unwrap();
+        let mut stamped = BTreeSet::new();
+        for write in all_writes(&plan) {
+            let (sku, epoch) = match write.stmt {
+                Stmt::InsertEvent | Stmt::InsertSnapshot => (text_at(write, 0), big_at(write, 2)),
+                Stmt::InsertKey | Stmt::InsertSkuHistory => (text_at(write, 0), big_at(write, 3)),
+                Stmt::SetOutcome => (text_at(write, 1), big_at(write, 3)),
+                Stmt::SetSkuHistoryOutcome => (text_at(write, 1), big_at(write, 4)),
+                Stmt::InsertHistory => (text_at(write, 2), big_at(write, 4)),
+                _ => continue,
+            };
+            assert_eq!(epoch, expected[sku.as_str()], "{:?} of {sku}", write.stmt);
+            stamped.insert(format!("{:?}", write.stmt));
+            stamped.insert(sku);
+        }
+        assert_eq!(
+            stamped.into_iter().collect::<Vec<_>>(),
+            [
+                "A",
+                "B",
+                "C",
+                "D",
+                "InsertEvent",
+                "InsertHistory",
+                "InsertKey",
+                "InsertSkuHistory",
+                "InsertSnapshot",
+                "SetOutcome",
+                "SetSkuHistoryOutcome"
+            ],
+            "every epoch-stamped row of every SKU was checked"
         );
     }
 
