@@ -25,6 +25,11 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
+/// How many heartbeats after taking a channel its new leader re-derives it from the ledger
+/// once more ([`Propagation::resync`]): every instance refreshes its view of the leaders
+/// once per heartbeat, so by then all send their changes to the new leader.
+pub const RESYNC_AFTER_HEARTBEATS: i64 = 3;
+
 /// The prefix of every channel lease's scope (`channel/<channel id>`).
 pub const CHANNEL_SCOPE_PREFIX: &str = "channel/";
 
@@ -226,6 +231,21 @@ impl Coordinator {
                 Step::Lost(index) => self.lose_channel(index as usize, "taken over"),
             }
         }
+        // A few heartbeats after taking a channel, every instance's view names this one as
+        // its leader: re-derive the channel from the ledger once more, for changes an owner
+        // sent to the previous leader meanwhile.
+        for index in 0..count {
+            if let Some(at) = self.channel_resync_at_ms[index]
+                && now_ms >= at
+            {
+                self.channel_resync_at_ms[index] = None;
+                if self.channels.held_epoch(index) > 0
+                    && let Some(propagation) = self.channels.propagation.get()
+                {
+                    propagation.resync(&self.channels.channels()[index]);
+                }
+            }
+        }
         let mut urls = vec![None; count];
         let mut statuses = Vec::with_capacity(count);
         for (index, lease) in leases.iter().enumerate() {
@@ -312,6 +332,8 @@ impl Coordinator {
         self.channels
             .hold(index, epoch, now_ms.saturating_add(self.fence_after_ms));
         self.channel_renewed_ms[index] = Some(now_ms);
+        self.channel_resync_at_ms[index] =
+            Some(now_ms.saturating_add(self.heartbeat_ms.saturating_mul(RESYNC_AFTER_HEARTBEATS)));
         let channel = self.channels.channels()[index].clone();
         if let Some(propagation) = self.channels.propagation.get() {
             propagation.channel_gained(&channel);
@@ -346,6 +368,7 @@ impl Coordinator {
     fn stop_leading(&mut self, index: usize) {
         self.channels.release(index);
         self.channel_renewed_ms[index] = None;
+        self.channel_resync_at_ms[index] = None;
         if let Some(propagation) = self.channels.propagation.get() {
             propagation.channel_lost(&self.channels.channels()[index]);
         }

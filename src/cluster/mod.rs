@@ -232,6 +232,8 @@ impl Cluster {
             rebalances: 0,
             channel_renewed_ms: vec![None; channels.channels().len()],
             fence_after_ms: fence_after_ms(&config),
+            heartbeat_ms: i64::try_from(config.heartbeat_ms).unwrap_or(i64::MAX),
+            channel_resync_at_ms: vec![None; channels.channels().len()],
             channels: channels.clone(),
             leadership_changes: 0,
         };
@@ -316,6 +318,11 @@ struct Coordinator {
     /// How long after a renewal began this instance may still act on a lease:
     /// `session_timeout_ms − heartbeat_ms` (at least 1).
     fence_after_ms: i64,
+    /// `heartbeat_ms` of the config.
+    heartbeat_ms: i64,
+    /// Per channel led: when (clock ms) to re-derive it from the ledger once more after
+    /// taking it (see [`channels::RESYNC_AFTER_HEARTBEATS`]).
+    channel_resync_at_ms: Vec<Option<i64>>,
     leadership_changes: u64,
 }
 

@@ -29,6 +29,20 @@ impl Config {
                         .to_owned(),
                 );
             }
+            // A paused instance's open transaction holds its partitions' fence rows; the
+            // server must end it before the instances renewing or taking those rows give up
+            // their own leases (`session_timeout_ms − heartbeat_ms` after a renewal).
+            let margin_ms = cluster
+                .session_timeout_ms
+                .saturating_sub(cluster.heartbeat_ms);
+            if self.store.backend == super::StoreBackend::Postgres
+                && self.store.postgres.idle_in_transaction_timeout_ms >= margin_ms
+            {
+                problems.push(format!(
+                    "store.postgres.idle_in_transaction_timeout_ms ({}) must be below cluster.session_timeout_ms − cluster.heartbeat_ms ({margin_ms}): a paused instance's transaction would block the others' lease renewals past it",
+                    self.store.postgres.idle_in_transaction_timeout_ms
+                ));
+            }
         }
         if let Some(kafka) = &self.kafka {
             validate_kafka(kafka, &mut problems);
@@ -387,6 +401,41 @@ mod tests {
             panic!("expected invalid config");
         };
         assert_eq!(problems.len(), 4, "{problems:#?}");
+    }
+
+    #[test]
+    fn a_cluster_on_postgres_needs_idle_transactions_ended_within_the_lease_margin() {
+        let text = |idle_ms: u64| {
+            format!(
+                r#"
+                [store]
+                backend = "postgres"
+                [store.postgres]
+                url = "postgres://u@db/x"
+                idle_in_transaction_timeout_ms = {idle_ms}
+                [cluster]
+                partitions = 6
+                heartbeat_ms = 1000
+                session_timeout_ms = 4000
+                token = "a-cluster-token-of-at-least-32-characters"
+                "#
+            )
+        };
+        let Err(ConfigError::Invalid(problems)) =
+            Config::from_toml(&text(3_000)).unwrap().validate()
+        else {
+            panic!("an idle-transaction timeout at the margin is refused");
+        };
+        assert!(
+            problems.iter().any(
+                |p| p.contains("idle_in_transaction_timeout_ms (3000)") && p.contains("(3000)")
+            ),
+            "{problems:#?}"
+        );
+        Config::from_toml(&text(2_999))
+            .unwrap()
+            .validate()
+            .expect("below the margin is fine");
     }
 
     #[test]

@@ -175,6 +175,8 @@ impl ChannelState {
     async fn lead(&mut self, myself: &ActorRef<ChannelMessage>) {
         let shared = Arc::clone(&self.shared);
         self.taken_over = true;
+        // The previous leader may have spent the burst just before handing over.
+        self.bucket.empty(Instant::now());
         match shared.load_believed().await {
             Ok(believed) => {
                 shared.pushed.retain(|sku, _| believed.contains_key(sku));

@@ -1017,6 +1017,29 @@ impl Propagation {
         }
     }
 
+    /// Re-derives every listing of `channel` from the ledger into its queue (through the
+    /// [`QueueRebuilder`]) without dropping the queue or reloading the pushed values; what
+    /// is already listed is not pushed again. The coordinator calls it a few heartbeats
+    /// after this instance took the channel: by then every instance sends its SKUs' changes
+    /// here, and a change an owner still sent to the previous leader in between is not
+    /// lost. Does nothing unless this instance leads `channel`; unknown channels are
+    /// ignored.
+    pub fn resync(&self, channel: &str) {
+        let Some(shared) = self.channel(channel) else {
+            return;
+        };
+        if !shared.leads() {
+            return;
+        }
+        if let Some(rebuilder) = shared.rebuilder.get() {
+            tracing::debug!(
+                channel,
+                "re-deriving the channel's listings from the ledger"
+            );
+            rebuilder.rebuild(&shared.id);
+        }
+    }
+
     /// Another instance leads `channel` now (the coordinator calls it once the lease is
     /// released or lost, so [`Leadership::leads`] already says no): nothing more is pushed
     /// from here (a push in flight may finish); the queue goes on keeping the newest ATP per

@@ -79,6 +79,14 @@ impl TokenBucket {
         }
     }
 
+    /// Spends whatever the bucket holds: the next request waits one refill interval. A new
+    /// channel leader starts so (several instances): the previous leader may have spent the
+    /// burst just before handing over, and the budget is the channel's, not the instance's.
+    pub fn empty(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens = self.tokens.min(0.0);
+    }
+
     /// Charges extra requests one push made (a read after a conflict); may go into debt.
     pub fn charge(&mut self, requests: u32) {
         self.tokens -= f64::from(requests);
@@ -179,6 +187,20 @@ mod tests {
         };
         bucket.observe_budget(&budget, Instant::now());
         assert_eq!(bucket.wait(Instant::now()), Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_emptied_bucket_waits_for_its_rate_without_a_burst() {
+        let mut bucket = bucket(4.0, 8);
+        let start = Instant::now();
+        bucket.empty(start);
+        assert_eq!(bucket.wait(start), Duration::from_millis(250));
+        bucket.take(start + Duration::from_millis(250));
+        assert_eq!(
+            bucket.wait(start + Duration::from_millis(250)),
+            Duration::from_millis(250),
+            "no burst after emptying"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,6 +18,14 @@ use stocksync::store::conformance::{StoreFactory, store_toml};
 const PARTITIONS: u32 = 6;
 const TOKEN: &str = "cluster-test-token-0123456789abcdef";
 
+/// `store` as these tests' instances use it: a paused instance's transaction ends well
+/// within the session of 1 s (`check-config` requires it).
+fn short_idle(store: &StoreConfig) -> StoreConfig {
+    let mut store = store.clone();
+    store.postgres.idle_in_transaction_timeout_ms = 500;
+    store
+}
+
 fn config(store: &StoreConfig, member: &str) -> Config {
     let config = Config::from_toml(&format!(
         r#"
@@ -33,7 +41,7 @@ fn config(store: &StoreConfig, member: &str) -> Config {
         id = "WH-1"
         {}
         "#,
-        store_toml(store)
+        store_toml(&short_idle(store))
     ))
     .expect("test config parses");
     config.validate().expect("test config is valid");
@@ -294,7 +302,7 @@ fn channel_config(
         shop_url = shop.base_url(),
         token = options.access_token,
         secret = options.webhook_secret,
-        store = store_toml(store),
+        store = store_toml(&short_idle(store)),
     ))
     .expect("test config parses");
     config.validate().expect("test config is valid");

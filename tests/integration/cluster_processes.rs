@@ -656,7 +656,10 @@ impl ThreeNodes {
         broker.create_topic(&topic, PARTITIONS);
         broker.create_topic(&format!("{topic}-dlq"), 1);
         let dir = LogDir::new();
-        let store = factory.fresh_config();
+        let mut store = factory.fresh_config();
+        // A frozen node's open transaction must end well within the others' lease margin
+        // (`session − heartbeat`), or it blocks their renewals (`check-config` requires it).
+        store.postgres.idle_in_transaction_timeout_ms = 1_000;
         let mut nodes: Vec<Node> = ["node-a", "node-b", "node-c"]
             .iter()
             .map(|name| Node {

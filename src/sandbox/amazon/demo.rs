@@ -93,6 +93,13 @@ listings = [{listings}]
         )
     }
 
+    /// ORDER_CHANGE notifications go to the engine's Amazon receiver (as an SQS bridge
+    /// would deliver them); the Orders API poll stays the backstop.
+    fn connect(&self, api: &str) {
+        self.simulator
+            .set_notification_url(Some(format!("{api}/webhooks/amazon/{CHANNEL}")));
+    }
+
     fn listed(&self, index: usize) -> Option<i64> {
         self.simulator.quantity(&sku_name(index))
     }

@@ -382,6 +382,9 @@ pub enum SimulatorError {
 #[derive(Debug)]
 pub(crate) struct Inner {
     options: AmazonSimulatorOptions,
+    /// Where notifications go when set after start ([`AmazonSimulator::set_notification_url`]);
+    /// overrides `options.notification_url`.
+    notification_url: Mutex<Option<String>>,
     state: Mutex<SimState>,
     base_url: String,
     client: reqwest::Client,
@@ -405,7 +408,13 @@ impl Inner {
 
     /// Sends the ORDER_CHANGE notifications queued by the state (outside the lock).
     fn deliver(self: &Arc<Self>, notifications: Vec<Value>) {
-        let Some(url) = self.options.notification_url.clone() else {
+        let url = self
+            .notification_url
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .or_else(|| self.options.notification_url.clone());
+        let Some(url) = url else {
             return;
         };
         for notification in notifications {
@@ -540,6 +549,7 @@ pub async fn start(
             options.clock.now_ms(),
         )),
         clock: Arc::clone(&options.clock),
+        notification_url: Mutex::new(None),
         options,
         base_url: format!("http://{addr}"),
         client: reqwest::Client::new(),
@@ -685,6 +695,16 @@ impl AmazonSimulator {
         order_item_id: &str,
     ) -> Result<(), SimulatorError> {
         self.inner.request_cancellation(order_id, order_item_id)
+    }
+
+    /// Sends ORDER_CHANGE notifications to `url` from now on (standing in for the SQS
+    /// queue's consumer), instead of `options.notification_url`; `None` goes back to it.
+    pub fn set_notification_url(&self, url: Option<String>) {
+        *self
+            .inner
+            .notification_url
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = url;
     }
 
     /// Every ORDER_CHANGE notification generated so far (one per change, before
