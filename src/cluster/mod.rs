@@ -16,10 +16,11 @@
 //! 3. divides the partitions among the live members ([`plan::desired_owner`]: sorted ids,
 //!    `p mod n`) and, partition by partition ([`plan::plan`]): renews what it holds and
 //!    keeps; takes what is free and its own (a new epoch when the holder changes), evicting
-//!    any stale SKU state first and starting the Kafka consumer at the group's committed
-//!    offset (see "Where a new owner starts reading"); hands over what another live member should own (stop admitting → the
-//!    consumer drops the partition → evict, which flushes → release the lease); forgets
-//!    what another owner took (evict);
+//!    any stale SKU state first and starting the Kafka consumer at the store's offset
+//!    watermark or the group's committed offset, whichever is further on (see "Where a new
+//!    owner starts reading"); hands over what another live member should own (stop
+//!    admitting → the consumer drops the partition → evict, which flushes → release the
+//!    lease); forgets what another owner took (evict);
 //! 4. stops admitting and evicts, on its own, any partition whose lease it could not renew
 //!    for `session_timeout_ms − heartbeat_ms` (the store unreachable): by then another
 //!    instance may take it.
@@ -30,13 +31,22 @@
 //! hand) writes nothing: the ledger refuses that partition's work, tells the table, and the
 //! coordinator evicts it.
 //!
-//! Where a new owner starts reading a partition: at the consumer group's committed offset,
-//! not at the store's offset watermark. The committed offset is contiguous (the consumer
-//! commits the first offset not yet settled, so everything before it is durable or
-//! dead-lettered). The store's watermark is a high-water mark: group commits of different
-//! shards land in any order, so a commit can raise it over a lower offset of another SKU
-//! whose commit is still in flight; starting there after a node loss skipped those records
-//! (the three-process test found it). Records read again after a failover are duplicates,
+//! Where a new owner starts reading a partition: at the greater of the store's offset
+//! watermark for (group, topic, partition) and the group's committed offset; at the
+//! committed offset when the store has no watermark (then where `auto.offset.reset` says,
+//! earliest, when nothing is committed either). Both are contiguous: everything before
+//! them is durable or dead-lettered. The committed offset is the first offset the consumer
+//! has not settled; the watermark is the same settled position as the consumer knew it
+//! when it submitted a record, written in the same durable (and fenced) write as that
+//! record's event (see [`crate::ingest::kafka`]), so it lags behind the records written
+//! with it but never passes one still in flight. (It used to be one past each record's
+//! own offset, a high-water mark: group commits land in any order, so a commit could raise
+//! it over a lower offset of another SKU still in flight, and the three-process test saw a
+//! new owner that started there skip records.) Both being safe lower bounds, the greater one
+//! reads the fewest records again: the watermark is ahead when the previous owner's last
+//! Kafka commits were lost (it died within a commit interval, or the broker lost the
+//! group's offsets), the committed offset when the watermark lags (a quiet partition's
+//! last records carry the position before them). Records read again are duplicates,
 //! answered by their idempotency keys.
 //!
 //! Channels (issue 13 §4, [`channels`]): in the same round, one lease per channel
@@ -74,8 +84,9 @@ pub const MEMBER_SCOPE_PREFIX: &str = "member/";
 /// Most members and partition leases read in one round.
 const MAX_LEASES_READ: usize = 4_096;
 
-/// A partition the Kafka consumer should read, and where to start: its epoch, and no start
-/// offset (the group's committed offset, see the module docs).
+/// A partition the Kafka consumer should read, and where to start: its epoch, and the
+/// store's offset watermark for it when there is one (the consumer starts at the greater of
+/// it and the group's committed offset, see the module docs).
 pub use crate::ingest::kafka::PartitionStart as OwnedPartition;
 
 /// The partitions this instance owns (key: partition number), for the Kafka consumer.
@@ -130,8 +141,8 @@ pub struct ClusterStatus {
     pub error: Option<String>,
 }
 
-/// Where the Kafka consumer's offset watermarks are (group and movements topic), for the
-/// log line of a partition taken.
+/// Where the Kafka consumer's offset watermarks are (group and movements topic): a
+/// partition taken is read from its watermark in the store.
 #[derive(Clone, Debug)]
 pub struct KafkaSource {
     /// The consumer group id (`[kafka] group_id`).
@@ -504,11 +515,12 @@ impl Coordinator {
     }
 
     /// Starts owning `partition` at `epoch`: evicts any stale state of its SKUs, admits
-    /// them, and tells the Kafka consumer to read it from the group's committed offset (see
-    /// the module docs; the store's high-water mark is only logged).
+    /// them, and tells the Kafka consumer to read it from the store's offset watermark for
+    /// it, or from the group's committed offset when that is further on or the store has
+    /// none (see the module docs).
     async fn take(&mut self, partition: u32, epoch: u64, now_ms: i64) -> Result<(), StoreError> {
         self.evict(partition).await;
-        let high_water = match &self.kafka {
+        let watermark = match &self.kafka {
             Some(kafka) => self
                 .store
                 .offsets(&kafka.group)
@@ -525,7 +537,7 @@ impl Coordinator {
                 partition as i32,
                 OwnedPartition {
                     epoch,
-                    start_offset: None,
+                    start_offset: watermark,
                 },
             );
         });
@@ -539,7 +551,7 @@ impl Coordinator {
                 .await;
         });
         self.count("acquired");
-        tracing::info!(partition, epoch, ?high_water, "took partition");
+        tracing::info!(partition, epoch, ?watermark, "took partition");
         Ok(())
     }
 

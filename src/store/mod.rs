@@ -149,7 +149,9 @@ impl SnapshotRecord {
     }
 }
 
-/// How far a consumer has durably consumed one partition.
+/// How far a consumer has durably consumed one partition: where its next owner may start
+/// reading (see `ingest::kafka`). Stores keep the greatest one written per group, topic
+/// and partition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OffsetWatermark {
     /// Consumer group.
@@ -158,7 +160,9 @@ pub struct OffsetWatermark {
     pub topic: String,
     /// Partition.
     pub partition: i32,
-    /// The next offset to consume (last durable + 1).
+    /// The next offset to consume: every record of the partition before it is durable (or
+    /// dead-lettered). The Kafka ingest writes the settled position it knew when it
+    /// submitted the record, which may lag behind the records written with it.
     pub next_offset: i64,
 }
 

@@ -2,7 +2,9 @@
 //! the live instances by leases, a movement posted to any instance is applied by the SKU's
 //! owner (forwarded with the cluster credential) with the answer one node would give, reads
 //! answer on any instance, and when an instance leaves, the others take its partitions and
-//! go on with nothing lost or doubled.
+//! go on with nothing lost or doubled. A new owner of a movements partition starts reading
+//! it at the store's offset watermark when the group's committed offset is behind (that
+//! test needs tansu as well).
 //!
 //! Runs only when `STOCKSYNC_TEST_POSTGRES` is set (`bash scripts/test.sh` sets it);
 //! otherwise it writes `skipped: postgres ...` to stderr and passes.
@@ -10,9 +12,17 @@
 use crate::support;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stocksync::app::App;
-use stocksync::config::{Config, StoreBackend, StoreConfig};
+use stocksync::cluster::{Cluster, KafkaSource};
+use stocksync::config::{ClusterConfig, Config, StoreBackend, StoreConfig};
+use stocksync::domain::{LocationId, NullSink, Sku};
+use stocksync::ingest::kafka::partitioner::partition_for_key;
+use stocksync::ingest::kafka::{KafkaIngest, KafkaIngestOptions, RecordDecoder, movement_decoder};
+use stocksync::ledger::ownership::OwnershipHandle;
+use stocksync::ledger::{Ledger, LedgerOptions};
+use stocksync::store::Store;
 use stocksync::store::conformance::{StoreFactory, store_toml};
 
 const PARTITIONS: u32 = 6;
@@ -497,4 +507,266 @@ async fn one_instance_pushes_each_channel_and_another_takes_over() {
     let status = b.cluster().unwrap().status();
     assert!(status.leadership_changes >= 1, "{status:?}");
     b.shutdown(Duration::from_secs(5)).await;
+}
+
+/// One instance of the store-watermark test: a ledger over the shared store, its
+/// coordinator, and its Kafka consumer reading the partitions the coordinator owns, with
+/// every `(partition, offset)` it decoded.
+struct KafkaNode {
+    ledger: stocksync::ledger::Ledger,
+    cluster: Cluster,
+    ingest: KafkaIngest,
+    read: Arc<Mutex<Vec<(i32, i64)>>>,
+}
+
+/// The Kafka side of the store-watermark test: a broker, a topic of [`KAFKA_PARTITIONS`]
+/// partitions, its dead-letter topic and one consumer group.
+struct KafkaSide {
+    broker: support::TansuBroker,
+    topic: String,
+    dead_letters: String,
+    group: String,
+    producer: support::TestProducer,
+}
+
+const KAFKA_PARTITIONS: i32 = 4;
+
+impl KafkaSide {
+    fn new() -> Self {
+        let broker = support::TansuBroker::start();
+        let topic = support::unique("watermark");
+        let dead_letters = format!("{topic}.dlq");
+        broker.create_topic(&topic, KAFKA_PARTITIONS);
+        broker.create_topic(&dead_letters, 1);
+        let producer = support::TestProducer::new(&broker.bootstrap());
+        Self {
+            group: support::unique("group"),
+            broker,
+            topic,
+            dead_letters,
+            producer,
+        }
+    }
+
+    /// Starts instance `member` over `store`, as the app wires it with `[cluster]`.
+    fn start(&self, store: &Arc<dyn Store>, member: &str) -> KafkaNode {
+        let settings = ClusterConfig {
+            member_id: Some(member.to_owned()),
+            advertise_url: None,
+            partitions: KAFKA_PARTITIONS as u32,
+            session_timeout_ms: 1_000,
+            heartbeat_ms: 100,
+            token: TOKEN.to_owned(),
+        };
+        let table = Cluster::table(&settings);
+        let ledger = Ledger::start(
+            store.clone(),
+            Arc::new(NullSink),
+            LedgerOptions {
+                ownership: Some(OwnershipHandle(table.clone())),
+                ..LedgerOptions::default()
+            },
+        );
+        let cluster = Cluster::start(
+            settings,
+            "http://127.0.0.1:9".to_owned(),
+            table,
+            Cluster::leadership(Vec::new(), stocksync::clock::system()),
+            store.clone(),
+            ledger.clone(),
+            Some(KafkaSource {
+                group: self.group.clone(),
+                topic: self.topic.clone(),
+            }),
+        );
+        let read = Arc::new(Mutex::new(Vec::new()));
+        let decoder: RecordDecoder = {
+            let (read, decode) = (read.clone(), movement_decoder());
+            Arc::new(move |key, value, origin| {
+                read.lock().unwrap().push((origin.partition, origin.offset));
+                decode(key, value, origin)
+            })
+        };
+        let config = support::kafka_config(
+            &self.broker.bootstrap(),
+            &self.group,
+            &self.topic,
+            &self.dead_letters,
+        );
+        let options = KafkaIngestOptions {
+            decoder: Some(decoder),
+            assignment: Some(cluster.owned()),
+            ..KafkaIngestOptions::default()
+        };
+        let ingest = KafkaIngest::start_with_options(config, ledger.clone(), options)
+            .expect("start kafka ingest");
+        KafkaNode {
+            ledger,
+            cluster,
+            ingest,
+            read,
+        }
+    }
+
+    /// Produces `per_partition` receipts to every partition, each for a SKU of its own
+    /// that the producers' partitioner puts there (named after `round`).
+    async fn produce_round(&self, round: u32, per_partition: usize) -> Vec<String> {
+        let mut skus = Vec::new();
+        for partition in 0..KAFKA_PARTITIONS {
+            let names: Vec<String> = (0..)
+                .map(|i| format!("WM{round}-{i}"))
+                .filter(|sku| {
+                    partition_for_key(sku.as_bytes(), KAFKA_PARTITIONS as u32)
+                        == Some(partition as u32)
+                })
+                .take(per_partition)
+                .collect();
+            for sku in names {
+                let value = receipt(&sku, &format!("{sku}:rcpt"), 1);
+                self.producer
+                    .send(&self.topic, partition, Some(&sku), &value.to_string())
+                    .await;
+                skus.push(sku);
+            }
+        }
+        skus
+    }
+
+    async fn wait_committed(&self, expected: i64) {
+        let expected = vec![Some(expected); KAFKA_PARTITIONS as usize];
+        support::eventually(
+            &format!("offsets {expected:?} are committed"),
+            Duration::from_secs(30),
+            || async {
+                support::committed_offsets(
+                    &self.broker.bootstrap(),
+                    &self.group,
+                    &self.topic,
+                    KAFKA_PARTITIONS,
+                )
+                .await
+                    == expected
+            },
+        )
+        .await;
+    }
+
+    /// The store's offset watermark of every partition (`None` where there is none).
+    async fn watermarks(&self, store: &Arc<dyn Store>) -> Vec<Option<i64>> {
+        let marks = store.offsets(&self.group).await.expect("offsets");
+        (0..KAFKA_PARTITIONS)
+            .map(|partition| {
+                marks
+                    .iter()
+                    .find(|mark| mark.topic == self.topic && mark.partition == partition)
+                    .map(|mark| mark.next_offset)
+            })
+            .collect()
+    }
+}
+
+impl KafkaNode {
+    async fn wait_owns_all(&self) {
+        support::eventually(
+            "the instance owns every partition",
+            Duration::from_secs(10),
+            || async { self.cluster.status().owned.len() == KAFKA_PARTITIONS as usize },
+        )
+        .await;
+    }
+
+    /// A clean stop: the consumer, then the coordinator (hands every partition over),
+    /// then the ledger.
+    async fn stop(self) {
+        self.ingest
+            .stop()
+            .await
+            .expect("clean stop of the consumer");
+        self.cluster.leave().await;
+        self.ledger.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_starts_reading_at_the_stores_watermark_when_the_committed_offset_is_behind() {
+    let Some(factory) = StoreFactory::for_test(
+        &StoreBackend::Postgres,
+        "cluster a_new_owner_starts_reading_at_the_stores_watermark",
+    ) else {
+        return;
+    };
+    let (_, store) = factory.open_fresh().await;
+    let kafka = KafkaSide::new();
+
+    // Node a owns every partition and applies two rounds, the second one produced once
+    // the first is settled: the second's writes carry the store's watermark 3 or 4 (the
+    // settled position when each was submitted; it lags behind the records).
+    let a = kafka.start(&store, "node-a");
+    a.wait_owns_all().await;
+    let mut skus = kafka.produce_round(1, 3).await;
+    kafka.wait_committed(3).await;
+    skus.extend(kafka.produce_round(2, 2).await);
+    kafka.wait_committed(5).await;
+    a.stop().await;
+    let watermarks = kafka.watermarks(&store).await;
+    assert!(
+        watermarks
+            .iter()
+            .all(|mark| mark.is_some_and(|mark| (3..=4).contains(&mark))),
+        "{watermarks:?}"
+    );
+
+    // The group's committed offsets of partitions 0 and 1 fall behind (as if the last
+    // commits were lost); 2 and 3 stay at 5, ahead of the store's watermark.
+    support::commit_offsets(
+        &kafka.broker.bootstrap(),
+        &kafka.group,
+        &kafka.topic,
+        &[(0, 0), (1, 0)],
+    )
+    .await;
+
+    // Node b takes every partition: it starts each at the greater of the store's
+    // watermark and the committed offset, reads a third round, and applies every record
+    // exactly once.
+    let b = kafka.start(&store, "node-b");
+    b.wait_owns_all().await;
+    skus.extend(kafka.produce_round(3, 2).await);
+    kafka.wait_committed(7).await;
+    let read = b.read.lock().unwrap().clone();
+    for partition in 0..KAFKA_PARTITIONS {
+        let mut offsets: Vec<i64> = read
+            .iter()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, offset)| *offset)
+            .collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        let start = if partition < 2 {
+            watermarks[partition as usize].expect("a watermark")
+        } else {
+            5
+        };
+        assert_eq!(
+            offsets,
+            (start..7).collect::<Vec<i64>>(),
+            "partition {partition}: node b read again from {start} (store watermark {:?}), nothing before it, nothing skipped",
+            watermarks[partition as usize]
+        );
+    }
+    for sku in &skus {
+        let events = store.events(sku, 1, 10).await.expect("events");
+        assert_eq!(events.len(), 1, "{sku}: applied exactly once");
+        let state = b
+            .ledger
+            .state(&Sku::from(sku.as_str()))
+            .await
+            .expect("state");
+        assert_eq!(
+            state.location(&LocationId::from("WH-1")).on_hand,
+            1,
+            "{sku}"
+        );
+    }
+    b.stop().await;
 }

@@ -211,7 +211,8 @@ async fn movements_are_applied_and_offsets_committed_only_once_durable() {
     let events = ledger.store.events("SKU-A", 1, 100).await.unwrap();
     let keys: Vec<&str> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
     assert_eq!(keys, ["r-1", "shop:1:1", "adj-1"]);
-    // The consumed-offset watermark went into the store with the events.
+    // The offset watermark went into the store with the events: the settled position when
+    // each record was submitted, so never past the committed offsets (it lags behind them).
     let mut watermarks: Vec<(i32, i64)> = ledger
         .store
         .offsets(&fixture.group)
@@ -222,8 +223,102 @@ async fn movements_are_applied_and_offsets_committed_only_once_durable() {
         .map(|w| (w.partition, w.next_offset))
         .collect();
     watermarks.sort();
-    assert_eq!(watermarks, [(0, 3), (1, 1)]);
+    assert!(
+        matches!(watermarks[..], [(0, 0..=3), (1, 0..=1)]),
+        "{watermarks:?}"
+    );
 
+    ingest.stop().await.expect("clean stop");
+}
+
+/// The store's offset watermark of `fixture`'s partition 0, if any was written.
+async fn stored_watermark(store: &dyn stocksync::store::Store, fixture: &Fixture) -> Option<i64> {
+    store
+        .offsets(&fixture.group)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|w| w.topic == fixture.topic && w.partition == 0)
+        .map(|w| w.next_offset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_offset_watermark_never_passes_a_record_whose_write_is_held_back() {
+    // One partition. Its first record's SKU cannot be loaded (so its movement waits in the
+    // ledger, unwritten) while later records of other SKUs become durable, each write
+    // carrying the store's offset watermark. A new owner starting at that watermark must
+    // not skip the held record: the watermark stays at or below its offset.
+    let fixture = Fixture::new(1);
+    let dir = tempfile::tempdir().unwrap();
+    let gate = GatedStore::new(Arc::new(open_store(dir.path())), true);
+    gate.hold_loads_of(Some("HELD"));
+    let ledger = TestLedger::over(gate.clone(), dir);
+    let ingest = fixture.start_ingest(&ledger.ledger);
+
+    let held = fixture
+        .send(0, Some("HELD"), &receipt("HELD", "held-1", "WH-1", 1))
+        .await;
+    eventually("the held SKU's load waits", WAIT, || async {
+        gate.held_loads() > 0
+    })
+    .await;
+    // Four rounds of five records of other SKUs, each round durable before the next is
+    // produced (so they go in batches of their own, submitted after earlier ones settled).
+    let mut others = Vec::new();
+    for round in 0..4 {
+        let skus: Vec<String> = (0..5).map(|i| format!("OTHER-{round}-{i}")).collect();
+        for sku in &skus {
+            fixture
+                .send(0, Some(sku), &receipt(sku, &format!("{sku}:1"), "WH-1", 1))
+                .await;
+        }
+        for sku in &skus {
+            eventually(&format!("{sku} is durable"), WAIT, || async {
+                !ledger.store.events(sku, 1, 10).await.unwrap().is_empty()
+            })
+            .await;
+        }
+        others.extend(skus);
+        let watermark = stored_watermark(ledger.store.as_ref(), &fixture).await;
+        assert!(
+            watermark.is_none_or(|watermark| watermark <= held),
+            "round {round}: the store's watermark {watermark:?} passes the held record at {held}"
+        );
+    }
+    assert!(ledger.store.events("HELD", 1, 10).await.unwrap().is_empty());
+    assert_eq!(
+        fixture.committed(1).await,
+        [None],
+        "committed past the held record"
+    );
+
+    // Released: everything settles, and the watermark never passes the committed offset.
+    gate.hold_loads_of(None);
+    let end = held + 1 + others.len() as i64;
+    fixture.wait_committed(&[Some(end)]).await;
+    let watermark = stored_watermark(ledger.store.as_ref(), &fixture).await;
+    assert!(
+        watermark.is_some_and(|watermark| watermark <= end),
+        "{watermark:?}"
+    );
+    // One more record once everything before it is settled: it is written with the
+    // position of everything before it.
+    let last = fixture
+        .send(0, Some("LAST"), &receipt("LAST", "last-1", "WH-1", 1))
+        .await;
+    assert_eq!(last, end);
+    fixture.wait_committed(&[Some(end + 1)]).await;
+    assert_eq!(
+        stored_watermark(ledger.store.as_ref(), &fixture).await,
+        Some(end)
+    );
+    for sku in others.iter().map(String::as_str).chain(["HELD", "LAST"]) {
+        assert_eq!(
+            state(&ledger.ledger, sku).await.location(&wh1()).on_hand,
+            1,
+            "{sku}"
+        );
+    }
     ingest.stop().await.expect("clean stop");
 }
 

@@ -23,10 +23,10 @@
 //! The loop gathers batches and keeps several of them in flight:
 //! 1. take up to `batch_max` records, waiting at most `batch_wait_ms` after the first one;
 //! 2. decode each one ([`decode_movement`], IO-free) and submit every movement with
-//!    [`Ledger::submit_from`] in record order, carrying the partition's next offset as an
-//!    [`OffsetWatermark`] (the ledger writes it in the same durable write as the event);
-//!    then go on gathering the next batch while this one settles, as long as at most
-//!    `max_in_flight` records are submitted and not settled;
+//!    [`Ledger::submit_from`] in record order, carrying its partition's settled position
+//!    (below) as an [`OffsetWatermark`] (the ledger writes it in the same durable write as
+//!    the event); then go on gathering the next batch while this one settles, as long as
+//!    at most `max_in_flight` records are submitted and not settled;
 //! 3. each batch settles on its own: every acknowledgement is awaited. Records with a
 //!    `Store`/`Unavailable` failure are submitted again after a backoff (idempotency keys
 //!    make the replay harmless), at most [`RetryPolicy::max_attempts`] times in all, then
@@ -45,9 +45,28 @@
 //!    pauses its assigned partitions (rdkafka `pause`) and goes on calling `recv`; it
 //!    resumes them once the store takes writes and there is room again.
 //!
+//! The store's offset watermark is where a partition's next owner starts reading (with
+//! several instances, see [`crate::cluster`]), so it must be contiguous like the committed
+//! offset. A record's watermark is its partition's settled position once its batch is
+//! submitted: the first offset of the partition's window not settled (one past the highest
+//! when all are), which is at or below the batch's first record of that partition. Not
+//! `offset + 1`: batches settle, and the ledger's group commits land, in any order, so a
+//! later record's write can be durable while an earlier record of another SKU is still in
+//! flight. It lags (by what is in flight when the record is submitted; a quiet partition's
+//! last records carry the position before them) and only ever moves forward in the store
+//! (every backend keeps the greatest). Subscribed, the consumer starts at the group's
+//! committed offset and does not read the store's watermark (the committed offset is as
+//! fresh or fresher, except for the last commit interval before a crash, and the group
+//! assigns inside librdkafka's poll, where the store cannot be asked).
+//!
 //! Invariants:
 //! - an offset is committed only after everything before it in its partition is durable in
 //!   the ledger or delivered to the dead-letter topic (DESIGN.md §3 rule 3);
+//! - likewise, the offset watermark written with a record never passes a record of its
+//!   partition that is not settled (durable or dead-lettered). A window starts where the
+//!   partition was assigned (librdkafka hands a partition's records out in order), and
+//!   records gathered before a partition was taken away are dropped even when it is handed
+//!   back at once;
 //! - at most `max_in_flight` records are held or in flight (librdkafka's own prefetch
 //!   queue aside, and records it hands out after a pause);
 //! - a rebalance (served inside the poll), or a change of the manual assignment, may find
@@ -639,13 +658,17 @@ impl OffsetWindow {
         self.pending.remove(&offset);
     }
 
+    /// The partition's settled position: every record before this offset is settled (the
+    /// first offset not settled, or one past the highest submitted when every one is).
+    /// `None` before anything was submitted into the window.
+    fn settled_below(&self) -> Option<i64> {
+        self.pending.first().copied().or(self.next)
+    }
+
     /// The offset to commit now (the next record to read), if it moved since the last
     /// commit.
     fn committable(&self) -> Option<i64> {
-        let next = match self.pending.first() {
-            Some(&first) => first,
-            None => self.next?,
-        };
+        let next = self.settled_below()?;
         self.committed
             .is_none_or(|committed| next > committed)
             .then_some(next)
@@ -681,21 +704,35 @@ struct Settled {
     batch: Vec<OwnedMessage>,
     outcomes: Vec<Outcome>,
     /// The windows its records were submitted into.
-    generations: Generations,
+    windows: BatchWindows,
 }
 
-/// The generation of the offset window each partition of a batch was submitted into.
-type Generations = HashMap<(String, i32), u64>;
+/// Per partition of a batch: the offset window its records were submitted into, and where
+/// the partition's settled records ended then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct WindowMark {
+    /// The window's generation.
+    generation: u64,
+    /// The window's [`OffsetWindow::settled_below`] once the batch was submitted into it:
+    /// the store's offset watermark written with the batch's movements. Every record of the
+    /// partition before it is settled, so it never passes a record still in flight (it lags
+    /// behind the batch's own records instead; see the module docs).
+    settled_below: i64,
+}
+
+/// The [`WindowMark`] of every partition of a batch.
+type BatchWindows = HashMap<(String, i32), WindowMark>;
 
 impl BatchContext {
     /// Decodes every record of `batch` and submits every movement with
-    /// [`Ledger::submit_from`], in record order.
-    fn submit(&self, batch: &[OwnedMessage]) -> Submitted {
+    /// [`Ledger::submit_from`], in record order, each with its partition's settled
+    /// position from `windows` as the offset watermark.
+    fn submit(&self, batch: &[OwnedMessage], windows: &BatchWindows) -> Submitted {
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(batch.len());
         let mut owners = Vec::with_capacity(batch.len());
         let mut acks = Vec::with_capacity(batch.len());
         for (index, message) in batch.iter().enumerate() {
-            outcomes.push(self.submit_record(index, message, &mut owners, &mut acks));
+            outcomes.push(self.submit_record(index, message, windows, &mut owners, &mut acks));
         }
         Submitted {
             outcomes,
@@ -705,12 +742,15 @@ impl BatchContext {
     }
 
     /// Decodes one record and submits its movements (their record index into `owners`,
-    /// their acknowledgements into `acks`). Returns the record's outcome when it is already
-    /// known: dead letter when undecodable, consumed when it stands for no movement.
+    /// their acknowledgements into `acks`), with the watermark of its partition in
+    /// `windows` (the settled position when its batch was submitted: never past the record
+    /// itself). Returns the record's outcome when it is already known: dead letter when
+    /// undecodable, consumed when it stands for no movement.
     fn submit_record(
         &self,
         index: usize,
         message: &OwnedMessage,
+        windows: &BatchWindows,
         owners: &mut Vec<usize>,
         acks: &mut Vec<PendingAck>,
     ) -> Option<Outcome> {
@@ -719,16 +759,25 @@ impl BatchContext {
             partition: message.partition(),
             offset: message.offset(),
         };
+        // Every record is submitted into a window first, so its partition has a mark (0,
+        // which claims nothing, otherwise). The record itself is pending in that window, so
+        // the mark is at most its offset.
+        let settled_below = windows
+            .get(&(origin.topic.to_owned(), origin.partition))
+            .map_or(0, |mark| mark.settled_below);
+        debug_assert!(settled_below <= origin.offset, "watermark past its record");
         match (self.decoder)(message.key(), message.payload(), &origin) {
             Ok(decoded) => {
                 // A record with no movements (e.g. an AFN order) is simply consumed.
                 let outcome = decoded.is_empty().then_some(Outcome::Duplicate);
                 for movement in decoded {
+                    // Never `None`: the origin is what keeps a Kafka record from being
+                    // forwarded to another instance.
                     let watermark = OffsetWatermark {
                         group: self.group.clone(),
                         topic: origin.topic.to_owned(),
                         partition: origin.partition,
-                        next_offset: origin.offset + 1,
+                        next_offset: settled_below,
                     };
                     owners.push(index);
                     acks.push(self.ledger.submit_from(movement, Some(watermark)));
@@ -755,12 +804,13 @@ impl BatchContext {
     /// Awaits every acknowledgement of the batch (submitting records with a
     /// `Store`/`Unavailable` answer again, see [`settle_acks`]), then delivers its dead
     /// letters. `Err(Stopped)` when a stop was requested and the batch could not be settled
-    /// in time; nothing of it may be committed then.
+    /// in time; nothing of it may be committed then. Records submitted again carry the
+    /// watermarks of the first submission (`windows`): older, so still settled.
     async fn settle(
         self: Arc<Self>,
         batch: Vec<OwnedMessage>,
         submitted: Submitted,
-        generations: Generations,
+        windows: BatchWindows,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<Settled, Stopped> {
         let first: Vec<(usize, PendingAck)> =
@@ -769,7 +819,7 @@ impl BatchContext {
             let mut owners = Vec::new();
             let mut acks = Vec::new();
             for &index in records {
-                self.submit_record(index, &batch[index], &mut owners, &mut acks);
+                self.submit_record(index, &batch[index], &windows, &mut owners, &mut acks);
             }
             owners.into_iter().zip(acks).collect()
         };
@@ -821,7 +871,7 @@ impl BatchContext {
         Ok(Settled {
             batch,
             outcomes,
-            generations,
+            windows,
         })
     }
 
@@ -1014,9 +1064,12 @@ struct Worker {
     /// Subscribed: partitions given up after a `NotOwner` answer, whose records are dropped
     /// until the group revokes them.
     given_up: BTreeSet<(String, i32)>,
-    /// The gathered records must be checked again against what this consumer reads (a
-    /// partition was taken away or given up).
-    recheck_gathered: bool,
+    /// Partitions taken away or given up since the gathered records were last checked:
+    /// their gathered records are dropped, even when a partition was handed back meanwhile
+    /// (those records belong to the old reading, which the new one reads again from its
+    /// start; submitted into the new window, they would make its settled position pass
+    /// records not read yet).
+    taken_away: BTreeSet<(String, i32)>,
 }
 
 /// The state of manual assignment: what the consumer is told to read and what it reads.
@@ -1143,7 +1196,7 @@ impl Worker {
             paused: None,
             manual,
             given_up: BTreeSet::new(),
-            recheck_gathered: false,
+            taken_away: BTreeSet::new(),
         })
     }
 
@@ -1290,7 +1343,7 @@ impl Worker {
         &mut self,
         batch: Vec<OwnedMessage>,
     ) -> impl Future<Output = Result<Settled, Stopped>> + use<> {
-        let mut generations = Generations::new();
+        let mut generations: HashMap<(String, i32), u64> = HashMap::new();
         for message in &batch {
             let partition = (message.topic().to_owned(), message.partition());
             let window = self.windows.entry(partition.clone()).or_insert_with(|| {
@@ -1303,10 +1356,27 @@ impl Worker {
             window.submitted(message.offset());
             generations.insert(partition, window.generation);
         }
-        let submitted = self.context.submit(&batch);
+        // Taken once every record of the batch is pending: where each partition's settled
+        // records end, at or below the batch's first record of that partition.
+        let windows: BatchWindows = generations
+            .into_iter()
+            .map(|(partition, generation)| {
+                let settled_below = self
+                    .windows
+                    .get(&partition)
+                    .and_then(OffsetWindow::settled_below)
+                    .unwrap_or(0);
+                let mark = WindowMark {
+                    generation,
+                    settled_below,
+                };
+                (partition, mark)
+            })
+            .collect();
+        let submitted = self.context.submit(&batch, &windows);
         self.context
             .clone()
-            .settle(batch, submitted, generations, self.shutdown.clone())
+            .settle(batch, submitted, windows, self.shutdown.clone())
     }
 
     /// Pauses (or resumes) every assigned partition when `pause` differs from what is in
@@ -1371,10 +1441,7 @@ impl Worker {
         for partition in given_up {
             // Only the window the batch was submitted into: an answer about an ownership
             // this consumer has already let go of says nothing about the current one.
-            if self
-                .current_window(&partition, &settled.generations)
-                .is_some()
-            {
+            if self.current_window(&partition, &settled.windows).is_some() {
                 self.give_up(partition);
             }
         }
@@ -1383,23 +1450,23 @@ impl Worker {
             // or a newer one: its next owner reads the record again from the committed
             // offset (a duplicate then).
             let partition = (message.topic().to_owned(), message.partition());
-            if let Some(window) = self.current_window(&partition, &settled.generations) {
+            if let Some(window) = self.current_window(&partition, &settled.windows) {
                 window.settled(message.offset());
             }
         }
     }
 
-    /// The window of `partition` if it is the one a batch with `generations` was submitted
+    /// The window of `partition` if it is the one a batch with `windows` was submitted
     /// into.
     fn current_window(
         &mut self,
         partition: &(String, i32),
-        generations: &Generations,
+        windows: &BatchWindows,
     ) -> Option<&mut OffsetWindow> {
-        let generation = generations.get(partition)?;
+        let generation = windows.get(partition)?.generation;
         self.windows
             .get_mut(partition)
-            .filter(|window| window.generation == *generation)
+            .filter(|window| window.generation == generation)
     }
 
     /// Whether the consumer takes records of `topic`/`partition` now: with manual
@@ -1429,7 +1496,7 @@ impl Worker {
             "the ledger says another instance owns this partition; giving it up (its next owner reads its records again)"
         );
         self.windows.remove(&partition);
-        self.recheck_gathered = true;
+        self.taken_away.insert(partition.clone());
         let Some(manual) = self.manual.as_mut() else {
             self.given_up.insert(partition);
             return;
@@ -1485,10 +1552,10 @@ impl Worker {
                 manual.assigned.remove(partition);
                 // Batches of these partitions may be in flight: nothing of them is committed
                 // (their window is gone), and their gathered records are dropped.
-                self.windows
-                    .remove(&(self.config.movements_topic.clone(), *partition));
+                let taken = (self.config.movements_topic.clone(), *partition);
+                self.windows.remove(&taken);
+                self.taken_away.insert(taken);
             }
-            self.recheck_gathered = true;
         }
         let added: Vec<(i32, PartitionStart)> = target
             .iter()
@@ -1624,11 +1691,16 @@ impl Worker {
     /// Drops gathered records of partitions revoked since the last call (rebalances are
     /// served inside `recv`), and forgets those partitions' windows: nothing of theirs is
     /// committed by this consumer any more. Drops as well the gathered records of
-    /// partitions taken away or given up since the last call.
+    /// partitions taken away or given up since the last call (handed back meanwhile or
+    /// not).
     fn drop_revoked(&mut self, batch: &mut Vec<OwnedMessage>) {
-        if std::mem::take(&mut self.recheck_gathered) {
+        let taken_away = std::mem::take(&mut self.taken_away);
+        if !taken_away.is_empty() {
             let before = batch.len();
-            batch.retain(|message| self.reads(message.topic(), message.partition()));
+            batch.retain(|message| {
+                !taken_away.contains(&(message.topic().to_owned(), message.partition()))
+                    && self.reads(message.topic(), message.partition())
+            });
             if batch.len() != before {
                 debug!(
                     dropped = before - batch.len(),
@@ -2126,6 +2198,8 @@ mod tests {
             for offset in &order {
                 window.settled(*offset);
                 settled.insert(*offset);
+                let below = window.settled_below().expect("records were submitted");
+                assert!((0..below).all(|o| settled.contains(&o)), "{order:?}");
                 if let Some(commit) = window.committable() {
                     assert!(commit > last, "{order:?}");
                     assert!(
@@ -2138,6 +2212,43 @@ mod tests {
             }
             assert_eq!(last, 6, "{order:?}");
         }
+    }
+
+    #[test]
+    fn the_settled_position_written_with_a_batch_never_passes_a_record_in_flight() {
+        // Batches of three offsets submitted one after another while earlier ones settle
+        // out of order: the settled position taken once a batch is submitted (the store's
+        // watermark written with its movements) has every record before it settled, is at
+        // most the batch's first offset, and never goes back.
+        let settle_after: [&[i64]; 5] = [&[1], &[0, 4], &[2, 3], &[5, 6, 7, 8, 10, 11], &[]];
+        let mut window = OffsetWindow::default();
+        let mut settled = BTreeSet::new();
+        let mut marks = Vec::new();
+        for (batch, settle) in (0_i64..).zip(settle_after) {
+            for offset in batch * 3..batch * 3 + 3 {
+                window.submitted(offset);
+            }
+            let mark = window.settled_below().expect("records were submitted");
+            assert!(mark <= batch * 3, "batch {batch}: {mark}");
+            assert!(
+                (0..mark).all(|offset| settled.contains(&offset)),
+                "batch {batch}: {mark} passes a record in flight"
+            );
+            marks.push(mark);
+            for offset in settle {
+                window.settled(*offset);
+                settled.insert(*offset);
+            }
+        }
+        assert_eq!(marks, [0, 0, 2, 5, 9]);
+        for offset in [9, 12, 13, 14] {
+            window.settled(offset);
+        }
+        assert_eq!(
+            window.settled_below(),
+            Some(15),
+            "all settled: one past the last"
+        );
     }
 
     #[test]

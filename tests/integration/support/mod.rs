@@ -229,9 +229,16 @@ pub fn open_store(dir: &Path) -> EmbeddedStore {
 
 /// A store whose commits wait while the gate is closed, delegating everything to `inner`.
 /// Lets a test observe the system while a movement is accepted but not yet durable.
+///
+/// It can also hold back one SKU alone ([`GatedStore::hold_loads_of`]): loading that SKU
+/// waits, so its movements wait in the ledger (unwritten) while other SKUs' movements are
+/// applied and written (the ledger's committer writes one batch at a time, so a closed
+/// commit gate would hold every SKU back).
 pub struct GatedStore {
     inner: Arc<dyn Store>,
     open: watch::Sender<bool>,
+    held: watch::Sender<Option<String>>,
+    held_loads: AtomicU64,
 }
 
 impl GatedStore {
@@ -240,12 +247,25 @@ impl GatedStore {
         Arc::new(Self {
             inner,
             open: watch::channel(open).0,
+            held: watch::channel(None).0,
+            held_loads: AtomicU64::new(0),
         })
     }
 
     /// Opens or closes the gate. Commits already waiting proceed when it opens.
     pub fn set_open(&self, open: bool) {
         self.open.send_replace(open);
+    }
+
+    /// Makes every load of `sku` wait until another SKU (or `None`) is held; loads already
+    /// waiting for a SKU no longer held proceed. Commits are not affected.
+    pub fn hold_loads_of(&self, sku: Option<&str>) {
+        self.held.send_replace(sku.map(str::to_owned));
+    }
+
+    /// How many loads of a held SKU have been held back so far (waiting or released).
+    pub fn held_loads(&self) -> u64 {
+        self.held_loads.load(Ordering::Relaxed)
     }
 }
 
@@ -273,6 +293,11 @@ impl Store for GatedStore {
         self.inner.commit(batch).await
     }
     async fn load_sku(&self, sku: &str, now_ms: i64) -> Result<LoadedSku, StoreError> {
+        let mut held = self.held.subscribe();
+        if held.borrow().as_deref() == Some(sku) {
+            self.held_loads.fetch_add(1, Ordering::Relaxed);
+            let _ = held.wait_for(|held| held.as_deref() != Some(sku)).await;
+        }
         self.inner.load_sku(sku, now_ms).await
     }
     async fn events(
@@ -421,6 +446,32 @@ pub async fn committed_offsets(
     })
     .await
     .expect("offset reader task")
+}
+
+/// Commits `offsets` (`(partition, next offset)`s of `topic`) for `group` with an
+/// OffsetCommit that does not join the group: sets the group's committed offsets, for
+/// example behind where its consumers got to.
+pub async fn commit_offsets(bootstrap: &str, group: &str, topic: &str, offsets: &[(i32, i64)]) {
+    let (bootstrap, group, topic) = (bootstrap.to_owned(), group.to_owned(), topic.to_owned());
+    let offsets = offsets.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("create offset writer");
+        let mut tpl = TopicPartitionList::new();
+        for (partition, offset) in offsets {
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))
+                .expect("build offset commit");
+        }
+        consumer
+            .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+            .expect("commit offsets");
+    })
+    .await
+    .expect("offset writer task")
 }
 
 /// Reads `topic` partitions `0..partitions` from the beginning (no group) until `expected`
