@@ -186,6 +186,11 @@ impl ChannelLeadership {
 }
 
 impl Leadership for ChannelLeadership {
+    fn lead_epoch(&self, channel: &str) -> u64 {
+        self.index_of(channel)
+            .map_or(0, |index| self.held_epoch(index))
+    }
+
     fn leads(&self, channel: &str) -> bool {
         self.index_of(channel).is_some_and(|index| {
             self.held_epoch(index) > 0
@@ -292,14 +297,14 @@ impl Coordinator {
             LeaseOutcome::Granted(lease) if lease.epoch == self.channels.held_epoch(index) => {
                 let channel = self.channels.channels()[index].clone();
                 // Renewed late (a pause shorter than the session): leading had lapsed, so
-                // propagation stopped; it takes the channel over again (reload, rebuild).
+                // propagation stopped. Nobody led meanwhile (same epoch): pushing goes on.
                 let lapsed = !self.channels.leads(&channel);
                 self.channel_renewed_ms[index] = Some(now_ms);
                 self.channels
                     .extend(index, now_ms.saturating_add(self.fence_after_ms));
                 if lapsed {
                     if let Some(propagation) = self.channels.propagation.get() {
-                        propagation.channel_gained(&channel);
+                        propagation.wake_channel(&channel);
                     }
                     tracing::info!(channel = %channel, epoch = lease.epoch, "leading channel again after a late renewal");
                 }

@@ -102,6 +102,8 @@ pub(crate) struct ChannelState {
     /// while leading). Nothing is pushed before, so a queue coalesced while following is
     /// never pushed over what the previous leader pushed.
     taken_over: bool,
+    /// The leadership epoch the takeover was for ([`crate::propagation::Leadership::lead_epoch`]).
+    taken_over_epoch: u64,
 }
 
 /// The actor of one channel.
@@ -120,6 +122,7 @@ impl Actor for ChannelActor {
         let bucket = TokenBucket::new(&args.shared.config.rate_limit, Instant::now())
             .linked(args.shared.adapter.push_quota());
         let taken_over = args.shared.leads();
+        let taken_over_epoch = args.shared.lead_epoch();
         Ok(ChannelState {
             shared: args.shared,
             bucket,
@@ -133,6 +136,7 @@ impl Actor for ChannelActor {
             newest_push: HashMap::new(),
             next_push: 0,
             taken_over,
+            taken_over_epoch,
         })
     }
 
@@ -175,6 +179,7 @@ impl ChannelState {
     async fn lead(&mut self, myself: &ActorRef<ChannelMessage>) {
         let shared = Arc::clone(&self.shared);
         self.taken_over = true;
+        self.taken_over_epoch = shared.lead_epoch();
         // The previous leader may have spent the burst just before handing over.
         self.bucket.empty(Instant::now());
         match shared.load_believed().await {
@@ -296,14 +301,12 @@ impl ChannelState {
         self.shared.wake();
     }
 
-    /// True while this instance leads the channel and this actor has taken it over;
-    /// following forgets the takeover, so leading again waits for the next
+    /// True while this instance leads the channel under the epoch this actor took it
+    /// over at; a lapse on the clock that a renewal under the same epoch ends resumes
+    /// pushing, while leading under another epoch waits for the next
     /// [`ChannelMessage::Lead`].
     fn leading(&mut self) -> bool {
-        if !self.shared.leads() {
-            self.taken_over = false;
-        }
-        self.taken_over
+        self.taken_over && self.shared.leads() && self.shared.lead_epoch() == self.taken_over_epoch
     }
 
     /// Arranges a `Wake` at `at` unless an earlier timer is pending.

@@ -111,6 +111,14 @@ pub trait AtpObserver: Send + Sync + 'static {
 pub trait Leadership: Send + Sync + 'static {
     /// True while this instance leads `channel`.
     fn leads(&self, channel: &str) -> bool;
+
+    /// Which leadership of `channel` this is (the lease's epoch with several instances; 0
+    /// while not led). A channel actor takes a channel over once per epoch: leading may
+    /// lapse and come back under the same epoch (a renewal late on the clock, nobody else
+    /// led meanwhile) and pushing then simply goes on. Default: 1 while led.
+    fn lead_epoch(&self, channel: &str) -> u64 {
+        u64::from(self.leads(channel))
+    }
 }
 
 /// Told when a compare-and-set conflict shows a channel below what we expected (it sold
@@ -355,6 +363,14 @@ impl ChannelShared {
         self.leadership
             .as_ref()
             .is_none_or(|leadership| leadership.leads(&self.id))
+    }
+
+    /// The epoch of this instance's leadership of the channel ([`Leadership::lead_epoch`]);
+    /// 1 without several instances.
+    pub fn lead_epoch(&self) -> u64 {
+        self.leadership
+            .as_ref()
+            .map_or(1, |leadership| leadership.lead_epoch(&self.id))
     }
 
     /// Sends one `Wake` unless one is already waiting in the mailbox; nothing while another
@@ -1037,6 +1053,15 @@ impl Propagation {
                 "re-deriving the channel's listings from the ledger"
             );
             rebuilder.rebuild(&shared.id);
+        }
+    }
+
+    /// Wakes `channel`'s actor so that it pushes what is queued (the coordinator calls it
+    /// when leading had lapsed on the clock and a renewal under the same epoch brought it
+    /// back). Unknown channels are ignored.
+    pub fn wake_channel(&self, channel: &str) {
+        if let Some(shared) = self.channel(channel) {
+            shared.wake();
         }
     }
 

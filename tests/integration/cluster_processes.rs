@@ -18,8 +18,8 @@
 //!
 //! Needs tansu (`TANSU_BIN`), kafka-python and `STOCKSYNC_TEST_POSTGRES`; without the last
 //! it writes `skipped: postgres ...` to stderr and passes. `STOCKSYNC_CLUSTER_MOVEMENTS`
-//! overrides the number of Kafka movements (default 30,000; see [`kafka_movements`] for
-//! why not yet the issue's 100,000).
+//! overrides the number of Kafka movements (default 100,000); `STOCKSYNC_CLUSTER_NODE_LOG`
+//! sets the nodes' `RUST_LOG` (default `info`).
 
 use crate::compliance::{ComplianceTarget, FaultProxy, max_in_window};
 use crate::support;
@@ -51,18 +51,12 @@ fn sku(index: usize) -> String {
     stocksync::sandbox::demo::sku_name(index)
 }
 
-/// Kafka movements to stream (`STOCKSYNC_CLUSTER_MOVEMENTS`, default 30,000).
-///
-/// Issue 13 asks for 100,000. At that size, with the channels selling and a partition
-/// handed back to the resumed node while the stream still runs, this test has lost 16 to
-/// 64 Kafka records (one contiguous run of offsets of one partition, below where the
-/// partition's next owner started reading); the cause is not found yet (docs/cluster.md,
-/// "Open finding"). The default stays below it until it is; set 100000 to reproduce.
+/// Kafka movements to stream (`STOCKSYNC_CLUSTER_MOVEMENTS`, default 100,000).
 fn kafka_movements() -> usize {
     std::env::var("STOCKSYNC_CLUSTER_MOVEMENTS")
         .ok()
         .and_then(|value| value.parse().ok())
-        .unwrap_or(30_000)
+        .unwrap_or(100_000)
 }
 
 /// One `stocksync run` process.
@@ -192,7 +186,10 @@ async fn start(node: &mut Node) {
     command
         .args(["run", "--config"])
         .arg(&node.config)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("STOCKSYNC_CLUSTER_NODE_LOG").unwrap_or_else(|_| "info".to_owned()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(
