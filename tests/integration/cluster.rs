@@ -253,6 +253,36 @@ async fn a_new_instance_gets_its_share_without_waiting_for_a_session_timeout() {
     );
     assert_eq!(ready["cluster"]["member_id"], "node-b", "{ready}");
     assert_eq!(ready["cluster"]["owned"].as_array().unwrap().len(), 3);
+    // The dashboard shows the cluster: both instances, live, with their partitions.
+    use crate::dashboard_browser::{cell, element, row, run_chromium};
+    let dom = run_chromium(
+        &format!("http://{}/?live=poll", b.http_addr()),
+        &["--dump-dom"],
+    )
+    .await;
+    let members = element(&dom, "table", "cluster-members");
+    for (member, mine) in [("node-a", owned(&a)), ("node-b", owned(&b))] {
+        let member_row = row(members, "member", member);
+        assert_eq!(cell(member_row, "live"), "yes", "{member_row}");
+        let listed = mine
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert_eq!(
+            cell(member_row, "partitions"),
+            format!("{} ({listed})", mine.len()),
+            "{member_row}"
+        );
+    }
+    assert!(
+        cell(row(members, "member", "node-b"), "member").contains("this one"),
+        "{members}"
+    );
+    assert!(
+        element(&dom, "span", "cluster-summary").contains("2 live instance(s) · 6 partitions"),
+        "{dom}"
+    );
     a.shutdown(Duration::from_secs(5)).await;
     b.shutdown(Duration::from_secs(5)).await;
 }

@@ -175,7 +175,7 @@ fn chromium() -> PathBuf {
 
 /// Runs headless Chromium on `url` with `extra` arguments and a fresh profile; returns
 /// its standard output.
-async fn run_chromium(url: &str, extra: &[&str]) -> String {
+pub(crate) async fn run_chromium(url: &str, extra: &[&str]) -> String {
     let profile = tempfile::tempdir().unwrap();
     let mut command = tokio::process::Command::new(chromium());
     command
@@ -213,7 +213,7 @@ async fn run_chromium(url: &str, extra: &[&str]) -> String {
 
 /// The HTML of the element `<{tag} id="{id}"…>…</{tag}>` (first closing tag; tables here
 /// are not nested).
-fn element<'a>(dom: &'a str, tag: &str, id: &str) -> &'a str {
+pub(crate) fn element<'a>(dom: &'a str, tag: &str, id: &str) -> &'a str {
     let open = format!("<{tag} id=\"{id}\"");
     let start = dom
         .find(&open)
@@ -225,7 +225,7 @@ fn element<'a>(dom: &'a str, tag: &str, id: &str) -> &'a str {
 }
 
 /// The row `<tr data-{key}="{value}">…</tr>` inside `html`.
-fn row<'a>(html: &'a str, key: &str, value: &str) -> &'a str {
+pub(crate) fn row<'a>(html: &'a str, key: &str, value: &str) -> &'a str {
     let open = format!("<tr data-{key}=\"{value}\"");
     let start = html
         .find(&open)
@@ -235,7 +235,7 @@ fn row<'a>(html: &'a str, key: &str, value: &str) -> &'a str {
 }
 
 /// The text of the cell with `data-field="{field}"` in `row_html`.
-fn cell(row_html: &str, field: &str) -> String {
+pub(crate) fn cell(row_html: &str, field: &str) -> String {
     let marker = format!("data-field=\"{field}\"");
     let at = row_html
         .find(&marker)

@@ -3,7 +3,8 @@
 // Reads: GET /api/v1/skus (browse and prefix search), GET /api/v1/stock/{sku} (levels and
 // per-channel numbers), GET /api/v1/movements?sku= (movement history, when the engine has
 // it) or GET /api/v1/stock/{sku}/events (recent store events), GET /api/v1/channels
-// (channel health), GET /readyz. Live updates: GET /api/v1/events (server-sent events);
+// (channel health), GET /readyz (readiness, and the cluster panel when several instances
+// run: members, partitions owned, channel leaders, rebalances). Live updates: GET /api/v1/events (server-sent events);
 // when that fails, or with ?live=poll, it polls every second instead.
 // Deep links: /?sku=SKU-A or /#sku=SKU-A open that SKU.
 "use strict";
@@ -369,6 +370,44 @@
     markUpdated();
   }
 
+  // The cluster as this instance sees it (GET /readyz `cluster`; absent on one instance).
+  function renderCluster(cluster) {
+    const panel = $("cluster-panel");
+    if (!cluster) {
+      panel.hidden = true;
+      return;
+    }
+    panel.hidden = false;
+    const owners = {};
+    (cluster.partitions || []).forEach((p) => {
+      if (p.owner) (owners[p.owner] = owners[p.owner] || []).push(p.partition);
+    });
+    const leaders = {};
+    (cluster.channels || []).forEach((c) => {
+      if (c.leader) (leaders[c.leader] = leaders[c.leader] || []).push(c.channel);
+    });
+    const rows = (cluster.members || []).map((m) => {
+      const parts = owners[m.member_id] || [];
+      const here = m.member_id === cluster.member_id;
+      return el("tr", { "data-member": m.member_id },
+        el("td", { "data-field": "member", text: m.member_id + (here ? " (this one)" : "") }),
+        el("td", { "data-field": "url", text: m.url }),
+        el("td", { "data-field": "live", text: m.live ? "yes" : "no" }),
+        el("td", { class: "num", "data-field": "partitions", text: parts.length + (parts.length ? " (" + parts.join(", ") + ")" : "") }),
+        el("td", { "data-field": "channels", text: (leaders[m.member_id] || []).join(", ") }));
+    });
+    $("cluster-members").tBodies[0].replaceChildren(...rows);
+    const unowned = (cluster.partitions || []).filter((p) => !p.owner).length;
+    $("cluster-summary").textContent =
+      (cluster.members || []).filter((m) => m.live).length + " live instance(s) · " +
+      (cluster.partitions || []).length + " partitions" + (unowned ? " (" + unowned + " without owner)" : "") +
+      " · rebalances here " + cluster.rebalances + " · leadership changes here " + cluster.leadership_changes +
+      " · last round " + fmtAgo(cluster.last_round_ms);
+    const error = $("cluster-error");
+    error.hidden = !cluster.error;
+    error.textContent = cluster.error || "";
+  }
+
   async function loadReadiness() {
     const pill = $("readiness");
     try {
@@ -377,6 +416,7 @@
       pill.className = "pill " + (response.ok ? "pill-ok" : "pill-bad");
       pill.textContent = response.ok ? "ready" : "not ready: " + body.not_ready.join(", ");
       pill.title = body.checks.map((c) => c.name + ": " + c.detail).join("\n");
+      renderCluster(body.cluster);
     } catch (error) {
       pill.className = "pill pill-bad";
       pill.textContent = "unreachable";
