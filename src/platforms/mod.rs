@@ -95,7 +95,11 @@ impl PlatformClients {
         for channel in channels {
             let id = channel.id.as_str();
             match &channel.platform {
-                PlatformConfig::Shopify(section) => drop(clients.shopify(id, section)),
+                PlatformConfig::Shopify(section) => drop(clients.shopify_with_budget(
+                    id,
+                    section,
+                    &channel.rate_limit,
+                )),
                 PlatformConfig::Woocommerce(section) => drop(clients.woocommerce(id, section)),
                 PlatformConfig::Bolcom(section) => drop(clients.bolcom(id, section)),
                 PlatformConfig::Amazon(section) => drop(clients.amazon(id, section)),
@@ -123,6 +127,28 @@ impl PlatformClients {
                 Arc::new(
                     ShopifyClient::new(config, self.http.clone())
                         .with_response_limit(self.response_limit_bytes),
+                )
+            })
+            .clone()
+    }
+
+    /// The Shopify client of `channel`, made from `config` the first time with the
+    /// channel's `rate_limit` as its request budget (see
+    /// [`ShopifyClient::with_channel_budget`]).
+    pub fn shopify_with_budget(
+        &self,
+        channel: &str,
+        config: &ShopifyConfig,
+        rate_limit: &crate::config::RateLimitConfig,
+    ) -> Arc<ShopifyClient> {
+        self.registry()
+            .shopify
+            .entry(channel.to_owned())
+            .or_insert_with(|| {
+                Arc::new(
+                    ShopifyClient::new(config, self.http.clone())
+                        .with_response_limit(self.response_limit_bytes)
+                        .with_channel_budget(rate_limit.requests_per_sec, rate_limit.burst),
                 )
             })
             .clone()

@@ -498,12 +498,18 @@ impl ChannelAdapter for ShopifyAdapter {
         report
     }
 
+    /// REST: the store's REST bucket (shared with the orders poll). GraphQL: the channel's
+    /// own budget when the client has one, which the order polls and fulfillment-order
+    /// read-backs also take from.
     fn push_quota(&self) -> Option<Arc<crate::platforms::quota::Quota>> {
-        self.use_rest.then(|| self.client.rest_quota().clone())
+        if self.use_rest {
+            return Some(self.client.rest_quota().clone());
+        }
+        self.client.channel_budget().cloned()
     }
 
     fn read_quota(&self) -> Option<Arc<crate::platforms::quota::Quota>> {
-        self.use_rest.then(|| self.client.rest_quota().clone())
+        self.push_quota()
     }
 
     async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError> {

@@ -156,7 +156,7 @@ pub async fn fetch(
     id: u64,
 ) -> Result<Option<FulfillmentOrder>, FulfillmentOrderError> {
     let answer = client
-        .graphql(&query_body(id))
+        .graphql_paced(&query_body(id))
         .await
         .map_err(|source| FulfillmentOrderError::Platform { id, source })?;
     parse(&answer.body).map_err(|message| FulfillmentOrderError::Answer { id, message })
@@ -179,7 +179,7 @@ pub async fn fetch_for_order(
         "variables": { "id": format!("gid://shopify/Order/{order_id}") },
     });
     let answer = client
-        .graphql(&body)
+        .graphql_paced(&body)
         .await
         .map_err(|source| FulfillmentOrderError::Platform {
             id: order_id,

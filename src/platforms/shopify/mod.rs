@@ -35,6 +35,12 @@ pub const REST_LIMIT: QuotaLimit = QuotaLimit::new(2.0, 40);
 #[derive(Debug)]
 pub struct ShopifyClient {
     rest: Arc<Quota>,
+    /// The channel's own request budget (`[channels.rate_limit]`), when set with
+    /// [`ShopifyClient::with_channel_budget`]: propagation's pushes take from it through
+    /// their bucket, and every other call of this client that goes through a `_paced`
+    /// method (order polls, fulfillment-order read-backs) waits for it, so the channel's
+    /// budget covers all of them, on the one instance that leads the channel.
+    budget: Option<Arc<Quota>>,
     http: HttpClient,
     shop_url: String,
     api_version: String,
@@ -46,6 +52,7 @@ impl ShopifyClient {
     pub fn new(config: &ShopifyConfig, client: reqwest::Client) -> Self {
         Self {
             rest: Arc::new(Quota::new("shopify:rest", REST_LIMIT)),
+            budget: None,
             http: HttpClient::new(client, REQUEST_TIMEOUT),
             shop_url: config.shop_url.trim_end_matches('/').to_owned(),
             api_version: config.api_version.clone(),
@@ -58,6 +65,32 @@ impl ShopifyClient {
     pub fn with_response_limit(mut self, limit_bytes: usize) -> Self {
         self.http = self.http.with_body_limit(limit_bytes);
         self
+    }
+
+    /// The same client with the channel's request budget: `requests_per_sec` restored per
+    /// second, bursts of `burst` (see the `budget` field).
+    pub fn with_channel_budget(mut self, requests_per_sec: f64, burst: u32) -> Self {
+        self.budget = Some(Arc::new(Quota::new(
+            "shopify:channel",
+            QuotaLimit::new(requests_per_sec, burst),
+        )));
+        self
+    }
+
+    /// The channel's request budget, when set ([`ShopifyClient::with_channel_budget`]).
+    pub fn channel_budget(&self) -> Option<&Arc<Quota>> {
+        self.budget.as_ref()
+    }
+
+    /// [`ShopifyClient::graphql`] after waiting for the channel's budget (when set): for
+    /// calls outside propagation's pushes (read-backs of thin webhooks).
+    ///
+    /// Errors: see [`ShopifyClient::graphql`].
+    pub async fn graphql_paced(&self, body: &Value) -> Result<HttpAnswer, PlatformError> {
+        if let Some(budget) = &self.budget {
+            budget.acquire().await;
+        }
+        self.graphql(body).await
     }
 
     /// The store's REST bucket: every REST call observes it, [`rest_get_paced`](Self::rest_get_paced)
@@ -96,6 +129,9 @@ impl ShopifyClient {
 
     /// [`rest_get`](Self::rest_get) after waiting for the REST bucket (pollers, read-backs).
     pub async fn rest_get_paced(&self, path: &str) -> Result<HttpAnswer, PlatformError> {
+        if let Some(budget) = &self.budget {
+            budget.acquire().await;
+        }
         self.rest.acquire().await;
         self.rest_get(path).await
     }
