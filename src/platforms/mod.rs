@@ -95,11 +95,9 @@ impl PlatformClients {
         for channel in channels {
             let id = channel.id.as_str();
             match &channel.platform {
-                PlatformConfig::Shopify(section) => drop(clients.shopify_with_budget(
-                    id,
-                    section,
-                    &channel.rate_limit,
-                )),
+                PlatformConfig::Shopify(section) => {
+                    drop(clients.shopify_with_budget(id, section, &channel.rate_limit))
+                }
                 PlatformConfig::Woocommerce(section) => drop(clients.woocommerce(id, section)),
                 PlatformConfig::Bolcom(section) => drop(clients.bolcom(id, section)),
                 PlatformConfig::Amazon(section) => drop(clients.amazon(id, section)),
@@ -120,16 +118,7 @@ impl PlatformClients {
 
     /// The Shopify client of `channel`, made from `config` the first time.
     pub fn shopify(&self, channel: &str, config: &ShopifyConfig) -> Arc<ShopifyClient> {
-        self.registry()
-            .shopify
-            .entry(channel.to_owned())
-            .or_insert_with(|| {
-                Arc::new(
-                    ShopifyClient::new(config, self.http.clone())
-                        .with_response_limit(self.response_limit_bytes),
-                )
-            })
-            .clone()
+        self.shopify_entry(channel, config, None)
     }
 
     /// The Shopify client of `channel`, made from `config` the first time with the
@@ -141,15 +130,25 @@ impl PlatformClients {
         config: &ShopifyConfig,
         rate_limit: &crate::config::RateLimitConfig,
     ) -> Arc<ShopifyClient> {
+        self.shopify_entry(channel, config, Some(rate_limit))
+    }
+
+    fn shopify_entry(
+        &self,
+        channel: &str,
+        config: &ShopifyConfig,
+        rate_limit: Option<&crate::config::RateLimitConfig>,
+    ) -> Arc<ShopifyClient> {
         self.registry()
             .shopify
             .entry(channel.to_owned())
             .or_insert_with(|| {
-                Arc::new(
-                    ShopifyClient::new(config, self.http.clone())
-                        .with_response_limit(self.response_limit_bytes)
-                        .with_channel_budget(rate_limit.requests_per_sec, rate_limit.burst),
-                )
+                let client = ShopifyClient::new(config, self.http.clone())
+                    .with_response_limit(self.response_limit_bytes);
+                Arc::new(match rate_limit {
+                    Some(limit) => client.with_channel_budget(limit.requests_per_sec, limit.burst),
+                    None => client,
+                })
             })
             .clone()
     }

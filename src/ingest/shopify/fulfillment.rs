@@ -178,13 +178,14 @@ pub async fn fetch_for_order(
         "query": ORDER_FULFILLMENT_ORDERS_QUERY,
         "variables": { "id": format!("gid://shopify/Order/{order_id}") },
     });
-    let answer = client
-        .graphql_paced(&body)
-        .await
-        .map_err(|source| FulfillmentOrderError::Platform {
-            id: order_id,
-            source,
-        })?;
+    let answer =
+        client
+            .graphql_paced(&body)
+            .await
+            .map_err(|source| FulfillmentOrderError::Platform {
+                id: order_id,
+                source,
+            })?;
     parse_order(&answer.body).map_err(|message| FulfillmentOrderError::Answer {
         id: order_id,
         message,
