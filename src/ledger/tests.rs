@@ -5,7 +5,7 @@ use crate::domain::{AvailabilityChange, LocationId, MovementKind, SCHEMA_VERSION
 use crate::store::embedded::EmbeddedStore;
 use std::sync::Mutex;
 
-fn movement(sku: &str, key: &str, kind: MovementKind) -> Movement {
+pub(super) fn movement(sku: &str, key: &str, kind: MovementKind) -> Movement {
     Movement {
         schema_version: SCHEMA_VERSION,
         sku: sku.into(),
@@ -16,7 +16,7 @@ fn movement(sku: &str, key: &str, kind: MovementKind) -> Movement {
     }
 }
 
-fn receipt(quantity: u64) -> MovementKind {
+pub(super) fn receipt(quantity: u64) -> MovementKind {
     MovementKind::Receipt {
         location: "WH-1".into(),
         quantity,

@@ -5,7 +5,6 @@
 
 use super::ownership::{ForwardFuture, Forwarder, ForwarderHandle, Ownership, OwnershipHandle};
 use super::*;
-use crate::domain::{MovementKind, SCHEMA_VERSION};
 use crate::store::embedded::EmbeddedStore;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -97,17 +96,7 @@ impl Forwarder for RemoteOwner {
 }
 
 fn receipt(sku: &str, key: &str) -> Movement {
-    Movement {
-        schema_version: SCHEMA_VERSION,
-        sku: sku.into(),
-        idempotency_key: key.into(),
-        source: "test".into(),
-        occurred_at_ms: None,
-        kind: MovementKind::Receipt {
-            location: "WH-1".into(),
-            quantity: 1,
-        },
-    }
+    super::tests::movement(sku, key, super::tests::receipt(1))
 }
 
 fn start(dir: &tempfile::TempDir, remote: &RemoteOwner) -> Ledger {

@@ -419,12 +419,7 @@ pub async fn committed_offsets(
 ) -> Vec<Option<i64>> {
     let (bootstrap, group, topic) = (bootstrap.to_owned(), group.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("create offset reader");
+        let consumer = group_client(&bootstrap, &group);
         let mut tpl = TopicPartitionList::new();
         for partition in 0..partitions {
             tpl.add_partition(&topic, partition);
@@ -448,6 +443,17 @@ pub async fn committed_offsets(
     .expect("offset reader task")
 }
 
+/// A consumer of `group` that never joins it (no subscription, no auto-commit): reads and
+/// writes the group's committed offsets.
+fn group_client(bootstrap: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("create a group offset client")
+}
+
 /// Commits `offsets` (`(partition, next offset)`s of `topic`) for `group` with an
 /// OffsetCommit that does not join the group: sets the group's committed offsets, for
 /// example behind where its consumers got to.
@@ -455,12 +461,7 @@ pub async fn commit_offsets(bootstrap: &str, group: &str, topic: &str, offsets: 
     let (bootstrap, group, topic) = (bootstrap.to_owned(), group.to_owned(), topic.to_owned());
     let offsets = offsets.to_vec();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("create offset writer");
+        let consumer = group_client(&bootstrap, &group);
         let mut tpl = TopicPartitionList::new();
         for (partition, offset) in offsets {
             tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))
