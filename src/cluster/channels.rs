@@ -302,10 +302,14 @@ impl Coordinator {
                 self.channel_renewed_ms[index] = Some(now_ms);
                 self.channels
                     .extend(index, now_ms.saturating_add(self.fence_after_ms));
+                // Woken after every renewal, not only when this round saw a lapse: the
+                // actor may have seen the old limit pass between the check above and the
+                // extension, and stopped with changes queued (a stalled queue the process
+                // test found). A wake with nothing to do costs one message.
+                if let Some(propagation) = self.channels.propagation.get() {
+                    propagation.wake_channel(&channel);
+                }
                 if lapsed {
-                    if let Some(propagation) = self.channels.propagation.get() {
-                        propagation.wake_channel(&channel);
-                    }
                     tracing::info!(channel = %channel, epoch = lease.epoch, "leading channel again after a late renewal");
                 }
             }

@@ -824,12 +824,20 @@ impl ChannelState {
     /// remembers its reserved units and credits the reservations since the hold's
     /// accounting point to the listing's hold, which ends once nothing is unexplained.
     fn account_hold(&mut self, sku: &str, pending: &Pending, channel_value: Option<i64>) {
-        if let Some(reserved) = pending.reserved {
-            self.acked_reserved.insert(sku.to_owned(), reserved);
-        }
         let shared = &self.shared;
         let (ended, held) = {
             let mut holds = shared.holds();
+            // The point from which reservations explain a later conflict moves only when
+            // the channel confirmed our value (an accepted push) or into a hold that took
+            // the reservations into account. An entry that left the queue unchanged (a
+            // receipt and the channel's own order netting out) confirmed nothing: moving
+            // it there would count the order's reservation as already seen, and the next
+            // conflict would hold the listing below the ATP for good.
+            if channel_value.is_some() || holds.contains_key(sku) {
+                if let Some(reserved) = pending.reserved {
+                    self.acked_reserved.insert(sku.to_owned(), reserved);
+                }
+            }
             let Some(hold) = holds.get_mut(sku) else {
                 return;
             };

@@ -586,6 +586,44 @@ async fn a_conflict_the_ledger_already_explains_holds_nothing() {
     propagation.shutdown().await;
 }
 
+/// A receipt and the shop's own order can net out: the queued ATP equals what we last
+/// pushed, so nothing is sent. That must not move the point from which reservations count,
+/// or the next conflict finds the order's reservation "already counted" and holds the
+/// listing below the ATP for good (found by the cluster process test).
+#[tokio::test]
+async fn an_order_netted_out_by_a_receipt_still_explains_the_next_conflict() {
+    let fake = Arc::new(FakeChannel::default());
+    let propagation = propagation(
+        Arc::clone(&fake),
+        Arc::default(),
+        PropagationOptions {
+            cas_grace_ms: Some(60_000),
+            ..PropagationOptions::default()
+        },
+    )
+    .await;
+    propagation.publish(&[change("A", 11)]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(fake.value("A"), Some(10));
+    // The shop sells one unit (10 → 9); the ledger gets a receipt of one and the order's
+    // reservation together: ATP 12 − 1 − 1 = 10, what we pushed, so nothing goes out.
+    fake.values.lock().unwrap().insert("A".to_owned(), 9);
+    propagation.publish(&[change_reserved("A", 12, 1)]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(fake.calls().len(), 1, "an unchanged ATP sends nothing");
+    // Two more units arrive (ATP 12): the push conflicts on the shop's 9, and the one
+    // reserved unit explains the one the shop sold, so 12 goes out over 9.
+    propagation.publish(&[change_reserved("A", 14, 1)]);
+    assert!(
+        eventually(|| fake.value("A") == Some(12)).await,
+        "the listing stayed at {:?}, held: {:?}",
+        fake.value("A"),
+        propagation.held("fake", "A")
+    );
+    assert_eq!(propagation.held("fake", "A"), None);
+    propagation.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_observer_hears_each_new_atp_once() {
     #[derive(Default)]

@@ -594,18 +594,7 @@ impl Shops {
                             .find(|channel| channel["channel"] == shop.channel())
                     })
                     .and_then(|channel| channel["atp"].as_i64());
-                // Open finding (docs/cluster.md): a Shopify listing held after a
-                // compare-and-set conflict can stay below the ATP when the ledger's
-                // reservations never explain the shop's decrease; an undersell, reported
-                // but not failed here. Above the ATP (an oversell risk) always fails.
-                let held_below = shop.channel() == stocksync::sandbox::shopify::demo::CHANNEL
-                    && matches!((listed, atp), (Some(listed), Some(atp)) if listed < atp);
-                if held_below {
-                    eprintln!(
-                        "cluster_processes: {} {name} listed {listed:?} below the ledger's ATP {atp:?} (held after a conflict)",
-                        shop.channel()
-                    );
-                } else if atp.is_none() || listed != atp {
+                if atp.is_none() || listed != atp {
                     wrong.push(format!(
                         "{} {name}: ledger ATP {atp:?}, listed {listed:?}",
                         shop.channel()
