@@ -39,14 +39,18 @@
 //!    at most every 20 ms the first offset not settled of every partition whose window
 //!    moved (or one past its highest, when all are settled) is committed, asynchronously;
 //!    at stop, synchronously;
-//! 5. the consumer keeps polling while it cannot take records, so that it is not expelled
-//!    from its group: while the ledger reports the store down ([`Ledger::is_healthy`]), or
-//!    when `max_in_flight` records have been in flight for [`PAUSE_AFTER_FULL_MS`], it
-//!    pauses its assigned partitions (rdkafka `pause`) and goes on calling `recv`; it
-//!    resumes them once the store takes writes and there is room again. With manual
-//!    assignment there is no group to be expelled from, and it does not pause: it stops
-//!    calling `recv` until there is room and the store takes writes (a pause and resume
-//!    in librdkafka skipped fetched records there, see docs/cluster.md);
+//! 5. while it cannot take records (the ledger reports the store down,
+//!    [`Ledger::is_healthy`], or `max_in_flight` records are in flight) the loop stops
+//!    calling `recv` until the store takes writes and there is room again; records wait in
+//!    librdkafka's bounded fetch queue. It never pauses partitions: a librdkafka pause and
+//!    resume skipped records fetched around it, both with manual assignment (the
+//!    three-process test) and subscribed (`a_flapping_store_pauses_…` in the integration
+//!    tests lost 2–5 of 6,000 records per run), and a skipped record never reaches the
+//!    offset window, so its offset would be committed past it. librdkafka's background
+//!    thread keeps the group session alive meanwhile; a subscribed consumer that stops
+//!    reading for longer than `max.poll.interval.ms` (librdkafka's default 300,000 ms, a
+//!    `consumer_overrides` key) leaves its group, and joins it again when it reads, from
+//!    the committed offsets;
 //!
 //! The store's offset watermark is where a partition's next owner starts reading (with
 //! several instances, see [`crate::cluster`]), so it must be contiguous like the committed
@@ -157,11 +161,9 @@ pub const REASON_REJECTED: &str = "rejected";
 /// retry ([`RetryPolicy`]).
 pub const REASON_UNAVAILABLE: &str = "unavailable";
 
-/// How long `max_in_flight` records may stay in flight before the partitions are paused
-/// (polling goes on), in milliseconds.
-pub const PAUSE_AFTER_FULL_MS: u64 = 1_000;
-/// While paused, how often the loop checks whether it may resume, in milliseconds.
-const PAUSED_CHECK_MS: u64 = 100;
+/// While the store is down, how often the loop checks whether it may read again, in
+/// milliseconds.
+const STORE_DOWN_CHECK_MS: u64 = 100;
 
 /// How records whose movements the ledger reports unavailable (`Store`/`Unavailable`) are
 /// retried before they are dead-lettered with reason [`REASON_UNAVAILABLE`].
@@ -401,8 +403,6 @@ struct IngestContext {
     group: String,
     revoked: Mutex<Vec<(String, i32)>>,
     assigned: Mutex<BTreeSet<(String, i32)>>,
-    /// Raised on every assignment (new partitions are not paused: the loop pauses again).
-    assignments: std::sync::atomic::AtomicU64,
 }
 
 impl IngestContext {
@@ -456,8 +456,6 @@ impl ConsumerContext for IngestContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 assigned.extend(partitions(tpl));
-                self.assignments
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Rebalance::Revoke(tpl) => {
                 for partition in partitions(tpl) {
@@ -1060,8 +1058,8 @@ struct Worker {
     next_generation: u64,
     /// When the offsets that became committable last were handed to the consumer.
     last_commit: tokio::time::Instant,
-    /// Whether the assigned partitions are paused, and the assignment count then.
-    paused: Option<u64>,
+    /// Why the loop stopped reading (store down), for logging the change once.
+    waiting: Option<String>,
     /// Manual assignment ([`KafkaIngestOptions::assignment`]); `None`: subscribed.
     manual: Option<ManualAssignment>,
     /// Subscribed: partitions given up after a `NotOwner` answer, whose records are dropped
@@ -1158,7 +1156,6 @@ impl Worker {
             group: config.group_id.clone(),
             revoked: Mutex::new(Vec::new()),
             assigned: Mutex::new(BTreeSet::new()),
-            assignments: std::sync::atomic::AtomicU64::new(0),
         };
         let consumer: IngestConsumer = consumer_config(&config)
             .create_with_context(context)
@@ -1196,7 +1193,7 @@ impl Worker {
             windows: HashMap::new(),
             next_generation: 0,
             last_commit: tokio::time::Instant::now(),
-            paused: None,
+            waiting: None,
             manual,
             given_up: BTreeSet::new(),
             taken_away: BTreeSet::new(),
@@ -1222,8 +1219,6 @@ impl Worker {
         let mut in_flight = FuturesUnordered::new();
         let mut in_flight_records = 0_usize;
         let mut commit_waiting = false;
-        let pause_after_full = Duration::from_millis(PAUSE_AFTER_FULL_MS);
-        let mut full_since: Option<tokio::time::Instant> = None;
         let result = loop {
             self.drop_revoked(&mut gathering);
             let room =
@@ -1239,30 +1234,11 @@ impl Worker {
                 in_flight.push(self.submit(batch));
                 continue;
             }
-            // Keep polling (partitions paused) while the store is down or the in-flight
-            // window stays full, so that the group does not expel this consumer.
-            let full_since_at = if room {
-                full_since = None;
-                now
-            } else {
-                *full_since.get_or_insert(now)
-            };
+            // Not reading while the store is down or the in-flight window is full (see
+            // the module docs: no librdkafka pause).
             let store_down = !self.context.ledger.is_healthy();
-            // With manual assignment there is no group session to keep alive: the loop
-            // simply stops reading while the store is down or the window is full. Pausing
-            // and resuming partitions in librdkafka there skipped records that were fetched
-            // when the pause came (the three-process test lost runs of offsets of a
-            // partition right after a pause and resume, never submitted, so the offset
-            // window could not see the gap), so it is only done when subscribed.
-            let manual = self.manual.is_some();
-            let pause =
-                !manual && (store_down || (!room && now >= full_since_at + pause_after_full));
-            self.pause_partitions(pause, store_down);
-            let poll = if manual {
-                room && !store_down
-            } else {
-                room || self.paused.is_some()
-            };
+            self.note_waiting(store_down);
+            let poll = room && !store_down;
             tokio::select! {
                 biased;
                 _ = wait_for_stop(&mut self.shutdown) => break Ok(()),
@@ -1278,8 +1254,7 @@ impl Worker {
                     }
                 }
                 _ = tokio::time::sleep_until(self.last_commit + commit_interval), if commit_waiting => {}
-                _ = tokio::time::sleep_until(full_since_at + pause_after_full), if !room && self.paused.is_none() => {}
-                _ = tokio::time::sleep(Duration::from_millis(PAUSED_CHECK_MS)), if self.paused.is_some() || (manual && store_down) => {}
+                _ = tokio::time::sleep(Duration::from_millis(STORE_DOWN_CHECK_MS)), if store_down => {}
                 received = self.consumer.recv(), if poll => match received {
                     Ok(message) => {
                         let message = {
@@ -1394,52 +1369,24 @@ impl Worker {
             .settle(batch, submitted, windows, self.shutdown.clone())
     }
 
-    /// Pauses (or resumes) every assigned partition when `pause` differs from what is in
-    /// force; pauses again after a new assignment (librdkafka does not pause new
-    /// partitions). `store_down` only changes the log line.
-    fn pause_partitions(&mut self, pause: bool, store_down: bool) {
-        let assignments = self
-            .consumer
-            .context()
-            .assignments
-            .load(std::sync::atomic::Ordering::Relaxed);
-        match (pause, self.paused) {
-            (true, Some(paused_at)) if paused_at == assignments => return,
-            (false, None) => return,
+    /// Logs once when the loop stops reading because the store is down, and once when it
+    /// reads again.
+    fn note_waiting(&mut self, store_down: bool) {
+        match (store_down, self.waiting.is_some()) {
+            (true, false) => {
+                let reason = self
+                    .context
+                    .ledger
+                    .unavailable_reason()
+                    .unwrap_or_else(|| "the store refuses writes".to_owned());
+                warn!(reason = %reason, "kafka ingest stopped reading until the store takes writes");
+                self.waiting = Some(reason);
+            }
+            (false, true) => {
+                info!("kafka ingest reads again");
+                self.waiting = None;
+            }
             _ => {}
-        }
-        let assignment = match self.consumer.assignment() {
-            Ok(assignment) => assignment,
-            Err(error) => {
-                warn!(error = %error, "cannot read the kafka assignment to pause or resume it");
-                return;
-            }
-        };
-        let result = if pause {
-            self.consumer.pause(&assignment)
-        } else {
-            self.consumer.resume(&assignment)
-        };
-        if let Err(error) = result {
-            warn!(error = %error, pause, "cannot pause or resume kafka partitions");
-            return;
-        }
-        if pause {
-            if self.paused.is_none() {
-                let reason = if store_down {
-                    self.context
-                        .ledger
-                        .unavailable_reason()
-                        .unwrap_or_else(|| "the store refuses writes".to_owned())
-                } else {
-                    "the in-flight window stays full".to_owned()
-                };
-                warn!(partitions = assignment.count(), reason = %reason, "kafka ingest paused (still polling)");
-            }
-            self.paused = Some(assignments);
-        } else {
-            info!(partitions = assignment.count(), "kafka ingest resumed");
-            self.paused = None;
         }
     }
 
@@ -1605,23 +1552,9 @@ impl Worker {
             match built.and_then(|()| self.consumer.incremental_assign(&tpl)) {
                 Ok(()) => {
                     info!(group = %self.config.group_id, partitions = ?starts, "kafka partitions assigned (partition, epoch, start)");
-                    // librdkafka keeps a partition's pause flag across unassign and assign:
-                    // a partition paused (store down) before it was taken away would stay
-                    // paused when handed back. Resume it unless the loop pauses everything
-                    // now (then the raised assignment count pauses it again).
-                    if self.paused.is_none()
-                        && let Err(error) = self.consumer.resume(&tpl)
-                    {
-                        warn!(error = %error, "cannot resume newly assigned kafka partitions");
-                    }
                     for (partition, start) in &added {
                         manual.assigned.insert(*partition, start.epoch);
                     }
-                    // New partitions are not paused: the loop pauses them if it must.
-                    self.consumer
-                        .context()
-                        .assignments
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(error) => {
                     warn!(error = %error, partitions = ?starts, "kafka consumer refused the assignment; trying again");
