@@ -833,10 +833,10 @@ impl ChannelState {
             // receipt and the channel's own order netting out) confirmed nothing: moving
             // it there would count the order's reservation as already seen, and the next
             // conflict would hold the listing below the ATP for good.
-            if channel_value.is_some() || holds.contains_key(sku) {
-                if let Some(reserved) = pending.reserved {
-                    self.acked_reserved.insert(sku.to_owned(), reserved);
-                }
+            if (channel_value.is_some() || holds.contains_key(sku))
+                && let Some(reserved) = pending.reserved
+            {
+                self.acked_reserved.insert(sku.to_owned(), reserved);
             }
             let Some(hold) = holds.get_mut(sku) else {
                 return;
