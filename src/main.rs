@@ -197,6 +197,35 @@ enum StoreCommand {
         #[arg(long, default_value_t = 1000)]
         batch_events: usize,
     },
+    /// Copy the embedded store into one file while the engine runs (SQLite's online backup
+    /// API, one consistent snapshot), with a progress bar; prints the offset watermarks it
+    /// holds. PostgreSQL and ScyllaDB: use their own tools (README "Backup and restore").
+    Backup {
+        /// The TOML config file (its `[store]` names the embedded file).
+        #[arg(long, short, env = "STOCKSYNC_CONFIG")]
+        config: PathBuf,
+        /// The backup file to write (written beside it first, then renamed).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace `--out` if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replace the embedded store with a backup. Stop every instance first: with `[kafka]`
+    /// the consumer group must have no members, and its committed offsets are set to the
+    /// backup's watermarks so that the next start reads everything after them again.
+    Restore {
+        /// The TOML config file (its `[store]` names the file to replace, its `[kafka]` the
+        /// group whose offsets are set).
+        #[arg(long, short, env = "STOCKSYNC_CONFIG")]
+        config: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace a store that holds data.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -247,6 +276,102 @@ fn new_token(name: &str, scopes: &[String]) -> anyhow::Result<String> {
 
 /// `stocksync store copy`: copies, verifies, prints both reports; exits 1 on a mismatch or
 /// a conflicting SKU, 2 when the target holds only SKUs the source lacks.
+/// The embedded file a config's `[store]` names; exits 2 with the way to back up another
+/// backend.
+fn embedded_path(config: &Config, command: &str) -> std::path::PathBuf {
+    use stocksync::config::StoreBackend;
+    if config.store.backend != StoreBackend::Embedded {
+        eprintln!(
+            "stocksync store {command}: the {} store is backed up with its own tools \
+             (README \"Backup and restore\"); this command copies the embedded store",
+            config.store.backend.name()
+        );
+        std::process::exit(2);
+    }
+    config.store.path.clone()
+}
+
+/// `stocksync store backup`: an online copy of the embedded store.
+async fn store_backup(
+    config: &std::path::Path,
+    out: &std::path::Path,
+    force: bool,
+) -> anyhow::Result<()> {
+    use stocksync::store_admin::backup;
+    let config = Config::load(config)?;
+    let source = embedded_path(&config, "backup");
+    let (from, to) = (source.clone(), out.to_owned());
+    let report =
+        tokio::task::spawn_blocking(move || backup::backup_embedded(&from, &to, force, true))
+            .await??;
+    println!(
+        "backed up {} → {}: {} events, {} SKUs, {} pages, {} bytes",
+        source.display(),
+        report.path.display(),
+        report.events,
+        report.skus,
+        report.pages,
+        report.bytes
+    );
+    for mark in &report.watermarks {
+        println!(
+            "  offset watermark: group {} topic {} partition {} next offset {}",
+            mark.group, mark.topic, mark.partition, mark.next_offset
+        );
+    }
+    Ok(())
+}
+
+/// `stocksync store restore`: the embedded store replaced by a backup, and the Kafka group
+/// set to read again from the backup's watermarks.
+async fn store_restore(
+    config: &std::path::Path,
+    from: &std::path::Path,
+    force: bool,
+) -> anyhow::Result<()> {
+    use stocksync::store_admin::backup;
+    const KAFKA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+    let config = Config::load(config)?;
+    let target = embedded_path(&config, "restore");
+    if let Some(kafka) = config.kafka.clone() {
+        tokio::task::spawn_blocking(move || {
+            stocksync::ingest::kafka::ensure_group_idle(&kafka, KAFKA_TIMEOUT)
+        })
+        .await?
+        .context("checking that no instance is running")?;
+    }
+    let (backup_file, to) = (from.to_owned(), target.clone());
+    let report = tokio::task::spawn_blocking(move || {
+        backup::restore_embedded(&backup_file, &to, force, true)
+    })
+    .await??;
+    println!(
+        "restored {} → {}: {} events, {} SKUs",
+        from.display(),
+        report.path.display(),
+        report.events,
+        report.skus
+    );
+    if let Some(kafka) = config.kafka.clone() {
+        let watermarks: std::collections::BTreeMap<i32, i64> = report
+            .watermarks
+            .iter()
+            .filter(|mark| mark.group == kafka.group_id && mark.topic == kafka.movements_topic)
+            .map(|mark| (mark.partition, mark.next_offset))
+            .collect();
+        let group = kafka.group_id.clone();
+        let committed = tokio::task::spawn_blocking(move || {
+            stocksync::ingest::kafka::set_committed_offsets(&kafka, &watermarks, KAFKA_TIMEOUT)
+        })
+        .await?
+        .context("setting the consumer group's offsets to the backup's watermarks")?;
+        for (partition, offset) in committed {
+            println!("  kafka group {group} resumes partition {partition} at offset {offset}");
+        }
+    }
+    Ok(())
+}
+
 async fn store_copy(
     from: &std::path::Path,
     to: &std::path::Path,
@@ -422,6 +547,17 @@ async fn main() -> anyhow::Result<()> {
                     batch_events,
                 },
         } => store_copy(&from, &to, batch_events).await?,
+        Command::Store {
+            action: StoreCommand::Backup { config, out, force },
+        } => store_backup(&config, &out, force).await?,
+        Command::Store {
+            action:
+                StoreCommand::Restore {
+                    config,
+                    from,
+                    force,
+                },
+        } => store_restore(&config, &from, force).await?,
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => println!(
                 "{}: ok ({} locations, {} channels, kafka {})",

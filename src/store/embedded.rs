@@ -29,7 +29,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// The layout version written to `PRAGMA user_version`.
-const LAYOUT_VERSION: i64 = 1;
+pub(crate) const LAYOUT_VERSION: i64 = 1;
 
 /// The event log is an append-only heap (rowid order = commit order), so a group commit
 /// appends to its last pages. The only structure written at random places is one narrow

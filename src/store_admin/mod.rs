@@ -1,5 +1,5 @@
-//! Store administration behind the CLI: `stocksync migrate` ([`migrate`]) and
-//! `stocksync store copy` ([`copy`]).
+//! Store administration behind the CLI: `stocksync migrate` ([`migrate`]),
+//! `stocksync store copy` ([`copy`]) and `stocksync store backup`/`restore` ([`backup`]).
 //!
 //! Owns: creating a configured store's schema on demand, and moving every record a
 //! [`crate::store::Store`] can read from one store into another, resumably, with a
@@ -7,5 +7,6 @@
 //!
 //! May depend on: `config`, `store`, `clock`.
 
+pub mod backup;
 pub mod copy;
 pub mod migrate;

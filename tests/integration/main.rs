@@ -19,6 +19,7 @@ mod support;
 
 mod amazon_bridge;
 mod auth;
+mod backup_restore;
 mod bolcom_amazon;
 mod channel_compliance;
 mod cluster;

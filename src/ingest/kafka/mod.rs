@@ -99,10 +99,12 @@
 
 mod atp;
 mod decode;
+mod group;
 pub mod partitioner;
 
 pub use atp::{AtpOutput, AtpPublisher, AtpUpdate};
 pub use decode::{DecodeError, MessageOrigin, decode_movement, fallback_idempotency_key};
+pub use group::{ensure_group_idle, set_committed_offsets};
 
 /// Turns one record (key, value, origin) into the movements it stands for, without I/O.
 /// The movements topic uses [`movement_decoder`]; other contracts (an SQS bridge carrying
