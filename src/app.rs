@@ -569,14 +569,31 @@ impl App {
         let pollers =
             crate::ingest::start_pollers_gated(&config, &ledger, &platforms, &poll_signals, gate);
         let housekeeping_clock = clock.clone();
+        let retention_ms = i64::from(config.store.event_retention_days).saturating_mul(86_400_000);
         let housekeeping = tokio::spawn(async move {
             let mut interval = tokio::time::interval(Duration::from_secs(KEY_EXPIRY_PERIOD_SECS));
             loop {
                 interval.tick().await;
-                match store.expire_keys(housekeeping_clock.now_ms()).await {
+                let now_ms = housekeeping_clock.now_ms();
+                match store.expire_keys(now_ms).await {
                     Ok(removed) => tracing::debug!(removed, "expired idempotency keys removed"),
                     Err(error) => {
                         tracing::warn!(error = %error, "expiring idempotency keys failed")
+                    }
+                }
+                if retention_ms > 0 {
+                    match store
+                        .prune_events(now_ms.saturating_sub(retention_ms), now_ms)
+                        .await
+                    {
+                        Ok(pruned) => {
+                            metrics::counter!(crate::telemetry::STORE_EVENTS_PRUNED_TOTAL)
+                                .increment(pruned);
+                            tracing::info!(pruned, "events past the retention pruned");
+                        }
+                        Err(error) => {
+                            tracing::warn!(error = %error, "pruning events past the retention failed")
+                        }
                     }
                 }
             }

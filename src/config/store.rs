@@ -66,6 +66,14 @@ pub struct StoreConfig {
     /// checkpointed and truncated.
     #[serde(default = "default_wal_idle_checkpoint_secs")]
     pub wal_idle_checkpoint_secs: u64,
+    /// Event retention in days; 0 (the default) keeps every event. Otherwise, once an hour,
+    /// events older than this that their SKU's newest snapshot covers and whose idempotency
+    /// key has expired are deleted ([`crate::store::Store::prune_events`]): the movement
+    /// history then reaches back this far. The embedded and PostgreSQL stores prune;
+    /// ScyllaDB keeps everything (give its tables a `default_time_to_live` instead). At
+    /// most 36,500.
+    #[serde(default)]
+    pub event_retention_days: u32,
 }
 
 impl Default for StoreConfig {
@@ -79,6 +87,7 @@ impl Default for StoreConfig {
             snapshot_every_events: default_snapshot_every_events(),
             wal_checkpoint_bytes: default_wal_checkpoint_bytes(),
             wal_idle_checkpoint_secs: default_wal_idle_checkpoint_secs(),
+            event_retention_days: 0,
         }
     }
 }

@@ -148,6 +148,8 @@ const MIN_WAL_CHECKPOINT_BYTES: u64 = 1024 * 1024;
 const MAX_WAL_CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 /// Largest `store.wal_idle_checkpoint_secs`: one day.
 const MAX_WAL_IDLE_CHECKPOINT_SECS: u64 = 86_400;
+/// Largest `store.event_retention_days`: about a hundred years.
+const MAX_EVENT_RETENTION_DAYS: u32 = 36_500;
 
 /// `[store]`: batch sizes are positive, WAL thresholds in range, the shared backends have
 /// somewhere to connect, their pool and in-flight bounds are in range, their timeouts are
@@ -169,6 +171,11 @@ fn validate_store(store: &StoreConfig, problems: &mut Vec<String>) {
     if !(1..=MAX_WAL_IDLE_CHECKPOINT_SECS).contains(&store.wal_idle_checkpoint_secs) {
         problems.push(format!(
             "store.wal_idle_checkpoint_secs must be between 1 and {MAX_WAL_IDLE_CHECKPOINT_SECS}"
+        ));
+    }
+    if store.event_retention_days > MAX_EVENT_RETENTION_DAYS {
+        problems.push(format!(
+            "store.event_retention_days must be at most {MAX_EVENT_RETENTION_DAYS} (0 keeps every event)"
         ));
     }
     if store.backend == StoreBackend::Scylla && store.scylla.nodes.is_empty() {
@@ -444,6 +451,7 @@ mod tests {
             r#"
             [store]
             backend = "scylla"
+            event_retention_days = 36501
             [store.postgres]
             url = "postgres://u@db/x"
             connect_timeout_ms = 0
@@ -473,10 +481,11 @@ mod tests {
             "SimpleStrategy takes no per-datacenter factors",
             "datacenter name \"dc 1\" is not plain",
             "replication factor of datacenter \"dc 1\" must be at least 1",
+            "store.event_retention_days must be at most 36500",
         ] {
             assert!(all.contains(expected), "{expected} missing from {all}");
         }
-        assert_eq!(problems.len(), 8, "{all}");
+        assert_eq!(problems.len(), 9, "{all}");
         let other = Config::from_toml(
             r#"
             [store.scylla.replication]

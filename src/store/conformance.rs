@@ -489,6 +489,83 @@ pub async fn snapshot_and_replay(factory: &StoreFactory) {
     assert_eq!(all_events(store, "SNAP").await, events);
 }
 
+/// Event retention ([`Store::prune_events`]): only events recorded before the bound,
+/// covered by their SKU's snapshot and with their key expired go (with their outcomes);
+/// the SKU then loads exactly as before. ScyllaDB does not prune: it answers 0 and keeps
+/// everything.
+pub async fn event_retention(factory: &StoreFactory) {
+    let (_, store) = factory.open_fresh().await;
+    let store = store.as_ref();
+    let t = now_ms();
+    let old = t - 10 * DAY_MS;
+    let aged = |sku: &str, seq: u64, at: i64, key_expires_at_ms: i64| EventRecord {
+        key_expires_at_ms,
+        ..event(sku, seq, at)
+    };
+    // RET: 1-4 old with expired keys and under the snapshot (pruned); 5 under the snapshot
+    // but its key still remembered (kept); 6 after the snapshot (kept).
+    let ret: Vec<EventRecord> = (1..=6)
+        .map(|seq| {
+            aged(
+                "RET",
+                seq,
+                old + seq as i64,
+                if seq == 5 { t + DAY_MS } else { t - 1 },
+            )
+        })
+        .collect();
+    // NOSNAP: old, expired keys, but no snapshot: its log is all there is (kept).
+    let nosnap: Vec<EventRecord> = (1..=3).map(|seq| aged("NOSNAP", seq, old, t - 1)).collect();
+    // RECENT: under its snapshot, keys expired, but recorded after the bound (kept).
+    let recent: Vec<EventRecord> = (1..=3)
+        .map(|seq| aged("RECENT", seq, t - 1_000, t - 1))
+        .collect();
+    commit(
+        store,
+        CommitBatch {
+            events: [ret.clone(), nosnap.clone(), recent.clone()].concat(),
+            snapshots: vec![snapshot("RET", 5), snapshot("RECENT", 3)],
+            outcomes: vec![EventOutcomeRecord {
+                sku: "RET".to_owned(),
+                seq: 2,
+                outcome_json: r#"{"outcome":"ignored","reason":"test"}"#.to_owned(),
+            }],
+            ..CommitBatch::default()
+        },
+    )
+    .await;
+    let before = store.load_sku("RET", t).await.unwrap();
+    let pruned = store.prune_events(t - DAY_MS, t).await.unwrap();
+    if store.backend_name() == "scylla" {
+        // ScyllaDB keeps every event (its tables may expire rows natively).
+        assert_eq!(pruned, 0);
+        assert_eq!(all_events(store, "RET").await, ret);
+        return;
+    }
+    assert_eq!(pruned, 4, "RET's seq 1-4 only");
+    assert_eq!(all_events(store, "RET").await, ret[4..].to_vec());
+    assert_eq!(all_events(store, "NOSNAP").await, nosnap);
+    assert_eq!(all_events(store, "RECENT").await, recent);
+    let after = store.load_sku("RET", t).await.unwrap();
+    assert_eq!(after.snapshot, before.snapshot);
+    assert_eq!(after.events_after, ret[5..].to_vec());
+    assert_eq!(after.idempotency_keys, before.idempotency_keys);
+    let history = store
+        .query_events(&EventQuery {
+            sku: Some("RET".to_owned()),
+            limit: 100,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        history.iter().map(|e| e.event.seq).collect::<Vec<_>>(),
+        vec![5, 6],
+        "the history starts after what was pruned"
+    );
+    assert_eq!(store.prune_events(t - DAY_MS, t).await.unwrap(), 0);
+}
+
 /// Idempotency key expiry: a key past its expiry is found by neither
 /// `find_idempotency_key` nor `find_idempotency_key_hash` and is not loaded (before and
 /// after `expire_keys`, which answers 0 or the number of keys it forgot); its event stays.

@@ -631,6 +631,47 @@ fn stored_bytes(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Vec<
     }
 }
 
+/// Events deleted per transaction by [`Store::prune_events`].
+const PRUNE_CHUNK: i64 = 1_000;
+
+/// One transaction of [`Store::prune_events`]: up to [`PRUNE_CHUNK`] of the oldest events
+/// recorded before `before_ms`, covered by their SKU's snapshot and with their key expired
+/// at `now_ms`, deleted with their index rows and outcomes; returns how many.
+fn prune_events_chunk(
+    connection: &mut Connection,
+    before_ms: i64,
+    now_ms: i64,
+) -> rusqlite::Result<u64> {
+    let tx = connection.transaction()?;
+    let doomed: Vec<(i64, String, i64)> = {
+        let mut select = tx.prepare_cached(
+            "SELECT e.id, e.sku, e.seq FROM events e
+             JOIN event_index i ON i.sku = e.sku AND i.seq = e.seq
+             JOIN snapshots s ON s.sku = e.sku
+             WHERE e.recorded_at_ms < ?1 AND i.key_expires_at_ms <= ?2 AND e.seq <= s.seq
+             ORDER BY e.recorded_at_ms LIMIT ?3",
+        )?;
+        select
+            .query_map(params![before_ms, now_ms, PRUNE_CHUNK], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    {
+        let mut events = tx.prepare_cached("DELETE FROM events WHERE id = ?1")?;
+        let mut index = tx.prepare_cached("DELETE FROM event_index WHERE sku = ?1 AND seq = ?2")?;
+        let mut outcomes =
+            tx.prepare_cached("DELETE FROM event_outcomes WHERE sku = ?1 AND seq = ?2")?;
+        for (id, sku, seq) in &doomed {
+            events.execute(params![id])?;
+            index.execute(params![sku, seq])?;
+            outcomes.execute(params![sku, seq])?;
+        }
+    }
+    tx.commit()?;
+    Ok(doomed.len() as u64)
+}
+
 /// Reads `sku, seq, idempotency_key, recorded_at_ms, movement, key_expires_at_ms`.
 fn read_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
     Ok(EventRecord {
@@ -1227,6 +1268,20 @@ impl Store for EmbeddedStore {
             query_pushes(c, &query)
         })
         .await
+    }
+
+    async fn prune_events(&self, before_ms: i64, now_ms: i64) -> Result<u64, StoreError> {
+        let mut deleted = 0_u64;
+        loop {
+            let chunk = Self::blocking(&self.writer, "prune_events", move |c| {
+                prune_events_chunk(c, before_ms, now_ms).map_err(backend("prune_events"))
+            })
+            .await?;
+            deleted = deleted.saturating_add(chunk);
+            if chunk < PRUNE_CHUNK as u64 {
+                return Ok(deleted);
+            }
+        }
     }
 
     async fn prune_push_log(&self, before_ms: i64) -> Result<u64, StoreError> {

@@ -197,6 +197,10 @@ impl Store for MeteredStore {
         self.observe("prune_push_log", self.inner.prune_push_log(before_ms))
             .await
     }
+    async fn prune_events(&self, before_ms: i64, now_ms: i64) -> Result<u64, StoreError> {
+        self.observe("prune_events", self.inner.prune_events(before_ms, now_ms))
+            .await
+    }
     async fn record_config_change(&self, record: &ConfigAuditRecord) -> Result<(), StoreError> {
         self.observe(
             "record_config_change",

@@ -587,6 +587,22 @@ pub trait Store: Send + Sync + 'static {
     async fn query_push_log(&self, query: &PushLogQuery) -> Result<Vec<PushLogRecord>, StoreError>;
     /// Deletes push answers older than `before_ms`; returns how many were deleted.
     async fn prune_push_log(&self, before_ms: i64) -> Result<u64, StoreError>;
+    /// Event retention (`[store] event_retention_days`): deletes every event that
+    /// (1) was recorded before `before_ms`, (2) is covered by its SKU's newest snapshot
+    /// (seq at or below the snapshot's), so loading the SKU never needs it, and (3) has an
+    /// idempotency key expired at `now_ms`, so no duplicate can get through; with it go
+    /// its key and its outcome. Returns how many events were deleted. Works in bounded
+    /// chunks (one transaction each), so writers are never held up for long.
+    ///
+    /// The default deletes nothing and answers 0: a backend that expires rows natively
+    /// (ScyllaDB's table TTL) or keeps everything.
+    ///
+    /// Errors: [`StoreError::Backend`] when the store fails; what was deleted before the
+    /// failure stays deleted.
+    async fn prune_events(&self, before_ms: i64, now_ms: i64) -> Result<u64, StoreError> {
+        let _ = (before_ms, now_ms);
+        Ok(0)
+    }
     /// Appends one configuration change to the config audit log.
     async fn record_config_change(&self, record: &ConfigAuditRecord) -> Result<(), StoreError>;
     /// The newest `limit` configuration changes, newest first.

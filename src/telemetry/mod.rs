@@ -74,6 +74,9 @@ pub const STORE_LATENCY_SECONDS: &str = "stocksync_store_latency_seconds";
 /// Store calls made again by their caller after a failure (the ledger's committer writes a
 /// failed group commit again); labels `backend`, `method`.
 pub const STORE_RETRIES_TOTAL: &str = "stocksync_store_retries_total";
+/// Events deleted by the hourly retention run (`[store] event_retention_days`,
+/// [`crate::store::Store::prune_events`]).
+pub const STORE_EVENTS_PRUNED_TOTAL: &str = "stocksync_store_events_pruned_total";
 /// Size of the embedded store's write-ahead log in bytes (gauge, set after each commit).
 pub const STORE_WAL_BYTES: &str = "stocksync_store_wal_bytes";
 /// WAL checkpoints of the embedded store; labels `reason` (`size`, `idle`, `close`),

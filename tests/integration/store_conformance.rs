@@ -30,6 +30,7 @@ macro_rules! backend_checks {
                 append_and_load,
                 snapshot_and_replay,
                 idempotency_key_expiry,
+                event_retention,
                 movement_hash_round_trip,
                 offsets_only_move_forward,
                 pushed_values_upsert,

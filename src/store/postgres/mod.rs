@@ -1110,6 +1110,39 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn prune_events(&self, before_ms: i64, now_ms: i64) -> Result<u64, StoreError> {
+        // One statement per chunk: the events, then their outcomes and keys, in one
+        // transaction (a statement with data-modifying CTEs is atomic).
+        const PRUNE: &str = "WITH gone AS (
+                DELETE FROM events WHERE id = ANY (ARRAY(
+                    SELECT e.id FROM events e JOIN snapshots s ON s.sku = e.sku
+                    WHERE e.recorded_at_ms < $1 AND e.key_expires_at_ms <= $2 AND e.seq <= s.seq
+                    ORDER BY e.recorded_at_ms LIMIT $3))
+                RETURNING sku, seq),
+            outcomes AS (
+                DELETE FROM event_outcomes o USING gone WHERE o.sku = gone.sku AND o.seq = gone.seq),
+            keys AS (
+                DELETE FROM idempotency_keys k USING gone WHERE k.sku = gone.sku AND k.seq = gone.seq)
+            SELECT count(*) FROM gone";
+        let mut deleted = 0_u64;
+        loop {
+            let rows = self
+                .rows("prune_events", PRUNE, &[&before_ms, &now_ms, &DELETE_CHUNK])
+                .await?;
+            let chunk: i64 = rows
+                .first()
+                .map(|row| row.try_get(0))
+                .transpose()
+                .map_err(pg_error("prune_events"))?
+                .unwrap_or(0);
+            let chunk = u64::try_from(chunk).unwrap_or(0);
+            deleted = deleted.saturating_add(chunk);
+            if chunk < DELETE_CHUNK as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
     async fn prune_push_log(&self, before_ms: i64) -> Result<u64, StoreError> {
         self.delete_in_chunks(
             "prune_push_log",

@@ -348,6 +348,9 @@ impl Store for GatedStore {
     async fn prune_push_log(&self, before_ms: i64) -> Result<u64, StoreError> {
         self.inner.prune_push_log(before_ms).await
     }
+    async fn prune_events(&self, before_ms: i64, now_ms: i64) -> Result<u64, StoreError> {
+        self.inner.prune_events(before_ms, now_ms).await
+    }
     async fn record_config_change(
         &self,
         record: &stocksync::store::ConfigAuditRecord,
