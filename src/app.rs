@@ -74,6 +74,54 @@ impl ChannelView for PropagationView {
             .collect()
     }
 
+    fn shadow_report(
+        &self,
+        channel: &str,
+        limit: usize,
+    ) -> Option<web::channel_mode::ShadowReportView> {
+        let label = |class: crate::propagation::shadow::ShadowClass| {
+            serde_json::to_value(class)
+                .ok()
+                .and_then(|value| value.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        };
+        self.0
+            .shadow_report(channel, limit)
+            .map(|report| web::channel_mode::ShadowReportView {
+                channel: report.channel,
+                mode: report.mode.to_owned(),
+                compared: report.compared,
+                classes: report
+                    .classes
+                    .into_iter()
+                    .map(|(class, count)| (label(class), count))
+                    .collect(),
+                units_over: report.units_over,
+                units_under: report.units_under,
+                differences: report
+                    .differences
+                    .into_iter()
+                    .map(|entry| web::channel_mode::ShadowListing {
+                        class: label(entry.class),
+                        sku: entry.sku,
+                        would_push: entry.would_push,
+                        channel_value: entry.channel_value,
+                        difference: entry.difference,
+                        at_ms: entry.at_ms,
+                    })
+                    .collect(),
+            })
+    }
+
+    fn set_channel_mode(&self, channel: &str, shadow: bool) -> Option<bool> {
+        let mode = if shadow {
+            crate::config::ChannelMode::Shadow
+        } else {
+            crate::config::ChannelMode::Live
+        };
+        self.0.set_mode(channel, mode)
+    }
+
     fn inventory_level_reported(
         &self,
         channel: &str,

@@ -67,8 +67,29 @@ pub struct ChannelConfig {
     /// cancellation releases the hold and writes the units off. Absent: the platform's
     /// default (see [`default_write_off_cancel_reasons`]); empty: never write off.
     pub write_off_cancel_reasons: Option<Vec<String>>,
+    /// `live` (default) pushes to the channel; `shadow` runs everything but the pushes,
+    /// which are read and compared instead (`propagation::shadow`).
+    pub mode: ChannelMode,
     /// The platform (`kind`) with its section.
     pub platform: PlatformConfig,
+}
+
+/// Whether propagation pushes to a channel (`[[channels]] mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelMode {
+    /// Pushes go out.
+    #[default]
+    Live,
+    /// Pushes are read back and compared with what the channel lists, never sent.
+    Shadow,
+}
+
+impl ChannelMode {
+    /// True for [`ChannelMode::Live`] (serde's `skip_serializing_if`).
+    pub fn is_live(&self) -> bool {
+        *self == Self::Live
+    }
 }
 
 /// A channel's platform with its own config section: the variant is `kind`, its content the
@@ -232,6 +253,7 @@ impl TryFrom<RawChannelConfig> for ChannelConfig {
             rate_limit: raw.rate_limit,
             retry: raw.retry,
             write_off_cancel_reasons: raw.write_off_cancel_reasons,
+            mode: raw.mode,
             platform,
         })
     }
@@ -252,6 +274,7 @@ impl From<ChannelConfig> for RawChannelConfig {
             rate_limit: channel.rate_limit,
             retry: channel.retry,
             write_off_cancel_reasons: channel.write_off_cancel_reasons,
+            mode: channel.mode,
             shopify: None,
             bolcom: None,
             amazon: None,
@@ -394,6 +417,9 @@ struct RawChannelConfig {
     /// Cancel reasons that write the released units off (absent: the platform's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     write_off_cancel_reasons: Option<Vec<String>>,
+    /// `live` (default) or `shadow`.
+    #[serde(default, skip_serializing_if = "ChannelMode::is_live")]
+    mode: ChannelMode,
     /// Shopify settings; required when `kind = "shopify"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     shopify: Option<ShopifyConfig>,

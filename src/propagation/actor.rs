@@ -339,14 +339,24 @@ impl ChannelState {
         }
         self.in_flight_values()
             .extend(request.iter().map(|item| (item.sku.clone(), item.quantity)));
+        let shadow = self.shared.shadow.is_shadow();
         let report = self.shared.adapter.push(&request).await;
         if let Some(push_log) = &self.shared.push_log {
-            push_log.send(push_log_records(
+            let mut records = push_log_records(
                 &self.shared.id,
                 &request,
                 &report,
                 self.shared.clock.now_ms(),
-            ));
+            );
+            if shadow {
+                // Read and compared, never sent (propagation::shadow).
+                for record in &mut records {
+                    if record.outcome == "accepted" {
+                        record.outcome = "shadow".to_owned();
+                    }
+                }
+            }
+            push_log.send(records);
         }
         let mut tokens: HashMap<String, (u64, u64)> = HashMap::new();
         let submitted_as: HashMap<&str, (&str, u64)> = report

@@ -68,6 +68,7 @@ mod push_log;
 mod queue;
 mod rate;
 mod seq;
+pub mod shadow;
 pub mod split;
 mod supervisor;
 
@@ -313,6 +314,8 @@ pub(crate) struct ChannelShared {
     pub config: ChannelConfig,
     pub rule: ChannelStockRule,
     pub adapter: Arc<dyn ChannelAdapter>,
+    /// The same adapter, typed: its mode and shadow report.
+    pub shadow: Arc<shadow::ShadowAdapter>,
     pub store: Arc<dyn Store>,
     pub cas_grace: Duration,
     pub queue: Mutex<CoalescingQueue>,
@@ -659,11 +662,17 @@ impl Propagation {
             listings: adapter.listing_count(),
             ..ChannelStatus::default()
         };
+        let shadow = Arc::new(shadow::ShadowAdapter::new(
+            adapter,
+            channel.mode == crate::config::ChannelMode::Shadow,
+            clock.clone(),
+        ));
         let shared = Arc::new(ChannelShared {
             id: id.clone(),
             rule: channel.stock_rule(),
             config: channel.clone(),
-            adapter,
+            adapter: Arc::clone(&shadow) as Arc<dyn ChannelAdapter>,
+            shadow,
             store,
             cas_grace,
             queue: Mutex::new(CoalescingQueue::default()),
@@ -1031,6 +1040,30 @@ impl Propagation {
             // Between a failure and its restart: the restart reloads and rebuilds.
             None => tracing::debug!(channel, "no channel actor now; the restart rebuilds"),
         }
+    }
+
+    /// The shadow-mode comparison of `channel` (its `limit` largest differences); `None`
+    /// for an unknown channel.
+    pub fn shadow_report(&self, channel: &str, limit: usize) -> Option<shadow::ShadowReport> {
+        self.channel(channel)
+            .map(|shared| shared.shadow.report(&shared.id, limit))
+    }
+
+    /// Switches `channel` between live and shadow on this instance. Going live re-derives
+    /// every listing from the ledger, so each listing whose ATP differs from what the
+    /// channel lists is pushed once, with compare-and-set on the value the shadow read.
+    /// Returns whether the mode changed; `None` for an unknown channel.
+    pub fn set_mode(&self, channel: &str, mode: crate::config::ChannelMode) -> Option<bool> {
+        let shared = self.channel(channel)?;
+        let live = mode == crate::config::ChannelMode::Live;
+        let changed = shared.shadow.set_live(live);
+        if changed {
+            tracing::info!(channel, ?mode, "channel mode changed");
+            if live {
+                self.resync(channel);
+            }
+        }
+        Some(changed)
     }
 
     /// Re-derives every listing of `channel` from the ledger into its queue (through the

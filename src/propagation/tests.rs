@@ -222,6 +222,7 @@ fn channel_config() -> ChannelConfig {
             max_backoff_ms: 40,
         },
         write_off_cancel_reasons: None,
+        mode: Default::default(),
         platform: PlatformConfig::SectionMissing(ChannelKind::Shopify),
     }
 }
@@ -621,6 +622,101 @@ async fn an_order_netted_out_by_a_receipt_still_explains_the_next_conflict() {
         propagation.held("fake", "A")
     );
     assert_eq!(propagation.held("fake", "A"), None);
+    propagation.shutdown().await;
+}
+
+/// Shadow mode: nothing is pushed; each listing is read and compared, by class; going live
+/// pushes what differs with compare-and-set on the values read.
+#[tokio::test]
+async fn a_shadow_channel_reads_and_compares_and_going_live_pushes_over_what_it_read() {
+    use crate::propagation::shadow::ShadowClass;
+    let fake = Arc::new(FakeChannel::default());
+    {
+        let mut values = fake.values.lock().unwrap();
+        values.insert("A".to_owned(), 7);
+        values.insert("B".to_owned(), 20);
+        values.insert("D".to_owned(), 4);
+    }
+    let mut config = channel_config();
+    config.mode = crate::config::ChannelMode::Shadow;
+    let propagation = Propagation::start_with_adapters(
+        vec![(config, Arc::clone(&fake) as Arc<dyn ChannelAdapter>)],
+        Arc::new(MemoryStore::default()),
+        PropagationOptions::default(),
+    )
+    .await
+    .unwrap();
+    // ATPs (safety stock 1): A 10, B 5, C 3 (not on the channel), D 4.
+    propagation.publish(&[
+        change("A", 11),
+        change("B", 6),
+        change("C", 4),
+        change("D", 5),
+    ]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert!(fake.calls().is_empty(), "nothing is pushed in shadow mode");
+    assert_eq!((fake.value("A"), fake.value("B")), (Some(7), Some(20)));
+    let report = propagation.shadow_report("fake", 10).unwrap();
+    assert_eq!(report.mode, "shadow");
+    assert_eq!(report.compared, 4);
+    let count = |class| report.classes.get(&class).copied().unwrap_or(0);
+    assert_eq!(
+        (
+            count(ShadowClass::InSync),
+            count(ShadowClass::ChannelHigher),
+            count(ShadowClass::ChannelLower),
+            count(ShadowClass::Missing)
+        ),
+        (1, 1, 1, 1)
+    );
+    assert_eq!((report.units_over, report.units_under), (15, 3));
+    let differences: Vec<(&str, i64)> = report
+        .differences
+        .iter()
+        .map(|d| (d.sku.as_str(), d.difference))
+        .collect();
+    assert_eq!(differences, vec![("B", 15), ("A", -3), ("C", 0)]);
+    assert_eq!(
+        propagation
+            .shadow_report("fake", 1)
+            .unwrap()
+            .differences
+            .len(),
+        1
+    );
+    // An ATP equal to what the channel lists is not read again.
+    propagation.publish(&[change("D", 5)]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(propagation.shadow_report("fake", 10).unwrap().compared, 4);
+
+    // Live: A and B go out over the values read (compare-and-set on 7 and 20).
+    assert_eq!(
+        propagation.set_mode("fake", crate::config::ChannelMode::Live),
+        Some(true)
+    );
+    assert_eq!(
+        propagation.set_mode("fake", crate::config::ChannelMode::Live),
+        Some(false)
+    );
+    propagation.publish(&[change("A", 11), change("B", 6)]);
+    propagation.flush(Duration::from_secs(5)).await.unwrap();
+    assert_eq!((fake.value("A"), fake.value("B")), (Some(10), Some(5)));
+    let mut sent: Vec<(String, u64, Option<i64>)> = fake
+        .calls()
+        .concat()
+        .into_iter()
+        .map(|item| (item.sku, item.quantity, item.change_from))
+        .collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        vec![("A".to_owned(), 10, Some(7)), ("B".to_owned(), 5, Some(20))]
+    );
+    assert_eq!(propagation.shadow_report("fake", 10).unwrap().mode, "live");
+    assert_eq!(
+        propagation.set_mode("nope", crate::config::ChannelMode::Live),
+        None
+    );
     propagation.shutdown().await;
 }
 

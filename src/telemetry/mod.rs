@@ -74,6 +74,9 @@ pub const STORE_LATENCY_SECONDS: &str = "stocksync_store_latency_seconds";
 /// Store calls made again by their caller after a failure (the ledger's committer writes a
 /// failed group commit again); labels `backend`, `method`.
 pub const STORE_RETRIES_TOTAL: &str = "stocksync_store_retries_total";
+/// Listings compared instead of pushed on channels in shadow mode
+/// (`propagation::shadow`).
+pub const PROPAGATION_SHADOW_COMPARED_TOTAL: &str = "stocksync_propagation_shadow_compared_total";
 /// Events deleted by the hourly retention run (`[store] event_retention_days`,
 /// [`crate::store::Store::prune_events`]).
 pub const STORE_EVENTS_PRUNED_TOTAL: &str = "stocksync_store_events_pruned_total";

@@ -57,6 +57,7 @@
 //! the route's scope once `[http.auth]` has tokens (see [`auth`]).
 
 pub mod auth;
+pub mod channel_mode;
 pub mod cluster;
 pub mod dashboard;
 pub mod dead_letters;
@@ -121,6 +122,20 @@ pub trait ChannelView: Send + Sync + 'static {
     ) -> Vec<stock::ListingPart> {
         let _ = (channel, sku, levels, total);
         Vec::new()
+    }
+
+    /// `channel`'s shadow-mode report with its `limit` largest differences; `None` for an
+    /// unknown channel (or a view that does not know).
+    fn shadow_report(&self, channel: &str, limit: usize) -> Option<channel_mode::ShadowReportView> {
+        let _ = (channel, limit);
+        None
+    }
+
+    /// Puts `channel` in shadow mode (`shadow`) or live; returns whether that changed the
+    /// mode, `None` for an unknown channel.
+    fn set_channel_mode(&self, channel: &str, shadow: bool) -> Option<bool> {
+        let _ = (channel, shadow);
+        None
     }
 
     /// Hands a Shopify `inventory_levels/update` (the channel's own figure) to
@@ -355,6 +370,14 @@ pub fn router(state: WebState) -> Router {
         .route("/api/v1/pushes", get(history::get_pushes))
         .route("/api/v1/audit/config", get(history::get_config_audit))
         .route("/api/v1/dead-letters", get(dead_letters::get_dead_letters))
+        .route(
+            "/api/v1/channels/{channel}/shadow-report",
+            get(channel_mode::get_shadow_report),
+        )
+        .route(
+            "/api/v1/channels/{channel}/mode",
+            axum::routing::put(channel_mode::put_mode),
+        )
         .merge(crate::ingest::receivers(receivers, levels).layer(
             axum::middleware::from_fn_with_state(state.clone(), cluster::webhooks_to_leader),
         ))

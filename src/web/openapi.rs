@@ -175,6 +175,8 @@ fn rewrite_refs(value: &mut serde_json::Value) {
         super::rules::get_rules,
         super::rules::put_rules,
         super::dead_letters::get_dead_letters,
+        super::channel_mode::get_shadow_report,
+        super::channel_mode::put_mode,
         super::dashboard::get_skus,
         super::dashboard::get_sku_events,
         super::dashboard::get_live,

@@ -692,3 +692,62 @@ async fn a_lowered_listing_waits_for_the_late_webhook_and_a_decrease_still_goes_
     assert_eq!(rig.propagation.held(CHANNEL, &sku(0)), None);
     rig.stop().await;
 }
+
+/// Issue 17, shadow mode against the Shopify simulator: nothing is written to the shop;
+/// each listing is read and compared with what would have been pushed; switched to live,
+/// the listings that differ are set once, over the values read.
+#[tokio::test]
+async fn a_shadow_channel_writes_nothing_to_the_shop_until_it_goes_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = simulator(ShopifySimulatorOptions::default()).await;
+    // What the shop lists today: SKU-000 too much, SKU-001 too little, SKU-002 right.
+    for (n, listed) in [(0, 9), (1, 0), (2, 4)] {
+        sim.set_level(item(n), LOCATION, listed);
+    }
+    let mut config = config(&sim, dir.path(), 3, false, 50.0, 10);
+    config.channels[0].mode = stocksync::config::ChannelMode::Shadow;
+    let propagation = Propagation::start(&config, store(dir.path()), reqwest::Client::new())
+        .await
+        .unwrap();
+    // ATP = WH-1 (on hand − reserved) + WH-2 − safety 2: 3, 5, 4.
+    let changes = vec![
+        change(0, (2, 0), 3, 1),
+        change(1, (4, 0), 3, 1),
+        change(2, (3, 0), 3, 1),
+    ];
+    propagation.publish(&changes);
+    propagation.flush(Duration::from_secs(10)).await.unwrap();
+    for (n, listed) in [(0, 9), (1, 0), (2, 4)] {
+        assert_eq!(
+            sim.level_history(item(n), LOCATION),
+            vec![listed],
+            "{}: never written in shadow mode",
+            sku(n)
+        );
+    }
+    let report = propagation.shadow_report(CHANNEL, 10).unwrap();
+    assert_eq!(report.compared, 3);
+    let differences: Vec<(&str, u64, Option<i64>)> = report
+        .differences
+        .iter()
+        .map(|d| (d.sku.as_str(), d.would_push, d.channel_value))
+        .collect();
+    assert_eq!(
+        differences,
+        vec![("SKU-000", 3, Some(9)), ("SKU-001", 5, Some(0))]
+    );
+    assert_eq!((report.units_over, report.units_under), (6, 5));
+
+    propagation.set_mode(CHANNEL, stocksync::config::ChannelMode::Live);
+    propagation.publish(&changes);
+    propagation.flush(Duration::from_secs(10)).await.unwrap();
+    for (n, atp) in [(0, 3), (1, 5), (2, 4)] {
+        assert_eq!(sim.level(item(n), LOCATION), Some(atp), "{}", sku(n));
+    }
+    assert_eq!(
+        sim.level_history(item(2), LOCATION),
+        vec![4],
+        "a listing the shop already had right is not written"
+    );
+    propagation.shutdown().await;
+}

@@ -947,6 +947,7 @@ mod tests {
             rate_limit: Default::default(),
             retry: Default::default(),
             write_off_cancel_reasons: None,
+            mode: Default::default(),
             platform: PlatformConfig::Shopify(ShopifyConfig {
                 shop_url: "http://127.0.0.1:1".into(),
                 api_version: "2026-04".into(),
