@@ -261,6 +261,15 @@ impl ChannelError {
     pub fn is_throttled(&self) -> bool {
         matches!(self, Self::Platform(error) if error.is_throttled())
     }
+
+    /// The wait the platform asked for when it throttled the request (`Retry-After`), in
+    /// milliseconds.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            Self::Platform(PlatformError::Throttled { retry_after_ms }) => *retry_after_ms,
+            _ => None,
+        }
+    }
 }
 
 /// One sales platform, as propagation sees it.

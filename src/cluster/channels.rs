@@ -161,17 +161,18 @@ impl ChannelLeadership {
 
     /// Leads channel `index` at `epoch` until `valid_until_ms` (clock ms, exclusive).
     fn hold(&self, index: usize, epoch: u64, valid_until_ms: i64) {
-        self.extend(index, valid_until_ms);
+        let _ = self.extend(index, valid_until_ms);
         if let Some(held) = self.held.get(index) {
             held.store(epoch, Ordering::Release);
         }
     }
 
-    /// A renewal: channel `index` stays led until `valid_until_ms`.
-    fn extend(&self, index: usize, valid_until_ms: i64) {
-        if let Some(until) = self.valid_until_ms.get(index) {
-            until.store(valid_until_ms, Ordering::Release);
-        }
+    /// A renewal: channel `index` stays led until `valid_until_ms`. Returns the limit it
+    /// replaced.
+    fn extend(&self, index: usize, valid_until_ms: i64) -> i64 {
+        self.valid_until_ms.get(index).map_or(i64::MAX, |until| {
+            until.swap(valid_until_ms, Ordering::AcqRel)
+        })
     }
 
     fn release(&self, index: usize) {
@@ -298,10 +299,24 @@ impl Coordinator {
                 let channel = self.channels.channels()[index].clone();
                 // Renewed late (a pause shorter than the session): leading had lapsed, so
                 // propagation stopped. Nobody led meanwhile (same epoch): pushing goes on.
-                let lapsed = !self.channels.leads(&channel);
+                // Whether it lapsed is decided by the limit the extension replaced, so an
+                // actor that saw the limit pass just before is counted.
                 self.channel_renewed_ms[index] = Some(now_ms);
-                self.channels
+                let replaced = self
+                    .channels
                     .extend(index, now_ms.saturating_add(self.fence_after_ms));
+                let lapsed = replaced <= self.channels.clock.now_ms();
+                if lapsed {
+                    // While the lease looked expired in the store, owners found no leader
+                    // for the channel and sent their changes nowhere: re-derive it from the
+                    // ledger once every owner sees the lease again, as after a takeover
+                    // (the process test lost the last changes of a leader that kept
+                    // renewing late).
+                    self.channel_resync_at_ms[index] =
+                        Some(now_ms.saturating_add(
+                            self.heartbeat_ms.saturating_mul(RESYNC_AFTER_HEARTBEATS),
+                        ));
+                }
                 // Woken after every renewal, not only when this round saw a lapse: the
                 // actor may have seen the old limit pass between the check above and the
                 // extension, and stopped with changes queued (a stalled queue the process

@@ -767,12 +767,38 @@ async fn read_paced(
     skus: &[String],
 ) -> Result<crate::channels::LevelsReport, crate::channels::ChannelError> {
     let quota = adapter.read_quota();
-    if let Some(quota) = &quota {
-        quota.acquire().await;
+    let mut attempt = 0;
+    loop {
+        if let Some(quota) = &quota {
+            quota.acquire().await;
+        }
+        match adapter.read_levels(skus).await {
+            Ok(report) => {
+                if let Some(quota) = &quota {
+                    quota.charge(report.requests.saturating_sub(1));
+                }
+                return Ok(report);
+            }
+            // A channel without a read quota of its own (bol.com, Amazon) throttles the
+            // read when propagation has spent its budget: wait as the channel says and
+            // read the chunk again, so a busy channel is still reconciled (a pass that
+            // gave up on every throttle never healed a busy channel).
+            Err(error) if error.is_throttled() && attempt < READ_THROTTLE_RETRIES => {
+                attempt += 1;
+                let wait_ms = error
+                    .retry_after_ms()
+                    .unwrap_or(READ_THROTTLE_WAIT_MS)
+                    .clamp(READ_THROTTLE_WAIT_MS / 10, READ_THROTTLE_MAX_WAIT_MS);
+                tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            }
+            Err(error) => return Err(error),
+        }
     }
-    let report = adapter.read_levels(skus).await?;
-    if let Some(quota) = &quota {
-        quota.charge(report.requests.saturating_sub(1));
-    }
-    Ok(report)
 }
+
+/// Times a throttled reconciliation read is made again before the pass gives up.
+const READ_THROTTLE_RETRIES: u32 = 8;
+/// The wait after a throttled read without `Retry-After`, in milliseconds.
+const READ_THROTTLE_WAIT_MS: u64 = 1_000;
+/// The longest wait after a throttled read, in milliseconds.
+const READ_THROTTLE_MAX_WAIT_MS: u64 = 10_000;

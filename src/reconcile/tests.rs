@@ -552,3 +552,72 @@ async fn a_hold_the_ledger_caught_up_with_is_released_without_a_discrepancy() {
     reconciler.shutdown();
     fixture.propagation.shutdown().await;
 }
+
+/// Answers every read throttled (`Retry-After: 2 s`) until `throttles` reads were refused.
+struct ThrottlingChannel {
+    throttles: u32,
+    reads: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl ChannelAdapter for ThrottlingChannel {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Bolcom
+    }
+    fn max_batch(&self) -> usize {
+        1
+    }
+    fn is_mapped(&self, _sku: &str) -> bool {
+        true
+    }
+    fn listing_count(&self) -> usize {
+        1
+    }
+    async fn push(&self, _items: &[PushItem]) -> PushReport {
+        PushReport::default()
+    }
+    async fn read_levels(&self, skus: &[String]) -> Result<LevelsReport, ChannelError> {
+        let read = self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if read < self.throttles {
+            return Err(ChannelError::Platform(
+                crate::platforms::http::PlatformError::Throttled {
+                    retry_after_ms: Some(2_000),
+                },
+            ));
+        }
+        Ok(LevelsReport {
+            levels: skus.iter().map(|sku| (sku.clone(), Some(3))).collect(),
+            requests: 1,
+            ..LevelsReport::default()
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttled_reconciliation_read_waits_as_told_and_reads_again() {
+    let channel = ThrottlingChannel {
+        throttles: 2,
+        reads: Default::default(),
+    };
+    let started = tokio::time::Instant::now();
+    let report = read_paced(&channel, &["A".to_owned()]).await.unwrap();
+    assert_eq!(report.levels, vec![("A".to_owned(), Some(3))]);
+    assert_eq!(channel.reads.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "waited {:?}, not the 2 × 2 s asked",
+        started.elapsed()
+    );
+    // A channel that never stops throttling: the pass gives up after a bounded number
+    // of reads.
+    let stuck = ThrottlingChannel {
+        throttles: u32::MAX,
+        reads: Default::default(),
+    };
+    let error = read_paced(&stuck, &["A".to_owned()]).await.unwrap_err();
+    assert!(error.is_throttled());
+    assert_eq!(
+        stuck.reads.load(std::sync::atomic::Ordering::SeqCst),
+        READ_THROTTLE_RETRIES + 1
+    );
+}
