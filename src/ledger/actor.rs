@@ -860,11 +860,13 @@ async fn load_cells(core: &Core, skus: Vec<Sku>) -> Vec<(Sku, Result<LoadedCell,
                     keys: KeyFilter::from_keys(
                         &scheme,
                         batch.keys.iter().map(|key| {
-                            let expires_at_ms = if key.expires_at_ms == i64::MAX {
-                                now_ms.saturating_add(ttl_ms)
-                            } else {
-                                key.expires_at_ms
-                            };
+                            // A key stored under a longer TTL than today's (the setting was
+                            // lowered, or another build wrote it) is remembered for today's
+                            // TTL at most: the filter's expiry buckets only reach one TTL
+                            // ahead, and a key beyond them read as expired (the
+                            // stored-format test found a stored key applied again).
+                            let expires_at_ms =
+                                key.expires_at_ms.min(now_ms.saturating_add(ttl_ms));
                             (key.key.as_str(), expires_at_ms)
                         }),
                     ),

@@ -49,5 +49,6 @@ mod shopify_propagation;
 mod stock_model;
 mod store_conformance;
 mod store_copy;
+mod stored_format;
 mod web_api;
 mod woocommerce_intake;
