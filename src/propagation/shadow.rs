@@ -21,7 +21,7 @@
 
 use crate::channels::{
     ChannelAdapter, ChannelError, ItemOutcome, ItemResult, LevelsReport, ListingLocation,
-    ListingMatch, PushItem, PushReport,
+    ListingMatch, PushItem, PushReport, ThrottleSignal,
 };
 use crate::config::ChannelKind;
 use async_trait::async_trait;
@@ -160,20 +160,8 @@ impl ShadowAdapter {
         let levels = match self.inner.read_levels(&skus).await {
             Ok(levels) => levels,
             Err(error) => {
-                let reason = format!("shadow read failed: {error}");
-                return PushReport {
-                    results: items
-                        .iter()
-                        .map(|item| ItemResult {
-                            sku: item.sku.clone(),
-                            outcome: ItemOutcome::Retryable {
-                                reason: reason.clone(),
-                            },
-                        })
-                        .collect(),
-                    error: Some(error),
-                    ..PushReport::default()
-                };
+                let throttle = ThrottleSignal::default();
+                return PushReport::failed(items, error, throttle, 1);
             }
         };
         let read: HashMap<&str, Option<i64>> = levels

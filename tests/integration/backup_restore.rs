@@ -6,16 +6,14 @@
 //! Without tansu installed this test fails and says to run `bash scripts/test.sh`.
 
 use crate::support::{
-    TansuBroker, TestLedger, TestProducer, committed_offsets, eventually, kafka_config, open_store,
-    unique,
+    TansuBroker, TestLedger, TestProducer, committed_offsets, eventually, kafka_config,
+    kafka_receipt, open_store, unique, wh1_on_hand,
 };
 use futures::StreamExt;
-use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use stocksync::domain::{LocationId, Sku};
 use stocksync::ingest::kafka::{KafkaIngest, ensure_group_idle, set_committed_offsets};
 use stocksync::store::Store;
 use stocksync::store_admin::backup::{backup_embedded, restore_embedded};
@@ -26,21 +24,6 @@ const SKUS: usize = 20;
 
 fn sku(index: usize) -> String {
     format!("BK-{index:02}")
-}
-
-fn receipt(sku: &str, key: &str, quantity: u64) -> String {
-    json!({"schema_version": 1, "sku": sku, "idempotency_key": key, "source": "test",
-           "type": "receipt", "location": "WH-1", "quantity": quantity})
-    .to_string()
-}
-
-async fn on_hand(ledger: &stocksync::ledger::Ledger, sku: &str) -> i64 {
-    ledger
-        .state(&Sku::from(sku))
-        .await
-        .expect("ledger state")
-        .location(&LocationId::from("WH-1"))
-        .on_hand
 }
 
 /// Every SKU's stored idempotency keys, in seq order.
@@ -87,7 +70,7 @@ async fn a_backup_under_load_restores_to_its_watermark_and_catches_up_from_kafka
                     let key = format!("bk-{n}");
                     let quantity = (n % 4 + 1) as u64;
                     let partition = (index as i32) % PARTITIONS;
-                    let body = receipt(&sku(index), &key, quantity);
+                    let body = kafka_receipt(&sku(index), &key, quantity);
                     let offset = producer
                         .send(topic, partition, Some(&sku(index)), &body)
                         .await;
@@ -150,7 +133,7 @@ async fn a_backup_under_load_restores_to_its_watermark_and_catches_up_from_kafka
     )
     .await;
     for (index, total) in totals.iter().enumerate() {
-        assert_eq!(on_hand(&live.ledger, &sku(index)).await, *total);
+        assert_eq!(wh1_on_hand(&live.ledger, &sku(index)).await, *total);
     }
     // While the engine runs, the group has a member: a restore refuses to touch it.
     {
@@ -221,7 +204,11 @@ async fn a_backup_under_load_restores_to_its_watermark_and_catches_up_from_kafka
             .filter(|r| sku_keys.contains(&r.3))
             .map(|r| r.4 as i64)
             .sum();
-        assert_eq!(on_hand(&restored.ledger, name).await, expected, "{name}");
+        assert_eq!(
+            wh1_on_hand(&restored.ledger, name).await,
+            expected,
+            "{name}"
+        );
     }
 
     // The group resumes at the backup's watermarks; the restored ledger catches up.
@@ -250,7 +237,7 @@ async fn a_backup_under_load_restores_to_its_watermark_and_catches_up_from_kafka
     .await;
     for (index, total) in totals.iter().enumerate() {
         assert_eq!(
-            on_hand(&restored.ledger, &sku(index)).await,
+            wh1_on_hand(&restored.ledger, &sku(index)).await,
             *total,
             "{}",
             sku(index)

@@ -10,12 +10,12 @@
 
 use crate::support::{
     GatedStore, TansuBroker, TestLedger, TestProducer, committed_offsets, eventually, kafka_config,
-    open_store, read_topic, unique,
+    open_store, read_topic, unique, wh1_on_hand,
 };
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stocksync::domain::{LocationId, NullSink, Sku};
+use stocksync::domain::NullSink;
 use stocksync::ingest::kafka::partitioner::partition_for_key;
 use stocksync::ingest::kafka::{
     KafkaIngest, KafkaIngestOptions, PartitionAssignment, PartitionStart,
@@ -151,15 +151,6 @@ fn assignment(entries: &[(i32, u64, Option<i64>)]) -> PartitionAssignment {
         .collect()
 }
 
-async fn on_hand(ledger: &Ledger, sku: &str) -> i64 {
-    ledger
-        .state(&Sku::from(sku))
-        .await
-        .expect("ledger state")
-        .location(&LocationId::from("WH-1"))
-        .on_hand
-}
-
 async fn wait_assignment(ingest: &KafkaIngest, expected: &[(String, i32)]) {
     eventually(
         &format!("the consumer reads {expected:?}"),
@@ -186,7 +177,7 @@ async fn manually_assigned_consumers_read_exactly_their_partitions_and_apply_eve
     for record in &records {
         let expected = i64::from(record.partition < 2);
         assert_eq!(
-            on_hand(&a.ledger, &record.sku).await,
+            wh1_on_hand(&a.ledger, &record.sku).await,
             expected,
             "{record:?}"
         );
@@ -259,8 +250,8 @@ async fn manually_assigned_consumers_read_exactly_their_partitions_and_apply_eve
         _ => Some('B'),
     };
     for record in &records {
-        let in_a = on_hand(&a.ledger, &record.sku).await;
-        let in_b = on_hand(&b.ledger, &record.sku).await;
+        let in_a = wh1_on_hand(&a.ledger, &record.sku).await;
+        let in_b = wh1_on_hand(&b.ledger, &record.sku).await;
         let expected = (
             i64::from(owner(record) == Some('A')),
             i64::from(owner(record) == Some('B')),
@@ -282,7 +273,7 @@ async fn a_partition_taken_away_with_its_batch_in_flight_is_not_committed_and_is
     // flight.
     for record in &records {
         eventually("the ledger has seen the record", WAIT, || async {
-            on_hand(&ledger.ledger, &record.sku).await == 1
+            wh1_on_hand(&ledger.ledger, &record.sku).await == 1
         })
         .await;
     }
@@ -318,7 +309,11 @@ async fn a_partition_taken_away_with_its_batch_in_flight_is_not_committed_and_is
     wait_assignment(&ingest, &fixture.partitions_of(&[0, 1])).await;
     fixture.wait_committed(&[Some(1), Some(1)]).await;
     for record in &records {
-        assert_eq!(on_hand(&ledger.ledger, &record.sku).await, 1, "{record:?}");
+        assert_eq!(
+            wh1_on_hand(&ledger.ledger, &record.sku).await,
+            1,
+            "{record:?}"
+        );
     }
     ingest.stop().await.expect("clean stop");
 }
@@ -394,7 +389,11 @@ async fn a_record_the_ledger_answers_not_owner_is_neither_dead_lettered_nor_comm
     assert_eq!(fixture.committed().await, [None, Some(2)]);
     for record in &records {
         let expected = i64::from(record.partition == 1);
-        assert_eq!(on_hand(&ledger, &record.sku).await, expected, "{record:?}");
+        assert_eq!(
+            wh1_on_hand(&ledger, &record.sku).await,
+            expected,
+            "{record:?}"
+        );
     }
     let dead = read_topic(
         &fixture.broker.bootstrap(),
@@ -413,7 +412,7 @@ async fn a_record_the_ledger_answers_not_owner_is_neither_dead_lettered_nor_comm
     wait_assignment(&ingest, &fixture.partitions_of(&[1])).await;
     assert_eq!(fixture.committed().await, [None, Some(2)]);
     for record in records.iter().filter(|record| record.partition == 0) {
-        assert_eq!(on_hand(&ledger, &record.sku).await, 0, "{record:?}");
+        assert_eq!(wh1_on_hand(&ledger, &record.sku).await, 0, "{record:?}");
     }
 
     // The partition comes back under a new epoch, admitted by the ledger: its records are
@@ -423,7 +422,7 @@ async fn a_record_the_ledger_answers_not_owner_is_neither_dead_lettered_nor_comm
     wait_assignment(&ingest, &fixture.partitions_of(&[0, 1])).await;
     fixture.wait_committed(&[Some(2), Some(2)]).await;
     for record in &records {
-        assert_eq!(on_hand(&ledger, &record.sku).await, 1, "{record:?}");
+        assert_eq!(wh1_on_hand(&ledger, &record.sku).await, 1, "{record:?}");
     }
     ingest.stop().await.expect("clean stop");
 }

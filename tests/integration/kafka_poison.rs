@@ -7,13 +7,11 @@
 
 use crate::support::{
     TansuBroker, TestLedger, TestProducer, committed_offsets, eventually, header, kafka_config,
-    open_store, read_topic, unique,
+    kafka_receipt, open_store, read_topic, unique, wh1_on_hand,
 };
-use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use stocksync::config::Config;
-use stocksync::domain::{LocationId, Sku};
 use stocksync::ingest::kafka::{
     HEADER_ERROR, HEADER_ERROR_REASON, HEADER_ORIGINAL_OFFSET, KafkaIngest, KafkaIngestOptions,
     REASON_UNAVAILABLE, RetryPolicy,
@@ -22,21 +20,6 @@ use stocksync::store::fault::FaultyStore;
 use stocksync::web::{self, WebState};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn receipt(sku: &str, key: &str, quantity: u64) -> String {
-    json!({"schema_version": 1, "sku": sku, "idempotency_key": key, "source": "test",
-           "type": "receipt", "location": "WH-1", "quantity": quantity})
-    .to_string()
-}
-
-async fn on_hand(ledger: &stocksync::ledger::Ledger, sku: &str) -> i64 {
-    ledger
-        .state(&Sku::from(sku))
-        .await
-        .expect("ledger state")
-        .location(&LocationId::from("WH-1"))
-        .on_hand
-}
 
 /// The HTTP API over `ledger` on a loopback port; returns its base URL.
 async fn serve(ledger: &stocksync::ledger::Ledger) -> String {
@@ -83,7 +66,7 @@ async fn a_store_outage_pauses_kafka_ingest_and_it_resumes_by_itself_with_nothin
     let committed = || committed_offsets(&bootstrap, &group, &topic, 1);
 
     producer
-        .send(&topic, 0, Some("SKU-A"), &receipt("SKU-A", "r-0", 1))
+        .send(&topic, 0, Some("SKU-A"), &kafka_receipt("SKU-A", "r-0", 1))
         .await;
     eventually("the first receipt is committed", WAIT, || async {
         committed().await == [Some(1)]
@@ -95,7 +78,12 @@ async fn a_store_outage_pauses_kafka_ingest_and_it_resumes_by_itself_with_nothin
     for n in 1..=10 {
         let sku = if n % 2 == 0 { "SKU-A" } else { "SKU-B" };
         producer
-            .send(&topic, 0, Some(sku), &receipt(sku, &format!("r-{n}"), n))
+            .send(
+                &topic,
+                0,
+                Some(sku),
+                &kafka_receipt(sku, &format!("r-{n}"), n),
+            )
             .await;
     }
     eventually("a group commit has failed", WAIT, || async {
@@ -112,7 +100,7 @@ async fn a_store_outage_pauses_kafka_ingest_and_it_resumes_by_itself_with_nothin
     let refused = http
         .post(format!("{base}/api/v1/movements"))
         .header("content-type", "application/json")
-        .body(receipt("SKU-C", "rest-1", 1))
+        .body(kafka_receipt("SKU-C", "rest-1", 1))
         .send()
         .await
         .unwrap();
@@ -137,10 +125,13 @@ async fn a_store_outage_pauses_kafka_ingest_and_it_resumes_by_itself_with_nothin
     let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     assert_eq!(
-        on_hand(&ledger.ledger, "SKU-A").await,
+        wh1_on_hand(&ledger.ledger, "SKU-A").await,
         1 + 2 + 4 + 6 + 8 + 10
     );
-    assert_eq!(on_hand(&ledger.ledger, "SKU-B").await, 1 + 3 + 5 + 7 + 9);
+    assert_eq!(
+        wh1_on_hand(&ledger.ledger, "SKU-B").await,
+        1 + 3 + 5 + 7 + 9
+    );
     // Exactly once: one event per record, in order.
     for (sku, keys) in [
         ("SKU-A", vec!["r-0", "r-2", "r-4", "r-6", "r-8", "r-10"]),
@@ -208,7 +199,7 @@ async fn a_flapping_store_pauses_and_resumes_a_subscribed_consumer_many_times_lo
     let sends = (0..RECORDS).map(|n| {
         let sku = format!("FLAP-{:02}", n % SKUS);
         let quantity = (n % 3 + 1) as u64;
-        let body = receipt(&sku, &format!("flap-{n}"), quantity);
+        let body = kafka_receipt(&sku, &format!("flap-{n}"), quantity);
         let partition = (n % SKUS) as i32 % PARTITIONS;
         let producer = &producer;
         let topic = &topic;
@@ -246,7 +237,7 @@ async fn a_flapping_store_pauses_and_resumes_a_subscribed_consumer_many_times_lo
     .await;
     for (n, want) in expected.iter().enumerate() {
         let sku = format!("FLAP-{n:02}");
-        assert_eq!(on_hand(&ledger.ledger, &sku).await, *want, "{sku}");
+        assert_eq!(wh1_on_hand(&ledger.ledger, &sku).await, *want, "{sku}");
         let events = ledger.store.events(&sku, 1, 10_000).await.unwrap();
         assert_eq!(events.len(), RECORDS / SKUS, "{sku}: one event per record");
     }
@@ -280,7 +271,12 @@ async fn a_movement_the_ledger_can_never_take_is_dead_lettered_and_the_partition
     let committed = || committed_offsets(&bootstrap, &group, &topic, 1);
 
     producer
-        .send(&topic, 0, Some("SKU-OK"), &receipt("SKU-OK", "ok-1", 2))
+        .send(
+            &topic,
+            0,
+            Some("SKU-OK"),
+            &kafka_receipt("SKU-OK", "ok-1", 2),
+        )
         .await;
     eventually("the first record is committed", WAIT, || async {
         committed().await == [Some(1)]
@@ -289,16 +285,21 @@ async fn a_movement_the_ledger_can_never_take_is_dead_lettered_and_the_partition
     // SKU-BAD can never be loaded (a corrupt record, say): the ledger answers unavailable
     // every time. The record must not block its partition.
     faulty.fail_sku(Some("SKU-BAD"));
-    let bad = receipt("SKU-BAD", "bad-1", 1);
+    let bad = kafka_receipt("SKU-BAD", "bad-1", 1);
     producer.send(&topic, 0, Some("SKU-BAD"), &bad).await;
     producer
-        .send(&topic, 0, Some("SKU-OK"), &receipt("SKU-OK", "ok-2", 3))
+        .send(
+            &topic,
+            0,
+            Some("SKU-OK"),
+            &kafka_receipt("SKU-OK", "ok-2", 3),
+        )
         .await;
     eventually("the partition moved past the bad record", WAIT, || async {
         committed().await == [Some(3)]
     })
     .await;
-    assert_eq!(on_hand(&ledger.ledger, "SKU-OK").await, 5);
+    assert_eq!(wh1_on_hand(&ledger.ledger, "SKU-OK").await, 5);
     let letters = read_topic(&broker.bootstrap(), &dead_letters, 1, 1, WAIT).await;
     assert_eq!(letters.len(), 1, "{letters:?}");
     {

@@ -597,3 +597,20 @@ pub async fn shopify_simulator(
     .await
     .unwrap()
 }
+
+/// A receipt of `quantity` units at WH-1 as a Kafka record's JSON body (contract version 1).
+pub fn kafka_receipt(sku: &str, key: &str, quantity: u64) -> String {
+    serde_json::json!({"schema_version": 1, "sku": sku, "idempotency_key": key, "source": "test",
+           "type": "receipt", "location": "WH-1", "quantity": quantity})
+    .to_string()
+}
+
+/// `sku`'s on-hand at WH-1 as `ledger` holds it.
+pub async fn wh1_on_hand(ledger: &stocksync::ledger::Ledger, sku: &str) -> i64 {
+    ledger
+        .state(&stocksync::domain::Sku::from(sku))
+        .await
+        .expect("ledger state")
+        .location(&stocksync::domain::LocationId::from("WH-1"))
+        .on_hand
+}
