@@ -306,12 +306,13 @@ impl Coordinator {
                     .channels
                     .extend(index, now_ms.saturating_add(self.fence_after_ms));
                 let lapsed = replaced <= self.channels.clock.now_ms();
-                if lapsed {
+                if lapsed && self.channel_resync_at_ms[index].is_none() {
                     // While the lease looked expired in the store, owners found no leader
                     // for the channel and sent their changes nowhere: re-derive it from the
                     // ledger once every owner sees the lease again, as after a takeover
                     // (the process test lost the last changes of a leader that kept
-                    // renewing late).
+                    // renewing late). One pending at a time: a leader late on every round
+                    // re-derives every few heartbeats, not never.
                     self.channel_resync_at_ms[index] =
                         Some(now_ms.saturating_add(
                             self.heartbeat_ms.saturating_mul(RESYNC_AFTER_HEARTBEATS),
