@@ -476,8 +476,10 @@ mod tests {
         assert!(!view.leads("shop"));
         assert_eq!(view.held_epoch(0), 3);
         assert_eq!(view.led(), vec!["shop".to_owned()]);
-        // A renewal in time extends it again.
-        view.extend(0, 15_000);
+        // A renewal extends it again and says which limit it replaced, so the coordinator
+        // sees the lapse (12,500 passed at 12,500) even if it looked just before.
+        assert_eq!(view.extend(0, 15_000), 12_500);
         assert!(view.leads("shop"));
+        assert_eq!(view.extend(0, 16_000), 15_000);
     }
 }
