@@ -117,6 +117,7 @@ fn unknown_channel(channel: &str) -> Response {
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
         (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::ServiceUnavailable),
     )
 )]
 pub(super) async fn get_shadow_report(
@@ -158,6 +159,7 @@ pub(super) async fn get_shadow_report(
         (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
         (status = 404, response = super::openapi::NotFound),
+        (status = 503, response = super::openapi::ServiceUnavailable),
     )
 )]
 pub(super) async fn put_mode(

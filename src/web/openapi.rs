@@ -302,6 +302,8 @@ mod tests {
         ("/api/v1/stock/{sku}/events", &["get"]),
         ("/api/v1/events", &["get"]),
         ("/api/v1/channels", &["get"]),
+        ("/api/v1/channels/{channel}/shadow-report", &["get"]),
+        ("/api/v1/channels/{channel}/mode", &["put"]),
         ("/api/v1/openapi.json", &["get"]),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
