@@ -891,8 +891,11 @@ async fn three_processes_lose_and_double_nothing_through_a_kill_and_a_pause() {
         .metric(client, "stocksync_cluster_fenced_writes_total")
         .await;
     eprintln!("cluster_processes: node b lost {lost} partition(s), {fenced} fenced write(s)");
+    // Either its coordinator saw the leases taken (`lost`), or, when a batch in hand
+    // reached the store first, the store refused it and the committer dropped the
+    // partitions before the coordinator's round (`fenced`; seen on a loaded machine).
     assert!(
-        lost >= 1.0,
+        lost + fenced >= 1.0,
         "node b lost its partitions while frozen:\n{}",
         nodes[1].log_text()
     );
