@@ -463,6 +463,134 @@ async fn concurrent_rules_changes_are_both_kept() {
     app.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Issue 17, shadow mode over HTTP on a running engine: the report needs `read`, the switch
+/// `operate`; bad input and unknown channels are problems; in shadow nothing reaches the
+/// shop, and the switch to live pushes the ledger's ATP over what the shop listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mode_is_reported_and_switched_over_http() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shop = Arc::new(
+        simulator::start(ShopifySimulatorOptions::default(), listener)
+            .await
+            .unwrap(),
+    );
+    shop.set_level(1, 1, 9);
+    let (ingest, reader, operator) = (new_token(), new_token(), new_token());
+    let dir = tempfile::tempdir().unwrap();
+    let extra = tokens(&[
+        ("erp", "ingest", &ingest),
+        ("viewer", "read", &reader),
+        ("ops-team", "operate,read", &operator),
+    ]);
+    let text = format!(
+        "{}[[channels]]\nid = \"shop\"\nkind = \"shopify\"\nlocations = [\"WH-1\"]\n\
+         mode = \"shadow\"\n[channels.shopify]\nshop_url = \"{}\"\n\
+         access_token = \"shpat_sandbox_token\"\nwebhook_secret = \"sandbox_webhook_secret\"\n\
+         location_id = 1\nlistings = [{{ sku = \"SHADOW-MUG\", inventory_item_id = 1 }}]\n",
+        config_text(dir.path(), "127.0.0.1:0", &extra),
+        shop.base_url()
+    );
+    let config = Config::from_toml(&text).unwrap();
+    config.validate().unwrap();
+    let app = stocksync::app::App::start(config).await.unwrap();
+    let base = format!("http://{}", app.http_addr());
+    let client = reqwest::Client::new();
+    let posted = client
+        .post(format!("{base}/api/v1/movements"))
+        .bearer_auth(&ingest)
+        .json(&receipt("SHADOW-MUG", "s1", 4))
+        .send()
+        .await
+        .unwrap();
+    assert!(posted.status().is_success(), "{}", posted.status());
+    let report_url = format!("{base}/api/v1/channels/shop/shadow-report");
+    let mut report = Value::Null;
+    for _ in 0..200 {
+        report = client
+            .get(&report_url)
+            .bearer_auth(&reader)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if report["compared"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(report["mode"], "shadow", "{report}");
+    assert_eq!(report["classes"]["channel_higher"], 1, "{report}");
+    assert_eq!(report["units_over"], 5, "{report}");
+    assert_eq!(report["differences"][0]["would_push"], 4, "{report}");
+    assert_eq!(report["differences"][0]["channel_value"], 9, "{report}");
+    assert_eq!(
+        shop.level_history(1, 1),
+        vec![9],
+        "nothing written in shadow"
+    );
+
+    let mode_url = format!("{base}/api/v1/channels/shop/mode");
+    let refused = client
+        .put(&mode_url)
+        .bearer_auth(&reader)
+        .json(&json!({"mode": "live"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let bad = client
+        .put(&mode_url)
+        .bearer_auth(&operator)
+        .json(&json!({"mode": "loud"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        problem(bad).await["detail"]
+            .as_str()
+            .unwrap()
+            .contains("loud")
+    );
+    let unknown = client
+        .put(format!("{base}/api/v1/channels/nope/mode"))
+        .bearer_auth(&operator)
+        .json(&json!({"mode": "live"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(problem(unknown).await["status"], 404);
+
+    let live: Value = client
+        .put(&mode_url)
+        .bearer_auth(&operator)
+        .json(&json!({"mode": "live"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (live["mode"].clone(), live["changed"].clone()),
+        (json!("live"), json!(true))
+    );
+    // Going live re-derives the listing and pushes the ATP over the 9 the shadow read.
+    let mut listed = None;
+    for _ in 0..200 {
+        listed = shop.level(1, 1);
+        if listed == Some(4) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed, Some(4), "history {:?}", shop.level_history(1, 1));
+    app.shutdown(Duration::from_secs(5)).await;
+}
+
 /// Runs `stocksync {args}` with stderr captured and returns its stdout and stderr.
 fn run_binary(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_stocksync"))
