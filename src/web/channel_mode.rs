@@ -5,7 +5,10 @@
 //! it). Both go through the [`super::ChannelView`]; an unknown channel answers a 404
 //! problem, a bad parameter or body a 400 problem.
 //!
-//! May depend on: the web module's problem and state types.
+//! A switch that changed the mode is recorded in the config audit (`channel_mode_changed`,
+//! with the caller's token name).
+//!
+//! May depend on: `store` (the config audit), the web module's problem and state types.
 
 use super::{Problem, WebState};
 use axum::Json;
@@ -165,6 +168,7 @@ pub(super) async fn get_shadow_report(
 pub(super) async fn put_mode(
     State(state): State<WebState>,
     Path(channel): Path<String>,
+    caller: Option<axum::Extension<super::auth::Caller>>,
     body: Result<Json<ModeBody>, JsonRejection>,
 ) -> Response {
     let body = match body {
@@ -186,12 +190,40 @@ pub(super) async fn put_mode(
         .as_ref()
         .and_then(|view| view.set_channel_mode(&channel, shadow))
     {
-        Some(changed) => Json(ModeAnswer {
-            channel,
-            mode: body.mode,
-            changed,
-        })
-        .into_response(),
+        Some(changed) => {
+            if changed {
+                // Who switched which channel, in the config audit next to rules changes. The
+                // switch is in force already; a store failure here is logged, not undone.
+                let actor = caller.map_or_else(
+                    || super::auth::LOCAL_ACTOR.to_owned(),
+                    |axum::Extension(caller)| caller.name.to_string(),
+                );
+                let json = serde_json::json!({"channel": channel, "mode": body.mode}).to_string();
+                let hash: String = sha2::Digest::finalize(
+                    <sha2::Sha256 as sha2::Digest>::new_with_prefix(json.as_bytes()),
+                )
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+                let record = crate::store::ConfigAuditRecord {
+                    at_ms: state.ledger.clock().now_ms(),
+                    action: "channel_mode_changed".to_owned(),
+                    actor: actor.clone(),
+                    config_hash: hash,
+                    config_json: json,
+                };
+                if let Err(error) = state.ledger.store().record_config_change(&record).await {
+                    tracing::warn!(channel = %channel, error = %error, "the mode change could not be recorded in the config audit");
+                }
+                tracing::info!(channel = %channel, mode = %body.mode, actor = %actor, "channel mode changed over the API");
+            }
+            Json(ModeAnswer {
+                channel,
+                mode: body.mode,
+                changed,
+            })
+            .into_response()
+        }
         None => unknown_channel(&channel),
     }
 }

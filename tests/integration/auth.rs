@@ -578,6 +578,26 @@ async fn shadow_mode_is_reported_and_switched_over_http() {
         (live["mode"].clone(), live["changed"].clone()),
         (json!("live"), json!(true))
     );
+    let audit: Value = client
+        .get(format!("{base}/api/v1/audit/config"))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let switch = audit
+        .as_array()
+        .or_else(|| audit["changes"].as_array())
+        .and_then(|changes| {
+            changes
+                .iter()
+                .find(|change| change["action"] == "channel_mode_changed")
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("no channel_mode_changed in the audit: {audit}"));
+    assert_eq!(switch["actor"], "ops-team", "{switch}");
     // Going live re-derives the listing and pushes the ATP over the 9 the shadow read.
     let mut listed = None;
     for _ in 0..200 {
