@@ -359,8 +359,18 @@ async fn amazon_stock_reaches_the_simulator_by_patch_and_by_feed_and_never_to_fb
     for (sku, quantity) in [("SKU-A", 1), ("SKU-B", 4), ("SKU-D", 6)] {
         setup.ledger.submit(receipt(sku, quantity)).await.unwrap();
     }
-    // The outage lasts until all three wait in the queue, however slow the machine.
-    wait_for(|| setup.propagation.pending() >= 3).await;
+    // The outage lasts until all three wait in the queue with nothing in flight, however
+    // slow the machine: a retry of two of them in flight when the outage ends would go
+    // out as two single PATCHes (a clean-clone CI run saw that).
+    wait_for(|| {
+        setup.propagation.pending() >= 3
+            && setup
+                .propagation
+                .channel_status()
+                .iter()
+                .all(|status| status.in_flight == 0)
+    })
+    .await;
     sim.set_outage(false);
     wait_for(|| {
         sim.quantity("A-NL") == Some(11)
