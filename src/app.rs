@@ -79,12 +79,6 @@ impl ChannelView for PropagationView {
         channel: &str,
         limit: usize,
     ) -> Option<web::channel_mode::ShadowReportView> {
-        let label = |class: crate::propagation::shadow::ShadowClass| {
-            serde_json::to_value(class)
-                .ok()
-                .and_then(|value| value.as_str().map(str::to_owned))
-                .unwrap_or_default()
-        };
         self.0
             .shadow_report(channel, limit)
             .map(|report| web::channel_mode::ShadowReportView {
@@ -94,7 +88,7 @@ impl ChannelView for PropagationView {
                 classes: report
                     .classes
                     .into_iter()
-                    .map(|(class, count)| (label(class), count))
+                    .map(|(class, count)| (class.as_str().to_owned(), count))
                     .collect(),
                 units_over: report.units_over,
                 units_under: report.units_under,
@@ -102,7 +96,7 @@ impl ChannelView for PropagationView {
                     .differences
                     .into_iter()
                     .map(|entry| web::channel_mode::ShadowListing {
-                        class: label(entry.class),
+                        class: entry.class.as_str().to_owned(),
                         sku: entry.sku,
                         would_push: entry.would_push,
                         channel_value: entry.channel_value,
@@ -113,12 +107,7 @@ impl ChannelView for PropagationView {
             })
     }
 
-    fn set_channel_mode(&self, channel: &str, shadow: bool) -> Option<bool> {
-        let mode = if shadow {
-            crate::config::ChannelMode::Shadow
-        } else {
-            crate::config::ChannelMode::Live
-        };
+    fn set_channel_mode(&self, channel: &str, mode: crate::config::ChannelMode) -> Option<bool> {
         self.0.set_mode(channel, mode)
     }
 

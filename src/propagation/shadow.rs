@@ -44,6 +44,18 @@ pub enum ShadowClass {
     Missing,
 }
 
+impl ShadowClass {
+    /// The class as the API and the report name it (`in_sync`, …).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::InSync => "in_sync",
+            Self::ChannelHigher => "channel_higher",
+            Self::ChannelLower => "channel_lower",
+            Self::Missing => "missing",
+        }
+    }
+}
+
 /// One listing as the shadow last compared it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ShadowEntry {

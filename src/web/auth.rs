@@ -349,10 +349,24 @@ pub fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 
 /// The SHA-256 of `token` as 64 lower-case hex digits (what `[http.auth]` stores).
 pub fn hash_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
+    sha256_hex(token)
+}
+
+/// The SHA-256 of `text` as 64 lower-case hex digits (token hashes, config audit hashes).
+pub(crate) fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
+}
+
+/// The name a change is recorded under: the caller's token name, or [`LOCAL_ACTOR`] when
+/// the request carried none (no tokens configured).
+pub(crate) fn actor_name(caller: Option<axum::Extension<Caller>>) -> String {
+    caller.map_or_else(
+        || LOCAL_ACTOR.to_owned(),
+        |axum::Extension(caller)| caller.name.to_string(),
+    )
 }
 
 /// A new random token: [`TOKEN_PREFIX`] and 32 random bytes (256 bits from the OS-seeded

@@ -11,6 +11,7 @@
 //! May depend on: `store` (the config audit), the web module's problem and state types.
 
 use super::{Problem, WebState};
+use crate::config::ChannelMode;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -74,7 +75,8 @@ pub struct ShadowReportView {
 #[serde(deny_unknown_fields)]
 pub struct ModeBody {
     /// `live` or `shadow`.
-    pub mode: String,
+    #[schema(value_type = String)]
+    pub mode: ChannelMode,
 }
 
 /// The answer of `PUT /api/v1/channels/{channel}/mode`.
@@ -82,8 +84,9 @@ pub struct ModeBody {
 pub struct ModeAnswer {
     /// The channel.
     pub channel: String,
-    /// The mode now in force on the instance that answered.
-    pub mode: String,
+    /// The mode now in force on the instance that answered (`live` or `shadow`).
+    #[schema(value_type = String)]
+    pub mode: ChannelMode,
     /// Whether this request changed it.
     pub changed: bool,
 }
@@ -171,59 +174,41 @@ pub(super) async fn put_mode(
     caller: Option<axum::Extension<super::auth::Caller>>,
     body: Result<Json<ModeBody>, JsonRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(Json(body)) => body,
+    let mode = match body {
+        Ok(Json(body)) => body.mode,
         Err(rejection) => return bad_request("invalid-body", rejection.body_text()),
     };
-    let shadow = match body.mode.as_str() {
-        "live" => false,
-        "shadow" => true,
-        other => {
-            return bad_request(
-                "invalid-body",
-                format!("mode must be \"live\" or \"shadow\", got {other:?}"),
-            );
-        }
-    };
-    match state
+    let Some(changed) = state
         .channel_view
         .as_ref()
-        .and_then(|view| view.set_channel_mode(&channel, shadow))
-    {
-        Some(changed) => {
-            if changed {
-                // Who switched which channel, in the config audit next to rules changes. The
-                // switch is in force already; a store failure here is logged, not undone.
-                let actor = caller.map_or_else(
-                    || super::auth::LOCAL_ACTOR.to_owned(),
-                    |axum::Extension(caller)| caller.name.to_string(),
-                );
-                let json = serde_json::json!({"channel": channel, "mode": body.mode}).to_string();
-                let hash: String = sha2::Digest::finalize(
-                    <sha2::Sha256 as sha2::Digest>::new_with_prefix(json.as_bytes()),
-                )
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-                let record = crate::store::ConfigAuditRecord {
-                    at_ms: state.ledger.clock().now_ms(),
-                    action: "channel_mode_changed".to_owned(),
-                    actor: actor.clone(),
-                    config_hash: hash,
-                    config_json: json,
-                };
-                if let Err(error) = state.ledger.store().record_config_change(&record).await {
-                    tracing::warn!(channel = %channel, error = %error, "the mode change could not be recorded in the config audit");
-                }
-                tracing::info!(channel = %channel, mode = %body.mode, actor = %actor, "channel mode changed over the API");
-            }
-            Json(ModeAnswer {
-                channel,
-                mode: body.mode,
-                changed,
-            })
-            .into_response()
-        }
-        None => unknown_channel(&channel),
+        .and_then(|view| view.set_channel_mode(&channel, mode))
+    else {
+        return unknown_channel(&channel);
+    };
+    if changed {
+        record_mode_change(&state, &channel, mode, &super::auth::actor_name(caller)).await;
     }
+    Json(ModeAnswer {
+        channel,
+        mode,
+        changed,
+    })
+    .into_response()
+}
+
+/// Records who switched which channel in the config audit, next to rules changes. The
+/// switch is in force already; a store failure here is logged, not undone.
+async fn record_mode_change(state: &WebState, channel: &str, mode: ChannelMode, actor: &str) {
+    let json = serde_json::json!({"channel": channel, "mode": mode}).to_string();
+    let record = crate::store::ConfigAuditRecord {
+        at_ms: state.ledger.clock().now_ms(),
+        action: "channel_mode_changed".to_owned(),
+        actor: actor.to_owned(),
+        config_hash: super::auth::sha256_hex(&json),
+        config_json: json,
+    };
+    if let Err(error) = state.ledger.store().record_config_change(&record).await {
+        tracing::warn!(channel, error = %error, "the mode change could not be recorded in the config audit");
+    }
+    tracing::info!(channel, ?mode, actor, "channel mode changed over the API");
 }

@@ -131,10 +131,10 @@ pub trait ChannelView: Send + Sync + 'static {
         None
     }
 
-    /// Puts `channel` in shadow mode (`shadow`) or live; returns whether that changed the
-    /// mode, `None` for an unknown channel.
-    fn set_channel_mode(&self, channel: &str, shadow: bool) -> Option<bool> {
-        let _ = (channel, shadow);
+    /// Puts `channel` in `mode`; returns whether that changed the mode, `None` for an
+    /// unknown channel.
+    fn set_channel_mode(&self, channel: &str, mode: crate::config::ChannelMode) -> Option<bool> {
+        let _ = (channel, mode);
         None
     }
 

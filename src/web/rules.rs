@@ -24,7 +24,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
 use std::sync::{Arc, Mutex};
 
 /// SKUs read (and replayed) per page when every ATP is recomputed after a change.
@@ -199,10 +199,7 @@ impl RuntimeRules {
         let rules = next.rules().map_err(|error| vec![error.to_string()])?;
         let applied = RulesDocument::of(&next);
         let json = serde_json::to_string(&applied).expect("rules documents serialise");
-        let hash: String = Sha256::digest(json.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash = super::auth::sha256_hex(&json);
         self.store
             .record_config_change(&ConfigAuditRecord {
                 at_ms: self.ledger.clock().now_ms(),
@@ -321,10 +318,7 @@ pub(super) async fn put_rules(
         )
         .into_response();
     };
-    let actor = caller.map_or_else(
-        || super::auth::LOCAL_ACTOR.to_owned(),
-        |axum::Extension(caller)| caller.name.to_string(),
-    );
+    let actor = super::auth::actor_name(caller);
     match rules.change(document, &actor).await {
         Ok(applied) => Json(applied).into_response(),
         Err(problems) => Problem::new(
